@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+
+/// @title Fund
+/// @notice The foundation's treasury (white paper §3.3, §3.5): receives licence
+/// and trading fees, pays royalties and expenses only through the treasurer role.
+contract Fund is AccessControl {
+    using SafeERC20 for IERC20;
+
+    /// @notice Role allowed to pay out of the fund (council-controlled).
+    bytes32 public constant TREASURER_ROLE = keccak256("TREASURER_ROLE");
+
+    /// @notice The recipient list and amount list have different lengths.
+    error FundLengthMismatch(uint256 recipients, uint256 amounts);
+    /// @notice A payout to the zero address.
+    error FundZeroRecipient(uint256 index);
+    /// @notice A zero deposit.
+    error FundZeroAmount();
+
+    /// @notice `amount` of `token` came into the fund from `from`, tagged by `source`.
+    event FundDeposit(address indexed token, address indexed from, uint256 amount, bytes32 indexed source);
+    /// @notice `amount` of `token` left the fund to `to`, tagged by `tag`.
+    event FundPayout(address indexed token, address indexed to, uint256 amount, bytes32 indexed tag);
+
+    /// @param council The account that administers roles.
+    constructor(address council) {
+        _grantRole(DEFAULT_ADMIN_ROLE, council);
+    }
+
+    /// @notice Pull `amount` of `token` from the caller into the fund (caller approves first).
+    /// @param token The token.
+    /// @param amount The amount in base units.
+    /// @param source A tag for accounting, e.g. keccak256("licence-fee").
+    function deposit(IERC20 token, uint256 amount, bytes32 source) external {
+        if (amount == 0) revert FundZeroAmount();
+        token.safeTransferFrom(msg.sender, address(this), amount);
+        emit FundDeposit(address(token), msg.sender, amount, source);
+    }
+
+    /// @notice Pay `amounts[i]` of `token` to `recipients[i]` for every i.
+    /// @param token The token.
+    /// @param recipients The payees.
+    /// @param amounts The amounts in base units.
+    /// @param tag A tag for accounting, e.g. the distribution run id.
+    function payout(IERC20 token, address[] calldata recipients, uint256[] calldata amounts, bytes32 tag)
+        external
+        onlyRole(TREASURER_ROLE)
+    {
+        if (recipients.length != amounts.length) revert FundLengthMismatch(recipients.length, amounts.length);
+        for (uint256 i = 0; i < recipients.length; ++i) {
+            if (recipients[i] == address(0)) revert FundZeroRecipient(i);
+            token.safeTransfer(recipients[i], amounts[i]);
+            emit FundPayout(address(token), recipients[i], amounts[i], tag);
+        }
+    }
+}

@@ -1,0 +1,1 @@
+"""Patent-pool token exchange service."""
