@@ -1,0 +1,215 @@
+"""Deploy the pool contracts, wire their roles, and describe the result.
+
+Role wiring (mirrors ``scripts/lib/deploy-pool.js``, used by the Hardhat tests):
+
+- the council holds ``DEFAULT_ADMIN_ROLE`` on every contract (it deploys them);
+- ``BPR.GATE_ROLE`` → LicenseGate (only the gate grants and ends licences);
+- ``LicenseGate.REVOKER_ROLE`` → registrar (revokes licences of expelled members);
+- ``PoolRegistry.REGISTRAR_ROLE`` → registrar;
+- ``BPC.MINTER_ROLE`` → minter (mints BPC when patents are admitted);
+- ``Fund.TREASURER_ROLE`` → treasurer (pays royalties).
+
+A deployment is described by a manifest (chain id, deploy block, addresses,
+ABI hashes, roles), written by ``exchange deploy`` and checked by
+``exchange chain status``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from web3 import Web3
+
+from exchange.chain.binding import BoundContract
+from exchange.chain.compiler import Artifact, compile_contracts
+from exchange.chain.errors import ChainUnavailable, DeploymentMismatch, ErrorDecoder
+
+log = structlog.get_logger(__name__)
+
+POOL_CONTRACTS = ("PoolRegistry", "BPC", "BPR", "Fund", "LicenseGate")
+DEV_CONTRACTS = ("QuoteToken",)
+MANIFEST_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ContractRecord:
+    address: str
+    abi_sha256: str
+    deploy_tx: str
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What was deployed where: the manifest of one pool deployment."""
+
+    chain_id: int
+    deploy_block: int
+    deployer: str
+    contracts: dict[str, ContractRecord]
+    roles: dict[str, str] = field(default_factory=dict)
+    version: int = MANIFEST_VERSION
+
+    def address(self, name: str) -> str:
+        return self.contracts[name].address
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Deployment:
+        if data.get("version") != MANIFEST_VERSION:
+            raise ValueError(f"unsupported manifest version {data.get('version')!r}")
+        return cls(
+            chain_id=int(data["chain_id"]),
+            deploy_block=int(data["deploy_block"]),
+            deployer=str(data["deployer"]),
+            contracts={name: ContractRecord(**record) for name, record in data["contracts"].items()},
+            roles={str(k): str(v) for k, v in data.get("roles", {}).items()},
+        )
+
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, path: Path) -> Deployment:
+        return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+@dataclass(frozen=True)
+class RolePlan:
+    """Who receives which foundation role; every default is the deployer (the council)."""
+
+    registrar: str | None = None
+    minter: str | None = None
+    treasurer: str | None = None
+
+
+def error_decoder(artifacts: Mapping[str, Artifact]) -> ErrorDecoder:
+    return ErrorDecoder(artifact.abi for artifact in artifacts.values())
+
+
+def _deploy(w3: Web3, artifact: Artifact, *args: Any) -> tuple[str, str, int]:
+    factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+    tx_hash = factory.constructor(*args).transact({"from": w3.eth.default_account})
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+    address = receipt["contractAddress"]
+    if receipt["status"] != 1 or address is None:
+        raise ChainUnavailable(f"deployment of {artifact.name} failed in tx {tx_hash.hex()}")
+    return Web3.to_checksum_address(address), "0x" + bytes(tx_hash).hex(), int(receipt["blockNumber"])
+
+
+def deploy_pool(
+    w3: Web3,
+    *,
+    roles: RolePlan | None = None,
+    with_quote_token: bool = True,
+    artifacts: Mapping[str, Artifact] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Deployment:
+    """Deploy the pool contracts from `w3.eth.default_account` (the council) and wire roles.
+
+    `with_quote_token` adds a freely mintable test stablecoin (dev and test chains only).
+    """
+    artifacts = artifacts or compile_contracts()
+    decoder = error_decoder(artifacts)
+    council = Web3.to_checksum_address(str(w3.eth.default_account))
+    plan = roles or RolePlan()
+    registrar = Web3.to_checksum_address(plan.registrar or council)
+    minter = Web3.to_checksum_address(plan.minter or council)
+    treasurer = Web3.to_checksum_address(plan.treasurer or council)
+    report = progress or (lambda _message: None)
+
+    records: dict[str, ContractRecord] = {}
+    blocks: list[int] = []
+
+    def deploy(name: str, artifact_name: str, *args: Any) -> str:
+        report(f"deploying {name}")
+        address, tx, block = _deploy(w3, artifacts[artifact_name], *args)
+        blocks.append(block)
+        records[name] = ContractRecord(address=address, abi_sha256=artifacts[artifact_name].abi_sha256, deploy_tx=tx)
+        log.info("chain.contract_deployed", contract=name, address=address)
+        return address
+
+    registry = deploy("PoolRegistry", "PoolRegistry", council)
+    bpc = deploy("BPC", "BPC", council)
+    bpr = deploy("BPR", "BPR", council)
+    fund = deploy("Fund", "Fund", council)
+    gate = deploy("LicenseGate", "LicenseGate", council, bpc, bpr, registry, fund)
+    if with_quote_token:
+        deploy("QuoteToken", "TestToken", "Test USD", "TUSD", 6)
+
+    def bound(name: str, artifact_name: str) -> BoundContract:
+        return BoundContract(w3, name, records[name].address, artifacts[artifact_name].abi, decoder)
+
+    grants = [
+        ("BPR", "GATE_ROLE", gate),
+        ("LicenseGate", "REVOKER_ROLE", registrar),
+        ("PoolRegistry", "REGISTRAR_ROLE", registrar),
+        ("BPC", "MINTER_ROLE", minter),
+        ("Fund", "TREASURER_ROLE", treasurer),
+    ]
+    role_map = {"council": council}
+    for contract_name, role, account in grants:
+        report(f"granting {contract_name}.{role}")
+        contract = bound(contract_name, contract_name)
+        contract.transact("grantRole", contract.call(role), account)
+        role_map[f"{contract_name}.{role}"] = account
+
+    return Deployment(
+        chain_id=w3.eth.chain_id,
+        deploy_block=min(blocks),
+        deployer=council,
+        contracts=records,
+        roles=role_map,
+    )
+
+
+def _masked(code: bytes, immutable_references: Mapping[str, list[dict[str, int]]]) -> bytes:
+    """Runtime code with immutable slots zeroed, comparable to the compiler's output."""
+    buffer = bytearray(code)
+    for references in immutable_references.values():
+        for ref in references:
+            start, length = ref["start"], ref["length"]
+            buffer[start : start + length] = bytes(length)
+    return bytes(buffer)
+
+
+@dataclass(frozen=True)
+class ContractStatus:
+    name: str
+    address: str
+    ok: bool
+    reason: str
+
+
+def check_deployment(
+    w3: Web3, deployment: Deployment, artifacts: Mapping[str, Artifact] | None = None
+) -> list[ContractStatus]:
+    """Compare the code at every manifest address with the compiled contract."""
+    artifacts = artifacts or compile_contracts()
+    if w3.eth.chain_id != deployment.chain_id:
+        raise DeploymentMismatch(f"manifest is for chain {deployment.chain_id}, node is chain {w3.eth.chain_id}")
+    statuses = []
+    for name, record in deployment.contracts.items():
+        artifact = artifacts["TestToken" if name == "QuoteToken" else name]
+        code = bytes(w3.eth.get_code(Web3.to_checksum_address(record.address)))
+        expected = bytes.fromhex(artifact.deployed_bytecode[2:])
+        if not code:
+            statuses.append(ContractStatus(name, record.address, False, "no code at address"))
+        elif _masked(code, artifact.immutable_references) != _masked(expected, artifact.immutable_references):
+            statuses.append(ContractStatus(name, record.address, False, "code differs from compiled contract"))
+        elif record.abi_sha256 != artifact.abi_sha256:
+            statuses.append(ContractStatus(name, record.address, False, "ABI changed since deployment"))
+        else:
+            statuses.append(ContractStatus(name, record.address, True, "code matches"))
+    return statuses

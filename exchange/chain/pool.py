@@ -1,0 +1,194 @@
+"""Typed access to the deployed pool: registry, tokens, licence gate and fund.
+
+Amounts are integers in base units (``*_wei``: BPC has 18 decimals). Every
+method raises ``ContractReverted`` (with the contract's custom error) or
+``ChainUnavailable``; no web3 exception leaves this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from web3 import Web3
+from web3.types import BlockIdentifier, TxReceipt
+
+from exchange.chain.binding import BoundContract
+from exchange.chain.compiler import Artifact, compile_contracts
+from exchange.chain.deployment import Deployment, error_decoder
+
+
+class Tier(IntEnum):
+    """Enterprise-size tiers (PoolRegistry.Tier)."""
+
+    NON_PROFIT = 0
+    SMALL = 1
+    MEDIUM = 2
+    LARGE = 3
+
+
+class MemberStatus(IntEnum):
+    """Membership status (PoolRegistry.Status)."""
+
+    NONE = 0
+    ACTIVE = 1
+    SUSPENDED = 2
+    EXPELLED = 3
+
+
+class LicenceKind(IntEnum):
+    """How a BPR was obtained (IBPR.LicenceKind)."""
+
+    NONE = 0
+    LOCKED = 1
+    NON_PROFIT = 2
+    FEE = 3
+
+
+@dataclass(frozen=True)
+class Member:
+    account: str
+    tier: Tier
+    status: MemberStatus
+    admitted_at: int
+
+
+@dataclass(frozen=True)
+class Licence:
+    """A BPR record; `expires_at` is zero for licences without a term."""
+
+    holder: str
+    token_id: int
+    kind: LicenceKind
+    tier: Tier
+    expires_at: int
+    since_block: int
+    locked_bpc_wei: int
+    licensed: bool
+
+
+class PoolChain:
+    """The deployed pool contracts on one chain."""
+
+    def __init__(self, w3: Web3, deployment: Deployment, artifacts: Mapping[str, Artifact] | None = None) -> None:
+        artifacts = artifacts or compile_contracts()
+        decoder = error_decoder(artifacts)
+        self.w3 = w3
+        self.deployment = deployment
+
+        def bind(name: str, artifact_name: str | None = None) -> BoundContract:
+            abi = artifacts[artifact_name or name].abi
+            return BoundContract(w3, name, deployment.address(name), abi, decoder)
+
+        self.registry = bind("PoolRegistry")
+        self.bpc = bind("BPC")
+        self.bpr = bind("BPR")
+        self.fund = bind("Fund")
+        self.gate = bind("LicenseGate")
+        self.quote = bind("QuoteToken", "TestToken") if "QuoteToken" in deployment.contracts else None
+
+    # --- registry -------------------------------------------------------------------------------
+
+    def admit(self, account: str, tier: Tier, *, sender: str | None = None) -> TxReceipt:
+        return self.registry.transact("admit", _addr(account), int(tier), sender=sender)
+
+    def set_tier(self, account: str, tier: Tier, *, sender: str | None = None) -> TxReceipt:
+        return self.registry.transact("setTier", _addr(account), int(tier), sender=sender)
+
+    def suspend(self, account: str, *, sender: str | None = None) -> TxReceipt:
+        return self.registry.transact("suspend", _addr(account), sender=sender)
+
+    def reinstate(self, account: str, *, sender: str | None = None) -> TxReceipt:
+        return self.registry.transact("reinstate", _addr(account), sender=sender)
+
+    def expel(self, account: str, *, sender: str | None = None) -> TxReceipt:
+        return self.registry.transact("expel", _addr(account), sender=sender)
+
+    def set_tier_reference(self, tier: Tier, reference: str, *, sender: str | None = None) -> TxReceipt:
+        return self.registry.transact("setTierReference", int(tier), _addr(reference), sender=sender)
+
+    def tier_reference(self, tier: Tier) -> str:
+        return str(self.registry.call("tierReference", int(tier)))
+
+    def member(self, account: str, *, block: BlockIdentifier = "latest") -> Member:
+        tier, status, admitted_at = self.registry.call("memberOf", _addr(account), block=block)
+        return Member(_addr(account), Tier(tier), MemberStatus(status), int(admitted_at))
+
+    # --- BPC ------------------------------------------------------------------------------------
+
+    def mint_bpc(self, to: str, amount_wei: int, *, sender: str | None = None) -> TxReceipt:
+        return self.bpc.transact("mint", _addr(to), amount_wei, sender=sender)
+
+    def transfer_bpc(self, to: str, amount_wei: int, *, sender: str) -> TxReceipt:
+        return self.bpc.transact("transfer", _addr(to), amount_wei, sender=sender)
+
+    def approve_bpc(self, spender: str, amount_wei: int, *, sender: str) -> TxReceipt:
+        return self.bpc.transact("approve", _addr(spender), amount_wei, sender=sender)
+
+    def bpc_balance(self, account: str, *, block: BlockIdentifier = "latest") -> int:
+        return int(self.bpc.call("balanceOf", _addr(account), block=block))
+
+    def bpc_supply(self, *, block: BlockIdentifier = "latest") -> int:
+        return int(self.bpc.call("totalSupply", block=block))
+
+    # --- licences -------------------------------------------------------------------------------
+
+    def threshold(self, tier: Tier, *, block: BlockIdentifier = "latest") -> int:
+        """BPC (wei) a member of `tier` must lock now: the balance at the tier's reference address."""
+        return int(self.gate.call("threshold", int(tier), block=block))
+
+    def acquire(self, amount_wei: int, *, sender: str) -> TxReceipt:
+        """Approve the gate and lock `amount_wei` BPC for a BPR (zero for non-profit members)."""
+        if amount_wei:
+            self.approve_bpc(self.gate.address, amount_wei, sender=sender)
+        return self.gate.transact("acquire", amount_wei, sender=sender)
+
+    def release(self, *, sender: str) -> TxReceipt:
+        return self.gate.transact("release", sender=sender)
+
+    def fee_licence_terms(self) -> tuple[int, int]:
+        """(price in BPC wei, term in seconds)."""
+        return int(self.gate.call("feeLicencePrice")), int(self.gate.call("feeLicenceTerm"))
+
+    def set_fee_licence_terms(self, price_wei: int, term_s: int, *, sender: str | None = None) -> TxReceipt:
+        return self.gate.transact("setFeeLicenceTerms", price_wei, term_s, sender=sender)
+
+    def buy_fee_licence(self, *, sender: str) -> TxReceipt:
+        price_wei, _ = self.fee_licence_terms()
+        self.approve_bpc(self.gate.address, price_wei, sender=sender)
+        return self.gate.transact("buyFeeLicence", sender=sender)
+
+    def renew_fee_licence(self, *, sender: str) -> TxReceipt:
+        price_wei, _ = self.fee_licence_terms()
+        self.approve_bpc(self.gate.address, price_wei, sender=sender)
+        return self.gate.transact("renewFeeLicence", sender=sender)
+
+    def revoke(self, holder: str, *, sender: str | None = None) -> TxReceipt:
+        return self.gate.transact("revoke", _addr(holder), sender=sender)
+
+    def licence(self, holder: str, *, block: BlockIdentifier = "latest") -> Licence:
+        record: Any = self.bpr.call("licenceOf", _addr(holder), block=block)
+        token_id, kind, tier, expires_at, since_block, locked = record
+        licensed = bool(self.bpr.call("isLicensed", _addr(holder), block=block))
+        return Licence(
+            holder=_addr(holder),
+            token_id=int(token_id),
+            kind=LicenceKind(kind),
+            tier=Tier(tier),
+            expires_at=int(expires_at),
+            since_block=int(since_block),
+            locked_bpc_wei=int(locked),
+            licensed=licensed,
+        )
+
+    def is_licensed(self, holder: str, *, block: BlockIdentifier = "latest") -> bool:
+        return bool(self.bpr.call("isLicensed", _addr(holder), block=block))
+
+    def bpr_balance(self, holder: str, *, block: BlockIdentifier = "latest") -> int:
+        return int(self.bpr.call("balanceOf", _addr(holder), block=block))
+
+
+def _addr(account: str) -> str:
+    return Web3.to_checksum_address(account)

@@ -1,0 +1,59 @@
+"""Bring up the chain side of the service: connect, then deploy or load the pool.
+
+With no RPC URL the service runs on the embedded in-process EVM and deploys a
+fresh pool at every start. With an RPC URL it loads the deployment manifest
+when one is configured and present (checking the code at every address), and
+otherwise deploys and writes the manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from web3 import Web3
+
+from exchange.chain.compiler import compile_contracts
+from exchange.chain.deployment import Deployment, RolePlan, check_deployment, deploy_pool
+from exchange.chain.errors import DeploymentMismatch
+from exchange.chain.pool import PoolChain
+from exchange.chain.provider import make_web3
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ChainRuntime:
+    """The chain a running service talks to."""
+
+    w3: Web3
+    deployment: Deployment
+    pool: PoolChain
+    embedded: bool
+
+
+def start_chain(
+    rpc_url: str | None,
+    *,
+    operator_key: str | None = None,
+    manifest_path: Path | None = None,
+    roles: RolePlan | None = None,
+) -> ChainRuntime:
+    """Connect to the chain and make sure the pool contracts are there."""
+    artifacts = compile_contracts()
+    w3 = make_web3(rpc_url, operator_key=operator_key)
+    deployment: Deployment | None = None
+    if rpc_url and manifest_path and manifest_path.is_file():
+        deployment = Deployment.read(manifest_path)
+        failures = [s for s in check_deployment(w3, deployment, artifacts) if not s.ok]
+        if failures:
+            details = "; ".join(f"{s.name} at {s.address}: {s.reason}" for s in failures)
+            raise DeploymentMismatch(f"manifest {manifest_path} does not match the chain: {details}")
+        log.info("chain.deployment_loaded", chain_id=deployment.chain_id, manifest=str(manifest_path))
+    if deployment is None:
+        deployment = deploy_pool(w3, roles=roles, artifacts=artifacts)
+        log.info("chain.deployment_created", chain_id=deployment.chain_id, block=deployment.deploy_block)
+        if rpc_url and manifest_path:
+            deployment.write(manifest_path)
+    return ChainRuntime(w3=w3, deployment=deployment, pool=PoolChain(w3, deployment, artifacts), embedded=rpc_url is None)

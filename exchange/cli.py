@@ -1,0 +1,126 @@
+"""The ``exchange`` command.
+
+Subcommands::
+
+    exchange serve                      run the HTTP service (embedded defaults without configuration)
+    exchange compile                    compile the contracts (cached by source hash)
+    exchange deploy --rpc URL           deploy the pool contracts and write a deployment manifest
+    exchange chain status               check a manifest against the chain
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DEFAULT_MANIFEST = Path("deployments/manifest.json")
+
+
+def _progress(message: str) -> None:
+    print(f"  … {message}", file=sys.stderr, flush=True)
+
+
+def cmd_compile(_args: argparse.Namespace) -> int:
+    from exchange.chain.compiler import compile_contracts
+
+    artifacts = compile_contracts()
+    for name in ("PoolRegistry", "BPC", "BPR", "Fund", "LicenseGate"):
+        size = (len(artifacts[name].deployed_bytecode) - 2) // 2
+        print(f"{name:<14} {size:>6} bytes of runtime code")
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from exchange.chain.deployment import RolePlan, deploy_pool
+    from exchange.chain.provider import make_web3
+
+    key = os.environ.get("EXCHANGE_OPERATOR_PRIVATE_KEY")
+    w3 = make_web3(args.rpc, operator_key=key)
+    print(f"deploying to chain {w3.eth.chain_id} from {w3.eth.default_account}", file=sys.stderr)
+    deployment = deploy_pool(
+        w3,
+        roles=RolePlan(registrar=args.registrar, minter=args.minter, treasurer=args.treasurer),
+        with_quote_token=args.with_test_quote_token,
+        progress=_progress,
+    )
+    deployment.write(args.manifest)
+    print(json.dumps(deployment.to_json(), indent=2, sort_keys=True))
+    print(f"manifest written to {args.manifest}", file=sys.stderr)
+    return 0
+
+
+def cmd_chain_status(args: argparse.Namespace) -> int:
+    from exchange.chain.deployment import Deployment, check_deployment
+    from exchange.chain.errors import ChainError
+    from exchange.chain.provider import make_web3
+
+    if not args.manifest.is_file():
+        print(f"no manifest at {args.manifest}", file=sys.stderr)
+        return 2
+    if not args.rpc:
+        print("give --rpc URL or set CHAIN_RPC_URL: the embedded chain lives only inside `exchange serve`", file=sys.stderr)
+        return 2
+    deployment = Deployment.read(args.manifest)
+    try:
+        w3 = make_web3(args.rpc)
+        statuses = check_deployment(w3, deployment)
+    except ChainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"chain {deployment.chain_id}, deployed at block {deployment.deploy_block}, head {w3.eth.block_number}")
+    for status in statuses:
+        mark = "ok  " if status.ok else "FAIL"
+        print(f"{mark} {status.name:<14} {status.address}  {status.reason}")
+    return 0 if all(s.ok for s in statuses) else 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from exchange.api.server import serve
+
+    serve(host=args.host, port=args.port)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="exchange", description="Patent-pool token exchange")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default=None, help="listen address (default from settings)")
+    serve.add_argument("--port", type=int, default=None, help="listen port (default from settings)")
+    serve.set_defaults(handler=cmd_serve)
+
+    compile_ = sub.add_parser("compile", help="compile the Solidity contracts")
+    compile_.set_defaults(handler=cmd_compile)
+
+    deploy = sub.add_parser("deploy", help="deploy the pool contracts to a JSON-RPC chain")
+    deploy.add_argument("--rpc", required=True, help="JSON-RPC URL, e.g. http://127.0.0.1:8545")
+    deploy.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="where to write the manifest")
+    deploy.add_argument("--registrar", help="address receiving the registrar and revoker roles")
+    deploy.add_argument("--minter", help="address receiving the BPC minter role")
+    deploy.add_argument("--treasurer", help="address receiving the fund treasurer role")
+    deploy.add_argument(
+        "--with-test-quote-token", action="store_true", help="also deploy a mintable test stablecoin (dev chains)"
+    )
+    deploy.set_defaults(handler=cmd_deploy)
+
+    chain = sub.add_parser("chain", help="chain inspection")
+    chain_sub = chain.add_subparsers(dest="chain_command", required=True)
+    status = chain_sub.add_parser("status", help="check the deployment manifest against the chain")
+    status.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
+    status.add_argument("--rpc", default=os.environ.get("CHAIN_RPC_URL"), help="JSON-RPC URL (default $CHAIN_RPC_URL)")
+    status.set_defaults(handler=cmd_chain_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
