@@ -1,0 +1,240 @@
+"""Service settings, read once from the environment.
+
+Every field can be set with an environment variable named ``EXCHANGE_<FIELD>``
+(``EXCHANGE_LOG_LEVEL``, ``EXCHANGE_PORT``, ...), except the two connection
+strings that deployment platforms conventionally provide under fixed names:
+``DATABASE_URL`` and ``CHAIN_RPC_URL``.
+
+The settings refuse what would be unsafe or silently ignored:
+
+* unknown keys, including unknown ``EXCHANGE_*`` environment variables, so a
+  misspelt variable is an error rather than a default in disguise;
+* a remote chain (``CHAIN_RPC_URL``) without an operator key, unless the node
+  signs for its own unlocked development accounts (``EXCHANGE_DEV_ACCOUNTS``);
+* a database driver the service cannot use (only asyncpg and aiosqlite).
+
+Without any configuration the service runs self-contained: a SQLite file under
+``var/`` in the working directory and an in-process EVM.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+ENV_PREFIX = "EXCHANGE_"
+SQLITE_DRIVER = "sqlite+aiosqlite"
+POSTGRES_DRIVER = "postgresql+asyncpg"
+
+LogFormat = Literal["auto", "json", "console"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+_PRIVATE_KEY_PATTERN = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+# Order of the secp256k1 group: a private key must lie in [1, n - 1].
+_SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def default_database_url() -> str:
+    """The embedded default: ``var/exchange.sqlite3`` under the current working directory."""
+    return f"{SQLITE_DRIVER}:///{Path.cwd() / 'var' / 'exchange.sqlite3'}"
+
+
+def normalize_database_url(raw_url: str) -> str:
+    """Return ``raw_url`` rewritten for the async driver the service uses.
+
+    ``postgres://`` and ``postgresql://`` become ``postgresql+asyncpg://`` and
+    ``sqlite://`` becomes ``sqlite+aiosqlite://``; any other driver is refused.
+    """
+    try:
+        url: URL = make_url(raw_url)
+    except ArgumentError as error:
+        raise ValueError(f"not a database URL: {error}") from None
+    backend, _, driver = url.drivername.partition("+")
+    if backend in {"postgres", "postgresql"} and driver in {"", "asyncpg"}:
+        url = url.set(drivername=POSTGRES_DRIVER)
+    elif backend == "sqlite" and driver in {"", "aiosqlite"}:
+        url = url.set(drivername=SQLITE_DRIVER)
+    else:
+        raise ValueError(
+            f"unsupported database driver {url.drivername!r}: "
+            "use postgresql:// (asyncpg) or sqlite:// (aiosqlite)"
+        )
+    return url.render_as_string(hide_password=False)
+
+
+# Connection strings that platforms provide under these exact names, without the prefix.
+FIXED_NAME_VARIABLES = {"database_url": "DATABASE_URL", "chain_rpc_url": "CHAIN_RPC_URL"}
+
+
+class _FixedNameVariables(PydanticBaseSettingsSource):
+    """Reads the fields listed in ``FIXED_NAME_VARIABLES`` from their unprefixed variables."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {
+            field_name: os.environ[variable]
+            for field_name, variable in FIXED_NAME_VARIABLES.items()
+            if variable in os.environ
+        }
+
+
+class _UnknownExchangeVariables(PydanticBaseSettingsSource):
+    """Reports every ``EXCHANGE_*`` variable that names no field, so ``extra="forbid"`` rejects it."""
+
+    def __init__(self, settings_cls: type[BaseSettings], known_variables: frozenset[str]) -> None:
+        super().__init__(settings_cls)
+        self._known_variables = known_variables
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {
+            name: value
+            for name, value in os.environ.items()
+            if name.upper().startswith(ENV_PREFIX) and name.upper() not in self._known_variables
+        }
+
+
+class Settings(BaseSettings):
+    """Configuration of one service process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+        frozen=True,
+    )
+
+    database_url: str = Field(
+        default_factory=default_database_url,
+        description="SQLAlchemy URL; postgres:// and sqlite:// are rewritten for asyncpg and aiosqlite.",
+    )
+    migrate_on_start: bool = Field(
+        default=True,
+        description="Apply pending Alembic migrations when the service starts.",
+    )
+    chain_rpc_url: str | None = Field(
+        default=None,
+        description="EVM JSON-RPC endpoint; unset means the embedded in-process EVM.",
+    )
+    operator_private_key: SecretStr | None = Field(
+        default=None,
+        description="Hex secp256k1 key of the account that deploys contracts and settles trades.",
+    )
+    dev_accounts: bool = Field(
+        default=False,
+        description="The RPC node signs for its unlocked dev accounts (a Hardhat node): no key needed.",
+    )
+    deployment_manifest: Path | None = Field(
+        default=None,
+        description="JSON manifest of already deployed contracts to load instead of deploying.",
+    )
+    log_format: LogFormat = Field(
+        default="auto",
+        description="console on a terminal and JSON otherwise (auto), or forced.",
+    )
+    log_level: LogLevel = "INFO"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # EXCHANGE_DATABASE_URL and EXCHANGE_CHAIN_RPC_URL count as unknown: the default env source
+        # would read them, and the unknown-variable source then makes their use an error, pointing at
+        # the variable's real name instead of letting two names compete.
+        known = frozenset(
+            f"{ENV_PREFIX}{name}".upper() for name in cls.model_fields if name not in FIXED_NAME_VARIABLES
+        )
+        return (
+            init_settings,
+            env_settings,
+            _FixedNameVariables(settings_cls),
+            # Lowest priority: only keys that no other source knows end up here.
+            _UnknownExchangeVariables(settings_cls, known),
+        )
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalize_database_url(cls, value: str) -> str:
+        return normalize_database_url(value)
+
+    @field_validator("chain_rpc_url", mode="before")
+    @classmethod
+    def _empty_rpc_url_means_embedded(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("chain_rpc_url")
+    @classmethod
+    def _check_rpc_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"(https?|wss?)://[^\s/]+", value):
+            raise ValueError("CHAIN_RPC_URL must be an http(s):// or ws(s):// URL")
+        return value
+
+    @field_validator("operator_private_key", mode="before")
+    @classmethod
+    def _empty_key_means_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("operator_private_key")
+    @classmethod
+    def _check_private_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        key = value.get_secret_value().strip()
+        # Never echo the key itself in the error.
+        if not _PRIVATE_KEY_PATTERN.fullmatch(key):
+            raise ValueError("operator private key must be 32 bytes as 64 hex digits, optionally 0x-prefixed")
+        if not 0 < int(key.removeprefix("0x"), 16) < _SECP256K1_ORDER:
+            raise ValueError("operator private key is outside the secp256k1 key range")
+        return SecretStr(key if key.startswith("0x") else f"0x{key}")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _remote_chain_needs_a_signer(self) -> Settings:
+        if self.chain_rpc_url is not None and self.operator_private_key is None and not self.dev_accounts:
+            raise ValueError(
+                "CHAIN_RPC_URL is set but no operator key is configured: set EXCHANGE_OPERATOR_PRIVATE_KEY, "
+                "or EXCHANGE_DEV_ACCOUNTS=true if the node has unlocked development accounts"
+            )
+        return self
+
+    @property
+    def uses_embedded_chain(self) -> bool:
+        return self.chain_rpc_url is None
+
+    @property
+    def database_backend(self) -> Literal["sqlite", "postgresql"]:
+        return "sqlite" if self.database_url.startswith("sqlite") else "postgresql"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings from its environment, read on first use."""
+    return Settings()
