@@ -1,0 +1,122 @@
+// Fund: tagged deposits from anyone, payouts only by the treasurer.
+const { ethers } = require("hardhat");
+const { expect } = require("chai");
+const { loadFixture } = require("@nomicfoundation/hardhat-network-helpers");
+const { deployPool, toBpc } = require("./fixtures");
+
+const ROYALTIES = ethers.id("royalties-2025-q1");
+const TRADING_FEE = ethers.id("trading-fee");
+
+async function deployFundWithDepositor() {
+  const pool = await deployPool();
+  const [depositor, alice, bob, carol, ...users] = pool.users;
+  await pool.bpc.connect(pool.minter).mint(depositor.address, toBpc(1000));
+  await pool.bpc.connect(depositor).approve(await pool.fund.getAddress(), ethers.MaxUint256);
+  const quoteToken = await (await ethers.getContractFactory("TestToken")).deploy("Quote", "QUOTE", 6);
+  return { ...pool, depositor, alice, bob, carol, users, quoteToken };
+}
+
+describe("Fund", function () {
+  beforeEach(async function () {
+    Object.assign(this, await loadFixture(deployFundWithDepositor));
+    this.fundAddress = await this.fund.getAddress();
+    this.bpcAddress = await this.bpc.getAddress();
+  });
+
+  describe("deposit", function () {
+    it("pulls the amount from the caller and records the source", async function () {
+      const amount = toBpc(15);
+      const tx = this.fund.connect(this.depositor).deposit(this.bpcAddress, amount, TRADING_FEE);
+      await expect(tx)
+        .to.emit(this.fund, "FundDeposit")
+        .withArgs(this.bpcAddress, this.depositor.address, amount, TRADING_FEE);
+      await expect(tx).to.changeTokenBalances(this.bpc, [this.depositor, this.fund], [-amount, amount]);
+    });
+
+    it("accepts any ERC-20, such as the quote token", async function () {
+      const amount = 2_500_000n;
+      await this.quoteToken.mint(this.alice.address, amount);
+      await this.quoteToken.connect(this.alice).approve(this.fundAddress, amount);
+      await expect(this.fund.connect(this.alice).deposit(await this.quoteToken.getAddress(), amount, TRADING_FEE))
+        .to.emit(this.fund, "FundDeposit")
+        .withArgs(await this.quoteToken.getAddress(), this.alice.address, amount, TRADING_FEE);
+      expect(await this.quoteToken.balanceOf(this.fundAddress)).to.equal(amount);
+    });
+
+    it("reverts FundZeroAmount for zero", async function () {
+      await expect(
+        this.fund.connect(this.depositor).deposit(this.bpcAddress, 0n, TRADING_FEE),
+      ).to.be.revertedWithCustomError(this.fund, "FundZeroAmount");
+    });
+
+    it("reverts with the token's ERC20InsufficientAllowance without approval", async function () {
+      await this.bpc.connect(this.depositor).approve(this.fundAddress, 0n);
+      await expect(this.fund.connect(this.depositor).deposit(this.bpcAddress, 1n, TRADING_FEE))
+        .to.be.revertedWithCustomError(this.bpc, "ERC20InsufficientAllowance")
+        .withArgs(this.fundAddress, 0n, 1n);
+    });
+  });
+
+  describe("payout", function () {
+    beforeEach(async function () {
+      await this.fund.connect(this.depositor).deposit(this.bpcAddress, toBpc(100), TRADING_FEE);
+      this.asTreasurer = this.fund.connect(this.council);
+    });
+
+    it("makes the council the treasurer in the deployed pool", async function () {
+      expect(await this.fund.hasRole(await this.fund.TREASURER_ROLE(), this.council.address)).to.equal(true);
+    });
+
+    it("pays every recipient its amount, one tagged event each", async function () {
+      const recipients = [this.alice.address, this.bob.address, this.carol.address];
+      const amounts = [toBpc(10), toBpc(20), toBpc(30)];
+      const tx = this.asTreasurer.payout(this.bpcAddress, recipients, amounts, ROYALTIES);
+      await expect(tx).to.changeTokenBalances(
+        this.bpc,
+        [this.fund, this.alice, this.bob, this.carol],
+        [-toBpc(60), toBpc(10), toBpc(20), toBpc(30)],
+      );
+      for (let index = 0; index < recipients.length; index++) {
+        await expect(tx)
+          .to.emit(this.fund, "FundPayout")
+          .withArgs(this.bpcAddress, recipients[index], amounts[index], ROYALTIES);
+      }
+    });
+
+    it("accepts an empty payout list and moves nothing", async function () {
+      const tx = this.asTreasurer.payout(this.bpcAddress, [], [], ROYALTIES);
+      await expect(tx).to.not.emit(this.fund, "FundPayout");
+      await expect(tx).to.changeTokenBalance(this.bpc, this.fund, 0n);
+    });
+
+    it("reverts FundLengthMismatch when the lists differ in length", async function () {
+      await expect(this.asTreasurer.payout(this.bpcAddress, [this.alice.address, this.bob.address], [1n], ROYALTIES))
+        .to.be.revertedWithCustomError(this.fund, "FundLengthMismatch")
+        .withArgs(2n, 1n);
+    });
+
+    it("reverts FundZeroRecipient with the index, paying no one", async function () {
+      await expect(
+        this.asTreasurer.payout(this.bpcAddress, [this.alice.address, ethers.ZeroAddress], [1n, 1n], ROYALTIES),
+      )
+        .to.be.revertedWithCustomError(this.fund, "FundZeroRecipient")
+        .withArgs(1n);
+      expect(await this.bpc.balanceOf(this.alice.address)).to.equal(0n);
+    });
+
+    it("reverts with the token's ERC20InsufficientBalance beyond the fund's holdings", async function () {
+      await expect(this.asTreasurer.payout(this.bpcAddress, [this.alice.address], [toBpc(101)], ROYALTIES))
+        .to.be.revertedWithCustomError(this.bpc, "ERC20InsufficientBalance")
+        .withArgs(this.fundAddress, toBpc(100), toBpc(101));
+    });
+
+    it("requires TREASURER_ROLE, which the registrar, minter and depositors lack", async function () {
+      const role = await this.fund.TREASURER_ROLE();
+      for (const caller of [this.registrar, this.minter, this.depositor]) {
+        await expect(this.fund.connect(caller).payout(this.bpcAddress, [caller.address], [1n], ROYALTIES))
+          .to.be.revertedWithCustomError(this.fund, "AccessControlUnauthorizedAccount")
+          .withArgs(caller.address, role);
+      }
+    });
+  });
+});
