@@ -118,7 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from exchange.kit.logging import configure_logging
+
     args = build_parser().parse_args(argv)
+    if args.command != "serve":  # the service configures logging from its settings
+        configure_logging(log_level=os.environ.get("EXCHANGE_LOG_LEVEL", "WARNING"))
     return int(args.handler(args))
 
 

@@ -1,0 +1,94 @@
+"""Deployment manifests, code checks, error decoding and the chain commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from eth_abi import encode
+from eth_utils import function_signature_to_4byte_selector
+
+from exchange.chain.compiler import compile_contracts
+from exchange.chain.deployment import ContractRecord, Deployment, check_deployment, error_decoder
+from exchange.chain.errors import DeploymentMismatch
+from tests.chain.conftest import Chain
+from tests.chain.nodes import ROOT
+
+
+def test_manifest_round_trip(chain: Chain, tmp_path: Path) -> None:
+    path = tmp_path / "manifest.json"
+    chain.deployment.write(path)
+    loaded = Deployment.read(path)
+    assert loaded == chain.deployment
+    assert loaded.sha256() == chain.deployment.sha256()
+    assert loaded.chain_id == chain.w3.eth.chain_id
+    assert set(loaded.contracts) >= {"PoolRegistry", "BPC", "BPR", "Fund", "LicenseGate"}
+    assert loaded.roles["BPR.GATE_ROLE"] == loaded.address("LicenseGate")
+
+
+def test_manifest_rejects_unknown_version() -> None:
+    with pytest.raises(ValueError, match="unsupported manifest version"):
+        Deployment.from_json({"version": 99})
+
+
+def test_check_deployment_accepts_real_code_and_flags_wrong_code(chain: Chain) -> None:
+    statuses = check_deployment(chain.w3, chain.deployment)
+    assert all(s.ok for s in statuses), statuses
+    swapped = dict(chain.deployment.contracts)
+    swapped["BPC"], swapped["Fund"] = swapped["Fund"], swapped["BPC"]
+    swapped["BPR"] = ContractRecord(address="0x" + "11" * 20, abi_sha256=swapped["BPR"].abi_sha256, deploy_tx="0x")
+    wrong = Deployment(chain.deployment.chain_id, chain.deployment.deploy_block, chain.deployment.deployer, swapped)
+    by_name = {s.name: s for s in check_deployment(chain.w3, wrong)}
+    assert by_name["BPC"].reason == "code differs from compiled contract"
+    assert by_name["BPR"].reason == "no code at address"
+    assert by_name["LicenseGate"].ok
+    other_chain = Deployment(1, 0, chain.deployment.deployer, chain.deployment.contracts)
+    with pytest.raises(DeploymentMismatch, match="manifest is for chain 1"):
+        check_deployment(chain.w3, other_chain)
+
+
+def test_error_decoder_names_custom_errors_and_builtins() -> None:
+    decoder = error_decoder(compile_contracts())
+    account = "0x2B5AD5c4795c026514f8317c7a215E218DcCD6cF"
+    data = function_signature_to_4byte_selector("GateBelowThreshold(address,uint256,uint256)") + encode(
+        ["address", "uint256", "uint256"], [account, 5, 7]
+    )
+    reverted = decoder.decode("0x" + data.hex(), "LicenseGate")
+    assert reverted.error_name == "GateBelowThreshold"
+    assert reverted.error_args == {"account": account, "amount": 5, "threshold": 7}
+    assert str(reverted) == f"LicenseGate: GateBelowThreshold(account='{account}', amount=5, threshold=7)"
+    text = function_signature_to_4byte_selector("Error(string)") + encode(["string"], ["nope"])
+    assert decoder.decode(text).error_args == {"message": "nope"}
+    assert decoder.decode("0xdeadbeef").error_name == "Unknown"
+    assert decoder.decode(None).error_name == "Unknown"
+
+
+@pytest.mark.hardhat
+def test_deploy_and_status_commands(hardhat_url: str, tmp_path: Path) -> None:
+    manifest = tmp_path / "deployments" / "manifest.json"
+    exe = [sys.executable, "-m", "exchange.cli"]
+    deployed = subprocess.run(  # noqa: S603
+        [*exe, "deploy", "--rpc", hardhat_url, "--manifest", str(manifest)],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    assert "deploying LicenseGate" in deployed.stderr
+    written = json.loads(manifest.read_text())
+    assert written["chain_id"] == 31337
+    assert json.loads(deployed.stdout) == written
+    status = subprocess.run(  # noqa: S603
+        [*exe, "chain", "status", "--rpc", hardhat_url, "--manifest", str(manifest)],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stdout.count("ok  ") == 5
+    written["contracts"]["BPC"]["address"] = written["contracts"]["Fund"]["address"]
+    manifest.write_text(json.dumps(written))
+    broken = subprocess.run(  # noqa: S603
+        [*exe, "chain", "status", "--rpc", hardhat_url, "--manifest", str(manifest)],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert broken.returncode == 1
+    assert "FAIL BPC" in broken.stdout
