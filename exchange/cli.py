@@ -79,7 +79,7 @@ def cmd_chain_status(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from exchange.api.server import serve
+    from exchange.main import serve
 
     serve(host=args.host, port=args.port)
     return 0

@@ -1,0 +1,47 @@
+"""The service's chain start-up: connect, deploy or load the pool, record it, watch it.
+
+Start-up work is blocking web3 code, so it runs in a worker thread; the
+deployment is recorded in ``chain_deployments`` and kept on ``app.state.chain``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import FastAPI
+
+from exchange.api.system_routes import register_health_check
+from exchange.chain.runtime import ChainRuntime, start_chain
+from exchange.db.deployments import record_deployment
+from exchange.kit.logging import get_logger
+from exchange.settings import Settings
+
+log = get_logger(__name__)
+
+
+async def chain_startup(app: FastAPI) -> None:
+    """Lifespan hook: bring the chain up and record the deployment the service uses."""
+    settings: Settings = app.state.settings
+    key = settings.operator_private_key.get_secret_value() if settings.operator_private_key else None
+    runtime: ChainRuntime = await asyncio.to_thread(
+        start_chain,
+        settings.chain_rpc_url,
+        operator_key=key,
+        manifest_path=settings.deployment_manifest,
+    )
+    app.state.chain = runtime
+    async with app.state.db_sessionmaker() as session, session.begin():
+        await record_deployment(
+            session, runtime.deployment.chain_id, runtime.deployment.deploy_block, runtime.deployment.to_json()
+        )
+
+    async def chain_reachable() -> None:
+        await asyncio.to_thread(lambda: runtime.w3.eth.block_number)
+
+    register_health_check(app, "chain", chain_reachable)
+    log.info(
+        "chain.ready",
+        chain_id=runtime.deployment.chain_id,
+        embedded=runtime.embedded,
+        licence_gate=runtime.deployment.address("LicenseGate"),
+    )

@@ -1,0 +1,31 @@
+"""The whole service: every room's routers and start-up hooks on the one app."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from exchange.api.app import create_app
+from exchange.chain.lifespan import chain_startup
+from exchange.chain.routes import router as chain_router
+from exchange.kit.logging import configure_logging
+from exchange.settings import Settings, get_settings
+
+
+def build_app(settings: Settings) -> FastAPI:
+    """The service app for `settings`."""
+    return create_app(settings, routers=[chain_router], lifespan_hooks=[chain_startup])
+
+
+def serve(host: str | None = None, port: int | None = None) -> None:
+    """Run the service with uvicorn on the configured (or given) address."""
+    import uvicorn
+
+    settings = get_settings()
+    configure_logging(log_format=settings.log_format, log_level=settings.log_level)
+    uvicorn.run(
+        build_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,
+        proxy_headers=False,
+    )
