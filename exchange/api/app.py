@@ -1,0 +1,99 @@
+"""The app factory: one FastAPI app per ``Settings``, no process-global state.
+
+``create_app(settings, routers=..., lifespan_hooks=...)`` returns an app whose
+lifespan, in order:
+
+1. applies pending migrations (unless ``settings.migrate_on_start`` is false);
+2. creates the database engine and session factory, stored as
+   ``app.state.db_engine`` and ``app.state.db_sessionmaker``;
+3. runs each lifespan hook in the order given. A hook is called with the app
+   and returns either an awaitable (start-up only) or an async context manager
+   (start-up on enter, shutdown on exit, in reverse order). Hooks keep what
+   they build on ``app.state`` and may call ``register_health_check``.
+
+On shutdown the hooks' context managers exit, then the engine is disposed.
+A hook that raises aborts start-up: the server refuses to start, and whatever
+was started before it is shut down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from sqlalchemy.engine import make_url
+
+from exchange.api.problems import document_problems, install_problem_handlers
+from exchange.api.request_context import RequestIdMiddleware
+from exchange.api.system_routes import HealthCheck, service_version
+from exchange.api.system_routes import router as system_router
+from exchange.db.engine import create_db_engine, create_sessionmaker
+from exchange.db.migrate import upgrade_to_head_async
+from exchange.kit.logging import get_logger
+from exchange.settings import Settings
+
+log = get_logger(__name__)
+
+LifespanHook = Callable[[FastAPI], Awaitable[None] | AbstractAsyncContextManager[object]]
+
+
+class ExchangeAPI(FastAPI):
+    """FastAPI whose OpenAPI document describes the problem+json error responses."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            self.openapi_schema = document_problems(super().openapi())
+        return self.openapi_schema
+
+
+def _lifespan(
+    hooks: Sequence[LifespanHook],
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings: Settings = app.state.settings
+        database = make_url(settings.database_url).render_as_string(hide_password=True)
+        if settings.migrate_on_start:
+            await upgrade_to_head_async(settings.database_url)
+        async with AsyncExitStack() as stack:
+            engine = create_db_engine(settings)
+            stack.push_async_callback(engine.dispose)
+            app.state.db_engine = engine
+            app.state.db_sessionmaker = create_sessionmaker(engine)
+            for hook in hooks:
+                started = hook(app)
+                if isinstance(started, AbstractAsyncContextManager):
+                    await stack.enter_async_context(started)
+                else:
+                    await started
+            log.info("app.started", database=database, embedded_chain=settings.uses_embedded_chain)
+            yield
+            log.info("app.stopping")
+
+    return lifespan
+
+
+def create_app(
+    settings: Settings,
+    *,
+    routers: Sequence[APIRouter] = (),
+    lifespan_hooks: Sequence[LifespanHook] = (),
+) -> FastAPI:
+    """Build the service's app: system routes plus ``routers``, errors as problem+json."""
+    app = ExchangeAPI(
+        title="Patent-pool token exchange",
+        version=service_version(),
+        summary="BPC trading, threshold and per-device licensing, pool administration.",
+        lifespan=_lifespan(tuple(lifespan_hooks)),
+    )
+    app.state.settings = settings
+    app.state.health_checks = dict[str, HealthCheck]()
+    install_problem_handlers(app)
+    # Added last, so outermost: the request id is bound before anything else runs or logs.
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(system_router)
+    for router in routers:
+        app.include_router(router)
+    return app

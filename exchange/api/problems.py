@@ -1,0 +1,290 @@
+"""The one place where errors become HTTP responses: RFC 9457 ``application/problem+json``.
+
+Every error response of the service is a problem document::
+
+    {"type": "https://errors.patent-pool.example/not-found", "title": "Not found",
+     "status": 404, "detail": "no member 0xab…", "instance": "/v1/members/0xab…",
+     "request_id": "5f0c…", ...extension members}
+
+Sources, most specific first:
+
+* ``DomainError`` (``exchange.kit.errors``): status, type and title from the
+  class, ``detail`` and extension members from the instance.
+* ``RequestValidationError``: 422, type ``…/validation-failed``, with an
+  ``errors`` list of ``{loc, msg, type}``; the rejected input is not echoed,
+  since it may hold a key or a signature.
+* Starlette's ``HTTPException`` (unknown route, wrong method, FastAPI's own):
+  type ``about:blank`` and the HTTP reason phrase as title, as RFC 9457 §4.2.1 says.
+* Anything else: logged as ``api.unhandled_error`` with its traceback, answered
+  with a 500 problem that reveals nothing but the request id.
+
+Routes document the domain errors they raise with ``responses=problem_responses(NotFound, ...)``;
+:func:`document_problems` rewrites FastAPI's generated OpenAPI to match what is really sent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from exchange.api.request_context import current_request_id
+from exchange.kit.errors import DomainError, ValidationFailed
+from exchange.kit.logging import get_logger
+
+log = get_logger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+_SCHEMA_REF = "#/components/schemas/{model}"
+_MAX_DETAIL_ERRORS = 3
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document; extension members may follow the standard ones."""
+
+    model_config = ConfigDict(extra="allow", title="Problem")
+
+    type: str = Field(default="about:blank", description="URI identifying the kind of problem.")
+    title: str = Field(description="Short summary of the kind of problem.")
+    status: int = Field(description="The HTTP status code.")
+    detail: str | None = Field(default=None, description="What went wrong in this occurrence.")
+    instance: str | None = Field(default=None, description="The request path that failed.")
+    request_id: str | None = Field(default=None, description="Quote it when reporting the problem.")
+
+
+class InvalidField(BaseModel):
+    loc: list[str | int] = Field(description="Where the bad value is: ['query', 'limit'], ['body', 'side'].")
+    msg: str
+    type: str = Field(description="Machine-readable reason, e.g. int_parsing, missing.")
+
+
+class ValidationProblem(Problem):
+    model_config = ConfigDict(extra="allow", title="ValidationProblem")
+
+    errors: list[InvalidField]
+
+
+def problem_response(
+    request: Request,
+    *,
+    status: int,
+    title: str,
+    detail: str | None,
+    type_uri: str = "about:blank",
+    extra: Mapping[str, object] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, object] = {
+        "type": type_uri,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        "request_id": current_request_id(),
+    }
+    for name, value in (extra or {}).items():
+        body.setdefault(name, value)
+    return JSONResponse(
+        jsonable_encoder({name: value for name, value in body.items() if value is not None}),
+        status_code=status,
+        headers=dict(headers or {}),
+        media_type=PROBLEM_MEDIA_TYPE,
+    )
+
+
+async def _domain_error_response(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, DomainError):
+        return await _unexpected_error_response(request, exc)
+    fields = {"status": exc.status, "problem": exc.type_slug, "detail": exc.detail, "path": request.url.path}
+    if exc.status >= 500:
+        log.warning("api.request_failed", **fields)
+    else:
+        log.info("api.request_rejected", **fields)
+    return problem_response(
+        request,
+        status=exc.status,
+        title=exc.title,
+        detail=exc.detail,
+        type_uri=exc.type_uri(),
+        extra=exc.extra,
+        headers=exc.response_headers(),
+    )
+
+
+def _invalid_fields(exc: RequestValidationError) -> list[InvalidField]:
+    return [
+        InvalidField(
+            loc=[part if isinstance(part, int) else str(part) for part in error.get("loc", ())],
+            msg=str(error.get("msg", "")),
+            type=str(error.get("type", "")),
+        )
+        for error in exc.errors()
+    ]
+
+
+async def _request_validation_response(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, RequestValidationError):
+        return await _unexpected_error_response(request, exc)
+    fields = _invalid_fields(exc)
+    summary = "; ".join(
+        f"{'.'.join(str(part) for part in field.loc)}: {field.msg}" for field in fields[:_MAX_DETAIL_ERRORS]
+    )
+    more = len(fields) - _MAX_DETAIL_ERRORS
+    if more > 0:
+        summary += f"; and {more} more"
+    return problem_response(
+        request,
+        status=ValidationFailed.status,
+        title="Invalid request",
+        detail=summary or "the request is invalid",
+        type_uri=ValidationFailed.type_uri(),
+        extra={"errors": [field.model_dump() for field in fields]},
+    )
+
+
+async def _http_exception_response(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, StarletteHTTPException):
+        return await _unexpected_error_response(request, exc)
+    phrase = _reason_phrase(exc.status_code)
+    # FastAPI's HTTPException allows any JSON value as detail; a problem's detail is a string.
+    raw_detail: object = exc.detail
+    detail = raw_detail if isinstance(raw_detail, str) else None
+    if detail is None or detail == phrase:
+        # Starlette's own 404/405 repeat the title; say what was asked for instead.
+        detail = f"{phrase}: {request.method} {request.url.path}"
+    return problem_response(
+        request,
+        status=exc.status_code,
+        title=phrase,
+        detail=detail,
+        headers=exc.headers,
+    )
+
+
+def _internal_error(request: Request) -> JSONResponse:
+    return problem_response(
+        request,
+        status=500,
+        title="Internal server error",
+        detail="The service failed to handle this request. Quote the request id when reporting it.",
+    )
+
+
+async def _unexpected_error_response(request: Request, exc: Exception) -> Response:
+    log.error(
+        "api.unhandled_error",
+        method=request.method,
+        path=request.url.path,
+        error_type=type(exc).__qualname__,
+        exc_info=exc,
+    )
+    return _internal_error(request)
+
+
+def _reason_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+class UnhandledErrorMiddleware:
+    """Turns an unexpected exception into a logged 500 problem.
+
+    Starlette's ``ServerErrorMiddleware`` would also answer, but then re-raise for
+    the server to log the same traceback a second time; here the error is logged
+    once, by us, with the request id bound.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if response_started:
+                raise  # too late for a problem document; the server closes the connection
+            response = await _unexpected_error_response(Request(scope), exc)
+            await response(scope, receive, send)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Register the handlers and the middleware that render every error as a problem."""
+    app.add_exception_handler(DomainError, _domain_error_response)
+    app.add_exception_handler(RequestValidationError, _request_validation_response)
+    app.add_exception_handler(StarletteHTTPException, _http_exception_response)
+    # Last resort for exceptions raised outside UnhandledErrorMiddleware (in outer middleware).
+    app.add_exception_handler(Exception, _unexpected_error_response)
+    app.add_middleware(UnhandledErrorMiddleware)
+
+
+def _problem_content(model: str) -> dict[str, Any]:
+    return {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": _SCHEMA_REF.format(model=model)}}}
+
+
+def problem_responses(*errors: type[DomainError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the domain errors a route raises, for its decorator."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for error in errors:
+        entry = responses.setdefault(
+            error.status, {"description": "", "content": _problem_content("Problem")}
+        )
+        kinds = [kind for kind in entry["description"].split("; ") if kind]
+        kinds.append(f"{error.title} ({error.type_uri()})")
+        entry["description"] = "; ".join(kinds)
+    return responses
+
+
+def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
+    """Make a generated OpenAPI schema say what the problem handlers really send.
+
+    FastAPI documents its default ``HTTPValidationError`` as ``application/json``;
+    this replaces it with ``ValidationProblem`` as ``application/problem+json``,
+    adds the problem schemas, and documents the 500 problem on every operation.
+    """
+    components: dict[str, Any] = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in (Problem, ValidationProblem):
+        model_schema = model.model_json_schema(ref_template=_SCHEMA_REF)
+        components.update(model_schema.pop("$defs", {}))
+        components[model.__name__] = model_schema
+
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses: dict[str, Any] = operation["responses"]
+            if "422" in responses:
+                responses["422"] = {
+                    "description": "Invalid request",
+                    "content": _problem_content("ValidationProblem"),
+                }
+            responses.setdefault(
+                "500", {"description": "Internal server error", "content": _problem_content("Problem")}
+            )
+
+    still_used = json.dumps(schema.get("paths", {}))
+    for unused in ("HTTPValidationError", "ValidationError"):
+        if _SCHEMA_REF.format(model=unused) not in still_used:
+            components.pop(unused, None)
+    return schema
