@@ -104,9 +104,9 @@ describe("BPC", function () {
     });
 
     it("reverts on total supply overflow", async function () {
-      await expect(this.token.connect(this.minter).mint(this.recipient.address, ethers.MaxUint256)).to.be.revertedWithPanic(
-        PANIC_CODES.ARITHMETIC_OVERFLOW,
-      );
+      await expect(
+        this.token.connect(this.minter).mint(this.recipient.address, ethers.MaxUint256),
+      ).to.be.revertedWithPanic(PANIC_CODES.ARITHMETIC_OVERFLOW);
     });
   });
 
@@ -174,7 +174,15 @@ describe("BPC", function () {
       await expect(
         this.token
           .connect(this.anotherAccount)
-          .permit(this.initialHolder.address, this.spender.address, value, this.deadline, signature.v, signature.r, signature.s),
+          .permit(
+            this.initialHolder.address,
+            this.spender.address,
+            value,
+            this.deadline,
+            signature.v,
+            signature.r,
+            signature.s,
+          ),
       )
         .to.emit(this.token, "Approval")
         .withArgs(this.initialHolder.address, this.spender.address, value);
@@ -188,7 +196,15 @@ describe("BPC", function () {
       const deadline = BigInt(await time.latest()) - 1n;
       const { signature } = await signPermit(this.token, this.initialHolder, this.spender, value, deadline);
       await expect(
-        this.token.permit(this.initialHolder.address, this.spender.address, value, deadline, signature.v, signature.r, signature.s),
+        this.token.permit(
+          this.initialHolder.address,
+          this.spender.address,
+          value,
+          deadline,
+          signature.v,
+          signature.r,
+          signature.s,
+        ),
       )
         .to.be.revertedWithCustomError(this.token, "ERC2612ExpiredSignature")
         .withArgs(deadline);
@@ -199,7 +215,15 @@ describe("BPC", function () {
         signer: this.anotherAccount,
       });
       await expect(
-        this.token.permit(this.initialHolder.address, this.spender.address, value, this.deadline, signature.v, signature.r, signature.s),
+        this.token.permit(
+          this.initialHolder.address,
+          this.spender.address,
+          value,
+          this.deadline,
+          signature.v,
+          signature.r,
+          signature.s,
+        ),
       )
         .to.be.revertedWithCustomError(this.token, "ERC2612InvalidSigner")
         .withArgs(this.anotherAccount.address, this.initialHolder.address);
@@ -237,7 +261,15 @@ describe("BPC", function () {
         value,
         this.deadline,
       );
-      const args = [this.initialHolder.address, this.spender.address, value, this.deadline, signature.v, signature.r, signature.s];
+      const args = [
+        this.initialHolder.address,
+        this.spender.address,
+        value,
+        this.deadline,
+        signature.v,
+        signature.r,
+        signature.s,
+      ];
       await this.token.permit(...args);
       // The contract now hashes nonce 1, so the signature recovers to some other address.
       const recovered = ethers.verifyTypedData(domain, PERMIT_TYPES, { ...message, nonce: 1n }, signature);

@@ -140,7 +140,9 @@ class Sequence {
       account.bpc + 1n,
     ]);
     const outcome = this.model.acquire(actor.address, amount, this.nextTimestamp());
-    await this.send(`${this.label(actor)} acquire(${amount})`, outcome, () => this.pool.gate.connect(actor).acquire(amount));
+    await this.send(`${this.label(actor)} acquire(${amount})`, outcome, () =>
+      this.pool.gate.connect(actor).acquire(amount),
+    );
   }
 
   async release() {
@@ -160,13 +162,17 @@ class Sequence {
   async buyFeeLicence() {
     const actor = this.actor((account) => account.status === Status.None);
     const outcome = this.model.buyFeeLicence(actor.address, this.nextTimestamp());
-    await this.send(`${this.label(actor)} buyFeeLicence()`, outcome, () => this.pool.gate.connect(actor).buyFeeLicence());
+    await this.send(`${this.label(actor)} buyFeeLicence()`, outcome, () =>
+      this.pool.gate.connect(actor).buyFeeLicence(),
+    );
   }
 
   async renewFeeLicence() {
     const actor = this.actor((account) => account.licence?.kind === LicenceKind.Fee);
     const outcome = this.model.renewFeeLicence(actor.address, this.nextTimestamp());
-    await this.send(`${this.label(actor)} renewFeeLicence()`, outcome, () => this.pool.gate.connect(actor).renewFeeLicence());
+    await this.send(`${this.label(actor)} renewFeeLicence()`, outcome, () =>
+      this.pool.gate.connect(actor).renewFeeLicence(),
+    );
   }
 
   // Whatever the holder, the target or the token, a BPR never moves.
@@ -192,7 +198,11 @@ class Sequence {
     if (holders.length > 0) {
       const holder = this.random.pick(holders);
       const id = this.model.account(holder.address).licence.tokenId;
-      attempts.push([`${name} takes ${this.label(holder)}'s`, id, () => asActor.transferFrom(holder.address, actor.address, id)]);
+      attempts.push([
+        `${name} takes ${this.label(holder)}'s`,
+        id,
+        () => asActor.transferFrom(holder.address, actor.address, id),
+      ]);
     }
     const [description, tokenId, transaction, options] = this.random.pick(attempts);
     await this.send(description, notTransferable(tokenId), transaction, options);
@@ -234,7 +244,9 @@ class Sequence {
   }
 
   async timeJump() {
-    const seconds = BigInt(this.random.pick([60, 3600, DAY, 10 * DAY, 29 * DAY, 31 * DAY, 45 * DAY]) + this.random.int(3600));
+    const seconds = BigInt(
+      this.random.pick([60, 3600, DAY, 10 * DAY, 29 * DAY, 31 * DAY, 45 * DAY]) + this.random.int(3600),
+    );
     this.clock += seconds;
     this.history.push(`time +${seconds}s`);
     await time.increaseTo(this.clock);
@@ -248,8 +260,13 @@ class Sequence {
     const amount = toBpc(this.random.pick([1, 10, 50, 200]));
     const raise = this.random.chance(0.5) || this.model.thresholds[tier] < amount;
     const reference = references[tier];
-    await this.send(`threshold[${tier}] ${raise ? "+" : "-"}${amount}`, this.model.moveThreshold(tier, raise ? amount : -amount), () =>
-      raise ? bpc.connect(minter).mint(reference.address, amount) : bpc.connect(reference).transfer(council.address, amount),
+    await this.send(
+      `threshold[${tier}] ${raise ? "+" : "-"}${amount}`,
+      this.model.moveThreshold(tier, raise ? amount : -amount),
+      () =>
+        raise
+          ? bpc.connect(minter).mint(reference.address, amount)
+          : bpc.connect(reference).transfer(council.address, amount),
     );
   }
 
@@ -278,7 +295,9 @@ class Sequence {
       const balance = await bpr.balanceOf(actor.address);
       expect([0n, 1n], `${name} BPR balance in {0,1}`).to.include(balance);
       expect(balance, `${name} BPR balance`).to.equal(expected.licence ? 1n : 0n);
-      expect(await bpr.isLicensed(actor.address), `${name} isLicensed`).to.equal(this.model.isLicensed(actor.address, now));
+      expect(await bpr.isLicensed(actor.address), `${name} isLicensed`).to.equal(
+        this.model.isLicensed(actor.address, now),
+      );
       const licence = await bpr.licenceOf(actor.address);
       lockedOnChain += licence.lockedBpc;
       const want = expected.licence ?? { tokenId: 0n, kind: LicenceKind.None, lockedBpc: 0n, expiresAt: 0n };

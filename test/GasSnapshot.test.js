@@ -13,8 +13,8 @@ const SNAPSHOT_PATH = path.join(hre.config.paths.root, "gas-snapshot.json");
 
 describe("Gas snapshot", function () {
   it("matches the committed gas-snapshot.json exactly", async function () {
-    expect(fs.existsSync(SNAPSHOT_PATH), "gas-snapshot.json is missing: run `npx hardhat run scripts/gas-snapshot.js`").to
-      .be.true;
+    expect(fs.existsSync(SNAPSHOT_PATH), "gas-snapshot.json is missing: run `npx hardhat run scripts/gas-snapshot.js`")
+      .to.be.true;
     const committed = JSON.parse(fs.readFileSync(SNAPSHOT_PATH, "utf8"));
     const chainState = await takeSnapshot();
     let measured;

@@ -156,8 +156,12 @@ describe("LicenseGate: fee licences", function () {
     it("extends a running licence by one term from its expiry", async function () {
       await time.increase(1000);
       const tx = this.asOutsider.renewFeeLicence();
-      await expect(tx).to.emit(this.gate, "FeeLicenceRenewed").withArgs(this.outsider.address, PRICE, this.expiresAt + TERM);
-      await expect(tx).to.emit(this.bpr, "LicenceExtended").withArgs(this.outsider.address, 1n, this.expiresAt + TERM);
+      await expect(tx)
+        .to.emit(this.gate, "FeeLicenceRenewed")
+        .withArgs(this.outsider.address, PRICE, this.expiresAt + TERM);
+      await expect(tx)
+        .to.emit(this.bpr, "LicenceExtended")
+        .withArgs(this.outsider.address, 1n, this.expiresAt + TERM);
       await expect(tx)
         .to.emit(this.fund, "FundDeposit")
         .withArgs(await this.bpc.getAddress(), this.gateAddress, PRICE, ethers.id("licence-fee"));
@@ -170,7 +174,9 @@ describe("LicenseGate: fee licences", function () {
       await time.increaseTo(this.expiresAt + 5000n);
       const tx = this.asOutsider.renewFeeLicence();
       const renewedAt = await blockTimestampOf(tx);
-      await expect(tx).to.emit(this.gate, "FeeLicenceRenewed").withArgs(this.outsider.address, PRICE, renewedAt + TERM);
+      await expect(tx)
+        .to.emit(this.gate, "FeeLicenceRenewed")
+        .withArgs(this.outsider.address, PRICE, renewedAt + TERM);
       const licence = await this.bpr.licenceOf(this.outsider.address);
       expect(licence.expiresAt).to.equal(renewedAt + TERM);
       expect(licence.tokenId).to.equal(1n);
@@ -201,7 +207,10 @@ describe("LicenseGate: fee licences", function () {
 
     it("reverts GateFeeLicenceUnavailable when the offer is withdrawn", async function () {
       await this.gate.connect(this.council).setFeeLicenceTerms(0n, TERM);
-      await expect(this.asOutsider.renewFeeLicence()).to.be.revertedWithCustomError(this.gate, "GateFeeLicenceUnavailable");
+      await expect(this.asOutsider.renewFeeLicence()).to.be.revertedWithCustomError(
+        this.gate,
+        "GateFeeLicenceUnavailable",
+      );
     });
   });
 

@@ -193,7 +193,9 @@ describe("LicenseGate: threshold licences", function () {
   describe("non-profit members", function () {
     it("acquire a NonProfit licence for free", async function () {
       const tx = this.gate.connect(this.nonProfit).acquire(0n);
-      await expect(tx).to.emit(this.gate, "ThresholdLicenceAcquired").withArgs(this.nonProfit.address, Tier.NonProfit, 0n, 0n);
+      await expect(tx)
+        .to.emit(this.gate, "ThresholdLicenceAcquired")
+        .withArgs(this.nonProfit.address, Tier.NonProfit, 0n, 0n);
       await expect(tx)
         .to.emit(this.bpr, "LicenceGranted")
         .withArgs(this.nonProfit.address, 1n, LicenceKind.NonProfit, Tier.NonProfit, 0n, 0n);

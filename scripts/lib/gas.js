@@ -28,7 +28,17 @@ const MEASUREMENTS = Object.freeze([
   ["LicenseGate.revoke", "Revoke an expelled member's threshold licence"],
 ]);
 
-const ROLES = ["council", "registrar", "minter", "reference", "holder", "recipient", "nonProfit", "outsider", "expelled"];
+const ROLES = [
+  "council",
+  "registrar",
+  "minter",
+  "reference",
+  "holder",
+  "recipient",
+  "nonProfit",
+  "outsider",
+  "expelled",
+];
 
 const THRESHOLD_BPC = 100n * 10n ** 18n;
 const FEE_LICENCE = { priceBpc: 25n * 10n ** 18n, termSeconds: 30 * 24 * 60 * 60 };
@@ -80,7 +90,8 @@ async function measureGas(hre) {
     feeLicence: FEE_LICENCE,
   });
   const { bpc, bpr, registry, fund, gate } = pool;
-  for (const [name, contract] of Object.entries({ BPC: bpc, BPR: bpr, PoolRegistry: registry, Fund: fund, LicenseGate: gate })) {
+  const deployed = { BPC: bpc, BPR: bpr, PoolRegistry: registry, Fund: fund, LicenseGate: gate };
+  for (const [name, contract] of Object.entries(deployed)) {
     gasUsed[`deploy ${name}`] = await gasOf(contract.deploymentTransaction());
   }
   const gateAddress = await gate.getAddress();
@@ -108,7 +119,12 @@ async function measureGas(hre) {
   // The settings that change bytecode, hence gas (not the output selection).
   const [{ version, settings }] = hre.config.solidity.compilers;
   return {
-    compiler: { version, optimizer: settings.optimizer, evmVersion: settings.evmVersion, viaIR: settings.viaIR ?? false },
+    compiler: {
+      version,
+      optimizer: settings.optimizer,
+      evmVersion: settings.evmVersion,
+      viaIR: settings.viaIR ?? false,
+    },
     hardfork: hre.config.networks.hardhat.hardfork,
     gasUsed: Object.fromEntries(MEASUREMENTS.map(([key]) => [key, gasUsed[key]])),
   };
@@ -133,9 +149,14 @@ function compareSnapshots(committed, measured) {
     const before = committed.gasUsed?.[key];
     const after = measured.gasUsed[key];
     if (before === after) continue;
-    if (before === undefined) differences.push(`${key}: not in the snapshot, measured ${after}`);
-    else if (after === undefined) differences.push(`${key}: in the snapshot (${before}), no longer measured`);
-    else differences.push(`${key}: snapshot ${before}, measured ${after} (${after > before ? "+" : ""}${after - before})`);
+    if (before === undefined) {
+      differences.push(`${key}: not in the snapshot, measured ${after}`);
+    } else if (after === undefined) {
+      differences.push(`${key}: in the snapshot (${before}), no longer measured`);
+    } else {
+      const change = after - before;
+      differences.push(`${key}: snapshot ${before}, measured ${after} (${change > 0 ? "+" : ""}${change})`);
+    }
   }
   for (const field of ["compiler", "hardfork"]) {
     const before = JSON.stringify(committed[field]);

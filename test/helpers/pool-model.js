@@ -30,7 +30,9 @@ class PoolModel {
    */
   constructor(contracts, accounts, thresholds, fee) {
     this.contracts = contracts;
-    this.accounts = new Map(accounts.map(({ address, status, tier, bpc }) => [address, { status, tier, bpc, licence: null }]));
+    this.accounts = new Map(
+      accounts.map(({ address, status, tier, bpc }) => [address, { status, tier, bpc, licence: null }]),
+    );
     this.thresholds = { ...thresholds };
     this.fee = { ...fee };
     this.fundBpc = 0n;
