@@ -115,6 +115,8 @@ class Settings(BaseSettings):
         extra="forbid",
         validate_default=True,
         frozen=True,
+        # Validation errors must not print what they rejected: it may be the operator key.
+        hide_input_in_errors=True,
     )
 
     database_url: str = Field(

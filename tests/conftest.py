@@ -258,7 +258,7 @@ def _database(
     request: pytest.FixtureRequest, tmp_path: Path, backend: str, *, migrated: bool
 ) -> Iterator[str]:
     if backend == "sqlite":
-        path = tmp_path / "exchange.sqlite3"
+        path = tmp_path / f"{'migrated' if migrated else 'empty'}-{uuid.uuid4().hex[:8]}.sqlite3"
         if migrated:
             shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
         yield f"sqlite+aiosqlite:///{path}"
