@@ -16,7 +16,7 @@
 //   1. BPR.GATE_ROLE                -> LicenseGate   (only the gate grants, extends, ends licences)
 //   2. LicenseGate.REVOKER_ROLE     -> registrar     (revokes licences of expelled members)
 //   3. BPC.MINTER_ROLE              -> minter        (the foundation's minting account)
-//   4. Fund.TREASURER_ROLE          -> council       (pays royalties and expenses)
+//   4. Fund.TREASURER_ROLE          -> treasurer     (pays royalties and expenses; default: the council)
 //   5. PoolRegistry.REGISTRAR_ROLE  -> registrar     (admits, re-tiers, suspends, reinstates, expels)
 //
 // Optional configuration, after the wiring:
@@ -52,21 +52,26 @@ async function send(transactionPromise) {
  *
  * @param {object} ethers The hardhat-ethers object (`hre.ethers`).
  * @param {object} accounts
- * @param {Signer} accounts.council Role administrator of every contract; Fund treasurer.
+ * @param {Signer} accounts.council Role administrator of every contract.
  * @param {Signer | string} accounts.registrar Holder of REGISTRAR_ROLE and REVOKER_ROLE.
  * @param {Signer | string} accounts.minter Holder of BPC.MINTER_ROLE (a Signer when tierReferences are funded).
+ * @param {Signer | string} [accounts.treasurer] Holder of Fund.TREASURER_ROLE (default: council).
  * @param {Signer} [accounts.deployer] Sender of the deployments (default: council).
  * @param {TierReference[]} [accounts.tierReferences] Tier reference addresses to set and fund.
  * @param {FeeLicenceTerms} [accounts.feeLicence] Fee licence terms to offer.
  * @returns {Promise<{bpc: object, bpr: object, registry: object, fund: object, gate: object}>}
  */
-async function deployPool(ethers, { council, registrar, minter, deployer = council, tierReferences = [], feeLicence }) {
+async function deployPool(
+  ethers,
+  { council, registrar, minter, treasurer = council, deployer = council, tierReferences = [], feeLicence },
+) {
   if (!council || !registrar || !minter) {
     throw new Error("deployPool needs council, registrar and minter");
   }
   const councilAddress = await addressOf(council);
   const registrarAddress = await addressOf(registrar);
   const minterAddress = await addressOf(minter);
+  const treasurerAddress = await addressOf(treasurer);
 
   const bpc = await deployContract(ethers, "BPC", deployer, [councilAddress]);
   const bpr = await deployContract(ethers, "BPR", deployer, [councilAddress]);
@@ -83,7 +88,7 @@ async function deployPool(ethers, { council, registrar, minter, deployer = counc
   await send(bpr.connect(council).grantRole(await bpr.GATE_ROLE(), await gate.getAddress()));
   await send(gate.connect(council).grantRole(await gate.REVOKER_ROLE(), registrarAddress));
   await send(bpc.connect(council).grantRole(await bpc.MINTER_ROLE(), minterAddress));
-  await send(fund.connect(council).grantRole(await fund.TREASURER_ROLE(), councilAddress));
+  await send(fund.connect(council).grantRole(await fund.TREASURER_ROLE(), treasurerAddress));
   await send(registry.connect(council).grantRole(await registry.REGISTRAR_ROLE(), registrarAddress));
 
   for (const { tier, reference, thresholdBpc } of tierReferences) {
