@@ -62,7 +62,10 @@ def cmd_chain_status(args: argparse.Namespace) -> int:
         print(f"no manifest at {args.manifest}", file=sys.stderr)
         return 2
     if not args.rpc:
-        print("give --rpc URL or set CHAIN_RPC_URL: the embedded chain lives only inside `exchange serve`", file=sys.stderr)
+        print(
+            "give --rpc URL or set CHAIN_RPC_URL: the embedded chain lives only inside `exchange serve`",
+            file=sys.stderr,
+        )
         return 2
     deployment = Deployment.read(args.manifest)
     try:
@@ -71,7 +74,8 @@ def cmd_chain_status(args: argparse.Namespace) -> int:
     except ChainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"chain {deployment.chain_id}, deployed at block {deployment.deploy_block}, head {w3.eth.block_number}")
+    head = w3.eth.block_number
+    print(f"chain {deployment.chain_id}, deployed at block {deployment.deploy_block}, head {head}")
     for status in statuses:
         mark = "ok  " if status.ok else "FAIL"
         print(f"{mark} {status.name:<14} {status.address}  {status.reason}")
@@ -104,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--minter", help="address receiving the BPC minter role")
     deploy.add_argument("--treasurer", help="address receiving the fund treasurer role")
     deploy.add_argument(
-        "--with-test-quote-token", action="store_true", help="also deploy a mintable test stablecoin (dev chains)"
+        "--with-test-quote-token",
+        action="store_true",
+        help="also deploy a mintable test stablecoin (dev chains)",
     )
     deploy.set_defaults(handler=cmd_deploy)
 
@@ -112,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     chain_sub = chain.add_subparsers(dest="chain_command", required=True)
     status = chain_sub.add_parser("status", help="check the deployment manifest against the chain")
     status.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
-    status.add_argument("--rpc", default=os.environ.get("CHAIN_RPC_URL"), help="JSON-RPC URL (default $CHAIN_RPC_URL)")
+    status.add_argument(
+        "--rpc", default=os.environ.get("CHAIN_RPC_URL"), help="JSON-RPC URL (default $CHAIN_RPC_URL)"
+    )
     status.set_defaults(handler=cmd_chain_status)
     return parser
 

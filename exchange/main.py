@@ -5,15 +5,17 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from exchange.api.app import create_app
+from exchange.auth.routes import router as auth_router
 from exchange.chain.lifespan import chain_startup
 from exchange.chain.routes import router as chain_router
+from exchange.chain.runtime import ChainRuntime
 from exchange.kit.logging import configure_logging
 from exchange.settings import Settings, get_settings
 
 
-def build_app(settings: Settings) -> FastAPI:
-    """The service app for `settings`."""
-    return create_app(settings, routers=[chain_router], lifespan_hooks=[chain_startup])
+def build_app(settings: Settings, *, chain: ChainRuntime | None = None) -> FastAPI:
+    """The service app for `settings`; `chain` injects an already running chain (tests, tools)."""
+    return create_app(settings, routers=[auth_router, chain_router], lifespan_hooks=[chain_startup(chain)])
 
 
 def serve(host: str | None = None, port: int | None = None) -> None:

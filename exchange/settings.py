@@ -150,6 +150,18 @@ class Settings(BaseSettings):
     log_level: LogLevel = "INFO"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    siwe_domain: str | None = Field(
+        default=None,
+        description="The domain Sign-In with Ethereum messages must name (default: host:port).",
+    )
+    auth_nonce_ttl_s: int = Field(default=300, ge=10, le=3600, description="Lifetime of a sign-in nonce.")
+    auth_session_ttl_s: int = Field(
+        default=12 * 3600, ge=60, le=30 * 86400, description="Lifetime of a bearer session."
+    )
+
+    @property
+    def sign_in_domain(self) -> str:
+        return self.siwe_domain or f"{self.host}:{self.port}"
 
     @classmethod
     def settings_customise_sources(

@@ -26,7 +26,9 @@ T = TypeVar("T")
 class BoundContract:
     """One deployed contract: `call` for views, `transact` for state changes."""
 
-    def __init__(self, w3: Web3, name: str, address: str, abi: list[dict[str, Any]], decoder: ErrorDecoder) -> None:
+    def __init__(
+        self, w3: Web3, name: str, address: str, abi: list[dict[str, Any]], decoder: ErrorDecoder
+    ) -> None:
         self.w3 = w3
         self.name = name
         self.address = Web3.to_checksum_address(address)
@@ -38,7 +40,9 @@ class BoundContract:
         fn = self.contract.get_function_by_name(function)(*args)
         return self._guard(lambda: fn.call(block_identifier=block))
 
-    def transact(self, function: str, *args: Any, sender: str | None = None, timeout_s: float = 120.0) -> TxReceipt:
+    def transact(
+        self, function: str, *args: Any, sender: str | None = None, timeout_s: float = 120.0
+    ) -> TxReceipt:
         """Send a transaction from `sender` (default: the operator) and wait for its receipt."""
         origin = Web3.to_checksum_address(sender) if sender else self.w3.eth.default_account
         fn = self.contract.get_function_by_name(function)(*args)

@@ -136,7 +136,9 @@ def deploy_pool(
         report(f"deploying {name}")
         address, tx, block = _deploy(w3, artifacts[artifact_name], *args)
         blocks.append(block)
-        records[name] = ContractRecord(address=address, abi_sha256=artifacts[artifact_name].abi_sha256, deploy_tx=tx)
+        records[name] = ContractRecord(
+            address=address, abi_sha256=artifacts[artifact_name].abi_sha256, deploy_tx=tx
+        )
         log.info("chain.contract_deployed", contract=name, address=address)
         return address
 
@@ -158,7 +160,7 @@ def deploy_pool(
         ("BPC", "MINTER_ROLE", minter),
         ("Fund", "TREASURER_ROLE", treasurer),
     ]
-    role_map = {"council": council}
+    role_map: dict[str, str] = {"council": council}
     for contract_name, role, account in grants:
         report(f"granting {contract_name}.{role}")
         contract = bound(contract_name, contract_name)
@@ -198,7 +200,9 @@ def check_deployment(
     """Compare the code at every manifest address with the compiled contract."""
     artifacts = artifacts or compile_contracts()
     if w3.eth.chain_id != deployment.chain_id:
-        raise DeploymentMismatch(f"manifest is for chain {deployment.chain_id}, node is chain {w3.eth.chain_id}")
+        raise DeploymentMismatch(
+            f"manifest is for chain {deployment.chain_id}, node is chain {w3.eth.chain_id}"
+        )
     statuses = []
     for name, record in deployment.contracts.items():
         artifact = artifacts["TestToken" if name == "QuoteToken" else name]
@@ -207,7 +211,9 @@ def check_deployment(
         if not code:
             statuses.append(ContractStatus(name, record.address, False, "no code at address"))
         elif _masked(code, artifact.immutable_references) != _masked(expected, artifact.immutable_references):
-            statuses.append(ContractStatus(name, record.address, False, "code differs from compiled contract"))
+            statuses.append(
+                ContractStatus(name, record.address, False, "code differs from compiled contract")
+            )
         elif record.abi_sha256 != artifact.abi_sha256:
             statuses.append(ContractStatus(name, record.address, False, "ABI changed since deployment"))
         else:

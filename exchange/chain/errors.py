@@ -18,8 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from eth_abi import decode as abi_decode
-from eth_utils import function_signature_to_4byte_selector, to_checksum_address
+from eth_abi.abi import decode as abi_decode
+from eth_utils.abi import function_signature_to_4byte_selector
+from eth_utils.address import to_checksum_address
 
 
 class ChainError(Exception):
@@ -37,7 +38,9 @@ class DeploymentMismatch(ChainError):
 class ContractReverted(ChainError):
     """A contract call reverted with a decodable (or at least recorded) reason."""
 
-    def __init__(self, error_name: str, error_args: Mapping[str, Any], contract: str | None, data: str) -> None:
+    def __init__(
+        self, error_name: str, error_args: Mapping[str, Any], contract: str | None, data: str
+    ) -> None:
         self.error_name = error_name
         self.error_args = dict(error_args)
         self.contract = contract
@@ -51,7 +54,7 @@ def _canonical_type(param: Mapping[str, Any]) -> str:
     kind = str(param["type"])
     if kind.startswith("tuple"):
         inner = ",".join(_canonical_type(component) for component in param["components"])
-        return f"({inner}){kind[len('tuple'):]}"
+        return f"({inner}){kind[len('tuple') :]}"
     return kind
 
 
@@ -77,7 +80,11 @@ class ErrorDecoder:
         self._errors[function_signature_to_4byte_selector(signature)] = (name, inputs)
 
     def decode(self, data: str | bytes | None, contract: str | None = None) -> ContractReverted:
-        raw = bytes.fromhex(data[2:] if data.startswith("0x") else data) if isinstance(data, str) else data or b""
+        raw = (
+            bytes.fromhex(data[2:] if data.startswith("0x") else data)
+            if isinstance(data, str)
+            else data or b""
+        )
         hex_data = "0x" + raw.hex()
         entry = self._errors.get(raw[:4]) if len(raw) >= 4 else None
         if entry is None:

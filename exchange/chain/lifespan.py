@@ -7,6 +7,7 @@ deployment is recorded in ``chain_deployments`` and kept on ``app.state.chain``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
 
@@ -19,20 +20,30 @@ from exchange.settings import Settings
 log = get_logger(__name__)
 
 
-async def chain_startup(app: FastAPI) -> None:
-    """Lifespan hook: bring the chain up and record the deployment the service uses."""
-    settings: Settings = app.state.settings
+def chain_startup(runtime: ChainRuntime | None = None) -> Callable[[FastAPI], Awaitable[None]]:
+    """Lifespan hook: bring the chain up (or use `runtime`) and record the deployment in use."""
+
+    async def hook(app: FastAPI) -> None:
+        settings: Settings = app.state.settings
+        started = runtime if runtime is not None else await asyncio.to_thread(_start_from_settings, settings)
+        await _adopt(app, started)
+
+    return hook
+
+
+def _start_from_settings(settings: Settings) -> ChainRuntime:
     key = settings.operator_private_key.get_secret_value() if settings.operator_private_key else None
-    runtime: ChainRuntime = await asyncio.to_thread(
-        start_chain,
-        settings.chain_rpc_url,
-        operator_key=key,
-        manifest_path=settings.deployment_manifest,
-    )
+    return start_chain(settings.chain_rpc_url, operator_key=key, manifest_path=settings.deployment_manifest)
+
+
+async def _adopt(app: FastAPI, runtime: ChainRuntime) -> None:
     app.state.chain = runtime
     async with app.state.db_sessionmaker() as session, session.begin():
         await record_deployment(
-            session, runtime.deployment.chain_id, runtime.deployment.deploy_block, runtime.deployment.to_json()
+            session,
+            runtime.deployment.chain_id,
+            runtime.deployment.deploy_block,
+            runtime.deployment.to_json(),
         )
 
     async def chain_reachable() -> None:

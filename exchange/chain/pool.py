@@ -72,7 +72,9 @@ class Licence:
 class PoolChain:
     """The deployed pool contracts on one chain."""
 
-    def __init__(self, w3: Web3, deployment: Deployment, artifacts: Mapping[str, Artifact] | None = None) -> None:
+    def __init__(
+        self, w3: Web3, deployment: Deployment, artifacts: Mapping[str, Artifact] | None = None
+    ) -> None:
         artifacts = artifacts or compile_contracts()
         decoder = error_decoder(artifacts)
         self.w3 = w3

@@ -28,7 +28,9 @@ def make_web3(
     """A connected Web3: `provider` if given, else `rpc_url`, else the embedded EVM."""
     if provider is None:
         provider = (
-            HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}) if rpc_url else EthereumTesterProvider()
+            HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s})
+            if rpc_url
+            else EthereumTesterProvider()
         )
     w3 = Web3(provider)
     if not w3.is_connected():

@@ -30,7 +30,9 @@ async def get_contracts(request: Request) -> DeploymentInfo:
         embedded=runtime.embedded,
         head_block=head,
         contracts=[
-            ContractInfo(name=name, address=record.address, abi_sha256=record.abi_sha256, deploy_tx=record.deploy_tx)
+            ContractInfo(
+                name=name, address=record.address, abi_sha256=record.abi_sha256, deploy_tx=record.deploy_tx
+            )
             for name, record in deployment.contracts.items()
         ],
         roles=deployment.roles,

@@ -56,4 +56,6 @@ def start_chain(
         log.info("chain.deployment_created", chain_id=deployment.chain_id, block=deployment.deploy_block)
         if rpc_url and manifest_path:
             deployment.write(manifest_path)
-    return ChainRuntime(w3=w3, deployment=deployment, pool=PoolChain(w3, deployment, artifacts), embedded=rpc_url is None)
+    return ChainRuntime(
+        w3=w3, deployment=deployment, pool=PoolChain(w3, deployment, artifacts), embedded=rpc_url is None
+    )

@@ -40,3 +40,9 @@ class ChainDeployment(Base):
             f"ChainDeployment(id={self.id!r}, chain_id={self.chain_id!r}, "
             f"deploy_block={self.deploy_block!r}, manifest_sha256={self.manifest_sha256!r})"
         )
+
+
+# Models of the domain rooms, imported so that Base.metadata knows their tables.
+from exchange.auth.models import AuthNonce, AuthSession  # noqa: E402
+
+__all__ = ["AuthNonce", "AuthSession", "ChainDeployment"]

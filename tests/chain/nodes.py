@@ -31,10 +31,10 @@ def hardhat_node(timeout_s: float = 120.0) -> Iterator[str]:
         raise RuntimeError("npx is not installed: run the project's setup first")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log_file = (ROOT / ".build" / f"hardhat-node-{port}.log")
+    log_file = ROOT / ".build" / f"hardhat-node-{port}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("wb") as log:
-        process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+        process = subprocess.Popen(
             [npx, "hardhat", "node", "--hostname", "127.0.0.1", "--port", str(port)],
             cwd=ROOT,
             stdout=log,
@@ -46,9 +46,13 @@ def hardhat_node(timeout_s: float = 120.0) -> Iterator[str]:
             deadline = time.monotonic() + timeout_s
             while True:
                 if process.poll() is not None:
-                    raise RuntimeError(f"hardhat node exited early:\n{log_file.read_text(errors='replace')[-2000:]}")
+                    raise RuntimeError(
+                        f"hardhat node exited early:\n{log_file.read_text(errors='replace')[-2000:]}"
+                    )
                 with contextlib.suppress(httpx.HTTPError):
-                    reply = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []})
+                    reply = httpx.post(
+                        url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+                    )
                     if reply.status_code == 200:
                         break
                 if time.monotonic() > deadline:

@@ -19,7 +19,7 @@ POOL = ("PoolRegistry", "BPC", "BPR", "Fund", "LicenseGate", "TestToken")
 def hardhat_artifacts() -> dict[str, dict[str, object]]:
     npx = shutil.which("npx")
     assert npx, "npx missing: the project's setup installs Node.js"
-    subprocess.run([npx, "hardhat", "compile", "--quiet"], cwd=ROOT, check=True, capture_output=True)  # noqa: S603
+    subprocess.run([npx, "hardhat", "compile", "--quiet"], cwd=ROOT, check=True, capture_output=True)
     found: dict[str, dict[str, object]] = {}
     for path in (ROOT / "artifacts" / "contracts").rglob("*.json"):
         if path.name.endswith(".dbg.json"):

@@ -39,8 +39,12 @@ def test_check_deployment_accepts_real_code_and_flags_wrong_code(chain: Chain) -
     assert all(s.ok for s in statuses), statuses
     swapped = dict(chain.deployment.contracts)
     swapped["BPC"], swapped["Fund"] = swapped["Fund"], swapped["BPC"]
-    swapped["BPR"] = ContractRecord(address="0x" + "11" * 20, abi_sha256=swapped["BPR"].abi_sha256, deploy_tx="0x")
-    wrong = Deployment(chain.deployment.chain_id, chain.deployment.deploy_block, chain.deployment.deployer, swapped)
+    swapped["BPR"] = ContractRecord(
+        address="0x" + "11" * 20, abi_sha256=swapped["BPR"].abi_sha256, deploy_tx="0x"
+    )
+    wrong = Deployment(
+        chain.deployment.chain_id, chain.deployment.deploy_block, chain.deployment.deployer, swapped
+    )
     by_name = {s.name: s for s in check_deployment(chain.w3, wrong)}
     assert by_name["BPC"].reason == "code differs from compiled contract"
     assert by_name["BPR"].reason == "no code at address"
@@ -70,25 +74,32 @@ def test_error_decoder_names_custom_errors_and_builtins() -> None:
 def test_deploy_and_status_commands(hardhat_url: str, tmp_path: Path) -> None:
     manifest = tmp_path / "deployments" / "manifest.json"
     exe = [sys.executable, "-m", "exchange.cli"]
-    deployed = subprocess.run(  # noqa: S603
+    deployed = subprocess.run(
         [*exe, "deploy", "--rpc", hardhat_url, "--manifest", str(manifest)],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "deploying LicenseGate" in deployed.stderr
     written = json.loads(manifest.read_text())
     assert written["chain_id"] == 31337
     assert json.loads(deployed.stdout) == written
-    status = subprocess.run(  # noqa: S603
+    status = subprocess.run(
         [*exe, "chain", "status", "--rpc", hardhat_url, "--manifest", str(manifest)],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert status.returncode == 0, status.stdout + status.stderr
     assert status.stdout.count("ok  ") == 5
     written["contracts"]["BPC"]["address"] = written["contracts"]["Fund"]["address"]
     manifest.write_text(json.dumps(written))
-    broken = subprocess.run(  # noqa: S603
+    broken = subprocess.run(
         [*exe, "chain", "status", "--rpc", hardhat_url, "--manifest", str(manifest)],
-        cwd=ROOT, capture_output=True, text=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert broken.returncode == 1
     assert "FAIL BPC" in broken.stdout

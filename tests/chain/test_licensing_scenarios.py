@@ -20,7 +20,7 @@ def observable_state(chain: Chain) -> dict[str, Any]:
     pool = chain.pool
     accounts = chain.accounts[:8]
     return {
-        "bpc": [pool.bpc_balance(a) for a in accounts + [pool.gate.address, pool.fund.address]],
+        "bpc": [pool.bpc_balance(a) for a in [*accounts, pool.gate.address, pool.fund.address]],
         "supply": pool.bpc_supply(),
         "licences": [pool.licence(a) for a in accounts],
         "members": [pool.member(a) for a in accounts],
@@ -28,7 +28,9 @@ def observable_state(chain: Chain) -> dict[str, Any]:
     }
 
 
-def assert_refused(chain: Chain, action: Callable[[], object], error: str, **args: object) -> ContractReverted:
+def assert_refused(
+    chain: Chain, action: Callable[[], object], error: str, **args: object
+) -> ContractReverted:
     before = observable_state(chain)
     with pytest.raises(ContractReverted) as caught:
         action()
@@ -67,7 +69,11 @@ def test_threshold_follows_bpc_at_reference_address(funded: Chain) -> None:
     pool.mint_bpc(small_ref, 50 * BPC)
     assert pool.threshold(Tier.SMALL) == 150 * BPC
     assert_refused(
-        funded, lambda: pool.acquire(100 * BPC, sender=other), "GateBelowThreshold", amount=100 * BPC, threshold=150 * BPC
+        funded,
+        lambda: pool.acquire(100 * BPC, sender=other),
+        "GateBelowThreshold",
+        amount=100 * BPC,
+        threshold=150 * BPC,
     )
     pool.acquire(150 * BPC, sender=other)
     # Existing licences are not affected by the move.
@@ -94,7 +100,9 @@ def test_lock_release_returns_exactly_the_locked_bpc(funded: Chain) -> None:
     assert pool.bpc_balance(pool.gate.address) == 437 * BPC + 1
     assert pool.bpc_balance(member) == start - (437 * BPC + 1)
 
-    assert_refused(funded, lambda: pool.acquire(500 * BPC, sender=member), "GateAlreadyLicensed", account=member)
+    assert_refused(
+        funded, lambda: pool.acquire(500 * BPC, sender=member), "GateAlreadyLicensed", account=member
+    )
 
     pool.release(sender=member)
     assert pool.bpc_balance(member) == start
@@ -108,7 +116,9 @@ def test_non_profit_member_is_licensed_free(funded: Chain) -> None:
     pool = funded.pool
     member = funded.accounts[1]
     pool.admit(member, Tier.NON_PROFIT)
-    assert_refused(funded, lambda: pool.acquire(1, sender=member), "GateUnexpectedLock", account=member, amount=1)
+    assert_refused(
+        funded, lambda: pool.acquire(1, sender=member), "GateUnexpectedLock", account=member, amount=1
+    )
     before = pool.bpc_balance(member)
     pool.acquire(0, sender=member)
     licence = pool.licence(member)
@@ -177,7 +187,11 @@ def test_expelled_member_is_revoked_and_gets_its_bpc_back(funded: Chain) -> None
     start = pool.bpc_balance(member)
     pool.acquire(1_000 * BPC, sender=member)
     assert_refused(
-        funded, lambda: pool.revoke(member), "GateNotExpelled", account=member, status=int(MemberStatus.ACTIVE)
+        funded,
+        lambda: pool.revoke(member),
+        "GateNotExpelled",
+        account=member,
+        status=int(MemberStatus.ACTIVE),
     )
     pool.suspend(member)
     assert_refused(funded, lambda: pool.revoke(member), "GateNotExpelled", status=int(MemberStatus.SUSPENDED))
@@ -204,15 +218,24 @@ def test_forbidden_actions_are_refused_without_state_change(funded: Chain) -> No
     pool.admit(member, Tier.SMALL)
 
     # Roles: nobody but the registrar admits, nobody but the council configures.
-    refused = assert_refused(funded, lambda: pool.admit(outsider, Tier.LARGE, sender=outsider), "AccessControlUnauthorizedAccount")
+    refused = assert_refused(
+        funded, lambda: pool.admit(outsider, Tier.LARGE, sender=outsider), "AccessControlUnauthorizedAccount"
+    )
     assert refused.error_args["account"] == outsider
-    assert_refused(funded, lambda: pool.mint_bpc(outsider, BPC, sender=outsider), "AccessControlUnauthorizedAccount")
     assert_refused(
-        funded, lambda: pool.set_fee_licence_terms(1, 1, sender=member), "AccessControlUnauthorizedAccount", account=member
+        funded, lambda: pool.mint_bpc(outsider, BPC, sender=outsider), "AccessControlUnauthorizedAccount"
+    )
+    assert_refused(
+        funded,
+        lambda: pool.set_fee_licence_terms(1, 1, sender=member),
+        "AccessControlUnauthorizedAccount",
+        account=member,
     )
     assert_refused(funded, lambda: pool.revoke(member, sender=member), "AccessControlUnauthorizedAccount")
     assert_refused(
-        funded, lambda: pool.set_tier_reference(Tier.SMALL, outsider, sender=outsider), "AccessControlUnauthorizedAccount"
+        funded,
+        lambda: pool.set_tier_reference(Tier.SMALL, outsider, sender=outsider),
+        "AccessControlUnauthorizedAccount",
     )
 
     # Membership transitions.
@@ -222,7 +245,9 @@ def test_forbidden_actions_are_refused_without_state_change(funded: Chain) -> No
     assert_refused(funded, lambda: pool.set_tier(member, Tier.SMALL), "RegistryTierUnchanged", account=member)
 
     # Licences.
-    assert_refused(funded, lambda: pool.acquire(100 * BPC, sender=outsider), "GateNotActiveMember", account=outsider)
+    assert_refused(
+        funded, lambda: pool.acquire(100 * BPC, sender=outsider), "GateNotActiveMember", account=outsider
+    )
     assert_refused(funded, lambda: pool.acquire(0, sender=member), "GateBelowThreshold", amount=0)
     pool.suspend(member)
     assert_refused(
@@ -234,7 +259,9 @@ def test_forbidden_actions_are_refused_without_state_change(funded: Chain) -> No
     pool.reinstate(member)
     pool.set_tier_reference(Tier.MEDIUM, "0x" + "00" * 20)
     pool.set_tier(member, Tier.MEDIUM)
-    assert_refused(funded, lambda: pool.acquire(500 * BPC, sender=member), "GateTierUnconfigured", tier=int(Tier.MEDIUM))
+    assert_refused(
+        funded, lambda: pool.acquire(500 * BPC, sender=member), "GateTierUnconfigured", tier=int(Tier.MEDIUM)
+    )
     # BPC itself: OpenZeppelin's errors.
     assert_refused(
         funded,

@@ -1,0 +1,72 @@
+"""All SQL of the auth room. Flushes only; the request's transaction commits."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from exchange.auth.models import AuthNonce, AuthSession
+
+
+async def add_nonce(
+    session: AsyncSession, nonce: str, issued_at: datetime, expires_at: datetime
+) -> AuthNonce:
+    row = AuthNonce(nonce=nonce, issued_at=issued_at, expires_at=expires_at)
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def consume_nonce(session: AsyncSession, nonce: str, address: str, now: datetime) -> bool:
+    """Mark the nonce used if it exists, is unused and unexpired. One atomic UPDATE: no double use."""
+    result = await session.execute(
+        update(AuthNonce)
+        .where(AuthNonce.nonce == nonce, AuthNonce.used_at.is_(None), AuthNonce.expires_at > now)
+        .values(used_at=now, used_by=address)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def add_session(
+    session: AsyncSession,
+    *,
+    token_sha256: str,
+    address: str,
+    chain_id: int,
+    nonce: str,
+    now: datetime,
+    expires_at: datetime,
+) -> AuthSession:
+    row = AuthSession(
+        token_sha256=token_sha256,
+        address=address,
+        chain_id=chain_id,
+        nonce=nonce,
+        created_at=now,
+        expires_at=expires_at,
+    )
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def live_session(session: AsyncSession, token_sha256: str, now: datetime) -> AuthSession | None:
+    return await session.scalar(
+        select(AuthSession).where(
+            AuthSession.token_sha256 == token_sha256,
+            AuthSession.revoked_at.is_(None),
+            AuthSession.expires_at > now,
+        )
+    )
+
+
+async def revoke_session(session: AsyncSession, session_id: int, now: datetime) -> None:
+    await session.execute(
+        update(AuthSession)
+        .where(AuthSession.id == session_id)
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )

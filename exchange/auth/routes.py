@@ -1,0 +1,62 @@
+"""``/v1/auth``: Sign-In with Ethereum."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+
+from exchange.api.dependencies import AppSettings
+from exchange.auth import service
+from exchange.auth.dependencies import CurrentPrincipal
+from exchange.auth.schemas import LoginIn, NonceOut, SessionOut
+from exchange.chain.runtime import ChainRuntime
+from exchange.db.base import utc_now
+from exchange.db.session import DbSession
+
+router = APIRouter(prefix="/v1/auth", tags=["auth"])
+
+
+def _chain(request: Request) -> ChainRuntime:
+    runtime: ChainRuntime = request.app.state.chain
+    return runtime
+
+
+@router.post(
+    "/nonce", response_model=NonceOut, status_code=status.HTTP_201_CREATED, summary="Get a sign-in nonce"
+)
+async def post_nonce(request: Request, session: DbSession, settings: AppSettings) -> NonceOut:
+    nonce, expires_at = await service.issue_nonce(session, utc_now(), settings.auth_nonce_ttl_s)
+    return NonceOut(
+        nonce=nonce,
+        expires_at=expires_at,
+        domain=settings.sign_in_domain,
+        chain_id=_chain(request).deployment.chain_id,
+    )
+
+
+@router.post("/login", response_model=SessionOut, summary="Exchange a signed EIP-4361 message for a session")
+async def post_login(
+    body: LoginIn, request: Request, session: DbSession, settings: AppSettings
+) -> SessionOut:
+    runtime = _chain(request)
+    token, expires_at, address = await service.sign_in(
+        session,
+        message_text=body.message,
+        signature_hex=body.signature,
+        domain=settings.sign_in_domain,
+        chain_id=runtime.deployment.chain_id,
+        w3=runtime.w3,
+        now=utc_now(),
+        session_ttl_s=settings.auth_session_ttl_s,
+    )
+    return SessionOut(access_token=token, expires_at=expires_at, address=address)
+
+
+@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, summary="End the current session")
+async def post_logout(principal: CurrentPrincipal, session: DbSession) -> Response:
+    await service.sign_out(session, principal, utc_now())
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/me", summary="Who am I")
+async def get_me(principal: CurrentPrincipal) -> dict[str, object]:
+    return {"address": principal.address, "chain_id": principal.chain_id}

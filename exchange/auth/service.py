@@ -1,0 +1,107 @@
+"""Sign-in use cases: issue a nonce, exchange a signed message for a session, resolve a token.
+
+Rules: a nonce is random, single use and short-lived; the message must name this
+service's domain and chain; the signature must come from the message's address
+(EOA, or ERC-1271 contract wallet); only the token's SHA-256 is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from eth_account.messages import encode_defunct
+from sqlalchemy.ext.asyncio import AsyncSession
+from web3 import Web3
+
+from exchange.auth import repository
+from exchange.auth.siwe import SiweError, check_message, parse_message
+from exchange.chain.signatures import is_valid_signature
+from exchange.kit.errors import Unauthorized
+from exchange.kit.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The signed-in account behind a request."""
+
+    address: str
+    session_id: int
+    chain_id: int
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(16)
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def issue_nonce(session: AsyncSession, now: datetime, ttl_s: int) -> tuple[str, datetime]:
+    nonce = new_nonce()
+    expires_at = now + timedelta(seconds=ttl_s)
+    await repository.add_nonce(session, nonce, now, expires_at)
+    return nonce, expires_at
+
+
+async def sign_in(
+    session: AsyncSession,
+    *,
+    message_text: str,
+    signature_hex: str,
+    domain: str,
+    chain_id: int,
+    w3: Web3 | None,
+    now: datetime,
+    session_ttl_s: int,
+) -> tuple[str, datetime, str]:
+    """Verify a signed EIP-4361 message; return (bearer token, expiry, address)."""
+    try:
+        message = parse_message(message_text)
+        check_message(message, domain=domain, chain_id=chain_id, now=now)
+    except SiweError as exc:
+        raise Unauthorized(f"sign-in refused: {exc}") from exc
+    try:
+        signature = bytes.fromhex(signature_hex.removeprefix("0x"))
+    except ValueError as exc:
+        raise Unauthorized("sign-in refused: the signature is not valid hex bytes") from exc
+    valid = await asyncio.to_thread(
+        is_valid_signature, w3, message.address, encode_defunct(text=message_text), signature
+    )
+    if not valid:
+        raise Unauthorized(f"sign-in refused: the signature is not {message.address}'s")
+    if not await repository.consume_nonce(session, message.nonce, message.address, now):
+        raise Unauthorized("sign-in refused: the nonce is unknown, expired or already used")
+    token = secrets.token_urlsafe(32)
+    expires_at = now + timedelta(seconds=session_ttl_s)
+    if message.expiration_time is not None:
+        expires_at = min(expires_at, message.expiration_time)
+    row = await repository.add_session(
+        session,
+        token_sha256=token_digest(token),
+        address=message.address,
+        chain_id=chain_id,
+        nonce=message.nonce,
+        now=now,
+        expires_at=expires_at,
+    )
+    log.info("auth.signed_in", address=message.address, session_id=row.id)
+    return token, expires_at, message.address
+
+
+async def resolve_token(session: AsyncSession, token: str, now: datetime) -> Principal:
+    row = await repository.live_session(session, token_digest(token), now)
+    if row is None:
+        raise Unauthorized("the bearer token is unknown, expired or revoked")
+    return Principal(address=row.address, session_id=row.id, chain_id=row.chain_id)
+
+
+async def sign_out(session: AsyncSession, principal: Principal, now: datetime) -> None:
+    await repository.revoke_session(session, principal.session_id, now)
+    log.info("auth.signed_out", address=principal.address, session_id=principal.session_id)

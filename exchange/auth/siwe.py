@@ -1,0 +1,189 @@
+"""EIP-4361 (Sign-In with Ethereum) messages: parse, render, check. Pure: no I/O, no clock.
+
+The message grammar (EIP-4361 ABNF, abridged)::
+
+    [scheme "://"] domain " wants you to sign in with your Ethereum account:" LF
+    address LF
+    LF
+    [statement LF]
+    LF
+    "URI: " uri LF
+    "Version: 1" LF
+    "Chain ID: " chain-id LF
+    "Nonce: " nonce LF                      (at least 8 alphanumerics)
+    "Issued At: " RFC 3339 date-time
+    [LF "Expiration Time: " date-time]
+    [LF "Not Before: " date-time]
+    [LF "Request ID: " request-id]
+    [LF "Resources:" *(LF "- " uri)]
+
+``check_message`` enforces what a verifier must: the expected domain and chain
+id, the nonce the server issued, the validity window, and an EIP-55 address.
+The signature itself is checked by the caller (EOA recovery or ERC-1271).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from eth_utils.address import is_checksum_address
+
+_HEADER = re.compile(
+    r"^(?:(?P<scheme>[a-zA-Z][a-zA-Z0-9+\-.]*)://)?(?P<domain>[^\s/?#]+) "
+    r"wants you to sign in with your Ethereum account:$"
+)
+_NONCE = re.compile(r"^[a-zA-Z0-9]{8,}$")
+_TAGGED = ("URI", "Version", "Chain ID", "Nonce", "Issued At", "Expiration Time", "Not Before", "Request ID")
+_REQUIRED = ("URI", "Version", "Chain ID", "Nonce", "Issued At")
+MAX_CLOCK_SKEW = timedelta(minutes=2)
+
+
+class SiweError(ValueError):
+    """The message is malformed, or fails a check; the text says which and why."""
+
+
+@dataclass(frozen=True)
+class SiweMessage:
+    domain: str
+    address: str
+    uri: str
+    chain_id: int
+    nonce: str
+    issued_at: datetime
+    statement: str | None = None
+    scheme: str | None = None
+    version: str = "1"
+    expiration_time: datetime | None = None
+    not_before: datetime | None = None
+    request_id: str | None = None
+    resources: tuple[str, ...] = field(default_factory=tuple)
+
+    def render(self) -> str:
+        """The exact text a wallet signs."""
+        prefix = f"{self.scheme}://" if self.scheme else ""
+        lines = [f"{prefix}{self.domain} wants you to sign in with your Ethereum account:", self.address, ""]
+        if self.statement is not None:
+            lines += [self.statement, ""]
+        lines += [
+            f"URI: {self.uri}",
+            f"Version: {self.version}",
+            f"Chain ID: {self.chain_id}",
+            f"Nonce: {self.nonce}",
+            f"Issued At: {_format_time(self.issued_at)}",
+        ]
+        if self.expiration_time is not None:
+            lines.append(f"Expiration Time: {_format_time(self.expiration_time)}")
+        if self.not_before is not None:
+            lines.append(f"Not Before: {_format_time(self.not_before)}")
+        if self.request_id is not None:
+            lines.append(f"Request ID: {self.request_id}")
+        if self.resources:
+            lines.append("Resources:")
+            lines += [f"- {resource}" for resource in self.resources]
+        return "\n".join(lines)
+
+
+def _format_time(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _parse_time(name: str, raw: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise SiweError(f"{name} is not an RFC 3339 date-time: {raw!r}") from exc
+    if moment.tzinfo is None:
+        raise SiweError(f"{name} must carry a time zone offset: {raw!r}")
+    return moment
+
+
+def parse_message(text: str) -> SiweMessage:
+    """Parse an EIP-4361 message; raise ``SiweError`` naming the first problem."""
+    lines = text.split("\n")
+    if len(lines) < 8:
+        raise SiweError("not a Sign-In with Ethereum message: too few lines")
+    header = _HEADER.match(lines[0])
+    if header is None:
+        raise SiweError("first line must be '<domain> wants you to sign in with your Ethereum account:'")
+    address = lines[1]
+    if not is_checksum_address(address):
+        raise SiweError(f"address must be an EIP-55 checksummed address, got {address!r}")
+    if lines[2] != "":
+        raise SiweError("expected an empty line after the address")
+    index = 3
+    statement: str | None = None
+    if not lines[index].startswith("URI: "):
+        if lines[index] == "":
+            index += 1
+        else:
+            statement = lines[index]
+            if index + 1 >= len(lines) or lines[index + 1] != "":
+                raise SiweError("expected an empty line after the statement")
+            index += 2
+    fields: dict[str, str] = {}
+    resources: list[str] = []
+    expected = iter(_TAGGED)
+    while index < len(lines):
+        line = lines[index]
+        index += 1
+        if line == "Resources:":
+            resources = [r[2:] for r in lines[index:] if r.startswith("- ")]
+            if len(resources) != len(lines) - index:
+                raise SiweError("every resource line must start with '- '")
+            break
+        tag, separator, value = line.partition(": ")
+        if not separator or tag not in _TAGGED:
+            raise SiweError(f"unexpected line {line!r}")
+        for candidate in expected:  # tags must appear in the grammar's order
+            if candidate == tag:
+                break
+        else:
+            raise SiweError(f"field {tag!r} is out of order or repeated")
+        fields[tag] = value
+    missing = [tag for tag in _REQUIRED if tag not in fields]
+    if missing:
+        raise SiweError(f"missing field(s): {', '.join(missing)}")
+    if fields["Version"] != "1":
+        raise SiweError(f"unsupported version {fields['Version']!r}")
+    if not fields["Chain ID"].isdigit():
+        raise SiweError(f"chain id must be a decimal integer, got {fields['Chain ID']!r}")
+    if not fields["URI"] or any(char.isspace() for char in fields["URI"]):
+        raise SiweError(f"URI must be an RFC 3986 URI, got {fields['URI']!r}")
+    if not _NONCE.match(fields["Nonce"]):
+        raise SiweError("nonce must be at least 8 alphanumeric characters")
+    message = SiweMessage(
+        scheme=header["scheme"],
+        domain=header["domain"],
+        address=address,
+        statement=statement,
+        uri=fields["URI"],
+        version=fields["Version"],
+        chain_id=int(fields["Chain ID"]),
+        nonce=fields["Nonce"],
+        issued_at=_parse_time("Issued At", fields["Issued At"]),
+        expiration_time=_parse_time("Expiration Time", fields["Expiration Time"])
+        if "Expiration Time" in fields
+        else None,
+        not_before=_parse_time("Not Before", fields["Not Before"]) if "Not Before" in fields else None,
+        request_id=fields.get("Request ID"),
+        resources=tuple(resources),
+    )
+    if message.render() != text:
+        raise SiweError("message is not in canonical EIP-4361 form (whitespace or formatting differs)")
+    return message
+
+
+def check_message(message: SiweMessage, *, domain: str, chain_id: int, now: datetime) -> None:
+    """Raise ``SiweError`` unless the message is for this domain and chain and valid at `now`."""
+    if message.domain != domain:
+        raise SiweError(f"message is for domain {message.domain!r}, this service is {domain!r}")
+    if message.chain_id != chain_id:
+        raise SiweError(f"message is for chain {message.chain_id}, this service is on chain {chain_id}")
+    if message.issued_at > now + MAX_CLOCK_SKEW:
+        raise SiweError("message is issued in the future")
+    if message.expiration_time is not None and message.expiration_time <= now:
+        raise SiweError("message has expired")
+    if message.not_before is not None and message.not_before > now + MAX_CLOCK_SKEW:
+        raise SiweError("message is not valid yet")

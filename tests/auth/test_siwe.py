@@ -1,0 +1,103 @@
+"""EIP-4361 message parsing and checks."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from exchange.auth.siwe import SiweError, SiweMessage, check_message, parse_message
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+ADDRESS = "0x2B5AD5c4795c026514f8317c7a215E218DcCD6cF"
+
+
+def message(**changes: object) -> SiweMessage:
+    base = SiweMessage(
+        domain="exchange.example",
+        address=ADDRESS,
+        statement="Sign in to the patent-pool exchange.",
+        uri="https://exchange.example/login",
+        chain_id=31337,
+        nonce="a1b2c3d4e5f6a7b8",
+        issued_at=NOW,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_reference_message_parses() -> None:
+    text = (
+        "exchange.example wants you to sign in with your Ethereum account:\n"
+        f"{ADDRESS}\n\nSign in to the patent-pool exchange.\n\n"
+        "URI: https://exchange.example/login\nVersion: 1\nChain ID: 31337\n"
+        "Nonce: a1b2c3d4e5f6a7b8\nIssued At: 2026-11-21T12:00:00Z\n"
+        "Expiration Time: 2026-11-21T12:10:00Z\nResources:\n- https://exchange.example/terms"
+    )
+    parsed = parse_message(text)
+    assert parsed.chain_id == 31337
+    assert parsed.expiration_time == NOW + timedelta(minutes=10)
+    assert parsed.resources == ("https://exchange.example/terms",)
+    assert parsed.render() == text
+
+
+@given(
+    statement=st.one_of(
+        st.none(), st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=60)
+    ),
+    chain_id=st.integers(1, 2**63),
+    nonce=st.text("abcdefABCDEF0123456789", min_size=8, max_size=32),
+    expires=st.one_of(st.none(), st.integers(1, 10**6)),
+    resources=st.lists(st.just("https://exchange.example/r"), max_size=3),
+)
+def test_render_parse_round_trip(
+    statement: str | None, chain_id: int, nonce: str, expires: int | None, resources: list[str]
+) -> None:
+    original = message(
+        statement=statement,
+        chain_id=chain_id,
+        nonce=nonce,
+        expiration_time=None if expires is None else NOW + timedelta(seconds=expires),
+        resources=tuple(resources),
+    )
+    assert parse_message(original.render()) == original
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("hello", "too few lines"),
+        (message().render().replace(ADDRESS, ADDRESS.lower()), "EIP-55"),
+        (message().render().replace("Version: 1", "Version: 2"), "unsupported version"),
+        (message().render().replace("Nonce: a1b2c3d4e5f6a7b8", "Nonce: short"), "nonce"),
+        (message().render().replace("Chain ID: 31337", "Chain ID: x1"), "chain id"),
+        (message().render().replace("Issued At: 2026-11-21T12:00:00Z", "Issued At: yesterday"), "RFC 3339"),
+        (message().render().replace("\nVersion: 1", ""), "missing field"),
+        (message().render() + "\nBogus: 1", "unexpected line"),
+        (message().render().replace("URI: ", "URI:  "), "RFC 3986"),
+        (message().render().replace("12:00:00Z", "12:00:00+00:00"), "canonical"),
+    ],
+)
+def test_malformed_messages_are_refused(text: str, reason: str) -> None:
+    with pytest.raises(SiweError, match=reason):
+        parse_message(text)
+
+
+def test_checks_domain_chain_and_time_window() -> None:
+    check_message(message(), domain="exchange.example", chain_id=31337, now=NOW)
+    with pytest.raises(SiweError, match="domain"):
+        check_message(message(), domain="evil.example", chain_id=31337, now=NOW)
+    with pytest.raises(SiweError, match="chain"):
+        check_message(message(), domain="exchange.example", chain_id=1, now=NOW)
+    with pytest.raises(SiweError, match="expired"):
+        check_message(message(expiration_time=NOW), domain="exchange.example", chain_id=31337, now=NOW)
+    with pytest.raises(SiweError, match="future"):
+        check_message(
+            message(issued_at=NOW + timedelta(hours=1)), domain="exchange.example", chain_id=31337, now=NOW
+        )
+    with pytest.raises(SiweError, match="not valid yet"):
+        check_message(
+            message(not_before=NOW + timedelta(hours=1)), domain="exchange.example", chain_id=31337, now=NOW
+        )
