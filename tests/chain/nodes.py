@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -60,11 +61,14 @@ def hardhat_node(timeout_s: float = 120.0) -> Iterator[str]:
                 time.sleep(0.3)
             yield url
         finally:
-            process.terminate()
+            # npx runs node as a child: signal the whole process group, or node outlives us.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
 
 
