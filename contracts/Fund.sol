@@ -22,8 +22,16 @@ contract Fund is AccessControl {
     error FundZeroAmount();
 
     /// @notice `amount` of `token` came into the fund from `from`, tagged by `source`.
+    /// @param token The token.
+    /// @param from The payer.
+    /// @param amount Base units.
+    /// @param source Accounting tag.
     event FundDeposit(address indexed token, address indexed from, uint256 amount, bytes32 indexed source);
     /// @notice `amount` of `token` left the fund to `to`, tagged by `tag`.
+    /// @param token The token.
+    /// @param to The payee.
+    /// @param amount Base units.
+    /// @param tag Accounting tag.
     event FundPayout(address indexed token, address indexed to, uint256 amount, bytes32 indexed tag);
 
     /// @param council The account that administers roles.

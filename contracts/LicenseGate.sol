@@ -64,16 +64,32 @@ contract LicenseGate is AccessControl, ReentrancyGuard {
     error GateNotExpelled(address account, IPoolRegistry.Status status);
 
     /// @notice A member locked `lockedBpc` (threshold `threshold`) and received BPR.
+    /// @param holder The member.
+    /// @param tier Its tier.
+    /// @param lockedBpc BPC locked.
+    /// @param threshold The threshold at that moment.
     event ThresholdLicenceAcquired(address indexed holder, IPoolRegistry.Tier tier, uint256 lockedBpc, uint256 threshold);
     /// @notice A holder gave its BPR back and received `returnedBpc`.
+    /// @param holder The former licensee.
+    /// @param returnedBpc BPC returned.
     event LicenceReleased(address indexed holder, uint256 returnedBpc);
     /// @notice A non-member paid `fee` for a fee licence valid until `expiresAt`.
+    /// @param holder The licensee.
+    /// @param fee BPC paid into the Fund.
+    /// @param expiresAt End of term.
     event FeeLicencePurchased(address indexed holder, uint256 fee, uint64 expiresAt);
     /// @notice A fee licence was renewed until `expiresAt`.
+    /// @param holder The licensee.
+    /// @param fee BPC paid into the Fund.
+    /// @param expiresAt New end of term.
     event FeeLicenceRenewed(address indexed holder, uint256 fee, uint64 expiresAt);
     /// @notice The licence of an expelled member was revoked; `returnedBpc` went back to it.
+    /// @param holder The expelled member.
+    /// @param returnedBpc BPC returned.
     event LicenceRevoked(address indexed holder, uint256 returnedBpc);
     /// @notice The foundation changed the fee licence terms.
+    /// @param price BPC per term.
+    /// @param term Seconds per term.
     event FeeLicenceTermsChanged(uint256 price, uint64 term);
 
     /// @param council The foundation council (role administrator, fee terms).

@@ -4,6 +4,7 @@ pragma solidity ^0.8.24;
 import {IPoolRegistry} from "./IPoolRegistry.sol";
 
 /// @title The licence token's records, errors and events
+/// @notice Shared by BPR and its readers: how a licence was obtained and when it ends.
 interface IBPR {
     /// @notice How a licence was obtained.
     enum LicenceKind {
@@ -34,17 +35,32 @@ interface IBPR {
     error BPRInvalidKind();
 
     /// @notice A licence was granted to `holder`.
+    /// @param holder The licensee.
+    /// @param tokenId Its BPR token.
+    /// @param kind How it was obtained.
+    /// @param tier The licensee's tier (zero for fee licences).
+    /// @param lockedBpc BPC locked for it.
+    /// @param expiresAt End of term, zero for none.
     event LicenceGranted(
         address indexed holder, uint256 indexed tokenId, LicenceKind kind, IPoolRegistry.Tier tier, uint256 lockedBpc, uint64 expiresAt
     );
     /// @notice A fee licence's term changed.
+    /// @param holder The licensee.
+    /// @param tokenId Its BPR token.
+    /// @param expiresAt The new end of term.
     event LicenceExtended(address indexed holder, uint256 indexed tokenId, uint64 expiresAt);
     /// @notice A licence ended (released, revoked or replaced).
+    /// @param holder The former licensee.
+    /// @param tokenId The burnt BPR token.
     event LicenceEnded(address indexed holder, uint256 indexed tokenId);
 
     /// @notice The licence record of `holder` (kind None when it holds no BPR).
+    /// @param holder The account.
+    /// @return The licence record.
     function licenceOf(address holder) external view returns (Licence memory);
 
     /// @notice True when `holder` holds a BPR that has not expired.
+    /// @param holder The account.
+    /// @return Whether it is licensed now.
     function isLicensed(address holder) external view returns (bool);
 }

@@ -4,6 +4,7 @@ pragma solidity ^0.8.24;
 import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
 
 /// @title A plain mintable ERC-20 for tests (a stand-in quote token on dev chains).
+/// @notice Anyone can mint: never deploy it on a public network.
 contract TestToken is ERC20 {
     uint8 private immutable _decimals;
 
