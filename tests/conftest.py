@@ -102,7 +102,7 @@ class PostgresServer:
             await engine.dispose()
 
     def create_database(self, name: str, *, template: str | None = None) -> None:
-        clause = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
+        clause = f' TEMPLATE "{template}"' if template else ""
         run_in_thread(self._execute(f'CREATE DATABASE "{name}"{clause}'))
 
     def drop_database(self, name: str) -> None:

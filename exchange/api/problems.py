@@ -83,18 +83,13 @@ def problem_response(
     extra: Mapping[str, object] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    body: dict[str, object] = {
-        "type": type_uri,
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": request.url.path,
-        "request_id": current_request_id(),
-    }
+    body: dict[str, object] = {"type": type_uri, "title": title, "status": status}
+    optional = {"detail": detail, "instance": request.url.path, "request_id": current_request_id()}
+    body.update({name: value for name, value in optional.items() if value is not None})
     for name, value in (extra or {}).items():
         body.setdefault(name, value)
     return JSONResponse(
-        jsonable_encoder({name: value for name, value in body.items() if value is not None}),
+        jsonable_encoder(body),
         status_code=status,
         headers=dict(headers or {}),
         media_type=PROBLEM_MEDIA_TYPE,
