@@ -188,9 +188,7 @@ class OrderBook:
                 command.self_trade,
             )
         ]
-        if time_in_force is _FOK and not (
-            crosses and can_fill(self, node, opposite, threshold)
-        ):
+        if time_in_force is _FOK and not (crosses and can_fill(self, node, opposite, threshold)):
             events.append(self._kill(node, CancelReason.FOK))
             return events
         if crosses and take(self, node, opposite, threshold, None, events)[0]:
@@ -238,13 +236,14 @@ class OrderBook:
         keys = opposite.keys
         # Every opposite key is >= the worst one, so this threshold admits all.
         threshold = keys[0] if keys else 0
-        if quote_budget is not None:
-            # An upper bound (all lots at one tick) so that only the budget limits.
-            amount_base = quote_budget // self.quote_per_lot_tick * self.lot_size_base
-        assert amount_base is not None
-        node = OrderNode(
-            order_id, account, side, 0, amount_base, time_in_force, command.self_trade
+        # A budget buy gets an amount it can never reach (one lot more than the
+        # budget buys at one tick), so that only the budget limits it.
+        size_base = (
+            (quote_budget // self.quote_per_lot_tick + 1) * self.lot_size_base
+            if quote_budget is not None
+            else amount_base or 0
         )
+        node = OrderNode(order_id, account, side, 0, size_base, time_in_force, command.self_trade)
         events: list[Event] = [
             Accepted(
                 order_id,
@@ -259,21 +258,13 @@ class OrderBook:
         ]
         if quote_budget is not None:
             stopped_by_self_trade, unspent = (
-                take(self, node, opposite, threshold, quote_budget, events)
-                if keys
-                else (False, quote_budget)
+                take(self, node, opposite, threshold, quote_budget, events) if keys else (False, quote_budget)
             )
             if unspent:
-                end = (
-                    CancelReason.SELF_TRADE
-                    if stopped_by_self_trade
-                    else CancelReason.IOC_REMAINDER
-                )
+                end = CancelReason.SELF_TRADE if stopped_by_self_trade else CancelReason.IOC_REMAINDER
                 events.append(Cancelled(order_id, account, side, end, 0, unspent))
             return events
-        if time_in_force is _FOK and not (
-            keys and can_fill(self, node, opposite, threshold)
-        ):
+        if time_in_force is _FOK and not (keys and can_fill(self, node, opposite, threshold)):
             events.append(self._kill(node, CancelReason.FOK))
             return events
         if keys and take(self, node, opposite, threshold, None, events)[0]:
@@ -341,15 +332,13 @@ class OrderBook:
             amount_base = remaining
         elif reason is None:
             reason = self._amount_problem(amount_base)
-        if (
-            reason is None
-            and price_ticks == node.price_ticks
-            and amount_base == remaining
-        ):
+        if reason is None and price_ticks == node.price_ticks and amount_base == remaining:
             reason = RejectReason.AMEND_NO_CHANGE
+        if reason is not None:
+            return [Rejected(order_id, account, reason)]
         side = node.side
         level = node.level
-        if price_ticks == node.price_ticks and reason is None:
+        if price_ticks == node.price_ticks:
             # Same price: the order stays in its level, so the level never empties.
             if level.mark != self.mark:
                 level.mark = self.mark
@@ -358,9 +347,7 @@ class OrderBook:
             node.remaining_base = amount_base
             if amount_base < remaining:
                 node.cancelled_base += remaining - amount_base
-                return [
-                    Amended(order_id, account, side, price_ticks, amount_base, True)
-                ]
+                return [Amended(order_id, account, side, price_ticks, amount_base, True)]
             node.original_base += amount_base - remaining
             if node.next is not None:
                 level.unlink(node)
@@ -377,10 +364,8 @@ class OrderBook:
             threshold = price_ticks
         keys = opposite.keys
         crosses = bool(keys) and keys[-1] >= threshold
-        if crosses and node.time_in_force is _POST_ONLY and reason is None:
-            reason = RejectReason.WOULD_TAKE
-        if reason is not None:
-            return [Rejected(order_id, account, reason)]
+        if crosses and node.time_in_force is _POST_ONLY:
+            return [Rejected(order_id, account, RejectReason.WOULD_TAKE)]
 
         if level.mark != self.mark:
             level.mark = self.mark
@@ -394,9 +379,7 @@ class OrderBook:
             node.original_base += amount_base - remaining
         node.remaining_base = amount_base
         node.price_ticks = price_ticks
-        events: list[Event] = [
-            Amended(order_id, account, side, price_ticks, amount_base, False)
-        ]
+        events: list[Event] = [Amended(order_id, account, side, price_ticks, amount_base, False)]
         if crosses:
             if take(self, node, opposite, threshold, None, events)[0]:
                 events.append(self._kill(node, CancelReason.SELF_TRADE))
@@ -447,9 +430,7 @@ class OrderBook:
         if own is None:
             own = self.accounts[node.account] = {}
         own[order_id] = node
-        level = (self.bids if node.side is _BUY else self.asks).level_at(
-            node.price_ticks
-        )
+        level = (self.bids if node.side is _BUY else self.asks).level_at(node.price_ticks)
         level.append(node)
         if level.mark != self.mark:
             level.mark = self.mark

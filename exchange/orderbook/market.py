@@ -90,6 +90,4 @@ class MarketConfig:
 
     def quote_amount(self, price_ticks: int, amount_base: int) -> int:
         """Exact quote value of ``amount_base`` (a lot multiple) at ``price_ticks``."""
-        return (
-            price_ticks * (amount_base // self.lot_size_base) * self.quote_per_lot_tick
-        )
+        return price_ticks * (amount_base // self.lot_size_base) * self.quote_per_lot_tick

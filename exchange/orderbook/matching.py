@@ -53,7 +53,7 @@ def take(
     budget = 0 if quote_budget is None else quote_budget
     stopped_by_self_trade = False
     done = False
-    while keys:
+    while remaining and keys:
         key = keys[-1]
         if key < threshold:
             break
@@ -138,9 +138,7 @@ def take(
     return stopped_by_self_trade, budget
 
 
-def can_fill(
-    book: OrderBook, taker: OrderNode, opposite: BookSide, threshold: int
-) -> bool:
+def can_fill(book: OrderBook, taker: OrderNode, opposite: BookSide, threshold: int) -> bool:
     """Whether ``take`` would fill ``taker`` completely (the fill-or-kill test).
 
     Counts what self-trade prevention would leave: makers of the taker's own

@@ -68,9 +68,7 @@ def encode(book: OrderBook) -> bytes:
         "bids": _side_orders(book.bids),
         "asks": _side_orders(book.asks),
     }
-    return json.dumps(
-        document, sort_keys=True, separators=(",", ":"), ensure_ascii=True
-    ).encode("ascii")
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
 def state_hash(book: OrderBook) -> bytes:
@@ -113,15 +111,10 @@ def decode(data: bytes) -> OrderBook:
                 node.filled_base = _integer(filled)
                 node.remaining_base = _integer(remaining)
                 node.cancelled_base = _integer(cancelled)
-                if (
-                    node.remaining_base <= 0
-                    or filled + remaining + cancelled != original
-                ):
+                if node.remaining_base <= 0 or filled + remaining + cancelled != original:
                     raise SnapshotError(f"order {order_id} has inconsistent amounts")
                 if node.order_id in book.orders or node.order_id > book.last_order_id:
-                    raise SnapshotError(
-                        f"order id {order_id} is duplicated or above the last id"
-                    )
+                    raise SnapshotError(f"order id {order_id} is duplicated or above the last id")
                 book.orders[node.order_id] = node
                 book.accounts.setdefault(node.account, {})[node.order_id] = node
                 book_side.level_at(node.price_ticks).append(node)
@@ -145,9 +138,5 @@ def _integer(value: object) -> int:
 def _check_not_crossed(book: OrderBook) -> None:
     best_bid = book.bids.best()
     best_ask = book.asks.best()
-    if (
-        best_bid is not None
-        and best_ask is not None
-        and best_bid.price_ticks >= best_ask.price_ticks
-    ):
+    if best_bid is not None and best_ask is not None and best_bid.price_ticks >= best_ask.price_ticks:
         raise SnapshotError("snapshot book is crossed")

@@ -1,0 +1,1 @@
+"""Order book tests: a naive reference book, shared command generators and invariants."""
