@@ -88,14 +88,16 @@ class AdmissionPolicy:
 
     def describe(self) -> str:
         """The policy as text for publication."""
-        majority = (
-            " and more than half of the experts must judge it core to the pool"
-            if self.require_core_majority
-            else ""
-        )
+        conditions = [
+            f"at least {self.min_assessments} "
+            + ("expert has" if self.min_assessments == 1 else "experts have")
+            + " assessed it",
+            f"the mean of their scores (0 to {MAX_SCORE}) is at least {self.min_mean_score}",
+        ]
+        if self.require_core_majority:
+            conditions.append("more than half of them judge it core to the pool")
         return (
-            f"A patent enters the pool when at least {self.min_assessments} experts have assessed it, "
-            f"the mean of their scores (0 to {MAX_SCORE}) is at least {self.min_mean_score}{majority}. "
+            f"A patent enters the pool when {', '.join(conditions[:-1])} and {conditions[-1]}. "
             "The mean is computed exactly; the patent's admission score is that mean rounded down."
         )
 

@@ -119,7 +119,7 @@ class IllegalTransition(Conflict):
     def __init__(self, patent_id: str, status: PatentStatus, action: str, detail: str) -> None:
         super().__init__(
             f"patent {patent_id} is {status.value}: {detail}",
-            extra={"patent_id": patent_id, "status": status.value, "action": action},
+            extra={"patent_id": patent_id, "patent_status": status.value, "action": action},
         )
         self.patent_id = patent_id
         self.patent_status = status
@@ -148,12 +148,12 @@ class Patent:
         if (self.source is PatentSource.CONTRIBUTED) != (self.contributor is not None):
             raise InvalidPatentRecord("exactly the contributed patents name a contributor")
         admitted = self.status in (PatentStatus.IN_POOL, PatentStatus.RETIRED)
-        if admitted != (self.score is not None and self.in_pool_since is not None):
+        if {admitted} != {self.score is not None, self.in_pool_since is not None}:
             raise InvalidPatentRecord("exactly the admitted patents carry a score and in_pool_since")
         if self.score is not None and not 0 <= self.score <= 100:
             raise InvalidPatentRecord(f"an admission score is 0 to 100, not {self.score}")
         retired = self.status is PatentStatus.RETIRED
-        if retired != (self.left_pool_on is not None and self.retirement_reason is not None):
+        if {retired} != {self.left_pool_on is not None, self.retirement_reason is not None}:
             raise InvalidPatentRecord("exactly the retired patents carry left_pool_on and retirement_reason")
         if self.version < 1:
             raise InvalidPatentRecord("a patent's version starts at 1")

@@ -52,7 +52,13 @@ from typing import Final
 from eth_utils.crypto import keccak
 
 from exchange.kit.errors import ValidationFailed
-from exchange.pool.patents import Patent, PatentSource, PatentStatus, contributor_address
+from exchange.pool.patents import (
+    InvalidPatentRecord,
+    Patent,
+    PatentSource,
+    PatentStatus,
+    contributor_address,
+)
 
 UINT256_MAX: Final = 2**256 - 1
 _PERIOD_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
@@ -112,7 +118,11 @@ class RoyaltyStake:
             raise InvalidDistribution(f"a weight is a non-negative integer, not {self.weight!r}")
         if self.in_pool_until is not None and self.in_pool_until < self.in_pool_from:
             raise InvalidDistribution(f"patent {self.patent_id} leaves the pool before it enters")
-        object.__setattr__(self, "contributor", contributor_address(self.contributor))
+        try:
+            checksummed = contributor_address(self.contributor)
+        except InvalidPatentRecord as error:
+            raise InvalidDistribution(error.detail) from error
+        object.__setattr__(self, "contributor", checksummed)
 
     def counts_on(self, day: date) -> bool:
         """True when the patent is in the pool on ``day``."""
