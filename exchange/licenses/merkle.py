@@ -1,0 +1,221 @@
+"""Merkle trees over a batch of devices, built exactly as ``DeviceLicenses`` verifies them.
+
+Construction (the contract, ``test/devices/merkle.js`` and this module agree):
+
+* Device ``i`` of a batch (``0 <= i < count``) with id hash ``h`` (32 bytes,
+  keccak256 of its canonical id) has the leaf
+  ``keccak256(keccak256(abi.encode(uint256 i, bytes32 h)))`` — OpenZeppelin's
+  standard leaf. The double hash makes a leaf a hash of 32 bytes while an inner
+  node is a hash of 64, so no leaf can be passed off as an inner node, and the
+  index binds each device to its place in the revocation bitmap.
+* Level 0 holds the leaves in index order. Each level above pairs neighbours
+  ``(0, 1), (2, 3), …`` into ``keccak256(min(a, b) ‖ max(a, b))`` (sorted pairs,
+  OpenZeppelin ``MerkleProof``); an odd node at the end of a level moves up
+  unchanged, and the proofs through it skip that level. The root is the one
+  node of the top level; a batch of one device has its leaf as root and an
+  empty proof.
+* A proof lists the sibling hashes from the leaf upwards. It carries no
+  left/right flags: sorted pairs make them unnecessary.
+
+Levels are stored as contiguous ``bytes`` (32 bytes per node), so a tree of a
+million devices is two ``bytes`` objects of 32 MB in all, and a proof is
+``depth`` slices. Hashing uses the native keccak of ``safe-pysha3``.
+
+Serialised form (:meth:`MerkleTree.to_bytes`), all integers big-endian::
+
+    b"DLMT"  version (1 byte, = 1)  3 zero bytes  count (uint64)
+    level 0 (count * 32 bytes), level 1 (ceil(count / 2) * 32), ..., root (32)
+
+Level ``l`` starts at ``16 + 32 * (n_0 + ... + n_{l-1})`` with ``n_0 = count`` and
+``n_{l+1} = ceil(n_l / 2)``, so a reader can serve a proof from the stored
+bytes by offset alone.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import Final
+
+from sha3 import keccak_256 as _keccak_256  # type: ignore[import-untyped]  # safe-pysha3 ships no types
+
+MAX_DEVICES: Final = 2**32 - 1  # the contract's uint32 device count
+NODE_SIZE: Final = 32
+_MAGIC: Final = b"DLMT"
+_VERSION: Final = 1
+_HEADER = struct.Struct(">4sB3xQ")
+
+
+class CorruptTree(ValueError):
+    """Serialised tree bytes that are malformed or inconsistent."""
+
+
+def keccak256(data: bytes) -> bytes:
+    """The Ethereum keccak-256 digest of `data` (32 bytes)."""
+    digest: bytes = _keccak_256(data).digest()
+    return digest
+
+
+def leaf_hash(index: int, id_hash: bytes) -> bytes:
+    """The leaf of device `index` whose canonical id hashes to `id_hash`."""
+    if not 0 <= index < 2**256:
+        raise ValueError(f"index {index} is not a uint256")
+    _require_node(id_hash, "id_hash")
+    return keccak256(keccak256(index.to_bytes(32, "big") + id_hash))
+
+
+def hash_pair(a: bytes, b: bytes) -> bytes:
+    """The parent of two nodes: keccak256 of the pair in ascending order."""
+    return keccak256(a + b if a < b else b + a)
+
+
+def root_from_proof(leaf: bytes, proof: Sequence[bytes]) -> bytes:
+    """The root that `proof` leads to from `leaf` (OpenZeppelin ``MerkleProof.processProof``)."""
+    node = leaf
+    for sibling in proof:
+        _require_node(sibling, "proof element")
+        node = hash_pair(node, sibling)
+    return node
+
+
+def verify_proof(root: bytes, index: int, id_hash: bytes, proof: Sequence[bytes]) -> bool:
+    """True iff `proof` shows device (`index`, `id_hash`) under `root`."""
+    return root_from_proof(leaf_hash(index, id_hash), proof) == root
+
+
+def level_sizes(count: int) -> list[int]:
+    """Node counts per level, leaves first, root last."""
+    if not 1 <= count <= MAX_DEVICES:
+        raise ValueError(f"a batch has 1 to {MAX_DEVICES} devices, not {count}")
+    sizes = [count]
+    while sizes[-1] > 1:
+        sizes.append((sizes[-1] + 1) // 2)
+    return sizes
+
+
+class MerkleTree:
+    """The tree of one batch: root, proofs, and a compact serialised form."""
+
+    __slots__ = ("_levels",)
+
+    def __init__(self, levels: Sequence[bytes]) -> None:
+        """Wrap already computed levels; use :meth:`build` or :meth:`from_bytes`."""
+        sizes = level_sizes(len(levels[0]) // NODE_SIZE) if levels and levels[0] else []
+        if not sizes or [len(level) for level in levels] != [size * NODE_SIZE for size in sizes]:
+            raise CorruptTree("levels do not have the sizes of a device tree")
+        self._levels: tuple[bytes, ...] = tuple(levels)
+
+    @classmethod
+    def build(cls, id_hashes: Sequence[bytes]) -> MerkleTree:
+        """The tree over `id_hashes`, device ``i`` being ``id_hashes[i]``."""
+        level_sizes(len(id_hashes))
+        if any(len(id_hash) != NODE_SIZE for id_hash in id_hashes):
+            raise ValueError("every id hash has 32 bytes")
+        keccak = _keccak_256
+        leaves = b"".join(
+            [
+                keccak(keccak(index.to_bytes(32, "big") + id_hash).digest()).digest()
+                for index, id_hash in enumerate(id_hashes)
+            ]
+        )
+        levels = [leaves]
+        while len(levels[-1]) > NODE_SIZE:
+            levels.append(_parent_level(levels[-1]))
+        return cls(levels)
+
+    @property
+    def count(self) -> int:
+        """Number of devices (leaves)."""
+        return len(self._levels[0]) // NODE_SIZE
+
+    @property
+    def root(self) -> bytes:
+        return self._levels[-1]
+
+    @property
+    def depth(self) -> int:
+        """Number of levels above the leaves: the longest proof."""
+        return len(self._levels) - 1
+
+    def leaf(self, index: int) -> bytes:
+        self._require_index(index)
+        return self._levels[0][index * NODE_SIZE : (index + 1) * NODE_SIZE]
+
+    def proof(self, index: int) -> list[bytes]:
+        """Sibling hashes from device `index`'s leaf up to the root."""
+        self._require_index(index)
+        siblings: list[bytes] = []
+        position = index
+        for level in self._levels[:-1]:
+            sibling = position ^ 1
+            start = sibling * NODE_SIZE
+            if start < len(level):
+                siblings.append(level[start : start + NODE_SIZE])
+            position >>= 1
+        return siblings
+
+    def to_bytes(self) -> bytes:
+        return _HEADER.pack(_MAGIC, _VERSION, self.count) + b"".join(self._levels)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, verify: bool = True) -> MerkleTree:
+        """Read :meth:`to_bytes` output; `verify` recomputes every inner node from the leaves."""
+        if len(data) < _HEADER.size:
+            raise CorruptTree("shorter than the header")
+        magic, version, count = _HEADER.unpack_from(data)
+        if magic != _MAGIC:
+            raise CorruptTree("not a device Merkle tree")
+        if version != _VERSION:
+            raise CorruptTree(f"unsupported version {version}")
+        try:
+            sizes = level_sizes(count)
+        except ValueError as exc:
+            raise CorruptTree(str(exc)) from None
+        if len(data) != _HEADER.size + NODE_SIZE * sum(sizes):
+            raise CorruptTree(f"{len(data)} bytes do not hold a tree of {count} devices")
+        levels: list[bytes] = []
+        offset = _HEADER.size
+        for size in sizes:
+            levels.append(data[offset : offset + size * NODE_SIZE])
+            offset += size * NODE_SIZE
+        tree = cls(levels)
+        if verify:
+            tree.check()
+        return tree
+
+    def check(self) -> None:
+        """Raise :class:`CorruptTree` unless every inner node is the hash of its children."""
+        for level, (below, above) in enumerate(zip(self._levels, self._levels[1:], strict=False), start=1):
+            if _parent_level(below) != above:
+                raise CorruptTree(f"level {level} does not hash from level {level - 1}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MerkleTree) and self._levels == other._levels
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    def __repr__(self) -> str:
+        return f"MerkleTree(count={self.count}, root=0x{self.root.hex()})"
+
+    def _require_index(self, index: int) -> None:
+        if not 0 <= index < self.count:
+            raise IndexError(f"device index {index} is outside 0..{self.count - 1}")
+
+
+def _parent_level(level: bytes) -> bytes:
+    keccak = _keccak_256
+    nodes = len(level) // NODE_SIZE
+    parents = []
+    for start in range(0, (nodes - 1) * NODE_SIZE, 2 * NODE_SIZE):
+        left = level[start : start + NODE_SIZE]
+        right = level[start + NODE_SIZE : start + 2 * NODE_SIZE]
+        parents.append(keccak(left + right if left < right else right + left).digest())
+    if nodes % 2:
+        parents.append(level[-NODE_SIZE:])
+    return b"".join(parents)
+
+
+def _require_node(value: bytes, what: str) -> None:
+    if len(value) != NODE_SIZE:
+        raise ValueError(f"{what} has {len(value)} bytes, not 32")
