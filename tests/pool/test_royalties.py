@@ -132,17 +132,22 @@ def test_a_patent_counts_when_it_is_in_the_pool_on_the_last_day(
     assert result.statements[0].payout_wei == (50 if counts else 0)
 
 
-def _patent(*, expires_on: date, admitted_at: datetime) -> Patent:
+def _proposed(source: PatentSource, *, expires_on: date, at: datetime) -> Patent:
     patent, _ = propose(
         parse_patent_number("EP 3 123 456 B1"),
         title="Threshold licensing",
         field=FieldOfTechnology.BLOCKCHAIN,
-        source=PatentSource.CONTRIBUTED,
-        contributor=A.lower(),
+        source=source,
+        contributor=A.lower() if source is PatentSource.CONTRIBUTED else None,
         expires_on=expires_on,
         actor="secretariat",
-        at=admitted_at,
+        at=at,
     )
+    return patent
+
+
+def _patent(*, expires_on: date, admitted_at: datetime) -> Patent:
+    patent = _proposed(PatentSource.CONTRIBUTED, expires_on=expires_on, at=admitted_at)
     patent, _ = start_assessment(patent, actor="secretariat", at=admitted_at)
     assessments = [Assessment(patent.patent_id, "expert", 64, core=True)]
     decision = decide_admission(patent.patent_id, assessments, AdmissionPolicy(1, 60, False))
@@ -171,32 +176,13 @@ def test_an_expired_patent_not_yet_swept_earns_nothing() -> None:
 
 
 def test_only_admitted_contributed_patents_have_stakes() -> None:
-    patent, _ = propose(
-        parse_patent_number("EP 3 123 456 B1"),
-        title="Threshold licensing",
-        field=FieldOfTechnology.GENE,
-        source=PatentSource.PURCHASED,
-        contributor=None,
-        expires_on=date(2030, 1, 1),
-        actor="council",
-        at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
+    day = datetime(2026, 1, 1, tzinfo=UTC)
+    purchased = _proposed(PatentSource.PURCHASED, expires_on=date(2030, 1, 1), at=day)
     with pytest.raises(InvalidDistribution, match="was not contributed and earns no royalties"):
-        stake_of(patent)
-    contributed = _patent(expires_on=date(2030, 6, 1), admitted_at=datetime(2026, 2, 10, tzinfo=UTC))
+        stake_of(purchased)
+    proposed = _proposed(PatentSource.CONTRIBUTED, expires_on=date(2030, 1, 1), at=day)
     with pytest.raises(InvalidDistribution, match="was never admitted to the pool"):
-        stake_of(
-            propose(
-                contributed.number,
-                title="t",
-                field=FieldOfTechnology.GENE,
-                source=PatentSource.CONTRIBUTED,
-                contributor=A,
-                expires_on=date(2030, 1, 1),
-                actor="a",
-                at=datetime(2026, 1, 1, tzinfo=UTC),
-            )[0]
-        )
+        stake_of(proposed)
 
 
 @pytest.mark.parametrize(
