@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
 from fastapi import FastAPI
+from pydantic import ValidationError
 
 from exchange.api.app import create_app
 from exchange.auth.routes import router as auth_router
@@ -22,7 +25,13 @@ def serve(host: str | None = None, port: int | None = None) -> None:
     """Run the service with uvicorn on the configured (or given) address."""
     import uvicorn
 
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        # Never a traceback for a configuration mistake; pydantic's message names the
+        # variable and the rule (and, by construction, never echoes a secret).
+        print(f"invalid configuration:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     configure_logging(log_format=settings.log_format, log_level=settings.log_level)
     uvicorn.run(
         build_app(settings),
@@ -30,4 +39,5 @@ def serve(host: str | None = None, port: int | None = None) -> None:
         port=port or settings.port,
         log_config=None,
         proxy_headers=False,
+        server_header=False,
     )
