@@ -48,7 +48,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from exchange.api.app import LifespanHook, create_app
+from exchange.chain.runtime import ChainRuntime, start_chain
 from exchange.db.migrate import upgrade_to_head
+from exchange.main import build_app
 from exchange.settings import ENV_PREFIX, FIXED_NAME_VARIABLES, Settings, get_settings, normalize_database_url
 
 POSTGRES_BIN_GLOBS = ("/usr/lib/postgresql/*/bin",)
@@ -352,3 +354,33 @@ def app(running_app: RunningApp) -> FastAPI:
 @pytest.fixture
 def client(running_app: RunningApp) -> httpx.AsyncClient:
     return running_app.client
+
+
+# --------------------------------------------------------------------------- the whole service
+
+
+@pytest.fixture(scope="session")
+def embedded_runtime() -> ChainRuntime:
+    """One embedded chain with the pool deployed, shared by the session's service tests."""
+    return start_chain(None)
+
+
+@pytest.fixture
+def chain_runtime(embedded_runtime: ChainRuntime) -> Iterator[ChainRuntime]:
+    """The shared embedded chain, with every test's transactions reverted afterwards."""
+    provider = embedded_runtime.w3.provider
+    snapshot = provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
+    try:
+        yield embedded_runtime
+    finally:
+        provider.make_request("evm_revert", [snapshot])  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def service(settings: Settings, chain_runtime: ChainRuntime) -> AsyncIterator[httpx.AsyncClient]:
+    """The whole service (``exchange.main.build_app``) on the test database and the shared chain."""
+    app = build_app(settings, chain=chain_runtime)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        yield client
