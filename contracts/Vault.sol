@@ -7,10 +7,10 @@ import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
-import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {IPoolRegistry} from "./interfaces/IPoolRegistry.sol";
 import {IVault} from "./interfaces/IVault.sol";
+import {LibAccount} from "./libraries/LibAccount.sol";
 import {LibOrder} from "./libraries/LibOrder.sol";
 import {LibWithdrawal} from "./libraries/LibWithdrawal.sol";
 
@@ -20,12 +20,15 @@ import {LibWithdrawal} from "./libraries/LibWithdrawal.sol";
 /// and the operator settles matched fills in batches; fees go to the Fund.
 /// @dev Invariant: for each token, the sum of all account balances equals the
 /// Vault's balance of that token (fees leave for the Fund in the same call).
-/// Price and fee arithmetic: see LibOrder. Each account is one storage slot
-/// (both balances, exit time, nonce-floor flag), so settling against a maker
-/// touches one cold account slot; order state (filled amount and cancellation
-/// flag) is one slot per order hash.
+/// Price and fee arithmetic: see LibOrder. Each account is one storage word
+/// (LibAccount: both balances, exit time, nonce-floor flag), so settling
+/// against a maker touches one account slot; the state of an order (filled
+/// amount and cancellation flag) is one slot per order hash. A batch checks
+/// each order once (signature, expiry, membership, exit) however many fills
+/// it takes part in, so one taker against many makers pays for the taker once.
 contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
+    using LibAccount for uint256;
     using LibOrder for LibOrder.Order;
 
     /// @notice Role that settles batches and co-signs instant withdrawals.
@@ -37,16 +40,14 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     /// which cannot reach 2^255 because every fill is bounded by a 104-bit balance.
     uint256 private constant _CANCELLED_FLAG = 1 << 255;
 
-    /// @dev A fill resolved against its orders: who buys, who sells, on which fee terms.
-    struct Match {
-        bytes32 makerHash;
-        bytes32 takerHash;
-        address buyer;
-        address seller;
-        uint256 buyFeeBps;
-        uint256 buyMaxFeeBps;
-        uint256 sellFeeBps;
-        uint256 sellMaxFeeBps;
+    /// @dev What the fills of a batch need from an order that passed its checks.
+    struct CheckedOrder {
+        bytes32 orderHash;
+        address maker;
+        bool isBuy;
+        uint256 limitPrice;
+        uint256 amount;
+        uint256 feeCapBps;
     }
 
     /// @notice The base token (BPC).
@@ -61,7 +62,7 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     /// @notice Seconds between an exit request and the exit.
     uint256 public exitDelay;
 
-    mapping(address account => Account) private _accounts;
+    mapping(address account => uint256 word) private _accounts;
     mapping(address account => uint64) private _minValidNonces;
     mapping(bytes32 orderHash => uint256 state) private _orderStates;
     mapping(address account => mapping(uint256 word => uint256 bits)) private _withdrawalNonces;
@@ -103,12 +104,9 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
         uint256 before = asset.balanceOf(address(this));
         asset.safeTransferFrom(msg.sender, address(this), amount);
         uint256 received = asset.balanceOf(address(this)) - before;
-        Account storage account = _accounts[msg.sender];
-        if (isBase) {
-            account.baseBalance = SafeCast.toUint104(account.baseBalance + received);
-        } else {
-            account.quoteBalance = SafeCast.toUint104(account.quoteBalance + received);
-        }
+        uint256 word = _accounts[msg.sender];
+        (uint256 base, uint256 quote) = (word.baseBalance(), word.quoteBalance());
+        _accounts[msg.sender] = isBase ? word.withBalances(base + received, quote) : word.withBalances(base, quote + received);
         emit Deposited(msg.sender, token, received);
     }
 
@@ -132,38 +130,33 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
 
     /// @inheritdoc IVault
     function requestExit() external {
-        Account storage account = _accounts[msg.sender];
-        uint256 availableAt = account.exitAvailableAt;
+        uint256 word = _accounts[msg.sender];
+        uint256 availableAt = word.exitAvailableAt();
         if (availableAt != 0) revert VaultExitAlreadyRequested(msg.sender, availableAt);
         availableAt = block.timestamp + exitDelay;
-        account.exitAvailableAt = SafeCast.toUint40(availableAt);
+        _accounts[msg.sender] = word.withExitAvailableAt(availableAt);
         emit ExitRequested(msg.sender, availableAt);
     }
 
     /// @inheritdoc IVault
     function cancelExit() external {
-        Account storage account = _accounts[msg.sender];
-        if (account.exitAvailableAt == 0) revert VaultExitNotRequested(msg.sender);
-        account.exitAvailableAt = 0;
+        uint256 word = _accounts[msg.sender];
+        if (word.exitAvailableAt() == 0) revert VaultExitNotRequested(msg.sender);
+        _accounts[msg.sender] = word.withExitAvailableAt(0);
         emit ExitCancelled(msg.sender);
     }
 
     /// @inheritdoc IVault
     function exit() external nonReentrant {
-        Account memory account = _accounts[msg.sender];
-        if (account.exitAvailableAt == 0) revert VaultExitNotRequested(msg.sender);
-        if (block.timestamp < account.exitAvailableAt) {
-            revert VaultExitNotReady(msg.sender, account.exitAvailableAt, block.timestamp);
-        }
-        _accounts[msg.sender] = Account({
-            baseBalance: 0,
-            quoteBalance: 0,
-            exitAvailableAt: account.exitAvailableAt,
-            hasNonceFloor: account.hasNonceFloor
-        });
-        if (account.baseBalance != 0) baseToken.safeTransfer(msg.sender, account.baseBalance);
-        if (account.quoteBalance != 0) quoteToken.safeTransfer(msg.sender, account.quoteBalance);
-        emit Exited(msg.sender, account.baseBalance, account.quoteBalance);
+        uint256 word = _accounts[msg.sender];
+        uint256 availableAt = word.exitAvailableAt();
+        if (availableAt == 0) revert VaultExitNotRequested(msg.sender);
+        if (block.timestamp < availableAt) revert VaultExitNotReady(msg.sender, availableAt, block.timestamp);
+        (uint256 base, uint256 quote) = (word.baseBalance(), word.quoteBalance());
+        _accounts[msg.sender] = word.withBalances(0, 0);
+        if (base != 0) baseToken.safeTransfer(msg.sender, base);
+        if (quote != 0) quoteToken.safeTransfer(msg.sender, quote);
+        emit Exited(msg.sender, base, quote);
     }
 
     // ---------------------------------------------------------------- orders
@@ -183,7 +176,7 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
         uint64 current = _minValidNonces[msg.sender];
         if (newMinValidNonce <= current) revert VaultNonceNotIncreasing(msg.sender, current, newMinValidNonce);
         _minValidNonces[msg.sender] = newMinValidNonce;
-        _accounts[msg.sender].hasNonceFloor = true;
+        _accounts[msg.sender] = _accounts[msg.sender].withNonceFloor();
         emit NonceCancelled(msg.sender, newMinValidNonce);
     }
 
@@ -194,13 +187,13 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
         onlyRole(OPERATOR_ROLE)
     {
         if (orders.length != signatures.length) revert VaultLengthMismatch(orders.length, signatures.length);
-        bytes32[] memory hashes = new bytes32[](orders.length);
+        CheckedOrder[] memory checked = new CheckedOrder[](orders.length);
         for (uint256 i = 0; i < orders.length; ++i) {
-            hashes[i] = _validateOrder(orders[i], signatures[i]);
+            checked[i] = _checkOrder(orders[i], signatures[i]);
         }
         uint256 fees = 0;
         for (uint256 i = 0; i < fills.length; ++i) {
-            fees += _settleFill(orders, hashes, fills[i], i);
+            fees += _settleFill(checked, fills[i], i);
         }
         if (fees != 0) {
             quoteToken.safeTransfer(fund, fees);
@@ -238,12 +231,19 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
 
     /// @inheritdoc IVault
     function balanceOf(address account, address token) external view returns (uint256) {
-        return _isBase(token) ? _accounts[account].baseBalance : _accounts[account].quoteBalance;
+        uint256 word = _accounts[account];
+        return _isBase(token) ? word.baseBalance() : word.quoteBalance();
     }
 
     /// @inheritdoc IVault
     function accountOf(address account) external view returns (Account memory) {
-        return _accounts[account];
+        uint256 word = _accounts[account];
+        return Account({
+            baseBalance: uint104(word.baseBalance()),
+            quoteBalance: uint104(word.quoteBalance()),
+            exitAvailableAt: uint40(word.exitAvailableAt()),
+            hasNonceFloor: word.hasNonceFloor()
+        });
     }
 
     /// @inheritdoc IVault
@@ -264,23 +264,35 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
 
     // ---------------------------------------------------------------- internals
 
-    /// @dev Checks everything about an order that does not depend on a fill; returns its hash.
-    function _validateOrder(LibOrder.Order calldata order, bytes calldata signature) private view returns (bytes32) {
+    /// @dev Checks everything about an order that does not depend on a fill.
+    function _checkOrder(LibOrder.Order calldata order, bytes calldata signature)
+        private
+        view
+        returns (CheckedOrder memory checked)
+    {
         bytes32 orderHash = _hashTypedDataV4(order.hash());
         if (order.baseToken != address(baseToken) || order.quoteToken != address(quoteToken)) {
             revert VaultUnsupportedMarket(orderHash, order.baseToken, order.quoteToken);
         }
         if (block.timestamp >= order.expiry) revert VaultOrderExpired(orderHash, order.expiry);
         address maker = order.maker;
-        Account storage account = _accounts[maker];
-        if (account.exitAvailableAt != 0) revert VaultAccountExiting(maker);
-        if (account.hasNonceFloor) {
+        uint256 word = _accounts[maker];
+        if (word.exitAvailableAt() != 0) revert VaultAccountExiting(maker);
+        if (word.hasNonceFloor()) {
             uint64 floor = _minValidNonces[maker];
             if (order.nonce < floor) revert VaultOrderNonceCancelled(orderHash, order.nonce, floor);
         }
         if (!registry.isActiveMember(maker)) revert VaultNotActiveMember(maker);
         if (!_isValidSignature(maker, orderHash, signature)) revert VaultInvalidSignature(orderHash, maker);
-        return orderHash;
+        uint256 maxFeeBps = order.maxFeeBps;
+        checked = CheckedOrder({
+            orderHash: orderHash,
+            maker: maker,
+            isBuy: order.side == LibOrder.Side.Buy,
+            limitPrice: order.price,
+            amount: order.amount,
+            feeCapBps: maxFeeBps < LibOrder.BPS ? maxFeeBps : LibOrder.BPS
+        });
     }
 
     /// @dev ECDSA first: an address whose key signed is its owner, whether or not it has code,
@@ -297,24 +309,58 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     }
 
     /// @dev Settles one fill and returns the fees it owes the Fund.
-    function _settleFill(
-        LibOrder.Order[] calldata orders,
-        bytes32[] memory hashes,
+    function _settleFill(CheckedOrder[] memory checked, Fill calldata fill, uint256 fillIndex)
+        private
+        returns (uint256)
+    {
+        (uint256 makerIndex, uint256 takerIndex) = (fill.makerIndex, fill.takerIndex);
+        if (makerIndex >= checked.length) revert VaultUnknownOrderIndex(fillIndex, makerIndex);
+        if (takerIndex >= checked.length) revert VaultUnknownOrderIndex(fillIndex, takerIndex);
+        CheckedOrder memory maker = checked[makerIndex];
+        CheckedOrder memory taker = checked[takerIndex];
+        if (maker.isBuy == taker.isBuy) revert VaultSameSide(maker.orderHash, taker.orderHash);
+        uint256 baseAmount = fill.baseAmount;
+        _recordFill(maker, baseAmount, fill.price, fill.makerFeeBps);
+        _recordFill(taker, baseAmount, fill.price, fill.takerFeeBps);
+        return maker.isBuy
+            ? _trade(maker, fill.makerFeeBps, taker, fill.takerFeeBps, fill, maker, taker)
+            : _trade(taker, fill.takerFeeBps, maker, fill.makerFeeBps, fill, maker, taker);
+    }
+
+    /// @dev Checks the fill price against the order's limit and the fee rate against its cap,
+    /// then adds `baseAmount` to the order's filled amount; rejects cancelled orders and overfills.
+    function _recordFill(CheckedOrder memory order, uint256 baseAmount, uint256 price, uint256 feeBps) private {
+        if (order.isBuy ? price > order.limitPrice : price < order.limitPrice) {
+            revert VaultPriceOutsideLimit(order.orderHash, price, order.limitPrice);
+        }
+        if (feeBps > order.feeCapBps) revert VaultFeeAboveCap(order.orderHash, feeBps, order.feeCapBps);
+        uint256 state = _orderStates[order.orderHash];
+        if (state & _CANCELLED_FLAG != 0) revert VaultOrderCancelled(order.orderHash);
+        uint256 filled = state + baseAmount;
+        if (filled > order.amount) revert VaultOrderOverfilled(order.orderHash, filled, order.amount);
+        _orderStates[order.orderHash] = filled;
+    }
+
+    /// @dev Computes the fill's amounts, swaps the balances and reports the trade; returns the fees.
+    function _trade(
+        CheckedOrder memory buy,
+        uint256 buyFeeBps,
+        CheckedOrder memory sell,
+        uint256 sellFeeBps,
         Fill calldata fill,
-        uint256 fillIndex
+        CheckedOrder memory maker,
+        CheckedOrder memory taker
     ) private returns (uint256) {
-        Match memory matched = _match(orders, hashes, fill, fillIndex);
         LibOrder.Amounts memory amounts = LibOrder.settlementAmounts(
-            fill.baseAmount, fill.price, matched.buyFeeBps, matched.buyMaxFeeBps, matched.sellFeeBps,
-            matched.sellMaxFeeBps
+            fill.baseAmount, fill.price, buyFeeBps, buy.feeCapBps, sellFeeBps, sell.feeCapBps
         );
         if (amounts.quote == 0) revert VaultFillTooSmall(fill.baseAmount, fill.price);
-        _swap(matched.buyer, matched.seller, fill.baseAmount, amounts);
+        _swap(buy.maker, sell.maker, fill.baseAmount, amounts);
         emit Trade(
-            matched.makerHash,
-            matched.takerHash,
-            matched.buyer,
-            matched.seller,
+            maker.orderHash,
+            taker.orderHash,
+            buy.maker,
+            sell.maker,
             fill.baseAmount,
             amounts.quote,
             amounts.buyerFee,
@@ -323,108 +369,39 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
         return amounts.buyerFee + amounts.sellerFee;
     }
 
-    /// @dev Checks a fill against its two orders, records it on both, and names buyer and seller.
-    function _match(LibOrder.Order[] calldata orders, bytes32[] memory hashes, Fill calldata fill, uint256 fillIndex)
-        private
-        returns (Match memory matched)
-    {
-        if (fill.makerIndex >= orders.length) revert VaultUnknownOrderIndex(fillIndex, fill.makerIndex);
-        if (fill.takerIndex >= orders.length) revert VaultUnknownOrderIndex(fillIndex, fill.takerIndex);
-        LibOrder.Order calldata maker = orders[fill.makerIndex];
-        LibOrder.Order calldata taker = orders[fill.takerIndex];
-        matched.makerHash = hashes[fill.makerIndex];
-        matched.takerHash = hashes[fill.takerIndex];
-        if (maker.side == taker.side) revert VaultSameSide(matched.makerHash, matched.takerHash);
-        _checkLimitAndFee(maker, matched.makerHash, fill.price, fill.makerFeeBps);
-        _checkLimitAndFee(taker, matched.takerHash, fill.price, fill.takerFeeBps);
-        _recordFill(matched.makerHash, maker.amount, fill.baseAmount);
-        _recordFill(matched.takerHash, taker.amount, fill.baseAmount);
-        if (maker.side == LibOrder.Side.Buy) {
-            _assign(matched, maker, fill.makerFeeBps, taker, fill.takerFeeBps);
-        } else {
-            _assign(matched, taker, fill.takerFeeBps, maker, fill.makerFeeBps);
-        }
-    }
-
-    /// @dev Fills in the buyer's and the seller's account and fee terms.
-    function _assign(
-        Match memory matched,
-        LibOrder.Order calldata buy,
-        uint256 buyFeeBps,
-        LibOrder.Order calldata sell,
-        uint256 sellFeeBps
-    ) private pure {
-        matched.buyer = buy.maker;
-        matched.buyFeeBps = buyFeeBps;
-        matched.buyMaxFeeBps = buy.maxFeeBps;
-        matched.seller = sell.maker;
-        matched.sellFeeBps = sellFeeBps;
-        matched.sellMaxFeeBps = sell.maxFeeBps;
-    }
-
-    /// @dev The fill price within the order's limit, and the fee rate within its cap (and 100 %).
-    function _checkLimitAndFee(LibOrder.Order calldata order, bytes32 orderHash, uint256 price, uint256 feeBps)
-        private
-        pure
-    {
-        if (order.side == LibOrder.Side.Buy ? price > order.price : price < order.price) {
-            revert VaultPriceOutsideLimit(orderHash, price, order.price);
-        }
-        uint256 cap = order.maxFeeBps < LibOrder.BPS ? order.maxFeeBps : LibOrder.BPS;
-        if (feeBps > cap) revert VaultFeeAboveCap(orderHash, feeBps, cap);
-    }
-
-    /// @dev Adds `baseAmount` to the order's filled amount; rejects cancelled orders and overfills.
-    function _recordFill(bytes32 orderHash, uint256 orderAmount, uint256 baseAmount) private {
-        uint256 state = _orderStates[orderHash];
-        if (state & _CANCELLED_FLAG != 0) revert VaultOrderCancelled(orderHash);
-        uint256 filled = state + baseAmount;
-        if (filled > orderAmount) revert VaultOrderOverfilled(orderHash, filled, orderAmount);
-        _orderStates[orderHash] = filled;
-    }
-
     /// @dev Moves base from seller to buyer and quote from buyer to seller, fees left in the
     /// Vault for the batch's single transfer to the Fund. One read and one write per account.
     function _swap(address buyer, address seller, uint256 baseAmount, LibOrder.Amounts memory amounts) private {
-        Account memory buyerAccount = _accounts[buyer];
+        uint256 word = _accounts[buyer];
+        uint256 buyerQuote = word.quoteBalance();
         uint256 buyerPays = amounts.quote + amounts.buyerFee;
-        if (buyerAccount.quoteBalance < buyerPays) {
-            revert VaultInsufficientBalance(buyer, address(quoteToken), buyerAccount.quoteBalance, buyerPays);
-        }
+        if (buyerQuote < buyerPays) revert VaultInsufficientBalance(buyer, address(quoteToken), buyerQuote, buyerPays);
         // unchecked: the balance was just checked to cover the payment.
         unchecked {
-            buyerAccount.quoteBalance -= uint104(buyerPays);
+            _accounts[buyer] = word.withBalances(word.baseBalance() + baseAmount, buyerQuote - buyerPays);
         }
-        buyerAccount.baseBalance = SafeCast.toUint104(buyerAccount.baseBalance + baseAmount);
-        _accounts[buyer] = buyerAccount;
-
-        Account memory sellerAccount = _accounts[seller];
-        if (sellerAccount.baseBalance < baseAmount) {
-            revert VaultInsufficientBalance(seller, address(baseToken), sellerAccount.baseBalance, baseAmount);
-        }
-        // unchecked: the balance was just checked to cover the amount, and sellerFee <= quote
-        // because the seller's fee cap is at most 100 % (see LibOrder.fee).
+        word = _accounts[seller];
+        uint256 sellerBase = word.baseBalance();
+        if (sellerBase < baseAmount) revert VaultInsufficientBalance(seller, address(baseToken), sellerBase, baseAmount);
+        // unchecked: the balance was just checked to cover the amount; sellerFee <= quote because the
+        // seller's fee cap is at most 100 % (LibOrder.fee); the sum of a 104-bit balance and a quote
+        // amount (at most 2^256 / PRICE_SCALE) cannot wrap, and withBalances rejects more than 104 bits.
         unchecked {
-            sellerAccount.baseBalance -= uint104(baseAmount);
-            sellerAccount.quoteBalance =
-                SafeCast.toUint104(sellerAccount.quoteBalance + (amounts.quote - amounts.sellerFee));
-            // (the uint256 sum cannot wrap either: quote <= 2^256 / PRICE_SCALE.)
+            _accounts[seller] =
+                word.withBalances(sellerBase - baseAmount, word.quoteBalance() + (amounts.quote - amounts.sellerFee));
         }
-        _accounts[seller] = sellerAccount;
     }
 
     /// @dev Debits `amount` of `token` from `account`.
     function _debit(address account, address token, uint256 amount) private {
-        Account storage record = _accounts[account];
-        uint256 balance = _isBase(token) ? record.baseBalance : record.quoteBalance;
+        uint256 word = _accounts[account];
+        bool isBase = _isBase(token);
+        (uint256 base, uint256 quote) = (word.baseBalance(), word.quoteBalance());
+        uint256 balance = isBase ? base : quote;
         if (balance < amount) revert VaultInsufficientBalance(account, token, balance, amount);
-        // unchecked: amount <= balance, which fits in 104 bits.
+        // unchecked: amount <= balance.
         unchecked {
-            if (_isBase(token)) {
-                record.baseBalance = uint104(balance - amount);
-            } else {
-                record.quoteBalance = uint104(balance - amount);
-            }
+            _accounts[account] = isBase ? word.withBalances(base - amount, quote) : word.withBalances(base, quote - amount);
         }
     }
 
