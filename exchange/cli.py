@@ -28,7 +28,9 @@ def cmd_compile(_args: argparse.Namespace) -> int:
     from exchange.chain.compiler import compile_contracts
 
     artifacts = compile_contracts()
-    for name in ("PoolRegistry", "BPC", "BPR", "Fund", "LicenseGate"):
+    from exchange.chain.deployment import POOL_CONTRACTS
+
+    for name in POOL_CONTRACTS:
         size = (len(artifacts[name].deployed_bytecode) - 2) // 2
         print(f"{name:<14} {size:>6} bytes of runtime code")
     return 0

@@ -7,7 +7,8 @@ Role wiring (mirrors ``scripts/lib/deploy-pool.js``, used by the Hardhat tests):
 - ``LicenseGate.REVOKER_ROLE`` → registrar (revokes licences of expelled members);
 - ``PoolRegistry.REGISTRAR_ROLE`` → registrar;
 - ``BPC.MINTER_ROLE`` → minter (mints BPC when patents are admitted);
-- ``Fund.TREASURER_ROLE`` → treasurer (pays royalties).
+- ``Fund.TREASURER_ROLE`` → treasurer (pays royalties);
+- ``DeviceLicenses.REVOKER_ROLE`` → registrar (revokes devices, suspends batches).
 
 A deployment is described by a manifest (chain id, deploy block, addresses,
 ABI hashes, roles), written by ``exchange deploy`` and checked by
@@ -32,7 +33,7 @@ from exchange.chain.errors import ChainUnavailable, DeploymentMismatch, ErrorDec
 
 log = structlog.get_logger(__name__)
 
-POOL_CONTRACTS = ("PoolRegistry", "BPC", "BPR", "Fund", "LicenseGate")
+POOL_CONTRACTS = ("PoolRegistry", "BPC", "BPR", "Fund", "LicenseGate", "DeviceLicenses")
 DEV_CONTRACTS = ("QuoteToken",)
 MANIFEST_VERSION = 1
 
@@ -147,6 +148,7 @@ def deploy_pool(
     bpr = deploy("BPR", "BPR", council)
     fund = deploy("Fund", "Fund", council)
     gate = deploy("LicenseGate", "LicenseGate", council, bpc, bpr, registry, fund)
+    deploy("DeviceLicenses", "DeviceLicenses", council, bpc, bpr)
     if with_quote_token:
         deploy("QuoteToken", "TestToken", "Test USD", "TUSD", 6)
 
@@ -159,6 +161,7 @@ def deploy_pool(
         ("PoolRegistry", "REGISTRAR_ROLE", registrar),
         ("BPC", "MINTER_ROLE", minter),
         ("Fund", "TREASURER_ROLE", treasurer),
+        ("DeviceLicenses", "REVOKER_ROLE", registrar),
     ]
     role_map: dict[str, str] = {"council": council}
     for contract_name, role, account in grants:

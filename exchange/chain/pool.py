@@ -89,6 +89,7 @@ class PoolChain:
         self.bpr = bind("BPR")
         self.fund = bind("Fund")
         self.gate = bind("LicenseGate")
+        self.devices = bind("DeviceLicenses")
         self.quote = bind("QuoteToken", "TestToken") if "QuoteToken" in deployment.contracts else None
 
     # --- registry -------------------------------------------------------------------------------

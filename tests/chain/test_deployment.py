@@ -92,7 +92,7 @@ def test_deploy_and_status_commands(hardhat_url: str, tmp_path: Path) -> None:
         text=True,
     )
     assert status.returncode == 0, status.stdout + status.stderr
-    assert status.stdout.count("ok  ") == 5
+    assert status.stdout.count("ok  ") == 6
     written["contracts"]["BPC"]["address"] = written["contracts"]["Fund"]["address"]
     manifest.write_text(json.dumps(written))
     broken = subprocess.run(
