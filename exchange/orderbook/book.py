@@ -27,6 +27,8 @@ cancelling any order is O(1) plus O(log levels) when its level empties.
 
 from __future__ import annotations
 
+from typing import Final
+
 from exchange.orderbook.commands import (
     Amend,
     Cancel,
@@ -55,15 +57,16 @@ from exchange.orderbook.market import (
 from exchange.orderbook.matching import can_fill, take
 from exchange.orderbook.views import Depth, LevelView, OrderView
 
-_BUY = Side.BUY
-_SELL = Side.SELL
-_GTC = TimeInForce.GTC
-_IOC = TimeInForce.IOC
-_FOK = TimeInForce.FOK
-_POST_ONLY = TimeInForce.POST_ONLY
-_LIMIT_TIME_IN_FORCE = (_GTC, _IOC, _FOK, _POST_ONLY)
-_MARKET_TIME_IN_FORCE = (_IOC, _FOK)
-_SELF_TRADE_RULES = tuple(SelfTradePrevention)
+_BUY: Final = Side.BUY
+_SELL: Final = Side.SELL
+_SIDES: Final[tuple[Side, ...]] = (_BUY, _SELL)
+_GTC: Final = TimeInForce.GTC
+_IOC: Final = TimeInForce.IOC
+_FOK: Final = TimeInForce.FOK
+_POST_ONLY: Final = TimeInForce.POST_ONLY
+_LIMIT_TIME_IN_FORCE: Final[tuple[TimeInForce, ...]] = (_GTC, _IOC, _FOK, _POST_ONLY)
+_MARKET_TIME_IN_FORCE: Final[tuple[TimeInForce, ...]] = (_IOC, _FOK)
+_SELF_TRADE_RULES: Final[tuple[SelfTradePrevention, ...]] = tuple(SelfTradePrevention)
 
 
 class OrderBook:
@@ -404,7 +407,7 @@ class OrderBook:
             return RejectReason.ORDER_ID_NOT_INCREASING
         if type(account) is not str or not account:
             return RejectReason.INVALID_ACCOUNT
-        if side is not _BUY and side is not _SELL:
+        if side not in _SIDES:
             return RejectReason.INVALID_SIDE
         if self_trade not in _SELF_TRADE_RULES:
             return RejectReason.INVALID_SELF_TRADE_PREVENTION

@@ -13,8 +13,8 @@ neither fully filled nor ``Cancelled`` by the same command rests in the book.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
+from typing import ClassVar
 
 from exchange.orderbook.market import SelfTradePrevention, Side, TimeInForce
 
@@ -45,64 +45,171 @@ class CancelReason(Enum):
     FOK = "fok"  # fill-or-kill could not fill completely
 
 
-@dataclass(slots=True)
-class Accepted:
-    order_id: int
-    account: str
-    side: Side
-    price_ticks: int | None  # None for market orders
-    amount_base: int | None  # None for a budget market buy
-    quote_budget: int | None
-    time_in_force: TimeInForce
-    self_trade: SelfTradePrevention
+class _Record:
+    """Value semantics (equality, repr) for the event classes below.
+
+    Events are plain classes with ``__slots__`` and an explicit ``__init__``
+    rather than dataclasses because they are built on every command: this is
+    as fast as CPython allows and lets mypyc compile them to native structs.
+    Treat them as immutable.
+    """
+
+    __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]] = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(
+            getattr(self, name) == getattr(other, name) for name in self._fields
+        )
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
+        return f"{type(self).__name__}({values})"
+
+    __hash__ = None  # type: ignore[assignment]
 
 
-@dataclass(slots=True)
-class Rejected:
-    order_id: int | None  # None for CancelAll or when the id itself is invalid
-    account: str
-    reason: RejectReason
+class Accepted(_Record):
+    _fields: ClassVar[tuple[str, ...]] = (
+        "order_id",
+        "account",
+        "side",
+        "price_ticks",
+        "amount_base",
+        "quote_budget",
+        "time_in_force",
+        "self_trade",
+    )
+
+    def __init__(
+        self,
+        order_id: int,
+        account: str,
+        side: Side,
+        price_ticks: int | None,  # None for market orders
+        amount_base: int | None,  # None for a budget market buy
+        quote_budget: int | None,
+        time_in_force: TimeInForce,
+        self_trade: SelfTradePrevention,
+    ) -> None:
+        self.order_id = order_id
+        self.account = account
+        self.side = side
+        self.price_ticks = price_ticks
+        self.amount_base = amount_base
+        self.quote_budget = quote_budget
+        self.time_in_force = time_in_force
+        self.self_trade = self_trade
 
 
-@dataclass(slots=True)
-class Trade:
-    trade_id: int
-    maker_order_id: int
-    maker_account: str
-    taker_order_id: int
-    taker_account: str
-    taker_side: Side
-    price_ticks: int  # always the maker's price
-    amount_base: int
-    quote_amount: int
+class Rejected(_Record):
+    _fields: ClassVar[tuple[str, ...]] = ("order_id", "account", "reason")
+
+    def __init__(self, order_id: int | None, account: str, reason: RejectReason) -> None:
+        # order_id is None for CancelAll or when the id itself is invalid.
+        self.order_id = order_id
+        self.account = account
+        self.reason = reason
 
 
-@dataclass(slots=True)
-class Cancelled:
-    order_id: int
-    account: str
-    side: Side
-    reason: CancelReason
-    amount_base: int  # open amount removed from the order
-    unspent_quote: int = 0  # budget market buys only
+class Trade(_Record):
+    _fields: ClassVar[tuple[str, ...]] = (
+        "trade_id",
+        "maker_order_id",
+        "maker_account",
+        "taker_order_id",
+        "taker_account",
+        "taker_side",
+        "price_ticks",
+        "amount_base",
+        "quote_amount",
+    )
+
+    def __init__(
+        self,
+        trade_id: int,
+        maker_order_id: int,
+        maker_account: str,
+        taker_order_id: int,
+        taker_account: str,
+        taker_side: Side,
+        price_ticks: int,  # always the maker's price
+        amount_base: int,
+        quote_amount: int,
+    ) -> None:
+        self.trade_id = trade_id
+        self.maker_order_id = maker_order_id
+        self.maker_account = maker_account
+        self.taker_order_id = taker_order_id
+        self.taker_account = taker_account
+        self.taker_side = taker_side
+        self.price_ticks = price_ticks
+        self.amount_base = amount_base
+        self.quote_amount = quote_amount
 
 
-@dataclass(slots=True)
-class Amended:
-    order_id: int
-    account: str
-    side: Side
-    price_ticks: int
-    amount_base: int  # new remaining amount
-    priority_kept: bool
+class Cancelled(_Record):
+    _fields: ClassVar[tuple[str, ...]] = (
+        "order_id",
+        "account",
+        "side",
+        "reason",
+        "amount_base",
+        "unspent_quote",
+    )
+
+    def __init__(
+        self,
+        order_id: int,
+        account: str,
+        side: Side,
+        reason: CancelReason,
+        amount_base: int,  # open amount removed from the order
+        unspent_quote: int = 0,  # budget market buys only
+    ) -> None:
+        self.order_id = order_id
+        self.account = account
+        self.side = side
+        self.reason = reason
+        self.amount_base = amount_base
+        self.unspent_quote = unspent_quote
 
 
-@dataclass(slots=True)
-class LevelChanged:
-    side: Side
-    price_ticks: int
-    amount_base: int  # 0: the level is gone
-    order_count: int
+class Amended(_Record):
+    _fields: ClassVar[tuple[str, ...]] = (
+        "order_id",
+        "account",
+        "side",
+        "price_ticks",
+        "amount_base",
+        "priority_kept",
+    )
+
+    def __init__(
+        self,
+        order_id: int,
+        account: str,
+        side: Side,
+        price_ticks: int,
+        amount_base: int,  # the new remaining amount
+        priority_kept: bool,
+    ) -> None:
+        self.order_id = order_id
+        self.account = account
+        self.side = side
+        self.price_ticks = price_ticks
+        self.amount_base = amount_base
+        self.priority_kept = priority_kept
+
+
+class LevelChanged(_Record):
+    _fields: ClassVar[tuple[str, ...]] = ("side", "price_ticks", "amount_base", "order_count")
+
+    def __init__(self, side: Side, price_ticks: int, amount_base: int, order_count: int) -> None:
+        self.side = side
+        self.price_ticks = price_ticks
+        self.amount_base = amount_base  # 0: the level is gone
+        self.order_count = order_count
 
 
 Event = Accepted | Rejected | Trade | Cancelled | Amended | LevelChanged

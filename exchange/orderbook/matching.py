@@ -6,7 +6,7 @@ an ``OrderBook``'s storage directly; only the book calls them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from exchange.orderbook.events import CancelReason, Event, Trade
 from exchange.orderbook.levels import BookSide, OrderNode
@@ -15,9 +15,9 @@ from exchange.orderbook.market import SelfTradePrevention
 if TYPE_CHECKING:
     from exchange.orderbook.book import OrderBook
 
-_EXPIRE_TAKER = SelfTradePrevention.EXPIRE_TAKER
-_EXPIRE_MAKER = SelfTradePrevention.EXPIRE_MAKER
-_SELF_TRADE = CancelReason.SELF_TRADE
+_EXPIRE_TAKER: Final = SelfTradePrevention.EXPIRE_TAKER
+_EXPIRE_MAKER: Final = SelfTradePrevention.EXPIRE_MAKER
+_SELF_TRADE: Final = CancelReason.SELF_TRADE
 
 
 def take(
