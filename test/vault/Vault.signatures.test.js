@@ -1,0 +1,160 @@
+// Vault order signatures: the EIP-712 domain binds an order to one chain and one
+// Vault, and contract wallets sign through ERC-1271. Also the deployment checks.
+const { ethers } = require("hardhat");
+const { expect } = require("chai");
+const { loadFixture } = require("@nomicfoundation/hardhat-network-helpers");
+const { deployVaultWithTraders, deployVaultContract, bpc, usd, EXIT_DELAY } = require("./fixtures");
+const { Side, newOrder, signAll, signOrder, orderHash, newFill, domainOf, ORDER_TYPES } = require("./orders");
+const { Tier } = require("../../scripts/lib/pool-enums");
+
+/** deployVaultWithTraders plus an ERC-1271 wallet owned by `walletOwner`, admitted, funded and deposited. */
+async function deployWithWallet() {
+  const ctx = await deployVaultWithTraders();
+  const [walletOwner, stranger] = ctx.users;
+  const wallet = await (await ethers.getContractFactory("ERC1271Wallet")).deploy(walletOwner.address);
+  const walletAddress = await wallet.getAddress();
+  const vaultAddress = await ctx.vault.getAddress();
+  await ctx.registry.connect(ctx.registrar).admit(walletAddress, Tier.Medium);
+  await ctx.bpc.connect(ctx.minter).mint(walletAddress, bpc(100));
+  await ctx.quote.mint(walletAddress, usd(1000));
+  for (const [token, amount] of [
+    [ctx.bpc, bpc(100)],
+    [ctx.quote, usd(1000)],
+  ]) {
+    const tokenAddress = await token.getAddress();
+    await wallet.connect(walletOwner).execute(tokenAddress, token.interface.encodeFunctionData("approve", [vaultAddress, amount]));
+    await wallet.connect(walletOwner).execute(vaultAddress, ctx.vault.interface.encodeFunctionData("deposit", [tokenAddress, amount]));
+  }
+  return { ...ctx, wallet, walletAddress, walletOwner, stranger };
+}
+
+describe("Vault: signatures and deployment", function () {
+  beforeEach(async function () {
+    Object.assign(this, await loadFixture(deployWithWallet));
+    this.domain = await domainOf(this.vault);
+    this.settleSigned = async (orders, signatures, price = orders[0].price) =>
+      this.vault.connect(this.operator).settle(orders, signatures, [newFill(0, 1, bpc(1), price)]);
+  });
+
+  describe("EIP-712 domain", function () {
+    it("hashOrder and domainSeparator equal the off-chain EIP-712 computation", async function () {
+      const order = await newOrder(this, this.alice, { side: Side.Buy, price: 123_456_789n, maxFeeBps: 65_535n });
+      expect(await this.vault.hashOrder(order)).to.equal(orderHash(this.domain, order));
+      expect(await this.vault.domainSeparator()).to.equal(ethers.TypedDataEncoder.hashDomain(this.domain));
+      const domain = await this.vault.eip712Domain();
+      expect([domain.name, domain.version, domain.chainId, domain.verifyingContract]).to.deep.equal([
+        "BPC Vault",
+        "1",
+        this.domain.chainId,
+        this.domain.verifyingContract,
+      ]);
+    });
+
+    for (const [label, override] of [
+      ["another chain id", async () => ({ chainId: 1n })],
+      ["another Vault", async function () {
+        return { verifyingContract: await this.otherVault.getAddress() };
+      }],
+      ["another domain name", async () => ({ name: "BPC Vault v0" })],
+    ]) {
+      it(`reverts VaultInvalidSignature for an order signed for ${label}`, async function () {
+        this.otherVault = await deployVaultContract(this, this.quote, this.council);
+        const sell = await newOrder(this, this.alice, { side: Side.Sell });
+        const buy = await newOrder(this, this.bob, { side: Side.Buy });
+        const forged = { ...this.domain, ...(await override.call(this)) };
+        const signatures = [await signOrder(this.alice, forged, sell), await signOrder(this.bob, this.domain, buy)];
+        await expect(this.settleSigned([sell, buy], signatures))
+          .to.be.revertedWithCustomError(this.vault, "VaultInvalidSignature")
+          .withArgs(orderHash(this.domain, sell), this.alice.address);
+      });
+    }
+
+    it("reverts VaultInvalidSignature for a malformed or a high-s signature", async function () {
+      const sell = await newOrder(this, this.alice, { side: Side.Sell });
+      const buy = await newOrder(this, this.bob, { side: Side.Buy });
+      const good = ethers.Signature.from(await signOrder(this.alice, this.domain, sell));
+      const n = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
+      const highS = ethers.concat([good.r, ethers.toBeHex(n - BigInt(good.s), 32), good.v === 27 ? "0x1c" : "0x1b"]);
+      for (const signature of ["0x", good.serialized.slice(0, -2), highS]) {
+        await expect(this.settleSigned([sell, buy], [signature, await signOrder(this.bob, this.domain, buy)]))
+          .to.be.revertedWithCustomError(this.vault, "VaultInvalidSignature")
+          .withArgs(orderHash(this.domain, sell), this.alice.address);
+      }
+    });
+  });
+
+  describe("ERC-1271 contract wallet", function () {
+    it("settles an order its owner signed for it", async function () {
+      const sell = await newOrder(this, this.walletAddress, { side: Side.Sell, amount: bpc(1) });
+      const { orders, signatures, hashes } = await signAll(this.vault, [
+        { order: sell, signer: this.walletOwner },
+        { order: await newOrder(this, this.bob, { side: Side.Buy }), signer: this.bob },
+      ]);
+      await expect(this.settleSigned(orders, signatures))
+        .to.emit(this.vault, "Trade")
+        .withArgs(hashes[0], hashes[1], this.bob.address, this.walletAddress, bpc(1), usd(2), 4_000n, 2_000n);
+      expect(await this.vault.balanceOf(this.walletAddress, await this.bpc.getAddress())).to.equal(bpc(99));
+    });
+
+    it("reverts VaultInvalidSignature when the wallet does not accept the signature", async function () {
+      const sell = await newOrder(this, this.walletAddress, { side: Side.Sell });
+      const { orders, signatures, hashes } = await signAll(this.vault, [
+        { order: sell, signer: this.stranger },
+        { order: await newOrder(this, this.bob, { side: Side.Buy }), signer: this.bob },
+      ]);
+      await expect(this.settleSigned(orders, signatures))
+        .to.be.revertedWithCustomError(this.vault, "VaultInvalidSignature")
+        .withArgs(hashes[0], this.walletAddress);
+    });
+
+    it("lets the wallet cancel its order", async function () {
+      const sell = await newOrder(this, this.walletAddress, { side: Side.Sell });
+      await expect(
+        this.wallet.connect(this.walletOwner).execute(await this.vault.getAddress(), this.vault.interface.encodeFunctionData("cancelOrder", [sell])),
+      )
+        .to.emit(this.vault, "OrderCancelled")
+        .withArgs(orderHash(this.domain, sell), this.walletAddress);
+    });
+  });
+
+  describe("deployment", function () {
+    it("refuses a zero address for any constructor address, and one token for both sides", async function () {
+      const factory = await ethers.getContractFactory("Vault");
+      const valid = [
+        this.council.address,
+        await this.bpc.getAddress(),
+        await this.quote.getAddress(),
+        await this.registry.getAddress(),
+        await this.fund.getAddress(),
+      ];
+      for (let position = 0; position < valid.length; position++) {
+        const args = valid.map((value, index) => (index === position ? ethers.ZeroAddress : value));
+        await expect(factory.deploy(...args, EXIT_DELAY)).to.be.revertedWithCustomError(factory, "VaultZeroAddress");
+      }
+      await expect(factory.deploy(valid[0], valid[1], valid[1], valid[3], valid[4], EXIT_DELAY))
+        .to.be.revertedWithCustomError(factory, "VaultSameToken")
+        .withArgs(valid[1]);
+      await expect(factory.deploy(...valid, 30 * 86_400 + 1))
+        .to.be.revertedWithCustomError(factory, "VaultExitDelayTooLong")
+        .withArgs(30 * 86_400 + 1, 30 * 86_400);
+    });
+
+    it("points at the pool's contracts and gives the council only the admin role", async function () {
+      expect(await this.vault.baseToken()).to.equal(await this.bpc.getAddress());
+      expect(await this.vault.quoteToken()).to.equal(await this.quote.getAddress());
+      expect(await this.vault.registry()).to.equal(await this.registry.getAddress());
+      expect(await this.vault.fund()).to.equal(await this.fund.getAddress());
+      expect(await this.vault.exitDelay()).to.equal(BigInt(EXIT_DELAY));
+      expect(await this.vault.hasRole(await this.vault.DEFAULT_ADMIN_ROLE(), this.council.address)).to.equal(true);
+      expect(await this.vault.hasRole(await this.vault.OPERATOR_ROLE(), this.council.address)).to.equal(false);
+    });
+
+    it("keeps the EIP-712 order type string the service signs", async function () {
+      const encoder = new ethers.TypedDataEncoder(ORDER_TYPES);
+      expect(encoder.encodeType("Order")).to.equal(
+        "Order(address maker,address baseToken,address quoteToken,uint8 side,uint256 price,uint256 amount," +
+          "uint16 maxFeeBps,uint64 nonce,uint64 expiry)",
+      );
+    });
+  });
+});
