@@ -54,15 +54,15 @@ class MarketConfig:
     """Static rules of one market; invalid configurations raise ``ValueError``."""
 
     market_id: str
-    base_token: str
-    quote_token: str
+    base_asset: str
+    quote_asset: str
     tick_size_quote: int
     lot_size_base: int
     min_amount_base: int
     price_scale_base: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("market_id", "base_token", "quote_token"):
+        for name in ("market_id", "base_asset", "quote_asset"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{name} must be a non-empty string")

@@ -56,8 +56,8 @@ def encode(book: OrderBook) -> bytes:
         "format": FORMAT,
         "market": {
             "market_id": market.market_id,
-            "base_token": market.base_token,
-            "quote_token": market.quote_token,
+            "base_asset": market.base_asset,
+            "quote_asset": market.quote_asset,
             "tick_size_quote": market.tick_size_quote,
             "lot_size_base": market.lot_size_base,
             "min_amount_base": market.min_amount_base,

@@ -26,8 +26,8 @@ from exchange.orderbook import (
 
 MARKET = MarketConfig(
     market_id="BPC-USD",
-    base_token="BPC",
-    quote_token="USD",
+    base_asset="BPC",
+    quote_asset="USD",
     tick_size_quote=3,
     lot_size_base=2,
     min_amount_base=4,

@@ -69,8 +69,8 @@ def queue(book: OrderBook, side: Side, price_ticks: int) -> list[int]:
 def test_market_config_refuses_unsafe_rules(changes: dict[str, object]) -> None:
     fields: dict[str, object] = {
         "market_id": "BPC-USD",
-        "base_token": "BPC",
-        "quote_token": "USD",
+        "base_asset": "BPC",
+        "quote_asset": "USD",
         "tick_size_quote": 3,
         "lot_size_base": 2,
         "min_amount_base": 4,
