@@ -38,7 +38,6 @@ from exchange.orderbook.commands import (
     PlaceMarket,
 )
 from exchange.orderbook.events import (
-    Accepted,
     Amended,
     Cancelled,
     CancelReason,
@@ -50,27 +49,25 @@ from exchange.orderbook.events import (
 from exchange.orderbook.levels import BookSide, OrderNode, PriceLevel
 from exchange.orderbook.market import (
     MarketConfig,
-    SelfTradePrevention,
     Side,
     TimeInForce,
 )
-from exchange.orderbook.matching import can_fill, take
+from exchange.orderbook.matching import take
+from exchange.orderbook.placing import place_limit, place_market
+from exchange.orderbook.validation import amount_problem, rejected
 from exchange.orderbook.views import Depth, LevelView, OrderView
 
 _BUY: Final = Side.BUY
-_SELL: Final = Side.SELL
-_SIDES: Final[tuple[Side, ...]] = (_BUY, _SELL)
-_GTC: Final = TimeInForce.GTC
-_IOC: Final = TimeInForce.IOC
-_FOK: Final = TimeInForce.FOK
 _POST_ONLY: Final = TimeInForce.POST_ONLY
-_LIMIT_TIME_IN_FORCE: Final[tuple[TimeInForce, ...]] = (_GTC, _IOC, _FOK, _POST_ONLY)
-_MARKET_TIME_IN_FORCE: Final[tuple[TimeInForce, ...]] = (_IOC, _FOK)
-_SELF_TRADE_RULES: Final[tuple[SelfTradePrevention, ...]] = tuple(SelfTradePrevention)
 
 
 class OrderBook:
-    """One market's book. Mutate it only through :meth:`apply`."""
+    """One market's book.
+
+    Callers change it only through :meth:`apply` and read it through the
+    queries. ``rest``, ``forget``, ``kill`` and ``expire`` are storage steps
+    shared with the ``placing`` and ``matching`` modules, not an API.
+    """
 
     __slots__ = (
         "accounts",
@@ -96,7 +93,7 @@ class OrderBook:
         # Resting orders per account, in id order (ids only grow).
         self.accounts: dict[str, dict[int, OrderNode]] = {}
         self.bids = BookSide(_BUY)
-        self.asks = BookSide(_SELL)
+        self.asks = BookSide(Side.SELL)
         self.last_order_id = 0
         self.last_trade_id = 0
         # Levels changed by the command being applied, each listed once: a
@@ -112,11 +109,11 @@ class OrderBook:
         if isinstance(command, Amend):
             events = self._amend(command)
         elif isinstance(command, PlaceLimit):
-            events = self._place_limit(command)
+            events = place_limit(self, command)
         elif isinstance(command, Cancel):
             events = self._cancel(command)
         elif isinstance(command, PlaceMarket):
-            events = self._place_market(command)
+            events = place_market(self, command)
         elif isinstance(command, CancelAll):
             events = self._cancel_all(command)
         else:
@@ -135,159 +132,12 @@ class OrderBook:
             touched.clear()
         return events
 
-    def _place_limit(self, command: PlaceLimit) -> list[Event]:
-        order_id = command.order_id
-        account = command.account
-        side = command.side
-        price_ticks = command.price_ticks
-        amount_base = command.amount_base
-        time_in_force = command.time_in_force
-        reason = self._order_problem(order_id, account, side, command.self_trade)
-        if reason is None:
-            if type(price_ticks) is not int or price_ticks <= 0:
-                reason = RejectReason.PRICE_NOT_POSITIVE_INTEGER
-            elif time_in_force not in _LIMIT_TIME_IN_FORCE:
-                reason = RejectReason.TIME_IN_FORCE_NOT_ALLOWED
-            else:
-                reason = self._amount_problem(amount_base)
-        if reason is not None:
-            return [
-                Rejected(
-                    order_id if _is_order_id(order_id) else None,
-                    _account_of(account),
-                    reason,
-                )
-            ]
-        if side is _BUY:
-            opposite = self.asks
-            threshold = -price_ticks
-        else:
-            opposite = self.bids
-            threshold = price_ticks
-        keys = opposite.keys
-        crosses = bool(keys) and keys[-1] >= threshold
-        if crosses and time_in_force is _POST_ONLY:
-            return [Rejected(order_id, account, RejectReason.WOULD_TAKE)]
-
-        self.last_order_id = order_id
-        node = OrderNode(
-            order_id,
-            account,
-            side,
-            price_ticks,
-            amount_base,
-            time_in_force,
-            command.self_trade,
-        )
-        events: list[Event] = [
-            Accepted(
-                order_id,
-                account,
-                side,
-                price_ticks,
-                amount_base,
-                None,
-                time_in_force,
-                command.self_trade,
-            )
-        ]
-        if time_in_force is _FOK and not (crosses and can_fill(self, node, opposite, threshold)):
-            events.append(self._kill(node, CancelReason.FOK))
-            return events
-        if crosses and take(self, node, opposite, threshold, None, events)[0]:
-            events.append(self._kill(node, CancelReason.SELF_TRADE))
-        if node.remaining_base:
-            if time_in_force is _IOC:
-                events.append(self._kill(node, CancelReason.IOC_REMAINDER))
-            else:
-                self._rest(node)
-        return events
-
-    def _place_market(self, command: PlaceMarket) -> list[Event]:
-        order_id = command.order_id
-        account = command.account
-        side = command.side
-        amount_base = command.amount_base
-        quote_budget = command.quote_budget
-        time_in_force = command.time_in_force
-        reason = self._order_problem(order_id, account, side, command.self_trade)
-        if reason is None:
-            if time_in_force not in _MARKET_TIME_IN_FORCE:
-                reason = RejectReason.TIME_IN_FORCE_NOT_ALLOWED
-            elif quote_budget is None:
-                if amount_base is None:
-                    reason = RejectReason.MARKET_ORDER_SIZE
-                else:
-                    reason = self._amount_problem(amount_base)
-            elif amount_base is not None or side is not _BUY:
-                reason = RejectReason.MARKET_ORDER_SIZE
-            elif time_in_force is _FOK:
-                reason = RejectReason.TIME_IN_FORCE_NOT_ALLOWED
-            elif type(quote_budget) is not int or quote_budget <= 0:
-                reason = RejectReason.QUOTE_BUDGET_NOT_POSITIVE_INTEGER
-        if reason is not None:
-            return [
-                Rejected(
-                    order_id if _is_order_id(order_id) else None,
-                    _account_of(account),
-                    reason,
-                )
-            ]
-
-        self.last_order_id = order_id
-        opposite = self.asks if side is _BUY else self.bids
-        keys = opposite.keys
-        # Every opposite key is >= the worst one, so this threshold admits all.
-        threshold = keys[0] if keys else 0
-        # A budget buy gets an amount it can never reach (one lot more than the
-        # budget buys at one tick), so that only the budget limits it.
-        size_base = (
-            (quote_budget // self.quote_per_lot_tick + 1) * self.lot_size_base
-            if quote_budget is not None
-            else amount_base or 0
-        )
-        node = OrderNode(order_id, account, side, 0, size_base, time_in_force, command.self_trade)
-        events: list[Event] = [
-            Accepted(
-                order_id,
-                account,
-                side,
-                None,
-                command.amount_base,
-                quote_budget,
-                time_in_force,
-                command.self_trade,
-            )
-        ]
-        if quote_budget is not None:
-            stopped_by_self_trade, unspent = (
-                take(self, node, opposite, threshold, quote_budget, events) if keys else (False, quote_budget)
-            )
-            if unspent:
-                end = CancelReason.SELF_TRADE if stopped_by_self_trade else CancelReason.IOC_REMAINDER
-                events.append(Cancelled(order_id, account, side, end, 0, unspent))
-            return events
-        if time_in_force is _FOK and not (keys and can_fill(self, node, opposite, threshold)):
-            events.append(self._kill(node, CancelReason.FOK))
-            return events
-        if keys and take(self, node, opposite, threshold, None, events)[0]:
-            events.append(self._kill(node, CancelReason.SELF_TRADE))
-        if node.remaining_base:
-            events.append(self._kill(node, CancelReason.IOC_REMAINDER))
-        return events
-
     def _cancel(self, command: Cancel) -> list[Event]:
         node = self.orders.get(command.order_id)
         if node is None:
             return [self._not_found(command.order_id, command.account)]
         if node.account != command.account:
-            return [
-                Rejected(
-                    node.order_id,
-                    _account_of(command.account),
-                    RejectReason.NOT_ORDER_OWNER,
-                )
-            ]
+            return [rejected(node.order_id, command.account, RejectReason.NOT_ORDER_OWNER)]
         level = node.level
         events: list[Event] = [self.expire(node, CancelReason.USER)]
         if level.head is None:
@@ -297,7 +147,7 @@ class OrderBook:
     def _cancel_all(self, command: CancelAll) -> list[Event]:
         account = command.account
         if type(account) is not str or not account:
-            return [Rejected(None, _account_of(account), RejectReason.INVALID_ACCOUNT)]
+            return [rejected(None, account, RejectReason.INVALID_ACCOUNT)]
         own = self.accounts.get(account)
         events: list[Event] = []
         if own is None:
@@ -315,13 +165,7 @@ class OrderBook:
             return [self._not_found(command.order_id, command.account)]
         account = node.account
         if account != command.account:
-            return [
-                Rejected(
-                    node.order_id,
-                    _account_of(command.account),
-                    RejectReason.NOT_ORDER_OWNER,
-                )
-            ]
+            return [rejected(node.order_id, command.account, RejectReason.NOT_ORDER_OWNER)]
         order_id = node.order_id
         price_ticks = command.price_ticks
         amount_base = command.amount_base
@@ -334,7 +178,7 @@ class OrderBook:
         if amount_base is None:
             amount_base = remaining
         elif reason is None:
-            reason = self._amount_problem(amount_base)
+            reason = amount_problem(amount_base, self.lot_size_base, self.min_amount_base)
         if reason is None and price_ticks == node.price_ticks and amount_base == remaining:
             reason = RejectReason.AMEND_NO_CHANGE
         if reason is not None:
@@ -385,9 +229,9 @@ class OrderBook:
         events: list[Event] = [Amended(order_id, account, side, price_ticks, amount_base, False)]
         if crosses:
             if take(self, node, opposite, threshold, None, events)[0]:
-                events.append(self._kill(node, CancelReason.SELF_TRADE))
+                events.append(self.kill(node, CancelReason.SELF_TRADE))
             if not node.remaining_base:
-                self._forget(node)
+                self.forget(node)
                 return events
         level = own_side.level_at(price_ticks)
         level.append(node)
@@ -398,35 +242,10 @@ class OrderBook:
 
     # ------------------------------------------------------------ shared steps
 
-    def _order_problem(
-        self, order_id: int, account: str, side: Side, self_trade: SelfTradePrevention
-    ) -> RejectReason | None:
-        if not _is_order_id(order_id):
-            return RejectReason.INVALID_ORDER_ID
-        if order_id <= self.last_order_id:
-            return RejectReason.ORDER_ID_NOT_INCREASING
-        if type(account) is not str or not account:
-            return RejectReason.INVALID_ACCOUNT
-        if side not in _SIDES:
-            return RejectReason.INVALID_SIDE
-        if self_trade not in _SELF_TRADE_RULES:
-            return RejectReason.INVALID_SELF_TRADE_PREVENTION
-        return None
-
-    def _amount_problem(self, amount_base: int) -> RejectReason | None:
-        if type(amount_base) is not int or amount_base <= 0:
-            return RejectReason.AMOUNT_NOT_POSITIVE_INTEGER
-        if amount_base % self.lot_size_base:
-            return RejectReason.AMOUNT_NOT_LOT_MULTIPLE
-        if amount_base < self.min_amount_base:
-            return RejectReason.AMOUNT_BELOW_MINIMUM
-        return None
-
     def _not_found(self, order_id: int, account: str) -> Rejected:
-        known_id = order_id if _is_order_id(order_id) else None
-        return Rejected(known_id, _account_of(account), RejectReason.ORDER_NOT_FOUND)
+        return rejected(order_id, account, RejectReason.ORDER_NOT_FOUND)
 
-    def _rest(self, node: OrderNode) -> None:
+    def rest(self, node: OrderNode) -> None:
         order_id = node.order_id
         self.orders[order_id] = node
         own = self.accounts.get(node.account)
@@ -439,7 +258,7 @@ class OrderBook:
             level.mark = self.mark
             self.touched.append(level)
 
-    def _forget(self, node: OrderNode) -> None:
+    def forget(self, node: OrderNode) -> None:
         order_id = node.order_id
         del self.orders[order_id]
         own = self.accounts[node.account]
@@ -447,7 +266,7 @@ class OrderBook:
         if not own:
             del self.accounts[node.account]
 
-    def _kill(self, node: OrderNode, reason: CancelReason) -> Cancelled:
+    def kill(self, node: OrderNode, reason: CancelReason) -> Cancelled:
         """Cancel the open part of an order that is not (or no longer) resting."""
         amount_base = node.remaining_base
         node.cancelled_base += amount_base
@@ -461,8 +280,8 @@ class OrderBook:
             level.mark = self.mark
             self.touched.append(level)
         level.unlink(node)
-        self._forget(node)
-        return self._kill(node, reason)
+        self.forget(node)
+        return self.kill(node, reason)
 
     # ------------------------------------------------------------------ queries
 
@@ -516,11 +335,3 @@ class OrderBook:
         from exchange.orderbook.snapshot import decode
 
         return decode(data)
-
-
-def _is_order_id(order_id: object) -> bool:
-    return type(order_id) is int and order_id > 0
-
-
-def _account_of(account: object) -> str:
-    return account if type(account) is str else ""

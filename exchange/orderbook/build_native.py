@@ -24,7 +24,7 @@ import os
 import shutil
 from pathlib import Path
 
-COMPILED_MODULES = ("market", "events", "views", "levels", "matching", "book")
+COMPILED_MODULES = ("market", "events", "views", "validation", "levels", "matching", "placing", "book")
 DEFAULT_OUT = Path(".build") / "orderbook-native"
 
 

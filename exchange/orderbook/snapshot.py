@@ -99,9 +99,11 @@ def decode(data: bytes) -> OrderBook:
                     tif,
                     rule,
                 ) = row
+                if type(account) is not str or not account:
+                    raise SnapshotError(f"order {order_id} has no valid account")
                 node = OrderNode(
                     _integer(order_id),
-                    str(account),
+                    account,
                     side,
                     _integer(price_ticks),
                     _integer(original),
