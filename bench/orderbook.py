@@ -1,6 +1,6 @@
 """Matching engine benchmark: an exchange-core style command mix against the order book.
 
-    .venv/bin/python bench/orderbook.py [--commands 300000] [--seed 7] [--no-native]
+    .venv/bin/python bench/orderbook.py [--commands 200000] [--seed 7] [--no-native]
 
 The mix follows exchange-core's published test workload: 9% GTC orders, 3% IOC
 orders, 6% cancels and 82% amends that move an order's price, seeded. Trades
@@ -439,7 +439,7 @@ def engine_line(label: str, result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--commands", type=int, default=300_000)
+    parser.add_argument("--commands", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-native", action="store_true", help="skip the mypyc build")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
