@@ -13,12 +13,20 @@ from exchange.chain.lifespan import chain_startup
 from exchange.chain.routes import router as chain_router
 from exchange.chain.runtime import ChainRuntime
 from exchange.kit.logging import configure_logging
+from exchange.licenses.device_routes import link_router as device_link_router
+from exchange.licenses.device_routes import router as devices_router
+from exchange.licenses.lifespan import licensing_startup
+from exchange.licenses.routes import router as licences_router
 from exchange.settings import Settings, get_settings
 
 
 def build_app(settings: Settings, *, chain: ChainRuntime | None = None) -> FastAPI:
     """The service app for `settings`; `chain` injects an already running chain (tests, tools)."""
-    return create_app(settings, routers=[auth_router, chain_router], lifespan_hooks=[chain_startup(chain)])
+    return create_app(
+        settings,
+        routers=[auth_router, chain_router, licences_router, devices_router, device_link_router],
+        lifespan_hooks=[chain_startup(chain), licensing_startup()],
+    )
 
 
 def serve(host: str | None = None, port: int | None = None) -> None:

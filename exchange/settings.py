@@ -158,6 +158,24 @@ class Settings(BaseSettings):
     auth_session_ttl_s: int = Field(
         default=12 * 3600, ge=60, le=30 * 86400, description="Lifetime of a bearer session."
     )
+    # --- licensing (exchange.licenses) -----------------------------------------------------------
+    licence_indexer_interval_s: float = Field(
+        default=2.0, ge=0, le=3600, description="Seconds between polls of DeviceLicenses events (0: no loop)."
+    )
+    licence_indexer_confirmations: int = Field(
+        default=0, ge=0, le=1000, description="Blocks a DeviceLicenses event waits under before it counts."
+    )
+    licence_indexer_max_blocks: int = Field(
+        default=2000, ge=1, le=100_000, description="Largest block range of one indexer eth_getLogs call."
+    )
+    licence_tree_cache_mib: int = Field(
+        default=256, ge=0, le=65_536, description="Memory for cached batch Merkle trees, per process."
+    )
+    licence_resolver_base: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="Base URL of device Digital Links (default http://host:port).",
+    )
 
     @property
     def sign_in_domain(self) -> str:

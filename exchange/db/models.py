@@ -46,3 +46,4 @@ class ChainDeployment(Base):
 from exchange.auth.models import AuthNonce, AuthSession  # noqa: E402
 
 __all__ = ["AuthNonce", "AuthSession", "ChainDeployment"]
+import exchange.licenses.models  # noqa: E402, F401  (per-device licensing tables)

@@ -1,0 +1,176 @@
+"""Device batches: a licensed manufacturer uploads its device ids; the chain confirms the batch.
+
+Upload rules (all or nothing — a refused upload stores nothing):
+
+* the caller must hold a live BPR (``DeviceLicenses.registerBatch`` requires it);
+* the BPC per device is 1 .. 2^128 - 1 and at least the registry's ``minBpcPerDevice``;
+* every id is valid and listed once (``uploads``), and none is already in another batch of
+  this registry (``Conflict`` naming them: a device resolves to one batch);
+* the caller holds the BPC the registration will take (device count times BPC per device).
+
+The service builds the Merkle tree, stores the batch as *pending* with its tree and one row
+per device, and returns the unsigned ``approve`` (when needed) and ``registerBatch``
+transactions for the manufacturer to sign. The indexer confirms the batch when the chain's
+``BatchRegistered`` event appears. A pending batch can be withdrawn by its manufacturer,
+which frees its device ids; a confirmed one is on chain for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from exchange.chain.runtime import ChainRuntime
+from exchange.kit.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from exchange.kit.logging import get_logger
+from exchange.licenses import repository, transactions
+from exchange.licenses.device_ids import DeviceId
+from exchange.licenses.indexer import on_chain, registry_of
+from exchange.licenses.merkle import MerkleTree
+from exchange.licenses.models import BATCH_PENDING, DeviceBatch
+from exchange.licenses.service import guarded
+from exchange.licenses.transactions import UnsignedTransaction
+
+log = get_logger(__name__)
+
+UINT128_MAX = 2**128 - 1
+MAX_REPORTED_TAKEN = 100
+
+
+async def upload(
+    session: AsyncSession,
+    runtime: ChainRuntime,
+    manufacturer: str,
+    devices: Sequence[DeviceId],
+    bpc_per_device_wei: int,
+) -> tuple[DeviceBatch, list[UnsignedTransaction]]:
+    """Store a pending batch of `devices` for `manufacturer`; return it and its transactions."""
+    if not 0 < bpc_per_device_wei <= UINT128_MAX:
+        raise ValidationFailed("bpc_per_device_wei must be between 1 and 2^128 - 1")
+    pool, registry = runtime.pool, registry_of(runtime)
+    total_wei = len(devices) * bpc_per_device_wei
+
+    def chain_checks() -> None:
+        if not pool.is_licensed(manufacturer):
+            raise Forbidden(f"{manufacturer} holds no live BPR licence: only licensees register devices")
+        minimum = int(pool.devices.call("minBpcPerDevice"))
+        if bpc_per_device_wei < minimum:
+            raise ValidationFailed(
+                f"{bpc_per_device_wei} BPC base units per device is below the minimum {minimum}",
+                extra={"minimum_wei": str(minimum)},
+            )
+        balance = pool.bpc_balance(manufacturer)
+        if balance < total_wei:
+            raise Conflict(
+                f"{manufacturer} holds {balance} BPC base units; {len(devices)} devices at "
+                f"{bpc_per_device_wei} need {total_wei}",
+                extra={"balance_wei": str(balance), "needed_wei": str(total_wei)},
+            )
+
+    await on_chain(runtime, lambda: guarded(chain_checks))
+    canonical = [device.canonical for device in devices]
+    taken = await repository.taken_device_ids(session, registry, canonical)
+    if taken:
+        _refuse_taken(canonical, taken)
+    tree = await asyncio.to_thread(MerkleTree.build, [device.id_hash for device in devices])
+    root = "0x" + tree.root.hex()
+    steps = await on_chain(
+        runtime,
+        lambda: guarded(
+            lambda: transactions.with_allowance(
+                pool.bpc,
+                pool.devices,
+                total_wei,
+                sender=manufacturer,
+                chain_id=registry.chain_id,
+                then=(
+                    "registerBatch",
+                    [tree.root, len(devices), bpc_per_device_wei],
+                    f"register {len(devices)} devices at {bpc_per_device_wei} BPC base units each",
+                ),
+            )
+        ),
+    )
+    try:
+        async with session.begin_nested():
+            batch = await repository.add_batch(
+                session,
+                registry,
+                manufacturer=manufacturer,
+                root=root,
+                bpc_per_device_wei=bpc_per_device_wei,
+                device_ids=canonical,
+                tree=tree.to_bytes(),
+            )
+    except IntegrityError:
+        # Another upload took some of these ids between our check and our insert.
+        _refuse_taken(canonical, await repository.taken_device_ids(session, registry, canonical))
+        raise
+    log.info(
+        "licence.batch_uploaded",
+        upload_id=batch.id,
+        manufacturer=manufacturer,
+        devices=len(devices),
+        root=root,
+    )
+    return batch, steps
+
+
+def _refuse_taken(canonical: Sequence[str], taken: set[str]) -> None:
+    positions = [(item, device_id) for item, device_id in enumerate(canonical) if device_id in taken]
+    raise Conflict(
+        f"{len(positions)} device ids are already in another batch;"
+        f" first: {positions[0][1]} (item {positions[0][0]})",
+        extra={
+            "taken_count": len(positions),
+            "taken": [
+                {"item": item, "device_id": device_id} for item, device_id in positions[:MAX_REPORTED_TAKEN]
+            ],
+        },
+    )
+
+
+async def owned_batch(
+    session: AsyncSession, runtime: ChainRuntime, upload_id: int, manufacturer: str
+) -> DeviceBatch:
+    batch = await repository.batch_by_pk(session, registry_of(runtime), upload_id)
+    if batch is None or batch.manufacturer != manufacturer:
+        # Another manufacturer's batch is reported as absent: its existence is its business.
+        raise NotFound(f"you have no batch upload {upload_id}")
+    return batch
+
+
+async def withdraw(session: AsyncSession, runtime: ChainRuntime, upload_id: int, manufacturer: str) -> None:
+    batch = await owned_batch(session, runtime, upload_id, manufacturer)
+    if batch.status != BATCH_PENDING:
+        raise Conflict(f"batch upload {upload_id} is registered on chain (batch {batch.batch_id}) for good")
+    await repository.delete_batch(session, batch.id)
+    log.info("licence.batch_withdrawn", upload_id=upload_id, manufacturer=manufacturer)
+
+
+async def register_transactions(
+    session: AsyncSession, runtime: ChainRuntime, upload_id: int, manufacturer: str
+) -> list[UnsignedTransaction]:
+    """The transactions of a pending upload again (e.g. after the allowance changed)."""
+    batch = await owned_batch(session, runtime, upload_id, manufacturer)
+    if batch.status != BATCH_PENDING:
+        raise Conflict(f"batch upload {upload_id} is already registered as batch {batch.batch_id}")
+    pool = runtime.pool
+    bpc_per_device = int(batch.bpc_per_device_wei)
+    args = [bytes.fromhex(batch.root[2:]), batch.device_count, bpc_per_device]
+    return await on_chain(
+        runtime,
+        lambda: guarded(
+            lambda: transactions.with_allowance(
+                pool.bpc,
+                pool.devices,
+                batch.device_count * bpc_per_device,
+                sender=manufacturer,
+                chain_id=batch.chain_id,
+                then=("registerBatch", args, f"register {batch.device_count} devices"),
+            )
+        ),
+    )

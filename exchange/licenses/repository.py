@@ -1,0 +1,305 @@
+"""All SQL of per-device licensing. Functions take a session (or, for reads, a connection) and flush;
+the caller's transaction boundary commits.
+
+Lookups go through SQLAlchemy Core, not the ORM: the resolver answers thousands of queries a
+second, and a Core row costs a fraction of an ORM object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, and_, delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from exchange.db.base import utc_now
+from exchange.licenses.models import (
+    BATCH_CONFIRMED,
+    BATCH_PENDING,
+    BatchTree,
+    Device,
+    DeviceBatch,
+    IndexerCursor,
+)
+
+# Parameters per statement stay well below SQLite's and asyncpg's limits (32,766).
+_CHUNK = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    """The DeviceLicenses contract that scopes every row."""
+
+    chain_id: int
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    """A device joined with its batch, as the resolver needs it."""
+
+    device_id: str
+    device_index: int
+    revoked_block: int | None
+    batch_pk: int
+    batch_id: int | None
+    status: str
+    suspended: bool
+    manufacturer: str
+    root: str
+    bpc_per_device_wei: int
+    registered_block: int | None
+
+
+# --- batches --------------------------------------------------------------------------------------
+
+
+async def taken_device_ids(session: AsyncSession, registry: Registry, device_ids: Sequence[str]) -> set[str]:
+    """Those of `device_ids` that are already in a batch of `registry`."""
+    taken: set[str] = set()
+    for start in range(0, len(device_ids), _CHUNK):
+        chunk = device_ids[start : start + _CHUNK]
+        rows = await session.execute(
+            select(Device.device_id).where(
+                Device.chain_id == registry.chain_id,
+                Device.registry_address == registry.address,
+                Device.device_id.in_(chunk),
+            )
+        )
+        taken.update(rows.scalars())
+    return taken
+
+
+async def add_batch(
+    session: AsyncSession,
+    registry: Registry,
+    *,
+    manufacturer: str,
+    root: str,
+    bpc_per_device_wei: int,
+    device_ids: Sequence[str],
+    tree: bytes,
+) -> DeviceBatch:
+    """Store a pending batch, its tree and one row per device (index = position in `device_ids`)."""
+    batch = DeviceBatch(
+        chain_id=registry.chain_id,
+        registry_address=registry.address,
+        manufacturer=manufacturer,
+        root=root,
+        device_count=len(device_ids),
+        bpc_per_device_wei=str(bpc_per_device_wei),
+        status=BATCH_PENDING,
+    )
+    session.add(batch)
+    await session.flush()
+    await session.execute(insert(BatchTree), [{"batch_pk": batch.id, "tree": tree}])
+    for start in range(0, len(device_ids), _CHUNK):
+        await session.execute(
+            insert(Device),
+            [
+                {
+                    "chain_id": registry.chain_id,
+                    "registry_address": registry.address,
+                    "device_id": device_id,
+                    "batch_pk": batch.id,
+                    "device_index": start + offset,
+                }
+                for offset, device_id in enumerate(device_ids[start : start + _CHUNK])
+            ],
+        )
+    return batch
+
+
+async def batch_by_pk(session: AsyncSession, registry: Registry, batch_pk: int) -> DeviceBatch | None:
+    batch: DeviceBatch | None = await session.scalar(
+        select(DeviceBatch).where(
+            DeviceBatch.id == batch_pk,
+            DeviceBatch.chain_id == registry.chain_id,
+            DeviceBatch.registry_address == registry.address,
+        )
+    )
+    return batch
+
+
+async def batches_of(session: AsyncSession, registry: Registry, manufacturer: str) -> Sequence[DeviceBatch]:
+    rows = await session.scalars(
+        select(DeviceBatch)
+        .where(
+            DeviceBatch.chain_id == registry.chain_id,
+            DeviceBatch.registry_address == registry.address,
+            DeviceBatch.manufacturer == manufacturer,
+        )
+        .order_by(DeviceBatch.id)
+    )
+    return rows.all()
+
+
+async def delete_batch(session: AsyncSession, batch_pk: int) -> None:
+    """Delete a batch with its tree and devices (explicitly: SQLite cascades only with foreign keys on)."""
+    await session.execute(delete(Device).where(Device.batch_pk == batch_pk))
+    await session.execute(delete(BatchTree).where(BatchTree.batch_pk == batch_pk))
+    await session.execute(delete(DeviceBatch).where(DeviceBatch.id == batch_pk))
+
+
+async def device_ids_of(session: AsyncSession, batch_pk: int, offset: int, limit: int) -> list[str]:
+    rows = await session.execute(
+        select(Device.device_id)
+        .where(Device.batch_pk == batch_pk, Device.device_index >= offset)
+        .order_by(Device.device_index)
+        .limit(limit)
+    )
+    return list(rows.scalars())
+
+
+async def tree_bytes(connection: AsyncConnection | AsyncSession, batch_pk: int) -> bytes | None:
+    data: bytes | None = await connection.scalar(select(BatchTree.tree).where(BatchTree.batch_pk == batch_pk))
+    return data
+
+
+# --- resolver lookups -----------------------------------------------------------------------------
+
+_LOOKUP = select(
+    Device.device_id,
+    Device.device_index,
+    Device.revoked_block,
+    Device.batch_pk,
+    DeviceBatch.batch_id,
+    DeviceBatch.status,
+    DeviceBatch.suspended,
+    DeviceBatch.manufacturer,
+    DeviceBatch.root,
+    DeviceBatch.bpc_per_device_wei,
+    DeviceBatch.registered_block,
+).join(DeviceBatch, DeviceBatch.id == Device.batch_pk)
+
+
+async def lookup_devices(
+    connection: AsyncConnection | AsyncSession, registry: Registry, device_ids: Sequence[str]
+) -> dict[str, DeviceRow]:
+    """The rows of those `device_ids` that are in some batch of `registry`, by canonical id."""
+    found: dict[str, DeviceRow] = {}
+    for start in range(0, len(device_ids), _CHUNK):
+        chunk = device_ids[start : start + _CHUNK]
+        statement = _LOOKUP.where(
+            Device.chain_id == registry.chain_id,
+            Device.registry_address == registry.address,
+            Device.device_id.in_(chunk) if len(chunk) > 1 else Device.device_id == chunk[0],
+        )
+        for row in await connection.execute(statement):
+            found[row.device_id] = DeviceRow(
+                device_id=row.device_id,
+                device_index=row.device_index,
+                revoked_block=row.revoked_block,
+                batch_pk=row.batch_pk,
+                batch_id=row.batch_id,
+                status=row.status,
+                suspended=row.suspended,
+                manufacturer=row.manufacturer,
+                root=row.root,
+                bpc_per_device_wei=int(row.bpc_per_device_wei),
+                registered_block=row.registered_block,
+            )
+    return found
+
+
+# --- indexer --------------------------------------------------------------------------------------
+
+
+async def cursor_block(connection: AsyncConnection | AsyncSession, registry: Registry) -> int | None:
+    block: int | None = await connection.scalar(
+        select(IndexerCursor.block).where(
+            IndexerCursor.chain_id == registry.chain_id, IndexerCursor.registry_address == registry.address
+        )
+    )
+    return block
+
+
+async def set_cursor(session: AsyncSession, registry: Registry, block: int) -> None:
+    updated = await session.execute(
+        update(IndexerCursor)
+        .where(
+            IndexerCursor.chain_id == registry.chain_id, IndexerCursor.registry_address == registry.address
+        )
+        .values(block=block, updated_at=utc_now())
+    )
+    if updated.rowcount == 0:  # type: ignore[attr-defined]  # CursorResult of an UPDATE
+        session.add(IndexerCursor(chain_id=registry.chain_id, registry_address=registry.address, block=block))
+    await session.flush()
+
+
+async def confirm_batch(
+    session: AsyncSession,
+    registry: Registry,
+    *,
+    batch_id: int,
+    manufacturer: str,
+    root: str,
+    device_count: int,
+    bpc_per_device_wei: int,
+    block: int,
+) -> int | None:
+    """Mark the oldest pending upload matching a ``BatchRegistered`` event as confirmed.
+
+    Returns the upload's primary key, or None when no upload matches (a batch registered
+    without this service: it cannot be resolved, since the service does not know its devices).
+    """
+    pending = await session.scalar(
+        select(DeviceBatch)
+        .where(
+            DeviceBatch.chain_id == registry.chain_id,
+            DeviceBatch.registry_address == registry.address,
+            DeviceBatch.status == BATCH_PENDING,
+            DeviceBatch.manufacturer == manufacturer,
+            DeviceBatch.root == root,
+            DeviceBatch.device_count == device_count,
+        )
+        .order_by(DeviceBatch.id)
+        .limit(1)
+    )
+    if pending is None:
+        return None
+    pending.status = BATCH_CONFIRMED
+    pending.batch_id = batch_id
+    pending.registered_block = block
+    pending.bpc_per_device_wei = str(bpc_per_device_wei)
+    pending.confirmed_at = utc_now()
+    await session.flush()
+    return pending.id
+
+
+def _on_chain(registry: Registry, batch_id: int) -> ColumnElement[bool]:
+    return and_(
+        DeviceBatch.chain_id == registry.chain_id,
+        DeviceBatch.registry_address == registry.address,
+        DeviceBatch.batch_id == batch_id,
+    )
+
+
+async def set_bpc_per_device(
+    session: AsyncSession, registry: Registry, batch_id: int, amount_wei: int
+) -> None:
+    await session.execute(
+        update(DeviceBatch).where(_on_chain(registry, batch_id)).values(bpc_per_device_wei=str(amount_wei))
+    )
+
+
+async def set_suspended(session: AsyncSession, registry: Registry, batch_id: int, suspended: bool) -> None:
+    await session.execute(
+        update(DeviceBatch).where(_on_chain(registry, batch_id)).values(suspended=suspended)
+    )
+
+
+async def revoke_devices(
+    session: AsyncSession, registry: Registry, batch_id: int, indices: Iterable[int], block: int
+) -> None:
+    batch_pk = await session.scalar(select(DeviceBatch.id).where(_on_chain(registry, batch_id)))
+    if batch_pk is None:
+        return
+    wanted = sorted(set(indices))
+    for start in range(0, len(wanted), _CHUNK):
+        await session.execute(
+            update(Device)
+            .where(Device.batch_pk == batch_pk, Device.device_index.in_(wanted[start : start + _CHUNK]))
+            .values(revoked_block=block)
+        )

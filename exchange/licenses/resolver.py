@@ -1,0 +1,165 @@
+"""The licence resolver: a device id in, the device's licence and its proof out.
+
+An answer holds at the block the indexer has applied (``block``) and carries everything a
+verifier needs to check it on chain itself: ``deviceStatus(batch_id, index, id_hash, proof)``
+on ``registry`` (chain ``chain_id``) returns ``Licensed`` exactly when the answer says
+``licensed``. Status rules, in the contract's order:
+
+* ``unknown`` — no confirmed batch of this registry holds the device (never uploaded, or
+  uploaded but not registered on chain yet);
+* ``suspended`` — the batch is suspended (checked before revocation, as ``deviceStatus`` does);
+* ``revoked`` — the device was revoked;
+* ``licensed`` — otherwise.
+
+Single and bulk queries run the same code, so a bulk answer is the list of single answers.
+The resolver only reads the database and its tree cache, never the chain: any number of
+instances can serve it (read replicas included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from exchange.kit.errors import DomainError
+from exchange.kit.logging import get_logger
+from exchange.licenses import repository
+from exchange.licenses.device_ids import DeviceId
+from exchange.licenses.merkle import MerkleTree
+from exchange.licenses.models import BATCH_CONFIRMED
+from exchange.licenses.repository import DeviceRow, Registry
+
+log = get_logger(__name__)
+
+MAX_BULK_DEVICES: Final = 10_000
+
+
+class TooManyDevices(DomainError):
+    status = 413
+    type_slug = "too-many-devices"
+    title = "Too many devices in one query"
+
+
+class TreeCache:
+    """Batch trees by upload id, least recently used first out, bounded in bytes.
+
+    Trees never change once stored, so a cached tree is never stale; the cache is a
+    per-process accelerator, not shared state. Concurrent misses of one tree load it once.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._trees: OrderedDict[int, tuple[MerkleTree, int]] = OrderedDict()
+        self._bytes = 0
+        self._loading: dict[int, asyncio.Future[MerkleTree]] = {}
+
+    async def get(self, batch_pk: int, root: str, load: Callable[[], Awaitable[bytes | None]]) -> MerkleTree:
+        cached = self._trees.get(batch_pk)
+        if cached is not None:
+            self._trees.move_to_end(batch_pk)
+            return cached[0]
+        pending = self._loading.get(batch_pk)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[MerkleTree] = asyncio.get_running_loop().create_future()
+        self._loading[batch_pk] = future
+        try:
+            data = await load()
+            if data is None:
+                raise LookupError(f"batch {batch_pk} has no stored tree")
+            # Verifying every inner node would take a second per million devices; the root check
+            # catches a tree stored for another batch, and verifiers check proofs on chain anyway.
+            tree = await asyncio.to_thread(MerkleTree.from_bytes, data, verify=False)
+            if "0x" + tree.root.hex() != root:
+                raise LookupError(f"the stored tree of batch {batch_pk} does not have the batch's root")
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
+            raise
+        finally:
+            del self._loading[batch_pk]
+        future.set_result(tree)
+        self._remember(batch_pk, tree, len(data))
+        return tree
+
+    def _remember(self, batch_pk: int, tree: MerkleTree, size: int) -> None:
+        if size > self._max_bytes:
+            return
+        self._trees[batch_pk] = (tree, size)
+        self._bytes += size
+        while self._bytes > self._max_bytes:
+            _, (_, evicted_size) = self._trees.popitem(last=False)
+            self._bytes -= evicted_size
+        log.debug("licence.tree_cached", batch_pk=batch_pk, cached_bytes=self._bytes)
+
+
+def status_of(row: DeviceRow | None) -> str:
+    if row is None or row.status != BATCH_CONFIRMED:
+        return "unknown"
+    if row.suspended:
+        return "suspended"
+    if row.revoked_block is not None:
+        return "revoked"
+    return "licensed"
+
+
+async def resolve(
+    connection: AsyncConnection, registry: Registry, trees: TreeCache, devices: Sequence[DeviceId]
+) -> tuple[int | None, list[dict[str, Any]]]:
+    """The indexed block and one answer per device, in order (a device may repeat)."""
+    block = await repository.cursor_block(connection, registry)
+    canonical = list(dict.fromkeys(device.canonical for device in devices))
+    rows = await repository.lookup_devices(connection, registry, canonical)
+    loaded: dict[int, MerkleTree] = {}
+    for found in rows.values():
+        if found.batch_pk not in loaded and found.status == BATCH_CONFIRMED:
+            batch_pk = found.batch_pk
+
+            async def load(batch_pk: int = batch_pk) -> bytes | None:
+                return await repository.tree_bytes(connection, batch_pk)
+
+            loaded[batch_pk] = await trees.get(batch_pk, found.root, load)
+    answers = []
+    for device in devices:
+        row = rows.get(device.canonical)
+        answers.append(_answer(device, row, loaded, registry, block))
+    return block, answers
+
+
+def _answer(
+    device: DeviceId,
+    row: DeviceRow | None,
+    trees: dict[int, MerkleTree],
+    registry: Registry,
+    block: int | None,
+) -> dict[str, Any]:
+    status = status_of(row)
+    answer: dict[str, Any] = {
+        "device_id": device.canonical,
+        "scheme": str(device.scheme),
+        "id_hash": "0x" + device.id_hash.hex(),
+        "status": status,
+        "manufacturer": None,
+        "batch_id": None,
+        "bpc_per_device_wei": None,
+        "index": None,
+        "proof": [],
+        "root": None,
+        "registry": registry.address,
+        "chain_id": registry.chain_id,
+        "block": block,
+    }
+    if row is not None and status != "unknown":
+        answer.update(
+            manufacturer=row.manufacturer,
+            batch_id=row.batch_id,
+            bpc_per_device_wei=str(row.bpc_per_device_wei),
+            index=row.device_index,
+            proof=["0x" + node.hex() for node in trees[row.batch_pk].proof(row.device_index)],
+            root=row.root,
+        )
+    return answer

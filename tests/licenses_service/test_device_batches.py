@@ -1,0 +1,125 @@
+"""Device batches through the HTTP API: upload, register on chain with the returned transactions,
+confirmation by the indexer, and the resolver's answers checked against the contract."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from exchange.licenses.device_ids import parse_canonical
+from exchange.licenses.merkle import verify_proof
+from tests.licenses_service.conftest import BPC, Service, account, licensed_member
+
+BPC_PER_DEVICE = 10**15
+GTIN = "09506000134352"
+
+
+def devices(count: int, prefix: str = "SN") -> list[str]:
+    return [f"serial:acme:{prefix}{n}" for n in range(count)]
+
+
+async def upload(service: Service, headers: dict[str, str], ids: list[str], **extra: Any) -> dict[str, Any]:
+    reply = await service.client.post(
+        "/v1/devices/batches",
+        json={"bpc_per_device_wei": str(BPC_PER_DEVICE), "devices": ids, **extra},
+        headers=headers,
+    )
+    assert reply.status_code == 201, reply.text
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+async def registered_batch(service: Service, ids: list[str], member_index: int = 1) -> tuple[dict[str, Any], dict[str, str]]:
+    """A licensed manufacturer uploads `ids`, signs and sends the transactions; the indexer confirms."""
+    manufacturer = account(member_index)
+    licensed_member(service.pool, manufacturer)
+    headers = await service.sign_in(manufacturer)
+    body = await upload(service, headers, ids)
+    service.send(manufacturer, body["transactions"])
+    await service.catch_up()
+    batch = (await service.client.get(f"/v1/devices/batches/{body['batch']['upload_id']}", headers=headers)).json()
+    assert batch["status"] == "confirmed", batch
+    return batch, headers
+
+
+def on_chain_status(service: Service, answer: dict[str, Any]) -> int:
+    """What the contract itself says, from nothing but the answer (0 = Licensed)."""
+    registry = service.w3.eth.contract(address=answer["registry"], abi=service.pool.devices.contract.abi)
+    proof = [bytes.fromhex(node[2:]) for node in answer["proof"]]
+    return int(
+        registry.functions.deviceStatus(
+            answer["batch_id"], answer["index"], bytes.fromhex(answer["id_hash"][2:]), proof
+        ).call(block_identifier=answer["block"])
+    )
+
+
+async def test_upload_register_confirm_resolve(licensing: Service) -> None:
+    ids = [*devices(6), f"gs1:(01){GTIN}(21)A/1", "imei:352099001761481"]
+    batch, headers = await registered_batch(licensing, ids)
+    assert batch["device_count"] == 8
+    assert batch["bpc_per_device_wei"] == str(BPC_PER_DEVICE)
+    assert batch["batch_id"] == 1
+    assert batch["registry"] == licensing.pool.devices.address
+
+    for index, device_id in enumerate(ids):
+        device = parse_canonical(device_id)
+        reply = await licensing.client.get(f"/v1/devices/{device.scheme}/{device.canonical}")
+        assert reply.status_code == 200, reply.text
+        answer = reply.json()
+        assert answer["status"] == "licensed"
+        assert answer["index"] == index
+        assert answer["manufacturer"] == account(1).address
+        assert answer["id_hash"] == "0x" + device.id_hash.hex()
+        assert answer["root"] == batch["root"]
+        assert answer["chain_id"] == licensing.w3.eth.chain_id
+        assert verify_proof(
+            bytes.fromhex(answer["root"][2:]), index, device.id_hash, [bytes.fromhex(p[2:]) for p in answer["proof"]]
+        )
+        assert on_chain_status(licensing, answer) == 0
+
+
+async def test_pending_batches_do_not_resolve(licensing: Service) -> None:
+    manufacturer = account(1)
+    licensed_member(licensing.pool, manufacturer)
+    headers = await licensing.sign_in(manufacturer)
+    body = await upload(licensing, headers, devices(3))
+    assert body["batch"]["status"] == "pending"
+    assert [tx["description"].split()[0] for tx in body["transactions"]] == ["allow", "register"]
+    await licensing.catch_up()
+    answer = (await licensing.client.get("/v1/devices/serial/acme:SN0")).json()
+    assert answer["status"] == "unknown"
+    assert answer["proof"] == []
+    assert answer["manufacturer"] is None
+
+
+@pytest.mark.parametrize("member_index", [1])
+async def test_revocation_and_suspension_follow_the_chain(licensing: Service, member_index: int) -> None:
+    ids = devices(5)
+    batch, _ = await registered_batch(licensing, ids, member_index)
+    devices_contract = licensing.pool.devices
+    devices_contract.transact("revokeDevices", batch["batch_id"], [3])
+    await licensing.catch_up()
+    revoked = (await licensing.client.get("/v1/devices/serial/acme:SN3")).json()
+    assert revoked["status"] == "revoked"
+    assert on_chain_status(licensing, revoked) == 5  # Revoked
+    assert (await licensing.client.get("/v1/devices/serial/acme:SN2")).json()["status"] == "licensed"
+
+    devices_contract.transact("suspendBatch", batch["batch_id"])
+    await licensing.catch_up()
+    suspended = (await licensing.client.get("/v1/devices/serial/acme:SN3")).json()
+    assert suspended["status"] == "suspended"  # suspension is checked before revocation, as on chain
+    assert on_chain_status(licensing, suspended) == 4  # BatchSuspended
+    devices_contract.transact("reinstateBatch", batch["batch_id"])
+    await licensing.catch_up()
+    assert (await licensing.client.get("/v1/devices/serial/acme:SN2")).json()["status"] == "licensed"
+
+
+async def test_top_up_raises_bpc_per_device(licensing: Service) -> None:
+    batch, _ = await registered_batch(licensing, devices(4))
+    manufacturer = account(1).address
+    licensing.pool.approve_bpc(licensing.pool.devices.address, 4 * BPC, sender=manufacturer)
+    licensing.pool.devices.transact("topUp", batch["batch_id"], 5, sender=manufacturer)
+    await licensing.catch_up()
+    answer = (await licensing.client.get("/v1/devices/serial/acme:SN1")).json()
+    assert answer["bpc_per_device_wei"] == str(BPC_PER_DEVICE + 5)
