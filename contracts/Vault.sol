@@ -106,7 +106,8 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
         uint256 received = asset.balanceOf(address(this)) - before;
         uint256 word = _accounts[msg.sender];
         (uint256 base, uint256 quote) = (word.baseBalance(), word.quoteBalance());
-        _accounts[msg.sender] = isBase ? word.withBalances(base + received, quote) : word.withBalances(base, quote + received);
+        _accounts[msg.sender] =
+            isBase ? word.withBalances(base + received, quote) : word.withBalances(base, quote + received);
         emit Deposited(msg.sender, token, received);
     }
 
@@ -370,25 +371,30 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     }
 
     /// @dev Moves base from seller to buyer and quote from buyer to seller, fees left in the
-    /// Vault for the batch's single transfer to the Fund. One read and one write per account.
+    /// Vault for the batch's single transfer to the Fund. Each account word is read, checked
+    /// and written whole; the seller's word is read again after the buyer's write, so a
+    /// self-trade (buyer == seller) nets out correctly.
     function _swap(address buyer, address seller, uint256 baseAmount, LibOrder.Amounts memory amounts) private {
+        uint256 sellerBase = _accounts[seller].baseBalance();
+        if (sellerBase < baseAmount) {
+            revert VaultInsufficientBalance(seller, address(baseToken), sellerBase, baseAmount);
+        }
         uint256 word = _accounts[buyer];
         uint256 buyerQuote = word.quoteBalance();
         uint256 buyerPays = amounts.quote + amounts.buyerFee;
         if (buyerQuote < buyerPays) revert VaultInsufficientBalance(buyer, address(quoteToken), buyerQuote, buyerPays);
-        // unchecked: the balance was just checked to cover the payment.
+        // unchecked: the payment was just checked against the balance, and baseAmount <= sellerBase
+        // < 2^104, so the buyer's base sum stays below 2^105 (withBalances rejects more than 104 bits).
         unchecked {
             _accounts[buyer] = word.withBalances(word.baseBalance() + baseAmount, buyerQuote - buyerPays);
         }
         word = _accounts[seller];
-        uint256 sellerBase = word.baseBalance();
-        if (sellerBase < baseAmount) revert VaultInsufficientBalance(seller, address(baseToken), sellerBase, baseAmount);
-        // unchecked: the balance was just checked to cover the amount; sellerFee <= quote because the
-        // seller's fee cap is at most 100 % (LibOrder.fee); the sum of a 104-bit balance and a quote
-        // amount (at most 2^256 / PRICE_SCALE) cannot wrap, and withBalances rejects more than 104 bits.
+        // unchecked: the seller's base is at least sellerBase >= baseAmount (more after a self-trade's
+        // credit); sellerFee <= quote because the seller's fee cap is at most 100 % (LibOrder.fee); a
+        // 104-bit balance plus a quote amount (< 2^256 / PRICE_SCALE) cannot wrap.
         unchecked {
-            _accounts[seller] =
-                word.withBalances(sellerBase - baseAmount, word.quoteBalance() + (amounts.quote - amounts.sellerFee));
+            uint256 sellerQuote = word.quoteBalance() + (amounts.quote - amounts.sellerFee);
+            _accounts[seller] = word.withBalances(word.baseBalance() - baseAmount, sellerQuote);
         }
     }
 
@@ -401,7 +407,8 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
         if (balance < amount) revert VaultInsufficientBalance(account, token, balance, amount);
         // unchecked: amount <= balance.
         unchecked {
-            _accounts[account] = isBase ? word.withBalances(base - amount, quote) : word.withBalances(base, quote - amount);
+            _accounts[account] =
+                isBase ? word.withBalances(base - amount, quote) : word.withBalances(base, quote - amount);
         }
     }
 

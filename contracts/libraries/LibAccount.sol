@@ -59,7 +59,8 @@ library LibAccount {
     /// @param quote The new quote balance.
     /// @return The packed account.
     function withBalances(uint256 word, uint256 base, uint256 quote) internal pure returns (uint256) {
-        return (word & ~_BALANCES_MASK) | SafeCast.toUint104(base) | (uint256(SafeCast.toUint104(quote)) << _QUOTE_SHIFT);
+        uint256 packed = uint256(SafeCast.toUint104(base)) | (uint256(SafeCast.toUint104(quote)) << _QUOTE_SHIFT);
+        return (word & ~_BALANCES_MASK) | packed;
     }
 
     /// @notice `word` with the exit time replaced.

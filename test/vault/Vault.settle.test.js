@@ -158,6 +158,18 @@ describe("Vault: settlement", function () {
         .withArgs(hashes[0], hashes[1], this.bob.address, this.alice.address, amount, 5n, 0n, 0n);
     });
 
+    it("nets a self-trade out to the fees alone", async function () {
+      const { tx } = await this.settle(
+        [
+          { order: await this.sell(this.alice, { price: usd(2) }), signer: this.alice },
+          { order: await this.buy(this.alice, { price: usd(2) }), signer: this.alice },
+        ],
+        [newFill(0, 1, bpc(1), usd(2), 10n, 20n)],
+      );
+      await expect(tx).to.emit(this.vault, "FeesCollected").withArgs(this.quoteAddress, 6_000n);
+      expect(await this.balances(this.alice)).to.deep.equal([DEPOSIT_BPC, DEPOSIT_QUOTE - 6_000n]);
+    });
+
     it("is atomic: one refused fill reverts the whole batch", async function () {
       const sell = await this.sell(this.alice, { amount: bpc(1) });
       const entries = [
