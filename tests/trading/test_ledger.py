@@ -137,7 +137,6 @@ class LedgerMachine(RuleBasedStateMachine):
             amounts.quote,
             amounts.buyer_fee,
             amounts.seller_fee,
-            reservation,
         )
         assert self._try(ledger.fill(fill, FUND))
 
