@@ -6,6 +6,8 @@ Subcommands::
     exchange compile                    compile the contracts (cached by source hash)
     exchange deploy --rpc URL           deploy the pool contracts and write a deployment manifest
     exchange chain status               check a manifest against the chain
+    exchange pool patents import FILE   import patents from CSV: all rows or none
+    exchange pool expire [--today DAY]  retire the patents that have expired
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 
 DEFAULT_MANIFEST = Path("deployments/manifest.json")
@@ -91,6 +94,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pool_patents_import(args: argparse.Namespace) -> int:
+    from exchange.pool.cli_service import import_file
+
+    return import_file(args.file, actor=args.actor)
+
+
+def cmd_pool_expire(args: argparse.Namespace) -> int:
+    from exchange.pool.cli_service import expire
+
+    return expire(args.today)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exchange", description="Patent-pool token exchange")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -124,6 +139,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--rpc", default=os.environ.get("CHAIN_RPC_URL"), help="JSON-RPC URL (default $CHAIN_RPC_URL)"
     )
     status.set_defaults(handler=cmd_chain_status)
+
+    pool = sub.add_parser("pool", help="pool administration on the configured database (DATABASE_URL)")
+    pool_sub = pool.add_subparsers(dest="pool_command", required=True)
+    patents = pool_sub.add_parser("patents", help="patents of the pool")
+    patents_sub = patents.add_subparsers(dest="patents_command", required=True)
+    patents_import = patents_sub.add_parser("import", help="import patents from a CSV file: all rows or none")
+    patents_import.add_argument(
+        "file", type=Path, help="CSV with a header row (see exchange.pool.import_service)"
+    )
+    patents_import.add_argument(
+        "--actor", default="import", help="who imports, for the audit log (cli:<actor>)"
+    )
+    patents_import.set_defaults(handler=cmd_pool_patents_import)
+    expire = pool_sub.add_parser("expire", help="retire, as expired, every patent whose expiry date has come")
+    expire.add_argument(
+        "--today",
+        type=date.fromisoformat,
+        default=None,
+        help="sweep as of this day, YYYY-MM-DD (default today)",
+    )
+    expire.set_defaults(handler=cmd_pool_expire)
     return parser
 
 

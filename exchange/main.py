@@ -17,6 +17,8 @@ from exchange.licenses.device_routes import link_router as device_link_router
 from exchange.licenses.device_routes import router as devices_router
 from exchange.licenses.lifespan import licensing_startup
 from exchange.licenses.routes import router as licences_router
+from exchange.pool.routes import router as pool_router
+from exchange.pool.worker_service import pool_startup
 from exchange.settings import Settings, get_settings
 
 
@@ -24,8 +26,8 @@ def build_app(settings: Settings, *, chain: ChainRuntime | None = None) -> FastA
     """The service app for `settings`; `chain` injects an already running chain (tests, tools)."""
     return create_app(
         settings,
-        routers=[auth_router, chain_router, licences_router, devices_router, device_link_router],
-        lifespan_hooks=[chain_startup(chain), licensing_startup()],
+        routers=[auth_router, chain_router, licences_router, devices_router, device_link_router, pool_router],
+        lifespan_hooks=[chain_startup(chain), licensing_startup(), pool_startup()],
     )
 
 

@@ -23,11 +23,12 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from eth_utils.address import is_checksum_address, to_checksum_address
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -158,6 +159,50 @@ class Settings(BaseSettings):
     auth_session_ttl_s: int = Field(
         default=12 * 3600, ge=60, le=30 * 86400, description="Lifetime of a bearer session."
     )
+    # --- pool administration (exchange.pool) ---------------------------------------------------
+    council_addresses: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated EIP-55 addresses holding the council role (granted at start-up).",
+    )
+    registrar_addresses: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated EIP-55 addresses holding the registrar role (granted at start-up).",
+    )
+    assessor_addresses: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated EIP-55 addresses holding the assessor role (granted at start-up).",
+    )
+    pool_indexer_interval_s: float = Field(
+        default=2.0, gt=0, le=3600, description="Seconds between polls of the pool registry and fund events."
+    )
+    pool_indexer_confirmations: int = Field(
+        default=0, ge=0, le=1000, description="Blocks an event must be buried under before it is indexed."
+    )
+    pool_indexer_max_blocks: int = Field(
+        default=2000, ge=1, le=100_000, description="Largest block range asked for in one eth_getLogs call."
+    )
+    pool_expiry_sweep_interval_s: float = Field(
+        default=86_400, gt=0, description="Seconds between sweeps that retire expired patents."
+    )
+    pool_admission_min_assessments: int = Field(default=3, ge=1, le=100)
+    pool_admission_min_mean_score: int = Field(default=60, ge=0, le=100)
+    pool_admission_require_core_majority: bool = True
+    pool_mint_policy_version: str = Field(
+        default="2026.1",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="Version of the published BPC mint policy; stored with each admitted patent.",
+    )
+    pool_mint_base_amount_wei: int = Field(
+        default=1000 * 10**18, gt=0, lt=2**256, description="BPC base units minted for a score of 100."
+    )
+    pool_mint_resend_after_s: int = Field(
+        default=600,
+        ge=0,
+        description="On a remote chain, how long a mint sent but not seen on chain waits to be resent.",
+    )
+    pool_payout_batch_size: int = Field(
+        default=50, ge=1, le=500, description="Recipients per Fund.payout transaction."
+    )
     # --- licensing (exchange.licenses) -----------------------------------------------------------
     licence_indexer_interval_s: float = Field(
         default=2.0, ge=0, le=3600, description="Seconds between polls of DeviceLicenses events (0: no loop)."
@@ -242,6 +287,26 @@ class Settings(BaseSettings):
         if not 0 < int(key.removeprefix("0x"), 16) < _SECP256K1_ORDER:
             raise ValueError("operator private key is outside the secp256k1 key range")
         return SecretStr(key if key.startswith("0x") else f"0x{key}")
+
+    @field_validator("council_addresses", "registrar_addresses", "assessor_addresses", mode="before")
+    @classmethod
+    def _split_addresses(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("council_addresses", "registrar_addresses", "assessor_addresses")
+    @classmethod
+    def _check_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        checked: list[str] = []
+        for address in value:
+            if not re.fullmatch(r"0x[0-9a-fA-F]{40}", address):
+                raise ValueError(f"{address!r} is not an address (0x and 40 hex digits)")
+            # Mixed case is a checksum: a typo in it must not grant a role to someone else.
+            if address != address.lower() and not is_checksum_address(address):
+                raise ValueError(f"{address} fails its EIP-55 checksum")
+            checked.append(str(to_checksum_address(address)))
+        return tuple(dict.fromkeys(checked))
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -1,0 +1,113 @@
+"""``exchange pool …``: pool administration from the command line, on the configured database.
+
+* ``exchange pool patents import FILE [--actor NAME]`` — validate every row,
+  print every error with its line number and import nothing, or import all in
+  one transaction; progress goes to stderr.
+* ``exchange pool expire [--today YYYY-MM-DD]`` — the expiry sweep as of a day
+  (today by default; never a day still to come).
+
+Both read ``DATABASE_URL`` (and the other settings) like the service, and apply
+pending migrations first unless ``EXCHANGE_MIGRATE_ON_START=false``. Exit codes:
+0 done, 1 refused (the errors are printed), 2 bad configuration or arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import date
+from pathlib import Path
+from typing import TextIO, TypeVar
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from exchange.db.base import utc_now
+from exchange.db.engine import create_db_engine, create_sessionmaker
+from exchange.db.migrate import upgrade_to_head
+from exchange.kit.errors import ValidationFailed
+from exchange.pool.import_service import ImportRefused, import_patents
+from exchange.pool.patent_service import expire_due
+from exchange.settings import Settings
+
+T = TypeVar("T")
+CLI_ACTOR_PREFIX = "cli:"
+
+
+def _settings(err: TextIO) -> Settings | None:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        print(f"invalid configuration:\n{exc}", file=err)
+        return None
+
+
+async def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    engine = create_db_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+def _prepare(err: TextIO) -> Settings | None:
+    settings = _settings(err)
+    if settings is not None and settings.migrate_on_start:
+        upgrade_to_head(settings.database_url)
+    return settings
+
+
+def import_file(path: Path, *, actor: str, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Import the patents of a CSV file; print what happened. Returns the exit code."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"cannot read {path}: {exc}", file=err)
+        return 2
+    settings = _prepare(err)
+    if settings is None:
+        return 2
+
+    def progress(message: str) -> None:
+        print(f"  … {message}", file=err, flush=True)
+
+    try:
+        imported = asyncio.run(
+            _in_transaction(
+                settings,
+                lambda session: import_patents(
+                    session,
+                    text,
+                    actor=f"{CLI_ACTOR_PREFIX}{actor}",
+                    at=utc_now(),
+                    source_name=path.name,
+                    progress=progress,
+                ),
+            )
+        )
+    except ImportRefused as exc:
+        for error in exc.errors:
+            print(f"{path}: {error}", file=err)
+        print(f"{exc.detail}", file=err)
+        return 1
+    print(f"imported {len(imported)} patents from {path}", file=out)
+    return 0
+
+
+def expire(today: date | None, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Run the expiry sweep as of ``today``; print the retired patents. Returns the exit code."""
+    settings = _prepare(err)
+    if settings is None:
+        return 2
+    day = today or utc_now().date()
+    try:
+        retired = asyncio.run(_in_transaction(settings, lambda session: expire_due(session, today=day)))
+    except ValidationFailed as exc:
+        print(f"refused: {exc.detail}", file=err)
+        return 2
+    for patent_id in retired:
+        print(f"retired {patent_id} (expired)", file=out)
+    print(f"{len(retired)} patent(s) retired as of {day.isoformat()}", file=out)
+    return 0

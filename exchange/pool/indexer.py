@@ -1,0 +1,304 @@
+"""The pool indexer: PoolRegistry and Fund events into the database.
+
+Two followers, each with a persisted cursor (``pool_indexer_cursors``):
+
+* ``registry`` reads ``MemberAdmitted``, ``MemberTierChanged`` and
+  ``MemberStatusChanged`` and keeps ``members`` equal to the on-chain register.
+  Nothing else writes ``members``: a service that changes the register sends the
+  transaction, then calls :meth:`PoolIndexer.catch_up` in its own transaction, so
+  the row it returns is the one the chain confirmed.
+* ``fund`` reads ``FundDeposit`` into ``pool_fund_deposits``, which the royalty
+  runs distribute.
+
+Rules
+-----
+* Blocks are applied in order, ``(block, log index)``, up to ``head -
+  confirmations``; the cursor moves in the same transaction as the rows, so a
+  crash replays nothing twice and skips nothing. A member row also remembers the
+  position of the last event applied to it and ignores anything at or before it.
+* The cursor row is locked for the transaction (``SELECT … FOR UPDATE``), so the
+  background loop and a request catching up never apply one block twice.
+* A cursor names its chain, contract and the hash of the deployment's first
+  block. If any differ (the embedded EVM redeploys the same addresses at every
+  start) the projections of the old chain are dropped and indexing restarts at
+  the deployment block. Reorganisations deeper than ``confirmations`` are not handled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncSession
+from web3 import Web3
+from web3.types import BlockIdentifier
+
+from exchange.chain.binding import BoundContract
+from exchange.chain.pool import MemberStatus, Tier
+from exchange.db.base import utc_now
+from exchange.kit.logging import get_logger
+from exchange.pool import repository
+from exchange.pool.models import FundDeposit, IndexerCursor, Member, MemberState, MemberTier
+from exchange.pool.service import ChainGateway
+
+log = get_logger(__name__)
+
+REGISTRY_CURSOR = "registry"
+FUND_CURSOR = "fund"
+REGISTRY_EVENTS = ("MemberAdmitted", "MemberTierChanged", "MemberStatusChanged")
+FUND_EVENTS = ("FundDeposit",)
+
+TIER_NAMES: Mapping[Tier, MemberTier] = {
+    Tier.NON_PROFIT: MemberTier.NON_PROFIT,
+    Tier.SMALL: MemberTier.SMALL,
+    Tier.MEDIUM: MemberTier.MEDIUM,
+    Tier.LARGE: MemberTier.LARGE,
+}
+CHAIN_TIERS: Mapping[MemberTier, Tier] = {name: tier for tier, name in TIER_NAMES.items()}
+STATE_NAMES: Mapping[MemberStatus, MemberState] = {
+    MemberStatus.ACTIVE: MemberState.ACTIVE,
+    MemberStatus.SUSPENDED: MemberState.SUSPENDED,
+    MemberStatus.EXPELLED: MemberState.EXPELLED,
+}
+
+
+@dataclass(frozen=True)
+class ChainEvent:
+    """One decoded log."""
+
+    name: str
+    args: dict[str, Any]
+    block_number: int
+    log_index: int
+    tx_hash: str
+
+
+def hex32(value: bytes) -> str:
+    return "0x" + bytes(value).hex()
+
+
+def topic_of_address(address: str) -> str:
+    """An indexed address argument as a log topic."""
+    return "0x" + "0" * 24 + Web3.to_checksum_address(address)[2:].lower()
+
+
+def fetch_events(
+    contract: BoundContract,
+    names: tuple[str, ...],
+    from_block: int,
+    to_block: BlockIdentifier,
+    argument_topics: tuple[str | None, ...] = (),
+) -> list[ChainEvent]:
+    """Blocking: the named events of ``contract`` in ``[from_block, to_block]``, in chain order.
+
+    ``argument_topics`` narrows the indexed arguments (``None`` matches anything).
+    """
+    events = {str(contract.contract.events[name].topic): contract.contract.events[name] for name in names}
+    logs = contract.w3.eth.get_logs(
+        {
+            "address": contract.address,
+            "fromBlock": from_block,
+            "toBlock": to_block,
+            "topics": [list(events), *argument_topics],
+        }
+    )
+    decoded = []
+    for entry in logs:
+        event = events[hex32(entry["topics"][0])]
+        processed = event().process_log(entry)
+        decoded.append(
+            ChainEvent(
+                name=processed["event"],
+                args=dict(processed["args"]),
+                block_number=int(processed["blockNumber"]),
+                log_index=int(processed["logIndex"]),
+                tx_hash=hex32(processed["transactionHash"]),
+            )
+        )
+    decoded.sort(key=lambda event: (event.block_number, event.log_index))
+    return decoded
+
+
+Applier = Callable[[AsyncSession, ChainEvent], Awaitable[None]]
+
+
+class PoolIndexer:
+    """Follows the registry and the fund; call :meth:`catch_up` in a transaction."""
+
+    def __init__(self, chain: ChainGateway, *, confirmations: int, max_blocks: int) -> None:
+        self.chain = chain
+        self.confirmations = confirmations
+        self.max_blocks = max_blocks
+        self._block_times: dict[int, datetime] = {}
+        self._anchor: str | None = None
+
+    async def catch_up(self, session: AsyncSession) -> int:
+        """Apply every confirmed event not applied yet (the caller's transaction commits).
+
+        Returns the last block indexed: the head less the confirmations.
+        """
+        w3 = self.chain.runtime.w3
+        head = await self.chain.run(lambda: int(w3.eth.block_number))
+        safe_head = head - self.confirmations
+        pool = self.chain.pool
+        await self._follow(
+            session, REGISTRY_CURSOR, pool.registry, REGISTRY_EVENTS, safe_head, self._apply_registry
+        )
+        await self._follow(session, FUND_CURSOR, pool.fund, FUND_EVENTS, safe_head, self._apply_fund)
+        return max(safe_head, 0)
+
+    async def head_block(self) -> int:
+        w3 = self.chain.runtime.w3
+        return await self.chain.run(lambda: int(w3.eth.block_number))
+
+    async def block_time(self, block_number: int) -> datetime:
+        cached = self._block_times.get(block_number)
+        if cached is not None:
+            return cached
+        w3 = self.chain.runtime.w3
+        timestamp = await self.chain.run(lambda: int(w3.eth.get_block(block_number)["timestamp"]))
+        moment = datetime.fromtimestamp(timestamp, UTC)
+        if len(self._block_times) > 10_000:
+            self._block_times.clear()
+        self._block_times[block_number] = moment
+        return moment
+
+    async def _anchor_hash(self) -> str:
+        if self._anchor is None:
+            w3 = self.chain.runtime.w3
+            block = self.chain.runtime.deployment.deploy_block
+            self._anchor = await self.chain.run(lambda: hex32(w3.eth.get_block(block)["hash"]))
+        return self._anchor
+
+    async def _follow(
+        self,
+        session: AsyncSession,
+        name: str,
+        contract: BoundContract,
+        events: tuple[str, ...],
+        safe_head: int,
+        apply: Applier,
+    ) -> None:
+        deployment = self.chain.runtime.deployment
+        anchor = await self._anchor_hash()
+        cursor = await repository.locked_cursor(session, name)
+        same_chain = cursor is not None and (cursor.chain_id, cursor.contract, cursor.anchor_block_hash) == (
+            deployment.chain_id,
+            contract.address,
+            anchor,
+        )
+        if cursor is None or not same_chain:
+            if cursor is not None:
+                log.warning(
+                    "pool.indexer_reset",
+                    cursor=name,
+                    old_contract=cursor.contract,
+                    new_contract=contract.address,
+                )
+                await self._forget(session, name)
+                await session.delete(cursor)
+                await session.flush()
+            cursor = await repository.add_cursor(
+                session,
+                IndexerCursor(
+                    name=name,
+                    chain_id=deployment.chain_id,
+                    contract=contract.address,
+                    anchor_block_hash=anchor,
+                    block=max(deployment.deploy_block - 1, 0),
+                ),
+            )
+        while cursor.block < safe_head:
+            from_block = cursor.block + 1
+            to_block = min(safe_head, cursor.block + self.max_blocks)
+            found = await self.chain.run(partial(fetch_events, contract, events, from_block, to_block))
+            for event in found:
+                await apply(session, event)
+            cursor.block = to_block
+            cursor.updated_at = utc_now()
+            await session.flush()
+            if found:
+                log.info(
+                    "pool.indexed", cursor=name, from_block=from_block, to_block=to_block, events=len(found)
+                )
+
+    async def _forget(self, session: AsyncSession, name: str) -> None:
+        if name == REGISTRY_CURSOR:
+            await repository.delete_members(session)
+        else:
+            await session.execute(delete(FundDeposit).where(FundDeposit.run_id.is_(None)))
+
+    # --- registry --------------------------------------------------------------------------------
+
+    async def _apply_registry(self, session: AsyncSession, event: ChainEvent) -> None:
+        account = Web3.to_checksum_address(event.args["account"])
+        row = await repository.member(session, account)
+        position = (event.block_number, event.log_index)
+        if row is not None and position <= (row.last_block, row.last_log_index):
+            return
+        if row is None:
+            row = await self._new_member_row(session, account, event)
+        if event.name == "MemberAdmitted":
+            row.tier = TIER_NAMES[Tier(event.args["tier"])].value
+            row.status = MemberState.ACTIVE.value
+            row.admitted_at = await self.block_time(event.block_number)
+        elif event.name == "MemberTierChanged":
+            row.tier = TIER_NAMES[Tier(event.args["newTier"])].value
+        else:
+            row.status = STATE_NAMES[MemberStatus(event.args["newStatus"])].value
+        row.last_block, row.last_log_index = position
+        row.last_tx_hash = event.tx_hash
+        row.updated_at = utc_now()
+        await session.flush()
+        log.info(
+            "pool.member_indexed", account=account, chain_event=event.name, tier=row.tier, status=row.status
+        )
+
+    async def _new_member_row(self, session: AsyncSession, account: str, event: ChainEvent) -> Member:
+        application = await repository.approved_application(session, account)
+        if event.name == "MemberAdmitted":
+            tier, state = MemberTier.SMALL, MemberState.ACTIVE  # overwritten from the event
+            admitted_at = await self.block_time(event.block_number)
+        else:
+            # Only after a reset that dropped the admission: ask the registry as of this block.
+            pool = self.chain.pool
+            record = await self.chain.run(lambda: pool.member(account, block=event.block_number))
+            tier, state = TIER_NAMES[record.tier], STATE_NAMES[record.status]
+            admitted_at = datetime.fromtimestamp(record.admitted_at, UTC)
+        return await repository.add_member(
+            session,
+            Member(
+                address=account,
+                tier=tier.value,
+                status=state.value,
+                admitted_at=admitted_at,
+                application_id=application.id if application is not None else None,
+                last_block=-1,
+                last_log_index=-1,
+                last_tx_hash=event.tx_hash,
+            ),
+        )
+
+    # --- fund ------------------------------------------------------------------------------------
+
+    async def _apply_fund(self, session: AsyncSession, event: ChainEvent) -> None:
+        if await repository.deposit_recorded(session, event.tx_hash, event.log_index):
+            return
+        await repository.add_deposit(
+            session,
+            FundDeposit(
+                token=Web3.to_checksum_address(event.args["token"]),
+                sender=Web3.to_checksum_address(event.args["from"]),
+                amount_wei=int(event.args["amount"]),
+                source=hex32(event.args["source"]),
+                block_number=event.block_number,
+                block_time=await self.block_time(event.block_number),
+                tx_hash=event.tx_hash,
+                log_index=event.log_index,
+            ),
+        )
+        log.info("pool.fund_deposit_indexed", token=event.args["token"], amount_wei=int(event.args["amount"]))

@@ -1,0 +1,597 @@
+"""All SQL of pool administration. Flushes only; the caller's transaction commits.
+
+The audit log has an ``append_audit`` and readers, and nothing that updates or
+deletes: append-only is enforced here and, underneath, by database triggers.
+Status changes that race (two workers picking up one mint) use compare-and-set
+UPDATEs whose row count says who won.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from exchange.pool.models import (
+    ApplicationStatus,
+    AssessmentRecord,
+    AuditEntry,
+    BatchStatus,
+    ContributionMint,
+    FoundationRole,
+    FoundationRoleGrant,
+    FundDeposit,
+    IndexerCursor,
+    Member,
+    MembershipApplication,
+    MintStatus,
+    PatentEventRecord,
+    PatentRecord,
+    RoyaltyPayout,
+    RoyaltyPayoutBatch,
+    RoyaltyRun,
+    RoyaltyStakeRecord,
+)
+from exchange.pool.patents import PatentSource, PatentStatus
+
+# --------------------------------------------------------------------------- foundation roles
+
+
+async def active_roles(session: AsyncSession, address: str) -> set[FoundationRole]:
+    rows = await session.scalars(
+        select(FoundationRoleGrant.role).where(
+            FoundationRoleGrant.address == address, FoundationRoleGrant.revoked_at.is_(None)
+        )
+    )
+    return {FoundationRole(role) for role in rows}
+
+
+async def active_grant(
+    session: AsyncSession, address: str, role: FoundationRole
+) -> FoundationRoleGrant | None:
+    return await session.scalar(
+        select(FoundationRoleGrant).where(
+            FoundationRoleGrant.address == address,
+            FoundationRoleGrant.role == role.value,
+            FoundationRoleGrant.revoked_at.is_(None),
+        )
+    )
+
+
+async def role_grants(
+    session: AsyncSession, *, include_revoked: bool = False
+) -> Sequence[FoundationRoleGrant]:
+    statement = select(FoundationRoleGrant).order_by(FoundationRoleGrant.id)
+    if not include_revoked:
+        statement = statement.where(FoundationRoleGrant.revoked_at.is_(None))
+    return (await session.scalars(statement)).all()
+
+
+async def count_active_grants(session: AsyncSession, role: FoundationRole) -> int:
+    count = await session.scalar(
+        select(func.count())
+        .select_from(FoundationRoleGrant)
+        .where(FoundationRoleGrant.role == role.value, FoundationRoleGrant.revoked_at.is_(None))
+    )
+    return int(count or 0)
+
+
+async def add_role_grant(
+    session: AsyncSession, address: str, role: FoundationRole, granted_by: str, at: datetime
+) -> FoundationRoleGrant:
+    grant = FoundationRoleGrant(address=address, role=role.value, granted_by=granted_by, granted_at=at)
+    session.add(grant)
+    await session.flush()
+    return grant
+
+
+async def revoke_role_grant(session: AsyncSession, grant: FoundationRoleGrant, by: str, at: datetime) -> None:
+    grant.revoked_by = by
+    grant.revoked_at = at
+    await session.flush()
+
+
+# --------------------------------------------------------------------------- audit log
+
+
+async def append_audit(session: AsyncSession, entry: AuditEntry) -> AuditEntry:
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+def _audit_filter(
+    statement: Select[AuditEntry], *, action: str | None, actor: str | None, subject_id: str | None
+) -> Select[AuditEntry]:
+    if action is not None:
+        statement = statement.where(AuditEntry.action == action)
+    if actor is not None:
+        statement = statement.where(AuditEntry.actor == actor)
+    if subject_id is not None:
+        statement = statement.where(AuditEntry.subject_id == subject_id)
+    return statement
+
+
+async def audit_page(
+    session: AsyncSession,
+    *,
+    before_id: int | None,
+    limit: int,
+    action: str | None = None,
+    actor: str | None = None,
+    subject_id: str | None = None,
+) -> Sequence[AuditEntry]:
+    """Newest first, ``limit`` entries older than ``before_id``."""
+    statement = _audit_filter(
+        select(AuditEntry).order_by(AuditEntry.id.desc()), action=action, actor=actor, subject_id=subject_id
+    )
+    if before_id is not None:
+        statement = statement.where(AuditEntry.id < before_id)
+    return (await session.scalars(statement.limit(limit))).all()
+
+
+async def audit_stream(
+    session: AsyncSession,
+    *,
+    action: str | None = None,
+    actor: str | None = None,
+    subject_id: str | None = None,
+) -> AsyncIterator[AuditEntry]:
+    """Every matching entry, oldest first, read in pages so an export never loads the whole log."""
+    after_id = 0
+    while True:
+        statement = _audit_filter(
+            select(AuditEntry).where(AuditEntry.id > after_id).order_by(AuditEntry.id).limit(500),
+            action=action,
+            actor=actor,
+            subject_id=subject_id,
+        )
+        page = (await session.scalars(statement)).all()
+        for entry in page:
+            yield entry
+        if len(page) < 500:
+            return
+        after_id = page[-1].id
+
+
+# --------------------------------------------------------------------------- indexer cursors and members
+
+
+async def locked_cursor(session: AsyncSession, name: str) -> IndexerCursor | None:
+    """The cursor row, locked until the transaction ends (PostgreSQL; SQLite serialises writers)."""
+    return await session.scalar(select(IndexerCursor).where(IndexerCursor.name == name).with_for_update())
+
+
+async def add_cursor(session: AsyncSession, cursor: IndexerCursor) -> IndexerCursor:
+    session.add(cursor)
+    await session.flush()
+    return cursor
+
+
+async def member(session: AsyncSession, address: str) -> Member | None:
+    return await session.get(Member, address)
+
+
+async def add_member(session: AsyncSession, row: Member) -> Member:
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def delete_members(session: AsyncSession) -> None:
+    """Forget the projection of a registry that is no longer the one in use."""
+    await session.execute(delete(Member))
+
+
+async def members_page(
+    session: AsyncSession, *, status: str | None, after: str | None, limit: int
+) -> Sequence[Member]:
+    statement = select(Member).order_by(Member.address)
+    if status is not None:
+        statement = statement.where(Member.status == status)
+    if after is not None:
+        statement = statement.where(Member.address > after)
+    return (await session.scalars(statement.limit(limit))).all()
+
+
+# --------------------------------------------------------------------------- applications
+
+
+async def application(
+    session: AsyncSession, application_id: int, *, for_update: bool = False
+) -> MembershipApplication | None:
+    statement = select(MembershipApplication).where(MembershipApplication.id == application_id)
+    if for_update:
+        statement = statement.with_for_update()
+    return await session.scalar(statement)
+
+
+async def open_application(session: AsyncSession, wallet: str) -> MembershipApplication | None:
+    return await session.scalar(
+        select(MembershipApplication).where(
+            MembershipApplication.wallet == wallet,
+            MembershipApplication.status.in_([ApplicationStatus.SUBMITTED, ApplicationStatus.UNDER_REVIEW]),
+        )
+    )
+
+
+async def approved_application(session: AsyncSession, wallet: str) -> MembershipApplication | None:
+    return await session.scalar(
+        select(MembershipApplication)
+        .where(
+            MembershipApplication.wallet == wallet,
+            MembershipApplication.status == ApplicationStatus.APPROVED,
+        )
+        .order_by(MembershipApplication.id.desc())
+        .limit(1)
+    )
+
+
+async def applications_of(session: AsyncSession, wallet: str) -> Sequence[MembershipApplication]:
+    return (
+        await session.scalars(
+            select(MembershipApplication)
+            .where(MembershipApplication.wallet == wallet)
+            .order_by(MembershipApplication.id.desc())
+        )
+    ).all()
+
+
+async def applications_page(
+    session: AsyncSession, *, status: str | None, after_id: int | None, limit: int
+) -> Sequence[MembershipApplication]:
+    statement = select(MembershipApplication).order_by(MembershipApplication.id)
+    if status is not None:
+        statement = statement.where(MembershipApplication.status == status)
+    if after_id is not None:
+        statement = statement.where(MembershipApplication.id > after_id)
+    return (await session.scalars(statement.limit(limit))).all()
+
+
+async def add_application(session: AsyncSession, row: MembershipApplication) -> MembershipApplication:
+    session.add(row)
+    await session.flush()
+    return row
+
+
+# --------------------------------------------------------------------------- patents
+
+
+async def patent(session: AsyncSession, patent_id: str, *, for_update: bool = False) -> PatentRecord | None:
+    statement = select(PatentRecord).where(PatentRecord.patent_id == patent_id)
+    if for_update:
+        statement = statement.with_for_update()
+    return await session.scalar(statement)
+
+
+async def existing_patent_ids(session: AsyncSession, patent_ids: Iterable[str]) -> set[str]:
+    wanted = list(patent_ids)
+    found: set[str] = set()
+    for start in range(0, len(wanted), 500):  # stay under the databases' bound-parameter limits
+        chunk = wanted[start : start + 500]
+        found.update(
+            await session.scalars(select(PatentRecord.patent_id).where(PatentRecord.patent_id.in_(chunk)))
+        )
+    return found
+
+
+async def add_patent(session: AsyncSession, row: PatentRecord, event: PatentEventRecord) -> None:
+    session.add(row)
+    await session.flush()
+    session.add(event)
+    await session.flush()
+
+
+async def add_patent_event(session: AsyncSession, event: PatentEventRecord) -> None:
+    session.add(event)
+    await session.flush()
+
+
+async def patent_events(session: AsyncSession, patent_id: str) -> Sequence[PatentEventRecord]:
+    return (
+        await session.scalars(
+            select(PatentEventRecord)
+            .where(PatentEventRecord.patent_id == patent_id)
+            .order_by(PatentEventRecord.version)
+        )
+    ).all()
+
+
+async def patents_page(
+    session: AsyncSession,
+    *,
+    field: str | None,
+    country: str | None,
+    status: str | None,
+    after: str | None,
+    limit: int,
+) -> Sequence[PatentRecord]:
+    statement = select(PatentRecord).order_by(PatentRecord.patent_id)
+    if field is not None:
+        statement = statement.where(PatentRecord.field == field)
+    if country is not None:
+        statement = statement.where(PatentRecord.country == country)
+    if status is not None:
+        statement = statement.where(PatentRecord.status == status)
+    if after is not None:
+        statement = statement.where(PatentRecord.patent_id > after)
+    return (await session.scalars(statement.limit(limit))).all()
+
+
+async def patents_due_for_expiry(session: AsyncSession, today: date) -> Sequence[str]:
+    return (
+        await session.scalars(
+            select(PatentRecord.patent_id)
+            .where(PatentRecord.status == PatentStatus.IN_POOL, PatentRecord.expires_on <= today)
+            .order_by(PatentRecord.patent_id)
+        )
+    ).all()
+
+
+async def live_patent_counts(session: AsyncSession, column: str) -> dict[str, int]:
+    """In-pool patents counted by ``field`` or ``country``."""
+    key = getattr(PatentRecord, column)
+    rows = await session.execute(
+        select(key, func.count())
+        .where(PatentRecord.status == PatentStatus.IN_POOL)
+        .group_by(key)
+        .order_by(key)
+    )
+    return {str(value): int(count) for value, count in rows.tuples()}
+
+
+async def live_contributor_count(session: AsyncSession) -> int:
+    count = await session.scalar(
+        select(func.count(func.distinct(PatentRecord.contributor))).where(
+            PatentRecord.status == PatentStatus.IN_POOL, PatentRecord.contributor.is_not(None)
+        )
+    )
+    return int(count or 0)
+
+
+async def admitted_contributed_patents(session: AsyncSession) -> Sequence[PatentRecord]:
+    """Contributed patents that were ever admitted: the royalty stakes."""
+    return (
+        await session.scalars(
+            select(PatentRecord)
+            .where(
+                PatentRecord.source == PatentSource.CONTRIBUTED,
+                PatentRecord.status.in_([PatentStatus.IN_POOL, PatentStatus.RETIRED]),
+            )
+            .order_by(PatentRecord.patent_id)
+        )
+    ).all()
+
+
+async def assessments(session: AsyncSession, patent_id: str) -> Sequence[AssessmentRecord]:
+    return (
+        await session.scalars(
+            select(AssessmentRecord)
+            .where(AssessmentRecord.patent_id == patent_id)
+            .order_by(AssessmentRecord.id)
+        )
+    ).all()
+
+
+async def assessment_by(session: AsyncSession, patent_id: str, expert: str) -> AssessmentRecord | None:
+    return await session.scalar(
+        select(AssessmentRecord).where(
+            AssessmentRecord.patent_id == patent_id, AssessmentRecord.expert == expert
+        )
+    )
+
+
+async def add_assessment(session: AsyncSession, row: AssessmentRecord) -> AssessmentRecord:
+    session.add(row)
+    await session.flush()
+    return row
+
+
+# --------------------------------------------------------------------------- contribution mints
+
+
+async def mint_for_patent(session: AsyncSession, patent_id: str) -> ContributionMint | None:
+    return await session.scalar(select(ContributionMint).where(ContributionMint.patent_id == patent_id))
+
+
+async def mint_by_key(session: AsyncSession, idempotency_key: str) -> ContributionMint | None:
+    return await session.scalar(
+        select(ContributionMint).where(ContributionMint.idempotency_key == idempotency_key)
+    )
+
+
+async def mint(session: AsyncSession, mint_id: int, *, for_update: bool = False) -> ContributionMint | None:
+    statement = select(ContributionMint).where(ContributionMint.id == mint_id)
+    if for_update:
+        statement = statement.with_for_update()
+    return await session.scalar(statement)
+
+
+async def add_mint(session: AsyncSession, row: ContributionMint) -> ContributionMint:
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def open_mint_ids(session: AsyncSession) -> Sequence[int]:
+    return (
+        await session.scalars(
+            select(ContributionMint.id)
+            .where(ContributionMint.status.in_([MintStatus.PENDING, MintStatus.SENDING]))
+            .order_by(ContributionMint.id)
+        )
+    ).all()
+
+
+async def mints_page(
+    session: AsyncSession, *, status: str | None, after_id: int | None, limit: int
+) -> Sequence[ContributionMint]:
+    statement = select(ContributionMint).order_by(ContributionMint.id)
+    if status is not None:
+        statement = statement.where(ContributionMint.status == status)
+    if after_id is not None:
+        statement = statement.where(ContributionMint.id > after_id)
+    return (await session.scalars(statement.limit(limit))).all()
+
+
+async def claim_mint(
+    session: AsyncSession,
+    mint_id: int,
+    expected: MintStatus,
+    values: dict[str, Any],
+    *,
+    sending_at: datetime | None = None,
+) -> bool:
+    """Move a mint on only if it is still in ``expected`` (and was sent at ``sending_at``, if given).
+
+    The caller that gets True owns the step.
+    """
+    statement = update(ContributionMint).where(
+        ContributionMint.id == mint_id, ContributionMint.status == expected
+    )
+    if sending_at is not None:
+        statement = statement.where(ContributionMint.sending_at == sending_at)
+    result = await session.execute(statement.values(**values).execution_options(synchronize_session=False))
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def recorded_mint_tx_hashes(session: AsyncSession) -> set[str]:
+    rows = await session.scalars(
+        select(ContributionMint.tx_hash).where(ContributionMint.tx_hash.is_not(None))
+    )
+    return {row for row in rows if row is not None}
+
+
+# --------------------------------------------------------------------------- fund deposits
+
+
+async def deposit_recorded(session: AsyncSession, tx_hash: str, log_index: int) -> bool:
+    found = await session.scalar(
+        select(FundDeposit.id).where(FundDeposit.tx_hash == tx_hash, FundDeposit.log_index == log_index)
+    )
+    return found is not None
+
+
+async def add_deposit(session: AsyncSession, row: FundDeposit) -> None:
+    session.add(row)
+    await session.flush()
+
+
+async def undistributed_deposits(session: AsyncSession, token: str, until: datetime) -> Sequence[FundDeposit]:
+    """Deposits of ``token`` made before ``until`` that no royalty run has distributed yet."""
+    return (
+        await session.scalars(
+            select(FundDeposit)
+            .where(FundDeposit.token == token, FundDeposit.run_id.is_(None), FundDeposit.block_time < until)
+            .order_by(FundDeposit.block_number, FundDeposit.log_index)
+        )
+    ).all()
+
+
+async def deposits_of_run(session: AsyncSession, run_id: int) -> Sequence[FundDeposit]:
+    return (
+        await session.scalars(
+            select(FundDeposit)
+            .where(FundDeposit.run_id == run_id)
+            .order_by(FundDeposit.block_number, FundDeposit.log_index)
+        )
+    ).all()
+
+
+# --------------------------------------------------------------------------- royalty runs
+
+
+async def royalty_run(session: AsyncSession, run_id: int, *, for_update: bool = False) -> RoyaltyRun | None:
+    statement = select(RoyaltyRun).where(RoyaltyRun.id == run_id)
+    if for_update:
+        statement = statement.with_for_update()
+    return await session.scalar(statement)
+
+
+async def royalty_run_for_period(session: AsyncSession, token: str, period_id: str) -> RoyaltyRun | None:
+    return await session.scalar(
+        select(RoyaltyRun).where(RoyaltyRun.token == token, RoyaltyRun.period_id == period_id)
+    )
+
+
+async def latest_royalty_run(session: AsyncSession, token: str) -> RoyaltyRun | None:
+    return await session.scalar(
+        select(RoyaltyRun).where(RoyaltyRun.token == token).order_by(RoyaltyRun.ends_on.desc()).limit(1)
+    )
+
+
+async def royalty_runs(session: AsyncSession) -> Sequence[RoyaltyRun]:
+    return (await session.scalars(select(RoyaltyRun).order_by(RoyaltyRun.id))).all()
+
+
+async def add_royalty_run(
+    session: AsyncSession,
+    run: RoyaltyRun,
+    stakes: Iterable[RoyaltyStakeRecord],
+    deposits: Iterable[FundDeposit],
+) -> RoyaltyRun:
+    session.add(run)
+    await session.flush()
+    for stake in stakes:
+        stake.run_id = run.id
+        session.add(stake)
+    for deposit in deposits:
+        deposit.run_id = run.id
+    await session.flush()
+    return run
+
+
+async def run_stakes(session: AsyncSession, run_id: int) -> Sequence[RoyaltyStakeRecord]:
+    return (
+        await session.scalars(
+            select(RoyaltyStakeRecord)
+            .where(RoyaltyStakeRecord.run_id == run_id)
+            .order_by(RoyaltyStakeRecord.patent_id)
+        )
+    ).all()
+
+
+async def add_payout_batch(
+    session: AsyncSession, batch: RoyaltyPayoutBatch, payouts: Iterable[RoyaltyPayout]
+) -> RoyaltyPayoutBatch:
+    session.add(batch)
+    await session.flush()
+    for payout in payouts:
+        payout.batch_id = batch.id
+        session.add(payout)
+    await session.flush()
+    return batch
+
+
+async def payout_batches(session: AsyncSession, run_id: int) -> Sequence[RoyaltyPayoutBatch]:
+    return (
+        await session.scalars(
+            select(RoyaltyPayoutBatch)
+            .where(RoyaltyPayoutBatch.run_id == run_id)
+            .order_by(RoyaltyPayoutBatch.batch_index)
+        )
+    ).all()
+
+
+async def payouts_of_batch(session: AsyncSession, batch_id: int) -> Sequence[RoyaltyPayout]:
+    return (
+        await session.scalars(
+            select(RoyaltyPayout).where(RoyaltyPayout.batch_id == batch_id).order_by(RoyaltyPayout.id)
+        )
+    ).all()
+
+
+async def claim_batch(
+    session: AsyncSession, batch_id: int, expected: BatchStatus, values: dict[str, Any]
+) -> bool:
+    """Compare-and-set on a payout batch's status; True when this caller moved it."""
+    result = await session.execute(
+        update(RoyaltyPayoutBatch)
+        .where(RoyaltyPayoutBatch.id == batch_id, RoyaltyPayoutBatch.status == expected)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]

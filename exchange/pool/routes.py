@@ -1,0 +1,248 @@
+"""Pool administration over HTTP: the public pool index, the audit log, and every admin router.
+
+Public (no sign-in)::
+
+    GET /v1/pool/patents            patents, filtered by field, country (office) and status
+    GET /v1/pool/patents/{id}       one patent and its lifecycle
+    GET /v1/pool/stats              live patents by field and country, contributors, BPC supply
+    GET /v1/pool/policies           the published admission and mint policies
+
+Foundation roles::
+
+    GET /v1/admin/audit             the audit log, newest first, cursor-paginated (any role)
+    GET /v1/admin/audit/export      the whole log (or a filtered part) as CSV or JSON lines
+
+``router`` includes the membership, patent, royalty and role routers too; the
+service adds just this one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from exchange.api.problems import problem_responses
+from exchange.db.session import DbSession
+from exchange.kit.errors import ChainUnavailable, NotFound, ValidationFailed
+from exchange.pool import repository
+from exchange.pool.access_routes import ADMIN_PROBLEMS, AnyFoundationRole, Pool
+from exchange.pool.access_routes import router as access_router
+from exchange.pool.membership_routes import router as membership_router
+from exchange.pool.models import AuditEntry
+from exchange.pool.patent_routes import patent_detail
+from exchange.pool.patent_routes import router as patent_router
+from exchange.pool.patents import FieldOfTechnology, PatentStatus
+from exchange.pool.royalty_routes import router as royalty_router
+from exchange.pool.schemas import (
+    AuditEntryOut,
+    Page,
+    PatentDetailOut,
+    PatentOut,
+    PoliciesOut,
+    PoolStatsOut,
+    decode_cursor,
+    encode_cursor,
+)
+
+public_router = APIRouter(tags=["pool"])
+audit_router = APIRouter(tags=["pool administration: audit"])
+AUDIT_CSV_COLUMNS = (
+    "id",
+    "occurred_at",
+    "actor",
+    "action",
+    "subject_type",
+    "subject_id",
+    "reason",
+    "tx_hashes",
+    "request_id",
+    "before",
+    "after",
+)
+
+
+@public_router.get(
+    "/v1/pool/patents",
+    response_model=Page[PatentOut],
+    summary="Patents of the pool",
+    responses=problem_responses(ValidationFailed),
+)
+async def get_patents(
+    session: DbSession,
+    field: FieldOfTechnology | None = None,
+    country: Annotated[
+        str | None, Query(pattern=r"^[A-Za-z]{2}$", description="Patent office, e.g. US, EP")
+    ] = None,
+    status: Annotated[
+        PatentStatus | None, Query(description="Default: in_pool. Any status may be asked for.")
+    ] = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Page[PatentOut]:
+    after = decode_cursor(cursor, str) if cursor else None
+    rows = await repository.patents_page(
+        session,
+        field=field.value if field else None,
+        country=country.upper() if country else None,
+        status=(status or PatentStatus.IN_POOL).value,
+        after=after,
+        limit=limit + 1,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page[PatentOut](
+        items=[PatentOut.of(row) for row in rows],
+        next_cursor=encode_cursor(rows[-1].patent_id) if more else None,
+    )
+
+
+@public_router.get(
+    "/v1/pool/patents/{patent_id}",
+    response_model=PatentDetailOut,
+    summary="One patent and its lifecycle",
+    responses=problem_responses(NotFound),
+)
+async def get_patent(patent_id: str, session: DbSession) -> PatentDetailOut:
+    return await patent_detail(session, patent_id, with_assessments=False)
+
+
+@public_router.get(
+    "/v1/pool/stats",
+    response_model=PoolStatsOut,
+    summary="The pool index: live patents, contributors, BPC supply",
+    responses=problem_responses(ChainUnavailable),
+)
+async def get_stats(session: DbSession, pool: Pool) -> PoolStatsOut:
+    by_field = await repository.live_patent_counts(session, "field")
+    by_country = await repository.live_patent_counts(session, "country")
+    bpc = pool.chain.pool
+    supply = await pool.chain.run(bpc.bpc_supply)
+    return PoolStatsOut(
+        live_patents=sum(by_field.values()),
+        live_patents_by_field=by_field,
+        live_patents_by_country=by_country,
+        contributors=await repository.live_contributor_count(session),
+        bpc_supply_wei=str(supply),
+        last_traded_price=None,
+    )
+
+
+@public_router.get("/v1/pool/policies", response_model=PoliciesOut, summary="The published pool policies")
+async def get_policies(pool: Pool) -> PoliciesOut:
+    admission, mint = pool.policies.admission, pool.policies.mint
+    return PoliciesOut(
+        admission={
+            "min_assessments": admission.min_assessments,
+            "min_mean_score": admission.min_mean_score,
+            "require_core_majority": admission.require_core_majority,
+            "description": admission.describe(),
+        },
+        mint={
+            "version": mint.version,
+            "base_amount_wei": str(mint.base_amount_wei),
+            "description": mint.describe(),
+        },
+    )
+
+
+# --------------------------------------------------------------------------- audit log
+
+AuditFilter = Annotated[str | None, Query(max_length=128)]
+
+
+@audit_router.get(
+    "/v1/admin/audit",
+    response_model=Page[AuditEntryOut],
+    summary="The audit log, newest first",
+    responses={**ADMIN_PROBLEMS, **problem_responses(ValidationFailed)},
+)
+async def get_audit(
+    _: AnyFoundationRole,
+    session: DbSession,
+    action: AuditFilter = None,
+    actor: AuditFilter = None,
+    subject_id: AuditFilter = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Page[AuditEntryOut]:
+    before_id = decode_cursor(cursor, int) if cursor else None
+    entries = await repository.audit_page(
+        session, before_id=before_id, limit=limit + 1, action=action, actor=actor, subject_id=subject_id
+    )
+    more = len(entries) > limit
+    entries = entries[:limit]
+    return Page[AuditEntryOut](
+        items=[AuditEntryOut.of(entry) for entry in entries],
+        next_cursor=encode_cursor(entries[-1].id) if more else None,
+    )
+
+
+def _csv_line(values: list[object]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(values)
+    return buffer.getvalue()
+
+
+def _audit_csv_row(entry: AuditEntry) -> str:
+    out = AuditEntryOut.of(entry)
+    return _csv_line(
+        [
+            out.id,
+            out.occurred_at.isoformat(),
+            out.actor,
+            out.action,
+            out.subject_type,
+            out.subject_id,
+            out.reason or "",
+            ";".join(out.tx_hashes),
+            out.request_id or "",
+            json.dumps(out.before, sort_keys=True) if out.before is not None else "",
+            json.dumps(out.after, sort_keys=True) if out.after is not None else "",
+        ]
+    )
+
+
+@audit_router.get(
+    "/v1/admin/audit/export",
+    summary="Export the audit log, oldest first, as CSV or JSON lines",
+    response_class=StreamingResponse,
+    responses=ADMIN_PROBLEMS,
+)
+async def export_audit(
+    _: AnyFoundationRole,
+    pool: Pool,
+    file_format: Annotated[Literal["csv", "jsonl"], Query(alias="format")] = "csv",
+    action: AuditFilter = None,
+    actor: AuditFilter = None,
+    subject_id: AuditFilter = None,
+) -> StreamingResponse:
+    async def lines() -> AsyncIterator[str]:
+        # Its own session: the response streams after the request's transaction has ended.
+        async with pool.sessionmaker() as session:
+            if file_format == "csv":
+                yield _csv_line(list(AUDIT_CSV_COLUMNS))
+            async for entry in repository.audit_stream(
+                session, action=action, actor=actor, subject_id=subject_id
+            ):
+                if file_format == "csv":
+                    yield _audit_csv_row(entry)
+                else:
+                    yield AuditEntryOut.of(entry).model_dump_json() + "\n"
+
+    media_type = "text/csv; charset=utf-8" if file_format == "csv" else "application/jsonl"
+    return StreamingResponse(
+        lines(),
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="audit.{file_format}"'},
+    )
+
+
+router = APIRouter()
+for _router in (public_router, audit_router, access_router, membership_router, patent_router, royalty_router):
+    router.include_router(_router)

@@ -1,0 +1,165 @@
+"""Royalties over HTTP: the council computes and pays runs; contributors read their statements.
+
+=======================================================  ===================
+route                                                    role
+=======================================================  ===================
+POST /v1/admin/royalties/runs                            council
+GET  /v1/admin/royalties/runs[/{id}]                     council
+POST /v1/admin/royalties/runs/{id}/pay                   council
+GET  /v1/admin/royalties/runs/{id}/statements            council
+GET  /v1/admin/royalties/runs/{id}/statements/{address}  council
+GET  /v1/royalties/runs/{id}/statement                   the signed-in contributor
+=======================================================  ===================
+
+Statements come as JSON (default) or CSV (``?format=csv``), from the pure
+``royalties.statements_json`` and ``statements_csv``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from exchange.api.problems import problem_responses
+from exchange.auth.dependencies import CurrentPrincipal
+from exchange.db.base import utc_now
+from exchange.db.session import DbSession
+from exchange.kit.errors import (
+    ChainRejected,
+    ChainUnavailable,
+    Conflict,
+    NotFound,
+    Unauthorized,
+    ValidationFailed,
+)
+from exchange.pool import repository
+from exchange.pool import royalty_service as service
+from exchange.pool.access_routes import ADMIN_PROBLEMS, Council, Pool
+from exchange.pool.models import RoyaltyRun
+from exchange.pool.royalties import Distribution, statements_csv, statements_json
+from exchange.pool.schemas import RunIn, RunOut, checksummed
+
+router = APIRouter(tags=["pool administration: royalties"])
+StatementFormat = Annotated[Literal["json", "csv"], Query(alias="format")]
+
+
+async def _run_out(session: AsyncSession, run: RoyaltyRun) -> RunOut:
+    batches = [
+        (batch, list(await repository.payouts_of_batch(session, batch.id)))
+        for batch in await repository.payout_batches(session, run.id)
+    ]
+    return RunOut.of(run, batches)
+
+
+def _statement_response(distribution: Distribution, file_format: str, name: str) -> Response:
+    if file_format == "csv":
+        return Response(
+            statements_csv(distribution),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        )
+    return Response(statements_json(distribution), media_type="application/json")
+
+
+@router.post(
+    "/v1/admin/royalties/runs",
+    response_model=RunOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Compute the distribution of a period (council)",
+    responses={
+        **ADMIN_PROBLEMS,
+        **problem_responses(Conflict, ValidationFailed, ChainUnavailable),
+        200: {"description": "This period was already computed; the run is returned unchanged."},
+    },
+)
+async def post_run(
+    body: RunIn, principal: Council, session: DbSession, pool: Pool, response: Response
+) -> RunOut:
+    run, created = await service.create_run(
+        session,
+        pool,
+        period_id=body.period_id,
+        starts_on=body.starts_on,
+        ends_on=body.ends_on,
+        token=body.token or pool.chain.pool.bpc.address,
+        actor=principal.address,
+        at=utc_now(),
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return await _run_out(session, run)
+
+
+@router.get(
+    "/v1/admin/royalties/runs", response_model=list[RunOut], summary="Royalty runs", responses=ADMIN_PROBLEMS
+)
+async def get_runs(_: Council, session: DbSession) -> list[RunOut]:
+    return [RunOut.of(run) for run in await service.runs(session)]
+
+
+@router.get(
+    "/v1/admin/royalties/runs/{run_id}",
+    response_model=RunOut,
+    summary="One royalty run with its payout batches",
+    responses={**ADMIN_PROBLEMS, **problem_responses(NotFound)},
+)
+async def get_run(run_id: int, _: Council, session: DbSession) -> RunOut:
+    return await _run_out(session, await service.load_run(session, run_id))
+
+
+@router.post(
+    "/v1/admin/royalties/runs/{run_id}/pay",
+    response_model=RunOut,
+    summary="Pay a run on chain in batches; repeating it pays nobody twice (council)",
+    responses={**ADMIN_PROBLEMS, **problem_responses(NotFound, ChainRejected, ChainUnavailable)},
+)
+async def post_pay(run_id: int, principal: Council, pool: Pool) -> RunOut:
+    await service.pay_run(pool, run_id, actor=principal.address)
+    # The payment committed in transactions of its own, which this request's snapshot may predate.
+    async with pool.sessionmaker() as fresh:
+        return await _run_out(fresh, await service.load_run(fresh, run_id))
+
+
+@router.get(
+    "/v1/admin/royalties/runs/{run_id}/statements",
+    summary="Every contributor's statement for a run (council)",
+    response_class=Response,
+    responses={**ADMIN_PROBLEMS, **problem_responses(NotFound)},
+)
+async def get_statements(
+    run_id: int, _: Council, session: DbSession, file_format: StatementFormat = "json"
+) -> Response:
+    run = await service.load_run(session, run_id)
+    distribution = await service.distribution_of(session, run)
+    return _statement_response(distribution, file_format, f"royalties-{run.period_id}")
+
+
+@router.get(
+    "/v1/admin/royalties/runs/{run_id}/statements/{contributor}",
+    summary="One contributor's statement for a run (council)",
+    response_class=Response,
+    responses={**ADMIN_PROBLEMS, **problem_responses(NotFound, ValidationFailed)},
+)
+async def get_contributor_statement(
+    run_id: int, contributor: str, _: Council, session: DbSession, file_format: StatementFormat = "json"
+) -> Response:
+    run = await service.load_run(session, run_id)
+    address = checksummed(contributor)
+    distribution = service.for_contributor(await service.distribution_of(session, run), address)
+    return _statement_response(distribution, file_format, f"royalties-{run.period_id}-{address}")
+
+
+@router.get(
+    "/v1/royalties/runs/{run_id}/statement",
+    summary="My statement for a run",
+    response_class=Response,
+    responses=problem_responses(Unauthorized, NotFound),
+)
+async def get_my_statement(
+    run_id: int, principal: CurrentPrincipal, session: DbSession, file_format: StatementFormat = "json"
+) -> Response:
+    run = await service.load_run(session, run_id)
+    distribution = service.for_contributor(await service.distribution_of(session, run), principal.address)
+    return _statement_response(distribution, file_format, f"royalties-{run.period_id}")

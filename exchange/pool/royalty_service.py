@@ -1,0 +1,378 @@
+"""Royalty runs: distribute what the Fund received in a period, pay it on chain, tell contributors.
+
+A run is computed once per (token, period) and paid in batches:
+
+    create_run ──▶ computed ──pay──▶ paying ──(every batch paid)──▶ paid
+
+Rules
+-----
+* What a run distributes: every ``FundDeposit`` of the token dated (block time,
+  UTC) on or before the period's last day that no earlier run distributed, plus
+  the previous run's carry — so no deposit is distributed twice or never. Stakes are the contributed patents
+  ever admitted; the pure ``royalties.distribute`` decides who counts and how much,
+  in integers, with the remainder carried: ``paid + carry_out == received + carry_in``.
+* Periods of one token come in order and do not overlap. A period is distributed
+  only once the chain is past it: the last indexed block (head less confirmations)
+  is dated after the period's last day, so every deposit of the period is indexed
+  and no later one can be dated in it. Creating the same run again returns it; the
+  same period id with other dates is a 409.
+* The run stores the stakes it used. Statements (JSON and CSV, all contributors
+  or one) are recomputed from them and checked against the stored totals, so
+  they never change after the run, whatever happens to the patents later.
+* Payouts go out as ``Fund.payout(token, recipients, amounts, tag)`` batches of
+  ``EXCHANGE_POOL_PAYOUT_BATCH_SIZE`` with the period's tag. Each batch is marked
+  ``sending`` (committed) before its transaction and ``paid`` after; a batch found
+  ``sending`` is first looked for among the Fund's ``FundPayout`` events with the
+  tag, so repeating :func:`pay_run` after any interruption pays nobody twice. A
+  reverted batch goes back to ``pending`` (a revert changes nothing) and the
+  error is returned to the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from web3 import Web3
+
+from exchange.db.base import utc_now
+from exchange.kit.errors import ChainRejected, Conflict, NotFound
+from exchange.kit.logging import get_logger
+from exchange.pool import repository
+from exchange.pool.indexer import fetch_events, hex32, topic_of_address
+from exchange.pool.models import (
+    BatchStatus,
+    RoyaltyPayout,
+    RoyaltyPayoutBatch,
+    RoyaltyRun,
+    RoyaltyStakeRecord,
+    RunStatus,
+)
+from exchange.pool.patent_service import to_patent
+from exchange.pool.royalties import (
+    Distribution,
+    RemainderRule,
+    RoyaltyPeriod,
+    RoyaltyStake,
+    distribute,
+    payout_tag,
+    stake_of,
+)
+from exchange.pool.service import PoolContext, record_audit
+
+log = get_logger(__name__)
+
+
+def run_summary(run: RoyaltyRun) -> dict[str, object]:
+    return {
+        "id": run.id,
+        "token": run.token,
+        "period_id": run.period_id,
+        "starts_on": run.starts_on.isoformat(),
+        "ends_on": run.ends_on.isoformat(),
+        "received_wei": str(run.received_wei),
+        "carry_in_wei": str(run.carry_in_wei),
+        "paid_wei": str(run.paid_wei),
+        "carry_out_wei": str(run.carry_out_wei),
+        "total_weight": run.total_weight,
+        "status": run.status,
+    }
+
+
+async def create_run(
+    session: AsyncSession,
+    context: PoolContext,
+    *,
+    period_id: str,
+    starts_on: date,
+    ends_on: date,
+    token: str,
+    actor: str,
+    at: datetime,
+) -> tuple[RoyaltyRun, bool]:
+    """Compute the run of ``period_id`` for ``token`` (or return the one already computed)."""
+    period = RoyaltyPeriod(period_id, starts_on, ends_on)
+    token = Web3.to_checksum_address(token)
+    existing = await repository.royalty_run_for_period(session, token, period_id)
+    if existing is not None:
+        if (existing.starts_on, existing.ends_on) != (starts_on, ends_on):
+            raise Conflict(
+                f"period {period_id} was already distributed for {existing.starts_on} to {existing.ends_on}",
+                extra={"run_id": existing.id},
+            )
+        return existing, False
+    previous = await repository.latest_royalty_run(session, token)
+    if previous is not None and starts_on <= previous.ends_on:
+        raise Conflict(
+            f"period {period_id} starts on {starts_on.isoformat()}, not after the last distributed period "
+            f"{previous.period_id} (ending {previous.ends_on.isoformat()})",
+            extra={"run_id": previous.id},
+        )
+
+    indexed_to = await context.indexer.catch_up(session)
+    until = datetime.combine(ends_on + timedelta(days=1), time(0), UTC)
+    chain_time = await context.indexer.block_time(indexed_to)
+    if chain_time < until:
+        # Deposits are dated by their block: until the chain is past the period, more may come.
+        raise Conflict(
+            f"period {period_id} is not over on chain: the last indexed block is of {chain_time.isoformat()}",
+            extra={"indexed_block": indexed_to},
+        )
+    deposits = await repository.undistributed_deposits(session, token, until)
+    received_wei = sum(deposit.amount_wei for deposit in deposits)
+    carry_in_wei = previous.carry_out_wei if previous is not None else 0
+    stakes = [stake_of(to_patent(row)) for row in await repository.admitted_contributed_patents(session)]
+    distribution = distribute(period, received_wei=received_wei, carry_in_wei=carry_in_wei, stakes=stakes)
+
+    paid_now = not distribution.payouts
+    run = await repository.add_royalty_run(
+        session,
+        RoyaltyRun(
+            token=token,
+            period_id=period_id,
+            starts_on=starts_on,
+            ends_on=ends_on,
+            received_wei=received_wei,
+            carry_in_wei=carry_in_wei,
+            paid_wei=distribution.paid_wei,
+            carry_out_wei=distribution.carry_out_wei,
+            total_weight=distribution.total_weight,
+            remainder_rule=distribution.rule.value,
+            status=(RunStatus.PAID if paid_now else RunStatus.COMPUTED).value,
+            payout_tag=payout_tag(period_id),
+            created_by=actor,
+            created_at=at,
+            paid_at=at if paid_now else None,
+        ),
+        [
+            RoyaltyStakeRecord(
+                patent_id=stake.patent_id,
+                contributor=stake.contributor,
+                weight=stake.weight,
+                in_pool_from=stake.in_pool_from,
+                in_pool_until=stake.in_pool_until,
+            )
+            for stake in stakes
+        ],
+        deposits,
+    )
+    size = context.settings.pool_payout_batch_size
+    for index, start in enumerate(range(0, len(distribution.payouts), size)):
+        chunk = distribution.payouts[start : start + size]
+        await repository.add_payout_batch(
+            session,
+            RoyaltyPayoutBatch(run_id=run.id, batch_index=index, status=BatchStatus.PENDING.value),
+            [
+                RoyaltyPayout(
+                    run_id=run.id,
+                    contributor=payout.contributor,
+                    amount_wei=payout.amount_wei,
+                    weight=payout.weight,
+                )
+                for payout in chunk
+            ],
+        )
+    await record_audit(
+        session,
+        actor=actor,
+        action="royalty.run_computed",
+        subject_type="royalty_run",
+        subject_id=str(run.id),
+        at=at,
+        after={**run_summary(run), "deposits": len(deposits), "payouts": len(distribution.payouts)},
+    )
+    log.info(
+        "pool.royalty_run_computed",
+        run_id=run.id,
+        period_id=period_id,
+        received_wei=received_wei,
+        paid_wei=distribution.paid_wei,
+        carry_out_wei=distribution.carry_out_wei,
+    )
+    return run, True
+
+
+async def load_run(session: AsyncSession, run_id: int) -> RoyaltyRun:
+    run = await repository.royalty_run(session, run_id)
+    if run is None:
+        raise NotFound(f"no royalty run {run_id}")
+    return run
+
+
+async def distribution_of(session: AsyncSession, run: RoyaltyRun) -> Distribution:
+    """The run's distribution, recomputed from its stored stakes and checked against its totals."""
+    stakes = [
+        RoyaltyStake(
+            patent_id=row.patent_id,
+            contributor=row.contributor,
+            weight=row.weight,
+            in_pool_from=row.in_pool_from,
+            in_pool_until=row.in_pool_until,
+        )
+        for row in await repository.run_stakes(session, run.id)
+    ]
+    distribution = distribute(
+        RoyaltyPeriod(run.period_id, run.starts_on, run.ends_on),
+        received_wei=run.received_wei,
+        carry_in_wei=run.carry_in_wei,
+        stakes=stakes,
+        rule=RemainderRule(run.remainder_rule),
+    )
+    if (distribution.paid_wei, distribution.carry_out_wei) != (run.paid_wei, run.carry_out_wei):
+        raise RuntimeError(f"royalty run {run.id} no longer matches its stored stakes")
+    return distribution
+
+
+def for_contributor(distribution: Distribution, contributor: str) -> Distribution:
+    """The distribution with only ``contributor``'s statement, for that contributor's eyes."""
+    wanted = Web3.to_checksum_address(contributor)
+    mine = tuple(statement for statement in distribution.statements if statement.contributor == wanted)
+    if not mine:
+        raise NotFound(f"{wanted} had no stake in period {distribution.period.period_id}")
+    return replace(distribution, statements=mine)
+
+
+async def runs(session: AsyncSession) -> Sequence[RoyaltyRun]:
+    return await repository.royalty_runs(session)
+
+
+# --------------------------------------------------------------------------- payouts
+
+
+async def pay_run(context: PoolContext, run_id: int, *, actor: str) -> RoyaltyRun:
+    """Send every unpaid batch of the run; safe to call again after any interruption."""
+    async with context.sessionmaker() as session, session.begin():
+        run = await repository.royalty_run(session, run_id, for_update=True)
+        if run is None:
+            raise NotFound(f"no royalty run {run_id}")
+        if run.status == RunStatus.PAID:
+            return run
+        run.status = RunStatus.PAYING.value
+        batch_ids = [
+            batch.id
+            for batch in await repository.payout_batches(session, run_id)
+            if batch.status != BatchStatus.PAID
+        ]
+        token, tag = run.token, run.payout_tag
+    for batch_id in batch_ids:
+        await _pay_batch(context, batch_id, token=token, tag=tag)
+    async with context.sessionmaker() as session, session.begin():
+        run = await repository.royalty_run(session, run_id, for_update=True)
+        if run is None:
+            raise NotFound(f"no royalty run {run_id}")
+        batches = await repository.payout_batches(session, run_id)
+        if run.status != RunStatus.PAID and all(batch.status == BatchStatus.PAID for batch in batches):
+            run.status, run.paid_at = RunStatus.PAID.value, utc_now()
+            await session.flush()
+            await record_audit(
+                session,
+                actor=actor,
+                action="royalty.run_paid",
+                subject_type="royalty_run",
+                subject_id=str(run.id),
+                at=utc_now(),
+                after=run_summary(run),
+                tx_hashes=[batch.tx_hash for batch in batches if batch.tx_hash],
+            )
+            log.info("pool.royalty_run_paid", run_id=run.id, paid_wei=run.paid_wei, batches=len(batches))
+        return run
+
+
+async def _pay_batch(context: PoolContext, batch_id: int, *, token: str, tag: str) -> None:
+    recipients, amounts, ours = await _claim_batch(context, batch_id, token=token, tag=tag)
+    if not ours:
+        return
+    fund = context.chain.pool.fund
+    try:
+        receipt = await context.chain.run(lambda: fund.transact("payout", token, recipients, amounts, tag))
+    except ChainRejected:
+        async with context.sessionmaker() as session, session.begin():
+            await repository.claim_batch(
+                session,
+                batch_id,
+                BatchStatus.SENDING,
+                {"status": BatchStatus.PENDING.value, "sending_at": None},
+            )
+        raise
+    async with context.sessionmaker() as session, session.begin():
+        await repository.claim_batch(
+            session,
+            batch_id,
+            BatchStatus.SENDING,
+            {
+                "status": BatchStatus.PAID.value,
+                "tx_hash": hex32(receipt["transactionHash"]),
+                "paid_at": utc_now(),
+            },
+        )
+    log.info("pool.royalty_batch_paid", batch_id=batch_id, recipients=len(recipients))
+
+
+async def _claim_batch(
+    context: PoolContext, batch_id: int, *, token: str, tag: str
+) -> tuple[list[str], list[int], bool]:
+    """Commit the intent to send a batch, or find it already paid on chain."""
+    async with context.sessionmaker() as session, session.begin():
+        batch = await session.get(RoyaltyPayoutBatch, batch_id, with_for_update=True)
+        if batch is None:
+            raise NotFound(f"no payout batch {batch_id}")
+        payouts = await repository.payouts_of_batch(session, batch_id)
+        recipients = [payout.contributor for payout in payouts]
+        amounts = [payout.amount_wei for payout in payouts]
+        now = utc_now()
+        if batch.status == BatchStatus.PAID:
+            return recipients, amounts, False
+        if batch.status == BatchStatus.SENDING:
+            tx_hash = await _find_batch_on_chain(
+                context, batch, token, tag, dict(zip(recipients, amounts, strict=True))
+            )
+            if tx_hash is not None:
+                batch.status, batch.tx_hash, batch.paid_at = BatchStatus.PAID.value, tx_hash, now
+                await session.flush()
+                log.info("pool.royalty_batch_reconciled", batch_id=batch_id, tx_hash=tx_hash)
+                return recipients, amounts, False
+            if batch.sending_at is not None and now - batch.sending_at < timedelta(
+                seconds=context.resend_after_s
+            ):
+                return recipients, amounts, False
+            expected = BatchStatus.SENDING
+        else:
+            expected = BatchStatus.PENDING
+        head = await context.indexer.head_block()
+        ours = await repository.claim_batch(
+            session,
+            batch_id,
+            expected,
+            {"status": BatchStatus.SENDING.value, "from_block": head + 1, "sending_at": now},
+        )
+        return recipients, amounts, ours
+
+
+async def _find_batch_on_chain(
+    context: PoolContext, batch: RoyaltyPayoutBatch, token: str, tag: str, expected: dict[str, int]
+) -> str | None:
+    """The transaction that paid exactly this batch, if one was mined since it was sent."""
+    if batch.from_block is None:
+        return None
+    events = await context.chain.run(
+        partial(
+            fetch_events,
+            context.chain.pool.fund,
+            ("FundPayout",),
+            batch.from_block,
+            "latest",
+            (topic_of_address(token), None, tag),
+        )
+    )
+    by_tx: dict[str, dict[str, int]] = {}
+    for event in events:
+        by_tx.setdefault(event.tx_hash, {})[Web3.to_checksum_address(event.args["to"])] = int(
+            event.args["amount"]
+        )
+    for tx_hash, paid in by_tx.items():
+        if paid == expected:
+            return tx_hash
+    return None

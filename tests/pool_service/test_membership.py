@@ -1,0 +1,202 @@
+"""Membership through the HTTP API: application to expulsion, with the register and the database agreeing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth_account import Account
+
+from exchange.chain.pool import LicenceKind, MemberStatus, Tier
+from tests.pool_service.conftest import COUNCIL, REGISTRAR, Foundation
+from tests.pool_service.flows import admit, application_body, apply, assert_register_agrees
+from tests.support.auth import bearer_headers, embedded_account
+
+
+async def _audit(foundation: Foundation, **filters: str) -> list[dict[str, Any]]:
+    reply = await foundation.client.get("/v1/admin/audit", params=filters, headers=foundation.council)
+    assert reply.status_code == 200, reply.text
+    items: list[dict[str, Any]] = reply.json()["items"]
+    return items
+
+
+async def test_lifecycle_keeps_the_register_and_the_database_in_agreement(foundation: Foundation) -> None:
+    client, applicant = foundation.client, embedded_account(3)
+    headers = await bearer_headers(client, applicant)
+
+    submitted = await client.post("/v1/membership/applications", json=application_body(), headers=headers)
+    assert submitted.status_code == 201, submitted.text
+    application = submitted.json()
+    assert (application["wallet"], application["status"]) == (applicant.address, "submitted")
+    # A retried submission returns the same application; a different one while it is open is refused.
+    again = await client.post("/v1/membership/applications", json=application_body(), headers=headers)
+    assert (again.status_code, again.json()["id"]) == (200, application["id"])
+    other = await client.post(
+        "/v1/membership/applications", json=application_body(organisation="Else"), headers=headers
+    )
+    assert other.status_code == 409
+    assert await assert_register_agrees(foundation, applicant.address) is None
+
+    path = f"/v1/admin/membership/applications/{application['id']}"
+    too_early = await client.post(f"{path}/approve", json={"tier": "small"}, headers=foundation.council)
+    assert too_early.status_code == 409
+    assert "review" in too_early.json()["detail"]
+    reviewed = await client.post(
+        f"{path}/review", json={"note": "evidence checked"}, headers=foundation.registrar
+    )
+    assert (reviewed.status_code, reviewed.json()["status"]) == (200, "under_review")
+    not_non_profit = await client.post(
+        f"{path}/approve", json={"tier": "non_profit"}, headers=foundation.council
+    )
+    assert not_non_profit.status_code == 422
+
+    approved = await client.post(f"{path}/approve", json={"tier": "small"}, headers=foundation.council)
+    assert approved.status_code == 200, approved.text
+    body = approved.json()
+    assert body["application"]["status"] == "approved"
+    assert body["member"]["status"] == "active"
+    assert body["member"]["last_tx_hash"] == body["application"]["admit_tx_hash"]
+    assert foundation.chain.pool.member(applicant.address).status is MemberStatus.ACTIVE
+    await assert_register_agrees(foundation, applicant.address)
+    # Approving again (a retry) sends nothing and returns the same result.
+    retried = await client.post(f"{path}/approve", json={"tier": "small"}, headers=foundation.council)
+    assert retried.status_code == 200
+    assert retried.json()["application"]["admit_tx_hash"] == body["application"]["admit_tx_hash"]
+    conflicting = await client.post(f"{path}/approve", json={"tier": "large"}, headers=foundation.council)
+    assert conflicting.status_code == 409
+
+    member_path = f"/v1/admin/members/{applicant.address}"
+    steps: list[tuple[str, dict[str, object], dict[str, str], tuple[Tier, MemberStatus]]] = [
+        (
+            "tier",
+            {"tier": "medium", "reason": "grew"},
+            foundation.registrar,
+            (Tier.MEDIUM, MemberStatus.ACTIVE),
+        ),
+        ("suspend", {"reason": "dues"}, foundation.registrar, (Tier.MEDIUM, MemberStatus.SUSPENDED)),
+        ("reinstate", {"reason": "paid"}, foundation.registrar, (Tier.MEDIUM, MemberStatus.ACTIVE)),
+        ("expel", {"reason": "breach"}, foundation.council, (Tier.MEDIUM, MemberStatus.EXPELLED)),
+    ]
+    for action, payload, role_headers, (tier, status) in steps:
+        reply = await client.post(f"{member_path}/{action}", json=payload, headers=role_headers)
+        assert reply.status_code == 200, (action, reply.text)
+        change = reply.json()
+        assert change["changed"] is True
+        assert len(change["tx_hashes"]) == 1
+        on_chain = foundation.chain.pool.member(applicant.address)
+        assert (on_chain.tier, on_chain.status) == (tier, status)
+        await assert_register_agrees(foundation, applicant.address)
+        entries = await _audit(foundation, action=f"member.{'set_tier' if action == 'tier' else action}")
+        assert entries[0]["tx_hashes"] == change["tx_hashes"]
+        assert entries[0]["before"]["status"] != entries[0]["after"]["status"] or action == "tier"
+
+    # Expulsion is final.
+    for action in ("reinstate", "suspend"):
+        refused = await client.post(
+            f"{member_path}/{action}", json={"reason": "x"}, headers=foundation.registrar
+        )
+        assert refused.status_code == 409
+    await assert_register_agrees(foundation, applicant.address)
+
+    mine = await client.get("/v1/membership/applications/mine", headers=headers)
+    assert [a["status"] for a in mine.json()] == ["approved"]
+
+
+async def test_asking_for_the_current_state_changes_nothing(foundation: Foundation) -> None:
+    account = Account.create()
+    await admit(foundation, account)
+    before = await _audit(foundation)
+    reply = await foundation.client.post(
+        f"/v1/admin/members/{account.address}/reinstate", json={"reason": "x"}, headers=foundation.registrar
+    )
+    assert reply.status_code == 200
+    assert (reply.json()["changed"], reply.json()["tx_hashes"]) == (False, [])
+    same_tier = await foundation.client.post(
+        f"/v1/admin/members/{account.address}/tier",
+        json={"tier": "small", "reason": "x"},
+        headers=foundation.registrar,
+    )
+    assert same_tier.json()["changed"] is False
+    assert await _audit(foundation) == before
+    await assert_register_agrees(foundation, account.address)
+
+
+async def test_expulsion_revokes_the_licence(foundation: Foundation) -> None:
+    member = embedded_account(4)
+    await admit(foundation, member, tier="non_profit", non_profit=True, enterprise_size="medium")
+    pool = foundation.chain.pool
+    pool.acquire(0, sender=member.address)
+    assert pool.licence(member.address).kind is LicenceKind.NON_PROFIT
+
+    reply = await foundation.client.post(
+        f"/v1/admin/members/{member.address}/expel", json={"reason": "fraud"}, headers=foundation.council
+    )
+    assert reply.status_code == 200, reply.text
+    assert len(reply.json()["tx_hashes"]) == 2  # expel, then revoke
+    assert pool.bpr_balance(member.address) == 0
+    assert not pool.is_licensed(member.address)
+    await assert_register_agrees(foundation, member.address)
+    entry = (await _audit(foundation, action="member.expel"))[0]
+    assert entry["actor"] == COUNCIL.address
+    assert entry["reason"] == "fraud"
+    assert entry["tx_hashes"] == reply.json()["tx_hashes"]
+
+
+async def test_an_approval_interrupted_after_its_transaction_completes_without_another(
+    foundation: Foundation,
+) -> None:
+    account = Account.create()
+    application = await apply(foundation, account, enterprise_size="large")
+    path = f"/v1/admin/membership/applications/{application['id']}"
+    await foundation.client.post(f"{path}/review", json={}, headers=foundation.registrar)
+    # The admission went out, then the service stopped before recording the approval.
+    receipt = foundation.chain.pool.admit(account.address, Tier.LARGE)
+    head = foundation.chain.w3.eth.block_number
+
+    approved = await foundation.client.post(
+        f"{path}/approve", json={"tier": "large"}, headers=foundation.council
+    )
+    assert approved.status_code == 200, approved.text
+    assert foundation.chain.w3.eth.block_number == head  # nothing more was sent
+    body = approved.json()
+    assert body["application"]["status"] == "approved"
+    assert body["member"]["last_tx_hash"] == "0x" + bytes(receipt["transactionHash"]).hex()
+    await assert_register_agrees(foundation, account.address)
+    # The same wallet admitted with another tier than the council approves is a conflict.
+    other = Account.create()
+    second = await apply(foundation, other)
+    second_path = f"/v1/admin/membership/applications/{second['id']}"
+    await foundation.client.post(f"{second_path}/review", json={}, headers=foundation.registrar)
+    foundation.chain.pool.admit(other.address, Tier.MEDIUM)
+    clash = await foundation.client.post(
+        f"{second_path}/approve", json={"tier": "small"}, headers=foundation.council
+    )
+    assert clash.status_code == 409
+    assert clash.json()["member_status"] == "active"
+
+
+async def test_rejection_and_unknown_members(foundation: Foundation) -> None:
+    application = await apply(foundation, Account.create())
+    path = f"/v1/admin/membership/applications/{application['id']}"
+    rejected = await foundation.client.post(
+        f"{path}/reject", json={"reason": "no evidence"}, headers=foundation.council
+    )
+    assert (rejected.status_code, rejected.json()["status"]) == (200, "rejected")
+    assert rejected.json()["decided_by"] == COUNCIL.address
+    late = await foundation.client.post(f"{path}/review", json={}, headers=foundation.registrar)
+    assert late.status_code == 409
+    stranger = Account.create().address
+    for action in ("suspend", "reinstate"):
+        missing = await foundation.client.post(
+            f"/v1/admin/members/{stranger}/{action}", json={"reason": "x"}, headers=foundation.registrar
+        )
+        assert missing.status_code == 404
+        assert missing.headers["content-type"].startswith("application/problem+json")
+    bad = await foundation.client.post(
+        "/v1/admin/members/0x1234/suspend", json={"reason": "x"}, headers=foundation.registrar
+    )
+    assert bad.status_code == 422
+    listed = await foundation.client.get(
+        "/v1/admin/membership/applications", params={"status": "rejected"}, headers=foundation.registrar
+    )
+    assert [a["id"] for a in listed.json()["items"]] == [application["id"]]
+    assert REGISTRAR.address != COUNCIL.address
