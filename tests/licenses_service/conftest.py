@@ -122,9 +122,10 @@ async def licensing(settings: Settings, chain_runtime: ChainRuntime) -> AsyncIte
         routers=[auth_router, chain_router, licences_router, devices_router, device_link_router],
         lifespan_hooks=[chain_startup(chain_runtime), licensing_startup()],
     )
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
+    ):
         yield Service(app, client, chain_runtime)
 
 

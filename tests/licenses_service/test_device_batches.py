@@ -30,7 +30,9 @@ async def upload(service: Service, headers: dict[str, str], ids: list[str], **ex
     return body
 
 
-async def registered_batch(service: Service, ids: list[str], member_index: int = 1) -> tuple[dict[str, Any], dict[str, str]]:
+async def registered_batch(
+    service: Service, ids: list[str], member_index: int = 1
+) -> tuple[dict[str, Any], dict[str, str]]:
     """A licensed manufacturer uploads `ids`, signs and sends the transactions; the indexer confirms."""
     manufacturer = account(member_index)
     licensed_member(service.pool, manufacturer)
@@ -38,7 +40,9 @@ async def registered_batch(service: Service, ids: list[str], member_index: int =
     body = await upload(service, headers, ids)
     service.send(manufacturer, body["transactions"])
     await service.catch_up()
-    batch = (await service.client.get(f"/v1/devices/batches/{body['batch']['upload_id']}", headers=headers)).json()
+    batch = (
+        await service.client.get(f"/v1/devices/batches/{body['batch']['upload_id']}", headers=headers)
+    ).json()
     assert batch["status"] == "confirmed", batch
     return batch, headers
 
@@ -56,7 +60,7 @@ def on_chain_status(service: Service, answer: dict[str, Any]) -> int:
 
 async def test_upload_register_confirm_resolve(licensing: Service) -> None:
     ids = [*devices(6), f"gs1:(01){GTIN}(21)A/1", "imei:352099001761481"]
-    batch, headers = await registered_batch(licensing, ids)
+    batch, _ = await registered_batch(licensing, ids)
     assert batch["device_count"] == 8
     assert batch["bpc_per_device_wei"] == str(BPC_PER_DEVICE)
     assert batch["batch_id"] == 1
@@ -74,7 +78,10 @@ async def test_upload_register_confirm_resolve(licensing: Service) -> None:
         assert answer["root"] == batch["root"]
         assert answer["chain_id"] == licensing.w3.eth.chain_id
         assert verify_proof(
-            bytes.fromhex(answer["root"][2:]), index, device.id_hash, [bytes.fromhex(p[2:]) for p in answer["proof"]]
+            bytes.fromhex(answer["root"][2:]),
+            index,
+            device.id_hash,
+            [bytes.fromhex(p[2:]) for p in answer["proof"]],
         )
         assert on_chain_status(licensing, answer) == 0
 

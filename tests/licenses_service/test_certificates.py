@@ -1,0 +1,189 @@
+"""Licence certificates: EIP-712 signatures by keys and ERC-1271 wallets, every failure reason, QR codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from exchange.chain.compiler import compile_contracts
+from exchange.chain.pool import Tier
+from exchange.licenses.barcodes import decode_one
+from exchange.licenses.certificates import Certificate
+from tests.chain.nodes import advance_time
+from tests.licenses_service.conftest import BPC, Service, account, licensed_member
+
+
+def now(service: Service) -> int:
+    return int(service.w3.eth.get_block("latest")["timestamp"])
+
+
+def certificate(service: Service, holder: str, **changes: Any) -> Certificate:
+    fields: dict[str, Any] = {
+        "chain_id": service.w3.eth.chain_id,
+        "verifying_contract": service.pool.bpr.address,
+        "holder": holder,
+        "pool": service.pool.registry.address,
+        "statement": "holds a licence to every patent in the pool",
+        "issued_at": now(service) - 60,
+        "expires_at": now(service) + 3_600,
+        "nonce": 1,
+    }
+    fields.update(changes)
+    return Certificate(**fields)
+
+
+def signed(signer: LocalAccount, cert: Certificate) -> dict[str, Any]:
+    signature = signer.sign_message(cert.signable()).signature
+    return {"certificate": cert.typed_data(), "signature": "0x" + bytes(signature).hex()}
+
+
+async def verify(service: Service, body: dict[str, Any], block: int | None = None) -> dict[str, Any]:
+    reply = await service.client.post("/v1/licences/certificates/verify", json={**body, "block": block})
+    assert reply.status_code == 200, reply.text
+    result: dict[str, Any] = reply.json()
+    return result
+
+
+def codes(result: dict[str, Any]) -> list[str]:
+    return [reason["code"] for reason in result["reasons"]]
+
+
+async def test_a_licensed_holders_certificate_is_valid(licensing: Service) -> None:
+    holder = account(1)
+    licensed_member(licensing.pool, holder)
+    draft = await licensing.client.get("/v1/licences/certificates/draft", params={"holder": holder.address})
+    typed = draft.json()
+    cert = Certificate.from_typed_data(typed)
+    assert cert.verifying_contract == licensing.pool.bpr.address
+    signature = holder.sign_typed_data(full_message=typed).signature
+    result = await verify(licensing, {"certificate": typed, "signature": "0x" + bytes(signature).hex()})
+    assert result["valid"] is True, result
+    assert result["reasons"] == []
+    assert result["signer"] == holder.address
+    assert result["licence"]["kind"] == "locked"
+    # The compact form verifies the same way.
+    compact = await verify(licensing, {"compact": result["compact"]})
+    assert compact["valid"] is True
+    assert compact["certificate"] == result["certificate"]
+    # At a block before the licence was acquired, the same certificate fails for that reason.
+    since = result["licence"]["since_block"]
+    earlier = await verify(licensing, {"compact": result["compact"]}, block=since - 1)
+    assert codes(earlier) == ["holder_not_licensed"]
+    assert f"at block {since - 1}" in earlier["reasons"][0]["message"]
+
+
+async def test_every_failure_reason(licensing: Service) -> None:
+    holder, other = account(1), account(2)
+    licensed_member(licensing.pool, holder)
+    cases: dict[str, tuple[LocalAccount, Certificate]] = {
+        "signer_not_holder": (other, certificate(licensing, holder.address)),
+        "wrong_chain": (holder, certificate(licensing, holder.address, chain_id=1)),
+        "wrong_pool": (holder, certificate(licensing, holder.address, verifying_contract=other.address)),
+        "not_yet_valid": (holder, certificate(licensing, holder.address, issued_at=now(licensing) + 600)),
+        "expired": (
+            holder,
+            certificate(
+                licensing, holder.address, issued_at=now(licensing) - 600, expires_at=now(licensing) - 1
+            ),
+        ),
+        "holder_not_licensed": (other, certificate(licensing, other.address)),
+    }
+    for expected, (signer, cert) in cases.items():
+        result = await verify(licensing, signed(signer, cert))
+        assert result["valid"] is False
+        assert codes(result) == [expected], (expected, result["reasons"])
+    wrong_registry = await verify(
+        licensing, signed(holder, certificate(licensing, holder.address, pool=other.address))
+    )
+    assert codes(wrong_registry) == ["wrong_pool"]
+
+    body = signed(holder, certificate(licensing, holder.address))
+    truncated = await verify(licensing, {**body, "signature": body["signature"][:40]})
+    assert codes(truncated) == ["bad_signature"]
+    # A signature over other fields is not the holder's signature of these.
+    tampered = {**body, "certificate": certificate(licensing, holder.address, nonce=2).typed_data()}
+    assert codes(await verify(licensing, tampered))[0] in {"signer_not_holder", "bad_signature"}
+    # Several reasons at once are all reported.
+    many = await verify(licensing, signed(other, certificate(licensing, other.address, chain_id=5)))
+    assert codes(many) == ["wrong_chain", "holder_not_licensed"]
+
+
+async def test_expired_fee_licence(licensing: Service) -> None:
+    pool, buyer = licensing.pool, account(5)
+    pool.set_fee_licence_terms(10 * BPC, 600)
+    pool.mint_bpc(buyer.address, 10 * BPC)
+    pool.buy_fee_licence(sender=buyer.address)
+    body = signed(buyer, certificate(licensing, buyer.address, expires_at=now(licensing) + 86_400))
+    assert (await verify(licensing, body))["valid"] is True
+    advance_time(licensing.w3, 700)
+    later = await verify(licensing, body)
+    assert codes(later) == ["fee_licence_expired"]
+
+
+async def test_contract_wallets_sign_through_erc1271(licensing: Service) -> None:
+    owner, stranger = account(6), account(7)
+    artifact = compile_contracts()["ERC1271Wallet"]
+    w3, pool = licensing.w3, licensing.pool
+    factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+    receipt = w3.eth.wait_for_transaction_receipt(factory.constructor(owner.address).transact())
+    wallet_address = Web3.to_checksum_address(str(receipt["contractAddress"]))
+    wallet = w3.eth.contract(address=wallet_address, abi=artifact.abi)
+    # The wallet is a non-profit member and takes its (free) licence itself.
+    pool.admit(wallet_address, Tier.NON_PROFIT)
+    acquire = pool.gate.contract.encode_abi("acquire", [0])
+    w3.eth.wait_for_transaction_receipt(
+        wallet.functions.execute(pool.gate.address, acquire).transact({"from": owner.address})
+    )
+    assert pool.is_licensed(wallet_address)
+
+    cert = certificate(licensing, wallet_address)
+    by_owner = await verify(licensing, signed(owner, cert))
+    assert by_owner["valid"] is True, by_owner
+    assert by_owner["signer"] == owner.address  # the key behind the wallet
+    by_stranger = await verify(licensing, signed(stranger, cert))
+    assert codes(by_stranger) == ["signer_not_holder"]
+
+
+async def test_qr_code_round_trip(licensing: Service) -> None:
+    holder = account(1)
+    licensed_member(licensing.pool, holder)
+    body = signed(holder, certificate(licensing, holder.address))
+    png = await licensing.client.post("/v1/licences/certificates/qr", json={**body, "format": "png"})
+    assert png.status_code == 200
+    assert png.headers["content-type"] == "image/png"
+    text = decode_one(png.content)
+    assert text.startswith("BPCERT1:")
+    assert (await verify(licensing, {"compact": text}))["valid"] is True
+    svg = await licensing.client.post("/v1/licences/certificates/qr", json=body)
+    assert svg.headers["content-type"] == "image/svg+xml"
+    assert svg.content.startswith(b"<?xml")
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"primaryType": "Order"}, "primaryType"),
+        ({"types": {"EIP712Domain": []}}, "types"),
+        ({"message": {"holder": "0x12"}}, "fields"),
+    ],
+)
+async def test_malformed_certificates_are_refused(
+    licensing: Service, change: dict[str, Any], reason: str
+) -> None:
+    holder = account(1)
+    body = signed(holder, certificate(licensing, holder.address))
+    reply = await licensing.client.post(
+        "/v1/licences/certificates/verify", json={**body, "certificate": {**body["certificate"], **change}}
+    )
+    assert reply.status_code == 422
+    assert reason in reply.json()["detail"]
+    both = await licensing.client.post(
+        "/v1/licences/certificates/verify", json={**body, "compact": "BPCERT1:AA"}
+    )
+    assert both.status_code == 422
+    garbage = await licensing.client.post("/v1/licences/certificates/verify", json={"compact": "BPCERT1:AA"})
+    assert garbage.status_code == 422
+    assert "truncated" in garbage.json()["detail"]

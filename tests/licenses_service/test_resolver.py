@@ -1,0 +1,139 @@
+"""The resolver: bulk answers equal single ones, Digital Link paths, JSON for clients, HTML for browsers."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+from urllib.parse import quote
+
+from exchange.licenses.device_ids import (
+    Gs1DeviceId,
+    ImeiDeviceId,
+    SerialDeviceId,
+    digital_link,
+    gs1_check_digit,
+    imei_check_digit,
+)
+from tests.licenses_service.conftest import Service
+from tests.licenses_service.test_device_batches import on_chain_status, registered_batch
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"
+
+
+def mixed_devices(rng: random.Random, count: int) -> list[str]:
+    ids = []
+    for n in range(count):
+        kind = n % 3
+        if kind == 0:
+            body = f"{rng.randrange(1, 10**13):013d}"
+            serial = "".join(rng.choices("ABCXYZ0123456789-/.%", k=rng.randint(1, 12)))
+            ids.append(Gs1DeviceId(body + gs1_check_digit(body), serial).canonical)
+        elif kind == 1:
+            body = f"35{rng.randrange(10**12):012d}"
+            ids.append(ImeiDeviceId(body + imei_check_digit(body)).canonical)
+        else:
+            ids.append(SerialDeviceId("com.example", f"SN-{n}").canonical)
+    return list(dict.fromkeys(ids))
+
+
+async def single(service: Service, device_id: str) -> dict[str, Any]:
+    scheme, _, _ = device_id.partition(":")
+    reply = await service.client.get(f"/v1/devices/{scheme}/{quote(device_id, safe='')}")
+    assert reply.status_code == 200, reply.text
+    answer: dict[str, Any] = reply.json()
+    return answer
+
+
+async def test_bulk_answers_equal_single_answers(licensing: Service) -> None:
+    rng = random.Random(7)
+    registered = mixed_devices(rng, 40)
+    batch, _ = await registered_batch(licensing, registered)
+    licensing.pool.devices.transact("revokeDevices", batch["batch_id"], [1, 7])
+    await licensing.catch_up()
+    unknown = ["serial:com.example:never-made", "imei:490154203237518"]
+    asked = [*registered, *unknown, registered[0]]  # repeats are answered again
+    rng.shuffle(asked)
+    reply = await licensing.client.post("/v1/devices/query", json={"devices": asked})
+    assert reply.status_code == 200, reply.text
+    bulk = reply.json()
+    assert bulk["registry"] == licensing.pool.devices.address
+    assert [answer["device_id"] for answer in bulk["devices"]] == asked
+    for answer in bulk["devices"]:
+        assert answer == await single(licensing, answer["device_id"])
+    statuses = {answer["device_id"]: answer["status"] for answer in bulk["devices"]}
+    assert statuses[registered[1]] == statuses[registered[7]] == "revoked"
+    assert statuses[unknown[0]] == statuses[unknown[1]] == "unknown"
+    assert sum(status == "licensed" for status in statuses.values()) == len(registered) - 2
+    for answer in bulk["devices"]:
+        expected = {"licensed": 0, "revoked": 5}.get(answer["status"])
+        if expected is not None:
+            assert on_chain_status(licensing, answer) == expected
+
+
+async def test_digital_links_resolve_to_the_same_answer(licensing: Service) -> None:
+    devices = [
+        Gs1DeviceId("09506000134352", "A/1%x"),
+        ImeiDeviceId("352099001761481"),
+        SerialDeviceId("acme", "SN-1"),
+    ]
+    await registered_batch(licensing, [device.canonical for device in devices])
+    for device in devices:
+        link = digital_link(device, "http://testserver")
+        reply = await licensing.client.get(link, headers={"Accept": "application/json"})
+        assert reply.status_code == 200, (link, reply.text)
+        assert reply.headers["content-type"] == "application/json"
+        assert reply.headers["vary"] == "Accept"
+        assert reply.json() == await single(licensing, device.canonical)
+        assert reply.json()["status"] == "licensed"
+    # GS1 qualifiers (/22/ and /10/) and a short GTIN name the same item.
+    qualified = await licensing.client.get("/01/9506000134352/10/LOT7/21/A%2F1%25x")
+    assert qualified.json()["device_id"] == devices[0].canonical
+
+
+async def test_browsers_get_a_page_and_clients_get_json(licensing: Service) -> None:
+    await registered_batch(licensing, ["serial:acme:SN-9"])
+    page = await licensing.client.get("/serial/acme/SN-9", headers={"Accept": BROWSER_ACCEPT})
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert "<h1>Licensed</h1>" in page.text
+    assert "serial:acme:SN-9" in page.text
+    assert licensing.pool.devices.address in page.text
+    for accept in ("application/json", "*/*", "application/json, text/html;q=0.5"):
+        reply = await licensing.client.get("/serial/acme/SN-9", headers={"Accept": accept})
+        assert reply.headers["content-type"] == "application/json", accept
+        assert reply.json()["status"] == "licensed"
+    unknown = await licensing.client.get("/imei/490154203237518", headers={"Accept": BROWSER_ACCEPT})
+    assert "<h1>Unknown</h1>" in unknown.text
+
+
+async def test_page_escapes_what_it_shows(licensing: Service) -> None:
+    # The GS1 character set allows <, > and & in serials: the page must show them as text.
+    reply = await licensing.client.get("/01/09506000134352/21/%3Cscript%3E&", headers={"Accept": "text/html"})
+    assert reply.status_code == 200, reply.text
+    assert "<script>" not in reply.text
+    assert "&lt;script&gt;&amp;" in reply.text
+
+
+async def test_refusals_are_problems(licensing: Service) -> None:
+    bad = await licensing.client.get("/v1/devices/imei/352099001761482")
+    assert bad.status_code == 422
+    assert bad.headers["content-type"].startswith("application/problem+json")
+    assert "check digit" in bad.json()["detail"]
+    link = await licensing.client.get("/imei/12")
+    assert link.status_code == 422
+    too_many = await licensing.client.post(
+        "/v1/devices/query", json={"devices": ["imei:352099001761481"] * 10_001}
+    )
+    assert too_many.status_code == 413
+    assert too_many.json()["limit"] == 10_000
+    invalid = await licensing.client.post(
+        "/v1/devices/query", json={"devices": ["imei:352099001761481", "gs1:nonsense", "imei:1"]}
+    )
+    assert invalid.status_code == 422
+    assert [error["item"] for error in invalid.json()["errors"]] == [1, 2]
+    assert invalid.json()["error_count"] == 2
+    exactly = await licensing.client.post(
+        "/v1/devices/query", json={"devices": ["imei:352099001761481"] * 10_000}
+    )
+    assert exactly.status_code == 200
+    assert len(exactly.json()["devices"]) == 10_000
