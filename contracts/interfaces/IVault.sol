@@ -20,8 +20,9 @@ interface IVault {
         uint256 price;
     }
 
-    /// @notice An account's state, one storage slot: both balances, its exit and nonce-floor markers.
-    /// @dev 104-bit balances hold 2e31 base units (2e13 whole tokens of 18 decimals).
+    /// @notice An account's state as `accountOf` reports it: both balances, its exit time and nonce-floor flag.
+    /// @dev Stored packed in one word (LibAccount); 104-bit balances hold 2e31 base units
+    /// (2e13 whole tokens of 18 decimals).
     struct Account {
         uint104 baseBalance;
         uint104 quoteBalance;
@@ -222,7 +223,7 @@ interface IVault {
 
     /// @notice How much of an order is filled, and whether it was cancelled.
     /// @param orderHash The order hash.
-    /// @return filled Base units filled (zero once cancelled).
+    /// @return filled Base units filled (kept when the order is cancelled).
     /// @return cancelled True when the maker cancelled it.
     function orderState(bytes32 orderHash) external view returns (uint256 filled, bool cancelled);
 
