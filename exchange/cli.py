@@ -6,6 +6,7 @@ Subcommands::
     exchange compile                    compile the contracts (cached by source hash)
     exchange deploy --rpc URL           deploy the pool contracts and write a deployment manifest
     exchange chain status               check a manifest against the chain
+    exchange licence …                  licences, certificates and device labels (exchange.licenses.cli)
     exchange pool patents import FILE   import patents from CSV: all rows or none
     exchange pool expire [--today DAY]  retire the patents that have expired
 """
@@ -43,6 +44,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from exchange.chain.deployment import RolePlan, deploy_pool
     from exchange.chain.provider import make_web3
 
+    if args.with_test_quote_token == (args.quote_token is not None):
+        print("give exactly one of --quote-token ADDRESS and --with-test-quote-token", file=sys.stderr)
+        return 2
     key = os.environ.get("EXCHANGE_OPERATOR_PRIVATE_KEY")
     w3 = make_web3(args.rpc, operator_key=key)
     print(f"deploying to chain {w3.eth.chain_id} from {w3.eth.default_account}", file=sys.stderr)
@@ -50,6 +54,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         w3,
         roles=RolePlan(registrar=args.registrar, minter=args.minter, treasurer=args.treasurer),
         with_quote_token=args.with_test_quote_token,
+        quote_token=args.quote_token,
         progress=_progress,
     )
     deployment.write(args.manifest)
@@ -124,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--registrar", help="address receiving the registrar and revoker roles")
     deploy.add_argument("--minter", help="address receiving the BPC minter role")
     deploy.add_argument("--treasurer", help="address receiving the fund treasurer role")
+    deploy.add_argument("--quote-token", help="address of the stablecoin the Vault trades BPC against")
     deploy.add_argument(
         "--with-test-quote-token",
         action="store_true",
@@ -160,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="sweep as of this day, YYYY-MM-DD (default today)",
     )
     expire.set_defaults(handler=cmd_pool_expire)
+
+    from exchange.licenses.cli import add_commands as add_licence_commands
+
+    add_licence_commands(sub)
     return parser
 
 

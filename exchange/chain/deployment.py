@@ -8,7 +8,12 @@ Role wiring (mirrors ``scripts/lib/deploy-pool.js``, used by the Hardhat tests):
 - ``PoolRegistry.REGISTRAR_ROLE`` → registrar;
 - ``BPC.MINTER_ROLE`` → minter (mints BPC when patents are admitted);
 - ``Fund.TREASURER_ROLE`` → treasurer (pays royalties);
-- ``DeviceLicenses.REVOKER_ROLE`` → registrar (revokes devices, suspends batches).
+- ``DeviceLicenses.REVOKER_ROLE`` → registrar (revokes devices, suspends batches);
+- ``Vault.OPERATOR_ROLE`` → operator (settles trade batches, co-signs withdrawals).
+
+The Vault trades BPC against a quote token: the dev ``QuoteToken`` when it is
+deployed (dev and test chains), otherwise the stablecoin given as ``quote_token``.
+Its fees go to the Fund and only active PoolRegistry members trade.
 
 A deployment is described by a manifest (chain id, deploy block, addresses,
 ABI hashes, roles), written by ``exchange deploy`` and checked by
@@ -33,9 +38,11 @@ from exchange.chain.errors import ChainUnavailable, DeploymentMismatch, ErrorDec
 
 log = structlog.get_logger(__name__)
 
-POOL_CONTRACTS = ("PoolRegistry", "BPC", "BPR", "Fund", "LicenseGate", "DeviceLicenses")
+POOL_CONTRACTS = ("PoolRegistry", "BPC", "BPR", "Fund", "LicenseGate", "DeviceLicenses", "Vault")
 DEV_CONTRACTS = ("QuoteToken",)
 MANIFEST_VERSION = 1
+DEFAULT_EXIT_DELAY_S = 3 * 24 * 60 * 60
+"""The Vault's escape-hatch delay unless the deployer chooses another (at most 30 days)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,7 @@ class RolePlan:
     registrar: str | None = None
     minter: str | None = None
     treasurer: str | None = None
+    operator: str | None = None
 
 
 def error_decoder(artifacts: Mapping[str, Artifact]) -> ErrorDecoder:
@@ -114,13 +122,19 @@ def deploy_pool(
     *,
     roles: RolePlan | None = None,
     with_quote_token: bool = True,
+    quote_token: str | None = None,
+    exit_delay_s: int = DEFAULT_EXIT_DELAY_S,
     artifacts: Mapping[str, Artifact] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Deployment:
     """Deploy the pool contracts from `w3.eth.default_account` (the council) and wire roles.
 
-    `with_quote_token` adds a freely mintable test stablecoin (dev and test chains only).
+    `with_quote_token` adds a freely mintable test stablecoin (dev and test chains only),
+    which becomes the Vault's quote token; otherwise `quote_token` names the stablecoin
+    the Vault trades against. Exactly one of the two is required.
     """
+    if with_quote_token == (quote_token is not None):
+        raise ValueError("the Vault needs one quote token: a deployed test token or an existing address")
     artifacts = artifacts or compile_contracts()
     decoder = error_decoder(artifacts)
     council = Web3.to_checksum_address(str(w3.eth.default_account))
@@ -128,6 +142,7 @@ def deploy_pool(
     registrar = Web3.to_checksum_address(plan.registrar or council)
     minter = Web3.to_checksum_address(plan.minter or council)
     treasurer = Web3.to_checksum_address(plan.treasurer or council)
+    operator = Web3.to_checksum_address(plan.operator or council)
     report = progress or (lambda _message: None)
 
     records: dict[str, ContractRecord] = {}
@@ -149,8 +164,12 @@ def deploy_pool(
     fund = deploy("Fund", "Fund", council)
     gate = deploy("LicenseGate", "LicenseGate", council, bpc, bpr, registry, fund)
     deploy("DeviceLicenses", "DeviceLicenses", council, bpc, bpr)
-    if with_quote_token:
+    quote = (
         deploy("QuoteToken", "TestToken", "Test USD", "TUSD", 6)
+        if with_quote_token
+        else Web3.to_checksum_address(str(quote_token))
+    )
+    deploy("Vault", "Vault", council, bpc, quote, registry, fund, exit_delay_s)
 
     def bound(name: str, artifact_name: str) -> BoundContract:
         return BoundContract(w3, name, records[name].address, artifacts[artifact_name].abi, decoder)
@@ -162,6 +181,7 @@ def deploy_pool(
         ("BPC", "MINTER_ROLE", minter),
         ("Fund", "TREASURER_ROLE", treasurer),
         ("DeviceLicenses", "REVOKER_ROLE", registrar),
+        ("Vault", "OPERATOR_ROLE", operator),
     ]
     role_map: dict[str, str] = {"council": council}
     for contract_name, role, account in grants:

@@ -1,4 +1,4 @@
-"""Typed access to the deployed pool: registry, tokens, licence gate and fund.
+"""Typed access to the deployed pool: registry, tokens, licence gate, fund and Vault.
 
 Amounts are integers in base units (``*_wei``: BPC has 18 decimals). Every
 method raises ``ContractReverted`` (with the contract's custom error) or
@@ -90,6 +90,7 @@ class PoolChain:
         self.fund = bind("Fund")
         self.gate = bind("LicenseGate")
         self.devices = bind("DeviceLicenses")
+        self.vault = bind("Vault")
         self.quote = bind("QuoteToken", "TestToken") if "QuoteToken" in deployment.contracts else None
 
     # --- registry -------------------------------------------------------------------------------

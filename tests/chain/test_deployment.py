@@ -8,11 +8,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from eth_abi import encode
-from eth_utils import function_signature_to_4byte_selector
+from eth_abi.abi import encode
+from eth_utils.abi import function_signature_to_4byte_selector
 
 from exchange.chain.compiler import compile_contracts
-from exchange.chain.deployment import ContractRecord, Deployment, check_deployment, error_decoder
+from exchange.chain.deployment import (
+    DEFAULT_EXIT_DELAY_S,
+    ContractRecord,
+    Deployment,
+    check_deployment,
+    deploy_pool,
+    error_decoder,
+)
 from exchange.chain.errors import DeploymentMismatch
 from tests.chain.conftest import Chain
 from tests.chain.nodes import ROOT
@@ -25,8 +32,35 @@ def test_manifest_round_trip(chain: Chain, tmp_path: Path) -> None:
     assert loaded == chain.deployment
     assert loaded.sha256() == chain.deployment.sha256()
     assert loaded.chain_id == chain.w3.eth.chain_id
-    assert set(loaded.contracts) >= {"PoolRegistry", "BPC", "BPR", "Fund", "LicenseGate"}
+    assert set(loaded.contracts) == {
+        "PoolRegistry",
+        "BPC",
+        "BPR",
+        "Fund",
+        "LicenseGate",
+        "DeviceLicenses",
+        "QuoteToken",
+        "Vault",
+    }
     assert loaded.roles["BPR.GATE_ROLE"] == loaded.address("LicenseGate")
+    assert loaded.roles["Vault.OPERATOR_ROLE"] == loaded.deployer
+
+
+def test_vault_trades_bpc_against_the_quote_token_and_pays_the_fund(chain: Chain) -> None:
+    vault = chain.pool.vault
+    assert vault.call("baseToken") == chain.deployment.address("BPC")
+    assert vault.call("quoteToken") == chain.deployment.address("QuoteToken")
+    assert vault.call("registry") == chain.deployment.address("PoolRegistry")
+    assert vault.call("fund") == chain.deployment.address("Fund")
+    assert vault.call("exitDelay") == DEFAULT_EXIT_DELAY_S
+    assert vault.call("hasRole", vault.call("OPERATOR_ROLE"), chain.deployment.deployer)
+
+
+def test_deploy_pool_needs_exactly_one_quote_token(chain: Chain) -> None:
+    with pytest.raises(ValueError, match="one quote token"):
+        deploy_pool(chain.w3, with_quote_token=False)
+    with pytest.raises(ValueError, match="one quote token"):
+        deploy_pool(chain.w3, quote_token=chain.deployment.address("BPC"))
 
 
 def test_manifest_rejects_unknown_version() -> None:
@@ -74,14 +108,23 @@ def test_error_decoder_names_custom_errors_and_builtins() -> None:
 def test_deploy_and_status_commands(hardhat_url: str, tmp_path: Path) -> None:
     manifest = tmp_path / "deployments" / "manifest.json"
     exe = [sys.executable, "-m", "exchange.cli"]
-    deployed = subprocess.run(
+    refused = subprocess.run(
         [*exe, "deploy", "--rpc", hardhat_url, "--manifest", str(manifest)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2
+    assert "--quote-token" in refused.stderr
+    deployed = subprocess.run(
+        [*exe, "deploy", "--rpc", hardhat_url, "--manifest", str(manifest), "--with-test-quote-token"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
     )
     assert "deploying LicenseGate" in deployed.stderr
+    assert "granting Vault.OPERATOR_ROLE" in deployed.stderr
     written = json.loads(manifest.read_text())
     assert written["chain_id"] == 31337
     assert json.loads(deployed.stdout) == written
@@ -92,7 +135,7 @@ def test_deploy_and_status_commands(hardhat_url: str, tmp_path: Path) -> None:
         text=True,
     )
     assert status.returncode == 0, status.stdout + status.stderr
-    assert status.stdout.count("ok  ") == 6
+    assert status.stdout.count("ok  ") == 8
     written["contracts"]["BPC"]["address"] = written["contracts"]["Fund"]["address"]
     manifest.write_text(json.dumps(written))
     broken = subprocess.run(
