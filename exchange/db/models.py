@@ -48,3 +48,4 @@ from exchange.auth.models import AuthNonce, AuthSession  # noqa: E402
 __all__ = ["AuthNonce", "AuthSession", "ChainDeployment"]
 import exchange.licenses.models  # noqa: E402, F401  (per-device licensing tables)
 from exchange.pool import models as pool_models  # noqa: E402, F401  (pool administration tables)
+from exchange.trading import models as trading_models  # noqa: E402, F401  (trading journal, fills, ledger)

@@ -34,34 +34,15 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
 
 from exchange.db.base import Base, utc_now
+from exchange.db.types import WeiAmount
 from exchange.pool.patents import FieldOfTechnology, PatentSource, PatentStatus
 
-UINT256_MAX = 2**256 - 1
 ADDRESS = String(42)
 TX_HASH = String(66)
 ACTOR = String(64)  # an EIP-55 address, or "settings", "system:<job>", "cli:<name>"
-
-
-class WeiAmount(TypeDecorator[int]):
-    """A uint256 stored as decimal text; reads back as ``int``."""
-
-    impl = String(78)
-    cache_ok = True
-
-    def process_bind_param(self, value: int | None, dialect: Dialect) -> str | None:
-        if value is None:
-            return None
-        if type(value) is not int or not 0 <= value <= UINT256_MAX:
-            raise ValueError(f"{value!r} is not a uint256 amount")
-        return str(value)
-
-    def process_result_value(self, value: str | None, dialect: Dialect) -> int | None:
-        return None if value is None else int(value)
 
 
 class FoundationRole(StrEnum):
