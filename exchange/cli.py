@@ -7,6 +7,7 @@ Subcommands::
     exchange deploy --rpc URL           deploy the pool contracts and write a deployment manifest
     exchange chain status               check a manifest against the chain
     exchange licence …                  licences, certificates and device labels (exchange.licenses.cli)
+    exchange licence …                  licences, certificates and device labels (exchange.licenses.cli)
     exchange pool patents import FILE   import patents from CSV: all rows or none
     exchange pool expire [--today DAY]  retire the patents that have expired
 """
@@ -166,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="sweep as of this day, YYYY-MM-DD (default today)",
     )
     expire.set_defaults(handler=cmd_pool_expire)
+
+    from exchange.licenses.cli import add_commands as add_licence_commands
+
+    add_licence_commands(sub)
 
     from exchange.licenses.cli import add_commands as add_licence_commands
 

@@ -1,0 +1,403 @@
+"""``exchange licence …``: licences and devices checked against the chain itself, and label export.
+
+Commands (each reads the pool's addresses from a deployment manifest, never from a service)::
+
+    exchange licence threshold --rpc URL                 BPC threshold per tier, fee licence terms
+    exchange licence status ADDRESS --rpc URL [--block N]
+    exchange licence verify-cert FILE --rpc URL [--block N]
+    exchange licence scan IMAGE --rpc URL (--service URL | --batch DIR)
+    exchange licence devices export OUT_DIR (--ids FILE | --service URL --upload-id N --token T)
+
+``verify-cert`` reads a certificate as JSON (``{"certificate": typed data, "signature": "0x…"}``
+or ``{"compact": "BPCERT1:…"}``), as the compact text, or as an image of its QR code.
+
+``scan`` decodes a device label photo (zxing-cpp), takes the device's batch, index and proof
+from the service (``--service``) or from an exported batch directory (``--batch``), and asks
+the node itself: ``deviceStatus`` on the manifest's DeviceLicenses, the proof checked against
+the root the chain holds. Nothing the service says is trusted: a wrong proof fails on chain.
+
+``devices export`` writes a label per device (QR and Data Matrix, PNG and SVG), ``manifest.csv``,
+``tree.bin`` (the batch's serialised Merkle tree) and ``batch.json`` — the directory ``scan
+--batch`` reads. Exit codes: 0 valid/licensed, 1 invalid/not licensed, 2 usage or input errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+DEFAULT_MANIFEST = Path("deployments/manifest.json")
+DEVICE_STATUS_NAMES = (
+    "licensed",
+    "unknown batch",
+    "index out of range",
+    "invalid proof",
+    "batch suspended",
+    "revoked",
+)
+
+
+class CliError(Exception):
+    """A usage or input error: reported on stderr, exit code 2."""
+
+
+class ProgressBar:
+    """``[#####.....]  412/1,000 devices`` on one terminal line, redrawn at most every 1/200 of the work."""
+
+    def __init__(self, label: str, stream: TextIO | None = None, width: int = 30) -> None:
+        self._label, self._stream, self._width = label, stream or sys.stderr, width
+        self._shown = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        step = max(total // 200, 1)
+        if done != total and done - self._shown < step:
+            return
+        self._shown = done
+        filled = self._width * done // max(total, 1)
+        bar = "#" * filled + "." * (self._width - filled)
+        self._stream.write(f"\r[{bar}] {done:,}/{total:,} {self._label}")
+        if done == total:
+            self._stream.write("\n")
+        self._stream.flush()
+
+
+def _pool(args: argparse.Namespace) -> Any:
+    from web3 import HTTPProvider, Web3
+
+    from exchange.chain.deployment import Deployment
+    from exchange.chain.pool import PoolChain
+
+    if not args.rpc:
+        raise CliError("give --rpc URL or set CHAIN_RPC_URL")
+    if not args.manifest.is_file():
+        raise CliError(f"no deployment manifest at {args.manifest} (give --manifest PATH)")
+    deployment = Deployment.read(args.manifest)
+    w3 = Web3(HTTPProvider(args.rpc, request_kwargs={"timeout": 30}))
+    if not w3.is_connected():
+        raise CliError(f"no chain answers at {args.rpc}")
+    if int(w3.eth.chain_id) != deployment.chain_id:
+        raise CliError(
+            f"the node is chain {w3.eth.chain_id}, the manifest is for chain {deployment.chain_id}"
+        )
+    return PoolChain(w3, deployment)
+
+
+def cmd_threshold(args: argparse.Namespace) -> int:
+    from exchange.chain.pool import Tier
+
+    pool = _pool(args)
+    block = int(pool.w3.eth.block_number)
+    print(f"chain {pool.deployment.chain_id}, block {block}, LicenseGate {pool.gate.address}")
+    for tier in Tier:
+        reference = pool.tier_reference(tier) if tier is not Tier.NON_PROFIT else None
+        if reference is not None and int(reference, 16) == 0:
+            print(f"{tier.name.lower():<11} not configured (no reference address)")
+            continue
+        print(f"{tier.name.lower():<11} {pool.threshold(tier, block=block):>40} BPC base units")
+    price_wei, term_s = pool.fee_licence_terms()
+    offer = f"{price_wei} BPC base units for {term_s} s" if price_wei and term_s else "not offered"
+    print(f"fee licence {offer}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from web3 import Web3
+
+    pool = _pool(args)
+    if not Web3.is_address(args.address):
+        raise CliError(f"{args.address!r} is not an address")
+    block = args.block if args.block is not None else int(pool.w3.eth.block_number)
+    licence = pool.licence(args.address, block=block)
+    print(f"{licence.holder} at block {block}: {'LICENSED' if licence.licensed else 'not licensed'}")
+    print(f"  kind {licence.kind.name.lower()}, tier {licence.tier.name.lower()}")
+    print(f"  locked {licence.locked_bpc_wei} BPC base units, since block {licence.since_block or '-'}")
+    print(f"  expires at {licence.expires_at or 'never'}")
+    return 0 if licence.licensed else 1
+
+
+def _read_certificate(path: Path) -> tuple[Any, bytes]:
+    from exchange.licenses.barcodes import BarcodeNotFound, UnreadableImage, decode_one
+    from exchange.licenses.certificates import COMPACT_PREFIX, Certificate
+    from exchange.licenses.service import parse_signature
+
+    data = path.read_bytes()
+    text = data.decode("utf-8", errors="replace").strip()
+    if text.startswith(COMPACT_PREFIX):
+        return Certificate.from_compact(text)
+    if text.startswith("{"):
+        body = json.loads(text)
+        if "compact" in body:
+            return Certificate.from_compact(str(body["compact"]))
+        if "certificate" not in body or "signature" not in body:
+            raise CliError('the JSON holds {"certificate": …, "signature": …} or {"compact": …}')
+        return Certificate.from_typed_data(body["certificate"]), parse_signature(str(body["signature"]))
+    try:
+        return Certificate.from_compact(decode_one(data))
+    except (UnreadableImage, BarcodeNotFound) as exc:
+        raise CliError(
+            f"{path} is neither a certificate (JSON, BPCERT1: text) nor a QR code image: {exc}"
+        ) from None
+
+
+def cmd_verify_cert(args: argparse.Namespace) -> int:
+    from exchange.licenses.service import verify_on_chain
+
+    certificate, signature = _read_certificate(args.file)
+    pool = _pool(args)
+    result = verify_on_chain(pool, certificate, signature, args.block)
+    at = f"block {result.licence.block} (time {result.licence.block_timestamp})"
+    print(f"holder {certificate.holder}, signed by {result.signer or 'no key'}, checked at {at}")
+    print(f"statement: {certificate.statement}")
+    if not result.reasons:
+        print("VALID")
+        return 0
+    print("INVALID")
+    for reason in result.reasons:
+        print(f"  {reason.code.value}: {reason.message}")
+    return 1
+
+
+def _proof_from_service(service: str, device: Any) -> dict[str, Any]:
+    from urllib.parse import quote
+
+    import httpx
+
+    url = f"{service.rstrip('/')}/v1/devices/{device.scheme}/{quote(device.canonical, safe='')}"
+    reply = httpx.get(url, headers={"Accept": "application/json"}, timeout=30)
+    if reply.status_code != 200:
+        raise CliError(f"the service answered {reply.status_code}: {reply.text[:300]}")
+    answer: dict[str, Any] = reply.json()
+    return answer
+
+
+def _proof_from_batch(directory: Path, device: Any, pool: Any) -> dict[str, Any]:
+    from exchange.licenses.merkle import MerkleTree
+
+    info = json.loads((directory / "batch.json").read_text(encoding="utf-8"))
+    with (directory / "manifest.csv").open(encoding="utf-8", newline="") as handle:
+        index = next(
+            (int(row["index"]) for row in csv.DictReader(handle) if row["device_id"] == device.canonical),
+            None,
+        )
+    if index is None:
+        return {"status": "unknown", "batch_id": None}
+    tree = MerkleTree.from_bytes((directory / "tree.bin").read_bytes())
+    batch_id = info.get("batch_id") or _find_batch(pool, tree.root)
+    return {
+        "batch_id": batch_id,
+        "index": index,
+        "proof": ["0x" + node.hex() for node in tree.proof(index)],
+        "root": "0x" + tree.root.hex(),
+    }
+
+
+def _find_batch(pool: Any, root: bytes) -> int | None:
+    """The first on-chain batch registered with `root` (the export predates the registration)."""
+    event = pool.devices.contract.events.BatchRegistered
+    logs = pool.w3.eth.get_logs(
+        {
+            "address": pool.devices.address,
+            "fromBlock": pool.deployment.deploy_block,
+            "toBlock": "latest",
+            "topics": [event.topic],
+        }
+    )
+    for entry in logs:
+        decoded = event().process_log(entry)
+        if bytes(decoded["args"]["root"]) == root:
+            return int(decoded["args"]["batchId"])
+    return None
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from exchange.licenses.barcodes import BarcodeNotFound, UnreadableImage, decode_device
+    from exchange.licenses.merkle import verify_proof
+
+    try:
+        device = decode_device(args.image.read_bytes())
+    except (UnreadableImage, BarcodeNotFound) as exc:
+        raise CliError(f"{args.image}: {exc}") from None
+    pool = _pool(args)
+    print(f"device {device.canonical}")
+    print(f"  id hash 0x{device.id_hash.hex()}")
+    claim = (
+        _proof_from_service(args.service, device)
+        if args.service
+        else _proof_from_batch(args.batch, device, pool)
+    )
+    if claim.get("batch_id") is None:
+        print(
+            f"NOT LICENSED: {'the service' if args.service else 'the batch'} knows no registered batch of it"
+        )
+        return 1
+    block = int(pool.w3.eth.block_number)
+    batch_id, index = int(claim["batch_id"]), int(claim["index"])
+    proof = [bytes.fromhex(node[2:]) for node in claim["proof"]]
+    # The chain's own record of the batch: the root the proof must lead to, maker, BPC per device.
+    manufacturer, count, _revoked, _status, root, bpc_per_device, registered = pool.devices.call(
+        "batchOf", batch_id, block=block
+    )
+    status = int(pool.devices.call("deviceStatus", batch_id, index, device.id_hash, proof, block=block))
+    print(f"  batch {batch_id} on chain: manufacturer {manufacturer}, {count} devices, block {registered}")
+    print(f"  {bpc_per_device} BPC base units embedded per device; device index {index}")
+    leads = "leads" if verify_proof(bytes(root), index, device.id_hash, proof) else "does NOT lead"
+    print(f"  proof of {len(proof)} hashes {leads} to the on-chain root 0x{bytes(root).hex()}")
+    verdict = DEVICE_STATUS_NAMES[status] if status < len(DEVICE_STATUS_NAMES) else f"status {status}"
+    print(
+        f"{'LICENSED' if status == 0 else 'NOT LICENSED: ' + verdict} (DeviceLicenses "
+        f"{pool.devices.address}, chain {pool.deployment.chain_id}, block {block})"
+    )
+    return 0 if status == 0 else 1
+
+
+def _export_devices(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
+    from exchange.licenses.uploads import parse_csv, parse_json_list
+
+    if args.ids:
+        text = args.ids.read_text(encoding="utf-8-sig")
+        if args.ids.suffix.lower() == ".json":
+            return parse_json_list(json.loads(text), scheme=args.scheme), {}
+        return parse_csv(text, scheme=args.scheme), {}
+    import httpx
+
+    from exchange.licenses.device_ids import parse_canonical
+
+    if not (args.service and args.upload_id is not None and args.token):
+        raise CliError("give --ids FILE, or --service URL with --upload-id N and --token TOKEN")
+    headers = {"Authorization": f"Bearer {args.token}"}
+    base = f"{args.service.rstrip('/')}/v1/devices/batches/{args.upload_id}"
+    with httpx.Client(headers=headers, timeout=120) as client:
+        batch = client.get(base)
+        if batch.status_code != 200:
+            raise CliError(f"the service answered {batch.status_code}: {batch.text[:300]}")
+        info = batch.json()
+        ids: list[str] = []
+        while len(ids) < info["device_count"]:
+            page = client.get(f"{base}/devices", params={"offset": len(ids)}).json()["device_ids"]
+            if not page:
+                raise CliError("the service returned fewer devices than the batch holds")
+            ids.extend(page)
+    return [parse_canonical(device_id) for device_id in ids], info
+
+
+def cmd_devices_export(args: argparse.Namespace) -> int:
+    from exchange.licenses.barcodes import ALL_FORMATS, export_batch
+    from exchange.licenses.merkle import MerkleTree
+
+    devices, info = _export_devices(args)
+    tree = MerkleTree.build([device.id_hash for device in devices])
+    if info and info["root"] != "0x" + tree.root.hex():
+        raise CliError(f"the service's devices give root 0x{tree.root.hex()}, not the batch's {info['root']}")
+    formats = [fmt for fmt in ALL_FORMATS if fmt.column in set(args.formats.split(","))]
+    if not formats:
+        raise CliError(f"--formats names none of {', '.join(fmt.column for fmt in ALL_FORMATS)}")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "tree.bin").write_bytes(tree.to_bytes())
+    batch = {
+        "root": "0x" + tree.root.hex(),
+        "device_count": tree.count,
+        "batch_id": info.get("batch_id"),
+        "registry": info.get("registry"),
+        "chain_id": info.get("chain_id"),
+        "resolver_base": args.resolver_base,
+    }
+    (args.out_dir / "batch.json").write_text(json.dumps(batch, indent=2) + "\n", encoding="utf-8")
+    manifest = export_batch(
+        devices,
+        args.out_dir,
+        resolver_base=args.resolver_base,
+        formats=formats,
+        progress=ProgressBar("devices"),
+        module_px=args.module_px,
+    )
+    print(f"{len(devices):,} devices, root {batch['root']}: labels and {manifest.name} in {args.out_dir}")
+    return 0
+
+
+def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from exchange.chain.errors import ChainError
+        from exchange.kit.errors import DomainError
+
+        try:
+            return handler(args)
+        except CliError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except DomainError as exc:  # invalid ids, certificates, device lists
+            print(f"error: {exc.detail}", file=sys.stderr)
+            located = exc.extra.get("errors")
+            for entry in located if isinstance(located, list) else []:
+                print(f"  {entry}", file=sys.stderr)
+            return 2
+        except ChainError as exc:
+            print(f"chain error: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``licence`` and its subcommands on the ``exchange`` command's subparsers."""
+    licence = sub.add_parser("licence", help="licences, certificates and devices, checked on chain")
+    commands = licence.add_subparsers(dest="licence_command", required=True)
+
+    def chain_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--rpc", default=os.environ.get("CHAIN_RPC_URL"), help="JSON-RPC URL ($CHAIN_RPC_URL)"
+        )
+        parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="deployment manifest")
+
+    threshold = commands.add_parser("threshold", help="BPC threshold per tier and fee licence terms")
+    chain_options(threshold)
+    threshold.set_defaults(handler=_guarded(cmd_threshold))
+
+    status = commands.add_parser("status", help="an address's BPR licence")
+    status.add_argument("address")
+    status.add_argument("--block", type=int, default=None)
+    chain_options(status)
+    status.set_defaults(handler=_guarded(cmd_status))
+
+    verify = commands.add_parser(
+        "verify-cert", help="verify a licence certificate (JSON, BPCERT1: text or QR image)"
+    )
+    verify.add_argument("file", type=Path)
+    verify.add_argument("--block", type=int, default=None, help="check at this block (default latest)")
+    chain_options(verify)
+    verify.set_defaults(handler=_guarded(cmd_verify_cert))
+
+    scan = commands.add_parser("scan", help="decode a device label photo and verify its licence on chain")
+    scan.add_argument("image", type=Path)
+    source = scan.add_mutually_exclusive_group(required=True)
+    source.add_argument("--service", help="licence service URL to fetch the proof from")
+    source.add_argument(
+        "--batch", type=Path, help="exported batch directory (tree.bin, manifest.csv, batch.json)"
+    )
+    chain_options(scan)
+    scan.set_defaults(handler=_guarded(cmd_scan))
+
+    devices = commands.add_parser("devices", help="device batches")
+    devices_commands = devices.add_subparsers(dest="devices_command", required=True)
+    export = devices_commands.add_parser("export", help="write a batch's labels, manifest and tree")
+    export.add_argument("out_dir", type=Path)
+    export.add_argument("--ids", type=Path, help="device ids: CSV with a device_id column, or a JSON list")
+    export.add_argument("--scheme", help="scheme of ids without a prefix")
+    export.add_argument("--service", help="licence service URL (with --upload-id and --token)")
+    export.add_argument("--upload-id", type=int)
+    export.add_argument(
+        "--token",
+        default=os.environ.get("LICENCE_SERVICE_TOKEN"),
+        help="bearer token ($LICENCE_SERVICE_TOKEN)",
+    )
+    export.add_argument(
+        "--resolver-base", required=True, help="Digital Link base, e.g. https://id.example.org"
+    )
+    export.add_argument("--formats", default="qr_png,qr_svg,datamatrix_png,datamatrix_svg")
+    export.add_argument("--module-px", type=int, default=8)
+    export.set_defaults(handler=_guarded(cmd_devices_export))

@@ -1,0 +1,298 @@
+"""``exchange licence …`` against a Hardhat node: label export, scanning photos of labels, certificates.
+
+The node runs the pool from a deployment manifest, as a verifier in the field would find it.
+``scan --service`` asks a real service (uvicorn on a loopback port, its indexer polling the
+node) for the proof, and checks it on the node itself.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from PIL import Image
+from web3 import Web3
+
+from exchange.api.app import create_app
+from exchange.auth.routes import router as auth_router
+from exchange.chain.deployment import deploy_pool
+from exchange.chain.lifespan import chain_startup
+from exchange.chain.pool import PoolChain, Tier
+from exchange.chain.provider import make_web3
+from exchange.chain.runtime import start_chain
+from exchange.cli import main
+from exchange.licenses.barcodes import ImageType, Symbology, render
+from exchange.licenses.certificates import Certificate
+from exchange.licenses.device_routes import link_router
+from exchange.licenses.device_routes import router as devices_router
+from exchange.licenses.lifespan import licensing_startup
+from exchange.licenses.merkle import MerkleTree
+from exchange.licenses.routes import router as licences_router
+from exchange.settings import Settings
+from tests.chain.nodes import hardhat_node
+from tests.licenses_service.signing import sign_in
+
+pytestmark = pytest.mark.hardhat
+
+BPC = 10**18
+# Hardhat's default development accounts 1 and 2 (public test keys of the "test … junk" mnemonic).
+MANUFACTURER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+OUTSIDER_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"
+RESOLVER = "https://id.example.org"
+
+
+@dataclass
+class Node:
+    url: str
+    manifest: Path
+    pool: PoolChain
+    manufacturer: LocalAccount
+    outsider: LocalAccount
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    with hardhat_node() as url:
+        w3 = make_web3(url)
+        deployment = deploy_pool(w3)
+        manifest = tmp_path_factory.mktemp("deployment") / "manifest.json"
+        deployment.write(manifest)
+        pool = PoolChain(w3, deployment)
+        manufacturer, outsider = Account.from_key(MANUFACTURER_KEY), Account.from_key(OUTSIDER_KEY)
+        reference = Web3.to_checksum_address(list(w3.eth.accounts)[9])
+        pool.set_tier_reference(Tier.SMALL, reference)
+        pool.mint_bpc(reference, 100 * BPC)
+        pool.admit(manufacturer.address, Tier.SMALL)
+        pool.mint_bpc(manufacturer.address, 1_000 * BPC)
+        pool.acquire(100 * BPC, sender=manufacturer.address)
+        pool.approve_bpc(pool.devices.address, 2**256 - 1, sender=manufacturer.address)
+        yield Node(url, manifest, pool, manufacturer, outsider)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str]:
+    code = main([str(part) for part in argv])
+    return code, capsys.readouterr().out
+
+
+def photographed(label: Path, out: Path, *, angle: float, scale: float) -> Path:
+    """The label as a camera might see it: scaled, turned, on a grey background, as JPEG."""
+    image = Image.open(label).convert("L")
+    image = image.resize((int(image.width * scale), int(image.height * scale)), Image.Resampling.BICUBIC)
+    image = image.rotate(angle, expand=True, fillcolor=255, resample=Image.Resampling.BICUBIC)
+    canvas = Image.new("L", (image.width + 80, image.height + 60), 200)
+    canvas.paste(image, (40, 30))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="JPEG", quality=85)
+    out.write_bytes(buffer.getvalue())
+    return out
+
+
+def test_export_then_scan_label_photos_against_the_chain(
+    node: Node, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = tmp_path / "ids.csv"
+    ids.write_text("device_id\nimei:352099001761481\nserial:acme:SN-1\ngs1:(01)09506000134352(21)A/1\n")
+    labels = tmp_path / "labels"
+    code, out = run(
+        capsys,
+        "licence",
+        "devices",
+        "export",
+        labels,
+        "--ids",
+        ids,
+        "--resolver-base",
+        RESOLVER,
+        "--formats",
+        "qr_png,datamatrix_png,qr_svg",
+    )
+    assert code == 0, out
+    batch = json.loads((labels / "batch.json").read_text())
+    assert batch["device_count"] == 3
+    assert {path.name for path in labels.iterdir()} >= {"manifest.csv", "tree.bin", "000002.datamatrix.png"}
+    # The manufacturer registers the exported root itself (no batch id in batch.json: scan finds it).
+    node.pool.devices.transact(
+        "registerBatch", bytes.fromhex(batch["root"][2:]), 3, 10**15, sender=node.manufacturer.address
+    )
+    chain: list[str | Path] = ["--rpc", node.url, "--manifest", node.manifest, "--batch", labels]
+    for label, angle, scale in (
+        ("000000.qr.png", 0, 1.0),
+        ("000001.qr.png", 33, 0.7),
+        ("000002.datamatrix.png", 90, 1.6),
+    ):
+        photo = photographed(labels / label, tmp_path / f"{label}.jpg", angle=angle, scale=scale)
+        code, out = run(capsys, "licence", "scan", photo, *chain)
+        assert code == 0, out
+        assert "LICENSED (DeviceLicenses" in out
+        assert "leads to the on-chain root" in out
+
+    batch_id = int(node.pool.devices.call("batchCount"))
+    node.pool.devices.transact("revokeDevices", batch_id, [1], sender=node.manufacturer.address)
+    code, out = run(capsys, "licence", "scan", labels / "000001.qr.png", *chain)
+    assert code == 1
+    assert "NOT LICENSED: revoked" in out
+
+    # A batch directory whose tree was tampered with gives a proof the chain refuses.
+    forged = MerkleTree.build([bytes(32), bytes(31) + b"\x01", bytes(31) + b"\x02"])
+    (labels / "tree.bin").write_bytes(forged.to_bytes())
+    (labels / "batch.json").write_text(json.dumps({**batch, "batch_id": batch_id}))
+    code, out = run(capsys, "licence", "scan", labels / "000000.qr.png", *chain)
+    assert code == 1
+    assert "does NOT lead" in out
+    assert "invalid proof" in out
+
+
+@pytest.fixture
+def service_url(node: Node, tmp_path: Path) -> Iterator[str]:
+    """The licensing service on the node, on a free loopback port, its indexer polling every 0.2 s."""
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'service.sqlite3'}",
+        chain_rpc_url=node.url,
+        dev_accounts=True,
+        deployment_manifest=node.manifest,
+        licence_indexer_interval_s=0.2,
+        log_format="console",
+    )
+    runtime = start_chain(node.url, manifest_path=node.manifest)
+    app = create_app(
+        settings,
+        routers=[auth_router, licences_router, devices_router, link_router],
+        lifespan_hooks=[chain_startup(runtime), licensing_startup()],
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive(), "the service stopped while starting"
+        assert time.monotonic() < deadline, "the service did not start in time"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_scan_with_the_proof_from_the_service(
+    node: Node, service_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with httpx.Client(base_url=service_url, timeout=60) as client:
+        headers = sign_in(client, node.manufacturer)
+        reply = client.post(
+            "/v1/devices/batches",
+            json={"bpc_per_device_wei": "1000", "devices": ["serial:acme:S-1", "serial:acme:S-2"]},
+            headers=headers,
+        )
+        assert reply.status_code == 201, reply.text
+        root = reply.json()["batch"]["root"]
+        upload_id = reply.json()["batch"]["upload_id"]
+        node.pool.devices.transact(
+            "registerBatch", bytes.fromhex(root[2:]), 2, 1000, sender=node.manufacturer.address
+        )
+        deadline = time.monotonic() + 30
+        while client.get(f"/v1/devices/batches/{upload_id}", headers=headers).json()["status"] != "confirmed":
+            assert time.monotonic() < deadline, "the indexer did not confirm the batch"
+            time.sleep(0.1)
+        labels = tmp_path / "labels"
+        token = headers["Authorization"].removeprefix("Bearer ")
+        code, out = run(
+            capsys,
+            "licence",
+            "devices",
+            "export",
+            labels,
+            "--service",
+            service_url,
+            "--upload-id",
+            upload_id,
+            "--token",
+            token,
+            "--resolver-base",
+            service_url,
+            "--formats",
+            "qr_png",
+        )
+        assert code == 0, out
+        # The label's link is the service's resolver.
+        assert client.get("/serial/acme/S-2").json()["status"] == "licensed"
+    code, out = run(
+        capsys,
+        "licence",
+        "scan",
+        labels / "000001.qr.png",
+        "--rpc",
+        node.url,
+        "--manifest",
+        node.manifest,
+        "--service",
+        service_url,
+    )
+    assert code == 0, out
+    assert "device serial:acme:S-2" in out
+    assert "LICENSED" in out
+
+
+def test_certificates_status_and_threshold(
+    node: Node, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pool = node.pool
+    chain: list[str | Path] = ["--rpc", node.url, "--manifest", node.manifest]
+    now = int(pool.w3.eth.get_block("latest")["timestamp"])
+
+    def certificate(holder: LocalAccount) -> Certificate:
+        return Certificate(
+            chain_id=pool.deployment.chain_id,
+            verifying_contract=pool.bpr.address,
+            holder=holder.address,
+            pool=pool.registry.address,
+            statement="licensed",
+            issued_at=now - 10,
+            expires_at=now + 3_600,
+            nonce=7,
+        )
+
+    cert = certificate(node.manufacturer)
+    signature = node.manufacturer.sign_message(cert.signable()).signature
+    as_json = tmp_path / "cert.json"
+    as_json.write_text(
+        json.dumps({"certificate": cert.typed_data(), "signature": "0x" + bytes(signature).hex()})
+    )
+    code, out = run(capsys, "licence", "verify-cert", as_json, *chain)
+    assert code == 0, out
+    assert "VALID" in out
+    qr = tmp_path / "cert.png"
+    qr.write_bytes(render(cert.to_compact(bytes(signature)), Symbology.QR, ImageType.PNG, module_px=4))
+    assert run(capsys, "licence", "verify-cert", qr, *chain)[0] == 0
+
+    stranger = certificate(node.outsider)
+    compact = tmp_path / "stranger.txt"
+    compact.write_text(stranger.to_compact(bytes(node.outsider.sign_message(stranger.signable()).signature)))
+    code, out = run(capsys, "licence", "verify-cert", compact, *chain)
+    assert code == 1
+    assert "holder_not_licensed" in out
+
+    code, out = run(capsys, "licence", "status", node.manufacturer.address, *chain)
+    assert code == 0
+    assert "LICENSED" in out
+    code, out = run(capsys, "licence", "threshold", *chain)
+    assert code == 0
+    small = next(line for line in out.splitlines() if line.startswith("small"))
+    assert small.split()[1] == str(100 * BPC)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert run(capsys, "licence", "verify-cert", bad, *chain)[0] == 2
