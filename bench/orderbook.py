@@ -39,7 +39,6 @@ Numbers are printed; the last line is one JSON object. Nothing passes or fails o
 from __future__ import annotations
 
 import argparse
-import filecmp
 import gc
 import json
 import logging
@@ -73,6 +72,7 @@ from exchange.orderbook import (
     TimeInForce,
     Trade,
 )
+from exchange.orderbook.build_native import is_current
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 NATIVE_BUILD = REPOSITORY / ".build" / "orderbook-native"
@@ -406,11 +406,7 @@ def measure_peer(
 
 def native_results(commands: int, seed: int) -> list[dict[str, Any]] | None:
     """Build the native package if its copy of the sources is stale, then measure it in a subprocess."""
-    sources = REPOSITORY / "exchange" / "orderbook"
-    copies = NATIVE_BUILD / "exchange" / "orderbook"
-    names = [path.name for path in sources.glob("*.py") if path.name != "build_native.py"]
-    _, mismatched, missing = filecmp.cmpfiles(sources, copies, names, shallow=False)
-    if mismatched or missing:
+    if not is_current(NATIVE_BUILD):
         print("building the native order book (mypyc) ...", flush=True)
         subprocess.run(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "exchange.orderbook.build_native", "--out", str(NATIVE_BUILD)],

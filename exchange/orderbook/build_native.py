@@ -20,12 +20,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import filecmp
 import os
 import shutil
 from pathlib import Path
 
 COMPILED_MODULES = ("market", "events", "views", "validation", "levels", "matching", "placing", "book")
 DEFAULT_OUT = Path(".build") / "orderbook-native"
+
+
+def is_current(out: Path = DEFAULT_OUT) -> bool:
+    """Whether ``out`` holds a build made from the sources as they are now."""
+    sources = Path(__file__).resolve().parent
+    names = [path.name for path in sources.glob("*.py")]
+    _, mismatched, missing = filecmp.cmpfiles(sources, out / "exchange" / "orderbook", names, shallow=False)
+    return not mismatched and not missing
 
 
 def build(out: Path) -> Path:
@@ -40,7 +49,7 @@ def build(out: Path) -> Path:
     shutil.copytree(
         source,
         out / "exchange" / "orderbook",
-        ignore=shutil.ignore_patterns("__pycache__", "*.so", Path(__file__).name),
+        ignore=shutil.ignore_patterns("__pycache__", "*.so"),
     )
     (out / "exchange" / "__init__.py").write_text('"""Native build of exchange.orderbook only."""\n')
     with contextlib.chdir(out):

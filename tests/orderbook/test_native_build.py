@@ -1,8 +1,9 @@
 """A native (mypyc) build of the book emits exactly the events of the pure-Python book.
 
-Runs only when a build exists (``python -m exchange.orderbook.build_native``
-writes one to ``.build/orderbook-native``); building takes too long for every
-test run. The build is exercised in a subprocess with its directory first on
+Runs only when a build of the current sources exists (``python -m
+exchange.orderbook.build_native`` writes one to ``.build/orderbook-native``;
+``bench/orderbook.py`` rebuilds it when stale); building takes too long for
+every test run. The build is exercised in a subprocess with its directory first on
 the path, over the same seeded command logs as the determinism tests.
 """
 
@@ -15,15 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from exchange.orderbook.build_native import DEFAULT_OUT
+from exchange.orderbook.build_native import DEFAULT_OUT, is_current
 from tests.orderbook.digest import SEQUENCES, digest_of_runs
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 NATIVE = REPOSITORY / DEFAULT_OUT
 
+
 pytestmark = pytest.mark.skipif(
-    not (NATIVE / "exchange" / "orderbook").is_dir(),
-    reason="no native build (python -m exchange.orderbook.build_native)",
+    not is_current(NATIVE),
+    reason="no current native build (python -m exchange.orderbook.build_native)",
 )
 
 
