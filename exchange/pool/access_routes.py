@@ -59,7 +59,7 @@ Pool = Annotated[PoolContext, Depends(pool_context)]
 router = APIRouter(tags=["pool administration: roles"])
 
 
-@router.get("/v1/admin/me", summary="My foundation roles", responses=problem_responses(Unauthorized))
+@router.get("/v1/pool/roles/mine", summary="My foundation roles", responses=problem_responses(Unauthorized))
 async def get_my_roles(principal: CurrentPrincipal, session: DbSession) -> dict[str, object]:
     roles = await repository.active_roles(session, principal.address)
     return {"address": principal.address, "roles": sorted(role.value for role in roles)}

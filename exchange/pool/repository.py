@@ -340,7 +340,7 @@ async def live_patent_counts(session: AsyncSession, column: str) -> dict[str, in
         .group_by(key)
         .order_by(key)
     )
-    return {str(value): int(count) for value, count in rows.tuples()}
+    return {str(value): int(count) for value, count in rows}
 
 
 async def live_contributor_count(session: AsyncSession) -> int:

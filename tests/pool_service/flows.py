@@ -8,8 +8,13 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 
 from exchange.chain.pool import MemberStatus
+from exchange.db.engine import create_engine_for_url, create_sessionmaker
+from exchange.pool import patent_service
 from exchange.pool.indexer import STATE_NAMES, TIER_NAMES
-from tests.pool_service.conftest import MIN_ASSESSMENTS, Foundation
+from exchange.pool.patent_service import PatentData
+from exchange.pool.patents import FieldOfTechnology, PatentSource
+from exchange.pool.service import PoolPolicies
+from tests.pool_service.conftest import ASSESSORS, MIN_ASSESSMENTS, REGISTRAR, Foundation, pool_settings
 from tests.support.auth import bearer_headers
 
 
@@ -135,3 +140,59 @@ async def admit_patent(
 
 def days_from_today(days: int) -> date:
     return datetime.now(UTC).date() + timedelta(days=days)
+
+
+async def admit_in_the_past(
+    database_url: str,
+    number: str,
+    *,
+    expires_on: date,
+    admitted_days_ago: int = 7,
+    contributor: str | None = None,
+) -> str:
+    """Register and admit a patent as the service would have done ``admitted_days_ago`` days ago.
+
+    Through the service functions (the API only acts now): a patent that expires
+    today or earlier can only have entered the pool in the past.
+    """
+    settings = pool_settings(database_url)
+    policies = PoolPolicies.from_settings(settings)
+    engine = create_engine_for_url(database_url)
+    now = datetime.now(UTC)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            data = PatentData(
+                publication_number=number,
+                title="Sharded state channel settlement",
+                owner="Chain Research Ltd",
+                field=FieldOfTechnology.BLOCKCHAIN,
+                source=PatentSource.CONTRIBUTED if contributor else PatentSource.PURCHASED,
+                contributor=contributor,
+                expires_on=expires_on,
+            )
+            at = now - timedelta(days=admitted_days_ago + 3)
+            row, _ = await patent_service.register_patent(session, data=data, actor=REGISTRAR.address, at=at)
+            await patent_service.start_assessment(
+                session, patent_id=row.patent_id, actor=REGISTRAR.address, note=None, at=at
+            )
+            for expert in ASSESSORS[:MIN_ASSESSMENTS]:
+                await patent_service.assess(
+                    session,
+                    patent_id=row.patent_id,
+                    expert=expert.address,
+                    score=75,
+                    core=True,
+                    notes="",
+                    at=at,
+                )
+            decided = await patent_service.decide(
+                session,
+                patent_id=row.patent_id,
+                policies=policies,
+                actor=REGISTRAR.address,
+                at=now - timedelta(days=admitted_days_ago),
+            )
+            assert decided.patent.status == "in_pool"
+            return row.patent_id
+    finally:
+        await engine.dispose()

@@ -1,0 +1,197 @@
+"""Contribution mints: exactly once across refusals, retries and restarts.
+
+A crash is simulated by putting a mint row back into the state the service
+leaves it in between its steps (``sending`` committed, transaction sent or not),
+then letting the service — a retried request or a restarted process — continue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from eth_account import Account
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from exchange.chain.runtime import ChainRuntime
+from exchange.db.base import utc_now
+from exchange.db.engine import create_engine_for_url, create_sessionmaker
+from exchange.main import build_app
+from exchange.pool.models import ContributionMint
+from tests.pool_service.conftest import Foundation, pool_settings
+from tests.pool_service.flows import admit_patent
+
+AMOUNT_AT_SCORE_75 = 750 * 10**18
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine_for_url(database_url)
+    yield engine
+    await engine.dispose()
+
+
+async def _mint_row(engine: AsyncEngine, patent_id: str) -> ContributionMint:
+    async with create_sessionmaker(engine)() as session:
+        row = await session.scalar(select(ContributionMint).where(ContributionMint.patent_id == patent_id))
+        assert row is not None
+        return row
+
+
+async def _set_mint(engine: AsyncEngine, patent_id: str, **values: Any) -> None:
+    async with create_sessionmaker(engine)() as session, session.begin():
+        await session.execute(
+            update(ContributionMint).where(ContributionMint.patent_id == patent_id).values(**values)
+        )
+
+
+def _minter_role(chain: ChainRuntime, grant: bool) -> None:
+    bpc = chain.pool.bpc
+    bpc.transact(
+        "grantRole" if grant else "revokeRole", bpc.call("MINTER_ROLE"), chain.w3.eth.default_account
+    )
+
+
+async def _process(foundation: Foundation, mint_id: int) -> dict[str, Any]:
+    reply = await foundation.client.post(
+        f"/v1/admin/pool/mints/{mint_id}/process", headers=foundation.registrar
+    )
+    assert reply.status_code == 200, reply.text
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+async def test_a_refused_mint_is_recorded_and_sent_once_when_retried(
+    foundation: Foundation, engine: AsyncEngine
+) -> None:
+    contributor, pool = Account.create().address, foundation.chain.pool
+    _minter_role(foundation.chain, grant=False)
+    decision = await admit_patent(
+        foundation, "US 11,000,001 B2", source="contributed", contributor=contributor
+    )
+    mint = await _mint_row(engine, decision["patent"]["patent_id"])
+    assert mint.status == "failed"
+    assert mint.error is not None
+    assert "AccessControlUnauthorizedAccount" in mint.error
+    assert pool.bpc_balance(contributor) == 0
+
+    _minter_role(foundation.chain, grant=True)
+    first = await _process(foundation, mint.id)
+    assert (first["status"], first["amount_wei"]) == ("minted", str(AMOUNT_AT_SCORE_75))
+    again = await _process(foundation, mint.id)
+    assert again["tx_hash"] == first["tx_hash"]
+    assert pool.bpc_balance(contributor) == AMOUNT_AT_SCORE_75
+    listed = await foundation.client.get(
+        "/v1/admin/pool/mints", params={"status": "minted"}, headers=foundation.council
+    )
+    assert [m["patent_id"] for m in listed.json()["items"]] == ["US11000001B2"]
+    audit = await foundation.client.get(
+        "/v1/admin/audit", params={"subject_id": "US11000001B2"}, headers=foundation.council
+    )
+    actions = [entry["action"] for entry in audit.json()["items"]]
+    assert actions[:2] == ["contribution.minted", "contribution.mint_failed"]
+
+
+async def test_a_mint_sent_but_not_recorded_is_found_on_chain_after_a_restart(
+    foundation: Foundation, engine: AsyncEngine, database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    contributor, pool = Account.create().address, chain_runtime.pool
+    decision = await admit_patent(foundation, "EP 3200001 B1", source="contributed", contributor=contributor)
+    patent_id = decision["patent"]["patent_id"]
+    sent = await _mint_row(engine, patent_id)
+    assert sent.status == "minted"
+    assert sent.minted_block is not None
+    supply = pool.bpc_supply()
+    # The process stopped after the transaction was mined, before it recorded it.
+    await _set_mint(
+        engine, patent_id, status="sending", tx_hash=None, minted_block=None, from_block=sent.minted_block
+    )
+
+    restarted = build_app(pool_settings(database_url), chain=chain_runtime)
+    async with restarted.router.lifespan_context(restarted):
+        pass
+    found = await _mint_row(engine, patent_id)
+    assert (found.status, found.tx_hash, found.minted_block) == ("minted", sent.tx_hash, sent.minted_block)
+    assert pool.bpc_supply() == supply
+    assert pool.bpc_balance(contributor) == AMOUNT_AT_SCORE_75
+    audit = await foundation.client.get(
+        "/v1/admin/audit", params={"action": "contribution.minted"}, headers=foundation.council
+    )
+    assert audit.json()["items"][0]["reason"] == "found on chain after an interrupted send"
+
+
+async def test_a_mint_committed_as_sending_but_never_sent_is_sent_once(
+    foundation: Foundation, engine: AsyncEngine
+) -> None:
+    contributor, chain = Account.create().address, foundation.chain
+    _minter_role(chain, grant=False)
+    decision = await admit_patent(
+        foundation, "JP 2018-100001 A", source="contributed", contributor=contributor
+    )
+    patent_id = decision["patent"]["patent_id"]
+    _minter_role(chain, grant=True)
+    # The intent was committed, then the process stopped before sending.
+    head = chain.w3.eth.block_number
+    await _set_mint(
+        engine, patent_id, status="sending", error=None, from_block=head + 1, sending_at=utc_now()
+    )
+    mint_id = (await _mint_row(engine, patent_id)).id
+
+    outcome = await _process(foundation, mint_id)
+    assert outcome["status"] == "minted"
+    assert chain.pool.bpc_balance(contributor) == AMOUNT_AT_SCORE_75
+    await _process(foundation, mint_id)
+    assert chain.pool.bpc_balance(contributor) == AMOUNT_AT_SCORE_75
+
+
+async def test_two_interrupted_mints_of_equal_amounts_claim_one_transfer_each(
+    foundation: Foundation, engine: AsyncEngine
+) -> None:
+    contributor, pool = Account.create().address, foundation.chain.pool
+    first = await admit_patent(foundation, "US 11,000,002 B2", source="contributed", contributor=contributor)
+    second = await admit_patent(foundation, "US 11,000,003 B2", source="contributed", contributor=contributor)
+    rows = [await _mint_row(engine, d["patent"]["patent_id"]) for d in (first, second)]
+    assert rows[0].minted_block is not None
+    supply = pool.bpc_supply()
+    for row in rows:
+        await _set_mint(
+            engine,
+            row.patent_id,
+            status="sending",
+            tx_hash=None,
+            minted_block=None,
+            from_block=rows[0].minted_block,
+        )
+    for row in rows:
+        await _process(foundation, row.id)
+    after = [await _mint_row(engine, row.patent_id) for row in rows]
+    assert {row.tx_hash for row in after} == {row.tx_hash for row in rows}
+    assert pool.bpc_supply() == supply
+    assert pool.bpc_balance(contributor) == 2 * AMOUNT_AT_SCORE_75
+
+
+async def test_the_database_refuses_a_second_mint_with_the_same_key(
+    foundation: Foundation, engine: AsyncEngine
+) -> None:
+    decision = await admit_patent(
+        foundation, "EP 3200002 B1", source="contributed", contributor=Account.create().address
+    )
+    original = await _mint_row(engine, decision["patent"]["patent_id"])
+    other = await admit_patent(foundation, "EP 3200003 B1")  # purchased: owes nothing
+    assert other["mint"] is None
+    with pytest.raises(IntegrityError):
+        async with create_sessionmaker(engine)() as session, session.begin():
+            session.add(
+                ContributionMint(
+                    patent_id=other["patent"]["patent_id"],
+                    idempotency_key=original.idempotency_key,
+                    recipient=original.recipient,
+                    amount_wei=original.amount_wei,
+                    score=original.score,
+                    policy_version=original.policy_version,
+                    status="pending",
+                )
+            )

@@ -1,0 +1,277 @@
+"""Patents through the HTTP API: registration, assessment, admission, retirement, expiry, public views."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from eth_account import Account
+
+from exchange.chain.runtime import ChainRuntime
+from exchange.main import build_app
+from tests.pool_service.conftest import ASSESSORS, REGISTRAR, Foundation, pool_settings
+from tests.pool_service.flows import (
+    admit_in_the_past,
+    admit_patent,
+    assess_and_decide,
+    days_from_today,
+    patent_body,
+    register,
+)
+
+MINT_AT_100 = 1000 * 10**18  # the default mint policy: BPC base units for a score of 100
+
+
+async def _detail(foundation: Foundation, patent_id: str) -> dict[str, Any]:
+    reply = await foundation.client.get(f"/v1/admin/pool/patents/{patent_id}", headers=foundation.registrar)
+    assert reply.status_code == 200, reply.text
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+async def test_numbers_are_normalised_and_invalid_ones_refused_with_the_reason(
+    foundation: Foundation,
+) -> None:
+    client, headers = foundation.client, foundation.registrar
+    patent = await register(foundation, "ep 3,123,456 b1")
+    assert (patent["patent_id"], patent["docdb"], patent["country"]) == ("EP3123456B1", "EP.3123456.B1", "EP")
+    assert patent["status"] == "proposed"
+    # The same patent in another spelling with the same data is the same registration.
+    same = await client.post("/v1/admin/pool/patents", json=patent_body("EP.3123456.B1"), headers=headers)
+    assert (same.status_code, same.json()["patent_id"]) == (200, "EP3123456B1")
+    other = await client.post(
+        "/v1/admin/pool/patents", json=patent_body("EP3123456B1", title="Another title"), headers=headers
+    )
+    assert other.status_code == 409
+
+    for number, reason in [
+        ("US 10,123,456", "kind code"),
+        ("DD 123456 A1", "former state"),
+        ("XX123456B1", "unknown"),
+        ("EP 3123456 Z9", "not valid for EP"),
+        ("WO 2016/123456.7 A1", "application number"),
+    ]:
+        reply = await client.post("/v1/admin/pool/patents", json=patent_body(number), headers=headers)
+        assert reply.status_code == 422, (number, reply.text)
+        problem = reply.json()
+        assert problem["type"].endswith("/invalid-patent-number")
+        assert reason in problem["reason"], (number, problem)
+        assert problem["input"] == number
+
+    contributed = await client.post(
+        "/v1/admin/pool/patents", json=patent_body("US10123456B2", source="contributed"), headers=headers
+    )
+    assert contributed.status_code == 422
+    assert "contributor" in contributed.json()["detail"]
+    lapsed = await client.post(
+        "/v1/admin/pool/patents",
+        json=patent_body("US10123457B2", expires_on=days_from_today(0).isoformat()),
+        headers=headers,
+    )
+    assert lapsed.status_code == 422
+
+
+async def test_lifecycle_from_proposal_to_retirement(foundation: Foundation) -> None:
+    client, contributor = foundation.client, Account.create().address
+    supply_before = foundation.chain.pool.bpc_supply()
+    patent = await register(
+        foundation, "US 10,123,456 B2", source="contributed", contributor=contributor.lower()
+    )
+    patent_id = patent["patent_id"]
+    assert patent["contributor"] == contributor
+
+    # Assessing before the registrar starts the assessment is refused.
+    early = await client.post(
+        f"/v1/admin/pool/patents/{patent_id}/assessments",
+        json={"score": 90, "core": True},
+        headers=foundation.assessors[0],
+    )
+    assert early.status_code == 409
+    assert early.json()["type"].endswith("/illegal-patent-transition")
+
+    decision = await assess_and_decide(foundation, patent_id, scores=(81, 70))
+    assert decision["admitted"] is True
+    assert (decision["score"], decision["mean_score"]) == (75, "75 1/2")
+    assert len(decision["reasons"]) == 3
+    assert decision["patent"]["status"] == "in_pool"
+    assert decision["patent"]["mint_policy_version"] == "2026.1"
+
+    # The mint went out after the response: once, to the contributor, per the published policy.
+    detail = await _detail(foundation, patent_id)
+    mint = detail["mint"]
+    expected_wei = MINT_AT_100 * 75 // 100
+    assert (mint["status"], mint["amount_wei"], mint["recipient"]) == (
+        "minted",
+        str(expected_wei),
+        contributor,
+    )
+    assert foundation.chain.pool.bpc_balance(contributor) == expected_wei
+    assert foundation.chain.pool.bpc_supply() == supply_before + expected_wei
+    assert [a["expert"] for a in detail["assessments"]] == [ASSESSORS[0].address, ASSESSORS[1].address]
+
+    # Deciding again is a retry: same outcome, no second mint.
+    retry = await client.post(f"/v1/admin/pool/patents/{patent_id}/decision", headers=foundation.registrar)
+    assert retry.status_code == 200
+    assert retry.json()["admitted"] is True
+    assert retry.json()["mint"]["tx_hash"] == mint["tx_hash"]
+    assert foundation.chain.pool.bpc_balance(contributor) == expected_wei
+
+    retired = await client.post(
+        f"/v1/admin/pool/patents/{patent_id}/retire",
+        json={"reason": "non_core", "note": "committee review 2026"},
+        headers=foundation.registrar,
+    )
+    assert retired.status_code == 200, retired.text
+    assert (retired.json()["status"], retired.json()["retirement_reason"]) == ("retired", "non_core")
+    events = (await _detail(foundation, patent_id))["events"]
+    assert [(e["action"], e["to_status"]) for e in events] == [
+        ("proposed", "proposed"),
+        ("assessment_started", "under_assessment"),
+        ("admitted", "in_pool"),
+        ("retired", "retired"),
+    ]
+    assert {e["actor"] for e in events} == {REGISTRAR.address}
+    assert events[-1]["reason"] == "non_core: committee review 2026"
+    as_expired = await client.post(
+        f"/v1/admin/pool/patents/{patent_id}/retire", json={"reason": "expired"}, headers=foundation.registrar
+    )
+    assert as_expired.status_code == 409
+
+    audit = await client.get("/v1/admin/audit", params={"subject_id": patent_id}, headers=foundation.council)
+    actions = [entry["action"] for entry in audit.json()["items"]]
+    assert actions == [
+        "patent.retire",
+        "contribution.minted",
+        "patent.decide",
+        "patent.assess",
+        "patent.assess",
+        "patent.start_assessment",
+        "patent.register",
+    ]
+
+
+async def test_assessments_are_once_per_expert_and_never_by_the_contributor(foundation: Foundation) -> None:
+    client = foundation.client
+    own = await register(foundation, "EP 3123457 B1", source="contributed", contributor=ASSESSORS[0].address)
+    path = f"/v1/admin/pool/patents/{own['patent_id']}"
+    await client.post(f"{path}/start-assessment", json={"note": "batch 7"}, headers=foundation.registrar)
+    refused = await client.post(
+        f"{path}/assessments", json={"score": 100, "core": True}, headers=foundation.assessors[0]
+    )
+    assert refused.status_code == 422
+    assert "contributed" in refused.json()["detail"]
+
+    body = {"score": 64, "core": False, "notes": "prior art in claim 3"}
+    first = await client.post(f"{path}/assessments", json=body, headers=foundation.assessors[1])
+    assert first.status_code == 201
+    again = await client.post(f"{path}/assessments", json=body, headers=foundation.assessors[1])
+    assert again.status_code == 200
+    revised = await client.post(
+        f"{path}/assessments", json={**body, "score": 90}, headers=foundation.assessors[1]
+    )
+    assert revised.status_code == 409
+    for bad in ({"score": 101, "core": True}, {"score": "70", "core": True}, {"score": 70, "core": "yes"}):
+        assert (
+            await client.post(f"{path}/assessments", json=bad, headers=foundation.assessors[2])
+        ).status_code == 422
+
+
+async def test_the_policy_rejects_and_nothing_is_minted(foundation: Foundation) -> None:
+    contributor = Account.create().address
+    patent = await register(foundation, "CN 112345678 A", source="contributed", contributor=contributor)
+    decision = await assess_and_decide(foundation, patent["patent_id"], scores=(59, 60))
+    assert decision["admitted"] is False
+    assert decision["patent"]["status"] == "rejected"
+    assert any("below the minimum of 60" in reason for reason in decision["reasons"])
+    assert decision["mint"] is None
+    assert foundation.chain.pool.bpc_balance(contributor) == 0
+    too_few = await register(foundation, "CN 112345679 A")
+    one = await assess_and_decide(foundation, too_few["patent_id"], scores=(95,))
+    assert one["admitted"] is False
+    assert "1 assessment(s) is below the minimum of 2" in one["reasons"][0]
+
+
+async def test_expired_patents_leave_the_pool_on_their_expiry_date(
+    foundation: Foundation, database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    today = days_from_today(0)
+    due = await admit_in_the_past(database_url, "US 9,000,001 B1", expires_on=today)
+    lapsed_earlier = await admit_in_the_past(database_url, "US 9,000,002 B1", expires_on=days_from_today(-2))
+    in_force = await admit_in_the_past(database_url, "US 9,000,003 B1", expires_on=days_from_today(1))
+
+    swept = await foundation.client.post("/v1/admin/pool/expiry-sweep", headers=foundation.registrar)
+    assert swept.status_code == 200, swept.text
+    assert swept.json() == {"today": today.isoformat(), "retired": sorted([due, lapsed_earlier])}
+    for patent_id, expires_on in ((due, today), (lapsed_earlier, days_from_today(-2))):
+        patent = (await _detail(foundation, patent_id))["patent"]
+        assert (patent["status"], patent["retirement_reason"]) == ("retired", "expired")
+        # It left the pool on the day it lapsed, even though the sweep ran later.
+        assert date.fromisoformat(patent["left_pool_on"]) == expires_on
+    assert (await _detail(foundation, in_force))["patent"]["status"] == "in_pool"
+    again = await foundation.client.post("/v1/admin/pool/expiry-sweep", headers=foundation.registrar)
+    assert again.json()["retired"] == []
+
+    # A service starting up sweeps too.
+    late = await admit_in_the_past(database_url, "US 9,000,004 B1", expires_on=today)
+    app = build_app(pool_settings(database_url), chain=chain_runtime)
+    async with app.router.lifespan_context(app):
+        pass
+    assert (await _detail(foundation, late))["patent"]["status"] == "retired"
+    audit = await foundation.client.get(
+        "/v1/admin/audit", params={"action": "patent.expire"}, headers=foundation.registrar
+    )
+    assert {entry["subject_id"] for entry in audit.json()["items"]} == {due, lapsed_earlier, late}
+    assert {entry["actor"] for entry in audit.json()["items"]} == {REGISTRAR.address, "system:expiry-sweep"}
+
+
+async def test_public_views_filter_paginate_and_count(foundation: Foundation) -> None:
+    client = foundation.client
+    first, second = Account.create().address, Account.create().address
+    await admit_patent(foundation, "US 10,000,001 B2", source="contributed", contributor=first)
+    await admit_patent(foundation, "US 10,000,002 B2", source="contributed", contributor=first, field="ai")
+    await admit_patent(foundation, "EP 3000003 B1", source="contributed", contributor=second)
+    await admit_patent(foundation, "JP 2017-123456 A", field="ai")  # purchased: no contributor
+    await register(foundation, "DE 10 2015 123 456 A1")  # proposed only
+
+    everything = await client.get("/v1/pool/patents")
+    assert [p["patent_id"] for p in everything.json()["items"]] == [
+        "EP3000003B1",
+        "JP2017123456A",
+        "US10000001B2",
+        "US10000002B2",
+    ]
+    ai = await client.get("/v1/pool/patents", params={"field": "ai"})
+    assert [p["patent_id"] for p in ai.json()["items"]] == ["JP2017123456A", "US10000002B2"]
+    us = await client.get("/v1/pool/patents", params={"country": "us"})
+    assert len(us.json()["items"]) == 2
+    proposed = await client.get("/v1/pool/patents", params={"status": "proposed"})
+    assert [p["patent_id"] for p in proposed.json()["items"]] == ["DE102015123456A1"]
+
+    seen, cursor = [], None
+    while True:
+        params: dict[str, str | int] = {"limit": 3}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await client.get("/v1/pool/patents", params=params)).json()
+        seen += [p["patent_id"] for p in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [p["patent_id"] for p in everything.json()["items"]]
+    assert (await client.get("/v1/pool/patents", params={"cursor": "nonsense"})).status_code == 422
+    assert (await client.get("/v1/pool/patents", params={"field": "alchemy"})).status_code == 422
+
+    public = await client.get("/v1/pool/patents/US10000001B2")
+    assert public.json()["assessments"] is None  # experts' notes are for the foundation
+    assert (await client.get("/v1/pool/patents/US99999999B2")).status_code == 404
+
+    stats = (await client.get("/v1/pool/stats")).json()
+    assert stats["live_patents"] == 4
+    assert stats["live_patents_by_field"] == {"ai": 2, "blockchain": 2}
+    assert stats["live_patents_by_country"] == {"EP": 1, "JP": 1, "US": 2}
+    assert stats["contributors"] == 2
+    assert stats["bpc_supply_wei"] == str(foundation.chain.pool.bpc_supply())
+    assert stats["last_traded_price"] is None
+    policies = (await client.get("/v1/pool/policies")).json()
+    assert policies["admission"]["min_assessments"] == 2
+    assert "2026.1" in policies["mint"]["description"]
