@@ -50,6 +50,7 @@ test-contracts: setup
 	npx hardhat test
 
 test-python: setup
+	$(PY) -m exchange.orderbook.build_native  # so the native-equals-Python test runs too
 	$(VENV)/bin/pytest
 
 test: lint test-contracts test-python
