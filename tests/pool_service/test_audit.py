@@ -1,0 +1,106 @@
+"""The audit log: who did what when, paged, exported, and refused any change by the database itself."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from eth_account import Account
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from exchange.db.engine import create_engine_for_url
+from tests.pool_service.conftest import COUNCIL, REGISTRAR, Foundation
+from tests.pool_service.flows import admit, register
+
+
+async def test_entries_page_newest_first_and_export(foundation: Foundation) -> None:
+    client = foundation.client
+    member = Account.create()
+    await admit(foundation, member, tier="medium", enterprise_size="medium")
+    await register(foundation, "EP 3400001 B1")
+    await client.post(
+        f"/v1/admin/members/{member.address}/suspend",
+        json={"reason": "late dues"},
+        headers=foundation.registrar,
+    )
+
+    everything = (
+        await client.get("/v1/admin/audit", params={"limit": 500}, headers=foundation.assessors[0])
+    ).json()
+    assert everything["next_cursor"] is None
+    entries = everything["items"]
+    assert [e["id"] for e in entries] == sorted((e["id"] for e in entries), reverse=True)
+    assert [e["action"] for e in entries[:4]] == [
+        "member.suspend",
+        "patent.register",
+        "membership.approve",
+        "membership.review",
+    ]
+    suspend, _, approve, review = entries[:4]
+    assert (suspend["actor"], suspend["subject_id"], suspend["reason"]) == (
+        REGISTRAR.address,
+        member.address,
+        "late dues",
+    )
+    assert (suspend["before"]["status"], suspend["after"]["status"]) == ("active", "suspended")
+    assert len(suspend["tx_hashes"]) == 1
+    assert suspend["request_id"]
+    assert approve["actor"] == COUNCIL.address
+    assert approve["before"]["member"] is None
+    assert approve["after"]["member"]["tier"] == "medium"
+    assert approve["tx_hashes"] == [approve["after"]["application"]["admit_tx_hash"]]
+    assert (review["before"]["status"], review["after"]["status"]) == ("submitted", "under_review")
+
+    paged, cursor = [], None
+    while True:
+        params: dict[str, str | int] = {"limit": 3}
+        if cursor is not None:
+            params["cursor"] = cursor
+        page = (await client.get("/v1/admin/audit", params=params, headers=foundation.council)).json()
+        paged += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert paged == entries
+
+    exported = await client.get("/v1/admin/audit/export", headers=foundation.registrar)
+    assert exported.status_code == 200
+    assert exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [int(row["id"]) for row in rows] == sorted(e["id"] for e in entries)  # oldest first
+    last = rows[-1]
+    assert (last["action"], last["actor"], last["tx_hashes"]) == (
+        "member.suspend",
+        REGISTRAR.address,
+        suspend["tx_hashes"][0],
+    )
+    assert json.loads(last["after"])["status"] == "suspended"
+
+    lines = await client.get(
+        "/v1/admin/audit/export",
+        params={"format": "jsonl", "action": "patent.register"},
+        headers=foundation.council,
+    )
+    records = [json.loads(line) for line in lines.text.splitlines()]
+    assert [record["subject_id"] for record in records] == ["EP3400001B1"]
+
+
+async def test_the_database_refuses_to_change_or_delete_entries(
+    foundation: Foundation, database_url: str
+) -> None:
+    await register(foundation, "EP 3400002 B1")
+    engine = create_engine_for_url(database_url)
+    try:
+        for statement in ("UPDATE audit_log SET actor = 'someone else'", "DELETE FROM audit_log"):
+            with pytest.raises(DBAPIError, match="append-only"):
+                async with engine.begin() as connection:
+                    await connection.execute(text(statement))
+        async with engine.connect() as connection:
+            actors = set((await connection.execute(text("SELECT actor FROM audit_log"))).scalars())
+    finally:
+        await engine.dispose()
+    assert "someone else" not in actors
+    assert REGISTRAR.address in actors

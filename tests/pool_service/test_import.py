@@ -1,0 +1,196 @@
+"""``exchange pool patents import`` and ``exchange pool expire`` on the configured database."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from exchange.db.engine import create_engine_for_url, create_sessionmaker
+from exchange.pool.cli_service import expire, import_file
+from exchange.pool.models import AuditEntry, PatentRecord
+from tests.conftest import run_in_thread
+from tests.pool_service.flows import admit_in_the_past, days_from_today
+
+HEADER = "publication_number,title,owner,family_id,field,source,contributor,filing_date,grant_date,expires_on"
+CONTRIBUTOR = "0x2B5AD5c4795c026514f8317c7a215E218DcCD6cF"
+EXPIRES = days_from_today(3000).isoformat()
+
+
+def _row(*fields: str) -> str:
+    """One CSV record, quoted where needed (numbers like 'US 10,223,344 B2' contain commas)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(fields)
+    return buffer.getvalue()
+
+
+GOOD_ROWS = [
+    _row(
+        "US 10,223,344 B2",
+        "Consensus by ranked voting",
+        "Ledger Labs GmbH",
+        "F-1",
+        "blockchain",
+        "purchased",
+        "",
+        "2014-05-02",
+        "2019-03-12",
+        EXPIRES,
+    ),
+    _row(
+        "EP3123456B1",
+        "Proof of storage, with audits",
+        "Chain Research",
+        "",
+        "ai",
+        "contributed",
+        CONTRIBUTOR,
+        "",
+        "",
+        EXPIRES,
+    ),
+    _row(
+        "WO 2016/123456 A1",
+        "Quantum-safe signatures",
+        "BIPF",
+        "",
+        "quantum",
+        "filed",
+        "",
+        "2016-01-04",
+        "",
+        EXPIRES,
+    ),
+    _row("JP2017-123456A", "Gene ledger", "Kyoto Bio KK", "", "gene", "purchased", "", "", "", EXPIRES),
+]
+
+
+def _write(tmp_path: Path, rows: list[str], name: str = "patents.csv") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join([HEADER, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+def _counts(database_url: str) -> tuple[int, int]:
+    async def count() -> tuple[int, int]:
+        engine = create_engine_for_url(database_url)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                patents = await session.scalar(select(func.count()).select_from(PatentRecord))
+                audits = await session.scalar(
+                    select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "patent.register")
+                )
+                return int(patents or 0), int(audits or 0)
+        finally:
+            await engine.dispose()
+
+    return run_in_thread(count())
+
+
+@pytest.fixture(autouse=True)
+def _configured_database(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+
+
+def test_a_file_with_a_bad_row_imports_nothing_and_names_every_error(
+    tmp_path: Path, database_url: str
+) -> None:
+    rows = [
+        GOOD_ROWS[0],
+        GOOD_ROWS[1].replace("ai,", "alchemy,"),  # line 3: unknown field
+        GOOD_ROWS[2],
+        _row(
+            "US 10,223,344", "No kind code", "Someone", "", "blockchain", "purchased", "", "", "", EXPIRES
+        ),  # line 5
+        GOOD_ROWS[3],
+        GOOD_ROWS[0],  # line 7: the same patent again
+    ]
+    out, err = io.StringIO(), io.StringIO()
+    assert import_file(_write(tmp_path, rows), actor="tester", out=out, err=err) == 1
+    report = err.getvalue()
+    assert "line 3 EP3123456B1: field 'alchemy' is not one of" in report
+    assert "line 5 US 10,223,344: the ST.16 kind code" in report
+    assert "line 7 US 10,223,344 B2: US10223344B2 is also on line 2" in report
+    assert "3 error(s) in 6 row(s); nothing was imported" in report
+    assert "imported" not in out.getvalue()
+    assert _counts(database_url) == (0, 0)
+
+
+def test_a_clean_file_imports_every_row_with_progress(tmp_path: Path, database_url: str) -> None:
+    path = _write(tmp_path, GOOD_ROWS)
+    out, err = io.StringIO(), io.StringIO()
+    assert import_file(path, actor="tester", out=out, err=err) == 0, err.getvalue()
+    assert out.getvalue().strip() == f"imported 4 patents from {path}"
+    assert "validated 4 rows: 0 error(s)" in err.getvalue()
+    assert "imported 4/4" in err.getvalue()
+    assert _counts(database_url) == (4, 4)
+
+    # Importing it again refuses every row, each with its line.
+    again = io.StringIO()
+    assert import_file(path, actor="tester", out=io.StringIO(), err=again) == 1
+    assert [line for line in again.getvalue().splitlines() if "already registered" in line] == [
+        f"{path}: line {line} {number}: {number} is already registered"
+        for line, number in (
+            (2, "US10223344B2"),
+            (3, "EP3123456B1"),
+            (4, "WO2016123456A1"),
+            (5, "JP2017123456A"),
+        )
+    ]
+    assert _counts(database_url) == (4, 4)
+
+
+def test_a_file_without_the_required_columns_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("number,title\nUS10223344B2,x\n", encoding="utf-8")
+    err = io.StringIO()
+    assert import_file(path, actor="tester", out=io.StringIO(), err=err) == 1
+    assert "line 1: missing column(s) expires_on, field, owner, publication_number, source" in err.getvalue()
+    assert "unknown column(s) number" in err.getvalue()
+
+
+def test_the_command_line(tmp_path: Path, database_url: str) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "exchange.cli",
+        "pool",
+        "patents",
+        "import",
+        str(_write(tmp_path, GOOD_ROWS)),
+    ]
+    env = {**os.environ, "DATABASE_URL": database_url}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "imported 4 patents" in done.stdout
+    assert _counts(database_url) == (4, 4)
+    future = subprocess.run(
+        [sys.executable, "-m", "exchange.cli", "pool", "expire", "--today", days_from_today(1).isoformat()],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert future.returncode == 2
+    assert "has not come yet" in future.stderr
+
+
+def test_expire_retires_what_lapsed_by_the_given_day(database_url: str) -> None:
+    lapsed = run_in_thread(admit_in_the_past(database_url, "US 9,100,001 B1", expires_on=days_from_today(-3)))
+    run_in_thread(admit_in_the_past(database_url, "US 9,100,002 B1", expires_on=days_from_today(-1)))
+    out = io.StringIO()
+    assert expire(days_from_today(-2), out=out, err=io.StringIO()) == 0
+    assert out.getvalue().splitlines() == [
+        f"retired {lapsed} (expired)",
+        f"1 patent(s) retired as of {days_from_today(-2).isoformat()}",
+    ]
+    out = io.StringIO()
+    assert expire(None, out=out, err=io.StringIO()) == 0
+    assert out.getvalue().splitlines()[-1] == f"1 patent(s) retired as of {days_from_today(0).isoformat()}"

@@ -1,0 +1,317 @@
+"""Royalty runs through the HTTP API: what the Fund received, split exactly, paid once, told to contributors.
+
+Deposits are dated by their block; to make periods pass, the tests move the
+embedded chain's clock forward (``time_travel``), which the per-test EVM
+snapshot undoes afterwards.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from exchange.chain.runtime import ChainRuntime
+from exchange.db.base import utc_now
+from exchange.db.engine import create_engine_for_url, create_sessionmaker
+from exchange.pool.models import RoyaltyPayoutBatch, RoyaltyRun
+from exchange.settings import Settings
+from tests.pool_service.conftest import Foundation, pool_settings
+from tests.pool_service.flows import admit_patent
+from tests.support.auth import bearer_headers, embedded_account
+
+DEPOSITOR = embedded_account(6)
+BATCH_SIZE = 2
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    # Small batches, so that a run of a few contributors pays in several transactions.
+    return pool_settings(database_url, pool_payout_batch_size=BATCH_SIZE)
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine_for_url(database_url)
+    yield engine
+    await engine.dispose()
+
+
+def chain_day(chain: ChainRuntime) -> date:
+    """The UTC date of the chain's latest block: the day new deposits are dated."""
+    return datetime.fromtimestamp(chain.w3.eth.get_block("latest")["timestamp"], UTC).date()
+
+
+def travel_to(chain: ChainRuntime, day: date, at: time = time(12)) -> None:
+    """Date the next blocks ``day`` at ``at`` UTC (only forward)."""
+    tester: Any = chain.w3.provider.ethereum_tester  # type: ignore[attr-defined]
+    tester.time_travel(int(datetime.combine(day, at, UTC).timestamp()))
+
+
+def deposit(chain: ChainRuntime, amount_wei: int, source: bytes = keccak(b"trading-fee")) -> None:
+    """Someone pays ``amount_wei`` BPC into the Fund with ``Fund.deposit``."""
+    pool = chain.pool
+    pool.mint_bpc(DEPOSITOR.address, amount_wei)
+    pool.approve_bpc(pool.fund.address, amount_wei, sender=DEPOSITOR.address)
+    pool.fund.transact("deposit", pool.bpc.address, amount_wei, source, sender=DEPOSITOR.address)
+
+
+async def create_run(
+    foundation: Foundation, period_id: str, starts_on: date, ends_on: date
+) -> dict[str, Any]:
+    reply = await foundation.client.post(
+        "/v1/admin/royalties/runs",
+        json={"period_id": period_id, "starts_on": starts_on.isoformat(), "ends_on": ends_on.isoformat()},
+        headers=foundation.council,
+    )
+    assert reply.status_code == 201, reply.text
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+async def pay(foundation: Foundation, run_id: int) -> dict[str, Any]:
+    reply = await foundation.client.post(f"/v1/admin/royalties/runs/{run_id}/pay", headers=foundation.council)
+    assert reply.status_code == 200, reply.text
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+def payouts_of(run: dict[str, Any]) -> dict[str, int]:
+    return {p["contributor"]: int(p["amount_wei"]) for batch in run["batches"] for p in batch["payouts"]}
+
+
+def assert_conserves(run: dict[str, Any]) -> None:
+    paid = sum(payouts_of(run).values())
+    assert paid == int(run["paid_wei"])
+    assert paid + int(run["carry_out_wei"]) == int(run["received_wei"]) + int(run["carry_in_wei"])
+
+
+async def test_a_period_is_split_paid_once_and_stated(foundation: Foundation, engine: AsyncEngine) -> None:
+    chain, client = foundation.chain, foundation.client
+    ada, bob, carol = (Account.create() for _ in range(3))
+    await admit_patent(foundation, "US 12,000,001 B2", source="contributed", contributor=ada.address)  # 75
+    await admit_patent(
+        foundation, "US 12,000,002 B2", source="contributed", contributor=ada.address, scores=(61, 60)
+    )  # 60
+    await admit_patent(
+        foundation, "EP 3300001 B1", source="contributed", contributor=bob.address, scores=(90, 90)
+    )
+    await admit_patent(
+        foundation, "EP 3300002 B1", source="contributed", contributor=carol.address, scores=(60, 60)
+    )
+    await admit_patent(foundation, "EP 3300003 B1")  # purchased by the foundation: no royalties
+    day = chain_day(chain)
+
+    # A licence fee (through the LicenseGate) and a plain deposit reach the Fund that day.
+    pool = chain.pool
+    pool.set_fee_licence_terms(1_000, 30 * 86_400)
+    buyer = embedded_account(7)
+    pool.mint_bpc(buyer.address, 1_000)
+    pool.buy_fee_licence(sender=buyer.address)
+    deposit(chain, 2_001)
+    received = 3_001
+    balances = {who.address: pool.bpc_balance(who.address) for who in (ada, bob, carol)}
+
+    not_over = await client.post(
+        "/v1/admin/royalties/runs",
+        json={"period_id": "D1", "starts_on": day.isoformat(), "ends_on": day.isoformat()},
+        headers=foundation.council,
+    )
+    assert not_over.status_code == 409
+    assert "not over on chain" in not_over.json()["detail"]
+
+    travel_to(chain, day + timedelta(days=1), time(0, 0, 5))
+    deposit(chain, 50)  # the next day's: not this period's
+    run = await create_run(foundation, "D1", day, day)
+    assert (run["received_wei"], run["carry_in_wei"], run["status"]) == (str(received), "0", "computed")
+    assert run["total_weight"] == 75 + 60 + 90 + 60
+    expected = {
+        ada.address: received * 135 // 285,
+        bob.address: received * 90 // 285,
+        carol.address: received * 60 // 285,
+    }
+    assert payouts_of(run) == expected
+    assert_conserves(run)
+    assert int(run["carry_out_wei"]) == received - sum(expected.values()) > 0
+    assert [len(batch["payouts"]) for batch in run["batches"]] == [2, 1]
+
+    same = await client.post(
+        "/v1/admin/royalties/runs",
+        json={"period_id": "D1", "starts_on": day.isoformat(), "ends_on": day.isoformat()},
+        headers=foundation.council,
+    )
+    assert (same.status_code, same.json()["id"]) == (200, run["id"])
+    moved = await client.post(
+        "/v1/admin/royalties/runs",
+        json={
+            "period_id": "D1",
+            "starts_on": (day - timedelta(days=1)).isoformat(),
+            "ends_on": day.isoformat(),
+        },
+        headers=foundation.council,
+    )
+    assert moved.status_code == 409
+
+    paid = await pay(foundation, run["id"])
+    assert paid["status"] == "paid"
+    assert all(batch["status"] == "paid" and batch["tx_hash"] for batch in paid["batches"])
+    for address, amount in expected.items():
+        assert pool.bpc_balance(address) == balances[address] + amount
+    head = chain.w3.eth.block_number
+    repeated = await pay(foundation, run["id"])
+    assert repeated["batches"] == paid["batches"]
+    assert chain.w3.eth.block_number == head
+    assert pool.bpc_balance(pool.fund.address) == int(run["carry_out_wei"]) + 50
+
+    # Statements: all of them (JSON, CSV), one contributor's, and a contributor's own.
+    statements = (
+        await client.get(f"/v1/admin/royalties/runs/{run['id']}/statements", headers=foundation.council)
+    ).json()
+    assert statements["paid_wei"] == str(sum(expected.values()))
+    by_contributor = {s["contributor"]: s for s in statements["statements"]}
+    assert by_contributor[ada.address]["patents"] == [
+        {"patent_id": "US12000001B2", "weight": 75, "counted": True},
+        {"patent_id": "US12000002B2", "weight": 60, "counted": True},
+    ]
+    csv_reply = await client.get(
+        f"/v1/admin/royalties/runs/{run['id']}/statements",
+        params={"format": "csv"},
+        headers=foundation.council,
+    )
+    assert csv_reply.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(csv_reply.text)))
+    assert {row["contributor"]: int(row["payout_wei"]) for row in rows} == expected
+    one = await client.get(
+        f"/v1/admin/royalties/runs/{run['id']}/statements/{bob.address}", headers=foundation.council
+    )
+    assert [s["contributor"] for s in one.json()["statements"]] == [bob.address]
+    own = await client.get(
+        f"/v1/royalties/runs/{run['id']}/statement", headers=await bearer_headers(client, carol)
+    )
+    assert own.json()["statements"][0]["payout_wei"] == str(expected[carol.address])
+    stranger = await client.get(f"/v1/royalties/runs/{run['id']}/statement", headers=foundation.outsider)
+    assert stranger.status_code == 404
+
+    # The next period carries what was left, and the 50 deposited meanwhile.
+    overlap = await client.post(
+        "/v1/admin/royalties/runs",
+        json={
+            "period_id": "D2",
+            "starts_on": day.isoformat(),
+            "ends_on": (day + timedelta(days=1)).isoformat(),
+        },
+        headers=foundation.council,
+    )
+    assert overlap.status_code == 409
+    travel_to(chain, day + timedelta(days=2))
+    deposit(chain, 1)
+    second = await create_run(foundation, "D2", day + timedelta(days=1), day + timedelta(days=1))
+    assert (second["carry_in_wei"], second["received_wei"]) == (run["carry_out_wei"], "50")
+    assert_conserves(second)
+
+
+async def test_an_interrupted_payout_batch_is_never_paid_twice(
+    foundation: Foundation, engine: AsyncEngine
+) -> None:
+    chain, pool = foundation.chain, foundation.chain.pool
+    contributors = [Account.create() for _ in range(3)]
+    for index, contributor in enumerate(contributors):
+        await admit_patent(
+            foundation, f"US 12,100,00{index} B2", source="contributed", contributor=contributor.address
+        )
+    day = chain_day(chain)
+    deposit(chain, 3_000_000)
+    travel_to(chain, day + timedelta(days=1))
+    run = await create_run(foundation, "R1", day, day)
+    before = {c.address: pool.bpc_balance(c.address) for c in contributors}
+
+    # Batch 0: intent committed, never sent. Then pay, then pretend batch 1's record was lost.
+    async with create_sessionmaker(engine)() as session, session.begin():
+        await session.execute(
+            update(RoyaltyPayoutBatch)
+            .where(RoyaltyPayoutBatch.run_id == run["id"], RoyaltyPayoutBatch.batch_index == 0)
+            .values(status="sending", from_block=chain.w3.eth.block_number + 1, sending_at=utc_now())
+        )
+    paid = await pay(foundation, run["id"])
+    assert paid["status"] == "paid"
+    lost = paid["batches"][1]
+    receipt = chain.w3.eth.get_transaction_receipt(lost["tx_hash"])
+    async with create_sessionmaker(engine)() as session, session.begin():
+        await session.execute(
+            update(RoyaltyRun).where(RoyaltyRun.id == run["id"]).values(status="paying", paid_at=None)
+        )
+        await session.execute(
+            update(RoyaltyPayoutBatch)
+            .where(RoyaltyPayoutBatch.run_id == run["id"], RoyaltyPayoutBatch.batch_index == 1)
+            .values(status="sending", tx_hash=None, from_block=receipt["blockNumber"], sending_at=utc_now())
+        )
+    head = chain.w3.eth.block_number
+    again = await pay(foundation, run["id"])
+    assert again["batches"][1]["tx_hash"] == lost["tx_hash"]
+    assert chain.w3.eth.block_number == head
+    for contributor in contributors:
+        assert (
+            pool.bpc_balance(contributor.address)
+            == before[contributor.address] + payouts_of(run)[contributor.address]
+        )
+
+
+@pytest.mark.parametrize("seed", [11, 29])
+async def test_distributions_conserve_the_amount_exactly(foundation: Foundation, seed: int) -> None:
+    """Random contributors, weights and deposits over three periods: every wei is paid or carried."""
+    rng = random.Random(seed)
+    chain, pool = foundation.chain, foundation.chain.pool
+    contributors: list[LocalAccount] = [Account.create() for _ in range(rng.randint(2, 4))]
+    for index in range(rng.randint(3, 5)):
+        owner = rng.choice(contributors)
+        scores = (rng.randint(60, 100), rng.randint(60, 100))
+        await admit_patent(
+            foundation,
+            f"US 13,{seed:03d},{index:03d} B2",
+            source="contributed",
+            contributor=owner.address,
+            scores=scores,
+        )
+    start = chain_day(chain)
+    before = {c.address: pool.bpc_balance(c.address) for c in contributors}
+    deposits_by_day: list[int] = []
+    for offset in range(3):
+        if offset:
+            travel_to(chain, start + timedelta(days=offset))
+        amounts = [
+            rng.choice([1, 7, rng.randint(1, 10**6), rng.randint(1, 10**24)])
+            for _ in range(rng.randint(0, 3))
+        ]
+        for amount in amounts:
+            deposit(chain, amount)
+        deposits_by_day.append(sum(amounts))
+    travel_to(chain, start + timedelta(days=3))
+
+    carry = 0
+    paid_to: dict[str, int] = {c.address: 0 for c in contributors}
+    for offset, received in enumerate(deposits_by_day):
+        day = start + timedelta(days=offset)
+        run = await create_run(foundation, f"S{seed}-{offset}", day, day)
+        assert (int(run["received_wei"]), int(run["carry_in_wei"])) == (received, carry)
+        assert_conserves(run)
+        for address, amount in payouts_of(run).items():
+            paid_to[address] += amount
+        await pay(foundation, run["id"])
+        carry = int(run["carry_out_wei"])
+    for contributor in contributors:
+        assert (
+            pool.bpc_balance(contributor.address)
+            == before[contributor.address] + paid_to[contributor.address]
+        )
+    assert pool.bpc_balance(pool.fund.address) == carry
+    assert sum(paid_to.values()) + carry == sum(deposits_by_day)
