@@ -20,14 +20,26 @@ from exchange.licenses.routes import router as licences_router
 from exchange.pool.routes import router as pool_router
 from exchange.pool.worker_service import pool_startup
 from exchange.settings import Settings, get_settings
+from exchange.trading.routes import private as trading_router
+from exchange.trading.routes import public as markets_router
+from exchange.trading.service import trading_startup
 
 
 def build_app(settings: Settings, *, chain: ChainRuntime | None = None) -> FastAPI:
     """The service app for `settings`; `chain` injects an already running chain (tests, tools)."""
     return create_app(
         settings,
-        routers=[auth_router, chain_router, licences_router, devices_router, device_link_router, pool_router],
-        lifespan_hooks=[chain_startup(chain), licensing_startup(), pool_startup()],
+        routers=[
+            auth_router,
+            chain_router,
+            licences_router,
+            devices_router,
+            device_link_router,
+            pool_router,
+            markets_router,
+            trading_router,
+        ],
+        lifespan_hooks=[chain_startup(chain), licensing_startup(), pool_startup(), trading_startup()],
     )
 
 

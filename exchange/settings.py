@@ -222,6 +222,54 @@ class Settings(BaseSettings):
         description="Base URL of device Digital Links (default http://host:port).",
     )
 
+    # --- trading (exchange.trading) -------------------------------------------------------------
+    trading_tick_size_quote: int = Field(
+        default=10**4,
+        gt=0,
+        lt=2**256,
+        description="Price step in Vault price units (quote base units per 10**18 base units).",
+    )
+    trading_lot_size_base: int = Field(
+        default=10**15, gt=0, lt=2**256, description="Order amounts are multiples of this many base units."
+    )
+    trading_min_amount_base: int = Field(
+        default=10**16, gt=0, lt=2**256, description="Smallest order amount in base units (a lot multiple)."
+    )
+    trading_maker_fee_bps: int = Field(default=10, ge=0, le=10_000, description="Fee of the resting side.")
+    trading_taker_fee_bps: int = Field(default=20, ge=0, le=10_000, description="Fee of the incoming side.")
+    trading_expiry_margin_s: int = Field(
+        default=30,
+        ge=0,
+        le=86_400,
+        description="Orders leave the book this long before their signed expiry, so settlement can land.",
+    )
+    trading_membership_ttl_s: float = Field(
+        default=5.0, ge=0, le=3600, description="How long an isActiveMember answer is reused."
+    )
+    trading_membership_poll_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=3600,
+        description="Seconds between polls of PoolRegistry status events (0: no poll).",
+    )
+    trading_max_batch: int = Field(
+        default=2000, ge=1, le=100_000, description="Most commands in one journal transaction."
+    )
+    trading_checkpoint_every: int = Field(
+        default=10_000, ge=1, description="Journal commands between two snapshots of a book."
+    )
+    trading_verify_replay_on_start: bool = Field(
+        default=True,
+        description="At start, also replay the whole journal and compare the state hashes.",
+    )
+    trading_rate_account_per_s: float = Field(default=50.0, gt=0, description="Private requests per account.")
+    trading_rate_account_burst: int = Field(default=100, ge=1)
+    trading_rate_ip_per_s: float = Field(default=200.0, gt=0, description="Trading requests per client IP.")
+    trading_rate_ip_burst: int = Field(default=400, ge=1)
+    trading_withdrawal_ttl_s: int = Field(
+        default=3600, ge=60, le=30 * 86_400, description="Validity of a co-signed withdrawal authorisation."
+    )
+
     @property
     def sign_in_domain(self) -> str:
         return self.siwe_domain or f"{self.host}:{self.port}"
@@ -319,6 +367,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 "CHAIN_RPC_URL is set but no operator key is configured: set EXCHANGE_OPERATOR_PRIVATE_KEY, "
                 "or EXCHANGE_DEV_ACCOUNTS=true if the node has unlocked development accounts"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _trading_rules_are_exact(self) -> Settings:
+        if self.trading_min_amount_base % self.trading_lot_size_base:
+            raise ValueError("EXCHANGE_TRADING_MIN_AMOUNT_BASE must be a multiple of the lot size")
+        if (self.trading_tick_size_quote * self.trading_lot_size_base) % 10**18:
+            raise ValueError(
+                "one lot at one tick must be a whole number of quote units: "
+                "tick_size_quote * lot_size_base must be a multiple of 10**18"
             )
         return self
 

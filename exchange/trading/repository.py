@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import Select, insert, select, tuple_, update
+from sqlalchemy import Select, func, insert, or_, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.db.base import utc_now
@@ -24,11 +25,21 @@ from exchange.kit.errors import Conflict
 from exchange.kit.logging import get_logger
 from exchange.trading import ledger
 from exchange.trading.ledger import VAULT_EXTERNAL, Balance, LedgerError, Posting
-from exchange.trading.models import LedgerBalance, LedgerEntry
+from exchange.trading.models import (
+    LedgerBalance,
+    LedgerEntry,
+    TradingFill,
+    TradingOrder,
+    TradingWithdrawal,
+    WithdrawalStatus,
+)
 
 log = get_logger(__name__)
 
 BalanceKey = tuple[str, str]  # (account, token)
+
+FEES_ACCOUNT = "vault:fees"
+"""Ledger account of trading fees not yet sent to the Fund (settlement moves them out of the Vault)."""
 
 
 class LedgerRefused(Conflict):
@@ -154,3 +165,114 @@ async def balances_of(session: AsyncSession, account: str) -> dict[str, Balance]
         )
     ).all()
     return {row.token: Balance(row.total, row.reserved) for row in rows}
+
+
+# --------------------------------------------------------------------------- orders and fills (reads)
+
+
+async def order_of(session: AsyncSession, account: str, order_id: int) -> TradingOrder | None:
+    """``account``'s order ``order_id``; None when there is none or it is someone else's."""
+    order: TradingOrder | None = await session.scalar(
+        select(TradingOrder).where(TradingOrder.id == order_id, TradingOrder.account == account)
+    )
+    return order
+
+
+async def order_by_client_id(
+    session: AsyncSession, account: str, client_order_id: str
+) -> TradingOrder | None:
+    order: TradingOrder | None = await session.scalar(
+        select(TradingOrder).where(
+            TradingOrder.account == account, TradingOrder.client_order_id == client_order_id
+        )
+    )
+    return order
+
+
+async def orders_of(
+    session: AsyncSession,
+    account: str,
+    *,
+    market_id: str | None,
+    status: str | None,
+    side: str | None,
+    before_id: int | None,
+    limit: int,
+) -> list[TradingOrder]:
+    """``account``'s orders, newest first, optionally filtered; those with an id below ``before_id``."""
+    statement = select(TradingOrder).where(TradingOrder.account == account)
+    if market_id is not None:
+        statement = statement.where(TradingOrder.market_id == market_id)
+    if status is not None:
+        statement = statement.where(TradingOrder.status == status)
+    if side is not None:
+        statement = statement.where(TradingOrder.side == side)
+    if before_id is not None:
+        statement = statement.where(TradingOrder.id < before_id)
+    return list((await session.scalars(statement.order_by(TradingOrder.id.desc()).limit(limit))).all())
+
+
+async def fills_of(
+    session: AsyncSession, account: str, *, market_id: str | None, before_id: int | None, limit: int
+) -> list[TradingFill]:
+    """Fills in which ``account`` was maker or taker, newest first."""
+    statement = select(TradingFill).where(
+        or_(TradingFill.maker_account == account, TradingFill.taker_account == account)
+    )
+    if market_id is not None:
+        statement = statement.where(TradingFill.market_id == market_id)
+    if before_id is not None:
+        statement = statement.where(TradingFill.id < before_id)
+    return list((await session.scalars(statement.order_by(TradingFill.id.desc()).limit(limit))).all())
+
+
+# --------------------------------------------------------------------------- withdrawals
+
+
+async def next_withdrawal_nonce(session: AsyncSession, account: str) -> int:
+    """One above the highest withdrawal nonce the service gave ``account`` (0 for the first)."""
+    highest = await session.scalar(
+        select(func.max(TradingWithdrawal.nonce)).where(TradingWithdrawal.account == account)
+    )
+    return 0 if highest is None else int(highest) + 1
+
+
+async def add_withdrawal(
+    session: AsyncSession,
+    *,
+    account: str,
+    token: str,
+    amount: int,
+    nonce: int,
+    expiry_unix: int,
+    digest: str,
+    operator_signature: str,
+) -> TradingWithdrawal:
+    """Record an authorised withdrawal; a concurrent one with the same nonce is a ``Conflict``."""
+    row = TradingWithdrawal(
+        account=account,
+        token=token,
+        amount=amount,
+        nonce=nonce,
+        expiry_unix=expiry_unix,
+        digest=digest,
+        operator_signature=operator_signature,
+        status=WithdrawalStatus.AUTHORISED.value,
+        created_at=utc_now(),
+    )
+    try:
+        async with session.begin_nested():
+            session.add(row)
+    except IntegrityError as error:
+        raise Conflict("another withdrawal of yours is being authorised; retry") from error
+    return row
+
+
+async def withdrawals_of(session: AsyncSession, account: str, *, limit: int) -> list[TradingWithdrawal]:
+    statement = (
+        select(TradingWithdrawal)
+        .where(TradingWithdrawal.account == account)
+        .order_by(TradingWithdrawal.id.desc())
+        .limit(limit)
+    )
+    return list((await session.scalars(statement)).all())

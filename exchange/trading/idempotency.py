@@ -1,0 +1,112 @@
+"""``Idempotency-Key``: the first answer to a request, given again to its retries.
+
+A client that may resend a request (after a timeout or a dropped connection)
+sends the same ``Idempotency-Key`` header each time. The first request claims
+the key for its account, in a transaction of its own, before doing anything;
+when it finishes, its status and body are stored with the key. A retry with the
+same key and the same request (method, path, body) gets that stored answer and
+does nothing else; the same key with another request is refused with 422; a
+retry while the first is still running gets 409 and may try again.
+
+What is stored: successes and refusals the client caused (4xx except 429).
+Answers that say "try again" (429, 5xx) release the key instead, so a retry
+runs afresh. A claim left by a process that died mid-request may be taken over
+after ``STALE_AFTER_S``; the work itself is idempotent underneath (orders by
+client order id, cancels by nature), so running it again is safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from exchange.db.base import utc_now
+from exchange.kit.errors import Conflict, ValidationFailed
+from exchange.trading.models import IdempotencyKey
+
+STALE_AFTER_S = 60
+HEADER = "Idempotency-Key"
+
+
+class KeyReused(ValidationFailed):
+    type_slug = "idempotency-key-reused"
+    title = "Idempotency key reused for another request"
+
+
+class KeyInUse(Conflict):
+    type_slug = "idempotency-key-in-use"
+    title = "A request with this idempotency key is still running"
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    status_code: int
+    body: Any
+
+
+def request_digest(method: str, path: str, body: bytes) -> str:
+    return hashlib.sha256(b"\n".join((method.upper().encode(), path.encode(), body))).hexdigest()
+
+
+class IdempotencyStore:
+    """Claims, answers and releases of idempotency keys, each in its own short transaction."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+
+    async def claim(self, account: str, key: str, digest: str) -> StoredAnswer | None:
+        """Claim ``key`` for a new request (None), or the stored answer of the same request."""
+        now = utc_now()
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                session.add(IdempotencyKey(account=account, key=key, request_sha256=digest, created_at=now))
+            return None
+        except IntegrityError:
+            pass
+        async with self._sessionmaker() as session, session.begin():
+            row = await session.get(IdempotencyKey, (account, key), with_for_update=True)
+            if row is None:  # released in between: claim it
+                session.add(IdempotencyKey(account=account, key=key, request_sha256=digest, created_at=now))
+                return None
+            if row.request_sha256 != digest:
+                raise KeyReused(
+                    f"the Idempotency-Key {key!r} was first used for a different request; use a new key",
+                    extra={"idempotency_key": key},
+                )
+            if row.status_code is not None:
+                return StoredAnswer(row.status_code, row.response)
+            if _stale(row.created_at, now):
+                row.created_at = now
+                return None
+            raise KeyInUse(
+                f"the first request with Idempotency-Key {key!r} has not finished; retry shortly",
+                extra={"idempotency_key": key},
+            )
+
+    async def answer(self, account: str, key: str, status_code: int, body: Any) -> None:
+        async with self._sessionmaker() as session, session.begin():
+            await session.execute(
+                update(IdempotencyKey)
+                .where(IdempotencyKey.account == account, IdempotencyKey.key == key)
+                .values(status_code=status_code, response=body, completed_at=utc_now())
+            )
+
+    async def release(self, account: str, key: str) -> None:
+        async with self._sessionmaker() as session, session.begin():
+            await session.execute(
+                delete(IdempotencyKey).where(
+                    IdempotencyKey.account == account,
+                    IdempotencyKey.key == key,
+                    IdempotencyKey.status_code.is_(None),
+                )
+            )
+
+
+def _stale(created_at: datetime, now: datetime) -> bool:
+    return now - created_at > timedelta(seconds=STALE_AFTER_S)

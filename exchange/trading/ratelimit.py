@@ -1,0 +1,71 @@
+"""Token-bucket rate limits per account and per client IP, answered with 429 and ``Retry-After``.
+
+Each key (``account:0xAb…`` or ``ip:127.0.0.1``) has a bucket of ``burst``
+tokens refilled at ``rate_per_s``; a request takes one token or is refused with
+the seconds until one is back. Buckets live in this process: with several API
+processes each would allow the full rate, and the buckets would move to
+PostgreSQL (one row per key, updated with the same arithmetic in one UPDATE).
+Idle full buckets are dropped, so memory follows the active keys only.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from exchange.kit.errors import RateLimited
+
+_PRUNE_EVERY = 10_000
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class RateLimiter:
+    """Buckets of one kind (per account, or per IP)."""
+
+    def __init__(self, rate_per_s: float, burst: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if rate_per_s <= 0 or burst < 1:
+            raise ValueError("a rate limit needs a positive rate and a burst of at least one")
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self._clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+        self._calls = 0
+
+    def retry_after(self, key: str) -> float:
+        """Take a token for ``key``: 0 when allowed, else the seconds until a token is back."""
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(float(self.burst), now)
+        else:
+            bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) * self.rate_per_s)
+            bucket.updated = now
+        self._calls += 1
+        if self._calls % _PRUNE_EVERY == 0:
+            self._prune(now)
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return 0.0
+        return (1.0 - bucket.tokens) / self.rate_per_s
+
+    def check(self, key: str, what: str) -> None:
+        """Raise ``RateLimited`` (429, ``Retry-After`` in whole seconds) when ``key`` has no token."""
+        wait_s = self.retry_after(key)
+        if wait_s > 0:
+            raise RateLimited(
+                f"too many requests for {what}: at most {self.rate_per_s:g} per second "
+                f"(bursts of {self.burst}); retry in {wait_s:.2f} s",
+                retry_after_seconds=max(1, math.ceil(wait_s)),
+            )
+
+    def _prune(self, now: float) -> None:
+        full_after = self.burst / self.rate_per_s
+        for key in [key for key, bucket in self._buckets.items() if now - bucket.updated >= full_after]:
+            del self._buckets[key]

@@ -1,0 +1,574 @@
+"""Trading API: ``/v1/markets`` (public), ``/v1/orders`` and ``/v1/account/*`` (signed-in members).
+
+Every private route answers only about the signed-in account: another
+account's order is a 404, exactly like one that does not exist. Mutating
+routes accept an ``Idempotency-Key`` header (see ``exchange.trading.idempotency``);
+placing an order is also idempotent by its client order id. Each route takes a
+token from the client IP's bucket, and private routes one from the account's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from exchange.api.problems import PROBLEM_MEDIA_TYPE, problem_responses
+from exchange.auth.dependencies import CurrentPrincipal
+from exchange.auth.service import Principal
+from exchange.db.session import DbSession
+from exchange.kit.errors import (
+    ChainUnavailable,
+    Conflict,
+    DomainError,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    ValidationFailed,
+)
+from exchange.trading import repository
+from exchange.trading.idempotency import HEADER, KeyInUse, KeyReused, request_digest
+from exchange.trading.intake import (
+    InvalidSignature,
+    OrderExpired,
+    OrderRefused,
+    SignedOrderInput,
+    WrongDomain,
+)
+from exchange.trading.intents import OrderConflict, OrderRow, PostOnlyWouldTake, WriterUnavailable
+from exchange.trading.markets import MarketSpec
+from exchange.trading.models import TradingFill, TradingOrder, TradingWithdrawal
+from exchange.trading.repository import LedgerRefused
+from exchange.trading.schemas import (
+    BalanceOut,
+    BalancesOut,
+    CancelAllOut,
+    FeeOut,
+    JournalHeadOut,
+    MarketId,
+    MarketLimits,
+    MarketOut,
+    MarketPrecision,
+    MinMax,
+    OrderOut,
+    OrderPage,
+    OrderSide,
+    OrderStatus,
+    PlaceOrderIn,
+    TradeOut,
+    TradePage,
+    WithdrawalIn,
+    WithdrawalOut,
+)
+from exchange.trading.service import NotActiveMember, TradingService, UnknownMarket
+
+ORDER_ID_MAX = 2**63 - 1
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+def trading(request: Request) -> TradingService:
+    service: TradingService = request.app.state.trading
+    return service
+
+
+Trading = Annotated[TradingService, Depends(trading)]
+
+
+def limit_ip(request: Request, service: Trading) -> None:
+    host = request.client.host if request.client else "unknown"
+    service.ip_limits.check(f"ip:{host}", f"client {host}")
+
+
+def trader(principal: CurrentPrincipal, service: Trading) -> Principal:
+    service.account_limits.check(f"account:{principal.address}", principal.address)
+    return principal
+
+
+Trader = Annotated[Principal, Depends(trader)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=HEADER,
+        pattern=r"^[\x21-\x7e]{1,255}$",
+        description="Resend the same key to retry safely: the first answer comes back, nothing runs twice.",
+    ),
+]
+OrderIdPath = Annotated[int, Path(ge=1, le=ORDER_ID_MAX, description="The order's id.")]
+Cursor = Annotated[
+    str | None, Query(pattern=r"^[1-9][0-9]{0,17}$", description="next_cursor of the last page.")
+]
+Limit = Annotated[int, Query(ge=1, le=500)]
+
+public = APIRouter(prefix="/v1/markets", tags=["markets"], dependencies=[Depends(limit_ip)])
+private = APIRouter(prefix="/v1", tags=["trading"], dependencies=[Depends(limit_ip)])
+
+_AUTH = (Unauthorized, RateLimited)
+
+# --------------------------------------------------------------------------- conversions
+
+
+def _fraction(bps: int) -> str:
+    return f"{bps / 10_000:.4f}".rstrip("0").rstrip(".") if bps else "0"
+
+
+def market_out(spec: MarketSpec) -> MarketOut:
+    return MarketOut(
+        id=spec.market_id,
+        symbol=spec.symbol,
+        base=spec.base_symbol,
+        quote=spec.quote_symbol,
+        base_token=spec.base_token,
+        quote_token=spec.quote_token,
+        base_decimals=spec.base_decimals,
+        quote_decimals=spec.quote_decimals,
+        active=True,
+        precision=MarketPrecision(price=str(spec.tick_size_quote), amount=str(spec.lot_size_base)),
+        limits=MarketLimits(
+            amount=MinMax(min=str(spec.min_amount_base), max=None),
+            price=MinMax(min=str(spec.tick_size_quote), max=None),
+        ),
+        maker=_fraction(spec.maker_fee_bps),
+        taker=_fraction(spec.taker_fee_bps),
+        maker_fee_bps=spec.maker_fee_bps,
+        taker_fee_bps=spec.taker_fee_bps,
+        chain_id=spec.chain_id,
+        vault=spec.vault,
+    )
+
+
+def order_out(row: OrderRow | TradingOrder, service: TradingService) -> OrderOut:
+    return OrderOut(
+        id=str(row.id),
+        client_order_id=row.client_order_id,
+        market=row.market_id,
+        symbol=service.market(row.market_id).spec.symbol,
+        side=row.side,  # type: ignore[arg-type]  # checked by the table's constraint
+        time_in_force=row.time_in_force,  # type: ignore[arg-type]
+        price=str(row.price_quote),
+        amount=str(row.amount_base),
+        filled=str(row.filled_base),
+        remaining=str(row.remaining_base),
+        status=row.status,  # type: ignore[arg-type]
+        cancel_reason=row.cancel_cause,
+        reserved=str(row.reserved_amount),
+        reserved_token=row.reserved_token,
+        max_fee_bps=row.max_fee_bps,
+        nonce=str(row.nonce),
+        expiry=row.expiry_unix,
+        order_hash=row.order_hash,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def trade_out(fill: TradingFill, account: str, service: TradingService) -> TradeOut:
+    taker = fill.taker_account == account
+    side: OrderSide = fill.taker_side if taker else ("sell" if fill.taker_side == "buy" else "buy")  # type: ignore[assignment]
+    spec = service.market(fill.market_id).spec
+    return TradeOut(
+        id=str(fill.id),
+        order=str(fill.taker_order_id if taker else fill.maker_order_id),
+        market=fill.market_id,
+        symbol=spec.symbol,
+        side=side,
+        taker_or_maker="taker" if taker else "maker",
+        price=str(fill.price_quote),
+        amount=str(fill.amount_base),
+        cost=str(fill.quote_amount),
+        fee=FeeOut(
+            cost=str(fill.buyer_fee if side == "buy" else fill.seller_fee),
+            currency=spec.quote_symbol,
+            rate_bps=fill.taker_fee_bps if taker else fill.maker_fee_bps,
+        ),
+        settlement_state=fill.settlement_state,  # type: ignore[arg-type]
+        tx_hash=fill.tx_hash,
+        timestamp=fill.created_at,
+    )
+
+
+def withdrawal_out(row: TradingWithdrawal, service: TradingService) -> WithdrawalOut:
+    spec = next(iter(service.markets.values())).spec
+    return WithdrawalOut(
+        id=str(row.id),
+        account=row.account,
+        token=row.token,
+        amount=str(row.amount),
+        nonce=row.nonce,
+        expiry=row.expiry_unix,
+        digest=row.digest,
+        operator_signature=row.operator_signature,
+        status=row.status,  # type: ignore[arg-type]
+        vault=spec.vault,
+        chain_id=spec.chain_id,
+        created_at=row.created_at,
+    )
+
+
+def _parse_signature(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        raise InvalidSignature("the signature is not whole bytes of hex") from None
+
+
+# --------------------------------------------------------------------------- idempotency
+
+
+def _problem_body(error: DomainError, request: Request) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": error.type_uri(), "title": error.title, "status": error.status}
+    body.update({"detail": error.detail, "instance": request.url.path})
+    body.update({name: value for name, value in error.extra.items() if name not in body})
+    return body
+
+
+async def idempotent(
+    request: Request,
+    service: TradingService,
+    principal: Principal,
+    key: str | None,
+    work: Callable[[], Awaitable[tuple[int, BaseModel]]],
+) -> Response:
+    """Run ``work`` once per ``Idempotency-Key``; a retry gets the first answer back."""
+    if key is None:
+        status_code, model = await work()
+        return JSONResponse(jsonable_encoder(model), status_code=status_code)
+    url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    digest = request_digest(request.method, url, await request.body())
+    stored = await service.idempotency.claim(principal.address, key, digest)
+    if stored is not None:
+        media_type = PROBLEM_MEDIA_TYPE if stored.status_code >= 400 else "application/json"
+        return JSONResponse(
+            stored.body,
+            status_code=stored.status_code,
+            media_type=media_type,
+            headers={REPLAYED_HEADER: "true"},
+        )
+    try:
+        status_code, model = await work()
+    except DomainError as error:
+        if error.status >= 500 or error.status == 429:
+            await service.idempotency.release(principal.address, key)
+        else:
+            await service.idempotency.answer(
+                principal.address, key, error.status, jsonable_encoder(_problem_body(error, request))
+            )
+        raise
+    except BaseException:
+        await service.idempotency.release(principal.address, key)
+        raise
+    body = jsonable_encoder(model)
+    await service.idempotency.answer(principal.address, key, status_code, body)
+    return JSONResponse(body, status_code=status_code)
+
+
+# --------------------------------------------------------------------------- public: markets
+
+
+@public.get("", response_model=list[MarketOut], summary="Markets: tokens, tick, lot, minimum size, fees")
+async def list_markets(service: Trading) -> list[MarketOut]:
+    return [market_out(market.spec) for market in service.markets.values()]
+
+
+@public.get(
+    "/{market_id}",
+    response_model=MarketOut,
+    summary="One market (by id, e.g. BPC-TUSD)",
+    responses=problem_responses(UnknownMarket, RateLimited),
+)
+async def get_market(market_id: Annotated[str, Path(max_length=32)], service: Trading) -> MarketOut:
+    return market_out(service.market(market_id).spec)
+
+
+@public.get(
+    "/{market_id}/journal",
+    response_model=JournalHeadOut,
+    summary="The market's last journaled command and the book's state hash after it",
+    responses=problem_responses(UnknownMarket, RateLimited, WriterUnavailable),
+)
+async def get_journal_head(
+    market_id: Annotated[str, Path(max_length=32)], service: Trading
+) -> JournalHeadOut:
+    head = await service.journal_head(market_id)
+    return JournalHeadOut(
+        market=head.market_id,
+        sequence=head.sequence,
+        state_hash=head.state_hash,
+        open_orders=head.open_orders,
+    )
+
+
+# --------------------------------------------------------------------------- private: orders
+
+
+@private.post(
+    "/orders",
+    response_model=OrderOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Place a signed limit order",
+    description=(
+        "Acknowledged (201) once the order is journaled durably; it is matched at once. "
+        "Resending the same client_order_id with the same signed order returns that order (200) "
+        "and does nothing else; the same id with another order is a 409."
+    ),
+    responses={
+        200: {"description": "The order was placed before under this client_order_id", "model": OrderOut},
+        **problem_responses(
+            *_AUTH,
+            OrderRefused,
+            WrongDomain,
+            InvalidSignature,
+            OrderExpired,
+            UnknownMarket,
+            NotActiveMember,
+            Forbidden,
+            OrderConflict,
+            PostOnlyWouldTake,
+            LedgerRefused,
+            KeyInUse,
+            KeyReused,
+            WriterUnavailable,
+            ChainUnavailable,
+        ),
+    },
+)
+async def place_order(
+    body: PlaceOrderIn,
+    request: Request,
+    principal: Trader,
+    service: Trading,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    async def work() -> tuple[int, BaseModel]:
+        signed = body.order
+        placed = await service.place_order(
+            principal.address,
+            SignedOrderInput(
+                market_id=service.market(body.market).spec.market_id,
+                client_order_id=body.client_order_id,
+                time_in_force=body.time_in_force,
+                chain_id=body.chain_id,
+                vault=body.vault,
+                maker=signed.maker,
+                base_token=signed.base_token,
+                quote_token=signed.quote_token,
+                side=signed.side,
+                price_quote=int(signed.price),
+                amount_base=int(signed.amount),
+                max_fee_bps=signed.max_fee_bps,
+                nonce=int(signed.nonce),
+                expiry_unix=signed.expiry,
+                signature=_parse_signature(body.signature),
+            ),
+        )
+        code = status.HTTP_201_CREATED if placed.created else status.HTTP_200_OK
+        return code, order_out(placed.order, service)
+
+    return await idempotent(request, service, principal, idempotency_key, work)
+
+
+@private.get(
+    "/orders",
+    response_model=OrderPage,
+    summary="Your orders, newest first",
+    responses=problem_responses(*_AUTH, UnknownMarket),
+)
+async def list_orders(
+    principal: Trader,
+    service: Trading,
+    session: DbSession,
+    market: Annotated[MarketId | None, Query()] = None,
+    order_status: Annotated[OrderStatus | None, Query(alias="status")] = None,
+    side: Annotated[OrderSide | None, Query()] = None,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+) -> OrderPage:
+    market_id = service.market(market).spec.market_id if market is not None else None
+    rows = await repository.orders_of(
+        session,
+        principal.address,
+        market_id=market_id,
+        status=order_status,
+        side=side,
+        before_id=int(cursor) if cursor else None,
+        limit=limit,
+    )
+    next_cursor = str(rows[-1].id) if len(rows) == limit else None
+    return OrderPage(items=[order_out(row, service) for row in rows], next_cursor=next_cursor)
+
+
+@private.get(
+    "/orders/by-client-id/{client_order_id}",
+    response_model=OrderOut,
+    summary="One of your orders, by your client order id",
+    responses=problem_responses(*_AUTH, NotFound),
+)
+async def get_order_by_client_id(
+    client_order_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")],
+    principal: Trader,
+    service: Trading,
+    session: DbSession,
+) -> OrderOut:
+    row = await repository.order_by_client_id(session, principal.address, client_order_id)
+    if row is None:
+        raise NotFound(f"you have no order with client order id {client_order_id!r}")
+    return order_out(row, service)
+
+
+@private.get(
+    "/orders/{order_id}",
+    response_model=OrderOut,
+    summary="One of your orders",
+    responses=problem_responses(*_AUTH, NotFound),
+)
+async def get_order(
+    order_id: OrderIdPath, principal: Trader, service: Trading, session: DbSession
+) -> OrderOut:
+    row = await repository.order_of(session, principal.address, order_id)
+    if row is None:
+        raise NotFound(f"you have no order {order_id}")
+    return order_out(row, service)
+
+
+@private.delete(
+    "/orders/{order_id}",
+    response_model=OrderOut,
+    summary="Cancel one of your orders",
+    description="Returns the order afterwards; an order that already ended is returned unchanged.",
+    responses=problem_responses(*_AUTH, NotFound, KeyInUse, KeyReused, WriterUnavailable),
+)
+async def cancel_order(
+    order_id: OrderIdPath,
+    request: Request,
+    principal: Trader,
+    service: Trading,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    async def work() -> tuple[int, BaseModel]:
+        row = await service.cancel_order(principal.address, order_id)
+        return status.HTTP_200_OK, order_out(row, service)
+
+    return await idempotent(request, service, principal, idempotency_key, work)
+
+
+@private.delete(
+    "/orders",
+    response_model=CancelAllOut,
+    summary="Cancel all your open orders in a market",
+    responses=problem_responses(*_AUTH, UnknownMarket, KeyInUse, KeyReused, WriterUnavailable),
+)
+async def cancel_all_orders(
+    market: Annotated[MarketId, Query()],
+    request: Request,
+    principal: Trader,
+    service: Trading,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    async def work() -> tuple[int, BaseModel]:
+        market_id = service.market(market).spec.market_id
+        ids = await service.cancel_all(principal.address, market_id)
+        return status.HTTP_200_OK, CancelAllOut(
+            market=market_id, cancelled=[str(order_id) for order_id in ids]
+        )
+
+    return await idempotent(request, service, principal, idempotency_key, work)
+
+
+# --------------------------------------------------------------------------- private: account
+
+
+@private.get(
+    "/account/balances",
+    response_model=BalancesOut,
+    summary="Your balances in the Vault: total, available, reserved by open orders and withdrawals",
+    responses=problem_responses(*_AUTH),
+)
+async def get_balances(principal: Trader, service: Trading, session: DbSession) -> BalancesOut:
+    balances = await repository.balances_of(session, principal.address)
+    tokens = {market.spec.base_token for market in service.markets.values()} | {
+        market.spec.quote_token for market in service.markets.values()
+    }
+    return BalancesOut(
+        account=principal.address,
+        balances=[
+            BalanceOut(
+                token=token,
+                asset=service.token_symbol(token),
+                total=str(balances[token].total if token in balances else 0),
+                available=str(balances[token].available if token in balances else 0),
+                reserved=str(balances[token].reserved if token in balances else 0),
+            )
+            for token in sorted(tokens | set(balances))
+        ],
+    )
+
+
+@private.get(
+    "/account/trades",
+    response_model=TradePage,
+    summary="Your trades, newest first",
+    responses=problem_responses(*_AUTH, UnknownMarket),
+)
+async def list_my_trades(
+    principal: Trader,
+    service: Trading,
+    session: DbSession,
+    market: Annotated[MarketId | None, Query()] = None,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+) -> TradePage:
+    market_id = service.market(market).spec.market_id if market is not None else None
+    fills = await repository.fills_of(
+        session,
+        principal.address,
+        market_id=market_id,
+        before_id=int(cursor) if cursor else None,
+        limit=limit,
+    )
+    next_cursor = str(fills[-1].id) if len(fills) == limit else None
+    return TradePage(
+        items=[trade_out(fill, principal.address, service) for fill in fills], next_cursor=next_cursor
+    )
+
+
+@private.post(
+    "/account/withdrawals",
+    response_model=WithdrawalOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Request a withdrawal: reserves the amount and returns the operator's co-signature",
+    responses=problem_responses(
+        *_AUTH, ValidationFailed, LedgerRefused, Conflict, KeyInUse, KeyReused, ChainUnavailable
+    ),
+)
+async def request_withdrawal(
+    body: WithdrawalIn,
+    request: Request,
+    principal: Trader,
+    service: Trading,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    async def work() -> tuple[int, BaseModel]:
+        async with service.sessionmaker() as session, session.begin():
+            row = await service.request_withdrawal(session, principal.address, body.token, int(body.amount))
+        return status.HTTP_201_CREATED, withdrawal_out(row, service)
+
+    return await idempotent(request, service, principal, idempotency_key, work)
+
+
+@private.get(
+    "/account/withdrawals",
+    response_model=list[WithdrawalOut],
+    summary="Your withdrawal authorisations, newest first",
+    responses=problem_responses(*_AUTH),
+)
+async def list_withdrawals(
+    principal: Trader, service: Trading, session: DbSession, limit: Limit = 100
+) -> list[WithdrawalOut]:
+    return [
+        withdrawal_out(row, service)
+        for row in await repository.withdrawals_of(session, principal.address, limit=limit)
+    ]

@@ -1,0 +1,240 @@
+"""Pydantic models of the trading API, named after CCXT's unified structures.
+
+Token amounts and prices are uint256 values: on the wire they are decimal
+strings (``"1000000000000000000"``), which JavaScript clients read exactly.
+Prices are the Vault's: quote base units per 10**18 base units (one whole BPC).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Uint = Annotated[
+    str,
+    Field(
+        pattern=r"^(0|[1-9][0-9]{0,77})$",
+        max_length=78,
+        description="A non-negative integer as a decimal string (base units).",
+        examples=["1000000000000000000"],
+    ),
+]
+Address = Annotated[
+    str,
+    Field(
+        pattern=r"^0x[0-9a-fA-F]{40}$", description="A 20-byte address, 0x-hex.", examples=["0x" + "ab" * 20]
+    ),
+]
+ClientOrderId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="Your id for the order, unique among your orders: resending it returns the first order.",
+    ),
+]
+MarketId = Annotated[
+    str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._-]+$", examples=["BPC-TUSD"])
+]
+OrderSide = Literal["buy", "sell"]
+OrderStatus = Literal["open", "closed", "canceled", "expired"]
+TimeInForce = Literal["GTC", "IOC", "FOK", "PO"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- markets
+
+
+class MarketPrecision(BaseModel):
+    price: str = Field(description="Tick size in Vault price units (quote base units per 10**18 base units).")
+    amount: str = Field(description="Lot size in base units.")
+
+
+class MinMax(BaseModel):
+    min: str | None
+    max: str | None
+
+
+class MarketLimits(BaseModel):
+    amount: MinMax
+    price: MinMax
+
+
+class MarketOut(BaseModel):
+    """A market, after CCXT's market structure."""
+
+    id: str
+    symbol: str = Field(examples=["BPC/TUSD"])
+    base: str
+    quote: str
+    base_token: str
+    quote_token: str
+    base_decimals: int
+    quote_decimals: int
+    type: Literal["spot"] = "spot"
+    spot: bool = True
+    active: bool
+    precision: MarketPrecision
+    limits: MarketLimits
+    maker: str = Field(description="Maker fee as a fraction, e.g. '0.001'.")
+    taker: str = Field(description="Taker fee as a fraction.")
+    maker_fee_bps: int
+    taker_fee_bps: int
+    chain_id: int
+    vault: str = Field(description="The Vault that settles the market: the EIP-712 verifyingContract.")
+
+
+class JournalHeadOut(BaseModel):
+    market: str
+    sequence: int = Field(description="Number of the last journaled command of the market.")
+    state_hash: str = Field(description="SHA-256 of the book's canonical encoding after that command (hex).")
+    open_orders: int
+
+
+# --------------------------------------------------------------------------- orders
+
+
+class SignedOrderIn(_Strict):
+    """The order exactly as signed (EIP-712 type ``Order`` of the Vault)."""
+
+    maker: Address
+    base_token: Address
+    quote_token: Address
+    side: OrderSide = Field(description="buy (LibOrder.Side 0) or sell (1).")
+    price: Uint = Field(
+        description="Limit price: quote base units per 10**18 base units; a multiple of the tick."
+    )
+    amount: Uint = Field(description="Base units; a multiple of the lot size, at least the minimum.")
+    max_fee_bps: int = Field(ge=0, le=65_535, description="Highest fee rate the operator may charge.")
+    nonce: Uint = Field(description="uint64: unique per maker; cancelOrdersBelowNonce cancels below it.")
+    expiry: int = Field(ge=0, le=2**64 - 1, description="Unix time at which the order stops being valid.")
+
+
+class PlaceOrderIn(_Strict):
+    market: MarketId
+    client_order_id: ClientOrderId
+    time_in_force: TimeInForce = Field(
+        default="GTC", description="GTC rests; IOC and FOK never rest; PO (post only) never takes."
+    )
+    chain_id: int = Field(
+        ge=1, le=2**256 - 1, description="EIP-712 domain: the chain the order is signed for."
+    )
+    vault: Address = Field(description="EIP-712 domain: the verifyingContract the order is signed for.")
+    order: SignedOrderIn
+    signature: str = Field(
+        pattern=r"^0x[0-9a-fA-F]*$",
+        max_length=2 + 2 * 65,
+        description="The maker's 65-byte signature, 0x-hex.",
+    )
+
+
+class OrderOut(BaseModel):
+    """An order, after CCXT's order structure."""
+
+    id: str
+    client_order_id: str
+    market: str
+    symbol: str
+    type: Literal["limit"] = "limit"
+    side: OrderSide
+    time_in_force: TimeInForce
+    price: str
+    amount: str
+    filled: str
+    remaining: str
+    status: OrderStatus
+    cancel_reason: str | None
+    reserved: str = Field(description="Still reserved for this order, in reserved_token base units.")
+    reserved_token: str
+    max_fee_bps: int
+    nonce: str
+    expiry: int
+    order_hash: str = Field(description="The EIP-712 digest: the order's id in the Vault.")
+    created_at: datetime
+    updated_at: datetime
+
+
+class OrderPage(BaseModel):
+    items: list[OrderOut]
+    next_cursor: str | None = Field(description="Pass as cursor for the next (older) page; null at the end.")
+
+
+class CancelAllOut(BaseModel):
+    market: str
+    cancelled: list[str] = Field(description="Ids of the orders cancelled.")
+
+
+# --------------------------------------------------------------------------- trades and balances
+
+
+class FeeOut(BaseModel):
+    cost: str
+    currency: str
+    rate_bps: int
+
+
+class TradeOut(BaseModel):
+    """One of your fills, after CCXT's trade structure."""
+
+    id: str
+    order: str = Field(description="Your order's id.")
+    market: str
+    symbol: str
+    side: OrderSide
+    taker_or_maker: Literal["taker", "maker"]
+    price: str
+    amount: str
+    cost: str = Field(description="Quote base units before fees.")
+    fee: FeeOut
+    settlement_state: Literal["pending", "submitted", "settled", "failed"]
+    tx_hash: str | None
+    timestamp: datetime
+
+
+class TradePage(BaseModel):
+    items: list[TradeOut]
+    next_cursor: str | None
+
+
+class BalanceOut(BaseModel):
+    token: str
+    asset: str | None = Field(description="The token's symbol when it is one of a market's tokens.")
+    total: str
+    available: str
+    reserved: str = Field(description="Held for open orders and pending withdrawals.")
+
+
+class BalancesOut(BaseModel):
+    account: str
+    balances: list[BalanceOut]
+
+
+# --------------------------------------------------------------------------- withdrawals
+
+
+class WithdrawalIn(_Strict):
+    token: Address
+    amount: Uint
+
+
+class WithdrawalOut(BaseModel):
+    """The operator's authorisation: send ``Vault.withdraw(token, amount, nonce, expiry, signature)``."""
+
+    id: str
+    account: str
+    token: str
+    amount: str
+    nonce: int
+    expiry: int
+    digest: str
+    operator_signature: str
+    status: Literal["authorised", "completed", "expired"]
+    vault: str
+    chain_id: int
+    created_at: datetime

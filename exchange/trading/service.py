@@ -1,0 +1,398 @@
+"""Trading use cases: place and cancel orders, read orders, trades and balances, authorise withdrawals.
+
+One ``TradingService`` per app (``app.state.trading``), built by :func:`trading_startup`:
+it owns one ``MarketWriter`` per market, the membership cache, the rate limiters
+and the idempotency store. Nothing here is process-global.
+
+Membership. Only active PoolRegistry members trade. ``isActiveMember`` answers
+are cached for ``trading_membership_ttl_s``; a poller follows the registry's
+``MemberStatusChanged`` events, drops the cached answer of every account they
+name and cancels the open orders of an account that stopped being active. The
+pool administration code calls :meth:`TradingService.cancel_all_orders_of`
+directly when it suspends a member, so the orders go at once.
+
+Errors (all ``DomainError``, rendered once as problem+json)::
+
+    ValidationFailed 422   OrderRefused (WrongDomain, InvalidSignature, OrderExpired), KeyReused,
+                           unknown token of a withdrawal
+    Forbidden        403   NotActiveMember, NotOrderMaker
+    NotFound         404   unknown market, order not yours or not there
+    Conflict         409   OrderConflict, PostOnlyWouldTake, LedgerRefused (insufficient balance), KeyInUse
+    RateLimited      429   per account and per IP, or a market's queue is full
+    503                    WriterUnavailable (the market is restarting), ChainUnavailable
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_account.signers.local import LocalAccount
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from web3 import EthereumTesterProvider, Web3
+
+from exchange.chain.runtime import ChainRuntime
+from exchange.kit.errors import ChainUnavailable, Forbidden, NotFound, ValidationFailed
+from exchange.kit.logging import get_logger
+from exchange.pool.indexer import fetch_events
+from exchange.settings import Settings
+from exchange.trading import ledger, repository
+from exchange.trading.eip712 import WithdrawalAuthorisation, withdrawal_hash, withdrawal_typed_data
+from exchange.trading.idempotency import IdempotencyStore
+from exchange.trading.intake import CheckedOrder, SignedOrderInput, check_order
+from exchange.trading.intents import (
+    CancelAllIntent,
+    CancelIntent,
+    JournalHead,
+    Placed,
+    PlaceIntent,
+    ProbeIntent,
+)
+from exchange.trading.markets import MarketSpec, market_from_chain
+from exchange.trading.models import (
+    CancelCause,
+    OrderStatus,
+    TradingOrder,
+    TradingWithdrawal,
+)
+from exchange.trading.ratelimit import RateLimiter
+from exchange.trading.signing import OrderDigester, assert_native_backend
+from exchange.trading.writer import MarketWriter
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+ACTIVE_STATUS = 1  # PoolRegistry.Status.Active
+
+
+class NotActiveMember(Forbidden):
+    type_slug = "not-active-member"
+    title = "Not an active pool member"
+
+
+class UnknownMarket(NotFound):
+    type_slug = "unknown-market"
+    title = "Unknown market"
+
+
+class ChainAccess:
+    """Blocking chain reads from async code: inline on the embedded EVM (not thread-safe, and fast),
+    in a worker thread on a JSON-RPC node."""
+
+    def __init__(self, runtime: ChainRuntime) -> None:
+        self.runtime = runtime
+
+    async def run(self, action: Callable[[], T]) -> T:
+        if self.runtime.embedded:
+            return action()
+        return await asyncio.to_thread(action)
+
+
+class MembershipCache:
+    """``isActiveMember`` answers, reused for ``ttl_s``; :meth:`forget` drops one at once."""
+
+    def __init__(
+        self,
+        check: Callable[[str], Awaitable[bool]],
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._check = check
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._answers: dict[str, tuple[bool, float]] = {}
+
+    async def is_active(self, account: str) -> bool:
+        cached = self._answers.get(account)
+        now = self._clock()
+        if cached is not None and now - cached[1] < self._ttl_s:
+            return cached[0]
+        active = await self._check(account)
+        self._answers[account] = (active, now)
+        return active
+
+    def forget(self, account: str) -> None:
+        self._answers.pop(account, None)
+
+
+@dataclass(frozen=True)
+class Market:
+    spec: MarketSpec
+    writer: MarketWriter
+    digester: OrderDigester
+
+
+class TradingService:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: ChainRuntime,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        markets: list[MarketSpec],
+    ) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.chain = ChainAccess(runtime)
+        self.sessionmaker = sessionmaker
+        self.markets: dict[str, Market] = {
+            spec.market_id: Market(
+                spec=spec,
+                writer=MarketWriter(
+                    spec,
+                    sessionmaker,
+                    max_batch=settings.trading_max_batch,
+                    checkpoint_every=settings.trading_checkpoint_every,
+                    expiry_margin_s=settings.trading_expiry_margin_s,
+                    verify_replay=settings.trading_verify_replay_on_start,
+                ),
+                digester=OrderDigester(spec.chain_id, spec.vault),
+            )
+            for spec in markets
+        }
+        self.membership = MembershipCache(self._is_active_on_chain, settings.trading_membership_ttl_s)
+        self.account_limits = RateLimiter(
+            settings.trading_rate_account_per_s, settings.trading_rate_account_burst
+        )
+        self.ip_limits = RateLimiter(settings.trading_rate_ip_per_s, settings.trading_rate_ip_burst)
+        self.idempotency = IdempotencyStore(sessionmaker)
+        self._poller: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        for market in self.markets.values():
+            await market.writer.start()
+        await self._cancel_orders_of_inactive_members()
+        if self.settings.trading_membership_poll_s > 0:
+            from_block = await self.chain.run(lambda: int(self.runtime.w3.eth.block_number)) + 1
+            self._poller = asyncio.create_task(self._follow_membership(from_block), name="trading-membership")
+
+    async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        for market in self.markets.values():
+            await market.writer.stop()
+
+    # ------------------------------------------------------------------ markets
+
+    def market(self, market_id: str) -> Market:
+        market = self.markets.get(market_id)
+        if market is None:
+            for candidate in self.markets.values():
+                if candidate.spec.symbol == market_id:
+                    return candidate
+            raise UnknownMarket(f"no market {market_id!r}; GET /v1/markets lists them")
+        return market
+
+    def token_symbol(self, token: str) -> str | None:
+        for market in self.markets.values():
+            if market.spec.base_token == token:
+                return market.spec.base_symbol
+            if market.spec.quote_token == token:
+                return market.spec.quote_symbol
+        return None
+
+    async def journal_head(self, market_id: str) -> JournalHead:
+        head: JournalHead = await self.market(market_id).writer.submit(ProbeIntent())
+        return head
+
+    # ------------------------------------------------------------------ orders
+
+    async def place_order(self, account: str, order: SignedOrderInput) -> Placed:
+        market = self.market(order.market_id)
+        checked: CheckedOrder = check_order(
+            order,
+            market=market.spec,
+            digester=market.digester,
+            account=account,
+            now_unix=int(time.time()),
+            expiry_margin_s=self.settings.trading_expiry_margin_s,
+        )
+        await self.require_active_member(account)
+        placed: Placed = await market.writer.submit(PlaceIntent(checked))
+        return placed
+
+    async def require_active_member(self, account: str) -> None:
+        if not await self.membership.is_active(account):
+            raise NotActiveMember(f"{account} is not an active pool member: only active members trade")
+
+    async def cancel_order(self, account: str, order_id: int) -> TradingOrder:
+        """Cancel one of ``account``'s orders and return it (an order that already ended is left alone)."""
+        async with self.sessionmaker() as session:
+            row = await repository.order_of(session, account, order_id)
+        if row is None:
+            raise NotFound(f"you have no order {order_id}")
+        if row.status == OrderStatus.OPEN:
+            await self.market(row.market_id).writer.submit(CancelIntent(account, row.sequence))
+            async with self.sessionmaker() as session:
+                row = await repository.order_of(session, account, order_id)
+            if row is None:  # pragma: no cover - orders are never deleted
+                raise NotFound(f"you have no order {order_id}")
+        return row
+
+    async def cancel_all(
+        self, account: str, market_id: str, cause: CancelCause = CancelCause.USER
+    ) -> list[int]:
+        ids: list[int] = await self.market(market_id).writer.submit(CancelAllIntent(account, cause))
+        return ids
+
+    async def cancel_all_orders_of(self, account: str, reason: str) -> int:
+        """Cancel every open order of ``account`` in every market (suspension, expulsion); how many.
+
+        ``reason`` is logged; the orders are marked cancelled because of suspension.
+        Also drops the cached membership answer, so the next order asks the chain again.
+        """
+        account = Web3.to_checksum_address(account)
+        self.membership.forget(account)
+        cancelled = 0
+        for market_id in self.markets:
+            cancelled += len(await self.cancel_all(account, market_id, CancelCause.SUSPENDED))
+        log.info("trading.member_orders_cancelled", account=account, reason=reason, orders=cancelled)
+        return cancelled
+
+    def membership_changed(self, account: str) -> None:
+        """Forget the cached membership of ``account`` (its status changed on chain)."""
+        self.membership.forget(Web3.to_checksum_address(account))
+
+    # ------------------------------------------------------------------ withdrawals
+
+    async def request_withdrawal(
+        self, session: AsyncSession, account: str, token: str, amount: int
+    ) -> TradingWithdrawal:
+        """Reserve ``amount`` of ``token`` and return the operator's co-signed authorisation."""
+        token = Web3.to_checksum_address(token)
+        if self.token_symbol(token) is None:
+            raise ValidationFailed(f"{token} is not a token of any market", extra={"field": "token"})
+        if not 0 < amount < 2**256:
+            raise ValidationFailed("amount must be a positive uint256", extra={"field": "amount"})
+        market = next(iter(self.markets.values())).spec
+        nonce = await repository.next_withdrawal_nonce(session, account)
+        expiry = int(time.time()) + self.settings.trading_withdrawal_ttl_s
+        authorisation = WithdrawalAuthorisation(
+            account=account, token=token, amount_base=amount, nonce=nonce, expiry_unix=expiry
+        )
+        digest = withdrawal_hash(market.chain_id, market.vault, authorisation)
+        signature = await self._operator_signature(market, authorisation)
+        withdrawal = await repository.add_withdrawal(
+            session,
+            account=account,
+            token=token,
+            amount=amount,
+            nonce=nonce,
+            expiry_unix=expiry,
+            digest="0x" + digest.hex(),
+            operator_signature="0x" + signature.hex(),
+        )
+        await repository.apply_postings(
+            session,
+            ledger.reserve(account, token, amount),
+            cause="withdrawal.reserve",
+            reference=f"withdrawal:{withdrawal.id}",
+        )
+        log.info("withdrawal.authorised", account=account, token=token, amount=amount, nonce=nonce)
+        return withdrawal
+
+    async def _operator_signature(self, market: MarketSpec, authorisation: WithdrawalAuthorisation) -> bytes:
+        """The operator's signature: by its key (configured, or the embedded EVM's), else by the node."""
+        w3 = self.runtime.w3
+        typed = withdrawal_typed_data(market.chain_id, market.vault, authorisation)
+        key = await self.chain.run(lambda: self._operator_key())
+        if key is not None:
+            return bytes(Account.sign_message(encode_typed_data(full_message=typed), key.key).signature)
+        operator = Web3.to_checksum_address(str(w3.eth.default_account))
+
+        def node_signs() -> bytes:
+            answer: Any = w3.provider.make_request("eth_signTypedData_v4", [operator, typed])  # type: ignore[arg-type]
+            if "result" not in answer:
+                raise ChainUnavailable(f"the node did not sign the withdrawal: {answer.get('error')}")
+            return bytes.fromhex(str(answer["result"]).removeprefix("0x"))
+
+        return await self.chain.run(node_signs)
+
+    def _operator_key(self) -> LocalAccount | None:
+        secret = self.settings.operator_private_key
+        if secret is not None:
+            configured: LocalAccount = Account.from_key(secret.get_secret_value())
+            return configured
+        w3 = self.runtime.w3
+        tester = w3.provider.ethereum_tester if isinstance(w3.provider, EthereumTesterProvider) else None
+        if tester is not None:
+            operator = str(w3.eth.default_account).lower()
+            for key in tester.backend.account_keys:
+                candidate: LocalAccount = Account.from_key(bytes(key.to_bytes()))
+                if candidate.address.lower() == operator:
+                    return candidate
+        return None
+
+    # ------------------------------------------------------------------ membership
+
+    async def _is_active_on_chain(self, account: str) -> bool:
+        registry = self.runtime.pool.registry
+        return bool(await self.chain.run(lambda: registry.call("isActiveMember", account)))
+
+    async def _cancel_orders_of_inactive_members(self) -> None:
+        accounts = {row.account for market in self.markets.values() for row in market.writer.live.values()}
+        for account in sorted(accounts):
+            if not await self.membership.is_active(account):
+                await self.cancel_all_orders_of(account, "not an active member at start-up")
+
+    async def _follow_membership(self, from_block: int) -> None:
+        registry = self.runtime.pool.registry
+        w3 = self.runtime.w3
+        while True:
+            await asyncio.sleep(self.settings.trading_membership_poll_s)
+            try:
+                head = await self.chain.run(lambda: int(w3.eth.block_number))
+                if head < from_block:
+                    continue
+                events = await self.chain.run(
+                    functools.partial(fetch_events, registry, ("MemberStatusChanged",), from_block, head)
+                )
+                from_block = head + 1
+                for event in events:
+                    account = Web3.to_checksum_address(event.args["account"])
+                    self.membership.forget(account)
+                    if int(event.args["newStatus"]) != ACTIVE_STATUS:
+                        await self.cancel_all_orders_of(
+                            account, f"status changed on chain in block {event.block_number}"
+                        )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("trading.membership_poll_failed")
+
+
+def trading_startup() -> Callable[[FastAPI], Any]:
+    """Lifespan hook: check the signature backend, build the markets, recover their books, start writing."""
+
+    @asynccontextmanager
+    async def hook(app: FastAPI) -> AsyncIterator[None]:
+        assert_native_backend()
+        settings: Settings = app.state.settings
+        runtime: ChainRuntime = app.state.chain
+        access = ChainAccess(runtime)
+        spec = await access.run(lambda: market_from_chain(runtime, settings))
+        service = TradingService(settings, runtime, app.state.db_sessionmaker, [spec])
+        await service.start()
+        app.state.trading = service
+        log.info("trading.started", markets=list(service.markets), vault=spec.vault)
+        try:
+            yield
+        finally:
+            await service.stop()
+            log.info("trading.stopped")
+
+    return hook

@@ -1,0 +1,769 @@
+"""The writer of one market: the only task that changes its book, its journal and its fills.
+
+Requests hand the writer *intents* (place, cancel, cancel all, probe) through an
+asyncio queue and wait. Each cycle the writer takes everything queued (up to
+``max_batch``) and, in ONE database transaction:
+
+1. locks the market's ``trading_books`` row (on SQLite this first write also
+   takes the database's write lock, so the cycle never has to upgrade a read);
+2. cancels orders that reached their expiry less the settlement margin;
+3. for each intent in arrival order: checks the client order id, nonce and
+   order hash are unused, reserves the funds (ledger postings against the
+   balances read ``FOR UPDATE``), applies the command to the book, and turns
+   the book's events into fills, order updates and ledger postings;
+4. writes the journal rows (orders, cancels), the fills, the order states, the
+   ledger entries and balances, the new journal head and, every
+   ``checkpoint_every`` commands, a snapshot of the book with its state hash;
+
+then commits, and only then resolves the waiting requests. One commit (one
+fsync) acknowledges the whole batch: that is the group commit. If anything in
+the cycle fails, the transaction rolls back, the requests of the batch get a
+503, and the writer rebuilds its book from the database, so memory never runs
+ahead of what is durable.
+
+The journal. A command the book accepted gets the next ``sequence`` of the
+market; a placed order is its own journal row (its book order id is its
+sequence), a cancel is a ``trading_cancels`` row. A command the book rejects, or
+an order whose reservation fails, changes nothing and is not journaled.
+
+Recovery (:meth:`MarketWriter.start`): restore the last checkpoint (its bytes
+must hash to the recorded state hash), replay the journal after it, and check
+that the journal head matches, that every replayed command is accepted again,
+and that the open orders in ``trading_orders`` are exactly the book's orders
+with the same remaining amounts. With ``verify_replay`` the whole journal is
+also replayed from its first command and must give the same state hash.
+Any mismatch stops the start-up: the service does not trade on a book it
+cannot vouch for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import heapq
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from exchange.db.base import utc_now
+from exchange.kit.errors import RateLimited
+from exchange.kit.logging import get_logger
+from exchange.orderbook import (
+    Accepted,
+    Cancel,
+    CancelAll,
+    Cancelled,
+    Event,
+    LevelChanged,
+    OrderBook,
+    PlaceLimit,
+    Rejected,
+    RejectReason,
+    Side,
+    Trade,
+)
+from exchange.trading import ledger, repository
+from exchange.trading.amounts import settlement_amounts
+from exchange.trading.intake import TIME_IN_FORCE, CheckedOrder
+from exchange.trading.intents import (
+    CANCEL_CAUSES,
+    ORDER_STATE_FIELDS,
+    STOP,
+    CancelAllIntent,
+    CancelIntent,
+    Intent,
+    JournalHead,
+    OrderConflict,
+    OrderRow,
+    Placed,
+    PlaceIntent,
+    PostOnlyWouldTake,
+    ProbeIntent,
+    WriterUnavailable,
+    fail,
+    resolve,
+    settled,
+)
+from exchange.trading.journal import RecoveryFailed, replay
+from exchange.trading.ledger import Balance, FillAmounts, LedgerError, Posting
+from exchange.trading.markets import MarketSpec
+from exchange.trading.models import (
+    CancelCause,
+    OrderStatus,
+    TradingBook,
+    TradingCancel,
+    TradingFill,
+    TradingOrder,
+)
+from exchange.trading.repository import FEES_ACCOUNT, BalanceKey, LedgerRefused
+
+log = get_logger(__name__)
+
+QUEUE_LIMIT = 20_000
+
+
+# --------------------------------------------------------------------------- one cycle's work
+
+
+class _Cycle:
+    """The working state of one cycle: balances read so far and everything to write."""
+
+    def __init__(self, session: AsyncSession, now: datetime) -> None:
+        self.session = session
+        self.now = now
+        self.balances: dict[BalanceKey, Balance] = {}
+        self.loaded: set[BalanceKey] = set()
+        self.existing: set[BalanceKey] = set()
+        self.changed: set[BalanceKey] = set()
+        self.entries: list[tuple[Posting, str, str]] = []
+        self.new_orders: dict[int, OrderRow] = {}  # by sequence
+        self.touched_orders: dict[int, OrderRow] = {}  # existing rows, by sequence
+        self.cancels: list[dict[str, Any]] = []
+        self.fills: list[dict[str, Any]] = []
+        self.placed: dict[tuple[str, str], OrderRow] = {}  # (account, client order id) of this batch
+        self.nonces: set[tuple[str, int]] = set()
+        self.hashes: set[str] = set()
+
+    async def load(self, keys: Iterable[BalanceKey]) -> None:
+        missing = {key for key in keys if key not in self.loaded}
+        if not missing:
+            return
+        found = await repository.load_balances(self.session, missing)
+        self.balances.update(found)
+        self.existing.update(found)
+        self.loaded.update(missing)
+
+    def post(self, postings: list[Posting], cause: str, reference: str) -> None:
+        """Apply postings to the working balances (all their keys loaded); LedgerError if refused."""
+        changed = ledger.apply(self.balances, postings)
+        self.balances.update(changed)
+        self.changed.update(changed)
+        self.entries.extend((posting, cause, reference) for posting in postings)
+
+    def touch(self, row: OrderRow) -> None:
+        row.updated_at = self.now
+        if row.sequence not in self.new_orders:
+            self.touched_orders[row.sequence] = row
+
+
+# --------------------------------------------------------------------------- the writer
+
+
+class MarketWriter:
+    """Owns one market's book; see the module docstring."""
+
+    def __init__(
+        self,
+        market: MarketSpec,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        max_batch: int = 2000,
+        checkpoint_every: int = 10_000,
+        expiry_margin_s: int = 30,
+        verify_replay: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.market = market
+        self.market_id = market.market_id
+        self._sessionmaker = sessionmaker
+        self._max_batch = max_batch
+        self._checkpoint_every = checkpoint_every
+        self._expiry_margin_s = expiry_margin_s
+        self._verify_replay = verify_replay
+        self._clock = clock
+        self._queue: asyncio.Queue[Intent | object] = asyncio.Queue(QUEUE_LIMIT)
+        self._task: asyncio.Task[None] | None = None
+        self.book = OrderBook(market.book_config())
+        self.sequence = 0
+        self.checkpoint_sequence = 0
+        self.live: dict[int, OrderRow] = {}  # resting orders by sequence
+        self._expiries: list[tuple[int, int]] = []  # (leave book at, sequence)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self._recover()
+        self._task = asyncio.create_task(self._run(), name=f"trading-writer-{self.market_id}")
+
+    async def stop(self) -> None:
+        """Finish what is queued, write a checkpoint, and stop."""
+        if self._task is None:
+            return
+        await self._queue.put(STOP)
+        await self._task
+        self._task = None
+        if self.sequence == self.checkpoint_sequence:
+            return
+        try:
+            async with self._sessionmaker() as session, session.begin():
+                await self._checkpoint(session)
+        except Exception:
+            log.exception("trading.checkpoint_failed", market=self.market_id)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def submit(self, intent: Intent) -> Any:
+        """Queue ``intent`` and wait for its outcome (raised as a domain error when refused)."""
+        if not self.running:
+            raise WriterUnavailable(f"market {self.market_id} is not accepting commands right now")
+        try:
+            self._queue.put_nowait(intent)
+        except asyncio.QueueFull:
+            raise RateLimited(
+                f"market {self.market_id} has {QUEUE_LIMIT} commands waiting; retry shortly",
+                retry_after_seconds=1,
+            ) from None
+        return await intent.future
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _run(self) -> None:
+        try:
+            await self._loop()
+        finally:
+            gone = WriterUnavailable(f"market {self.market_id} stopped accepting commands")
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if isinstance(item, PlaceIntent | CancelIntent | CancelAllIntent | ProbeIntent):
+                    fail(item.future, gone)
+
+    async def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            batch: list[Intent] = []
+            try:
+                first = await asyncio.wait_for(self._queue.get(), timeout=self._until_next_expiry())
+            except TimeoutError:
+                first = None
+            if first is STOP:
+                stopping = True
+            elif first is not None:
+                batch.append(first)  # type: ignore[arg-type]
+            while len(batch) < self._max_batch and not self._queue.empty() and not stopping:
+                item = self._queue.get_nowait()
+                if item is STOP:
+                    stopping = True
+                else:
+                    batch.append(item)  # type: ignore[arg-type]
+            if batch or self._expiry_due():
+                await self._cycle_or_recover(batch)
+
+    def _until_next_expiry(self) -> float | None:
+        while self._expiries and self._expiries[0][1] not in self.live:
+            heapq.heappop(self._expiries)  # filled or cancelled since
+        if not self._expiries:
+            return None
+        return max(0.05, self._expiries[0][0] - self._clock() + 0.01)
+
+    def _expiry_due(self) -> bool:
+        return bool(self._expiries) and self._expiries[0][0] <= self._clock()
+
+    async def _cycle_or_recover(self, batch: list[Intent]) -> None:
+        try:
+            outcomes = await self._cycle(batch)
+        except Exception as error:
+            log.exception("trading.cycle_failed", market=self.market_id, commands=len(batch))
+            unavailable = WriterUnavailable(
+                f"market {self.market_id} could not record this command; nothing was done, retry it"
+            )
+            for intent in batch:
+                fail(intent.future, unavailable)
+            try:
+                await self._recover()
+            except Exception:
+                log.exception("trading.recovery_failed", market=self.market_id)
+                raise error from None
+            return
+        for intent, outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                fail(intent.future, outcome)
+            else:
+                resolve(intent.future, outcome)
+
+    # ------------------------------------------------------------------ one cycle
+
+    async def _cycle(self, batch: list[Intent]) -> list[tuple[Intent, object]]:
+        started = time.perf_counter()
+        now = utc_now()
+        now_unix = int(self._clock())
+        outcomes: list[tuple[Intent, object]] = []
+        async with self._sessionmaker() as session, session.begin():
+            await session.execute(
+                update(TradingBook).where(TradingBook.market_id == self.market_id).values(updated_at=now)
+            )
+            cycle = _Cycle(session, now)
+            places = [intent for intent in batch if isinstance(intent, PlaceIntent)]
+            known = await self._known_orders(session, places)
+            await cycle.load(
+                (intent.order.account, token)
+                for intent in places
+                for token in (self.market.base_token, self.market.quote_token)
+            )
+            await self._expire(cycle, now_unix)
+            probes: list[ProbeIntent] = []
+            for intent in batch:
+                if isinstance(intent, PlaceIntent):
+                    outcome: object = await self._place(cycle, intent.order, known)
+                elif isinstance(intent, CancelIntent):
+                    outcome = await self._cancel(cycle, intent)
+                elif isinstance(intent, CancelAllIntent):
+                    outcome = await self._cancel_all(cycle, intent)
+                else:
+                    probes.append(intent)
+                    continue
+                outcomes.append((intent, outcome))
+            await self._write(cycle)
+        outcomes = [(intent, settled(outcome)) for intent, outcome in outcomes]
+        for probe in probes:
+            outcomes.append((probe, self.head()))
+        log.debug(
+            "trading.cycle",
+            market=self.market_id,
+            commands=len(batch),
+            sequence=self.sequence,
+            ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        return outcomes
+
+    def head(self) -> JournalHead:
+        return JournalHead(
+            market_id=self.market_id,
+            sequence=self.sequence,
+            state_hash=self.book.state_hash().hex(),
+            open_orders=len(self.book),
+        )
+
+    async def _known_orders(self, session: AsyncSession, places: list[PlaceIntent]) -> list[OrderRow]:
+        """Orders already journaled that share an account's client order id or nonce, or an order hash."""
+        if not places:
+            return []
+        accounts = {intent.order.account for intent in places}
+        client_ids = {intent.order.client_order_id for intent in places}
+        nonces = {intent.order.nonce for intent in places}
+        hashes = {intent.order.order_hash for intent in places}
+        rows = await session.scalars(
+            select(TradingOrder).where(
+                or_(
+                    and_(
+                        TradingOrder.account.in_(accounts),
+                        or_(TradingOrder.client_order_id.in_(client_ids), TradingOrder.nonce.in_(nonces)),
+                    ),
+                    TradingOrder.order_hash.in_(hashes),
+                )
+            )
+        )
+        known = []
+        for model in rows:
+            row = self.live.get(model.sequence) if model.market_id == self.market_id else None
+            known.append(row if row is not None else OrderRow.from_model(model))
+        return known
+
+    # ------------------------------------------------------------------ commands
+
+    async def _place(self, cycle: _Cycle, order: CheckedOrder, known: list[OrderRow]) -> object:
+        duplicate = self._duplicate(cycle, order, known)
+        if isinstance(duplicate, OrderRow):
+            return Placed(duplicate, created=False)
+        if duplicate is not None:
+            return duplicate
+        reference = f"order:{order.order_hash}"
+        reservation = ledger.reserve(order.account, order.reserve_token, order.reserve_amount)
+        before = {key: cycle.balances.get(key) for key in ((order.account, order.reserve_token),)}
+        try:
+            changed = ledger.apply(cycle.balances, reservation)
+        except LedgerError:
+            available = (before[(order.account, order.reserve_token)] or Balance()).available
+            return LedgerRefused(
+                f"this order reserves {order.reserve_amount} of {order.reserve_token}; "
+                f"{available} is available",
+                extra={
+                    "token": order.reserve_token,
+                    "needed": str(order.reserve_amount),
+                    "available": str(available),
+                },
+            )
+        sequence = self.sequence + 1
+        events = self.book.apply(
+            PlaceLimit(
+                sequence,
+                order.account,
+                order.side,
+                order.price_ticks,
+                order.amount_base,
+                TIME_IN_FORCE[order.time_in_force],
+            )
+        )
+        first = events[0]
+        if isinstance(first, Rejected):
+            if first.reason is RejectReason.WOULD_TAKE:
+                return PostOnlyWouldTake("the post-only order would trade at once; nothing was placed")
+            raise RecoveryFailed(f"the book rejected a checked order: {first.reason.value}")
+        self.sequence = sequence
+        cycle.balances.update(changed)
+        cycle.changed.update(changed)
+        cycle.entries.extend((posting, "order.reserve", reference) for posting in reservation)
+        row = OrderRow(
+            id=None,
+            market_id=self.market_id,
+            sequence=sequence,
+            account=order.account,
+            client_order_id=order.client_order_id,
+            side=order.side.value,
+            price_quote=order.price_quote,
+            amount_base=order.amount_base,
+            max_fee_bps=order.max_fee_bps,
+            nonce=order.nonce,
+            expiry_unix=order.expiry_unix,
+            order_hash=order.order_hash,
+            signature=order.signature,
+            time_in_force=order.time_in_force,
+            status=OrderStatus.OPEN.value,
+            filled_base=0,
+            remaining_base=order.amount_base,
+            reserved_token=order.reserve_token,
+            reserved_amount=order.reserve_amount,
+            cancel_cause=None,
+            created_at=cycle.now,
+            updated_at=cycle.now,
+        )
+        cycle.new_orders[sequence] = row
+        cycle.placed[(order.account, order.client_order_id)] = row
+        cycle.nonces.add((order.account, order.nonce))
+        cycle.hashes.add(order.order_hash)
+        await self._apply_events(cycle, events, row, CancelCause.USER)
+        if sequence in self.book.orders:
+            self.live[sequence] = row
+            leave_at = row.expiry_unix - self._expiry_margin_s
+            heapq.heappush(self._expiries, (leave_at, sequence))
+        elif row.status == OrderStatus.OPEN:
+            row.status = OrderStatus.CLOSED.value
+            await self._release(cycle, row)
+        return Placed(row, created=True)
+
+    def _duplicate(self, cycle: _Cycle, order: CheckedOrder, known: list[OrderRow]) -> object | None:
+        """The first answer (same order again) or a conflict, when the order reuses an identity."""
+        same_client_id = cycle.placed.get((order.account, order.client_order_id))
+        if same_client_id is None:
+            same_client_id = next(
+                (
+                    row
+                    for row in known
+                    if row.account == order.account and row.client_order_id == order.client_order_id
+                ),
+                None,
+            )
+        if same_client_id is not None:
+            if same_client_id.order_hash == order.order_hash and same_client_id.market_id == order.market_id:
+                return same_client_id
+            return OrderConflict(
+                f"client order id {order.client_order_id!r} was already used for another order",
+                extra={"client_order_id": order.client_order_id},
+            )
+        if order.order_hash in cycle.hashes or any(row.order_hash == order.order_hash for row in known):
+            return OrderConflict(
+                "this signed order was already placed under another client order id",
+                extra={"order_hash": order.order_hash},
+            )
+        if (order.account, order.nonce) in cycle.nonces or any(
+            row.account == order.account and row.nonce == order.nonce for row in known
+        ):
+            return OrderConflict(
+                f"nonce {order.nonce} was already used by another of your orders",
+                extra={"nonce": str(order.nonce)},
+            )
+        return None
+
+    async def _cancel(self, cycle: _Cycle, intent: CancelIntent) -> bool:
+        row = self.live.get(intent.order_sequence)
+        if row is None or row.account != intent.account:
+            return False
+        events = self.book.apply(Cancel(intent.order_sequence, intent.account))
+        if isinstance(events[0], Rejected):
+            raise RecoveryFailed(f"order {intent.order_sequence} is live but the book does not know it")
+        self._journal_cancel(cycle, intent.account, intent.order_sequence, intent.cause)
+        await self._apply_events(cycle, events, None, intent.cause)
+        return True
+
+    async def _cancel_all(self, cycle: _Cycle, intent: CancelAllIntent) -> list[OrderRow]:
+        if intent.account not in self.book.accounts:
+            return []
+        events = self.book.apply(CancelAll(intent.account))
+        self._journal_cancel(cycle, intent.account, None, intent.cause)
+        cancelled = [event.order_id for event in events if isinstance(event, Cancelled)]
+        rows = [self.live[sequence] for sequence in cancelled]
+        await self._apply_events(cycle, events, None, intent.cause)
+        return rows
+
+    async def _expire(self, cycle: _Cycle, now_unix: int) -> None:
+        while self._expiries and self._expiries[0][0] <= now_unix:
+            _, sequence = heapq.heappop(self._expiries)
+            row = self.live.get(sequence)
+            if row is None:
+                continue
+            events = self.book.apply(Cancel(sequence, row.account))
+            self._journal_cancel(cycle, row.account, sequence, CancelCause.EXPIRED)
+            await self._apply_events(cycle, events, None, CancelCause.EXPIRED)
+            log.info("order.expired", market=self.market_id, order_id=row.id, expiry=row.expiry_unix)
+
+    def _journal_cancel(
+        self, cycle: _Cycle, account: str, order_sequence: int | None, cause: CancelCause
+    ) -> None:
+        self.sequence += 1
+        cycle.cancels.append(
+            {
+                "market_id": self.market_id,
+                "sequence": self.sequence,
+                "account": account,
+                "order_sequence": order_sequence,
+                "cause": cause.value,
+                "created_at": cycle.now,
+            }
+        )
+
+    # ------------------------------------------------------------------ events
+
+    async def _apply_events(
+        self, cycle: _Cycle, events: list[Event], taker: OrderRow | None, cause: CancelCause
+    ) -> None:
+        for event in events:
+            if isinstance(event, Trade):
+                if taker is None:
+                    raise RecoveryFailed(f"a trade without a taker order: {event!r}")
+                await self._fill(cycle, event, taker)
+            elif isinstance(event, Cancelled):
+                row = (
+                    taker
+                    if taker is not None and event.order_id == taker.sequence
+                    else self.live[event.order_id]
+                )
+                reason = CANCEL_CAUSES.get(event.reason, cause)
+                row.remaining_base -= event.amount_base
+                row.status = (
+                    OrderStatus.EXPIRED if reason is CancelCause.EXPIRED else OrderStatus.CANCELED
+                ).value
+                row.cancel_cause = reason.value
+                self.live.pop(row.sequence, None)
+                await self._release(cycle, row)
+            elif not isinstance(event, Accepted | LevelChanged):
+                raise RecoveryFailed(f"unexpected event from the book: {event!r}")
+
+    async def _fill(self, cycle: _Cycle, trade: Trade, taker: OrderRow) -> None:
+        market = self.market
+        maker = self.live[trade.maker_order_id]
+        buyer, seller = (taker, maker) if trade.taker_side is Side.BUY else (maker, taker)
+        buyer_fee_bps = market.taker_fee_bps if buyer is taker else market.maker_fee_bps
+        seller_fee_bps = market.taker_fee_bps if seller is taker else market.maker_fee_bps
+        price_quote = trade.price_ticks * market.tick_size_quote
+        amounts = settlement_amounts(
+            trade.amount_base,
+            price_quote,
+            buyer_fee_bps,
+            buyer.max_fee_bps,
+            seller_fee_bps,
+            seller.max_fee_bps,
+        )
+        if amounts.quote != trade.quote_amount:
+            raise RecoveryFailed(f"book and Vault disagree on the quote of trade {trade.trade_id}")
+        await cycle.load(
+            [
+                (maker.account, market.base_token),
+                (maker.account, market.quote_token),
+                (FEES_ACCOUNT, market.quote_token),
+            ]
+        )
+        postings = ledger.fill(
+            FillAmounts(
+                buyer=buyer.account,
+                seller=seller.account,
+                base_token=market.base_token,
+                quote_token=market.quote_token,
+                base_amount=trade.amount_base,
+                quote_amount=amounts.quote,
+                buyer_fee=amounts.buyer_fee,
+                seller_fee=amounts.seller_fee,
+            ),
+            FEES_ACCOUNT,
+        )
+        cycle.post(postings, "fill", f"trade:{self.market_id}:{trade.trade_id}")
+        buyer.reserved_amount -= amounts.buyer_pays
+        seller.reserved_amount -= trade.amount_base
+        for row in (maker, taker):
+            row.filled_base += trade.amount_base
+            row.remaining_base -= trade.amount_base
+            cycle.touch(row)
+        cycle.fills.append(
+            {
+                "market_id": self.market_id,
+                "trade_id": trade.trade_id,
+                "sequence": self.sequence,
+                "maker_sequence": maker.sequence,
+                "taker_sequence": taker.sequence,
+                "maker_account": maker.account,
+                "taker_account": taker.account,
+                "taker_side": trade.taker_side.value,
+                "price_quote": price_quote,
+                "amount_base": trade.amount_base,
+                "quote_amount": amounts.quote,
+                "maker_fee_bps": market.maker_fee_bps,
+                "taker_fee_bps": market.taker_fee_bps,
+                "buyer_fee": amounts.buyer_fee,
+                "seller_fee": amounts.seller_fee,
+                "created_at": cycle.now,
+            }
+        )
+        if maker.remaining_base == 0:
+            maker.status = OrderStatus.CLOSED.value
+            del self.live[maker.sequence]
+            await self._release(cycle, maker)
+
+    async def _release(self, cycle: _Cycle, row: OrderRow) -> None:
+        """The order has ended: give back what is still reserved for it."""
+        cycle.touch(row)
+        if row.reserved_amount:
+            await cycle.load([(row.account, row.reserved_token)])
+            cycle.post(
+                ledger.release(row.account, row.reserved_token, row.reserved_amount),
+                "order.release",
+                f"order:{row.order_hash}",
+            )
+            row.reserved_amount = 0
+
+    # ------------------------------------------------------------------ writing
+
+    async def _write(self, cycle: _Cycle) -> None:
+        session = cycle.session
+        if cycle.new_orders:
+            rows = list(cycle.new_orders.values())
+            result = await session.execute(
+                insert(TradingOrder).returning(TradingOrder.id, TradingOrder.sequence),
+                [{k: v for k, v in row.values().items() if k != "id"} for row in rows],
+            )
+            for order_id, sequence in result.all():
+                cycle.new_orders[sequence].id = order_id
+        if cycle.touched_orders:
+            await session.execute(
+                update(TradingOrder),
+                [
+                    {"id": row.id, **{name: getattr(row, name) for name in ORDER_STATE_FIELDS}}
+                    for row in cycle.touched_orders.values()
+                ],
+            )
+        if cycle.cancels:
+            await session.execute(insert(TradingCancel), cycle.cancels)
+        if cycle.fills:
+            ids = {
+                row.sequence: row.id for row in (*cycle.new_orders.values(), *cycle.touched_orders.values())
+            }
+            await session.execute(
+                insert(TradingFill),
+                [
+                    {
+                        **{k: v for k, v in fill.items() if k not in ("maker_sequence", "taker_sequence")},
+                        "maker_order_id": ids[fill["maker_sequence"]],
+                        "taker_order_id": ids[fill["taker_sequence"]],
+                    }
+                    for fill in cycle.fills
+                ],
+            )
+        if cycle.changed:
+            await repository.write_balances(
+                session, {key: cycle.balances[key] for key in cycle.changed}, cycle.existing, cycle.now
+            )
+        await repository.insert_entries(session, cycle.entries, cycle.now)
+        values: dict[str, Any] = {"sequence": self.sequence, "updated_at": cycle.now}
+        if self.sequence - self.checkpoint_sequence >= self._checkpoint_every:
+            values.update(self._checkpoint_values())
+        await session.execute(
+            update(TradingBook).where(TradingBook.market_id == self.market_id).values(**values)
+        )
+
+    def _checkpoint_values(self) -> dict[str, Any]:
+        snapshot = self.book.snapshot()
+        self.checkpoint_sequence = self.sequence
+        return {
+            "checkpoint_sequence": self.sequence,
+            "checkpoint_state_hash": hashlib.sha256(snapshot).hexdigest(),
+            "checkpoint_snapshot": snapshot,
+        }
+
+    async def _checkpoint(self, session: AsyncSession) -> None:
+        await session.execute(
+            update(TradingBook)
+            .where(TradingBook.market_id == self.market_id, TradingBook.sequence == self.sequence)
+            .values(**self._checkpoint_values())
+        )
+
+    # ------------------------------------------------------------------ recovery
+
+    async def _recover(self) -> None:
+        started = time.perf_counter()
+        async with self._sessionmaker() as session, session.begin():
+            head = await session.get(TradingBook, self.market_id)
+            if head is None:
+                head = TradingBook(market_id=self.market_id, sequence=0, checkpoint_sequence=0)
+                session.add(head)
+                await session.flush()
+            config = self.market.book_config()
+            if head.checkpoint_snapshot is not None:
+                snapshot = bytes(head.checkpoint_snapshot)
+                if hashlib.sha256(snapshot).hexdigest() != head.checkpoint_state_hash:
+                    raise RecoveryFailed(f"the checkpoint of {self.market_id} does not match its state hash")
+                book = OrderBook.restore(snapshot)
+                if book.market != config:
+                    raise RecoveryFailed(
+                        f"the rules of market {self.market_id} changed since its last checkpoint "
+                        f"({book.market} then, {config} now); cancel its open orders before changing them"
+                    )
+            else:
+                book = OrderBook(config)
+            last = await replay(session, book, self.market_id, after=head.checkpoint_sequence)
+            if last != head.sequence:
+                raise RecoveryFailed(
+                    f"the journal of {self.market_id} ends at {last} but its head says {head.sequence}"
+                )
+            if self._verify_replay and head.checkpoint_sequence:
+                full = OrderBook(config)
+                await replay(session, full, self.market_id, after=0)
+                if full.state_hash() != book.state_hash():
+                    raise RecoveryFailed(
+                        f"replaying the whole journal of {self.market_id} disagrees with its checkpoint"
+                    )
+            open_rows = (
+                await session.scalars(
+                    select(TradingOrder).where(
+                        TradingOrder.market_id == self.market_id,
+                        TradingOrder.status == OrderStatus.OPEN.value,
+                    )
+                )
+            ).all()
+            live = {model.sequence: OrderRow.from_model(model) for model in open_rows}
+            resting = {order_id: node.remaining_base for order_id, node in book.orders.items()}
+            recorded = {sequence: row.remaining_base for sequence, row in live.items()}
+            if resting != recorded:
+                differing = sorted(set(resting.items()) ^ set(recorded.items()))[:5]
+                raise RecoveryFailed(
+                    f"the open orders of {self.market_id} differ from its replayed book: {differing}"
+                )
+        self.book = book
+        self.sequence = head.sequence
+        self.checkpoint_sequence = head.checkpoint_sequence
+        self.live = live
+        self._expiries = [
+            (row.expiry_unix - self._expiry_margin_s, sequence) for sequence, row in live.items()
+        ]
+        heapq.heapify(self._expiries)
+        log.info(
+            "trading.book_recovered",
+            market=self.market_id,
+            sequence=self.sequence,
+            checkpoint_sequence=self.checkpoint_sequence,
+            open_orders=len(book),
+            state_hash=book.state_hash().hex(),
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )

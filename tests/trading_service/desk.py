@@ -1,0 +1,146 @@
+"""Test helpers of the trading service: members, deposits, signed orders."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from fastapi import FastAPI
+
+from exchange.chain.pool import Tier
+from exchange.chain.runtime import ChainRuntime
+from exchange.trading import eip712, repository
+from exchange.trading.service import TradingService
+from tests.support.auth import bearer_headers
+
+WHOLE = 10**18  # one BPC in base units
+DOLLAR = 10**6  # one TUSD in base units
+_NONCES = itertools.count(1)
+
+
+def price(dollars_per_bpc: float) -> int:
+    """A Vault price (quote base units per 10**18 base units) for a price in TUSD per BPC."""
+    return round(dollars_per_bpc * DOLLAR)
+
+
+@dataclass
+class Trader:
+    account: LocalAccount
+    headers: dict[str, str]
+
+    @property
+    def address(self) -> str:
+        return str(self.account.address)
+
+
+@dataclass
+class Desk:
+    client: httpx.AsyncClient
+    app: FastAPI
+    chain: ChainRuntime
+    _client_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def trading(self) -> TradingService:
+        service: TradingService = self.app.state.trading
+        return service
+
+    @property
+    def market(self) -> dict[str, Any]:
+        spec = next(iter(self.trading.markets.values())).spec
+        return {
+            "id": spec.market_id,
+            "base": spec.base_token,
+            "quote": spec.quote_token,
+            "vault": spec.vault,
+            "chain_id": spec.chain_id,
+        }
+
+    async def member(self, key: int | LocalAccount, *, admit: bool = True) -> Trader:
+        """Sign in (and admit) the account with key ``bytes([key]) * 32``, or ``key`` itself."""
+        account: LocalAccount = key if isinstance(key, LocalAccount) else Account.from_key(bytes([key]) * 32)
+        if admit:
+            self.chain.pool.admit(account.address, Tier.SMALL)
+        return Trader(account, await bearer_headers(self.client, account))
+
+    async def deposit(self, trader: Trader | str, token: str, amount: int) -> None:
+        address = trader if isinstance(trader, str) else trader.address
+        async with self.trading.sessionmaker() as session, session.begin():
+            await repository.credit_deposit(
+                session, address, token, amount, reference=f"test:{address}:{token}:{next(_NONCES)}"
+            )
+
+    def order_body(
+        self,
+        trader: Trader,
+        side: str,
+        price_quote: int,
+        amount_base: int,
+        *,
+        client_order_id: str | None = None,
+        nonce: int | None = None,
+        expiry: int | None = None,
+        max_fee_bps: int = 50,
+        time_in_force: str = "GTC",
+        chain_id: int | None = None,
+        vault: str | None = None,
+        sign_chain_id: int | None = None,
+        sign_vault: str | None = None,
+        signer: LocalAccount | None = None,
+    ) -> dict[str, Any]:
+        market = self.market
+        order = eip712.VaultOrder(
+            maker=trader.address,
+            base_token=market["base"],
+            quote_token=market["quote"],
+            side=eip712.OrderSide.BUY if side == "buy" else eip712.OrderSide.SELL,
+            price_quote=price_quote,
+            amount_base=amount_base,
+            max_fee_bps=max_fee_bps,
+            nonce=next(_NONCES) if nonce is None else nonce,
+            expiry_unix=int(time.time()) + 3600 if expiry is None else expiry,
+        )
+        signature = eip712.sign_order(
+            (signer or trader.account).key,
+            sign_chain_id or market["chain_id"],
+            sign_vault or market["vault"],
+            order,
+        )
+        return {
+            "market": market["id"],
+            "client_order_id": client_order_id or f"c-{next(self._client_ids)}",
+            "time_in_force": time_in_force,
+            "chain_id": chain_id or market["chain_id"],
+            "vault": vault or market["vault"],
+            "order": {
+                "maker": order.maker,
+                "base_token": order.base_token,
+                "quote_token": order.quote_token,
+                "side": side,
+                "price": str(order.price_quote),
+                "amount": str(order.amount_base),
+                "max_fee_bps": order.max_fee_bps,
+                "nonce": str(order.nonce),
+                "expiry": order.expiry_unix,
+            },
+            "signature": "0x" + signature.hex(),
+        }
+
+    async def place(
+        self, trader: Trader, side: str, price_quote: int, amount_base: int, **options: Any
+    ) -> httpx.Response:
+        body = self.order_body(trader, side, price_quote, amount_base, **options)
+        return await self.client.post("/v1/orders", json=body, headers=trader.headers)
+
+    async def balances(self, trader: Trader) -> dict[str, dict[str, int]]:
+        reply = await self.client.get("/v1/account/balances", headers=trader.headers)
+        assert reply.status_code == 200, reply.text
+        return {
+            item["token"]: {name: int(item[name]) for name in ("total", "available", "reserved")}
+            for item in reply.json()["balances"]
+        }

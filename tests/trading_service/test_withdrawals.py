@@ -1,0 +1,64 @@
+"""Withdrawal requests: the operator's co-signature works in the Vault, and the amount is reserved."""
+
+from __future__ import annotations
+
+from exchange.trading import eip712
+from tests.support.auth import embedded_account
+from tests.trading_service.desk import DOLLAR, Desk
+
+
+async def test_withdrawal_is_co_signed_reserved_and_accepted_by_the_vault(desk: Desk) -> None:
+    market = desk.market
+    pool = desk.chain.pool
+    trader = await desk.member(embedded_account(3))  # funded with ether: it sends transactions
+    assert pool.quote is not None
+    # Real custody: mint, approve and deposit on chain; the ledger is credited as the indexer would.
+    pool.quote.transact("mint", trader.address, 50 * DOLLAR)
+    pool.quote.transact("approve", market["vault"], 50 * DOLLAR, sender=trader.address)
+    pool.vault.transact("deposit", market["quote"], 50 * DOLLAR, sender=trader.address)
+    await desk.deposit(trader, market["quote"], 50 * DOLLAR)
+
+    reply = await desk.client.post(
+        "/v1/account/withdrawals",
+        json={"token": market["quote"], "amount": str(20 * DOLLAR)},
+        headers=trader.headers,
+    )
+    assert reply.status_code == 201, reply.text
+    authorisation = reply.json()
+    assert (authorisation["nonce"], authorisation["status"]) == (0, "authorised")
+    expected = eip712.withdrawal_hash(
+        market["chain_id"],
+        market["vault"],
+        eip712.WithdrawalAuthorisation(
+            trader.address, market["quote"], 20 * DOLLAR, 0, authorisation["expiry"]
+        ),
+    )
+    assert authorisation["digest"] == "0x" + expected.hex()
+    assert (await desk.balances(trader))[market["quote"]] == {
+        "total": 50 * DOLLAR,
+        "available": 30 * DOLLAR,
+        "reserved": 20 * DOLLAR,
+    }
+
+    signature = bytes.fromhex(authorisation["operator_signature"][2:])
+    pool.vault.transact(
+        "withdraw", market["quote"], 20 * DOLLAR, 0, authorisation["expiry"], signature, sender=trader.address
+    )
+    assert pool.vault.call("balanceOf", trader.address, market["quote"]) == 30 * DOLLAR
+
+
+async def test_withdrawal_beyond_the_available_balance_is_refused_without_a_signature(desk: Desk) -> None:
+    market = desk.market
+    trader = await desk.member(0x62)
+    await desk.deposit(trader, market["quote"], 5 * DOLLAR)
+    reply = await desk.client.post(
+        "/v1/account/withdrawals",
+        json={"token": market["quote"], "amount": str(6 * DOLLAR)},
+        headers=trader.headers,
+    )
+    assert reply.status_code == 409, reply.text
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert "operator_signature" not in reply.text
+    listed = await desk.client.get("/v1/account/withdrawals", headers=trader.headers)
+    assert listed.json() == []
+    assert (await desk.balances(trader))[market["quote"]]["reserved"] == 0
