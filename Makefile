@@ -53,7 +53,13 @@ test-python: setup
 	$(PY) -m exchange.orderbook.build_native  # so the native-equals-Python test runs too
 	$(VENV)/bin/pytest
 
-test: lint test-contracts test-python
+# Every stage runs even when an earlier one fails, so one run shows every problem.
+test: setup
+	@status=0; \
+	$(MAKE) --no-print-directory lint || status=1; \
+	$(MAKE) --no-print-directory test-contracts || status=1; \
+	$(MAKE) --no-print-directory test-python || status=1; \
+	exit $$status
 
 gas-snapshot: setup
 	npx hardhat run scripts/gas-snapshot.js
