@@ -1,0 +1,101 @@
+"""Retries return the first result and do nothing else; a key reused for another request is refused."""
+
+from __future__ import annotations
+
+from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
+
+
+async def _trader(desk: Desk) -> Trader:
+    trader = await desk.member(0x91)
+    await desk.deposit(trader, desk.market["quote"], 100 * DOLLAR)
+    await desk.deposit(trader, desk.market["base"], 10 * WHOLE)
+    return trader
+
+
+async def test_resending_a_client_order_id_returns_the_order_once(desk: Desk) -> None:
+    trader = await _trader(desk)
+    body = desk.order_body(trader, "buy", price(10), WHOLE, client_order_id="retry-me")
+    first = await desk.client.post("/v1/orders", json=body, headers=trader.headers)
+    again = await desk.client.post("/v1/orders", json=body, headers=trader.headers)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["order_hash"] == first.json()["order_hash"]
+    assert len((await desk.client.get("/v1/orders", headers=trader.headers)).json()["items"]) == 1
+    reserved = (await desk.balances(trader))[desk.market["quote"]]["reserved"]
+    assert reserved == int(first.json()["reserved"])
+
+
+async def test_a_client_order_id_reused_for_another_order_is_refused(desk: Desk) -> None:
+    trader = await _trader(desk)
+    first = await desk.place(trader, "buy", price(10), WHOLE, client_order_id="once")
+    other = await desk.place(trader, "buy", price(11), WHOLE, client_order_id="once")
+    assert first.status_code == 201
+    assert other.status_code == 409, other.text
+    assert other.json()["type"].endswith("/order-conflict")
+    assert len((await desk.client.get("/v1/orders", headers=trader.headers)).json()["items"]) == 1
+
+
+async def test_a_nonce_is_used_once(desk: Desk) -> None:
+    trader = await _trader(desk)
+    assert (await desk.place(trader, "buy", price(10), WHOLE, nonce=7)).status_code == 201
+    reply = await desk.place(trader, "buy", price(11), WHOLE, nonce=7)
+    assert reply.status_code == 409
+    assert "nonce" in reply.json()["detail"]
+
+
+async def test_idempotency_key_replays_the_first_answer(desk: Desk) -> None:
+    trader = await _trader(desk)
+    headers = {**trader.headers, "Idempotency-Key": "k-1"}
+    body = desk.order_body(trader, "sell", price(12), WHOLE)
+    first = await desk.client.post("/v1/orders", json=body, headers=headers)
+    again = await desk.client.post("/v1/orders", json=body, headers=headers)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+
+    changed = desk.order_body(trader, "sell", price(13), WHOLE)
+    refused = await desk.client.post("/v1/orders", json=changed, headers=headers)
+    assert refused.status_code == 422
+    assert refused.json()["type"].endswith("/idempotency-key-reused")
+    assert len((await desk.client.get("/v1/orders", headers=trader.headers)).json()["items"]) == 1
+
+    order_id = first.json()["id"]
+    cancel_headers = {**trader.headers, "Idempotency-Key": "cancel-1"}
+    cancelled = await desk.client.delete(f"/v1/orders/{order_id}", headers=cancel_headers)
+    replayed = await desk.client.delete(f"/v1/orders/{order_id}", headers=cancel_headers)
+    assert cancelled.status_code == replayed.status_code == 200
+    assert replayed.json() == cancelled.json()
+
+
+async def test_idempotency_key_replays_refusals_and_withdrawals_once(desk: Desk) -> None:
+    trader = await _trader(desk)
+    headers = {**trader.headers, "Idempotency-Key": "w-1"}
+    body = {"token": desk.market["quote"], "amount": str(10 * DOLLAR)}
+    first = await desk.client.post("/v1/account/withdrawals", json=body, headers=headers)
+    again = await desk.client.post("/v1/account/withdrawals", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert len((await desk.client.get("/v1/account/withdrawals", headers=trader.headers)).json()) == 1
+    assert (await desk.balances(trader))[desk.market["quote"]]["reserved"] == 10 * DOLLAR
+
+    too_much = {"token": desk.market["quote"], "amount": str(1_000 * DOLLAR)}
+    key = {**trader.headers, "Idempotency-Key": "w-2"}
+    refused = await desk.client.post("/v1/account/withdrawals", json=too_much, headers=key)
+    replayed = await desk.client.post("/v1/account/withdrawals", json=too_much, headers=key)
+    assert refused.status_code == replayed.status_code == 409
+    assert replayed.headers["content-type"] == "application/problem+json"
+    assert replayed.json()["detail"] == refused.json()["detail"]
+
+
+async def test_keys_belong_to_their_account(desk: Desk) -> None:
+    alice = await _trader(desk)
+    bob = await desk.member(0x92)
+    await desk.deposit(bob, desk.market["quote"], 100 * DOLLAR)
+    body_a = desk.order_body(alice, "buy", price(10), WHOLE)
+    body_b = desk.order_body(bob, "buy", price(10), WHOLE)
+    a = await desk.client.post(
+        "/v1/orders", json=body_a, headers={**alice.headers, "Idempotency-Key": "same"}
+    )
+    b = await desk.client.post("/v1/orders", json=body_b, headers={**bob.headers, "Idempotency-Key": "same"})
+    assert (a.status_code, b.status_code) == (201, 201)
+    assert a.json()["id"] != b.json()["id"]

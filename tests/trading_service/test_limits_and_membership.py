@@ -1,0 +1,103 @@
+"""Rate limits answer 429 with Retry-After; suspended members lose their open orders."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from exchange.chain.runtime import ChainRuntime
+from exchange.settings import Settings
+from exchange.trading.ratelimit import RateLimiter
+from tests.trading_service.conftest import start_desk, trading_settings
+from tests.trading_service.desk import DOLLAR, WHOLE, Desk, price
+
+
+def test_token_bucket_refills_at_its_rate() -> None:
+    now = [0.0]
+    limiter = RateLimiter(2.0, 3, clock=lambda: now[0])
+    assert [limiter.retry_after("k") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.retry_after("k") == pytest.approx(0.5)
+    now[0] += 0.5
+    assert limiter.retry_after("k") == 0.0
+    assert limiter.retry_after("other") == 0.0
+
+
+@pytest.fixture
+async def strict_desk(database_url: str, chain_runtime: ChainRuntime) -> AsyncIterator[Desk]:
+    settings: Settings = trading_settings(
+        database_url, trading_rate_account_per_s=0.5, trading_rate_account_burst=2
+    )
+    async for desk in start_desk(settings, chain_runtime):
+        yield desk
+
+
+async def test_account_rate_limit_is_429_with_retry_after(strict_desk: Desk) -> None:
+    trader = await strict_desk.member(0xA1)
+    statuses = [
+        (await strict_desk.client.get("/v1/orders", headers=trader.headers)).status_code for _ in range(3)
+    ]
+    assert statuses == [200, 200, 429]
+    reply = await strict_desk.client.get("/v1/account/balances", headers=trader.headers)
+    assert reply.status_code == 429
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert int(reply.headers["Retry-After"]) >= 1
+    assert reply.json()["type"].endswith("/rate-limited")
+    # Another account has its own bucket.
+    other = await strict_desk.member(0xA2)
+    assert (await strict_desk.client.get("/v1/orders", headers=other.headers)).status_code == 200
+
+
+@pytest.fixture
+async def ip_limited_desk(database_url: str, chain_runtime: ChainRuntime) -> AsyncIterator[Desk]:
+    settings = trading_settings(database_url, trading_rate_ip_per_s=0.5, trading_rate_ip_burst=3)
+    async for desk in start_desk(settings, chain_runtime):
+        yield desk
+
+
+async def test_ip_rate_limit_covers_public_routes(ip_limited_desk: Desk) -> None:
+    statuses = [(await ip_limited_desk.client.get("/v1/markets")).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+
+
+async def test_suspension_cancels_open_orders_and_stops_trading(desk: Desk) -> None:
+    market = desk.market
+    trader = await desk.member(0xA3)
+    await desk.deposit(trader, market["base"], 5 * WHOLE)
+    await desk.deposit(trader, market["quote"], 100 * DOLLAR)
+    assert (await desk.place(trader, "sell", price(20), WHOLE)).status_code == 201
+    assert (await desk.place(trader, "buy", price(5), WHOLE)).status_code == 201
+
+    desk.chain.pool.suspend(trader.address)
+    assert await desk.trading.cancel_all_orders_of(trader.address, "suspended by the council") == 2
+
+    orders = (await desk.client.get("/v1/orders", headers=trader.headers)).json()["items"]
+    assert [(order["status"], order["cancel_reason"]) for order in orders] == [("canceled", "suspended")] * 2
+    assert all(balance["reserved"] == 0 for balance in (await desk.balances(trader)).values())
+    refused = await desk.place(trader, "buy", price(5), WHOLE)
+    assert refused.status_code == 403
+    assert refused.json()["type"].endswith("/not-active-member")
+
+
+@pytest.fixture
+async def watching_desk(database_url: str, chain_runtime: ChainRuntime) -> AsyncIterator[Desk]:
+    settings = trading_settings(database_url, trading_membership_poll_s=0.05, trading_membership_ttl_s=3600)
+    async for desk in start_desk(settings, chain_runtime):
+        yield desk
+
+
+async def test_a_suspension_on_chain_is_seen_and_cancels_orders(watching_desk: Desk) -> None:
+    desk = watching_desk
+    trader = await desk.member(0xA4)
+    await desk.deposit(trader, desk.market["base"], 5 * WHOLE)
+    assert (await desk.place(trader, "sell", price(20), WHOLE)).status_code == 201  # caches "active"
+    desk.chain.pool.suspend(trader.address)  # no call from the pool service: only the event
+    orders: list[dict[str, str]] = []
+    for _ in range(100):
+        orders = (await desk.client.get("/v1/orders", headers=trader.headers)).json()["items"]
+        if orders[0]["status"] == "canceled":
+            break
+        await asyncio.sleep(0.05)
+    assert (orders[0]["status"], orders[0]["cancel_reason"]) == ("canceled", "suspended")
+    assert (await desk.place(trader, "sell", price(20), WHOLE)).status_code == 403

@@ -1,0 +1,93 @@
+"""A restart rebuilds each book from the database to the same state hash; a damaged journal stops it."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from sqlalchemy import update
+
+from exchange.chain.runtime import ChainRuntime
+from exchange.trading.journal import RecoveryFailed
+from exchange.trading.models import TradingOrder
+from exchange.trading.signing import NativeBackendMissing
+from tests.trading_service.conftest import start_desk, trading_settings
+from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
+
+
+async def _trade_a_while(desk: Desk, traders: list[Trader], seed: int, commands: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(commands):
+        trader = rng.choice(traders)
+        if rng.random() < 0.15:
+            orders = (
+                await desk.client.get("/v1/orders", params={"status": "open"}, headers=trader.headers)
+            ).json()
+            if orders["items"]:
+                order = rng.choice(orders["items"])
+                assert (
+                    await desk.client.delete(f"/v1/orders/{order['id']}", headers=trader.headers)
+                ).status_code == 200
+            continue
+        side = rng.choice(["buy", "sell"])
+        reply = await desk.place(
+            trader,
+            side,
+            price(rng.randrange(90, 111) / 10),
+            rng.randrange(1, 20) * 10**17,
+            time_in_force=rng.choice(["GTC", "GTC", "GTC", "IOC", "FOK", "PO"]),
+        )
+        assert reply.status_code in (201, 409), reply.text
+
+
+@pytest.mark.parametrize("checkpoint_every", [1_000_000, 7])
+async def test_restart_rebuilds_the_same_book(
+    database_url: str, chain_runtime: ChainRuntime, checkpoint_every: int
+) -> None:
+    settings = trading_settings(database_url, trading_checkpoint_every=checkpoint_every)
+    traders: list[Trader] = []
+    before: dict[str, object] = {}
+    balances: list[dict[str, dict[str, int]]] = []
+    async for desk in start_desk(settings, chain_runtime):
+        traders.extend([await desk.member(0xB0 + index) for index in range(3)])
+        for trader in traders:
+            await desk.deposit(trader, desk.market["base"], 100 * WHOLE)
+            await desk.deposit(trader, desk.market["quote"], 10_000 * DOLLAR)
+        await _trade_a_while(desk, traders, seed=checkpoint_every, commands=60)
+        before.update((await desk.client.get(f"/v1/markets/{desk.market['id']}/journal")).json())
+        balances.extend([await desk.balances(trader) for trader in traders])
+    assert isinstance(before["sequence"], int)
+    assert before["sequence"] > 40
+    assert before["open_orders"] != 0
+    async for desk in start_desk(settings, chain_runtime):
+        after = (await desk.client.get(f"/v1/markets/{desk.market['id']}/journal")).json()
+        assert after == before
+        for trader, balance in zip(traders, balances, strict=True):
+            trader.headers = (await desk.member(trader.account, admit=False)).headers
+            assert await desk.balances(trader) == balance
+        # The rebuilt book trades on: the orders rest where they rested.
+        await _trade_a_while(desk, traders, seed=99, commands=10)
+
+
+async def test_a_journal_that_disagrees_with_the_orders_stops_the_start(
+    database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    settings = trading_settings(database_url)
+    async for desk in start_desk(settings, chain_runtime):
+        trader = await desk.member(0xB8)
+        await desk.deposit(trader, desk.market["base"], 10 * WHOLE)
+        assert (await desk.place(trader, "sell", price(10), WHOLE)).status_code == 201
+        async with desk.trading.sessionmaker() as session, session.begin():
+            await session.execute(update(TradingOrder).values(remaining_base=WHOLE // 2))
+    with pytest.raises(RecoveryFailed, match="differ from its replayed book"):
+        async for _desk in start_desk(settings, chain_runtime):
+            pass
+
+
+async def test_the_service_refuses_to_start_without_the_native_backend(
+    database_url: str, chain_runtime: ChainRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ECC_BACKEND_CLASS", "eth_keys.backends.native.NativeECCBackend")
+    with pytest.raises(NativeBackendMissing):
+        async for _desk in start_desk(trading_settings(database_url), chain_runtime):
+            pass
