@@ -1,6 +1,8 @@
-"""Per-device licensing benchmark: registration gas against one NFT per device, and Merkle tree time.
+"""Per-device licensing benchmark: registration gas against one NFT per device, Merkle tree time, and
+the resolver's query rate on PostgreSQL.
 
     .venv/bin/python bench/licences.py [--tree-devices 1000000] [--nft-batch 500]
+        [--query-devices 100000] [--requests 20000] [--concurrency 32] [--bulk-rounds 10]
 
 On the embedded EVM it deploys the pool, a licensed manufacturer, DeviceLicenses
 and the DeviceNFT baseline (contracts/test/DeviceNFT.sol), then measures:
@@ -16,15 +18,39 @@ and the DeviceNFT baseline (contracts/test/DeviceNFT.sol), then measures:
   (after which every proof is a few slices away), produce 10,000 proofs, and
   serialise and reload the tree.
 
+Then the resolver, end to end over HTTP on the loopback interface:
+
+* a throwaway PostgreSQL cluster (``bench/_pg.py``; ``BENCH_DATABASE_URL`` to use another),
+  migrated; the service's licensing part (auth, chain, licensing routers and hooks) served by
+  uvicorn in this process on the embedded chain;
+* a licensed manufacturer uploads ``--query-devices`` device ids through the API, registers the
+  batch on chain, and the indexer confirms it;
+* a second process (this script with ``--load``) sends ``--requests`` single-device queries
+  (``GET /v1/devices/serial/…``, nine in ten for registered devices) over ``--concurrency``
+  keep-alive connections, timing each, then ``--bulk-rounds`` bulk queries of 10,000 devices
+  one after another. Its client is a minimal HTTP/1.1 client on asyncio streams, so that the
+  client's own cost stays small next to the server's; client and server share the machine's cores.
+
 Numbers are printed; the last line is one JSON object. Nothing passes or fails on time.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import threading
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
 
 from web3 import Web3
 
@@ -131,28 +157,368 @@ def measure_tree(count: int) -> dict[str, float]:
     }
 
 
+# --- resolver queries on PostgreSQL ------------------------------------------------------------------
+
+T = TypeVar("T")
+QUERY_BPC_PER_DEVICE = 10**15
+BULK_SIZE = 10_000
+
+
+def query_id(n: int) -> str:
+    return f"serial:bench:Q{n}"
+
+
+class Served:
+    """The app under uvicorn in a thread; `run` executes code on the server's event loop."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.server: Any = None
+        self.thread: threading.Thread | None = None
+
+    async def remember_loop(self, _app: Any) -> None:
+        """A lifespan hook: note the loop the server runs on."""
+        self.loop = asyncio.get_running_loop()
+
+    def start(self, app: Any, port: int) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 120
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the service did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.server is not None and self.thread is not None:
+            self.server.should_exit = True
+            self.thread.join(timeout=60)
+
+    def run(self, action: Callable[[], Awaitable[T]]) -> T:
+        """Run `action` on the server's loop (the embedded EVM is only ever touched from there)."""
+        if self.loop is None:
+            raise RuntimeError("the server's loop is unknown")
+        return asyncio.run_coroutine_threadsafe(action(), self.loop).result(timeout=600)  # type: ignore[arg-type]
+
+
+def measure_queries(devices: int, requests: int, concurrency: int, bulk_rounds: int) -> dict[str, Any]:
+    import httpx
+    from _pg import postgres_url  # bench/ is the script's directory
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+    from eth_tester.backends.pyevm.main import get_default_account_keys
+
+    from exchange.api.app import create_app
+    from exchange.auth.routes import router as auth_router
+    from exchange.auth.siwe import SiweMessage
+    from exchange.chain.lifespan import chain_startup
+    from exchange.chain.routes import router as chain_router
+    from exchange.chain.runtime import start_chain
+    from exchange.db.migrate import upgrade_to_head
+    from exchange.licenses.device_routes import link_router
+    from exchange.licenses.device_routes import router as devices_router
+    from exchange.licenses.lifespan import licensing_startup
+    from exchange.licenses.routes import router as licences_router
+    from exchange.settings import Settings
+
+    with postgres_url() as database_url:
+        upgrade_to_head(database_url)
+        runtime = start_chain(None)
+        pool = runtime.pool
+        manufacturer = Account.from_key(get_default_account_keys()[1].to_bytes())
+        reference = Web3.to_checksum_address(list(runtime.w3.eth.accounts)[9])
+        pool.set_tier_reference(Tier.SMALL, reference)
+        pool.mint_bpc(reference, 100 * BPC)
+        pool.admit(manufacturer.address, Tier.SMALL)
+        pool.mint_bpc(manufacturer.address, 10_000 * BPC)
+        pool.acquire(100 * BPC, sender=manufacturer.address)
+        pool.approve_bpc(pool.devices.address, 2**256 - 1, sender=manufacturer.address)
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        settings = Settings(
+            database_url=database_url,
+            migrate_on_start=False,
+            host="127.0.0.1",
+            port=port,
+            licence_indexer_interval_s=0,
+            log_level="WARNING",
+            log_format="json",
+        )
+        served = Served()
+        app = create_app(
+            settings,
+            routers=[auth_router, chain_router, licences_router, devices_router, link_router],
+            lifespan_hooks=[chain_startup(runtime), licensing_startup(), served.remember_loop],
+        )
+        served.start(app, port)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            with httpx.Client(base_url=base, timeout=600) as client:
+                issued = client.post("/v1/auth/nonce").json()
+                text = SiweMessage(
+                    domain=issued["domain"],
+                    address=manufacturer.address,
+                    uri=f"{base}/",
+                    chain_id=issued["chain_id"],
+                    nonce=issued["nonce"],
+                    issued_at=datetime.now(UTC).replace(microsecond=0),
+                ).render()
+                signature = "0x" + bytes(manufacturer.sign_message(encode_defunct(text=text)).signature).hex()
+                token = client.post("/v1/auth/login", json={"message": text, "signature": signature}).json()
+                headers = {"Authorization": f"Bearer {token['access_token']}"}
+                started = time.perf_counter()
+                reply = client.post(
+                    "/v1/devices/batches",
+                    json={
+                        "bpc_per_device_wei": str(QUERY_BPC_PER_DEVICE),
+                        "devices": [query_id(n) for n in range(devices)],
+                    },
+                    headers=headers,
+                )
+                if reply.status_code != 201:
+                    raise RuntimeError(f"upload refused: {reply.text[:500]}")
+                uploaded_s = time.perf_counter() - started
+                root = bytes.fromhex(reply.json()["batch"]["root"][2:])
+
+                async def register() -> None:
+                    pool.devices.transact(
+                        "registerBatch", root, devices, QUERY_BPC_PER_DEVICE, sender=manufacturer.address
+                    )
+                    await app.state.licensing.indexer.catch_up()
+
+                served.run(register)
+                check = client.get(
+                    f"/v1/devices/serial/{query_id(devices - 1).removeprefix('serial:')}"
+                ).json()
+                if check["status"] != "licensed":
+                    raise RuntimeError(f"the registered batch does not resolve: {check}")
+            print(f"uploaded {devices:,} device ids through the API in {uploaded_s:.1f} s")
+            load_average = os.getloadavg()[0]
+            result: dict[str, Any] = {}
+            for phase in ("single", "bulk"):
+                cpu_before = time.process_time()
+                load = subprocess.run(  # noqa: S603  (this script, with the same interpreter)
+                    [
+                        sys.executable,
+                        str(Path(__file__).resolve()),
+                        "--load",
+                        base,
+                        "--phase",
+                        phase,
+                        "--query-devices",
+                        str(devices),
+                        "--requests",
+                        str(requests),
+                        "--concurrency",
+                        str(concurrency),
+                        "--bulk-rounds",
+                        str(bulk_rounds),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    timeout=3_600,
+                )
+                # This process only serves while the load runs: its CPU time is the server's.
+                result[f"{phase}_server_cpu_s"] = time.process_time() - cpu_before
+                result.update(json.loads(load.stdout.strip().splitlines()[-1]))
+        finally:
+            served.stop()
+    result["upload_s"] = uploaded_s
+    result["load_average"] = load_average
+    result["server_cpu_ms_per_query"] = result["single_server_cpu_s"] / result["requests"] * 1e3
+    result["server_cpu_ms_per_bulk"] = result["bulk_server_cpu_s"] / (result["bulk_rounds"] + 1) * 1e3
+    print(
+        f"single-device queries: {result['query_per_s']:,.0f}/s over {concurrency} connections "
+        f"({result['requests']:,} requests, {result['errors']} errors), "
+        f"latency p50 {result['p50_ms']:.2f} ms, "
+        f"p99 {result['p99_ms']:.2f} ms; server CPU {result['server_cpu_ms_per_query']:.2f} ms per query "
+        f"(load average {result['load_average']:.1f} on {os.cpu_count()} cores when it started)"
+    )
+    print(
+        f"bulk queries of {BULK_SIZE:,}: {result['bulk_devices_per_s']:,.0f} devices/s "
+        f"({result['bulk_rounds']} rounds, {result['bulk_round_ms']:.0f} ms per round, "
+        f"{result['bulk_mib']:.1f} MiB per answer, "
+        f"server CPU {result['server_cpu_ms_per_bulk']:.0f} ms per round)"
+    )
+    return result
+
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, method: str, path: str, body: bytes = b""
+) -> tuple[int, bytes]:
+    head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nAccept: application/json\r\n"
+    if body:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    writer.write(head.encode() + b"\r\n" + body)
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, await reader.readexactly(length)
+
+
+async def _load(
+    base: str, phase: str, devices: int, requests: int, concurrency: int, bulk_rounds: int
+) -> dict[str, Any]:
+    host, port = base.removeprefix("http://").split(":")
+    if phase == "bulk":
+        return await _load_bulk(host, int(port), devices, bulk_rounds)
+    rng = random.Random(20261122)  # noqa: S311  (reproducible query mix, not secrets)
+    # Nine in ten queries name a registered device, the rest devices nobody registered.
+    paths = [
+        "/v1/devices/serial/"
+        + query_id(rng.randrange(devices) if rng.random() < 0.9 else devices + n).removeprefix("serial:")
+        for n in range(requests)
+    ]
+    latencies: list[float] = []
+    errors = 0
+    checked = 0
+
+    async def worker(share: list[str], timed: bool) -> None:
+        nonlocal errors, checked
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            for path in share:
+                started = time.perf_counter()
+                status, body = await _exchange(reader, writer, "GET", path)
+                if timed:
+                    latencies.append(time.perf_counter() - started)
+                if status != 200:
+                    errors += 1
+                elif len(latencies) % 97 == 0:  # spot-check answers without parsing them all
+                    answer = json.loads(body)
+                    expected = int(path.rsplit("Q", 1)[1]) < devices
+                    errors += (answer["status"] == "licensed") != expected
+                    checked += 1
+        finally:
+            writer.close()
+
+    warm_up = paths[: min(2_000, requests)]
+    await asyncio.gather(*(worker(warm_up[i::concurrency], False) for i in range(concurrency)))
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(paths[i::concurrency], True) for i in range(concurrency)))
+    elapsed = time.perf_counter() - started
+
+    ordered = sorted(latencies)
+    return {
+        "requests": requests,
+        "errors": errors,
+        "checked": checked,
+        "elapsed_s": elapsed,
+        "query_per_s": requests / elapsed,
+        "p50_ms": statistics.median(ordered) * 1e3,
+        "p99_ms": ordered[int(0.99 * (len(ordered) - 1))] * 1e3,
+    }
+
+
+async def _load_bulk(host: str, port: int, devices: int, bulk_rounds: int) -> dict[str, Any]:
+    rng = random.Random(20261123)  # noqa: S311  (reproducible query mix, not secrets)
+    ids = [query_id(rng.randrange(devices)) for _ in range(BULK_SIZE)]
+    body = json.dumps({"devices": ids}).encode()
+    reader, writer = await asyncio.open_connection(host, port)
+    rounds: list[float] = []
+    size = 0
+    for _ in range(bulk_rounds + 1):  # the first round warms up
+        round_started = time.perf_counter()
+        status, answer = await _exchange(reader, writer, "POST", "/v1/devices/query", body)
+        rounds.append(time.perf_counter() - round_started)
+        size = len(answer)
+        if status != 200 or len(json.loads(answer)["devices"]) != BULK_SIZE:
+            raise RuntimeError(f"bulk query failed: {status} {answer[:300]!r}")
+    writer.close()
+    bulk_s = sum(rounds[1:])
+    return {
+        "bulk_rounds": bulk_rounds,
+        "bulk_round_ms": bulk_s / bulk_rounds * 1e3,
+        "bulk_devices_per_s": BULK_SIZE * bulk_rounds / bulk_s,
+        "bulk_mib": size / 2**20,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree-devices", type=int, default=1_000_000)
     parser.add_argument("--nft-batch", type=int, default=500)
+    parser.add_argument("--query-devices", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--bulk-rounds", type=int, default=10)
+    parser.add_argument(
+        "--skip-gas", action="store_true", help="only the query benchmark (and no tree timing)"
+    )
+    parser.add_argument("--load", metavar="URL", help=argparse.SUPPRESS)  # the load process
+    parser.add_argument("--phase", choices=["single", "bulk"], default="single", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    gas = measure_gas(args.nft_batch)
-    tree = measure_tree(args.tree_devices)
-    summary = {
-        "gas_per_device_100k": round(gas["gas_per_device_100000"], 3),
-        "nft_gas_per_device": round(gas["nft_gas_per_device"], 1),
-        "merkle_1m_s": round(tree["tree_s"], 2),
-        "registration_gas_1": gas["registration_gas_1"],
-        "registration_gas_1k": gas["registration_gas_1000"],
-        "registration_gas_100k": gas["registration_gas_100000"],
-        "first_registration_gas": gas["first_registration_gas"],
-        "is_licensed_gas_100k": gas["is_licensed_gas_100k"],
-        "nft_mint_gas_1": gas["nft_mint_gas_1"],
-        "merkle_tree_devices": args.tree_devices,
-        "merkle_ids_s": round(tree["ids_s"], 2),
-        "merkle_proof_us": round(tree["proof_us"], 1),
-        "merkle_reload_s": round(tree["reload_s"], 2),
-    }
+    if args.load:
+        print(
+            json.dumps(
+                asyncio.run(
+                    _load(
+                        args.load,
+                        args.phase,
+                        args.query_devices,
+                        args.requests,
+                        args.concurrency,
+                        args.bulk_rounds,
+                    )
+                )
+            )
+        )
+        return
+    summary: dict[str, Any] = {}
+    if not args.skip_gas:
+        gas = measure_gas(args.nft_batch)
+        tree = measure_tree(args.tree_devices)
+        summary.update(
+            gas_per_device_100k=round(gas["gas_per_device_100000"], 3),
+            nft_gas_per_device=round(gas["nft_gas_per_device"], 1),
+            merkle_1m_s=round(tree["tree_s"], 2),
+        )
+    queries = measure_queries(args.query_devices, args.requests, args.concurrency, args.bulk_rounds)
+    summary.update(
+        query_per_s=round(queries["query_per_s"]),
+        query_p99_ms=round(queries["p99_ms"], 2),
+        bulk_devices_per_s=round(queries["bulk_devices_per_s"]),
+    )
+    if not args.skip_gas:
+        summary.update(
+            registration_gas_1=gas["registration_gas_1"],
+            registration_gas_1k=gas["registration_gas_1000"],
+            registration_gas_100k=gas["registration_gas_100000"],
+            first_registration_gas=gas["first_registration_gas"],
+            is_licensed_gas_100k=gas["is_licensed_gas_100k"],
+            nft_mint_gas_1=gas["nft_mint_gas_1"],
+            merkle_tree_devices=args.tree_devices,
+            merkle_ids_s=round(tree["ids_s"], 2),
+            merkle_proof_us=round(tree["proof_us"], 1),
+            merkle_reload_s=round(tree["reload_s"], 2),
+        )
+    summary.update(
+        query_p50_ms=round(queries["p50_ms"], 2),
+        query_devices=args.query_devices,
+        query_requests=queries["requests"],
+        query_concurrency=args.concurrency,
+        query_errors=queries["errors"],
+        bulk_round_ms=round(queries["bulk_round_ms"], 1),
+        server_cpu_ms_per_query=round(queries["server_cpu_ms_per_query"], 3),
+        server_cpu_ms_per_bulk=round(queries["server_cpu_ms_per_bulk"], 1),
+        load_average=round(queries["load_average"], 2),
+        upload_s=round(queries["upload_s"], 1),
+    )
     print(json.dumps(summary, sort_keys=False))
 
 

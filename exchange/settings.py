@@ -221,6 +221,12 @@ class Settings(BaseSettings):
         pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
         description="Base URL of device Digital Links (default http://host:port).",
     )
+    licence_read_database_url: str | None = Field(
+        default=None, description="Database the device resolver reads (a read replica); default DATABASE_URL."
+    )
+    licence_read_pool_size: int = Field(
+        default=20, ge=1, le=200, description="Connections of the resolver's pool on PostgreSQL."
+    )
 
     # --- trading (exchange.trading) -------------------------------------------------------------
     trading_tick_size_quote: int = Field(

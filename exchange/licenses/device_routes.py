@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.api.problems import problem_responses
 from exchange.auth.dependencies import CurrentPrincipal
-from exchange.db.session import DbSession, app_engine
+from exchange.db.session import DbSession
 from exchange.kit.errors import (
     ChainRejected,
     ChainUnavailable,
@@ -67,7 +68,7 @@ def batch_out(batch: DeviceBatch) -> BatchOut:
 
 
 def _json(body: Any) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")).encode(), media_type="application/json")
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 # --- batches ----------------------------------------------------------------------------------------
@@ -268,7 +269,7 @@ async def _resolve(
     request: Request, state: Licensing, devices: list[DeviceId]
 ) -> tuple[int | None, list[dict[str, Any]]]:
     connection: AsyncConnection
-    async with app_engine(request.app).connect() as connection:
+    async with state.read_engine.connect() as connection:
         return await resolver.resolve(connection, registry_of(state.runtime), state.trees, devices)
 
 

@@ -9,8 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    insert,
+    select,
+    text,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from exchange.db.base import utc_now
@@ -25,6 +40,7 @@ from exchange.licenses.models import (
 
 # Parameters per statement stay well below SQLite's and asyncpg's limits (32,766).
 _CHUNK = 5_000
+_ANALYZE_AFTER = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +124,10 @@ async def add_batch(
                 for offset, device_id in enumerate(device_ids[start : start + _CHUNK])
             ],
         )
+    if session.get_bind().dialect.name == "postgresql" and len(device_ids) >= _ANALYZE_AFTER:
+        # Fresh statistics, so the planner looks devices up by key rather than scanning a registry's
+        # rows: a large upload can change the table's size many times over before autovacuum runs.
+        await session.execute(text("ANALYZE licence_devices"))
     return batch
 
 
@@ -159,7 +179,7 @@ async def tree_bytes(connection: AsyncConnection | AsyncSession, batch_pk: int) 
 
 # --- resolver lookups -----------------------------------------------------------------------------
 
-_LOOKUP = select(
+_DEVICE_COLUMNS = (
     Device.device_id,
     Device.device_index,
     Device.revoked_block,
@@ -171,22 +191,67 @@ _LOOKUP = select(
     DeviceBatch.root,
     DeviceBatch.bpc_per_device_wei,
     DeviceBatch.registered_block,
-).join(DeviceBatch, DeviceBatch.id == Device.batch_pk)
+)
+
+
+def _lookup_statement(shape: str) -> Select[Any]:
+    """Built once: the cursor row left-joined with the named devices of the registry.
+
+    Bound parameters only, so SQLAlchemy compiles it once and each query just binds values.
+    One device is looked up by equality (the primary key, whatever the planner knows); many,
+    on PostgreSQL, as one array (``= ANY(:device_ids)``), elsewhere as an expanding IN list.
+    """
+    names: ColumnElement[bool]
+    if shape == "one":
+        names = Device.device_id == bindparam("device_id")
+    elif shape == "array":
+        names = Device.device_id == any_(bindparam("device_ids", type_=ARRAY(String)))
+    else:
+        names = Device.device_id.in_(bindparam("device_ids", expanding=True))
+    devices = (
+        select(*_DEVICE_COLUMNS)
+        .join(DeviceBatch, DeviceBatch.id == Device.batch_pk)
+        .where(
+            Device.chain_id == bindparam("chain_id"), Device.registry_address == bindparam("registry"), names
+        )
+        .subquery()
+    )
+    return (
+        select(IndexerCursor.block, devices)
+        .select_from(IndexerCursor)
+        .outerjoin(devices, true())
+        .where(
+            IndexerCursor.chain_id == bindparam("chain_id"),
+            IndexerCursor.registry_address == bindparam("registry"),
+        )
+    )
+
+
+_LOOKUP = {shape: _lookup_statement(shape) for shape in ("one", "array", "list")}
 
 
 async def lookup_devices(
-    connection: AsyncConnection | AsyncSession, registry: Registry, device_ids: Sequence[str]
-) -> dict[str, DeviceRow]:
-    """The rows of those `device_ids` that are in some batch of `registry`, by canonical id."""
+    connection: AsyncConnection, registry: Registry, device_ids: Sequence[str]
+) -> tuple[int | None, dict[str, DeviceRow]]:
+    """The indexer's cursor block, and the rows of those `device_ids` in some batch of `registry`.
+
+    One round trip per chunk, the block and the devices read in the same snapshot. Without a
+    cursor (the indexer has not run yet) nothing is confirmed, and the answer is (None, {}).
+    """
+    block: int | None = None
     found: dict[str, DeviceRow] = {}
     for start in range(0, len(device_ids), _CHUNK):
-        chunk = device_ids[start : start + _CHUNK]
-        statement = _LOOKUP.where(
-            Device.chain_id == registry.chain_id,
-            Device.registry_address == registry.address,
-            Device.device_id.in_(chunk) if len(chunk) > 1 else Device.device_id == chunk[0],
-        )
-        for row in await connection.execute(statement):
+        chunk = list(device_ids[start : start + _CHUNK])
+        parameters: dict[str, object] = {"chain_id": registry.chain_id, "registry": registry.address}
+        if len(chunk) == 1:
+            statement, parameters["device_id"] = _LOOKUP["one"], chunk[0]
+        else:
+            statement = _LOOKUP["array" if connection.dialect.name == "postgresql" else "list"]
+            parameters["device_ids"] = chunk
+        for row in await connection.execute(statement, parameters):
+            block = row.block
+            if row.device_id is None:
+                continue
             found[row.device_id] = DeviceRow(
                 device_id=row.device_id,
                 device_index=row.device_index,
@@ -200,7 +265,7 @@ async def lookup_devices(
                 bpc_per_device_wei=int(row.bpc_per_device_wei),
                 registered_block=row.registered_block,
             )
-    return found
+    return block, found
 
 
 # --- indexer --------------------------------------------------------------------------------------

@@ -111,9 +111,8 @@ async def resolve(
     connection: AsyncConnection, registry: Registry, trees: TreeCache, devices: Sequence[DeviceId]
 ) -> tuple[int | None, list[dict[str, Any]]]:
     """The indexed block and one answer per device, in order (a device may repeat)."""
-    block = await repository.cursor_block(connection, registry)
     canonical = list(dict.fromkeys(device.canonical for device in devices))
-    rows = await repository.lookup_devices(connection, registry, canonical)
+    block, rows = await repository.lookup_devices(connection, registry, canonical)
     loaded: dict[int, MerkleTree] = {}
     for found in rows.values():
         if found.batch_pk not in loaded and found.status == BATCH_CONFIRMED:
