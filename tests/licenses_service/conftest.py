@@ -12,21 +12,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from eth_account import Account
-from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
-from eth_tester.backends.pyevm.main import get_default_account_keys
 from fastapi import FastAPI
 from web3 import Web3
 
 from exchange.api.app import create_app
 from exchange.auth.routes import router as auth_router
-from exchange.auth.siwe import SiweMessage
 from exchange.chain.lifespan import chain_startup
 from exchange.chain.pool import PoolChain, Tier
 from exchange.chain.routes import router as chain_router
@@ -36,6 +31,7 @@ from exchange.licenses.device_routes import router as devices_router
 from exchange.licenses.lifespan import Licensing, licensing_startup
 from exchange.licenses.routes import router as licences_router
 from exchange.settings import Settings
+from tests.support.auth import bearer_headers, embedded_account
 
 BPC = 10**18
 SMALL_THRESHOLD = 100 * BPC
@@ -65,22 +61,7 @@ class Service:
 
     async def sign_in(self, account: LocalAccount) -> dict[str, str]:
         """Bearer headers of a fresh Sign-In with Ethereum session for `account`."""
-        issued = (await self.client.post("/v1/auth/nonce")).json()
-        text = SiweMessage(
-            domain=issued["domain"],
-            address=account.address,
-            statement="Sign in to license devices.",
-            uri=f"http://{issued['domain']}/",
-            chain_id=issued["chain_id"],
-            nonce=issued["nonce"],
-            issued_at=datetime.now(UTC).replace(microsecond=0),
-        ).render()
-        signature = account.sign_message(encode_defunct(text=text)).signature.hex()
-        reply = await self.client.post(
-            "/v1/auth/login", json={"message": text, "signature": "0x" + signature.removeprefix("0x")}
-        )
-        assert reply.status_code == 200, reply.text
-        return {"Authorization": f"Bearer {reply.json()['access_token']}"}
+        return await bearer_headers(self.client, account)
 
     def send(self, account: LocalAccount, transactions: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Sign and send the API's unsigned transactions in order, as a wallet would; return receipts."""
@@ -110,8 +91,7 @@ class Service:
 
 def account(index: int) -> LocalAccount:
     """The embedded chain's funded account `index` (0 is the operator and council)."""
-    key: LocalAccount = Account.from_key(get_default_account_keys()[index].to_bytes())
-    return key
+    return embedded_account(index)
 
 
 @pytest.fixture
