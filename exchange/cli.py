@@ -7,9 +7,10 @@ Subcommands::
     exchange deploy --rpc URL           deploy the pool contracts and write a deployment manifest
     exchange chain status               check a manifest against the chain
     exchange licence …                  licences, certificates and device labels (exchange.licenses.cli)
-    exchange licence …                  licences, certificates and device labels (exchange.licenses.cli)
     exchange pool patents import FILE   import patents from CSV: all rows or none
     exchange pool expire [--today DAY]  retire the patents that have expired
+    exchange settle [--once]            settle pending fills in Vault batches (CHAIN_RPC_URL, manifest)
+    exchange audit                      compare the off-chain ledger with the Vault; exit 1 on any difference
 """
 
 from __future__ import annotations
@@ -112,6 +113,20 @@ def cmd_pool_expire(args: argparse.Namespace) -> int:
     return expire(args.today)
 
 
+def cmd_settle(args: argparse.Namespace) -> int:
+    from exchange.settings import get_settings
+    from exchange.trading.settlement_service import settle_command
+
+    return settle_command(get_settings(), once=args.once, poll_s=args.poll)
+
+
+def cmd_audit(_args: argparse.Namespace) -> int:
+    from exchange.settings import get_settings
+    from exchange.trading.settlement_service import audit_command
+
+    return audit_command(get_settings())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="exchange", description="Patent-pool token exchange")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,9 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     expire.set_defaults(handler=cmd_pool_expire)
 
-    from exchange.licenses.cli import add_commands as add_licence_commands
-
-    add_licence_commands(sub)
+    settle = sub.add_parser("settle", help="settle pending fills in Vault.settle batches")
+    settle.add_argument("--once", action="store_true", help="exit when no fill is pending and no batch open")
+    settle.add_argument("--poll", type=float, default=0.5, help="seconds between checks of a sent batch")
+    settle.set_defaults(handler=cmd_settle)
+    audit = sub.add_parser("audit", help="compare the off-chain ledger with the Vault's balances on chain")
+    audit.set_defaults(handler=cmd_audit)
 
     from exchange.licenses.cli import add_commands as add_licence_commands
 

@@ -23,6 +23,7 @@ from exchange.settings import Settings, get_settings
 from exchange.trading.routes import private as trading_router
 from exchange.trading.routes import public as markets_router
 from exchange.trading.service import trading_startup
+from exchange.trading.settlement_service import settlement_startup
 
 
 def build_app(settings: Settings, *, chain: ChainRuntime | None = None) -> FastAPI:
@@ -39,7 +40,13 @@ def build_app(settings: Settings, *, chain: ChainRuntime | None = None) -> FastA
             markets_router,
             trading_router,
         ],
-        lifespan_hooks=[chain_startup(chain), licensing_startup(), pool_startup(), trading_startup()],
+        lifespan_hooks=[
+            chain_startup(chain),
+            licensing_startup(),
+            pool_startup(),
+            trading_startup(),
+            settlement_startup(),
+        ],
     )
 
 

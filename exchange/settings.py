@@ -276,6 +276,41 @@ class Settings(BaseSettings):
         default=3600, ge=60, le=30 * 86_400, description="Validity of a co-signed withdrawal authorisation."
     )
 
+    # --- settlement and the Vault indexer (exchange.trading.settlement, exchange.trading.indexer) ----
+    vault_indexer_interval_s: float = Field(
+        default=1.0, ge=0, le=3600, description="Seconds between polls of Vault events (0: no loop)."
+    )
+    vault_indexer_confirmations: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Blocks a Vault event must be buried under before the ledger counts it.",
+    )
+    vault_indexer_max_blocks: int = Field(
+        default=2000, ge=1, le=100_000, description="Largest block range of one Vault eth_getLogs call."
+    )
+    settlement_interval_s: float = Field(
+        default=1.0, ge=0, le=3600, description="Seconds between settlement steps when idle (0: no loop)."
+    )
+    settlement_batch_size: int = Field(
+        default=50, ge=1, le=500, description="Most fills in one Vault.settle transaction."
+    )
+    settlement_confirmations: int = Field(
+        default=0, ge=0, le=1000, description="Blocks a settle transaction must be buried under to count."
+    )
+    settlement_fee_bump_percent: int = Field(
+        default=20, ge=10, le=1000, description="Fee raise of a replacement for a stuck settle transaction."
+    )
+    settlement_stuck_after_s: float = Field(
+        default=30.0, gt=0, le=86_400, description="Age at which an unmined settle transaction is replaced."
+    )
+    settlement_max_fee_per_gas_wei: int = Field(
+        default=500 * 10**9, gt=0, lt=2**256, description="Fee bumps stop at this max fee per gas."
+    )
+    settlement_max_reverts: int = Field(
+        default=3, ge=1, le=100, description="Reverted batches after which a fill is given up."
+    )
+
     @property
     def sign_in_domain(self) -> str:
         return self.siwe_domain or f"{self.host}:{self.port}"

@@ -49,3 +49,4 @@ __all__ = ["AuthNonce", "AuthSession", "ChainDeployment"]
 import exchange.licenses.models  # noqa: E402, F401  (per-device licensing tables)
 from exchange.pool import models as pool_models  # noqa: E402, F401  (pool administration tables)
 from exchange.trading import models as trading_models  # noqa: E402, F401  (trading journal, fills, ledger)
+from exchange.trading import settlement_models  # noqa: E402, F401  (chain indexer and settlement tables)

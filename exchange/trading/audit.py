@@ -1,0 +1,238 @@
+"""The audit: the off-chain ledger against the Vault's balances on chain, at one block.
+
+The audit block is the Vault indexer's *credited* block: every Vault event up to
+it is in the ledger and none after it, so deposits, withdrawals and exits agree
+by construction when nothing is wrong. Fills differ in time: the ledger posts a
+fill when it matches, the chain when its batch settles. So the ledger is first
+brought to the audit block — each fill not settled by then (pending, submitted,
+or settled in a later block) has its postings taken back out, and so has the
+fee sweep of every batch settled after it — and then compared:
+
+* every account the ledger or the Vault's events know, per token: ledger total
+  against ``Vault.balanceOf(account, token)``;
+* ``vault:fees`` against zero (the fees of settled batches are with the Fund);
+* per token, the Vault's own token balance against the sum of the accounts'
+  on-chain balances, and against the sum of their ledger totals.
+
+Every difference is reported; none is fixed here.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from web3 import Web3
+
+from exchange.chain.binding import BoundContract
+from exchange.trading import ledger
+from exchange.trading.chain_calls import ChainCalls
+from exchange.trading.ledger import VAULT_EXTERNAL, FillAmounts
+from exchange.trading.models import LedgerBalance, SettlementState, TradingFill
+from exchange.trading.repository import FEES_ACCOUNT
+from exchange.trading.settlement_models import (
+    BatchState,
+    ChainCursor,
+    ChainEvent,
+    EventState,
+    SettlementBatch,
+)
+
+VAULT_HOLDING = "vault:holding"
+"""The Vault contract's own token balance, in the report."""
+_ACCOUNT_ARGS = {
+    "Deposited": ("account",),
+    "Withdrawn": ("account",),
+    "Exited": ("account",),
+    "Trade": ("buyer", "seller"),
+}
+
+
+class AuditUnavailable(Exception):
+    """There is nothing to audit against yet (the indexer has not run on this database)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    account: str
+    token: str
+    ledger: int
+    chain: int
+    what: str  # "balance", "fees not swept", "holding vs accounts", "holding vs ledger"
+
+    @property
+    def delta(self) -> int:
+        return self.ledger - self.chain
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    chain_id: int
+    vault: str
+    block: int
+    accounts: int
+    tokens: tuple[str, ...]
+    differences: tuple[Difference, ...]
+
+    @property
+    def clean(self) -> bool:
+        return not self.differences
+
+    def lines(self) -> list[str]:
+        head = (
+            f"audit of Vault {self.vault} on chain {self.chain_id} at block {self.block}: "
+            f"{self.accounts} accounts, {len(self.tokens)} tokens"
+        )
+        if self.clean:
+            return [head, "no difference"]
+        rows = [
+            head,
+            f"{'account':<44} {'token':<44} {'ledger':>30} {'chain':>30} {'ledger-chain':>30}  what",
+        ]
+        rows += [
+            f"{d.account:<44} {d.token:<44} {d.ledger:>30} {d.chain:>30} {d.delta:>30}  {d.what}"
+            for d in self.differences
+        ]
+        rows.append(f"{len(self.differences)} difference(s)")
+        return rows
+
+
+async def audit(
+    session: AsyncSession,
+    vault: BoundContract,
+    tokens: dict[str, BoundContract],
+    calls: ChainCalls,
+    *,
+    chain_id: int,
+    base_token: str,
+    quote_token: str,
+) -> AuditReport:
+    """Compare the ledger with the Vault at the indexer's credited block (read in one snapshot)."""
+    if session.get_bind().dialect.name == "postgresql":
+        _ = await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    cursor = await session.scalar(
+        select(ChainCursor)
+        .where(ChainCursor.chain_id == chain_id, ChainCursor.contract == vault.address)
+        .order_by(ChainCursor.id.desc())
+        .limit(1)
+    )
+    if cursor is None:
+        raise AuditUnavailable(f"the Vault indexer has not run for {vault.address} on chain {chain_id}")
+    block = cursor.credited_block
+    view = await _ledger_at(session, block, base_token, quote_token)
+    accounts = sorted(
+        ({account for account, _ in view} | await _event_accounts(session, cursor.id))
+        - {VAULT_EXTERNAL, FEES_ACCOUNT}
+    )
+    token_list = (base_token, quote_token)
+
+    def read_chain() -> tuple[dict[tuple[str, str], int], dict[str, int]]:
+        balances = {
+            (account, token): int(vault.call("balanceOf", account, token, block=block))
+            for account in accounts
+            for token in token_list
+        }
+        holdings = {
+            token: int(tokens[token].call("balanceOf", vault.address, block=block)) for token in token_list
+        }
+        return balances, holdings
+
+    on_chain, holdings = await calls.run(read_chain)
+    differences: list[Difference] = []
+    for account in accounts:
+        for token in token_list:
+            expected, actual = view.get((account, token), 0), on_chain[(account, token)]
+            if expected != actual:
+                differences.append(Difference(account, token, expected, actual, "balance"))
+    for token in token_list:
+        fees = view.get((FEES_ACCOUNT, token), 0)
+        if fees:
+            differences.append(Difference(FEES_ACCOUNT, token, fees, 0, "fees not swept"))
+        chain_sum = sum(on_chain[(account, token)] for account in accounts)
+        ledger_sum = sum(
+            total for (account, held), total in view.items() if held == token and account != VAULT_EXTERNAL
+        )
+        if holdings[token] != chain_sum:
+            differences.append(
+                Difference(VAULT_HOLDING, token, chain_sum, holdings[token], "holding vs accounts")
+            )
+        if holdings[token] != ledger_sum:
+            differences.append(
+                Difference(VAULT_HOLDING, token, ledger_sum, holdings[token], "holding vs ledger")
+            )
+    return AuditReport(chain_id, vault.address, block, len(accounts), token_list, tuple(differences))
+
+
+async def _ledger_at(
+    session: AsyncSession, block: int, base_token: str, quote_token: str
+) -> dict[tuple[str, str], int]:
+    """Ledger totals as of `block`: without fills and fee sweeps the chain had not settled by then."""
+    totals: dict[tuple[str, str], int] = defaultdict(int)
+    for row in (await session.scalars(select(LedgerBalance))).all():
+        totals[(row.account, Web3.to_checksum_address(row.token))] += row.total
+    later = (
+        await session.execute(
+            select(SettlementBatch.id).where(
+                SettlementBatch.state == BatchState.SETTLED, SettlementBatch.block_number > block
+            )
+        )
+    ).scalars()
+    later_batches = set(later)
+    unsettled = (
+        await session.scalars(
+            select(TradingFill).where(
+                TradingFill.settlement_state.in_([SettlementState.PENDING, SettlementState.SUBMITTED])
+                | (
+                    (TradingFill.settlement_state == SettlementState.SETTLED)
+                    & TradingFill.batch_id.in_(later_batches or {-1})
+                )
+            )
+        )
+    ).all()
+    for fill in unsettled:
+        for posting in _fill_postings(fill, base_token, quote_token):
+            totals[(posting.account, posting.token)] -= posting.total_delta
+        if fill.settlement_state == SettlementState.SETTLED:
+            # Its batch's sweep took these fees out of vault:fees after the audit block: put them back.
+            totals[(FEES_ACCOUNT, quote_token)] += fill.buyer_fee + fill.seller_fee
+    return dict(totals)
+
+
+def _fill_postings(fill: TradingFill, base_token: str, quote_token: str) -> list[ledger.Posting]:
+    buyer, seller = (
+        (fill.taker_account, fill.maker_account)
+        if fill.taker_side == "buy"
+        else (fill.maker_account, fill.taker_account)
+    )
+    return ledger.fill(
+        FillAmounts(
+            buyer=buyer,
+            seller=seller,
+            base_token=base_token,
+            quote_token=quote_token,
+            base_amount=fill.amount_base,
+            quote_amount=fill.quote_amount,
+            buyer_fee=fill.buyer_fee,
+            seller_fee=fill.seller_fee,
+        ),
+        FEES_ACCOUNT,
+    )
+
+
+async def _event_accounts(session: AsyncSession, cursor_id: int) -> set[str]:
+    rows: Iterable[tuple[str, dict[str, Any]]] = (
+        await session.execute(
+            select(ChainEvent.name, ChainEvent.args).where(
+                ChainEvent.cursor_id == cursor_id,
+                ChainEvent.name.in_(list(_ACCOUNT_ARGS)),
+                ChainEvent.state.in_(
+                    [EventState.SEEN, EventState.CREDITED, EventState.REFUSED, EventState.STRANDED]
+                ),
+            )
+        )
+    ).all()
+    return {Web3.to_checksum_address(args[key]) for name, args in rows for key in _ACCOUNT_ARGS[name]}

@@ -1,0 +1,134 @@
+"""Settlement batches as values: packing fills into ``Vault.settle`` and reading what became of one.
+
+Pure: no I/O. ``exchange.trading.settlement`` feeds it rows and the chain's answers.
+
+Packing (``pack``): ``settle(orders, signatures, fills)`` takes every order a batch
+refers to once, in first-use order, with its maker's signature, and fills that
+point at orders by index. Fills keep their order: a fill may spend what an
+earlier one delivered (a buyer selling on what it just bought).
+
+A batch's fate from order states (``batch_fate``): a fill adds its base amount to
+the filled amount of both its orders (``Vault.orderState(hash).filled``). With at
+most one batch open at a time, every order of the open batch has, on chain,
+either exactly what the already settled fills put there (the batch did not run)
+or that plus what the batch carries (it ran). Anything else means the chain and
+the database disagree, and the pipeline stops rather than guess. This decides a
+batch whose transaction hash is unknown (a node that signs for itself answered
+after the crash) and double-checks every other.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from exchange.trading.eip712 import VaultOrder
+
+OrderTuple = tuple[str, str, str, int, int, int, int, int, int]
+FillTuple = tuple[int, int, int, int, int, int]
+"""``IVault.Fill``: makerIndex, takerIndex, makerFeeBps, takerFeeBps, baseAmount, price."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignedOrder:
+    order: VaultOrder
+    signature: bytes
+    order_hash: str  # 0x-hex EIP-712 digest
+
+
+@dataclass(frozen=True, slots=True)
+class FillToSettle:
+    fill_id: int
+    maker: SignedOrder
+    taker: SignedOrder
+    maker_fee_bps: int
+    taker_fee_bps: int
+    amount_base: int
+    price_quote: int
+
+
+@dataclass(frozen=True, slots=True)
+class SettleArguments:
+    """The three arguments of ``Vault.settle`` and which fill each entry of ``fills`` is."""
+
+    orders: list[OrderTuple]
+    signatures: list[bytes]
+    fills: list[FillTuple]
+    fill_ids: tuple[int, ...]
+
+
+def pack(fills: Sequence[FillToSettle]) -> SettleArguments:
+    """The ``settle`` arguments for `fills`, in their order; each order appears once."""
+    index: dict[str, int] = {}
+    orders: list[OrderTuple] = []
+    signatures: list[bytes] = []
+
+    def position(signed: SignedOrder) -> int:
+        if signed.order_hash not in index:
+            index[signed.order_hash] = len(orders)
+            orders.append(signed.order.as_abi_tuple())
+            signatures.append(signed.signature)
+        return index[signed.order_hash]
+
+    packed: list[FillTuple] = []
+    for fill in fills:
+        maker, taker = position(fill.maker), position(fill.taker)
+        packed.append(
+            (maker, taker, fill.maker_fee_bps, fill.taker_fee_bps, fill.amount_base, fill.price_quote)
+        )
+    return SettleArguments(orders, signatures, packed, tuple(fill.fill_id for fill in fills))
+
+
+def contributions(fills: Sequence[FillToSettle]) -> dict[str, int]:
+    """What `fills` add to each order's on-chain filled amount, by order hash."""
+    added: dict[str, int] = defaultdict(int)
+    for fill in fills:
+        added[fill.maker.order_hash] += fill.amount_base
+        added[fill.taker.order_hash] += fill.amount_base
+    return dict(added)
+
+
+class BatchFate(StrEnum):
+    EXECUTED = "executed"
+    NOT_EXECUTED = "not_executed"
+    INCONSISTENT = "inconsistent"
+
+
+def batch_fate(
+    settled_before: Mapping[str, int], batch: Mapping[str, int], on_chain: Mapping[str, int]
+) -> BatchFate:
+    """Did the batch run? From each order's filled amount settled before it, in it, and on chain."""
+    ran = all(on_chain[order] == settled_before.get(order, 0) + added for order, added in batch.items())
+    if ran:
+        return BatchFate.EXECUTED
+    if all(on_chain[order] == settled_before.get(order, 0) for order in batch):
+        return BatchFate.NOT_EXECUTED
+    return BatchFate.INCONSISTENT
+
+
+@dataclass(frozen=True, slots=True)
+class Fees:
+    """EIP-1559 fee caps of one transaction, in wei per gas."""
+
+    max_fee_per_gas_wei: int
+    max_priority_fee_per_gas_wei: int
+
+    def bumped(self, percent: int) -> Fees:
+        """Both caps raised by `percent` (rounded up, at least one wei): a valid replacement's fees."""
+
+        def up(value: int) -> int:
+            return max(value + 1, -(-value * (100 + percent) // 100))
+
+        return Fees(up(self.max_fee_per_gas_wei), up(self.max_priority_fee_per_gas_wei))
+
+
+def suggested_fees(base_fee_per_gas_wei: int, priority_fee_per_gas_wei: int) -> Fees:
+    """Room for the base fee to double before the transaction is priced out."""
+    return Fees(2 * base_fee_per_gas_wei + priority_fee_per_gas_wei, priority_fee_per_gas_wei)
+
+
+def gas_limit(estimate: int, margin_percent: int, block_gas_limit: int) -> int:
+    """The estimate plus a margin (state may move between estimate and inclusion), at most a block."""
+    return min(-(-estimate * (100 + margin_percent) // 100), block_gas_limit)

@@ -1,0 +1,471 @@
+"""A contract's events into the database, from a persisted cursor, safe against reorganisations.
+
+One :class:`ChainIndexer` follows one contract on one chain. Its cursor
+(``chain_cursors``) names the chain, the contract and the hash of the deployment
+block, and holds two positions: the last block *scanned* (events recorded) and
+the last block *credited* (events applied). Each pass:
+
+1. **Checks for a reorganisation.** The cursor remembers the hashes of the blocks
+   it relied on (``chain_blocks``: the end of every scanned range, and every block
+   with an event) for ``confirmations + TRACKED_MARGIN_BLOCKS`` blocks. The newest
+   is compared with the chain's block at that height; since each block commits to
+   its parent, a match vouches for every older one, so one call suffices when
+   nothing changed. On a mismatch the indexer walks down to the newest block that
+   still matches (the fork point) and rolls back everything above it: events
+   only recorded become ``orphaned``; events already credited are undone by the
+   handler (``reversed``) — or, if the handler refuses (the ledger no longer has
+   the money), kept as ``stranded`` and logged, so the audit shows the difference.
+2. **Scans** from the block after the cursor to the head, in ranges of at most
+   ``max_blocks``, recording each decoded log with its block hash (``seen``). A
+   range's end hash is read before and after ``eth_getLogs``; if it changed, the
+   range is read again, so the logs and the remembered hash describe one chain.
+3. **Credits**, in (block, log index) order, every recorded event at least
+   ``confirmations`` blocks deep (``head - block >= confirmations``; with zero,
+   at once) through the handler, each in a savepoint; a refusal marks the event
+   ``refused`` with the reason and does not stop the indexer.
+
+The rule for reorganisations, in one sentence: an event is credited once it is
+``confirmations`` blocks deep, and whatever came from a block that left the
+chain is rolled back, credited or not — so with ``confirmations = 0`` a member
+can briefly see a deposit that a reorganisation later takes back. Choose
+``confirmations`` at least as deep as the chain reorganises to avoid that.
+
+Each step is a database transaction that moves the cursor together with the rows
+it wrote, so a crash repeats nothing and skips nothing. A re-scanned log that was
+orphaned or reversed before (its block came back) is revived, not duplicated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from web3 import Web3
+from web3.exceptions import BlockNotFound
+
+from exchange.chain.binding import BoundContract
+from exchange.db.base import utc_now
+from exchange.kit.logging import get_logger
+from exchange.trading.chain_calls import ChainCalls
+from exchange.trading.settlement_models import ChainBlock, ChainCursor, ChainEvent, EventState
+
+log = get_logger(__name__)
+
+TRACKED_MARGIN_BLOCKS = 128
+"""Block hashes kept beyond the confirmation depth, to find the fork point of deeper reorganisations."""
+_RANGE_RETRIES = 5
+
+
+class EventRefused(Exception):
+    """A handler cannot apply (or undo) an event; the reason is stored with it."""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedEvent:
+    """A recorded log as handlers see it."""
+
+    id: int
+    name: str
+    args: Mapping[str, Any]
+    block_number: int
+    block_hash: str
+    log_index: int
+    tx_hash: str
+
+    @property
+    def reference(self) -> str:
+        """``<tx hash>:<log index>``: names this log across reorganisations that keep its transaction."""
+        return f"{self.tx_hash}:{self.log_index}"
+
+    def integer(self, name: str) -> int:
+        return int(self.args[name])
+
+    def address(self, name: str) -> str:
+        return Web3.to_checksum_address(str(self.args[name]))
+
+
+class EventHandler(Protocol):
+    """What the indexer does with a confirmed event, and how it is undone."""
+
+    async def credit(self, session: AsyncSession, event: IndexedEvent) -> None:
+        """Apply the event's effect; raise ``EventRefused`` to leave it unapplied."""
+
+    async def reverse(self, session: AsyncSession, event: IndexedEvent) -> None:
+        """Undo what ``credit`` did; raise ``EventRefused`` when that is impossible."""
+
+
+@dataclass(frozen=True, slots=True)
+class IndexerPosition:
+    head: int
+    scanned_block: int
+    credited_block: int
+    rolled_back_to: int | None  # the fork point, when this pass found a reorganisation
+
+
+@dataclass(frozen=True, slots=True)
+class _Log:
+    name: str
+    args: dict[str, Any]
+    block_number: int
+    block_hash: str
+    log_index: int
+    tx_hash: str
+
+
+def hex32(value: bytes) -> str:
+    return "0x" + bytes(value).hex()
+
+
+def plain_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Event arguments as JSON: integers as decimal strings, bytes as 0x-hex, addresses EIP-55."""
+    plain: dict[str, Any] = {}
+    for key, value in args.items():
+        if isinstance(value, bool):
+            plain[key] = value
+        elif isinstance(value, int):
+            plain[key] = str(value)
+        elif isinstance(value, bytes):
+            plain[key] = hex32(value)
+        elif isinstance(value, str) and Web3.is_address(value):
+            plain[key] = Web3.to_checksum_address(value)
+        else:
+            plain[key] = value
+    return plain
+
+
+class ChainIndexer:
+    """Follows one contract's events into ``chain_events`` and through a handler."""
+
+    def __init__(
+        self,
+        contract: BoundContract,
+        events: Sequence[str],
+        handler: EventHandler,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        calls: ChainCalls,
+        *,
+        chain_id: int,
+        deploy_block: int,
+        confirmations: int,
+        max_blocks: int,
+    ) -> None:
+        self.contract = contract
+        self.handler = handler
+        self.chain_id = chain_id
+        self.deploy_block = deploy_block
+        self.confirmations = confirmations
+        self.max_blocks = max_blocks
+        self._sessionmaker = sessionmaker
+        self._calls = calls
+        self._events = {
+            str(contract.contract.events[name].topic): contract.contract.events[name] for name in events
+        }
+        self._anchor: str | None = None
+        self._lock = asyncio.Lock()
+
+    # --- public ---------------------------------------------------------------------------------
+
+    async def catch_up(self) -> IndexerPosition:
+        """One pass: roll back orphaned blocks, record new events, credit the deep enough ones."""
+        async with self._lock:
+            w3 = self.contract.w3
+            head = await self._calls.run(lambda: int(w3.eth.block_number))
+            anchor = await self._anchor_hash()
+            async with self._sessionmaker() as session, session.begin():
+                cursor = await self._cursor(session, anchor)
+                cursor_id = cursor.id
+                fork = await self._find_fork(session, cursor, head)
+                if fork is not None:
+                    await self._roll_back(session, cursor, fork)
+            scanned = await self._scan(cursor_id, head)
+            credited = await self._credit(cursor_id, head)
+            return IndexerPosition(head, scanned, credited, fork)
+
+    async def run(self, interval_s: float) -> None:
+        """Catch up every `interval_s` seconds until cancelled; a failed pass is logged and retried."""
+        while True:
+            try:
+                await self.catch_up()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a node or database hiccup must not end the loop
+                log.error("indexer.pass_failed", contract=self.contract.name, error=str(exc), exc_info=exc)
+            await asyncio.sleep(interval_s)
+
+    async def cursor_id(self) -> int:
+        """The id of this contract's cursor on this chain (created if new)."""
+        anchor = await self._anchor_hash()
+        async with self._sessionmaker() as session, session.begin():
+            return (await self._cursor(session, anchor)).id
+
+    # --- cursor and reorganisations ------------------------------------------------------------
+
+    async def _anchor_hash(self) -> str:
+        if self._anchor is None:
+            w3, block = self.contract.w3, self.deploy_block
+            self._anchor = await self._calls.run(lambda: hex32(w3.eth.get_block(block)["hash"]))
+        return self._anchor
+
+    async def _cursor(self, session: AsyncSession, anchor: str) -> ChainCursor:
+        statement = select(ChainCursor).where(
+            ChainCursor.chain_id == self.chain_id,
+            ChainCursor.contract == self.contract.address,
+            ChainCursor.anchor_block_hash == anchor,
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            statement = statement.with_for_update()
+        cursor = await session.scalar(statement)
+        if cursor is None:
+            start = max(self.deploy_block - 1, 0)
+            cursor = ChainCursor(
+                chain_id=self.chain_id,
+                contract=self.contract.address,
+                anchor_block_hash=anchor,
+                scanned_block=start,
+                credited_block=start,
+            )
+            session.add(cursor)
+            await session.flush()
+            log.info(
+                "indexer.cursor_created", contract=self.contract.name, chain_id=self.chain_id, block=start
+            )
+        return cursor
+
+    def _block_hash(self, number: int) -> str | None:
+        try:
+            return hex32(self.contract.w3.eth.get_block(number)["hash"])
+        except BlockNotFound:
+            return None
+
+    async def _find_fork(self, session: AsyncSession, cursor: ChainCursor, head: int) -> int | None:
+        """The newest remembered block still on the chain, if any newer one is not; else None."""
+        tracked = (
+            await session.scalars(
+                select(ChainBlock).where(ChainBlock.cursor_id == cursor.id).order_by(ChainBlock.number.desc())
+            )
+        ).all()
+        for index, block in enumerate(tracked):
+            on_chain = (
+                None
+                if block.number > head
+                else await self._calls.run(partial(self._block_hash, block.number))
+            )
+            if on_chain == block.hash:
+                return None if index == 0 else block.number
+        if not tracked:
+            return None
+        deepest = tracked[-1].number - 1
+        log.warning(
+            "indexer.reorg_beyond_tracked_blocks", contract=self.contract.name, rolled_back_to=deepest
+        )
+        return deepest
+
+    async def _roll_back(self, session: AsyncSession, cursor: ChainCursor, fork: int) -> None:
+        orphaned = (
+            await session.scalars(
+                select(ChainEvent)
+                .where(
+                    ChainEvent.cursor_id == cursor.id,
+                    ChainEvent.block_number > fork,
+                    ChainEvent.state.in_([EventState.SEEN, EventState.CREDITED, EventState.REFUSED]),
+                )
+                .order_by(ChainEvent.block_number.desc(), ChainEvent.log_index.desc())
+            )
+        ).all()
+        counts = {"orphaned": 0, "reversed": 0, "stranded": 0}
+        for row in orphaned:
+            if row.state != EventState.CREDITED:
+                row.state, row.detail = EventState.ORPHANED.value, None
+                counts["orphaned"] += 1
+            else:
+                try:
+                    async with session.begin_nested():
+                        await self.handler.reverse(session, _indexed(row))
+                except EventRefused as refusal:
+                    row.state, row.detail = EventState.STRANDED.value, f"not reversed: {refusal}"[:500]
+                    counts["stranded"] += 1
+                    log.error(
+                        "indexer.reversal_refused",
+                        contract=self.contract.name,
+                        event_name=row.name,
+                        tx_hash=row.tx_hash,
+                        reason=str(refusal),
+                    )
+                else:
+                    row.state = EventState.REVERSED.value
+                    counts["reversed"] += 1
+            row.updated_at = utc_now()
+        await session.execute(
+            delete(ChainBlock).where(ChainBlock.cursor_id == cursor.id, ChainBlock.number > fork)
+        )
+        cursor.scanned_block = min(cursor.scanned_block, fork)
+        cursor.credited_block = min(cursor.credited_block, fork)
+        cursor.updated_at = utc_now()
+        await session.flush()
+        log.warning("indexer.reorg_rolled_back", contract=self.contract.name, fork_block=fork, **counts)
+
+    # --- scanning -------------------------------------------------------------------------------
+
+    async def _scan(self, cursor_id: int, head: int) -> int:
+        while True:
+            async with self._sessionmaker() as session, session.begin():
+                cursor = await session.get_one(ChainCursor, cursor_id)
+                if cursor.scanned_block >= head:
+                    return cursor.scanned_block
+                start = cursor.scanned_block + 1
+                end = min(head, cursor.scanned_block + self.max_blocks)
+                end_hash, logs = await self._calls.run(partial(self._read_range, start, end))
+                for entry in logs:
+                    await self._record(session, cursor_id, entry)
+                for number, block_hash in {
+                    end: end_hash,
+                    **{e.block_number: e.block_hash for e in logs},
+                }.items():
+                    await session.merge(ChainBlock(cursor_id=cursor_id, number=number, hash=block_hash))
+                cursor.scanned_block = end
+                cursor.updated_at = utc_now()
+                await session.flush()
+            if logs:
+                log.info(
+                    "indexer.scanned",
+                    contract=self.contract.name,
+                    first_block=start,
+                    last_block=end,
+                    events=len(logs),
+                )
+
+    def _read_range(self, start: int, end: int) -> tuple[str, list[_Log]]:
+        """Blocking: the range's logs and its end block's hash, read from one chain."""
+        w3 = self.contract.w3
+        for _attempt in range(_RANGE_RETRIES):
+            before = self._block_hash(end)
+            raw = w3.eth.get_logs(
+                {
+                    "address": self.contract.address,
+                    "fromBlock": start,
+                    "toBlock": end,
+                    "topics": [list(self._events)],
+                }
+            )
+            after = self._block_hash(end)
+            if before is not None and before == after:
+                return before, sorted(
+                    (self._decode(entry) for entry in raw), key=lambda e: (e.block_number, e.log_index)
+                )
+        raise RuntimeError(f"blocks {start}..{end} kept changing while their logs were read")
+
+    def _decode(self, entry: Any) -> _Log:
+        event = self._events[hex32(entry["topics"][0])]
+        processed = event().process_log(entry)
+        return _Log(
+            name=str(processed["event"]),
+            args=plain_args(processed["args"]),
+            block_number=int(processed["blockNumber"]),
+            block_hash=hex32(processed["blockHash"]),
+            log_index=int(processed["logIndex"]),
+            tx_hash=hex32(processed["transactionHash"]),
+        )
+
+    async def _record(self, session: AsyncSession, cursor_id: int, entry: _Log) -> None:
+        existing = await session.scalar(
+            select(ChainEvent).where(
+                ChainEvent.cursor_id == cursor_id,
+                ChainEvent.block_hash == entry.block_hash,
+                ChainEvent.log_index == entry.log_index,
+            )
+        )
+        if existing is None:
+            session.add(
+                ChainEvent(
+                    cursor_id=cursor_id,
+                    block_number=entry.block_number,
+                    block_hash=entry.block_hash,
+                    log_index=entry.log_index,
+                    tx_hash=entry.tx_hash,
+                    name=entry.name,
+                    args=entry.args,
+                )
+            )
+            return
+        # The block left the chain and came back: the event is live again.
+        if existing.state in (EventState.ORPHANED, EventState.REVERSED):
+            existing.state, existing.detail = EventState.SEEN.value, None
+        elif existing.state == EventState.STRANDED:
+            existing.state, existing.detail = EventState.CREDITED.value, None  # its credit was never undone
+        existing.updated_at = utc_now()
+
+    # --- crediting ------------------------------------------------------------------------------
+
+    async def _credit(self, cursor_id: int, head: int) -> int:
+        deep_enough = head - self.confirmations
+        async with self._sessionmaker() as session, session.begin():
+            cursor = await session.get_one(ChainCursor, cursor_id)
+            rows = (
+                await session.scalars(
+                    select(ChainEvent)
+                    .where(
+                        ChainEvent.cursor_id == cursor_id,
+                        ChainEvent.state == EventState.SEEN,
+                        ChainEvent.block_number <= deep_enough,
+                    )
+                    .order_by(ChainEvent.block_number, ChainEvent.log_index)
+                )
+            ).all()
+            for row in rows:
+                try:
+                    async with session.begin_nested():
+                        await self.handler.credit(session, _indexed(row))
+                except EventRefused as refusal:
+                    row.state, row.detail = EventState.REFUSED.value, str(refusal)[:500]
+                    log.error(
+                        "indexer.credit_refused",
+                        contract=self.contract.name,
+                        event_name=row.name,
+                        tx_hash=row.tx_hash,
+                        reason=str(refusal),
+                    )
+                else:
+                    row.state = EventState.CREDITED.value
+                row.updated_at = utc_now()
+            cursor.credited_block = max(cursor.credited_block, min(cursor.scanned_block, deep_enough))
+            cursor.updated_at = utc_now()
+            keep_from = deep_enough - TRACKED_MARGIN_BLOCKS
+            newest = await session.scalar(
+                select(ChainBlock.number)
+                .where(ChainBlock.cursor_id == cursor_id)
+                .order_by(ChainBlock.number.desc())
+                .limit(1)
+            )
+            if newest is not None:
+                await session.execute(
+                    delete(ChainBlock).where(
+                        ChainBlock.cursor_id == cursor_id,
+                        ChainBlock.number < min(keep_from, newest),
+                    )
+                )
+            await session.flush()
+            if rows:
+                log.info(
+                    "indexer.credited",
+                    contract=self.contract.name,
+                    events=len(rows),
+                    block=cursor.credited_block,
+                )
+            return cursor.credited_block
+
+
+def _indexed(row: ChainEvent) -> IndexedEvent:
+    return IndexedEvent(
+        id=row.id,
+        name=row.name,
+        args=row.args,
+        block_number=row.block_number,
+        block_hash=row.block_hash,
+        log_index=row.log_index,
+        tx_hash=row.tx_hash,
+    )

@@ -1,0 +1,639 @@
+"""The settlement pipeline: fills from the engine, packed into ``Vault.settle`` transactions.
+
+A fill's settlement state goes ``pending`` → ``submitted`` (in the open batch) →
+``settled``; or back to ``pending`` when its batch did not run; or ``failed``
+(for good, with the reason in ``settlement_failures``). One :meth:`Settler.step`
+does one of two things:
+
+**No batch open** — take up to ``batch_size`` pending fills in trade order and
+pack them (``exchange.trading.batching.pack``). Simulate the call
+(``eth_estimateGas`` from the operator). If the Vault would revert, find the
+first fill that makes it revert (binary search over prefixes: ``settle`` checks
+fills in order, so a prefix reverts iff it holds a bad fill), fail that fill
+with the decoded custom error, void its ledger postings, and try again next step
+without it: a bad fill is never sent and never retried. Otherwise choose the
+nonce (the operator's pending count), the fees and the gas limit, sign, and in
+ONE database transaction write the batch, its fills and the signed attempt
+(hash included) and mark the fills ``submitted``. Only then broadcast.
+
+**A batch open** — find out what became of it, reading the operator's mined
+nonce *first*, then the receipts of all its attempts (a batch has several when
+fees were bumped; they share its nonce, so at most one is mined):
+
+* a receipt with status 1, ``confirmations`` deep: the batch is settled. Its
+  order states are checked against the database (``batching.batch_fate``) and
+  the fees it sent to the Fund leave the ledger's ``vault:fees`` account.
+* a receipt with status 0, ``confirmations`` deep: the fills go back to pending,
+  so the next step simulates them again (which isolates a bad fill); a fill whose
+  batches reverted ``max_reverts`` times fails.
+* no receipt, but the nonce is used: another transaction took it (or a
+  node-signed attempt whose hash was never stored). The order states on chain
+  decide: unchanged → the fills go back to pending; changed by exactly the
+  batch → settled; anything else stops the pipeline (``SettlementInconsistent``).
+* otherwise the transaction is pending or was never sent: send it again if the
+  node does not know it; after ``stuck_after_s`` replace it with the same nonce
+  and fees raised by ``fee_bump_percent`` (written down before it is sent).
+
+So a restart in any state neither loses nor repeats a fill: a batch written
+but never sent is sent; one sent is found by its hashes; the on-chain filled
+amounts of its orders double-check both outcomes. With at most one batch open
+per Vault (a partial unique index), the order states can only be "before" or
+"after" the open batch.
+
+Failed fills: the trade cannot happen on chain, so the fill's ledger postings
+are voided (cause ``fill.void``): the buyer gets its quote and fees back, the
+seller its base. If the ledger refuses (the money was spent since), the fill
+still fails, the refusal is logged, and ``exchange audit`` shows the difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from functools import partial
+from typing import Any
+
+from eth_abi.abi import encode as abi_encode
+from eth_utils.abi import function_abi_to_4byte_selector, get_abi_input_types
+from hexbytes import HexBytes
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from web3 import HTTPProvider, Web3
+from web3.types import TxReceipt
+
+from exchange.chain.binding import BoundContract
+from exchange.chain.errors import ContractReverted
+from exchange.db.base import utc_now
+from exchange.kit.logging import get_logger
+from exchange.trading import ledger, repository
+from exchange.trading import settlement_repository as store
+from exchange.trading.batching import (
+    BatchFate,
+    Fees,
+    FillToSettle,
+    SettleArguments,
+    SignedOrder,
+    batch_fate,
+    contributions,
+    gas_limit,
+    pack,
+)
+from exchange.trading.chain_calls import ChainCalls
+from exchange.trading.eip712 import OrderSide, VaultOrder
+from exchange.trading.ledger import VAULT_EXTERNAL, FillAmounts, Posting
+from exchange.trading.operator import BroadcastRefused, OperatorTransactions, SignedTransaction
+from exchange.trading.repository import FEES_ACCOUNT, LedgerRefused
+from exchange.trading.settlement_models import BatchState
+from exchange.trading.settlement_repository import BatchRecord, FillRecord, OrderRecord
+from exchange.trading.signing import OrderDigester, OrderFields
+from exchange.trading.vault_events import reversed_postings
+
+log = get_logger(__name__)
+
+_ORDER_CACHE_SIZE = 20_000
+
+
+class SettlementInconsistent(Exception):
+    """The chain's order states match neither outcome of the open batch: a person must look."""
+
+
+class StepOutcome(StrEnum):
+    IDLE = "idle"  # nothing pending, nothing open
+    OPENED = "opened"  # a batch was written and sent
+    WAITING = "waiting"  # the open batch is not decided yet
+    SETTLED = "settled"
+    RETURNED = "returned"  # the open batch did not run: its fills are pending again
+    FILL_FAILED = "fill_failed"  # a fill was given up
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementConfig:
+    batch_size: int = 50
+    confirmations: int = 0
+    fee_bump_percent: int = 20
+    stuck_after_s: float = 30.0
+    max_fee_per_gas_wei: int = 500 * 10**9
+    max_reverts: int = 3
+    gas_margin_percent: int = 25
+
+
+class Settler:
+    """Settles one Vault's fills; one instance per Vault (the open-batch index refuses a second batch)."""
+
+    def __init__(
+        self,
+        vault: BoundContract,
+        operator: OperatorTransactions,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        calls: ChainCalls,
+        *,
+        chain_id: int,
+        base_token: str,
+        quote_token: str,
+        config: SettlementConfig,
+    ) -> None:
+        self.vault = vault
+        self.operator = operator
+        self.chain_id = chain_id
+        self.base_token = Web3.to_checksum_address(base_token)
+        self.quote_token = Web3.to_checksum_address(quote_token)
+        self.config = config
+        self._sessionmaker = sessionmaker
+        self._calls = calls
+        self._lock = asyncio.Lock()
+        self._orders: dict[int, SignedOrder] = {}
+        self._digester = OrderDigester(chain_id, vault.address)
+        settle_abi = vault.contract.get_function_by_name("settle").abi
+        self._settle_types = get_abi_input_types(settle_abi)
+        self._settle_selector = function_abi_to_4byte_selector(settle_abi)
+        self._trade_topic = bytes(HexBytes(vault.contract.events.Trade.topic))
+        self._fees_topic = bytes(HexBytes(vault.contract.events.FeesCollected.topic))
+
+    # --- loop -----------------------------------------------------------------------------------
+
+    async def step(self) -> StepOutcome:
+        """Advance settlement by one decision (see the module docstring)."""
+        async with self._lock:
+            async with self._sessionmaker() as session, session.begin():
+                batch = await store.open_batch(session, self.vault.address)
+            if batch is not None:
+                return await self._follow(batch)
+            return await self._open()
+
+    async def drain(self, *, poll_s: float, timeout_s: float | None = None) -> None:
+        """Step until no fill is pending and no batch is open (``exchange settle --once``, tests)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            outcome = await self.step()
+            if outcome is StepOutcome.IDLE:
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"settlement still busy after {timeout_s} s (last step: {outcome})")
+            if outcome is StepOutcome.WAITING:
+                await asyncio.sleep(poll_s)
+
+    async def run(self, interval_s: float) -> None:
+        """Settle until cancelled; a failed step is logged and retried, an inconsistency stops the loop."""
+        while True:
+            try:
+                outcome = await self.step()
+            except asyncio.CancelledError:
+                raise
+            except SettlementInconsistent as exc:
+                log.critical("settlement.halted", error=str(exc))
+                raise
+            except Exception as exc:  # a node or database hiccup must not end the loop
+                log.error("settlement.step_failed", error=str(exc), exc_info=exc)
+                outcome = StepOutcome.WAITING
+            if outcome in (StepOutcome.IDLE, StepOutcome.WAITING):
+                await asyncio.sleep(interval_s)
+
+    # --- opening a batch ------------------------------------------------------------------------
+
+    async def _open(self) -> StepOutcome:
+        async with self._sessionmaker() as session, session.begin():
+            fills = await store.pending_fills(session, self.config.batch_size)
+        if not fills:
+            return StepOutcome.IDLE
+        to_settle: list[FillToSettle] = []
+        for fill in fills:
+            mismatch = self._hash_mismatch(fill)
+            if mismatch is not None:
+                await self._fail(fill, "OrderHashMismatch", {"order_id": mismatch}, batch_id=None)
+                return StepOutcome.FILL_FAILED
+            to_settle.append(self._to_settle(fill))
+        arguments = pack(to_settle)
+        try:
+            estimate = await self._simulate(arguments)
+        except ContractReverted as reverted:
+            await self._isolate(fills, to_settle, reverted)
+            return StepOutcome.FILL_FAILED
+        operator = self.operator
+        nonce, fees, block_gas = await self._calls.run(
+            lambda: (operator.pending_nonce(), operator.fees(), operator.block_gas_limit())
+        )
+        fees = self._capped(fees)
+        gas = gas_limit(estimate, self.config.gas_margin_percent, block_gas)
+        calldata = self._calldata(arguments)
+        tx = operator.transaction(self.vault.address, calldata, nonce=nonce, gas=gas, fees=fees)
+        signed = operator.sign(tx)
+        async with self._sessionmaker() as session, session.begin():
+            opened = await store.open_new_batch(
+                session,
+                chain_id=self.chain_id,
+                vault=self.vault.address,
+                operator=operator.address,
+                nonce=nonce,
+                gas_limit=gas,
+                calldata=calldata,
+                fill_ids=arguments.fill_ids,
+                tx_hash=signed.tx_hash if signed else None,
+                max_fee_per_gas_wei=fees.max_fee_per_gas_wei,
+                max_priority_fee_per_gas_wei=fees.max_priority_fee_per_gas_wei,
+            )
+            if opened is None:
+                await session.rollback()
+                return StepOutcome.WAITING
+        batch_id, attempt_id = opened
+        log.info(
+            "settlement.batch_opened",
+            batch_id=batch_id,
+            fills=len(fills),
+            orders=len(arguments.orders),
+            nonce=nonce,
+            gas_limit=gas,
+            tx_hash=signed.tx_hash if signed else None,
+        )
+        await self._send(
+            batch_id, attempt_id, tx_nonce=nonce, gas=gas, calldata=calldata, fees=fees, signed=signed
+        )
+        return StepOutcome.OPENED
+
+    def _to_settle(self, fill: FillRecord) -> FillToSettle:
+        return FillToSettle(
+            fill_id=fill.id,
+            maker=self._signed(fill.maker),
+            taker=self._signed(fill.taker),
+            maker_fee_bps=fill.maker_fee_bps,
+            taker_fee_bps=fill.taker_fee_bps,
+            amount_base=fill.amount_base,
+            price_quote=fill.price_quote,
+        )
+
+    def _signed(self, order: OrderRecord) -> SignedOrder:
+        """The order as the Vault takes it (cached: a resting order is in many fills)."""
+        cached = self._orders.get(order.id)
+        if cached is None:
+            if len(self._orders) >= _ORDER_CACHE_SIZE:
+                self._orders.clear()
+            vault_order = VaultOrder(
+                maker=order.account,
+                base_token=self.base_token,
+                quote_token=self.quote_token,
+                side=OrderSide.BUY if order.side == "buy" else OrderSide.SELL,
+                price_quote=order.price_quote,
+                amount_base=order.amount_base,
+                max_fee_bps=order.max_fee_bps,
+                nonce=order.nonce,
+                expiry_unix=order.expiry_unix,
+            )
+            digest = "0x" + self._digester.digest(_fields(vault_order)).hex()
+            cached = SignedOrder(vault_order, bytes(HexBytes(order.signature)), digest)
+            self._orders[order.id] = cached
+        return cached
+
+    def _hash_mismatch(self, fill: FillRecord) -> int | None:
+        """The id of an order whose stored fields do not hash to its stored hash (never sent)."""
+        for order in (fill.maker, fill.taker):
+            if self._signed(order).order_hash != order.order_hash.lower():
+                return order.id
+        return None
+
+    def _calldata(self, arguments: SettleArguments) -> bytes:
+        encoded = abi_encode(self._settle_types, [arguments.orders, arguments.signatures, arguments.fills])
+        return self._settle_selector + encoded
+
+    async def _simulate(self, arguments: SettleArguments) -> int:
+        """Gas the call needs; raises ``ContractReverted`` with the Vault's custom error."""
+        w3, vault = self.vault.w3, self.vault
+        call = {
+            "from": self.operator.address,
+            "to": vault.address,
+            "data": HexBytes(self._calldata(arguments)),
+        }
+        # BoundContract decodes reverts of both the embedded EVM and JSON-RPC nodes.
+        return int(await self._calls.run(lambda: vault._guard(lambda: w3.eth.estimate_gas(call))))  # type: ignore[arg-type]
+
+    async def _isolate(
+        self, fills: Sequence[FillRecord], to_settle: Sequence[FillToSettle], error: ContractReverted
+    ) -> None:
+        """Fail the first fill that makes the batch revert: the shortest reverting prefix ends with it."""
+        low, high = 1, len(to_settle)  # the prefix of length `high` reverts, with `error`
+        while low < high:
+            middle = (low + high) // 2
+            try:
+                await self._simulate(pack(to_settle[:middle]))
+            except ContractReverted as reverted:
+                high, error = middle, reverted
+            else:
+                low = middle + 1
+        culprit = fills[high - 1]
+        log.warning(
+            "settlement.fill_refused",
+            fill_id=culprit.id,
+            error_name=error.error_name,
+            error_args=error.error_args,
+            probed_prefix=high,
+        )
+        await self._fail(culprit, error.error_name, _json_args(error.error_args), batch_id=None)
+
+    def _capped(self, fees: Fees) -> Fees:
+        cap = self.config.max_fee_per_gas_wei
+        return Fees(min(fees.max_fee_per_gas_wei, cap), min(fees.max_priority_fee_per_gas_wei, cap))
+
+    async def _send(
+        self,
+        batch_id: int,
+        attempt_id: int,
+        *,
+        tx_nonce: int,
+        gas: int,
+        calldata: bytes,
+        fees: Fees,
+        signed: SignedTransaction | None,
+    ) -> None:
+        operator = self.operator
+        tx = operator.transaction(self.vault.address, calldata, nonce=tx_nonce, gas=gas, fees=fees)
+        try:
+            tx_hash = await self._calls.run(lambda: operator.broadcast(tx, signed))
+        except BroadcastRefused as refusal:
+            # Not an outcome: receipts and the mined nonce will tell what happened.
+            log.warning(
+                "settlement.broadcast_refused", batch_id=batch_id, nonce=tx_nonce, reason=str(refusal)[:300]
+            )
+            return
+        async with self._sessionmaker() as session, session.begin():
+            await store.mark_sent(session, batch_id, attempt_id, tx_hash)
+        log.info("settlement.sent", batch_id=batch_id, nonce=tx_nonce, tx_hash=tx_hash)
+
+    # --- following the open batch ---------------------------------------------------------------
+
+    async def _follow(self, batch: BatchRecord) -> StepOutcome:
+        operator = self.operator
+        mined_nonce = await self._calls.run(operator.mined_nonce)  # before the receipts: see the docstring
+        head = await self._calls.run(operator.head)
+        for attempt in reversed(batch.attempts):
+            if attempt.tx_hash is None:
+                continue
+            tx_hash = attempt.tx_hash
+            receipt = await self._calls.run(partial(operator.receipt, tx_hash))
+            if receipt is None:
+                continue
+            if head - int(receipt["blockNumber"]) < self.config.confirmations:
+                return StepOutcome.WAITING
+            if receipt["status"] == 1:
+                await self._check_fate(batch, BatchFate.EXECUTED)
+                await self._close_settled(batch, tx_hash, receipt)
+                return StepOutcome.SETTLED
+            await self._close_reverted(batch, tx_hash, receipt)
+            return StepOutcome.RETURNED
+        if mined_nonce > batch.nonce:
+            fate = await self._fate(batch)
+            if fate is BatchFate.EXECUTED:
+                await self._close_settled(batch, None, None)
+                return StepOutcome.SETTLED
+            if fate is BatchFate.NOT_EXECUTED:
+                async with self._sessionmaker() as session, session.begin():
+                    await store.close_returned(session, batch.id, BatchState.DROPPED)
+                log.warning("settlement.batch_dropped", batch_id=batch.id, nonce=batch.nonce)
+                return StepOutcome.RETURNED
+            raise SettlementInconsistent(f"batch {batch.id}: the Vault's order states match neither outcome")
+        await self._nudge(batch)
+        return StepOutcome.WAITING
+
+    async def _fate(self, batch: BatchRecord) -> BatchFate:
+        fills = [self._to_settle(fill) for fill in batch.fills]
+        added = contributions(fills)
+        ids = {fill.maker.order_hash.lower(): fill.maker.id for fill in batch.fills}
+        ids |= {fill.taker.order_hash.lower(): fill.taker.id for fill in batch.fills}
+        async with self._sessionmaker() as session, session.begin():
+            settled = await store.settled_amounts(session, ids.values())
+        before = {order: settled.get(order_id, 0) for order, order_id in ids.items()}
+        vault = self.vault
+
+        def read_states() -> dict[str, int]:
+            hashes = sorted(added)
+            if not isinstance(vault.w3.provider, HTTPProvider):
+                return {order: int(vault.call("orderState", HexBytes(order))[0]) for order in hashes}
+            # One JSON-RPC batch instead of a round trip per order.
+            with vault.w3.batch_requests() as batch:
+                for order in hashes:
+                    batch.add(vault.contract.functions.orderState(HexBytes(order)))
+                states: list[Any] = list(batch.execute())
+            return {order: int(state[0]) for order, state in zip(hashes, states, strict=True)}
+
+        on_chain = await self._calls.run(read_states)
+        return batch_fate(before, added, on_chain)
+
+    async def _check_fate(self, batch: BatchRecord, expected: BatchFate) -> None:
+        fate = await self._fate(batch)
+        if fate is not expected:
+            raise SettlementInconsistent(
+                f"batch {batch.id}: its receipt says {expected.value}, the order states say {fate.value}"
+            )
+
+    async def _close_settled(
+        self, batch: BatchRecord, tx_hash: str | None, receipt: TxReceipt | None
+    ) -> None:
+        fees = sum(fill.fees for fill in batch.fills)
+        if receipt is not None:
+            self._cross_check(batch, receipt, fees)
+        async with self._sessionmaker() as session, session.begin():
+            await store.close_settled(
+                session,
+                batch.id,
+                tx_hash=tx_hash,
+                block_number=int(receipt["blockNumber"]) if receipt else None,
+                gas_used=int(receipt["gasUsed"]) if receipt else None,
+            )
+            if fees:
+                # The Vault sent the batch's fees to the Fund: they leave the Vault's side of the ledger.
+                sweep = [
+                    Posting(FEES_ACCOUNT, self.quote_token, -fees),
+                    Posting(VAULT_EXTERNAL, self.quote_token, fees),
+                ]
+                await repository.apply_postings(
+                    session, sweep, cause="fees.collected", reference=f"batch:{batch.id}"
+                )
+        log.info(
+            "settlement.batch_settled",
+            batch_id=batch.id,
+            fills=len(batch.fills),
+            tx_hash=tx_hash,
+            gas_used=int(receipt["gasUsed"]) if receipt else None,
+        )
+
+    def _cross_check(self, batch: BatchRecord, receipt: TxReceipt, fees: int) -> None:
+        """The receipt holds one Trade per fill and a FeesCollected of the fills' fees."""
+        trades, collected = 0, 0
+        for entry in receipt["logs"]:
+            if not entry["topics"] or entry["address"] != self.vault.address:
+                continue
+            topic = bytes(entry["topics"][0])
+            if topic == self._trade_topic:
+                trades += 1
+            elif topic == self._fees_topic:
+                collected += int.from_bytes(bytes(entry["data"])[-32:], "big")
+        if trades != len(batch.fills) or collected != fees:
+            log.error(
+                "settlement.receipt_mismatch",
+                batch_id=batch.id,
+                fills=len(batch.fills),
+                trades=trades,
+                fees_expected=fees,
+                fees_collected=collected,
+            )
+
+    async def _close_reverted(self, batch: BatchRecord, tx_hash: str, receipt: TxReceipt) -> None:
+        error = await self._revert_reason(batch, int(receipt["blockNumber"]))
+        async with self._sessionmaker() as session, session.begin():
+            await store.close_returned(
+                session,
+                batch.id,
+                BatchState.REVERTED,
+                error_name=error.error_name,
+                error_args=_json_args(error.error_args),
+                tx_hash=tx_hash,
+                block_number=int(receipt["blockNumber"]),
+            )
+            reverts = await store.reverted_batches_of(session, [fill.id for fill in batch.fills])
+        log.warning(
+            "settlement.batch_reverted", batch_id=batch.id, tx_hash=tx_hash, error_name=error.error_name
+        )
+        for fill in batch.fills:
+            if reverts.get(fill.id, 0) >= self.config.max_reverts:
+                await self._fail(fill, error.error_name, _json_args(error.error_args), batch_id=batch.id)
+
+    async def _revert_reason(self, batch: BatchRecord, block_number: int) -> ContractReverted:
+        """Replay the batch's call for the custom error.
+
+        On the state at the end of its block: the reverted transaction changed nothing, and what
+        made it revert (a transaction before it in the block) is part of that state.
+        """
+        w3, vault, sender = self.vault.w3, self.vault, self.operator.address
+        call = {"from": sender, "to": vault.address, "data": HexBytes(batch.calldata), "gas": batch.gas_limit}
+        try:
+            await self._calls.run(lambda: vault._guard(lambda: w3.eth.call(call, block_number)))  # type: ignore[arg-type]
+        except ContractReverted as reverted:
+            return reverted
+        # The replay passes: out of gas, or a state that a later transaction of the block undid.
+        return ContractReverted("SettlementReverted", {}, vault.name, "0x")
+
+    async def _nudge(self, batch: BatchRecord) -> None:
+        """Not mined yet: resend what the node lost; replace what is stuck."""
+        latest = batch.attempts[-1]
+        fees = Fees(latest.max_fee_per_gas_wei, latest.max_priority_fee_per_gas_wei)
+        operator = self.operator
+        if utc_now() - latest.created_at >= timedelta(seconds=self.config.stuck_after_s):
+            suggested = await self._calls.run(operator.fees)
+            bumped = fees.bumped(self.config.fee_bump_percent)
+            raised = Fees(
+                max(bumped.max_fee_per_gas_wei, suggested.max_fee_per_gas_wei),
+                max(bumped.max_priority_fee_per_gas_wei, suggested.max_priority_fee_per_gas_wei),
+            )
+            if raised.max_fee_per_gas_wei > self.config.max_fee_per_gas_wei:
+                log.warning(
+                    "settlement.fee_cap_reached",
+                    batch_id=batch.id,
+                    max_fee_per_gas_wei=fees.max_fee_per_gas_wei,
+                )
+            else:
+                tx = operator.transaction(
+                    self.vault.address, batch.calldata, nonce=batch.nonce, gas=batch.gas_limit, fees=raised
+                )
+                signed = operator.sign(tx)
+                async with self._sessionmaker() as session, session.begin():
+                    attempt_id = await store.add_attempt(
+                        session,
+                        batch.id,
+                        tx_hash=signed.tx_hash if signed else None,
+                        max_fee_per_gas_wei=raised.max_fee_per_gas_wei,
+                        max_priority_fee_per_gas_wei=raised.max_priority_fee_per_gas_wei,
+                    )
+                log.info(
+                    "settlement.fee_bumped",
+                    batch_id=batch.id,
+                    nonce=batch.nonce,
+                    max_fee_per_gas_wei=raised.max_fee_per_gas_wei,
+                    tx_hash=signed.tx_hash if signed else None,
+                )
+                await self._send(
+                    batch.id,
+                    attempt_id,
+                    tx_nonce=batch.nonce,
+                    gas=batch.gas_limit,
+                    calldata=batch.calldata,
+                    fees=raised,
+                    signed=signed,
+                )
+                return
+        known = latest.tx_hash is not None and await self._calls.run(
+            lambda: operator.is_known(str(latest.tx_hash))
+        )
+        if not known:
+            tx = operator.transaction(
+                self.vault.address, batch.calldata, nonce=batch.nonce, gas=batch.gas_limit, fees=fees
+            )
+            await self._send(
+                batch.id,
+                latest.id,
+                tx_nonce=batch.nonce,
+                gas=batch.gas_limit,
+                calldata=batch.calldata,
+                fees=fees,
+                signed=operator.sign(tx),
+            )
+
+    # --- failures -------------------------------------------------------------------------------
+
+    async def _fail(
+        self, fill: FillRecord, error_name: str, error_args: dict[str, Any], *, batch_id: int | None
+    ) -> None:
+        """Fail the fill for good and void its ledger postings (in one transaction)."""
+        async with self._sessionmaker() as session, session.begin():
+            await store.fail_fill(
+                session, fill.id, error_name=error_name, error_args=error_args, batch_id=batch_id
+            )
+            try:
+                async with session.begin_nested():
+                    await repository.apply_postings(
+                        session,
+                        reversed_postings(self.fill_postings(fill)),
+                        cause="fill.void",
+                        reference=f"trade:{fill.market_id}:{fill.trade_id}",
+                    )
+            except LedgerRefused as refusal:
+                log.error("settlement.void_refused", fill_id=fill.id, reason=refusal.detail)
+        log.warning("settlement.fill_failed", fill_id=fill.id, error_name=error_name, error_args=error_args)
+
+    def fill_postings(self, fill: FillRecord) -> list[Posting]:
+        """The totals the fill moved in the ledger when it matched (its reservations stay spent)."""
+        postings = ledger.fill(
+            FillAmounts(
+                buyer=fill.buyer,
+                seller=fill.seller,
+                base_token=self.base_token,
+                quote_token=self.quote_token,
+                base_amount=fill.amount_base,
+                quote_amount=fill.quote_amount,
+                buyer_fee=fill.buyer_fee,
+                seller_fee=fill.seller_fee,
+            ),
+            FEES_ACCOUNT,
+        )
+        return [Posting(p.account, p.token, p.total_delta) for p in postings]
+
+
+def _fields(order: VaultOrder) -> OrderFields:
+    return OrderFields(
+        maker=order.maker,
+        base_token=order.base_token,
+        quote_token=order.quote_token,
+        side=int(order.side),
+        price_quote=order.price_quote,
+        amount_base=order.amount_base,
+        max_fee_bps=order.max_fee_bps,
+        nonce=order.nonce,
+        expiry_unix=order.expiry_unix,
+    )
+
+
+def _json_args(args: dict[str, Any]) -> dict[str, Any]:
+    """Custom error arguments as JSON: integers as decimal strings (uint256 exceeds JSON numbers)."""
+    return {
+        key: str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        for key, value in args.items()
+    }

@@ -1,0 +1,392 @@
+"""All SQL of the settlement pipeline: batches, attempts, and the settlement columns of fills.
+
+Functions take an ``AsyncSession`` and flush at most; the caller's transaction
+commits. Rows leave as plain values (``FillRecord``, ``BatchRecord``) so the
+pipeline can hold them across transactions and chain calls.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from exchange.db.base import utc_now
+from exchange.trading.models import SettlementState, TradingFill, TradingOrder
+from exchange.trading.settlement_models import (
+    OPEN_BATCH_STATES,
+    BatchState,
+    SettlementAttempt,
+    SettlementBatch,
+    SettlementBatchFill,
+    SettlementFailure,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    id: int
+    account: str
+    side: str
+    price_quote: int
+    amount_base: int
+    max_fee_bps: int
+    nonce: int
+    expiry_unix: int
+    order_hash: str
+    signature: str
+
+
+@dataclass(frozen=True, slots=True)
+class FillRecord:
+    id: int
+    market_id: str
+    trade_id: int
+    maker: OrderRecord
+    taker: OrderRecord
+    maker_account: str
+    taker_account: str
+    taker_side: str
+    price_quote: int
+    amount_base: int
+    quote_amount: int
+    maker_fee_bps: int
+    taker_fee_bps: int
+    buyer_fee: int
+    seller_fee: int
+
+    @property
+    def buyer(self) -> str:
+        return self.taker_account if self.taker_side == "buy" else self.maker_account
+
+    @property
+    def seller(self) -> str:
+        return self.maker_account if self.taker_side == "buy" else self.taker_account
+
+    @property
+    def fees(self) -> int:
+        return self.buyer_fee + self.seller_fee
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    id: int
+    tx_hash: str | None
+    max_fee_per_gas_wei: int
+    max_priority_fee_per_gas_wei: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    id: int
+    nonce: int
+    gas_limit: int
+    calldata: bytes
+    state: str
+    attempts: tuple[AttemptRecord, ...]
+    fills: tuple[FillRecord, ...]
+
+
+def _order(row: TradingOrder) -> OrderRecord:
+    return OrderRecord(
+        id=row.id,
+        account=row.account,
+        side=row.side,
+        price_quote=row.price_quote,
+        amount_base=row.amount_base,
+        max_fee_bps=row.max_fee_bps,
+        nonce=row.nonce,
+        expiry_unix=row.expiry_unix,
+        order_hash=row.order_hash,
+        signature=row.signature,
+    )
+
+
+async def _with_orders(session: AsyncSession, rows: Sequence[TradingFill]) -> list[FillRecord]:
+    ids = {row.maker_order_id for row in rows} | {row.taker_order_id for row in rows}
+    orders = {
+        order.id: _order(order)
+        for order in (await session.scalars(select(TradingOrder).where(TradingOrder.id.in_(ids)))).all()
+    }
+    return [
+        FillRecord(
+            id=row.id,
+            market_id=row.market_id,
+            trade_id=row.trade_id,
+            maker=orders[row.maker_order_id],
+            taker=orders[row.taker_order_id],
+            maker_account=row.maker_account,
+            taker_account=row.taker_account,
+            taker_side=row.taker_side,
+            price_quote=row.price_quote,
+            amount_base=row.amount_base,
+            quote_amount=row.quote_amount,
+            maker_fee_bps=row.maker_fee_bps,
+            taker_fee_bps=row.taker_fee_bps,
+            buyer_fee=row.buyer_fee,
+            seller_fee=row.seller_fee,
+        )
+        for row in rows
+    ]
+
+
+async def pending_fills(session: AsyncSession, limit: int) -> list[FillRecord]:
+    """The oldest fills waiting for a batch, in the order they traded."""
+    rows = (
+        await session.scalars(
+            select(TradingFill)
+            .where(TradingFill.settlement_state == SettlementState.PENDING)
+            .order_by(TradingFill.id)
+            .limit(limit)
+        )
+    ).all()
+    return await _with_orders(session, rows)
+
+
+async def fills_in_states(session: AsyncSession, states: Iterable[SettlementState]) -> list[FillRecord]:
+    rows = (
+        await session.scalars(
+            select(TradingFill).where(TradingFill.settlement_state.in_(list(states))).order_by(TradingFill.id)
+        )
+    ).all()
+    return await _with_orders(session, rows)
+
+
+async def open_batch(session: AsyncSession, vault: str) -> BatchRecord | None:
+    """The batch of `vault` still in flight (at most one), with its attempts and fills."""
+    statement = select(SettlementBatch).where(
+        SettlementBatch.vault == vault, SettlementBatch.state.in_(list(OPEN_BATCH_STATES))
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        statement = statement.with_for_update()
+    batch = await session.scalar(statement)
+    if batch is None:
+        return None
+    attempts = (
+        await session.scalars(
+            select(SettlementAttempt)
+            .where(SettlementAttempt.batch_id == batch.id)
+            .order_by(SettlementAttempt.id)
+        )
+    ).all()
+    fill_rows = (
+        await session.scalars(
+            select(TradingFill)
+            .join(SettlementBatchFill, SettlementBatchFill.fill_id == TradingFill.id)
+            .where(SettlementBatchFill.batch_id == batch.id)
+            .order_by(SettlementBatchFill.position)
+        )
+    ).all()
+    return BatchRecord(
+        id=batch.id,
+        nonce=batch.nonce,
+        gas_limit=batch.gas_limit,
+        calldata=batch.calldata,
+        state=batch.state,
+        attempts=tuple(
+            AttemptRecord(
+                a.id, a.tx_hash, a.max_fee_per_gas_wei, a.max_priority_fee_per_gas_wei, a.created_at
+            )
+            for a in attempts
+        ),
+        fills=tuple(await _with_orders(session, fill_rows)),
+    )
+
+
+async def settled_amounts(session: AsyncSession, order_ids: Iterable[int]) -> dict[int, int]:
+    """Base units of settled fills per order (as maker or taker): what the Vault has recorded for it."""
+    ids = list(set(order_ids))
+    rows = (
+        await session.execute(
+            select(TradingFill.maker_order_id, TradingFill.taker_order_id, TradingFill.amount_base).where(
+                TradingFill.settlement_state == SettlementState.SETTLED,
+                or_(TradingFill.maker_order_id.in_(ids), TradingFill.taker_order_id.in_(ids)),
+            )
+        )
+    ).all()
+    totals: dict[int, int] = defaultdict(int)
+    for maker_id, taker_id, amount in rows:
+        totals[maker_id] += amount
+        totals[taker_id] += amount
+    return dict(totals)
+
+
+async def open_new_batch(
+    session: AsyncSession,
+    *,
+    chain_id: int,
+    vault: str,
+    operator: str,
+    nonce: int,
+    gas_limit: int,
+    calldata: bytes,
+    fill_ids: Sequence[int],
+    tx_hash: str | None,
+    max_fee_per_gas_wei: int,
+    max_priority_fee_per_gas_wei: int,
+) -> tuple[int, int] | None:
+    """Write a batch, its first attempt and its fills, and claim the fills; (batch id, attempt id).
+
+    None when any fill is no longer pending (nothing written): the caller rolls back and retries.
+    """
+    batch = SettlementBatch(
+        chain_id=chain_id,
+        vault=vault,
+        operator=operator,
+        nonce=nonce,
+        gas_limit=gas_limit,
+        calldata=calldata,
+        fill_count=len(fill_ids),
+        state=BatchState.PREPARED.value,
+    )
+    session.add(batch)
+    await session.flush()
+    claimed = await session.execute(
+        update(TradingFill)
+        .where(TradingFill.id.in_(list(fill_ids)), TradingFill.settlement_state == SettlementState.PENDING)
+        .values(settlement_state=SettlementState.SUBMITTED.value, batch_id=batch.id, tx_hash=tx_hash)
+    )
+    if claimed.rowcount != len(fill_ids):  # type: ignore[attr-defined]
+        return None
+    session.add_all(
+        SettlementBatchFill(batch_id=batch.id, fill_id=fill_id, position=position)
+        for position, fill_id in enumerate(fill_ids)
+    )
+    attempt_id = await add_attempt(
+        session,
+        batch.id,
+        tx_hash=tx_hash,
+        max_fee_per_gas_wei=max_fee_per_gas_wei,
+        max_priority_fee_per_gas_wei=max_priority_fee_per_gas_wei,
+    )
+    return batch.id, attempt_id
+
+
+async def add_attempt(
+    session: AsyncSession,
+    batch_id: int,
+    *,
+    tx_hash: str | None,
+    max_fee_per_gas_wei: int,
+    max_priority_fee_per_gas_wei: int,
+) -> int:
+    attempt = SettlementAttempt(
+        batch_id=batch_id,
+        tx_hash=tx_hash,
+        max_fee_per_gas_wei=max_fee_per_gas_wei,
+        max_priority_fee_per_gas_wei=max_priority_fee_per_gas_wei,
+    )
+    session.add(attempt)
+    await session.flush()
+    if tx_hash is not None:
+        await session.execute(
+            update(TradingFill).where(TradingFill.batch_id == batch_id).values(tx_hash=tx_hash)
+        )
+    return attempt.id
+
+
+async def mark_sent(session: AsyncSession, batch_id: int, attempt_id: int, tx_hash: str) -> None:
+    """The node accepted the attempt; a node-signed attempt learns its hash here."""
+    now = utc_now()
+    attempt = await session.get_one(SettlementAttempt, attempt_id)
+    attempt.sent_at = now
+    if attempt.tx_hash is None:
+        attempt.tx_hash = tx_hash
+        await session.execute(
+            update(TradingFill)
+            .where(
+                TradingFill.batch_id == batch_id, TradingFill.settlement_state == SettlementState.SUBMITTED
+            )
+            .values(tx_hash=tx_hash)
+        )
+    batch = await session.get_one(SettlementBatch, batch_id)
+    if batch.state == BatchState.PREPARED:
+        batch.state, batch.updated_at = BatchState.SUBMITTED.value, now
+    await session.flush()
+
+
+async def close_settled(
+    session: AsyncSession,
+    batch_id: int,
+    *,
+    tx_hash: str | None,
+    block_number: int | None,
+    gas_used: int | None,
+) -> None:
+    now = utc_now()
+    batch = await session.get_one(SettlementBatch, batch_id)
+    batch.state, batch.tx_hash, batch.block_number, batch.gas_used, batch.updated_at = (
+        BatchState.SETTLED.value,
+        tx_hash,
+        block_number,
+        gas_used,
+        now,
+    )
+    values: dict[str, Any] = {"settlement_state": SettlementState.SETTLED.value}
+    if tx_hash is not None:
+        values["tx_hash"] = tx_hash
+    await session.execute(update(TradingFill).where(TradingFill.batch_id == batch_id).values(**values))
+    await session.flush()
+
+
+async def close_returned(
+    session: AsyncSession,
+    batch_id: int,
+    state: BatchState,
+    *,
+    error_name: str | None = None,
+    error_args: dict[str, Any] | None = None,
+    tx_hash: str | None = None,
+    block_number: int | None = None,
+) -> None:
+    """The batch did not settle: record why, and put its fills back to pending."""
+    batch = await session.get_one(SettlementBatch, batch_id)
+    batch.state, batch.error_name, batch.error_args, batch.updated_at = (
+        state.value,
+        error_name,
+        error_args,
+        utc_now(),
+    )
+    batch.tx_hash, batch.block_number = tx_hash, block_number
+    await session.execute(
+        update(TradingFill)
+        .where(TradingFill.batch_id == batch_id, TradingFill.settlement_state == SettlementState.SUBMITTED)
+        .values(settlement_state=SettlementState.PENDING.value, batch_id=None, tx_hash=None)
+    )
+    await session.flush()
+
+
+async def reverted_batches_of(session: AsyncSession, fill_ids: Iterable[int]) -> dict[int, int]:
+    """How many reverted batches each fill was part of."""
+    rows = (
+        await session.execute(
+            select(SettlementBatchFill.fill_id, func.count())
+            .join(SettlementBatch, SettlementBatch.id == SettlementBatchFill.batch_id)
+            .where(
+                SettlementBatchFill.fill_id.in_(list(fill_ids)), SettlementBatch.state == BatchState.REVERTED
+            )
+            .group_by(SettlementBatchFill.fill_id)
+        )
+    ).all()
+    return {int(fill_id): int(count) for fill_id, count in rows}
+
+
+async def fail_fill(
+    session: AsyncSession, fill_id: int, *, error_name: str, error_args: dict[str, Any], batch_id: int | None
+) -> None:
+    """Give the fill up for good, with the reason."""
+    await session.execute(
+        update(TradingFill)
+        .where(TradingFill.id == fill_id)
+        .values(settlement_state=SettlementState.FAILED.value, batch_id=batch_id)
+    )
+    session.add(
+        SettlementFailure(fill_id=fill_id, error_name=error_name, error_args=error_args, batch_id=batch_id)
+    )
+    await session.flush()

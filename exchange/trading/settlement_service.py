@@ -1,0 +1,232 @@
+"""Settlement and the Vault indexer in a running service, and as commands.
+
+Lifespan hook (after the chain's): builds the Vault indexer and the settler on
+``app.state.settlement``, brings the indexer up to the chain head, and runs two
+loops until shutdown — the indexer every ``vault_indexer_interval_s`` and the
+settler every ``settlement_interval_s`` while idle (``0`` disables a loop; tools
+and tests then call ``catch_up()`` / ``step()`` / ``drain()`` themselves). Both
+resume from the database, so a restart or a crash loses nothing.
+
+Commands (``exchange settle``, ``exchange audit``) run the same parts against a
+JSON-RPC chain from ``CHAIN_RPC_URL`` and the deployment manifest: the embedded
+chain lives only inside ``exchange serve``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from exchange.chain.binding import BoundContract
+from exchange.chain.compiler import compile_contracts
+from exchange.chain.deployment import Deployment, error_decoder
+from exchange.chain.errors import ChainError
+from exchange.chain.pool import PoolChain
+from exchange.chain.provider import make_web3
+from exchange.chain.runtime import ChainRuntime
+from exchange.db.session import app_sessionmaker
+from exchange.kit.logging import get_logger
+from exchange.settings import Settings
+from exchange.trading.audit import AuditReport, AuditUnavailable, audit
+from exchange.trading.chain_calls import ChainCalls
+from exchange.trading.indexer import ChainIndexer
+from exchange.trading.operator import OperatorTransactions, operator_key
+from exchange.trading.settlement import SettlementConfig, SettlementInconsistent, Settler
+from exchange.trading.vault_events import VAULT_EVENTS, VaultLedger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """The Vault's indexer and settler of one process (``app.state.settlement``)."""
+
+    runtime: ChainRuntime
+    indexer: ChainIndexer
+    settler: Settler
+    calls: ChainCalls
+    tokens: dict[str, BoundContract]
+
+    async def audit(self, session: AsyncSession) -> AuditReport:
+        return await audit(
+            session,
+            self.runtime.pool.vault,
+            self.tokens,
+            self.calls,
+            chain_id=self.runtime.deployment.chain_id,
+            base_token=self.settler.base_token,
+            quote_token=self.settler.quote_token,
+        )
+
+
+def settlement_config(settings: Settings) -> SettlementConfig:
+    return SettlementConfig(
+        batch_size=settings.settlement_batch_size,
+        confirmations=settings.settlement_confirmations,
+        fee_bump_percent=settings.settlement_fee_bump_percent,
+        stuck_after_s=settings.settlement_stuck_after_s,
+        max_fee_per_gas_wei=settings.settlement_max_fee_per_gas_wei,
+        max_reverts=settings.settlement_max_reverts,
+    )
+
+
+def build_settlement(
+    runtime: ChainRuntime, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> Settlement:
+    """Blocking (reads the Vault's tokens): the indexer and settler for `runtime`'s Vault."""
+    pool, calls = runtime.pool, ChainCalls(embedded=runtime.embedded)
+    vault = pool.vault
+    base_token, quote_token = str(vault.call("baseToken")), str(vault.call("quoteToken"))
+    artifacts = compile_contracts()
+    tokens = {
+        token: BoundContract(runtime.w3, "ERC20", token, artifacts["TestToken"].abi, error_decoder(artifacts))
+        for token in (base_token, quote_token)
+    }
+    key = settings.operator_private_key.get_secret_value() if settings.operator_private_key else None
+    operator = OperatorTransactions(runtime.w3, runtime.deployment.chain_id, operator_key(runtime.w3, key))
+    if not operator.signs_locally:
+        log.warning("settlement.node_signs", operator=operator.address)
+    indexer = ChainIndexer(
+        vault,
+        VAULT_EVENTS,
+        VaultLedger(base_token, quote_token),
+        sessionmaker,
+        calls,
+        chain_id=runtime.deployment.chain_id,
+        deploy_block=runtime.deployment.deploy_block,
+        confirmations=settings.vault_indexer_confirmations,
+        max_blocks=settings.vault_indexer_max_blocks,
+    )
+    settler = Settler(
+        vault,
+        operator,
+        sessionmaker,
+        calls,
+        chain_id=runtime.deployment.chain_id,
+        base_token=base_token,
+        quote_token=quote_token,
+        config=settlement_config(settings),
+    )
+    return Settlement(runtime=runtime, indexer=indexer, settler=settler, calls=calls, tokens=tokens)
+
+
+def settlement_startup() -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Lifespan hook of the Vault indexer and the settler; add it after the chain's hook."""
+
+    @asynccontextmanager
+    async def hook(app: FastAPI) -> AsyncIterator[None]:
+        settings: Settings = app.state.settings
+        runtime: ChainRuntime = app.state.chain
+        sessionmaker = app_sessionmaker(app)
+        calls = ChainCalls(embedded=runtime.embedded)
+        state = await calls.run(lambda: build_settlement(runtime, settings, sessionmaker))
+        app.state.settlement = state
+        await state.indexer.catch_up()
+        tasks: list[asyncio.Task[None]] = []
+        if settings.vault_indexer_interval_s > 0:
+            tasks.append(
+                asyncio.create_task(
+                    state.indexer.run(settings.vault_indexer_interval_s), name="vault-indexer"
+                )
+            )
+        if settings.settlement_interval_s > 0:
+            tasks.append(
+                asyncio.create_task(state.settler.run(settings.settlement_interval_s), name="settlement")
+            )
+        log.info(
+            "settlement.started", vault=runtime.pool.vault.address, operator=state.settler.operator.address
+        )
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    return hook
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def _command_runtime(settings: Settings) -> ChainRuntime:
+    if settings.chain_rpc_url is None:
+        raise SystemExit(
+            "set CHAIN_RPC_URL: the embedded chain lives only inside `exchange serve`"
+        )
+    manifest = settings.deployment_manifest
+    if manifest is None or not manifest.is_file():
+        raise SystemExit("set EXCHANGE_DEPLOYMENT_MANIFEST to the manifest of the deployed contracts")
+    key = settings.operator_private_key.get_secret_value() if settings.operator_private_key else None
+    w3 = make_web3(settings.chain_rpc_url, operator_key=key)
+    deployment = Deployment.read(manifest)
+    return ChainRuntime(w3=w3, deployment=deployment, pool=PoolChain(w3, deployment), embedded=False)
+
+
+async def _with_database(
+    settings: Settings, action: Callable[[async_sessionmaker[AsyncSession]], Any]
+) -> Any:
+    from exchange.db.engine import create_db_engine, create_sessionmaker
+
+    engine = create_db_engine(settings)
+    try:
+        return await action(create_sessionmaker(engine))
+    finally:
+        await engine.dispose()
+
+
+def settle_command(settings: Settings, *, once: bool, poll_s: float) -> int:
+    """``exchange settle``: settle pending fills (``--once``: until none is left), then exit."""
+    runtime = _command_runtime(settings)
+
+    async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+        state = build_settlement(runtime, settings, sessionmaker)
+        try:
+            if once:
+                await state.settler.drain(poll_s=poll_s)
+                return 0
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            task = asyncio.create_task(state.settler.run(poll_s))
+            await stop.wait()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return 0
+        except SettlementInconsistent as exc:
+            print(f"settlement stopped: {exc}", file=sys.stderr)
+            return 3
+
+    result: int = asyncio.run(_with_database(settings, work))
+    return result
+
+
+def audit_command(settings: Settings) -> int:
+    """``exchange audit``: print every difference between the ledger and the Vault; 1 if any."""
+    runtime = _command_runtime(settings)
+
+    async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+        state = build_settlement(runtime, settings, sessionmaker)
+        try:
+            async with sessionmaker() as session, session.begin():
+                report = await state.audit(session)
+        except (AuditUnavailable, ChainError) as exc:
+            print(f"audit impossible: {exc}", file=sys.stderr)
+            return 2
+        for line in report.lines():
+            print(line)
+        return 0 if report.clean else 1
+
+    result: int = asyncio.run(_with_database(settings, work))
+    return result

@@ -1,0 +1,126 @@
+"""What the Vault's events do to the off-chain ledger: the indexer's handler for the Vault.
+
+Effects, applied once the event is ``confirmations`` deep (``exchange.trading.indexer``),
+each as one balanced posting set whose reference is ``<tx hash>:<log index>``:
+
+* ``Deposited(account, token, amount)`` credits the account (``repository.credit_deposit``).
+* ``Withdrawn(account, token, amount, nonce)`` debits it. When the service co-signed
+  that withdrawal (``trading_withdrawals``: same account, nonce, token and amount),
+  the debit consumes the reservation made at authorisation and the row becomes
+  ``completed``; a withdrawal the service does not know is debited from the
+  available balance.
+* ``Exited(account, baseAmount, quoteAmount)`` debits both balances: the escape
+  hatch paid everything out without the operator.
+* ``Trade``, ``FeesCollected``, ``ExitRequested``, ``ExitCancelled``,
+  ``OrderCancelled``, ``NonceCancelled`` move no ledger money: fills were posted
+  when they matched, and fees reach the Fund on chain. They stay recorded in
+  ``chain_events`` for the audit and for whoever reacts to them.
+
+Undoing (a reorganisation took the block away) applies the opposite postings and
+puts a completed withdrawal back to ``authorised`` with its reservation. A posting
+the ledger refuses (the money is no longer there, or is reserved) becomes
+``EventRefused``: the indexer records it and the audit shows the difference.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from exchange.kit.logging import get_logger
+from exchange.trading import ledger, repository
+from exchange.trading.indexer import EventRefused, IndexedEvent
+from exchange.trading.ledger import Posting
+from exchange.trading.models import TradingWithdrawal, WithdrawalStatus
+from exchange.trading.repository import LedgerRefused
+
+log = get_logger(__name__)
+
+VAULT_EVENTS = (
+    "Deposited",
+    "Withdrawn",
+    "ExitRequested",
+    "ExitCancelled",
+    "Exited",
+    "OrderCancelled",
+    "NonceCancelled",
+    "Trade",
+    "FeesCollected",
+)
+
+
+def reversed_postings(postings: list[Posting]) -> list[Posting]:
+    return [Posting(p.account, p.token, -p.total_delta, -p.reserved_delta) for p in postings]
+
+
+class VaultLedger:
+    """The Vault's events applied to the ledger (an ``EventHandler``)."""
+
+    def __init__(self, base_token: str, quote_token: str) -> None:
+        self.base_token = base_token
+        self.quote_token = quote_token
+
+    async def credit(self, session: AsyncSession, event: IndexedEvent) -> None:
+        postings = await self._postings(session, event, undo=False)
+        if postings:
+            await _apply(session, postings, cause=_CAUSES[event.name], reference=event.reference)
+            log.info("vault.event_credited", event_name=event.name, reference=event.reference)
+
+    async def reverse(self, session: AsyncSession, event: IndexedEvent) -> None:
+        postings = await self._postings(session, event, undo=True)
+        if postings:
+            cause = f"{_CAUSES[event.name]}.reorg"
+            await _apply(session, reversed_postings(postings), cause=cause, reference=event.reference)
+            log.warning("vault.event_reversed", event_name=event.name, reference=event.reference)
+
+    async def _postings(self, session: AsyncSession, event: IndexedEvent, *, undo: bool) -> list[Posting]:
+        """The postings `event` credits; with `undo`, those it credited (to be negated)."""
+        if event.name == "Deposited":
+            return ledger.deposit(event.address("account"), event.address("token"), event.integer("amount"))
+        if event.name == "Withdrawn":
+            return await self._withdrawal(session, event, undo=undo)
+        if event.name == "Exited":
+            account = event.address("account")
+            postings: list[Posting] = []
+            for token, amount in (
+                (self.base_token, event.integer("baseAmount")),
+                (self.quote_token, event.integer("quoteAmount")),
+            ):
+                if amount:
+                    postings += ledger.withdraw(account, token, amount)
+            return postings
+        return []
+
+    async def _withdrawal(self, session: AsyncSession, event: IndexedEvent, *, undo: bool) -> list[Posting]:
+        account, token, amount = event.address("account"), event.address("token"), event.integer("amount")
+        row = await session.scalar(
+            select(TradingWithdrawal).where(
+                TradingWithdrawal.account == account,
+                TradingWithdrawal.nonce == event.integer("nonce"),
+                TradingWithdrawal.token == token,
+                TradingWithdrawal.amount == amount,
+            )
+        )
+        reserved = False
+        if row is not None and not undo and row.status == WithdrawalStatus.AUTHORISED:
+            row.status, row.tx_hash, reserved = WithdrawalStatus.COMPLETED.value, event.tx_hash, True
+        elif (
+            row is not None
+            and undo
+            and row.status == WithdrawalStatus.COMPLETED
+            and row.tx_hash == event.tx_hash
+        ):
+            row.status, row.tx_hash, reserved = WithdrawalStatus.AUTHORISED.value, None, True
+        elif row is None:
+            log.warning("vault.withdrawal_unknown", account=account, nonce=event.integer("nonce"))
+        return ledger.withdraw(account, token, amount, from_reserved=reserved)
+
+
+_CAUSES = {"Deposited": "deposit", "Withdrawn": "withdrawal", "Exited": "exit"}
+
+
+async def _apply(session: AsyncSession, postings: list[Posting], *, cause: str, reference: str) -> None:
+    try:
+        await repository.apply_postings(session, postings, cause=cause, reference=reference)
+    except LedgerRefused as refusal:
+        raise EventRefused(refusal.detail) from refusal
