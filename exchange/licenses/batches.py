@@ -3,6 +3,7 @@
 Upload rules (all or nothing — a refused upload stores nothing):
 
 * the caller must hold a live BPR (``DeviceLicenses.registerBatch`` requires it);
+* at most ``MAX_BATCH_DEVICES`` devices (413 above);
 * the BPC per device is 1 .. 2^128 - 1 and at least the registry's ``minBpcPerDevice``;
 * every id is valid and listed once (``uploads``), and none is already in another batch of
   this registry (``Conflict`` naming them: a device resolves to one batch);
@@ -31,6 +32,7 @@ from exchange.licenses.device_ids import DeviceId
 from exchange.licenses.indexer import on_chain, registry_of
 from exchange.licenses.merkle import MerkleTree
 from exchange.licenses.models import BATCH_PENDING, DeviceBatch
+from exchange.licenses.resolver import TooManyDevices
 from exchange.licenses.service import guarded
 from exchange.licenses.transactions import UnsignedTransaction
 
@@ -38,6 +40,8 @@ log = get_logger(__name__)
 
 UINT128_MAX = 2**128 - 1
 MAX_REPORTED_TAKEN = 100
+#: Devices per upload: a million devices make a 61 MiB tree and a request of about a minute.
+MAX_BATCH_DEVICES = 1_000_000
 
 
 async def upload(
@@ -50,6 +54,11 @@ async def upload(
     """Store a pending batch of `devices` for `manufacturer`; return it and its transactions."""
     if not 0 < bpc_per_device_wei <= UINT128_MAX:
         raise ValidationFailed("bpc_per_device_wei must be between 1 and 2^128 - 1")
+    if len(devices) > MAX_BATCH_DEVICES:
+        raise TooManyDevices(
+            f"{len(devices)} devices in one batch; at most {MAX_BATCH_DEVICES}",
+            extra={"limit": MAX_BATCH_DEVICES},
+        )
     pool, registry = runtime.pool, registry_of(runtime)
     total_wei = len(devices) * bpc_per_device_wei
 

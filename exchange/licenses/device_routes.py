@@ -152,7 +152,7 @@ async def _read_upload(
     summary="Upload a batch of device ids",
     openapi_extra=_UPLOAD_BODY,
     responses=problem_responses(
-        Unauthorized, Forbidden, ValidationFailed, Conflict, ChainRejected, ChainUnavailable
+        Unauthorized, Forbidden, ValidationFailed, Conflict, TooManyDevices, ChainRejected, ChainUnavailable
     ),
 )
 async def post_batch(
