@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from exchange.db.base import Base, UTCDateTime
 from exchange.db.deployments import latest_deployment, manifest_sha256, record_deployment
-from exchange.db.engine import create_engine_for_url, create_sessionmaker
+from exchange.db.engine import SQLITE_BUSY_TIMEOUT_MS, create_engine_for_url, create_sessionmaker
 from exchange.db.migrate import alembic_config, head_revision, migration_context_options, upgrade_to_head
 from exchange.db.models import ChainDeployment
 from exchange.db.session import DbSession
@@ -128,7 +128,7 @@ async def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(engine
         journal_mode = (await connection.exec_driver_sql("PRAGMA journal_mode")).scalar_one()
         foreign_keys = (await connection.exec_driver_sql("PRAGMA foreign_keys")).scalar_one()
         busy_timeout = (await connection.exec_driver_sql("PRAGMA busy_timeout")).scalar_one()
-    assert (journal_mode, foreign_keys, busy_timeout) == ("wal", 1, 5000)
+    assert (journal_mode, foreign_keys, busy_timeout) == ("wal", 1, SQLITE_BUSY_TIMEOUT_MS)
 
 
 async def test_a_savepoint_rollback_keeps_the_outer_transaction(engine: AsyncEngine) -> None:

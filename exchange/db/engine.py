@@ -5,6 +5,11 @@ SQLite is set up to behave like a real transactional database:
 * WAL journal, so readers do not block the writer;
 * foreign keys enforced (SQLite leaves them off by default);
 * a busy timeout instead of failing at once when another connection writes;
+* every transaction begins IMMEDIATE, taking the write lock up front: a
+  deferred transaction that read first and then writes cannot wait for the
+  lock (SQLite fails it at once to avoid a deadlock), which the service's
+  concurrent background tasks would otherwise hit. SQLite is the embedded,
+  single-process default, where serialising writers costs little;
 * BEGIN emitted by SQLAlchemy, not by the sqlite3 driver, whose legacy mode
   starts no transaction for SELECT or DDL and so breaks SAVEPOINTs and
   transactional migrations (see SQLAlchemy's "Transactions with SQLite").
@@ -22,18 +27,16 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from exchange.settings import Settings, normalize_database_url
 
-SQLITE_BUSY_TIMEOUT_MS = 5_000
+SQLITE_BUSY_TIMEOUT_MS = 15_000
 
 
 def create_engine_for_url(database_url: str, *, for_migrations: bool = False) -> AsyncEngine:
     """Create an async engine for ``database_url`` (normalised to asyncpg or aiosqlite).
 
-    ``for_migrations=True`` changes two things on SQLite. Foreign keys are not
+    ``for_migrations=True`` changes one thing on SQLite. Foreign keys are not
     enforced while migrating, because batch mode rebuilds tables, which enforced
     keys would turn into cascades or failures (``migrations/env.py`` checks them
-    before committing). Transactions begin IMMEDIATE, taking the write lock at
-    once, so two processes migrating at the same time queue up instead of one
-    failing when it upgrades its read lock.
+    before committing).
     """
     url = make_url(normalize_database_url(database_url))
     if url.get_backend_name() != "sqlite":
@@ -57,7 +60,7 @@ def create_engine_for_url(database_url: str, *, for_migrations: bool = False) ->
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin_sqlite_transaction(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if for_migrations else "BEGIN")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
