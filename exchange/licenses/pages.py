@@ -20,8 +20,8 @@ _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:44rem;margin:2rem auto;padding:0 1rem;color:#1d1d1f}
 .status{color:#fff;border-radius:.5rem;padding:1rem 1.25rem;margin-bottom:1.5rem}
 .status h1{margin:0 0 .25rem;font-size:1.6rem}.status p{margin:0}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.4rem 1rem}dt{font-weight:600}
-dd{margin:0;overflow-wrap:anywhere;font-family:ui-monospace,monospace;font-size:.9rem}
+dl{margin:0}dt{font-weight:600;font-size:.85rem;color:#555;margin-top:.8rem}
+dd{margin:.15rem 0 0;overflow-wrap:anywhere;font-family:ui-monospace,monospace;font-size:.95rem}
 details{margin-top:1.5rem}code{overflow-wrap:anywhere}
 """
 
