@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.security import HTTPAuthorizationCredentials
 
 from exchange.api.problems import problem_responses
-from exchange.auth.dependencies import CurrentPrincipal
+from exchange.auth.dependencies import CurrentPrincipal, bearer, current_principal
 from exchange.auth.service import Principal
 from exchange.db.base import utc_now
 from exchange.db.session import DbSession
@@ -21,7 +22,7 @@ from exchange.kit.errors import Conflict, Forbidden, NotFound, Unauthorized, Val
 from exchange.pool import repository
 from exchange.pool.models import FoundationRole
 from exchange.pool.schemas import RoleGrantIn, RoleGrantOut, checksummed, role_grant_out
-from exchange.pool.service import PoolContext, grant_role, require_roles, revoke_role
+from exchange.pool.service import PoolContext, grant_role, hold_write_lock, require_roles, revoke_role
 
 COUNCIL = FoundationRole.COUNCIL
 REGISTRAR = FoundationRole.REGISTRAR
@@ -30,14 +31,34 @@ ANY_ROLE = (COUNCIL, REGISTRAR, ASSESSOR)
 ADMIN_PROBLEMS = problem_responses(Unauthorized, Forbidden)
 
 
-def require_role(*roles: FoundationRole) -> Any:
-    """A dependency: the signed-in principal, if it holds one of ``roles``."""
+def require_role(*roles: FoundationRole, writes_in_request: bool = True) -> Any:
+    """A dependency: the signed-in principal, if it holds one of ``roles`` (any signed-in one if none).
 
-    async def signed_in_with_role(principal: CurrentPrincipal, session: DbSession) -> Principal:
-        await require_roles(session, principal.address, roles)
+    For requests that change something the SQLite write lock is taken before the
+    token is even read (see ``hold_write_lock``), so the request queues behind other
+    writers instead of failing halfway. Routes whose work commits in transactions of
+    its own (mints, payouts) pass ``writes_in_request=False``: holding the lock in the
+    request's transaction would make them wait for themselves.
+    """
+
+    async def signed_in_with_role(
+        request: Request,
+        session: DbSession,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Principal:
+        if writes_in_request and request.method not in ("GET", "HEAD", "OPTIONS"):
+            await hold_write_lock(session)
+        principal = await current_principal(session, credentials)
+        if roles:
+            await require_roles(session, principal.address, roles)
         return principal
 
     return Depends(signed_in_with_role)
+
+
+SignedIn = Annotated[Principal, require_role()]
+CouncilActingAlone = Annotated[Principal, require_role(COUNCIL, writes_in_request=False)]
+RegistrarActingAlone = Annotated[Principal, require_role(REGISTRAR, writes_in_request=False)]
 
 
 Council = Annotated[Principal, require_role(COUNCIL)]

@@ -7,8 +7,9 @@ Two followers, each with a persisted cursor (``pool_indexer_cursors``):
   Nothing else writes ``members``: a service that changes the register sends the
   transaction, then calls :meth:`PoolIndexer.catch_up` in its own transaction, so
   the row it returns is the one the chain confirmed.
-* ``fund`` reads ``FundDeposit`` into ``pool_fund_deposits``, which the royalty
-  runs distribute.
+* ``fund`` reads the Fund's ``FundDeposit`` (licence fees, deposits) and ``vault``
+  the Vault's ``FeesCollected`` (trading fees, sent to the Fund by plain transfer)
+  into ``pool_fund_deposits``: what the royalty runs distribute.
 
 Rules
 -----
@@ -32,6 +33,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+from eth_utils.crypto import keccak
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 from web3 import Web3
@@ -49,8 +51,11 @@ log = get_logger(__name__)
 
 REGISTRY_CURSOR = "registry"
 FUND_CURSOR = "fund"
+VAULT_CURSOR = "vault"
 REGISTRY_EVENTS = ("MemberAdmitted", "MemberTierChanged", "MemberStatusChanged")
 FUND_EVENTS = ("FundDeposit",)
+VAULT_EVENTS = ("FeesCollected",)
+TRADING_FEE_SOURCE = "0x" + keccak(b"trading-fee").hex()
 
 TIER_NAMES: Mapping[Tier, MemberTier] = {
     Tier.NON_PROFIT: MemberTier.NON_PROFIT,
@@ -149,7 +154,29 @@ class PoolIndexer:
             session, REGISTRY_CURSOR, pool.registry, REGISTRY_EVENTS, safe_head, self._apply_registry
         )
         await self._follow(session, FUND_CURSOR, pool.fund, FUND_EVENTS, safe_head, self._apply_fund)
+        await self._follow(session, VAULT_CURSOR, pool.vault, VAULT_EVENTS, safe_head, self._apply_vault)
         return max(safe_head, 0)
+
+    async def behind(self, session: AsyncSession) -> bool:
+        """Whether :meth:`catch_up` has anything to do (a read, so idle polls take no write lock)."""
+        safe_head = await self.head_block() - self.confirmations
+        deployment, anchor, pool = self.chain.runtime.deployment, await self._anchor_hash(), self.chain.pool
+        cursors = {row.name: row for row in await repository.cursors(session)}
+        for name, contract in (
+            (REGISTRY_CURSOR, pool.registry),
+            (FUND_CURSOR, pool.fund),
+            (VAULT_CURSOR, pool.vault),
+        ):
+            cursor = cursors.get(name)
+            if cursor is None or cursor.block < safe_head:
+                return True
+            if (cursor.chain_id, cursor.contract, cursor.anchor_block_hash) != (
+                deployment.chain_id,
+                contract.address,
+                anchor,
+            ):
+                return True
+        return False
 
     async def head_block(self) -> int:
         w3 = self.chain.runtime.w3
@@ -229,8 +256,12 @@ class PoolIndexer:
     async def _forget(self, session: AsyncSession, name: str) -> None:
         if name == REGISTRY_CURSOR:
             await repository.delete_members(session)
-        else:
-            await session.execute(delete(FundDeposit).where(FundDeposit.run_id.is_(None)))
+            return
+        event = "FundDeposit" if name == FUND_CURSOR else "FeesCollected"
+        # Receipts already distributed stay with their royalty run.
+        await session.execute(
+            delete(FundDeposit).where(FundDeposit.run_id.is_(None), FundDeposit.event == event)
+        )
 
     # --- registry --------------------------------------------------------------------------------
 
@@ -286,19 +317,32 @@ class PoolIndexer:
     # --- fund ------------------------------------------------------------------------------------
 
     async def _apply_fund(self, session: AsyncSession, event: ChainEvent) -> None:
+        await self._receipt(session, event, sender=event.args["from"], source=hex32(event.args["source"]))
+
+    async def _apply_vault(self, session: AsyncSession, event: ChainEvent) -> None:
+        # The Vault sends a batch's fees to the Fund with a plain transfer, in the same transaction.
+        await self._receipt(session, event, sender=self.chain.pool.vault.address, source=TRADING_FEE_SOURCE)
+
+    async def _receipt(self, session: AsyncSession, event: ChainEvent, *, sender: str, source: str) -> None:
         if await repository.deposit_recorded(session, event.tx_hash, event.log_index):
             return
         await repository.add_deposit(
             session,
             FundDeposit(
+                event=event.name,
                 token=Web3.to_checksum_address(event.args["token"]),
-                sender=Web3.to_checksum_address(event.args["from"]),
+                sender=Web3.to_checksum_address(sender),
                 amount_wei=int(event.args["amount"]),
-                source=hex32(event.args["source"]),
+                source=source,
                 block_number=event.block_number,
                 block_time=await self.block_time(event.block_number),
                 tx_hash=event.tx_hash,
                 log_index=event.log_index,
             ),
         )
-        log.info("pool.fund_deposit_indexed", token=event.args["token"], amount_wei=int(event.args["amount"]))
+        log.info(
+            "pool.fund_receipt_indexed",
+            chain_event=event.name,
+            token=event.args["token"],
+            amount_wei=int(event.args["amount"]),
+        )

@@ -37,7 +37,7 @@ from exchange.kit.errors import (
 )
 from exchange.pool import membership_service as service
 from exchange.pool import repository
-from exchange.pool.access_routes import ADMIN_PROBLEMS, Council, CouncilOrRegistrar, Pool, Registrar
+from exchange.pool.access_routes import ADMIN_PROBLEMS, Council, CouncilOrRegistrar, Pool, Registrar, SignedIn
 from exchange.pool.membership_service import MemberChange
 from exchange.pool.models import ApplicationStatus, MemberState
 from exchange.pool.schemas import (
@@ -72,7 +72,7 @@ Limit = Annotated[int, Query(ge=1, le=200)]
     },
 )
 async def post_application(
-    body: ApplicationIn, principal: CurrentPrincipal, session: DbSession, response: Response
+    body: ApplicationIn, principal: SignedIn, session: DbSession, response: Response
 ) -> ApplicationOut:
     row, created = await service.submit_application(
         session,

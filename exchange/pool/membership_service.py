@@ -44,7 +44,6 @@ from exchange.pool.models import (
     EnterpriseSize,
     Member,
     MembershipApplication,
-    MemberState,
     MemberTier,
 )
 from exchange.pool.service import PoolContext, application_snapshot, member_snapshot, record_audit
@@ -415,7 +414,3 @@ async def expel(
         plan=plan,
         extra_steps=revoke_if_licensed,
     )
-
-
-def member_state(member: Member | None) -> MemberState | None:
-    return None if member is None else MemberState(member.status)

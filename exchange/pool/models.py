@@ -10,7 +10,8 @@ Written by:
 * the request services (``*_service.py``) — roles, applications, patents,
   assessments, audit entries, royalty runs;
 * the indexer (``indexer.py``) alone — ``members`` (a projection of the
-  PoolRegistry's events) and ``pool_fund_deposits`` (the Fund's ``FundDeposit`` events);
+  PoolRegistry's events) and ``pool_fund_deposits`` (the Fund's ``FundDeposit`` and the
+  Vault's ``FeesCollected`` events);
 * the mint and payout workers — the ``sending``/``minted``/``paid`` states, each
   committed before and after its transaction so that a restart can reconcile.
 """
@@ -338,12 +339,22 @@ class ContributionMint(Base):
 
 
 class FundDeposit(Base):
-    """One ``Fund.FundDeposit`` event; ``run_id`` is the royalty run that distributed it."""
+    """Something the Fund received; ``run_id`` is the royalty run that distributed it.
+
+    ``event`` says how it was seen: ``FundDeposit`` (``Fund.deposit``: licence fees
+    from the LicenseGate, anyone's deposits) or ``FeesCollected`` (the Vault's
+    trading fees, which reach the Fund by a plain transfer; ``sender`` is the Vault).
+    """
 
     __tablename__ = "pool_fund_deposits"
-    __table_args__ = (UniqueConstraint("tx_hash", "log_index"), Index(None, "token", "run_id"))
+    __table_args__ = (
+        UniqueConstraint("tx_hash", "log_index"),
+        Index(None, "token", "run_id"),
+        CheckConstraint("event IN ('FundDeposit', 'FeesCollected')", name="event_known"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    event: Mapped[str] = mapped_column(String(32), server_default="FundDeposit")
     token: Mapped[str] = mapped_column(ADDRESS)
     sender: Mapped[str] = mapped_column(ADDRESS)
     amount_wei: Mapped[int] = mapped_column(WeiAmount)

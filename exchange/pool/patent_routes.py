@@ -39,6 +39,7 @@ from exchange.pool.access_routes import (
     CouncilOrRegistrar,
     Pool,
     Registrar,
+    RegistrarActingAlone,
 )
 from exchange.pool.assessments import format_fraction
 from exchange.pool.contribution_service import process_mint
@@ -76,7 +77,7 @@ async def patent_detail(session: DbSession, patent_id: str, *, with_assessments:
         patent=PatentOut.of(row),
         events=[PatentEventOut.of(event) for event in events],
         assessments=None if assessments is None else [AssessmentOut.model_validate(a) for a in assessments],
-        mint=MintOut.of(mint),
+        mint=MintOut.maybe(mint),
     )
 
 
@@ -192,7 +193,7 @@ async def post_decision(
         reasons=reasons,
         score=row.score,
         mean_score=mean_text,
-        mint=MintOut.of(mint),
+        mint=MintOut.maybe(mint),
     )
 
 
@@ -245,7 +246,7 @@ async def get_mints(
     )
     more = len(rows) > limit
     rows = rows[:limit]
-    items = [out for out in (MintOut.of(row) for row in rows) if out is not None]
+    items = [MintOut.of(row) for row in rows]
     return Page[MintOut](items=items, next_cursor=encode_cursor(rows[-1].id) if more else None)
 
 
@@ -255,9 +256,6 @@ async def get_mints(
     summary="Send, reconcile or retry one contribution mint now (registrar)",
     responses={**ADMIN_PROBLEMS, **problem_responses(NotFound, ChainUnavailable)},
 )
-async def post_process_mint(mint_id: int, _: Registrar, pool: Pool) -> MintOut:
+async def post_process_mint(mint_id: int, _: RegistrarActingAlone, pool: Pool) -> MintOut:
     mint = await process_mint(pool, mint_id, retry_failed=True)
-    out = MintOut.of(mint)
-    if out is None:  # pragma: no cover - process_mint returns a row or raises
-        raise NotFound(f"no contribution mint {mint_id}")
-    return out
+    return MintOut.of(mint)

@@ -165,6 +165,10 @@ async def locked_cursor(session: AsyncSession, name: str) -> IndexerCursor | Non
     return await session.scalar(select(IndexerCursor).where(IndexerCursor.name == name).with_for_update())
 
 
+async def cursors(session: AsyncSession) -> Sequence[IndexerCursor]:
+    return (await session.scalars(select(IndexerCursor))).all()
+
+
 async def add_cursor(session: AsyncSession, cursor: IndexerCursor) -> IndexerCursor:
     session.add(cursor)
     await session.flush()

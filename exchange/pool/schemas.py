@@ -314,10 +314,12 @@ class MintOut(BaseModel):
     error: str | None
 
     @classmethod
-    def of(cls, row: ContributionMint | None) -> MintOut | None:
-        if row is None:
-            return None
+    def of(cls, row: ContributionMint) -> MintOut:
         return cls.model_validate({**_columns(row), "amount_wei": str(row.amount_wei)})
+
+    @classmethod
+    def maybe(cls, row: ContributionMint | None) -> MintOut | None:
+        return None if row is None else cls.of(row)
 
 
 class PatentDetailOut(BaseModel):

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web3.exceptions import Web3Exception
 
@@ -120,6 +121,22 @@ class PoolContext:
         not found on it was never mined; a remote node may still hold one in its mempool.
         """
         return 0 if self.chain.runtime.embedded else self.settings.pool_mint_resend_after_s
+
+
+# --------------------------------------------------------------------------- transactions
+
+
+async def hold_write_lock(session: AsyncSession) -> None:
+    """On SQLite, take the database's write lock now, before the transaction's first read.
+
+    SQLite (WAL) fails a transaction that read and then writes, at once and without
+    waiting, if another connection committed in between (``SQLITE_BUSY_SNAPSHOT``),
+    and several loops of the service write. A statement that writes nothing still
+    takes the lock, so the transaction waits its turn (busy timeout) instead of
+    failing. PostgreSQL needs none of this: row locks and MVCC handle it.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        await session.execute(text("UPDATE pool_indexer_cursors SET block = block WHERE 0 = 1"))
 
 
 # --------------------------------------------------------------------------- audit log

@@ -35,8 +35,10 @@ def pool_settings(database_url: str, **overrides: object) -> Settings:
         "registrar_addresses": (REGISTRAR.address,),
         "assessor_addresses": tuple(account.address for account in ASSESSORS),
         "pool_indexer_interval_s": 3600,
-        # Another area's loop writing to the same SQLite file would race these tests' writes.
+        # Other areas' loops: not needed here, and writers racing on one SQLite file.
         "licence_indexer_interval_s": 0,
+        "vault_indexer_interval_s": 0,
+        "settlement_interval_s": 0,
         "pool_admission_min_assessments": MIN_ASSESSMENTS,
         "pool_admission_min_mean_score": 60,
     }

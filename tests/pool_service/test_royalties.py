@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+import time as time_module
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -20,18 +21,23 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
+from web3.logs import DISCARD
 
+from exchange.chain.pool import Tier
 from exchange.chain.runtime import ChainRuntime
 from exchange.db.base import utc_now
 from exchange.db.engine import create_engine_for_url, create_sessionmaker
 from exchange.pool.models import RoyaltyPayoutBatch, RoyaltyRun
 from exchange.settings import Settings
+from exchange.trading.eip712 import OrderSide, VaultOrder, sign_order
 from tests.pool_service.conftest import Foundation, pool_settings
 from tests.pool_service.flows import admit_patent
 from tests.support.auth import bearer_headers, embedded_account
 
 DEPOSITOR = embedded_account(6)
 BATCH_SIZE = 2
+BPC = 10**18
+USD = 10**6  # the dev quote token has 6 decimals
 
 
 @pytest.fixture
@@ -315,3 +321,79 @@ async def test_distributions_conserve_the_amount_exactly(foundation: Foundation,
         )
     assert pool.bpc_balance(pool.fund.address) == carry
     assert sum(paid_to.values()) + carry == sum(deposits_by_day)
+
+
+async def test_trading_fees_are_distributed_in_the_quote_token(foundation: Foundation) -> None:
+    chain, pool = foundation.chain, foundation.chain.pool
+    quote = pool.quote
+    assert quote is not None
+    contributor = Account.create()
+    await admit_patent(foundation, "US 12,200,001 B2", source="contributed", contributor=contributor.address)
+
+    # Two members trade 2 BPC through the Vault; the operator settles and the fees go to the Fund.
+    seller, buyer = embedded_account(7), embedded_account(8)
+    vault = pool.vault
+    for trader in (seller, buyer):
+        pool.admit(trader.address, Tier.SMALL)
+    pool.mint_bpc(seller.address, 10 * BPC)
+    quote.transact("mint", buyer.address, 10_000 * USD)
+    pool.approve_bpc(vault.address, 10 * BPC, sender=seller.address)
+    quote.transact("approve", vault.address, 10_000 * USD, sender=buyer.address)
+    vault.transact("deposit", pool.bpc.address, 10 * BPC, sender=seller.address)
+    vault.transact("deposit", quote.address, 10_000 * USD, sender=buyer.address)
+    chain_id, expiry = chain.deployment.chain_id, int(time_module.time()) + 30 * 86_400
+
+    def order(maker: str, side: OrderSide) -> VaultOrder:
+        return VaultOrder(
+            maker=maker,
+            base_token=pool.bpc.address,
+            quote_token=quote.address,
+            side=side,
+            price_quote=2_500_000,
+            amount_base=2 * BPC,
+            max_fee_bps=30,
+            nonce=1,
+            expiry_unix=expiry,
+        )
+
+    sell, buy = order(seller.address, OrderSide.SELL), order(buyer.address, OrderSide.BUY)
+    signatures = [
+        sign_order(seller.key, chain_id, vault.address, sell),
+        sign_order(buyer.key, chain_id, vault.address, buy),
+    ]
+    fill = (
+        0,
+        1,
+        10,
+        25,
+        2 * BPC,
+        sell.price_quote,
+    )  # maker, taker, maker fee bps, taker fee bps, amount, price
+    receipt = vault.transact("settle", [sell.as_abi_tuple(), buy.as_abi_tuple()], signatures, [fill])
+    (collected,) = vault.contract.events.FeesCollected().process_receipt(receipt, errors=DISCARD)
+    fees = int(collected["args"]["amount"])
+    assert fees > 0
+    assert quote.call("balanceOf", pool.fund.address) == fees
+
+    day = chain_day(chain)
+    travel_to(chain, day + timedelta(days=1))
+    reply = await foundation.client.post(
+        "/v1/admin/royalties/runs",
+        json={
+            "period_id": "T1",
+            "starts_on": day.isoformat(),
+            "ends_on": day.isoformat(),
+            "token": quote.address,
+        },
+        headers=foundation.council,
+    )
+    assert reply.status_code == 201, reply.text
+    run = reply.json()
+    assert (run["token"], run["received_wei"]) == (quote.address, str(fees))
+    assert payouts_of(run) == {contributor.address: fees}  # the only stake takes it all
+    await pay(foundation, run["id"])
+    assert quote.call("balanceOf", contributor.address) == fees
+    assert quote.call("balanceOf", pool.fund.address) == 0
+    # The BPC run of the same period is separate and received nothing.
+    bpc_run = await create_run(foundation, "T1", day, day)
+    assert (bpc_run["token"], bpc_run["received_wei"]) == (pool.bpc.address, "0")
