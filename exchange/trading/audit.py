@@ -25,15 +25,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web3 import Web3
 
 from exchange.chain.binding import BoundContract
-from exchange.trading import ledger
 from exchange.trading.chain_calls import ChainCalls
-from exchange.trading.ledger import VAULT_EXTERNAL, FillAmounts
+from exchange.trading.ledger import VAULT_EXTERNAL, FillAmounts, Posting
 from exchange.trading.models import LedgerBalance, SettlementState, TradingFill
 from exchange.trading.repository import FEES_ACCOUNT
+from exchange.trading.settlement import fill_totals
 from exchange.trading.settlement_models import (
     BatchState,
     ChainCursor,
@@ -102,6 +102,26 @@ class AuditReport:
 
 
 async def audit(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    vault: BoundContract,
+    tokens: dict[str, BoundContract],
+    calls: ChainCalls,
+    *,
+    chain_id: int,
+    base_token: str,
+    quote_token: str,
+) -> AuditReport:
+    """Compare the ledger with the Vault at the indexer's credited block (the ledger read in one snapshot)."""
+    async with sessionmaker() as session, session.begin():
+        if session.get_bind().dialect.name == "postgresql":
+            # Every table as of one moment, though the writer and the settler keep committing.
+            _ = await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        return await _audit(
+            session, vault, tokens, calls, chain_id=chain_id, base_token=base_token, quote_token=quote_token
+        )
+
+
+async def _audit(
     session: AsyncSession,
     vault: BoundContract,
     tokens: dict[str, BoundContract],
@@ -111,9 +131,6 @@ async def audit(
     base_token: str,
     quote_token: str,
 ) -> AuditReport:
-    """Compare the ledger with the Vault at the indexer's credited block (read in one snapshot)."""
-    if session.get_bind().dialect.name == "postgresql":
-        _ = await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     cursor = await session.scalar(
         select(ChainCursor)
         .where(ChainCursor.chain_id == chain_id, ChainCursor.contract == vault.address)
@@ -174,21 +191,20 @@ async def _ledger_at(
     totals: dict[tuple[str, str], int] = defaultdict(int)
     for row in (await session.scalars(select(LedgerBalance))).all():
         totals[(row.account, Web3.to_checksum_address(row.token))] += row.total
-    later = (
-        await session.execute(
+    later_batches = list(
+        await session.scalars(
             select(SettlementBatch.id).where(
                 SettlementBatch.state == BatchState.SETTLED, SettlementBatch.block_number > block
             )
         )
-    ).scalars()
-    later_batches = set(later)
+    )
     unsettled = (
         await session.scalars(
             select(TradingFill).where(
                 TradingFill.settlement_state.in_([SettlementState.PENDING, SettlementState.SUBMITTED])
                 | (
                     (TradingFill.settlement_state == SettlementState.SETTLED)
-                    & TradingFill.batch_id.in_(later_batches or {-1})
+                    & TradingFill.batch_id.in_(later_batches)
                 )
             )
         )
@@ -202,13 +218,13 @@ async def _ledger_at(
     return dict(totals)
 
 
-def _fill_postings(fill: TradingFill, base_token: str, quote_token: str) -> list[ledger.Posting]:
+def _fill_postings(fill: TradingFill, base_token: str, quote_token: str) -> list[Posting]:
     buyer, seller = (
         (fill.taker_account, fill.maker_account)
         if fill.taker_side == "buy"
         else (fill.maker_account, fill.taker_account)
     )
-    return ledger.fill(
+    return fill_totals(
         FillAmounts(
             buyer=buyer,
             seller=seller,
@@ -218,8 +234,7 @@ def _fill_postings(fill: TradingFill, base_token: str, quote_token: str) -> list
             quote_amount=fill.quote_amount,
             buyer_fee=fill.buyer_fee,
             seller_fee=fill.seller_fee,
-        ),
-        FEES_ACCOUNT,
+        )
     )
 
 

@@ -53,6 +53,7 @@ from exchange.db.base import utc_now
 from exchange.kit.logging import get_logger
 from exchange.trading.chain_calls import ChainCalls
 from exchange.trading.settlement_models import ChainBlock, ChainCursor, ChainEvent, EventState
+from exchange.trading.transactions import write_transaction
 
 log = get_logger(__name__)
 
@@ -176,7 +177,7 @@ class ChainIndexer:
             w3 = self.contract.w3
             head = await self._calls.run(lambda: int(w3.eth.block_number))
             anchor = await self._anchor_hash()
-            async with self._sessionmaker() as session, session.begin():
+            async with write_transaction(self._sessionmaker) as session:
                 cursor = await self._cursor(session, anchor)
                 cursor_id = cursor.id
                 fork = await self._find_fork(session, cursor, head)
@@ -200,7 +201,7 @@ class ChainIndexer:
     async def cursor_id(self) -> int:
         """The id of this contract's cursor on this chain (created if new)."""
         anchor = await self._anchor_hash()
-        async with self._sessionmaker() as session, session.begin():
+        async with write_transaction(self._sessionmaker) as session:
             return (await self._cursor(session, anchor)).id
 
     # --- cursor and reorganisations ------------------------------------------------------------
@@ -313,7 +314,7 @@ class ChainIndexer:
 
     async def _scan(self, cursor_id: int, head: int) -> int:
         while True:
-            async with self._sessionmaker() as session, session.begin():
+            async with write_transaction(self._sessionmaker) as session:
                 cursor = await session.get_one(ChainCursor, cursor_id)
                 if cursor.scanned_block >= head:
                     return cursor.scanned_block
@@ -403,7 +404,7 @@ class ChainIndexer:
 
     async def _credit(self, cursor_id: int, head: int) -> int:
         deep_enough = head - self.confirmations
-        async with self._sessionmaker() as session, session.begin():
+        async with write_transaction(self._sessionmaker) as session:
             cursor = await session.get_one(ChainCursor, cursor_id)
             rows = (
                 await session.scalars(

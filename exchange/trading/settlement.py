@@ -89,6 +89,7 @@ from exchange.trading.repository import FEES_ACCOUNT, LedgerRefused
 from exchange.trading.settlement_models import BatchState
 from exchange.trading.settlement_repository import BatchRecord, FillRecord, OrderRecord
 from exchange.trading.signing import OrderDigester, OrderFields
+from exchange.trading.transactions import write_transaction
 from exchange.trading.vault_events import reversed_postings
 
 log = get_logger(__name__)
@@ -98,6 +99,10 @@ _ORDER_CACHE_SIZE = 20_000
 
 class SettlementInconsistent(Exception):
     """The chain's order states match neither outcome of the open batch: a person must look."""
+
+
+class _FillsMoved(Exception):
+    """A fill of the batch being written is no longer pending: the transaction is rolled back."""
 
 
 class StepOutcome(StrEnum):
@@ -220,23 +225,25 @@ class Settler:
         calldata = self._calldata(arguments)
         tx = operator.transaction(self.vault.address, calldata, nonce=nonce, gas=gas, fees=fees)
         signed = operator.sign(tx)
-        async with self._sessionmaker() as session, session.begin():
-            opened = await store.open_new_batch(
-                session,
-                chain_id=self.chain_id,
-                vault=self.vault.address,
-                operator=operator.address,
-                nonce=nonce,
-                gas_limit=gas,
-                calldata=calldata,
-                fill_ids=arguments.fill_ids,
-                tx_hash=signed.tx_hash if signed else None,
-                max_fee_per_gas_wei=fees.max_fee_per_gas_wei,
-                max_priority_fee_per_gas_wei=fees.max_priority_fee_per_gas_wei,
-            )
-            if opened is None:
-                await session.rollback()
-                return StepOutcome.WAITING
+        try:
+            async with write_transaction(self._sessionmaker) as session:
+                opened = await store.open_new_batch(
+                    session,
+                    chain_id=self.chain_id,
+                    vault=self.vault.address,
+                    operator=operator.address,
+                    nonce=nonce,
+                    gas_limit=gas,
+                    calldata=calldata,
+                    fill_ids=arguments.fill_ids,
+                    tx_hash=signed.tx_hash if signed else None,
+                    max_fee_per_gas_wei=fees.max_fee_per_gas_wei,
+                    max_priority_fee_per_gas_wei=fees.max_priority_fee_per_gas_wei,
+                )
+                if opened is None:
+                    raise _FillsMoved
+        except _FillsMoved:  # a fill left "pending" meanwhile: nothing was written, look again
+            return StepOutcome.WAITING
         batch_id, attempt_id = opened
         log.info(
             "settlement.batch_opened",
@@ -355,7 +362,7 @@ class Settler:
                 "settlement.broadcast_refused", batch_id=batch_id, nonce=tx_nonce, reason=str(refusal)[:300]
             )
             return
-        async with self._sessionmaker() as session, session.begin():
+        async with write_transaction(self._sessionmaker) as session:
             await store.mark_sent(session, batch_id, attempt_id, tx_hash)
         log.info("settlement.sent", batch_id=batch_id, nonce=tx_nonce, tx_hash=tx_hash)
 
@@ -386,7 +393,7 @@ class Settler:
                 await self._close_settled(batch, None, None)
                 return StepOutcome.SETTLED
             if fate is BatchFate.NOT_EXECUTED:
-                async with self._sessionmaker() as session, session.begin():
+                async with write_transaction(self._sessionmaker) as session:
                     await store.close_returned(session, batch.id, BatchState.DROPPED)
                 log.warning("settlement.batch_dropped", batch_id=batch.id, nonce=batch.nonce)
                 return StepOutcome.RETURNED
@@ -431,7 +438,7 @@ class Settler:
         fees = sum(fill.fees for fill in batch.fills)
         if receipt is not None:
             self._cross_check(batch, receipt, fees)
-        async with self._sessionmaker() as session, session.begin():
+        async with write_transaction(self._sessionmaker) as session:
             await store.close_settled(
                 session,
                 batch.id,
@@ -479,7 +486,7 @@ class Settler:
 
     async def _close_reverted(self, batch: BatchRecord, tx_hash: str, receipt: TxReceipt) -> None:
         error = await self._revert_reason(batch, int(receipt["blockNumber"]))
-        async with self._sessionmaker() as session, session.begin():
+        async with write_transaction(self._sessionmaker) as session:
             await store.close_returned(
                 session,
                 batch.id,
@@ -535,7 +542,7 @@ class Settler:
                     self.vault.address, batch.calldata, nonce=batch.nonce, gas=batch.gas_limit, fees=raised
                 )
                 signed = operator.sign(tx)
-                async with self._sessionmaker() as session, session.begin():
+                async with write_transaction(self._sessionmaker) as session:
                     attempt_id = await store.add_attempt(
                         session,
                         batch.id,
@@ -583,7 +590,7 @@ class Settler:
         self, fill: FillRecord, error_name: str, error_args: dict[str, Any], *, batch_id: int | None
     ) -> None:
         """Fail the fill for good and void its ledger postings (in one transaction)."""
-        async with self._sessionmaker() as session, session.begin():
+        async with write_transaction(self._sessionmaker) as session:
             await store.fail_fill(
                 session, fill.id, error_name=error_name, error_args=error_args, batch_id=batch_id
             )
@@ -601,7 +608,7 @@ class Settler:
 
     def fill_postings(self, fill: FillRecord) -> list[Posting]:
         """The totals the fill moved in the ledger when it matched (its reservations stay spent)."""
-        postings = ledger.fill(
+        return fill_totals(
             FillAmounts(
                 buyer=fill.buyer,
                 seller=fill.seller,
@@ -611,10 +618,13 @@ class Settler:
                 quote_amount=fill.quote_amount,
                 buyer_fee=fill.buyer_fee,
                 seller_fee=fill.seller_fee,
-            ),
-            FEES_ACCOUNT,
+            )
         )
-        return [Posting(p.account, p.token, p.total_delta) for p in postings]
+
+
+def fill_totals(amounts: FillAmounts) -> list[Posting]:
+    """What a fill moved in the ledger's totals when it matched (``ledger.fill`` without reservations)."""
+    return [Posting(p.account, p.token, p.total_delta) for p in ledger.fill(amounts, FEES_ACCOUNT)]
 
 
 def _fields(order: VaultOrder) -> OrderFields:

@@ -45,9 +45,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from exchange.db.base import Base, utc_now
 from exchange.db.types import WeiAmount
-
-ADDRESS = String(42)
-HASH32 = String(66)
+from exchange.trading.models import ADDRESS, HASH32
 
 
 def _in(column: str, values: type[StrEnum]) -> str:

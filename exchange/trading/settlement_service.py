@@ -55,10 +55,12 @@ class Settlement:
     settler: Settler
     calls: ChainCalls
     tokens: dict[str, BoundContract]
+    sessionmaker: async_sessionmaker[AsyncSession]
 
-    async def audit(self, session: AsyncSession) -> AuditReport:
+    async def audit(self) -> AuditReport:
+        """The ledger against the Vault (``exchange.trading.audit``)."""
         return await audit(
-            session,
+            self.sessionmaker,
             self.runtime.pool.vault,
             self.tokens,
             self.calls,
@@ -116,7 +118,14 @@ def build_settlement(
         quote_token=quote_token,
         config=settlement_config(settings),
     )
-    return Settlement(runtime=runtime, indexer=indexer, settler=settler, calls=calls, tokens=tokens)
+    return Settlement(
+        runtime=runtime,
+        indexer=indexer,
+        settler=settler,
+        calls=calls,
+        tokens=tokens,
+        sessionmaker=sessionmaker,
+    )
 
 
 def settlement_startup() -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
@@ -160,9 +169,7 @@ def settlement_startup() -> Callable[[FastAPI], AbstractAsyncContextManager[None
 
 def _command_runtime(settings: Settings) -> ChainRuntime:
     if settings.chain_rpc_url is None:
-        raise SystemExit(
-            "set CHAIN_RPC_URL: the embedded chain lives only inside `exchange serve`"
-        )
+        raise SystemExit("set CHAIN_RPC_URL: the embedded chain lives only inside `exchange serve`")
     manifest = settings.deployment_manifest
     if manifest is None or not manifest.is_file():
         raise SystemExit("set EXCHANGE_DEPLOYMENT_MANIFEST to the manifest of the deployed contracts")
@@ -219,8 +226,7 @@ def audit_command(settings: Settings) -> int:
     async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
         state = build_settlement(runtime, settings, sessionmaker)
         try:
-            async with sessionmaker() as session, session.begin():
-                report = await state.audit(session)
+            report = await state.audit()
         except (AuditUnavailable, ChainError) as exc:
             print(f"audit impossible: {exc}", file=sys.stderr)
             return 2
