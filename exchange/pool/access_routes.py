@@ -17,12 +17,12 @@ from exchange.api.problems import problem_responses
 from exchange.auth.dependencies import CurrentPrincipal, bearer, current_principal
 from exchange.auth.service import Principal
 from exchange.db.base import utc_now
-from exchange.db.session import DbSession
+from exchange.db.session import DbSession, app_sessionmaker
 from exchange.kit.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from exchange.pool import repository
 from exchange.pool.models import FoundationRole
 from exchange.pool.schemas import RoleGrantIn, RoleGrantOut, checksummed, role_grant_out
-from exchange.pool.service import PoolContext, grant_role, hold_write_lock, require_roles, revoke_role
+from exchange.pool.service import PoolContext, grant_role, require_roles, revoke_role
 
 COUNCIL = FoundationRole.COUNCIL
 REGISTRAR = FoundationRole.REGISTRAR
@@ -31,24 +31,13 @@ ANY_ROLE = (COUNCIL, REGISTRAR, ASSESSOR)
 ADMIN_PROBLEMS = problem_responses(Unauthorized, Forbidden)
 
 
-def require_role(*roles: FoundationRole, writes_in_request: bool = True) -> Any:
+def require_role(*roles: FoundationRole) -> Any:
     """A dependency: the signed-in principal, if it holds one of ``roles`` (any signed-in one if none).
 
-    For requests that change something the SQLite write lock is taken before the
-    token is even read (see ``hold_write_lock``), so the request queues behind other
-    writers instead of failing halfway. Routes whose work commits in transactions of
-    its own (mints, payouts) pass ``writes_in_request=False``: holding the lock in the
-    request's transaction would make them wait for themselves.
+    Checked in the request's transaction (``DbSession``), which the route then uses.
     """
 
-    async def signed_in_with_role(
-        request: Request,
-        session: DbSession,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> Principal:
-        if writes_in_request and request.method not in ("GET", "HEAD", "OPTIONS"):
-            await hold_write_lock(session)
-        principal = await current_principal(session, credentials)
+    async def signed_in_with_role(principal: CurrentPrincipal, session: DbSession) -> Principal:
         if roles:
             await require_roles(session, principal.address, roles)
         return principal
@@ -56,11 +45,28 @@ def require_role(*roles: FoundationRole, writes_in_request: bool = True) -> Any:
     return Depends(signed_in_with_role)
 
 
+def require_role_alone(*roles: FoundationRole) -> Any:
+    """``require_role`` in a short transaction of its own, for routes without a request transaction.
+
+    Mints and payouts commit each step in a transaction of its own, and on SQLite,
+    where every transaction holds the write lock from its start, a request
+    transaction kept open around them would make them wait for it.
+    """
+
+    async def signed_in_with_role_alone(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> Principal:
+        async with app_sessionmaker(request.app)() as session, session.begin():
+            principal = await current_principal(session, credentials)
+            await require_roles(session, principal.address, roles)
+        return principal
+
+    return Depends(signed_in_with_role_alone)
+
+
 SignedIn = Annotated[Principal, require_role()]
-CouncilActingAlone = Annotated[Principal, require_role(COUNCIL, writes_in_request=False)]
-RegistrarActingAlone = Annotated[Principal, require_role(REGISTRAR, writes_in_request=False)]
-
-
+CouncilAlone = Annotated[Principal, require_role_alone(COUNCIL)]
+RegistrarAlone = Annotated[Principal, require_role_alone(REGISTRAR)]
 Council = Annotated[Principal, require_role(COUNCIL)]
 Registrar = Annotated[Principal, require_role(REGISTRAR)]
 Assessor = Annotated[Principal, require_role(ASSESSOR)]

@@ -29,7 +29,6 @@ from exchange.db.migrate import upgrade_to_head
 from exchange.kit.errors import ValidationFailed
 from exchange.pool.import_service import ImportRefused, import_patents
 from exchange.pool.patent_service import expire_due
-from exchange.pool.service import hold_write_lock
 from exchange.settings import Settings
 
 T = TypeVar("T")
@@ -48,7 +47,6 @@ async def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awa
     engine = create_db_engine(settings)
     try:
         async with create_sessionmaker(engine)() as session, session.begin():
-            await hold_write_lock(session)
             return await work(session)
     finally:
         await engine.dispose()

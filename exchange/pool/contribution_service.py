@@ -38,7 +38,7 @@ from exchange.kit.logging import get_logger
 from exchange.pool import repository
 from exchange.pool.indexer import fetch_events, hex32, topic_of_address
 from exchange.pool.models import ContributionMint, MintStatus
-from exchange.pool.service import PoolContext, hold_write_lock, record_audit
+from exchange.pool.service import PoolContext, record_audit
 
 log = get_logger(__name__)
 
@@ -80,7 +80,6 @@ async def _claim(context: PoolContext, mint_id: int, *, retry_failed: bool) -> t
     Returns the row and whether this caller must now send its transaction.
     """
     async with context.sessionmaker() as session, session.begin():
-        await hold_write_lock(session)
         mint = await repository.mint(session, mint_id, for_update=True)
         if mint is None:
             raise NotFound(f"no contribution mint {mint_id}")
@@ -157,7 +156,6 @@ async def _finish(
     context: PoolContext, mint_id: int, *, tx_hash: str | None, block: int | None, error: str | None
 ) -> ContributionMint:
     async with context.sessionmaker() as session, session.begin():
-        await hold_write_lock(session)
         mint = await repository.mint(session, mint_id, for_update=True)
         if mint is None:
             raise NotFound(f"no contribution mint {mint_id}")

@@ -158,7 +158,7 @@ class PoolIndexer:
         return max(safe_head, 0)
 
     async def behind(self, session: AsyncSession) -> bool:
-        """Whether :meth:`catch_up` has anything to do (a read, so idle polls take no write lock)."""
+        """Whether :meth:`catch_up` has anything to do: a short read, so idle polls write nothing."""
         safe_head = await self.head_block() - self.confirmations
         deployment, anchor, pool = self.chain.runtime.deployment, await self._anchor_hash(), self.chain.pool
         cursors = {row.name: row for row in await repository.cursors(session)}

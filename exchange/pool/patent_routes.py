@@ -39,7 +39,7 @@ from exchange.pool.access_routes import (
     CouncilOrRegistrar,
     Pool,
     Registrar,
-    RegistrarActingAlone,
+    RegistrarAlone,
 )
 from exchange.pool.assessments import format_fraction
 from exchange.pool.contribution_service import process_mint
@@ -256,6 +256,6 @@ async def get_mints(
     summary="Send, reconcile or retry one contribution mint now (registrar)",
     responses={**ADMIN_PROBLEMS, **problem_responses(NotFound, ChainUnavailable)},
 )
-async def post_process_mint(mint_id: int, _: RegistrarActingAlone, pool: Pool) -> MintOut:
+async def post_process_mint(mint_id: int, _: RegistrarAlone, pool: Pool) -> MintOut:
     mint = await process_mint(pool, mint_id, retry_failed=True)
     return MintOut.of(mint)

@@ -36,7 +36,7 @@ from exchange.kit.errors import (
 )
 from exchange.pool import repository
 from exchange.pool import royalty_service as service
-from exchange.pool.access_routes import ADMIN_PROBLEMS, Council, CouncilActingAlone, Pool
+from exchange.pool.access_routes import ADMIN_PROBLEMS, Council, CouncilAlone, Pool
 from exchange.pool.models import RoyaltyRun
 from exchange.pool.royalties import Distribution, statements_csv, statements_json
 from exchange.pool.schemas import RunIn, RunOut, checksummed
@@ -115,7 +115,7 @@ async def get_run(run_id: int, _: Council, session: DbSession) -> RunOut:
     summary="Pay a run on chain in batches; repeating it pays nobody twice (council)",
     responses={**ADMIN_PROBLEMS, **problem_responses(NotFound, ChainRejected, ChainUnavailable)},
 )
-async def post_pay(run_id: int, principal: CouncilActingAlone, pool: Pool) -> RunOut:
+async def post_pay(run_id: int, principal: CouncilAlone, pool: Pool) -> RunOut:
     await service.pay_run(pool, run_id, actor=principal.address)
     # The payment committed in transactions of its own, which this request's snapshot may predate.
     async with pool.sessionmaker() as fresh:

@@ -61,7 +61,7 @@ from exchange.pool.royalties import (
     payout_tag,
     stake_of,
 )
-from exchange.pool.service import PoolContext, hold_write_lock, record_audit
+from exchange.pool.service import PoolContext, record_audit
 
 log = get_logger(__name__)
 
@@ -245,7 +245,6 @@ async def runs(session: AsyncSession) -> Sequence[RoyaltyRun]:
 async def pay_run(context: PoolContext, run_id: int, *, actor: str) -> RoyaltyRun:
     """Send every unpaid batch of the run; safe to call again after any interruption."""
     async with context.sessionmaker() as session, session.begin():
-        await hold_write_lock(session)
         run = await repository.royalty_run(session, run_id, for_update=True)
         if run is None:
             raise NotFound(f"no royalty run {run_id}")
@@ -261,7 +260,6 @@ async def pay_run(context: PoolContext, run_id: int, *, actor: str) -> RoyaltyRu
     for batch_id in batch_ids:
         await _pay_batch(context, batch_id, token=token, tag=tag)
     async with context.sessionmaker() as session, session.begin():
-        await hold_write_lock(session)
         run = await repository.royalty_run(session, run_id, for_update=True)
         if run is None:
             raise NotFound(f"no royalty run {run_id}")
@@ -292,7 +290,6 @@ async def _pay_batch(context: PoolContext, batch_id: int, *, token: str, tag: st
         receipt = await context.chain.run(lambda: fund.transact("payout", token, recipients, amounts, tag))
     except ChainRejected:
         async with context.sessionmaker() as session, session.begin():
-            await hold_write_lock(session)
             await repository.claim_batch(
                 session,
                 batch_id,
@@ -301,7 +298,6 @@ async def _pay_batch(context: PoolContext, batch_id: int, *, token: str, tag: st
             )
         raise
     async with context.sessionmaker() as session, session.begin():
-        await hold_write_lock(session)
         await repository.claim_batch(
             session,
             batch_id,
@@ -320,7 +316,6 @@ async def _claim_batch(
 ) -> tuple[list[str], list[int], bool]:
     """Commit the intent to send a batch, or find it already paid on chain."""
     async with context.sessionmaker() as session, session.begin():
-        await hold_write_lock(session)
         batch = await session.get(RoyaltyPayoutBatch, batch_id, with_for_update=True)
         if batch is None:
             raise NotFound(f"no payout batch {batch_id}")

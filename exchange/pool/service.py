@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web3.exceptions import Web3Exception
 
@@ -121,22 +120,6 @@ class PoolContext:
         not found on it was never mined; a remote node may still hold one in its mempool.
         """
         return 0 if self.chain.runtime.embedded else self.settings.pool_mint_resend_after_s
-
-
-# --------------------------------------------------------------------------- transactions
-
-
-async def hold_write_lock(session: AsyncSession) -> None:
-    """On SQLite, take the database's write lock now, before the transaction's first read.
-
-    SQLite (WAL) fails a transaction that read and then writes, at once and without
-    waiting, if another connection committed in between (``SQLITE_BUSY_SNAPSHOT``),
-    and several loops of the service write. A statement that writes nothing still
-    takes the lock, so the transaction waits its turn (busy timeout) instead of
-    failing. PostgreSQL needs none of this: row locks and MVCC handle it.
-    """
-    if session.get_bind().dialect.name == "sqlite":
-        await session.execute(text("UPDATE pool_indexer_cursors SET block = block WHERE 0 = 1"))
 
 
 # --------------------------------------------------------------------------- audit log
@@ -266,6 +249,13 @@ async def revoke_role(
         raise NotFound(f"{address} does not hold the {role.value} role")
     if role is FoundationRole.COUNCIL and await repository.count_active_grants(session, role) <= 1:
         raise Conflict(f"{address} is the last council member; grant the role to another address first")
+    await _revoke(session, grant, actor=actor, at=at, reason=reason)
+    return grant
+
+
+async def _revoke(
+    session: AsyncSession, grant: FoundationRoleGrant, *, actor: str, at: datetime, reason: str | None
+) -> None:
     before = snapshot(grant)
     await repository.revoke_role_grant(session, grant, actor, at)
     await record_audit(
@@ -273,14 +263,13 @@ async def revoke_role(
         actor=actor,
         action="role.revoke",
         subject_type="foundation_role",
-        subject_id=f"{role.value}:{address}",
+        subject_id=f"{grant.role}:{grant.address}",
         at=at,
         before=before,
         after=grant,
         reason=reason,
     )
-    log.info("pool.role_revoked", address=address, role=role.value, actor=actor)
-    return grant
+    log.info("pool.role_revoked", address=grant.address, role=grant.role, actor=actor)
 
 
 async def bootstrap_roles(session: AsyncSession, settings: Settings, at: datetime) -> None:
@@ -301,16 +290,4 @@ async def bootstrap_roles(session: AsyncSession, settings: Settings, at: datetim
     for grant in await repository.role_grants(session):
         role = FoundationRole(grant.role)
         if grant.granted_by == SETTINGS_ACTOR and (grant.address, role) not in wanted:
-            before = snapshot(grant)
-            await repository.revoke_role_grant(session, grant, SETTINGS_ACTOR, at)
-            await record_audit(
-                session,
-                actor=SETTINGS_ACTOR,
-                action="role.revoke",
-                subject_type="foundation_role",
-                subject_id=f"{role.value}:{grant.address}",
-                at=at,
-                before=before,
-                after=grant,
-                reason="no longer configured",
-            )
+            await _revoke(session, grant, actor=SETTINGS_ACTOR, at=at, reason="no longer configured")

@@ -32,7 +32,7 @@ from exchange.kit.logging import get_logger
 from exchange.pool.contribution_service import process_open_mints
 from exchange.pool.indexer import PoolIndexer
 from exchange.pool.patent_service import expire_due
-from exchange.pool.service import ChainGateway, PoolContext, PoolPolicies, bootstrap_roles, hold_write_lock
+from exchange.pool.service import ChainGateway, PoolContext, PoolPolicies, bootstrap_roles
 from exchange.settings import Settings
 
 log = get_logger(__name__)
@@ -60,13 +60,11 @@ async def index_once(context: PoolContext) -> None:
         if not await context.indexer.behind(session):
             return
     async with context.sessionmaker() as session, session.begin():
-        await hold_write_lock(session)
         await context.indexer.catch_up(session)
 
 
 async def sweep_expired(context: PoolContext) -> list[str]:
     async with context.sessionmaker() as session, session.begin():
-        await hold_write_lock(session)
         return await expire_due(session, today=utc_now().date())
 
 
@@ -110,7 +108,6 @@ def pool_startup() -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
         context = build_context(app)
         app.state.pool = context
         async with context.sessionmaker() as session, session.begin():
-            await hold_write_lock(session)
             await bootstrap_roles(session, context.settings, utc_now())
         await _guarded("indexer", lambda: index_once(context))
         await _guarded("expiry", lambda: sweep_expired(context))
