@@ -231,7 +231,10 @@ async def _move(
     _write(row, patent)
     if mint_policy_version is not None:
         row.mint_policy_version = mint_policy_version
-    await repository.add_patent_event(session, _event_row(event))
+    recorded = _event_row(event)
+    if note:  # the actor's own words, after the rule's
+        recorded.reason = f"{event.reason}; {note}"
+    await repository.add_patent_event(session, recorded)
     await session.flush()
     await record_audit(
         session,
@@ -242,7 +245,7 @@ async def _move(
         at=at,
         before=before,
         after=row,
-        reason=f"{event.reason}; {note}" if note else event.reason,
+        reason=recorded.reason,
     )
     log.info("pool.patent_moved", patent_id=row.patent_id, action=event.action.value, status=row.status)
 

@@ -170,6 +170,11 @@ async def test_assessments_are_once_per_expert_and_never_by_the_contributor(foun
         f"{path}/assessments", json={**body, "score": 90}, headers=foundation.assessors[1]
     )
     assert revised.status_code == 409
+    started = (await _detail(foundation, own["patent_id"]))["events"][1]
+    assert (started["action"], started["reason"]) == (
+        "assessment_started",
+        "sent to the expert committee; batch 7",
+    )
     for bad in ({"score": 101, "core": True}, {"score": "70", "core": True}, {"score": 70, "core": "yes"}):
         assert (
             await client.post(f"{path}/assessments", json=bad, headers=foundation.assessors[2])
