@@ -1,0 +1,279 @@
+"""Settlement on a Hardhat node: random fills in batches, bad fills, stuck and reverted transactions."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+import pytest
+from hexbytes import HexBytes
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from web3.types import Wei
+
+from exchange.settings import Settings
+from exchange.trading.eip712 import OrderSide, order_hash
+from exchange.trading.models import LedgerBalance, SettlementState, TradingFill
+from exchange.trading.settlement import StepOutcome
+from exchange.trading.settlement_models import (
+    BatchState,
+    ChainEvent,
+    SettlementAttempt,
+    SettlementBatch,
+    SettlementFailure,
+)
+from exchange.trading.settlement_service import Settlement, build_settlement
+from tests.settlement.conftest import MEMBERS, VaultNet
+from tests.settlement.flows import (
+    Trader,
+    assert_audit_clean,
+    assert_settled_exactly_once,
+    trade_randomly,
+    trading,
+)
+
+pytestmark = [pytest.mark.hardhat]
+
+
+async def _parts(
+    net: VaultNet, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> Settlement:
+    parts = build_settlement(net.runtime, settings, sessionmaker)
+    await parts.indexer.catch_up()  # credits the members' deposits into this test's ledger
+    return parts
+
+
+PRICE_QUOTE = 2 * 10**6
+
+
+async def buys(
+    net: VaultNet,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    buyer: Trader,
+    sellers: list[Trader],
+    amount_base: int = 10**17,
+) -> None:
+    """Each seller rests a sell of `amount_base`; the buyer takes them all with one IOC buy."""
+    async with trading(net, settings, sessionmaker) as service:
+        market = next(iter(service.markets.values())).spec
+        for seller in sellers:
+            await service.place_order(
+                seller.address, seller.order(market, OrderSide.SELL, PRICE_QUOTE, amount_base)
+            )
+        total = amount_base * len(sellers)
+        await service.place_order(
+            buyer.address, buyer.order(market, OrderSide.BUY, PRICE_QUOTE, total, tif="IOC")
+        )
+
+
+async def _fills(sessionmaker: async_sessionmaker[AsyncSession]) -> list[TradingFill]:
+    async with sessionmaker() as session:
+        return list((await session.scalars(select(TradingFill).order_by(TradingFill.id))).all())
+
+
+@pytest.mark.slow
+async def test_random_fills_settle_in_batches_and_the_ledger_equals_the_vault(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    parts = await _parts(net, chain_settings, sessionmaker)
+    traders = [Trader(member) for member in MEMBERS]
+    async with trading(net, chain_settings, sessionmaker) as service:
+        began = time.perf_counter()
+        count = await trade_randomly(service, traders, sessionmaker, fills=1000, seed=20261122)
+        traded_s = time.perf_counter() - began
+    assert count >= 1000
+    began = time.perf_counter()
+    await parts.settler.drain(poll_s=0.02, timeout_s=300)
+    settled_s = time.perf_counter() - began
+    await parts.indexer.catch_up()
+
+    await assert_settled_exactly_once(net, sessionmaker)
+    async with sessionmaker() as session:
+        batches = (await session.scalars(select(SettlementBatch).order_by(SettlementBatch.id))).all()
+        trades = (await session.scalars(select(ChainEvent).where(ChainEvent.name == "Trade"))).all()
+    report = await parts.audit()
+    assert [batch.state for batch in batches] == [BatchState.SETTLED] * math.ceil(count / 50)
+    assert all(batch.fill_count <= 50 for batch in batches)
+    assert len(trades) == count
+    assert report.clean, "\n".join(report.lines())
+    assert report.accounts == len(MEMBERS)
+    gas = sum(batch.gas_used or 0 for batch in batches)
+    print(
+        f"\n{count} fills: traded in {traded_s:.1f} s, "
+        f"settled in {len(batches)} batches in {settled_s:.1f} s "
+        f"({count / settled_s:.0f} fills/s), {gas // count:,} gas per fill"
+    )
+
+
+async def test_a_fill_the_vault_refuses_fails_alone_with_the_custom_error_and_is_voided(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    parts = await _parts(net, chain_settings, sessionmaker)
+    alice, bob, carol = (Trader(member) for member in MEMBERS[:3])
+    await buys(net, chain_settings, sessionmaker, bob, [alice, carol])
+    # Carol cancels her order on chain before it settles: the Vault will refuse that fill.
+    cancelled = carol.orders[-1]
+    net.pool.vault.transact("cancelOrder", cancelled.as_abi_tuple(), sender=carol.address)
+    async with sessionmaker() as session:
+        before = {
+            (row.account, row.token): row.total
+            for row in (await session.scalars(select(LedgerBalance))).all()
+        }
+
+    await parts.settler.drain(poll_s=0.02, timeout_s=60)
+    await parts.indexer.catch_up()
+
+    fills = await _fills(sessionmaker)
+    assert [fill.settlement_state for fill in fills] == [SettlementState.SETTLED, SettlementState.FAILED]
+    async with sessionmaker() as session:
+        failure = await session.get_one(SettlementFailure, fills[1].id)
+        after = {
+            (row.account, row.token): row.total
+            for row in (await session.scalars(select(LedgerBalance))).all()
+        }
+    report = await parts.audit()
+    carol_hash = "0x" + order_hash(net.deployment.chain_id, net.pool.vault.address, cancelled).hex()
+    assert failure.error_name == "VaultOrderCancelled"
+    assert failure.error_args == {"orderHash": carol_hash}
+    # Voided: Carol keeps her BPC, Bob his quote (the settled fill with Alice stands).
+    assert (
+        after[(carol.address, net.base_token)]
+        == before[(carol.address, net.base_token)] + fills[1].amount_base
+    )
+    assert report.clean, "\n".join(report.lines())
+
+
+async def test_a_stuck_transaction_is_replaced_with_the_same_nonce_and_a_higher_fee(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    settings = chain_settings.model_copy(update={"settlement_stuck_after_s": 0.2})
+    parts = await _parts(net, settings, sessionmaker)
+    alice, bob = Trader(MEMBERS[0]), Trader(MEMBERS[1])
+    await buys(net, settings, sessionmaker, bob, [alice])
+    net.rpc("evm_setAutomine", False)
+    assert await parts.settler.step() is StepOutcome.OPENED
+    assert await parts.settler.step() is StepOutcome.WAITING  # in the node's pool, not stuck yet
+    await asyncio.sleep(0.3)
+    assert await parts.settler.step() is StepOutcome.WAITING  # replaced
+    net.rpc("evm_mine")
+    net.rpc("evm_setAutomine", True)
+    assert await parts.settler.step() is StepOutcome.SETTLED
+
+    async with sessionmaker() as session:
+        attempts = (await session.scalars(select(SettlementAttempt).order_by(SettlementAttempt.id))).all()
+        batch = (await session.scalars(select(SettlementBatch))).one()
+    assert len(attempts) == 2
+    assert attempts[1].max_fee_per_gas_wei >= attempts[0].max_fee_per_gas_wei * 120 // 100
+    assert batch.tx_hash == attempts[1].tx_hash
+    assert net.w3.eth.get_transaction(HexBytes(attempts[1].tx_hash or ""))["nonce"] == batch.nonce
+    assert [fill.tx_hash for fill in await _fills(sessionmaker)] == [attempts[1].tx_hash]
+    await assert_settled_exactly_once(net, sessionmaker)
+
+
+async def test_a_batch_that_reverts_on_chain_goes_back_and_its_bad_fill_is_isolated(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    parts = await _parts(net, chain_settings, sessionmaker)
+    alice, bob, carol = (Trader(member) for member in MEMBERS[:3])
+    await buys(net, chain_settings, sessionmaker, bob, [alice, carol])
+    net.rpc("evm_setAutomine", False)
+    assert await parts.settler.step() is StepOutcome.OPENED  # simulated fine, now waiting in the pool
+    # Carol's cancellation pays a higher tip, so the block runs it before the batch, which then reverts.
+    vault = net.pool.vault
+    cancel = vault.contract.functions.cancelOrder(carol.orders[-1].as_abi_tuple()).build_transaction(
+        {"from": carol.address, "maxPriorityFeePerGas": Wei(50 * 10**9), "maxFeePerGas": Wei(100 * 10**9)}
+    )
+    net.w3.eth.send_transaction(cancel)
+    net.rpc("evm_mine")
+    net.rpc("evm_setAutomine", True)
+    assert await parts.settler.step() is StepOutcome.RETURNED
+    await parts.settler.drain(poll_s=0.02, timeout_s=60)
+
+    async with sessionmaker() as session:
+        batches = (await session.scalars(select(SettlementBatch).order_by(SettlementBatch.id))).all()
+    assert [batch.state for batch in batches] == [BatchState.REVERTED, BatchState.SETTLED]
+    assert batches[0].error_name == "VaultOrderCancelled"
+    assert batches[1].fill_count == 1
+    fills = await _fills(sessionmaker)
+    assert [fill.settlement_state for fill in fills] == [SettlementState.SETTLED, SettlementState.FAILED]
+    await parts.indexer.catch_up()
+    await assert_audit_clean(parts)
+
+
+async def test_a_node_signed_batch_whose_hash_was_lost_is_decided_by_the_order_states(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    # A Hardhat dev account that the node signs for: the hash is known only from the node's answer.
+    node_operator = net.w3.eth.accounts[0]
+    net.pool.vault.transact("grantRole", net.pool.vault.call("OPERATOR_ROLE"), node_operator)
+    settings = chain_settings.model_copy(update={"operator_private_key": None, "dev_accounts": True})
+    from exchange.chain.provider import make_web3
+    from exchange.chain.runtime import ChainRuntime
+
+    w3 = make_web3(net.url)
+    runtime = ChainRuntime(w3=w3, deployment=net.deployment, pool=net.pool, embedded=False)
+    parts = build_settlement(runtime, settings, sessionmaker)
+    await parts.indexer.catch_up()
+    assert not parts.settler.operator.signs_locally
+    alice, bob = Trader(MEMBERS[0]), Trader(MEMBERS[1])
+    await buys(net, chain_settings, sessionmaker, bob, [alice])
+    assert await parts.settler.step() is StepOutcome.OPENED
+    # As if the process died before it stored the node's answer: the batch is open, its hash unknown.
+    async with sessionmaker() as session, session.begin():
+        await session.execute(update(SettlementAttempt).values(tx_hash=None, sent_at=None))
+        await session.execute(update(TradingFill).values(tx_hash=None))
+    assert await parts.settler.step() is StepOutcome.SETTLED
+
+    async with sessionmaker() as session:
+        batch = (await session.scalars(select(SettlementBatch))).one()
+    assert (batch.state, batch.tx_hash) == (BatchState.SETTLED, None)
+    await assert_settled_exactly_once(net, sessionmaker)
+    await parts.indexer.catch_up()
+    await assert_audit_clean(parts)
+
+
+async def test_an_audit_at_a_block_before_settlement_takes_the_later_fills_out_of_the_ledger(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    settings = chain_settings.model_copy(update={"settlement_batch_size": 1})
+    parts = await _parts(net, settings, sessionmaker)  # the indexer's credited block: before any trade
+    alice, bob = Trader(MEMBERS[0]), Trader(MEMBERS[1])
+    for amount in (10**17, 3 * 10**17):
+        await buys(net, settings, sessionmaker, bob, [alice], amount)
+    assert await parts.settler.step() is StepOutcome.OPENED
+    assert (
+        await parts.settler.step() is StepOutcome.SETTLED
+    )  # one settled, one pending, both after the audit block
+    early = await parts.audit()
+    await parts.settler.drain(poll_s=0.02, timeout_s=60)
+    await parts.indexer.catch_up()
+    late = await parts.audit()
+    assert early.clean, "\n".join(early.lines())
+    assert late.clean, "\n".join(late.lines())
+    assert late.block > early.block
+
+
+async def test_a_batch_written_down_but_lost_by_the_node_is_sent_again_with_the_same_hash(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    parts = await _parts(net, chain_settings, sessionmaker)
+    await buys(net, chain_settings, sessionmaker, Trader(MEMBERS[1]), [Trader(MEMBERS[0])])
+    net.rpc("evm_setAutomine", False)
+    assert await parts.settler.step() is StepOutcome.OPENED
+    async with sessionmaker() as session:
+        attempt = (await session.scalars(select(SettlementAttempt))).one()
+    assert attempt.tx_hash is not None
+    # The state a crash between writing the batch and broadcasting it leaves: no node has it.
+    assert net.rpc("hardhat_dropTransaction", attempt.tx_hash) is True
+    assert await parts.settler.step() is StepOutcome.WAITING  # sent again
+    assert net.w3.eth.get_transaction(HexBytes(attempt.tx_hash))["blockNumber"] is None
+    net.rpc("evm_mine")
+    net.rpc("evm_setAutomine", True)
+    assert await parts.settler.step() is StepOutcome.SETTLED
+    async with sessionmaker() as session:
+        batch = (await session.scalars(select(SettlementBatch))).one()
+        attempts = (await session.scalars(select(SettlementAttempt))).all()
+    assert (batch.tx_hash, len(attempts)) == (attempt.tx_hash, 1)
+    await assert_settled_exactly_once(net, sessionmaker)
