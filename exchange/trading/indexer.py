@@ -53,7 +53,6 @@ from exchange.db.base import utc_now
 from exchange.kit.logging import get_logger
 from exchange.trading.chain_calls import ChainCalls
 from exchange.trading.settlement_models import ChainBlock, ChainCursor, ChainEvent, EventState
-from exchange.trading.transactions import write_transaction
 
 log = get_logger(__name__)
 
@@ -177,12 +176,21 @@ class ChainIndexer:
             w3 = self.contract.w3
             head = await self._calls.run(lambda: int(w3.eth.block_number))
             anchor = await self._anchor_hash()
-            async with write_transaction(self._sessionmaker) as session:
+            # Chain calls happen between short transactions: on SQLite a transaction holds the write lock.
+            async with self._sessionmaker() as session, session.begin():
                 cursor = await self._cursor(session, anchor)
                 cursor_id = cursor.id
-                fork = await self._find_fork(session, cursor, head)
-                if fork is not None:
-                    await self._roll_back(session, cursor, fork)
+                tracked = (
+                    await session.execute(
+                        select(ChainBlock.number, ChainBlock.hash)
+                        .where(ChainBlock.cursor_id == cursor_id)
+                        .order_by(ChainBlock.number.desc())
+                    )
+                ).all()
+            fork = await self._find_fork([(int(number), str(hash_)) for number, hash_ in tracked], head)
+            if fork is not None:
+                async with self._sessionmaker() as session, session.begin():
+                    await self._roll_back(session, await session.get_one(ChainCursor, cursor_id), fork)
             scanned = await self._scan(cursor_id, head)
             credited = await self._credit(cursor_id, head)
             return IndexerPosition(head, scanned, credited, fork)
@@ -201,7 +209,7 @@ class ChainIndexer:
     async def cursor_id(self) -> int:
         """The id of this contract's cursor on this chain (created if new)."""
         anchor = await self._anchor_hash()
-        async with write_transaction(self._sessionmaker) as session:
+        async with self._sessionmaker() as session, session.begin():
             return (await self._cursor(session, anchor)).id
 
     # --- cursor and reorganisations ------------------------------------------------------------
@@ -243,24 +251,18 @@ class ChainIndexer:
         except BlockNotFound:
             return None
 
-    async def _find_fork(self, session: AsyncSession, cursor: ChainCursor, head: int) -> int | None:
-        """The newest remembered block still on the chain, if any newer one is not; else None."""
-        tracked = (
-            await session.scalars(
-                select(ChainBlock).where(ChainBlock.cursor_id == cursor.id).order_by(ChainBlock.number.desc())
-            )
-        ).all()
-        for index, block in enumerate(tracked):
-            on_chain = (
-                None
-                if block.number > head
-                else await self._calls.run(partial(self._block_hash, block.number))
-            )
-            if on_chain == block.hash:
-                return None if index == 0 else block.number
+    async def _find_fork(self, tracked: list[tuple[int, str]], head: int) -> int | None:
+        """The newest remembered block still on the chain, if any newer one is not; else None.
+
+        `tracked` is (number, hash), newest first.
+        """
+        for index, (number, block_hash) in enumerate(tracked):
+            on_chain = None if number > head else await self._calls.run(partial(self._block_hash, number))
+            if on_chain == block_hash:
+                return None if index == 0 else number
         if not tracked:
             return None
-        deepest = tracked[-1].number - 1
+        deepest = tracked[-1][0] - 1
         log.warning(
             "indexer.reorg_beyond_tracked_blocks", contract=self.contract.name, rolled_back_to=deepest
         )
@@ -314,13 +316,16 @@ class ChainIndexer:
 
     async def _scan(self, cursor_id: int, head: int) -> int:
         while True:
-            async with write_transaction(self._sessionmaker) as session:
+            async with self._sessionmaker() as session, session.begin():
+                scanned = (await session.get_one(ChainCursor, cursor_id)).scanned_block
+            if scanned >= head:
+                return scanned
+            start, end = scanned + 1, min(head, scanned + self.max_blocks)
+            end_hash, logs = await self._calls.run(partial(self._read_range, start, end))
+            async with self._sessionmaker() as session, session.begin():
                 cursor = await session.get_one(ChainCursor, cursor_id)
-                if cursor.scanned_block >= head:
-                    return cursor.scanned_block
-                start = cursor.scanned_block + 1
-                end = min(head, cursor.scanned_block + self.max_blocks)
-                end_hash, logs = await self._calls.run(partial(self._read_range, start, end))
+                if cursor.scanned_block != scanned:
+                    continue  # another process moved the cursor meanwhile: read from where it is
                 for entry in logs:
                     await self._record(session, cursor_id, entry)
                 for number, block_hash in {
@@ -404,7 +409,7 @@ class ChainIndexer:
 
     async def _credit(self, cursor_id: int, head: int) -> int:
         deep_enough = head - self.confirmations
-        async with write_transaction(self._sessionmaker) as session:
+        async with self._sessionmaker() as session, session.begin():
             cursor = await session.get_one(ChainCursor, cursor_id)
             rows = (
                 await session.scalars(

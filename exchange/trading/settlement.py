@@ -89,7 +89,6 @@ from exchange.trading.repository import FEES_ACCOUNT, LedgerRefused
 from exchange.trading.settlement_models import BatchState
 from exchange.trading.settlement_repository import BatchRecord, FillRecord, OrderRecord
 from exchange.trading.signing import OrderDigester, OrderFields
-from exchange.trading.transactions import write_transaction
 from exchange.trading.vault_events import reversed_postings
 
 log = get_logger(__name__)
@@ -226,7 +225,7 @@ class Settler:
         tx = operator.transaction(self.vault.address, calldata, nonce=nonce, gas=gas, fees=fees)
         signed = operator.sign(tx)
         try:
-            async with write_transaction(self._sessionmaker) as session:
+            async with self._sessionmaker() as session, session.begin():
                 opened = await store.open_new_batch(
                     session,
                     chain_id=self.chain_id,
@@ -362,7 +361,7 @@ class Settler:
                 "settlement.broadcast_refused", batch_id=batch_id, nonce=tx_nonce, reason=str(refusal)[:300]
             )
             return
-        async with write_transaction(self._sessionmaker) as session:
+        async with self._sessionmaker() as session, session.begin():
             await store.mark_sent(session, batch_id, attempt_id, tx_hash)
         log.info("settlement.sent", batch_id=batch_id, nonce=tx_nonce, tx_hash=tx_hash)
 
@@ -393,7 +392,7 @@ class Settler:
                 await self._close_settled(batch, None, None)
                 return StepOutcome.SETTLED
             if fate is BatchFate.NOT_EXECUTED:
-                async with write_transaction(self._sessionmaker) as session:
+                async with self._sessionmaker() as session, session.begin():
                     await store.close_returned(session, batch.id, BatchState.DROPPED)
                 log.warning("settlement.batch_dropped", batch_id=batch.id, nonce=batch.nonce)
                 return StepOutcome.RETURNED
@@ -438,7 +437,7 @@ class Settler:
         fees = sum(fill.fees for fill in batch.fills)
         if receipt is not None:
             self._cross_check(batch, receipt, fees)
-        async with write_transaction(self._sessionmaker) as session:
+        async with self._sessionmaker() as session, session.begin():
             await store.close_settled(
                 session,
                 batch.id,
@@ -486,7 +485,7 @@ class Settler:
 
     async def _close_reverted(self, batch: BatchRecord, tx_hash: str, receipt: TxReceipt) -> None:
         error = await self._revert_reason(batch, int(receipt["blockNumber"]))
-        async with write_transaction(self._sessionmaker) as session:
+        async with self._sessionmaker() as session, session.begin():
             await store.close_returned(
                 session,
                 batch.id,
@@ -542,7 +541,7 @@ class Settler:
                     self.vault.address, batch.calldata, nonce=batch.nonce, gas=batch.gas_limit, fees=raised
                 )
                 signed = operator.sign(tx)
-                async with write_transaction(self._sessionmaker) as session:
+                async with self._sessionmaker() as session, session.begin():
                     attempt_id = await store.add_attempt(
                         session,
                         batch.id,
@@ -590,7 +589,7 @@ class Settler:
         self, fill: FillRecord, error_name: str, error_args: dict[str, Any], *, batch_id: int | None
     ) -> None:
         """Fail the fill for good and void its ledger postings (in one transaction)."""
-        async with write_transaction(self._sessionmaker) as session:
+        async with self._sessionmaker() as session, session.begin():
             await store.fail_fill(
                 session, fill.id, error_name=error_name, error_args=error_args, batch_id=batch_id
             )
