@@ -31,7 +31,9 @@ async def session(database_url: str) -> AsyncIterator[AsyncSession]:
 async def test_deposit_reserve_and_fill_persist(session: AsyncSession) -> None:
     async with session.begin():
         await repository.credit_deposit(session, ALICE, BPC, 500, reference="0xaa:1")
-        await repository.apply_postings(session, ledger.reserve(ALICE, BPC, 200), cause="test", reference="r1")
+        await repository.apply_postings(
+            session, ledger.reserve(ALICE, BPC, 200), cause="test", reference="r1"
+        )
     async with session.begin():
         balances = await repository.balances_of(session, ALICE)
         entries = await session.scalar(select(func.count()).select_from(LedgerEntry))
