@@ -31,14 +31,15 @@ def build_app(settings: Settings, *, chain: ChainRuntime | None = None) -> FastA
     return create_app(
         settings,
         routers=[
+            # First: the order path is the hottest, and routes are matched in this order.
+            trading_router,
+            markets_router,
             auth_router,
             chain_router,
             licences_router,
             devices_router,
             device_link_router,
             pool_router,
-            markets_router,
-            trading_router,
         ],
         lifespan_hooks=[
             chain_startup(chain),

@@ -268,6 +268,9 @@ class Settings(BaseSettings):
         default=True,
         description="At start, also replay the whole journal and compare the state hashes.",
     )
+    trading_session_cache_s: float = Field(
+        default=2.0, ge=0, le=60, description="How long a resolved bearer token is reused by trading routes."
+    )
     trading_rate_account_per_s: float = Field(default=50.0, gt=0, description="Private requests per account.")
     trading_rate_account_burst: int = Field(default=100, ge=1)
     trading_rate_ip_per_s: float = Field(default=200.0, gt=0, description="Trading requests per client IP.")

@@ -15,10 +15,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel
 
 from exchange.api.problems import PROBLEM_MEDIA_TYPE, problem_responses
-from exchange.auth.dependencies import CurrentPrincipal
+from exchange.auth.dependencies import bearer
 from exchange.auth.service import Principal
 from exchange.db.session import DbSession
 from exchange.kit.errors import (
@@ -43,6 +44,7 @@ from exchange.trading.intake import (
 from exchange.trading.intents import OrderConflict, OrderRow, PostOnlyWouldTake, WriterUnavailable
 from exchange.trading.markets import MarketSpec
 from exchange.trading.models import TradingFill, TradingOrder, TradingWithdrawal
+from exchange.trading.principals import bearer_token
 from exchange.trading.repository import LedgerRefused
 from exchange.trading.schemas import (
     BalanceOut,
@@ -71,7 +73,8 @@ ORDER_ID_MAX = 2**63 - 1
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 
-def trading(request: Request) -> TradingService:
+# Dependencies are coroutines: FastAPI runs a plain ``def`` dependency in a worker thread.
+async def trading(request: Request) -> TradingService:
     service: TradingService = request.app.state.trading
     return service
 
@@ -79,12 +82,20 @@ def trading(request: Request) -> TradingService:
 Trading = Annotated[TradingService, Depends(trading)]
 
 
-def limit_ip(request: Request, service: Trading) -> None:
+async def limit_ip(request: Request, service: Trading) -> None:
     host = request.client.host if request.client else "unknown"
     service.ip_limits.check(f"ip:{host}", f"client {host}")
 
 
-def trader(principal: CurrentPrincipal, service: Trading) -> Principal:
+async def trader(
+    service: Trading, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
+    """The signed-in account (see ``exchange.trading.principals``), after its rate limit."""
+    if credentials is None:
+        raise Unauthorized("sign in first: send 'Authorization: Bearer <token>'", challenge="Bearer")
+    principal = await service.principals.resolve(
+        bearer_token(f"{credentials.scheme} {credentials.credentials}")
+    )
     service.account_limits.check(f"account:{principal.address}", principal.address)
     return principal
 
@@ -236,7 +247,7 @@ async def idempotent(
     """Run ``work`` once per ``Idempotency-Key``; a retry gets the first answer back."""
     if key is None:
         status_code, model = await work()
-        return JSONResponse(jsonable_encoder(model), status_code=status_code)
+        return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
     url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     digest = request_digest(request.method, url, await request.body())
     stored = await service.idempotency.claim(principal.address, key, digest)
@@ -261,7 +272,7 @@ async def idempotent(
     except BaseException:
         await service.idempotency.release(principal.address, key)
         raise
-    body = jsonable_encoder(model)
+    body = model.model_dump(mode="json")
     await service.idempotency.answer(principal.address, key, status_code, body)
     return JSONResponse(body, status_code=status_code)
 

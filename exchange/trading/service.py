@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web3 import EthereumTesterProvider, Web3
 
 from exchange.chain.runtime import ChainRuntime
+from exchange.db.engine import create_db_engine, create_sessionmaker
 from exchange.kit.errors import ChainUnavailable, Forbidden, NotFound, ValidationFailed
 from exchange.kit.logging import get_logger
 from exchange.pool.indexer import fetch_events
@@ -64,6 +65,7 @@ from exchange.trading.models import (
     TradingOrder,
     TradingWithdrawal,
 )
+from exchange.trading.principals import PrincipalCache
 from exchange.trading.ratelimit import RateLimiter
 from exchange.trading.signing import OrderDigester, assert_native_backend
 from exchange.trading.writer import MarketWriter
@@ -140,7 +142,11 @@ class TradingService:
         runtime: ChainRuntime,
         sessionmaker: async_sessionmaker[AsyncSession],
         markets: list[MarketSpec],
+        *,
+        writer_sessionmaker: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
+        """``writer_sessionmaker`` (default ``sessionmaker``): the writers' own connections, so that
+        requests waiting for a writer can never hold every connection the writer needs."""
         self.settings = settings
         self.runtime = runtime
         self.chain = ChainAccess(runtime)
@@ -150,7 +156,7 @@ class TradingService:
                 spec=spec,
                 writer=MarketWriter(
                     spec,
-                    sessionmaker,
+                    writer_sessionmaker or sessionmaker,
                     max_batch=settings.trading_max_batch,
                     checkpoint_every=settings.trading_checkpoint_every,
                     expiry_margin_s=settings.trading_expiry_margin_s,
@@ -166,6 +172,7 @@ class TradingService:
         )
         self.ip_limits = RateLimiter(settings.trading_rate_ip_per_s, settings.trading_rate_ip_burst)
         self.idempotency = IdempotencyStore(sessionmaker)
+        self.principals = PrincipalCache(sessionmaker, settings.trading_session_cache_s)
         self._poller: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -385,14 +392,22 @@ def trading_startup() -> Callable[[FastAPI], Any]:
         runtime: ChainRuntime = app.state.chain
         access = ChainAccess(runtime)
         spec = await access.run(lambda: market_from_chain(runtime, settings))
-        service = TradingService(settings, runtime, app.state.db_sessionmaker, [spec])
-        await service.start()
-        app.state.trading = service
-        log.info("trading.started", markets=list(service.markets), vault=spec.vault)
+        writer_engine = create_db_engine(settings)
+        service = TradingService(
+            settings,
+            runtime,
+            app.state.db_sessionmaker,
+            [spec],
+            writer_sessionmaker=create_sessionmaker(writer_engine),
+        )
         try:
+            await service.start()
+            app.state.trading = service
+            log.info("trading.started", markets=list(service.markets), vault=spec.vault)
             yield
         finally:
             await service.stop()
+            await writer_engine.dispose()
             log.info("trading.stopped")
 
     return hook

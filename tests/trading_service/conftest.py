@@ -28,6 +28,8 @@ def trading_settings(database_url: str, **overrides: object) -> Settings:
         # Other areas' loops would race these tests' writes on the SQLite file.
         "pool_indexer_interval_s": 3600,
         "licence_indexer_interval_s": 0,
+        "vault_indexer_interval_s": 0,
+        "settlement_interval_s": 0,
         "trading_membership_poll_s": 0,
         "trading_membership_ttl_s": 0,
         "trading_rate_account_per_s": 1000,

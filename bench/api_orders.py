@@ -1,0 +1,244 @@
+"""Order intake over HTTP: acknowledged orders per second and acknowledgement latency, durability on.
+
+The service runs as its own process (``exchange serve``) on PostgreSQL with
+``fsync`` and ``synchronous_commit`` on, and a Hardhat node as its chain; this
+process is the client, on loopback. Traders are admitted on chain, credited in
+the ledger and signed in; every order is signed (EIP-712, secp256k1) before the
+clock starts. Then ``--connections`` keep-alive connections send a bounded
+number of orders as fast as the service acknowledges them (a closed loop):
+each acknowledgement (201) comes after the order's journal transaction
+committed. About half the orders cross the book and trade.
+
+The service's rate limits are raised for the run (one client IP, few accounts).
+PostgreSQL: a private cluster in a temporary directory, or ``BENCH_DATABASE_URL``
+(an empty database the benchmark may fill).
+
+    .venv/bin/python bench/api_orders.py [--orders 30000] [--connections 32] [--traders 16]
+
+The last line is JSON: ``{"orders_per_s", "p50_ms", "p99_ms", "ws_subscribers", "ws_p99_ms"}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import glob
+import json
+import os
+import pwd
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from exchange.trading.signing import OrderDigester  # noqa: E402
+from tests.chain.nodes import free_port, hardhat_node  # noqa: E402
+from tests.trading_service.live import (  # noqa: E402
+    Connection,
+    LiveTrader,
+    MarketInfo,
+    accounts,
+    admit,
+    credit,
+    market_info,
+    order_request,
+    running_server,
+    sign_in,
+)
+
+
+@contextlib.contextmanager
+def durable_postgres() -> Iterator[str]:
+    """A PostgreSQL cluster with its durability settings at their defaults (fsync, synchronous commit)."""
+    configured = os.environ.get("BENCH_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    on_path = shutil.which("initdb")
+    bin_dir = Path(on_path).parent if on_path else Path(candidates[0]) if candidates else None
+    if bin_dir is None:
+        raise SystemExit("no PostgreSQL server binaries: install them or set BENCH_DATABASE_URL")
+    base = Path(tempfile.mkdtemp(prefix="bench-orders-postgres-"))
+    user = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
+    if user is not None:
+        os.chown(base, user.pw_uid, user.pw_gid)
+
+    def run(*argv: str | Path, check: bool = True) -> None:
+        subprocess.run(  # noqa: S603  (the local PostgreSQL installation's binaries)
+            [str(part) for part in argv],
+            cwd=base,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+            env={**os.environ, "LC_ALL": "C"},
+            check=check,
+            capture_output=True,
+            timeout=120,
+        )
+
+    port = free_port()
+    data = base / "data"
+    try:
+        run(bin_dir / "initdb", "-D", data, "-U", "bench", "-A", "trust", "-E", "UTF8")
+        options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={base}"
+        run(bin_dir / "pg_ctl", "-D", data, "-l", base / "server.log", "-o", options, "-w", "start")
+        try:
+            yield f"postgresql+asyncpg://bench@127.0.0.1:{port}/postgres"
+        finally:
+            run(bin_dir / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop", check=False)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def prepare_orders(
+    market: MarketInfo, traders: list[LiveTrader], count: int, seed: int
+) -> list[tuple[bytes, str]]:
+    """``count`` signed orders (body, bearer token) around a mid price, about half of them crossing."""
+    rng = random.Random(seed)  # noqa: S311  (a reproducible load, not a secret)
+    digester = OrderDigester(market.chain_id, market.vault)
+    mid_ticks = 1_000
+    expiry = int(time.time()) + 24 * 3600
+    orders = []
+    for index in range(count):
+        trader = traders[index % len(traders)]
+        side = "buy" if rng.random() < 0.5 else "sell"
+        ticks = mid_ticks + rng.randint(-3, 3)
+        body = order_request(
+            market,
+            digester,
+            trader,
+            side=side,
+            price_quote=ticks * market.tick_size,
+            amount_base=rng.randint(10, 50) * market.lot_size,
+            client_order_id=f"b{index}",
+            expiry_unix=expiry,
+        )
+        orders.append((body, trader.token))
+    return orders
+
+
+async def load(
+    port: int, orders: list[tuple[bytes, str]], connections: int
+) -> tuple[list[float], dict[int, int], float]:
+    """Send every order over ``connections`` connections; latencies (s) of 201s, status counts, wall time."""
+    pending = iter(orders)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    refusals: dict[int, str] = {}
+
+    async def worker() -> None:
+        connection = await Connection.open(port)
+        try:
+            for body, token in pending:
+                started = time.perf_counter()
+                status, reply = await connection.request(
+                    "POST", "/v1/orders", body, {"Authorization": f"Bearer {token}"}
+                )
+                elapsed = time.perf_counter() - started
+                statuses[status] = statuses.get(status, 0) + 1
+                if status == 201:
+                    latencies.append(elapsed)
+                elif status not in refusals:
+                    refusals[status] = reply.decode(errors="replace")[:500]
+        finally:
+            await connection.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    for status, reply in refusals.items():
+        print(f"first {status} answer: {reply}", file=sys.stderr)
+    return latencies, statuses, time.perf_counter() - started
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orders", type=int, default=30_000, help="measured orders")
+    parser.add_argument("--warmup", type=int, default=2_000, help="orders before the clock starts")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--traders", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-orders-"))
+    try:
+        with (
+            durable_postgres() as database_url,
+            hardhat_node() as rpc_url,
+            running_server(
+                database_url,
+                rpc_url,
+                workdir,
+                log_level=os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+                trading_rate_account_per_s=1_000_000,
+                trading_rate_account_burst=1_000_000,
+                trading_rate_ip_per_s=1_000_000,
+                trading_rate_ip_burst=1_000_000,
+                trading_membership_poll_s=0,
+                trading_membership_ttl_s=3600,
+            ) as server,
+        ):
+            market = market_info(server.url)
+            members = accounts(args.traders)
+            admit(server.url, rpc_url, members)
+            await credit(database_url, market, members, 10**40)
+            traders = await sign_in(server.url, members)
+            orders = prepare_orders(market, traders, args.warmup + args.orders, args.seed)
+            print(f"prepared {len(orders)} signed orders for {len(traders)} traders", file=sys.stderr)
+            await load(server.port, orders[: args.warmup], args.connections)
+            server_cpu_s = cpu_seconds(server.pid)
+            client_cpu_s = time.process_time()
+            latencies, statuses, wall_s = await load(server.port, orders[args.warmup :], args.connections)
+            server_cpu_s = cpu_seconds(server.pid) - server_cpu_s
+            client_cpu_s = time.process_time() - client_cpu_s
+            if any(status >= 500 for status in statuses):
+                errors = [line for line in server.log_tail(10**7).splitlines() if '"level": "error"' in line]
+                print("server errors:\n" + "\n".join(errors[:3]), file=sys.stderr)
+            if os.environ.get("BENCH_KEEP_LOG"):
+                shutil.copy(server.log_path, os.environ["BENCH_KEEP_LOG"])
+            head = await Connection.open(server.port)
+            _, journal = await head.request("GET", f"/v1/markets/{market.market_id}/journal")
+            await head.close()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    accepted = len(latencies)
+    result = {
+        "orders_per_s": round(accepted / wall_s, 1),
+        "p50_ms": round(percentile(latencies, 0.50) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+        "ws_subscribers": None,
+        "ws_p99_ms": None,
+    }
+    print(
+        f"statuses {statuses}; {accepted} acknowledged in {wall_s:.1f} s over {args.connections} connections"
+    )
+    print(
+        f"CPU per acknowledged order: server {server_cpu_s / max(accepted, 1) * 1000:.2f} ms, "
+        f"client {client_cpu_s / max(accepted, 1) * 1000:.2f} ms (machine load {os.getloadavg()[0]:.1f})"
+    )
+    print(f"journal head after the run: {journal.decode()}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
