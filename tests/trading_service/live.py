@@ -165,6 +165,7 @@ class MarketInfo:
     chain_id: int
     tick_size: int
     lot_size: int
+    min_amount: int
 
 
 @dataclass
@@ -189,6 +190,7 @@ def market_info(url: str) -> MarketInfo:
         chain_id=market["chain_id"],
         tick_size=int(market["precision"]["price"]),
         lot_size=int(market["precision"]["amount"]),
+        min_amount=int(market["limits"]["amount"]["min"]),
     )
 
 
