@@ -27,14 +27,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.db.base import utc_now
-from exchange.kit.errors import Conflict, ValidationFailed
+from exchange.kit.errors import Conflict
 from exchange.trading.models import IdempotencyKey
+from exchange.trading.problems import FieldRefused
 
 STALE_AFTER_S = 60
 HEADER = "Idempotency-Key"
 
 
-class KeyReused(ValidationFailed):
+class KeyReused(FieldRefused):
     type_slug = "idempotency-key-reused"
     title = "Idempotency key reused for another request"
 
@@ -77,6 +78,7 @@ class IdempotencyStore:
             if row.request_sha256 != digest:
                 raise KeyReused(
                     f"the Idempotency-Key {key!r} was first used for a different request; use a new key",
+                    location=("header", HEADER),
                     extra={"idempotency_key": key},
                 )
             if row.status_code is not None:

@@ -27,13 +27,15 @@ whose sum is at most the floor of the sum.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from exchange.kit.errors import Forbidden, ValidationFailed
+from exchange.kit.errors import Forbidden
 from exchange.orderbook import Side, TimeInForce
 from exchange.trading.amounts import BPS, fee_cap_bps, quote_amount
 from exchange.trading.markets import MarketSpec
 from exchange.trading.models import TimeInForce as StoredTimeInForce
+from exchange.trading.problems import FieldRefused
 from exchange.trading.signing import OrderDigester, OrderFields, recover_signer, signature_problem
 
 UINT16_MAX = 2**16 - 1
@@ -49,11 +51,26 @@ TIME_IN_FORCE: dict[str, TimeInForce] = {
 }
 
 
-class OrderRefused(ValidationFailed):
-    """The order breaks a rule of the market or of the Vault; nothing was recorded."""
+_ORDER_FIELDS = frozenset(
+    ("maker", "base_token", "quote_token", "side", "price", "amount", "max_fee_bps", "nonce", "expiry")
+)
+
+
+class OrderRefused(FieldRefused):
+    """The order breaks a rule of the market or of the Vault; nothing was recorded.
+
+    ``extra["field"]`` names the refused field: one of the signed order's, or of the request's.
+    """
 
     type_slug = "order-refused"
     title = "Order refused"
+
+    def __init__(self, detail: str, *, extra: Mapping[str, object] | None = None) -> None:
+        field = str((extra or {}).get("field", ""))
+        location = (
+            ["body", "order", field] if field in _ORDER_FIELDS else ["body", field] if field else ["body"]
+        )
+        super().__init__(detail, location=location, extra=extra)
 
 
 class WrongDomain(OrderRefused):
@@ -143,7 +160,7 @@ def check_order(
         raise WrongDomain(
             f"the order is signed for chain {order.chain_id} and Vault {order.vault}; this market settles "
             f"on chain {market.chain_id} in Vault {market.vault}",
-            extra={"chain_id": market.chain_id, "vault": market.vault},
+            extra={"field": "chain_id", "chain_id": market.chain_id, "vault": market.vault},
         )
     for name in ("maker", "base_token", "quote_token"):
         if not _ADDRESS.fullmatch(getattr(order, name)):
@@ -194,7 +211,7 @@ def check_order(
         raise OrderRefused("side must be buy or sell", extra={"field": "side"})
     problem = signature_problem(order.signature)
     if problem is not None:
-        raise InvalidSignature(problem)
+        raise InvalidSignature(problem, extra={"field": "signature"})
     side = Side.BUY if order.side == "buy" else Side.SELL
     fields = OrderFields(
         maker=order.maker,
@@ -212,7 +229,8 @@ def check_order(
     maker = order.maker.lower()
     if signer != maker:
         raise InvalidSignature(
-            f"the signature does not recover to the maker {order.maker} for this order in this Vault's domain"
+            f"the signature does not recover to the maker {order.maker} for this order in this Vault",
+            extra={"field": "signature"},
         )
     if maker != account.lower():
         raise NotOrderMaker(f"signed in as {account}: you may only place orders made by yourself")

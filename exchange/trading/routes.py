@@ -13,8 +13,10 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+from fastapi.dependencies.models import Dependant
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel
 
@@ -45,6 +47,7 @@ from exchange.trading.intents import OrderConflict, OrderRow, PostOnlyWouldTake,
 from exchange.trading.markets import MarketSpec
 from exchange.trading.models import TradingFill, TradingOrder, TradingWithdrawal
 from exchange.trading.principals import bearer_token
+from exchange.trading.problems import FieldRefused
 from exchange.trading.repository import LedgerRefused
 from exchange.trading.schemas import (
     BalanceOut,
@@ -82,6 +85,29 @@ async def trading(request: Request) -> TradingService:
 Trading = Annotated[TradingService, Depends(trading)]
 
 
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+async def known_query_only(request: Request) -> None:
+    """Refuse query parameters the route does not take (a misspelt filter must not be ignored)."""
+    if not request.query_params:
+        return
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known = _query_names(route.dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise FieldRefused(
+            f"unknown query parameter {unknown[0]!r}; this route takes {sorted(known) or 'none'}",
+            location=("query", unknown[0]),
+        )
+
+
 async def limit_ip(request: Request, service: Trading) -> None:
     host = request.client.host if request.client else "unknown"
     service.ip_limits.check(f"ip:{host}", f"client {host}")
@@ -115,10 +141,20 @@ Cursor = Annotated[
 ]
 Limit = Annotated[int, Query(ge=1, le=500)]
 
-public = APIRouter(prefix="/v1/markets", tags=["markets"], dependencies=[Depends(limit_ip)])
-private = APIRouter(prefix="/v1", tags=["trading"], dependencies=[Depends(limit_ip)])
+public = APIRouter(
+    prefix="/v1/markets", tags=["markets"], dependencies=[Depends(limit_ip), Depends(known_query_only)]
+)
+private = APIRouter(
+    prefix="/v1", tags=["trading"], dependencies=[Depends(limit_ip), Depends(known_query_only)]
+)
 
 _AUTH = (Unauthorized, RateLimited)
+_MALFORMED_BODY: dict[int | str, dict[str, Any]] = {
+    400: {
+        "description": "The body is not JSON",
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+}
 
 # --------------------------------------------------------------------------- conversions
 
@@ -328,6 +364,7 @@ async def get_journal_head(
     ),
     responses={
         200: {"description": "The order was placed before under this client_order_id", "model": OrderOut},
+        **_MALFORMED_BODY,
         **problem_responses(
             *_AUTH,
             OrderRefused,
@@ -551,9 +588,12 @@ async def list_my_trades(
     response_model=WithdrawalOut,
     status_code=status.HTTP_201_CREATED,
     summary="Request a withdrawal: reserves the amount and returns the operator's co-signature",
-    responses=problem_responses(
-        *_AUTH, ValidationFailed, LedgerRefused, Conflict, KeyInUse, KeyReused, ChainUnavailable
-    ),
+    responses={
+        **_MALFORMED_BODY,
+        **problem_responses(
+            *_AUTH, ValidationFailed, LedgerRefused, Conflict, KeyInUse, KeyReused, ChainUnavailable
+        ),
+    },
 )
 async def request_withdrawal(
     body: WithdrawalIn,

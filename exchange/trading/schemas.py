@@ -123,7 +123,7 @@ class PlaceOrderIn(_Strict):
         default="GTC", description="GTC rests; IOC and FOK never rest; PO (post only) never takes."
     )
     chain_id: int = Field(
-        ge=1, le=2**256 - 1, description="EIP-712 domain: the chain the order is signed for."
+        ge=1, le=2**63 - 1, description="EIP-712 domain: the chain the order is signed for (EIP-155 id)."
     )
     vault: Address = Field(description="EIP-712 domain: the verifyingContract the order is signed for.")
     order: SignedOrderIn

@@ -42,7 +42,7 @@ from web3 import EthereumTesterProvider, Web3
 
 from exchange.chain.runtime import ChainRuntime
 from exchange.db.engine import create_db_engine, create_sessionmaker
-from exchange.kit.errors import ChainUnavailable, Forbidden, NotFound, ValidationFailed
+from exchange.kit.errors import ChainUnavailable, Forbidden, NotFound
 from exchange.kit.logging import get_logger
 from exchange.pool.indexer import fetch_events
 from exchange.settings import Settings
@@ -66,6 +66,7 @@ from exchange.trading.models import (
     TradingWithdrawal,
 )
 from exchange.trading.principals import PrincipalCache
+from exchange.trading.problems import FieldRefused
 from exchange.trading.ratelimit import RateLimiter
 from exchange.trading.signing import OrderDigester, assert_native_backend
 from exchange.trading.writer import MarketWriter
@@ -282,9 +283,9 @@ class TradingService:
         """Reserve ``amount`` of ``token`` and return the operator's co-signed authorisation."""
         token = Web3.to_checksum_address(token)
         if self.token_symbol(token) is None:
-            raise ValidationFailed(f"{token} is not a token of any market", extra={"field": "token"})
+            raise FieldRefused(f"{token} is not a token of any market", location=("body", "token"))
         if not 0 < amount < 2**256:
-            raise ValidationFailed("amount must be a positive uint256", extra={"field": "amount"})
+            raise FieldRefused("amount must be a positive uint256", location=("body", "amount"))
         market = next(iter(self.markets.values())).spec
         nonce = await repository.next_withdrawal_nonce(session, account)
         expiry = int(time.time()) + self.settings.trading_withdrawal_ttl_s
