@@ -38,7 +38,7 @@ class BoundContract:
     def call(self, function: str, *args: Any, block: BlockIdentifier = "latest") -> Any:
         """Call a view function at `block`."""
         fn = self.contract.get_function_by_name(function)(*args)
-        return self._guard(lambda: fn.call(block_identifier=block))
+        return self.guarded(lambda: fn.call(block_identifier=block))
 
     def transact(
         self, function: str, *args: Any, sender: str | None = None, timeout_s: float = 120.0
@@ -51,15 +51,21 @@ class BoundContract:
             tx_hash = fn.transact({"from": origin})
             return self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout_s)
 
-        receipt = self._guard(send)
+        receipt = self.guarded(send)
         if receipt["status"] != 1:
             # Gas estimation passed but execution failed: replay as a call for the reason.
-            self._guard(lambda: fn.call({"from": origin}, block_identifier=receipt["blockNumber"] - 1))
+            self.guarded(lambda: fn.call({"from": origin}, block_identifier=receipt["blockNumber"] - 1))
             raise ContractReverted("Unknown", {}, self.name, "0x")
         log.debug("chain.tx_mined", contract=self.name, function=function, gas_used=receipt["gasUsed"])
         return receipt
 
-    def _guard(self, action: Callable[[], T]) -> T:
+    def guarded(self, action: Callable[[], T]) -> T:
+        """Run a blocking web3 `action` against this contract with its errors made domain errors.
+
+        For calls the two methods above do not cover (gas estimates, raw ``eth_call`` at a block):
+        a revert becomes ``ContractReverted`` with this contract's custom error decoded, a
+        connection failure or missing receipt becomes ``ChainUnavailable``.
+        """
         try:
             return action()
         except ContractLogicError as exc:
@@ -72,6 +78,9 @@ class BoundContract:
             raise ChainUnavailable(f"{self.name}: {exc}") from exc
         except Web3Exception as exc:
             raise ChainUnavailable(f"{self.name}: {exc}") from exc
+
+    # The former private name, kept until its last callers have moved to `guarded`.
+    _guard = guarded
 
 
 def _revert_data(exc: ContractLogicError) -> str | None:
