@@ -49,8 +49,8 @@ def build(
     if simulate:
         bound = contract.contract.get_function_by_name(function)(*args)
         try:
-            # The binding's guard turns reverts into ContractReverted with the decoded custom error.
-            gas = int(contract._guard(lambda: bound.estimate_gas({"from": sender})))
+            # The binding turns reverts into ContractReverted with the decoded custom error.
+            gas = int(contract.guarded(lambda: bound.estimate_gas({"from": sender})))
         except ChainError as exc:
             raise to_domain_error(exc) from exc
     return UnsignedTransaction(
