@@ -20,10 +20,12 @@ from exchange.licenses.routes import router as licences_router
 from exchange.pool.routes import router as pool_router
 from exchange.pool.worker_service import pool_startup
 from exchange.settings import Settings, get_settings
+from exchange.trading.market_routes import router as market_data_router
 from exchange.trading.routes import private as trading_router
 from exchange.trading.routes import public as markets_router
 from exchange.trading.service import trading_startup
 from exchange.trading.settlement_service import settlement_startup
+from exchange.trading.ws import router as ws_router
 
 
 def build_app(settings: Settings, *, chain: ChainRuntime | None = None) -> FastAPI:
@@ -34,12 +36,14 @@ def build_app(settings: Settings, *, chain: ChainRuntime | None = None) -> FastA
             # First: the order path is the hottest, and routes are matched in this order.
             trading_router,
             markets_router,
+            market_data_router,
             auth_router,
             chain_router,
             licences_router,
             devices_router,
             device_link_router,
             pool_router,
+            ws_router,
         ],
         lifespan_hooks=[
             chain_startup(chain),

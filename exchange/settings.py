@@ -271,6 +271,18 @@ class Settings(BaseSettings):
     trading_session_cache_s: float = Field(
         default=2.0, ge=0, le=60, description="How long a resolved bearer token is reused by trading routes."
     )
+    trading_ws_outbox_limit: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="Messages a WebSocket connection may have waiting before it is closed as too slow.",
+    )
+    trading_ws_session_recheck_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How often a signed-in WebSocket checks that its session still holds.",
+    )
     trading_rate_account_per_s: float = Field(default=50.0, gt=0, description="Private requests per account.")
     trading_rate_account_burst: int = Field(default=100, ge=1)
     trading_rate_ip_per_s: float = Field(default=200.0, gt=0, description="Trading requests per client IP.")

@@ -15,7 +15,7 @@ The journal
 Written by:
 
 * the market's writer task (``exchange.trading.writer``) alone — orders, cancels,
-  fills, the book row, and the ledger postings of reservations and fills;
+  fills, candles, the book row, and the ledger postings of reservations and fills;
 * request services — withdrawal requests and their reservations, idempotency keys;
 * the settlement pipeline — ``settlement_state``, ``batch_id`` and ``tx_hash`` of fills;
 * the Vault indexer — deposits and completed withdrawals, through
@@ -207,6 +207,31 @@ class TradingFill(Base):
     batch_id: Mapped[int | None] = mapped_column(BigInteger)
     tx_hash: Mapped[str | None] = mapped_column(HASH32)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+
+class TradingCandle(Base):
+    """A market's trades in one time bucket at one stored resolution (see ``exchange.trading.candles``).
+
+    Written by the market's writer in the transaction of the fills it summarises.
+    """
+
+    __tablename__ = "trading_candles"
+    __table_args__ = (
+        CheckConstraint("resolution_s IN (60, 3600, 86400)", name="resolution_stored"),
+        CheckConstraint("trades > 0", name="has_trades"),
+    )
+
+    market_id: Mapped[str] = mapped_column(MARKET_ID, primary_key=True)
+    resolution_s: Mapped[int] = mapped_column(Integer, primary_key=True)
+    start_unix: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    open: Mapped[int] = mapped_column(WeiAmount)
+    high: Mapped[int] = mapped_column(WeiAmount)
+    low: Mapped[int] = mapped_column(WeiAmount)
+    close: Mapped[int] = mapped_column(WeiAmount)
+    volume: Mapped[int] = mapped_column(WeiAmount)  # base units
+    quote_volume: Mapped[int] = mapped_column(WeiAmount)
+    trades: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 
 class LedgerBalance(Base):

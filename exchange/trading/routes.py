@@ -43,9 +43,7 @@ from exchange.trading.intake import (
     SignedOrderInput,
     WrongDomain,
 )
-from exchange.trading.intents import OrderConflict, OrderRow, PostOnlyWouldTake, WriterUnavailable
-from exchange.trading.markets import MarketSpec
-from exchange.trading.models import TradingFill, TradingOrder, TradingWithdrawal
+from exchange.trading.intents import OrderConflict, PostOnlyWouldTake, WriterUnavailable
 from exchange.trading.principals import bearer_token
 from exchange.trading.problems import FieldRefused
 from exchange.trading.repository import LedgerRefused
@@ -53,24 +51,20 @@ from exchange.trading.schemas import (
     BalanceOut,
     BalancesOut,
     CancelAllOut,
-    FeeOut,
     JournalHeadOut,
     MarketId,
-    MarketLimits,
     MarketOut,
-    MarketPrecision,
-    MinMax,
     OrderOut,
     OrderPage,
     OrderSide,
     OrderStatus,
     PlaceOrderIn,
-    TradeOut,
     TradePage,
     WithdrawalIn,
     WithdrawalOut,
 )
 from exchange.trading.service import NotActiveMember, TradingService, UnknownMarket
+from exchange.trading.views import market_out, order_out, trade_out, withdrawal_out
 
 ORDER_ID_MAX = 2**63 - 1
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -157,103 +151,6 @@ _MALFORMED_BODY: dict[int | str, dict[str, Any]] = {
 }
 
 # --------------------------------------------------------------------------- conversions
-
-
-def _fraction(bps: int) -> str:
-    return f"{bps / 10_000:.4f}".rstrip("0").rstrip(".") if bps else "0"
-
-
-def market_out(spec: MarketSpec) -> MarketOut:
-    return MarketOut(
-        id=spec.market_id,
-        symbol=spec.symbol,
-        base=spec.base_symbol,
-        quote=spec.quote_symbol,
-        base_token=spec.base_token,
-        quote_token=spec.quote_token,
-        base_decimals=spec.base_decimals,
-        quote_decimals=spec.quote_decimals,
-        active=True,
-        precision=MarketPrecision(price=str(spec.tick_size_quote), amount=str(spec.lot_size_base)),
-        limits=MarketLimits(
-            amount=MinMax(min=str(spec.min_amount_base), max=None),
-            price=MinMax(min=str(spec.tick_size_quote), max=None),
-        ),
-        maker=_fraction(spec.maker_fee_bps),
-        taker=_fraction(spec.taker_fee_bps),
-        maker_fee_bps=spec.maker_fee_bps,
-        taker_fee_bps=spec.taker_fee_bps,
-        chain_id=spec.chain_id,
-        vault=spec.vault,
-    )
-
-
-def order_out(row: OrderRow | TradingOrder, service: TradingService) -> OrderOut:
-    return OrderOut(
-        id=str(row.id),
-        client_order_id=row.client_order_id,
-        market=row.market_id,
-        symbol=service.market(row.market_id).spec.symbol,
-        side=row.side,  # type: ignore[arg-type]  # checked by the table's constraint
-        time_in_force=row.time_in_force,  # type: ignore[arg-type]
-        price=str(row.price_quote),
-        amount=str(row.amount_base),
-        filled=str(row.filled_base),
-        remaining=str(row.remaining_base),
-        status=row.status,  # type: ignore[arg-type]
-        cancel_reason=row.cancel_cause,
-        reserved=str(row.reserved_amount),
-        reserved_token=row.reserved_token,
-        max_fee_bps=row.max_fee_bps,
-        nonce=str(row.nonce),
-        expiry=row.expiry_unix,
-        order_hash=row.order_hash,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
-
-
-def trade_out(fill: TradingFill, account: str, service: TradingService) -> TradeOut:
-    taker = fill.taker_account == account
-    side: OrderSide = fill.taker_side if taker else ("sell" if fill.taker_side == "buy" else "buy")  # type: ignore[assignment]
-    spec = service.market(fill.market_id).spec
-    return TradeOut(
-        id=str(fill.id),
-        order=str(fill.taker_order_id if taker else fill.maker_order_id),
-        market=fill.market_id,
-        symbol=spec.symbol,
-        side=side,
-        taker_or_maker="taker" if taker else "maker",
-        price=str(fill.price_quote),
-        amount=str(fill.amount_base),
-        cost=str(fill.quote_amount),
-        fee=FeeOut(
-            cost=str(fill.buyer_fee if side == "buy" else fill.seller_fee),
-            currency=spec.quote_symbol,
-            rate_bps=fill.taker_fee_bps if taker else fill.maker_fee_bps,
-        ),
-        settlement_state=fill.settlement_state,  # type: ignore[arg-type]
-        tx_hash=fill.tx_hash,
-        timestamp=fill.created_at,
-    )
-
-
-def withdrawal_out(row: TradingWithdrawal, service: TradingService) -> WithdrawalOut:
-    spec = next(iter(service.markets.values())).spec
-    return WithdrawalOut(
-        id=str(row.id),
-        account=row.account,
-        token=row.token,
-        amount=str(row.amount),
-        nonce=row.nonce,
-        expiry=row.expiry_unix,
-        digest=row.digest,
-        operator_signature=row.operator_signature,
-        status=row.status,  # type: ignore[arg-type]
-        vault=spec.vault,
-        chain_id=spec.chain_id,
-        created_at=row.created_at,
-    )
 
 
 def _parse_signature(text: str) -> bytes:
@@ -414,7 +311,7 @@ async def place_order(
             ),
         )
         code = status.HTTP_201_CREATED if placed.created else status.HTTP_200_OK
-        return code, order_out(placed.order, service)
+        return code, order_out(placed.order, service.market(placed.order.market_id).spec)
 
     return await idempotent(request, service, principal, idempotency_key, work)
 
@@ -446,7 +343,9 @@ async def list_orders(
         limit=limit,
     )
     next_cursor = str(rows[-1].id) if len(rows) == limit else None
-    return OrderPage(items=[order_out(row, service) for row in rows], next_cursor=next_cursor)
+    return OrderPage(
+        items=[order_out(row, service.market(row.market_id).spec) for row in rows], next_cursor=next_cursor
+    )
 
 
 @private.get(
@@ -464,7 +363,7 @@ async def get_order_by_client_id(
     row = await repository.order_by_client_id(session, principal.address, client_order_id)
     if row is None:
         raise NotFound(f"you have no order with client order id {client_order_id!r}")
-    return order_out(row, service)
+    return order_out(row, service.market(row.market_id).spec)
 
 
 @private.get(
@@ -479,7 +378,7 @@ async def get_order(
     row = await repository.order_of(session, principal.address, order_id)
     if row is None:
         raise NotFound(f"you have no order {order_id}")
-    return order_out(row, service)
+    return order_out(row, service.market(row.market_id).spec)
 
 
 @private.delete(
@@ -498,7 +397,7 @@ async def cancel_order(
 ) -> Response:
     async def work() -> tuple[int, BaseModel]:
         row = await service.cancel_order(principal.address, order_id)
-        return status.HTTP_200_OK, order_out(row, service)
+        return status.HTTP_200_OK, order_out(row, service.market(row.market_id).spec)
 
     return await idempotent(request, service, principal, idempotency_key, work)
 
@@ -579,7 +478,8 @@ async def list_my_trades(
     )
     next_cursor = str(fills[-1].id) if len(fills) == limit else None
     return TradePage(
-        items=[trade_out(fill, principal.address, service) for fill in fills], next_cursor=next_cursor
+        items=[trade_out(fill, principal.address, service.market(fill.market_id).spec) for fill in fills],
+        next_cursor=next_cursor,
     )
 
 
@@ -605,7 +505,7 @@ async def request_withdrawal(
     async def work() -> tuple[int, BaseModel]:
         async with service.sessionmaker() as session, session.begin():
             row = await service.request_withdrawal(session, principal.address, body.token, int(body.amount))
-        return status.HTTP_201_CREATED, withdrawal_out(row, service)
+        return status.HTTP_201_CREATED, withdrawal_out(row, next(iter(service.markets.values())).spec)
 
     return await idempotent(request, service, principal, idempotency_key, work)
 
@@ -620,6 +520,6 @@ async def list_withdrawals(
     principal: Trader, service: Trading, session: DbSession, limit: Limit = 100
 ) -> list[WithdrawalOut]:
     return [
-        withdrawal_out(row, service)
+        withdrawal_out(row, next(iter(service.markets.values())).spec)
         for row in await repository.withdrawals_of(session, principal.address, limit=limit)
     ]

@@ -238,3 +238,96 @@ class WithdrawalOut(BaseModel):
     vault: str
     chain_id: int
     created_at: datetime
+
+
+# --------------------------------------------------------------------------- public market data
+
+
+BookLevel = Annotated[
+    tuple[str, str, int],
+    Field(description="[price, amount, orders]: Vault price units, base units, resting orders at the price."),
+]
+
+
+class OrderBookOut(BaseModel):
+    """The committed L2 book, after CCXT's order book structure (bids high to low, asks low to high)."""
+
+    market: str
+    symbol: str
+    bids: list[BookLevel]
+    asks: list[BookLevel]
+    sequence: int = Field(
+        description="Journal sequence of the last command that changed the book: the WebSocket "
+        "book channel's sequence, so a client can join a snapshot from here with the stream."
+    )
+    nonce: int = Field(description="CCXT's name for sequence.")
+    timestamp: int | None = Field(description="When the book last changed, Unix ms (null: not since start).")
+    datetime: str | None
+
+
+class PublicTradeOut(BaseModel):
+    """A trade of the market, after CCXT's trade structure (no accounts)."""
+
+    id: str
+    market: str
+    symbol: str
+    side: OrderSide = Field(description="The taker's side.")
+    price: str
+    amount: str
+    cost: str = Field(description="Quote base units.")
+    timestamp: int = Field(description="Unix ms.")
+    datetime: str
+
+
+class PublicTradePage(BaseModel):
+    items: list[PublicTradeOut]
+    next_cursor: str | None = Field(description="Pass as cursor for the next (older) page; null at the end.")
+
+
+class TickerOut(BaseModel):
+    """24-hour statistics, after CCXT's ticker structure. Prices in Vault units, volumes in base units.
+
+    The window is the current minute and the 1,439 before it; fields about trades
+    are null when there was none in the window.
+    """
+
+    market: str
+    symbol: str
+    timestamp: int
+    datetime: str
+    high: str | None
+    low: str | None
+    bid: str | None
+    bid_volume: str | None
+    ask: str | None
+    ask_volume: str | None
+    vwap: str | None = Field(description="Quote volume per 10**18 base units of volume, rounded down.")
+    open: str | None
+    close: str | None
+    last: str | None = Field(description="Price of the last trade, even when older than the window.")
+    change: str | None = Field(description="close - open, Vault price units (may be negative).")
+    percentage: str | None = Field(description="100 * change / open, two decimals, rounded half-even.")
+    average: str | None = Field(description="(open + close) / 2, rounded down.")
+    base_volume: str
+    quote_volume: str
+    trades: int
+
+
+Timeframe = Literal[
+    "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"
+]
+Candle = Annotated[
+    tuple[int, str, str, str, str, str],
+    Field(
+        description="[timestamp (Unix ms of the bucket start), open, high, low, close, volume (base units)]"
+    ),
+]
+
+
+class OhlcvOut(BaseModel):
+    """Candles, oldest first, after CCXT's OHLCV arrays. Buckets without trades have no candle."""
+
+    market: str
+    symbol: str
+    timeframe: Timeframe
+    candles: list[Candle]

@@ -48,6 +48,7 @@ from exchange.pool.indexer import fetch_events
 from exchange.settings import Settings
 from exchange.trading import ledger, repository
 from exchange.trading.eip712 import WithdrawalAuthorisation, withdrawal_hash, withdrawal_typed_data
+from exchange.trading.feed import MarketFeed
 from exchange.trading.idempotency import IdempotencyStore
 from exchange.trading.intake import CheckedOrder, SignedOrderInput, check_order
 from exchange.trading.intents import (
@@ -58,6 +59,7 @@ from exchange.trading.intents import (
     PlaceIntent,
     ProbeIntent,
 )
+from exchange.trading.market_data import TickerCache
 from exchange.trading.markets import MarketSpec, market_from_chain
 from exchange.trading.models import (
     CancelCause,
@@ -132,6 +134,13 @@ class Market:
     spec: MarketSpec
     writer: MarketWriter
     digester: OrderDigester
+    feed: MarketFeed
+
+    @classmethod
+    def build(cls, spec: MarketSpec, writer: MarketWriter) -> Market:
+        feed = MarketFeed(spec)
+        writer.listener = feed
+        return cls(spec=spec, writer=writer, digester=OrderDigester(spec.chain_id, spec.vault), feed=feed)
 
 
 class TradingService:
@@ -153,9 +162,9 @@ class TradingService:
         self.chain = ChainAccess(runtime)
         self.sessionmaker = sessionmaker
         self.markets: dict[str, Market] = {
-            spec.market_id: Market(
-                spec=spec,
-                writer=MarketWriter(
+            spec.market_id: Market.build(
+                spec,
+                MarketWriter(
                     spec,
                     writer_sessionmaker or sessionmaker,
                     max_batch=settings.trading_max_batch,
@@ -163,7 +172,6 @@ class TradingService:
                     expiry_margin_s=settings.trading_expiry_margin_s,
                     verify_replay=settings.trading_verify_replay_on_start,
                 ),
-                digester=OrderDigester(spec.chain_id, spec.vault),
             )
             for spec in markets
         }
@@ -173,6 +181,7 @@ class TradingService:
         )
         self.ip_limits = RateLimiter(settings.trading_rate_ip_per_s, settings.trading_rate_ip_burst)
         self.idempotency = IdempotencyStore(sessionmaker)
+        self.tickers = TickerCache()
         self.principals = PrincipalCache(sessionmaker, settings.trading_session_cache_s)
         self._poller: asyncio.Task[None] | None = None
 

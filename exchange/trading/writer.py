@@ -68,6 +68,8 @@ from exchange.orderbook import (
 )
 from exchange.trading import ledger, repository
 from exchange.trading.amounts import settlement_amounts
+from exchange.trading.candles import STORED, Candle, trade_candles
+from exchange.trading.feed import CycleListener, CycleReport
 from exchange.trading.intake import TIME_IN_FORCE, CheckedOrder
 from exchange.trading.intents import (
     CANCEL_CAUSES,
@@ -97,6 +99,7 @@ from exchange.trading.models import (
     SettlementState,
     TradingBook,
     TradingCancel,
+    TradingCandle,
     TradingFill,
     TradingOrder,
 )
@@ -108,6 +111,17 @@ log = get_logger(__name__)
 _ORDERS = cast(Table, TradingOrder.__table__)
 _CANCELS = cast(Table, TradingCancel.__table__)
 _FILLS = cast(Table, TradingFill.__table__)
+_CANDLES = cast(Table, TradingCandle.__table__)
+CANDLE_VALUES = ("open", "high", "low", "close", "volume", "quote_volume", "trades")
+_CANDLE_UPDATE = (
+    _CANDLES.update()
+    .where(
+        _CANDLES.c.market_id == bindparam("b_market"),
+        _CANDLES.c.resolution_s == bindparam("b_resolution"),
+        _CANDLES.c.start_unix == bindparam("b_start"),
+    )
+    .values({name: bindparam(name) for name in (*CANDLE_VALUES, "updated_at")})
+)
 _ORDER_STATE_UPDATE = (
     _ORDERS.update()
     .where(_ORDERS.c.id == bindparam("b_id"))
@@ -138,6 +152,7 @@ class _Cycle:
         self.placed: dict[tuple[str, str], OrderRow] = {}  # (account, client order id) of this batch
         self.nonces: set[tuple[str, int]] = set()
         self.hashes: set[str] = set()
+        self.levels: dict[tuple[Side, int], tuple[int, int]] = {}  # L2 after the cycle, for the feed
         self.reads = 0  # balance queries
 
     async def load(self, keys: Iterable[BalanceKey]) -> None:
@@ -195,6 +210,8 @@ class MarketWriter:
         self.checkpoint_sequence = 0
         self.live: dict[int, OrderRow] = {}  # resting orders by sequence
         self._expiries: list[tuple[int, int]] = []  # (leave book at, sequence)
+        self._candles: dict[int, Candle] = {}  # by resolution: the latest stored candle
+        self.listener: CycleListener | None = None  # told of every committed cycle and every recovery
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -335,6 +352,7 @@ class MarketWriter:
             matched = time.perf_counter()
             await self._write(cycle)
             written = time.perf_counter()
+        self._report(cycle)
         outcomes = [(intent, settled(outcome)) for intent, outcome in outcomes]
         for probe in probes:
             outcomes.append((probe, self.head()))
@@ -350,6 +368,24 @@ class MarketWriter:
             balance_reads=cycle.reads,
         )
         return outcomes
+
+    def _report(self, cycle: _Cycle) -> None:
+        """Tell the listener what the committed cycle changed (a listener's failure never stops trading)."""
+        if self.listener is None or not (
+            cycle.levels or cycle.fills or cycle.new_orders or cycle.touched_orders
+        ):
+            return
+        report = CycleReport(
+            sequence=self.sequence,
+            time=cycle.now,
+            levels=cycle.levels,
+            fills=cycle.fills,
+            orders=[*cycle.new_orders.values(), *cycle.touched_orders.values()],
+        )
+        try:
+            self.listener.committed(report)
+        except Exception:
+            log.exception("trading.feed_failed", market=self.market_id, sequence=self.sequence)
 
     def head(self) -> JournalHead:
         return JournalHead(
@@ -570,7 +606,9 @@ class MarketWriter:
                 row.cancel_cause = reason.value
                 self.live.pop(row.sequence, None)
                 await self._release(cycle, row)
-            elif not isinstance(event, Accepted | LevelChanged):
+            elif isinstance(event, LevelChanged):
+                cycle.levels[(event.side, event.price_ticks)] = (event.amount_base, event.order_count)
+            elif not isinstance(event, Accepted):
                 raise RecoveryFailed(f"unexpected event from the book: {event!r}")
 
     async def _fill(self, cycle: _Cycle, trade: Trade, taker: OrderRow) -> None:
@@ -679,18 +717,23 @@ class MarketWriter:
             ids = {
                 row.sequence: row.id for row in (*cycle.new_orders.values(), *cycle.touched_orders.values())
             }
-            await session.execute(
-                _FILLS.insert(),
+            for fill in cycle.fills:
+                fill["maker_order_id"] = ids[fill["maker_sequence"]]
+                fill["taker_order_id"] = ids[fill["taker_sequence"]]
+            result = await session.execute(
+                _FILLS.insert().returning(_FILLS.c.id, _FILLS.c.trade_id),
                 [
                     {
                         **{k: v for k, v in fill.items() if k not in ("maker_sequence", "taker_sequence")},
-                        "maker_order_id": ids[fill["maker_sequence"]],
-                        "taker_order_id": ids[fill["taker_sequence"]],
                         "settlement_state": SettlementState.PENDING.value,
                     }
                     for fill in cycle.fills
                 ],
             )
+            fill_ids = dict((trade_id, fill_id) for fill_id, trade_id in result.all())
+            for fill in cycle.fills:
+                fill["id"] = fill_ids[fill["trade_id"]]
+            await self._write_candles(cycle)
         if cycle.changed:
             await repository.write_balances(
                 session, {key: cycle.balances[key] for key in cycle.changed}, cycle.existing, cycle.now
@@ -702,6 +745,59 @@ class MarketWriter:
         await session.execute(
             update(TradingBook).where(TradingBook.market_id == self.market_id).values(**values)
         )
+
+    async def _write_candles(self, cycle: _Cycle) -> None:
+        """Fold the cycle's fills into the stored candles (read-modify-write: this writer owns them)."""
+        unix_s = int(cycle.now.timestamp())
+        trades = [
+            (unix_s, fill["price_quote"], fill["amount_base"], fill["quote_amount"]) for fill in cycle.fills
+        ]
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for resolution in STORED:
+            for start, fresh in trade_candles(resolution, trades).items():
+                known = self._candles.get(resolution)
+                if known is None or known.start != start:
+                    row = await cycle.session.get(TradingCandle, (self.market_id, resolution, start))
+                    known = (
+                        None
+                        if row is None
+                        else Candle(
+                            start,
+                            row.open,
+                            row.high,
+                            row.low,
+                            row.close,
+                            row.volume,
+                            row.quote_volume,
+                            row.trades,
+                        )
+                    )
+                candle = fresh if known is None else known.merge(fresh)
+                values = {
+                    "market_id": self.market_id,
+                    "resolution_s": resolution,
+                    "start_unix": start,
+                    **{name: getattr(candle, name) for name in CANDLE_VALUES},
+                    "updated_at": cycle.now,
+                }
+                (inserts if known is None else updates).append(values)
+                self._candles[resolution] = candle
+        if inserts:
+            await cycle.session.execute(_CANDLES.insert(), inserts)
+        if updates:
+            await cycle.session.execute(
+                _CANDLE_UPDATE,
+                [
+                    {
+                        "b_market": row.pop("market_id"),
+                        "b_resolution": row.pop("resolution_s"),
+                        "b_start": row.pop("start_unix"),
+                        **row,
+                    }
+                    for row in updates
+                ],
+            )
 
     def _checkpoint_values(self) -> dict[str, Any]:
         snapshot = self.book.snapshot()
@@ -774,6 +870,7 @@ class MarketWriter:
         self.sequence = head.sequence
         self.checkpoint_sequence = head.checkpoint_sequence
         self.live = live
+        self._candles = {}
         self._expiries = [
             (row.expiry_unix - self._expiry_margin_s, sequence) for sequence, row in live.items()
         ]
@@ -787,3 +884,5 @@ class MarketWriter:
             state_hash=book.state_hash().hex(),
             ms=round((time.perf_counter() - started) * 1000, 1),
         )
+        if self.listener is not None:
+            self.listener.reset(book, self.sequence)

@@ -1,0 +1,263 @@
+"""The WebSocket stream ``/v1/ws``: book snapshots and diffs, public trades, your orders and fills.
+
+Protocol (JSON text frames). The client sends operations, each with an optional
+``id`` echoed in the answer::
+
+    {"op": "subscribe", "channel": "book" | "trades", "market": "BPC-TUSD"}
+    {"op": "subscribe", "channel": "orders" | "fills"}          # signed in only; every market
+    {"op": "unsubscribe", "channel": ..., "market": ...}
+    {"op": "auth", "token": "<bearer token from POST /v1/auth/login>"}
+    {"op": "ping"}
+
+and gets ``{"type": "subscribed" | "unsubscribed" | "authenticated" | "pong", ...}``,
+or ``{"type": "error", "status", "title", "detail", ...}`` (the problem document
+the HTTP API would answer; the connection stays open). A connection may also
+authenticate at the handshake with ``Authorization: Bearer <token>``. The data
+messages are described in ``exchange.trading.feed``; subscribing to the book
+sends its snapshot first, then every update in order.
+
+Slow consumers. Each connection has an outbox of ``ws_outbox_limit`` messages.
+A connection that lets it fill up gets one last error ("too-slow") and is closed
+with code 1013: its book would otherwise have a gap. Reconnect and subscribe
+again for a fresh snapshot. A session that signs out or expires is closed with
+code 4401 within ``ws_session_recheck_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from exchange.auth.service import Principal
+from exchange.kit.errors import DomainError, NotFound, RateLimited, Unauthorized, ValidationFailed
+from exchange.kit.logging import get_logger
+from exchange.trading.feed import MarketFeed, encode
+from exchange.trading.principals import bearer_token
+from exchange.trading.service import TradingService
+
+log = get_logger(__name__)
+router = APIRouter()
+
+PUBLIC_CHANNELS = ("book", "trades")
+PRIVATE_CHANNELS = ("orders", "fills")
+CLOSE_TOO_SLOW = 1013
+CLOSE_SESSION_ENDED = 4401
+CLOSE_RATE_LIMITED = 4429
+_CLOSE = object()
+
+
+class WsRefused(ValidationFailed):
+    type_slug = "ws-refused"
+    title = "Operation refused"
+
+
+class TooSlow(DomainError):
+    status = 429
+    type_slug = "too-slow"
+    title = "Connection too slow"
+
+
+def _error(error: DomainError, op_id: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": "error", "status": error.status, "title": error.title}
+    body.update({"problem": error.type_uri(), "detail": error.detail})
+    if op_id is not None:
+        body["id"] = op_id
+    return body
+
+
+class Connection:
+    """One WebSocket: its outbox, its subscriptions and, once signed in, its account."""
+
+    def __init__(self, websocket: WebSocket, service: TradingService, outbox_limit: int) -> None:
+        self.websocket = websocket
+        self.service = service
+        self.outbox: asyncio.Queue[str | object] = asyncio.Queue(outbox_limit + 1)
+        self.outbox_limit = outbox_limit
+        self.principal: Principal | None = None
+        self.token: str | None = None
+        self.close_code: int | None = None
+        self.feeds: set[MarketFeed] = set()
+
+    # ------------------------------------------------------------------ outbox (Subscriber)
+
+    def offer(self, message: str) -> None:
+        if self.close_code is not None:
+            return
+        if self.outbox.qsize() >= self.outbox_limit:
+            self.close(
+                CLOSE_TOO_SLOW,
+                TooSlow(
+                    f"more than {self.outbox_limit} messages were waiting; reconnect and subscribe again"
+                ),
+            )
+            return
+        self.outbox.put_nowait(message)
+
+    def close(self, code: int, error: DomainError | None = None) -> None:
+        """Send ``error`` (if any) after dropping what is queued, then close with ``code``."""
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        self.leave_all()
+        while not self.outbox.empty():
+            self.outbox.get_nowait()
+        if error is not None:
+            self.outbox.put_nowait(encode(_error(error)))
+        self.outbox.put_nowait(_CLOSE)
+
+    async def send_loop(self) -> None:
+        while True:
+            message = await self.outbox.get()
+            if message is _CLOSE:
+                with contextlib.suppress(Exception):
+                    await self.websocket.close(self.close_code or 1000)
+                return
+            try:
+                await self.websocket.send_text(message)  # type: ignore[arg-type]
+            except Exception:  # the peer went away: the receive loop notices and cleans up
+                self.leave_all()
+                return
+
+    def leave_all(self) -> None:
+        for feed in self.feeds:
+            feed.remove(self)
+        self.feeds.clear()
+
+    # ------------------------------------------------------------------ operations
+
+    async def handle(self, text: str) -> None:
+        try:
+            request = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            self.offer(encode(_error(WsRefused("the message is not JSON"))))
+            return
+        op_id = request.get("id") if isinstance(request, dict) else None
+        if op_id is not None and not isinstance(op_id, str | int):
+            op_id = None
+        try:
+            if not isinstance(request, dict):
+                raise WsRefused('send a JSON object such as {"op": "subscribe", "channel": "book", ...}')
+            answer = await self._operate(request)
+        except DomainError as error:
+            answer = _error(error)
+        if op_id is not None:
+            answer["id"] = op_id
+        self.offer(encode(answer))
+
+    async def _operate(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "ping":
+            return {"type": "pong"}
+        if op == "auth":
+            token = request.get("token")
+            if not isinstance(token, str):
+                raise WsRefused('auth takes {"op": "auth", "token": "<bearer token>"}')
+            principal = await self.authenticate(token)
+            return {"type": "authenticated", "account": principal.address}
+        if op in ("subscribe", "unsubscribe"):
+            channel = request.get("channel")
+            if channel in PUBLIC_CHANNELS:
+                return self._public(op, channel, request.get("market"))
+            if channel in PRIVATE_CHANNELS:
+                return self._private(op, channel)
+            raise WsRefused(f"unknown channel {channel!r}; channels: {[*PUBLIC_CHANNELS, *PRIVATE_CHANNELS]}")
+        raise WsRefused(f"unknown op {op!r}; ops: subscribe, unsubscribe, auth, ping")
+
+    async def authenticate(self, token: str) -> Principal:
+        self.principal = await self.service.principals.resolve(bearer_token(f"Bearer {token}"))
+        self.token = token
+        return self.principal
+
+    def _feed(self, market: Any) -> MarketFeed:
+        if not isinstance(market, str):
+            raise WsRefused('name the market: {..., "market": "BPC-TUSD"}')
+        try:
+            return self.service.market(market).feed
+        except NotFound as error:
+            raise WsRefused(error.detail) from None
+
+    def _public(self, op: str, channel: str, market: Any) -> dict[str, Any]:
+        feed = self._feed(market)
+        subscribers = feed.book_subscribers if channel == "book" else feed.trade_subscribers
+        if op == "subscribe":
+            if self not in subscribers:
+                if channel == "book":  # the snapshot, then every update: no await in between
+                    self.offer(encode(feed.snapshot()))
+                subscribers.add(self)
+                self.feeds.add(feed)
+        else:
+            subscribers.discard(self)
+        return {"type": f"{op}d", "channel": channel, "market": feed.spec.market_id}
+
+    def _private(self, op: str, channel: str) -> dict[str, Any]:
+        if self.principal is None:
+            raise Unauthorized(
+                f'the {channel} channel needs a signed-in connection: send {{"op": "auth", ...}}'
+            )
+        account = self.principal.address
+        for market in self.service.markets.values():
+            feed = market.feed
+            table = feed.order_subscribers if channel == "orders" else feed.fill_subscribers
+            if op == "subscribe":
+                feed.add_private(table, account, self)
+                self.feeds.add(feed)
+            elif account in table:
+                table[account].discard(self)
+        return {"type": f"{op}d", "channel": channel, "account": account}
+
+    async def watch_session(self, every_s: float) -> None:
+        """Close the connection once its session no longer resolves (signed out, expired)."""
+        while self.close_code is None:
+            await asyncio.sleep(every_s)
+            if self.token is None:
+                continue
+            try:
+                await self.service.principals.resolve(self.token)
+            except Unauthorized as error:
+                self.close(CLOSE_SESSION_ENDED, error)
+
+
+@router.websocket("/v1/ws")
+async def stream(websocket: WebSocket) -> None:
+    service: TradingService = websocket.app.state.trading
+    settings = service.settings
+    host = websocket.client.host if websocket.client else "unknown"
+    try:
+        service.ip_limits.check(f"ip:{host}", f"client {host}")
+    except RateLimited as error:
+        await websocket.close(CLOSE_RATE_LIMITED, error.detail[:120])
+        return
+    await websocket.accept()
+    connection = Connection(websocket, service, settings.trading_ws_outbox_limit)
+    sender = asyncio.create_task(connection.send_loop(), name="ws-send")
+    watcher = asyncio.create_task(
+        connection.watch_session(settings.trading_ws_session_recheck_s), name="ws-watch"
+    )
+    try:
+        authorization = websocket.headers.get("authorization")
+        if authorization:
+            try:
+                principal = await connection.authenticate(bearer_token(authorization))
+                connection.offer(encode({"type": "authenticated", "account": principal.address}))
+            except Unauthorized as error:
+                connection.close(CLOSE_SESSION_ENDED, error)
+        while connection.close_code is None:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            text = message.get("text")
+            if text is None:
+                connection.offer(encode(_error(WsRefused("send text frames holding JSON"))))
+                continue
+            await connection.handle(text)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        watcher.cancel()
+        connection.close(1000)  # no-op when already closing; stops the sender either way
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(sender, timeout=5)

@@ -1,0 +1,219 @@
+"""Public market data through HTTP: order book, trades, ticker and candles agree with the trades made."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from alembic import command
+from sqlalchemy import select
+
+from exchange.chain.runtime import ChainRuntime
+from exchange.db.migrate import alembic_config
+from exchange.settings import Settings
+from exchange.trading.amounts import PRICE_SCALE_BASE
+from exchange.trading.candles import TIMEFRAMES, Candle, bucket_start
+from exchange.trading.models import TradingCandle
+from exchange.trading.service import TradingService
+from tests.trading_service.conftest import start_desk
+from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
+
+TICK = 10**4  # the test market's tick (Vault price units)
+LOT = 10**15
+
+
+async def _traders(desk: Desk) -> tuple[Trader, Trader]:
+    market = desk.market
+    alice = await desk.member(0x61)
+    bob = await desk.member(0x62)
+    for trader in (alice, bob):
+        await desk.deposit(trader, market["base"], 1_000 * WHOLE)
+        await desk.deposit(trader, market["quote"], 100_000 * DOLLAR)
+    return alice, bob
+
+
+async def _random_flow(desk: Desk, seed: int, orders: int) -> None:
+    """Crossing and resting orders of two members around 10 TUSD."""
+    alice, bob = await _traders(desk)
+    rng = random.Random(seed)
+    for _ in range(orders):
+        trader = rng.choice((alice, bob))
+        side = rng.choice(("buy", "sell"))
+        reply = await desk.place(
+            trader,
+            side,
+            price(10) + rng.randint(-20, 20) * TICK * 10,
+            rng.randint(10, 400) * LOT,
+            time_in_force=rng.choice(("GTC", "GTC", "GTC", "IOC")),
+        )
+        assert reply.status_code == 201, reply.text
+
+
+def _writer_depth(service: TradingService) -> dict[str, list[list[Any]]]:
+    market = next(iter(service.markets.values()))
+    depth = market.writer.book.depth(10**6)
+    tick = market.spec.tick_size_quote
+    return {
+        "bids": [
+            [str(level.price_ticks * tick), str(level.amount_base), level.order_count] for level in depth.bids
+        ],
+        "asks": [
+            [str(level.price_ticks * tick), str(level.amount_base), level.order_count] for level in depth.asks
+        ],
+    }
+
+
+async def _all_trades(desk: Desk) -> list[dict[str, Any]]:
+    trades: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 7}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await desk.client.get("/v1/markets/BPC-TUSD/trades", params=params)).json()
+        trades.extend(page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return trades
+
+
+def _expected_candles(timeframe: str, trades: list[dict[str, Any]]) -> list[list[Any]]:
+    candles: dict[int, Candle] = {}
+    for trade in sorted(trades, key=lambda t: int(t["id"])):
+        start = bucket_start(timeframe, trade["timestamp"] // 1000)
+        p, a, q = int(trade["price"]), int(trade["amount"]), int(trade["cost"])
+        one = Candle(start, p, p, p, p, a, q, 1)
+        candles[start] = candles[start].merge(one) if start in candles else one
+    return [
+        [c.start * 1000, str(c.open), str(c.high), str(c.low), str(c.close), str(c.volume)]
+        for c in (candles[s] for s in sorted(candles))
+    ]
+
+
+async def test_book_trades_ticker_and_candles_agree_with_the_trades(desk: Desk) -> None:
+    await _random_flow(desk, seed=7, orders=60)
+
+    book = (await desk.client.get("/v1/markets/BPC-TUSD/orderbook")).json()
+    assert {"bids": book["bids"], "asks": book["asks"]} == _writer_depth(desk.trading)
+    assert book["symbol"] == "BPC/TUSD"
+    assert book["sequence"] == book["nonce"] > 0
+    assert [int(level[0]) for level in book["bids"]] == sorted(
+        (int(level[0]) for level in book["bids"]), reverse=True
+    )
+    assert [int(level[0]) for level in book["asks"]] == sorted(int(level[0]) for level in book["asks"])
+    top = (await desk.client.get("/v1/markets/BPC-TUSD/orderbook", params={"limit": 2})).json()
+    assert (top["bids"], top["asks"]) == (book["bids"][:2], book["asks"][:2])
+
+    trades = await _all_trades(desk)
+    assert trades, "the random flow should trade"
+    assert [int(t["id"]) for t in trades] == sorted((int(t["id"]) for t in trades), reverse=True)
+    for trade in trades:
+        assert int(trade["cost"]) == int(trade["amount"]) * int(trade["price"]) // PRICE_SCALE_BASE
+        assert trade["side"] in ("buy", "sell")
+        assert set(trade) == {
+            "id",
+            "market",
+            "symbol",
+            "side",
+            "price",
+            "amount",
+            "cost",
+            "timestamp",
+            "datetime",
+        }
+
+    ticker = (await desk.client.get("/v1/markets/BPC-TUSD/ticker")).json()
+    in_order = sorted(trades, key=lambda t: int(t["id"]))
+    prices = [int(t["price"]) for t in in_order]
+    volume = sum(int(t["amount"]) for t in trades)
+    quote_volume = sum(int(t["cost"]) for t in trades)
+    assert ticker["open"] == str(prices[0])
+    assert ticker["close"] == ticker["last"] == str(prices[-1])
+    assert (ticker["high"], ticker["low"]) == (str(max(prices)), str(min(prices)))
+    assert ticker["base_volume"] == str(volume)
+    assert ticker["quote_volume"] == str(quote_volume)
+    assert ticker["trades"] == len(trades)
+    assert ticker["vwap"] == str(quote_volume * PRICE_SCALE_BASE // volume)
+    assert ticker["change"] == str(prices[-1] - prices[0])
+    percentage = (Decimal(prices[-1] - prices[0]) * 100 / prices[0]).quantize(
+        Decimal("0.01"), ROUND_HALF_EVEN
+    )
+    assert ticker["percentage"] == str(percentage)
+    best_bid = desk.trading.markets["BPC-TUSD"].writer.book.best_bid()
+    assert best_bid is not None
+    assert ticker["bid"] == str(best_bid.price_ticks * TICK)
+    assert ticker["bid_volume"] == str(best_bid.amount_base)
+
+    for timeframe in TIMEFRAMES:
+        reply = await desk.client.get("/v1/markets/BPC-TUSD/ohlcv", params={"timeframe": timeframe})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["candles"] == _expected_candles(timeframe, trades), timeframe
+    first_ms = min(t["timestamp"] for t in trades)
+    since = (
+        await desk.client.get("/v1/markets/BPC-TUSD/ohlcv", params={"since": first_ms, "limit": 1})
+    ).json()
+    assert since["candles"] == _expected_candles("1m", trades)[:1]
+
+
+async def _stored_candles(service: TradingService) -> list[tuple[Any, ...]]:
+    async with service.sessionmaker() as session:
+        rows = await session.scalars(
+            select(TradingCandle).order_by(TradingCandle.resolution_s, TradingCandle.start_unix)
+        )
+        return [
+            (c.resolution_s, c.start_unix, c.open, c.high, c.low, c.close, c.volume, c.quote_volume, c.trades)
+            for c in rows.all()
+        ]
+
+
+async def test_stored_candles_survive_a_restart_and_the_migration_rebuilds_them(
+    settings: Settings, chain_runtime: ChainRuntime
+) -> None:
+    async for desk in start_desk(settings, chain_runtime):
+        await _random_flow(desk, seed=11, orders=40)
+        stored = await _stored_candles(desk.trading)
+        book_before = (await desk.client.get("/v1/markets/BPC-TUSD/orderbook")).json()
+        hourly = (await desk.client.get("/v1/markets/BPC-TUSD/ohlcv", params={"timeframe": "1h"})).json()
+    assert stored
+
+    # Rebuilding the candles from the fills (what the migration does for older databases) gives the same rows.
+    config = alembic_config(settings.database_url)
+    await asyncio.to_thread(command.downgrade, config, "482ca70abf99")
+    await asyncio.to_thread(command.upgrade, config, "head")
+
+    async for again in start_desk(settings, chain_runtime):
+        assert await _stored_candles(again.trading) == stored
+        book_after = (await again.client.get("/v1/markets/BPC-TUSD/orderbook")).json()
+        assert (book_after["bids"], book_after["asks"]) == (book_before["bids"], book_before["asks"])
+        assert book_after["sequence"] >= book_before["sequence"]
+        reply = await again.client.get("/v1/markets/BPC-TUSD/ohlcv", params={"timeframe": "1h"})
+        assert reply.json() == hourly
+
+
+async def test_an_empty_market_answers_without_trades(desk: Desk) -> None:
+    book = (await desk.client.get("/v1/markets/BPC-TUSD/orderbook")).json()
+    assert (book["bids"], book["asks"]) == ([], [])
+    ticker = (await desk.client.get("/v1/markets/BPC-TUSD/ticker")).json()
+    assert (ticker["last"], ticker["open"], ticker["bid"]) == (None, None, None)
+    assert (ticker["base_volume"], ticker["trades"]) == ("0", 0)
+    assert (await desk.client.get("/v1/markets/BPC-TUSD/ohlcv")).json()["candles"] == []
+    assert (await desk.client.get("/v1/markets/BPC-TUSD/trades")).json() == {"items": [], "next_cursor": None}
+
+
+async def test_bad_market_data_requests_are_refused_with_problems(desk: Desk) -> None:
+    cases = [
+        ("/v1/markets/NOPE-X/orderbook", {}, 404),
+        ("/v1/markets/BPC-TUSD/orderbook", {"limit": 0}, 422),
+        ("/v1/markets/BPC-TUSD/ohlcv", {"timeframe": "7m"}, 422),
+        ("/v1/markets/BPC-TUSD/ohlcv", {"limit": 1001}, 422),
+        ("/v1/markets/BPC-TUSD/ohlcv", {"since": -1}, 422),
+        ("/v1/markets/BPC-TUSD/trades", {"cursor": "abc"}, 422),
+        ("/v1/markets/BPC-TUSD/ticker", {"window": "1h"}, 422),
+    ]
+    for path, params, status in cases:
+        reply = await desk.client.get(path, params=params)
+        assert reply.status_code == status, (path, params, reply.text)
+        assert reply.headers["content-type"].startswith("application/problem+json")
+        assert reply.json()["status"] == status

@@ -1,0 +1,288 @@
+"""The WebSocket stream through a real server: book snapshot + diffs, trades, own orders and fills."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+import uvicorn
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from exchange.chain.runtime import ChainRuntime
+from exchange.settings import Settings
+from tests.trading_service.conftest import start_desk, trading_settings
+from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
+
+TICK = 10**4
+LOT = 10**15
+WAIT_S = 10
+
+
+async def serve(desk: Desk) -> AsyncIterator[str]:
+    """Serve the desk's (already started) app on a loopback port; yield the stream's URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(desk.app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "the server stopped while starting"
+        await asyncio.sleep(0.01)
+    try:
+        yield f"ws://127.0.0.1:{port}/v1/ws"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def ws_url(desk: Desk) -> AsyncIterator[str]:
+    async for url in serve(desk):
+        yield url
+
+
+async def receive(ws: ClientConnection) -> dict[str, Any]:
+    message: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), WAIT_S))
+    return message
+
+
+async def until_closed(stream: Stream) -> tuple[list[dict[str, Any]], int | None]:
+    """Every message until the server closes the connection, and the close code it sent."""
+    messages: list[dict[str, Any]] = []
+    try:
+        while True:
+            messages.append(await stream.next())
+    except ConnectionClosed as closed:
+        return messages, None if closed.rcvd is None else closed.rcvd.code
+
+
+ANSWERS = ("subscribed", "unsubscribed", "authenticated", "pong", "error")
+
+
+class Stream:
+    """A client connection: operations and their answers, data messages in arrival order."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.pending: list[dict[str, Any]] = []  # data that arrived while waiting for an answer
+
+    async def request(self, **op: Any) -> dict[str, Any]:
+        await self.ws.send(orjson.dumps(op).decode())
+        while True:
+            message = await receive(self.ws)
+            if message["type"] in ANSWERS:
+                return message
+            self.pending.append(message)
+
+    async def next(self) -> dict[str, Any]:
+        return self.pending.pop(0) if self.pending else await receive(self.ws)
+
+
+class BookClient:
+    """A client keeping the book from a snapshot and diffs, checking every sequence link."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.sides: dict[str, dict[str, tuple[str, int]]] = {"bids": {}, "asks": {}}
+        self.sequence: int | None = None
+        self.updates = 0
+
+    def apply(self, message: dict[str, Any]) -> None:
+        if message["channel"] != "book":
+            return
+        if message["type"] == "snapshot":
+            self.sides = {
+                key: {level[0]: (level[1], level[2]) for level in message[key]} for key in ("bids", "asks")
+            }
+            self.sequence = message["sequence"]
+            return
+        assert message["prev_sequence"] == self.sequence, "gap in the book stream"
+        assert message["sequence"] > message["prev_sequence"]
+        for key in ("bids", "asks"):
+            for price_text, amount, orders in message[key]:
+                if amount == "0":
+                    self.sides[key].pop(price_text, None)
+                else:
+                    self.sides[key][price_text] = (amount, orders)
+        self.sequence = message["sequence"]
+        self.updates += 1
+
+    async def catch_up(self, sequence: int) -> None:
+        while self.sequence != sequence:
+            self.apply(await self.stream.next())
+
+    def levels(self) -> dict[str, list[list[Any]]]:
+        return {
+            "bids": [[p, a, n] for p, (a, n) in sorted(self.sides["bids"].items(), key=lambda i: -int(i[0]))],
+            "asks": [[p, a, n] for p, (a, n) in sorted(self.sides["asks"].items(), key=lambda i: int(i[0]))],
+        }
+
+
+async def _funded(desk: Desk, *keys: int) -> list[Trader]:
+    traders = []
+    for key in keys:
+        trader = await desk.member(key)
+        await desk.deposit(trader, desk.market["base"], 1_000 * WHOLE)
+        await desk.deposit(trader, desk.market["quote"], 100_000 * DOLLAR)
+        traders.append(trader)
+    return traders
+
+
+async def _orders(desk: Desk, traders: list[Trader], rng: random.Random, count: int) -> None:
+    for _ in range(count):
+        reply = await desk.place(
+            rng.choice(traders),
+            rng.choice(("buy", "sell")),
+            price(10) + rng.randint(-15, 15) * TICK * 10,
+            rng.randint(10, 300) * LOT,
+        )
+        assert reply.status_code == 201, reply.text
+
+
+async def _rest_book(desk: Desk) -> dict[str, Any]:
+    book: dict[str, Any] = (await desk.client.get("/v1/markets/BPC-TUSD/orderbook")).json()
+    return book
+
+
+async def test_snapshot_and_diffs_rebuild_the_committed_book(desk: Desk, ws_url: str) -> None:
+    alice, bob = await _funded(desk, 0x71, 0x72)
+    rng = random.Random(3)
+    async with connect(ws_url) as early:
+        first = BookClient(Stream(early))
+        answer = await first.stream.request(op="subscribe", channel="book", market="BPC-TUSD", id=1)
+        assert answer == {"type": "subscribed", "channel": "book", "market": "BPC-TUSD", "id": 1}
+        await _orders(desk, [alice, bob], rng, 30)
+        async with connect(ws_url) as late:  # joins mid-stream: its snapshot is the book at that moment
+            second = BookClient(Stream(late))
+            answer = await second.stream.request(op="subscribe", channel="book", market="BPC-TUSD")
+            assert answer["type"] == "subscribed"
+            await _orders(desk, [alice, bob], rng, 30)
+            book = await _rest_book(desk)
+            await first.catch_up(book["sequence"])
+            await second.catch_up(book["sequence"])
+            expected = {"bids": book["bids"], "asks": book["asks"]}
+            assert first.levels() == expected
+            assert second.levels() == expected
+            assert first.updates > second.updates > 0
+
+
+async def test_trades_and_private_channels_reach_only_their_audience(desk: Desk, ws_url: str) -> None:
+    alice, bob, carol = await _funded(desk, 0x73, 0x74, 0x75)
+    token = alice.headers["Authorization"].removeprefix("Bearer ")
+    async with (
+        connect(ws_url) as public_ws,
+        connect(ws_url) as mine_ws,
+        connect(ws_url, additional_headers=carol.headers) as carols_ws,
+    ):
+        public, mine, carols = Stream(public_ws), Stream(mine_ws), Stream(carols_ws)
+        assert (await public.request(op="subscribe", channel="trades", market="BPC/TUSD"))[
+            "type"
+        ] == "subscribed"
+        refused = await public.request(op="subscribe", channel="orders", id="x")
+        assert (refused["type"], refused["status"], refused["id"]) == ("error", 401, "x")
+        authenticated = await mine.request(op="auth", token=token)
+        assert authenticated == {"type": "authenticated", "account": alice.address}
+        for channel in ("orders", "fills"):
+            assert (await mine.request(op="subscribe", channel=channel))["account"] == alice.address
+        assert (await carols.next())["type"] == "authenticated"  # signed in at the handshake
+        for channel in ("orders", "fills"):
+            assert (await carols.request(op="subscribe", channel=channel))["account"] == carol.address
+
+        ask = await desk.place(alice, "sell", price(10), 5 * WHOLE)
+        bid = await desk.place(bob, "buy", price(10), 2 * WHOLE)
+        assert (ask.status_code, bid.status_code) == (201, 201)
+
+        trades = (await public.next())["data"]
+        assert [(t["side"], t["price"], t["amount"]) for t in trades] == [
+            ("buy", str(price(10)), str(2 * WHOLE))
+        ]
+        rest = (await desk.client.get("/v1/markets/BPC-TUSD/trades")).json()["items"]
+        assert trades == rest
+
+        seen: dict[str, list[dict[str, Any]]] = {"orders": [], "fills": []}
+        while len(seen["fills"]) < 1 or not any(o["filled"] == str(2 * WHOLE) for o in seen["orders"]):
+            message = await mine.next()
+            seen[message["channel"]].extend(message["data"])
+        own = (await desk.client.get("/v1/orders", headers=alice.headers)).json()["items"]
+        assert {o["id"] for o in seen["orders"]} == {o["id"] for o in own}
+        assert seen["orders"][-1] == own[0]
+        my_trades = (await desk.client.get("/v1/account/trades", headers=alice.headers)).json()["items"]
+        assert seen["fills"] == my_trades
+        assert (await carols.request(op="ping"))["type"] == "pong"
+        assert carols.pending == []  # nothing of alice's or bob's arrived before the pong
+
+
+async def test_bad_operations_are_answered_and_the_connection_stays(desk: Desk, ws_url: str) -> None:
+    async with connect(ws_url) as raw:
+        ws = Stream(raw)
+        await raw.send("not json")
+        assert (await ws.next())["status"] == 422
+        cases = [
+            ({"op": "dance", "id": 1}, 422),
+            ({"op": "subscribe", "channel": "gossip", "id": 2}, 422),
+            ({"op": "subscribe", "channel": "book", "market": "NOPE-X", "id": 3}, 422),
+            ({"op": "subscribe", "channel": "book", "id": 4}, 422),
+            ({"op": "auth", "token": "not-a-session", "id": 5}, 401),
+            ({"op": "auth", "id": 6}, 422),
+        ]
+        for op, status in cases:
+            answer = await ws.request(**op)
+            assert (answer["type"], answer["status"], answer["id"]) == ("error", status, op["id"]), answer
+            assert answer["detail"]
+        await raw.send(b"\x00binary")
+        assert (await ws.next())["status"] == 422
+        await raw.send("[1, 2]")
+        assert (await ws.next())["status"] == 422
+        assert (await ws.request(op="ping", id=7)) == {"type": "pong", "id": 7}
+
+
+async def _started(settings: Settings, chain: ChainRuntime) -> AsyncIterator[tuple[Desk, str]]:
+    async for desk in start_desk(settings, chain):
+        async for url in serve(desk):
+            yield desk, url
+
+
+async def test_a_consumer_that_falls_behind_is_closed_not_skipped(
+    database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    settings = trading_settings(database_url, trading_ws_outbox_limit=2)
+    async for desk, url in _started(settings, chain_runtime):
+        alice, bob = await _funded(desk, 0x76, 0x77)
+        async with connect(url, additional_headers=alice.headers) as raw:
+            ws = Stream(raw)
+            assert (await ws.next())["type"] == "authenticated"
+            for op in (
+                {"channel": "book", "market": "BPC-TUSD"},
+                {"channel": "trades", "market": "BPC-TUSD"},
+                {"channel": "orders"},
+                {"channel": "fills"},
+            ):
+                assert (await ws.request(op="subscribe", **op))["type"] == "subscribed"
+            await desk.place(bob, "sell", price(10), WHOLE)
+            await desk.place(alice, "buy", price(10), WHOLE)  # one cycle publishes four messages to ws
+            messages, code = await until_closed(ws)
+            assert code == 1013
+            assert messages[-1]["type"] == "error"
+            assert messages[-1]["title"] == "Connection too slow"
+
+
+async def test_a_signed_out_session_is_closed(database_url: str, chain_runtime: ChainRuntime) -> None:
+    settings = trading_settings(database_url, trading_ws_session_recheck_s=0.1, trading_session_cache_s=0)
+    async for desk, url in _started(settings, chain_runtime):
+        (alice,) = await _funded(desk, 0x78)
+        async with connect(url, additional_headers=alice.headers) as raw:
+            ws = Stream(raw)
+            assert (await ws.next())["type"] == "authenticated"
+            logout = await desk.client.post("/v1/auth/logout", headers=alice.headers)
+            assert logout.status_code < 300, logout.text
+            messages, code = await until_closed(ws)
+            assert code == 4401
+            assert messages[-1]["status"] == 401
