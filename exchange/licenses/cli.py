@@ -7,6 +7,7 @@ Commands (each reads the pool's addresses from a deployment manifest, never from
     exchange licence verify-cert FILE --rpc URL [--block N]
     exchange licence scan IMAGE --rpc URL (--service URL | --batch DIR)
     exchange licence devices export OUT_DIR (--ids FILE | --service URL --upload-id N --token T)
+    exchange licence resolver [--host H] [--port P] [--workers N] [--manifest FILE]
 
 ``verify-cert`` reads a certificate as JSON (``{"certificate": typed data, "signature": "0x…"}``
 or ``{"compact": "BPCERT1:…"}``), as the compact text, or as an image of its QR code.
@@ -15,6 +16,12 @@ or ``{"compact": "BPCERT1:…"}``), as the compact text, or as an image of its Q
 from the service (``--service``) or from an exported batch directory (``--batch``), and asks
 the node itself: ``deviceStatus`` on the manifest's DeviceLicenses, the proof checked against
 the root the chain holds. Nothing the service says is trusted: a wrong proof fails on chain.
+
+``resolver`` is the exception: it serves the device resolver alone (``GET /v1/devices/{scheme}/{id}``,
+``POST /v1/devices/query``, the Digital Link paths) from the service's database, in ``--workers``
+processes sharing one port, without the chain, the indexer or any writer; the registry is the
+manifest's (``--manifest``, or ``EXCHANGE_DEPLOYMENT_MANIFEST``), else the one the service's
+indexer follows. It runs beside ``exchange serve``, which keeps indexing.
 
 ``devices export`` writes a label per device (QR and Data Matrix, PNG and SVG), ``manifest.csv``,
 ``tree.bin`` (the batch's serialised Merkle tree) and ``batch.json`` — the directory ``scan
@@ -320,6 +327,37 @@ def cmd_devices_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_resolver(args: argparse.Namespace) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from exchange.settings import ENV_PREFIX, get_settings
+
+    if args.workers < 1:
+        raise CliError("--workers is at least 1")
+    if args.manifest is not None:
+        if not args.manifest.is_file():
+            raise CliError(f"no manifest at {args.manifest}")
+        # Through the environment, which every worker process reads its settings from.
+        os.environ[f"{ENV_PREFIX}DEPLOYMENT_MANIFEST"] = str(args.manifest.resolve())
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        raise CliError(f"invalid configuration:\n{exc}") from None
+    uvicorn.run(
+        "exchange.licenses.resolver_app:create_resolver_app",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+    )
+    return 0
+
+
 def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from exchange.chain.errors import ChainError
@@ -381,6 +419,17 @@ def add_commands(sub: Any) -> None:
     )
     chain_options(scan)
     scan.set_defaults(handler=_guarded(cmd_scan))
+
+    resolver = commands.add_parser(
+        "resolver", help="serve the device resolver alone, read-only, in one or more processes"
+    )
+    resolver.add_argument("--host", help="listen address (default: the service's, EXCHANGE_HOST)")
+    resolver.add_argument("--port", type=int, help="port (default: the service's, EXCHANGE_PORT)")
+    resolver.add_argument("--workers", type=int, default=1, help="server processes sharing the port")
+    resolver.add_argument(
+        "--manifest", type=Path, help="deployment manifest naming the registry (default: the indexed one)"
+    )
+    resolver.set_defaults(handler=_guarded(cmd_resolver))
 
     devices = commands.add_parser("devices", help="device batches")
     devices_commands = devices.add_subparsers(dest="devices_command", required=True)

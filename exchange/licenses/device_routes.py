@@ -1,7 +1,5 @@
-"""``/v1/devices`` (batches, resolver) and the Digital Link paths (``/01/…``, ``/imei/…``, ``/serial/…``).
-
-Resolver answers are built as plain dicts and serialised once (no response-model validation on
-the hot path); their shape is ``DeviceAnswer``, which the OpenAPI document names.
+"""``/v1/devices``: manufacturers' batches here, and the resolver's routes from ``resolver_routes``
+(with its Digital Link paths, ``link_router``), so that the service mounts all of them as one.
 """
 
 from __future__ import annotations
@@ -12,7 +10,6 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response, status
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.api.problems import problem_responses
 from exchange.auth.dependencies import CurrentPrincipal
@@ -26,27 +23,23 @@ from exchange.kit.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from exchange.licenses import batches, repository, resolver
-from exchange.licenses.device_ids import DeviceId, parse_device_id, parse_digital_link
+from exchange.licenses import batches, repository, resolver_routes
+from exchange.licenses.device_ids import DeviceId
 from exchange.licenses.indexer import registry_of
 from exchange.licenses.lifespan import Licensing, licensing
 from exchange.licenses.models import DeviceBatch
-from exchange.licenses.pages import device_page, wants_html
-from exchange.licenses.resolver import MAX_BULK_DEVICES, TooManyDevices
+from exchange.licenses.resolver import TooManyDevices
 from exchange.licenses.routes import transaction_out
 from exchange.licenses.schemas import (
     BatchDevicesOut,
     BatchOut,
     BatchUploadOut,
-    DeviceAnswer,
-    DeviceQueryIn,
-    DeviceQueryOut,
     TransactionOut,
 )
-from exchange.licenses.uploads import parse_csv, parse_json_list, parse_references
+from exchange.licenses.uploads import parse_csv, parse_json_list
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
-link_router = APIRouter(tags=["devices"])
+link_router = resolver_routes.link_router
 LicensingDep = Annotated[Licensing, Depends(licensing)]
 MAX_DEVICE_PAGE = 100_000
 
@@ -265,94 +258,7 @@ async def get_batch_tree(
     return Response(content=data or b"", media_type="application/octet-stream")
 
 
-# --- resolver -----------------------------------------------------------------------------------------
+# --- resolver: its own module, served by the resolver-only app too; after the batch routes, whose
+# paths its /{scheme}/{device_id} would otherwise match --------------------------------------------
 
-
-async def _resolve(
-    request: Request, state: Licensing, devices: list[DeviceId]
-) -> tuple[int | None, list[dict[str, Any]]]:
-    connection: AsyncConnection
-    async with state.read_engine.connect() as connection:
-        return await resolver.resolve(connection, registry_of(state.runtime), state.trees, devices)
-
-
-def _device_response(request: Request, answer: dict[str, Any]) -> Response:
-    if wants_html(request.headers.get("accept")):
-        response: Response = Response(device_page(answer), media_type="text/html; charset=utf-8")
-    else:
-        response = _json(answer)
-    response.headers["Vary"] = "Accept"
-    return response
-
-
-_ANSWER_DOC = {
-    200: {
-        "description": "The device's licence; HTML when the client prefers it (browsers).",
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/DeviceAnswer"}},
-            "text/html": {"schema": {"type": "string"}},
-        },
-    },
-    **problem_responses(ValidationFailed),
-}
-
-
-@router.post(
-    "/query",
-    response_model=DeviceQueryOut,
-    summary="Licences of many devices",
-    responses=problem_responses(ValidationFailed, TooManyDevices),
-)
-async def post_query(body: DeviceQueryIn, request: Request, state: LicensingDep) -> Response:
-    """Up to 10,000 devices (scheme-prefixed ids or Digital Link URIs) in one answer, in the
-    order asked; each answer equals the single-device answer."""
-    if len(body.devices) > MAX_BULK_DEVICES:
-        raise TooManyDevices(
-            f"{len(body.devices)} devices in one query; at most {MAX_BULK_DEVICES}",
-            extra={"limit": MAX_BULK_DEVICES},
-        )
-    devices = parse_references(body.devices)
-    registry = registry_of(state.runtime)
-    block, answers = await _resolve(request, state, devices)
-    return _json(
-        {"chain_id": registry.chain_id, "registry": registry.address, "block": block, "devices": answers}
-    )
-
-
-@router.get(
-    "/{scheme}/{device_id:path}",
-    summary="One device's licence",
-    response_model=DeviceAnswer,
-    responses=_ANSWER_DOC,
-)
-async def get_device(scheme: str, device_id: str, request: Request, state: LicensingDep) -> Response:
-    """Status (licensed, revoked, suspended, unknown), manufacturer, batch, BPC per device and
-    the Merkle proof with root, registry, chain id and block, to check on chain."""
-    device = parse_device_id(scheme, device_id)
-    _, answers = await _resolve(request, state, [device])
-    return _device_response(request, answers[0])
-
-
-async def _digital_link(request: Request, state: Licensing) -> Response:
-    raw_path = request.scope.get("raw_path") or request.url.path.encode()
-    device = parse_digital_link(str(request.base_url).rstrip("/") + raw_path.decode("latin-1"))
-    _, answers = await _resolve(request, state, [device])
-    return _device_response(request, answers[0])
-
-
-@link_router.get("/01/{rest:path}", summary="Resolve a GS1 Digital Link", responses=_ANSWER_DOC)
-async def get_gs1_link(rest: str, request: Request, state: LicensingDep) -> Response:
-    """``/01/{gtin}/21/{serial}`` (with optional ``/22/…`` and ``/10/…`` qualifiers)."""
-    return await _digital_link(request, state)
-
-
-@link_router.get("/imei/{imei}", summary="Resolve an IMEI link", responses=_ANSWER_DOC)
-async def get_imei_link(imei: str, request: Request, state: LicensingDep) -> Response:
-    return await _digital_link(request, state)
-
-
-@link_router.get(
-    "/serial/{namespace}/{serial}", summary="Resolve a manufacturer serial link", responses=_ANSWER_DOC
-)
-async def get_serial_link(namespace: str, serial: str, request: Request, state: LicensingDep) -> Response:
-    return await _digital_link(request, state)
+router.include_router(resolver_routes.query_router)

@@ -2,15 +2,17 @@
 the caller's transaction boundary commits.
 
 Lookups go through SQLAlchemy Core, not the ORM: the resolver answers thousands of queries a
-second, and a Core row costs a fraction of an ORM object.
+second, and a Core row costs a fraction of an ORM object. On PostgreSQL the resolver goes further
+down, to an asyncpg pool (``AsyncpgReads``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+import asyncpg
 from sqlalchemy import (
     ColumnElement,
     Select,
@@ -26,7 +28,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from exchange.db.base import utc_now
 from exchange.licenses.models import (
@@ -230,6 +232,18 @@ def _lookup_statement(shape: str) -> Select[Any]:
 _LOOKUP = {shape: _lookup_statement(shape) for shape in ("one", "array", "list")}
 
 
+# The statement of _lookup_statement("array"), for asyncpg: $1 chain id, $2 registry, $3 device ids.
+_ASYNCPG_LOOKUP = """
+SELECT c.block, d.device_id, d.device_index, d.revoked_block, d.batch_pk, b.batch_id, b.status,
+       b.suspended, b.manufacturer, b.root, b.bpc_per_device_wei, b.registered_block
+FROM licence_indexer_cursors AS c
+LEFT JOIN (licence_devices AS d JOIN licence_device_batches AS b ON b.id = d.batch_pk)
+  ON d.chain_id = $1 AND d.registry_address = $2 AND d.device_id = ANY($3::varchar[])
+WHERE c.chain_id = $1 AND c.registry_address = $2
+"""
+_ASYNCPG_TREE = "SELECT tree FROM licence_batch_trees WHERE batch_pk = $1"
+
+
 async def lookup_devices(
     connection: AsyncConnection, registry: Registry, device_ids: Sequence[str]
 ) -> tuple[int | None, dict[str, DeviceRow]]:
@@ -268,6 +282,69 @@ async def lookup_devices(
     return block, found
 
 
+class DeviceReads(Protocol):
+    """The resolver's two reads, whatever the connection underneath."""
+
+    async def lookup(
+        self, registry: Registry, device_ids: Sequence[str]
+    ) -> tuple[int | None, dict[str, DeviceRow]]: ...
+
+    async def tree(self, batch_pk: int) -> bytes | None: ...
+
+
+class EngineReads:
+    """The reads through an SQLAlchemy engine, a connection per call (SQLite, and any database)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def lookup(
+        self, registry: Registry, device_ids: Sequence[str]
+    ) -> tuple[int | None, dict[str, DeviceRow]]:
+        async with self.engine.connect() as connection:
+            return await lookup_devices(connection, registry, device_ids)
+
+    async def tree(self, batch_pk: int) -> bytes | None:
+        async with self.engine.connect() as connection:
+            return await tree_bytes(connection, batch_pk)
+
+
+class AsyncpgReads:
+    """The reads on PostgreSQL, straight through an asyncpg pool with prepared statements.
+
+    A lookup is one short statement; checking a connection out of SQLAlchemy's pool and
+    running the statement through its execution layer cost several times the database's work,
+    so the resolver's hot path skips both. The pool's connections are in autocommit mode
+    (asyncpg's default): each statement is its own snapshot. The ids travel as one array
+    parameter, so even a bulk lookup is one statement and one snapshot.
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def lookup(
+        self, registry: Registry, device_ids: Sequence[str]
+    ) -> tuple[int | None, dict[str, DeviceRow]]:
+        async with self.pool.acquire() as connection:
+            rows = await connection.fetch(
+                _ASYNCPG_LOOKUP, registry.chain_id, registry.address, list(device_ids)
+            )
+        block: int | None = rows[0][0] if rows else None
+        found = {
+            row[1]: DeviceRow(
+                row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], int(row[10]), row[11]
+            )
+            for row in rows
+            if row[1] is not None
+        }
+        return block, found
+
+    async def tree(self, batch_pk: int) -> bytes | None:
+        async with self.pool.acquire() as connection:
+            data: bytes | None = await connection.fetchval(_ASYNCPG_TREE, batch_pk)
+        return data
+
+
 # --- indexer --------------------------------------------------------------------------------------
 
 
@@ -278,6 +355,18 @@ async def cursor_block(connection: AsyncConnection | AsyncSession, registry: Reg
         )
     )
     return block
+
+
+async def latest_indexed_registry(connection: AsyncConnection) -> Registry | None:
+    """The registry whose indexer cursor moved last: the one the running service follows."""
+    row = (
+        await connection.execute(
+            select(IndexerCursor.chain_id, IndexerCursor.registry_address)
+            .order_by(IndexerCursor.updated_at.desc())
+            .limit(1)
+        )
+    ).first()
+    return None if row is None else Registry(row.chain_id, row.registry_address)
 
 
 async def set_cursor(session: AsyncSession, registry: Registry, block: int) -> None:

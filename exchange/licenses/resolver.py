@@ -12,8 +12,12 @@ on ``registry`` (chain ``chain_id``) returns ``Licensed`` exactly when the answe
 * ``licensed`` — otherwise.
 
 Single and bulk queries run the same code, so a bulk answer is the list of single answers.
+A bulk query may leave the proofs out (``proofs=False``): every other field is the same, and
+``proof`` is null; a verifier then asks for the proofs of the devices it wants to check.
 The resolver only reads the database and its tree cache, never the chain: any number of
-instances can serve it (read replicas included).
+instances can serve it (read replicas included). Nothing about a batch is cached but its
+tree, which never changes: status, suspension, BPC per device and revocations are read
+with every query, in the same snapshot as the indexer's block.
 """
 
 from __future__ import annotations
@@ -23,15 +27,12 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from exchange.kit.errors import DomainError
 from exchange.kit.logging import get_logger
-from exchange.licenses import repository
 from exchange.licenses.device_ids import DeviceId
 from exchange.licenses.merkle import MerkleTree
 from exchange.licenses.models import BATCH_CONFIRMED
-from exchange.licenses.repository import DeviceRow, Registry
+from exchange.licenses.repository import DeviceReads, DeviceRow, Registry
 
 log = get_logger(__name__)
 
@@ -107,35 +108,59 @@ def status_of(row: DeviceRow | None) -> str:
     return "licensed"
 
 
+class Resolver:
+    """One process's resolver: the registry it answers for, its reads and its tree cache.
+
+    Built by the licensing start-up hook of the full service, or alone by the resolver-only
+    app (``exchange licence resolver``); kept on ``app.state.resolver`` either way.
+    """
+
+    def __init__(self, registry: Registry, reads: DeviceReads, trees: TreeCache) -> None:
+        self.registry = registry
+        self.reads = reads
+        self.trees = trees
+
+    async def resolve(
+        self, devices: Sequence[DeviceId], *, proofs: bool = True
+    ) -> tuple[int | None, list[dict[str, Any]]]:
+        return await resolve(self.reads, self.registry, self.trees, devices, proofs=proofs)
+
+
 async def resolve(
-    connection: AsyncConnection, registry: Registry, trees: TreeCache, devices: Sequence[DeviceId]
+    reads: DeviceReads,
+    registry: Registry,
+    trees: TreeCache,
+    devices: Sequence[DeviceId],
+    *,
+    proofs: bool = True,
 ) -> tuple[int | None, list[dict[str, Any]]]:
     """The indexed block and one answer per device, in order (a device may repeat)."""
     canonical = list(dict.fromkeys(device.canonical for device in devices))
-    block, rows = await repository.lookup_devices(connection, registry, canonical)
+    block, rows = await reads.lookup(registry, canonical)
     loaded: dict[int, MerkleTree] = {}
-    for found in rows.values():
+    for found in rows.values() if proofs else ():
         if found.batch_pk not in loaded and found.status == BATCH_CONFIRMED:
             batch_pk = found.batch_pk
 
             async def load(batch_pk: int = batch_pk) -> bytes | None:
-                return await repository.tree_bytes(connection, batch_pk)
+                return await reads.tree(batch_pk)
 
             loaded[batch_pk] = await trees.get(batch_pk, found.root, load)
     answers = []
     for device in devices:
         row = rows.get(device.canonical)
-        answers.append(_answer(device, row, loaded, registry, block))
+        answers.append(_answer(device, row, loaded if proofs else None, registry, block))
     return block, answers
 
 
 def _answer(
     device: DeviceId,
     row: DeviceRow | None,
-    trees: dict[int, MerkleTree],
+    trees: dict[int, MerkleTree] | None,
     registry: Registry,
     block: int | None,
 ) -> dict[str, Any]:
+    """One device's answer; without `trees` (no proofs asked for) its proof is None."""
     status = status_of(row)
     answer: dict[str, Any] = {
         "device_id": device.canonical,
@@ -146,7 +171,7 @@ def _answer(
         "batch_id": None,
         "bpc_per_device_wei": None,
         "index": None,
-        "proof": [],
+        "proof": [] if trees is not None else None,
         "root": None,
         "registry": registry.address,
         "chain_id": registry.chain_id,
@@ -158,7 +183,14 @@ def _answer(
             batch_id=row.batch_id,
             bpc_per_device_wei=str(row.bpc_per_device_wei),
             index=row.device_index,
-            proof=["0x" + node.hex() for node in trees[row.batch_pk].proof(row.device_index)],
             root=row.root,
         )
+        if trees is not None:
+            answer["proof"] = _hex_nodes(trees[row.batch_pk].proof(row.device_index))
     return answer
+
+
+def _hex_nodes(nodes: list[bytes]) -> list[str]:
+    # One hex conversion of the whole proof, then slices: a third of the cost of one per node.
+    text = b"".join(nodes).hex()
+    return ["0x" + text[start : start + 64] for start in range(0, len(text), 64)]

@@ -164,7 +164,10 @@ class DeviceAnswer(BaseModel):
     batch_id: int | None
     bpc_per_device_wei: str | None
     index: int | None
-    proof: list[str]
+    proof: list[str] | None = Field(
+        description="Sibling hashes from the leaf up; empty for an unknown device, null when a bulk "
+        "query asked for no proofs."
+    )
     root: str | None
     registry: str
     chain_id: int
@@ -176,6 +179,11 @@ class DeviceQueryIn(BaseModel):
 
     devices: list[str] = Field(
         description="Device ids with a scheme prefix (gs1:, imei:, serial:) or Digital Links; 10,000 at most."
+    )
+    proofs: bool = Field(
+        default=True,
+        description="Include each device's Merkle proof (the default). False leaves them out (proof is "
+        "null), a fraction of the answer's size: ask again, with proofs, for the devices to check on chain.",
     )
 
 

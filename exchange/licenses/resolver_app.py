@@ -1,0 +1,33 @@
+"""The resolver-only app: ``GET /v1/devices/{scheme}/{id}``, ``POST /v1/devices/query`` and the
+Digital Link paths, and nothing else.
+
+The same app factory, error handler and routes as the full service, but only
+``resolver_startup``: no chain connection, no indexer, no settlement or other writer. It reads
+the database the service writes (or a replica of it, ``licence_read_database_url``) and holds
+no state but its tree cache, so any number of processes can serve it, on one machine
+(``exchange licence resolver --workers N``) or behind a load balancer. It never migrates the
+database: the service does.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from exchange.api.app import create_app
+from exchange.kit.logging import configure_logging
+from exchange.licenses import resolver_routes
+from exchange.licenses.lifespan import resolver_startup
+from exchange.settings import Settings, get_settings
+
+
+def create_resolver_app(settings: Settings | None = None) -> FastAPI:
+    """The resolver-only app for `settings` (default: the environment's)."""
+    if settings is None:
+        settings = get_settings()
+        # A factory the server calls in each worker process: each configures its own logging.
+        configure_logging(log_format=settings.log_format, log_level=settings.log_level)
+    return create_app(
+        settings.model_copy(update={"migrate_on_start": False}),
+        routers=[resolver_routes.router, resolver_routes.link_router],
+        lifespan_hooks=[resolver_startup()],
+    )

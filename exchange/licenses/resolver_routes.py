@@ -1,0 +1,263 @@
+"""The resolver's routes: ``GET /v1/devices/{scheme}/{id}``, ``POST /v1/devices/query`` and the
+Digital Link paths (``/01/…``, ``/imei/…``, ``/serial/…``).
+
+They need only ``app.state.resolver``, so the full service and the resolver-only app
+(``exchange licence resolver``) serve the same routes.
+
+The two query routes are the hot path, thousands of requests a second, and FastAPI's request
+handling (dependency solving, body validation, response building) costs more CPU than the
+lookup itself. Each is a :class:`LeanRoute`: declared, documented and validated like any
+FastAPI route, but a request it is made for (JSON asked for, a well-formed body, no query
+string) is answered by a plain ASGI handler that calls the same resolver and writes the same
+bytes. Anything else — an HTML page, a malformed body, an unexpected parameter — goes to
+FastAPI's own handling of the declared endpoint, so refusals are FastAPI's validation problems
+as before. Domain errors raised on the lean path reach the app's one problem handler like
+those of any route (they leave the route the same way), so every error document is the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
+from starlette.types import Message, Receive, Scope, Send
+
+from exchange.api.problems import problem_responses
+from exchange.kit.errors import ValidationFailed
+from exchange.licenses.device_ids import DeviceId, parse_device_id, parse_digital_link
+from exchange.licenses.lifespan import resolver_of
+from exchange.licenses.pages import device_page, wants_html
+from exchange.licenses.resolver import MAX_BULK_DEVICES, Resolver, TooManyDevices
+from exchange.licenses.schemas import DeviceAnswer, DeviceQueryIn, DeviceQueryOut
+from exchange.licenses.uploads import parse_references
+
+ResolverDep = Annotated[Resolver, Depends(resolver_of)]
+LeanHandler = Callable[["LeanRoute", Scope, Receive, Send], Awaitable[None]]
+
+_lean_handlers: dict[Callable[..., Any], LeanHandler] = {}
+
+
+class LeanRoute(APIRoute):
+    """An APIRoute whose requests a plain ASGI handler sees first.
+
+    The handler (registered for the endpoint with :func:`served_lean_by`) gets the scope with
+    the path parameters matched; it answers, or passes the request to :meth:`standard`.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        self.lean = _lean_handlers.get(endpoint)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.lean is None or scope["method"] not in (self.methods or ()):
+            await super().handle(scope, receive, send)
+        else:
+            await self.lean(self, scope, receive, send)
+
+    async def standard(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI's handling of the declared endpoint."""
+        await super().handle(scope, receive, send)
+
+
+def served_lean_by(
+    handler: LeanHandler,
+) -> Callable[[Callable[..., Awaitable[Response]]], Callable[..., Awaitable[Response]]]:
+    def register(endpoint: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+        _lean_handlers[endpoint] = handler
+        return endpoint
+
+    return register
+
+
+# Without a prefix, so that ``device_routes.router`` (``/v1/devices``) can include it after its own
+# routes; the resolver-only app mounts it as ``router``, defined at the end.
+query_router = APIRouter(tags=["devices"], route_class=LeanRoute)
+link_router = APIRouter(tags=["devices"])
+
+
+# --- answers, shared by both paths --------------------------------------------------------------------
+
+
+async def query_answer(resolver: Resolver, references: list[str], *, proofs: bool) -> bytes:
+    if len(references) > MAX_BULK_DEVICES:
+        raise TooManyDevices(
+            f"{len(references)} devices in one query; at most {MAX_BULK_DEVICES}",
+            extra={"limit": MAX_BULK_DEVICES},
+        )
+    devices = parse_references(references)
+    block, answers = await resolver.resolve(devices, proofs=proofs)
+    registry = resolver.registry
+    return orjson.dumps(
+        {"chain_id": registry.chain_id, "registry": registry.address, "block": block, "devices": answers}
+    )
+
+
+async def device_answer(resolver: Resolver, device: DeviceId) -> dict[str, Any]:
+    _, answers = await resolver.resolve([device])
+    return answers[0]
+
+
+def _device_response(request: Request, answer: dict[str, Any]) -> Response:
+    if wants_html(request.headers.get("accept")):
+        response = Response(device_page(answer), media_type="text/html; charset=utf-8")
+    else:
+        response = Response(orjson.dumps(answer), media_type="application/json")
+    response.headers["Vary"] = "Accept"
+    return response
+
+
+# --- the lean path ------------------------------------------------------------------------------------
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+async def _send_json(send: Send, body: bytes, *extra: tuple[bytes, bytes]) -> None:
+    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json"), *extra]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """`receive` with the body already read handed out again first."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def _well_formed_query(scope: Scope, body: bytes) -> tuple[list[str], bool] | None:
+    """The devices and the proofs flag of a body exactly as the lean path takes it, else None."""
+    if scope["query_string"] or _header(scope, b"content-type") != "application/json":
+        return None
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(data) is not dict or not data.keys() <= {"devices", "proofs"}:
+        return None
+    devices, proofs = data.get("devices"), data.get("proofs", True)
+    if (
+        type(devices) is not list
+        or type(proofs) is not bool
+        or not all(type(item) is str for item in devices)
+    ):
+        return None
+    return devices, proofs
+
+
+async def _lean_query(route: LeanRoute, scope: Scope, receive: Receive, send: Send) -> None:
+    body = await _read_body(receive)
+    query = _well_formed_query(scope, body)
+    if query is None:
+        await route.standard(scope, _replaying(body, receive), send)
+        return
+    devices, proofs = query
+    await _send_json(send, await query_answer(scope["app"].state.resolver, devices, proofs=proofs))
+
+
+async def _lean_device(route: LeanRoute, scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["query_string"] or wants_html(_header(scope, b"accept")):
+        await route.standard(scope, receive, send)
+        return
+    parameters = scope["path_params"]
+    device = parse_device_id(parameters["scheme"], parameters["device_id"])
+    answer = await device_answer(scope["app"].state.resolver, device)
+    await _send_json(send, orjson.dumps(answer), (b"vary", b"Accept"))
+
+
+# --- routes -------------------------------------------------------------------------------------------
+
+_ANSWER_DOC = {
+    200: {
+        "description": "The device's licence; HTML when the client prefers it (browsers).",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/DeviceAnswer"}},
+            "text/html": {"schema": {"type": "string"}},
+        },
+    },
+    **problem_responses(ValidationFailed),
+}
+
+
+@query_router.post(
+    "/query",
+    response_model=DeviceQueryOut,
+    summary="Licences of many devices",
+    responses=problem_responses(ValidationFailed, TooManyDevices),
+)
+@served_lean_by(_lean_query)
+async def post_query(body: DeviceQueryIn, resolver: ResolverDep) -> Response:
+    """Up to 10,000 devices (scheme-prefixed ids or Digital Link URIs) in one answer, in the
+    order asked; each answer equals the single-device answer. With ``"proofs": false`` the
+    answers leave out the Merkle proofs (``proof`` is null): ask for the proofs of the devices
+    to check on chain, in a single query or a bulk query of just those."""
+    answer = await query_answer(resolver, body.devices, proofs=body.proofs)
+    return Response(answer, media_type="application/json")
+
+
+@query_router.get(
+    "/{scheme}/{device_id:path}",
+    summary="One device's licence",
+    response_model=DeviceAnswer,
+    responses=_ANSWER_DOC,
+)
+@served_lean_by(_lean_device)
+async def get_device(scheme: str, device_id: str, request: Request, resolver: ResolverDep) -> Response:
+    """Status (licensed, revoked, suspended, unknown), manufacturer, batch, BPC per device and
+    the Merkle proof with root, registry, chain id and block, to check on chain."""
+    device = parse_device_id(scheme, device_id)
+    return _device_response(request, await device_answer(resolver, device))
+
+
+async def _digital_link(request: Request, resolver: Resolver) -> Response:
+    raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    device = parse_digital_link(str(request.base_url).rstrip("/") + raw_path.decode("latin-1"))
+    return _device_response(request, await device_answer(resolver, device))
+
+
+@link_router.get("/01/{rest:path}", summary="Resolve a GS1 Digital Link", responses=_ANSWER_DOC)
+async def get_gs1_link(rest: str, request: Request, resolver: ResolverDep) -> Response:
+    """``/01/{gtin}/21/{serial}`` (with optional ``/22/…`` and ``/10/…`` qualifiers)."""
+    return await _digital_link(request, resolver)
+
+
+@link_router.get("/imei/{imei}", summary="Resolve an IMEI link", responses=_ANSWER_DOC)
+async def get_imei_link(imei: str, request: Request, resolver: ResolverDep) -> Response:
+    return await _digital_link(request, resolver)
+
+
+@link_router.get(
+    "/serial/{namespace}/{serial}", summary="Resolve a manufacturer serial link", responses=_ANSWER_DOC
+)
+async def get_serial_link(namespace: str, serial: str, request: Request, resolver: ResolverDep) -> Response:
+    return await _digital_link(request, resolver)
+
+
+router = APIRouter(prefix="/v1/devices")
+router.include_router(query_router)
