@@ -150,6 +150,10 @@ async def test_book_trades_ticker_and_candles_agree_with_the_trades(desk: Desk) 
         reply = await desk.client.get("/v1/markets/BPC-TUSD/ohlcv", params={"timeframe": timeframe})
         assert reply.status_code == 200, reply.text
         assert reply.json()["candles"] == _expected_candles(timeframe, trades), timeframe
+    latest = await desk.client.get(
+        "/v1/markets/BPC-TUSD/ohlcv", params={"since": 253_402_300_799_999, "timeframe": "1M"}
+    )
+    assert latest.json()["candles"] == []
     first_ms = min(t["timestamp"] for t in trades)
     since = (
         await desk.client.get("/v1/markets/BPC-TUSD/ohlcv", params={"since": first_ms, "limit": 1})
@@ -209,6 +213,7 @@ async def test_bad_market_data_requests_are_refused_with_problems(desk: Desk) ->
         ("/v1/markets/BPC-TUSD/ohlcv", {"timeframe": "7m"}, 422),
         ("/v1/markets/BPC-TUSD/ohlcv", {"limit": 1001}, 422),
         ("/v1/markets/BPC-TUSD/ohlcv", {"since": -1}, 422),
+        ("/v1/markets/BPC-TUSD/ohlcv", {"since": 253_402_300_800_000, "timeframe": "1M"}, 422),
         ("/v1/markets/BPC-TUSD/trades", {"cursor": "abc"}, 422),
         ("/v1/markets/BPC-TUSD/ticker", {"window": "1h"}, 422),
     ]
