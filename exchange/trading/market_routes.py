@@ -109,7 +109,7 @@ async def get_ohlcv(
         int | None,
         Query(
             ge=0,
-            le=2**53,
+            le=LATEST_MS,
             description="Unix ms: start from the candle holding this moment; latest when absent.",
         ),
     ] = None,
