@@ -74,4 +74,5 @@ def serve(host: str | None = None, port: int | None = None) -> None:
         log_config=None,
         proxy_headers=False,
         server_header=False,
+        ws_per_message_deflate=settings.ws_per_message_deflate,
     )

@@ -271,6 +271,11 @@ class Settings(BaseSettings):
     trading_session_cache_s: float = Field(
         default=2.0, ge=0, le=60, description="How long a resolved bearer token is reused by trading routes."
     )
+    ws_per_message_deflate: bool = Field(
+        default=False,
+        description="Offer permessage-deflate on WebSockets: less bandwidth, but every message is "
+        "compressed once per subscriber (the book stream fans out, so it is off by default).",
+    )
     trading_ws_outbox_limit: int = Field(
         default=10_000,
         ge=1,
