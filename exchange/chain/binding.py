@@ -79,9 +79,6 @@ class BoundContract:
         except Web3Exception as exc:
             raise ChainUnavailable(f"{self.name}: {exc}") from exc
 
-    # The former private name, kept until its last callers have moved to `guarded`.
-    _guard = guarded
-
 
 def _revert_data(exc: ContractLogicError) -> str | None:
     data = exc.data

@@ -311,7 +311,7 @@ class Settler:
             "data": HexBytes(self._calldata(arguments)),
         }
         # BoundContract decodes reverts of both the embedded EVM and JSON-RPC nodes.
-        return int(await self._calls.run(lambda: vault._guard(lambda: w3.eth.estimate_gas(call))))  # type: ignore[arg-type]
+        return int(await self._calls.run(lambda: vault.guarded(lambda: w3.eth.estimate_gas(call))))  # type: ignore[arg-type]
 
     async def _isolate(
         self, fills: Sequence[FillRecord], to_settle: Sequence[FillToSettle], error: ContractReverted
@@ -512,7 +512,7 @@ class Settler:
         w3, vault, sender = self.vault.w3, self.vault, self.operator.address
         call = {"from": sender, "to": vault.address, "data": HexBytes(batch.calldata), "gas": batch.gas_limit}
         try:
-            await self._calls.run(lambda: vault._guard(lambda: w3.eth.call(call, block_number)))  # type: ignore[arg-type]
+            await self._calls.run(lambda: vault.guarded(lambda: w3.eth.call(call, block_number)))  # type: ignore[arg-type]
         except ContractReverted as reverted:
             return reverted
         # The replay passes: out of gas, or a state that a later transaction of the block undid.
