@@ -7,33 +7,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from eth_account.signers.local import LocalAccount
 
 from exchange.auth.siwe import SiweMessage
-
-DOMAIN = "127.0.0.1:8000"
-
-
-async def signed_login(
-    client: httpx.AsyncClient, account: LocalAccount, **overrides: object
-) -> tuple[httpx.Response, str]:
-    issued = (await client.post("/v1/auth/nonce")).json()
-    fields: dict[str, object] = {
-        "domain": issued["domain"],
-        "address": account.address,
-        "statement": "Sign in to trade BPC.",
-        "uri": f"http://{issued['domain']}/",
-        "chain_id": issued["chain_id"],
-        "nonce": issued["nonce"],
-        "issued_at": datetime.now(UTC).replace(microsecond=0),
-    }
-    fields.update(overrides)
-    text = SiweMessage(**fields).render()  # type: ignore[arg-type]
-    signature = account.sign_message(encode_defunct(text=text)).signature.hex()
-    reply = await client.post(
-        "/v1/auth/login", json={"message": text, "signature": "0x" + signature.removeprefix("0x")}
-    )
-    return reply, text
+from tests.support.auth import signed_login
 
 
 async def test_sign_in_me_and_sign_out(service: httpx.AsyncClient) -> None:
