@@ -31,6 +31,7 @@ indexer follows. It runs beside ``exchange serve``, which keeps indexing.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import json
 import os
@@ -331,6 +332,7 @@ def cmd_resolver(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
 
+    from exchange.licenses.lifespan import NoRegistry, check_served_registry
     from exchange.settings import ENV_PREFIX, get_settings
 
     if args.workers < 1:
@@ -344,6 +346,13 @@ def cmd_resolver(args: argparse.Namespace) -> int:
         settings = get_settings()
     except ValidationError as exc:
         raise CliError(f"invalid configuration:\n{exc}") from None
+    try:
+        # Once here, so that a resolver with nothing to serve stops with a reason instead of
+        # workers failing their start-up over and over.
+        registry = asyncio.run(check_served_registry(settings))
+    except NoRegistry as exc:
+        raise CliError(str(exc)) from None
+    print(f"resolving devices of registry {registry.address} on chain {registry.chain_id}", file=sys.stderr)
     uvicorn.run(
         "exchange.licenses.resolver_app:create_resolver_app",
         factory=True,

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exchange.chain.deployment import Deployment
 from exchange.chain.runtime import ChainRuntime
-from exchange.db.engine import create_engine_for_url
+from exchange.db.engine import create_db_engine, create_engine_for_url
 from exchange.db.session import app_engine, app_sessionmaker
 from exchange.kit.logging import get_logger
 from exchange.licenses import repository
@@ -151,6 +151,15 @@ async def _served_registry(settings: Settings, engine: AsyncEngine) -> Registry:
             "start the service (its indexer) first, or name the manifest"
         )
     return registry
+
+
+async def check_served_registry(settings: Settings) -> Registry:
+    """The registry a resolver-only app would serve; ``NoRegistry`` when there is none yet."""
+    engine = create_db_engine(settings)
+    try:
+        return await _served_registry(settings, engine)
+    finally:
+        await engine.dispose()
 
 
 def resolver_startup() -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:

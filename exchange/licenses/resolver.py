@@ -30,9 +30,10 @@ from typing import Any, Final
 from exchange.kit.errors import DomainError
 from exchange.kit.logging import get_logger
 from exchange.licenses.device_ids import DeviceId
-from exchange.licenses.merkle import MerkleTree
+from exchange.licenses.merkle import MerkleTree, keccak256
 from exchange.licenses.models import BATCH_CONFIRMED
 from exchange.licenses.repository import DeviceReads, DeviceRow, Registry
+from exchange.licenses.uploads import parse_references
 
 log = get_logger(__name__)
 
@@ -125,6 +126,54 @@ class Resolver:
     ) -> tuple[int | None, list[dict[str, Any]]]:
         return await resolve(self.reads, self.registry, self.trees, devices, proofs=proofs)
 
+    async def resolve_references(
+        self, references: Sequence[str], *, proofs: bool = True
+    ) -> tuple[int | None, list[dict[str, Any]]]:
+        """Answers for the strings of a bulk query (scheme-prefixed ids or Digital Links), in order.
+
+        Refusals are those of ``parse_references``. Bulk queries mostly name devices by the
+        canonical ids their labels carry, and an id found in the database is a canonical id,
+        valid by construction: the strings are looked up as they are, and only those not found
+        are parsed (each must be valid, or the query is refused). If one of those is another
+        spelling of a device, everything is parsed and looked up again, in one snapshot.
+        """
+        block, rows = await self.reads.lookup(self.registry, list(dict.fromkeys(references)))
+        unfound = [(position, text) for position, text in enumerate(references) if text not in rows]
+        parsed = parse_references([text for _, text in unfound], [position for position, _ in unfound])
+        if any(device.canonical != text for device, (_, text) in zip(parsed, unfound, strict=True)):
+            return await self.resolve(parse_references(references), proofs=proofs)
+        schemes = {text: str(device.scheme) for device, (_, text) in zip(parsed, unfound, strict=True)}
+        loaded = await _trees_of(self.reads, self.trees, rows) if proofs else None
+        answers = [
+            _answer(
+                text,
+                schemes[text] if row is None else text.partition(":")[0],
+                row,
+                loaded,
+                self.registry,
+                block,
+            )
+            for text in references
+            for row in (rows.get(text),)
+        ]
+        return block, answers
+
+
+async def _trees_of(
+    reads: DeviceReads, trees: TreeCache, rows: dict[str, DeviceRow]
+) -> dict[int, MerkleTree]:
+    """The trees of the confirmed batches of `rows`, by batch key."""
+    loaded: dict[int, MerkleTree] = {}
+    for found in rows.values():
+        if found.batch_pk not in loaded and found.status == BATCH_CONFIRMED:
+            batch_pk = found.batch_pk
+
+            async def load(batch_pk: int = batch_pk) -> bytes | None:
+                return await reads.tree(batch_pk)
+
+            loaded[batch_pk] = await trees.get(batch_pk, found.root, load)
+    return loaded
+
 
 async def resolve(
     reads: DeviceReads,
@@ -137,24 +186,17 @@ async def resolve(
     """The indexed block and one answer per device, in order (a device may repeat)."""
     canonical = list(dict.fromkeys(device.canonical for device in devices))
     block, rows = await reads.lookup(registry, canonical)
-    loaded: dict[int, MerkleTree] = {}
-    for found in rows.values() if proofs else ():
-        if found.batch_pk not in loaded and found.status == BATCH_CONFIRMED:
-            batch_pk = found.batch_pk
-
-            async def load(batch_pk: int = batch_pk) -> bytes | None:
-                return await reads.tree(batch_pk)
-
-            loaded[batch_pk] = await trees.get(batch_pk, found.root, load)
-    answers = []
-    for device in devices:
-        row = rows.get(device.canonical)
-        answers.append(_answer(device, row, loaded if proofs else None, registry, block))
+    loaded = await _trees_of(reads, trees, rows) if proofs else None
+    answers = [
+        _answer(device.canonical, str(device.scheme), rows.get(device.canonical), loaded, registry, block)
+        for device in devices
+    ]
     return block, answers
 
 
 def _answer(
-    device: DeviceId,
+    canonical: str,
+    scheme: str,
     row: DeviceRow | None,
     trees: dict[int, MerkleTree] | None,
     registry: Registry,
@@ -163,9 +205,9 @@ def _answer(
     """One device's answer; without `trees` (no proofs asked for) its proof is None."""
     status = status_of(row)
     answer: dict[str, Any] = {
-        "device_id": device.canonical,
-        "scheme": str(device.scheme),
-        "id_hash": "0x" + device.id_hash.hex(),
+        "device_id": canonical,
+        "scheme": scheme,
+        "id_hash": "0x" + keccak256(canonical.encode("ascii")).hex(),
         "status": status,
         "manufacturer": None,
         "batch_id": None,

@@ -33,7 +33,6 @@ from exchange.licenses.lifespan import resolver_of
 from exchange.licenses.pages import device_page, wants_html
 from exchange.licenses.resolver import MAX_BULK_DEVICES, Resolver, TooManyDevices
 from exchange.licenses.schemas import DeviceAnswer, DeviceQueryIn, DeviceQueryOut
-from exchange.licenses.uploads import parse_references
 
 ResolverDep = Annotated[Resolver, Depends(resolver_of)]
 LeanHandler = Callable[["LeanRoute", Scope, Receive, Send], Awaitable[None]]
@@ -88,8 +87,7 @@ async def query_answer(resolver: Resolver, references: list[str], *, proofs: boo
             f"{len(references)} devices in one query; at most {MAX_BULK_DEVICES}",
             extra={"limit": MAX_BULK_DEVICES},
         )
-    devices = parse_references(references)
-    block, answers = await resolver.resolve(devices, proofs=proofs)
+    block, answers = await resolver.resolve_references(references, proofs=proofs)
     registry = resolver.registry
     return orjson.dumps(
         {"chain_id": registry.chain_id, "registry": registry.address, "block": block, "devices": answers}

@@ -174,8 +174,11 @@ def parse_reference(text: str) -> DeviceId:
     return _parse_one(text, None)
 
 
-def parse_references(items: Sequence[str]) -> list[DeviceId]:
-    """Every item parsed by :func:`parse_reference` (repeats allowed); refusals located by item."""
+def parse_references(items: Sequence[str], positions: Sequence[int] | None = None) -> list[DeviceId]:
+    """Every item parsed by :func:`parse_reference` (repeats allowed); refusals located by item.
+
+    `positions` are the items' places in the list the client sent, when `items` are some of them.
+    """
     devices: list[DeviceId] = []
     errors: list[ListError] = []
     total = 0
@@ -185,7 +188,8 @@ def parse_references(items: Sequence[str]) -> list[DeviceId]:
         except InvalidDeviceId as exc:
             total += 1
             if len(errors) < MAX_REPORTED_ERRORS:
-                errors.append(ListError(exc.reason, text[:200], item=position))
+                item = position if positions is None else positions[position]
+                errors.append(ListError(exc.reason, text[:200], item=item))
     if total:
         raise InvalidDeviceList(errors, total)
     return devices

@@ -1,0 +1,254 @@
+"""The resolver's lean path against FastAPI's handling of the same routes, bulk answers without
+proofs, and the resolver-only app served by `exchange licence resolver` in several processes.
+
+A request the lean path is not made for (a query string, another content type) goes to FastAPI's
+handling of the declared endpoint, the path the lean one replaced: the tests send each request
+both ways through the same app and compare the bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from exchange.licenses.resolver_routes import LeanRoute, query_router
+from exchange.settings import Settings
+from tests.licenses_service.conftest import Service
+from tests.licenses_service.test_device_batches import on_chain_status, registered_batch
+
+REGISTERED = [f"serial:com.example:P-{n}" for n in range(12)]
+UNKNOWN = ["serial:com.example:never-made", "imei:490154203237518"]
+
+
+def without_request_id(reply: httpx.Response) -> dict[str, Any]:
+    document: dict[str, Any] = reply.json()
+    assert document.pop("request_id") == reply.headers["x-request-id"]
+    return document
+
+
+async def both_ways_get(service: Service, path: str) -> tuple[httpx.Response, httpx.Response]:
+    lean = await service.client.get(path, headers={"Accept": "application/json"})
+    standard = await service.client.get(
+        path, params={"via": "fastapi"}, headers={"Accept": "application/json"}
+    )
+    return lean, standard
+
+
+async def both_ways_post(service: Service, body: bytes) -> tuple[httpx.Response, httpx.Response]:
+    lean = await service.client.post(
+        "/v1/devices/query", content=body, headers={"Content-Type": "application/json"}
+    )
+    standard = await service.client.post(
+        "/v1/devices/query", content=body, headers={"Content-Type": "application/json; charset=utf-8"}
+    )
+    return lean, standard
+
+
+def test_the_query_routes_are_lean_and_documented(licensing: Service) -> None:
+    lean = {
+        (route.path, method)
+        for route in query_router.routes
+        if isinstance(route, LeanRoute) and route.lean is not None
+        for method in route.methods
+    }
+    assert lean == {("/query", "POST"), ("/{scheme}/{device_id:path}", "GET")}
+    schema = licensing.app.openapi()
+    assert "post" in schema["paths"]["/v1/devices/query"]
+    assert "get" in schema["paths"]["/v1/devices/{scheme}/{device_id}"]
+    query_in = schema["components"]["schemas"]["DeviceQueryIn"]["properties"]
+    assert query_in["proofs"]["default"] is True
+
+
+async def test_lean_answers_are_the_bytes_fastapi_sends(licensing: Service) -> None:
+    batch, _ = await registered_batch(licensing, REGISTERED)
+    licensing.pool.devices.transact("revokeDevices", batch["batch_id"], [3])
+    await licensing.catch_up()
+    for device_id in [REGISTERED[0], REGISTERED[3], *UNKNOWN]:
+        scheme, _, _ = device_id.partition(":")
+        lean, standard = await both_ways_get(licensing, f"/v1/devices/{scheme}/{device_id}")
+        assert lean.status_code == standard.status_code == 200
+        assert lean.content == standard.content
+        for header in ("content-type", "content-length", "vary"):
+            assert lean.headers[header] == standard.headers[header]
+    for body in (
+        b'{"devices": ["%s", "%s", "%s"]}'
+        % (REGISTERED[1].encode(), UNKNOWN[0].encode(), REGISTERED[1].encode()),
+        b'{"devices": ["%s", "%s"], "proofs": false}' % (REGISTERED[3].encode(), REGISTERED[4].encode()),
+        b'{"proofs": true, "devices": []}',
+        # Another spelling of a registered device (a Digital Link) is parsed, then looked up.
+        b'{"devices": ["http://id.example.org/serial/com.example/P-5", "%s"]}' % REGISTERED[5].encode(),
+    ):
+        lean, standard = await both_ways_post(licensing, body)
+        assert lean.status_code == standard.status_code == 200, lean.text
+        assert lean.content == standard.content
+        assert lean.headers["content-type"] == standard.headers["content-type"] == "application/json"
+    linked = (await both_ways_post(licensing, body))[0].json()["devices"]
+    assert linked[0] == linked[1]
+    assert linked[0]["status"] == "licensed"
+
+
+async def test_lean_refusals_are_the_problems_fastapi_sends(licensing: Service) -> None:
+    await registered_batch(licensing, REGISTERED[:2])
+    for path in ("/v1/devices/imei/352099001761482", "/v1/devices/gs1/nonsense", "/v1/devices/tcp/1"):
+        lean, standard = await both_ways_get(licensing, path)
+        assert lean.status_code == standard.status_code == 422
+        assert lean.headers["content-type"] == standard.headers["content-type"] == "application/problem+json"
+        assert without_request_id(lean) == without_request_id(standard)
+    refused = {
+        b'{"devices": ["imei:352099001761481", "gs1:nonsense", "%s", "imei:1"]}'
+        % REGISTERED[0].encode(): 422,
+        b'{"devices": ["imei:352099001761481"' + b', "imei:352099001761481"' * 10_000 + b"]}": 413,
+        b'{"devices": "imei:352099001761481"}': 422,
+        b'{"devices": ["imei:352099001761481"], "proofs": "sometimes"}': 422,
+        b'{"devices": ["imei:352099001761481"], "limit": 3}': 422,
+        b'{"devices": [1]}': 422,
+        b"[]": 422,
+        b'{"devices": [': 422,
+        b"": 422,
+    }
+    for body, status in refused.items():
+        lean, standard = await both_ways_post(licensing, body)
+        assert lean.status_code == standard.status_code == status, (body[:80], lean.text)
+        assert lean.headers["content-type"] == "application/problem+json"
+        assert without_request_id(lean) == without_request_id(standard), body[:80]
+    # Refusals of the bulk list name the entries by their place in the list the client sent.
+    invalid = (await both_ways_post(licensing, next(iter(refused))))[0].json()
+    assert [entry["item"] for entry in invalid["errors"]] == [1, 3]
+
+
+async def test_bulk_without_proofs_agrees_with_single_queries(licensing: Service) -> None:
+    batch, _ = await registered_batch(licensing, REGISTERED)
+    licensing.pool.devices.transact("revokeDevices", batch["batch_id"], [2, 9])
+    await licensing.catch_up()
+    asked = [*REGISTERED, *UNKNOWN, REGISTERED[0]]
+    reply = await licensing.client.post("/v1/devices/query", json={"devices": asked, "proofs": False})
+    assert reply.status_code == 200, reply.text
+    answers = reply.json()["devices"]
+    assert [answer["device_id"] for answer in answers] == asked
+    for answer in answers:
+        assert answer["proof"] is None
+        scheme, _, _ = answer["device_id"].partition(":")
+        single = (await licensing.client.get(f"/v1/devices/{scheme}/{answer['device_id']}")).json()
+        assert {**answer, "proof": single["proof"]} == single
+        if single["status"] != "unknown":
+            # The single answer's proof is what a verifier asks for next; the chain accepts it.
+            assert on_chain_status(licensing, single) == {"licensed": 0, "revoked": 5}[single["status"]]
+    assert [answer["status"] for answer in answers].count("revoked") == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def resolver_processes(settings: Settings, tmp_path: Path) -> Any:
+    """A function starting `exchange licence resolver --workers 2` on the test's database."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*extra: str) -> tuple[subprocess.Popen[bytes], str]:
+        port = _free_port()
+        with (tmp_path / f"resolver-{port}.log").open("wb") as log:
+            process = subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("exchange")),
+                    "licence",
+                    "resolver",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "2",
+                    *extra,
+                ],
+                env={**os.environ, "DATABASE_URL": settings.database_url, "EXCHANGE_LOG_FORMAT": "json"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        started.append(process)
+        return process, f"http://127.0.0.1:{port}"
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
+
+
+def _wait_until_serving(process: subprocess.Popen[bytes], base: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(f"{base}/health", timeout=2)
+            return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, "the resolver exited"
+        assert time.monotonic() < deadline, "the resolver did not start"
+        time.sleep(0.2)
+
+
+async def test_resolver_processes_answer_as_the_service_does(
+    licensing: Service, resolver_processes: Any
+) -> None:
+    batch, _ = await registered_batch(licensing, REGISTERED)
+    licensing.pool.devices.transact("revokeDevices", batch["batch_id"], [4])
+    await licensing.catch_up()
+    process, base = resolver_processes()
+    _wait_until_serving(process, base)
+    asked = [*REGISTERED, *UNKNOWN]
+    async with httpx.AsyncClient(base_url=base, timeout=30) as remote:
+        for proofs in (True, False):
+            body = {"devices": asked, "proofs": proofs}
+            theirs = await remote.post("/v1/devices/query", json=body)
+            ours = await licensing.client.post("/v1/devices/query", json=body)
+            assert theirs.status_code == 200, theirs.text
+            assert theirs.content == ours.content
+        for device_id in asked:
+            scheme, _, _ = device_id.partition(":")
+            reply = await remote.get(f"/v1/devices/{scheme}/{device_id}")
+            assert reply.content == (await licensing.client.get(f"/v1/devices/{scheme}/{device_id}")).content
+        # One app, one error handler: the same problem documents as the service.
+        refused = await remote.get("/v1/devices/imei/352099001761482")
+        assert refused.status_code == 422
+        assert without_request_id(refused) == without_request_id(
+            await licensing.client.get("/v1/devices/imei/352099001761482")
+        )
+        # Read-only: no route of the service's writers, and no indexer (a revocation shows only
+        # once the service's indexer has applied it).
+        assert (await remote.post("/v1/auth/nonce")).status_code == 404
+        licensing.pool.devices.transact("revokeDevices", batch["batch_id"], [5])
+        stale = (await remote.get(f"/v1/devices/serial/{REGISTERED[5]}")).json()
+        assert stale["status"] == "licensed"
+        await licensing.catch_up()
+        fresh = (await remote.get(f"/v1/devices/serial/{REGISTERED[5]}")).json()
+        assert fresh["status"] == "revoked"
+        assert fresh["block"] > stale["block"]
+        schema = (await remote.get("/openapi.json")).json()
+        assert {"/v1/devices/query", "/v1/devices/{scheme}/{device_id}"} <= set(schema["paths"])
+        assert not {"/v1/devices/batches", "/v1/auth/nonce"} & set(schema["paths"])
+
+
+def test_resolver_refuses_to_start_without_a_registry(
+    settings: Settings, resolver_processes: Any, tmp_path: Path
+) -> None:
+    process, _ = resolver_processes()
+    assert process.wait(timeout=60) == 2
+    log = next(tmp_path.glob("resolver-*.log")).read_text()
+    assert "no indexed registry" in log
