@@ -3,6 +3,7 @@ the resolver's query rate on PostgreSQL.
 
     .venv/bin/python bench/licences.py [--tree-devices 1000000] [--nft-batch 500]
         [--query-devices 100000] [--requests 20000] [--concurrency 32] [--bulk-rounds 10]
+        [--resolver-workers N] [--skip-gas]
 
 On the embedded EVM it deploys the pool, a licensed manufacturer, DeviceLicenses
 and the DeviceNFT baseline (contracts/test/DeviceNFT.sol), then measures:
@@ -25,11 +26,20 @@ Then the resolver, end to end over HTTP on the loopback interface:
   uvicorn in this process on the embedded chain;
 * a licensed manufacturer uploads ``--query-devices`` device ids through the API, registers the
   batch on chain, and the indexer confirms it;
+* with ``--resolver-workers N`` (N >= 1) the queries go instead to ``exchange licence resolver
+  --workers N``, started as a process beside the service on the same database: the read-only
+  resolver, scaled over N processes;
 * a second process (this script with ``--load``) sends ``--requests`` single-device queries
   (``GET /v1/devices/serial/…``, nine in ten for registered devices) over ``--concurrency``
-  keep-alive connections, timing each, then ``--bulk-rounds`` bulk queries of 10,000 devices
-  one after another. Its client is a minimal HTTP/1.1 client on asyncio streams, so that the
-  client's own cost stays small next to the server's; client and server share the machine's cores.
+  keep-alive connections, timing each (after 2,000 untimed warm-up queries), then
+  ``--bulk-rounds`` bulk queries of 10,000 devices one after another, with their proofs (the
+  default), then as many without (``"proofs": false``). Its client is a minimal HTTP/1.1 client
+  on asyncio streams, so that the client's own cost stays small next to the server's; client
+  and server share the machine's cores.
+
+Server CPU per query is the CPU time the serving processes used during the single-query phase
+(warm-up included) divided by the queries sent: less sensitive than the rates to other work on
+the machine. The load average when the queries started is printed with it.
 
 Numbers are printed; the last line is one JSON object. Nothing passes or fails on time.
 """
@@ -41,6 +51,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import socket
 import statistics
 import subprocess
@@ -52,6 +63,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 from web3 import Web3
 
 from exchange.chain.binding import BoundContract
@@ -207,7 +219,81 @@ class Served:
         return asyncio.run_coroutine_threadsafe(action(), self.loop).result(timeout=600)  # type: ignore[arg-type]
 
 
-def measure_queries(devices: int, requests: int, concurrency: int, bulk_rounds: int) -> dict[str, Any]:
+WARM_UP_REQUESTS = 2_000
+
+
+def _process_tree_cpu_s(root: int) -> float:
+    """User + system CPU seconds of process `root` and its living descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    stats: dict[int, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        pid, parent = int(entry.name), int(fields[1])
+        children.setdefault(parent, []).append(pid)
+        stats[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    total, pending = 0.0, [root]
+    while pending:
+        pid = pending.pop()
+        total += stats.get(pid, 0.0)
+        pending.extend(children.get(pid, []))
+    return total
+
+
+def _start_resolver(database_url: str, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    """`exchange licence resolver --workers N` on a free port, once it answers."""
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    exchange = Path(sys.executable).with_name("exchange")
+    process = subprocess.Popen(  # noqa: S603  (the project's own command)
+        [
+            str(exchange),
+            "licence",
+            "resolver",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
+        env={**os.environ, "DATABASE_URL": database_url, "EXCHANGE_LOG_LEVEL": "WARNING"},
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{base}/v1/devices/serial/bench:probe", timeout=5).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("the resolver did not start")
+        time.sleep(0.2)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+def measure_queries(
+    devices: int, requests: int, concurrency: int, bulk_rounds: int, resolver_workers: int
+) -> dict[str, Any]:
     import httpx
     from _pg import postgres_url  # bench/ is the script's directory
     from eth_account import Account
@@ -301,41 +387,58 @@ def measure_queries(devices: int, requests: int, concurrency: int, bulk_rounds: 
                 if check["status"] != "licensed":
                     raise RuntimeError(f"the registered batch does not resolve: {check}")
             print(f"uploaded {devices:,} device ids through the API in {uploaded_s:.1f} s")
+            resolver = None
+            target = base
+            if resolver_workers:
+                resolver, target = _start_resolver(database_url, resolver_workers)
+                print(f"querying `exchange licence resolver --workers {resolver_workers}` at {target}")
             load_average = os.getloadavg()[0]
             result: dict[str, Any] = {}
-            for phase in ("single", "bulk"):
-                cpu_before = time.process_time()
-                load = subprocess.run(  # noqa: S603  (this script, with the same interpreter)
-                    [
-                        sys.executable,
-                        str(Path(__file__).resolve()),
-                        "--load",
-                        base,
-                        "--phase",
-                        phase,
-                        "--query-devices",
-                        str(devices),
-                        "--requests",
-                        str(requests),
-                        "--concurrency",
-                        str(concurrency),
-                        "--bulk-rounds",
-                        str(bulk_rounds),
-                    ],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                    timeout=3_600,
-                )
-                # This process only serves while the load runs: its CPU time is the server's.
-                result[f"{phase}_server_cpu_s"] = time.process_time() - cpu_before
-                result.update(json.loads(load.stdout.strip().splitlines()[-1]))
+            try:
+                for phase in ("single", "bulk"):
+                    cpu_before = time.process_time()
+                    resolver_cpu_before = _process_tree_cpu_s(resolver.pid) if resolver else 0.0
+                    load = subprocess.run(  # noqa: S603  (this script, with the same interpreter)
+                        [
+                            sys.executable,
+                            str(Path(__file__).resolve()),
+                            "--load",
+                            target,
+                            "--phase",
+                            phase,
+                            "--query-devices",
+                            str(devices),
+                            "--requests",
+                            str(requests),
+                            "--concurrency",
+                            str(concurrency),
+                            "--bulk-rounds",
+                            str(bulk_rounds),
+                        ],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                        timeout=3_600,
+                    )
+                    # This process only serves while the load runs: its CPU time is the server's,
+                    # plus the resolver processes' when they serve.
+                    result[f"{phase}_server_cpu_s"] = time.process_time() - cpu_before
+                    if resolver:
+                        result[f"{phase}_server_cpu_s"] += (
+                            _process_tree_cpu_s(resolver.pid) - resolver_cpu_before
+                        )
+                    result.update(json.loads(load.stdout.strip().splitlines()[-1]))
+            finally:
+                if resolver:
+                    _stop(resolver)
         finally:
             served.stop()
     result["upload_s"] = uploaded_s
     result["load_average"] = load_average
-    result["server_cpu_ms_per_query"] = result["single_server_cpu_s"] / result["requests"] * 1e3
-    result["server_cpu_ms_per_bulk"] = result["bulk_server_cpu_s"] / (result["bulk_rounds"] + 1) * 1e3
+    sent = result["requests"] + min(WARM_UP_REQUESTS, result["requests"])
+    result["server_cpu_ms_per_query"] = result["single_server_cpu_s"] / sent * 1e3
+    # Both kinds of bulk rounds, each kind with one warm-up round.
+    result["server_cpu_ms_per_bulk"] = result["bulk_server_cpu_s"] / (2 * (result["bulk_rounds"] + 1)) * 1e3
     print(
         f"single-device queries: {result['query_per_s']:,.0f}/s over {concurrency} connections "
         f"({result['requests']:,} requests, {result['errors']} errors), "
@@ -347,7 +450,13 @@ def measure_queries(devices: int, requests: int, concurrency: int, bulk_rounds: 
         f"bulk queries of {BULK_SIZE:,}: {result['bulk_devices_per_s']:,.0f} devices/s "
         f"({result['bulk_rounds']} rounds, {result['bulk_round_ms']:.0f} ms per round, "
         f"{result['bulk_mib']:.1f} MiB per answer, "
-        f"server CPU {result['server_cpu_ms_per_bulk']:.0f} ms per round)"
+        f"server CPU {result['server_cpu_ms_per_bulk']:.0f} ms per round of either kind)"
+    )
+    print(
+        f"bulk queries of {BULK_SIZE:,} without proofs: "
+        f"{result['bulk_no_proofs_devices_per_s']:,.0f} devices/s "
+        f"({result['bulk_no_proofs_round_ms']:.0f} ms per round, "
+        f"{result['bulk_no_proofs_mib']:.1f} MiB per answer)"
     )
     return result
 
@@ -407,7 +516,7 @@ async def _load(
         finally:
             writer.close()
 
-    warm_up = paths[: min(2_000, requests)]
+    warm_up = paths[: min(WARM_UP_REQUESTS, requests)]
     await asyncio.gather(*(worker(warm_up[i::concurrency], False) for i in range(concurrency)))
     started = time.perf_counter()
     await asyncio.gather(*(worker(paths[i::concurrency], True) for i in range(concurrency)))
@@ -428,25 +537,30 @@ async def _load(
 async def _load_bulk(host: str, port: int, devices: int, bulk_rounds: int) -> dict[str, Any]:
     rng = random.Random(20261123)  # noqa: S311  (reproducible query mix, not secrets)
     ids = [query_id(rng.randrange(devices)) for _ in range(BULK_SIZE)]
-    body = json.dumps({"devices": ids}).encode()
+    result: dict[str, Any] = {"bulk_rounds": bulk_rounds}
     reader, writer = await asyncio.open_connection(host, port)
-    rounds: list[float] = []
-    size = 0
-    for _ in range(bulk_rounds + 1):  # the first round warms up
-        round_started = time.perf_counter()
-        status, answer = await _exchange(reader, writer, "POST", "/v1/devices/query", body)
-        rounds.append(time.perf_counter() - round_started)
-        size = len(answer)
-        if status != 200 or len(json.loads(answer)["devices"]) != BULK_SIZE:
-            raise RuntimeError(f"bulk query failed: {status} {answer[:300]!r}")
+    for name, proofs in (("bulk", True), ("bulk_no_proofs", False)):
+        body = json.dumps({"devices": ids, "proofs": proofs}).encode()
+        rounds: list[float] = []
+        size = 0
+        for _ in range(bulk_rounds + 1):  # the first round warms up
+            round_started = time.perf_counter()
+            status, answer = await _exchange(reader, writer, "POST", "/v1/devices/query", body)
+            answers = orjson.loads(answer)["devices"] if status == 200 else None
+            rounds.append(time.perf_counter() - round_started)
+            size = len(answer)
+            if answers is None or len(answers) != BULK_SIZE or (answers[0]["proof"] is None) == proofs:
+                raise RuntimeError(f"bulk query failed: {status} {answer[:300]!r}")
+        bulk_s = sum(rounds[1:])
+        result.update(
+            {
+                f"{name}_round_ms": bulk_s / bulk_rounds * 1e3,
+                f"{name}_devices_per_s": BULK_SIZE * bulk_rounds / bulk_s,
+                f"{name}_mib": size / 2**20,
+            }
+        )
     writer.close()
-    bulk_s = sum(rounds[1:])
-    return {
-        "bulk_rounds": bulk_rounds,
-        "bulk_round_ms": bulk_s / bulk_rounds * 1e3,
-        "bulk_devices_per_s": BULK_SIZE * bulk_rounds / bulk_s,
-        "bulk_mib": size / 2**20,
-    }
+    return result
 
 
 def main() -> None:
@@ -457,6 +571,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--bulk-rounds", type=int, default=10)
+    parser.add_argument(
+        "--resolver-workers",
+        type=int,
+        default=0,
+        help="query `exchange licence resolver --workers N` instead of the service (0: the service)",
+    )
     parser.add_argument(
         "--skip-gas", action="store_true", help="only the query benchmark (and no tree timing)"
     )
@@ -488,11 +608,14 @@ def main() -> None:
             nft_gas_per_device=round(gas["nft_gas_per_device"], 1),
             merkle_1m_s=round(tree["tree_s"], 2),
         )
-    queries = measure_queries(args.query_devices, args.requests, args.concurrency, args.bulk_rounds)
+    queries = measure_queries(
+        args.query_devices, args.requests, args.concurrency, args.bulk_rounds, args.resolver_workers
+    )
     summary.update(
         query_per_s=round(queries["query_per_s"]),
         query_p99_ms=round(queries["p99_ms"], 2),
         bulk_devices_per_s=round(queries["bulk_devices_per_s"]),
+        bulk_no_proofs_devices_per_s=round(queries["bulk_no_proofs_devices_per_s"]),
     )
     if not args.skip_gas:
         summary.update(
@@ -514,6 +637,8 @@ def main() -> None:
         query_concurrency=args.concurrency,
         query_errors=queries["errors"],
         bulk_round_ms=round(queries["bulk_round_ms"], 1),
+        bulk_no_proofs_round_ms=round(queries["bulk_no_proofs_round_ms"], 1),
+        resolver_workers=args.resolver_workers,
         server_cpu_ms_per_query=round(queries["server_cpu_ms_per_query"], 3),
         server_cpu_ms_per_bulk=round(queries["server_cpu_ms_per_bulk"], 1),
         load_average=round(queries["load_average"], 2),
