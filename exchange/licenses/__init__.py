@@ -22,6 +22,8 @@ The service around them:
   and the tree cache), ``indexer`` (DeviceLicenses events from a persisted cursor),
   ``transactions`` (unsigned transaction building), ``repository`` (all SQL),
   ``models`` (tables), ``schemas`` (API shapes);
-* ``routes`` (``/v1/licences``), ``device_routes`` (``/v1/devices`` and the Digital
-  Link paths), ``lifespan`` (start-up hook), ``cli`` (``exchange licence …``).
+* ``routes`` (``/v1/licences``), ``device_routes`` (``/v1/devices`` batches),
+  ``resolver_routes`` (device queries and the Digital Link paths, with their lean path),
+  ``resolver_app`` (the resolver alone, ``exchange licence resolver``), ``lifespan``
+  (start-up hooks), ``cli`` (``exchange licence …``).
 """

@@ -1,8 +1,8 @@
-"""Licensing's start-up hooks: the resolver (read engine, tree cache), the indexer and its loop.
+"""Licensing's start-up hooks: the resolver (its reads, its tree cache), the indexer and its loop.
 
 ``licensing_startup`` is the full service's hook. It runs after the chain hook (it needs
 ``app.state.chain``), keeps its parts on ``app.state.licensing`` and the resolver on
-``app.state.resolver``; the loop is cancelled and the engine disposed at shutdown.
+``app.state.resolver``; the loop is cancelled and the resolver's pool closed at shutdown.
 
 ``resolver_startup`` is the hook of the resolver-only app (``exchange licence resolver``): no
 chain, no indexer, no writer, only the resolver on ``app.state.resolver``, for the registry of
@@ -64,6 +64,10 @@ async def resolver_of(request: Request) -> Resolver:
     return resolver
 
 
+async def _leave_as_is(_connection: asyncpg.Connection) -> None:
+    return None
+
+
 @asynccontextmanager
 async def _resolver_reads(settings: Settings, app_engine: AsyncEngine) -> AsyncIterator[DeviceReads]:
     """The resolver's reads: an asyncpg pool of its own on PostgreSQL, else an engine.
@@ -87,6 +91,10 @@ async def _resolver_reads(settings: Settings, app_engine: AsyncEngine) -> AsyncI
         max_size=settings.licence_read_pool_size,
         # Connections idle this long are closed, so a pool sized for a burst does not hold them.
         max_inactive_connection_lifetime=300,
+        # The resolver's statements leave no session state (no SET, LISTEN, advisory lock or
+        # open transaction), so a connection goes back as it is: asyncpg's default reset is a
+        # second round trip per query.
+        reset=_leave_as_is,
     )
     try:
         yield AsyncpgReads(pool)
