@@ -286,7 +286,7 @@ class Settler:
                 nonce=order.nonce,
                 expiry_unix=order.expiry_unix,
             )
-            digest = "0x" + self._digester.digest(_fields(vault_order)).hex()
+            digest = "0x" + self._digester.digest(OrderFields.from_vault_order(vault_order)).hex()
             cached = SignedOrder(vault_order, bytes(HexBytes(order.signature)), digest)
             self._orders[order.id] = cached
         return cached
@@ -624,20 +624,6 @@ class Settler:
 def fill_totals(amounts: FillAmounts) -> list[Posting]:
     """What a fill moved in the ledger's totals when it matched (``ledger.fill`` without reservations)."""
     return [Posting(p.account, p.token, p.total_delta) for p in ledger.fill(amounts, FEES_ACCOUNT)]
-
-
-def _fields(order: VaultOrder) -> OrderFields:
-    return OrderFields(
-        maker=order.maker,
-        base_token=order.base_token,
-        quote_token=order.quote_token,
-        side=int(order.side),
-        price_quote=order.price_quote,
-        amount_base=order.amount_base,
-        max_fee_bps=order.max_fee_bps,
-        nonce=order.nonce,
-        expiry_unix=order.expiry_unix,
-    )
 
 
 def _json_args(args: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from eth_keys.backends.coincurve import CoinCurveECCBackend
 from eth_keys.main import KeyAPI
 from sha3 import keccak_256  # type: ignore[import-untyped]  # safe-pysha3 ships no stubs
 
-from exchange.trading.eip712 import DOMAIN_NAME, DOMAIN_VERSION, ORDER_TYPE
+from exchange.trading.eip712 import DOMAIN_NAME, DOMAIN_VERSION, ORDER_TYPE, VaultOrder
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _HALF_N = SECP256K1_N // 2
@@ -86,6 +86,21 @@ class OrderFields:
     max_fee_bps: int
     nonce: int
     expiry_unix: int
+
+    @classmethod
+    def from_vault_order(cls, order: VaultOrder) -> OrderFields:
+        """The fields of an order built (and range-checked) by the reference ``eip712`` code."""
+        return cls(
+            maker=order.maker,
+            base_token=order.base_token,
+            quote_token=order.quote_token,
+            side=int(order.side),
+            price_quote=order.price_quote,
+            amount_base=order.amount_base,
+            max_fee_bps=order.max_fee_bps,
+            nonce=order.nonce,
+            expiry_unix=order.expiry_unix,
+        )
 
 
 class OrderDigester:
