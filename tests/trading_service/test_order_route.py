@@ -1,0 +1,94 @@
+"""POST /v1/orders answers a plain request on its lean path and anything else through FastAPI, alike."""
+
+from __future__ import annotations
+
+import json
+
+from exchange.trading.repository import padded
+from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
+
+
+async def _trader(desk: Desk) -> Trader:
+    trader = await desk.member(0x93)
+    await desk.deposit(trader, desk.market["quote"], 100 * DOLLAR)
+    await desk.deposit(trader, desk.market["base"], 10 * WHOLE)
+    return trader
+
+
+async def _orders(desk: Desk, trader: Trader) -> list[dict[str, object]]:
+    reply = await desk.client.get("/v1/orders", headers=trader.headers)
+    items: list[dict[str, object]] = reply.json()["items"]
+    return items
+
+
+async def test_both_paths_give_the_same_answers(desk: Desk) -> None:
+    trader = await _trader(desk)
+    body = desk.order_body(trader, "buy", price(10), WHOLE, client_order_id="both-ways")
+    raw = json.dumps(body).encode()
+    # A charset parameter sends the request through FastAPI's own handler.
+    generic = {**trader.headers, "Content-Type": "application/json; charset=utf-8"}
+    lean = {**trader.headers, "Content-Type": "application/json"}
+    first = await desk.client.post("/v1/orders", content=raw, headers=generic)
+    again = await desk.client.post("/v1/orders", content=raw, headers=lean)
+    assert (first.status_code, again.status_code) == (201, 200), (first.text, again.text)
+    assert again.json() == first.json()
+
+    other = desk.order_body(trader, "sell", price(12), WHOLE, client_order_id="lean-first")
+    raw = json.dumps(other).encode()
+    placed = await desk.client.post("/v1/orders", content=raw, headers=lean)
+    replayed = await desk.client.post("/v1/orders", content=raw, headers=generic)
+    assert (placed.status_code, replayed.status_code) == (201, 200)
+    assert replayed.json() == placed.json()
+    assert len(await _orders(desk, trader)) == 2
+
+
+async def test_idempotency_keys_work_the_same_on_both_paths(desk: Desk) -> None:
+    trader = await _trader(desk)
+    raw = json.dumps(desk.order_body(trader, "sell", price(13), WHOLE)).encode()
+    lean = {**trader.headers, "Content-Type": "application/json", "Idempotency-Key": "route-1"}
+    generic = {**lean, "Content-Type": "application/json; charset=utf-8"}
+    first = await desk.client.post("/v1/orders", content=raw, headers=lean)
+    again = await desk.client.post("/v1/orders", content=raw, headers=generic)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    bad_key = {**lean, "Idempotency-Key": "with space"}
+    refused = await desk.client.post("/v1/orders", content=raw, headers=bad_key)
+    assert refused.status_code == 422
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert len(await _orders(desk, trader)) == 1
+
+
+async def test_unusual_requests_are_refused_as_before_and_change_nothing(desk: Desk) -> None:
+    trader = await _trader(desk)
+    body = desk.order_body(trader, "buy", price(10), WHOLE)
+    raw = json.dumps(body).encode()
+    lean = {**trader.headers, "Content-Type": "application/json"}
+
+    query = await desk.client.post("/v1/orders?dry_run=1", content=raw, headers=lean)
+    assert query.status_code == 422
+    assert "unknown query parameter 'dry_run'" in query.json()["detail"]
+
+    anonymous = await desk.client.post(
+        "/v1/orders", content=raw, headers={"Content-Type": "application/json"}
+    )
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"] == "Bearer"
+
+    malformed = await desk.client.post("/v1/orders", content=raw[:-1], headers=lean)
+    assert malformed.status_code in (400, 422)
+    assert malformed.headers["content-type"].startswith("application/problem+json")
+
+    extra = await desk.client.post(
+        "/v1/orders", content=json.dumps({**body, "leverage": 10}).encode(), headers=lean
+    )
+    assert extra.status_code == 422
+    assert extra.json()["type"].endswith("/validation-failed")
+    assert await _orders(desk, trader) == []
+
+
+def test_padded_lists_have_few_lengths() -> None:
+    assert padded([]) == []
+    assert padded([3]) == [3]
+    assert padded({"b", "a", "c"}) == ["a", "b", "c", "c"]
+    assert [len(padded(range(n))) for n in range(1, 10)] == [1, 2, 4, 4, 8, 8, 8, 8, 16]
