@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from typing import TypeVar
 
-from sqlalchemy import Select, Table, bindparam, func, or_, select, tuple_
+from sqlalchemy import Table, bindparam, func, or_, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,6 +38,7 @@ from exchange.trading.models import (
 log = get_logger(__name__)
 
 BalanceKey = tuple[str, str]  # (account, token)
+T = TypeVar("T")
 
 FEES_ACCOUNT = "vault:fees"
 """Ledger account of trading fees not yet sent to the Fund (settlement moves them out of the Vault)."""
@@ -57,10 +59,33 @@ def _table(model: type[Base]) -> Table:
     return table
 
 
-def _locked(statement: Select[LedgerBalance], session: AsyncSession) -> Select[LedgerBalance]:
-    if session.get_bind().dialect.name == "postgresql":
-        return statement.with_for_update()
-    return statement
+_BALANCES = _table(LedgerBalance)
+_BALANCE_UPDATE = (
+    _BALANCES.update()
+    .where(_BALANCES.c.account == bindparam("b_account"), _BALANCES.c.token == bindparam("b_token"))
+    .values(total=bindparam("total"), reserved=bindparam("reserved"), updated_at=bindparam("updated_at"))
+)
+_ENTRIES = _table(LedgerEntry)
+_BALANCES_READ = (
+    select(_BALANCES.c.account, _BALANCES.c.token, _BALANCES.c.total, _BALANCES.c.reserved)
+    .where(tuple_(_BALANCES.c.account, _BALANCES.c.token).in_(bindparam("keys", expanding=True)))
+    .order_by(_BALANCES.c.account, _BALANCES.c.token)
+)
+_BALANCES_LOCKED = _BALANCES_READ.with_for_update()
+
+
+def padded(values: Iterable[T]) -> list[T]:
+    """``values`` sorted, the last repeated up to a power of two: a bound IN list of few lengths.
+
+    Each length of an expanded IN list is another SQL text, which asyncpg prepares (one
+    more round trip) and keeps in a bounded cache; padding keeps the texts few. The
+    repeats change nothing: IN ignores duplicates.
+    """
+    ordered: list[T] = sorted(values)  # type: ignore[type-var]
+    if not ordered:
+        return ordered
+    size = 1 << (len(ordered) - 1).bit_length()
+    return ordered + [ordered[-1]] * (size - len(ordered))
 
 
 async def load_balances(
@@ -70,15 +95,12 @@ async def load_balances(
     wanted = sorted({key for key in keys if key[0] != VAULT_EXTERNAL})
     if not wanted:
         return {}
-    statement = (
-        select(LedgerBalance)
-        .where(tuple_(LedgerBalance.account, LedgerBalance.token).in_(wanted))
-        .order_by(LedgerBalance.account, LedgerBalance.token)
-    )
-    if lock:
-        statement = _locked(statement, session)
-    rows = (await session.scalars(statement)).all()
-    return {(row.account, row.token): Balance(row.total, row.reserved) for row in rows}
+    if lock and session.get_bind().dialect.name == "postgresql":
+        statement = _BALANCES_LOCKED
+    else:
+        statement = _BALANCES_READ
+    rows = (await session.execute(statement, {"keys": padded(wanted)})).all()
+    return {(account, token): Balance(total, reserved) for account, token, total, reserved in rows}
 
 
 async def write_balances(
@@ -100,18 +122,13 @@ async def write_balances(
         else:
             inserts.append({**row, "updated_at": now})
     # Core statements, executed many: the ORM's bulk paths cost more than the database here.
-    table = _table(LedgerBalance)
     if updates:
         await session.execute(
-            table.update()
-            .where(table.c.account == bindparam("b_account"), table.c.token == bindparam("b_token"))
-            .values(
-                total=bindparam("total"), reserved=bindparam("reserved"), updated_at=bindparam("updated_at")
-            ),
+            _BALANCE_UPDATE,
             [{"b_account": row.pop("account"), "b_token": row.pop("token"), **row} for row in updates],
         )
     if inserts:
-        await session.execute(table.insert(), inserts)
+        await session.execute(_BALANCES.insert(), inserts)
 
 
 async def insert_entries(
@@ -121,7 +138,7 @@ async def insert_entries(
     if not postings:
         return
     await session.execute(
-        _table(LedgerEntry).insert(),
+        _ENTRIES.insert(),
         [
             {
                 "account": posting.account,

@@ -4,16 +4,19 @@ Requests hand the writer *intents* (place, cancel, cancel all, probe) through an
 asyncio queue and wait. Each cycle the writer takes everything queued (up to
 ``max_batch``) and, in ONE database transaction:
 
-1. locks the market's ``trading_books`` row (on SQLite this first write also
-   takes the database's write lock, so the cycle never has to upgrade a read);
-2. cancels orders that reached their expiry less the settlement margin;
-3. for each intent in arrival order: checks the client order id, nonce and
+1. cancels orders that reached their expiry less the settlement margin;
+2. for each intent in arrival order: checks the client order id, nonce and
    order hash are unused, reserves the funds (ledger postings against the
    balances read ``FOR UPDATE``), applies the command to the book, and turns
    the book's events into fills, order updates and ledger postings;
-4. writes the journal rows (orders, cancels), the fills, the order states, the
-   ledger entries and balances, the new journal head and, every
-   ``checkpoint_every`` commands, a snapshot of the book with its state hash;
+3. writes the journal rows (orders, cancels), the fills, the order states, the
+   ledger entries and balances and, every ``checkpoint_every`` commands, a
+   snapshot of the book with its state hash;
+4. moves the journal head in ``trading_books`` from the sequence the cycle
+   started at (a head that moved under it fails the cycle: one writer per market);
+
+(On SQLite the engine begins every transaction IMMEDIATE, so the cycle holds
+the write lock from its first read and never has to upgrade.)
 
 then commits, and only then resolves the waiting requests. One commit (one
 fsync) acknowledges the whole batch: that is the group commit. If anything in
@@ -46,7 +49,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, or_, select, update
+from sqlalchemy import CursorResult, Table, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.db.base import utc_now
@@ -57,6 +60,7 @@ from exchange.orderbook import (
     Cancel,
     CancelAll,
     Cancelled,
+    Depth,
     Event,
     LevelChanged,
     OrderBook,
@@ -73,6 +77,7 @@ from exchange.trading.feed import CycleListener, CycleReport
 from exchange.trading.intake import TIME_IN_FORCE, CheckedOrder
 from exchange.trading.intents import (
     CANCEL_CAUSES,
+    ORDER_FIELDS,
     ORDER_STATE_FIELDS,
     STOP,
     CancelAllIntent,
@@ -103,7 +108,7 @@ from exchange.trading.models import (
     TradingFill,
     TradingOrder,
 )
-from exchange.trading.repository import FEES_ACCOUNT, BalanceKey, LedgerRefused
+from exchange.trading.repository import FEES_ACCOUNT, BalanceKey, LedgerRefused, padded
 
 log = get_logger(__name__)
 
@@ -122,6 +127,20 @@ _CANDLE_UPDATE = (
     )
     .values({name: bindparam(name) for name in (*CANDLE_VALUES, "updated_at")})
 )
+# Built once, so SQLAlchemy reuses its cache key; the IN lists are padded (repository.padded) so
+# that PostgreSQL sees few distinct statements and asyncpg rarely prepares a new one.
+_KNOWN_ORDERS = select(_ORDERS).where(
+    or_(
+        and_(
+            _ORDERS.c.account.in_(bindparam("accounts", expanding=True)),
+            or_(
+                _ORDERS.c.client_order_id.in_(bindparam("client_ids", expanding=True)),
+                _ORDERS.c.nonce.in_(bindparam("nonces", expanding=True)),
+            ),
+        ),
+        _ORDERS.c.order_hash.in_(bindparam("hashes", expanding=True)),
+    )
+)
 _ORDER_STATE_UPDATE = (
     _ORDERS.update()
     .where(_ORDERS.c.id == bindparam("b_id"))
@@ -129,6 +148,8 @@ _ORDER_STATE_UPDATE = (
 )
 
 QUEUE_LIMIT = 20_000
+_MAKER_LEVELS = 32  # price levels, and resting orders, a cycle's first balance read looks at
+_MAKER_ORDERS = 256
 
 
 # --------------------------------------------------------------------------- one cycle's work
@@ -137,9 +158,10 @@ QUEUE_LIMIT = 20_000
 class _Cycle:
     """The working state of one cycle: balances read so far and everything to write."""
 
-    def __init__(self, session: AsyncSession, now: datetime) -> None:
+    def __init__(self, session: AsyncSession, now: datetime, start_sequence: int) -> None:
         self.session = session
         self.now = now
+        self.start_sequence = start_sequence  # the journal head this cycle builds on
         self.balances: dict[BalanceKey, Balance] = {}
         self.loaded: set[BalanceKey] = set()
         self.existing: set[BalanceKey] = set()
@@ -324,16 +346,13 @@ class MarketWriter:
         now_unix = int(self._clock())
         outcomes: list[tuple[Intent, object]] = []
         async with self._sessionmaker() as session, session.begin():
-            await session.execute(
-                update(TradingBook).where(TradingBook.market_id == self.market_id).values(updated_at=now)
-            )
-            cycle = _Cycle(session, now)
+            cycle = _Cycle(session, now, self.sequence)
             places = [intent for intent in batch if isinstance(intent, PlaceIntent)]
             known = await self._known_orders(session, places)
             read = time.perf_counter()
             await cycle.load(
-                (intent.order.account, token)
-                for intent in places
+                (account, token)
+                for account in self._accounts_in_play(places)
                 for token in (self.market.base_token, self.market.quote_token)
             )
             await self._expire(cycle, now_unix)
@@ -403,22 +422,56 @@ class MarketWriter:
         client_ids = {intent.order.client_order_id for intent in places}
         nonces = {intent.order.nonce for intent in places}
         hashes = {intent.order.order_hash for intent in places}
-        rows = await session.scalars(
-            select(TradingOrder).where(
-                or_(
-                    and_(
-                        TradingOrder.account.in_(accounts),
-                        or_(TradingOrder.client_order_id.in_(client_ids), TradingOrder.nonce.in_(nonces)),
-                    ),
-                    TradingOrder.order_hash.in_(hashes),
-                )
-            )
+        # Core rows, not ORM objects: the writer keeps its own OrderRow copies.
+        found = await session.execute(
+            _KNOWN_ORDERS,
+            {
+                "accounts": padded(accounts),
+                "client_ids": padded(client_ids),
+                "nonces": padded(nonces),
+                "hashes": padded(hashes),
+            },
         )
         known = []
-        for model in rows:
-            row = self.live.get(model.sequence) if model.market_id == self.market_id else None
-            known.append(row if row is not None else OrderRow.from_model(model))
+        for mapping in found.mappings():
+            row = self.live.get(mapping["sequence"]) if mapping["market_id"] == self.market_id else None
+            known.append(
+                row if row is not None else OrderRow(**{name: mapping[name] for name in ORDER_FIELDS})
+            )
         return known
+
+    def _accounts_in_play(self, places: list[PlaceIntent]) -> set[str]:
+        """The accounts whose balances the batch will likely move, so one read locks them all.
+
+        The placing accounts, and the owners of the resting orders the batch's crossing
+        orders could reach (walking each opposite side from its best price, up to the
+        amount placed against it), plus the fee account when anything may trade. A maker
+        this guess misses is read when its fill happens, as before.
+        """
+        accounts = {intent.order.account for intent in places}
+        depth: Depth | None = None
+        for side in (Side.BUY, Side.SELL):
+            orders = [intent.order for intent in places if intent.order.side is side]
+            if not orders:
+                continue
+            if depth is None:
+                depth = self.book.depth(_MAKER_LEVELS)
+            opposite, maker_side = (depth.asks, Side.SELL) if side is Side.BUY else (depth.bids, Side.BUY)
+            wanted = sum(order.amount_base for order in orders)
+            limit = (
+                max(o.price_ticks for o in orders) if side is Side.BUY else min(o.price_ticks for o in orders)
+            )
+            seen = 0
+            for level in opposite:
+                crosses = level.price_ticks <= limit if side is Side.BUY else level.price_ticks >= limit
+                if not crosses or wanted <= 0 or seen >= _MAKER_ORDERS:
+                    break
+                for view in self.book.level_orders(maker_side, level.price_ticks):
+                    accounts.add(view.account)
+                    seen += 1
+                accounts.add(FEES_ACCOUNT)
+                wanted -= level.amount_base
+        return accounts
 
     # ------------------------------------------------------------------ commands
 
@@ -742,9 +795,18 @@ class MarketWriter:
         values: dict[str, Any] = {"sequence": self.sequence, "updated_at": cycle.now}
         if self.sequence - self.checkpoint_sequence >= self._checkpoint_every:
             values.update(self._checkpoint_values())
-        await session.execute(
-            update(TradingBook).where(TradingBook.market_id == self.market_id).values(**values)
+        # The head moves only from where this cycle found it: a second writer of the market
+        # (which must never exist) makes one of the two cycles fail and roll back whole.
+        result = await session.execute(
+            update(TradingBook)
+            .where(TradingBook.market_id == self.market_id, TradingBook.sequence == cycle.start_sequence)
+            .values(**values)
         )
+        if cast(CursorResult[Any], result).rowcount != 1:
+            raise RecoveryFailed(
+                f"the journal head of {self.market_id} moved away from {cycle.start_sequence} "
+                "under this writer: another writer owns the market"
+            )
 
     async def _write_candles(self, cycle: _Cycle) -> None:
         """Fold the cycle's fills into the stored candles (read-modify-write: this writer owns them)."""
