@@ -8,6 +8,10 @@ connection while the writer needs one to commit them. So trading routes
 resolve the token here: in a short session of its own, with the answer kept
 for ``ttl_s`` (``EXCHANGE_TRADING_SESSION_CACHE_S``). A session that signs out
 or expires stops working within that time.
+
+At most ``MAX_LOOKUPS`` lookups run at once, fewer than the pool's connections:
+the answers of many sessions tend to expire together, and a burst of lookups
+beyond the pool would open (and then close) a new database connection each.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from exchange.db.base import utc_now
 from exchange.kit.errors import Unauthorized
 
 _MAX_ENTRIES = 100_000
+MAX_LOOKUPS = 4
 
 
 class PrincipalCache:
@@ -39,6 +44,7 @@ class PrincipalCache:
         self._clock = clock
         self._answers: dict[str, tuple[Principal, float]] = {}
         self._pending: dict[str, asyncio.Task[Principal]] = {}
+        self._lookups = asyncio.Semaphore(MAX_LOOKUPS)
 
     async def resolve(self, token: str) -> Principal:
         digest = token_digest(token)
@@ -59,7 +65,7 @@ class PrincipalCache:
         return principal
 
     async def _look_up(self, token: str) -> Principal:
-        async with self._sessionmaker() as session:
+        async with self._lookups, self._sessionmaker() as session:
             return await resolve_token(session, token, utc_now())
 
 
