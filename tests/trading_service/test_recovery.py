@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from exchange.chain.runtime import ChainRuntime
 from exchange.trading.journal import RecoveryFailed
@@ -91,3 +91,27 @@ async def test_the_service_refuses_to_start_without_the_native_backend(
     with pytest.raises(NativeBackendMissing):
         async for _desk in start_desk(trading_settings(database_url), chain_runtime):
             pass
+
+
+async def test_a_lost_connection_fails_one_cycle_and_the_writer_trades_on(desk: Desk) -> None:
+    trader = await desk.member(0xB7)
+    await desk.deposit(trader, desk.market["quote"], 1_000 * DOLLAR)
+    assert (await desk.place(trader, "buy", price(9), WHOLE)).status_code == 201
+    writer = next(iter(desk.trading.markets.values())).writer
+    held = writer._connection  # the connection the writer keeps between cycles
+    assert held is not None
+    driver = (await held.get_raw_connection()).driver_connection
+    if held.dialect.name == "postgresql":
+        async with desk.trading.sessionmaker() as session:
+            await session.execute(select(func.pg_terminate_backend(driver.get_server_pid())))
+    else:
+        await driver.close()
+
+    body = desk.order_body(trader, "buy", price(10), WHOLE, client_order_id="after-the-loss")
+    lost = await desk.client.post("/v1/orders", json=body, headers=trader.headers)
+    assert lost.status_code == 503, lost.text
+    assert lost.json()["type"].endswith("/trading-unavailable")
+    retried = await desk.client.post("/v1/orders", json=body, headers=trader.headers)
+    assert retried.status_code == 201, retried.text
+    head = (await desk.client.get(f"/v1/markets/{desk.market['id']}/journal")).json()
+    assert (head["sequence"], head["open_orders"]) == (2, 2)
