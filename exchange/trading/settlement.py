@@ -62,7 +62,7 @@ from eth_utils.abi import function_abi_to_4byte_selector, get_abi_input_types
 from hexbytes import HexBytes
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web3 import HTTPProvider, Web3
-from web3.types import TxReceipt
+from web3.types import TxParams, TxReceipt
 
 from exchange.chain.binding import BoundContract
 from exchange.chain.errors import ContractReverted
@@ -304,14 +304,14 @@ class Settler:
 
     async def _simulate(self, arguments: SettleArguments) -> int:
         """Gas the call needs; raises ``ContractReverted`` with the Vault's custom error."""
-        w3, vault = self.vault.w3, self.vault
-        call = {
+        vault = self.vault
+        call: TxParams = {
             "from": self.operator.address,
             "to": vault.address,
             "data": HexBytes(self._calldata(arguments)),
         }
         # BoundContract decodes reverts of both the embedded EVM and JSON-RPC nodes.
-        return int(await self._calls.run(lambda: vault.guarded(lambda: w3.eth.estimate_gas(call))))  # type: ignore[arg-type]
+        return await self._calls.run(lambda: vault.estimate_gas(call))
 
     async def _isolate(
         self, fills: Sequence[FillRecord], to_settle: Sequence[FillToSettle], error: ContractReverted
