@@ -148,14 +148,15 @@ async def test_a_fill_the_vault_refuses_fails_alone_with_the_custom_error_and_is
 async def test_a_stuck_transaction_is_replaced_with_the_same_nonce_and_a_higher_fee(
     net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
-    settings = chain_settings.model_copy(update={"settlement_stuck_after_s": 0.2})
+    # Long enough that the step right after opening never finds it stuck, even on a loaded machine.
+    settings = chain_settings.model_copy(update={"settlement_stuck_after_s": 2.0})
     parts = await _parts(net, settings, sessionmaker)
     alice, bob = Trader(MEMBERS[0]), Trader(MEMBERS[1])
     await buys(net, settings, sessionmaker, bob, [alice])
     net.rpc("evm_setAutomine", False)
     assert await parts.settler.step() is StepOutcome.OPENED
     assert await parts.settler.step() is StepOutcome.WAITING  # in the node's pool, not stuck yet
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(2.1)
     assert await parts.settler.step() is StepOutcome.WAITING  # replaced
     net.rpc("evm_mine")
     net.rpc("evm_setAutomine", True)
