@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, and_, bindparam, or_, select, update
+from sqlalchemy import CursorResult, Table, bindparam, select, tuple_, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from exchange.db.base import utc_now
@@ -128,18 +128,17 @@ _CANDLE_UPDATE = (
     .values({name: bindparam(name) for name in (*CANDLE_VALUES, "updated_at")})
 )
 # Built once, so SQLAlchemy reuses its cache key; the IN lists are padded (repository.padded) so
-# that PostgreSQL sees few distinct statements and asyncpg rarely prepares a new one.
-_KNOWN_ORDERS = select(_ORDERS).where(
-    or_(
-        and_(
-            _ORDERS.c.account.in_(bindparam("accounts", expanding=True)),
-            or_(
-                _ORDERS.c.client_order_id.in_(bindparam("client_ids", expanding=True)),
-                _ORDERS.c.nonce.in_(bindparam("nonces", expanding=True)),
-            ),
-        ),
-        _ORDERS.c.order_hash.in_(bindparam("hashes", expanding=True)),
-    )
+# that PostgreSQL sees few distinct statements and asyncpg rarely prepares a new one. Each part
+# looks up exact keys of a unique index: the plan stays index probes however large the table
+# grows (one query OR-ing account, client id and nonce lists was planned as a sequential scan).
+_KNOWN_ORDERS = union_all(
+    select(_ORDERS).where(
+        tuple_(_ORDERS.c.account, _ORDERS.c.client_order_id).in_(bindparam("client_ids", expanding=True))
+    ),
+    select(_ORDERS).where(
+        tuple_(_ORDERS.c.account, _ORDERS.c.nonce).in_(bindparam("nonces", expanding=True))
+    ),
+    select(_ORDERS).where(_ORDERS.c.order_hash.in_(bindparam("hashes", expanding=True))),
 )
 _ORDER_STATE_UPDATE = (
     _ORDERS.update()
@@ -439,27 +438,26 @@ class MarketWriter:
         """Orders already journaled that share an account's client order id or nonce, or an order hash."""
         if not places:
             return []
-        accounts = {intent.order.account for intent in places}
-        client_ids = {intent.order.client_order_id for intent in places}
-        nonces = {intent.order.nonce for intent in places}
-        hashes = {intent.order.order_hash for intent in places}
         # Core rows, not ORM objects: the writer keeps its own OrderRow copies.
         found = await session.execute(
             _KNOWN_ORDERS,
             {
-                "accounts": padded(accounts),
-                "client_ids": padded(client_ids),
-                "nonces": padded(nonces),
-                "hashes": padded(hashes),
+                "client_ids": padded(
+                    {(intent.order.account, intent.order.client_order_id) for intent in places}
+                ),
+                "nonces": padded({(intent.order.account, intent.order.nonce) for intent in places}),
+                "hashes": padded({intent.order.order_hash for intent in places}),
             },
         )
-        known = []
+        known: dict[int, OrderRow] = {}
         for mapping in found.mappings():
+            if mapping["id"] in known:  # an order can match more than one part
+                continue
             row = self.live.get(mapping["sequence"]) if mapping["market_id"] == self.market_id else None
-            known.append(
-                row if row is not None else OrderRow(**{name: mapping[name] for name in ORDER_FIELDS})
-            )
-        return known
+            if row is None:
+                row = OrderRow(**{name: mapping[name] for name in ORDER_FIELDS})
+            known[mapping["id"]] = row
+        return list(known.values())
 
     def _accounts_in_play(self, places: list[PlaceIntent]) -> set[str]:
         """The accounts whose balances the batch will likely move, so one read locks them all.
