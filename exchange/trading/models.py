@@ -76,6 +76,7 @@ class CancelCause(StrEnum):
     SELF_TRADE = "self_trade"
     EXPIRED = "expired"  # reached its signed expiry (less the settlement margin)
     SUSPENDED = "suspended"  # the account stopped being an active member
+    ON_CHAIN = "on_chain"  # the maker cancelled it in the Vault (order, nonce) or asked to exit
 
 
 class SettlementState(StrEnum):

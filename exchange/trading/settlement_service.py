@@ -3,7 +3,8 @@
 Lifespan hook (after the chain's): builds the Vault indexer and the settler on
 ``app.state.settlement``, brings the indexer up to the chain head, and runs two
 loops until shutdown — the indexer every ``vault_indexer_interval_s`` and the
-settler every ``settlement_interval_s`` while idle (``0`` disables a loop; tools
+settler every ``settlement_interval_s`` while idle, and, when the app trades,
+``exchange.trading.chain_cancels`` beside the indexer (``0`` disables a loop; tools
 and tests then call ``catch_up()`` / ``step()`` / ``drain()`` themselves). Both
 resume from the database, so a restart or a crash loses nothing.
 
@@ -38,8 +39,10 @@ from exchange.kit.logging import get_logger
 from exchange.settings import Settings
 from exchange.trading.audit import AuditReport, AuditUnavailable, audit
 from exchange.trading.chain_calls import ChainCalls
+from exchange.trading.chain_cancels import ChainCancellations
 from exchange.trading.indexer import ChainIndexer
 from exchange.trading.operator import OperatorTransactions, operator_key
+from exchange.trading.service import TradingService
 from exchange.trading.settlement import SettlementConfig, SettlementInconsistent, Settler
 from exchange.trading.vault_events import VAULT_EVENTS, VaultLedger
 
@@ -141,6 +144,15 @@ def settlement_startup() -> Callable[[FastAPI], AbstractAsyncContextManager[None
         app.state.settlement = state
         await state.indexer.catch_up()
         tasks: list[asyncio.Task[None]] = []
+        trading: TradingService | None = getattr(app.state, "trading", None)
+        if trading is not None:  # orders cancelled in the Vault leave the books
+            cancels = ChainCancellations(trading, sessionmaker, await state.indexer.cursor_id())
+            await cancels.apply()
+            app.state.chain_cancels = cancels
+            if settings.vault_indexer_interval_s > 0:
+                tasks.append(
+                    asyncio.create_task(cancels.run(settings.vault_indexer_interval_s), name="chain-cancels")
+                )
         if settings.vault_indexer_interval_s > 0:
             tasks.append(
                 asyncio.create_task(

@@ -1,0 +1,107 @@
+"""Orders cancelled in the Vault itself, or whose maker asked to exit, leave the book (cause on_chain)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+
+from exchange.trading import eip712
+from exchange.trading.chain_cancels import ChainCancellations
+from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
+
+
+def _vault_order(body: dict[str, Any]) -> eip712.VaultOrder:
+    order = body["order"]
+    return eip712.VaultOrder(
+        maker=order["maker"],
+        base_token=order["base_token"],
+        quote_token=order["quote_token"],
+        side=eip712.OrderSide.BUY if order["side"] == "buy" else eip712.OrderSide.SELL,
+        price_quote=int(order["price"]),
+        amount_base=int(order["amount"]),
+        max_fee_bps=order["max_fee_bps"],
+        nonce=int(order["nonce"]),
+        expiry_unix=order["expiry"],
+    )
+
+
+def _send(desk: Desk, account: LocalAccount, function: str, *args: Any) -> None:
+    """``account`` calls the Vault itself, signing its own transaction (after being given gas money)."""
+    w3 = desk.chain.w3
+    if w3.eth.get_balance(account.address) < 10**17:
+        w3.eth.wait_for_transaction_receipt(
+            w3.eth.send_transaction({"from": w3.eth.default_account, "to": account.address, "value": 10**18})
+        )
+    vault = desk.chain.pool.vault.contract
+    transaction = getattr(vault.functions, function)(*args).build_transaction(
+        {"from": account.address, "nonce": w3.eth.get_transaction_count(account.address)}
+    )
+    signed = account.sign_transaction(transaction)
+    receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed.raw_transaction))
+    assert receipt["status"] == 1
+
+
+async def _place(desk: Desk, trader: Trader, side: str, dollars: float, *, nonce: int) -> dict[str, Any]:
+    body = desk.order_body(trader, side, price(dollars), WHOLE, nonce=nonce)
+    reply = await desk.client.post("/v1/orders", json=body, headers=trader.headers)
+    assert reply.status_code == 201, reply.text
+    return {"body": body, "id": reply.json()["id"]}
+
+
+async def _follow(desk: Desk) -> ChainCancellations:
+    await desk.app.state.settlement.indexer.catch_up()
+    cancels: ChainCancellations = desk.app.state.chain_cancels
+    await cancels.apply()
+    return cancels
+
+
+async def _order(desk: Desk, trader: Trader, order_id: str) -> dict[str, Any]:
+    reply = await desk.client.get(f"/v1/orders/{order_id}", headers=trader.headers)
+    order: dict[str, Any] = reply.json()
+    return order
+
+
+async def test_vault_cancellations_and_exits_take_orders_off_the_book(desk: Desk) -> None:
+    market = desk.market
+    alice = await desk.member(0x81)
+    bob = await desk.member(0x82)
+    for trader in (alice, bob):
+        await desk.deposit(trader, market["base"], 100 * WHOLE)
+        await desk.deposit(trader, market["quote"], 10_000 * DOLLAR)
+    single = await _place(desk, alice, "sell", 20, nonce=1_000_001)
+    low = await _place(desk, alice, "sell", 21, nonce=1_000_002)
+    high = await _place(desk, alice, "sell", 22, nonce=1_000_900)
+    bobs = await _place(desk, bob, "buy", 5, nonce=1_000_003)
+    await _follow(desk)  # nothing happened on chain yet
+    for order in (single, low, high):
+        assert (await _order(desk, alice, order["id"]))["status"] == "open"
+
+    _send(desk, alice.account, "cancelOrder", _vault_order(single["body"]).as_abi_tuple())
+    await _follow(desk)
+    cancelled = await _order(desk, alice, single["id"])
+    assert (cancelled["status"], cancelled["cancel_reason"]) == ("canceled", "on_chain")
+    assert cancelled["reserved"] == "0"
+    assert (await _order(desk, alice, low["id"]))["status"] == "open"
+
+    _send(desk, alice.account, "cancelOrdersBelowNonce", 1_000_100)
+    await _follow(desk)
+    assert (await _order(desk, alice, low["id"]))["cancel_reason"] == "on_chain"
+    assert (await _order(desk, alice, high["id"]))["status"] == "open"  # its nonce is above the floor
+
+    _send(desk, bob.account, "requestExit")
+    await _follow(desk)
+    assert (await _order(desk, bob, bobs["id"]))["cancel_reason"] == "on_chain"
+    assert (await _order(desk, alice, high["id"]))["status"] == "open"  # another account's exit
+
+    balances = await desk.balances(alice)
+    assert balances[market["base"]]["reserved"] == WHOLE  # only the order still open holds base
+    book = (await desk.client.get("/v1/markets/BPC-TUSD/orderbook")).json()
+    assert (book["bids"], [level[0] for level in book["asks"]]) == ([], [str(price(22))])
+
+    # A restarted follower reads every event again: nothing more leaves the book.
+    again = ChainCancellations(
+        desk.trading, desk.trading.sessionmaker, await desk.app.state.settlement.indexer.cursor_id()
+    )
+    assert await again.apply() == 0
+    assert (await _order(desk, alice, high["id"]))["status"] == "open"
