@@ -32,7 +32,7 @@ from exchange.trading.settlement_models import ChainEvent, EventState
 
 log = get_logger(__name__)
 
-EVENTS = ("OrderCancelled", "NonceCancelled", "ExitRequested")
+EVENTS = ("OrderCancelled", "NonceCancelled", "ExitRequested", "ExitCancelled")
 _GONE = (EventState.ORPHANED.value, EventState.REVERSED.value)
 
 
@@ -62,9 +62,18 @@ class ChainCancellations:
                     .order_by(ChainEvent.id)
                 )
             ).all()
+        # An exit the account has since called off (replayed after a restart) cancels nothing now.
+        last_exit_cancel = {
+            str(event.args["account"]): event.id for event in events if event.name == "ExitCancelled"
+        }
         cancelled = 0
         for event in events:
-            cancelled += await self._act(event)
+            withdrawn = (
+                event.name == "ExitRequested"
+                and last_exit_cancel.get(str(event.args["account"]), 0) > event.id
+            )
+            if event.name != "ExitCancelled" and not withdrawn:
+                cancelled += await self._act(event)
             self.after_id = event.id
         return cancelled
 

@@ -105,3 +105,13 @@ async def test_vault_cancellations_and_exits_take_orders_off_the_book(desk: Desk
     )
     assert await again.apply() == 0
     assert (await _order(desk, alice, high["id"]))["status"] == "open"
+
+    # Bob calls his exit off and trades again; a restart must not cancel his new orders.
+    _send(desk, bob.account, "cancelExit")
+    await _follow(desk)
+    fresh = await _place(desk, bob, "buy", 6, nonce=1_000_004)
+    restarted = ChainCancellations(
+        desk.trading, desk.trading.sessionmaker, await desk.app.state.settlement.indexer.cursor_id()
+    )
+    assert await restarted.apply() == 0
+    assert (await _order(desk, bob, fresh["id"]))["status"] == "open"
