@@ -3,8 +3,9 @@
 Lifespan hook (after the chain's): builds the Vault indexer and the settler on
 ``app.state.settlement``, brings the indexer up to the chain head, and runs two
 loops until shutdown — the indexer every ``vault_indexer_interval_s`` and the
-settler every ``settlement_interval_s`` while idle, and, when the app trades,
-``exchange.trading.chain_cancels`` beside the indexer (``0`` disables a loop; tools
+settler every ``settlement_interval_s`` while idle, and beside the indexer
+``exchange.trading.withdrawal_expiry`` and, when the app trades,
+``exchange.trading.chain_cancels`` (``0`` disables a loop; tools
 and tests then call ``catch_up()`` / ``step()`` / ``drain()`` themselves). Both
 resume from the database, so a restart or a crash loses nothing.
 
@@ -37,6 +38,7 @@ from exchange.chain.runtime import ChainRuntime
 from exchange.db.session import app_sessionmaker
 from exchange.kit.logging import get_logger
 from exchange.settings import Settings
+from exchange.trading import withdrawal_expiry
 from exchange.trading.audit import AuditReport, AuditUnavailable, audit
 from exchange.trading.chain_calls import ChainCalls
 from exchange.trading.chain_cancels import ChainCancellations
@@ -159,6 +161,14 @@ def settlement_startup() -> Callable[[FastAPI], AbstractAsyncContextManager[None
                     state.indexer.run(settings.vault_indexer_interval_s), name="vault-indexer"
                 )
             )
+            expiry = withdrawal_expiry.run(
+                sessionmaker,
+                runtime.w3,
+                state.calls,
+                await state.indexer.cursor_id(),
+                settings.vault_indexer_interval_s,
+            )
+            tasks.append(asyncio.create_task(expiry, name="withdrawal-expiry"))
         if settings.settlement_interval_s > 0:
             tasks.append(
                 asyncio.create_task(state.settler.run(settings.settlement_interval_s), name="settlement")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from exchange.trading import eip712
+from exchange.trading.withdrawal_expiry import release_expired_withdrawals
+from tests.chain.nodes import advance_time
 from tests.support.auth import embedded_account
 from tests.trading_service.desk import DOLLAR, Desk
 
@@ -62,3 +64,39 @@ async def test_withdrawal_beyond_the_available_balance_is_refused_without_a_sign
     listed = await desk.client.get("/v1/account/withdrawals", headers=trader.headers)
     assert listed.json() == []
     assert (await desk.balances(trader))[market["quote"]]["reserved"] == 0
+
+
+async def test_an_authorisation_past_its_expiry_gives_its_reservation_back(desk: Desk) -> None:
+    market = desk.market
+    trader = await desk.member(0x63)
+    await desk.deposit(trader, market["quote"], 9 * DOLLAR)
+    reply = await desk.client.post(
+        "/v1/account/withdrawals",
+        json={"token": market["quote"], "amount": str(4 * DOLLAR)},
+        headers=trader.headers,
+    )
+    assert reply.status_code == 201, reply.text
+    settlement = desk.app.state.settlement
+    cursor_id = await settlement.indexer.cursor_id()
+
+    async def sweep() -> int:
+        await settlement.indexer.catch_up()
+        return await release_expired_withdrawals(
+            settlement.sessionmaker, desk.chain.w3, settlement.calls, cursor_id
+        )
+
+    assert await sweep() == 0  # still usable: nothing released
+    assert (await desk.balances(trader))[market["quote"]]["reserved"] == 4 * DOLLAR
+
+    latest = int(desk.chain.w3.eth.get_block("latest")["timestamp"])
+    advance_time(desk.chain.w3, reply.json()["expiry"] - latest + 1)
+    assert await sweep() == 1
+    assert await sweep() == 0  # once
+    assert (await desk.balances(trader))[market["quote"]] == {
+        "total": 9 * DOLLAR,
+        "available": 9 * DOLLAR,
+        "reserved": 0,
+    }
+    listed = (await desk.client.get("/v1/account/withdrawals", headers=trader.headers)).json()
+    items = listed["items"] if isinstance(listed, dict) else listed
+    assert [item["status"] for item in items] == ["expired"]

@@ -1,0 +1,77 @@
+"""Authorised withdrawals that can no longer be used give their reservation back.
+
+A withdrawal authorisation reserves its amount (``TradingService.request_withdrawal``)
+until the Vault's ``Withdrawn`` event consumes it. The Vault refuses it from
+``expiry`` on (``block.timestamp >= expiry``). Once the Vault indexer has credited
+a block whose timestamp reached the expiry, no block it credits later can hold
+that withdrawal: the authorisation is dead, so :func:`release_expired_withdrawals`
+marks it ``expired`` and releases its reservation, in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from web3 import Web3
+
+from exchange.kit.logging import get_logger
+from exchange.trading import ledger, repository
+from exchange.trading.chain_calls import ChainCalls
+from exchange.trading.models import TradingWithdrawal, WithdrawalStatus
+from exchange.trading.settlement_models import ChainCursor
+
+log = get_logger(__name__)
+
+
+async def release_expired_withdrawals(
+    sessionmaker: async_sessionmaker[AsyncSession], w3: Web3, calls: ChainCalls, cursor_id: int
+) -> int:
+    """Expire the authorisations dead by the indexer's credited block; how many."""
+    async with sessionmaker() as session:
+        cursor = await session.get(ChainCursor, cursor_id)
+    if cursor is None:
+        return 0
+    credited = cursor.credited_block
+    block_time = int(await calls.run(lambda: w3.eth.get_block(credited)["timestamp"]))
+    async with sessionmaker() as session, session.begin():
+        rows = (
+            await session.scalars(
+                select(TradingWithdrawal)
+                .where(
+                    TradingWithdrawal.status == WithdrawalStatus.AUTHORISED.value,
+                    TradingWithdrawal.expiry_unix <= block_time,
+                )
+                .order_by(TradingWithdrawal.id)
+                .with_for_update()
+            )
+        ).all()
+        for row in rows:
+            row.status = WithdrawalStatus.EXPIRED.value
+            await repository.apply_postings(
+                session,
+                ledger.release(row.account, row.token, row.amount),
+                cause="withdrawal.expired",
+                reference=f"withdrawal:{row.id}",
+            )
+            log.info("withdrawal.expired", account=row.account, nonce=row.nonce, amount=row.amount)
+    return len(rows)
+
+
+async def run(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    w3: Web3,
+    calls: ChainCalls,
+    cursor_id: int,
+    interval_s: float,
+) -> None:
+    """:func:`release_expired_withdrawals` every ``interval_s``, until cancelled."""
+    while True:
+        try:
+            await release_expired_withdrawals(sessionmaker, w3, calls, cursor_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("withdrawal.expiry_failed")
+        await asyncio.sleep(interval_s)
