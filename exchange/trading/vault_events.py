@@ -14,7 +14,10 @@ each as one balanced posting set whose reference is ``<tx hash>:<log index>``:
 * ``Trade``, ``FeesCollected``, ``ExitRequested``, ``ExitCancelled``,
   ``OrderCancelled``, ``NonceCancelled`` move no ledger money: fills were posted
   when they matched, and fees reach the Fund on chain. They stay recorded in
-  ``chain_events`` for the audit and for whoever reacts to them.
+  ``chain_events`` for the audit; ``exchange.trading.chain_cancels`` takes the
+  orders that ``OrderCancelled``, ``NonceCancelled`` and ``ExitRequested`` name off
+  the book, and ``exchange.trading.withdrawal_expiry`` releases the reservation of
+  an authorisation that expired unused.
 
 Undoing (a reorganisation took the block away) applies the opposite postings and
 puts a completed withdrawal back to ``authorised`` with its reservation. A posting
