@@ -18,6 +18,8 @@ was started before it is shut down.
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -75,6 +77,20 @@ def _lifespan(
     return lifespan
 
 
+# py-evm needs 12 * 1024 Python frames (1024 nested EVM calls) and sets that limit when imported;
+# py_ecc, imported with it, raises the limit to 100,000, deep enough that parsing a request body of
+# ~100,000 nested brackets overflows the C stack and kills the process instead of raising
+# RecursionError (which the JSON routes answer with a 400 problem).
+EVM_RECURSION_LIMIT = 12 * 1024
+
+
+def bound_recursion() -> None:
+    """Import the libraries that raise the recursion limit, then set it back to what py-evm needs."""
+    for module in ("py_ecc", "eth"):
+        importlib.import_module(module)
+    sys.setrecursionlimit(EVM_RECURSION_LIMIT)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -82,6 +98,7 @@ def create_app(
     lifespan_hooks: Sequence[LifespanHook] = (),
 ) -> FastAPI:
     """Build the service's app: system routes plus ``routers``, errors as problem+json."""
+    bound_recursion()
     app = ExchangeAPI(
         title="Patent-pool token exchange",
         version=service_version(),
