@@ -7,13 +7,16 @@ the ledger and signed in; every order is signed (EIP-712, secp256k1) before the
 clock starts. Then ``--connections`` keep-alive connections send a bounded
 number of orders as fast as the service acknowledges them (a closed loop):
 each acknowledgement (201) comes after the order's journal transaction
-committed. About half the orders cross the book and trade.
+committed. About half the orders cross the book and trade. Meanwhile
+``--ws-subscribers`` WebSocket clients in a third process (``bench/ws_subscribers.py``)
+follow the book stream and time each diff from the cycle that matched it to
+its arrival, checking that no sequence is skipped.
 
 The service's rate limits are raised for the run (one client IP, few accounts).
 PostgreSQL: a private cluster in a temporary directory, or ``BENCH_DATABASE_URL``
 (an empty database the benchmark may fill).
 
-    .venv/bin/python bench/api_orders.py [--orders 30000] [--connections 32] [--traders 16]
+    .venv/bin/python bench/api_orders.py [--orders 30000] [--connections 32] [--ws-subscribers 500]
 
 The last line is JSON: ``{"orders_per_s", "p50_ms", "p99_ms", "ws_subscribers", "ws_p99_ms"}``.
 """
@@ -40,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.ws_subscribers import fanout  # noqa: E402
 from exchange.trading.signing import OrderDigester  # noqa: E402
 from tests.chain.nodes import free_port, hardhat_node  # noqa: E402
 from tests.trading_service.live import (  # noqa: E402
@@ -177,6 +181,9 @@ async def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--traders", type=int, default=16)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--ws-subscribers", type=int, default=500, help="WebSocket book subscribers during the load (0: none)"
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-orders-"))
@@ -205,11 +212,14 @@ async def main() -> None:
             orders = prepare_orders(market, traders, args.warmup + args.orders, args.seed)
             print(f"prepared {len(orders)} signed orders for {len(traders)} traders", file=sys.stderr)
             await load(server.port, orders[: args.warmup], args.connections)
-            server_cpu_s = cpu_seconds(server.pid)
-            client_cpu_s = time.process_time()
-            latencies, statuses, wall_s = await load(server.port, orders[args.warmup :], args.connections)
-            server_cpu_s = cpu_seconds(server.pid) - server_cpu_s
-            client_cpu_s = time.process_time() - client_cpu_s
+            ws_url = f"ws://127.0.0.1:{server.port}/v1/ws"
+            async with fanout(ws_url, args.ws_subscribers) as subscribers:
+                print(f"{args.ws_subscribers} WebSocket subscribers on the book", file=sys.stderr)
+                server_cpu_s = cpu_seconds(server.pid)
+                client_cpu_s = time.process_time()
+                latencies, statuses, wall_s = await load(server.port, orders[args.warmup :], args.connections)
+                server_cpu_s = cpu_seconds(server.pid) - server_cpu_s
+                client_cpu_s = time.process_time() - client_cpu_s
             if any(status >= 500 for status in statuses):
                 errors = [line for line in server.log_tail(10**7).splitlines() if '"level": "error"' in line]
                 print("server errors:\n" + "\n".join(errors[:3]), file=sys.stderr)
@@ -229,6 +239,15 @@ async def main() -> None:
         "ws_subscribers": None,
         "ws_p99_ms": None,
     }
+    if subscribers.result is not None:
+        fan = subscribers.result
+        result["ws_subscribers"] = fan["subscribers"] - fan["closed_early"]
+        result["ws_p99_ms"] = fan["p99_ms"]
+        print(
+            f"WebSocket fan-out: {fan['subscribers']} subscribers, {fan['updates']} book updates delivered, "
+            f"match to delivery p50 {fan['p50_ms']} ms, p99 {fan['p99_ms']} ms, max {fan['max_ms']} ms; "
+            f"gaps {fan['gaps']}, closed early {fan['closed_early']}"
+        )
     print(
         f"statuses {statuses}; {accepted} acknowledged in {wall_s:.1f} s over {args.connections} connections"
     )
