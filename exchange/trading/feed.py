@@ -199,9 +199,8 @@ class MarketFeed:
                     out = trade_out(row, account, self.spec).model_dump(mode="json")
                     by_account.setdefault(account, []).append(out)
         for account, data in by_account.items():
-            self._broadcast(
-                self.fill_subscribers[account], encode({"channel": "fills", "type": "update", "data": data})
-            )
+            message = encode({"channel": "fills", "type": "update", "data": data})
+            self._broadcast(self.fill_subscribers.get(account, ()), message)
 
     def _own_orders(self, orders: Iterable[OrderRow]) -> None:
         by_account: dict[str, list[dict[str, Any]]] = {}
@@ -211,9 +210,8 @@ class MarketFeed:
                     order_out(row, self.spec).model_dump(mode="json")
                 )
         for account, data in by_account.items():
-            self._broadcast(
-                self.order_subscribers[account], encode({"channel": "orders", "type": "update", "data": data})
-            )
+            message = encode({"channel": "orders", "type": "update", "data": data})
+            self._broadcast(self.order_subscribers.get(account, ()), message)
 
     @staticmethod
     def _broadcast(subscribers: Iterable[Subscriber], message: str) -> None:
@@ -225,12 +223,17 @@ class MarketFeed:
     def add_private(self, table: dict[str, set[Subscriber]], account: str, subscriber: Subscriber) -> None:
         table.setdefault(account, set()).add(subscriber)
 
+    def remove_private(self, table: dict[str, set[Subscriber]], account: str, subscriber: Subscriber) -> None:
+        subscribers = table.get(account)
+        if subscribers is not None:
+            subscribers.discard(subscriber)
+            if not subscribers:
+                del table[account]
+
     def remove(self, subscriber: Subscriber) -> None:
         """Drop ``subscriber`` from every channel of this market."""
         self.book_subscribers.discard(subscriber)
         self.trade_subscribers.discard(subscriber)
         for table in (self.order_subscribers, self.fill_subscribers):
             for account in [account for account, subs in table.items() if subscriber in subs]:
-                table[account].discard(subscriber)
-                if not table[account]:
-                    del table[account]
+                self.remove_private(table, account, subscriber)

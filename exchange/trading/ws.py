@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -80,6 +81,7 @@ class Connection:
         self.principal: Principal | None = None
         self.token: str | None = None
         self.close_code: int | None = None
+        self.closed = asyncio.Event()  # set by close(): the receive loop stops waiting for the peer
         self.feeds: set[MarketFeed] = set()
 
     # ------------------------------------------------------------------ outbox (Subscriber)
@@ -102,6 +104,7 @@ class Connection:
         if self.close_code is not None:
             return
         self.close_code = code
+        self.closed.set()
         self.leave_all()
         while not self.outbox.empty():
             self.outbox.get_nowait()
@@ -168,9 +171,17 @@ class Connection:
         raise WsRefused(f"unknown op {op!r}; ops: subscribe, unsubscribe, auth, ping")
 
     async def authenticate(self, token: str) -> Principal:
-        self.principal = await self.service.principals.resolve(bearer_token(f"Bearer {token}"))
-        self.token = token
-        return self.principal
+        principal = await self.service.principals.resolve(bearer_token(f"Bearer {token}"))
+        if self.principal is not None and self.principal.address != principal.address:
+            self._leave_private()  # another account now: the first one's orders and fills stop here
+        self.principal, self.token = principal, token
+        return principal
+
+    def _leave_private(self) -> None:
+        for feed in self.feeds:
+            for table in (feed.order_subscribers, feed.fill_subscribers):
+                for account in list(table):
+                    feed.remove_private(table, account, self)
 
     def _feed(self, market: Any) -> MarketFeed:
         if not isinstance(market, str):
@@ -187,8 +198,9 @@ class Connection:
             if self not in subscribers:
                 if channel == "book":  # the snapshot, then every update: no await in between
                     self.offer(encode(feed.snapshot()))
-                subscribers.add(self)
-                self.feeds.add(feed)
+                if self.close_code is None:  # the snapshot may have been one message too many
+                    subscribers.add(self)
+                    self.feeds.add(feed)
         else:
             subscribers.discard(self)
         return {"type": f"{op}d", "channel": channel, "market": feed.spec.market_id}
@@ -205,8 +217,8 @@ class Connection:
             if op == "subscribe":
                 feed.add_private(table, account, self)
                 self.feeds.add(feed)
-            elif account in table:
-                table[account].discard(self)
+            else:
+                feed.remove_private(table, account, self)
         return {"type": f"{op}d", "channel": channel, "account": account}
 
     async def watch_session(self, every_s: float) -> None:
@@ -219,6 +231,26 @@ class Connection:
                 await self.service.principals.resolve(self.token)
             except Unauthorized as error:
                 self.close(CLOSE_SESSION_ENDED, error)
+            except Exception:  # the check could not be made (database): try again next time
+                log.exception("ws.session_check_failed")
+
+
+async def _receive_unless_closed(
+    websocket: WebSocket, connection: Connection
+) -> MutableMapping[str, Any] | None:
+    """The peer's next message, or None once the connection is closing (a peer that neither reads
+    nor writes must not hold the handler)."""
+    receive = asyncio.ensure_future(websocket.receive())
+    closing = asyncio.ensure_future(connection.closed.wait())
+    try:
+        await asyncio.wait((receive, closing), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        closing.cancel()
+    if receive.done():
+        message: MutableMapping[str, Any] = receive.result()
+        return message
+    receive.cancel()
+    return None
 
 
 @router.websocket("/v1/ws")
@@ -246,8 +278,8 @@ async def stream(websocket: WebSocket) -> None:
             except Unauthorized as error:
                 connection.close(CLOSE_SESSION_ENDED, error)
         while connection.close_code is None:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
+            message = await _receive_unless_closed(websocket, connection)
+            if message is None or message["type"] == "websocket.disconnect":
                 break
             text = message.get("text")
             if text is None:
@@ -259,5 +291,6 @@ async def stream(websocket: WebSocket) -> None:
     finally:
         watcher.cancel()
         connection.close(1000)  # no-op when already closing; stops the sender either way
+        connection.leave_all()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(sender, timeout=5)

@@ -270,6 +270,10 @@ async def test_a_consumer_that_falls_behind_is_closed_not_skipped(
             await desk.place(alice, "buy", price(10), WHOLE)  # one cycle publishes four messages to ws
             messages, code = await until_closed(ws)
             assert code == 1013
+            feed = desk.trading.markets["BPC-TUSD"].feed
+            assert feed.book_subscribers == set()
+            assert feed.trade_subscribers == set()
+            assert (feed.order_subscribers, feed.fill_subscribers) == ({}, {})
             assert messages[-1]["type"] == "error"
             assert messages[-1]["title"] == "Connection too slow"
 
@@ -286,3 +290,23 @@ async def test_a_signed_out_session_is_closed(database_url: str, chain_runtime: 
             messages, code = await until_closed(ws)
             assert code == 4401
             assert messages[-1]["status"] == 401
+
+
+async def test_signing_in_as_another_account_ends_the_first_accounts_private_stream(
+    desk: Desk, ws_url: str
+) -> None:
+    alice, bob = await _funded(desk, 0x79, 0x7A)
+    async with connect(ws_url, additional_headers=alice.headers) as raw:
+        ws = Stream(raw)
+        assert (await ws.next())["account"] == alice.address
+        assert (await ws.request(op="subscribe", channel="orders"))["account"] == alice.address
+        bob_token = bob.headers["Authorization"].removeprefix("Bearer ")
+        assert (await ws.request(op="auth", token=bob_token))["account"] == bob.address
+        feed = desk.trading.markets["BPC-TUSD"].feed
+        assert alice.address not in feed.order_subscribers
+        assert (await desk.place(alice, "sell", price(30), WHOLE)).status_code == 201
+        assert (await ws.request(op="ping"))["type"] == "pong"
+        assert ws.pending == []  # alice's new order did not reach bob's connection
+        assert (await ws.request(op="subscribe", channel="orders"))["account"] == bob.address
+        assert (await ws.request(op="unsubscribe", channel="orders"))["type"] == "unsubscribed"
+        assert feed.order_subscribers == {}
