@@ -7,7 +7,9 @@ A maker can act in the Vault without the service: ``cancelOrder`` (event
 the account). Left in the book, such an order would still match, and its fills
 would fail at settlement and be voided. :class:`ChainCancellations` reads the
 Vault indexer's recorded events (``chain_events``) in id order and sends each
-affected resting order's cancel to its market's writer, cause ``on_chain``.
+affected resting order's cancel to its market's writer, cause ``on_chain``; from
+then on the intake refuses a new order the Vault would not settle (409
+``cancelled-on-chain``).
 
 It acts on events as soon as they are recorded, before their confirmations: a
 cancellation is safe to apply early (the order could not settle anyway), and an
@@ -24,8 +26,10 @@ import asyncio
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from exchange.kit.errors import Conflict
 from exchange.kit.logging import get_logger
-from exchange.trading.intents import CancelIntent
+from exchange.trading.intake import CheckedOrder
+from exchange.trading.intents import CancelIntent, ProbeIntent
 from exchange.trading.models import CancelCause
 from exchange.trading.service import TradingService
 from exchange.trading.settlement_models import ChainEvent, EventState
@@ -36,8 +40,18 @@ EVENTS = ("OrderCancelled", "NonceCancelled", "ExitRequested", "ExitCancelled")
 _GONE = (EventState.ORPHANED.value, EventState.REVERSED.value)
 
 
+class CancelledOnChain(Conflict):
+    type_slug = "cancelled-on-chain"
+    title = "The Vault already refuses this order"
+
+
 class ChainCancellations:
-    """Follows the Vault's cancellation events of one indexer cursor into the books."""
+    """Follows the Vault's cancellation events of one indexer cursor into the books and the intake.
+
+    It keeps what the events established (cancelled order hashes, each maker's lowest valid
+    nonce, the accounts in exit) and :meth:`refuse` turns away a new order the Vault would not
+    settle; the trading service calls it right before handing an order to its writer.
+    """
 
     def __init__(
         self, trading: TradingService, sessionmaker: async_sessionmaker[AsyncSession], cursor_id: int
@@ -45,10 +59,30 @@ class ChainCancellations:
         self.trading = trading
         self.sessionmaker = sessionmaker
         self.cursor_id = cursor_id
-        self.after_id = 0  # the last chain_events id acted on
+        self.after_id = 0  # the last chain_events id taken in
+        self.cancelled_hashes: set[str] = set()
+        self.min_nonces: dict[str, int] = {}
+        self.exiting: set[str] = set()
+
+    def reason(self, account: str, order_hash: str, nonce: int) -> str | None:
+        """Why the Vault would refuse an order with these fields, or None."""
+        if account in self.exiting:
+            return f"{account} asked the Vault to exit: it settles nothing of the account until cancelExit"
+        if order_hash.lower() in self.cancelled_hashes:
+            return f"order {order_hash} was cancelled in the Vault"
+        floor = self.min_nonces.get(account, 0)
+        if nonce < floor:
+            return f"the Vault cancelled every order of {account} with a nonce below {floor}"
+        return None
+
+    def refuse(self, order: CheckedOrder) -> None:
+        """Raise ``CancelledOnChain`` when the Vault already refuses ``order``."""
+        reason = self.reason(order.account, order.order_hash, order.nonce)
+        if reason is not None:
+            raise CancelledOnChain(reason)
 
     async def apply(self) -> int:
-        """Act on the events recorded since the last call; how many orders left the book."""
+        """Take in the events recorded since the last call and cancel what they doom; how many orders."""
         async with self.sessionmaker() as session:
             events = (
                 await session.scalars(
@@ -62,54 +96,41 @@ class ChainCancellations:
                     .order_by(ChainEvent.id)
                 )
             ).all()
-        # An exit the account has since called off (replayed after a restart) cancels nothing now.
-        last_exit_cancel = {
-            str(event.args["account"]): event.id for event in events if event.name == "ExitCancelled"
-        }
-        cancelled = 0
+        if not events:
+            return 0
         for event in events:
-            withdrawn = (
-                event.name == "ExitRequested"
-                and last_exit_cancel.get(str(event.args["account"]), 0) > event.id
-            )
-            if event.name != "ExitCancelled" and not withdrawn:
-                cancelled += await self._act(event)
+            self._take(event)
             self.after_id = event.id
-        return cancelled
-
-    async def _act(self, event: ChainEvent) -> int:
-        args = event.args
-        if event.name == "ExitRequested":
-            account = str(args["account"])
-            count = 0
-            for market_id in self.trading.markets:
-                count += len(await self.trading.cancel_all(account, market_id, CancelCause.ON_CHAIN))
-            if count:
-                log.info("trading.exit_cancelled_orders", account=account, orders=count, tx=event.tx_hash)
-            return count
-        maker = str(args["maker"])
-        count = 0
+        # From here on the intake refuses such orders; what is already queued reaches the book first.
+        cancelled = 0
         for market in self.trading.markets.values():
-            if event.name == "OrderCancelled":
-                order_hash = str(args["orderHash"]).lower()
-                doomed = [row for row in market.writer.live.values() if row.order_hash.lower() == order_hash]
-            else:
-                below = int(args["minValidNonce"])
-                doomed = [
-                    row for row in market.writer.live.values() if row.account == maker and row.nonce < below
-                ]
+            await market.writer.submit(ProbeIntent())
+            doomed = [
+                row
+                for row in market.writer.live.values()
+                if self.reason(row.account, row.order_hash, row.nonce)
+            ]
             for row in doomed:
-                if row.account == maker and await market.writer.submit(
-                    CancelIntent(maker, row.sequence, CancelCause.ON_CHAIN)
-                ):
-                    count += 1
+                if await market.writer.submit(CancelIntent(row.account, row.sequence, CancelCause.ON_CHAIN)):
+                    cancelled += 1
                     log.info(
                         "trading.order_cancelled_on_chain",
                         order_id=row.id,
-                        event_name=event.name,
-                        tx=event.tx_hash,
+                        reason=self.reason(row.account, row.order_hash, row.nonce),
                     )
-        return count
+        return cancelled
+
+    def _take(self, event: ChainEvent) -> None:
+        args = event.args
+        if event.name == "OrderCancelled":
+            self.cancelled_hashes.add(str(args["orderHash"]).lower())
+        elif event.name == "NonceCancelled":
+            maker = str(args["maker"])
+            self.min_nonces[maker] = max(self.min_nonces.get(maker, 0), int(args["minValidNonce"]))
+        elif event.name == "ExitRequested":
+            self.exiting.add(str(args["account"]))
+        else:  # ExitCancelled
+            self.exiting.discard(str(args["account"]))
 
     async def run(self, interval_s: float) -> None:
         while True:

@@ -182,6 +182,8 @@ class TradingService:
         self.ip_limits = RateLimiter(settings.trading_rate_ip_per_s, settings.trading_rate_ip_burst)
         self.idempotency = IdempotencyStore(sessionmaker)
         self.tickers = TickerCache()
+        # Refuses an order the Vault already would not settle (set by exchange.trading.chain_cancels).
+        self.order_gate: Callable[[CheckedOrder], None] | None = None
         self.principals = PrincipalCache(sessionmaker, settings.trading_session_cache_s)
         self._poller: asyncio.Task[None] | None = None
 
@@ -239,6 +241,8 @@ class TradingService:
             expiry_margin_s=self.settings.trading_expiry_margin_s,
         )
         await self.require_active_member(account)
+        if self.order_gate is not None:  # no await from here to the writer's queue
+            self.order_gate(checked)
         placed: Placed = await market.writer.submit(PlaceIntent(checked))
         return placed
 

@@ -150,6 +150,7 @@ def settlement_startup() -> Callable[[FastAPI], AbstractAsyncContextManager[None
         if trading is not None:  # orders cancelled in the Vault leave the books
             cancels = ChainCancellations(trading, sessionmaker, await state.indexer.cursor_id())
             await cancels.apply()
+            trading.order_gate = cancels.refuse
             app.state.chain_cancels = cancels
             if settings.vault_indexer_interval_s > 0:
                 tasks.append(

@@ -89,9 +89,21 @@ async def test_vault_cancellations_and_exits_take_orders_off_the_book(desk: Desk
     assert (await _order(desk, alice, low["id"]))["cancel_reason"] == "on_chain"
     assert (await _order(desk, alice, high["id"]))["status"] == "open"  # its nonce is above the floor
 
+    # The intake now refuses what the Vault would not settle.
+    replay = await desk.client.post(
+        "/v1/orders",
+        json=desk.order_body(alice, "sell", price(23), WHOLE, nonce=1_000_050),
+        headers=alice.headers,
+    )
+    assert replay.status_code == 409, replay.text
+    assert replay.json()["type"].endswith("/cancelled-on-chain")
+
     _send(desk, bob.account, "requestExit")
     await _follow(desk)
     assert (await _order(desk, bob, bobs["id"]))["cancel_reason"] == "on_chain"
+    exiting = await desk.place(bob, "buy", price(4), WHOLE, nonce=1_000_005)
+    assert exiting.status_code == 409, exiting.text
+    assert "exit" in exiting.json()["detail"]
     assert (await _order(desk, alice, high["id"]))["status"] == "open"  # another account's exit
 
     balances = await desk.balances(alice)
