@@ -29,8 +29,12 @@ def _bin_dir() -> Path:
 
 
 @contextmanager
-def postgres_url() -> Iterator[str]:
-    """The asyncpg URL of an empty database on a private server, removed afterwards."""
+def postgres_url(*, durable: bool = False) -> Iterator[str]:
+    """The asyncpg URL of an empty database on a private server, removed afterwards.
+
+    ``durable`` keeps PostgreSQL's durability at its defaults (fsync, synchronous commit,
+    full-page writes); otherwise they are off, for benchmarks that do not measure commits.
+    """
     configured = os.environ.get("BENCH_DATABASE_URL")
     if configured:
         yield configured
@@ -59,11 +63,13 @@ def postgres_url() -> Iterator[str]:
         port = int(probe.getsockname()[1])
     data = base / "data"
     try:
-        run(bin_dir / "initdb", "-D", data, "-U", "bench", "-A", "trust", "-E", "UTF8", "--no-sync")
-        options = (
-            f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={base} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=256MB"
-        )
+        no_sync = () if durable else ("--no-sync",)
+        run(bin_dir / "initdb", "-D", data, "-U", "bench", "-A", "trust", "-E", "UTF8", *no_sync)
+        options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={base}"
+        if not durable:
+            options += (
+                " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=256MB"
+            )
         run(bin_dir / "pg_ctl", "-D", data, "-l", base / "server.log", "-o", options, "-w", "start")
         try:
             yield f"postgresql+asyncpg://bench@127.0.0.1:{port}/postgres"

@@ -25,27 +25,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import glob
 import json
 import os
-import pwd
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench._pg import postgres_url  # noqa: E402
 from bench.ws_subscribers import fanout  # noqa: E402
 from exchange.trading.signing import OrderDigester  # noqa: E402
-from tests.chain.nodes import free_port, hardhat_node  # noqa: E402
+from tests.chain.nodes import hardhat_node  # noqa: E402
 from tests.trading_service.live import (  # noqa: E402
     Connection,
     LiveTrader,
@@ -58,49 +54,6 @@ from tests.trading_service.live import (  # noqa: E402
     running_server,
     sign_in,
 )
-
-
-@contextlib.contextmanager
-def durable_postgres() -> Iterator[str]:
-    """A PostgreSQL cluster with its durability settings at their defaults (fsync, synchronous commit)."""
-    configured = os.environ.get("BENCH_DATABASE_URL")
-    if configured:
-        yield configured
-        return
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
-    on_path = shutil.which("initdb")
-    bin_dir = Path(on_path).parent if on_path else Path(candidates[0]) if candidates else None
-    if bin_dir is None:
-        raise SystemExit("no PostgreSQL server binaries: install them or set BENCH_DATABASE_URL")
-    base = Path(tempfile.mkdtemp(prefix="bench-orders-postgres-"))
-    user = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
-    if user is not None:
-        os.chown(base, user.pw_uid, user.pw_gid)
-
-    def run(*argv: str | Path, check: bool = True) -> None:
-        subprocess.run(  # noqa: S603  (the local PostgreSQL installation's binaries)
-            [str(part) for part in argv],
-            cwd=base,
-            user=user.pw_uid if user else None,
-            group=user.pw_gid if user else None,
-            env={**os.environ, "LC_ALL": "C"},
-            check=check,
-            capture_output=True,
-            timeout=120,
-        )
-
-    port = free_port()
-    data = base / "data"
-    try:
-        run(bin_dir / "initdb", "-D", data, "-U", "bench", "-A", "trust", "-E", "UTF8")
-        options = f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={base}"
-        run(bin_dir / "pg_ctl", "-D", data, "-l", base / "server.log", "-o", options, "-w", "start")
-        try:
-            yield f"postgresql+asyncpg://bench@127.0.0.1:{port}/postgres"
-        finally:
-            run(bin_dir / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop", check=False)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def prepare_orders(
@@ -189,7 +142,7 @@ async def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-orders-"))
     try:
         with (
-            durable_postgres() as database_url,
+            postgres_url(durable=True) as database_url,
             hardhat_node() as rpc_url,
             running_server(
                 database_url,
