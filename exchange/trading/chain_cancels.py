@@ -106,18 +106,14 @@ class ChainCancellations:
         for market in self.trading.markets.values():
             await market.writer.submit(ProbeIntent())
             doomed = [
-                row
+                (row, reason)
                 for row in market.writer.live.values()
-                if self.reason(row.account, row.order_hash, row.nonce)
+                if (reason := self.reason(row.account, row.order_hash, row.nonce)) is not None
             ]
-            for row in doomed:
+            for row, reason in doomed:
                 if await market.writer.submit(CancelIntent(row.account, row.sequence, CancelCause.ON_CHAIN)):
                     cancelled += 1
-                    log.info(
-                        "trading.order_cancelled_on_chain",
-                        order_id=row.id,
-                        reason=self.reason(row.account, row.order_hash, row.nonce),
-                    )
+                    log.info("trading.order_cancelled_on_chain", order_id=row.id, reason=reason)
         return cancelled
 
     def _take(self, event: ChainEvent) -> None:
