@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web3 import Web3
 
@@ -31,10 +31,17 @@ async def release_expired_withdrawals(
     """Expire the authorisations dead by the indexer's credited block; how many."""
     async with sessionmaker() as session:
         cursor = await session.get(ChainCursor, cursor_id)
-    if cursor is None:
-        return 0
+        soonest = await session.scalar(
+            select(func.min(TradingWithdrawal.expiry_unix)).where(
+                TradingWithdrawal.status == WithdrawalStatus.AUTHORISED.value
+            )
+        )
+    if cursor is None or soonest is None:
+        return 0  # nothing authorised: no need to ask the chain
     credited = cursor.credited_block
     block_time = int(await calls.run(lambda: w3.eth.get_block(credited)["timestamp"]))
+    if block_time < soonest:
+        return 0
     async with sessionmaker() as session, session.begin():
         rows = (
             await session.scalars(
