@@ -21,6 +21,7 @@ from sqlalchemy import Table, bindparam, func, or_, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from exchange.db import bulk
 from exchange.db.base import Base, utc_now
 from exchange.kit.errors import Conflict
 from exchange.kit.logging import get_logger
@@ -60,11 +61,6 @@ def _table(model: type[Base]) -> Table:
 
 
 _BALANCES = _table(LedgerBalance)
-_BALANCE_UPDATE = (
-    _BALANCES.update()
-    .where(_BALANCES.c.account == bindparam("b_account"), _BALANCES.c.token == bindparam("b_token"))
-    .values(total=bindparam("total"), reserved=bindparam("reserved"), updated_at=bindparam("updated_at"))
-)
 _ENTRIES = _table(LedgerEntry)
 _BALANCES_READ = (
     select(_BALANCES.c.account, _BALANCES.c.token, _BALANCES.c.total, _BALANCES.c.reserved)
@@ -121,24 +117,18 @@ async def write_balances(
             updates.append({**row, "updated_at": now})
         else:
             inserts.append({**row, "updated_at": now})
-    # Core statements, executed many: the ORM's bulk paths cost more than the database here.
-    if updates:
-        await session.execute(
-            _BALANCE_UPDATE,
-            [{"b_account": row.pop("account"), "b_token": row.pop("token"), **row} for row in updates],
-        )
-    if inserts:
-        await session.execute(_BALANCES.insert(), inserts)
+    # Core statements, many rows each: the ORM's bulk paths cost more than the database here.
+    await bulk.update_rows(session, _BALANCES, ("account", "token"), updates)
+    await bulk.insert_rows(session, _BALANCES, inserts)
 
 
 async def insert_entries(
     session: AsyncSession, postings: Sequence[tuple[Posting, str, str]], now: datetime
 ) -> None:
     """Append ledger entries: each posting with its cause and reference."""
-    if not postings:
-        return
-    await session.execute(
-        _ENTRIES.insert(),
+    await bulk.insert_rows(
+        session,
+        _ENTRIES,
         [
             {
                 "account": posting.account,

@@ -49,9 +49,10 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, bindparam, select, tuple_, union_all, update
+from sqlalchemy import CursorResult, Table, bindparam, select, text, tuple_, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
+from exchange.db import bulk
 from exchange.db.base import utc_now
 from exchange.kit.errors import RateLimited
 from exchange.kit.logging import get_logger
@@ -112,25 +113,17 @@ from exchange.trading.repository import FEES_ACCOUNT, BalanceKey, LedgerRefused,
 
 log = get_logger(__name__)
 
-# Core tables: the writer's statements are executemany over plain rows, cheaper than the ORM's bulk paths.
+# Core tables: the writer writes plain rows, many in one statement (exchange.db.bulk).
 _ORDERS = cast(Table, TradingOrder.__table__)
 _CANCELS = cast(Table, TradingCancel.__table__)
 _FILLS = cast(Table, TradingFill.__table__)
 _CANDLES = cast(Table, TradingCandle.__table__)
 CANDLE_VALUES = ("open", "high", "low", "close", "volume", "quote_volume", "trades")
-_CANDLE_UPDATE = (
-    _CANDLES.update()
-    .where(
-        _CANDLES.c.market_id == bindparam("b_market"),
-        _CANDLES.c.resolution_s == bindparam("b_resolution"),
-        _CANDLES.c.start_unix == bindparam("b_start"),
-    )
-    .values({name: bindparam(name) for name in (*CANDLE_VALUES, "updated_at")})
-)
 # Built once, so SQLAlchemy reuses its cache key; the IN lists are padded (repository.padded) so
 # that PostgreSQL sees few distinct statements and asyncpg rarely prepares a new one. Each part
-# looks up exact keys of a unique index: the plan stays index probes however large the table
-# grows (one query OR-ing account, client id and nonce lists was planned as a sequential scan).
+# looks up exact keys of a unique index, so its plan is index probes (one query OR-ing account,
+# client id and nonce lists was planned as a sequential scan) when planned for the table as it is
+# (_CUSTOM_PLANS).
 _KNOWN_ORDERS = union_all(
     select(_ORDERS).where(
         tuple_(_ORDERS.c.account, _ORDERS.c.client_order_id).in_(bindparam("client_ids", expanding=True))
@@ -140,11 +133,12 @@ _KNOWN_ORDERS = union_all(
     ),
     select(_ORDERS).where(_ORDERS.c.order_hash.in_(bindparam("hashes", expanding=True))),
 )
-_ORDER_STATE_UPDATE = (
-    _ORDERS.update()
-    .where(_ORDERS.c.id == bindparam("b_id"))
-    .values({name: bindparam(name) for name in ORDER_STATE_FIELDS})
-)
+# The journal starts empty and grows fast: a generic plan PostgreSQL cached for a prepared
+# statement while its tables were small (sequential scans) would stay in use as they grow,
+# until the next ANALYZE, and cost tens of milliseconds a cycle. A cycle runs each of its
+# statements once (many rows in one statement, see exchange.db.bulk), so each is planned
+# for its actual values instead.
+_CUSTOM_PLANS = text("SET LOCAL plan_cache_mode = force_custom_plan")
 
 QUEUE_LIMIT = 20_000
 _MAKER_LEVELS = 32  # price levels, and resting orders, a cycle's first balance read looks at
@@ -366,6 +360,8 @@ class MarketWriter:
         now_unix = int(self._clock())
         outcomes: list[tuple[Intent, object]] = []
         async with await self._cycle_session() as session, session.begin():
+            if session.get_bind().dialect.name == "postgresql":
+                await session.execute(_CUSTOM_PLANS)
             cycle = _Cycle(session, now, self.sequence)
             places = [intent for intent in batch if isinstance(intent, PlaceIntent)]
             known = await self._known_orders(session, places)
@@ -769,22 +765,25 @@ class MarketWriter:
     async def _write(self, cycle: _Cycle) -> None:
         session = cycle.session
         if cycle.new_orders:
-            result = await session.execute(
-                _ORDERS.insert().returning(_ORDERS.c.id, _ORDERS.c.sequence),
+            inserted = await bulk.insert_rows(
+                session,
+                _ORDERS,
                 [{k: v for k, v in row.values().items() if k != "id"} for row in cycle.new_orders.values()],
+                returning=("id", "sequence"),
             )
-            for order_id, sequence in result.all():
+            for order_id, sequence in inserted:
                 cycle.new_orders[sequence].id = order_id
         if cycle.touched_orders:
-            await session.execute(
-                _ORDER_STATE_UPDATE,
+            await bulk.update_rows(
+                session,
+                _ORDERS,
+                ("id",),
                 [
-                    {"b_id": row.id, **{name: getattr(row, name) for name in ORDER_STATE_FIELDS}}
+                    {"id": row.id, **{name: getattr(row, name) for name in ORDER_STATE_FIELDS}}
                     for row in cycle.touched_orders.values()
                 ],
             )
-        if cycle.cancels:
-            await session.execute(_CANCELS.insert(), cycle.cancels)
+        await bulk.insert_rows(session, _CANCELS, cycle.cancels)
         if cycle.fills:
             ids = {
                 row.sequence: row.id for row in (*cycle.new_orders.values(), *cycle.touched_orders.values())
@@ -792,8 +791,9 @@ class MarketWriter:
             for fill in cycle.fills:
                 fill["maker_order_id"] = ids[fill["maker_sequence"]]
                 fill["taker_order_id"] = ids[fill["taker_sequence"]]
-            result = await session.execute(
-                _FILLS.insert().returning(_FILLS.c.id, _FILLS.c.trade_id),
+            inserted = await bulk.insert_rows(
+                session,
+                _FILLS,
                 [
                     {
                         **{k: v for k, v in fill.items() if k not in ("maker_sequence", "taker_sequence")},
@@ -801,8 +801,9 @@ class MarketWriter:
                     }
                     for fill in cycle.fills
                 ],
+                returning=("id", "trade_id"),
             )
-            fill_ids = dict((trade_id, fill_id) for fill_id, trade_id in result.all())
+            fill_ids = {trade_id: fill_id for fill_id, trade_id in inserted}
             for fill in cycle.fills:
                 fill["id"] = fill_ids[fill["trade_id"]]
             await self._write_candles(cycle)
@@ -864,21 +865,8 @@ class MarketWriter:
                 }
                 (inserts if known is None else updates).append(values)
                 self._candles[resolution] = candle
-        if inserts:
-            await cycle.session.execute(_CANDLES.insert(), inserts)
-        if updates:
-            await cycle.session.execute(
-                _CANDLE_UPDATE,
-                [
-                    {
-                        "b_market": row.pop("market_id"),
-                        "b_resolution": row.pop("resolution_s"),
-                        "b_start": row.pop("start_unix"),
-                        **row,
-                    }
-                    for row in updates
-                ],
-            )
+        await bulk.insert_rows(cycle.session, _CANDLES, inserts)
+        await bulk.update_rows(cycle.session, _CANDLES, ("market_id", "resolution_s", "start_unix"), updates)
 
     def _checkpoint_values(self) -> dict[str, Any]:
         snapshot = self.book.snapshot()
