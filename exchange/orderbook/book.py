@@ -306,6 +306,17 @@ class OrderBook:
         level = book_side.levels.get(price_ticks * book_side.sign)
         return [] if level is None else [node.view() for node in level.orders()]
 
+    def level_accounts(self, side: Side, price_ticks: int, limit: int) -> list[str]:
+        """The accounts of the first ``limit`` orders resting at one price, in priority order."""
+        book_side = self.bids if side is _BUY else self.asks
+        level = book_side.levels.get(price_ticks * book_side.sign)
+        accounts: list[str] = []
+        node = None if level is None else level.head
+        while node is not None and len(accounts) < limit:
+            accounts.append(node.account)
+            node = node.next
+        return accounts
+
     def order(self, order_id: int) -> OrderView | None:
         node = self.orders.get(order_id)
         return None if node is None else node.view()

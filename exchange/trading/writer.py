@@ -481,9 +481,9 @@ class MarketWriter:
                 crosses = level.price_ticks <= limit if side is Side.BUY else level.price_ticks >= limit
                 if not crosses or wanted <= 0 or seen >= _MAKER_ORDERS:
                     break
-                for view in self.book.level_orders(maker_side, level.price_ticks):
-                    accounts.add(view.account)
-                    seen += 1
+                makers = self.book.level_accounts(maker_side, level.price_ticks, _MAKER_ORDERS - seen)
+                accounts.update(makers)
+                seen += len(makers)
                 accounts.add(FEES_ACCOUNT)
                 wanted -= level.amount_base
         return accounts

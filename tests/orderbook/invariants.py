@@ -108,6 +108,9 @@ class BookObserver:
                 orders = book.level_orders(side, level.price_ticks)
                 assert sum(o.remaining_base for o in orders) == level.amount_base
                 assert len(orders) == level.order_count
+                for limit in (0, 1, len(orders)):
+                    accounts = book.level_accounts(side, level.price_ticks, limit)
+                    assert accounts == [o.account for o in orders][:limit]
                 stamps = [self.ledgers[o.order_id].queued_at for o in orders]
                 assert stamps == sorted(stamps), "time priority broken"
         assert rebuilt == self.l2, "L2 diffs do not rebuild the book"

@@ -1,0 +1,148 @@
+"""Many rows in one statement (exchange.db.bulk) on both databases: the rows written are exactly
+the rows given, updates touch exactly the matched rows, and refused values write nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Table, select
+from sqlalchemy.exc import StatementError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from exchange.db import bulk
+from exchange.db.engine import create_engine_for_url, create_sessionmaker
+from exchange.trading.models import LedgerBalance, LedgerEntry
+
+ENTRIES = LedgerEntry.__table__
+BALANCES = LedgerBalance.__table__
+assert isinstance(ENTRIES, Table)
+assert isinstance(BALANCES, Table)
+UINT256_MAX = 2**256 - 1
+WHEN = datetime(2026, 3, 1, 12, 30, 45, 123456, tzinfo=UTC)
+
+
+@pytest.fixture
+async def session(database_url: str) -> AsyncIterator[AsyncSession]:
+    engine = create_engine_for_url(database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            yield session
+    finally:
+        await engine.dispose()
+
+
+def entry(index: int, **changes: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "account": "0x" + f"{index:040x}",
+        "token": "0x" + "0c" * 20,
+        "total_delta": -UINT256_MAX if index % 2 else UINT256_MAX - index,
+        "reserved_delta": index - 5,
+        "cause": "test",
+        "reference": f"ref-{index} with 'quotes' and \"doubles\" and unicode é",
+        "created_at": WHEN + timedelta(microseconds=index),
+    }
+    row.update(changes)
+    return row
+
+
+async def stored_entries(session: AsyncSession) -> dict[int, dict[str, object]]:
+    rows = (await session.execute(select(ENTRIES))).mappings().all()
+    return {row["id"]: {key: row[key] for key in row if key != "id"} for row in rows}
+
+
+async def test_insert_rows_writes_exactly_the_rows_and_returns_their_keys(session: AsyncSession) -> None:
+    rows = [entry(index) for index in range(300)]
+    async with session.begin():
+        returned = await bulk.insert_rows(session, ENTRIES, rows, returning=("id", "reference"))
+    async with session.begin():
+        stored = await stored_entries(session)
+    assert len(returned) == len(rows) == len(stored)
+    by_reference = {reference: entry_id for entry_id, reference in returned}
+    for row in rows:
+        assert stored[by_reference[row["reference"]]] == row
+
+
+async def test_insert_without_returning_and_empty_inputs(session: AsyncSession) -> None:
+    async with session.begin():
+        assert await bulk.insert_rows(session, ENTRIES, []) == []
+        assert await bulk.insert_rows(session, ENTRIES, [entry(1), entry(2)]) == []
+        await bulk.update_rows(session, BALANCES, ("account", "token"), [])
+    async with session.begin():
+        assert sorted(row["reference"] for row in (await stored_entries(session)).values()) == [
+            entry(1)["reference"],
+            entry(2)["reference"],
+        ]
+
+
+async def test_update_rows_changes_only_the_matched_rows(session: AsyncSession) -> None:
+    token = "0x" + "0c" * 20
+    balances = [
+        {
+            "account": "0x" + f"{index:040x}",
+            "token": token,
+            "total": 1000 + index,
+            "reserved": index,
+            "updated_at": WHEN,
+        }
+        for index in range(5)
+    ]
+    later = WHEN + timedelta(seconds=1)
+    async with session.begin():
+        await bulk.insert_rows(session, BALANCES, balances)
+        await bulk.update_rows(
+            session,
+            BALANCES,
+            ("account", "token"),
+            [
+                {
+                    "account": balances[1]["account"],
+                    "token": token,
+                    "total": UINT256_MAX,
+                    "reserved": 7,
+                    "updated_at": later,
+                },
+                {
+                    "account": balances[3]["account"],
+                    "token": token,
+                    "total": 0,
+                    "reserved": 0,
+                    "updated_at": later,
+                },
+                # matches no row: changes nothing, creates nothing
+                {"account": "0x" + "ff" * 20, "token": token, "total": 1, "reserved": 1, "updated_at": later},
+            ],
+        )
+    async with session.begin():
+        stored = {
+            row.account: (row.total, row.reserved, row.updated_at)
+            for row in (await session.execute(select(LedgerBalance))).scalars()
+        }
+    expected = {str(row["account"]): (row["total"], row["reserved"], WHEN) for row in balances}
+    expected[str(balances[1]["account"])] = (UINT256_MAX, 7, later)
+    expected[str(balances[3]["account"])] = (0, 0, later)
+    assert stored == expected
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"total_delta": UINT256_MAX + 1},  # the column type refuses it before anything is sent
+        {"created_at": datetime(2026, 1, 1)},  # noqa: DTZ001  (naive: refused by the column type)
+    ],
+)
+async def test_a_refused_value_writes_nothing(session: AsyncSession, bad: dict[str, object]) -> None:
+    with pytest.raises(StatementError, match=r"ValueError\) (.* is not a signed amount|naive datetime)"):
+        async with session.begin():
+            await bulk.insert_rows(session, ENTRIES, [entry(1), entry(2, **bad)])
+    async with session.begin():
+        assert await stored_entries(session) == {}
+
+
+async def test_unknown_columns_are_refused(session: AsyncSession) -> None:
+    async with session.begin():
+        with pytest.raises(KeyError, match="no column"):
+            await bulk.insert_rows(session, ENTRIES, [{**entry(1), "colour": "red"}])
+        with pytest.raises(KeyError, match="no column"):
+            await bulk.insert_rows(session, ENTRIES, [entry(1)], returning=("colour",))
