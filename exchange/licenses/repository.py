@@ -231,15 +231,22 @@ def _lookup_statement(shape: str) -> Select[Any]:
 _LOOKUP = {shape: _lookup_statement(shape) for shape in ("one", "array", "list")}
 
 
-# The statement of _lookup_statement("array"), for asyncpg: $1 chain id, $2 registry, $3 device ids.
-_ASYNCPG_LOOKUP = """
+# The statements of _lookup_statement("array") and ("one"), for asyncpg: $1 chain id, $2 registry,
+# $3 the device ids (an array) or the one device id.
+_ASYNCPG_LOOKUP_TEMPLATE = """
 SELECT c.block, d.device_id, d.device_index, d.revoked_block, d.batch_pk, b.batch_id, b.status,
        b.suspended, b.manufacturer, b.root, b.bpc_per_device_wei, b.registered_block
 FROM licence_indexer_cursors AS c
 LEFT JOIN (licence_devices AS d JOIN licence_device_batches AS b ON b.id = d.batch_pk)
-  ON d.chain_id = $1 AND d.registry_address = $2 AND d.device_id = ANY($3::varchar[])
+  ON d.chain_id = $1 AND d.registry_address = $2 AND d.device_id {names}
 WHERE c.chain_id = $1 AND c.registry_address = $2
 """
+_ASYNCPG_LOOKUP = _ASYNCPG_LOOKUP_TEMPLATE.format(names="= ANY($3::varchar[])")
+# One device by key equality: PostgreSQL then settles on the prepared statement's generic plan (the
+# primary key probe) after a few executions. With an array parameter, the generic plan's estimate
+# (ten rows) stays dearer than a custom plan's for one element, so every execution was planned
+# again: most of the database's work for a single-device query.
+_ASYNCPG_LOOKUP_ONE = _ASYNCPG_LOOKUP_TEMPLATE.format(names="= $3")
 _ASYNCPG_TREE = "SELECT tree FROM licence_batch_trees WHERE batch_pk = $1"
 
 
@@ -325,9 +332,14 @@ class AsyncpgReads:
         self, registry: Registry, device_ids: Sequence[str]
     ) -> tuple[int | None, dict[str, DeviceRow]]:
         async with self.pool.acquire() as connection:
-            rows = await connection.fetch(
-                _ASYNCPG_LOOKUP, registry.chain_id, registry.address, list(device_ids)
-            )
+            if len(device_ids) == 1:
+                rows = await connection.fetch(
+                    _ASYNCPG_LOOKUP_ONE, registry.chain_id, registry.address, device_ids[0]
+                )
+            else:
+                rows = await connection.fetch(
+                    _ASYNCPG_LOOKUP, registry.chain_id, registry.address, list(device_ids)
+                )
         block: int | None = rows[0][0] if rows else None
         found = {
             row[1]: DeviceRow(
