@@ -7,7 +7,7 @@ import sys
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from exchange.api.app import create_app
+from exchange.api.app import create_app, freeze_start_heap
 from exchange.auth.routes import router as auth_router
 from exchange.chain.lifespan import chain_startup
 from exchange.chain.routes import router as chain_router
@@ -28,8 +28,12 @@ from exchange.trading.settlement_service import settlement_startup
 from exchange.trading.ws import router as ws_router
 
 
-def build_app(settings: Settings, *, chain: ChainRuntime | None = None) -> FastAPI:
-    """The service app for `settings`; `chain` injects an already running chain (tests, tools)."""
+def build_app(settings: Settings, *, chain: ChainRuntime | None = None, serving: bool = False) -> FastAPI:
+    """The service app for `settings`; `chain` injects an already running chain (tests, tools).
+
+    ``serving``: the app is this process's one long-running service (``exchange serve``),
+    whose start-up heap is frozen once started (:func:`exchange.api.app.freeze_start_heap`).
+    """
     return create_app(
         settings,
         routers=[
@@ -51,6 +55,7 @@ def build_app(settings: Settings, *, chain: ChainRuntime | None = None) -> FastA
             pool_startup(),
             trading_startup(),
             settlement_startup(),
+            *([freeze_start_heap] if serving else []),
         ],
     )
 
@@ -68,7 +73,7 @@ def serve(host: str | None = None, port: int | None = None) -> None:
         raise SystemExit(2) from None
     configure_logging(log_format=settings.log_format, log_level=settings.log_level)
     uvicorn.run(
-        build_app(settings),
+        build_app(settings, serving=True),
         host=host or settings.host,
         port=port or settings.port,
         log_config=None,

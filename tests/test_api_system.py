@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import inspect
 
-from exchange.api.app import LifespanHook, create_app
+from exchange.api.app import LifespanHook, create_app, freeze_start_heap
 from exchange.api.system_routes import register_health_check, service_version
 from exchange.db.engine import create_engine_for_url
 from exchange.db.session import app_engine
@@ -174,3 +175,15 @@ def test_apps_do_not_share_state(settings: Settings, sqlite_database_url: str) -
     assert first.state.settings is settings
     assert second.state.settings is not settings
     assert first.state.health_checks is not second.state.health_checks
+
+
+async def test_the_served_app_freezes_its_start_up_heap(start_app: StartApp) -> None:
+    """The last start-up hook of ``exchange serve`` takes what start-up allocated out of the
+    collector's full collections (long pauses of the event loop otherwise)."""
+    assert gc.get_freeze_count() == 0
+    try:
+        await start_app(lifespan_hooks=[freeze_start_heap])
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
+    assert gc.get_freeze_count() == 0
