@@ -149,6 +149,14 @@ class Settings(BaseSettings):
         description="console on a terminal and JSON otherwise (auto), or forced.",
     )
     log_level: LogLevel = "INFO"
+    otel_telemetry: bool = Field(
+        default=False,
+        description=(
+            "FastAPI's OpenTelemetry instrumentation of requests (spans, metrics, logs through the "
+            "providers the process configures). Off by default: with no provider it records nothing "
+            "yet still looks its providers up on every request."
+        ),
+    )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     siwe_domain: str | None = Field(

@@ -122,6 +122,11 @@ def create_app(
         version=service_version(),
         summary="BPC trading, threshold and per-device licensing, pool administration.",
         lifespan=_lifespan(tuple(lifespan_hooks)),
+        telemetry={
+            "tracing": settings.otel_telemetry,
+            "metrics": settings.otel_telemetry,
+            "logs": settings.otel_telemetry,
+        },
     )
     app.state.settings = settings
     app.state.health_checks = dict[str, HealthCheck]()
