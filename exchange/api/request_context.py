@@ -53,9 +53,12 @@ class RequestIdMiddleware:
                 MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
             await send(message)
 
+        # A WebSocket's messages go out as they are (the header is an HTTP response's): no wrapper
+        # on a stream that may carry thousands of frames a second.
+        outgoing = send_with_request_id if scope["type"] == "http" else send
         token = _current_request_id.set(request_id)
         try:
             with structlog.contextvars.bound_contextvars(request_id=request_id):
-                await self.app(scope, receive, send_with_request_id)
+                await self.app(scope, receive, outgoing)
         finally:
             _current_request_id.reset(token)
