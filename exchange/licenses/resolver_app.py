@@ -7,6 +7,9 @@ the database the service writes (or a replica of it, ``licence_read_database_url
 no state but its tree cache, so any number of processes can serve it, on one machine
 (``exchange licence resolver --workers N``) or behind a load balancer. It never migrates the
 database: the service does.
+
+Its two query routes are answered ahead of the app's routing and middleware
+(``resolver_routes.LeanFront``): under ``/v1/devices`` it has no other routes.
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ def create_resolver_app(settings: Settings | None = None) -> FastAPI:
         settings = get_settings()
         # A factory the server calls in each worker process: each configures its own logging.
         configure_logging(log_format=settings.log_format, log_level=settings.log_level)
-    return create_app(
+    app = create_app(
         settings.model_copy(update={"migrate_on_start": False}),
         routers=[resolver_routes.router, resolver_routes.link_router],
         lifespan_hooks=[resolver_startup()],
     )
+    # Outermost of the app's middleware: the query routes answered ahead of routing.
+    app.add_middleware(resolver_routes.LeanFront)
+    return app

@@ -13,6 +13,11 @@ bytes. Anything else — an HTML page, a malformed body, an unexpected parameter
 FastAPI's own handling of the declared endpoint, so refusals are FastAPI's validation problems
 as before. Domain errors raised on the lean path reach the app's one problem handler like
 those of any route (they leave the route the same way), so every error document is the same.
+
+In the resolver-only app the lean handlers sit even further out, ahead of the app's routing and
+middleware (:class:`LeanFront`): there, nothing but these two routes lives under ``/v1/devices``,
+and FastAPI's routing and middleware cost more than the lookup. The requests the front takes get
+the app's request id, unexpected-error and problem handling all the same.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from exchange.api.problems import problem_responses
-from exchange.kit.errors import ValidationFailed
+from exchange.api.problems import UnhandledErrorMiddleware, problem_responses
+from exchange.api.request_context import RequestIdMiddleware
+from exchange.kit.errors import DomainError, ValidationFailed
 from exchange.licenses.device_ids import DeviceId, parse_device_id, parse_digital_link
 from exchange.licenses.lifespan import resolver_of
 from exchange.licenses.pages import device_page, wants_html
@@ -35,7 +41,8 @@ from exchange.licenses.resolver import MAX_BULK_DEVICES, Resolver, TooManyDevice
 from exchange.licenses.schemas import DeviceAnswer, DeviceQueryIn, DeviceQueryOut
 
 ResolverDep = Annotated[Resolver, Depends(resolver_of)]
-LeanHandler = Callable[["LeanRoute", Scope, Receive, Send], Awaitable[None]]
+# A lean handler answers the request, or hands it to the last argument: the standard handling.
+LeanHandler = Callable[[Scope, Receive, Send, ASGIApp], Awaitable[None]]
 
 _lean_handlers: dict[Callable[..., Any], LeanHandler] = {}
 
@@ -55,7 +62,7 @@ class LeanRoute(APIRoute):
         if self.lean is None or scope["method"] not in (self.methods or ()):
             await super().handle(scope, receive, send)
         else:
-            await self.lean(self, scope, receive, send)
+            await self.lean(scope, receive, send, self.standard)
 
     async def standard(self, scope: Scope, receive: Receive, send: Send) -> None:
         """FastAPI's handling of the declared endpoint."""
@@ -124,34 +131,32 @@ async def _send_json(send: Send, body: bytes, *extra: tuple[bytes, bytes]) -> No
     await send({"type": "http.response.body", "body": body})
 
 
-async def _read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
+async def _read_request(receive: Receive) -> tuple[bytes | None, list[Message]]:
+    """The body (None if the client disconnected first) and the messages it came in."""
+    messages: list[Message] = []
     while True:
         message = await receive()
+        messages.append(message)
         if message["type"] == "http.disconnect":
-            raise ClientDisconnect
-        chunks.append(message.get("body", b""))
+            return None, messages
         if not message.get("more_body", False):
-            return b"".join(chunks)
+            return b"".join(message.get("body", b"") for message in messages), messages
 
 
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    """`receive` with the body already read handed out again first."""
-    replayed = False
+def _replaying(messages: list[Message], receive: Receive) -> Receive:
+    """`receive` with the messages already received handed out again first."""
+    pending = iter(messages)
 
     async def replay() -> Message:
-        nonlocal replayed
-        if replayed:
-            return await receive()
-        replayed = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        message = next(pending, None)
+        return await receive() if message is None else message
 
     return replay
 
 
-def _well_formed_query(scope: Scope, body: bytes) -> tuple[list[str], bool] | None:
+def _well_formed_query(scope: Scope, body: bytes | None) -> tuple[list[str], bool] | None:
     """The devices and the proofs flag of a body exactly as the lean path takes it, else None."""
-    if scope["query_string"] or _header(scope, b"content-type") != "application/json":
+    if body is None or scope["query_string"] or _header(scope, b"content-type") != "application/json":
         return None
     try:
         data = orjson.loads(body)
@@ -169,24 +174,118 @@ def _well_formed_query(scope: Scope, body: bytes) -> tuple[list[str], bool] | No
     return devices, proofs
 
 
-async def _lean_query(route: LeanRoute, scope: Scope, receive: Receive, send: Send) -> None:
-    body = await _read_body(receive)
-    query = _well_formed_query(scope, body)
-    if query is None:
-        await route.standard(scope, _replaying(body, receive), send)
-        return
-    devices, proofs = query
-    await _send_json(send, await query_answer(scope["app"].state.resolver, devices, proofs=proofs))
+def _takes_device(scope: Scope) -> bool:
+    """Whether the lean path answers this request for one device (JSON, no query string)."""
+    return not scope["query_string"] and not wants_html(_header(scope, b"accept"))
 
 
-async def _lean_device(route: LeanRoute, scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["query_string"] or wants_html(_header(scope, b"accept")):
-        await route.standard(scope, receive, send)
-        return
+async def _answer_device(scope: Scope, send: Send) -> None:
     parameters = scope["path_params"]
     device = parse_device_id(parameters["scheme"], parameters["device_id"])
     answer = await device_answer(scope["app"].state.resolver, device)
     await _send_json(send, orjson.dumps(answer), (b"vary", b"Accept"))
+
+
+async def _answer_query(scope: Scope, send: Send, query: tuple[list[str], bool]) -> None:
+    devices, proofs = query
+    await _send_json(send, await query_answer(scope["app"].state.resolver, devices, proofs=proofs))
+
+
+async def _lean_query(scope: Scope, receive: Receive, send: Send, standard: ASGIApp) -> None:
+    body, messages = await _read_request(receive)
+    if body is None:
+        raise ClientDisconnect
+    query = _well_formed_query(scope, body)
+    if query is None:
+        await standard(scope, _replaying(messages, receive), send)
+        return
+    await _answer_query(scope, send, query)
+
+
+async def _lean_device(scope: Scope, receive: Receive, send: Send, standard: ASGIApp) -> None:
+    if not _takes_device(scope):
+        await standard(scope, receive, send)
+        return
+    await _answer_device(scope, send)
+
+
+# --- the lean path ahead of routing (the resolver-only app) -------------------------------------------
+
+_DEVICES_PREFIX = "/v1/devices/"
+_QUERY_PATH = "/v1/devices/query"
+_QUERY_KEY = "exchange.device_query"  # the scope key of a bulk query the front has read
+
+
+def _device_path_params(path: str) -> dict[str, str] | None:
+    """The parameters ``/v1/devices/{scheme}/{device_id:path}`` takes from `path`, else None.
+
+    As Starlette's pattern (``[^/]+``, then ``.*`` and ``$``, which a line feed stops) matches:
+    a path with a line feed is left to the routing.
+    """
+    if not path.startswith(_DEVICES_PREFIX) or "\n" in path:
+        return None
+    scheme, slash, device_id = path[len(_DEVICES_PREFIX) :].partition("/")
+    if not slash or not scheme:
+        return None
+    return {"scheme": scheme, "device_id": device_id}
+
+
+async def _domain_problem(scope: Scope, receive: Receive, send: Send, exc: DomainError) -> None:
+    """The app's answer to `exc`: its exception handler for the nearest class, as Starlette's
+    exception middleware picks it (which never takes the handler of ``Exception`` itself)."""
+    handlers = scope["app"].exception_handlers
+    kind = next((kind for kind in type(exc).__mro__ if kind in handlers and kind is not Exception), None)
+    if kind is None:
+        raise exc
+    response = await handlers[kind](Request(scope, receive), exc)
+    await response(scope, receive, send)
+
+
+class LeanFront:
+    """The resolver-only app's outermost middleware: its two query routes, ahead of routing.
+
+    ``GET /v1/devices/{scheme}/{device_id:path}`` and ``POST /v1/devices/query`` are the only
+    routes of that app under ``/v1/devices``, so a request with such a method and path would be
+    routed to one of them. When the route's lean handler would take the request (the same
+    checks: no query string, JSON, a well-formed body), this middleware answers it straight
+    away, the way that handler does, behind a request id middleware and an unexpected-error
+    middleware of its own (the app's are further in) and with domain errors answered by the
+    app's handler: the request id, its log binding and every error document are those the app's
+    stack gives. Everything else goes on to the app as it came (a body read here is handed on),
+    so the route's FastAPI handling or the routing answers it, as before.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.answering = RequestIdMiddleware(UnhandledErrorMiddleware(self._answer))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("root_path"):
+            method = scope["method"]
+            if method == "GET":
+                parameters = _device_path_params(scope["path"])
+                if parameters is not None and _takes_device(scope):
+                    scope["path_params"] = parameters
+                    await self.answering(scope, receive, send)
+                    return
+            elif method == "POST" and scope["path"] == _QUERY_PATH:
+                body, messages = await _read_request(receive)
+                query = _well_formed_query(scope, body)
+                if query is not None:
+                    scope[_QUERY_KEY] = query
+                    await self.answering(scope, receive, send)
+                    return
+                receive = _replaying(messages, receive)
+        await self.app(scope, receive, send)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            if scope["method"] == "GET":
+                await _answer_device(scope, send)
+            else:
+                await _answer_query(scope, send, scope.pop(_QUERY_KEY))
+        except DomainError as exc:  # raised before anything is sent, as the route's would be
+            await _domain_problem(scope, receive, send, exc)
 
 
 # --- routes -------------------------------------------------------------------------------------------

@@ -9,18 +9,23 @@ both ways through the same app and compare the bytes.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from starlette.types import Receive, Scope, Send
 
-from exchange.licenses.resolver_routes import LeanRoute, query_router
+from exchange.licenses.resolver_app import create_resolver_app
+from exchange.licenses.resolver_routes import LeanFront, LeanRoute, query_router
 from exchange.settings import Settings
 from tests.licenses_service.conftest import Service
 from tests.licenses_service.test_device_batches import on_chain_status, registered_batch
@@ -143,6 +148,110 @@ async def test_bulk_without_proofs_agrees_with_single_queries(licensing: Service
             # The single answer's proof is what a verifier asks for next; the chain accepts it.
             assert on_chain_status(licensing, single) == {"licensed": 0, "revoked": 5}[single["status"]]
     assert [answer["status"] for answer in answers].count("revoked") == 2
+
+
+@asynccontextmanager
+async def resolver_only(settings: Settings, routed: list[str]) -> AsyncIterator[httpx.AsyncClient]:
+    """The resolver-only app in this process, on the test's database; `routed` collects the
+    paths of the requests that reached the app's routing (not answered ahead of it)."""
+    app = create_resolver_app(settings)
+    assert app.user_middleware[0].cls is LeanFront  # the outermost of the app's middleware
+    routing = app.router.middleware_stack
+
+    async def noting(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            routed.append(scope["path"])
+        await routing(scope, receive, send)
+
+    app.router.middleware_stack = noting
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
+    ):
+        yield client
+
+
+async def test_the_resolver_app_answers_ahead_of_routing_as_the_service_does(
+    licensing: Service, settings: Settings
+) -> None:
+    batch, _ = await registered_batch(licensing, REGISTERED)
+    licensing.pool.devices.transact("revokeDevices", batch["batch_id"], [3])
+    await licensing.catch_up()
+    service = licensing.client
+    json_accept = {"Accept": "application/json"}
+    routed: list[str] = []
+    async with resolver_only(settings, routed) as front:
+        for device_id in [REGISTERED[0], REGISTERED[3], *UNKNOWN]:
+            scheme, _, _ = device_id.partition(":")
+            path = f"/v1/devices/{scheme}/{device_id}"
+            ours, theirs = (
+                await front.get(path, headers=json_accept),
+                await service.get(path, headers=json_accept),
+            )
+            assert ours.status_code == theirs.status_code == 200
+            assert ours.content == theirs.content
+            for header in ("content-type", "content-length", "vary"):
+                assert ours.headers[header] == theirs.headers[header]
+            assert re.fullmatch(r"[0-9a-f]{32}", ours.headers["x-request-id"])
+        # A request id the caller sends is the request's.
+        tagged = await front.get(f"/v1/devices/serial/{REGISTERED[0]}", headers={"X-Request-ID": "scan-42"})
+        assert tagged.headers.get_list("x-request-id") == ["scan-42"]
+        for body in (
+            b'{"devices": ["%s", "%s", "%s"]}'
+            % (REGISTERED[1].encode(), UNKNOWN[0].encode(), REGISTERED[1].encode()),
+            b'{"devices": ["%s", "%s"], "proofs": false}' % (REGISTERED[3].encode(), REGISTERED[4].encode()),
+            b'{"devices": ["http://id.example.org/serial/com.example/P-5", "%s"]}' % REGISTERED[5].encode(),
+            # Not for the lean handler (another content type): FastAPI's handling, same answer.
+            b'{"devices": ["%s"]}' % REGISTERED[6].encode(),
+        ):
+            content_type = "application/json; charset=utf-8" if b"P-6" in body else "application/json"
+            ours, theirs = [
+                await client.post("/v1/devices/query", content=body, headers={"Content-Type": content_type})
+                for client in (front, service)
+            ]
+            assert ours.status_code == theirs.status_code == 200, ours.text
+            assert ours.content == theirs.content
+            assert len(ours.headers.get_list("x-request-id")) == 1
+        # Only the body in another content type went through the routing.
+        assert routed == ["/v1/devices/query"]
+        routed.clear()
+        # Refusals: the app's problem documents, with the request id of the answer.
+        for path in ("/v1/devices/imei/352099001761482", "/v1/devices/tcp/1", "/v1/devices/serial/"):
+            ours, theirs = await front.get(path), await service.get(path)
+            assert ours.status_code == theirs.status_code == 422
+            assert ours.headers["content-type"] == "application/problem+json"
+            assert len(ours.headers.get_list("x-request-id")) == 1
+            assert without_request_id(ours) == without_request_id(theirs)
+        for body, status in (
+            (b'{"devices": ["imei:352099001761481", "gs1:nonsense", "imei:1"]}', 422),
+            (b'{"devices": ["imei:352099001761481"' + b', "imei:352099001761481"' * 10_000 + b"]}", 413),
+            (b'{"devices": ["imei:352099001761481"], "limit": 3}', 422),
+            (b'{"devices": [', 422),
+            (b"", 422),
+        ):
+            ours, theirs = [
+                await client.post(
+                    "/v1/devices/query", content=body, headers={"Content-Type": "application/json"}
+                )
+                for client in (front, service)
+            ]
+            assert ours.status_code == theirs.status_code == status, (body[:80], ours.text)
+            assert len(ours.headers.get_list("x-request-id")) == 1
+            assert without_request_id(ours) == without_request_id(theirs)
+        # Answered ahead of routing, but for the malformed bodies.
+        assert routed == ["/v1/devices/query"] * 3
+        routed.clear()
+        # What the lean handler does not take goes on to the app: a page for browsers, a query
+        # string, and paths the route's pattern does not match (a line feed ends its match).
+        device = f"/v1/devices/serial/{REGISTERED[0]}"
+        page = await front.get(device, headers={"Accept": "text/html"})
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        assert "<h1>Licensed</h1>" in page.text
+        queried = await front.get(device, params={"via": "fastapi"})
+        assert queried.content == (await front.get(device)).content  # the second one answered ahead
+        assert (await front.get("/v1/devices/query")).status_code == 405
+        assert (await front.get("/v1/devices/imei/35209900%0A1761481")).status_code == 404
+        assert routed == [device, device, "/v1/devices/query", "/v1/devices/imei/35209900\n1761481"]
 
 
 def _free_port() -> int:
