@@ -2,7 +2,10 @@
 
 The market's writer reports every committed cycle (:class:`CycleReport`) to its
 :class:`MarketFeed`, synchronously, right after the commit and before the next
-cycle starts. The feed keeps its own copy of the aggregated book (price level →
+cycle starts (after the cycle's requests got their outcomes, so that the
+acknowledgements go out before the WebSocket frames, yet before any of those
+requests runs on: a client holding its acknowledgement already finds the order
+in what the feed serves). The feed keeps its own copy of the aggregated book (price level →
 amount, order count), so what it serves is always what is durable: the writer's
 in-memory book runs ahead of the database while a cycle is being written, the
 feed never does. After a recovery the writer hands the feed its rebuilt book

@@ -315,7 +315,7 @@ class MarketWriter:
 
     async def _cycle_or_recover(self, batch: list[Intent]) -> None:
         try:
-            outcomes = await self._cycle(batch)
+            outcomes, cycle = await self._cycle(batch)
         except Exception as error:
             log.exception("trading.cycle_failed", market=self.market_id, commands=len(batch))
             await self._drop_connection()
@@ -335,6 +335,9 @@ class MarketWriter:
                 fail(intent.future, outcome)
             else:
                 resolve(intent.future, outcome)
+        # Then the feed: the waiting requests resume first, so their acknowledgements do not
+        # queue behind the cycle's WebSocket deliveries (one frame per book subscriber).
+        self._report(cycle)
 
     # ------------------------------------------------------------------ one cycle
 
@@ -354,7 +357,8 @@ class MarketWriter:
             except Exception:
                 log.warning("trading.connection_close_failed", market=self.market_id, exc_info=True)
 
-    async def _cycle(self, batch: list[Intent]) -> list[tuple[Intent, object]]:
+    async def _cycle(self, batch: list[Intent]) -> tuple[list[tuple[Intent, object]], _Cycle]:
+        """Run ``batch`` in one committed transaction: each intent's outcome, and the cycle's changes."""
         started = time.perf_counter()
         now = utc_now()
         now_unix = int(self._clock())
@@ -387,7 +391,6 @@ class MarketWriter:
             matched = time.perf_counter()
             await self._write(cycle)
             written = time.perf_counter()
-        self._report(cycle)
         outcomes = [(intent, settled(outcome)) for intent, outcome in outcomes]
         for probe in probes:
             outcomes.append((probe, self.head()))
@@ -402,7 +405,7 @@ class MarketWriter:
             write_ms=round((written - matched) * 1000, 2),
             balance_reads=cycle.reads,
         )
-        return outcomes
+        return outcomes, cycle
 
     def _report(self, cycle: _Cycle) -> None:
         """Tell the listener what the committed cycle changed (a listener's failure never stops trading)."""
