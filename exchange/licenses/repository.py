@@ -8,6 +8,8 @@ down, to an asyncpg pool (``AsyncpgReads``).
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -231,22 +233,23 @@ def _lookup_statement(shape: str) -> Select[Any]:
 _LOOKUP = {shape: _lookup_statement(shape) for shape in ("one", "array", "list")}
 
 
-# The statements of _lookup_statement("array") and ("one"), for asyncpg: $1 chain id, $2 registry,
-# $3 the device ids (an array) or the one device id.
-_ASYNCPG_LOOKUP_TEMPLATE = """
+# The statement of _lookup_statement("array"), for asyncpg: $1 chain id, $2 registry, $3 device ids.
+_ASYNCPG_LOOKUP = """
 SELECT c.block, d.device_id, d.device_index, d.revoked_block, d.batch_pk, b.batch_id, b.status,
        b.suspended, b.manufacturer, b.root, b.bpc_per_device_wei, b.registered_block
 FROM licence_indexer_cursors AS c
 LEFT JOIN (licence_devices AS d JOIN licence_device_batches AS b ON b.id = d.batch_pk)
-  ON d.chain_id = $1 AND d.registry_address = $2 AND d.device_id {names}
+  ON d.chain_id = $1 AND d.registry_address = $2 AND d.device_id = ANY($3::varchar[])
 WHERE c.chain_id = $1 AND c.registry_address = $2
 """
-_ASYNCPG_LOOKUP = _ASYNCPG_LOOKUP_TEMPLATE.format(names="= ANY($3::varchar[])")
-# One device by key equality: PostgreSQL then settles on the prepared statement's generic plan (the
-# primary key probe) after a few executions. With an array parameter, the generic plan's estimate
-# (ten rows) stays dearer than a custom plan's for one element, so every execution was planned
-# again: most of the database's work for a single-device query.
-_ASYNCPG_LOOKUP_ONE = _ASYNCPG_LOOKUP_TEMPLATE.format(names="= $3")
+# Arrays of fewer ids are padded to this many by repeating the first (the index scan takes each key
+# once, whatever the repeats). PostgreSQL plans a prepared statement's first executions for their
+# values, then keeps its generic plan (primary key probes for the array, at any size) unless the
+# value-specific plans were cheaper on average: the generic plan assumes ten elements, so without
+# padding a lookup of one or a few ids was planned anew at every execution, most of the database's
+# work for such a lookup. (For large arrays the generic plan is also the one that scales: a plan
+# for the values may scan the registry's every device instead.)
+_MIN_LOOKUP_ARRAY = 16
 _ASYNCPG_TREE = "SELECT tree FROM licence_batch_trees WHERE batch_pk = $1"
 
 
@@ -315,6 +318,39 @@ class EngineReads:
             return await tree_bytes(connection, batch_pk)
 
 
+def _padded(device_ids: list[str]) -> list[str]:
+    missing = _MIN_LOOKUP_ARRAY - len(device_ids)
+    return device_ids + device_ids[:1] * missing if missing > 0 else device_ids
+
+
+async def _fetch_lookup(
+    connection: asyncpg.Connection, registry: Registry, device_ids: list[str]
+) -> tuple[int | None, dict[str, DeviceRow]]:
+    rows = await connection.fetch(_ASYNCPG_LOOKUP, registry.chain_id, registry.address, _padded(device_ids))
+    block: int | None = rows[0][0] if rows else None
+    found = {
+        row[1]: DeviceRow(
+            row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], int(row[10]), row[11]
+        )
+        for row in rows
+        if row[1] is not None
+    }
+    return block, found
+
+
+class _Waiting(NamedTuple):
+    """A single-device lookup waiting for a statement."""
+
+    registry: Registry
+    device_id: str
+    answer: asyncio.Future[tuple[int | None, DeviceRow | None]]
+
+
+# Statements of waiting single-device lookups under way at once, per process, and devices per statement.
+_SHARED_STATEMENTS = 2
+_SHARED_LIMIT = 1_000
+
+
 class AsyncpgReads:
     """The reads on PostgreSQL, straight through an asyncpg pool with prepared statements.
 
@@ -323,37 +359,98 @@ class AsyncpgReads:
     so the resolver's hot path skips both. The pool's connections are in autocommit mode
     (asyncpg's default): each statement is its own snapshot. The ids travel as one array
     parameter, so even a bulk lookup is one statement and one snapshot.
+
+    Single-device lookups share statements: a lookup waits for the next statement, which starts
+    at once (in the next turn of the event loop, so that lookups asked in the same turn go
+    together) unless ``_SHARED_STATEMENTS`` of them are under way already; then it starts when
+    one of those ends, with every lookup that waited meanwhile. Under load, one checkout and one
+    statement serve many queries instead of one each, which costs the resolver and the database
+    a fraction of the CPU; alone, a lookup waits for nothing. Each answer still comes from one
+    statement that started after it was asked: one snapshot, as fresh as a statement of its own.
     """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self._waiting: list[_Waiting] = []
+        self._running = 0
+        self._dispatch_due = False
+        self._statements: set[asyncio.Task[None]] = set()
 
     async def lookup(
         self, registry: Registry, device_ids: Sequence[str]
     ) -> tuple[int | None, dict[str, DeviceRow]]:
+        if len(device_ids) == 1:
+            block, row = await self._shared_lookup(registry, device_ids[0])
+            return block, ({} if row is None else {row.device_id: row})
         async with self.pool.acquire() as connection:
-            if len(device_ids) == 1:
-                rows = await connection.fetch(
-                    _ASYNCPG_LOOKUP_ONE, registry.chain_id, registry.address, device_ids[0]
-                )
-            else:
-                rows = await connection.fetch(
-                    _ASYNCPG_LOOKUP, registry.chain_id, registry.address, list(device_ids)
-                )
-        block: int | None = rows[0][0] if rows else None
-        found = {
-            row[1]: DeviceRow(
-                row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], int(row[10]), row[11]
-            )
-            for row in rows
-            if row[1] is not None
-        }
-        return block, found
+            return await _fetch_lookup(connection, registry, list(device_ids))
 
     async def tree(self, batch_pk: int) -> bytes | None:
         async with self.pool.acquire() as connection:
             data: bytes | None = await connection.fetchval(_ASYNCPG_TREE, batch_pk)
         return data
+
+    def _shared_lookup(
+        self, registry: Registry, device_id: str
+    ) -> asyncio.Future[tuple[int | None, DeviceRow | None]]:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[tuple[int | None, DeviceRow | None]] = loop.create_future()
+        self._waiting.append(_Waiting(registry, device_id, answer))
+        self._dispatch_soon(loop)
+        return answer
+
+    def _dispatch_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._dispatch_due:
+            self._dispatch_due = True
+            # In a context of its own: the statements belong to no request.
+            loop.call_soon(self._dispatch, context=contextvars.Context())
+
+    def _dispatch(self) -> None:
+        self._dispatch_due = False
+        loop = asyncio.get_running_loop()
+        while self._waiting and self._running < _SHARED_STATEMENTS:
+            batch, self._waiting = self._waiting[:_SHARED_LIMIT], self._waiting[_SHARED_LIMIT:]
+            self._running += 1
+            statement = loop.create_task(self._answer(batch))
+            self._statements.add(statement)  # referenced until done
+            statement.add_done_callback(self._statements.discard)
+
+    async def _answer(self, batch: list[_Waiting]) -> None:
+        """Look up the devices of `batch`, a statement per registry, and answer each lookup."""
+        by_registry: dict[Registry, list[_Waiting]] = {}
+        for waiting in batch:
+            if not waiting.answer.done():  # else cancelled
+                by_registry.setdefault(waiting.registry, []).append(waiting)
+        try:
+            if by_registry:
+                async with self.pool.acquire() as connection:
+                    for registry, lookups in by_registry.items():
+                        device_ids = list(dict.fromkeys(waiting.device_id for waiting in lookups))
+                        try:
+                            block, found = await _fetch_lookup(connection, registry, device_ids)
+                        except Exception as exc:
+                            _fail(lookups, exc)
+                        else:
+                            for waiting in lookups:
+                                if not waiting.answer.done():
+                                    waiting.answer.set_result((block, found.get(waiting.device_id)))
+        except BaseException as exc:  # no connection, or cancelled: every lookup left fails with it
+            _fail(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._running -= 1
+            if self._waiting:
+                self._dispatch_soon(asyncio.get_running_loop())
+
+
+def _fail(lookups: list[_Waiting], exc: BaseException) -> None:
+    for waiting in lookups:
+        if not waiting.answer.done():
+            if isinstance(exc, Exception):
+                waiting.answer.set_exception(exc)
+            else:
+                waiting.answer.cancel()
 
 
 # --- indexer --------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ both ways through the same app and compare the bytes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -20,10 +21,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 from starlette.types import Receive, Scope, Send
 
+from exchange.licenses.repository import AsyncpgReads, Registry
 from exchange.licenses.resolver_app import create_resolver_app
 from exchange.licenses.resolver_routes import LeanFront, LeanRoute, query_router
 from exchange.settings import Settings
@@ -252,6 +256,58 @@ async def test_the_resolver_app_answers_ahead_of_routing_as_the_service_does(
         assert (await front.get("/v1/devices/query")).status_code == 405
         assert (await front.get("/v1/devices/imei/35209900%0A1761481")).status_code == 404
         assert routed == [device, device, "/v1/devices/query", "/v1/devices/imei/35209900\n1761481"]
+
+
+@pytest.mark.parametrize("database_backend", ["postgresql"], indirect=True)
+async def test_single_lookups_asked_together_share_a_statement(
+    licensing: Service, settings: Settings
+) -> None:
+    batch, _ = await registered_batch(licensing, REGISTERED)
+    licensing.pool.devices.transact("revokeDevices", batch["batch_id"], [2])
+    await licensing.catch_up()
+    registry = licensing.licensing.resolver.registry
+    statements: list[str] = []  # the lookups the database was sent
+
+    def note(logged: Any) -> None:
+        if "licence_indexer_cursors" in logged.query:
+            statements.append(logged.query)
+
+    async def noting(connection: asyncpg.Connection) -> None:
+        connection.add_query_logger(note)
+
+    url = make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=4, init=noting)
+    try:
+        reads = AsyncpgReads(pool)
+        asked = [*REGISTERED, *UNKNOWN, REGISTERED[0]]
+        alone = [await reads.lookup(registry, [device_id]) for device_id in asked]
+        assert len(statements) == len(asked)
+        block, rows = await reads.lookup(registry, asked)
+        assert block is not None
+        assert rows[REGISTERED[2]].revoked_block is not None
+        assert alone == [(block, {d: rows[d]} if d in rows else {}) for d in asked]
+        statements.clear()
+        together = await asyncio.gather(*(reads.lookup(registry, [device_id]) for device_id in asked))
+        assert together == alone
+        assert len(statements) == 1
+        # A lookup given up (its request gone) is left out; the others are answered.
+        waiting = [asyncio.create_task(reads.lookup(registry, [device_id])) for device_id in asked[:3]]
+        await asyncio.sleep(0)
+        waiting[1].cancel()
+        answered = await asyncio.gather(*waiting, return_exceptions=True)
+        assert isinstance(answered[1], asyncio.CancelledError)
+        assert [answered[0], answered[2]] == [alone[0], alone[2]]
+        # A statement that fails fails the lookups it was for, and only those.
+        unusable = Registry(2**63, registry.address)  # beyond bigint
+        failed, fine = await asyncio.gather(
+            reads.lookup(unusable, [REGISTERED[0]]),
+            reads.lookup(registry, [REGISTERED[0]]),
+            return_exceptions=True,
+        )
+        assert isinstance(failed, asyncpg.DataError)
+        assert fine == alone[0]
+    finally:
+        await pool.close()
 
 
 def _free_port() -> int:
