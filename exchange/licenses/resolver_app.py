@@ -14,6 +14,8 @@ Its two query routes are answered ahead of the app's routing and middleware
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 
 from exchange.api.app import create_app
@@ -29,6 +31,12 @@ def create_resolver_app(settings: Settings | None = None) -> FastAPI:
         settings = get_settings()
         # A factory the server calls in each worker process: each configures its own logging.
         configure_logging(log_format=settings.log_format, log_level=settings.log_level)
+        # Without an access log, as the command starts the server (access_log=False): configuring
+        # logging hands uvicorn's access records to the root handler again, and the server would
+        # then build one per request (and write it, at INFO).
+        access = logging.getLogger("uvicorn.access")
+        access.handlers.clear()
+        access.propagate = False
     app = create_app(
         settings.model_copy(update={"migrate_on_start": False}),
         routers=[resolver_routes.router, resolver_routes.link_router],

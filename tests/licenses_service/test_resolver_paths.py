@@ -356,6 +356,10 @@ def resolver_processes(settings: Settings, tmp_path: Path) -> Any:
                 process.wait(timeout=30)
 
 
+def _resolver_log(directory: Path) -> str:
+    return next(directory.glob("resolver-*.log")).read_text()
+
+
 def _wait_until_serving(process: subprocess.Popen[bytes], base: str) -> None:
     deadline = time.monotonic() + 60
     while True:
@@ -370,7 +374,7 @@ def _wait_until_serving(process: subprocess.Popen[bytes], base: str) -> None:
 
 
 async def test_resolver_processes_answer_as_the_service_does(
-    licensing: Service, resolver_processes: Any
+    licensing: Service, resolver_processes: Any, tmp_path: Path
 ) -> None:
     batch, _ = await registered_batch(licensing, REGISTERED)
     licensing.pool.devices.transact("revokeDevices", batch["batch_id"], [4])
@@ -408,6 +412,10 @@ async def test_resolver_processes_answer_as_the_service_does(
         schema = (await remote.get("/openapi.json")).json()
         assert {"/v1/devices/query", "/v1/devices/{scheme}/{device_id}"} <= set(schema["paths"])
         assert not {"/v1/devices/batches", "/v1/auth/nonce"} & set(schema["paths"])
+    # Served without an access log, as the command asks the server (the app's own logs remain).
+    log = _resolver_log(tmp_path)
+    assert '"licence.resolver_started"' in log
+    assert "uvicorn.access" not in log
 
 
 def test_resolver_refuses_to_start_without_a_registry(
@@ -415,5 +423,4 @@ def test_resolver_refuses_to_start_without_a_registry(
 ) -> None:
     process, _ = resolver_processes()
     assert process.wait(timeout=60) == 2
-    log = next(tmp_path.glob("resolver-*.log")).read_text()
-    assert "no indexed registry" in log
+    assert "no indexed registry" in _resolver_log(tmp_path)
