@@ -21,6 +21,7 @@ from exchange.pool.routes import router as pool_router
 from exchange.pool.worker_service import pool_startup
 from exchange.settings import Settings, get_settings
 from exchange.trading.market_routes import router as market_data_router
+from exchange.trading.routes import OrderFront
 from exchange.trading.routes import private as trading_router
 from exchange.trading.routes import public as markets_router
 from exchange.trading.service import trading_startup
@@ -34,7 +35,7 @@ def build_app(settings: Settings, *, chain: ChainRuntime | None = None, serving:
     ``serving``: the app is this process's one long-running service (``exchange serve``),
     whose start-up heap is frozen once started (:func:`exchange.api.app.freeze_start_heap`).
     """
-    return create_app(
+    app = create_app(
         settings,
         routers=[
             # First: the order path is the hottest, and routes are matched in this order.
@@ -58,6 +59,9 @@ def build_app(settings: Settings, *, chain: ChainRuntime | None = None, serving:
             *([freeze_start_heap] if serving else []),
         ],
     )
+    # Outermost: well-formed order placements are answered ahead of routing (OrderFront).
+    app.add_middleware(OrderFront)
+    return app
 
 
 def serve(host: str | None = None, port: int | None = None) -> None:

@@ -92,3 +92,26 @@ def test_padded_lists_have_few_lengths() -> None:
     assert padded([3]) == [3]
     assert padded({"b", "a", "c"}) == ["a", "b", "c", "c"]
     assert [len(padded(range(n))) for n in range(1, 10)] == [1, 2, 4, 4, 8, 8, 8, 8, 16]
+
+
+async def test_the_front_answers_with_the_apps_request_ids_and_problems(desk: Desk) -> None:
+    """A plain placement is answered ahead of the app's routing (OrderFront), with one request id
+    (the caller's, when valid) and the app's problem documents."""
+    trader = await _trader(desk)
+    lean = {**trader.headers, "Content-Type": "application/json", "X-Request-ID": "front-1"}
+    body = desk.order_body(trader, "buy", price(10), WHOLE, client_order_id="front")
+    placed = await desk.client.post("/v1/orders", content=json.dumps(body).encode(), headers=lean)
+    assert placed.status_code == 201, placed.text
+    assert placed.headers.get_list("x-request-id") == ["front-1"]
+
+    unknown = desk.order_body(trader, "buy", price(10), WHOLE, client_order_id="front-2")
+    unknown["market"] = "NOPE-USD"
+    refused = await desk.client.post("/v1/orders", content=json.dumps(unknown).encode(), headers=lean)
+    generic = {**lean, "Content-Type": "application/json; charset=utf-8"}
+    routed = await desk.client.post("/v1/orders", content=json.dumps(unknown).encode(), headers=generic)
+    assert refused.status_code == routed.status_code == 404, refused.text
+    assert refused.headers["content-type"] == routed.headers["content-type"] == "application/problem+json"
+    assert refused.json() == routed.json()
+    assert refused.json()["request_id"] == "front-1"
+    assert refused.headers.get_list("x-request-id") == ["front-1"]
+    assert len(await _orders(desk, trader)) == 1
