@@ -44,11 +44,12 @@ import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from exchange.api.app import LifespanHook, create_app
 from exchange.chain.runtime import ChainRuntime, start_chain
+from exchange.db.engine import create_engine_for_url, create_sessionmaker
 from exchange.db.migrate import upgrade_to_head
 from exchange.main import build_app
 from exchange.settings import ENV_PREFIX, FIXED_NAME_VARIABLES, Settings, get_settings, normalize_database_url
@@ -282,6 +283,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, database_backen
 
 
 @pytest.fixture
+async def db_session(database_url: str) -> AsyncIterator[AsyncSession]:
+    """A session on ``database_url`` (no transaction begun), its engine disposed afterwards."""
+    engine = create_engine_for_url(database_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            yield session
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
 def empty_database_url(
     request: pytest.FixtureRequest, tmp_path: Path, database_backend: str
 ) -> Iterator[str]:
@@ -380,7 +392,8 @@ def chain_runtime(embedded_runtime: ChainRuntime) -> Iterator[ChainRuntime]:
 async def service(settings: Settings, chain_runtime: ChainRuntime) -> AsyncIterator[httpx.AsyncClient]:
     """The whole service (``exchange.main.build_app``) on the test database and the shared chain."""
     app = build_app(settings, chain=chain_runtime)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
-    ) as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client,
+    ):
         yield client

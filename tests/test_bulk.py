@@ -3,7 +3,6 @@ the rows given, updates touch exactly the matched rows, and refused values write
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,7 +11,6 @@ from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.db import bulk
-from exchange.db.engine import create_engine_for_url, create_sessionmaker
 from exchange.trading.models import LedgerBalance, LedgerEntry
 
 ENTRIES = LedgerEntry.__table__
@@ -24,13 +22,8 @@ WHEN = datetime(2026, 3, 1, 12, 30, 45, 123456, tzinfo=UTC)
 
 
 @pytest.fixture
-async def session(database_url: str) -> AsyncIterator[AsyncSession]:
-    engine = create_engine_for_url(database_url)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            yield session
-    finally:
-        await engine.dispose()
+def session(db_session: AsyncSession) -> AsyncSession:
+    return db_session
 
 
 def entry(index: int, **changes: object) -> dict[str, object]:

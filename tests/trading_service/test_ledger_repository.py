@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.db.engine import create_engine_for_url, create_sessionmaker
 from exchange.trading import ledger, repository
 from exchange.trading.ledger import VAULT_EXTERNAL, Balance
 from exchange.trading.models import LedgerEntry
@@ -19,13 +16,8 @@ BPC = "0x" + "0c" * 20
 
 
 @pytest.fixture
-async def session(database_url: str) -> AsyncIterator[AsyncSession]:
-    engine = create_engine_for_url(database_url)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            yield session
-    finally:
-        await engine.dispose()
+def session(db_session: AsyncSession) -> AsyncSession:
+    return db_session
 
 
 async def test_deposit_reserve_and_fill_persist(session: AsyncSession) -> None:
