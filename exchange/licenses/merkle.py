@@ -56,6 +56,11 @@ def keccak256(data: bytes) -> bytes:
     return digest
 
 
+def keccak256_hex(data: bytes) -> str:
+    """keccak256 of `data` as 0x-hex."""
+    return "0x" + _keccak_256(data).hexdigest()  # type: ignore[no-any-return]
+
+
 def leaf_hash(index: int, id_hash: bytes) -> bytes:
     """The leaf of device `index` whose canonical id hashes to `id_hash`."""
     if not 0 <= index < 2**256:
@@ -136,6 +141,11 @@ class MerkleTree:
     def depth(self) -> int:
         """Number of levels above the leaves: the longest proof."""
         return len(self._levels) - 1
+
+    @property
+    def levels(self) -> tuple[bytes, ...]:
+        """The levels, leaves first: node ``i`` of a level is its bytes ``32 i`` to ``32 i + 32``."""
+        return self._levels
 
     def leaf(self, index: int) -> bytes:
         self._require_index(index)

@@ -27,10 +27,12 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
+import orjson
+
 from exchange.kit.errors import DomainError
 from exchange.kit.logging import get_logger
 from exchange.licenses.device_ids import DeviceId
-from exchange.licenses.merkle import MerkleTree, keccak256
+from exchange.licenses.merkle import MerkleTree, keccak256_hex
 from exchange.licenses.models import BATCH_CONFIRMED
 from exchange.licenses.repository import DeviceReads, DeviceRow, Registry
 from exchange.licenses.uploads import parse_references
@@ -46,8 +48,91 @@ class TooManyDevices(DomainError):
     title = "Too many devices in one query"
 
 
+_NODE_JSON: Final = 69  # a proof node in a JSON array: ',"0x', 64 hex digits, '"'
+
+
+def _rendered_nodes(raws: list[bytes]) -> list[bytes]:
+    """Each of `raws` (32-byte nodes one after another) as ``,"0x<hex>"`` per node, in one pass."""
+    whole = b"".join(raws)
+    if not whole:
+        return [b""] * len(raws)
+    text = b',"0x' + whole.hex(",", 32).encode("ascii").replace(b",", b'","0x') + b'"'
+    rendered = []
+    start = 0
+    for raw in raws:
+        end = start + (len(raw) >> 5) * _NODE_JSON
+        rendered.append(text[start:end])
+        start = end
+    return rendered
+
+
+class TreeProofs:
+    """A batch's tree, with its proofs as JSON arrays for many devices at once.
+
+    The proof of device ``i`` holds, on each level ``l`` below the root, the sibling of the
+    device's node there, ``(i >> l) ^ 1`` (none where that is past the level's end: the odd last
+    node moves up alone). From level ``split`` up, the siblings depend only on ``i >> split``, the
+    device's node at that level: that part of a proof is rendered once and kept. ``split`` is the
+    lowest level with ``2**split >= 4 * (depth - split)``, where what is kept (at most
+    ``count / 2**split * (depth - split) * 69`` bytes) stays around a quarter of the tree's size
+    or less, so only a few siblings (six for 100,000 devices) are read for each device and query.
+    Rendering is pure bytes work: one hex conversion for all the devices of a query, no hashing.
+    """
+
+    __slots__ = ("_lower", "_split", "_suffixes", "_upper", "tree")
+
+    def __init__(self, tree: MerkleTree) -> None:
+        self.tree = tree
+        levels = tree.levels
+        depth = len(levels) - 1
+        split = 0
+        while split < depth and (1 << split) < 4 * (depth - split):
+            split += 1
+        self._split = split
+        self._lower = levels[:split]
+        self._upper = levels[split:depth]
+        self._suffixes: dict[int, bytes] = {}
+
+    @property
+    def kept_bytes_bound(self) -> int:
+        """The most the rendered upper parts of proofs can take."""
+        positions = (self.tree.count + (1 << self._split) - 1) >> self._split
+        return positions * len(self._upper) * _NODE_JSON
+
+    def json_arrays(self, indices: list[int]) -> list[orjson.Fragment]:
+        """The proofs of devices `indices`, each the JSON array of its nodes as 0x-hex strings
+        (the bytes orjson writes for the list of :func:`_hex_nodes`)."""
+        # Below `split`: the siblings, level by level for all the devices; a slice past a level's
+        # end is empty, as the proof skips that level.
+        columns = [
+            [level[(start := ((index >> height) ^ 1) << 5) : start + 32] for index in indices]
+            for height, level in enumerate(self._lower)
+        ]
+        lower = None
+        if columns:
+            lower = _rendered_nodes([b"".join(nodes) for nodes in zip(*columns, strict=True)])
+        suffixes, split = self._suffixes, self._split
+        arrays = []
+        for position, index in enumerate(indices):
+            upper = suffixes.get(index >> split)
+            if upper is None:
+                upper = self._suffix(index >> split)
+            text = upper if lower is None else lower[position] + upper
+            arrays.append(orjson.Fragment(b"[" + text[1:] + b"]" if text else b"[]"))
+        return arrays
+
+    def _suffix(self, node: int) -> bytes:
+        siblings = []
+        for height, level in enumerate(self._upper):
+            start = ((node >> height) ^ 1) << 5
+            siblings.append(level[start : start + 32])
+        rendered = self._suffixes[node] = _rendered_nodes([b"".join(siblings)])[0]
+        return rendered
+
+
 class TreeCache:
-    """Batch trees by upload id, least recently used first out, bounded in bytes.
+    """Batch trees (with their kept proof parts) by upload id, least recently used first out,
+    bounded in bytes.
 
     Trees never change once stored, so a cached tree is never stale; the cache is a
     per-process accelerator, not shared state. Concurrent misses of one tree load it once.
@@ -55,11 +140,11 @@ class TreeCache:
 
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
-        self._trees: OrderedDict[int, tuple[MerkleTree, int]] = OrderedDict()
+        self._trees: OrderedDict[int, tuple[TreeProofs, int]] = OrderedDict()
         self._bytes = 0
-        self._loading: dict[int, asyncio.Future[MerkleTree]] = {}
+        self._loading: dict[int, asyncio.Future[TreeProofs]] = {}
 
-    async def get(self, batch_pk: int, root: str, load: Callable[[], Awaitable[bytes | None]]) -> MerkleTree:
+    async def get(self, batch_pk: int, root: str, load: Callable[[], Awaitable[bytes | None]]) -> TreeProofs:
         cached = self._trees.get(batch_pk)
         if cached is not None:
             self._trees.move_to_end(batch_pk)
@@ -67,7 +152,7 @@ class TreeCache:
         pending = self._loading.get(batch_pk)
         if pending is not None:
             return await asyncio.shield(pending)
-        future: asyncio.Future[MerkleTree] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[TreeProofs] = asyncio.get_running_loop().create_future()
         self._loading[batch_pk] = future
         try:
             data = await load()
@@ -84,14 +169,15 @@ class TreeCache:
             raise
         finally:
             del self._loading[batch_pk]
-        future.set_result(tree)
-        self._remember(batch_pk, tree, len(data))
-        return tree
+        proofs = TreeProofs(tree)
+        future.set_result(proofs)
+        self._remember(batch_pk, proofs, len(data) + proofs.kept_bytes_bound)
+        return proofs
 
-    def _remember(self, batch_pk: int, tree: MerkleTree, size: int) -> None:
+    def _remember(self, batch_pk: int, proofs: TreeProofs, size: int) -> None:
         if size > self._max_bytes:
             return
-        self._trees[batch_pk] = (tree, size)
+        self._trees[batch_pk] = (proofs, size)
         self._bytes += size
         while self._bytes > self._max_bytes:
             _, (_, evicted_size) = self._trees.popitem(last=False)
@@ -129,7 +215,8 @@ class Resolver:
     async def resolve_references(
         self, references: Sequence[str], *, proofs: bool = True
     ) -> tuple[int | None, list[dict[str, Any]]]:
-        """Answers for the strings of a bulk query (scheme-prefixed ids or Digital Links), in order.
+        """Answers for the strings of a bulk query (scheme-prefixed ids or Digital Links), in order,
+        to be written as JSON: each proof is an ``orjson.Fragment`` of its JSON array.
 
         Refusals are those of ``parse_references``. Bulk queries mostly name devices by the
         canonical ids their labels carry, and an id found in the database is a canonical id,
@@ -141,29 +228,25 @@ class Resolver:
         unfound = [(position, text) for position, text in enumerate(references) if text not in rows]
         parsed = parse_references([text for _, text in unfound], [position for position, _ in unfound])
         if any(device.canonical != text for device, (_, text) in zip(parsed, unfound, strict=True)):
-            return await self.resolve(parse_references(references), proofs=proofs)
+            devices = parse_references(references)
+            return await resolve(
+                self.reads, self.registry, self.trees, devices, proofs=proofs, json_proofs=True
+            )
         schemes = {text: str(device.scheme) for device, (_, text) in zip(parsed, unfound, strict=True)}
         loaded = await _trees_of(self.reads, self.trees, rows) if proofs else None
-        answers = [
-            _answer(
-                text,
-                schemes[text] if row is None else text.partition(":")[0],
-                row,
-                loaded,
-                self.registry,
-                block,
-            )
+        named = [
+            (text, schemes[text] if row is None else text.partition(":")[0], row)
             for text in references
             for row in (rows.get(text),)
         ]
-        return block, answers
+        return block, _answers(named, loaded, self.registry, block, json_proofs=True)
 
 
 async def _trees_of(
     reads: DeviceReads, trees: TreeCache, rows: dict[str, DeviceRow]
-) -> dict[int, MerkleTree]:
+) -> dict[int, TreeProofs]:
     """The trees of the confirmed batches of `rows`, by batch key."""
-    loaded: dict[int, MerkleTree] = {}
+    loaded: dict[int, TreeProofs] = {}
     for found in rows.values():
         if found.batch_pk not in loaded and found.status == BATCH_CONFIRMED:
             batch_pk = found.batch_pk
@@ -182,54 +265,81 @@ async def resolve(
     devices: Sequence[DeviceId],
     *,
     proofs: bool = True,
+    json_proofs: bool = False,
 ) -> tuple[int | None, list[dict[str, Any]]]:
-    """The indexed block and one answer per device, in order (a device may repeat)."""
+    """The indexed block and one answer per device, in order (a device may repeat); with
+    `json_proofs`, each proof is an ``orjson.Fragment`` of its JSON array, else a list."""
     canonical = list(dict.fromkeys(device.canonical for device in devices))
     block, rows = await reads.lookup(registry, canonical)
     loaded = await _trees_of(reads, trees, rows) if proofs else None
-    answers = [
-        _answer(device.canonical, str(device.scheme), rows.get(device.canonical), loaded, registry, block)
-        for device in devices
-    ]
-    return block, answers
+    named = [(device.canonical, str(device.scheme), rows.get(device.canonical)) for device in devices]
+    return block, _answers(named, loaded, registry, block, json_proofs=json_proofs)
 
 
-def _answer(
-    canonical: str,
-    scheme: str,
-    row: DeviceRow | None,
-    trees: dict[int, MerkleTree] | None,
+def _answers(
+    named: list[tuple[str, str, DeviceRow | None]],
+    trees: dict[int, TreeProofs] | None,
     registry: Registry,
     block: int | None,
-) -> dict[str, Any]:
-    """One device's answer; without `trees` (no proofs asked for) its proof is None."""
-    status = status_of(row)
-    answer: dict[str, Any] = {
-        "device_id": canonical,
-        "scheme": scheme,
-        "id_hash": "0x" + keccak256(canonical.encode("ascii")).hex(),
-        "status": status,
-        "manufacturer": None,
-        "batch_id": None,
-        "bpc_per_device_wei": None,
-        "index": None,
-        "proof": [] if trees is not None else None,
-        "root": None,
-        "registry": registry.address,
-        "chain_id": registry.chain_id,
-        "block": block,
-    }
-    if row is not None and status != "unknown":
-        answer.update(
-            manufacturer=row.manufacturer,
-            batch_id=row.batch_id,
-            bpc_per_device_wei=str(row.bpc_per_device_wei),
-            index=row.device_index,
-            root=row.root,
-        )
-        if trees is not None:
-            answer["proof"] = _hex_nodes(trees[row.batch_pk].proof(row.device_index))
-    return answer
+    *,
+    json_proofs: bool,
+) -> list[dict[str, Any]]:
+    """The answers of devices (canonical id, scheme, row), in order. Without `trees` (no proofs
+    asked for) every proof is None; an unknown device's is empty."""
+    statuses = [status_of(row) for _, _, row in named]
+    proofs: list[Any]
+    if trees is None:
+        proofs = [None] * len(named)
+    else:
+        proofs = [[]] * len(named)  # one shared empty list: orjson writes it, nobody changes it
+        by_batch: dict[int, list[tuple[int, int]]] = {}  # (position, index in the batch)
+        for position, ((_, _, row), status) in enumerate(zip(named, statuses, strict=True)):
+            if row is not None and status != "unknown":
+                by_batch.setdefault(row.batch_pk, []).append((position, row.device_index))
+        for batch_pk, devices in by_batch.items():
+            tree = trees[batch_pk]
+            if json_proofs:
+                arrays = tree.json_arrays([index for _, index in devices])
+                for (position, _), array in zip(devices, arrays, strict=True):
+                    proofs[position] = array
+            else:
+                for position, index in devices:
+                    proofs[position] = _hex_nodes(tree.tree.proof(index))
+    address, chain_id = registry.address, registry.chain_id
+    return [
+        {
+            "device_id": canonical,
+            "scheme": scheme,
+            "id_hash": keccak256_hex(canonical.encode("ascii")),
+            "status": status,
+            "manufacturer": None,
+            "batch_id": None,
+            "bpc_per_device_wei": None,
+            "index": None,
+            "proof": proof,
+            "root": None,
+            "registry": address,
+            "chain_id": chain_id,
+            "block": block,
+        }
+        if row is None or status == "unknown"
+        else {
+            "device_id": canonical,
+            "scheme": scheme,
+            "id_hash": keccak256_hex(canonical.encode("ascii")),
+            "status": status,
+            "manufacturer": row.manufacturer,
+            "batch_id": row.batch_id,
+            "bpc_per_device_wei": str(row.bpc_per_device_wei),
+            "index": row.device_index,
+            "proof": proof,
+            "root": row.root,
+            "registry": address,
+            "chain_id": chain_id,
+            "block": block,
+        }
+        for (canonical, scheme, row), status, proof in zip(named, statuses, proofs, strict=True)
+    ]
 
 
 def _hex_nodes(nodes: list[bytes]) -> list[str]:
