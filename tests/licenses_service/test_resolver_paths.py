@@ -412,9 +412,11 @@ async def test_resolver_processes_answer_as_the_service_does(
         schema = (await remote.get("/openapi.json")).json()
         assert {"/v1/devices/query", "/v1/devices/{scheme}/{device_id}"} <= set(schema["paths"])
         assert not {"/v1/devices/batches", "/v1/auth/nonce"} & set(schema["paths"])
-    # Served without an access log, as the command asks the server (the app's own logs remain).
+    # Served without an access log, as the command asks the server (the app's own logs remain),
+    # by workers that froze their start-up heap.
     log = _resolver_log(tmp_path)
     assert '"licence.resolver_started"' in log
+    assert '"app.start_heap_frozen"' in log
     assert "uvicorn.access" not in log
 
 
