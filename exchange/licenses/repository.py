@@ -12,7 +12,8 @@ import asyncio
 import contextvars
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import asyncpg
 from sqlalchemy import (
@@ -55,8 +56,35 @@ class Registry:
     address: str
 
 
-class DeviceRow(NamedTuple):
-    """A device joined with its batch, as the resolver needs it (a tuple: a bulk query makes 10,000)."""
+class DeviceRow(Protocol):
+    """A device joined with its batch, as the resolver reads it."""
+
+    @property
+    def device_id(self) -> str: ...
+    @property
+    def device_index(self) -> int: ...
+    @property
+    def revoked_block(self) -> int | None: ...
+    @property
+    def batch_pk(self) -> int: ...
+    @property
+    def batch_id(self) -> int | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def suspended(self) -> bool: ...
+    @property
+    def manufacturer(self) -> str: ...
+    @property
+    def root(self) -> str: ...
+    @property
+    def bpc_per_device_wei(self) -> int: ...
+    @property
+    def registered_block(self) -> int | None: ...
+
+
+class DeviceTuple(NamedTuple):
+    """A :class:`DeviceRow` as a tuple (SQLAlchemy's reads)."""
 
     device_id: str
     device_index: int
@@ -69,6 +97,37 @@ class DeviceRow(NamedTuple):
     root: str
     bpc_per_device_wei: int
     registered_block: int | None
+
+
+class DeviceRecord(asyncpg.Record):  # type: ignore[misc]  # asyncpg ships no types
+    """A :class:`DeviceRow` as asyncpg's row of the lookup statement (the block first): built by
+    asyncpg in C, read through attributes like the tuple, a bulk lookup makes 10,000 of them."""
+
+    __slots__ = ()
+    if TYPE_CHECKING:
+        device_id: str
+        device_index: int
+        revoked_block: int | None
+        batch_pk: int
+        batch_id: int | None
+        status: str
+        suspended: bool
+        manufacturer: str
+        root: str
+        bpc_per_device_wei: int
+        registered_block: int | None
+    else:
+        device_id = property(itemgetter(1))
+        device_index = property(itemgetter(2))
+        revoked_block = property(itemgetter(3))
+        batch_pk = property(itemgetter(4))
+        batch_id = property(itemgetter(5))
+        status = property(itemgetter(6))
+        suspended = property(itemgetter(7))
+        manufacturer = property(itemgetter(8))
+        root = property(itemgetter(9))
+        bpc_per_device_wei = property(lambda record: int(record[10]))  # stored as a decimal string
+        registered_block = property(itemgetter(11))
 
 
 # --- batches --------------------------------------------------------------------------------------
@@ -275,7 +334,7 @@ async def lookup_devices(
             block = row.block
             if row.device_id is None:
                 continue
-            found[row.device_id] = DeviceRow(
+            found[row.device_id] = DeviceTuple(
                 device_id=row.device_id,
                 device_index=row.device_index,
                 revoked_block=row.revoked_block,
@@ -326,15 +385,11 @@ def _padded(device_ids: list[str]) -> list[str]:
 async def _fetch_lookup(
     connection: asyncpg.Connection, registry: Registry, device_ids: list[str]
 ) -> tuple[int | None, dict[str, DeviceRow]]:
-    rows = await connection.fetch(_ASYNCPG_LOOKUP, registry.chain_id, registry.address, _padded(device_ids))
+    rows = await connection.fetch(
+        _ASYNCPG_LOOKUP, registry.chain_id, registry.address, _padded(device_ids), record_class=DeviceRecord
+    )
     block: int | None = rows[0][0] if rows else None
-    found = {
-        row[1]: DeviceRow(
-            row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], int(row[10]), row[11]
-        )
-        for row in rows
-        if row[1] is not None
-    }
+    found: dict[str, DeviceRow] = {row[1]: row for row in rows if row[1] is not None}
     return block, found
 
 
