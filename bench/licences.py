@@ -39,7 +39,9 @@ Then the resolver, end to end over HTTP on the loopback interface:
 
 Server CPU per query is the CPU time the serving processes used during the single-query phase
 (warm-up included) divided by the queries sent: less sensitive than the rates to other work on
-the machine. The load average when the queries started is printed with it.
+the machine. The load average when the queries started is printed with it. Database CPU per
+query is the same for the PostgreSQL processes of the benchmark database's sessions, when the
+server runs on this machine (else it is left out).
 
 Numbers are printed; the last line is one JSON object. Nothing passes or fails on time.
 """
@@ -245,6 +247,33 @@ def _process_tree_cpu_s(root: int) -> float:
     return total
 
 
+def _backend_cpu_s(database_url: str) -> dict[int, float] | None:
+    """User + system CPU seconds of each server process of the database's sessions (from /proc),
+    None when the server runs elsewhere (its processes are not this machine's)."""
+    import asyncpg
+
+    async def backends() -> list[int]:
+        connection = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+        try:
+            rows = await connection.fetch(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await connection.close()
+        return [int(row[0]) for row in rows]
+
+    cpu: dict[int, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in asyncio.run(backends()):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    return cpu
+
+
 def _start_resolver(database_url: str, workers: int) -> tuple[subprocess.Popen[bytes], str]:
     """`exchange licence resolver --workers N` on a free port, once it answers."""
     import httpx
@@ -398,6 +427,7 @@ def measure_queries(
                 for phase in ("single", "bulk"):
                     cpu_before = time.process_time()
                     resolver_cpu_before = _process_tree_cpu_s(resolver.pid) if resolver else 0.0
+                    database_cpu_before = _backend_cpu_s(database_url)
                     load = subprocess.run(  # noqa: S603  (this script, with the same interpreter)
                         [
                             sys.executable,
@@ -427,6 +457,13 @@ def measure_queries(
                         result[f"{phase}_server_cpu_s"] += (
                             _process_tree_cpu_s(resolver.pid) - resolver_cpu_before
                         )
+                    # The database's share: its sessions' processes (those opened meanwhile from 0).
+                    database_cpu_after = _backend_cpu_s(database_url)
+                    if database_cpu_before is not None and database_cpu_after is not None:
+                        result[f"{phase}_database_cpu_s"] = sum(
+                            spent - database_cpu_before.get(pid, 0.0)
+                            for pid, spent in database_cpu_after.items()
+                        )
                     result.update(json.loads(load.stdout.strip().splitlines()[-1]))
             finally:
                 if resolver:
@@ -439,18 +476,27 @@ def measure_queries(
     result["server_cpu_ms_per_query"] = result["single_server_cpu_s"] / sent * 1e3
     # Both kinds of bulk rounds, each kind with one warm-up round.
     result["server_cpu_ms_per_bulk"] = result["bulk_server_cpu_s"] / (2 * (result["bulk_rounds"] + 1)) * 1e3
+    query_database = bulk_database = ""
+    if "single_database_cpu_s" in result and "bulk_database_cpu_s" in result:
+        result["database_cpu_ms_per_query"] = result["single_database_cpu_s"] / sent * 1e3
+        result["database_cpu_ms_per_bulk"] = (
+            result["bulk_database_cpu_s"] / (2 * (result["bulk_rounds"] + 1)) * 1e3
+        )
+        query_database = f", database CPU {result['database_cpu_ms_per_query']:.2f} ms"
+        bulk_database = f", database CPU {result['database_cpu_ms_per_bulk']:.0f} ms"
     print(
         f"single-device queries: {result['query_per_s']:,.0f}/s over {concurrency} connections "
         f"({result['requests']:,} requests, {result['errors']} errors), "
         f"latency p50 {result['p50_ms']:.2f} ms, "
-        f"p99 {result['p99_ms']:.2f} ms; server CPU {result['server_cpu_ms_per_query']:.2f} ms per query "
+        f"p99 {result['p99_ms']:.2f} ms; server CPU {result['server_cpu_ms_per_query']:.2f} ms per query"
+        f"{query_database} "
         f"(load average {result['load_average']:.1f} on {os.cpu_count()} cores when it started)"
     )
     print(
         f"bulk queries of {BULK_SIZE:,}: {result['bulk_devices_per_s']:,.0f} devices/s "
         f"({result['bulk_rounds']} rounds, {result['bulk_round_ms']:.0f} ms per round, "
         f"{result['bulk_mib']:.1f} MiB per answer, "
-        f"server CPU {result['server_cpu_ms_per_bulk']:.0f} ms per round of either kind)"
+        f"server CPU {result['server_cpu_ms_per_bulk']:.0f} ms per round of either kind{bulk_database})"
     )
     print(
         f"bulk queries of {BULK_SIZE:,} without proofs: "
@@ -643,6 +689,12 @@ def main() -> None:
         resolver_workers=args.resolver_workers,
         server_cpu_ms_per_query=round(queries["server_cpu_ms_per_query"], 3),
         server_cpu_ms_per_bulk=round(queries["server_cpu_ms_per_bulk"], 1),
+        database_cpu_ms_per_query=round(queries["database_cpu_ms_per_query"], 3)
+        if "database_cpu_ms_per_query" in queries
+        else None,
+        database_cpu_ms_per_bulk=round(queries["database_cpu_ms_per_bulk"], 1)
+        if "database_cpu_ms_per_bulk" in queries
+        else None,
         load_average=round(queries["load_average"], 2),
         upload_s=round(queries["upload_s"], 1),
     )
