@@ -45,12 +45,6 @@ def replaying(messages: list[Message], receive: Receive) -> Receive:
     return replay
 
 
-def header(scope: Scope, name: bytes) -> str | None:
-    """The value of the one header `name` (lower case), or None when absent or repeated."""
-    values = [value for key, value in scope["headers"] if key == name]
-    return values[0].decode("latin-1") if len(values) == 1 else None
-
-
 async def domain_problem(scope: Scope, receive: Receive, send: Send, exc: DomainError) -> None:
     """The app's answer to `exc`: its exception handler for the nearest class, as Starlette's
     exception middleware picks it (which never takes the handler of ``Exception`` itself)."""

@@ -29,8 +29,9 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from exchange.api.front import domain_problem, read_request, replaying
 from exchange.api.problems import UnhandledErrorMiddleware, problem_responses
 from exchange.api.request_context import RequestIdMiddleware
 from exchange.kit.errors import DomainError, ValidationFailed
@@ -131,29 +132,6 @@ async def _send_json(send: Send, body: bytes, *extra: tuple[bytes, bytes]) -> No
     await send({"type": "http.response.body", "body": body})
 
 
-async def _read_request(receive: Receive) -> tuple[bytes | None, list[Message]]:
-    """The body (None if the client disconnected first) and the messages it came in."""
-    messages: list[Message] = []
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] == "http.disconnect":
-            return None, messages
-        if not message.get("more_body", False):
-            return b"".join(message.get("body", b"") for message in messages), messages
-
-
-def _replaying(messages: list[Message], receive: Receive) -> Receive:
-    """`receive` with the messages already received handed out again first."""
-    pending = iter(messages)
-
-    async def replay() -> Message:
-        message = next(pending, None)
-        return await receive() if message is None else message
-
-    return replay
-
-
 def _well_formed_query(scope: Scope, body: bytes | None) -> tuple[list[str], bool] | None:
     """The devices and the proofs flag of a body exactly as the lean path takes it, else None."""
     if body is None or scope["query_string"] or _header(scope, b"content-type") != "application/json":
@@ -192,12 +170,12 @@ async def _answer_query(scope: Scope, send: Send, query: tuple[list[str], bool])
 
 
 async def _lean_query(scope: Scope, receive: Receive, send: Send, standard: ASGIApp) -> None:
-    body, messages = await _read_request(receive)
+    body, messages = await read_request(receive)
     if body is None:
         raise ClientDisconnect
     query = _well_formed_query(scope, body)
     if query is None:
-        await standard(scope, _replaying(messages, receive), send)
+        await standard(scope, replaying(messages, receive), send)
         return
     await _answer_query(scope, send, query)
 
@@ -230,17 +208,6 @@ def _device_path_params(path: str) -> dict[str, str] | None:
     return {"scheme": scheme, "device_id": device_id}
 
 
-async def _domain_problem(scope: Scope, receive: Receive, send: Send, exc: DomainError) -> None:
-    """The app's answer to `exc`: its exception handler for the nearest class, as Starlette's
-    exception middleware picks it (which never takes the handler of ``Exception`` itself)."""
-    handlers = scope["app"].exception_handlers
-    kind = next((kind for kind in type(exc).__mro__ if kind in handlers and kind is not Exception), None)
-    if kind is None:
-        raise exc
-    response = await handlers[kind](Request(scope, receive), exc)
-    await response(scope, receive, send)
-
-
 class LeanFront:
     """The resolver-only app's outermost middleware: its two query routes, ahead of routing.
 
@@ -269,13 +236,13 @@ class LeanFront:
                     await self.answering(scope, receive, send)
                     return
             elif method == "POST" and scope["path"] == _QUERY_PATH:
-                body, messages = await _read_request(receive)
+                body, messages = await read_request(receive)
                 query = _well_formed_query(scope, body)
                 if query is not None:
                     scope[_QUERY_KEY] = query
                     await self.answering(scope, receive, send)
                     return
-                receive = _replaying(messages, receive)
+                receive = replaying(messages, receive)
         await self.app(scope, receive, send)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -285,7 +252,7 @@ class LeanFront:
             else:
                 await _answer_query(scope, send, scope.pop(_QUERY_KEY))
         except DomainError as exc:  # raised before anything is sent, as the route's would be
-            await _domain_problem(scope, receive, send, exc)
+            await domain_problem(scope, receive, send, exc)
 
 
 # --- routes -------------------------------------------------------------------------------------------
