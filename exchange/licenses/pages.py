@@ -66,6 +66,19 @@ def device_page(answer: dict[str, Any]) -> str:
     )
 
 
+def refusal_page(title: str, detail: str) -> str:
+    """The HTML page of a refused lookup (a malformed device id, a bad check digit), for people:
+    the same title and reason the problem document gives, escaped."""
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
+        f'<div class="status" style="background:#555555"><h1>{escape(title)}</h1>'
+        "<p>This code does not name a device the resolver can look up.</p></div>"
+        f"<dl>{_row('Reason', detail)}</dl></body></html>"
+    )
+
+
 def wants_html(accept: str | None) -> bool:
     """True when the client prefers HTML to JSON (browsers); JSON otherwise, and on a tie.
 

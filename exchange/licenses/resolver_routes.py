@@ -37,7 +37,7 @@ from exchange.api.request_context import RequestIdMiddleware
 from exchange.kit.errors import DomainError, ValidationFailed
 from exchange.licenses.device_ids import DeviceId, parse_device_id, parse_digital_link
 from exchange.licenses.lifespan import resolver_of
-from exchange.licenses.pages import device_page, wants_html
+from exchange.licenses.pages import device_page, refusal_page, wants_html
 from exchange.licenses.resolver import MAX_BULK_DEVICES, Resolver, TooManyDevices
 from exchange.licenses.schemas import DeviceAnswer, DeviceQueryIn, DeviceQueryOut
 
@@ -295,13 +295,29 @@ async def post_query(body: DeviceQueryIn, resolver: ResolverDep) -> Response:
 async def get_device(scheme: str, device_id: str, request: Request, resolver: ResolverDep) -> Response:
     """Status (licensed, revoked, suspended, unknown), manufacturer, batch, BPC per device and
     the Merkle proof with root, registry, chain id and block, to check on chain."""
-    device = parse_device_id(scheme, device_id)
+    try:
+        device = parse_device_id(scheme, device_id)
+    except DomainError as error:
+        return _refusal(request, error)
     return _device_response(request, await device_answer(resolver, device))
+
+
+def _refusal(request: Request, error: DomainError) -> Response:
+    """A browser's page for a refused device id; anyone else gets the problem document."""
+    if not wants_html(request.headers.get("accept")):
+        raise error
+    page = refusal_page(error.title, error.detail)
+    return Response(
+        page, status_code=error.status, media_type="text/html; charset=utf-8", headers={"Vary": "Accept"}
+    )
 
 
 async def _digital_link(request: Request, resolver: Resolver) -> Response:
     raw_path = request.scope.get("raw_path") or request.url.path.encode()
-    device = parse_digital_link(str(request.base_url).rstrip("/") + raw_path.decode("latin-1"))
+    try:
+        device = parse_digital_link(str(request.base_url).rstrip("/") + raw_path.decode("latin-1"))
+    except DomainError as error:
+        return _refusal(request, error)
     return _device_response(request, await device_answer(resolver, device))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import random
 from typing import Any
 from urllib.parse import quote
@@ -137,3 +138,22 @@ async def test_refusals_are_problems(licensing: Service) -> None:
     )
     assert exactly.status_code == 200
     assert len(exactly.json()["devices"]) == 10_000
+
+
+async def test_browsers_get_a_page_for_a_refused_id(licensing: Service) -> None:
+    """A scanned code that names no valid device: people see the reason on a page, with the
+    problem's status; programs still get the problem document."""
+    for path, reason in (
+        ("/imei/12", "15 digits"),
+        ("/v1/devices/imei/352099001761482", "check digit"),
+        ("/01/0950600013435%3Cb%3E/21/x", "GTIN"),
+    ):
+        page = await licensing.client.get(path, headers={"Accept": BROWSER_ACCEPT})
+        problem = await licensing.client.get(path, headers={"Accept": "application/json"})
+        assert page.status_code == problem.status_code == 422, (path, page.text)
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        assert problem.headers["content-type"].startswith("application/problem+json")
+        assert reason in problem.json()["detail"], problem.json()
+        assert f"<h1>{problem.json()['title']}</h1>" in page.text
+        assert html.escape(problem.json()["detail"]) in page.text
+        assert "<b>" not in page.text
