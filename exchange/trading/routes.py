@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
@@ -343,29 +343,9 @@ def _plain_order_request(request: Request, body: bytes) -> tuple[PlaceOrderIn, s
     return parsed, credentials, keys[0] if keys else None
 
 
-class _PlaceOrderRoute(APIRoute):
-    """POST /v1/orders: the hottest route, answered without FastAPI's per-request machinery.
-
-    A well-formed request runs exactly what the dependencies would, in their order
-    (the IP's token, the signed-in account and its token), then the endpoint; the
-    route's parameters and documentation are FastAPI's. Any other request goes to
-    FastAPI's handler, which reports what is wrong with it the usual way.
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        generic = super().get_route_handler()
-
-        async def handler(request: Request) -> Response:
-            plain = _plain_order_request(request, await request.body())
-            if plain is None:
-                return await generic(request)
-            return await _place_plain_order(request, plain)
-
-        return handler
-
-
 async def _place_plain_order(request: Request, plain: tuple[PlaceOrderIn, str, str | None]) -> Response:
-    """What the route's dependencies and endpoint do for a request ``_plain_order_request`` took."""
+    """What the route's dependencies (in their order: the IP's token, the signed-in account and
+    its token) and endpoint do for a request ``_plain_order_request`` took."""
     body, token, key = plain
     service: TradingService = request.app.state.trading
     await limit_ip(request, service)
@@ -428,7 +408,6 @@ private.add_api_route(
         "and does nothing else; the same id with another order is a 409."
     ),
     responses=_PLACE_ORDER_RESPONSES,
-    route_class_override=_PlaceOrderRoute,
 )
 
 
