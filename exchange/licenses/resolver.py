@@ -306,39 +306,25 @@ def _answers(
                 for position, index in devices:
                     proofs[position] = _hex_nodes(tree.tree.proof(index))
     address, chain_id = registry.address, registry.chain_id
+    # `shown`: the row whose batch fields an answer shows (None for an unknown device).
     return [
         {
             "device_id": canonical,
             "scheme": scheme,
             "id_hash": keccak256_hex(canonical.encode("ascii")),
             "status": status,
-            "manufacturer": None,
-            "batch_id": None,
-            "bpc_per_device_wei": None,
-            "index": None,
+            "manufacturer": None if shown is None else shown.manufacturer,
+            "batch_id": None if shown is None else shown.batch_id,
+            "bpc_per_device_wei": None if shown is None else str(shown.bpc_per_device_wei),
+            "index": None if shown is None else shown.device_index,
             "proof": proof,
-            "root": None,
-            "registry": address,
-            "chain_id": chain_id,
-            "block": block,
-        }
-        if row is None or status == "unknown"
-        else {
-            "device_id": canonical,
-            "scheme": scheme,
-            "id_hash": keccak256_hex(canonical.encode("ascii")),
-            "status": status,
-            "manufacturer": row.manufacturer,
-            "batch_id": row.batch_id,
-            "bpc_per_device_wei": str(row.bpc_per_device_wei),
-            "index": row.device_index,
-            "proof": proof,
-            "root": row.root,
+            "root": None if shown is None else shown.root,
             "registry": address,
             "chain_id": chain_id,
             "block": block,
         }
         for (canonical, scheme, row), status, proof in zip(named, statuses, proofs, strict=True)
+        for shown in (None if status == "unknown" else row,)
     ]
 
 
