@@ -186,6 +186,7 @@ class TradingFill(Base):
         Index(None, "taker_account", "id"),
         Index(None, "settlement_state", "id"),
         Index(None, "market_id", "id"),
+        Index(None, "market_id", "created_at"),  # a minute's fills, when its candle is corrected
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
