@@ -8,6 +8,7 @@ from eth_tester.exceptions import TransactionFailed
 from eth_utils.exceptions import ValidationError
 from web3 import Web3
 from web3.exceptions import BadFunctionCallOutput, ContractLogicError
+from web3.types import BlockIdentifier
 
 from exchange.chain.errors import ChainUnavailable
 
@@ -36,18 +37,28 @@ def recover_signer(message: SignableMessage, signature: bytes) -> str | None:
         return None
 
 
-def is_valid_signature(w3: Web3 | None, signer: str, message: SignableMessage, signature: bytes) -> bool:
-    """True when `signer` signed `message`: as an EOA, or as an ERC-1271 contract wallet on `w3`."""
+def is_valid_signature(
+    w3: Web3 | None,
+    signer: str,
+    message: SignableMessage,
+    signature: bytes,
+    *,
+    block: BlockIdentifier = "latest",
+) -> bool:
+    """True when `signer` signed `message`: as an EOA, or as an ERC-1271 contract wallet on `w3`
+    at `block` (a wallet may approve a signature, or withdraw its approval, at any block)."""
     signer = Web3.to_checksum_address(signer)
     if recover_signer(message, signature) == signer:
         return True
     if w3 is None:
         return False
     try:
-        if not w3.eth.get_code(signer):
+        if not w3.eth.get_code(signer, block_identifier=block):
             return False
         wallet = w3.eth.contract(address=signer, abi=_ERC1271_ABI)
-        magic = wallet.functions.isValidSignature(eip191_hash(message), signature).call()
+        magic = wallet.functions.isValidSignature(eip191_hash(message), signature).call(
+            block_identifier=block
+        )
     except (ContractLogicError, TransactionFailed, BadFunctionCallOutput):
         return False  # a reverting or non-conforming wallet is simply not a valid signer
     except OSError as exc:

@@ -25,6 +25,7 @@ from typing import TypeVar
 from eth_account.messages import SignableMessage
 from web3 import Web3
 from web3.exceptions import Web3Exception
+from web3.types import BlockIdentifier
 
 from exchange.chain.errors import ChainError
 from exchange.chain.errors import ChainUnavailable as ChainDown
@@ -251,11 +252,13 @@ def parse_signature(text: str) -> bytes:
 
 
 def signature_verdict(
-    w3: Web3, holder: str, message: SignableMessage, signature: bytes
+    w3: Web3, holder: str, message: SignableMessage, signature: bytes, block: int | None = None
 ) -> tuple[SignatureVerdict, str | None]:
-    """Who signed: the holder's key, the holder as an ERC-1271 wallet, someone else, or no one."""
+    """Who signed: the holder's key, the holder as an ERC-1271 wallet (asked at `block`, default
+    latest), someone else, or no one."""
     signer = recover_signer(message, signature)
-    if signer == holder or is_valid_signature(w3, holder, message, signature):
+    at: BlockIdentifier = "latest" if block is None else block
+    if signer == holder or is_valid_signature(w3, holder, message, signature, block=at):
         return SignatureVerdict.VALID, signer
     return (SignatureVerdict.MALFORMED if signer is None else SignatureVerdict.OTHER_SIGNER), signer
 
@@ -263,9 +266,12 @@ def signature_verdict(
 def verify_on_chain(
     pool: PoolChain, certificate: Certificate, signature: bytes, block: int | None
 ) -> Verification:
-    """Check `certificate` against `pool` at `block` (default latest). Blocking; raises chain errors."""
+    """Check `certificate` against `pool` at `block` (default latest): the holder's licence and,
+    for a contract wallet, its ERC-1271 answer, both at that one block. Blocking; raises chain errors."""
     at = _licence_at(pool, certificate.holder, block)
-    verdict, signer = signature_verdict(pool.w3, certificate.holder, certificate.signable(), signature)
+    verdict, signer = signature_verdict(
+        pool.w3, certificate.holder, certificate.signable(), signature, at.block
+    )
     facts = ChainFacts(
         chain_id=int(pool.w3.eth.chain_id),
         bpr=pool.bpr.address,

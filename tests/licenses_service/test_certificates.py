@@ -10,6 +10,7 @@ from web3 import Web3
 
 from exchange.chain.compiler import compile_contracts
 from exchange.chain.pool import Tier
+from exchange.chain.signatures import eip191_hash
 from exchange.licenses.barcodes import decode_one
 from exchange.licenses.certificates import Certificate
 from tests.chain.nodes import advance_time
@@ -145,6 +146,54 @@ async def test_contract_wallets_sign_through_erc1271(licensing: Service) -> None
     assert by_owner["signer"] == owner.address  # the key behind the wallet
     by_stranger = await verify(licensing, signed(stranger, cert))
     assert codes(by_stranger) == ["signer_not_holder"]
+
+
+async def test_a_contract_wallets_approval_is_judged_at_the_block_checked(licensing: Service) -> None:
+    """The wallet's ERC-1271 answer is asked at the block the licence is read at: a signature the
+    wallet approved only later, or stopped approving since, is judged as the wallet judged it then."""
+    owner = account(8)
+    artifact = compile_contracts()["ERC1271ApprovingWallet"]
+    w3, pool = licensing.w3, licensing.pool
+    factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+    receipt = w3.eth.wait_for_transaction_receipt(factory.constructor(owner.address).transact())
+    wallet_address = Web3.to_checksum_address(str(receipt["contractAddress"]))
+    wallet = w3.eth.contract(address=wallet_address, abi=artifact.abi)
+    deployed = int(receipt["blockNumber"])
+    pool.admit(wallet_address, Tier.NON_PROFIT)
+    acquire = pool.gate.contract.encode_abi("acquire", [0])
+    w3.eth.wait_for_transaction_receipt(
+        wallet.functions.execute(pool.gate.address, acquire).transact({"from": owner.address})
+    )
+    cert = certificate(licensing, wallet_address)
+    body = signed(owner, cert)
+    digest = eip191_hash(cert.signable())
+
+    def set_approval(approval: bool) -> int:
+        sent = wallet.functions.setApproval(digest, approval).transact({"from": owner.address})
+        return int(w3.eth.wait_for_transaction_receipt(sent)["blockNumber"])
+
+    licensed = int(w3.eth.block_number)
+    assert codes(await verify(licensing, body)) == ["signer_not_holder"]  # not approved yet
+    approved = set_approval(True)
+    assert approved > licensed
+    now_valid = await verify(licensing, body)
+    assert now_valid["valid"] is True, now_valid
+    assert now_valid["licence"]["block"] == approved
+    # Before the approval the wallet did not vouch for the signature, though licensed then.
+    before = await verify(licensing, body, block=licensed)
+    assert codes(before) == ["signer_not_holder"], before
+    assert before["licence"]["kind"] == "non_profit"
+    assert before["signer"] == owner.address
+    withdrawn = set_approval(False)
+    assert codes(await verify(licensing, body)) == ["signer_not_holder"]
+    # While approved it did, though it no longer does.
+    assert (await verify(licensing, body, block=withdrawn - 1))["valid"] is True
+    assert (await verify(licensing, body, block=approved))["valid"] is True
+    # Before the wallet existed nobody at its address could sign, nor held a licence.
+    assert codes(await verify(licensing, body, block=deployed - 1)) == [
+        "signer_not_holder",
+        "holder_not_licensed",
+    ]
 
 
 async def test_qr_code_round_trip(licensing: Service) -> None:
