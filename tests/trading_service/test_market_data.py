@@ -13,6 +13,7 @@ from sqlalchemy import select
 from exchange.chain.runtime import ChainRuntime
 from exchange.db.migrate import alembic_config
 from exchange.settings import Settings
+from exchange.trading import settlement_repository
 from exchange.trading.amounts import PRICE_SCALE_BASE
 from exchange.trading.candles import TIMEFRAMES, Candle, bucket_start
 from exchange.trading.models import TradingCandle
@@ -92,6 +93,26 @@ def _expected_candles(timeframe: str, trades: list[dict[str, Any]]) -> list[list
     ]
 
 
+def _assert_ticker_of(ticker: dict[str, Any], trades: list[dict[str, Any]]) -> None:
+    """The ticker's 24-hour statistics are those of ``trades`` (all of them inside the window)."""
+    in_order = sorted(trades, key=lambda t: int(t["id"]))
+    prices = [int(t["price"]) for t in in_order]
+    volume = sum(int(t["amount"]) for t in trades)
+    quote_volume = sum(int(t["cost"]) for t in trades)
+    assert ticker["open"] == str(prices[0])
+    assert ticker["close"] == ticker["last"] == str(prices[-1])
+    assert (ticker["high"], ticker["low"]) == (str(max(prices)), str(min(prices)))
+    assert ticker["base_volume"] == str(volume)
+    assert ticker["quote_volume"] == str(quote_volume)
+    assert ticker["trades"] == len(trades)
+    assert ticker["vwap"] == str(quote_volume * PRICE_SCALE_BASE // volume)
+    assert ticker["change"] == str(prices[-1] - prices[0])
+    percentage = (Decimal(prices[-1] - prices[0]) * 100 / prices[0]).quantize(
+        Decimal("0.01"), ROUND_HALF_EVEN
+    )
+    assert ticker["percentage"] == str(percentage)
+
+
 async def test_book_trades_ticker_and_candles_agree_with_the_trades(desk: Desk) -> None:
     await _random_flow(desk, seed=7, orders=60)
 
@@ -125,22 +146,7 @@ async def test_book_trades_ticker_and_candles_agree_with_the_trades(desk: Desk) 
         }
 
     ticker = (await desk.client.get("/v1/markets/BPC-TUSD/ticker")).json()
-    in_order = sorted(trades, key=lambda t: int(t["id"]))
-    prices = [int(t["price"]) for t in in_order]
-    volume = sum(int(t["amount"]) for t in trades)
-    quote_volume = sum(int(t["cost"]) for t in trades)
-    assert ticker["open"] == str(prices[0])
-    assert ticker["close"] == ticker["last"] == str(prices[-1])
-    assert (ticker["high"], ticker["low"]) == (str(max(prices)), str(min(prices)))
-    assert ticker["base_volume"] == str(volume)
-    assert ticker["quote_volume"] == str(quote_volume)
-    assert ticker["trades"] == len(trades)
-    assert ticker["vwap"] == str(quote_volume * PRICE_SCALE_BASE // volume)
-    assert ticker["change"] == str(prices[-1] - prices[0])
-    percentage = (Decimal(prices[-1] - prices[0]) * 100 / prices[0]).quantize(
-        Decimal("0.01"), ROUND_HALF_EVEN
-    )
-    assert ticker["percentage"] == str(percentage)
+    _assert_ticker_of(ticker, trades)
     best_bid = desk.trading.markets["BPC-TUSD"].writer.book.best_bid()
     assert best_bid is not None
     assert ticker["bid"] == str(best_bid.price_ticks * TICK)
@@ -170,6 +176,57 @@ async def _stored_candles(service: TradingService) -> list[tuple[Any, ...]]:
             (c.resolution_s, c.start_unix, c.open, c.high, c.low, c.close, c.volume, c.quote_volume, c.trades)
             for c in rows.all()
         ]
+
+
+async def _fail(service: TradingService, fill_ids: list[int]) -> None:
+    """Fail fills for good, as the settler does when the Vault refuses them."""
+    async with service.sessionmaker() as session, session.begin():
+        for fill_id in fill_ids:
+            await settlement_repository.fail_fill(
+                session, fill_id, error_name="VaultOrderCancelled", error_args={}, batch_id=None
+            )
+
+
+async def _public_record(desk: Desk) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    ticker = (await desk.client.get("/v1/markets/BPC-TUSD/ticker")).json()
+    candles = {}
+    for timeframe in TIMEFRAMES:
+        reply = await desk.client.get("/v1/markets/BPC-TUSD/ohlcv", params={"timeframe": timeframe})
+        assert reply.status_code == 200, reply.text
+        candles[timeframe] = reply.json()["candles"]
+    return await _all_trades(desk), ticker, candles
+
+
+async def test_fills_that_fail_settlement_leave_the_trades_candles_and_ticker(desk: Desk) -> None:
+    await _random_flow(desk, seed=5, orders=60)
+    trades, ticker, _ = await _public_record(desk)  # the ticker is cached now
+    assert len(trades) >= 6, "the random flow should trade"
+    stored = await _stored_candles(desk.trading)
+    by_id = sorted(trades, key=lambda t: int(t["id"]))
+    highest = max(by_id, key=lambda t: int(t["price"]))
+    rng = random.Random(5)
+    voided = {by_id[0]["id"], by_id[-1]["id"], highest["id"], *(t["id"] for t in rng.sample(by_id, 3))}
+    await _fail(desk.trading, [int(trade_id) for trade_id in voided])
+
+    survivors = [trade for trade in trades if trade["id"] not in voided]
+    after, ticker, candles = await _public_record(desk)
+    assert after == survivors
+    _assert_ticker_of(ticker, survivors)
+    for timeframe, got in candles.items():
+        assert got == _expected_candles(timeframe, survivors), timeframe
+    first_ms = min(t["timestamp"] for t in survivors)
+    since = (
+        await desk.client.get("/v1/markets/BPC-TUSD/ohlcv", params={"since": first_ms, "limit": 1})
+    ).json()
+    assert since["candles"] == _expected_candles("1m", survivors)[:1]
+    # The stored candles stay as matched: reads correct them.
+    assert await _stored_candles(desk.trading) == stored
+
+    await _fail(desk.trading, [int(trade["id"]) for trade in survivors])
+    after, ticker, candles = await _public_record(desk)
+    assert after == []
+    assert (ticker["last"], ticker["open"], ticker["base_volume"], ticker["trades"]) == (None, None, "0", 0)
+    assert all(got == [] for got in candles.values()), candles
 
 
 async def test_stored_candles_survive_a_restart_and_the_migration_rebuilds_them(
