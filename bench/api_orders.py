@@ -12,11 +12,20 @@ committed. About half the orders cross the book and trade. Meanwhile
 follow the book stream and time each diff from the cycle that matched it to
 its arrival, checking that no sequence is skipped.
 
+With ``--rates R1,R2,…`` the benchmark first offers orders at fixed rates (an
+open loop, before the closed-loop run and without subscribers): order *i* of a
+phase is due at ``start + i / R`` and its latency counts from that moment, so
+time spent waiting for a free connection is included (no coordinated omission).
+Each phase prints its acknowledged rate and p50/p99; the final JSON carries them
+under ``at_rate``. The closed loop measures what the service sustains; the open
+loop, what latency a client sees at a load the service can carry.
+
 The service's rate limits are raised for the run (one client IP, few accounts).
 PostgreSQL: a private cluster in a temporary directory, or ``BENCH_DATABASE_URL``
 (an empty database the benchmark may fill).
 
     .venv/bin/python bench/api_orders.py [--orders 30000] [--connections 32] [--ws-subscribers 500]
+        [--rates 200,400,600 --rate-orders 6000]
 
 The last line is JSON: ``{"orders_per_s", "p50_ms", "p99_ms", "ws_subscribers", "ws_p99_ms"}``.
 """
@@ -33,6 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -116,6 +126,42 @@ async def load(
     return latencies, statuses, time.perf_counter() - started
 
 
+async def offered(
+    port: int, orders: list[tuple[bytes, str]], rate: float, connections: int
+) -> tuple[list[float], dict[int, int], float]:
+    """Offer ``orders`` at ``rate`` per second (an open loop); latencies count from each order's due time."""
+    queue: asyncio.Queue[tuple[float, bytes, str] | None] = asyncio.Queue()
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+
+    async def worker() -> None:
+        connection = await Connection.open(port)
+        try:
+            while (item := await queue.get()) is not None:
+                due, body, token = item
+                status, _ = await connection.request(
+                    "POST", "/v1/orders", body, {"Authorization": f"Bearer {token}"}
+                )
+                statuses[status] = statuses.get(status, 0) + 1
+                if status == 201:
+                    latencies.append(time.perf_counter() - due)
+        finally:
+            await connection.close()
+
+    workers = [asyncio.create_task(worker()) for _ in range(connections)]
+    started = time.perf_counter()
+    for index, (body, token) in enumerate(orders):
+        due = started + index / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        queue.put_nowait((due, body, token))
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    return latencies, statuses, time.perf_counter() - started
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of process ``pid`` so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -137,7 +183,14 @@ async def main() -> None:
     parser.add_argument(
         "--ws-subscribers", type=int, default=500, help="WebSocket book subscribers during the load (0: none)"
     )
+    parser.add_argument(
+        "--rates",
+        default="",
+        help="comma-separated offered rates (orders/s) measured in an open loop first (empty: none)",
+    )
+    parser.add_argument("--rate-orders", type=int, default=6_000, help="orders offered per rate")
     args = parser.parse_args()
+    rates = [float(rate) for rate in args.rates.split(",") if rate.strip()]
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-orders-"))
     try:
@@ -162,9 +215,31 @@ async def main() -> None:
             admit(server.url, rpc_url, members)
             await credit(database_url, market, members, 10**40)
             traders = await sign_in(server.url, members)
-            orders = prepare_orders(market, traders, args.warmup + args.orders, args.seed)
+            offered_total = args.rate_orders * len(rates)
+            orders = prepare_orders(market, traders, args.warmup + offered_total + args.orders, args.seed)
             print(f"prepared {len(orders)} signed orders for {len(traders)} traders", file=sys.stderr)
             await load(server.port, orders[: args.warmup], args.connections)
+            at_rate = []
+            for index, rate in enumerate(rates):
+                first = args.warmup + index * args.rate_orders
+                phase = orders[first : first + args.rate_orders]
+                cpu_before = cpu_seconds(server.pid)
+                got, phase_statuses, phase_s = await offered(server.port, phase, rate, 4 * args.connections)
+                cpu_ms = (cpu_seconds(server.pid) - cpu_before) / max(len(got), 1) * 1000
+                at_rate.append(
+                    {
+                        "offered_per_s": rate,
+                        "orders_per_s": round(len(got) / phase_s, 1),
+                        "p50_ms": round(percentile(got, 0.50) * 1000, 2),
+                        "p99_ms": round(percentile(got, 0.99) * 1000, 2),
+                    }
+                )
+                print(
+                    f"open loop at {rate:g} orders/s: {at_rate[-1]['orders_per_s']} acknowledged/s, "
+                    f"p50 {at_rate[-1]['p50_ms']} ms, p99 {at_rate[-1]['p99_ms']} ms, "
+                    f"server CPU {cpu_ms:.2f} ms/order, statuses {phase_statuses}"
+                )
+            orders = orders[: args.warmup] + orders[args.warmup + offered_total :]
             ws_url = f"ws://127.0.0.1:{server.port}/v1/ws"
             async with fanout(ws_url, args.ws_subscribers) as subscribers:
                 print(f"{args.ws_subscribers} WebSocket subscribers on the book", file=sys.stderr)
@@ -185,13 +260,15 @@ async def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
     accepted = len(latencies)
-    result = {
+    result: dict[str, Any] = {
         "orders_per_s": round(accepted / wall_s, 1),
         "p50_ms": round(percentile(latencies, 0.50) * 1000, 2),
         "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
         "ws_subscribers": None,
         "ws_p99_ms": None,
     }
+    if rates:
+        result["at_rate"] = at_rate
     if subscribers.result is not None:
         fan = subscribers.result
         result["ws_subscribers"] = fan["subscribers"] - fan["closed_early"]
