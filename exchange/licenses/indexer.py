@@ -1,47 +1,50 @@
-"""The device-licence indexer: DeviceLicenses events applied to the database, from a persisted cursor.
+"""The device-licence indexer: DeviceLicenses events applied to the database, and undone on reorgs.
 
-Each pass asks the node for the registry's logs from the block after the cursor up to the head
-minus the configured confirmations, in ranges of at most ``max_blocks``, and applies each range
-in one database transaction together with the new cursor, so a crash between ranges repeats
-nothing and loses nothing: the next start resumes from the cursor.
-
-Events and their effect:
+The chain work is ``exchange.trading.indexer.ChainIndexer``'s, the same as for the Vault: a
+cursor in ``chain_cursors`` with the hashes of the blocks it relied on, every decoded event in
+``chain_events``, an event applied once it is ``EXCHANGE_LICENCE_INDEXER_CONFIRMATIONS`` blocks
+deep, and a reorganisation found by block hash and rolled back before the new branch is read.
+:class:`DeviceLicenceHandler` is what an event does to the licensing tables, and how that is undone:
 
 * ``BatchRegistered(batchId, manufacturer, root, deviceCount, bpcPerDevice, …)`` confirms the
   oldest pending upload of that manufacturer with that root and count (on-chain id and block).
   A batch registered without an upload here is logged and ignored: the service does not know
-  its devices, so it cannot resolve them.
-* ``BatchToppedUp(batchId, …, bpcPerDevice, …)`` sets the batch's BPC per device.
-* ``DeviceRevoked(batchId, index, …)`` marks the device revoked at that block.
-* ``BatchStatusChanged(batchId, from, to, …)`` suspends (to = Suspended) or reinstates it.
+  its devices, so it cannot resolve them. Undone, the upload is pending again (no on-chain id,
+  no block; it keeps the registration's BPC per device), so its devices resolve as unknown
+  until a registration on the new branch confirms it again.
+* ``BatchToppedUp(batchId, addedPerDevice, bpcPerDevice, …)`` sets the batch's BPC per device;
+  undone, it is ``bpcPerDevice - addedPerDevice`` again.
+* ``DeviceRevoked(batchId, index, …)`` marks the device revoked at that block; undone, the
+  device is not revoked.
+* ``BatchStatusChanged(batchId, previousStatus, newStatus, …)`` suspends the batch when the new
+  status is Suspended and reinstates it otherwise; undone, the previous status counts again.
 
-Chain reorganisations deeper than the confirmations are not undone; on a chain with reorgs,
-set ``EXCHANGE_LICENCE_INDEXER_CONFIRMATIONS`` to a depth the chain does not reorganise.
+Every event touches only its own batch (or device), and a reorganisation undoes events newest
+first, so each undo finds the row as its event left it. The resolver's answers name the
+cursor's credited block (``licence_indexer_cursors`` links the registry to the cursor), which
+moves in the same transactions as the effects of the events below it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from web3 import Web3
-from web3.exceptions import Web3Exception
 
-from exchange.chain.errors import ChainError
 from exchange.chain.runtime import ChainRuntime
 from exchange.kit.logging import get_logger
 from exchange.licenses import repository
 from exchange.licenses.repository import Registry
+from exchange.trading.chain_calls import ChainCalls
+from exchange.trading.indexer import ChainIndexer, IndexedEvent, IndexerPosition
 
 log = get_logger(__name__)
 T = TypeVar("T")
 
 SUSPENDED = 2  # IDeviceLicenses.BatchStatus.Suspended
-_EVENTS = ("BatchRegistered", "BatchToppedUp", "DeviceRevoked", "BatchStatusChanged")
+DEVICE_EVENTS = ("BatchRegistered", "BatchToppedUp", "DeviceRevoked", "BatchStatusChanged")
 
 
 async def on_chain(runtime: ChainRuntime, action: Callable[[], T]) -> T:
@@ -59,6 +62,60 @@ def registry_of(runtime: ChainRuntime) -> Registry:
     return Registry(runtime.deployment.chain_id, runtime.deployment.address("DeviceLicenses"))
 
 
+class DeviceLicenceHandler:
+    """DeviceLicenses events applied to the licensing tables of one registry (an ``EventHandler``)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    async def credit(self, session: AsyncSession, event: IndexedEvent) -> None:
+        registry, batch_id, block = self.registry, event.integer("batchId"), event.block_number
+        if event.name == "BatchRegistered":
+            root = str(event.args["root"])
+            upload = await repository.confirm_batch(
+                session,
+                registry,
+                batch_id=batch_id,
+                manufacturer=event.address("manufacturer"),
+                root=root,
+                device_count=event.integer("deviceCount"),
+                bpc_per_device_wei=event.integer("bpcPerDevice"),
+                block=block,
+            )
+            if upload is not None:
+                log.info("licence.batch_confirmed", upload_id=upload, batch_id=batch_id, block=block)
+            elif not await repository.is_confirmed(session, registry, batch_id):
+                log.warning("licence.batch_unknown", batch_id=batch_id, root=root, block=block)
+        elif event.name == "BatchToppedUp":
+            await repository.set_bpc_per_device(session, registry, batch_id, event.integer("bpcPerDevice"))
+        elif event.name == "DeviceRevoked":
+            await repository.set_revoked(
+                session, registry, batch_id, event.integer("index"), block, revoked=True
+            )
+        elif event.name == "BatchStatusChanged":
+            suspended = event.integer("newStatus") == SUSPENDED
+            await repository.set_suspended(session, registry, batch_id, suspended)
+            log.info("licence.batch_status", batch_id=batch_id, suspended=suspended, block=block)
+
+    async def reverse(self, session: AsyncSession, event: IndexedEvent) -> None:
+        registry, batch_id, block = self.registry, event.integer("batchId"), event.block_number
+        if event.name == "BatchRegistered":
+            upload = await repository.unconfirm_batch(session, registry, batch_id, block)
+            if upload is not None:
+                log.warning("licence.batch_unconfirmed", upload_id=upload, batch_id=batch_id, block=block)
+        elif event.name == "BatchToppedUp":
+            previous_wei = event.integer("bpcPerDevice") - event.integer("addedPerDevice")
+            await repository.set_bpc_per_device(session, registry, batch_id, previous_wei)
+        elif event.name == "DeviceRevoked":
+            await repository.set_revoked(
+                session, registry, batch_id, event.integer("index"), block, revoked=False
+            )
+        elif event.name == "BatchStatusChanged":
+            suspended = event.integer("previousStatus") == SUSPENDED
+            await repository.set_suspended(session, registry, batch_id, suspended)
+            log.warning("licence.batch_status_reversed", batch_id=batch_id, suspended=suspended, block=block)
+
+
 class DeviceIndexer:
     """Follows one DeviceLicenses contract into the database."""
 
@@ -72,89 +129,40 @@ class DeviceIndexer:
     ) -> None:
         self.runtime = runtime
         self.registry = registry_of(runtime)
+        self.chain = ChainIndexer(
+            runtime.pool.devices,
+            DEVICE_EVENTS,
+            DeviceLicenceHandler(self.registry),
+            sessionmaker,
+            ChainCalls(embedded=runtime.embedded),
+            chain_id=runtime.deployment.chain_id,
+            deploy_block=runtime.deployment.deploy_block,
+            confirmations=confirmations,
+            max_blocks=max_blocks,
+        )
         self._sessionmaker = sessionmaker
-        self._confirmations = confirmations
-        self._max_blocks = max_blocks
-        contract = runtime.pool.devices.contract
-        self._events = {
-            getattr(contract.events, name).topic: getattr(contract.events, name)() for name in _EVENTS
-        }
-        self._lock = asyncio.Lock()
+        self._linked_cursor: int | None = None
 
     async def catch_up(self) -> int:
-        """Apply every event up to the confirmed head; return the new cursor block."""
-        async with self._lock:  # one pass at a time, whoever asks
-            w3 = self.runtime.w3
-            head = await on_chain(self.runtime, lambda: int(w3.eth.block_number)) - self._confirmations
-            async with self._sessionmaker() as session:
-                cursor = await repository.cursor_block(session, self.registry)
-            start = cursor + 1 if cursor is not None else self.runtime.deployment.deploy_block
-            if cursor is None and head < start:
-                head = start  # a fresh deployment: the deploy block holds no registry events
-            while start <= head:
-                end = min(head, start + self._max_blocks - 1)
-                logs = await on_chain(self.runtime, partial(self._logs, w3, start, end))
-                async with self._sessionmaker() as session, session.begin():
-                    for entry in logs:
-                        await self._apply(session, entry)
-                    await repository.set_cursor(session, self.registry, end)
-                if logs:
-                    log.info("licence.indexed", first_block=start, last_block=end, events=len(logs))
-                start = cursor = end
-                start += 1
-            return cursor if cursor is not None else start - 1
+        """Undo what left the chain, apply every event deep enough; return the credited block."""
+        return (await self.position()).credited_block
 
-    def _logs(self, w3: Web3, start: int, end: int) -> list[Any]:
-        address = Web3.to_checksum_address(self.registry.address)
-        raw = w3.eth.get_logs({"address": address, "fromBlock": start, "toBlock": end})
-        ordered = sorted(raw, key=lambda entry: (entry["blockNumber"], entry["logIndex"]))
-        decoded = []
-        for entry in ordered:
-            topics = entry["topics"]
-            event = self._events.get("0x" + bytes(topics[0]).hex()) if topics else None
-            if event is not None:
-                decoded.append(event.process_log(entry))
-        return decoded
-
-    async def _apply(self, session: AsyncSession, entry: Any) -> None:
-        name, args, block = entry["event"], entry["args"], int(entry["blockNumber"])
-        registry = self.registry
-        if name == "BatchRegistered":
-            root = "0x" + bytes(args["root"]).hex()
-            upload = await repository.confirm_batch(
-                session,
-                registry,
-                batch_id=int(args["batchId"]),
-                manufacturer=Web3.to_checksum_address(args["manufacturer"]),
-                root=root,
-                device_count=int(args["deviceCount"]),
-                bpc_per_device_wei=int(args["bpcPerDevice"]),
-                block=block,
-            )
-            if upload is None:
-                log.warning("licence.batch_unknown", batch_id=int(args["batchId"]), root=root, block=block)
-            else:
-                log.info(
-                    "licence.batch_confirmed", upload_id=upload, batch_id=int(args["batchId"]), block=block
-                )
-        elif name == "BatchToppedUp":
-            await repository.set_bpc_per_device(
-                session, registry, int(args["batchId"]), int(args["bpcPerDevice"])
-            )
-        elif name == "DeviceRevoked":
-            await repository.revoke_devices(
-                session, registry, int(args["batchId"]), [int(args["index"])], block
-            )
-        elif name == "BatchStatusChanged":
-            suspended = int(args["newStatus"]) == SUSPENDED
-            await repository.set_suspended(session, registry, int(args["batchId"]), suspended)
-            log.info("licence.batch_status", batch_id=int(args["batchId"]), suspended=suspended, block=block)
+    async def position(self) -> IndexerPosition:
+        """One pass, as :meth:`catch_up`, with the head, the scanned block and any fork point found."""
+        if self._linked_cursor is None:  # the resolver reads this cursor's block from the first pass on
+            cursor_id = await self.chain.cursor_id()
+            async with self._sessionmaker() as session, session.begin():
+                await repository.follow_cursor(session, self.registry, cursor_id)
+            self._linked_cursor = cursor_id
+        return await self.chain.catch_up()
 
     async def run(self, interval_s: float) -> None:
-        """Catch up every `interval_s` seconds until cancelled; failures are logged and retried."""
+        """Catch up every `interval_s` seconds until cancelled; a failed pass is logged and retried."""
         while True:
             try:
-                await self.catch_up()
-            except (ChainError, Web3Exception, SQLAlchemyError, OSError) as exc:
+                await self.position()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a node or database hiccup must not end the loop
                 log.warning("licence.indexer_failed", error=str(exc), error_type=type(exc).__name__)
             await asyncio.sleep(interval_s)

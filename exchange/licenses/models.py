@@ -1,4 +1,4 @@
-"""Tables of per-device licensing: uploaded batches, their trees, their devices, and the indexer cursor.
+"""Tables of per-device licensing: uploaded batches, their trees, their devices, and the indexer's cursor.
 
 A batch belongs to one registry (the ``DeviceLicenses`` contract at ``registry`` on ``chain_id``);
 everything below is scoped by it, so a database that outlives an embedded chain (which deploys a
@@ -7,14 +7,17 @@ new pool at every start) never mixes the devices of two registries.
 * ``licence_device_batches`` — one row per uploaded batch. Written by the upload service
   (``status = 'pending'``) and then only by the indexer, which confirms it when the chain's
   ``BatchRegistered`` event names its manufacturer, root and device count, and follows its
-  top-ups and suspensions. Only confirmed batches resolve.
+  top-ups and suspensions; a reorganisation that takes the registration away makes it pending
+  again. Only confirmed batches resolve.
 * ``licence_batch_trees`` — the serialised Merkle tree (``MerkleTree.to_bytes``) of a batch, apart
   from the batch row so that listing batches never reads the blobs.
 * ``licence_devices`` — one row per device, keyed by ``(chain_id, registry, device_id)`` with the
   canonical id: the resolver's single lookup. ``revoked_block`` is set by the indexer from
   ``DeviceRevoked``. A device id is in at most one batch per registry.
-* ``licence_indexer_cursors`` — the last block the indexer has fully applied, per registry:
-  the indexer restarts from it, and every answer of the resolver names it as its block.
+* ``licence_indexer_cursors`` — per registry, the chain indexer's cursor (``chain_cursors``,
+  ``exchange.trading.indexer``) that follows it. That cursor's credited block is the block every
+  answer of the resolver names: the events up to it are applied, in the same transactions that
+  move it (and undone in the ones that move it back after a reorganisation).
 
 Amounts (uint128 BPC per device) are decimal text: SQLite has no exact 128-bit type.
 """
@@ -101,11 +104,11 @@ class Device(Base):
 
 
 class IndexerCursor(Base):
-    """The last block whose registry events are all applied."""
+    """The chain indexer's cursor that follows a registry (the current chain's, after a reset)."""
 
     __tablename__ = "licence_indexer_cursors"
 
     chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     registry_address: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
-    block: Mapped[int] = mapped_column(BigInteger)
+    cursor_id: Mapped[int] = mapped_column(ForeignKey("chain_cursors.id"))
     updated_at: Mapped[datetime] = mapped_column(default=utc_now)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -42,6 +42,7 @@ from exchange.licenses.models import (
     DeviceBatch,
     IndexerCursor,
 )
+from exchange.trading.settlement_models import ChainCursor
 
 # Parameters per statement stay well below SQLite's and asyncpg's limits (32,766).
 _CHUNK = 5_000
@@ -257,7 +258,7 @@ _DEVICE_COLUMNS = (
 
 
 def _lookup_statement(shape: str) -> Select[Any]:
-    """Built once: the cursor row left-joined with the named devices of the registry.
+    """Built once: the cursor's credited block left-joined with the named devices of the registry.
 
     Bound parameters only, so SQLAlchemy compiles it once and each query just binds values.
     One device is looked up by equality (the primary key, whatever the planner knows); many,
@@ -279,8 +280,9 @@ def _lookup_statement(shape: str) -> Select[Any]:
         .subquery()
     )
     return (
-        select(IndexerCursor.block, devices)
+        select(ChainCursor.credited_block.label("block"), devices)
         .select_from(IndexerCursor)
+        .join(ChainCursor, ChainCursor.id == IndexerCursor.cursor_id)
         .outerjoin(devices, true())
         .where(
             IndexerCursor.chain_id == bindparam("chain_id"),
@@ -294,9 +296,10 @@ _LOOKUP = {shape: _lookup_statement(shape) for shape in ("one", "array", "list")
 
 # The statement of _lookup_statement("array"), for asyncpg: $1 chain id, $2 registry, $3 device ids.
 _ASYNCPG_LOOKUP = """
-SELECT c.block, d.device_id, d.device_index, d.revoked_block, d.batch_pk, b.batch_id, b.status,
+SELECT k.credited_block, d.device_id, d.device_index, d.revoked_block, d.batch_pk, b.batch_id, b.status,
        b.suspended, b.manufacturer, b.root, b.bpc_per_device_wei, b.registered_block
 FROM licence_indexer_cursors AS c
+JOIN chain_cursors AS k ON k.id = c.cursor_id
 LEFT JOIN (licence_devices AS d JOIN licence_device_batches AS b ON b.id = d.batch_pk)
   ON d.chain_id = $1 AND d.registry_address = $2 AND d.device_id = ANY($3::varchar[])
 WHERE c.chain_id = $1 AND c.registry_address = $2
@@ -315,7 +318,7 @@ _ASYNCPG_TREE = "SELECT tree FROM licence_batch_trees WHERE batch_pk = $1"
 async def lookup_devices(
     connection: AsyncConnection, registry: Registry, device_ids: Sequence[str]
 ) -> tuple[int | None, dict[str, DeviceRow]]:
-    """The indexer's cursor block, and the rows of those `device_ids` in some batch of `registry`.
+    """The indexer's credited block, and the rows of those `device_ids` in some batch of `registry`.
 
     One round trip per chunk, the block and the devices read in the same snapshot. Without a
     cursor (the indexer has not run yet) nothing is confirmed, and the answer is (None, {}).
@@ -511,13 +514,16 @@ def _fail(lookups: list[_Waiting], exc: BaseException) -> None:
 # --- indexer --------------------------------------------------------------------------------------
 
 
-async def cursor_block(connection: AsyncConnection | AsyncSession, registry: Registry) -> int | None:
-    block: int | None = await connection.scalar(
-        select(IndexerCursor.block).where(
-            IndexerCursor.chain_id == registry.chain_id, IndexerCursor.registry_address == registry.address
+async def follow_cursor(session: AsyncSession, registry: Registry, cursor_id: int) -> None:
+    """Make `cursor_id` (a ``chain_cursors`` row) the cursor whose credited block `registry` is at."""
+    link = await session.get(IndexerCursor, (registry.chain_id, registry.address))
+    if link is None:
+        session.add(
+            IndexerCursor(chain_id=registry.chain_id, registry_address=registry.address, cursor_id=cursor_id)
         )
-    )
-    return block
+    elif link.cursor_id != cursor_id:
+        link.cursor_id, link.updated_at = cursor_id, utc_now()
+    await session.flush()
 
 
 async def latest_indexed_registry(connection: AsyncConnection) -> Registry | None:
@@ -525,24 +531,12 @@ async def latest_indexed_registry(connection: AsyncConnection) -> Registry | Non
     row = (
         await connection.execute(
             select(IndexerCursor.chain_id, IndexerCursor.registry_address)
-            .order_by(IndexerCursor.updated_at.desc())
+            .join(ChainCursor, ChainCursor.id == IndexerCursor.cursor_id)
+            .order_by(ChainCursor.updated_at.desc())
             .limit(1)
         )
     ).first()
     return None if row is None else Registry(row.chain_id, row.registry_address)
-
-
-async def set_cursor(session: AsyncSession, registry: Registry, block: int) -> None:
-    updated = await session.execute(
-        update(IndexerCursor)
-        .where(
-            IndexerCursor.chain_id == registry.chain_id, IndexerCursor.registry_address == registry.address
-        )
-        .values(block=block, updated_at=utc_now())
-    )
-    if updated.rowcount == 0:  # type: ignore[attr-defined]  # CursorResult of an UPDATE
-        session.add(IndexerCursor(chain_id=registry.chain_id, registry_address=registry.address, block=block))
-    await session.flush()
 
 
 async def confirm_batch(
@@ -585,6 +579,28 @@ async def confirm_batch(
     return pending.id
 
 
+async def unconfirm_batch(session: AsyncSession, registry: Registry, batch_id: int, block: int) -> int | None:
+    """Undo :func:`confirm_batch` for the ``BatchRegistered`` of `batch_id` at `block`: pending again.
+
+    Returns the upload's primary key, or None when that event confirmed no upload.
+    """
+    confirmed = await session.scalar(
+        select(DeviceBatch).where(_on_chain(registry, batch_id), DeviceBatch.registered_block == block)
+    )
+    if confirmed is None:
+        return None
+    confirmed.status = BATCH_PENDING
+    confirmed.batch_id = None
+    confirmed.registered_block = None
+    confirmed.confirmed_at = None
+    await session.flush()
+    return confirmed.id
+
+
+async def is_confirmed(session: AsyncSession, registry: Registry, batch_id: int) -> bool:
+    return await session.scalar(select(DeviceBatch.id).where(_on_chain(registry, batch_id))) is not None
+
+
 def _on_chain(registry: Registry, batch_id: int) -> ColumnElement[bool]:
     return and_(
         DeviceBatch.chain_id == registry.chain_id,
@@ -607,16 +623,15 @@ async def set_suspended(session: AsyncSession, registry: Registry, batch_id: int
     )
 
 
-async def revoke_devices(
-    session: AsyncSession, registry: Registry, batch_id: int, indices: Iterable[int], block: int
+async def set_revoked(
+    session: AsyncSession, registry: Registry, batch_id: int, index: int, block: int, *, revoked: bool
 ) -> None:
-    batch_pk = await session.scalar(select(DeviceBatch.id).where(_on_chain(registry, batch_id)))
-    if batch_pk is None:
-        return
-    wanted = sorted(set(indices))
-    for start in range(0, len(wanted), _CHUNK):
+    """Mark the device at `index` of the batch revoked at `block`; or, not `revoked`, undo that mark."""
+    batch_pk = select(DeviceBatch.id).where(_on_chain(registry, batch_id)).scalar_subquery()
+    device = and_(Device.batch_pk == batch_pk, Device.device_index == index)
+    if revoked:
+        await session.execute(update(Device).where(device).values(revoked_block=block))
+    else:
         await session.execute(
-            update(Device)
-            .where(Device.batch_pk == batch_pk, Device.device_index.in_(wanted[start : start + _CHUNK]))
-            .values(revoked_block=block)
+            update(Device).where(device, Device.revoked_block == block).values(revoked_block=None)
         )

@@ -68,6 +68,8 @@ async def test_the_background_loop_confirms_batches(licensing: Service) -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     async with app_sessionmaker(licensing.app)() as session:
-        assert await repository.cursor_block(session, licensing.licensing.indexer.registry) == (
-            licensing.w3.eth.block_number
+        connection = await session.connection()
+        block, _ = await repository.lookup_devices(
+            connection, licensing.licensing.indexer.registry, ["imei:352099001761481"]
         )
+    assert block == licensing.w3.eth.block_number
