@@ -142,6 +142,7 @@ class DeviceIndexer:
         )
         self._sessionmaker = sessionmaker
         self._linked_cursor: int | None = None
+        self._linking = asyncio.Lock()
 
     async def catch_up(self) -> int:
         """Undo what left the chain, apply every event deep enough; return the credited block."""
@@ -149,11 +150,12 @@ class DeviceIndexer:
 
     async def position(self) -> IndexerPosition:
         """One pass, as :meth:`catch_up`, with the head, the scanned block and any fork point found."""
-        if self._linked_cursor is None:  # the resolver reads this cursor's block from the first pass on
-            cursor_id = await self.chain.cursor_id()
-            async with self._sessionmaker() as session, session.begin():
-                await repository.follow_cursor(session, self.registry, cursor_id)
-            self._linked_cursor = cursor_id
+        async with self._linking:  # the resolver reads this cursor's block from the first pass on
+            if self._linked_cursor is None:
+                cursor_id = await self.chain.cursor_id()
+                async with self._sessionmaker() as session, session.begin():
+                    await repository.follow_cursor(session, self.registry, cursor_id)
+                self._linked_cursor = cursor_id
         return await self.chain.catch_up()
 
     async def run(self, interval_s: float) -> None:

@@ -8,6 +8,7 @@ from unittest.mock import ANY
 
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web3 import Web3
 
 from exchange.chain.binding import BoundContract
@@ -34,16 +35,13 @@ def mine(service: Service, blocks: int) -> None:
         rpc(service, "evm_mine")
 
 
-def send(service: Service, raw: bytes) -> None:
-    receipt = service.w3.eth.wait_for_transaction_receipt(service.w3.eth.send_raw_transaction(raw))
+def send(w3: Web3, raw: bytes) -> None:
+    receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(raw))
     assert receipt["status"] == 1, receipt
 
 
-def signed_call(
-    service: Service, sender: LocalAccount, contract: BoundContract, function: str, *args: Any
-) -> bytes:
+def signed_call(w3: Web3, sender: LocalAccount, contract: BoundContract, function: str, *args: Any) -> bytes:
     """`function` signed by `sender` (the same bytes can be sent again after a reorganisation), sent."""
-    w3 = service.w3
     tx = contract.contract.get_function_by_name(function)(*args).build_transaction(
         {
             "from": sender.address,
@@ -53,7 +51,7 @@ def signed_call(
         }
     )
     raw = bytes(sender.sign_transaction(dict(tx)).raw_transaction)
-    send(service, raw)
+    send(w3, raw)
     return raw
 
 
@@ -76,13 +74,13 @@ def signed_api_transactions(
             }
         )
         raws.append(bytes(signed.raw_transaction))
-        send(service, raws[-1])
+        send(service.w3, raws[-1])
     return raws
 
 
-async def database(service: Service) -> dict[str, list[tuple[Any, ...]]]:
+async def database(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, list[tuple[Any, ...]]]:
     """Every batch and device row, as plain tuples."""
-    async with app_sessionmaker(service.app)() as session:
+    async with sessionmaker() as session:
         batches = (await session.scalars(select(DeviceBatch).order_by(DeviceBatch.id))).all()
         rows = (await session.scalars(select(Device).order_by(Device.batch_pk, Device.device_index))).all()
         return {
@@ -133,9 +131,9 @@ def without_blocks(value: Any, fields: tuple[str, ...] = BLOCK_FIELDS) -> Any:
     return value
 
 
-async def event_states(service: Service) -> dict[str, list[str]]:
+async def event_states(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, list[str]]:
     """The recorded registry events' states, by event name."""
-    async with app_sessionmaker(service.app)() as session:
+    async with sessionmaker() as session:
         rows = (await session.scalars(select(ChainEvent).order_by(ChainEvent.id))).all()
     states: dict[str, list[str]] = {}
     for row in rows:
@@ -146,6 +144,7 @@ async def event_states(service: Service) -> dict[str, list[str]]:
 async def test_a_reorganisation_undoes_the_removed_blocks_and_their_transactions_apply_once_again(
     licensing: Service,
 ) -> None:
+    sessionmaker = app_sessionmaker(licensing.app)
     manufacturer, council = account(1), account(0)
     licensed_member(licensing.pool, manufacturer)
     headers = await licensing.sign_in(manufacturer)
@@ -155,26 +154,23 @@ async def test_a_reorganisation_undoes_the_removed_blocks_and_their_transactions
     new = await upload(licensing, headers, NEW)
     await licensing.catch_up()
     old_batch = int(devices_contract.call("batchCount"))
-    before, answered_before = await database(licensing), await answers(licensing)
-    assert [answer["status"] for answer in answered_before["devices"]] == [
-        *["licensed"] * 3,
-        "unknown",
-        "unknown",
-    ]
+    before, answered_before = await database(sessionmaker), await answers(licensing)
+    statuses = [answer["status"] for answer in answered_before["devices"]]
+    assert statuses == ["licensed"] * 3 + ["unknown"] * 2
     fork_block = licensing.w3.eth.block_number
 
     fork = rpc(licensing, "evm_snapshot")
     branch = [
         *signed_api_transactions(licensing, manufacturer, new["transactions"]),  # registers the new batch
-        signed_call(licensing, manufacturer, bpc, "approve", devices_contract.address, 10 * BPC),
-        signed_call(licensing, manufacturer, devices_contract, "topUp", old_batch, 7),
-        signed_call(licensing, manufacturer, devices_contract, "topUp", old_batch + 1, 11),
-        signed_call(licensing, manufacturer, devices_contract, "revokeDevices", old_batch, [1]),
-        signed_call(licensing, manufacturer, devices_contract, "revokeDevices", old_batch + 1, [0]),
-        signed_call(licensing, council, devices_contract, "suspendBatch", old_batch),
+        signed_call(licensing.w3, manufacturer, bpc, "approve", devices_contract.address, 10 * BPC),
+        signed_call(licensing.w3, manufacturer, devices_contract, "topUp", old_batch, 7),
+        signed_call(licensing.w3, manufacturer, devices_contract, "topUp", old_batch + 1, 11),
+        signed_call(licensing.w3, manufacturer, devices_contract, "revokeDevices", old_batch, [1]),
+        signed_call(licensing.w3, manufacturer, devices_contract, "revokeDevices", old_batch + 1, [0]),
+        signed_call(licensing.w3, council, devices_contract, "suspendBatch", old_batch),
     ]
     assert await licensing.catch_up() == licensing.w3.eth.block_number
-    applied, applied_rows = await answers(licensing), await database(licensing)
+    applied, applied_rows = await answers(licensing), await database(sessionmaker)
     assert [(a["status"], a["bpc_per_device_wei"]) for a in applied["devices"]] == [
         ("suspended", str(BPC_PER_DEVICE + 7)),
         ("suspended", str(BPC_PER_DEVICE + 7)),
@@ -188,12 +184,12 @@ async def test_a_reorganisation_undoes_the_removed_blocks_and_their_transactions
     position = await licensing.licensing.indexer.position()
     assert position.rolled_back_to == fork_block
     assert position.credited_block == licensing.w3.eth.block_number
-    assert await database(licensing) == before
+    assert await database(sessionmaker) == before
     undone = await answers(licensing)
     assert undone["block"] == licensing.w3.eth.block_number
     assert without_blocks(undone, ("block",)) == without_blocks(answered_before, ("block",))
     reversed_once = [EventState.REVERSED.value]
-    assert await event_states(licensing) == {
+    assert await event_states(sessionmaker) == {
         "BatchRegistered": [EventState.CREDITED.value, *reversed_once],  # the old batch's stays
         "BatchToppedUp": reversed_once * 2,
         "DeviceRevoked": reversed_once * 2,
@@ -201,14 +197,14 @@ async def test_a_reorganisation_undoes_the_removed_blocks_and_their_transactions
     }
 
     for raw in branch:  # the same transactions, mined on the new branch
-        send(licensing, raw)
+        send(licensing.w3, raw)
     await licensing.catch_up()
     again = await answers(licensing)
     assert again["block"] == licensing.w3.eth.block_number
     assert without_blocks(again) == without_blocks(applied)
     # The rows are those of the first branch, with its blocks three later (the new branch's empty blocks).
-    assert await database(licensing) == on_the_branch(applied_rows, fork_block, 3)
-    assert await event_states(licensing) == {
+    assert await database(sessionmaker) == on_the_branch(applied_rows, fork_block, 3)
+    assert await event_states(sessionmaker) == {
         "BatchRegistered": [EventState.CREDITED.value, EventState.CREDITED.value, *reversed_once],
         "BatchToppedUp": [EventState.CREDITED.value] * 2 + reversed_once * 2,
         "DeviceRevoked": [EventState.CREDITED.value] * 2 + reversed_once * 2,
@@ -221,40 +217,41 @@ async def test_a_reorganisation_undoes_the_removed_blocks_and_their_transactions
 async def test_events_wait_for_the_confirmations_and_one_orphaned_before_is_never_applied(
     licensing: Service,
 ) -> None:
+    sessionmaker = app_sessionmaker(licensing.app)
     manufacturer = account(1)
     licensed_member(licensing.pool, manufacturer)
     headers = await licensing.sign_in(manufacturer)
-    indexer = DeviceIndexer(licensing.runtime, app_sessionmaker(licensing.app), confirmations=3, max_blocks=2)
+    indexer = DeviceIndexer(licensing.runtime, sessionmaker, confirmations=3, max_blocks=2)
     batch = await upload(licensing, headers, NEW)
     await indexer.catch_up()
-    before = await database(licensing)
+    before = await database(sessionmaker)
 
     fork = rpc(licensing, "evm_snapshot")
     signed_api_transactions(licensing, manufacturer, batch["transactions"])
     registered = licensing.w3.eth.block_number
     mine(licensing, 2)
     assert await indexer.catch_up() == registered - 1  # two blocks deep: not yet
-    assert await database(licensing) == before
+    assert await database(sessionmaker) == before
     assert [a["status"] for a in (await answers(licensing))["devices"][3:]] == ["unknown", "unknown"]
-    assert await event_states(licensing) == {"BatchRegistered": [EventState.SEEN.value]}
+    assert await event_states(sessionmaker) == {"BatchRegistered": [EventState.SEEN.value]}
 
     rpc(licensing, "evm_revert", fork)
     mine(licensing, 6)
     position = await indexer.position()
     assert position.rolled_back_to is not None
-    assert await event_states(licensing) == {"BatchRegistered": [EventState.ORPHANED.value]}
-    assert await database(licensing) == before
+    assert await event_states(sessionmaker) == {"BatchRegistered": [EventState.ORPHANED.value]}
+    assert await database(sessionmaker) == before
 
     signed_api_transactions(licensing, manufacturer, batch["transactions"])  # registered on this branch
     registered = licensing.w3.eth.block_number
     mine(licensing, 2)
     await indexer.catch_up()
-    assert await database(licensing) == before
+    assert await database(sessionmaker) == before
     mine(licensing, 1)  # three deep
     assert await indexer.catch_up() == registered
-    rows = await database(licensing)
+    rows = await database(sessionmaker)
     assert [(b[1], b[3]) for b in rows["batches"]] == [("confirmed", registered)]
-    assert await event_states(licensing) == {
+    assert await event_states(sessionmaker) == {
         "BatchRegistered": [EventState.CREDITED.value, EventState.ORPHANED.value]
     }
     answered = await answers(licensing)
