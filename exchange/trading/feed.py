@@ -25,15 +25,23 @@ Messages (JSON text; prices in Vault units, amounts in base units, as decimal st
     {"channel": "book", "type": "update", "market", "sequence", "prev_sequence", "bids", "asks",
      "timestamp", "timestamp_us"}            # amount "0": the level is gone
     {"channel": "trades", "type": "update", "market", "data": [public trade]}
+    {"channel": "trades", "type": "void", "market", "data": [public trade]}   # failed settlement
     {"channel": "orders", "type": "update", "data": [order]}     # the signed-in account's only
     {"channel": "fills", "type": "update", "data": [own trade]}
 
 ``timestamp`` (ms) and ``timestamp_us`` are when the cycle that matched began.
+
+A trade whose fill fails settlement for good (the Vault refused it: it never
+happened on chain) is taken back with a ``void`` on the trades channel, and its
+two parties get the fill again on their ``fills`` channel with
+``settlement_state: "failed"``. The settler tells the feed when it runs in the
+same process as the market (``exchange serve``); a settler run as its own process
+(``exchange settle``) cannot, and clients then learn it from REST.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -185,20 +193,37 @@ class MarketFeed:
         }
         self._broadcast(self.book_subscribers, encode(message))
 
+    def voided(self, fills: Sequence[TradingFill]) -> None:
+        """Take back trades whose fills failed settlement for good (see the module docstring)."""
+        if self.trade_subscribers:
+            data = [public_trade(self.spec, fill.id, fill) for fill in fills]
+            message = {"channel": "trades", "type": "void", "market": self.spec.market_id, "data": data}
+            self._broadcast(self.trade_subscribers, encode(message))
+        if self.fill_subscribers:
+            self._own_fill_rows(fills)
+
     def _own_fills(self, fills: list[dict[str, Any]]) -> None:
+        self._own_fill_rows(
+            [
+                TradingFill(
+                    **{
+                        name: value
+                        for name, value in fill.items()
+                        if name not in ("maker_sequence", "taker_sequence")
+                    },
+                    settlement_state=SettlementState.PENDING.value,
+                    tx_hash=None,
+                )
+                for fill in fills
+                if self.fill_subscribers.keys() & {fill["maker_account"], fill["taker_account"]}
+            ]
+        )
+
+    def _own_fill_rows(self, fills: Iterable[TradingFill]) -> None:
         by_account: dict[str, list[dict[str, Any]]] = {}
-        for fill in fills:
-            for account in {fill["maker_account"], fill["taker_account"]}:
+        for row in fills:
+            for account in {row.maker_account, row.taker_account}:
                 if account in self.fill_subscribers:
-                    row = TradingFill(
-                        **{
-                            name: value
-                            for name, value in fill.items()
-                            if name not in ("maker_sequence", "taker_sequence")
-                        },
-                        settlement_state=SettlementState.PENDING.value,
-                        tx_hash=None,
-                    )
                     out = trade_out(row, account, self.spec).model_dump(mode="json")
                     by_account.setdefault(account, []).append(out)
         for account, data in by_account.items():

@@ -64,6 +64,7 @@ from exchange.trading.markets import MarketSpec, market_from_chain
 from exchange.trading.models import (
     CancelCause,
     OrderStatus,
+    TradingFill,
     TradingOrder,
     TradingWithdrawal,
 )
@@ -287,6 +288,14 @@ class TradingService:
     def membership_changed(self, account: str) -> None:
         """Forget the cached membership of ``account`` (its status changed on chain)."""
         self.membership.forget(Web3.to_checksum_address(account))
+
+    async def fill_failed(self, fill_id: int) -> None:
+        """A fill failed settlement for good (its transaction committed): its market's feed takes it back."""
+        async with self.sessionmaker() as session:
+            fill = await session.get(TradingFill, fill_id)
+        market = None if fill is None else self.markets.get(fill.market_id)
+        if fill is not None and market is not None:
+            market.feed.voided([fill])
 
     # ------------------------------------------------------------------ withdrawals
 

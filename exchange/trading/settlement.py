@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -155,6 +155,8 @@ class Settler:
         self._settle_selector = function_abi_to_4byte_selector(settle_abi)
         self._trade_topic = bytes(HexBytes(vault.contract.events.Trade.topic))
         self._fees_topic = bytes(HexBytes(vault.contract.events.FeesCollected.topic))
+        # Told of each fill failed for good, after its transaction committed (the service's feed).
+        self.fill_failed: Callable[[int], Awaitable[None]] | None = None
 
     # --- loop -----------------------------------------------------------------------------------
 
@@ -604,6 +606,11 @@ class Settler:
             except LedgerRefused as refusal:
                 log.error("settlement.void_refused", fill_id=fill.id, reason=refusal.detail)
         log.warning("settlement.fill_failed", fill_id=fill.id, error_name=error_name, error_args=error_args)
+        if self.fill_failed is not None:
+            try:
+                await self.fill_failed(fill.id)
+            except Exception:  # the fill stays failed; only the live notice is lost
+                log.exception("settlement.fill_failed_notice", fill_id=fill.id)
 
     def fill_postings(self, fill: FillRecord) -> list[Posting]:
         """The totals the fill moved in the ledger when it matched (its reservations stay spent)."""

@@ -151,6 +151,7 @@ def settlement_startup() -> Callable[[FastAPI], AbstractAsyncContextManager[None
             cancels = ChainCancellations(trading, sessionmaker, await state.indexer.cursor_id())
             await cancels.apply()
             trading.order_gate = cancels.refuse
+            state.settler.fill_failed = trading.fill_failed  # voided trades leave the live feeds
             app.state.chain_cancels = cancels
             if settings.vault_indexer_interval_s > 0:
                 tasks.append(

@@ -220,6 +220,39 @@ async def test_trades_and_private_channels_reach_only_their_audience(desk: Desk,
         assert carols.pending == []  # nothing of alice's or bob's arrived before the pong
 
 
+async def test_a_trade_that_fails_settlement_is_taken_back_on_the_trades_and_fills_channels(
+    desk: Desk, ws_url: str
+) -> None:
+    # Credited in the ledger only: the Vault holds nothing of theirs, so it refuses to settle the trade.
+    alice, bob = await _funded(desk, 0x78, 0x79)
+    async with connect(ws_url) as public_ws, connect(ws_url, additional_headers=alice.headers) as mine_ws:
+        public, mine = Stream(public_ws), Stream(mine_ws)
+        assert (await public.request(op="subscribe", channel="trades", market="BPC-TUSD"))["type"] == (
+            "subscribed"
+        )
+        assert (await mine.next())["type"] == "authenticated"
+        assert (await mine.request(op="subscribe", channel="fills"))["type"] == "subscribed"
+        assert (await desk.place(alice, "sell", price(10), WHOLE)).status_code == 201
+        assert (await desk.place(bob, "buy", price(10), WHOLE)).status_code == 201
+        traded = await public.next()
+        assert traded["type"] == "update"
+        matched = await mine.next()
+        assert matched["data"][0]["settlement_state"] == "pending"
+
+        await desk.app.state.settlement.settler.drain(poll_s=0.02, timeout_s=60)
+
+        void = await public.next()
+        assert (void["channel"], void["type"], void["market"]) == ("trades", "void", "BPC-TUSD")
+        assert void["data"] == traded["data"]
+        failed = await mine.next()
+        assert failed["channel"] == "fills"
+        own = (await desk.client.get("/v1/account/trades", headers=alice.headers)).json()["items"]
+        assert failed["data"] == own
+        assert [fill["settlement_state"] for fill in own] == ["failed"]
+        assert {**failed["data"][0], "settlement_state": "pending"} == matched["data"][0]
+        assert (await desk.client.get("/v1/markets/BPC-TUSD/trades")).json()["items"] == []
+
+
 async def test_bad_operations_are_answered_and_the_connection_stays(desk: Desk, ws_url: str) -> None:
     async with connect(ws_url) as raw:
         ws = Stream(raw)
