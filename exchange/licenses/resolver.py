@@ -12,6 +12,9 @@ on ``registry`` (chain ``chain_id``) returns ``Licensed`` exactly when the answe
 * ``licensed`` — otherwise.
 
 Single and bulk queries run the same code, so a bulk answer is the list of single answers.
+A bulk query's CPU work (parsing ids, rendering proofs, building answers) goes in chunks of
+about ``YIELD_EVERY`` devices, and the event loop runs other requests between chunks: a single
+query arriving meanwhile waits for a chunk, not for the whole bulk answer.
 A bulk query may leave the proofs out (``proofs=False``): every other field is the same, and
 ``proof`` is null; a verifier then asks for the proofs of the devices it wants to check.
 The resolver only reads the database and its tree cache, never the chain: any number of
@@ -35,11 +38,14 @@ from exchange.licenses.device_ids import DeviceId
 from exchange.licenses.merkle import MerkleTree, keccak256_hex
 from exchange.licenses.models import BATCH_CONFIRMED
 from exchange.licenses.repository import DeviceReads, DeviceRow, Registry
-from exchange.licenses.uploads import parse_references
+from exchange.licenses.uploads import MAX_REPORTED_ERRORS, InvalidDeviceList, ListError, parse_references
 
 log = get_logger(__name__)
 
 MAX_BULK_DEVICES: Final = 10_000
+# Devices per chunk of a bulk query's CPU work between two turns of the event loop: a chunk of
+# 500 takes a few milliseconds, a turn between chunks some microseconds.
+YIELD_EVERY: Final = 500
 
 
 class TooManyDevices(DomainError):
@@ -226,9 +232,9 @@ class Resolver:
         """
         block, rows = await self.reads.lookup(self.registry, list(dict.fromkeys(references)))
         unfound = [(position, text) for position, text in enumerate(references) if text not in rows]
-        parsed = parse_references([text for _, text in unfound], [position for position, _ in unfound])
+        parsed = await parse_in_chunks([text for _, text in unfound], [position for position, _ in unfound])
         if any(device.canonical != text for device, (_, text) in zip(parsed, unfound, strict=True)):
-            devices = parse_references(references)
+            devices = await parse_in_chunks(references)
             return await resolve(
                 self.reads, self.registry, self.trees, devices, proofs=proofs, json_proofs=True
             )
@@ -239,7 +245,31 @@ class Resolver:
             for text in references
             for row in (rows.get(text),)
         ]
-        return block, _answers(named, loaded, self.registry, block, json_proofs=True)
+        return block, await _answers(named, loaded, self.registry, block, json_proofs=True)
+
+
+async def parse_in_chunks(items: Sequence[str], positions: Sequence[int] | None = None) -> list[DeviceId]:
+    """``parse_references(items, positions)``, a chunk of ``YIELD_EVERY`` items at a time with the
+    event loop running between chunks; the refusal is the one a single call raises (the first
+    ``MAX_REPORTED_ERRORS`` errors in order, and the total)."""
+    if len(items) <= YIELD_EVERY:
+        return parse_references(items, positions)
+    devices: list[DeviceId] = []
+    errors: list[ListError] = []
+    total = 0
+    for start in range(0, len(items), YIELD_EVERY):
+        if start:
+            await asyncio.sleep(0)
+        end = start + YIELD_EVERY
+        where = range(start, end) if positions is None else positions[start:end]
+        try:
+            devices += parse_references(items[start:end], where)
+        except InvalidDeviceList as refusal:
+            errors += refusal.errors[: MAX_REPORTED_ERRORS - len(errors)]
+            total += refusal.total
+    if total:
+        raise InvalidDeviceList(errors, total)
+    return devices
 
 
 async def _trees_of(
@@ -273,10 +303,10 @@ async def resolve(
     block, rows = await reads.lookup(registry, canonical)
     loaded = await _trees_of(reads, trees, rows) if proofs else None
     named = [(device.canonical, str(device.scheme), rows.get(device.canonical)) for device in devices]
-    return block, _answers(named, loaded, registry, block, json_proofs=json_proofs)
+    return block, await _answers(named, loaded, registry, block, json_proofs=json_proofs)
 
 
-def _answers(
+async def _answers(
     named: list[tuple[str, str, DeviceRow | None]],
     trees: dict[int, TreeProofs] | None,
     registry: Registry,
@@ -285,7 +315,11 @@ def _answers(
     json_proofs: bool,
 ) -> list[dict[str, Any]]:
     """The answers of devices (canonical id, scheme, row), in order. Without `trees` (no proofs
-    asked for) every proof is None; an unknown device's is empty."""
+    asked for) every proof is None; an unknown device's is empty.
+
+    Proofs are rendered a tree at a time (a large batch's devices ``YIELD_EVERY`` at a time), then
+    answers built ``YIELD_EVERY`` at a time, the event loop running whenever about that many
+    devices are done."""
     statuses = [status_of(row) for _, _, row in named]
     proofs: list[Any]
     if trees is None:
@@ -296,15 +330,42 @@ def _answers(
         for position, ((_, _, row), status) in enumerate(zip(named, statuses, strict=True)):
             if row is not None and status != "unknown":
                 by_batch.setdefault(row.batch_pk, []).append((position, row.device_index))
-        for batch_pk, devices in by_batch.items():
+        rendered = 0  # devices since the last turn of the event loop
+        for batch_pk, in_batch in by_batch.items():
             tree = trees[batch_pk]
-            if json_proofs:
-                arrays = tree.json_arrays([index for _, index in devices])
-                for (position, _), array in zip(devices, arrays, strict=True):
-                    proofs[position] = array
-            else:
-                for position, index in devices:
-                    proofs[position] = _hex_nodes(tree.tree.proof(index))
+            for start in range(0, len(in_batch), YIELD_EVERY):
+                if rendered >= YIELD_EVERY:
+                    await asyncio.sleep(0)
+                    rendered = 0
+                devices = in_batch if len(in_batch) <= YIELD_EVERY else in_batch[start : start + YIELD_EVERY]
+                rendered += len(devices)
+                if json_proofs:
+                    arrays = tree.json_arrays([index for _, index in devices])
+                    for (position, _), array in zip(devices, arrays, strict=True):
+                        proofs[position] = array
+                else:
+                    for position, index in devices:
+                        proofs[position] = _hex_nodes(tree.tree.proof(index))
+        if rendered >= YIELD_EVERY:
+            await asyncio.sleep(0)
+    if len(named) <= YIELD_EVERY:
+        return _answers_of(named, statuses, proofs, registry, block)
+    answers: list[dict[str, Any]] = []
+    for start in range(0, len(named), YIELD_EVERY):
+        if start:
+            await asyncio.sleep(0)
+        end = start + YIELD_EVERY
+        answers += _answers_of(named[start:end], statuses[start:end], proofs[start:end], registry, block)
+    return answers
+
+
+def _answers_of(
+    named: list[tuple[str, str, DeviceRow | None]],
+    statuses: list[str],
+    proofs: list[Any],
+    registry: Registry,
+    block: int | None,
+) -> list[dict[str, Any]]:
     address, chain_id = registry.address, registry.chain_id
     # `shown`: the row whose batch fields an answer shows (None for an unknown device).
     return [

@@ -22,6 +22,7 @@ the app's request id, unexpected-error and problem handling all the same.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -38,7 +39,7 @@ from exchange.kit.errors import DomainError, ValidationFailed
 from exchange.licenses.device_ids import DeviceId, parse_device_id, parse_digital_link
 from exchange.licenses.lifespan import resolver_of
 from exchange.licenses.pages import device_page, refusal_page, wants_html
-from exchange.licenses.resolver import MAX_BULK_DEVICES, Resolver, TooManyDevices
+from exchange.licenses.resolver import MAX_BULK_DEVICES, YIELD_EVERY, Resolver, TooManyDevices
 from exchange.licenses.schemas import DeviceAnswer, DeviceQueryIn, DeviceQueryOut
 
 ResolverDep = Annotated[Resolver, Depends(resolver_of)]
@@ -97,9 +98,20 @@ async def query_answer(resolver: Resolver, references: list[str], *, proofs: boo
         )
     block, answers = await resolver.resolve_references(references, proofs=proofs)
     registry = resolver.registry
-    return orjson.dumps(
-        {"chain_id": registry.chain_id, "registry": registry.address, "block": block, "devices": answers}
-    )
+    head = {"chain_id": registry.chain_id, "registry": registry.address, "block": block}
+    if len(answers) <= YIELD_EVERY:
+        return orjson.dumps({**head, "devices": answers})
+    # The bytes orjson writes for the whole document, written ``YIELD_EVERY`` answers at a time
+    # with the event loop running between: the document up to the answers' opening bracket, each
+    # chunk's answers without their brackets, commas between, and the closing brackets.
+    parts: list[bytes | memoryview] = [orjson.dumps({**head, "devices": []})[:-2]]
+    for start in range(0, len(answers), YIELD_EVERY):
+        if start:
+            await asyncio.sleep(0)
+            parts.append(b",")
+        parts.append(memoryview(orjson.dumps(answers[start : start + YIELD_EVERY]))[1:-1])
+    parts.append(b"]}")
+    return b"".join(parts)
 
 
 async def device_answer(resolver: Resolver, device: DeviceId) -> dict[str, Any]:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import random
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
+
+import pytest
 
 from exchange.licenses.device_ids import (
     Gs1DeviceId,
@@ -15,6 +19,9 @@ from exchange.licenses.device_ids import (
     gs1_check_digit,
     imei_check_digit,
 )
+from exchange.licenses.repository import AsyncpgReads, DeviceReads, DeviceRow, Registry
+from exchange.licenses.resolver import MAX_BULK_DEVICES, YIELD_EVERY, Resolver
+from exchange.licenses.uploads import MAX_REPORTED_ERRORS, InvalidDeviceList, parse_references
 from tests.licenses_service.conftest import Service
 from tests.licenses_service.test_device_batches import on_chain_status, registered_batch
 
@@ -157,3 +164,82 @@ async def test_browsers_get_a_page_for_a_refused_id(licensing: Service) -> None:
         assert f"<h1>{problem.json()['title']}</h1>" in page.text
         assert html.escape(problem.json()["detail"]) in page.text
         assert "<b>" not in page.text
+
+
+class LookupsSeen:
+    """The resolver's reads, noting lookups in `events`: ``bulk read`` when a lookup of many
+    devices has returned (calling `after_bulk` then), ``single asked`` when one of one device
+    begins."""
+
+    def __init__(self, reads: DeviceReads, events: list[str], after_bulk: Callable[[], None]) -> None:
+        self.reads = reads
+        self.events = events
+        self.after_bulk = after_bulk
+
+    async def lookup(
+        self, registry: Registry, device_ids: Sequence[str]
+    ) -> tuple[int | None, dict[str, DeviceRow]]:
+        if len(device_ids) == 1:
+            self.events.append("single asked")
+        found = await self.reads.lookup(registry, device_ids)
+        if len(device_ids) > 1:
+            self.events.append("bulk read")
+            self.after_bulk()
+        return found
+
+    async def tree(self, batch_pk: int) -> bytes | None:
+        return await self.reads.tree(batch_pk)
+
+
+async def test_a_single_query_is_served_while_a_bulk_query_is_worked_on(licensing: Service) -> None:
+    """A single query that arrives when a bulk query of 10,000 devices has read its rows, so that
+    only the bulk query's CPU work (proofs, answers, JSON) is left, is served before that work
+    ends: the bulk work lets the event loop run between chunks. Through asyncpg (PostgreSQL) the
+    single query's few turns of the loop fit between the chunks and it is answered first; through
+    SQLite's reads, which wait for a thread of their own at each step, it gets at least as far as
+    its lookup."""
+    ids = [SerialDeviceId("com.example", f"SN-{n}").canonical for n in range(MAX_BULK_DEVICES)]
+    await registered_batch(licensing, ids)
+    lone = ids[4_321]
+    expected = await single(licensing, lone)  # also loads the batch's tree: no reads left but lookups
+    events: list[str] = []
+    arrivals: list[asyncio.Task[dict[str, Any]]] = []
+
+    async def single_query() -> dict[str, Any]:
+        answer = await single(licensing, lone)
+        events.append("single answered")
+        return answer
+
+    resolver: Resolver = licensing.app.state.resolver
+    reads = resolver.reads
+    resolver.reads = LookupsSeen(reads, events, lambda: arrivals.append(asyncio.create_task(single_query())))
+    try:
+        reply = await licensing.client.post("/v1/devices/query", json={"devices": ids})
+        events.append("bulk answered")
+        assert len(arrivals) == 1
+        answer = await arrivals[0]
+    finally:
+        resolver.reads = reads
+    assert reply.status_code == 200, reply.text
+    assert events.index("bulk read") < events.index("single asked") < events.index("bulk answered")
+    if isinstance(reads, AsyncpgReads):
+        assert events.index("single answered") < events.index("bulk answered"), events
+    assert answer == expected
+    bulk = reply.json()
+    assert bulk["devices"][4_321] == expected
+    assert [device["device_id"] for device in bulk["devices"]] == ids
+
+
+async def test_a_bulk_refusal_is_the_same_over_many_chunks(licensing: Service) -> None:
+    """Ids are parsed a chunk at a time; the refusal still names the first errors of the whole
+    list, in order, with the total."""
+    asked = [f"serial:acme:SN-{n}" if n % 7 else f"acme-{n}" for n in range(3 * YIELD_EVERY + 11)]
+    reply = await licensing.client.post("/v1/devices/query", json={"devices": asked})
+    assert reply.status_code == 422, reply.text
+    problem = reply.json()
+    with pytest.raises(InvalidDeviceList) as whole:
+        parse_references(asked)
+    assert problem["error_count"] == whole.value.total == len(asked[::7])
+    assert problem["errors"] == [error.as_json() for error in whole.value.errors]
+    assert problem["errors"][-1]["item"] == 7 * (MAX_REPORTED_ERRORS - 1)
+    assert problem["detail"] == whole.value.detail
