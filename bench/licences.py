@@ -3,7 +3,7 @@ the resolver's query rate on PostgreSQL.
 
     .venv/bin/python bench/licences.py [--tree-devices 1000000] [--nft-batch 500]
         [--query-devices 100000] [--requests 20000] [--concurrency 32] [--bulk-rounds 10]
-        [--resolver-workers N] [--skip-gas]
+        [--mixed-concurrency 4] [--resolver-workers N] [--skip-gas]
 
 On the embedded EVM it deploys the pool, a licensed manufacturer, DeviceLicenses
 and the DeviceNFT baseline (contracts/test/DeviceNFT.sol), then measures:
@@ -35,7 +35,11 @@ Then the resolver, end to end over HTTP on the loopback interface:
   ``--bulk-rounds`` bulk queries of 10,000 devices one after another, with their proofs (the
   default), then as many without (``"proofs": false``). Its client is a minimal HTTP/1.1 client
   on asyncio streams, so that the client's own cost stays small next to the server's; client
-  and server share the machine's cores.
+  and server share the machine's cores;
+* mixed: ``--bulk-rounds`` bulk queries with proofs one after another again, while
+  ``--mixed-concurrency`` connections send single-device queries (as above) one after another
+  until the last bulk answer is in: the single queries' latency while bulk answers are worked
+  on in the same serving processes (with ``--resolver-workers 1``, in the same event loop).
 
 Server CPU per query is the CPU time the serving processes used during the single-query phase
 (warm-up included) divided by the queries sent: less sensitive than the rates to other work on
@@ -321,7 +325,12 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def measure_queries(
-    devices: int, requests: int, concurrency: int, bulk_rounds: int, resolver_workers: int
+    devices: int,
+    requests: int,
+    concurrency: int,
+    bulk_rounds: int,
+    resolver_workers: int,
+    mixed_concurrency: int,
 ) -> dict[str, Any]:
     import httpx
     from _pg import postgres_url  # bench/ is the script's directory
@@ -424,7 +433,7 @@ def measure_queries(
             load_average = os.getloadavg()[0]
             result: dict[str, Any] = {}
             try:
-                for phase in ("single", "bulk"):
+                for phase in ("single", "bulk", "mixed"):
                     cpu_before = time.process_time()
                     resolver_cpu_before = _process_tree_cpu_s(resolver.pid) if resolver else 0.0
                     database_cpu_before = _backend_cpu_s(database_url)
@@ -444,6 +453,8 @@ def measure_queries(
                             str(concurrency),
                             "--bulk-rounds",
                             str(bulk_rounds),
+                            "--mixed-concurrency",
+                            str(mixed_concurrency),
                         ],
                         capture_output=True,
                         text=True,
@@ -504,6 +515,14 @@ def measure_queries(
         f"({result['bulk_no_proofs_round_ms']:.0f} ms per round, "
         f"{result['bulk_no_proofs_mib']:.1f} MiB per answer)"
     )
+    print(
+        f"single-device queries while bulk queries of {BULK_SIZE:,} with proofs run: "
+        f"latency p50 {result['mixed_p50_ms']:.2f} ms, p99 {result['mixed_p99_ms']:.2f} ms, "
+        f"max {result['mixed_max_ms']:.2f} ms ({result['mixed_requests']:,} requests over "
+        f"{mixed_concurrency} connections, {result['mixed_query_per_s']:,.0f}/s, "
+        f"{result['mixed_errors']} errors); bulk {result['mixed_bulk_round_ms']:.0f} ms per round "
+        f"({result['bulk_rounds']} rounds)"
+    )
     return result
 
 
@@ -526,79 +545,165 @@ async def _exchange(
     return status, await reader.readexactly(length)
 
 
-async def _load(
-    base: str, phase: str, devices: int, requests: int, concurrency: int, bulk_rounds: int
-) -> dict[str, Any]:
-    host, port = base.removeprefix("http://").split(":")
-    if phase == "bulk":
-        return await _load_bulk(host, int(port), devices, bulk_rounds)
+def _single_paths(devices: int, requests: int) -> list[str]:
     rng = random.Random(20261122)  # noqa: S311  (reproducible query mix, not secrets)
     # Nine in ten queries name a registered device, the rest devices nobody registered.
-    paths = [
+    return [
         "/v1/devices/serial/"
         + query_id(rng.randrange(devices) if rng.random() < 0.9 else devices + n).removeprefix("serial:")
         for n in range(requests)
     ]
-    latencies: list[float] = []
-    errors = 0
-    checked = 0
 
-    async def worker(share: list[str], timed: bool) -> None:
-        nonlocal errors, checked
-        reader, writer = await asyncio.open_connection(host, int(port))
+
+class _Singles:
+    """Single-device queries over keep-alive connections: latencies and errors, answers spot-checked."""
+
+    def __init__(self, host: str, port: int, devices: int) -> None:
+        self.host, self.port, self.devices = host, port, devices
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.checked = 0
+
+    async def worker(self, share: list[str], timed: bool, until: asyncio.Event | None = None) -> None:
+        """Send `share` one after another (stopping early once `until` is set)."""
+        reader, writer = await asyncio.open_connection(self.host, self.port)
         try:
             for path in share:
+                if until is not None and until.is_set():
+                    break
                 started = time.perf_counter()
                 status, body = await _exchange(reader, writer, "GET", path)
                 if timed:
-                    latencies.append(time.perf_counter() - started)
+                    self.latencies.append(time.perf_counter() - started)
                 if status != 200:
-                    errors += 1
-                elif len(latencies) % 97 == 0:  # spot-check answers without parsing them all
+                    self.errors += 1
+                elif len(self.latencies) % 97 == 0:  # spot-check answers without parsing them all
                     answer = json.loads(body)
-                    expected = int(path.rsplit("Q", 1)[1]) < devices
-                    errors += (answer["status"] == "licensed") != expected
-                    checked += 1
+                    expected = int(path.rsplit("Q", 1)[1]) < self.devices
+                    self.errors += (answer["status"] == "licensed") != expected
+                    self.checked += 1
         finally:
             writer.close()
 
+    def percentiles(self) -> dict[str, float]:
+        ordered = sorted(self.latencies)
+        return {
+            "p50_ms": statistics.median(ordered) * 1e3,
+            "p99_ms": ordered[int(0.99 * (len(ordered) - 1))] * 1e3,
+            "max_ms": ordered[-1] * 1e3,
+        }
+
+
+async def _load(
+    base: str,
+    phase: str,
+    devices: int,
+    requests: int,
+    concurrency: int,
+    bulk_rounds: int,
+    mixed_concurrency: int,
+) -> dict[str, Any]:
+    host, port = base.removeprefix("http://").split(":")
+    if phase == "bulk":
+        return await _load_bulk(host, int(port), devices, bulk_rounds)
+    if phase == "mixed":
+        return await _load_mixed(host, int(port), devices, bulk_rounds, mixed_concurrency)
+    paths = _single_paths(devices, requests)
+    singles = _Singles(host, int(port), devices)
     warm_up = paths[: min(WARM_UP_REQUESTS, requests)]
-    await asyncio.gather(*(worker(warm_up[i::concurrency], False) for i in range(concurrency)))
+    await asyncio.gather(*(singles.worker(warm_up[i::concurrency], False) for i in range(concurrency)))
     started = time.perf_counter()
-    await asyncio.gather(*(worker(paths[i::concurrency], True) for i in range(concurrency)))
+    await asyncio.gather(*(singles.worker(paths[i::concurrency], True) for i in range(concurrency)))
     elapsed = time.perf_counter() - started
 
-    ordered = sorted(latencies)
+    percentiles = singles.percentiles()
     return {
         "requests": requests,
-        "errors": errors,
-        "checked": checked,
+        "errors": singles.errors,
+        "checked": singles.checked,
         "elapsed_s": elapsed,
         "query_per_s": requests / elapsed,
-        "p50_ms": statistics.median(ordered) * 1e3,
-        "p99_ms": ordered[int(0.99 * (len(ordered) - 1))] * 1e3,
+        "p50_ms": percentiles["p50_ms"],
+        "p99_ms": percentiles["p99_ms"],
+    }
+
+
+def _bulk_body(devices: int, proofs: bool) -> bytes:
+    rng = random.Random(20261123)  # noqa: S311  (reproducible query mix, not secrets)
+    ids = [query_id(rng.randrange(devices)) for _ in range(BULK_SIZE)]
+    return json.dumps({"devices": ids, "proofs": proofs}).encode()
+
+
+async def _bulk_round(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes, proofs: bool
+) -> bytes:
+    """One bulk query, checked; its answer."""
+    status, answer = await _exchange(reader, writer, "POST", "/v1/devices/query", body)
+    answers = orjson.loads(answer)["devices"] if status == 200 else None
+    if answers is None or len(answers) != BULK_SIZE or (answers[0]["proof"] is None) == proofs:
+        raise RuntimeError(f"bulk query failed: {status} {answer[:300]!r}")
+    return answer
+
+
+async def _load_mixed(
+    host: str, port: int, devices: int, bulk_rounds: int, mixed_concurrency: int
+) -> dict[str, Any]:
+    """Bulk queries with proofs one after another, and single queries over `mixed_concurrency`
+    connections meanwhile, timed from the first bulk query's start to the last one's end."""
+    body = _bulk_body(devices, True)
+    reader, writer = await asyncio.open_connection(host, port, limit=32 * 2**20)
+    expected = await _bulk_round(reader, writer, body, True)  # warm-up, alone, and checked
+    singles = _Singles(host, port, devices)
+    done = asyncio.Event()
+
+    async def bulk() -> float:
+        started = time.perf_counter()
+        for _ in range(bulk_rounds):
+            # Compared with the checked answer, not parsed: parsing 15 MiB would hold this
+            # process's loop for tens of milliseconds, and the single queries' timings with it.
+            status, answer = await _exchange(reader, writer, "POST", "/v1/devices/query", body)
+            if status != 200 or answer != expected:
+                raise RuntimeError(f"bulk query failed: {status} {answer[:300]!r}")
+        elapsed = time.perf_counter() - started
+        done.set()
+        return elapsed
+
+    # More paths than the singles can send meanwhile; they stop when the last bulk answer is in.
+    paths = _single_paths(devices, 200_000)
+    started = time.perf_counter()
+    workers = [
+        asyncio.create_task(singles.worker(paths[i::mixed_concurrency], True, done))
+        for i in range(mixed_concurrency)
+    ]
+    bulk_s = await bulk()
+    await asyncio.gather(*workers)
+    elapsed = time.perf_counter() - started
+    writer.close()
+    percentiles = singles.percentiles()
+    return {
+        "mixed_requests": len(singles.latencies),
+        "mixed_errors": singles.errors,
+        "mixed_query_per_s": len(singles.latencies) / elapsed,
+        "mixed_p50_ms": percentiles["p50_ms"],
+        "mixed_p99_ms": percentiles["p99_ms"],
+        "mixed_max_ms": percentiles["max_ms"],
+        "mixed_bulk_round_ms": bulk_s / bulk_rounds * 1e3,
     }
 
 
 async def _load_bulk(host: str, port: int, devices: int, bulk_rounds: int) -> dict[str, Any]:
-    rng = random.Random(20261123)  # noqa: S311  (reproducible query mix, not secrets)
-    ids = [query_id(rng.randrange(devices)) for _ in range(BULK_SIZE)]
     result: dict[str, Any] = {"bulk_rounds": bulk_rounds}
     # A buffer that holds a whole answer: with the default (64 KiB) the stream pauses and resumes
     # the socket every 128 KiB of a 15 MiB answer.
     reader, writer = await asyncio.open_connection(host, port, limit=32 * 2**20)
     for name, proofs in (("bulk", True), ("bulk_no_proofs", False)):
-        body = json.dumps({"devices": ids, "proofs": proofs}).encode()
+        body = _bulk_body(devices, proofs)
         rounds: list[float] = []
         size = 0
         for _ in range(bulk_rounds + 1):  # the first round warms up
             round_started = time.perf_counter()
-            status, answer = await _exchange(reader, writer, "POST", "/v1/devices/query", body)
-            answers = orjson.loads(answer)["devices"] if status == 200 else None
+            size = len(await _bulk_round(reader, writer, body, proofs))
             rounds.append(time.perf_counter() - round_started)
-            size = len(answer)
-            if answers is None or len(answers) != BULK_SIZE or (answers[0]["proof"] is None) == proofs:
-                raise RuntimeError(f"bulk query failed: {status} {answer[:300]!r}")
         bulk_s = sum(rounds[1:])
         result.update(
             {
@@ -620,6 +725,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--bulk-rounds", type=int, default=10)
     parser.add_argument(
+        "--mixed-concurrency",
+        type=int,
+        default=4,
+        help="connections sending single queries while bulk queries run (the mixed measurement)",
+    )
+    parser.add_argument(
         "--resolver-workers",
         type=int,
         default=0,
@@ -629,7 +740,9 @@ def main() -> None:
         "--skip-gas", action="store_true", help="only the query benchmark (and no tree timing)"
     )
     parser.add_argument("--load", metavar="URL", help=argparse.SUPPRESS)  # the load process
-    parser.add_argument("--phase", choices=["single", "bulk"], default="single", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--phase", choices=["single", "bulk", "mixed"], default="single", help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.load:
         print(
@@ -642,6 +755,7 @@ def main() -> None:
                         args.requests,
                         args.concurrency,
                         args.bulk_rounds,
+                        args.mixed_concurrency,
                     )
                 )
             )
@@ -657,7 +771,12 @@ def main() -> None:
             merkle_1m_s=round(tree["tree_s"], 2),
         )
     queries = measure_queries(
-        args.query_devices, args.requests, args.concurrency, args.bulk_rounds, args.resolver_workers
+        args.query_devices,
+        args.requests,
+        args.concurrency,
+        args.bulk_rounds,
+        args.resolver_workers,
+        args.mixed_concurrency,
     )
     summary.update(
         query_per_s=round(queries["query_per_s"]),
@@ -697,6 +816,13 @@ def main() -> None:
         else None,
         load_average=round(queries["load_average"], 2),
         upload_s=round(queries["upload_s"], 1),
+        mixed_query_p50_ms=round(queries["mixed_p50_ms"], 2),
+        mixed_query_p99_ms=round(queries["mixed_p99_ms"], 2),
+        mixed_query_max_ms=round(queries["mixed_max_ms"], 2),
+        mixed_query_per_s=round(queries["mixed_query_per_s"]),
+        mixed_queries=queries["mixed_requests"],
+        mixed_concurrency=args.mixed_concurrency,
+        mixed_bulk_round_ms=round(queries["mixed_bulk_round_ms"], 1),
     )
     print(json.dumps(summary, sort_keys=False))
 
