@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
+from web3.contract import Contract
 
 from exchange.chain.compiler import compile_contracts
-from exchange.chain.pool import Tier
+from exchange.chain.pool import PoolChain, Tier
 from exchange.chain.signatures import eip191_hash
 from exchange.licenses.barcodes import decode_one
 from exchange.licenses.certificates import Certificate
@@ -124,21 +125,28 @@ async def test_expired_fee_licence(licensing: Service) -> None:
     assert codes(later) == ["fee_licence_expired"]
 
 
-async def test_contract_wallets_sign_through_erc1271(licensing: Service) -> None:
-    owner, stranger = account(6), account(7)
-    artifact = compile_contracts()["ERC1271Wallet"]
-    w3, pool = licensing.w3, licensing.pool
+def licensed_wallet(pool: PoolChain, contract: str, owner: str) -> tuple[Contract, int]:
+    """A test wallet (`contract`, owned by `owner`) deployed on `pool`'s chain, admitted as a
+    non-profit member, holding the (free) licence it took itself; and the block it was deployed at."""
+    w3 = pool.w3
+    artifact = compile_contracts()[contract]
     factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-    receipt = w3.eth.wait_for_transaction_receipt(factory.constructor(owner.address).transact())
-    wallet_address = Web3.to_checksum_address(str(receipt["contractAddress"]))
-    wallet = w3.eth.contract(address=wallet_address, abi=artifact.abi)
-    # The wallet is a non-profit member and takes its (free) licence itself.
-    pool.admit(wallet_address, Tier.NON_PROFIT)
+    receipt = w3.eth.wait_for_transaction_receipt(factory.constructor(owner).transact({"from": owner}))
+    address = Web3.to_checksum_address(str(receipt["contractAddress"]))
+    wallet = w3.eth.contract(address=address, abi=artifact.abi)
+    pool.admit(address, Tier.NON_PROFIT)
     acquire = pool.gate.contract.encode_abi("acquire", [0])
     w3.eth.wait_for_transaction_receipt(
-        wallet.functions.execute(pool.gate.address, acquire).transact({"from": owner.address})
+        wallet.functions.execute(pool.gate.address, acquire).transact({"from": owner})
     )
-    assert pool.is_licensed(wallet_address)
+    return wallet, int(receipt["blockNumber"])
+
+
+async def test_contract_wallets_sign_through_erc1271(licensing: Service) -> None:
+    owner, stranger = account(6), account(7)
+    wallet, _ = licensed_wallet(licensing.pool, "ERC1271Wallet", owner.address)
+    wallet_address = wallet.address
+    assert licensing.pool.is_licensed(wallet_address)
 
     cert = certificate(licensing, wallet_address)
     by_owner = await verify(licensing, signed(owner, cert))
@@ -151,19 +159,9 @@ async def test_contract_wallets_sign_through_erc1271(licensing: Service) -> None
 async def test_a_contract_wallets_approval_is_judged_at_the_block_checked(licensing: Service) -> None:
     """The wallet's ERC-1271 answer is asked at the block the licence is read at: a signature the
     wallet approved only later, or stopped approving since, is judged as the wallet judged it then."""
-    owner = account(8)
-    artifact = compile_contracts()["ERC1271ApprovingWallet"]
-    w3, pool = licensing.w3, licensing.pool
-    factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-    receipt = w3.eth.wait_for_transaction_receipt(factory.constructor(owner.address).transact())
-    wallet_address = Web3.to_checksum_address(str(receipt["contractAddress"]))
-    wallet = w3.eth.contract(address=wallet_address, abi=artifact.abi)
-    deployed = int(receipt["blockNumber"])
-    pool.admit(wallet_address, Tier.NON_PROFIT)
-    acquire = pool.gate.contract.encode_abi("acquire", [0])
-    w3.eth.wait_for_transaction_receipt(
-        wallet.functions.execute(pool.gate.address, acquire).transact({"from": owner.address})
-    )
+    owner, w3 = account(8), licensing.w3
+    wallet, deployed = licensed_wallet(licensing.pool, "ERC1271ApprovingWallet", owner.address)
+    wallet_address = wallet.address
     # Issued no later than the block before the wallet, which is checked too.
     cert = certificate(licensing, wallet_address, issued_at=int(w3.eth.get_block(deployed - 1)["timestamp"]))
     body = signed(owner, cert)

@@ -7,16 +7,15 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
-from web3 import Web3
 
-from exchange.chain.compiler import compile_contracts
 from exchange.chain.deployment import deploy_pool
-from exchange.chain.pool import PoolChain, Tier
+from exchange.chain.pool import PoolChain
 from exchange.chain.provider import make_web3
 from exchange.chain.signatures import eip191_hash
 from exchange.cli import main
 from exchange.licenses.certificates import Certificate
 from tests.chain.nodes import hardhat_node
+from tests.licenses_service.test_certificates import licensed_wallet
 
 pytestmark = pytest.mark.hardhat
 
@@ -40,18 +39,8 @@ def test_verify_cert_asks_a_contract_wallet_at_the_block_checked(
         manifest = tmp_path / "manifest.json"
         deployment.write(manifest)
         pool = PoolChain(w3, deployment)
-        artifact = compile_contracts()["ERC1271ApprovingWallet"]
-        factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-        receipt = w3.eth.wait_for_transaction_receipt(
-            factory.constructor(owner.address).transact({"from": owner.address})
-        )
-        wallet_address = Web3.to_checksum_address(str(receipt["contractAddress"]))
-        wallet = w3.eth.contract(address=wallet_address, abi=artifact.abi)
-        pool.admit(wallet_address, Tier.NON_PROFIT)
-        acquire = pool.gate.contract.encode_abi("acquire", [0])
-        w3.eth.wait_for_transaction_receipt(
-            wallet.functions.execute(pool.gate.address, acquire).transact({"from": owner.address})
-        )
+        wallet, _ = licensed_wallet(pool, "ERC1271ApprovingWallet", owner.address)
+        wallet_address = wallet.address
         licensed = int(w3.eth.block_number)
         now = int(w3.eth.get_block("latest")["timestamp"])
         cert = Certificate(
@@ -77,10 +66,10 @@ def test_verify_cert_asks_a_contract_wallet_at_the_block_checked(
         assert code == 0, out
         assert f"checked at block {approved} " in out
         assert "VALID" in out
-        code, out = run(capsys, "licence", "verify-cert", compact, *chain, "--block", licensed)
+        code, out = run(capsys, "licence", "verify-cert", compact, *chain, "--block", str(licensed))
         assert code == 1, out
         assert f"checked at block {licensed} " in out
         assert "signer_not_holder" in out
         assert "holder_not_licensed" not in out
-        code, out = run(capsys, "licence", "verify-cert", compact, *chain, "--block", approved)
+        code, out = run(capsys, "licence", "verify-cert", compact, *chain, "--block", str(approved))
         assert code == 0, out
