@@ -232,9 +232,9 @@ class Resolver:
         """
         block, rows = await self.reads.lookup(self.registry, list(dict.fromkeys(references)))
         unfound = [(position, text) for position, text in enumerate(references) if text not in rows]
-        parsed = await parse_in_chunks([text for _, text in unfound], [position for position, _ in unfound])
+        parsed = await _parse_in_chunks([text for _, text in unfound], [position for position, _ in unfound])
         if any(device.canonical != text for device, (_, text) in zip(parsed, unfound, strict=True)):
-            devices = await parse_in_chunks(references)
+            devices = await _parse_in_chunks(references)
             return await resolve(
                 self.reads, self.registry, self.trees, devices, proofs=proofs, json_proofs=True
             )
@@ -248,7 +248,7 @@ class Resolver:
         return block, await _answers(named, loaded, self.registry, block, json_proofs=True)
 
 
-async def parse_in_chunks(items: Sequence[str], positions: Sequence[int] | None = None) -> list[DeviceId]:
+async def _parse_in_chunks(items: Sequence[str], positions: Sequence[int] | None = None) -> list[DeviceId]:
     """``parse_references(items, positions)``, a chunk of ``YIELD_EVERY`` items at a time with the
     event loop running between chunks; the refusal is the one a single call raises (the first
     ``MAX_REPORTED_ERRORS`` errors in order, and the total)."""
