@@ -27,7 +27,10 @@ PostgreSQL: a private cluster in a temporary directory, or ``BENCH_DATABASE_URL`
     .venv/bin/python bench/api_orders.py [--orders 30000] [--connections 32] [--ws-subscribers 500]
         [--rates 200,400,600 --rate-orders 6000]
 
-The last line is JSON: ``{"orders_per_s", "p50_ms", "p99_ms", "ws_subscribers", "ws_p99_ms"}``.
+The last line is JSON: ``{"orders_per_s", "p50_ms", "p99_ms", "ws_subscribers", "ws_p99_ms"}``,
+plus ``"at_rate"`` with ``--rates``: per offered rate, the acknowledged rate, p50/p99 of
+the acknowledged orders, how many were refused (any answer but 201; their latency is
+not in the percentiles) and the server's CPU per acknowledged order.
 """
 
 from __future__ import annotations
@@ -232,6 +235,8 @@ async def main() -> None:
                         "orders_per_s": round(len(got) / phase_s, 1),
                         "p50_ms": round(percentile(got, 0.50) * 1000, 2),
                         "p99_ms": round(percentile(got, 0.99) * 1000, 2),
+                        "refused": sum(n for status, n in phase_statuses.items() if status != 201),
+                        "server_cpu_ms_per_order": round(cpu_ms, 2),
                     }
                 )
                 print(

@@ -100,6 +100,7 @@ class MarketFeed:
         self.sequence = 0
         self.updated_at: datetime | None = None
         self.last_trade_id: int | None = None  # id of the last fill published since start
+        self.voids = 0  # fills taken back (failed settlement) since start
         self._sides: dict[Side, dict[int, Level]] = {Side.BUY: {}, Side.SELL: {}}
         self.book_subscribers: set[Subscriber] = set()
         self.trade_subscribers: set[Subscriber] = set()
@@ -195,6 +196,7 @@ class MarketFeed:
 
     def voided(self, fills: Sequence[TradingFill]) -> None:
         """Take back trades whose fills failed settlement for good (see the module docstring)."""
+        self.voids += len(fills)
         if self.trade_subscribers:
             data = [public_trade(self.spec, fill.id, fill) for fill in fills]
             message = {"channel": "trades", "type": "void", "market": self.spec.market_id, "data": data}

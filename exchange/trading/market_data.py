@@ -16,11 +16,15 @@ are rare, and the correction costs one indexed query when there are none.
 
 from __future__ import annotations
 
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.orderbook import Side
@@ -94,8 +98,8 @@ def _moment(unix_s: int) -> datetime:
     return datetime.fromtimestamp(unix_s, UTC)
 
 
-async def _voided_minutes(session: AsyncSession, market_id: str, first: int, end: int) -> set[int]:
-    """The minute buckets in ``[first, end)`` (Unix seconds) that hold a failed fill."""
+async def _voided_minutes(session: AsyncSession, market_id: str, first: int, end: int) -> list[int]:
+    """The minute buckets in ``[first, end)`` (Unix seconds) that hold a failed fill, in order."""
     times = await session.scalars(
         select(TradingFill.created_at).where(
             TradingFill.settlement_state == _FAILED,
@@ -104,29 +108,70 @@ async def _voided_minutes(session: AsyncSession, market_id: str, first: int, end
             TradingFill.created_at < _moment(end),
         )
     )
-    return {stored_bucket(MINUTE, int(moment.timestamp())) for moment in times}
+    return sorted({stored_bucket(MINUTE, int(moment.timestamp())) for moment in times})
 
 
-async def _minute_of_fills(session: AsyncSession, market_id: str, start: int) -> Candle | None:
-    """The minute starting at ``start`` built from its fills that did not fail; None without any."""
-    rows = await session.execute(
-        select(TradingFill.price_quote, TradingFill.amount_base, TradingFill.quote_amount)
-        .where(
-            TradingFill.market_id == market_id,
-            TradingFill.settlement_state != _FAILED,
-            TradingFill.created_at >= _moment(start),
-            TradingFill.created_at < _moment(start + MINUTE),
+def _in_buckets(
+    column: Any, starts: Sequence[int], length: int, value: Callable[[int], Any] = _moment
+) -> ColumnElement[bool]:
+    """``column`` falls in one of the buckets ``[start, start + length)`` (Unix seconds, as ``value``)."""
+    return or_(*(and_(column >= value(s), column < value(s + length)) for s in starts))
+
+
+async def _minutes_of_fills(
+    session: AsyncSession, market_id: str, minutes: Sequence[int]
+) -> dict[int, Candle | None]:
+    """Each of ``minutes`` rebuilt from its fills that did not fail (None: none left)."""
+    rebuilt: dict[int, Candle | None] = dict.fromkeys(minutes)
+    for chunk in _chunks(minutes):
+        rows = await session.execute(
+            select(
+                TradingFill.created_at,
+                TradingFill.price_quote,
+                TradingFill.amount_base,
+                TradingFill.quote_amount,
+            )
+            .where(
+                TradingFill.market_id == market_id,
+                TradingFill.settlement_state != _FAILED,
+                _in_buckets(TradingFill.created_at, chunk, MINUTE),
+            )
+            .order_by(TradingFill.id)
         )
-        .order_by(TradingFill.id)
-    )
-    built = trade_candles(MINUTE, ((start, price, amount, quote) for price, amount, quote in rows))
-    return built.get(start)
+        trades = ((int(moment.timestamp()), price, amount, quote) for moment, price, amount, quote in rows)
+        rebuilt.update(trade_candles(MINUTE, trades))
+    return rebuilt
+
+
+async def _stored_minutes(
+    session: AsyncSession, market_id: str, buckets: Sequence[int], resolution: int
+) -> list[Candle]:
+    """The stored minute candles inside the ``resolution`` buckets starting at ``buckets``, oldest first."""
+    found: list[Candle] = []
+    for chunk in _chunks(buckets):
+        rows = await session.scalars(
+            select(TradingCandle).where(
+                TradingCandle.market_id == market_id,
+                TradingCandle.resolution_s == MINUTE,
+                _in_buckets(TradingCandle.start_unix, chunk, resolution, int),
+            )
+        )
+        found.extend(_candle(row) for row in rows)
+    return sorted(found, key=lambda candle: candle.start)
+
+
+def _chunks(values: Sequence[int], size: int = 200) -> list[Sequence[int]]:
+    return [values[index : index + size] for index in range(0, len(values), size)]
 
 
 async def without_voided(
     session: AsyncSession, market_id: str, resolution: int, stored: list[Candle]
 ) -> list[Candle]:
-    """``stored`` candles (in any order) as if no failed fill had traded; see the module docstring."""
+    """``stored`` candles (in any order) as if no failed fill had traded; see the module docstring.
+
+    A handful of queries whatever the number of failed fills: the failed minutes, their
+    surviving fills, and (for hours and days) the stored minutes of the buckets they fall in.
+    """
     if not stored:
         return stored
     first = min(candle.start for candle in stored)
@@ -134,27 +179,30 @@ async def without_voided(
     voided = await _voided_minutes(session, market_id, first, end)
     if not voided:
         return stored
-    minutes = {start: await _minute_of_fills(session, market_id, start) for start in sorted(voided)}
+
+    def hit(candle: Candle) -> bool:  # a failed minute inside the candle's bucket
+        index = bisect_left(voided, candle.start)
+        return index < len(voided) and voided[index] < candle.start + resolution
+
+    affected = [candle for candle in stored if hit(candle)]
+    minutes = await _minutes_of_fills(session, market_id, voided)
+    fixed: dict[int, Candle | None] = {}
+    if resolution == MINUTE:
+        fixed = {candle.start: minutes[candle.start] for candle in affected}
+    else:
+        buckets = sorted(candle.start for candle in affected)
+        for part in await _stored_minutes(session, market_id, buckets, resolution):
+            bucket = stored_bucket(resolution, part.start)
+            kept = minutes.get(part.start, part)  # None: the minute lost all its trades
+            if kept is not None:
+                known = fixed.get(bucket)
+                fixed[bucket] = replace(kept, start=bucket) if known is None else known.merge(kept)
     corrected: list[Candle] = []
     for candle in stored:
-        bucket_end = candle.start + resolution
-        if not any(candle.start <= start < bucket_end for start in minutes):
+        if not hit(candle):
             corrected.append(candle)
-            continue
-        if resolution == MINUTE:
-            fixed = minutes[candle.start]
-        else:
-            parts = await _stored(
-                session, market_id, MINUTE, since=candle.start, until=bucket_end, limit=resolution // MINUTE
-            )
-            fixed = None
-            for part in parts:
-                kept = minutes.get(part.start, part)  # None: the minute lost all its trades
-                if kept is not None:
-                    fixed = kept if fixed is None else fixed.merge(kept)
-            fixed = None if fixed is None else replace(fixed, start=candle.start)
-        if fixed is not None:
-            corrected.append(fixed)
+        elif (replacement := fixed.get(candle.start)) is not None:
+            corrected.append(replacement)
     return corrected
 
 
@@ -201,13 +249,19 @@ async def candles(
     )
 
 
+VOIDS_RECHECK_S = 5.0
+"""How long a ticker trusts its count of failed fills when its own feed reported none."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Window:
     """The trade statistics of a ticker window (without the live book)."""
 
     minute: int
     last_trade_id: int | None
-    voided: int
+    feed_voids: int  # the feed's count of voids when the window was computed
+    voided: int  # the database's count of failed fills then
+    checked_at: float  # monotonic time of the last count
     summary: Candle | None
     last: int | None
 
@@ -215,32 +269,44 @@ class _Window:
 class TickerCache:
     """The last window per market, reused while the minute, the last trade and the voids stay the same.
 
-    The count of failed fills is read on every request (one indexed query over the failed
-    fills): a fill fails in the settler, which may run in another process than the market's feed.
+    A fill failed by the settler of this process reaches the feed at once (``MarketFeed.voided``);
+    one failed by a settler elsewhere (``exchange settle``) is noticed through the count of
+    failed fills, read again once the window's count is ``VOIDS_RECHECK_S`` old.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._windows: dict[str, _Window] = {}
+        self.clock = clock
 
     async def ticker(self, session: AsyncSession, feed: MarketFeed, now: datetime) -> TickerOut:
         market_id = feed.spec.market_id
         minute = stored_bucket(MINUTE, int(now.timestamp()))
         window = self._windows.get(market_id)
-        voided = await voided_fills(session, market_id)
+        checked_at = self.clock()
         if (
             window is None
             or window.minute != minute
             or window.last_trade_id != feed.last_trade_id
-            or window.voided != voided
+            or window.feed_voids != feed.voids
         ):
-            window = await self._window(session, feed, minute, voided)
-            self._windows[market_id] = window
+            window = await self._window(session, feed, minute, checked_at)
+        elif checked_at - window.checked_at >= VOIDS_RECHECK_S:
+            voided = await voided_fills(session, market_id)
+            if voided == window.voided:
+                window = replace(window, checked_at=checked_at)
+            else:
+                window = await self._window(session, feed, minute, checked_at, voided)
+        self._windows[market_id] = window
         return _ticker(feed, now, window)
 
     @staticmethod
-    async def _window(session: AsyncSession, feed: MarketFeed, minute: int, voided: int) -> _Window:
-        last_trade_id = feed.last_trade_id
+    async def _window(
+        session: AsyncSession, feed: MarketFeed, minute: int, checked_at: float, voided: int | None = None
+    ) -> _Window:
+        last_trade_id, feed_voids = feed.last_trade_id, feed.voids
         market_id = feed.spec.market_id
+        if voided is None:
+            voided = await voided_fills(session, market_id)
         first = minute - DAY + MINUTE
         rows = await _stored(session, market_id, MINUTE, since=first, limit=DAY // MINUTE)
         summary = None
@@ -255,7 +321,7 @@ class TickerCache:
                 .order_by(TradingFill.id.desc())
                 .limit(1)
             )
-        return _Window(minute, last_trade_id, voided, summary, last)
+        return _Window(minute, last_trade_id, feed_voids, voided, checked_at, summary, last)
 
 
 def _percentage(change: int, open_: int) -> str:

@@ -37,6 +37,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -187,6 +188,13 @@ class TradingFill(Base):
         Index(None, "settlement_state", "id"),
         Index(None, "market_id", "id"),
         Index(None, "market_id", "created_at"),  # a minute's fills, when its candle is corrected
+        Index(  # the failed ones: few, read by every candle and ticker answer
+            "ix_trading_fills_failed_market_id_created_at",
+            "market_id",
+            "created_at",
+            postgresql_where=text("settlement_state = 'failed'"),
+            sqlite_where=text("settlement_state = 'failed'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)

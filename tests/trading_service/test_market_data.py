@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -16,7 +17,8 @@ from exchange.settings import Settings
 from exchange.trading import settlement_repository
 from exchange.trading.amounts import PRICE_SCALE_BASE
 from exchange.trading.candles import TIMEFRAMES, Candle, bucket_start
-from exchange.trading.models import TradingCandle
+from exchange.trading.market_data import VOIDS_RECHECK_S
+from exchange.trading.models import TradingCandle, TradingFill
 from exchange.trading.service import TradingService
 from tests.trading_service.conftest import start_desk
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
@@ -178,13 +180,20 @@ async def _stored_candles(service: TradingService) -> list[tuple[Any, ...]]:
         ]
 
 
-async def _fail(service: TradingService, fill_ids: list[int]) -> None:
-    """Fail fills for good, as the settler does when the Vault refuses them."""
+async def _fail(service: TradingService, fill_ids: list[int], *, settler_here: bool) -> None:
+    """Fail fills for good, as the settler does when the Vault refuses them.
+
+    ``settler_here``: the settler runs in this process and tells the service (``fill_failed``);
+    otherwise (``exchange settle`` elsewhere) the service learns it only from the database.
+    """
     async with service.sessionmaker() as session, session.begin():
         for fill_id in fill_ids:
             await settlement_repository.fail_fill(
                 session, fill_id, error_name="VaultOrderCancelled", error_args={}, batch_id=None
             )
+    if settler_here:
+        for fill_id in fill_ids:
+            await service.fill_failed(fill_id)
 
 
 async def _public_record(desk: Desk) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
@@ -206,7 +215,7 @@ async def test_fills_that_fail_settlement_leave_the_trades_candles_and_ticker(de
     highest = max(by_id, key=lambda t: int(t["price"]))
     rng = random.Random(5)
     voided = {by_id[0]["id"], by_id[-1]["id"], highest["id"], *(t["id"] for t in rng.sample(by_id, 3))}
-    await _fail(desk.trading, [int(trade_id) for trade_id in voided])
+    await _fail(desk.trading, [int(trade_id) for trade_id in voided], settler_here=True)
 
     survivors = [trade for trade in trades if trade["id"] not in voided]
     after, ticker, candles = await _public_record(desk)
@@ -222,11 +231,47 @@ async def test_fills_that_fail_settlement_leave_the_trades_candles_and_ticker(de
     # The stored candles stay as matched: reads correct them.
     assert await _stored_candles(desk.trading) == stored
 
-    await _fail(desk.trading, [int(trade["id"]) for trade in survivors])
+    tickers = desk.trading.tickers
+    moment = tickers.clock()
+    tickers.clock = lambda: moment
+    await _fail(desk.trading, [int(trade["id"]) for trade in survivors], settler_here=False)
     after, ticker, candles = await _public_record(desk)
+    assert ticker["trades"] == len(survivors)  # the cached window, until it counts the failed fills again
+    tickers.clock = lambda: moment + VOIDS_RECHECK_S
+    ticker = (await desk.client.get("/v1/markets/BPC-TUSD/ticker")).json()
     assert after == []
     assert (ticker["last"], ticker["open"], ticker["base_volume"], ticker["trades"]) == (None, None, "0", 0)
     assert all(got == [] for got in candles.values()), candles
+
+
+async def test_candles_over_days_are_rebuilt_without_the_failed_fills(
+    settings: Settings, chain_runtime: ChainRuntime
+) -> None:
+    async for desk in start_desk(settings, chain_runtime):
+        await _random_flow(desk, seed=13, orders=60)
+        # One fill every 37 minutes from 21:05 on: the trades span minutes, hours and three days.
+        async with desk.trading.sessionmaker() as session, session.begin():
+            fills = (await session.scalars(select(TradingFill).order_by(TradingFill.id))).all()
+            for index, fill in enumerate(fills):
+                fill.created_at = datetime(2026, 11, 1, 21, 5, tzinfo=UTC) + timedelta(minutes=37 * index)
+    assert len(fills) >= 8, "the random flow should trade"
+    # The stored candles rebuilt from the moved fills, by the migration that introduced them.
+    config = alembic_config(settings.database_url)
+    await asyncio.to_thread(command.downgrade, config, "482ca70abf99")
+    await asyncio.to_thread(command.upgrade, config, "head")
+
+    async for desk in start_desk(settings, chain_runtime):
+        trades = await _all_trades(desk)
+        rng = random.Random(13)
+        voided = {trade["id"] for trade in rng.sample(trades, len(trades) // 3)}
+        await _fail(desk.trading, [int(trade_id) for trade_id in voided], settler_here=True)
+        survivors = [trade for trade in trades if trade["id"] not in voided]
+        assert await _all_trades(desk) == survivors
+        first_ms = min(trade["timestamp"] for trade in trades)
+        for timeframe in TIMEFRAMES:
+            for params in ({"timeframe": timeframe}, {"timeframe": timeframe, "since": first_ms}):
+                reply = await desk.client.get("/v1/markets/BPC-TUSD/ohlcv", params=params)
+                assert reply.json()["candles"] == _expected_candles(timeframe, survivors), params
 
 
 async def test_stored_candles_survive_a_restart_and_the_migration_rebuilds_them(
