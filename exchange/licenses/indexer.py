@@ -22,7 +22,10 @@ deep, and a reorganisation found by block hash and rolled back before the new br
 Every event touches only its own batch (or device), and a reorganisation undoes events newest
 first, so each undo finds the row as its event left it. The resolver's answers name the
 cursor's credited block (``licence_indexer_cursors`` links the registry to the cursor), which
-moves in the same transactions as the effects of the events below it.
+moves in the same transactions as the effects of the events below it. A database upgraded from
+the indexer's own cursor of earlier versions keeps answering at that cursor's block until the
+first pass, which starts the chain cursor there (blocks at or below it stay unprotected against
+reorganisations, as they were).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from exchange.chain.binding import BoundContract
 from exchange.chain.runtime import ChainRuntime
 from exchange.kit.logging import get_logger
 from exchange.licenses import repository
@@ -116,6 +120,42 @@ class DeviceLicenceHandler:
             log.warning("licence.batch_status_reversed", batch_id=batch_id, suspended=suspended, block=block)
 
 
+class _LinkedChainIndexer(ChainIndexer):
+    """A ``ChainIndexer`` whose passes first make its cursor the one the registry's answers follow.
+
+    The link is made once, under a lock, before the first pass reads the chain: from then on
+    the resolver names this cursor's credited block. A registry carried over from the earlier
+    indexer starts a brand new cursor at the block that indexer had applied
+    (:func:`repository.follow_cursor`), so the pass reads on from the block after it.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        contract: BoundContract,
+        handler: DeviceLicenceHandler,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        calls: ChainCalls,
+        **settings: int,
+    ) -> None:
+        super().__init__(contract, DEVICE_EVENTS, handler, sessionmaker, calls, **settings)
+        self.registry = registry
+        self._links = sessionmaker
+        self._linked_cursor: int | None = None
+        self._linking = asyncio.Lock()
+
+    async def catch_up(self) -> IndexerPosition:
+        async with self._linking:
+            if self._linked_cursor is None:
+                cursor_id = await self.cursor_id()
+                async with self._links() as session, session.begin():
+                    resumed = await repository.follow_cursor(session, self.registry, cursor_id)
+                if resumed is not None:
+                    log.info("licence.indexer_resumed", cursor_id=cursor_id, block=resumed)
+                self._linked_cursor = cursor_id
+        return await super().catch_up()
+
+
 class DeviceIndexer:
     """Follows one DeviceLicenses contract into the database."""
 
@@ -129,9 +169,9 @@ class DeviceIndexer:
     ) -> None:
         self.runtime = runtime
         self.registry = registry_of(runtime)
-        self.chain = ChainIndexer(
+        self.chain = _LinkedChainIndexer(
+            self.registry,
             runtime.pool.devices,
-            DEVICE_EVENTS,
             DeviceLicenceHandler(self.registry),
             sessionmaker,
             ChainCalls(embedded=runtime.embedded),
@@ -140,9 +180,6 @@ class DeviceIndexer:
             confirmations=confirmations,
             max_blocks=max_blocks,
         )
-        self._sessionmaker = sessionmaker
-        self._linked_cursor: int | None = None
-        self._linking = asyncio.Lock()
 
     async def catch_up(self) -> int:
         """Undo what left the chain, apply every event deep enough; return the credited block."""
@@ -150,21 +187,8 @@ class DeviceIndexer:
 
     async def position(self) -> IndexerPosition:
         """One pass, as :meth:`catch_up`, with the head, the scanned block and any fork point found."""
-        async with self._linking:  # the resolver reads this cursor's block from the first pass on
-            if self._linked_cursor is None:
-                cursor_id = await self.chain.cursor_id()
-                async with self._sessionmaker() as session, session.begin():
-                    await repository.follow_cursor(session, self.registry, cursor_id)
-                self._linked_cursor = cursor_id
         return await self.chain.catch_up()
 
     async def run(self, interval_s: float) -> None:
-        """Catch up every `interval_s` seconds until cancelled; a failed pass is logged and retried."""
-        while True:
-            try:
-                await self.position()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a node or database hiccup must not end the loop
-                log.warning("licence.indexer_failed", error=str(exc), error_type=type(exc).__name__)
-            await asyncio.sleep(interval_s)
+        """Catch up every `interval_s` seconds until cancelled (``ChainIndexer.run``)."""
+        await self.chain.run(interval_s)

@@ -17,7 +17,10 @@ new pool at every start) never mixes the devices of two registries.
 * ``licence_indexer_cursors`` — per registry, the chain indexer's cursor (``chain_cursors``,
   ``exchange.trading.indexer``) that follows it. That cursor's credited block is the block every
   answer of the resolver names: the events up to it are applied, in the same transactions that
-  move it (and undone in the ones that move it back after a reorganisation).
+  move it (and undone in the ones that move it back after a reorganisation). A row carried over
+  from the indexer's own cursor of earlier versions has no chain cursor yet but the block that
+  indexer had applied (``resume_block``): answers name it until the first pass links a cursor,
+  which then starts from there.
 
 Amounts (uint128 BPC per device) are decimal text: SQLite has no exact 128-bit type.
 """
@@ -104,11 +107,16 @@ class Device(Base):
 
 
 class IndexerCursor(Base):
-    """The chain indexer's cursor that follows a registry (the current chain's, after a reset)."""
+    """The chain indexer's cursor that follows a registry (the current chain's, after a reset),
+    or, before the first pass after the upgrade, the block the earlier indexer had applied."""
 
     __tablename__ = "licence_indexer_cursors"
+    __table_args__ = (
+        CheckConstraint("cursor_id IS NOT NULL OR resume_block IS NOT NULL", name="follows_or_resumes"),
+    )
 
     chain_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     registry_address: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
-    cursor_id: Mapped[int] = mapped_column(ForeignKey("chain_cursors.id"))
+    cursor_id: Mapped[int | None] = mapped_column(ForeignKey("chain_cursors.id"), default=None)
+    resume_block: Mapped[int | None] = mapped_column(BigInteger, default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utc_now)

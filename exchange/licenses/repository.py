@@ -24,6 +24,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     delete,
+    func,
     insert,
     select,
     text,
@@ -42,7 +43,7 @@ from exchange.licenses.models import (
     DeviceBatch,
     IndexerCursor,
 )
-from exchange.trading.settlement_models import ChainCursor
+from exchange.trading.settlement_models import ChainBlock, ChainCursor, ChainEvent
 
 # Parameters per statement stay well below SQLite's and asyncpg's limits (32,766).
 _CHUNK = 5_000
@@ -257,8 +258,13 @@ _DEVICE_COLUMNS = (
 )
 
 
+# The block answers name: the linked cursor's credited block, or, until the first pass after the
+# upgrade links one, the block the earlier indexer had applied.
+_ANSWERED_BLOCK = func.coalesce(ChainCursor.credited_block, IndexerCursor.resume_block)
+
+
 def _lookup_statement(shape: str) -> Select[Any]:
-    """Built once: the cursor's credited block left-joined with the named devices of the registry.
+    """Built once: the answered block left-joined with the named devices of the registry.
 
     Bound parameters only, so SQLAlchemy compiles it once and each query just binds values.
     One device is looked up by equality (the primary key, whatever the planner knows); many,
@@ -280,9 +286,9 @@ def _lookup_statement(shape: str) -> Select[Any]:
         .subquery()
     )
     return (
-        select(ChainCursor.credited_block.label("block"), devices)
+        select(_ANSWERED_BLOCK.label("block"), devices)
         .select_from(IndexerCursor)
-        .join(ChainCursor, ChainCursor.id == IndexerCursor.cursor_id)
+        .outerjoin(ChainCursor, ChainCursor.id == IndexerCursor.cursor_id)
         .outerjoin(devices, true())
         .where(
             IndexerCursor.chain_id == bindparam("chain_id"),
@@ -296,10 +302,11 @@ _LOOKUP = {shape: _lookup_statement(shape) for shape in ("one", "array", "list")
 
 # The statement of _lookup_statement("array"), for asyncpg: $1 chain id, $2 registry, $3 device ids.
 _ASYNCPG_LOOKUP = """
-SELECT k.credited_block, d.device_id, d.device_index, d.revoked_block, d.batch_pk, b.batch_id, b.status,
-       b.suspended, b.manufacturer, b.root, b.bpc_per_device_wei, b.registered_block
+SELECT COALESCE(k.credited_block, c.resume_block), d.device_id, d.device_index, d.revoked_block,
+       d.batch_pk, b.batch_id, b.status, b.suspended, b.manufacturer, b.root, b.bpc_per_device_wei,
+       b.registered_block
 FROM licence_indexer_cursors AS c
-JOIN chain_cursors AS k ON k.id = c.cursor_id
+LEFT JOIN chain_cursors AS k ON k.id = c.cursor_id
 LEFT JOIN (licence_devices AS d JOIN licence_device_batches AS b ON b.id = d.batch_pk)
   ON d.chain_id = $1 AND d.registry_address = $2 AND d.device_id = ANY($3::varchar[])
 WHERE c.chain_id = $1 AND c.registry_address = $2
@@ -318,7 +325,7 @@ _ASYNCPG_TREE = "SELECT tree FROM licence_batch_trees WHERE batch_pk = $1"
 async def lookup_devices(
     connection: AsyncConnection, registry: Registry, device_ids: Sequence[str]
 ) -> tuple[int | None, dict[str, DeviceRow]]:
-    """The indexer's credited block, and the rows of those `device_ids` in some batch of `registry`.
+    """The indexer's applied block, and the rows of those `device_ids` in some batch of `registry`.
 
     One round trip per chunk, the block and the devices read in the same snapshot. Without a
     cursor (the indexer has not run yet) nothing is confirmed, and the answer is (None, {}).
@@ -514,16 +521,49 @@ def _fail(lookups: list[_Waiting], exc: BaseException) -> None:
 # --- indexer --------------------------------------------------------------------------------------
 
 
-async def follow_cursor(session: AsyncSession, registry: Registry, cursor_id: int) -> None:
-    """Make `cursor_id` (a ``chain_cursors`` row) the cursor whose credited block `registry` is at."""
-    link = await session.get(IndexerCursor, (registry.chain_id, registry.address))
+async def follow_cursor(session: AsyncSession, registry: Registry, cursor_id: int) -> int | None:
+    """Make `cursor_id` (a ``chain_cursors`` row) the cursor whose credited block `registry` is at.
+
+    A registry carried over from the indexer's own cursor of earlier versions has a
+    ``resume_block``: the block up to which that indexer had applied every event. If the chain
+    cursor is brand new (it has recorded no block and no event) and behind that block, its
+    scanned and credited positions start at ``resume_block``, in this transaction: answers go
+    on naming that block, with the state that indexer left, and the chain indexer reads on from
+    the block after it. Blocks at or below ``resume_block`` get no protection against
+    reorganisations, exactly as before the upgrade: their events are not recorded, so a
+    reorganisation that reaches them cannot undo them. A cursor that has recorded blocks (a
+    database downgraded and upgraded again) is followed from where it is. Returns the block the
+    cursor was moved to, if it was.
+    """
+    locked = session.get_bind().dialect.name == "postgresql"  # on SQLite, the transaction's write lock
+    link = await session.get(IndexerCursor, (registry.chain_id, registry.address), with_for_update=locked)
     if link is None:
         session.add(
             IndexerCursor(chain_id=registry.chain_id, registry_address=registry.address, cursor_id=cursor_id)
         )
-    elif link.cursor_id != cursor_id:
+        await session.flush()
+        return None
+    resumed = None
+    if link.resume_block is not None:
+        cursor = await session.get_one(ChainCursor, cursor_id, with_for_update=locked)
+        if cursor.credited_block < link.resume_block and await _brand_new(session, cursor):
+            cursor.scanned_block = cursor.credited_block = resumed = link.resume_block
+            cursor.updated_at = utc_now()
+        link.resume_block = None
+    if link.cursor_id != cursor_id:
         link.cursor_id, link.updated_at = cursor_id, utc_now()
     await session.flush()
+    return resumed
+
+
+async def _brand_new(session: AsyncSession, cursor: ChainCursor) -> bool:
+    """Whether `cursor` has relied on no block yet: nothing scanned, recorded or credited."""
+    if cursor.scanned_block != cursor.credited_block:
+        return False
+    for recorded in (ChainBlock.cursor_id, ChainEvent.cursor_id):
+        if await session.scalar(select(recorded).where(recorded == cursor.id).limit(1)) is not None:
+            return False
+    return True
 
 
 async def latest_indexed_registry(connection: AsyncConnection) -> Registry | None:
@@ -531,8 +571,8 @@ async def latest_indexed_registry(connection: AsyncConnection) -> Registry | Non
     row = (
         await connection.execute(
             select(IndexerCursor.chain_id, IndexerCursor.registry_address)
-            .join(ChainCursor, ChainCursor.id == IndexerCursor.cursor_id)
-            .order_by(ChainCursor.updated_at.desc())
+            .outerjoin(ChainCursor, ChainCursor.id == IndexerCursor.cursor_id)
+            .order_by(func.coalesce(ChainCursor.updated_at, IndexerCursor.updated_at).desc())
             .limit(1)
         )
     ).first()
