@@ -42,6 +42,7 @@ cannot vouch for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import heapq
 import time
@@ -49,7 +50,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, bindparam, select, text, tuple_, union_all, update
+from sqlalchemy import CursorResult, Table, bindparam, select, tuple_, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from exchange.db import bulk
@@ -137,8 +138,10 @@ _KNOWN_ORDERS = union_all(
 # statement while its tables were small (sequential scans) would stay in use as they grow,
 # until the next ANALYZE, and cost tens of milliseconds a cycle. A cycle runs each of its
 # statements once (many rows in one statement, see exchange.db.bulk), so each is planned
-# for its actual values instead.
-_CUSTOM_PLANS = text("SET LOCAL plan_cache_mode = force_custom_plan")
+# for its actual values instead. Set once on the writer's held connection (a round trip per
+# cycle less), and reset before the connection goes back to the pool.
+_CUSTOM_PLANS = "SET plan_cache_mode = force_custom_plan"
+_DEFAULT_PLANS = "RESET plan_cache_mode"
 
 QUEUE_LIMIT = 20_000
 _MAKER_LEVELS = 32  # price levels, and resting orders, a cycle's first balance read looks at
@@ -346,16 +349,27 @@ class MarketWriter:
         if self._connection is None or self._connection.closed or self._connection.invalidated:
             bind = self._sessionmaker.kw["bind"]
             engine = bind if isinstance(bind, AsyncEngine) else bind.engine
-            self._connection = await engine.connect()
+            connection = await engine.connect()
+            if connection.dialect.name == "postgresql":
+                await connection.exec_driver_sql(_CUSTOM_PLANS)
+                await connection.commit()
+            self._connection = connection
         return self._sessionmaker(bind=self._connection)
 
     async def _drop_connection(self) -> None:
         connection, self._connection = self._connection, None
-        if connection is not None:
-            try:
-                await connection.close()
-            except Exception:
-                log.warning("trading.connection_close_failed", market=self.market_id, exc_info=True)
+        if connection is None:
+            return
+        try:
+            if connection.dialect.name == "postgresql" and not connection.invalidated:
+                await connection.rollback()  # whatever a failed cycle left open
+                await connection.exec_driver_sql(_DEFAULT_PLANS)
+                await connection.commit()
+            await connection.close()
+        except Exception:
+            log.warning("trading.connection_close_failed", market=self.market_id, exc_info=True)
+            with contextlib.suppress(Exception):
+                await connection.invalidate()  # never back to the pool with the writer's setting
 
     async def _cycle(self, batch: list[Intent]) -> tuple[list[tuple[Intent, object]], _Cycle]:
         """Run ``batch`` in one committed transaction: each intent's outcome, and the cycle's changes."""
@@ -364,8 +378,6 @@ class MarketWriter:
         now_unix = int(self._clock())
         outcomes: list[tuple[Intent, object]] = []
         async with await self._cycle_session() as session, session.begin():
-            if session.get_bind().dialect.name == "postgresql":
-                await session.execute(_CUSTOM_PLANS)
             cycle = _Cycle(session, now, self.sequence)
             places = [intent for intent in batch if isinstance(intent, PlaceIntent)]
             known = await self._known_orders(session, places)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from exchange.chain.runtime import ChainRuntime
 from exchange.trading.journal import RecoveryFailed
@@ -115,3 +115,21 @@ async def test_a_lost_connection_fails_one_cycle_and_the_writer_trades_on(desk: 
     assert retried.status_code == 201, retried.text
     head = (await desk.client.get(f"/v1/markets/{desk.market['id']}/journal")).json()
     assert (head["sequence"], head["open_orders"]) == (2, 2)
+
+
+async def test_the_writers_planning_setting_stays_on_its_connection(database_url: str, desk: Desk) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL setting")
+    trader = await desk.member(0xB8)
+    await desk.deposit(trader, desk.market["quote"], 1_000 * DOLLAR)
+    assert (await desk.place(trader, "buy", price(9), WHOLE)).status_code == 201
+    writer = next(iter(desk.trading.markets.values())).writer
+    held = writer._connection
+    assert held is not None
+    assert await held.scalar(text("SHOW plan_cache_mode")) == "force_custom_plan"
+    await held.rollback()
+    driver = (await held.get_raw_connection()).driver_connection
+
+    await writer.stop()
+    assert not driver.is_closed()  # back in the pool, for anyone: without the writer's setting
+    assert await driver.fetchval("SHOW plan_cache_mode") == "auto"
