@@ -19,7 +19,7 @@ from exchange.licenses.device_ids import (
     gs1_check_digit,
     imei_check_digit,
 )
-from exchange.licenses.repository import AsyncpgReads, DeviceReads, DeviceRow, Registry
+from exchange.licenses.repository import DeviceReads, DeviceRow, Registry
 from exchange.licenses.resolver import MAX_BULK_DEVICES, YIELD_EVERY, Resolver
 from exchange.licenses.uploads import MAX_REPORTED_ERRORS, InvalidDeviceList, parse_references
 from tests.licenses_service.conftest import Service
@@ -167,64 +167,86 @@ async def test_browsers_get_a_page_for_a_refused_id(licensing: Service) -> None:
 
 
 class LookupsSeen:
-    """The resolver's reads, noting lookups in `events`: ``bulk read`` when a lookup of many
-    devices has returned (calling `after_bulk` then), ``single asked`` when one of one device
-    begins."""
+    """The resolver's reads, noting in `events` when a lookup of one device is asked for and when
+    it has read its row, and when a lookup of many has read its rows. The second lookup of many
+    returns only once a lookup of one device has read its row (``single_read``); after the `n`-th
+    lookup of many has read (``bulk read n``) and before it returns, ``after_bulk[n - 1]`` is called."""
 
-    def __init__(self, reads: DeviceReads, events: list[str], after_bulk: Callable[[], None]) -> None:
+    def __init__(self, reads: DeviceReads, events: list[str], after_bulk: list[Callable[[], None]]) -> None:
         self.reads = reads
         self.events = events
         self.after_bulk = after_bulk
+        self.bulk_reads = 0
+        self.singles = 0
+        self.single_read = asyncio.Event()
 
     async def lookup(
         self, registry: Registry, device_ids: Sequence[str]
     ) -> tuple[int | None, dict[str, DeviceRow]]:
         if len(device_ids) == 1:
-            self.events.append("single asked")
+            self.singles += 1
+            number = self.singles
+            self.events.append(f"single {number} asked")
+            found = await self.reads.lookup(registry, device_ids)
+            self.events.append(f"single {number} read")
+            self.single_read.set()
+            return found
         found = await self.reads.lookup(registry, device_ids)
-        if len(device_ids) > 1:
-            self.events.append("bulk read")
-            self.after_bulk()
+        self.bulk_reads += 1
+        self.events.append(f"bulk read {self.bulk_reads}")
+        if self.bulk_reads == 2:
+            await self.single_read.wait()
+        self.after_bulk[self.bulk_reads - 1]()
         return found
 
     async def tree(self, batch_pk: int) -> bytes | None:
         return await self.reads.tree(batch_pk)
 
 
-async def test_a_single_query_is_served_while_a_bulk_query_is_worked_on(licensing: Service) -> None:
-    """A single query that arrives when a bulk query of 10,000 devices has read its rows, so that
-    only the bulk query's CPU work (proofs, answers, JSON) is left, is served before that work
-    ends: the bulk work lets the event loop run between chunks. Through asyncpg (PostgreSQL) the
-    single query's few turns of the loop fit between the chunks and it is answered first; through
-    SQLite's reads, which wait for a thread of their own at each step, it gets at least as far as
-    its lookup."""
+async def test_single_queries_are_served_while_a_bulk_query_is_worked_on(licensing: Service) -> None:
+    """Single queries arriving while a bulk query of 10,000 devices is worked on get their turn
+    between its chunks of CPU work, and are answered before the bulk answer is done.
+
+    One of the bulk query's strings is a Digital Link, so the bulk query reads its rows, parses
+    every string (in chunks), reads again by canonical id, then renders proofs, answers and JSON
+    (in chunks). A first single query starts when the first read returns: it reaches its lookup
+    while the ids are parsed, before the second read. The second read returns once that query
+    has read its row, so that it is answered while the bulk answer is still to be built, whatever
+    the database's latency; a second single query starts then, and reaches its lookup while the
+    proofs, answers and JSON are built. Every ordering asserted is one of steps both sides take
+    on the event loop's thread; were the bulk work done in one go, each single query would reach
+    its lookup only after that work."""
     ids = [SerialDeviceId("com.example", f"SN-{n}").canonical for n in range(MAX_BULK_DEVICES)]
     await registered_batch(licensing, ids)
     lone = ids[4_321]
     expected = await single(licensing, lone)  # also loads the batch's tree: no reads left but lookups
+    asked = [digital_link(SerialDeviceId("com.example", "SN-0"), "http://testserver"), *ids[1:]]
     events: list[str] = []
     arrivals: list[asyncio.Task[dict[str, Any]]] = []
 
-    async def single_query() -> dict[str, Any]:
-        answer = await single(licensing, lone)
-        events.append("single answered")
-        return answer
+    def single_query() -> None:
+        async def query(number: int) -> dict[str, Any]:
+            answer = await single(licensing, lone)
+            events.append(f"single {number} answered")
+            return answer
+
+        arrivals.append(asyncio.create_task(query(len(arrivals) + 1)))
 
     resolver: Resolver = licensing.app.state.resolver
     reads = resolver.reads
-    resolver.reads = LookupsSeen(reads, events, lambda: arrivals.append(asyncio.create_task(single_query())))
+    resolver.reads = LookupsSeen(reads, events, [single_query, single_query])
     try:
-        reply = await licensing.client.post("/v1/devices/query", json={"devices": ids})
+        reply = await licensing.client.post("/v1/devices/query", json={"devices": asked})
         events.append("bulk answered")
-        assert len(arrivals) == 1
-        answer = await arrivals[0]
+        answers = [await arrival for arrival in arrivals]
     finally:
         resolver.reads = reads
     assert reply.status_code == 200, reply.text
-    assert events.index("bulk read") < events.index("single asked") < events.index("bulk answered")
-    if isinstance(reads, AsyncpgReads):
-        assert events.index("single answered") < events.index("bulk answered"), events
-    assert answer == expected
+    order = events.index
+    assert order("bulk read 1") < order("single 1 asked") < order("bulk read 2"), events
+    assert order("single 1 read") < order("single 1 answered") < order("bulk answered"), events
+    assert order("bulk read 2") < order("single 2 asked") < order("bulk answered"), events
+    assert answers == [expected, expected]
     bulk = reply.json()
     assert bulk["devices"][4_321] == expected
     assert [device["device_id"] for device in bulk["devices"]] == ids
