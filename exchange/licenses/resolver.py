@@ -38,7 +38,7 @@ from exchange.licenses.device_ids import DeviceId
 from exchange.licenses.merkle import MerkleTree, keccak256_hex
 from exchange.licenses.models import BATCH_CONFIRMED
 from exchange.licenses.repository import DeviceReads, DeviceRow, Registry
-from exchange.licenses.uploads import MAX_REPORTED_ERRORS, InvalidDeviceList, ListError, parse_references
+from exchange.licenses.uploads import parse_references_by_chunk
 
 log = get_logger(__name__)
 
@@ -249,26 +249,13 @@ class Resolver:
 
 
 async def _parse_in_chunks(items: Sequence[str], positions: Sequence[int] | None = None) -> list[DeviceId]:
-    """``parse_references(items, positions)``, a chunk of ``YIELD_EVERY`` items at a time with the
-    event loop running between chunks; the refusal is the one a single call raises (the first
-    ``MAX_REPORTED_ERRORS`` errors in order, and the total)."""
-    if len(items) <= YIELD_EVERY:
-        return parse_references(items, positions)
+    """``parse_references(items, positions)``, ``YIELD_EVERY`` items at a time with the event loop
+    running between chunks (the refusal is that of the whole list)."""
     devices: list[DeviceId] = []
-    errors: list[ListError] = []
-    total = 0
-    for start in range(0, len(items), YIELD_EVERY):
-        if start:
+    for number, chunk in enumerate(parse_references_by_chunk(items, positions, YIELD_EVERY)):
+        if number:
             await asyncio.sleep(0)
-        end = start + YIELD_EVERY
-        where = range(start, end) if positions is None else positions[start:end]
-        try:
-            devices += parse_references(items[start:end], where)
-        except InvalidDeviceList as refusal:
-            errors += refusal.errors[: MAX_REPORTED_ERRORS - len(errors)]
-            total += refusal.total
-    if total:
-        raise InvalidDeviceList(errors, total)
+        devices += chunk
     return devices
 
 

@@ -179,17 +179,31 @@ def parse_references(items: Sequence[str], positions: Sequence[int] | None = Non
 
     `positions` are the items' places in the list the client sent, when `items` are some of them.
     """
-    devices: list[DeviceId] = []
+    return [
+        device for chunk in parse_references_by_chunk(items, positions, len(items) or 1) for device in chunk
+    ]
+
+
+def parse_references_by_chunk(
+    items: Sequence[str], positions: Sequence[int] | None, chunk_size: int
+) -> Iterator[list[DeviceId]]:
+    """:func:`parse_references` `chunk_size` items at a time: the devices of each chunk, parsed when
+    it is asked for (those of a list with errors are incomplete), then, if any item is invalid,
+    the refusal of the whole list (its first ``MAX_REPORTED_ERRORS`` errors, in order, and the
+    total)."""
     errors: list[ListError] = []
     total = 0
-    for position, text in enumerate(items):
-        try:
-            devices.append(parse_reference(text))
-        except InvalidDeviceId as exc:
-            total += 1
-            if len(errors) < MAX_REPORTED_ERRORS:
-                item = position if positions is None else positions[position]
-                errors.append(ListError(exc.reason, text[:200], item=item))
+    for start in range(0, len(items), chunk_size):
+        devices: list[DeviceId] = []
+        for position in range(start, min(start + chunk_size, len(items))):
+            text = items[position]
+            try:
+                devices.append(parse_reference(text))
+            except InvalidDeviceId as exc:
+                total += 1
+                if len(errors) < MAX_REPORTED_ERRORS:
+                    item = position if positions is None else positions[position]
+                    errors.append(ListError(exc.reason, text[:200], item=item))
+        yield devices
     if total:
         raise InvalidDeviceList(errors, total)
-    return devices
