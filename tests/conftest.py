@@ -44,7 +44,7 @@ import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from exchange.api.app import LifespanHook, create_app
@@ -289,6 +289,16 @@ async def db_session(database_url: str) -> AsyncIterator[AsyncSession]:
     try:
         async with create_sessionmaker(engine)() as session:
             yield session
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def sessionmaker(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on ``database_url`` through an engine of their own, disposed afterwards."""
+    engine = create_engine_for_url(database_url)
+    try:
+        yield create_sessionmaker(engine)
     finally:
         await engine.dispose()
 

@@ -18,21 +18,11 @@ from exchange.licenses.models import Device, DeviceBatch
 from exchange.trading.settlement_models import ChainEvent, EventState
 from tests.licenses_service.conftest import BPC, Service, account, licensed_member
 from tests.licenses_service.test_device_batches import BPC_PER_DEVICE, devices, upload
+from tests.support.chain import mine, rpc
 
 OLD = devices(3, "OLD")  # a batch confirmed before the fork
 NEW = devices(2, "NEW")  # a batch registered on the branch that a reorganisation removes
 BLOCK_FIELDS = ("block", "registered_block", "revoked_block")
-
-
-def rpc(service: Service, method: str, *params: object) -> Any:
-    reply = service.w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
-    assert "error" not in reply, reply
-    return reply["result"]
-
-
-def mine(service: Service, blocks: int) -> None:
-    for _ in range(blocks):
-        rpc(service, "evm_mine")
 
 
 def send(w3: Web3, raw: bytes) -> None:
@@ -159,7 +149,7 @@ async def test_a_reorganisation_undoes_the_removed_blocks_and_their_transactions
     assert statuses == ["licensed"] * 3 + ["unknown"] * 2
     fork_block = licensing.w3.eth.block_number
 
-    fork = rpc(licensing, "evm_snapshot")
+    fork = rpc(licensing.w3, "evm_snapshot")
     branch = [
         *signed_api_transactions(licensing, manufacturer, new["transactions"]),  # registers the new batch
         signed_call(licensing.w3, manufacturer, bpc, "approve", devices_contract.address, 10 * BPC),
@@ -179,8 +169,8 @@ async def test_a_reorganisation_undoes_the_removed_blocks_and_their_transactions
         ("licensed", str(BPC_PER_DEVICE + 11)),
     ]
 
-    rpc(licensing, "evm_revert", fork)
-    mine(licensing, 3)  # another branch, shorter than the one it replaces
+    rpc(licensing.w3, "evm_revert", fork)
+    mine(licensing.w3, 3)  # another branch, shorter than the one it replaces
     position = await licensing.licensing.indexer.position()
     assert position.rolled_back_to == fork_block
     assert position.credited_block == licensing.w3.eth.block_number
@@ -226,17 +216,17 @@ async def test_events_wait_for_the_confirmations_and_one_orphaned_before_is_neve
     await indexer.catch_up()
     before = await database(sessionmaker)
 
-    fork = rpc(licensing, "evm_snapshot")
+    fork = rpc(licensing.w3, "evm_snapshot")
     signed_api_transactions(licensing, manufacturer, batch["transactions"])
     registered = licensing.w3.eth.block_number
-    mine(licensing, 2)
+    mine(licensing.w3, 2)
     assert await indexer.catch_up() == registered - 1  # two blocks deep: not yet
     assert await database(sessionmaker) == before
     assert [a["status"] for a in (await answers(licensing))["devices"][3:]] == ["unknown", "unknown"]
     assert await event_states(sessionmaker) == {"BatchRegistered": [EventState.SEEN.value]}
 
-    rpc(licensing, "evm_revert", fork)
-    mine(licensing, 6)
+    rpc(licensing.w3, "evm_revert", fork)
+    mine(licensing.w3, 6)
     position = await indexer.position()
     assert position.rolled_back_to is not None
     assert await event_states(sessionmaker) == {"BatchRegistered": [EventState.ORPHANED.value]}
@@ -244,10 +234,10 @@ async def test_events_wait_for_the_confirmations_and_one_orphaned_before_is_neve
 
     signed_api_transactions(licensing, manufacturer, batch["transactions"])  # registered on this branch
     registered = licensing.w3.eth.block_number
-    mine(licensing, 2)
+    mine(licensing.w3, 2)
     await indexer.catch_up()
     assert await database(sessionmaker) == before
-    mine(licensing, 1)  # three deep
+    mine(licensing.w3, 1)  # three deep
     assert await indexer.catch_up() == registered
     rows = await database(sessionmaker)
     assert [(b[1], b[3]) for b in rows["batches"]] == [("confirmed", registered)]

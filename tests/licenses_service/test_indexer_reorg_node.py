@@ -4,7 +4,7 @@ and the same transactions mined on the new branch apply once."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from exchange.chain.deployment import deploy_pool
 from exchange.chain.pool import PoolChain
 from exchange.chain.provider import make_web3
 from exchange.chain.runtime import ChainRuntime
-from exchange.db.engine import create_engine_for_url, create_sessionmaker
+from exchange.db.engine import create_engine_for_url
 from exchange.licenses import batches
 from exchange.licenses.device_ids import parse_canonical
 from exchange.licenses.indexer import DeviceIndexer, registry_of
@@ -39,6 +39,7 @@ from tests.licenses_service.test_indexer_reorg import (
     signed_call,
     without_blocks,
 )
+from tests.support.chain import mine, rpc
 
 pytestmark = [pytest.mark.hardhat]
 
@@ -51,12 +52,6 @@ def fixed_key(label: str) -> LocalAccount:
 
 
 MANUFACTURER, REVOKER = fixed_key("manufacturer"), fixed_key("revoker")
-
-
-def rpc(w3: Web3, method: str, *params: object) -> Any:
-    reply = w3.provider.make_request(method, list(params))  # type: ignore[arg-type]
-    assert "error" not in reply, reply
-    return reply["result"]
 
 
 @pytest.fixture(scope="module")
@@ -84,15 +79,6 @@ def runtime(node_runtime: ChainRuntime) -> Iterator[ChainRuntime]:
         yield node_runtime
     finally:
         rpc(node_runtime.w3, "evm_revert", snapshot)
-
-
-@pytest.fixture
-async def sessionmaker(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine_for_url(database_url)
-    try:
-        yield create_sessionmaker(engine)
-    finally:
-        await engine.dispose()
 
 
 def signed_steps(w3: Web3, sender: LocalAccount, steps: list[UnsignedTransaction]) -> list[bytes]:
@@ -159,8 +145,7 @@ async def test_on_a_node_a_reorganisation_is_undone_and_the_same_transactions_ap
         ]
 
         rpc(w3, "evm_revert", fork)
-        for _ in range(3):  # another branch, shorter than the one it replaces
-            rpc(w3, "evm_mine")
+        mine(w3, 3)  # another branch, shorter than the one it replaces
         position = await indexer.position()
         assert position.rolled_back_to == fork_block
         assert await database(sessionmaker) == before

@@ -9,7 +9,7 @@ Vault indexer credits the same deposits into every test's empty ledger.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,6 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 from pydantic import SecretStr
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web3 import Web3
 from web3.types import Wei
 
@@ -26,7 +25,6 @@ from exchange.chain.deployment import Deployment, deploy_pool
 from exchange.chain.pool import PoolChain, Tier
 from exchange.chain.provider import make_web3
 from exchange.chain.runtime import ChainRuntime
-from exchange.db.engine import create_engine_for_url, create_sessionmaker
 from exchange.settings import Settings
 from tests.chain.nodes import hardhat_node
 
@@ -143,12 +141,3 @@ def chain_settings(database_url: str, vault_net: VaultNet) -> Settings:
         trading_membership_poll_s=0,
         trading_verify_replay_on_start=False,
     )
-
-
-@pytest.fixture
-async def sessionmaker(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine_for_url(database_url)
-    try:
-        yield create_sessionmaker(engine)
-    finally:
-        await engine.dispose()
