@@ -1,6 +1,7 @@
 """A database upgraded from the indexer's own cursor (the revision before the chain indexer's):
-the resolver keeps answering at that cursor's block, with the state it had, until the indexer's
-first pass, which reads on from the block after it rather than from the deployment block."""
+the resolver keeps answering at that cursor's block, with the state it had, until the indexer
+applies newer events; its first pass reads on from the block after it rather than from the
+deployment block."""
 
 from __future__ import annotations
 
@@ -92,6 +93,10 @@ async def test_the_upgrade_keeps_the_answered_block_and_the_first_pass_resumes_a
 
     licensing.pool.devices.transact("revokeDevices", batch["batch_id"], [2])
     head = licensing.w3.eth.block_number
+    # A first pass that links the cursor and records the new event, not deep enough to apply it.
+    waiting = DeviceIndexer(licensing.runtime, sessionmaker, confirmations=head - block)
+    assert await waiting.catch_up() == block
+    assert await answers(licensing) == before
     indexer = DeviceIndexer(licensing.runtime, sessionmaker)  # a process started after the upgrade
     position = await indexer.position()
     assert (position.scanned_block, position.credited_block) == (head, head)
