@@ -119,6 +119,7 @@ _ORDERS = cast(Table, TradingOrder.__table__)
 _CANCELS = cast(Table, TradingCancel.__table__)
 _FILLS = cast(Table, TradingFill.__table__)
 _CANDLES = cast(Table, TradingCandle.__table__)
+_BOOKS = cast(Table, TradingBook.__table__)  # Core statements: no ORM bulk-update pass per cycle
 CANDLE_VALUES = ("open", "high", "low", "close", "volume", "quote_volume", "trades")
 # Built once, so SQLAlchemy reuses its cache key; the IN lists are padded (repository.padded) so
 # that PostgreSQL sees few distinct statements and asyncpg rarely prepares a new one. Each part
@@ -833,8 +834,8 @@ class MarketWriter:
         # The head moves only from where this cycle found it: a second writer of the market
         # (which must never exist) makes one of the two cycles fail and roll back whole.
         result = await session.execute(
-            update(TradingBook)
-            .where(TradingBook.market_id == self.market_id, TradingBook.sequence == cycle.start_sequence)
+            update(_BOOKS)
+            .where(_BOOKS.c.market_id == self.market_id, _BOOKS.c.sequence == cycle.start_sequence)
             .values(**values)
         )
         if cast(CursorResult[Any], result).rowcount != 1:
