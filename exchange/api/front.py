@@ -16,10 +16,16 @@ error logged once and answered with a 500 problem.
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.types import Message, Receive, Scope, Send
+from typing import Any
 
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from exchange.api.problems import UnhandledErrorMiddleware
+from exchange.api.request_context import RequestIdMiddleware
 from exchange.kit.errors import DomainError
+
+_TAKEN = "exchange.front_taken"  # the scope key of what a front's `take` returned
 
 
 async def read_request(receive: Receive) -> tuple[bytes | None, list[Message]]:
@@ -54,3 +60,43 @@ async def domain_problem(scope: Scope, receive: Receive, send: Send, exc: Domain
         raise exc
     response = await handlers[kind](Request(scope, receive), exc)
     await response(scope, receive, send)
+
+
+class Front:
+    """An outermost middleware answering the plainly well-formed requests of a hot route.
+
+    A subclass says which requests it takes (:meth:`take`, which may read the body: the
+    messages it read go on to the app, or to :meth:`answer`, all the same) and how it answers
+    them (:meth:`answer`). What it takes is answered behind a request id middleware and an
+    unexpected-error middleware of its own (the app's are further in), with domain errors
+    raised before anything is sent answered by the app's handler; everything else goes on to
+    the app as it came.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._answering = RequestIdMiddleware(UnhandledErrorMiddleware(self._answer))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("root_path"):
+            taken, receive = await self.take(scope, receive)
+            if taken is not None:
+                scope[_TAKEN] = taken
+                await self._answering(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def take(self, scope: Scope, receive: Receive) -> tuple[Any, Receive]:
+        """What :meth:`answer` needs of this HTTP request, or None to leave it to the app; and
+        the `receive` to go on with (handing out again what was read)."""
+        raise NotImplementedError
+
+    async def answer(self, scope: Scope, receive: Receive, send: Send, taken: Any) -> None:
+        """Answer a request :meth:`take` took; a domain error must leave before anything is sent."""
+        raise NotImplementedError
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.answer(scope, receive, send, scope.pop(_TAKEN))
+        except DomainError as exc:  # raised before anything is sent, as the route's would be
+            await domain_problem(scope, receive, send, exc)

@@ -32,9 +32,8 @@ from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from exchange.api.front import domain_problem, read_request, replaying
-from exchange.api.problems import UnhandledErrorMiddleware, problem_responses
-from exchange.api.request_context import RequestIdMiddleware
+from exchange.api.front import Front, read_request, replaying
+from exchange.api.problems import problem_responses
 from exchange.kit.errors import DomainError, ValidationFailed
 from exchange.licenses.device_ids import DeviceId, parse_device_id, parse_digital_link
 from exchange.licenses.lifespan import resolver_of
@@ -203,7 +202,6 @@ async def _lean_device(scope: Scope, receive: Receive, send: Send, standard: ASG
 
 _DEVICES_PREFIX = "/v1/devices/"
 _QUERY_PATH = "/v1/devices/query"
-_QUERY_KEY = "exchange.device_query"  # the scope key of a bulk query the front has read
 
 
 def _device_path_params(path: str) -> dict[str, str] | None:
@@ -220,51 +218,36 @@ def _device_path_params(path: str) -> dict[str, str] | None:
     return {"scheme": scheme, "device_id": device_id}
 
 
-class LeanFront:
+class LeanFront(Front):
     """The resolver-only app's outermost middleware: its two query routes, ahead of routing.
 
     ``GET /v1/devices/{scheme}/{device_id:path}`` and ``POST /v1/devices/query`` are the only
     routes of that app under ``/v1/devices``, so a request with such a method and path would be
     routed to one of them. When the route's lean handler would take the request (the same
     checks: no query string, JSON, a well-formed body), this middleware answers it straight
-    away, the way that handler does, behind a request id middleware and an unexpected-error
-    middleware of its own (the app's are further in) and with domain errors answered by the
-    app's handler: the request id, its log binding and every error document are those the app's
-    stack gives. Everything else goes on to the app as it came (a body read here is handed on),
-    so the route's FastAPI handling or the routing answers it, as before.
+    away, the way that handler does (see ``exchange.api.front``): the request id, its log
+    binding and every error document are those the app's stack gives. Everything else goes on
+    to the app as it came (a body read here is handed on), so the route's FastAPI handling or
+    the routing answers it, as before.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.answering = RequestIdMiddleware(UnhandledErrorMiddleware(self._answer))
+    async def take(self, scope: Scope, receive: Receive) -> tuple[Any, Receive]:
+        method = scope["method"]
+        if method == "GET":
+            parameters = _device_path_params(scope["path"])
+            if parameters is not None and _takes_device(scope):
+                scope["path_params"] = parameters
+                return parameters, receive
+        elif method == "POST" and scope["path"] == _QUERY_PATH:
+            body, messages = await read_request(receive)
+            return _well_formed_query(scope, body), replaying(messages, receive)
+        return None, receive
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope.get("root_path"):
-            method = scope["method"]
-            if method == "GET":
-                parameters = _device_path_params(scope["path"])
-                if parameters is not None and _takes_device(scope):
-                    scope["path_params"] = parameters
-                    await self.answering(scope, receive, send)
-                    return
-            elif method == "POST" and scope["path"] == _QUERY_PATH:
-                body, messages = await read_request(receive)
-                query = _well_formed_query(scope, body)
-                if query is not None:
-                    scope[_QUERY_KEY] = query
-                    await self.answering(scope, receive, send)
-                    return
-                receive = replaying(messages, receive)
-        await self.app(scope, receive, send)
-
-    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            if scope["method"] == "GET":
-                await _answer_device(scope, send)
-            else:
-                await _answer_query(scope, send, scope.pop(_QUERY_KEY))
-        except DomainError as exc:  # raised before anything is sent, as the route's would be
-            await domain_problem(scope, receive, send, exc)
+    async def answer(self, scope: Scope, receive: Receive, send: Send, taken: Any) -> None:
+        if scope["method"] == "GET":
+            await _answer_device(scope, send)
+        else:
+            await _answer_query(scope, send, taken)
 
 
 # --- routes -------------------------------------------------------------------------------------------

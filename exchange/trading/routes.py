@@ -22,11 +22,10 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from exchange.api.front import domain_problem, read_request, replaying
-from exchange.api.problems import PROBLEM_MEDIA_TYPE, UnhandledErrorMiddleware, problem_responses
-from exchange.api.request_context import RequestIdMiddleware
+from exchange.api.front import Front, read_request, replaying
+from exchange.api.problems import PROBLEM_MEDIA_TYPE, problem_responses
 from exchange.auth.dependencies import bearer
 from exchange.auth.service import Principal
 from exchange.db.session import DbSession
@@ -354,10 +353,9 @@ async def _place_plain_order(request: Request, plain: tuple[PlaceOrderIn, str, s
 
 
 _ORDERS_PATH = "/v1/orders"
-_PLAIN_ORDER = "exchange.plain_order"  # the scope key of the request OrderFront took
 
 
-class OrderFront:
+class OrderFront(Front):
     """The service's outermost middleware: well-formed order placements, ahead of routing.
 
     A ``POST /v1/orders`` that ``_plain_order_request`` takes is answered here, as the route
@@ -365,33 +363,15 @@ class OrderFront:
     body handed on, and the route or FastAPI answers it as before.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.answering = RequestIdMiddleware(UnhandledErrorMiddleware(self._answer))
+    async def take(self, scope: Scope, receive: Receive) -> tuple[Any, Receive]:
+        if scope["method"] != "POST" or scope["path"] != _ORDERS_PATH:
+            return None, receive
+        body, messages = await read_request(receive)
+        plain = None if body is None else _plain_order_request(Request(scope), body)
+        return plain, replaying(messages, receive)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"] == _ORDERS_PATH
-            and not scope.get("root_path")
-        ):
-            body, messages = await read_request(receive)
-            receive = replaying(messages, receive)
-            plain = None if body is None else _plain_order_request(Request(scope), body)
-            if plain is not None:
-                scope[_PLAIN_ORDER] = plain
-                await self.answering(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        try:
-            response = await _place_plain_order(request, scope.pop(_PLAIN_ORDER))
-        except DomainError as exc:  # raised before anything is sent, as the route's would be
-            await domain_problem(scope, receive, send, exc)
-            return
+    async def answer(self, scope: Scope, receive: Receive, send: Send, taken: Any) -> None:
+        response = await _place_plain_order(Request(scope, receive), taken)
         await response(scope, receive, send)
 
 
