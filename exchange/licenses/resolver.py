@@ -324,7 +324,7 @@ async def _answers(
                 if rendered >= YIELD_EVERY:
                     await asyncio.sleep(0)
                     rendered = 0
-                devices = in_batch if len(in_batch) <= YIELD_EVERY else in_batch[start : start + YIELD_EVERY]
+                devices = in_batch[start : start + YIELD_EVERY]
                 rendered += len(devices)
                 if json_proofs:
                     arrays = tree.json_arrays([index for _, index in devices])
@@ -335,8 +335,6 @@ async def _answers(
                         proofs[position] = _hex_nodes(tree.tree.proof(index))
         if rendered >= YIELD_EVERY:
             await asyncio.sleep(0)
-    if len(named) <= YIELD_EVERY:
-        return _answers_of(named, statuses, proofs, registry, block)
     answers: list[dict[str, Any]] = []
     for start in range(0, len(named), YIELD_EVERY):
         if start:

@@ -98,8 +98,6 @@ async def query_answer(resolver: Resolver, references: list[str], *, proofs: boo
     block, answers = await resolver.resolve_references(references, proofs=proofs)
     registry = resolver.registry
     head = {"chain_id": registry.chain_id, "registry": registry.address, "block": block}
-    if len(answers) <= YIELD_EVERY:
-        return orjson.dumps({**head, "devices": answers})
     # The bytes orjson writes for the whole document, written ``YIELD_EVERY`` answers at a time
     # with the event loop running between: the document up to the answers' opening bracket, each
     # chunk's answers without their brackets, commas between, and the closing brackets.
