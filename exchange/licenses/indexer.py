@@ -140,7 +140,6 @@ class _LinkedChainIndexer(ChainIndexer):
     ) -> None:
         super().__init__(contract, DEVICE_EVENTS, handler, sessionmaker, calls, **settings)
         self.registry = registry
-        self._sessions = sessionmaker
         self._linked_cursor: int | None = None
         self._linking = asyncio.Lock()
 
@@ -148,7 +147,7 @@ class _LinkedChainIndexer(ChainIndexer):
         async with self._linking:
             if self._linked_cursor is None:
                 cursor_id = await self.cursor_id()
-                async with self._sessions() as session, session.begin():
+                async with self._sessionmaker() as session, session.begin():
                     resumed = await repository.follow_cursor(session, self.registry, cursor_id)
                 if resumed is not None:
                     log.info("licence.indexer_resumed", cursor_id=cursor_id, block=resumed)
