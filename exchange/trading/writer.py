@@ -895,8 +895,8 @@ class MarketWriter:
 
     async def _checkpoint(self, session: AsyncSession) -> None:
         await session.execute(
-            update(TradingBook)
-            .where(TradingBook.market_id == self.market_id, TradingBook.sequence == self.sequence)
+            update(_BOOKS)
+            .where(_BOOKS.c.market_id == self.market_id, _BOOKS.c.sequence == self.sequence)
             .values(**self._checkpoint_values())
         )
 
