@@ -13,7 +13,7 @@ import contextvars
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import asyncpg
 from sqlalchemy import (
@@ -86,7 +86,8 @@ class DeviceRow(Protocol):
 
 
 class DeviceTuple(NamedTuple):
-    """A :class:`DeviceRow` as a tuple (SQLAlchemy's reads)."""
+    """A :class:`DeviceRow` as a tuple (SQLAlchemy's reads). Its fields, in order, are the columns
+    the lookups read after the block (``_DEVICE_COLUMNS``), and :class:`DeviceRecord`'s attributes."""
 
     device_id: str
     device_index: int
@@ -106,30 +107,13 @@ class DeviceRecord(asyncpg.Record):  # type: ignore[misc]  # asyncpg ships no ty
     asyncpg in C, read through attributes like the tuple, a bulk lookup makes 10,000 of them."""
 
     __slots__ = ()
-    if TYPE_CHECKING:
-        device_id: str
-        device_index: int
-        revoked_block: int | None
-        batch_pk: int
-        batch_id: int | None
-        status: str
-        suspended: bool
-        manufacturer: str
-        root: str
-        bpc_per_device_wei: int
-        registered_block: int | None
-    else:
-        device_id = property(itemgetter(1))
-        device_index = property(itemgetter(2))
-        revoked_block = property(itemgetter(3))
-        batch_pk = property(itemgetter(4))
-        batch_id = property(itemgetter(5))
-        status = property(itemgetter(6))
-        suspended = property(itemgetter(7))
-        manufacturer = property(itemgetter(8))
-        root = property(itemgetter(9))
-        bpc_per_device_wei = property(lambda record: int(record[10]))  # stored as a decimal string
-        registered_block = property(itemgetter(11))
+
+
+for _place, _name in enumerate(DeviceTuple._fields, start=1):  # the fields after the block
+    setattr(DeviceRecord, _name, property(itemgetter(_place)))
+# Stored as a decimal string.
+_BPC_PLACE = DeviceTuple._fields.index("bpc_per_device_wei") + 1
+setattr(DeviceRecord, "bpc_per_device_wei", property(lambda record: int(record[_BPC_PLACE])))  # noqa: B010
 
 
 # --- batches --------------------------------------------------------------------------------------
@@ -243,18 +227,10 @@ async def tree_bytes(connection: AsyncConnection | AsyncSession, batch_pk: int) 
 
 # --- resolver lookups -----------------------------------------------------------------------------
 
-_DEVICE_COLUMNS = (
-    Device.device_id,
-    Device.device_index,
-    Device.revoked_block,
-    Device.batch_pk,
-    DeviceBatch.batch_id,
-    DeviceBatch.status,
-    DeviceBatch.suspended,
-    DeviceBatch.manufacturer,
-    DeviceBatch.root,
-    DeviceBatch.bpc_per_device_wei,
-    DeviceBatch.registered_block,
+# DeviceTuple's fields: the device's own columns, and its batch's.
+_DEVICE_COLUMNS = tuple(
+    Device.__table__.c[name] if name in Device.__table__.c else DeviceBatch.__table__.c[name]
+    for name in DeviceTuple._fields
 )
 
 
@@ -301,16 +277,18 @@ _LOOKUP = {shape: _lookup_statement(shape) for shape in ("one", "array", "list")
 
 
 # The statement of _lookup_statement("array"), for asyncpg: $1 chain id, $2 registry, $3 device ids.
-_ASYNCPG_LOOKUP = """
-SELECT COALESCE(k.credited_block, c.resume_block), d.device_id, d.device_index, d.revoked_block,
-       d.batch_pk, b.batch_id, b.status, b.suspended, b.manufacturer, b.root, b.bpc_per_device_wei,
-       b.registered_block
+_LOOKED_UP = ", ".join(
+    f"{'d' if column.table is Device.__table__ else 'b'}.{column.name}" for column in _DEVICE_COLUMNS
+)
+# Identifiers of the tables' own columns only; every value is a parameter.
+_ASYNCPG_LOOKUP = f"""
+SELECT COALESCE(k.credited_block, c.resume_block), {_LOOKED_UP}
 FROM licence_indexer_cursors AS c
 LEFT JOIN chain_cursors AS k ON k.id = c.cursor_id
 LEFT JOIN (licence_devices AS d JOIN licence_device_batches AS b ON b.id = d.batch_pk)
   ON d.chain_id = $1 AND d.registry_address = $2 AND d.device_id = ANY($3::varchar[])
 WHERE c.chain_id = $1 AND c.registry_address = $2
-"""
+"""  # noqa: S608
 # Arrays of fewer ids are padded to this many by repeating the first (the index scan takes each key
 # once, whatever the repeats). PostgreSQL plans a prepared statement's first executions for their
 # values, then keeps its generic plan (primary key probes for the array, at any size) unless the
@@ -344,19 +322,8 @@ async def lookup_devices(
             block = row.block
             if row.device_id is None:
                 continue
-            found[row.device_id] = DeviceTuple(
-                device_id=row.device_id,
-                device_index=row.device_index,
-                revoked_block=row.revoked_block,
-                batch_pk=row.batch_pk,
-                batch_id=row.batch_id,
-                status=row.status,
-                suspended=row.suspended,
-                manufacturer=row.manufacturer,
-                root=row.root,
-                bpc_per_device_wei=int(row.bpc_per_device_wei),
-                registered_block=row.registered_block,
-            )
+            device = DeviceTuple._make(row[1:])
+            found[row.device_id] = device._replace(bpc_per_device_wei=int(device.bpc_per_device_wei))
     return block, found
 
 
