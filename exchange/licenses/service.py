@@ -25,7 +25,6 @@ from typing import TypeVar
 from eth_account.messages import SignableMessage
 from web3 import Web3
 from web3.exceptions import Web3Exception
-from web3.types import BlockIdentifier
 
 from exchange.chain.errors import ChainError
 from exchange.chain.errors import ChainUnavailable as ChainDown
@@ -252,13 +251,12 @@ def parse_signature(text: str) -> bytes:
 
 
 def signature_verdict(
-    w3: Web3, holder: str, message: SignableMessage, signature: bytes, block: int | None = None
+    w3: Web3, holder: str, message: SignableMessage, signature: bytes, block: int
 ) -> tuple[SignatureVerdict, str | None]:
-    """Who signed: the holder's key, the holder as an ERC-1271 wallet (asked at `block`, default
-    latest), someone else, or no one."""
+    """Who signed: the holder's key, the holder as an ERC-1271 wallet (asked at `block`),
+    someone else, or no one."""
     signer = recover_signer(message, signature)
-    at: BlockIdentifier = "latest" if block is None else block
-    if signer == holder or is_valid_signature(w3, holder, message, signature, block=at):
+    if signer == holder or is_valid_signature(w3, holder, message, signature, block=block):
         return SignatureVerdict.VALID, signer
     return (SignatureVerdict.MALFORMED if signer is None else SignatureVerdict.OTHER_SIGNER), signer
 
