@@ -3,7 +3,7 @@ the resolver's query rate on PostgreSQL.
 
     .venv/bin/python bench/licences.py [--tree-devices 1000000] [--nft-batch 500]
         [--query-devices 100000] [--requests 20000] [--concurrency 32] [--bulk-rounds 10]
-        [--mixed-concurrency 4] [--resolver-workers N] [--skip-gas]
+        [--bulk-connections 1] [--mixed-concurrency 4] [--resolver-workers N] [--skip-gas]
 
 On the embedded EVM it deploys the pool, a licensed manufacturer, DeviceLicenses
 and the DeviceNFT baseline (contracts/test/DeviceNFT.sol), then measures:
@@ -33,9 +33,11 @@ Then the resolver, end to end over HTTP on the loopback interface:
   (``GET /v1/devices/serial/…``, nine in ten for registered devices) over ``--concurrency``
   keep-alive connections, timing each (after 2,000 untimed warm-up queries), then
   ``--bulk-rounds`` bulk queries of 10,000 devices one after another, with their proofs (the
-  default), then as many without (``"proofs": false``). Its client is a minimal HTTP/1.1 client
-  on asyncio streams, so that the client's own cost stays small next to the server's; client
-  and server share the machine's cores;
+  default), then as many without (``"proofs": false``), then as many with proofs in the batched
+  layout (``"layout": "batches"``: each batch's fields and proof nodes once); with
+  ``--bulk-connections C`` on each of C connections at once. Every answer is parsed and
+  checked. Its client is a minimal HTTP/1.1 client on asyncio streams, so that the client's own
+  cost stays small next to the server's; client and server share the machine's cores;
 * mixed: ``--bulk-rounds`` bulk queries with proofs one after another again, while
   ``--mixed-concurrency`` connections send single-device queries (as above) one after another
   until the last bulk answer is in: the single queries' latency while bulk answers are worked
@@ -180,6 +182,13 @@ def measure_tree(count: int) -> dict[str, float]:
 T = TypeVar("T")
 QUERY_BPC_PER_DEVICE = 10**15
 BULK_SIZE = 10_000
+# The kinds of bulk rounds, each measured in a phase of its own: with proofs, without, and with
+# proofs in the batched layout (each batch's fields and proof nodes once).
+BULK_KINDS: dict[str, tuple[bool, str]] = {
+    "bulk": (True, "devices"),
+    "bulk_no_proofs": (False, "devices"),
+    "bulk_batched": (True, "batches"),
+}
 
 
 def query_id(n: int) -> str:
@@ -331,6 +340,7 @@ def measure_queries(
     bulk_rounds: int,
     resolver_workers: int,
     mixed_concurrency: int,
+    bulk_connections: int,
 ) -> dict[str, Any]:
     import httpx
     from _pg import postgres_url  # bench/ is the script's directory
@@ -433,7 +443,7 @@ def measure_queries(
             load_average = os.getloadavg()[0]
             result: dict[str, Any] = {}
             try:
-                for phase in ("single", "bulk", "mixed"):
+                for phase in ("single", *BULK_KINDS, "mixed"):
                     cpu_before = time.process_time()
                     resolver_cpu_before = _process_tree_cpu_s(resolver.pid) if resolver else 0.0
                     database_cpu_before = _backend_cpu_s(database_url)
@@ -455,6 +465,8 @@ def measure_queries(
                             str(bulk_rounds),
                             "--mixed-concurrency",
                             str(mixed_concurrency),
+                            "--bulk-connections",
+                            str(bulk_connections),
                         ],
                         capture_output=True,
                         text=True,
@@ -485,16 +497,19 @@ def measure_queries(
     result["load_average"] = load_average
     sent = result["requests"] + min(WARM_UP_REQUESTS, result["requests"])
     result["server_cpu_ms_per_query"] = result["single_server_cpu_s"] / sent * 1e3
-    # Both kinds of bulk rounds, each kind with one warm-up round.
-    result["server_cpu_ms_per_bulk"] = result["bulk_server_cpu_s"] / (2 * (result["bulk_rounds"] + 1)) * 1e3
-    query_database = bulk_database = ""
-    if "single_database_cpu_s" in result and "bulk_database_cpu_s" in result:
+    # Each kind of bulk rounds with its warm-up rounds (one per connection).
+    rounds = (result["bulk_rounds"] + 1) * bulk_connections
+    bulk_cpu: dict[str, str] = {}
+    for kind in BULK_KINDS:
+        result[f"server_cpu_ms_per_{kind}"] = result[f"{kind}_server_cpu_s"] / rounds * 1e3
+        bulk_cpu[kind] = f"server CPU {result[f'server_cpu_ms_per_{kind}']:.0f} ms"
+        if f"{kind}_database_cpu_s" in result:
+            result[f"database_cpu_ms_per_{kind}"] = result[f"{kind}_database_cpu_s"] / rounds * 1e3
+            bulk_cpu[kind] += f", database CPU {result[f'database_cpu_ms_per_{kind}']:.0f} ms"
+    query_database = ""
+    if "single_database_cpu_s" in result:
         result["database_cpu_ms_per_query"] = result["single_database_cpu_s"] / sent * 1e3
-        result["database_cpu_ms_per_bulk"] = (
-            result["bulk_database_cpu_s"] / (2 * (result["bulk_rounds"] + 1)) * 1e3
-        )
         query_database = f", database CPU {result['database_cpu_ms_per_query']:.2f} ms"
-        bulk_database = f", database CPU {result['database_cpu_ms_per_bulk']:.0f} ms"
     print(
         f"single-device queries: {result['query_per_s']:,.0f}/s over {concurrency} connections "
         f"({result['requests']:,} requests, {result['errors']} errors), "
@@ -503,18 +518,17 @@ def measure_queries(
         f"{query_database} "
         f"(load average {result['load_average']:.1f} on {os.cpu_count()} cores when it started)"
     )
-    print(
-        f"bulk queries of {BULK_SIZE:,}: {result['bulk_devices_per_s']:,.0f} devices/s "
-        f"({result['bulk_rounds']} rounds, {result['bulk_round_ms']:.0f} ms per round, "
-        f"{result['bulk_mib']:.1f} MiB per answer, "
-        f"server CPU {result['server_cpu_ms_per_bulk']:.0f} ms per round of either kind{bulk_database})"
-    )
-    print(
-        f"bulk queries of {BULK_SIZE:,} without proofs: "
-        f"{result['bulk_no_proofs_devices_per_s']:,.0f} devices/s "
-        f"({result['bulk_no_proofs_round_ms']:.0f} ms per round, "
-        f"{result['bulk_no_proofs_mib']:.1f} MiB per answer)"
-    )
+    for kind, title in (
+        ("bulk", ""),
+        ("bulk_no_proofs", " without proofs"),
+        ("bulk_batched", " in the batched layout"),
+    ):
+        print(
+            f"bulk queries of {BULK_SIZE:,}{title}: {result[f'{kind}_devices_per_s']:,.0f} devices/s "
+            f"({result['bulk_rounds']} rounds on each of {bulk_connections} connection(s), "
+            f"{result[f'{kind}_round_ms']:.0f} ms per round, {result[f'{kind}_mib']:.1f} MiB per answer, "
+            f"{bulk_cpu[kind]} per round, the client's parse included in the round)"
+        )
     print(
         f"single-device queries while bulk queries of {BULK_SIZE:,} with proofs run: "
         f"latency p50 {result['mixed_p50_ms']:.2f} ms, p99 {result['mixed_p99_ms']:.2f} ms, "
@@ -602,10 +616,11 @@ async def _load(
     concurrency: int,
     bulk_rounds: int,
     mixed_concurrency: int,
+    bulk_connections: int,
 ) -> dict[str, Any]:
     host, port = base.removeprefix("http://").split(":")
-    if phase == "bulk":
-        return await _load_bulk(host, int(port), devices, bulk_rounds)
+    if phase in BULK_KINDS:
+        return await _load_bulk(host, int(port), devices, bulk_rounds, phase, bulk_connections)
     if phase == "mixed":
         return await _load_mixed(host, int(port), devices, bulk_rounds, mixed_concurrency)
     paths = _single_paths(devices, requests)
@@ -628,20 +643,27 @@ async def _load(
     }
 
 
-def _bulk_body(devices: int, proofs: bool) -> bytes:
+def _bulk_body(devices: int, proofs: bool, layout: str = "devices") -> bytes:
     rng = random.Random(20261123)  # noqa: S311  (reproducible query mix, not secrets)
     ids = [query_id(rng.randrange(devices)) for _ in range(BULK_SIZE)]
-    return json.dumps({"devices": ids, "proofs": proofs}).encode()
+    return json.dumps({"devices": ids, "proofs": proofs, "layout": layout}).encode()
 
 
 async def _bulk_round(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes, proofs: bool
 ) -> bytes:
-    """One bulk query, checked; its answer."""
+    """One bulk query, parsed and checked; its answer."""
     status, answer = await _exchange(reader, writer, "POST", "/v1/devices/query", body)
-    answers = orjson.loads(answer)["devices"] if status == 200 else None
-    if answers is None or len(answers) != BULK_SIZE or (answers[0]["proof"] is None) == proofs:
+    document: dict[str, Any] = orjson.loads(answer) if status == 200 else {}
+    answers = document.get("devices")
+    if answers is None or len(answers) != BULK_SIZE:
         raise RuntimeError(f"bulk query failed: {status} {answer[:300]!r}")
+    if "batches" in document:
+        with_proofs = all(batch["levels"] is not None for batch in document["batches"])
+    else:
+        with_proofs = answers[0]["proof"] is not None
+    if with_proofs != proofs:
+        raise RuntimeError(f"bulk query answered {'with' if with_proofs else 'without'} proofs")
     return answer
 
 
@@ -691,29 +713,42 @@ async def _load_mixed(
     }
 
 
-async def _load_bulk(host: str, port: int, devices: int, bulk_rounds: int) -> dict[str, Any]:
-    result: dict[str, Any] = {"bulk_rounds": bulk_rounds}
-    # A buffer that holds a whole answer: with the default (64 KiB) the stream pauses and resumes
-    # the socket every 128 KiB of a 15 MiB answer.
-    reader, writer = await asyncio.open_connection(host, port, limit=32 * 2**20)
-    for name, proofs in (("bulk", True), ("bulk_no_proofs", False)):
-        body = _bulk_body(devices, proofs)
-        rounds: list[float] = []
-        size = 0
-        for _ in range(bulk_rounds + 1):  # the first round warms up
-            round_started = time.perf_counter()
+async def _load_bulk(
+    host: str, port: int, devices: int, bulk_rounds: int, kind: str, connections: int
+) -> dict[str, Any]:
+    """`bulk_rounds` bulk queries of `kind` one after another on each of `connections`
+    connections, every answer parsed and checked, after one warm-up round on each; the rate is
+    that of all the connections together, from the end of the warm-up to the last answer."""
+    proofs, layout = BULK_KINDS[kind]
+    body = _bulk_body(devices, proofs, layout)
+    size = 0
+
+    async def rounds(started: asyncio.Event) -> None:
+        nonlocal size
+        # A buffer that holds a whole answer: with the default (64 KiB) the stream pauses and
+        # resumes the socket every 128 KiB of a 15 MiB answer.
+        reader, writer = await asyncio.open_connection(host, port, limit=32 * 2**20)
+        ready.append(len(await _bulk_round(reader, writer, body, proofs)))  # the warm-up round
+        if len(ready) == connections:
+            started.set()
+        await started.wait()
+        for _ in range(bulk_rounds):
             size = len(await _bulk_round(reader, writer, body, proofs))
-            rounds.append(time.perf_counter() - round_started)
-        bulk_s = sum(rounds[1:])
-        result.update(
-            {
-                f"{name}_round_ms": bulk_s / bulk_rounds * 1e3,
-                f"{name}_devices_per_s": BULK_SIZE * bulk_rounds / bulk_s,
-                f"{name}_mib": size / 2**20,
-            }
-        )
-    writer.close()
-    return result
+        writer.close()
+
+    ready: list[int] = []
+    started = asyncio.Event()
+    tasks = [asyncio.create_task(rounds(started)) for _ in range(connections)]
+    await started.wait()
+    begun = time.perf_counter()
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - begun
+    return {
+        "bulk_rounds": bulk_rounds,
+        f"{kind}_round_ms": elapsed / bulk_rounds * 1e3,
+        f"{kind}_devices_per_s": BULK_SIZE * bulk_rounds * connections / elapsed,
+        f"{kind}_mib": size / 2**20,
+    }
 
 
 def main() -> None:
@@ -724,6 +759,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--bulk-rounds", type=int, default=10)
+    parser.add_argument(
+        "--bulk-connections",
+        type=int,
+        default=1,
+        help="connections sending bulk queries at once, each its --bulk-rounds (the bulk measurements)",
+    )
     parser.add_argument(
         "--mixed-concurrency",
         type=int,
@@ -741,7 +782,7 @@ def main() -> None:
     )
     parser.add_argument("--load", metavar="URL", help=argparse.SUPPRESS)  # the load process
     parser.add_argument(
-        "--phase", choices=["single", "bulk", "mixed"], default="single", help=argparse.SUPPRESS
+        "--phase", choices=["single", *BULK_KINDS, "mixed"], default="single", help=argparse.SUPPRESS
     )
     args = parser.parse_args()
     if args.load:
@@ -756,6 +797,7 @@ def main() -> None:
                         args.concurrency,
                         args.bulk_rounds,
                         args.mixed_concurrency,
+                        args.bulk_connections,
                     )
                 )
             )
@@ -777,12 +819,14 @@ def main() -> None:
         args.bulk_rounds,
         args.resolver_workers,
         args.mixed_concurrency,
+        args.bulk_connections,
     )
     summary.update(
         query_per_s=round(queries["query_per_s"]),
         query_p99_ms=round(queries["p99_ms"], 2),
         bulk_devices_per_s=round(queries["bulk_devices_per_s"]),
         bulk_no_proofs_devices_per_s=round(queries["bulk_no_proofs_devices_per_s"]),
+        bulk_batched_devices_per_s=round(queries["bulk_batched_devices_per_s"]),
     )
     if not args.skip_gas:
         summary.update(
@@ -805,14 +849,20 @@ def main() -> None:
         query_errors=queries["errors"],
         bulk_round_ms=round(queries["bulk_round_ms"], 1),
         bulk_no_proofs_round_ms=round(queries["bulk_no_proofs_round_ms"], 1),
+        bulk_batched_round_ms=round(queries["bulk_batched_round_ms"], 1),
+        bulk_mib=round(queries["bulk_mib"], 2),
+        bulk_batched_mib=round(queries["bulk_batched_mib"], 2),
+        bulk_connections=args.bulk_connections,
         resolver_workers=args.resolver_workers,
         server_cpu_ms_per_query=round(queries["server_cpu_ms_per_query"], 3),
-        server_cpu_ms_per_bulk=round(queries["server_cpu_ms_per_bulk"], 1),
+        **{
+            f"{measure}_ms_per_{kind}": round(queries[f"{measure}_ms_per_{kind}"], 1)
+            for kind in BULK_KINDS
+            for measure in ("server_cpu", "database_cpu")
+            if f"{measure}_ms_per_{kind}" in queries
+        },
         database_cpu_ms_per_query=round(queries["database_cpu_ms_per_query"], 3)
         if "database_cpu_ms_per_query" in queries
-        else None,
-        database_cpu_ms_per_bulk=round(queries["database_cpu_ms_per_bulk"], 1)
-        if "database_cpu_ms_per_bulk" in queries
         else None,
         load_average=round(queries["load_average"], 2),
         upload_s=round(queries["upload_s"], 1),

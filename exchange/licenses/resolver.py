@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, Final
 
 import orjson
@@ -127,6 +127,22 @@ class TreeProofs:
             arrays.append(orjson.Fragment(b"[" + text[1:] + b"]" if text else b"[]"))
         return arrays
 
+    def shared_nodes(self, indices: Iterable[int]) -> Iterator[tuple[list[int], bytes]]:
+        """The nodes the proofs of devices `indices` take, once each: for each level below the root,
+        from the leaves up, the nodes' indices (ascending) and the nodes one after another.
+
+        On level ``l`` the proof of device ``i`` takes node ``(i >> l) ^ 1``, unless that is past
+        the level's end (the odd last node moved up alone), exactly as :meth:`MerkleTree.proof`.
+        A generator, a level at a time, so that a caller can let other work run between levels.
+        """
+        current = set(indices)
+        for level in self.tree.levels[:-1]:
+            siblings = {node ^ 1 for node in current}
+            siblings.discard(len(level) >> 5)  # only the node after the last can be past the end
+            ordered = sorted(siblings)
+            yield ordered, b"".join([level[node << 5 : (node << 5) + 32] for node in ordered])
+            current = {node >> 1 for node in current}
+
     def _suffix(self, node: int) -> bytes:
         siblings = []
         for height, level in enumerate(self._upper):
@@ -201,6 +217,11 @@ def status_of(row: DeviceRow | None) -> str:
     return "licensed"
 
 
+# The indexed block; each device asked for as (canonical id, scheme, row or None); the trees of
+# the confirmed batches found, by batch key (None when no proofs are asked for).
+_Named = tuple[int | None, list[tuple[str, str, DeviceRow | None]], dict[int, TreeProofs] | None]
+
+
 class Resolver:
     """One process's resolver: the registry it answers for, its reads and its tree cache.
 
@@ -230,14 +251,28 @@ class Resolver:
         are parsed (each must be valid, or the query is refused). If one of those is another
         spelling of a device, everything is parsed and looked up again, in one snapshot.
         """
+        block, named, loaded = await self._named(references, proofs)
+        return block, await _answers(named, loaded, self.registry, block, json_proofs=True)
+
+    async def resolve_batched(
+        self, references: Sequence[str], *, proofs: bool = True
+    ) -> tuple[int | None, list[dict[str, Any]], list[dict[str, Any]]]:
+        """The same query in the batched layout: the block, the batches of the devices found (each
+        once, with the proof nodes its devices take, each node once) and one entry per device, in
+        order, naming its batch and index. :func:`per_device_answers` turns the document these
+        make into the answers of :meth:`resolve_references`."""
+        block, named, loaded = await self._named(references, proofs)
+        batches, entries = await _batched(named, loaded)
+        return block, batches, entries
+
+    async def _named(self, references: Sequence[str], proofs: bool) -> _Named:
+        """The block, each reference's (canonical id, scheme, row) and, with `proofs`, the trees."""
         block, rows = await self.reads.lookup(self.registry, list(dict.fromkeys(references)))
         unfound = [(position, text) for position, text in enumerate(references) if text not in rows]
         parsed = await _parse_in_chunks([text for _, text in unfound], [position for position, _ in unfound])
         if any(device.canonical != text for device, (_, text) in zip(parsed, unfound, strict=True)):
             devices = await _parse_in_chunks(references)
-            return await resolve(
-                self.reads, self.registry, self.trees, devices, proofs=proofs, json_proofs=True
-            )
+            return await _named_devices(self.reads, self.registry, self.trees, devices, proofs)
         schemes = {text: str(device.scheme) for device, (_, text) in zip(parsed, unfound, strict=True)}
         loaded = await _trees_of(self.reads, self.trees, rows) if proofs else None
         named = [
@@ -245,7 +280,7 @@ class Resolver:
             for text in references
             for row in (rows.get(text),)
         ]
-        return block, await _answers(named, loaded, self.registry, block, json_proofs=True)
+        return block, named, loaded
 
 
 async def _parse_in_chunks(items: Sequence[str], positions: Sequence[int] | None = None) -> list[DeviceId]:
@@ -282,15 +317,20 @@ async def resolve(
     devices: Sequence[DeviceId],
     *,
     proofs: bool = True,
-    json_proofs: bool = False,
 ) -> tuple[int | None, list[dict[str, Any]]]:
-    """The indexed block and one answer per device, in order (a device may repeat); with
-    `json_proofs`, each proof is an ``orjson.Fragment`` of its JSON array, else a list."""
+    """The indexed block and one answer per device, in order (a device may repeat)."""
+    block, named, loaded = await _named_devices(reads, registry, trees, devices, proofs)
+    return block, await _answers(named, loaded, registry, block, json_proofs=False)
+
+
+async def _named_devices(
+    reads: DeviceReads, registry: Registry, trees: TreeCache, devices: Sequence[DeviceId], proofs: bool
+) -> _Named:
     canonical = list(dict.fromkeys(device.canonical for device in devices))
     block, rows = await reads.lookup(registry, canonical)
     loaded = await _trees_of(reads, trees, rows) if proofs else None
     named = [(device.canonical, str(device.scheme), rows.get(device.canonical)) for device in devices]
-    return block, await _answers(named, loaded, registry, block, json_proofs=json_proofs)
+    return block, named, loaded
 
 
 async def _answers(
@@ -372,6 +412,104 @@ def _answers_of(
         for (canonical, scheme, row), status, proof in zip(named, statuses, proofs, strict=True)
         for shown in (None if status == "unknown" else row,)
     ]
+
+
+async def _batched(
+    named: list[tuple[str, str, DeviceRow | None]], trees: dict[int, TreeProofs] | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The batched layout of the answers of devices (canonical id, scheme, row): the batches the
+    devices are found in, in order of first mention, each with the nodes its devices' proofs take
+    (None without `trees`), and one entry per device. Built ``YIELD_EVERY`` devices (or proof nodes
+    of a level) at a time, the event loop running in between."""
+    batches: dict[int, dict[str, Any]] = {}
+    indices: dict[int, set[int]] = {}
+    entries: list[dict[str, Any]] = []
+    for start in range(0, len(named), YIELD_EVERY):
+        if start:
+            await asyncio.sleep(0)
+        for canonical, _, row in named[start : start + YIELD_EVERY]:
+            status = status_of(row)
+            if row is None or status == "unknown":
+                entries.append({"device_id": canonical, "status": status, "batch_id": None, "index": None})
+                continue
+            in_batch = indices.get(row.batch_pk)
+            if in_batch is None:
+                in_batch = indices[row.batch_pk] = set()
+                batches[row.batch_pk] = {
+                    "batch_id": row.batch_id,
+                    "manufacturer": row.manufacturer,
+                    "bpc_per_device_wei": str(row.bpc_per_device_wei),
+                    "root": row.root,
+                    "levels": None,
+                }
+            index = row.device_index
+            in_batch.add(index)
+            entries.append(
+                {"device_id": canonical, "status": status, "batch_id": row.batch_id, "index": index}
+            )
+    if trees is not None:
+        for batch_pk, batch in batches.items():
+            levels = []
+            for nodes, joined in trees[batch_pk].shared_nodes(indices[batch_pk]):
+                levels.append({"indices": nodes, "nodes": "0x" + joined.hex()})
+                if len(nodes) >= YIELD_EVERY:
+                    await asyncio.sleep(0)
+            batch["levels"] = levels
+    return list(batches.values()), entries
+
+
+def per_device_answers(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The answers of a bulk query in the batched layout (``"layout": "batches"``), one per device
+    as the default layout gives them: what a client does with a batched answer.
+
+    Nothing derivable is repeated in that layout: a device's scheme is its id's prefix, its
+    ``id_hash`` keccak256 of its id (a verifier computes it anyway), its batch's fields are the
+    batch's entry. Device ``index`` of a batch takes, on each level ``l`` of the batch's
+    ``levels``, the node ``(index >> l) ^ 1`` when the level lists it (it is missing only past a
+    level's end, where the proof skips that level). The chain is the judge: a node left out or
+    altered gives a proof that ``deviceStatus`` refuses.
+    """
+    batches = {batch["batch_id"]: batch for batch in document["batches"]}
+    nodes_of: dict[int, list[dict[int, str]]] = {}
+    if document["proofs"]:
+        for batch_id, batch in batches.items():
+            nodes_of[batch_id] = [
+                {
+                    node: "0x" + level["nodes"][2 + 64 * place : 66 + 64 * place]
+                    for place, node in enumerate(level["indices"])
+                }
+                for level in batch["levels"]
+            ]
+    answers = []
+    for entry in document["devices"]:
+        device_id, batch_id, index = entry["device_id"], entry["batch_id"], entry["index"]
+        batch = None if batch_id is None else batches[batch_id]
+        proof: list[str] | None = None
+        if document["proofs"]:
+            proof = []
+            if batch_id is not None:
+                for height, level in enumerate(nodes_of[batch_id]):
+                    node = level.get((index >> height) ^ 1)
+                    if node is not None:
+                        proof.append(node)
+        answers.append(
+            {
+                "device_id": device_id,
+                "scheme": device_id.partition(":")[0],
+                "id_hash": keccak256_hex(device_id.encode("ascii")),
+                "status": entry["status"],
+                "manufacturer": None if batch is None else batch["manufacturer"],
+                "batch_id": batch_id,
+                "bpc_per_device_wei": None if batch is None else batch["bpc_per_device_wei"],
+                "index": index,
+                "proof": proof,
+                "root": None if batch is None else batch["root"],
+                "registry": document["registry"],
+                "chain_id": document["chain_id"],
+                "block": document["block"],
+            }
+        )
+    return answers
 
 
 def _hex_nodes(nodes: list[bytes]) -> list[str]:

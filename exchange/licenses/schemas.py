@@ -185,6 +185,15 @@ class DeviceQueryIn(BaseModel):
         description="Include each device's Merkle proof (the default). False leaves them out (proof is "
         "null), a fraction of the answer's size: ask again, with proofs, for the devices to check on chain.",
     )
+    layout: Literal["devices", "batches"] = Field(
+        default="devices",
+        description="`devices` (the default): one full answer per device, as a single query gives it. "
+        "`batches`: nothing derivable repeated. The fields of each batch come once, in `batches`, with "
+        "the proof nodes its devices take, each node once; each device names its `batch_id` and "
+        "`index` (its scheme is its id's prefix, its id hash keccak256 of its id). The proof of device "
+        "`index` takes, on each level `l` of its batch's `levels`, the node `(index >> l) ^ 1` when "
+        "listed.",
+    )
 
 
 class DeviceQueryOut(BaseModel):
@@ -192,3 +201,44 @@ class DeviceQueryOut(BaseModel):
     registry: str
     block: int | None
     devices: list[DeviceAnswer]
+
+
+class ProofLevel(BaseModel):
+    """The proof nodes of one tree level that the devices of a batched answer take."""
+
+    indices: list[int] = Field(description="The nodes' places in the level, ascending.")
+    nodes: str = Field(description="The nodes in that order, as one 0x-hex string of 64 digits per node.")
+
+
+class BatchNodes(BaseModel):
+    """A batch of a batched bulk answer: its fields, and the proof nodes of its devices asked for."""
+
+    batch_id: int
+    manufacturer: str
+    bpc_per_device_wei: str
+    root: str
+    levels: list[ProofLevel] | None = Field(
+        description="Per level below the root, leaves first, every node that the proofs of this batch's "
+        "devices in the answer take, once; null when the query asked for no proofs."
+    )
+
+
+class BatchedDevice(BaseModel):
+    """A device of a batched bulk answer. Its scheme is its id's prefix and its id hash keccak256 of
+    its id; its batch's fields are in ``batches``."""
+
+    device_id: str
+    status: Literal["licensed", "revoked", "suspended", "unknown"]
+    batch_id: int | None = Field(description="The batch in `batches`; null for an unknown device.")
+    index: int | None
+
+
+class DeviceQueryBatchedOut(BaseModel):
+    """A bulk answer in the batched layout (``"layout": "batches"``)."""
+
+    chain_id: int
+    registry: str
+    block: int | None
+    proofs: bool
+    batches: list[BatchNodes]
+    devices: list[BatchedDevice]

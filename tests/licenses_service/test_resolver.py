@@ -20,7 +20,7 @@ from exchange.licenses.device_ids import (
     imei_check_digit,
 )
 from exchange.licenses.repository import DeviceReads, DeviceRow, Registry
-from exchange.licenses.resolver import MAX_BULK_DEVICES, YIELD_EVERY, Resolver
+from exchange.licenses.resolver import MAX_BULK_DEVICES, YIELD_EVERY, Resolver, per_device_answers
 from exchange.licenses.uploads import MAX_REPORTED_ERRORS, InvalidDeviceList, parse_references
 from tests.licenses_service.conftest import Service
 from tests.licenses_service.test_device_batches import on_chain_status, registered_batch
@@ -76,6 +76,61 @@ async def test_bulk_answers_equal_single_answers(licensing: Service) -> None:
         expected = {"licensed": 0, "revoked": 5}.get(answer["status"])
         if expected is not None:
             assert on_chain_status(licensing, answer) == expected
+
+
+async def test_batched_answers_are_the_per_device_answers(licensing: Service) -> None:
+    rng = random.Random(11)
+    first = mixed_devices(rng, 30)
+    second = [SerialDeviceId("com.example", f"B2-{n}").canonical for n in range(9)]
+    batch, _ = await registered_batch(licensing, first)
+    other, _ = await registered_batch(licensing, second, member_index=2)
+    licensing.pool.devices.transact("revokeDevices", batch["batch_id"], [0, 13])
+    licensing.pool.devices.transact("suspendBatch", other["batch_id"])
+    await licensing.catch_up()
+    unknown = ["serial:com.example:never-made", "imei:490154203237518"]
+    asked = [*first, *second, *unknown, first[4], second[8]]
+    rng.shuffle(asked)
+    for proofs in (True, False):
+        body = {"devices": asked, "proofs": proofs}
+        per_device = (await licensing.client.post("/v1/devices/query", json=body)).json()
+        reply = await licensing.client.post("/v1/devices/query", json={**body, "layout": "batches"})
+        assert reply.status_code == 200, reply.text
+        batched = reply.json()
+        assert batched["proofs"] is proofs
+        assert per_device_answers(batched) == per_device["devices"]
+        # Each batch once, in order of first mention, with each node its devices need once.
+        assert [entry["batch_id"] for entry in batched["batches"]] == list(
+            dict.fromkeys(answer["batch_id"] for answer in per_device["devices"] if answer["batch_id"])
+        )
+        for entry in batched["batches"]:
+            if not proofs:
+                assert entry["levels"] is None
+                continue
+            nodes = [
+                level["nodes"][start : start + 64]
+                for level in entry["levels"]
+                for start in range(2, len(level["nodes"]), 64)
+            ]
+            taken = {
+                node
+                for answer in per_device["devices"]
+                if answer["batch_id"] == entry["batch_id"]
+                for node in answer["proof"]
+            }
+            assert len(nodes) == len(taken)
+            assert {"0x" + node for node in nodes} == taken
+    statuses = {answer["status"] for answer in per_device_answers(batched)}
+    assert statuses == {"licensed", "revoked", "suspended", "unknown"}
+    # The chain agrees with the proofs rebuilt from the batched answer.
+    expanded = per_device_answers(
+        (
+            await licensing.client.post("/v1/devices/query", json={"devices": asked, "layout": "batches"})
+        ).json()
+    )
+    for answer in expanded:
+        expected = {"licensed": 0, "revoked": 5, "suspended": 4}.get(answer["status"])
+        if expected is not None:
+            assert on_chain_status(licensing, answer) == expected, answer
 
 
 async def test_digital_links_resolve_to_the_same_answer(licensing: Service) -> None:

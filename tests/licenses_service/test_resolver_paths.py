@@ -75,6 +75,12 @@ def test_the_query_routes_are_lean_and_documented(licensing: Service) -> None:
     assert "get" in schema["paths"]["/v1/devices/{scheme}/{device_id}"]
     query_in = schema["components"]["schemas"]["DeviceQueryIn"]["properties"]
     assert query_in["proofs"]["default"] is True
+    assert query_in["layout"]["default"] == "devices"
+    answer = schema["paths"]["/v1/devices/query"]["post"]["responses"]["200"]["content"]["application/json"]
+    assert {variant["$ref"].rsplit("/", 1)[1] for variant in answer["schema"]["anyOf"]} == {
+        "DeviceQueryOut",
+        "DeviceQueryBatchedOut",
+    }
 
 
 async def test_lean_answers_are_the_bytes_fastapi_sends(licensing: Service) -> None:
@@ -93,6 +99,11 @@ async def test_lean_answers_are_the_bytes_fastapi_sends(licensing: Service) -> N
         % (REGISTERED[1].encode(), UNKNOWN[0].encode(), REGISTERED[1].encode()),
         b'{"devices": ["%s", "%s"], "proofs": false}' % (REGISTERED[3].encode(), REGISTERED[4].encode()),
         b'{"proofs": true, "devices": []}',
+        b'{"devices": ["%s", "%s", "%s"], "layout": "batches"}'
+        % (REGISTERED[3].encode(), UNKNOWN[1].encode(), REGISTERED[6].encode()),
+        b'{"devices": ["%s"], "layout": "batches", "proofs": false}' % REGISTERED[2].encode(),
+        b'{"devices": [], "layout": "batches"}',
+        b'{"devices": ["%s"], "layout": "devices"}' % REGISTERED[2].encode(),
         # Another spelling of a registered device (a Digital Link) is parsed, then looked up.
         b'{"devices": ["http://id.example.org/serial/com.example/P-5", "%s"]}' % REGISTERED[5].encode(),
     ):
@@ -118,6 +129,9 @@ async def test_lean_refusals_are_the_problems_fastapi_sends(licensing: Service) 
         b'{"devices": ["imei:352099001761481"' + b', "imei:352099001761481"' * 10_000 + b"]}": 413,
         b'{"devices": "imei:352099001761481"}': 422,
         b'{"devices": ["imei:352099001761481"], "proofs": "sometimes"}': 422,
+        b'{"devices": ["imei:352099001761481"], "layout": "by-batch"}': 422,
+        b'{"devices": ["imei:352099001761481"], "layout": null}': 422,
+        b'{"devices": ["imei:352099001761482"], "layout": "batches"}': 422,
         b'{"devices": ["imei:352099001761481"], "limit": 3}': 422,
         b'{"devices": [1]}': 422,
         b"[]": 422,
