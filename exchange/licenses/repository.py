@@ -355,6 +355,12 @@ class EngineReads:
 
 
 def _padded(device_ids: list[str]) -> list[str]:
+    """The lookup's ids parameter: `device_ids` padded to ``_MIN_LOOKUP_ARRAY``.
+
+    A string with a NUL, which no text parameter can carry, is no stored device id: it is left
+    out, and found in no batch, like any other id that is not there."""
+    if "\0" in "".join(device_ids):
+        device_ids = [name for name in device_ids if "\0" not in name]
     missing = _MIN_LOOKUP_ARRAY - len(device_ids)
     return device_ids + device_ids[:1] * missing if missing > 0 else device_ids
 

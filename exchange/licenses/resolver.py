@@ -133,10 +133,18 @@ class TreeProofs:
 
         On level ``l`` the proof of device ``i`` takes node ``(i >> l) ^ 1``, unless that is past
         the level's end (the odd last node moved up alone), exactly as :meth:`MerkleTree.proof`.
+        From the first level where the devices' paths pass through at least half the nodes, every
+        node of each level is given (the proofs take most of them): one slice instead of a set,
+        a sort and a slice per node on the levels that have the most devices' paths.
         A generator, a level at a time, so that a caller can let other work run between levels.
         """
         current = set(indices)
-        for level in self.tree.levels[:-1]:
+        levels = self.tree.levels[:-1]
+        for height, level in enumerate(levels):
+            if 2 * len(current) >= len(level) >> 5:
+                for whole in levels[height:]:
+                    yield list(range(len(whole) >> 5)), whole
+                return
             siblings = {node ^ 1 for node in current}
             siblings.discard(len(level) >> 5)  # only the node after the last can be past the end
             ordered = sorted(siblings)
@@ -217,9 +225,10 @@ def status_of(row: DeviceRow | None) -> str:
     return "licensed"
 
 
-# The indexed block; each device asked for as (canonical id, scheme, row or None); the trees of
-# the confirmed batches found, by batch key (None when no proofs are asked for).
-_Named = tuple[int | None, list[tuple[str, str, DeviceRow | None]], dict[int, TreeProofs] | None]
+# The indexed block; each device asked for as (canonical id, row or None); the trees of the
+# confirmed batches found, by batch key (None when no proofs are asked for). A device's scheme is
+# its canonical id's prefix.
+_Named = tuple[int | None, list[tuple[str, DeviceRow | None]], dict[int, TreeProofs] | None]
 
 
 class Resolver:
@@ -266,21 +275,16 @@ class Resolver:
         return block, batches, entries
 
     async def _named(self, references: Sequence[str], proofs: bool) -> _Named:
-        """The block, each reference's (canonical id, scheme, row) and, with `proofs`, the trees."""
+        """The block, each reference's (canonical id, row) and, with `proofs`, the trees."""
         block, rows = await self.reads.lookup(self.registry, list(dict.fromkeys(references)))
         unfound = [(position, text) for position, text in enumerate(references) if text not in rows]
         parsed = await _parse_in_chunks([text for _, text in unfound], [position for position, _ in unfound])
         if any(device.canonical != text for device, (_, text) in zip(parsed, unfound, strict=True)):
             devices = await _parse_in_chunks(references)
             return await _named_devices(self.reads, self.registry, self.trees, devices, proofs)
-        schemes = {text: str(device.scheme) for device, (_, text) in zip(parsed, unfound, strict=True)}
+        # Every reference is a canonical id now: those found, and those parsed to themselves.
         loaded = await _trees_of(self.reads, self.trees, rows) if proofs else None
-        named = [
-            (text, schemes[text] if row is None else text.partition(":")[0], row)
-            for text in references
-            for row in (rows.get(text),)
-        ]
-        return block, named, loaded
+        return block, list(zip(references, map(rows.get, references), strict=True)), loaded
 
 
 async def _parse_in_chunks(items: Sequence[str], positions: Sequence[int] | None = None) -> list[DeviceId]:
@@ -329,32 +333,31 @@ async def _named_devices(
     canonical = list(dict.fromkeys(device.canonical for device in devices))
     block, rows = await reads.lookup(registry, canonical)
     loaded = await _trees_of(reads, trees, rows) if proofs else None
-    named = [(device.canonical, str(device.scheme), rows.get(device.canonical)) for device in devices]
-    return block, named, loaded
+    return block, [(device.canonical, rows.get(device.canonical)) for device in devices], loaded
 
 
 async def _answers(
-    named: list[tuple[str, str, DeviceRow | None]],
+    named: list[tuple[str, DeviceRow | None]],
     trees: dict[int, TreeProofs] | None,
     registry: Registry,
     block: int | None,
     *,
     json_proofs: bool,
 ) -> list[dict[str, Any]]:
-    """The answers of devices (canonical id, scheme, row), in order. Without `trees` (no proofs
+    """The answers of devices (canonical id, row), in order. Without `trees` (no proofs
     asked for) every proof is None; an unknown device's is empty.
 
     Proofs are rendered a tree at a time (a large batch's devices ``YIELD_EVERY`` at a time), then
     answers built ``YIELD_EVERY`` at a time, the event loop running whenever about that many
     devices are done."""
-    statuses = [status_of(row) for _, _, row in named]
+    statuses = [status_of(row) for _, row in named]
     proofs: list[Any]
     if trees is None:
         proofs = [None] * len(named)
     else:
         proofs = [[]] * len(named)  # one shared empty list: orjson writes it, nobody changes it
         by_batch: dict[int, list[tuple[int, int]]] = {}  # (position, index in the batch)
-        for position, ((_, _, row), status) in enumerate(zip(named, statuses, strict=True)):
+        for position, ((_, row), status) in enumerate(zip(named, statuses, strict=True)):
             if row is not None and status != "unknown":
                 by_batch.setdefault(row.batch_pk, []).append((position, row.device_index))
         rendered = 0  # devices since the last turn of the event loop
@@ -385,7 +388,7 @@ async def _answers(
 
 
 def _answers_of(
-    named: list[tuple[str, str, DeviceRow | None]],
+    named: list[tuple[str, DeviceRow | None]],
     statuses: list[str],
     proofs: list[Any],
     registry: Registry,
@@ -396,7 +399,7 @@ def _answers_of(
     return [
         {
             "device_id": canonical,
-            "scheme": scheme,
+            "scheme": canonical.partition(":")[0],
             "id_hash": keccak256_hex(canonical.encode("ascii")),
             "status": status,
             "manufacturer": None if shown is None else shown.manufacturer,
@@ -409,15 +412,15 @@ def _answers_of(
             "chain_id": chain_id,
             "block": block,
         }
-        for (canonical, scheme, row), status, proof in zip(named, statuses, proofs, strict=True)
+        for (canonical, row), status, proof in zip(named, statuses, proofs, strict=True)
         for shown in (None if status == "unknown" else row,)
     ]
 
 
 async def _batched(
-    named: list[tuple[str, str, DeviceRow | None]], trees: dict[int, TreeProofs] | None
+    named: list[tuple[str, DeviceRow | None]], trees: dict[int, TreeProofs] | None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The batched layout of the answers of devices (canonical id, scheme, row): the batches the
+    """The batched layout of the answers of devices (canonical id, row): the batches the
     devices are found in, in order of first mention, each with the nodes its devices' proofs take
     (None without `trees`), and one entry per device. Built ``YIELD_EVERY`` devices (or proof nodes
     of a level) at a time, the event loop running in between."""
@@ -427,7 +430,7 @@ async def _batched(
     for start in range(0, len(named), YIELD_EVERY):
         if start:
             await asyncio.sleep(0)
-        for canonical, _, row in named[start : start + YIELD_EVERY]:
+        for canonical, row in named[start : start + YIELD_EVERY]:
             status = status_of(row)
             if row is None or status == "unknown":
                 entries.append({"device_id": canonical, "status": status, "batch_id": None, "index": None})

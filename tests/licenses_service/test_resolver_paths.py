@@ -130,6 +130,8 @@ async def test_lean_refusals_are_the_problems_fastapi_sends(licensing: Service) 
         b'{"devices": "imei:352099001761481"}': 422,
         b'{"devices": ["imei:352099001761481"], "proofs": "sometimes"}': 422,
         b'{"devices": ["imei:352099001761481"], "layout": "by-batch"}': 422,
+        b'{"devices": ["%s\\n%s", "serial:acme:\\u0000"]}'
+        % (REGISTERED[0].encode(), REGISTERED[1].encode()): 422,
         b'{"devices": ["imei:352099001761481"], "layout": null}': 422,
         b'{"devices": ["imei:352099001761482"], "layout": "batches"}': 422,
         b'{"devices": ["imei:352099001761481"], "limit": 3}': 422,
@@ -320,6 +322,14 @@ async def test_single_lookups_asked_together_share_a_statement(
         )
         assert isinstance(failed, asyncpg.DataError)
         assert fine == alone[0]
+        # Strings no id can be (a line break, a NUL) are found nowhere, whatever else is asked.
+        odd = [f"{REGISTERED[3]}\n{REGISTERED[4]}", "serial:com.example:P-\x005", "\n", ""]
+        assert await reads.lookup(registry, odd) == (block, {})
+        assert await reads.lookup(registry, [*odd, REGISTERED[5]]) == (
+            block,
+            {REGISTERED[5]: rows[REGISTERED[5]]},
+        )
+        assert await reads.lookup(registry, [odd[1]]) == (block, {})
     finally:
         await pool.close()
 
