@@ -659,7 +659,7 @@ async def _bulk_round(
     if answers is None or len(answers) != BULK_SIZE:
         raise RuntimeError(f"bulk query failed: {status} {answer[:300]!r}")
     if "batches" in document:
-        with_proofs = all(batch["levels"] is not None for batch in document["batches"])
+        with_proofs = document["proofs"] and all(batch["levels"] is not None for batch in document["batches"])
     else:
         with_proofs = answers[0]["proof"] is not None
     if with_proofs != proofs:
@@ -739,7 +739,15 @@ async def _load_bulk(
     ready: list[int] = []
     started = asyncio.Event()
     tasks = [asyncio.create_task(rounds(started)) for _ in range(connections)]
-    await started.wait()
+    # A warm-up round that fails ends the phase with its error instead of waiting for the others.
+    waiting = asyncio.create_task(started.wait())
+    await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    for task in tasks:
+        error = task.exception() if task.done() else None
+        if error is not None:
+            waiting.cancel()
+            raise error
+    await waiting
     begun = time.perf_counter()
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - begun
@@ -749,6 +757,13 @@ async def _load_bulk(
         f"{kind}_devices_per_s": BULK_SIZE * bulk_rounds * connections / elapsed,
         f"{kind}_mib": size / 2**20,
     }
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"at least 1, not {value}")
+    return value
 
 
 def main() -> None:
@@ -761,7 +776,7 @@ def main() -> None:
     parser.add_argument("--bulk-rounds", type=int, default=10)
     parser.add_argument(
         "--bulk-connections",
-        type=int,
+        type=_positive,
         default=1,
         help="connections sending bulk queries at once, each its --bulk-rounds (the bulk measurements)",
     )

@@ -134,8 +134,9 @@ class TreeProofs:
         On level ``l`` the proof of device ``i`` takes node ``(i >> l) ^ 1``, unless that is past
         the level's end (the odd last node moved up alone), exactly as :meth:`MerkleTree.proof`.
         From the first level where the devices' paths pass through at least half the nodes, every
-        node of each level is given (the proofs take most of them): one slice instead of a set,
-        a sort and a slice per node on the levels that have the most devices' paths.
+        node of each level is given, those no proof takes too (about half of that level's at
+        most, fewer on the levels above): one slice instead of a set, a sort and a slice per node
+        on the levels that have the most devices' paths.
         A generator, a level at a time, so that a caller can let other work run between levels.
         """
         current = set(indices)
@@ -451,12 +452,15 @@ async def _batched(
                 {"device_id": canonical, "status": status, "batch_id": row.batch_id, "index": index}
             )
     if trees is not None:
+        listed = 0  # nodes (and levels) since the last turn of the event loop, over all batches
         for batch_pk, batch in batches.items():
             levels = []
             for nodes, joined in trees[batch_pk].shared_nodes(indices[batch_pk]):
                 levels.append({"indices": nodes, "nodes": "0x" + joined.hex()})
-                if len(nodes) >= YIELD_EVERY:
+                listed += len(nodes) + 1
+                if listed >= YIELD_EVERY:
                     await asyncio.sleep(0)
+                    listed = 0
             batch["levels"] = levels
     return list(batches.values()), entries
 

@@ -189,7 +189,8 @@ class DeviceQueryIn(BaseModel):
         default="devices",
         description="`devices` (the default): one full answer per device, as a single query gives it. "
         "`batches`: nothing derivable repeated. The fields of each batch come once, in `batches`, with "
-        "the proof nodes its devices take, each node once; each device names its `batch_id` and "
+        "the proof nodes its devices take, each node once (every node of a level from the first level "
+        "the devices' paths cover half of); each device names its `batch_id` and "
         "`index` (its scheme is its id's prefix, its id hash keccak256 of its id). The proof of device "
         "`index` takes, on each level `l` of its batch's `levels`, the node `(index >> l) ^ 1` when "
         "listed.",
@@ -204,7 +205,8 @@ class DeviceQueryOut(BaseModel):
 
 
 class ProofLevel(BaseModel):
-    """The proof nodes of one tree level that the devices of a batched answer take."""
+    """The proof nodes of one tree level that the devices of a batched answer take (or all the
+    level's nodes, from the first level their paths cover half of)."""
 
     indices: list[int] = Field(description="The nodes' places in the level, ascending.")
     nodes: str = Field(description="The nodes in that order, as one 0x-hex string of 64 digits per node.")
@@ -219,7 +221,8 @@ class BatchNodes(BaseModel):
     root: str
     levels: list[ProofLevel] | None = Field(
         description="Per level below the root, leaves first, every node that the proofs of this batch's "
-        "devices in the answer take, once; null when the query asked for no proofs."
+        "devices in the answer take, once (from the first level their paths cover half of, every node "
+        "of the level); null when the query asked for no proofs."
     )
 
 

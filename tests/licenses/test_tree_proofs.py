@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import orjson
@@ -10,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exchange.licenses.merkle import MerkleTree, level_sizes
-from exchange.licenses.resolver import TreeProofs
+from exchange.licenses.models import BATCH_CONFIRMED
+from exchange.licenses.repository import DeviceRow, DeviceTuple
+from exchange.licenses.resolver import YIELD_EVERY, TreeProofs, _batched
 
 
 def random_tree(count: int) -> MerkleTree:
@@ -112,3 +115,45 @@ def test_shared_nodes_of_a_large_batch_are_far_fewer_than_the_proofs() -> None:
         True,
         True,
     ] + [False] * (tree.depth - 3)
+
+
+async def test_batched_answers_over_many_small_batches_let_other_work_run() -> None:
+    """Sixty batches of three devices each: no level has ``YIELD_EVERY`` nodes, yet listing them
+    all is several times that much work, and the event loop runs between parts of it."""
+    trees = {batch_pk: TreeProofs(random_tree(4_096)) for batch_pk in range(60)}
+    named: list[tuple[str, DeviceRow | None]] = []
+    for batch_pk in range(60):
+        for index in (5, 1_000, 4_000):
+            device_id = f"serial:com.example:{batch_pk}-{index}"
+            root = "0x" + trees[batch_pk].tree.root.hex()
+            row = DeviceTuple(
+                device_id,
+                index,
+                None,
+                batch_pk,
+                batch_pk + 1,
+                BATCH_CONFIRMED,
+                False,
+                "0x" + "ab" * 20,
+                root,
+                1,
+                7,
+            )
+            named.append((device_id, row))
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.create_task(count_turns())
+    await asyncio.sleep(0)
+    started = turns
+    batches, entries = await _batched(named, trees)
+    counter.cancel()
+    listed = sum(len(level["indices"]) + 1 for batch in batches for level in batch["levels"])
+    assert listed > 4 * YIELD_EVERY
+    assert turns - started >= listed // YIELD_EVERY
+    assert len(entries) == 180

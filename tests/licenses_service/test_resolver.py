@@ -18,12 +18,14 @@ from exchange.licenses.device_ids import (
     digital_link,
     gs1_check_digit,
     imei_check_digit,
+    parse_canonical,
 )
 from exchange.licenses.repository import DeviceReads, DeviceRow, Registry
 from exchange.licenses.resolver import MAX_BULK_DEVICES, YIELD_EVERY, Resolver, per_device_answers
+from exchange.licenses.schemas import DeviceQueryBatchedOut
 from exchange.licenses.uploads import MAX_REPORTED_ERRORS, InvalidDeviceList, parse_references
-from tests.licenses_service.conftest import Service
-from tests.licenses_service.test_device_batches import on_chain_status, registered_batch
+from tests.licenses_service.conftest import Service, account
+from tests.licenses_service.test_device_batches import on_chain_status, registered_batch, upload
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"
 
@@ -86,18 +88,25 @@ async def test_batched_answers_are_the_per_device_answers(licensing: Service) ->
     other, _ = await registered_batch(licensing, second, member_index=2)
     licensing.pool.devices.transact("revokeDevices", batch["batch_id"], [0, 13])
     licensing.pool.devices.transact("suspendBatch", other["batch_id"])
+    # Uploaded, never registered: found in the database, unknown to the chain.
+    pending = [SerialDeviceId("com.example", f"P3-{n}").canonical for n in range(3)]
+    await upload(licensing, await licensing.sign_in(account(1)), pending)
     await licensing.catch_up()
-    unknown = ["serial:com.example:never-made", "imei:490154203237518"]
-    asked = [*first, *second, *unknown, first[4], second[8]]
+    unknown = ["serial:com.example:never-made", "imei:490154203237518", *pending]
+    # A registered device named by its Digital Link is answered under its canonical id.
+    link = digital_link(parse_canonical(second[3]), "http://id.example.org")
+    asked = [*first, *second, *unknown, first[4], second[8], link]
     rng.shuffle(asked)
     for proofs in (True, False):
         body = {"devices": asked, "proofs": proofs}
         per_device = (await licensing.client.post("/v1/devices/query", json=body)).json()
         reply = await licensing.client.post("/v1/devices/query", json={**body, "layout": "batches"})
         assert reply.status_code == 200, reply.text
+        DeviceQueryBatchedOut.model_validate_json(reply.content)  # what the schema documents
         batched = reply.json()
         assert batched["proofs"] is proofs
         assert per_device_answers(batched) == per_device["devices"]
+        assert batched["devices"][asked.index(link)]["device_id"] == second[3]
         # Each batch once, in order of first mention, with every node its devices need.
         assert [entry["batch_id"] for entry in batched["batches"]] == list(
             dict.fromkeys(answer["batch_id"] for answer in per_device["devices"] if answer["batch_id"])
@@ -120,8 +129,9 @@ async def test_batched_answers_are_the_per_device_answers(licensing: Service) ->
                 for node in answer["proof"]
             }
             assert taken <= nodes
-    statuses = {answer["status"] for answer in per_device_answers(batched)}
-    assert statuses == {"licensed", "revoked", "suspended", "unknown"}
+    statuses = {answer["device_id"]: answer["status"] for answer in per_device_answers(batched)}
+    assert set(statuses.values()) == {"licensed", "revoked", "suspended", "unknown"}
+    assert all(statuses[device_id] == "unknown" for device_id in pending)
     # The chain agrees with the proofs rebuilt from the batched answer.
     expanded = per_device_answers(
         (
