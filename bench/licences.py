@@ -3,7 +3,7 @@ the resolver's query rate on PostgreSQL.
 
     .venv/bin/python bench/licences.py [--tree-devices 1000000] [--nft-batch 500]
         [--query-devices 100000] [--requests 20000] [--concurrency 32] [--bulk-rounds 10]
-        [--bulk-connections 1] [--mixed-concurrency 4] [--resolver-workers N] [--skip-gas]
+        [--bulk-connections 3] [--mixed-concurrency 4] [--resolver-workers N] [--skip-gas]
 
 On the embedded EVM it deploys the pool, a licensed manufacturer, DeviceLicenses
 and the DeviceNFT baseline (contracts/test/DeviceNFT.sol), then measures:
@@ -34,10 +34,12 @@ Then the resolver, end to end over HTTP on the loopback interface:
   keep-alive connections, timing each (after 2,000 untimed warm-up queries), then
   ``--bulk-rounds`` bulk queries of 10,000 devices one after another, with their proofs (the
   default), then as many without (``"proofs": false``), then as many with proofs in the batched
-  layout (``"layout": "batches"``: each batch's fields and proof nodes once); with
-  ``--bulk-connections C`` on each of C connections at once. Every answer is parsed and
-  checked. Its client is a minimal HTTP/1.1 client on asyncio streams, so that the client's own
-  cost stays small next to the server's; client and server share the machine's cores;
+  layout (``"layout": "batches"``: each batch's fields and proof nodes once); each kind on
+  ``--bulk-connections`` connections at once (3 by default: with two serving processes, one
+  query is in flight while the other two are worked on; 1 gives one client's rate), the rate
+  being that of all of them together. Every answer is parsed and checked. Its client is a
+  minimal HTTP/1.1 client on asyncio streams, so that the client's own cost stays small next to
+  the server's; client and server share the machine's cores;
 * mixed: ``--bulk-rounds`` bulk queries with proofs one after another again, while
   ``--mixed-concurrency`` connections send single-device queries (as above) one after another
   until the last bulk answer is in: the single queries' latency while bulk answers are worked
@@ -777,8 +779,9 @@ def main() -> None:
     parser.add_argument(
         "--bulk-connections",
         type=_positive,
-        default=1,
-        help="connections sending bulk queries at once, each its --bulk-rounds (the bulk measurements)",
+        default=3,
+        help="connections sending bulk queries at once, each its --bulk-rounds (the bulk measurements; "
+        "1 for one client's rate)",
     )
     parser.add_argument(
         "--mixed-concurrency",
