@@ -96,23 +96,39 @@ async def query_answer(resolver: Resolver, references: list[str], *, proofs: boo
             extra={"limit": MAX_BULK_DEVICES},
         )
     head: dict[str, Any] = {"chain_id": resolver.registry.chain_id, "registry": resolver.registry.address}
+    # The bytes orjson writes for the whole document, its lists written a chunk at a time with the
+    # event loop running between: the document up to a list's opening bracket, each chunk's items
+    # without their brackets, commas between, and the closing brackets.
+    parts: list[bytes | memoryview] = []
     if layout == "batches":
         block, batches, answers = await resolver.resolve_batched(references, proofs=proofs)
-        head |= {"block": block, "proofs": proofs, "batches": batches}
+        head |= {"block": block, "proofs": proofs}
+        parts.append(orjson.dumps({**head, "batches": []})[:-2])
+        await _write_chunks(parts, batches, _BATCHES_PER_CHUNK)
+        parts.append(b'],"devices":[')
+        await asyncio.sleep(0)
     else:
         block, answers = await resolver.resolve_references(references, proofs=proofs)
         head["block"] = block
-    # The bytes orjson writes for the whole document, written ``YIELD_EVERY`` answers at a time
-    # with the event loop running between: the document up to the answers' opening bracket, each
-    # chunk's answers without their brackets, commas between, and the closing brackets.
-    parts: list[bytes | memoryview] = [orjson.dumps({**head, "devices": []})[:-2]]
-    for start in range(0, len(answers), YIELD_EVERY):
+        parts.append(orjson.dumps({**head, "devices": []})[:-2])
+    await _write_chunks(parts, answers, YIELD_EVERY)
+    parts.append(b"]}")
+    return b"".join(parts)
+
+
+# Batches of a batched answer per chunk of JSON writing: a batch has a few dozen levels at most,
+# and few batches are large (those of many devices hold nodes as one hex string per level).
+_BATCHES_PER_CHUNK: Final = 50
+
+
+async def _write_chunks(parts: list[bytes | memoryview], items: list[Any], size: int) -> None:
+    """`items` as JSON without the list's brackets, `size` items at a time, the event loop running
+    between chunks."""
+    for start in range(0, len(items), size):
         if start:
             await asyncio.sleep(0)
             parts.append(b",")
-        parts.append(memoryview(orjson.dumps(answers[start : start + YIELD_EVERY]))[1:-1])
-    parts.append(b"]}")
-    return b"".join(parts)
+        parts.append(memoryview(orjson.dumps(items[start : start + size]))[1:-1])
 
 
 async def device_answer(resolver: Resolver, device: DeviceId) -> dict[str, Any]:

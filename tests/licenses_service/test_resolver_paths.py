@@ -23,13 +23,14 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 from sqlalchemy.engine import make_url
 from starlette.types import Receive, Scope, Send
 
 from exchange.licenses.repository import AsyncpgReads, Registry
 from exchange.licenses.resolver_app import create_resolver_app
-from exchange.licenses.resolver_routes import LeanFront, LeanRoute, query_router
+from exchange.licenses.resolver_routes import LeanFront, LeanRoute, _write_chunks, query_router
 from exchange.settings import Settings
 from tests.licenses_service.conftest import Service
 from tests.licenses_service.test_device_batches import on_chain_status, registered_batch
@@ -450,3 +451,14 @@ def test_resolver_refuses_to_start_without_a_registry(
     process, _ = resolver_processes()
     assert process.wait(timeout=60) == 2
     assert "no indexed registry" in _resolver_log(tmp_path)
+
+
+@pytest.mark.parametrize("count", [0, 1, 49, 50, 51, 120])
+async def test_lists_written_in_chunks_are_the_bytes_of_the_whole_list(count: int) -> None:
+    items = [
+        {"batch_id": n, "levels": [{"indices": [n, n + 1], "nodes": "0x" + "ab" * 64}]} for n in range(count)
+    ]
+    parts: list[bytes | memoryview] = [b"["]
+    await _write_chunks(parts, items, 50)
+    parts.append(b"]")
+    assert b"".join(parts) == orjson.dumps(items)
