@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, Final
 
 import orjson
@@ -46,6 +46,31 @@ MAX_BULK_DEVICES: Final = 10_000
 # Devices per chunk of a bulk query's CPU work between two turns of the event loop: a chunk of
 # 500 takes a few milliseconds, a turn between chunks some microseconds.
 YIELD_EVERY: Final = 500
+
+
+async def chunk_starts(count: int, size: int = YIELD_EVERY) -> AsyncIterator[int]:
+    """``range(0, count, size)``, the event loop running before every start but the first: the
+    chunks of a bulk query's work."""
+    for start in range(0, count, size):
+        if start:
+            await asyncio.sleep(0)
+        yield start
+
+
+class _Pace:
+    """Work counted as it is done (devices, nodes): the event loop runs each time about
+    ``YIELD_EVERY`` of it are done since it last ran."""
+
+    __slots__ = ("_done",)
+
+    def __init__(self) -> None:
+        self._done = 0
+
+    async def done(self, work: int) -> None:
+        self._done += work
+        if self._done >= YIELD_EVERY:
+            self._done = 0
+            await asyncio.sleep(0)
 
 
 class TooManyDevices(DomainError):
@@ -361,15 +386,11 @@ async def _answers(
         for position, ((_, row), status) in enumerate(zip(named, statuses, strict=True)):
             if row is not None and status != "unknown":
                 by_batch.setdefault(row.batch_pk, []).append((position, row.device_index))
-        rendered = 0  # devices since the last turn of the event loop
+        pace = _Pace()
         for batch_pk, in_batch in by_batch.items():
             tree = trees[batch_pk]
             for start in range(0, len(in_batch), YIELD_EVERY):
-                if rendered >= YIELD_EVERY:
-                    await asyncio.sleep(0)
-                    rendered = 0
                 devices = in_batch[start : start + YIELD_EVERY]
-                rendered += len(devices)
                 if json_proofs:
                     arrays = tree.json_arrays([index for _, index in devices])
                     for (position, _), array in zip(devices, arrays, strict=True):
@@ -377,12 +398,9 @@ async def _answers(
                 else:
                     for position, index in devices:
                         proofs[position] = _hex_nodes(tree.tree.proof(index))
-        if rendered >= YIELD_EVERY:
-            await asyncio.sleep(0)
+                await pace.done(len(devices))
     answers: list[dict[str, Any]] = []
-    for start in range(0, len(named), YIELD_EVERY):
-        if start:
-            await asyncio.sleep(0)
+    async for start in chunk_starts(len(named)):
         end = start + YIELD_EVERY
         answers += _answers_of(named[start:end], statuses[start:end], proofs[start:end], registry, block)
     return answers
@@ -428,9 +446,7 @@ async def _batched(
     batches: dict[int, dict[str, Any]] = {}
     indices: dict[int, set[int]] = {}
     entries: list[dict[str, Any]] = []
-    for start in range(0, len(named), YIELD_EVERY):
-        if start:
-            await asyncio.sleep(0)
+    async for start in chunk_starts(len(named)):
         for canonical, row in named[start : start + YIELD_EVERY]:
             status = status_of(row)
             if row is None or status == "unknown":
@@ -452,15 +468,12 @@ async def _batched(
                 {"device_id": canonical, "status": status, "batch_id": row.batch_id, "index": index}
             )
     if trees is not None:
-        listed = 0  # nodes (and levels) since the last turn of the event loop, over all batches
+        pace = _Pace()  # nodes (and levels), over all batches
         for batch_pk, batch in batches.items():
             levels = []
             for nodes, joined in trees[batch_pk].shared_nodes(indices[batch_pk]):
                 levels.append({"indices": nodes, "nodes": "0x" + joined.hex()})
-                listed += len(nodes) + 1
-                if listed >= YIELD_EVERY:
-                    await asyncio.sleep(0)
-                    listed = 0
+                await pace.done(len(nodes) + 1)
             batch["levels"] = levels
     return list(batches.values()), entries
 

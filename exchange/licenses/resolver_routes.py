@@ -38,7 +38,7 @@ from exchange.kit.errors import DomainError, ValidationFailed
 from exchange.licenses.device_ids import DeviceId, parse_device_id, parse_digital_link
 from exchange.licenses.lifespan import resolver_of
 from exchange.licenses.pages import device_page, refusal_page, wants_html
-from exchange.licenses.resolver import MAX_BULK_DEVICES, YIELD_EVERY, Resolver, TooManyDevices
+from exchange.licenses.resolver import MAX_BULK_DEVICES, YIELD_EVERY, Resolver, TooManyDevices, chunk_starts
 from exchange.licenses.schemas import DeviceAnswer, DeviceQueryBatchedOut, DeviceQueryIn, DeviceQueryOut
 
 ResolverDep = Annotated[Resolver, Depends(resolver_of)]
@@ -124,9 +124,8 @@ _BATCHES_PER_CHUNK: Final = 50
 async def _write_chunks(parts: list[bytes | memoryview], items: list[Any], size: int) -> None:
     """`items` as JSON without the list's brackets, `size` items at a time, the event loop running
     between chunks."""
-    for start in range(0, len(items), size):
+    async for start in chunk_starts(len(items), size):
         if start:
-            await asyncio.sleep(0)
             parts.append(b",")
         parts.append(memoryview(orjson.dumps(items[start : start + size]))[1:-1])
 
