@@ -267,7 +267,12 @@ class Settings(BaseSettings):
         description="Seconds between polls of PoolRegistry status events (0: no poll).",
     )
     trading_max_batch: int = Field(
-        default=2000, ge=1, le=100_000, description="Most commands in one journal transaction."
+        default=2000,
+        ge=1,
+        # A batch's identity lookup binds five values per order, its lists padded to a power of
+        # two: 4,096 orders stay under PostgreSQL's 32,767 parameters of one statement.
+        le=4096,
+        description="Most commands in one journal transaction.",
     )
     trading_checkpoint_every: int = Field(
         default=10_000, ge=1, description="Journal commands between two snapshots of a book."

@@ -13,11 +13,19 @@ statement), and the statements run on the session's connection, inside its
 transaction.
 
 Elsewhere (SQLite) both are plain executemany statements through SQLAlchemy.
+
+A caller that runs a whole transaction of such statements on PostgreSQL, and
+no ORM, can hand them a :class:`Raw` instead of a session: the asyncpg
+connection in its own transaction. That skips a session's cost per statement
+(finding its connection, its transaction bookkeeping), and :func:`fetch` and
+:func:`update_where` read and update through it the same way, each value
+through its column type's processing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -30,6 +38,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 Row = Mapping[str, Any]
 
 
+@dataclass(frozen=True)
+class Raw:
+    """An asyncpg connection (in a transaction its owner runs) and the dialect of its engine."""
+
+    driver: Any
+    dialect: Dialect
+
+
+Target = AsyncSession | Raw
+
+
 def _columns(table: Table, names: Sequence[str]) -> list[Column[Any]]:
     unknown = [name for name in names if name not in table.c]
     if unknown:
@@ -40,6 +59,17 @@ def _columns(table: Table, names: Sequence[str]) -> list[Column[Any]]:
 @cache
 def _processor(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
     return column.type.bind_processor(dialect)
+
+
+@cache
+def _result_processor(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    return column.type.dialect_impl(dialect).result_processor(dialect, None)
+
+
+def bind_value(column: Column[Any], dialect: Dialect, value: Any) -> Any:
+    """``value`` as ``column``'s type binds it (its validation and conversion)."""
+    process = _processor(column, dialect)
+    return value if process is None else process(value)
 
 
 def _payload(columns: list[Column[Any]], rows: Sequence[Row], dialect: Dialect, sql: str) -> str:
@@ -99,8 +129,41 @@ async def _driver(session: AsyncSession) -> Any:
     return raw.driver_connection
 
 
+def _dialect(target: Target) -> Dialect:
+    return target.dialect if isinstance(target, Raw) else target.get_bind().dialect
+
+
+async def fetch(raw: Raw, sql: str, *args: Any, columns: Sequence[Column[Any]]) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` (selecting ``columns``, in that order), each value as its column reads it."""
+    processors = [_result_processor(column, raw.dialect) for column in columns]
+    return [
+        tuple(
+            value if process is None else process(value)
+            for value, process in zip(record, processors, strict=True)
+        )
+        for record in await raw.driver.fetch(sql, *args)
+    ]
+
+
+async def update_where(raw: Raw, table: Table, values: Row, where: Row) -> int:
+    """Set ``values`` on the rows of ``table`` equal to ``where``, column by column; how many rows matched."""
+    quote = raw.dialect.identifier_preparer.quote
+    target = raw.dialect.identifier_preparer.format_table(table)
+    names = list(values) + list(where)
+    parameters = [
+        bind_value(table.c[name], raw.dialect, value) for name, value in [*values.items(), *where.items()]
+    ]
+    assignments = ", ".join(f"{quote(name)} = ${number}" for number, name in enumerate(values, 1))
+    matches = " AND ".join(
+        f"{quote(name)} = ${number}" for number, name in enumerate(names[len(values) :], len(values) + 1)
+    )
+    # Identifiers are the table's own, quoted by the dialect; every value is a parameter.
+    status = await raw.driver.execute(f"UPDATE {target} SET {assignments} WHERE {matches}", *parameters)  # noqa: S608
+    return int(status.rsplit(" ", 1)[-1])
+
+
 async def insert_rows(
-    session: AsyncSession, table: Table, rows: Sequence[Row], *, returning: Sequence[str] = ()
+    session: Target, table: Table, rows: Sequence[Row], *, returning: Sequence[str] = ()
 ) -> list[tuple[Any, ...]]:
     """Insert ``rows`` (all with the same keys) and return the ``returning`` columns of each, if any.
 
@@ -113,8 +176,8 @@ async def insert_rows(
     columns = _columns(table, names)
     returned = tuple(returning)
     _columns(table, returned)
-    dialect = session.get_bind().dialect
-    if dialect.name != "postgresql":
+    dialect = _dialect(session)
+    if not isinstance(session, Raw) and dialect.name != "postgresql":
         statement = table.insert()
         if returned:
             result = await session.execute(statement.returning(*(table.c[n] for n in returned)), list(rows))
@@ -123,14 +186,14 @@ async def insert_rows(
         return []
     sql = _insert_sql(table, names, returned, dialect)
     payload = _payload(columns, rows, dialect, sql)
-    driver = await _driver(session)
+    driver = session.driver if isinstance(session, Raw) else await _driver(session)
     if returned:
         return [tuple(record) for record in await driver.fetch(sql, payload)]
     await driver.execute(sql, payload)
     return []
 
 
-async def update_rows(session: AsyncSession, table: Table, keys: Sequence[str], rows: Sequence[Row]) -> None:
+async def update_rows(session: Target, table: Table, keys: Sequence[str], rows: Sequence[Row]) -> None:
     """Update each row of ``table`` matched by ``keys`` to the other values of its entry in ``rows``.
 
     Every entry has the same keys; a key matching no row changes nothing.
@@ -139,8 +202,8 @@ async def update_rows(session: AsyncSession, table: Table, keys: Sequence[str], 
         return
     key_names = tuple(keys)
     value_names = tuple(name for name in rows[0] if name not in key_names)
-    dialect = session.get_bind().dialect
-    if dialect.name != "postgresql":
+    dialect = _dialect(session)
+    if not isinstance(session, Raw) and dialect.name != "postgresql":
         statement = (
             table.update()
             .where(*(table.c[name] == bindparam(f"k_{name}") for name in key_names))
@@ -158,5 +221,5 @@ async def update_rows(session: AsyncSession, table: Table, keys: Sequence[str], 
     columns = _columns(table, names)
     sql = _update_sql(table, key_names, value_names, dialect)
     payload = _payload(columns, rows, dialect, sql)
-    driver = await _driver(session)
+    driver = session.driver if isinstance(session, Raw) else await _driver(session)
     await driver.execute(sql, payload)

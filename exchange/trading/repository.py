@@ -68,6 +68,14 @@ _BALANCES_READ = (
     .order_by(_BALANCES.c.account, _BALANCES.c.token)
 )
 _BALANCES_LOCKED = _BALANCES_READ.with_for_update()
+# The same on an asyncpg connection (exchange.db.bulk.Raw), the keys as two arrays.
+_BALANCE_COLUMNS = (_BALANCES.c.account, _BALANCES.c.token, _BALANCES.c.total, _BALANCES.c.reserved)
+_BALANCES_READ_SQL = (
+    "SELECT account, token, total, reserved FROM ledger_balances"
+    " WHERE (account, token) IN (SELECT * FROM unnest($1::varchar[], $2::varchar[]))"
+    " ORDER BY account, token"
+)
+_BALANCES_LOCKED_SQL = _BALANCES_READ_SQL + " FOR UPDATE"
 
 
 def padded(values: Iterable[T]) -> list[T]:
@@ -85,12 +93,22 @@ def padded(values: Iterable[T]) -> list[T]:
 
 
 async def load_balances(
-    session: AsyncSession, keys: Iterable[BalanceKey], *, lock: bool = True
+    session: bulk.Target, keys: Iterable[BalanceKey], *, lock: bool = True
 ) -> dict[BalanceKey, Balance]:
     """The current balances of ``keys`` (absent rows are zero), locked for this transaction by default."""
     wanted = sorted({key for key in keys if key[0] != VAULT_EXTERNAL})
     if not wanted:
         return {}
+    if isinstance(session, bulk.Raw):
+        # The keys as two arrays: one statement text whatever their number, nothing to expand.
+        found = await bulk.fetch(
+            session,
+            _BALANCES_LOCKED_SQL if lock else _BALANCES_READ_SQL,
+            [account for account, _ in wanted],
+            [token for _, token in wanted],
+            columns=_BALANCE_COLUMNS,
+        )
+        return {(account, token): Balance(total, reserved) for account, token, total, reserved in found}
     if lock and session.get_bind().dialect.name == "postgresql":
         statement = _BALANCES_LOCKED
     else:
@@ -100,7 +118,7 @@ async def load_balances(
 
 
 async def write_balances(
-    session: AsyncSession,
+    session: bulk.Target,
     changed: Mapping[BalanceKey, Balance],
     existing: Iterable[BalanceKey],
     now: datetime,
@@ -123,7 +141,7 @@ async def write_balances(
 
 
 async def insert_entries(
-    session: AsyncSession, postings: Sequence[tuple[Posting, str, str]], now: datetime
+    session: bulk.Target, postings: Sequence[tuple[Posting, str, str]], now: datetime
 ) -> None:
     """Append ledger entries: each posting with its cause and reference."""
     await bulk.insert_rows(

@@ -43,14 +43,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import heapq
+import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Table, bindparam, select, tuple_, union_all, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from exchange.db import bulk
@@ -144,6 +147,47 @@ _KNOWN_ORDERS = union_all(
 _CUSTOM_PLANS = "SET plan_cache_mode = force_custom_plan"
 _DEFAULT_PLANS = "RESET plan_cache_mode"
 
+# The same lookups on an asyncpg connection (exchange.db.bulk.Raw): the keys as arrays, so one
+# statement text whatever their number, and nothing for SQLAlchemy to expand or compile.
+_ORDER_COLUMN_NAMES = tuple(column.key for column in _ORDERS.columns)
+
+
+@functools.cache
+def _known_orders_sql(dialect: Dialect, client_ids: int, nonces: int, hashes: int) -> str:
+    """The lookup of ``client_ids`` (account, client id) pairs, ``nonces`` (account, nonce) pairs
+    and ``hashes`` order hashes, its parameters in that order. Lists of keys, as SQLAlchemy
+    expands them: a semi-join over unnested arrays cost PostgreSQL twice the planning, and the
+    writer's statements are planned at every execution (_CUSTOM_PLANS). The lengths are padded
+    (repository.padded), so the texts are few.
+    """
+    quote = dialect.identifier_preparer.quote
+    listed = ", ".join(quote(column.name) for column in _ORDERS.columns)
+    # Identifiers are the table's own, quoted by the dialect; every value is a parameter.
+    source = f"SELECT {listed} FROM {dialect.identifier_preparer.format_table(_ORDERS)}"  # noqa: S608
+    numbers = itertools.count(1)
+
+    def keys(count: int, width: int) -> str:
+        return ", ".join(
+            "(" + ", ".join(f"${next(numbers)}" for _ in range(width)) + ")"
+            if width > 1
+            else f"${next(numbers)}"
+            for _ in range(count)
+        )
+
+    parts = (
+        f"(account, client_order_id) IN ({keys(client_ids, 2)})",
+        f"(account, nonce) IN ({keys(nonces, 2)})",
+        f"order_hash IN ({keys(hashes, 1)})",
+    )
+    return " UNION ALL ".join(f"{source} WHERE {where}" for where in parts)
+
+
+_CANDLE_COLUMNS = tuple(_CANDLES.c[name] for name in CANDLE_VALUES)
+_CANDLE_SQL = (
+    'SELECT "open", "high", "low", "close", "volume", "quote_volume", "trades" FROM trading_candles'
+    " WHERE market_id = $1 AND resolution_s = $2 AND start_unix = $3"
+)
+
 QUEUE_LIMIT = 20_000
 _MAKER_LEVELS = 32  # price levels, and resting orders, a cycle's first balance read looks at
 _MAKER_ORDERS = 256
@@ -155,8 +199,8 @@ _MAKER_ORDERS = 256
 class _Cycle:
     """The working state of one cycle: balances read so far and everything to write."""
 
-    def __init__(self, session: AsyncSession, now: datetime, start_sequence: int) -> None:
-        self.session = session
+    def __init__(self, db: bulk.Target, now: datetime, start_sequence: int) -> None:
+        self.db = db  # a session, or on PostgreSQL the asyncpg connection in the cycle's transaction
         self.now = now
         self.start_sequence = start_sequence  # the journal head this cycle builds on
         self.balances: dict[BalanceKey, Balance] = {}
@@ -179,7 +223,7 @@ class _Cycle:
         if not missing:
             return
         self.reads += 1
-        found = await repository.load_balances(self.session, missing)
+        found = await repository.load_balances(self.db, missing)
         self.balances.update(found)
         self.existing.update(found)
         self.loaded.update(missing)
@@ -345,8 +389,8 @@ class MarketWriter:
 
     # ------------------------------------------------------------------ one cycle
 
-    async def _cycle_session(self) -> AsyncSession:
-        """A session on the held connection (opened first if there is none)."""
+    async def _held_connection(self) -> AsyncConnection:
+        """The connection the writer holds (opened first if there is none)."""
         if self._connection is None or self._connection.closed or self._connection.invalidated:
             bind = self._sessionmaker.kw["bind"]
             engine = bind if isinstance(bind, AsyncEngine) else bind.engine
@@ -355,7 +399,24 @@ class MarketWriter:
                 await connection.exec_driver_sql(_CUSTOM_PLANS)
                 await connection.commit()
             self._connection = connection
-        return self._sessionmaker(bind=self._connection)
+        return self._connection
+
+    @contextlib.asynccontextmanager
+    async def _cycle_transaction(self) -> AsyncIterator[bulk.Target]:
+        """One transaction on the held connection, committed when the block ends without an error.
+
+        On PostgreSQL the cycle runs on the asyncpg connection itself (exchange.db.bulk.Raw): a
+        cycle is a dozen statements and no ORM, and a session's work around each statement cost
+        more of the writer's CPU than the statements. Elsewhere it is a session.
+        """
+        connection = await self._held_connection()
+        if connection.dialect.name == "postgresql":
+            driver: Any = (await connection.get_raw_connection()).driver_connection
+            async with driver.transaction():
+                yield bulk.Raw(driver, connection.dialect)
+            return
+        async with self._sessionmaker(bind=connection) as session, session.begin():
+            yield session
 
     async def _drop_connection(self) -> None:
         connection, self._connection = self._connection, None
@@ -378,10 +439,10 @@ class MarketWriter:
         now = utc_now()
         now_unix = int(self._clock())
         outcomes: list[tuple[Intent, object]] = []
-        async with await self._cycle_session() as session, session.begin():
-            cycle = _Cycle(session, now, self.sequence)
+        async with self._cycle_transaction() as db:
+            cycle = _Cycle(db, now, self.sequence)
             places = [intent for intent in batch if isinstance(intent, PlaceIntent)]
-            known = await self._known_orders(session, places)
+            known = await self._known_orders(db, places)
             read = time.perf_counter()
             await cycle.load(
                 (account, token)
@@ -446,23 +507,40 @@ class MarketWriter:
             open_orders=len(self.book),
         )
 
-    async def _known_orders(self, session: AsyncSession, places: list[PlaceIntent]) -> list[OrderRow]:
+    async def _known_orders(self, db: bulk.Target, places: list[PlaceIntent]) -> list[OrderRow]:
         """Orders already journaled that share an account's client order id or nonce, or an order hash."""
         if not places:
             return []
+        client_ids = {(intent.order.account, intent.order.client_order_id) for intent in places}
+        nonces = {(intent.order.account, intent.order.nonce) for intent in places}
+        hashes = {intent.order.order_hash for intent in places}
         # Core rows, not ORM objects: the writer keeps its own OrderRow copies.
-        found = await session.execute(
-            _KNOWN_ORDERS,
-            {
-                "client_ids": padded(
-                    {(intent.order.account, intent.order.client_order_id) for intent in places}
-                ),
-                "nonces": padded({(intent.order.account, intent.order.nonce) for intent in places}),
-                "hashes": padded({intent.order.order_hash for intent in places}),
-            },
-        )
+        if isinstance(db, bulk.Raw):
+            by_client_id, by_nonce, by_hash = padded(client_ids), padded(nonces), padded(hashes)
+            nonce = _ORDERS.c.nonce
+            rows: Sequence[Mapping[Any, Any]] = [
+                dict(zip(_ORDER_COLUMN_NAMES, values, strict=True))
+                for values in await bulk.fetch(
+                    db,
+                    _known_orders_sql(db.dialect, len(by_client_id), len(by_nonce), len(by_hash)),
+                    *(value for pair in by_client_id for value in pair),
+                    *(
+                        value
+                        for account, number in by_nonce
+                        for value in (account, bulk.bind_value(nonce, db.dialect, number))
+                    ),
+                    *by_hash,
+                    columns=list(_ORDERS.columns),
+                )
+            ]
+        else:
+            found = await db.execute(
+                _KNOWN_ORDERS,
+                {"client_ids": padded(client_ids), "nonces": padded(nonces), "hashes": padded(hashes)},
+            )
+            rows = list(found.mappings())
         known: dict[int, OrderRow] = {}
-        for mapping in found.mappings():
+        for mapping in rows:
             if mapping["id"] in known:  # an order can match more than one part
                 continue
             row = self.live.get(mapping["sequence"]) if mapping["market_id"] == self.market_id else None
@@ -779,7 +857,7 @@ class MarketWriter:
     # ------------------------------------------------------------------ writing
 
     async def _write(self, cycle: _Cycle) -> None:
-        session = cycle.session
+        session = cycle.db
         if cycle.new_orders:
             inserted = await bulk.insert_rows(
                 session,
@@ -833,12 +911,17 @@ class MarketWriter:
             values.update(self._checkpoint_values())
         # The head moves only from where this cycle found it: a second writer of the market
         # (which must never exist) makes one of the two cycles fail and roll back whole.
-        result = await session.execute(
-            update(_BOOKS)
-            .where(_BOOKS.c.market_id == self.market_id, _BOOKS.c.sequence == cycle.start_sequence)
-            .values(**values)
-        )
-        if cast(CursorResult[Any], result).rowcount != 1:
+        head = {"market_id": self.market_id, "sequence": cycle.start_sequence}
+        if isinstance(session, bulk.Raw):
+            moved = await bulk.update_where(session, _BOOKS, values, head)
+        else:
+            result = await session.execute(
+                update(_BOOKS)
+                .where(*(_BOOKS.c[name] == value for name, value in head.items()))
+                .values(**values)
+            )
+            moved = cast(CursorResult[Any], result).rowcount
+        if moved != 1:
             raise RecoveryFailed(
                 f"the journal head of {self.market_id} moved away from {cycle.start_sequence} "
                 "under this writer: another writer owns the market"
@@ -856,21 +939,7 @@ class MarketWriter:
             for start, fresh in trade_candles(resolution, trades).items():
                 known = self._candles.get(resolution)
                 if known is None or known.start != start:
-                    row = await cycle.session.get(TradingCandle, (self.market_id, resolution, start))
-                    known = (
-                        None
-                        if row is None
-                        else Candle(
-                            start,
-                            row.open,
-                            row.high,
-                            row.low,
-                            row.close,
-                            row.volume,
-                            row.quote_volume,
-                            row.trades,
-                        )
-                    )
+                    known = await self._stored_candle(cycle.db, resolution, start)
                 candle = fresh if known is None else known.merge(fresh)
                 values = {
                     "market_id": self.market_id,
@@ -881,8 +950,18 @@ class MarketWriter:
                 }
                 (inserts if known is None else updates).append(values)
                 self._candles[resolution] = candle
-        await bulk.insert_rows(cycle.session, _CANDLES, inserts)
-        await bulk.update_rows(cycle.session, _CANDLES, ("market_id", "resolution_s", "start_unix"), updates)
+        await bulk.insert_rows(cycle.db, _CANDLES, inserts)
+        await bulk.update_rows(cycle.db, _CANDLES, ("market_id", "resolution_s", "start_unix"), updates)
+
+    async def _stored_candle(self, db: bulk.Target, resolution: int, start: int) -> Candle | None:
+        key = (self.market_id, resolution, start)
+        if isinstance(db, bulk.Raw):
+            found = await bulk.fetch(db, _CANDLE_SQL, *key, columns=_CANDLE_COLUMNS)
+            return Candle(start, *found[0]) if found else None
+        row = await db.get(TradingCandle, key)
+        if row is None:
+            return None
+        return Candle(start, *(getattr(row, name) for name in CANDLE_VALUES))
 
     def _checkpoint_values(self) -> dict[str, Any]:
         snapshot = self.book.snapshot()

@@ -43,6 +43,19 @@ async def test_a_nonce_is_used_once(desk: Desk) -> None:
     assert "nonce" in reply.json()["detail"]
 
 
+async def test_a_signed_order_is_placed_once_whatever_its_client_order_id(desk: Desk) -> None:
+    trader = await _trader(desk)
+    body = desk.order_body(trader, "buy", price(10), WHOLE, client_order_id="first-id")
+    assert (await desk.client.post("/v1/orders", json=body, headers=trader.headers)).status_code == 201
+    # The same signature under another client order id, in a later journal transaction.
+    reply = await desk.client.post(
+        "/v1/orders", json={**body, "client_order_id": "second-id"}, headers=trader.headers
+    )
+    assert reply.status_code == 409, reply.text
+    assert "already placed" in reply.json()["detail"]
+    assert len((await desk.client.get("/v1/orders", headers=trader.headers)).json()["items"]) == 1
+
+
 async def test_idempotency_key_replays_the_first_answer(desk: Desk) -> None:
     trader = await _trader(desk)
     headers = {**trader.headers, "Idempotency-Key": "k-1"}
