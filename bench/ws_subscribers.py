@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -162,4 +163,4 @@ async def fanout(url: str, subscribers: int) -> AsyncIterator[Fanout]:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -70,13 +71,49 @@ def _error(error: DomainError, op_id: Any = None) -> dict[str, Any]:
     return body
 
 
+class Outbox:
+    """What waits for one connection's sender: a deque and, while the sender waits, its future.
+
+    The feed puts one message into every book subscriber's outbox each cycle; an
+    ``asyncio.Queue`` does the same work with several times the bookkeeping per message
+    (its getter and putter queues, a future per get). The limit is the connection's.
+    """
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[str | object] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: str | object) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    async def get(self) -> str | object:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+
 class Connection:
     """One WebSocket: its outbox, its subscriptions and, once signed in, its account."""
 
     def __init__(self, websocket: WebSocket, service: TradingService, outbox_limit: int) -> None:
         self.websocket = websocket
         self.service = service
-        self.outbox: asyncio.Queue[str | object] = asyncio.Queue(outbox_limit + 1)
+        self.outbox = Outbox()
         self.outbox_limit = outbox_limit
         self.principal: Principal | None = None
         self.token: str | None = None
@@ -89,7 +126,7 @@ class Connection:
     def offer(self, message: str) -> None:
         if self.close_code is not None:
             return
-        if self.outbox.qsize() >= self.outbox_limit:
+        if len(self.outbox) >= self.outbox_limit:
             self.close(
                 CLOSE_TOO_SLOW,
                 TooSlow(
@@ -97,7 +134,7 @@ class Connection:
                 ),
             )
             return
-        self.outbox.put_nowait(message)
+        self.outbox.put(message)
 
     def close(self, code: int, error: DomainError | None = None) -> None:
         """Send ``error`` (if any) after dropping what is queued, then close with ``code``."""
@@ -106,11 +143,10 @@ class Connection:
         self.close_code = code
         self.closed.set()
         self.leave_all()
-        while not self.outbox.empty():
-            self.outbox.get_nowait()
+        self.outbox.clear()
         if error is not None:
-            self.outbox.put_nowait(encode(_error(error)))
-        self.outbox.put_nowait(_CLOSE)
+            self.outbox.put(encode(_error(error)))
+        self.outbox.put(_CLOSE)
 
     async def send_loop(self) -> None:
         while True:
