@@ -147,8 +147,8 @@ _KNOWN_ORDERS = union_all(
 _CUSTOM_PLANS = "SET plan_cache_mode = force_custom_plan"
 _DEFAULT_PLANS = "RESET plan_cache_mode"
 
-# The same lookups on an asyncpg connection (exchange.db.bulk.Raw): the keys as arrays, so one
-# statement text whatever their number, and nothing for SQLAlchemy to expand or compile.
+# The same lookups written out for an asyncpg connection (exchange.db.bulk.Raw): nothing for
+# SQLAlchemy to expand or compile each cycle.
 _ORDER_COLUMN_NAMES = tuple(column.key for column in _ORDERS.columns)
 
 
