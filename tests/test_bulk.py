@@ -142,14 +142,18 @@ async def test_unknown_columns_are_refused(session: AsyncSession) -> None:
 
 
 async def raw_of(session: AsyncSession) -> bulk.Raw:
-    """The session's asyncpg connection as a bulk target (the session's transaction must be open)."""
+    """The session's asyncpg connection as a bulk target (its owner runs the transaction)."""
     connection = await session.connection()
     return bulk.Raw((await connection.get_raw_connection()).driver_connection, connection.dialect)
 
 
-async def test_a_raw_connection_writes_reads_and_updates_like_a_session(session: AsyncSession) -> None:
+def postgres_only(session: AsyncSession) -> None:
     if session.get_bind().dialect.name != "postgresql":
         pytest.skip("an asyncpg connection: PostgreSQL only")
+
+
+async def test_a_raw_connection_writes_reads_and_updates_like_a_session(session: AsyncSession) -> None:
+    postgres_only(session)
     token = "0x" + "0c" * 20
     balances = [
         {"account": "0x" + f"{index:040x}", "token": token, "total": UINT256_MAX - index, "reserved": index}
@@ -157,37 +161,60 @@ async def test_a_raw_connection_writes_reads_and_updates_like_a_session(session:
     ]
     async with session.begin():
         raw = await raw_of(session)
-        returned = await bulk.insert_rows(raw, ENTRIES, [entry(1), entry(2)], returning=("id", "reference"))
-        await bulk.insert_rows(raw, BALANCES, [{**row, "updated_at": WHEN} for row in balances])
-        await bulk.update_rows(
-            raw, BALANCES, ("account", "token"), [{**balances[2], "reserved": 9, "updated_at": WHEN}]
-        )
-        # Read back through the columns' own processing: uint256 text comes back as int.
-        read = await bulk.fetch(
-            raw,
-            "SELECT account, total, reserved FROM ledger_balances ORDER BY account",
-            columns=[BALANCES.c.account, BALANCES.c.total, BALANCES.c.reserved],
-        )
-        assert read == [
-            (row["account"], row["total"], 9 if index == 2 else row["reserved"])
-            for index, row in enumerate(balances)
-        ]
-        matched = await bulk.update_where(
-            raw,
-            BALANCES,
-            {"total": 5, "updated_at": WHEN},
-            {"account": balances[0]["account"], "token": token},
-        )
-        assert matched == 1
-        assert await bulk.update_where(raw, BALANCES, {"total": 5}, {"account": "0x" + "ff" * 20}) == 0
-        with pytest.raises(ValueError, match="not a uint256"):
-            await bulk.update_where(raw, BALANCES, {"total": -1}, {"account": balances[1]["account"]})
+        async with raw.driver.transaction():
+            returned = await bulk.insert_rows(
+                raw, ENTRIES, [entry(1), entry(2)], returning=("id", "reference")
+            )
+            await bulk.insert_rows(raw, BALANCES, [{**row, "updated_at": WHEN} for row in balances])
+            await bulk.update_rows(
+                raw, BALANCES, ("account", "token"), [{**balances[2], "reserved": 9, "updated_at": WHEN}]
+            )
+            # Read back through the columns' own processing: uint256 text comes back as int.
+            read = await bulk.fetch(
+                raw,
+                "SELECT account, total, reserved FROM ledger_balances ORDER BY account",
+                columns=[BALANCES.c.account, BALANCES.c.total, BALANCES.c.reserved],
+            )
+            assert read == [
+                (row["account"], row["total"], 9 if index == 2 else row["reserved"])
+                for index, row in enumerate(balances)
+            ]
+            first = {"account": balances[0]["account"], "token": token}
+            assert await bulk.update_where(raw, BALANCES, {"total": 5, "updated_at": WHEN}, first) == 1
+            assert await bulk.update_where(raw, BALANCES, {"total": 5}, {"account": "0x" + "ff" * 20}) == 0
+            with pytest.raises(StatementError, match=r"ValueError\) -1 is not a uint256"):
+                await bulk.update_where(raw, BALANCES, {"total": -1}, {"account": balances[1]["account"]})
     async with session.begin():
         stored = await stored_entries(session)
-        assert {reference for _, reference in returned} == {entry(1)["reference"], entry(2)["reference"]}
-        assert sorted(row["reference"] for row in stored.values()) == [
-            entry(1)["reference"],
-            entry(2)["reference"],
-        ]
         totals = {row.account: row.total for row in (await session.execute(select(LedgerBalance))).scalars()}
+    assert {reference for _, reference in returned} == {entry(1)["reference"], entry(2)["reference"]}
+    assert sorted(row["reference"] for row in stored.values()) == [
+        entry(1)["reference"],
+        entry(2)["reference"],
+    ]
     assert totals == {row["account"]: 5 if index == 0 else row["total"] for index, row in enumerate(balances)}
+
+
+async def test_a_raw_transaction_that_fails_leaves_nothing(session: AsyncSession) -> None:
+    postgres_only(session)
+
+    async def abandoned(raw: bulk.Raw) -> None:
+        async with raw.driver.transaction():
+            await bulk.insert_rows(raw, ENTRIES, [entry(1)])
+            raise RuntimeError("abandon the transaction")
+
+    async with session.begin():
+        raw = await raw_of(session)
+        with pytest.raises(RuntimeError, match="abandon"):
+            await abandoned(raw)
+    async with session.begin():
+        assert await stored_entries(session) == {}
+
+
+async def test_bulk_statements_first_in_a_session_are_in_its_transaction(session: AsyncSession) -> None:
+    # SQLAlchemy's asyncpg adapter begins on the server with its own first statement: rows a
+    # bulk statement sent first must still go when the session rolls back.
+    await bulk.insert_rows(session, ENTRIES, [entry(1)])
+    await session.rollback()
+    async with session.begin():
+        assert await stored_entries(session) == {}

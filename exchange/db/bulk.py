@@ -123,10 +123,17 @@ def _update_sql(table: Table, keys: tuple[str, ...], values: tuple[str, ...], di
 
 
 async def _driver(session: AsyncSession) -> Any:
-    """The asyncpg connection under the session's connection (its transaction is the session's)."""
+    """The asyncpg connection under the session's connection, inside the session's transaction.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN with the first statement it executes itself, so a
+    statement sent to the driver before that would commit on its own. When the session has
+    run nothing yet, one trivial statement through SQLAlchemy begins its transaction first.
+    """
     connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    return raw.driver_connection
+    driver: Any = (await connection.get_raw_connection()).driver_connection
+    if not driver.is_in_transaction():
+        await connection.exec_driver_sql("SELECT 1")
+    return driver
 
 
 def _dialect(target: Target) -> Dialect:
@@ -134,7 +141,12 @@ def _dialect(target: Target) -> Dialect:
 
 
 async def fetch(raw: Raw, sql: str, *args: Any, columns: Sequence[Column[Any]]) -> list[tuple[Any, ...]]:
-    """The rows of ``sql`` (selecting ``columns``, in that order), each value as its column reads it."""
+    """The rows of ``sql`` (selecting ``columns``, in that order), each value as its column reads it.
+
+    The columns' result processing is asked for without the driver's type code, which text,
+    integer, timestamp and binary columns (and types built on them) never need; a numeric
+    column would.
+    """
     processors = [_result_processor(column, raw.dialect) for column in columns]
     return [
         tuple(
@@ -146,19 +158,28 @@ async def fetch(raw: Raw, sql: str, *args: Any, columns: Sequence[Column[Any]]) 
 
 
 async def update_where(raw: Raw, table: Table, values: Row, where: Row) -> int:
-    """Set ``values`` on the rows of ``table`` equal to ``where``, column by column; how many rows matched."""
+    """Set ``values`` on the rows of ``table`` equal to ``where``, column by column; how many rows matched.
+
+    A value its column type refuses raises ``StatementError`` and sends nothing, as in
+    :func:`insert_rows`.
+    """
     quote = raw.dialect.identifier_preparer.quote
     target = raw.dialect.identifier_preparer.format_table(table)
-    names = list(values) + list(where)
-    parameters = [
-        bind_value(table.c[name], raw.dialect, value) for name, value in [*values.items(), *where.items()]
-    ]
+    pairs = [*values.items(), *where.items()]
+    columns = _columns(table, [name for name, _ in pairs])
     assignments = ", ".join(f"{quote(name)} = ${number}" for number, name in enumerate(values, 1))
-    matches = " AND ".join(
-        f"{quote(name)} = ${number}" for number, name in enumerate(names[len(values) :], len(values) + 1)
-    )
+    matches = " AND ".join(f"{quote(name)} = ${number}" for number, name in enumerate(where, len(values) + 1))
     # Identifiers are the table's own, quoted by the dialect; every value is a parameter.
-    status = await raw.driver.execute(f"UPDATE {target} SET {assignments} WHERE {matches}", *parameters)  # noqa: S608
+    sql = f"UPDATE {target} SET {assignments} WHERE {matches}"  # noqa: S608
+    try:
+        parameters = [
+            bind_value(column, raw.dialect, value) for column, (_, value) in zip(columns, pairs, strict=True)
+        ]
+    except (TypeError, ValueError) as error:
+        raise StatementError(
+            f"({type(error).__module__}.{type(error).__name__}) {error}", sql, None, error
+        ) from error
+    status = await raw.driver.execute(sql, *parameters)
     return int(status.rsplit(" ", 1)[-1])
 
 

@@ -1,7 +1,9 @@
 """All SQL of trading: ledger balances and entries, the journal, fills, withdrawals.
 
 Functions take an ``AsyncSession`` and flush at most; the caller's transaction
-commits. Ledger changes go through :func:`apply_postings`, which checks the pure
+commits. The balance and ledger functions the market writer calls also take an
+``exchange.db.bulk.Raw`` (on PostgreSQL, the writer's asyncpg connection in its
+cycle's transaction). Ledger changes go through :func:`apply_postings`, which checks the pure
 ledger's invariants (``exchange.trading.ledger.apply``) on the locked current
 balances before writing anything, so a posting set either applies whole or
 raises ``LedgerRefused`` and changes nothing.

@@ -125,7 +125,8 @@ _CANDLES = cast(Table, TradingCandle.__table__)
 _BOOKS = cast(Table, TradingBook.__table__)  # Core statements: no ORM bulk-update pass per cycle
 CANDLE_VALUES = ("open", "high", "low", "close", "volume", "quote_volume", "trades")
 # Built once, so SQLAlchemy reuses its cache key; the IN lists are padded (repository.padded) so
-# that PostgreSQL sees few distinct statements and asyncpg rarely prepares a new one. Each part
+# that the database sees few distinct statements. (On PostgreSQL the writer sends the same lookup
+# written out, _known_orders_sql.) Each part
 # looks up exact keys of a unique index, so its plan is index probes (one query OR-ing account,
 # client id and nonce lists was planned as a sequential scan) when planned for the table as it is
 # (_CUSTOM_PLANS).
@@ -156,9 +157,10 @@ _ORDER_COLUMN_NAMES = tuple(column.key for column in _ORDERS.columns)
 def _known_orders_sql(dialect: Dialect, client_ids: int, nonces: int, hashes: int) -> str:
     """The lookup of ``client_ids`` (account, client id) pairs, ``nonces`` (account, nonce) pairs
     and ``hashes`` order hashes, its parameters in that order. Lists of keys, as SQLAlchemy
-    expands them: a semi-join over unnested arrays cost PostgreSQL twice the planning, and the
-    writer's statements are planned at every execution (_CUSTOM_PLANS). The lengths are padded
-    (repository.padded), so the texts are few.
+    expands them: for this three-part lookup, semi-joins over unnested arrays cost PostgreSQL
+    twice the planning (measured; the balance read's one semi-join plans as fast as its list),
+    and the writer's statements are planned at every execution (_CUSTOM_PLANS). The lengths are
+    padded (repository.padded), so the texts are few.
     """
     quote = dialect.identifier_preparer.quote
     listed = ", ".join(quote(column.name) for column in _ORDERS.columns)
@@ -320,10 +322,12 @@ class MarketWriter:
     # ------------------------------------------------------------------ the loop
 
     async def _run(self) -> None:
+        ended = False
         try:
             await self._loop()
+            ended = True
         finally:
-            await self._drop_connection()
+            await self._drop_connection(failed=not ended)  # cancelled or failed: maybe mid-cycle
             gone = WriterUnavailable(f"market {self.market_id} stopped accepting commands")
             while not self._queue.empty():
                 item = self._queue.get_nowait()
@@ -366,7 +370,7 @@ class MarketWriter:
             outcomes, cycle = await self._cycle(batch)
         except Exception as error:
             log.exception("trading.cycle_failed", market=self.market_id, commands=len(batch))
-            await self._drop_connection()
+            await self._drop_connection(failed=True)
             unavailable = WriterUnavailable(
                 f"market {self.market_id} could not record this command; nothing was done, retry it"
             )
@@ -418,13 +422,21 @@ class MarketWriter:
         async with self._sessionmaker(bind=connection) as session, session.begin():
             yield session
 
-    async def _drop_connection(self) -> None:
+    async def _drop_connection(self, *, failed: bool = False) -> None:
+        """Give the held connection back to the pool, or discard it after a ``failed`` cycle.
+
+        A failed cycle on PostgreSQL ran on the asyncpg connection behind SQLAlchemy's back
+        (``_cycle_transaction``): whatever state its transaction was left in, SQLAlchemy
+        cannot see it, so the connection is discarded rather than reset and pooled.
+        """
         connection, self._connection = self._connection, None
         if connection is None:
             return
         try:
-            if connection.dialect.name == "postgresql" and not connection.invalidated:
-                await connection.rollback()  # whatever a failed cycle left open
+            if connection.dialect.name == "postgresql" and failed:
+                await connection.invalidate()
+            elif connection.dialect.name == "postgresql" and not connection.invalidated:
+                await connection.rollback()
                 await connection.exec_driver_sql(_DEFAULT_PLANS)
                 await connection.commit()
             await connection.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text, update
@@ -133,3 +134,38 @@ async def test_the_writers_planning_setting_stays_on_its_connection(database_url
     await writer.stop()
     assert not driver.is_closed()  # back in the pool, for anyone: without the writer's setting
     assert await driver.fetchval("SHOW plan_cache_mode") == "auto"
+
+
+async def test_a_failed_cycle_writes_nothing_and_its_connection_is_not_reused(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trader = await desk.member(0xB9)
+    await desk.deposit(trader, desk.market["quote"], 1_000 * DOLLAR)
+    assert (await desk.place(trader, "buy", price(9), WHOLE)).status_code == 201
+    writer = next(iter(desk.trading.markets.values())).writer
+    held = writer._connection
+    assert held is not None
+    driver = (await held.get_raw_connection()).driver_connection
+    write = writer._write
+    failures = iter([RuntimeError("the disk is full")])
+
+    async def failing_once(cycle: Any) -> None:
+        await write(cycle)  # every row of the cycle is sent, then the cycle fails before its commit
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+
+    monkeypatch.setattr(writer, "_write", failing_once)
+    body = desk.order_body(trader, "buy", price(10), WHOLE, client_order_id="failed-once")
+    failed = await desk.client.post("/v1/orders", json=body, headers=trader.headers)
+    assert failed.status_code == 503, failed.text
+    async with desk.trading.sessionmaker() as session:
+        stored = await session.scalar(select(func.count()).select_from(TradingOrder))
+    assert stored == 1  # the failed cycle's order row was rolled back with it
+    if held.dialect.name == "postgresql":
+        # The cycle ran on the asyncpg connection itself: discarded, never pooled in an unknown state.
+        assert driver.is_closed()
+    retried = await desk.client.post("/v1/orders", json=body, headers=trader.headers)
+    assert retried.status_code == 201, retried.text
+    head = (await desk.client.get(f"/v1/markets/{desk.market['id']}/journal")).json()
+    assert (head["sequence"], head["open_orders"]) == (2, 2)
