@@ -7,11 +7,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.chain.runtime import ChainRuntime
 from exchange.trading.journal import RecoveryFailed
 from exchange.trading.models import TradingOrder
 from exchange.trading.signing import NativeBackendMissing
+from exchange.trading.writer import MarketWriter
 from tests.trading_service.conftest import start_desk, trading_settings
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
 
@@ -94,14 +96,19 @@ async def test_the_service_refuses_to_start_without_the_native_backend(
             pass
 
 
-async def test_a_lost_connection_fails_one_cycle_and_the_writer_trades_on(desk: Desk) -> None:
-    trader = await desk.member(0xB7)
+async def _one_order_placed(desk: Desk, seed: int) -> tuple[Trader, MarketWriter, AsyncConnection, Any]:
+    """A trader with one resting order; the writer, the connection it holds and that one's driver."""
+    trader = await desk.member(seed)
     await desk.deposit(trader, desk.market["quote"], 1_000 * DOLLAR)
     assert (await desk.place(trader, "buy", price(9), WHOLE)).status_code == 201
     writer = next(iter(desk.trading.markets.values())).writer
     held = writer._connection  # the connection the writer keeps between cycles
     assert held is not None
-    driver = (await held.get_raw_connection()).driver_connection
+    return trader, writer, held, (await held.get_raw_connection()).driver_connection
+
+
+async def test_a_lost_connection_fails_one_cycle_and_the_writer_trades_on(desk: Desk) -> None:
+    trader, _, held, driver = await _one_order_placed(desk, 0xB7)
     if held.dialect.name == "postgresql":
         async with desk.trading.sessionmaker() as session:
             await session.execute(select(func.pg_terminate_backend(driver.get_server_pid())))
@@ -121,12 +128,7 @@ async def test_a_lost_connection_fails_one_cycle_and_the_writer_trades_on(desk: 
 async def test_the_writers_planning_setting_stays_on_its_connection(database_url: str, desk: Desk) -> None:
     if not database_url.startswith("postgresql"):
         pytest.skip("a PostgreSQL setting")
-    trader = await desk.member(0xB8)
-    await desk.deposit(trader, desk.market["quote"], 1_000 * DOLLAR)
-    assert (await desk.place(trader, "buy", price(9), WHOLE)).status_code == 201
-    writer = next(iter(desk.trading.markets.values())).writer
-    held = writer._connection
-    assert held is not None
+    _, writer, held, _ = await _one_order_placed(desk, 0xB8)
     assert await held.scalar(text("SHOW plan_cache_mode")) == "force_custom_plan"
     await held.rollback()
     driver = (await held.get_raw_connection()).driver_connection
@@ -139,13 +141,7 @@ async def test_the_writers_planning_setting_stays_on_its_connection(database_url
 async def test_a_failed_cycle_writes_nothing_and_its_connection_is_not_reused(
     desk: Desk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    trader = await desk.member(0xB9)
-    await desk.deposit(trader, desk.market["quote"], 1_000 * DOLLAR)
-    assert (await desk.place(trader, "buy", price(9), WHOLE)).status_code == 201
-    writer = next(iter(desk.trading.markets.values())).writer
-    held = writer._connection
-    assert held is not None
-    driver = (await held.get_raw_connection()).driver_connection
+    trader, writer, held, driver = await _one_order_placed(desk, 0xB9)
     write = writer._write
     failures = iter([RuntimeError("the disk is full")])
 
