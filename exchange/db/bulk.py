@@ -87,9 +87,12 @@ def _payload(columns: list[Column[Any]], rows: Sequence[Row], dialect: Dialect, 
             ]
         ).decode()
     except (TypeError, ValueError, orjson.JSONEncodeError) as error:
-        raise StatementError(
-            f"({type(error).__module__}.{type(error).__name__}) {error}", sql, None, error
-        ) from error
+        raise _refused(error, sql) from error
+
+
+def _refused(error: Exception, sql: str) -> StatementError:
+    """``error`` (a value a column type refused) as SQLAlchemy reports it for ``sql``."""
+    return StatementError(f"({type(error).__module__}.{type(error).__name__}) {error}", sql, None, error)
 
 
 @cache
@@ -122,13 +125,16 @@ def _update_sql(table: Table, keys: tuple[str, ...], values: tuple[str, ...], di
     return f"UPDATE {target} SET {assignments} FROM {source} WHERE {matches}"  # noqa: S608
 
 
-async def _driver(session: AsyncSession) -> Any:
-    """The asyncpg connection under the session's connection, inside the session's transaction.
+async def _driver(session: Target) -> Any:
+    """The asyncpg connection of a :class:`Raw`, or the one under the session's connection,
+    inside the session's transaction.
 
     SQLAlchemy's asyncpg adapter sends BEGIN with the first statement it executes itself, so a
     statement sent to the driver before that would commit on its own. When the session has
     run nothing yet, one trivial statement through SQLAlchemy begins its transaction first.
     """
+    if isinstance(session, Raw):
+        return session.driver
     connection = await session.connection()
     driver: Any = (await connection.get_raw_connection()).driver_connection
     if not driver.is_in_transaction():
@@ -176,9 +182,7 @@ async def update_where(raw: Raw, table: Table, values: Row, where: Row) -> int:
             bind_value(column, raw.dialect, value) for column, (_, value) in zip(columns, pairs, strict=True)
         ]
     except (TypeError, ValueError) as error:
-        raise StatementError(
-            f"({type(error).__module__}.{type(error).__name__}) {error}", sql, None, error
-        ) from error
+        raise _refused(error, sql) from error
     status = await raw.driver.execute(sql, *parameters)
     return int(status.rsplit(" ", 1)[-1])
 
@@ -207,7 +211,7 @@ async def insert_rows(
         return []
     sql = _insert_sql(table, names, returned, dialect)
     payload = _payload(columns, rows, dialect, sql)
-    driver = session.driver if isinstance(session, Raw) else await _driver(session)
+    driver = await _driver(session)
     if returned:
         return [tuple(record) for record in await driver.fetch(sql, payload)]
     await driver.execute(sql, payload)
@@ -242,5 +246,5 @@ async def update_rows(session: Target, table: Table, keys: Sequence[str], rows: 
     columns = _columns(table, names)
     sql = _update_sql(table, key_names, value_names, dialect)
     payload = _payload(columns, rows, dialect, sql)
-    driver = session.driver if isinstance(session, Raw) else await _driver(session)
+    driver = await _driver(session)
     await driver.execute(sql, payload)
