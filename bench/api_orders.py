@@ -10,7 +10,10 @@ each acknowledgement (201) comes after the order's journal transaction
 committed. About half the orders cross the book and trade. Meanwhile
 ``--ws-subscribers`` WebSocket clients in a third process (``bench/ws_subscribers.py``)
 follow the book stream and time each diff from the cycle that matched it to
-its arrival, checking that no sequence is skipped.
+its arrival, checking that no sequence is skipped. With ``--batch N`` the
+closed loop places N orders per request (``POST /v1/orders/batch``, one
+trader's orders each); every placed order of a batch counts, with its
+request's latency.
 
 With ``--rates R1,R2,…`` the benchmark first offers orders at fixed rates (an
 open loop, before the closed-loop run and without subscribers): order *i* of a
@@ -25,7 +28,7 @@ PostgreSQL: a private cluster in a temporary directory, or ``BENCH_DATABASE_URL`
 (an empty database the benchmark may fill).
 
     .venv/bin/python bench/api_orders.py [--orders 30000] [--connections 32] [--ws-subscribers 500]
-        [--rates 200,400,600 --rate-orders 6000]
+        [--rates 200,400,600 --rate-orders 6000] [--batch 1]
 
 The last line is JSON: ``{"orders_per_s", "p50_ms", "p99_ms", "ws_subscribers", "ws_p99_ms"}``,
 plus ``"at_rate"`` with ``--rates``: per offered rate, the acknowledged rate, p50/p99 of
@@ -72,16 +75,18 @@ from tests.trading_service.live import (  # noqa: E402
 
 
 def prepare_orders(
-    market: MarketInfo, traders: list[LiveTrader], count: int, seed: int
+    market: MarketInfo, traders: list[LiveTrader], count: int, seed: int, batch: int = 1
 ) -> list[tuple[bytes, str]]:
-    """``count`` signed orders (body, bearer token) around a mid price, about half of them crossing."""
+    """``count`` signed orders (body, bearer token) around a mid price, about half of them crossing.
+
+    Traders take turns by runs of ``batch`` orders, so each batch is one trader's."""
     rng = random.Random(seed)  # noqa: S311  (a reproducible load, not a secret)
     digester = OrderDigester(market.chain_id, market.vault)
     mid_ticks = 1_000
     expiry = int(time.time()) + 24 * 3600
     orders = []
     for index in range(count):
-        trader = traders[index % len(traders)]
+        trader = traders[index // batch % len(traders)]
         side = "buy" if rng.random() < 0.5 else "sell"
         ticks = mid_ticks + rng.randint(-3, 3)
         body = order_request(
@@ -98,11 +103,30 @@ def prepare_orders(
     return orders
 
 
+def requests_of(orders: list[tuple[bytes, str]], batch: int) -> list[tuple[str, bytes, str]]:
+    """The requests (path, body, token) that place ``orders``: one each, or ``batch`` at a time."""
+    if batch == 1:
+        return [("/v1/orders", body, token) for body, token in orders]
+    return [
+        ("/v1/orders/batch", b'{"orders":[' + b",".join(body for body, _ in chunk) + b"]}", chunk[0][1])
+        for chunk in (orders[start : start + batch] for start in range(0, len(orders), batch))
+    ]
+
+
+def answers(status: int, reply: bytes, batched: bool) -> list[tuple[int, bytes]]:
+    """Each order's status and answer: the response's, or, for a batch, each result's."""
+    if not batched or status != 200:
+        return [(status, reply)]
+    return [(result["status"], json.dumps(result).encode()) for result in json.loads(reply)["results"]]
+
+
 async def load(
-    port: int, orders: list[tuple[bytes, str]], connections: int
+    port: int, orders: list[tuple[bytes, str]], connections: int, batch: int = 1
 ) -> tuple[list[float], dict[int, int], float]:
-    """Send every order over ``connections`` connections; latencies (s) of 201s, status counts, wall time."""
-    pending = iter(orders)
+    """Send every order over ``connections`` connections; latencies (s) of 201s, status counts, wall time.
+
+    A batched order's latency is its request's: placed orders are acknowledged together."""
+    pending = iter(requests_of(orders, batch))
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     refusals: dict[int, str] = {}
@@ -110,17 +134,17 @@ async def load(
     async def worker() -> None:
         connection = await Connection.open(port)
         try:
-            for body, token in pending:
+            for path, body, token in pending:
                 started = time.perf_counter()
-                status, reply = await connection.request(
-                    "POST", "/v1/orders", body, {"Authorization": f"Bearer {token}"}
-                )
+                headers = {"Authorization": f"Bearer {token}"}
+                status, reply = await connection.request("POST", path, body, headers)
                 elapsed = time.perf_counter() - started
-                statuses[status] = statuses.get(status, 0) + 1
-                if status == 201:
-                    latencies.append(elapsed)
-                elif status not in refusals:
-                    refusals[status] = reply.decode(errors="replace")[:500]
+                for order_status, answer in answers(status, reply, batch > 1):
+                    statuses[order_status] = statuses.get(order_status, 0) + 1
+                    if order_status == 201:
+                        latencies.append(elapsed)
+                    elif order_status not in refusals:
+                        refusals[order_status] = answer.decode(errors="replace")[:500]
         finally:
             await connection.close()
 
@@ -186,6 +210,12 @@ async def main() -> None:
     parser.add_argument("--traders", type=int, default=16)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="orders per request in the closed loop: 1 posts /v1/orders, more post /v1/orders/batch",
+    )
+    parser.add_argument(
         "--ws-subscribers", type=int, default=500, help="WebSocket book subscribers during the load (0: none)"
     )
     parser.add_argument(
@@ -221,9 +251,11 @@ async def main() -> None:
             await credit(database_url, market, members, 10**40)
             traders = await sign_in(server.url, members)
             offered_total = args.rate_orders * len(rates)
-            orders = prepare_orders(market, traders, args.warmup + offered_total + args.orders, args.seed)
+            orders = prepare_orders(
+                market, traders, args.warmup + offered_total + args.orders, args.seed, args.batch
+            )
             print(f"prepared {len(orders)} signed orders for {len(traders)} traders", file=sys.stderr)
-            await load(server.port, orders[: args.warmup], args.connections)
+            await load(server.port, orders[: args.warmup], args.connections, args.batch)
             at_rate = []
             for index, rate in enumerate(rates):
                 first = args.warmup + index * args.rate_orders
@@ -252,7 +284,9 @@ async def main() -> None:
                 print(f"{args.ws_subscribers} WebSocket subscribers on the book", file=sys.stderr)
                 server_cpu_s = cpu_seconds(server.pid)
                 client_cpu_s = time.process_time()
-                latencies, statuses, wall_s = await load(server.port, orders[args.warmup :], args.connections)
+                latencies, statuses, wall_s = await load(
+                    server.port, orders[args.warmup :], args.connections, args.batch
+                )
                 server_cpu_s = cpu_seconds(server.pid) - server_cpu_s
                 client_cpu_s = time.process_time() - client_cpu_s
             if any(status >= 500 for status in statuses):
@@ -287,6 +321,7 @@ async def main() -> None:
         )
     print(
         f"statuses {statuses}; {accepted} acknowledged in {wall_s:.1f} s over {args.connections} connections"
+        + (f", {args.batch} orders per request" if args.batch > 1 else "")
     )
     print(
         f"CPU per acknowledged order: server {server_cpu_s / max(accepted, 1) * 1000:.2f} ms, "

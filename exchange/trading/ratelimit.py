@@ -1,10 +1,11 @@
 """Token-bucket rate limits per account and per client IP, answered with 429 and ``Retry-After``.
 
 Each key (``account:0xAb…`` or ``ip:127.0.0.1``) has a bucket of ``burst``
-tokens refilled at ``rate_per_s``; a request takes one token or is refused with
-the seconds until one is back. Buckets live in this process: with several API
-processes each would allow the full rate, and the buckets would move to
-PostgreSQL (one row per key, updated with the same arithmetic in one UPDATE).
+tokens refilled at ``rate_per_s``; a request takes one token (a batch of orders,
+one per order) or is refused with the seconds until they are back. Buckets
+live in this process: with several API processes each would allow the full
+rate, and the buckets would move to PostgreSQL (one row per key, updated with
+the same arithmetic in one UPDATE).
 Idle full buckets are dropped, so memory follows the active keys only.
 """
 
@@ -38,8 +39,10 @@ class RateLimiter:
         self._buckets: dict[str, _Bucket] = {}
         self._calls = 0
 
-    def retry_after(self, key: str) -> float:
-        """Take a token for ``key``: 0 when allowed, else the seconds until a token is back."""
+    def retry_after(self, key: str, tokens: int = 1) -> float:
+        """Take ``tokens`` (1 to ``burst``) for ``key``: 0 if allowed, else the seconds until they are in."""
+        if not 1 <= tokens <= self.burst:
+            raise ValueError(f"a request takes between 1 and {self.burst} tokens, not {tokens}")
         now = self._clock()
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -50,14 +53,14 @@ class RateLimiter:
         self._calls += 1
         if self._calls % _PRUNE_EVERY == 0:
             self._prune(now)
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
+        if bucket.tokens >= tokens:
+            bucket.tokens -= tokens
             return 0.0
-        return (1.0 - bucket.tokens) / self.rate_per_s
+        return (tokens - bucket.tokens) / self.rate_per_s
 
-    def check(self, key: str, what: str) -> None:
-        """Raise ``RateLimited`` (429, ``Retry-After`` in whole seconds) when ``key`` has no token."""
-        wait_s = self.retry_after(key)
+    def check(self, key: str, what: str, tokens: int = 1) -> None:
+        """Raise ``RateLimited`` (429, ``Retry-After`` in whole seconds) when ``key`` lacks ``tokens``."""
+        wait_s = self.retry_after(key, tokens)
         if wait_s > 0:
             raise RateLimited(
                 f"too many requests for {what}: at most {self.rate_per_s:g} per second "

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
 from exchange.api.front import Front, read_request, replaying
-from exchange.api.problems import PROBLEM_MEDIA_TYPE, problem_responses
+from exchange.api.problems import PROBLEM_MEDIA_TYPE, Problem, problem_responses
 from exchange.auth.dependencies import bearer
 from exchange.auth.service import Principal
 from exchange.db.session import DbSession
@@ -63,7 +63,10 @@ from exchange.trading.schemas import (
     OrderPage,
     OrderSide,
     OrderStatus,
+    PlacedOrderResult,
     PlaceOrderIn,
+    PlaceOrdersIn,
+    PlaceOrdersOut,
     TradePage,
     WithdrawalIn,
     WithdrawalOut,
@@ -127,7 +130,17 @@ async def _signed_in(service: TradingService, token: str) -> Principal:
     return principal
 
 
+async def batch_trader(
+    service: Trading, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
+    """The signed-in account, before its rate limit: a batch takes one token per order."""
+    if credentials is None:
+        raise Unauthorized("sign in first: send 'Authorization: Bearer <token>'", challenge="Bearer")
+    return await service.principals.resolve(bearer_token(f"{credentials.scheme} {credentials.credentials}"))
+
+
 Trader = Annotated[Principal, Depends(trader)]
+BatchTrader = Annotated[Principal, Depends(batch_trader)]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -287,31 +300,77 @@ async def place_order(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     async def work() -> tuple[int, BaseModel]:
-        signed = body.order
-        placed = await service.place_order(
-            principal.address,
-            SignedOrderInput(
-                market_id=service.market(body.market).spec.market_id,
-                client_order_id=body.client_order_id,
-                time_in_force=body.time_in_force,
-                chain_id=body.chain_id,
-                vault=body.vault,
-                maker=signed.maker,
-                base_token=signed.base_token,
-                quote_token=signed.quote_token,
-                side=signed.side,
-                price_quote=int(signed.price),
-                amount_base=int(signed.amount),
-                max_fee_bps=signed.max_fee_bps,
-                nonce=int(signed.nonce),
-                expiry_unix=signed.expiry,
-                signature=_parse_signature(body.signature),
-            ),
-        )
+        placed = await service.place_order(principal.address, _signed_order(service, body))
         code = status.HTTP_201_CREATED if placed.created else status.HTTP_200_OK
         return code, order_out(placed.order, service.market(placed.order.market_id).spec)
 
     return await idempotent(request, service, principal, idempotency_key, work)
+
+
+def _signed_order(service: TradingService, body: PlaceOrderIn) -> SignedOrderInput:
+    signed = body.order
+    return SignedOrderInput(
+        market_id=service.market(body.market).spec.market_id,
+        client_order_id=body.client_order_id,
+        time_in_force=body.time_in_force,
+        chain_id=body.chain_id,
+        vault=body.vault,
+        maker=signed.maker,
+        base_token=signed.base_token,
+        quote_token=signed.quote_token,
+        side=signed.side,
+        price_quote=int(signed.price),
+        amount_base=int(signed.amount),
+        max_fee_bps=signed.max_fee_bps,
+        nonce=int(signed.nonce),
+        expiry_unix=signed.expiry,
+        signature=_parse_signature(body.signature),
+    )
+
+
+async def place_orders(
+    body: PlaceOrdersIn,
+    request: Request,
+    principal: BatchTrader,
+    service: Trading,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    limits = service.account_limits
+    if len(body.orders) > limits.burst:
+        raise FieldRefused(
+            f"this batch has {len(body.orders)} orders; your rate limit allows {limits.burst} at once",
+            location=("body", "orders"),
+        )
+    limits.check(f"account:{principal.address}", principal.address, tokens=len(body.orders))
+
+    async def work() -> tuple[int, BaseModel]:
+        results: list[PlacedOrderResult | None] = [None] * len(body.orders)
+        signed: list[tuple[int, SignedOrderInput]] = []
+        for index, item in enumerate(body.orders):
+            try:
+                signed.append((index, _signed_order(service, item)))
+            except DomainError as error:
+                results[index] = _refused_result(error, request)
+        outcomes = await service.place_orders(principal.address, [order for _, order in signed])
+        for (index, _), outcome in zip(signed, outcomes, strict=True):
+            if isinstance(outcome, DomainError):
+                results[index] = _refused_result(outcome, request)
+            else:
+                placed = outcome.order
+                results[index] = PlacedOrderResult(
+                    status=status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK,
+                    order=order_out(placed, service.market(placed.market_id).spec),
+                    problem=None,
+                )
+        return status.HTTP_200_OK, PlaceOrdersOut(results=[result for result in results if result])
+
+    return await idempotent(request, service, principal, idempotency_key, work)
+
+
+def _refused_result(error: DomainError, request: Request) -> PlacedOrderResult:
+    return PlacedOrderResult(
+        status=error.status, order=None, problem=Problem.model_validate(_problem_body(error, request))
+    )
 
 
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -388,6 +447,26 @@ private.add_api_route(
         "and does nothing else; the same id with another order is a 409."
     ),
     responses=_PLACE_ORDER_RESPONSES,
+)
+
+
+private.add_api_route(
+    "/orders/batch",
+    place_orders,
+    methods=["POST"],
+    response_model=PlaceOrdersOut,
+    summary="Place up to 100 signed limit orders in one request",
+    description=(
+        "Each order is checked, journaled and matched as POST /v1/orders would, in the order given, "
+        "and gets its own result: its status (201 placed, 200 placed before under its client_order_id, "
+        "or the refusal's status) and the order or the problem. One refused order does not stop the "
+        "others. The answer comes once every accepted order is journaled durably. The request takes "
+        "one rate-limit token per order; a non-member's batch is refused whole (403)."
+    ),
+    responses={
+        **_MALFORMED_BODY,
+        **problem_responses(*_AUTH, NotActiveMember, KeyInUse, KeyReused, ChainUnavailable),
+    },
 )
 
 

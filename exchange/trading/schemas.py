@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from exchange.api.problems import Problem
+
 Uint = Annotated[
     str,
     Field(
@@ -158,6 +160,27 @@ class OrderOut(BaseModel):
     order_hash: str = Field(description="The EIP-712 digest: the order's id in the Vault.")
     created_at: datetime
     updated_at: datetime
+
+
+MAX_BATCH_ORDERS = 100
+
+
+class PlaceOrdersIn(_Strict):
+    """Several signed orders, placed in the order given; each is checked and answered on its own."""
+
+    orders: list[PlaceOrderIn] = Field(min_length=1, max_length=MAX_BATCH_ORDERS)
+
+
+class PlacedOrderResult(BaseModel):
+    """One order of a batch: placed (201), placed before under its client_order_id (200), or refused."""
+
+    status: int = Field(description="What POST /v1/orders would have answered for this order alone.")
+    order: OrderOut | None = Field(description="The order, unless it was refused.")
+    problem: Problem | None = Field(description="Why the order was refused (problem+json), else null.")
+
+
+class PlaceOrdersOut(BaseModel):
+    results: list[PlacedOrderResult] = Field(description="One per order of the request, in its order.")
 
 
 class OrderPage(BaseModel):

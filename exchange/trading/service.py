@@ -42,7 +42,7 @@ from web3 import EthereumTesterProvider, Web3
 
 from exchange.chain.runtime import ChainRuntime
 from exchange.db.engine import create_db_engine, create_sessionmaker
-from exchange.kit.errors import ChainUnavailable, Forbidden, NotFound
+from exchange.kit.errors import ChainUnavailable, DomainError, Forbidden, NotFound
 from exchange.kit.logging import get_logger
 from exchange.pool.indexer import fetch_events
 from exchange.settings import Settings
@@ -88,6 +88,16 @@ class NotActiveMember(Forbidden):
 class UnknownMarket(NotFound):
     type_slug = "unknown-market"
     title = "Unknown market"
+
+
+def _outcome(outcome: Placed | DomainError | asyncio.Future[Placed]) -> Placed | DomainError:
+    """A batch item's outcome: a refusal stays one; a writer's answer is read from its future."""
+    if not isinstance(outcome, asyncio.Future):
+        return outcome
+    try:
+        return outcome.result()
+    except DomainError as error:
+        return error
 
 
 class ChainAccess:
@@ -231,21 +241,51 @@ class TradingService:
 
     # ------------------------------------------------------------------ orders
 
-    async def place_order(self, account: str, order: SignedOrderInput) -> Placed:
+    def _checked(self, account: str, order: SignedOrderInput, now_unix: int) -> tuple[Market, CheckedOrder]:
         market = self.market(order.market_id)
         checked: CheckedOrder = check_order(
             order,
             market=market.spec,
             digester=market.digester,
             account=account,
-            now_unix=int(time.time()),
+            now_unix=now_unix,
             expiry_margin_s=self.settings.trading_expiry_margin_s,
         )
+        return market, checked
+
+    async def place_order(self, account: str, order: SignedOrderInput) -> Placed:
+        market, checked = self._checked(account, order, int(time.time()))
         await self.require_active_member(account)
         if self.order_gate is not None:  # no await from here to the writer's queue
             self.order_gate(checked)
         placed: Placed = await market.writer.submit(PlaceIntent(checked))
         return placed
+
+    async def place_orders(self, account: str, orders: list[SignedOrderInput]) -> list[Placed | DomainError]:
+        """Place each of ``orders`` as :meth:`place_order` would; one refusal does not stop the others.
+
+        Membership is checked once, for the whole batch. Every order that passes its
+        checks is queued before any outcome is awaited, with no await in between, so
+        the batch enters its market's journal in the order given (usually in one cycle).
+        The outcomes come back in that order: the placed order, or the refusal.
+        """
+        await self.require_active_member(account)
+        now_unix = int(time.time())
+        outcomes: list[Placed | DomainError | asyncio.Future[Placed]] = []
+        for order in orders:
+            try:
+                market, checked = self._checked(account, order, now_unix)
+                if self.order_gate is not None:
+                    self.order_gate(checked)
+                intent = PlaceIntent(checked)
+                market.writer.enqueue(intent)
+            except DomainError as error:
+                outcomes.append(error)
+            else:
+                outcomes.append(intent.future)
+        waiting = [outcome for outcome in outcomes if isinstance(outcome, asyncio.Future)]
+        await asyncio.gather(*waiting, return_exceptions=True)  # cancelled with the request, like submit
+        return [_outcome(outcome) for outcome in outcomes]
 
     async def require_active_member(self, account: str) -> None:
         if not await self.membership.is_active(account):

@@ -306,8 +306,8 @@ class MarketWriter:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    async def submit(self, intent: Intent) -> Any:
-        """Queue ``intent`` and wait for its outcome (raised as a domain error when refused)."""
+    def enqueue(self, intent: Intent) -> None:
+        """Queue ``intent`` now, behind everything queued before it; its future carries the outcome."""
         if not self.running:
             raise WriterUnavailable(f"market {self.market_id} is not accepting commands right now")
         try:
@@ -317,6 +317,10 @@ class MarketWriter:
                 f"market {self.market_id} has {QUEUE_LIMIT} commands waiting; retry shortly",
                 retry_after_seconds=1,
             ) from None
+
+    async def submit(self, intent: Intent) -> Any:
+        """Queue ``intent`` and wait for its outcome (raised as a domain error when refused)."""
+        self.enqueue(intent)
         return await intent.future
 
     # ------------------------------------------------------------------ the loop

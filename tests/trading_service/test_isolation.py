@@ -10,6 +10,7 @@ from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
 
 CHECKED_ROUTES = {
     ("POST", "/v1/orders"),
+    ("POST", "/v1/orders/batch"),
     ("GET", "/v1/orders"),
     ("DELETE", "/v1/orders"),
     ("GET", "/v1/orders/{order_id}"),
@@ -94,6 +95,10 @@ async def test_writes_touch_only_your_own(desk: Desk) -> None:
     # An order made by alice cannot be placed from bob's session, even with alice's valid signature.
     body = desk.order_body(alice, "sell", price(11), WHOLE)
     assert (await desk.client.post("/v1/orders", json=body, headers=bob.headers)).status_code == 403
+    batch = await desk.client.post("/v1/orders/batch", json={"orders": [body]}, headers=bob.headers)
+    [result] = batch.json()["results"]
+    assert (result["status"], result["order"]) == (403, None)
+    assert result["problem"]["type"].endswith("/not-order-maker")
     order = (await desk.client.get(f"/v1/orders/{order_id}", headers=alice.headers)).json()
     assert (order["status"], order["remaining"]) == ("open", str(2 * WHOLE))
     assert len((await desk.client.get("/v1/orders", headers=alice.headers)).json()["items"]) == 1

@@ -24,6 +24,18 @@ def test_token_bucket_refills_at_its_rate() -> None:
     assert limiter.retry_after("other") == 0.0
 
 
+def test_a_request_may_take_several_tokens_but_never_more_than_the_burst() -> None:
+    now = [0.0]
+    limiter = RateLimiter(2.0, 3, clock=lambda: now[0])
+    assert limiter.retry_after("k", 2) == 0.0
+    assert limiter.retry_after("k", 2) == pytest.approx(0.5)  # one left, one more in 0.5 s
+    now[0] += 0.5
+    assert limiter.retry_after("k", 2) == 0.0
+    for tokens in (0, 4):
+        with pytest.raises(ValueError, match="between 1 and 3 tokens"):
+            limiter.retry_after("k", tokens)
+
+
 @pytest.fixture
 async def strict_desk(database_url: str, chain_runtime: ChainRuntime) -> AsyncIterator[Desk]:
     settings: Settings = trading_settings(

@@ -1,0 +1,194 @@
+"""POST /v1/orders/batch: each order placed as POST /v1/orders would, in order, with its own answer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from eth_account import Account
+
+from exchange.chain.runtime import ChainRuntime
+from exchange.trading.schemas import MAX_BATCH_ORDERS
+from tests.trading_service.conftest import start_desk, trading_settings
+from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
+
+BATCH = "/v1/orders/batch"
+
+
+async def _funded(desk: Desk, key: int) -> Trader:
+    trader = await desk.member(key)
+    await desk.deposit(trader, desk.market["quote"], 100 * DOLLAR)
+    await desk.deposit(trader, desk.market["base"], 10 * WHOLE)
+    return trader
+
+
+async def _orders(desk: Desk, trader: Trader) -> list[dict[str, Any]]:
+    reply = await desk.client.get("/v1/orders", headers=trader.headers)
+    assert reply.status_code == 200, reply.text
+    items: list[dict[str, Any]] = reply.json()["items"]
+    return items
+
+
+async def _journal(desk: Desk) -> dict[str, Any]:
+    reply = await desk.client.get(f"/v1/markets/{desk.market['id']}/journal")
+    head: dict[str, Any] = reply.json()
+    return head
+
+
+async def test_a_batch_is_placed_in_order_and_matched(desk: Desk) -> None:
+    alice = await _funded(desk, 0xB1)
+    before = await desk.balances(alice)
+    bodies = [
+        desk.order_body(alice, "sell", price(11), WHOLE, client_order_id="ladder-1"),
+        desk.order_body(alice, "sell", price(12), 2 * WHOLE, client_order_id="ladder-2"),
+        desk.order_body(alice, "buy", price(9), WHOLE, client_order_id="ladder-3"),
+    ]
+    reply = await desk.client.post(BATCH, json={"orders": bodies}, headers=alice.headers)
+    assert reply.status_code == 200, reply.text
+    results = reply.json()["results"]
+    assert [result["status"] for result in results] == [201, 201, 201]
+    assert [result["problem"] for result in results] == [None, None, None]
+    placed = [result["order"] for result in results]
+    assert [order["client_order_id"] for order in placed] == ["ladder-1", "ladder-2", "ladder-3"]
+    ids = [int(order["id"]) for order in placed]
+    assert ids == sorted(ids), "the batch enters the journal in the order given"
+    assert {order["id"] for order in await _orders(desk, alice)} == {order["id"] for order in placed}
+
+    # Reservations are those of three single orders: 3 BPC for the sells, the buy's quote plus fee cap.
+    after = await desk.balances(alice)
+    base, quote = desk.market["base"], desk.market["quote"]
+    assert after[base]["reserved"] - before[base]["reserved"] == 3 * WHOLE
+    assert after[quote]["reserved"] == int(placed[2]["reserved"])
+    assert after[base]["total"] == before[base]["total"]
+    assert after[quote]["total"] == before[quote]["total"]
+
+    # A batch that crosses the book trades like single orders.
+    bob = await _funded(desk, 0xB2)
+    taking = [desk.order_body(bob, "buy", price(12), 3 * WHOLE, time_in_force="IOC")]
+    reply = await desk.client.post(BATCH, json={"orders": taking}, headers=bob.headers)
+    [taken] = reply.json()["results"]
+    assert (taken["status"], taken["order"]["status"]) == (201, "closed")
+    assert taken["order"]["filled"] == str(3 * WHOLE)
+    trades = (await desk.client.get("/v1/account/trades", headers=bob.headers)).json()["items"]
+    assert sorted(int(trade["price"]) for trade in trades) == [price(11), price(12)]
+
+
+async def test_each_order_is_answered_on_its_own_and_refusals_change_nothing(desk: Desk) -> None:
+    alice = await _funded(desk, 0xB3)
+    stranger = Account.from_key(bytes([0xB4]) * 32)
+    good = desk.order_body(alice, "sell", price(11), WHOLE, client_order_id="good")
+    again = dict(good)  # the same signed order under the same id: the first answer again (200)
+    off_tick = desk.order_body(alice, "sell", price(11) + 1, WHOLE)
+    not_mine = desk.order_body(alice, "sell", price(11), WHOLE, signer=stranger)
+    other_market = {**desk.order_body(alice, "sell", price(11), WHOLE), "market": "NOPE-USD"}
+    reused_id = desk.order_body(alice, "sell", price(13), WHOLE, client_order_id="good")
+    too_big = desk.order_body(alice, "sell", price(11), 1_000 * WHOLE)
+    expired = desk.order_body(alice, "buy", price(9), WHOLE, expiry=1)
+    head = await _journal(desk)
+
+    bodies = [good, again, off_tick, not_mine, other_market, reused_id, too_big, expired]
+    reply = await desk.client.post(BATCH, json={"orders": bodies}, headers=alice.headers)
+    assert reply.status_code == 200, reply.text
+    results = reply.json()["results"]
+    assert [result["status"] for result in results] == [201, 200, 422, 422, 404, 409, 409, 422]
+    assert results[1]["order"] == results[0]["order"]
+    kinds = [result["problem"]["type"].rsplit("/", 1)[1] for result in results[2:]]
+    assert kinds == [
+        "order-refused",
+        "invalid-signature",
+        "unknown-market",
+        "order-conflict",
+        "insufficient-balance",
+        "order-expired",
+    ]
+    for result in results[2:]:
+        assert result["order"] is None
+        assert result["problem"]["status"] == result["status"]
+        assert result["problem"]["instance"] == BATCH
+    assert results[2]["problem"]["errors"][0]["loc"] == ["body", "order", "price"]
+
+    # Only the good order exists, reserved once; the journal took one command.
+    assert [order["client_order_id"] for order in await _orders(desk, alice)] == ["good"]
+    assert (await desk.balances(alice))[desk.market["base"]]["reserved"] == WHOLE
+    assert (await _journal(desk))["sequence"] == head["sequence"] + 1
+
+
+async def test_resending_a_batch_places_nothing_twice(desk: Desk) -> None:
+    alice = await _funded(desk, 0xB5)
+    bodies = [desk.order_body(alice, "sell", price(10 + n), WHOLE) for n in range(3)]
+    first = await desk.client.post(BATCH, json={"orders": bodies}, headers=alice.headers)
+    again = await desk.client.post(BATCH, json={"orders": bodies}, headers=alice.headers)
+    assert [result["status"] for result in first.json()["results"]] == [201] * 3
+    assert [result["status"] for result in again.json()["results"]] == [200] * 3
+    assert [r["order"] for r in again.json()["results"]] == [r["order"] for r in first.json()["results"]]
+    assert len(await _orders(desk, alice)) == 3
+
+    keyed = {**alice.headers, "Idempotency-Key": "batch-1"}
+    more = [desk.order_body(alice, "sell", price(20), WHOLE)]
+    placed = await desk.client.post(BATCH, json={"orders": more}, headers=keyed)
+    replayed = await desk.client.post(BATCH, json={"orders": more}, headers=keyed)
+    assert (placed.status_code, replayed.status_code) == (200, 200)
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    assert replayed.json() == placed.json()
+    other = [desk.order_body(alice, "sell", price(21), WHOLE)]
+    reused = await desk.client.post(BATCH, json={"orders": other}, headers=keyed)
+    assert reused.status_code == 422
+    assert reused.json()["type"].endswith("/idempotency-key-reused")
+    assert len(await _orders(desk, alice)) == 4
+
+
+async def test_malformed_or_unauthorised_batches_are_refused_whole(desk: Desk) -> None:
+    alice = await _funded(desk, 0xB6)
+    one = desk.order_body(alice, "sell", price(11), WHOLE)
+    head = await _journal(desk)
+
+    anonymous = await desk.client.post(BATCH, json={"orders": [one]})
+    assert anonymous.status_code == 401
+    assert anonymous.headers["www-authenticate"] == "Bearer"
+    malformed: list[object] = [
+        {"orders": []},
+        {"orders": [one] * (MAX_BATCH_ORDERS + 1)},
+        {"orders": [one], "dry_run": True},
+        {"orders": [{**one, "signature": "0xzz"}]},
+        {"orders": [one, {**one, "order": {**one["order"], "price": "-1"}}]},
+        [one],
+    ]
+    for body in malformed:
+        reply = await desk.client.post(BATCH, json=body, headers=alice.headers)
+        assert reply.status_code == 422, reply.text
+        assert reply.headers["content-type"] == "application/problem+json"
+
+    # A member who is not active has the whole batch refused.
+    outsider = await desk.member(0xB7, admit=False)
+    mine = desk.order_body(outsider, "sell", price(11), WHOLE)
+    refused = await desk.client.post(BATCH, json={"orders": [mine]}, headers=outsider.headers)
+    assert refused.status_code == 403
+    assert refused.json()["type"].endswith("/not-active-member")
+
+    assert await _orders(desk, alice) == []
+    assert (await _journal(desk))["sequence"] == head["sequence"]
+
+
+@pytest.fixture
+async def strict_desk(database_url: str, chain_runtime: ChainRuntime) -> AsyncIterator[Desk]:
+    settings = trading_settings(database_url, trading_rate_account_per_s=0.01, trading_rate_account_burst=4)
+    async for desk in start_desk(settings, chain_runtime):
+        yield desk
+
+
+async def test_a_batch_takes_one_rate_limit_token_per_order(strict_desk: Desk) -> None:
+    desk = strict_desk
+    alice = await _funded(desk, 0xB8)
+    five = [desk.order_body(alice, "sell", price(10 + n), WHOLE) for n in range(5)]
+    too_many = await desk.client.post(BATCH, json={"orders": five}, headers=alice.headers)
+    assert too_many.status_code == 422
+    assert too_many.json()["errors"][0]["loc"] == ["body", "orders"]
+    assert "allows 4 at once" in too_many.json()["detail"]
+
+    three = await desk.client.post(BATCH, json={"orders": five[:3]}, headers=alice.headers)
+    assert [result["status"] for result in three.json()["results"]] == [201] * 3
+    two = await desk.client.post(BATCH, json={"orders": five[3:]}, headers=alice.headers)
+    assert two.status_code == 429
+    assert int(two.headers["Retry-After"]) >= 1
+    assert len(await _orders(desk, alice)) == 3  # this read takes the fourth and last token
