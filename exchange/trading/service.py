@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import functools
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from web3 import EthereumTesterProvider, Web3
 
 from exchange.chain.runtime import ChainRuntime
@@ -49,6 +50,7 @@ from exchange.settings import Settings
 from exchange.trading import ledger, repository
 from exchange.trading.eip712 import WithdrawalAuthorisation, withdrawal_hash, withdrawal_typed_data
 from exchange.trading.feed import MarketFeed
+from exchange.trading.fill_notices import FailedFillListener
 from exchange.trading.idempotency import IdempotencyStore
 from exchange.trading.intake import CheckedOrder, SignedOrderInput, check_order
 from exchange.trading.intents import (
@@ -64,6 +66,7 @@ from exchange.trading.markets import MarketSpec, market_from_chain
 from exchange.trading.models import (
     CancelCause,
     OrderStatus,
+    SettlementState,
     TradingFill,
     TradingOrder,
     TradingWithdrawal,
@@ -78,6 +81,7 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 ACTIVE_STATUS = 1  # PoolRegistry.Status.Active
+VOIDED_REMEMBERED = 10_000  # fills failed since long are not announced again
 
 
 class NotActiveMember(Forbidden):
@@ -165,9 +169,11 @@ class TradingService:
         markets: list[MarketSpec],
         *,
         writer_sessionmaker: async_sessionmaker[AsyncSession] | None = None,
+        notices_engine: AsyncEngine | None = None,
     ) -> None:
         """``writer_sessionmaker`` (default ``sessionmaker``): the writers' own connections, so that
-        requests waiting for a writer can never hold every connection the writer needs."""
+        requests waiting for a writer can never hold every connection the writer needs.
+        ``notices_engine``: a PostgreSQL engine to hear failed fills on (``trading.fill_notices``)."""
         self.settings = settings
         self.runtime = runtime
         self.chain = ChainAccess(runtime)
@@ -197,6 +203,12 @@ class TradingService:
         self.order_gate: Callable[[CheckedOrder], None] | None = None
         self.principals = PrincipalCache(sessionmaker, settings.trading_session_cache_s)
         self._poller: asyncio.Task[None] | None = None
+        self._voided: OrderedDict[int, None] = OrderedDict()  # fills taken back on the feeds, latest last
+        self.fill_notices = (
+            FailedFillListener(notices_engine, self.fill_failed)
+            if notices_engine is not None and notices_engine.dialect.name == "postgresql"
+            else None
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -204,6 +216,8 @@ class TradingService:
         for market in self.markets.values():
             await market.writer.start()
         await self._cancel_orders_of_inactive_members()
+        if self.fill_notices is not None:
+            await self.fill_notices.start()
         if self.settings.trading_membership_poll_s > 0:
             from_block = await self.chain.run(lambda: int(self.runtime.w3.eth.block_number)) + 1
             self._poller = asyncio.create_task(self._follow_membership(from_block), name="trading-membership")
@@ -213,6 +227,8 @@ class TradingService:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
+        if self.fill_notices is not None:
+            await self.fill_notices.stop()
         for market in self.markets.values():
             await market.writer.stop()
 
@@ -330,11 +346,19 @@ class TradingService:
         self.membership.forget(Web3.to_checksum_address(account))
 
     async def fill_failed(self, fill_id: int) -> None:
-        """A fill failed settlement for good (its transaction committed): its market's feed takes it back."""
+        """A fill failed settlement for good (its transaction committed): its market's feed takes it back,
+        once, however many times this is heard (the settler's call and the database's notice)."""
+        if fill_id in self._voided:
+            return
         async with self.sessionmaker() as session:
             fill = await session.get(TradingFill, fill_id)
-        market = None if fill is None else self.markets.get(fill.market_id)
-        if fill is not None and market is not None:
+        if fill is None or fill.settlement_state != SettlementState.FAILED.value or fill_id in self._voided:
+            return
+        self._voided[fill_id] = None
+        if len(self._voided) > VOIDED_REMEMBERED:
+            self._voided.popitem(last=False)
+        market = self.markets.get(fill.market_id)
+        if market is not None:
             market.feed.voided([fill])
 
     # ------------------------------------------------------------------ withdrawals
@@ -462,6 +486,7 @@ def trading_startup() -> Callable[[FastAPI], Any]:
             app.state.db_sessionmaker,
             [spec],
             writer_sessionmaker=create_sessionmaker(writer_engine),
+            notices_engine=writer_engine,
         )
         try:
             await service.start()

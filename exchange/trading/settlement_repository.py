@@ -17,6 +17,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.db.base import utc_now
+from exchange.trading.fill_notices import announce_failed
 from exchange.trading.models import SettlementState, TradingFill, TradingOrder
 from exchange.trading.settlement_models import (
     OPEN_BATCH_STATES,
@@ -380,7 +381,7 @@ async def reverted_batches_of(session: AsyncSession, fill_ids: Iterable[int]) ->
 async def fail_fill(
     session: AsyncSession, fill_id: int, *, error_name: str, error_args: dict[str, Any], batch_id: int | None
 ) -> None:
-    """Give the fill up for good, with the reason."""
+    """Give the fill up for good, with the reason; serving processes hear of it on commit."""
     await session.execute(
         update(TradingFill)
         .where(TradingFill.id == fill_id)
@@ -390,3 +391,4 @@ async def fail_fill(
         SettlementFailure(fill_id=fill_id, error_name=error_name, error_args=error_args, batch_id=batch_id)
     )
     await session.flush()
+    await announce_failed(session, fill_id)

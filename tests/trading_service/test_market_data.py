@@ -184,7 +184,8 @@ async def _fail(service: TradingService, fill_ids: list[int], *, settler_here: b
     """Fail fills for good, as the settler does when the Vault refuses them.
 
     ``settler_here``: the settler runs in this process and tells the service (``fill_failed``);
-    otherwise (``exchange settle`` elsewhere) the service learns it only from the database.
+    otherwise (``exchange settle`` elsewhere) the service hears of it from PostgreSQL's notice
+    (``exchange.trading.fill_notices``) or reads it from the database.
     """
     async with service.sessionmaker() as session, session.begin():
         for fill_id in fill_ids:
@@ -234,6 +235,8 @@ async def test_fills_that_fail_settlement_leave_the_trades_candles_and_ticker(de
     tickers = desk.trading.tickers
     moment = tickers.clock()
     tickers.clock = lambda: moment
+    if desk.trading.fill_notices is not None:
+        await desk.trading.fill_notices.stop()  # no notice heard (PostgreSQL): the ticker counts, as below
     await _fail(desk.trading, [int(trade["id"]) for trade in survivors], settler_here=False)
     after, ticker, candles = await _public_record(desk)
     assert ticker["trades"] == len(survivors)  # the cached window, until it counts the failed fills again
