@@ -103,20 +103,32 @@ def prepare_orders(
     return orders
 
 
-def requests_of(orders: list[tuple[bytes, str]], batch: int) -> list[tuple[str, bytes, str]]:
-    """The requests (path, body, token) that place ``orders``: one each, or ``batch`` at a time."""
+def requests_of(orders: list[tuple[bytes, str]], batch: int) -> list[tuple[str, bytes, str, int]]:
+    """The requests (path, body, token, orders) that place ``orders``: one each, or up to ``batch``
+    consecutive orders of one trader at a time."""
     if batch == 1:
-        return [("/v1/orders", body, token) for body, token in orders]
+        return [("/v1/orders", body, token, 1) for body, token in orders]
+    chunks: list[list[tuple[bytes, str]]] = []
+    for order in orders:
+        if chunks and len(chunks[-1]) < batch and chunks[-1][0][1] == order[1]:
+            chunks[-1].append(order)
+        else:
+            chunks.append([order])
     return [
-        ("/v1/orders/batch", b'{"orders":[' + b",".join(body for body, _ in chunk) + b"]}", chunk[0][1])
-        for chunk in (orders[start : start + batch] for start in range(0, len(orders), batch))
+        (
+            "/v1/orders/batch",
+            b'{"orders":[' + b",".join(body for body, _ in chunk) + b"]}",
+            chunk[0][1],
+            len(chunk),
+        )
+        for chunk in chunks
     ]
 
 
-def answers(status: int, reply: bytes, batched: bool) -> list[tuple[int, bytes]]:
-    """Each order's status and answer: the response's, or, for a batch, each result's."""
+def answers(status: int, reply: bytes, batched: bool, count: int) -> list[tuple[int, bytes]]:
+    """Each of the ``count`` orders' status and answer: the response's, or, for a batch, each result's."""
     if not batched or status != 200:
-        return [(status, reply)]
+        return [(status, reply)] * count
     return [(result["status"], json.dumps(result).encode()) for result in json.loads(reply)["results"]]
 
 
@@ -134,12 +146,12 @@ async def load(
     async def worker() -> None:
         connection = await Connection.open(port)
         try:
-            for path, body, token in pending:
+            for path, body, token, count in pending:
                 started = time.perf_counter()
                 headers = {"Authorization": f"Bearer {token}"}
                 status, reply = await connection.request("POST", path, body, headers)
                 elapsed = time.perf_counter() - started
-                for order_status, answer in answers(status, reply, batch > 1):
+                for order_status, answer in answers(status, reply, batch > 1, count):
                     statuses[order_status] = statuses.get(order_status, 0) + 1
                     if order_status == 201:
                         latencies.append(elapsed)

@@ -43,49 +43,80 @@ async def announce_failed(session: AsyncSession, fill_id: int) -> None:
 
 
 class FailedFillListener:
-    """Listens for failed fills on one PostgreSQL connection of its own, and hands each id on."""
+    """Listens for failed fills on one PostgreSQL connection of its own, and hands each id on.
 
-    def __init__(self, engine: AsyncEngine, on_failed: Callable[[int], Awaitable[None]]) -> None:
+    Ids are handed on one at a time, in the order heard (a settler failing many fills at
+    once must not start as many reads). A connection that has said nothing for
+    ``probe_every_s`` is asked ``SELECT 1``: one that died without a word (no TCP reset)
+    is found and replaced.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        on_failed: Callable[[int], Awaitable[None]],
+        *,
+        probe_every_s: float = 30.0,
+        probe_timeout_s: float = 10.0,
+    ) -> None:
         # Not the app's pool: a connection that LISTENs must not go back to it.
         self._engine = create_async_engine(engine.url, poolclass=NullPool)
         self._on_failed = on_failed
-        self._task: asyncio.Task[None] | None = None
-        self._handling: set[asyncio.Task[None]] = set()
+        self._probe_every_s = probe_every_s
+        self._probe_timeout_s = probe_timeout_s
+        self._heard: asyncio.Queue[int] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._driver: Any = None  # the listening asyncpg connection, while there is one
         self.listening = asyncio.Event()
 
     async def start(self, *, wait_s: float = 10.0) -> None:
         """Start listening; wait up to ``wait_s`` for the first connection (it retries on its own)."""
-        self._task = asyncio.create_task(self._run(), name="trading-fill-notices")
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="trading-fill-notices"),
+            asyncio.create_task(self._hand_on(), name="trading-fill-notices-handler"),
+        ]
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.listening.wait(), wait_s)
 
     async def stop(self) -> None:
-        for task in (self._task, *self._handling):
-            if task is not None:
-                task.cancel()
-        for task in (self._task, *self._handling):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._task = None
+        self._tasks, tasks = [], self._tasks
+        if self._driver is not None:
+            self._driver.terminate()  # at once: closing politely would wait on a peer that may be gone
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.listening.clear()
         await self._engine.dispose()
 
-    async def _run(self) -> None:
+    async def _listen(self) -> None:
         retry_s = FIRST_RETRY_S
         while True:
             try:
                 async with self._engine.connect() as connection:
                     driver: Any = (await connection.get_raw_connection()).driver_connection
+                    self._driver = driver
                     lost = asyncio.Event()
                     driver.add_termination_listener(lambda _connection, lost=lost: lost.set())
                     await driver.add_listener(CHANNEL, self._notified)
                     self.listening.set()
                     log.info("trading.fill_notices_listening", channel=CHANNEL)
                     retry_s = FIRST_RETRY_S
-                    await lost.wait()
-                    log.warning("trading.fill_notices_lost", retry_s=retry_s)
+                    while not lost.is_set():
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(lost.wait(), self._probe_every_s)
+                        if not lost.is_set():
+                            try:
+                                await asyncio.wait_for(driver.fetchval("SELECT 1"), self._probe_timeout_s)
+                            except Exception:
+                                driver.terminate()  # closing politely would wait on the dead peer
+                                raise
+                    if self._tasks:  # not stopping
+                        log.warning("trading.fill_notices_lost", retry_s=retry_s)
             except Exception as error:  # whatever broke the connection: open another
                 log.warning("trading.fill_notices_unavailable", error=repr(error), retry_s=retry_s)
+            self._driver = None
             self.listening.clear()
             await asyncio.sleep(retry_s)
             retry_s = min(retry_s * 2, LAST_RETRY_S)
@@ -96,12 +127,12 @@ class FailedFillListener:
         except ValueError:
             log.warning("trading.fill_notice_malformed", payload=payload[:100])
             return
-        task = asyncio.create_task(self._handle(fill_id))
-        self._handling.add(task)
-        task.add_done_callback(self._handling.discard)
+        self._heard.put_nowait(fill_id)
 
-    async def _handle(self, fill_id: int) -> None:
-        try:
-            await self._on_failed(fill_id)
-        except Exception:  # the fill stays failed in the database; only the live notice is lost
-            log.exception("trading.fill_notice_failed", fill_id=fill_id)
+    async def _hand_on(self) -> None:
+        while True:
+            fill_id = await self._heard.get()
+            try:
+                await self._on_failed(fill_id)
+            except Exception:  # the fill stays failed in the database; only the live notice is lost
+                log.exception("trading.fill_notice_failed", fill_id=fill_id)

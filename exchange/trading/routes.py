@@ -4,7 +4,8 @@ Every private route answers only about the signed-in account: another
 account's order is a 404, exactly like one that does not exist. Mutating
 routes accept an ``Idempotency-Key`` header (see ``exchange.trading.idempotency``);
 placing an order is also idempotent by its client order id. Each route takes a
-token from the client IP's bucket, and private routes one from the account's.
+token from the client IP's bucket, and private routes one from the account's (a
+batch of orders takes one from each per order).
 """
 
 from __future__ import annotations
@@ -196,8 +197,14 @@ async def idempotent(
     principal: Principal,
     key: str | None,
     work: Callable[[], Awaitable[tuple[int, BaseModel]]],
+    *,
+    final: Callable[[BaseModel], bool] = lambda _answer: True,
 ) -> Response:
-    """Run ``work`` once per ``Idempotency-Key``; a retry gets the first answer back."""
+    """Run ``work`` once per ``Idempotency-Key``; a retry gets the first answer back.
+
+    Refusals are kept as answers too, except those worth retrying (429 and 5xx, and a
+    success that ``final`` says is not final): their key is released, so a retry runs again.
+    """
     if key is None:
         status_code, model = await work()
         return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
@@ -226,7 +233,10 @@ async def idempotent(
         await service.idempotency.release(principal.address, key)
         raise
     body = model.model_dump(mode="json")
-    await service.idempotency.answer(principal.address, key, status_code, body)
+    if final(model):
+        await service.idempotency.answer(principal.address, key, status_code, body)
+    else:
+        await service.idempotency.release(principal.address, key)
     return JSONResponse(body, status_code=status_code)
 
 
@@ -335,26 +345,32 @@ async def place_orders(
     service: Trading,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    limits = service.account_limits
-    if len(body.orders) > limits.burst:
+    count = len(body.orders)
+    accounts, ips = service.account_limits, service.ip_limits
+    if count > min(accounts.burst, ips.burst):
         raise FieldRefused(
-            f"this batch has {len(body.orders)} orders; your rate limit allows {limits.burst} at once",
+            f"this batch has {count} orders; your rate limit allows {min(accounts.burst, ips.burst)} at once",
             location=("body", "orders"),
         )
-    limits.check(f"account:{principal.address}", principal.address, tokens=len(body.orders))
 
     async def work() -> tuple[int, BaseModel]:
-        results: list[PlacedOrderResult | None] = [None] * len(body.orders)
+        # One token per order from both buckets (the request took one of the IP's), and only
+        # when the batch runs: a replayed answer costs what any request costs.
+        if count > 1:
+            host = request.client.host if request.client else "unknown"
+            ips.check(f"ip:{host}", f"client {host}", tokens=count - 1)
+        accounts.check(f"account:{principal.address}", principal.address, tokens=count)
+        results: dict[int, PlacedOrderResult] = {}
         signed: list[tuple[int, SignedOrderInput]] = []
         for index, item in enumerate(body.orders):
             try:
                 signed.append((index, _signed_order(service, item)))
             except DomainError as error:
-                results[index] = _refused_result(error, request)
+                results[index] = _refused_result(error, request, index)
         outcomes = await service.place_orders(principal.address, [order for _, order in signed])
         for (index, _), outcome in zip(signed, outcomes, strict=True):
             if isinstance(outcome, DomainError):
-                results[index] = _refused_result(outcome, request)
+                results[index] = _refused_result(outcome, request, index)
             else:
                 placed = outcome.order
                 results[index] = PlacedOrderResult(
@@ -362,15 +378,28 @@ async def place_orders(
                     order=order_out(placed, service.market(placed.market_id).spec),
                     problem=None,
                 )
-        return status.HTTP_200_OK, PlaceOrdersOut(results=[result for result in results if result])
+        return status.HTTP_200_OK, PlaceOrdersOut(results=[results[index] for index in range(count)])
 
-    return await idempotent(request, service, principal, idempotency_key, work)
+    return await idempotent(request, service, principal, idempotency_key, work, final=_all_final)
 
 
-def _refused_result(error: DomainError, request: Request) -> PlacedOrderResult:
-    return PlacedOrderResult(
-        status=error.status, order=None, problem=Problem.model_validate(_problem_body(error, request))
-    )
+def _all_final(answer: BaseModel) -> bool:
+    """False when an order of the batch may go through on a retry (it met a 429 or a 5xx)."""
+    results = answer.results if isinstance(answer, PlaceOrdersOut) else []
+    return not any(result.status == 429 or result.status >= 500 for result in results)
+
+
+def _refused_result(error: DomainError, request: Request, index: int) -> PlacedOrderResult:
+    """A batch item's refusal: its problem, with field locations inside ``body.orders[index]``."""
+    problem = _problem_body(error, request)
+    if "errors" in problem:
+        problem["errors"] = [
+            {**entry, "loc": ["body", "orders", index, *entry["loc"][1:]]}
+            if entry.get("loc", [None])[0] == "body"
+            else entry
+            for entry in problem["errors"]
+        ]
+    return PlacedOrderResult(status=error.status, order=None, problem=Problem.model_validate(problem))
 
 
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -459,9 +488,12 @@ private.add_api_route(
     description=(
         "Each order is checked, journaled and matched as POST /v1/orders would, in the order given, "
         "and gets its own result: its status (201 placed, 200 placed before under its client_order_id, "
-        "or the refusal's status) and the order or the problem. One refused order does not stop the "
-        "others. The answer comes once every accepted order is journaled durably. The request takes "
-        "one rate-limit token per order; a non-member's batch is refused whole (403)."
+        "or the refusal's status) and the order or the problem (field locations point into "
+        "body.orders[i]). One refused order does not stop the others. The answer comes once every "
+        "accepted order is journaled durably. The batch takes one token per order from the account's "
+        "and the IP's rate limits (429 for the whole batch when they lack them; 422 for a batch larger "
+        "than their burst); a non-member's batch is refused whole (403). With an Idempotency-Key, an "
+        "answer in which an order met a 429 or 5xx is not kept: resending the key runs the batch again."
     ),
     responses={
         **_MALFORMED_BODY,

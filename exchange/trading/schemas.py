@@ -174,7 +174,9 @@ class PlaceOrdersIn(_Strict):
 class PlacedOrderResult(BaseModel):
     """One order of a batch: placed (201), placed before under its client_order_id (200), or refused."""
 
-    status: int = Field(description="What POST /v1/orders would have answered for this order alone.")
+    status: int = Field(
+        description="The status POST /v1/orders would answer for this order: 201, 200, or the refusal's."
+    )
     order: OrderOut | None = Field(description="The order, unless it was refused.")
     problem: Problem | None = Field(description="Why the order was refused (problem+json), else null.")
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from eth_account import Account
 
 from exchange.chain.runtime import ChainRuntime
+from exchange.trading.intents import Intent, PlaceIntent, WriterUnavailable
 from exchange.trading.schemas import MAX_BATCH_ORDERS
 from tests.trading_service.conftest import start_desk, trading_settings
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
@@ -106,7 +106,7 @@ async def test_each_order_is_answered_on_its_own_and_refusals_change_nothing(des
         assert result["order"] is None
         assert result["problem"]["status"] == result["status"]
         assert result["problem"]["instance"] == BATCH
-    assert results[2]["problem"]["errors"][0]["loc"] == ["body", "order", "price"]
+    assert results[2]["problem"]["errors"][0]["loc"] == ["body", "orders", 2, "order", "price"]
 
     # Only the good order exists, reserved once; the journal took one command.
     assert [order["client_order_id"] for order in await _orders(desk, alice)] == ["good"]
@@ -136,6 +136,39 @@ async def test_resending_a_batch_places_nothing_twice(desk: Desk) -> None:
     assert reused.status_code == 422
     assert reused.json()["type"].endswith("/idempotency-key-reused")
     assert len(await _orders(desk, alice)) == 4
+
+
+async def test_an_answer_with_an_order_worth_retrying_is_not_kept_under_its_key(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = await _funded(desk, 0xB9)
+    writer = desk.trading.market(desk.market["id"]).writer
+    enqueue = writer.enqueue
+    refused_once: list[str] = []
+
+    def restarting_once(intent: Intent) -> None:
+        if isinstance(intent, PlaceIntent) and intent.order.client_order_id == "second" and not refused_once:
+            refused_once.append("second")
+            raise WriterUnavailable("the market is restarting")
+        enqueue(intent)
+
+    monkeypatch.setattr(writer, "enqueue", restarting_once)
+    bodies = [
+        desk.order_body(alice, "sell", price(11 + n), WHOLE, client_order_id=name)
+        for n, name in enumerate(("first", "second"))
+    ]
+    keyed = {**alice.headers, "Idempotency-Key": "batch-retry"}
+    first = await desk.client.post(BATCH, json={"orders": bodies}, headers=keyed)
+    assert [result["status"] for result in first.json()["results"]] == [201, 503]
+    assert first.json()["results"][1]["problem"]["type"].endswith("/trading-unavailable")
+
+    again = await desk.client.post(BATCH, json={"orders": bodies}, headers=keyed)
+    assert "Idempotent-Replayed" not in again.headers  # run again, not replayed
+    assert [result["status"] for result in again.json()["results"]] == [200, 201]
+    kept = await desk.client.post(BATCH, json={"orders": bodies}, headers=keyed)
+    assert kept.headers["Idempotent-Replayed"] == "true"
+    assert kept.json() == again.json()
+    assert len(await _orders(desk, alice)) == 2
 
 
 async def test_malformed_or_unauthorised_batches_are_refused_whole(desk: Desk) -> None:
@@ -170,25 +203,36 @@ async def test_malformed_or_unauthorised_batches_are_refused_whole(desk: Desk) -
     assert (await _journal(desk))["sequence"] == head["sequence"]
 
 
-@pytest.fixture
-async def strict_desk(database_url: str, chain_runtime: ChainRuntime) -> AsyncIterator[Desk]:
-    settings = trading_settings(database_url, trading_rate_account_per_s=0.01, trading_rate_account_burst=4)
-    async for desk in start_desk(settings, chain_runtime):
-        yield desk
+async def test_a_batch_takes_one_rate_limit_token_per_order(
+    database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    strict = trading_settings(database_url, trading_rate_account_per_s=0.01, trading_rate_account_burst=4)
+    async for desk in start_desk(strict, chain_runtime):
+        alice = await _funded(desk, 0xB8)
+        five = [desk.order_body(alice, "sell", price(10 + n), WHOLE) for n in range(5)]
+        too_many = await desk.client.post(BATCH, json={"orders": five}, headers=alice.headers)
+        assert too_many.status_code == 422
+        assert too_many.json()["errors"][0]["loc"] == ["body", "orders"]
+        assert "allows 4 at once" in too_many.json()["detail"]
+
+        three = await desk.client.post(BATCH, json={"orders": five[:3]}, headers=alice.headers)
+        assert [result["status"] for result in three.json()["results"]] == [201] * 3
+        two = await desk.client.post(BATCH, json={"orders": five[3:]}, headers=alice.headers)
+        assert two.status_code == 429
+        assert int(two.headers["Retry-After"]) >= 1
+        assert len(await _orders(desk, alice)) == 3  # this read takes the fourth and last token
 
 
-async def test_a_batch_takes_one_rate_limit_token_per_order(strict_desk: Desk) -> None:
-    desk = strict_desk
-    alice = await _funded(desk, 0xB8)
-    five = [desk.order_body(alice, "sell", price(10 + n), WHOLE) for n in range(5)]
-    too_many = await desk.client.post(BATCH, json={"orders": five}, headers=alice.headers)
-    assert too_many.status_code == 422
-    assert too_many.json()["errors"][0]["loc"] == ["body", "orders"]
-    assert "allows 4 at once" in too_many.json()["detail"]
-
-    three = await desk.client.post(BATCH, json={"orders": five[:3]}, headers=alice.headers)
-    assert [result["status"] for result in three.json()["results"]] == [201] * 3
-    two = await desk.client.post(BATCH, json={"orders": five[3:]}, headers=alice.headers)
-    assert two.status_code == 429
-    assert int(two.headers["Retry-After"]) >= 1
-    assert len(await _orders(desk, alice)) == 3  # this read takes the fourth and last token
+async def test_a_batch_takes_one_ip_token_per_order_too(
+    database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    strict = trading_settings(database_url, trading_rate_ip_per_s=0.01, trading_rate_ip_burst=4)
+    async for desk in start_desk(strict, chain_runtime):
+        alice = await _funded(desk, 0xBA)
+        three = [desk.order_body(alice, "sell", price(10 + n), WHOLE) for n in range(3)]
+        placed = await desk.client.post(BATCH, json={"orders": three}, headers=alice.headers)
+        assert [result["status"] for result in placed.json()["results"]] == [201] * 3
+        assert len(await _orders(desk, alice)) == 3  # the fourth token
+        refused = await desk.client.get("/v1/orders", headers=alice.headers)
+        assert refused.status_code == 429
+        assert "client" in refused.json()["detail"]

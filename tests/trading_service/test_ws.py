@@ -314,9 +314,15 @@ async def test_a_fill_failed_by_a_settler_elsewhere_is_taken_back_once_even_afte
                 break
             await asyncio.sleep(0.02)
         await asyncio.wait_for(notices.listening.wait(), 10)
-        await _fail_elsewhere(database_url, int(traded[1]["data"][0]["id"]))
+        second = int(traded[1]["data"][0]["id"])
+        await _fail_elsewhere(database_url, second)
+        # Heard three times at once (the notice and two calls): still one void.
+        await asyncio.gather(desk.trading.fill_failed(second), desk.trading.fill_failed(second))
         void = await asyncio.wait_for(public.next(), 10)
         assert (void["type"], void["data"]) == ("void", traded[1]["data"])
+        await asyncio.sleep(0.2)  # time for the notice to be handled too
+        assert (await public.request(op="ping"))["type"] == "pong"
+        assert public.pending == []
 
 
 async def test_bad_operations_are_answered_and_the_connection_stays(desk: Desk, ws_url: str) -> None:
