@@ -112,22 +112,34 @@ async def known_query_only(request: Request) -> None:
 
 
 async def limit_ip(request: Request, service: Trading) -> None:
+    _charge_ip(request, service)
+
+
+def _charge_ip(request: Request, service: TradingService, tokens: int = 1) -> None:
     host = request.client.host if request.client else "unknown"
-    service.ip_limits.check(f"ip:{host}", f"client {host}")
+    service.ip_limits.check(f"ip:{host}", f"client {host}", tokens)
+
+
+def _charge_account(service: TradingService, principal: Principal, tokens: int = 1) -> None:
+    service.account_limits.check(f"account:{principal.address}", principal.address, tokens)
+
+
+def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None:
+        raise Unauthorized("sign in first: send 'Authorization: Bearer <token>'", challenge="Bearer")
+    return bearer_token(f"{credentials.scheme} {credentials.credentials}")
 
 
 async def trader(
     service: Trading, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
     """The signed-in account (see ``exchange.trading.principals``), after its rate limit."""
-    if credentials is None:
-        raise Unauthorized("sign in first: send 'Authorization: Bearer <token>'", challenge="Bearer")
-    return await _signed_in(service, bearer_token(f"{credentials.scheme} {credentials.credentials}"))
+    return await _signed_in(service, _token(credentials))
 
 
 async def _signed_in(service: TradingService, token: str) -> Principal:
     principal = await service.principals.resolve(token)
-    service.account_limits.check(f"account:{principal.address}", principal.address)
+    _charge_account(service, principal)
     return principal
 
 
@@ -135,9 +147,7 @@ async def batch_trader(
     service: Trading, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Principal:
     """The signed-in account, before its rate limit: a batch takes one token per order."""
-    if credentials is None:
-        raise Unauthorized("sign in first: send 'Authorization: Bearer <token>'", challenge="Bearer")
-    return await service.principals.resolve(bearer_token(f"{credentials.scheme} {credentials.credentials}"))
+    return await service.principals.resolve(_token(credentials))
 
 
 Trader = Annotated[Principal, Depends(trader)]
@@ -191,6 +201,11 @@ def _problem_body(error: DomainError, request: Request) -> dict[str, Any]:
     return body
 
 
+def _retryable(status_code: int) -> bool:
+    """A refusal a retry may get past (too many requests, or the service's own trouble)."""
+    return status_code == 429 or status_code >= 500
+
+
 async def idempotent(
     request: Request,
     service: TradingService,
@@ -222,7 +237,7 @@ async def idempotent(
     try:
         status_code, model = await work()
     except DomainError as error:
-        if error.status >= 500 or error.status == 429:
+        if _retryable(error.status):
             await service.idempotency.release(principal.address, key)
         else:
             await service.idempotency.answer(
@@ -346,10 +361,10 @@ async def place_orders(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     count = len(body.orders)
-    accounts, ips = service.account_limits, service.ip_limits
-    if count > min(accounts.burst, ips.burst):
+    most = min(service.account_limits.burst, service.ip_limits.burst)
+    if count > most:
         raise FieldRefused(
-            f"this batch has {count} orders; your rate limit allows {min(accounts.burst, ips.burst)} at once",
+            f"this batch has {count} orders; your rate limit allows {most} at once",
             location=("body", "orders"),
         )
 
@@ -357,9 +372,8 @@ async def place_orders(
         # One token per order from both buckets (the request took one of the IP's), and only
         # when the batch runs: a replayed answer costs what any request costs.
         if count > 1:
-            host = request.client.host if request.client else "unknown"
-            ips.check(f"ip:{host}", f"client {host}", tokens=count - 1)
-        accounts.check(f"account:{principal.address}", principal.address, tokens=count)
+            _charge_ip(request, service, count - 1)
+        _charge_account(service, principal, count)
         results: dict[int, PlacedOrderResult] = {}
         signed: list[tuple[int, SignedOrderInput]] = []
         for index, item in enumerate(body.orders):
@@ -386,7 +400,7 @@ async def place_orders(
 def _all_final(answer: BaseModel) -> bool:
     """False when an order of the batch may go through on a retry (it met a 429 or a 5xx)."""
     results = answer.results if isinstance(answer, PlaceOrdersOut) else []
-    return not any(result.status == 429 or result.status >= 500 for result in results)
+    return not any(_retryable(result.status) for result in results)
 
 
 def _refused_result(error: DomainError, request: Request, index: int) -> PlacedOrderResult:

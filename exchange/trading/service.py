@@ -269,13 +269,18 @@ class TradingService:
         )
         return market, checked
 
+    def _queue(self, market: Market, checked: CheckedOrder) -> asyncio.Future[Placed]:
+        """Pass the order gate and queue the order at once (no await in between); its outcome's future."""
+        if self.order_gate is not None:
+            self.order_gate(checked)
+        intent = PlaceIntent(checked)
+        market.writer.enqueue(intent)
+        return intent.future
+
     async def place_order(self, account: str, order: SignedOrderInput) -> Placed:
         market, checked = self._checked(account, order, int(time.time()))
         await self.require_active_member(account)
-        if self.order_gate is not None:  # no await from here to the writer's queue
-            self.order_gate(checked)
-        placed: Placed = await market.writer.submit(PlaceIntent(checked))
-        return placed
+        return await self._queue(market, checked)
 
     async def place_orders(self, account: str, orders: list[SignedOrderInput]) -> list[Placed | DomainError]:
         """Place each of ``orders`` as :meth:`place_order` would; one refusal does not stop the others.
@@ -290,15 +295,9 @@ class TradingService:
         outcomes: list[Placed | DomainError | asyncio.Future[Placed]] = []
         for order in orders:
             try:
-                market, checked = self._checked(account, order, now_unix)
-                if self.order_gate is not None:
-                    self.order_gate(checked)
-                intent = PlaceIntent(checked)
-                market.writer.enqueue(intent)
+                outcomes.append(self._queue(*self._checked(account, order, now_unix)))
             except DomainError as error:
                 outcomes.append(error)
-            else:
-                outcomes.append(intent.future)
         waiting = [outcome for outcome in outcomes if isinstance(outcome, asyncio.Future)]
         await asyncio.gather(*waiting, return_exceptions=True)  # cancelled with the request, like submit
         return [_outcome(outcome) for outcome in outcomes]
