@@ -150,7 +150,8 @@ _DEFAULT_PLANS = "RESET plan_cache_mode"
 
 # The same lookups written out for an asyncpg connection (exchange.db.bulk.Raw): nothing for
 # SQLAlchemy to expand or compile each cycle.
-_ORDER_COLUMN_NAMES = tuple(column.key for column in _ORDERS.columns)
+_ORDER_COLUMNS = tuple(_ORDERS.columns)
+_ORDER_COLUMN_NAMES = tuple(column.key for column in _ORDER_COLUMNS)
 
 
 @functools.cache
@@ -546,7 +547,7 @@ class MarketWriter:
                         for value in (account, bulk.bind_value(nonce, db.dialect, number))
                     ),
                     *by_hash,
-                    columns=list(_ORDERS.columns),
+                    columns=_ORDER_COLUMNS,
                 )
             ]
         else:
