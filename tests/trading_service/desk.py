@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from exchange.chain.pool import Tier
 from exchange.chain.runtime import ChainRuntime
-from exchange.trading import eip712, repository
+from exchange.trading import eip712, repository, settlement_repository
 from exchange.trading.service import TradingService
 from tests.support.auth import bearer_headers
 
@@ -136,6 +136,22 @@ class Desk:
     ) -> httpx.Response:
         body = self.order_body(trader, side, price_quote, amount_base, **options)
         return await self.client.post("/v1/orders", json=body, headers=trader.headers)
+
+    async def fail_fills(self, fill_ids: list[int], *, settler_here: bool) -> None:
+        """Fail fills for good, as the settler does when the Vault refuses them.
+
+        ``settler_here``: the settler runs in this process and tells the service (``fill_failed``);
+        otherwise (``exchange settle`` elsewhere) the service hears of it from PostgreSQL's notice
+        (``exchange.trading.fill_notices``) or reads it from the database.
+        """
+        async with self.trading.sessionmaker() as session, session.begin():
+            for fill_id in fill_ids:
+                await settlement_repository.fail_fill(
+                    session, fill_id, error_name="VaultOrderCancelled", error_args={}, batch_id=None
+                )
+        if settler_here:
+            for fill_id in fill_ids:
+                await self.trading.fill_failed(fill_id)
 
     async def balances(self, trader: Trader) -> dict[str, dict[str, int]]:
         reply = await self.client.get("/v1/account/balances", headers=trader.headers)

@@ -14,7 +14,6 @@ from sqlalchemy import select
 from exchange.chain.runtime import ChainRuntime
 from exchange.db.migrate import alembic_config
 from exchange.settings import Settings
-from exchange.trading import settlement_repository
 from exchange.trading.amounts import PRICE_SCALE_BASE
 from exchange.trading.candles import TIMEFRAMES, Candle, bucket_start
 from exchange.trading.market_data import VOIDS_RECHECK_S
@@ -180,23 +179,6 @@ async def _stored_candles(service: TradingService) -> list[tuple[Any, ...]]:
         ]
 
 
-async def _fail(service: TradingService, fill_ids: list[int], *, settler_here: bool) -> None:
-    """Fail fills for good, as the settler does when the Vault refuses them.
-
-    ``settler_here``: the settler runs in this process and tells the service (``fill_failed``);
-    otherwise (``exchange settle`` elsewhere) the service hears of it from PostgreSQL's notice
-    (``exchange.trading.fill_notices``) or reads it from the database.
-    """
-    async with service.sessionmaker() as session, session.begin():
-        for fill_id in fill_ids:
-            await settlement_repository.fail_fill(
-                session, fill_id, error_name="VaultOrderCancelled", error_args={}, batch_id=None
-            )
-    if settler_here:
-        for fill_id in fill_ids:
-            await service.fill_failed(fill_id)
-
-
 async def _public_record(desk: Desk) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
     ticker = (await desk.client.get("/v1/markets/BPC-TUSD/ticker")).json()
     candles = {}
@@ -216,7 +198,7 @@ async def test_fills_that_fail_settlement_leave_the_trades_candles_and_ticker(de
     highest = max(by_id, key=lambda t: int(t["price"]))
     rng = random.Random(5)
     voided = {by_id[0]["id"], by_id[-1]["id"], highest["id"], *(t["id"] for t in rng.sample(by_id, 3))}
-    await _fail(desk.trading, [int(trade_id) for trade_id in voided], settler_here=True)
+    await desk.fail_fills([int(trade_id) for trade_id in voided], settler_here=True)
 
     survivors = [trade for trade in trades if trade["id"] not in voided]
     after, ticker, candles = await _public_record(desk)
@@ -237,7 +219,7 @@ async def test_fills_that_fail_settlement_leave_the_trades_candles_and_ticker(de
     tickers.clock = lambda: moment
     if desk.trading.fill_notices is not None:
         await desk.trading.fill_notices.stop()  # no notice heard (PostgreSQL): the ticker counts, as below
-    await _fail(desk.trading, [int(trade["id"]) for trade in survivors], settler_here=False)
+    await desk.fail_fills([int(trade["id"]) for trade in survivors], settler_here=False)
     after, ticker, candles = await _public_record(desk)
     assert ticker["trades"] == len(survivors)  # the cached window, until it counts the failed fills again
     tickers.clock = lambda: moment + VOIDS_RECHECK_S
@@ -267,7 +249,7 @@ async def test_candles_over_days_are_rebuilt_without_the_failed_fills(
         trades = await _all_trades(desk)
         rng = random.Random(13)
         voided = {trade["id"] for trade in rng.sample(trades, len(trades) // 3)}
-        await _fail(desk.trading, [int(trade_id) for trade_id in voided], settler_here=True)
+        await desk.fail_fills([int(trade_id) for trade_id in voided], settler_here=True)
         survivors = [trade for trade in trades if trade["id"] not in voided]
         assert await _all_trades(desk) == survivors
         first_ms = min(trade["timestamp"] for trade in trades)

@@ -16,9 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from exchange.chain.runtime import ChainRuntime
-from exchange.db.engine import create_engine_for_url, create_sessionmaker
 from exchange.settings import Settings
-from exchange.trading import settlement_repository
 from tests.trading_service.conftest import start_desk, trading_settings
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
 
@@ -256,18 +254,6 @@ async def test_a_trade_that_fails_settlement_is_taken_back_on_the_trades_and_fil
         assert (await desk.client.get("/v1/markets/BPC-TUSD/trades")).json()["items"] == []
 
 
-async def _fail_elsewhere(database_url: str, fill_id: int) -> None:
-    """Fail the fill for good as a settler in another process does: its own engine, no call in here."""
-    engine = create_engine_for_url(database_url)
-    try:
-        async with create_sessionmaker(engine)() as session, session.begin():
-            await settlement_repository.fail_fill(
-                session, fill_id, error_name="VaultOrderCancelled", error_args={}, batch_id=None
-            )
-    finally:
-        await engine.dispose()
-
-
 async def test_a_fill_failed_by_a_settler_elsewhere_is_taken_back_once_even_after_a_lost_connection(
     database_url: str, desk: Desk, ws_url: str
 ) -> None:
@@ -288,7 +274,7 @@ async def test_a_fill_failed_by_a_settler_elsewhere_is_taken_back_once_even_afte
             assert (await desk.place(bob, "buy", price(10), WHOLE)).status_code == 201
             traded.append(await public.next())
 
-        await _fail_elsewhere(database_url, int(traded[0]["data"][0]["id"]))
+        await desk.fail_fills([int(traded[0]["data"][0]["id"])], settler_here=False)
         void = await asyncio.wait_for(public.next(), 10)
         assert (void["channel"], void["type"], void["data"]) == ("trades", "void", traded[0]["data"])
         # Heard a second time (the settler inside serve also calls the service): taken back once only.
@@ -297,17 +283,13 @@ async def test_a_fill_failed_by_a_settler_elsewhere_is_taken_back_once_even_afte
         assert public.pending == []
 
         # The listening connection is cut: it is opened again, and the next failure is heard.
-        engine = create_engine_for_url(database_url)
-        try:
-            async with engine.connect() as connection:
-                cut = await connection.scalar(
-                    text(
-                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND query LIKE 'LISTEN %trading_fill_failed%'"
-                    )
+        async with desk.trading.sessionmaker() as session:
+            cut = await session.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND query LIKE 'LISTEN %trading_fill_failed%'"
                 )
-        finally:
-            await engine.dispose()
+            )
         assert cut == 1
         for _ in range(200):
             if not notices.listening.is_set():
@@ -315,7 +297,7 @@ async def test_a_fill_failed_by_a_settler_elsewhere_is_taken_back_once_even_afte
             await asyncio.sleep(0.02)
         await asyncio.wait_for(notices.listening.wait(), 10)
         second = int(traded[1]["data"][0]["id"])
-        await _fail_elsewhere(database_url, second)
+        await desk.fail_fills([second], settler_here=False)
         # Heard three times at once (the notice and two calls): still one void.
         await asyncio.gather(desk.trading.fill_failed(second), desk.trading.fill_failed(second))
         void = await asyncio.wait_for(public.next(), 10)
