@@ -81,7 +81,7 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 ACTIVE_STATUS = 1  # PoolRegistry.Status.Active
-VOIDED_REMEMBERED = 10_000  # fills failed since long are not announced again
+VOIDED_REMEMBERED = 10_000  # the latest fills taken back: hearing of one again changes nothing
 
 
 class NotActiveMember(Forbidden):
