@@ -10,8 +10,11 @@ per fill, so the settler inside ``exchange serve``, which also calls it directly
 not heard twice.
 
 A lost listening connection is opened again, waiting 0.5 s at first and at most 5 s
-between tries. Notifications sent meanwhile do not reach the stream; the stored
-record (trades, candles and the ticker) is read from the database and stays right.
+between tries. Notifications sent meanwhile are not delivered to anyone, so once the
+new connection listens, the listener reads the failures recorded since the old one
+was lost (``settlement_failures``, from ``CATCH_UP_MARGIN_S`` before the loss: a
+failure's time is taken before its transaction commits, on the settler's clock) and
+hands those on too. ``fill_failed`` takes back only what it has not taken back yet.
 SQLite has no notifications: it is the one-process default, where the settler runs
 inside ``exchange serve`` and calls the service directly.
 """
@@ -21,19 +24,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from exchange.db.base import utc_now
 from exchange.kit.logging import get_logger
+from exchange.trading.settlement_models import SettlementFailure
 
 log = get_logger(__name__)
 
 CHANNEL = "trading_fill_failed"
+APPLICATION_NAME = "exchange-fill-notices"  # the listening connection's, in pg_stat_activity
 FIRST_RETRY_S = 0.5
 LAST_RETRY_S = 5.0
+CATCH_UP_MARGIN_S = 60.0  # how long before a loss a failure may be dated and still commit after it
 
 
 async def announce_failed(session: AsyncSession, fill_id: int) -> None:
@@ -48,7 +56,8 @@ class FailedFillListener:
     Ids are handed on one at a time, in the order heard (a settler failing many fills at
     once must not start as many reads). A connection that has said nothing for
     ``probe_every_s`` is asked ``SELECT 1``: one that died without a word (no TCP reset)
-    is found and replaced.
+    is found and replaced. Whatever failed while no connection listened is read from
+    the database once one listens again (see the module docstring).
     """
 
     def __init__(
@@ -58,12 +67,20 @@ class FailedFillListener:
         *,
         probe_every_s: float = 30.0,
         probe_timeout_s: float = 10.0,
+        first_retry_s: float = FIRST_RETRY_S,
     ) -> None:
-        # Not the app's pool: a connection that LISTENs must not go back to it.
-        self._engine = create_async_engine(engine.url, poolclass=NullPool)
+        # Not the app's pool: a connection that LISTENs must not go back to it. Named, so that
+        # pg_stat_activity tells it apart.
+        self._engine = create_async_engine(
+            engine.url,
+            poolclass=NullPool,
+            connect_args={"server_settings": {"application_name": APPLICATION_NAME}},
+        )
         self._on_failed = on_failed
         self._probe_every_s = probe_every_s
         self._probe_timeout_s = probe_timeout_s
+        self.first_retry_s = first_retry_s  # the wait before reopening a lost connection (then doubled)
+        self._unheard_since: datetime | None = None  # when the listening stopped, until one listens again
         self._heard: asyncio.Queue[int] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._driver: Any = None  # the listening asyncpg connection, while there is one
@@ -71,6 +88,7 @@ class FailedFillListener:
 
     async def start(self, *, wait_s: float = 10.0) -> None:
         """Start listening; wait up to ``wait_s`` for the first connection (it retries on its own)."""
+        self._unheard_since = utc_now()  # failures before the first connection listens are read too
         self._tasks = [
             asyncio.create_task(self._listen(), name="trading-fill-notices"),
             asyncio.create_task(self._hand_on(), name="trading-fill-notices-handler"),
@@ -91,7 +109,7 @@ class FailedFillListener:
         await self._engine.dispose()
 
     async def _listen(self) -> None:
-        retry_s = FIRST_RETRY_S
+        retry_s = self.first_retry_s
         while True:
             try:
                 async with self._engine.connect() as connection:
@@ -100,9 +118,10 @@ class FailedFillListener:
                     lost = asyncio.Event()
                     driver.add_termination_listener(lambda _connection, lost=lost: lost.set())
                     await driver.add_listener(CHANNEL, self._notified)
+                    await self._catch_up(connection)
                     self.listening.set()
                     log.info("trading.fill_notices_listening", channel=CHANNEL)
-                    retry_s = FIRST_RETRY_S
+                    retry_s = self.first_retry_s
                     while not lost.is_set():
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(lost.wait(), self._probe_every_s)
@@ -116,10 +135,31 @@ class FailedFillListener:
                         log.warning("trading.fill_notices_lost", retry_s=retry_s)
             except Exception as error:  # whatever broke the connection: open another
                 log.warning("trading.fill_notices_unavailable", error=repr(error), retry_s=retry_s)
+            if self._unheard_since is None:
+                self._unheard_since = utc_now()
             self._driver = None
             self.listening.clear()
             await asyncio.sleep(retry_s)
             retry_s = min(retry_s * 2, LAST_RETRY_S)
+
+    async def _catch_up(self, connection: AsyncConnection) -> None:
+        """Queue the failures recorded while nobody listened (this connection already listens)."""
+        if self._unheard_since is None:
+            return
+        since = self._unheard_since - timedelta(seconds=CATCH_UP_MARGIN_S)
+        fill_ids = list(
+            await connection.scalars(
+                select(SettlementFailure.fill_id)
+                .where(SettlementFailure.created_at >= since)
+                .order_by(SettlementFailure.created_at, SettlementFailure.fill_id)
+            )
+        )
+        await connection.commit()
+        for fill_id in fill_ids:
+            self._heard.put_nowait(fill_id)
+        if fill_ids:
+            log.info("trading.fill_notices_caught_up", fills=len(fill_ids), since=since.isoformat())
+        self._unheard_since = None
 
     def _notified(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
         try:

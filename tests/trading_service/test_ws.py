@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from exchange.chain.runtime import ChainRuntime
 from exchange.settings import Settings
+from exchange.trading.fill_notices import APPLICATION_NAME
 from tests.trading_service.conftest import start_desk, trading_settings
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
 
@@ -254,7 +255,7 @@ async def test_a_trade_that_fails_settlement_is_taken_back_on_the_trades_and_fil
         assert (await desk.client.get("/v1/markets/BPC-TUSD/trades")).json()["items"] == []
 
 
-async def test_a_fill_failed_by_a_settler_elsewhere_is_taken_back_once_even_after_a_lost_connection(
+async def test_a_fill_failed_by_a_settler_elsewhere_is_taken_back_once_even_while_the_listener_was_cut(
     database_url: str, desk: Desk, ws_url: str
 ) -> None:
     if not database_url.startswith("postgresql"):
@@ -269,7 +270,7 @@ async def test_a_fill_failed_by_a_settler_elsewhere_is_taken_back_once_even_afte
             "subscribed"
         )
         traded = []
-        for _ in range(2):
+        for _ in range(3):
             assert (await desk.place(alice, "sell", price(10), WHOLE)).status_code == 201
             assert (await desk.place(bob, "buy", price(10), WHOLE)).status_code == 201
             traded.append(await public.next())
@@ -282,20 +283,27 @@ async def test_a_fill_failed_by_a_settler_elsewhere_is_taken_back_once_even_afte
         assert (await public.request(op="ping"))["type"] == "pong"
         assert public.pending == []
 
-        # The listening connection is cut: it is opened again, and the next failure is heard.
+        # The listening connection is cut: a failure while nobody listens is read back once one
+        # listens again, and the next failure is heard.
+        notices.first_retry_s = 2.0  # time enough to fail a fill before the connection is reopened
         async with desk.trading.sessionmaker() as session:
             cut = await session.scalar(
                 text(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND query LIKE 'LISTEN %trading_fill_failed%'"
-                )
+                    "WHERE datname = current_database() AND application_name = :name"
+                ),
+                {"name": APPLICATION_NAME},
             )
         assert cut == 1
         for _ in range(200):
             if not notices.listening.is_set():
                 break
             await asyncio.sleep(0.02)
+        assert not notices.listening.is_set()
+        await desk.fail_fills([int(traded[2]["data"][0]["id"])], settler_here=False)  # its notice is lost
         await asyncio.wait_for(notices.listening.wait(), 10)
+        void = await asyncio.wait_for(public.next(), 10)
+        assert (void["type"], void["data"]) == ("void", traded[2]["data"])
         second = int(traded[1]["data"][0]["id"])
         await desk.fail_fills([second], settler_here=False)
         # Heard three times at once (the notice and two calls): still one void.
