@@ -27,6 +27,14 @@ class WriterUnavailable(DomainError):
     title = "Trading temporarily unavailable"
 
 
+class OrderFailed(DomainError):
+    """One order of a batch met an unexpected error (logged with its traceback); the others stand."""
+
+    status = 500
+    type_slug = "order-failed"
+    title = "Internal server error"
+
+
 class OrderConflict(Conflict):
     """The order clashes with one already placed (client order id, nonce or signed order reused)."""
 

@@ -140,37 +140,50 @@ async def test_resending_a_batch_places_nothing_twice(desk: Desk) -> None:
     assert len(await _orders(desk, alice)) == 4
 
 
+@pytest.mark.parametrize(
+    ("failure", "status", "problem_type"),
+    [
+        (WriterUnavailable("the market is restarting"), 503, "trading-unavailable"),
+        (RuntimeError("a bug met by this order only"), 500, "order-failed"),
+    ],
+    ids=["unavailable", "unexpected"],
+)
 async def test_an_answer_with_an_order_worth_retrying_is_not_kept_under_its_key(
-    desk: Desk, monkeypatch: pytest.MonkeyPatch
+    desk: Desk, monkeypatch: pytest.MonkeyPatch, failure: Exception, status: int, problem_type: str
 ) -> None:
     alice = await _funded(desk, 0xB9)
     writer = desk.trading.market(desk.market["id"]).writer
     enqueue = writer.enqueue
     refused_once: list[str] = []
 
-    def restarting_once(intent: Intent) -> None:
+    def failing_once(intent: Intent) -> None:
         if isinstance(intent, PlaceIntent) and intent.order.client_order_id == "second" and not refused_once:
             refused_once.append("second")
-            raise WriterUnavailable("the market is restarting")
+            raise failure
         enqueue(intent)
 
-    monkeypatch.setattr(writer, "enqueue", restarting_once)
+    monkeypatch.setattr(writer, "enqueue", failing_once)
     bodies = [
         desk.order_body(alice, "sell", price(11 + n), WHOLE, client_order_id=name)
-        for n, name in enumerate(("first", "second"))
+        for n, name in enumerate(("first", "second", "third"))
     ]
     keyed = {**alice.headers, "Idempotency-Key": "batch-retry"}
     first = await desk.client.post(BATCH, json={"orders": bodies}, headers=keyed)
-    assert [result["status"] for result in first.json()["results"]] == [201, 503]
-    assert first.json()["results"][1]["problem"]["type"].endswith("/trading-unavailable")
+    assert first.status_code == 200, first.text
+    # The order that failed is answered on its own; the orders around it are placed.
+    assert [result["status"] for result in first.json()["results"]] == [201, status, 201]
+    problem = first.json()["results"][1]["problem"]
+    assert (problem["type"].split("/")[-1], problem["status"]) == (problem_type, status)
+    assert "a bug" not in problem["detail"]  # an unexpected error's text stays in the log
+    assert [order["client_order_id"] for order in await _orders(desk, alice)] == ["third", "first"]
 
     again = await desk.client.post(BATCH, json={"orders": bodies}, headers=keyed)
     assert "Idempotent-Replayed" not in again.headers  # run again, not replayed
-    assert [result["status"] for result in again.json()["results"]] == [200, 201]
+    assert [result["status"] for result in again.json()["results"]] == [200, 201, 200]
     kept = await desk.client.post(BATCH, json={"orders": bodies}, headers=keyed)
     assert kept.headers["Idempotent-Replayed"] == "true"
     assert kept.json() == again.json()
-    assert len(await _orders(desk, alice)) == 2
+    assert len(await _orders(desk, alice)) == 3
 
 
 async def test_malformed_or_unauthorised_batches_are_refused_whole(desk: Desk) -> None:
