@@ -23,6 +23,11 @@ Each phase prints its acknowledged rate and p50/p99; the final JSON carries them
 under ``at_rate``. The closed loop measures what the service sustains; the open
 loop, what latency a client sees at a load the service can carry.
 
+Besides latencies it prints the server's and the client's CPU per acknowledged order
+and how busy the machine's cores were during the closed loop: a share well under
+100% means the run was bound by the order of its steps (a cycle's statements wait on
+PostgreSQL while the service has nothing else to do), not by the cores.
+
 The service's rate limits are raised for the run (one client IP, few accounts).
 PostgreSQL: a private cluster in a temporary directory, or ``BENCH_DATABASE_URL``
 (an empty database the benchmark may fill).
@@ -209,6 +214,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_ticks() -> tuple[int, int]:
+    """Clock ticks the whole machine (all cores) spent busy, and in all, so far (from /proc/stat)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)  # less idle and iowait
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -296,11 +307,14 @@ async def main() -> None:
                 print(f"{args.ws_subscribers} WebSocket subscribers on the book", file=sys.stderr)
                 server_cpu_s = cpu_seconds(server.pid)
                 client_cpu_s = time.process_time()
+                busy_ticks, all_ticks = machine_cpu_ticks()
                 latencies, statuses, wall_s = await load(
                     server.port, orders[args.warmup :], args.connections, args.batch
                 )
                 server_cpu_s = cpu_seconds(server.pid) - server_cpu_s
                 client_cpu_s = time.process_time() - client_cpu_s
+                busy_after, all_after = machine_cpu_ticks()
+                busy_share = (busy_after - busy_ticks) / max(all_after - all_ticks, 1)
             if any(status >= 500 for status in statuses):
                 errors = [line for line in server.log_tail(10**7).splitlines() if '"level": "error"' in line]
                 print("server errors:\n" + "\n".join(errors[:3]), file=sys.stderr)
@@ -337,7 +351,9 @@ async def main() -> None:
     )
     print(
         f"CPU per acknowledged order: server {server_cpu_s / max(accepted, 1) * 1000:.2f} ms, "
-        f"client {client_cpu_s / max(accepted, 1) * 1000:.2f} ms (machine load {os.getloadavg()[0]:.1f})"
+        f"client {client_cpu_s / max(accepted, 1) * 1000:.2f} ms; the machine's {os.cpu_count()} cores "
+        f"were {busy_share:.0%} busy (server {server_cpu_s / wall_s:.2f} cores, "
+        f"client {client_cpu_s / wall_s:.2f}, the rest PostgreSQL, subscribers and the node)"
     )
     print(f"journal head after the run: {journal.decode()}")
     print(json.dumps(result))
