@@ -12,9 +12,10 @@ not heard twice.
 A lost listening connection is opened again, waiting 0.5 s at first and at most 5 s
 between tries. Notifications sent meanwhile are not delivered to anyone, so once the
 new connection listens, the listener reads the failures recorded since the old one
-was lost (``settlement_failures``, from ``CATCH_UP_MARGIN_S`` before the loss: a
-failure's time is taken before its transaction commits, on the settler's clock) and
-hands those on too. ``fill_failed`` takes back only what it has not taken back yet.
+was last known to listen (its LISTEN or its last answered probe), less
+``CATCH_UP_MARGIN_S``: a failure's ``created_at`` is taken on the settler's clock,
+before its transaction commits. It hands those on too; ``fill_failed`` takes back
+only the fills it has not taken back already (it remembers the latest 10,000).
 SQLite has no notifications: it is the one-process default, where the settler runs
 inside ``exchange serve`` and calls the service directly.
 """
@@ -80,7 +81,8 @@ class FailedFillListener:
         self._probe_every_s = probe_every_s
         self._probe_timeout_s = probe_timeout_s
         self.first_retry_s = first_retry_s  # the wait before reopening a lost connection (then doubled)
-        self._unheard_since: datetime | None = None  # when the listening stopped, until one listens again
+        self._alive_at: datetime | None = None  # when the connection was last known to listen
+        self._unheard_since: datetime | None = None  # failures since then are read back on reconnecting
         self._heard: asyncio.Queue[int] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._driver: Any = None  # the listening asyncpg connection, while there is one
@@ -88,7 +90,7 @@ class FailedFillListener:
 
     async def start(self, *, wait_s: float = 10.0) -> None:
         """Start listening; wait up to ``wait_s`` for the first connection (it retries on its own)."""
-        self._unheard_since = utc_now()  # failures before the first connection listens are read too
+        self._unheard_since = utc_now()  # should the first connection be late, what failed meanwhile
         self._tasks = [
             asyncio.create_task(self._listen(), name="trading-fill-notices"),
             asyncio.create_task(self._hand_on(), name="trading-fill-notices-handler"),
@@ -109,7 +111,7 @@ class FailedFillListener:
         await self._engine.dispose()
 
     async def _listen(self) -> None:
-        retry_s = self.first_retry_s
+        tries = 0  # failed since the last connection that listened
         while True:
             try:
                 async with self._engine.connect() as connection:
@@ -118,29 +120,43 @@ class FailedFillListener:
                     lost = asyncio.Event()
                     driver.add_termination_listener(lambda _connection, lost=lost: lost.set())
                     await driver.add_listener(CHANNEL, self._notified)
-                    await self._catch_up(connection)
+                    self._alive_at = utc_now()
+                    await self._bounded(driver, self._catch_up(connection))
                     self.listening.set()
                     log.info("trading.fill_notices_listening", channel=CHANNEL)
-                    retry_s = self.first_retry_s
+                    tries = 0
                     while not lost.is_set():
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(lost.wait(), self._probe_every_s)
                         if not lost.is_set():
-                            try:
-                                await asyncio.wait_for(driver.fetchval("SELECT 1"), self._probe_timeout_s)
-                            except Exception:
-                                driver.terminate()  # closing politely would wait on the dead peer
-                                raise
+                            probed_at = utc_now()
+                            await self._bounded(driver, driver.fetchval("SELECT 1"))
+                            self._alive_at = probed_at
                     if self._tasks:  # not stopping
-                        log.warning("trading.fill_notices_lost", retry_s=retry_s)
+                        log.warning("trading.fill_notices_lost", retry_s=self._retry_s(tries))
             except Exception as error:  # whatever broke the connection: open another
-                log.warning("trading.fill_notices_unavailable", error=repr(error), retry_s=retry_s)
+                log.warning(
+                    "trading.fill_notices_unavailable", error=repr(error), retry_s=self._retry_s(tries)
+                )
             if self._unheard_since is None:
-                self._unheard_since = utc_now()
+                self._unheard_since = self._alive_at
             self._driver = None
             self.listening.clear()
-            await asyncio.sleep(retry_s)
-            retry_s = min(retry_s * 2, LAST_RETRY_S)
+            await asyncio.sleep(self._retry_s(tries))
+            tries += 1
+
+    def _retry_s(self, tries: int) -> float:
+        """The wait before the next connection, after ``tries`` failed ones since the last that listened."""
+        return float(min(self.first_retry_s * 2.0**tries, max(LAST_RETRY_S, self.first_retry_s)))
+
+    async def _bounded(self, driver: Any, step: Awaitable[Any]) -> None:
+        """Await ``step`` on the connection for at most the probe's timeout; past it, or if it
+        fails, the connection is terminated (closing politely would wait on a dead peer)."""
+        try:
+            await asyncio.wait_for(step, self._probe_timeout_s)
+        except Exception:
+            driver.terminate()
+            raise
 
     async def _catch_up(self, connection: AsyncConnection) -> None:
         """Queue the failures recorded while nobody listened (this connection already listens)."""

@@ -200,6 +200,7 @@ class SettlementFailure(Base):
     """Why a fill was given up: it will never be sent again."""
 
     __tablename__ = "settlement_failures"
+    __table_args__ = (Index(None, "created_at"),)  # read back by time (exchange.trading.fill_notices)
 
     fill_id: Mapped[int] = mapped_column(ForeignKey("trading_fills.id"), primary_key=True)
     error_name: Mapped[str] = mapped_column(String(64))

@@ -117,7 +117,10 @@ async def test_a_listening_connection_that_goes_silent_is_found_and_replaced(pos
 
     via_proxy = url.set(host="127.0.0.1", port=proxy.port)
     engine = create_engine_for_url(via_proxy.render_as_string(hide_password=False))
-    listener = FailedFillListener(engine, on_failed, probe_every_s=0.2, probe_timeout_s=0.5)
+    # Reopened 2 s after the loss at the earliest: not while the relay still drops everything.
+    listener = FailedFillListener(
+        engine, on_failed, probe_every_s=0.2, probe_timeout_s=0.5, first_retry_s=2.0
+    )
     try:
         await listener.start()
         assert listener.listening.is_set()
