@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from exchange.api.front import Front, read_request, replaying
 from exchange.api.problems import PROBLEM_MEDIA_TYPE, Problem, problem_responses
+from exchange.api.request_context import current_request_id
 from exchange.auth.dependencies import bearer
 from exchange.auth.service import Principal
 from exchange.db.session import DbSession
@@ -72,7 +73,7 @@ from exchange.trading.schemas import (
     WithdrawalIn,
     WithdrawalOut,
 )
-from exchange.trading.service import NotActiveMember, TradingService, UnknownMarket
+from exchange.trading.service import NotActiveMember, TradingService, UnknownMarket, order_failed
 from exchange.trading.views import market_out, order_out, trade_out, withdrawal_out
 
 ORDER_ID_MAX = 2**63 - 1
@@ -197,6 +198,8 @@ def _parse_signature(text: str) -> bytes:
 def _problem_body(error: DomainError, request: Request) -> dict[str, Any]:
     body: dict[str, Any] = {"type": error.type_uri(), "title": error.title, "status": error.status}
     body.update({"detail": error.detail, "instance": request.url.path})
+    if (request_id := current_request_id()) is not None:
+        body["request_id"] = request_id
     body.update({name: value for name, value in error.extra.items() if name not in body})
     return body
 
@@ -381,6 +384,8 @@ async def place_orders(
                 signed.append((index, _signed_order(service, item)))
             except DomainError as error:
                 results[index] = _refused_result(error, request, index)
+            except Exception as error:  # this order only, as in TradingService.place_orders
+                results[index] = _refused_result(order_failed(error), request, index)
         outcomes = await service.place_orders(principal.address, [order for _, order in signed])
         for (index, _), outcome in zip(signed, outcomes, strict=True):
             if isinstance(outcome, DomainError):

@@ -175,10 +175,11 @@ class PlacedOrderResult(BaseModel):
     """One order of a batch: placed (201), placed before under its client_order_id (200), or refused."""
 
     status: int = Field(
-        description="The status POST /v1/orders would answer for this order: 201, 200, or the refusal's."
+        description="201 placed, 200 placed before under its client_order_id, or the status of the "
+        "refusal (500 order-failed when the service met an unexpected error with this order)."
     )
     order: OrderOut | None = Field(description="The order, unless it was refused.")
-    problem: Problem | None = Field(description="Why the order was refused (problem+json), else null.")
+    problem: Problem | None = Field(description="Why the order was not placed (problem+json), else null.")
 
 
 class PlaceOrdersOut(BaseModel):

@@ -104,10 +104,10 @@ def _outcome(outcome: Placed | DomainError | asyncio.Future[Placed]) -> Placed |
     except DomainError as error:
         return error
     except Exception as error:
-        return _order_failed(error)
+        return order_failed(error)
 
 
-def _order_failed(error: Exception) -> OrderFailed:
+def order_failed(error: Exception) -> OrderFailed:
     """A batch item's unexpected error, logged here and answered as that item's 500."""
     log.error("trading.batch_order_failed", error_type=type(error).__qualname__, exc_info=error)
     return OrderFailed("the service failed to handle this order; retry it with the same client order id")
@@ -308,7 +308,7 @@ class TradingService:
             except DomainError as error:
                 outcomes.append(error)
             except Exception as error:  # this order only: the ones queued before it go on
-                outcomes.append(_order_failed(error))
+                outcomes.append(order_failed(error))
         waiting = [outcome for outcome in outcomes if isinstance(outcome, asyncio.Future)]
         await asyncio.gather(*waiting, return_exceptions=True)  # cancelled with the request, like submit
         return [_outcome(outcome) for outcome in outcomes]

@@ -141,15 +141,21 @@ async def test_resending_a_batch_places_nothing_twice(desk: Desk) -> None:
 
 
 @pytest.mark.parametrize(
-    ("failure", "status", "problem_type"),
+    ("failure", "status", "problem_type", "answered"),
     [
-        (WriterUnavailable("the market is restarting"), 503, "trading-unavailable"),
-        (RuntimeError("a bug met by this order only"), 500, "order-failed"),
+        (WriterUnavailable("the market is restarting"), 503, "trading-unavailable", False),
+        (RuntimeError("a bug met by this order only"), 500, "order-failed", False),
+        (RuntimeError("a bug met by this order only"), 500, "order-failed", True),
     ],
-    ids=["unavailable", "unexpected"],
+    ids=["unavailable", "unexpected", "unexpected-outcome"],
 )
 async def test_an_answer_with_an_order_worth_retrying_is_not_kept_under_its_key(
-    desk: Desk, monkeypatch: pytest.MonkeyPatch, failure: Exception, status: int, problem_type: str
+    desk: Desk,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
+    status: int,
+    problem_type: str,
+    answered: bool,
 ) -> None:
     alice = await _funded(desk, 0xB9)
     writer = desk.trading.market(desk.market["id"]).writer
@@ -157,9 +163,13 @@ async def test_an_answer_with_an_order_worth_retrying_is_not_kept_under_its_key(
     refused_once: list[str] = []
 
     def failing_once(intent: Intent) -> None:
+        """The second order fails once: refused as it is queued, or (``answered``) with its outcome."""
         if isinstance(intent, PlaceIntent) and intent.order.client_order_id == "second" and not refused_once:
             refused_once.append("second")
-            raise failure
+            if not answered:
+                raise failure
+            intent.future.set_exception(failure)
+            return
         enqueue(intent)
 
     monkeypatch.setattr(writer, "enqueue", failing_once)
@@ -174,6 +184,7 @@ async def test_an_answer_with_an_order_worth_retrying_is_not_kept_under_its_key(
     assert [result["status"] for result in first.json()["results"]] == [201, status, 201]
     problem = first.json()["results"][1]["problem"]
     assert (problem["type"].split("/")[-1], problem["status"]) == (problem_type, status)
+    assert problem["request_id"] == first.headers["X-Request-Id"]
     assert "a bug" not in problem["detail"]  # an unexpected error's text stays in the log
     assert [order["client_order_id"] for order in await _orders(desk, alice)] == ["third", "first"]
 
