@@ -352,8 +352,8 @@ async def main() -> None:
     print(
         f"CPU per acknowledged order: server {server_cpu_s / max(accepted, 1) * 1000:.2f} ms, "
         f"client {client_cpu_s / max(accepted, 1) * 1000:.2f} ms; the machine's {os.cpu_count()} cores "
-        f"were {busy_share:.0%} busy (server {server_cpu_s / wall_s:.2f} cores, "
-        f"client {client_cpu_s / wall_s:.2f}, the rest PostgreSQL, subscribers and the node)"
+        f"were {busy_share:.0%} busy (server {server_cpu_s / wall_s:.2f} cores, client "
+        f"{client_cpu_s / wall_s:.2f}, the rest PostgreSQL, subscribers, the node and anything else)"
     )
     print(f"journal head after the run: {journal.decode()}")
     print(json.dumps(result))
