@@ -42,7 +42,7 @@ CHANNEL = "trading_fill_failed"
 APPLICATION_NAME = "exchange-fill-notices"  # the listening connection's, in pg_stat_activity
 FIRST_RETRY_S = 0.5
 LAST_RETRY_S = 5.0
-CATCH_UP_MARGIN_S = 60.0  # how long before a loss a failure may be dated and still commit after it
+CATCH_UP_MARGIN_S = 60.0  # a failure dated this long before the last sign of life may commit after it
 
 
 async def announce_failed(session: AsyncSession, fill_id: int) -> None:
