@@ -73,7 +73,7 @@ from exchange.trading.schemas import (
     WithdrawalIn,
     WithdrawalOut,
 )
-from exchange.trading.service import NotActiveMember, TradingService, UnknownMarket, order_failed
+from exchange.trading.service import NotActiveMember, TradingService, UnknownMarket, batch_item
 from exchange.trading.views import market_out, order_out, trade_out, withdrawal_out
 
 ORDER_ID_MAX = 2**63 - 1
@@ -380,12 +380,11 @@ async def place_orders(
         results: dict[int, PlacedOrderResult] = {}
         signed: list[tuple[int, SignedOrderInput]] = []
         for index, item in enumerate(body.orders):
-            try:
-                signed.append((index, _signed_order(service, item)))
-            except DomainError as error:
-                results[index] = _refused_result(error, request, index)
-            except Exception as error:  # this order only, as in TradingService.place_orders
-                results[index] = _refused_result(order_failed(error), request, index)
+            order = batch_item(_signed_order, service, item)
+            if isinstance(order, DomainError):
+                results[index] = _refused_result(order, request, index)
+            else:
+                signed.append((index, order))
         outcomes = await service.place_orders(principal.address, [order for _, order in signed])
         for (index, _), outcome in zip(signed, outcomes, strict=True):
             if isinstance(outcome, DomainError):

@@ -95,22 +95,24 @@ class UnknownMarket(NotFound):
     title = "Unknown market"
 
 
-def _outcome(outcome: Placed | DomainError | asyncio.Future[Placed]) -> Placed | DomainError:
-    """A batch item's outcome: a refusal stays one; a writer's answer is read from its future."""
-    if not isinstance(outcome, asyncio.Future):
-        return outcome
+def batch_item(step: Callable[..., T], *args: Any) -> T | DomainError:
+    """One step for one order of a batch: its result, or what stops that order alone.
+
+    A refusal is returned as it is; an unexpected error is logged with its traceback
+    and returned as the order's 500 (``OrderFailed``), whose text reveals nothing.
+    """
     try:
-        return outcome.result()
+        return step(*args)
     except DomainError as error:
         return error
     except Exception as error:
-        return order_failed(error)
+        log.error("trading.batch_order_failed", error_type=type(error).__qualname__, exc_info=error)
+        return OrderFailed("the service failed to handle this order; retry it with the same client order id")
 
 
-def order_failed(error: Exception) -> OrderFailed:
-    """A batch item's unexpected error, logged here and answered as that item's 500."""
-    log.error("trading.batch_order_failed", error_type=type(error).__qualname__, exc_info=error)
-    return OrderFailed("the service failed to handle this order; retry it with the same client order id")
+def _outcome(outcome: Placed | DomainError | asyncio.Future[Placed]) -> Placed | DomainError:
+    """A batch item's outcome: a refusal stays one; a writer's answer is read from its future."""
+    return batch_item(outcome.result) if isinstance(outcome, asyncio.Future) else outcome
 
 
 class ChainAccess:
@@ -286,6 +288,11 @@ class TradingService:
         market.writer.enqueue(intent)
         return intent.future
 
+    def _check_and_queue(
+        self, account: str, order: SignedOrderInput, now_unix: int
+    ) -> asyncio.Future[Placed]:
+        return self._queue(*self._checked(account, order, now_unix))
+
     async def place_order(self, account: str, order: SignedOrderInput) -> Placed:
         market, checked = self._checked(account, order, int(time.time()))
         await self.require_active_member(account)
@@ -302,13 +309,8 @@ class TradingService:
         await self.require_active_member(account)
         now_unix = int(time.time())
         outcomes: list[Placed | DomainError | asyncio.Future[Placed]] = []
-        for order in orders:
-            try:
-                outcomes.append(self._queue(*self._checked(account, order, now_unix)))
-            except DomainError as error:
-                outcomes.append(error)
-            except Exception as error:  # this order only: the ones queued before it go on
-                outcomes.append(order_failed(error))
+        for order in orders:  # an order refused or failing here stops itself only
+            outcomes.append(batch_item(self._check_and_queue, account, order, now_unix))
         waiting = [outcome for outcome in outcomes if isinstance(outcome, asyncio.Future)]
         await asyncio.gather(*waiting, return_exceptions=True)  # cancelled with the request, like submit
         return [_outcome(outcome) for outcome in outcomes]
