@@ -153,6 +153,20 @@ class Desk:
             for fill_id in fill_ids:
                 await self.trading.fill_failed(fill_id)
 
+    async def orders(self, trader: Trader) -> list[dict[str, Any]]:
+        """The trader's orders as GET /v1/orders lists them (newest first, first page)."""
+        reply = await self.client.get("/v1/orders", headers=trader.headers)
+        assert reply.status_code == 200, reply.text
+        items: list[dict[str, Any]] = reply.json()["items"]
+        return items
+
+    async def journal(self) -> dict[str, Any]:
+        """The market's journal head (sequence, state hash, open orders)."""
+        reply = await self.client.get(f"/v1/markets/{self.market['id']}/journal")
+        assert reply.status_code == 200, reply.text
+        head: dict[str, Any] = reply.json()
+        return head
+
     async def balances(self, trader: Trader) -> dict[str, dict[str, int]]:
         reply = await self.client.get("/v1/account/balances", headers=trader.headers)
         assert reply.status_code == 200, reply.text

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from eth_account import Account
 from sqlalchemy import func, select
@@ -25,19 +23,6 @@ async def _funded(desk: Desk, key: int) -> Trader:
     return trader
 
 
-async def _orders(desk: Desk, trader: Trader) -> list[dict[str, Any]]:
-    reply = await desk.client.get("/v1/orders", headers=trader.headers)
-    assert reply.status_code == 200, reply.text
-    items: list[dict[str, Any]] = reply.json()["items"]
-    return items
-
-
-async def _journal(desk: Desk) -> dict[str, Any]:
-    reply = await desk.client.get(f"/v1/markets/{desk.market['id']}/journal")
-    head: dict[str, Any] = reply.json()
-    return head
-
-
 async def test_a_batch_is_placed_in_order_and_matched(desk: Desk) -> None:
     alice = await _funded(desk, 0xB1)
     before = await desk.balances(alice)
@@ -55,7 +40,7 @@ async def test_a_batch_is_placed_in_order_and_matched(desk: Desk) -> None:
     assert [order["client_order_id"] for order in placed] == ["ladder-1", "ladder-2", "ladder-3"]
     ids = [int(order["id"]) for order in placed]
     assert ids == sorted(ids), "the batch enters the journal in the order given"
-    assert {order["id"] for order in await _orders(desk, alice)} == {order["id"] for order in placed}
+    assert {order["id"] for order in await desk.orders(alice)} == {order["id"] for order in placed}
 
     # Reservations are those of three single orders: 3 BPC for the sells, the buy's quote plus fee cap.
     after = await desk.balances(alice)
@@ -87,7 +72,7 @@ async def test_each_order_is_answered_on_its_own_and_refusals_change_nothing(des
     reused_id = desk.order_body(alice, "sell", price(13), WHOLE, client_order_id="good")
     too_big = desk.order_body(alice, "sell", price(11), 1_000 * WHOLE)
     expired = desk.order_body(alice, "buy", price(9), WHOLE, expiry=1)
-    head = await _journal(desk)
+    head = await desk.journal()
 
     bodies = [good, again, off_tick, not_mine, other_market, reused_id, too_big, expired]
     reply = await desk.client.post(BATCH, json={"orders": bodies}, headers=alice.headers)
@@ -111,9 +96,9 @@ async def test_each_order_is_answered_on_its_own_and_refusals_change_nothing(des
     assert results[2]["problem"]["errors"][0]["loc"] == ["body", "orders", 2, "order", "price"]
 
     # Only the good order exists, reserved once; the journal took one command.
-    assert [order["client_order_id"] for order in await _orders(desk, alice)] == ["good"]
+    assert [order["client_order_id"] for order in await desk.orders(alice)] == ["good"]
     assert (await desk.balances(alice))[desk.market["base"]]["reserved"] == WHOLE
-    assert (await _journal(desk))["sequence"] == head["sequence"] + 1
+    assert (await desk.journal())["sequence"] == head["sequence"] + 1
 
 
 async def test_resending_a_batch_places_nothing_twice(desk: Desk) -> None:
@@ -124,7 +109,7 @@ async def test_resending_a_batch_places_nothing_twice(desk: Desk) -> None:
     assert [result["status"] for result in first.json()["results"]] == [201] * 3
     assert [result["status"] for result in again.json()["results"]] == [200] * 3
     assert [r["order"] for r in again.json()["results"]] == [r["order"] for r in first.json()["results"]]
-    assert len(await _orders(desk, alice)) == 3
+    assert len(await desk.orders(alice)) == 3
 
     keyed = {**alice.headers, "Idempotency-Key": "batch-1"}
     more = [desk.order_body(alice, "sell", price(20), WHOLE)]
@@ -137,7 +122,7 @@ async def test_resending_a_batch_places_nothing_twice(desk: Desk) -> None:
     reused = await desk.client.post(BATCH, json={"orders": other}, headers=keyed)
     assert reused.status_code == 422
     assert reused.json()["type"].endswith("/idempotency-key-reused")
-    assert len(await _orders(desk, alice)) == 4
+    assert len(await desk.orders(alice)) == 4
 
 
 @pytest.mark.parametrize(
@@ -186,7 +171,7 @@ async def test_an_answer_with_an_order_worth_retrying_is_not_kept_under_its_key(
     assert (problem["type"].split("/")[-1], problem["status"]) == (problem_type, status)
     assert problem["request_id"] == first.headers["X-Request-Id"]
     assert "a bug" not in problem["detail"]  # an unexpected error's text stays in the log
-    assert [order["client_order_id"] for order in await _orders(desk, alice)] == ["third", "first"]
+    assert [order["client_order_id"] for order in await desk.orders(alice)] == ["third", "first"]
 
     again = await desk.client.post(BATCH, json={"orders": bodies}, headers=keyed)
     assert "Idempotent-Replayed" not in again.headers  # run again, not replayed
@@ -194,13 +179,13 @@ async def test_an_answer_with_an_order_worth_retrying_is_not_kept_under_its_key(
     kept = await desk.client.post(BATCH, json={"orders": bodies}, headers=keyed)
     assert kept.headers["Idempotent-Replayed"] == "true"
     assert kept.json() == again.json()
-    assert len(await _orders(desk, alice)) == 3
+    assert len(await desk.orders(alice)) == 3
 
 
 async def test_malformed_or_unauthorised_batches_are_refused_whole(desk: Desk) -> None:
     alice = await _funded(desk, 0xB6)
     one = desk.order_body(alice, "sell", price(11), WHOLE)
-    head = await _journal(desk)
+    head = await desk.journal()
 
     anonymous = await desk.client.post(BATCH, json={"orders": [one]})
     assert anonymous.status_code == 401
@@ -225,8 +210,8 @@ async def test_malformed_or_unauthorised_batches_are_refused_whole(desk: Desk) -
     assert refused.status_code == 403
     assert refused.json()["type"].endswith("/not-active-member")
 
-    assert await _orders(desk, alice) == []
-    assert (await _journal(desk))["sequence"] == head["sequence"]
+    assert await desk.orders(alice) == []
+    assert (await desk.journal())["sequence"] == head["sequence"]
 
 
 @pytest.mark.parametrize("bucket", ["account", "ip"])

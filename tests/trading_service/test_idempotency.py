@@ -20,7 +20,7 @@ async def test_resending_a_client_order_id_returns_the_order_once(desk: Desk) ->
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json()["id"] == first.json()["id"]
     assert again.json()["order_hash"] == first.json()["order_hash"]
-    assert len((await desk.client.get("/v1/orders", headers=trader.headers)).json()["items"]) == 1
+    assert len(await desk.orders(trader)) == 1
     reserved = (await desk.balances(trader))[desk.market["quote"]]["reserved"]
     assert reserved == int(first.json()["reserved"])
 
@@ -32,7 +32,7 @@ async def test_a_client_order_id_reused_for_another_order_is_refused(desk: Desk)
     assert first.status_code == 201
     assert other.status_code == 409, other.text
     assert other.json()["type"].endswith("/order-conflict")
-    assert len((await desk.client.get("/v1/orders", headers=trader.headers)).json()["items"]) == 1
+    assert len(await desk.orders(trader)) == 1
 
 
 async def test_a_nonce_is_used_once(desk: Desk) -> None:
@@ -53,7 +53,7 @@ async def test_a_signed_order_is_placed_once_whatever_its_client_order_id(desk: 
     )
     assert reply.status_code == 409, reply.text
     assert "already placed" in reply.json()["detail"]
-    assert len((await desk.client.get("/v1/orders", headers=trader.headers)).json()["items"]) == 1
+    assert len(await desk.orders(trader)) == 1
 
 
 async def test_idempotency_key_replays_the_first_answer(desk: Desk) -> None:
@@ -70,7 +70,7 @@ async def test_idempotency_key_replays_the_first_answer(desk: Desk) -> None:
     refused = await desk.client.post("/v1/orders", json=changed, headers=headers)
     assert refused.status_code == 422
     assert refused.json()["type"].endswith("/idempotency-key-reused")
-    assert len((await desk.client.get("/v1/orders", headers=trader.headers)).json()["items"]) == 1
+    assert len(await desk.orders(trader)) == 1
 
     order_id = first.json()["id"]
     cancel_headers = {**trader.headers, "Idempotency-Key": "cancel-1"}

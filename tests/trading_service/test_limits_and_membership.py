@@ -84,7 +84,7 @@ async def test_suspension_cancels_open_orders_and_stops_trading(desk: Desk) -> N
     desk.chain.pool.suspend(trader.address)
     assert await desk.trading.cancel_all_orders_of(trader.address, "suspended by the council") == 2
 
-    orders = (await desk.client.get("/v1/orders", headers=trader.headers)).json()["items"]
+    orders = await desk.orders(trader)
     assert [(order["status"], order["cancel_reason"]) for order in orders] == [("canceled", "suspended")] * 2
     assert all(balance["reserved"] == 0 for balance in (await desk.balances(trader)).values())
     refused = await desk.place(trader, "buy", price(5), WHOLE)
@@ -107,7 +107,7 @@ async def test_a_suspension_on_chain_is_seen_and_cancels_orders(watching_desk: D
     desk.chain.pool.suspend(trader.address)  # no call from the pool service: only the event
     orders: list[dict[str, str]] = []
     for _ in range(100):
-        orders = (await desk.client.get("/v1/orders", headers=trader.headers)).json()["items"]
+        orders = await desk.orders(trader)
         if orders[0]["status"] == "canceled":
             break
         await asyncio.sleep(0.05)

@@ -20,11 +20,10 @@ async def _funded(desk: Desk) -> Trader:
 
 
 async def _nothing_changed(desk: Desk, trader: Trader) -> None:
-    orders = await desk.client.get("/v1/orders", headers=trader.headers)
-    assert orders.json()["items"] == []
+    assert await desk.orders(trader) == []
     balances = await desk.balances(trader)
     assert all(balance["reserved"] == 0 for balance in balances.values())
-    head = (await desk.client.get(f"/v1/markets/{desk.market['id']}/journal")).json()
+    head = await desk.journal()
     assert head["sequence"] == 0
 
 

@@ -15,12 +15,6 @@ async def _trader(desk: Desk) -> Trader:
     return trader
 
 
-async def _orders(desk: Desk, trader: Trader) -> list[dict[str, object]]:
-    reply = await desk.client.get("/v1/orders", headers=trader.headers)
-    items: list[dict[str, object]] = reply.json()["items"]
-    return items
-
-
 async def test_both_paths_give_the_same_answers(desk: Desk) -> None:
     trader = await _trader(desk)
     body = desk.order_body(trader, "buy", price(10), WHOLE, client_order_id="both-ways")
@@ -39,7 +33,7 @@ async def test_both_paths_give_the_same_answers(desk: Desk) -> None:
     replayed = await desk.client.post("/v1/orders", content=raw, headers=generic)
     assert (placed.status_code, replayed.status_code) == (201, 200)
     assert replayed.json() == placed.json()
-    assert len(await _orders(desk, trader)) == 2
+    assert len(await desk.orders(trader)) == 2
 
 
 async def test_idempotency_keys_work_the_same_on_both_paths(desk: Desk) -> None:
@@ -56,7 +50,7 @@ async def test_idempotency_keys_work_the_same_on_both_paths(desk: Desk) -> None:
     refused = await desk.client.post("/v1/orders", content=raw, headers=bad_key)
     assert refused.status_code == 422
     assert refused.headers["content-type"].startswith("application/problem+json")
-    assert len(await _orders(desk, trader)) == 1
+    assert len(await desk.orders(trader)) == 1
 
 
 async def test_unusual_requests_are_refused_as_before_and_change_nothing(desk: Desk) -> None:
@@ -84,7 +78,7 @@ async def test_unusual_requests_are_refused_as_before_and_change_nothing(desk: D
     )
     assert extra.status_code == 422
     assert extra.json()["type"].endswith("/validation-failed")
-    assert await _orders(desk, trader) == []
+    assert await desk.orders(trader) == []
 
 
 def test_padded_lists_have_few_lengths() -> None:
@@ -114,4 +108,4 @@ async def test_the_front_answers_with_the_apps_request_ids_and_problems(desk: De
     assert refused.json() == routed.json()
     assert refused.json()["request_id"] == "front-1"
     assert refused.headers.get_list("x-request-id") == ["front-1"]
-    assert len(await _orders(desk, trader)) == 1
+    assert len(await desk.orders(trader)) == 1

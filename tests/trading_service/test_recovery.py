@@ -57,13 +57,13 @@ async def test_restart_rebuilds_the_same_book(
             await desk.deposit(trader, desk.market["base"], 100 * WHOLE)
             await desk.deposit(trader, desk.market["quote"], 10_000 * DOLLAR)
         await _trade_a_while(desk, traders, seed=checkpoint_every, commands=60)
-        before.update((await desk.client.get(f"/v1/markets/{desk.market['id']}/journal")).json())
+        before.update(await desk.journal())
         balances.extend([await desk.balances(trader) for trader in traders])
     assert isinstance(before["sequence"], int)
     assert before["sequence"] > 40
     assert before["open_orders"] != 0
     async for desk in start_desk(settings, chain_runtime):
-        after = (await desk.client.get(f"/v1/markets/{desk.market['id']}/journal")).json()
+        after = await desk.journal()
         assert after == before
         for trader, balance in zip(traders, balances, strict=True):
             trader.headers = (await desk.member(trader.account, admit=False)).headers
@@ -121,7 +121,7 @@ async def test_a_lost_connection_fails_one_cycle_and_the_writer_trades_on(desk: 
     assert lost.json()["type"].endswith("/trading-unavailable")
     retried = await desk.client.post("/v1/orders", json=body, headers=trader.headers)
     assert retried.status_code == 201, retried.text
-    head = (await desk.client.get(f"/v1/markets/{desk.market['id']}/journal")).json()
+    head = await desk.journal()
     assert (head["sequence"], head["open_orders"]) == (2, 2)
 
 
@@ -163,5 +163,5 @@ async def test_a_failed_cycle_writes_nothing_and_its_connection_is_not_reused(
         assert driver.is_closed()
     retried = await desk.client.post("/v1/orders", json=body, headers=trader.headers)
     assert retried.status_code == 201, retried.text
-    head = (await desk.client.get(f"/v1/markets/{desk.market['id']}/journal")).json()
+    head = await desk.journal()
     assert (head["sequence"], head["open_orders"]) == (2, 2)

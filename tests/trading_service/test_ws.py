@@ -213,7 +213,7 @@ async def test_trades_and_private_channels_reach_only_their_audience(desk: Desk,
         while len(seen["fills"]) < 1 or not any(o["filled"] == str(2 * WHOLE) for o in seen["orders"]):
             message = await mine.next()
             seen[message["channel"]].extend(message["data"])
-        own = (await desk.client.get("/v1/orders", headers=alice.headers)).json()["items"]
+        own = await desk.orders(alice)
         assert {o["id"] for o in seen["orders"]} == {o["id"] for o in own}
         assert seen["orders"][-1] == own[0]
         my_trades = (await desk.client.get("/v1/account/trades", headers=alice.headers)).json()["items"]
