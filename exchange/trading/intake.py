@@ -36,7 +36,13 @@ from exchange.trading.amounts import BPS, fee_cap_bps, quote_amount
 from exchange.trading.markets import MarketSpec
 from exchange.trading.models import TimeInForce as StoredTimeInForce
 from exchange.trading.problems import FieldRefused
-from exchange.trading.signing import OrderDigester, OrderFields, recover_signer, signature_problem
+from exchange.trading.signing import (
+    OrderDigester,
+    OrderFields,
+    canonical_signature,
+    recover_signer,
+    signature_problem,
+)
 
 UINT16_MAX = 2**16 - 1
 UINT64_MAX = 2**64 - 1
@@ -254,7 +260,7 @@ def check_order(
         nonce=order.nonce,
         expiry_unix=order.expiry_unix,
         order_hash="0x" + digest.hex(),
-        signature="0x" + order.signature.hex(),
+        signature="0x" + canonical_signature(order.signature).hex(),  # as the Vault will check it
         reserve_token=reserve_token,
         reserve_amount=reserve_amount,
     )

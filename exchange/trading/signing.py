@@ -134,12 +134,24 @@ def signature_problem(signature: bytes) -> str | None:
     r = int.from_bytes(signature[:32], "big")
     s = int.from_bytes(signature[32:64], "big")
     if signature[64] not in (0, 1, 27, 28):
-        return f"v must be 27 or 28, got {signature[64]}"
+        return f"v must be 27 or 28 (or the recovery id 0 or 1), got {signature[64]}"
     if not 0 < r < SECP256K1_N:
         return "r is out of range"
     if not 0 < s <= _HALF_N:
         return "s is zero or in the upper half of the curve order (a malleable signature)"
     return None
+
+
+def canonical_signature(signature: bytes) -> bytes:
+    """``signature`` with ``v`` as 27 or 28, the form the Vault's ECDSA recovers.
+
+    Some signers give ``v`` as the bare recovery id (0 or 1). Such a signature recovers here,
+    but OpenZeppelin's ECDSA passes ``v`` to ``ecrecover`` as it is, which then finds no
+    signer, and the Vault would refuse every fill of the order at settlement. Call
+    :func:`signature_problem` first.
+    """
+    v = signature[64]
+    return signature if v >= 27 else signature[:64] + bytes((v + 27,))
 
 
 def recover_signer(digest: bytes, signature: bytes) -> str | None:

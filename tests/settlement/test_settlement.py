@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 
@@ -14,7 +15,7 @@ from web3.types import Wei
 
 from exchange.settings import Settings
 from exchange.trading.eip712 import OrderSide, order_hash
-from exchange.trading.models import LedgerBalance, SettlementState, TradingFill
+from exchange.trading.models import LedgerBalance, SettlementState, TradingFill, TradingOrder
 from exchange.trading.settlement import StepOutcome
 from exchange.trading.settlement_models import (
     BatchState,
@@ -142,6 +143,31 @@ async def test_a_fill_the_vault_refuses_fails_alone_with_the_custom_error_and_is
         after[(carol.address, net.base_token)]
         == before[(carol.address, net.base_token)] + fills[1].amount_base
     )
+    assert report.clean, "\n".join(report.lines())
+
+
+async def test_orders_signed_with_a_bare_recovery_id_settle(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """Signers that give ``v`` as 0 or 1 are accepted, and their orders settle: the Vault's
+    ECDSA only recovers ``v`` 27 or 28, so the order is kept in that form."""
+    parts = await _parts(net, chain_settings, sessionmaker)
+    alice, bob = (Trader(member) for member in MEMBERS[:2])
+    async with trading(net, chain_settings, sessionmaker) as service:
+        market = next(iter(service.markets.values())).spec
+        for trader, side, tif in ((alice, OrderSide.SELL, "GTC"), (bob, OrderSide.BUY, "IOC")):
+            signed = trader.order(market, side, PRICE_QUOTE, 10**17, tif=tif)
+            bare = signed.signature[:64] + bytes((signed.signature[64] - 27,))
+            await service.place_order(trader.address, dataclasses.replace(signed, signature=bare))
+    async with sessionmaker() as session:
+        kept = (await session.scalars(select(TradingOrder.signature).order_by(TradingOrder.id))).all()
+    assert len(kept) == 2
+    assert all(HexBytes(signature)[64] in (27, 28) for signature in kept)
+
+    await parts.settler.drain(poll_s=0.02, timeout_s=60)
+    await parts.indexer.catch_up()
+    assert [fill.settlement_state for fill in await _fills(sessionmaker)] == [SettlementState.SETTLED]
+    report = await parts.audit()
     assert report.clean, "\n".join(report.lines())
 
 
