@@ -14,7 +14,10 @@ or ``{"type": "error", "status", "title", "detail", ...}`` (the problem document
 the HTTP API would answer; the connection stays open). A connection may also
 authenticate at the handshake with ``Authorization: Bearer <token>``. The data
 messages are described in ``exchange.trading.feed``; subscribing to the book
-sends its snapshot first, then every update in order.
+sends its snapshot first, then every update in order. Subscribing again to a book
+already subscribed is how a client resyncs after a gap: it sends a fresh snapshot,
+and the updates that follow link to it; the subscription stays one, so no update
+arrives twice. Subscribing again to trades (which have no snapshot) changes nothing.
 
 Slow consumers. Each connection has an outbox of ``ws_outbox_limit`` messages.
 A connection that lets it fill up gets one last error ("too-slow") and is closed
@@ -231,12 +234,11 @@ class Connection:
         feed = self._feed(market)
         subscribers = feed.book_subscribers if channel == "book" else feed.trade_subscribers
         if op == "subscribe":
-            if self not in subscribers:
-                if channel == "book":  # the snapshot, then every update: no await in between
-                    self.offer(encode(feed.snapshot()))
-                if self.close_code is None:  # the snapshot may have been one message too many
-                    subscribers.add(self)
-                    self.feeds.add(feed)
+            if channel == "book":  # every subscribe a snapshot (a client's resync), then every update
+                self.offer(encode(feed.snapshot()))  # no await between it and joining the subscribers
+            if self.close_code is None:  # the snapshot may have been one message too many
+                subscribers.add(self)  # a set: subscribing again never delivers an update twice
+                self.feeds.add(feed)
         else:
             subscribers.discard(self)
         return {"type": f"{op}d", "channel": channel, "market": feed.spec.market_id}

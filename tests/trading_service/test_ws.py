@@ -176,6 +176,36 @@ async def test_snapshot_and_diffs_rebuild_the_committed_book(desk: Desk, ws_url:
             assert first.updates > second.updates > 0
 
 
+async def test_subscribing_again_resends_the_book_snapshot_and_keeps_one_subscription(
+    desk: Desk, ws_url: str
+) -> None:
+    alice, bob = await _funded(desk, 0x7C, 0x7D)
+    assert (await desk.place(alice, "sell", price(10), 2 * WHOLE)).status_code == 201
+    async with connect(ws_url) as raw:
+        stream = Stream(raw)
+        for channel in ("book", "book", "trades", "trades"):
+            answer = await stream.request(op="subscribe", channel=channel, market="BPC-TUSD")
+            assert answer == {"type": "subscribed", "channel": channel, "market": "BPC-TUSD"}
+        # A snapshot for each book subscribe, none for trades.
+        assert [message["type"] for message in stream.pending] == ["snapshot", "snapshot"]
+        first, again = stream.pending
+        stream.pending.clear()
+        book = await _rest_book(desk)
+        assert again == first
+        assert (again["type"], again["sequence"]) == ("snapshot", book["sequence"])
+        assert (again["bids"], again["asks"]) == (book["bids"], book["asks"])
+
+        assert (await desk.place(bob, "buy", price(10), WHOLE)).status_code == 201
+        assert (await stream.request(op="ping"))["type"] == "pong"
+        # One of each, though each channel was subscribed twice.
+        assert [message["channel"] for message in stream.pending] == ["book", "trades"]
+        update, trade = stream.pending
+        assert (update["channel"], update["type"]) == ("book", "update")
+        assert update["prev_sequence"] == again["sequence"]
+        assert update["asks"] == [[str(price(10)), str(WHOLE), 1]]
+        assert (trade["channel"], trade["type"]) == ("trades", "update")
+
+
 async def test_trades_and_private_channels_reach_only_their_audience(desk: Desk, ws_url: str) -> None:
     alice, bob, carol = await _funded(desk, 0x73, 0x74, 0x75)
     token = alice.headers["Authorization"].removeprefix("Bearer ")
