@@ -42,6 +42,9 @@ class DomainError(Exception):
     status: ClassVar[int] = 500
     type_slug: ClassVar[str] = "domain-error"
     title: ClassVar[str] = "Domain error"
+    # A refusal that the same request, sent again, may get past (a race it lost): an
+    # idempotency key is released for it rather than kept with it, as for 429 and 5xx.
+    transient: ClassVar[bool] = False
 
     def __init__(self, detail: str, *, extra: Mapping[str, object] | None = None) -> None:
         super().__init__(detail)

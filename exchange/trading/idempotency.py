@@ -9,10 +9,15 @@ does nothing else; the same key with another request is refused with 422; a
 retry while the first is still running gets 409 and may try again.
 
 What is stored: successes and refusals the client caused (4xx except 429).
-Answers that say "try again" (429, 5xx) release the key instead, so a retry
-runs afresh. A claim left by a process that died mid-request may be taken over
-after ``STALE_AFTER_S``; the work itself is idempotent underneath (orders by
-client order id, cancels by nature), so running it again is safe.
+Answers that say "try again" (429, 5xx, and refusals marked ``transient``, such
+as a race lost to a concurrent request) release the key instead, so a retry
+runs afresh. A claim left unanswered, by a process that died mid-request or by
+one still running, may be taken over after ``STALE_AFTER_S`` where the work is
+idempotent underneath (orders by client order id, cancels by nature), so running
+it again is safe. Where it is not (a withdrawal takes the next nonce and
+reserves again), such a claim is never taken over: the retry is refused with
+:class:`KeyUnfinished`, and the client looks at what happened before it sends
+the request again under a new key.
 """
 
 from __future__ import annotations
@@ -45,6 +50,11 @@ class KeyInUse(Conflict):
     title = "A request with this idempotency key is still running"
 
 
+class KeyUnfinished(Conflict):
+    type_slug = "idempotency-key-unfinished"
+    title = "The first request with this idempotency key never answered"
+
+
 @dataclass(frozen=True)
 class StoredAnswer:
     status_code: int
@@ -61,8 +71,14 @@ class IdempotencyStore:
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._sessionmaker = sessionmaker
 
-    async def claim(self, account: str, key: str, digest: str) -> StoredAnswer | None:
-        """Claim ``key`` for a new request (None), or the stored answer of the same request."""
+    async def claim(
+        self, account: str, key: str, digest: str, *, rerun_safe: bool = True
+    ) -> StoredAnswer | None:
+        """Claim ``key`` for a new request (None), or the stored answer of the same request.
+
+        ``rerun_safe``: the work may run a second time (see the module docstring), so a stale
+        unanswered claim is taken over; otherwise it is refused with :class:`KeyUnfinished`.
+        """
         now = utc_now()
         try:
             async with self._sessionmaker() as session, session.begin():
@@ -84,6 +100,13 @@ class IdempotencyStore:
             if row.status_code is not None:
                 return StoredAnswer(row.status_code, row.response)
             if _stale(row.created_at, now):
+                if not rerun_safe:
+                    raise KeyUnfinished(
+                        f"the first request with Idempotency-Key {key!r} never answered, and it may "
+                        "have taken effect: look at its result (e.g. GET the list it adds to) before "
+                        "sending the request again with a new key",
+                        extra={"idempotency_key": key},
+                    )
                 row.created_at = now
                 return None
             raise KeyInUse(

@@ -47,6 +47,17 @@ FEES_ACCOUNT = "vault:fees"
 """Ledger account of trading fees not yet sent to the Fund (settlement moves them out of the Vault)."""
 
 
+class WithdrawalRace(Conflict):
+    """Another withdrawal of the account took the same nonce first: sending the request again works."""
+
+    type_slug = "withdrawal-race"
+    title = "Another withdrawal was authorised at the same moment"
+    transient = True
+
+    def response_headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
 class LedgerRefused(Conflict):
     """A posting set would break a ledger invariant (overdraft, release of more than reserved)."""
 
@@ -292,7 +303,7 @@ async def add_withdrawal(
     digest: str,
     operator_signature: str,
 ) -> TradingWithdrawal:
-    """Record an authorised withdrawal; a concurrent one with the same nonce is a ``Conflict``."""
+    """Record an authorised withdrawal; a concurrent one with the same nonce is a :class:`WithdrawalRace`."""
     row = TradingWithdrawal(
         account=account,
         token=token,
@@ -308,7 +319,9 @@ async def add_withdrawal(
         async with session.begin_nested():
             session.add(row)
     except IntegrityError as error:
-        raise Conflict("another withdrawal of yours is being authorised; retry") from error
+        raise WithdrawalRace(
+            "another withdrawal of yours was authorised at the same moment; send the request again"
+        ) from error
     return row
 
 

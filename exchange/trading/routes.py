@@ -33,7 +33,6 @@ from exchange.auth.service import Principal
 from exchange.db.session import DbSession
 from exchange.kit.errors import (
     ChainUnavailable,
-    Conflict,
     DomainError,
     Forbidden,
     NotFound,
@@ -42,7 +41,7 @@ from exchange.kit.errors import (
     ValidationFailed,
 )
 from exchange.trading import repository
-from exchange.trading.idempotency import HEADER, KeyInUse, KeyReused, request_digest
+from exchange.trading.idempotency import HEADER, KeyInUse, KeyReused, KeyUnfinished, request_digest
 from exchange.trading.intake import (
     InvalidSignature,
     OrderExpired,
@@ -53,7 +52,7 @@ from exchange.trading.intake import (
 from exchange.trading.intents import OrderConflict, PostOnlyWouldTake, WriterUnavailable
 from exchange.trading.principals import bearer_token
 from exchange.trading.problems import FieldRefused
-from exchange.trading.repository import LedgerRefused
+from exchange.trading.repository import LedgerRefused, WithdrawalRace
 from exchange.trading.schemas import (
     BalanceOut,
     BalancesOut,
@@ -204,9 +203,14 @@ def _problem_body(error: DomainError, request: Request) -> dict[str, Any]:
     return body
 
 
-def _retryable(status_code: int) -> bool:
-    """A refusal a retry may get past (too many requests, or the service's own trouble)."""
+def _retryable_status(status_code: int) -> bool:
+    """A status a retry may get past (too many requests, or the service's own trouble)."""
     return status_code == 429 or status_code >= 500
+
+
+def _retryable(error: DomainError) -> bool:
+    """A refusal a retry may get past: a retryable status, or a race it lost (``transient``)."""
+    return error.transient or _retryable_status(error.status)
 
 
 async def idempotent(
@@ -217,18 +221,21 @@ async def idempotent(
     work: Callable[[], Awaitable[tuple[int, BaseModel]]],
     *,
     final: Callable[[BaseModel], bool] = lambda _answer: True,
+    rerun_safe: bool = True,
 ) -> Response:
     """Run ``work`` once per ``Idempotency-Key``; a retry gets the first answer back.
 
-    Refusals are kept as answers too, except those worth retrying (429 and 5xx, and a
-    success that ``final`` says is not final): their key is released, so a retry runs again.
+    Refusals are kept as answers too, except those worth retrying (429, 5xx and transient
+    ones, and a success that ``final`` says is not final): their key is released, so a retry
+    runs again. ``rerun_safe`` says whether ``work`` may run again under a claim whose first
+    request never answered (``exchange.trading.idempotency``).
     """
     if key is None:
         status_code, model = await work()
         return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
     url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     digest = request_digest(request.method, url, await request.body())
-    stored = await service.idempotency.claim(principal.address, key, digest)
+    stored = await service.idempotency.claim(principal.address, key, digest, rerun_safe=rerun_safe)
     if stored is not None:
         media_type = PROBLEM_MEDIA_TYPE if stored.status_code >= 400 else "application/json"
         return JSONResponse(
@@ -240,7 +247,7 @@ async def idempotent(
     try:
         status_code, model = await work()
     except DomainError as error:
-        if _retryable(error.status):
+        if _retryable(error):
             await service.idempotency.release(principal.address, key)
         else:
             await service.idempotency.answer(
@@ -404,7 +411,7 @@ async def place_orders(
 def _all_final(answer: BaseModel) -> bool:
     """False when an order of the batch may go through on a retry (it met a 429 or a 5xx)."""
     results = answer.results if isinstance(answer, PlaceOrdersOut) else []
-    return not any(_retryable(result.status) for result in results)
+    return not any(_retryable_status(result.status) for result in results)
 
 
 def _refused_result(error: DomainError, request: Request, index: int) -> PlacedOrderResult:
@@ -696,7 +703,14 @@ async def list_my_trades(
     responses={
         **_MALFORMED_BODY,
         **problem_responses(
-            *_AUTH, ValidationFailed, LedgerRefused, Conflict, KeyInUse, KeyReused, ChainUnavailable
+            *_AUTH,
+            ValidationFailed,
+            LedgerRefused,
+            WithdrawalRace,
+            KeyInUse,
+            KeyUnfinished,
+            KeyReused,
+            ChainUnavailable,
         ),
     },
 )
@@ -712,7 +726,8 @@ async def request_withdrawal(
             row = await service.request_withdrawal(session, principal.address, body.token, int(body.amount))
         return status.HTTP_201_CREATED, withdrawal_out(row, next(iter(service.markets.values())).spec)
 
-    return await idempotent(request, service, principal, idempotency_key, work)
+    # A withdrawal takes the next nonce and reserves again: never run twice for one key.
+    return await idempotent(request, service, principal, idempotency_key, work, rerun_safe=False)
 
 
 @private.get(

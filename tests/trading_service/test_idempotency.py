@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from exchange.db.base import utc_now
+from exchange.trading import repository
+from exchange.trading.idempotency import STALE_AFTER_S, request_digest
+from exchange.trading.models import IdempotencyKey
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
 
 
@@ -112,3 +122,78 @@ async def test_keys_belong_to_their_account(desk: Desk) -> None:
     b = await desk.client.post("/v1/orders", json=body_b, headers={**bob.headers, "Idempotency-Key": "same"})
     assert (a.status_code, b.status_code) == (201, 201)
     assert a.json()["id"] != b.json()["id"]
+
+
+async def _abandoned_claim(desk: Desk, trader: Trader, key: str, path: str, raw: bytes) -> None:
+    """The claim a process leaves when it dies mid-request, older than the takeover delay."""
+    async with desk.trading.sessionmaker() as session, session.begin():
+        session.add(
+            IdempotencyKey(
+                account=trader.address,
+                key=key,
+                request_sha256=request_digest("POST", path, raw),
+                created_at=utc_now() - timedelta(seconds=STALE_AFTER_S + 5),
+            )
+        )
+
+
+async def test_an_abandoned_claim_is_taken_over_for_orders_but_never_for_withdrawals(desk: Desk) -> None:
+    """An order runs again safely (its client order id); a withdrawal would take a second nonce
+    and reserve again, so its abandoned key is refused and nothing is authorised."""
+    trader = await _trader(desk)
+    order = json.dumps(desk.order_body(trader, "buy", price(10), WHOLE)).encode()
+    withdrawal = json.dumps({"token": desk.market["quote"], "amount": str(DOLLAR)}).encode()
+    await _abandoned_claim(desk, trader, "o-1", "/v1/orders", order)
+    await _abandoned_claim(desk, trader, "w-1", "/v1/account/withdrawals", withdrawal)
+    json_headers = {**trader.headers, "Content-Type": "application/json"}
+
+    placed = await desk.client.post(
+        "/v1/orders", content=order, headers={**json_headers, "Idempotency-Key": "o-1"}
+    )
+    assert placed.status_code == 201, placed.text
+    reserved = (await desk.balances(trader))[desk.market["quote"]]["reserved"]
+    refused = await desk.client.post(
+        "/v1/account/withdrawals", content=withdrawal, headers={**json_headers, "Idempotency-Key": "w-1"}
+    )
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["type"].endswith("/idempotency-key-unfinished")
+    assert (await desk.client.get("/v1/account/withdrawals", headers=trader.headers)).json() == []
+    assert (await desk.balances(trader))[desk.market["quote"]]["reserved"] == reserved
+    assert len(await desk.orders(trader)) == 1
+
+
+async def test_a_withdrawal_that_lost_a_nonce_race_releases_its_key(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The nonce taken by a concurrent withdrawal is a transient refusal: the key is not kept
+    with it, so sending the request again under the same key authorises the withdrawal."""
+    trader = await _trader(desk)
+    headers = {**trader.headers, "Idempotency-Key": "w-race"}
+    first = await desk.client.post(
+        "/v1/account/withdrawals",
+        json={"token": desk.market["quote"], "amount": str(DOLLAR)},
+        headers=trader.headers,
+    )
+    assert first.status_code == 201, first.text
+    taken = first.json()["nonce"]
+    calls = 0
+    next_nonce = repository.next_withdrawal_nonce
+
+    async def behind_once(session: AsyncSession, account: str) -> int:
+        nonlocal calls
+        calls += 1
+        # As if a concurrent request read the same highest nonce first: the insert then clashes.
+        return int(taken) if calls == 1 else await next_nonce(session, account)
+
+    monkeypatch.setattr(repository, "next_withdrawal_nonce", behind_once)
+    body = {"token": desk.market["quote"], "amount": str(2 * DOLLAR)}
+    lost = await desk.client.post("/v1/account/withdrawals", json=body, headers=headers)
+    assert lost.status_code == 409, lost.text
+    assert lost.json()["type"].endswith("/withdrawal-race")
+    assert lost.headers["Retry-After"] == "1"
+    again = await desk.client.post("/v1/account/withdrawals", json=body, headers=headers)
+    assert again.status_code == 201, again.text
+    assert "Idempotent-Replayed" not in again.headers
+    listed = (await desk.client.get("/v1/account/withdrawals", headers=trader.headers)).json()
+    assert sorted(int(item["amount"]) for item in listed) == [DOLLAR, 2 * DOLLAR]
+    assert (await desk.balances(trader))[desk.market["quote"]]["reserved"] == 3 * DOLLAR
