@@ -264,7 +264,11 @@ class Settings(BaseSettings):
         default=2.0,
         ge=0,
         le=3600,
-        description="Seconds between polls of PoolRegistry status events (0: no poll).",
+        description=(
+            "Seconds between polls of PoolRegistry status events; a poll cancels the resting orders"
+            " of members suspended or expelled on chain. 0: no poll, so a suspended member's resting"
+            " orders are not cancelled automatically (only at the next start)."
+        ),
     )
     trading_max_batch: int = Field(
         default=2000,

@@ -5,11 +5,15 @@ it owns one ``MarketWriter`` per market, the membership cache, the rate limiters
 and the idempotency store. Nothing here is process-global.
 
 Membership. Only active PoolRegistry members trade. ``isActiveMember`` answers
-are cached for ``trading_membership_ttl_s``; a poller follows the registry's
-``MemberStatusChanged`` events, drops the cached answer of every account they
-name and cancels the open orders of an account that stopped being active. The
-pool administration code calls :meth:`TradingService.cancel_all_orders_of`
-directly when it suspends a member, so the orders go at once.
+are cached for ``trading_membership_ttl_s``. A suspension (or expulsion) reaches
+the book only through the chain: every ``trading_membership_poll_s`` a poller
+follows the registry's ``MemberStatusChanged`` events, drops the cached answer of
+every account they name and cancels the open orders of an account that stopped
+being active (:meth:`TradingService.cancel_all_orders_of`); the pool
+administration routes do not call this service. With the poll at 0 there is no
+poller: a suspended member's resting orders stay on the book (its new orders are
+refused once its cached answer expires) until the service restarts, when
+:meth:`TradingService.start` cancels the orders of every maker no longer active.
 
 Errors (all ``DomainError``, rendered once as problem+json)::
 
@@ -129,7 +133,15 @@ class ChainAccess:
 
 
 class MembershipCache:
-    """``isActiveMember`` answers, reused for ``ttl_s``; :meth:`forget` drops one at once."""
+    """``isActiveMember`` answers, reused for ``ttl_s``; :meth:`forget` drops one at once.
+
+    A forgotten answer is never stored again by a read that was already under way: on a
+    JSON-RPC chain the read runs in a worker thread and may have started before the
+    change that caused the :meth:`forget`, so its answer can be stale. Such a read is
+    thrown away and the chain asked again, so the caller gets an answer at least as new
+    as the change (a suspended member is refused rather than let one more order rest
+    after its cancel-all was queued).
+    """
 
     def __init__(
         self,
@@ -141,18 +153,26 @@ class MembershipCache:
         self._ttl_s = ttl_s
         self._clock = clock
         self._answers: dict[str, tuple[bool, float]] = {}
+        # How often each account was forgotten; one entry per account whose status ever
+        # changed, so it grows no faster than the answers themselves.
+        self._forgotten: dict[str, int] = {}
 
     async def is_active(self, account: str) -> bool:
         cached = self._answers.get(account)
-        now = self._clock()
-        if cached is not None and now - cached[1] < self._ttl_s:
+        if cached is not None and self._clock() - cached[1] < self._ttl_s:
             return cached[0]
-        active = await self._check(account)
-        self._answers[account] = (active, now)
-        return active
+        while True:
+            forgotten = self._forgotten.get(account, 0)
+            asked_at = self._clock()
+            active = await self._check(account)
+            if self._forgotten.get(account, 0) == forgotten:
+                self._answers[account] = (active, asked_at)
+                return active
+            # Forgotten while the chain was asked: the answer may predate the change.
 
     def forget(self, account: str) -> None:
         self._answers.pop(account, None)
+        self._forgotten[account] = self._forgotten.get(account, 0) + 1
 
 
 @dataclass(frozen=True)
@@ -226,11 +246,17 @@ class TradingService:
     async def start(self) -> None:
         for market in self.markets.values():
             await market.writer.start()
+        # The membership poller's first block is read before resting orders' makers are
+        # checked: a status change mined up to that head is seen by the check (it reads the
+        # chain later), one mined after it by the poller. Read the other way round, a
+        # suspension mined between the check and the head would be seen by neither.
+        from_block: int | None = None
+        if self.settings.trading_membership_poll_s > 0:
+            from_block = await self.chain.run(lambda: int(self.runtime.w3.eth.block_number)) + 1
         await self._cancel_orders_of_inactive_members()
         if self.fill_notices is not None:
             await self.fill_notices.start()
-        if self.settings.trading_membership_poll_s > 0:
-            from_block = await self.chain.run(lambda: int(self.runtime.w3.eth.block_number)) + 1
+        if from_block is not None:
             self._poller = asyncio.create_task(self._follow_membership(from_block), name="trading-membership")
 
     async def stop(self) -> None:

@@ -1,4 +1,8 @@
-"""Rate limits answer 429 with Retry-After; suspended members lose their open orders."""
+"""Rate limits answer 429 with Retry-After; suspended members lose their open orders.
+
+The membership cache is tested alone with a lookup of its own (the chain read it is
+given), whose answers the test releases, to put a ``forget`` inside a read.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import pytest
 from exchange.chain.runtime import ChainRuntime
 from exchange.settings import Settings
 from exchange.trading.ratelimit import RateLimiter
+from exchange.trading.service import MembershipCache, TradingService
 from tests.trading_service.conftest import start_desk, trading_settings
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, price
 
@@ -34,6 +39,48 @@ def test_a_request_may_take_several_tokens_but_never_more_than_the_burst() -> No
     for tokens in (0, 4):
         with pytest.raises(ValueError, match="between 1 and 3 tokens"):
             limiter.retry_after("k", tokens)
+
+
+class HeldLookup:
+    """An ``isActiveMember`` lookup whose first answer waits until the test releases it."""
+
+    def __init__(self, answers: list[bool]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, account: str) -> bool:
+        self.asked.append(account)
+        if len(self.asked) == 1:
+            self.started.set()
+            await self.release.wait()
+        return self.answers[len(self.asked) - 1]
+
+
+async def test_an_answer_read_before_a_forget_is_neither_kept_nor_given() -> None:
+    lookup = HeldLookup([True, False])  # active when first asked, suspended by the time it is forgotten
+    cache = MembershipCache(lookup, ttl_s=3600)
+    in_flight = asyncio.create_task(cache.is_active("0xA"))
+    await lookup.started.wait()
+    cache.forget("0xA")  # the membership poller saw the suspension
+    lookup.release.set()
+    assert await in_flight is False
+    assert lookup.asked == ["0xA", "0xA"]  # asked again after the forget
+    assert await cache.is_active("0xA") is False  # the fresh answer is the one kept
+    assert lookup.asked == ["0xA", "0xA"]
+
+
+async def test_forgetting_another_account_keeps_an_answer_in_flight() -> None:
+    lookup = HeldLookup([True])
+    cache = MembershipCache(lookup, ttl_s=3600)
+    in_flight = asyncio.create_task(cache.is_active("0xA"))
+    await lookup.started.wait()
+    cache.forget("0xB")
+    lookup.release.set()
+    assert await in_flight is True
+    assert await cache.is_active("0xA") is True
+    assert lookup.asked == ["0xA"]
 
 
 @pytest.fixture
@@ -113,3 +160,29 @@ async def test_a_suspension_on_chain_is_seen_and_cancels_orders(watching_desk: D
         await asyncio.sleep(0.05)
     assert (orders[0]["status"], orders[0]["cancel_reason"]) == ("canceled", "suspended")
     assert (await desk.place(trader, "sell", price(20), WHOLE)).status_code == 403
+
+
+async def test_a_suspension_mined_during_the_start_up_check_is_seen_by_the_poller(
+    database_url: str, chain_runtime: ChainRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async for desk in start_desk(trading_settings(database_url), chain_runtime):
+        trader = await desk.member(0xA5)
+        await desk.deposit(trader, desk.market["base"], 5 * WHOLE)
+        assert (await desk.place(trader, "sell", price(20), WHOLE)).status_code == 201
+
+    check_makers = TradingService._cancel_orders_of_inactive_members
+
+    async def suspended_right_after_the_check(service: TradingService) -> None:
+        await check_makers(service)  # finds the maker active
+        chain_runtime.pool.suspend(trader.address)
+
+    monkeypatch.setattr(TradingService, "_cancel_orders_of_inactive_members", suspended_right_after_the_check)
+    settings = trading_settings(database_url, trading_membership_poll_s=0.05, trading_membership_ttl_s=3600)
+    async for desk in start_desk(settings, chain_runtime):
+        orders: list[dict[str, str]] = []
+        for _ in range(100):
+            orders = await desk.orders(trader)
+            if orders[0]["status"] == "canceled":
+                break
+            await asyncio.sleep(0.05)
+    assert (orders[0]["status"], orders[0]["cancel_reason"]) == ("canceled", "suspended")
