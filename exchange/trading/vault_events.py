@@ -10,7 +10,11 @@ each as one balanced posting set whose reference is ``<tx hash>:<log index>``:
   ``completed``; a withdrawal the service does not know is debited from the
   available balance.
 * ``Exited(account, baseAmount, quoteAmount)`` debits both balances: the escape
-  hatch paid everything out without the operator.
+  hatch paid everything out without the operator. The account's withdrawal
+  authorisations still open become ``expired`` and give their reservations back
+  first (``withdrawal_expiry.expire_open_withdrawals``), in the same transaction:
+  the money they reserved is gone, and a reservation left behind would make the
+  ledger refuse the debit.
 * ``Trade``, ``FeesCollected``, ``ExitRequested``, ``ExitCancelled``,
   ``OrderCancelled``, ``NonceCancelled`` move no ledger money: fills were posted
   when they matched, and fees reach the Fund on chain. They stay recorded in
@@ -20,7 +24,9 @@ each as one balanced posting set whose reference is ``<tx hash>:<log index>``:
   an authorisation that expired unused.
 
 Undoing (a reorganisation took the block away) applies the opposite postings and
-puts a completed withdrawal back to ``authorised`` with its reservation. A posting
+puts a completed withdrawal back to ``authorised`` with its reservation; the
+authorisations an undone exit expired stay expired (should one still be used, its
+``Withdrawn`` is debited from the available balance). A posting
 the ledger refuses (the money is no longer there, or is reserved) becomes
 ``EventRefused``: the indexer records it and the audit shows the difference.
 """
@@ -31,7 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.kit.logging import get_logger
-from exchange.trading import ledger, repository
+from exchange.trading import ledger, repository, withdrawal_expiry
 from exchange.trading.indexer import EventRefused, IndexedEvent
 from exchange.trading.ledger import Posting
 from exchange.trading.models import TradingWithdrawal, WithdrawalStatus
@@ -84,6 +90,8 @@ class VaultLedger:
             return await self._withdrawal(session, event, undo=undo)
         if event.name == "Exited":
             account = event.address("account")
+            if not undo:
+                await self._expire_authorisations(session, account)
             postings: list[Posting] = []
             for token, amount in (
                 (self.base_token, event.integer("baseAmount")),
@@ -93,6 +101,22 @@ class VaultLedger:
                     postings += ledger.withdraw(account, token, amount)
             return postings
         return []
+
+    async def _expire_authorisations(self, session: AsyncSession, account: str) -> None:
+        """Release what the account's open withdrawal authorisations reserved, before its exit debit.
+
+        ``Vault.exit`` sets both of the account's balances to zero (``word.withBalances(0, 0)``)
+        and ``Vault.withdraw`` pays only out of that balance (``_debit`` reverts with
+        ``VaultInsufficientBalance``), so no authorisation open at the exit can pay out what it
+        reserved. On chain it stays valid until its expiry against money deposited after the
+        exit; its ``Withdrawn`` is then debited from the available balance.
+        """
+        # The balances are locked first: a withdrawal being authorised meanwhile has either
+        # committed its row (found below) or waits for this transaction and finds no money.
+        await repository.load_balances(session, [(account, self.base_token), (account, self.quote_token)])
+        expired = await withdrawal_expiry.expire_open_withdrawals(session, account, reason="exit")
+        if expired:
+            log.info("vault.exit_expired_withdrawals", account=account, withdrawals=expired)
 
     async def _withdrawal(self, session: AsyncSession, event: IndexedEvent, *, undo: bool) -> list[Posting]:
         account, token, amount = event.address("account"), event.address("token"), event.integer("amount")

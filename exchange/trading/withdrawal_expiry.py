@@ -6,6 +6,11 @@ until the Vault's ``Withdrawn`` event consumes it. The Vault refuses it from
 a block whose timestamp reached the expiry, no block it credits later can hold
 that withdrawal: the authorisation is dead, so :func:`release_expired_withdrawals`
 marks it ``expired`` and releases its reservation, in one transaction.
+
+An exit kills an authorisation before its expiry: ``Vault.exit`` pays the whole
+balance out, so the reservation would outlive the money it holds. The Vault
+indexer's ``Exited`` handler (``exchange.trading.vault_events``) calls
+:func:`expire_open_withdrawals` in the transaction that posts the exit.
 """
 
 from __future__ import annotations
@@ -55,15 +60,38 @@ async def release_expired_withdrawals(
             )
         ).all()
         for row in rows:
-            row.status = WithdrawalStatus.EXPIRED.value
-            await repository.apply_postings(
-                session,
-                ledger.release(row.account, row.token, row.amount),
-                cause="withdrawal.expired",
-                reference=f"withdrawal:{row.id}",
-            )
-            log.info("withdrawal.expired", account=row.account, nonce=row.nonce, amount=row.amount)
+            await _expire(session, row, reason="expiry")
     return len(rows)
+
+
+async def expire_open_withdrawals(session: AsyncSession, account: str, *, reason: str) -> int:
+    """Expire every authorisation of ``account`` still open, in the caller's transaction; how many."""
+    rows = (
+        await session.scalars(
+            select(TradingWithdrawal)
+            .where(
+                TradingWithdrawal.account == account,
+                TradingWithdrawal.status == WithdrawalStatus.AUTHORISED.value,
+            )
+            .order_by(TradingWithdrawal.id)
+            .with_for_update()
+        )
+    ).all()
+    for row in rows:
+        await _expire(session, row, reason=reason)
+    return len(rows)
+
+
+async def _expire(session: AsyncSession, row: TradingWithdrawal, *, reason: str) -> None:
+    """Mark ``row`` expired and release its reservation."""
+    row.status = WithdrawalStatus.EXPIRED.value
+    await repository.apply_postings(
+        session,
+        ledger.release(row.account, row.token, row.amount),
+        cause="withdrawal.expired",
+        reference=f"withdrawal:{row.id}",
+    )
+    log.info("withdrawal.expired", account=row.account, nonce=row.nonce, amount=row.amount, reason=reason)
 
 
 async def run(

@@ -100,3 +100,43 @@ async def test_an_authorisation_past_its_expiry_gives_its_reservation_back(desk:
     listed = (await desk.client.get("/v1/account/withdrawals", headers=trader.headers)).json()
     items = listed["items"] if isinstance(listed, dict) else listed
     assert [item["status"] for item in items] == ["expired"]
+
+
+async def test_an_exit_expires_the_open_authorisation_and_pays_out_the_whole_balance(desk: Desk) -> None:
+    market = desk.market
+    pool = desk.chain.pool
+    settlement = desk.app.state.settlement
+    trader = await desk.member(embedded_account(4))  # funded with ether: it sends transactions
+    assert pool.quote is not None
+    pool.quote.transact("mint", trader.address, 1000 * DOLLAR)
+    pool.quote.transact("approve", market["vault"], 1000 * DOLLAR, sender=trader.address)
+    pool.vault.transact("deposit", market["quote"], 1000 * DOLLAR, sender=trader.address)
+    await settlement.indexer.catch_up()
+    reply = await desk.client.post(
+        "/v1/account/withdrawals",
+        json={"token": market["quote"], "amount": str(10 * DOLLAR)},
+        headers=trader.headers,
+    )
+    assert reply.status_code == 201, reply.text
+    assert (await desk.balances(trader))[market["quote"]]["reserved"] == 10 * DOLLAR
+
+    # A short exit delay (the council may set one) keeps the one-hour authorisation unexpired at the exit.
+    pool.vault.transact("setExitDelay", 60)
+    pool.vault.transact("requestExit", sender=trader.address)
+    advance_time(desk.chain.w3, 61)
+    pool.vault.transact("exit", sender=trader.address)
+    assert int(desk.chain.w3.eth.get_block("latest")["timestamp"]) < reply.json()["expiry"]
+    assert pool.vault.call("balanceOf", trader.address, market["quote"]) == 0
+    await settlement.indexer.catch_up()
+
+    assert (await desk.balances(trader))[market["quote"]] == {"total": 0, "available": 0, "reserved": 0}
+    listed = (await desk.client.get("/v1/account/withdrawals", headers=trader.headers)).json()
+    items = listed["items"] if isinstance(listed, dict) else listed
+    assert [item["status"] for item in items] == ["expired"]
+    cursor_id = await settlement.indexer.cursor_id()
+    assert (
+        await release_expired_withdrawals(settlement.sessionmaker, desk.chain.w3, settlement.calls, cursor_id)
+        == 0
+    )
+    report = await settlement.audit()
+    assert report.clean, "\n".join(report.lines())
