@@ -63,6 +63,12 @@ class MarketSpec:
         return max(self.maker_fee_bps, self.taker_fee_bps)
 
     def book_config(self) -> MarketConfig:
+        """The matching rules, which a restart refuses to change under resting orders.
+
+        Fees are not among them: the book never sees a fee, so they may change between
+        runs. The writer then cancels the resting orders whose signed cap the new maker
+        fee exceeds (``exchange.trading.writer``); intake holds new orders to both fees.
+        """
         return MarketConfig(
             market_id=self.market_id,
             base_asset=self.base_token,

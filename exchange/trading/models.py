@@ -78,6 +78,7 @@ class CancelCause(StrEnum):
     EXPIRED = "expired"  # reached its signed expiry (less the settlement margin)
     SUSPENDED = "suspended"  # the account stopped being an active member
     ON_CHAIN = "on_chain"  # the maker cancelled it in the Vault (order, nonce) or asked to exit
+    FEE_ABOVE_CAP = "fee_above_cap"  # the maker fee rose above its signed cap while it rested
 
 
 class SettlementState(StrEnum):

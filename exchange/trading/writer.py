@@ -4,7 +4,8 @@ Requests hand the writer *intents* (place, cancel, cancel all, probe) through an
 asyncio queue and wait. Each cycle the writer takes everything queued (up to
 ``max_batch``) and, in ONE database transaction:
 
-1. cancels orders that reached their expiry less the settlement margin;
+1. cancels orders that reached their expiry less the settlement margin, and
+   (first cycle after a recovery) orders whose fee cap the maker fee now exceeds;
 2. for each intent in arrival order: checks the client order id, nonce and
    order hash are unused, reserves the funds (ledger postings against the
    balances read ``FOR UPDATE``), applies the command to the book, and turns
@@ -37,6 +38,17 @@ with the same remaining amounts. With ``verify_replay`` the whole journal is
 also replayed from its first command and must give the same state hash.
 Any mismatch stops the start-up: the service does not trade on a book it
 cannot vouch for.
+
+Fees are not book rules (``MarketSpec.book_config``): they may change between
+runs, and orders placed before the change keep their signed ``max_fee_bps``.
+Intake refuses an order whose cap is below either fee, so only a resting order
+can meet a fee above its cap, and a resting order is only ever a maker (IOC and
+FOK orders never rest). Such an order could never trade: its fill would be one
+the Vault refuses (``amounts.FeeAboveCap``), which would fail every cycle that
+crossed it. So :meth:`MarketWriter.start`, before it takes any intent, runs a
+cycle that cancels every resting order whose cap is below the maker fee (cause
+``fee_above_cap``), journaled and released like any cancel; should that cycle
+fail, the next one does it before its intents.
 """
 
 from __future__ import annotations
@@ -276,6 +288,7 @@ class MarketWriter:
         self.checkpoint_sequence = 0
         self.live: dict[int, OrderRow] = {}  # resting orders by sequence
         self._expiries: list[tuple[int, int]] = []  # (leave book at, sequence)
+        self._uncovered: list[int] = []  # resting orders whose fee cap is below the maker fee, by sequence
         self._candles: dict[int, Candle] = {}  # by resolution: the latest stored candle
         self.listener: CycleListener | None = None  # told of every committed cycle and every recovery
         # The cycles' connection, held between cycles: no pool checkout (and liveness ping) per
@@ -286,6 +299,9 @@ class MarketWriter:
 
     async def start(self) -> None:
         await self._recover()
+        if self._uncovered:
+            # Before the loop takes intents: no intent ever meets an order it could not trade with.
+            await self._cycle_or_recover([])
         self._task = asyncio.create_task(self._run(), name=f"trading-writer-{self.market_id}")
 
     async def stop(self) -> None:
@@ -467,6 +483,7 @@ class MarketWriter:
                 for token in (self.market.base_token, self.market.quote_token)
             )
             await self._expire(cycle, now_unix)
+            await self._cancel_uncovered(cycle)
             probes: list[ProbeIntent] = []
             for intent in batch:
                 if isinstance(intent, PlaceIntent):
@@ -718,11 +735,7 @@ class MarketWriter:
         row = self.live.get(intent.order_sequence)
         if row is None or row.account != intent.account:
             return False
-        events = self.book.apply(Cancel(intent.order_sequence, intent.account))
-        if isinstance(events[0], Rejected):
-            raise RecoveryFailed(f"order {intent.order_sequence} is live but the book does not know it")
-        self._journal_cancel(cycle, intent.account, intent.order_sequence, intent.cause)
-        await self._apply_events(cycle, events, None, intent.cause)
+        await self._cancel_resting(cycle, row, intent.cause)
         return True
 
     async def _cancel_all(self, cycle: _Cycle, intent: CancelAllIntent) -> list[OrderRow]:
@@ -741,10 +754,32 @@ class MarketWriter:
             row = self.live.get(sequence)
             if row is None:
                 continue
-            events = self.book.apply(Cancel(sequence, row.account))
-            self._journal_cancel(cycle, row.account, sequence, CancelCause.EXPIRED)
-            await self._apply_events(cycle, events, None, CancelCause.EXPIRED)
+            await self._cancel_resting(cycle, row, CancelCause.EXPIRED)
             log.info("order.expired", market=self.market_id, order_id=row.id, expiry=row.expiry_unix)
+
+    async def _cancel_uncovered(self, cycle: _Cycle) -> None:
+        """Cancel the resting orders whose signed fee cap is below the maker fee (module docstring)."""
+        uncovered, self._uncovered = self._uncovered, []  # a failed cycle recovers, which finds them again
+        for sequence in uncovered:
+            row = self.live.get(sequence)
+            if row is None:
+                continue
+            await self._cancel_resting(cycle, row, CancelCause.FEE_ABOVE_CAP)
+            log.info(
+                "order.fee_above_cap",
+                market=self.market_id,
+                order_id=row.id,
+                max_fee_bps=row.max_fee_bps,
+                maker_fee_bps=self.market.maker_fee_bps,
+            )
+
+    async def _cancel_resting(self, cycle: _Cycle, row: OrderRow, cause: CancelCause) -> None:
+        """Take the resting order ``row`` off the book for ``cause``, journaled, its reservation released."""
+        events = self.book.apply(Cancel(row.sequence, row.account))
+        if isinstance(events[0], Rejected):
+            raise RecoveryFailed(f"order {row.sequence} is live but the book does not know it")
+        self._journal_cancel(cycle, row.account, row.sequence, cause)
+        await self._apply_events(cycle, events, None, cause)
 
     def _journal_cancel(
         self, cycle: _Cycle, account: str, order_sequence: int | None, cause: CancelCause
@@ -1051,6 +1086,9 @@ class MarketWriter:
         self.sequence = head.sequence
         self.checkpoint_sequence = head.checkpoint_sequence
         self.live = live
+        self._uncovered = sorted(
+            sequence for sequence, row in live.items() if row.max_fee_bps < self.market.maker_fee_bps
+        )
         self._candles = {}
         self._expiries = [
             (row.expiry_unix - self._expiry_margin_s, sequence) for sequence, row in live.items()

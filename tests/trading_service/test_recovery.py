@@ -165,3 +165,66 @@ async def test_a_failed_cycle_writes_nothing_and_its_connection_is_not_reused(
     assert retried.status_code == 201, retried.text
     head = await desk.journal()
     assert (head["sequence"], head["open_orders"]) == (2, 2)
+
+
+async def test_a_raised_maker_fee_cancels_the_resting_orders_it_exceeds_at_start(
+    database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    old_fees = trading_settings(database_url)  # maker 10, taker 20: a cap of 20 is the minimum
+    assert (old_fees.trading_maker_fee_bps, old_fees.trading_taker_fee_bps) == (10, 20)
+    raised = trading_settings(database_url, trading_maker_fee_bps=25, trading_taker_fee_bps=30)
+    async for desk in start_desk(old_fees, chain_runtime):
+        seller = await desk.member(0xBA)
+        buyer = await desk.member(0xBB)
+        await desk.deposit(seller, desk.market["base"], 10 * WHOLE)
+        await desk.deposit(buyer, desk.market["quote"], 1_000 * DOLLAR)
+        low_cap = (await desk.place(seller, "sell", price(10), WHOLE, max_fee_bps=20)).json()
+        covered = (await desk.place(seller, "sell", price(11), WHOLE, max_fee_bps=25)).json()
+        assert (low_cap["status"], covered["status"]) == ("open", "open")
+        before = await desk.journal()
+
+    async for desk in start_desk(raised, chain_runtime):
+        # Before any command: the order whose cap is below the maker fee left the book, journaled,
+        # its reservation released; the one whose cap covers the maker fee rests on.
+        head = await desk.journal()
+        assert (head["sequence"], head["open_orders"]) == (before["sequence"] + 1, 1)
+        seller.headers = (await desk.member(seller.account, admit=False)).headers
+        buyer.headers = (await desk.member(buyer.account, admit=False)).headers
+        orders = {order["id"]: order for order in await desk.orders(seller)}
+        assert (orders[low_cap["id"]]["status"], orders[low_cap["id"]]["cancel_reason"]) == (
+            "canceled",
+            "fee_above_cap",
+        )
+        assert orders[low_cap["id"]]["reserved"] == "0"
+        assert orders[covered["id"]]["status"] == "open"
+        assert (await desk.balances(seller))[desk.market["base"]]["reserved"] == WHOLE
+
+        # A buy that would have crossed the cancelled sell first, with an unrelated order in the
+        # same cycle: it trades with the covered sell at the new fees and rests the rest.
+        crossing = desk.order_body(buyer, "buy", price(11), 2 * WHOLE, client_order_id="crossing")
+        unrelated = desk.order_body(buyer, "buy", price(5), WHOLE, client_order_id="unrelated")
+        old_minimum = desk.order_body(buyer, "buy", price(5), WHOLE, max_fee_bps=20)
+        reply = await desk.client.post(
+            "/v1/orders/batch", json={"orders": [crossing, unrelated, old_minimum]}, headers=buyer.headers
+        )
+        assert reply.status_code == 200, reply.text
+        results = reply.json()["results"]
+        assert [result["status"] for result in results] == [201, 201, 422], results
+        # Intake holds new orders to both fees: a cap at the old minimum is refused, never queued.
+        assert results[2]["problem"]["type"].endswith("/order-refused")
+        taken, rested = results[0]["order"], results[1]["order"]
+        assert (taken["status"], taken["filled"]) == ("open", str(WHOLE))
+        assert rested["status"] == "open"
+        [trade] = (await desk.client.get("/v1/account/trades", headers=buyer.headers)).json()["items"]
+        assert (trade["order"], trade["price"], trade["taker_or_maker"]) == (
+            taken["id"],
+            str(price(11)),
+            "taker",
+        )
+        assert trade["fee"]["rate_bps"] == 30
+        settled_head = await desk.journal()
+        assert settled_head["open_orders"] == 2
+
+    async for desk in start_desk(raised, chain_runtime):
+        # The cancel is in the journal: a further start replays it and cancels nothing more.
+        assert await desk.journal() == settled_head
