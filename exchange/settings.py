@@ -167,6 +167,14 @@ class Settings(BaseSettings):
     auth_session_ttl_s: int = Field(
         default=12 * 3600, ge=60, le=30 * 86400, description="Lifetime of a bearer session."
     )
+    auth_rate_ip_per_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Sign-in requests (POST /v1/auth/nonce and /v1/auth/login together) per client IP.",
+    )
+    auth_rate_ip_burst: int = Field(
+        default=50, ge=1, description="Sign-in requests a client IP may send at once before the rate applies."
+    )
     # --- pool administration (exchange.pool) ---------------------------------------------------
     council_addresses: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),

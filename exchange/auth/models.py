@@ -1,10 +1,14 @@
-"""Tables of the auth room: single-use sign-in nonces and bearer sessions."""
+"""Tables of the auth room: single-use sign-in nonces and bearer sessions.
+
+A session references the nonce it was signed in with, so a used nonce lives as long as
+its session; unused nonces are deleted once expired (``repository.purge_expired_nonces``).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String
+from sqlalchemy import BigInteger, ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from exchange.db.base import Base, utc_now
@@ -14,6 +18,16 @@ class AuthNonce(Base):
     """A nonce the service issued for one Sign-In with Ethereum message; usable once, briefly."""
 
     __tablename__ = "auth_nonces"
+    __table_args__ = (
+        # The unused ones by expiry: what issuing a nonce purges. Used nonces stay with the
+        # session that references them, so they are left out of the index, not scanned past.
+        Index(
+            "ix_auth_nonces_unused_expires_at",
+            "expires_at",
+            postgresql_where=text("used_at IS NULL"),
+            sqlite_where=text("used_at IS NULL"),
+        ),
+    )
 
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     issued_at: Mapped[datetime] = mapped_column(default=utc_now)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.auth.models import AuthNonce, AuthSession
@@ -17,6 +17,25 @@ async def add_nonce(
     session.add(row)
     await session.flush()
     return row
+
+
+async def purge_expired_nonces(session: AsyncSession, expired_before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` unused nonces that expired before ``expired_before``; how many went.
+
+    Used nonces stay: their session references them. On PostgreSQL, rows another
+    transaction is deleting or consuming are skipped, so concurrent purges never wait
+    on each other or deadlock.
+    """
+    expired = (
+        select(AuthNonce.nonce)
+        .where(AuthNonce.used_at.is_(None), AuthNonce.expires_at < expired_before)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    result = await session.execute(
+        delete(AuthNonce).where(AuthNonce.nonce.in_(expired)).execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def consume_nonce(session: AsyncSession, nonce: str, address: str, now: datetime) -> bool:

@@ -1,16 +1,19 @@
-"""``/v1/auth``: Sign-In with Ethereum."""
+"""``/v1/auth``: Sign-In with Ethereum. The two unauthenticated routes (nonce, login) share a
+per-client-IP rate limit (``auth_rate_ip_*`` settings)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
 from exchange.api.dependencies import AppSettings
+from exchange.api.problems import problem_responses
 from exchange.auth import service
-from exchange.auth.dependencies import CurrentPrincipal
+from exchange.auth.dependencies import CurrentPrincipal, limit_sign_in
 from exchange.auth.schemas import LoginIn, NonceOut, SessionOut
 from exchange.chain.runtime import ChainRuntime
 from exchange.db.base import utc_now
 from exchange.db.session import DbSession
+from exchange.kit.errors import RateLimited, Unauthorized
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
@@ -21,7 +24,12 @@ def _chain(request: Request) -> ChainRuntime:
 
 
 @router.post(
-    "/nonce", response_model=NonceOut, status_code=status.HTTP_201_CREATED, summary="Get a sign-in nonce"
+    "/nonce",
+    response_model=NonceOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Get a sign-in nonce",
+    dependencies=[Depends(limit_sign_in)],
+    responses=problem_responses(RateLimited),
 )
 async def post_nonce(request: Request, session: DbSession, settings: AppSettings) -> NonceOut:
     nonce, expires_at = await service.issue_nonce(session, utc_now(), settings.auth_nonce_ttl_s)
@@ -33,7 +41,13 @@ async def post_nonce(request: Request, session: DbSession, settings: AppSettings
     )
 
 
-@router.post("/login", response_model=SessionOut, summary="Exchange a signed EIP-4361 message for a session")
+@router.post(
+    "/login",
+    response_model=SessionOut,
+    summary="Exchange a signed EIP-4361 message for a session",
+    dependencies=[Depends(limit_sign_in)],
+    responses=problem_responses(Unauthorized, RateLimited),
+)
 async def post_login(
     body: LoginIn, request: Request, session: DbSession, settings: AppSettings
 ) -> SessionOut:

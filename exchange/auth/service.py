@@ -2,7 +2,10 @@
 
 Rules: a nonce is random, single use and short-lived; the message must name this
 service's domain and chain; the signature must come from the message's address
-(EOA, or ERC-1271 contract wallet); only the token's SHA-256 is stored.
+(EOA, or ERC-1271 contract wallet); only the token's SHA-256 is stored. Issuing a
+nonce deletes a bounded batch of unused ones expired for longer than a grace period,
+so the table holds about a TTL's worth of unused nonces (the routes limit how fast
+one client IP asks for them).
 """
 
 from __future__ import annotations
@@ -25,6 +28,13 @@ from exchange.kit.logging import get_logger
 
 log = get_logger(__name__)
 
+# An expired nonce is kept this long, so that a login that read the clock just before the
+# expiry (on this process or on another whose clock is a little behind) still finds it.
+NONCE_PURGE_GRACE = timedelta(seconds=60)
+# Most expired nonces one issued nonce deletes: a backlog drains over the next requests
+# (each adds one and deletes up to this many) instead of in one long statement.
+NONCE_PURGE_BATCH = 100
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -46,6 +56,7 @@ def token_digest(token: str) -> str:
 async def issue_nonce(session: AsyncSession, now: datetime, ttl_s: int) -> tuple[str, datetime]:
     nonce = new_nonce()
     expires_at = now + timedelta(seconds=ttl_s)
+    await repository.purge_expired_nonces(session, now - NONCE_PURGE_GRACE, NONCE_PURGE_BATCH)
     await repository.add_nonce(session, nonce, now, expires_at)
     return nonce, expires_at
 

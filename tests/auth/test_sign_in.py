@@ -2,14 +2,53 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from fastapi import FastAPI
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from exchange.auth import repository
+from exchange.auth.models import AuthNonce
 from exchange.auth.siwe import SiweMessage
+from exchange.chain.runtime import ChainRuntime
+from exchange.main import build_app
+from exchange.settings import Settings
 from tests.support.auth import signed_login
+
+STRICT_BURST = 3
+
+
+@pytest.fixture
+async def strict_app(settings: Settings, chain_runtime: ChainRuntime) -> AsyncIterator[FastAPI]:
+    """The whole service, allowing ``STRICT_BURST`` sign-in requests per IP and refilling hardly at all."""
+    strict = settings.model_copy(update={"auth_rate_ip_per_s": 0.01, "auth_rate_ip_burst": STRICT_BURST})
+    app = build_app(strict, chain=chain_runtime)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+async def _from_ip(app: FastAPI, host: str, stack: AsyncExitStack) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(host, 40000))
+    return await stack.enter_async_context(
+        httpx.AsyncClient(transport=transport, base_url="http://testserver")
+    )
+
+
+def _assert_rate_limited(reply: httpx.Response) -> None:
+    assert reply.status_code == 429, reply.text
+    assert reply.headers["content-type"].startswith("application/problem+json")
+    assert 1 <= int(reply.headers["retry-after"]) <= 100
+    body = reply.json()
+    assert body["status"] == 429
+    assert body["type"].endswith("/rate-limited")
+    assert body["retry_after_seconds"] == int(reply.headers["retry-after"])
 
 
 async def test_sign_in_me_and_sign_out(service: httpx.AsyncClient) -> None:
@@ -94,3 +133,88 @@ async def test_contracts_route_shows_the_deployment(service: httpx.AsyncClient) 
     assert body["head_block"] >= body["deploy_block"]
     health = (await service.get("/health")).json()
     assert health["checks"]["chain"]["ok"] is True
+
+
+async def test_nonces_are_rate_limited_per_client_ip(strict_app: FastAPI) -> None:
+    async with AsyncExitStack() as stack:
+        client = await _from_ip(strict_app, "198.51.100.7", stack)
+        for _ in range(STRICT_BURST):
+            assert (await client.post("/v1/auth/nonce")).status_code == 201
+        _assert_rate_limited(await client.post("/v1/auth/nonce"))
+        other = await _from_ip(strict_app, "198.51.100.8", stack)
+        assert (await other.post("/v1/auth/nonce")).status_code == 201
+
+
+async def test_logins_are_rate_limited_per_client_ip(strict_app: FastAPI) -> None:
+    text = SiweMessage(
+        domain="testserver",
+        address=Account.create().address,
+        uri="http://testserver/",
+        chain_id=1,
+        nonce="zzzzzzzzzzzzzzzz",
+        issued_at=datetime.now(UTC).replace(microsecond=0),
+    ).render()
+    attempt = {"message": text, "signature": "0x" + "11" * 65}
+    async with AsyncExitStack() as stack:
+        client = await _from_ip(strict_app, "198.51.100.7", stack)
+        for _ in range(STRICT_BURST):
+            assert (await client.post("/v1/auth/login", json=attempt)).status_code == 401
+        _assert_rate_limited(await client.post("/v1/auth/login", json=attempt))
+        other = await _from_ip(strict_app, "198.51.100.8", stack)
+        assert (await other.post("/v1/auth/login", json=attempt)).status_code == 401
+
+
+async def test_sign_in_routes_document_their_429(service: httpx.AsyncClient) -> None:
+    paths = (await service.get("/openapi.json")).json()["paths"]
+    for path in ("/v1/auth/nonce", "/v1/auth/login"):
+        assert "rate-limited" in paths[path]["post"]["responses"]["429"]["description"]
+
+
+async def _nonces(sessionmaker: async_sessionmaker[AsyncSession]) -> set[str]:
+    async with sessionmaker() as session:
+        return set(await session.scalars(select(AuthNonce.nonce)))
+
+
+async def test_issuing_a_nonce_deletes_unused_nonces_expired_beyond_the_grace(
+    service: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    account = Account.create()
+    signed_in, _ = await signed_login(service, account)
+    assert signed_in.status_code == 200
+    headers = {"Authorization": f"Bearer {signed_in.json()['access_token']}"}
+    waiting = (await service.post("/v1/auth/nonce")).json()["nonce"]
+    now = datetime.now(UTC)
+    async with sessionmaker() as session, session.begin():
+        for index in range(3):
+            await repository.add_nonce(
+                session, f"stale-{index}", now - timedelta(hours=2), now - timedelta(hours=1)
+            )
+        await repository.add_nonce(
+            session, "just-expired", now - timedelta(minutes=5), now - timedelta(seconds=1)
+        )
+        # The session's nonce expired long ago too, but the session refers to it.
+        await session.execute(
+            update(AuthNonce)
+            .where(AuthNonce.used_at.is_not(None))
+            .values(expires_at=now - timedelta(hours=1))
+        )
+        used = set(await session.scalars(select(AuthNonce.nonce).where(AuthNonce.used_at.is_not(None))))
+    assert len(used) == 1
+
+    fresh = (await service.post("/v1/auth/nonce")).json()["nonce"]
+
+    assert await _nonces(sessionmaker) == {fresh, waiting, "just-expired", *used}
+    assert (await service.get("/v1/auth/me", headers=headers)).status_code == 200
+    later, _ = await signed_login(service, Account.create(), nonce=waiting)
+    assert later.status_code == 200, later.text
+
+
+async def test_one_purge_deletes_at_most_its_batch(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    now = datetime.now(UTC)
+    async with sessionmaker() as session, session.begin():
+        for index in range(3):
+            await repository.add_nonce(
+                session, f"stale-{index}", now - timedelta(hours=2), now - timedelta(hours=1)
+            )
+        assert await repository.purge_expired_nonces(session, now, limit=2) == 2
+    assert len(await _nonces(sessionmaker)) == 1
