@@ -35,6 +35,7 @@ from exchange.trading.candles import (
     TIMEFRAMES,
     Candle,
     bucket_start,
+    next_bucket,
     roll_up,
     stored_bucket,
     trade_candles,
@@ -216,17 +217,35 @@ async def voided_fills(session: AsyncSession, market_id: str) -> int:
     return int(count or 0)
 
 
+def _first_bucket_from(timeframe: str, since_ms: int) -> int | None:
+    """The start (Unix seconds) of the first ``timeframe`` bucket opening at or after ``since_ms``.
+
+    None when that bucket would open after 9999-12-31, the last day a datetime holds.
+    """
+    start = bucket_start(timeframe, since_ms // 1000)
+    if start * 1000 >= since_ms:
+        return start
+    try:
+        return next_bucket(timeframe, start)
+    except ValueError:  # the month after December 9999
+        return None
+
+
 async def candles(
     session: AsyncSession, feed: MarketFeed, timeframe: str, *, since_ms: int | None, limit: int
 ) -> OhlcvOut:
-    """Up to ``limit`` candles of ``timeframe``: from the bucket holding ``since_ms``, else the latest."""
+    """Up to ``limit`` candles of ``timeframe``: those opening at or after ``since_ms``, else the latest.
+
+    ``since_ms`` is CCXT's ``since``: a client that asks again from its last candle's
+    timestamp + 1 gets the candles after it, never that one again.
+    """
     seconds, resolution = TIMEFRAMES[timeframe]
     per_candle = MAX_ROWS_PER_CANDLE if timeframe == "1M" else seconds // resolution
     cap = (limit + 1) * per_candle
     market_id = feed.spec.market_id
     if since_ms is not None:
-        since = bucket_start(timeframe, since_ms // 1000)
-        rows = await _stored(session, market_id, resolution, since=since, limit=cap)
+        since = _first_bucket_from(timeframe, since_ms)
+        rows = [] if since is None else await _stored(session, market_id, resolution, since=since, limit=cap)
         rolled = roll_up(timeframe, await without_voided(session, market_id, resolution, rows))
         if len(rows) == cap and per_candle > 1:
             rolled = rolled[:-1]  # the newest group may be cut short by the row limit

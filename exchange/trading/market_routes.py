@@ -110,7 +110,10 @@ async def get_ohlcv(
         Query(
             ge=0,
             le=LATEST_MS,
-            description="Unix ms: start from the candle holding this moment; latest when absent.",
+            description=(
+                "Unix ms: the candles whose open time is at or after this moment (CCXT's since: "
+                "ask again with the last timestamp + 1 for the next ones); the latest when absent."
+            ),
         ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

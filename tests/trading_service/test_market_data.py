@@ -161,11 +161,43 @@ async def test_book_trades_ticker_and_candles_agree_with_the_trades(desk: Desk) 
         "/v1/markets/BPC-TUSD/ohlcv", params={"since": 253_402_300_799_999, "timeframe": "1M"}
     )
     assert latest.json()["candles"] == []
-    first_ms = min(t["timestamp"] for t in trades)
+    first_ms = _expected_candles("1m", trades)[0][0]
     since = (
         await desk.client.get("/v1/markets/BPC-TUSD/ohlcv", params={"since": first_ms, "limit": 1})
     ).json()
     assert since["candles"] == _expected_candles("1m", trades)[:1]
+
+
+async def _ohlcv(desk: Desk, **params: Any) -> list[list[Any]]:
+    reply = await desk.client.get("/v1/markets/BPC-TUSD/ohlcv", params=params)
+    assert reply.status_code == 200, reply.text
+    candles: list[list[Any]] = reply.json()["candles"]
+    return candles
+
+
+async def _paged(desk: Desk, timeframe: str, pages: int) -> list[list[Any]]:
+    """CCXT's loop: one candle a page, each asked from the last timestamp + 1, until none come."""
+    candles: list[list[Any]] = []
+    since = 0
+    for _ in range(pages):
+        page = await _ohlcv(desk, timeframe=timeframe, since=since, limit=1)
+        if not page:
+            return candles
+        candles.extend(page)
+        since = page[-1][0] + 1
+    raise AssertionError(f"still answering after {pages} pages: {candles}")
+
+
+async def test_since_answers_the_candles_opening_at_or_after_it(desk: Desk) -> None:
+    await _random_flow(desk, seed=17, orders=40)
+    trades = await _all_trades(desk)
+    assert trades, "the random flow should trade"
+    for timeframe in TIMEFRAMES:
+        expected = _expected_candles(timeframe, trades)
+        opened = expected[0][0]  # T: the first candle's open time, Unix ms
+        assert await _ohlcv(desk, timeframe=timeframe, since=opened) == expected, timeframe
+        assert await _ohlcv(desk, timeframe=timeframe, since=opened + 1) == expected[1:], timeframe
+        assert await _paged(desk, timeframe, pages=len(expected) + 1) == expected, timeframe
 
 
 async def _stored_candles(service: TradingService) -> list[tuple[Any, ...]]:
@@ -206,7 +238,7 @@ async def test_fills_that_fail_settlement_leave_the_trades_candles_and_ticker(de
     _assert_ticker_of(ticker, survivors)
     for timeframe, got in candles.items():
         assert got == _expected_candles(timeframe, survivors), timeframe
-    first_ms = min(t["timestamp"] for t in survivors)
+    first_ms = _expected_candles("1m", survivors)[0][0]
     since = (
         await desk.client.get("/v1/markets/BPC-TUSD/ohlcv", params={"since": first_ms, "limit": 1})
     ).json()
@@ -252,11 +284,12 @@ async def test_candles_over_days_are_rebuilt_without_the_failed_fills(
         await desk.fail_fills([int(trade_id) for trade_id in voided], settler_here=True)
         survivors = [trade for trade in trades if trade["id"] not in voided]
         assert await _all_trades(desk) == survivors
-        first_ms = min(trade["timestamp"] for trade in trades)
         for timeframe in TIMEFRAMES:
-            for params in ({"timeframe": timeframe}, {"timeframe": timeframe, "since": first_ms}):
-                reply = await desk.client.get("/v1/markets/BPC-TUSD/ohlcv", params=params)
-                assert reply.json()["candles"] == _expected_candles(timeframe, survivors), params
+            expected = _expected_candles(timeframe, survivors)
+            assert await _ohlcv(desk, timeframe=timeframe) == expected, timeframe
+            opened = expected[0][0]
+            assert await _ohlcv(desk, timeframe=timeframe, since=opened) == expected, timeframe
+            assert await _ohlcv(desk, timeframe=timeframe, since=opened + 1) == expected[1:], timeframe
 
 
 async def test_stored_candles_survive_a_restart_and_the_migration_rebuilds_them(
