@@ -40,6 +40,12 @@ amounts of its orders double-check both outcomes. With at most one batch open
 per Vault (a partial unique index), the order states can only be "before" or
 "after" the open batch.
 
+Two settlers on one database (``exchange serve``'s and an ``exchange settle``)
+may follow the same batch. Closing it is an UPDATE conditional on the batch still
+being open, in the transaction of its fee sweep: one settler closes it, and the
+other, finding it closed (there, or when it reads the settled amounts for the
+order states), writes nothing and looks again next step.
+
 Failed fills: the trade cannot happen on chain, so the fill's ledger postings
 are voided (cause ``fill.void``): the buyer gets its quote and fees back, the
 seller its base. If the ledger refuses (the money was spent since), the fill
@@ -98,6 +104,10 @@ _ORDER_CACHE_SIZE = 20_000
 
 class SettlementInconsistent(Exception):
     """The chain's order states match neither outcome of the open batch: a person must look."""
+
+
+class _BatchClosed(Exception):
+    """Another settler closed the open batch meanwhile, and did all that closing it does."""
 
 
 class _FillsMoved(Exception):
@@ -166,7 +176,11 @@ class Settler:
             async with self._sessionmaker() as session, session.begin():
                 batch = await store.open_batch(session, self.vault.address)
             if batch is not None:
-                return await self._follow(batch)
+                try:
+                    return await self._follow(batch)
+                except _BatchClosed:  # nothing was written: the other settler swept and moved the fills
+                    log.info("settlement.batch_closed_elsewhere", batch_id=batch.id)
+                    return StepOutcome.WAITING
             return await self._open()
 
     async def drain(self, *, poll_s: float, timeout_s: float | None = None) -> None:
@@ -395,7 +409,8 @@ class Settler:
                 return StepOutcome.SETTLED
             if fate is BatchFate.NOT_EXECUTED:
                 async with self._sessionmaker() as session, session.begin():
-                    await store.close_returned(session, batch.id, BatchState.DROPPED)
+                    if not await store.close_returned(session, batch.id, BatchState.DROPPED):
+                        raise _BatchClosed
                 log.warning("settlement.batch_dropped", batch_id=batch.id, nonce=batch.nonce)
                 return StepOutcome.RETURNED
             raise SettlementInconsistent(f"batch {batch.id}: the Vault's order states match neither outcome")
@@ -409,6 +424,9 @@ class Settler:
         ids |= {fill.taker.order_hash.lower(): fill.taker.id for fill in batch.fills}
         async with self._sessionmaker() as session, session.begin():
             settled = await store.settled_amounts(session, ids.values())
+            # Read after the amounts: a batch still open then was not yet counted in them.
+            if not await store.batch_is_open(session, batch.id):
+                raise _BatchClosed
         before = {order: settled.get(order_id, 0) for order, order_id in ids.items()}
         vault = self.vault
 
@@ -440,13 +458,15 @@ class Settler:
         if receipt is not None:
             self._cross_check(batch, receipt, fees)
         async with self._sessionmaker() as session, session.begin():
-            await store.close_settled(
+            closed = await store.close_settled(
                 session,
                 batch.id,
                 tx_hash=tx_hash,
                 block_number=int(receipt["blockNumber"]) if receipt else None,
                 gas_used=int(receipt["gasUsed"]) if receipt else None,
             )
+            if not closed:  # the other settler's sweep committed with its close
+                raise _BatchClosed
             if fees:
                 # The Vault sent the batch's fees to the Fund: they leave the Vault's side of the ledger.
                 sweep = [
@@ -488,7 +508,7 @@ class Settler:
     async def _close_reverted(self, batch: BatchRecord, tx_hash: str, receipt: TxReceipt) -> None:
         error = await self._revert_reason(batch, int(receipt["blockNumber"]))
         async with self._sessionmaker() as session, session.begin():
-            await store.close_returned(
+            closed = await store.close_returned(
                 session,
                 batch.id,
                 BatchState.REVERTED,
@@ -497,6 +517,8 @@ class Settler:
                 tx_hash=tx_hash,
                 block_number=int(receipt["blockNumber"]),
             )
+            if not closed:
+                raise _BatchClosed
             reverts = await store.reverted_batches_of(session, [fill.id for fill in batch.fills])
         log.warning(
             "settlement.batch_reverted", batch_id=batch.id, tx_hash=tx_hash, error_name=error.error_name

@@ -11,9 +11,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import CursorResult, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.db.base import utc_now
@@ -306,10 +306,34 @@ async def mark_sent(session: AsyncSession, batch_id: int, attempt_id: int, tx_ha
             )
             .values(tx_hash=tx_hash)
         )
-    batch = await session.get_one(SettlementBatch, batch_id)
-    if batch.state == BatchState.PREPARED:
-        batch.state, batch.updated_at = BatchState.SUBMITTED.value, now
+    # Conditional: another settler may have closed the batch meanwhile, and a closed one stays closed.
+    await session.execute(
+        update(SettlementBatch)
+        .where(SettlementBatch.id == batch_id, SettlementBatch.state == BatchState.PREPARED)
+        .values(state=BatchState.SUBMITTED.value, updated_at=now)
+    )
     await session.flush()
+
+
+async def batch_is_open(session: AsyncSession, batch_id: int) -> bool:
+    """Still in flight: no settler has closed it."""
+    state = await session.scalar(select(SettlementBatch.state).where(SettlementBatch.id == batch_id))
+    return state in OPEN_BATCH_STATES
+
+
+async def _close(session: AsyncSession, batch_id: int, **values: Any) -> bool:
+    """Close the batch if it is still open; False when another settler closed it first.
+
+    The state test is in the UPDATE, so of two settlers closing the same batch exactly one
+    changes the row (PostgreSQL re-checks the condition after waiting for the other's commit).
+    """
+    result = await session.execute(
+        update(SettlementBatch)
+        .where(SettlementBatch.id == batch_id, SettlementBatch.state.in_(list(OPEN_BATCH_STATES)))
+        .values(updated_at=utc_now(), **values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(cast(CursorResult[Any], result).rowcount == 1)
 
 
 async def close_settled(
@@ -319,21 +343,24 @@ async def close_settled(
     tx_hash: str | None,
     block_number: int | None,
     gas_used: int | None,
-) -> None:
-    now = utc_now()
-    batch = await session.get_one(SettlementBatch, batch_id)
-    batch.state, batch.tx_hash, batch.block_number, batch.gas_used, batch.updated_at = (
-        BatchState.SETTLED.value,
-        tx_hash,
-        block_number,
-        gas_used,
-        now,
+) -> bool:
+    """The batch ran: it and its fills are settled. False (and nothing written) if it was closed already."""
+    closed = await _close(
+        session,
+        batch_id,
+        state=BatchState.SETTLED.value,
+        tx_hash=tx_hash,
+        block_number=block_number,
+        gas_used=gas_used,
     )
+    if not closed:
+        return False
     values: dict[str, Any] = {"settlement_state": SettlementState.SETTLED.value}
     if tx_hash is not None:
         values["tx_hash"] = tx_hash
     await session.execute(update(TradingFill).where(TradingFill.batch_id == batch_id).values(**values))
     await session.flush()
+    return True
 
 
 async def close_returned(
@@ -345,22 +372,24 @@ async def close_returned(
     error_args: dict[str, Any] | None = None,
     tx_hash: str | None = None,
     block_number: int | None = None,
-) -> None:
-    """The batch did not settle: record why, and put its fills back to pending."""
-    batch = await session.get_one(SettlementBatch, batch_id)
-    batch.state, batch.error_name, batch.error_args, batch.updated_at = (
-        state.value,
-        error_name,
-        error_args,
-        utc_now(),
-    )
-    batch.tx_hash, batch.block_number = tx_hash, block_number
+) -> bool:
+    """The batch did not settle: record why, and put its fills back to pending.
+
+    False (and nothing written) if the batch was closed already.
+    """
+    values: dict[str, Any] = {"state": state.value, "tx_hash": tx_hash, "block_number": block_number}
+    if error_name is not None:  # a None would be stored as JSON null, not as no reason
+        values |= {"error_name": error_name, "error_args": error_args}
+    closed = await _close(session, batch_id, **values)
+    if not closed:
+        return False
     await session.execute(
         update(TradingFill)
         .where(TradingFill.batch_id == batch_id, TradingFill.settlement_state == SettlementState.SUBMITTED)
         .values(settlement_state=SettlementState.PENDING.value, batch_id=None, tx_hash=None)
     )
     await session.flush()
+    return True
 
 
 async def reverted_batches_of(session: AsyncSession, fill_ids: Iterable[int]) -> dict[int, int]:

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import math
 import time
+from typing import Any
 
 import pytest
 from hexbytes import HexBytes
@@ -14,8 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web3.types import Wei
 
 from exchange.settings import Settings
+from exchange.trading import settlement_repository as store
 from exchange.trading.eip712 import OrderSide, order_hash
-from exchange.trading.models import LedgerBalance, SettlementState, TradingFill, TradingOrder
+from exchange.trading.models import (
+    LedgerBalance,
+    LedgerEntry,
+    SettlementState,
+    TradingFill,
+    TradingOrder,
+)
+from exchange.trading.repository import FEES_ACCOUNT
 from exchange.trading.settlement import StepOutcome
 from exchange.trading.settlement_models import (
     BatchState,
@@ -304,3 +313,82 @@ async def test_a_batch_written_down_but_lost_by_the_node_is_sent_again_with_the_
         attempts = (await session.scalars(select(SettlementAttempt))).all()
     assert (batch.tx_hash, len(attempts)) == (attempt.tx_hash, 1)
     await assert_settled_exactly_once(net, sessionmaker)
+
+
+async def _a_mined_batch_and_two_settlers(
+    net: VaultNet, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> tuple[Settlement, Settlement]:
+    """Two settlers on one database (``serve``'s and ``exchange settle``); the first's batch is mined.
+
+    A later fill waits: its fees in ``vault:fees`` would let a second sweep of the batch through.
+    """
+    first, second = await _parts(net, settings, sessionmaker), await _parts(net, settings, sessionmaker)
+    alice, bob, carol = (Trader(member) for member in MEMBERS[:3])
+    await buys(net, settings, sessionmaker, bob, [alice, carol])
+    assert await first.settler.step() is StepOutcome.OPENED  # automine: mined at once
+    await buys(net, settings, sessionmaker, bob, [alice], 3 * 10**17)
+    return first, second
+
+
+async def _assert_closed_once(
+    net: VaultNet, sessionmaker: async_sessionmaker[AsyncSession], parts: Settlement
+) -> None:
+    async with sessionmaker() as session:
+        batch = (await session.scalars(select(SettlementBatch))).one()
+        sweeps = (
+            await session.scalars(
+                select(LedgerEntry.reference).where(
+                    LedgerEntry.cause == "fees.collected", LedgerEntry.account == FEES_ACCOUNT
+                )
+            )
+        ).all()
+    assert sweeps == [f"batch:{batch.id}"]
+    assert batch.state == BatchState.SETTLED
+    await parts.settler.drain(poll_s=0.02, timeout_s=60)  # the later fill, in a batch of its own
+    await assert_settled_exactly_once(net, sessionmaker)
+    await parts.indexer.catch_up()
+    await assert_audit_clean(parts)
+
+
+async def test_of_two_settlers_closing_the_same_batch_one_closes_it_and_sweeps_its_fees(
+    net: VaultNet,
+    chain_settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second = await _a_mined_batch_and_two_settlers(net, chain_settings, sessionmaker)
+    close_settled = store.close_settled
+
+    async def first_closes_meanwhile(*args: Any, **kwargs: Any) -> bool:
+        # The second settler checked the batch's fate and began its closing transaction: the
+        # first settler closes the batch and sweeps its fees before the second writes anything.
+        monkeypatch.setattr(store, "close_settled", close_settled)
+        assert await first.settler.step() is StepOutcome.SETTLED
+        return await close_settled(*args, **kwargs)
+
+    monkeypatch.setattr(store, "close_settled", first_closes_meanwhile)
+    outcome = await second.settler.step()
+
+    await _assert_closed_once(net, sessionmaker, second)
+    assert outcome is StepOutcome.WAITING
+
+
+async def test_a_settler_following_a_batch_another_settler_closed_since_leaves_it_alone(
+    net: VaultNet,
+    chain_settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second = await _a_mined_batch_and_two_settlers(net, chain_settings, sessionmaker)
+    async with sessionmaker() as session, session.begin():
+        read_before_the_close = await store.open_batch(session, second.settler.vault.address)
+    assert read_before_the_close is not None
+    assert await first.settler.step() is StepOutcome.SETTLED
+
+    async def open_batch(session: AsyncSession, vault: str) -> store.BatchRecord:
+        return read_before_the_close
+
+    monkeypatch.setattr(store, "open_batch", open_batch)
+    assert await second.settler.step() is StepOutcome.WAITING  # not SettlementInconsistent
+    monkeypatch.undo()
+    await _assert_closed_once(net, sessionmaker, second)
