@@ -11,13 +11,28 @@ Protocol (JSON text frames). The client sends operations, each with an optional
 
 and gets ``{"type": "subscribed" | "unsubscribed" | "authenticated" | "pong", ...}``,
 or ``{"type": "error", "status", "title", "detail", ...}`` (the problem document
-the HTTP API would answer; the connection stays open). A connection may also
-authenticate at the handshake with ``Authorization: Bearer <token>``. The data
-messages are described in ``exchange.trading.feed``; subscribing to the book
-sends its snapshot first, then every update in order. Subscribing again to a book
+the HTTP API would answer, with its extension members; the connection stays
+open). A connection may also authenticate at the handshake with
+``Authorization: Bearer <token>``. The data messages are described in
+``exchange.trading.feed``; subscribing to the book sends its snapshot first,
+then every update in order. Subscribing again to a book
 already subscribed is how a client resyncs after a gap: it sends a fresh snapshot,
 and the updates that follow link to it; the subscription stays one, so no update
 arrives twice. Subscribing again to trades (which have no snapshot) changes nothing.
+
+Rate limits. The handshake takes a token from the client IP's bucket (the one the
+HTTP trading routes take from) and every frame the client sends takes one more;
+on a signed-in connection it also takes one from the account's bucket, as a
+private HTTP request does. That includes pings: a free operation would be a free
+flood, and a keep-alive every few seconds is far below any limit (WebSocket
+protocol pings are answered by the server and cost nothing). An operation
+refused is not performed: it is answered with the ``rate-limited`` error (status
+429, ``retry_after_seconds``), and a connection refused more than
+``MAX_REFUSALS_IN_A_ROW`` (5) times in a row is closed with code 4429. A handshake
+from an IP over its limit is answered with HTTP 429, ``Retry-After`` and the
+problem document, where the server can answer a handshake with an HTTP response
+(the ASGI ``websocket.http.response`` extension); elsewhere it is closed before
+being accepted, which servers answer with a bare 403.
 
 Slow consumers. Each connection has an outbox of ``ws_outbox_limit`` messages.
 A connection that lets it fill up gets one last error ("too-slow") and is closed
@@ -36,7 +51,10 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
 
+from exchange.api.problems import PROBLEM_MEDIA_TYPE
+from exchange.api.request_context import REQUEST_ID_HEADER, current_request_id
 from exchange.auth.service import Principal
 from exchange.kit.errors import DomainError, NotFound, RateLimited, Unauthorized, ValidationFailed
 from exchange.kit.logging import get_logger
@@ -52,6 +70,9 @@ PRIVATE_CHANNELS = ("orders", "fills")
 CLOSE_TOO_SLOW = 1013
 CLOSE_SESSION_ENDED = 4401
 CLOSE_RATE_LIMITED = 4429
+# Refused operations answered before the connection is closed: room for a client that sent a few
+# operations at once before reading the first refusal, none for one that ignores them.
+MAX_REFUSALS_IN_A_ROW = 5
 _CLOSE = object()
 
 
@@ -69,9 +90,23 @@ class TooSlow(DomainError):
 def _error(error: DomainError, op_id: Any = None) -> dict[str, Any]:
     body: dict[str, Any] = {"type": "error", "status": error.status, "title": error.title}
     body.update({"problem": error.type_uri(), "detail": error.detail})
+    body.update({name: value for name, value in error.extra.items() if name not in body})
     if op_id is not None:
         body["id"] = op_id
     return body
+
+
+def _decode(text: str | None) -> dict[str, Any] | WsRefused:
+    """The operation a frame holds (``text`` None: a binary frame), or why it holds none."""
+    if text is None:
+        return WsRefused("send text frames holding JSON")
+    try:
+        request = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return WsRefused("the message is not JSON")
+    if not isinstance(request, dict):
+        return WsRefused('send a JSON object such as {"op": "subscribe", "channel": "book", ...}')
+    return request
 
 
 class Outbox:
@@ -113,9 +148,11 @@ class Outbox:
 class Connection:
     """One WebSocket: its outbox, its subscriptions and, once signed in, its account."""
 
-    def __init__(self, websocket: WebSocket, service: TradingService, outbox_limit: int) -> None:
+    def __init__(self, websocket: WebSocket, service: TradingService, outbox_limit: int, host: str) -> None:
         self.websocket = websocket
         self.service = service
+        self.host = host
+        self.refusals_in_a_row = 0
         self.outbox = Outbox()
         self.outbox_limit = outbox_limit
         self.principal: Principal | None = None
@@ -171,24 +208,39 @@ class Connection:
 
     # ------------------------------------------------------------------ operations
 
-    async def handle(self, text: str) -> None:
-        try:
-            request = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            self.offer(encode(_error(WsRefused("the message is not JSON"))))
-            return
+    async def handle(self, text: str | None) -> None:
+        """Answer one frame of the client's, once its tokens are taken (see the module docstring)."""
+        request = _decode(text)
         op_id = request.get("id") if isinstance(request, dict) else None
         if op_id is not None and not isinstance(op_id, str | int):
             op_id = None
         try:
-            if not isinstance(request, dict):
-                raise WsRefused('send a JSON object such as {"op": "subscribe", "channel": "book", ...}')
+            self._charge()
+        except RateLimited as error:
+            self.refusals_in_a_row += 1
+            if self.refusals_in_a_row > MAX_REFUSALS_IN_A_ROW:
+                log.info("ws.closed_rate_limited", client=self.host, refusals=self.refusals_in_a_row)
+                self.close(CLOSE_RATE_LIMITED, error)
+            else:
+                self.offer(encode(_error(error, op_id)))
+            return
+        self.refusals_in_a_row = 0
+        try:
+            if isinstance(request, WsRefused):
+                raise request
             answer = await self._operate(request)
         except DomainError as error:
             answer = _error(error)
         if op_id is not None:
             answer["id"] = op_id
         self.offer(encode(answer))
+
+    def _charge(self) -> None:
+        """Take one token from the IP's bucket and, once signed in, one from the account's."""
+        self.service.ip_limits.check(f"ip:{self.host}", f"client {self.host}")
+        if self.principal is not None:
+            address = self.principal.address
+            self.service.account_limits.check(f"account:{address}", address)
 
     async def _operate(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
@@ -291,6 +343,22 @@ async def _receive_unless_closed(
     return None
 
 
+async def _deny(websocket: WebSocket, error: RateLimited) -> None:
+    """Refuse the handshake: HTTP 429 with ``Retry-After`` and the problem document where the
+    server supports denial responses, else a close before accepting (a bare 403)."""
+    if "websocket.http.response" not in (websocket.scope.get("extensions") or {}):
+        await websocket.close(CLOSE_RATE_LIMITED, error.detail[:120])
+        return
+    problem: dict[str, Any] = {"type": error.type_uri(), "title": error.title, "status": error.status}
+    problem.update({"detail": error.detail, "instance": websocket.url.path})
+    headers = error.response_headers()
+    if (request_id := current_request_id()) is not None:
+        problem["request_id"] = headers[REQUEST_ID_HEADER] = request_id
+    problem.update({name: value for name, value in error.extra.items() if name not in problem})
+    response = JSONResponse(problem, error.status, headers, media_type=PROBLEM_MEDIA_TYPE)
+    await websocket.send_denial_response(response)
+
+
 @router.websocket("/v1/ws")
 async def stream(websocket: WebSocket) -> None:
     service: TradingService = websocket.app.state.trading
@@ -299,10 +367,10 @@ async def stream(websocket: WebSocket) -> None:
     try:
         service.ip_limits.check(f"ip:{host}", f"client {host}")
     except RateLimited as error:
-        await websocket.close(CLOSE_RATE_LIMITED, error.detail[:120])
+        await _deny(websocket, error)
         return
     await websocket.accept()
-    connection = Connection(websocket, service, settings.trading_ws_outbox_limit)
+    connection = Connection(websocket, service, settings.trading_ws_outbox_limit, host)
     sender = asyncio.create_task(connection.send_loop(), name="ws-send")
     watcher = asyncio.create_task(
         connection.watch_session(settings.trading_ws_session_recheck_s), name="ws-watch"
@@ -319,11 +387,7 @@ async def stream(websocket: WebSocket) -> None:
             message = await _receive_unless_closed(websocket, connection)
             if message is None or message["type"] == "websocket.disconnect":
                 break
-            text = message.get("text")
-            if text is None:
-                connection.offer(encode(_error(WsRefused("send text frames holding JSON"))))
-                continue
-            await connection.handle(text)
+            await connection.handle(message.get("text"))
     except WebSocketDisconnect:
         pass
     finally:

@@ -13,11 +13,13 @@ import pytest
 import uvicorn
 from sqlalchemy import text
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from exchange.auth.service import Principal
 from exchange.chain.runtime import ChainRuntime
 from exchange.settings import Settings
 from exchange.trading.fill_notices import APPLICATION_NAME
+from exchange.trading.ws import CLOSE_RATE_LIMITED, MAX_REFUSALS_IN_A_ROW
 from tests.trading_service.conftest import start_desk, trading_settings
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
 
@@ -435,3 +437,106 @@ async def test_signing_in_as_another_account_ends_the_first_accounts_private_str
         assert (await ws.request(op="subscribe", channel="orders"))["account"] == bob.address
         assert (await ws.request(op="unsubscribe", channel="orders"))["type"] == "unsubscribed"
         assert feed.order_subscribers == {}
+
+
+# --------------------------------------------------------------------------- rate limits
+
+IP_BURST = 4
+
+
+def _strict_settings(database_url: str, **overrides: object) -> Settings:
+    """Tokens that come back once in 1000 s: none during a test."""
+    values: dict[str, object] = {"trading_rate_ip_per_s": 0.001, "trading_rate_ip_burst": IP_BURST}
+    return trading_settings(database_url, **{**values, **overrides})
+
+
+def _counted_lookups(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tokens the trading service resolves from now on, in order."""
+    principals = desk.trading.principals
+    resolve = principals.resolve
+    tokens: list[str] = []
+
+    async def counting(token: str) -> Principal:
+        tokens.append(token)
+        return await resolve(token)
+
+    monkeypatch.setattr(principals, "resolve", counting)
+    return tokens
+
+
+async def test_every_operation_takes_a_token_and_a_refused_auth_looks_nothing_up(
+    database_url: str, chain_runtime: ChainRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async for desk, url in _started(_strict_settings(database_url), chain_runtime):
+        lookups = _counted_lookups(desk, monkeypatch)
+        async with connect(url) as raw:  # the handshake takes the first token
+            ws = Stream(raw)
+            for n in range(IP_BURST - 1):
+                answer = await ws.request(op="auth", token="not-a-session", id=n)
+                assert (answer["type"], answer["status"], answer["id"]) == ("error", 401, n), answer
+            refused = await ws.request(op="auth", token="not-a-session", id="last")
+            assert (refused["type"], refused["status"], refused["id"]) == ("error", 429, "last")
+            assert refused["problem"].endswith("/rate-limited")
+            assert refused["retry_after_seconds"] >= 1
+            assert lookups == ["not-a-session"] * (IP_BURST - 1)  # none for the refused one
+            # The connection stays for a client that waits: another refusal, not a close.
+            assert (await ws.request(op="ping"))["status"] == 429
+
+
+async def test_a_connection_that_keeps_sending_while_refused_is_closed_with_4429(
+    database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    async for desk, url in _started(_strict_settings(database_url), chain_runtime):
+        async with connect(url) as raw:
+            ws = Stream(raw)
+            for _ in range(IP_BURST - 1):
+                assert (await ws.request(op="ping"))["type"] == "pong"
+            for n in range(MAX_REFUSALS_IN_A_ROW):
+                refused = await ws.request(op="subscribe", channel="book", market="BPC-TUSD", id=n)
+                assert (refused["type"], refused["status"], refused["id"]) == ("error", 429, n), refused
+            assert ws.pending == []  # a refused subscribe sends no snapshot
+            assert desk.trading.markets["BPC-TUSD"].feed.book_subscribers == set()
+            await raw.send(orjson.dumps({"op": "ping"}).decode())
+            messages, code = await until_closed(ws)
+            assert code == CLOSE_RATE_LIMITED == 4429
+            assert [(message["type"], message["status"]) for message in messages] == [("error", 429)]
+
+
+async def test_a_signed_in_connection_also_spends_its_accounts_tokens(
+    database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    settings = trading_settings(database_url, trading_rate_account_per_s=0.001, trading_rate_account_burst=2)
+    async for desk, url in _started(settings, chain_runtime):
+        alice = await desk.member(0x7E)
+        async with connect(url, additional_headers=alice.headers) as raw:
+            ws = Stream(raw)
+            assert (await ws.next())["type"] == "authenticated"
+            for _ in range(2):
+                assert (await ws.request(op="ping"))["type"] == "pong"
+            refused = await ws.request(op="ping")
+            assert (refused["type"], refused["status"]) == ("error", 429)
+            assert alice.address in refused["detail"]
+        async with connect(url) as raw:  # the IP has tokens left for a connection not signed in
+            assert (await Stream(raw).request(op="ping"))["type"] == "pong"
+
+
+async def test_a_handshake_over_the_ip_limit_is_answered_429_with_retry_after(
+    database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    settings = _strict_settings(database_url, trading_rate_ip_burst=1)
+    async for _desk, url in _started(settings, chain_runtime):
+        async with connect(url):  # takes the only token
+            pass
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url):
+                pass
+        response = refused.value.response
+        assert response.status_code == 429
+        assert response.headers["Content-Type"] == "application/problem+json"
+        retry_after = int(response.headers["Retry-After"])
+        assert retry_after >= 1
+        problem = orjson.loads(response.body)
+        assert problem["type"].endswith("/rate-limited")
+        assert (problem["status"], problem["instance"]) == (429, "/v1/ws")
+        assert problem["retry_after_seconds"] == retry_after
+        assert problem["request_id"] == response.headers["X-Request-ID"]
