@@ -2,7 +2,9 @@
 
 Each key (``account:0xAb…`` or ``ip:127.0.0.1``) has a bucket of ``burst``
 tokens refilled at ``rate_per_s``; a request takes one token (a batch of orders,
-one per order) or is refused with the seconds until they are back. Buckets
+one per order) or is refused with the seconds until they are back. A request
+charged to two buckets gives back what the first gave if the second refuses
+(``refund``): one key's refused work does not spend another key's tokens. Buckets
 live in this process: with several API processes each would allow the full
 rate, and the buckets would move to PostgreSQL (one row per key, updated with
 the same arithmetic in one UPDATE).
@@ -67,6 +69,12 @@ class RateLimiter:
                 f"(bursts of {self.burst}); retry in {wait_s:.2f} s",
                 retry_after_seconds=max(1, math.ceil(wait_s)),
             )
+
+    def refund(self, key: str, tokens: int) -> None:
+        """Give back ``tokens`` just taken for ``key`` by a request another bucket then refused."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:  # a dropped bucket was full: nothing to give back
+            bucket.tokens = min(float(self.burst), bucket.tokens + tokens)
 
     def _prune(self, now: float) -> None:
         full_after = self.burst / self.rate_per_s

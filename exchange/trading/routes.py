@@ -115,13 +115,32 @@ async def limit_ip(request: Request, service: Trading) -> None:
     _charge_ip(request, service)
 
 
+def _client_host(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 def _charge_ip(request: Request, service: TradingService, tokens: int = 1) -> None:
-    host = request.client.host if request.client else "unknown"
+    host = _client_host(request)
     service.ip_limits.check(f"ip:{host}", f"client {host}", tokens)
 
 
 def _charge_account(service: TradingService, principal: Principal, tokens: int = 1) -> None:
     service.account_limits.check(f"account:{principal.address}", principal.address, tokens)
+
+
+def _charge_batch(request: Request, service: TradingService, principal: Principal, count: int) -> None:
+    """One token per order from both buckets (the request itself took the IP's first one).
+
+    When the account's refuse, the IP's are given back: a refused batch costs its IP one token,
+    as any refused request does, not one per order, which other accounts behind it would lack.
+    """
+    if count > 1:
+        _charge_ip(request, service, count - 1)
+    try:
+        _charge_account(service, principal, count)
+    except RateLimited:
+        service.ip_limits.refund(f"ip:{_client_host(request)}", count - 1)
+        raise
 
 
 def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
@@ -379,11 +398,8 @@ async def place_orders(
         )
 
     async def work() -> tuple[int, BaseModel]:
-        # One token per order from both buckets (the request took one of the IP's), and only
-        # when the batch runs: a replayed answer costs what any request costs.
-        if count > 1:
-            _charge_ip(request, service, count - 1)
-        _charge_account(service, principal, count)
+        # Only when the batch runs: a replayed answer costs what any request costs.
+        _charge_batch(request, service, principal, count)
         results: dict[int, PlacedOrderResult] = {}
         signed: list[tuple[int, SignedOrderInput]] = []
         for index, item in enumerate(body.orders):

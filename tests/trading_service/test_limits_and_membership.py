@@ -16,7 +16,7 @@ from exchange.settings import Settings
 from exchange.trading.ratelimit import RateLimiter
 from exchange.trading.service import MembershipCache, TradingService
 from tests.trading_service.conftest import start_desk, trading_settings
-from tests.trading_service.desk import DOLLAR, WHOLE, Desk, price
+from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
 
 
 def test_token_bucket_refills_at_its_rate() -> None:
@@ -186,3 +186,45 @@ async def test_a_suspension_mined_during_the_start_up_check_is_seen_by_the_polle
                 break
             await asyncio.sleep(0.05)
     assert (orders[0]["status"], orders[0]["cancel_reason"]) == ("canceled", "suspended")
+
+
+def test_a_refund_gives_back_tokens_up_to_the_burst() -> None:
+    now = [0.0]
+    limiter = RateLimiter(1.0, 3, clock=lambda: now[0])
+    assert limiter.retry_after("k", 3) == 0.0
+    limiter.refund("k", 2)
+    assert limiter.retry_after("k", 2) == 0.0  # the two given back
+    assert limiter.retry_after("k") == pytest.approx(1.0)
+    limiter.refund("k", 5)
+    assert limiter.retry_after("k", 3) == 0.0  # never more than the burst
+    assert limiter.retry_after("k") == pytest.approx(1.0)
+    limiter.refund("never-charged", 1)  # a bucket not kept is full: nothing to give back
+    assert limiter.retry_after("never-charged", 3) == 0.0
+
+
+@pytest.fixture
+async def shared_ip_desk(database_url: str, chain_runtime: ChainRuntime) -> AsyncIterator[Desk]:
+    settings = trading_settings(
+        database_url,
+        trading_rate_account_per_s=0.001,
+        trading_rate_account_burst=2,
+        trading_rate_ip_per_s=0.001,
+        trading_rate_ip_burst=5,
+    )
+    async for desk in start_desk(settings, chain_runtime):
+        yield desk
+
+
+async def test_a_batch_the_account_limit_refuses_leaves_the_ip_tokens_to_others(shared_ip_desk: Desk) -> None:
+    desk = shared_ip_desk
+    alice, bob = await desk.member(0xA6), await desk.member(0xA7)  # behind the same IP
+
+    async def batch(trader: Trader) -> int:
+        bodies = [desk.order_body(trader, "sell", price(20), WHOLE) for _ in range(2)]
+        reply = await desk.client.post("/v1/orders/batch", json={"orders": bodies}, headers=trader.headers)
+        return reply.status_code
+
+    assert await batch(alice) == 200  # the IP's 5 tokens: 3 left; alice's 2: none left
+    assert await batch(alice) == 429  # by alice's limit: it costs the IP one token, as any request does
+    assert await batch(bob) == 200  # so bob's two orders still find theirs
+    assert (await desk.client.get("/v1/markets")).status_code == 429  # and the IP's burst is spent
