@@ -9,7 +9,7 @@ import pytest
 import structlog
 from fastapi import APIRouter, HTTPException, Query
 
-from exchange.api.problems import PROBLEM_MEDIA_TYPE, problem_responses
+from exchange.api.problems import PROBLEM_MEDIA_TYPE, document_problems, problem_responses
 from exchange.api.request_context import REQUEST_ID_HEADER
 from exchange.kit.errors import (
     PROBLEM_TYPE_BASE,
@@ -37,7 +37,7 @@ def database_url(sqlite_database_url: str) -> str:
 def _router() -> APIRouter:
     router = APIRouter()
 
-    @router.get("/items", responses=problem_responses(NotFound, Conflict, ValidationFailed))
+    @router.get("/items", responses=problem_responses(NotFound, Conflict, ValidationFailed, RateLimited))
     async def items(
         limit: int = Query(ge=1, le=100), side: str = Query(pattern="^(buy|sell)$")
     ) -> dict[str, int]:
@@ -245,6 +245,8 @@ async def test_openapi_documents_problem_responses(service: RunningApp) -> None:
     assert responses["404"]["content"] == {PROBLEM_MEDIA_TYPE: {"schema": problem_ref}}
     assert f"{PROBLEM_TYPE_BASE}conflict" in responses["409"]["description"]
     assert responses["500"]["content"] == {PROBLEM_MEDIA_TYPE: {"schema": problem_ref}}
+    assert set(responses["429"]["headers"]) == {"Retry-After"}
+    assert "headers" not in responses["404"]
     # Every operation documents the 500 problem; FastAPI's JSON validation schema is gone.
     for path_item in schema["paths"].values():
         for operation in path_item.values():
@@ -252,3 +254,14 @@ async def test_openapi_documents_problem_responses(service: RunningApp) -> None:
     components = schema["components"]["schemas"]
     assert {"Problem", "ValidationProblem", "InvalidField"} <= set(components)
     assert "HTTPValidationError" not in components
+
+
+def test_the_rewrite_of_a_422_keeps_its_documented_headers() -> None:
+    headers = {"Idempotent-Replayed": {"schema": {"type": "string"}}}
+    operation = {"responses": {"422": {"description": "Refused", "headers": headers}}}
+    schema = document_problems({"paths": {"/orders": {"post": operation}}})
+    refused = schema["paths"]["/orders"]["post"]["responses"]["422"]
+    assert refused["headers"] == headers
+    assert refused["content"] == {
+        PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ValidationProblem"}}
+    }

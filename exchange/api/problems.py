@@ -18,8 +18,9 @@ Sources, most specific first:
 * Anything else: logged as ``api.unhandled_error`` with its traceback, answered
   with a 500 problem that reveals nothing but the request id.
 
-Routes document the domain errors they raise with ``responses=problem_responses(NotFound, ...)``;
-:func:`document_problems` rewrites FastAPI's generated OpenAPI to match what is really sent.
+Routes document the domain errors they raise with ``responses=problem_responses(NotFound, ...)``
+(with the ``Retry-After`` header of a ``RateLimited``); :func:`document_problems` rewrites
+FastAPI's generated OpenAPI to match what is really sent.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from exchange.api.request_context import current_request_id
-from exchange.kit.errors import DomainError, ValidationFailed
+from exchange.kit.errors import DomainError, RateLimited, ValidationFailed
 from exchange.kit.logging import get_logger
 
 log = get_logger(__name__)
@@ -238,6 +239,15 @@ def _problem_content(model: str) -> dict[str, Any]:
     return {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": _SCHEMA_REF.format(model=model)}}}
 
 
+def _retry_after_header() -> dict[str, Any]:
+    return {
+        "Retry-After": {
+            "description": "Seconds to wait before trying again.",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    }
+
+
 def problem_responses(*errors: type[DomainError]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for the domain errors a route raises, for its decorator."""
     responses: dict[int | str, dict[str, Any]] = {}
@@ -248,6 +258,8 @@ def problem_responses(*errors: type[DomainError]) -> dict[int | str, dict[str, A
         kinds = [kind for kind in entry["description"].split("; ") if kind]
         kinds.append(f"{error.title} ({error.type_uri()})")
         entry["description"] = "; ".join(kinds)
+        if issubclass(error, RateLimited):
+            entry.setdefault("headers", {}).update(_retry_after_header())
     return responses
 
 
@@ -269,8 +281,9 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             responses: dict[str, Any] = operation["responses"]
-            if "422" in responses:
+            if "422" in responses:  # its headers, if documented, stay
                 responses["422"] = {
+                    **responses["422"],
                     "description": "Invalid request",
                     "content": _problem_content("ValidationProblem"),
                 }

@@ -2,7 +2,8 @@
 
 Every private route answers only about the signed-in account: another
 account's order is a 404, exactly like one that does not exist. Mutating
-routes accept an ``Idempotency-Key`` header (see ``exchange.trading.idempotency``);
+routes accept an ``Idempotency-Key`` header (see ``exchange.trading.idempotency``):
+a retry with the key gets the first answer back, marked ``Idempotent-Replayed: true``;
 placing an order is also idempotent by its client order id. Each route takes a
 token from the client IP's bucket, and private routes one from the account's (a
 batch of orders takes one from each per order).
@@ -185,17 +186,26 @@ Cursor = Annotated[
 ]
 Limit = Annotated[int, Query(ge=1, le=500)]
 
+# What the routers' dependencies may answer on every route: the IP's limit, an unknown query parameter.
+_EVERY_REQUEST = problem_responses(RateLimited, FieldRefused)
 public = APIRouter(
-    prefix="/v1/markets", tags=["markets"], dependencies=[Depends(limit_ip), Depends(known_query_only)]
+    prefix="/v1/markets",
+    tags=["markets"],
+    dependencies=[Depends(limit_ip), Depends(known_query_only)],
+    responses=_EVERY_REQUEST,
 )
 private = APIRouter(
-    prefix="/v1", tags=["trading"], dependencies=[Depends(limit_ip), Depends(known_query_only)]
+    prefix="/v1",
+    tags=["trading"],
+    dependencies=[Depends(limit_ip), Depends(known_query_only)],
+    responses=_EVERY_REQUEST,
 )
 
 _AUTH = (Unauthorized, RateLimited)
+# FastAPI answers a JSON syntax error with a 422 (type json_invalid), like any invalid body.
 _MALFORMED_BODY: dict[int | str, dict[str, Any]] = {
     400: {
-        "description": "The body is not JSON",
+        "description": "The body cannot be parsed: it is not UTF-8, or its JSON nests too deeply",
         "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
     }
 }
@@ -227,7 +237,7 @@ def _retryable_status(status_code: int) -> bool:
     return status_code == 429 or status_code >= 500
 
 
-def _retryable(error: DomainError) -> bool:
+def _retryable(error: DomainError | type[DomainError]) -> bool:
     """A refusal a retry may get past: a retryable status, or a race it lost (``transient``)."""
     return error.transient or _retryable_status(error.status)
 
@@ -284,6 +294,42 @@ async def idempotent(
     return JSONResponse(body, status_code=status_code)
 
 
+# Refused before an idempotent route's work runs (signing in, claiming the key): never kept.
+_BEFORE_WORK = (*_AUTH, KeyInUse, KeyReused)
+
+
+def _idempotent_responses(
+    success: int,
+    *work: type[DomainError],
+    before: tuple[type[DomainError], ...] = (),
+    extra: dict[int | str, dict[str, Any]] | None = None,
+) -> dict[int | str, dict[str, Any]]:
+    """The responses of a route answered through :func:`idempotent` whose work raises ``work``.
+
+    Its successes (``success``, any 2xx of ``extra``) and the refusals of its work that are kept
+    (not a 429, 5xx or transient one) may come back to a retry with the same key, marked by
+    ``Idempotent-Replayed``; the refusals met before the work runs (``_BEFORE_WORK``, ``before``
+    and those of ``extra``) never do.
+    """
+    responses: dict[int | str, dict[str, Any]] = {
+        success: {},
+        **(extra or {}),
+        **problem_responses(*_BEFORE_WORK, *before, *work),
+    }
+    kept = {code for code in responses if int(code) < 300} | {
+        error.status for error in work if not _retryable(error)
+    }
+    replayed = {
+        REPLAYED_HEADER: {
+            "description": "true: the answer kept for an earlier request with this Idempotency-Key.",
+            "schema": {"type": "string", "enum": ["true"]},
+        }
+    }
+    for code in kept:
+        responses[code] = {**responses[code], "headers": {**responses[code].get("headers", {}), **replayed}}
+    return responses
+
+
 # --------------------------------------------------------------------------- public: markets
 
 
@@ -323,27 +369,25 @@ async def get_journal_head(
 # --------------------------------------------------------------------------- private: orders
 
 
-_PLACE_ORDER_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The order was placed before under this client_order_id", "model": OrderOut},
-    **_MALFORMED_BODY,
-    **problem_responses(
-        *_AUTH,
-        OrderRefused,
-        WrongDomain,
-        InvalidSignature,
-        OrderExpired,
-        UnknownMarket,
-        NotActiveMember,
-        Forbidden,
-        OrderConflict,
-        PostOnlyWouldTake,
-        LedgerRefused,
-        KeyInUse,
-        KeyReused,
-        WriterUnavailable,
-        ChainUnavailable,
-    ),
-}
+_PLACE_ORDER_RESPONSES = _idempotent_responses(
+    status.HTTP_201_CREATED,
+    OrderRefused,
+    WrongDomain,
+    InvalidSignature,
+    OrderExpired,
+    UnknownMarket,
+    NotActiveMember,
+    Forbidden,
+    OrderConflict,
+    PostOnlyWouldTake,
+    LedgerRefused,
+    WriterUnavailable,
+    ChainUnavailable,
+    extra={
+        200: {"description": "The order was placed before under this client_order_id", "model": OrderOut},
+        **_MALFORMED_BODY,
+    },
+)
 
 
 async def place_order(
@@ -537,10 +581,9 @@ private.add_api_route(
         "than their burst); a non-member's batch is refused whole (403). With an Idempotency-Key, an "
         "answer in which an order met a 429 or 5xx is not kept: resending the key runs the batch again."
     ),
-    responses={
-        **_MALFORMED_BODY,
-        **problem_responses(*_AUTH, NotActiveMember, KeyInUse, KeyReused, ChainUnavailable),
-    },
+    responses=_idempotent_responses(
+        status.HTTP_200_OK, NotActiveMember, ChainUnavailable, extra=_MALFORMED_BODY
+    ),
 )
 
 
@@ -614,7 +657,7 @@ async def get_order(
     response_model=OrderOut,
     summary="Cancel one of your orders",
     description="Returns the order afterwards; an order that already ended is returned unchanged.",
-    responses=problem_responses(*_AUTH, NotFound, KeyInUse, KeyReused, WriterUnavailable),
+    responses=_idempotent_responses(status.HTTP_200_OK, NotFound, WriterUnavailable),
 )
 async def cancel_order(
     order_id: OrderIdPath,
@@ -634,7 +677,7 @@ async def cancel_order(
     "/orders",
     response_model=CancelAllOut,
     summary="Cancel all your open orders in a market",
-    responses=problem_responses(*_AUTH, UnknownMarket, KeyInUse, KeyReused, WriterUnavailable),
+    responses=_idempotent_responses(status.HTTP_200_OK, UnknownMarket, WriterUnavailable),
 )
 async def cancel_all_orders(
     market: Annotated[MarketId, Query()],
@@ -716,19 +759,15 @@ async def list_my_trades(
     response_model=WithdrawalOut,
     status_code=status.HTTP_201_CREATED,
     summary="Request a withdrawal: reserves the amount and returns the operator's co-signature",
-    responses={
-        **_MALFORMED_BODY,
-        **problem_responses(
-            *_AUTH,
-            ValidationFailed,
-            LedgerRefused,
-            WithdrawalRace,
-            KeyInUse,
-            KeyUnfinished,
-            KeyReused,
-            ChainUnavailable,
-        ),
-    },
+    responses=_idempotent_responses(
+        status.HTTP_201_CREATED,
+        ValidationFailed,
+        LedgerRefused,
+        WithdrawalRace,
+        ChainUnavailable,
+        before=(KeyUnfinished,),
+        extra=_MALFORMED_BODY,
+    ),
 )
 async def request_withdrawal(
     body: WithdrawalIn,

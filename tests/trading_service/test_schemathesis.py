@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from eth_account import Account
@@ -30,6 +31,7 @@ from tests.trading_service.live import ServerProcess, server_env, sign_in
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 TRADING_PATHS = r"^/v1/(orders|account|markets)"
+REPLAYED = "Idempotent-Replayed"
 # Schema-valid requests the domain refuses are 422 problems (a price off the tick, an expired
 # order, a signature that is not the maker's): acceptable answers to valid-looking data.
 CONFIG = SchemathesisConfig.from_dict(
@@ -70,6 +72,52 @@ def live_service(
     finally:
         server.stop()
         postgres_server.drop_database(name)
+
+
+def test_the_schema_documents_what_the_server_sends(live_service: tuple[str, str]) -> None:
+    url, token = live_service
+    signed_in = {"Authorization": f"Bearer {token}"}
+    json_body = {**signed_in, "Content-Type": "application/json"}
+    with httpx.Client(base_url=url) as client:
+        paths = client.get("/openapi.json").json()["paths"]
+
+        def documented(method: str, path: str, reply: httpx.Response) -> dict[str, Any]:
+            responses: dict[str, Any] = paths[path][method]["responses"]
+            assert str(reply.status_code) in responses, (method, path, reply.status_code, reply.text)
+            return responses[str(reply.status_code)]
+
+        # A route without parameters still refuses unknown ones, and takes the IP's token.
+        unknown = client.get("/v1/markets", params={"foo": "1"})
+        assert unknown.status_code == 422
+        documented("get", "/v1/markets", unknown)
+        assert "Retry-After" in paths["/v1/markets"]["get"]["responses"]["429"]["headers"]
+
+        # A JSON syntax error is an invalid body (422); a body that cannot be parsed at all is a 400.
+        syntax_error = client.post("/v1/orders", content=b'{"market":', headers=json_body)
+        assert [error["type"] for error in syntax_error.json()["errors"]] == ["json_invalid"]
+        documented("post", "/v1/orders", syntax_error)
+        not_utf8 = client.post("/v1/orders", content=b'{"market": "\xff"}', headers=json_body)
+        assert not_utf8.status_code == 400
+        assert "not UTF-8" in documented("post", "/v1/orders", not_utf8)["description"]
+
+        # A retry with the same key gets the first answer back, marked as a replay.
+        keyed = {**signed_in, "Idempotency-Key": "schema-replay"}
+        first, again = [client.delete("/v1/orders/999999", headers=keyed) for _ in range(2)]
+        assert (first.status_code, again.status_code) == (404, 404)
+        assert REPLAYED not in first.headers
+        assert again.headers[REPLAYED] == "true"
+        assert REPLAYED in documented("delete", "/v1/orders/{order_id}", again)["headers"]
+        for path, method, status in (
+            ("/v1/orders", "post", "201"),
+            ("/v1/orders", "post", "200"),
+            ("/v1/orders/batch", "post", "200"),
+            ("/v1/account/withdrawals", "post", "201"),
+        ):
+            assert REPLAYED in paths[path][method]["responses"][status]["headers"], (path, status)
+        for path, operations in paths.items():
+            for method, operation in operations.items():
+                if "429" in operation["responses"]:
+                    assert "Retry-After" in operation["responses"]["429"]["headers"], (method, path)
 
 
 def test_trading_api_conforms_and_never_fails(live_service: tuple[str, str]) -> None:
