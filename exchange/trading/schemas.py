@@ -136,6 +136,9 @@ class PlaceOrderIn(_Strict):
     )
 
 
+DateTime = datetime  # the type under another name, for models with a field named datetime (CCXT's)
+
+
 class OrderOut(BaseModel):
     """An order, after CCXT's order structure."""
 
@@ -149,7 +152,10 @@ class OrderOut(BaseModel):
     price: str
     amount: str
     filled: str
-    remaining: str
+    remaining: str = Field(
+        description="amount - filled, whatever the status: a canceled or expired order keeps its "
+        "unfilled part here, so filled + remaining == amount."
+    )
     status: OrderStatus
     cancel_reason: str | None
     reserved: str = Field(description="Still reserved for this order, in reserved_token base units.")
@@ -158,8 +164,10 @@ class OrderOut(BaseModel):
     nonce: str
     expiry: int
     order_hash: str = Field(description="The EIP-712 digest: the order's id in the Vault.")
-    created_at: datetime
-    updated_at: datetime
+    timestamp: int = Field(description="When the order was created, Unix ms (created_at).")
+    datetime: Annotated[str, Field(description="The timestamp in ISO 8601, UTC.")]
+    created_at: DateTime
+    updated_at: DateTime
 
 
 MAX_BATCH_ORDERS = 100
@@ -220,7 +228,8 @@ class TradeOut(BaseModel):
     fee: FeeOut
     settlement_state: Literal["pending", "submitted", "settled", "failed"]
     tx_hash: str | None
-    timestamp: datetime
+    timestamp: int = Field(description="When the trade was matched, Unix ms.")
+    datetime: Annotated[str, Field(description="The timestamp in ISO 8601, UTC.")]
 
 
 class TradePage(BaseModel):

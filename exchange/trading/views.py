@@ -61,7 +61,9 @@ def order_out(row: OrderRow | TradingOrder, spec: MarketSpec) -> OrderOut:
         price=str(row.price_quote),
         amount=str(row.amount_base),
         filled=str(row.filled_base),
-        remaining=str(row.remaining_base),
+        # Not remaining_base: a cancel takes the unfilled part off the book and out of that
+        # column, while CCXT's remaining keeps it (filled + remaining == amount).
+        remaining=str(row.amount_base - row.filled_base),
         status=row.status,  # type: ignore[arg-type]
         cancel_reason=row.cancel_cause,
         reserved=str(row.reserved_amount),
@@ -70,6 +72,8 @@ def order_out(row: OrderRow | TradingOrder, spec: MarketSpec) -> OrderOut:
         nonce=str(row.nonce),
         expiry=row.expiry_unix,
         order_hash=row.order_hash,
+        timestamp=unix_ms(row.created_at),
+        datetime=iso(row.created_at),
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -95,7 +99,8 @@ def trade_out(fill: TradingFill, account: str, spec: MarketSpec) -> TradeOut:
         ),
         settlement_state=fill.settlement_state,  # type: ignore[arg-type]
         tx_hash=fill.tx_hash,
-        timestamp=fill.created_at,
+        timestamp=unix_ms(fill.created_at),
+        datetime=iso(fill.created_at),
     )
 
 
@@ -121,6 +126,11 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def unix_ms(moment: datetime) -> int:
+    """Unix time in whole milliseconds, as CCXT's ``timestamp`` fields."""
+    return int(moment.timestamp() * 1000)
+
+
 def public_trade(spec: MarketSpec, fill_id: int, fill: dict[str, Any] | TradingFill) -> dict[str, Any]:
     """A trade of the market without its accounts (``PublicTradeOut``'s fields), from a fill row or dict."""
     get = fill.__getitem__ if isinstance(fill, dict) else fill.__getattribute__
@@ -133,6 +143,6 @@ def public_trade(spec: MarketSpec, fill_id: int, fill: dict[str, Any] | TradingF
         "price": str(get("price_quote")),
         "amount": str(get("amount_base")),
         "cost": str(get("quote_amount")),
-        "timestamp": int(created.timestamp() * 1000),
+        "timestamp": unix_ms(created),
         "datetime": iso(created),
     }

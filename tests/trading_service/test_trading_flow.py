@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
 from exchange.trading.amounts import settlement_amounts
 from exchange.trading.intake import buy_reservation
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, price
+
+
+def _assert_ccxt_stamped(item: dict[str, Any]) -> None:
+    """CCXT's pair: ``timestamp`` is an integer of Unix ms, the moment ``datetime`` names in ISO 8601."""
+    moment = datetime.fromisoformat(item["datetime"])
+    assert moment.tzinfo is not None, item["datetime"]
+    assert type(item["timestamp"]) is int, item["timestamp"]
+    assert item["timestamp"] == (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
 async def test_markets_are_public_and_ccxt_shaped(desk: Desk) -> None:
@@ -58,18 +69,41 @@ async def test_two_members_trade_and_balances_reconcile(desk: Desk) -> None:
     maker_trades = (await desk.client.get("/v1/account/trades", headers=alice.headers)).json()["items"]
     assert [(t["side"], t["taker_or_maker"]) for t in maker_trades] == [("sell", "maker")]
     assert maker_trades[0]["fee"]["cost"] == str(amounts.seller_fee)
+    for trade in trades + maker_trades:
+        _assert_ccxt_stamped(trade)
+    assert trades[0]["timestamp"] == maker_trades[0]["timestamp"]
+    for order in (ask.json(), taken):
+        _assert_ccxt_stamped(order)
+        assert datetime.fromisoformat(order["datetime"]) == datetime.fromisoformat(order["created_at"])
 
     # Cancelling the rest of the ask releases its reservation.
     order_id = ask.json()["id"]
     cancelled = await desk.client.delete(f"/v1/orders/{order_id}", headers=alice.headers)
     assert cancelled.status_code == 200, cancelled.text
     assert (cancelled.json()["status"], cancelled.json()["filled"]) == ("canceled", str(3 * WHOLE))
-    assert (cancelled.json()["remaining"], cancelled.json()["cancel_reason"]) == ("0", "user")
+    assert (cancelled.json()["remaining"], cancelled.json()["cancel_reason"]) == (str(WHOLE), "user")
+    _assert_ccxt_stamped(cancelled.json())
+    assert cancelled.json()["timestamp"] == ask.json()["timestamp"]
     assert (await desk.balances(alice))[market["base"]] == {
         "total": 7 * WHOLE,
         "available": 7 * WHOLE,
         "reserved": 0,
     }
+
+
+async def test_a_cancelled_order_keeps_its_unfilled_amount_as_remaining(desk: Desk) -> None:
+    bob = await desk.member(0x54)
+    await desk.deposit(bob, desk.market["quote"], 100 * DOLLAR)
+    placed = await desk.place(bob, "buy", price(10), 2 * WHOLE)
+    assert placed.status_code == 201, placed.text
+    order_id = placed.json()["id"]
+
+    cancelled = await desk.client.delete(f"/v1/orders/{order_id}", headers=bob.headers)
+    assert cancelled.status_code == 200, cancelled.text
+    shown = (await desk.client.get(f"/v1/orders/{order_id}", headers=bob.headers)).json()
+    for order in (cancelled.json(), shown, *(await desk.orders(bob))):
+        assert (order["status"], order["filled"]) == ("canceled", "0")
+        assert order["remaining"] == order["amount"] == str(2 * WHOLE)
 
 
 async def test_a_resting_buy_reserves_quote_at_its_limit_plus_its_fee_cap(desk: Desk) -> None:
