@@ -265,3 +265,18 @@ def test_the_rewrite_of_a_422_keeps_its_documented_headers() -> None:
     assert refused["content"] == {
         PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ValidationProblem"}}
     }
+
+
+class _RaceLost(Conflict):
+    type_slug = "race-lost"
+    title = "Lost a race"
+    transient = True
+    retry_after_s = 2
+
+
+def test_an_error_with_a_fixed_retry_after_sends_and_documents_it() -> None:
+    assert _RaceLost("again").response_headers() == {"Retry-After": "2"}
+    assert Conflict("as it is").response_headers() == {}
+    documented = problem_responses(_RaceLost)
+    assert set(documented[409]["headers"]) == {"Retry-After"}
+    assert "headers" not in problem_responses(Conflict)[409]

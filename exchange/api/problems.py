@@ -19,7 +19,8 @@ Sources, most specific first:
   with a 500 problem that reveals nothing but the request id.
 
 Routes document the domain errors they raise with ``responses=problem_responses(NotFound, ...)``
-(with the ``Retry-After`` header of a ``RateLimited``); :func:`document_problems` rewrites
+(with the ``Retry-After`` header of a ``RateLimited`` or of an error with a fixed
+``retry_after_s``); :func:`document_problems` rewrites
 FastAPI's generated OpenAPI to match what is really sent.
 """
 
@@ -258,7 +259,7 @@ def problem_responses(*errors: type[DomainError]) -> dict[int | str, dict[str, A
         kinds = [kind for kind in entry["description"].split("; ") if kind]
         kinds.append(f"{error.title} ({error.type_uri()})")
         entry["description"] = "; ".join(kinds)
-        if issubclass(error, RateLimited):
+        if issubclass(error, RateLimited) or error.retry_after_s is not None:
             entry.setdefault("headers", {}).update(_retry_after_header())
     return responses
 

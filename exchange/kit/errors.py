@@ -45,6 +45,9 @@ class DomainError(Exception):
     # A refusal that the same request, sent again, may get past (a race it lost): an
     # idempotency key is released for it rather than kept with it, as for 429 and 5xx.
     transient: ClassVar[bool] = False
+    # Seconds a client should wait before sending it again, sent as ``Retry-After`` (and
+    # documented so); ``RateLimited`` computes its own per refusal.
+    retry_after_s: ClassVar[int | None] = None
 
     def __init__(self, detail: str, *, extra: Mapping[str, object] | None = None) -> None:
         super().__init__(detail)
@@ -60,7 +63,7 @@ class DomainError(Exception):
 
     def response_headers(self) -> dict[str, str]:
         """HTTP headers the response must carry (``Retry-After``, ``WWW-Authenticate``)."""
-        return {}
+        return {} if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(detail={self.detail!r}, extra={self.extra!r})"

@@ -53,9 +53,7 @@ class WithdrawalRace(Conflict):
     type_slug = "withdrawal-race"
     title = "Another withdrawal was authorised at the same moment"
     transient = True
-
-    def response_headers(self) -> dict[str, str]:
-        return {"Retry-After": "1"}
+    retry_after_s = 1
 
 
 class LedgerRefused(Conflict):
