@@ -7,14 +7,26 @@ does one of two things:
 
 **No batch open** — take up to ``batch_size`` pending fills in trade order and
 pack them (``exchange.trading.batching.pack``). Simulate the call
-(``eth_estimateGas`` from the operator). If the Vault would revert, find the
-first fill that makes it revert (binary search over prefixes: ``settle`` checks
-fills in order, so a prefix reverts iff it holds a bad fill), fail that fill
-with the decoded custom error, void its ledger postings, and try again next step
-without it: a bad fill is never sent and never retried. Otherwise choose the
-nonce (the operator's pending count), the fees and the gas limit, sign, and in
-ONE database transaction write the batch, its fills and the signed attempt
-(hash included) and mark the fills ``submitted``. Only then broadcast.
+(``eth_estimateGas`` from the operator). If the Vault would revert:
+
+* with an error that is not about a fill (not in ``FILL_ERRORS``: the operator
+  lost ``OPERATOR_ROLE``, a token refuses the fee transfer, a packing bug…),
+  settlement is *blocked*: the error is logged, nothing fails, and the step says
+  ``BLOCKED`` (``run`` waits before trying again, ``drain`` raises
+  ``SettlementBlocked``). Any probe below that reverts so blocks the same way.
+* with an error about a fill, find the first fill that makes it revert (binary
+  search over prefixes: ``settle`` checks fills in order, so a prefix reverts
+  iff it holds a bad fill) and simulate that fill alone. If it reverts alone
+  with an error about a fill, fail it with that error, void its ledger postings,
+  and try again next step without it: a bad fill is never sent and never
+  retried. If it passes alone, it only reverts after the fills before it (an
+  overfill, a balance they spend): those are sent now, and it leads the next
+  batch, where it is judged alone.
+
+Otherwise choose the nonce (the operator's pending count), the fees and the gas
+limit, sign, and in ONE database transaction write the batch, its fills and the
+signed attempt (hash included) and mark the fills ``submitted``. Only then
+broadcast.
 
 **A batch open** — find out what became of it, reading the operator's mined
 nonce *first*, then the receipts of all its attempts (a batch has several when
@@ -110,8 +122,48 @@ class _BatchClosed(Exception):
     """Another settler closed the open batch meanwhile, and did all that closing it does."""
 
 
+class SettlementBlocked(Exception):
+    """The Vault refuses any batch for a reason not about a fill (``Settler.blocked_by``)."""
+
+
 class _FillsMoved(Exception):
     """A fill of the batch being written is no longer pending: the transaction is rolled back."""
+
+
+# The Vault's custom errors in ``settle`` that are about a fill (its orders, their makers, its
+# amounts): the fill can never settle, so it fails. Any other revert (AccessControl's
+# ``AccessControlUnauthorizedAccount``, ``SafeERC20FailedOperation`` or a token's own error from
+# the fee transfer, ``VaultUnsupportedMarket`` for a Vault of other tokens than the settler's,
+# ``VaultLengthMismatch`` and ``VaultUnknownOrderIndex`` from packing, ``Panic``…) would
+# refuse every fill alike: it blocks settlement instead.
+FILL_ERRORS = frozenset(
+    {
+        "VaultOrderExpired",
+        "VaultAccountExiting",
+        "VaultOrderNonceCancelled",
+        "VaultNotActiveMember",
+        "VaultInvalidSignature",
+        "VaultSameSide",
+        "VaultPriceOutsideLimit",
+        "VaultFeeAboveCap",
+        "VaultOrderCancelled",
+        "VaultOrderOverfilled",
+        "VaultFillTooSmall",
+        "VaultInsufficientBalance",
+    }
+)
+
+
+def _about_a_fill(error: ContractReverted) -> bool:
+    return error.error_name in FILL_ERRORS
+
+
+@dataclass(frozen=True, slots=True)
+class _Prefix:
+    """The fills before a culprit that passes alone: they are settled first, with this estimate."""
+
+    length: int
+    gas_estimate: int
 
 
 class StepOutcome(StrEnum):
@@ -121,6 +173,7 @@ class StepOutcome(StrEnum):
     SETTLED = "settled"
     RETURNED = "returned"  # the open batch did not run: its fills are pending again
     FILL_FAILED = "fill_failed"  # a fill was given up
+    BLOCKED = "blocked"  # the Vault refuses any batch for a reason not about a fill: nothing failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +220,8 @@ class Settler:
         self._fees_topic = bytes(HexBytes(vault.contract.events.FeesCollected.topic))
         # Told of each fill failed for good, after its transaction committed (the service's feed).
         self.fill_failed: Callable[[int], Awaitable[None]] | None = None
+        # The revert of the last step that said BLOCKED.
+        self.blocked_by: ContractReverted | None = None
 
     # --- loop -----------------------------------------------------------------------------------
 
@@ -184,12 +239,17 @@ class Settler:
             return await self._open()
 
     async def drain(self, *, poll_s: float, timeout_s: float | None = None) -> None:
-        """Step until no fill is pending and no batch is open (``exchange settle --once``, tests)."""
+        """Step until no fill is pending and no batch is open (``exchange settle --once``, tests).
+
+        Raises ``SettlementBlocked`` when a step is blocked: waiting would not unblock it.
+        """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             outcome = await self.step()
             if outcome is StepOutcome.IDLE:
                 return
+            if outcome is StepOutcome.BLOCKED:
+                raise SettlementBlocked(f"the Vault refuses settlement: {self.blocked_by}")
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"settlement still busy after {timeout_s} s (last step: {outcome})")
             if outcome is StepOutcome.WAITING:
@@ -208,7 +268,7 @@ class Settler:
             except Exception as exc:  # a node or database hiccup must not end the loop
                 log.error("settlement.step_failed", error=str(exc), exc_info=exc)
                 outcome = StepOutcome.WAITING
-            if outcome in (StepOutcome.IDLE, StepOutcome.WAITING):
+            if outcome in (StepOutcome.IDLE, StepOutcome.WAITING, StepOutcome.BLOCKED):
                 await asyncio.sleep(interval_s)
 
     # --- opening a batch ------------------------------------------------------------------------
@@ -229,8 +289,11 @@ class Settler:
         try:
             estimate = await self._simulate(arguments)
         except ContractReverted as reverted:
-            await self._isolate(fills, to_settle, reverted)
-            return StepOutcome.FILL_FAILED
+            found = await self._isolate(fills, to_settle, reverted)
+            if isinstance(found, StepOutcome):
+                return found
+            fills, to_settle = fills[: found.length], to_settle[: found.length]
+            arguments, estimate = pack(to_settle), found.gas_estimate
         operator = self.operator
         nonce, fees, block_gas = await self._calls.run(
             lambda: (operator.pending_nonce(), operator.fees(), operator.block_gas_limit())
@@ -331,18 +394,42 @@ class Settler:
 
     async def _isolate(
         self, fills: Sequence[FillRecord], to_settle: Sequence[FillToSettle], error: ContractReverted
-    ) -> None:
-        """Fail the first fill that makes the batch revert: the shortest reverting prefix ends with it."""
+    ) -> StepOutcome | _Prefix:
+        """Fail the first fill that makes the batch revert, if the revert is about it (module docstring).
+
+        The shortest reverting prefix ends with it; the prefix before it passed, with the estimate kept.
+        """
+        if not _about_a_fill(error):
+            return self._blocked(error)
         low, high = 1, len(to_settle)  # the prefix of length `high` reverts, with `error`
+        passing_estimate = 0  # of the prefix of length `low - 1`, once a probe passed
         while low < high:
             middle = (low + high) // 2
             try:
-                await self._simulate(pack(to_settle[:middle]))
+                passing_estimate = await self._simulate(pack(to_settle[:middle]))
             except ContractReverted as reverted:
+                if not _about_a_fill(reverted):
+                    return self._blocked(reverted)
                 high, error = middle, reverted
             else:
                 low = middle + 1
         culprit = fills[high - 1]
+        if high > 1:  # the prefix of length 1 was the culprit alone already
+            try:
+                await self._simulate(pack([to_settle[high - 1]]))
+            except ContractReverted as reverted:
+                if not _about_a_fill(reverted):
+                    return self._blocked(reverted)
+                error = reverted
+            else:
+                log.info(
+                    "settlement.fill_deferred",
+                    fill_id=culprit.id,
+                    error_name=error.error_name,
+                    error_args=error.error_args,
+                    settled_first=high - 1,
+                )
+                return _Prefix(high - 1, passing_estimate)
         log.warning(
             "settlement.fill_refused",
             fill_id=culprit.id,
@@ -351,6 +438,17 @@ class Settler:
             probed_prefix=high,
         )
         await self._fail(culprit, error.error_name, _json_args(error.error_args), batch_id=None)
+        return StepOutcome.FILL_FAILED
+
+    def _blocked(self, error: ContractReverted) -> StepOutcome:
+        self.blocked_by = error
+        log.error(
+            "settlement.blocked",
+            error_name=error.error_name,
+            error_args=error.error_args,
+            contract=error.contract,
+        )
+        return StepOutcome.BLOCKED
 
     def _capped(self, fees: Fees) -> Fees:
         cap = self.config.max_fee_per_gas_wei

@@ -45,7 +45,7 @@ from exchange.trading.chain_cancels import ChainCancellations
 from exchange.trading.indexer import ChainIndexer
 from exchange.trading.operator import OperatorTransactions, operator_key
 from exchange.trading.service import TradingService
-from exchange.trading.settlement import SettlementConfig, SettlementInconsistent, Settler
+from exchange.trading.settlement import SettlementBlocked, SettlementConfig, SettlementInconsistent, Settler
 from exchange.trading.vault_events import VAULT_EVENTS, VaultLedger
 
 log = get_logger(__name__)
@@ -238,6 +238,9 @@ def settle_command(settings: Settings, *, once: bool, poll_s: float) -> int:
         except SettlementInconsistent as exc:
             print(f"settlement stopped: {exc}", file=sys.stderr)
             return 3
+        except SettlementBlocked as exc:  # --once only: the loop waits for a person to unblock it
+            print(f"settlement blocked: {exc}", file=sys.stderr)
+            return 4
 
     result: int = asyncio.run(_with_database(settings, work))
     return result

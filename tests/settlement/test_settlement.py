@@ -14,8 +14,10 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web3.types import Wei
 
+from exchange.chain.errors import ContractReverted
 from exchange.settings import Settings
 from exchange.trading import settlement_repository as store
+from exchange.trading.batching import SettleArguments
 from exchange.trading.eip712 import OrderSide, order_hash
 from exchange.trading.models import (
     LedgerBalance,
@@ -25,7 +27,7 @@ from exchange.trading.models import (
     TradingOrder,
 )
 from exchange.trading.repository import FEES_ACCOUNT
-from exchange.trading.settlement import StepOutcome
+from exchange.trading.settlement import SettlementBlocked, StepOutcome
 from exchange.trading.settlement_models import (
     BatchState,
     ChainEvent,
@@ -153,6 +155,59 @@ async def test_a_fill_the_vault_refuses_fails_alone_with_the_custom_error_and_is
         == before[(carol.address, net.base_token)] + fills[1].amount_base
     )
     assert report.clean, "\n".join(report.lines())
+
+
+async def test_a_vault_that_refuses_the_operator_blocks_settlement_and_fails_no_fill(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    parts = await _parts(net, chain_settings, sessionmaker)
+    alice, bob, carol = (Trader(member) for member in MEMBERS[:3])
+    await buys(net, chain_settings, sessionmaker, bob, [alice, carol])
+    # The council pauses its operator: every batch reverts, for a reason that is no fill's.
+    vault, operator = net.pool.vault, parts.settler.operator.address
+    vault.transact("revokeRole", vault.call("OPERATOR_ROLE"), operator)
+
+    assert [await parts.settler.step() for _ in range(3)] == [StepOutcome.BLOCKED] * 3
+    with pytest.raises(SettlementBlocked, match="AccessControlUnauthorizedAccount"):
+        await parts.settler.drain(poll_s=0.02, timeout_s=60)
+    assert [fill.settlement_state for fill in await _fills(sessionmaker)] == [SettlementState.PENDING] * 2
+    async with sessionmaker() as session:
+        assert (await session.scalars(select(SettlementFailure))).all() == []
+
+    vault.transact("grantRole", vault.call("OPERATOR_ROLE"), operator)
+    await parts.settler.drain(poll_s=0.02, timeout_s=60)
+    await assert_settled_exactly_once(net, sessionmaker)
+    await parts.indexer.catch_up()
+    await assert_audit_clean(parts)
+
+
+async def test_a_fill_that_reverts_only_after_the_fills_before_it_waits_for_them_instead_of_failing(
+    net: VaultNet,
+    chain_settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parts = await _parts(net, chain_settings, sessionmaker)
+    alice, bob, carol = (Trader(member) for member in MEMBERS[:3])
+    await buys(net, chain_settings, sessionmaker, bob, [alice, carol])
+    first, second = (fill.id for fill in await _fills(sessionmaker))
+    simulate = parts.settler._simulate
+
+    async def the_second_spends_what_the_first_left(arguments: SettleArguments) -> int:
+        # As when the buyer's Vault balance, lowered on chain, pays for one of the two fills only.
+        if {first, second} <= set(arguments.fill_ids):
+            raise ContractReverted("VaultInsufficientBalance", {}, "Vault", "0x")
+        return await simulate(arguments)
+
+    monkeypatch.setattr(parts.settler, "_simulate", the_second_spends_what_the_first_left)
+    await parts.settler.drain(poll_s=0.02, timeout_s=60)
+
+    async with sessionmaker() as session:
+        batches = (await session.scalars(select(SettlementBatch).order_by(SettlementBatch.id))).all()
+    assert [(batch.state, batch.fill_count) for batch in batches] == [(BatchState.SETTLED, 1)] * 2
+    await assert_settled_exactly_once(net, sessionmaker)
+    await parts.indexer.catch_up()
+    await assert_audit_clean(parts)
 
 
 async def test_orders_signed_with_a_bare_recovery_id_settle(
