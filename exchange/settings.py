@@ -353,7 +353,14 @@ class Settings(BaseSettings):
         default=500 * 10**9, gt=0, lt=2**256, description="Fee bumps stop at this max fee per gas."
     )
     settlement_max_reverts: int = Field(
-        default=3, ge=1, le=100, description="Reverted batches after which a fill is given up."
+        default=3,
+        ge=1,
+        le=100,
+        description=(
+            "After this many reverted batches (reverts about a fill, or unexplained), a fill is"
+            " settled in batches of its own, and given up when one of those reverts again. A batch"
+            " of several fills fails none of them for reverting."
+        ),
     )
 
     @property

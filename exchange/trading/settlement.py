@@ -6,8 +6,9 @@ A fill's settlement state goes ``pending`` → ``submitted`` (in the open batch)
 does one of two things:
 
 **No batch open** — take up to ``batch_size`` pending fills in trade order and
-pack them (``exchange.trading.batching.pack``). Simulate the call
-(``eth_estimateGas`` from the operator). If the Vault would revert:
+pack them (``exchange.trading.batching.pack``); a fill that has been in
+``max_reverts`` reverted batches goes in a batch of its own (see below). Simulate
+the call (``eth_estimateGas`` from the operator). If the Vault would revert:
 
 * with an error that is not about a fill (not in ``FILL_ERRORS``: the operator
   lost ``OPERATOR_ROLE``, a token refuses the fee transfer, a packing bug…),
@@ -36,8 +37,14 @@ fees were bumped; they share its nonce, so at most one is mined):
   order states are checked against the database (``batching.batch_fate``) and
   the fees it sent to the Fund leave the ledger's ``vault:fees`` account.
 * a receipt with status 0, ``confirmations`` deep: the fills go back to pending,
-  so the next step simulates them again (which isolates a bad fill); a fill whose
-  batches reverted ``max_reverts`` times fails.
+  so the next step simulates them again (which isolates a bad fill). No fill of
+  a batch of several fails for its revert: whoever made it revert (an order
+  cancelled on chain just before) is found by that simulation, and the others
+  are innocent. A fill that has been in ``max_reverts`` reverted batches is sent
+  alone from then on, so a revert it keeps causing (a state changed before the
+  batch and back after it, which no simulation sees) costs one transaction, not
+  the batch; when a batch holding only it reverts again, it fails. Reverts whose
+  replay shows an error not about a fill count against no fill.
 * no receipt, but the nonce is used: another transaction took it (or a
   node-signed attempt whose hash was never stored). The order states on chain
   decide: unchanged → the fills go back to pending; changed by exactly the
@@ -152,6 +159,11 @@ FILL_ERRORS = frozenset(
         "VaultInsufficientBalance",
     }
 )
+# A mined revert whose replay at its block passes: the state that reverted it was undone in the
+# block (or the gas ran out). Only a batch of one fill blames that fill for it.
+UNEXPLAINED_REVERT = "SettlementReverted"
+# The reverts of mined batches that count against their fills (``max_reverts``).
+FILL_REVERTS = FILL_ERRORS | {UNEXPLAINED_REVERT}
 
 
 def _about_a_fill(error: ContractReverted) -> bool:
@@ -276,8 +288,10 @@ class Settler:
     async def _open(self) -> StepOutcome:
         async with self._sessionmaker() as session, session.begin():
             fills = await store.pending_fills(session, self.config.batch_size)
-        if not fills:
-            return StepOutcome.IDLE
+            if not fills:
+                return StepOutcome.IDLE
+            reverts = await store.reverted_batches_of(session, [fill.id for fill in fills], FILL_REVERTS)
+        fills = self._next_batch(fills, reverts)
         to_settle: list[FillToSettle] = []
         for fill in fills:
             mismatch = self._hash_mismatch(fill)
@@ -336,6 +350,14 @@ class Settler:
             batch_id, attempt_id, tx_nonce=nonce, gas=gas, calldata=calldata, fees=fees, signed=signed
         )
         return StepOutcome.OPENED
+
+    def _next_batch(self, fills: list[FillRecord], reverts: dict[int, int]) -> list[FillRecord]:
+        """The fills in trade order up to the first that has been in ``max_reverts`` reverted
+        batches, which goes alone when it comes first."""
+        for index, fill in enumerate(fills):
+            if reverts.get(fill.id, 0) >= self.config.max_reverts:
+                return fills[: index or 1]
+        return fills
 
     def _to_settle(self, fill: FillRecord) -> FillToSettle:
         return FillToSettle(
@@ -617,11 +639,15 @@ class Settler:
             )
             if not closed:
                 raise _BatchClosed
-            reverts = await store.reverted_batches_of(session, [fill.id for fill in batch.fills])
+            reverts = await store.reverted_batches_of(
+                session, [fill.id for fill in batch.fills], FILL_REVERTS
+            )
         log.warning(
             "settlement.batch_reverted", batch_id=batch.id, tx_hash=tx_hash, error_name=error.error_name
         )
-        for fill in batch.fills:
+        # Only a fill alone in its batch is blamed; the others are judged by the next simulation.
+        if len(batch.fills) == 1 and error.error_name in FILL_REVERTS:
+            (fill,) = batch.fills
             if reverts.get(fill.id, 0) >= self.config.max_reverts:
                 await self._fail(fill, error.error_name, _json_args(error.error_args), batch_id=batch.id)
 
@@ -638,7 +664,7 @@ class Settler:
         except ContractReverted as reverted:
             return reverted
         # The replay passes: out of gas, or a state that a later transaction of the block undid.
-        return ContractReverted("SettlementReverted", {}, vault.name, "0x")
+        return ContractReverted(UNEXPLAINED_REVERT, {}, vault.name, "0x")
 
     async def _nudge(self, batch: BatchRecord) -> None:
         """Not mined yet: resend what the node lost; replace what is stuck."""

@@ -392,14 +392,18 @@ async def close_returned(
     return True
 
 
-async def reverted_batches_of(session: AsyncSession, fill_ids: Iterable[int]) -> dict[int, int]:
-    """How many reverted batches each fill was part of."""
+async def reverted_batches_of(
+    session: AsyncSession, fill_ids: Iterable[int], error_names: Iterable[str]
+) -> dict[int, int]:
+    """How many batches each fill was part of that reverted with one of `error_names`."""
     rows = (
         await session.execute(
             select(SettlementBatchFill.fill_id, func.count())
             .join(SettlementBatch, SettlementBatch.id == SettlementBatchFill.batch_id)
             .where(
-                SettlementBatchFill.fill_id.in_(list(fill_ids)), SettlementBatch.state == BatchState.REVERTED
+                SettlementBatchFill.fill_id.in_(list(fill_ids)),
+                SettlementBatch.state == BatchState.REVERTED,
+                SettlementBatch.error_name.in_(list(error_names)),
             )
             .group_by(SettlementBatchFill.fill_id)
         )

@@ -263,23 +263,28 @@ async def test_a_stuck_transaction_is_replaced_with_the_same_nonce_and_a_higher_
     await assert_settled_exactly_once(net, sessionmaker)
 
 
+async def _reverted_by_a_cancel(net: VaultNet, parts: Settlement, culprit: Trader) -> None:
+    """The settler opens a batch; `culprit` cancels its last order on chain before it is mined."""
+    net.rpc("evm_setAutomine", False)
+    assert await parts.settler.step() is StepOutcome.OPENED  # simulated fine, now waiting in the pool
+    # The cancellation pays a higher tip, so the block runs it before the batch, which then reverts.
+    vault = net.pool.vault
+    cancel = vault.contract.functions.cancelOrder(culprit.orders[-1].as_abi_tuple()).build_transaction(
+        {"from": culprit.address, "maxPriorityFeePerGas": Wei(50 * 10**9), "maxFeePerGas": Wei(100 * 10**9)}
+    )
+    net.w3.eth.send_transaction(cancel)
+    net.rpc("evm_mine")
+    net.rpc("evm_setAutomine", True)
+    assert await parts.settler.step() is StepOutcome.RETURNED
+
+
 async def test_a_batch_that_reverts_on_chain_goes_back_and_its_bad_fill_is_isolated(
     net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
     parts = await _parts(net, chain_settings, sessionmaker)
     alice, bob, carol = (Trader(member) for member in MEMBERS[:3])
     await buys(net, chain_settings, sessionmaker, bob, [alice, carol])
-    net.rpc("evm_setAutomine", False)
-    assert await parts.settler.step() is StepOutcome.OPENED  # simulated fine, now waiting in the pool
-    # Carol's cancellation pays a higher tip, so the block runs it before the batch, which then reverts.
-    vault = net.pool.vault
-    cancel = vault.contract.functions.cancelOrder(carol.orders[-1].as_abi_tuple()).build_transaction(
-        {"from": carol.address, "maxPriorityFeePerGas": Wei(50 * 10**9), "maxFeePerGas": Wei(100 * 10**9)}
-    )
-    net.w3.eth.send_transaction(cancel)
-    net.rpc("evm_mine")
-    net.rpc("evm_setAutomine", True)
-    assert await parts.settler.step() is StepOutcome.RETURNED
+    await _reverted_by_a_cancel(net, parts, carol)
     await parts.settler.drain(poll_s=0.02, timeout_s=60)
 
     async with sessionmaker() as session:
@@ -289,6 +294,41 @@ async def test_a_batch_that_reverts_on_chain_goes_back_and_its_bad_fill_is_isola
     assert batches[1].fill_count == 1
     fills = await _fills(sessionmaker)
     assert [fill.settlement_state for fill in fills] == [SettlementState.SETTLED, SettlementState.FAILED]
+    await parts.indexer.catch_up()
+    await assert_audit_clean(parts)
+
+
+async def test_batches_reverted_by_three_different_cancellations_fail_only_the_cancelled_fills(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    parts = await _parts(net, chain_settings, sessionmaker)  # max_reverts: 3
+    alice, bob, carol, dave = (Trader(member) for member in MEMBERS[:4])
+    await buys(net, chain_settings, sessionmaker, bob, [alice, carol, dave, alice])
+    # Each batch is front-run by the cancellation of another of its orders; the first fill is in all three.
+    await _reverted_by_a_cancel(net, parts, carol)
+    assert await parts.settler.step() is StepOutcome.FILL_FAILED  # the simulation finds Carol's fill
+    await _reverted_by_a_cancel(net, parts, dave)
+    assert await parts.settler.step() is StepOutcome.FILL_FAILED
+    await _reverted_by_a_cancel(net, parts, alice)  # her second order
+    await parts.settler.drain(poll_s=0.02, timeout_s=60)
+
+    fills = await _fills(sessionmaker)
+    assert [fill.settlement_state for fill in fills] == [SettlementState.SETTLED] + [
+        SettlementState.FAILED
+    ] * 3
+    async with sessionmaker() as session:
+        batches = (await session.scalars(select(SettlementBatch).order_by(SettlementBatch.id))).all()
+        failures = (
+            await session.scalars(select(SettlementFailure).order_by(SettlementFailure.fill_id))
+        ).all()
+    assert [(batch.state, batch.fill_count) for batch in batches] == [
+        (BatchState.REVERTED, 4),
+        (BatchState.REVERTED, 3),
+        (BatchState.REVERTED, 2),
+        (BatchState.SETTLED, 1),
+    ]
+    assert [failure.fill_id for failure in failures] == [fill.id for fill in fills[1:]]
+    assert {failure.error_name for failure in failures} == {"VaultOrderCancelled"}
     await parts.indexer.catch_up()
     await assert_audit_clean(parts)
 
