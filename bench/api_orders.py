@@ -264,6 +264,8 @@ async def main() -> None:
                 trading_rate_account_burst=1_000_000,
                 trading_rate_ip_per_s=1_000_000,
                 trading_rate_ip_burst=1_000_000,
+                auth_rate_ip_per_s=1_000_000,  # every trader signs in from this one address
+                auth_rate_ip_burst=1_000_000,
                 trading_membership_poll_s=0,
                 trading_membership_ttl_s=3600,
             ) as server,

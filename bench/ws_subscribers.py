@@ -55,6 +55,8 @@ class Subscriber:
     async def _until_snapshot(self, ws: ClientConnection) -> None:
         while self.sequence is None:
             message = orjson.loads(await ws.recv())
+            if message.get("type") == "error":  # e.g. the service's rate limit refused the subscribe
+                raise RuntimeError(f"the book subscription was refused: {message}")
             if message.get("type") == "snapshot":
                 self.sequence = message["sequence"]
 

@@ -280,11 +280,15 @@ async def idempotent(
             await service.idempotency.release(principal.address, key)
         else:
             await service.idempotency.answer(
-                principal.address, key, error.status, jsonable_encoder(_problem_body(error, request))
+                principal.address, key, error.status, problem_document(error, request.url.path)
             )
         raise
     except BaseException:
-        await service.idempotency.release(principal.address, key)
+        # An unexpected failure may come after the work committed (a commit whose answer was
+        # lost, a cancellation while it was in flight). Work that may run twice releases its
+        # key; other work keeps the claim, so a retry is told the first never answered.
+        if rerun_safe:
+            await service.idempotency.release(principal.address, key)
         raise
     body = model.model_dump(mode="json")
     if final(model):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.db.base import utc_now
-from exchange.trading import repository
+from exchange.trading import repository, routes
 from exchange.trading.idempotency import STALE_AFTER_S, request_digest
 from exchange.trading.models import IdempotencyKey
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
@@ -197,3 +198,28 @@ async def test_a_withdrawal_that_lost_a_nonce_race_releases_its_key(
     listed = (await desk.client.get("/v1/account/withdrawals", headers=trader.headers)).json()
     assert sorted(int(item["amount"]) for item in listed) == [DOLLAR, 2 * DOLLAR]
     assert (await desk.balances(trader))[desk.market["quote"]]["reserved"] == 3 * DOLLAR
+
+
+async def test_an_unexpected_failure_keeps_a_withdrawal_key_claimed(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure after the withdrawal committed (here: while its answer is built) leaves the key
+    claimed: the retry is told the first request has not finished, and is not run again."""
+    trader = await _trader(desk)
+    headers = {**trader.headers, "Idempotency-Key": "w-lost"}
+    body = {"token": desk.market["quote"], "amount": str(DOLLAR)}
+    answer = routes.withdrawal_out
+
+    def lost(*args: Any) -> Any:
+        raise ConnectionResetError("the answer was lost")
+
+    monkeypatch.setattr(routes, "withdrawal_out", lost)
+    failed = await desk.client.post("/v1/account/withdrawals", json=body, headers=headers)
+    assert failed.status_code == 500, failed.text
+    monkeypatch.setattr(routes, "withdrawal_out", answer)
+    retried = await desk.client.post("/v1/account/withdrawals", json=body, headers=headers)
+    assert retried.status_code == 409, retried.text
+    assert retried.json()["type"].endswith("/idempotency-key-in-use")
+    listed = (await desk.client.get("/v1/account/withdrawals", headers=trader.headers)).json()
+    assert len(listed) == 1
+    assert (await desk.balances(trader))[desk.market["quote"]]["reserved"] == DOLLAR
