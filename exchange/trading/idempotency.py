@@ -48,6 +48,7 @@ class KeyReused(FieldRefused):
 class KeyInUse(Conflict):
     type_slug = "idempotency-key-in-use"
     title = "A request with this idempotency key is still running"
+    retry_after_s = 1
 
 
 class KeyUnfinished(Conflict):

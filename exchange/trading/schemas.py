@@ -157,7 +157,13 @@ class OrderOut(BaseModel):
         "unfilled part here, so filled + remaining == amount."
     )
     status: OrderStatus
-    cancel_reason: str | None
+    cancel_reason: str | None = Field(
+        description="Why a canceled or expired order left the book: user (its owner cancelled it), "
+        "ioc_remainder (what an IOC or FOK order could not fill at once), self_trade, expired, "
+        "suspended (its maker stopped being an active member), on_chain (cancelled in the Vault, or "
+        "its maker asked to exit), fee_above_cap (the maker fee rose above its signed cap while it "
+        "rested); null when none applies."
+    )
     reserved: str = Field(description="Still reserved for this order, in reserved_token base units.")
     reserved_token: str
     max_fee_bps: int

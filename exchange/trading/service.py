@@ -168,7 +168,8 @@ class MembershipCache:
             if self._forgotten.get(account, 0) == forgotten:
                 self._answers[account] = (active, asked_at)
                 return active
-            # Forgotten while the chain was asked: the answer may predate the change.
+            # Forgotten while the chain was asked: the answer may predate the change. Ask again;
+            # this repeats only while membership events keep arriving for this very account.
 
     def forget(self, account: str) -> None:
         self._answers.pop(account, None)
