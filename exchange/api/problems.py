@@ -18,6 +18,10 @@ Sources, most specific first:
 * Anything else: logged as ``api.unhandled_error`` with its traceback, answered
   with a 500 problem that reveals nothing but the request id.
 
+Answers that report a domain error outside these handlers (an idempotent request's
+stored answer, a refused item of a batch, a WebSocket error message or refused
+handshake) take its members from :func:`problem_document`, so they say the same.
+
 Routes document the domain errors they raise with ``responses=problem_responses(NotFound, ...)``
 (with the ``Retry-After`` header of a ``RateLimited`` or of an error with a fixed
 ``retry_after_s``); :func:`document_problems` rewrites
@@ -75,6 +79,50 @@ class ValidationProblem(Problem):
     errors: list[InvalidField]
 
 
+def problem_document(error: DomainError, instance: str | None) -> dict[str, Any]:
+    """The problem document of ``error``, as every answer that reports it carries it.
+
+    ``instance`` is the request path that failed (None where there is none, as in a
+    WebSocket message); ``request_id`` is added while a request id is bound.
+    """
+    return _document(
+        status=error.status,
+        title=error.title,
+        detail=error.detail,
+        type_uri=error.type_uri(),
+        instance=instance,
+        extra=error.extra,
+    )
+
+
+def _document(
+    *,
+    status: int,
+    title: str,
+    detail: str | None,
+    type_uri: str,
+    instance: str | None,
+    extra: Mapping[str, object] | None,
+) -> dict[str, Any]:
+    """The one builder of problem documents: standard members, then the extension members
+    that do not shadow them, encoded for JSON."""
+    body: dict[str, object] = {"type": type_uri, "title": title, "status": status}
+    optional = {"detail": detail, "instance": instance, "request_id": current_request_id()}
+    body.update({name: value for name, value in optional.items() if value is not None})
+    for name, value in (extra or {}).items():
+        body.setdefault(name, value)
+    encoded: dict[str, Any] = jsonable_encoder(body)
+    return encoded
+
+
+def _problem_json(
+    document: Mapping[str, object], status: int, headers: Mapping[str, str] | None
+) -> JSONResponse:
+    return JSONResponse(
+        document, status_code=status, headers=dict(headers or {}), media_type=PROBLEM_MEDIA_TYPE
+    )
+
+
 def problem_response(
     request: Request,
     *,
@@ -85,17 +133,10 @@ def problem_response(
     extra: Mapping[str, object] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    body: dict[str, object] = {"type": type_uri, "title": title, "status": status}
-    optional = {"detail": detail, "instance": request.url.path, "request_id": current_request_id()}
-    body.update({name: value for name, value in optional.items() if value is not None})
-    for name, value in (extra or {}).items():
-        body.setdefault(name, value)
-    return JSONResponse(
-        jsonable_encoder(body),
-        status_code=status,
-        headers=dict(headers or {}),
-        media_type=PROBLEM_MEDIA_TYPE,
+    document = _document(
+        status=status, title=title, detail=detail, type_uri=type_uri, instance=request.url.path, extra=extra
     )
+    return _problem_json(document, status, headers)
 
 
 async def _domain_error_response(request: Request, exc: Exception) -> Response:
@@ -106,15 +147,7 @@ async def _domain_error_response(request: Request, exc: Exception) -> Response:
         log.warning("api.request_failed", **fields)
     else:
         log.info("api.request_rejected", **fields)
-    return problem_response(
-        request,
-        status=exc.status,
-        title=exc.title,
-        detail=exc.detail,
-        type_uri=exc.type_uri(),
-        extra=exc.extra,
-        headers=exc.response_headers(),
-    )
+    return _problem_json(problem_document(exc, request.url.path), exc.status, exc.response_headers())
 
 
 def _invalid_fields(exc: RequestValidationError) -> list[InvalidField]:

@@ -18,7 +18,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from fastapi.dependencies.models import Dependant
-from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials
@@ -27,8 +26,7 @@ from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
 from exchange.api.front import Front, read_request, replaying
-from exchange.api.problems import PROBLEM_MEDIA_TYPE, Problem, problem_responses
-from exchange.api.request_context import current_request_id
+from exchange.api.problems import PROBLEM_MEDIA_TYPE, Problem, problem_document, problem_responses
 from exchange.auth.dependencies import bearer
 from exchange.auth.service import Principal
 from exchange.db.session import DbSession
@@ -221,15 +219,6 @@ def _parse_signature(text: str) -> bytes:
 
 
 # --------------------------------------------------------------------------- idempotency
-
-
-def _problem_body(error: DomainError, request: Request) -> dict[str, Any]:
-    body: dict[str, Any] = {"type": error.type_uri(), "title": error.title, "status": error.status}
-    body.update({"detail": error.detail, "instance": request.url.path})
-    if (request_id := current_request_id()) is not None:
-        body["request_id"] = request_id
-    body.update({name: value for name, value in error.extra.items() if name not in body})
-    return body
 
 
 def _retryable_status(status_code: int) -> bool:
@@ -480,7 +469,7 @@ def _all_final(answer: BaseModel) -> bool:
 
 def _refused_result(error: DomainError, request: Request, index: int) -> PlacedOrderResult:
     """A batch item's refusal: its problem, with field locations inside ``body.orders[index]``."""
-    problem = _problem_body(error, request)
+    problem = problem_document(error, request.url.path)
     if "errors" in problem:
         problem["errors"] = [
             {**entry, "loc": ["body", "orders", index, *entry["loc"][1:]]}

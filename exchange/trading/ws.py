@@ -10,12 +10,12 @@ Protocol (JSON text frames). The client sends operations, each with an optional
     {"op": "ping"}
 
 and gets ``{"type": "subscribed" | "unsubscribed" | "authenticated" | "pong", ...}``,
-or ``{"type": "error", "status", "title", "detail", ...}`` (the problem document
-the HTTP API would answer, with its extension members; the connection stays
-open). A connection may also authenticate at the handshake with
-``Authorization: Bearer <token>``. The data messages are described in
-``exchange.trading.feed``; subscribing to the book sends its snapshot first,
-then every update in order. Subscribing again to a book
+or ``{"type": "error", "status", "title", "problem", "detail", ...}`` (the problem
+document the HTTP API would answer, its type URI as ``problem``, with the
+connection's ``request_id`` and the extension members; the connection stays open).
+A connection may also authenticate at the handshake with ``Authorization: Bearer <token>``.
+The data messages are described in ``exchange.trading.feed``; subscribing to the book
+sends its snapshot first, then every update in order. Subscribing again to a book
 already subscribed is how a client resyncs after a gap: it sends a fresh snapshot,
 and the updates that follow link to it; the subscription stays one, so no update
 arrives twice. Subscribing again to trades (which have no snapshot) changes nothing.
@@ -53,7 +53,7 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
-from exchange.api.problems import PROBLEM_MEDIA_TYPE
+from exchange.api.problems import PROBLEM_MEDIA_TYPE, problem_document
 from exchange.api.request_context import REQUEST_ID_HEADER, current_request_id
 from exchange.auth.service import Principal
 from exchange.kit.errors import DomainError, NotFound, RateLimited, Unauthorized, ValidationFailed
@@ -88,9 +88,12 @@ class TooSlow(DomainError):
 
 
 def _error(error: DomainError, op_id: Any = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"type": "error", "status": error.status, "title": error.title}
-    body.update({"problem": error.type_uri(), "detail": error.detail})
-    body.update({name: value for name, value in error.extra.items() if name not in body})
+    """The problem document of ``error`` as a WebSocket message: ``type`` is ``"error"``, the
+    problem's type URI is ``problem``, and a message has no request path (``instance``)."""
+    document = problem_document(error, instance=None)
+    body: dict[str, Any] = {"type": "error", "status": document.pop("status"), "title": document.pop("title")}
+    body["problem"] = document.pop("type")
+    body.update({name: value for name, value in document.items() if name not in body})
     if op_id is not None:
         body["id"] = op_id
     return body
@@ -349,12 +352,10 @@ async def _deny(websocket: WebSocket, error: RateLimited) -> None:
     if "websocket.http.response" not in (websocket.scope.get("extensions") or {}):
         await websocket.close(CLOSE_RATE_LIMITED, error.detail[:120])
         return
-    problem: dict[str, Any] = {"type": error.type_uri(), "title": error.title, "status": error.status}
-    problem.update({"detail": error.detail, "instance": websocket.url.path})
     headers = error.response_headers()
     if (request_id := current_request_id()) is not None:
-        problem["request_id"] = headers[REQUEST_ID_HEADER] = request_id
-    problem.update({name: value for name, value in error.extra.items() if name not in problem})
+        headers[REQUEST_ID_HEADER] = request_id
+    problem = problem_document(error, websocket.url.path)
     response = JSONResponse(problem, error.status, headers, media_type=PROBLEM_MEDIA_TYPE)
     await websocket.send_denial_response(response)
 
