@@ -15,6 +15,8 @@ the last block *credited* (events applied). Each pass:
    only recorded become ``orphaned``; events already credited are undone by the
    handler (``reversed``) — or, if the handler refuses (the ledger no longer has
    the money), kept as ``stranded`` and logged, so the audit shows the difference.
+   The handler is told the fork block's timestamp (``IndexedEvent.fork_time_unix``):
+   the chain time of the credited block once the rollback is done.
 2. **Scans** from the block after the cursor to the head, in ranges of at most
    ``max_blocks``, recording each decoded log with its block hash (``seen``). A
    range's end hash is read before and after ``eth_getLogs``; if it changed, the
@@ -76,6 +78,8 @@ class IndexedEvent:
     block_hash: str
     log_index: int
     tx_hash: str
+    fork_time_unix: int | None = None
+    """Set when the event is undone: the timestamp of the fork block, the credited block thereafter."""
 
     @property
     def reference(self) -> str:
@@ -96,7 +100,10 @@ class EventHandler(Protocol):
         """Apply the event's effect; raise ``EventRefused`` to leave it unapplied."""
 
     async def reverse(self, session: AsyncSession, event: IndexedEvent) -> None:
-        """Undo what ``credit`` did; raise ``EventRefused`` when that is impossible."""
+        """Undo what ``credit`` did; raise ``EventRefused`` when that is impossible.
+
+        ``event.fork_time_unix`` is the timestamp of the block the chain forked at.
+        """
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,8 +196,10 @@ class ChainIndexer:
                 ).all()
             fork = await self._find_fork([(int(number), str(hash_)) for number, hash_ in tracked], head)
             if fork is not None:
+                fork_time = await self._calls.run(partial(self._block_time, fork))
                 async with self._sessionmaker() as session, session.begin():
-                    await self._roll_back(session, await session.get_one(ChainCursor, cursor_id), fork)
+                    cursor = await session.get_one(ChainCursor, cursor_id)
+                    await self._roll_back(session, cursor, fork, fork_time)
             scanned = await self._scan(cursor_id, head)
             credited = await self._credit(cursor_id, head)
             return IndexerPosition(head, scanned, credited, fork)
@@ -251,6 +260,10 @@ class ChainIndexer:
         except BlockNotFound:
             return None
 
+    def _block_time(self, number: int) -> int:
+        """The timestamp of block `number` (the genesis block's below it)."""
+        return int(self.contract.w3.eth.get_block(max(number, 0))["timestamp"])
+
     async def _find_fork(self, tracked: list[tuple[int, str]], head: int) -> int | None:
         """The newest remembered block still on the chain, if any newer one is not; else None.
 
@@ -268,7 +281,9 @@ class ChainIndexer:
         )
         return deepest
 
-    async def _roll_back(self, session: AsyncSession, cursor: ChainCursor, fork: int) -> None:
+    async def _roll_back(
+        self, session: AsyncSession, cursor: ChainCursor, fork: int, fork_time_unix: int
+    ) -> None:
         orphaned = (
             await session.scalars(
                 select(ChainEvent)
@@ -288,7 +303,7 @@ class ChainIndexer:
             else:
                 try:
                     async with session.begin_nested():
-                        await self.handler.reverse(session, _indexed(row))
+                        await self.handler.reverse(session, _indexed(row, fork_time_unix=fork_time_unix))
                 except EventRefused as refusal:
                     row.state, row.detail = EventState.STRANDED.value, f"not reversed: {refusal}"[:500]
                     counts["stranded"] += 1
@@ -465,7 +480,7 @@ class ChainIndexer:
             return cursor.credited_block
 
 
-def _indexed(row: ChainEvent) -> IndexedEvent:
+def _indexed(row: ChainEvent, *, fork_time_unix: int | None = None) -> IndexedEvent:
     return IndexedEvent(
         id=row.id,
         name=row.name,
@@ -474,4 +489,5 @@ def _indexed(row: ChainEvent) -> IndexedEvent:
         block_hash=row.block_hash,
         log_index=row.log_index,
         tx_hash=row.tx_hash,
+        fork_time_unix=fork_time_unix,
     )

@@ -12,9 +12,9 @@ each as one balanced posting set whose reference is ``<tx hash>:<log index>``:
 * ``Exited(account, baseAmount, quoteAmount)`` debits both balances: the escape
   hatch paid everything out without the operator. The account's withdrawal
   authorisations still open become ``expired`` and give their reservations back
-  first (``withdrawal_expiry.expire_open_withdrawals``), in the same transaction:
-  the money they reserved is gone, and a reservation left behind would make the
-  ledger refuse the debit.
+  first (``withdrawal_expiry.expire_for_exit``, ledger cause
+  ``withdrawal.exit_released``), in the same transaction: the money they reserved
+  is gone, and a reservation left behind would make the ledger refuse the debit.
 * ``Trade``, ``FeesCollected``, ``ExitRequested``, ``ExitCancelled``,
   ``OrderCancelled``, ``NonceCancelled`` move no ledger money: fills were posted
   when they matched, and fees reach the Fund on chain. They stay recorded in
@@ -24,14 +24,20 @@ each as one balanced posting set whose reference is ``<tx hash>:<log index>``:
   an authorisation that expired unused.
 
 Undoing (a reorganisation took the block away) applies the opposite postings and
-puts a completed withdrawal back to ``authorised`` with its reservation; the
-authorisations an undone exit expired stay expired (should one still be used, its
-``Withdrawn`` is debited from the available balance). A posting
-the ledger refuses (the money is no longer there, or is reserved) becomes
-``EventRefused``: the indexer records it and the audit shows the difference.
+puts a completed withdrawal back to ``authorised`` with its reservation. An undone
+exit gives the balances back first, then authorises again what it expired and
+the Vault would still pay: the authorisations whose expiry is after the fork
+block's timestamp reserve their amounts again
+(``withdrawal_expiry.restore_for_undone_exit``, in the same transaction); those
+past their expiry stay expired. A posting the ledger refuses (the money is no
+longer there, or is reserved) becomes ``EventRefused``: the indexer records it and
+the audit shows the difference.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -70,6 +76,8 @@ class VaultLedger:
         self.quote_token = quote_token
 
     async def credit(self, session: AsyncSession, event: IndexedEvent) -> None:
+        if event.name == "Exited":
+            await self._expire_authorisations(session, event)
         postings = await self._postings(session, event, undo=False)
         if postings:
             await _apply(session, postings, cause=_CAUSES[event.name], reference=event.reference)
@@ -81,6 +89,8 @@ class VaultLedger:
             cause = f"{_CAUSES[event.name]}.reorg"
             await _apply(session, reversed_postings(postings), cause=cause, reference=event.reference)
             log.warning("vault.event_reversed", event_name=event.name, reference=event.reference)
+        if event.name == "Exited":
+            await self._restore_authorisations(session, event)
 
     async def _postings(self, session: AsyncSession, event: IndexedEvent, *, undo: bool) -> list[Posting]:
         """The postings `event` credits; with `undo`, those it credited (to be negated)."""
@@ -90,8 +100,6 @@ class VaultLedger:
             return await self._withdrawal(session, event, undo=undo)
         if event.name == "Exited":
             account = event.address("account")
-            if not undo:
-                await self._expire_authorisations(session, account)
             postings: list[Posting] = []
             for token, amount in (
                 (self.base_token, event.integer("baseAmount")),
@@ -102,7 +110,7 @@ class VaultLedger:
             return postings
         return []
 
-    async def _expire_authorisations(self, session: AsyncSession, account: str) -> None:
+    async def _expire_authorisations(self, session: AsyncSession, event: IndexedEvent) -> None:
         """Release what the account's open withdrawal authorisations reserved, before its exit debit.
 
         ``Vault.exit`` sets both of the account's balances to zero (``word.withBalances(0, 0)``)
@@ -111,12 +119,30 @@ class VaultLedger:
         reserved. On chain it stays valid until its expiry against money deposited after the
         exit; its ``Withdrawn`` is then debited from the available balance.
         """
+        account = event.address("account")
         # The balances are locked first: a withdrawal being authorised meanwhile has either
         # committed its row (found below) or waits for this transaction and finds no money.
         await repository.load_balances(session, [(account, self.base_token), (account, self.quote_token)])
-        expired = await withdrawal_expiry.expire_open_withdrawals(session, account, reason="exit")
+        expired = await withdrawal_expiry.expire_for_exit(session, account, exit_reference=event.reference)
         if expired:
             log.info("vault.exit_expired_withdrawals", account=account, withdrawals=expired)
+
+    async def _restore_authorisations(self, session: AsyncSession, event: IndexedEvent) -> None:
+        """Authorise again, after its balances came back, what the undone exit expired and is still valid.
+
+        The chain time is the fork block's: the Vault pays an authorisation in any block
+        the indexer credits from now on while its expiry is after it.
+        """
+        account = event.address("account")
+        # Undone outside a rollback, without a fork time: restore them all, the expiry pass
+        # (``withdrawal_expiry.release_expired_withdrawals``) releases the dead ones.
+        chain_time_unix = event.fork_time_unix if event.fork_time_unix is not None else 0
+        with _refusals_as_event_refused():
+            restored = await withdrawal_expiry.restore_for_undone_exit(
+                session, account, exit_reference=event.reference, chain_time_unix=chain_time_unix
+            )
+        if restored:
+            log.warning("vault.exit_undone_withdrawals_restored", account=account, withdrawals=restored)
 
     async def _withdrawal(self, session: AsyncSession, event: IndexedEvent, *, undo: bool) -> list[Posting]:
         account, token, amount = event.address("account"), event.address("token"), event.integer("amount")
@@ -147,7 +173,13 @@ _CAUSES = {"Deposited": "deposit", "Withdrawn": "withdrawal", "Exited": "exit"}
 
 
 async def _apply(session: AsyncSession, postings: list[Posting], *, cause: str, reference: str) -> None:
-    try:
+    with _refusals_as_event_refused():
         await repository.apply_postings(session, postings, cause=cause, reference=reference)
+
+
+@contextmanager
+def _refusals_as_event_refused() -> Iterator[None]:
+    try:
+        yield
     except LedgerRefused as refusal:
         raise EventRefused(refusal.detail) from refusal

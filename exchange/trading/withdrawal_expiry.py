@@ -10,7 +10,19 @@ marks it ``expired`` and releases its reservation, in one transaction.
 An exit kills an authorisation before its expiry: ``Vault.exit`` pays the whole
 balance out, so the reservation would outlive the money it holds. The Vault
 indexer's ``Exited`` handler (``exchange.trading.vault_events``) calls
-:func:`expire_open_withdrawals` in the transaction that posts the exit.
+:func:`expire_for_exit` in the transaction that posts the exit. Those releases
+carry their own ledger cause, ``withdrawal.exit_released``, and a reference naming
+both the withdrawal and the exit (``withdrawal:<id>@<tx hash>:<log index>``), so
+they stay apart from the timed expiries (``withdrawal.expired``,
+``withdrawal:<id>``).
+
+A reorganisation can take the exit away. The authorisations are then valid on
+chain again until their expiry, and the money is back: undoing the exit calls
+:func:`restore_for_undone_exit`, which puts back to ``authorised`` those the exit
+still holds expired (its releases outnumber their re-reservations, cause
+``withdrawal.exit_released.reorg``) and whose expiry is after the chain time the
+indexer rolled back to, reserving their amounts again. Those already past their
+expiry by then stay expired: no block the indexer credits later can hold them.
 """
 
 from __future__ import annotations
@@ -24,10 +36,15 @@ from web3 import Web3
 from exchange.kit.logging import get_logger
 from exchange.trading import ledger, repository
 from exchange.trading.chain_calls import ChainCalls
-from exchange.trading.models import TradingWithdrawal, WithdrawalStatus
+from exchange.trading.models import LedgerEntry, TradingWithdrawal, WithdrawalStatus
 from exchange.trading.settlement_models import ChainCursor
 
 log = get_logger(__name__)
+
+EXIT_RELEASE_CAUSE = "withdrawal.exit_released"
+"""Ledger cause of a reservation released because the account exited the Vault."""
+EXIT_RESTORE_CAUSE = f"{EXIT_RELEASE_CAUSE}.reorg"
+"""Ledger cause of that reservation made again, once a reorganisation took the exit away."""
 
 
 async def release_expired_withdrawals(
@@ -60,12 +77,16 @@ async def release_expired_withdrawals(
             )
         ).all()
         for row in rows:
-            await _expire(session, row, reason="expiry")
+            await _expire(session, row, cause="withdrawal.expired", reference=f"withdrawal:{row.id}")
+            log.info("withdrawal.expired", account=row.account, nonce=row.nonce, amount=row.amount)
     return len(rows)
 
 
-async def expire_open_withdrawals(session: AsyncSession, account: str, *, reason: str) -> int:
-    """Expire every authorisation of ``account`` still open, in the caller's transaction; how many."""
+async def expire_for_exit(session: AsyncSession, account: str, *, exit_reference: str) -> int:
+    """Expire every authorisation of ``account`` still open, in the caller's transaction; how many.
+
+    ``exit_reference`` names the ``Exited`` event (``<tx hash>:<log index>``).
+    """
     rows = (
         await session.scalars(
             select(TradingWithdrawal)
@@ -78,20 +99,74 @@ async def expire_open_withdrawals(session: AsyncSession, account: str, *, reason
         )
     ).all()
     for row in rows:
-        await _expire(session, row, reason=reason)
+        reference = _exit_reference(row, exit_reference)
+        await _expire(session, row, cause=EXIT_RELEASE_CAUSE, reference=reference)
+        log.info("withdrawal.exit_released", account=account, nonce=row.nonce, amount=row.amount)
     return len(rows)
 
 
-async def _expire(session: AsyncSession, row: TradingWithdrawal, *, reason: str) -> None:
+async def restore_for_undone_exit(
+    session: AsyncSession, account: str, *, exit_reference: str, chain_time_unix: int
+) -> int:
+    """Authorise again what the undone exit ``exit_reference`` expired, if valid after ``chain_time_unix``.
+
+    Each such authorisation reserves its amount again, in the caller's transaction
+    (``LedgerRefused`` if the balance cannot hold it); returns how many.
+    """
+    rows = (
+        await session.scalars(
+            select(TradingWithdrawal)
+            .where(
+                TradingWithdrawal.account == account,
+                TradingWithdrawal.status == WithdrawalStatus.EXPIRED.value,
+                TradingWithdrawal.expiry_unix > chain_time_unix,
+            )
+            .order_by(TradingWithdrawal.id)
+            .with_for_update()
+        )
+    ).all()
+    references = {_exit_reference(row, exit_reference): row for row in rows}
+    if not references:
+        return 0
+    entries = (
+        await session.execute(
+            select(LedgerEntry.reference, LedgerEntry.cause).where(
+                LedgerEntry.account == account,
+                LedgerEntry.cause.in_((EXIT_RELEASE_CAUSE, EXIT_RESTORE_CAUSE)),
+                LedgerEntry.reference.in_(list(references)),
+            )
+        )
+    ).all()
+    # A re-credited exit releases again under the same reference: count, so only what it holds now returns.
+    held = dict.fromkeys(references, 0)
+    for reference, cause in entries:
+        held[reference] += 1 if cause == EXIT_RELEASE_CAUSE else -1
+    restored = 0
+    for reference, row in references.items():
+        if held[reference] <= 0:
+            continue
+        row.status = WithdrawalStatus.AUTHORISED.value
+        await repository.apply_postings(
+            session,
+            ledger.reserve(row.account, row.token, row.amount),
+            cause=EXIT_RESTORE_CAUSE,
+            reference=reference,
+        )
+        log.info("withdrawal.exit_restored", account=account, nonce=row.nonce, amount=row.amount)
+        restored += 1
+    return restored
+
+
+def _exit_reference(row: TradingWithdrawal, exit_reference: str) -> str:
+    return f"withdrawal:{row.id}@{exit_reference}"
+
+
+async def _expire(session: AsyncSession, row: TradingWithdrawal, *, cause: str, reference: str) -> None:
     """Mark ``row`` expired and release its reservation."""
     row.status = WithdrawalStatus.EXPIRED.value
     await repository.apply_postings(
-        session,
-        ledger.release(row.account, row.token, row.amount),
-        cause="withdrawal.expired",
-        reference=f"withdrawal:{row.id}",
+        session, ledger.release(row.account, row.token, row.amount), cause=cause, reference=reference
     )
-    log.info("withdrawal.expired", account=row.account, nonce=row.nonce, amount=row.amount, reason=reason)
 
 
 async def run(

@@ -14,11 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.settings import Settings
 from exchange.trading import ledger, repository
+from exchange.trading.ledger import Balance
+from exchange.trading.models import LedgerEntry, TradingWithdrawal, WithdrawalStatus
 from exchange.trading.settlement_models import ChainEvent, EventState
 from exchange.trading.settlement_service import build_settlement
-from tests.chain.nodes import ROOT
+from tests.chain.nodes import ROOT, advance_time
 from tests.settlement.conftest import MEMBERS, USD, VaultNet
-from tests.settlement.flows import assert_audit_clean
+from tests.settlement.flows import assert_audit_clean, trading
 
 pytestmark = [pytest.mark.hardhat]
 
@@ -149,3 +151,88 @@ async def test_a_deposit_spent_before_its_block_left_is_stranded_and_the_audit_c
     assert result.returncode == 1, result.stderr
     assert member.address in result.stdout
     assert "2 difference(s)" in result.stdout
+
+
+async def withdrawal_states(sessionmaker: async_sessionmaker[AsyncSession], account: str) -> list[str]:
+    async with sessionmaker() as session:
+        rows = await session.scalars(
+            select(TradingWithdrawal)
+            .where(TradingWithdrawal.account == account)
+            .order_by(TradingWithdrawal.id)
+        )
+        return [row.status for row in rows]
+
+
+async def balances(sessionmaker: async_sessionmaker[AsyncSession], account: str) -> dict[str, Balance]:
+    async with sessionmaker() as session:
+        return await repository.balances_of(session, account)
+
+
+async def test_an_exit_whose_block_leaves_authorises_again_the_withdrawals_it_expired_still_valid(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    parts = build_settlement(net.runtime, chain_settings, sessionmaker)
+    await parts.indexer.catch_up()
+    member, vault = MEMBERS[3], net.pool.vault
+    async with trading(net, chain_settings, sessionmaker) as service, service.sessionmaker.begin() as session:
+        live = await service.request_withdrawal(session, member.address, net.quote_token, AMOUNT)
+        dead = await service.request_withdrawal(session, member.address, net.quote_token, AMOUNT)
+    before = await balances(sessionmaker, member.address)
+    assert before[net.quote_token].reserved == 2 * AMOUNT
+    vault.transact("setExitDelay", 60)
+    vault.transact("requestExit", sender=member.address)
+    advance_time(net.w3, 61)
+    await parts.indexer.catch_up()
+    fork_block = net.w3.eth.get_block("latest")
+    assert fork_block["timestamp"] < live.expiry_unix
+    async with sessionmaker() as session, session.begin():  # reached its expiry, not yet released
+        (await session.get_one(TradingWithdrawal, dead.id)).expiry_unix = fork_block["timestamp"]
+
+    fork = net.rpc("evm_snapshot")
+    vault.transact("exit", sender=member.address)
+    await parts.indexer.catch_up()
+    assert await withdrawal_states(sessionmaker, member.address) == [WithdrawalStatus.EXPIRED] * 2
+    assert {balance.total for balance in (await balances(sessionmaker, member.address)).values()} == {0}
+    await assert_audit_clean(parts)
+
+    net.rpc("evm_revert", fork)
+    mine(net, 3)  # the other branch, without the exit, grows past its height
+    assert (await parts.indexer.catch_up()).rolled_back_to == fork_block["number"]
+    assert await withdrawal_states(sessionmaker, member.address) == [
+        WithdrawalStatus.AUTHORISED,
+        WithdrawalStatus.EXPIRED,  # the Vault refuses it from the fork block on
+    ]
+    after = await balances(sessionmaker, member.address)
+    assert after[net.base_token] == before[net.base_token]
+    assert after[net.quote_token] == Balance(before[net.quote_token].total, AMOUNT)
+    async with sessionmaker() as session:
+        causes = (
+            await session.execute(
+                select(LedgerEntry.cause, LedgerEntry.reference)
+                .where(LedgerEntry.cause.like("withdrawal.%"))
+                .order_by(LedgerEntry.id)
+            )
+        ).all()
+    assert [(cause, reference.split("@")[0]) for cause, reference in causes] == [
+        ("withdrawal.reserve", f"withdrawal:{live.id}"),
+        ("withdrawal.reserve", f"withdrawal:{dead.id}"),
+        ("withdrawal.exit_released", f"withdrawal:{live.id}"),
+        ("withdrawal.exit_released", f"withdrawal:{dead.id}"),
+        ("withdrawal.exit_released.reorg", f"withdrawal:{live.id}"),
+    ]
+    await assert_audit_clean(parts)
+
+    # The Vault pays the authorisation, which consumes the reservation made again.
+    signature = bytes.fromhex(live.operator_signature.removeprefix("0x"))
+    vault.transact(
+        "withdraw", net.quote_token, AMOUNT, live.nonce, live.expiry_unix, signature, sender=member.address
+    )
+    await parts.indexer.catch_up()
+    assert await withdrawal_states(sessionmaker, member.address) == [
+        WithdrawalStatus.COMPLETED,
+        WithdrawalStatus.EXPIRED,
+    ]
+    assert (await balances(sessionmaker, member.address))[net.quote_token] == Balance(
+        before[net.quote_token].total - AMOUNT, 0
+    )
+    await assert_audit_clean(parts)
