@@ -239,26 +239,13 @@ async def candles(
     ``since_ms`` is CCXT's ``since``: a client that asks again from its last candle's
     timestamp + 1 gets the candles after it, never that one again.
     """
-    seconds, resolution = TIMEFRAMES[timeframe]
-    per_candle = MAX_ROWS_PER_CANDLE if timeframe == "1M" else seconds // resolution
-    cap = (limit + 1) * per_candle
-    market_id = feed.spec.market_id
     if since_ms is not None:
         since = _first_bucket_from(timeframe, since_ms)
-        rows = [] if since is None else await _stored(session, market_id, resolution, since=since, limit=cap)
-        rolled = roll_up(timeframe, await without_voided(session, market_id, resolution, rows))
-        if len(rows) == cap and per_candle > 1:
-            rolled = rolled[:-1]  # the newest group may be cut short by the row limit
-        chosen = rolled[:limit]
+        chosen = [] if since is None else await _oldest_from(session, feed, timeframe, since, limit)
     else:
-        rows = await _stored(session, market_id, resolution, newest_first=True, limit=cap)
-        kept = await without_voided(session, market_id, resolution, rows)
-        rolled = roll_up(timeframe, reversed(kept))
-        if len(rows) == cap and per_candle > 1:
-            rolled = rolled[1:]  # the oldest group may be cut short by the row limit
-        chosen = rolled[-limit:]
+        chosen = await _newest(session, feed, timeframe, limit)
     return OhlcvOut(
-        market=market_id,
+        market=feed.spec.market_id,
         symbol=feed.spec.symbol,
         timeframe=timeframe,  # type: ignore[arg-type]  # a key of TIMEFRAMES
         candles=[
@@ -266,6 +253,58 @@ async def candles(
             for c in chosen
         ],
     )
+
+
+def _rows_per_read(timeframe: str, limit: int) -> int:
+    """Stored rows read at a time for ``limit`` candles: at least two candles' worth, so a read
+    whose last candle may be cut short still holds a whole one before it."""
+    seconds, resolution = TIMEFRAMES[timeframe]
+    per_candle = MAX_ROWS_PER_CANDLE if timeframe == "1M" else seconds // resolution
+    return (limit + 1) * per_candle
+
+
+async def _oldest_from(
+    session: AsyncSession, feed: MarketFeed, timeframe: str, since: int, limit: int
+) -> list[Candle]:
+    """The first ``limit`` candles opening at or after ``since``.
+
+    Candles made only of failed fills are gone once the fills are taken out, so a read of
+    stored rows may give fewer candles than asked: reading goes on from the last candle it
+    may have cut short, until ``limit`` candles or the last stored row.
+    """
+    resolution = TIMEFRAMES[timeframe][1]
+    cap = _rows_per_read(timeframe, limit)
+    chosen: list[Candle] = []
+    while True:
+        rows = await _stored(session, feed.spec.market_id, resolution, since=since, limit=cap)
+        rolled = roll_up(timeframe, await without_voided(session, feed.spec.market_id, resolution, rows))
+        if len(rows) < cap:  # every stored row from `since` on was read
+            return (chosen + rolled)[:limit]
+        since = bucket_start(timeframe, rows[-1].start)  # that candle may lack its later rows
+        chosen += [candle for candle in rolled if candle.start < since]
+        if len(chosen) >= limit:
+            return chosen[:limit]
+
+
+async def _newest(session: AsyncSession, feed: MarketFeed, timeframe: str, limit: int) -> list[Candle]:
+    """The latest ``limit`` candles, oldest first; read backwards as :func:`_oldest_from` reads on."""
+    resolution = TIMEFRAMES[timeframe][1]
+    cap = _rows_per_read(timeframe, limit)
+    chosen: list[Candle] = []
+    until: int | None = None
+    while True:
+        rows = await _stored(
+            session, feed.spec.market_id, resolution, until=until, newest_first=True, limit=cap
+        )
+        kept = await without_voided(session, feed.spec.market_id, resolution, rows)
+        rolled = roll_up(timeframe, reversed(kept))
+        if len(rows) < cap:  # every stored row before `until` was read
+            return (rolled + chosen)[-limit:]
+        oldest = bucket_start(timeframe, rows[-1].start)  # that candle may lack its earlier rows
+        chosen = [candle for candle in rolled if candle.start > oldest] + chosen
+        if len(chosen) >= limit:
+            return chosen[-limit:]
+        until = next_bucket(timeframe, oldest)
 
 
 VOIDS_RECHECK_S = 5.0

@@ -290,6 +290,12 @@ async def test_candles_over_days_are_rebuilt_without_the_failed_fills(
             opened = expected[0][0]
             assert await _ohlcv(desk, timeframe=timeframe, since=opened) == expected, timeframe
             assert await _ohlcv(desk, timeframe=timeframe, since=opened + 1) == expected[1:], timeframe
+            # Paged as CCXT does, one candle at a time: each comes once, and the loop ends.
+            assert await _paged(desk, timeframe, pages=len(expected) + 1) == expected, timeframe
+            # The latest n, for every n: as many as asked for, though some stored ones held only failed fills.
+            for count in range(1, len(expected) + 1):
+                latest = await _ohlcv(desk, timeframe=timeframe, limit=count)
+                assert latest == expected[-count:], (timeframe, count)
 
 
 async def test_stored_candles_survive_a_restart_and_the_migration_rebuilds_them(
