@@ -184,7 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     expire.set_defaults(handler=cmd_pool_expire)
 
     settle = sub.add_parser("settle", help="settle pending fills in Vault.settle batches")
-    settle.add_argument("--once", action="store_true", help="exit when no fill is pending and no batch open")
+    settle.add_argument(
+        "--once",
+        action="store_true",
+        help="exit when no fill is pending and no batch open (status 3: the ledger and the Vault "
+        "disagree; 4: a revert about no fill, such as a missing operator role, blocks settlement)",
+    )
     settle.add_argument("--poll", type=float, default=0.5, help="seconds between checks of a sent batch")
     settle.set_defaults(handler=cmd_settle)
     audit = sub.add_parser("audit", help="compare the off-chain ledger with the Vault's balances on chain")
