@@ -1,7 +1,8 @@
 """The app factory: one FastAPI app per ``Settings``, no process-global state.
 
-``create_app(settings, routers=..., lifespan_hooks=...)`` returns an app whose
-lifespan, in order:
+``create_app(settings, routers=..., lifespan_hooks=...)`` returns an app holding
+its settings (``app.state.settings``) and the per-IP rate limit of the sign-in
+routes (``app.state.sign_in_limits``), whose lifespan, in order:
 
 1. applies pending migrations (unless ``settings.migrate_on_start`` is false);
 2. creates the database engine and session factory, stored as
@@ -35,6 +36,7 @@ from exchange.api.system_routes import router as system_router
 from exchange.db.engine import create_db_engine, create_sessionmaker
 from exchange.db.migrate import upgrade_to_head_async
 from exchange.kit.logging import get_logger
+from exchange.kit.ratelimit import RateLimiter
 from exchange.settings import Settings
 
 log = get_logger(__name__)
@@ -130,6 +132,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.health_checks = dict[str, HealthCheck]()
+    # The per-IP limit of the sign-in routes (exchange.auth), for any app that mounts them.
+    app.state.sign_in_limits = RateLimiter(settings.auth_rate_ip_per_s, settings.auth_rate_ip_burst)
     install_problem_handlers(app)
     # Added last, so outermost: the request id is bound before anything else runs or logs.
     app.add_middleware(RequestIdMiddleware)

@@ -8,12 +8,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from exchange.api.dependencies import AppSettings
 from exchange.auth.service import Principal, resolve_token
 from exchange.db.base import utc_now
 from exchange.db.session import DbSession
 from exchange.kit.errors import Unauthorized
-from exchange.trading.ratelimit import RateLimiter
+from exchange.kit.ratelimit import RateLimiter, client_host
 
 bearer = HTTPBearer(auto_error=False, description="A session token from POST /v1/auth/login.")
 
@@ -29,16 +28,17 @@ async def current_principal(
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-async def limit_sign_in(request: Request, settings: AppSettings) -> None:
+async def limit_sign_in(request: Request) -> None:
     """Take a token from the client IP's sign-in bucket, or refuse with 429 and ``Retry-After``.
 
     The IP is the socket peer: the server does not trust forwarded headers. One bucket per
     IP serves both routes, before any database or chain work is done. The limiter is the
-    app's own, made on first use (no await in between, so never twice).
+    app's own, built with it (``exchange.api.app.create_app``).
     """
     limiter: RateLimiter | None = getattr(request.app.state, "sign_in_limits", None)
     if limiter is None:
-        limiter = RateLimiter(settings.auth_rate_ip_per_s, settings.auth_rate_ip_burst)
-        request.app.state.sign_in_limits = limiter
-    host = request.client.host if request.client else "unknown"
+        raise RuntimeError(
+            "the app has no sign-in rate limiter (app.state.sign_in_limits): build it with create_app"
+        )
+    host = client_host(request)
     limiter.check(f"ip:{host}", f"sign-in from {host}")

@@ -9,6 +9,9 @@ live in this process: with several API processes each would allow the full
 rate, and the buckets would move to PostgreSQL (one row per key, updated with
 the same arithmetic in one UPDATE).
 Idle full buckets are dropped, so memory follows the active keys only.
+
+An IP's bucket is keyed by :func:`client_host`, the socket peer: forwarded
+headers are not trusted.
 """
 
 from __future__ import annotations
@@ -18,9 +21,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from starlette.requests import HTTPConnection
+from starlette.types import Scope
+
 from exchange.kit.errors import RateLimited
 
 _PRUNE_EVERY = 10_000
+
+
+def client_host(connection: HTTPConnection | Scope) -> str:
+    """The IP address of the peer of a request, a WebSocket or their ASGI scope; "unknown"
+    when the server does not say."""
+    scope = connection.scope if isinstance(connection, HTTPConnection) else connection
+    client = scope.get("client")
+    return "unknown" if client is None else str(client[0])
 
 
 @dataclass(slots=True)

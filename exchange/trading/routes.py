@@ -39,6 +39,7 @@ from exchange.kit.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from exchange.kit.ratelimit import client_host
 from exchange.trading import repository
 from exchange.trading.idempotency import HEADER, KeyInUse, KeyReused, KeyUnfinished, request_digest
 from exchange.trading.intake import (
@@ -114,12 +115,8 @@ async def limit_ip(request: Request, service: Trading) -> None:
     _charge_ip(request, service)
 
 
-def _client_host(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 def _charge_ip(request: Request, service: TradingService, tokens: int = 1) -> None:
-    host = _client_host(request)
+    host = client_host(request)
     service.ip_limits.check(f"ip:{host}", f"client {host}", tokens)
 
 
@@ -138,7 +135,7 @@ def _charge_batch(request: Request, service: TradingService, principal: Principa
     try:
         _charge_account(service, principal, count)
     except RateLimited:
-        service.ip_limits.refund(f"ip:{_client_host(request)}", count - 1)
+        service.ip_limits.refund(f"ip:{client_host(request)}", count - 1)
         raise
 
 

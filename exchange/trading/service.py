@@ -49,6 +49,7 @@ from exchange.chain.runtime import ChainRuntime
 from exchange.db.engine import create_db_engine, create_sessionmaker
 from exchange.kit.errors import ChainUnavailable, DomainError, Forbidden, NotFound
 from exchange.kit.logging import get_logger
+from exchange.kit.ratelimit import RateLimiter
 from exchange.pool.indexer import fetch_events
 from exchange.settings import Settings
 from exchange.trading import ledger, repository
@@ -78,7 +79,6 @@ from exchange.trading.models import (
 )
 from exchange.trading.principals import PrincipalCache
 from exchange.trading.problems import FieldRefused
-from exchange.trading.ratelimit import RateLimiter
 from exchange.trading.signing import OrderDigester, assert_native_backend
 from exchange.trading.writer import MarketWriter
 

@@ -58,6 +58,7 @@ from exchange.api.request_context import REQUEST_ID_HEADER, current_request_id
 from exchange.auth.service import Principal
 from exchange.kit.errors import DomainError, NotFound, RateLimited, Unauthorized, ValidationFailed
 from exchange.kit.logging import get_logger
+from exchange.kit.ratelimit import client_host
 from exchange.trading.feed import MarketFeed, encode
 from exchange.trading.principals import bearer_token
 from exchange.trading.service import TradingService
@@ -364,7 +365,7 @@ async def _deny(websocket: WebSocket, error: RateLimited) -> None:
 async def stream(websocket: WebSocket) -> None:
     service: TradingService = websocket.app.state.trading
     settings = service.settings
-    host = websocket.client.host if websocket.client else "unknown"
+    host = client_host(websocket)
     try:
         service.ip_limits.check(f"ip:{host}", f"client {host}")
     except RateLimited as error:

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from exchange.chain.runtime import ChainRuntime
+from exchange.kit.ratelimit import RateLimiter
 from exchange.settings import Settings
-from exchange.trading.ratelimit import RateLimiter
 from exchange.trading.service import MembershipCache, TradingService
 from tests.trading_service.conftest import start_desk, trading_settings
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
