@@ -28,8 +28,9 @@ expiry by then stay expired: no block the indexer credits later can hold them.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web3 import Web3
 
@@ -65,17 +66,11 @@ async def release_expired_withdrawals(
     if block_time < soonest:
         return 0
     async with sessionmaker() as session, session.begin():
-        rows = (
-            await session.scalars(
-                select(TradingWithdrawal)
-                .where(
-                    TradingWithdrawal.status == WithdrawalStatus.AUTHORISED.value,
-                    TradingWithdrawal.expiry_unix <= block_time,
-                )
-                .order_by(TradingWithdrawal.id)
-                .with_for_update()
-            )
-        ).all()
+        rows = await _locked(
+            session,
+            TradingWithdrawal.status == WithdrawalStatus.AUTHORISED.value,
+            TradingWithdrawal.expiry_unix <= block_time,
+        )
         for row in rows:
             await _expire(session, row, cause="withdrawal.expired", reference=f"withdrawal:{row.id}")
             log.info("withdrawal.expired", account=row.account, nonce=row.nonce, amount=row.amount)
@@ -87,17 +82,11 @@ async def expire_for_exit(session: AsyncSession, account: str, *, exit_reference
 
     ``exit_reference`` names the ``Exited`` event (``<tx hash>:<log index>``).
     """
-    rows = (
-        await session.scalars(
-            select(TradingWithdrawal)
-            .where(
-                TradingWithdrawal.account == account,
-                TradingWithdrawal.status == WithdrawalStatus.AUTHORISED.value,
-            )
-            .order_by(TradingWithdrawal.id)
-            .with_for_update()
-        )
-    ).all()
+    rows = await _locked(
+        session,
+        TradingWithdrawal.account == account,
+        TradingWithdrawal.status == WithdrawalStatus.AUTHORISED.value,
+    )
     for row in rows:
         reference = _exit_reference(row, exit_reference)
         await _expire(session, row, cause=EXIT_RELEASE_CAUSE, reference=reference)
@@ -113,18 +102,12 @@ async def restore_for_undone_exit(
     Each such authorisation reserves its amount again, in the caller's transaction
     (``LedgerRefused`` if the balance cannot hold it); returns how many.
     """
-    rows = (
-        await session.scalars(
-            select(TradingWithdrawal)
-            .where(
-                TradingWithdrawal.account == account,
-                TradingWithdrawal.status == WithdrawalStatus.EXPIRED.value,
-                TradingWithdrawal.expiry_unix > chain_time_unix,
-            )
-            .order_by(TradingWithdrawal.id)
-            .with_for_update()
-        )
-    ).all()
+    rows = await _locked(
+        session,
+        TradingWithdrawal.account == account,
+        TradingWithdrawal.status == WithdrawalStatus.EXPIRED.value,
+        TradingWithdrawal.expiry_unix > chain_time_unix,
+    )
     references = {_exit_reference(row, exit_reference): row for row in rows}
     if not references:
         return 0
@@ -155,6 +138,12 @@ async def restore_for_undone_exit(
         log.info("withdrawal.exit_restored", account=account, nonce=row.nonce, amount=row.amount)
         restored += 1
     return restored
+
+
+async def _locked(session: AsyncSession, *conditions: ColumnElement[bool]) -> Sequence[TradingWithdrawal]:
+    """The withdrawals meeting ``conditions``, oldest first, locked for the caller's transaction."""
+    statement = select(TradingWithdrawal).where(*conditions).order_by(TradingWithdrawal.id)
+    return (await session.scalars(statement.with_for_update())).all()
 
 
 def _exit_reference(row: TradingWithdrawal, exit_reference: str) -> str:

@@ -80,6 +80,15 @@ async def buys(
         )
 
 
+async def _settled_once_and_audited(
+    net: VaultNet, sessionmaker: async_sessionmaker[AsyncSession], parts: Settlement
+) -> None:
+    """Every fill settled in exactly one batch and, once the indexer caught up, a clean audit."""
+    await assert_settled_exactly_once(net, sessionmaker)
+    await parts.indexer.catch_up()
+    await assert_audit_clean(parts)
+
+
 async def _fills(sessionmaker: async_sessionmaker[AsyncSession]) -> list[TradingFill]:
     async with sessionmaker() as session:
         return list((await session.scalars(select(TradingFill).order_by(TradingFill.id))).all())
@@ -176,9 +185,7 @@ async def test_a_vault_that_refuses_the_operator_blocks_settlement_and_fails_no_
 
     vault.transact("grantRole", vault.call("OPERATOR_ROLE"), operator)
     await parts.settler.drain(poll_s=0.02, timeout_s=60)
-    await assert_settled_exactly_once(net, sessionmaker)
-    await parts.indexer.catch_up()
-    await assert_audit_clean(parts)
+    await _settled_once_and_audited(net, sessionmaker, parts)
 
 
 async def test_a_fill_that_reverts_only_after_the_fills_before_it_waits_for_them_instead_of_failing(
@@ -205,9 +212,7 @@ async def test_a_fill_that_reverts_only_after_the_fills_before_it_waits_for_them
     async with sessionmaker() as session:
         batches = (await session.scalars(select(SettlementBatch).order_by(SettlementBatch.id))).all()
     assert [(batch.state, batch.fill_count) for batch in batches] == [(BatchState.SETTLED, 1)] * 2
-    await assert_settled_exactly_once(net, sessionmaker)
-    await parts.indexer.catch_up()
-    await assert_audit_clean(parts)
+    await _settled_once_and_audited(net, sessionmaker, parts)
 
 
 async def test_orders_signed_with_a_bare_recovery_id_settle(
@@ -360,9 +365,7 @@ async def test_a_node_signed_batch_whose_hash_was_lost_is_decided_by_the_order_s
     async with sessionmaker() as session:
         batch = (await session.scalars(select(SettlementBatch))).one()
     assert (batch.state, batch.tx_hash) == (BatchState.SETTLED, None)
-    await assert_settled_exactly_once(net, sessionmaker)
-    await parts.indexer.catch_up()
-    await assert_audit_clean(parts)
+    await _settled_once_and_audited(net, sessionmaker, parts)
 
 
 async def test_an_audit_at_a_block_before_settlement_takes_the_later_fills_out_of_the_ledger(
@@ -440,9 +443,7 @@ async def _assert_closed_once(
     assert sweeps == [f"batch:{batch.id}"]
     assert batch.state == BatchState.SETTLED
     await parts.settler.drain(poll_s=0.02, timeout_s=60)  # the later fill, in a batch of its own
-    await assert_settled_exactly_once(net, sessionmaker)
-    await parts.indexer.catch_up()
-    await assert_audit_clean(parts)
+    await _settled_once_and_audited(net, sessionmaker, parts)
 
 
 async def test_of_two_settlers_closing_the_same_batch_one_closes_it_and_sweeps_its_fees(

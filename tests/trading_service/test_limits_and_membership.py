@@ -146,19 +146,23 @@ async def watching_desk(database_url: str, chain_runtime: ChainRuntime) -> Async
         yield desk
 
 
+async def _latest_order_once_canceled(desk: Desk, trader: Trader) -> tuple[str, str | None]:
+    """(status, cancel reason) of the trader's latest order, once the poller cancelled it (or 5 s on)."""
+    for _ in range(100):
+        latest = (await desk.orders(trader))[0]
+        if latest["status"] == "canceled":
+            break
+        await asyncio.sleep(0.05)
+    return latest["status"], latest["cancel_reason"]
+
+
 async def test_a_suspension_on_chain_is_seen_and_cancels_orders(watching_desk: Desk) -> None:
     desk = watching_desk
     trader = await desk.member(0xA4)
     await desk.deposit(trader, desk.market["base"], 5 * WHOLE)
     assert (await desk.place(trader, "sell", price(20), WHOLE)).status_code == 201  # caches "active"
     desk.chain.pool.suspend(trader.address)  # no call from the pool service: only the event
-    orders: list[dict[str, str]] = []
-    for _ in range(100):
-        orders = await desk.orders(trader)
-        if orders[0]["status"] == "canceled":
-            break
-        await asyncio.sleep(0.05)
-    assert (orders[0]["status"], orders[0]["cancel_reason"]) == ("canceled", "suspended")
+    assert await _latest_order_once_canceled(desk, trader) == ("canceled", "suspended")
     assert (await desk.place(trader, "sell", price(20), WHOLE)).status_code == 403
 
 
@@ -179,13 +183,7 @@ async def test_a_suspension_mined_during_the_start_up_check_is_seen_by_the_polle
     monkeypatch.setattr(TradingService, "_cancel_orders_of_inactive_members", suspended_right_after_the_check)
     settings = trading_settings(database_url, trading_membership_poll_s=0.05, trading_membership_ttl_s=3600)
     async for desk in start_desk(settings, chain_runtime):
-        orders: list[dict[str, str]] = []
-        for _ in range(100):
-            orders = await desk.orders(trader)
-            if orders[0]["status"] == "canceled":
-                break
-            await asyncio.sleep(0.05)
-    assert (orders[0]["status"], orders[0]["cancel_reason"]) == ("canceled", "suspended")
+        assert await _latest_order_once_canceled(desk, trader) == ("canceled", "suspended")
 
 
 def test_a_refund_gives_back_tokens_up_to_the_burst() -> None:
