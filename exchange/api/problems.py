@@ -123,6 +123,14 @@ def _problem_json(
     )
 
 
+def error_response(
+    error: DomainError, instance: str, extra_headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """The problem+json answer of ``error`` at ``instance``, with the headers it must carry."""
+    headers = {**error.response_headers(), **(extra_headers or {})}
+    return _problem_json(problem_document(error, instance), error.status, headers)
+
+
 def problem_response(
     request: Request,
     *,
@@ -147,7 +155,7 @@ async def _domain_error_response(request: Request, exc: Exception) -> Response:
         log.warning("api.request_failed", **fields)
     else:
         log.info("api.request_rejected", **fields)
-    return _problem_json(problem_document(exc, request.url.path), exc.status, exc.response_headers())
+    return error_response(exc, request.url.path)
 
 
 def _invalid_fields(exc: RequestValidationError) -> list[InvalidField]:

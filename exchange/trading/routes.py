@@ -112,16 +112,7 @@ async def known_query_only(request: Request) -> None:
 
 
 async def limit_ip(request: Request, service: Trading) -> None:
-    _charge_ip(request, service)
-
-
-def _charge_ip(request: Request, service: TradingService, tokens: int = 1) -> None:
-    host = client_host(request)
-    service.ip_limits.check(f"ip:{host}", f"client {host}", tokens)
-
-
-def _charge_account(service: TradingService, principal: Principal, tokens: int = 1) -> None:
-    service.account_limits.check(f"account:{principal.address}", principal.address, tokens)
+    service.charge_ip(client_host(request))
 
 
 def _charge_batch(request: Request, service: TradingService, principal: Principal, count: int) -> None:
@@ -130,12 +121,13 @@ def _charge_batch(request: Request, service: TradingService, principal: Principa
     When the account's refuse, the IP's are given back: a refused batch costs its IP one token,
     as any refused request does, not one per order, which other accounts behind it would lack.
     """
+    host = client_host(request)
     if count > 1:
-        _charge_ip(request, service, count - 1)
+        service.charge_ip(host, count - 1)
     try:
-        _charge_account(service, principal, count)
+        service.charge_account(principal.address, count)
     except RateLimited:
-        service.ip_limits.refund(f"ip:{client_host(request)}", count - 1)
+        service.refund_ip(host, count - 1)
         raise
 
 
@@ -154,7 +146,7 @@ async def trader(
 
 async def _signed_in(service: TradingService, token: str) -> Principal:
     principal = await service.principals.resolve(token)
-    _charge_account(service, principal)
+    service.charge_account(principal.address)
     return principal
 
 

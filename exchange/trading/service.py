@@ -244,6 +244,18 @@ class TradingService:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def charge_ip(self, host: str, tokens: int = 1) -> None:
+        """Take ``tokens`` from the client IP's bucket (HTTP routes and WebSocket frames alike)."""
+        self.ip_limits.check(f"ip:{host}", f"client {host}", tokens)
+
+    def refund_ip(self, host: str, tokens: int) -> None:
+        """Give back ``tokens`` just taken from the IP's bucket for work another bucket refused."""
+        self.ip_limits.refund(f"ip:{host}", tokens)
+
+    def charge_account(self, address: str, tokens: int = 1) -> None:
+        """Take ``tokens`` from the signed-in account's bucket."""
+        self.account_limits.check(f"account:{address}", address, tokens)
+
     async def start(self) -> None:
         for market in self.markets.values():
             await market.writer.start()

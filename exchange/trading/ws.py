@@ -51,9 +51,8 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from fastapi.responses import JSONResponse
 
-from exchange.api.problems import PROBLEM_MEDIA_TYPE, problem_document
+from exchange.api.problems import error_response, problem_document
 from exchange.api.request_context import REQUEST_ID_HEADER, current_request_id
 from exchange.auth.service import Principal
 from exchange.kit.errors import DomainError, NotFound, RateLimited, Unauthorized, ValidationFailed
@@ -241,10 +240,9 @@ class Connection:
 
     def _charge(self) -> None:
         """Take one token from the IP's bucket and, once signed in, one from the account's."""
-        self.service.ip_limits.check(f"ip:{self.host}", f"client {self.host}")
+        self.service.charge_ip(self.host)
         if self.principal is not None:
-            address = self.principal.address
-            self.service.account_limits.check(f"account:{address}", address)
+            self.service.charge_account(self.principal.address)
 
     async def _operate(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
@@ -353,12 +351,9 @@ async def _deny(websocket: WebSocket, error: RateLimited) -> None:
     if "websocket.http.response" not in (websocket.scope.get("extensions") or {}):
         await websocket.close(CLOSE_RATE_LIMITED, error.detail[:120])
         return
-    headers = error.response_headers()
-    if (request_id := current_request_id()) is not None:
-        headers[REQUEST_ID_HEADER] = request_id
-    problem = problem_document(error, websocket.url.path)
-    response = JSONResponse(problem, error.status, headers, media_type=PROBLEM_MEDIA_TYPE)
-    await websocket.send_denial_response(response)
+    request_id = current_request_id()  # no middleware adds it to a handshake's HTTP answer
+    headers = {} if request_id is None else {REQUEST_ID_HEADER: request_id}
+    await websocket.send_denial_response(error_response(error, websocket.url.path, headers))
 
 
 @router.websocket("/v1/ws")
@@ -367,7 +362,7 @@ async def stream(websocket: WebSocket) -> None:
     settings = service.settings
     host = client_host(websocket)
     try:
-        service.ip_limits.check(f"ip:{host}", f"client {host}")
+        service.charge_ip(host)
     except RateLimited as error:
         await _deny(websocket, error)
         return
