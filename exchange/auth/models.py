@@ -1,7 +1,8 @@
 """Tables of the auth room: single-use sign-in nonces and bearer sessions.
 
 A session references the nonce it was signed in with, so a used nonce lives as long as
-its session; unused nonces are deleted once expired (``repository.purge_expired_nonces``).
+its session; unused nonces are deleted once expired (``repository.purge_expired_nonces``),
+expired sessions with their nonces (``repository.purge_expired_sessions``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ class AuthSession(Base):
     """A signed-in session; only the SHA-256 of its bearer token is stored."""
 
     __tablename__ = "auth_sessions"
-    __table_args__ = (Index(None, "address"),)
+    __table_args__ = (
+        Index(None, "address"),
+        Index(None, "expires_at"),  # the expired ones: what signing in purges
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)

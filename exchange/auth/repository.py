@@ -38,6 +38,37 @@ async def purge_expired_nonces(session: AsyncSession, expired_before: datetime, 
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def purge_expired_sessions(session: AsyncSession, expired_before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` sessions that expired before ``expired_before``, with their nonces.
+
+    An expired session authenticates nothing (``live_session``), revoked or not. Its nonce
+    goes with it: the session was all that kept a used nonce. On PostgreSQL, rows another
+    transaction holds are skipped, as in ``purge_expired_nonces``.
+    """
+    expired = (
+        await session.execute(
+            select(AuthSession.id, AuthSession.nonce)
+            .where(AuthSession.expires_at < expired_before)
+            .order_by(AuthSession.expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    ).all()
+    if not expired:
+        return 0
+    await session.execute(
+        delete(AuthSession)
+        .where(AuthSession.id.in_([row.id for row in expired]))
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        delete(AuthNonce)
+        .where(AuthNonce.nonce.in_([row.nonce for row in expired]))
+        .execution_options(synchronize_session=False)
+    )
+    return len(expired)
+
+
 async def consume_nonce(session: AsyncSession, nonce: str, address: str, now: datetime) -> bool:
     """Mark the nonce used if it exists, is unused and unexpired. One atomic UPDATE: no double use."""
     result = await session.execute(

@@ -5,7 +5,8 @@ service's domain and chain; the signature must come from the message's address
 (EOA, or ERC-1271 contract wallet); only the token's SHA-256 is stored. Issuing a
 nonce deletes a bounded batch of unused ones expired for longer than a grace period,
 so the table holds about a TTL's worth of unused nonces (the routes limit how fast
-one client IP asks for them).
+one client IP asks for them); signing in likewise deletes a batch of expired sessions
+with their nonces, so sessions and used nonces stay about a session TTL's worth.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ log = get_logger(__name__)
 # An expired nonce is kept this long, so that a login that read the clock just before the
 # expiry (on this process or on another whose clock is a little behind) still finds it.
 NONCE_PURGE_GRACE = timedelta(seconds=60)
-# Most expired nonces one issued nonce deletes: a backlog drains over the next requests
-# (each adds one and deletes up to this many) instead of in one long statement.
+# Most expired nonces one issued nonce deletes, and expired sessions one sign-in deletes: a
+# backlog drains over the next requests (each adds one and deletes up to this many) instead
+# of in one long statement.
 NONCE_PURGE_BATCH = 100
+SESSION_PURGE_BATCH = 100
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ async def sign_in(
         raise Unauthorized(f"sign-in refused: the signature is not {message.address}'s")
     if not await repository.consume_nonce(session, message.nonce, message.address, now):
         raise Unauthorized("sign-in refused: the nonce is unknown, expired or already used")
+    await repository.purge_expired_sessions(session, now - NONCE_PURGE_GRACE, SESSION_PURGE_BATCH)
     token = secrets.token_urlsafe(32)
     expires_at = now + timedelta(seconds=session_ttl_s)
     if message.expiration_time is not None:

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.auth import repository
-from exchange.auth.models import AuthNonce
+from exchange.auth.models import AuthNonce, AuthSession
 from exchange.auth.siwe import SiweMessage
 from exchange.chain.runtime import ChainRuntime
 from exchange.main import build_app
@@ -218,3 +218,53 @@ async def test_one_purge_deletes_at_most_its_batch(sessionmaker: async_sessionma
             )
         assert await repository.purge_expired_nonces(session, now, limit=2) == 2
     assert len(await _nonces(sessionmaker)) == 1
+
+
+async def _sessions(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[int, str]:
+    async with sessionmaker() as session:
+        return {
+            row.id: row.nonce for row in (await session.execute(select(AuthSession.id, AuthSession.nonce)))
+        }
+
+
+async def test_signing_in_deletes_sessions_expired_beyond_the_grace_with_their_nonces(
+    service: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    for _ in range(3):
+        assert (await signed_login(service, Account.create()))[0].status_code == 200
+    live, _ = await signed_login(service, Account.create())
+    headers = {"Authorization": f"Bearer {live.json()['access_token']}"}
+    before = await _sessions(sessionmaker)
+    stale, just_expired = sorted(before)[:2], sorted(before)[2]
+    now = datetime.now(UTC)
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            update(AuthSession).where(AuthSession.id.in_(stale)).values(expires_at=now - timedelta(hours=1))
+        )
+        await session.execute(
+            update(AuthSession)
+            .where(AuthSession.id == just_expired)
+            .values(expires_at=now - timedelta(seconds=1))
+        )
+
+    newest, _ = await signed_login(service, Account.create())
+    assert newest.status_code == 200, newest.text
+
+    after = await _sessions(sessionmaker)
+    assert set(before) - set(after) == set(stale)
+    nonces = await _nonces(sessionmaker)
+    assert not nonces & {before[id_] for id_ in stale}
+    assert before[just_expired] in nonces
+    assert (await service.get("/v1/auth/me", headers=headers)).status_code == 200
+
+
+async def test_one_session_purge_deletes_at_most_its_batch(
+    service: httpx.AsyncClient, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    for _ in range(3):
+        assert (await signed_login(service, Account.create()))[0].status_code == 200
+    now = datetime.now(UTC)
+    async with sessionmaker() as session, session.begin():
+        await session.execute(update(AuthSession).values(expires_at=now - timedelta(hours=1)))
+        assert await repository.purge_expired_sessions(session, now, limit=2) == 2
+    assert len(await _sessions(sessionmaker)) == 1
