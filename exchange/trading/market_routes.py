@@ -30,7 +30,14 @@ from exchange.trading.views import iso
 router = APIRouter(
     prefix="/v1/markets", tags=["market data"], dependencies=[Depends(limit_ip), Depends(known_query_only)]
 )
-MarketPath = Annotated[str, Path(max_length=32, description="Market id (BPC-TUSD) or symbol.")]
+MarketPath = Annotated[
+    str,
+    Path(
+        max_length=32,
+        description="Market id (BPC-TUSD). The symbol (BPC/TUSD) names a market in query parameters and"
+        " bodies; its slash cannot be part of a path segment.",
+    ),
+]
 LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last moment a datetime holds
 _REFUSALS = problem_responses(UnknownMarket, RateLimited, ValidationFailed)
 

@@ -39,7 +39,14 @@ ClientOrderId = Annotated[
     ),
 ]
 MarketId = Annotated[
-    str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._-]+$", examples=["BPC-TUSD"])
+    str,
+    Field(
+        min_length=1,
+        max_length=32,
+        pattern=r"^[A-Za-z0-9._/-]+$",
+        description="A market's id (BPC-TUSD) or its CCXT unified symbol (BPC/TUSD).",
+        examples=["BPC-TUSD", "BPC/TUSD"],
+    ),
 ]
 OrderSide = Literal["buy", "sell"]
 OrderStatus = Literal["open", "closed", "canceled", "expired"]

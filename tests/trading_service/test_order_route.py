@@ -109,3 +109,27 @@ async def test_the_front_answers_with_the_apps_request_ids_and_problems(desk: De
     assert refused.json()["request_id"] == "front-1"
     assert refused.headers.get_list("x-request-id") == ["front-1"]
     assert len(await desk.orders(trader)) == 1
+
+
+async def test_the_unified_symbol_names_the_market_as_its_id_does(desk: Desk) -> None:
+    trader = await _trader(desk)
+    symbol, market_id = "BPC/TUSD", desk.market["id"]
+    body = {**desk.order_body(trader, "buy", price(10), WHOLE, client_order_id="by-symbol"), "market": symbol}
+    placed = await desk.client.post("/v1/orders", json=body, headers=trader.headers)
+    assert placed.status_code == 201, placed.text
+    assert (placed.json()["market"], placed.json()["symbol"]) == (market_id, symbol)
+
+    for path in ("/v1/orders", "/v1/account/trades"):
+        by_symbol = await desk.client.get(path, params={"market": symbol}, headers=trader.headers)
+        by_id = await desk.client.get(path, params={"market": market_id}, headers=trader.headers)
+        assert by_symbol.status_code == 200, by_symbol.text
+        assert by_symbol.json() == by_id.json()
+    assert [order["id"] for order in (await desk.orders(trader))] == [placed.json()["id"]]
+
+    cancelled = await desk.client.delete("/v1/orders", params={"market": symbol}, headers=trader.headers)
+    assert cancelled.status_code == 200, cancelled.text
+    assert (await desk.orders(trader))[0]["status"] == "canceled"
+
+    unknown = await desk.client.get("/v1/orders", params={"market": "BPC/USD"}, headers=trader.headers)
+    assert unknown.status_code == 404, unknown.text
+    assert unknown.headers["content-type"].startswith("application/problem+json")
