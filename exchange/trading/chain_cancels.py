@@ -11,7 +11,11 @@ affected resting order's cancel to its market's writer, cause ``on_chain``; from
 then on the intake refuses a new order the Vault would not settle (409
 ``cancelled-on-chain``).
 
-It acts on events as soon as they are recorded, before their confirmations: a
+The Vault indexer calls :meth:`ChainCancellations.apply` in every pass, after
+recording new events and before crediting any (``ChainIndexer.before_credit``):
+an account's ``ExitRequested`` has taken its orders, and their reservations, off
+the book before its ``Exited`` debits the ledger, even when both arrive in one
+pass. It acts on events as soon as they are recorded, before their confirmations: a
 cancellation is safe to apply early (the order could not settle anyway), and an
 event a reorganisation takes away leaves the order cancelled, never traded by
 mistake. Every start reads the events from the first, so an event recorded just
@@ -20,8 +24,6 @@ does nothing.
 """
 
 from __future__ import annotations
-
-import asyncio
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -127,13 +129,3 @@ class ChainCancellations:
             self.exiting.add(str(args["account"]))
         else:  # ExitCancelled
             self.exiting.discard(str(args["account"]))
-
-    async def run(self, interval_s: float) -> None:
-        while True:
-            try:
-                await self.apply()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("trading.chain_cancels_failed")
-            await asyncio.sleep(interval_s)

@@ -26,6 +26,14 @@ the last block *credited* (events applied). Each pass:
    at once) through the handler, each in a savepoint; a refusal marks the event
    ``refused`` with the reason and does not stop the indexer.
 
+Between the scan and the credit the indexer awaits its ``before_credit`` hook, if
+one is set: a follower of the recorded events that must act before any of them
+is credited. The trading service sets it to the chain cancels
+(``exchange.trading.chain_cancels``), so the orders of an account that asked to
+exit have left the book, and their reservations the ledger, before its ``Exited``
+is credited, even when both events arrive in one pass. A failing hook fails the
+pass (retried by :meth:`ChainIndexer.run`) rather than credit out of order.
+
 The rule for reorganisations, in one sentence: an event is credited once it is
 ``confirmations`` blocks deep, and whatever came from a block that left the
 chain is rolled back, credited or not — so with ``confirmations = 0`` a member
@@ -40,7 +48,7 @@ orphaned or reversed before (its block came back) is revived, not duplicated.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
@@ -174,6 +182,8 @@ class ChainIndexer:
         }
         self._anchor: str | None = None
         self._lock = asyncio.Lock()
+        self.before_credit: Callable[[], Awaitable[object]] | None = None
+        """Awaited after each scan, before crediting: acts on the recorded events first."""
 
     # --- public ---------------------------------------------------------------------------------
 
@@ -201,6 +211,8 @@ class ChainIndexer:
                     cursor = await session.get_one(ChainCursor, cursor_id)
                     await self._roll_back(session, cursor, fork, fork_time)
             scanned = await self._scan(cursor_id, head)
+            if self.before_credit is not None:
+                await self.before_credit()
             credited = await self._credit(cursor_id, head)
             return IndexerPosition(head, scanned, credited, fork)
 

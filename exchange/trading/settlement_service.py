@@ -144,19 +144,18 @@ def settlement_startup() -> Callable[[FastAPI], AbstractAsyncContextManager[None
         calls = ChainCalls(embedded=runtime.embedded)
         state = await calls.run(lambda: build_settlement(runtime, settings, sessionmaker))
         app.state.settlement = state
-        await state.indexer.catch_up()
-        tasks: list[asyncio.Task[None]] = []
         trading: TradingService | None = getattr(app.state, "trading", None)
         if trading is not None:  # orders cancelled in the Vault leave the books
             cancels = ChainCancellations(trading, sessionmaker, await state.indexer.cursor_id())
-            await cancels.apply()
+            await cancels.apply()  # the events recorded before this start
             trading.order_gate = cancels.refuse
             state.settler.fill_failed = trading.fill_failed  # voided trades leave the live feeds
             app.state.chain_cancels = cancels
-            if settings.vault_indexer_interval_s > 0:
-                tasks.append(
-                    asyncio.create_task(cancels.run(settings.vault_indexer_interval_s), name="chain-cancels")
-                )
+            # Every indexer pass applies them between its scan and its credit (an exit's orders
+            # leave the book before its payout is debited); no loop of their own.
+            state.indexer.before_credit = cancels.apply
+        await state.indexer.catch_up()
+        tasks: list[asyncio.Task[None]] = []
         if settings.vault_indexer_interval_s > 0:
             tasks.append(
                 asyncio.create_task(

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
+from sqlalchemy import select
 
 from exchange.trading import eip712
 from exchange.trading.chain_cancels import ChainCancellations
+from exchange.trading.settlement_models import ChainEvent
+from tests.support.auth import embedded_account
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
 
 
@@ -127,3 +130,36 @@ async def test_vault_cancellations_and_exits_take_orders_off_the_book(desk: Desk
     )
     assert await restarted.apply() == 0
     assert (await _order(desk, bob, fresh["id"]))["status"] == "open"
+
+
+async def test_an_exit_requested_and_paid_in_one_pass_takes_the_orders_off_first(desk: Desk) -> None:
+    """With no exit delay, ``ExitRequested`` and ``Exited`` reach the indexer in one pass: the
+    account's order leaves the book, releasing its reservation, before the payout is debited."""
+    market = desk.market
+    pool = desk.chain.pool
+    carol = await desk.member(embedded_account(5))  # funded with ether: it sends transactions
+    assert pool.quote is not None
+    pool.quote.transact("mint", carol.address, 100 * DOLLAR)
+    pool.quote.transact("approve", market["vault"], 100 * DOLLAR, sender=carol.address)
+    pool.vault.transact("deposit", market["quote"], 100 * DOLLAR, sender=carol.address)
+    await desk.app.state.settlement.indexer.catch_up()
+    resting = await _place(desk, carol, "buy", 5, nonce=1_000_010)
+    assert (await desk.balances(carol))[market["quote"]]["reserved"] > 0
+
+    pool.vault.transact("setExitDelay", 0)
+    pool.vault.transact("requestExit", sender=carol.address)
+    pool.vault.transact("exit", sender=carol.address)
+    await desk.app.state.settlement.indexer.catch_up()  # one pass: both events, no separate follow-up
+
+    assert (await desk.balances(carol))[market["quote"]] == {"total": 0, "available": 0, "reserved": 0}
+    order = await _order(desk, carol, resting["id"])
+    assert (order["status"], order["cancel_reason"]) == ("canceled", "on_chain")
+    async with desk.trading.sessionmaker() as session:
+        states = (
+            await session.scalars(
+                select(ChainEvent.state).where(
+                    ChainEvent.name == "Exited", ChainEvent.args["account"].as_string() == carol.address
+                )
+            )
+        ).all()
+    assert states == ["credited"]
