@@ -9,7 +9,8 @@ Public (no sign-in)::
 
 Foundation roles::
 
-    GET /v1/admin/audit             the audit log, newest first, cursor-paginated (any role)
+    GET /v1/admin/audit             the audit log, newest first, cursor-paginated (council,
+                                    registrar: it holds applicants' contact details)
     GET /v1/admin/audit/export      the whole log (or a filtered part) as CSV or JSON lines
 
 ``router`` includes the membership, patent, royalty and role routers too; the
@@ -31,7 +32,7 @@ from exchange.api.problems import problem_responses
 from exchange.db.session import DbSession
 from exchange.kit.errors import ChainUnavailable, NotFound, ValidationFailed
 from exchange.pool import repository
-from exchange.pool.access_routes import ADMIN_PROBLEMS, AnyFoundationRole, Pool
+from exchange.pool.access_routes import ADMIN_PROBLEMS, CouncilOrRegistrar, Pool
 from exchange.pool.access_routes import router as access_router
 from exchange.pool.membership_routes import router as membership_router
 from exchange.pool.models import AuditEntry
@@ -163,7 +164,7 @@ AuditFilter = Annotated[str | None, Query(max_length=128)]
     responses={**ADMIN_PROBLEMS, **problem_responses(ValidationFailed)},
 )
 async def get_audit(
-    _: AnyFoundationRole,
+    _: CouncilOrRegistrar,
     session: DbSession,
     action: AuditFilter = None,
     actor: AuditFilter = None,
@@ -215,7 +216,7 @@ def _audit_csv_row(entry: AuditEntry) -> str:
     responses=ADMIN_PROBLEMS,
 )
 async def export_audit(
-    _: AnyFoundationRole,
+    _: CouncilOrRegistrar,
     pool: Pool,
     file_format: Annotated[Literal["csv", "jsonl"], Query(alias="format")] = "csv",
     action: AuditFilter = None,

@@ -28,7 +28,7 @@ async def test_entries_page_newest_first_and_export(foundation: Foundation) -> N
     )
 
     everything = (
-        await client.get("/v1/admin/audit", params={"limit": 500}, headers=foundation.assessors[0])
+        await client.get("/v1/admin/audit", params={"limit": 500}, headers=foundation.registrar)
     ).json()
     assert everything["next_cursor"] is None
     entries = everything["items"]
