@@ -23,6 +23,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
+from exchange.api.dependencies import RowId
 from exchange.api.problems import problem_responses
 from exchange.auth.dependencies import CurrentPrincipal
 from exchange.db.base import utc_now
@@ -126,7 +127,7 @@ async def get_applications(
     summary="One membership application",
     responses={**ADMIN_PROBLEMS, **problem_responses(NotFound)},
 )
-async def get_application(application_id: int, _: CouncilOrRegistrar, session: DbSession) -> ApplicationOut:
+async def get_application(application_id: RowId, _: CouncilOrRegistrar, session: DbSession) -> ApplicationOut:
     row = await repository.application(session, application_id)
     if row is None:
         raise NotFound(f"no membership application {application_id}")
@@ -140,7 +141,7 @@ async def get_application(application_id: int, _: CouncilOrRegistrar, session: D
     responses={**ADMIN_PROBLEMS, **problem_responses(NotFound, Conflict)},
 )
 async def post_review(
-    application_id: int, body: ReviewIn, principal: Registrar, session: DbSession
+    application_id: RowId, body: ReviewIn, principal: Registrar, session: DbSession
 ) -> ApplicationOut:
     row = await service.review_application(
         session, application_id=application_id, actor=principal.address, note=body.note, at=utc_now()
@@ -155,7 +156,7 @@ async def post_review(
     responses={**ADMIN_PROBLEMS, **CHAIN_PROBLEMS},
 )
 async def post_approve(
-    application_id: int, body: ApproveIn, principal: Council, session: DbSession, pool: Pool
+    application_id: RowId, body: ApproveIn, principal: Council, session: DbSession, pool: Pool
 ) -> ApprovalOut:
     row, member = await service.approve_application(
         session,
@@ -176,7 +177,7 @@ async def post_approve(
     responses={**ADMIN_PROBLEMS, **problem_responses(NotFound, Conflict)},
 )
 async def post_reject(
-    application_id: int, body: ReasonIn, principal: Council, session: DbSession
+    application_id: RowId, body: ReasonIn, principal: Council, session: DbSession
 ) -> ApplicationOut:
     row = await service.reject_application(
         session, application_id=application_id, actor=principal.address, reason=body.reason, at=utc_now()

@@ -25,6 +25,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query, Response, status
 
+from exchange.api.dependencies import RowId
 from exchange.api.problems import problem_responses
 from exchange.db.base import utc_now
 from exchange.db.session import DbSession
@@ -256,6 +257,6 @@ async def get_mints(
     summary="Send, reconcile or retry one contribution mint now (registrar)",
     responses={**ADMIN_PROBLEMS, **problem_responses(NotFound, ChainUnavailable)},
 )
-async def post_process_mint(mint_id: int, _: RegistrarAlone, pool: Pool) -> MintOut:
+async def post_process_mint(mint_id: RowId, _: RegistrarAlone, pool: Pool) -> MintOut:
     mint = await process_mint(pool, mint_id, retry_failed=True)
     return MintOut.of(mint)

@@ -22,6 +22,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from exchange.api.dependencies import RowId
 from exchange.api.problems import problem_responses
 from exchange.auth.dependencies import CurrentPrincipal
 from exchange.db.base import utc_now
@@ -105,7 +106,7 @@ async def get_runs(_: Council, session: DbSession) -> list[RunOut]:
     summary="One royalty run with its payout batches",
     responses={**ADMIN_PROBLEMS, **problem_responses(NotFound)},
 )
-async def get_run(run_id: int, _: Council, session: DbSession) -> RunOut:
+async def get_run(run_id: RowId, _: Council, session: DbSession) -> RunOut:
     return await _run_out(session, await service.load_run(session, run_id))
 
 
@@ -115,7 +116,7 @@ async def get_run(run_id: int, _: Council, session: DbSession) -> RunOut:
     summary="Pay a run on chain in batches; repeating it pays nobody twice (council)",
     responses={**ADMIN_PROBLEMS, **problem_responses(NotFound, ChainRejected, ChainUnavailable)},
 )
-async def post_pay(run_id: int, principal: CouncilAlone, pool: Pool) -> RunOut:
+async def post_pay(run_id: RowId, principal: CouncilAlone, pool: Pool) -> RunOut:
     await service.pay_run(pool, run_id, actor=principal.address)
     # The payment committed in transactions of its own, which this request's snapshot may predate.
     async with pool.sessionmaker() as fresh:
@@ -129,7 +130,7 @@ async def post_pay(run_id: int, principal: CouncilAlone, pool: Pool) -> RunOut:
     responses={**ADMIN_PROBLEMS, **problem_responses(NotFound)},
 )
 async def get_statements(
-    run_id: int, _: Council, session: DbSession, file_format: StatementFormat = "json"
+    run_id: RowId, _: Council, session: DbSession, file_format: StatementFormat = "json"
 ) -> Response:
     run = await service.load_run(session, run_id)
     distribution = await service.distribution_of(session, run)
@@ -143,7 +144,7 @@ async def get_statements(
     responses={**ADMIN_PROBLEMS, **problem_responses(NotFound, ValidationFailed)},
 )
 async def get_contributor_statement(
-    run_id: int, contributor: str, _: Council, session: DbSession, file_format: StatementFormat = "json"
+    run_id: RowId, contributor: str, _: Council, session: DbSession, file_format: StatementFormat = "json"
 ) -> Response:
     run = await service.load_run(session, run_id)
     address = checksummed(contributor)
@@ -158,7 +159,7 @@ async def get_contributor_statement(
     responses=problem_responses(Unauthorized, NotFound),
 )
 async def get_my_statement(
-    run_id: int, principal: CurrentPrincipal, session: DbSession, file_format: StatementFormat = "json"
+    run_id: RowId, principal: CurrentPrincipal, session: DbSession, file_format: StatementFormat = "json"
 ) -> Response:
     run = await service.load_run(session, run_id)
     distribution = service.for_contributor(await service.distribution_of(session, run), principal.address)

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 from eth_utils.address import to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from exchange.api.dependencies import ROW_ID_MAX
 from exchange.kit.errors import ValidationFailed
 from exchange.pool.models import (
     ApplicationStatus,
@@ -56,6 +57,10 @@ def decode_cursor(cursor: str, kind: type[str] | type[int]) -> Any:
     except (ValueError, binascii.Error):
         raise ValidationFailed("the cursor is not one this API issued") from None
     if type(value) is not kind:
+        raise ValidationFailed("the cursor is not one this API issued")
+    if isinstance(value, int) and not 1 <= value <= ROW_ID_MAX:  # ids are INTEGER keys
+        raise ValidationFailed("the cursor is not one this API issued")
+    if isinstance(value, str) and not value.isascii():  # keys are addresses and patent ids
         raise ValidationFailed("the cursor is not one this API issued")
     return value
 
@@ -365,7 +370,7 @@ class PoliciesOut(BaseModel):
 class RunIn(BaseModel):
     period_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", examples=["2026-Q4"])
     starts_on: date
-    ends_on: date
+    ends_on: date = Field(lt=date.max, description="The period's last day, included.")
     token: str | None = Field(
         default=None, pattern=ADDRESS_PATTERN, description="The token to distribute (default: BPC)."
     )
