@@ -4,7 +4,6 @@ pragma solidity ^0.8.24;
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
-import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {IBPR} from "./interfaces/IBPR.sol";
 import {IDeviceLicenses} from "./interfaces/IDeviceLicenses.sol";
 
@@ -16,7 +15,18 @@ import {IDeviceLicenses} from "./interfaces/IDeviceLicenses.sol";
 /// - Registration costs the same for 1 or 1,000,000 devices: the batch stores
 ///   its root and count, never per-device data. Leaves are OpenZeppelin's
 ///   standard double hash of `abi.encode(index, deviceIdHash)`, so a leaf can
-///   never pass for an inner node; inner nodes hash sorted pairs (MerkleProof).
+///   never pass for an inner node.
+/// - The tree's shape is fixed by the batch's device count n: level 0 holds the
+///   n leaves in index order, each level above pairs neighbours (0, 1), (2, 3), …
+///   into keccak256(left ‖ right) — positional, never sorted — and an odd node at
+///   the end of a level moves up unchanged; the root is the one node of the top
+///   level (a batch of one device has its leaf as root). A proof is the list of
+///   siblings from the leaf upwards, without flags: device `index`'s position
+///   and n say at each level whether its node is a left child, a right child or
+///   moves up alone, so the proof follows the one path of that position in a
+///   tree of n leaves and must be used up exactly. Each index below n thus has
+///   at most one leaf that proves, and a batch licenses at most deviceCount
+///   devices, the number its BPC paid for.
 /// - The embedded BPC is the licence ("a licence exists only because BPC
 ///   moved", §4.6.3). It stays in this contract for good: no path returns it,
 ///   because a device already sold must not lose its licence when its maker
@@ -170,6 +180,8 @@ contract DeviceLicenses is AccessControl, IDeviceLicenses {
     }
 
     /// @inheritdoc IDeviceLicenses
+    /// @param proof Sibling hashes from the leaf to the root, positional (see the contract's rules):
+    /// exactly the levels where the device's node has a sibling in a tree of deviceCount leaves.
     function deviceStatus(uint256 batchId, uint256 index, bytes32 deviceIdHash, bytes32[] calldata proof)
         public
         view
@@ -179,7 +191,7 @@ contract DeviceLicenses is AccessControl, IDeviceLicenses {
         BatchStatus status = batch.status;
         if (status == BatchStatus.None) return DeviceStatus.UnknownBatch;
         if (index >= batch.deviceCount) return DeviceStatus.IndexOutOfRange;
-        if (!MerkleProof.verifyCalldata(proof, batch.root, leafHash(index, deviceIdHash))) {
+        if (!_proves(proof, batch.root, leafHash(index, deviceIdHash), index, batch.deviceCount)) {
             return DeviceStatus.InvalidProof;
         }
         if (status == BatchStatus.Suspended) return DeviceStatus.BatchSuspended;
@@ -188,6 +200,7 @@ contract DeviceLicenses is AccessControl, IDeviceLicenses {
     }
 
     /// @inheritdoc IDeviceLicenses
+    /// @param proof Sibling hashes from the leaf to the root, positional, as for deviceStatus.
     function isLicensed(uint256 batchId, uint256 index, bytes32 deviceIdHash, bytes32[] calldata proof)
         external
         view
@@ -202,6 +215,41 @@ contract DeviceLicenses is AccessControl, IDeviceLicenses {
     /// @return The leaf hash.
     function leafHash(uint256 index, bytes32 deviceIdHash) public pure returns (bytes32) {
         return keccak256(bytes.concat(keccak256(abi.encode(index, deviceIdHash))));
+    }
+
+    /// @notice Whether `proof` leads from `leaf`, at position `index` of a tree of `count` leaves, to `root`.
+    /// @dev Level by level from the leaves: if the node is the last of an odd-sized level it moves up
+    /// unchanged and takes no proof element; otherwise the next element is its sibling, on the left
+    /// of it if `index` is odd, on the right if even. Then index >>= 1 and count = (count + 1) / 2,
+    /// until count is 1. A proof too short, too long or leading elsewhere is refused alike.
+    /// The caller ensures index < count.
+    /// @param proof Sibling hashes from the leaf upwards.
+    /// @param root The batch's root.
+    /// @param leaf The device's leaf hash.
+    /// @param index The device's index in the batch.
+    /// @param count The batch's device count.
+    /// @return True iff the proof is used up exactly and ends at `root`.
+    function _proves(bytes32[] calldata proof, bytes32 root, bytes32 leaf, uint256 index, uint256 count)
+        private
+        pure
+        returns (bool)
+    {
+        bytes32 node = leaf;
+        uint256 length = proof.length;
+        uint256 used = 0;
+        while (count > 1) {
+            if (index != count - 1 || count & 1 == 0) {
+                if (used == length) return false;
+                bytes32 sibling = proof[used];
+                ++used;
+                node = index & 1 == 0
+                    ? keccak256(bytes.concat(node, sibling))
+                    : keccak256(bytes.concat(sibling, node));
+            }
+            index >>= 1;
+            count = (count + 1) >> 1;
+        }
+        return used == length && node == root;
     }
 
     function _existing(uint256 batchId) private view returns (Batch storage batch) {

@@ -254,7 +254,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
     status = int(pool.devices.call("deviceStatus", batch_id, index, device.id_hash, proof, block=block))
     print(f"  batch {batch_id} on chain: manufacturer {manufacturer}, {count} devices, block {registered}")
     print(f"  {bpc_per_device} BPC base units embedded per device; device index {index}")
-    leads = "leads" if verify_proof(bytes(root), index, device.id_hash, proof) else "does NOT lead"
+    leads = (
+        "leads" if verify_proof(bytes(root), index, device.id_hash, proof, int(count)) else "does NOT lead"
+    )
     print(f"  proof of {len(proof)} hashes {leads} to the on-chain root 0x{bytes(root).hex()}")
     verdict = DEVICE_STATUS_NAMES[status] if status < len(DEVICE_STATUS_NAMES) else f"status {status}"
     print(

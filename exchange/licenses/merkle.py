@@ -9,13 +9,23 @@ Construction (the contract, ``test/devices/merkle.js`` and this module agree):
   node is a hash of 64, so no leaf can be passed off as an inner node, and the
   index binds each device to its place in the revocation bitmap.
 * Level 0 holds the leaves in index order. Each level above pairs neighbours
-  ``(0, 1), (2, 3), …`` into ``keccak256(min(a, b) ‖ max(a, b))`` (sorted pairs,
-  OpenZeppelin ``MerkleProof``); an odd node at the end of a level moves up
-  unchanged, and the proofs through it skip that level. The root is the one
-  node of the top level; a batch of one device has its leaf as root and an
-  empty proof.
-* A proof lists the sibling hashes from the leaf upwards. It carries no
-  left/right flags: sorted pairs make them unnecessary.
+  ``(0, 1), (2, 3), …`` into ``keccak256(left ‖ right)``, positionally: the
+  pair is never sorted. An odd node at the end of a level moves up unchanged,
+  and the proofs through it skip that level. The root is the one node of the
+  top level; a batch of one device has its leaf as root and an empty proof.
+* A proof lists the sibling hashes from the leaf upwards, without left/right
+  flags: the device's index and the batch's device count give them. The
+  verifier (``DeviceLicenses``, :func:`root_from_proof`) starts at position
+  ``index`` in a tree of ``n = count`` leaves and, while ``n > 1``: if the node
+  is the last one and ``n`` is odd, it moves up unchanged (no proof element);
+  otherwise the next proof element is its sibling, on its left if ``index`` is
+  odd, on its right if even. Then ``index >>= 1`` and ``n = (n + 1) // 2``. The
+  proof must be used up exactly. A proof therefore follows the one path of its
+  position in a tree of the registered size, each index below the count has at
+  most one leaf that proves, and a batch registered (and paid for) as ``n``
+  devices licenses at most ``n``. (With sorted pairs and no tie to the count, a
+  tree of many leaves all with index 0, registered as one device, licensed them
+  all.)
 
 Levels are stored as contiguous ``bytes`` (32 bytes per node), so a tree of a
 million devices is two ``bytes`` objects of 32 MB in all, and a proof is
@@ -23,12 +33,14 @@ million devices is two ``bytes`` objects of 32 MB in all, and a proof is
 
 Serialised form (:meth:`MerkleTree.to_bytes`), all integers big-endian::
 
-    b"DLMT"  version (1 byte, = 1)  3 zero bytes  count (uint64)
+    b"DLMT"  version (1 byte, = 2)  3 zero bytes  count (uint64)
     level 0 (count * 32 bytes), level 1 (ceil(count / 2) * 32), ..., root (32)
 
 Level ``l`` starts at ``16 + 32 * (n_0 + ... + n_{l-1})`` with ``n_0 = count`` and
 ``n_{l+1} = ceil(n_l / 2)``, so a reader can serve a proof from the stored
-bytes by offset alone.
+bytes by offset alone. Version 1 trees hashed sorted pairs; their inner nodes and root are not
+those of the same devices now, so they are refused (:class:`CorruptTree`): rebuild them from their
+devices.
 """
 
 from __future__ import annotations
@@ -42,7 +54,7 @@ from sha3 import keccak_256 as _keccak_256  # type: ignore[import-untyped]  # sa
 MAX_DEVICES: Final = 2**32 - 1  # the contract's uint32 device count
 NODE_SIZE: Final = 32
 _MAGIC: Final = b"DLMT"
-_VERSION: Final = 1
+_VERSION: Final = 2  # 1: sorted-pair inner nodes, no longer read
 _HEADER = struct.Struct(">4sB3xQ")
 
 
@@ -69,23 +81,65 @@ def leaf_hash(index: int, id_hash: bytes) -> bytes:
     return keccak256(keccak256(index.to_bytes(32, "big") + id_hash))
 
 
-def hash_pair(a: bytes, b: bytes) -> bytes:
-    """The parent of two nodes: keccak256 of the pair in ascending order."""
-    return keccak256(a + b if a < b else b + a)
+def hash_pair(left: bytes, right: bytes) -> bytes:
+    """The parent of a left and a right node: keccak256(left ‖ right), in that order."""
+    return keccak256(left + right)
 
 
-def root_from_proof(leaf: bytes, proof: Sequence[bytes]) -> bytes:
-    """The root that `proof` leads to from `leaf` (OpenZeppelin ``MerkleProof.processProof``)."""
-    node = leaf
+def root_from_proof(
+    leaf: bytes, proof: Sequence[bytes], *, index: int, count: int | None = None
+) -> bytes | None:
+    """The root that `proof` leads to from `leaf` at position `index`, or None if it does not fit.
+
+    With `count`, the rule ``DeviceLicenses`` verifies with: the path of position `index` in a
+    tree of `count` leaves, the proof used up exactly (None when it is too short or too long, or
+    `index` is not below `count`). Without it, the levels where the node moved up alone are
+    inferred from the proof's length (every level where `index` has a 1 bit takes an element, the
+    lowest levels where it has a 0 bit take the rest): the same root as with the batch's count
+    when the proof has that count's length, but no check that `root` is a tree of any given size.
+    """
     for sibling in proof:
         _require_node(sibling, "proof element")
-        node = hash_pair(node, sibling)
+    if index < 0:
+        return None
+    node, used = leaf, 0
+    if count is not None:
+        if not 0 <= index < count:
+            return None
+        while count > 1:
+            if index != count - 1 or count % 2 == 0:
+                if used == len(proof):
+                    return None
+                sibling = proof[used]
+                used += 1
+                node = hash_pair(sibling, node) if index & 1 else hash_pair(node, sibling)
+            index >>= 1
+            count = (count + 1) // 2
+        return node if used == len(proof) else None
+    right_siblings = len(proof) - index.bit_count()
+    if right_siblings < 0:
+        return None
+    while index or right_siblings:
+        if index & 1:
+            node = hash_pair(proof[used], node)
+            used += 1
+        elif right_siblings:
+            node = hash_pair(node, proof[used])
+            used += 1
+            right_siblings -= 1
+        index >>= 1
     return node
 
 
-def verify_proof(root: bytes, index: int, id_hash: bytes, proof: Sequence[bytes]) -> bool:
-    """True iff `proof` shows device (`index`, `id_hash`) under `root`."""
-    return root_from_proof(leaf_hash(index, id_hash), proof) == root
+def verify_proof(
+    root: bytes, index: int, id_hash: bytes, proof: Sequence[bytes], count: int | None = None
+) -> bool:
+    """True iff `proof` shows device (`index`, `id_hash`) under `root`.
+
+    Give the batch's device `count` to check exactly what ``DeviceLicenses`` checks; without it,
+    the proof is checked as a path of position `index` to `root` (see :func:`root_from_proof`).
+    """
+    return root_from_proof(leaf_hash(index, id_hash), proof, index=index, count=count) == root
 
 
 def level_sizes(count: int) -> list[int]:
@@ -175,6 +229,10 @@ class MerkleTree:
         magic, version, count = _HEADER.unpack_from(data)
         if magic != _MAGIC:
             raise CorruptTree("not a device Merkle tree")
+        if version == 1:
+            raise CorruptTree(
+                "unsupported version 1 (sorted-pair hashing): rebuild the tree from its devices"
+            )
         if version != _VERSION:
             raise CorruptTree(f"unsupported version {version}")
         try:
@@ -218,9 +276,7 @@ def _parent_level(level: bytes) -> bytes:
     nodes = len(level) // NODE_SIZE
     parents = []
     for start in range(0, (nodes - 1) * NODE_SIZE, 2 * NODE_SIZE):
-        left = level[start : start + NODE_SIZE]
-        right = level[start + NODE_SIZE : start + 2 * NODE_SIZE]
-        parents.append(keccak(left + right if left < right else right + left).digest())
+        parents.append(keccak(level[start : start + 2 * NODE_SIZE]).digest())
     if nodes % 2:
         parents.append(level[-NODE_SIZE:])
     return b"".join(parents)

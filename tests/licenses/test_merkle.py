@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
+
 import pytest
 from eth_abi.abi import encode
 from eth_utils.crypto import keccak
@@ -21,23 +24,153 @@ from exchange.licenses.merkle import (
 )
 
 # Also asserted by test/devices/verification.test.js: the JavaScript tree agrees.
-GOLDEN_ROOT_SN0_TO_SN4 = bytes.fromhex("fbd6eafb6738b91d4eb15865bf44c4ea291f958035364f2d528427772ae648f6")
+GOLDEN_ROOT_SN0_TO_SN4 = bytes.fromhex("bb4e8c552de6138077225f489e75e44bc8ef689c38c976f56f1ec1114a751720")
+# The same devices' root under the former sorted-pair construction, which version 1 trees hold.
+SORTED_PAIR_ROOT_SN0_TO_SN4 = bytes.fromhex(
+    "fbd6eafb6738b91d4eb15865bf44c4ea291f958035364f2d528427772ae648f6"
+)
 
 hashes = st.binary(min_size=32, max_size=32)
 
 
-def reference_root(id_hashes: list[bytes]) -> bytes:
-    """The construction written the plain way, with eth-abi and eth-utils' keccak."""
-    level = [keccak(keccak(encode(["uint256", "bytes32"], [i, h]))) for i, h in enumerate(id_hashes)]
+def reference_leaves(id_hashes: list[bytes]) -> list[bytes]:
+    return [keccak(keccak(encode(["uint256", "bytes32"], [i, h]))) for i, h in enumerate(id_hashes)]
+
+
+def reference_root(id_hashes: list[bytes], leaves: list[bytes] | None = None) -> bytes:
+    """The construction written the plain way, with eth-abi and eth-utils' keccak (over `leaves`
+    when they are given, the leaves of `id_hashes` already computed)."""
+    level = reference_leaves(id_hashes) if leaves is None else leaves
     while len(level) > 1:
-        pairs = [sorted(level[i : i + 2]) for i in range(0, len(level) - 1, 2)]
-        level = [keccak(a + b) for a, b in pairs] + ([level[-1]] if len(level) % 2 else [])
+        pairs = [level[i : i + 2] for i in range(0, len(level) - 1, 2)]
+        level = [keccak(left + right) for left, right in pairs] + ([level[-1]] if len(level) % 2 else [])
     return level[0]
+
+
+def sorted_pair_root(id_hashes: list[bytes], leaves: list[bytes] | None = None) -> tuple[bytes, bool]:
+    """The former construction (sorted pairs): its root, and whether any pair it hashed was
+    in descending order (the one case where its root differs from the positional root)."""
+    level, descending = reference_leaves(id_hashes) if leaves is None else leaves, False
+    while len(level) > 1:
+        pairs = [level[i : i + 2] for i in range(0, len(level) - 1, 2)]
+        descending = descending or any(left > right for left, right in pairs)
+        level = [keccak(min(pair) + max(pair)) for pair in pairs] + ([level[-1]] if len(level) % 2 else [])
+    return level[0], descending
+
+
+def contract_root(leaf: bytes, index: int, count: int, proof: list[bytes]) -> bytes | None:
+    """``DeviceLicenses``' check written again: the path of `index` in a tree of `count` leaves,
+    the proof used up exactly; None where the contract answers InvalidProof for the length."""
+    node, siblings = leaf, iter(proof)
+    while count > 1:
+        if not (index == count - 1 and count % 2 == 1):
+            sibling = next(siblings, None)
+            if sibling is None:
+                return None
+            node = keccak(sibling + node) if index % 2 else keccak(node + sibling)
+        index, count = index // 2, (count + 1) // 2
+    return node if next(siblings, None) is None else None
 
 
 def test_golden_root_shared_with_javascript() -> None:
     ids = [parse_device_id("serial", f"acme:SN{n}") for n in range(5)]
     assert MerkleTree.build([d.id_hash for d in ids]).root == GOLDEN_ROOT_SN0_TO_SN4
+    assert sorted_pair_root([d.id_hash for d in ids]) == (SORTED_PAIR_ROOT_SN0_TO_SN4, True)
+
+
+def mirrored_root(leaves: list[bytes]) -> bytes:
+    """The root with every pair hashed right before left."""
+    level = leaves
+    while len(level) > 1:
+        pairs = [level[i : i + 2] for i in range(0, len(level) - 1, 2)]
+        level = [keccak(right + left) for left, right in pairs] + ([level[-1]] if len(level) % 2 else [])
+    return level[0]
+
+
+def check_against_the_contract_rule(id_hashes: list[bytes], indices: list[int]) -> None:
+    """The tree is the reference's; the proofs of `indices` lead to its root under the contract's
+    rule and under merkle.py's, and fail with an element more or less, swapped or in a mirrored
+    tree; the root is the sorted-pair root exactly where no pair was in descending order."""
+    tree, count = MerkleTree.build(id_hashes), len(id_hashes)
+    leaves = reference_leaves(id_hashes)
+    assert tree.root == reference_root(id_hashes, leaves)
+    sorted_root, descending = sorted_pair_root(id_hashes, leaves)
+    assert (tree.root != sorted_root) == descending
+    mirrored = mirrored_root(leaves)
+    assert (mirrored == tree.root) == (count == 1)
+    for index in indices:
+        id_hash, leaf, proof = id_hashes[index], tree.leaf(index), tree.proof(index)
+        assert leaf == leaves[index] == leaf_hash(index, id_hash)
+        assert contract_root(leaf, index, count, proof) == tree.root
+        assert root_from_proof(leaf, proof, index=index, count=count) == tree.root
+        assert root_from_proof(leaf, proof, index=index) == tree.root
+        assert verify_proof(tree.root, index, id_hash, proof, count)
+        assert verify_proof(tree.root, index, id_hash, proof)
+        if count > 1:
+            assert not verify_proof(mirrored, index, id_hash, proof, count)
+        for wrong in ([*proof, bytes(32)], [*proof, tree.root], proof[:-1], proof[1:]):
+            if len(wrong) != len(proof):
+                assert contract_root(leaf, index, count, wrong) is None
+                assert root_from_proof(leaf, wrong, index=index, count=count) is None
+                assert not verify_proof(tree.root, index, id_hash, wrong, count)
+        if len(proof) >= 2:
+            swapped = [proof[1], proof[0], *proof[2:]]
+            assert contract_root(leaf, index, count, swapped) != tree.root
+            assert not verify_proof(tree.root, index, id_hash, swapped, count)
+        for other in (count - 1, count + 1, 2 * count):
+            if index < other:
+                expected = contract_root(leaf, index, other, proof) == tree.root
+                assert verify_proof(tree.root, index, id_hash, proof, other) is expected
+
+
+@pytest.mark.parametrize("count", range(1, 71))
+def test_proofs_verify_with_the_contract_rule_for_every_small_count(count: int) -> None:
+    rng = random.Random(count)
+    check_against_the_contract_rule([rng.randbytes(32) for _ in range(count)], list(range(count)))
+
+
+@pytest.mark.parametrize("count", [127, 128, 129, 1_000, 4_097, 16_385])
+def test_proofs_verify_with_the_contract_rule_for_large_counts(count: int) -> None:
+    rng = random.Random(count)
+    id_hashes = [rng.randbytes(32) for _ in range(count)]
+    edges = {0, 1, count // 2, count - 2, count - 1} | {2**k for k in range(count.bit_length())}
+    indices = sorted({i for i in edges if i < count} | set(rng.sample(range(count), 100)))
+    check_against_the_contract_rule(id_hashes, indices)
+
+
+def levels_over(leaves: list[bytes], pair: Callable[[bytes, bytes], bytes]) -> list[bytes]:
+    """The levels of a tree over already hashed `leaves`, built with `pair`."""
+    levels, level = [b"".join(leaves)], leaves
+    while len(level) > 1:
+        odd = [level[-1]] if len(level) % 2 else []
+        level = [pair(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)] + odd
+        levels.append(b"".join(level))
+    return levels
+
+
+@pytest.mark.parametrize(
+    "pair", [hash_pair, lambda a, b: keccak(min(a, b) + max(a, b))], ids=["positional", "sorted"]
+)
+def test_many_leaves_with_index_zero_do_not_prove_a_one_device_batch(
+    pair: Callable[[bytes, bytes], bytes],
+) -> None:
+    id_hashes = [keccak(text=f"serial:acme:CLONE-{n}") for n in range(6)]
+    leaves = [leaf_hash(0, id_hash) for id_hash in id_hashes]
+    forged = MerkleTree(levels_over(leaves, pair))
+    for k, id_hash in enumerate(id_hashes):
+        assert not verify_proof(forged.root, 0, id_hash, forged.proof(k), 1)
+        assert not verify_proof(forged.root, 0, id_hash, [], 1)
+    # Registered as the one device it is, only that device proves.
+    assert [verify_proof(leaves[0], 0, id_hash, [], 1) for id_hash in id_hashes] == [True] + [False] * 5
+
+
+def test_version_1_trees_are_refused() -> None:
+    ids = [parse_device_id("serial", f"acme:SN{n}") for n in range(5)]
+    data = bytearray(MerkleTree.build([d.id_hash for d in ids]).to_bytes())
+    assert data[4] == 2
+    data[4] = 1
+    with pytest.raises(CorruptTree, match="unsupported version 1"):
+        MerkleTree.from_bytes(bytes(data), verify=False)
 
 
 @given(st.lists(hashes, min_size=1, max_size=70))
@@ -50,6 +183,7 @@ def test_root_matches_reference_and_every_proof_verifies(id_hashes: list[bytes])
         proof = tree.proof(index)
         assert len(proof) <= tree.depth
         assert tree.leaf(index) == leaf_hash(index, id_hash)
+        assert verify_proof(tree.root, index, id_hash, proof, len(id_hashes))
         assert verify_proof(tree.root, index, id_hash, proof)
 
 
@@ -83,7 +217,7 @@ def test_an_inner_node_cannot_pass_as_a_device() -> None:
     tree = MerkleTree.build(id_hashes)
     left, right = hash_pair(tree.leaf(0), tree.leaf(1)), hash_pair(tree.leaf(2), tree.leaf(3))
     assert hash_pair(left, right) == tree.root
-    assert root_from_proof(left, [right]) == tree.root
+    assert root_from_proof(left, [right], index=0, count=2) == tree.root
     for index in range(4):
         assert not verify_proof(tree.root, index, left, [right])
 
@@ -130,7 +264,7 @@ def test_corrupt_bytes_are_refused() -> None:
     with pytest.raises(CorruptTree, match="not a device Merkle tree"):
         MerkleTree.from_bytes(b"XXXX" + bytes(data[4:]))
     with pytest.raises(CorruptTree, match="unsupported version"):
-        MerkleTree.from_bytes(bytes(data[:4]) + b"\x02" + bytes(data[5:]))
+        MerkleTree.from_bytes(bytes(data[:4]) + b"\x03" + bytes(data[5:]))
     with pytest.raises(CorruptTree, match="do not hold a tree of 9 devices"):
         MerkleTree.from_bytes(bytes(data[:-1]))
     with pytest.raises(CorruptTree, match="shorter than the header"):
@@ -157,6 +291,6 @@ def test_limits() -> None:
     with pytest.raises(ValueError, match="uint256"):
         leaf_hash(2**256, keccak(text="a"))
     with pytest.raises(ValueError, match="not 32"):
-        root_from_proof(tree.leaf(0), [b"\x01"])
+        root_from_proof(tree.leaf(0), [b"\x01"], index=0)
     with pytest.raises(CorruptTree):
         MerkleTree([b"\x00" * 64, b"\x00" * 64])

@@ -82,6 +82,7 @@ async def test_upload_register_confirm_resolve(licensing: Service) -> None:
             index,
             device.id_hash,
             [bytes.fromhex(p[2:]) for p in answer["proof"]],
+            batch["device_count"],
         )
         assert on_chain_status(licensing, answer) == 0
 
