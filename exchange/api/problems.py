@@ -115,12 +115,26 @@ def _document(
     return encoded
 
 
+class ProblemJSONResponse(JSONResponse):
+    """A problem document as JSON. A refusal may quote the request, and JSON in a request can
+    carry a lone surrogate, which UTF-8 cannot: such a document is sent with every non-ASCII
+    character escaped (``\\ud800``), still the same JSON, instead of failing to render."""
+
+    media_type = PROBLEM_MEDIA_TYPE
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode(
+                "ascii"
+            )
+
+
 def _problem_json(
     document: Mapping[str, object], status: int, headers: Mapping[str, str] | None
 ) -> JSONResponse:
-    return JSONResponse(
-        document, status_code=status, headers=dict(headers or {}), media_type=PROBLEM_MEDIA_TYPE
-    )
+    return ProblemJSONResponse(document, status_code=status, headers=dict(headers or {}))
 
 
 def error_response(

@@ -34,7 +34,7 @@ import orjson
 
 from exchange.kit.errors import DomainError
 from exchange.kit.logging import get_logger
-from exchange.licenses.device_ids import DeviceId
+from exchange.licenses.device_ids import MAX_INPUT_LENGTH, DeviceId
 from exchange.licenses.merkle import MerkleTree, keccak256_hex
 from exchange.licenses.models import BATCH_CONFIRMED
 from exchange.licenses.repository import DeviceReads, DeviceRow, Registry
@@ -302,7 +302,14 @@ class Resolver:
 
     async def _named(self, references: Sequence[str], proofs: bool) -> _Named:
         """The block, each reference's (canonical id, row) and, with `proofs`, the trees."""
-        block, rows = await self.reads.lookup(self.registry, list(dict.fromkeys(references)))
+        # A stored id is canonical: ASCII, and no longer than any input may be. Anything else is
+        # only parsed (and refused), never sent to the database, whose parameters cannot carry
+        # every string (a lone surrogate): in a statement shared by many lookups, one such id
+        # would fail them all.
+        storable = [
+            text for text in dict.fromkeys(references) if text.isascii() and len(text) <= MAX_INPUT_LENGTH
+        ]
+        block, rows = await self.reads.lookup(self.registry, storable)
         unfound = [(position, text) for position, text in enumerate(references) if text not in rows]
         parsed = await _parse_in_chunks([text for _, text in unfound], [position for position, _ in unfound])
         if any(device.canonical != text for device, (_, text) in zip(parsed, unfound, strict=True)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -332,3 +333,25 @@ async def test_a_bulk_refusal_is_the_same_over_many_chunks(licensing: Service) -
     assert problem["errors"] == [error.as_json() for error in whole.value.errors]
     assert problem["errors"][-1]["item"] == 7 * (MAX_REPORTED_ERRORS - 1)
     assert problem["detail"] == whole.value.detail
+
+
+async def test_strings_no_device_id_can_be_are_refused_without_failing_other_lookups(
+    licensing: Service,
+) -> None:
+    """A lone surrogate (valid JSON, not encodable) or a string longer than any input is refused
+    with a 422 problem; a single query looked up at the same moment is answered as usual."""
+    ids = [SerialDeviceId("com.example", "SN-1").canonical]
+    await registered_batch(licensing, ids)
+    expected = await single(licensing, ids[0])
+    for devices in (["\ud800"], [ids[0], "serial:com.example:\ud800"], ["serial:a:" + "x" * 300]):
+        refused, answer = await asyncio.gather(
+            licensing.client.post(
+                "/v1/devices/query",
+                content=json.dumps({"devices": devices}),  # escaped: JSON carries lone surrogates
+                headers={"Content-Type": "application/json"},
+            ),
+            single(licensing, ids[0]),
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert answer == expected
