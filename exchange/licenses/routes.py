@@ -6,6 +6,7 @@ import secrets
 import time
 from typing import Annotated
 
+import segno
 from fastapi import APIRouter, Body, Depends, Query, Response
 
 from exchange.api.problems import problem_responses
@@ -182,7 +183,14 @@ async def post_certificate_qr(body: CertificateQrIn) -> Response:
     ``compact``. The signature is not checked here."""
     certificate, signature = _certificate(body)
     image_type = ImageType(body.format)
-    image = render(certificate.to_compact(signature), Symbology.QR, image_type, module_px=body.module_px)
+    compact = certificate.to_compact(signature)
+    try:
+        image = render(compact, Symbology.QR, image_type, module_px=body.module_px)
+    except segno.DataOverflowError:  # a long statement, or a long contract-wallet signature
+        raise ValidationFailed(
+            f"the certificate's compact form is {len(compact)} characters, more than a QR code"
+            " holds; shorten the statement"
+        ) from None
     media = "image/svg+xml" if image_type is ImageType.SVG else "image/png"
     return Response(content=image, media_type=media)
 

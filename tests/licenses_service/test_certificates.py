@@ -210,6 +210,15 @@ async def test_qr_code_round_trip(licensing: Service) -> None:
     assert svg.content.startswith(b"<?xml")
 
 
+async def test_a_certificate_too_long_for_a_qr_code_is_refused(licensing: Service) -> None:
+    holder = account(1)
+    body = {**signed(holder, certificate(licensing, holder.address)), "signature": "0x" + "ab" * 2000}
+    reply = await licensing.client.post("/v1/licences/certificates/qr", json=body)
+    assert reply.status_code == 422, reply.text
+    assert reply.headers["content-type"].startswith("application/problem+json")
+    assert "more than a QR code holds" in reply.json()["detail"]
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
