@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
+from exchange.api.dependencies import RowId
 from exchange.api.problems import problem_responses
 from exchange.auth.dependencies import CurrentPrincipal
 from exchange.db.session import DbSession
@@ -186,7 +187,7 @@ async def get_batches(principal: CurrentPrincipal, session: DbSession, state: Li
     responses=problem_responses(Unauthorized, NotFound),
 )
 async def get_batch(
-    upload_id: int, principal: CurrentPrincipal, session: DbSession, state: LicensingDep
+    upload_id: RowId, principal: CurrentPrincipal, session: DbSession, state: LicensingDep
 ) -> BatchOut:
     return batch_out(await batches.owned_batch(session, state.runtime, upload_id, principal.address))
 
@@ -198,7 +199,7 @@ async def get_batch(
     responses=problem_responses(Unauthorized, NotFound, Conflict),
 )
 async def delete_batch(
-    upload_id: int, principal: CurrentPrincipal, session: DbSession, state: LicensingDep
+    upload_id: RowId, principal: CurrentPrincipal, session: DbSession, state: LicensingDep
 ) -> Response:
     """Delete a batch the chain has not registered, freeing its device ids."""
     await batches.withdraw(session, state.runtime, upload_id, principal.address)
@@ -213,7 +214,7 @@ async def delete_batch(
     responses=problem_responses(Unauthorized, NotFound, Conflict, ChainRejected, ChainUnavailable),
 )
 async def post_batch_transactions(
-    upload_id: int, principal: CurrentPrincipal, session: DbSession, state: LicensingDep
+    upload_id: RowId, principal: CurrentPrincipal, session: DbSession, state: LicensingDep
 ) -> list[TransactionOut]:
     steps = await batches.register_transactions(session, state.runtime, upload_id, principal.address)
     return [transaction_out(step) for step in steps]
@@ -226,11 +227,11 @@ async def post_batch_transactions(
     responses=problem_responses(Unauthorized, NotFound),
 )
 async def get_batch_devices(
-    upload_id: int,
+    upload_id: RowId,
     principal: CurrentPrincipal,
     session: DbSession,
     state: LicensingDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=batches.MAX_BATCH_DEVICES)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_DEVICE_PAGE)] = MAX_DEVICE_PAGE,
 ) -> BatchDevicesOut:
     batch = await batches.owned_batch(session, state.runtime, upload_id, principal.address)
@@ -250,7 +251,7 @@ async def get_batch_devices(
     },
 )
 async def get_batch_tree(
-    upload_id: int, principal: CurrentPrincipal, session: DbSession, state: LicensingDep
+    upload_id: RowId, principal: CurrentPrincipal, session: DbSession, state: LicensingDep
 ) -> Response:
     """``MerkleTree.to_bytes`` form (see ``exchange.licenses.merkle``): every proof of the batch, offline."""
     batch = await batches.owned_batch(session, state.runtime, upload_id, principal.address)
