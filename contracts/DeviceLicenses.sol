@@ -180,8 +180,6 @@ contract DeviceLicenses is AccessControl, IDeviceLicenses {
     }
 
     /// @inheritdoc IDeviceLicenses
-    /// @param proof Sibling hashes from the leaf to the root, positional (see the contract's rules):
-    /// exactly the levels where the device's node has a sibling in a tree of deviceCount leaves.
     function deviceStatus(uint256 batchId, uint256 index, bytes32 deviceIdHash, bytes32[] calldata proof)
         public
         view
@@ -200,7 +198,6 @@ contract DeviceLicenses is AccessControl, IDeviceLicenses {
     }
 
     /// @inheritdoc IDeviceLicenses
-    /// @param proof Sibling hashes from the leaf to the root, positional, as for deviceStatus.
     function isLicensed(uint256 batchId, uint256 index, bytes32 deviceIdHash, bytes32[] calldata proof)
         external
         view

@@ -139,7 +139,8 @@ interface IDeviceLicenses {
     /// @param batchId The batch.
     /// @param index The device's index in the batch.
     /// @param deviceIdHash keccak256 of the device's canonical id.
-    /// @param proof Sibling hashes from the leaf to the root (sorted-pair hashing).
+    /// @param proof Sibling hashes from the leaf to the root, positional (left ‖ right), exactly as
+    /// many as the index's path in a tree of the batch's device count takes.
     /// @return The device's status; `Licensed` only if every check passes.
     function deviceStatus(uint256 batchId, uint256 index, bytes32 deviceIdHash, bytes32[] calldata proof)
         external
@@ -150,7 +151,8 @@ interface IDeviceLicenses {
     /// @param batchId The batch.
     /// @param index The device's index in the batch.
     /// @param deviceIdHash keccak256 of the device's canonical id.
-    /// @param proof Sibling hashes from the leaf to the root (sorted-pair hashing).
+    /// @param proof Sibling hashes from the leaf to the root, positional (left ‖ right), exactly as
+    /// many as the index's path in a tree of the batch's device count takes.
     /// @return Whether the device is licensed now.
     function isLicensed(uint256 batchId, uint256 index, bytes32 deviceIdHash, bytes32[] calldata proof)
         external
