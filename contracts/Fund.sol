@@ -8,11 +8,16 @@ import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol
 /// @title Fund
 /// @notice The foundation's treasury (white paper §3.3, §3.5): receives licence
 /// and trading fees, pays royalties and expenses only through the treasurer role.
+/// Each payout tag pays once: a transaction sent again (a payout thought lost,
+/// resent while the first was still on its way) reverts instead of paying twice.
 contract Fund is AccessControl {
     using SafeERC20 for IERC20;
 
     /// @notice Role allowed to pay out of the fund (council-controlled).
     bytes32 public constant TREASURER_ROLE = keccak256("TREASURER_ROLE");
+
+    /// @notice Whether a payout with `tag` was made; a tag is used by one payout only.
+    mapping(bytes32 tag => bool paid) public paidTags;
 
     /// @notice The recipient list and amount list have different lengths.
     error FundLengthMismatch(uint256 recipients, uint256 amounts);
@@ -20,6 +25,9 @@ contract Fund is AccessControl {
     error FundZeroRecipient(uint256 index);
     /// @notice A zero deposit.
     error FundZeroAmount();
+    /// @notice A payout with `tag` was already made; nothing is paid again.
+    /// @param tag The tag of the earlier payout.
+    error FundTagAlreadyPaid(bytes32 tag);
 
     /// @notice `amount` of `token` came into the fund from `from`, tagged by `source`.
     /// @param token The token.
@@ -49,16 +57,20 @@ contract Fund is AccessControl {
         emit FundDeposit(address(token), msg.sender, amount, source);
     }
 
-    /// @notice Pay `amounts[i]` of `token` to `recipients[i]` for every i.
+    /// @notice Pay `amounts[i]` of `token` to `recipients[i]` for every i, once per `tag`.
+    /// @dev The tag is recorded in `paidTags` before any transfer; a second payout with the
+    /// same tag, whatever its token, recipients or amounts, reverts `FundTagAlreadyPaid`.
     /// @param token The token.
     /// @param recipients The payees.
     /// @param amounts The amounts in base units.
-    /// @param tag A tag for accounting, e.g. the distribution run id.
+    /// @param tag A tag for accounting, unique to this payout, e.g. a hash of the run and batch.
     function payout(IERC20 token, address[] calldata recipients, uint256[] calldata amounts, bytes32 tag)
         external
         onlyRole(TREASURER_ROLE)
     {
         if (recipients.length != amounts.length) revert FundLengthMismatch(recipients.length, amounts.length);
+        if (paidTags[tag]) revert FundTagAlreadyPaid(tag);
+        paidTags[tag] = true;
         for (uint256 i = 0; i < recipients.length; ++i) {
             if (recipients[i] == address(0)) revert FundZeroRecipient(i);
             token.safeTransfer(recipients[i], amounts[i]);

@@ -1,10 +1,11 @@
-// Fund: tagged deposits from anyone, payouts only by the treasurer.
+// Fund: tagged deposits from anyone, payouts only by the treasurer, each tag paid once.
 const { ethers } = require("hardhat");
 const { expect } = require("chai");
 const { loadFixture } = require("@nomicfoundation/hardhat-network-helpers");
 const { deployPool, toBpc } = require("./fixtures");
 
 const ROYALTIES = ethers.id("royalties-2025-q1");
+const ROYALTIES_NEXT = ethers.id("royalties-2025-q2");
 const TRADING_FEE = ethers.id("trading-fee");
 
 async function deployFundWithDepositor() {
@@ -83,10 +84,55 @@ describe("Fund", function () {
       }
     });
 
-    it("accepts an empty payout list and moves nothing", async function () {
+    it("accepts an empty payout list and moves nothing, but uses the tag", async function () {
       const tx = this.asTreasurer.payout(this.bpcAddress, [], [], ROYALTIES);
       await expect(tx).to.not.emit(this.fund, "FundPayout");
       await expect(tx).to.changeTokenBalance(this.bpc, this.fund, 0n);
+      expect(await this.fund.paidTags(ROYALTIES)).to.equal(true);
+    });
+
+    it("records the tag and reverts FundTagAlreadyPaid on a second payout with it, paying no one", async function () {
+      expect(await this.fund.paidTags(ROYALTIES)).to.equal(false);
+      const recipients = [this.alice.address, this.bob.address];
+      const amounts = [toBpc(10), toBpc(20)];
+      await this.asTreasurer.payout(this.bpcAddress, recipients, amounts, ROYALTIES);
+      expect(await this.fund.paidTags(ROYALTIES)).to.equal(true);
+
+      // The same batch sent again, as after a lost receipt: refused, balances unchanged.
+      await expect(this.asTreasurer.payout(this.bpcAddress, recipients, amounts, ROYALTIES))
+        .to.be.revertedWithCustomError(this.fund, "FundTagAlreadyPaid")
+        .withArgs(ROYALTIES);
+      // Whatever the token, recipients or amounts: the tag is spent.
+      await this.quoteToken.mint(this.fundAddress, 5n);
+      await expect(
+        this.asTreasurer.payout(await this.quoteToken.getAddress(), [this.carol.address], [5n], ROYALTIES),
+      )
+        .to.be.revertedWithCustomError(this.fund, "FundTagAlreadyPaid")
+        .withArgs(ROYALTIES);
+      expect(await this.bpc.balanceOf(this.alice.address)).to.equal(toBpc(10));
+      expect(await this.bpc.balanceOf(this.bob.address)).to.equal(toBpc(20));
+      expect(await this.bpc.balanceOf(this.fundAddress)).to.equal(toBpc(70));
+      expect(await this.quoteToken.balanceOf(this.carol.address)).to.equal(0n);
+    });
+
+    it("pays the same recipients again under a different tag", async function () {
+      await this.asTreasurer.payout(this.bpcAddress, [this.alice.address], [toBpc(10)], ROYALTIES);
+      const tx = this.asTreasurer.payout(this.bpcAddress, [this.alice.address], [toBpc(10)], ROYALTIES_NEXT);
+      await expect(tx)
+        .to.emit(this.fund, "FundPayout")
+        .withArgs(this.bpcAddress, this.alice.address, toBpc(10), ROYALTIES_NEXT);
+      await expect(tx).to.changeTokenBalances(this.bpc, [this.fund, this.alice], [-toBpc(10), toBpc(10)]);
+      expect(await this.fund.paidTags(ROYALTIES_NEXT)).to.equal(true);
+    });
+
+    it("leaves the tag unused when the payout reverts", async function () {
+      await expect(
+        this.asTreasurer.payout(this.bpcAddress, [this.alice.address], [toBpc(101)], ROYALTIES),
+      ).to.be.revertedWithCustomError(this.bpc, "ERC20InsufficientBalance");
+      expect(await this.fund.paidTags(ROYALTIES)).to.equal(false);
+      await expect(this.asTreasurer.payout(this.bpcAddress, [this.alice.address], [toBpc(100)], ROYALTIES))
+        .to.emit(this.fund, "FundPayout")
+        .withArgs(this.bpcAddress, this.alice.address, toBpc(100), ROYALTIES);
     });
 
     it("reverts FundLengthMismatch when the lists differ in length", async function () {
@@ -117,6 +163,19 @@ describe("Fund", function () {
           .to.be.revertedWithCustomError(this.fund, "AccessControlUnauthorizedAccount")
           .withArgs(caller.address, role);
       }
+      expect(await this.fund.paidTags(ROYALTIES)).to.equal(false);
+    });
+
+    it("checks the role before the tag: an outsider learns nothing and spends no tag", async function () {
+      const role = await this.fund.TREASURER_ROLE();
+      await this.asTreasurer.payout(this.bpcAddress, [this.alice.address], [1n], ROYALTIES);
+      await expect(this.fund.connect(this.depositor).payout(this.bpcAddress, [this.bob.address], [1n], ROYALTIES))
+        .to.be.revertedWithCustomError(this.fund, "AccessControlUnauthorizedAccount")
+        .withArgs(this.depositor.address, role);
+      await expect(
+        this.fund.connect(this.depositor).payout(this.bpcAddress, [this.bob.address], [1n], ROYALTIES_NEXT),
+      ).to.be.revertedWithCustomError(this.fund, "AccessControlUnauthorizedAccount");
+      expect(await this.fund.paidTags(ROYALTIES_NEXT)).to.equal(false);
     });
   });
 });

@@ -3,9 +3,11 @@
 Fees that reach the foundation's fund in a period (plus what the previous period
 carried) are shared among the members whose contributed patents are in the pool,
 in proportion to the patents' weights. :func:`distribute` computes the payouts;
-the chain adapter sends them with ``Fund.payout(token, recipients, amounts, tag)``
-using :func:`payout_tag`; :func:`statements_json` and :func:`statements_csv`
-render what each contributor is told.
+the chain adapter sends them in batches, each with
+``Fund.payout(token, recipients, amounts, tag)`` and a tag of its own,
+:func:`batch_payout_tag`, derived from the run's :func:`payout_tag`;
+:func:`statements_json` and :func:`statements_csv` render what each contributor
+is told.
 
 Rules and invariants
 --------------------
@@ -35,6 +37,12 @@ Rules and invariants
   patents did not count, so a contributor can see why they were paid nothing.
   In JSON, amounts are decimal strings (a uint256 does not fit a JSON number
   that JavaScript reads exactly).
+* Tags: a run's tag is :func:`payout_tag` of its period id. The Fund pays a tag
+  once (``Fund.paidTags``, ``FundTagAlreadyPaid``), so every payout batch has
+  its own tag: ``keccak256(abi.encodePacked(bytes32 run_tag, address token,
+  uint256 batch_index))`` (:func:`batch_payout_tag`). The token is in it because
+  runs of one period for two tokens share the run tag; the batch's index in its
+  run, not a database id, so that the tag follows from the run alone.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Final
 
+from eth_utils.address import is_hex_address, to_canonical_address
 from eth_utils.crypto import keccak
 
 from exchange.kit.errors import ValidationFailed
@@ -62,6 +71,7 @@ from exchange.pool.patents import (
 
 UINT256_MAX: Final = 2**256 - 1
 _PERIOD_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
+_TAG: Final = re.compile(r"0x[0-9a-fA-F]{64}", re.ASCII)
 CSV_COLUMNS: Final = (
     "period_id",
     "contributor",
@@ -254,6 +264,22 @@ def payout_tag(period_id: str) -> str:
     if not _PERIOD_ID.fullmatch(period_id):
         raise InvalidDistribution(f"{period_id!r} is not a period id")
     return "0x" + keccak(b"royalty-period\x1f" + period_id.encode("ascii")).hex()
+
+
+def batch_payout_tag(run_tag: str, token: str, batch_index: int) -> str:
+    """The ``bytes32`` tag of one payout batch, 0x-hex; the Fund pays each tag once.
+
+    ``keccak256(abi.encodePacked(bytes32 run_tag, address token, uint256 batch_index))``,
+    where ``run_tag`` is the run's :func:`payout_tag`.
+    """
+    if not _TAG.fullmatch(run_tag):
+        raise InvalidDistribution(f"{run_tag!r} is not a 0x-hex bytes32 tag")
+    if type(batch_index) is not int or not 0 <= batch_index <= UINT256_MAX:
+        raise InvalidDistribution(f"a batch index is a non-negative integer, not {batch_index!r}")
+    if not is_hex_address(token):
+        raise InvalidDistribution(f"{token!r} is not a token address")
+    packed = bytes.fromhex(run_tag[2:]) + to_canonical_address(token) + batch_index.to_bytes(32, "big")
+    return "0x" + keccak(packed).hex()
 
 
 def statements_json(distribution: Distribution) -> str:

@@ -16,16 +16,36 @@ Rules
   is dated after the period's last day, so every deposit of the period is indexed
   and no later one can be dated in it. Creating the same run again returns it; the
   same period id with other dates is a 409.
+* Concurrent creations are serialised: the run of the period, the previous run
+  (whose ``carry_out`` becomes the new ``carry_in``) and the undistributed deposits
+  are read only after :meth:`PoolIndexer.catch_up` has locked the indexer's
+  cursors (``FOR UPDATE``, kept to the end of the request's transaction; on
+  SQLite every transaction holds the write lock). So two periods created at once
+  chain their carries as if one after the other, and the same period posted twice
+  at once (a client's retry) answers the one run, 201 then 200. A unique
+  violation on ``(token, period_id)`` is answered the same way, never as a 500.
 * The run stores the stakes it used. Statements (JSON and CSV, all contributors
   or one) are recomputed from them and checked against the stored totals, so
   they never change after the run, whatever happens to the patents later.
 * Payouts go out as ``Fund.payout(token, recipients, amounts, tag)`` batches of
-  ``EXCHANGE_POOL_PAYOUT_BATCH_SIZE`` with the period's tag. Each batch is marked
-  ``sending`` (committed) before its transaction and ``paid`` after; a batch found
-  ``sending`` is first looked for among the Fund's ``FundPayout`` events with the
-  tag, so repeating :func:`pay_run` after any interruption pays nobody twice. A
-  reverted batch goes back to ``pending`` (a revert changes nothing) and the
-  error is returned to the caller.
+  ``EXCHANGE_POOL_PAYOUT_BATCH_SIZE``. Every batch has a tag of its own,
+  ``royalties.batch_payout_tag(run tag, token, batch index)`` (the run tag is the
+  period's), derived again whenever it is needed, and the Fund pays a tag once:
+  sending a batch again reverts ``FundTagAlreadyPaid`` instead of paying anybody
+  twice.
+* Each batch is marked ``sending`` (committed, with the block it is searched from,
+  set by its first send only) before its transaction and ``paid`` after. A batch
+  found ``sending`` is first looked for among the Fund's ``FundPayout`` events
+  with its tag; only if none is found, and ``resend_after_s`` has passed since it
+  was sent (at once on the embedded EVM), is it sent again. A transaction that was
+  only stuck (in a mempool, its receipt wait timed out) and is mined after all
+  makes the resend revert, and so does a concurrent pay request that sent the
+  same batch first: on that revert (or any revert while the Fund reports the tag
+  paid) the payout with the tag is found and the batch marked ``paid``, so
+  repeating :func:`pay_run` after any interruption pays nobody twice. Another
+  revert sends the batch back to ``pending`` (a revert changes nothing) and the
+  error is returned to the caller; so does a tag the Fund paid to other
+  recipients or amounts, which nothing here can pay.
 """
 
 from __future__ import annotations
@@ -35,6 +55,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from functools import partial
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from web3 import Web3
 
@@ -57,6 +78,7 @@ from exchange.pool.royalties import (
     RemainderRule,
     RoyaltyPeriod,
     RoyaltyStake,
+    batch_payout_tag,
     distribute,
     payout_tag,
     stake_of,
@@ -64,6 +86,8 @@ from exchange.pool.royalties import (
 from exchange.pool.service import PoolContext, record_audit
 
 log = get_logger(__name__)
+
+TAG_ALREADY_PAID = "FundTagAlreadyPaid"
 
 
 def run_summary(run: RoyaltyRun) -> dict[str, object]:
@@ -97,13 +121,15 @@ async def create_run(
     period = RoyaltyPeriod(period_id, starts_on, ends_on)
     token = Web3.to_checksum_address(token)
     existing = await repository.royalty_run_for_period(session, token, period_id)
-    if existing is not None:
-        if (existing.starts_on, existing.ends_on) != (starts_on, ends_on):
-            raise Conflict(
-                f"period {period_id} was already distributed for {existing.starts_on} to {existing.ends_on}",
-                extra={"run_id": existing.id},
-            )
-        return existing, False
+    if existing is not None:  # a committed run never changes: no lock needed to answer a retry
+        return _same_period(existing, starts_on, ends_on), False
+
+    # catch_up locks the indexer's cursors (FOR UPDATE) until this transaction ends: from here on
+    # no other run is created and no deposit is indexed, so what is read below stays true.
+    indexed_to = await context.indexer.catch_up(session)
+    existing = await repository.royalty_run_for_period(session, token, period_id)
+    if existing is not None:  # created meanwhile by a concurrent request
+        return _same_period(existing, starts_on, ends_on), False
     previous = await repository.latest_royalty_run(session, token)
     if previous is not None and starts_on <= previous.ends_on:
         raise Conflict(
@@ -111,8 +137,6 @@ async def create_run(
             f"{previous.period_id} (ending {previous.ends_on.isoformat()})",
             extra={"run_id": previous.id},
         )
-
-    indexed_to = await context.indexer.catch_up(session)
     until = datetime.combine(ends_on + timedelta(days=1), time(0), UTC)
     chain_time = await context.indexer.block_time(indexed_to)
     if chain_time < until:
@@ -128,37 +152,43 @@ async def create_run(
     distribution = distribute(period, received_wei=received_wei, carry_in_wei=carry_in_wei, stakes=stakes)
 
     paid_now = not distribution.payouts
-    run = await repository.add_royalty_run(
-        session,
-        RoyaltyRun(
-            token=token,
-            period_id=period_id,
-            starts_on=starts_on,
-            ends_on=ends_on,
-            received_wei=received_wei,
-            carry_in_wei=carry_in_wei,
-            paid_wei=distribution.paid_wei,
-            carry_out_wei=distribution.carry_out_wei,
-            total_weight=distribution.total_weight,
-            remainder_rule=distribution.rule.value,
-            status=(RunStatus.PAID if paid_now else RunStatus.COMPUTED).value,
-            payout_tag=payout_tag(period_id),
-            created_by=actor,
-            created_at=at,
-            paid_at=at if paid_now else None,
-        ),
-        [
-            RoyaltyStakeRecord(
-                patent_id=stake.patent_id,
-                contributor=stake.contributor,
-                weight=stake.weight,
-                in_pool_from=stake.in_pool_from,
-                in_pool_until=stake.in_pool_until,
-            )
-            for stake in stakes
-        ],
-        deposits,
+    run = RoyaltyRun(
+        token=token,
+        period_id=period_id,
+        starts_on=starts_on,
+        ends_on=ends_on,
+        received_wei=received_wei,
+        carry_in_wei=carry_in_wei,
+        paid_wei=distribution.paid_wei,
+        carry_out_wei=distribution.carry_out_wei,
+        total_weight=distribution.total_weight,
+        remainder_rule=distribution.rule.value,
+        status=(RunStatus.PAID if paid_now else RunStatus.COMPUTED).value,
+        payout_tag=payout_tag(period_id),
+        created_by=actor,
+        created_at=at,
+        paid_at=at if paid_now else None,
     )
+    stake_records = [
+        RoyaltyStakeRecord(
+            patent_id=stake.patent_id,
+            contributor=stake.contributor,
+            weight=stake.weight,
+            in_pool_from=stake.in_pool_from,
+            in_pool_until=stake.in_pool_until,
+        )
+        for stake in stakes
+    ]
+    try:
+        async with session.begin_nested():
+            await repository.add_royalty_run(session, run, stake_records, deposits)
+    except IntegrityError:
+        # The same period, created by a request that took no lock (only possible before the
+        # indexer's cursors exist): answer as a retry would, never with the unique violation.
+        existing = await repository.royalty_run_for_period(session, token, period_id)
+        if existing is None:
+            raise
+        return _same_period(existing, starts_on, ends_on), False
     size = context.settings.pool_payout_batch_size
     for index, start in enumerate(range(0, len(distribution.payouts), size)):
         chunk = distribution.payouts[start : start + size]
@@ -193,6 +223,17 @@ async def create_run(
         carry_out_wei=distribution.carry_out_wei,
     )
     return run, True
+
+
+def _same_period(existing: RoyaltyRun, starts_on: date, ends_on: date) -> RoyaltyRun:
+    """The run already computed for the period asked for, if it has the dates asked for; else 409."""
+    if (existing.starts_on, existing.ends_on) != (starts_on, ends_on):
+        raise Conflict(
+            f"period {existing.period_id} was already distributed "
+            f"for {existing.starts_on} to {existing.ends_on}",
+            extra={"run_id": existing.id},
+        )
+    return existing
 
 
 async def load_run(session: AsyncSession, run_id: int) -> RoyaltyRun:
@@ -251,13 +292,13 @@ async def pay_run(context: PoolContext, run_id: int, *, actor: str) -> RoyaltyRu
         if run.status == RunStatus.PAID:
             return run
         run.status = RunStatus.PAYING.value
-        batch_ids = [
-            batch.id
+        token = run.token
+        unpaid = [
+            (batch.id, batch_payout_tag(run.payout_tag, token, batch.batch_index))
             for batch in await repository.payout_batches(session, run_id)
             if batch.status != BatchStatus.PAID
         ]
-        token, tag = run.token, run.payout_tag
-    for batch_id in batch_ids:
+    for batch_id, tag in unpaid:
         await _pay_batch(context, batch_id, token=token, tag=tag)
     async with context.sessionmaker() as session, session.begin():
         run = await repository.royalty_run(session, run_id, for_update=True)
@@ -288,7 +329,14 @@ async def _pay_batch(context: PoolContext, batch_id: int, *, token: str, tag: st
     fund = context.chain.pool.fund
     try:
         receipt = await context.chain.run(lambda: fund.transact("payout", token, recipients, amounts, tag))
-    except ChainRejected:
+    except ChainRejected as rejected:
+        # FundTagAlreadyPaid: an earlier send of this batch was mined after all. A transaction
+        # mined in the same block as that one may revert without a decodable reason: ask the Fund.
+        if rejected.error_name == TAG_ALREADY_PAID or await _tag_paid(context, tag):
+            await _record_paid_elsewhere(
+                context, batch_id, token=token, tag=tag, expected=dict(zip(recipients, amounts, strict=True))
+            )
+            return
         async with context.sessionmaker() as session, session.begin():
             await repository.claim_batch(
                 session,
@@ -308,13 +356,17 @@ async def _pay_batch(context: PoolContext, batch_id: int, *, token: str, tag: st
                 "paid_at": utc_now(),
             },
         )
-    log.info("pool.royalty_batch_paid", batch_id=batch_id, recipients=len(recipients))
+    log.info("pool.royalty_batch_paid", batch_id=batch_id, recipients=len(recipients), tag=tag)
 
 
 async def _claim_batch(
     context: PoolContext, batch_id: int, *, token: str, tag: str
 ) -> tuple[list[str], list[int], bool]:
-    """Commit the intent to send a batch, or find it already paid on chain."""
+    """Commit the intent to send a batch, or find it already paid on chain.
+
+    ``from_block`` is set by the first claim only, so the search for the batch's payout
+    always covers the block of its first transaction, however often it was sent again.
+    """
     async with context.sessionmaker() as session, session.begin():
         batch = await session.get(RoyaltyPayoutBatch, batch_id, with_for_update=True)
         if batch is None:
@@ -327,7 +379,7 @@ async def _claim_batch(
             return recipients, amounts, False
         if batch.status == BatchStatus.SENDING:
             tx_hash = await _find_batch_on_chain(
-                context, batch, token, tag, dict(zip(recipients, amounts, strict=True))
+                context, batch.from_block, token, tag, dict(zip(recipients, amounts, strict=True))
             )
             if tx_hash is not None:
                 batch.status, batch.tx_hash, batch.paid_at = BatchStatus.PAID.value, tx_hash, now
@@ -339,30 +391,73 @@ async def _claim_batch(
             ):
                 return recipients, amounts, False
             expected = BatchStatus.SENDING
+            log.warning("pool.royalty_batch_resending", batch_id=batch_id, tag=tag)
         else:
             expected = BatchStatus.PENDING
-        head = await context.indexer.head_block()
+        from_block = (
+            batch.from_block if batch.from_block is not None else await context.indexer.head_block() + 1
+        )
         ours = await repository.claim_batch(
             session,
             batch_id,
             expected,
-            {"status": BatchStatus.SENDING.value, "from_block": head + 1, "sending_at": now},
+            {"status": BatchStatus.SENDING.value, "from_block": from_block, "sending_at": now},
         )
         return recipients, amounts, ours
 
 
+async def _record_paid_elsewhere(
+    context: PoolContext, batch_id: int, *, token: str, tag: str, expected: dict[str, int]
+) -> None:
+    """The Fund refused the batch's tag as paid: record the payout that used it, or refuse.
+
+    The payout is looked for from the batch's first send, then from the Fund's deployment
+    (a tag paid before this database knew of it). If the tag paid other recipients or
+    amounts, nothing here can pay the batch: it goes back to ``pending`` and the refusal
+    is raised, as for any revert.
+    """
+    deploy_block = context.chain.runtime.deployment.deploy_block
+    async with context.sessionmaker() as session, session.begin():
+        batch = await session.get(RoyaltyPayoutBatch, batch_id, with_for_update=True)
+        if batch is None:
+            raise NotFound(f"no payout batch {batch_id}")
+        if batch.status == BatchStatus.PAID:
+            return
+        tx_hash = await _find_batch_on_chain(context, batch.from_block, token, tag, expected)
+        if tx_hash is None and batch.from_block != deploy_block:
+            tx_hash = await _find_batch_on_chain(context, deploy_block, token, tag, expected)
+        if tx_hash is not None:
+            batch.status, batch.tx_hash, batch.paid_at = BatchStatus.PAID.value, tx_hash, utc_now()
+            await session.flush()
+            log.info("pool.royalty_batch_reconciled", batch_id=batch_id, tx_hash=tx_hash, tag=tag)
+            return
+        batch.status, batch.sending_at = BatchStatus.PENDING.value, None
+    log.error("pool.royalty_batch_tag_paid_otherwise", batch_id=batch_id, tag=tag)
+    raise ChainRejected(
+        f"the Fund already paid tag {tag}, but not to this batch's recipients and amounts",
+        error_name=TAG_ALREADY_PAID,
+        error_args={"tag": tag},
+        extra={"batch_id": batch_id},
+    )
+
+
+async def _tag_paid(context: PoolContext, tag: str) -> bool:
+    fund = context.chain.pool.fund
+    return bool(await context.chain.run(lambda: fund.call("paidTags", tag)))
+
+
 async def _find_batch_on_chain(
-    context: PoolContext, batch: RoyaltyPayoutBatch, token: str, tag: str, expected: dict[str, int]
+    context: PoolContext, from_block: int | None, token: str, tag: str, expected: dict[str, int]
 ) -> str | None:
-    """The transaction that paid exactly this batch, if one was mined since it was sent."""
-    if batch.from_block is None:
+    """The transaction that paid exactly this batch under its tag, if one was mined since ``from_block``."""
+    if from_block is None:
         return None
     events = await context.chain.run(
         partial(
             fetch_events,
             context.chain.pool.fund,
             ("FundPayout",),
-            batch.from_block,
+            from_block,
             "latest",
             (topic_of_address(token), None, tag),
         )

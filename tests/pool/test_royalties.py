@@ -34,6 +34,7 @@ from exchange.pool.royalties import (
     RemainderRule,
     RoyaltyPeriod,
     RoyaltyStake,
+    batch_payout_tag,
     distribute,
     payout_tag,
     stake_of,
@@ -221,6 +222,26 @@ def test_the_payout_tag_is_keccak_of_the_period_id() -> None:
     assert payout_tag("2026-Q1") != payout_tag("2026-Q2")
     with pytest.raises(InvalidDistribution):
         payout_tag("2026/Q1")
+
+
+def test_a_batch_tag_is_keccak_of_the_run_tag_token_and_index_packed() -> None:
+    run_tag = payout_tag("2026-Q1")
+    # keccak256(abi.encodePacked(bytes32 runTag, address token, uint256 batchIndex))
+    packed = bytes.fromhex(run_tag[2:]) + bytes.fromhex(A[2:]) + (7).to_bytes(32, "big")
+    assert batch_payout_tag(run_tag, A, 7) == "0x" + keccak(packed).hex()
+    # Unique per batch, per token and per period; the token's spelling does not matter.
+    tags = {
+        batch_payout_tag(tag, token, index)
+        for tag in (run_tag, payout_tag("2026-Q2"))
+        for token in (A, B)
+        for index in range(3)
+    }
+    assert len(tags) == 12
+    assert run_tag not in tags
+    assert batch_payout_tag(run_tag, A.lower(), 0) == batch_payout_tag(run_tag, A, 0)
+    for bad in (("2026-Q1", A, 0), (run_tag, "0xabc", 0), (run_tag, A, -1), (run_tag, A, 2**256)):
+        with pytest.raises(InvalidDistribution):
+            batch_payout_tag(*bad)
 
 
 def test_the_statements_as_csv() -> None:

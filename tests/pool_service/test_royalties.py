@@ -2,35 +2,47 @@
 
 Deposits are dated by their block; to make periods pass, the tests move the
 embedded chain's clock forward (``time_travel``), which the per-test EVM
-snapshot undoes afterwards.
+snapshot undoes afterwards. The tests of concurrent creations run on PostgreSQL
+only (SQLite serialises whole transactions) and call the service directly, to
+hold one creation's transaction open while the other waits for its lock.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import random
 import time as time_module
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from fastapi import FastAPI
+from sqlalchemy import text, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from web3.logs import DISCARD
 
+from exchange.chain.errors import ChainUnavailable, ContractReverted
 from exchange.chain.pool import Tier
 from exchange.chain.runtime import ChainRuntime
 from exchange.db.base import utc_now
 from exchange.db.engine import create_engine_for_url, create_sessionmaker
+from exchange.main import build_app
+from exchange.pool import royalty_service
+from exchange.pool.indexer import fetch_events, hex32
 from exchange.pool.models import RoyaltyPayoutBatch, RoyaltyRun
+from exchange.pool.royalties import batch_payout_tag
+from exchange.pool.service import PoolContext
 from exchange.settings import Settings
 from exchange.trading.eip712 import OrderSide, VaultOrder, sign_order
-from tests.pool_service.conftest import Foundation, pool_settings
+from tests.pool_service.conftest import COUNCIL, Foundation, pool_settings
 from tests.pool_service.flows import admit_patent
 from tests.support.auth import bearer_headers, embedded_account
 
@@ -270,6 +282,234 @@ async def test_an_interrupted_payout_batch_is_never_paid_twice(
             pool.bpc_balance(contributor.address)
             == before[contributor.address] + payouts_of(run)[contributor.address]
         )
+
+
+def fund_payouts(chain: ChainRuntime) -> list[tuple[str, int, str]]:
+    """Every ``FundPayout`` on chain: (recipient, amount, tag)."""
+    events = fetch_events(chain.pool.fund, ("FundPayout",), 0, "latest")
+    return [(event.args["to"], int(event.args["amount"]), hex32(event.args["tag"])) for event in events]
+
+
+async def run_of(foundation: Foundation, run_id: int) -> dict[str, Any]:
+    reply = await foundation.client.get(f"/v1/admin/royalties/runs/{run_id}", headers=foundation.council)
+    assert reply.status_code == 200, reply.text
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+@pytest.mark.parametrize("resend_revert", ["decoded", "undecoded"])
+async def test_a_stuck_payout_mined_before_its_resend_pays_every_recipient_once(
+    foundation: Foundation, monkeypatch: pytest.MonkeyPatch, resend_revert: str
+) -> None:
+    """Batch 0's transaction outlives its receipt wait (in a mempool); the batch is sent again and the
+    stuck transaction is mined just before: the resend reverts, the batch is recorded with the stuck one.
+
+    ``undecoded``: the resend reverts without a reason (mined in the same block as the first, its replay
+    one block earlier does not revert), so only the Fund's ``paidTags`` tells it was paid.
+    """
+    chain, pool = foundation.chain, foundation.chain.pool
+    contributors = [Account.create() for _ in range(3)]
+    for index, contributor in enumerate(contributors):
+        await admit_patent(
+            foundation, f"US 12,300,00{index} B2", source="contributed", contributor=contributor.address
+        )
+    day = chain_day(chain)
+    deposit(chain, 3_000_000)
+    travel_to(chain, day + timedelta(days=1))
+    deposit(chain, 3_000_000)  # the next period's: the Fund could pay the batch twice
+    run = await create_run(foundation, "R1", day, day)
+    expected = payouts_of(run)
+    before = {c.address: pool.bpc_balance(c.address) for c in contributors}
+
+    fund = pool.fund
+    send = fund.transact
+    stuck: list[tuple[Any, ...]] = []
+    mined: list[str] = []
+
+    def transact(function: str, *args: Any, **kwargs: Any) -> Any:
+        if function != "payout":
+            return send(function, *args, **kwargs)
+        if not stuck:
+            stuck.append(args)  # the node has it; its receipt does not come in time
+            raise ChainUnavailable("Fund: no receipt in time")
+        if not mined:
+            mined.append(hex32(send("payout", *stuck[0])["transactionHash"]))  # mined after all
+            if resend_revert == "undecoded":
+                raise ContractReverted("Unknown", {}, "Fund", "0x")
+        return send(function, *args, **kwargs)
+
+    monkeypatch.setattr(fund, "transact", transact)
+    lost = await foundation.client.post(
+        f"/v1/admin/royalties/runs/{run['id']}/pay", headers=foundation.council
+    )
+    assert lost.status_code == 503, lost.text
+    assert [batch["status"] for batch in (await run_of(foundation, run["id"]))["batches"]] == [
+        "sending",
+        "pending",
+    ]
+
+    paid = await pay(foundation, run["id"])
+    assert paid["status"] == "paid"
+    assert [batch["status"] for batch in paid["batches"]] == ["paid", "paid"]
+    for contributor in contributors:
+        assert (
+            pool.bpc_balance(contributor.address)
+            == before[contributor.address] + expected[contributor.address]
+        )
+    assert paid["batches"][0]["tx_hash"] == mined[0]
+    # One FundPayout per recipient, under its batch's own tag.
+    tags = [batch_payout_tag(run["payout_tag"], run["token"], index) for index in range(2)]
+    assert sorted(fund_payouts(chain)) == sorted(
+        (p["contributor"], int(p["amount_wei"]), tags[batch["batch_index"]])
+        for batch in paid["batches"]
+        for p in batch["payouts"]
+    )
+    assert all(fund.call("paidTags", tag) for tag in tags)
+
+
+async def test_a_batch_whose_tag_paid_something_else_is_refused_and_left_pending(
+    foundation: Foundation,
+) -> None:
+    """The Fund already paid the batch's tag to other recipients (say, a database restored from before a
+    run was computed again): the batch cannot be paid under its tag, and nothing is paid."""
+    chain, pool = foundation.chain, foundation.chain.pool
+    contributor, stranger = Account.create(), Account.create()
+    await admit_patent(foundation, "US 12,400,001 B2", source="contributed", contributor=contributor.address)
+    day = chain_day(chain)
+    deposit(chain, 1_000)
+    travel_to(chain, day + timedelta(days=1))
+    run = await create_run(foundation, "R1", day, day)
+    tag = batch_payout_tag(run["payout_tag"], run["token"], 0)
+    pool.fund.transact("payout", pool.bpc.address, [stranger.address], [1], tag)
+    before = pool.bpc_balance(contributor.address)  # the BPC minted for the patent
+
+    refused = await foundation.client.post(
+        f"/v1/admin/royalties/runs/{run['id']}/pay", headers=foundation.council
+    )
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error_name"] == "FundTagAlreadyPaid"
+    after = await run_of(foundation, run["id"])
+    assert (after["status"], after["batches"][0]["status"]) == ("paying", "pending")
+    assert pool.bpc_balance(contributor.address) == before
+    assert fund_payouts(chain) == [(stranger.address, 1, tag)]
+
+
+# --------------------------------------------------------------------------- concurrent creations
+
+
+@asynccontextmanager
+async def pool_service(database_url: str, chain: ChainRuntime) -> AsyncIterator[FastAPI]:
+    app = build_app(pool_settings(database_url), chain=chain)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+async def create_directly(
+    session: AsyncSession, context: PoolContext, period_id: str, day: date
+) -> tuple[RoyaltyRun, bool]:
+    return await royalty_service.create_run(
+        session,
+        context,
+        period_id=period_id,
+        starts_on=day,
+        ends_on=day,
+        token=context.chain.pool.bpc.address,
+        actor=COUNCIL.address,
+        at=utc_now(),
+    )
+
+
+async def create_in_own_transaction(
+    context: PoolContext, period_id: str, day: date
+) -> tuple[RoyaltyRun, bool]:
+    async with context.sessionmaker() as session, session.begin():
+        return await create_directly(session, context, period_id, day)
+
+
+async def until_a_transaction_waits_for_a_lock(context: PoolContext) -> None:
+    for _ in range(400):
+        async with context.sessionmaker() as session:
+            waiting = await session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+        if waiting:
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError("the second creation never waited for the first one's lock")
+
+
+def skip_unless_postgresql(database_backend: str) -> None:
+    if database_backend != "postgresql":
+        pytest.skip("SQLite transactions take the write lock when they begin: creations never overlap")
+
+
+async def test_two_periods_created_at_once_chain_their_carries(
+    database_backend: str, database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    """Q2 is created while Q1's transaction is still open: Q2 carries in what Q1 carried out."""
+    skip_unless_postgresql(database_backend)
+    chain = chain_runtime
+    day = chain_day(chain)
+    deposit(chain, 1_000)  # no patent is in the pool: everything carries
+    travel_to(chain, day + timedelta(days=1))
+    deposit(chain, 500)
+    travel_to(chain, day + timedelta(days=2))
+    deposit(chain, 7)
+    async with pool_service(database_url, chain) as app:
+        context: PoolContext = app.state.pool
+        async with context.sessionmaker() as session, session.begin():
+            first, _ = await create_directly(session, context, "Q1", day)
+            second_task = asyncio.create_task(
+                create_in_own_transaction(context, "Q2", day + timedelta(days=1))
+            )
+            await until_a_transaction_waits_for_a_lock(context)
+        second, created = await second_task
+    assert created
+    assert (first.received_wei, first.carry_in_wei, first.carry_out_wei) == (1_000, 0, 1_000)
+    assert (second.received_wei, second.carry_in_wei, second.carry_out_wei) == (500, 1_000, 1_500)
+
+
+async def test_the_same_period_created_twice_at_once_is_one_run(
+    database_backend: str, database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    """A client's retry arriving while the first request is still running gets the same run, not a 500."""
+    skip_unless_postgresql(database_backend)
+    chain = chain_runtime
+    day = chain_day(chain)
+    deposit(chain, 1_000)
+    travel_to(chain, day + timedelta(days=1))
+    deposit(chain, 500)
+    travel_to(chain, day + timedelta(days=2))
+    deposit(chain, 7)
+    async with pool_service(database_url, chain) as app:
+        context: PoolContext = app.state.pool
+        async with context.sessionmaker() as session, session.begin():
+            first, created_first = await create_directly(session, context, "Q1", day)
+            retry_task = asyncio.create_task(create_in_own_transaction(context, "Q1", day))
+            await until_a_transaction_waits_for_a_lock(context)
+        retried, created_again = await retry_task
+        assert (created_first, created_again, retried.id) == (True, False, first.id)
+
+        # Through HTTP, both at once: one run, answered 201 and 200.
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        ) as client:
+            headers = await bearer_headers(client, COUNCIL)
+            body = {
+                "period_id": "Q2",
+                "starts_on": (day + timedelta(days=1)).isoformat(),
+                "ends_on": (day + timedelta(days=1)).isoformat(),
+            }
+            replies = await asyncio.gather(
+                *(client.post("/v1/admin/royalties/runs", json=body, headers=headers) for _ in range(2))
+            )
+            runs = (await client.get("/v1/admin/royalties/runs", headers=headers)).json()
+    assert sorted(reply.status_code for reply in replies) == [200, 201], [reply.text for reply in replies]
+    assert replies[0].json() == replies[1].json()
+    assert [(run["period_id"], run["carry_in_wei"]) for run in runs] == [("Q1", "0"), ("Q2", "1000")]
 
 
 @pytest.mark.parametrize("seed", [11, 29])
