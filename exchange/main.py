@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from exchange.api.app import create_app, freeze_start_heap
+from exchange.api.body_limit import limit_bodies
 from exchange.auth.routes import router as auth_router
 from exchange.chain.lifespan import chain_startup
 from exchange.chain.routes import router as chain_router
@@ -16,6 +17,7 @@ from exchange.kit.logging import configure_logging
 from exchange.licenses.device_routes import link_router as device_link_router
 from exchange.licenses.device_routes import router as devices_router
 from exchange.licenses.lifespan import licensing_startup
+from exchange.licenses.resolver_routes import BODY_LIMITS
 from exchange.licenses.routes import router as licences_router
 from exchange.pool.routes import router as pool_router
 from exchange.pool.worker_service import pool_startup
@@ -59,8 +61,14 @@ def build_app(settings: Settings, *, chain: ChainRuntime | None = None, serving:
             *([freeze_start_heap] if serving else []),
         ],
     )
-    # Outermost: well-formed order placements are answered ahead of routing (OrderFront).
+    # Well-formed order placements are answered ahead of routing (OrderFront).
     app.add_middleware(OrderFront)
+    # Outermost: request bodies over their limit are refused before anyone reads them.
+    limit_bodies(
+        app,
+        settings.request_body_max_bytes,
+        {**BODY_LIMITS, "/v1/devices/batches": settings.device_upload_body_max_bytes},
+    )
     return app
 
 

@@ -175,6 +175,16 @@ class Settings(BaseSettings):
     auth_rate_ip_burst: int = Field(
         default=50, ge=1, description="Sign-in requests a client IP may send at once before the rate applies."
     )
+    request_body_max_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest request body of any route without a limit of its own (413 above).",
+    )
+    device_upload_body_max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="Largest device batch upload (POST /v1/devices/batches: up to a million ids).",
+    )
     # --- pool administration (exchange.pool) ---------------------------------------------------
     council_addresses: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),

@@ -19,6 +19,7 @@ import logging
 from fastapi import FastAPI
 
 from exchange.api.app import create_app, freeze_start_heap
+from exchange.api.body_limit import limit_bodies
 from exchange.kit.logging import configure_logging
 from exchange.licenses import resolver_routes
 from exchange.licenses.lifespan import resolver_startup
@@ -46,6 +47,8 @@ def create_resolver_app(settings: Settings | None = None) -> FastAPI:
         # come every bulk query or so, walked the whole start-up heap (~100 ms each) otherwise.
         lifespan_hooks=[resolver_startup(), *([freeze_start_heap] if serving else [])],
     )
-    # Outermost of the app's middleware: the query routes answered ahead of routing.
+    # The query routes answered ahead of routing.
     app.add_middleware(resolver_routes.LeanFront)
+    # Outermost: request bodies over their limit are refused before anyone reads them.
+    limit_bodies(app, settings.request_body_max_bytes, resolver_routes.BODY_LIMITS)
     return app

@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from exchange.api.front import Front, read_request, replaying
 from exchange.api.problems import problem_responses
 from exchange.kit.errors import DomainError, ValidationFailed
-from exchange.licenses.device_ids import DeviceId, parse_device_id, parse_digital_link
+from exchange.licenses.device_ids import MAX_INPUT_LENGTH, DeviceId, parse_device_id, parse_digital_link
 from exchange.licenses.lifespan import resolver_of
 from exchange.licenses.pages import device_page, refusal_page, wants_html
 from exchange.licenses.resolver import MAX_BULK_DEVICES, YIELD_EVERY, Resolver, TooManyDevices, chunk_starts
@@ -226,6 +226,10 @@ async def _lean_device(scope: Scope, receive: Receive, send: Send, standard: ASG
 
 _DEVICES_PREFIX = "/v1/devices/"
 _QUERY_PATH = "/v1/devices/query"
+QUERY_BODY_MAX_BYTES = MAX_BULK_DEVICES * (MAX_INPUT_LENGTH + 8) + 64 * 1024
+"""The largest bulk query body: the most devices, each at the longest input, quoted, and room."""
+BODY_LIMITS = {_QUERY_PATH: QUERY_BODY_MAX_BYTES}
+"""The resolver's routes whose bodies may be larger than the app's default (``exchange.api.body_limit``)."""
 
 
 def _device_path_params(path: str) -> dict[str, str] | None:

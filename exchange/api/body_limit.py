@@ -1,0 +1,91 @@
+"""Request bodies no larger than their route needs: 413 before the service reads more.
+
+Starlette and uvicorn read whatever a client sends; a route that reads the body
+(``await request.body()``, a front's ``read_request``) holds it all in memory
+before any of its own checks run. :class:`BodyLimit`, the outermost middleware,
+answers a request whose ``Content-Length`` is over its path's limit with a 413
+problem at once, without reading it, and counts the body of every other request
+as it is received: past the limit, receiving raises :class:`BodyTooLarge`, which
+the route's error handling answers like any domain error (or, if it escaped every
+handler before a response started, this middleware does).
+
+Every path has the default limit (``EXCHANGE_REQUEST_BODY_MAX_BYTES``) unless it is
+given one of its own: the device batch upload and the bulk device query carry many
+devices by design. WebSocket and lifespan traffic goes through untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from exchange.api.problems import error_response
+from exchange.kit.errors import DomainError
+
+
+class BodyTooLarge(DomainError):
+    status = 413
+    type_slug = "body-too-large"
+    title = "Request body too large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the request body may be at most {limit} bytes on this route", extra={"limit_bytes": limit}
+        )
+
+
+class BodyLimit:
+    """Refuses request bodies over their path's limit (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, *, default: int, per_path: Mapping[str, int] | None = None) -> None:
+        self.app = app
+        self.default = default
+        self.per_path = dict(per_path or {})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.per_path.get(scope["path"], self.default)
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await error_response(BodyTooLarge(limit), scope["path"])(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except BodyTooLarge as exc:
+            if started:
+                raise
+            await error_response(exc, scope["path"])(scope, receive, send)
+
+
+def limit_bodies(app: FastAPI, default: int, per_path: Mapping[str, int] | None = None) -> None:
+    """Add :class:`BodyLimit` to `app`; called last, so that it is the outermost middleware."""
+    app.add_middleware(BodyLimit, default=default, per_path=per_path)
+
+
+def _content_length(scope: Scope) -> int | None:
+    """The declared body length; None when absent or malformed (then the body is counted)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
