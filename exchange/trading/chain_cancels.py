@@ -65,6 +65,7 @@ class ChainCancellations:
         self.cancelled_hashes: set[str] = set()
         self.min_nonces: dict[str, int] = {}
         self.exiting: set[str] = set()
+        self._sweep_due = False  # events taken in whose orders may still be on a book
 
     def reason(self, account: str, order_hash: str, nonce: int) -> str | None:
         """Why the Vault would refuse an order with these fields, or None."""
@@ -98,11 +99,12 @@ class ChainCancellations:
                     .order_by(ChainEvent.id)
                 )
             ).all()
-        if not events:
-            return 0
         for event in events:
             self._take(event)
             self.after_id = event.id
+            self._sweep_due = True
+        if not self._sweep_due:
+            return 0
         # From here on the intake refuses such orders; what is already queued reaches the book first.
         cancelled = 0
         for market in self.trading.markets.values():
@@ -116,6 +118,9 @@ class ChainCancellations:
                 if await market.writer.submit(CancelIntent(row.account, row.sequence, CancelCause.ON_CHAIN)):
                     cancelled += 1
                     log.info("trading.order_cancelled_on_chain", order_id=row.id, reason=reason)
+        # Only now: a writer that failed above leaves the sweep due, and the next call (the
+        # indexer's next pass, which credits nothing before it) sweeps the books again.
+        self._sweep_due = False
         return cancelled
 
     def _take(self, event: ChainEvent) -> None:

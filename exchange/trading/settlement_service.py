@@ -4,10 +4,11 @@ Lifespan hook (after the chain's): builds the Vault indexer and the settler on
 ``app.state.settlement``, brings the indexer up to the chain head, and runs two
 loops until shutdown — the indexer every ``vault_indexer_interval_s`` and the
 settler every ``settlement_interval_s`` while idle, and beside the indexer
-``exchange.trading.withdrawal_expiry`` and, when the app trades,
-``exchange.trading.chain_cancels`` (``0`` disables a loop; tools
-and tests then call ``catch_up()`` / ``step()`` / ``drain()`` themselves). Both
-resume from the database, so a restart or a crash loses nothing.
+``exchange.trading.withdrawal_expiry`` (``0`` disables a loop; tools and tests
+then call ``catch_up()`` / ``step()`` / ``drain()`` themselves). When the app
+trades, ``exchange.trading.chain_cancels`` runs inside every indexer pass, between
+its scan and its credit (``ChainIndexer.before_credit``). Both loops resume from
+the database, so a restart or a crash loses nothing.
 
 Commands (``exchange settle``, ``exchange audit``) run the same parts against a
 JSON-RPC chain from ``CHAIN_RPC_URL`` and the deployment manifest: the embedded

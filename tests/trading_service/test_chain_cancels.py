@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import select
 
 from exchange.trading import eip712
 from exchange.trading.chain_cancels import ChainCancellations
+from exchange.trading.intents import WriterUnavailable
 from exchange.trading.settlement_models import ChainEvent
 from tests.support.auth import embedded_account
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
@@ -132,9 +134,25 @@ async def test_vault_cancellations_and_exits_take_orders_off_the_book(desk: Desk
     assert (await _order(desk, bob, fresh["id"]))["status"] == "open"
 
 
-async def test_an_exit_requested_and_paid_in_one_pass_takes_the_orders_off_first(desk: Desk) -> None:
+async def _exit_states(desk: Desk, account: str) -> list[str]:
+    async with desk.trading.sessionmaker() as session:
+        return list(
+            await session.scalars(
+                select(ChainEvent.state).where(
+                    ChainEvent.name == "Exited", ChainEvent.args["account"].as_string() == account
+                )
+            )
+        )
+
+
+@pytest.mark.parametrize("writer_fails_once", [False, True])
+async def test_an_exit_requested_and_paid_in_one_pass_takes_the_orders_off_first(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch, writer_fails_once: bool
+) -> None:
     """With no exit delay, ``ExitRequested`` and ``Exited`` reach the indexer in one pass: the
-    account's order leaves the book, releasing its reservation, before the payout is debited."""
+    account's order leaves the book, releasing its reservation, before the payout is debited.
+    A writer refusing the cancel fails the pass, crediting nothing; the next pass cancels and
+    credits."""
     market = desk.market
     pool = desk.chain.pool
     carol = await desk.member(embedded_account(5))  # funded with ether: it sends transactions
@@ -149,17 +167,23 @@ async def test_an_exit_requested_and_paid_in_one_pass_takes_the_orders_off_first
     pool.vault.transact("setExitDelay", 0)
     pool.vault.transact("requestExit", sender=carol.address)
     pool.vault.transact("exit", sender=carol.address)
-    await desk.app.state.settlement.indexer.catch_up()  # one pass: both events, no separate follow-up
+    indexer = desk.app.state.settlement.indexer
+    if writer_fails_once:
+        writer = desk.trading.market(market["id"]).writer
+        submit = writer.submit
+
+        async def refusing(intent: object) -> object:
+            monkeypatch.setattr(writer, "submit", submit)  # once
+            raise WriterUnavailable("the writer is rebuilding its book")
+
+        monkeypatch.setattr(writer, "submit", refusing)
+        with pytest.raises(WriterUnavailable):
+            await indexer.catch_up()
+        assert await _exit_states(desk, carol.address) == ["seen"]
+        assert (await _order(desk, carol, resting["id"]))["status"] == "open"
+    await indexer.catch_up()  # one pass: both events, no separate follow-up
 
     assert (await desk.balances(carol))[market["quote"]] == {"total": 0, "available": 0, "reserved": 0}
     order = await _order(desk, carol, resting["id"])
     assert (order["status"], order["cancel_reason"]) == ("canceled", "on_chain")
-    async with desk.trading.sessionmaker() as session:
-        states = (
-            await session.scalars(
-                select(ChainEvent.state).where(
-                    ChainEvent.name == "Exited", ChainEvent.args["account"].as_string() == carol.address
-                )
-            )
-        ).all()
-    assert states == ["credited"]
+    assert await _exit_states(desk, carol.address) == ["credited"]
