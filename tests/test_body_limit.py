@@ -46,6 +46,8 @@ def _assert_too_large(reply: httpx.Response, limit: int) -> None:
     body = reply.json()
     assert body["type"].endswith("/body-too-large")
     assert body["limit_bytes"] == limit
+    # One request id, in the body and (once) in the headers, as on every answer.
+    assert reply.headers.get_list("x-request-id") == [body["request_id"]]
 
 
 async def test_bodies_up_to_the_limit_pass_and_larger_ones_are_refused(settings: Settings) -> None:
@@ -81,3 +83,10 @@ async def test_the_service_refuses_large_bodies_except_where_it_needs_them(
         "/v1/devices/query", content=padded, headers={"Content-Type": "application/json"}
     )
     assert query.status_code == 422, query.text
+    assert len(query.headers.get_list("x-request-id")) == 1
+    # Streamed to routes whose bodies FastAPI parses (it would answer a read error with a 400).
+    for path in ("/v1/orders/batch", "/v1/auth/login"):
+        chunked = await service.post(
+            path, content=_chunks(default + 1, 65536), headers={"Content-Type": "application/json"}
+        )
+        _assert_too_large(chunked, default)

@@ -135,7 +135,8 @@ def create_app(
     # The per-IP limit of the sign-in routes (exchange.auth), for any app that mounts them.
     app.state.sign_in_limits = RateLimiter(settings.auth_rate_ip_per_s, settings.auth_rate_ip_burst)
     install_problem_handlers(app)
-    # Added last, so outermost: the request id is bound before anything else runs or logs.
+    # Added last, so outermost of what create_app adds: the request id is bound before anything
+    # else runs or logs (a front or body limit added later binds it ahead, and this one passes).
     app.add_middleware(RequestIdMiddleware)
     app.include_router(system_router)
     for router in routers:

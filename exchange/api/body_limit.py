@@ -5,9 +5,9 @@ Starlette and uvicorn read whatever a client sends; a route that reads the body
 before any of its own checks run. :class:`BodyLimit`, the outermost middleware,
 answers a request whose ``Content-Length`` is over its path's limit with a 413
 problem at once, without reading it, and counts the body of every other request
-as it is received: past the limit, receiving raises :class:`BodyTooLarge`, which
-the route's error handling answers like any domain error (or, if it escaped every
-handler before a response started, this middleware does).
+as it is received: past the limit, it answers the 413 itself (unless a response
+has started), tells the app the client left, and drops whatever the app sends
+after. A request id is bound ahead of it, so its refusals carry one too.
 
 Every path has the default limit (``EXCHANGE_REQUEST_BODY_MAX_BYTES``) unless it is
 given one of its own: the device batch upload and the bulk device query carry many
@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from exchange.api.problems import error_response
+from exchange.api.request_context import RequestIdMiddleware
 from exchange.kit.errors import DomainError
 
 
@@ -54,33 +55,40 @@ class BodyLimit:
             await error_response(BodyTooLarge(limit), scope["path"])(scope, receive, send)
             return
         received = 0
-        started = False
+        started = refused = False
 
         async def counted() -> Message:
-            nonlocal received
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge(limit)
+                    # Answered here, whoever was reading (FastAPI would make any error raised
+                    # while it parses a body a 400); the app is told the client left, and
+                    # whatever it sends from now on is dropped.
+                    refused = True
+                    if not started:
+                        await error_response(BodyTooLarge(limit), scope["path"])(scope, receive, send)
+                    return {"type": "http.disconnect"}
             return message
 
         async def watched(message: Message) -> None:
             nonlocal started
+            if refused:
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, counted, watched)
-        except BodyTooLarge as exc:
-            if started:
-                raise
-            await error_response(exc, scope["path"])(scope, receive, send)
+        await self.app(scope, counted, watched)
 
 
 def limit_bodies(app: FastAPI, default: int, per_path: Mapping[str, int] | None = None) -> None:
-    """Add :class:`BodyLimit` to `app`; called last, so that it is the outermost middleware."""
+    """Add :class:`BodyLimit` to `app`, and a request id ahead of it (its refusals carry one, as
+    every answer does); called last, so that they are the outermost middleware."""
     app.add_middleware(BodyLimit, default=default, per_path=per_path)
+    app.add_middleware(RequestIdMiddleware)
 
 
 def _content_length(scope: Scope) -> int | None:

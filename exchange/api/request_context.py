@@ -37,13 +37,17 @@ def _incoming_request_id(scope: Scope) -> str | None:
 
 
 class RequestIdMiddleware:
-    """Pure ASGI middleware (no response buffering, works with streaming and WebSockets)."""
+    """Pure ASGI middleware (no response buffering, works with streaming and WebSockets).
+
+    Nested in another (an app's own behind a front or a body limit that binds one first), it
+    passes the request on: one id per request, one header."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] not in ("http", "websocket") or _current_request_id.get() is not None:
+            # Nested: the outermost one bound the id and sends the header.
             await self.app(scope, receive, send)
             return
         request_id = _incoming_request_id(scope) or uuid.uuid4().hex

@@ -28,6 +28,8 @@ import pytest
 from sqlalchemy.engine import make_url
 from starlette.types import Receive, Scope, Send
 
+from exchange.api.body_limit import BodyLimit
+from exchange.api.request_context import RequestIdMiddleware
 from exchange.licenses.repository import AsyncpgReads, Registry
 from exchange.licenses.resolver_app import create_resolver_app
 from exchange.licenses.resolver_routes import LeanFront, LeanRoute, _write_chunks, query_router
@@ -176,7 +178,8 @@ async def resolver_only(settings: Settings, routed: list[str]) -> AsyncIterator[
     """The resolver-only app in this process, on the test's database; `routed` collects the
     paths of the requests that reached the app's routing (not answered ahead of it)."""
     app = create_resolver_app(settings)
-    assert app.user_middleware[0].cls is LeanFront  # the outermost of the app's middleware
+    # Outermost: a request id and the body limit, then the lean path ahead of routing.
+    assert [entry.cls for entry in app.user_middleware[:3]] == [RequestIdMiddleware, BodyLimit, LeanFront]
     routing = app.router.middleware_stack
 
     async def noting(scope: Scope, receive: Receive, send: Send) -> None:
