@@ -29,7 +29,7 @@ from exchange.kit.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from exchange.kit.logging import get_logger
 from exchange.licenses import repository, transactions
 from exchange.licenses.device_ids import DeviceId
-from exchange.licenses.indexer import on_chain, registry_of
+from exchange.licenses.indexer import adopt_registration, on_chain, registry_of
 from exchange.licenses.merkle import MerkleTree
 from exchange.licenses.models import BATCH_PENDING, DeviceBatch
 from exchange.licenses.resolver import TooManyDevices
@@ -119,6 +119,14 @@ async def upload(
         # Another upload took some of these ids between our check and our insert.
         _refuse_taken(canonical, await repository.taken_device_ids(session, registry, canonical))
         raise
+    registered = await repository.unmatched_registration(
+        session, registry, manufacturer=manufacturer, root=root, device_count=len(devices)
+    )
+    if registered is not None:
+        # Registered on chain already (the upload was withdrawn before the indexer saw it):
+        # these devices are that batch's, confirmed now, and there is nothing to sign.
+        await adopt_registration(session, registry, registered)
+        steps = []
     log.info(
         "licence.batch_uploaded",
         upload_id=batch.id,

@@ -8,10 +8,13 @@ deep, and a reorganisation found by block hash and rolled back before the new br
 
 * ``BatchRegistered(batchId, manufacturer, root, deviceCount, bpcPerDevice, …)`` confirms the
   oldest pending upload of that manufacturer with that root and count (on-chain id and block).
-  A batch registered without an upload here is logged and ignored: the service does not know
-  its devices, so it cannot resolve them. Undone, the upload is pending again (no on-chain id,
-  no block; it keeps the registration's BPC per device), so its devices resolve as unknown
-  until a registration on the new branch confirms it again.
+  A batch registered without a pending upload here (withdrawn before the registration was
+  seen, or never uploaded) is logged: the service does not know its devices, so it cannot
+  resolve them, until an upload of the same devices by the same manufacturer adopts it
+  (:func:`adopt_registration`: the batch's credited events are applied again, in order).
+  Undone, the upload is pending again (no on-chain id, no block; it keeps the registration's
+  BPC per device), so its devices resolve as unknown until a registration on the new branch
+  confirms it again.
 * ``BatchToppedUp(batchId, addedPerDevice, bpcPerDevice, …)`` sets the batch's BPC per device;
   undone, it is ``bpcPerDevice - addedPerDevice`` again.
 * ``DeviceRevoked(batchId, index, …)`` marks the device revoked at that block; undone, the
@@ -42,7 +45,7 @@ from exchange.kit.logging import get_logger
 from exchange.licenses import repository
 from exchange.licenses.repository import Registry
 from exchange.trading.chain_calls import ChainCalls
-from exchange.trading.indexer import ChainIndexer, IndexedEvent, IndexerPosition
+from exchange.trading.indexer import ChainIndexer, IndexedEvent, IndexerPosition, indexed_event
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -118,6 +121,17 @@ class DeviceLicenceHandler:
             suspended = event.integer("previousStatus") == SUSPENDED
             await repository.set_suspended(session, registry, batch_id, suspended)
             log.warning("licence.batch_status_reversed", batch_id=batch_id, suspended=suspended, block=block)
+
+
+async def adopt_registration(session: AsyncSession, registry: Registry, batch_id: int) -> None:
+    """Apply again, in chain order, the credited events of batch `batch_id`, registered on chain
+    while the service held no pending upload of it: its ``BatchRegistered`` confirms the upload
+    just made, and its top-ups, revocations and status changes, which found no batch when they
+    were credited, apply to it now."""
+    handler = DeviceLicenceHandler(registry)
+    for row in await repository.credited_batch_events(session, registry, batch_id):
+        await handler.credit(session, indexed_event(row))
+    log.info("licence.batch_adopted", batch_id=batch_id)
 
 
 class _LinkedChainIndexer(ChainIndexer):

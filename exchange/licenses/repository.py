@@ -43,7 +43,7 @@ from exchange.licenses.models import (
     DeviceBatch,
     IndexerCursor,
 )
-from exchange.trading.settlement_models import ChainBlock, ChainCursor, ChainEvent
+from exchange.trading.settlement_models import ChainBlock, ChainCursor, ChainEvent, EventState
 
 # Parameters per statement stay well below SQLite's and asyncpg's limits (32,766).
 _CHUNK = 5_000
@@ -590,6 +590,51 @@ async def confirm_batch(
     pending.confirmed_at = utc_now()
     await session.flush()
     return pending.id
+
+
+async def unmatched_registration(
+    session: AsyncSession, registry: Registry, *, manufacturer: str, root: str, device_count: int
+) -> int | None:
+    """The batch id of the oldest credited ``BatchRegistered`` of `registry` with these fields that
+    confirmed no upload: a batch registered on chain while the service held no pending upload of
+    it (withdrawn before the indexer saw the registration, or never uploaded here)."""
+    events = await session.scalars(
+        _credited_events(registry)
+        .where(ChainEvent.name == "BatchRegistered", ChainEvent.args["root"].as_string() == root)
+        .order_by(ChainEvent.id)
+    )
+    for event in events:
+        args = event.args
+        if args["manufacturer"] != manufacturer or int(args["deviceCount"]) != device_count:
+            continue
+        if not await is_confirmed(session, registry, int(args["batchId"])):
+            return int(args["batchId"])
+    return None
+
+
+async def credited_batch_events(
+    session: AsyncSession, registry: Registry, batch_id: int
+) -> Sequence[ChainEvent]:
+    """Every credited event of `registry` about batch `batch_id`, in chain order."""
+    return (
+        await session.scalars(
+            _credited_events(registry)
+            .where(ChainEvent.args["batchId"].as_integer() == batch_id)
+            .order_by(ChainEvent.block_number, ChainEvent.log_index)
+        )
+    ).all()
+
+
+def _credited_events(registry: Registry) -> Select[Any]:
+    return (
+        select(ChainEvent)
+        .join(IndexerCursor, IndexerCursor.cursor_id == ChainEvent.cursor_id)
+        .where(
+            IndexerCursor.chain_id == registry.chain_id,
+            IndexerCursor.registry_address == registry.address,
+            ChainEvent.state == EventState.CREDITED.value,
+        )
+    )
 
 
 async def unconfirm_batch(session: AsyncSession, registry: Registry, batch_id: int, block: int) -> int | None:

@@ -315,7 +315,7 @@ class ChainIndexer:
             else:
                 try:
                     async with session.begin_nested():
-                        await self.handler.reverse(session, _indexed(row, fork_time_unix=fork_time_unix))
+                        await self.handler.reverse(session, indexed_event(row, fork_time_unix=fork_time_unix))
                 except EventRefused as refusal:
                     row.state, row.detail = EventState.STRANDED.value, f"not reversed: {refusal}"[:500]
                     counts["stranded"] += 1
@@ -452,7 +452,7 @@ class ChainIndexer:
             for row in rows:
                 try:
                     async with session.begin_nested():
-                        await self.handler.credit(session, _indexed(row))
+                        await self.handler.credit(session, indexed_event(row))
                 except EventRefused as refusal:
                     row.state, row.detail = EventState.REFUSED.value, str(refusal)[:500]
                     log.error(
@@ -492,7 +492,8 @@ class ChainIndexer:
             return cursor.credited_block
 
 
-def _indexed(row: ChainEvent, *, fork_time_unix: int | None = None) -> IndexedEvent:
+def indexed_event(row: ChainEvent, *, fork_time_unix: int | None = None) -> IndexedEvent:
+    """A recorded event as handlers see it."""
     return IndexedEvent(
         id=row.id,
         name=row.name,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from web3.logs import DISCARD
 
 from exchange.licenses.device_ids import parse_canonical
 from exchange.licenses.merkle import verify_proof
@@ -131,3 +132,40 @@ async def test_top_up_raises_bpc_per_device(licensing: Service) -> None:
     await licensing.catch_up()
     answer = (await licensing.client.get("/v1/devices/serial/acme:SN1")).json()
     assert answer["bpc_per_device_wei"] == str(BPC_PER_DEVICE + 5)
+
+
+async def test_a_registration_whose_upload_was_withdrawn_is_adopted_by_the_same_upload_again(
+    licensing: Service,
+) -> None:
+    """The upload is withdrawn after its registration was sent but before the indexer saw it: the
+    registration confirms nothing, and its later events (a revocation) find no batch. Uploading
+    the same devices again adopts the batch: confirmed at once, nothing to sign, and the
+    resolver answers what the contract says, revocation included."""
+    ids = devices(4, prefix="AD")
+    manufacturer = account(2)
+    licensed_member(licensing.pool, manufacturer)
+    headers = await licensing.sign_in(manufacturer)
+    first = await upload(licensing, headers, ids)
+    receipts = licensing.send(manufacturer, first["transactions"])
+    registry = licensing.pool.devices
+    (registered,) = registry.contract.events.BatchRegistered().process_receipt(receipts[-1], errors=DISCARD)
+    batch_id = registered["args"]["batchId"]
+    withdrawn = await licensing.client.delete(
+        f"/v1/devices/batches/{first['batch']['upload_id']}", headers=headers
+    )
+    assert withdrawn.status_code == 204, withdrawn.text
+    registry.transact("revokeDevices", batch_id, [2])
+    await licensing.catch_up()
+    unknown = (await licensing.client.get("/v1/devices/serial/acme:AD1")).json()
+    assert unknown["status"] == "unknown"
+
+    again = await upload(licensing, headers, ids)
+
+    assert again["transactions"] == []
+    assert (again["batch"]["status"], again["batch"]["batch_id"]) == ("confirmed", batch_id)
+    licensed = (await licensing.client.get("/v1/devices/serial/acme:AD1")).json()
+    assert licensed["status"] == "licensed"
+    assert on_chain_status(licensing, licensed) == 0
+    revoked = (await licensing.client.get("/v1/devices/serial/acme:AD2")).json()
+    assert revoked["status"] == "revoked"
+    assert on_chain_status(licensing, revoked) == 5
