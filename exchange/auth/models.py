@@ -44,6 +44,8 @@ class AuthSession(Base):
     __table_args__ = (
         Index(None, "address"),
         Index(None, "expires_at"),  # the expired ones: what signing in purges
+        # A nonce signs one session in. Also what deleting a nonce checks its foreign key by.
+        Index(None, "nonce", unique=True),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
