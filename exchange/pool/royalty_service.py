@@ -382,9 +382,7 @@ async def _claim_batch(
                 context, batch.from_block, token, tag, dict(zip(recipients, amounts, strict=True))
             )
             if tx_hash is not None:
-                batch.status, batch.tx_hash, batch.paid_at = BatchStatus.PAID.value, tx_hash, now
-                await session.flush()
-                log.info("pool.royalty_batch_reconciled", batch_id=batch_id, tx_hash=tx_hash)
+                await _reconciled(session, batch, tx_hash, tag)
                 return recipients, amounts, False
             if batch.sending_at is not None and now - batch.sending_at < timedelta(
                 seconds=context.resend_after_s
@@ -404,6 +402,13 @@ async def _claim_batch(
             {"status": BatchStatus.SENDING.value, "from_block": from_block, "sending_at": now},
         )
         return recipients, amounts, ours
+
+
+async def _reconciled(session: AsyncSession, batch: RoyaltyPayoutBatch, tx_hash: str, tag: str) -> None:
+    """Record `batch` as paid by `tx_hash`, a payout found on chain under its tag."""
+    batch.status, batch.tx_hash, batch.paid_at = BatchStatus.PAID.value, tx_hash, utc_now()
+    await session.flush()
+    log.info("pool.royalty_batch_reconciled", batch_id=batch.id, tx_hash=tx_hash, tag=tag)
 
 
 async def _record_paid_elsewhere(
@@ -427,9 +432,7 @@ async def _record_paid_elsewhere(
         if tx_hash is None and batch.from_block != deploy_block:
             tx_hash = await _find_batch_on_chain(context, deploy_block, token, tag, expected)
         if tx_hash is not None:
-            batch.status, batch.tx_hash, batch.paid_at = BatchStatus.PAID.value, tx_hash, utc_now()
-            await session.flush()
-            log.info("pool.royalty_batch_reconciled", batch_id=batch_id, tx_hash=tx_hash, tag=tag)
+            await _reconciled(session, batch, tx_hash, tag)
             return
         batch.status, batch.sending_at = BatchStatus.PENDING.value, None
     log.error("pool.royalty_batch_tag_paid_otherwise", batch_id=batch_id, tag=tag)

@@ -39,6 +39,7 @@ from exchange.pool.models import (
 )
 from exchange.pool.patent_numbers import parse_patent_number
 from exchange.pool.patents import FieldOfTechnology, PatentSource, PatentStatus, RetirementReason
+from exchange.pool.royalties import batch_payout_tag
 
 ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 Item = TypeVar("Item")
@@ -384,6 +385,7 @@ class PayoutOut(BaseModel):
 
 class BatchOut(BaseModel):
     batch_index: int
+    tag: str = Field(description="The bytes32 tag the batch's Fund.payout carries (FundPayout events).")
     status: str
     tx_hash: str | None
     payouts: list[PayoutOut]
@@ -402,7 +404,9 @@ class RunOut(BaseModel):
     total_weight: int
     remainder_rule: str
     status: str
-    payout_tag: str
+    payout_tag: str = Field(
+        description="The period's tag; each batch's payout carries a tag derived from it (batches[].tag)."
+    )
     created_by: str
     created_at: datetime
     paid_at: datetime | None
@@ -423,6 +427,7 @@ class RunOut(BaseModel):
                 "batches": [
                     BatchOut(
                         batch_index=batch.batch_index,
+                        tag=batch_payout_tag(run.payout_tag, run.token, batch.batch_index),
                         status=batch.status,
                         tx_hash=batch.tx_hash,
                         payouts=[

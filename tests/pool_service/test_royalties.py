@@ -365,6 +365,9 @@ async def test_a_stuck_payout_mined_before_its_resend_pays_every_recipient_once(
         for p in batch["payouts"]
     )
     assert all(fund.call("paidTags", tag) for tag in tags)
+    assert [batch["tag"] for batch in paid["batches"]] == [
+        tags[batch["batch_index"]] for batch in paid["batches"]
+    ]
 
 
 async def test_a_batch_whose_tag_paid_something_else_is_refused_and_left_pending(
