@@ -4,8 +4,9 @@ Starlette and uvicorn read whatever a client sends; a route that reads the body
 (``await request.body()``, a front's ``read_request``) holds it all in memory
 before any of its own checks run. :class:`BodyLimit`, the outermost middleware,
 answers a request whose ``Content-Length`` is over its path's limit with a 413
-problem at once, without reading it, and counts the body of every other request
-as it is received: past the limit, it answers the 413 itself (unless a response
+problem at once, without reading it (within the limit, the server reads no more
+than the declared length), and counts a body sent without one (chunked) as it is
+received: past the limit, it answers the 413 itself (unless a response
 has started), tells the app the client left, and drops whatever the app sends
 after. A request id is bound ahead of it, so its refusals carry one too.
 
@@ -51,8 +52,11 @@ class BodyLimit:
             return
         limit = self.per_path.get(scope["path"], self.default)
         declared = _content_length(scope)
-        if declared is not None and declared > limit:
-            await error_response(BodyTooLarge(limit), scope["path"])(scope, receive, send)
+        if declared is not None:
+            if declared > limit:
+                await error_response(BodyTooLarge(limit), scope["path"])(scope, receive, send)
+            else:  # the server reads no more than the declared length: nothing to count
+                await self.app(scope, receive, send)
             return
         received = 0
         started = refused = False
@@ -92,8 +96,10 @@ def limit_bodies(app: FastAPI, default: int, per_path: Mapping[str, int] | None 
 
 
 def _content_length(scope: Scope) -> int | None:
-    """The declared body length; None when absent or malformed (then the body is counted)."""
+    """The declared body length; None when absent (chunked: then the body is counted).
+
+    The HTTP server refuses a malformed or repeated Content-Length before the app is called."""
     for name, value in scope["headers"]:
         if name == b"content-length":
-            return int(value) if value.isdigit() else None
+            return int(value) if value.isdigit() else None  # not digits: counted all the same
     return None
