@@ -238,18 +238,25 @@ async def test_a_period_is_split_paid_once_and_stated(foundation: Foundation, en
     assert_conserves(second)
 
 
+async def _three_contributors_and_a_deposit(foundation: Foundation, numbers: str) -> tuple[list[Any], date]:
+    """Three contributors, each with an admitted patent (`numbers` formatted with 0, 1, 2), and a
+    Fund deposit on the chain's day, which is over: the chain is a day later."""
+    contributors = [Account.create() for _ in range(3)]
+    for index, contributor in enumerate(contributors):
+        await admit_patent(
+            foundation, numbers.format(index), source="contributed", contributor=contributor.address
+        )
+    day = chain_day(foundation.chain)
+    deposit(foundation.chain, 3_000_000)
+    travel_to(foundation.chain, day + timedelta(days=1))
+    return contributors, day
+
+
 async def test_an_interrupted_payout_batch_is_never_paid_twice(
     foundation: Foundation, engine: AsyncEngine
 ) -> None:
     chain, pool = foundation.chain, foundation.chain.pool
-    contributors = [Account.create() for _ in range(3)]
-    for index, contributor in enumerate(contributors):
-        await admit_patent(
-            foundation, f"US 12,100,00{index} B2", source="contributed", contributor=contributor.address
-        )
-    day = chain_day(chain)
-    deposit(chain, 3_000_000)
-    travel_to(chain, day + timedelta(days=1))
+    contributors, day = await _three_contributors_and_a_deposit(foundation, "US 12,100,00{} B2")
     run = await create_run(foundation, "R1", day, day)
     before = {c.address: pool.bpc_balance(c.address) for c in contributors}
 
@@ -308,14 +315,7 @@ async def test_a_stuck_payout_mined_before_its_resend_pays_every_recipient_once(
     one block earlier does not revert), so only the Fund's ``paidTags`` tells it was paid.
     """
     chain, pool = foundation.chain, foundation.chain.pool
-    contributors = [Account.create() for _ in range(3)]
-    for index, contributor in enumerate(contributors):
-        await admit_patent(
-            foundation, f"US 12,300,00{index} B2", source="contributed", contributor=contributor.address
-        )
-    day = chain_day(chain)
-    deposit(chain, 3_000_000)
-    travel_to(chain, day + timedelta(days=1))
+    contributors, day = await _three_contributors_and_a_deposit(foundation, "US 12,300,00{} B2")
     deposit(chain, 3_000_000)  # the next period's: the Fund could pay the batch twice
     run = await create_run(foundation, "R1", day, day)
     expected = payouts_of(run)
