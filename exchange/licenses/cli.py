@@ -25,7 +25,9 @@ indexer follows. It runs beside ``exchange serve``, which keeps indexing.
 
 ``devices export`` writes a label per device (QR and Data Matrix, PNG and SVG), ``manifest.csv``,
 ``tree.bin`` (the batch's serialised Merkle tree) and ``batch.json`` — the directory ``scan
---batch`` reads. Exit codes: 0 valid/licensed, 1 invalid/not licensed, 2 usage or input errors.
+--batch`` reads. ``batch.json`` records the manufacturer (the service's, or ``--manufacturer``);
+``scan --batch`` then looks only at batches that account registered, as anyone can register a
+root they have seen. Exit codes: 0 valid/licensed, 1 invalid/not licensed, 2 usage or input errors.
 """
 
 from __future__ import annotations
@@ -114,6 +116,15 @@ def cmd_threshold(args: argparse.Namespace) -> int:
     return 0
 
 
+def _address(text: str) -> str:
+    """An argparse type: an account address, checksummed."""
+    from web3 import Web3
+
+    if not Web3.is_address(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an address")
+    return str(Web3.to_checksum_address(text))
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from web3 import Web3
 
@@ -184,7 +195,7 @@ def _proof_from_service(service: str, device: Any) -> dict[str, Any]:
     return answer
 
 
-def _proof_from_batch(directory: Path, device: Any, pool: Any) -> dict[str, Any]:
+def _proof_from_batch(directory: Path, device: Any, pool: Any, manufacturer: str | None) -> dict[str, Any]:
     from exchange.licenses.merkle import MerkleTree
 
     info = json.loads((directory / "batch.json").read_text(encoding="utf-8"))
@@ -196,7 +207,8 @@ def _proof_from_batch(directory: Path, device: Any, pool: Any) -> dict[str, Any]
     if index is None:
         return {"status": "unknown", "batch_id": None}
     tree = MerkleTree.from_bytes((directory / "tree.bin").read_bytes())
-    batch_id = info.get("batch_id") or _find_batch(pool, tree.root)
+    manufacturer = manufacturer or info.get("manufacturer")
+    batch_id = info.get("batch_id") or _find_batch(pool, tree.root, tree.count, manufacturer)
     return {
         "batch_id": batch_id,
         "index": index,
@@ -205,22 +217,38 @@ def _proof_from_batch(directory: Path, device: Any, pool: Any) -> dict[str, Any]
     }
 
 
-def _find_batch(pool: Any, root: bytes) -> int | None:
-    """The first on-chain batch registered with `root` (the export predates the registration)."""
+def _find_batch(pool: Any, root: bytes, count: int, manufacturer: str | None) -> int | None:
+    """The first on-chain batch of `manufacturer` registered with `root` and `count` devices (the
+    export predates the registration).
+
+    Anyone can register a root they have seen: a batch of someone else's devices registered by
+    another account (its revocations and suspension are that account's) must not pass for the
+    manufacturer's own. Without a manufacturer, batches of one account only are taken; batches
+    of several are refused, naming them.
+    """
     event = pool.devices.contract.events.BatchRegistered
+    topics: list[Any] = [event.topic]
+    if manufacturer is not None:
+        # Topics: the signature, batchId, then the manufacturer (an address in 32 bytes).
+        topics += [None, "0x" + bytes(12).hex() + manufacturer[2:].lower()]
     logs = pool.w3.eth.get_logs(
         {
             "address": pool.devices.address,
             "fromBlock": pool.deployment.deploy_block,
             "toBlock": "latest",
-            "topics": [event.topic],
+            "topics": topics,
         }
     )
+    found: list[tuple[int, str]] = []
     for entry in logs:
-        decoded = event().process_log(entry)
-        if bytes(decoded["args"]["root"]) == root:
-            return int(decoded["args"]["batchId"])
-    return None
+        args = event().process_log(entry)["args"]
+        if bytes(args["root"]) == root and int(args["deviceCount"]) == count:
+            found.append((int(args["batchId"]), str(args["manufacturer"])))
+    makers = sorted({maker for _, maker in found})
+    if len(makers) > 1:
+        listed = ", ".join(f"batch {batch_id} by {maker}" for batch_id, maker in found)
+        raise CliError(f"several accounts registered this batch's root ({listed}): give --manufacturer")
+    return found[0][0] if found else None
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -237,7 +265,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     claim = (
         _proof_from_service(args.service, device)
         if args.service
-        else _proof_from_batch(args.batch, device, pool)
+        else _proof_from_batch(args.batch, device, pool, args.manufacturer)
     )
     if claim.get("batch_id") is None:
         print(
@@ -313,6 +341,7 @@ def cmd_devices_export(args: argparse.Namespace) -> int:
         "root": "0x" + tree.root.hex(),
         "device_count": tree.count,
         "batch_id": info.get("batch_id"),
+        "manufacturer": info.get("manufacturer") or args.manufacturer,
         "registry": info.get("registry"),
         "chain_id": info.get("chain_id"),
         "resolver_base": args.resolver_base,
@@ -428,6 +457,11 @@ def add_commands(sub: Any) -> None:
     source.add_argument(
         "--batch", type=Path, help="exported batch directory (tree.bin, manifest.csv, batch.json)"
     )
+    scan.add_argument(
+        "--manufacturer",
+        type=_address,
+        help="with --batch: the account that registered it (default: batch.json's, if recorded)",
+    )
     chain_options(scan)
     scan.set_defaults(handler=_guarded(cmd_scan))
 
@@ -450,6 +484,11 @@ def add_commands(sub: Any) -> None:
     export.add_argument("--scheme", help="scheme of ids without a prefix")
     export.add_argument("--service", help="licence service URL (with --upload-id and --token)")
     export.add_argument("--upload-id", type=int)
+    export.add_argument(
+        "--manufacturer",
+        type=_address,
+        help="with --ids: the account that registers the batch, recorded for scan --batch",
+    )
     export.add_argument(
         "--token",
         default=os.environ.get("LICENCE_SERVICE_TOKEN"),

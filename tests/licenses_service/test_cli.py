@@ -49,6 +49,7 @@ BPC = 10**18
 # Hardhat's default development accounts 1 and 2 (public test keys of the "test … junk" mnemonic).
 MANUFACTURER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
 OUTSIDER_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"
+SQUATTER_KEY = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6"  # account 3
 RESOLVER = "https://id.example.org"
 
 
@@ -151,6 +152,53 @@ def test_export_then_scan_label_photos_against_the_chain(
     assert code == 1
     assert "does NOT lead" in out
     assert "invalid proof" in out
+
+
+def test_scan_takes_the_manufacturers_batch_not_another_registration_of_its_root(
+    node: Node, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Anyone licensed can register a root they have seen, and revoke its devices in that batch:
+    scanning an exported batch looks only at the batches of the manufacturer batch.json records."""
+    pool = node.pool
+    squatter = Account.from_key(SQUATTER_KEY)
+    pool.admit(squatter.address, Tier.SMALL)
+    pool.mint_bpc(squatter.address, 1_000 * BPC)
+    pool.acquire(100 * BPC, sender=squatter.address)
+    pool.approve_bpc(pool.devices.address, 2**256 - 1, sender=squatter.address)
+    ids = tmp_path / "ids.csv"
+    ids.write_text("device_id\nserial:acme:SQ-1\nserial:acme:SQ-2\n")
+    labels = tmp_path / "labels"
+    export = ["licence", "devices", "export", labels, "--ids", ids, "--resolver-base", RESOLVER]
+    code, out = run(capsys, *export, "--formats", "qr_png", "--manufacturer", node.manufacturer.address)
+    assert code == 0, out
+    batch = json.loads((labels / "batch.json").read_text())
+    assert batch["manufacturer"] == node.manufacturer.address
+    root = bytes.fromhex(batch["root"][2:])
+    pool.devices.transact("registerBatch", root, 2, 10**15, sender=squatter.address)
+    squatted = int(pool.devices.call("batchCount"))
+    pool.devices.transact("revokeDevices", squatted, [0, 1], sender=squatter.address)
+    pool.devices.transact("registerBatch", root, 2, 10**15, sender=node.manufacturer.address)
+
+    chain: list[str | Path] = ["--rpc", node.url, "--manifest", node.manifest, "--batch", labels]
+    code, out = run(capsys, "licence", "scan", labels / "000000.qr.png", *chain)
+    assert code == 0, out
+    assert "LICENSED (DeviceLicenses" in out
+    assert f"batch {squatted + 1} on chain: manufacturer {node.manufacturer.address}" in out
+
+    # With no manufacturer recorded, registrations by two accounts are refused, not guessed between.
+    (labels / "batch.json").write_text(json.dumps({**batch, "manufacturer": None}))
+    assert main(["licence", "scan", str(labels / "000000.qr.png"), *map(str, chain)]) == 2
+    assert "give --manufacturer" in capsys.readouterr().err
+    code, out = run(
+        capsys,
+        "licence",
+        "scan",
+        labels / "000000.qr.png",
+        *chain,
+        "--manufacturer",
+        node.manufacturer.address,
+    )
+    assert code == 0, out
 
 
 @pytest.fixture
