@@ -449,18 +449,25 @@ def skip_unless_postgresql(database_backend: str) -> None:
         pytest.skip("SQLite transactions take the write lock when they begin: creations never overlap")
 
 
+def three_days_of_deposits(chain: ChainRuntime) -> date:
+    """Fund deposits of 1,000, 500 and 7 on three days from the chain's day, which it returns; no
+    patent is in the pool, so each period's receipts carry."""
+    day = chain_day(chain)
+    deposit(chain, 1_000)
+    travel_to(chain, day + timedelta(days=1))
+    deposit(chain, 500)
+    travel_to(chain, day + timedelta(days=2))
+    deposit(chain, 7)
+    return day
+
+
 async def test_two_periods_created_at_once_chain_their_carries(
     database_backend: str, database_url: str, chain_runtime: ChainRuntime
 ) -> None:
     """Q2 is created while Q1's transaction is still open: Q2 carries in what Q1 carried out."""
     skip_unless_postgresql(database_backend)
     chain = chain_runtime
-    day = chain_day(chain)
-    deposit(chain, 1_000)  # no patent is in the pool: everything carries
-    travel_to(chain, day + timedelta(days=1))
-    deposit(chain, 500)
-    travel_to(chain, day + timedelta(days=2))
-    deposit(chain, 7)
+    day = three_days_of_deposits(chain)
     async with pool_service(database_url, chain) as app:
         context: PoolContext = app.state.pool
         async with context.sessionmaker() as session, session.begin():
@@ -481,12 +488,7 @@ async def test_the_same_period_created_twice_at_once_is_one_run(
     """A client's retry arriving while the first request is still running gets the same run, not a 500."""
     skip_unless_postgresql(database_backend)
     chain = chain_runtime
-    day = chain_day(chain)
-    deposit(chain, 1_000)
-    travel_to(chain, day + timedelta(days=1))
-    deposit(chain, 500)
-    travel_to(chain, day + timedelta(days=2))
-    deposit(chain, 7)
+    day = three_days_of_deposits(chain)
     async with pool_service(database_url, chain) as app:
         context: PoolContext = app.state.pool
         async with context.sessionmaker() as session, session.begin():
