@@ -233,6 +233,17 @@ class Settings(BaseSettings):
     licence_indexer_interval_s: float = Field(
         default=2.0, ge=0, le=3600, description="Seconds between polls of DeviceLicenses events (0: no loop)."
     )
+    licence_pending_upload_ttl_s: int = Field(
+        default=7 * 86_400,
+        ge=60,
+        description=(
+            "Seconds a pending device upload holds its device ids against other uploads; after it, an"
+            " upload needing them releases it (a registration made later is adopted on re-upload)."
+        ),
+    )
+    licence_pending_devices_max: int = Field(
+        default=2_000_000, ge=1, description="Devices a manufacturer may hold in pending uploads at once."
+    )
     licence_indexer_confirmations: int = Field(
         default=0, ge=0, le=1000, description="Blocks a DeviceLicenses event waits under before it counts."
     )

@@ -6,7 +6,11 @@ Upload rules (all or nothing — a refused upload stores nothing):
 * at most ``MAX_BATCH_DEVICES`` devices (413 above);
 * the BPC per device is 1 .. 2^128 - 1 and at least the registry's ``minBpcPerDevice``;
 * every id is valid and listed once (``uploads``), and none is already in another batch of
-  this registry (``Conflict`` naming them: a device resolves to one batch);
+  this registry (``Conflict`` naming them: a device resolves to one batch), except a pending
+  upload older than the pending TTL (``EXCHANGE_LICENCE_PENDING_UPLOAD_TTL_S``), which gives
+  them up: it is deleted;
+* the manufacturer's pending uploads hold at most ``EXCHANGE_LICENCE_PENDING_DEVICES_MAX``
+  devices with this one (``Conflict``);
 * the caller holds the BPC the registration will take (device count times BPC per device).
 
 The service builds the Merkle tree, stores the batch as *pending* with its tree and one row
@@ -20,11 +24,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.chain.runtime import ChainRuntime
+from exchange.db.base import utc_now
 from exchange.kit.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from exchange.kit.logging import get_logger
 from exchange.licenses import repository, transactions
@@ -44,14 +51,27 @@ MAX_REPORTED_TAKEN = 100
 MAX_BATCH_DEVICES = 1_000_000
 
 
+@dataclass(frozen=True)
+class PendingRules:
+    """How long a pending upload holds its device ids, and how many a manufacturer may hold."""
+
+    ttl: timedelta = timedelta(days=7)
+    max_devices: int = 2_000_000
+
+
 async def upload(
     session: AsyncSession,
     runtime: ChainRuntime,
     manufacturer: str,
     devices: Sequence[DeviceId],
     bpc_per_device_wei: int,
+    rules: PendingRules = PendingRules(),
 ) -> tuple[DeviceBatch, list[UnsignedTransaction]]:
-    """Store a pending batch of `devices` for `manufacturer`; return it and its transactions."""
+    """Store a pending batch of `devices` for `manufacturer`; return it and its transactions.
+
+    Device ids held by another pending upload older than ``rules.ttl`` are released: that upload
+    is deleted (were it registered later, an upload of its devices adopts the registration). A
+    manufacturer's pending uploads hold at most ``rules.max_devices`` devices (409 above)."""
     if not 0 < bpc_per_device_wei <= UINT128_MAX:
         raise ValidationFailed("bpc_per_device_wei must be between 1 and 2^128 - 1")
     if len(devices) > MAX_BATCH_DEVICES:
@@ -83,7 +103,23 @@ async def upload(
     canonical = [device.canonical for device in devices]
     taken = await repository.taken_device_ids(session, registry, canonical)
     if taken:
+        stale = await repository.stale_uploads_holding(
+            session, registry, sorted(taken), utc_now() - rules.ttl
+        )
+        for batch_pk in stale:
+            await repository.delete_batch(session, batch_pk)
+            log.warning("licence.stale_upload_released", upload_id=batch_pk, for_manufacturer=manufacturer)
+        if stale:
+            taken = await repository.taken_device_ids(session, registry, canonical)
+    if taken:
         _refuse_taken(canonical, taken)
+    pending = await repository.pending_devices_of(session, registry, manufacturer)
+    if pending + len(devices) > rules.max_devices:
+        raise Conflict(
+            f"{manufacturer} holds {pending} devices in pending uploads; with these {len(devices)} that is"
+            f" over {rules.max_devices}: register or withdraw pending uploads first",
+            extra={"pending_devices": pending, "limit": rules.max_devices},
+        )
     # Hashing a million ids and building their tree takes seconds: off the event loop.
     tree = await asyncio.to_thread(lambda: MerkleTree.build([device.id_hash for device in devices]))
     root = "0x" + tree.root.hex()

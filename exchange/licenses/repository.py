@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
@@ -133,6 +134,41 @@ async def taken_device_ids(session: AsyncSession, registry: Registry, device_ids
         )
         taken.update(rows.scalars())
     return taken
+
+
+async def stale_uploads_holding(
+    session: AsyncSession, registry: Registry, device_ids: Sequence[str], created_before: datetime
+) -> list[int]:
+    """The pending uploads of `registry` made before `created_before` that hold some of `device_ids`."""
+    stale: set[int] = set()
+    for start in range(0, len(device_ids), _CHUNK):
+        rows = await session.execute(
+            select(DeviceBatch.id)
+            .join(Device, Device.batch_pk == DeviceBatch.id)
+            .where(
+                Device.chain_id == registry.chain_id,
+                Device.registry_address == registry.address,
+                Device.device_id.in_(device_ids[start : start + _CHUNK]),
+                DeviceBatch.status == BATCH_PENDING,
+                DeviceBatch.created_at < created_before,
+            )
+            .distinct()
+        )
+        stale.update(rows.scalars())
+    return sorted(stale)
+
+
+async def pending_devices_of(session: AsyncSession, registry: Registry, manufacturer: str) -> int:
+    """How many devices `manufacturer`'s pending uploads to `registry` hold."""
+    total = await session.scalar(
+        select(func.coalesce(func.sum(DeviceBatch.device_count), 0)).where(
+            DeviceBatch.chain_id == registry.chain_id,
+            DeviceBatch.registry_address == registry.address,
+            DeviceBatch.manufacturer == manufacturer,
+            DeviceBatch.status == BATCH_PENDING,
+        )
+    )
+    return int(total or 0)
 
 
 async def add_batch(

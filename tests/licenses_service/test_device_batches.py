@@ -3,13 +3,18 @@ confirmation by the indexer, and the resolver's answers checked against the cont
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 from web3.logs import DISCARD
 
+from exchange.db.base import utc_now
+from exchange.db.session import app_sessionmaker
 from exchange.licenses.device_ids import parse_canonical
 from exchange.licenses.merkle import verify_proof
+from exchange.licenses.models import DeviceBatch
 from tests.licenses_service.conftest import BPC, Service, account, licensed_member
 
 BPC_PER_DEVICE = 10**15
@@ -169,3 +174,45 @@ async def test_a_registration_whose_upload_was_withdrawn_is_adopted_by_the_same_
     revoked = (await licensing.client.get("/v1/devices/serial/acme:AD2")).json()
     assert revoked["status"] == "revoked"
     assert on_chain_status(licensing, revoked) == 5
+
+
+async def test_a_stale_pending_upload_gives_up_its_ids_and_pending_devices_are_capped(
+    licensing: Service,
+) -> None:
+    """Another licensee's pending upload holds the ids until it is older than the pending TTL;
+    then the upload that needs them deletes it. A manufacturer's pending devices are capped."""
+    owner, squatter = account(3), account(4)
+    for member in (owner, squatter):
+        licensed_member(licensing.pool, member)
+    owner_headers, squatter_headers = await licensing.sign_in(owner), await licensing.sign_in(squatter)
+    ids = devices(3, prefix="ST")
+    squatted = await upload(licensing, squatter_headers, ids)
+    body = {"bpc_per_device_wei": str(BPC_PER_DEVICE), "devices": ids}
+    refused = await licensing.client.post("/v1/devices/batches", json=body, headers=owner_headers)
+    assert refused.status_code == 409, refused.text
+
+    async with app_sessionmaker(licensing.app)() as session, session.begin():
+        await session.execute(
+            update(DeviceBatch)
+            .where(DeviceBatch.id == squatted["batch"]["upload_id"])
+            .values(created_at=utc_now() - timedelta(days=8))
+        )
+    owned = await upload(licensing, owner_headers, ids)
+    assert owned["batch"]["device_count"] == 3
+    gone = await licensing.client.get(
+        f"/v1/devices/batches/{squatted['batch']['upload_id']}", headers=squatter_headers
+    )
+    assert gone.status_code == 404, gone.text
+
+    settings = licensing.app.state.settings
+    licensing.app.state.settings = settings.model_copy(update={"licence_pending_devices_max": 4})
+    try:
+        over = await licensing.client.post(
+            "/v1/devices/batches",
+            json={**body, "devices": devices(2, prefix="CAP")},
+            headers=owner_headers,
+        )
+    finally:
+        licensing.app.state.settings = settings
+    assert over.status_code == 409, over.text
+    assert (over.json()["pending_devices"], over.json()["limit"]) == (3, 4)
