@@ -75,6 +75,15 @@ class Desk:
                 session, address, token, amount, reference=f"test:{address}:{token}:{next(_NONCES)}"
             )
 
+    def deposit_quote_in_vault(self, trader: Trader, amount: int) -> None:
+        """`trader` (an account funded with ether) gets `amount` of the quote token minted and
+        deposits it in the Vault itself, on chain: the ledger learns of it from the indexer."""
+        pool, market = self.chain.pool, self.market
+        assert pool.quote is not None
+        pool.quote.transact("mint", trader.address, amount)
+        pool.quote.transact("approve", market["vault"], amount, sender=trader.address)
+        pool.vault.transact("deposit", market["quote"], amount, sender=trader.address)
+
     def order_body(
         self,
         trader: Trader,

@@ -156,10 +156,7 @@ async def test_an_exit_requested_and_paid_in_one_pass_takes_the_orders_off_first
     market = desk.market
     pool = desk.chain.pool
     carol = await desk.member(embedded_account(5))  # funded with ether: it sends transactions
-    assert pool.quote is not None
-    pool.quote.transact("mint", carol.address, 100 * DOLLAR)
-    pool.quote.transact("approve", market["vault"], 100 * DOLLAR, sender=carol.address)
-    pool.vault.transact("deposit", market["quote"], 100 * DOLLAR, sender=carol.address)
+    desk.deposit_quote_in_vault(carol, 100 * DOLLAR)
     await desk.app.state.settlement.indexer.catch_up()
     resting = await _place(desk, carol, "buy", 5, nonce=1_000_010)
     assert (await desk.balances(carol))[market["quote"]]["reserved"] > 0

@@ -13,11 +13,8 @@ async def test_withdrawal_is_co_signed_reserved_and_accepted_by_the_vault(desk: 
     market = desk.market
     pool = desk.chain.pool
     trader = await desk.member(embedded_account(3))  # funded with ether: it sends transactions
-    assert pool.quote is not None
     # Real custody: mint, approve and deposit on chain; the ledger is credited as the indexer would.
-    pool.quote.transact("mint", trader.address, 50 * DOLLAR)
-    pool.quote.transact("approve", market["vault"], 50 * DOLLAR, sender=trader.address)
-    pool.vault.transact("deposit", market["quote"], 50 * DOLLAR, sender=trader.address)
+    desk.deposit_quote_in_vault(trader, 50 * DOLLAR)
     await desk.deposit(trader, market["quote"], 50 * DOLLAR)
 
     reply = await desk.client.post(
@@ -107,10 +104,7 @@ async def test_an_exit_expires_the_open_authorisation_and_pays_out_the_whole_bal
     pool = desk.chain.pool
     settlement = desk.app.state.settlement
     trader = await desk.member(embedded_account(4))  # funded with ether: it sends transactions
-    assert pool.quote is not None
-    pool.quote.transact("mint", trader.address, 1000 * DOLLAR)
-    pool.quote.transact("approve", market["vault"], 1000 * DOLLAR, sender=trader.address)
-    pool.vault.transact("deposit", market["quote"], 1000 * DOLLAR, sender=trader.address)
+    desk.deposit_quote_in_vault(trader, 1000 * DOLLAR)
     await settlement.indexer.catch_up()
     reply = await desk.client.post(
         "/v1/account/withdrawals",
