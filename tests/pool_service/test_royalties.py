@@ -461,6 +461,18 @@ def three_days_of_deposits(chain: ChainRuntime) -> date:
     return day
 
 
+async def created_while_the_first_is_open(
+    context: PoolContext, day: date, period_id: str, starts_on: date
+) -> tuple[tuple[RoyaltyRun, bool], tuple[RoyaltyRun, bool]]:
+    """Period Q1 (`day`) created in a transaction that stays open until a second creation, of
+    `period_id` from `starts_on` in its own transaction, waits for its lock; both (run, created)."""
+    async with context.sessionmaker() as session, session.begin():
+        first = await create_directly(session, context, "Q1", day)
+        second = asyncio.create_task(create_in_own_transaction(context, period_id, starts_on))
+        await until_a_transaction_waits_for_a_lock(context)
+    return first, await second
+
+
 async def test_two_periods_created_at_once_chain_their_carries(
     database_backend: str, database_url: str, chain_runtime: ChainRuntime
 ) -> None:
@@ -470,13 +482,9 @@ async def test_two_periods_created_at_once_chain_their_carries(
     day = three_days_of_deposits(chain)
     async with pool_service(database_url, chain) as app:
         context: PoolContext = app.state.pool
-        async with context.sessionmaker() as session, session.begin():
-            first, _ = await create_directly(session, context, "Q1", day)
-            second_task = asyncio.create_task(
-                create_in_own_transaction(context, "Q2", day + timedelta(days=1))
-            )
-            await until_a_transaction_waits_for_a_lock(context)
-        second, created = await second_task
+        (first, _), (second, created) = await created_while_the_first_is_open(
+            context, day, "Q2", day + timedelta(days=1)
+        )
     assert created
     assert (first.received_wei, first.carry_in_wei, first.carry_out_wei) == (1_000, 0, 1_000)
     assert (second.received_wei, second.carry_in_wei, second.carry_out_wei) == (500, 1_000, 1_500)
@@ -491,11 +499,9 @@ async def test_the_same_period_created_twice_at_once_is_one_run(
     day = three_days_of_deposits(chain)
     async with pool_service(database_url, chain) as app:
         context: PoolContext = app.state.pool
-        async with context.sessionmaker() as session, session.begin():
-            first, created_first = await create_directly(session, context, "Q1", day)
-            retry_task = asyncio.create_task(create_in_own_transaction(context, "Q1", day))
-            await until_a_transaction_waits_for_a_lock(context)
-        retried, created_again = await retry_task
+        (first, created_first), (retried, created_again) = await created_while_the_first_is_open(
+            context, day, "Q1", day
+        )
         assert (created_first, created_again, retried.id) == (True, False, first.id)
 
         # Through HTTP, both at once: one run, answered 201 and 200.
