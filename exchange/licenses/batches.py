@@ -42,6 +42,7 @@ from exchange.licenses.models import BATCH_PENDING, DeviceBatch
 from exchange.licenses.resolver import TooManyDevices
 from exchange.licenses.service import guarded
 from exchange.licenses.transactions import UnsignedTransaction
+from exchange.settings import Settings
 
 log = get_logger(__name__)
 
@@ -55,8 +56,15 @@ MAX_BATCH_DEVICES = 1_000_000
 class PendingRules:
     """How long a pending upload holds its device ids, and how many a manufacturer may hold."""
 
-    ttl: timedelta = timedelta(days=7)
-    max_devices: int = 2_000_000
+    ttl: timedelta
+    max_devices: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> PendingRules:
+        return cls(
+            ttl=timedelta(seconds=settings.licence_pending_upload_ttl_s),
+            max_devices=settings.licence_pending_devices_max,
+        )
 
 
 async def upload(
@@ -65,7 +73,7 @@ async def upload(
     manufacturer: str,
     devices: Sequence[DeviceId],
     bpc_per_device_wei: int,
-    rules: PendingRules = PendingRules(),
+    rules: PendingRules,
 ) -> tuple[DeviceBatch, list[UnsignedTransaction]]:
     """Store a pending batch of `devices` for `manufacturer`; return it and its transactions.
 

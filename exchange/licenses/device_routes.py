@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
 from typing import Annotated, Any
 
 import orjson
@@ -39,7 +38,6 @@ from exchange.licenses.schemas import (
     TransactionOut,
 )
 from exchange.licenses.uploads import parse_csv, parse_json_list
-from exchange.settings import Settings
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 link_router = resolver_routes.link_router
@@ -167,11 +165,7 @@ async def post_batch(
     unsigned ``approve`` (if needed) and ``registerBatch`` transactions to sign; the batch
     resolves once the chain has registered it."""
     devices, amount = await _read_upload(request, bpc_per_device_wei, scheme)
-    settings: Settings = request.app.state.settings
-    rules = batches.PendingRules(
-        ttl=timedelta(seconds=settings.licence_pending_upload_ttl_s),
-        max_devices=settings.licence_pending_devices_max,
-    )
+    rules = batches.PendingRules.of(request.app.state.settings)
     batch, steps = await batches.upload(session, state.runtime, principal.address, devices, amount, rules)
     return BatchUploadOut(batch=batch_out(batch), transactions=[transaction_out(step) for step in steps])
 

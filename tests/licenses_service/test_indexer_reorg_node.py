@@ -27,6 +27,7 @@ from exchange.licenses.indexer import DeviceIndexer, registry_of
 from exchange.licenses.repository import EngineReads
 from exchange.licenses.resolver import Resolver, TreeCache
 from exchange.licenses.transactions import UnsignedTransaction
+from exchange.settings import Settings
 from exchange.trading.settlement_models import EventState
 from tests.chain.nodes import hardhat_node
 from tests.licenses_service.conftest import BPC, licensed_member
@@ -120,7 +121,14 @@ async def test_on_a_node_a_reorganisation_is_undone_and_the_same_transactions_ap
 
     try:
         async with sessionmaker() as session, session.begin():
-            _, steps = await batches.upload(session, runtime, MANUFACTURER.address, DEVICES, BPC_PER_DEVICE)
+            _, steps = await batches.upload(
+                session,
+                runtime,
+                MANUFACTURER.address,
+                DEVICES,
+                BPC_PER_DEVICE,
+                batches.PendingRules.of(Settings()),
+            )
         await indexer.catch_up()
         before, answered_before = await database(sessionmaker), await answers()
         assert [answer["status"] for answer in answered_before] == ["unknown"] * 3
