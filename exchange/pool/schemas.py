@@ -57,11 +57,9 @@ def decode_cursor(cursor: str, kind: type[str] | type[int]) -> Any:
         value = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, binascii.Error):
         raise ValidationFailed("the cursor is not one this API issued") from None
-    if type(value) is not kind:
-        raise ValidationFailed("the cursor is not one this API issued")
-    if isinstance(value, int) and not 1 <= value <= ROW_ID_MAX:  # ids are INTEGER keys
-        raise ValidationFailed("the cursor is not one this API issued")
-    if isinstance(value, str) and not value.isascii():  # keys are addresses and patent ids
+    # Keys are INTEGER ids, or addresses and patent ids (ASCII).
+    in_range = 1 <= value <= ROW_ID_MAX if isinstance(value, int) else str(value).isascii()
+    if type(value) is not kind or not in_range:
         raise ValidationFailed("the cursor is not one this API issued")
     return value
 
