@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
@@ -122,40 +122,48 @@ setattr(DeviceRecord, "bpc_per_device_wei", property(lambda record: int(record[_
 
 async def taken_device_ids(session: AsyncSession, registry: Registry, device_ids: Sequence[str]) -> set[str]:
     """Those of `device_ids` that are already in a batch of `registry`."""
-    taken: set[str] = set()
-    for start in range(0, len(device_ids), _CHUNK):
-        chunk = device_ids[start : start + _CHUNK]
-        rows = await session.execute(
-            select(Device.device_id).where(
-                Device.chain_id == registry.chain_id,
-                Device.registry_address == registry.address,
-                Device.device_id.in_(chunk),
-            )
-        )
-        taken.update(rows.scalars())
-    return taken
+    return await _per_chunk(
+        session,
+        device_ids,
+        lambda chunk: select(Device.device_id).where(
+            Device.chain_id == registry.chain_id,
+            Device.registry_address == registry.address,
+            Device.device_id.in_(chunk),
+        ),
+    )
 
 
 async def stale_uploads_holding(
     session: AsyncSession, registry: Registry, device_ids: Sequence[str], created_before: datetime
 ) -> list[int]:
     """The pending uploads of `registry` made before `created_before` that hold some of `device_ids`."""
-    stale: set[int] = set()
-    for start in range(0, len(device_ids), _CHUNK):
-        rows = await session.execute(
+    stale = await _per_chunk(
+        session,
+        device_ids,
+        lambda chunk: (
             select(DeviceBatch.id)
             .join(Device, Device.batch_pk == DeviceBatch.id)
             .where(
                 Device.chain_id == registry.chain_id,
                 Device.registry_address == registry.address,
-                Device.device_id.in_(device_ids[start : start + _CHUNK]),
+                Device.device_id.in_(chunk),
                 DeviceBatch.status == BATCH_PENDING,
                 DeviceBatch.created_at < created_before,
             )
             .distinct()
-        )
-        stale.update(rows.scalars())
+        ),
+    )
     return sorted(stale)
+
+
+async def _per_chunk(
+    session: AsyncSession, device_ids: Sequence[str], statement: Callable[[Sequence[str]], Select[Any]]
+) -> set[Any]:
+    """The scalars `statement` selects for each ``_CHUNK`` of `device_ids`, together."""
+    found: set[Any] = set()
+    for start in range(0, len(device_ids), _CHUNK):
+        found.update((await session.execute(statement(device_ids[start : start + _CHUNK]))).scalars())
+    return found
 
 
 async def pending_devices_of(session: AsyncSession, registry: Registry, manufacturer: str) -> int:
