@@ -74,6 +74,9 @@ class OrderRow:
     reserved_token: str
     reserved_amount: int
     cancel_cause: str | None
+    cost_quote: int
+    fee_quote: int
+    last_trade_at: datetime | None
     created_at: datetime
     updated_at: datetime
 
@@ -96,6 +99,9 @@ ORDER_STATE_FIELDS = (
     "reserved_amount",
     "status",
     "cancel_cause",
+    "cost_quote",
+    "fee_quote",
+    "last_trade_at",
     "updated_at",
 )
 

@@ -154,6 +154,10 @@ class TradingOrder(Base):
     reserved_token: Mapped[str] = mapped_column(ADDRESS)
     reserved_amount: Mapped[int] = mapped_column(WeiAmount)  # still reserved for this order
     cancel_cause: Mapped[str | None] = mapped_column(String(16))
+    # --- what its fills came to (voided fills included, like filled_base) ---------------------------
+    cost_quote: Mapped[int] = mapped_column(WeiAmount, default=0)  # sum of its fills' quote amounts
+    fee_quote: Mapped[int] = mapped_column(WeiAmount, default=0)  # sum of the fees its side paid
+    last_trade_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(default=utc_now)
 

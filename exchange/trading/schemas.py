@@ -146,6 +146,11 @@ class PlaceOrderIn(_Strict):
 DateTime = datetime  # the type under another name, for models with a field named datetime (CCXT's)
 
 
+class OrderFeeOut(BaseModel):
+    cost: str
+    currency: str
+
+
 class OrderOut(BaseModel):
     """An order, after CCXT's order structure."""
 
@@ -170,6 +175,17 @@ class OrderOut(BaseModel):
         "suspended (its maker stopped being an active member), on_chain (cancelled in the Vault, or "
         "its maker asked to exit), fee_above_cap (the maker fee rose above its signed cap while it "
         "rested); null when none applies."
+    )
+    cost: str = Field(
+        description="What its fills came to in the quote token: the sum of their quote amounts, base units."
+    )
+    average: str | None = Field(
+        description="Average fill price, in price's units (quote base units per 10^18 base units): "
+        "cost * 10^18 / filled, rounded down; null before the first fill."
+    )
+    fee: OrderFeeOut = Field(description="The fees this order's side paid on its fills.")
+    last_trade_timestamp: int | None = Field(
+        description="When its last fill happened, Unix ms; null before the first fill."
     )
     reserved: str = Field(description="Still reserved for this order, in reserved_token base units.")
     reserved_token: str

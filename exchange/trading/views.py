@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from exchange.trading.amounts import PRICE_SCALE_BASE
 from exchange.trading.intents import OrderRow
 from exchange.trading.markets import MarketSpec
 from exchange.trading.models import TradingFill, TradingOrder, TradingWithdrawal
@@ -14,6 +15,7 @@ from exchange.trading.schemas import (
     MarketOut,
     MarketPrecision,
     MinMax,
+    OrderFeeOut,
     OrderOut,
     OrderSide,
     TradeOut,
@@ -66,6 +68,10 @@ def order_out(row: OrderRow | TradingOrder, spec: MarketSpec) -> OrderOut:
         remaining=str(row.amount_base - row.filled_base),
         status=row.status,  # type: ignore[arg-type]
         cancel_reason=row.cancel_cause,
+        cost=str(row.cost_quote),
+        average=str(row.cost_quote * PRICE_SCALE_BASE // row.filled_base) if row.filled_base else None,
+        fee=OrderFeeOut(cost=str(row.fee_quote), currency=spec.quote_symbol),
+        last_trade_timestamp=None if row.last_trade_at is None else unix_ms(row.last_trade_at),
         reserved=str(row.reserved_amount),
         reserved_token=row.reserved_token,
         max_fee_bps=row.max_fee_bps,

@@ -681,6 +681,9 @@ class MarketWriter:
             reserved_token=order.reserve_token,
             reserved_amount=order.reserve_amount,
             cancel_cause=None,
+            cost_quote=0,
+            fee_quote=0,
+            last_trade_at=None,
             created_at=cycle.now,
             updated_at=cycle.now,
         )
@@ -865,9 +868,13 @@ class MarketWriter:
         cycle.post(postings, "fill", f"trade:{self.market_id}:{trade.trade_id}")
         buyer.reserved_amount -= amounts.buyer_pays
         seller.reserved_amount -= trade.amount_base
+        buyer.fee_quote += amounts.buyer_fee
+        seller.fee_quote += amounts.seller_fee
         for row in (maker, taker):
             row.filled_base += trade.amount_base
             row.remaining_base -= trade.amount_base
+            row.cost_quote += amounts.quote
+            row.last_trade_at = cycle.now
             cycle.touch(row)
         cycle.fills.append(
             {
