@@ -102,6 +102,7 @@ class MarketFeed:
         self.last_trade_id: int | None = None  # id of the last fill published since start
         self.voids = 0  # fills taken back (failed settlement) since start
         self._sides: dict[Side, dict[int, Level]] = {Side.BUY: {}, Side.SELL: {}}
+        self._encoded_snapshot: str | None = None  # the book as it is now, once encoded
         self.book_subscribers: set[Subscriber] = set()
         self.trade_subscribers: set[Subscriber] = set()
         self.order_subscribers: dict[str, set[Subscriber]] = {}
@@ -141,6 +142,17 @@ class MarketFeed:
             message.update(_stamp(self.updated_at))
         return message
 
+    def encoded_snapshot(self) -> str:
+        """The whole book's snapshot message, encoded once per state of the book.
+
+        Every subscriber that joins or resyncs at one sequence is sent this one string: a
+        deep book is sorted and encoded once, not once per subscribe, and the outboxes
+        holding it share it.
+        """
+        if self._encoded_snapshot is None:
+            self._encoded_snapshot = encode(self.snapshot())
+        return self._encoded_snapshot
+
     # ------------------------------------------------------------------ from the writer
 
     def reset(self, book: OrderBook, sequence: int) -> None:
@@ -151,8 +163,9 @@ class MarketFeed:
             Side.SELL: {level.price_ticks: (level.amount_base, level.order_count) for level in depth.asks},
         }
         self.sequence = sequence
+        self._encoded_snapshot = None
         if self.book_subscribers:
-            self._broadcast(self.book_subscribers, encode(self.snapshot()))
+            self._broadcast(self.book_subscribers, self.encoded_snapshot())
 
     def committed(self, report: CycleReport) -> None:
         stamp = _stamp(report.time)
@@ -180,6 +193,7 @@ class MarketFeed:
                 levels.pop(price, None)
             changes[side].append([str(price * tick), str(amount), orders])
         previous, self.sequence, self.updated_at = self.sequence, report.sequence, report.time
+        self._encoded_snapshot = None
         if not self.book_subscribers:
             return
         message = {

@@ -19,6 +19,8 @@ sends its snapshot first, then every update in order. Subscribing again to a boo
 already subscribed is how a client resyncs after a gap: it sends a fresh snapshot,
 and the updates that follow link to it; the subscription stays one, so no update
 arrives twice. Subscribing again to trades (which have no snapshot) changes nothing.
+A snapshot is the whole book, encoded once per state of the book and shared by
+every subscriber that asks at that state.
 
 Rate limits. The handshake takes a token from the client IP's bucket (the one the
 HTTP trading routes take from) and every frame the client sends takes one more;
@@ -289,7 +291,7 @@ class Connection:
         subscribers = feed.book_subscribers if channel == "book" else feed.trade_subscribers
         if op == "subscribe":
             if channel == "book":  # every subscribe a snapshot (a client's resync), then every update
-                self.offer(encode(feed.snapshot()))  # no await between it and joining the subscribers
+                self.offer(feed.encoded_snapshot())  # no await between it and joining the subscribers
             if self.close_code is None:  # the snapshot may have been one message too many
                 subscribers.add(self)  # a set: subscribing again never delivers an update twice
                 self.feeds.add(feed)

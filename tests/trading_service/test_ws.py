@@ -208,6 +208,20 @@ async def test_subscribing_again_resends_the_book_snapshot_and_keeps_one_subscri
         assert (trade["channel"], trade["type"]) == ("trades", "update")
 
 
+async def test_the_book_snapshot_is_encoded_once_per_state_of_the_book(desk: Desk) -> None:
+    alice, bob = await _funded(desk, 0x86, 0x87)
+    feed = desk.trading.markets["BPC-TUSD"].feed
+    assert (await desk.place(alice, "sell", price(10), 2 * WHOLE)).status_code == 201
+    first = feed.encoded_snapshot()
+    assert feed.encoded_snapshot() is first  # every subscriber at this sequence shares it
+    assert orjson.loads(first) == feed.snapshot()
+    assert (await desk.place(bob, "buy", price(10), WHOLE)).status_code == 201
+    later = feed.encoded_snapshot()
+    assert orjson.loads(later) == feed.snapshot()
+    assert orjson.loads(later)["asks"] == [[str(price(10)), str(WHOLE), 1]]
+    assert orjson.loads(later)["sequence"] > orjson.loads(first)["sequence"]
+
+
 async def test_trades_and_private_channels_reach_only_their_audience(desk: Desk, ws_url: str) -> None:
     alice, bob, carol = await _funded(desk, 0x73, 0x74, 0x75)
     token = alice.headers["Authorization"].removeprefix("Bearer ")
