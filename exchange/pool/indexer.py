@@ -18,7 +18,9 @@ Rules
   crash replays nothing twice and skips nothing. A member row also remembers the
   position of the last event applied to it and ignores anything at or before it.
 * The cursor row is locked for the transaction (``SELECT … FOR UPDATE``), so the
-  background loop and a request catching up never apply one block twice.
+  background loop and a request catching up never apply one block twice. It is
+  inserted first if missing (``ON CONFLICT DO NOTHING``), so two first passes wait
+  for each other on it rather than both creating it.
 * A cursor names its chain, contract and the hash of the deployment's first
   block. If any differ (the embedded EVM redeploys the same addresses at every
   start) the projections of the old chain are dropped and indexing restarts at
@@ -44,7 +46,7 @@ from exchange.chain.pool import MemberStatus, Tier
 from exchange.db.base import utc_now
 from exchange.kit.logging import get_logger
 from exchange.pool import repository
-from exchange.pool.models import FundDeposit, IndexerCursor, Member, MemberState, MemberTier
+from exchange.pool.models import FundDeposit, Member, MemberState, MemberTier
 from exchange.pool.service import ChainGateway
 
 log = get_logger(__name__)
@@ -212,33 +214,29 @@ class PoolIndexer:
     ) -> None:
         deployment = self.chain.runtime.deployment
         anchor = await self._anchor_hash()
+        fresh = {
+            "chain_id": deployment.chain_id,
+            "contract": contract.address,
+            "anchor_block_hash": anchor,
+            "block": max(deployment.deploy_block - 1, 0),
+        }
+        # The row exists before it is locked, so two first passes (or two resets) wait for each
+        # other on it instead of both inserting it; a reset rewrites it in place for the same reason.
+        await repository.ensure_cursor(session, name, fresh)
         cursor = await repository.locked_cursor(session, name)
-        same_chain = cursor is not None and (cursor.chain_id, cursor.contract, cursor.anchor_block_hash) == (
+        if (cursor.chain_id, cursor.contract, cursor.anchor_block_hash) != (
             deployment.chain_id,
             contract.address,
             anchor,
-        )
-        if cursor is None or not same_chain:
-            if cursor is not None:
-                log.warning(
-                    "pool.indexer_reset",
-                    cursor=name,
-                    old_contract=cursor.contract,
-                    new_contract=contract.address,
-                )
-                await self._forget(session, name)
-                await session.delete(cursor)
-                await session.flush()
-            cursor = await repository.add_cursor(
-                session,
-                IndexerCursor(
-                    name=name,
-                    chain_id=deployment.chain_id,
-                    contract=contract.address,
-                    anchor_block_hash=anchor,
-                    block=max(deployment.deploy_block - 1, 0),
-                ),
+        ):
+            log.warning(
+                "pool.indexer_reset", cursor=name, old_contract=cursor.contract, new_contract=contract.address
             )
+            await self._forget(session, name)
+            for column, value in fresh.items():
+                setattr(cursor, column, value)
+            cursor.updated_at = utc_now()
+            await session.flush()
         while cursor.block < safe_head:
             from_block = cursor.block + 1
             to_block = min(safe_head, cursor.block + self.max_blocks)

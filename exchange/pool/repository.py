@@ -8,13 +8,15 @@ UPDATEs whose row count says who won.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from exchange.db.base import utc_now
 from exchange.pool.models import (
     ApplicationStatus,
     AssessmentRecord,
@@ -160,19 +162,30 @@ async def audit_stream(
 # --------------------------------------------------------------------------- indexer cursors and members
 
 
-async def locked_cursor(session: AsyncSession, name: str) -> IndexerCursor | None:
-    """The cursor row, locked until the transaction ends (PostgreSQL; SQLite serialises writers)."""
-    return await session.scalar(select(IndexerCursor).where(IndexerCursor.name == name).with_for_update())
+async def ensure_cursor(session: AsyncSession, name: str, values: Mapping[str, Any]) -> None:
+    """Insert the cursor row ``name`` with ``values`` unless it exists (committed or being inserted).
+
+    On PostgreSQL an insert of the same name by a transaction still open waits for that
+    transaction, then does nothing if it committed.
+    """
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    await session.execute(
+        insert(IndexerCursor)
+        .values(name=name, updated_at=utc_now(), **values)
+        .on_conflict_do_nothing(index_elements=[IndexerCursor.name])
+    )
+
+
+async def locked_cursor(session: AsyncSession, name: str) -> IndexerCursor:
+    """The cursor row (see :func:`ensure_cursor`), locked until the transaction ends (PostgreSQL;
+    SQLite serialises writers)."""
+    statement = select(IndexerCursor).where(IndexerCursor.name == name).with_for_update()
+    return (await session.execute(statement)).scalar_one()
 
 
 async def cursors(session: AsyncSession) -> Sequence[IndexerCursor]:
     return (await session.scalars(select(IndexerCursor))).all()
-
-
-async def add_cursor(session: AsyncSession, cursor: IndexerCursor) -> IndexerCursor:
-    session.add(cursor)
-    await session.flush()
-    return cursor
 
 
 async def member(session: AsyncSession, address: str) -> Member | None:

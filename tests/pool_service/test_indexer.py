@@ -11,13 +11,14 @@ import httpx
 from eth_account import Account
 from eth_utils.crypto import keccak
 from fastapi import FastAPI
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from exchange.chain.pool import Tier
 from exchange.chain.runtime import ChainRuntime
 from exchange.db.engine import create_engine_for_url, create_sessionmaker
 from exchange.main import build_app
 from exchange.pool.models import FundDeposit, IndexerCursor, Member
+from exchange.pool.service import PoolContext
 from exchange.settings import Settings
 from tests.pool_service.conftest import REGISTRAR, pool_settings
 from tests.support.auth import bearer_headers, embedded_account
@@ -123,3 +124,43 @@ async def test_a_database_indexed_from_another_chain_is_rebuilt(
     assert members == {admitted: "active"}
     deploy_block = chain_runtime.w3.eth.get_block(chain_runtime.deployment.deploy_block)
     assert anchors == {"0x" + bytes(deploy_block["hash"]).hex()}
+
+
+async def test_two_passes_meeting_a_new_chain_at_once_rebuild_it_once(
+    database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    # Two first passes at once (a request catching up while the loop does, or two processes):
+    # each used to find no usable cursor and insert one, and the second failed on the first's row.
+    pool, admitted = chain_runtime.pool, Account.create().address
+    pool.admit(admitted, Tier.SMALL)
+    async with running(pool_settings(database_url), chain_runtime) as (_, app):
+        context = app.state.pool
+        for forget in (
+            delete(IndexerCursor),
+            update(IndexerCursor).values(anchor_block_hash="0x" + "11" * 32),
+        ):
+            async with context.sessionmaker() as session, session.begin():
+                await session.execute(forget)  # no cursor yet, then cursors of another chain
+            async with context.sessionmaker() as first, first.begin():
+                await context.indexer.catch_up(first)
+                second = asyncio.create_task(_catch_up(context))
+                await asyncio.sleep(0.3)
+                assert not second.done()  # waits for the first pass's cursor rows
+            await second
+            async with context.sessionmaker() as session:
+                cursors = (await session.scalars(select(IndexerCursor))).all()
+                members = (await session.scalars(select(Member))).all()
+            head = chain_runtime.w3.eth.block_number
+            assert sorted((row.name, row.block) for row in cursors) == [
+                ("fund", head),
+                ("registry", head),
+                ("vault", head),
+            ]
+            assert [(row.address, row.status) for row in members if row.address == admitted] == [
+                (admitted, "active")
+            ]
+
+
+async def _catch_up(context: PoolContext) -> None:
+    async with context.sessionmaker() as session, session.begin():
+        await context.indexer.catch_up(session)
