@@ -35,6 +35,11 @@ _HEADER = re.compile(
     r"wants you to sign in with your Ethereum account:$"
 )
 _NONCE = re.compile(r"^[a-zA-Z0-9]{8,}$")
+_CHAIN_ID = re.compile(r"[0-9]+")
+# RFC 3339 date-time: any number of fraction digits (JavaScript's toISOString writes milliseconds).
+_DATE_TIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 _TAGGED = ("URI", "Version", "Chain ID", "Nonce", "Issued At", "Expiration Time", "Not Before", "Request ID")
 _REQUIRED = ("URI", "Version", "Chain ID", "Nonce", "Issued At")
 MAX_CLOCK_SKEW = timedelta(minutes=2)
@@ -59,9 +64,15 @@ class SiweMessage:
     not_before: datetime | None = None
     request_id: str | None = None
     resources: tuple[str, ...] = field(default_factory=tuple)
+    # The date-times as the signed text wrote them (parsed messages), rendered back verbatim:
+    # RFC 3339 allows several spellings of one instant, and the signature covers the spelling.
+    written_times: tuple[str | None, str | None, str | None] = field(
+        default=(None, None, None), compare=False
+    )
 
     def render(self) -> str:
         """The exact text a wallet signs."""
+        issued, expires, not_before = self.written_times
         prefix = f"{self.scheme}://" if self.scheme else ""
         lines = [f"{prefix}{self.domain} wants you to sign in with your Ethereum account:", self.address, ""]
         if self.statement is not None:
@@ -71,12 +82,12 @@ class SiweMessage:
             f"Version: {self.version}",
             f"Chain ID: {self.chain_id}",
             f"Nonce: {self.nonce}",
-            f"Issued At: {_format_time(self.issued_at)}",
+            f"Issued At: {issued or _format_time(self.issued_at)}",
         ]
         if self.expiration_time is not None:
-            lines.append(f"Expiration Time: {_format_time(self.expiration_time)}")
+            lines.append(f"Expiration Time: {expires or _format_time(self.expiration_time)}")
         if self.not_before is not None:
-            lines.append(f"Not Before: {_format_time(self.not_before)}")
+            lines.append(f"Not Before: {not_before or _format_time(self.not_before)}")
         if self.request_id is not None:
             lines.append(f"Request ID: {self.request_id}")
         if self.resources:
@@ -90,13 +101,13 @@ def _format_time(moment: datetime) -> str:
 
 
 def _parse_time(name: str, raw: str) -> datetime:
+    refused = SiweError(f"{name} is not an RFC 3339 date-time with a time zone offset: {raw!r}")
+    if not _DATE_TIME.fullmatch(raw):
+        raise refused
     try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise SiweError(f"{name} is not an RFC 3339 date-time: {raw!r}") from exc
-    if moment.tzinfo is None:
-        raise SiweError(f"{name} must carry a time zone offset: {raw!r}")
-    return moment
+        return datetime.fromisoformat(raw.upper().replace("Z", "+00:00"))
+    except ValueError as exc:  # a month 13, a 25th hour
+        raise refused from exc
 
 
 def parse_message(text: str) -> SiweMessage:
@@ -147,7 +158,7 @@ def parse_message(text: str) -> SiweMessage:
         raise SiweError(f"missing field(s): {', '.join(missing)}")
     if fields["Version"] != "1":
         raise SiweError(f"unsupported version {fields['Version']!r}")
-    if not fields["Chain ID"].isdigit():
+    if not _CHAIN_ID.fullmatch(fields["Chain ID"]):
         raise SiweError(f"chain id must be a decimal integer, got {fields['Chain ID']!r}")
     if not fields["URI"] or any(char.isspace() for char in fields["URI"]):
         raise SiweError(f"URI must be an RFC 3986 URI, got {fields['URI']!r}")
@@ -169,6 +180,7 @@ def parse_message(text: str) -> SiweMessage:
         not_before=_parse_time("Not Before", fields["Not Before"]) if "Not Before" in fields else None,
         request_id=fields.get("Request ID"),
         resources=tuple(resources),
+        written_times=(fields["Issued At"], fields.get("Expiration Time"), fields.get("Not Before")),
     )
     if message.render() != text:
         raise SiweError("message is not in canonical EIP-4361 form (whitespace or formatting differs)")

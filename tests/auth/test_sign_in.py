@@ -119,6 +119,40 @@ async def test_refusals(service: httpx.AsyncClient) -> None:
     assert ok.status_code == 200
 
 
+async def test_a_message_as_javascript_wallets_write_it_signs_in(service: httpx.AsyncClient) -> None:
+    # siwe-js writes its times with JavaScript's toISOString: milliseconds and a Z.
+    now = datetime.now(UTC)
+    written = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    reply, text = await signed_login(
+        service, Account.create(), issued_at=now, written_times=(written, None, None)
+    )
+    assert f"Issued At: {written}" in text
+    assert reply.status_code == 200, reply.text
+
+
+async def test_a_chain_id_of_other_digits_is_refused_not_a_server_error(service: httpx.AsyncClient) -> None:
+    issued = (await service.post("/v1/auth/nonce")).json()
+    account = Account.create()
+    text = (
+        SiweMessage(
+            domain=issued["domain"],
+            address=account.address,
+            uri="http://x/",
+            chain_id=issued["chain_id"],
+            nonce=issued["nonce"],
+            issued_at=datetime.now(UTC).replace(microsecond=0),
+        )
+        .render()
+        .replace(f"Chain ID: {issued['chain_id']}", "Chain ID: \u00b2")
+    )
+    signature = account.sign_message(encode_defunct(text=text)).signature.hex()
+    reply = await service.post(
+        "/v1/auth/login", json={"message": text, "signature": "0x" + signature.removeprefix("0x")}
+    )
+    assert reply.status_code == 401, reply.text
+    assert "chain id" in reply.json()["detail"]
+
+
 async def test_protected_routes_need_a_token(service: httpx.AsyncClient) -> None:
     assert (await service.get("/v1/auth/me")).status_code == 401
     assert (await service.get("/v1/auth/me", headers={"Authorization": "Bearer nope"})).status_code == 401

@@ -77,12 +77,34 @@ def test_render_parse_round_trip(
         (message().render().replace("\nVersion: 1", ""), "missing field"),
         (message().render() + "\nBogus: 1", "unexpected line"),
         (message().render().replace("URI: ", "URI:  "), "RFC 3986"),
-        (message().render().replace("12:00:00Z", "12:00:00+00:00"), "canonical"),
+        (message().render().replace("Chain ID: 31337", "Chain ID: 3133\u00b2"), "chain id"),
+        (message().render().replace("2026-11-21T12:00:00Z", "2026-11-21 12:00:00Z"), "RFC 3339"),
+        (message().render().replace("2026-11-21T12:00:00Z", "2026-13-21T12:00:00Z"), "RFC 3339"),
+        (message().render().replace("2026-11-21T12:00:00Z", "2026-11-21T12:00:00"), "RFC 3339"),
+        (message().render().replace("Chain ID: 31337", "Chain ID: 031337"), "canonical"),
     ],
 )
 def test_malformed_messages_are_refused(text: str, reason: str) -> None:
     with pytest.raises(SiweError, match=reason):
         parse_message(text)
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "2026-11-21T12:00:00.123Z",  # JavaScript's toISOString, as siwe-js writes it
+        "2026-11-21T12:00:00.123456789Z",
+        "2026-11-21T12:00:00+00:00",
+        "2026-11-21T13:00:00+01:00",
+        "2026-11-21t12:00:00z",
+    ],
+)
+def test_every_rfc_3339_spelling_of_a_time_is_taken_and_rendered_as_written(written: str) -> None:
+    text = message(expiration_time=NOW).render().replace("2026-11-21T12:00:00Z", written)
+    parsed = parse_message(text)
+    assert parsed.render() == text  # the signed text, whatever the spelling
+    assert abs(parsed.issued_at - NOW) < timedelta(seconds=1)
+    assert parsed.expiration_time == parsed.issued_at
 
 
 def test_checks_domain_chain_and_time_window() -> None:
