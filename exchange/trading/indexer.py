@@ -24,7 +24,12 @@ the last block *credited* (events applied). Each pass:
 3. **Credits**, in (block, log index) order, every recorded event at least
    ``confirmations`` blocks deep (``head - block >= confirmations``; with zero,
    at once) through the handler, each in a savepoint; a refusal marks the event
-   ``refused`` with the reason and does not stop the indexer.
+   ``refused`` with the reason and does not stop the indexer. A handler that
+   must wait for something under way (an ``Exited`` whose account still has
+   fills the settler has not settled or failed) defers the event instead: it
+   stays ``seen``, and the pass stops there, so events are still credited in
+   chain order; the next pass tries it again. The credit runs with the cursor
+   row locked, so two processes never credit one event twice.
 
 Between the scan and the credit the indexer awaits its ``before_credit`` hook, if
 one is set: a follower of the recorded events that must act before any of them
@@ -73,6 +78,11 @@ _RANGE_RETRIES = 5
 
 class EventRefused(Exception):
     """A handler cannot apply (or undo) an event; the reason is stored with it."""
+
+
+class EventDeferred(Exception):
+    """A handler cannot apply an event yet, and something under way will let it: the event
+    stays ``seen`` (the reason stored with it) and the pass credits nothing after it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +218,8 @@ class ChainIndexer:
             if fork is not None:
                 fork_time = await self._calls.run(partial(self._block_time, fork))
                 async with self._sessionmaker() as session, session.begin():
-                    cursor = await session.get_one(ChainCursor, cursor_id)
+                    # Locked, as when crediting: a second process rolling back finds it done.
+                    cursor = await session.get_one(ChainCursor, cursor_id, with_for_update=True)
                     await self._roll_back(session, cursor, fork, fork_time)
             scanned = await self._scan(cursor_id, head)
             if self.before_credit is not None:
@@ -437,7 +448,9 @@ class ChainIndexer:
     async def _credit(self, cursor_id: int, head: int) -> int:
         deep_enough = head - self.confirmations
         async with self._sessionmaker() as session, session.begin():
-            cursor = await session.get_one(ChainCursor, cursor_id)
+            # Locked first (PostgreSQL; SQLite serialises writers): another process crediting
+            # meanwhile has committed its states before the events below are read.
+            cursor = await session.get_one(ChainCursor, cursor_id, with_for_update=True)
             rows = (
                 await session.scalars(
                     select(ChainEvent)
@@ -449,10 +462,23 @@ class ChainIndexer:
                     .order_by(ChainEvent.block_number, ChainEvent.log_index)
                 )
             ).all()
+            credit_to = min(cursor.scanned_block, deep_enough)
             for row in rows:
                 try:
                     async with session.begin_nested():
                         await self.handler.credit(session, indexed_event(row))
+                except EventDeferred as wait:
+                    if row.detail != str(wait)[:500]:
+                        row.detail = str(wait)[:500]
+                        log.warning(
+                            "indexer.credit_deferred",
+                            contract=self.contract.name,
+                            event_name=row.name,
+                            tx_hash=row.tx_hash,
+                            reason=str(wait),
+                        )
+                    credit_to = min(credit_to, row.block_number - 1)
+                    break
                 except EventRefused as refusal:
                     row.state, row.detail = EventState.REFUSED.value, str(refusal)[:500]
                     log.error(
@@ -463,9 +489,9 @@ class ChainIndexer:
                         reason=str(refusal),
                     )
                 else:
-                    row.state = EventState.CREDITED.value
+                    row.state, row.detail = EventState.CREDITED.value, None
                 row.updated_at = utc_now()
-            cursor.credited_block = max(cursor.credited_block, min(cursor.scanned_block, deep_enough))
+            cursor.credited_block = max(cursor.credited_block, credit_to)
             cursor.updated_at = utc_now()
             keep_from = deep_enough - TRACKED_MARGIN_BLOCKS
             newest = await session.scalar(

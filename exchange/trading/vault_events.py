@@ -15,6 +15,12 @@ each as one balanced posting set whose reference is ``<tx hash>:<log index>``:
   first (``withdrawal_expiry.expire_for_exit``, ledger cause
   ``withdrawal.exit_released``), in the same transaction: the money they reserved
   is gone, and a reservation left behind would make the ledger refuse the debit.
+  While the account still has fills neither settled nor failed, the exit waits
+  (``EventDeferred``): the ledger holds their effects and the Vault paid out
+  without them. After the exit the Vault refuses them (the account stays in exit
+  mode), so the settler fails them and voids their postings; a batch mined
+  before the exit settles them instead, and the exit's amounts include them.
+  Either way the debit then matches what the Vault paid.
 * ``Trade``, ``FeesCollected``, ``ExitRequested``, ``ExitCancelled``,
   ``OrderCancelled``, ``NonceCancelled`` move no ledger money: fills were posted
   when they matched, and fees reach the Fund on chain. They stay recorded in
@@ -39,14 +45,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.kit.logging import get_logger
 from exchange.trading import ledger, repository, withdrawal_expiry
-from exchange.trading.indexer import EventRefused, IndexedEvent
+from exchange.trading.indexer import EventDeferred, EventRefused, IndexedEvent
 from exchange.trading.ledger import Posting
-from exchange.trading.models import TradingWithdrawal, WithdrawalStatus
+from exchange.trading.models import SettlementState, TradingFill, TradingWithdrawal, WithdrawalStatus
 from exchange.trading.repository import LedgerRefused
 
 log = get_logger(__name__)
@@ -77,6 +83,7 @@ class VaultLedger:
 
     async def credit(self, session: AsyncSession, event: IndexedEvent) -> None:
         if event.name == "Exited":
+            await self._wait_for_unsettled_fills(session, event.address("account"))
             await self._expire_authorisations(session, event)
         postings = await self._postings(session, event, undo=False)
         if postings:
@@ -109,6 +116,23 @@ class VaultLedger:
                     postings += ledger.withdraw(account, token, amount)
             return postings
         return []
+
+    @staticmethod
+    async def _wait_for_unsettled_fills(session: AsyncSession, account: str) -> None:
+        """Defer the exit of ``account`` while a fill of it is pending or in a batch (module docstring)."""
+        unsettled = await session.scalar(
+            select(TradingFill.id)
+            .where(
+                or_(TradingFill.maker_account == account, TradingFill.taker_account == account),
+                TradingFill.settlement_state.in_((SettlementState.PENDING, SettlementState.SUBMITTED)),
+            )
+            .limit(1)
+        )
+        if unsettled is not None:
+            raise EventDeferred(
+                f"{account} exited while fill {unsettled} (and maybe others) was neither settled nor "
+                "failed: the exit is credited once the settler has settled or failed its fills"
+            )
 
     async def _expire_authorisations(self, session: AsyncSession, event: IndexedEvent) -> None:
         """Release what the account's open withdrawal authorisations reserved, before its exit debit.

@@ -184,3 +184,43 @@ async def test_an_exit_requested_and_paid_in_one_pass_takes_the_orders_off_first
     order = await _order(desk, carol, resting["id"])
     assert (order["status"], order["cancel_reason"]) == ("canceled", "on_chain")
     assert await _exit_states(desk, carol.address) == ["credited"]
+
+
+async def test_an_exit_with_a_fill_unsettled_is_credited_once_the_settler_has_failed_it(desk: Desk) -> None:
+    """The escape hatch while a fill is pending: the Vault paid out without it, the ledger holds it.
+    The exit waits (and with it every later event) until the settler fails the fill, which the Vault
+    refuses for an exiting account, and voids it; then the debit matches the payout, to the unit."""
+    market, pool = desk.market, desk.chain.pool
+    settlement = desk.app.state.settlement
+    alice = await desk.member(embedded_account(6))
+    carol = await desk.member(embedded_account(5))
+    pool.mint_bpc(alice.address, 2 * WHOLE)
+    pool.approve_bpc(market["vault"], 2 * WHOLE, sender=alice.address)
+    pool.vault.transact("deposit", market["base"], 2 * WHOLE, sender=alice.address)
+    desk.deposit_quote_in_vault(carol, 100 * DOLLAR)
+    await settlement.indexer.catch_up()
+    before = {trader.address: await desk.balances(trader) for trader in (alice, carol)}
+    await _place(desk, alice, "sell", 5, nonce=1_000_020)
+    taken = desk.order_body(carol, "buy", price(5), WHOLE, nonce=1_000_021, time_in_force="IOC")
+    assert (await desk.client.post("/v1/orders", json=taken, headers=carol.headers)).status_code == 201
+    assert (await desk.balances(carol))[market["base"]]["total"] == WHOLE  # the fill, not settled
+
+    pool.vault.transact("setExitDelay", 0)
+    pool.vault.transact("requestExit", sender=carol.address)
+    pool.vault.transact("exit", sender=carol.address)  # pays carol's 100 TUSD, no BPC
+    desk.deposit_quote_in_vault(alice, 7 * DOLLAR)  # a later event: credited after the exit
+    await settlement.indexer.catch_up()
+    assert await _exit_states(desk, carol.address) == ["seen"]
+    assert (await desk.balances(alice))[market["quote"]]["total"] > 0  # the fill's proceeds
+    assert (await desk.balances(alice))[market["quote"]]["total"] < 7 * DOLLAR  # the deposit waits
+
+    await settlement.settler.drain(poll_s=0.01, timeout_s=60)  # the Vault refuses the fill: failed, voided
+    await settlement.indexer.catch_up()
+    assert await _exit_states(desk, carol.address) == ["credited"]
+    assert (await desk.balances(carol)) == {
+        token: {"total": 0, "available": 0, "reserved": 0} for token in before[carol.address]
+    }
+    alice_after = await desk.balances(alice)
+    assert alice_after[market["base"]] == before[alice.address][market["base"]]
+    assert alice_after[market["quote"]]["total"] == 7 * DOLLAR
+    assert (await settlement.audit()).clean
