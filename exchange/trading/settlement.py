@@ -63,7 +63,12 @@ Two settlers on one database (``exchange serve``'s and an ``exchange settle``)
 may follow the same batch. Closing it is an UPDATE conditional on the batch still
 being open, in the transaction of its fee sweep: one settler closes it, and the
 other, finding it closed (there, or when it reads the settled amounts for the
-order states), writes nothing and looks again next step.
+order states), writes nothing and looks again next step. Opening a batch and
+failing a fill take a per-Vault lock (``serialise_settlers``; SQLite runs one
+writer at a time), and a fill fails only while no batch is open and it is still
+pending: a settler that judged a fill alone while the other's batch was being
+opened (a batch the fill may need, as a sale needs the purchase before it)
+fails nothing and judges it again once that batch is decided.
 
 Failed fills: the trade cannot happen on chain, so the fill's ledger postings
 are voided (cause ``fill.void``): the buyer gets its quote and fees back, the
@@ -296,8 +301,7 @@ class Settler:
         for fill in fills:
             mismatch = self._hash_mismatch(fill)
             if mismatch is not None:
-                await self._fail(fill, "OrderHashMismatch", {"order_id": mismatch}, batch_id=None)
-                return StepOutcome.FILL_FAILED
+                return await self._fail(fill, "OrderHashMismatch", {"order_id": mismatch}, batch_id=None)
             to_settle.append(self._to_settle(fill))
         arguments = pack(to_settle)
         try:
@@ -459,8 +463,7 @@ class Settler:
             error_args=error.error_args,
             probed_prefix=high,
         )
-        await self._fail(culprit, error.error_name, _json_args(error.error_args), batch_id=None)
-        return StepOutcome.FILL_FAILED
+        return await self._fail(culprit, error.error_name, _json_args(error.error_args), batch_id=None)
 
     def _blocked(self, error: ContractReverted) -> StepOutcome:
         self.blocked_by = error
@@ -735,12 +738,20 @@ class Settler:
 
     async def _fail(
         self, fill: FillRecord, error_name: str, error_args: dict[str, Any], *, batch_id: int | None
-    ) -> None:
-        """Fail the fill for good and void its ledger postings (in one transaction)."""
+    ) -> StepOutcome:
+        """Fail the fill for good and void its ledger postings (in one transaction): ``FILL_FAILED``.
+
+        ``WAITING``, and nothing written, when another settler opened a batch since this one
+        judged the fill (the judgement did not see that batch, which may be what the fill
+        needs) or took the fill: it is judged again once that batch is decided.
+        """
         async with self._sessionmaker() as session, session.begin():
-            await store.fail_fill(
+            await store.serialise_settlers(session, self.vault.address)
+            if await store.open_batch(session, self.vault.address) is not None or not await store.fail_fill(
                 session, fill.id, error_name=error_name, error_args=error_args, batch_id=batch_id
-            )
+            ):
+                log.info("settlement.fail_given_up", fill_id=fill.id, error_name=error_name)
+                return StepOutcome.WAITING
             try:
                 async with session.begin_nested():
                     await repository.apply_postings(
@@ -757,6 +768,7 @@ class Settler:
                 await self.fill_failed(fill.id)
             except Exception:  # the fill stays failed; only the live notice is lost
                 log.exception("settlement.fill_failed_notice", fill_id=fill.id)
+        return StepOutcome.FILL_FAILED
 
     def fill_postings(self, fill: FillRecord) -> list[Posting]:
         """The totals the fill moved in the ledger when it matched (its reservations stay spent)."""

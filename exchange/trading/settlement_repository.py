@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
+from eth_utils.crypto import keccak
 from sqlalchemy import CursorResult, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -159,6 +160,17 @@ async def fills_in_states(session: AsyncSession, states: Iterable[SettlementStat
     return await _with_orders(session, rows)
 
 
+async def serialise_settlers(session: AsyncSession, vault: str) -> None:
+    """Until the transaction ends, be the only settler of ``vault`` opening a batch or failing a fill.
+
+    PostgreSQL: a transaction-level advisory lock keyed by the Vault. SQLite runs one writing
+    transaction at a time anyway.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(keccak(b"settlement:" + vault.lower().encode())[:8], "big", signed=True)
+        await session.execute(select(func.pg_advisory_xact_lock(key)))
+
+
 async def open_batch(session: AsyncSession, vault: str) -> BatchRecord | None:
     """The batch of `vault` still in flight (at most one), with its attempts and fills."""
     statement = select(SettlementBatch).where(
@@ -236,6 +248,7 @@ async def open_new_batch(
 
     None when any fill is no longer pending (nothing written): the caller rolls back and retries.
     """
+    await serialise_settlers(session, vault)
     batch = SettlementBatch(
         chain_id=chain_id,
         vault=vault,
@@ -413,15 +426,26 @@ async def reverted_batches_of(
 
 async def fail_fill(
     session: AsyncSession, fill_id: int, *, error_name: str, error_args: dict[str, Any], batch_id: int | None
-) -> None:
-    """Give the fill up for good, with the reason; serving processes hear of it on commit."""
-    await session.execute(
+) -> bool:
+    """Give the pending fill up for good, with the reason; serving processes hear of it on commit.
+
+    False, and nothing written, when the fill is no longer pending outside any batch (another
+    settler put it in a batch, or failed it, meanwhile).
+    """
+    failed = await session.execute(
         update(TradingFill)
-        .where(TradingFill.id == fill_id)
+        .where(
+            TradingFill.id == fill_id,
+            TradingFill.settlement_state == SettlementState.PENDING,
+            TradingFill.batch_id.is_(None),
+        )
         .values(settlement_state=SettlementState.FAILED.value, batch_id=batch_id)
     )
+    if failed.rowcount != 1:  # type: ignore[attr-defined]
+        return False
     session.add(
         SettlementFailure(fill_id=fill_id, error_name=error_name, error_args=error_args, batch_id=batch_id)
     )
     await session.flush()
     await announce_failed(session, fill_id)
+    return True
