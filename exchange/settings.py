@@ -310,6 +310,15 @@ class Settings(BaseSettings):
     trading_checkpoint_every: int = Field(
         default=10_000, ge=1, description="Journal commands between two snapshots of a book."
     )
+    trading_journal_head_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=3600,
+        description=(
+            "GET /v1/markets/{id}/journal answers a head probed at most this long ago: the book's"
+            " state hash (an encoding of the whole book) is computed at most once per interval."
+        ),
+    )
     trading_verify_replay_on_start: bool = Field(
         default=True,
         description="At start, also replay the whole journal and compare the state hashes.",

@@ -334,6 +334,10 @@ async def get_market(market_id: Annotated[str, Path(max_length=32)], service: Tr
     "/{market_id}/journal",
     response_model=JournalHeadOut,
     summary="The market's last journaled command and the book's state hash after it",
+    description=(
+        "As probed at most EXCHANGE_TRADING_JOURNAL_HEAD_INTERVAL_S (default 1 s) ago: callers "
+        "within that time share one probe, so the whole book is hashed at most once per interval."
+    ),
     responses=problem_responses(UnknownMarket, RateLimited, WriterUnavailable),
 )
 async def get_journal_head(

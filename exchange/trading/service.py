@@ -65,7 +65,6 @@ from exchange.trading.intents import (
     OrderFailed,
     Placed,
     PlaceIntent,
-    ProbeIntent,
 )
 from exchange.trading.market_data import TickerCache
 from exchange.trading.markets import MarketSpec, market_from_chain
@@ -302,8 +301,9 @@ class TradingService:
         return None
 
     async def journal_head(self, market_id: str) -> JournalHead:
-        head: JournalHead = await self.market(market_id).writer.submit(ProbeIntent())
-        return head
+        """The market's journal head, probed at most ``trading_journal_head_interval_s`` ago."""
+        writer = self.market(market_id).writer
+        return await writer.recent_head(self.settings.trading_journal_head_interval_s)
 
     # ------------------------------------------------------------------ orders
 

@@ -294,6 +294,11 @@ class MarketWriter:
         # The cycles' connection, held between cycles: no pool checkout (and liveness ping) per
         # cycle. Dropped after a failed cycle and when the loop ends; the next cycle opens another.
         self._connection: AsyncConnection | None = None
+        # The head (its state hash costs an encoding of the whole book) of one book state, and
+        # the last one probed for readers content with a recent head (``recent_head``).
+        self._head: tuple[int, OrderBook, JournalHead] | None = None
+        self._recent_head: tuple[float, JournalHead] | None = None
+        self._head_probe: asyncio.Future[JournalHead] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -373,7 +378,16 @@ class MarketWriter:
                     stopping = True
                 else:
                     batch.append(item)  # type: ignore[arg-type]
-            if batch or self._expiry_due():
+            if (
+                batch
+                and not self._uncovered
+                and not self._expiry_due()
+                and all(isinstance(intent, ProbeIntent) for intent in batch)
+            ):
+                head = self.head()  # nothing to journal: no transaction
+                for probe in batch:
+                    resolve(probe.future, head)
+            elif batch or self._expiry_due():
                 await self._cycle_or_recover(batch)
 
     def _until_next_expiry(self) -> float | None:
@@ -534,12 +548,39 @@ class MarketWriter:
             log.exception("trading.feed_failed", market=self.market_id, sequence=self.sequence)
 
     def head(self) -> JournalHead:
-        return JournalHead(
+        """The journal head now; the state hash is computed once per state of the book."""
+        cached = self._head
+        if cached is not None and cached[0] == self.sequence and cached[1] is self.book:
+            return cached[2]
+        head = JournalHead(
             market_id=self.market_id,
             sequence=self.sequence,
             state_hash=self.book.state_hash().hex(),
             open_orders=len(self.book),
         )
+        self._head = (self.sequence, self.book, head)
+        return head
+
+    async def recent_head(self, max_age_s: float) -> JournalHead:
+        """A journal head probed at most ``max_age_s`` ago (``head`` behind what is queued now).
+
+        Callers within that time, and callers while a probe is under way, share one probe: the
+        book is hashed at most once per ``max_age_s``, however many ask.
+        """
+        recent = self._recent_head
+        if recent is not None and time.monotonic() - recent[0] < max_age_s:
+            return recent[1]
+        probe = self._head_probe
+        if probe is None:
+            probe = self._head_probe = asyncio.ensure_future(self.submit(ProbeIntent()))
+
+            def probed(future: asyncio.Future[JournalHead]) -> None:
+                self._head_probe = None
+                if not future.cancelled() and future.exception() is None:
+                    self._recent_head = (time.monotonic(), future.result())
+
+            probe.add_done_callback(probed)
+        return await asyncio.shield(probe)
 
     async def _known_orders(self, db: bulk.Target, places: list[PlaceIntent]) -> list[OrderRow]:
         """Orders already journaled that share an account's client order id or nonce, or an order hash."""

@@ -36,6 +36,7 @@ def trading_settings(database_url: str, **overrides: object) -> Settings:
         "trading_rate_account_burst": 1000,
         "trading_rate_ip_per_s": 1000,
         "trading_rate_ip_burst": 1000,
+        "trading_journal_head_interval_s": 0,  # each read of the journal head probes the writer
     }
     values.update(overrides)
     return Settings.model_validate(values)
