@@ -337,6 +337,13 @@ class Settings(BaseSettings):
         le=1_000_000,
         description="Messages a WebSocket connection may have waiting before it is closed as too slow.",
     )
+    trading_ws_outbox_max_bytes: int = Field(
+        default=16 * 2**20,
+        ge=1024,
+        le=2**31,
+        description="Characters a WebSocket connection may have waiting before it is closed as too slow "
+        "(one message alone may be longer: a deep book's snapshot).",
+    )
     trading_ws_session_recheck_s: float = Field(
         default=30.0,
         gt=0,

@@ -36,9 +36,10 @@ problem document, where the server can answer a handshake with an HTTP response
 (the ASGI ``websocket.http.response`` extension); elsewhere it is closed before
 being accepted, which servers answer with a bare 403.
 
-Slow consumers. Each connection has an outbox of ``ws_outbox_limit`` messages.
-A connection that lets it fill up gets one last error ("too-slow") and is closed
-with code 1013: its book would otherwise have a gap. Reconnect and subscribe
+Slow consumers. Each connection has an outbox of ``ws_outbox_limit`` messages
+and ``ws_outbox_max_bytes`` characters (a message alone may be longer: a deep
+book's snapshot). A connection that lets it fill up gets one last error
+("too-slow") and is closed with code 1013: its book would otherwise have a gap. Reconnect and subscribe
 again for a fresh snapshot. A session that signs out or expires is closed with
 code 4401 within ``ws_session_recheck_s``.
 """
@@ -122,23 +123,27 @@ class Outbox:
     (its getter and putter queues, a future per get). The limit is the connection's.
     """
 
-    __slots__ = ("_items", "_waiter")
+    __slots__ = ("_items", "_waiter", "size")
 
     def __init__(self) -> None:
         self._items: deque[str | object] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        self.size = 0  # characters of the messages waiting
 
     def __len__(self) -> int:
         return len(self._items)
 
     def put(self, item: str | object) -> None:
         self._items.append(item)
+        if isinstance(item, str):
+            self.size += len(item)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     def clear(self) -> None:
         self._items.clear()
+        self.size = 0
 
     async def get(self) -> str | object:
         while not self._items:
@@ -147,19 +152,30 @@ class Outbox:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._items.popleft()
+        item = self._items.popleft()
+        if isinstance(item, str):
+            self.size -= len(item)
+        return item
 
 
 class Connection:
     """One WebSocket: its outbox, its subscriptions and, once signed in, its account."""
 
-    def __init__(self, websocket: WebSocket, service: TradingService, outbox_limit: int, host: str) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        service: TradingService,
+        outbox_limit: int,
+        outbox_max_size: int,
+        host: str,
+    ) -> None:
         self.websocket = websocket
         self.service = service
         self.host = host
         self.refusals_in_a_row = 0
         self.outbox = Outbox()
         self.outbox_limit = outbox_limit
+        self.outbox_max_size = outbox_max_size
         self.principal: Principal | None = None
         self.token: str | None = None
         self.close_code: int | None = None
@@ -171,11 +187,15 @@ class Connection:
     def offer(self, message: str) -> None:
         if self.close_code is not None:
             return
-        if len(self.outbox) >= self.outbox_limit:
+        waiting = len(self.outbox)
+        if waiting >= self.outbox_limit or (
+            waiting and self.outbox.size + len(message) > self.outbox_max_size
+        ):
             self.close(
                 CLOSE_TOO_SLOW,
                 TooSlow(
-                    f"more than {self.outbox_limit} messages were waiting; reconnect and subscribe again"
+                    f"more than {self.outbox_limit} messages or {self.outbox_max_size} characters were "
+                    "waiting; reconnect and subscribe again"
                 ),
             )
             return
@@ -369,7 +389,9 @@ async def stream(websocket: WebSocket) -> None:
         await _deny(websocket, error)
         return
     await websocket.accept()
-    connection = Connection(websocket, service, settings.trading_ws_outbox_limit, host)
+    connection = Connection(
+        websocket, service, settings.trading_ws_outbox_limit, settings.trading_ws_outbox_max_bytes, host
+    )
     sender = asyncio.create_task(connection.send_loop(), name="ws-send")
     watcher = asyncio.create_task(
         connection.watch_session(settings.trading_ws_session_recheck_s), name="ws-watch"

@@ -391,10 +391,15 @@ async def _started(settings: Settings, chain: ChainRuntime) -> AsyncIterator[tup
             yield desk, url
 
 
+@pytest.mark.parametrize(
+    "outbox",
+    [{"trading_ws_outbox_limit": 2}, {"trading_ws_outbox_max_bytes": 1024}],
+    ids=["messages", "characters"],
+)
 async def test_a_consumer_that_falls_behind_is_closed_not_skipped(
-    database_url: str, chain_runtime: ChainRuntime
+    database_url: str, chain_runtime: ChainRuntime, outbox: dict[str, int]
 ) -> None:
-    settings = trading_settings(database_url, trading_ws_outbox_limit=2)
+    settings = trading_settings(database_url, **outbox)
     async for desk, url in _started(settings, chain_runtime):
         alice, bob = await _funded(desk, 0x76, 0x77)
         async with connect(url, additional_headers=alice.headers) as raw:
