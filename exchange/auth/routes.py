@@ -58,7 +58,7 @@ async def post_login(
         signature_hex=body.signature,
         domain=settings.sign_in_domain,
         chain_id=runtime.deployment.chain_id,
-        w3=runtime.w3,
+        chain=runtime,
         now=utc_now(),
         session_ttl_s=settings.auth_session_ttl_s,
     )

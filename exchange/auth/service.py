@@ -11,7 +11,6 @@ with their nonces, so sessions and used nonces stay about a session TTL's worth.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -19,10 +18,10 @@ from datetime import datetime, timedelta
 
 from eth_account.messages import encode_defunct
 from sqlalchemy.ext.asyncio import AsyncSession
-from web3 import Web3
 
 from exchange.auth import repository
 from exchange.auth.siwe import SiweError, check_message, parse_message
+from exchange.chain.runtime import ChainRuntime
 from exchange.chain.signatures import is_valid_signature
 from exchange.kit.errors import Unauthorized
 from exchange.kit.logging import get_logger
@@ -71,7 +70,7 @@ async def sign_in(
     signature_hex: str,
     domain: str,
     chain_id: int,
-    w3: Web3 | None,
+    chain: ChainRuntime,
     now: datetime,
     session_ttl_s: int,
 ) -> tuple[str, datetime, str]:
@@ -85,9 +84,10 @@ async def sign_in(
         signature = bytes.fromhex(signature_hex.removeprefix("0x"))
     except ValueError as exc:
         raise Unauthorized("sign-in refused: the signature is not valid hex bytes") from exc
-    valid = await asyncio.to_thread(
-        is_valid_signature, w3, message.address, encode_defunct(text=message_text), signature
-    )
+    # Through the chain's runner: a signature no key made asks the address for ERC-1271 code,
+    # and the embedded EVM must not be called from a worker thread.
+    signed = encode_defunct(text=message_text)
+    valid = await chain.run(lambda: is_valid_signature(chain.w3, message.address, signed, signature))
     if not valid:
         raise Unauthorized(f"sign-in refused: the signature is not {message.address}'s")
     if not await repository.consume_nonce(session, message.nonce, message.address, now):

@@ -8,8 +8,11 @@ otherwise deploys and writes the manifest.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 from web3 import Web3
@@ -22,6 +25,8 @@ from exchange.chain.provider import make_web3
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class ChainRuntime:
@@ -31,6 +36,16 @@ class ChainRuntime:
     deployment: Deployment
     pool: PoolChain
     embedded: bool
+
+    async def run(self, action: Callable[[], T]) -> T:
+        """Run blocking chain code: inline on the embedded EVM, in a worker thread for a node.
+
+        The in-process EVM is not thread-safe: running its calls on the event loop's thread
+        serialises them with everything else the process does to it. They take milliseconds.
+        """
+        if self.embedded:
+            return action()
+        return await asyncio.to_thread(action)
 
 
 def start_chain(

@@ -55,14 +55,8 @@ DEVICE_EVENTS = ("BatchRegistered", "BatchToppedUp", "DeviceRevoked", "BatchStat
 
 
 async def on_chain(runtime: ChainRuntime, action: Callable[[], T]) -> T:
-    """Run a blocking chain call: inline on the embedded EVM, in a worker thread for a node.
-
-    The in-process EVM is not thread-safe; running its calls on the event loop's thread
-    serialises them with everything else this process does to it. Its calls take milliseconds.
-    """
-    if runtime.embedded:
-        return action()
-    return await asyncio.to_thread(action)
+    """Run a blocking chain call (``ChainRuntime.run``)."""
+    return await runtime.run(action)
 
 
 def registry_of(runtime: ChainRuntime) -> Registry:

@@ -126,9 +126,7 @@ class ChainAccess:
         self.runtime = runtime
 
     async def run(self, action: Callable[[], T]) -> T:
-        if self.runtime.embedded:
-            return action()
-        return await asyncio.to_thread(action)
+        return await self.runtime.run(action)
 
 
 class MembershipCache:

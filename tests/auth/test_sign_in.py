@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -151,6 +153,37 @@ async def test_a_chain_id_of_other_digits_is_refused_not_a_server_error(service:
     )
     assert reply.status_code == 401, reply.text
     assert "chain id" in reply.json()["detail"]
+
+
+async def test_a_signature_no_key_made_asks_the_embedded_chain_on_its_own_thread(
+    service: httpx.AsyncClient, chain_runtime: ChainRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Such a signature may be a contract wallet's (ERC-1271): the address's code is read. The
+    # in-process EVM is not thread-safe, so that read must not come from a worker thread.
+    threads: list[int] = []
+    get_code = chain_runtime.w3.eth.get_code
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.get_ident())
+        return get_code(*args, **kwargs)
+
+    monkeypatch.setattr(chain_runtime.w3.eth, "get_code", recorded)
+    account, other = Account.create(), Account.create()
+    issued = (await service.post("/v1/auth/nonce")).json()
+    text = SiweMessage(
+        domain=issued["domain"],
+        address=account.address,
+        uri="http://x/",
+        chain_id=issued["chain_id"],
+        nonce=issued["nonce"],
+        issued_at=datetime.now(UTC).replace(microsecond=0),
+    ).render()
+    forged = other.sign_message(encode_defunct(text=text)).signature.hex()
+    reply = await service.post(
+        "/v1/auth/login", json={"message": text, "signature": "0x" + forged.removeprefix("0x")}
+    )
+    assert reply.status_code == 401, reply.text
+    assert threads == [threading.get_ident()]
 
 
 async def test_protected_routes_need_a_token(service: httpx.AsyncClient) -> None:
