@@ -323,11 +323,12 @@ async def add_withdrawal(
     return row
 
 
-async def withdrawals_of(session: AsyncSession, account: str, *, limit: int) -> list[TradingWithdrawal]:
-    statement = (
-        select(TradingWithdrawal)
-        .where(TradingWithdrawal.account == account)
-        .order_by(TradingWithdrawal.id.desc())
-        .limit(limit)
-    )
+async def withdrawals_of(
+    session: AsyncSession, account: str, *, before_id: int | None, limit: int
+) -> list[TradingWithdrawal]:
+    """The account's withdrawals newest first, older than ``before_id`` when given."""
+    statement = select(TradingWithdrawal).where(TradingWithdrawal.account == account)
+    if before_id is not None:
+        statement = statement.where(TradingWithdrawal.id < before_id)
+    statement = statement.order_by(TradingWithdrawal.id.desc()).limit(limit)
     return list((await session.scalars(statement)).all())

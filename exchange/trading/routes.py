@@ -775,12 +775,13 @@ async def request_withdrawal(
     "/account/withdrawals",
     response_model=list[WithdrawalOut],
     summary="Your withdrawal authorisations, newest first",
+    description="Up to limit of them; for older ones, pass the id of the last one as cursor.",
     responses=problem_responses(*_AUTH),
 )
 async def list_withdrawals(
-    principal: Trader, service: Trading, session: DbSession, limit: Limit = 100
+    principal: Trader, service: Trading, session: DbSession, cursor: Cursor = None, limit: Limit = 100
 ) -> list[WithdrawalOut]:
-    return [
-        withdrawal_out(row, next(iter(service.markets.values())).spec)
-        for row in await repository.withdrawals_of(session, principal.address, limit=limit)
-    ]
+    rows = await repository.withdrawals_of(
+        session, principal.address, before_id=int(cursor) if cursor else None, limit=limit
+    )
+    return [withdrawal_out(row, next(iter(service.markets.values())).spec) for row in rows]

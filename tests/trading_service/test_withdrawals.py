@@ -134,3 +134,30 @@ async def test_an_exit_expires_the_open_authorisation_and_pays_out_the_whole_bal
     )
     report = await settlement.audit()
     assert report.clean, "\n".join(report.lines())
+
+
+async def test_withdrawals_are_listed_newest_first_in_cursor_pages(desk: Desk) -> None:
+    market = desk.market
+    trader, other = await desk.member(0x63), await desk.member(0x64)
+    for member in (trader, other):
+        await desk.deposit(member, market["quote"], 50 * DOLLAR)
+    for amount in range(1, 6):
+        for member in (trader, other):
+            reply = await desk.client.post(
+                "/v1/account/withdrawals",
+                json={"token": market["quote"], "amount": str(amount * DOLLAR)},
+                headers=member.headers,
+            )
+            assert reply.status_code == 201, reply.text
+    pages: list[list[str]] = []
+    params: dict[str, object] = {"limit": 2}
+    while True:
+        reply = await desk.client.get("/v1/account/withdrawals", params=params, headers=trader.headers)
+        assert reply.status_code == 200, reply.text
+        page = reply.json()
+        if not page:
+            break
+        assert {item["account"] for item in page} == {trader.address}
+        pages.append([item["amount"] for item in page])
+        params["cursor"] = page[-1]["id"]
+    assert pages == [[str(5 * DOLLAR), str(4 * DOLLAR)], [str(3 * DOLLAR), str(2 * DOLLAR)], [str(DOLLAR)]]
