@@ -323,6 +323,12 @@ class Settings(BaseSettings):
         default=True,
         description="At start, also replay the whole journal and compare the state hashes.",
     )
+    trading_idempotency_retention_s: float = Field(
+        default=86_400,
+        ge=60,
+        le=90 * 86_400,
+        description="How long an Idempotency-Key and its answer are kept; after that the key is free.",
+    )
     trading_session_cache_s: float = Field(
         default=2.0, ge=0, le=60, description="How long a resolved bearer token is reused by trading routes."
     )

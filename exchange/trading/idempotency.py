@@ -18,26 +18,37 @@ it again is safe. Where it is not (a withdrawal takes the next nonce and
 reserves again), such a claim is never taken over: the retry is refused with
 :class:`KeyUnfinished`, and the client looks at what happened before it sends
 the request again under a new key.
+
+Keys are kept for ``trading_idempotency_retention_s`` (a day by default), as
+payment APIs keep theirs: a claim older than that is deleted, answered or not,
+and the key may then be used for a new request. Claims purge at most
+``PURGE_BATCH`` such keys, once every ``PURGE_EVERY_S`` per process.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.db.base import utc_now
 from exchange.kit.errors import Conflict
+from exchange.kit.logging import get_logger
 from exchange.trading.models import IdempotencyKey
 from exchange.trading.problems import FieldRefused
 
+log = get_logger(__name__)
+
 STALE_AFTER_S = 60
 HEADER = "Idempotency-Key"
+PURGE_EVERY_S = 60.0
+PURGE_BATCH = 10_000
 
 
 class KeyReused(FieldRefused):
@@ -69,8 +80,10 @@ def request_digest(method: str, path: str, body: bytes) -> str:
 class IdempotencyStore:
     """Claims, answers and releases of idempotency keys, each in its own short transaction."""
 
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], *, retention_s: float) -> None:
         self._sessionmaker = sessionmaker
+        self._retention = timedelta(seconds=retention_s)
+        self._next_purge = 0.0  # time.monotonic() of the next purge
 
     async def claim(
         self, account: str, key: str, digest: str, *, rerun_safe: bool = True
@@ -81,6 +94,9 @@ class IdempotencyStore:
         unanswered claim is taken over; otherwise it is refused with :class:`KeyUnfinished`.
         """
         now = utc_now()
+        if time.monotonic() >= self._next_purge:
+            self._next_purge = time.monotonic() + PURGE_EVERY_S
+            await self.purge(now)
         try:
             async with self._sessionmaker() as session, session.begin():
                 session.add(IdempotencyKey(account=account, key=key, request_sha256=digest, created_at=now))
@@ -132,6 +148,28 @@ class IdempotencyStore:
                     IdempotencyKey.status_code.is_(None),
                 )
             )
+
+    async def purge(self, now: datetime) -> int:
+        """Delete up to ``PURGE_BATCH`` keys claimed more than the retention before ``now``.
+
+        On PostgreSQL, keys another transaction holds are skipped: purges never wait on claims.
+        """
+        expired = (
+            select(IdempotencyKey.account, IdempotencyKey.key)
+            .where(IdempotencyKey.created_at < now - self._retention)
+            .limit(PURGE_BATCH)
+            .with_for_update(skip_locked=True)
+        )
+        async with self._sessionmaker() as session, session.begin():
+            result = await session.execute(
+                delete(IdempotencyKey)
+                .where(tuple_(IdempotencyKey.account, IdempotencyKey.key).in_(expired))
+                .execution_options(synchronize_session=False)
+            )
+        purged = int(result.rowcount)  # type: ignore[attr-defined]
+        if purged:
+            log.info("trading.idempotency_keys_purged", keys=purged)
+        return purged
 
 
 def _stale(created_at: datetime, now: datetime) -> bool:

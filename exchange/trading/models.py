@@ -310,6 +310,7 @@ class IdempotencyKey(Base):
     """
 
     __tablename__ = "trading_idempotency_keys"
+    __table_args__ = (Index(None, "created_at"),)  # the retention purge
 
     account: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)

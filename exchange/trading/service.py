@@ -226,7 +226,9 @@ class TradingService:
             settings.trading_rate_account_per_s, settings.trading_rate_account_burst
         )
         self.ip_limits = RateLimiter(settings.trading_rate_ip_per_s, settings.trading_rate_ip_burst)
-        self.idempotency = IdempotencyStore(sessionmaker)
+        self.idempotency = IdempotencyStore(
+            sessionmaker, retention_s=settings.trading_idempotency_retention_s
+        )
         self.tickers = TickerCache()
         # Refuses an order the Vault already would not settle (set by exchange.trading.chain_cancels).
         self.order_gate: Callable[[CheckedOrder], None] | None = None

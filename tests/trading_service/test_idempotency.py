@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.db.base import utc_now
@@ -223,3 +224,35 @@ async def test_an_unexpected_failure_keeps_a_withdrawal_key_claimed(
     listed = (await desk.client.get("/v1/account/withdrawals", headers=trader.headers)).json()
     assert len(listed) == 1
     assert (await desk.balances(trader))[desk.market["quote"]]["reserved"] == DOLLAR
+
+
+async def test_keys_older_than_the_retention_are_purged_and_free_again(desk: Desk) -> None:
+    trader = await _trader(desk)
+    body = {"token": desk.market["quote"], "amount": str(DOLLAR)}
+    raw = json.dumps(body).encode()
+    first = await desk.client.post(
+        "/v1/account/withdrawals", json=body, headers={**trader.headers, "Idempotency-Key": "w-old"}
+    )
+    assert first.status_code == 201, first.text
+    await _abandoned_claim(desk, trader, "w-dead", "/v1/account/withdrawals", raw)
+    async with desk.trading.sessionmaker() as session, session.begin():
+        for row in await session.scalars(select(IdempotencyKey)):
+            row.created_at = utc_now() - timedelta(days=1, seconds=1)  # beyond the default day
+
+    desk.trading.idempotency._next_purge = 0  # due now: the next claim purges
+    fresh = await desk.client.post(
+        "/v1/account/withdrawals", json=body, headers={**trader.headers, "Idempotency-Key": "w-new"}
+    )
+    assert fresh.status_code == 201, fresh.text
+    async with desk.trading.sessionmaker() as session:
+        assert list(await session.scalars(select(IdempotencyKey.key))) == ["w-new"]
+    for key in ("w-old", "w-dead"):  # a new request each, no longer a replay or an unfinished claim
+        again = await desk.client.post(
+            "/v1/account/withdrawals", json=body, headers={**trader.headers, "Idempotency-Key": key}
+        )
+        assert again.status_code == 201, again.text
+        assert again.json()["nonce"] not in (first.json()["nonce"], fresh.json()["nonce"])
+    replayed = await desk.client.post(
+        "/v1/account/withdrawals", json=body, headers={**trader.headers, "Idempotency-Key": "w-new"}
+    )
+    assert replayed.json() == fresh.json()
