@@ -69,6 +69,8 @@ class SiweMessage:
     written_times: tuple[str | None, str | None, str | None] = field(
         default=(None, None, None), compare=False
     )
+    # Without a statement the grammar has two empty lines before the URI; some signers write one.
+    one_empty_line: bool = field(default=False, compare=False)
 
     def render(self) -> str:
         """The exact text a wallet signs."""
@@ -77,6 +79,8 @@ class SiweMessage:
         lines = [f"{prefix}{self.domain} wants you to sign in with your Ethereum account:", self.address, ""]
         if self.statement is not None:
             lines += [self.statement, ""]
+        elif not self.one_empty_line:
+            lines.append("")
         lines += [
             f"URI: {self.uri}",
             f"Version: {self.version}",
@@ -125,7 +129,8 @@ def parse_message(text: str) -> SiweMessage:
         raise SiweError("expected an empty line after the address")
     index = 3
     statement: str | None = None
-    if not lines[index].startswith("URI: "):
+    one_empty_line = lines[index].startswith("URI: ")
+    if not one_empty_line:
         if lines[index] == "":
             index += 1
         else:
@@ -181,6 +186,7 @@ def parse_message(text: str) -> SiweMessage:
         request_id=fields.get("Request ID"),
         resources=tuple(resources),
         written_times=(fields["Issued At"], fields.get("Expiration Time"), fields.get("Not Before")),
+        one_empty_line=one_empty_line,
     )
     if message.render() != text:
         raise SiweError("message is not in canonical EIP-4361 form (whitespace or formatting differs)")

@@ -89,6 +89,21 @@ def test_malformed_messages_are_refused(text: str, reason: str) -> None:
         parse_message(text)
 
 
+@pytest.mark.parametrize("empty_lines", ["\n\n\n", "\n\n"], ids=["grammar", "one-empty-line"])
+def test_a_message_without_a_statement_is_taken_as_written(empty_lines: str) -> None:
+    # The grammar (and siwe-js) puts two empty lines between the address and the URI when there
+    # is no statement: the statement's and its own. Some signers write one.
+    text = (
+        f"exchange.example wants you to sign in with your Ethereum account:\n{ADDRESS}{empty_lines}"
+        "URI: https://exchange.example/login\nVersion: 1\nChain ID: 31337\n"
+        "Nonce: a1b2c3d4e5f6a7b8\nIssued At: 2026-11-21T12:00:00Z"
+    )
+    parsed = parse_message(text)
+    assert parsed.statement is None
+    assert parsed.render() == text
+    assert message(statement=None).render().count("\n\n\n") == 1  # rendered as the grammar says
+
+
 @pytest.mark.parametrize(
     "written",
     [
