@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from fastapi import FastAPI
 from pydantic import ValidationError
@@ -72,6 +73,18 @@ def build_app(settings: Settings, *, chain: ChainRuntime | None = None, serving:
     return app
 
 
+def server_options(settings: Settings) -> dict[str, Any]:
+    """The uvicorn options the service runs with, besides its address."""
+    return {
+        "log_config": None,
+        "proxy_headers": False,
+        "server_header": False,
+        "ws_per_message_deflate": settings.ws_per_message_deflate,
+        # A client's frames are small operations; a bigger one is refused (close 1009) before parsing.
+        "ws_max_size": settings.ws_max_message_bytes,
+    }
+
+
 def serve(host: str | None = None, port: int | None = None) -> None:
     """Run the service with uvicorn on the configured (or given) address."""
     import uvicorn
@@ -88,8 +101,5 @@ def serve(host: str | None = None, port: int | None = None) -> None:
         build_app(settings, serving=True),
         host=host or settings.host,
         port=port or settings.port,
-        log_config=None,
-        proxy_headers=False,
-        server_header=False,
-        ws_per_message_deflate=settings.ws_per_message_deflate,
+        **server_options(settings),
     )

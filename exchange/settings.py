@@ -337,6 +337,12 @@ class Settings(BaseSettings):
         description="Offer permessage-deflate on WebSockets: less bandwidth, but every message is "
         "compressed once per subscriber (the book stream fans out, so it is off by default).",
     )
+    ws_max_message_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 2**20,
+        description="Largest WebSocket message a client may send (its operations are small JSON objects).",
+    )
     trading_ws_outbox_limit: int = Field(
         default=10_000,
         ge=1,

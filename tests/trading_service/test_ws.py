@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from exchange.auth.service import Principal
 from exchange.chain.runtime import ChainRuntime
+from exchange.main import server_options
 from exchange.settings import Settings
 from exchange.trading.fill_notices import APPLICATION_NAME
 from exchange.trading.ws import CLOSE_RATE_LIMITED, MAX_REFUSALS_IN_A_ROW
@@ -34,7 +35,9 @@ async def serve(desk: Desk) -> AsyncIterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
     server = uvicorn.Server(
-        uvicorn.Config(desk.app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
+        uvicorn.Config(
+            desk.app, host="127.0.0.1", port=port, lifespan="off", **server_options(desk.trading.settings)
+        )
     )
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -383,6 +386,16 @@ async def test_bad_operations_are_answered_and_the_connection_stays(desk: Desk, 
         await raw.send("[1, 2]")
         assert (await ws.next())["status"] == 422
         assert (await ws.request(op="ping", id=7)) == {"type": "pong", "id": 7}
+
+
+async def test_a_message_over_the_size_limit_closes_the_connection(desk: Desk, ws_url: str) -> None:
+    limit = desk.trading.settings.ws_max_message_bytes
+    async with connect(ws_url, max_size=None) as raw:
+        ws = Stream(raw)
+        assert (await ws.request(op="ping", id=1)) == {"type": "pong", "id": 1}
+        await raw.send('{"op": "ping", "pad": "' + "x" * limit + '"}')
+        _, code = await until_closed(ws)
+    assert code == 1009  # message too big
 
 
 async def _started(settings: Settings, chain: ChainRuntime) -> AsyncIterator[tuple[Desk, str]]:
