@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -12,6 +13,7 @@ import httpx
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -51,6 +53,27 @@ def _assert_rate_limited(reply: httpx.Response) -> None:
     assert body["status"] == 429
     assert body["type"].endswith("/rate-limited")
     assert body["retry_after_seconds"] == int(reply.headers["retry-after"])
+
+
+async def _message_naming(service: httpx.AsyncClient, address: str) -> str:
+    """A sign-in message naming ``address``, with a fresh nonce."""
+    issued = (await service.post("/v1/auth/nonce")).json()
+    return SiweMessage(
+        domain=issued["domain"],
+        address=address,
+        uri="http://x/",
+        chain_id=issued["chain_id"],
+        nonce=issued["nonce"],
+        issued_at=datetime.now(UTC).replace(microsecond=0),
+    ).render()
+
+
+async def _login(service: httpx.AsyncClient, text: str, signer: LocalAccount) -> httpx.Response:
+    """``text`` signed by ``signer``, sent to the login route."""
+    signature = signer.sign_message(encode_defunct(text=text)).signature.hex()
+    return await service.post(
+        "/v1/auth/login", json={"message": text, "signature": "0x" + signature.removeprefix("0x")}
+    )
 
 
 async def test_sign_in_me_and_sign_out(service: httpx.AsyncClient) -> None:
@@ -94,19 +117,8 @@ async def test_refusals(service: httpx.AsyncClient) -> None:
     )
     assert "expired" in expired.json()["detail"]
     # Someone else's signature over a message naming `account`.
-    issued = (await service.post("/v1/auth/nonce")).json()
-    text = SiweMessage(
-        domain=issued["domain"],
-        address=account.address,
-        uri="http://x/",
-        chain_id=issued["chain_id"],
-        nonce=issued["nonce"],
-        issued_at=datetime.now(UTC).replace(microsecond=0),
-    ).render()
-    forged = other.sign_message(encode_defunct(text=text)).signature.hex()
-    reply = await service.post(
-        "/v1/auth/login", json={"message": text, "signature": "0x" + forged.removeprefix("0x")}
-    )
+    text = await _message_naming(service, account.address)
+    reply = await _login(service, text, other)
     assert reply.status_code == 401
     assert "signature" in reply.json()["detail"]
     garbage = await service.post("/v1/auth/login", json={"message": text, "signature": "0x1234"})
@@ -114,11 +126,7 @@ async def test_refusals(service: httpx.AsyncClient) -> None:
     not_hex = await service.post("/v1/auth/login", json={"message": text, "signature": "nothex"})
     assert not_hex.status_code == 422
     # The nonce survived the failed attempts and still works once.
-    good = account.sign_message(encode_defunct(text=text)).signature.hex()
-    ok = await service.post(
-        "/v1/auth/login", json={"message": text, "signature": "0x" + good.removeprefix("0x")}
-    )
-    assert ok.status_code == 200
+    assert (await _login(service, text, account)).status_code == 200
 
 
 async def test_a_message_as_javascript_wallets_write_it_signs_in(service: httpx.AsyncClient) -> None:
@@ -133,24 +141,9 @@ async def test_a_message_as_javascript_wallets_write_it_signs_in(service: httpx.
 
 
 async def test_a_chain_id_of_other_digits_is_refused_not_a_server_error(service: httpx.AsyncClient) -> None:
-    issued = (await service.post("/v1/auth/nonce")).json()
     account = Account.create()
-    text = (
-        SiweMessage(
-            domain=issued["domain"],
-            address=account.address,
-            uri="http://x/",
-            chain_id=issued["chain_id"],
-            nonce=issued["nonce"],
-            issued_at=datetime.now(UTC).replace(microsecond=0),
-        )
-        .render()
-        .replace(f"Chain ID: {issued['chain_id']}", "Chain ID: \u00b2")
-    )
-    signature = account.sign_message(encode_defunct(text=text)).signature.hex()
-    reply = await service.post(
-        "/v1/auth/login", json={"message": text, "signature": "0x" + signature.removeprefix("0x")}
-    )
+    text = re.sub(r"Chain ID: [0-9]+", "Chain ID: \u00b2", await _message_naming(service, account.address))
+    reply = await _login(service, text, account)
     assert reply.status_code == 401, reply.text
     assert "chain id" in reply.json()["detail"]
 
@@ -168,20 +161,8 @@ async def test_a_signature_no_key_made_asks_the_embedded_chain_on_its_own_thread
         return get_code(*args, **kwargs)
 
     monkeypatch.setattr(chain_runtime.w3.eth, "get_code", recorded)
-    account, other = Account.create(), Account.create()
-    issued = (await service.post("/v1/auth/nonce")).json()
-    text = SiweMessage(
-        domain=issued["domain"],
-        address=account.address,
-        uri="http://x/",
-        chain_id=issued["chain_id"],
-        nonce=issued["nonce"],
-        issued_at=datetime.now(UTC).replace(microsecond=0),
-    ).render()
-    forged = other.sign_message(encode_defunct(text=text)).signature.hex()
-    reply = await service.post(
-        "/v1/auth/login", json={"message": text, "signature": "0x" + forged.removeprefix("0x")}
-    )
+    text = await _message_naming(service, Account.create().address)
+    reply = await _login(service, text, Account.create())
     assert reply.status_code == 401, reply.text
     assert threads == [threading.get_ident()]
 
