@@ -330,13 +330,7 @@ class ChainIndexer:
                 except EventRefused as refusal:
                     row.state, row.detail = EventState.STRANDED.value, f"not reversed: {refusal}"[:500]
                     counts["stranded"] += 1
-                    log.error(
-                        "indexer.reversal_refused",
-                        contract=self.contract.name,
-                        event_name=row.name,
-                        tx_hash=row.tx_hash,
-                        reason=str(refusal),
-                    )
+                    log.error("indexer.reversal_refused", **self._about(row, refusal))
                 else:
                     row.state = EventState.REVERSED.value
                     counts["reversed"] += 1
@@ -445,6 +439,15 @@ class ChainIndexer:
 
     # --- crediting ------------------------------------------------------------------------------
 
+    def _about(self, row: ChainEvent, reason: Exception) -> dict[str, str]:
+        """What a log line says of an event a handler refused or deferred."""
+        return {
+            "contract": self.contract.name,
+            "event_name": row.name,
+            "tx_hash": row.tx_hash,
+            "reason": str(reason),
+        }
+
     async def _credit(self, cursor_id: int, head: int) -> int:
         deep_enough = head - self.confirmations
         async with self._sessionmaker() as session, session.begin():
@@ -470,24 +473,12 @@ class ChainIndexer:
                 except EventDeferred as wait:
                     if row.detail != str(wait)[:500]:
                         row.detail = str(wait)[:500]
-                        log.warning(
-                            "indexer.credit_deferred",
-                            contract=self.contract.name,
-                            event_name=row.name,
-                            tx_hash=row.tx_hash,
-                            reason=str(wait),
-                        )
+                        log.warning("indexer.credit_deferred", **self._about(row, wait))
                     credit_to = min(credit_to, row.block_number - 1)
                     break
                 except EventRefused as refusal:
                     row.state, row.detail = EventState.REFUSED.value, str(refusal)[:500]
-                    log.error(
-                        "indexer.credit_refused",
-                        contract=self.contract.name,
-                        event_name=row.name,
-                        tx_hash=row.tx_hash,
-                        reason=str(refusal),
-                    )
+                    log.error("indexer.credit_refused", **self._about(row, refusal))
                 else:
                     row.state, row.detail = EventState.CREDITED.value, None
                 row.updated_at = utc_now()
