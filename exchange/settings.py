@@ -353,8 +353,8 @@ class Settings(BaseSettings):
         default=16 * 2**20,
         ge=1024,
         le=2**31,
-        description="Characters a WebSocket connection may have waiting before it is closed as too slow "
-        "(one message alone may be longer: a deep book's snapshot).",
+        description="Characters a WebSocket connection may have waiting behind its next message before "
+        "it is closed as too slow (that message alone may be longer: a deep book's snapshot).",
     )
     trading_ws_session_recheck_s: float = Field(
         default=30.0,

@@ -37,8 +37,9 @@ problem document, where the server can answer a handshake with an HTTP response
 being accepted, which servers answer with a bare 403.
 
 Slow consumers. Each connection has an outbox of ``ws_outbox_limit`` messages
-and ``ws_outbox_max_bytes`` characters (a message alone may be longer: a deep
-book's snapshot). A connection that lets it fill up gets one last error
+and ``ws_outbox_max_bytes`` characters waiting behind the next message to go
+(which alone may be longer: a deep book's snapshot, with the answer after it).
+A connection that lets it fill up gets one last error
 ("too-slow") and is closed with code 1013: its book would otherwise have a gap. Reconnect and subscribe
 again for a fresh snapshot. A session that signs out or expires is closed with
 code 4401 within ``ws_session_recheck_s``.
@@ -141,6 +142,11 @@ class Outbox:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def head_size(self) -> int:
+        """Characters of the next message to go (0 when none waits)."""
+        head = self._items[0] if self._items else None
+        return len(head) if isinstance(head, str) else 0
+
     def clear(self) -> None:
         self._items.clear()
         self.size = 0
@@ -187,9 +193,12 @@ class Connection:
     def offer(self, message: str) -> None:
         if self.close_code is not None:
             return
-        waiting = len(self.outbox)
+        # The size budget is for what waits behind the next message to go: that one alone
+        # (a deep book's snapshot) may exceed it, and the answer after it still gets through.
+        outbox = self.outbox
+        waiting = len(outbox)
         if waiting >= self.outbox_limit or (
-            waiting and self.outbox.size + len(message) > self.outbox_max_size
+            waiting and outbox.size - outbox.head_size() + len(message) > self.outbox_max_size
         ):
             self.close(
                 CLOSE_TOO_SLOW,

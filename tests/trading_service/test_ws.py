@@ -425,8 +425,10 @@ async def test_a_consumer_that_falls_behind_is_closed_not_skipped(
                 {"channel": "fills"},
             ):
                 assert (await ws.request(op="subscribe", **op))["type"] == "subscribed"
-            await desk.place(bob, "sell", price(10), WHOLE)
-            await desk.place(alice, "buy", price(10), WHOLE)  # one cycle publishes four messages to ws
+            for step in range(8):
+                await desk.place(bob, "sell", price(10) + step * TICK * 10, WHOLE)
+            # One cycle publishes four messages to ws, the last of them after some 2 KB.
+            await desk.place(alice, "buy", price(10) + 7 * TICK * 10, 8 * WHOLE)
             messages, code = await until_closed(ws)
             assert code == 1013
             feed = desk.trading.markets["BPC-TUSD"].feed
@@ -435,6 +437,26 @@ async def test_a_consumer_that_falls_behind_is_closed_not_skipped(
             assert (feed.order_subscribers, feed.fill_subscribers) == ({}, {})
             assert messages[-1]["type"] == "error"
             assert messages[-1]["title"] == "Connection too slow"
+
+
+async def test_a_snapshot_larger_than_the_outbox_budget_is_delivered_with_its_answer(
+    database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    budget = 1024  # the least the setting allows
+    settings = trading_settings(database_url, trading_ws_outbox_max_bytes=budget)
+    async for desk, url in _started(settings, chain_runtime):
+        (alice,) = await _funded(desk, 0x7B)
+        for step in range(40):  # forty price levels: a snapshot of a few kilobytes
+            reply = await desk.place(alice, "sell", price(10) + step * TICK * 10, WHOLE)
+            assert reply.status_code == 201, reply.text
+        assert len(desk.trading.markets["BPC-TUSD"].feed.encoded_snapshot()) > budget
+        async with connect(url) as raw:
+            ws = Stream(raw)
+            answer = await ws.request(op="subscribe", channel="book", market="BPC-TUSD")
+            assert answer == {"type": "subscribed", "channel": "book", "market": "BPC-TUSD"}
+            (snapshot,) = ws.pending
+            assert (snapshot["type"], len(snapshot["asks"])) == ("snapshot", 40)
+            assert (await ws.request(op="ping"))["type"] == "pong"  # still open
 
 
 async def test_a_signed_out_session_is_closed(database_url: str, chain_runtime: ChainRuntime) -> None:
