@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, tuple_, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.db.base import utc_now
@@ -96,7 +96,10 @@ class IdempotencyStore:
         now = utc_now()
         if time.monotonic() >= self._next_purge:
             self._next_purge = time.monotonic() + PURGE_EVERY_S
-            await self.purge(now)
+            try:
+                await self.purge(now)
+            except SQLAlchemyError as error:  # housekeeping: the request goes on, the next purge retries
+                log.warning("trading.idempotency_purge_failed", error=str(error).splitlines()[0])
         try:
             async with self._sessionmaker() as session, session.begin():
                 session.add(IdempotencyKey(account=account, key=key, request_sha256=digest, created_at=now))

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.db.base import utc_now
@@ -256,3 +256,36 @@ async def test_keys_older_than_the_retention_are_purged_and_free_again(desk: Des
         "/v1/account/withdrawals", json=body, headers={**trader.headers, "Idempotency-Key": "w-new"}
     )
     assert replayed.json() == fresh.json()
+
+
+_KEEP_KEYS = {  # a database that refuses the purge's DELETE
+    "sqlite": [
+        "CREATE TRIGGER keep_keys BEFORE DELETE ON trading_idempotency_keys "
+        "BEGIN SELECT RAISE(ABORT, 'keys are kept'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION keep_keys() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'keys are kept'; END $$",
+        "CREATE TRIGGER keep_keys BEFORE DELETE ON trading_idempotency_keys "
+        "FOR EACH ROW EXECUTE FUNCTION keep_keys()",
+    ],
+}
+
+
+async def test_a_failed_purge_does_not_fail_the_request(desk: Desk) -> None:
+    trader = await _trader(desk)
+    body = {"token": desk.market["quote"], "amount": str(DOLLAR)}
+    headers = {**trader.headers, "Idempotency-Key": "w-first"}
+    assert (await desk.client.post("/v1/account/withdrawals", json=body, headers=headers)).status_code == 201
+    async with desk.trading.sessionmaker() as session, session.begin():
+        for row in await session.scalars(select(IdempotencyKey)):
+            row.created_at = utc_now() - timedelta(days=2)
+        for statement in _KEEP_KEYS[session.bind.dialect.name]:
+            await session.execute(text(statement))
+
+    desk.trading.idempotency._next_purge = 0  # due now: the next claim purges, and the purge fails
+    headers = {**trader.headers, "Idempotency-Key": "w-second"}
+    answer = await desk.client.post("/v1/account/withdrawals", json=body, headers=headers)
+    assert answer.status_code == 201, answer.text
+    async with desk.trading.sessionmaker() as session:
+        assert sorted(await session.scalars(select(IdempotencyKey.key))) == ["w-first", "w-second"]
