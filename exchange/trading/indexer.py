@@ -27,8 +27,9 @@ the last block *credited* (events applied). Each pass:
    ``refused`` with the reason and does not stop the indexer. A handler that
    must wait for something under way (an ``Exited`` whose account still has
    fills the settler has not settled or failed) defers the event instead: it
-   stays ``seen``, and the pass stops there, so events are still credited in
-   chain order; the next pass tries it again. The credit runs with the cursor
+   stays ``seen``, the events of its block before it are undone, and the pass
+   stops there, so events are still credited in chain order and the credited
+   block holds whole blocks; the next pass tries again. The credit runs with the cursor
    row locked, so two processes never credit one event twice.
 
 Between the scan and the credit the indexer awaits its ``before_credit`` hook, if
@@ -56,6 +57,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from itertools import groupby
 from typing import Any, Protocol
 
 from sqlalchemy import delete, select
@@ -82,7 +84,8 @@ class EventRefused(Exception):
 
 class EventDeferred(Exception):
     """A handler cannot apply an event yet, and something under way will let it: the event
-    stays ``seen`` (the reason stored with it) and the pass credits nothing after it."""
+    stays ``seen`` (the reason stored with it) and the pass credits nothing of its block
+    (the events before it undone) nor after it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,6 +451,33 @@ class ChainIndexer:
             "reason": str(reason),
         }
 
+    async def _credit_block(self, session: AsyncSession, rows: list[ChainEvent]) -> ChainEvent | None:
+        """Credit one block's events in order, all or none: the event a handler defers, if any.
+
+        A deferral undoes the events of its block credited before it, so the credited block
+        always names a whole block's effects (what ``exchange audit`` compares the Vault at).
+        """
+        block = await session.begin_nested()
+        for row in rows:
+            try:
+                async with session.begin_nested():
+                    await self.handler.credit(session, indexed_event(row))
+            except EventDeferred as wait:
+                await block.rollback()
+                await session.refresh(row)
+                if row.detail != str(wait)[:500]:
+                    row.detail, row.updated_at = str(wait)[:500], utc_now()
+                    log.warning("indexer.credit_deferred", **self._about(row, wait))
+                return row
+            except EventRefused as refusal:
+                row.state, row.detail = EventState.REFUSED.value, str(refusal)[:500]
+                log.error("indexer.credit_refused", **self._about(row, refusal))
+            else:
+                row.state, row.detail = EventState.CREDITED.value, None
+            row.updated_at = utc_now()
+        await block.commit()
+        return None
+
     async def _credit(self, cursor_id: int, head: int) -> int:
         deep_enough = head - self.confirmations
         async with self._sessionmaker() as session, session.begin():
@@ -466,22 +496,11 @@ class ChainIndexer:
                 )
             ).all()
             credit_to = min(cursor.scanned_block, deep_enough)
-            for row in rows:
-                try:
-                    async with session.begin_nested():
-                        await self.handler.credit(session, indexed_event(row))
-                except EventDeferred as wait:
-                    if row.detail != str(wait)[:500]:
-                        row.detail = str(wait)[:500]
-                        log.warning("indexer.credit_deferred", **self._about(row, wait))
-                    credit_to = min(credit_to, row.block_number - 1)
+            for block_number, block_rows in groupby(rows, key=lambda row: row.block_number):
+                deferred = await self._credit_block(session, list(block_rows))
+                if deferred is not None:  # nothing of this block is credited, nor anything after it
+                    credit_to = min(credit_to, block_number - 1)
                     break
-                except EventRefused as refusal:
-                    row.state, row.detail = EventState.REFUSED.value, str(refusal)[:500]
-                    log.error("indexer.credit_refused", **self._about(row, refusal))
-                else:
-                    row.state, row.detail = EventState.CREDITED.value, None
-                row.updated_at = utc_now()
             cursor.credited_block = max(cursor.credited_block, credit_to)
             cursor.updated_at = utc_now()
             keep_from = deep_enough - TRACKED_MARGIN_BLOCKS

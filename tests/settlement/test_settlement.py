@@ -488,3 +488,64 @@ async def test_a_settler_following_a_batch_another_settler_closed_since_leaves_i
     assert await second.settler.step() is StepOutcome.WAITING  # not SettlementInconsistent
     monkeypatch.undo()
     await _assert_closed_once(net, sessionmaker, second)
+
+
+async def _quote_total(sessionmaker: async_sessionmaker[AsyncSession], account: str, token: str) -> int:
+    async with sessionmaker() as session:
+        row = await session.get(LedgerBalance, (account, token))
+    return row.total if row is not None else 0
+
+
+async def test_an_exit_that_waits_for_its_fills_holds_back_its_whole_block(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """A deposit earlier in the exit's block is not credited before the exit: the credited block,
+    which the audit compares the Vault at, always holds whole blocks."""
+    parts = await _parts(net, chain_settings, sessionmaker)
+    alice, bob = Trader(MEMBERS[0]), Trader(MEMBERS[1])
+    alice_start = await _quote_total(sessionmaker, alice.address, net.quote_token)
+    await buys(net, chain_settings, sessionmaker, bob, [alice])  # a fill, pending
+    vault, quote = net.pool.vault, net.pool.quote
+    assert quote is not None
+    vault.transact("setExitDelay", 0)
+    vault.transact("requestExit", sender=bob.address)
+    quote.transact("mint", alice.address, 7 * 10**6)
+    alice_before = await _quote_total(sessionmaker, alice.address, net.quote_token)
+
+    fees = {"maxFeePerGas": Wei(100 * 10**9)}
+    net.rpc("evm_setAutomine", False)
+    try:
+        deposit = vault.contract.functions.deposit(net.quote_token, 7 * 10**6).transact(
+            {"from": alice.address, "maxPriorityFeePerGas": Wei(3 * 10**9), **fees}
+        )
+        leave = vault.contract.functions.exit().transact(
+            {"from": bob.address, "maxPriorityFeePerGas": Wei(2 * 10**9), **fees}
+        )
+        net.rpc("evm_mine")
+    finally:
+        net.rpc("evm_setAutomine", True)
+    receipts = [net.w3.eth.get_transaction_receipt(tx) for tx in (deposit, leave)]
+    assert [receipt["status"] for receipt in receipts] == [1, 1]
+    assert receipts[0]["blockNumber"] == receipts[1]["blockNumber"]
+    assert receipts[0]["transactionIndex"] < receipts[1]["transactionIndex"]
+
+    position = await parts.indexer.catch_up()
+    assert position.credited_block == receipts[0]["blockNumber"] - 1
+    assert await _quote_total(sessionmaker, alice.address, net.quote_token) == alice_before
+    async with sessionmaker() as session:
+        rows = await session.execute(
+            select(ChainEvent.name, ChainEvent.state).where(
+                ChainEvent.block_number == receipts[0]["blockNumber"]
+            )
+        )
+        states = {name: state for name, state in rows}
+    assert states == {"Deposited": "seen", "Exited": "seen"}
+    await assert_audit_clean(parts)
+
+    await parts.settler.drain(poll_s=0.02, timeout_s=60)  # the Vault refuses the fill: failed, voided
+    position = await parts.indexer.catch_up()
+    assert position.credited_block >= receipts[0]["blockNumber"]
+    assert await _quote_total(sessionmaker, alice.address, net.quote_token) == alice_start + 7 * 10**6
+    async with sessionmaker() as session:
+        assert await session.scalar(select(TradingFill.settlement_state)) == SettlementState.FAILED
+    await assert_audit_clean(parts)
