@@ -65,10 +65,11 @@ being open, in the transaction of its fee sweep: one settler closes it, and the
 other, finding it closed (there, or when it reads the settled amounts for the
 order states), writes nothing and looks again next step. Opening a batch and
 failing a fill take a per-Vault lock (``serialise_settlers``; SQLite runs one
-writer at a time), and a fill fails only while no batch is open and it is still
-pending: a settler that judged a fill alone while the other's batch was being
-opened (a batch the fill may need, as a sale needs the purchase before it)
-fails nothing and judges it again once that batch is decided.
+writer at a time), and a fill fails only while it is still pending and no batch
+has been opened since its judgement began: a settler that judged a fill alone
+while the other's batch was being opened, sent or even mined (a batch the fill
+may need, as a sale needs the purchase before it) fails nothing and judges it
+again once that batch is decided.
 
 Failed fills: the trade cannot happen on chain, so the fill's ledger postings
 are voided (cause ``fill.void``): the buyer gets its quote and fees back, the
@@ -296,18 +297,30 @@ class Settler:
             if not fills:
                 return StepOutcome.IDLE
             reverts = await store.reverted_batches_of(session, [fill.id for fill in fills], FILL_REVERTS)
+            newest = await store.newest_batch(session, self.vault.address)
+            if (
+                newest is not None and newest[1]
+            ):  # another settler's batch: judge nothing before it is decided
+                return StepOutcome.WAITING
+            judged_after = None if newest is None else newest[0]
         fills = self._next_batch(fills, reverts)
         to_settle: list[FillToSettle] = []
         for fill in fills:
             mismatch = self._hash_mismatch(fill)
             if mismatch is not None:
-                return await self._fail(fill, "OrderHashMismatch", {"order_id": mismatch}, batch_id=None)
+                return await self._fail(
+                    fill,
+                    "OrderHashMismatch",
+                    {"order_id": mismatch},
+                    batch_id=None,
+                    judged_after=judged_after,
+                )
             to_settle.append(self._to_settle(fill))
         arguments = pack(to_settle)
         try:
             estimate = await self._simulate(arguments)
         except ContractReverted as reverted:
-            found = await self._isolate(fills, to_settle, reverted)
+            found = await self._isolate(fills, to_settle, reverted, judged_after)
             if isinstance(found, StepOutcome):
                 return found
             fills, to_settle = fills[: found.length], to_settle[: found.length]
@@ -419,7 +432,11 @@ class Settler:
         return await self._calls.run(lambda: vault.estimate_gas(call))
 
     async def _isolate(
-        self, fills: Sequence[FillRecord], to_settle: Sequence[FillToSettle], error: ContractReverted
+        self,
+        fills: Sequence[FillRecord],
+        to_settle: Sequence[FillToSettle],
+        error: ContractReverted,
+        judged_after: int | None,
     ) -> StepOutcome | _Prefix:
         """Fail the first fill that makes the batch revert, if the revert is about it (module docstring).
 
@@ -463,7 +480,9 @@ class Settler:
             error_args=error.error_args,
             probed_prefix=high,
         )
-        return await self._fail(culprit, error.error_name, _json_args(error.error_args), batch_id=None)
+        return await self._fail(
+            culprit, error.error_name, _json_args(error.error_args), batch_id=None, judged_after=judged_after
+        )
 
     def _blocked(self, error: ContractReverted) -> StepOutcome:
         self.blocked_by = error
@@ -652,7 +671,13 @@ class Settler:
         if len(batch.fills) == 1 and error.error_name in FILL_REVERTS:
             (fill,) = batch.fills
             if reverts.get(fill.id, 0) >= self.config.max_reverts:
-                await self._fail(fill, error.error_name, _json_args(error.error_args), batch_id=batch.id)
+                await self._fail(
+                    fill,
+                    error.error_name,
+                    _json_args(error.error_args),
+                    batch_id=batch.id,
+                    judged_after=batch.id,
+                )
 
     async def _revert_reason(self, batch: BatchRecord, block_number: int) -> ContractReverted:
         """Replay the batch's call for the custom error.
@@ -737,18 +762,30 @@ class Settler:
     # --- failures -------------------------------------------------------------------------------
 
     async def _fail(
-        self, fill: FillRecord, error_name: str, error_args: dict[str, Any], *, batch_id: int | None
+        self,
+        fill: FillRecord,
+        error_name: str,
+        error_args: dict[str, Any],
+        *,
+        batch_id: int | None,
+        judged_after: int | None,
     ) -> StepOutcome:
         """Fail the fill for good and void its ledger postings (in one transaction): ``FILL_FAILED``.
 
-        ``WAITING``, and nothing written, when another settler opened a batch since this one
-        judged the fill (the judgement did not see that batch, which may be what the fill
-        needs) or took the fill: it is judged again once that batch is decided.
+        ``judged_after``: the newest batch when the judgement began. ``WAITING``, and nothing
+        written, when another settler has opened a batch since (still open, or mined and closed
+        already: the judgement may not have seen it, and it may be what the fill needs) or took
+        the fill: it is judged again on the chain as it is then.
         """
+        vault = self.vault.address
         async with self._sessionmaker() as session, session.begin():
-            await store.serialise_settlers(session, self.vault.address)
-            if await store.open_batch(session, self.vault.address) is not None or not await store.fail_fill(
-                session, fill.id, error_name=error_name, error_args=error_args, batch_id=batch_id
+            await store.serialise_settlers(session, vault)
+            if (
+                await store.open_batch(session, vault) is not None
+                or _batch_id(await store.newest_batch(session, vault)) != judged_after
+                or not await store.fail_fill(
+                    session, fill.id, error_name=error_name, error_args=error_args, batch_id=batch_id
+                )
             ):
                 log.info("settlement.fail_given_up", fill_id=fill.id, error_name=error_name)
                 return StepOutcome.WAITING
@@ -784,6 +821,10 @@ class Settler:
                 seller_fee=fill.seller_fee,
             )
         )
+
+
+def _batch_id(newest: tuple[int, bool] | None) -> int | None:
+    return None if newest is None else newest[0]
 
 
 def fill_totals(amounts: FillAmounts) -> list[Posting]:

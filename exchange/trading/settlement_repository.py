@@ -171,6 +171,19 @@ async def serialise_settlers(session: AsyncSession, vault: str) -> None:
         await session.execute(select(func.pg_advisory_xact_lock(key)))
 
 
+async def newest_batch(session: AsyncSession, vault: str) -> tuple[int, bool] | None:
+    """The id of the last batch opened for ``vault`` and whether it is still open; None before the first."""
+    row = (
+        await session.execute(
+            select(SettlementBatch.id, SettlementBatch.state)
+            .where(SettlementBatch.vault == vault)
+            .order_by(SettlementBatch.id.desc())
+            .limit(1)
+        )
+    ).first()
+    return None if row is None else (int(row.id), row.state in OPEN_BATCH_STATES)
+
+
 async def open_batch(session: AsyncSession, vault: str) -> BatchRecord | None:
     """The batch of `vault` still in flight (at most one), with its attempts and fills."""
     statement = select(SettlementBatch).where(

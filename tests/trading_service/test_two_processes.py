@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -11,7 +12,7 @@ from exchange.settings import Settings
 from exchange.trading.indexer import IndexedEvent
 from exchange.trading.models import TradingFill
 from exchange.trading.operator import BroadcastRefused
-from exchange.trading.settlement import StepOutcome
+from exchange.trading.settlement import Settler, StepOutcome
 from exchange.trading.settlement_models import SettlementFailure
 from exchange.trading.settlement_service import build_settlement
 from tests.support.auth import embedded_account
@@ -43,11 +44,12 @@ async def test_a_deposit_is_credited_once_when_two_indexers_credit_at_once(
     assert (await desk.app.state.settlement.audit()).clean
 
 
-async def test_a_fill_needing_the_other_settlers_batch_in_flight_is_not_failed(
-    desk: Desk, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """f1: bob buys alice's BPC; f2: bob sells it on to carol. The other settler has f1 in a batch
-    not mined yet; this one, judging f2 alone, sees bob without BPC on chain. It must not fail f2."""
+def _not_mined_yet(tx: object, signed: object) -> str:
+    raise BroadcastRefused("the node is slow to take it")
+
+
+async def _f1_then_f2(desk: Desk, settings: Settings) -> Settler:
+    """f1: bob buys alice's BPC; f2: bob sells it on to carol; both pending. The other settler."""
     market, pool = desk.market, desk.chain.pool
     alice, bob, carol = [await desk.member(embedded_account(index)) for index in (6, 5, 7)]
     pool.mint_bpc(alice.address, WHOLE)
@@ -55,8 +57,7 @@ async def test_a_fill_needing_the_other_settlers_batch_in_flight_is_not_failed(
     pool.vault.transact("deposit", market["base"], WHOLE, sender=alice.address)
     for buyer in (bob, carol):
         desk.deposit_quote_in_vault(buyer, 100 * DOLLAR)
-    settlement = desk.app.state.settlement
-    await settlement.indexer.catch_up()
+    await desk.app.state.settlement.indexer.catch_up()
     for trader, side, time_in_force in (
         (alice, "sell", "GTC"),
         (bob, "buy", "IOC"),
@@ -65,16 +66,21 @@ async def test_a_fill_needing_the_other_settlers_batch_in_flight_is_not_failed(
     ):
         reply = await desk.place(trader, side, price(5), WHOLE, time_in_force=time_in_force)
         assert reply.status_code == 201, reply.text
-
-    other = build_settlement(
+    return build_settlement(
         desk.chain, settings.model_copy(update={"settlement_batch_size": 1}), desk.trading.sessionmaker
     ).settler
+
+
+async def test_a_fill_needing_the_other_settlers_batch_in_flight_is_not_failed(
+    desk: Desk, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """f1: bob buys alice's BPC; f2: bob sells it on to carol. The other settler has f1 in a batch
+    not mined yet; this one, judging f2 alone, sees bob without BPC on chain. It must not fail f2."""
+    settlement = desk.app.state.settlement
+    other = await _f1_then_f2(desk, settings)
     broadcast = other.operator.broadcast
 
-    def not_mined_yet(tx: object, signed: object) -> str:
-        raise BroadcastRefused("the node is slow to take it")
-
-    monkeypatch.setattr(other.operator, "broadcast", not_mined_yet)
+    monkeypatch.setattr(other.operator, "broadcast", _not_mined_yet)
     served = settlement.settler
     open_batch = served._open
 
@@ -92,6 +98,47 @@ async def test_a_fill_needing_the_other_settlers_batch_in_flight_is_not_failed(
     monkeypatch.setattr(other.operator, "broadcast", broadcast)
     monkeypatch.setattr(served, "_open", open_batch)
     await other.drain(poll_s=0.01, timeout_s=60)  # f1 mined; then f2, which now settles
+    async with desk.trading.sessionmaker() as session:
+        states = (await session.scalars(select(TradingFill.settlement_state).order_by(TradingFill.id))).all()
+    assert states == ["settled", "settled"]
+    await settlement.indexer.catch_up()
+    assert (await settlement.audit()).clean
+
+
+async def test_a_fill_judged_while_the_other_settlers_batch_was_mined_and_closed_is_not_failed(
+    desk: Desk, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, but the other settler's batch is also mined and closed while this one judges f2:
+    by the time it would fail f2, no batch is open and f2 is still pending. It must not fail f2."""
+    settlement = desk.app.state.settlement
+    other = await _f1_then_f2(desk, settings)
+    broadcast = other.operator.broadcast
+
+    served = settlement.settler
+    open_batch, isolate = served._open, served._isolate
+
+    async def open_after_the_other() -> StepOutcome:  # this settler found no batch open; now there is one
+        monkeypatch.setattr(other.operator, "broadcast", _not_mined_yet)
+        assert await other.step() is StepOutcome.OPENED
+        monkeypatch.setattr(other.operator, "broadcast", broadcast)
+        return await open_batch()
+
+    async def isolate_once_the_other_closed_its_batch(*args: Any) -> object:
+        assert await other.step() is StepOutcome.SETTLED  # sent again, mined and closed
+        return await isolate(*args)
+
+    monkeypatch.setattr(served, "_open", open_after_the_other)
+    monkeypatch.setattr(served, "_isolate", isolate_once_the_other_closed_its_batch)
+    assert await served.step() is StepOutcome.WAITING  # a batch in flight when it read f2: no judgement
+    async with desk.trading.sessionmaker() as session:
+        assert (await session.scalars(select(SettlementFailure))).all() == []
+        states = (await session.scalars(select(TradingFill.settlement_state).order_by(TradingFill.id))).all()
+    assert states[1] == "pending"
+
+    monkeypatch.setattr(served, "_open", open_batch)
+    monkeypatch.setattr(served, "_isolate", isolate)
+    await other.drain(poll_s=0.01, timeout_s=60)
+    await served.drain(poll_s=0.01, timeout_s=60)
     async with desk.trading.sessionmaker() as session:
         states = (await session.scalars(select(TradingFill.settlement_state).order_by(TradingFill.id))).all()
     assert states == ["settled", "settled"]
