@@ -51,6 +51,7 @@ from exchange.api.app import LifespanHook, create_app
 from exchange.chain.runtime import ChainRuntime, start_chain
 from exchange.db.engine import create_engine_for_url, create_sessionmaker
 from exchange.db.migrate import upgrade_to_head
+from exchange.kit.logging import configure_logging
 from exchange.main import build_app
 from exchange.settings import ENV_PREFIX, FIXED_NAME_VARIABLES, Settings, get_settings, normalize_database_url
 
@@ -70,6 +71,14 @@ def run_in_thread(coroutine: Coroutine[Any, Any, _T]) -> _T:
 
 
 # --------------------------------------------------------------------------- environment
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _service_logging() -> None:
+    """Log as the service does (console format, INFO). Left unconfigured, structlog renders
+    every level and, with each logged exception, every frame's local variables: seconds per
+    error when the frames hold an app, web3 or a book."""
+    configure_logging(log_format="console", log_level="INFO")
 
 
 @pytest.fixture(autouse=True)

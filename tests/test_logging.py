@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -74,19 +75,35 @@ def test_uvicorn_access_records_become_http_request_events() -> None:
     )
 
 
-def test_tracebacks_are_structured_and_leave_out_local_variables() -> None:
-    stream = io.StringIO()
-    configure_logging(log_format="json", stream=stream)
-    operator_key = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
+def _log_a_failure_holding_a_key(stream: io.StringIO, log_format: Any) -> str:
+    configure_logging(log_format=log_format, stream=stream)
+    operator_key = "0x" + hashlib.sha256(b"operator").hexdigest()  # no source line shows it
     try:
         raise ValueError(f"bad key length {len(operator_key)}")
     except ValueError:
         get_logger("exchange.test").exception("chain.start_failed")
+    return operator_key
+
+
+def test_tracebacks_are_structured_and_leave_out_local_variables() -> None:
+    stream = io.StringIO()
+    operator_key = _log_a_failure_holding_a_key(stream, "json")
     [line] = _json_lines(stream)
     [exception] = line["exception"]
     assert exception["exc_type"] == "ValueError"
     assert exception["frames"]
     assert operator_key not in stream.getvalue()
+
+
+def test_console_tracebacks_leave_out_local_variables() -> None:
+    """Locals can hold keys, and rendering them (the app, web3, a book) took seconds per error."""
+    stream = io.StringIO()
+    operator_key = _log_a_failure_holding_a_key(stream, "console")
+    output = stream.getvalue()
+    assert "chain.start_failed" in output
+    assert "ValueError" in output
+    assert "bad key length 66" in output
+    assert operator_key[:24] not in output
 
 
 def test_console_format_and_reconfiguring_without_duplicates() -> None:

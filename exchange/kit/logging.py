@@ -15,6 +15,7 @@ method, path and status as fields.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
@@ -83,7 +84,19 @@ def configure_logging(
     final: Sequence[Processor]
     if resolve_format(log_format, output) == "console":
         # ConsoleRenderer formats exceptions itself; format_exc_info would flatten them first.
-        renderer = structlog.dev.ConsoleRenderer(colors=output.isatty())
+        # Without local variables, as in JSON: they can hold keys, and rendering them (an app,
+        # web3, a book) held the event loop for seconds per logged error.
+        colors = output.isatty()
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=colors,
+            exception_formatter=(
+                structlog.dev.RichTracebackFormatter(
+                    color_system="truecolor" if colors else None, show_locals=False
+                )
+                if importlib.util.find_spec("rich") is not None
+                else structlog.dev.plain_traceback
+            ),
+        )
         final = [structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]
     else:
         renderer = structlog.processors.JSONRenderer()
