@@ -49,9 +49,12 @@ lint: setup
 test-contracts: setup
 	npx hardhat test
 
+# pytest-xdist processes; 0 runs the tests in pytest's own process.
+PYTEST_WORKERS ?= 2
+
 test-python: setup
 	$(PY) -m exchange.orderbook.build_native  # so the native-equals-Python test runs too
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS)
 
 # Every stage runs even when an earlier one fails, so one run shows every problem.
 test: setup
