@@ -451,13 +451,15 @@ class ChainIndexer:
             "reason": str(reason),
         }
 
-    async def _credit_block(self, session: AsyncSession, rows: list[ChainEvent]) -> ChainEvent | None:
-        """Credit one block's events in order, all or none: the event a handler defers, if any.
+    async def _credit_block(self, session: AsyncSession, rows: list[ChainEvent]) -> bool:
+        """Credit one block's events in order, all or none: False when a handler defers one.
 
         A deferral undoes the events of its block credited before it, so the credited block
         always names a whole block's effects (what ``exchange audit`` compares the Vault at).
+        Refusals are logged once the block is kept.
         """
         block = await session.begin_nested()
+        refused: list[tuple[ChainEvent, EventRefused]] = []
         for row in rows:
             try:
                 async with session.begin_nested():
@@ -468,15 +470,17 @@ class ChainIndexer:
                 if row.detail != str(wait)[:500]:
                     row.detail, row.updated_at = str(wait)[:500], utc_now()
                     log.warning("indexer.credit_deferred", **self._about(row, wait))
-                return row
+                return False
             except EventRefused as refusal:
                 row.state, row.detail = EventState.REFUSED.value, str(refusal)[:500]
-                log.error("indexer.credit_refused", **self._about(row, refusal))
+                refused.append((row, refusal))
             else:
                 row.state, row.detail = EventState.CREDITED.value, None
             row.updated_at = utc_now()
         await block.commit()
-        return None
+        for refused_row, reason in refused:
+            log.error("indexer.credit_refused", **self._about(refused_row, reason))
+        return True
 
     async def _credit(self, cursor_id: int, head: int) -> int:
         deep_enough = head - self.confirmations
@@ -496,11 +500,13 @@ class ChainIndexer:
                 )
             ).all()
             credit_to = min(cursor.scanned_block, deep_enough)
-            for block_number, block_rows in groupby(rows, key=lambda row: row.block_number):
-                deferred = await self._credit_block(session, list(block_rows))
-                if deferred is not None:  # nothing of this block is credited, nor anything after it
-                    credit_to = min(credit_to, block_number - 1)
+            applied = 0  # events credited or refused in this pass
+            for block_number, block_group in groupby(rows, key=lambda row: row.block_number):
+                block_rows = list(block_group)
+                if not await self._credit_block(session, block_rows):
+                    credit_to = min(credit_to, block_number - 1)  # nor anything after this block
                     break
+                applied += len(block_rows)
             cursor.credited_block = max(cursor.credited_block, credit_to)
             cursor.updated_at = utc_now()
             keep_from = deep_enough - TRACKED_MARGIN_BLOCKS
@@ -518,11 +524,11 @@ class ChainIndexer:
                     )
                 )
             await session.flush()
-            if rows:
+            if applied:
                 log.info(
                     "indexer.credited",
                     contract=self.contract.name,
-                    events=len(rows),
+                    events=applied,
                     block=cursor.credited_block,
                 )
             return cursor.credited_block
