@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from exchange.settings import Settings
+from exchange.trading import settlement_repository as store
 from exchange.trading.indexer import IndexedEvent
 from exchange.trading.models import TradingFill
 from exchange.trading.operator import BroadcastRefused
@@ -108,8 +109,9 @@ async def test_a_fill_needing_the_other_settlers_batch_in_flight_is_not_failed(
 async def test_a_fill_judged_while_the_other_settlers_batch_was_mined_and_closed_is_not_failed(
     desk: Desk, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """As above, but the other settler's batch is also mined and closed while this one judges f2:
-    by the time it would fail f2, no batch is open and f2 is still pending. It must not fail f2."""
+    """As above, and had this settler judged f2 alone, the other's batch would have been mined and
+    closed meanwhile: by the time it failed f2, no batch was open and f2 was still pending. A
+    settler judges nothing while another's batch is in flight."""
     settlement = desk.app.state.settlement
     other = await _f1_then_f2(desk, settings)
     broadcast = other.operator.broadcast
@@ -139,6 +141,33 @@ async def test_a_fill_judged_while_the_other_settlers_batch_was_mined_and_closed
     monkeypatch.setattr(served, "_isolate", isolate)
     await other.drain(poll_s=0.01, timeout_s=60)
     await served.drain(poll_s=0.01, timeout_s=60)
+    async with desk.trading.sessionmaker() as session:
+        states = (await session.scalars(select(TradingFill.settlement_state).order_by(TradingFill.id))).all()
+    assert states == ["settled", "settled"]
+    await settlement.indexer.catch_up()
+    assert (await settlement.audit()).clean
+
+
+async def test_a_judgement_made_before_a_batch_was_opened_fails_no_fill(
+    desk: Desk, settings: Settings
+) -> None:
+    """The other settler opened, mined and closed f1's batch after this one began judging f2 (on
+    the chain before f1): however the judgement went, f2 is not failed but judged again."""
+    settlement = desk.app.state.settlement
+    other = await _f1_then_f2(desk, settings)
+    async with desk.trading.sessionmaker() as session:
+        assert await store.newest_batch(session, settlement.settler.vault.address) is None
+        _, f2 = await store.pending_fills(session, 10)
+    outcomes = [await other.step() for _ in range(2)]
+    assert outcomes == [StepOutcome.OPENED, StepOutcome.SETTLED]  # f1 alone: the other's batch size is 1
+
+    failed = await settlement.settler._fail(
+        f2, "VaultInsufficientBalance", {}, batch_id=None, judged_after=None
+    )
+    assert failed is StepOutcome.WAITING
+    async with desk.trading.sessionmaker() as session:
+        assert (await session.scalars(select(SettlementFailure))).all() == []
+    await settlement.settler.drain(poll_s=0.01, timeout_s=60)
     async with desk.trading.sessionmaker() as session:
         states = (await session.scalars(select(TradingFill.settlement_state).order_by(TradingFill.id))).all()
     assert states == ["settled", "settled"]
