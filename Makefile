@@ -54,7 +54,7 @@ PYTEST_WORKERS ?= 2
 
 test-python: setup
 	$(PY) -m exchange.orderbook.build_native  # so the native-equals-Python test runs too
-	$(VENV)/bin/pytest -n $(PYTEST_WORKERS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # Every stage runs even when an earlier one fails, so one run shows every problem.
 test: setup

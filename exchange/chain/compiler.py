@@ -142,7 +142,7 @@ def compile_contracts(root: Path | None = None, cache_dir: Path | None = None) -
         log.info("chain.compiling", sources=len(input_json["sources"]), input_sha256=digest)
         output = _run_compiler(root, input_json)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp")
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")  # processes compiling at once write apart
         tmp.write_text(json.dumps(output), encoding="utf-8")
         tmp.replace(cached)
     artifacts = _artifacts(output)

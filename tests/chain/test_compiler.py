@@ -14,6 +14,9 @@ from tests.chain.nodes import ROOT
 
 POOL = ("PoolRegistry", "BPC", "BPR", "Fund", "LicenseGate", "TestToken")
 
+# One pytest-xdist worker runs them all: `hardhat compile` rewrites its cache and artifacts in place.
+pytestmark = pytest.mark.xdist_group("hardhat-compile")
+
 
 @pytest.fixture(scope="module")
 def hardhat_artifacts() -> dict[str, dict[str, object]]:
