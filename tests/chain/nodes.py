@@ -26,13 +26,18 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def hardhat_node(timeout_s: float = 120.0) -> Iterator[str]:
-    """Start `npx hardhat node` on a free loopback port; yield its URL; stop it."""
+    """Start `npx hardhat node` on a free loopback port; yield its URL; stop it.
+
+    The node is ready once it says so in its own log: another test process may have been
+    given the same free port and answer on that URL first (this node then fails to bind).
+    """
     npx = shutil.which("npx")
     if npx is None:
         raise RuntimeError("npx is not installed: run the project's setup first")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log_file = ROOT / ".build" / f"hardhat-node-{port}.log"
+    log_file = ROOT / ".build" / f"hardhat-node-{port}-{os.getpid()}.log"
+    listening = f"Started HTTP and WebSocket JSON-RPC server at {url}/".encode()
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("wb") as log:
         process = subprocess.Popen(
@@ -50,12 +55,13 @@ def hardhat_node(timeout_s: float = 120.0) -> Iterator[str]:
                     raise RuntimeError(
                         f"hardhat node exited early:\n{log_file.read_text(errors='replace')[-2000:]}"
                     )
-                with contextlib.suppress(httpx.HTTPError):
-                    reply = httpx.post(
-                        url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
-                    )
-                    if reply.status_code == 200:
-                        break
+                if listening in log_file.read_bytes():
+                    with contextlib.suppress(httpx.HTTPError):
+                        reply = httpx.post(
+                            url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+                        )
+                        if reply.status_code == 200:
+                            break
                 if time.monotonic() > deadline:
                     raise RuntimeError("hardhat node did not start in time")
                 time.sleep(0.3)
