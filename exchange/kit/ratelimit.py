@@ -10,12 +10,13 @@ rate, and the buckets would move to PostgreSQL (one row per key, updated with
 the same arithmetic in one UPDATE).
 Idle full buckets are dropped, so memory follows the active keys only.
 
-An IP's bucket is keyed by :func:`client_host`, the socket peer: forwarded
-headers are not trusted.
+An IP's bucket is keyed by :func:`client_host`, the socket peer (an IPv6 peer
+by its /64): forwarded headers are not trusted.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections.abc import Callable
@@ -30,11 +31,24 @@ _PRUNE_EVERY = 10_000
 
 
 def client_host(connection: HTTPConnection | Scope) -> str:
-    """The IP address of the peer of a request, a WebSocket or their ASGI scope; "unknown"
-    when the server does not say."""
+    """Who the peer of a request, a WebSocket or their ASGI scope is, for its IP's bucket: an
+    IPv4 address (also when written as IPv4-mapped IPv6), or an IPv6 address's /64 network,
+    since a host is given a whole /64 and can rotate through its 2^64 addresses. "unknown"
+    when the server does not say; a peer that is not an IP address (a Unix socket) as given."""
     scope = connection.scope if isinstance(connection, HTTPConnection) else connection
     client = scope.get("client")
-    return "unknown" if client is None else str(client[0])
+    if client is None:
+        return "unknown"
+    host = str(client[0])
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return host
 
 
 @dataclass(slots=True)

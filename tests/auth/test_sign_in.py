@@ -193,6 +193,20 @@ async def test_nonces_are_rate_limited_per_client_ip(strict_app: FastAPI) -> Non
         assert (await other.post("/v1/auth/nonce")).status_code == 201
 
 
+async def test_an_ipv6_client_is_limited_by_its_64_bit_prefix(strict_app: FastAPI) -> None:
+    """A host owns a whole /64: the addresses it can rotate through share one bucket."""
+    async with AsyncExitStack() as stack:
+        for index in range(STRICT_BURST):
+            rotating = await _from_ip(strict_app, f"2001:db8:1:2::{index + 1:x}", stack)
+            assert (await rotating.post("/v1/auth/nonce")).status_code == 201
+        last = await _from_ip(strict_app, "2001:db8:1:2:ffff:ffff:ffff:ffff", stack)
+        _assert_rate_limited(await last.post("/v1/auth/nonce"))
+        mapped = await _from_ip(strict_app, "::ffff:198.51.100.9", stack)  # an IPv4 client: its own
+        assert (await mapped.post("/v1/auth/nonce")).status_code == 201
+        other = await _from_ip(strict_app, "2001:db8:1:3::1", stack)
+        assert (await other.post("/v1/auth/nonce")).status_code == 201
+
+
 async def test_logins_are_rate_limited_per_client_ip(strict_app: FastAPI) -> None:
     text = SiweMessage(
         domain="testserver",
