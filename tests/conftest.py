@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import httpx
+import hypothesis
 import pytest
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.engine import make_url
@@ -54,6 +55,13 @@ from exchange.db.migrate import upgrade_to_head
 from exchange.kit.logging import configure_logging
 from exchange.main import build_app
 from exchange.settings import ENV_PREFIX, FIXED_NAME_VARIABLES, Settings, get_settings, normalize_database_url
+
+# No timing in the property tests' verdicts: the suite runs in parallel processes on a small
+# machine, where an example (or drawing one) can take seconds while the other process works.
+hypothesis.settings.register_profile(
+    "suite", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
+hypothesis.settings.load_profile("suite")
 
 POSTGRES_BIN_GLOBS = ("/usr/lib/postgresql/*/bin",)
 POSTGRES_USER = "exchange"
