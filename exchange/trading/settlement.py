@@ -298,11 +298,9 @@ class Settler:
                 return StepOutcome.IDLE
             reverts = await store.reverted_batches_of(session, [fill.id for fill in fills], FILL_REVERTS)
             newest = await store.newest_batch(session, self.vault.address)
-            if (
-                newest is not None and newest[1]
-            ):  # another settler's batch: judge nothing before it is decided
+            if newest.open:  # another settler's batch: judge nothing before it is decided
                 return StepOutcome.WAITING
-            judged_after = None if newest is None else newest[0]
+            judged_after = newest.id
         fills = self._next_batch(fills, reverts)
         to_settle: list[FillToSettle] = []
         for fill in fills:
@@ -780,9 +778,10 @@ class Settler:
         vault = self.vault.address
         async with self._sessionmaker() as session, session.begin():
             await store.serialise_settlers(session, vault)
+            newest = await store.newest_batch(session, vault)  # an open batch is the newest
             if (
-                await store.open_batch(session, vault) is not None
-                or _batch_id(await store.newest_batch(session, vault)) != judged_after
+                newest.open
+                or newest.id != judged_after
                 or not await store.fail_fill(
                     session, fill.id, error_name=error_name, error_args=error_args, batch_id=batch_id
                 )
@@ -821,10 +820,6 @@ class Settler:
                 seller_fee=fill.seller_fee,
             )
         )
-
-
-def _batch_id(newest: tuple[int, bool] | None) -> int | None:
-    return None if newest is None else newest[0]
 
 
 def fill_totals(amounts: FillAmounts) -> list[Posting]:

@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from eth_utils.crypto import keccak
 from sqlalchemy import CursorResult, func, or_, select, update
@@ -171,8 +171,15 @@ async def serialise_settlers(session: AsyncSession, vault: str) -> None:
         await session.execute(select(func.pg_advisory_xact_lock(key)))
 
 
-async def newest_batch(session: AsyncSession, vault: str) -> tuple[int, bool] | None:
-    """The id of the last batch opened for ``vault`` and whether it is still open; None before the first."""
+class NewestBatch(NamedTuple):
+    """The last batch opened for a Vault: the one in flight, if any (at most one is)."""
+
+    id: int | None  # None before the first
+    open: bool
+
+
+async def newest_batch(session: AsyncSession, vault: str) -> NewestBatch:
+    """The id of the last batch opened for ``vault`` and whether it is still open."""
     row = (
         await session.execute(
             select(SettlementBatch.id, SettlementBatch.state)
@@ -181,7 +188,9 @@ async def newest_batch(session: AsyncSession, vault: str) -> tuple[int, bool] | 
             .limit(1)
         )
     ).first()
-    return None if row is None else (int(row.id), row.state in OPEN_BATCH_STATES)
+    return (
+        NewestBatch(None, False) if row is None else NewestBatch(int(row.id), row.state in OPEN_BATCH_STATES)
+    )
 
 
 async def open_batch(session: AsyncSession, vault: str) -> BatchRecord | None:

@@ -156,7 +156,7 @@ async def test_a_judgement_made_before_a_batch_was_opened_fails_no_fill(
     settlement = desk.app.state.settlement
     other = await _f1_then_f2(desk, settings)
     async with desk.trading.sessionmaker() as session:
-        assert await store.newest_batch(session, settlement.settler.vault.address) is None
+        assert (await store.newest_batch(session, settlement.settler.vault.address)).id is None
         _, f2 = await store.pending_fills(session, 10)
     outcomes = [await other.step() for _ in range(2)]
     assert outcomes == [StepOutcome.OPENED, StepOutcome.SETTLED]  # f1 alone: the other's batch size is 1
