@@ -330,14 +330,23 @@ class TickerCache:
     A fill failed by the settler of this process reaches the feed at once (``MarketFeed.voided``);
     one failed by a settler elsewhere (``exchange settle``) is noticed through the count of
     failed fills, read again once the window's count is ``VOIDS_RECHECK_S`` old.
+
+    ``clock`` (monotonic seconds) ages the count; ``wall`` is the time the ticker reports and whose
+    minute keys the window.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._windows: dict[str, _Window] = {}
         self.clock = clock
+        self.wall = wall
 
-    async def ticker(self, session: AsyncSession, feed: MarketFeed, now: datetime) -> TickerOut:
+    async def ticker(self, session: AsyncSession, feed: MarketFeed) -> TickerOut:
         market_id = feed.spec.market_id
+        now = self.wall()
         minute = stored_bucket(MINUTE, int(now.timestamp()))
         window = self._windows.get(market_id)
         checked_at = self.clock()

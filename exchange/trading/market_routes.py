@@ -7,7 +7,6 @@ data is the WebSocket at ``/v1/ws`` (``exchange.trading.ws``).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -98,7 +97,7 @@ async def list_trades(
 )
 async def get_ticker(market_id: MarketPath, service: Trading, session: DbSession) -> TickerOut:
     feed = service.market(market_id).feed
-    return await service.tickers.ticker(session, feed, datetime.now(UTC))
+    return await service.tickers.ticker(session, feed)
 
 
 @router.get(

@@ -246,9 +246,12 @@ async def test_fills_that_fail_settlement_leave_the_trades_candles_and_ticker(de
     # The stored candles stay as matched: reads correct them.
     assert await _stored_candles(desk.trading) == stored
 
+    # Both clocks stand still from here: the window read now is the one the next read reuses.
     tickers = desk.trading.tickers
-    moment = tickers.clock()
-    tickers.clock = lambda: moment
+    moment, wall = tickers.clock(), tickers.wall()
+    tickers.clock, tickers.wall = (lambda: moment), (lambda: wall)
+    ticker = (await desk.client.get("/v1/markets/BPC-TUSD/ticker")).json()
+    assert ticker["trades"] == len(survivors)
     if desk.trading.fill_notices is not None:
         await desk.trading.fill_notices.stop()  # no notice heard (PostgreSQL): the ticker counts, as below
     await desk.fail_fills([int(trade["id"]) for trade in survivors], settler_here=False)
