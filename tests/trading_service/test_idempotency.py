@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.db.base import utc_now
@@ -226,6 +226,11 @@ async def test_an_unexpected_failure_keeps_a_withdrawal_key_claimed(
     assert (await desk.balances(trader))[desk.market["quote"]]["reserved"] == DOLLAR
 
 
+async def _age_every_key(session: AsyncSession, age: timedelta) -> None:
+    """Every stored key made ``age`` ago."""
+    await session.execute(update(IdempotencyKey).values(created_at=utc_now() - age))
+
+
 async def test_keys_older_than_the_retention_are_purged_and_free_again(desk: Desk) -> None:
     trader = await _trader(desk)
     body = {"token": desk.market["quote"], "amount": str(DOLLAR)}
@@ -236,8 +241,7 @@ async def test_keys_older_than_the_retention_are_purged_and_free_again(desk: Des
     assert first.status_code == 201, first.text
     await _abandoned_claim(desk, trader, "w-dead", "/v1/account/withdrawals", raw)
     async with desk.trading.sessionmaker() as session, session.begin():
-        for row in await session.scalars(select(IdempotencyKey)):
-            row.created_at = utc_now() - timedelta(days=1, seconds=1)  # beyond the default day
+        await _age_every_key(session, timedelta(days=1, seconds=1))  # beyond the default day
 
     desk.trading.idempotency._next_purge = 0  # due now: the next claim purges
     fresh = await desk.client.post(
@@ -278,8 +282,7 @@ async def test_a_failed_purge_does_not_fail_the_request(desk: Desk) -> None:
     headers = {**trader.headers, "Idempotency-Key": "w-first"}
     assert (await desk.client.post("/v1/account/withdrawals", json=body, headers=headers)).status_code == 201
     async with desk.trading.sessionmaker() as session, session.begin():
-        for row in await session.scalars(select(IdempotencyKey)):
-            row.created_at = utc_now() - timedelta(days=2)
+        await _age_every_key(session, timedelta(days=2))
         for statement in _KEEP_KEYS[session.bind.dialect.name]:
             await session.execute(text(statement))
 
