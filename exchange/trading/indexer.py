@@ -456,9 +456,11 @@ class ChainIndexer:
 
         A deferral undoes the events of its block credited before it, so the credited block
         always names a whole block's effects (what ``exchange audit`` compares the Vault at).
-        Refusals are logged once the block is kept.
+        Credits and refusals are logged once the block is kept, so a block that waits logs
+        nothing of the events it took back.
         """
         block = await session.begin_nested()
+        credited: list[ChainEvent] = []
         refused: list[tuple[ChainEvent, EventRefused]] = []
         for row in rows:
             try:
@@ -476,8 +478,16 @@ class ChainIndexer:
                 refused.append((row, refusal))
             else:
                 row.state, row.detail = EventState.CREDITED.value, None
+                credited.append(row)
             row.updated_at = utc_now()
         await block.commit()
+        for credited_row in credited:
+            log.info(
+                "indexer.event_credited",
+                contract=self.contract.name,
+                event_name=credited_row.name,
+                reference=indexed_event(credited_row).reference,
+            )
         for refused_row, reason in refused:
             log.error("indexer.credit_refused", **self._about(refused_row, reason))
         return True

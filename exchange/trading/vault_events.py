@@ -88,7 +88,6 @@ class VaultLedger:
         postings = await self._postings(session, event, undo=False)
         if postings:
             await _apply(session, postings, cause=_CAUSES[event.name], reference=event.reference)
-            log.info("vault.event_credited", event_name=event.name, reference=event.reference)
 
     async def reverse(self, session: AsyncSession, event: IndexedEvent) -> None:
         postings = await self._postings(session, event, undo=True)

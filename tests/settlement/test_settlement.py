@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+import structlog
 from hexbytes import HexBytes
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -531,6 +532,10 @@ async def test_an_exit_that_waits_for_its_fills_holds_back_its_whole_block(
 
     position = await parts.indexer.catch_up()
     assert position.credited_block == receipts[0]["blockNumber"] - 1
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(2):  # every pass takes the deposit back again, and logs nothing of it
+            assert (await parts.indexer.catch_up()).credited_block == position.credited_block
+    assert [entry for entry in logs if entry["log_level"] != "debug"] == []
     assert await _quote_total(sessionmaker, alice.address, net.quote_token) == alice_before
     async with sessionmaker() as session:
         rows = await session.execute(
@@ -543,8 +548,15 @@ async def test_an_exit_that_waits_for_its_fills_holds_back_its_whole_block(
     await assert_audit_clean(parts)
 
     await parts.settler.drain(poll_s=0.02, timeout_s=60)  # the Vault refuses the fill: failed, voided
-    position = await parts.indexer.catch_up()
+    with structlog.testing.capture_logs() as logs:
+        position = await parts.indexer.catch_up()
     assert position.credited_block >= receipts[0]["blockNumber"]
+    credits = [
+        (entry["event_name"], entry["reference"].split(":")[0])
+        for entry in logs
+        if entry["event"] == "indexer.event_credited"
+    ]
+    assert credits == [("Deposited", deposit.to_0x_hex()), ("Exited", leave.to_0x_hex())]
     assert await _quote_total(sessionmaker, alice.address, net.quote_token) == alice_start + 7 * 10**6
     async with sessionmaker() as session:
         assert await session.scalar(select(TradingFill.settlement_state)) == SettlementState.FAILED
