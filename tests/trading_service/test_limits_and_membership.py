@@ -86,8 +86,8 @@ async def test_forgetting_another_account_keeps_an_answer_in_flight() -> None:
 @pytest.fixture
 async def strict_desk(database_url: str, chain_runtime: ChainRuntime) -> AsyncIterator[Desk]:
     settings: Settings = trading_settings(
-        database_url, trading_rate_account_per_s=0.5, trading_rate_account_burst=2
-    )
+        database_url, trading_rate_account_per_s=0.001, trading_rate_account_burst=2
+    )  # a token back in 1,000 s: no slow step of the test refills the bucket
     async for desk in start_desk(settings, chain_runtime):
         yield desk
 
@@ -110,7 +110,7 @@ async def test_account_rate_limit_is_429_with_retry_after(strict_desk: Desk) -> 
 
 @pytest.fixture
 async def ip_limited_desk(database_url: str, chain_runtime: ChainRuntime) -> AsyncIterator[Desk]:
-    settings = trading_settings(database_url, trading_rate_ip_per_s=0.5, trading_rate_ip_burst=3)
+    settings = trading_settings(database_url, trading_rate_ip_per_s=0.001, trading_rate_ip_burst=3)
     async for desk in start_desk(settings, chain_runtime):
         yield desk
 
