@@ -198,7 +198,7 @@ async def post_certificate_qr(body: CertificateQrIn) -> Response:
 @router.get(
     "/certificates/draft",
     summary="An unsigned licence certificate to sign",
-    responses=problem_responses(ValidationFailed),
+    responses=problem_responses(ValidationFailed, ChainUnavailable),
 )
 async def get_certificate_draft(
     state: LicensingDep,
@@ -209,13 +209,18 @@ async def get_certificate_draft(
 ) -> dict[str, object]:
     """EIP-712 typed data of a certificate for ``holder``, bound to this pool and chain, valid
     from now for ``valid_for_s`` seconds: pass it to the holder's wallet
-    (``eth_signTypedData_v4``). Nothing is stored."""
-    now = int(time.time())
+    (``eth_signTypedData_v4``). Nothing is stored.
+
+    "Now" is the earlier of this server's clock and the latest block's time, which a
+    certificate is judged at: a block's time lags the clock, by up to a block interval on
+    a node, and a certificate issued after it would not be valid until a later block."""
+    holder_address = service.address(holder)
+    now = min(int(time.time()), await service.chain_time(state.runtime))
     pool = state.runtime.pool
     certificate = Certificate(
         chain_id=state.runtime.deployment.chain_id,
         verifying_contract=pool.bpr.address,
-        holder=service.address(holder),
+        holder=holder_address,
         pool=pool.registry.address,
         statement=statement,
         issued_at=now,

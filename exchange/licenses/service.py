@@ -113,6 +113,12 @@ def _block(pool: PoolChain, block: int | None) -> tuple[int, int]:
     return int(data["number"]), int(data["timestamp"])
 
 
+async def chain_time(runtime: ChainRuntime) -> int:
+    """The timestamp of the latest block: the time a certificate is judged at by default."""
+    pool = runtime.pool
+    return await on_chain(runtime, lambda: guarded(lambda: _block(pool, None)[1]))
+
+
 async def thresholds(runtime: ChainRuntime) -> Thresholds:
     pool = runtime.pool
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from web3.contract import Contract
 from exchange.chain.compiler import compile_contracts
 from exchange.chain.pool import PoolChain, Tier
 from exchange.chain.signatures import eip191_hash
+from exchange.licenses import routes
 from exchange.licenses.barcodes import decode_one
 from exchange.licenses.certificates import Certificate
 from tests.chain.nodes import advance_time
@@ -75,6 +77,25 @@ async def test_a_licensed_holders_certificate_is_valid(licensing: Service) -> No
     earlier = await verify(licensing, {"compact": result["compact"]}, block=since - 1)
     assert codes(earlier) == ["holder_not_licensed"]
     assert f"at block {since - 1}" in earlier["reasons"][0]["message"]
+
+
+async def test_a_draft_holds_at_once_on_a_chain_whose_blocks_lag_the_clock(
+    licensing: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    holder = account(1)
+    licensed_member(licensing.pool, holder)
+    latest = now(licensing)
+    # The server's clock ten minutes past the latest block, as between blocks on a slow chain.
+    monkeypatch.setattr(routes, "time", SimpleNamespace(time=lambda: latest + 600.5))
+    draft = await licensing.client.get(
+        "/v1/licences/certificates/draft", params={"holder": holder.address, "valid_for_s": 3_600}
+    )
+    typed = draft.json()
+    cert = Certificate.from_typed_data(typed)
+    assert (cert.issued_at, cert.expires_at) == (latest, latest + 3_600)
+    signature = holder.sign_typed_data(full_message=typed).signature
+    result = await verify(licensing, {"certificate": typed, "signature": "0x" + bytes(signature).hex()})
+    assert result["valid"] is True, result
 
 
 async def test_every_failure_reason(licensing: Service) -> None:
