@@ -23,14 +23,27 @@ def postgres_url(database_url: str) -> str:
 
 class Proxy:
     """A TCP relay to the database that can go silent: it keeps its connections open and drops
-    what they send, as a dead network path does that sends no reset."""
+    what they send, as a dead network path does that sends no reset. A connection opened while
+    it is silent waits until it speaks again, as a connection attempt does that is retried."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
-        self.silent = False
+        self._speaking = asyncio.Event()
+        self._speaking.set()
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
+
+    @property
+    def silent(self) -> bool:
+        return not self._speaking.is_set()
+
+    @silent.setter
+    def silent(self, silent: bool) -> None:
+        if silent:
+            self._speaking.clear()
+        else:
+            self._speaking.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -43,8 +56,10 @@ class Proxy:
             self._server.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        await self._speaking.wait()
         upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
-        self._writers += [writer, upstream_writer]
+        self._writers.append(upstream_writer)
         await asyncio.gather(
             self._relay(reader, upstream_writer), self._relay(upstream_reader, writer), return_exceptions=True
         )
@@ -117,7 +132,7 @@ async def test_a_listening_connection_that_goes_silent_is_found_and_replaced(pos
 
     via_proxy = url.set(host="127.0.0.1", port=proxy.port)
     engine = create_engine_for_url(via_proxy.render_as_string(hide_password=False))
-    # Reopened 2 s after the loss at the earliest: not while the relay still drops everything.
+    # Reopened 2 s after the loss at the earliest; a connection opened earlier waits for the relay.
     listener = FailedFillListener(
         engine, on_failed, probe_every_s=0.2, probe_timeout_s=0.5, first_retry_s=2.0
     )
