@@ -76,6 +76,14 @@ def travel_to(chain: ChainRuntime, day: date, at: time = time(12)) -> None:
     tester.time_travel(int(datetime.combine(day, at, UTC).timestamp()))
 
 
+def next_chain_day(chain: ChainRuntime) -> date:
+    """The day after the chain's latest block, at whose noon the next blocks are dated: what a test
+    deposits from now on falls on it, whenever the test starts and however slowly it runs."""
+    day = chain_day(chain) + timedelta(days=1)
+    travel_to(chain, day)
+    return day
+
+
 def deposit(chain: ChainRuntime, amount_wei: int, source: bytes = keccak(b"trading-fee")) -> None:
     """Someone pays ``amount_wei`` BPC into the Fund with ``Fund.deposit``."""
     pool = chain.pool
@@ -128,7 +136,7 @@ async def test_a_period_is_split_paid_once_and_stated(foundation: Foundation, en
         foundation, "EP 3300002 B1", source="contributed", contributor=carol.address, scores=(60, 60)
     )
     await admit_patent(foundation, "EP 3300003 B1")  # purchased by the foundation: no royalties
-    day = chain_day(chain)
+    day = next_chain_day(chain)
 
     # A licence fee (through the LicenseGate) and a plain deposit reach the Fund that day.
     pool = chain.pool
@@ -246,7 +254,7 @@ async def _three_contributors_and_a_deposit(foundation: Foundation, numbers: str
         await admit_patent(
             foundation, numbers.format(index), source="contributed", contributor=contributor.address
         )
-    day = chain_day(foundation.chain)
+    day = next_chain_day(foundation.chain)
     deposit(foundation.chain, 3_000_000)
     travel_to(foundation.chain, day + timedelta(days=1))
     return contributors, day
@@ -378,7 +386,7 @@ async def test_a_batch_whose_tag_paid_something_else_is_refused_and_left_pending
     chain, pool = foundation.chain, foundation.chain.pool
     contributor, stranger = Account.create(), Account.create()
     await admit_patent(foundation, "US 12,400,001 B2", source="contributed", contributor=contributor.address)
-    day = chain_day(chain)
+    day = next_chain_day(chain)
     deposit(chain, 1_000)
     travel_to(chain, day + timedelta(days=1))
     run = await create_run(foundation, "R1", day, day)
@@ -452,7 +460,7 @@ def skip_unless_postgresql(database_backend: str) -> None:
 def three_days_of_deposits(chain: ChainRuntime) -> date:
     """Fund deposits of 1,000, 500 and 7 on three days from the chain's day, which it returns; no
     patent is in the pool, so each period's receipts carry."""
-    day = chain_day(chain)
+    day = next_chain_day(chain)
     deposit(chain, 1_000)
     travel_to(chain, day + timedelta(days=1))
     deposit(chain, 500)
@@ -539,7 +547,7 @@ async def test_distributions_conserve_the_amount_exactly(foundation: Foundation,
             contributor=owner.address,
             scores=scores,
         )
-    start = chain_day(chain)
+    start = next_chain_day(chain)
     before = {c.address: pool.bpc_balance(c.address) for c in contributors}
     deposits_by_day: list[int] = []
     for offset in range(3):
