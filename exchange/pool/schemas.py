@@ -55,7 +55,7 @@ def decode_cursor(cursor: str, kind: type[str] | type[int]) -> Any:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         value = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):
         raise ValidationFailed("the cursor is not one this API issued") from None
     # Keys are INTEGER ids, or addresses and patent ids (ASCII).
     in_range = 1 <= value <= ROW_ID_MAX if isinstance(value, int) else str(value).isascii()
