@@ -39,9 +39,9 @@ from exchange.licenses.device_ids import DeviceId
 from exchange.licenses.indexer import adopt_registration, on_chain, registry_of
 from exchange.licenses.merkle import MerkleTree
 from exchange.licenses.models import BATCH_PENDING, DeviceBatch
-from exchange.licenses.resolver import TooManyDevices
 from exchange.licenses.service import guarded
 from exchange.licenses.transactions import UnsignedTransaction
+from exchange.licenses.uploads import TooManyDevices
 from exchange.settings import Settings
 
 log = get_logger(__name__)
@@ -65,6 +65,20 @@ class PendingRules:
             ttl=timedelta(seconds=settings.licence_pending_upload_ttl_s),
             max_devices=settings.licence_pending_devices_max,
         )
+
+
+async def require_licensee(runtime: ChainRuntime, manufacturer: str) -> None:
+    """Refuse (403) a `manufacturer` without a live BPR licence: checked before an upload is read."""
+    pool = runtime.pool
+
+    def check() -> None:
+        if not pool.is_licensed(manufacturer):
+            raise Forbidden(_NOT_LICENSED.format(manufacturer))
+
+    await on_chain(runtime, lambda: guarded(check))
+
+
+_NOT_LICENSED = "{} holds no live BPR licence: only licensees register devices"
 
 
 async def upload(
@@ -92,7 +106,7 @@ async def upload(
 
     def chain_checks() -> None:
         if not pool.is_licensed(manufacturer):
-            raise Forbidden(f"{manufacturer} holds no live BPR licence: only licensees register devices")
+            raise Forbidden(_NOT_LICENSED.format(manufacturer))
         minimum = int(pool.devices.call("minBpcPerDevice"))
         if bpc_per_device_wei < minimum:
             raise ValidationFailed(

@@ -29,7 +29,6 @@ from exchange.licenses.device_ids import DeviceId
 from exchange.licenses.indexer import registry_of
 from exchange.licenses.lifespan import Licensing, licensing
 from exchange.licenses.models import DeviceBatch
-from exchange.licenses.resolver import TooManyDevices
 from exchange.licenses.routes import transaction_out
 from exchange.licenses.schemas import (
     BatchDevicesOut,
@@ -37,7 +36,7 @@ from exchange.licenses.schemas import (
     BatchUploadOut,
     TransactionOut,
 )
-from exchange.licenses.uploads import parse_csv, parse_json_list
+from exchange.licenses.uploads import TooManyDevices, parse_csv, parse_json_list
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 link_router = resolver_routes.link_router
@@ -124,19 +123,25 @@ async def _read_upload(
         except UnicodeDecodeError:
             raise ValidationFailed("the CSV is not UTF-8") from None
         # Off the event loop: a million ids take seconds to check, and other requests go on meanwhile.
-        return await asyncio.to_thread(parse_csv, text, scheme=scheme_query), _amount(bpc_query)
+        devices = await asyncio.to_thread(
+            parse_csv, text, scheme=scheme_query, max_devices=batches.MAX_BATCH_DEVICES
+        )
+        return devices, _amount(bpc_query)
     if media != "application/json":
         raise ValidationFailed("send the device list as application/json or text/csv")
     try:
         body = await asyncio.to_thread(json.loads, raw)
-    except ValueError:
-        raise ValidationFailed("the body is not JSON") from None
+    except (ValueError, RecursionError):
+        raise ValidationFailed("the body is not JSON, or nests too deeply") from None
     if not isinstance(body, dict) or "devices" not in body:
         raise ValidationFailed('the body is {"bpc_per_device_wei": "...", "devices": [...]}')
     scheme = body.get("scheme", scheme_query)
     amount = body.get("bpc_per_device_wei", bpc_query)
     devices = await asyncio.to_thread(
-        parse_json_list, body["devices"], scheme=scheme if isinstance(scheme, str) else None
+        parse_json_list,
+        body["devices"],
+        scheme=scheme if isinstance(scheme, str) else None,
+        max_devices=batches.MAX_BATCH_DEVICES,
     )
     return devices, _amount(amount)
 
@@ -163,7 +168,9 @@ async def post_batch(
     """A licensed manufacturer's device ids (JSON list or CSV), all valid and new or none stored.
     Device ``i`` is the ``i``-th id. Answers the pending batch with its Merkle root and the
     unsigned ``approve`` (if needed) and ``registerBatch`` transactions to sign; the batch
-    resolves once the chain has registered it."""
+    resolves once the chain has registered it. A caller without a licence is refused before
+    the body is read, and a list longer than a batch is refused at its first device too many."""
+    await batches.require_licensee(state.runtime, principal.address)
     devices, amount = await _read_upload(request, bpc_per_device_wei, scheme)
     rules = batches.PendingRules.of(request.app.state.settings)
     batch, steps = await batches.upload(session, state.runtime, principal.address, devices, amount, rules)

@@ -32,7 +32,6 @@ from typing import Any, Final
 
 import orjson
 
-from exchange.kit.errors import DomainError
 from exchange.kit.logging import get_logger
 from exchange.licenses.device_ids import MAX_INPUT_LENGTH, DeviceId
 from exchange.licenses.merkle import MerkleTree, keccak256_hex
@@ -71,12 +70,6 @@ class _Pace:
         if self._done >= YIELD_EVERY:
             self._done = 0
             await asyncio.sleep(0)
-
-
-class TooManyDevices(DomainError):
-    status = 413
-    type_slug = "too-many-devices"
-    title = "Too many devices in one query"
 
 
 _NODE_JSON: Final = 69  # a proof node in a JSON array: ',"0x', 64 hex digits, '"'

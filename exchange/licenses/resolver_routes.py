@@ -38,8 +38,9 @@ from exchange.kit.errors import DomainError, ValidationFailed
 from exchange.licenses.device_ids import MAX_INPUT_LENGTH, DeviceId, parse_device_id, parse_digital_link
 from exchange.licenses.lifespan import resolver_of
 from exchange.licenses.pages import device_page, refusal_page, wants_html
-from exchange.licenses.resolver import MAX_BULK_DEVICES, YIELD_EVERY, Resolver, TooManyDevices, chunk_starts
+from exchange.licenses.resolver import MAX_BULK_DEVICES, YIELD_EVERY, Resolver, chunk_starts
 from exchange.licenses.schemas import DeviceAnswer, DeviceQueryBatchedOut, DeviceQueryIn, DeviceQueryOut
+from exchange.licenses.uploads import TooManyDevices
 
 ResolverDep = Annotated[Resolver, Depends(resolver_of)]
 # A lean handler answers the request, or hands it to the last argument: the standard handling.

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from exchange.kit.errors import ValidationFailed
+from exchange.kit.errors import DomainError, ValidationFailed
 from exchange.licenses.device_ids import (
     DeviceId,
     DeviceScheme,
@@ -65,6 +65,12 @@ class InvalidDeviceList(ValidationFailed):
         self.total = total
 
 
+class TooManyDevices(DomainError):
+    status = 413
+    type_slug = "too-many-devices"
+    title = "Too many devices in one query"
+
+
 def _parse_one(raw: str, scheme: str | None) -> DeviceId:
     if scheme:
         return parse_device_id(scheme.strip().lower(), raw)
@@ -78,12 +84,14 @@ Entry = tuple[str, str | None, int | None, int | None, str | None]
 """(raw text, scheme, line, item, refusal): a refusal is a reason known before parsing."""
 
 
-def _collect(entries: Iterable[Entry]) -> list[DeviceId]:
+def _collect(entries: Iterable[Entry], max_devices: int | None = None) -> list[DeviceId]:
     devices: list[DeviceId] = []
     errors: list[ListError] = []
     total = 0
     first_seen: dict[str, tuple[int | None, int | None]] = {}
-    for raw, scheme, line, item, refusal in entries:
+    for count, (raw, scheme, line, item, refusal) in enumerate(entries, 1):
+        if max_devices is not None and count > max_devices:
+            raise _too_many(max_devices)
         try:
             if refusal is not None:
                 raise InvalidDeviceId(refusal, raw)
@@ -110,10 +118,19 @@ def _collect(entries: Iterable[Entry]) -> list[DeviceId]:
     return devices
 
 
-def parse_json_list(items: object, *, scheme: str | None = None) -> list[DeviceId]:
-    """Device ids from a decoded JSON list; raises :class:`InvalidDeviceList`."""
+def _too_many(max_devices: int) -> TooManyDevices:
+    return TooManyDevices(f"more than {max_devices} devices in one batch", extra={"limit": max_devices})
+
+
+def parse_json_list(
+    items: object, *, scheme: str | None = None, max_devices: int | None = None
+) -> list[DeviceId]:
+    """Device ids from a decoded JSON list; raises :class:`InvalidDeviceList`, or
+    :class:`TooManyDevices` beyond ``max_devices`` entries (before parsing any)."""
     if not isinstance(items, list):
         raise InvalidDeviceList([ListError("devices must be a JSON list", type(items).__name__, item=0)], 1)
+    if max_devices is not None and len(items) > max_devices:
+        raise _too_many(max_devices)
 
     def entries() -> Iterator[Entry]:
         for position, entry in enumerate(items):
@@ -135,8 +152,9 @@ def parse_json_list(items: object, *, scheme: str | None = None) -> list[DeviceI
     return _collect(entries())
 
 
-def parse_csv(text: str, *, scheme: str | None = None) -> list[DeviceId]:
-    """Device ids from CSV text with a header; raises :class:`InvalidDeviceList`."""
+def parse_csv(text: str, *, scheme: str | None = None, max_devices: int | None = None) -> list[DeviceId]:
+    """Device ids from CSV text with a header; raises :class:`InvalidDeviceList`, or
+    :class:`TooManyDevices` as soon as a row beyond ``max_devices`` is read."""
     reader = csv.reader(io.StringIO(text))
     try:
         header = [column.strip().lower() for column in next(reader)]
@@ -164,7 +182,7 @@ def parse_csv(text: str, *, scheme: str | None = None) -> list[DeviceId]:
         except csv.Error as exc:
             yield "", None, reader.line_num, None, f"malformed CSV: {exc}"
 
-    return _collect(entries())
+    return _collect(entries(), max_devices)
 
 
 def parse_reference(text: str) -> DeviceId:

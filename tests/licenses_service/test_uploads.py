@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from exchange.licenses import batches
 from exchange.licenses.merkle import MerkleTree
 from exchange.licenses.uploads import parse_csv
 from tests.licenses_service.conftest import BPC, Service, account, licensed_member
@@ -154,3 +157,38 @@ async def test_batches_are_private_to_their_manufacturer(licensing: Service) -> 
     again = await licensing.client.post(f"/v1/devices/batches/{upload_id}/transactions", headers=headers)
     assert again.status_code == 200
     assert [tx["data"] for tx in again.json()] == [tx["data"] for tx in body["transactions"]]
+
+
+async def test_an_upload_is_refused_before_its_list_is_read(
+    licensing: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No licence: refused before the body is parsed. A list longer than a batch: refused at its
+    first entry too many, before any entry is judged. A list nested too deeply: a 400, not a crash."""
+    stranger = await licensing.sign_in(account(2))
+    unread = await licensing.client.post(
+        "/v1/devices/batches", content=b"[" * 100, headers={**stranger, "Content-Type": "application/json"}
+    )
+    assert unread.status_code == 403, unread.text
+
+    headers = await manufacturer_headers(licensing)
+    monkeypatch.setattr(batches, "MAX_BATCH_DEVICES", 3)
+    too_long_json = await upload_raw(
+        licensing, headers, ["serial:acme:1", "serial:acme:2", "serial:acme:3", "not a device"], "1"
+    )
+    too_long_csv = await licensing.client.post(
+        "/v1/devices/batches",
+        content=b"device_id\nserial:acme:1\nserial:acme:2\nserial:acme:3\nnot a device\n",
+        params={"bpc_per_device_wei": "1"},
+        headers={**headers, "Content-Type": "text/csv"},
+    )
+    for reply in (too_long_json, too_long_csv):
+        assert reply.status_code == 413, reply.text
+        assert reply.json()["limit"] == 3
+
+    deep = b'{"devices": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    nested = await licensing.client.post(
+        "/v1/devices/batches", content=deep, headers={**headers, "Content-Type": "application/json"}
+    )
+    assert nested.status_code in (400, 422), nested.text
+    assert nested.headers["content-type"].startswith("application/problem+json")
+    assert await my_batches(licensing, headers) == []
