@@ -179,9 +179,12 @@ class PatentEvent:
 
 
 def contributor_address(value: str) -> str:
-    """``value`` as an EIP-55 checksummed address; refuse anything that is not 20 bytes of hex."""
+    """``value`` as an EIP-55 checksummed address; refuse anything that is not 20 bytes of hex, and
+    the zero address, which no one holds and which neither BPC nor the Fund pays."""
     if not _ADDRESS.fullmatch(value):
         raise InvalidPatentRecord(f"{value!r} is not an address (0x and 40 hex digits)")
+    if int(value, 16) == 0:
+        raise InvalidPatentRecord("the contributor is the zero address, which can receive nothing")
     return str(to_checksum_address(value))
 
 

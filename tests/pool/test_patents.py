@@ -275,6 +275,7 @@ def test_today_is_the_utc_date_of_the_instant() -> None:
         ({"contributor": None}, "a contributed patent names its contributor"),
         ({"contributor": "0x1234"}, "'0x1234' is not an address"),
         ({"contributor": "52908400098527886e0f7030069857d2e4169ee7"}, "is not an address"),
+        ({"contributor": "0x" + "0" * 40}, "the contributor is the zero address"),
         ({"source": PatentSource.PURCHASED}, "a purchased patent has no contributor"),
         ({"source": PatentSource.FILED}, "a filed patent has no contributor"),
         ({"expires_on": date(2026, 1, 5)}, "lapsed on 2026-01-05; it cannot be proposed"),
