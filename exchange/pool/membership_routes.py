@@ -174,13 +174,18 @@ async def post_approve(
     "/v1/admin/membership/applications/{application_id}/reject",
     response_model=ApplicationOut,
     summary="Reject an application (council)",
-    responses={**ADMIN_PROBLEMS, **problem_responses(NotFound, Conflict)},
+    responses={**ADMIN_PROBLEMS, **CHAIN_PROBLEMS, **problem_responses(NotFound, Conflict)},
 )
 async def post_reject(
-    application_id: RowId, body: ReasonIn, principal: Council, session: DbSession
+    application_id: RowId, body: ReasonIn, principal: Council, session: DbSession, pool: Pool
 ) -> ApplicationOut:
     row = await service.reject_application(
-        session, application_id=application_id, actor=principal.address, reason=body.reason, at=utc_now()
+        session,
+        pool,
+        application_id=application_id,
+        actor=principal.address,
+        reason=body.reason,
+        at=utc_now(),
     )
     return ApplicationOut.of(row)
 

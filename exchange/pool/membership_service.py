@@ -226,13 +226,34 @@ async def approve_application(
 
 
 async def reject_application(
-    session: AsyncSession, *, application_id: int, actor: str, reason: str, at: datetime
+    session: AsyncSession,
+    context: PoolContext,
+    *,
+    application_id: int,
+    actor: str,
+    reason: str,
+    at: datetime,
 ) -> MembershipApplication:
+    """submitted or under_review → rejected, unless the wallet is already on the register.
+
+    An applicant is no member when it applies, and only an approval admits it: a wallet on the
+    register means an approval reached the chain and its answer was lost (a timeout, say).
+    Rejecting would leave an active member the database calls rejected, so it is refused.
+    """
     row = await _application(session, application_id)
     if row.status == ApplicationStatus.REJECTED:
         return row
     if row.status not in (ApplicationStatus.SUBMITTED, ApplicationStatus.UNDER_REVIEW):
         raise Conflict(f"application {application_id} is {row.status} and can no longer be rejected")
+    pool, wallet = context.chain.pool, row.wallet
+    on_chain = await context.chain.run(lambda: pool.member(wallet))
+    if on_chain.status is not MemberStatus.NONE:
+        raise Conflict(
+            f"{wallet} is already on the register as {_describe(on_chain)}: an approval of this"
+            " application reached the chain. Approve it with that tier to record the admission,"
+            " then expel the member if it should not be one",
+            extra={"member_status": STATE_NAMES[on_chain.status].value},
+        )
     before = application_snapshot(row)
     row.status = ApplicationStatus.REJECTED.value
     row.decided_by, row.decided_at, row.decision_note = actor, at, reason

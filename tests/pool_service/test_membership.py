@@ -174,6 +174,33 @@ async def test_an_approval_interrupted_after_its_transaction_completes_without_a
     assert clash.json()["member_status"] == "active"
 
 
+async def test_an_application_whose_approval_reached_the_chain_is_not_rejected(
+    foundation: Foundation,
+) -> None:
+    account = Account.create()
+    application = await apply(foundation, account, enterprise_size="large")
+    path = f"/v1/admin/membership/applications/{application['id']}"
+    await foundation.client.post(f"{path}/review", json={}, headers=foundation.registrar)
+    # The approval's admission was mined, but its answer never came back (a timeout).
+    foundation.chain.pool.admit(account.address, Tier.LARGE)
+    before = await _audit(foundation)
+
+    refused = await foundation.client.post(f"{path}/reject", json={"reason": "x"}, headers=foundation.council)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["member_status"] == "active"
+    assert "Approve it with that tier" in refused.json()["detail"]
+    assert await _audit(foundation) == before
+    mine = await foundation.client.get(
+        "/v1/membership/applications/mine", headers=await bearer_headers(foundation.client, account)
+    )
+    assert [a["status"] for a in mine.json()] == ["under_review"]
+    approved = await foundation.client.post(
+        f"{path}/approve", json={"tier": "large"}, headers=foundation.council
+    )
+    assert approved.status_code == 200, approved.text
+    await assert_register_agrees(foundation, account.address)
+
+
 async def test_rejection_and_unknown_members(foundation: Foundation) -> None:
     application = await apply(foundation, Account.create())
     path = f"/v1/admin/membership/applications/{application['id']}"
