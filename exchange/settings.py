@@ -188,15 +188,18 @@ class Settings(BaseSettings):
     # --- pool administration (exchange.pool) ---------------------------------------------------
     council_addresses: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
-        description="Comma-separated EIP-55 addresses holding the council role (granted at start-up).",
+        description="Comma-separated EIP-55 addresses holding the council role (granted at start-up,"
+        " unless the council revoked it since).",
     )
     registrar_addresses: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
-        description="Comma-separated EIP-55 addresses holding the registrar role (granted at start-up).",
+        description="Comma-separated EIP-55 addresses holding the registrar role (granted at start-up,"
+        " unless the council revoked it since).",
     )
     assessor_addresses: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
-        description="Comma-separated EIP-55 addresses holding the assessor role (granted at start-up).",
+        description="Comma-separated EIP-55 addresses holding the assessor role (granted at start-up,"
+        " unless the council revoked it since).",
     )
     pool_indexer_interval_s: float = Field(
         default=2.0, gt=0, le=3600, description="Seconds between polls of the pool registry and fund events."

@@ -275,7 +275,9 @@ async def _revoke(
 async def bootstrap_roles(session: AsyncSession, settings: Settings, at: datetime) -> None:
     """Make the roles granted by the settings match them: grant the listed, revoke the dropped.
 
-    Grants made by the council through the API are left alone.
+    Grants made by the council through the API are left alone, and so are its revocations: a
+    listed address whose latest grant of the role the council revoked (a lost key, say) is not
+    granted it again at the next start. The council grants it again through the API if it should.
     """
     configured = {
         FoundationRole.COUNCIL: settings.council_addresses,
@@ -283,7 +285,21 @@ async def bootstrap_roles(session: AsyncSession, settings: Settings, at: datetim
         FoundationRole.ASSESSOR: settings.assessor_addresses,
     }
     wanted = {(address, role) for role, addresses in configured.items() for address in addresses}
+    latest = {  # the newest grant of each address and role, live or revoked
+        (grant.address, FoundationRole(grant.role)): grant
+        for grant in await repository.role_grants(session, include_revoked=True)
+    }
     for address, role in sorted(wanted):
+        newest = latest.get((address, role))
+        if newest is not None and newest.revoked_at is not None and newest.revoked_by != SETTINGS_ACTOR:
+            log.warning(
+                "pool.configured_role_stays_revoked",
+                address=address,
+                role=role.value,
+                revoked_by=newest.revoked_by,
+                revoked_at=newest.revoked_at.isoformat(),
+            )
+            continue
         await grant_role(
             session, address=address, role=role, actor=SETTINGS_ACTOR, at=at, reason="configured"
         )

@@ -12,7 +12,7 @@ from exchange.db.base import utc_now
 from exchange.main import build_app
 from exchange.pool import repository
 from exchange.pool.models import FoundationRole
-from exchange.pool.service import grant_role
+from exchange.pool.service import grant_role, revoke_role
 from exchange.settings import Settings
 from tests.pool_service.conftest import ASSESSORS, COUNCIL, REGISTRAR, Foundation, pool_settings
 from tests.pool_service.flows import days_from_today
@@ -248,3 +248,41 @@ async def test_roles_follow_the_settings_at_start_up(database_url: str, chain_ru
         f"assessor:{ASSESSORS[2].address}",
     }
     assert {entry.actor for entry in revoked} == {"settings"}
+
+
+async def test_a_configured_role_the_council_revoked_stays_revoked(
+    database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    """The registrar's key is lost: the council revokes its role, and restarts with the settings
+    unchanged do not grant it again, until the council itself does."""
+    settings = pool_settings(database_url)
+
+    async def live_registrars() -> set[str]:
+        app = build_app(settings, chain=chain_runtime)
+        async with app.router.lifespan_context(app), app.state.pool.sessionmaker() as session:
+            grants = await repository.role_grants(session)
+        return {grant.address for grant in grants if grant.role == "registrar"}
+
+    assert await live_registrars() == {REGISTRAR.address}
+    app = build_app(settings, chain=chain_runtime)
+    async with app.router.lifespan_context(app), app.state.pool.sessionmaker() as session, session.begin():
+        await revoke_role(
+            session,
+            address=REGISTRAR.address,
+            role=FoundationRole.REGISTRAR,
+            actor=COUNCIL.address,
+            at=utc_now(),
+        )
+    assert await live_registrars() == set()
+    assert await live_registrars() == set()
+
+    app = build_app(settings, chain=chain_runtime)
+    async with app.router.lifespan_context(app), app.state.pool.sessionmaker() as session, session.begin():
+        await grant_role(
+            session,
+            address=REGISTRAR.address,
+            role=FoundationRole.REGISTRAR,
+            actor=COUNCIL.address,
+            at=utc_now(),
+        )
+    assert await live_registrars() == {REGISTRAR.address}
