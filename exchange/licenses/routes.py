@@ -68,7 +68,8 @@ def licence_out(state: Licensing, at: LicenceAt) -> LicenceOut:
         holder=licence.holder,
         licensed=licence.licensed,
         kind=_KIND_NAMES[licence.kind],  # type: ignore[arg-type]
-        tier=_TIER_NAMES[licence.tier] if held else None,  # type: ignore[arg-type]
+        # A fee licence is bought by a non-member: it has no tier (the chain records non-profit).
+        tier=_TIER_NAMES[licence.tier] if held and licence.kind is not LicenceKind.FEE else None,  # type: ignore[arg-type]
         locked_bpc_wei=str(licence.locked_bpc_wei),
         expires_at=licence.expires_at or None,
         since_block=licence.since_block if held else None,

@@ -42,7 +42,9 @@ class LicenceOut(BaseModel):
     holder: str
     licensed: bool = Field(description="Holds a BPR that has not expired at this block.")
     kind: Literal["none", "locked", "non_profit", "fee"]
-    tier: Literal["non_profit", "small", "medium", "large"] | None
+    tier: Literal["non_profit", "small", "medium", "large"] | None = Field(
+        description="The tier the licence was granted at; null without a licence or for a fee licence."
+    )
     locked_bpc_wei: str
     expires_at: int | None = Field(description="Unix seconds; null for licences without a term.")
     since_block: int | None

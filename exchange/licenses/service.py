@@ -179,13 +179,13 @@ async def licence_transactions(
         price_wei, term_s = pool.fee_licence_terms()
         if price_wei == 0 or term_s == 0:
             raise Conflict("the foundation offers no fee licence now")
+        if member.status is not MemberStatus.NONE:  # the LicenseGate refuses both to members
+            raise Conflict("fee licences are for non-members; members lock the threshold (acquire)")
         if action is LicenceAction.RENEW:
             if licence.kind is not LicenceKind.FEE:
                 raise Conflict(f"{account} holds no fee licence to renew")
             function, what = "renewFeeLicence", f"renew the fee licence for {term_s} s"
         else:
-            if member.status is not MemberStatus.NONE:
-                raise Conflict("fee licences are for non-members; members lock the threshold (acquire)")
             if licence.licensed:
                 raise Conflict(f"{account} already holds a live licence")
             function, what = "buyFeeLicence", f"buy a fee licence for {term_s} s"

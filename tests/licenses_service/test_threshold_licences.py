@@ -132,6 +132,7 @@ async def test_fee_licences_bought_and_renewed_by_non_members(licensing: Service
     status = (await licensing.client.get(f"/v1/licences/{buyer.address}")).json()
     assert status["kind"] == "fee"
     assert status["licensed"] is True
+    assert status["tier"] is None  # bought by a non-member: no tier
     first_expiry = status["expires_at"]
 
     advance_time(licensing.w3, 4_000)
@@ -142,3 +143,9 @@ async def test_fee_licences_bought_and_renewed_by_non_members(licensing: Service
     assert renewed["licensed"] is True
     assert renewed["expires_at"] > first_expiry + 3_600
     assert pool.bpc_balance(buyer.address) == 40 * BPC
+
+    # Admitted since, the buyer can no longer renew: refused before it pays for an approval.
+    pool.admit(buyer.address, Tier.SMALL)
+    refused = await transactions(licensing, headers, "renew")
+    assert refused.status_code == 409, refused.text
+    assert "non-members" in refused.json()["detail"]
