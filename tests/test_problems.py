@@ -6,10 +6,17 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy
 import structlog
 from fastapi import APIRouter, HTTPException, Query
+from sqlalchemy.exc import IntegrityError
 
-from exchange.api.problems import PROBLEM_MEDIA_TYPE, document_problems, problem_responses
+from exchange.api.problems import (
+    PROBLEM_MEDIA_TYPE,
+    document_problems,
+    is_unique_violation,
+    problem_responses,
+)
 from exchange.api.request_context import REQUEST_ID_HEADER
 from exchange.kit.errors import (
     PROBLEM_TYPE_BASE,
@@ -280,3 +287,20 @@ def test_an_error_with_a_fixed_retry_after_sends_and_documents_it() -> None:
     documented = problem_responses(_RaceLost)
     assert set(documented[409]["headers"]) == {"Retry-After"}
     assert "headers" not in problem_responses(Conflict)[409]
+
+
+def test_only_a_unique_violation_counts_as_a_concurrent_write() -> None:
+    engine = sqlalchemy.create_engine("sqlite://")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT UNIQUE, v TEXT NOT NULL)")
+        connection.exec_driver_sql("INSERT INTO t (k, v) VALUES ('a', 'x')")
+    verdicts = []
+    for statement in (
+        "INSERT INTO t (k, v) VALUES ('a', 'y')",  # the same key
+        "INSERT INTO t (id, k, v) VALUES (1, 'b', 'y')",  # the same primary key
+        "INSERT INTO t (k, v) VALUES ('c', NULL)",  # a NOT NULL column left empty
+    ):
+        with pytest.raises(IntegrityError) as refused, engine.begin() as connection:
+            connection.exec_driver_sql(statement)
+        verdicts.append(is_unique_violation(refused.value))
+    assert verdicts == [True, True, False]

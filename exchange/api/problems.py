@@ -39,12 +39,13 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from exchange.api.request_context import current_request_id
-from exchange.kit.errors import DomainError, RateLimited, ValidationFailed
+from exchange.kit.errors import Conflict, DomainError, RateLimited, ValidationFailed
 from exchange.kit.logging import get_logger
 
 log = get_logger(__name__)
@@ -172,6 +173,26 @@ async def _domain_error_response(request: Request, exc: Exception) -> Response:
     return error_response(exc, request.url.path)
 
 
+def is_unique_violation(exc: IntegrityError) -> bool:
+    """True when `exc` is a unique constraint refusing a row (PostgreSQL SQLSTATE 23505, SQLite's
+    UNIQUE or PRIMARY KEY constraint), not a foreign key, check or NOT NULL constraint."""
+    original = exc.orig
+    if getattr(original, "sqlstate", None) == "23505" or getattr(original, "pgcode", None) == "23505":
+        return True
+    text = str(original)
+    return text.startswith("UNIQUE constraint failed") or "duplicate key value" in text
+
+
+async def _integrity_error_response(request: Request, exc: Exception) -> Response:
+    """A unique violation the route did not expect: another request wrote the same record between
+    this one's check and its insert. A retry finds that record and answers as a retry does."""
+    if not isinstance(exc, IntegrityError) or not is_unique_violation(exc):
+        return await _unexpected_error_response(request, exc)
+    log.warning("api.concurrent_write", path=request.url.path, error=str(exc.orig)[:300])
+    conflict = Conflict("another request wrote the same record at the same moment: retry this request")
+    return error_response(conflict, request.url.path)
+
+
 def _invalid_fields(exc: RequestValidationError) -> list[InvalidField]:
     return [
         InvalidField(
@@ -286,6 +307,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error_response)
     app.add_exception_handler(RequestValidationError, _request_validation_response)
     app.add_exception_handler(StarletteHTTPException, _http_exception_response)
+    app.add_exception_handler(IntegrityError, _integrity_error_response)
     # Last resort for exceptions raised outside UnhandledErrorMiddleware (in outer middleware).
     app.add_exception_handler(Exception, _unexpected_error_response)
     app.add_middleware(UnhandledErrorMiddleware)

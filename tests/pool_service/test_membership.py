@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from eth_account import Account
 
 from exchange.chain.pool import LicenceKind, MemberStatus, Tier
+from exchange.pool import repository as pool_repository
 from tests.pool_service.conftest import COUNCIL, REGISTRAR, Foundation
 from tests.pool_service.flows import admit, application_body, apply, assert_register_agrees
 from tests.support.auth import bearer_headers, embedded_account
@@ -227,3 +229,26 @@ async def test_rejection_and_unknown_members(foundation: Foundation) -> None:
     )
     assert [a["id"] for a in listed.json()["items"]] == [application["id"]]
     assert REGISTRAR.address != COUNCIL.address
+
+
+async def test_an_application_filed_twice_at_once_is_a_conflict_that_a_retry_resolves(
+    foundation: Foundation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second of two identical submissions looked for an open application before the first
+    committed its own (staged: the lookup misses it), and its insert meets the first's row."""
+    client, applicant = foundation.client, Account.create()
+    headers = await bearer_headers(client, applicant)
+    first = await client.post("/v1/membership/applications", json=application_body(), headers=headers)
+    assert first.status_code == 201, first.text
+
+    async def before_the_first_committed(session: object, wallet: str) -> None:
+        return None
+
+    with monkeypatch.context() as staged:
+        staged.setattr(pool_repository, "open_application", before_the_first_committed)
+        raced = await client.post("/v1/membership/applications", json=application_body(), headers=headers)
+    assert raced.status_code == 409, raced.text
+    assert raced.headers["content-type"].startswith("application/problem+json")
+    assert "retry" in raced.json()["detail"]
+    retried = await client.post("/v1/membership/applications", json=application_body(), headers=headers)
+    assert (retried.status_code, retried.json()["id"]) == (200, first.json()["id"])
