@@ -72,13 +72,17 @@ async def role_grants(
     return (await session.scalars(statement)).all()
 
 
-async def count_active_grants(session: AsyncSession, role: FoundationRole) -> int:
-    count = await session.scalar(
-        select(func.count())
-        .select_from(FoundationRoleGrant)
-        .where(FoundationRoleGrant.role == role.value, FoundationRoleGrant.revoked_at.is_(None))
-    )
-    return int(count or 0)
+async def lock_active_grants(session: AsyncSession, role: FoundationRole) -> Sequence[FoundationRoleGrant]:
+    """The live grants of `role`, locked until the transaction ends (PostgreSQL; SQLite serialises
+    writers): a concurrent revocation waits, then finds the grants as this transaction left them."""
+    return (
+        await session.scalars(
+            select(FoundationRoleGrant)
+            .where(FoundationRoleGrant.role == role.value, FoundationRoleGrant.revoked_at.is_(None))
+            .order_by(FoundationRoleGrant.id)
+            .with_for_update()
+        )
+    ).all()
 
 
 async def add_role_grant(

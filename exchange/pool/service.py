@@ -243,12 +243,18 @@ async def revoke_role(
     at: datetime,
     reason: str | None = None,
 ) -> FoundationRoleGrant:
-    """Revoke a held role. The last council member cannot be removed: nobody could grant roles again."""
+    """Revoke a held role. The last council member cannot be removed: nobody could grant roles again.
+
+    The council's grants are locked before they are counted, so two members revoking each other
+    at once cannot both see the other still there.
+    """
+    if role is FoundationRole.COUNCIL:
+        council = await repository.lock_active_grants(session, role)
+        if len(council) <= 1 and any(grant.address == address for grant in council):
+            raise Conflict(f"{address} is the last council member; grant the role to another address first")
     grant = await repository.active_grant(session, address, role)
     if grant is None:
         raise NotFound(f"{address} does not hold the {role.value} role")
-    if role is FoundationRole.COUNCIL and await repository.count_active_grants(session, role) <= 1:
-        raise Conflict(f"{address} is the last council member; grant the role to another address first")
     await _revoke(session, grant, actor=actor, at=at, reason=reason)
     return grant
 

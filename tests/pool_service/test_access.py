@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import pytest
 from eth_account import Account
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.chain.runtime import ChainRuntime
 from exchange.db.base import utc_now
+from exchange.kit.errors import Conflict
 from exchange.main import build_app
 from exchange.pool import repository
 from exchange.pool.models import FoundationRole
@@ -16,6 +19,7 @@ from exchange.pool.service import grant_role, revoke_role
 from exchange.settings import Settings
 from tests.pool_service.conftest import ASSESSORS, COUNCIL, REGISTRAR, Foundation, pool_settings
 from tests.pool_service.flows import days_from_today
+from tests.pool_service.test_royalties import until_a_transaction_waits_for_a_lock
 from tests.support.auth import bearer_headers
 
 NOBODY = Account.create().address
@@ -286,3 +290,41 @@ async def test_a_configured_role_the_council_revoked_stays_revoked(
             at=utc_now(),
         )
     assert await live_registrars() == {REGISTRAR.address}
+
+
+async def test_two_council_members_revoking_each_other_at_once_leave_one(
+    database_backend: str, database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    """The second revocation waits for the first's transaction, then finds its revoker the last
+    council member (PostgreSQL: under SQLite one writer runs at a time)."""
+    if database_backend != "postgresql":
+        pytest.skip("SQLite transactions take the write lock when they begin: revocations never overlap")
+    second = Account.create().address
+    app = build_app(pool_settings(database_url), chain=chain_runtime)
+    async with app.router.lifespan_context(app):
+        sessionmaker = app.state.pool.sessionmaker
+        async with sessionmaker() as session, session.begin():
+            await grant_role(
+                session, address=second, role=FoundationRole.COUNCIL, actor=COUNCIL.address, at=utc_now()
+            )
+
+        async def revoke(session: AsyncSession, address: str, actor: str) -> None:
+            await revoke_role(
+                session, address=address, role=FoundationRole.COUNCIL, actor=actor, at=utc_now()
+            )
+
+        async def the_other_revocation() -> None:
+            async with sessionmaker() as session, session.begin():
+                await revoke(session, COUNCIL.address, second)
+
+        async with sessionmaker() as session, session.begin():
+            await revoke(session, second, COUNCIL.address)
+            other = asyncio.create_task(the_other_revocation())
+            await until_a_transaction_waits_for_a_lock(app.state.pool)
+        with pytest.raises(Conflict, match="last council member"):
+            await other
+        async with sessionmaker() as session:
+            council = {
+                grant.address for grant in await repository.role_grants(session) if grant.role == "council"
+            }
+    assert council == {COUNCIL.address}
