@@ -26,6 +26,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,6 +40,7 @@ from exchange.licenses.device_ids import DeviceId
 from exchange.licenses.indexer import adopt_registration, on_chain, registry_of
 from exchange.licenses.merkle import MerkleTree
 from exchange.licenses.models import BATCH_PENDING, DeviceBatch
+from exchange.licenses.repository import Registry
 from exchange.licenses.service import guarded
 from exchange.licenses.transactions import UnsignedTransaction
 from exchange.licenses.uploads import TooManyDevices
@@ -128,6 +130,7 @@ async def upload(
         stale = await repository.stale_uploads_holding(
             session, registry, sorted(taken), utc_now() - rules.ttl
         )
+        stale = await _not_registered_since(session, runtime, registry, stale)
         for batch_pk in stale:
             await repository.delete_batch(session, batch_pk)
             log.warning("licence.stale_upload_released", upload_id=batch_pk, for_manufacturer=manufacturer)
@@ -193,6 +196,50 @@ async def upload(
         root=root,
     )
     return batch, steps
+
+
+async def _not_registered_since(
+    session: AsyncSession, runtime: ChainRuntime, registry: Registry, uploads: list[int]
+) -> list[int]:
+    """The stale `uploads` whose registration the chain does not hold past the credited block.
+
+    A registration mined after the block the indexer credited (waiting for confirmations, or
+    mined again after a reorganisation) confirms its upload at the next passes: that upload
+    keeps its ids. Before the indexer credited any block, the chain is read from the deployment.
+    """
+    if not uploads:
+        return []
+    pool = runtime.pool
+    credited = await repository.answered_block(session, registry)
+    first_block = pool.deployment.deploy_block
+    if credited is not None:
+        first_block = max(credited + 1, first_block)
+    batches = [batch for pk in uploads if (batch := await session.get(DeviceBatch, pk)) is not None]
+
+    def registered_roots(manufacturer: str) -> set[str]:
+        event = pool.devices.contract.events.BatchRegistered
+        logs = pool.w3.eth.get_logs(
+            {
+                "address": pool.devices.address,
+                "fromBlock": first_block,
+                "toBlock": "latest",
+                # The signature, batchId, then the manufacturer (an address in 32 bytes).
+                "topics": [event.topic, None, "0x" + bytes(12).hex() + manufacturer[2:].lower()],
+            }
+        )
+        return {"0x" + bytes(event().process_log(entry)["args"]["root"]).hex() for entry in logs}
+
+    releasable = []
+    for manufacturer in sorted({batch.manufacturer for batch in batches}):
+        roots = await on_chain(runtime, partial(guarded, partial(registered_roots, manufacturer)))
+        for batch in batches:
+            if batch.manufacturer != manufacturer:
+                continue
+            if batch.root in roots:
+                log.info("licence.stale_upload_kept", upload_id=batch.id, reason="registered on chain")
+            else:
+                releasable.append(batch.id)
+    return sorted(releasable)
 
 
 def _refuse_taken(canonical: Sequence[str], taken: set[str]) -> None:

@@ -283,6 +283,19 @@ _DEVICE_COLUMNS = tuple(
 _ANSWERED_BLOCK = func.coalesce(ChainCursor.credited_block, IndexerCursor.resume_block)
 
 
+async def answered_block(session: AsyncSession, registry: Registry) -> int | None:
+    """The block the registry's answers name (its cursor's credited block); None before any."""
+    return await session.scalar(
+        select(_ANSWERED_BLOCK)
+        .select_from(IndexerCursor)
+        .outerjoin(ChainCursor, ChainCursor.id == IndexerCursor.cursor_id)
+        .where(
+            IndexerCursor.chain_id == registry.chain_id,
+            IndexerCursor.registry_address == registry.address,
+        )
+    )
+
+
 def _lookup_statement(shape: str) -> Select[Any]:
     """Built once: the answered block left-joined with the named devices of the registry.
 

@@ -216,3 +216,34 @@ async def test_a_stale_pending_upload_gives_up_its_ids_and_pending_devices_are_c
         licensing.app.state.settings = settings
     assert over.status_code == 409, over.text
     assert (over.json()["pending_devices"], over.json()["limit"]) == (3, 4)
+
+
+async def test_a_stale_upload_registered_on_chain_keeps_its_ids_until_the_indexer_confirms_it(
+    licensing: Service,
+) -> None:
+    """The owner registered its upload on chain after the pending TTL, and the indexer has not
+    credited that block yet: another licensee's upload of one of its ids does not release it."""
+    owner, other = account(5), account(6)
+    for member in (owner, other):
+        licensed_member(licensing.pool, member)
+    owner_headers, other_headers = await licensing.sign_in(owner), await licensing.sign_in(other)
+    await licensing.catch_up()  # the indexer has a credited block
+    ids = devices(3, prefix="RG")
+    mine = await upload(licensing, owner_headers, ids)
+    licensing.send(owner, mine["transactions"])  # registered on chain, not yet credited
+    async with app_sessionmaker(licensing.app)() as session, session.begin():
+        await session.execute(
+            update(DeviceBatch)
+            .where(DeviceBatch.id == mine["batch"]["upload_id"])
+            .values(created_at=utc_now() - timedelta(days=8))
+        )
+
+    body = {"bpc_per_device_wei": str(BPC_PER_DEVICE), "devices": ids[:1]}
+    refused = await licensing.client.post("/v1/devices/batches", json=body, headers=other_headers)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["taken"] == [{"item": 0, "device_id": ids[0]}]
+    await licensing.catch_up()
+    kept = await licensing.client.get(
+        f"/v1/devices/batches/{mine['batch']['upload_id']}", headers=owner_headers
+    )
+    assert kept.json()["status"] == "confirmed", kept.text
