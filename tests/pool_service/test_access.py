@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
@@ -267,28 +268,26 @@ async def test_a_configured_role_the_council_revoked_stays_revoked(
             grants = await repository.role_grants(session)
         return {grant.address for grant in grants if grant.role == "registrar"}
 
-    assert await live_registrars() == {REGISTRAR.address}
-    app = build_app(settings, chain=chain_runtime)
-    async with app.router.lifespan_context(app), app.state.pool.sessionmaker() as session, session.begin():
-        await revoke_role(
-            session,
-            address=REGISTRAR.address,
-            role=FoundationRole.REGISTRAR,
-            actor=COUNCIL.address,
-            at=utc_now(),
-        )
-    assert await live_registrars() == set()
-    assert await live_registrars() == set()
+    async def the_council(change: Callable[..., Awaitable[object]]) -> None:
+        app = build_app(settings, chain=chain_runtime)
+        async with (
+            app.router.lifespan_context(app),
+            app.state.pool.sessionmaker() as session,
+            session.begin(),
+        ):
+            await change(
+                session,
+                address=REGISTRAR.address,
+                role=FoundationRole.REGISTRAR,
+                actor=COUNCIL.address,
+                at=utc_now(),
+            )
 
-    app = build_app(settings, chain=chain_runtime)
-    async with app.router.lifespan_context(app), app.state.pool.sessionmaker() as session, session.begin():
-        await grant_role(
-            session,
-            address=REGISTRAR.address,
-            role=FoundationRole.REGISTRAR,
-            actor=COUNCIL.address,
-            at=utc_now(),
-        )
+    assert await live_registrars() == {REGISTRAR.address}
+    await the_council(revoke_role)
+    assert await live_registrars() == set()
+    assert await live_registrars() == set()
+    await the_council(grant_role)
     assert await live_registrars() == {REGISTRAR.address}
 
 

@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3.types import TxReceipt
 
 from exchange.chain.pool import LicenceKind, MemberStatus, Tier
 from exchange.pool import repository as pool_repository
@@ -143,15 +145,23 @@ async def test_expulsion_revokes_the_licence(foundation: Foundation) -> None:
     assert entry["tx_hashes"] == reply.json()["tx_hashes"]
 
 
+async def _admitted_before_its_approval_was_recorded(
+    foundation: Foundation, account: LocalAccount
+) -> tuple[str, TxReceipt]:
+    """An application of `account`, reviewed, and the wallet admitted as large on the registry
+    without the service recording an approval: the application's path and the admission."""
+    application = await apply(foundation, account, enterprise_size="large")
+    path = f"/v1/admin/membership/applications/{application['id']}"
+    await foundation.client.post(f"{path}/review", json={}, headers=foundation.registrar)
+    return path, foundation.chain.pool.admit(account.address, Tier.LARGE)
+
+
 async def test_an_approval_interrupted_after_its_transaction_completes_without_another(
     foundation: Foundation,
 ) -> None:
     account = Account.create()
-    application = await apply(foundation, account, enterprise_size="large")
-    path = f"/v1/admin/membership/applications/{application['id']}"
-    await foundation.client.post(f"{path}/review", json={}, headers=foundation.registrar)
     # The admission went out, then the service stopped before recording the approval.
-    receipt = foundation.chain.pool.admit(account.address, Tier.LARGE)
+    path, receipt = await _admitted_before_its_approval_was_recorded(foundation, account)
     head = foundation.chain.w3.eth.block_number
 
     approved = await foundation.client.post(
@@ -180,11 +190,8 @@ async def test_an_application_whose_approval_reached_the_chain_is_not_rejected(
     foundation: Foundation,
 ) -> None:
     account = Account.create()
-    application = await apply(foundation, account, enterprise_size="large")
-    path = f"/v1/admin/membership/applications/{application['id']}"
-    await foundation.client.post(f"{path}/review", json={}, headers=foundation.registrar)
     # The approval's admission was mined, but its answer never came back (a timeout).
-    foundation.chain.pool.admit(account.address, Tier.LARGE)
+    path, _ = await _admitted_before_its_approval_was_recorded(foundation, account)
     before = await _audit(foundation)
 
     refused = await foundation.client.post(f"{path}/reject", json={"reason": "x"}, headers=foundation.council)
