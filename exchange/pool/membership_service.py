@@ -209,6 +209,10 @@ async def approve_application(
     await session.flush()
     await context.indexer.catch_up(session)
     member = await repository.member(session, wallet)
+    if not tx_hashes and member is not None:
+        # Completing an admission whose answer was lost: its transaction is the member's latest.
+        tx_hashes = (member.last_tx_hash,)
+        row.admit_tx_hash = row.admit_tx_hash or member.last_tx_hash
     await record_audit(
         session,
         actor=actor,
@@ -302,9 +306,25 @@ async def _change_member(
     steps = plan(on_chain) or []
     if extra_steps is not None:
         steps += await context.chain.run(lambda: extra_steps(pool))
-    before = member_snapshot(await repository.member(session, address))
+    current = await repository.member(session, address)
+    before = member_snapshot(current)
     if not steps:
-        return MemberChange(await repository.member(session, address), (), False)
+        if current is not None and not await repository.is_audited(session, current.last_tx_hash):
+            # The register's latest change of this member is in no audit entry: an earlier
+            # attempt of this change whose answer was lost after its transaction was mined
+            # (or a change made on chain directly). This request records it.
+            await record_audit(
+                session,
+                actor=actor,
+                action=action,
+                subject_type="member",
+                subject_id=address,
+                at=at,
+                after=current,
+                tx_hashes=[current.last_tx_hash],
+                reason=f"{reason} (found done on chain already, by the transaction named here)",
+            )
+        return MemberChange(current, (), False)
     tx_hashes = []
     for step in steps:
         receipt = await context.chain.run(lambda step=step: step(pool))  # type: ignore[misc]

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import Select, Text, cast, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -101,6 +101,14 @@ async def revoke_role_grant(session: AsyncSession, grant: FoundationRoleGrant, b
 
 
 # --------------------------------------------------------------------------- audit log
+
+
+async def is_audited(session: AsyncSession, tx_hash: str) -> bool:
+    """True when an audit entry names the transaction `tx_hash` (a 0x hash: no LIKE wildcards)."""
+    found = await session.scalar(
+        select(AuditEntry.id).where(cast(AuditEntry.tx_hashes, Text).contains(tx_hash)).limit(1)
+    )
+    return found is not None
 
 
 async def append_audit(session: AsyncSession, entry: AuditEntry) -> AuditEntry:

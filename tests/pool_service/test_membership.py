@@ -172,6 +172,9 @@ async def test_an_approval_interrupted_after_its_transaction_completes_without_a
     body = approved.json()
     assert body["application"]["status"] == "approved"
     assert body["member"]["last_tx_hash"] == "0x" + bytes(receipt["transactionHash"]).hex()
+    assert body["application"]["admit_tx_hash"] == body["member"]["last_tx_hash"]
+    [entry] = await _audit(foundation, action="membership.approve")
+    assert entry["tx_hashes"] == [body["member"]["last_tx_hash"]]  # the admission it completes
     await assert_register_agrees(foundation, account.address)
     # The same wallet admitted with another tier than the council approves is a conflict.
     other = Account.create()
@@ -259,3 +262,24 @@ async def test_an_application_filed_twice_at_once_is_a_conflict_that_a_retry_res
     assert "retry" in raced.json()["detail"]
     retried = await client.post("/v1/membership/applications", json=application_body(), headers=headers)
     assert (retried.status_code, retried.json()["id"]) == (200, first.json()["id"])
+
+
+async def test_a_member_change_whose_answer_was_lost_is_audited_by_its_retry(foundation: Foundation) -> None:
+    member = Account.create()
+    await admit(foundation, member)
+    # The suspension was mined, but the request failed before its audit entry was committed.
+    receipt = foundation.chain.pool.suspend(member.address)
+    path = f"/v1/admin/members/{member.address}/suspend"
+
+    retried = await foundation.client.post(path, json={"reason": "unpaid dues"}, headers=foundation.registrar)
+    assert retried.status_code == 200, retried.text
+    assert (retried.json()["changed"], retried.json()["tx_hashes"]) == (False, [])
+    [entry] = await _audit(foundation, action="member.suspend")
+    assert entry["actor"] == REGISTRAR.address
+    assert entry["tx_hashes"] == ["0x" + bytes(receipt["transactionHash"]).hex()]
+    assert entry["reason"].startswith("unpaid dues (found done on chain already")
+    assert entry["after"]["status"] == "suspended"
+
+    again = await foundation.client.post(path, json={"reason": "unpaid dues"}, headers=foundation.registrar)
+    assert again.status_code == 200, again.text
+    assert len(await _audit(foundation, action="member.suspend")) == 1  # recorded once
