@@ -270,10 +270,16 @@ class Connection:
         self.offer(encode(answer))
 
     def _charge(self) -> None:
-        """Take one token from the IP's bucket and, once signed in, one from the account's."""
+        """Take one token from the IP's bucket and, once signed in, one from the account's; a frame
+        the account's bucket refuses gives the IP's token back (other clients behind it pay for
+        no work that was not done)."""
         self.service.charge_ip(self.host)
         if self.principal is not None:
-            self.service.charge_account(self.principal.address)
+            try:
+                self.service.charge_account(self.principal.address)
+            except RateLimited:
+                self.service.refund_ip(self.host, 1)
+                raise
 
     async def _operate(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
