@@ -56,16 +56,19 @@ MAX_BATCH_DEVICES = 1_000_000
 
 @dataclass(frozen=True)
 class PendingRules:
-    """How long a pending upload holds its device ids, and how many a manufacturer may hold."""
+    """How long a pending upload holds its device ids, and how many a manufacturer may hold;
+    ``log_range_blocks``: the most blocks one log query of the chain spans."""
 
     ttl: timedelta
     max_devices: int
+    log_range_blocks: int = 1_000
 
     @classmethod
     def of(cls, settings: Settings) -> PendingRules:
         return cls(
             ttl=timedelta(seconds=settings.licence_pending_upload_ttl_s),
             max_devices=settings.licence_pending_devices_max,
+            log_range_blocks=settings.licence_indexer_max_blocks,
         )
 
 
@@ -130,7 +133,7 @@ async def upload(
         stale = await repository.stale_uploads_holding(
             session, registry, sorted(taken), utc_now() - rules.ttl
         )
-        stale = await _not_registered_since(session, runtime, registry, stale)
+        stale = await _not_registered_since(session, runtime, registry, stale, rules.log_range_blocks)
         for batch_pk in stale:
             await repository.delete_batch(session, batch_pk)
             log.warning("licence.stale_upload_released", upload_id=batch_pk, for_manufacturer=manufacturer)
@@ -199,13 +202,14 @@ async def upload(
 
 
 async def _not_registered_since(
-    session: AsyncSession, runtime: ChainRuntime, registry: Registry, uploads: list[int]
+    session: AsyncSession, runtime: ChainRuntime, registry: Registry, uploads: list[int], range_blocks: int
 ) -> list[int]:
     """The stale `uploads` whose registration the chain does not hold past the credited block.
 
     A registration mined after the block the indexer credited (waiting for confirmations, or
     mined again after a reorganisation) confirms its upload at the next passes: that upload
-    keeps its ids. Before the indexer credited any block, the chain is read from the deployment.
+    keeps its ids. Before the indexer credited any block, the chain is read from the deployment,
+    in ranges of at most `range_blocks` blocks.
     """
     if not uploads:
         return []
@@ -216,26 +220,33 @@ async def _not_registered_since(
         first_block = max(credited + 1, first_block)
     batches = [batch for pk in uploads if (batch := await session.get(DeviceBatch, pk)) is not None]
 
-    def registered_roots(manufacturer: str) -> set[str]:
+    def registered(manufacturer: str) -> set[tuple[str, int]]:
+        """(root, device count) of the batches `manufacturer` registered from `first_block` on."""
         event = pool.devices.contract.events.BatchRegistered
-        logs = pool.w3.eth.get_logs(
-            {
-                "address": pool.devices.address,
-                "fromBlock": first_block,
-                "toBlock": "latest",
-                # The signature, batchId, then the manufacturer (an address in 32 bytes).
-                "topics": [event.topic, None, "0x" + bytes(12).hex() + manufacturer[2:].lower()],
-            }
-        )
-        return {"0x" + bytes(event().process_log(entry)["args"]["root"]).hex() for entry in logs}
+        found: set[tuple[str, int]] = set()
+        head = int(pool.w3.eth.block_number)
+        for start in range(first_block, head + 1, range_blocks):
+            logs = pool.w3.eth.get_logs(
+                {
+                    "address": pool.devices.address,
+                    "fromBlock": start,
+                    "toBlock": min(start + range_blocks - 1, head),
+                    # The signature, batchId, then the manufacturer (an address in 32 bytes).
+                    "topics": [event.topic, None, "0x" + bytes(12).hex() + manufacturer[2:].lower()],
+                }
+            )
+            for entry in logs:
+                args = event().process_log(entry)["args"]
+                found.add(("0x" + bytes(args["root"]).hex(), int(args["deviceCount"])))
+        return found
 
     releasable = []
     for manufacturer in sorted({batch.manufacturer for batch in batches}):
-        roots = await on_chain(runtime, partial(guarded, partial(registered_roots, manufacturer)))
+        on_chain_batches = await on_chain(runtime, partial(guarded, partial(registered, manufacturer)))
         for batch in batches:
             if batch.manufacturer != manufacturer:
                 continue
-            if batch.root in roots:
+            if (batch.root, batch.device_count) in on_chain_batches:
                 log.info("licence.stale_upload_kept", upload_id=batch.id, reason="registered on chain")
             else:
                 releasable.append(batch.id)
