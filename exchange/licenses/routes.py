@@ -212,11 +212,13 @@ async def get_certificate_draft(
     from now for ``valid_for_s`` seconds: pass it to the holder's wallet
     (``eth_signTypedData_v4``). Nothing is stored.
 
-    "Now" is the earlier of this server's clock and the latest block's time, which a
-    certificate is judged at: a block's time lags the clock, by up to a block interval on
-    a node, and a certificate issued after it would not be valid until a later block."""
+    It is issued at the earlier of this server's clock and the latest block's time, which a
+    certificate is judged at: a block's time lags the clock (by up to a block interval on a
+    busy chain, by hours on an idle one that mines on demand), and a certificate issued after
+    it would not be valid until a later block. It expires ``valid_for_s`` after the clock."""
     holder_address = service.address(holder)
-    now = min(int(time.time()), await service.chain_time(state.runtime))
+    clock = int(time.time())
+    now = min(clock, await service.chain_time(state.runtime))
     pool = state.runtime.pool
     certificate = Certificate(
         chain_id=state.runtime.deployment.chain_id,
@@ -225,7 +227,7 @@ async def get_certificate_draft(
         pool=pool.registry.address,
         statement=statement,
         issued_at=now,
-        expires_at=now + valid_for_s,
+        expires_at=clock + valid_for_s,
         nonce=nonce if nonce is not None else secrets.randbits(128),
     )
     return certificate.typed_data()

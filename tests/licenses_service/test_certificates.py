@@ -85,17 +85,20 @@ async def test_a_draft_holds_at_once_on_a_chain_whose_blocks_lag_the_clock(
     holder = account(1)
     licensed_member(licensing.pool, holder)
     latest = now(licensing)
-    # The server's clock ten minutes past the latest block, as between blocks on a slow chain.
-    monkeypatch.setattr(routes, "time", SimpleNamespace(time=lambda: latest + 600.5))
+    # The server's clock two hours past the latest block, as on an idle chain that mines on demand.
+    monkeypatch.setattr(routes, "time", SimpleNamespace(time=lambda: latest + 7_200.5))
     draft = await licensing.client.get(
         "/v1/licences/certificates/draft", params={"holder": holder.address, "valid_for_s": 3_600}
     )
     typed = draft.json()
     cert = Certificate.from_typed_data(typed)
-    assert (cert.issued_at, cert.expires_at) == (latest, latest + 3_600)
+    assert (cert.issued_at, cert.expires_at) == (latest, latest + 7_200 + 3_600)  # 3,600 s from now
     signature = holder.sign_typed_data(full_message=typed).signature
-    result = await verify(licensing, {"certificate": typed, "signature": "0x" + bytes(signature).hex()})
+    body = {"certificate": typed, "signature": "0x" + bytes(signature).hex()}
+    result = await verify(licensing, body)
     assert result["valid"] is True, result
+    advance_time(licensing.w3, 7_200)  # the next block, mined at the clock's time: still valid
+    assert (await verify(licensing, body))["valid"] is True
 
 
 async def test_every_failure_reason(licensing: Service) -> None:
