@@ -179,12 +179,9 @@ class PatentEvent:
 
 
 def contributor_address(value: str) -> str:
-    """``value`` as an EIP-55 checksummed address; refuse anything that is not 20 bytes of hex, and
-    the zero address, which no one holds and which neither BPC nor the Fund pays."""
+    """``value`` as an EIP-55 checksummed address; refuse anything that is not 20 bytes of hex."""
     if not _ADDRESS.fullmatch(value):
         raise InvalidPatentRecord(f"{value!r} is not an address (0x and 40 hex digits)")
-    if int(value, 16) == 0:
-        raise InvalidPatentRecord("the contributor is the zero address, which can receive nothing")
     return str(to_checksum_address(value))
 
 
@@ -213,6 +210,8 @@ def propose(
         if contributor is None:
             raise InvalidPatentRecord("a contributed patent names its contributor")
         contributor = contributor_address(contributor)
+        if int(contributor, 16) == 0:  # no one holds it: BPC mints and Fund payouts to it revert
+            raise InvalidPatentRecord("the contributor is the zero address, which can receive nothing")
     elif contributor is not None:
         raise InvalidPatentRecord(f"a {source.value} patent has no contributor; the foundation holds it")
     if today >= expires_on:
