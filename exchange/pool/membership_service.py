@@ -238,11 +238,13 @@ async def reject_application(
     reason: str,
     at: datetime,
 ) -> MembershipApplication:
-    """submitted or under_review → rejected, unless the wallet is already on the register.
+    """submitted or under_review → rejected, unless the wallet is an active member already.
 
-    An applicant is no member when it applies, and only an approval admits it: a wallet on the
-    register means an approval reached the chain and its answer was lost (a timeout, say).
-    Rejecting would leave an active member the database calls rejected, so it is refused.
+    An applicant is no member when it applies, and only an approval admits it: an active wallet
+    means an approval reached the chain and its answer was lost (a timeout, say). Rejecting
+    would leave an active member the database calls rejected, so it is refused; approving
+    completes it. A member suspended or expelled since can no longer be approved (approval
+    admits an active member): its application may be rejected, and the register says the rest.
     """
     row = await _application(session, application_id)
     if row.status == ApplicationStatus.REJECTED:
@@ -251,11 +253,11 @@ async def reject_application(
         raise Conflict(f"application {application_id} is {row.status} and can no longer be rejected")
     pool, wallet = context.chain.pool, row.wallet
     on_chain = await context.chain.run(lambda: pool.member(wallet))
-    if on_chain.status is not MemberStatus.NONE:
+    if on_chain.status is MemberStatus.ACTIVE:
         raise Conflict(
             f"{wallet} is already on the register as {_describe(on_chain)}: an approval of this"
-            " application reached the chain. Approve it with that tier to record the admission,"
-            " then expel the member if it should not be one",
+            " application reached the chain. Approve it with that tier (after its review) to record"
+            " the admission, then expel the member if it should not be one",
             extra={"member_status": STATE_NAMES[on_chain.status].value},
         )
     before = application_snapshot(row)

@@ -212,6 +212,14 @@ async def test_an_application_whose_approval_reached_the_chain_is_not_rejected(
     assert approved.status_code == 200, approved.text
     await assert_register_agrees(foundation, account.address)
 
+    # Admitted, then suspended before anyone approved: no longer approvable, so it can be rejected.
+    suspended = Account.create()
+    path, _ = await _admitted_before_its_approval_was_recorded(foundation, suspended)
+    foundation.chain.pool.suspend(suspended.address)
+    reject = {"reason": "x"}
+    rejected = await foundation.client.post(f"{path}/reject", json=reject, headers=foundation.council)
+    assert (rejected.status_code, rejected.json()["status"]) == (200, "rejected"), rejected.text
+
 
 async def test_rejection_and_unknown_members(foundation: Foundation) -> None:
     application = await apply(foundation, Account.create())
