@@ -451,17 +451,18 @@ class ChainIndexer:
             "reason": str(reason),
         }
 
-    async def _credit_block(self, session: AsyncSession, rows: list[ChainEvent]) -> bool:
+    async def _credit_block(
+        self, session: AsyncSession, rows: list[ChainEvent], outcomes: list[tuple[str, dict[str, str]]]
+    ) -> bool:
         """Credit one block's events in order, all or none: False when a handler defers one.
 
         A deferral undoes the events of its block credited before it, so the credited block
         always names a whole block's effects (what ``exchange audit`` compares the Vault at).
-        Credits and refusals are logged once the block is kept, so a block that waits logs
-        nothing of the events it took back.
+        What a kept block credited and refused is added to `outcomes`, logged once the pass's
+        transaction commits: a block that waits, or a pass that fails, logs none of it.
         """
         block = await session.begin_nested()
-        credited: list[ChainEvent] = []
-        refused: list[tuple[ChainEvent, EventRefused]] = []
+        kept: list[tuple[str, dict[str, str]]] = []
         for row in rows:
             try:
                 async with session.begin_nested():
@@ -475,21 +476,14 @@ class ChainIndexer:
                 return False
             except EventRefused as refusal:
                 row.state, row.detail = EventState.REFUSED.value, str(refusal)[:500]
-                refused.append((row, refusal))
+                kept.append(("indexer.credit_refused", self._about(row, refusal)))
             else:
                 row.state, row.detail = EventState.CREDITED.value, None
-                credited.append(row)
+                about = {"contract": self.contract.name, "event_name": row.name}
+                kept.append(("indexer.event_credited", {**about, "reference": indexed_event(row).reference}))
             row.updated_at = utc_now()
         await block.commit()
-        for credited_row in credited:
-            log.info(
-                "indexer.event_credited",
-                contract=self.contract.name,
-                event_name=credited_row.name,
-                reference=indexed_event(credited_row).reference,
-            )
-        for refused_row, reason in refused:
-            log.error("indexer.credit_refused", **self._about(refused_row, reason))
+        outcomes += kept
         return True
 
     async def _credit(self, cursor_id: int, head: int) -> int:
@@ -510,13 +504,11 @@ class ChainIndexer:
                 )
             ).all()
             credit_to = min(cursor.scanned_block, deep_enough)
-            applied = 0  # events credited or refused in this pass
+            outcomes: list[tuple[str, dict[str, str]]] = []  # of the events credited or refused
             for block_number, block_group in groupby(rows, key=lambda row: row.block_number):
-                block_rows = list(block_group)
-                if not await self._credit_block(session, block_rows):
+                if not await self._credit_block(session, list(block_group), outcomes):
                     credit_to = min(credit_to, block_number - 1)  # nor anything after this block
                     break
-                applied += len(block_rows)
             cursor.credited_block = max(cursor.credited_block, credit_to)
             cursor.updated_at = utc_now()
             keep_from = deep_enough - TRACKED_MARGIN_BLOCKS
@@ -534,14 +526,17 @@ class ChainIndexer:
                     )
                 )
             await session.flush()
-            if applied:
-                log.info(
-                    "indexer.credited",
-                    contract=self.contract.name,
-                    events=applied,
-                    block=cursor.credited_block,
-                )
-            return cursor.credited_block
+            credited_block = cursor.credited_block
+        for event, fields in outcomes:
+            if event == "indexer.credit_refused":
+                log.error(event, **fields)
+            else:
+                log.info(event, **fields)
+        if outcomes:
+            log.info(
+                "indexer.credited", contract=self.contract.name, events=len(outcomes), block=credited_block
+            )
+        return credited_block
 
 
 def indexed_event(row: ChainEvent, *, fork_time_unix: int | None = None) -> IndexedEvent:
