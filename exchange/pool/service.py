@@ -309,7 +309,13 @@ async def bootstrap_roles(session: AsyncSession, settings: Settings, at: datetim
         await grant_role(
             session, address=address, role=role, actor=SETTINGS_ACTOR, at=at, reason="configured"
         )
+    council = len(await repository.lock_active_grants(session, FoundationRole.COUNCIL))
     for grant in await repository.role_grants(session):
         role = FoundationRole(grant.role)
         if grant.granted_by == SETTINGS_ACTOR and (grant.address, role) not in wanted:
+            if role is FoundationRole.COUNCIL:
+                if council <= 1:  # as through the API: nobody could grant roles again
+                    log.error("pool.last_council_member_kept", address=grant.address)
+                    continue
+                council -= 1
             await _revoke(session, grant, actor=SETTINGS_ACTOR, at=at, reason="no longer configured")

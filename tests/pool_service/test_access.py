@@ -319,7 +319,7 @@ async def test_two_council_members_revoking_each_other_at_once_leave_one(
         async with sessionmaker() as session, session.begin():
             await revoke(session, second, COUNCIL.address)
             other = asyncio.create_task(the_other_revocation())
-            await until_a_transaction_waits_for_a_lock(app.state.pool)
+            await until_a_transaction_waits_for_a_lock(app.state.pool, in_statement="foundation_roles")
         with pytest.raises(Conflict, match="last council member"):
             await other
         async with sessionmaker() as session:
@@ -327,3 +327,18 @@ async def test_two_council_members_revoking_each_other_at_once_leave_one(
                 grant.address for grant in await repository.role_grants(session) if grant.role == "council"
             }
     assert council == {COUNCIL.address}
+
+
+async def test_the_last_council_member_stays_when_the_settings_drop_it(
+    database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    async def council_after_start(settings: Settings) -> set[str]:
+        app = build_app(settings, chain=chain_runtime)
+        async with app.router.lifespan_context(app), app.state.pool.sessionmaker() as session:
+            return {
+                grant.address for grant in await repository.role_grants(session) if grant.role == "council"
+            }
+
+    assert await council_after_start(pool_settings(database_url)) == {COUNCIL.address}
+    # Nobody could grant roles again: the last council member is kept (and the start logs an error).
+    assert await council_after_start(pool_settings(database_url, council_addresses=())) == {COUNCIL.address}

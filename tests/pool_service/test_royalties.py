@@ -437,14 +437,17 @@ async def create_in_own_transaction(
         return await create_directly(session, context, period_id, day)
 
 
-async def until_a_transaction_waits_for_a_lock(context: PoolContext) -> None:
+async def until_a_transaction_waits_for_a_lock(context: PoolContext, in_statement: str = "") -> None:
+    """Until a statement (one naming `in_statement`, if given) waits for a lock in this database."""
     for _ in range(400):
         async with context.sessionmaker() as session:
             waiting = await session.scalar(
                 text(
                     "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock' "
+                    "AND strpos(query, :named) > 0"
+                ),
+                {"named": in_statement},
             )
         if waiting:
             return
