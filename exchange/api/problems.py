@@ -188,7 +188,8 @@ async def _integrity_error_response(request: Request, exc: Exception) -> Respons
     this one's check and its insert. A retry finds that record and answers as a retry does."""
     if not isinstance(exc, IntegrityError) or not is_unique_violation(exc):
         return await _unexpected_error_response(request, exc)
-    log.warning("api.concurrent_write", path=request.url.path, error=str(exc.orig)[:300])
+    # With its traceback: a unique violation that is no race but a defect repeats on every retry.
+    log.warning("api.concurrent_write", path=request.url.path, error=str(exc.orig)[:300], exc_info=exc)
     conflict = Conflict("another request wrote the same record at the same moment: retry this request")
     return error_response(conflict, request.url.path)
 
