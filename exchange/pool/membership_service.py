@@ -310,22 +310,28 @@ async def _change_member(
         steps += await context.chain.run(lambda: extra_steps(pool))
     current = await repository.member(session, address)
     before = member_snapshot(current)
+
+    async def audit(after: Member | None, tx_hashes: list[str], why: str, was: object = None) -> None:
+        await record_audit(
+            session,
+            actor=actor,
+            action=action,
+            subject_type="member",
+            subject_id=address,
+            at=at,
+            before=was,
+            after=member_snapshot(after),
+            tx_hashes=tx_hashes,
+            reason=why,
+        )
+
     if not steps:
         if current is not None and not await repository.is_audited(session, current.last_tx_hash):
             # The register's latest change of this member is in no audit entry: an earlier
             # attempt of this change whose answer was lost after its transaction was mined
             # (or a change made on chain directly). This request records it.
-            await record_audit(
-                session,
-                actor=actor,
-                action=action,
-                subject_type="member",
-                subject_id=address,
-                at=at,
-                after=current,
-                tx_hashes=[current.last_tx_hash],
-                reason=f"{reason} (found done on chain already, by the transaction named here)",
-            )
+            found = f"{reason} (found done on chain already, by the transaction named here)"
+            await audit(current, [current.last_tx_hash], found)
         return MemberChange(current, (), False)
     tx_hashes = []
     for step in steps:
@@ -333,18 +339,7 @@ async def _change_member(
         tx_hashes.append(_tx(receipt))
     await context.indexer.catch_up(session)
     member = await repository.member(session, address)
-    await record_audit(
-        session,
-        actor=actor,
-        action=action,
-        subject_type="member",
-        subject_id=address,
-        at=at,
-        before=before,
-        after=member_snapshot(member),
-        tx_hashes=tx_hashes,
-        reason=reason,
-    )
+    await audit(member, tx_hashes, reason, was=before)
     log.info("pool.member_changed", action=action, address=address, tx_hashes=tx_hashes)
     return MemberChange(member, tuple(tx_hashes), True)
 
