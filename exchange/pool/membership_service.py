@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from hexbytes import HexBytes
 from sqlalchemy.ext.asyncio import AsyncSession
 from web3.types import TxReceipt
 
@@ -73,6 +74,26 @@ class MemberChange:
 
 def _tx(receipt: TxReceipt) -> str:
     return hex32(receipt["transactionHash"])
+
+
+def _registry_call(pool: PoolChain, tx_hash: str) -> tuple[str, str] | None:
+    """Blocking: (function, account) of the PoolRegistry call transaction `tx_hash` made, if it
+    called one that names a member (admit, setTier, suspend, reinstate, expel)."""
+    tx = pool.w3.eth.get_transaction(HexBytes(tx_hash))
+    if tx.get("to") != pool.registry.address:
+        return None
+    function, args = pool.registry.contract.decode_function_input(tx["input"])
+    account = args.get("account")
+    return (str(function.fn_name), str(account)) if isinstance(account, str) else None
+
+
+# The PoolRegistry function each member change sends.
+_REGISTRY_FUNCTIONS = {
+    "member.set_tier": "setTier",
+    "member.suspend": "suspend",
+    "member.reinstate": "reinstate",
+    "member.expel": "expel",
+}
 
 
 async def submit_application(
@@ -210,9 +231,12 @@ async def approve_application(
     await context.indexer.catch_up(session)
     member = await repository.member(session, wallet)
     if not tx_hashes and member is not None:
-        # Completing an admission whose answer was lost: its transaction is the member's latest.
-        tx_hashes = (member.last_tx_hash,)
-        row.admit_tx_hash = row.admit_tx_hash or member.last_tx_hash
+        # Completing an admission whose answer was lost: named when it is the member's latest
+        # registry transaction (a change made since, a re-tier say, hides it).
+        last = member.last_tx_hash
+        if await context.chain.run(lambda: _registry_call(pool, last)) == ("admit", wallet):
+            tx_hashes = (last,)
+            row.admit_tx_hash = row.admit_tx_hash or last
     await record_audit(
         session,
         actor=actor,
@@ -238,13 +262,13 @@ async def reject_application(
     reason: str,
     at: datetime,
 ) -> MembershipApplication:
-    """submitted or under_review → rejected, unless the wallet is an active member already.
+    """submitted or under_review → rejected, unless the wallet is a member already.
 
-    An applicant is no member when it applies, and only an approval admits it: an active wallet
-    means an approval reached the chain and its answer was lost (a timeout, say). Rejecting
-    would leave an active member the database calls rejected, so it is refused; approving
-    completes it. A member suspended or expelled since can no longer be approved (approval
-    admits an active member): its application may be rejected, and the register says the rest.
+    An applicant is no member when it applies, and only an approval admits it: a member means
+    an approval reached the chain and its answer was lost (a timeout, say). Rejecting would
+    leave a member (active, or suspended and reinstated later) the database calls rejected, so
+    it is refused: approving completes it, after reinstating a suspended member. An expelled
+    member is final and can no longer be approved: its application may be rejected.
     """
     row = await _application(session, application_id)
     if row.status == ApplicationStatus.REJECTED:
@@ -253,11 +277,12 @@ async def reject_application(
         raise Conflict(f"application {application_id} is {row.status} and can no longer be rejected")
     pool, wallet = context.chain.pool, row.wallet
     on_chain = await context.chain.run(lambda: pool.member(wallet))
-    if on_chain.status is MemberStatus.ACTIVE:
+    if on_chain.status in (MemberStatus.ACTIVE, MemberStatus.SUSPENDED):
         raise Conflict(
             f"{wallet} is already on the register as {_describe(on_chain)}: an approval of this"
-            " application reached the chain. Approve it with that tier (after its review) to record"
-            " the admission, then expel the member if it should not be one",
+            " application reached the chain. Approve it with that tier (after its review, and once"
+            " the member is reinstated if suspended) to record the admission, then expel the member"
+            " if it should not be one",
             extra={"member_status": STATE_NAMES[on_chain.status].value},
         )
     before = application_snapshot(row)
@@ -325,13 +350,21 @@ async def _change_member(
             reason=why,
         )
 
+    # The register's latest change of this member, if it is this very change and no audit entry
+    # names it: an earlier attempt whose answer was lost after its transaction was mined (or the
+    # same call made on chain directly). This request records it.
+    found: list[str] = []
+    if current is not None and not await repository.is_audited(session, current.last_tx_hash):
+        last = current.last_tx_hash
+        if await context.chain.run(lambda: _registry_call(pool, last)) == (
+            _REGISTRY_FUNCTIONS[action],
+            address,
+        ):
+            found = [last]
+    found_note = f"{reason} (found done on chain already by {found[0]})" if found else reason
     if not steps:
-        if current is not None and not await repository.is_audited(session, current.last_tx_hash):
-            # The register's latest change of this member is in no audit entry: an earlier
-            # attempt of this change whose answer was lost after its transaction was mined
-            # (or a change made on chain directly). This request records it.
-            found = f"{reason} (found done on chain already, by the transaction named here)"
-            await audit(current, [current.last_tx_hash], found)
+        if found:
+            await audit(current, found, found_note)
         return MemberChange(current, (), False)
     tx_hashes = []
     for step in steps:
@@ -339,7 +372,7 @@ async def _change_member(
         tx_hashes.append(_tx(receipt))
     await context.indexer.catch_up(session)
     member = await repository.member(session, address)
-    await audit(member, tx_hashes, reason, was=before)
+    await audit(member, found + tx_hashes, found_note, was=before)
     log.info("pool.member_changed", action=action, address=address, tx_hashes=tx_hashes)
     return MemberChange(member, tuple(tx_hashes), True)
 

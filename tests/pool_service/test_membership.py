@@ -212,13 +212,15 @@ async def test_an_application_whose_approval_reached_the_chain_is_not_rejected(
     assert approved.status_code == 200, approved.text
     await assert_register_agrees(foundation, account.address)
 
-    # Admitted, then suspended before anyone approved: no longer approvable, so it can be rejected.
-    suspended = Account.create()
-    path, _ = await _admitted_before_its_approval_was_recorded(foundation, suspended)
-    foundation.chain.pool.suspend(suspended.address)
+    # Admitted, then suspended: still a member (it may be reinstated), so still not rejected.
+    # Admitted, then expelled: final, no longer approvable, so it can be rejected.
     reject = {"reason": "x"}
-    rejected = await foundation.client.post(f"{path}/reject", json=reject, headers=foundation.council)
-    assert (rejected.status_code, rejected.json()["status"]) == (200, "rejected"), rejected.text
+    for change, code in (("suspend", 409), ("expel", 200)):
+        applicant = Account.create()
+        path, _ = await _admitted_before_its_approval_was_recorded(foundation, applicant)
+        getattr(foundation.chain.pool, change)(applicant.address)
+        answer = await foundation.client.post(f"{path}/reject", json=reject, headers=foundation.council)
+        assert answer.status_code == code, (change, answer.text)
 
 
 async def test_rejection_and_unknown_members(foundation: Foundation) -> None:
@@ -291,3 +293,40 @@ async def test_a_member_change_whose_answer_was_lost_is_audited_by_its_retry(fou
     again = await foundation.client.post(path, json={"reason": "unpaid dues"}, headers=foundation.registrar)
     assert again.status_code == 200, again.text
     assert len(await _audit(foundation, action="member.suspend")) == 1  # recorded once
+
+
+async def test_a_found_change_is_audited_only_as_the_change_it_was(foundation: Foundation) -> None:
+    """An unaudited admission is not recorded by a no-op of another kind; an expulsion found done
+    while its licence revocation was still to send is recorded once, with both transactions."""
+    applicant = Account.create()
+    path, admission = await _admitted_before_its_approval_was_recorded(foundation, applicant)
+    reinstate = await foundation.client.post(
+        f"/v1/admin/members/{applicant.address}/reinstate", json={"reason": "x"}, headers=foundation.registrar
+    )
+    assert (reinstate.status_code, reinstate.json()["changed"]) == (200, False), reinstate.text
+    assert await _audit(foundation, action="member.reinstate") == []
+    approved = await foundation.client.post(
+        f"{path}/approve", json={"tier": "large"}, headers=foundation.council
+    )
+    assert approved.status_code == 200, approved.text
+    [entry] = await _audit(foundation, action="membership.approve")
+    assert entry["tx_hashes"] == ["0x" + bytes(admission["transactionHash"]).hex()]
+
+    member = embedded_account(5)
+    await admit(foundation, member, tier="non_profit", non_profit=True, enterprise_size="medium")
+    pool = foundation.chain.pool
+    pool.acquire(0, sender=member.address)
+    expelled = pool.expel(member.address)  # mined; the request failed before revoking the licence
+    path = f"/v1/admin/members/{member.address}/expel"
+    retried = await foundation.client.post(path, json={"reason": "fraud"}, headers=foundation.council)
+    assert retried.status_code == 200, retried.text
+    assert len(retried.json()["tx_hashes"]) == 1  # the revocation only
+    assert not pool.is_licensed(member.address)
+    [entry] = await _audit(foundation, action="member.expel")
+    assert entry["tx_hashes"] == [
+        "0x" + bytes(expelled["transactionHash"]).hex(),
+        *retried.json()["tx_hashes"],
+    ]
+    again = await foundation.client.post(path, json={"reason": "fraud"}, headers=foundation.council)
+    assert (again.status_code, again.json()["changed"]) == (200, False)
+    assert len(await _audit(foundation, action="member.expel")) == 1
