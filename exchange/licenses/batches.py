@@ -37,7 +37,7 @@ from exchange.kit.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from exchange.kit.logging import get_logger
 from exchange.licenses import repository, transactions
 from exchange.licenses.device_ids import DeviceId
-from exchange.licenses.indexer import adopt_registration, on_chain, registry_of
+from exchange.licenses.indexer import adopt_registration, batch_registrations, on_chain, registry_of
 from exchange.licenses.merkle import MerkleTree
 from exchange.licenses.models import BATCH_PENDING, DeviceBatch
 from exchange.licenses.repository import Registry
@@ -222,23 +222,8 @@ async def _not_registered_since(
 
     def registered(manufacturer: str) -> set[tuple[str, int]]:
         """(root, device count) of the batches `manufacturer` registered from `first_block` on."""
-        event = pool.devices.contract.events.BatchRegistered
-        found: set[tuple[str, int]] = set()
-        head = int(pool.w3.eth.block_number)
-        for start in range(first_block, head + 1, range_blocks):
-            logs = pool.w3.eth.get_logs(
-                {
-                    "address": pool.devices.address,
-                    "fromBlock": start,
-                    "toBlock": min(start + range_blocks - 1, head),
-                    # The signature, batchId, then the manufacturer (an address in 32 bytes).
-                    "topics": [event.topic, None, "0x" + bytes(12).hex() + manufacturer[2:].lower()],
-                }
-            )
-            for entry in logs:
-                args = event().process_log(entry)["args"]
-                found.add(("0x" + bytes(args["root"]).hex(), int(args["deviceCount"])))
-        return found
+        found = batch_registrations(pool, first_block, manufacturer=manufacturer, range_blocks=range_blocks)
+        return {("0x" + bytes(args["root"]).hex(), int(args["deviceCount"])) for args in found}
 
     releasable = []
     for manufacturer in sorted({batch.manufacturer for batch in batches}):

@@ -226,24 +226,13 @@ def _find_batch(pool: Any, root: bytes, count: int, manufacturer: str | None) ->
     manufacturer's own. Without a manufacturer, batches of one account only are taken; batches
     of several are refused, naming them.
     """
-    event = pool.devices.contract.events.BatchRegistered
-    topics: list[Any] = [event.topic]
-    if manufacturer is not None:
-        # Topics: the signature, batchId, then the manufacturer (an address in 32 bytes).
-        topics += [None, "0x" + bytes(12).hex() + manufacturer[2:].lower()]
-    logs = pool.w3.eth.get_logs(
-        {
-            "address": pool.devices.address,
-            "fromBlock": pool.deployment.deploy_block,
-            "toBlock": "latest",
-            "topics": topics,
-        }
-    )
-    found: list[tuple[int, str]] = []
-    for entry in logs:
-        args = event().process_log(entry)["args"]
-        if bytes(args["root"]) == root and int(args["deviceCount"]) == count:
-            found.append((int(args["batchId"]), str(args["manufacturer"])))
+    from exchange.licenses.indexer import batch_registrations
+
+    found = [
+        (int(args["batchId"]), str(args["manufacturer"]))
+        for args in batch_registrations(pool, pool.deployment.deploy_block, manufacturer=manufacturer)
+        if bytes(args["root"]) == root and int(args["deviceCount"]) == count
+    ]
     makers = sorted({maker for _, maker in found})
     if len(makers) > 1:
         listed = ", ".join(f"batch {batch_id} by {maker}" for batch_id, maker in found)

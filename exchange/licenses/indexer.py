@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.chain.binding import BoundContract
+from exchange.chain.pool import PoolChain
 from exchange.chain.runtime import ChainRuntime
 from exchange.kit.logging import get_logger
 from exchange.licenses import repository
@@ -57,6 +58,33 @@ DEVICE_EVENTS = ("BatchRegistered", "BatchToppedUp", "DeviceRevoked", "BatchStat
 async def on_chain(runtime: ChainRuntime, action: Callable[[], T]) -> T:
     """Run a blocking chain call (``ChainRuntime.run``)."""
     return await runtime.run(action)
+
+
+def batch_registrations(
+    pool: PoolChain, first_block: int, *, manufacturer: str | None = None, range_blocks: int | None = None
+) -> list[Any]:
+    """Blocking: the arguments of the ``BatchRegistered`` events from `first_block` to the head
+    (of `manufacturer` only, if given), read in ranges of at most `range_blocks` blocks (in one
+    query without). Nothing is read when `first_block` is past the head."""
+    event = pool.devices.contract.events.BatchRegistered
+    topics: list[Any] = [event.topic]
+    if manufacturer is not None:
+        # The signature, batchId, then the manufacturer (an address in 32 bytes).
+        topics += [None, "0x" + bytes(12).hex() + manufacturer[2:].lower()]
+    head = int(pool.w3.eth.block_number)
+    span = range_blocks or max(head - first_block + 1, 1)
+    found: list[Any] = []
+    for start in range(first_block, head + 1, span):
+        logs = pool.w3.eth.get_logs(
+            {
+                "address": pool.devices.address,
+                "fromBlock": start,
+                "toBlock": min(start + span - 1, head),
+                "topics": topics,
+            }
+        )
+        found += [event().process_log(entry)["args"] for entry in logs]
+    return found
 
 
 def registry_of(runtime: ChainRuntime) -> Registry:
