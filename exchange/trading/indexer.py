@@ -166,6 +166,10 @@ def plain_args(args: Mapping[str, Any]) -> dict[str, Any]:
     return plain
 
 
+_Outcome = tuple[Callable[..., Any], str, dict[str, str]]
+"""What a pass logs of an event once it has committed: the log method, the event and its fields."""
+
+
 class ChainIndexer:
     """Follows one contract's events into ``chain_events`` and through a handler."""
 
@@ -452,7 +456,7 @@ class ChainIndexer:
         }
 
     async def _credit_block(
-        self, session: AsyncSession, rows: list[ChainEvent], outcomes: list[tuple[str, dict[str, str]]]
+        self, session: AsyncSession, rows: list[ChainEvent], outcomes: list[_Outcome]
     ) -> bool:
         """Credit one block's events in order, all or none: False when a handler defers one.
 
@@ -462,7 +466,7 @@ class ChainIndexer:
         transaction commits: a block that waits, or a pass that fails, logs none of it.
         """
         block = await session.begin_nested()
-        kept: list[tuple[str, dict[str, str]]] = []
+        kept: list[_Outcome] = []
         for row in rows:
             try:
                 async with session.begin_nested():
@@ -476,11 +480,12 @@ class ChainIndexer:
                 return False
             except EventRefused as refusal:
                 row.state, row.detail = EventState.REFUSED.value, str(refusal)[:500]
-                kept.append(("indexer.credit_refused", self._about(row, refusal)))
+                kept.append((log.error, "indexer.credit_refused", self._about(row, refusal)))
             else:
                 row.state, row.detail = EventState.CREDITED.value, None
-                about = {"contract": self.contract.name, "event_name": row.name}
-                kept.append(("indexer.event_credited", {**about, "reference": indexed_event(row).reference}))
+                reference = indexed_event(row).reference
+                about = {"contract": self.contract.name, "event_name": row.name, "reference": reference}
+                kept.append((log.info, "indexer.event_credited", about))
             row.updated_at = utc_now()
         await block.commit()
         outcomes += kept
@@ -504,7 +509,7 @@ class ChainIndexer:
                 )
             ).all()
             credit_to = min(cursor.scanned_block, deep_enough)
-            outcomes: list[tuple[str, dict[str, str]]] = []  # of the events credited or refused
+            outcomes: list[_Outcome] = []  # of the events credited or refused
             for block_number, block_group in groupby(rows, key=lambda row: row.block_number):
                 if not await self._credit_block(session, list(block_group), outcomes):
                     credit_to = min(credit_to, block_number - 1)  # nor anything after this block
@@ -527,11 +532,8 @@ class ChainIndexer:
                 )
             await session.flush()
             credited_block = cursor.credited_block
-        for event, fields in outcomes:
-            if event == "indexer.credit_refused":
-                log.error(event, **fields)
-            else:
-                log.info(event, **fields)
+        for emit, event, fields in outcomes:
+            emit(event, **fields)
         if outcomes:
             log.info(
                 "indexer.credited", contract=self.contract.name, events=len(outcomes), block=credited_block
