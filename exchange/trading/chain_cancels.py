@@ -21,30 +21,50 @@ event a reorganisation takes away leaves the order cancelled, never traded by
 mistake. Every start reads the events from the first, so an event recorded just
 before a crash is still acted on; cancelling an order that already left the book
 does nothing.
+
+An account that exited stays out of trading (no new order, no withdrawal
+authorisation) until the ledger has caught up with its exit, even when it calls
+``cancelExit`` right after ``exit`` (the Vault allows that):
+
+* from ``ExitRequested`` until ``ExitCancelled``, as above;
+* while its ``Exited`` is recorded but not yet credited: the ledger still holds
+  what the Vault paid out, and orders backed by it would only fail at settlement
+  (and their fills would hold the exit's credit back, ``vault_events``);
+* after the credit, while an authorisation the exit released
+  (``withdrawal_expiry.expire_for_exit``) is still valid in the Vault, that is
+  until the credited block's time reaches its expiry: it can be used against
+  money deposited later, whose debit would find that money reserved.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.kit.errors import Conflict
 from exchange.kit.logging import get_logger
 from exchange.trading.intake import CheckedOrder
 from exchange.trading.intents import CancelIntent, ProbeIntent
-from exchange.trading.models import CancelCause
+from exchange.trading.models import CancelCause, TradingWithdrawal, WithdrawalStatus
 from exchange.trading.service import TradingService
-from exchange.trading.settlement_models import ChainEvent, EventState
+from exchange.trading.settlement_models import ChainCursor, ChainEvent, EventState
 
 log = get_logger(__name__)
 
-EVENTS = ("OrderCancelled", "NonceCancelled", "ExitRequested", "ExitCancelled")
+EVENTS = ("OrderCancelled", "NonceCancelled", "ExitRequested", "ExitCancelled", "Exited")
 _GONE = (EventState.ORPHANED.value, EventState.REVERSED.value)
 
 
 class CancelledOnChain(Conflict):
     type_slug = "cancelled-on-chain"
     title = "The Vault already refuses this order"
+
+
+class AccountExiting(Conflict):
+    type_slug = "account-exiting"
+    title = "The account is leaving the Vault"
 
 
 class ChainCancellations:
@@ -65,12 +85,33 @@ class ChainCancellations:
         self.cancelled_hashes: set[str] = set()
         self.min_nonces: dict[str, int] = {}
         self.exiting: set[str] = set()
+        self.exits_uncredited: dict[int, str] = {}  # Exited events recorded, not yet credited: id → account
+        self.exit_holds: dict[str, int] = {}  # account → latest expiry of an authorisation its exit released
         self._sweep_due = False  # events taken in whose orders may still be on a book
+
+    def exit_reason(self, account: str) -> str | None:
+        """Why ``account`` may neither trade nor withdraw now because of an exit, or None."""
+        if account in self.exiting:
+            return f"{account} asked the Vault to exit: it settles nothing of the account until cancelExit"
+        if account in self.exits_uncredited.values():
+            return (
+                f"{account} exited the Vault, and the ledger has not yet debited what the Vault paid out: "
+                "the account trades again once the exit is credited"
+            )
+        hold = self.exit_holds.get(account)
+        if hold is not None:
+            until = datetime.fromtimestamp(hold, UTC).isoformat()
+            return (
+                f"a withdrawal authorisation open at {account}'s exit stays valid in the Vault until "
+                f"{until}: the account trades and withdraws again after that"
+            )
+        return None
 
     def reason(self, account: str, order_hash: str, nonce: int) -> str | None:
         """Why the Vault would refuse an order with these fields, or None."""
-        if account in self.exiting:
-            return f"{account} asked the Vault to exit: it settles nothing of the account until cancelExit"
+        exit_reason = self.exit_reason(account)
+        if exit_reason is not None:
+            return exit_reason
         if order_hash.lower() in self.cancelled_hashes:
             return f"order {order_hash} was cancelled in the Vault"
         floor = self.min_nonces.get(account, 0)
@@ -84,9 +125,16 @@ class ChainCancellations:
         if reason is not None:
             raise CancelledOnChain(reason)
 
+    def refuse_withdrawal(self, account: str) -> None:
+        """Raise ``AccountExiting`` while an exit of ``account`` keeps it from withdrawing."""
+        reason = self.exit_reason(account)
+        if reason is not None:
+            raise AccountExiting(reason)
+
     async def apply(self) -> int:
         """Take in the events recorded since the last call and cancel what they doom; how many orders."""
         async with self.sessionmaker() as session:
+            credited_exits = await self._exits_now_credited(session)
             events = (
                 await session.scalars(
                     select(ChainEvent)
@@ -99,10 +147,12 @@ class ChainCancellations:
                     .order_by(ChainEvent.id)
                 )
             ).all()
-        for event in events:
-            self._take(event)
-            self.after_id = event.id
-            self._sweep_due = True
+            for event in events:
+                if self._take(event):
+                    credited_exits.add(str(event.args["account"]))
+                self.after_id = event.id
+                self._sweep_due = True
+            await self._update_exit_holds(session, credited_exits)
         if not self._sweep_due:
             return 0
         # From here on the intake refuses such orders; what is already queued reaches the book first.
@@ -123,7 +173,58 @@ class ChainCancellations:
         self._sweep_due = False
         return cancelled
 
-    def _take(self, event: ChainEvent) -> None:
+    async def _exits_now_credited(self, session: AsyncSession) -> set[str]:
+        """Forget the recorded exits the indexer has dealt with since; the accounts of those it credited."""
+        if not self.exits_uncredited:
+            return set()
+        states = dict(
+            (
+                await session.execute(
+                    select(ChainEvent.id, ChainEvent.state).where(
+                        ChainEvent.id.in_(list(self.exits_uncredited))
+                    )
+                )
+            ).all()
+        )
+        credited: set[str] = set()
+        for event_id in [i for i in self.exits_uncredited if states.get(i) != EventState.SEEN]:
+            account = self.exits_uncredited.pop(event_id)
+            if states.get(event_id) == EventState.CREDITED:
+                credited.add(account)
+        return credited
+
+    async def _update_exit_holds(self, session: AsyncSession, credited_exits: set[str]) -> None:
+        """Hold the accounts whose credited exit released authorisations still valid; free the others."""
+        if credited_exits:
+            # An authorisation is expired either by its time (then its expiry is behind the
+            # credited block's time) or by an exit: the latest expiry is the one that matters.
+            latest = (
+                await session.execute(
+                    select(TradingWithdrawal.account, func.max(TradingWithdrawal.expiry_unix))
+                    .where(
+                        TradingWithdrawal.account.in_(sorted(credited_exits)),
+                        TradingWithdrawal.status == WithdrawalStatus.EXPIRED.value,
+                    )
+                    .group_by(TradingWithdrawal.account)
+                )
+            ).all()
+            for account, expiry in latest:
+                self.exit_holds[account] = max(self.exit_holds.get(account, 0), int(expiry))
+        if not self.exit_holds:
+            return
+        cursor = await session.get(ChainCursor, self.cursor_id)
+        if cursor is None:
+            return
+        w3 = self.trading.runtime.w3
+        credited_block = cursor.credited_block
+        chain_time = int(await self.trading.chain.run(lambda: w3.eth.get_block(credited_block)["timestamp"]))
+        for account, expiry in list(self.exit_holds.items()):
+            if expiry <= chain_time:
+                del self.exit_holds[account]
+                log.info("trading.exit_hold_ended", account=account)
+
+    def _take(self, event: ChainEvent) -> bool:
+        """Take in one event; True for an exit already credited (its holds are to be read)."""
         args = event.args
         if event.name == "OrderCancelled":
             self.cancelled_hashes.add(str(args["orderHash"]).lower())
@@ -132,5 +233,10 @@ class ChainCancellations:
             self.min_nonces[maker] = max(self.min_nonces.get(maker, 0), int(args["minValidNonce"]))
         elif event.name == "ExitRequested":
             self.exiting.add(str(args["account"]))
-        else:  # ExitCancelled
+        elif event.name == "ExitCancelled":
             self.exiting.discard(str(args["account"]))
+        elif event.state == EventState.SEEN:  # Exited, not yet credited
+            self.exits_uncredited[event.id] = str(args["account"])
+        else:
+            return event.state == EventState.CREDITED
+        return False

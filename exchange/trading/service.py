@@ -232,6 +232,8 @@ class TradingService:
         self.tickers = TickerCache()
         # Refuses an order the Vault already would not settle (set by exchange.trading.chain_cancels).
         self.order_gate: Callable[[CheckedOrder], None] | None = None
+        # Refuses a withdrawal while the account's exit keeps it out (also set by chain_cancels).
+        self.withdrawal_gate: Callable[[str], None] | None = None
         self.principals = PrincipalCache(sessionmaker, settings.trading_session_cache_s)
         self._poller: asyncio.Task[None] | None = None
         self._voided: OrderedDict[int, None] = OrderedDict()  # fills taken back on the feeds, latest last
@@ -423,6 +425,8 @@ class TradingService:
             raise FieldRefused(f"{token} is not a token of any market", location=("body", "token"))
         if not 0 < amount < 2**256:
             raise FieldRefused("amount must be a positive uint256", location=("body", "amount"))
+        if self.withdrawal_gate is not None:
+            self.withdrawal_gate(account)
         market = next(iter(self.markets.values())).spec
         nonce = await repository.next_withdrawal_nonce(session, account)
         expiry = int(time.time()) + self.settings.trading_withdrawal_ttl_s

@@ -150,6 +150,7 @@ def settlement_startup() -> Callable[[FastAPI], AbstractAsyncContextManager[None
             cancels = ChainCancellations(trading, sessionmaker, await state.indexer.cursor_id())
             await cancels.apply()  # the events recorded before this start
             trading.order_gate = cancels.refuse
+            trading.withdrawal_gate = cancels.refuse_withdrawal
             state.settler.fill_failed = trading.fill_failed  # voided trades leave the live feeds
             app.state.chain_cancels = cancels
             # Every indexer pass applies them between its scan and its credit (an exit's orders

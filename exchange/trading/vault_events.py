@@ -18,9 +18,14 @@ each as one balanced posting set whose reference is ``<tx hash>:<log index>``:
   While the account still has fills neither settled nor failed, the exit waits
   (``EventDeferred``): the ledger holds their effects and the Vault paid out
   without them. After the exit the Vault refuses them (the account stays in exit
-  mode), so the settler fails them and voids their postings; a batch mined
-  before the exit settles them instead, and the exit's amounts include them.
-  Either way the debit then matches what the Vault paid.
+  mode, or, after a ``cancelExit``, has no balance left), so the settler fails
+  them and voids their postings; a batch mined before the exit settles them
+  instead, and the exit's amounts include them. Either way the debit then
+  matches what the Vault paid. Meanwhile the account can neither trade nor
+  withdraw (``exchange.trading.chain_cancels``), so no new fill of it can keep
+  the exit waiting. (An account that calls ``cancelExit`` and deposits again
+  before its old fills fail lets the Vault settle them from the new money; the
+  exit's debit is then refused and the audit shows it.)
 * ``Trade``, ``FeesCollected``, ``ExitRequested``, ``ExitCancelled``,
   ``OrderCancelled``, ``NonceCancelled`` move no ledger money: fills were posted
   when they matched, and fees reach the Fund on chain. They stay recorded in

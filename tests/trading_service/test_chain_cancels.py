@@ -12,6 +12,7 @@ from exchange.trading import eip712
 from exchange.trading.chain_cancels import ChainCancellations
 from exchange.trading.intents import WriterUnavailable
 from exchange.trading.settlement_models import ChainEvent
+from tests.chain.nodes import advance_time
 from tests.support.auth import embedded_account
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
 
@@ -223,4 +224,97 @@ async def test_an_exit_with_a_fill_unsettled_is_credited_once_the_settler_has_fa
     alice_after = await desk.balances(alice)
     assert alice_after[market["base"]] == before[alice.address][market["base"]]
     assert alice_after[market["quote"]]["total"] == 7 * DOLLAR
+    assert (await settlement.audit()).clean
+
+
+async def test_an_exit_called_off_after_its_payout_keeps_the_account_out_until_the_ledger_has_it(
+    desk: Desk,
+) -> None:
+    """The Vault lets an account call ``cancelExit`` after ``exit`` paid it out. Until the exit is
+    credited the ledger still holds what was paid: the account neither trades nor withdraws on it
+    (else its fills would fail, and, kept unsettled, hold the exit and every later credit back)."""
+    market, pool = desk.market, desk.chain.pool
+    settlement = desk.app.state.settlement
+    alice = await desk.member(embedded_account(6))
+    carol = await desk.member(embedded_account(5))
+    pool.mint_bpc(alice.address, 2 * WHOLE)
+    pool.approve_bpc(market["vault"], 2 * WHOLE, sender=alice.address)
+    pool.vault.transact("deposit", market["base"], 2 * WHOLE, sender=alice.address)
+    desk.deposit_quote_in_vault(carol, 100 * DOLLAR)
+    await settlement.indexer.catch_up()
+    await _place(desk, alice, "sell", 5, nonce=1_000_030)
+    taken = desk.order_body(carol, "buy", price(5), WHOLE, nonce=1_000_031, time_in_force="IOC")
+    assert (await desk.client.post("/v1/orders", json=taken, headers=carol.headers)).status_code == 201
+
+    pool.vault.transact("setExitDelay", 0)
+    pool.vault.transact("requestExit", sender=carol.address)
+    pool.vault.transact("exit", sender=carol.address)
+    pool.vault.transact("cancelExit", sender=carol.address)
+    await settlement.indexer.catch_up()
+    assert await _exit_states(desk, carol.address) == ["seen"]  # the fill is unsettled: the exit waits
+    assert (await desk.balances(carol))[market["quote"]]["available"] > 0  # what the Vault paid out
+
+    refused = await desk.place(carol, "buy", price(5), WHOLE, nonce=1_000_032)
+    assert refused.status_code == 409, refused.text
+    assert "not yet debited" in refused.json()["detail"]
+    withdrawal = await desk.client.post(
+        "/v1/account/withdrawals",
+        json={"token": market["quote"], "amount": str(DOLLAR)},
+        headers=carol.headers,
+    )
+    assert withdrawal.status_code == 409, withdrawal.text
+    assert withdrawal.json()["type"].endswith("/account-exiting")
+
+    await settlement.settler.drain(poll_s=0.01, timeout_s=60)  # the fill fails: carol had exited
+    await settlement.indexer.catch_up()
+    assert await _exit_states(desk, carol.address) == ["credited"]
+    assert (await desk.balances(carol))[market["quote"]] == {"total": 0, "available": 0, "reserved": 0}
+    desk.deposit_quote_in_vault(carol, 10 * DOLLAR)
+    await settlement.indexer.catch_up()  # its pass takes in the credited exit: no hold, carol is back
+    await _place(desk, carol, "buy", 4, nonce=1_000_033)
+    assert (await settlement.audit()).clean
+
+
+async def test_an_authorisation_an_exit_released_holds_the_account_until_its_expiry(desk: Desk) -> None:
+    """An authorisation open at the exit stays valid in the Vault until its expiry, against money
+    deposited after the exit: the account trades and withdraws again only once the credited chain
+    time has passed it, so its use is debited from money nothing else has reserved."""
+    market, pool, w3 = desk.market, desk.chain.pool, desk.chain.w3
+    settlement = desk.app.state.settlement
+    carol = await desk.member(embedded_account(4))
+    desk.deposit_quote_in_vault(carol, 100 * DOLLAR)
+    await settlement.indexer.catch_up()
+    reply = await desk.client.post(
+        "/v1/account/withdrawals",
+        json={"token": market["quote"], "amount": str(10 * DOLLAR)},
+        headers=carol.headers,
+    )
+    assert reply.status_code == 201, reply.text
+    expiry = reply.json()["expiry"]
+    pool.vault.transact("setExitDelay", 0)
+    pool.vault.transact("requestExit", sender=carol.address)
+    pool.vault.transact("exit", sender=carol.address)
+    pool.vault.transact("cancelExit", sender=carol.address)
+    desk.deposit_quote_in_vault(carol, 50 * DOLLAR)
+    await settlement.indexer.catch_up()  # credits the exit (releasing the authorisation), then the deposit
+    await settlement.indexer.catch_up()  # takes the credited exit in
+    assert (await desk.balances(carol))[market["quote"]]["available"] == 50 * DOLLAR
+
+    refused = await desk.place(carol, "buy", price(5), WHOLE, nonce=1_000_040)
+    assert refused.status_code == 409, refused.text
+    assert "stays valid in the Vault" in refused.json()["detail"]
+    withdrawal = await desk.client.post(
+        "/v1/account/withdrawals",
+        json={"token": market["quote"], "amount": str(DOLLAR)},
+        headers=carol.headers,
+    )
+    assert withdrawal.status_code == 409, withdrawal.text
+
+    advance_time(w3, expiry - int(w3.eth.get_block("latest")["timestamp"]) + 1)
+    desk.deposit_quote_in_vault(carol, DOLLAR)  # a block past the expiry, for the indexer to credit
+    await settlement.indexer.catch_up()
+    still = await desk.place(carol, "buy", price(5), WHOLE, nonce=1_000_042)
+    assert still.status_code == 409, still.text  # the hold is judged before a pass credits
+    await settlement.indexer.catch_up()  # the next pass finds the credited time past the expiry
+    await _place(desk, carol, "buy", 5, nonce=1_000_041)
     assert (await settlement.audit()).clean
