@@ -17,16 +17,24 @@ The message grammar (EIP-4361 ABNF, abridged)::
     [LF "Request ID: " request-id]
     [LF "Resources:" *(LF "- " uri)]
 
-``check_message`` enforces what a verifier must: the expected domain and chain
-id, the nonce the server issued, the validity window, and an EIP-55 address.
-The signature itself is checked by the caller (EOA recovery or ERC-1271).
+``check_message`` enforces what a verifier must: the expected domain, scheme and
+chain id, a URI naming this service, the validity window, and an EIP-55 address.
+The nonce and the signature (EOA recovery or ERC-1271) are the caller's to check.
+
+Schemes: the service is reached over ``https``, which a message without a scheme
+means (EIP-4361's default); plain ``http`` is taken only when the sign-in domain is
+a loopback host (``localhost``, ``127.0.0.1``, ``[::1]``), as a local run is served.
+The header's scheme and the URI's follow that rule, and the URI's authority must be
+the sign-in domain itself: a session is for this service, not for a resource elsewhere.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from eth_utils.address import is_checksum_address
 
@@ -193,10 +201,44 @@ def parse_message(text: str) -> SiweMessage:
     return message
 
 
+def _is_loopback(domain: str) -> bool:
+    """Whether the host of ``domain`` (host[:port]) is this machine: a local run's sign-in domain."""
+    try:
+        host = urlsplit(f"//{domain}").hostname or ""
+    except ValueError:  # an unbalanced IPv6 bracket
+        return False
+    if host == "localhost" or host.endswith(".localhost"):  # RFC 6761: names of loopback
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name
+        return False
+
+
+def _check_uri(uri: str, *, domain: str, schemes: frozenset[str]) -> None:
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:  # an unbalanced IPv6 bracket
+        raise SiweError(f"URI {uri!r} is not a URI of this service") from exc
+    if parts.scheme.lower() not in schemes:
+        raise SiweError(f"URI {uri!r} must use {' or '.join(sorted(schemes))}")
+    # The authority, user info included: `https://exchange.example@attacker.example/` is not ours.
+    # Hosts are case-insensitive, so is the comparison.
+    if parts.netloc.lower() != domain.lower():
+        raise SiweError(f"URI {uri!r} is not on this service's domain {domain!r}")
+
+
 def check_message(message: SiweMessage, *, domain: str, chain_id: int, now: datetime) -> None:
-    """Raise ``SiweError`` unless the message is for this domain and chain and valid at `now`."""
+    """Raise ``SiweError`` unless the message is for this service (domain, scheme, URI) and chain,
+    and valid at `now`."""
     if message.domain != domain:
         raise SiweError(f"message is for domain {message.domain!r}, this service is {domain!r}")
+    schemes = frozenset({"https", "http"} if _is_loopback(domain) else {"https"})
+    if message.scheme is not None and message.scheme.lower() not in schemes:
+        raise SiweError(
+            f"message is for scheme {message.scheme!r}, this service takes {' or '.join(sorted(schemes))}"
+        )
+    _check_uri(message.uri, domain=domain, schemes=schemes)
     if message.chain_id != chain_id:
         raise SiweError(f"message is for chain {message.chain_id}, this service is on chain {chain_id}")
     if message.issued_at > now + MAX_CLOCK_SKEW:

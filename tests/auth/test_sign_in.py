@@ -38,6 +38,19 @@ async def strict_app(settings: Settings, chain_runtime: ChainRuntime) -> AsyncIt
         yield app
 
 
+@pytest.fixture
+async def public_service(settings: Settings, chain_runtime: ChainRuntime) -> AsyncIterator[httpx.AsyncClient]:
+    """The whole service signing in for ``exchange.example``, a domain served over https only."""
+    app = build_app(settings.model_copy(update={"siwe_domain": "exchange.example"}), chain=chain_runtime)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="https://exchange.example"
+        ) as client,
+    ):
+        yield client
+
+
 async def _from_ip(app: FastAPI, host: str, stack: AsyncExitStack) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=app, client=(host, 40000))
     return await stack.enter_async_context(
@@ -61,7 +74,7 @@ async def _message_naming(service: httpx.AsyncClient, address: str) -> str:
     return SiweMessage(
         domain=issued["domain"],
         address=address,
-        uri="http://x/",
+        uri=f"http://{issued['domain']}/",
         chain_id=issued["chain_id"],
         nonce=issued["nonce"],
         issued_at=datetime.now(UTC).replace(microsecond=0),
@@ -165,6 +178,39 @@ async def test_a_signature_no_key_made_asks_the_embedded_chain_on_its_own_thread
     reply = await _login(service, text, Account.create())
     assert reply.status_code == 401, reply.text
     assert threads == [threading.get_ident()]
+
+
+def _assert_refused(reply: httpx.Response, reason: str) -> None:
+    assert reply.status_code == 401, reply.text
+    assert reply.headers["content-type"].startswith("application/problem+json")
+    assert reply.json()["type"].endswith("/unauthorized")
+    assert reason in reply.json()["detail"]
+
+
+async def test_a_message_for_a_uri_elsewhere_is_refused(service: httpx.AsyncClient) -> None:
+    # Correctly signed with a fresh nonce, over this local run's http, but for another site.
+    account = Account.create()
+    issued = (await service.post("/v1/auth/nonce")).json()
+    reply, _ = await signed_login(
+        service, account, scheme="http", uri="https://attacker.example/", nonce=issued["nonce"]
+    )
+    _assert_refused(reply, "not on this service's domain")
+    # The nonce was not taken by the refusal.
+    again, _ = await signed_login(service, account, scheme="http", nonce=issued["nonce"])
+    assert again.status_code == 200, again.text
+
+
+async def test_a_domain_not_on_this_machine_is_signed_in_to_over_https_only(
+    public_service: httpx.AsyncClient,
+) -> None:
+    account = Account.create()
+    over_http, _ = await signed_login(public_service, account, scheme="http", uri="https://exchange.example/")
+    _assert_refused(over_http, "scheme 'http', this service takes https")
+    http_uri, _ = await signed_login(public_service, account, uri="http://exchange.example/")
+    _assert_refused(http_uri, "must use https")
+    for scheme in (None, "https"):
+        reply, _ = await signed_login(public_service, account, scheme=scheme, uri="https://exchange.example/")
+        assert reply.status_code == 200, reply.text
 
 
 async def test_protected_routes_need_a_token(service: httpx.AsyncClient) -> None:

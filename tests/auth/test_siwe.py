@@ -138,3 +138,55 @@ def test_checks_domain_chain_and_time_window() -> None:
         check_message(
             message(not_before=NOW + timedelta(hours=1)), domain="exchange.example", chain_id=31337, now=NOW
         )
+
+
+def _check(siwe: SiweMessage, domain: str = "exchange.example") -> None:
+    check_message(siwe, domain=domain, chain_id=31337, now=NOW)
+
+
+@pytest.mark.parametrize("scheme", ["http", "ftp", "chrome-extension"])
+def test_a_scheme_other_than_https_is_refused(scheme: str) -> None:
+    for taken in (None, "https", "HTTPS"):  # EIP-4361: no scheme means https
+        _check(message(scheme=taken))
+    with pytest.raises(SiweError, match=f"scheme '{scheme}', this service takes https"):
+        _check(message(scheme=scheme))
+
+
+@pytest.mark.parametrize("domain", ["127.0.0.1:8000", "localhost:8000", "[::1]:8000", "app.localhost"])
+def test_http_is_taken_only_on_a_loopback_domain(domain: str) -> None:
+    # A local run is served over plain http on this machine; no one else can be in the middle.
+    _check(message(scheme="http", domain=domain, uri=f"http://{domain}/"), domain=domain)
+    _check(message(domain=domain, uri=f"https://{domain}/login"), domain=domain)
+    with pytest.raises(SiweError, match="scheme 'ftp', this service takes http or https"):
+        _check(message(scheme="ftp", domain=domain, uri=f"http://{domain}/"), domain=domain)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "https://attacker.example/",
+        "https://exchange.example.attacker.example/login",
+        "https://exchange.example@attacker.example/",
+        "https://attacker.example/?next=https://exchange.example/",
+        "https://exchange.example:8443/",
+        "urn:exchange.example",
+        "https://[exchange.example/",
+    ],
+)
+def test_a_uri_off_the_sign_in_domain_is_refused(uri: str) -> None:
+    with pytest.raises(SiweError, match="URI"):
+        _check(message(uri=uri))
+
+
+@pytest.mark.parametrize("uri", ["http://exchange.example/login", "ftp://exchange.example/"])
+def test_a_uri_on_the_domain_by_another_scheme_is_refused(uri: str) -> None:
+    _check(message(uri="https://EXCHANGE.example/login"))  # hosts are case-insensitive
+    with pytest.raises(SiweError, match="must use https"):
+        _check(message(uri=uri))
+
+
+def test_a_uri_elsewhere_is_refused_on_a_loopback_domain_too() -> None:
+    # Plain http is this local run's scheme, yet the session asked for is another site's.
+    local = "127.0.0.1:8000"
+    with pytest.raises(SiweError, match="not on this service's domain"):
+        _check(message(scheme="http", domain=local, uri="https://attacker.example/"), domain=local)
