@@ -1,12 +1,14 @@
 """Sign-in use cases: issue a nonce, exchange a signed message for a session, resolve a token.
 
 Rules: a nonce is random, single use and short-lived; the message must name this
-service's domain and chain; the signature must come from the message's address
-(EOA, or ERC-1271 contract wallet); only the token's SHA-256 is stored. Issuing a
-nonce deletes a bounded batch of unused ones expired for longer than a grace period,
-so the table holds about a TTL's worth of unused nonces (the routes limit how fast
-one client IP asks for them); signing in likewise deletes a batch of expired sessions
-with their nonces, so sessions and used nonces stay about a session TTL's worth.
+service (domain, scheme and URI, see ``siwe``) and chain; the nonce is taken before
+the signature is checked, which may call the chain; the signature must come from
+the message's address (EOA, or ERC-1271 contract wallet); only the token's SHA-256
+is stored. Issuing a nonce deletes a bounded batch of unused ones expired for longer
+than a grace period, so the table holds about a TTL's worth of unused nonces (the
+routes limit how fast one client IP asks for them); signing in likewise deletes a
+batch of expired sessions with their nonces, so sessions and used nonces stay about
+a session TTL's worth.
 """
 
 from __future__ import annotations
@@ -84,14 +86,16 @@ async def sign_in(
         signature = bytes.fromhex(signature_hex.removeprefix("0x"))
     except ValueError as exc:
         raise Unauthorized("sign-in refused: the signature is not valid hex bytes") from exc
+    # The nonce first: a made-up one costs one UPDATE, not a call into a contract the caller
+    # chose. A refused signature raises, which rolls the request back: the nonce stays unused.
+    if not await repository.consume_nonce(session, message.nonce, message.address, now):
+        raise Unauthorized("sign-in refused: the nonce is unknown, expired or already used")
     # Through the chain's runner: a signature no key made asks the address for ERC-1271 code,
     # and the embedded EVM must not be called from a worker thread.
     signed = encode_defunct(text=message_text)
     valid = await chain.run(lambda: is_valid_signature(chain.w3, message.address, signed, signature))
     if not valid:
         raise Unauthorized(f"sign-in refused: the signature is not {message.address}'s")
-    if not await repository.consume_nonce(session, message.nonce, message.address, now):
-        raise Unauthorized("sign-in refused: the nonce is unknown, expired or already used")
     await repository.purge_expired_sessions(session, now - NONCE_PURGE_GRACE, SESSION_PURGE_BATCH)
     token = secrets.token_urlsafe(32)
     expires_at = now + timedelta(seconds=session_ttl_s)

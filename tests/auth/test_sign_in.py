@@ -17,14 +17,16 @@ from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from web3 import Web3
 
 from exchange.auth import repository
 from exchange.auth.models import AuthNonce, AuthSession
 from exchange.auth.siwe import SiweMessage
+from exchange.chain.compiler import compile_contracts
 from exchange.chain.runtime import ChainRuntime
 from exchange.main import build_app
 from exchange.settings import Settings
-from tests.support.auth import signed_login
+from tests.support.auth import embedded_account, signed_login
 
 STRICT_BURST = 3
 
@@ -211,6 +213,43 @@ async def test_a_domain_not_on_this_machine_is_signed_in_to_over_https_only(
     for scheme in (None, "https"):
         reply, _ = await signed_login(public_service, account, scheme=scheme, uri="https://exchange.example/")
         assert reply.status_code == 200, reply.text
+
+
+def _erc1271_wallet(chain: ChainRuntime, owner: str) -> str:
+    """The address of a contract wallet on ``chain`` that takes ``owner``'s signatures as its own."""
+    artifact = compile_contracts()["ERC1271Wallet"]
+    factory = chain.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+    sent = factory.constructor(owner).transact({"from": embedded_account(0).address})
+    return Web3.to_checksum_address(str(chain.w3.eth.wait_for_transaction_receipt(sent)["contractAddress"]))
+
+
+async def test_a_made_up_nonce_costs_no_chain_call(
+    service: httpx.AsyncClient, chain_runtime: ChainRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A contract wallet's signature is asked of its code (ERC-1271): an unknown nonce must be
+    # refused before that, and a refused signature must leave a known nonce usable.
+    owner, stranger = Account.create(), Account.create()
+    wallet = _erc1271_wallet(chain_runtime, owner.address)
+    calls: list[str] = []
+    for name in ("get_code", "call"):
+        method = getattr(chain_runtime.w3.eth, name)
+
+        def recorded(*args: Any, _name: str = name, _method: Any = method, **kwargs: Any) -> Any:
+            calls.append(_name)
+            return _method(*args, **kwargs)
+
+        monkeypatch.setattr(chain_runtime.w3.eth, name, recorded)
+
+    made_up, _ = await signed_login(service, owner, address=wallet, nonce="zzzzzzzzzzzzzzzz")
+    _assert_refused(made_up, "nonce is unknown")
+    assert calls == []
+
+    text = await _message_naming(service, wallet)
+    _assert_refused(await _login(service, text, stranger), "signature")
+    assert calls == ["get_code", "call"]
+    signed_in = await _login(service, text, owner)
+    assert signed_in.status_code == 200, signed_in.text
+    assert signed_in.json()["address"] == wallet
 
 
 async def test_protected_routes_need_a_token(service: httpx.AsyncClient) -> None:
