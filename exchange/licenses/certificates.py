@@ -120,7 +120,14 @@ class Certificate:
             if not isinstance(value, str) or not is_address(value):
                 raise InvalidCertificate(f"{name} is not an address: {value!r}")
             object.__setattr__(self, name, to_checksum_address(value))
-        if len(self.statement.encode("utf-8")) > MAX_STATEMENT_BYTES:
+        try:
+            statement = self.statement.encode("utf-8")
+        except UnicodeEncodeError:
+            # JSON can spell a lone surrogate ("\ud800"); no UTF-8 string, so no EIP-712 one.
+            raise InvalidCertificate(
+                "the statement holds an unpaired surrogate: it is not Unicode text"
+            ) from None
+        if len(statement) > MAX_STATEMENT_BYTES:
             raise InvalidCertificate(f"the statement is longer than {MAX_STATEMENT_BYTES} bytes")
         for name in ("issued_at", "expires_at"):
             if not 0 <= getattr(self, name) <= UINT64_MAX:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -268,3 +269,20 @@ async def test_malformed_certificates_are_refused(
     garbage = await licensing.client.post("/v1/licences/certificates/verify", json={"compact": "BPCERT1:AA"})
     assert garbage.status_code == 422
     assert "truncated" in garbage.json()["detail"]
+
+
+@pytest.mark.parametrize("route", ["verify", "qr"])
+async def test_a_statement_that_is_not_unicode_text_is_refused(licensing: Service, route: str) -> None:
+    """JSON can spell a lone surrogate, which no UTF-8 (so no EIP-712) string holds."""
+    holder = account(1)
+    body = signed(holder, certificate(licensing, holder.address))
+    body["certificate"]["message"]["statement"] = "holds a licence \ud800"
+    reply = await licensing.client.post(
+        f"/v1/licences/certificates/{route}",
+        content=json.dumps(body),  # ASCII: the surrogate as the escape \ud800
+        headers={"content-type": "application/json"},
+    )
+    assert reply.status_code == 422, reply.text
+    assert reply.headers["content-type"].startswith("application/problem+json")
+    assert reply.json()["type"].endswith("/invalid-certificate")
+    assert "unpaired surrogate" in reply.json()["detail"]
