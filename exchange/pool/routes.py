@@ -31,6 +31,7 @@ from fastapi.responses import StreamingResponse
 from exchange.api.problems import problem_responses
 from exchange.db.session import DbSession
 from exchange.kit.errors import ChainUnavailable, NotFound, ValidationFailed
+from exchange.kit.text import Text
 from exchange.pool import repository
 from exchange.pool.access_routes import ADMIN_PROBLEMS, CouncilOrRegistrar, Pool
 from exchange.pool.access_routes import router as access_router
@@ -154,7 +155,7 @@ async def get_policies(pool: Pool) -> PoliciesOut:
 
 # --------------------------------------------------------------------------- audit log
 
-AuditFilter = Annotated[str | None, Query(max_length=128)]
+AuditFilter = Annotated[Text | None, Query(max_length=128)]
 
 
 @audit_router.get(

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from exchange.api.dependencies import ROW_ID_MAX
 from exchange.kit.errors import ValidationFailed
+from exchange.kit.text import Text
 from exchange.pool.models import (
     ApplicationStatus,
     AuditEntry,
@@ -57,8 +58,12 @@ def decode_cursor(cursor: str, kind: type[str] | type[int]) -> Any:
         value = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, binascii.Error, RecursionError):
         raise ValidationFailed("the cursor is not one this API issued") from None
-    # Keys are INTEGER ids, or addresses and patent ids (ASCII).
-    in_range = 1 <= value <= ROW_ID_MAX if isinstance(value, int) else str(value).isascii()
+    # Keys are INTEGER ids, or addresses and patent ids: ASCII without NUL, which PostgreSQL
+    # refuses in the query the key is put into.
+    if isinstance(value, int):
+        in_range = 1 <= value <= ROW_ID_MAX
+    else:
+        in_range = isinstance(value, str) and value.isascii() and "\0" not in value
     if type(value) is not kind or not in_range:
         raise ValidationFailed("the cursor is not one this API issued")
     return value
@@ -82,7 +87,7 @@ def checksummed(value: str) -> str:
 class RoleGrantIn(BaseModel):
     address: str = Field(pattern=ADDRESS_PATTERN)
     role: FoundationRole
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: Text | None = Field(default=None, max_length=2000)
 
     @field_validator("address")
     @classmethod
@@ -128,19 +133,19 @@ class AuditEntryOut(BaseModel):
 class ApplicationIn(BaseModel):
     """An application to join, for the signed-in wallet."""
 
-    organisation: str = Field(min_length=1, max_length=200)
+    organisation: Text = Field(min_length=1, max_length=200)
     country: str = Field(
         pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 code of the organisation's seat."
     )
     enterprise_size: EnterpriseSize
-    size_evidence: str = Field(
+    size_evidence: Text = Field(
         min_length=1,
         max_length=4000,
         description="What shows the size: headcount, turnover, registry extract.",
     )
     non_profit: bool
-    contact_name: str = Field(min_length=1, max_length=200)
-    contact_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)
+    contact_name: Text = Field(min_length=1, max_length=200)
+    contact_email: Text = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)
 
 
 class ApplicationOut(BaseModel):
@@ -172,16 +177,16 @@ class ApplicationOut(BaseModel):
 
 
 class ReviewIn(BaseModel):
-    note: str | None = Field(default=None, max_length=2000)
+    note: Text | None = Field(default=None, max_length=2000)
 
 
 class ApproveIn(BaseModel):
     tier: MemberTier
-    note: str | None = Field(default=None, max_length=2000)
+    note: Text | None = Field(default=None, max_length=2000)
 
 
 class ReasonIn(BaseModel):
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Text = Field(min_length=1, max_length=2000)
 
 
 class TierIn(ReasonIn):
@@ -220,12 +225,12 @@ class MemberChangeOut(BaseModel):
 
 
 class PatentIn(BaseModel):
-    publication_number: str = Field(
+    publication_number: Text = Field(
         min_length=1, max_length=40, description="Any usual spelling: 'US 10,123,456 B2', 'EP3123456B1'."
     )
-    title: str = Field(min_length=1, max_length=500)
-    owner: str = Field(min_length=1, max_length=200)
-    family_id: str | None = Field(default=None, max_length=64)
+    title: Text = Field(min_length=1, max_length=500)
+    owner: Text = Field(min_length=1, max_length=200)
+    family_id: Text | None = Field(default=None, max_length=64)
     field: FieldOfTechnology
     source: PatentSource
     contributor: str | None = Field(default=None, pattern=ADDRESS_PATTERN)
@@ -281,7 +286,7 @@ class PatentEventOut(BaseModel):
 class AssessmentIn(BaseModel):
     score: int = Field(ge=0, le=100, strict=True)
     core: bool = Field(strict=True, description="Whether the patent is core to the pool's technology.")
-    notes: str = Field(default="", max_length=4000)
+    notes: Text = Field(default="", max_length=4000)
 
 
 class AssessmentOut(BaseModel):
@@ -296,12 +301,12 @@ class AssessmentOut(BaseModel):
 
 
 class MoveIn(BaseModel):
-    note: str | None = Field(default=None, max_length=2000)
+    note: Text | None = Field(default=None, max_length=2000)
 
 
 class RetireIn(BaseModel):
     reason: RetirementReason
-    note: str | None = Field(default=None, max_length=2000)
+    note: Text | None = Field(default=None, max_length=2000)
 
 
 class MintOut(BaseModel):

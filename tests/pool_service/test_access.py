@@ -219,6 +219,19 @@ async def test_the_council_grants_and_revokes_roles(foundation: Foundation) -> N
     assert audit["items"][0]["reason"] == "left"
 
 
+async def test_a_grants_reason_holding_a_nul_is_refused_and_nothing_granted(foundation: Foundation) -> None:
+    newcomer = Account.create().address
+    reply = await foundation.client.post(
+        "/v1/admin/roles",
+        json={"address": newcomer, "role": "registrar", "reason": "secretariat\0"},
+        headers=foundation.council,
+    )
+    assert reply.status_code == 422, reply.text
+    assert [error["loc"] for error in reply.json()["errors"]] == [["body", "reason"]]
+    roles = await foundation.client.get("/v1/admin/roles", headers=foundation.council)
+    assert newcomer not in {grant["address"] for grant in roles.json()}
+
+
 async def test_the_last_council_member_cannot_be_removed(foundation: Foundation) -> None:
     reply = await foundation.client.delete(
         f"/v1/admin/roles/council/{COUNCIL.address}", headers=foundation.council

@@ -104,3 +104,13 @@ async def test_the_database_refuses_to_change_or_delete_entries(
         await engine.dispose()
     assert "someone else" not in actors
     assert REGISTRAR.address in actors
+
+
+async def test_a_filter_holding_a_nul_is_refused_naming_it(foundation: Foundation) -> None:
+    """PostgreSQL takes no NUL in a text parameter: a 422 naming the filter, not a failed query."""
+    for path in ("/v1/admin/audit", "/v1/admin/audit/export"):
+        for name in ("action", "actor", "subject_id"):
+            reply = await foundation.client.get(path, params={name: "member\0"}, headers=foundation.council)
+            assert reply.status_code == 422, (path, name, reply.text)
+            assert reply.headers["content-type"].startswith("application/problem+json")
+            assert [error["loc"] for error in reply.json()["errors"]] == [["query", name]]

@@ -34,6 +34,7 @@ def test_an_issued_cursor_reads_back(value: str | int, kind: type[str] | type[in
         (_forged(b'"7"'), int),
         (_forged(b"7"), str),
         (_forged('"\u00e9"'.encode()), str),
+        (_forged(b'"\\u0000"'), str),  # ASCII, but no text parameter of PostgreSQL takes a NUL
     ],
 )
 def test_a_cursor_this_api_did_not_issue_is_a_validation_failure(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 import pytest
@@ -330,3 +332,40 @@ async def test_a_found_change_is_audited_only_as_the_change_it_was(foundation: F
     again = await foundation.client.post(path, json={"reason": "fraud"}, headers=foundation.council)
     assert (again.status_code, again.json()["changed"]) == (200, False)
     assert len(await _audit(foundation, action="member.expel")) == 1
+
+
+async def test_text_no_database_stores_is_refused_naming_the_field(foundation: Foundation) -> None:
+    """PostgreSQL takes no NUL in a text parameter and UTF-8 no lone surrogate (which JSON can
+    spell): either is a 422 naming the field, and nothing is stored or queried."""
+    client, applicant = foundation.client, Account.create()
+    signed_in = await bearer_headers(client, applicant)
+    member = f"/v1/admin/members/{Account.create().address}"
+    applications = "/v1/admin/membership/applications"
+    for url, headers, body, field in [
+        ("/v1/membership/applications", signed_in, application_body(organisation="Ledger\0"), "organisation"),
+        ("/v1/membership/applications", signed_in, application_body(size_evidence="\ud800"), "size_evidence"),
+        ("/v1/membership/applications", signed_in, application_body(contact_name="\0"), "contact_name"),
+        (
+            "/v1/membership/applications",
+            signed_in,
+            application_body(contact_email="a\0@b.example"),
+            "contact_email",
+        ),
+        (f"{applications}/1/review", foundation.registrar, {"note": "\0"}, "note"),
+        (f"{applications}/1/approve", foundation.council, {"tier": "small", "note": "\0"}, "note"),
+        (f"{applications}/1/reject", foundation.council, {"reason": "\0"}, "reason"),
+        (f"{member}/suspend", foundation.registrar, {"reason": "late\0"}, "reason"),
+        (f"{member}/tier", foundation.registrar, {"tier": "small", "reason": "\ud800"}, "reason"),
+    ]:
+        reply = await client.post(
+            url, content=json.dumps(body), headers={**headers, "content-type": "application/json"}
+        )
+        assert reply.status_code == 422, (url, field, reply.text)
+        assert reply.headers["content-type"].startswith("application/problem+json")
+        assert [error["loc"] for error in reply.json()["errors"]] == [["body", field]]
+    assert (await client.get("/v1/membership/applications/mine", headers=signed_in)).json() == []
+
+    nul = base64.urlsafe_b64encode(json.dumps("\0").encode()).decode().rstrip("=")
+    refused = await client.get("/v1/admin/members", params={"cursor": nul}, headers=foundation.registrar)
+    assert refused.status_code == 422, refused.text
+    assert "cursor" in refused.json()["detail"]

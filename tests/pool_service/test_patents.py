@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import date
 from typing import Any
 
@@ -280,3 +282,30 @@ async def test_public_views_filter_paginate_and_count(foundation: Foundation) ->
     policies = (await client.get("/v1/pool/policies")).json()
     assert policies["admission"]["min_assessments"] == 2
     assert "2026.1" in policies["mint"]["description"]
+
+
+async def test_text_no_database_stores_is_refused_naming_the_field(foundation: Foundation) -> None:
+    """PostgreSQL takes no NUL in a text parameter and UTF-8 no lone surrogate (which JSON can
+    spell): either is a 422 naming the field, and nothing is stored or queried."""
+    client, registrar = foundation.client, foundation.registrar
+    path = "/v1/admin/pool/patents/EP3123456B1"
+    for url, headers, body, field in [
+        ("/v1/admin/pool/patents", registrar, patent_body("EP3123456B1", title="Ledger\0"), "title"),
+        ("/v1/admin/pool/patents", registrar, patent_body("EP3123456B1", owner="Ledger \ud800"), "owner"),
+        ("/v1/admin/pool/patents", registrar, patent_body("EP3123456B1", family_id="F\0"), "family_id"),
+        (f"{path}/start-assessment", registrar, {"note": "\0"}, "note"),
+        (f"{path}/assessments", foundation.assessors[0], {"score": 80, "core": True, "notes": "\0"}, "notes"),
+        (f"{path}/retire", registrar, {"reason": "non_core", "note": "\ud800"}, "note"),
+    ]:
+        reply = await client.post(
+            url, content=json.dumps(body), headers={**headers, "content-type": "application/json"}
+        )
+        assert reply.status_code == 422, (url, field, reply.text)
+        assert reply.headers["content-type"].startswith("application/problem+json")
+        assert [error["loc"] for error in reply.json()["errors"]] == [["body", field]]
+    assert (await client.get("/v1/pool/patents", params={"status": "proposed"})).json()["items"] == []
+
+    nul = base64.urlsafe_b64encode(json.dumps("\0").encode()).decode().rstrip("=")
+    refused = await client.get("/v1/pool/patents", params={"cursor": nul})
+    assert refused.status_code == 422, refused.text
+    assert "cursor" in refused.json()["detail"]

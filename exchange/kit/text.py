@@ -1,0 +1,31 @@
+"""Free text a request may carry into the database: the type of every such API field.
+
+JSON can spell two strings that no column takes. PostgreSQL refuses a NUL character in any
+text parameter, and UTF-8 cannot encode a lone surrogate (``"\\ud800"``), so SQLite's driver
+and every encoder fail on one. Either would end the request in a 500 at the database; a
+field of type :data:`Text` refuses them when the request is read, as a 422 naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator
+from pydantic_core import PydanticCustomError
+
+
+def storable_text(value: str) -> str:
+    """``value`` unchanged if the database can store it; a validation error naming why not."""
+    if "\0" in value:
+        raise PydanticCustomError("text_nul", "the text holds a NUL character, which is not accepted")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PydanticCustomError(
+                "text_surrogate", "the text holds an unpaired surrogate: it is not Unicode text"
+            ) from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(storable_text)]
