@@ -19,6 +19,7 @@ from exchange.auth.service import Principal
 from exchange.db.base import utc_now
 from exchange.db.session import DbSession, app_sessionmaker
 from exchange.kit.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
+from exchange.kit.text import Text
 from exchange.pool import repository
 from exchange.pool.models import FoundationRole
 from exchange.pool.schemas import RoleGrantIn, RoleGrantOut, checksummed, role_grant_out
@@ -138,7 +139,7 @@ async def delete_role(
     address: str,
     principal: Council,
     session: DbSession,
-    reason: Annotated[str | None, Query(max_length=2000)] = None,
+    reason: Annotated[Text | None, Query(max_length=2000)] = None,
 ) -> RoleGrantOut:
     grant = await revoke_role(
         session, address=checksummed(address), role=role, actor=principal.address, at=utc_now(), reason=reason

@@ -232,6 +232,23 @@ async def test_a_grants_reason_holding_a_nul_is_refused_and_nothing_granted(foun
     assert newcomer not in {grant["address"] for grant in roles.json()}
 
 
+async def test_a_revocations_reason_holding_a_nul_is_refused_and_the_role_kept(
+    foundation: Foundation,
+) -> None:
+    newcomer = Account.create().address
+    granted = await foundation.client.post(
+        "/v1/admin/roles", json={"address": newcomer, "role": "registrar"}, headers=foundation.council
+    )
+    assert granted.status_code in (200, 201), granted.text
+    reply = await foundation.client.delete(
+        f"/v1/admin/roles/registrar/{newcomer}", params={"reason": "left\0"}, headers=foundation.council
+    )
+    assert reply.status_code == 422, reply.text
+    assert [error["loc"] for error in reply.json()["errors"]] == [["query", "reason"]]
+    roles = await foundation.client.get("/v1/admin/roles", headers=foundation.council)
+    assert newcomer in {grant["address"] for grant in roles.json()}
+
+
 async def test_the_last_council_member_cannot_be_removed(foundation: Foundation) -> None:
     reply = await foundation.client.delete(
         f"/v1/admin/roles/council/{COUNCIL.address}", headers=foundation.council
