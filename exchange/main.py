@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
 
 from exchange.api.app import create_app, freeze_start_heap
 from exchange.api.body_limit import limit_bodies
@@ -14,7 +16,7 @@ from exchange.auth.routes import router as auth_router
 from exchange.chain.lifespan import chain_startup
 from exchange.chain.routes import router as chain_router
 from exchange.chain.runtime import ChainRuntime
-from exchange.kit.logging import configure_logging
+from exchange.kit.logging import configure_logging, get_logger
 from exchange.licenses.device_routes import link_router as device_link_router
 from exchange.licenses.device_routes import router as devices_router
 from exchange.licenses.lifespan import licensing_startup
@@ -85,6 +87,30 @@ def server_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def set_aside_embedded_database(settings: Settings) -> Path | None:
+    """On the embedded defaults, move the last run's SQLite database aside; where to, or None.
+
+    The in-process EVM lives only as long as the process, and every start deploys a new pool
+    on a new chain. What the default database holds from an earlier start (balances, orders,
+    members) describes a chain that is gone, so each such start begins on a new database;
+    the previous one is kept, once, as ``<name>.previous`` beside it. A database that was
+    configured (``DATABASE_URL``) is never touched: on a chain other than its own the
+    service refuses to start (``exchange.chain.lifespan``).
+    """
+    if not settings.uses_embedded_chain or "database_url" in settings.model_fields_set:
+        return None
+    database = Path(make_url(settings.database_url).database or "")
+    if not database.name or not database.is_file():
+        return None
+    previous = database.with_name(database.name + ".previous")
+    for suffix in ("", "-wal", "-shm"):  # SQLite's write-ahead log and its index go with it
+        Path(f"{previous}{suffix}").unlink(missing_ok=True)
+        current = Path(f"{database}{suffix}")
+        if current.exists():
+            current.rename(f"{previous}{suffix}")
+    return previous
+
+
 def serve(host: str | None = None, port: int | None = None) -> None:
     """Run the service with uvicorn on the configured (or given) address."""
     import uvicorn
@@ -97,6 +123,9 @@ def serve(host: str | None = None, port: int | None = None) -> None:
         print(f"invalid configuration:\n{exc}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(log_format=settings.log_format, log_level=settings.log_level)
+    previous = set_aside_embedded_database(settings)
+    if previous is not None:
+        get_logger(__name__).info("db.embedded_previous_set_aside", moved_to=str(previous))
     uvicorn.run(
         build_app(settings, serving=True),
         host=host or settings.host,

@@ -5,6 +5,7 @@ Error tree::
     ChainError                     anything that went wrong talking to the chain
     ├── ChainUnavailable           the node could not be reached or answered garbage
     ├── DeploymentMismatch         the code at a manifest address is not what we compiled
+    ├── ChainReplaced              the database describes another chain than the one found
     └── ContractReverted           a call or transaction reverted
                                    (.error_name, .error_args, .contract)
 
@@ -33,6 +34,10 @@ class ChainUnavailable(ChainError):
 
 class DeploymentMismatch(ChainError):
     """The code found at a deployment address differs from the compiled contract."""
+
+
+class ChainReplaced(ChainError):
+    """The database was written for another chain (or an earlier one, since reset) than the node's."""
 
 
 class ContractReverted(ChainError):

@@ -12,8 +12,9 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI
 
 from exchange.api.system_routes import register_health_check
+from exchange.chain.errors import ChainReplaced
 from exchange.chain.runtime import ChainRuntime, start_chain
-from exchange.db.deployments import record_deployment
+from exchange.db.deployments import chain_anchor, record_deployment
 from exchange.kit.logging import get_logger
 from exchange.settings import Settings
 
@@ -38,13 +39,27 @@ def _start_from_settings(settings: Settings) -> ChainRuntime:
 
 async def _adopt(app: FastAPI, runtime: ChainRuntime) -> None:
     app.state.chain = runtime
+    deployment = runtime.deployment
+    w3 = runtime.w3
+    block_hash = await runtime.run(
+        lambda: "0x" + bytes(w3.eth.get_block(deployment.deploy_block)["hash"]).hex()
+    )
     async with app.state.db_sessionmaker() as session, session.begin():
-        await record_deployment(
-            session,
-            runtime.deployment.chain_id,
-            runtime.deployment.deploy_block,
-            runtime.deployment.to_json(),
-        )
+        anchor = await chain_anchor(session, deployment.chain_id, deployment.deploy_block, block_hash)
+        if (anchor.chain_id, anchor.deploy_block, anchor.block_hash) != (
+            deployment.chain_id,
+            deployment.deploy_block,
+            block_hash,
+        ):
+            raise ChainReplaced(
+                f"this database belongs to chain {anchor.chain_id} with the pool deployed in block "
+                f"{anchor.deploy_block} ({anchor.block_hash}), but the chain found has "
+                f"{'no such block' if anchor.deploy_block != deployment.deploy_block else 'another block'} "
+                f"there: its pool was deployed in block {deployment.deploy_block} ({block_hash}) of chain "
+                f"{deployment.chain_id}. The balances, orders and members stored here describe the "
+                "old chain: start on a new database (DATABASE_URL), or on the chain it belongs to"
+            )
+        await record_deployment(session, deployment.chain_id, deployment.deploy_block, deployment.to_json())
 
     async def chain_reachable() -> None:
         await asyncio.to_thread(lambda: runtime.w3.eth.block_number)

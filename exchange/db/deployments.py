@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.db.models import ChainDeployment
+from exchange.db.models import ChainAnchor, ChainDeployment
 from exchange.kit.errors import Conflict, ValidationFailed
 from exchange.kit.logging import get_logger
 
@@ -90,6 +90,30 @@ async def latest_deployment(session: AsyncSession, chain_id: int) -> ChainDeploy
     )
     result: ChainDeployment | None = await session.scalar(statement)
     return result
+
+
+async def chain_anchor(
+    session: AsyncSession, chain_id: int, deploy_block: int, block_hash: str
+) -> ChainAnchor:
+    """The chain this database belongs to; recorded as the one given when none is yet.
+
+    The row is locked for the caller's transaction, so that two first starts record one anchor.
+    """
+    row: ChainAnchor | None = await session.scalar(select(ChainAnchor).with_for_update())
+    if row is None:
+        try:
+            async with session.begin_nested():
+                row = ChainAnchor(id=1, chain_id=chain_id, deploy_block=deploy_block, block_hash=block_hash)
+                session.add(row)
+        except IntegrityError:  # another process recorded it first
+            row = await session.scalar(select(ChainAnchor).with_for_update())
+            if row is None:
+                raise
+        else:
+            log.info(
+                "deployment.chain_anchored", chain_id=chain_id, block=deploy_block, block_hash=block_hash
+            )
+    return row
 
 
 async def _by_digest(session: AsyncSession, digest: str) -> ChainDeployment | None:

@@ -50,3 +50,22 @@ import exchange.licenses.models  # noqa: E402, F401  (per-device licensing table
 from exchange.pool import models as pool_models  # noqa: E402, F401  (pool administration tables)
 from exchange.trading import models as trading_models  # noqa: E402, F401  (trading journal, fills, ledger)
 from exchange.trading import settlement_models  # noqa: E402, F401  (chain indexer and settlement tables)
+
+
+class ChainAnchor(Base):
+    """The chain this database belongs to: one row, written at the first start.
+
+    Everything the service stores (balances, orders, fills, members, licences) describes
+    one chain. A chain that was replaced (the embedded EVM at every start, a development
+    node restarted and deployed to again) can have the same id and the same contract
+    addresses; the hash of the block the pool was deployed in tells it apart.
+    """
+
+    __tablename__ = "chain_anchor"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    deploy_block: Mapped[int] = mapped_column(BigInteger)
+    block_hash: Mapped[str] = mapped_column(String(66))
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
