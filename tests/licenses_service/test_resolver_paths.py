@@ -389,7 +389,9 @@ def _resolver_log(directory: Path) -> str:
 
 
 def _wait_until_serving(process: subprocess.Popen[bytes], base: str) -> None:
-    deadline = time.monotonic() + 60
+    # Two worker processes each import the service and read the chain before they serve: on a
+    # machine busy with other test processes that took more than a minute.
+    deadline = time.monotonic() + 180
     while True:
         try:
             httpx.get(f"{base}/health", timeout=2)
