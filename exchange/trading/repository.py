@@ -32,6 +32,7 @@ from exchange.trading.ledger import VAULT_EXTERNAL, Balance, LedgerError, Postin
 from exchange.trading.models import (
     LedgerBalance,
     LedgerEntry,
+    SettlementState,
     TradingFill,
     TradingOrder,
     TradingWithdrawal,
@@ -280,6 +281,49 @@ async def fills_of(
 
 
 # --------------------------------------------------------------------------- withdrawals
+
+
+_UNSETTLED = (SettlementState.PENDING.value, SettlementState.SUBMITTED.value)
+
+
+async def unsettled_proceeds(
+    session: AsyncSession, account: str, token: str, markets: Mapping[str, tuple[str, str]]
+) -> int:
+    """What ``account`` received in ``token`` from fills not yet settled on chain (pending or in a batch).
+
+    ``markets`` maps each market id to its (base, quote) tokens. A buyer receives the base
+    amount, a seller the quote amount less its fee. Until such a fill settles the Vault does
+    not hold these proceeds for the account, and if it fails, voiding it takes them back.
+    """
+    traded = [market for market, tokens in markets.items() if token in tokens]
+    if not traded:
+        return 0
+    fills = await session.execute(
+        select(
+            TradingFill.market_id,
+            TradingFill.maker_account,
+            TradingFill.taker_account,
+            TradingFill.taker_side,
+            TradingFill.amount_base,
+            TradingFill.quote_amount,
+            TradingFill.seller_fee,
+        ).where(
+            or_(TradingFill.maker_account == account, TradingFill.taker_account == account),
+            TradingFill.settlement_state.in_(
+                (SettlementState.PENDING.value, SettlementState.SUBMITTED.value)
+            ),
+            TradingFill.market_id.in_(traded),
+        )
+    )
+    proceeds = 0
+    for market_id, maker, taker, taker_side, amount_base, quote_amount, seller_fee in fills:
+        buyer, seller = (taker, maker) if taker_side == "buy" else (maker, taker)
+        base, quote = markets[market_id]
+        if token == base and buyer == account:
+            proceeds += amount_base
+        if token == quote and seller == account:
+            proceeds += quote_amount - seller_fee
+    return proceeds
 
 
 async def next_withdrawal_nonce(session: AsyncSession, account: str) -> int:

@@ -66,6 +66,7 @@ from exchange.trading.intents import (
     Placed,
     PlaceIntent,
 )
+from exchange.trading.ledger import Balance
 from exchange.trading.market_data import TickerCache
 from exchange.trading.markets import MarketSpec, market_from_chain
 from exchange.trading.models import (
@@ -78,6 +79,7 @@ from exchange.trading.models import (
 )
 from exchange.trading.principals import PrincipalCache
 from exchange.trading.problems import FieldRefused
+from exchange.trading.repository import LedgerRefused
 from exchange.trading.signing import OrderDigester, assert_native_backend
 from exchange.trading.writer import MarketWriter
 
@@ -427,6 +429,7 @@ class TradingService:
             raise FieldRefused("amount must be a positive uint256", location=("body", "amount"))
         if self.withdrawal_gate is not None:
             self.withdrawal_gate(account)
+        await self._refuse_unsettled_proceeds(session, account, token, amount)
         market = next(iter(self.markets.values())).spec
         nonce = await repository.next_withdrawal_nonce(session, account)
         expiry = int(time.time()) + self.settings.trading_withdrawal_ttl_s
@@ -453,6 +456,31 @@ class TradingService:
         )
         log.info("withdrawal.authorised", account=account, token=token, amount=amount, nonce=nonce)
         return withdrawal
+
+    async def _refuse_unsettled_proceeds(
+        self, session: AsyncSession, account: str, token: str, amount: int
+    ) -> None:
+        """Refuse a withdrawal that needs proceeds of fills the Vault has not settled yet.
+
+        The Vault does not hold them for the account until their fills settle; a fill that
+        fails is voided, taking them back, which a reservation made meanwhile would refuse.
+        """
+        markets = {
+            market_id: (m.spec.base_token, m.spec.quote_token) for market_id, m in self.markets.items()
+        }
+        unsettled = await repository.unsettled_proceeds(session, account, token, markets)
+        if not unsettled:
+            return
+        balance = (await repository.load_balances(session, [(account, token)])).get(
+            (account, token), Balance()
+        )
+        withdrawable = max(balance.available - unsettled, 0)
+        if amount > withdrawable:
+            raise LedgerRefused(
+                f"of the {balance.available} available, {unsettled} are proceeds of fills not yet settled "
+                f"on chain: at most {withdrawable} can be withdrawn until they settle",
+                extra={"available": str(balance.available), "unsettled": str(unsettled)},
+            )
 
     async def _operator_signature(self, market: MarketSpec, authorisation: WithdrawalAuthorisation) -> bytes:
         """The operator's signature: by its key (configured, or the embedded EVM's), else by the node."""

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import httpx
+from sqlalchemy import select
+
 from exchange.trading import eip712
+from exchange.trading.models import TradingFill
 from exchange.trading.withdrawal_expiry import release_expired_withdrawals
 from tests.chain.nodes import advance_time
 from tests.support.auth import embedded_account
-from tests.trading_service.desk import DOLLAR, Desk
+from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
 
 
 async def test_withdrawal_is_co_signed_reserved_and_accepted_by_the_vault(desk: Desk) -> None:
@@ -61,6 +65,45 @@ async def test_withdrawal_beyond_the_available_balance_is_refused_without_a_sign
     listed = await desk.client.get("/v1/account/withdrawals", headers=trader.headers)
     assert listed.json() == []
     assert (await desk.balances(trader))[market["quote"]]["reserved"] == 0
+
+
+async def test_proceeds_of_unsettled_fills_are_not_withdrawn_before_they_settle(desk: Desk) -> None:
+    """The Vault holds a fill's proceeds for the account only once the fill settles; a fill that
+    fails is voided, taking them back, which a withdrawal reserving them would refuse."""
+    market = desk.market
+    alice, bob = await desk.member(0x65), await desk.member(0x66)
+    await desk.deposit(alice, market["base"], 2 * WHOLE)
+    await desk.deposit(bob, market["base"], WHOLE)
+    await desk.deposit(bob, market["quote"], 100 * DOLLAR)
+    assert (await desk.place(alice, "sell", price(5), WHOLE)).status_code == 201
+    bought = await desk.place(bob, "buy", price(5), WHOLE, time_in_force="IOC")
+    assert bought.status_code == 201, bought.text
+    assert (await desk.balances(bob))[market["base"]]["available"] == 2 * WHOLE  # one of them unsettled
+
+    async def withdraw(trader: Trader, token: str, amount: int) -> httpx.Response:
+        return await desk.client.post(
+            "/v1/account/withdrawals", json={"token": token, "amount": str(amount)}, headers=trader.headers
+        )
+
+    refused = await withdraw(bob, market["base"], 2 * WHOLE)
+    assert refused.status_code == 409, refused.text
+    assert "not yet settled" in refused.json()["detail"]
+    assert refused.json()["unsettled"] == str(WHOLE)
+    assert (await withdraw(alice, market["quote"], DOLLAR)).status_code == 409  # her proceeds, too
+    assert (await desk.balances(bob))[market["base"]]["reserved"] == 0
+    assert (await withdraw(bob, market["base"], WHOLE)).status_code == 201  # what was his before
+
+    # Nothing of this is in the Vault: the settler fails the fill and voids it, which bob's
+    # withdrawal of his own base leaves room for.
+    await desk.app.state.settlement.settler.drain(poll_s=0.01, timeout_s=60)
+    assert await _fill_states(desk) == ["failed"]
+    assert (await desk.balances(bob))[market["base"]] == {"total": WHOLE, "available": 0, "reserved": WHOLE}
+    assert (await desk.balances(alice))[market["base"]]["total"] == 2 * WHOLE
+
+
+async def _fill_states(desk: Desk) -> list[str]:
+    async with desk.trading.sessionmaker() as session:
+        return list(await session.scalars(select(TradingFill.settlement_state).order_by(TradingFill.id)))
 
 
 async def test_an_authorisation_past_its_expiry_gives_its_reservation_back(desk: Desk) -> None:
