@@ -60,7 +60,8 @@ contract LicenseGate is AccessControl, ReentrancyGuard {
     error GateFeeLicenceForNonMembersOnly(address account, IPoolRegistry.Status status);
     /// @notice The foundation offers no fee licence now.
     error GateFeeLicenceUnavailable();
-    /// @notice Only licences of expelled members can be revoked.
+    /// @notice Only licences of expelled members, and free licences of members no longer
+    /// non-profit, can be revoked.
     error GateNotExpelled(address account, IPoolRegistry.Status status);
 
     /// @notice A member locked `lockedBpc` (threshold `threshold`) and received BPR.
@@ -175,11 +176,16 @@ contract LicenseGate is AccessControl, ReentrancyGuard {
         emit FeeLicenceRenewed(msg.sender, price, expiresAt);
     }
 
-    /// @notice Revoke the licence of an expelled member, returning its locked BPC to it.
-    /// @param holder The expelled member.
+    /// @notice Revoke the licence of an expelled member, returning its locked BPC to it; or the
+    /// free licence of a member no longer in the non-profit tier, which must lock BPC to hold one.
+    /// @param holder The expelled member, or the re-tiered former non-profit.
     function revoke(address holder) external onlyRole(REVOKER_ROLE) nonReentrant {
-        IPoolRegistry.Status status = registry.memberOf(holder).status;
-        if (status != IPoolRegistry.Status.Expelled) revert GateNotExpelled(holder, status);
+        IPoolRegistry.Member memory member = registry.memberOf(holder);
+        if (member.status != IPoolRegistry.Status.Expelled) {
+            bool freeAbovePaidTier = member.tier != IPoolRegistry.Tier.NonProfit
+                && bpr.licenceOf(holder).kind == IBPR.LicenceKind.NonProfit;
+            if (!freeAbovePaidTier) revert GateNotExpelled(holder, member.status);
+        }
         if (bpr.balanceOf(holder) == 0) revert GateNotLicensed(holder);
         IBPR.Licence memory licence = bpr.end(holder);
         if (licence.lockedBpc != 0) bpc.safeTransfer(holder, licence.lockedBpc);

@@ -316,6 +316,29 @@ describe("LicenseGate: threshold licences", function () {
       }
     });
 
+    it("ends the free licence of a non-profit member moved to a paid tier, which then locks BPC for one", async function () {
+      await this.gate.connect(this.nonProfit).acquire(0n);
+      await this.registry.connect(this.registrar).setTier(this.nonProfit.address, Tier.Large);
+      const tx = this.asRevoker.revoke(this.nonProfit.address);
+      await expect(tx).to.emit(this.gate, "LicenceRevoked").withArgs(this.nonProfit.address, 0n);
+      await expect(tx).to.not.emit(this.bpc, "Transfer");
+      expect(await this.bpr.isLicensed(this.nonProfit.address)).to.equal(false);
+      await expect(this.gate.connect(this.nonProfit).acquire(0n))
+        .to.be.revertedWithCustomError(this.gate, "GateBelowThreshold")
+        .withArgs(this.nonProfit.address, 0n, THRESHOLDS[Tier.Large]);
+    });
+
+    it("reverts GateNotExpelled for a free licence still in the non-profit tier, and a locked one re-tiered", async function () {
+      await this.gate.connect(this.nonProfit).acquire(0n);
+      await this.gate.connect(this.small).acquire(THRESHOLDS[Tier.Small]);
+      await this.registry.connect(this.registrar).setTier(this.small.address, Tier.Large);
+      for (const account of [this.nonProfit, this.small]) {
+        await expect(this.asRevoker.revoke(account.address))
+          .to.be.revertedWithCustomError(this.gate, "GateNotExpelled")
+          .withArgs(account.address, Status.Active);
+      }
+    });
+
     it("reverts GateNotLicensed for an expelled member without licence", async function () {
       await this.registry.connect(this.registrar).expel(this.small.address);
       await expect(this.asRevoker.revoke(this.small.address))

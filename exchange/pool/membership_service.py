@@ -34,8 +34,8 @@ from hexbytes import HexBytes
 from sqlalchemy.ext.asyncio import AsyncSession
 from web3.types import TxReceipt
 
+from exchange.chain.pool import LicenceKind, MemberStatus, PoolChain
 from exchange.chain.pool import Member as ChainMember
-from exchange.chain.pool import MemberStatus, PoolChain
 from exchange.kit.errors import Conflict, NotFound, ValidationFailed
 from exchange.kit.logging import get_logger
 from exchange.pool import repository
@@ -400,6 +400,13 @@ async def change_tier(
             return None
         return [lambda pool: pool.set_tier(address, chain_tier)]
 
+    def revoke_free_licence(pool: PoolChain) -> list[Callable[[PoolChain], TxReceipt]]:
+        # A member leaving the non-profit tier must lock BPC for a licence: its free one ends
+        # (LicenseGate.revoke), also on a retry after the re-tier went out but not the revocation.
+        if tier is MemberTier.NON_PROFIT or pool.licence(address).kind is not LicenceKind.NON_PROFIT:
+            return []
+        return [lambda pool: pool.revoke(address)]
+
     if tier is MemberTier.NON_PROFIT:
         application = await repository.approved_application(session, address)
         if application is None or not application.non_profit:
@@ -413,6 +420,7 @@ async def change_tier(
         reason=reason,
         at=at,
         plan=plan,
+        extra_steps=revoke_free_licence,
     )
 
 

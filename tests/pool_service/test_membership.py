@@ -147,6 +147,44 @@ async def test_expulsion_revokes_the_licence(foundation: Foundation) -> None:
     assert entry["tx_hashes"] == reply.json()["tx_hashes"]
 
 
+async def test_leaving_the_non_profit_tier_ends_the_free_licence(foundation: Foundation) -> None:
+    """Non-profits are licensed free; a member re-tiered to a paid tier must lock BPC for its licence."""
+    member = embedded_account(4)
+    await admit(foundation, member, tier="non_profit", non_profit=True, enterprise_size="medium")
+    pool = foundation.chain.pool
+    pool.acquire(0, sender=member.address)
+    path = f"/v1/admin/members/{member.address}/tier"
+
+    reply = await foundation.client.post(
+        path, json={"tier": "medium", "reason": "grew"}, headers=foundation.registrar
+    )
+    assert reply.status_code == 200, reply.text
+    assert len(reply.json()["tx_hashes"]) == 2  # setTier, then revoke
+    assert not pool.is_licensed(member.address)
+    assert pool.bpr_balance(member.address) == 0
+    [entry] = await _audit(foundation, action="member.set_tier")
+    assert entry["tx_hashes"] == reply.json()["tx_hashes"]
+    await assert_register_agrees(foundation, member.address)
+
+
+async def test_a_re_tier_whose_revocation_was_lost_is_finished_by_its_retry(foundation: Foundation) -> None:
+    member = embedded_account(5)
+    await admit(foundation, member, tier="non_profit", non_profit=True, enterprise_size="medium")
+    pool = foundation.chain.pool
+    pool.acquire(0, sender=member.address)
+    moved = pool.set_tier(member.address, Tier.SMALL)  # mined; the request failed before revoking
+    retried = await foundation.client.post(
+        f"/v1/admin/members/{member.address}/tier",
+        json={"tier": "small", "reason": "grew"},
+        headers=foundation.registrar,
+    )
+    assert retried.status_code == 200, retried.text
+    assert len(retried.json()["tx_hashes"]) == 1  # the revocation only
+    assert not pool.is_licensed(member.address)
+    [entry] = await _audit(foundation, action="member.set_tier")
+    assert entry["tx_hashes"] == ["0x" + bytes(moved["transactionHash"]).hex(), *retried.json()["tx_hashes"]]
+
+
 async def _admitted_before_its_approval_was_recorded(
     foundation: Foundation, account: LocalAccount
 ) -> tuple[str, TxReceipt]:
