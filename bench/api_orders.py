@@ -264,6 +264,7 @@ async def main() -> None:
                 trading_rate_account_burst=1_000_000,
                 trading_rate_ip_per_s=1_000_000,
                 trading_rate_ip_burst=1_000_000,
+                trading_ws_connections_per_ip=1_000_000,  # every subscriber connects from this one address
                 auth_rate_ip_per_s=1_000_000,  # every trader signs in from this one address
                 auth_rate_ip_burst=1_000_000,
                 trading_membership_poll_s=0,

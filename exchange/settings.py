@@ -365,6 +365,13 @@ class Settings(BaseSettings):
         le=3600,
         description="How often a signed-in WebSocket checks that its session still holds.",
     )
+    trading_ws_connections_per_ip: int = Field(
+        default=100,
+        ge=1,
+        le=1_000_000,
+        description="WebSocket connections one client IP may hold open at once; a handshake beyond "
+        "them is refused (429) until one closes. Every book subscriber is sent every diff.",
+    )
     trading_rate_account_per_s: float = Field(default=50.0, gt=0, description="Private requests per account.")
     trading_rate_account_burst: int = Field(default=100, ge=1)
     trading_rate_ip_per_s: float = Field(default=200.0, gt=0, description="Trading requests per client IP.")

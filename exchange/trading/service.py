@@ -47,7 +47,7 @@ from web3 import EthereumTesterProvider, Web3
 
 from exchange.chain.runtime import ChainRuntime
 from exchange.db.engine import create_db_engine, create_sessionmaker
-from exchange.kit.errors import ChainUnavailable, DomainError, Forbidden, NotFound
+from exchange.kit.errors import ChainUnavailable, DomainError, Forbidden, NotFound, RateLimited
 from exchange.kit.logging import get_logger
 from exchange.kit.ratelimit import RateLimiter
 from exchange.pool.indexer import fetch_events
@@ -228,6 +228,7 @@ class TradingService:
             settings.trading_rate_account_per_s, settings.trading_rate_account_burst
         )
         self.ip_limits = RateLimiter(settings.trading_rate_ip_per_s, settings.trading_rate_ip_burst)
+        self.ws_connections: dict[str, int] = {}  # open WebSocket connections by client IP
         self.idempotency = IdempotencyStore(
             sessionmaker, retention_s=settings.trading_idempotency_retention_s
         )
@@ -250,6 +251,26 @@ class TradingService:
     def charge_ip(self, host: str, tokens: int = 1) -> None:
         """Take ``tokens`` from the client IP's bucket (HTTP routes and WebSocket frames alike)."""
         self.ip_limits.check(f"ip:{host}", f"client {host}", tokens)
+
+    def open_ws_connection(self, host: str) -> None:
+        """Count a WebSocket connection of ``host``; ``RateLimited`` when it holds as many as allowed."""
+        open_now = self.ws_connections.get(host, 0)
+        limit = self.settings.trading_ws_connections_per_ip
+        if open_now >= limit:
+            raise RateLimited(
+                f"client {host} has {open_now} WebSocket connections open, the most allowed: "
+                "close one first (one connection carries every subscription)",
+                retry_after_seconds=1,
+                extra={"limit": limit},
+            )
+        self.ws_connections[host] = open_now + 1
+
+    def close_ws_connection(self, host: str) -> None:
+        left = self.ws_connections.get(host, 0) - 1
+        if left > 0:
+            self.ws_connections[host] = left
+        else:
+            self.ws_connections.pop(host, None)
 
     def refund_ip(self, host: str, tokens: int) -> None:
         """Give back ``tokens`` just taken from the IP's bucket for work another bucket refused."""

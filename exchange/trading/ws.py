@@ -396,13 +396,21 @@ async def _deny(websocket: WebSocket, error: RateLimited) -> None:
 @router.websocket("/v1/ws")
 async def stream(websocket: WebSocket) -> None:
     service: TradingService = websocket.app.state.trading
-    settings = service.settings
     host = client_host(websocket)
     try:
         service.charge_ip(host)
+        service.open_ws_connection(host)
     except RateLimited as error:
         await _deny(websocket, error)
         return
+    try:
+        await _serve(websocket, service, host)
+    finally:
+        service.close_ws_connection(host)
+
+
+async def _serve(websocket: WebSocket, service: TradingService, host: str) -> None:
+    settings = service.settings
     await websocket.accept()
     connection = Connection(
         websocket, service, settings.trading_ws_outbox_limit, settings.trading_ws_outbox_max_bytes, host

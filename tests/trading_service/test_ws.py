@@ -585,6 +585,26 @@ async def test_a_signed_in_connection_also_spends_its_accounts_tokens(
             assert (await Stream(raw).request(op="ping"))["type"] == "pong"
 
 
+async def test_a_client_ip_holds_at_most_its_connections_open(
+    database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    """Every book subscriber is sent every diff: one address cannot open connections without end."""
+    settings = _strict_settings(database_url, trading_ws_connections_per_ip=2, trading_rate_ip_burst=50)
+    async for _desk, url in _started(settings, chain_runtime):
+        async with connect(url) as first, connect(url):
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(url):
+                    pass
+            response = refused.value.response
+            assert response.status_code == 429
+            problem = orjson.loads(response.body)
+            assert (problem["type"].rsplit("/", 1)[-1], problem["limit"]) == ("rate-limited", 2)
+            assert "2 WebSocket connections open" in problem["detail"]
+            await first.close()
+        async with connect(url) as again:  # those closed are counted out
+            assert (await Stream(again).request(op="ping"))["type"] == "pong"
+
+
 async def test_a_handshake_over_the_ip_limit_is_answered_429_with_retry_after(
     database_url: str, chain_runtime: ChainRuntime
 ) -> None:
