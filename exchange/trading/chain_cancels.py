@@ -62,9 +62,16 @@ class CancelledOnChain(Conflict):
     title = "The Vault already refuses this order"
 
 
+class ExitHeld(CancelledOnChain):
+    """Refused while the account's exit keeps it out: a retry after the exit is settled may pass."""
+
+    transient = True
+
+
 class AccountExiting(Conflict):
     type_slug = "account-exiting"
     title = "The account is leaving the Vault"
+    transient = True  # until its exit is settled: an Idempotency-Key does not keep this answer
 
 
 class ChainCancellations:
@@ -88,6 +95,7 @@ class ChainCancellations:
         self.exits_uncredited: dict[int, str] = {}  # Exited events recorded, not yet credited: id → account
         self.exit_holds: dict[str, int] = {}  # account → latest expiry of an authorisation its exit released
         self._sweep_due = False  # events taken in whose orders may still be on a book
+        self._holds_due: set[str] = set()  # accounts whose credited exit's holds are still to be read
 
     def exit_reason(self, account: str) -> str | None:
         """Why ``account`` may neither trade nor withdraw now because of an exit, or None."""
@@ -121,6 +129,9 @@ class ChainCancellations:
 
     def refuse(self, order: CheckedOrder) -> None:
         """Raise ``CancelledOnChain`` when the Vault already refuses ``order``."""
+        held = self.exit_reason(order.account)
+        if held is not None:
+            raise ExitHeld(held)
         reason = self.reason(order.account, order.order_hash, order.nonce)
         if reason is not None:
             raise CancelledOnChain(reason)
@@ -134,7 +145,7 @@ class ChainCancellations:
     async def apply(self) -> int:
         """Take in the events recorded since the last call and cancel what they doom; how many orders."""
         async with self.sessionmaker() as session:
-            credited_exits = await self._exits_now_credited(session)
+            self._holds_due |= await self._exits_now_credited(session)
             events = (
                 await session.scalars(
                     select(ChainEvent)
@@ -149,10 +160,11 @@ class ChainCancellations:
             ).all()
             for event in events:
                 if self._take(event):
-                    credited_exits.add(str(event.args["account"]))
+                    self._holds_due.add(str(event.args["account"]))
                 self.after_id = event.id
                 self._sweep_due = True
-            await self._update_exit_holds(session, credited_exits)
+            await self._update_exit_holds(session, self._holds_due)
+            self._holds_due = set()  # only once read: a failed pass reads them on the next
         if not self._sweep_due:
             return 0
         # From here on the intake refuses such orders; what is already queued reaches the book first.

@@ -64,6 +64,12 @@ class LedgerRefused(Conflict):
     title = "Insufficient balance"
 
 
+class ProceedsUnsettled(LedgerRefused):
+    """The balance needed includes proceeds of fills not yet settled: a retry once they settle may pass."""
+
+    transient = True
+
+
 def _table(model: type[Base]) -> Table:
     """The Core table of a model, for executemany statements."""
     table = model.__table__
@@ -309,9 +315,7 @@ async def unsettled_proceeds(
             TradingFill.seller_fee,
         ).where(
             or_(TradingFill.maker_account == account, TradingFill.taker_account == account),
-            TradingFill.settlement_state.in_(
-                (SettlementState.PENDING.value, SettlementState.SUBMITTED.value)
-            ),
+            TradingFill.settlement_state.in_(_UNSETTLED),
             TradingFill.market_id.in_(traded),
         )
     )

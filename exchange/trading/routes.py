@@ -41,6 +41,7 @@ from exchange.kit.errors import (
 )
 from exchange.kit.ratelimit import client_host
 from exchange.trading import repository
+from exchange.trading.chain_cancels import AccountExiting
 from exchange.trading.idempotency import HEADER, KeyInUse, KeyReused, KeyUnfinished, request_digest
 from exchange.trading.intake import (
     InvalidSignature,
@@ -748,7 +749,8 @@ async def list_my_trades(
     responses=_idempotent_responses(
         status.HTTP_201_CREATED,
         ValidationFailed,
-        LedgerRefused,
+        LedgerRefused,  # ProceedsUnsettled too, of the same type
+        AccountExiting,
         WithdrawalRace,
         ChainUnavailable,
         before=(KeyUnfinished,),

@@ -21,7 +21,9 @@ Errors (all ``DomainError``, rendered once as problem+json)::
                            unknown token of a withdrawal
     Forbidden        403   NotActiveMember, NotOrderMaker
     NotFound         404   unknown market, order not yours or not there
-    Conflict         409   OrderConflict, PostOnlyWouldTake, LedgerRefused (insufficient balance), KeyInUse
+    Conflict         409   OrderConflict, PostOnlyWouldTake, LedgerRefused (insufficient balance;
+                           ProceedsUnsettled), KeyInUse, and from exchange.trading.chain_cancels
+                           CancelledOnChain (ExitHeld) and AccountExiting
     RateLimited      429   per account and per IP, or a market's queue is full
     503                    WriterUnavailable (the market is restarting), ChainUnavailable
 """
@@ -79,7 +81,7 @@ from exchange.trading.models import (
 )
 from exchange.trading.principals import PrincipalCache
 from exchange.trading.problems import FieldRefused
-from exchange.trading.repository import LedgerRefused
+from exchange.trading.repository import ProceedsUnsettled
 from exchange.trading.signing import OrderDigester, assert_native_backend
 from exchange.trading.writer import MarketWriter
 
@@ -485,19 +487,16 @@ class TradingService:
 
         The Vault does not hold them for the account until their fills settle; a fill that
         fails is voided, taking them back, which a reservation made meanwhile would refuse.
+        The balance is locked first: a fill matched meanwhile waits for this transaction, so
+        every fill whose proceeds the balance holds is among those read after it.
         """
-        markets = {
-            market_id: (m.spec.base_token, m.spec.quote_token) for market_id, m in self.markets.items()
-        }
+        balances = await repository.load_balances(session, [(account, token)])
+        balance = balances.get((account, token), Balance())
+        markets = {key: (m.spec.base_token, m.spec.quote_token) for key, m in self.markets.items()}
         unsettled = await repository.unsettled_proceeds(session, account, token, markets)
-        if not unsettled:
-            return
-        balance = (await repository.load_balances(session, [(account, token)])).get(
-            (account, token), Balance()
-        )
         withdrawable = max(balance.available - unsettled, 0)
-        if amount > withdrawable:
-            raise LedgerRefused(
+        if unsettled and amount > withdrawable:
+            raise ProceedsUnsettled(
                 f"of the {balance.available} available, {unsettled} are proceeds of fills not yet settled "
                 f"on chain: at most {withdrawable} can be withdrawn until they settle",
                 extra={"available": str(balance.available), "unsettled": str(unsettled)},

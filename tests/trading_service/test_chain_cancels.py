@@ -303,10 +303,9 @@ async def test_an_authorisation_an_exit_released_holds_the_account_until_its_exp
     refused = await desk.place(carol, "buy", price(5), WHOLE, nonce=1_000_040)
     assert refused.status_code == 409, refused.text
     assert "stays valid in the Vault" in refused.json()["detail"]
+    keyed = {**carol.headers, "Idempotency-Key": "after-the-hold"}
     withdrawal = await desk.client.post(
-        "/v1/account/withdrawals",
-        json={"token": market["quote"], "amount": str(DOLLAR)},
-        headers=carol.headers,
+        "/v1/account/withdrawals", json={"token": market["quote"], "amount": str(DOLLAR)}, headers=keyed
     )
     assert withdrawal.status_code == 409, withdrawal.text
 
@@ -317,4 +316,8 @@ async def test_an_authorisation_an_exit_released_holds_the_account_until_its_exp
     assert still.status_code == 409, still.text  # the hold is judged before a pass credits
     await settlement.indexer.catch_up()  # the next pass finds the credited time past the expiry
     await _place(desk, carol, "buy", 5, nonce=1_000_041)
+    retried = await desk.client.post(  # the refusal was not kept as the key's answer
+        "/v1/account/withdrawals", json={"token": market["quote"], "amount": str(DOLLAR)}, headers=keyed
+    )
+    assert retried.status_code == 201, retried.text
     assert (await settlement.audit()).clean
