@@ -69,6 +69,16 @@ async def purge_expired_sessions(session: AsyncSession, expired_before: datetime
     return len(expired)
 
 
+async def nonce_open(session: AsyncSession, nonce: str, now: datetime) -> bool:
+    """Whether the nonce exists, is unused and unexpired (a read: :func:`consume_nonce` takes it)."""
+    found = await session.scalar(
+        select(AuthNonce.nonce).where(
+            AuthNonce.nonce == nonce, AuthNonce.used_at.is_(None), AuthNonce.expires_at > now
+        )
+    )
+    return found is not None
+
+
 async def consume_nonce(session: AsyncSession, nonce: str, address: str, now: datetime) -> bool:
     """Mark the nonce used if it exists, is unused and unexpired. One atomic UPDATE: no double use."""
     result = await session.execute(

@@ -3,6 +3,8 @@ per-client-IP rate limit (``auth_rate_ip_*`` settings)."""
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter, Depends, Request, Response, status
 
 from exchange.api.dependencies import AppSettings
@@ -12,7 +14,7 @@ from exchange.auth.dependencies import CurrentPrincipal, limit_sign_in
 from exchange.auth.schemas import LoginIn, NonceOut, SessionOut
 from exchange.chain.runtime import ChainRuntime
 from exchange.db.base import utc_now
-from exchange.db.session import DbSession
+from exchange.db.session import DbSession, app_sessionmaker
 from exchange.kit.errors import RateLimited, Unauthorized
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
@@ -61,6 +63,7 @@ async def post_login(
         chain=runtime,
         now=utc_now(),
         session_ttl_s=settings.auth_session_ttl_s,
+        nonce_open=partial(service.nonce_is_open, app_sessionmaker(request.app)),
     )
     return SessionOut(access_token=token, expires_at=expires_at, address=address)
 

@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from eth_account.messages import encode_defunct
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.auth import repository
 from exchange.auth.siwe import SiweError, check_message, parse_message
 from exchange.chain.runtime import ChainRuntime
-from exchange.chain.signatures import is_valid_signature
+from exchange.chain.signatures import is_valid_signature, recover_signer
 from exchange.kit.errors import Unauthorized
 from exchange.kit.logging import get_logger
 
@@ -57,6 +58,9 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+_NONCE_REFUSED = "sign-in refused: the nonce is unknown, expired or already used"
+
+
 async def issue_nonce(session: AsyncSession, now: datetime, ttl_s: int) -> tuple[str, datetime]:
     nonce = new_nonce()
     expires_at = now + timedelta(seconds=ttl_s)
@@ -75,8 +79,13 @@ async def sign_in(
     chain: ChainRuntime,
     now: datetime,
     session_ttl_s: int,
+    nonce_open: Callable[[str, datetime], Awaitable[bool]],
 ) -> tuple[str, datetime, str]:
-    """Verify a signed EIP-4361 message; return (bearer token, expiry, address)."""
+    """Verify a signed EIP-4361 message; return (bearer token, expiry, address).
+
+    ``nonce_open`` says, in a transaction of its own, whether a nonce was issued and is still
+    unused: asked before a contract wallet is (:func:`nonce_is_open`).
+    """
     try:
         message = parse_message(message_text)
         check_message(message, domain=domain, chain_id=chain_id, now=now)
@@ -86,16 +95,19 @@ async def sign_in(
         signature = bytes.fromhex(signature_hex.removeprefix("0x"))
     except ValueError as exc:
         raise Unauthorized("sign-in refused: the signature is not valid hex bytes") from exc
-    # The nonce first: a made-up one costs one UPDATE, not a call into a contract the caller
-    # chose. A refused signature raises, which rolls the request back: the nonce stays unused.
-    if not await repository.consume_nonce(session, message.nonce, message.address, now):
-        raise Unauthorized("sign-in refused: the nonce is unknown, expired or already used")
-    # Through the chain's runner: a signature no key made asks the address for ERC-1271 code,
-    # and the embedded EVM must not be called from a worker thread.
     signed = encode_defunct(text=message_text)
-    valid = await chain.run(lambda: is_valid_signature(chain.w3, message.address, signed, signature))
-    if not valid:
-        raise Unauthorized(f"sign-in refused: the signature is not {message.address}'s")
+    if recover_signer(signed, signature) != message.address:
+        # Only a contract wallet's (ERC-1271) signature can still be valid: asking it calls a
+        # contract the caller chose. Only for a nonce this service issued and nobody used, and
+        # with no transaction of this request open yet (on SQLite one holds the write lock).
+        if not await nonce_open(message.nonce, now):
+            raise Unauthorized(_NONCE_REFUSED)
+        # Through the chain's runner: the embedded EVM must not be called from a worker thread.
+        valid = await chain.run(lambda: is_valid_signature(chain.w3, message.address, signed, signature))
+        if not valid:
+            raise Unauthorized(f"sign-in refused: the signature is not {message.address}'s")
+    if not await repository.consume_nonce(session, message.nonce, message.address, now):
+        raise Unauthorized(_NONCE_REFUSED)
     await repository.purge_expired_sessions(session, now - NONCE_PURGE_GRACE, SESSION_PURGE_BATCH)
     token = secrets.token_urlsafe(32)
     expires_at = now + timedelta(seconds=session_ttl_s)
@@ -112,6 +124,12 @@ async def sign_in(
     )
     log.info("auth.signed_in", address=message.address, session_id=row.id)
     return token, expires_at, message.address
+
+
+async def nonce_is_open(sessionmaker: async_sessionmaker[AsyncSession], nonce: str, now: datetime) -> bool:
+    """Whether ``nonce`` was issued, is unused and unexpired: read in a short transaction of its own."""
+    async with sessionmaker() as session:
+        return await repository.nonce_open(session, nonce, now)
 
 
 async def resolve_token(session: AsyncSession, token: str, now: datetime) -> Principal:

@@ -15,7 +15,8 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web3 import Web3
 
@@ -227,19 +228,38 @@ async def test_a_made_up_nonce_costs_no_chain_call(
     service: httpx.AsyncClient, chain_runtime: ChainRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A contract wallet's signature is asked of its code (ERC-1271): an unknown nonce must be
-    # refused before that, and a refused signature must leave a known nonce usable.
+    # refused before that, and a refused signature must leave a known nonce usable. The nonce is
+    # taken only after the wallet answered: a transaction open across the call would hold
+    # SQLite's write lock (or a PostgreSQL connection) for as long as the chain takes.
     owner, stranger = Account.create(), Account.create()
     wallet = _erc1271_wallet(chain_runtime, owner.address)
     calls: list[str] = []
+    statements: list[str] = []
+
+    def executed(*args: Any) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(Engine, "before_cursor_execute", executed)
     for name in ("get_code", "call"):
         method = getattr(chain_runtime.w3.eth, name)
 
         def recorded(*args: Any, _name: str = name, _method: Any = method, **kwargs: Any) -> Any:
             calls.append(_name)
+            if any(statement.startswith("UPDATE auth_nonces") for statement in statements):
+                calls.append("after the nonce was taken")
             return _method(*args, **kwargs)
 
         monkeypatch.setattr(chain_runtime.w3.eth, name, recorded)
 
+    try:
+        await _made_up_then_signed(service, owner, stranger, wallet, calls)
+    finally:
+        event.remove(Engine, "before_cursor_execute", executed)
+
+
+async def _made_up_then_signed(
+    service: httpx.AsyncClient, owner: LocalAccount, stranger: LocalAccount, wallet: str, calls: list[str]
+) -> None:
     made_up, _ = await signed_login(service, owner, address=wallet, nonce="zzzzzzzzzzzzzzzz")
     _assert_refused(made_up, "nonce is unknown")
     assert calls == []
