@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from fastapi import FastAPI
 from pydantic import ValidationError
@@ -87,20 +90,37 @@ def server_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+_HELD_LOCKS: list[IO[str]] = []  # the embedded database's run lock, held until the process ends
+
+
 def set_aside_embedded_database(settings: Settings) -> Path | None:
     """On the embedded defaults, move the last run's SQLite database aside; where to, or None.
 
     The in-process EVM lives only as long as the process, and every start deploys a new pool
-    on a new chain. What the default database holds from an earlier start (balances, orders,
-    members) describes a chain that is gone, so each such start begins on a new database;
-    the previous one is kept, once, as ``<name>.previous`` beside it. A database that was
-    configured (``DATABASE_URL``) is never touched: on a chain other than its own the
-    service refuses to start (``exchange.chain.lifespan``).
+    on a new chain. What the default database holds from an earlier start on its chain
+    (balances, orders, members: it has a ``chain_anchor``) describes a chain that is gone, so
+    each such start begins on a new database; the previous one is kept, once, as
+    ``<name>.previous`` beside it. A database no service has started on (patents imported by
+    the command line, say) is kept. So is one another process is serving from: this process
+    holds ``<name>.lock`` while it runs, and a second start leaves the database to the first
+    (and is then refused by its anchor). A database that was configured (``DATABASE_URL``)
+    is never touched: on a chain other than its own the service refuses to start
+    (``exchange.chain.lifespan``).
     """
     if not settings.uses_embedded_chain or "database_url" in settings.model_fields_set:
         return None
     database = Path(make_url(settings.database_url).database or "")
-    if not database.name or not database.is_file():
+    if not database.name:
+        return None
+    database.parent.mkdir(parents=True, exist_ok=True)
+    lock = database.with_name(database.name + ".lock").open("a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    _HELD_LOCKS.append(lock)
+    if not database.is_file() or not _anchored(database):
         return None
     previous = database.with_name(database.name + ".previous")
     for suffix in ("", "-wal", "-shm"):  # SQLite's write-ahead log and its index go with it
@@ -109,6 +129,15 @@ def set_aside_embedded_database(settings: Settings) -> Path | None:
         if current.exists():
             current.rename(f"{previous}{suffix}")
     return previous
+
+
+def _anchored(database: Path) -> bool:
+    """Whether a service has started on this SQLite database (it recorded the chain it ran on)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as connection:
+            return connection.execute("SELECT 1 FROM chain_anchor LIMIT 1").fetchone() is not None
+    except sqlite3.Error:  # no such table yet, or not a database this service wrote
+        return False
 
 
 def serve(host: str | None = None, port: int | None = None) -> None:

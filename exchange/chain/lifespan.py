@@ -53,11 +53,10 @@ async def _adopt(app: FastAPI, runtime: ChainRuntime) -> None:
         ):
             raise ChainReplaced(
                 f"this database belongs to chain {anchor.chain_id} with the pool deployed in block "
-                f"{anchor.deploy_block} ({anchor.block_hash}), but the chain found has "
-                f"{'no such block' if anchor.deploy_block != deployment.deploy_block else 'another block'} "
-                f"there: its pool was deployed in block {deployment.deploy_block} ({block_hash}) of chain "
-                f"{deployment.chain_id}. The balances, orders and members stored here describe the "
-                "old chain: start on a new database (DATABASE_URL), or on the chain it belongs to"
+                f"{anchor.deploy_block} ({anchor.block_hash}), but the pool found was deployed in block "
+                f"{deployment.deploy_block} ({block_hash}) of chain {deployment.chain_id}. The balances, "
+                "orders and members stored here describe the other chain: start on a new database "
+                "(DATABASE_URL), or on the chain it belongs to"
             )
         await record_deployment(session, deployment.chain_id, deployment.deploy_block, deployment.to_json())
 

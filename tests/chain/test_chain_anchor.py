@@ -3,11 +3,16 @@ the embedded defaults begin each start on a new database, keeping the previous o
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from exchange import main
 from exchange.api.app import create_app
 from exchange.chain.errors import ChainReplaced
 from exchange.chain.lifespan import chain_startup
@@ -43,6 +48,24 @@ async def test_a_database_refuses_a_chain_that_replaced_its_own(
     assert anchor.block_hash == "0x" + bytes(w3.eth.get_block(deploy_block)["hash"]).hex()
 
 
+def _database(path: Path, *, anchored: bool) -> None:
+    """A SQLite database as a run left it: with the chain it ran on recorded, or without."""
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.execute("CREATE TABLE patents (number TEXT)")
+        if anchored:
+            connection.execute("CREATE TABLE chain_anchor (id INTEGER, block_hash TEXT)")
+            connection.execute("INSERT INTO chain_anchor VALUES (1, '0xab')")
+        connection.commit()
+
+
+@pytest.fixture(autouse=True)
+def _release_run_locks() -> Iterator[None]:
+    """The run lock a test's start took is let go with the test (a process holds it until it ends)."""
+    yield
+    while main._HELD_LOCKS:
+        main._HELD_LOCKS.pop().close()
+
+
 @pytest.fixture
 def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working directory with a database left by an earlier run on the embedded defaults."""
@@ -50,8 +73,9 @@ def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("DATABASE_URL", "CHAIN_RPC_URL"):
         monkeypatch.delenv(name, raising=False)
     (tmp_path / "var").mkdir()
-    for suffix in ("", "-wal", "-shm"):
-        (tmp_path / "var" / f"exchange.sqlite3{suffix}").write_text(f"last run{suffix}")
+    _database(tmp_path / "var" / "exchange.sqlite3", anchored=True)
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / "var" / f"exchange.sqlite3{suffix}").write_bytes(b"")
     (tmp_path / "var" / "exchange.sqlite3.previous").write_text("the run before")
     return tmp_path
 
@@ -61,12 +85,30 @@ def test_the_embedded_defaults_set_the_last_runs_database_aside(project_dir: Pat
     moved = set_aside_embedded_database(Settings())
     assert moved == var / "exchange.sqlite3.previous"
     assert sorted(path.name for path in var.iterdir()) == [
+        "exchange.sqlite3.lock",
         "exchange.sqlite3.previous",
         "exchange.sqlite3.previous-shm",
         "exchange.sqlite3.previous-wal",
     ]
-    assert (var / "exchange.sqlite3.previous").read_text() == "last run"
+    with contextlib.closing(sqlite3.connect(var / "exchange.sqlite3.previous")) as kept:
+        assert kept.execute("SELECT id FROM chain_anchor").fetchall() == [(1,)]
     assert set_aside_embedded_database(Settings()) is None  # nothing left to move
+
+
+def test_a_database_no_service_started_on_is_kept(project_dir: Path) -> None:
+    database = project_dir / "var" / "exchange.sqlite3"
+    database.unlink()
+    _database(database, anchored=False)  # patents imported from the command line, say
+    assert set_aside_embedded_database(Settings()) is None
+    assert database.is_file()
+
+
+def test_a_database_another_process_serves_from_is_kept(project_dir: Path) -> None:
+    database = project_dir / "var" / "exchange.sqlite3"
+    with (project_dir / "var" / "exchange.sqlite3.lock").open("a") as running:
+        fcntl.flock(running, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running service holds it
+        assert set_aside_embedded_database(Settings()) is None
+    assert database.is_file()
 
 
 @pytest.mark.parametrize(
@@ -83,4 +125,4 @@ def test_a_configured_database_or_chain_keeps_the_database(
     for name, value in configured.items():
         monkeypatch.setenv(name, value)
     assert set_aside_embedded_database(Settings()) is None
-    assert (project_dir / "var" / "exchange.sqlite3").read_text() == "last run"
+    assert (project_dir / "var" / "exchange.sqlite3").is_file()
