@@ -10,11 +10,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.api.system_routes import register_health_check
 from exchange.chain.errors import ChainReplaced
 from exchange.chain.runtime import ChainRuntime, start_chain
-from exchange.db.deployments import chain_anchor, record_deployment
+from exchange.db.deployments import chain_anchor, record_deployment, recorded_chain_anchor
+from exchange.db.models import ChainAnchor
 from exchange.kit.logging import get_logger
 from exchange.settings import Settings
 
@@ -37,27 +39,37 @@ def _start_from_settings(settings: Settings) -> ChainRuntime:
     return start_chain(settings.chain_rpc_url, operator_key=key, manifest_path=settings.deployment_manifest)
 
 
-async def _adopt(app: FastAPI, runtime: ChainRuntime) -> None:
-    app.state.chain = runtime
+async def check_chain_anchor(session: AsyncSession, runtime: ChainRuntime, *, record: bool) -> None:
+    """Raise ``ChainReplaced`` unless this database belongs to ``runtime``'s chain.
+
+    ``record``: a database that names no chain yet is given this one (a service's start);
+    otherwise (a command working beside the service) such a database is taken as it is.
+    """
     deployment = runtime.deployment
     w3 = runtime.w3
     block_hash = await runtime.run(
         lambda: "0x" + bytes(w3.eth.get_block(deployment.deploy_block)["hash"]).hex()
     )
+    found = (deployment.chain_id, deployment.deploy_block, block_hash)
+    if record:
+        anchor: ChainAnchor | None = await chain_anchor(session, *found)
+    else:
+        anchor = await recorded_chain_anchor(session)
+    if anchor is not None and (anchor.chain_id, anchor.deploy_block, anchor.block_hash) != found:
+        raise ChainReplaced(
+            f"this database belongs to chain {anchor.chain_id} with the pool deployed in block "
+            f"{anchor.deploy_block} ({anchor.block_hash}), but the pool found was deployed in block "
+            f"{deployment.deploy_block} ({block_hash}) of chain {deployment.chain_id}. The balances, "
+            "orders and members stored here describe the other chain: start on a new database "
+            "(DATABASE_URL), or on the chain it belongs to"
+        )
+
+
+async def _adopt(app: FastAPI, runtime: ChainRuntime) -> None:
+    app.state.chain = runtime
+    deployment = runtime.deployment
     async with app.state.db_sessionmaker() as session, session.begin():
-        anchor = await chain_anchor(session, deployment.chain_id, deployment.deploy_block, block_hash)
-        if (anchor.chain_id, anchor.deploy_block, anchor.block_hash) != (
-            deployment.chain_id,
-            deployment.deploy_block,
-            block_hash,
-        ):
-            raise ChainReplaced(
-                f"this database belongs to chain {anchor.chain_id} with the pool deployed in block "
-                f"{anchor.deploy_block} ({anchor.block_hash}), but the pool found was deployed in block "
-                f"{deployment.deploy_block} ({block_hash}) of chain {deployment.chain_id}. The balances, "
-                "orders and members stored here describe the other chain: start on a new database "
-                "(DATABASE_URL), or on the chain it belongs to"
-            )
+        await check_chain_anchor(session, runtime, record=True)
         await record_deployment(session, deployment.chain_id, deployment.deploy_block, deployment.to_json())
 
     async def chain_reachable() -> None:

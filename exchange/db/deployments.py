@@ -116,6 +116,12 @@ async def chain_anchor(
     return row
 
 
+async def recorded_chain_anchor(session: AsyncSession) -> ChainAnchor | None:
+    """The chain this database belongs to, if a service has started on it."""
+    row: ChainAnchor | None = await session.scalar(select(ChainAnchor))
+    return row
+
+
 async def _by_digest(session: AsyncSession, digest: str) -> ChainDeployment | None:
     result: ChainDeployment | None = await session.scalar(
         select(ChainDeployment).where(ChainDeployment.manifest_sha256 == digest)

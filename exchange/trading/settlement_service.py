@@ -32,7 +32,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from exchange.chain.binding import BoundContract
 from exchange.chain.compiler import compile_contracts
 from exchange.chain.deployment import Deployment, error_decoder
-from exchange.chain.errors import ChainError
+from exchange.chain.errors import ChainError, ChainReplaced
+from exchange.chain.lifespan import check_chain_anchor
 from exchange.chain.pool import PoolChain
 from exchange.chain.provider import make_web3
 from exchange.chain.runtime import ChainRuntime
@@ -205,13 +206,21 @@ def _command_runtime(settings: Settings) -> ChainRuntime:
 
 
 async def _with_database(
-    settings: Settings, action: Callable[[async_sessionmaker[AsyncSession]], Any]
+    settings: Settings, runtime: ChainRuntime, action: Callable[[async_sessionmaker[AsyncSession]], Any]
 ) -> Any:
+    """Run ``action`` on the configured database, once it is known to belong to ``runtime``'s chain."""
     from exchange.db.engine import create_db_engine, create_sessionmaker
 
     engine = create_db_engine(settings)
     try:
-        return await action(create_sessionmaker(engine))
+        sessionmaker = create_sessionmaker(engine)
+        async with sessionmaker() as session:
+            try:
+                await check_chain_anchor(session, runtime, record=False)
+            except ChainReplaced as exc:
+                print(f"refused: {exc}", file=sys.stderr)
+                return 2
+        return await action(sessionmaker)
     finally:
         await engine.dispose()
 
@@ -243,7 +252,7 @@ def settle_command(settings: Settings, *, once: bool, poll_s: float) -> int:
             print(f"settlement blocked: {exc}", file=sys.stderr)
             return 4
 
-    result: int = asyncio.run(_with_database(settings, work))
+    result: int = asyncio.run(_with_database(settings, runtime, work))
     return result
 
 
@@ -262,5 +271,5 @@ def audit_command(settings: Settings) -> int:
             print(line)
         return 0 if report.clean else 1
 
-    result: int = asyncio.run(_with_database(settings, work))
+    result: int = asyncio.run(_with_database(settings, runtime, work))
     return result

@@ -12,6 +12,7 @@ from eth_account.signers.local import LocalAccount
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from exchange.db.models import ChainAnchor
 from exchange.settings import Settings
 from exchange.trading import ledger, repository
 from exchange.trading.ledger import Balance
@@ -151,6 +152,50 @@ async def test_a_deposit_spent_before_its_block_left_is_stranded_and_the_audit_c
     assert result.returncode == 1, result.stderr
     assert member.address in result.stdout
     assert "2 difference(s)" in result.stdout
+
+
+async def test_the_commands_refuse_a_database_of_another_chain(
+    net: VaultNet, sessionmaker: async_sessionmaker[AsyncSession], database_url: str
+) -> None:
+    """A node reset and deployed to again at the same addresses: ``exchange settle`` and ``exchange
+    audit`` refuse the database a service started on the old chain, as the service would."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CHAIN_RPC_URL": net.url,
+        "EXCHANGE_DEV_ACCOUNTS": "true",
+        "EXCHANGE_DEPLOYMENT_MANIFEST": str(net.manifest),
+    }
+
+    async def run(*command: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "exchange.cli", *command],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    # No service has named a chain yet: the database is taken as it is (and the audit finds no
+    # indexer run to compare with).
+    assert "audit impossible: the Vault indexer has not run" in (await run("audit")).stderr
+    deploy_block = net.runtime.deployment.deploy_block
+    async with sessionmaker() as session, session.begin():
+        session.add(
+            ChainAnchor(
+                id=1,
+                chain_id=net.runtime.deployment.chain_id,
+                deploy_block=deploy_block,
+                block_hash="0x" + "ab" * 32,
+            )
+        )
+    for command in (("audit",), ("settle", "--once")):
+        result = await run(*command)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert "refused: this database belongs to chain" in result.stderr
+        assert "0x" + "ab" * 32 in result.stderr
 
 
 async def withdrawal_states(sessionmaker: async_sessionmaker[AsyncSession], account: str) -> list[str]:
