@@ -163,6 +163,11 @@ class Settings(BaseSettings):
         default=None,
         description="The domain Sign-In with Ethereum messages must name (default: host:port).",
     )
+    siwe_allow_http: bool = Field(
+        default=False,
+        description="Take sign-in messages for http:// as well as https:// on a domain that is not "
+        "this machine's (a development server on a private network); a loopback domain always may.",
+    )
     auth_nonce_ttl_s: int = Field(default=300, ge=10, le=3600, description="Lifetime of a sign-in nonce.")
     auth_session_ttl_s: int = Field(
         default=12 * 3600, ge=60, le=30 * 86400, description="Lifetime of a bearer session."

@@ -64,6 +64,7 @@ async def post_login(
         now=utc_now(),
         session_ttl_s=settings.auth_session_ttl_s,
         nonce_open=partial(service.nonce_is_open, app_sessionmaker(request.app)),
+        allow_http=settings.siwe_allow_http,
     )
     return SessionOut(access_token=token, expires_at=expires_at, address=address)
 

@@ -80,6 +80,7 @@ async def sign_in(
     now: datetime,
     session_ttl_s: int,
     nonce_open: Callable[[str, datetime], Awaitable[bool]],
+    allow_http: bool = False,
 ) -> tuple[str, datetime, str]:
     """Verify a signed EIP-4361 message; return (bearer token, expiry, address).
 
@@ -88,7 +89,7 @@ async def sign_in(
     """
     try:
         message = parse_message(message_text)
-        check_message(message, domain=domain, chain_id=chain_id, now=now)
+        check_message(message, domain=domain, chain_id=chain_id, now=now, allow_http=allow_http)
     except SiweError as exc:
         raise Unauthorized(f"sign-in refused: {exc}") from exc
     try:

@@ -215,25 +215,38 @@ def _is_loopback(domain: str) -> bool:
         return False
 
 
+_DEFAULT_PORTS = {"https": ":443", "http": ":80"}
+
+
+def _authority(netloc: str, scheme: str) -> str:
+    """``netloc`` compared case-insensitively, the scheme's default port written or not."""
+    netloc = netloc.lower()
+    return netloc.removesuffix(_DEFAULT_PORTS.get(scheme, ""))
+
+
 def _check_uri(uri: str, *, domain: str, schemes: frozenset[str]) -> None:
     try:
         parts = urlsplit(uri)
     except ValueError as exc:  # an unbalanced IPv6 bracket
         raise SiweError(f"URI {uri!r} is not a URI of this service") from exc
-    if parts.scheme.lower() not in schemes:
+    scheme = parts.scheme.lower()
+    if scheme not in schemes:
         raise SiweError(f"URI {uri!r} must use {' or '.join(sorted(schemes))}")
     # The authority, user info included: `https://exchange.example@attacker.example/` is not ours.
-    # Hosts are case-insensitive, so is the comparison.
-    if parts.netloc.lower() != domain.lower():
+    # Hosts are case-insensitive, so is the comparison; `https://exchange.example:443/` is ours.
+    if _authority(parts.netloc, scheme) != _authority(domain, scheme):
         raise SiweError(f"URI {uri!r} is not on this service's domain {domain!r}")
 
 
-def check_message(message: SiweMessage, *, domain: str, chain_id: int, now: datetime) -> None:
+def check_message(
+    message: SiweMessage, *, domain: str, chain_id: int, now: datetime, allow_http: bool = False
+) -> None:
     """Raise ``SiweError`` unless the message is for this service (domain, scheme, URI) and chain,
-    and valid at `now`."""
+    and valid at `now`. ``http`` is taken on a loopback domain, or anywhere with ``allow_http``
+    (a development server on a private network)."""
     if message.domain != domain:
         raise SiweError(f"message is for domain {message.domain!r}, this service is {domain!r}")
-    schemes = frozenset({"https", "http"} if _is_loopback(domain) else {"https"})
+    schemes = frozenset({"https", "http"} if allow_http or _is_loopback(domain) else {"https"})
     if message.scheme is not None and message.scheme.lower() not in schemes:
         raise SiweError(
             f"message is for scheme {message.scheme!r}, this service takes {' or '.join(sorted(schemes))}"

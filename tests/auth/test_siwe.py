@@ -178,6 +178,34 @@ def test_a_uri_off_the_sign_in_domain_is_refused(uri: str) -> None:
         _check(message(uri=uri))
 
 
+def test_a_uri_may_write_its_schemes_default_port() -> None:
+    _check(message(uri="https://exchange.example:443/login"))
+    check_message(
+        message(domain="exchange.example:443", uri="https://exchange.example/"),
+        domain="exchange.example:443",
+        chain_id=31337,
+        now=NOW,
+    )
+    with pytest.raises(SiweError, match="URI"):  # http's default port is not https's
+        _check(message(uri="https://exchange.example:80/"))
+
+
+def test_http_is_taken_off_loopback_only_when_allowed() -> None:
+    domain = "192.168.1.20:8000"  # a development server on a private network
+    lan = message(scheme="http", domain=domain, uri=f"http://{domain}/")
+    with pytest.raises(SiweError, match="scheme 'http', this service takes https"):
+        check_message(lan, domain=domain, chain_id=31337, now=NOW)
+    check_message(lan, domain=domain, chain_id=31337, now=NOW, allow_http=True)
+    with pytest.raises(SiweError, match="must use http or https"):
+        check_message(
+            message(domain=domain, uri=f"ftp://{domain}/"),
+            domain=domain,
+            chain_id=31337,
+            now=NOW,
+            allow_http=True,
+        )
+
+
 @pytest.mark.parametrize("uri", ["http://exchange.example/login", "ftp://exchange.example/"])
 def test_a_uri_on_the_domain_by_another_scheme_is_refused(uri: str) -> None:
     _check(message(uri="https://EXCHANGE.example/login"))  # hosts are case-insensitive
