@@ -1,14 +1,14 @@
 """Sign-in use cases: issue a nonce, exchange a signed message for a session, resolve a token.
 
 Rules: a nonce is random, single use and short-lived; the message must name this
-service (domain, scheme and URI, see ``siwe``) and chain; the nonce is taken before
-the signature is checked, which may call the chain; the signature must come from
-the message's address (EOA, or ERC-1271 contract wallet); only the token's SHA-256
-is stored. Issuing a nonce deletes a bounded batch of unused ones expired for longer
-than a grace period, so the table holds about a TTL's worth of unused nonces (the
-routes limit how fast one client IP asks for them); signing in likewise deletes a
-batch of expired sessions with their nonces, so sessions and used nonces stay about
-a session TTL's worth.
+service (domain, scheme and URI, see ``siwe``) and chain; the signature must come
+from the message's address (EOA, or ERC-1271 contract wallet, which is asked only
+for a nonce that was issued and is unused, and with no transaction open); the nonce
+is taken once the signature holds; only the token's SHA-256 is stored. Issuing a
+nonce deletes a bounded batch of unused ones expired for longer than a grace period,
+so the table holds about a TTL's worth of unused nonces (the routes limit how fast
+one client IP asks for them); signing in likewise deletes a batch of expired sessions
+with their nonces, so sessions and used nonces stay about a session TTL's worth.
 """
 
 from __future__ import annotations

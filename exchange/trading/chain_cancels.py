@@ -117,9 +117,10 @@ class ChainCancellations:
 
     def reason(self, account: str, order_hash: str, nonce: int) -> str | None:
         """Why the Vault would refuse an order with these fields, or None."""
-        exit_reason = self.exit_reason(account)
-        if exit_reason is not None:
-            return exit_reason
+        return self.exit_reason(account) or self._cancelled(account, order_hash, nonce)
+
+    def _cancelled(self, account: str, order_hash: str, nonce: int) -> str | None:
+        """Why the order was cancelled in the Vault (by its hash or its nonce), or None."""
         if order_hash.lower() in self.cancelled_hashes:
             return f"order {order_hash} was cancelled in the Vault"
         floor = self.min_nonces.get(account, 0)
@@ -128,13 +129,14 @@ class ChainCancellations:
         return None
 
     def refuse(self, order: CheckedOrder) -> None:
-        """Raise ``CancelledOnChain`` when the Vault already refuses ``order``."""
+        """Raise ``CancelledOnChain`` when the Vault already refuses ``order`` (``ExitHeld`` while
+        the account's exit keeps it out, a refusal a later retry may get past)."""
         held = self.exit_reason(order.account)
         if held is not None:
             raise ExitHeld(held)
-        reason = self.reason(order.account, order.order_hash, order.nonce)
-        if reason is not None:
-            raise CancelledOnChain(reason)
+        cancelled = self._cancelled(order.account, order.order_hash, order.nonce)
+        if cancelled is not None:
+            raise CancelledOnChain(cancelled)
 
     def refuse_withdrawal(self, account: str) -> None:
         """Raise ``AccountExiting`` while an exit of ``account`` keeps it from withdrawing."""
