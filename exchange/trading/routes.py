@@ -122,14 +122,9 @@ def _charge_batch(request: Request, service: TradingService, principal: Principa
     When the account's refuse, the IP's are given back: a refused batch costs its IP one token,
     as any refused request does, not one per order, which other accounts behind it would lack.
     """
-    host = client_host(request)
-    if count > 1:
-        service.charge_ip(host, count - 1)
-    try:
-        service.charge_account(principal.address, count)
-    except RateLimited:
-        service.refund_ip(host, count - 1)
-        raise
+    service.charge_ip_and_account(
+        client_host(request), principal.address, ip_tokens=count - 1, account_tokens=count
+    )
 
 
 def _token(credentials: HTTPAuthorizationCredentials | None) -> str:

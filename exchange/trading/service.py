@@ -278,6 +278,19 @@ class TradingService:
         """Give back ``tokens`` just taken from the IP's bucket for work another bucket refused."""
         self.ip_limits.refund(f"ip:{host}", tokens)
 
+    def charge_ip_and_account(self, host: str, address: str, *, ip_tokens: int, account_tokens: int) -> None:
+        """Take ``ip_tokens`` from the IP's bucket, then ``account_tokens`` from the account's; when
+        the account's refuses, the IP's are given back (other clients behind the IP pay for no
+        work that was not done)."""
+        if ip_tokens:
+            self.charge_ip(host, ip_tokens)
+        try:
+            self.charge_account(address, account_tokens)
+        except RateLimited:
+            if ip_tokens:
+                self.refund_ip(host, ip_tokens)
+            raise
+
     def charge_account(self, address: str, tokens: int = 1) -> None:
         """Take ``tokens`` from the signed-in account's bucket."""
         self.account_limits.check(f"account:{address}", address, tokens)

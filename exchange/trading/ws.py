@@ -273,13 +273,12 @@ class Connection:
         """Take one token from the IP's bucket and, once signed in, one from the account's; a frame
         the account's bucket refuses gives the IP's token back (other clients behind it pay for
         no work that was not done)."""
-        self.service.charge_ip(self.host)
-        if self.principal is not None:
-            try:
-                self.service.charge_account(self.principal.address)
-            except RateLimited:
-                self.service.refund_ip(self.host, 1)
-                raise
+        if self.principal is None:
+            self.service.charge_ip(self.host)
+        else:
+            self.service.charge_ip_and_account(
+                self.host, self.principal.address, ip_tokens=1, account_tokens=1
+            )
 
     async def _operate(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
