@@ -146,6 +146,15 @@ class Desk:
         body = self.order_body(trader, side, price_quote, amount_base, **options)
         return await self.client.post("/v1/orders", json=body, headers=trader.headers)
 
+    async def withdraw(
+        self, trader: Trader, token: str, amount: int, *, key: str | None = None
+    ) -> httpx.Response:
+        """``trader`` asks for a withdrawal authorisation (with ``key`` as its Idempotency-Key)."""
+        headers = trader.headers if key is None else {**trader.headers, "Idempotency-Key": key}
+        return await self.client.post(
+            "/v1/account/withdrawals", json={"token": token, "amount": str(amount)}, headers=headers
+        )
+
     async def fail_fills(self, fill_ids: list[int], *, settler_here: bool) -> None:
         """Fail fills for good, as the settler does when the Vault refuses them.
 

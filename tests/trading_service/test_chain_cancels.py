@@ -259,11 +259,7 @@ async def test_an_exit_called_off_after_its_payout_keeps_the_account_out_until_t
     refused = await desk.place(carol, "buy", price(5), WHOLE, nonce=1_000_032)
     assert refused.status_code == 409, refused.text
     assert "not yet debited" in refused.json()["detail"]
-    withdrawal = await desk.client.post(
-        "/v1/account/withdrawals",
-        json={"token": market["quote"], "amount": str(DOLLAR)},
-        headers=carol.headers,
-    )
+    withdrawal = await desk.withdraw(carol, market["quote"], DOLLAR)
     assert withdrawal.status_code == 409, withdrawal.text
     assert withdrawal.json()["type"].endswith("/account-exiting")
 
@@ -286,11 +282,7 @@ async def test_an_authorisation_an_exit_released_holds_the_account_until_its_exp
     carol = await desk.member(embedded_account(4))
     desk.deposit_quote_in_vault(carol, 100 * DOLLAR)
     await settlement.indexer.catch_up()
-    reply = await desk.client.post(
-        "/v1/account/withdrawals",
-        json={"token": market["quote"], "amount": str(10 * DOLLAR)},
-        headers=carol.headers,
-    )
+    reply = await desk.withdraw(carol, market["quote"], 10 * DOLLAR)
     assert reply.status_code == 201, reply.text
     expiry = reply.json()["expiry"]
     pool.vault.transact("setExitDelay", 0)
@@ -305,10 +297,7 @@ async def test_an_authorisation_an_exit_released_holds_the_account_until_its_exp
     refused = await desk.place(carol, "buy", price(5), WHOLE, nonce=1_000_040)
     assert refused.status_code == 409, refused.text
     assert "stays valid in the Vault" in refused.json()["detail"]
-    keyed = {**carol.headers, "Idempotency-Key": "after-the-hold"}
-    withdrawal = await desk.client.post(
-        "/v1/account/withdrawals", json={"token": market["quote"], "amount": str(DOLLAR)}, headers=keyed
-    )
+    withdrawal = await desk.withdraw(carol, market["quote"], DOLLAR, key="after-the-hold")
     assert withdrawal.status_code == 409, withdrawal.text
 
     advance_time(w3, expiry - int(w3.eth.get_block("latest")["timestamp"]) + 1)
@@ -318,8 +307,7 @@ async def test_an_authorisation_an_exit_released_holds_the_account_until_its_exp
     assert still.status_code == 409, still.text  # the hold is judged before a pass credits
     await settlement.indexer.catch_up()  # the next pass finds the credited time past the expiry
     await _place(desk, carol, "buy", 5, nonce=1_000_041)
-    retried = await desk.client.post(  # the refusal was not kept as the key's answer
-        "/v1/account/withdrawals", json={"token": market["quote"], "amount": str(DOLLAR)}, headers=keyed
-    )
+    # The refusal was not kept as the key's answer.
+    retried = await desk.withdraw(carol, market["quote"], DOLLAR, key="after-the-hold")
     assert retried.status_code == 201, retried.text
     assert (await settlement.audit()).clean

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
 from sqlalchemy import select
 
 from exchange.trading import eip712
@@ -10,7 +9,7 @@ from exchange.trading.models import TradingFill
 from exchange.trading.withdrawal_expiry import release_expired_withdrawals
 from tests.chain.nodes import advance_time
 from tests.support.auth import embedded_account
-from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
+from tests.trading_service.desk import DOLLAR, WHOLE, Desk, price
 
 
 async def test_withdrawal_is_co_signed_reserved_and_accepted_by_the_vault(desk: Desk) -> None:
@@ -80,18 +79,13 @@ async def test_proceeds_of_unsettled_fills_are_not_withdrawn_before_they_settle(
     assert bought.status_code == 201, bought.text
     assert (await desk.balances(bob))[market["base"]]["available"] == 2 * WHOLE  # one of them unsettled
 
-    async def withdraw(trader: Trader, token: str, amount: int) -> httpx.Response:
-        return await desk.client.post(
-            "/v1/account/withdrawals", json={"token": token, "amount": str(amount)}, headers=trader.headers
-        )
-
-    refused = await withdraw(bob, market["base"], 2 * WHOLE)
+    refused = await desk.withdraw(bob, market["base"], 2 * WHOLE)
     assert refused.status_code == 409, refused.text
     assert "not yet settled" in refused.json()["detail"]
     assert refused.json()["unsettled"] == str(WHOLE)
-    assert (await withdraw(alice, market["quote"], DOLLAR)).status_code == 409  # her proceeds, too
+    assert (await desk.withdraw(alice, market["quote"], DOLLAR)).status_code == 409  # her proceeds, too
     assert (await desk.balances(bob))[market["base"]]["reserved"] == 0
-    assert (await withdraw(bob, market["base"], WHOLE)).status_code == 201  # what was his before
+    assert (await desk.withdraw(bob, market["base"], WHOLE)).status_code == 201  # what was his before
 
     # Nothing of this is in the Vault: the settler fails the fill and voids it, which bob's
     # withdrawal of his own base leaves room for.
