@@ -11,7 +11,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3.types import TxReceipt
 
-from exchange.chain.pool import LicenceKind, MemberStatus, Tier
+from exchange.chain.pool import LicenceKind, MemberStatus, PoolChain, Tier
 from exchange.pool import repository as pool_repository
 from tests.pool_service.conftest import COUNCIL, REGISTRAR, Foundation
 from tests.pool_service.flows import admit, application_body, apply, assert_register_agrees
@@ -126,11 +126,18 @@ async def test_asking_for_the_current_state_changes_nothing(foundation: Foundati
     await assert_register_agrees(foundation, account.address)
 
 
-async def test_expulsion_revokes_the_licence(foundation: Foundation) -> None:
-    member = embedded_account(4)
+async def _licensed_non_profit(
+    foundation: Foundation, member: LocalAccount
+) -> tuple[LocalAccount, PoolChain]:
+    """`member` admitted as a non-profit, holding its free licence (it sends its own transaction)."""
     await admit(foundation, member, tier="non_profit", non_profit=True, enterprise_size="medium")
     pool = foundation.chain.pool
     pool.acquire(0, sender=member.address)
+    return member, pool
+
+
+async def test_expulsion_revokes_the_licence(foundation: Foundation) -> None:
+    member, pool = await _licensed_non_profit(foundation, embedded_account(4))
     assert pool.licence(member.address).kind is LicenceKind.NON_PROFIT
 
     reply = await foundation.client.post(
@@ -149,10 +156,7 @@ async def test_expulsion_revokes_the_licence(foundation: Foundation) -> None:
 
 async def test_leaving_the_non_profit_tier_ends_the_free_licence(foundation: Foundation) -> None:
     """Non-profits are licensed free; a member re-tiered to a paid tier must lock BPC for its licence."""
-    member = embedded_account(4)
-    await admit(foundation, member, tier="non_profit", non_profit=True, enterprise_size="medium")
-    pool = foundation.chain.pool
-    pool.acquire(0, sender=member.address)
+    member, pool = await _licensed_non_profit(foundation, embedded_account(4))
     path = f"/v1/admin/members/{member.address}/tier"
 
     reply = await foundation.client.post(
@@ -168,10 +172,7 @@ async def test_leaving_the_non_profit_tier_ends_the_free_licence(foundation: Fou
 
 
 async def test_a_re_tier_whose_revocation_was_lost_is_finished_by_its_retry(foundation: Foundation) -> None:
-    member = embedded_account(5)
-    await admit(foundation, member, tier="non_profit", non_profit=True, enterprise_size="medium")
-    pool = foundation.chain.pool
-    pool.acquire(0, sender=member.address)
+    member, pool = await _licensed_non_profit(foundation, embedded_account(5))
     moved = pool.set_tier(member.address, Tier.SMALL)  # mined; the request failed before revoking
     retried = await foundation.client.post(
         f"/v1/admin/members/{member.address}/tier",
@@ -352,10 +353,7 @@ async def test_a_found_change_is_audited_only_as_the_change_it_was(foundation: F
     [entry] = await _audit(foundation, action="membership.approve")
     assert entry["tx_hashes"] == ["0x" + bytes(admission["transactionHash"]).hex()]
 
-    member = embedded_account(5)
-    await admit(foundation, member, tier="non_profit", non_profit=True, enterprise_size="medium")
-    pool = foundation.chain.pool
-    pool.acquire(0, sender=member.address)
+    member, pool = await _licensed_non_profit(foundation, embedded_account(5))
     expelled = pool.expel(member.address)  # mined; the request failed before revoking the licence
     path = f"/v1/admin/members/{member.address}/expel"
     retried = await foundation.client.post(path, json={"reason": "fraud"}, headers=foundation.council)
