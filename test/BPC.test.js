@@ -110,6 +110,63 @@ describe("BPC", function () {
     });
   });
 
+  describe("mintOnce", function () {
+    const KEY = ethers.id("bpc-mint\x1fUS11000001B2\x1f1");
+
+    it("mints once under a key, records it and says so", async function () {
+      const value = ethers.parseUnits("750", 18);
+      expect(await this.token.mintKeys(KEY)).to.equal(false);
+      const tx = this.token.connect(this.minter).mintOnce(this.recipient.address, value, KEY);
+      await expect(tx).to.emit(this.token, "MintedOnce").withArgs(this.recipient.address, value, KEY);
+      await expect(tx).to.emit(this.token, "Transfer").withArgs(ethers.ZeroAddress, this.recipient.address, value);
+      await expect(tx).to.changeTokenBalance(this.token, this.recipient, value);
+      expect(await this.token.mintKeys(KEY)).to.equal(true);
+      expect(await this.token.totalSupply()).to.equal(INITIAL_SUPPLY + value);
+    });
+
+    it("refuses a key used before, whatever the recipient or amount", async function () {
+      await this.token.connect(this.minter).mintOnce(this.recipient.address, 5n, KEY);
+      for (const [to, value] of [
+        [this.recipient.address, 5n],
+        [this.initialHolder.address, 7n],
+      ]) {
+        await expect(this.token.connect(this.minter).mintOnce(to, value, KEY))
+          .to.be.revertedWithCustomError(this.token, "BPCMintKeyUsed")
+          .withArgs(KEY);
+      }
+      expect(await this.token.totalSupply()).to.equal(INITIAL_SUPPLY + 5n);
+    });
+
+    it("keeps keys apart: another key mints again", async function () {
+      await this.token.connect(this.minter).mintOnce(this.recipient.address, 5n, KEY);
+      await this.token.connect(this.minter).mintOnce(this.recipient.address, 5n, ethers.id("another"));
+      expect(await this.token.balanceOf(this.recipient.address)).to.equal(10n);
+    });
+
+    it("refuses the zero key", async function () {
+      await expect(
+        this.token.connect(this.minter).mintOnce(this.recipient.address, 1n, ethers.ZeroHash),
+      ).to.be.revertedWithCustomError(this.token, "BPCZeroMintKey");
+    });
+
+    it("reverts for accounts without MINTER_ROLE and leaves the key unused", async function () {
+      const minterRole = await this.token.MINTER_ROLE();
+      for (const account of [this.council, this.initialHolder]) {
+        await expect(this.token.connect(account).mintOnce(account.address, 1n, KEY))
+          .to.be.revertedWithCustomError(this.token, "AccessControlUnauthorizedAccount")
+          .withArgs(account.address, minterRole);
+      }
+      expect(await this.token.mintKeys(KEY)).to.equal(false);
+    });
+
+    it("leaves the key unused when the mint itself reverts", async function () {
+      await expect(
+        this.token.connect(this.minter).mintOnce(ethers.ZeroAddress, 1n, KEY),
+      ).to.be.revertedWithCustomError(this.token, "ERC20InvalidReceiver");
+      expect(await this.token.mintKeys(KEY)).to.equal(false);
+    });
+  });
+
   describe("burn", function () {
     it("lets a holder burn its own BPC", async function () {
       const value = ethers.parseUnits("30", 18);

@@ -125,6 +125,13 @@ class PoolChain:
     def mint_bpc(self, to: str, amount_wei: int, *, sender: str | None = None) -> TxReceipt:
         return self.bpc.transact("mint", _addr(to), amount_wei, sender=sender)
 
+    def mint_bpc_once(self, to: str, amount_wei: int, key: str, *, sender: str | None = None) -> TxReceipt:
+        """``BPC.mintOnce``: mints under ``key`` (``0x`` + 64 hex digits) once; a reuse reverts."""
+        return self.bpc.transact("mintOnce", _addr(to), amount_wei, key, sender=sender)
+
+    def bpc_mint_key_used(self, key: str) -> bool:
+        return bool(self.bpc.call("mintKeys", key))
+
     def transfer_bpc(self, to: str, amount_wei: int, *, sender: str) -> TxReceipt:
         return self.bpc.transact("transfer", _addr(to), amount_wei, sender=sender)
 

@@ -4,23 +4,28 @@ A mint is owed when a contributed patent is admitted: ``patent_service.decide``
 records it as ``pending`` in the admission's transaction, under the unique
 idempotency key of the published mint policy. This module sends it:
 
-    pending ──(commit: sending, from_block = head)──▶ send BPC.mint ──(commit)──▶ minted
+    pending ──(commit: sending, from_block = head)──▶ BPC.mintOnce(key) ──(commit)──▶ minted
                                                         └─ the contract refuses ─▶ failed
 
 Why this order is exactly-once
 ------------------------------
+* The chain enforces it: the mint is sent as ``BPC.mintOnce(recipient, amount,
+  key)`` with the row's idempotency key, and BPC mints a key once. A transaction
+  sent again, because the first was thought lost, or by a concurrent request,
+  reverts ``BPCMintKeyUsed`` instead of minting twice.
 * Only the caller whose compare-and-set moves a row out of ``pending`` sends its
-  transaction, and that move is committed *before* the transaction is sent.
+  transaction, and that move is committed *before* the transaction is sent, with
+  the block the search for it starts from (set by the first send only).
 * A row found in ``sending`` (the process stopped between sending and recording,
-  or the request was retried meanwhile) is never sent blindly: the BPC
-  ``Transfer`` events from the zero address to the recipient since ``from_block``
-  are searched for one with the mint's amount whose transaction no other mint
-  has claimed. If found, the mint is recorded with that transaction.
-* Only if none is found is it sent again — at once on the embedded EVM, which
-  mines before it answers, and on a remote chain only after
-  ``EXCHANGE_POOL_MINT_RESEND_AFTER_S``, so a transaction still in a mempool is
-  not duplicated. (A transaction stuck longer than that is the residual risk;
-  raise the setting for slow networks.)
+  or the request was retried meanwhile) is first looked for among BPC's
+  ``MintedOnce`` events with its key. If found, the mint is recorded with that
+  transaction. Only if none is found is it sent again: at once on the embedded
+  EVM, which mines before it answers, and on a remote chain only after
+  ``EXCHANGE_POOL_MINT_RESEND_AFTER_S``, so that a transaction still in a mempool
+  is not paid for twice (the second would revert).
+* A revert while BPC reports the key used (the resend of a mint that was mined
+  after all, whatever the revert's reason) records the mint found under the key.
+  Any other revert marks the mint ``failed``; ``retry_failed`` sends it again.
 * Each state change is one committed transaction of its own (not the request's),
   because the chain cannot roll back with the database.
 """
@@ -31,19 +36,19 @@ from datetime import timedelta
 from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
+from web3 import Web3
 
 from exchange.db.base import utc_now
 from exchange.kit.errors import ChainRejected, NotFound
 from exchange.kit.logging import get_logger
 from exchange.pool import repository
-from exchange.pool.indexer import fetch_events, hex32, topic_of_address
+from exchange.pool.indexer import fetch_events, hex32
 from exchange.pool.models import ContributionMint, MintStatus
 from exchange.pool.service import PoolContext, record_audit
 
 log = get_logger(__name__)
 
 MINTER_ACTOR = "system:minter"
-ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 
 
 async def process_open_mints(context: PoolContext) -> list[ContributionMint]:
@@ -59,10 +64,12 @@ async def process_mint(context: PoolContext, mint_id: int, *, retry_failed: bool
     if not ours:
         return mint
     pool = context.chain.pool
-    recipient, amount_wei = mint.recipient, mint.amount_wei
+    recipient, amount_wei, key = mint.recipient, mint.amount_wei, mint.idempotency_key
     try:
-        receipt = await context.chain.run(lambda: pool.mint_bpc(recipient, amount_wei))
+        receipt = await context.chain.run(lambda: pool.mint_bpc_once(recipient, amount_wei, key))
     except ChainRejected as exc:
+        if await context.chain.run(lambda: pool.bpc_mint_key_used(key)):
+            return await _record_minted_under_key(context, mint_id)
         return await _finish(context, mint_id, tx_hash=None, block=None, error=exc.detail)
     # ChainUnavailable propagates: the row stays "sending" and the next pass reconciles it.
     return await _finish(
@@ -77,7 +84,9 @@ async def process_mint(context: PoolContext, mint_id: int, *, retry_failed: bool
 async def _claim(context: PoolContext, mint_id: int, *, retry_failed: bool) -> tuple[ContributionMint, bool]:
     """Commit the intent to send (``sending``), or find the mint already done on chain.
 
-    Returns the row and whether this caller must now send its transaction.
+    Returns the row and whether this caller must now send its transaction. ``from_block``
+    is set by the first claim only, so the search for the mint always covers the block of
+    its first transaction, however often it was sent again.
     """
     async with context.sessionmaker() as session, session.begin():
         mint = await repository.mint(session, mint_id, for_update=True)
@@ -90,29 +99,30 @@ async def _claim(context: PoolContext, mint_id: int, *, retry_failed: bool) -> t
             await session.refresh(mint)
         now = utc_now()
         if mint.status == MintStatus.SENDING:
-            if await _reconcile(context, session, mint):
+            if await _reconcile(context, session, mint, mint.from_block):
                 return mint, False
             started = mint.sending_at or now
             if now - started < timedelta(seconds=context.resend_after_s):
                 return mint, False  # perhaps still on its way: leave it to a later pass
-            head = await context.indexer.head_block()
             ours = await repository.claim_mint(
                 session,
                 mint_id,
                 MintStatus.SENDING,
-                {"from_block": head + 1, "sending_at": now, "updated_at": now},
+                {"sending_at": now, "updated_at": now},
                 sending_at=mint.sending_at,
             )
             log.warning("pool.mint_resending", mint_id=mint_id, patent_id=mint.patent_id, ours=ours)
         elif mint.status == MintStatus.PENDING:
-            head = await context.indexer.head_block()
+            from_block = mint.from_block
+            if from_block is None:
+                from_block = await context.indexer.head_block() + 1
             ours = await repository.claim_mint(
                 session,
                 mint_id,
                 MintStatus.PENDING,
                 {
                     "status": MintStatus.SENDING.value,
-                    "from_block": head + 1,
+                    "from_block": from_block,
                     "sending_at": now,
                     "updated_at": now,
                     "error": None,
@@ -124,32 +134,75 @@ async def _claim(context: PoolContext, mint_id: int, *, retry_failed: bool) -> t
         return mint, ours
 
 
-async def _reconcile(context: PoolContext, session: AsyncSession, mint: ContributionMint) -> bool:
-    """Look on chain for this mint's transfer; record it if found. True when it was."""
-    if mint.from_block is None:
+async def _reconcile(
+    context: PoolContext, session: AsyncSession, mint: ContributionMint, from_block: int | None
+) -> bool:
+    """Look on chain for the mint under this mint's key; record it if found. True when it was.
+
+    A mint under the key to another recipient or of another amount (which this service
+    never sends) is not this mint's: it is marked ``failed`` with what was found.
+    """
+    if from_block is None:
         raise RuntimeError(f"mint {mint.id} is sending but has no from_block")
     events = await context.chain.run(
         partial(
             fetch_events,
             context.chain.pool.bpc,
-            ("Transfer",),
-            mint.from_block,
+            ("MintedOnce",),
+            from_block,
             "latest",
-            (topic_of_address(ZERO_ADDRESS), topic_of_address(mint.recipient)),
+            (None, mint.idempotency_key),
         )
     )
-    claimed = await repository.recorded_mint_tx_hashes(session)
-    for event in events:
-        if int(event.args["value"]) == mint.amount_wei and event.tx_hash not in claimed:
-            mint.status = MintStatus.MINTED.value
-            mint.tx_hash = event.tx_hash
-            mint.minted_block = event.block_number
-            mint.updated_at = utc_now()
-            await session.flush()
-            await _audit_minted(session, mint, reconciled=True)
-            log.info("pool.mint_reconciled", mint_id=mint.id, patent_id=mint.patent_id, tx_hash=event.tx_hash)
-            return True
-    return False
+    if not events:
+        return False
+    event, now = events[0], utc_now()
+    to, amount = Web3.to_checksum_address(event.args["to"]), int(event.args["amount"])
+    if (to, amount) != (Web3.to_checksum_address(mint.recipient), mint.amount_wei):
+        mint.status, mint.updated_at = MintStatus.FAILED.value, now
+        mint.error = f"BPC minted {amount} to {to} under this mint's key in {event.tx_hash}"
+        await session.flush()
+        await record_audit(
+            session,
+            actor=MINTER_ACTOR,
+            action="contribution.mint_failed",
+            subject_type="patent",
+            subject_id=mint.patent_id,
+            at=now,
+            after=mint,
+            tx_hashes=[event.tx_hash],
+            reason=mint.error,
+        )
+        log.error("pool.mint_key_used_otherwise", mint_id=mint.id, tx_hash=event.tx_hash)
+        return True
+    mint.status = MintStatus.MINTED.value
+    mint.tx_hash = event.tx_hash
+    mint.minted_block = event.block_number
+    mint.updated_at = now
+    await session.flush()
+    await _audit_minted(session, mint, reconciled=True)
+    log.info("pool.mint_reconciled", mint_id=mint.id, patent_id=mint.patent_id, tx_hash=event.tx_hash)
+    return True
+
+
+async def _record_minted_under_key(context: PoolContext, mint_id: int) -> ContributionMint:
+    """BPC reports the mint's key used: record the mint made under it.
+
+    It is looked for from the mint's first send, then from the pool's deployment (a
+    key used before this database knew of it).
+    """
+    deploy_block = context.chain.runtime.deployment.deploy_block
+    async with context.sessionmaker() as session, session.begin():
+        mint = await repository.mint(session, mint_id, for_update=True)
+        if mint is None:
+            raise NotFound(f"no contribution mint {mint_id}")
+        if mint.status != MintStatus.SENDING:
+            return mint  # recorded by another pass meanwhile
+        if not await _reconcile(context, session, mint, mint.from_block) and not await _reconcile(
+            context, session, mint, deploy_block
+        ):
+            raise RuntimeError(f"BPC reports mint {mint_id}'s key used, but no MintedOnce carries it")
+        return mint
 
 
 async def _finish(

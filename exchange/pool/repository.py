@@ -487,13 +487,6 @@ async def claim_mint(
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
-async def recorded_mint_tx_hashes(session: AsyncSession) -> set[str]:
-    rows = await session.scalars(
-        select(ContributionMint.tx_hash).where(ContributionMint.tx_hash.is_not(None))
-    )
-    return {row for row in rows if row is not None}
-
-
 # --------------------------------------------------------------------------- fund deposits
 
 

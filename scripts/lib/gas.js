@@ -19,6 +19,7 @@ const MEASUREMENTS = Object.freeze([
   ["deploy LicenseGate", "Deploy LicenseGate"],
   ["PoolRegistry.admit", "Admit a member"],
   ["BPC.mint", "Mint BPC to an account holding none"],
+  ["BPC.mintOnce", "Mint a contribution's BPC once under its key"],
   ["BPC.transfer", "Transfer BPC to an account holding none"],
   ["LicenseGate.acquire (non-profit)", "Acquire a free non-profit licence"],
   ["LicenseGate.acquire (threshold)", "Acquire a threshold licence, locking BPC"],
@@ -38,6 +39,7 @@ const ROLES = [
   "nonProfit",
   "outsider",
   "expelled",
+  "contributor",
 ];
 
 const THRESHOLD_BPC = 100n * 10n ** 18n;
@@ -79,7 +81,8 @@ async function measureGas(hre) {
   }
   const { ethers } = hre;
   const accounts = await fixedAccounts(ethers);
-  const { council, registrar, minter, reference, holder, recipient, nonProfit, outsider, expelled } = accounts;
+  const { council, registrar, minter, reference, holder, recipient, nonProfit, outsider, expelled, contributor } =
+    accounts;
   const gasUsed = {};
 
   const pool = await deployPool(ethers, {
@@ -102,6 +105,9 @@ async function measureGas(hre) {
   await asRegistrar.admit(expelled.address, Tier.Small);
 
   gasUsed["BPC.mint"] = await gasOf(bpc.connect(minter).mint(holder.address, 10n * THRESHOLD_BPC));
+  gasUsed["BPC.mintOnce"] = await gasOf(
+    bpc.connect(minter).mintOnce(contributor.address, THRESHOLD_BPC, ethers.id("gas snapshot contribution")),
+  );
   gasUsed["BPC.transfer"] = await gasOf(bpc.connect(holder).transfer(recipient.address, THRESHOLD_BPC));
   for (const payer of [outsider, expelled]) await bpc.connect(minter).mint(payer.address, 10n * THRESHOLD_BPC);
   for (const payer of [holder, outsider, expelled]) await bpc.connect(payer).approve(gateAddress, 10n * THRESHOLD_BPC);

@@ -173,6 +173,58 @@ async def test_two_interrupted_mints_of_equal_amounts_claim_one_transfer_each(
     assert pool.bpc_balance(contributor) == 2 * AMOUNT_AT_SCORE_75
 
 
+async def test_a_mint_mined_after_its_search_is_not_minted_again_when_resent(
+    foundation: Foundation, engine: AsyncEngine
+) -> None:
+    contributor, pool = Account.create().address, foundation.chain.pool
+    decision = await admit_patent(
+        foundation, "US 11,000,004 B2", source="contributed", contributor=contributor
+    )
+    patent_id = decision["patent"]["patent_id"]
+    sent = await _mint_row(engine, patent_id)
+    assert sent.minted_block is not None
+    supply = pool.bpc_supply()
+    # The first transaction was still on its way when the search for it ran (it is mined
+    # in a block the search did not cover), and the resend delay has passed.
+    await _set_mint(
+        engine,
+        patent_id,
+        status="sending",
+        tx_hash=None,
+        minted_block=None,
+        from_block=sent.minted_block + 1,
+        sending_at=utc_now(),
+    )
+
+    outcome = await _process(foundation, sent.id)
+    assert (outcome["status"], outcome["tx_hash"]) == ("minted", sent.tx_hash)
+    assert pool.bpc_supply() == supply
+    assert pool.bpc_balance(contributor) == AMOUNT_AT_SCORE_75
+
+
+async def test_a_key_minted_to_someone_else_fails_the_mint_and_mints_nothing_more(
+    foundation: Foundation, engine: AsyncEngine
+) -> None:
+    contributor, chain = Account.create().address, foundation.chain
+    _minter_role(chain, grant=False)
+    decision = await admit_patent(foundation, "EP 3200004 B1", source="contributed", contributor=contributor)
+    mint = await _mint_row(engine, decision["patent"]["patent_id"])
+    assert mint.status == "failed"
+    _minter_role(chain, grant=True)
+    stranger = Account.create().address
+    chain.pool.mint_bpc_once(stranger, 1, mint.idempotency_key)
+    supply = chain.pool.bpc_supply()
+
+    outcome = await _process(foundation, mint.id)
+    assert outcome["status"] == "failed"
+    assert outcome["tx_hash"] is None
+    failed = await _mint_row(engine, mint.patent_id)
+    assert failed.error is not None
+    assert f"BPC minted 1 to {stranger}" in failed.error
+    assert chain.pool.bpc_supply() == supply
+    assert chain.pool.bpc_balance(contributor) == 0
+
+
 async def test_the_database_refuses_a_second_mint_with_the_same_key(
     foundation: Foundation, engine: AsyncEngine
 ) -> None:
