@@ -35,6 +35,8 @@ from exchange.pool import patent_service as service
 from exchange.pool import repository
 from exchange.pool.access_routes import (
     ADMIN_PROBLEMS,
+    COUNCIL,
+    REGISTRAR,
     AnyFoundationRole,
     Assessor,
     CouncilOrRegistrar,
@@ -69,10 +71,15 @@ router = APIRouter(tags=["pool administration: patents"])
 MOVE_PROBLEMS = {**ADMIN_PROBLEMS, **problem_responses(NotFound, Conflict, ValidationFailed)}
 
 
-async def patent_detail(session: DbSession, patent_id: str, *, with_assessments: bool) -> PatentDetailOut:
+async def patent_detail(
+    session: DbSession, patent_id: str, *, with_assessments: bool, only_expert: str | None = None
+) -> PatentDetailOut:
+    """A patent with its history; with its assessments (only ``only_expert``'s, if given)."""
     row = await service.load(session, patent_id)
     events = await repository.patent_events(session, row.patent_id)
     assessments = await repository.assessments(session, row.patent_id) if with_assessments else None
+    if assessments is not None and only_expert is not None:
+        assessments = [a for a in assessments if a.expert == only_expert]
     mint = await repository.mint_for_patent(session, row.patent_id)
     return PatentDetailOut(
         patent=PatentOut.of(row),
@@ -108,10 +115,22 @@ async def post_patent(
     "/v1/admin/pool/patents/{patent_id}",
     response_model=PatentDetailOut,
     summary="A patent with its history, assessments and mint",
+    description=(
+        "While the patent is under assessment, each expert assesses it independently: only the "
+        "council and the registrar see every assessment; any other role sees only its own. Once "
+        "the patent is decided, its assessments are shown to every foundation role."
+    ),
     responses={**ADMIN_PROBLEMS, **problem_responses(NotFound)},
 )
-async def get_patent_admin(patent_id: str, _: AnyFoundationRole, session: DbSession) -> PatentDetailOut:
-    return await patent_detail(session, patent_id, with_assessments=True)
+async def get_patent_admin(
+    patent_id: str, principal: AnyFoundationRole, session: DbSession
+) -> PatentDetailOut:
+    only_expert = None
+    if not await repository.active_roles(session, principal.address) & {COUNCIL, REGISTRAR}:
+        row = await service.load(session, patent_id)
+        if row.status == PatentStatus.UNDER_ASSESSMENT:
+            only_expert = principal.address
+    return await patent_detail(session, patent_id, with_assessments=True, only_expert=only_expert)
 
 
 @router.post(

@@ -183,6 +183,32 @@ async def test_assessments_are_once_per_expert_and_never_by_the_contributor(foun
         ).status_code == 422
 
 
+async def test_experts_assess_independently_until_the_decision(foundation: Foundation) -> None:
+    client = foundation.client
+    patent_id = (await register(foundation, "EP 3123458 B1"))["patent_id"]
+    path = f"/v1/admin/pool/patents/{patent_id}"
+    await client.post(f"{path}/start-assessment", json={}, headers=foundation.registrar)
+    for headers, score in zip(foundation.assessors, (91, 55), strict=False):
+        reply = await client.post(f"{path}/assessments", json={"score": score, "core": True}, headers=headers)
+        assert reply.status_code == 201, reply.text
+
+    async def experts_seen_by(headers: dict[str, str]) -> list[tuple[str, int]]:
+        reply = await client.get(path, headers=headers)
+        assert reply.status_code == 200, reply.text
+        return [(a["expert"], a["score"]) for a in reply.json()["assessments"]]
+
+    both = [(ASSESSORS[0].address, 91), (ASSESSORS[1].address, 55)]
+    assert await experts_seen_by(foundation.assessors[0]) == [both[0]]
+    assert await experts_seen_by(foundation.assessors[1]) == [both[1]]
+    assert await experts_seen_by(foundation.assessors[2]) == []
+    assert await experts_seen_by(foundation.registrar) == both
+    assert await experts_seen_by(foundation.council) == both
+
+    decided = await client.post(f"{path}/decision", headers=foundation.registrar)
+    assert decided.status_code == 200, decided.text
+    assert await experts_seen_by(foundation.assessors[2]) == both
+
+
 async def test_the_policy_rejects_and_nothing_is_minted(foundation: Foundation) -> None:
     contributor = Account.create().address
     patent = await register(foundation, "CN 112345678 A", source="contributed", contributor=contributor)
