@@ -107,7 +107,9 @@ def measure_gas(nft_batch: int) -> dict[str, Any]:
     artifacts = compile_contracts()
     council, manufacturer, reference = (Web3.to_checksum_address(a) for a in list(w3.eth.accounts)[:3])
     pool = PoolChain(w3, deploy_pool(w3, artifacts=artifacts), artifacts)
-    licenses = deploy(w3, artifacts, "DeviceLicenses", council, pool.bpc.address, pool.bpr.address)
+    licenses = deploy(
+        w3, artifacts, "DeviceLicenses", council, pool.bpc.address, pool.bpr.address, pool.registry.address
+    )
     nft = deploy(w3, artifacts, "DeviceNFT")
     pool.set_tier_reference(Tier.SMALL, reference)
     pool.mint_bpc(reference, 100 * BPC)

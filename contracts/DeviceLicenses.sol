@@ -6,6 +6,7 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {IBPR} from "./interfaces/IBPR.sol";
 import {IDeviceLicenses} from "./interfaces/IDeviceLicenses.sol";
+import {IPoolRegistry} from "./interfaces/IPoolRegistry.sol";
 
 /// @title DeviceLicenses
 /// @notice Atomic per-device licensing (white paper §3.1(2), Figure 7): a BPR
@@ -37,6 +38,11 @@ import {IDeviceLicenses} from "./interfaces/IDeviceLicenses.sol";
 ///   the devices keep the licence their BPC paid for. The foundation acts on
 ///   devices through revocation (final, per device) and on whole batches
 ///   through suspension (reversible).
+/// - A pool member the foundation suspended or expelled in the PoolRegistry
+///   registers no batch, even while it still holds its BPR: a suspended member
+///   acquires no licences, device licences included. Non-members licensed by
+///   fee register as any licensee. Top-ups and the manufacturer's own
+///   revocations stay open to it: they license no new device.
 /// - A top-up raises the BPC of every device of a batch; new devices go into a new batch.
 contract DeviceLicenses is AccessControl, IDeviceLicenses {
     using SafeERC20 for IERC20;
@@ -48,6 +54,8 @@ contract DeviceLicenses is AccessControl, IDeviceLicenses {
     IERC20 public immutable bpc;
     /// @notice The BPR licence token: only its holders register batches.
     IBPR public immutable bpr;
+    /// @notice The membership register: its suspended and expelled members register no batches.
+    IPoolRegistry public immutable registry;
 
     /// @notice Minimum BPC base units per device for new batches (zero: any positive amount).
     uint256 public minBpcPerDevice;
@@ -60,22 +68,30 @@ contract DeviceLicenses is AccessControl, IDeviceLicenses {
     /// @param council The foundation council: role administrator, sets the minimum BPC per device.
     /// @param bpcToken The BPC token.
     /// @param bprToken The BPR token whose holders may register batches.
-    constructor(address council, IERC20 bpcToken, IBPR bprToken) {
-        if (council == address(0) || address(bpcToken) == address(0) || address(bprToken) == address(0)) {
-            revert DevicesZeroAddress();
-        }
+    /// @param poolRegistry The membership register whose suspended and expelled members may not.
+    constructor(address council, IERC20 bpcToken, IBPR bprToken, IPoolRegistry poolRegistry) {
+        if (
+            council == address(0) || address(bpcToken) == address(0) || address(bprToken) == address(0)
+                || address(poolRegistry) == address(0)
+        ) revert DevicesZeroAddress();
         _grantRole(DEFAULT_ADMIN_ROLE, council);
         bpc = bpcToken;
         bpr = bprToken;
+        registry = poolRegistry;
     }
 
     /// @inheritdoc IDeviceLicenses
-    /// @dev The caller must hold a live BPR and approve deviceCount × bpcPerDevice BPC first.
+    /// @dev The caller must hold a live BPR, must not be a suspended or expelled pool member, and
+    /// must approve deviceCount × bpcPerDevice BPC first.
     function registerBatch(bytes32 root, uint256 deviceCount, uint256 bpcPerDevice)
         external
         returns (uint256 batchId)
     {
         if (!bpr.isLicensed(msg.sender)) revert DevicesManufacturerNotLicensed(msg.sender);
+        IPoolRegistry.Status membership = registry.memberOf(msg.sender).status;
+        if (membership == IPoolRegistry.Status.Suspended || membership == IPoolRegistry.Status.Expelled) {
+            revert DevicesManufacturerNotActive(msg.sender, membership);
+        }
         if (root == bytes32(0)) revert DevicesZeroRoot();
         if (deviceCount == 0 || deviceCount > type(uint32).max) revert DevicesInvalidDeviceCount(deviceCount);
         uint256 minimum = minBpcPerDevice;
@@ -101,7 +117,8 @@ contract DeviceLicenses is AccessControl, IDeviceLicenses {
     }
 
     /// @notice Embed `addedPerDevice` more BPC in every device of a batch, paying deviceCount × addedPerDevice.
-    /// @dev Manufacturer only; allowed while suspended (it only adds value).
+    /// @dev Manufacturer only; allowed while the batch or its manufacturer's membership is
+    /// suspended (it only adds value to devices already licensed).
     /// @param batchId The batch.
     /// @param addedPerDevice BPC base units to add per device.
     function topUp(uint256 batchId, uint256 addedPerDevice) external {

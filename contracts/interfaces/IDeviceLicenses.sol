@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
+import {IPoolRegistry} from "./IPoolRegistry.sol";
+
 /// @title Per-device licence batches: records, errors and events
 /// @notice A licensed manufacturer registers a batch of devices by the Merkle
 /// root of their ids and embeds BPC in every device (white paper §3.1(2), Figure 7).
@@ -40,6 +42,11 @@ interface IDeviceLicenses {
     /// @notice The caller holds no live BPR, so it cannot license devices.
     /// @param account The caller.
     error DevicesManufacturerNotLicensed(address account);
+    /// @notice The caller is a pool member the foundation suspended or expelled: it acquires no
+    /// licences, device licences included, whatever BPR it still holds.
+    /// @param account The caller.
+    /// @param status Its membership status in the PoolRegistry.
+    error DevicesManufacturerNotActive(address account, IPoolRegistry.Status status);
     /// @notice A batch root of zero.
     error DevicesZeroRoot();
     /// @notice The device count is zero or does not fit in 32 bits.

@@ -163,7 +163,7 @@ def deploy_pool(
     bpr = deploy("BPR", "BPR", council)
     fund = deploy("Fund", "Fund", council)
     gate = deploy("LicenseGate", "LicenseGate", council, bpc, bpr, registry, fund)
-    deploy("DeviceLicenses", "DeviceLicenses", council, bpc, bpr)
+    deploy("DeviceLicenses", "DeviceLicenses", council, bpc, bpr, registry)
     quote = (
         deploy("QuoteToken", "TestToken", "Test USD", "TUSD", 6)
         if with_quote_token

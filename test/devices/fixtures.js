@@ -5,7 +5,7 @@
 //
 // The pool is deployed and wired by scripts/lib/deploy-pool.js (production
 // roles); DeviceLicenses is added on top of it the way a deployment adds it:
-//   DeviceLicenses(council, BPC, BPR), then DeviceLicenses.REVOKER_ROLE -> registrar.
+//   DeviceLicenses(council, BPC, BPR, PoolRegistry), then DeviceLicenses.REVOKER_ROLE -> registrar.
 const { ethers } = require("hardhat");
 const lib = require("../../scripts/lib/deploy-pool");
 const { Tier } = require("../../scripts/lib/pool-enums");
@@ -70,7 +70,12 @@ async function deployDeviceLicenses() {
     tierReferences: [{ tier: Tier.Small, reference, thresholdBpc: SMALL_THRESHOLD }],
   });
   const factory = await ethers.getContractFactory("DeviceLicenses", council);
-  const devices = await factory.deploy(council.address, await pool.bpc.getAddress(), await pool.bpr.getAddress());
+  const devices = await factory.deploy(
+    council.address,
+    await pool.bpc.getAddress(),
+    await pool.bpr.getAddress(),
+    await pool.registry.getAddress(),
+  );
   await devices.waitForDeployment();
   await devices.connect(council).grantRole(await devices.REVOKER_ROLE(), registrar.address);
 

@@ -2,6 +2,7 @@
 const { expect } = require("chai");
 const { ethers } = require("hardhat");
 const { loadFixture, time } = require("@nomicfoundation/hardhat-network-helpers");
+const { Status } = require("../../scripts/lib/pool-enums");
 const {
   BatchStatus,
   BPC_PER_DEVICE,
@@ -17,20 +18,26 @@ const UINT128_MAX = 2n ** 128n - 1n;
 
 describe("DeviceLicenses: deployment", function () {
   it("makes the council the admin and keeps the tokens", async function () {
-    const { devices, council, registrar, bpc, bpr } = await loadFixture(deployDeviceLicenses);
+    const { devices, council, registrar, bpc, bpr, registry } = await loadFixture(deployDeviceLicenses);
     expect(await devices.hasRole(await devices.DEFAULT_ADMIN_ROLE(), council.address)).to.equal(true);
     expect(await devices.hasRole(await devices.REVOKER_ROLE(), registrar.address)).to.equal(true);
     expect(await devices.REVOKER_ROLE()).to.equal(ethers.id("REVOKER_ROLE"));
     expect(await devices.bpc()).to.equal(await bpc.getAddress());
     expect(await devices.bpr()).to.equal(await bpr.getAddress());
+    expect(await devices.registry()).to.equal(await registry.getAddress());
     expect(await devices.batchCount()).to.equal(0n);
     expect(await devices.minBpcPerDevice()).to.equal(0n);
   });
 
   it("refuses a zero address for any constructor argument", async function () {
-    const { council, bpc, bpr } = await loadFixture(deployDeviceLicenses);
+    const { council, bpc, bpr, registry } = await loadFixture(deployDeviceLicenses);
     const factory = await ethers.getContractFactory("DeviceLicenses");
-    const addresses = [council.address, await bpc.getAddress(), await bpr.getAddress()];
+    const addresses = [
+      council.address,
+      await bpc.getAddress(),
+      await bpr.getAddress(),
+      await registry.getAddress(),
+    ];
     for (let position = 0; position < addresses.length; position += 1) {
       const args = addresses.map((address, i) => (i === position ? ethers.ZeroAddress : address));
       await expect(factory.deploy(...args)).to.be.revertedWithCustomError(factory, "DevicesZeroAddress");
@@ -167,6 +174,51 @@ describe("DeviceLicenses: registerBatch", function () {
       .to.be.revertedWithCustomError(bpc, "ERC20InsufficientAllowance")
       .withArgs(devicesAddress, 9n, 10n);
     expect(await devices.batchCount()).to.equal(0n);
+  });
+});
+
+describe("DeviceLicenses: the manufacturer's membership", function () {
+  it("refuses a suspended member that still holds its BPR, and accepts it again once reinstated", async function () {
+    const { devices, bpr, registry, registrar, manufacturer } = await loadFixture(deployDeviceLicenses);
+    const { root } = treeOf(serialIds(3));
+    await registry.connect(registrar).suspend(manufacturer.address);
+    expect(await bpr.isLicensed(manufacturer.address)).to.equal(true);
+    await expect(devices.connect(manufacturer).registerBatch(root, 3, BPC_PER_DEVICE))
+      .to.be.revertedWithCustomError(devices, "DevicesManufacturerNotActive")
+      .withArgs(manufacturer.address, Status.Suspended);
+    expect(await devices.batchCount()).to.equal(0n);
+
+    await registry.connect(registrar).reinstate(manufacturer.address);
+    await expect(devices.connect(manufacturer).registerBatch(root, 3, BPC_PER_DEVICE))
+      .to.emit(devices, "BatchRegistered")
+      .withArgs(1n, manufacturer.address, root, 3n, BPC_PER_DEVICE, 3n * BPC_PER_DEVICE);
+  });
+
+  it("refuses an expelled member whose BPR was not revoked yet", async function () {
+    const { devices, bpr, registry, registrar, manufacturer, rival } = await loadFixture(deployDeviceLicenses);
+    const { root } = treeOf(serialIds(3));
+    await registry.connect(registrar).expel(manufacturer.address);
+    await registry.connect(registrar).suspend(rival.address);
+    await registry.connect(registrar).expel(rival.address);
+    for (const account of [manufacturer, rival]) {
+      expect(await bpr.isLicensed(account.address)).to.equal(true);
+      await expect(devices.connect(account).registerBatch(root, 3, BPC_PER_DEVICE))
+        .to.be.revertedWithCustomError(devices, "DevicesManufacturerNotActive")
+        .withArgs(account.address, Status.Expelled);
+    }
+    expect(await devices.batchCount()).to.equal(0n);
+  });
+
+  it("lets a suspended manufacturer top up and revoke, and leaves its devices licensed", async function () {
+    const { devices, registry, registrar, manufacturer, first } = await loadFixture(deployWithBatches);
+    await registry.connect(registrar).suspend(manufacturer.address);
+    await expect(devices.connect(manufacturer).topUp(1, 1))
+      .to.emit(devices, "BatchToppedUp")
+      .withArgs(1n, 1n, BPC_PER_DEVICE + 1n, 5n);
+    await expect(devices.connect(manufacturer).revokeDevices(1, [4]))
+      .to.emit(devices, "DeviceRevoked")
+      .withArgs(1n, 4n, manufacturer.address);
+    expect(await devices.isLicensed(1, 0, first.idHashes[0], first.proof(0))).to.equal(true);
   });
 });
 

@@ -22,7 +22,7 @@ from exchange.chain.binding import BoundContract
 from exchange.chain.compiler import compile_contracts
 from exchange.chain.deployment import deploy_pool, error_decoder
 from exchange.chain.errors import ContractReverted
-from exchange.chain.pool import PoolChain, Tier
+from exchange.chain.pool import MemberStatus, PoolChain, Tier
 from exchange.chain.provider import make_web3
 from exchange.licenses.device_ids import (
     DeviceId,
@@ -86,7 +86,9 @@ def chain() -> DeviceChain:
 
     artifact = artifacts["DeviceLicenses"]
     factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-    tx_hash = factory.constructor(council, pool.bpc.address, pool.bpr.address).transact({"from": council})
+    tx_hash = factory.constructor(
+        council, pool.bpc.address, pool.bpr.address, pool.registry.address
+    ).transact({"from": council})
     address = w3.eth.wait_for_transaction_receipt(tx_hash)["contractAddress"]
     assert address is not None
     licenses = BoundContract(w3, "DeviceLicenses", address, artifact.abi, error_decoder(artifacts))
@@ -225,3 +227,17 @@ def test_registration_is_refused_to_an_unlicensed_account(chain: DeviceChain) ->
         )
     assert caught.value.error_name == "DevicesManufacturerNotLicensed"
     assert caught.value.error_args == {"account": outsider}
+
+
+def test_registration_is_refused_to_a_suspended_member_until_reinstated(snapshot: DeviceChain) -> None:
+    chain = snapshot
+    root = chain.batches[0].tree.root
+    chain.pool.suspend(chain.manufacturer)
+    assert chain.pool.is_licensed(chain.manufacturer)
+    with pytest.raises(ContractReverted) as caught:
+        chain.licenses.transact("registerBatch", root, 1, BPC_PER_DEVICE, sender=chain.manufacturer)
+    assert caught.value.error_name == "DevicesManufacturerNotActive"
+    assert caught.value.error_args == {"account": chain.manufacturer, "status": MemberStatus.SUSPENDED}
+    chain.pool.reinstate(chain.manufacturer)
+    chain.licenses.transact("registerBatch", root, 1, BPC_PER_DEVICE, sender=chain.manufacturer)
+    assert chain.licenses.call("batchCount") == len(BATCH_SIZES) + 1
