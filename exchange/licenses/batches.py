@@ -2,7 +2,8 @@
 
 Upload rules (all or nothing — a refused upload stores nothing):
 
-* the caller must hold a live BPR (``DeviceLicenses.registerBatch`` requires it);
+* the caller must hold a live BPR and must not be a suspended or expelled pool member
+  (``DeviceLicenses.registerBatch`` requires both; a non-member with a fee licence registers);
 * at most ``MAX_BATCH_DEVICES`` devices (413 above);
 * the BPC per device is 1 .. 2^128 - 1 and at least the registry's ``minBpcPerDevice``;
 * every id is valid and listed once (``uploads``), and none is already in another batch of
@@ -31,6 +32,7 @@ from functools import partial
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from exchange.chain.pool import MemberStatus, PoolChain
 from exchange.chain.runtime import ChainRuntime
 from exchange.db.base import utc_now
 from exchange.kit.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -73,17 +75,24 @@ class PendingRules:
 
 
 async def require_licensee(runtime: ChainRuntime, manufacturer: str) -> None:
-    """Refuse (403) a `manufacturer` without a live BPR licence: checked before an upload is read."""
+    """Refuse (403) a `manufacturer` that may not register devices: checked before an upload is read."""
     pool = runtime.pool
+    await on_chain(runtime, lambda: guarded(lambda: _require_registrant(pool, manufacturer)))
 
-    def check() -> None:
-        if not pool.is_licensed(manufacturer):
-            raise Forbidden(_NOT_LICENSED.format(manufacturer))
 
-    await on_chain(runtime, lambda: guarded(check))
+def _require_registrant(pool: PoolChain, manufacturer: str) -> None:
+    """What ``registerBatch`` asks of its caller: a live BPR, and no suspension or expulsion from
+    the pool (403 otherwise). Blocking: run it off the event loop."""
+    if not pool.is_licensed(manufacturer):
+        raise Forbidden(_NOT_LICENSED.format(manufacturer))
+    status = pool.member(manufacturer).status
+    if status in (MemberStatus.SUSPENDED, MemberStatus.EXPELLED):
+        name = status.name.lower()
+        raise Forbidden(_NOT_ACTIVE.format(manufacturer, name), extra={"member_status": name})
 
 
 _NOT_LICENSED = "{} holds no live BPR licence: only licensees register devices"
+_NOT_ACTIVE = "{} is a {} pool member: suspended and expelled members register no devices"
 
 
 async def upload(
@@ -110,8 +119,7 @@ async def upload(
     total_wei = len(devices) * bpc_per_device_wei
 
     def chain_checks() -> None:
-        if not pool.is_licensed(manufacturer):
-            raise Forbidden(_NOT_LICENSED.format(manufacturer))
+        _require_registrant(pool, manufacturer)
         minimum = int(pool.devices.call("minBpcPerDevice"))
         if bpc_per_device_wei < minimum:
             raise ValidationFailed(
@@ -273,23 +281,24 @@ async def withdraw(session: AsyncSession, runtime: ChainRuntime, upload_id: int,
 async def register_transactions(
     session: AsyncSession, runtime: ChainRuntime, upload_id: int, manufacturer: str
 ) -> list[UnsignedTransaction]:
-    """The transactions of a pending upload again (e.g. after the allowance changed)."""
+    """The transactions of a pending upload again (e.g. after the allowance changed); 403 when
+    the manufacturer may no longer register devices."""
     batch = await owned_batch(session, runtime, upload_id, manufacturer)
     if batch.status != BATCH_PENDING:
         raise Conflict(f"batch upload {upload_id} is already registered as batch {batch.batch_id}")
     pool = runtime.pool
     bpc_per_device = int(batch.bpc_per_device_wei)
     args = [bytes.fromhex(batch.root[2:]), batch.device_count, bpc_per_device]
-    return await on_chain(
-        runtime,
-        lambda: guarded(
-            lambda: transactions.with_allowance(
-                pool.bpc,
-                pool.devices,
-                batch.device_count * bpc_per_device,
-                sender=manufacturer,
-                chain_id=batch.chain_id,
-                then=("registerBatch", args, f"register {batch.device_count} devices"),
-            )
-        ),
-    )
+
+    def plan() -> list[UnsignedTransaction]:
+        _require_registrant(pool, manufacturer)
+        return transactions.with_allowance(
+            pool.bpc,
+            pool.devices,
+            batch.device_count * bpc_per_device,
+            sender=manufacturer,
+            chain_id=batch.chain_id,
+            then=("registerBatch", args, f"register {batch.device_count} devices"),
+        )
+
+    return await on_chain(runtime, lambda: guarded(plan))

@@ -168,8 +168,9 @@ async def post_batch(
     """A licensed manufacturer's device ids (JSON list or CSV), all valid and new or none stored.
     Device ``i`` is the ``i``-th id. Answers the pending batch with its Merkle root and the
     unsigned ``approve`` (if needed) and ``registerBatch`` transactions to sign; the batch
-    resolves once the chain has registered it. A caller without a licence is refused before
-    the body is read, and a list longer than a batch is refused at its first device too many."""
+    resolves once the chain has registered it. A caller without a licence, or a suspended or
+    expelled pool member, is refused before the body is read, and a list longer than a batch is
+    refused at its first device too many."""
     await batches.require_licensee(state.runtime, principal.address)
     devices, amount = await _read_upload(request, bpc_per_device_wei, scheme)
     rules = batches.PendingRules.of(request.app.state.settings)
@@ -219,7 +220,7 @@ async def delete_batch(
     response_model=list[TransactionOut],
     response_model_by_alias=True,
     summary="The registration transactions of a pending batch",
-    responses=problem_responses(Unauthorized, NotFound, Conflict, ChainRejected, ChainUnavailable),
+    responses=problem_responses(Unauthorized, Forbidden, NotFound, Conflict, ChainRejected, ChainUnavailable),
 )
 async def post_batch_transactions(
     upload_id: RowId, principal: CurrentPrincipal, session: DbSession, state: LicensingDep

@@ -133,6 +133,38 @@ async def test_only_licensed_funded_manufacturers_upload(licensing: Service) -> 
     assert await my_batches(licensing, headers) == []
 
 
+async def test_suspended_and_expelled_members_register_no_devices(licensing: Service) -> None:
+    """A suspended member keeps its BPR, but DeviceLicenses refuses its registrations: its upload
+    is refused before the body is read, and so are its pending upload's transactions, until it is
+    reinstated. An expelled member is refused the same way."""
+    manufacturer = account(1).address
+    headers = await manufacturer_headers(licensing)
+    pending = await upload(licensing, headers, ["serial:acme:1"])
+    upload_id = pending["batch"]["upload_id"]
+    licensing.pool.suspend(manufacturer)
+    assert licensing.pool.is_licensed(manufacturer)
+
+    unread = await licensing.client.post(
+        "/v1/devices/batches", content=b"[" * 100, headers={**headers, "Content-Type": "application/json"}
+    )
+    transactions = await licensing.client.post(
+        f"/v1/devices/batches/{upload_id}/transactions", headers=headers
+    )
+    for refused in (unread, transactions):
+        assert refused.status_code == 403, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert refused.json()["member_status"] == "suspended"
+        assert "suspended pool member" in refused.json()["detail"]
+
+    licensing.pool.reinstate(manufacturer)
+    await upload(licensing, headers, ["serial:acme:2"])
+    licensing.pool.expel(manufacturer)
+    expelled = await upload_raw(licensing, headers, ["serial:acme:3"], str(BPC_PER_DEVICE))
+    assert expelled.status_code == 403, expelled.text
+    assert expelled.json()["member_status"] == "expelled"
+    assert len(await my_batches(licensing, headers)) == 2
+
+
 async def upload_raw(service: Service, headers: dict[str, str], ids: list[str], amount: str) -> Any:
     return await service.client.post(
         "/v1/devices/batches", json={"bpc_per_device_wei": amount, "devices": ids}, headers=headers
