@@ -180,6 +180,24 @@ class Settings(BaseSettings):
     auth_rate_ip_burst: int = Field(
         default=50, ge=1, description="Sign-in requests a client IP may send at once before the rate applies."
     )
+    chain_read_rate_ip_per_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="Requests per client IP, one bucket for them all, to the public routes that read "
+        "the chain on each request (GET /v1/contracts, /v1/licences/thresholds, "
+        "/v1/licences/certificates/draft, /v1/licences/{address}, /v1/pool/stats; POST "
+        "/v1/licences/certificates/verify). Each costs the RPC node one to eight reads (the thresholds "
+        "the most: the head block and six eth_calls), so one client costs it at most about 160 a "
+        "second: a small share of what a node of one's own serves, and far above what a wallet "
+        "checking a licence or a page polling the pool index needs. Lower it for a metered hosted node.",
+    )
+    chain_read_rate_ip_burst: int = Field(
+        default=100,
+        ge=1,
+        description="Chain-reading public requests a client IP may send at once before the rate "
+        "applies: room for a verifier that checks a list of certificates in one go, or several "
+        "users behind one address opening the licence pages together.",
+    )
     request_body_max_bytes: int = Field(
         default=1024 * 1024,
         ge=1024,

@@ -66,6 +66,20 @@ def test_prefixed_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.deployment_manifest == Path("deployments/manifest.json")
 
 
+def test_the_chain_read_rate_limit_is_read_from_its_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = Settings()
+    assert (defaults.chain_read_rate_ip_per_s, defaults.chain_read_rate_ip_burst) == (20.0, 100)
+    monkeypatch.setenv("EXCHANGE_CHAIN_READ_RATE_IP_PER_S", "2.5")
+    monkeypatch.setenv("EXCHANGE_CHAIN_READ_RATE_IP_BURST", "7")
+    settings = Settings()
+    assert (settings.chain_read_rate_ip_per_s, settings.chain_read_rate_ip_burst) == (2.5, 7)
+    # A rate limiter needs a positive rate and a burst of at least one.
+    with pytest.raises(ValidationError, match=r"(?s)chain_read_rate_ip_per_s.*greater_than"):
+        Settings(chain_read_rate_ip_per_s=0)
+    with pytest.raises(ValidationError, match=r"(?s)chain_read_rate_ip_burst.*greater_than_equal"):
+        Settings(chain_read_rate_ip_burst=0)
+
+
 @pytest.mark.parametrize("variable", ["EXCHANGE_PROT", "EXCHANGE_DATABASE_URL", "EXCHANGE_CHAIN_RPC_URL"])
 def test_unknown_exchange_variables_are_refused(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
     # A misspelt variable must not silently leave the default in place; the two

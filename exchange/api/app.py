@@ -1,8 +1,9 @@
 """The app factory: one FastAPI app per ``Settings``, no process-global state.
 
 ``create_app(settings, routers=..., lifespan_hooks=...)`` returns an app holding
-its settings (``app.state.settings``) and the per-IP rate limit of the sign-in
-routes (``app.state.sign_in_limits``), whose lifespan, in order:
+its settings (``app.state.settings``), the per-IP rate limit of the sign-in
+routes (``app.state.sign_in_limits``) and that of the public routes that read the
+chain (``app.state.chain_read_limits``), whose lifespan, in order:
 
 1. applies pending migrations (unless ``settings.migrate_on_start`` is false);
 2. creates the database engine and session factory, stored as
@@ -134,6 +135,11 @@ def create_app(
     app.state.health_checks = dict[str, HealthCheck]()
     # The per-IP limit of the sign-in routes (exchange.auth), for any app that mounts them.
     app.state.sign_in_limits = RateLimiter(settings.auth_rate_ip_per_s, settings.auth_rate_ip_burst)
+    # The per-IP limit of the public routes that read the chain on each request
+    # (exchange.api.dependencies.limit_chain_reads).
+    app.state.chain_read_limits = RateLimiter(
+        settings.chain_read_rate_ip_per_s, settings.chain_read_rate_ip_burst
+    )
     install_problem_handlers(app)
     # Added last, so outermost of what create_app adds: the request id is bound before anything
     # else runs or logs (a front or body limit added later binds it ahead, and this one passes).

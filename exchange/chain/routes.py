@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
+from exchange.api.dependencies import limit_chain_reads
+from exchange.api.problems import problem_responses
 from exchange.chain.runtime import ChainRuntime
 from exchange.chain.schemas import ContractInfo, DeploymentInfo
+from exchange.kit.errors import RateLimited
 
 router = APIRouter(prefix="/v1", tags=["chain"])
 
@@ -17,7 +20,14 @@ def chain_runtime(request: Request) -> ChainRuntime:
     return runtime
 
 
-@router.get("/contracts", response_model=DeploymentInfo, summary="Pool contract deployment")
+@router.get(
+    "/contracts",
+    response_model=DeploymentInfo,
+    summary="Pool contract deployment",
+    responses=problem_responses(RateLimited),
+    # It asks the node for its head block: the client IP's chain-read bucket first.
+    dependencies=[Depends(limit_chain_reads)],
+)
 async def get_contracts(request: Request) -> DeploymentInfo:
     """Chain id, contract addresses, deploy block and role holders of the pool in use."""
     runtime = chain_runtime(request)

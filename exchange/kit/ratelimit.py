@@ -11,7 +11,8 @@ the same arithmetic in one UPDATE).
 Idle full buckets are dropped, so memory follows the active keys only.
 
 An IP's bucket is keyed by :func:`client_host`, the socket peer (an IPv6 peer
-by its /64): forwarded headers are not trusted.
+by its /64): forwarded headers are not trusted. :func:`charge_client_ip` takes a
+request's token from one of the app's own per-IP limiters (``app.state``).
 """
 
 from __future__ import annotations
@@ -108,3 +109,13 @@ class RateLimiter:
         full_after = self.burst / self.rate_per_s
         for key in [key for key, bucket in self._buckets.items() if now - bucket.updated >= full_after]:
             del self._buckets[key]
+
+
+def charge_client_ip(connection: HTTPConnection, limiter_name: str, what: str) -> None:
+    """Take a token for the client IP of `connection` from the app's limiter ``app.state.<limiter_name>``
+    (built with the app, ``exchange.api.app.create_app``), or raise ``RateLimited`` naming `what`."""
+    limiter: RateLimiter | None = getattr(connection.app.state, limiter_name, None)
+    if limiter is None:
+        raise RuntimeError(f"the app has no rate limiter app.state.{limiter_name}: build it with create_app")
+    host = client_host(connection)
+    limiter.check(f"ip:{host}", f"{what} from {host}")

@@ -1,4 +1,9 @@
-"""``/v1/licences``: threshold licences, unsigned licence transactions, licence certificates."""
+"""``/v1/licences``: threshold licences, unsigned licence transactions, licence certificates.
+
+The public routes that read the chain on each request (thresholds, a certificate's draft and
+verification, an address's licence) take a token from the client IP's chain-read bucket first
+(``exchange.api.dependencies.limit_chain_reads``); the QR code reads nothing and is not limited.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,18 @@ from typing import Annotated
 import segno
 from fastapi import APIRouter, Body, Depends, Query, Response
 
+from exchange.api.dependencies import limit_chain_reads
 from exchange.api.problems import problem_responses
 from exchange.auth.dependencies import CurrentPrincipal
 from exchange.chain.pool import LicenceKind, Tier
-from exchange.kit.errors import ChainRejected, ChainUnavailable, Conflict, Unauthorized, ValidationFailed
+from exchange.kit.errors import (
+    ChainRejected,
+    ChainUnavailable,
+    Conflict,
+    RateLimited,
+    Unauthorized,
+    ValidationFailed,
+)
 from exchange.licenses import service
 from exchange.licenses.barcodes import ImageType, Symbology, render
 from exchange.licenses.certificates import Certificate, InvalidCertificate
@@ -85,7 +98,8 @@ def licence_out(state: Licensing, at: LicenceAt) -> LicenceOut:
     "/thresholds",
     response_model=ThresholdsOut,
     summary="BPC threshold per tier",
-    responses=problem_responses(ChainUnavailable),
+    responses=problem_responses(RateLimited, ChainUnavailable),
+    dependencies=[Depends(limit_chain_reads)],
 )
 async def get_thresholds(state: LicensingDep) -> ThresholdsOut:
     """The BPC a member of each tier must lock now (the balance at the tier's reference address),
@@ -151,7 +165,8 @@ def _certificate(body: CertificateIn) -> tuple[Certificate, bytes]:
     "/certificates/verify",
     response_model=VerificationOut,
     summary="Verify a licence certificate",
-    responses=problem_responses(ValidationFailed, ChainUnavailable),
+    responses=problem_responses(ValidationFailed, RateLimited, ChainUnavailable),
+    dependencies=[Depends(limit_chain_reads)],
 )
 async def post_verify_certificate(body: CertificateVerifyIn, state: LicensingDep) -> VerificationOut:
     """Check a certificate's EIP-712 signature (the holder's key, or its ERC-1271 wallet) and
@@ -199,7 +214,8 @@ async def post_certificate_qr(body: CertificateQrIn) -> Response:
 @router.get(
     "/certificates/draft",
     summary="An unsigned licence certificate to sign",
-    responses=problem_responses(ValidationFailed, ChainUnavailable),
+    responses=problem_responses(ValidationFailed, RateLimited, ChainUnavailable),
+    dependencies=[Depends(limit_chain_reads)],
 )
 async def get_certificate_draft(
     state: LicensingDep,
@@ -237,7 +253,8 @@ async def get_certificate_draft(
     "/{address}",
     response_model=LicenceOut,
     summary="An address's licence",
-    responses=problem_responses(ValidationFailed, ChainUnavailable),
+    responses=problem_responses(ValidationFailed, RateLimited, ChainUnavailable),
+    dependencies=[Depends(limit_chain_reads)],
 )
 async def get_licence(
     address: str, state: LicensingDep, block: Annotated[int | None, Query(ge=0)] = None

@@ -5,6 +5,7 @@ Public (no sign-in)::
     GET /v1/pool/patents            patents, filtered by field, country (office) and status
     GET /v1/pool/patents/{id}       one patent and its lifecycle
     GET /v1/pool/stats              live patents by field and country, contributors, BPC supply
+                                    (read from the chain: limited per client IP)
     GET /v1/pool/policies           the published admission and mint policies
 
 Foundation roles::
@@ -25,12 +26,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
+from exchange.api.dependencies import limit_chain_reads
 from exchange.api.problems import problem_responses
 from exchange.db.session import DbSession
-from exchange.kit.errors import ChainUnavailable, NotFound, ValidationFailed
+from exchange.kit.errors import ChainUnavailable, NotFound, RateLimited, ValidationFailed
 from exchange.kit.text import Text
 from exchange.pool import repository
 from exchange.pool.access_routes import ADMIN_PROBLEMS, CouncilOrRegistrar, Pool
@@ -118,7 +120,9 @@ async def get_patent(patent_id: str, session: DbSession) -> PatentDetailOut:
     "/v1/pool/stats",
     response_model=PoolStatsOut,
     summary="The pool index: live patents, contributors, BPC supply",
-    responses=problem_responses(ChainUnavailable),
+    responses=problem_responses(RateLimited, ChainUnavailable),
+    # It reads the BPC supply from the chain: the client IP's chain-read bucket first.
+    dependencies=[Depends(limit_chain_reads)],
 )
 async def get_stats(session: DbSession, pool: Pool) -> PoolStatsOut:
     by_field = await repository.live_patent_counts(session, "field")
