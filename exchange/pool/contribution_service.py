@@ -39,10 +39,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from web3 import Web3
 
 from exchange.db.base import utc_now
-from exchange.kit.errors import ChainRejected, NotFound
+from exchange.kit.errors import ChainRejected, ChainUnavailable, NotFound
 from exchange.kit.logging import get_logger
 from exchange.pool import repository
-from exchange.pool.indexer import fetch_events, hex32
+from exchange.pool.indexer import ChainEvent, hex32, search_events
 from exchange.pool.models import ContributionMint, MintStatus
 from exchange.pool.service import PoolContext, record_audit
 
@@ -52,10 +52,21 @@ MINTER_ACTOR = "system:minter"
 
 
 async def process_open_mints(context: PoolContext) -> list[ContributionMint]:
-    """Send or reconcile every mint that is pending or sending, oldest first."""
+    """Send or reconcile every mint that is pending or sending, oldest first.
+
+    A mint that cannot go on now (the chain does not answer, or refuses a search) is logged
+    and left for the next pass; the mints after it are still tried. The mints processed are
+    returned.
+    """
     async with context.sessionmaker() as session:
         mint_ids = await repository.open_mint_ids(session)
-    return [await process_mint(context, mint_id) for mint_id in mint_ids]
+    processed = []
+    for mint_id in mint_ids:
+        try:
+            processed.append(await process_mint(context, mint_id))
+        except ChainUnavailable as exc:
+            log.warning("pool.mint_deferred", mint_id=mint_id, detail=exc.detail)
+    return processed
 
 
 async def process_mint(context: PoolContext, mint_id: int, *, retry_failed: bool = False) -> ContributionMint:
@@ -144,19 +155,20 @@ async def _reconcile(
     """
     if from_block is None:
         raise RuntimeError(f"mint {mint.id} is sending but has no from_block")
-    events = await context.chain.run(
+    event = await context.chain.run(
         partial(
-            fetch_events,
+            search_events,
             context.chain.pool.bpc,
             ("MintedOnce",),
             from_block,
-            "latest",
             (None, mint.idempotency_key),
+            _first,
+            max_blocks=context.settings.pool_indexer_max_blocks,
         )
     )
-    if not events:
+    if event is None:
         return False
-    event, now = events[0], utc_now()
+    now = utc_now()
     to, amount = Web3.to_checksum_address(event.args["to"]), int(event.args["amount"])
     if (to, amount) != (Web3.to_checksum_address(mint.recipient), mint.amount_wei):
         mint.status, mint.updated_at = MintStatus.FAILED.value, now
@@ -183,6 +195,10 @@ async def _reconcile(
     await _audit_minted(session, mint, reconciled=True)
     log.info("pool.mint_reconciled", mint_id=mint.id, patent_id=mint.patent_id, tx_hash=event.tx_hash)
     return True
+
+
+def _first(events: list[ChainEvent]) -> ChainEvent | None:
+    return events[0] if events else None
 
 
 async def _record_minted_under_key(context: PoolContext, mint_id: int) -> ContributionMint:

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from eth_utils.crypto import keccak
 from sqlalchemy import delete
@@ -50,6 +50,7 @@ from exchange.pool.models import FundDeposit, Member, MemberState, MemberTier
 from exchange.pool.service import ChainGateway
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 REGISTRY_CURSOR = "registry"
 FUND_CURSOR = "fund"
@@ -128,6 +129,32 @@ def fetch_events(
         )
     decoded.sort(key=lambda event: (event.block_number, event.log_index))
     return decoded
+
+
+def search_events(
+    contract: BoundContract,
+    names: tuple[str, ...],
+    from_block: int,
+    argument_topics: tuple[str | None, ...],
+    found: Callable[[list[ChainEvent]], T | None],
+    *,
+    max_blocks: int,
+) -> T | None:
+    """Blocking: the first answer ``found`` gives for a window of events, from ``from_block`` to the head.
+
+    The events are asked for ``max_blocks`` blocks at a time, as the indexer asks for them, since
+    nodes refuse a log query over a longer range; a window never splits a block, so the events of
+    one transaction are always given together. None when no window had an answer.
+    """
+    head = int(contract.w3.eth.block_number)
+    start = from_block
+    while start <= head:
+        end = min(head, start + max_blocks - 1)
+        answer = found(fetch_events(contract, names, start, end, argument_topics))
+        if answer is not None:
+            return answer
+        start = end + 1
+    return None
 
 
 Applier = Callable[[AsyncSession, ChainEvent], Awaitable[None]]

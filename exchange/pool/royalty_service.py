@@ -63,7 +63,7 @@ from exchange.db.base import utc_now
 from exchange.kit.errors import ChainRejected, Conflict, NotFound
 from exchange.kit.logging import get_logger
 from exchange.pool import repository
-from exchange.pool.indexer import fetch_events, hex32, topic_of_address
+from exchange.pool.indexer import ChainEvent, hex32, search_events, topic_of_address
 from exchange.pool.models import (
     BatchStatus,
     RoyaltyPayout,
@@ -455,22 +455,23 @@ async def _find_batch_on_chain(
     """The transaction that paid exactly this batch under its tag, if one was mined since ``from_block``."""
     if from_block is None:
         return None
-    events = await context.chain.run(
+
+    def paid_exactly(events: list[ChainEvent]) -> str | None:
+        by_tx: dict[str, dict[str, int]] = {}
+        for event in events:
+            by_tx.setdefault(event.tx_hash, {})[Web3.to_checksum_address(event.args["to"])] = int(
+                event.args["amount"]
+            )
+        return next((tx_hash for tx_hash, paid in by_tx.items() if paid == expected), None)
+
+    return await context.chain.run(
         partial(
-            fetch_events,
+            search_events,
             context.chain.pool.fund,
             ("FundPayout",),
             from_block,
-            "latest",
             (topic_of_address(token), None, tag),
+            paid_exactly,
+            max_blocks=context.settings.pool_indexer_max_blocks,
         )
     )
-    by_tx: dict[str, dict[str, int]] = {}
-    for event in events:
-        by_tx.setdefault(event.tx_hash, {})[Web3.to_checksum_address(event.args["to"])] = int(
-            event.args["amount"]
-        )
-    for tx_hash, paid in by_tx.items():
-        if paid == expected:
-            return tx_hash
-    return None

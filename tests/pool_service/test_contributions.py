@@ -7,7 +7,8 @@ then letting the service — a retried request or a restarted process — contin
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -15,6 +16,10 @@ from eth_account import Account
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from web3 import Web3
+from web3.exceptions import Web3RPCError
+from web3.middleware import Web3Middleware
+from web3.types import RPCEndpoint, RPCResponse
 
 from exchange.chain.runtime import ChainRuntime
 from exchange.db.base import utc_now
@@ -25,6 +30,7 @@ from tests.pool_service.conftest import Foundation, pool_settings
 from tests.pool_service.flows import admit_patent
 
 AMOUNT_AT_SCORE_75 = 750 * 10**18
+LOG_RANGE_LIMIT = 4
 
 
 @pytest.fixture
@@ -223,6 +229,107 @@ async def test_a_key_minted_to_someone_else_fails_the_mint_and_mints_nothing_mor
     assert f"BPC minted 1 to {stranger}" in failed.error
     assert chain.pool.bpc_supply() == supply
     assert chain.pool.bpc_balance(contributor) == 0
+
+
+@contextmanager
+def _log_range_limited(w3: Web3) -> Iterator[None]:
+    """The node refuses an ``eth_getLogs`` over more than ``LOG_RANGE_LIMIT`` blocks, as hosted nodes do."""
+
+    def block_of(value: Any) -> int:
+        return int(w3.eth.block_number) if value in (None, "latest") else int(str(value), 0)
+
+    class RangeLimit(Web3Middleware):
+        def wrap_make_request(self, make_request: Callable[..., RPCResponse]) -> Callable[..., RPCResponse]:
+            def middleware(method: RPCEndpoint, params: Any) -> RPCResponse:
+                if method == "eth_getLogs":
+                    query = params[0]
+                    span = block_of(query.get("toBlock")) - block_of(query.get("fromBlock")) + 1
+                    if span > LOG_RANGE_LIMIT:
+                        raise Web3RPCError(f"query exceeds max block range {LOG_RANGE_LIMIT}")
+                return make_request(method, params)
+
+            return middleware
+
+    w3.middleware_onion.add(RangeLimit, name="log-range-limit")
+    try:
+        yield
+    finally:
+        w3.middleware_onion.remove("log-range-limit")
+
+
+async def _start_once(database_url: str, chain: ChainRuntime, **overrides: object) -> None:
+    """Start the service and stop it: its start sends or reconciles every open mint.
+
+    The other areas' indexers read ranges the node answers.
+    """
+    settings = pool_settings(
+        database_url,
+        vault_indexer_max_blocks=LOG_RANGE_LIMIT,
+        licence_indexer_max_blocks=LOG_RANGE_LIMIT,
+        **overrides,
+    )
+    app = build_app(settings, chain=chain)
+    async with app.router.lifespan_context(app):
+        pass
+
+
+async def test_an_interrupted_mint_is_found_block_range_by_block_range(
+    foundation: Foundation, engine: AsyncEngine, database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    contributor, pool = Account.create().address, chain_runtime.pool
+    decision = await admit_patent(
+        foundation, "US 11,000,005 B2", source="contributed", contributor=contributor
+    )
+    patent_id = decision["patent"]["patent_id"]
+    sent = await _mint_row(engine, patent_id)
+    assert sent.minted_block is not None
+    for _ in range(3 * LOG_RANGE_LIMIT):
+        chain_runtime.w3.provider.make_request(RPCEndpoint("evm_mine"), [])
+    supply = pool.bpc_supply()
+    # The service stopped long ago between sending and recording: the search covers many blocks.
+    await _set_mint(
+        engine, patent_id, status="sending", tx_hash=None, minted_block=None, from_block=sent.minted_block - 2
+    )
+
+    with _log_range_limited(chain_runtime.w3):
+        await _start_once(database_url, chain_runtime, pool_indexer_max_blocks=LOG_RANGE_LIMIT)
+    found = await _mint_row(engine, patent_id)
+    assert (found.status, found.tx_hash) == ("minted", sent.tx_hash)
+    assert pool.bpc_supply() == supply
+
+
+async def test_a_mint_that_cannot_go_on_does_not_hold_back_the_mints_after_it(
+    foundation: Foundation, engine: AsyncEngine, database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    pool = chain_runtime.pool
+    stuck_to, waiting_to = Account.create().address, Account.create().address
+    stuck = await admit_patent(foundation, "US 11,000,006 B2", source="contributed", contributor=stuck_to)
+    _minter_role(chain_runtime, grant=False)
+    waiting = await admit_patent(foundation, "US 11,000,007 B2", source="contributed", contributor=waiting_to)
+    _minter_role(chain_runtime, grant=True)
+    first = await _mint_row(engine, stuck["patent"]["patent_id"])
+    second = await _mint_row(engine, waiting["patent"]["patent_id"])
+    assert (first.id < second.id, first.minted_block, second.status) == (True, first.minted_block, "failed")
+    assert first.minted_block is not None
+    for _ in range(3 * LOG_RANGE_LIMIT):
+        chain_runtime.w3.provider.make_request(RPCEndpoint("evm_mine"), [])
+    # The first is interrupted, and its search is more than this node answers (the setting
+    # allows ranges the node refuses); the second waits to be sent.
+    await _set_mint(
+        engine,
+        first.patent_id,
+        status="sending",
+        tx_hash=None,
+        minted_block=None,
+        from_block=first.minted_block,
+    )
+    await _set_mint(engine, second.patent_id, status="pending", error=None)
+
+    with _log_range_limited(chain_runtime.w3):
+        await _start_once(database_url, chain_runtime)
+    assert (await _mint_row(engine, first.patent_id)).status == "sending"
+    assert (await _mint_row(engine, second.patent_id)).status == "minted"
+    assert pool.bpc_balance(waiting_to) == AMOUNT_AT_SCORE_75
 
 
 async def test_the_database_refuses_a_second_mint_with_the_same_key(
