@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from eth_account import Account
 from eth_account.messages import SignableMessage
+from eth_keys.exceptions import BadSignature
 from eth_tester.exceptions import TransactionFailed
 from eth_utils.exceptions import ValidationError
 from web3 import Web3
@@ -12,6 +13,7 @@ from web3.types import BlockIdentifier
 
 from exchange.chain.errors import ChainUnavailable
 
+EOA_SIGNATURE_BYTES = 65  # r (32) ‖ s (32) ‖ v (1)
 ERC1271_MAGIC = bytes.fromhex("1626ba7e")
 _ERC1271_ABI = [
     {
@@ -30,10 +32,13 @@ def eip191_hash(message: SignableMessage) -> bytes:
 
 
 def recover_signer(message: SignableMessage, signature: bytes) -> str | None:
-    """The EOA that signed `message`, or None when the bytes are no valid signature."""
+    """The EOA that signed `message`, or None when the bytes are no valid signature: not the
+    65 bytes r ‖ s ‖ v, or no key's (r or s zero or not below the curve order, s too high, bad v)."""
+    if len(signature) != EOA_SIGNATURE_BYTES:
+        return None
     try:
         return str(Account.recover_message(message, signature=signature))
-    except (ValueError, TypeError, ValidationError):  # malformed, wrong length, s too high, bad v
+    except (ValueError, TypeError, ValidationError, BadSignature):
         return None
 
 

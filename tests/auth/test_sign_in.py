@@ -145,6 +145,16 @@ async def test_refusals(service: httpx.AsyncClient) -> None:
     assert (await _login(service, text, account)).status_code == 200
 
 
+@pytest.mark.parametrize("signature", ["0x" + "00" * 65, "0x" + "ff" * 65], ids=["zeros", "ones"])
+async def test_bytes_no_key_can_have_signed_are_refused_not_a_server_error(
+    service: httpx.AsyncClient, signature: str
+) -> None:
+    account = Account.create()
+    text = await _message_naming(service, account.address)
+    reply = await service.post("/v1/auth/login", json={"message": text, "signature": signature})
+    _assert_refused(reply, f"the signature is not {account.address}'s")
+
+
 async def test_a_message_as_javascript_wallets_write_it_signs_in(service: httpx.AsyncClient) -> None:
     # siwe-js writes its times with JavaScript's toISOString: milliseconds and a Z.
     now = datetime.now(UTC)

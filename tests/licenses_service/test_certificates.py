@@ -138,6 +138,26 @@ async def test_every_failure_reason(licensing: Service) -> None:
     assert codes(many) == ["wrong_chain", "holder_not_licensed"]
 
 
+@pytest.mark.parametrize(
+    "signature",
+    [bytes(65), b"\xff" * 65, bytes(32) + bytes(31) + b"\x01" + b"\x1b", b""],
+    ids=["zeros", "ones", "r-zero", "empty"],
+)
+async def test_bytes_no_key_can_have_signed_are_a_bad_signature_not_a_server_error(
+    licensing: Service, signature: bytes
+) -> None:
+    """65 bytes whose r or s is out of range, or no bytes at all, recover to no key."""
+    holder = account(1)
+    licensed_member(licensing.pool, holder)
+    cert = certificate(licensing, holder.address)
+    compact = await verify(licensing, {"compact": cert.to_compact(signature)})
+    assert compact["valid"] is False
+    assert codes(compact) == ["bad_signature"]
+    assert compact["signer"] is None
+    typed = await verify(licensing, {"certificate": cert.typed_data(), "signature": "0x" + signature.hex()})
+    assert codes(typed) == ["bad_signature"]
+
+
 async def test_expired_fee_licence(licensing: Service) -> None:
     pool, buyer = licensing.pool, account(5)
     pool.set_fee_licence_terms(10 * BPC, 600)
