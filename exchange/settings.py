@@ -186,7 +186,8 @@ class Settings(BaseSettings):
         description="Requests per client IP, one bucket for them all, to the public routes that read "
         "the chain on each request (GET /v1/contracts, /v1/licences/thresholds, "
         "/v1/licences/certificates/draft, /v1/licences/{address}, /v1/pool/stats; POST "
-        "/v1/licences/certificates/verify). Each costs the RPC node one to eight reads (the thresholds "
+        "/v1/licences/certificates/verify), and the certificate QR code (POST "
+        "/v1/licences/certificates/qr), which reads nothing but costs drawing time. Each costs the RPC node one to eight reads (the thresholds "
         "the most: the head block and six eth_calls), so one client costs it at most about 160 a "
         "second: a small share of what a node of one's own serves, and far above what a wallet "
         "checking a licence or a page polling the pool index needs. Lower it for a metered hosted node.",

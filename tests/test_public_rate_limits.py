@@ -158,6 +158,7 @@ async def test_another_client_ips_bucket_is_untouched(database_url: str, chain_r
         ("post", "/v1/licences/certificates/verify"),
         ("get", "/v1/licences/{address}"),
         ("get", "/v1/pool/stats"),
+        ("post", "/v1/licences/certificates/qr"),
     ],
 )
 def test_the_chain_reading_routes_document_their_429(method: str, path: str) -> None:
@@ -165,3 +166,17 @@ def test_the_chain_reading_routes_document_their_429(method: str, path: str) -> 
     refused = paths[path][method]["responses"]["429"]
     assert "rate-limited" in refused["description"]
     assert "Retry-After" in refused["headers"]
+
+
+async def test_qr_codes_are_drawn_on_the_same_bucket(database_url: str, chain_runtime: ChainRuntime) -> None:
+    """The QR code reads nothing from the chain but costs the server CPU: it takes from the same bucket."""
+    verify_body = chain_read_requests(chain_runtime)[3][2]["json"]
+    qr: Call = ("POST", "/v1/licences/certificates/qr", {"json": {**verify_body, "format": "png"}})
+    async with strict_service(database_url, chain_runtime) as from_ip:
+        client = await from_ip("198.51.100.7")
+        for _ in range(BURST):
+            reply = await send(client, qr)
+            assert reply.status_code == 200, reply.text
+            assert reply.headers["content-type"] == "image/png"
+        assert_rate_limited(await send(client, qr))
+        assert_rate_limited(await send(client, chain_read_requests(chain_runtime)[0]))

@@ -40,6 +40,8 @@ from PIL import Image, UnidentifiedImageError
 from exchange.licenses.device_ids import DeviceId, digital_link, parse_digital_link
 
 DEFAULT_MODULE_PX: Final = 8
+QR_BORDER: Final = 4
+"""The QR Code's quiet zone, in modules."""
 MANIFEST_NAME: Final = "manifest.csv"
 _READ_FORMATS: Final = zxingcpp.BarcodeFormats(
     [zxingcpp.BarcodeFormat.QRCode, zxingcpp.BarcodeFormat.DataMatrix]
@@ -97,7 +99,7 @@ def render(
 def _render_qr(uri: str, image_type: ImageType, module_px: int) -> bytes:
     code = segno.make_qr(uri, error="m")
     buffer = io.BytesIO()
-    code.save(buffer, kind=str(image_type), scale=module_px, border=4)
+    code.save(buffer, kind=str(image_type), scale=module_px, border=QR_BORDER)
     return buffer.getvalue()
 
 

@@ -2,11 +2,13 @@
 
 The public routes that read the chain on each request (thresholds, a certificate's draft and
 verification, an address's licence) take a token from the client IP's chain-read bucket first
-(``exchange.api.dependencies.limit_chain_reads``); the QR code reads nothing and is not limited.
+(``exchange.api.dependencies.limit_chain_reads``). So does the QR code, which reads nothing but
+costs the server CPU: it is drawn in a worker thread, at most ``MAX_QR_PNG_SIDE_PX`` pixels a side.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from typing import Annotated
@@ -27,7 +29,7 @@ from exchange.kit.errors import (
     ValidationFailed,
 )
 from exchange.licenses import service
-from exchange.licenses.barcodes import ImageType, Symbology, render
+from exchange.licenses.barcodes import QR_BORDER, ImageType, Symbology, render
 from exchange.licenses.certificates import Certificate, InvalidCertificate
 from exchange.licenses.lifespan import Licensing, licensing
 from exchange.licenses.schemas import (
@@ -185,13 +187,21 @@ async def post_verify_certificate(body: CertificateVerifyIn, state: LicensingDep
     )
 
 
+MAX_QR_PNG_SIDE_PX = 4096
+"""The largest PNG side the QR route draws: drawing time grows with the pixels (a 177-module
+symbol at 40 pixels a module, 7,400 a side, takes a fifth of a second). SVG's size does not grow
+with ``module_px``."""
+
+
 @router.post(
     "/certificates/qr",
     summary="A licence certificate as a QR code",
+    description=f"A PNG is at most {MAX_QR_PNG_SIDE_PX} pixels a side: a larger one is refused (422).",
     responses={
         200: {"content": {"image/svg+xml": {}, "image/png": {}}, "description": "The QR code."},
-        **problem_responses(ValidationFailed),
+        **problem_responses(ValidationFailed, RateLimited),
     },
+    dependencies=[Depends(limit_chain_reads)],
 )
 async def post_certificate_qr(body: CertificateQrIn) -> Response:
     """The certificate's compact form (``BPCERT1:…``, see ``exchange.licenses.certificates``)
@@ -201,7 +211,15 @@ async def post_certificate_qr(body: CertificateQrIn) -> Response:
     image_type = ImageType(body.format)
     compact = certificate.to_compact(signature)
     try:
-        image = render(compact, Symbology.QR, image_type, module_px=body.module_px)
+        if image_type is ImageType.PNG:
+            side = segno.make_qr(compact, error="m").symbol_size(scale=body.module_px, border=QR_BORDER)[0]
+            if side > MAX_QR_PNG_SIDE_PX:
+                raise ValidationFailed(
+                    f"this certificate's QR code at {body.module_px} pixels a module is {side} pixels a"
+                    f" side, more than {MAX_QR_PNG_SIDE_PX}; ask for fewer pixels a module, or for SVG",
+                    extra={"field": "module_px"},
+                )
+        image = await asyncio.to_thread(render, compact, Symbology.QR, image_type, module_px=body.module_px)
     except segno.DataOverflowError:  # a long statement, or a long contract-wallet signature
         raise ValidationFailed(
             f"the certificate's compact form is {len(compact)} characters, more than a QR code"
