@@ -51,7 +51,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -74,6 +74,7 @@ _PERIOD_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 _TAG: Final = re.compile(r"0x[0-9a-fA-F]{64}", re.ASCII)
 CSV_COLUMNS: Final = (
     "period_id",
+    "token",
     "contributor",
     "weight",
     "total_weight",
@@ -81,6 +82,7 @@ CSV_COLUMNS: Final = (
     "payout_wei",
     "counted_patents",
     "uncounted_patents",
+    "payout_batch_tag",
 )
 
 
@@ -282,11 +284,17 @@ def batch_payout_tag(run_tag: str, token: str, batch_index: int) -> str:
     return "0x" + keccak(packed).hex()
 
 
-def statements_json(distribution: Distribution) -> str:
-    """The period's totals and every contributor's statement, as JSON (amounts as strings)."""
+def statements_json(distribution: Distribution, *, token: str, batch_tags: Mapping[str, str]) -> str:
+    """The period's totals and every contributor's statement, as JSON (amounts as strings).
+
+    ``token`` is what the run distributes (amounts are in its base units), and ``batch_tags``
+    the tag of the Fund payout that pays each contributor paid anything
+    (:func:`batch_payout_tag`): the tag its ``FundPayout`` event carries on chain.
+    """
     period = distribution.period
     document = {
         "period_id": period.period_id,
+        "token": token,
         "starts_on": period.starts_on.isoformat(),
         "ends_on": period.ends_on.isoformat(),
         "received_wei": str(distribution.received_wei),
@@ -296,12 +304,13 @@ def statements_json(distribution: Distribution) -> str:
         "carry_out_wei": str(distribution.carry_out_wei),
         "total_weight": distribution.total_weight,
         "remainder_rule": distribution.rule.value,
-        "payout_tag": payout_tag(period.period_id),
+        "run_tag": payout_tag(period.period_id),
         "statements": [
             {
                 "contributor": statement.contributor,
                 "weight": statement.weight,
                 "payout_wei": str(statement.payout_wei),
+                "payout_batch_tag": batch_tags.get(statement.contributor),
                 "patents": [
                     {"patent_id": line.patent_id, "weight": line.weight, "counted": line.counted}
                     for line in statement.patents
@@ -313,8 +322,11 @@ def statements_json(distribution: Distribution) -> str:
     return json.dumps(document, indent=2, ensure_ascii=True) + "\n"
 
 
-def statements_csv(distribution: Distribution) -> str:
-    """One CSV row per contributor (RFC 4180, CRLF line ends); patent ids joined by ';'."""
+def statements_csv(distribution: Distribution, *, token: str, batch_tags: Mapping[str, str]) -> str:
+    """One CSV row per contributor (RFC 4180, CRLF line ends); patent ids joined by ';'.
+
+    ``token`` and ``batch_tags`` as for :func:`statements_json` (a contributor paid nothing
+    has an empty ``payout_batch_tag``)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
@@ -322,6 +334,7 @@ def statements_csv(distribution: Distribution) -> str:
         writer.writerow(
             (
                 statement.period_id,
+                token,
                 statement.contributor,
                 statement.weight,
                 statement.total_weight,
@@ -329,6 +342,7 @@ def statements_csv(distribution: Distribution) -> str:
                 statement.payout_wei,
                 ";".join(line.patent_id for line in statement.patents if line.counted),
                 ";".join(line.patent_id for line in statement.patents if not line.counted),
+                batch_tags.get(statement.contributor, ""),
             )
         )
     return buffer.getvalue()

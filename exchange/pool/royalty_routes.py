@@ -12,7 +12,9 @@ GET  /v1/royalties/runs/{id}/statement                   the signed-in contribut
 =======================================================  ===================
 
 Statements come as JSON (default) or CSV (``?format=csv``), from the pure
-``royalties.statements_json`` and ``statements_csv``.
+``royalties.statements_json`` and ``statements_csv``. They name the token the run
+distributes (amounts are in its base units) and, for each contributor paid anything,
+the tag of the Fund payout that pays it, which its ``FundPayout`` event carries.
 """
 
 from __future__ import annotations
@@ -39,10 +41,17 @@ from exchange.pool import repository
 from exchange.pool import royalty_service as service
 from exchange.pool.access_routes import ADMIN_PROBLEMS, Council, CouncilAlone, Pool
 from exchange.pool.models import RoyaltyRun
-from exchange.pool.royalties import Distribution, statements_csv, statements_json
+from exchange.pool.royalties import Distribution, batch_payout_tag, statements_csv, statements_json
 from exchange.pool.schemas import RunIn, RunOut, checksummed
 
 router = APIRouter(tags=["pool administration: royalties"])
+
+
+def _file_name(run: RoyaltyRun) -> str:
+    """A download's name: the period and the token (runs of two tokens may share a period)."""
+    return f"royalties-{run.period_id}-{run.token}"
+
+
 StatementFormat = Annotated[Literal["json", "csv"], Query(alias="format")]
 
 
@@ -54,14 +63,24 @@ async def _run_out(session: AsyncSession, run: RoyaltyRun) -> RunOut:
     return RunOut.of(run, batches)
 
 
-def _statement_response(distribution: Distribution, file_format: str, name: str) -> Response:
+async def _statement_response(
+    session: AsyncSession, run: RoyaltyRun, distribution: Distribution, file_format: str, name: str
+) -> Response:
+    """The statements in ``file_format``, with the run's token and each contributor's payout tag."""
+    batch_tags = {
+        payout.contributor: batch_payout_tag(run.payout_tag, run.token, batch.batch_index)
+        for batch in await repository.payout_batches(session, run.id)
+        for payout in await repository.payouts_of_batch(session, batch.id)
+    }
     if file_format == "csv":
         return Response(
-            statements_csv(distribution),
+            statements_csv(distribution, token=run.token, batch_tags=batch_tags),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
         )
-    return Response(statements_json(distribution), media_type="application/json")
+    return Response(
+        statements_json(distribution, token=run.token, batch_tags=batch_tags), media_type="application/json"
+    )
 
 
 @router.post(
@@ -134,7 +153,7 @@ async def get_statements(
 ) -> Response:
     run = await service.load_run(session, run_id)
     distribution = await service.distribution_of(session, run)
-    return _statement_response(distribution, file_format, f"royalties-{run.period_id}")
+    return await _statement_response(session, run, distribution, file_format, _file_name(run))
 
 
 @router.get(
@@ -149,7 +168,7 @@ async def get_contributor_statement(
     run = await service.load_run(session, run_id)
     address = checksummed(contributor)
     distribution = service.for_contributor(await service.distribution_of(session, run), address)
-    return _statement_response(distribution, file_format, f"royalties-{run.period_id}-{address}")
+    return await _statement_response(session, run, distribution, file_format, f"{_file_name(run)}-{address}")
 
 
 @router.get(
@@ -163,4 +182,4 @@ async def get_my_statement(
 ) -> Response:
     run = await service.load_run(session, run_id)
     distribution = service.for_contributor(await service.distribution_of(session, run), principal.address)
-    return _statement_response(distribution, file_format, f"royalties-{run.period_id}")
+    return await _statement_response(session, run, distribution, file_format, _file_name(run))

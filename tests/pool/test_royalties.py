@@ -244,23 +244,30 @@ def test_a_batch_tag_is_keccak_of_the_run_tag_token_and_index_packed() -> None:
             batch_payout_tag(*bad)
 
 
+TOKEN = "0x00000000000000000000000000000000000000B1"
+TAG_A, TAG_B = "0x" + "a1" * 32, "0x" + "b2" * 32
+
+
 def test_the_statements_as_csv() -> None:
     result = distribute(Q1, received_wei=1000, carry_in_wei=1, stakes=EXAMPLE_STAKES)
-    assert statements_csv(result) == (
-        "period_id,contributor,weight,total_weight,distributable_wei,payout_wei,counted_patents,uncounted_patents\r\n"
-        f"2026-Q1,{A},75,150,1001,500,EP3123456B1;US10123456B2,\r\n"
-        f"2026-Q1,{B},75,150,1001,500,CN107431123A,\r\n"
-        f"2026-Q1,{C},0,150,1001,0,,JP2017123456A\r\n"
+    text = statements_csv(result, token=TOKEN, batch_tags={A: TAG_A, B: TAG_B})
+    assert text == (
+        "period_id,token,contributor,weight,total_weight,distributable_wei,payout_wei,counted_patents,"
+        "uncounted_patents,payout_batch_tag\r\n"
+        f"2026-Q1,{TOKEN},{A},75,150,1001,500,EP3123456B1;US10123456B2,,{TAG_A}\r\n"
+        f"2026-Q1,{TOKEN},{B},75,150,1001,500,CN107431123A,,{TAG_B}\r\n"
+        f"2026-Q1,{TOKEN},{C},0,150,1001,0,,JP2017123456A,\r\n"
     )
-    rows = list(csv.DictReader(io.StringIO(statements_csv(result))))
+    rows = list(csv.DictReader(io.StringIO(text)))
     assert tuple(rows[0]) == CSV_COLUMNS
 
 
 def test_the_statements_as_json() -> None:
     result = distribute(Q1, received_wei=1000, carry_in_wei=1, stakes=EXAMPLE_STAKES)
-    document = json.loads(statements_json(result))
+    document = json.loads(statements_json(result, token=TOKEN, batch_tags={A: TAG_A, B: TAG_B}))
     assert document == {
         "period_id": "2026-Q1",
+        "token": TOKEN,
         "starts_on": "2026-01-01",
         "ends_on": "2026-03-31",
         "received_wei": "1000",
@@ -270,12 +277,13 @@ def test_the_statements_as_json() -> None:
         "carry_out_wei": "1",
         "total_weight": 150,
         "remainder_rule": "carry",
-        "payout_tag": payout_tag("2026-Q1"),
+        "run_tag": payout_tag("2026-Q1"),
         "statements": [
             {
                 "contributor": A,
                 "weight": 75,
                 "payout_wei": "500",
+                "payout_batch_tag": TAG_A,
                 "patents": [
                     {"patent_id": "EP3123456B1", "weight": 25, "counted": True},
                     {"patent_id": "US10123456B2", "weight": 50, "counted": True},
@@ -285,12 +293,14 @@ def test_the_statements_as_json() -> None:
                 "contributor": B,
                 "weight": 75,
                 "payout_wei": "500",
+                "payout_batch_tag": TAG_B,
                 "patents": [{"patent_id": "CN107431123A", "weight": 75, "counted": True}],
             },
             {
                 "contributor": C,
                 "weight": 0,
                 "payout_wei": "0",
+                "payout_batch_tag": None,
                 "patents": [{"patent_id": "JP2017123456A", "weight": 60, "counted": False}],
             },
         ],
@@ -299,7 +309,9 @@ def test_the_statements_as_json() -> None:
 
 def test_huge_amounts_stay_exact_in_json() -> None:
     result = distribute(Q1, received_wei=UINT256_MAX, carry_in_wei=0, stakes=[stake("P1", A, 3)])
-    assert json.loads(statements_json(result))["statements"][0]["payout_wei"] == str(UINT256_MAX)
+    assert json.loads(statements_json(result, token=TOKEN, batch_tags={}))["statements"][0][
+        "payout_wei"
+    ] == str(UINT256_MAX)
 
 
 # --- properties ---------------------------------------------------------------------------------
@@ -375,8 +387,12 @@ def test_the_order_of_the_stakes_does_not_matter(
     first = distribute(Q1, received_wei=received_wei, carry_in_wei=0, stakes=stakes, rule=rule)
     second = distribute(Q1, received_wei=received_wei, carry_in_wei=0, stakes=shuffled, rule=rule)
     assert first == second
-    assert statements_json(first) == statements_json(second)
-    assert statements_csv(first) == statements_csv(second)
+    assert statements_json(first, token=TOKEN, batch_tags={}) == statements_json(
+        second, token=TOKEN, batch_tags={}
+    )
+    assert statements_csv(first, token=TOKEN, batch_tags={}) == statements_csv(
+        second, token=TOKEN, batch_tags={}
+    )
 
 
 # Six periods' receipts, all of which may carry: together they fit a uint256, as the Fund's balance does.

@@ -204,6 +204,12 @@ async def test_a_period_is_split_paid_once_and_stated(foundation: Foundation, en
         await client.get(f"/v1/admin/royalties/runs/{run['id']}/statements", headers=foundation.council)
     ).json()
     assert statements["paid_wei"] == str(sum(expected.values()))
+    assert statements["token"] == pool.bpc.address
+    # Each contributor's tag is the one its payout carries on chain: it can find its payout.
+    on_chain = {(to, amount): tag for to, amount, tag in fund_payouts(chain)}
+    for statement in statements["statements"]:
+        key = (statement["contributor"], int(statement["payout_wei"]))
+        assert statement["payout_batch_tag"] == on_chain[key], statement
     by_contributor = {s["contributor"]: s for s in statements["statements"]}
     assert by_contributor[ada.address]["patents"] == [
         {"patent_id": "US12000001B2", "weight": 75, "counted": True},
@@ -215,8 +221,13 @@ async def test_a_period_is_split_paid_once_and_stated(foundation: Foundation, en
         headers=foundation.council,
     )
     assert csv_reply.headers["content-type"].startswith("text/csv")
+    assert f'filename="royalties-D1-{pool.bpc.address}.csv"' in csv_reply.headers["content-disposition"]
     rows = list(csv.DictReader(io.StringIO(csv_reply.text)))
     assert {row["contributor"]: int(row["payout_wei"]) for row in rows} == expected
+    assert {row["token"] for row in rows} == {pool.bpc.address}
+    assert {row["contributor"]: row["payout_batch_tag"] for row in rows} == {
+        s["contributor"]: s["payout_batch_tag"] for s in statements["statements"]
+    }
     one = await client.get(
         f"/v1/admin/royalties/runs/{run['id']}/statements/{bob.address}", headers=foundation.council
     )
