@@ -33,14 +33,20 @@ Schemes and canonical forms
   ``com.example.phones``); input is lower-cased. The serial is 1 to 64
   characters from ``A-Z a-z 0-9 - . _ ~`` (URI-unreserved, so it never needs
   escaping) and case-sensitive. Accepted: ``{namespace}:{serial}`` and the
-  canonical form.
+  canonical form. The path keys of the Digital Links below (``01``, ``10``,
+  ``21``, ``22``, ``imei``, ``serial``) are reserved and refused as namespaces:
+  ``serial:imei:{imei}`` would otherwise link to ``…/serial/imei/{imei}``, which
+  names the IMEI device ``imei:{imei}``.
 
 Input is at most ``MAX_INPUT_LENGTH`` ASCII characters; surrounding whitespace is ignored.
+The limit holds the longest link (``LINK_PATH_MAX_LENGTH``) under the longest resolver base
+:func:`digital_link` accepts (``RESOLVER_BASE_MAX_LENGTH``), so every link made here parses.
 
 Digital Link URIs
 -----------------
 :func:`digital_link` renders a device as a URI under a resolver base
-(``https://id.example.org``, optionally with a path prefix):
+(``https://id.example.org``, optionally with a path prefix, at most
+``RESOLVER_BASE_MAX_LENGTH`` ASCII characters):
 
 * GS1: ``{base}/01/{gtin14}/21/{serial}`` — GS1 Digital Link, the serial
   percent-encoded (``!"%&'()*+,/:;<=>?`` become ``%XX`` with upper-case hex).
@@ -52,7 +58,11 @@ Digital Link URIs
 prefix. For GS1 it also accepts a GTIN of 8, 12 or 13 digits, the qualifiers
 ``/22/{cpv}`` and ``/10/{lot}`` before ``/21/`` (dropped: the GTIN and serial
 already name the item), lower-case hex escapes, a trailing slash, and any query
-or fragment (Digital Link attributes, ignored).
+or fragment (Digital Link attributes, ignored). The shape is read from the path's
+last segments (GS1 first, then IMEI, then serial), so the prefix may hold any
+segments, path keys included; as no namespace is a path key, the segment before
+a serial link's last is never ``21`` or ``imei``, and every link
+:func:`digital_link` makes parses back to its own device.
 
 Invariants: ``parse_device_id(d.scheme, d.canonical) == d``,
 ``parse_canonical(d.canonical) == d`` and
@@ -71,10 +81,22 @@ from urllib.parse import quote, unquote, urlsplit
 from exchange.kit.errors import ValidationFailed
 from exchange.licenses.merkle import keccak256
 
-MAX_INPUT_LENGTH: Final = 200
 GS1_SERIAL_MAX_LENGTH: Final = 20
 SERIAL_MAX_LENGTH: Final = 64
 NAMESPACE_MAX_LENGTH: Final = 64
+#: The Digital Link path keys, which no namespace may be (see ``serial`` above).
+RESERVED_NAMESPACES: Final = frozenset({"01", "10", "21", "22", "imei", "serial"})
+#: The longest link path: ``/serial/{namespace}/{serial}`` (GS1: ``/01/{14}/21/`` and a serial
+#: of 20 characters, each percent-encoded at worst, is 82; IMEI: ``/imei/{15}`` is 21).
+LINK_PATH_MAX_LENGTH: Final = max(
+    len("/serial/") + NAMESPACE_MAX_LENGTH + len("/") + SERIAL_MAX_LENGTH,
+    len("/01/") + 14 + len("/21/") + 3 * GS1_SERIAL_MAX_LENGTH,
+    len("/imei/") + 15,
+)
+#: The longest resolver base (trailing slashes aside) :func:`digital_link` accepts.
+RESOLVER_BASE_MAX_LENGTH: Final = 128
+#: The longest input: any link :func:`digital_link` makes fits (265 characters).
+MAX_INPUT_LENGTH: Final = RESOLVER_BASE_MAX_LENGTH + LINK_PATH_MAX_LENGTH
 
 #: GS1 General Specifications, character set 82 (the characters of AI 21).
 GS1_CSET82: Final = frozenset(
@@ -329,6 +351,12 @@ def _check_namespace(namespace: str, raw: str) -> None:
             " in labels separated by '.' or '-'",
             raw,
         )
+    if namespace in RESERVED_NAMESPACES:
+        reserved = ", ".join(sorted(RESERVED_NAMESPACES))
+        raise InvalidDeviceId(
+            f"the namespace {namespace!r} is reserved: Digital Link path keys ({reserved}) name no namespace",
+            raw,
+        )
 
 
 def _check_serial(serial: str, raw: str) -> None:
@@ -340,11 +368,29 @@ def _check_serial(serial: str, raw: str) -> None:
 
 
 def digital_link(device: DeviceId, resolver_base: str) -> str:
-    """The device's URI under `resolver_base` (``https://host`` with an optional path prefix)."""
-    parts = urlsplit(resolver_base)
+    """The device's URI under `resolver_base` (``https://host`` with an optional path prefix).
+
+    The base is refused (``ValueError``) unless every link under it parses back: ASCII, at most
+    ``RESOLVER_BASE_MAX_LENGTH`` characters, its percent-escapes UTF-8."""
+    base = resolver_base.rstrip("/")
+    parts = urlsplit(base)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
         raise ValueError(f"a resolver base is http(s)://host[/prefix], not {resolver_base!r}")
-    return resolver_base.rstrip("/") + device.link_path
+    if len(base) > RESOLVER_BASE_MAX_LENGTH or not base.isascii():
+        raise ValueError(
+            f"a resolver base is at most {RESOLVER_BASE_MAX_LENGTH} ASCII characters, not {resolver_base!r}"
+        )
+    if _PERCENT.search(parts.path) or not _decodes(parts.path):
+        raise ValueError(f"a resolver base holds UTF-8 percent-escapes only, not {resolver_base!r}")
+    return base + device.link_path
+
+
+def _decodes(path: str) -> bool:
+    try:
+        unquote(path, errors="strict")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def parse_digital_link(uri: str) -> DeviceId:

@@ -54,8 +54,26 @@ def imeis(draw: st.DrawFn) -> str:
     return complete(draw(st.text(DIGITS, min_size=14, max_size=14)), luhn_is_valid)
 
 
-namespaces = st.from_regex(r"[a-z0-9]{1,10}([.-][a-z0-9]{1,10}){0,3}", fullmatch=True)
+#: The Digital Link path keys, which no namespace may be: a serial link's namespace sits where
+#: the IMEI and GS1 shapes read their key (``/serial/imei/{imei}``, ``/01/…/21/{serial}``).
+RESERVED_NAMESPACES = ("01", "10", "21", "22", "imei", "serial")
+
+#: Well-formed namespaces, the reserved ones among them (a valid id refuses those).
+namespaces = st.sampled_from(RESERVED_NAMESPACES) | st.from_regex(
+    r"[a-z0-9]{1,10}([.-][a-z0-9]{1,10}){0,3}", fullmatch=True
+)
+valid_namespaces = namespaces.filter(lambda namespace: namespace not in RESERVED_NAMESPACES)
 manufacturer_serials = st.text(SERIAL_CHARACTERS, min_size=1, max_size=64)
+
+#: Resolver bases whose path ends in any segments, Digital Link path keys included.
+resolver_bases = st.builds(
+    lambda host, segments: host + "".join(f"/{segment}" for segment in segments),
+    st.sampled_from(["https://id.example.org", "http://127.0.0.1:8000", "HTTPS://ID.EXAMPLE"]),
+    st.lists(
+        st.sampled_from([*RESERVED_NAMESPACES, "09506000134352", "490154203237518", "dl", "acme"]),
+        max_size=5,
+    ),
+)
 
 
 @st.composite
@@ -66,7 +84,7 @@ def device_ids(draw: st.DrawFn) -> DeviceId:
         return Gs1DeviceId(draw(gtins()).zfill(14), draw(gs1_serials))
     if scheme == "imei":
         return ImeiDeviceId(draw(imeis()))
-    return SerialDeviceId(draw(namespaces), draw(manufacturer_serials))
+    return SerialDeviceId(draw(valid_namespaces), draw(manufacturer_serials))
 
 
 def substitute_digit(number: str, position: int, replacement: str) -> str:

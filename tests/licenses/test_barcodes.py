@@ -24,7 +24,17 @@ from exchange.licenses.barcodes import (
     export_batch,
     render,
 )
-from exchange.licenses.device_ids import DeviceId, InvalidDeviceId, digital_link, parse_device_id
+from exchange.licenses.device_ids import (
+    MAX_INPUT_LENGTH,
+    NAMESPACE_MAX_LENGTH,
+    RESOLVER_BASE_MAX_LENGTH,
+    SERIAL_MAX_LENGTH,
+    DeviceId,
+    InvalidDeviceId,
+    SerialDeviceId,
+    digital_link,
+    parse_device_id,
+)
 
 RESOLVER = "https://id.example.org"
 DEVICES = [
@@ -181,4 +191,26 @@ def test_export_batch_refuses_empty_or_repeated_formats(tmp_path: Path) -> None:
     for formats in ([], [ALL_FORMATS[0], ALL_FORMATS[0]]):
         with pytest.raises(ValueError, match="formats"):
             export_batch(DEVICES, tmp_path, resolver_base=RESOLVER, formats=formats)
+    assert not any(tmp_path.iterdir())
+
+
+def test_export_of_the_longest_id_under_the_longest_base_scans_back(tmp_path: Path) -> None:
+    """The longest link an export makes (a 64-character namespace and serial under a base of
+    RESOLVER_BASE_MAX_LENGTH) is read back by the scanner as its device."""
+    base = RESOLVER + "/"
+    base += "p" * (RESOLVER_BASE_MAX_LENGTH - len(base))
+    longest = SerialDeviceId("n" * NAMESPACE_MAX_LENGTH, "S" * SERIAL_MAX_LENGTH)
+    formats = [LabelFormat(symbology, ImageType.PNG) for symbology in Symbology]
+    manifest = export_batch([longest], tmp_path, resolver_base=base, formats=formats)
+    with manifest.open(encoding="utf-8", newline="") as handle:
+        (row,) = csv.DictReader(handle)
+    for label in formats:
+        assert decode_device((tmp_path / row[label.column]).read_bytes()) == longest
+    assert len(row["uri"]) == MAX_INPUT_LENGTH
+
+
+def test_export_refuses_a_base_whose_links_would_not_parse(tmp_path: Path) -> None:
+    base = RESOLVER + "/" + "p" * RESOLVER_BASE_MAX_LENGTH
+    with pytest.raises(ValueError, match="resolver base is at most"):
+        export_batch(DEVICES, tmp_path, resolver_base=base)
     assert not any(tmp_path.iterdir())

@@ -9,6 +9,9 @@ from hypothesis import strategies as st
 
 from exchange.kit.errors import ValidationFailed
 from exchange.licenses.device_ids import (
+    LINK_PATH_MAX_LENGTH,
+    MAX_INPUT_LENGTH,
+    RESOLVER_BASE_MAX_LENGTH,
     DeviceId,
     DeviceScheme,
     Gs1DeviceId,
@@ -23,6 +26,7 @@ from exchange.licenses.device_ids import (
 )
 from tests.licenses.strategies import (
     DIGITS,
+    RESERVED_NAMESPACES,
     device_ids,
     gs1_serials,
     gtins,
@@ -30,6 +34,7 @@ from tests.licenses.strategies import (
     luhn_is_valid,
     manufacturer_serials,
     namespaces,
+    resolver_bases,
     substitute_digit,
 )
 
@@ -184,7 +189,15 @@ def test_imei_check_digit_needs_fourteen_digits() -> None:
 @given(namespace=namespaces, serial=manufacturer_serials)
 def test_serial_spellings_share_one_canonical_form(namespace: str, serial: str) -> None:
     expected = f"serial:{namespace}:{serial}"
-    for spelling in (f"{namespace}:{serial}", f"{namespace.upper()}:{serial}", expected):
+    spellings = (f"{namespace}:{serial}", f"{namespace.upper()}:{serial}", expected)
+    if namespace in RESERVED_NAMESPACES:
+        for spelling in spellings:
+            with pytest.raises(InvalidDeviceId, match="is reserved"):
+                parse_device_id("serial", spelling)
+        with pytest.raises(InvalidDeviceId, match="is reserved"):
+            SerialDeviceId(namespace, serial)
+        return
+    for spelling in spellings:
         device = parse_device_id("serial", spelling)
         assert device == SerialDeviceId(namespace, serial)
         assert device.canonical == expected
@@ -194,9 +207,10 @@ def test_serial_spellings_share_one_canonical_form(namespace: str, serial: str) 
 def test_serial_is_case_sensitive_and_namespace_is_not() -> None:
     assert parse_device_id("serial", "ACME:ab1").canonical == "serial:acme:ab1"
     assert parse_device_id("serial", "acme:AB1") != parse_device_id("serial", "acme:ab1")
-    # A namespace may be called "serial"; the canonical prefix is still unambiguous.
-    assert parse_device_id("serial", "serial:X1") == SerialDeviceId("serial", "X1")
-    assert parse_device_id("serial", "serial:serial:X1") == SerialDeviceId("serial", "X1")
+    # "serial" is a Digital Link path key, so no namespace: the canonical prefix is not read as one.
+    for raw in ("serial:X1", "serial:serial:X1"):
+        with pytest.raises(InvalidDeviceId, match="'serial' is reserved"):
+            parse_device_id("serial", raw)
 
 
 @pytest.mark.parametrize(
@@ -257,8 +271,8 @@ def test_parse_canonical_refuses_other_spellings(text: str) -> None:
 def test_unknown_scheme_and_oversized_input() -> None:
     with pytest.raises(InvalidDeviceId, match="unknown scheme"):
         parse_device_id("ean", "123")
-    with pytest.raises(InvalidDeviceId, match="longer than 200"):
-        parse_device_id("serial", "a:" + "b" * 300)
+    with pytest.raises(InvalidDeviceId, match=f"longer than {MAX_INPUT_LENGTH}"):
+        parse_device_id("serial", "a:" + "b" * MAX_INPUT_LENGTH)
 
 
 @given(scheme=st.sampled_from(list(DeviceScheme)), raw=st.text(max_size=60))
@@ -294,14 +308,73 @@ def test_digital_link_percent_encodes_exactly_the_reserved_characters(serial: st
     assert len(encoded) == sum(1 if c in unreserved else 3 for c in serial)
 
 
-@given(
-    device=device_ids(),
-    base=st.sampled_from(
-        [RESOLVER, "http://127.0.0.1:8000", "https://dl.example.com/prefix/path", "HTTPS://ID.EXAMPLE"]
-    ),
+LINK_BASES = (
+    st.sampled_from(
+        [
+            RESOLVER,
+            "http://127.0.0.1:8000",
+            "https://dl.example.com/prefix/path",
+            "HTTPS://ID.EXAMPLE",
+            "https://id.example.org/serial",
+            "https://id.example.org/imei/",
+            "https://id.example.org/01",
+            "https://id.example.org/01/09506000134352/10",
+            "https://id.example.org/d%C3%A9vices",
+        ]
+    )
+    | resolver_bases
 )
+
+
+@given(device=device_ids(), base=LINK_BASES)
 def test_digital_link_round_trip(device: DeviceId, base: str) -> None:
+    """Every device's link names that device, whatever segments the base's path ends in."""
     assert parse_digital_link(digital_link(device, base)) == device
+
+
+@given(namespace=namespaces, serial=manufacturer_serials | imeis(), base=LINK_BASES)
+def test_every_serial_id_there_is_links_to_itself(namespace: str, serial: str, base: str) -> None:
+    """A serial id is refused, for a reserved namespace, or its link names it and no other device."""
+    try:
+        device = SerialDeviceId(namespace, serial)
+    except InvalidDeviceId:
+        assert namespace in RESERVED_NAMESPACES
+        return
+    assert parse_digital_link(digital_link(device, base)) == device
+
+
+def test_a_serial_namespace_is_never_a_link_path_key() -> None:
+    """``serial:imei:352099001761481`` would link to ``…/serial/imei/352099001761481``: the link
+    of the IMEI device ``imei:352099001761481``, another device with its own licence."""
+    with pytest.raises(InvalidDeviceId) as caught:
+        SerialDeviceId("imei", "352099001761481")
+    assert caught.value.reason.startswith("the namespace 'imei' is reserved")
+    assert caught.value.status == 422
+    for raw in ("imei:352099001761481", "serial:imei:SN-1", "IMEI:SN-1", "21:SN-1", "01:A", "10:A", "22:A"):
+        with pytest.raises(InvalidDeviceId, match="is reserved"):
+            parse_device_id("serial", raw)
+    # Such a path is the IMEI device's link under a base ending in /serial, and only that.
+    imei = ImeiDeviceId("352099001761481")
+    assert digital_link(imei, RESOLVER + "/serial") == RESOLVER + "/serial/imei/352099001761481"
+    assert parse_digital_link(RESOLVER + "/serial/imei/352099001761481") == imei
+    with pytest.raises(InvalidDeviceId, match="'21' is reserved"):
+        parse_digital_link(RESOLVER + "/serial/21/SN-1")
+
+
+def test_the_longest_link_under_the_longest_base_parses() -> None:
+    base = "https://id.example.org/"
+    base += "p" * (RESOLVER_BASE_MAX_LENGTH - len(base))
+    longest = [
+        SerialDeviceId("n" * 64, "S" * 64),
+        Gs1DeviceId("09506000134352", '"' * 20),  # each character percent-encoded
+        ImeiDeviceId("352099001761481"),
+    ]
+    links = [digital_link(device, base + "/") for device in longest]
+    assert [len(link) - len(base) for link in links] == [LINK_PATH_MAX_LENGTH, 82, 21]
+    assert len(links[0]) == MAX_INPUT_LENGTH
+    assert [parse_digital_link(link) for link in links] == longest
+    with pytest.raises(ValueError, match=f"at most {RESOLVER_BASE_MAX_LENGTH} ASCII characters"):
+        digital_link(longest[2], base + "p")
 
 
 @pytest.mark.parametrize(
@@ -342,7 +415,18 @@ def test_digital_link_refusals(uri: str, reason: str) -> None:
     assert caught.value.reason.startswith(reason)
 
 
-@pytest.mark.parametrize("base", ["id.example.org", "ftp://id.example.org", "https://", "https://x.org/?q=1"])
+@pytest.mark.parametrize(
+    "base",
+    [
+        "id.example.org",
+        "ftp://id.example.org",
+        "https://",
+        "https://x.org/?q=1",
+        "https://x.org/d\u00e9",
+        "https://x.org/50%off",
+        "https://x.org/%C3%28",
+    ],
+)
 def test_digital_link_needs_an_http_base(base: str) -> None:
     with pytest.raises(ValueError, match="resolver base"):
         digital_link(ImeiDeviceId("490154203237518"), base)

@@ -92,6 +92,19 @@ async def test_json_upload_locates_errors_by_item(licensing: Service) -> None:
     assert body["batch"]["device_count"] == 2
 
 
+async def test_an_upload_of_a_namespace_that_is_a_link_path_key_is_refused(licensing: Service) -> None:
+    """``serial:imei:352099001761481`` would be labelled with the Digital Link of the IMEI device
+    ``imei:352099001761481``: namespaces that are path keys are refused, and nothing is stored."""
+    headers = await manufacturer_headers(licensing)
+    ids = ["serial:acme:1", "serial:imei:352099001761481", "serial:21:SN-1"]
+    reply = await upload_raw(licensing, headers, ids, str(BPC_PER_DEVICE))
+    assert reply.status_code == 422, reply.text
+    errors = reply.json()["errors"]
+    assert [error["item"] for error in errors] == [1, 2]
+    assert all("is reserved" in error["reason"] for error in errors)
+    assert await my_batches(licensing, headers) == []
+
+
 async def test_device_ids_belong_to_one_batch(licensing: Service) -> None:
     headers = await manufacturer_headers(licensing)
     first = await upload(licensing, headers, ["serial:acme:1", "serial:acme:2"])
