@@ -12,7 +12,7 @@ from exchange.auth.service import Principal, resolve_token
 from exchange.db.base import utc_now
 from exchange.db.session import DbSession
 from exchange.kit.errors import Unauthorized
-from exchange.kit.ratelimit import RateLimiter, client_host
+from exchange.kit.ratelimit import charge_client_ip
 
 bearer = HTTPBearer(auto_error=False, description="A session token from POST /v1/auth/login.")
 
@@ -35,10 +35,4 @@ async def limit_sign_in(request: Request) -> None:
     IP serves both routes, before any database or chain work is done. The limiter is the
     app's own, built with it (``exchange.api.app.create_app``).
     """
-    limiter: RateLimiter | None = getattr(request.app.state, "sign_in_limits", None)
-    if limiter is None:
-        raise RuntimeError(
-            "the app has no sign-in rate limiter (app.state.sign_in_limits): build it with create_app"
-        )
-    host = client_host(request)
-    limiter.check(f"ip:{host}", f"sign-in from {host}")
+    charge_client_ip(request, "sign_in_limits", "sign-in")
