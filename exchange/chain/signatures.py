@@ -8,13 +8,20 @@ from eth_keys.exceptions import BadSignature
 from eth_tester.exceptions import TransactionFailed
 from eth_utils.exceptions import ValidationError
 from web3 import Web3
-from web3.exceptions import BadFunctionCallOutput, ContractLogicError
+from web3.exceptions import BadFunctionCallOutput, ContractLogicError, Web3RPCError
 from web3.types import BlockIdentifier
 
 from exchange.chain.errors import ChainUnavailable
 
 EOA_SIGNATURE_BYTES = 65  # r (32) ‖ s (32) ‖ v (1)
 ERC1271_MAGIC = bytes.fromhex("1626ba7e")
+# The gas a wallet's isValidSignature may burn when this service asks it. EIP-1271 advises
+# callers on chain not to cap it, and OpenZeppelin's SignatureChecker forwards all gas; but
+# here anyone can name any contract as a certificate's holder or sign-in address, and an
+# uncapped eth_call runs up to the node's own cap (tens of millions of gas: seconds of the
+# node's time and a worker of ours) per request. Multisigs and passkey (P-256) wallets check
+# a signature in tens to a few hundred thousand gas; a wallet that needs more is not valid.
+ERC1271_GAS_CAP = 500_000
 _ERC1271_ABI = [
     {
         "type": "function",
@@ -51,7 +58,8 @@ def is_valid_signature(
     block: BlockIdentifier = "latest",
 ) -> bool:
     """True when `signer` signed `message`: as an EOA, or as an ERC-1271 contract wallet on `w3`
-    at `block` (a wallet may approve a signature, or withdraw its approval, at any block)."""
+    at `block` (a wallet may approve a signature, or withdraw its approval, at any block), its
+    answer given within ``ERC1271_GAS_CAP`` gas."""
     signer = Web3.to_checksum_address(signer)
     if recover_signer(message, signature) == signer:
         return True
@@ -62,10 +70,21 @@ def is_valid_signature(
             return False
         wallet = w3.eth.contract(address=signer, abi=_ERC1271_ABI)
         magic = wallet.functions.isValidSignature(eip191_hash(message), signature).call(
-            block_identifier=block
+            {"gas": ERC1271_GAS_CAP}, block_identifier=block
         )
     except (ContractLogicError, TransactionFailed, BadFunctionCallOutput):
-        return False  # a reverting or non-conforming wallet is simply not a valid signer
+        # A reverting or non-conforming wallet is simply not a valid signer; nor is one out of
+        # gas, which Hardhat reports as a revert and the embedded EVM as a failed transaction.
+        return False
+    except Web3RPCError as exc:
+        if _out_of_gas(exc):  # geth and its kin: an error without revert data
+            return False
+        raise
     except OSError as exc:
         raise ChainUnavailable(f"cannot ask wallet {signer}: {exc}") from exc
     return bytes(magic) == ERC1271_MAGIC
+
+
+def _out_of_gas(error: Web3RPCError) -> bool:
+    """Whether the node says the call ran out of gas ("out of gas", "OutOfGas", …)."""
+    return "outofgas" in error.message.replace(" ", "").replace("_", "").lower()
