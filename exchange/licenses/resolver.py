@@ -19,8 +19,8 @@ A bulk query may leave the proofs out (``proofs=False``): every other field is t
 ``proof`` is null; a verifier then asks for the proofs of the devices it wants to check.
 The resolver only reads the database and its tree cache, never the chain: any number of
 instances can serve it (read replicas included). Nothing about a batch is cached but its
-tree, which never changes: status, suspension, BPC per device and revocations are read
-with every query, in the same snapshot as the indexer's block.
+tree, which never changes for a root: status, suspension, BPC per device and revocations are
+read with every query, in the same snapshot as the indexer's block.
 """
 
 from __future__ import annotations
@@ -180,29 +180,36 @@ class TreeProofs:
 
 
 class TreeCache:
-    """Batch trees (with their kept proof parts) by upload id, least recently used first out,
-    bounded in bytes.
+    """Batch trees (with their kept proof parts) by upload id and root, least recently used
+    first out, bounded in bytes.
 
-    Trees never change once stored, so a cached tree is never stale; the cache is a
-    per-process accelerator, not shared state. Concurrent misses of one tree load it once.
+    A tree never changes once stored, but an upload id may name another batch later (SQLite
+    gives a withdrawn upload's id to the next one), so a cached tree serves only the root it
+    was loaded for; one of another root is dropped and the upload's tree loaded again. The
+    cache is a per-process accelerator, not shared state. Concurrent misses of one tree load it
+    once.
     """
 
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
-        self._trees: OrderedDict[int, tuple[TreeProofs, int]] = OrderedDict()
+        self._trees: OrderedDict[int, tuple[str, TreeProofs, int]] = OrderedDict()
         self._bytes = 0
-        self._loading: dict[int, asyncio.Future[TreeProofs]] = {}
+        self._loading: dict[tuple[int, str], asyncio.Future[TreeProofs]] = {}
 
     async def get(self, batch_pk: int, root: str, load: Callable[[], Awaitable[bytes | None]]) -> TreeProofs:
+        """The tree of upload `batch_pk`, whose root is `root`; `load` reads it when not cached."""
         cached = self._trees.get(batch_pk)
         if cached is not None:
-            self._trees.move_to_end(batch_pk)
-            return cached[0]
-        pending = self._loading.get(batch_pk)
+            if cached[0] == root:
+                self._trees.move_to_end(batch_pk)
+                return cached[1]
+            self._forget(batch_pk)
+        key = (batch_pk, root)
+        pending = self._loading.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
         future: asyncio.Future[TreeProofs] = asyncio.get_running_loop().create_future()
-        self._loading[batch_pk] = future
+        self._loading[key] = future
         try:
             data = await load()
             if data is None:
@@ -217,21 +224,27 @@ class TreeCache:
             future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
             raise
         finally:
-            del self._loading[batch_pk]
+            del self._loading[key]
         proofs = TreeProofs(tree)
         future.set_result(proofs)
-        self._remember(batch_pk, proofs, len(data) + proofs.kept_bytes_bound)
+        self._remember(batch_pk, root, proofs, len(data) + proofs.kept_bytes_bound)
         return proofs
 
-    def _remember(self, batch_pk: int, proofs: TreeProofs, size: int) -> None:
+    def _remember(self, batch_pk: int, root: str, proofs: TreeProofs, size: int) -> None:
+        self._forget(batch_pk)
         if size > self._max_bytes:
             return
-        self._trees[batch_pk] = (proofs, size)
+        self._trees[batch_pk] = (root, proofs, size)
         self._bytes += size
         while self._bytes > self._max_bytes:
-            _, (_, evicted_size) = self._trees.popitem(last=False)
+            _, (_, _, evicted_size) = self._trees.popitem(last=False)
             self._bytes -= evicted_size
         log.debug("licence.tree_cached", batch_pk=batch_pk, cached_bytes=self._bytes)
+
+    def _forget(self, batch_pk: int) -> None:
+        forgotten = self._trees.pop(batch_pk, None)
+        if forgotten is not None:
+            self._bytes -= forgotten[2]
 
 
 def status_of(row: DeviceRow | None) -> str:
