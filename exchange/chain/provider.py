@@ -17,6 +17,11 @@ from web3.providers.base import BaseProvider
 
 from exchange.chain.errors import ChainUnavailable
 
+CACHED_REQUESTS = {"eth_chainId", "eth_accounts"}
+"""Answers that do not change for a node's life, which web3 asks again around calls (the chain
+id twice for every contract read): kept by the provider, a read is one request instead of three.
+A node swapped for another chain's is found at start (the chain anchor), not here."""
+
 
 def make_web3(
     rpc_url: str | None = None,
@@ -28,7 +33,12 @@ def make_web3(
     """A connected Web3: `provider` if given, else `rpc_url`, else the embedded EVM."""
     if provider is None:
         provider = (
-            HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s})
+            HTTPProvider(
+                rpc_url,
+                request_kwargs={"timeout": timeout_s},
+                cache_allowed_requests=True,
+                cacheable_requests=CACHED_REQUESTS,
+            )
             if rpc_url
             else EthereumTesterProvider()
         )
