@@ -6,6 +6,7 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -238,6 +239,34 @@ async def test_a_contract_wallets_approval_is_judged_at_the_block_checked(licens
         "signer_not_holder",
         "holder_not_licensed",
     ]
+
+
+async def test_a_block_before_the_pool_was_deployed_is_refused(licensing: Service) -> None:
+    """No pool contract answers there: a 422 naming the first block that can be asked, which is
+    the block of the last contract creation (the deployment spans blocks from its deploy_block)."""
+    holder = account(1)
+    licensed_member(licensing.pool, holder)
+    body = signed(holder, certificate(licensing, holder.address))
+
+    async def status(block: int) -> httpx.Response:
+        return await licensing.client.get(f"/v1/licences/{holder.address}", params={"block": block})
+
+    async def verified(block: int) -> httpx.Response:
+        return await licensing.client.post("/v1/licences/certificates/verify", json={**body, "block": block})
+
+    before = await status(0)
+    assert before.status_code == 422, before.text
+    first = before.json()["first_block"]
+    assert first > licensing.pool.deployment.deploy_block  # contracts are created block by block here
+    for block in (0, licensing.pool.deployment.deploy_block, first - 1):
+        for reply in (await status(block), await verified(block)):
+            assert reply.status_code == 422, reply.text
+            assert reply.headers["content-type"].startswith("application/problem+json")
+            problem = reply.json()
+            assert (problem["field"], problem["first_block"]) == ("block", first)
+            assert f"block {block} is before block {first}" in problem["detail"]
+    assert (await status(first)).status_code == 200
+    assert codes(await verify(licensing, body, block=first)) == ["holder_not_licensed"]
 
 
 async def test_qr_code_round_trip(licensing: Service) -> None:
