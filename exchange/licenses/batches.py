@@ -17,8 +17,12 @@ Upload rules (all or nothing — a refused upload stores nothing):
 The service builds the Merkle tree, stores the batch as *pending* with its tree and one row
 per device, and returns the unsigned ``approve`` (when needed) and ``registerBatch``
 transactions for the manufacturer to sign. The indexer confirms the batch when the chain's
-``BatchRegistered`` event appears. A pending batch can be withdrawn by its manufacturer,
-which frees its device ids; a confirmed one is on chain for good.
+``BatchRegistered`` event appears. A pending batch's transactions can be asked for again,
+until the chain holds its registration: one mined past the block the indexer credited
+(awaiting confirmations, or the next poll) is answered with a ``Conflict`` naming the batch
+and block, since a second ``registerBatch`` would register the root again and lock its BPC
+for good. A pending batch can be withdrawn by its manufacturer, which frees its device ids;
+a confirmed one is on chain for good.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ UINT128_MAX = 2**128 - 1
 MAX_REPORTED_TAKEN = 100
 #: Devices per upload: a million devices make a 61 MiB tree and a request of about a minute.
 MAX_BATCH_DEVICES = 1_000_000
+#: The most blocks one log query of the chain spans, unless the settings say otherwise.
+LOG_RANGE_BLOCKS = 1_000
 
 
 @dataclass(frozen=True)
@@ -63,7 +69,7 @@ class PendingRules:
 
     ttl: timedelta
     max_devices: int
-    log_range_blocks: int = 1_000
+    log_range_blocks: int = LOG_RANGE_BLOCKS
 
     @classmethod
     def of(cls, settings: Settings) -> PendingRules:
@@ -222,20 +228,13 @@ async def _not_registered_since(
     if not uploads:
         return []
     pool = runtime.pool
-    credited = await repository.answered_block(session, registry)
-    first_block = pool.deployment.deploy_block
-    if credited is not None:
-        first_block = max(credited + 1, first_block)
+    first_block = await _first_uncredited_block(session, runtime, registry)
     batches = [batch for pk in uploads if (batch := await session.get(DeviceBatch, pk)) is not None]
-
-    def registered(manufacturer: str) -> set[tuple[str, int]]:
-        """(root, device count) of the batches `manufacturer` registered from `first_block` on."""
-        found = batch_registrations(pool, first_block, manufacturer=manufacturer, range_blocks=range_blocks)
-        return {("0x" + bytes(args["root"]).hex(), int(args["deviceCount"])) for args in found}
 
     releasable = []
     for manufacturer in sorted({batch.manufacturer for batch in batches}):
-        on_chain_batches = await on_chain(runtime, partial(guarded, partial(registered, manufacturer)))
+        registered = partial(_registered_from, pool, first_block, manufacturer, range_blocks)
+        on_chain_batches = await on_chain(runtime, partial(guarded, registered))
         for batch in batches:
             if batch.manufacturer != manufacturer:
                 continue
@@ -244,6 +243,27 @@ async def _not_registered_since(
             else:
                 releasable.append(batch.id)
     return sorted(releasable)
+
+
+async def _first_uncredited_block(session: AsyncSession, runtime: ChainRuntime, registry: Registry) -> int:
+    """The first block past the one the indexer credited (the deployment's before it credited any)."""
+    credited = await repository.answered_block(session, registry)
+    first_block = runtime.pool.deployment.deploy_block
+    return first_block if credited is None else max(credited + 1, first_block)
+
+
+def _registered_from(
+    pool: PoolChain, first_block: int, manufacturer: str, range_blocks: int
+) -> dict[tuple[str, int], int]:
+    """Blocking: the batches `manufacturer` registered from `first_block` on, as (root, device
+    count) → the first batch id registered with them."""
+    found = batch_registrations(pool, first_block, manufacturer=manufacturer, range_blocks=range_blocks)
+    registered: dict[tuple[str, int], int] = {}
+    for args in found:
+        registered.setdefault(
+            ("0x" + bytes(args["root"]).hex(), int(args["deviceCount"])), int(args["batchId"])
+        )
+    return registered
 
 
 def _refuse_taken(canonical: Sequence[str], taken: set[str]) -> None:
@@ -279,19 +299,35 @@ async def withdraw(session: AsyncSession, runtime: ChainRuntime, upload_id: int,
 
 
 async def register_transactions(
-    session: AsyncSession, runtime: ChainRuntime, upload_id: int, manufacturer: str
+    session: AsyncSession,
+    runtime: ChainRuntime,
+    upload_id: int,
+    manufacturer: str,
+    *,
+    range_blocks: int = LOG_RANGE_BLOCKS,
 ) -> list[UnsignedTransaction]:
     """The transactions of a pending upload again (e.g. after the allowance changed); 403 when
-    the manufacturer may no longer register devices."""
+    the manufacturer may no longer register devices, 409 when the chain holds the upload's
+    registration past the block the indexer credited (read in ranges of `range_blocks`)."""
     batch = await owned_batch(session, runtime, upload_id, manufacturer)
     if batch.status != BATCH_PENDING:
         raise Conflict(f"batch upload {upload_id} is already registered as batch {batch.batch_id}")
     pool = runtime.pool
     bpc_per_device = int(batch.bpc_per_device_wei)
     args = [bytes.fromhex(batch.root[2:]), batch.device_count, bpc_per_device]
+    first_block = await _first_uncredited_block(session, runtime, registry_of(runtime))
 
     def plan() -> list[UnsignedTransaction]:
         _require_registrant(pool, manufacturer)
+        registered = _registered_from(pool, first_block, manufacturer, range_blocks)
+        batch_id = registered.get((batch.root, batch.device_count))
+        if batch_id is not None:
+            *_, block = pool.devices.call("batchOf", batch_id)
+            raise Conflict(
+                f"batch upload {upload_id} is registered on chain, awaiting confirmation: batch {batch_id}"
+                f" in block {block}; there is nothing to sign",
+                extra={"batch_id": batch_id, "block": int(block)},
+            )
         return transactions.with_allowance(
             pool.bpc,
             pool.devices,

@@ -12,6 +12,7 @@ from web3.logs import DISCARD
 
 from exchange.db.base import utc_now
 from exchange.db.session import app_sessionmaker
+from exchange.licenses import transactions
 from exchange.licenses.device_ids import parse_canonical
 from exchange.licenses.merkle import verify_proof
 from exchange.licenses.models import DeviceBatch
@@ -248,3 +249,43 @@ async def test_a_stale_upload_registered_on_chain_keeps_its_ids_until_the_indexe
         f"/v1/devices/batches/{mine['batch']['upload_id']}", headers=owner_headers
     )
     assert kept.json()["status"] == "confirmed", kept.text
+
+
+async def test_a_registration_mined_but_not_yet_credited_is_not_offered_for_signing_again(
+    licensing: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upload's registerBatch is mined but the indexer has not credited its block yet
+    (confirmations, or its next poll): asking for the upload's transactions again answers 409
+    with the batch and block, and builds nothing, since a second registerBatch would register
+    the root again and lock its BPC for good. The indexer then confirms the upload."""
+    manufacturer = account(2)
+    licensed_member(licensing.pool, manufacturer)
+    headers = await licensing.sign_in(manufacturer)
+    await licensing.catch_up()  # the indexer has credited a block before the registration
+    body = await upload(licensing, headers, devices(3, prefix="MN"))
+    upload_id = body["batch"]["upload_id"]
+    receipts = licensing.send(manufacturer, body["transactions"])
+    events = licensing.pool.devices.contract.events.BatchRegistered()
+    (registered,) = events.process_receipt(receipts[-1], errors=DISCARD)
+
+    built: list[tuple[Any, ...]] = []
+
+    def build(*args: Any, **kwargs: Any) -> list[Any]:
+        built.append(args)
+        return []
+
+    monkeypatch.setattr(transactions, "with_allowance", build)
+    again = await licensing.client.post(f"/v1/devices/batches/{upload_id}/transactions", headers=headers)
+
+    assert again.status_code == 409, again.text
+    assert again.headers["content-type"].startswith("application/problem+json")
+    problem = again.json()
+    assert (problem["batch_id"], problem["block"]) == (
+        registered["args"]["batchId"],
+        receipts[-1]["blockNumber"],
+    )
+    assert "registered on chain, awaiting confirmation" in problem["detail"]
+    assert built == []
+    await licensing.catch_up()
+    batch = (await licensing.client.get(f"/v1/devices/batches/{upload_id}", headers=headers)).json()
+    assert (batch["status"], batch["batch_id"]) == ("confirmed", registered["args"]["batchId"])
