@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import inspect
 
+from exchange.api import system_routes
 from exchange.api.app import LifespanHook, create_app, freeze_start_heap
 from exchange.api.system_routes import register_health_check, service_version
 from exchange.db.engine import create_engine_for_url
@@ -62,6 +64,33 @@ async def test_health_includes_registered_checks(start_app: StartApp) -> None:
     assert checks["chain"]["ok"] is False
     # The failure's text stays in the log: it may name hosts.
     assert "refused" not in response.text
+
+
+async def test_health_checks_run_once_per_interval_however_many_ask(
+    start_app: StartApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs: list[float] = []
+    now = [1000.0]
+    REUSE_S = getattr(system_routes, "HEALTH_REUSE_SECONDS", 1.0)
+    monkeypatch.setattr(system_routes, "monotonic", lambda: now[0], raising=False)
+
+    async def slow_chain() -> None:
+        runs.append(now[0])
+        await asyncio.sleep(0.05)
+
+    async def registering_hook(app: FastAPI) -> None:
+        register_health_check(app, "chain", slow_chain)
+
+    running = await start_app(lifespan_hooks=[registering_hook])
+    replies = await asyncio.gather(*(running.client.get("/health") for _ in range(20)))
+    assert {reply.status_code for reply in replies} == {200}
+    assert len({reply.text for reply in replies}) == 1  # one run's answer, latencies included
+    now[0] += REUSE_S / 2
+    assert (await running.client.get("/health")).status_code == 200
+    assert runs == [1000.0]
+    now[0] += REUSE_S
+    assert (await running.client.get("/health")).status_code == 200
+    assert len(runs) == 2
 
 
 @pytest.mark.parametrize("name", ["database", "chain"])

@@ -25,6 +25,9 @@ HealthCheck = Callable[[], Awaitable[None]]
 """Returns when the dependency is usable; raises (anything) when it is not."""
 
 HEALTH_CHECK_TIMEOUT_SECONDS = 2.0
+HEALTH_REUSE_SECONDS = 1.0
+"""How long one run of the health checks answers ``GET /health``."""
+monotonic = time.monotonic
 
 router = APIRouter(tags=["system"])
 
@@ -79,18 +82,36 @@ async def _run_check(name: str, check: HealthCheck) -> CheckResult:
     responses={503: {"model": Health, "description": "A dependency (database, chain) is failing."}},
 )
 async def health(request: Request, response: Response) -> Health:
-    """200 when every dependency answers, 503 otherwise; the body says which one failed."""
-    engine = app_engine(request.app)
+    """200 when every dependency answers, 503 otherwise; the body says which one failed.
+
+    The checks run at most once every ``HEALTH_REUSE_SECONDS``: requests meanwhile (and those
+    that arrive while the checks run) are given the latest answer, so probes and clients in
+    any number cost the database and the chain's node one check each per interval.
+    """
+    state = request.app.state
+    lock: asyncio.Lock | None = getattr(state, "health_lock", None)
+    if lock is None:
+        lock = state.health_lock = asyncio.Lock()
+    async with lock:
+        latest: tuple[float, Health] | None = getattr(state, "health_latest", None)
+        if latest is None or monotonic() - latest[0] >= HEALTH_REUSE_SECONDS:
+            latest = state.health_latest = (monotonic(), await _check_all(request.app))
+    answer = latest[1]
+    response.status_code = 200 if answer.status == "ok" else 503
+    return answer
+
+
+async def _check_all(app: FastAPI) -> Health:
+    engine = app_engine(app)
 
     async def database() -> None:
         async with engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
-    checks: dict[str, HealthCheck] = {"database": database, **request.app.state.health_checks}
+    checks: dict[str, HealthCheck] = {"database": database, **app.state.health_checks}
     results = await asyncio.gather(*(_run_check(name, check) for name, check in checks.items()))
     by_name = dict(zip(checks, results, strict=True))
     healthy = all(result.ok for result in results)
-    response.status_code = 200 if healthy else 503
     return Health(status="ok" if healthy else "unavailable", version=service_version(), checks=by_name)
 
 
