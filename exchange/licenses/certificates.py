@@ -37,7 +37,11 @@ statement make about 330 characters: a QR code of version 10-12 at error correct
 
 Reasons a certificate fails (:class:`ReasonCode`): ``bad_signature``, ``signer_not_holder``,
 ``wrong_chain``, ``wrong_pool``, ``not_yet_valid``, ``expired``, ``holder_not_licensed``,
-``fee_licence_expired``. Every applicable reason is reported, not only the first.
+``fee_licence_expired``, ``holder_expelled``. Every applicable reason is reported, not only the
+first. ``holder_expelled``: the PoolRegistry lists the holder as expelled at the block checked.
+Expulsion and the revocation of the licence it entails are two transactions; the certificate
+fails from the first on, though the licence is live until the second lands. A suspended
+member keeps its licence, so its certificates hold.
 """
 
 from __future__ import annotations
@@ -285,6 +289,7 @@ class ReasonCode(StrEnum):
     EXPIRED = "expired"
     HOLDER_NOT_LICENSED = "holder_not_licensed"
     FEE_LICENCE_EXPIRED = "fee_licence_expired"
+    HOLDER_EXPELLED = "holder_expelled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +311,7 @@ class ChainFacts:
     licence_expires_at: int
     licensed: bool
     licence_since_block: int
+    holder_expelled: bool = False  # the PoolRegistry lists the holder as expelled
 
 
 def check(
@@ -368,4 +374,8 @@ def check(
             reasons.append(
                 Reason(ReasonCode.HOLDER_NOT_LICENSED, f"{certificate.holder} holds no BPR licence {at}")
             )
+    if facts.holder_expelled:
+        reasons.append(
+            Reason(ReasonCode.HOLDER_EXPELLED, f"{certificate.holder} was expelled from the pool {at}")
+        )
     return reasons

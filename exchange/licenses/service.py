@@ -8,7 +8,7 @@ Use cases (all read the chain; none writes it — members send their own transac
   ``renew`` (a fee licence) and ``buy-fee`` for the caller's own address, after checking
   what the contracts would check, so a refusal comes with a reason before any gas is spent;
 * :func:`verify_certificate` — a licence certificate's signature and the holder's on-chain
-  licence at a block (``exchange.licenses.certificates`` holds the rules).
+  licence and membership at a block (``exchange.licenses.certificates`` holds the rules).
 
 Errors: ``ValidationFailed`` (422) for bad input, ``Conflict`` (409) when the member's state
 forbids the action, ``ChainRejected`` (409) when the contract's simulation refuses it,
@@ -301,9 +301,11 @@ def signature_verdict(
 def verify_on_chain(
     pool: PoolChain, certificate: Certificate, signature: bytes, block: int | None
 ) -> Verification:
-    """Check `certificate` against `pool` at `block` (default latest): the holder's licence and,
-    for a contract wallet, its ERC-1271 answer, both at that one block. Blocking; raises chain errors."""
+    """Check `certificate` against `pool` at `block` (default latest): the holder's licence, its
+    membership (an expelled member's certificate fails before its licence is revoked) and, for a
+    contract wallet, its ERC-1271 answer, all at that one block. Blocking; raises chain errors."""
     at = _licence_at(pool, certificate.holder, block)
+    member = pool.member(certificate.holder, block=at.block)
     verdict, signer = signature_verdict(
         pool.w3, certificate.holder, certificate.signable(), signature, at.block
     )
@@ -317,6 +319,7 @@ def verify_on_chain(
         licence_expires_at=at.licence.expires_at,
         licensed=at.licence.licensed,
         licence_since_block=at.licence.since_block,
+        holder_expelled=member.status is MemberStatus.EXPELLED,
     )
     return Verification(certificate, signature, signer, check(certificate, verdict, signer, facts), at)
 

@@ -171,6 +171,30 @@ async def test_expired_fee_licence(licensing: Service) -> None:
     assert codes(later) == ["fee_licence_expired"]
 
 
+async def test_an_expelled_holders_certificate_fails_before_its_licence_is_revoked(
+    licensing: Service,
+) -> None:
+    """Expulsion and revocation are two transactions: from the expulsion on, the certificate
+    fails, though the licence is still live until the revocation lands. Suspension keeps it."""
+    pool, holder = licensing.pool, account(1)
+    licensed_member(pool, holder)
+    body = signed(holder, certificate(licensing, holder.address))
+    pool.suspend(holder.address)
+    suspended = await verify(licensing, body)
+    assert suspended["valid"] is True, suspended
+    expelled_at = int(pool.expel(holder.address)["blockNumber"])
+    assert pool.is_licensed(holder.address)  # not revoked yet
+    expelled = await verify(licensing, body)
+    assert expelled["valid"] is False
+    assert codes(expelled) == ["holder_expelled"]
+    assert f"at block {expelled_at}" in expelled["reasons"][0]["message"]
+    assert expelled["licence"]["licensed"] is True
+    # Judged at the block before, the same certificate held.
+    assert (await verify(licensing, body, block=expelled_at - 1))["valid"] is True
+    pool.revoke(holder.address)
+    assert codes(await verify(licensing, body)) == ["holder_not_licensed", "holder_expelled"]
+
+
 def licensed_wallet(pool: PoolChain, contract: str, owner: str) -> tuple[Contract, int]:
     """A test wallet (`contract`, owned by `owner`) deployed on `pool`'s chain, admitted as a
     non-profit member, holding the (free) licence it took itself; and the block it was deployed at."""
