@@ -32,6 +32,8 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from exchange.licenses.device_ids import RESOLVER_BASE_MAX_LENGTH
+
 ENV_PREFIX = "EXCHANGE_"
 SQLITE_DRIVER = "sqlite+aiosqlite"
 POSTGRES_DRIVER = "postgresql+asyncpg"
@@ -187,7 +189,8 @@ class Settings(BaseSettings):
         "the chain on each request (GET /v1/contracts, /v1/licences/thresholds, "
         "/v1/licences/certificates/draft, /v1/licences/{address}, /v1/pool/stats; POST "
         "/v1/licences/certificates/verify), and the certificate QR code (POST "
-        "/v1/licences/certificates/qr), which reads nothing but costs drawing time. Each costs the RPC node one to eight reads (the thresholds "
+        "/v1/licences/certificates/qr), which reads nothing but costs drawing time. Each of the "
+        "others costs the RPC node one to eight reads (the thresholds "
         "the most: the head block and six eth_calls), so one client costs it at most about 160 a "
         "second: a small share of what a node of one's own serves, and far above what a wallet "
         "checking a licence or a page polling the pool index needs. Lower it for a metered hosted node.",
@@ -282,6 +285,7 @@ class Settings(BaseSettings):
     )
     licence_resolver_base: str | None = Field(
         default=None,
+        max_length=RESOLVER_BASE_MAX_LENGTH,
         pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
         description="Base URL of device Digital Links (default http://host:port).",
     )

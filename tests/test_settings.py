@@ -168,3 +168,10 @@ def test_get_settings_reads_the_environment_once(monkeypatch: pytest.MonkeyPatch
     assert first.port == 9001
     get_settings.cache_clear()
     assert get_settings().port == 9002
+
+
+def test_a_resolver_base_too_long_for_parseable_links_is_refused() -> None:
+    longest = "https://id.example.org/" + "a" * (128 - len("https://id.example.org/"))
+    assert Settings(licence_resolver_base=longest).licence_resolver_base == longest
+    with pytest.raises(ValidationError, match="licence_resolver_base"):
+        Settings(licence_resolver_base=longest + "a")

@@ -315,9 +315,14 @@ def _export_devices(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]
 
 def cmd_devices_export(args: argparse.Namespace) -> int:
     from exchange.licenses.barcodes import ALL_FORMATS, export_batch
+    from exchange.licenses.device_ids import digital_link
     from exchange.licenses.merkle import MerkleTree
 
     devices, info = _export_devices(args)
+    try:  # the base is checked once, before anything is written
+        digital_link(devices[0], args.resolver_base)
+    except ValueError as exc:
+        raise CliError(f"--resolver-base: {exc}") from None
     tree = MerkleTree.build([device.id_hash for device in devices])
     if info and info["root"] != "0x" + tree.root.hex():
         raise CliError(f"the service's devices give root 0x{tree.root.hex()}, not the batch's {info['root']}")

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from exchange.api.dependencies import RowId
+from exchange.api.dependencies import AppSettings, RowId
 from exchange.api.problems import problem_responses
 from exchange.auth.dependencies import CurrentPrincipal
 from exchange.db.session import DbSession
@@ -223,9 +223,15 @@ async def delete_batch(
     responses=problem_responses(Unauthorized, Forbidden, NotFound, Conflict, ChainRejected, ChainUnavailable),
 )
 async def post_batch_transactions(
-    upload_id: RowId, principal: CurrentPrincipal, session: DbSession, state: LicensingDep
+    upload_id: RowId,
+    principal: CurrentPrincipal,
+    session: DbSession,
+    state: LicensingDep,
+    settings: AppSettings,
 ) -> list[TransactionOut]:
-    steps = await batches.register_transactions(session, state.runtime, upload_id, principal.address)
+    steps = await batches.register_transactions(
+        session, state.runtime, upload_id, principal.address, range_blocks=settings.licence_indexer_max_blocks
+    )
     return [transaction_out(step) for step in steps]
 
 

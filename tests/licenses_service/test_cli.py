@@ -344,3 +344,18 @@ def test_certificates_status_and_threshold(
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     assert run(capsys, "licence", "verify-cert", bad, *chain)[0] == 2
+
+
+def test_export_refuses_a_resolver_base_whose_links_would_not_parse_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = tmp_path / "ids.csv"
+    ids.write_text("device_id\nserial:acme:SQ-1\n")
+    labels = tmp_path / "labels"
+    too_long = RESOLVER + "/" + "a" * 200
+    code = main(["licence", "devices", "export", str(labels), "--ids", str(ids), "--resolver-base", too_long])
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    assert captured.err.startswith("error: --resolver-base:")
+    assert "Traceback" not in captured.err
+    assert not labels.exists()  # nothing written
