@@ -27,7 +27,10 @@ Why this order is exactly-once
   after all, whatever the revert's reason) records the mint found under the key.
   Any other revert marks the mint ``failed``; ``retry_failed`` sends it again.
 * Each state change is one committed transaction of its own (not the request's),
-  because the chain cannot roll back with the database.
+  because the chain cannot roll back with the database. The chain is read between
+  them, with no transaction open (on SQLite a transaction holds the database's write
+  lock, and a chain call can wait behind another's receipt); each change then applies
+  only if the row is still as it was read.
 """
 
 from __future__ import annotations
@@ -97,65 +100,61 @@ async def _claim(context: PoolContext, mint_id: int, *, retry_failed: bool) -> t
 
     Returns the row and whether this caller must now send its transaction. ``from_block``
     is set by the first claim only, so the search for the mint always covers the block of
-    its first transaction, however often it was sent again.
+    its first transaction, however often it was sent again. The chain is read with no
+    transaction open (on SQLite a transaction holds the database's write lock); each step
+    then moves the row only if it is still as it was read (compare-and-set).
     """
     async with context.sessionmaker() as session, session.begin():
-        mint = await repository.mint(session, mint_id, for_update=True)
-        if mint is None:
-            raise NotFound(f"no contribution mint {mint_id}")
+        mint = await _load(session, mint_id)
         if mint.status == MintStatus.FAILED and retry_failed:
             await repository.claim_mint(
                 session, mint_id, MintStatus.FAILED, {"status": MintStatus.PENDING.value}
             )
             await session.refresh(mint)
+    if mint.status == MintStatus.SENDING:
+        found = await _find_on_chain(context, mint, mint.from_block)
+        if found is not None:
+            return await _record_found(context, mint_id, found), False
         now = utc_now()
-        if mint.status == MintStatus.SENDING:
-            if await _reconcile(context, session, mint, mint.from_block):
-                return mint, False
-            started = mint.sending_at or now
-            if now - started < timedelta(seconds=context.resend_after_s):
-                return mint, False  # perhaps still on its way: leave it to a later pass
-            ours = await repository.claim_mint(
-                session,
-                mint_id,
-                MintStatus.SENDING,
-                {"sending_at": now, "updated_at": now},
-                sending_at=mint.sending_at,
-            )
-            log.warning("pool.mint_resending", mint_id=mint_id, patent_id=mint.patent_id, ours=ours)
-        elif mint.status == MintStatus.PENDING:
-            from_block = mint.from_block
-            if from_block is None:
-                from_block = await context.indexer.head_block() + 1
-            ours = await repository.claim_mint(
-                session,
-                mint_id,
-                MintStatus.PENDING,
-                {
-                    "status": MintStatus.SENDING.value,
-                    "from_block": from_block,
-                    "sending_at": now,
-                    "updated_at": now,
-                    "error": None,
-                },
-            )
-        else:
-            return mint, False
-        await session.refresh(mint)
-        return mint, ours
+        if now - (mint.sending_at or now) < timedelta(seconds=context.resend_after_s):
+            return mint, False  # perhaps still on its way: leave it to a later pass
+        move: dict[str, object] = {"sending_at": now, "updated_at": now}
+        expected, sending_at = MintStatus.SENDING, mint.sending_at
+        log.warning("pool.mint_resending", mint_id=mint_id, patent_id=mint.patent_id)
+    elif mint.status == MintStatus.PENDING:
+        from_block = mint.from_block
+        if from_block is None:
+            from_block = await context.indexer.head_block() + 1
+        now = utc_now()
+        move = {
+            "status": MintStatus.SENDING.value,
+            "from_block": from_block,
+            "sending_at": now,
+            "updated_at": now,
+            "error": None,
+        }
+        expected, sending_at = MintStatus.PENDING, None
+    else:
+        return mint, False
+    async with context.sessionmaker() as session, session.begin():
+        ours = await repository.claim_mint(session, mint_id, expected, move, sending_at=sending_at)
+        return await _load(session, mint_id), ours
 
 
-async def _reconcile(
-    context: PoolContext, session: AsyncSession, mint: ContributionMint, from_block: int | None
-) -> bool:
-    """Look on chain for the mint under this mint's key; record it if found. True when it was.
+async def _load(session: AsyncSession, mint_id: int) -> ContributionMint:
+    mint = await repository.mint(session, mint_id, for_update=True)
+    if mint is None:
+        raise NotFound(f"no contribution mint {mint_id}")
+    return mint
 
-    A mint under the key to another recipient or of another amount (which this service
-    never sends) is not this mint's: it is marked ``failed`` with what was found.
-    """
+
+async def _find_on_chain(
+    context: PoolContext, mint: ContributionMint, from_block: int | None
+) -> ChainEvent | None:
+    """The ``MintedOnce`` under this mint's key since ``from_block``, if there is one."""
     if from_block is None:
         raise RuntimeError(f"mint {mint.id} is sending but has no from_block")
-    event = await context.chain.run(
+    return await context.chain.run(
         partial(
             search_events,
             context.chain.pool.bpc,
@@ -166,39 +165,49 @@ async def _reconcile(
             max_blocks=context.settings.pool_indexer_max_blocks,
         )
     )
-    if event is None:
-        return False
-    now = utc_now()
-    to, amount = Web3.to_checksum_address(event.args["to"]), int(event.args["amount"])
-    if (to, amount) != (Web3.to_checksum_address(mint.recipient), mint.amount_wei):
-        mint.status, mint.updated_at = MintStatus.FAILED.value, now
-        mint.error = f"BPC minted {amount} to {to} under this mint's key in {event.tx_hash}"
-        await session.flush()
-        await record_audit(
-            session,
-            actor=MINTER_ACTOR,
-            action="contribution.mint_failed",
-            subject_type="patent",
-            subject_id=mint.patent_id,
-            at=now,
-            after=mint,
-            tx_hashes=[event.tx_hash],
-            reason=mint.error,
-        )
-        log.error("pool.mint_key_used_otherwise", mint_id=mint.id, tx_hash=event.tx_hash)
-        return True
-    mint.status = MintStatus.MINTED.value
-    mint.tx_hash = event.tx_hash
-    mint.minted_block = event.block_number
-    mint.updated_at = now
-    await session.flush()
-    await _audit_minted(session, mint, reconciled=True)
-    log.info("pool.mint_reconciled", mint_id=mint.id, patent_id=mint.patent_id, tx_hash=event.tx_hash)
-    return True
 
 
 def _first(events: list[ChainEvent]) -> ChainEvent | None:
     return events[0] if events else None
+
+
+async def _record_found(context: PoolContext, mint_id: int, event: ChainEvent) -> ContributionMint:
+    """Record the mint found on chain under the mint's key, if the row is still ``sending``.
+
+    A mint under the key to another recipient or of another amount (which this service
+    never sends) is not this mint's: it is marked ``failed`` with what was found.
+    """
+    async with context.sessionmaker() as session, session.begin():
+        mint = await _load(session, mint_id)
+        if mint.status != MintStatus.SENDING:
+            return mint  # recorded by another pass meanwhile
+        now = utc_now()
+        to, amount = Web3.to_checksum_address(event.args["to"]), int(event.args["amount"])
+        if (to, amount) != (Web3.to_checksum_address(mint.recipient), mint.amount_wei):
+            mint.status, mint.updated_at = MintStatus.FAILED.value, now
+            mint.error = f"BPC minted {amount} to {to} under this mint's key in {event.tx_hash}"
+            await session.flush()
+            await record_audit(
+                session,
+                actor=MINTER_ACTOR,
+                action="contribution.mint_failed",
+                subject_type="patent",
+                subject_id=mint.patent_id,
+                at=now,
+                after=mint,
+                tx_hashes=[event.tx_hash],
+                reason=mint.error,
+            )
+            log.error("pool.mint_key_used_otherwise", mint_id=mint.id, tx_hash=event.tx_hash)
+            return mint
+        mint.status = MintStatus.MINTED.value
+        mint.tx_hash = event.tx_hash
+        mint.minted_block = event.block_number
+        mint.updated_at = now
+        await session.flush()
+        await _audit_minted(session, mint, reconciled=True)
+        log.info("pool.mint_reconciled", mint_id=mint.id, patent_id=mint.patent_id, tx_hash=event.tx_hash)
+        return mint
 
 
 async def _record_minted_under_key(context: PoolContext, mint_id: int) -> ContributionMint:
@@ -207,18 +216,16 @@ async def _record_minted_under_key(context: PoolContext, mint_id: int) -> Contri
     It is looked for from the mint's first send, then from the pool's deployment (a
     key used before this database knew of it).
     """
-    deploy_block = context.chain.runtime.deployment.deploy_block
-    async with context.sessionmaker() as session, session.begin():
-        mint = await repository.mint(session, mint_id, for_update=True)
-        if mint is None:
-            raise NotFound(f"no contribution mint {mint_id}")
-        if mint.status != MintStatus.SENDING:
-            return mint  # recorded by another pass meanwhile
-        if not await _reconcile(context, session, mint, mint.from_block) and not await _reconcile(
-            context, session, mint, deploy_block
-        ):
-            raise RuntimeError(f"BPC reports mint {mint_id}'s key used, but no MintedOnce carries it")
-        return mint
+    async with context.sessionmaker() as session:
+        mint = await _load(session, mint_id)
+    if mint.status != MintStatus.SENDING:
+        return mint  # recorded by another pass meanwhile
+    found = await _find_on_chain(context, mint, mint.from_block)
+    if found is None:
+        found = await _find_on_chain(context, mint, context.chain.runtime.deployment.deploy_block)
+    if found is None:
+        raise RuntimeError(f"BPC reports mint {mint_id}'s key used, but no MintedOnce carries it")
+    return await _record_found(context, mint_id, found)
 
 
 async def _finish(

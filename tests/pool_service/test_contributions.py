@@ -7,6 +7,7 @@ then letting the service — a retried request or a restarted process — contin
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,7 +27,7 @@ from exchange.db.base import utc_now
 from exchange.db.engine import create_engine_for_url, create_sessionmaker
 from exchange.main import build_app
 from exchange.pool.models import ContributionMint
-from tests.pool_service.conftest import Foundation, pool_settings
+from tests.pool_service.conftest import OUTSIDER, Foundation, pool_settings
 from tests.pool_service.flows import admit_patent
 
 AMOUNT_AT_SCORE_75 = 750 * 10**18
@@ -330,6 +331,54 @@ async def test_a_mint_that_cannot_go_on_does_not_hold_back_the_mints_after_it(
     assert (await _mint_row(engine, first.patent_id)).status == "sending"
     assert (await _mint_row(engine, second.patent_id)).status == "minted"
     assert pool.bpc_balance(waiting_to) == AMOUNT_AT_SCORE_75
+
+
+@contextmanager
+def _chain_calls_during_a_write_lock(w3: Web3, database_url: str) -> Iterator[list[str]]:
+    """The JSON-RPC methods asked while another connection held the SQLite database's write lock."""
+    path = database_url.removeprefix("sqlite+aiosqlite:///")
+    under_lock: list[str] = []
+
+    class LockProbe(Web3Middleware):
+        def wrap_make_request(self, make_request: Callable[..., RPCResponse]) -> Callable[..., RPCResponse]:
+            def middleware(method: RPCEndpoint, params: Any) -> RPCResponse:
+                probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+                try:
+                    probe.execute("BEGIN IMMEDIATE")
+                    probe.execute("ROLLBACK")
+                except sqlite3.OperationalError:
+                    under_lock.append(method)
+                finally:
+                    probe.close()
+                return make_request(method, params)
+
+            return middleware
+
+    w3.middleware_onion.add(LockProbe, name="lock-probe")
+    try:
+        yield under_lock
+    finally:
+        w3.middleware_onion.remove("lock-probe")
+
+
+async def test_no_chain_call_is_made_while_a_mint_holds_the_sqlite_write_lock(
+    foundation: Foundation, engine: AsyncEngine, database_url: str
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL locks the row only")
+    chain = foundation.chain
+    _minter_role(chain, grant=False)
+    decision = await admit_patent(
+        foundation, "US 11,000,008 B2", source="contributed", contributor=OUTSIDER.address
+    )
+    _minter_role(chain, grant=True)
+    mint = await _mint_row(engine, decision["patent"]["patent_id"])
+    # Interrupted after its intent was committed: the retry searches the chain, then sends.
+    await _set_mint(engine, mint.patent_id, status="sending", error=None, from_block=1, sending_at=utc_now())
+
+    with _chain_calls_during_a_write_lock(chain.w3, database_url) as under_lock:
+        assert (await _process(foundation, mint.id))["status"] == "minted"
+    assert under_lock == []
 
 
 async def test_the_database_refuses_a_second_mint_with_the_same_key(
