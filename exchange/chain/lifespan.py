@@ -76,6 +76,15 @@ async def _adopt(app: FastAPI, runtime: ChainRuntime) -> None:
         await asyncio.to_thread(lambda: runtime.w3.eth.block_number)
 
     register_health_check(app, "chain", chain_reachable)
+    operator = str(runtime.w3.eth.default_account)
+    for contract, role, purpose in await runtime.run(lambda: runtime.pool.missing_service_roles(operator)):
+        log.warning(
+            "chain.operator_role_missing",
+            contract=contract,
+            role=role,
+            operator=operator,
+            refused=f"the contract will refuse the service's transactions for {purpose}",
+        )
     log.info(
         "chain.ready",
         chain_id=runtime.deployment.chain_id,

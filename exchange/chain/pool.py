@@ -69,6 +69,17 @@ class Licence:
     licensed: bool
 
 
+SERVICE_ROLES: tuple[tuple[str, str, str], ...] = (
+    ("PoolRegistry", "REGISTRAR_ROLE", "admitting, re-tiering, suspending and expelling members"),
+    ("LicenseGate", "REVOKER_ROLE", "revoking the licences of expelled and re-tiered members"),
+    ("BPC", "MINTER_ROLE", "minting the BPC owed for contributed patents"),
+    ("Fund", "TREASURER_ROLE", "paying royalties"),
+    ("DeviceLicenses", "REVOKER_ROLE", "revoking devices and suspending device batches"),
+    ("Vault", "OPERATOR_ROLE", "settling trades and co-signing withdrawals"),
+)
+"""The roles the service's own transactions, sent from its operator account, need."""
+
+
 class PoolChain:
     """The deployed pool contracts on one chain."""
 
@@ -92,6 +103,20 @@ class PoolChain:
         self.devices = bind("DeviceLicenses")
         self.vault = bind("Vault")
         self.quote = bind("QuoteToken", "TestToken") if "QuoteToken" in deployment.contracts else None
+
+    # --- roles ----------------------------------------------------------------------------------
+
+    def missing_service_roles(self, account: str) -> list[tuple[str, str, str]]:
+        """The roles the service's own transactions need that ``account`` does not hold on chain:
+        (contract, role, what the service does with it), in ``SERVICE_ROLES`` order."""
+        bound = (self.registry, self.gate, self.bpc, self.fund, self.devices, self.vault)
+        contracts = {contract.name: contract for contract in bound}
+        missing = []
+        for name, role, purpose in SERVICE_ROLES:
+            contract = contracts[name]
+            if not contract.call("hasRole", contract.call(role), _addr(account)):
+                missing.append((name, role, purpose))
+        return missing
 
     # --- registry -------------------------------------------------------------------------------
 
