@@ -17,12 +17,21 @@ Upload rules (all or nothing — a refused upload stores nothing):
 The service builds the Merkle tree, stores the batch as *pending* with its tree and one row
 per device, and returns the unsigned ``approve`` (when needed) and ``registerBatch``
 transactions for the manufacturer to sign. The indexer confirms the batch when the chain's
-``BatchRegistered`` event appears. A pending batch's transactions can be asked for again,
-until the chain holds its registration: one mined past the block the indexer credited
-(awaiting confirmations, or the next poll) is answered with a ``Conflict`` naming the batch
-and block, since a second ``registerBatch`` would register the root again and lock its BPC
-for good. A pending batch can be withdrawn by its manufacturer, which frees its device ids;
-a confirmed one is on chain for good.
+``BatchRegistered`` event appears: it confirms the oldest pending upload of that manufacturer
+with that root and device count.
+
+A registration the chain holds past the block the indexer credited (awaiting confirmations,
+or the next poll) already belongs to the upload it will confirm, and a second
+``registerBatch`` would register the root again and lock its BPC for good. So:
+
+* asking again for a pending upload's transactions (e.g. after the allowance changed) answers
+  ``Conflict``, naming the batch and block, once such a registration of it is on chain;
+* withdrawing a pending upload, which frees its device ids, answers the same ``Conflict``
+  then: the upload stays, and the indexer confirms it (a confirmed batch is on chain for good);
+* an upload whose registration is on chain already, past the credited block (the earlier
+  upload was withdrawn before the registration was mined), is stored pending with nothing to
+  sign: the indexer confirms it, as it is then the pending upload that registration matches.
+  One credited already without an upload to confirm is adopted at once (``adopt_registration``).
 """
 
 from __future__ import annotations
@@ -113,7 +122,9 @@ async def upload(
 
     Device ids held by another pending upload older than ``rules.ttl`` are released: that upload
     is deleted (were it registered later, an upload of its devices adopts the registration). A
-    manufacturer's pending uploads hold at most ``rules.max_devices`` devices (409 above)."""
+    manufacturer's pending uploads hold at most ``rules.max_devices`` devices (409 above).
+    Devices whose registration by `manufacturer` is on chain already come with no transaction:
+    confirmed at once when the indexer credited it, pending until it does otherwise."""
     if not 0 < bpc_per_device_wei <= UINT128_MAX:
         raise ValidationFailed("bpc_per_device_wei must be between 1 and 2^128 - 1")
     if len(devices) > MAX_BATCH_DEVICES:
@@ -165,23 +176,28 @@ async def upload(
     # Hashing a million ids and building their tree takes seconds: off the event loop.
     tree = await asyncio.to_thread(lambda: MerkleTree.build([device.id_hash for device in devices]))
     root = "0x" + tree.root.hex()
-    steps = await on_chain(
-        runtime,
-        lambda: guarded(
-            lambda: transactions.with_allowance(
-                pool.bpc,
-                pool.devices,
-                total_wei,
-                sender=manufacturer,
-                chain_id=registry.chain_id,
-                then=(
-                    "registerBatch",
-                    [tree.root, len(devices), bpc_per_device_wei],
-                    f"register {len(devices)} devices at {bpc_per_device_wei} BPC base units each",
-                ),
-            )
-        ),
-    )
+    first_block = await _first_uncredited_block(session, runtime, registry)
+
+    def plan() -> tuple[tuple[int, int] | None, list[UnsignedTransaction]]:
+        awaiting = _registration_from(
+            pool, first_block, manufacturer, (root, len(devices)), rules.log_range_blocks
+        )
+        if awaiting is not None:
+            return awaiting, []
+        return None, transactions.with_allowance(
+            pool.bpc,
+            pool.devices,
+            total_wei,
+            sender=manufacturer,
+            chain_id=registry.chain_id,
+            then=(
+                "registerBatch",
+                [tree.root, len(devices), bpc_per_device_wei],
+                f"register {len(devices)} devices at {bpc_per_device_wei} BPC base units each",
+            ),
+        )
+
+    awaiting, steps = await on_chain(runtime, lambda: guarded(plan))
     try:
         async with session.begin_nested():
             batch = await repository.add_batch(
@@ -205,6 +221,11 @@ async def upload(
         # these devices are that batch's, confirmed now, and there is nothing to sign.
         await adopt_registration(session, registry, registered)
         steps = []
+    elif awaiting is not None:
+        # Mined past the credited block: the indexer confirms this upload, the oldest pending
+        # one with that manufacturer, root and count, when it credits the registration.
+        batch_id, block = awaiting
+        log.info("licence.upload_awaits_registration", upload_id=batch.id, batch_id=batch_id, block=block)
     log.info(
         "licence.batch_uploaded",
         upload_id=batch.id,
@@ -266,6 +287,27 @@ def _registered_from(
     return registered
 
 
+def _registration_from(
+    pool: PoolChain, first_block: int, manufacturer: str, batch: tuple[str, int], range_blocks: int
+) -> tuple[int, int] | None:
+    """Blocking: the batch id and block of the first registration by `manufacturer` of `batch`
+    (root, device count) from `first_block` on, or None."""
+    batch_id = _registered_from(pool, first_block, manufacturer, range_blocks).get(batch)
+    if batch_id is None:
+        return None
+    *_, block = pool.devices.call("batchOf", batch_id)
+    return batch_id, int(block)
+
+
+def _awaiting_confirmation(upload_id: int, registration: tuple[int, int], then: str) -> Conflict:
+    batch_id, block = registration
+    return Conflict(
+        f"batch upload {upload_id} is registered on chain, awaiting confirmation: batch {batch_id}"
+        f" in block {block}; {then}",
+        extra={"batch_id": batch_id, "block": block},
+    )
+
+
 def _refuse_taken(canonical: Sequence[str], taken: set[str]) -> None:
     positions = [(item, device_id) for item, device_id in enumerate(canonical) if device_id in taken]
     raise Conflict(
@@ -290,10 +332,28 @@ async def owned_batch(
     return batch
 
 
-async def withdraw(session: AsyncSession, runtime: ChainRuntime, upload_id: int, manufacturer: str) -> None:
+async def withdraw(
+    session: AsyncSession,
+    runtime: ChainRuntime,
+    upload_id: int,
+    manufacturer: str,
+    *,
+    range_blocks: int = LOG_RANGE_BLOCKS,
+) -> None:
+    """Delete a pending upload, freeing its device ids; 409 when it is confirmed, or when the
+    chain holds its registration past the block the indexer credited (read in ranges of
+    `range_blocks`): the indexer will confirm it, and its devices are that batch's."""
     batch = await owned_batch(session, runtime, upload_id, manufacturer)
     if batch.status != BATCH_PENDING:
         raise Conflict(f"batch upload {upload_id} is registered on chain (batch {batch.batch_id}) for good")
+    pool = runtime.pool
+    first_block = await _first_uncredited_block(session, runtime, registry_of(runtime))
+    registered = partial(
+        _registration_from, pool, first_block, manufacturer, (batch.root, batch.device_count), range_blocks
+    )
+    registration = await on_chain(runtime, partial(guarded, registered))
+    if registration is not None:
+        raise _awaiting_confirmation(upload_id, registration, "it stays until the indexer confirms it")
     await repository.delete_batch(session, batch.id)
     log.info("licence.batch_withdrawn", upload_id=upload_id, manufacturer=manufacturer)
 
@@ -319,15 +379,11 @@ async def register_transactions(
 
     def plan() -> list[UnsignedTransaction]:
         _require_registrant(pool, manufacturer)
-        registered = _registered_from(pool, first_block, manufacturer, range_blocks)
-        batch_id = registered.get((batch.root, batch.device_count))
-        if batch_id is not None:
-            *_, block = pool.devices.call("batchOf", batch_id)
-            raise Conflict(
-                f"batch upload {upload_id} is registered on chain, awaiting confirmation: batch {batch_id}"
-                f" in block {block}; there is nothing to sign",
-                extra={"batch_id": batch_id, "block": int(block)},
-            )
+        registration = _registration_from(
+            pool, first_block, manufacturer, (batch.root, batch.device_count), range_blocks
+        )
+        if registration is not None:
+            raise _awaiting_confirmation(upload_id, registration, "there is nothing to sign")
         return transactions.with_allowance(
             pool.bpc,
             pool.devices,

@@ -205,13 +205,20 @@ async def get_batch(
     "/batches/{upload_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Withdraw a pending batch",
-    responses=problem_responses(Unauthorized, NotFound, Conflict),
+    responses=problem_responses(Unauthorized, NotFound, Conflict, ChainRejected, ChainUnavailable),
 )
 async def delete_batch(
-    upload_id: RowId, principal: CurrentPrincipal, session: DbSession, state: LicensingDep
+    upload_id: RowId,
+    principal: CurrentPrincipal,
+    session: DbSession,
+    state: LicensingDep,
+    settings: AppSettings,
 ) -> Response:
-    """Delete a batch the chain has not registered, freeing its device ids."""
-    await batches.withdraw(session, state.runtime, upload_id, principal.address)
+    """Delete a batch the chain has not registered, freeing its device ids; 409 once its
+    registration is on chain, even before the indexer has confirmed it."""
+    await batches.withdraw(
+        session, state.runtime, upload_id, principal.address, range_blocks=settings.licence_indexer_max_blocks
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

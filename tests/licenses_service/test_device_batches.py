@@ -6,7 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
+from eth_account.signers.local import LocalAccount
 from sqlalchemy import update
 from web3.logs import DISCARD
 
@@ -63,6 +65,40 @@ def on_chain_status(service: Service, answer: dict[str, Any]) -> int:
             answer["batch_id"], answer["index"], bytes.fromhex(answer["id_hash"][2:]), proof
         ).call(block_identifier=answer["block"])
     )
+
+
+async def uploaded_after_a_credited_block(
+    service: Service, prefix: str
+) -> tuple[LocalAccount, dict[str, str], dict[str, Any]]:
+    """A licensed manufacturer's pending upload of three devices, made once the indexer has
+    credited a block: a registration sent now stays past the credited block, uncredited, until
+    the test catches up (the fixture's indexer loop is off)."""
+    manufacturer = account(2)
+    licensed_member(service.pool, manufacturer)
+    headers = await service.sign_in(manufacturer)
+    await service.catch_up()
+    return manufacturer, headers, await upload(service, headers, devices(3, prefix=prefix))
+
+
+def register(service: Service, manufacturer: LocalAccount, body: dict[str, Any]) -> tuple[int, int]:
+    """Send the upload's transactions; the registration's batch id and block."""
+    receipts = service.send(manufacturer, body["transactions"])
+    events = service.pool.devices.contract.events.BatchRegistered()
+    (registered,) = events.process_receipt(receipts[-1], errors=DISCARD)
+    return registered["args"]["batchId"], receipts[-1]["blockNumber"]
+
+
+def assert_awaiting_confirmation(reply: httpx.Response, batch_id: int, block: int) -> None:
+    assert reply.status_code == 409, reply.text
+    assert reply.headers["content-type"].startswith("application/problem+json")
+    problem = reply.json()
+    assert (problem["batch_id"], problem["block"]) == (batch_id, block)
+    assert "registered on chain, awaiting confirmation" in problem["detail"]
+
+
+async def batch_state(service: Service, headers: dict[str, str], upload_id: int) -> tuple[str, int | None]:
+    batch = (await service.client.get(f"/v1/devices/batches/{upload_id}", headers=headers)).json()
+    return batch["status"], batch["batch_id"]
 
 
 async def test_upload_register_confirm_resolve(licensing: Service) -> None:
@@ -143,7 +179,7 @@ async def test_top_up_raises_bpc_per_device(licensing: Service) -> None:
 async def test_a_registration_whose_upload_was_withdrawn_is_adopted_by_the_same_upload_again(
     licensing: Service,
 ) -> None:
-    """The upload is withdrawn after its registration was sent but before the indexer saw it: the
+    """The upload is withdrawn after its registration was signed but before it was mined: the
     registration confirms nothing, and its later events (a revocation) find no batch. Uploading
     the same devices again adopts the batch: confirmed at once, nothing to sign, and the
     resolver answers what the contract says, revocation included."""
@@ -152,14 +188,12 @@ async def test_a_registration_whose_upload_was_withdrawn_is_adopted_by_the_same_
     licensed_member(licensing.pool, manufacturer)
     headers = await licensing.sign_in(manufacturer)
     first = await upload(licensing, headers, ids)
-    receipts = licensing.send(manufacturer, first["transactions"])
-    registry = licensing.pool.devices
-    (registered,) = registry.contract.events.BatchRegistered().process_receipt(receipts[-1], errors=DISCARD)
-    batch_id = registered["args"]["batchId"]
     withdrawn = await licensing.client.delete(
         f"/v1/devices/batches/{first['batch']['upload_id']}", headers=headers
     )
     assert withdrawn.status_code == 204, withdrawn.text
+    batch_id, _ = register(licensing, manufacturer, first)
+    registry = licensing.pool.devices
     registry.transact("revokeDevices", batch_id, [2])
     await licensing.catch_up()
     unknown = (await licensing.client.get("/v1/devices/serial/acme:AD1")).json()
@@ -258,15 +292,9 @@ async def test_a_registration_mined_but_not_yet_credited_is_not_offered_for_sign
     (confirmations, or its next poll): asking for the upload's transactions again answers 409
     with the batch and block, and builds nothing, since a second registerBatch would register
     the root again and lock its BPC for good. The indexer then confirms the upload."""
-    manufacturer = account(2)
-    licensed_member(licensing.pool, manufacturer)
-    headers = await licensing.sign_in(manufacturer)
-    await licensing.catch_up()  # the indexer has credited a block before the registration
-    body = await upload(licensing, headers, devices(3, prefix="MN"))
+    manufacturer, headers, body = await uploaded_after_a_credited_block(licensing, "MN")
     upload_id = body["batch"]["upload_id"]
-    receipts = licensing.send(manufacturer, body["transactions"])
-    events = licensing.pool.devices.contract.events.BatchRegistered()
-    (registered,) = events.process_receipt(receipts[-1], errors=DISCARD)
+    batch_id, block = register(licensing, manufacturer, body)
 
     built: list[tuple[Any, ...]] = []
 
@@ -277,15 +305,60 @@ async def test_a_registration_mined_but_not_yet_credited_is_not_offered_for_sign
     monkeypatch.setattr(transactions, "with_allowance", build)
     again = await licensing.client.post(f"/v1/devices/batches/{upload_id}/transactions", headers=headers)
 
-    assert again.status_code == 409, again.text
-    assert again.headers["content-type"].startswith("application/problem+json")
-    problem = again.json()
-    assert (problem["batch_id"], problem["block"]) == (
-        registered["args"]["batchId"],
-        receipts[-1]["blockNumber"],
-    )
-    assert "registered on chain, awaiting confirmation" in problem["detail"]
+    assert_awaiting_confirmation(again, batch_id, block)
     assert built == []
     await licensing.catch_up()
-    batch = (await licensing.client.get(f"/v1/devices/batches/{upload_id}", headers=headers)).json()
-    assert (batch["status"], batch["batch_id"]) == ("confirmed", registered["args"]["batchId"])
+    assert await batch_state(licensing, headers, upload_id) == ("confirmed", batch_id)
+
+
+async def test_an_upload_whose_registration_is_mined_but_not_yet_credited_cannot_be_withdrawn(
+    licensing: Service,
+) -> None:
+    """Withdrawing the upload once its registerBatch is mined, before the indexer credits it,
+    answers 409 with the batch and block: the upload stays pending, holding its devices (an
+    upload of them again is refused), and the indexer confirms it."""
+    manufacturer, headers, body = await uploaded_after_a_credited_block(licensing, "WD")
+    upload_id = body["batch"]["upload_id"]
+    batch_id, block = register(licensing, manufacturer, body)
+
+    withdrawn = await licensing.client.delete(f"/v1/devices/batches/{upload_id}", headers=headers)
+
+    assert_awaiting_confirmation(withdrawn, batch_id, block)
+    assert await batch_state(licensing, headers, upload_id) == ("pending", None)
+    again = await licensing.client.post(
+        "/v1/devices/batches",
+        json={"bpc_per_device_wei": str(BPC_PER_DEVICE), "devices": devices(3, prefix="WD")},
+        headers=headers,
+    )
+    assert again.status_code == 409, again.text
+    assert again.json()["taken_count"] == 3
+    await licensing.catch_up()
+    assert await batch_state(licensing, headers, upload_id) == ("confirmed", batch_id)
+
+
+async def test_an_upload_again_of_a_registration_not_yet_credited_is_matched_to_it(
+    licensing: Service,
+) -> None:
+    """The upload is withdrawn while its registerBatch waits to be mined; once mined, and before
+    the indexer credits it, the same devices are uploaded again. The new upload offers nothing
+    to sign (a second registration would lock the batch's BPC again), its transactions answer
+    409, and the indexer confirms it with that registration."""
+    manufacturer, headers, first = await uploaded_after_a_credited_block(licensing, "RU")
+    withdrawn = await licensing.client.delete(
+        f"/v1/devices/batches/{first['batch']['upload_id']}", headers=headers
+    )
+    assert withdrawn.status_code == 204, withdrawn.text
+    batch_id, block = register(licensing, manufacturer, first)
+
+    again = await upload(licensing, headers, devices(3, prefix="RU"))
+
+    assert again["transactions"] == []
+    assert (again["batch"]["status"], again["batch"]["root"]) == ("pending", first["batch"]["root"])
+    upload_id = again["batch"]["upload_id"]
+    asked = await licensing.client.post(f"/v1/devices/batches/{upload_id}/transactions", headers=headers)
+    assert_awaiting_confirmation(asked, batch_id, block)
+    await licensing.catch_up()
+    assert await batch_state(licensing, headers, upload_id) == ("confirmed", batch_id)
+    answer = (await licensing.client.get("/v1/devices/serial/acme:RU1")).json()
+    assert (answer["status"], answer["batch_id"]) == ("licensed", batch_id)
+    assert on_chain_status(licensing, answer) == 0
