@@ -426,6 +426,8 @@ class RoyaltyPayoutBatch(Base):
     sending_at: Mapped[datetime | None] = mapped_column(default=None)
     tx_hash: Mapped[str | None] = mapped_column(TX_HASH, default=None)
     paid_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Why the Fund refused the batch's last send (its revert); cleared once the batch is paid.
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class RoyaltyPayout(Base):

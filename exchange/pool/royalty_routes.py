@@ -30,7 +30,6 @@ from exchange.auth.dependencies import CurrentPrincipal
 from exchange.db.base import utc_now
 from exchange.db.session import DbSession
 from exchange.kit.errors import (
-    ChainRejected,
     ChainUnavailable,
     Conflict,
     NotFound,
@@ -133,7 +132,15 @@ async def get_run(run_id: RowId, _: Council, session: DbSession) -> RunOut:
     "/v1/admin/royalties/runs/{run_id}/pay",
     response_model=RunOut,
     summary="Pay a run on chain in batches; repeating it pays nobody twice (council)",
-    responses={**ADMIN_PROBLEMS, **problem_responses(NotFound, ChainRejected, ChainUnavailable)},
+    description=(
+        "Sends every unpaid batch of the run, each as one `Fund.payout`. A batch the Fund refuses "
+        "(its payout reverts: a recipient the token blacklists, a Fund short of the token, a tag "
+        "already paid otherwise) does not stop the others: it stays `pending` with the revert in its "
+        "`last_error`, and the answer is still 200, with the run `paying` until every batch is paid. "
+        "Asking again tries the refused batches again. The answer is 503 when the node cannot be "
+        "reached; what was paid before stays paid, and the next request goes on from there."
+    ),
+    responses={**ADMIN_PROBLEMS, **problem_responses(NotFound, ChainUnavailable)},
 )
 async def post_pay(run_id: RowId, principal: CouncilAlone, pool: Pool) -> RunOut:
     await service.pay_run(pool, run_id, actor=principal.address)

@@ -43,9 +43,17 @@ Rules
   same batch first: on that revert (or any revert while the Fund reports the tag
   paid) the payout with the tag is found and the batch marked ``paid``, so
   repeating :func:`pay_run` after any interruption pays nobody twice. Another
-  revert sends the batch back to ``pending`` (a revert changes nothing) and the
-  error is returned to the caller; so does a tag the Fund paid to other
+  revert sends the batch back to ``pending`` (a revert changes nothing) with the
+  revert recorded in its ``last_error``; so does a tag the Fund paid to other
   recipients or amounts, which nothing here can pay.
+* A refused batch holds up no other: :func:`pay_run` tries every unpaid batch of
+  the run (a recipient the token blacklists, a Fund short of the token, a tag paid
+  otherwise refuse one batch, not the run), and the run stays ``paying`` until
+  every batch is paid; the next pay request tries the refused ones again, and a
+  batch's ``last_error`` is cleared once it is paid. Nothing here moves a recipient
+  the token refuses out of its batch: that batch waits until it can be paid. A node
+  that cannot be reached (``ChainUnavailable``) ends the pass at once: the next
+  request goes on from there.
 """
 
 from __future__ import annotations
@@ -284,7 +292,10 @@ async def runs(session: AsyncSession) -> Sequence[RoyaltyRun]:
 
 
 async def pay_run(context: PoolContext, run_id: int, *, actor: str) -> RoyaltyRun:
-    """Send every unpaid batch of the run; safe to call again after any interruption."""
+    """Send every unpaid batch of the run; safe to call again after any interruption.
+
+    A batch the Fund refuses is left ``pending`` with its ``last_error``, and the run ``paying``.
+    """
     async with context.sessionmaker() as session, session.begin():
         run = await repository.royalty_run(session, run_id, for_update=True)
         if run is None:
@@ -299,7 +310,18 @@ async def pay_run(context: PoolContext, run_id: int, *, actor: str) -> RoyaltyRu
             if batch.status != BatchStatus.PAID
         ]
     for batch_id, tag in unpaid:
-        await _pay_batch(context, batch_id, token=token, tag=tag)
+        try:
+            await _pay_batch(context, batch_id, token=token, tag=tag)
+        except ChainRejected as rejected:
+            # The batch is pending again with its refusal recorded: the later batches do not wait for
+            # whatever refused it (one blacklisted recipient, a Fund short of the token) to change.
+            log.warning(
+                "pool.royalty_batch_refused",
+                run_id=run_id,
+                batch_id=batch_id,
+                tag=tag,
+                error_name=rejected.error_name,
+            )
     async with context.sessionmaker() as session, session.begin():
         run = await repository.royalty_run(session, run_id, for_update=True)
         if run is None:
@@ -342,7 +364,7 @@ async def _pay_batch(context: PoolContext, batch_id: int, *, token: str, tag: st
                 session,
                 batch_id,
                 BatchStatus.SENDING,
-                {"status": BatchStatus.PENDING.value, "sending_at": None},
+                {"status": BatchStatus.PENDING.value, "sending_at": None, "last_error": _refusal(rejected)},
             )
         raise
     async with context.sessionmaker() as session, session.begin():
@@ -354,6 +376,7 @@ async def _pay_batch(context: PoolContext, batch_id: int, *, token: str, tag: st
                 "status": BatchStatus.PAID.value,
                 "tx_hash": hex32(receipt["transactionHash"]),
                 "paid_at": utc_now(),
+                "last_error": None,
             },
         )
     log.info("pool.royalty_batch_paid", batch_id=batch_id, recipients=len(recipients), tag=tag)
@@ -407,6 +430,7 @@ async def _claim_batch(
 async def _reconciled(session: AsyncSession, batch: RoyaltyPayoutBatch, tx_hash: str, tag: str) -> None:
     """Record `batch` as paid by `tx_hash`, a payout found on chain under its tag."""
     batch.status, batch.tx_hash, batch.paid_at = BatchStatus.PAID.value, tx_hash, utc_now()
+    batch.last_error = None
     await session.flush()
     log.info("pool.royalty_batch_reconciled", batch_id=batch.id, tx_hash=tx_hash, tag=tag)
 
@@ -419,8 +443,14 @@ async def _record_paid_elsewhere(
     The payout is looked for from the batch's first send, then from the Fund's deployment
     (a tag paid before this database knew of it). If the tag paid other recipients or
     amounts, nothing here can pay the batch: it goes back to ``pending`` and the refusal
-    is raised, as for any revert.
+    is recorded and raised, as for any revert.
     """
+    refused = ChainRejected(
+        f"the Fund already paid tag {tag}, but not to this batch's recipients and amounts",
+        error_name=TAG_ALREADY_PAID,
+        error_args={"tag": tag},
+        extra={"batch_id": batch_id},
+    )
     deploy_block = context.chain.runtime.deployment.deploy_block
     async with context.sessionmaker() as session, session.begin():
         batch = await session.get(RoyaltyPayoutBatch, batch_id, with_for_update=True)
@@ -435,13 +465,15 @@ async def _record_paid_elsewhere(
             await _reconciled(session, batch, tx_hash, tag)
             return
         batch.status, batch.sending_at = BatchStatus.PENDING.value, None
+        batch.last_error = _refusal(refused, "the Fund paid this tag to other recipients or amounts")
     log.error("pool.royalty_batch_tag_paid_otherwise", batch_id=batch_id, tag=tag)
-    raise ChainRejected(
-        f"the Fund already paid tag {tag}, but not to this batch's recipients and amounts",
-        error_name=TAG_ALREADY_PAID,
-        error_args={"tag": tag},
-        extra={"batch_id": batch_id},
-    )
+    raise refused
+
+
+def _refusal(rejected: ChainRejected, why: str | None = None) -> str:
+    """A batch's refusal as recorded: the revert as Solidity writes it, with its arguments."""
+    arguments = ", ".join(f"{name}={value}" for name, value in rejected.error_args.items())
+    return f"{rejected.error_name}({arguments})" + (f": {why}" if why else "")
 
 
 async def _tag_paid(context: PoolContext, tag: str) -> bool:

@@ -391,6 +391,14 @@ class BatchOut(BaseModel):
     tag: str = Field(description="The bytes32 tag the batch's Fund.payout carries (FundPayout events).")
     status: str
     tx_hash: str | None
+    last_error: str | None = Field(
+        default=None,
+        description=(
+            "Why the Fund refused the batch's last send: the revert, e.g. "
+            "`ERC20InsufficientBalance(sender=0x…, balance=…, needed=…)`. The batch is left `pending` "
+            "for a later pay request; null once it is paid."
+        ),
+    )
     payouts: list[PayoutOut]
 
 
@@ -433,6 +441,7 @@ class RunOut(BaseModel):
                         tag=batch_payout_tag(run.payout_tag, run.token, batch.batch_index),
                         status=batch.status,
                         tx_hash=batch.tx_hash,
+                        last_error=batch.last_error,
                         payouts=[
                             PayoutOut(
                                 contributor=p.contributor, amount_wei=str(p.amount_wei), weight=p.weight

@@ -389,31 +389,98 @@ async def test_a_stuck_payout_mined_before_its_resend_pays_every_recipient_once(
     ]
 
 
+def batch_totals(run: dict[str, Any]) -> list[int]:
+    return [sum(int(p["amount_wei"]) for p in batch["payouts"]) for batch in run["batches"]]
+
+
+def with_batch_tags(run: dict[str, Any], indexes: tuple[int, ...]) -> list[tuple[str, int, str]]:
+    """The ``FundPayout`` (recipient, amount, tag) of each payout in the run's batches ``indexes``."""
+    return [
+        (p["contributor"], int(p["amount_wei"]), batch_payout_tag(run["payout_tag"], run["token"], index))
+        for index in indexes
+        for p in run["batches"][index]["payouts"]
+    ]
+
+
+async def test_a_refused_batch_holds_up_no_other_and_is_paid_once_it_can_be(foundation: Foundation) -> None:
+    """The Fund holds too little for batch 0 (another payout drew on it after the run was computed):
+    batch 0 is refused and left pending with the revert, batch 1 is paid all the same, and once the
+    Fund holds enough again the next pay request pays batch 0, once."""
+    chain, pool = foundation.chain, foundation.chain.pool
+    contributors, day = await _three_contributors_and_a_deposit(foundation, "US 12,500,00{} B2")
+    run = await create_run(foundation, "R1", day, day)
+    expected = payouts_of(run)
+    first_total, second_total = batch_totals(run)
+    before = {c.address: pool.bpc_balance(c.address) for c in contributors}
+    stranger = Account.create()
+    drawn = pool.bpc_balance(pool.fund.address) - (first_total - 1)
+    assert first_total - 1 >= second_total  # what is left pays batch 1, not batch 0
+    pool.fund.transact(
+        "payout", pool.bpc.address, [stranger.address], [drawn], "0x" + keccak(b"another payout").hex()
+    )
+
+    refused = await pay(foundation, run["id"])
+    assert refused["status"] == "paying"
+    first, second = refused["batches"]
+    assert (first["status"], first["tx_hash"]) == ("pending", None)
+    assert first["last_error"].startswith("ERC20InsufficientBalance("), first["last_error"]
+    assert (second["status"], second["last_error"]) == ("paid", None)
+    assert second["tx_hash"]
+    assert await run_of(foundation, run["id"]) == refused
+    in_second = {p["contributor"] for p in second["payouts"]}
+    for contributor in contributors:
+        paid_now = expected[contributor.address] if contributor.address in in_second else 0
+        assert pool.bpc_balance(contributor.address) == before[contributor.address] + paid_now
+
+    deposit(chain, first_total)  # the Fund can pay batch 0 again
+    paid = await pay(foundation, run["id"])
+    assert paid["status"] == "paid"
+    assert [(b["status"], b["last_error"]) for b in paid["batches"]] == [("paid", None), ("paid", None)]
+    assert paid["batches"][1]["tx_hash"] == second["tx_hash"]
+    for contributor in contributors:
+        assert (
+            pool.bpc_balance(contributor.address)
+            == before[contributor.address] + expected[contributor.address]
+        )
+    assert sorted(p for p in fund_payouts(chain) if p[0] != stranger.address) == sorted(
+        with_batch_tags(run, (0, 1))
+    )
+    head = chain.w3.eth.block_number
+    assert await pay(foundation, run["id"]) == paid
+    assert chain.w3.eth.block_number == head
+
+
 async def test_a_batch_whose_tag_paid_something_else_is_refused_and_left_pending(
     foundation: Foundation,
 ) -> None:
-    """The Fund already paid the batch's tag to other recipients (say, a database restored from before a
-    run was computed again): the batch cannot be paid under its tag, and nothing is paid."""
+    """The Fund already paid batch 0's tag to other recipients (say, a database restored from before a
+    run was computed again): batch 0 cannot be paid under its tag and is left pending with the
+    refusal, every time it is asked for; batch 1 is paid all the same."""
     chain, pool = foundation.chain, foundation.chain.pool
-    contributor, stranger = Account.create(), Account.create()
-    await admit_patent(foundation, "US 12,400,001 B2", source="contributed", contributor=contributor.address)
-    day = next_chain_day(chain)
-    deposit(chain, 1_000)
-    travel_to(chain, day + timedelta(days=1))
+    contributors, day = await _three_contributors_and_a_deposit(foundation, "US 12,400,00{} B2")
+    stranger = Account.create()
     run = await create_run(foundation, "R1", day, day)
+    expected = payouts_of(run)
     tag = batch_payout_tag(run["payout_tag"], run["token"], 0)
     pool.fund.transact("payout", pool.bpc.address, [stranger.address], [1], tag)
-    before = pool.bpc_balance(contributor.address)  # the BPC minted for the patent
+    before = {c.address: pool.bpc_balance(c.address) for c in contributors}  # the BPC minted for the patents
 
-    refused = await foundation.client.post(
-        f"/v1/admin/royalties/runs/{run['id']}/pay", headers=foundation.council
+    refused = await pay(foundation, run["id"])
+    assert refused["status"] == "paying"
+    first, second = refused["batches"]
+    assert (first["status"], first["tx_hash"], first["last_error"]) == (
+        "pending",
+        None,
+        f"FundTagAlreadyPaid(tag={tag}): the Fund paid this tag to other recipients or amounts",
     )
-    assert refused.status_code == 409, refused.text
-    assert refused.json()["error_name"] == "FundTagAlreadyPaid"
-    after = await run_of(foundation, run["id"])
-    assert (after["status"], after["batches"][0]["status"]) == ("paying", "pending")
-    assert pool.bpc_balance(contributor.address) == before
-    assert fund_payouts(chain) == [(stranger.address, 1, tag)]
+    assert (second["status"], second["last_error"]) == ("paid", None)
+    assert sorted(fund_payouts(chain)) == sorted([(stranger.address, 1, tag), *with_batch_tags(run, (1,))])
+    again = await pay(foundation, run["id"])
+    assert again == refused
+    in_second = {p["contributor"] for p in second["payouts"]}
+    for contributor in contributors:
+        paid = expected[contributor.address] if contributor.address in in_second else 0
+        assert pool.bpc_balance(contributor.address) == before[contributor.address] + paid
 
 
 # --------------------------------------------------------------------------- concurrent creations
