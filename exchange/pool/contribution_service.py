@@ -184,20 +184,8 @@ async def _record_found(context: PoolContext, mint_id: int, event: ChainEvent) -
         now = utc_now()
         to, amount = Web3.to_checksum_address(event.args["to"]), int(event.args["amount"])
         if (to, amount) != (Web3.to_checksum_address(mint.recipient), mint.amount_wei):
-            mint.status, mint.updated_at = MintStatus.FAILED.value, now
-            mint.error = f"BPC minted {amount} to {to} under this mint's key in {event.tx_hash}"
-            await session.flush()
-            await record_audit(
-                session,
-                actor=MINTER_ACTOR,
-                action="contribution.mint_failed",
-                subject_type="patent",
-                subject_id=mint.patent_id,
-                at=now,
-                after=mint,
-                tx_hashes=[event.tx_hash],
-                reason=mint.error,
-            )
+            error = f"BPC minted {amount} to {to} under this mint's key in {event.tx_hash}"
+            await _mark_failed(session, mint, error, tx_hashes=[event.tx_hash])
             log.error("pool.mint_key_used_otherwise", mint_id=mint.id, tx_hash=event.tx_hash)
             return mint
         mint.status = MintStatus.MINTED.value
@@ -232,32 +220,37 @@ async def _finish(
     context: PoolContext, mint_id: int, *, tx_hash: str | None, block: int | None, error: str | None
 ) -> ContributionMint:
     async with context.sessionmaker() as session, session.begin():
-        mint = await repository.mint(session, mint_id, for_update=True)
-        if mint is None:
-            raise NotFound(f"no contribution mint {mint_id}")
+        mint = await _load(session, mint_id)
         if mint.status != MintStatus.SENDING:
             return mint  # reconciled by another pass meanwhile
-        mint.updated_at = utc_now()
         if tx_hash is None:
-            mint.status, mint.error = MintStatus.FAILED.value, error
-            await session.flush()
-            await record_audit(
-                session,
-                actor=MINTER_ACTOR,
-                action="contribution.mint_failed",
-                subject_type="patent",
-                subject_id=mint.patent_id,
-                at=utc_now(),
-                after=mint,
-                reason=error,
-            )
+            await _mark_failed(session, mint, error or "refused by BPC")
             log.warning("pool.mint_failed", mint_id=mint_id, patent_id=mint.patent_id, error=error)
             return mint
+        mint.updated_at = utc_now()
         mint.status, mint.tx_hash, mint.minted_block = MintStatus.MINTED.value, tx_hash, block
         await session.flush()
         await _audit_minted(session, mint, reconciled=False)
         log.info("pool.minted", mint_id=mint_id, patent_id=mint.patent_id, amount_wei=mint.amount_wei)
         return mint
+
+
+async def _mark_failed(
+    session: AsyncSession, mint: ContributionMint, error: str, *, tx_hashes: list[str] | None = None
+) -> None:
+    mint.status, mint.error, mint.updated_at = MintStatus.FAILED.value, error, utc_now()
+    await session.flush()
+    await record_audit(
+        session,
+        actor=MINTER_ACTOR,
+        action="contribution.mint_failed",
+        subject_type="patent",
+        subject_id=mint.patent_id,
+        at=utc_now(),
+        after=mint,
+        tx_hashes=tx_hashes or [],
+        reason=error,
+    )
 
 
 async def _audit_minted(session: AsyncSession, mint: ContributionMint, *, reconciled: bool) -> None:
