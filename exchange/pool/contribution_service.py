@@ -212,7 +212,11 @@ async def _record_minted_under_key(context: PoolContext, mint_id: int) -> Contri
     if found is None:
         found = await _find_on_chain(context, mint, context.chain.runtime.deployment.deploy_block)
     if found is None:
-        raise RuntimeError(f"BPC reports mint {mint_id}'s key used, but no MintedOnce carries it")
+        # The node that answered the key and the one that answered the logs disagree (a load
+        # balancer's nodes a block apart, say): the row stays "sending", the next pass looks again.
+        raise ChainUnavailable(
+            f"BPC reports mint {mint_id}'s key used, but the node's logs show no MintedOnce with it yet"
+        )
     return await _record_found(context, mint_id, found)
 
 

@@ -381,6 +381,39 @@ async def test_no_chain_call_is_made_while_a_mint_holds_the_sqlite_write_lock(
     assert under_lock == []
 
 
+async def test_a_used_key_whose_mint_the_logs_do_not_show_yet_is_looked_for_again_later(
+    foundation: Foundation, engine: AsyncEngine
+) -> None:
+    """A node whose log index lags (one behind a load balancer, say) answers the key used but no
+    ``MintedOnce``: the mint stays ``sending`` (503, not a 500) and is recorded once the logs show it."""
+    chain = foundation.chain
+    decision = await admit_patent(
+        foundation, "US 11,000,009 B2", source="contributed", contributor=OUTSIDER.address
+    )
+    sent = await _mint_row(engine, decision["patent"]["patent_id"])
+    await _set_mint(
+        engine, sent.patent_id, status="sending", tx_hash=None, minted_block=None, sending_at=utc_now()
+    )
+
+    class NoLogsYet(Web3Middleware):
+        def response_processor(self, method: RPCEndpoint, response: RPCResponse) -> Any:
+            return {**response, "result": []} if method == "eth_getLogs" else response
+
+    chain.w3.middleware_onion.add(NoLogsYet, name="no-logs-yet")
+    try:
+        reply = await foundation.client.post(
+            f"/v1/admin/pool/mints/{sent.id}/process", headers=foundation.registrar
+        )
+    finally:
+        chain.w3.middleware_onion.remove("no-logs-yet")
+    assert reply.status_code == 503, reply.text
+    assert "no MintedOnce" in reply.json()["detail"]
+    assert (await _mint_row(engine, sent.patent_id)).status == "sending"
+
+    later = await _process(foundation, sent.id)
+    assert (later["status"], later["tx_hash"]) == ("minted", sent.tx_hash)
+
+
 async def test_the_database_refuses_a_second_mint_with_the_same_key(
     foundation: Foundation, engine: AsyncEngine
 ) -> None:
