@@ -74,7 +74,6 @@ SERVICE_ROLES: tuple[tuple[str, str, str], ...] = (
     ("LicenseGate", "REVOKER_ROLE", "revoking the licences of expelled and re-tiered members"),
     ("BPC", "MINTER_ROLE", "minting the BPC owed for contributed patents"),
     ("Fund", "TREASURER_ROLE", "paying royalties"),
-    ("DeviceLicenses", "REVOKER_ROLE", "revoking devices and suspending device batches"),
     ("Vault", "OPERATOR_ROLE", "settling trades and co-signing withdrawals"),
 )
 """The roles the service's own transactions, sent from its operator account, need."""
