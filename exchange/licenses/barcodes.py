@@ -96,11 +96,33 @@ def render(
     return _render_datamatrix(uri, image_type, module_px)
 
 
-def _render_qr(uri: str, image_type: ImageType, module_px: int) -> bytes:
+class ImageTooLarge(ValueError):
+    """The image would be more pixels a side than the caller allows."""
+
+    def __init__(self, side_px: int, max_side_px: int) -> None:
+        super().__init__(f"the image would be {side_px} pixels a side, more than {max_side_px}")
+        self.side_px = side_px
+        self.max_side_px = max_side_px
+
+
+def _render_qr(uri: str, image_type: ImageType, module_px: int, max_png_side_px: int | None = None) -> bytes:
     code = segno.make_qr(uri, error="m")
+    if max_png_side_px is not None and image_type is ImageType.PNG:
+        side = int(code.symbol_size(scale=module_px, border=QR_BORDER)[0])
+        if side > max_png_side_px:
+            raise ImageTooLarge(side, max_png_side_px)
     buffer = io.BytesIO()
     code.save(buffer, kind=str(image_type), scale=module_px, border=QR_BORDER)
     return buffer.getvalue()
+
+
+def render_qr(uri: str, image_type: ImageType, *, module_px: int, max_png_side_px: int) -> bytes:
+    """`uri` as a QR Code, as :func:`render` draws it, built once; ``ImageTooLarge`` (before any
+    drawing) for a PNG more than ``max_png_side_px`` pixels a side. SVG is not limited: its size
+    does not grow with ``module_px``."""
+    if module_px < 1:
+        raise ValueError(f"module_px must be at least 1, not {module_px}")
+    return _render_qr(uri, image_type, module_px, max_png_side_px)
 
 
 def _render_datamatrix(uri: str, image_type: ImageType, module_px: int) -> bytes:

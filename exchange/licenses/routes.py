@@ -29,7 +29,7 @@ from exchange.kit.errors import (
     ValidationFailed,
 )
 from exchange.licenses import service
-from exchange.licenses.barcodes import QR_BORDER, ImageType, Symbology, render
+from exchange.licenses.barcodes import ImageTooLarge, ImageType, render_qr
 from exchange.licenses.certificates import Certificate, InvalidCertificate
 from exchange.licenses.lifespan import Licensing, licensing
 from exchange.licenses.schemas import (
@@ -211,15 +211,15 @@ async def post_certificate_qr(body: CertificateQrIn) -> Response:
     image_type = ImageType(body.format)
     compact = certificate.to_compact(signature)
     try:
-        if image_type is ImageType.PNG:
-            side = segno.make_qr(compact, error="m").symbol_size(scale=body.module_px, border=QR_BORDER)[0]
-            if side > MAX_QR_PNG_SIDE_PX:
-                raise ValidationFailed(
-                    f"this certificate's QR code at {body.module_px} pixels a module is {side} pixels a"
-                    f" side, more than {MAX_QR_PNG_SIDE_PX}; ask for fewer pixels a module, or for SVG",
-                    extra={"field": "module_px"},
-                )
-        image = await asyncio.to_thread(render, compact, Symbology.QR, image_type, module_px=body.module_px)
+        image = await asyncio.to_thread(
+            render_qr, compact, image_type, module_px=body.module_px, max_png_side_px=MAX_QR_PNG_SIDE_PX
+        )
+    except ImageTooLarge as exc:
+        raise ValidationFailed(
+            f"this certificate's QR code at {body.module_px} pixels a module is {exc.side_px} pixels a"
+            f" side, more than {MAX_QR_PNG_SIDE_PX}; ask for fewer pixels a module, or for SVG",
+            extra={"field": "module_px"},
+        ) from None
     except segno.DataOverflowError:  # a long statement, or a long contract-wallet signature
         raise ValidationFailed(
             f"the certificate's compact form is {len(compact)} characters, more than a QR code"

@@ -14,6 +14,7 @@ from exchange.licenses.barcodes import (
     ALL_FORMATS,
     MANIFEST_NAME,
     BarcodeNotFound,
+    ImageTooLarge,
     ImageType,
     LabelFormat,
     Symbology,
@@ -23,6 +24,7 @@ from exchange.licenses.barcodes import (
     decode_one,
     export_batch,
     render,
+    render_qr,
 )
 from exchange.licenses.device_ids import (
     MAX_INPUT_LENGTH,
@@ -214,3 +216,15 @@ def test_export_refuses_a_base_whose_links_would_not_parse(tmp_path: Path) -> No
     with pytest.raises(ValueError, match="resolver base is at most"):
         export_batch(DEVICES, tmp_path, resolver_base=base)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_qr_code_is_drawn_once_and_a_png_over_the_limit_not_at_all() -> None:
+    text = "BPCERT1:" + "a" * 1200  # byte mode: a version 30-odd symbol, 140-odd modules a side
+    drawn = render_qr(text, ImageType.PNG, module_px=4, max_png_side_px=4096)
+    assert drawn == render(text, Symbology.QR, ImageType.PNG, module_px=4)
+    assert decode_one(drawn) == text
+    with pytest.raises(ImageTooLarge) as refused:
+        render_qr(text, ImageType.PNG, module_px=40, max_png_side_px=4096)
+    assert refused.value.side_px > 4096
+    svg = render_qr(text, ImageType.SVG, module_px=40, max_png_side_px=4096)
+    assert svg.startswith(b"<?xml")
