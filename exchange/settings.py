@@ -190,8 +190,8 @@ class Settings(BaseSettings):
         "/v1/licences/certificates/draft, /v1/licences/{address}, /v1/pool/stats; POST "
         "/v1/licences/certificates/verify), and the certificate QR code (POST "
         "/v1/licences/certificates/qr), which reads nothing but costs drawing time. Each of the "
-        "others costs the RPC node one to eight reads (the thresholds "
-        "the most: the head block and six eth_calls), so one client costs it at most about 160 a "
+        "others costs the RPC node one to eleven requests (the thresholds the most: the head block "
+        "and its time, and nine eth_calls), so one client costs it at most about 220 a "
         "second: a small share of what a node of one's own serves, and far above what a wallet "
         "checking a licence or a page polling the pool index needs. Lower it for a metered hosted node.",
     )
