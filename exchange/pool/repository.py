@@ -607,13 +607,38 @@ async def payouts_of_batch(session: AsyncSession, batch_id: int) -> Sequence[Roy
 
 
 async def claim_batch(
-    session: AsyncSession, batch_id: int, expected: BatchStatus, values: dict[str, Any]
+    session: AsyncSession,
+    batch_id: int,
+    expected: BatchStatus,
+    values: dict[str, Any],
+    *,
+    sending_at: datetime | None = None,
+    first_from_block: int | None = None,
 ) -> bool:
-    """Compare-and-set on a payout batch's status; True when this caller moved it."""
+    """Move a payout batch on only if it is still in ``expected`` (and was sent at ``sending_at``, if
+    given); True when this caller moved it.
+
+    ``first_from_block`` becomes the batch's ``from_block`` only if it has none yet: the block of its
+    first claim stays, whatever claims come after.
+    """
+    statement = update(RoyaltyPayoutBatch).where(
+        RoyaltyPayoutBatch.id == batch_id, RoyaltyPayoutBatch.status == expected
+    )
+    if sending_at is not None:
+        statement = statement.where(RoyaltyPayoutBatch.sending_at == sending_at)
+    if first_from_block is not None:
+        values = {**values, "from_block": func.coalesce(RoyaltyPayoutBatch.from_block, first_from_block)}
+    result = await session.execute(statement.values(**values).execution_options(synchronize_session=False))
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def record_batch_paid(session: AsyncSession, batch_id: int, tx_hash: str, at: datetime) -> bool:
+    """Record a payout batch as paid by ``tx_hash``, whatever its status, unless it is recorded paid
+    already; True when this caller recorded it."""
     result = await session.execute(
         update(RoyaltyPayoutBatch)
-        .where(RoyaltyPayoutBatch.id == batch_id, RoyaltyPayoutBatch.status == expected)
-        .values(**values)
+        .where(RoyaltyPayoutBatch.id == batch_id, RoyaltyPayoutBatch.status != BatchStatus.PAID)
+        .values(status=BatchStatus.PAID.value, tx_hash=tx_hash, paid_at=at, last_error=None)
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]

@@ -34,7 +34,12 @@ Rules
   sending a batch again reverts ``FundTagAlreadyPaid`` instead of paying anybody
   twice.
 * Each batch is marked ``sending`` (committed, with the block it is searched from,
-  set by its first send only) before its transaction and ``paid`` after. A batch
+  set by its first send only) before its transaction and ``paid`` after. No
+  transaction is open while the chain is asked (a search of its logs, the head, a
+  send and its receipt): a batch is read in one short transaction and moved on in
+  another by compare-and-set on its status (a resend's claim also on the time of
+  the send it replaces), so of two requests claiming one batch one wins, and a
+  slow node holds no lock (on SQLite, the whole database's write lock). A batch
   found ``sending`` is first looked for among the Fund's ``FundPayout`` events
   with its tag; only if none is found, and ``resend_after_s`` has passed since it
   was sent (at once on the embedded EVM), is it sent again. A transaction that was
@@ -359,13 +364,7 @@ async def _pay_batch(context: PoolContext, batch_id: int, *, token: str, tag: st
                 context, batch_id, token=token, tag=tag, expected=dict(zip(recipients, amounts, strict=True))
             )
             return
-        async with context.sessionmaker() as session, session.begin():
-            await repository.claim_batch(
-                session,
-                batch_id,
-                BatchStatus.SENDING,
-                {"status": BatchStatus.PENDING.value, "sending_at": None, "last_error": _refusal(rejected)},
-            )
+        await _back_to_pending(context, batch_id, _refusal(rejected))
         raise
     async with context.sessionmaker() as session, session.begin():
         await repository.claim_batch(
@@ -387,52 +386,57 @@ async def _claim_batch(
 ) -> tuple[list[str], list[int], bool]:
     """Commit the intent to send a batch, or find it already paid on chain.
 
-    ``from_block`` is set by the first claim only, so the search for the batch's payout
-    always covers the block of its first transaction, however often it was sent again.
+    The batch is read in one short transaction and claimed in another, by compare-and-set on its
+    status and, for a resend, on the time of the send it replaces: the chain is asked in between,
+    with no transaction open, and of two requests claiming the same batch one wins. ``from_block``
+    is set by the first claim only, so the search for the batch's payout always covers the block of
+    its first transaction, however often it was sent again.
     """
     async with context.sessionmaker() as session, session.begin():
-        batch = await session.get(RoyaltyPayoutBatch, batch_id, with_for_update=True)
+        batch = await session.get(RoyaltyPayoutBatch, batch_id)
         if batch is None:
             raise NotFound(f"no payout batch {batch_id}")
         payouts = await repository.payouts_of_batch(session, batch_id)
-        recipients = [payout.contributor for payout in payouts]
-        amounts = [payout.amount_wei for payout in payouts]
-        now = utc_now()
-        if batch.status == BatchStatus.PAID:
-            return recipients, amounts, False
-        if batch.status == BatchStatus.SENDING:
-            tx_hash = await _find_batch_on_chain(
-                context, batch.from_block, token, tag, dict(zip(recipients, amounts, strict=True))
-            )
-            if tx_hash is not None:
-                await _reconciled(session, batch, tx_hash, tag)
-                return recipients, amounts, False
-            if batch.sending_at is not None and now - batch.sending_at < timedelta(
-                seconds=context.resend_after_s
-            ):
-                return recipients, amounts, False
-            expected = BatchStatus.SENDING
-            log.warning("pool.royalty_batch_resending", batch_id=batch_id, tag=tag)
-        else:
-            expected = BatchStatus.PENDING
-        from_block = (
-            batch.from_block if batch.from_block is not None else await context.indexer.head_block() + 1
+    recipients = [payout.contributor for payout in payouts]
+    amounts = [payout.amount_wei for payout in payouts]
+    if batch.status == BatchStatus.PAID:
+        return recipients, amounts, False
+    replaced_send: datetime | None = None
+    if batch.status == BatchStatus.SENDING:
+        searched_at = utc_now()
+        tx_hash = await _find_batch_on_chain(
+            context, batch.from_block, token, tag, dict(zip(recipients, amounts, strict=True))
         )
+        if tx_hash is not None:
+            await _reconciled(context, batch_id, tx_hash, tag)
+            return recipients, amounts, False
+        if batch.sending_at is not None and searched_at - batch.sending_at < timedelta(
+            seconds=context.resend_after_s
+        ):
+            return recipients, amounts, False
+        expected, replaced_send = BatchStatus.SENDING, batch.sending_at
+        log.warning("pool.royalty_batch_resending", batch_id=batch_id, tag=tag)
+    else:
+        expected = BatchStatus.PENDING
+    from_block = batch.from_block if batch.from_block is not None else await context.indexer.head_block() + 1
+    async with context.sessionmaker() as session, session.begin():
         ours = await repository.claim_batch(
             session,
             batch_id,
             expected,
-            {"status": BatchStatus.SENDING.value, "from_block": from_block, "sending_at": now},
+            {"status": BatchStatus.SENDING.value, "sending_at": utc_now()},
+            sending_at=replaced_send,
+            first_from_block=from_block,
         )
-        return recipients, amounts, ours
+    return recipients, amounts, ours
 
 
-async def _reconciled(session: AsyncSession, batch: RoyaltyPayoutBatch, tx_hash: str, tag: str) -> None:
-    """Record `batch` as paid by `tx_hash`, a payout found on chain under its tag."""
-    batch.status, batch.tx_hash, batch.paid_at = BatchStatus.PAID.value, tx_hash, utc_now()
-    batch.last_error = None
-    await session.flush()
-    log.info("pool.royalty_batch_reconciled", batch_id=batch.id, tx_hash=tx_hash, tag=tag)
+async def _reconciled(context: PoolContext, batch_id: int, tx_hash: str, tag: str) -> None:
+    """Record the batch as paid by `tx_hash`, a payout of exactly its recipients under its tag."""
+    async with context.sessionmaker() as session, session.begin():
+        recorded = await repository.record_batch_paid(session, batch_id, tx_hash, utc_now())
+    if recorded:
+        log.info("pool.royalty_batch_reconciled", batch_id=batch_id, tx_hash=tx_hash, tag=tag)
 
 
 async def _record_paid_elsewhere(
@@ -441,9 +445,9 @@ async def _record_paid_elsewhere(
     """The Fund refused the batch's tag as paid: record the payout that used it, or refuse.
 
     The payout is looked for from the batch's first send, then from the Fund's deployment
-    (a tag paid before this database knew of it). If the tag paid other recipients or
-    amounts, nothing here can pay the batch: it goes back to ``pending`` and the refusal
-    is recorded and raised, as for any revert.
+    (a tag paid before this database knew of it), with no transaction open. If the tag paid
+    other recipients or amounts, nothing here can pay the batch: it goes back to ``pending``
+    and the refusal is recorded and raised, as for any revert.
     """
     refused = ChainRejected(
         f"the Fund already paid tag {tag}, but not to this batch's recipients and amounts",
@@ -453,21 +457,33 @@ async def _record_paid_elsewhere(
     )
     deploy_block = context.chain.runtime.deployment.deploy_block
     async with context.sessionmaker() as session, session.begin():
-        batch = await session.get(RoyaltyPayoutBatch, batch_id, with_for_update=True)
+        batch = await session.get(RoyaltyPayoutBatch, batch_id)
         if batch is None:
             raise NotFound(f"no payout batch {batch_id}")
-        if batch.status == BatchStatus.PAID:
-            return
-        tx_hash = await _find_batch_on_chain(context, batch.from_block, token, tag, expected)
-        if tx_hash is None and batch.from_block != deploy_block:
-            tx_hash = await _find_batch_on_chain(context, deploy_block, token, tag, expected)
-        if tx_hash is not None:
-            await _reconciled(session, batch, tx_hash, tag)
-            return
-        batch.status, batch.sending_at = BatchStatus.PENDING.value, None
-        batch.last_error = _refusal(refused, "the Fund paid this tag to other recipients or amounts")
+    if batch.status == BatchStatus.PAID:
+        return
+    tx_hash = await _find_batch_on_chain(context, batch.from_block, token, tag, expected)
+    if tx_hash is None and batch.from_block != deploy_block:
+        tx_hash = await _find_batch_on_chain(context, deploy_block, token, tag, expected)
+    if tx_hash is not None:
+        await _reconciled(context, batch_id, tx_hash, tag)
+        return
+    await _back_to_pending(
+        context, batch_id, _refusal(refused, "the Fund paid this tag to other recipients or amounts")
+    )
     log.error("pool.royalty_batch_tag_paid_otherwise", batch_id=batch_id, tag=tag)
     raise refused
+
+
+async def _back_to_pending(context: PoolContext, batch_id: int, refusal: str) -> None:
+    """The Fund refused the batch's send, which changed nothing: it is pending again, with why."""
+    async with context.sessionmaker() as session, session.begin():
+        await repository.claim_batch(
+            session,
+            batch_id,
+            BatchStatus.SENDING,
+            {"status": BatchStatus.PENDING.value, "sending_at": None, "last_error": refusal},
+        )
 
 
 def _refusal(rejected: ChainRejected, why: str | None = None) -> str:

@@ -13,9 +13,11 @@ import asyncio
 import csv
 import io
 import random
+import threading
 import time as time_module
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -28,6 +30,7 @@ from fastapi import FastAPI
 from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from web3.logs import DISCARD
+from web3.middleware import Web3Middleware
 
 from exchange.chain.errors import ChainUnavailable, ContractReverted
 from exchange.chain.pool import Tier
@@ -481,6 +484,95 @@ async def test_a_batch_whose_tag_paid_something_else_is_refused_and_left_pending
     for contributor in contributors:
         paid = expected[contributor.address] if contributor.address in in_second else 0
         assert pool.bpc_balance(contributor.address) == before[contributor.address] + paid
+
+
+# --------------------------------------------------------------------------- a slow node
+
+NODE_HELD_S = 5.0
+
+
+@dataclass
+class SlowNode:
+    """The node's first answer to `method` for the pool's chain gateway, held until released (or for
+    NODE_HELD_S). The gateway asks the node from worker threads; calls made on the event loop's own
+    thread (other areas' followers, which call the embedded EVM inline) are not held, as holding
+    them would stop the loop itself."""
+
+    method: str
+    asked: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    answered: threading.Event = field(default_factory=threading.Event)
+
+
+@contextmanager
+def slow_node(chain: ChainRuntime, method: str) -> Iterator[SlowNode]:
+    """A node that is slow to answer `method` once, as one behind on its work or far away is."""
+    node = SlowNode(method)
+
+    class Holding(Web3Middleware):
+        def request_processor(self, method: Any, params: Any) -> Any:
+            off_the_loop = threading.current_thread() is not threading.main_thread()
+            if method == node.method and off_the_loop and not node.asked.is_set():
+                node.asked.set()
+                node.release.wait(NODE_HELD_S)
+                node.answered.set()
+            return method, params
+
+    chain.w3.middleware_onion.add(Holding, name="slow node")
+    try:
+        yield node
+    finally:
+        node.release.set()
+        chain.w3.middleware_onion.remove("slow node")
+
+
+@pytest.mark.parametrize(
+    ("batch_zero", "method"),
+    [
+        ("pending", "eth_blockNumber"),  # its claim asks for the head: the block its search starts at
+        ("sending", "eth_getLogs"),  # its claim looks for its payout before sending it again
+        ("tag paid otherwise", "eth_getLogs"),  # the Fund refuses its tag: its payout is looked for
+    ],
+)
+async def test_a_pay_request_waiting_on_the_node_holds_no_database_lock(
+    foundation: Foundation, engine: AsyncEngine, batch_zero: str, method: str
+) -> None:
+    """While a pay request waits for the node to answer about batch 0, another writer writes batch 0's
+    row at once: on SQLite a transaction left open would hold the whole database's write lock."""
+    chain, pool = foundation.chain, foundation.chain.pool
+    _, day = await _three_contributors_and_a_deposit(foundation, "US 12,600,00{} B2")
+    run = await create_run(foundation, "R1", day, day)
+    first_batch = (RoyaltyPayoutBatch.run_id == run["id"]) & (RoyaltyPayoutBatch.batch_index == 0)
+    if batch_zero == "sending":
+        async with create_sessionmaker(engine)() as session, session.begin():
+            await session.execute(
+                update(RoyaltyPayoutBatch)
+                .where(first_batch)
+                .values(status="sending", from_block=chain.w3.eth.block_number, sending_at=utc_now())
+            )
+    elif batch_zero == "tag paid otherwise":
+        tag = batch_payout_tag(run["payout_tag"], run["token"], 0)
+        pool.fund.transact("payout", pool.bpc.address, [Account.create().address], [1], tag)
+
+    with slow_node(chain, method) as node:
+        paying = asyncio.create_task(
+            foundation.client.post(f"/v1/admin/royalties/runs/{run['id']}/pay", headers=foundation.council)
+        )
+        assert await asyncio.to_thread(node.asked.wait, 30)
+        async with create_sessionmaker(engine)() as session, session.begin():
+            await session.execute(
+                update(RoyaltyPayoutBatch).where(first_batch).values(from_block=RoyaltyPayoutBatch.from_block)
+            )
+        assert not node.answered.is_set(), "batch 0's row was locked until the node answered"
+        node.release.set()
+        reply = await paying
+    assert reply.status_code == 200, reply.text
+    paid = reply.json()
+    if batch_zero == "tag paid otherwise":
+        assert [batch["status"] for batch in paid["batches"]] == ["pending", "paid"]
+        assert paid["batches"][0]["last_error"].startswith("FundTagAlreadyPaid(")
+    else:
+        assert paid["status"] == "paid"
 
 
 # --------------------------------------------------------------------------- concurrent creations
