@@ -30,7 +30,7 @@ contract ERC1271Wallet is IERC1271 {
     }
 
     /// @inheritdoc IERC1271
-    function isValidSignature(bytes32 hash, bytes calldata signature) external view returns (bytes4) {
+    function isValidSignature(bytes32 hash, bytes calldata signature) external view virtual returns (bytes4) {
         (address recovered, ECDSA.RecoverError error,) = ECDSA.tryRecoverCalldata(hash, signature);
         bool valid = error == ECDSA.RecoverError.NoError && recovered == owner;
         return valid ? IERC1271.isValidSignature.selector : bytes4(0xffffffff);
