@@ -270,17 +270,21 @@ async def test_a_block_before_the_pool_was_deployed_is_refused(licensing: Servic
     the block of the last contract creation (the deployment spans blocks from its deploy_block)."""
     holder = account(1)
     licensed_member(licensing.pool, holder)
-    body = signed(holder, certificate(licensing, holder.address))
 
     async def status(block: int) -> httpx.Response:
         return await licensing.client.get(f"/v1/licences/{holder.address}", params={"block": block})
 
-    async def verified(block: int) -> httpx.Response:
-        return await licensing.client.post("/v1/licences/certificates/verify", json={**body, "block": block})
-
     before = await status(0)
     assert before.status_code == 422, before.text
     first = before.json()["first_block"]
+    # Issued before the first block's time (the shared chain's clock has moved on since), so that
+    # at that block the only failure is the licence the holder did not hold yet.
+    deployed_at = int(licensing.w3.eth.get_block(first)["timestamp"])
+    body = signed(holder, certificate(licensing, holder.address, issued_at=deployed_at - 60))
+
+    async def verified(block: int) -> httpx.Response:
+        return await licensing.client.post("/v1/licences/certificates/verify", json={**body, "block": block})
+
     assert first > licensing.pool.deployment.deploy_block  # contracts are created block by block here
     for block in (0, licensing.pool.deployment.deploy_block, first - 1):
         for reply in (await status(block), await verified(block)):
