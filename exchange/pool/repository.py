@@ -478,11 +478,22 @@ async def claim_mint(
 
     The caller that gets True owns the step.
     """
-    statement = update(ContributionMint).where(
-        ContributionMint.id == mint_id, ContributionMint.status == expected
-    )
+    return await _compare_and_set(session, ContributionMint, mint_id, expected, values, sending_at)
+
+
+async def _compare_and_set(
+    session: AsyncSession,
+    model: type[ContributionMint] | type[RoyaltyPayoutBatch],
+    row_id: int,
+    expected: MintStatus | BatchStatus,
+    values: dict[str, Any],
+    sending_at: datetime | None,
+) -> bool:
+    """Update row ``row_id`` of ``model`` with ``values`` only if its status is still ``expected``
+    (and it was sent at ``sending_at``, if given): True when this caller moved it."""
+    statement = update(model).where(model.id == row_id, model.status == expected)
     if sending_at is not None:
-        statement = statement.where(ContributionMint.sending_at == sending_at)
+        statement = statement.where(model.sending_at == sending_at)
     result = await session.execute(statement.values(**values).execution_options(synchronize_session=False))
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
@@ -621,15 +632,9 @@ async def claim_batch(
     ``first_from_block`` becomes the batch's ``from_block`` only if it has none yet: the block of its
     first claim stays, whatever claims come after.
     """
-    statement = update(RoyaltyPayoutBatch).where(
-        RoyaltyPayoutBatch.id == batch_id, RoyaltyPayoutBatch.status == expected
-    )
-    if sending_at is not None:
-        statement = statement.where(RoyaltyPayoutBatch.sending_at == sending_at)
     if first_from_block is not None:
         values = {**values, "from_block": func.coalesce(RoyaltyPayoutBatch.from_block, first_from_block)}
-    result = await session.execute(statement.values(**values).execution_options(synchronize_session=False))
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+    return await _compare_and_set(session, RoyaltyPayoutBatch, batch_id, expected, values, sending_at)
 
 
 async def record_batch_paid(session: AsyncSession, batch_id: int, tx_hash: str, at: datetime) -> bool:
