@@ -244,28 +244,31 @@ async def _mark_failed(
 ) -> None:
     mint.status, mint.error, mint.updated_at = MintStatus.FAILED.value, error, utc_now()
     await session.flush()
-    await record_audit(
-        session,
-        actor=MINTER_ACTOR,
-        action="contribution.mint_failed",
-        subject_type="patent",
-        subject_id=mint.patent_id,
-        at=utc_now(),
-        after=mint,
-        tx_hashes=tx_hashes or [],
-        reason=error,
-    )
+    await _audit(session, mint, "contribution.mint_failed", reason=error, tx_hashes=tx_hashes or [])
 
 
 async def _audit_minted(session: AsyncSession, mint: ContributionMint, *, reconciled: bool) -> None:
+    await _audit(
+        session,
+        mint,
+        "contribution.minted",
+        reason="found on chain after an interrupted send" if reconciled else None,
+        tx_hashes=[mint.tx_hash] if mint.tx_hash else [],
+    )
+
+
+async def _audit(
+    session: AsyncSession, mint: ContributionMint, action: str, *, reason: str | None, tx_hashes: list[str]
+) -> None:
+    """Record what the minter did to ``mint``, as it now is, in the audit log."""
     await record_audit(
         session,
         actor=MINTER_ACTOR,
-        action="contribution.minted",
+        action=action,
         subject_type="patent",
         subject_id=mint.patent_id,
         at=utc_now(),
         after=mint,
-        tx_hashes=[mint.tx_hash] if mint.tx_hash else [],
-        reason="found on chain after an interrupted send" if reconciled else None,
+        tx_hashes=tx_hashes,
+        reason=reason,
     )
