@@ -7,12 +7,15 @@ method raises ``ContractReverted`` (with the contract's custom error) or
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from eth_typing import HexStr
 from web3 import Web3
+from web3.exceptions import TransactionNotFound
 from web3.types import BlockIdentifier, TxReceipt
 
 from exchange.chain.binding import BoundContract
@@ -102,6 +105,20 @@ class PoolChain:
         self.devices = bind("DeviceLicenses")
         self.vault = bind("Vault")
         self.quote = bind("QuoteToken", "TestToken") if "QuoteToken" in deployment.contracts else None
+
+    @functools.cached_property
+    def deployed_by(self) -> int:
+        """The first block at which every pool contract exists: the block of the deployment's last
+        contract creation, as a deployment spans blocks and its ``deploy_block`` is the first of
+        them. Read once from the creations' receipts; ``deploy_block`` when the node no longer
+        indexes them (a pruned transaction index). Blocking."""
+        try:
+            return max(
+                int(self.w3.eth.get_transaction_receipt(HexStr(record.deploy_tx))["blockNumber"])
+                for record in self.deployment.contracts.values()
+            )
+        except TransactionNotFound:
+            return self.deployment.deploy_block
 
     # --- roles ----------------------------------------------------------------------------------
 

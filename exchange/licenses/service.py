@@ -21,12 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
-from weakref import WeakKeyDictionary
 
 from eth_account.messages import SignableMessage
-from eth_typing import HexStr
 from web3 import Web3
-from web3.exceptions import TransactionNotFound, Web3Exception
+from web3.exceptions import Web3Exception
 
 from exchange.chain.errors import ChainError
 from exchange.chain.errors import ChainUnavailable as ChainDown
@@ -107,34 +105,11 @@ def address(text: str) -> str:
     return str(Web3.to_checksum_address(text))
 
 
-# The block each pool's deployment completed in, once read (see `_deployed_by`).
-_DEPLOYED_BY: WeakKeyDictionary[PoolChain, int] = WeakKeyDictionary()
-
-
-def _deployed_by(pool: PoolChain) -> int:
-    """The first block at which every pool contract exists: the block of the deployment's last
-    contract creation, as a deployment spans blocks and its ``deploy_block`` is the first of them.
-    Read once per pool from the creations' receipts; ``deploy_block`` when the node no longer
-    indexes them (a pruned transaction index), the blocks inside the deployment then answering
-    503 as before."""
-    known = _DEPLOYED_BY.get(pool)
-    if known is None:
-        try:
-            known = max(
-                int(pool.w3.eth.get_transaction_receipt(HexStr(record.deploy_tx))["blockNumber"])
-                for record in pool.deployment.contracts.values()
-            )
-        except TransactionNotFound:
-            known = pool.deployment.deploy_block
-        _DEPLOYED_BY[pool] = known
-    return known
-
-
 def _block(pool: PoolChain, block: int | None) -> tuple[int, int]:
     head = int(pool.w3.eth.block_number)
     if block is not None and block > head:
         raise ValidationFailed(f"block {block} is after the chain's head {head}", extra={"head": head})
-    if block is not None and block < (first := _deployed_by(pool)):
+    if block is not None and block < (first := pool.deployed_by):
         # No pool contract answers a call there: the read would fail as if the node were down.
         raise ValidationFailed(
             f"block {block} is before block {first}, by which the pool was deployed",
