@@ -23,6 +23,7 @@ from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
 from web3.types import BlockIdentifier, TxParams, TxReceipt
 
 from exchange.chain.errors import ChainUnavailable, ContractReverted, ErrorDecoder
+from exchange.chain.senders import sending
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -53,7 +54,8 @@ class BoundContract:
         fn = self.contract.get_function_by_name(function)(*args)
 
         def send() -> TxReceipt:
-            tx_hash = fn.transact({"from": origin})
+            with sending(str(origin)):  # the nonce is chosen inside (exchange.chain.senders)
+                tx_hash = fn.transact({"from": origin})
             return self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout_s)
 
         receipt = self.guarded(send)

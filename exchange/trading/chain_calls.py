@@ -9,12 +9,15 @@ time per ``ChainCalls``, and web3's own exceptions leave as ``ChainUnavailable``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import TypeVar
 
 from web3.exceptions import Web3Exception
 
 from exchange.chain.errors import ChainError, ChainUnavailable
+from exchange.chain.senders import sending_async
 
 T = TypeVar("T")
 
@@ -36,3 +39,10 @@ class ChainCalls:
                 raise
             except (OSError, Web3Exception) as exc:
                 raise ChainUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    def sending(self, address: str) -> AbstractAsyncContextManager[None]:
+        """Hold ``address``'s sender lock (``exchange.chain.senders``) from choosing a nonce until
+        the node has the transaction. Not on the embedded EVM (a development chain): some of its
+        transactions are sent from the loop's thread, which must never wait for a lock held
+        across awaits."""
+        return contextlib.nullcontext() if self.embedded else sending_async(address)

@@ -27,7 +27,10 @@ the call (``eth_estimateGas`` from the operator). If the Vault would revert:
 Otherwise choose the nonce (the operator's pending count), the fees and the gas
 limit, sign, and in ONE database transaction write the batch, its fills and the
 signed attempt (hash included) and mark the fills ``submitted``. Only then
-broadcast.
+broadcast. The operator's sender lock (``exchange.chain.senders``) is held from
+reading the pending count until the node has the batch, so another transaction
+of the operator sent from this process (a foundation transaction) cannot take
+the same nonce.
 
 **A batch open** — find out what became of it, reading the operator's mined
 nonce *first*, then the receipts of all its attempts (a batch has several when
@@ -323,6 +326,13 @@ class Settler:
                 return found
             fills, to_settle = fills[: found.length], to_settle[: found.length]
             arguments, estimate = pack(to_settle), found.gas_estimate
+        async with self._calls.sending(self.operator.address):  # the nonce until the node has the batch
+            return await self._open_batch(fills, arguments, estimate)
+
+    async def _open_batch(
+        self, fills: list[FillRecord], arguments: SettleArguments, estimate: int
+    ) -> StepOutcome:
+        """Choose the nonce and fees, write the batch down, then send it (the module docstring)."""
         operator = self.operator
         nonce, fees, block_gas = await self._calls.run(
             lambda: (operator.pending_nonce(), operator.fees(), operator.block_gas_limit())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
+import threading
 import time
 from datetime import timedelta
 from typing import Any
@@ -13,7 +15,7 @@ import structlog
 from hexbytes import HexBytes
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from web3.types import Wei
+from web3.types import TxReceipt, Wei
 
 from exchange.chain.errors import ContractReverted
 from exchange.db.base import utc_now
@@ -563,3 +565,38 @@ async def test_an_exit_that_waits_for_its_fills_holds_back_its_whole_block(
     async with sessionmaker() as session:
         assert await session.scalar(select(TradingFill.settlement_state)) == SettlementState.FAILED
     await assert_audit_clean(parts)
+
+
+async def test_a_foundation_transaction_sent_while_a_batch_is_opened_takes_the_next_nonce(
+    net: VaultNet,
+    chain_settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parts = await _parts(net, chain_settings, sessionmaker)
+    alice, bob = Trader(MEMBERS[0]), Trader(MEMBERS[1])
+    await buys(net, chain_settings, sessionmaker, bob, [alice])
+    assert net.pool.quote is not None
+    quote = net.pool.quote
+    mints: list[TxReceipt] = []
+    mint = threading.Thread(target=lambda: mints.append(quote.transact("mint", alice.address, 1)))
+    minted_while_opening: list[bool] = []
+    write_down = store.open_new_batch
+
+    async def open_new_batch(*args: Any, **kwargs: Any) -> Any:
+        # The settler has read the operator's pending count; the operator mints meanwhile.
+        mint.start()
+        await asyncio.to_thread(mint.join, 1.0)
+        minted_while_opening.append(not mint.is_alive())
+        return await write_down(*args, **kwargs)
+
+    monkeypatch.setattr(store, "open_new_batch", open_new_batch)
+    assert await parts.settler.step() is StepOutcome.OPENED
+    await asyncio.to_thread(mint.join, 60)
+    assert await parts.settler.step() is StepOutcome.SETTLED
+
+    async with sessionmaker() as session:
+        batch = (await session.scalars(select(SettlementBatch))).one()
+    assert net.w3.eth.get_transaction(mints[0]["transactionHash"])["nonce"] == batch.nonce + 1
+    assert minted_while_opening == [False]  # the mint waited until the node had the batch
+    await _settled_once_and_audited(net, sessionmaker, parts)
