@@ -47,7 +47,11 @@ fees were bumped; they share its nonce, so at most one is mined):
   alone from then on, so a revert it keeps causing (a state changed before the
   batch and back after it, which no simulation sees) costs one transaction, not
   the batch; when a batch holding only it reverts again, it fails. Reverts whose
-  replay shows an error not about a fill count against no fill.
+  replay shows an error not about a fill count against no fill. A replay the node
+  answers with an error of its own instead of a revert (a node that keeps no state
+  that old, or geth's "out of gas" without data) closes the batch as an
+  unexplained revert, as a replay that passes does, instead of asking again at
+  every step.
 * no receipt, but the nonce is used: another transaction took it (or a
   node-signed attempt whose hash was never stored). The order states on chain
   decide: unchanged → the fills go back to pending; changed by exactly the
@@ -96,10 +100,11 @@ from eth_utils.abi import function_abi_to_4byte_selector, get_abi_input_types
 from hexbytes import HexBytes
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web3 import HTTPProvider, Web3
+from web3.exceptions import Web3RPCError
 from web3.types import TxParams, TxReceipt
 
 from exchange.chain.binding import BoundContract
-from exchange.chain.errors import ContractReverted
+from exchange.chain.errors import ChainUnavailable, ContractReverted
 from exchange.db.base import utc_now
 from exchange.kit.logging import get_logger
 from exchange.trading import ledger, repository
@@ -699,6 +704,20 @@ class Settler:
             await self._calls.run(lambda: vault.guarded(lambda: w3.eth.call(call, block_number)))  # type: ignore[arg-type]
         except ContractReverted as reverted:
             return reverted
+        except ChainUnavailable as unavailable:
+            if not isinstance(unavailable.__cause__, Web3RPCError):
+                raise  # no answer: ask again next step
+            # The node answered the replay with an error of its own, not a revert: a node that
+            # keeps no state that old ("missing trie node"), or geth's "out of gas" without data.
+            # Asking again would get the same answer at every step, and the batch reverted all
+            # the same (its receipt says so): it is closed without a reason.
+            log.warning(
+                "settlement.revert_replay_refused",
+                batch_id=batch.id,
+                block_number=block_number,
+                reason=str(unavailable.__cause__)[:300],
+            )
+            return ContractReverted(UNEXPLAINED_REVERT, {}, vault.name, "0x")
         # The replay passes: out of gas, or a state that a later transaction of the block undid.
         return ContractReverted(UNEXPLAINED_REVERT, {}, vault.name, "0x")
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import threading
 import time
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +17,10 @@ import structlog
 from hexbytes import HexBytes
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from web3.types import TxReceipt, Wei
+from web3 import Web3
+from web3.exceptions import Web3RPCError
+from web3.middleware import Web3Middleware
+from web3.types import RPCEndpoint, RPCResponse, TxReceipt, Wei
 
 from exchange.chain.errors import ContractReverted
 from exchange.db.base import utc_now
@@ -302,6 +307,49 @@ async def test_a_batch_that_reverts_on_chain_goes_back_and_its_bad_fill_is_isola
     assert [batch.state for batch in batches] == [BatchState.REVERTED, BatchState.SETTLED]
     assert batches[0].error_name == "VaultOrderCancelled"
     assert batches[1].fill_count == 1
+    fills = await _fills(sessionmaker)
+    assert [fill.settlement_state for fill in fills] == [SettlementState.SETTLED, SettlementState.FAILED]
+    await parts.indexer.catch_up()
+    await assert_audit_clean(parts)
+
+
+@contextlib.contextmanager
+def _no_state_of_past_blocks(w3: Web3) -> Iterator[None]:
+    """The node refuses a call at a block number as a geth node that keeps no state that old
+    does: an error of its own, not a revert."""
+
+    class Pruned(Web3Middleware):
+        def wrap_make_request(self, make_request: Callable[..., RPCResponse]) -> Callable[..., RPCResponse]:
+            def middleware(method: RPCEndpoint, params: Any) -> RPCResponse:
+                if method == "eth_call" and str(params[1]).startswith("0x"):
+                    raise Web3RPCError("{'code': -32000, 'message': 'missing trie node 5a1b2c (path )'}")
+                return make_request(method, params)
+
+            return middleware
+
+    w3.middleware_onion.add(Pruned, name="pruned")
+    try:
+        yield
+    finally:
+        w3.middleware_onion.remove("pruned")
+
+
+async def test_a_reverted_batch_whose_replay_the_node_refuses_is_closed_without_a_reason(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    parts = await _parts(net, chain_settings, sessionmaker)
+    alice, bob, carol = (Trader(member) for member in MEMBERS[:3])
+    await buys(net, chain_settings, sessionmaker, bob, [alice, carol])
+    with _no_state_of_past_blocks(net.w3):
+        await _reverted_by_a_cancel(net, parts, carol)  # closed, not asked again at every step
+    await parts.settler.drain(poll_s=0.02, timeout_s=60)
+
+    async with sessionmaker() as session:
+        batches = (await session.scalars(select(SettlementBatch).order_by(SettlementBatch.id))).all()
+    assert [(batch.state, batch.error_name) for batch in batches] == [
+        (BatchState.REVERTED, "SettlementReverted"),
+        (BatchState.SETTLED, None),
+    ]
     fills = await _fills(sessionmaker)
     assert [fill.settlement_state for fill in fills] == [SettlementState.SETTLED, SettlementState.FAILED]
     await parts.indexer.catch_up()
