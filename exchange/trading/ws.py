@@ -300,7 +300,16 @@ class Connection:
         raise WsRefused(f"unknown op {op!r}; ops: subscribe, unsubscribe, auth, ping")
 
     async def authenticate(self, token: str) -> Principal:
-        principal = await self.service.principals.resolve(bearer_token(f"Bearer {token}"))
+        """Sign the connection in as ``token``'s session. A token refused signs it out: its private
+        channels stop at once (a session signed out elsewhere must not wait for the watcher)."""
+        try:
+            token = bearer_token(f"Bearer {token}")  # as sent over HTTP, and as the watcher asks again
+            principal = await self.service.principals.resolve(token)
+        except Unauthorized:
+            if self.principal is not None:
+                self._leave_private()
+                self.principal, self.token = None, None
+            raise
         if self.principal is not None and self.principal.address != principal.address:
             self._leave_private()  # another account now: the first one's orders and fills stop here
         self.principal, self.token = principal, token

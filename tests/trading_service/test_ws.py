@@ -493,6 +493,39 @@ async def test_signing_in_as_another_account_ends_the_first_accounts_private_str
         assert feed.order_subscribers == {}
 
 
+async def test_an_auth_refused_after_signing_out_ends_the_private_stream_at_once(
+    database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    settings = trading_settings(database_url, trading_session_cache_s=0)  # the watcher: every 30 s
+    async for desk, url in _started(settings, chain_runtime):
+        (alice,) = await _funded(desk, 0x7B)
+        token = alice.headers["Authorization"].removeprefix("Bearer ")
+        async with connect(url) as raw:
+            ws = Stream(raw)
+            assert (await ws.request(op="auth", token=f" {token} "))["account"] == alice.address
+            assert (await ws.request(op="subscribe", channel="orders"))["type"] == "subscribed"
+            logout = await desk.client.post("/v1/auth/logout", headers=alice.headers)
+            assert logout.status_code < 300, logout.text
+            assert (await ws.request(op="auth", token=token))["status"] == 401
+            assert desk.trading.markets["BPC-TUSD"].feed.order_subscribers == {}
+            again = await ws.request(op="subscribe", channel="orders")
+            assert (again["type"], again["status"]) == ("error", 401)
+
+
+async def test_a_token_sent_with_spaces_is_the_session_the_watcher_checks(
+    database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    settings = trading_settings(database_url, trading_ws_session_recheck_s=0.05, trading_session_cache_s=0)
+    async for desk, url in _started(settings, chain_runtime):
+        (alice,) = await _funded(desk, 0x7C)
+        token = alice.headers["Authorization"].removeprefix("Bearer ")
+        async with connect(url) as raw:
+            ws = Stream(raw)
+            assert (await ws.request(op="auth", token=f" {token}\t"))["account"] == alice.address
+            await asyncio.sleep(0.3)  # several checks of the session
+            assert (await ws.request(op="ping"))["type"] == "pong"
+
+
 # --------------------------------------------------------------------------- rate limits
 
 IP_BURST = 4
