@@ -81,7 +81,7 @@ from exchange.trading.models import (
 )
 from exchange.trading.principals import PrincipalCache
 from exchange.trading.problems import FieldRefused
-from exchange.trading.repository import ProceedsUnsettled
+from exchange.trading.repository import LedgerRefused, ProceedsUnsettled
 from exchange.trading.signing import OrderDigester, assert_native_backend
 from exchange.trading.writer import MarketWriter
 
@@ -465,7 +465,7 @@ class TradingService:
             raise FieldRefused("amount must be a positive uint256", location=("body", "amount"))
         if self.withdrawal_gate is not None:
             self.withdrawal_gate(account)
-        await self._refuse_unsettled_proceeds(session, account, token, amount)
+        await self._refuse_unavailable(session, account, token, amount)  # before any signature
         market = next(iter(self.markets.values())).spec
         nonce = await repository.next_withdrawal_nonce(session, account)
         expiry = int(time.time()) + self.settings.trading_withdrawal_ttl_s
@@ -493,18 +493,22 @@ class TradingService:
         log.info("withdrawal.authorised", account=account, token=token, amount=amount, nonce=nonce)
         return withdrawal
 
-    async def _refuse_unsettled_proceeds(
-        self, session: AsyncSession, account: str, token: str, amount: int
-    ) -> None:
-        """Refuse a withdrawal that needs proceeds of fills the Vault has not settled yet.
+    async def _refuse_unavailable(self, session: AsyncSession, account: str, token: str, amount: int) -> None:
+        """Refuse a withdrawal of more than the available balance, or one that needs proceeds of
+        fills the Vault has not settled yet, before the operator is asked to sign anything.
 
-        The Vault does not hold them for the account until their fills settle; a fill that
-        fails is voided, taking them back, which a reservation made meanwhile would refuse.
-        The balance is locked first: a fill matched meanwhile waits for this transaction, so
-        every fill whose proceeds the balance holds is among those read after it.
+        The Vault does not hold unsettled proceeds for the account until their fills settle; a
+        fill that fails is voided, taking them back, which a reservation made meanwhile would
+        refuse. The balance is locked first: a fill matched meanwhile waits for this transaction,
+        so every fill whose proceeds the balance holds is among those read after it.
         """
         balances = await repository.load_balances(session, [(account, token)])
         balance = balances.get((account, token), Balance())
+        if amount > balance.available:
+            raise LedgerRefused(
+                f"{amount} of {token} asked for, {balance.available} available",
+                extra={"available": str(balance.available)},
+            )
         markets = {key: (m.spec.base_token, m.spec.quote_token) for key, m in self.markets.items()}
         unsettled = await repository.unsettled_proceeds(session, account, token, markets)
         withdrawable = max(balance.available - unsettled, 0)
@@ -523,14 +527,30 @@ class TradingService:
         if key is not None:
             return bytes(Account.sign_message(encode_typed_data(full_message=typed), key.key).signature)
         operator = Web3.to_checksum_address(str(w3.eth.default_account))
+        # Numbers as decimal strings: a node reads a JSON number as a double, so an amount above
+        # 2**53 would be signed rounded, and the Vault would refuse the signature.
+        sent = {
+            **typed,
+            "message": {k: str(v) if isinstance(v, int) else v for k, v in typed["message"].items()},
+        }
 
         def node_signs() -> bytes:
-            answer: Any = w3.provider.make_request("eth_signTypedData_v4", [operator, typed])  # type: ignore[arg-type]
+            answer: Any = w3.provider.make_request("eth_signTypedData_v4", [operator, sent])  # type: ignore[arg-type]
             if "result" not in answer:
                 raise ChainUnavailable(f"the node did not sign the withdrawal: {answer.get('error')}")
             return bytes.fromhex(str(answer["result"]).removeprefix("0x"))
 
-        return await self.chain.run(node_signs)
+        signature = await self.chain.run(node_signs)
+        try:
+            signer = Account.recover_message(encode_typed_data(full_message=typed), signature=signature)
+        except Exception:  # any malformed answer: not the operator's signature
+            signer = None
+        if signer != operator:
+            raise ChainUnavailable(
+                f"the node's signature of the withdrawal is not {operator}'s over it (it recovers to "
+                f"{signer}): nothing was authorised"
+            )
+        return signature
 
     def _operator_key(self) -> LocalAccount | None:
         secret = self.settings.operator_private_key

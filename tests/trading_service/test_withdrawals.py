@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from exchange.trading import eip712
@@ -49,16 +50,23 @@ async def test_withdrawal_is_co_signed_reserved_and_accepted_by_the_vault(desk: 
     assert pool.vault.call("balanceOf", trader.address, market["quote"]) == 30 * DOLLAR
 
 
-async def test_withdrawal_beyond_the_available_balance_is_refused_without_a_signature(desk: Desk) -> None:
+async def test_withdrawal_beyond_the_available_balance_is_refused_without_a_signature(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
     market = desk.market
     trader = await desk.member(0x62)
     await desk.deposit(trader, market["quote"], 5 * DOLLAR)
-    reply = await desk.client.post(
-        "/v1/account/withdrawals",
-        json={"token": market["quote"], "amount": str(6 * DOLLAR)},
-        headers=trader.headers,
-    )
-    assert reply.status_code == 409, reply.text
+    asked: list[object] = []
+    monkeypatch.setattr(desk.trading, "_operator_signature", lambda *args: asked.append(args))
+    for amount in (6 * DOLLAR, 2**256 - 1):
+        reply = await desk.client.post(
+            "/v1/account/withdrawals",
+            json={"token": market["quote"], "amount": str(amount)},
+            headers=trader.headers,
+        )
+        assert reply.status_code == 409, reply.text
+        assert reply.json()["available"] == str(5 * DOLLAR)
+    assert asked == []  # the operator is not asked to sign for money the account does not have
     assert reply.headers["content-type"] == "application/problem+json"
     assert "operator_signature" not in reply.text
     listed = await desk.client.get("/v1/account/withdrawals", headers=trader.headers)
