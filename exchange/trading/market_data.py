@@ -21,7 +21,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
@@ -391,8 +391,14 @@ class TickerCache:
         return _Window(minute, last_trade_id, feed_voids, voided, checked_at, summary, last)
 
 
+_PERCENT_DIGITS = 100  # a uint256 has 78 digits; times 100, to two places
+
+
 def _percentage(change: int, open_: int) -> str:
-    return str((Decimal(change) * 100 / Decimal(open_)).quantize(Decimal("0.01"), ROUND_HALF_EVEN))
+    """``change`` in percent of ``open_``, to two places (uint256 prices: more digits than the
+    default context's 28, which made ``quantize`` fail on a large ratio)."""
+    with localcontext(prec=_PERCENT_DIGITS):
+        return str((Decimal(change) * 100 / Decimal(open_)).quantize(Decimal("0.01"), ROUND_HALF_EVEN))
 
 
 def _ticker(feed: MarketFeed, now: datetime, window: _Window) -> TickerOut:
