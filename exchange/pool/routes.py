@@ -5,7 +5,8 @@ Public (no sign-in)::
     GET /v1/pool/patents            patents, filtered by field, country (office) and status
     GET /v1/pool/patents/{id}       one patent and its lifecycle
     GET /v1/pool/stats              live patents by field and country, contributors, BPC supply
-                                    (read from the chain: limited per client IP)
+                                    (read from the chain: limited per client IP), and the price
+                                    of the last BPC trade (the BPC market's ticker)
     GET /v1/pool/policies           the published admission and mint policies
 
 Foundation roles::
@@ -24,10 +25,11 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.api.dependencies import limit_chain_reads
 from exchange.api.problems import problem_responses
@@ -53,6 +55,9 @@ from exchange.pool.schemas import (
     decode_cursor,
     encode_cursor,
 )
+
+if TYPE_CHECKING:
+    from exchange.trading.service import TradingService
 
 public_router = APIRouter(tags=["pool"])
 audit_router = APIRouter(tags=["pool administration: audit"])
@@ -116,15 +121,32 @@ async def get_patent(patent_id: str, session: DbSession) -> PatentDetailOut:
     return await patent_detail(session, patent_id, with_assessments=False)
 
 
+async def last_traded_price(request: Request, session: AsyncSession, bpc_token: str) -> str | None:
+    """The price of the last trade of the market whose base token is ``bpc_token``: its ticker's ``last``.
+
+    The ticker is the market data's (``exchange.trading.market_data.TickerCache``): a trade
+    whose settlement failed for good is not the last, and its window is reused while no trade,
+    void or minute has passed, so the stats cost no more than the ticker's own route. None when
+    the trading service is not running (or runs no BPC market) and before the first trade.
+    """
+    trading: TradingService | None = getattr(request.app.state, "trading", None)
+    if trading is None:
+        return None
+    for market in trading.markets.values():
+        if market.spec.base_token.lower() == bpc_token.lower():
+            return (await trading.tickers.ticker(session, market.feed)).last
+    return None
+
+
 @public_router.get(
     "/v1/pool/stats",
     response_model=PoolStatsOut,
-    summary="The pool index: live patents, contributors, BPC supply",
+    summary="The pool index: live patents, contributors, BPC supply, last traded BPC price",
     responses=problem_responses(RateLimited, ChainUnavailable),
     # It reads the BPC supply from the chain: the client IP's chain-read bucket first.
     dependencies=[Depends(limit_chain_reads)],
 )
-async def get_stats(session: DbSession, pool: Pool) -> PoolStatsOut:
+async def get_stats(request: Request, session: DbSession, pool: Pool) -> PoolStatsOut:
     by_field = await repository.live_patent_counts(session, "field")
     by_country = await repository.live_patent_counts(session, "country")
     bpc = pool.chain.pool
@@ -135,7 +157,7 @@ async def get_stats(session: DbSession, pool: Pool) -> PoolStatsOut:
         live_patents_by_country=by_country,
         contributors=await repository.live_contributor_count(session),
         bpc_supply_wei=str(supply),
-        last_traded_price=None,
+        last_traded_price=await last_traded_price(request, session, bpc.bpc.address),
     )
 
 

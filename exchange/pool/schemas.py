@@ -360,7 +360,13 @@ class PoolStatsOut(BaseModel):
     live_patents_by_country: dict[str, int]
     contributors: int = Field(description="Addresses with at least one contributed patent in the pool.")
     bpc_supply_wei: str
-    last_traded_price: str | None = Field(description="Null until BPC trades on the exchange.")
+    last_traded_price: str | None = Field(
+        description="The price of the last trade on the exchange's BPC market (BPC-TUSD: GET /v1/markets"
+        " names it), its ticker's last: a decimal string in the Vault's price units, base units of the"
+        " market's quote token (TUSD, 10**6 to the dollar) per 10**18 BPC wei (one BPC), as the market"
+        " data writes prices. A trade whose settlement failed for good is not counted. Null until BPC"
+        " trades on the exchange, or while the exchange runs no BPC market."
+    )
 
 
 class PoliciesOut(BaseModel):
