@@ -93,19 +93,25 @@ def server_options(settings: Settings) -> dict[str, Any]:
 _HELD_LOCKS: list[IO[str]] = []  # the embedded database's run lock, held until the process ends
 
 
-def set_aside_embedded_database(settings: Settings) -> Path | None:
-    """On the embedded defaults, move the last run's SQLite database aside; where to, or None.
+class DatabaseInUse(Exception):
+    """Another process is serving from the embedded database (it holds the database's run lock)."""
+
+
+def claim_embedded_database(settings: Settings) -> Path | None:
+    """On the embedded defaults, take the SQLite database for this process and move the last
+    run's database aside; where to, or None.
 
     The in-process EVM lives only as long as the process, and every start deploys a new pool
     on a new chain. What the default database holds from an earlier start on its chain
     (balances, orders, members: it has a ``chain_anchor``) describes a chain that is gone, so
     each such start begins on a new database; the previous one is kept, once, as
     ``<name>.previous`` beside it. A database no service has started on (patents imported by
-    the command line, say) is kept. So is one another process is serving from: this process
-    holds ``<name>.lock`` while it runs, and a second start leaves the database to the first
-    (and is then refused by its anchor). A database that was configured (``DATABASE_URL``)
-    is never touched: on a chain other than its own the service refuses to start
-    (``exchange.chain.lifespan``).
+    the command line, say) is kept. This process holds ``<name>.lock`` while it runs; when
+    another process holds it, that process is serving from the database, which is left to it,
+    and :class:`DatabaseInUse` is raised: a second service on the embedded defaults could only
+    fail (its new chain is not the one the database belongs to). A database that was
+    configured (``DATABASE_URL``) is never touched: on a chain other than its own the service
+    refuses to start (``exchange.chain.lifespan``).
     """
     if not settings.uses_embedded_chain or "database_url" in settings.model_fields_set:
         return None
@@ -113,12 +119,16 @@ def set_aside_embedded_database(settings: Settings) -> Path | None:
     if not database.name:
         return None
     database.parent.mkdir(parents=True, exist_ok=True)
-    lock = database.with_name(database.name + ".lock").open("a")
+    lock_path = database.with_name(database.name + ".lock")
+    lock = lock_path.open("a")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
-        return None
+        raise DatabaseInUse(
+            f"another process is already serving from {database} (it holds {lock_path}): "
+            "stop it first, or give this one a database of its own (DATABASE_URL)"
+        ) from None
     _HELD_LOCKS.append(lock)
     if not database.is_file() or not _anchored(database):
         return None
@@ -129,6 +139,15 @@ def set_aside_embedded_database(settings: Settings) -> Path | None:
         if current.exists():
             current.rename(f"{previous}{suffix}")
     return previous
+
+
+def set_aside_embedded_database(settings: Settings) -> Path | None:
+    """:func:`claim_embedded_database`, but None instead of an error for a database another
+    process is serving from (which is left as it is)."""
+    try:
+        return claim_embedded_database(settings)
+    except DatabaseInUse:
+        return None
 
 
 def _anchored(database: Path) -> bool:
@@ -152,7 +171,11 @@ def serve(host: str | None = None, port: int | None = None) -> None:
         print(f"invalid configuration:\n{exc}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(log_format=settings.log_format, log_level=settings.log_level)
-    previous = set_aside_embedded_database(settings)
+    try:
+        previous = claim_embedded_database(settings)
+    except DatabaseInUse as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     if previous is not None:
         get_logger(__name__).info("db.embedded_previous_set_aside", moved_to=str(previous))
     uvicorn.run(

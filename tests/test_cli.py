@@ -1,0 +1,63 @@
+"""The ``exchange`` command's own behaviour, without a chain or a running service: what
+``serve`` hands uvicorn, and when it refuses to start."""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from exchange import main as service
+from exchange.cli import main
+
+
+class _Uvicorn:
+    """Stands in for ``uvicorn.run``: records what the service would have run."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, dict[str, Any]]] = []
+
+    def __call__(self, app: Any, **options: Any) -> None:
+        self.calls.append((app, options))
+
+
+@pytest.fixture
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[_Uvicorn]:
+    """``exchange serve`` in an empty working directory, up to the point it would run uvicorn."""
+    monkeypatch.chdir(tmp_path)
+    run = _Uvicorn()
+    monkeypatch.setattr(uvicorn, "run", run)
+    # The process's logging stays as the suite configured it.
+    monkeypatch.setattr(service, "configure_logging", lambda **_: None)
+    yield run
+    while service._HELD_LOCKS:  # the run lock a start took is let go with the test
+        service._HELD_LOCKS.pop().close()
+
+
+def test_serve_refuses_in_one_line_while_another_process_serves_the_embedded_database(
+    served: _Uvicorn, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "var").mkdir()
+    with (tmp_path / "var" / "exchange.sqlite3.lock").open("a") as running:
+        fcntl.flock(running, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a serving process holds it
+        with pytest.raises(SystemExit) as exit_:
+            main(["serve", "--port", "8765"])
+    assert exit_.value.code == 1
+    assert served.calls == []  # no app was started
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: another process is already serving from ")
+    assert str(tmp_path / "var" / "exchange.sqlite3") in line
+    assert "Traceback" not in line
+
+
+def test_serve_takes_the_embedded_database_when_no_other_process_serves_it(
+    served: _Uvicorn, tmp_path: Path
+) -> None:
+    main(["serve", "--port", "8765"])
+    assert len(served.calls) == 1
+    (lock,) = service._HELD_LOCKS
+    assert Path(lock.name) == tmp_path / "var" / "exchange.sqlite3.lock"
