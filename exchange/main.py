@@ -160,11 +160,20 @@ def _anchored(database: Path) -> bool:
 
 
 def serve(host: str | None = None, port: int | None = None) -> None:
-    """Run the service with uvicorn on the configured (or given) address."""
+    """Run the service with uvicorn on the configured (or given) address.
+
+    A given ``host`` or ``port`` replaces the configured one in the settings the app is built
+    with, so that what the app derives from its address names the one it listens on: the
+    Sign-In with Ethereum domain (unless ``EXCHANGE_SIWE_DOMAIN`` is set) and the device links'
+    base (unless ``EXCHANGE_LICENCE_RESOLVER_BASE`` is).
+    """
     import uvicorn
 
+    given: dict[str, Any] = {
+        name: value for name, value in (("host", host), ("port", port)) if value is not None
+    }
     try:
-        settings = get_settings()
+        settings = Settings(**given) if given else get_settings()
     except ValidationError as exc:
         # Never a traceback for a configuration mistake; pydantic's message names the
         # variable and the rule (and, by construction, never echoes a secret).
@@ -180,7 +189,7 @@ def serve(host: str | None = None, port: int | None = None) -> None:
         get_logger(__name__).info("db.embedded_previous_set_aside", moved_to=str(previous))
     uvicorn.run(
         build_app(settings, serving=True),
-        host=host or settings.host,
-        port=port or settings.port,
+        host=settings.host,
+        port=settings.port,
         **server_options(settings),
     )

@@ -13,6 +13,7 @@ import uvicorn
 
 from exchange import main as service
 from exchange.cli import main
+from exchange.settings import Settings
 
 
 class _Uvicorn:
@@ -61,3 +62,55 @@ def test_serve_takes_the_embedded_database_when_no_other_process_serves_it(
     assert len(served.calls) == 1
     (lock,) = service._HELD_LOCKS
     assert Path(lock.name) == tmp_path / "var" / "exchange.sqlite3.lock"
+
+
+def _served_settings(served: _Uvicorn) -> Settings:
+    ((app, _),) = served.calls
+    settings: Settings = app.state.settings
+    return settings
+
+
+def test_serve_builds_the_app_for_the_port_and_host_it_is_given(served: _Uvicorn) -> None:
+    main(["serve", "--host", "127.0.0.2", "--port", "8765"])
+    ((_, options),) = served.calls
+    assert (options["host"], options["port"]) == ("127.0.0.2", 8765)
+    settings = _served_settings(served)
+    assert (settings.host, settings.port) == ("127.0.0.2", 8765)
+    # POST /v1/auth/nonce answers this domain, and sign-in messages must name it.
+    assert settings.sign_in_domain == "127.0.0.2:8765"
+
+
+def test_serve_without_an_address_uses_the_configured_one(
+    served: _Uvicorn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXCHANGE_PORT", "9100")
+    main(["serve"])
+    ((_, options),) = served.calls
+    assert (options["host"], options["port"]) == ("127.0.0.1", 9100)
+    assert _served_settings(served).sign_in_domain == "127.0.0.1:9100"
+
+
+def test_a_given_port_replaces_the_configured_one(served: _Uvicorn, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXCHANGE_PORT", "9100")
+    main(["serve", "--port", "8765"])
+    ((_, options),) = served.calls
+    assert options["port"] == 8765
+    assert _served_settings(served).sign_in_domain == "127.0.0.1:8765"
+
+
+def test_a_configured_sign_in_domain_stays_whatever_the_port(
+    served: _Uvicorn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXCHANGE_SIWE_DOMAIN", "exchange.example.org")
+    main(["serve", "--port", "8765"])
+    assert _served_settings(served).sign_in_domain == "exchange.example.org"
+
+
+def test_an_invalid_port_is_a_configuration_error(
+    served: _Uvicorn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--port", "70000"])
+    assert exit_.value.code == 2
+    assert served.calls == []
+    assert capsys.readouterr().err.startswith("invalid configuration:\n")
