@@ -299,6 +299,9 @@ class MarketWriter:
         self._head: tuple[int, OrderBook, JournalHead] | None = None
         self._recent_head: tuple[float, JournalHead] | None = None
         self._head_probe: asyncio.Future[JournalHead] | None = None
+        # The outcomes, changes and journal head of the cycle being committed, kept until the
+        # commit's answer: a cycle whose commit failed but whose head the journal holds committed.
+        self._committing: tuple[list[tuple[Intent, object]], _Cycle, int] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -401,30 +404,52 @@ class MarketWriter:
         return bool(self._expiries) and self._expiries[0][0] <= self._clock()
 
     async def _cycle_or_recover(self, batch: list[Intent]) -> None:
+        start_sequence, self._committing = self.sequence, None
         try:
             outcomes, cycle = await self._cycle(batch)
         except Exception as error:
             log.exception("trading.cycle_failed", market=self.market_id, commands=len(batch))
+            committing = self._take_committing()
             await self._drop_connection(failed=True)
-            unavailable = WriterUnavailable(
-                f"market {self.market_id} could not record this command; nothing was done, retry it"
-            )
-            for intent in batch:
-                fail(intent.future, unavailable)
             try:
                 await self._recover()
             except Exception:
                 log.exception("trading.recovery_failed", market=self.market_id)
+                self._fail_all(batch)
                 raise error from None
+            if committing is not None and start_sequence < committing[2] == self.sequence:
+                # The journal holds the cycle: it committed and only its answer was lost (or what
+                # came after the commit failed). Its outcomes are the truth; the rebuilt book's
+                # snapshot already shows its levels, so the feed gets its trades and orders only.
+                log.warning(
+                    "trading.cycle_committed_after_all", market=self.market_id, sequence=self.sequence
+                )
+                self._answer(committing[0], committing[1], levels=False)
+                return
+            self._fail_all(batch)
             return
+        self._answer(outcomes, cycle, levels=True)
+
+    def _take_committing(self) -> tuple[list[tuple[Intent, object]], _Cycle, int] | None:
+        committing, self._committing = self._committing, None
+        return committing
+
+    def _fail_all(self, batch: list[Intent]) -> None:
+        unavailable = WriterUnavailable(
+            f"market {self.market_id} could not record this command; nothing was done, retry it"
+        )
+        for intent in batch:
+            fail(intent.future, unavailable)
+
+    def _answer(self, outcomes: list[tuple[Intent, object]], cycle: _Cycle, *, levels: bool) -> None:
         for intent, outcome in outcomes:
             if isinstance(outcome, BaseException):
                 fail(intent.future, outcome)
             else:
-                resolve(intent.future, outcome)
+                resolve(intent.future, settled(outcome))
         # Then the feed: the waiting requests resume first, so their acknowledgements do not
         # queue behind the cycle's WebSocket deliveries (one frame per book subscriber).
-        self._report(cycle)
+        self._report(cycle, levels=levels)
 
     # ------------------------------------------------------------------ one cycle
 
@@ -513,9 +538,10 @@ class MarketWriter:
             matched = time.perf_counter()
             await self._write(cycle)
             written = time.perf_counter()
-        outcomes = [(intent, settled(outcome)) for intent, outcome in outcomes]
-        for probe in probes:
-            outcomes.append((probe, self.head()))
+            for probe in probes:
+                outcomes.append((probe, self.head()))
+            # What the cycle answers should its commit fail after all (``_cycle_or_recover``).
+            self._committing = (outcomes, cycle, self.sequence)
         log.debug(
             "trading.cycle",
             market=self.market_id,
@@ -529,16 +555,16 @@ class MarketWriter:
         )
         return outcomes, cycle
 
-    def _report(self, cycle: _Cycle) -> None:
-        """Tell the listener what the committed cycle changed (a listener's failure never stops trading)."""
-        if self.listener is None or not (
-            cycle.levels or cycle.fills or cycle.new_orders or cycle.touched_orders
-        ):
+    def _report(self, cycle: _Cycle, *, levels: bool = True) -> None:
+        """Tell the listener what the committed cycle changed (a listener's failure never stops
+        trading); without its ``levels`` when the listener was given the book since."""
+        changed = cycle.levels if levels else {}
+        if self.listener is None or not (changed or cycle.fills or cycle.new_orders or cycle.touched_orders):
             return
         report = CycleReport(
             sequence=self.sequence,
             time=cycle.now,
-            levels=cycle.levels,
+            levels=changed,
             fills=cycle.fills,
             orders=[*cycle.new_orders.values(), *cycle.touched_orders.values()],
         )

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.chain.runtime import ChainRuntime
 from exchange.trading.journal import RecoveryFailed
-from exchange.trading.models import TradingOrder
+from exchange.trading.models import TradingFill, TradingOrder
 from exchange.trading.signing import NativeBackendMissing
 from exchange.trading.writer import MarketWriter
 from tests.trading_service.conftest import start_desk, trading_settings
@@ -165,6 +168,58 @@ async def test_a_failed_cycle_writes_nothing_and_its_connection_is_not_reused(
     assert retried.status_code == 201, retried.text
     head = await desk.journal()
     assert (head["sequence"], head["open_orders"]) == (2, 2)
+
+
+class _Heard:
+    """A feed subscriber that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    def offer(self, message: str) -> None:
+        self.messages.append(orjson.loads(message))
+
+
+async def test_a_cycle_whose_commit_answer_is_lost_is_answered_and_published_as_committed(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, writer, _, _ = await _one_order_placed(desk, 0xBA)  # a resting buy of one at 9
+    seller = await desk.member(0xBB)
+    await desk.deposit(seller, desk.market["base"], WHOLE)
+    feed = desk.trading.markets["BPC-TUSD"].feed
+    heard = _Heard()
+    feed.trade_subscribers.add(heard)
+    feed.add_private(feed.order_subscribers, seller.address, heard)
+    transaction = writer._cycle_transaction
+    losses = iter([ConnectionResetError("the connection closed while the commit was answered")])
+
+    @contextlib.asynccontextmanager
+    async def answer_lost_once() -> AsyncIterator[Any]:
+        async with transaction() as db:
+            yield db
+        loss = next(losses, None)  # committed: only the answer is lost
+        if loss is not None:
+            raise loss
+
+    monkeypatch.setattr(writer, "_cycle_transaction", answer_lost_once)
+    body = desk.order_body(seller, "sell", price(9), WHOLE, client_order_id="answer-lost")
+    sold = await desk.client.post("/v1/orders", json=body, headers=seller.headers)
+    assert sold.status_code == 201, sold.text  # not "nothing was done": it was done
+    assert sold.json()["status"] == "closed"
+
+    async with desk.trading.sessionmaker() as session:
+        fill_id = await session.scalar(select(func.max(TradingFill.id)))
+    assert fill_id is not None
+    assert feed.last_trade_id == fill_id  # the ticker sees the trade
+    trades = [trade for m in heard.messages if m["channel"] == "trades" for trade in m["data"]]
+    assert [trade["id"] for trade in trades] == [str(fill_id)]
+    orders = [order for m in heard.messages if m["channel"] == "orders" for order in m["data"]]
+    assert [(order["client_order_id"], order["status"]) for order in orders] == [("answer-lost", "closed")]
+    head = await desk.journal()
+    assert (head["sequence"], head["open_orders"]) == (2, 0)
+    retried = await desk.client.post("/v1/orders", json=body, headers=seller.headers)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["id"] == sold.json()["id"]
 
 
 async def test_a_raised_maker_fee_cancels_the_resting_orders_it_exceeds_at_start(
