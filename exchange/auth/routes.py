@@ -69,12 +69,17 @@ async def post_login(
     return SessionOut(access_token=token, expires_at=expires_at, address=address)
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, summary="End the current session")
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="End the current session",
+    responses=problem_responses(Unauthorized),
+)
 async def post_logout(principal: CurrentPrincipal, session: DbSession) -> Response:
     await service.sign_out(session, principal, utc_now())
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/me", summary="Who am I")
+@router.get("/me", summary="Who am I", responses=problem_responses(Unauthorized))
 async def get_me(principal: CurrentPrincipal) -> dict[str, object]:
     return {"address": principal.address, "chain_id": principal.chain_id}

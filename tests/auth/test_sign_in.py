@@ -347,6 +347,16 @@ async def test_sign_in_routes_document_their_429(service: httpx.AsyncClient) -> 
         assert "rate-limited" in paths[path]["post"]["responses"]["429"]["description"]
 
 
+async def test_session_routes_document_their_401(service: httpx.AsyncClient) -> None:
+    paths = (await service.get("/openapi.json")).json()["paths"]
+    for path, method in (("/v1/auth/me", "get"), ("/v1/auth/logout", "post")):
+        documented = paths[path][method]["responses"]["401"]
+        assert "unauthorized" in documented["description"]
+        assert "application/problem+json" in documented["content"]
+        sent = await service.request(method.upper(), path, headers={"Authorization": "Bearer unknown"})
+        _assert_refused(sent, "unknown, expired or revoked")
+
+
 async def _nonces(sessionmaker: async_sessionmaker[AsyncSession]) -> set[str]:
     async with sessionmaker() as session:
         return set(await session.scalars(select(AuthNonce.nonce)))
