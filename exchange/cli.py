@@ -24,6 +24,23 @@ from datetime import date
 from pathlib import Path
 
 DEFAULT_MANIFEST = Path("deployments/manifest.json")
+MANIFEST_VARIABLE = "EXCHANGE_DEPLOYMENT_MANIFEST"  # the service's deployment_manifest setting
+MANIFEST_HELP = f"deployment manifest (default ${MANIFEST_VARIABLE}, else {DEFAULT_MANIFEST})"
+
+
+def default_manifest() -> Path:
+    """The deployment manifest a command reads or writes unless given ``--manifest``: the one the
+    service's settings name (``deployment_manifest``: ``EXCHANGE_DEPLOYMENT_MANIFEST``), else
+    ``deployments/manifest.json``.
+
+    The variable is read alone, by any case as the settings read it, not through the settings:
+    these commands use no other setting, and must not be refused over one they do not use (such
+    as ``CHAIN_RPC_URL`` without an operator key).
+    """
+    for name, value in os.environ.items():
+        if name.upper() == MANIFEST_VARIABLE and value:
+            return Path(value)
+    return DEFAULT_MANIFEST
 
 
 def _progress(message: str) -> None:
@@ -141,7 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     deploy = sub.add_parser("deploy", help="deploy the pool contracts to a JSON-RPC chain")
     deploy.add_argument("--rpc", required=True, help="JSON-RPC URL, e.g. http://127.0.0.1:8545")
-    deploy.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="where to write the manifest")
+    deploy.add_argument(
+        "--manifest",
+        type=Path,
+        default=default_manifest(),
+        help=f"where to write the manifest (default ${MANIFEST_VARIABLE}, else {DEFAULT_MANIFEST})",
+    )
     deploy.add_argument("--registrar", help="address receiving the registrar and revoker roles")
     deploy.add_argument("--minter", help="address receiving the BPC minter role")
     deploy.add_argument("--treasurer", help="address receiving the fund treasurer role")
@@ -156,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     chain = sub.add_parser("chain", help="chain inspection")
     chain_sub = chain.add_subparsers(dest="chain_command", required=True)
     status = chain_sub.add_parser("status", help="check the deployment manifest against the chain")
-    status.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
+    status.add_argument("--manifest", type=Path, default=default_manifest(), help=MANIFEST_HELP)
     status.add_argument(
         "--rpc", default=os.environ.get("CHAIN_RPC_URL"), help="JSON-RPC URL (default $CHAIN_RPC_URL)"
     )

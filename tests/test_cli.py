@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from exchange import main as service
-from exchange.cli import main
+from exchange.cli import build_parser, default_manifest, main
 from exchange.settings import Settings
 
 
@@ -114,3 +114,67 @@ def test_an_invalid_port_is_a_configuration_error(
     assert exit_.value.code == 2
     assert served.calls == []
     assert capsys.readouterr().err.startswith("invalid configuration:\n")
+
+
+MANIFEST_COMMANDS = [
+    ["licence", "threshold"],
+    ["licence", "status", "0x0000000000000000000000000000000000000001"],
+    ["licence", "verify-cert", "certificate.json"],
+    ["licence", "scan", "label.png", "--service", "http://127.0.0.1:8000"],
+    ["chain", "status"],
+    ["deploy", "--rpc", "http://127.0.0.1:8545", "--with-test-quote-token"],
+]
+
+
+@pytest.mark.parametrize(
+    "command",
+    MANIFEST_COMMANDS,
+    ids=lambda command: " ".join(word for word in command[:2] if not word.startswith("-")),
+)
+def test_the_manifest_defaults_to_the_configured_one(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configured = tmp_path / "configured.json"
+    monkeypatch.setenv("EXCHANGE_DEPLOYMENT_MANIFEST", str(configured))
+    assert build_parser().parse_args(command).manifest == configured
+    given = tmp_path / "given.json"
+    assert build_parser().parse_args([*command, "--manifest", str(given)]).manifest == given
+
+
+@pytest.mark.parametrize(
+    "command",
+    MANIFEST_COMMANDS,
+    ids=lambda command: " ".join(word for word in command[:2] if not word.startswith("-")),
+)
+def test_without_a_configured_manifest_the_default_is_deployments_manifest_json(command: list[str]) -> None:
+    assert build_parser().parse_args(command).manifest == Path("deployments/manifest.json")
+
+
+def test_the_default_manifest_is_the_one_the_service_settings_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EXCHANGE_DEPLOYMENT_MANIFEST", str(tmp_path / "manifest.json"))
+    assert default_manifest() == Settings().deployment_manifest
+
+
+@pytest.mark.parametrize(
+    ("command", "refusal"),
+    [
+        (["licence", "threshold"], "error: no deployment manifest at {manifest} (give --manifest PATH)"),
+        (["chain", "status"], "no manifest at {manifest}"),
+    ],
+    ids=["licence threshold", "chain status"],
+)
+def test_a_chain_command_reads_the_configured_manifest(
+    command: list[str],
+    refusal: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # As an operator runs them: the service's variables set, the operator key not needed here.
+    manifest = tmp_path / "deployments" / "pool.json"
+    monkeypatch.setenv("CHAIN_RPC_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("EXCHANGE_DEPLOYMENT_MANIFEST", str(manifest))
+    assert main(command) == 2
+    assert capsys.readouterr().err.splitlines() == [refusal.format(manifest=manifest)]

@@ -1,6 +1,8 @@
 """``exchange licence …``: licences and devices checked against the chain itself, and label export.
 
-Commands (each reads the pool's addresses from a deployment manifest, never from a service)::
+Commands (each reads the pool's addresses from a deployment manifest, never from a service:
+``--manifest``, by default the service's, ``EXCHANGE_DEPLOYMENT_MANIFEST``, else
+``deployments/manifest.json``)::
 
     exchange licence threshold --rpc URL                 BPC threshold per tier, fee licence terms
     exchange licence status ADDRESS --rpc URL [--block N]
@@ -42,7 +44,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-DEFAULT_MANIFEST = Path("deployments/manifest.json")
 DEVICE_STATUS_NAMES = (
     "licensed",
     "unknown batch",
@@ -417,14 +418,17 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 def add_commands(sub: Any) -> None:
     """Register ``licence`` and its subcommands on the ``exchange`` command's subparsers."""
+    from exchange.cli import MANIFEST_HELP, default_manifest
+
     licence = sub.add_parser("licence", help="licences, certificates and devices, checked on chain")
     commands = licence.add_subparsers(dest="licence_command", required=True)
+    manifest = default_manifest()
 
     def chain_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--rpc", default=os.environ.get("CHAIN_RPC_URL"), help="JSON-RPC URL ($CHAIN_RPC_URL)"
         )
-        parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST, help="deployment manifest")
+        parser.add_argument("--manifest", type=Path, default=manifest, help=MANIFEST_HELP)
 
     threshold = commands.add_parser("threshold", help="BPC threshold per tier and fee licence terms")
     chain_options(threshold)
