@@ -41,7 +41,7 @@ from exchange.kit.errors import (
 )
 from exchange.kit.ratelimit import client_host
 from exchange.trading import repository
-from exchange.trading.chain_cancels import AccountExiting
+from exchange.trading.chain_cancels import AccountExiting, CancelledOnChain
 from exchange.trading.idempotency import HEADER, KeyInUse, KeyReused, KeyUnfinished, request_digest
 from exchange.trading.intake import (
     InvalidSignature,
@@ -362,6 +362,7 @@ _PLACE_ORDER_RESPONSES = _idempotent_responses(
     Forbidden,
     OrderConflict,
     PostOnlyWouldTake,
+    CancelledOnChain,
     LedgerRefused,
     WriterUnavailable,
     ChainUnavailable,
@@ -540,7 +541,9 @@ private.add_api_route(
     description=(
         "Acknowledged (201) once the order is journaled durably; it is matched at once. "
         "Resending the same client_order_id with the same signed order returns that order (200) "
-        "and does nothing else; the same id with another order is a 409."
+        "and does nothing else, unless the Vault already refuses the order (cancelled there, a nonce "
+        "below the maker's floor, or the maker exiting): then 409 cancelled-on-chain. The same id "
+        "with another order is a 409."
     ),
     responses=_PLACE_ORDER_RESPONSES,
 )

@@ -35,7 +35,10 @@ ClientOrderId = Annotated[
         min_length=1,
         max_length=64,
         pattern=r"^[A-Za-z0-9._:-]+$",
-        description="Your id for the order, unique among your orders: resending it returns the first order.",
+        description=(
+            "Your id for the order, unique among your orders: resending it returns the first order "
+            "(unless the Vault refuses it by now: 409 cancelled-on-chain)."
+        ),
     ),
 ]
 MarketId = Annotated[
