@@ -84,7 +84,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def cmd_chain_status(args: argparse.Namespace) -> int:
     from exchange.chain.deployment import Deployment, check_deployment
-    from exchange.chain.errors import ChainError
+    from exchange.chain.errors import ChainError, ManifestInvalid
     from exchange.chain.provider import make_web3
 
     if not args.manifest.is_file():
@@ -96,7 +96,11 @@ def cmd_chain_status(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    deployment = Deployment.read(args.manifest)
+    try:
+        deployment = Deployment.read(args.manifest)
+    except ManifestInvalid as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         w3 = make_web3(args.rpc)
         statuses = check_deployment(w3, deployment)

@@ -178,3 +178,22 @@ def test_a_chain_command_reads_the_configured_manifest(
     monkeypatch.setenv("EXCHANGE_DEPLOYMENT_MANIFEST", str(manifest))
     assert main(command) == 2
     assert capsys.readouterr().err.splitlines() == [refusal.format(manifest=manifest)]
+
+
+@pytest.mark.parametrize(
+    "command", [["licence", "threshold"], ["chain", "status"]], ids=["licence threshold", "chain status"]
+)
+@pytest.mark.parametrize("content", ["{}", "not json", '{"version": 1}', "[]"])
+def test_a_manifest_this_version_cannot_read_is_one_line_naming_it(
+    command: list[str],
+    content: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(content, encoding="utf-8")
+    monkeypatch.setenv("CHAIN_RPC_URL", "http://127.0.0.1:9")
+    assert main([*command, "--manifest", str(manifest)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"{manifest} is not a deployment manifest this version reads" in line

@@ -34,7 +34,7 @@ from web3 import Web3
 
 from exchange.chain.binding import BoundContract
 from exchange.chain.compiler import Artifact, compile_contracts
-from exchange.chain.errors import ChainUnavailable, DeploymentMismatch, ErrorDecoder
+from exchange.chain.errors import ChainUnavailable, DeploymentMismatch, ErrorDecoder, ManifestInvalid
 
 log = structlog.get_logger(__name__)
 
@@ -90,7 +90,11 @@ class Deployment:
 
     @classmethod
     def read(cls, path: Path) -> Deployment:
-        return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+        """The manifest in ``path``; ``ManifestInvalid`` naming the file when this version cannot read it."""
+        try:
+            return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSON errors are ValueErrors
+            raise ManifestInvalid(f"{path} is not a deployment manifest this version reads: {exc!r}") from exc
 
 
 @dataclass(frozen=True)

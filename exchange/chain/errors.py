@@ -36,6 +36,10 @@ class DeploymentMismatch(ChainError):
     """The code found at a deployment address differs from the compiled contract."""
 
 
+class ManifestInvalid(ChainError):
+    """A deployment manifest file this version cannot read (not JSON, another version, fields missing)."""
+
+
 class ChainReplaced(ChainError):
     """The database was written for another chain (or an earlier one, since reset) than the node's."""
 
