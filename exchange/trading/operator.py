@@ -30,7 +30,7 @@ from eth_utils.exceptions import ValidationError as EvmValidationError
 from hexbytes import HexBytes
 from web3 import EthereumTesterProvider, Web3
 from web3.exceptions import TransactionNotFound, Web3RPCError
-from web3.types import Nonce, TxParams, TxReceipt, Wei
+from web3.types import BlockIdentifier, Nonce, TxParams, TxReceipt, Wei
 
 from exchange.trading.batching import Fees, suggested_fees
 
@@ -73,9 +73,9 @@ class OperatorTransactions:
     def signs_locally(self) -> bool:
         return self.key is not None
 
-    def mined_nonce(self) -> int:
-        """Transactions of the operator in the latest block: the next nonce still unused on chain."""
-        return int(self.w3.eth.get_transaction_count(self.address, "latest"))
+    def mined_nonce(self, block: BlockIdentifier = "latest") -> int:
+        """Transactions of the operator mined by ``block``: the next nonce still unused there."""
+        return int(self.w3.eth.get_transaction_count(self.address, block))
 
     def pending_nonce(self) -> int:
         """The next nonce counting transactions the node holds in its pool."""

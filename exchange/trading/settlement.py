@@ -53,9 +53,12 @@ fees were bumped; they share its nonce, so at most one is mined):
   unexplained revert, as a replay that passes does, instead of asking again at
   every step.
 * no receipt, but the nonce is used: another transaction took it (or a
-  node-signed attempt whose hash was never stored). The order states on chain
-  decide: unchanged → the fills go back to pending; changed by exactly the
-  batch → settled; anything else stops the pipeline (``SettlementInconsistent``).
+  node-signed attempt whose hash was never stored). Once the nonce is used at
+  the block ``confirmations`` deep (a reorganisation above it could still bring
+  the batch's own transaction back), the order states at that block decide:
+  unchanged → the fills go back to pending; changed by exactly the batch →
+  settled (by that block); anything else stops the pipeline
+  (``SettlementInconsistent``).
 * otherwise the transaction is pending or was never sent: send it again if the
   node does not know it; after ``stuck_after_s`` replace it with the same nonce
   and fees raised by ``fee_bump_percent`` (written down before it is sent).
@@ -101,7 +104,7 @@ from hexbytes import HexBytes
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web3 import HTTPProvider, Web3
 from web3.exceptions import Web3RPCError
-from web3.types import TxParams, TxReceipt
+from web3.types import BlockIdentifier, TxParams, TxReceipt
 
 from exchange.chain.binding import BoundContract
 from exchange.chain.errors import ChainUnavailable, ContractReverted
@@ -558,9 +561,14 @@ class Settler:
             await self._close_reverted(batch, tx_hash, receipt)
             return StepOutcome.RETURNED
         if mined_nonce > batch.nonce:
-            fate = await self._fate(batch)
+            # Decided from a block ``confirmations`` deep, as a receipt is: above it, a reorganisation
+            # may still bring back the batch's own transaction in place of the one that took its nonce.
+            deep = head - self.config.confirmations
+            if deep < 0 or await self._calls.run(partial(operator.mined_nonce, deep)) <= batch.nonce:
+                return StepOutcome.WAITING
+            fate = await self._fate(batch, block=deep)
             if fate is BatchFate.EXECUTED:
-                await self._close_settled(batch, None, None)
+                await self._close_settled(batch, None, None, block_number=deep)
                 return StepOutcome.SETTLED
             if fate is BatchFate.NOT_EXECUTED:
                 async with self._sessionmaker() as session, session.begin():
@@ -572,7 +580,7 @@ class Settler:
         await self._nudge(batch)
         return StepOutcome.WAITING
 
-    async def _fate(self, batch: BatchRecord) -> BatchFate:
+    async def _fate(self, batch: BatchRecord, block: BlockIdentifier = "latest") -> BatchFate:
         fills = [self._to_settle(fill) for fill in batch.fills]
         added = contributions(fills)
         ids = {fill.maker.order_hash.lower(): fill.maker.id for fill in batch.fills}
@@ -588,11 +596,15 @@ class Settler:
         def read_states() -> dict[str, int]:
             hashes = sorted(added)
             if not isinstance(vault.w3.provider, HTTPProvider):
-                return {order: int(vault.call("orderState", HexBytes(order))[0]) for order in hashes}
+                return {
+                    order: int(vault.call("orderState", HexBytes(order), block=block)[0]) for order in hashes
+                }
             # One JSON-RPC batch instead of a round trip per order.
             with vault.w3.batch_requests() as batch:
                 for order in hashes:
-                    batch.add(vault.contract.functions.orderState(HexBytes(order)))
+                    batch.add(
+                        vault.contract.functions.orderState(HexBytes(order)).call(block_identifier=block)
+                    )
                 states: list[Any] = list(batch.execute())
             return {order: int(state[0]) for order, state in zip(hashes, states, strict=True)}
 
@@ -607,8 +619,15 @@ class Settler:
             )
 
     async def _close_settled(
-        self, batch: BatchRecord, tx_hash: str | None, receipt: TxReceipt | None
+        self,
+        batch: BatchRecord,
+        tx_hash: str | None,
+        receipt: TxReceipt | None,
+        *,
+        block_number: int | None = None,
     ) -> None:
+        """Close the batch settled and sweep its fees; ``block_number``, without a receipt, a block
+        by which it had run."""
         fees = sum(fill.fees for fill in batch.fills)
         if receipt is not None:
             self._cross_check(batch, receipt, fees)
@@ -617,7 +636,7 @@ class Settler:
                 session,
                 batch.id,
                 tx_hash=tx_hash,
-                block_number=int(receipt["blockNumber"]) if receipt else None,
+                block_number=int(receipt["blockNumber"]) if receipt else block_number,
                 gas_used=int(receipt["gasUsed"]) if receipt else None,
             )
             if not closed:  # the other settler's sweep committed with its close

@@ -26,7 +26,7 @@ from exchange.chain.errors import ContractReverted
 from exchange.db.base import utc_now
 from exchange.settings import Settings
 from exchange.trading import settlement_repository as store
-from exchange.trading.batching import SettleArguments
+from exchange.trading.batching import Fees, SettleArguments
 from exchange.trading.eip712 import OrderSide, order_hash
 from exchange.trading.models import (
     LedgerBalance,
@@ -45,7 +45,7 @@ from exchange.trading.settlement_models import (
     SettlementFailure,
 )
 from exchange.trading.settlement_service import Settlement, build_settlement
-from tests.settlement.conftest import MEMBERS, VaultNet
+from tests.settlement.conftest import MEMBERS, OPERATOR, VaultNet
 from tests.settlement.flows import (
     Trader,
     assert_audit_clean,
@@ -389,6 +389,83 @@ async def test_batches_reverted_by_three_different_cancellations_fail_only_the_c
     assert {failure.error_name for failure in failures} == {"VaultOrderCancelled"}
     await parts.indexer.catch_up()
     await assert_audit_clean(parts)
+
+
+async def _batch_nonce_taken(
+    net: VaultNet, parts: Settlement, sessionmaker: async_sessionmaker[AsyncSession]
+) -> tuple[bytes, object]:
+    """The settler opens a batch; another transaction of the operator takes its nonce and is mined
+    in one block. The batch's own signed transaction (a reorganisation may bring it back), and a
+    snapshot of the chain from before both."""
+    fork = net.rpc("evm_snapshot")
+    net.rpc("evm_setAutomine", False)
+    assert await parts.settler.step() is StepOutcome.OPENED
+    async with sessionmaker() as session:
+        batch = (await session.scalars(select(SettlementBatch))).one()
+        attempt = (await session.scalars(select(SettlementAttempt))).one()
+    operator = parts.settler.operator
+    fees = Fees(attempt.max_fee_per_gas_wei, attempt.max_priority_fee_per_gas_wei)
+    tx = operator.transaction(
+        net.pool.vault.address, batch.calldata, nonce=batch.nonce, gas=batch.gas_limit, fees=fees
+    )
+    signed = operator.sign(tx)
+    assert signed is not None
+    assert signed.tx_hash == attempt.tx_hash
+    replacement = OPERATOR.sign_transaction(
+        {
+            "to": OPERATOR.address,
+            "value": 0,
+            "nonce": batch.nonce,
+            "gas": 21_000,
+            "maxFeePerGas": attempt.max_fee_per_gas_wei * 3,
+            "maxPriorityFeePerGas": attempt.max_fee_per_gas_wei * 2,
+            "chainId": net.deployment.chain_id,
+            "type": 2,
+        }
+    )
+    net.w3.eth.send_raw_transaction(replacement.raw_transaction)  # replaces the batch in the node's pool
+    net.rpc("evm_mine")
+    net.rpc("evm_setAutomine", True)
+    return signed.raw, fork
+
+
+async def test_a_batch_whose_nonce_another_transaction_took_waits_for_the_confirmations(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    settings = chain_settings.model_copy(update={"settlement_confirmations": 3})
+    parts = await _parts(net, settings, sessionmaker)
+    alice, bob = Trader(MEMBERS[0]), Trader(MEMBERS[1])
+    await buys(net, settings, sessionmaker, bob, [alice])
+    batch_tx, fork = await _batch_nonce_taken(net, parts, sessionmaker)
+    assert await parts.settler.step() is StepOutcome.WAITING  # one block deep: not decided yet
+    # A reorganisation within the confirmations: the batch's own transaction is mined instead.
+    net.rpc("evm_revert", fork)
+    net.w3.eth.send_raw_transaction(batch_tx)
+    for _ in range(3):
+        net.rpc("evm_mine")
+    assert await parts.settler.step() is StepOutcome.SETTLED
+    await _settled_once_and_audited(net, sessionmaker, parts)
+
+
+async def test_a_batch_whose_nonce_another_transaction_took_is_dropped_once_that_is_deep(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    settings = chain_settings.model_copy(update={"settlement_confirmations": 3})
+    parts = await _parts(net, settings, sessionmaker)
+    alice, bob = Trader(MEMBERS[0]), Trader(MEMBERS[1])
+    await buys(net, settings, sessionmaker, bob, [alice])
+    await _batch_nonce_taken(net, parts, sessionmaker)
+    for _ in range(3):
+        net.rpc("evm_mine")
+    assert await parts.settler.step() is StepOutcome.RETURNED
+    async with sessionmaker() as session:
+        dropped = (await session.scalars(select(SettlementBatch))).one()
+    assert dropped.state == BatchState.DROPPED
+    for _ in range(20):  # the fill again, in a batch of its own, confirmed as blocks are mined
+        if await parts.settler.step() is StepOutcome.IDLE:
+            break
+        net.rpc("evm_mine")
+    await _settled_once_and_audited(net, sessionmaker, parts)
 
 
 async def test_a_node_signed_batch_whose_hash_was_lost_is_decided_by_the_order_states(
