@@ -48,7 +48,10 @@ can briefly see a deposit that a reorganisation later takes back. Choose
 
 Each step is a database transaction that moves the cursor together with the rows
 it wrote, so a crash repeats nothing and skips nothing. A re-scanned log that was
-orphaned or reversed before (its block came back) is revived, not duplicated.
+orphaned or reversed before (its block came back) is revived, not duplicated. A
+stranded event whose transaction is mined again in another block is not credited
+again: its new row takes over the stranded credit, and the stranded row becomes
+``reversed``.
 """
 
 from __future__ import annotations
@@ -425,17 +428,32 @@ class ChainIndexer:
             )
         )
         if existing is None:
-            session.add(
-                ChainEvent(
-                    cursor_id=cursor_id,
-                    block_number=entry.block_number,
-                    block_hash=entry.block_hash,
-                    log_index=entry.log_index,
-                    tx_hash=entry.tx_hash,
-                    name=entry.name,
-                    args=entry.args,
-                )
+            row = ChainEvent(
+                cursor_id=cursor_id,
+                block_number=entry.block_number,
+                block_hash=entry.block_hash,
+                log_index=entry.log_index,
+                tx_hash=entry.tx_hash,
+                name=entry.name,
+                args=entry.args,
             )
+            stranded = await self._stranded_as(session, cursor_id, entry)
+            if stranded is not None:
+                # Its transaction was mined again in another block: the stranded credit, never
+                # undone, is this event's. The new row holds it; crediting it again would count
+                # the money twice.
+                row.state, row.detail = EventState.CREDITED.value, f"credited as event {stranded.id}"
+                stranded.state = EventState.REVERSED.value
+                stranded.detail = f"its transaction was mined again in block {entry.block_number}"
+                stranded.updated_at = utc_now()
+                log.warning(
+                    "indexer.stranded_event_mined_again",
+                    contract=self.contract.name,
+                    event_name=entry.name,
+                    tx_hash=entry.tx_hash,
+                    block_number=entry.block_number,
+                )
+            session.add(row)
             return
         # The block left the chain and came back: the event is live again.
         if existing.state in (EventState.ORPHANED, EventState.REVERSED):
@@ -443,6 +461,22 @@ class ChainIndexer:
         elif existing.state == EventState.STRANDED:
             existing.state, existing.detail = EventState.CREDITED.value, None  # its credit was never undone
         existing.updated_at = utc_now()
+
+    @staticmethod
+    async def _stranded_as(session: AsyncSession, cursor_id: int, entry: _Log) -> ChainEvent | None:
+        """A stranded event of the same transaction, name and arguments as ``entry`` (the same log,
+        its transaction mined again in another block), if there is one."""
+        candidates = await session.scalars(
+            select(ChainEvent)
+            .where(
+                ChainEvent.cursor_id == cursor_id,
+                ChainEvent.tx_hash == entry.tx_hash,
+                ChainEvent.name == entry.name,
+                ChainEvent.state == EventState.STRANDED.value,
+            )
+            .order_by(ChainEvent.id)
+        )
+        return next((row for row in candidates if row.args == entry.args), None)
 
     # --- crediting ------------------------------------------------------------------------------
 

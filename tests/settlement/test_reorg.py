@@ -154,6 +154,37 @@ async def test_a_deposit_spent_before_its_block_left_is_stranded_and_the_audit_c
     assert "2 difference(s)" in result.stdout
 
 
+async def test_a_stranded_deposit_whose_transaction_is_mined_again_is_not_credited_twice(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    parts = build_settlement(net.runtime, chain_settings, sessionmaker)
+    await parts.indexer.catch_up()
+    member = MEMBERS[2]
+    before = await quote_total(sessionmaker, net, member.address)
+    fork = net.rpc("evm_snapshot")
+    deposit = signed_deposit(net, member, AMOUNT)
+    tx_hash = "0x" + bytes(net.w3.eth.send_raw_transaction(deposit)).hex()
+    await parts.indexer.catch_up()
+    async with sessionmaker() as session, session.begin():  # the member reserves everything for orders
+        await repository.apply_postings(
+            session,
+            ledger.reserve(member.address, net.quote_token, before + AMOUNT),
+            cause="test",
+            reference="all-in",
+        )
+    net.rpc("evm_revert", fork)
+    mine(net, 2)
+    await parts.indexer.catch_up()
+    assert await deposits_of(sessionmaker, tx_hash) == [EventState.STRANDED]
+
+    net.w3.eth.send_raw_transaction(deposit)  # mined again, in a block of the new branch
+    await parts.indexer.catch_up()
+    assert await deposits_of(sessionmaker, tx_hash) == [EventState.CREDITED, EventState.REVERSED]
+    assert await quote_total(sessionmaker, net, member.address) == before + AMOUNT  # once
+    assert net.pool.vault.call("balanceOf", member.address, net.quote_token) == before + AMOUNT
+    await assert_audit_clean(parts)
+
+
 async def test_the_commands_refuse_a_database_of_another_chain(
     net: VaultNet, sessionmaker: async_sessionmaker[AsyncSession], database_url: str
 ) -> None:
