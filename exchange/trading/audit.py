@@ -6,7 +6,9 @@ by construction when nothing is wrong. Fills differ in time: the ledger posts a
 fill when it matches, the chain when its batch settles. So the ledger is first
 brought to the audit block — each fill not settled by then (pending, submitted,
 or settled in a later block) has its postings taken back out, and so has the
-fee sweep of every batch settled after it — and then compared:
+fee sweep of every batch settled after it, while a batch still waiting for its
+confirmations whose transaction ran by then counts as settled, its fees swept —
+and then compared:
 
 * every account the ledger or the Vault's events know, per token: ledger total
   against ``Vault.balanceOf(account, token)``;
@@ -24,9 +26,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from hexbytes import HexBytes
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web3 import Web3
+from web3.exceptions import TransactionNotFound
 
 from exchange.chain.binding import BoundContract
 from exchange.trading.chain_calls import ChainCalls
@@ -35,10 +39,12 @@ from exchange.trading.models import LedgerBalance, SettlementState, TradingFill
 from exchange.trading.repository import FEES_ACCOUNT
 from exchange.trading.settlement import fill_totals
 from exchange.trading.settlement_models import (
+    OPEN_BATCH_STATES,
     BatchState,
     ChainCursor,
     ChainEvent,
     EventState,
+    SettlementAttempt,
     SettlementBatch,
 )
 
@@ -140,7 +146,8 @@ async def _audit(
     if cursor is None:
         raise AuditUnavailable(f"the Vault indexer has not run for {vault.address} on chain {chain_id}")
     block = cursor.credited_block
-    view = await _ledger_at(session, block, base_token, quote_token)
+    ran = await _open_batches_run_by(session, vault, calls, block)
+    view = await _ledger_at(session, block, base_token, quote_token, ran)
     accounts = sorted(
         ({account for account, _ in view} | await _event_accounts(session, cursor.id))
         - {VAULT_EXTERNAL, FEES_ACCOUNT}
@@ -184,10 +191,46 @@ async def _audit(
     return AuditReport(chain_id, vault.address, block, len(accounts), token_list, tuple(differences))
 
 
+async def _open_batches_run_by(
+    session: AsyncSession, vault: BoundContract, calls: ChainCalls, block: int
+) -> set[int]:
+    """The open batches (sent, waiting for their confirmations) whose transaction ran by ``block``."""
+    attempts = (
+        await session.execute(
+            select(SettlementAttempt.batch_id, SettlementAttempt.tx_hash)
+            .join(SettlementBatch, SettlementBatch.id == SettlementAttempt.batch_id)
+            .where(SettlementBatch.state.in_(OPEN_BATCH_STATES), SettlementAttempt.tx_hash.is_not(None))
+        )
+    ).all()
+    if not attempts:
+        return set()
+    w3 = vault.w3
+
+    def receipt(tx_hash: str) -> Any:
+        try:
+            return w3.eth.get_transaction_receipt(HexBytes(tx_hash))
+        except TransactionNotFound:
+            return None
+
+    def read_receipts() -> set[int]:
+        ran: set[int] = set()
+        for batch_id, tx_hash in attempts:
+            found = receipt(str(tx_hash))  # not None: selected so
+            if found is not None and found["status"] == 1 and int(found["blockNumber"]) <= block:
+                ran.add(batch_id)
+        return ran
+
+    return await calls.run(read_receipts)
+
+
 async def _ledger_at(
-    session: AsyncSession, block: int, base_token: str, quote_token: str
+    session: AsyncSession, block: int, base_token: str, quote_token: str, ran: set[int]
 ) -> dict[tuple[str, str], int]:
-    """Ledger totals as of `block`: without fills and fee sweeps the chain had not settled by then."""
+    """Ledger totals as of `block`: without fills and fee sweeps the chain had not settled by then.
+
+    The fills of an open batch whose transaction ran by then (``ran``: it waits for its
+    confirmations) are settled there, and the Vault sent their fees to the Fund, which the
+    batch's sweep will say when it closes."""
     totals: dict[tuple[str, str], int] = defaultdict(int)
     for row in (await session.scalars(select(LedgerBalance))).all():
         totals[(row.account, Web3.to_checksum_address(row.token))] += row.total
@@ -210,6 +253,10 @@ async def _ledger_at(
         )
     ).all()
     for fill in unsettled:
+        if fill.settlement_state == SettlementState.SUBMITTED and fill.batch_id in ran:
+            totals[(FEES_ACCOUNT, quote_token)] -= fill.buyer_fee + fill.seller_fee
+            totals[(VAULT_EXTERNAL, quote_token)] += fill.buyer_fee + fill.seller_fee
+            continue
         for posting in _fill_postings(fill, base_token, quote_token):
             totals[(posting.account, posting.token)] -= posting.total_delta
         if fill.settlement_state == SettlementState.SETTLED:

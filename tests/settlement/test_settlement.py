@@ -468,6 +468,27 @@ async def test_a_batch_whose_nonce_another_transaction_took_is_dropped_once_that
     await _settled_once_and_audited(net, sessionmaker, parts)
 
 
+async def test_an_audit_while_a_mined_batch_waits_for_its_confirmations_is_clean(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    settings = chain_settings.model_copy(update={"settlement_confirmations": 3})
+    parts = await _parts(net, settings, sessionmaker)
+    await buys(net, settings, sessionmaker, Trader(MEMBERS[1]), [Trader(MEMBERS[0])])
+    net.rpc("evm_setAutomine", False)
+    assert await parts.settler.step() is StepOutcome.OPENED
+    await parts.indexer.catch_up()
+    await assert_audit_clean(parts)  # sent, not mined: the fill is not settled at the audit block
+    net.rpc("evm_mine")
+    net.rpc("evm_setAutomine", True)
+    assert await parts.settler.step() is StepOutcome.WAITING  # mined, not yet 3 deep
+    await parts.indexer.catch_up()
+    await assert_audit_clean(parts)  # mined by the audit block: settled there, its fees with the Fund
+    for _ in range(3):
+        net.rpc("evm_mine")
+    assert await parts.settler.step() is StepOutcome.SETTLED
+    await _settled_once_and_audited(net, sessionmaker, parts)
+
+
 async def test_a_node_signed_batch_whose_hash_was_lost_is_decided_by_the_order_states(
     net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
