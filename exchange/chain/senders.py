@@ -22,6 +22,8 @@ import contextlib
 import threading
 from collections.abc import AsyncIterator, Iterator
 
+from exchange.chain.errors import ChainUnavailable
+
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 _POLL_S = 0.005
@@ -34,11 +36,26 @@ def sender_lock(address: str) -> threading.Lock:
         return _LOCKS.setdefault(key, threading.Lock())
 
 
+SENDER_WAIT_S = 5.0
+"""How long a thread waits for another sender of the same account. The settler holds the lock
+across writing its batch down, which on SQLite waits for the database's write lock; a request
+that holds that write lock while it sends (a membership change) gives up after this long
+instead of waiting for a settler that waits for it."""
+
+
 @contextlib.contextmanager
-def sending(address: str) -> Iterator[None]:
-    """Hold ``address``'s lock for the block, blocking this thread while another holds it."""
-    with sender_lock(address):
+def sending(address: str, wait_s: float = SENDER_WAIT_S) -> Iterator[None]:
+    """Hold ``address``'s lock for the block, blocking this thread while another holds it, for
+    at most ``wait_s`` (then ``ChainUnavailable``: nothing was sent)."""
+    lock = sender_lock(address)
+    if not lock.acquire(timeout=wait_s):
+        raise ChainUnavailable(
+            f"another transaction of {address} was being sent for over {wait_s:g} s: nothing was sent, retry"
+        )
+    try:
         yield
+    finally:
+        lock.release()
 
 
 @contextlib.asynccontextmanager
