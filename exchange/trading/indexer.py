@@ -457,7 +457,16 @@ class ChainIndexer:
             return
         # The block left the chain and came back: the event is live again.
         if existing.state in (EventState.ORPHANED, EventState.REVERSED):
-            existing.state, existing.detail = EventState.SEEN.value, None
+            stranded = await self._stranded_as(session, cursor_id, entry)
+            if stranded is not None:  # its transaction's other block left, its credit kept: take it over
+                existing.state, existing.detail = (
+                    EventState.CREDITED.value,
+                    f"credited as event {stranded.id}",
+                )
+                stranded.state, stranded.detail = EventState.REVERSED.value, "its first block came back"
+                stranded.updated_at = utc_now()
+            else:
+                existing.state, existing.detail = EventState.SEEN.value, None
         elif existing.state == EventState.STRANDED:
             existing.state, existing.detail = EventState.CREDITED.value, None  # its credit was never undone
         existing.updated_at = utc_now()
