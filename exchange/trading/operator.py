@@ -77,6 +77,18 @@ class OperatorTransactions:
         """Transactions of the operator mined by ``block``: the next nonce still unused there."""
         return int(self.w3.eth.get_transaction_count(self.address, block))
 
+    def first_block_past(self, nonce: int, by: int) -> int:
+        """The first block by which the operator's transaction of ``nonce`` was mined, knowing it
+        was by block ``by`` (a binary search: about log2(by) requests)."""
+        low, high = 0, by
+        while low < high:
+            middle = (low + high) // 2
+            if self.mined_nonce(middle) > nonce:
+                high = middle
+            else:
+                low = middle + 1
+        return high
+
     def pending_nonce(self) -> int:
         """The next nonce counting transactions the node holds in its pool."""
         return int(self.w3.eth.get_transaction_count(self.address, "pending"))

@@ -57,7 +57,7 @@ fees were bumped; they share its nonce, so at most one is mined):
   the block ``confirmations`` deep (a reorganisation above it could still bring
   the batch's own transaction back), the order states at that block decide:
   unchanged → the fills go back to pending; changed by exactly the batch →
-  settled (by that block); anything else stops the pipeline
+  settled (in the block its nonce was used in); anything else stops the pipeline
   (``SettlementInconsistent``).
 * otherwise the transaction is pending or was never sent: send it again if the
   node does not know it; after ``stuck_after_s`` replace it with the same nonce
@@ -567,8 +567,9 @@ class Settler:
             if deep < 0 or await self._calls.run(partial(operator.mined_nonce, deep)) <= batch.nonce:
                 return StepOutcome.WAITING
             fate = await self._fate(batch, block=deep)
-            if fate is BatchFate.EXECUTED:
-                await self._close_settled(batch, None, None, block_number=deep)
+            if fate is BatchFate.EXECUTED:  # in the block its nonce was used in, as a receipt would say
+                ran_in = await self._calls.run(partial(operator.first_block_past, batch.nonce, deep))
+                await self._close_settled(batch, None, None, block_number=ran_in)
                 return StepOutcome.SETTLED
             if fate is BatchFate.NOT_EXECUTED:
                 async with self._sessionmaker() as session, session.begin():
@@ -626,8 +627,8 @@ class Settler:
         *,
         block_number: int | None = None,
     ) -> None:
-        """Close the batch settled and sweep its fees; ``block_number``, without a receipt, a block
-        by which it had run."""
+        """Close the batch settled and sweep its fees; ``block_number``, without a receipt, the
+        block it ran in."""
         fees = sum(fill.fees for fill in batch.fills)
         if receipt is not None:
             self._cross_check(batch, receipt, fees)

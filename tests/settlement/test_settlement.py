@@ -507,6 +507,9 @@ async def test_a_node_signed_batch_whose_hash_was_lost_is_decided_by_the_order_s
     alice, bob = Trader(MEMBERS[0]), Trader(MEMBERS[1])
     await buys(net, chain_settings, sessionmaker, bob, [alice])
     assert await parts.settler.step() is StepOutcome.OPENED
+    ran_in = net.w3.eth.block_number  # automine: the batch's own block
+    for _ in range(3):
+        net.rpc("evm_mine")  # later blocks: the batch is found in its own, not at the head
     # As if the process died before it stored the node's answer: the batch is open, its hash unknown.
     async with sessionmaker() as session, session.begin():
         await session.execute(update(SettlementAttempt).values(tx_hash=None, sent_at=None))
@@ -515,7 +518,7 @@ async def test_a_node_signed_batch_whose_hash_was_lost_is_decided_by_the_order_s
 
     async with sessionmaker() as session:
         batch = (await session.scalars(select(SettlementBatch))).one()
-    assert (batch.state, batch.tx_hash) == (BatchState.SETTLED, None)
+    assert (batch.state, batch.tx_hash, batch.block_number) == (BatchState.SETTLED, None, ran_in)
     await _settled_once_and_audited(net, sessionmaker, parts)
 
 
