@@ -410,23 +410,23 @@ class MarketWriter:
         except Exception as error:
             log.exception("trading.cycle_failed", market=self.market_id, commands=len(batch))
             committing = self._take_committing()
-            await self._drop_connection(failed=True)
             try:
-                await self._recover()
-            except Exception:
-                log.exception("trading.recovery_failed", market=self.market_id)
-                self._fail_all(batch)
-                raise error from None
-            if committing is not None and start_sequence < committing[2] == self.sequence:
-                # The journal holds the cycle: it committed and only its answer was lost (or what
-                # came after the commit failed). Its outcomes are the truth; the rebuilt book's
-                # snapshot already shows its levels, so the feed gets its trades and orders only.
-                log.warning(
-                    "trading.cycle_committed_after_all", market=self.market_id, sequence=self.sequence
-                )
-                self._answer(committing[0], committing[1], levels=False)
-                return
-            self._fail_all(batch)
+                await self._drop_connection(failed=True)
+                try:
+                    await self._recover()
+                except Exception:
+                    log.exception("trading.recovery_failed", market=self.market_id)
+                    raise error from None
+                if committing is not None and start_sequence < committing[2] == self.sequence:
+                    # The journal holds the cycle: it committed and only its answer was lost (or
+                    # what came after the commit failed). Its outcomes are the truth; the rebuilt
+                    # book's snapshot shows its levels, so the feed gets its trades and orders only.
+                    log.warning(
+                        "trading.cycle_committed_after_all", market=self.market_id, sequence=self.sequence
+                    )
+                    self._answer(committing[0], committing[1], levels=False)
+            finally:
+                self._fail_all(batch)  # whatever is not answered by now (a future answered stays so)
             return
         self._answer(outcomes, cycle, levels=True)
 
