@@ -26,16 +26,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from hexbytes import HexBytes
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web3 import Web3
-from web3.exceptions import TransactionNotFound
 
 from exchange.chain.binding import BoundContract
 from exchange.trading.chain_calls import ChainCalls
 from exchange.trading.ledger import VAULT_EXTERNAL, FillAmounts, Posting
 from exchange.trading.models import LedgerBalance, SettlementState, TradingFill
+from exchange.trading.operator import receipt_of
 from exchange.trading.repository import FEES_ACCOUNT
 from exchange.trading.settlement import fill_totals
 from exchange.trading.settlement_models import (
@@ -204,18 +203,11 @@ async def _open_batches_run_by(
     ).all()
     if not attempts:
         return set()
-    w3 = vault.w3
-
-    def receipt(tx_hash: str) -> Any:
-        try:
-            return w3.eth.get_transaction_receipt(HexBytes(tx_hash))
-        except TransactionNotFound:
-            return None
 
     def read_receipts() -> set[int]:
         ran: set[int] = set()
         for batch_id, tx_hash in attempts:
-            found = receipt(str(tx_hash))  # not None: selected so
+            found = receipt_of(vault.w3, str(tx_hash))  # not None: selected so
             if found is not None and found["status"] == 1 and int(found["blockNumber"]) <= block:
                 ran.add(batch_id)
         return ran

@@ -368,8 +368,9 @@ class ChainIndexer:
                 cursor = await session.get_one(ChainCursor, cursor_id)
                 if cursor.scanned_block != scanned:
                     continue  # another process moved the cursor meanwhile: read from where it is
+                stranded = await self._stranded_transactions(session, cursor_id) if logs else set()
                 for entry in logs:
-                    await self._record(session, cursor_id, entry)
+                    await self._record(session, cursor_id, entry, stranded)
                 for number, block_hash in {
                     end: end_hash,
                     **{e.block_number: e.block_hash for e in logs},
@@ -419,7 +420,11 @@ class ChainIndexer:
             tx_hash=hex32(processed["transactionHash"]),
         )
 
-    async def _record(self, session: AsyncSession, cursor_id: int, entry: _Log) -> None:
+    async def _record(
+        self, session: AsyncSession, cursor_id: int, entry: _Log, stranded_transactions: set[str]
+    ) -> None:
+        """Record a scanned log. ``stranded_transactions``: the transactions of the cursor's
+        stranded events, the only ones whose logs may take a stranded credit over."""
         existing = await session.scalar(
             select(ChainEvent).where(
                 ChainEvent.cursor_id == cursor_id,
@@ -427,6 +432,11 @@ class ChainIndexer:
                 ChainEvent.log_index == entry.log_index,
             )
         )
+        stranded = None
+        if entry.tx_hash in stranded_transactions and (
+            existing is None or existing.state in (EventState.ORPHANED, EventState.REVERSED)
+        ):
+            stranded = await self._stranded_as(session, cursor_id, entry)
         if existing is None:
             row = ChainEvent(
                 cursor_id=cursor_id,
@@ -437,39 +447,45 @@ class ChainIndexer:
                 name=entry.name,
                 args=entry.args,
             )
-            stranded = await self._stranded_as(session, cursor_id, entry)
-            if stranded is not None:
-                # Its transaction was mined again in another block: the stranded credit, never
-                # undone, is this event's. The new row holds it; crediting it again would count
-                # the money twice.
-                row.state, row.detail = EventState.CREDITED.value, f"credited as event {stranded.id}"
-                stranded.state = EventState.REVERSED.value
-                stranded.detail = f"its transaction was mined again in block {entry.block_number}"
-                stranded.updated_at = utc_now()
-                log.warning(
-                    "indexer.stranded_event_mined_again",
-                    contract=self.contract.name,
-                    event_name=entry.name,
-                    tx_hash=entry.tx_hash,
-                    block_number=entry.block_number,
+            if stranded is not None:  # its transaction was mined again in another block
+                self._take_over(
+                    row, stranded, f"its transaction was mined again in block {entry.block_number}"
                 )
             session.add(row)
             return
         # The block left the chain and came back: the event is live again.
         if existing.state in (EventState.ORPHANED, EventState.REVERSED):
-            stranded = await self._stranded_as(session, cursor_id, entry)
-            if stranded is not None:  # its transaction's other block left, its credit kept: take it over
-                existing.state, existing.detail = (
-                    EventState.CREDITED.value,
-                    f"credited as event {stranded.id}",
-                )
-                stranded.state, stranded.detail = EventState.REVERSED.value, "its first block came back"
-                stranded.updated_at = utc_now()
+            if stranded is not None:  # its transaction's other block left, its credit kept
+                self._take_over(existing, stranded, "its first block came back")
             else:
                 existing.state, existing.detail = EventState.SEEN.value, None
         elif existing.state == EventState.STRANDED:
             existing.state, existing.detail = EventState.CREDITED.value, None  # its credit was never undone
         existing.updated_at = utc_now()
+
+    def _take_over(self, row: ChainEvent, stranded: ChainEvent, why: str) -> None:
+        """``row`` is the live log of ``stranded``'s event: the stranded credit, never undone, is
+        its own (crediting it again would count the money twice), and the stranded row is done."""
+        row.state, row.detail = EventState.CREDITED.value, f"credited as event {stranded.id}"
+        stranded.state, stranded.detail, stranded.updated_at = EventState.REVERSED.value, why, utc_now()
+        log.warning(
+            "indexer.stranded_event_taken_over",
+            contract=self.contract.name,
+            event_name=row.name,
+            tx_hash=row.tx_hash,
+            block_number=row.block_number,
+            reason=why,
+        )
+
+    @staticmethod
+    async def _stranded_transactions(session: AsyncSession, cursor_id: int) -> set[str]:
+        return set(
+            await session.scalars(
+                select(ChainEvent.tx_hash).where(
+                    ChainEvent.cursor_id == cursor_id, ChainEvent.state == EventState.STRANDED.value
+                )
+            )
+        )
 
     @staticmethod
     async def _stranded_as(session: AsyncSession, cursor_id: int, entry: _Log) -> ChainEvent | None:

@@ -139,10 +139,7 @@ class OperatorTransactions:
         return "0x" + bytes(sent).hex()
 
     def receipt(self, tx_hash: str) -> TxReceipt | None:
-        try:
-            return self.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
-        except TransactionNotFound:
-            return None
+        return receipt_of(self.w3, tx_hash)
 
     def is_known(self, tx_hash: str) -> bool:
         """Whether the node has the transaction, in its pool or in a block."""
@@ -151,3 +148,11 @@ class OperatorTransactions:
         except TransactionNotFound:
             return False
         return True
+
+
+def receipt_of(w3: Web3, tx_hash: str) -> TxReceipt | None:
+    """The receipt of ``tx_hash``, or None while it is not mined (or unknown to the node)."""
+    try:
+        return w3.eth.get_transaction_receipt(HexBytes(tx_hash))
+    except TransactionNotFound:
+        return None
