@@ -74,6 +74,20 @@ class VaultNet:
             raise RuntimeError(f"{method}: {reply['error']}")
         return reply["result"]
 
+    def mine(self, blocks: int = 1) -> None:
+        for _ in range(blocks):
+            self.rpc("evm_mine")
+
+    def node_signing(self, settings: Settings) -> tuple[ChainRuntime, Settings]:
+        """The runtime and settings of a service whose operator is a Hardhat dev account the
+        node signs for (given the Vault's operator role here)."""
+        node_operator = self.w3.eth.accounts[0]
+        self.pool.vault.transact("grantRole", self.pool.vault.call("OPERATOR_ROLE"), node_operator)
+        runtime = ChainRuntime(
+            w3=make_web3(self.url), deployment=self.deployment, pool=self.pool, embedded=False
+        )
+        return runtime, settings.model_copy(update={"operator_private_key": None, "dev_accounts": True})
+
 
 def _fund(w3: Web3, accounts: list[str]) -> None:
     funder = w3.eth.accounts[0]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from exchange.chain.provider import make_web3
-from exchange.chain.runtime import ChainRuntime
 from exchange.settings import Settings
 from exchange.trading.markets import market_from_chain
 from exchange.trading.service import TradingService
@@ -22,10 +20,7 @@ AMOUNT = 1_234_567_890_123_456_789
 async def test_an_amount_no_double_holds_is_co_signed_as_the_vault_checks_it(
     net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
-    node_operator = net.w3.eth.accounts[0]
-    net.pool.vault.transact("grantRole", net.pool.vault.call("OPERATOR_ROLE"), node_operator)
-    settings = chain_settings.model_copy(update={"operator_private_key": None, "dev_accounts": True})
-    runtime = ChainRuntime(w3=make_web3(net.url), deployment=net.deployment, pool=net.pool, embedded=False)
+    runtime, settings = net.node_signing(chain_settings)
     await build_settlement(runtime, settings, sessionmaker).indexer.catch_up()  # the members' deposits
     service = TradingService(settings, runtime, sessionmaker, [market_from_chain(runtime, settings)])
     await service.start()

@@ -48,11 +48,6 @@ async def deposits_of(sessionmaker: async_sessionmaker[AsyncSession], tx_hash: s
     return sorted(row.state for row in rows)
 
 
-def mine(net: VaultNet, blocks: int) -> None:
-    for _ in range(blocks):
-        net.rpc("evm_mine")
-
-
 async def test_a_credited_deposit_whose_block_leaves_is_taken_back_then_credited_once_when_it_returns(
     net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
@@ -67,7 +62,7 @@ async def test_a_credited_deposit_whose_block_leaves_is_taken_back_then_credited
     assert await quote_total(sessionmaker, net, member.address) == before + AMOUNT  # confirmations = 0
 
     net.rpc("evm_revert", fork)
-    mine(net, 3)  # the other branch grows past the deposit's height
+    net.mine(3)  # the other branch grows past the deposit's height
     position = await parts.indexer.catch_up()
     assert position.rolled_back_to is not None
     assert await quote_total(sessionmaker, net, member.address) == before
@@ -89,19 +84,19 @@ async def test_with_confirmations_an_orphaned_deposit_is_never_credited(
         update={"vault_indexer_confirmations": 3, "vault_indexer_max_blocks": 4}
     )
     parts = build_settlement(net.runtime, settings, sessionmaker)
-    mine(net, 3)
+    net.mine(3)
     await parts.indexer.catch_up()
     member = MEMBERS[1]
     before = await quote_total(sessionmaker, net, member.address)
     fork = net.rpc("evm_snapshot")
     tx_hash = "0x" + bytes(net.w3.eth.send_raw_transaction(signed_deposit(net, member, AMOUNT))).hex()
-    mine(net, 1)
+    net.mine(1)
     await parts.indexer.catch_up()
     assert await deposits_of(sessionmaker, tx_hash) == [EventState.SEEN]  # two deep: not yet
     assert await quote_total(sessionmaker, net, member.address) == before
 
     net.rpc("evm_revert", fork)
-    mine(net, 6)
+    net.mine(6)
     assert (await parts.indexer.catch_up()).rolled_back_to is not None
     assert await deposits_of(sessionmaker, tx_hash) == [EventState.ORPHANED]
     assert await quote_total(sessionmaker, net, member.address) == before
@@ -124,7 +119,7 @@ async def test_a_deposit_spent_before_its_block_left_is_stranded_and_the_audit_c
         )
 
     net.rpc("evm_revert", fork)
-    mine(net, 2)
+    net.mine(2)
     await parts.indexer.catch_up()
     assert await deposits_of(sessionmaker, tx_hash) == [EventState.STRANDED]
     report = await parts.audit()
@@ -173,7 +168,7 @@ async def test_a_stranded_deposit_whose_transaction_is_mined_again_is_not_credit
             reference="all-in",
         )
     net.rpc("evm_revert", fork)
-    mine(net, 2)
+    net.mine(2)
     await parts.indexer.catch_up()
     assert await deposits_of(sessionmaker, tx_hash) == [EventState.STRANDED]
 
@@ -272,7 +267,7 @@ async def test_an_exit_whose_block_leaves_authorises_again_the_withdrawals_it_ex
     await assert_audit_clean(parts)
 
     net.rpc("evm_revert", fork)
-    mine(net, 3)  # the other branch, without the exit, grows past its height
+    net.mine(3)  # the other branch, without the exit, grows past its height
     assert (await parts.indexer.catch_up()).rolled_back_to == fork_block["number"]
     assert await withdrawal_states(sessionmaker, member.address) == [
         WithdrawalStatus.AUTHORISED,

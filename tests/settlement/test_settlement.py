@@ -441,8 +441,7 @@ async def test_a_batch_whose_nonce_another_transaction_took_waits_for_the_confir
     # A reorganisation within the confirmations: the batch's own transaction is mined instead.
     net.rpc("evm_revert", fork)
     net.w3.eth.send_raw_transaction(batch_tx)
-    for _ in range(3):
-        net.rpc("evm_mine")
+    net.mine(3)
     assert await parts.settler.step() is StepOutcome.SETTLED
     await _settled_once_and_audited(net, sessionmaker, parts)
 
@@ -455,8 +454,7 @@ async def test_a_batch_whose_nonce_another_transaction_took_is_dropped_once_that
     alice, bob = Trader(MEMBERS[0]), Trader(MEMBERS[1])
     await buys(net, settings, sessionmaker, bob, [alice])
     await _batch_nonce_taken(net, parts, sessionmaker)
-    for _ in range(3):
-        net.rpc("evm_mine")
+    net.mine(3)
     assert await parts.settler.step() is StepOutcome.RETURNED
     async with sessionmaker() as session:
         dropped = (await session.scalars(select(SettlementBatch))).one()
@@ -464,7 +462,7 @@ async def test_a_batch_whose_nonce_another_transaction_took_is_dropped_once_that
     for _ in range(20):  # the fill again, in a batch of its own, confirmed as blocks are mined
         if await parts.settler.step() is StepOutcome.IDLE:
             break
-        net.rpc("evm_mine")
+        net.mine()
     await _settled_once_and_audited(net, sessionmaker, parts)
 
 
@@ -483,8 +481,7 @@ async def test_an_audit_while_a_mined_batch_waits_for_its_confirmations_is_clean
     assert await parts.settler.step() is StepOutcome.WAITING  # mined, not yet 3 deep
     await parts.indexer.catch_up()
     await assert_audit_clean(parts)  # mined by the audit block: settled there, its fees with the Fund
-    for _ in range(3):
-        net.rpc("evm_mine")
+    net.mine(3)
     assert await parts.settler.step() is StepOutcome.SETTLED
     await _settled_once_and_audited(net, sessionmaker, parts)
 
@@ -493,14 +490,7 @@ async def test_a_node_signed_batch_whose_hash_was_lost_is_decided_by_the_order_s
     net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
     # A Hardhat dev account that the node signs for: the hash is known only from the node's answer.
-    node_operator = net.w3.eth.accounts[0]
-    net.pool.vault.transact("grantRole", net.pool.vault.call("OPERATOR_ROLE"), node_operator)
-    settings = chain_settings.model_copy(update={"operator_private_key": None, "dev_accounts": True})
-    from exchange.chain.provider import make_web3
-    from exchange.chain.runtime import ChainRuntime
-
-    w3 = make_web3(net.url)
-    runtime = ChainRuntime(w3=w3, deployment=net.deployment, pool=net.pool, embedded=False)
+    runtime, settings = net.node_signing(chain_settings)
     parts = build_settlement(runtime, settings, sessionmaker)
     await parts.indexer.catch_up()
     assert not parts.settler.operator.signs_locally
@@ -508,8 +498,7 @@ async def test_a_node_signed_batch_whose_hash_was_lost_is_decided_by_the_order_s
     await buys(net, chain_settings, sessionmaker, bob, [alice])
     assert await parts.settler.step() is StepOutcome.OPENED
     ran_in = net.w3.eth.block_number  # automine: the batch's own block
-    for _ in range(3):
-        net.rpc("evm_mine")  # later blocks: the batch is found in its own, not at the head
+    net.mine(3)  # later blocks: the batch is found in its own, not at the head
     # As if the process died before it stored the node's answer: the batch is open, its hash unknown.
     async with sessionmaker() as session, session.begin():
         await session.execute(update(SettlementAttempt).values(tx_hash=None, sent_at=None))
