@@ -48,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from web3 import EthereumTesterProvider, Web3
 
 from exchange.chain.runtime import ChainRuntime
+from exchange.chain.signatures import recover_signer
 from exchange.db.engine import create_db_engine, create_sessionmaker
 from exchange.kit.errors import ChainUnavailable, DomainError, Forbidden, NotFound, RateLimited
 from exchange.kit.logging import get_logger
@@ -541,10 +542,7 @@ class TradingService:
             return bytes.fromhex(str(answer["result"]).removeprefix("0x"))
 
         signature = await self.chain.run(node_signs)
-        try:
-            signer = Account.recover_message(encode_typed_data(full_message=typed), signature=signature)
-        except Exception:  # any malformed answer: not the operator's signature
-            signer = None
+        signer = recover_signer(encode_typed_data(full_message=typed), signature)  # None if malformed
         if signer != operator:
             raise ChainUnavailable(
                 f"the node's signature of the withdrawal is not {operator}'s over it (it recovers to "
