@@ -333,8 +333,8 @@ class Settings(BaseSettings):
     trading_max_batch: int = Field(
         default=2000,
         ge=1,
-        # A batch's identity lookup binds five values per order, its lists padded to a power of
-        # two: 4,096 orders stay under PostgreSQL's 32,767 parameters of one statement.
+        # On SQLite a batch's identity lookup binds five values per order, its lists padded to a
+        # power of two: 4,096 orders stay under SQLite's 32,766 parameters of one statement.
         le=4096,
         description="Most commands in one journal transaction.",
     )

@@ -58,7 +58,6 @@ import contextlib
 import functools
 import hashlib
 import heapq
-import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -137,11 +136,10 @@ _CANDLES = cast(Table, TradingCandle.__table__)
 _BOOKS = cast(Table, TradingBook.__table__)  # Core statements: no ORM bulk-update pass per cycle
 CANDLE_VALUES = ("open", "high", "low", "close", "volume", "quote_volume", "trades")
 # Built once, so SQLAlchemy reuses its cache key; the IN lists are padded (repository.padded) so
-# that the database sees few distinct statements. (On PostgreSQL the writer sends the same lookup
-# written out, _known_orders_sql.) Each part
-# looks up exact keys of a unique index, so its plan is index probes (one query OR-ing account,
-# client id and nonce lists was planned as a sequential scan) when planned for the table as it is
-# (_CUSTOM_PLANS).
+# that the database sees few distinct statements. (On PostgreSQL the writer sends the lookup
+# with arrays, _known_orders_sql.) Each part looks up exact keys of a unique index, so its plan
+# is index probes (one query OR-ing account, client id and nonce lists was planned as a
+# sequential scan) when planned for the table as it is (_CUSTOM_PLANS).
 _KNOWN_ORDERS = union_all(
     select(_ORDERS).where(
         tuple_(_ORDERS.c.account, _ORDERS.c.client_order_id).in_(bindparam("client_ids", expanding=True))
@@ -155,10 +153,13 @@ _KNOWN_ORDERS = union_all(
 # statement while its tables were small (sequential scans) would stay in use as they grow,
 # until the next ANALYZE, and cost tens of milliseconds a cycle. A cycle runs each of its
 # statements once (many rows in one statement, see exchange.db.bulk), so each is planned
-# for its actual values instead. Set once on the writer's held connection (a round trip per
-# cycle less), and reset before the connection goes back to the pool.
-_CUSTOM_PLANS = "SET plan_cache_mode = force_custom_plan"
-_DEFAULT_PLANS = "RESET plan_cache_mode"
+# for its actual values instead. Nor are its statements given parallel workers: for a batch of
+# a hundred orders PostgreSQL plans the lookup of known orders with two, whose start took more
+# than the lookup itself (measured 21 ms against 6 ms for 160 orders). Set once on the writer's
+# held connection (a round trip per cycle less), and reset before the connection goes back to
+# the pool.
+_CUSTOM_PLANS = ("SET plan_cache_mode = force_custom_plan", "SET max_parallel_workers_per_gather = 0")
+_DEFAULT_PLANS = ("RESET plan_cache_mode", "RESET max_parallel_workers_per_gather")
 
 # The same lookups written out for an asyncpg connection (exchange.db.bulk.Raw): nothing for
 # SQLAlchemy to expand or compile each cycle.
@@ -167,32 +168,22 @@ _ORDER_COLUMN_NAMES = tuple(column.key for column in _ORDER_COLUMNS)
 
 
 @functools.cache
-def _known_orders_sql(dialect: Dialect, client_ids: int, nonces: int, hashes: int) -> str:
-    """The lookup of ``client_ids`` (account, client id) pairs, ``nonces`` (account, nonce) pairs
-    and ``hashes`` order hashes, its parameters in that order. Lists of keys, as SQLAlchemy
-    expands them: for this three-part lookup, semi-joins over unnested arrays cost PostgreSQL
-    twice the planning (measured; the balance read's one semi-join plans as fast as its list),
-    and the writer's statements are planned at every execution (_CUSTOM_PLANS). The lengths are
-    padded (repository.padded), so the texts are few.
+def _known_orders_sql(dialect: Dialect) -> str:
+    """The lookup of (account, client id) pairs, (account, nonce) pairs and order hashes, each
+    list as arrays: ``$1``/``$2`` accounts and client ids, ``$3``/``$4`` accounts and nonces,
+    ``$5`` hashes. One text whatever the batch, and semi-joins over the unnested arrays: an
+    expanded IN list costs PostgreSQL planning that grows with the list, and its bitmap scans
+    several times the index probes of a semi-join (measured on a journal of 224,000 orders:
+    32 orders 3.5 ms against 1.2 ms, 320 orders 21 ms against 8 ms).
     """
     quote = dialect.identifier_preparer.quote
     listed = ", ".join(quote(column.name) for column in _ORDERS.columns)
     # Identifiers are the table's own, quoted by the dialect; every value is a parameter.
     source = f"SELECT {listed} FROM {dialect.identifier_preparer.format_table(_ORDERS)}"  # noqa: S608
-    numbers = itertools.count(1)
-
-    def keys(count: int, width: int) -> str:
-        return ", ".join(
-            "(" + ", ".join(f"${next(numbers)}" for _ in range(width)) + ")"
-            if width > 1
-            else f"${next(numbers)}"
-            for _ in range(count)
-        )
-
     parts = (
-        f"(account, client_order_id) IN ({keys(client_ids, 2)})",
-        f"(account, nonce) IN ({keys(nonces, 2)})",
-        f"order_hash IN ({keys(hashes, 1)})",
+        "(account, client_order_id) IN (SELECT * FROM unnest($1::varchar[], $2::varchar[]))",
+        "(account, nonce) IN (SELECT * FROM unnest($3::varchar[], $4::varchar[]))",
+        "order_hash = ANY($5::varchar[])",
     )
     return " UNION ALL ".join(f"{source} WHERE {where}" for where in parts)
 
@@ -460,7 +451,8 @@ class MarketWriter:
             engine = bind if isinstance(bind, AsyncEngine) else bind.engine
             connection = await engine.connect()
             if connection.dialect.name == "postgresql":
-                await connection.exec_driver_sql(_CUSTOM_PLANS)
+                for setting in _CUSTOM_PLANS:
+                    await connection.exec_driver_sql(setting)
                 await connection.commit()
             self._connection = connection
         return self._connection
@@ -497,7 +489,8 @@ class MarketWriter:
                 await connection.invalidate()
             elif connection.dialect.name == "postgresql" and not connection.invalidated:
                 await connection.rollback()
-                await connection.exec_driver_sql(_DEFAULT_PLANS)
+                for setting in _DEFAULT_PLANS:
+                    await connection.exec_driver_sql(setting)
                 await connection.commit()
             await connection.close()
         except Exception:
@@ -612,25 +605,22 @@ class MarketWriter:
         """Orders already journaled that share an account's client order id or nonce, or an order hash."""
         if not places:
             return []
-        client_ids = {(intent.order.account, intent.order.client_order_id) for intent in places}
-        nonces = {(intent.order.account, intent.order.nonce) for intent in places}
-        hashes = {intent.order.order_hash for intent in places}
+        client_ids = sorted({(intent.order.account, intent.order.client_order_id) for intent in places})
+        nonces = sorted({(intent.order.account, intent.order.nonce) for intent in places})
+        hashes = sorted({intent.order.order_hash for intent in places})
         # Core rows, not ORM objects: the writer keeps its own OrderRow copies.
         if isinstance(db, bulk.Raw):
-            by_client_id, by_nonce, by_hash = padded(client_ids), padded(nonces), padded(hashes)
             nonce = _ORDERS.c.nonce
             rows: Sequence[Mapping[Any, Any]] = [
                 dict(zip(_ORDER_COLUMN_NAMES, values, strict=True))
                 for values in await bulk.fetch(
                     db,
-                    _known_orders_sql(db.dialect, len(by_client_id), len(by_nonce), len(by_hash)),
-                    *(value for pair in by_client_id for value in pair),
-                    *(
-                        value
-                        for account, number in by_nonce
-                        for value in (account, bulk.bind_value(nonce, db.dialect, number))
-                    ),
-                    *by_hash,
+                    _known_orders_sql(db.dialect),
+                    [account for account, _ in client_ids],
+                    [client_id for _, client_id in client_ids],
+                    [account for account, _ in nonces],
+                    [bulk.bind_value(nonce, db.dialect, number) for _, number in nonces],
+                    hashes,
                     columns=_ORDER_COLUMNS,
                 )
             ]

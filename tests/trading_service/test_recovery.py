@@ -133,12 +133,14 @@ async def test_the_writers_planning_setting_stays_on_its_connection(database_url
         pytest.skip("a PostgreSQL setting")
     _, writer, held, _ = await _one_order_placed(desk, 0xB8)
     assert await held.scalar(text("SHOW plan_cache_mode")) == "force_custom_plan"
+    assert await held.scalar(text("SHOW max_parallel_workers_per_gather")) == "0"
     await held.rollback()
     driver = (await held.get_raw_connection()).driver_connection
 
     await writer.stop()
     assert not driver.is_closed()  # back in the pool, for anyone: without the writer's setting
     assert await driver.fetchval("SHOW plan_cache_mode") == "auto"
+    assert await driver.fetchval("SHOW max_parallel_workers_per_gather") == "2"
 
 
 async def test_a_failed_cycle_writes_nothing_and_its_connection_is_not_reused(
