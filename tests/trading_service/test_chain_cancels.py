@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from exchange.trading import eip712
 from exchange.trading.chain_cancels import ChainCancellations
@@ -133,6 +133,25 @@ async def test_vault_cancellations_and_exits_take_orders_off_the_book(desk: Desk
     )
     assert await restarted.apply() == 0
     assert (await _order(desk, bob, fresh["id"]))["status"] == "open"
+
+
+async def test_a_pass_moves_past_the_events_it_does_not_follow(desk: Desk) -> None:
+    """Deposits, trades and the Vault's other events are read once: the next pass starts after
+    the newest event recorded, not after the last cancel or exit, however long ago that was."""
+    carol = await desk.member(embedded_account(5))
+    desk.deposit_quote_in_vault(carol, 100 * DOLLAR)
+    cancels = await _follow(desk)
+    async with desk.trading.sessionmaker() as session:
+        recorded = (
+            await session.execute(
+                select(ChainEvent.name, func.max(ChainEvent.id))
+                .where(ChainEvent.cursor_id == cancels.cursor_id)
+                .group_by(ChainEvent.name)
+            )
+        ).all()
+    assert "Deposited" in {name for name, _ in recorded}
+    assert cancels.after_id == max(newest for _, newest in recorded)
+    assert await cancels.apply() == 0
 
 
 async def _exit_states(desk: Desk, account: str) -> list[str]:
