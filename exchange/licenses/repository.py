@@ -683,14 +683,19 @@ async def credited_batch_events(
 
 
 def _credited_events(registry: Registry) -> Select[Any]:
-    return (
-        select(ChainEvent)
-        .join(IndexerCursor, IndexerCursor.cursor_id == ChainEvent.cursor_id)
+    # The registry's cursor as a value (its key is the registry): the events' index by cursor and
+    # state then serves the read, where a join let PostgreSQL scan every chain's events, the
+    # Vault's trades included.
+    cursor_id = (
+        select(IndexerCursor.cursor_id)
         .where(
             IndexerCursor.chain_id == registry.chain_id,
             IndexerCursor.registry_address == registry.address,
-            ChainEvent.state == EventState.CREDITED.value,
         )
+        .scalar_subquery()
+    )
+    return select(ChainEvent).where(
+        ChainEvent.cursor_id == cursor_id, ChainEvent.state == EventState.CREDITED.value
     )
 
 
