@@ -75,6 +75,36 @@ async def test_migrations_create_exactly_the_models(engine: AsyncEngine) -> None
     assert revision == head_revision()
 
 
+_INDEX_DEFINITIONS = {
+    "postgresql": "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'",
+    "sqlite": "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL",
+}
+
+
+async def _index_definitions(engine: AsyncEngine) -> dict[str, str]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(text(_INDEX_DEFINITIONS[engine.dialect.name]))
+        return {
+            name: " ".join(definition.split()) for name, definition in rows if not name.startswith("alembic_")
+        }
+
+
+async def test_migrations_create_the_models_indexes_with_their_predicates(
+    engine: AsyncEngine, empty_database_url: str
+) -> None:
+    # The comparison above does not look at a partial index's WHERE: compare the definitions.
+    declared = create_engine_for_url(empty_database_url)
+    try:
+        async with declared.begin() as connection:
+            await connection.run_sync(Base.metadata.create_all)
+        expected = await _index_definitions(declared)
+    finally:
+        await declared.dispose()
+    migrated = await _index_definitions(engine)
+    assert any(" WHERE " in definition for definition in migrated.values())
+    assert migrated == expected
+
+
 async def test_the_comparison_would_notice_a_missing_table(database_url: str) -> None:
     # Guards the test above: a schema that differs from the models must produce a difference.
     engine = create_engine_for_url(database_url)

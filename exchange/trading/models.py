@@ -129,6 +129,14 @@ class TradingOrder(Base):
         CheckConstraint(_in("time_in_force", TimeInForce), name="time_in_force_known"),
         CheckConstraint("sequence > 0", name="sequence_positive"),
         Index(None, "account", "market_id", "id"),
+        Index(None, "account", "id"),  # an account's orders, newest first, in every market
+        Index(  # its open ones (repository.orders_of writes the status out, so the plan can use it)
+            "ix_trading_orders_open_account_id",
+            "account",
+            "id",
+            postgresql_where=text("status = 'open'"),
+            sqlite_where=text("status = 'open'"),
+        ),
         Index(None, "market_id", "status"),
     )
 
@@ -199,6 +207,26 @@ class TradingFill(Base):
             "created_at",
             postgresql_where=text("settlement_state = 'failed'"),
             sqlite_where=text("settlement_state = 'failed'"),
+        ),
+        # The settler's reads and updates by batch and by settled order. Partial, so that the
+        # writer's insert of a pending fill (no batch yet) adds to neither.
+        Index(
+            "ix_trading_fills_batched_batch_id",
+            "batch_id",
+            postgresql_where=text("batch_id IS NOT NULL"),
+            sqlite_where=text("batch_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_trading_fills_settled_maker_order_id",
+            "maker_order_id",
+            postgresql_where=text("settlement_state = 'settled'"),
+            sqlite_where=text("settlement_state = 'settled'"),
+        ),
+        Index(
+            "ix_trading_fills_settled_taker_order_id",
+            "taker_order_id",
+            postgresql_where=text("settlement_state = 'settled'"),
+            sqlite_where=text("settlement_state = 'settled'"),
         ),
     )
 
@@ -288,6 +316,7 @@ class TradingWithdrawal(Base):
         UniqueConstraint("account", "nonce"),
         CheckConstraint(_in("status", WithdrawalStatus), name="status_known"),
         Index(None, "status", "expiry_unix"),
+        Index(None, "account", "id"),  # an account's withdrawals, newest first
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)

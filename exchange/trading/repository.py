@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import Table, bindparam, func, or_, select, tuple_
+from sqlalchemy import Table, bindparam, func, literal, or_, select, tuple_, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -264,7 +264,9 @@ async def orders_of(
     if market_id is not None:
         statement = statement.where(TradingOrder.market_id == market_id)
     if status is not None:
-        statement = statement.where(TradingOrder.status == status)
+        # Written into the statement, not bound: a plan made for any status (PostgreSQL's generic
+        # plan of a prepared statement) cannot use the index of open orders, whose WHERE names one.
+        statement = statement.where(TradingOrder.status == literal(status, literal_execute=True))
     if side is not None:
         statement = statement.where(TradingOrder.side == side)
     if before_id is not None:
@@ -275,14 +277,22 @@ async def orders_of(
 async def fills_of(
     session: AsyncSession, account: str, *, market_id: str | None, before_id: int | None, limit: int
 ) -> list[TradingFill]:
-    """Fills in which ``account`` was maker or taker, newest first."""
-    statement = select(TradingFill).where(
-        or_(TradingFill.maker_account == account, TradingFill.taker_account == account)
-    )
-    if market_id is not None:
-        statement = statement.where(TradingFill.market_id == market_id)
-    if before_id is not None:
-        statement = statement.where(TradingFill.id < before_id)
+    """Fills in which ``account`` was maker or taker, newest first.
+
+    The newest ``limit`` as maker and the newest ``limit`` as taker, each read backwards along
+    its account's index, then merged: one condition OR-ing both roles can follow neither index
+    in id order, and read every fill of the account (or, for an account whose fills are old,
+    the whole table backwards) to find the newest.
+    """
+    newest = []
+    for role in (TradingFill.maker_account, TradingFill.taker_account):
+        ids = select(TradingFill.id).where(role == account)
+        if market_id is not None:
+            ids = ids.where(TradingFill.market_id == market_id)
+        if before_id is not None:
+            ids = ids.where(TradingFill.id < before_id)
+        newest.append(select(ids.order_by(TradingFill.id.desc()).limit(limit).subquery().c.id))
+    statement = select(TradingFill).where(TradingFill.id.in_(union_all(*newest)))
     return list((await session.scalars(statement.order_by(TradingFill.id.desc()).limit(limit))).all())
 
 

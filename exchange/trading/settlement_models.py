@@ -145,6 +145,7 @@ class SettlementBatch(Base):
             sqlite_where=text(_OPEN_BATCH_PREDICATE),
         ),
         Index(None, "state", "id"),
+        Index(None, "vault", "id"),  # a vault's newest batch (settlement_repository.newest_batch)
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)

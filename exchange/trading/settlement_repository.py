@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, NamedTuple, cast
 
 from eth_utils.crypto import keccak
-from sqlalchemy import CursorResult, func, or_, select, update
+from sqlalchemy import CursorResult, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.db.base import utc_now
@@ -240,7 +240,9 @@ async def settled_amounts(session: AsyncSession, order_ids: Iterable[int]) -> di
     rows = (
         await session.execute(
             select(TradingFill.maker_order_id, TradingFill.taker_order_id, TradingFill.amount_base).where(
-                TradingFill.settlement_state == SettlementState.SETTLED,
+                # Written into the statement, so that every plan can use the partial indexes of
+                # settled fills by order (a bound state would allow a plan made for any state).
+                TradingFill.settlement_state == literal(SettlementState.SETTLED.value, literal_execute=True),
                 or_(TradingFill.maker_order_id.in_(ids), TradingFill.taker_order_id.in_(ids)),
             )
         )
