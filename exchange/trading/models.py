@@ -216,17 +216,14 @@ class TradingFill(Base):
             postgresql_where=text("batch_id IS NOT NULL"),
             sqlite_where=text("batch_id IS NOT NULL"),
         ),
-        Index(
-            "ix_trading_fills_settled_maker_order_id",
-            "maker_order_id",
-            postgresql_where=text("settlement_state = 'settled'"),
-            sqlite_where=text("settlement_state = 'settled'"),
-        ),
-        Index(
-            "ix_trading_fills_settled_taker_order_id",
-            "taker_order_id",
-            postgresql_where=text("settlement_state = 'settled'"),
-            sqlite_where=text("settlement_state = 'settled'"),
+        *(
+            Index(
+                f"ix_trading_fills_settled_{role}_order_id",
+                f"{role}_order_id",
+                postgresql_where=text("settlement_state = 'settled'"),
+                sqlite_where=text("settlement_state = 'settled'"),
+            )
+            for role in ("maker", "taker")
         ),
     )
 
