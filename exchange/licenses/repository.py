@@ -683,9 +683,11 @@ async def credited_batch_events(
 
 
 def _credited_events(registry: Registry) -> Select[Any]:
-    # The registry's cursor as a value (its key is the registry): the events' index by cursor and
-    # state then serves the read, where a join let PostgreSQL scan every chain's events, the
-    # Vault's trades included.
+    # The registry's cursor as a value (its key is the registry) rather than a join: the events
+    # of other cursors (the Vault's trades, most of the table) are passed over on their cursor id
+    # before their JSON arguments are read. Measured on 200,000 events, 20,000 of the registry:
+    # 280 ms before, 89 ms now for a batch's events. It is still a sequential scan: PostgreSQL
+    # plans without the subquery's value.
     cursor_id = (
         select(IndexerCursor.cursor_id)
         .where(
