@@ -88,7 +88,7 @@ class ChainCancellations:
         self.trading = trading
         self.sessionmaker = sessionmaker
         self.cursor_id = cursor_id
-        self.after_id = 0  # the last chain_events id taken in
+        self.after_id = 0  # the chain_events id the next pass reads after (see apply)
         self.cancelled_hashes: set[str] = set()
         self.min_nonces: dict[str, int] = {}
         self.exiting: set[str] = set()
@@ -148,11 +148,14 @@ class ChainCancellations:
         """Take in the events recorded since the last call and cancel what they doom; how many orders."""
         async with self.sessionmaker() as session:
             self._holds_due |= await self._exits_now_credited(session)
-            # The newest row of the cursor first, then the events up to it: the next pass starts
-            # after every row read now, not after the last event taken in. Most of the Vault's
-            # events are trades, and each pass would otherwise read again every trade since the
-            # last cancel or exit. (Read before the events, so a row recorded in between waits for
-            # the next pass instead of being passed over.)
+            # The newest row of the cursor first, then the followed events up to it: the next pass
+            # starts after every row read now, not after the last event taken in. Most of the
+            # Vault's events are trades, and each pass would otherwise read again every trade since
+            # the last cancel or exit. (Read before the events, so a row recorded in between waits
+            # for the next pass instead of being passed over.) A followed event whose block left
+            # the chain (orphaned, or reversed) after the last one taken in holds the next pass
+            # just before it: its block may come back, and the indexer then sets the same row
+            # back to seen.
             newest = await session.scalar(
                 select(func.max(ChainEvent.id)).where(
                     ChainEvent.cursor_id == self.cursor_id, ChainEvent.id > self.after_id
@@ -166,16 +169,20 @@ class ChainCancellations:
                         ChainEvent.id > self.after_id,
                         ChainEvent.id <= (newest or self.after_id),
                         ChainEvent.name.in_(EVENTS),
-                        ChainEvent.state.not_in(_GONE),
                     )
                     .order_by(ChainEvent.id)
                 )
             ).all()
+            held: int | None = None  # the first gone event after the last one taken in
             for event in events:
+                if event.state in _GONE:
+                    held = event.id if held is None else held
+                    continue
+                held = None
                 if self._take(event):
                     self._holds_due.add(str(event.args["account"]))
                 self._sweep_due = True
-            self.after_id = newest or self.after_id
+            self.after_id = held - 1 if held is not None else newest or self.after_id
             await self._update_exit_holds(session, self._holds_due)
             self._holds_due = set()  # only once read: a failed pass reads them on the next
         if not self._sweep_due:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from exchange.trading import eip712
 from exchange.trading.chain_cancels import ChainCancellations
@@ -152,6 +152,34 @@ async def test_a_pass_moves_past_the_events_it_does_not_follow(desk: Desk) -> No
     assert "Deposited" in {name for name, _ in recorded}
     assert cancels.after_id == max(newest for _, newest in recorded)
     assert await cancels.apply() == 0
+
+
+async def test_an_event_whose_block_comes_back_is_taken_in_then(desk: Desk) -> None:
+    """A followed event orphaned by a reorganisation is passed over, but the next pass starts
+    before it, however many events came after: when its block comes back (the indexer sets the
+    same row back to seen), it is taken in."""
+    alice = await desk.member(0x83)
+    _send(desk, alice.account, "cancelOrdersBelowNonce", 1_000_100)
+    carol = await desk.member(embedded_account(5))
+    desk.deposit_quote_in_vault(carol, 100 * DOLLAR)  # events after it
+    indexer = desk.app.state.settlement.indexer
+    await indexer.catch_up()
+    cancels = ChainCancellations(desk.trading, desk.trading.sessionmaker, await indexer.cursor_id())
+
+    async def set_state(state: str) -> None:
+        async with desk.trading.sessionmaker() as session, session.begin():
+            await session.execute(
+                update(ChainEvent)
+                .where(ChainEvent.cursor_id == cancels.cursor_id, ChainEvent.name == "NonceCancelled")
+                .values(state=state)
+            )
+
+    await set_state("orphaned")
+    await cancels.apply()
+    assert alice.address not in cancels.min_nonces
+    await set_state("seen")
+    await cancels.apply()
+    assert cancels.min_nonces[alice.address] == 1_000_100
 
 
 async def _exit_states(desk: Desk, account: str) -> list[str]:
