@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 
 from exchange.trading.models import OrderStatus, TradingFill, TradingOrder
 from tests.trading_service.desk import Desk, Trader
@@ -49,16 +49,17 @@ async def test_own_orders_and_trades_page_newest_first_whatever_the_page_size(de
             ).all()
         orders = [str(order_id) for order_id, _ in rows]
         open_orders = [str(order_id) for order_id, status in rows if status == OrderStatus.OPEN.value]
-        # Both roles, and more of each than a page: the pages merge the two.
+        # Both roles, and more of each than the small pages: the pages merge the two.
         async with desk.trading.sessionmaker() as session:
-            as_maker = await session.scalar(
-                select(TradingFill.id).where(TradingFill.maker_account == trader.address).limit(1)
-            )
-        assert as_maker is not None
-        assert len(trades) > 7
+            roles = [
+                await session.scalar(select(func.count()).select_from(TradingFill).where(role == address))
+                for role in (TradingFill.maker_account, TradingFill.taker_account)
+            ]
+        assert min(roles) > 5, roles
         assert 0 < len(open_orders) < len(orders)
-        for limit in (1, 3, 7, 500):
+        for limit in (1, 2, 5, 500):
             assert await _pages(desk, trader, "/v1/account/trades", limit) == trades
+            # The one market the flow trades in (the desk has no other).
             assert await _pages(desk, trader, "/v1/account/trades", limit, market="BPC-TUSD") == trades
             assert await _pages(desk, trader, "/v1/orders", limit) == orders
             assert await _pages(desk, trader, "/v1/orders", limit, status="open") == open_orders
