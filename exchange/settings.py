@@ -333,9 +333,12 @@ class Settings(BaseSettings):
     trading_max_batch: int = Field(
         default=2000,
         ge=1,
-        # On SQLite a batch's identity lookup binds five values per order, its lists padded to a
-        # power of two: 4,096 orders stay under SQLite's 32,766 parameters of one statement.
-        le=4096,
+        # On SQLite a cycle's balance read binds two values per (account, token) key, its keys
+        # padded to a power of two: 2,048 orders of as many accounts, the 256 makers the read
+        # looks ahead to and the fee account make 4,610 keys, padded to 8,192: 16,384 parameters,
+        # under the 32,766 of one statement SQLite allows by default (the lookup of journaled
+        # orders binds five per order, padded: 10,240).
+        le=2048,
         description="Most commands in one journal transaction.",
     )
     trading_checkpoint_every: int = Field(
