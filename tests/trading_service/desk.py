@@ -185,6 +185,22 @@ class Desk:
         head: dict[str, Any] = reply.json()
         return head
 
+    async def listed(
+        self, trader: Trader, path: str, *, limit: int = 500, **params: Any
+    ) -> list[dict[str, Any]]:
+        """Every item of ``trader``'s cursor-paginated list at ``path``, page by page of at most ``limit``."""
+        items: list[dict[str, Any]] = []
+        query: dict[str, Any] = {"limit": limit, **params}
+        while True:
+            reply = await self.client.get(path, params=query, headers=trader.headers)
+            assert reply.status_code == 200, reply.text
+            page = reply.json()
+            assert len(page["items"]) <= limit
+            items.extend(page["items"])
+            if page["next_cursor"] is None:
+                return items
+            query["cursor"] = page["next_cursor"]
+
     async def balances(self, trader: Trader) -> dict[str, dict[str, int]]:
         reply = await self.client.get("/v1/account/balances", headers=trader.headers)
         assert reply.status_code == 200, reply.text

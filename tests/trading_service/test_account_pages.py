@@ -9,23 +9,11 @@ from sqlalchemy import func, or_, select
 
 from exchange.trading.models import OrderStatus, TradingFill, TradingOrder
 from tests.trading_service.desk import Desk, Trader
-from tests.trading_service.test_market_data import _random_flow
-
-FLOW_TRADERS = (0x61, 0x62)  # the keys of _random_flow's traders
+from tests.trading_service.test_market_data import FLOW_TRADERS, _random_flow
 
 
-async def _pages(desk: Desk, trader: Trader, path: str, limit: int, **params: Any) -> list[str]:
-    ids: list[str] = []
-    query: dict[str, Any] = {"limit": limit, **params}
-    while True:
-        reply = await desk.client.get(path, params=query, headers=trader.headers)
-        assert reply.status_code == 200, reply.text
-        page = reply.json()
-        assert len(page["items"]) <= limit
-        ids.extend(item["id"] for item in page["items"])
-        if page["next_cursor"] is None:
-            return ids
-        query["cursor"] = page["next_cursor"]
+async def _ids(desk: Desk, trader: Trader, path: str, limit: int, **params: Any) -> list[str]:
+    return [item["id"] for item in await desk.listed(trader, path, limit=limit, **params)]
 
 
 async def test_own_orders_and_trades_page_newest_first_whatever_the_page_size(desk: Desk) -> None:
@@ -43,23 +31,22 @@ async def test_own_orders_and_trades_page_newest_first_whatever_the_page_size(de
             rows = (
                 await session.execute(
                     select(TradingOrder.id, TradingOrder.status)
-                    .where(TradingOrder.account == trader.address)
+                    .where(TradingOrder.account == address)
                     .order_by(TradingOrder.id.desc())
                 )
             ).all()
-        orders = [str(order_id) for order_id, _ in rows]
-        open_orders = [str(order_id) for order_id, status in rows if status == OrderStatus.OPEN.value]
-        # Both roles, and more of each than the small pages: the pages merge the two.
-        async with desk.trading.sessionmaker() as session:
+            # Both roles, and more of each than the small pages: the pages merge the two.
             roles = [
                 await session.scalar(select(func.count()).select_from(TradingFill).where(role == address))
                 for role in (TradingFill.maker_account, TradingFill.taker_account)
             ]
         assert min(roles) > 5, roles
+        orders = [str(order_id) for order_id, _ in rows]
+        open_orders = [str(order_id) for order_id, status in rows if status == OrderStatus.OPEN.value]
         assert 0 < len(open_orders) < len(orders)
         for limit in (1, 2, 5, 500):
-            assert await _pages(desk, trader, "/v1/account/trades", limit) == trades
+            assert await _ids(desk, trader, "/v1/account/trades", limit) == trades
             # The one market the flow trades in (the desk has no other).
-            assert await _pages(desk, trader, "/v1/account/trades", limit, market="BPC-TUSD") == trades
-            assert await _pages(desk, trader, "/v1/orders", limit) == orders
-            assert await _pages(desk, trader, "/v1/orders", limit, status="open") == open_orders
+            assert await _ids(desk, trader, "/v1/account/trades", limit, market="BPC-TUSD") == trades
+            assert await _ids(desk, trader, "/v1/orders", limit) == orders
+            assert await _ids(desk, trader, "/v1/orders", limit, status="open") == open_orders

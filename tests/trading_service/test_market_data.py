@@ -24,12 +24,12 @@ from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
 
 TICK = 10**4  # the test market's tick (Vault price units)
 LOT = 10**15
+FLOW_TRADERS = (0x61, 0x62)  # the keys of _random_flow's traders
 
 
 async def _traders(desk: Desk) -> tuple[Trader, Trader]:
     market = desk.market
-    alice = await desk.member(0x61)
-    bob = await desk.member(0x62)
+    alice, bob = [await desk.member(key) for key in FLOW_TRADERS]
     for trader in (alice, bob):
         await desk.deposit(trader, market["base"], 1_000 * WHOLE)
         await desk.deposit(trader, market["quote"], 100_000 * DOLLAR)

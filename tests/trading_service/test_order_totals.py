@@ -12,23 +12,10 @@ from exchange.db.migrate import alembic_config
 from exchange.settings import Settings
 from exchange.trading.amounts import PRICE_SCALE_BASE
 from tests.trading_service.conftest import start_desk
-from tests.trading_service.desk import Desk, Trader
-from tests.trading_service.test_market_data import _random_flow
+from tests.trading_service.desk import Desk
+from tests.trading_service.test_market_data import FLOW_TRADERS, _random_flow
 
 BEFORE_TOTALS = "e2b7c9d41a56"  # the revision before the order rows kept their fill totals
-FLOW_TRADERS = (0x61, 0x62)  # the keys of _random_flow's traders
-
-
-async def _everything(desk: Desk, trader: Trader, path: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    params: dict[str, Any] = {"limit": 500}
-    while True:
-        reply = await desk.client.get(path, params=params, headers=trader.headers)
-        assert reply.status_code == 200, reply.text
-        items.extend(reply.json()["items"])
-        if reply.json()["next_cursor"] is None:
-            return items
-        params["cursor"] = reply.json()["next_cursor"]
 
 
 def _expected(order: dict[str, Any], trades: list[dict[str, Any]]) -> dict[str, Any]:
@@ -53,7 +40,7 @@ async def _orders_and_trades(desk: Desk) -> list[tuple[list[dict[str, Any]], lis
     """Each of the random flow's traders' orders and trades, as they list them."""
     traders = [await desk.member(key, admit=False) for key in FLOW_TRADERS]
     return [
-        (await _everything(desk, trader, "/v1/orders"), await _everything(desk, trader, "/v1/account/trades"))
+        (await desk.listed(trader, "/v1/orders"), await desk.listed(trader, "/v1/account/trades"))
         for trader in traders
     ]
 
