@@ -65,11 +65,23 @@ def is_valid_signature(
         return True
     if w3 is None:
         return False
+    return wallet_accepts(w3, signer, eip191_hash(message), signature, block=block)
+
+
+def wallet_accepts(
+    w3: Web3, wallet: str, digest: bytes, signature: bytes, *, block: BlockIdentifier = "latest"
+) -> bool:
+    """True when `wallet` is a contract on `w3` at `block` whose ``isValidSignature(digest,
+    signature)`` (ERC-1271) answers the magic value within ``ERC1271_GAS_CAP`` gas.
+
+    An address without code, a wallet that reverts, answers anything else or runs out of gas
+    accepts nothing; a node that cannot be reached raises ``ChainUnavailable``."""
+    wallet = Web3.to_checksum_address(wallet)
     try:
-        if not w3.eth.get_code(signer, block_identifier=block):
+        if not w3.eth.get_code(wallet, block_identifier=block):
             return False
-        wallet = w3.eth.contract(address=signer, abi=_ERC1271_ABI)
-        magic = wallet.functions.isValidSignature(eip191_hash(message), signature).call(
+        contract = w3.eth.contract(address=wallet, abi=_ERC1271_ABI)
+        magic = contract.functions.isValidSignature(digest, signature).call(
             {"gas": ERC1271_GAS_CAP}, block_identifier=block
         )
     except (ContractLogicError, TransactionFailed, BadFunctionCallOutput):
@@ -81,7 +93,7 @@ def is_valid_signature(
             return False
         raise
     except OSError as exc:
-        raise ChainUnavailable(f"cannot ask wallet {signer}: {exc}") from exc
+        raise ChainUnavailable(f"cannot ask wallet {wallet}: {exc}") from exc
     return bytes(magic) == ERC1271_MAGIC
 
 

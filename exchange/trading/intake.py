@@ -9,10 +9,13 @@ Checks, in order, each refusing with a ``ValidationFailed`` (422) or
    the amount a lot multiple of at least the minimum size;
 4. the order is still valid ``expiry_margin_s`` from now (it must outlive settlement);
 5. the fee cap covers the market's maker and taker fees;
-6. the signature is well formed (65 bytes, low ``s``) and recovers to the maker,
-   and the maker is the signed-in account;
+6. the signature is at most ``MAX_SIGNATURE_BYTES``, the maker is the signed-in
+   account, and the signature is the maker's key's (65 bytes, low ``s``, recovering
+   to the maker); one that is not can only be a contract wallet's (ERC-1271), and
+   the order says so (``CheckedOrder.wallet_check``).
 
-Membership (cached chain reads) is checked by the service, and what needs the
+Membership (cached chain reads) and a contract wallet's signature (its
+``isValidSignature`` asked on chain) are checked by the service, and what needs the
 journal — unused nonce and client order id, and the funds reservation — by the
 writer, in the same transaction that journals the order.
 
@@ -37,6 +40,7 @@ from exchange.trading.markets import MarketSpec
 from exchange.trading.models import TimeInForce as StoredTimeInForce
 from exchange.trading.problems import FieldRefused
 from exchange.trading.signing import (
+    MAX_SIGNATURE_BYTES,
     OrderDigester,
     OrderFields,
     canonical_signature,
@@ -139,6 +143,10 @@ class CheckedOrder:
     signature: str  # 0x-hex
     reserve_token: str
     reserve_amount: int
+    # None: the maker's key signed. Else why the signature is not its key's: only the maker as
+    # a contract wallet can still accept it (ERC-1271), and the service must ask it before the
+    # order is queued, as the Vault will ask it at settlement.
+    wallet_check: str | None = None
 
 
 def buy_reservation(amount_base: int, price_quote: int, max_fee_bps: int) -> int:
@@ -215,9 +223,11 @@ def check_order(
         )
     if order.side not in ("buy", "sell"):
         raise OrderRefused("side must be buy or sell", extra={"field": "side"})
-    problem = signature_problem(order.signature)
-    if problem is not None:
-        raise InvalidSignature(problem, extra={"field": "signature"})
+    if not 0 < len(order.signature) <= MAX_SIGNATURE_BYTES:
+        raise InvalidSignature(
+            f"a signature is 1 to {MAX_SIGNATURE_BYTES} bytes (65 for a key's), got {len(order.signature)}",
+            extra={"field": "signature"},
+        )
     side = Side.BUY if order.side == "buy" else Side.SELL
     fields = OrderFields(
         maker=order.maker,
@@ -231,13 +241,18 @@ def check_order(
         expiry_unix=order.expiry_unix,
     )
     digest = digester.digest(fields)
-    signer = recover_signer(digest, order.signature)
+    problem = signature_problem(order.signature)
     maker = order.maker.lower()
-    if signer != maker:
-        raise InvalidSignature(
-            f"the signature does not recover to the maker {order.maker} for this order in this Vault",
-            extra={"field": "signature"},
+    if problem is None and recover_signer(digest, order.signature) == maker:
+        wallet_check = None
+        signature = canonical_signature(order.signature)  # as the Vault will check it
+    else:
+        wallet_check = problem or (
+            f"the signature does not recover to the maker {order.maker} for this order in this Vault"
         )
+        if maker != account.lower():  # no wallet of anybody else's is asked anything
+            raise InvalidSignature(wallet_check, extra={"field": "signature"})
+        signature = order.signature  # the wallet's own, as it is
     if maker != account.lower():
         raise NotOrderMaker(f"signed in as {account}: you may only place orders made by yourself")
     if side is Side.SELL:
@@ -260,7 +275,8 @@ def check_order(
         nonce=order.nonce,
         expiry_unix=order.expiry_unix,
         order_hash="0x" + digest.hex(),
-        signature="0x" + canonical_signature(order.signature).hex(),  # as the Vault will check it
+        signature="0x" + signature.hex(),
         reserve_token=reserve_token,
         reserve_amount=reserve_amount,
+        wallet_check=wallet_check,
     )

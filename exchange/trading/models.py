@@ -43,6 +43,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from exchange.db.base import Base, utc_now
 from exchange.db.types import SignedWeiAmount, WeiAmount
+from exchange.trading.signing import MAX_SIGNATURE_BYTES
 
 ADDRESS = String(42)
 LEDGER_ACCOUNT = String(64)  # an EIP-55 address, or a system account such as "vault:external"
@@ -153,7 +154,8 @@ class TradingOrder(Base):
     nonce: Mapped[int] = mapped_column(WeiAmount)  # uint64: beyond BIGINT
     expiry_unix: Mapped[int] = mapped_column(WeiAmount)  # uint64
     order_hash: Mapped[str] = mapped_column(HASH32)
-    signature: Mapped[str] = mapped_column(String(134))  # 0x + 65 bytes (longer for ERC-1271 wallets)
+    # 0x-hex: a key's 65 bytes, or a contract wallet's (ERC-1271) up to MAX_SIGNATURE_BYTES
+    signature: Mapped[str] = mapped_column(String(2 + 2 * MAX_SIGNATURE_BYTES))
     time_in_force: Mapped[str] = mapped_column(String(3))
     # --- state --------------------------------------------------------------------------------------
     status: Mapped[str] = mapped_column(String(8))

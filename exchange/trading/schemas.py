@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from exchange.api.problems import Problem
+from exchange.trading.signing import MAX_SIGNATURE_BYTES
 
 Uint = Annotated[
     str,
@@ -141,8 +142,12 @@ class PlaceOrderIn(_Strict):
     order: SignedOrderIn
     signature: str = Field(
         pattern=r"^0x[0-9a-fA-F]*$",
-        max_length=2 + 2 * 65,
-        description="The maker's 65-byte signature, 0x-hex.",
+        max_length=2 + 2 * MAX_SIGNATURE_BYTES,
+        description=(
+            "The maker's signature of the order, 0x-hex: its key's 65 bytes (r, s, v), or, for a "
+            f"contract wallet, whatever its ERC-1271 isValidSignature accepts (up to {MAX_SIGNATURE_BYTES} "
+            "bytes; the wallet is asked when the order is placed, and by the Vault at settlement)."
+        ),
     )
 
 

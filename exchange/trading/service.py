@@ -48,7 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from web3 import EthereumTesterProvider, Web3
 
 from exchange.chain.runtime import ChainRuntime
-from exchange.chain.signatures import recover_signer
+from exchange.chain.signatures import recover_signer, wallet_accepts
 from exchange.db.engine import create_db_engine, create_sessionmaker
 from exchange.kit.errors import ChainUnavailable, DomainError, Forbidden, NotFound, RateLimited
 from exchange.kit.logging import get_logger
@@ -60,7 +60,7 @@ from exchange.trading.eip712 import WithdrawalAuthorisation, withdrawal_hash, wi
 from exchange.trading.feed import MarketFeed
 from exchange.trading.fill_notices import FailedFillListener
 from exchange.trading.idempotency import IdempotencyStore
-from exchange.trading.intake import CheckedOrder, SignedOrderInput, check_order
+from exchange.trading.intake import CheckedOrder, InvalidSignature, SignedOrderInput, check_order
 from exchange.trading.intents import (
     CancelAllIntent,
     CancelIntent,
@@ -368,29 +368,51 @@ class TradingService:
         market.writer.enqueue(intent)
         return intent.future
 
-    def _check_and_queue(
-        self, account: str, order: SignedOrderInput, now_unix: int
-    ) -> asyncio.Future[Placed]:
-        return self._queue(*self._checked(account, order, now_unix))
-
     async def place_order(self, account: str, order: SignedOrderInput) -> Placed:
         market, checked = self._checked(account, order, int(time.time()))
         await self.require_active_member(account)
+        await self._require_wallet_signature(checked)
         return await self._queue(market, checked)
+
+    async def _require_wallet_signature(self, checked: CheckedOrder) -> None:
+        """The order of a contract wallet (a signature that is not the maker's key's): the wallet
+        must accept it now (ERC-1271), as the Vault will ask it at settlement; else refused.
+
+        One chain call per such order (after the membership check, and only for the signed-in
+        account's own wallet); orders signed by the maker's key never come here."""
+        reason = checked.wallet_check
+        if reason is None:
+            return
+        wallet, w3 = checked.account, self.runtime.w3
+        digest = bytes.fromhex(checked.order_hash.removeprefix("0x"))
+        signature = bytes.fromhex(checked.signature.removeprefix("0x"))
+        if not await self.chain.run(lambda: wallet_accepts(w3, wallet, digest, signature)):
+            raise InvalidSignature(
+                f"{reason}, nor does {wallet} accept it as a contract wallet (ERC-1271)",
+                extra={"field": "signature"},
+            )
 
     async def place_orders(self, account: str, orders: list[SignedOrderInput]) -> list[Placed | DomainError]:
         """Place each of ``orders`` as :meth:`place_order` would; one refusal does not stop the others.
 
-        Membership is checked once, for the whole batch. Every order that passes its
-        checks is queued before any outcome is awaited, with no await in between, so
-        the batch enters its market's journal in the order given (usually in one cycle).
+        Membership is checked once, for the whole batch, and contract wallets' signatures
+        before anything is queued. Every order that passes its checks is queued before
+        any outcome is awaited, with no await in between, so the batch enters its
+        market's journal in the order given (usually in one cycle).
         The outcomes come back in that order: the placed order, or the refusal.
         """
         await self.require_active_member(account)
         now_unix = int(time.time())
+        checked = [batch_item(self._checked, account, order, now_unix) for order in orders]
+        for index, item in enumerate(checked):  # contract wallets are asked before anything is queued
+            if not isinstance(item, DomainError):
+                try:
+                    await self._require_wallet_signature(item[1])
+                except DomainError as refusal:
+                    checked[index] = refusal
         outcomes: list[Placed | DomainError | asyncio.Future[Placed]] = []
-        for order in orders:  # an order refused or failing here stops itself only
-            outcomes.append(batch_item(self._check_and_queue, account, order, now_unix))
+        for item in checked:  # an order refused or failing here stops itself only
+            outcomes.append(item if isinstance(item, DomainError) else batch_item(self._queue, *item))
         waiting = [outcome for outcome in outcomes if isinstance(outcome, asyncio.Future)]
         await asyncio.gather(*waiting, return_exceptions=True)  # cancelled with the request, like submit
         return [_outcome(outcome) for outcome in outcomes]

@@ -9,9 +9,11 @@ ten 32-byte words — and recovers the signer with libsecp256k1 (coincurve), the
 backend eth-keys itself uses. A test holds the digests equal to ``eip712``'s
 and to the contract's for random orders.
 
-Signatures are refused as the Vault's OpenZeppelin ``ECDSA`` refuses them:
-anything but 65 bytes, ``v`` other than 27/28 (0/1 accepted and normalised),
-``r`` or ``s`` zero or out of range, and malleable high-``s`` signatures.
+A key's signature is taken as the Vault's OpenZeppelin ``ECDSA`` takes it: 65
+bytes, ``v`` 27/28 (0/1 accepted and normalised), ``r`` and ``s`` in range, and no
+malleable high-``s`` form (:func:`signature_problem` says what is wrong). Anything
+else can only be a contract wallet's (ERC-1271), which the service asks on chain, as
+the Vault does at settlement.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from sha3 import keccak_256  # type: ignore[import-untyped]  # safe-pysha3 ships
 
 from exchange.trading.eip712 import DOMAIN_NAME, DOMAIN_VERSION, ORDER_TYPE, VaultOrder
 
+# The longest order signature taken: a contract wallet's (ERC-1271) may be anything its
+# isValidSignature reads, such as a Safe's 65 bytes per owner (31 owners fit).
+MAX_SIGNATURE_BYTES = 2048
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _HALF_N = SECP256K1_N // 2
 

@@ -18,16 +18,15 @@ from fastapi import FastAPI
 from sqlalchemy import event, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from web3 import Web3
 
 from exchange.auth import repository
 from exchange.auth.models import AuthNonce, AuthSession
 from exchange.auth.siwe import SiweMessage
-from exchange.chain.compiler import compile_contracts
 from exchange.chain.runtime import ChainRuntime
 from exchange.main import build_app
 from exchange.settings import Settings
 from tests.support.auth import embedded_account, signed_login
+from tests.support.wallets import deploy_wallet
 
 STRICT_BURST = 3
 
@@ -228,10 +227,7 @@ async def test_a_domain_not_on_this_machine_is_signed_in_to_over_https_only(
 
 def _erc1271_wallet(chain: ChainRuntime, owner: str) -> str:
     """The address of a contract wallet on ``chain`` that takes ``owner``'s signatures as its own."""
-    artifact = compile_contracts()["ERC1271Wallet"]
-    factory = chain.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-    sent = factory.constructor(owner).transact({"from": embedded_account(0).address})
-    return Web3.to_checksum_address(str(chain.w3.eth.wait_for_transaction_receipt(sent)["contractAddress"]))
+    return str(deploy_wallet(chain.w3, "ERC1271Wallet", owner, sender=embedded_account(0).address).address)
 
 
 async def test_a_made_up_nonce_costs_no_chain_call(

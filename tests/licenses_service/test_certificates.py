@@ -9,10 +9,8 @@ from typing import Any
 import httpx
 import pytest
 from eth_account.signers.local import LocalAccount
-from web3 import Web3
 from web3.contract import Contract
 
-from exchange.chain.compiler import compile_contracts
 from exchange.chain.pool import PoolChain, Tier
 from exchange.chain.signatures import eip191_hash
 from exchange.licenses import routes
@@ -20,6 +18,7 @@ from exchange.licenses.barcodes import decode_one
 from exchange.licenses.certificates import Certificate
 from tests.chain.nodes import advance_time
 from tests.licenses_service.conftest import BPC, Service, account, licensed_member
+from tests.support.wallets import act_as, deploy_wallet
 
 
 def now(service: Service) -> int:
@@ -198,18 +197,11 @@ async def test_an_expelled_holders_certificate_fails_before_its_licence_is_revok
 def licensed_wallet(pool: PoolChain, contract: str, owner: str) -> tuple[Contract, int]:
     """A test wallet (`contract`, owned by `owner`) deployed on `pool`'s chain, admitted as a
     non-profit member, holding the (free) licence it took itself; and the block it was deployed at."""
-    w3 = pool.w3
-    artifact = compile_contracts()[contract]
-    factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-    receipt = w3.eth.wait_for_transaction_receipt(factory.constructor(owner).transact({"from": owner}))
-    address = Web3.to_checksum_address(str(receipt["contractAddress"]))
-    wallet = w3.eth.contract(address=address, abi=artifact.abi)
-    pool.admit(address, Tier.NON_PROFIT)
-    acquire = pool.gate.contract.encode_abi("acquire", [0])
-    w3.eth.wait_for_transaction_receipt(
-        wallet.functions.execute(pool.gate.address, acquire).transact({"from": owner})
-    )
-    return wallet, int(receipt["blockNumber"])
+    wallet = deploy_wallet(pool.w3, contract, owner)
+    deployed = int(pool.w3.eth.block_number)
+    pool.admit(wallet.address, Tier.NON_PROFIT)
+    act_as(wallet, owner, pool.gate.contract, "acquire", 0)
+    return wallet, deployed
 
 
 async def test_contract_wallets_sign_through_erc1271(licensing: Service) -> None:

@@ -31,13 +31,14 @@ MAX_FEE_BPS = 30
 
 @dataclass
 class Trader:
-    key: LocalAccount
+    key: LocalAccount  # signs the orders
     nonce: int = 0
     orders: list[VaultOrder] = field(default_factory=list)
+    wallet: str | None = None  # the maker, when it is a contract wallet the key signs for (ERC-1271)
 
     @property
     def address(self) -> str:
-        return str(self.key.address)
+        return self.wallet or str(self.key.address)
 
     def order(
         self, market: MarketSpec, side: OrderSide, price_quote: int, amount_base: int, *, tif: str = "GTC"

@@ -23,11 +23,13 @@ from web3.middleware import Web3Middleware
 from web3.types import RPCEndpoint, RPCResponse, TxReceipt, Wei
 
 from exchange.chain.errors import ContractReverted
+from exchange.chain.pool import Tier
 from exchange.db.base import utc_now
 from exchange.settings import Settings
 from exchange.trading import settlement_repository as store
 from exchange.trading.batching import Fees, SettleArguments
-from exchange.trading.eip712 import OrderSide, order_hash
+from exchange.trading.eip712 import OrderSide, VaultOrder, order_hash
+from exchange.trading.intake import InvalidSignature
 from exchange.trading.models import (
     LedgerBalance,
     LedgerEntry,
@@ -53,6 +55,7 @@ from tests.settlement.flows import (
     trade_randomly,
     trading,
 )
+from tests.support.wallets import act_as, deploy_wallet
 
 pytestmark = [pytest.mark.hardhat]
 
@@ -172,6 +175,54 @@ async def test_a_fill_the_vault_refuses_fails_alone_with_the_custom_error_and_is
         after[(carol.address, net.base_token)]
         == before[(carol.address, net.base_token)] + fills[1].amount_base
     )
+    assert report.clean, "\n".join(report.lines())
+
+
+async def test_a_contract_wallets_orders_settle_while_the_wallet_accepts_them(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """A member that is a contract wallet (ERC-1271) trades with its owner's signatures. The wallet
+    is asked when each order is placed and again by the Vault at settlement: an order it accepted
+    then and refuses by settlement fails alone (VaultInvalidSignature) and is voided."""
+    owner, deposit = MEMBERS[2], 10 * 10**18
+    wallet = deploy_wallet(net.w3, "ERC1271ApprovingWallet", owner.address)
+    net.pool.admit(wallet.address, Tier.SMALL)
+    net.pool.mint_bpc(wallet.address, deposit)
+    act_as(wallet, owner.address, net.pool.bpc.contract, "approve", net.pool.vault.address, deposit)
+    act_as(wallet, owner.address, net.pool.vault.contract, "deposit", net.base_token, deposit)
+    parts = await _parts(net, chain_settings, sessionmaker)  # credits the wallet's deposit too
+    seller, buyer = Trader(owner, wallet=wallet.address), Trader(MEMBERS[0])
+
+    def approve(order: VaultOrder, approval: bool) -> None:
+        digest = order_hash(net.deployment.chain_id, net.pool.vault.address, order)
+        sent = wallet.functions.setApproval(digest, approval).transact({"from": owner.address})
+        assert net.w3.eth.wait_for_transaction_receipt(sent)["status"] == 1
+
+    async with trading(net, chain_settings, sessionmaker) as service:
+        market = next(iter(service.markets.values())).spec
+        kept, withdrawn = (seller.order(market, OrderSide.SELL, PRICE_QUOTE, 10**17) for _ in range(2))
+        with pytest.raises(InvalidSignature, match="ERC-1271"):  # the wallet has not approved it yet
+            await service.place_order(wallet.address, kept)
+        for order in seller.orders:
+            approve(order, True)
+        for signed in (kept, withdrawn):
+            await service.place_order(wallet.address, signed)
+        await service.place_order(
+            buyer.address, buyer.order(market, OrderSide.BUY, PRICE_QUOTE, 2 * 10**17, tif="IOC")
+        )
+    approve(seller.orders[1], False)
+
+    await parts.settler.drain(poll_s=0.02, timeout_s=60)
+    await parts.indexer.catch_up()
+
+    fills = await _fills(sessionmaker)
+    assert [fill.settlement_state for fill in fills] == [SettlementState.SETTLED, SettlementState.FAILED]
+    async with sessionmaker() as session:
+        failure = await session.get_one(SettlementFailure, fills[1].id)
+    assert failure.error_name == "VaultInvalidSignature"
+    sold = net.pool.vault.call("balanceOf", wallet.address, net.base_token)
+    assert sold == deposit - 10**17
+    report = await parts.audit()
     assert report.clean, "\n".join(report.lines())
 
 

@@ -16,7 +16,8 @@ from exchange.chain.pool import Tier
 from exchange.chain.runtime import ChainRuntime
 from exchange.trading import eip712, repository, settlement_repository
 from exchange.trading.service import TradingService
-from tests.support.auth import bearer_headers
+from tests.support.auth import bearer_headers, embedded_account, signed_login
+from tests.support.wallets import deploy_wallet
 
 WHOLE = 10**18  # one BPC in base units
 DOLLAR = 10**6  # one TUSD in base units
@@ -30,12 +31,13 @@ def price(dollars_per_bpc: float) -> int:
 
 @dataclass
 class Trader:
-    account: LocalAccount
+    account: LocalAccount  # the key that signs: the member's own, or its contract wallet's owner's
     headers: dict[str, str]
+    wallet: str | None = None  # the member, when it is a contract wallet (ERC-1271)
 
     @property
     def address(self) -> str:
-        return str(self.account.address)
+        return self.wallet or str(self.account.address)
 
 
 @dataclass
@@ -67,6 +69,19 @@ class Desk:
         if admit:
             self.chain.pool.admit(account.address, Tier.SMALL)
         return Trader(account, await bearer_headers(self.client, account))
+
+    async def wallet_member(self, owner: LocalAccount) -> Trader:
+        """An admitted, signed-in member that is a contract wallet taking ``owner``'s signatures
+        as its own (ERC-1271): its orders name the wallet as maker and carry the owner's signature."""
+        wallet = deploy_wallet(
+            self.chain.w3, "ERC1271Wallet", owner.address, sender=embedded_account(0).address
+        )
+        self.chain.pool.admit(wallet.address, Tier.SMALL)
+        reply, _ = await signed_login(self.client, owner, address=wallet.address)
+        assert reply.status_code == 200, reply.text
+        return Trader(
+            owner, {"Authorization": f"Bearer {reply.json()['access_token']}"}, wallet=wallet.address
+        )
 
     async def deposit(self, trader: Trader | str, token: str, amount: int) -> None:
         address = trader if isinstance(trader, str) else trader.address

@@ -1,0 +1,142 @@
+"""Orders of contract wallets (ERC-1271): the maker is the wallet, the signature whatever it accepts.
+
+The wallet is asked (``isValidSignature`` on chain) when such an order is placed, as the Vault
+asks it at settlement; orders signed by the maker's own key never cost a chain call.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+from eth_account import Account
+from sqlalchemy import select
+
+from exchange.trading.models import TradingOrder
+from exchange.trading.signing import MAX_SIGNATURE_BYTES
+from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
+
+OWNER = Account.from_key(b"\x81" * 32)
+STRANGER = Account.from_key(b"\x83" * 32)
+
+
+@pytest.fixture
+def chain_calls(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """The chain reads of code and of contract calls, as they are made: (what, the address read)."""
+    calls: list[tuple[str, str]] = []
+    eth = desk.chain.w3.eth
+    for name in ("get_code", "call"):
+        method = getattr(eth, name)
+
+        def recorded(*args: Any, _name: str = name, _method: Any = method, **kwargs: Any) -> Any:
+            target = args[0] if _name == "get_code" else args[0].get("to")
+            calls.append((_name, str(target).lower()))
+            return _method(*args, **kwargs)
+
+        monkeypatch.setattr(eth, name, recorded)
+    return calls
+
+
+def _asked(calls: list[tuple[str, str]], trader: Trader) -> list[str]:
+    """What of ``trader``'s address was read: its code, and calls to it."""
+    return [name for name, target in calls if target == trader.address.lower()]
+
+
+async def _stored_signatures(desk: Desk) -> list[str]:
+    async with desk.trading.sessionmaker() as session:
+        return list((await session.scalars(select(TradingOrder.signature).order_by(TradingOrder.id))).all())
+
+
+async def test_a_contract_wallet_trades_with_its_owners_signature(
+    desk: Desk, chain_calls: list[tuple[str, str]]
+) -> None:
+    wallet = await desk.wallet_member(OWNER)
+    bob = await desk.member(0x82)
+    await desk.deposit(wallet, desk.market["base"], 10 * WHOLE)
+    await desk.deposit(bob, desk.market["quote"], 1_000 * DOLLAR)
+    chain_calls.clear()
+
+    body = desk.order_body(wallet, "sell", price(12.5), 2 * WHOLE)
+    assert body["order"]["maker"] == wallet.address != OWNER.address
+    ask = await desk.client.post("/v1/orders", json=body, headers=wallet.headers)
+    assert ask.status_code == 201, ask.text
+    assert ask.json()["status"] == "open"
+    assert _asked(chain_calls, wallet) == ["get_code", "call"]  # the wallet was asked
+
+    chain_calls.clear()
+    bid = await desk.place(bob, "buy", price(13), 2 * WHOLE, time_in_force="IOC")
+    assert bid.status_code == 201, bid.text
+    assert bid.json()["filled"] == str(2 * WHOLE)
+    assert _asked(chain_calls, bob) == []  # a key's signature is checked without the chain
+
+    # Kept as the wallet gave it: it is what the Vault hands the wallet at settlement.
+    assert (await _stored_signatures(desk))[0] == body["signature"]
+    balances = await desk.balances(wallet)
+    assert balances[desk.market["base"]] == {"total": 8 * WHOLE, "available": 8 * WHOLE, "reserved": 0}
+    assert balances[desk.market["quote"]]["total"] > 0
+    trades = (await desk.client.get("/v1/account/trades", headers=wallet.headers)).json()["items"]
+    assert [(t["side"], t["taker_or_maker"]) for t in trades] == [("sell", "maker")]
+
+
+async def test_a_batch_asks_the_wallet_of_each_order_and_refuses_only_what_it_refuses(desk: Desk) -> None:
+    wallet = await desk.wallet_member(OWNER)
+    await desk.deposit(wallet, desk.market["base"], 10 * WHOLE)
+    orders = [
+        desk.order_body(wallet, "sell", price(20), WHOLE),
+        desk.order_body(wallet, "sell", price(21), WHOLE, signer=STRANGER),
+        desk.order_body(wallet, "sell", price(22), WHOLE),
+    ]
+    reply = await desk.client.post("/v1/orders/batch", json={"orders": orders}, headers=wallet.headers)
+    assert reply.status_code == 200, reply.text
+    results = reply.json()["results"]
+    assert [result["status"] for result in results] == [201, 422, 201]
+    assert results[1]["problem"]["type"].endswith("/invalid-signature")
+    assert "ERC-1271" in results[1]["problem"]["detail"]
+    assert [order["price"] for order in await desk.orders(wallet)] == [str(price(22)), str(price(20))]
+
+
+async def test_a_signature_the_wallet_does_not_accept_is_refused_and_changes_nothing(desk: Desk) -> None:
+    wallet = await desk.wallet_member(OWNER)
+    await desk.deposit(wallet, desk.market["quote"], 1_000 * DOLLAR)
+    good = desk.order_body(wallet, "buy", price(10), WHOLE)
+    refusals: list[tuple[dict[str, Any], int, str, str]] = [
+        (
+            desk.order_body(wallet, "buy", price(10), WHOLE, signer=STRANGER),
+            422,
+            "invalid-signature",
+            f"nor does {wallet.address} accept it as a contract wallet (ERC-1271)",
+        ),
+        ({**good, "signature": "0x" + os.urandom(130).hex()}, 422, "invalid-signature", "65 bytes"),
+        ({**good, "signature": "0x"}, 422, "invalid-signature", f"1 to {MAX_SIGNATURE_BYTES} bytes"),
+        (
+            {**good, "signature": "0x" + "ab" * (MAX_SIGNATURE_BYTES + 1)},
+            422,
+            "validation-failed",
+            "at most",
+        ),
+    ]
+    for body, status, problem, detail in refusals:
+        reply = await desk.client.post("/v1/orders", json=body, headers=wallet.headers)
+        assert reply.status_code == status, reply.text
+        document = reply.json()
+        assert document["type"].endswith("/" + problem), document
+        assert detail in reply.text, document
+    assert await desk.orders(wallet) == []
+    assert all(balance["reserved"] == 0 for balance in (await desk.balances(wallet)).values())
+    assert (await desk.journal())["sequence"] == 0
+
+
+async def test_nobody_elses_wallet_is_asked(desk: Desk, chain_calls: list[tuple[str, str]]) -> None:
+    """An order naming another member's wallet as maker is refused without a chain call, whatever
+    its signature: the wallet might accept it, but the order is not the signed-in member's."""
+    wallet = await desk.wallet_member(OWNER)
+    mallory = await desk.member(0x84)
+    chain_calls.clear()
+    for signer in (OWNER, STRANGER):
+        body = desk.order_body(wallet, "buy", price(10), WHOLE, signer=signer)
+        reply = await desk.client.post("/v1/orders", json=body, headers=mallory.headers)
+        assert reply.status_code == 422, reply.text
+        assert reply.json()["type"].endswith("/invalid-signature")
+    assert _asked(chain_calls, wallet) == []
+    assert await desk.orders(Trader(mallory.account, mallory.headers)) == []
