@@ -23,6 +23,8 @@ contract Fund is AccessControl {
     error FundLengthMismatch(uint256 recipients, uint256 amounts);
     /// @notice A payout to the zero address.
     error FundZeroRecipient(uint256 index);
+    /// @notice A payout to nobody: it would use up its tag and pay nothing.
+    error FundEmptyPayout();
     /// @notice A zero deposit.
     error FundZeroAmount();
     /// @notice A payout with `tag` was already made; nothing is paid again.
@@ -59,7 +61,8 @@ contract Fund is AccessControl {
 
     /// @notice Pay `amounts[i]` of `token` to `recipients[i]` for every i, once per `tag`.
     /// @dev The tag is recorded in `paidTags` before any transfer; a second payout with the
-    /// same tag, whatever its token, recipients or amounts, reverts `FundTagAlreadyPaid`.
+    /// same tag, whatever its token, recipients or amounts, reverts `FundTagAlreadyPaid`. An
+    /// empty list reverts `FundEmptyPayout`, leaving the tag unused.
     /// @param token The token.
     /// @param recipients The payees.
     /// @param amounts The amounts in base units.
@@ -69,6 +72,7 @@ contract Fund is AccessControl {
         onlyRole(TREASURER_ROLE)
     {
         if (recipients.length != amounts.length) revert FundLengthMismatch(recipients.length, amounts.length);
+        if (recipients.length == 0) revert FundEmptyPayout();
         if (paidTags[tag]) revert FundTagAlreadyPaid(tag);
         paidTags[tag] = true;
         for (uint256 i = 0; i < recipients.length; ++i) {

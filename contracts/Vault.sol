@@ -104,6 +104,8 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
         uint256 before = asset.balanceOf(address(this));
         asset.safeTransferFrom(msg.sender, address(this), amount);
         uint256 received = asset.balanceOf(address(this)) - before;
+        // A token that delivers nothing (all of it taken as a fee) credits nothing: no Deposited of 0.
+        if (received == 0) revert VaultZeroAmount();
         uint256 word = _accounts[msg.sender];
         (uint256 base, uint256 quote) = (word.baseBalance(), word.quoteBalance());
         _accounts[msg.sender] =

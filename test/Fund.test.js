@@ -84,13 +84,6 @@ describe("Fund", function () {
       }
     });
 
-    it("accepts an empty payout list and moves nothing, but uses the tag", async function () {
-      const tx = this.asTreasurer.payout(this.bpcAddress, [], [], ROYALTIES);
-      await expect(tx).to.not.emit(this.fund, "FundPayout");
-      await expect(tx).to.changeTokenBalance(this.bpc, this.fund, 0n);
-      expect(await this.fund.paidTags(ROYALTIES)).to.equal(true);
-    });
-
     it("records the tag and reverts FundTagAlreadyPaid on a second payout with it, paying no one", async function () {
       expect(await this.fund.paidTags(ROYALTIES)).to.equal(false);
       const recipients = [this.alice.address, this.bob.address];
@@ -139,6 +132,14 @@ describe("Fund", function () {
       await expect(this.asTreasurer.payout(this.bpcAddress, [this.alice.address, this.bob.address], [1n], ROYALTIES))
         .to.be.revertedWithCustomError(this.fund, "FundLengthMismatch")
         .withArgs(2n, 1n);
+    });
+
+    it("reverts FundEmptyPayout for empty lists, leaving the tag unused", async function () {
+      await expect(this.asTreasurer.payout(this.bpcAddress, [], [], ROYALTIES)).to.be.revertedWithCustomError(
+        this.fund,
+        "FundEmptyPayout",
+      );
+      expect(await this.fund.paidTags(ROYALTIES)).to.equal(false);
     });
 
     it("reverts FundZeroRecipient with the index, paying no one", async function () {

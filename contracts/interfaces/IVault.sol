@@ -36,7 +36,7 @@ interface IVault {
     error VaultSameToken(address token);
     /// @notice The token is neither the base nor the quote token of the Vault.
     error VaultUnsupportedToken(address token);
-    /// @notice A deposit or withdrawal of zero.
+    /// @notice A deposit or withdrawal of zero, or a deposit of which nothing arrived.
     error VaultZeroAmount();
     /// @notice `account` holds `balance` of `token`, less than the `needed` amount.
     error VaultInsufficientBalance(address account, address token, uint256 balance, uint256 needed);
@@ -147,7 +147,7 @@ interface IVault {
     event ExitDelayChanged(uint256 previousDelay, uint256 newDelay);
 
     /// @notice Deposit `amount` of `token` (base or quote) from the caller, who approved the Vault first.
-    /// @dev Credits what the Vault actually received.
+    /// @dev Credits what the Vault actually received; reverts VaultZeroAmount if that is nothing.
     /// @param token The base or the quote token.
     /// @param amount Base units to pull.
     function deposit(address token, uint256 amount) external;

@@ -19,6 +19,17 @@ async function deployHostileVault() {
   return { ...ctx, hostile, hostileVault: vault, mallory };
 }
 
+/** deployVault with a second Vault whose quote token burns a share of every transfer. */
+async function deployFeeTakingVault() {
+  const ctx = await deployVault();
+  const [payer] = ctx.users;
+  const taxed = await (await ethers.getContractFactory("FeeOnTransferToken")).deploy("Taxed", "TAX");
+  const vault = await deployVaultContract(ctx, taxed, ctx.council);
+  await taxed.mint(payer.address, 1_000n);
+  await taxed.connect(payer).approve(await vault.getAddress(), ethers.MaxUint256);
+  return { taxed, taxedVault: vault, payer };
+}
+
 describe("Vault: custody", function () {
   beforeEach(async function () {
     Object.assign(this, await loadFixture(deployVaultWithTraders));
@@ -52,6 +63,24 @@ describe("Vault: custody", function () {
         this.vault,
         "VaultZeroAmount",
       );
+    });
+
+    it("credits what arrived from a token that takes a fee, and reverts VaultZeroAmount when nothing does", async function () {
+      const { taxed, taxedVault, payer } = await loadFixture(deployFeeTakingVault);
+      const token = await taxed.getAddress();
+      await taxed.setFee(1_000n); // 10%
+      await expect(taxedVault.connect(payer).deposit(token, 100n))
+        .to.emit(taxedVault, "Deposited")
+        .withArgs(payer.address, token, 90n);
+      expect(await taxedVault.balanceOf(payer.address, token)).to.equal(90n);
+
+      await taxed.setFee(10_000n); // all of it: nothing arrives, and nothing is credited
+      await expect(taxedVault.connect(payer).deposit(token, 100n)).to.be.revertedWithCustomError(
+        taxedVault,
+        "VaultZeroAmount",
+      );
+      expect(await taxedVault.balanceOf(payer.address, token)).to.equal(90n);
+      expect(await taxed.balanceOf(payer.address)).to.equal(900n);
     });
 
     it("reverts VaultUnsupportedToken for any token but base and quote", async function () {
