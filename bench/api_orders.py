@@ -28,12 +28,17 @@ and how busy the machine's cores were during the closed loop: a share well under
 100% means the run was bound by the order of its steps (a cycle's statements wait on
 PostgreSQL while the service has nothing else to do), not by the cores.
 
+With ``--prefill-orders N`` the database first gets a past: N ended orders of another
+market over 10,000 accounts, a settled fill for every pair and their ledger entries
+(``bench/_prefill.py``), so that the run's inserts and unique checks meet indexes of that
+size rather than an empty database's.
+
 The service's rate limits are raised for the run (one client IP, few accounts).
 PostgreSQL: a private cluster in a temporary directory, or ``BENCH_DATABASE_URL``
 (an empty database the benchmark may fill).
 
     .venv/bin/python bench/api_orders.py [--orders 30000] [--connections 32] [--ws-subscribers 500]
-        [--rates 200,400,600 --rate-orders 6000] [--batch 1]
+        [--rates 200,400,600 --rate-orders 6000] [--batch 1] [--prefill-orders 1000000]
 
 The last line is JSON: ``{"orders_per_s", "p50_ms", "p99_ms", "ws_subscribers", "ws_p99_ms"}``,
 plus ``"at_rate"`` with ``--rates``: per offered rate, the acknowledged rate, p50/p99 of
@@ -62,6 +67,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench._pg import postgres_url  # noqa: E402
+from bench._prefill import prefilled  # noqa: E402
 from bench.ws_subscribers import fanout  # noqa: E402
 from exchange.trading.signing import OrderDigester  # noqa: E402
 from tests.chain.nodes import hardhat_node  # noqa: E402
@@ -247,13 +253,21 @@ async def main() -> None:
         help="comma-separated offered rates (orders/s) measured in an open loop first (empty: none)",
     )
     parser.add_argument("--rate-orders", type=int, default=6_000, help="orders offered per rate")
+    parser.add_argument(
+        "--prefill-orders",
+        type=int,
+        default=0,
+        help="past orders (of another market, with their fills and ledger entries) written into the "
+        "database before the service starts, so that the run meets tables of that size (0: empty)",
+    )
     args = parser.parse_args()
     rates = [float(rate) for rate in args.rates.split(",") if rate.strip()]
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-orders-"))
     try:
         with (
-            postgres_url(durable=True) as database_url,
+            postgres_url(durable=True) as empty_url,
+            prefilled(empty_url, args.prefill_orders) as database_url,
             hardhat_node() as rpc_url,
             running_server(
                 database_url,
@@ -339,6 +353,8 @@ async def main() -> None:
     }
     if rates:
         result["at_rate"] = at_rate
+    if args.prefill_orders:
+        result["prefill_orders"] = args.prefill_orders
     if subscribers.result is not None:
         fan = subscribers.result
         result["ws_subscribers"] = fan["subscribers"] - fan["closed_early"]
