@@ -1,7 +1,7 @@
 """What requests hand a market's writer, and what they get back.
 
 An intent carries a future the writer resolves after the cycle that handled it
-has committed: with an ``OrderRow`` copy (place), whether the order was open
+has committed: with an ``OrderRow`` copy (place, replace), whether the order was open
 (cancel), the ids cancelled (cancel all), or the journal head (probe); or with a
 domain error when the command was refused. ``OrderRow`` mirrors a
 ``trading_orders`` row; the writer keeps the rows of resting orders in memory.
@@ -45,6 +45,13 @@ class OrderConflict(Conflict):
 class PostOnlyWouldTake(Conflict):
     type_slug = "post-only-would-take"
     title = "Post-only order would take liquidity"
+
+
+class OrderNotOpen(Conflict):
+    """The order to replace has ended (filled, cancelled or expired): nothing was replaced or placed."""
+
+    type_slug = "order-not-open"
+    title = "Order no longer open"
 
 
 # --------------------------------------------------------------------------- order rows
@@ -123,6 +130,17 @@ class PlaceIntent:
 
 
 @dataclass(eq=False)
+class ReplaceIntent:
+    """Cancel one open order of ``account`` (by its sequence) and place ``order`` in its stead, in
+    one cycle, or neither. Resolves as a place does; with ``OrderNotOpen`` when the order ended."""
+
+    account: str
+    order_sequence: int
+    order: CheckedOrder
+    future: asyncio.Future[Placed] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+@dataclass(eq=False)
 class CancelIntent:
     """Cancel one order (by its sequence in the book) of ``account``. Resolves to whether it was open."""
 
@@ -160,7 +178,7 @@ class ProbeIntent:
     )
 
 
-Intent = PlaceIntent | CancelIntent | CancelAllIntent | ProbeIntent
+Intent = PlaceIntent | ReplaceIntent | CancelIntent | CancelAllIntent | ProbeIntent
 STOP = object()
 
 CANCEL_CAUSES = {

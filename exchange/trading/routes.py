@@ -50,7 +50,7 @@ from exchange.trading.intake import (
     SignedOrderInput,
     WrongDomain,
 )
-from exchange.trading.intents import OrderConflict, PostOnlyWouldTake, WriterUnavailable
+from exchange.trading.intents import OrderConflict, OrderNotOpen, PostOnlyWouldTake, WriterUnavailable
 from exchange.trading.principals import bearer_token
 from exchange.trading.problems import FieldRefused
 from exchange.trading.repository import LedgerRefused, WithdrawalRace
@@ -351,8 +351,7 @@ async def get_journal_head(
 # --------------------------------------------------------------------------- private: orders
 
 
-_PLACE_ORDER_RESPONSES = _idempotent_responses(
-    status.HTTP_201_CREATED,
+_PLACE_ORDER_WORK: tuple[type[DomainError], ...] = (
     OrderRefused,
     WrongDomain,
     InvalidSignature,
@@ -366,6 +365,10 @@ _PLACE_ORDER_RESPONSES = _idempotent_responses(
     LedgerRefused,
     WriterUnavailable,
     ChainUnavailable,
+)
+_PLACE_ORDER_RESPONSES = _idempotent_responses(
+    status.HTTP_201_CREATED,
+    *_PLACE_ORDER_WORK,
     extra={
         200: {"description": "The order was placed before under this client_order_id", "model": OrderOut},
         **_MALFORMED_BODY,
@@ -654,6 +657,49 @@ async def cancel_order(
     async def work() -> tuple[int, BaseModel]:
         row = await service.cancel_order(principal.address, order_id)
         return status.HTTP_200_OK, order_out(row, service.market(row.market_id).spec)
+
+    return await idempotent(request, service, principal, idempotency_key, work)
+
+
+@private.post(
+    "/orders/{order_id}/replace",
+    response_model=OrderOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Replace one of your open orders with a new signed order",
+    description=(
+        "Cancels the open order and places the new one (a body as POST /v1/orders takes, in the "
+        "same market) in one journal transaction, or does neither: 409 order-not-open once the order "
+        "has ended (filled, cancelled or expired), or the new order's own refusal, checked with the "
+        "order's reservation released (its funds count for the new order). A partly filled order's "
+        "fills stand; the new order is for its whole amount. Resending the same new order under the "
+        "same client_order_id returns it (200) and does nothing else."
+    ),
+    responses=_idempotent_responses(
+        status.HTTP_201_CREATED,
+        *_PLACE_ORDER_WORK,
+        NotFound,
+        OrderNotOpen,
+        extra={
+            200: {
+                "description": "The replacement was placed before under this client_order_id",
+                "model": OrderOut,
+            },
+            **_MALFORMED_BODY,
+        },
+    ),
+)
+async def replace_order(
+    order_id: OrderIdPath,
+    body: PlaceOrderIn,
+    request: Request,
+    principal: Trader,
+    service: Trading,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    async def work() -> tuple[int, BaseModel]:
+        placed = await service.replace_order(principal.address, order_id, _signed_order(service, body))
+        code = status.HTTP_201_CREATED if placed.created else status.HTTP_200_OK
+        return code, order_out(placed.order, service.market(placed.order.market_id).spec)
 
     return await idempotent(request, service, principal, idempotency_key, work)
 

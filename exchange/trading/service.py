@@ -21,8 +21,8 @@ Errors (all ``DomainError``, rendered once as problem+json)::
                            unknown token of a withdrawal
     Forbidden        403   NotActiveMember, NotOrderMaker
     NotFound         404   unknown market, order not yours or not there
-    Conflict         409   OrderConflict, PostOnlyWouldTake, LedgerRefused (insufficient balance;
-                           ProceedsUnsettled), KeyInUse, and from exchange.trading.chain_cancels
+    Conflict         409   OrderConflict, PostOnlyWouldTake, OrderNotOpen, LedgerRefused (insufficient
+                           balance; ProceedsUnsettled), KeyInUse, and from exchange.trading.chain_cancels
                            CancelledOnChain (ExitHeld) and AccountExiting
     RateLimited      429   per account and per IP, or a market's queue is full
     503                    WriterUnavailable (the market is restarting), ChainUnavailable
@@ -60,7 +60,13 @@ from exchange.trading.eip712 import WithdrawalAuthorisation, withdrawal_hash, wi
 from exchange.trading.feed import MarketFeed
 from exchange.trading.fill_notices import FailedFillListener
 from exchange.trading.idempotency import IdempotencyStore
-from exchange.trading.intake import CheckedOrder, InvalidSignature, SignedOrderInput, check_order
+from exchange.trading.intake import (
+    CheckedOrder,
+    InvalidSignature,
+    OrderRefused,
+    SignedOrderInput,
+    check_order,
+)
 from exchange.trading.intents import (
     CancelAllIntent,
     CancelIntent,
@@ -68,6 +74,7 @@ from exchange.trading.intents import (
     OrderFailed,
     Placed,
     PlaceIntent,
+    ReplaceIntent,
 )
 from exchange.trading.ledger import Balance
 from exchange.trading.market_data import TickerCache
@@ -373,6 +380,32 @@ class TradingService:
         await self.require_active_member(account)
         await self._require_wallet_signature(checked)
         return await self._queue(market, checked)
+
+    async def replace_order(self, account: str, order_id: int, order: SignedOrderInput) -> Placed:
+        """Cancel ``account``'s open order ``order_id`` and place ``order`` in its stead, atomically.
+
+        ``order`` is checked as :meth:`place_order` checks it, and must be in the same market. The
+        writer cancels the order and places the replacement in one cycle, or does neither:
+        ``OrderNotOpen`` once the order has ended, or the replacement's own refusal. A resend of a
+        replacement already placed (same client order id and signed order) answers it, 200.
+        """
+        market, checked = self._checked(account, order, int(time.time()))
+        async with self.sessionmaker() as session:
+            row = await repository.order_of(session, account, order_id)
+        if row is None:
+            raise NotFound(f"you have no order {order_id}")
+        if row.market_id != market.spec.market_id:
+            raise OrderRefused(
+                f"order {order_id} is in market {row.market_id}: its replacement must be too",
+                extra={"field": "market"},
+            )
+        await self.require_active_member(account)
+        await self._require_wallet_signature(checked)
+        if self.order_gate is not None:
+            self.order_gate(checked)
+        intent = ReplaceIntent(account, row.sequence, checked)
+        market.writer.enqueue(intent)
+        return await intent.future
 
     async def _require_wallet_signature(self, checked: CheckedOrder) -> None:
         """The order of a contract wallet (a signature that is not the maker's key's): the wallet

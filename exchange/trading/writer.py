@@ -101,11 +101,13 @@ from exchange.trading.intents import (
     Intent,
     JournalHead,
     OrderConflict,
+    OrderNotOpen,
     OrderRow,
     Placed,
     PlaceIntent,
     PostOnlyWouldTake,
     ProbeIntent,
+    ReplaceIntent,
     WriterUnavailable,
     fail,
     resolve,
@@ -124,6 +126,7 @@ from exchange.trading.models import (
     TradingFill,
     TradingOrder,
 )
+from exchange.trading.models import TimeInForce as StoredTimeInForce
 from exchange.trading.repository import FEES_ACCOUNT, BalanceKey, LedgerRefused, padded
 
 log = get_logger(__name__)
@@ -351,7 +354,9 @@ class MarketWriter:
             gone = WriterUnavailable(f"market {self.market_id} stopped accepting commands")
             while not self._queue.empty():
                 item = self._queue.get_nowait()
-                if isinstance(item, PlaceIntent | CancelIntent | CancelAllIntent | ProbeIntent):
+                if isinstance(
+                    item, PlaceIntent | ReplaceIntent | CancelIntent | CancelAllIntent | ProbeIntent
+                ):
                     fail(item.future, gone)
 
     async def _loop(self) -> None:
@@ -506,7 +511,7 @@ class MarketWriter:
         outcomes: list[tuple[Intent, object]] = []
         async with self._cycle_transaction() as db:
             cycle = _Cycle(db, now, self.sequence)
-            places = [intent for intent in batch if isinstance(intent, PlaceIntent)]
+            places = [intent for intent in batch if isinstance(intent, PlaceIntent | ReplaceIntent)]
             known = await self._known_orders(db, places)
             read = time.perf_counter()
             await cycle.load(
@@ -520,6 +525,8 @@ class MarketWriter:
             for intent in batch:
                 if isinstance(intent, PlaceIntent):
                     outcome: object = await self._place(cycle, intent.order, known)
+                elif isinstance(intent, ReplaceIntent):
+                    outcome = await self._replace(cycle, intent, known)
                 elif isinstance(intent, CancelIntent):
                     outcome = await self._cancel(cycle, intent)
                 elif isinstance(intent, CancelAllIntent):
@@ -601,7 +608,9 @@ class MarketWriter:
             probe.add_done_callback(probed)
         return await asyncio.shield(probe)
 
-    async def _known_orders(self, db: bulk.Target, places: list[PlaceIntent]) -> list[OrderRow]:
+    async def _known_orders(
+        self, db: bulk.Target, places: list[PlaceIntent | ReplaceIntent]
+    ) -> list[OrderRow]:
         """Orders already journaled that share an account's client order id or nonce, or an order hash."""
         if not places:
             return []
@@ -640,7 +649,7 @@ class MarketWriter:
             known[mapping["id"]] = row
         return list(known.values())
 
-    def _accounts_in_play(self, places: list[PlaceIntent]) -> set[str]:
+    def _accounts_in_play(self, places: list[PlaceIntent | ReplaceIntent]) -> set[str]:
         """The accounts whose balances the batch will likely move, so one read locks them all.
 
         The placing accounts, and the owners of the resting orders the batch's crossing
@@ -687,16 +696,7 @@ class MarketWriter:
         try:
             changed = ledger.apply(cycle.balances, reservation)
         except LedgerError:
-            available = (before[(order.account, order.reserve_token)] or Balance()).available
-            return LedgerRefused(
-                f"this order reserves {order.reserve_amount} of {order.reserve_token}; "
-                f"{available} is available",
-                extra={
-                    "token": order.reserve_token,
-                    "needed": str(order.reserve_amount),
-                    "available": str(available),
-                },
-            )
+            return self._short(order, (before[(order.account, order.reserve_token)] or Balance()).available)
         sequence = self.sequence + 1
         events = self.book.apply(
             PlaceLimit(
@@ -757,6 +757,70 @@ class MarketWriter:
             row.status = OrderStatus.CLOSED.value
             await self._release(cycle, row)
         return Placed(row, created=True)
+
+    async def _replace(self, cycle: _Cycle, intent: ReplaceIntent, known: list[OrderRow]) -> object:
+        """Cancel the open order and place its replacement, or do neither.
+
+        A resend of a replacement already placed answers it (nothing else happens). Otherwise
+        everything that could refuse the replacement once the order is cancelled is checked
+        first, against the state the cancel would leave: its identity (client order id, nonce,
+        hash), the funds it reserves with the order's reservation released, and whether a
+        post-only replacement would take with the order gone. So the order is cancelled only
+        when its replacement is placed, both in this cycle's one transaction."""
+        order = intent.order
+        duplicate = self._duplicate(cycle, order, known)
+        if isinstance(duplicate, OrderRow):
+            return Placed(duplicate, created=False)
+        if duplicate is not None:
+            return duplicate
+        row = self.live.get(intent.order_sequence)
+        if row is None or row.account != intent.account:
+            return OrderNotOpen("the order has ended (filled, cancelled or expired): nothing was replaced")
+        await cycle.load([(order.account, order.reserve_token)])
+        balance = cycle.balances.get((order.account, order.reserve_token)) or Balance()
+        available = balance.available + (
+            row.reserved_amount if row.reserved_token == order.reserve_token else 0
+        )
+        if order.reserve_amount > available:
+            return self._short(order, available)
+        if order.time_in_force == StoredTimeInForce.PO and self._would_take(order, row):
+            return PostOnlyWouldTake("the post-only order would trade at once; nothing was replaced")
+        await self._cancel_resting(cycle, row, CancelCause.USER)
+        placed = await self._place(cycle, order, known)
+        if not isinstance(placed, Placed):  # checked above: the book and the ledger disagree with them
+            raise RecoveryFailed(
+                f"the replacement of order {row.id} was refused after its cancel: {placed!r}"
+            )
+        return placed
+
+    def _would_take(self, order: CheckedOrder, replaced: OrderRow) -> bool:
+        """Whether ``order`` would trade at once with ``replaced`` gone from the book."""
+        depth = self.book.depth(2)
+        opposite = depth.asks if order.side is Side.BUY else depth.bids
+        replaced_side = Side.BUY if replaced.is_buy else Side.SELL
+        replaced_ticks = replaced.price_quote // self.market.tick_size_quote
+        if (
+            opposite
+            and replaced_side is not order.side
+            and opposite[0].price_ticks == replaced_ticks
+            and opposite[0].order_count == 1
+        ):
+            opposite = opposite[1:]  # the replaced order was alone at the best price
+        if not opposite:
+            return False
+        best = opposite[0].price_ticks
+        return best <= order.price_ticks if order.side is Side.BUY else best >= order.price_ticks
+
+    @staticmethod
+    def _short(order: CheckedOrder, available: int) -> LedgerRefused:
+        return LedgerRefused(
+            f"this order reserves {order.reserve_amount} of {order.reserve_token}; {available} is available",
+            extra={
+                "token": order.reserve_token,
+                "needed": str(order.reserve_amount),
+                "available": str(available),
+            },
+        )
 
     def _duplicate(self, cycle: _Cycle, order: CheckedOrder, known: list[OrderRow]) -> object | None:
         """The first answer (same order again) or a conflict, when the order reuses an identity."""

@@ -161,6 +161,19 @@ class Desk:
         body = self.order_body(trader, side, price_quote, amount_base, **options)
         return await self.client.post("/v1/orders", json=body, headers=trader.headers)
 
+    async def replace(
+        self,
+        trader: Trader,
+        order_id: str | int,
+        side: str,
+        price_quote: int,
+        amount_base: int,
+        **options: Any,
+    ) -> httpx.Response:
+        """Replace ``trader``'s order ``order_id`` with a new signed order (``order_body``'s options)."""
+        body = self.order_body(trader, side, price_quote, amount_base, **options)
+        return await self.client.post(f"/v1/orders/{order_id}/replace", json=body, headers=trader.headers)
+
     async def withdraw(
         self, trader: Trader, token: str, amount: int, *, key: str | None = None
     ) -> httpx.Response:

@@ -15,6 +15,7 @@ CHECKED_ROUTES = {
     ("DELETE", "/v1/orders"),
     ("GET", "/v1/orders/{order_id}"),
     ("DELETE", "/v1/orders/{order_id}"),
+    ("POST", "/v1/orders/{order_id}/replace"),
     ("GET", "/v1/orders/by-client-id/{client_order_id}"),
     ("GET", "/v1/account/balances"),
     ("GET", "/v1/account/trades"),
@@ -92,9 +93,16 @@ async def test_writes_touch_only_your_own(desk: Desk) -> None:
         headers=bob.headers,
     )
     assert reply.status_code == 409
+    # Nor replaced with an order of bob's own: alice's order is not his to cancel.
+    bobs = desk.order_body(bob, "buy", price(9), WHOLE, client_order_id="bob-replacement")
+    reply = await desk.client.post(f"/v1/orders/{order_id}/replace", json=bobs, headers=bob.headers)
+    assert reply.status_code == 404, reply.text
+    assert (await desk.client.get("/v1/orders", headers=bob.headers)).json()["items"] == []
     # An order made by alice cannot be placed from bob's session, even with alice's valid signature.
     body = desk.order_body(alice, "sell", price(11), WHOLE)
     assert (await desk.client.post("/v1/orders", json=body, headers=bob.headers)).status_code == 403
+    replacing = await desk.client.post(f"/v1/orders/{order_id}/replace", json=body, headers=bob.headers)
+    assert replacing.status_code == 403
     batch = await desk.client.post("/v1/orders/batch", json={"orders": [body]}, headers=bob.headers)
     [result] = batch.json()["results"]
     assert (result["status"], result["order"]) == (403, None)

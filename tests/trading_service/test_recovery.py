@@ -25,15 +25,27 @@ async def _trade_a_while(desk: Desk, traders: list[Trader], seed: int, commands:
     rng = random.Random(seed)
     for _ in range(commands):
         trader = rng.choice(traders)
-        if rng.random() < 0.15:
+        action = rng.random()
+        if action < 0.3:  # cancel, or replace, one of the trader's open orders
             orders = (
                 await desk.client.get("/v1/orders", params={"status": "open"}, headers=trader.headers)
             ).json()
-            if orders["items"]:
-                order = rng.choice(orders["items"])
-                assert (
-                    await desk.client.delete(f"/v1/orders/{order['id']}", headers=trader.headers)
-                ).status_code == 200
+            if not orders["items"]:
+                continue
+            order = rng.choice(orders["items"])
+            if action < 0.15:
+                reply = await desk.client.delete(f"/v1/orders/{order['id']}", headers=trader.headers)
+                assert reply.status_code == 200, reply.text
+                continue
+            reply = await desk.replace(
+                trader,
+                order["id"],
+                rng.choice(["buy", "sell"]),
+                price(rng.randrange(90, 111) / 10),
+                rng.randrange(1, 20) * 10**17,
+                time_in_force=rng.choice(["GTC", "GTC", "PO"]),
+            )
+            assert reply.status_code in (201, 409), reply.text
             continue
         side = rng.choice(["buy", "sell"])
         reply = await desk.place(
