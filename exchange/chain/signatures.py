@@ -75,7 +75,8 @@ def wallet_accepts(
     signature)`` (ERC-1271) answers the magic value within ``ERC1271_GAS_CAP`` gas.
 
     An address without code, a wallet that reverts, answers anything else or runs out of gas
-    accepts nothing; a node that cannot be reached raises ``ChainUnavailable``."""
+    accepts nothing; a node that cannot be reached, or answers the call with an error of its
+    own, raises ``ChainUnavailable``."""
     wallet = Web3.to_checksum_address(wallet)
     try:
         if not w3.eth.get_code(wallet, block_identifier=block):
@@ -91,7 +92,7 @@ def wallet_accepts(
     except Web3RPCError as exc:
         if _out_of_gas(exc):  # geth and its kin: an error without revert data
             return False
-        raise
+        raise ChainUnavailable(f"the node did not ask wallet {wallet}: {exc.message}") from exc
     except OSError as exc:
         raise ChainUnavailable(f"cannot ask wallet {wallet}: {exc}") from exc
     return bytes(magic) == ERC1271_MAGIC

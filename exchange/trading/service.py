@@ -44,9 +44,12 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from fastapi import FastAPI
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from web3 import EthereumTesterProvider, Web3
 
+from exchange.chain.errors import ChainError
+from exchange.chain.problems import to_domain_error
 from exchange.chain.runtime import ChainRuntime
 from exchange.chain.signatures import recover_signer, wallet_accepts
 from exchange.db.engine import create_db_engine, create_sessionmaker
@@ -90,6 +93,7 @@ from exchange.trading.models import (
 from exchange.trading.principals import PrincipalCache
 from exchange.trading.problems import FieldRefused
 from exchange.trading.repository import LedgerRefused, ProceedsUnsettled
+from exchange.trading.settlement_models import SettlementFailure
 from exchange.trading.signing import OrderDigester, assert_native_backend
 from exchange.trading.writer import MarketWriter
 
@@ -98,6 +102,9 @@ T = TypeVar("T")
 
 ACTIVE_STATUS = 1  # PoolRegistry.Status.Active
 VOIDED_REMEMBERED = 10_000  # the latest fills taken back: hearing of one again changes nothing
+# The Vault's error for a fill whose order it finds unsigned: at settlement, only a contract
+# wallet's (ERC-1271) that stopped accepting its signature.
+INVALID_SIGNATURE_ERROR = "VaultInvalidSignature"
 
 
 class NotActiveMember(Forbidden):
@@ -419,11 +426,18 @@ class TradingService:
         wallet, w3 = checked.account, self.runtime.w3
         digest = bytes.fromhex(checked.order_hash.removeprefix("0x"))
         signature = bytes.fromhex(checked.signature.removeprefix("0x"))
-        if not await self.chain.run(lambda: wallet_accepts(w3, wallet, digest, signature)):
+        try:
+            accepted = await self.chain.run(lambda: wallet_accepts(w3, wallet, digest, signature))
+        except ChainError as exc:  # 503, for this order alone in a batch
+            raise to_domain_error(exc) from exc
+        if not accepted:
             raise InvalidSignature(
                 f"{reason}, nor does {wallet} accept it as a contract wallet (ERC-1271)",
                 extra={"field": "signature"},
             )
+        # On a node the call ran in a worker thread: a suspension may have been taken in
+        # meanwhile, its cancel-all already run. Asked again (a cache hit unless it was).
+        await self.require_active_member(wallet)
 
     async def place_orders(self, account: str, orders: list[SignedOrderInput]) -> list[Placed | DomainError]:
         """Place each of ``orders`` as :meth:`place_order` would; one refusal does not stop the others.
@@ -507,6 +521,33 @@ class TradingService:
         market = self.markets.get(fill.market_id)
         if market is not None:
             market.feed.voided([fill])
+        await self._cancel_disowned_order(fill)
+
+    async def _cancel_disowned_order(self, fill: TradingFill) -> None:
+        """The fill failed because the Vault found an order of it no longer signed: a contract
+        wallet that accepted the signature at intake refuses it now (ERC-1271). Nothing on chain
+        says so, and the order would go on matching, each of its fills failing the same way at
+        settlement: if it still rests, it is cancelled, as an order cancelled in the Vault is."""
+        async with self.sessionmaker() as session:
+            failure = await session.get(SettlementFailure, fill.id)
+            if failure is None or failure.error_name != INVALID_SIGNATURE_ERROR:
+                return
+            order_hash = str(failure.error_args.get("orderHash", "")).lower()
+            order = await session.scalar(select(TradingOrder).where(TradingOrder.order_hash == order_hash))
+        if order is None or order.status != OrderStatus.OPEN.value:
+            return
+        if order.id not in (fill.maker_order_id, fill.taker_order_id):
+            return
+        market = self.markets.get(order.market_id)
+        if market is None:
+            return
+        await market.writer.submit(CancelIntent(order.account, order.sequence, CancelCause.ON_CHAIN))
+        log.warning(
+            "trading.order_cancelled_no_longer_signed",
+            order_id=order.id,
+            account=order.account,
+            fill_id=fill.id,
+        )
 
     # ------------------------------------------------------------------ withdrawals
 

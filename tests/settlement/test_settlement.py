@@ -31,8 +31,10 @@ from exchange.trading.batching import Fees, SettleArguments
 from exchange.trading.eip712 import OrderSide, VaultOrder, order_hash
 from exchange.trading.intake import InvalidSignature
 from exchange.trading.models import (
+    CancelCause,
     LedgerBalance,
     LedgerEntry,
+    OrderStatus,
     SettlementState,
     TradingFill,
     TradingOrder,
@@ -183,7 +185,8 @@ async def test_a_contract_wallets_orders_settle_while_the_wallet_accepts_them(
 ) -> None:
     """A member that is a contract wallet (ERC-1271) trades with its owner's signatures. The wallet
     is asked when each order is placed and again by the Vault at settlement: an order it accepted
-    then and refuses by settlement fails alone (VaultInvalidSignature) and is voided."""
+    then and refuses by settlement fails alone (VaultInvalidSignature), its fill is voided, and the
+    rest of it leaves the book, since nothing on chain would stop it matching again."""
     owner, deposit = MEMBERS[2], 10 * 10**18
     wallet = deploy_wallet(net.w3, "ERC1271ApprovingWallet", owner.address)
     net.pool.admit(wallet.address, Tier.SMALL)
@@ -199,21 +202,26 @@ async def test_a_contract_wallets_orders_settle_while_the_wallet_accepts_them(
         assert net.w3.eth.wait_for_transaction_receipt(sent)["status"] == 1
 
     async with trading(net, chain_settings, sessionmaker) as service:
+        parts.settler.fill_failed = service.fill_failed  # as the service wires them
         market = next(iter(service.markets.values())).spec
-        kept, withdrawn = (seller.order(market, OrderSide.SELL, PRICE_QUOTE, 10**17) for _ in range(2))
+        kept = seller.order(market, OrderSide.SELL, PRICE_QUOTE, 10**17)
+        withdrawn = seller.order(market, OrderSide.SELL, PRICE_QUOTE, 3 * 10**17)
         with pytest.raises(InvalidSignature, match="ERC-1271"):  # the wallet has not approved it yet
             await service.place_order(wallet.address, kept)
         for order in seller.orders:
             approve(order, True)
-        for signed in (kept, withdrawn):
-            await service.place_order(wallet.address, signed)
+        placed = [await service.place_order(wallet.address, signed) for signed in (kept, withdrawn)]
         await service.place_order(
             buyer.address, buyer.order(market, OrderSide.BUY, PRICE_QUOTE, 2 * 10**17, tif="IOC")
         )
-    approve(seller.orders[1], False)
+        approve(seller.orders[1], False)
 
-    await parts.settler.drain(poll_s=0.02, timeout_s=60)
-    await parts.indexer.catch_up()
+        await parts.settler.drain(poll_s=0.02, timeout_s=60)
+        await parts.indexer.catch_up()
+        async with sessionmaker() as session:
+            rest = await session.get_one(TradingOrder, placed[1].order.id)
+    assert (rest.status, rest.cancel_cause) == (OrderStatus.CANCELED, CancelCause.ON_CHAIN)
+    assert rest.reserved_amount == 0
 
     fills = await _fills(sessionmaker)
     assert [fill.settlement_state for fill in fills] == [SettlementState.SETTLED, SettlementState.FAILED]

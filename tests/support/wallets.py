@@ -21,6 +21,16 @@ def deploy_wallet(w3: Web3, contract: str, owner: str, *, sender: str | None = N
     return w3.eth.contract(address=address, abi=artifact.abi)
 
 
+def deploy_multisig(w3: Web3, owners: list[str], *, sender: str) -> Contract:
+    """A test ERC1271MultisigWallet of ``owners`` (ascending by address): its signature is each
+    owner's 65 bytes of the hash, in that order."""
+    artifact = compile_contracts()["ERC1271MultisigWallet"]
+    factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+    sent = factory.constructor(owners).transact({"from": sender})
+    address = Web3.to_checksum_address(str(w3.eth.wait_for_transaction_receipt(sent)["contractAddress"]))
+    return w3.eth.contract(address=address, abi=artifact.abi)
+
+
 def act_as(wallet: Contract, owner: str, target: Contract, function: str, *args: Any) -> None:
     """The wallet calls ``target.function(*args)`` (its owner sends the transaction); mined."""
     data = target.encode_abi(function, list(args))

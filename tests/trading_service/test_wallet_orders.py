@@ -7,14 +7,24 @@ asks it at settlement; orders signed by the maker's own key never cost a chain c
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from eth_account import Account
+from eth_account.messages import encode_defunct
 from sqlalchemy import select
 
+from exchange.auth.siwe import SiweMessage
+from exchange.chain.errors import ChainUnavailable
+from exchange.chain.pool import Tier
+from exchange.chain.signatures import wallet_accepts
+from exchange.trading import eip712
+from exchange.trading import service as service_module
 from exchange.trading.models import TradingOrder
 from exchange.trading.signing import MAX_SIGNATURE_BYTES
+from tests.support.auth import embedded_account
+from tests.support.wallets import deploy_multisig
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
 
 OWNER = Account.from_key(b"\x81" * 32)
@@ -140,3 +150,106 @@ async def test_nobody_elses_wallet_is_asked(desk: Desk, chain_calls: list[tuple[
         assert reply.json()["type"].endswith("/invalid-signature")
     assert _asked(chain_calls, wallet) == []
     assert await desk.orders(Trader(mallory.account, mallory.headers)) == []
+
+
+async def test_a_member_suspended_while_its_wallet_is_asked_places_nothing(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a node the wallet is asked from a worker thread: a suspension taken in meanwhile (its
+    cancel-all already run) must still refuse the order, not let it rest after the cancel-all."""
+    wallet = await desk.wallet_member(OWNER)
+    await desk.deposit(wallet, desk.market["base"], 10 * WHOLE)
+
+    def suspended_meanwhile(*args: Any, **kwargs: Any) -> bool:
+        desk.chain.pool.suspend(wallet.address)
+        desk.trading.membership.forget(wallet.address)
+        return wallet_accepts(*args, **kwargs)
+
+    monkeypatch.setattr(service_module, "wallet_accepts", suspended_meanwhile)
+    reply = await desk.place(wallet, "sell", price(20), WHOLE)
+    assert reply.status_code == 403, reply.text
+    assert reply.json()["type"].endswith("/not-active-member")
+    assert await desk.orders(wallet) == []
+
+
+async def test_a_node_that_cannot_ask_the_wallet_answers_503_for_that_order_alone(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wallet = await desk.wallet_member(OWNER)
+    await desk.deposit(wallet, desk.market["base"], 10 * WHOLE)
+    calls: list[int] = []
+
+    def first_call_fails(*args: Any, **kwargs: Any) -> bool:
+        calls.append(1)
+        if len(calls) in (1, 2):
+            raise ChainUnavailable("the node did not answer")
+        return wallet_accepts(*args, **kwargs)
+
+    monkeypatch.setattr(service_module, "wallet_accepts", first_call_fails)
+    single = await desk.place(wallet, "sell", price(20), WHOLE)
+    assert single.status_code == 503, single.text
+    assert single.json()["type"].endswith("/chain-unavailable")
+    orders = [desk.order_body(wallet, "sell", price(price_usd), WHOLE) for price_usd in (21, 22)]
+    reply = await desk.client.post("/v1/orders/batch", json={"orders": orders}, headers=wallet.headers)
+    assert reply.status_code == 200, reply.text
+    assert [result["status"] for result in reply.json()["results"]] == [503, 201]
+    assert [order["price"] for order in await desk.orders(wallet)] == [str(price(22))]
+
+
+async def test_a_multisig_wallets_long_signature_is_taken_and_kept_whole(desk: Desk) -> None:
+    """A wallet whose signature is two owners' (130 bytes, as a Safe's): the order is placed with
+    it, kept whole, and trades."""
+    owners = sorted(
+        (Account.from_key(b"\x85" * 32), Account.from_key(b"\x86" * 32)), key=lambda a: int(a.address, 16)
+    )
+    wallet = deploy_multisig(
+        desk.chain.w3, [owner.address for owner in owners], sender=embedded_account(0).address
+    )
+    desk.chain.pool.admit(wallet.address, Tier.SMALL)
+    issued = (await desk.client.post("/v1/auth/nonce")).json()
+    text = SiweMessage(
+        domain=issued["domain"],
+        address=wallet.address,
+        statement="Sign in to the patent pool.",
+        uri=f"http://{issued['domain']}/",
+        chain_id=issued["chain_id"],
+        nonce=issued["nonce"],
+        issued_at=datetime.now(UTC).replace(microsecond=0),
+    ).render()
+    signed = b"".join(bytes(owner.sign_message(encode_defunct(text=text)).signature) for owner in owners)
+    login = await desk.client.post("/v1/auth/login", json={"message": text, "signature": "0x" + signed.hex()})
+    assert login.status_code == 200, login.text
+    member = Trader(
+        owners[0], {"Authorization": f"Bearer {login.json()['access_token']}"}, wallet=wallet.address
+    )
+    await desk.deposit(member, desk.market["base"], 10 * WHOLE)
+    bob = await desk.member(0x87)
+    await desk.deposit(bob, desk.market["quote"], 1_000 * DOLLAR)
+
+    body = desk.order_body(member, "sell", price(12), WHOLE)
+    order = eip712.VaultOrder(
+        maker=wallet.address,
+        base_token=desk.market["base"],
+        quote_token=desk.market["quote"],
+        side=eip712.OrderSide.SELL,
+        price_quote=price(12),
+        amount_base=WHOLE,
+        max_fee_bps=body["order"]["max_fee_bps"],
+        nonce=int(body["order"]["nonce"]),
+        expiry_unix=body["order"]["expiry"],
+    )
+    both = b"".join(
+        eip712.sign_order(owner.key, desk.market["chain_id"], desk.market["vault"], order) for owner in owners
+    )
+    body["signature"] = "0x" + both.hex()
+    for partial in (both[:65], both[65:]):  # one owner's alone is not the wallet's signature
+        refused = await desk.client.post(
+            "/v1/orders", json={**body, "signature": "0x" + partial.hex()}, headers=member.headers
+        )
+        assert refused.status_code == 422, refused.text
+    ask = await desk.client.post("/v1/orders", json=body, headers=member.headers)
+    assert ask.status_code == 201, ask.text
+    assert len(both) == 130
+    assert await _stored_signatures(desk) == [body["signature"]]
+    bid = await desk.place(bob, "buy", price(12), WHOLE, time_in_force="IOC")
+    assert bid.json()["filled"] == str(WHOLE)
