@@ -50,7 +50,7 @@ from exchange.trading.intake import (
     SignedOrderInput,
     WrongDomain,
 )
-from exchange.trading.intents import OrderConflict, OrderNotOpen, PostOnlyWouldTake, WriterUnavailable
+from exchange.trading.intents import OrderConflict, OrderNotOpen, Placed, PostOnlyWouldTake, WriterUnavailable
 from exchange.trading.principals import bearer_token
 from exchange.trading.problems import FieldRefused
 from exchange.trading.repository import LedgerRefused, WithdrawalRace
@@ -384,11 +384,15 @@ async def place_order(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     async def work() -> tuple[int, BaseModel]:
-        placed = await service.place_order(principal.address, _signed_order(service, body))
-        code = status.HTTP_201_CREATED if placed.created else status.HTTP_200_OK
-        return code, order_out(placed.order, service.market(placed.order.market_id).spec)
+        return _placed(service, await service.place_order(principal.address, _signed_order(service, body)))
 
     return await idempotent(request, service, principal, idempotency_key, work)
+
+
+def _placed(service: TradingService, placed: Placed) -> tuple[int, BaseModel]:
+    """A placed order's answer: 201 when this request created it, 200 for a resend."""
+    code = status.HTTP_201_CREATED if placed.created else status.HTTP_200_OK
+    return code, order_out(placed.order, service.market(placed.order.market_id).spec)
 
 
 def _signed_order(service: TradingService, body: PlaceOrderIn) -> SignedOrderInput:
@@ -697,9 +701,8 @@ async def replace_order(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     async def work() -> tuple[int, BaseModel]:
-        placed = await service.replace_order(principal.address, order_id, _signed_order(service, body))
-        code = status.HTTP_201_CREATED if placed.created else status.HTTP_200_OK
-        return code, order_out(placed.order, service.market(placed.order.market_id).spec)
+        signed = _signed_order(service, body)
+        return _placed(service, await service.replace_order(principal.address, order_id, signed))
 
     return await idempotent(request, service, principal, idempotency_key, work)
 

@@ -14,19 +14,19 @@ def deploy_wallet(w3: Web3, contract: str, owner: str, *, sender: str | None = N
     """A test wallet (``contract``: ERC1271Wallet, which takes its owner's signatures as its own,
     or ERC1271ApprovingWallet, which takes only those of hashes its owner approved) owned by
     ``owner``, deployed by ``sender`` (the owner unless given)."""
-    artifact = compile_contracts()[contract]
-    factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-    sent = factory.constructor(owner).transact({"from": sender or owner})
-    address = Web3.to_checksum_address(str(w3.eth.wait_for_transaction_receipt(sent)["contractAddress"]))
-    return w3.eth.contract(address=address, abi=artifact.abi)
+    return _deploy(w3, contract, owner, sender=sender or owner)
 
 
 def deploy_multisig(w3: Web3, owners: list[str], *, sender: str) -> Contract:
     """A test ERC1271MultisigWallet of ``owners`` (ascending by address): its signature is each
     owner's 65 bytes of the hash, in that order."""
-    artifact = compile_contracts()["ERC1271MultisigWallet"]
+    return _deploy(w3, "ERC1271MultisigWallet", owners, sender=sender)
+
+
+def _deploy(w3: Web3, contract: str, *arguments: Any, sender: str) -> Contract:
+    artifact = compile_contracts()[contract]
     factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-    sent = factory.constructor(owners).transact({"from": sender})
+    sent = factory.constructor(*arguments).transact({"from": sender})
     address = Web3.to_checksum_address(str(w3.eth.wait_for_transaction_receipt(sent)["contractAddress"]))
     return w3.eth.contract(address=address, abi=artifact.abi)
 
