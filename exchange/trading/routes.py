@@ -672,7 +672,8 @@ async def cancel_order(
     summary="Replace one of your open orders with a new signed order",
     description=(
         "Cancels the open order and places the new one (a body as POST /v1/orders takes, in the "
-        "same market) in one journal transaction, or does neither: 409 order-not-open once the order "
+        "same market, GTC or PO) in one journal transaction, or does neither: 409 order-not-open "
+        "once the order "
         "has ended (filled, cancelled or expired), or the new order's own refusal, checked with the "
         "order's reservation released (its funds count for the new order). A partly filled order's "
         "fills stand; the new order is for its whole amount. Resending the same new order under the "

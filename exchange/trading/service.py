@@ -105,6 +105,8 @@ VOIDED_REMEMBERED = 10_000  # the latest fills taken back: hearing of one again 
 # The Vault's error for a fill whose order it finds unsigned: at settlement, only a contract
 # wallet's (ERC-1271) that stopped accepting its signature.
 INVALID_SIGNATURE_ERROR = "VaultInvalidSignature"
+# What a replacement may be: it rests (or takes, then rests), as the order it replaces did.
+REPLACING_TIME_IN_FORCE = ("GTC", "PO")
 
 
 class NotActiveMember(Forbidden):
@@ -385,7 +387,9 @@ class TradingService:
     async def place_order(self, account: str, order: SignedOrderInput) -> Placed:
         market, checked = self._checked(account, order, int(time.time()))
         await self.require_active_member(account)
-        await self._require_wallet_signature(checked)
+        if checked.wallet_check is not None:
+            await self._require_wallet_signature(checked)
+            await self.require_active_member(account)  # after the wallet's call: see place_orders
         return await self._queue(market, checked)
 
     async def replace_order(self, account: str, order_id: int, order: SignedOrderInput) -> Placed:
@@ -396,6 +400,13 @@ class TradingService:
         ``OrderNotOpen`` once the order has ended, or the replacement's own refusal. A resend of a
         replacement already placed (same client order id and signed order) answers it, 200.
         """
+        if order.time_in_force not in REPLACING_TIME_IN_FORCE:
+            # An IOC or FOK order never rests: one that did not fill would leave neither order.
+            raise OrderRefused(
+                f"a replacement takes the order's place on the book: time_in_force must be one of "
+                f"{', '.join(REPLACING_TIME_IN_FORCE)}, not {order.time_in_force}",
+                extra={"field": "time_in_force"},
+            )
         market, checked = self._checked(account, order, int(time.time()))
         async with self.sessionmaker() as session:
             row = await repository.order_of(session, account, order_id)
@@ -407,7 +418,9 @@ class TradingService:
                 extra={"field": "market"},
             )
         await self.require_active_member(account)
-        await self._require_wallet_signature(checked)
+        if checked.wallet_check is not None:
+            await self._require_wallet_signature(checked)
+            await self.require_active_member(account)  # after the wallet's call: see place_orders
         if self.order_gate is not None:
             self.order_gate(checked)
         intent = ReplaceIntent(account, row.sequence, checked)
@@ -417,6 +430,7 @@ class TradingService:
     async def _require_wallet_signature(self, checked: CheckedOrder) -> None:
         """The order of a contract wallet (a signature that is not the maker's key's): the wallet
         must accept it now (ERC-1271), as the Vault will ask it at settlement; else refused.
+        The caller asks membership again afterwards (the call may have let a suspension in).
 
         One chain call per such order (after the membership check, and only for the signed-in
         account's own wallet); orders signed by the maker's key never come here."""
@@ -435,9 +449,6 @@ class TradingService:
                 f"{reason}, nor does {wallet} accept it as a contract wallet (ERC-1271)",
                 extra={"field": "signature"},
             )
-        # On a node the call ran in a worker thread: a suspension may have been taken in
-        # meanwhile, its cancel-all already run. Asked again (a cache hit unless it was).
-        await self.require_active_member(wallet)
 
     async def place_orders(self, account: str, orders: list[SignedOrderInput]) -> list[Placed | DomainError]:
         """Place each of ``orders`` as :meth:`place_order` would; one refusal does not stop the others.
@@ -451,12 +462,19 @@ class TradingService:
         await self.require_active_member(account)
         now_unix = int(time.time())
         checked = [batch_item(self._checked, account, order, now_unix) for order in orders]
+        asked = False
         for index, item in enumerate(checked):  # contract wallets are asked before anything is queued
-            if not isinstance(item, DomainError):
+            if not isinstance(item, DomainError) and item[1].wallet_check is not None:
+                asked = True
                 try:
                     await self._require_wallet_signature(item[1])
                 except DomainError as refusal:
                     checked[index] = refusal
+        if asked:
+            # On a node each wallet call runs in a worker thread: the membership poller may have
+            # taken in a suspension meanwhile and run its cancel-all. Asked again (a cache hit
+            # unless it was), with no await between the answer and the queueing below.
+            await self.require_active_member(account)
         outcomes: list[Placed | DomainError | asyncio.Future[Placed]] = []
         for item in checked:  # an order refused or failing here stops itself only
             outcomes.append(item if isinstance(item, DomainError) else batch_item(self._queue, *item))

@@ -134,3 +134,18 @@ async def test_a_post_only_replacement_may_sit_where_the_order_it_replaces_was(d
     assert ask.status_code == 201, ask.text
     assert ask.json()["status"] == "open"
     assert await _asks(desk) == [str(price(10))]
+
+
+async def test_a_replacement_that_would_not_rest_is_refused(desk: Desk) -> None:
+    """An IOC or FOK replacement that did not fill would leave neither order: refused, 422."""
+    alice = await _funded(desk, 0x99, base=2 * WHOLE)
+    ask = await desk.place(alice, "sell", price(12), WHOLE)
+    head = await desk.journal()
+    for time_in_force in ("IOC", "FOK"):
+        reply = await desk.replace(
+            alice, ask.json()["id"], "sell", price(30), WHOLE, time_in_force=time_in_force
+        )
+        assert reply.status_code == 422, reply.text
+        assert reply.json()["errors"][0]["loc"] == ["body", "time_in_force"]
+    assert (await _order(desk, alice, ask.json()["id"]))["status"] == "open"
+    assert await desk.journal() == head

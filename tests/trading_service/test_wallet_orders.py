@@ -253,3 +253,27 @@ async def test_a_multisig_wallets_long_signature_is_taken_and_kept_whole(desk: D
     assert await _stored_signatures(desk) == [body["signature"]]
     bid = await desk.place(bob, "buy", price(12), WHOLE, time_in_force="IOC")
     assert bid.json()["filled"] == str(WHOLE)
+
+
+async def test_a_suspension_taken_in_while_a_batchs_later_wallet_call_runs_places_nothing(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's orders are queued after every wallet call: a suspension taken in during the
+    last call must refuse the orders whose calls came before it too."""
+    wallet = await desk.wallet_member(OWNER)
+    await desk.deposit(wallet, desk.market["base"], 10 * WHOLE)
+    calls: list[int] = []
+
+    def suspended_during_the_second(*args: Any, **kwargs: Any) -> bool:
+        calls.append(1)
+        if len(calls) == 2:
+            desk.chain.pool.suspend(wallet.address)
+            desk.trading.membership.forget(wallet.address)
+        return wallet_accepts(*args, **kwargs)
+
+    monkeypatch.setattr(service_module, "wallet_accepts", suspended_during_the_second)
+    orders = [desk.order_body(wallet, "sell", price(price_usd), WHOLE) for price_usd in (21, 22)]
+    reply = await desk.client.post("/v1/orders/batch", json={"orders": orders}, headers=wallet.headers)
+    assert reply.status_code == 403, reply.text
+    assert reply.json()["type"].endswith("/not-active-member")
+    assert await desk.orders(wallet) == []
