@@ -444,11 +444,25 @@ class TradingService:
             accepted = await self.chain.run(lambda: wallet_accepts(w3, wallet, digest, signature))
         except ChainError as exc:  # 503, for this order alone in a batch
             raise to_domain_error(exc) from exc
-        if not accepted:
+        if not accepted and not await self._already_placed(checked):
             raise InvalidSignature(
                 f"{reason}, nor does {wallet} accept it as a contract wallet (ERC-1271)",
                 extra={"field": "signature"},
             )
+
+    async def _already_placed(self, checked: CheckedOrder) -> bool:
+        """Whether ``checked`` is a resend of an order journaled before (same client order id, same
+        signed order): the writer answers it as placed, whatever its wallet says of it now, as it
+        answers a key's order. Asked only of an order its wallet refuses."""
+        async with self.sessionmaker() as session:
+            found = await session.scalar(
+                select(TradingOrder.id).where(
+                    TradingOrder.account == checked.account,
+                    TradingOrder.client_order_id == checked.client_order_id,
+                    TradingOrder.order_hash == checked.order_hash,
+                )
+            )
+        return found is not None
 
     async def place_orders(self, account: str, orders: list[SignedOrderInput]) -> list[Placed | DomainError]:
         """Place each of ``orders`` as :meth:`place_order` would; one refusal does not stop the others.

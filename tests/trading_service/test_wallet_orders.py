@@ -7,24 +7,26 @@ asks it at settlement; orders signed by the maker's own key never cost a chain c
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
 from sqlalchemy import select
 
 from exchange.auth.siwe import SiweMessage
 from exchange.chain.errors import ChainUnavailable
 from exchange.chain.pool import Tier
-from exchange.chain.signatures import wallet_accepts
+from exchange.chain.signatures import eip191_hash, wallet_accepts
 from exchange.trading import eip712
 from exchange.trading import service as service_module
 from exchange.trading.models import TradingOrder
 from exchange.trading.signing import MAX_SIGNATURE_BYTES
 from tests.support.auth import embedded_account
-from tests.support.wallets import deploy_multisig
+from tests.support.wallets import deploy_multisig, deploy_wallet
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
 
 OWNER = Account.from_key(b"\x81" * 32)
@@ -56,6 +58,44 @@ def _asked(calls: list[tuple[str, str]], trader: Trader) -> list[str]:
 async def _stored_signatures(desk: Desk) -> list[str]:
     async with desk.trading.sessionmaker() as session:
         return list((await session.scalars(select(TradingOrder.signature).order_by(TradingOrder.id))).all())
+
+
+async def _signed_in_wallet(
+    desk: Desk, wallet: str, owner: LocalAccount, sign: Callable[[str], bytes]
+) -> Trader:
+    """``wallet`` signed in (its SIWE message signed by ``sign``, as the wallet accepts it), as a
+    trader whose orders ``owner``'s key signs."""
+    issued = (await desk.client.post("/v1/auth/nonce")).json()
+    text = SiweMessage(
+        domain=issued["domain"],
+        address=wallet,
+        statement="Sign in to the patent pool.",
+        uri=f"http://{issued['domain']}/",
+        chain_id=issued["chain_id"],
+        nonce=issued["nonce"],
+        issued_at=datetime.now(UTC).replace(microsecond=0),
+    ).render()
+    login = await desk.client.post(
+        "/v1/auth/login", json={"message": text, "signature": "0x" + sign(text).hex()}
+    )
+    assert login.status_code == 200, login.text
+    return Trader(owner, {"Authorization": f"Bearer {login.json()['access_token']}"}, wallet=wallet)
+
+
+def _vault_order(body: dict[str, Any]) -> eip712.VaultOrder:
+    """The Vault order a ``Desk.order_body`` carries."""
+    signed = body["order"]
+    return eip712.VaultOrder(
+        maker=signed["maker"],
+        base_token=signed["base_token"],
+        quote_token=signed["quote_token"],
+        side=eip712.OrderSide.BUY if signed["side"] == "buy" else eip712.OrderSide.SELL,
+        price_quote=int(signed["price"]),
+        amount_base=int(signed["amount"]),
+        max_fee_bps=signed["max_fee_bps"],
+        nonce=int(signed["nonce"]),
+        expiry_unix=signed["expiry"],
+    )
 
 
 async def test_a_contract_wallet_trades_with_its_owners_signature(
@@ -206,38 +246,20 @@ async def test_a_multisig_wallets_long_signature_is_taken_and_kept_whole(desk: D
         desk.chain.w3, [owner.address for owner in owners], sender=embedded_account(0).address
     )
     desk.chain.pool.admit(wallet.address, Tier.SMALL)
-    issued = (await desk.client.post("/v1/auth/nonce")).json()
-    text = SiweMessage(
-        domain=issued["domain"],
-        address=wallet.address,
-        statement="Sign in to the patent pool.",
-        uri=f"http://{issued['domain']}/",
-        chain_id=issued["chain_id"],
-        nonce=issued["nonce"],
-        issued_at=datetime.now(UTC).replace(microsecond=0),
-    ).render()
-    signed = b"".join(bytes(owner.sign_message(encode_defunct(text=text)).signature) for owner in owners)
-    login = await desk.client.post("/v1/auth/login", json={"message": text, "signature": "0x" + signed.hex()})
-    assert login.status_code == 200, login.text
-    member = Trader(
-        owners[0], {"Authorization": f"Bearer {login.json()['access_token']}"}, wallet=wallet.address
+    member = await _signed_in_wallet(
+        desk,
+        wallet.address,
+        owners[0],
+        lambda text: b"".join(
+            bytes(owner.sign_message(encode_defunct(text=text)).signature) for owner in owners
+        ),
     )
     await desk.deposit(member, desk.market["base"], 10 * WHOLE)
     bob = await desk.member(0x87)
     await desk.deposit(bob, desk.market["quote"], 1_000 * DOLLAR)
 
     body = desk.order_body(member, "sell", price(12), WHOLE)
-    order = eip712.VaultOrder(
-        maker=wallet.address,
-        base_token=desk.market["base"],
-        quote_token=desk.market["quote"],
-        side=eip712.OrderSide.SELL,
-        price_quote=price(12),
-        amount_base=WHOLE,
-        max_fee_bps=body["order"]["max_fee_bps"],
-        nonce=int(body["order"]["nonce"]),
-        expiry_unix=body["order"]["expiry"],
-    )
+    order = _vault_order(body)
     both = b"".join(
         eip712.sign_order(owner.key, desk.market["chain_id"], desk.market["vault"], order) for owner in owners
     )
@@ -277,3 +299,38 @@ async def test_a_suspension_taken_in_while_a_batchs_later_wallet_call_runs_place
     assert reply.status_code == 403, reply.text
     assert reply.json()["type"].endswith("/not-active-member")
     assert await desk.orders(wallet) == []
+
+
+async def test_a_resent_wallet_order_is_answered_after_the_wallet_withdrew_its_approval(desk: Desk) -> None:
+    """A resend (same client order id, same signed order) answers the order placed, 200, as for a
+    key's order, although the wallet no longer accepts the signature."""
+    owner = embedded_account(3)  # an account of the embedded chain: it sends the approvals
+    wallet = deploy_wallet(
+        desk.chain.w3, "ERC1271ApprovingWallet", owner.address, sender=embedded_account(0).address
+    )
+    desk.chain.pool.admit(wallet.address, Tier.SMALL)
+
+    def approve(digest: bytes, approval: bool) -> None:
+        sent = wallet.functions.setApproval(digest, approval).transact({"from": owner.address})
+        assert desk.chain.w3.eth.wait_for_transaction_receipt(sent)["status"] == 1
+
+    def sign_in(text: str) -> bytes:
+        message = encode_defunct(text=text)
+        approve(eip191_hash(message), True)
+        return bytes(owner.sign_message(message).signature)
+
+    member = await _signed_in_wallet(desk, wallet.address, owner, sign_in)
+    await desk.deposit(member, desk.market["base"], 10 * WHOLE)
+    body = desk.order_body(member, "sell", price(12), WHOLE)
+    digest = eip712.order_hash(desk.market["chain_id"], desk.market["vault"], _vault_order(body))
+    approve(digest, True)
+    placed = await desk.client.post("/v1/orders", json=body, headers=member.headers)
+    assert placed.status_code == 201, placed.text
+    approve(digest, False)
+
+    resent = await desk.client.post("/v1/orders", json=body, headers=member.headers)
+    assert resent.status_code == 200, resent.text
+    assert resent.json()["id"] == placed.json()["id"]
+    other = desk.order_body(member, "sell", price(13), WHOLE)  # a new order the wallet never approved
+    refused = await desk.client.post("/v1/orders", json=other, headers=member.headers)
+    assert refused.status_code == 422, refused.text
