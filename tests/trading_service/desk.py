@@ -29,6 +29,22 @@ def price(dollars_per_bpc: float) -> int:
     return round(dollars_per_bpc * DOLLAR)
 
 
+def vault_order(body: dict[str, Any]) -> eip712.VaultOrder:
+    """The Vault order a ``Desk.order_body`` carries (what was signed)."""
+    order = body["order"]
+    return eip712.VaultOrder(
+        maker=order["maker"],
+        base_token=order["base_token"],
+        quote_token=order["quote_token"],
+        side=eip712.OrderSide.BUY if order["side"] == "buy" else eip712.OrderSide.SELL,
+        price_quote=int(order["price"]),
+        amount_base=int(order["amount"]),
+        max_fee_bps=order["max_fee_bps"],
+        nonce=int(order["nonce"]),
+        expiry_unix=order["expiry"],
+    )
+
+
 @dataclass
 class Trader:
     account: LocalAccount  # the key that signs: the member's own, or its contract wallet's owner's
@@ -198,6 +214,13 @@ class Desk:
         if settler_here:
             for fill_id in fill_ids:
                 await self.trading.fill_failed(fill_id)
+
+    async def order(self, trader: Trader, order_id: str) -> dict[str, Any]:
+        """One of the trader's orders as GET /v1/orders/{id} answers it."""
+        reply = await self.client.get(f"/v1/orders/{order_id}", headers=trader.headers)
+        assert reply.status_code == 200, reply.text
+        order: dict[str, Any] = reply.json()
+        return order
 
     async def orders(self, trader: Trader) -> list[dict[str, Any]]:
         """The trader's orders as GET /v1/orders lists them (newest first, first page)."""

@@ -8,28 +8,12 @@ import pytest
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import func, select, update
 
-from exchange.trading import eip712
 from exchange.trading.chain_cancels import ChainCancellations
 from exchange.trading.intents import WriterUnavailable
 from exchange.trading.settlement_models import ChainEvent
 from tests.chain.nodes import advance_time
 from tests.support.auth import embedded_account
-from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
-
-
-def _vault_order(body: dict[str, Any]) -> eip712.VaultOrder:
-    order = body["order"]
-    return eip712.VaultOrder(
-        maker=order["maker"],
-        base_token=order["base_token"],
-        quote_token=order["quote_token"],
-        side=eip712.OrderSide.BUY if order["side"] == "buy" else eip712.OrderSide.SELL,
-        price_quote=int(order["price"]),
-        amount_base=int(order["amount"]),
-        max_fee_bps=order["max_fee_bps"],
-        nonce=int(order["nonce"]),
-        expiry_unix=order["expiry"],
-    )
+from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price, vault_order
 
 
 def _send(desk: Desk, account: LocalAccount, function: str, *args: Any) -> None:
@@ -62,12 +46,6 @@ async def _follow(desk: Desk) -> ChainCancellations:
     return cancels
 
 
-async def _order(desk: Desk, trader: Trader, order_id: str) -> dict[str, Any]:
-    reply = await desk.client.get(f"/v1/orders/{order_id}", headers=trader.headers)
-    order: dict[str, Any] = reply.json()
-    return order
-
-
 async def test_vault_cancellations_and_exits_take_orders_off_the_book(desk: Desk) -> None:
     market = desk.market
     alice = await desk.member(0x81)
@@ -81,19 +59,19 @@ async def test_vault_cancellations_and_exits_take_orders_off_the_book(desk: Desk
     bobs = await _place(desk, bob, "buy", 5, nonce=1_000_003)
     await _follow(desk)  # nothing happened on chain yet
     for order in (single, low, high):
-        assert (await _order(desk, alice, order["id"]))["status"] == "open"
+        assert (await desk.order(alice, order["id"]))["status"] == "open"
 
-    _send(desk, alice.account, "cancelOrder", _vault_order(single["body"]).as_abi_tuple())
+    _send(desk, alice.account, "cancelOrder", vault_order(single["body"]).as_abi_tuple())
     await _follow(desk)
-    cancelled = await _order(desk, alice, single["id"])
+    cancelled = await desk.order(alice, single["id"])
     assert (cancelled["status"], cancelled["cancel_reason"]) == ("canceled", "on_chain")
     assert cancelled["reserved"] == "0"
-    assert (await _order(desk, alice, low["id"]))["status"] == "open"
+    assert (await desk.order(alice, low["id"]))["status"] == "open"
 
     _send(desk, alice.account, "cancelOrdersBelowNonce", 1_000_100)
     await _follow(desk)
-    assert (await _order(desk, alice, low["id"]))["cancel_reason"] == "on_chain"
-    assert (await _order(desk, alice, high["id"]))["status"] == "open"  # its nonce is above the floor
+    assert (await desk.order(alice, low["id"]))["cancel_reason"] == "on_chain"
+    assert (await desk.order(alice, high["id"]))["status"] == "open"  # its nonce is above the floor
 
     # The intake now refuses what the Vault would not settle.
     replay = await desk.client.post(
@@ -106,11 +84,11 @@ async def test_vault_cancellations_and_exits_take_orders_off_the_book(desk: Desk
 
     _send(desk, bob.account, "requestExit")
     await _follow(desk)
-    assert (await _order(desk, bob, bobs["id"]))["cancel_reason"] == "on_chain"
+    assert (await desk.order(bob, bobs["id"]))["cancel_reason"] == "on_chain"
     exiting = await desk.place(bob, "buy", price(4), WHOLE, nonce=1_000_005)
     assert exiting.status_code == 409, exiting.text
     assert "exit" in exiting.json()["detail"]
-    assert (await _order(desk, alice, high["id"]))["status"] == "open"  # another account's exit
+    assert (await desk.order(alice, high["id"]))["status"] == "open"  # another account's exit
 
     balances = await desk.balances(alice)
     assert balances[market["base"]]["reserved"] == WHOLE  # only the order still open holds base
@@ -122,7 +100,7 @@ async def test_vault_cancellations_and_exits_take_orders_off_the_book(desk: Desk
         desk.trading, desk.trading.sessionmaker, await desk.app.state.settlement.indexer.cursor_id()
     )
     assert await again.apply() == 0
-    assert (await _order(desk, alice, high["id"]))["status"] == "open"
+    assert (await desk.order(alice, high["id"]))["status"] == "open"
 
     # Bob calls his exit off and trades again; a restart must not cancel his new orders.
     _send(desk, bob.account, "cancelExit")
@@ -132,7 +110,7 @@ async def test_vault_cancellations_and_exits_take_orders_off_the_book(desk: Desk
         desk.trading, desk.trading.sessionmaker, await desk.app.state.settlement.indexer.cursor_id()
     )
     assert await restarted.apply() == 0
-    assert (await _order(desk, bob, fresh["id"]))["status"] == "open"
+    assert (await desk.order(bob, fresh["id"]))["status"] == "open"
 
 
 async def test_a_pass_moves_past_the_events_it_does_not_follow(desk: Desk) -> None:
@@ -225,11 +203,11 @@ async def test_an_exit_requested_and_paid_in_one_pass_takes_the_orders_off_first
         with pytest.raises(WriterUnavailable):
             await indexer.catch_up()
         assert await _exit_states(desk, carol.address) == ["seen"]
-        assert (await _order(desk, carol, resting["id"]))["status"] == "open"
+        assert (await desk.order(carol, resting["id"]))["status"] == "open"
     await indexer.catch_up()  # one pass: both events, no separate follow-up
 
     assert (await desk.balances(carol))[market["quote"]] == {"total": 0, "available": 0, "reserved": 0}
-    order = await _order(desk, carol, resting["id"])
+    order = await desk.order(carol, resting["id"])
     assert (order["status"], order["cancel_reason"]) == ("canceled", "on_chain")
     assert await _exit_states(desk, carol.address) == ["credited"]
 

@@ -18,13 +18,6 @@ async def _funded(desk: Desk, key: int, *, base: int = 0, quote: int = 0) -> Tra
     return trader
 
 
-async def _order(desk: Desk, trader: Trader, order_id: str) -> dict[str, Any]:
-    reply = await desk.client.get(f"/v1/orders/{order_id}", headers=trader.headers)
-    assert reply.status_code == 200, reply.text
-    order: dict[str, Any] = reply.json()
-    return order
-
-
 async def _asks(desk: Desk) -> list[str]:
     book = (await desk.client.get(f"/v1/markets/{desk.market['id']}/orderbook")).json()
     return [level[0] for level in book["asks"]]
@@ -45,7 +38,7 @@ async def test_a_replacement_cancels_the_order_and_rests_in_its_stead(desk: Desk
     second = await _post(desk, alice, first.json()["id"], body)
     assert second.status_code == 201, second.text
     assert (second.json()["status"], second.json()["price"]) == ("open", str(price(11.5)))
-    replaced = await _order(desk, alice, first.json()["id"])
+    replaced = await desk.order(alice, first.json()["id"])
     assert (replaced["status"], replaced["cancel_reason"]) == ("canceled", "user")
     balances = await desk.balances(alice)
     assert balances[desk.market["base"]] == {"total": 3 * WHOLE, "available": 0, "reserved": 3 * WHOLE}
@@ -69,7 +62,7 @@ async def test_a_replacement_that_crosses_trades(desk: Desk) -> None:
     taken = await desk.replace(alice, ask.json()["id"], "sell", price(10), 2 * WHOLE)
     assert taken.status_code == 201, taken.text
     assert (taken.json()["filled"], taken.json()["status"]) == (str(WHOLE), "open")
-    assert (await _order(desk, bob, bid.json()["id"]))["status"] == "closed"
+    assert (await desk.order(bob, bid.json()["id"]))["status"] == "closed"
     assert await _asks(desk) == [str(price(10))]
 
 
@@ -120,7 +113,7 @@ async def test_a_refused_replacement_leaves_the_order_as_it_was(desk: Desk) -> N
         reply = await _post(desk, alice, order_id, body)
         assert reply.status_code == status, reply.text
         assert reply.json()["type"].endswith("/" + problem), reply.text
-        assert (await _order(desk, alice, order_id))["status"] == "open"
+        assert (await desk.order(alice, order_id))["status"] == "open"
         assert await desk.journal() == head
         assert await desk.balances(alice) == balances
 
@@ -147,5 +140,5 @@ async def test_a_replacement_that_would_not_rest_is_refused(desk: Desk) -> None:
         )
         assert reply.status_code == 422, reply.text
         assert reply.json()["errors"][0]["loc"] == ["body", "time_in_force"]
-    assert (await _order(desk, alice, ask.json()["id"]))["status"] == "open"
+    assert (await desk.order(alice, ask.json()["id"]))["status"] == "open"
     assert await desk.journal() == head

@@ -27,7 +27,7 @@ from exchange.trading.models import TradingOrder
 from exchange.trading.signing import MAX_SIGNATURE_BYTES
 from tests.support.auth import embedded_account
 from tests.support.wallets import deploy_multisig, deploy_wallet
-from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
+from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price, vault_order
 
 OWNER = Account.from_key(b"\x81" * 32)
 STRANGER = Account.from_key(b"\x83" * 32)
@@ -80,22 +80,6 @@ async def _signed_in_wallet(
     )
     assert login.status_code == 200, login.text
     return Trader(owner, {"Authorization": f"Bearer {login.json()['access_token']}"}, wallet=wallet)
-
-
-def _vault_order(body: dict[str, Any]) -> eip712.VaultOrder:
-    """The Vault order a ``Desk.order_body`` carries."""
-    signed = body["order"]
-    return eip712.VaultOrder(
-        maker=signed["maker"],
-        base_token=signed["base_token"],
-        quote_token=signed["quote_token"],
-        side=eip712.OrderSide.BUY if signed["side"] == "buy" else eip712.OrderSide.SELL,
-        price_quote=int(signed["price"]),
-        amount_base=int(signed["amount"]),
-        max_fee_bps=signed["max_fee_bps"],
-        nonce=int(signed["nonce"]),
-        expiry_unix=signed["expiry"],
-    )
 
 
 async def test_a_contract_wallet_trades_with_its_owners_signature(
@@ -259,7 +243,7 @@ async def test_a_multisig_wallets_long_signature_is_taken_and_kept_whole(desk: D
     await desk.deposit(bob, desk.market["quote"], 1_000 * DOLLAR)
 
     body = desk.order_body(member, "sell", price(12), WHOLE)
-    order = _vault_order(body)
+    order = vault_order(body)
     both = b"".join(
         eip712.sign_order(owner.key, desk.market["chain_id"], desk.market["vault"], order) for owner in owners
     )
@@ -322,7 +306,7 @@ async def test_a_resent_wallet_order_is_answered_after_the_wallet_withdrew_its_a
     member = await _signed_in_wallet(desk, wallet.address, owner, sign_in)
     await desk.deposit(member, desk.market["base"], 10 * WHOLE)
     body = desk.order_body(member, "sell", price(12), WHOLE)
-    digest = eip712.order_hash(desk.market["chain_id"], desk.market["vault"], _vault_order(body))
+    digest = eip712.order_hash(desk.market["chain_id"], desk.market["vault"], vault_order(body))
     approve(digest, True)
     placed = await desk.client.post("/v1/orders", json=body, headers=member.headers)
     assert placed.status_code == 201, placed.text
