@@ -376,20 +376,31 @@ class TradingService:
         )
         return market, checked
 
-    def _queue(self, market: Market, checked: CheckedOrder) -> asyncio.Future[Placed]:
-        """Pass the order gate and queue the order at once (no await in between); its outcome's future."""
+    def _queue(
+        self, market: Market, checked: CheckedOrder, intent: PlaceIntent | ReplaceIntent | None = None
+    ) -> asyncio.Future[Placed]:
+        """Pass the order gate and queue the order (as ``intent``, a place by default) at once, no
+        await in between; its outcome's future."""
         if self.order_gate is not None:
             self.order_gate(checked)
-        intent = PlaceIntent(checked)
-        market.writer.enqueue(intent)
-        return intent.future
+        queued = PlaceIntent(checked) if intent is None else intent
+        market.writer.enqueue(queued)
+        return queued.future
 
-    async def place_order(self, account: str, order: SignedOrderInput) -> Placed:
-        market, checked = self._checked(account, order, int(time.time()))
+    async def _admit(self, account: str, checked: CheckedOrder) -> None:
+        """The account is an active member, and a contract wallet's signature its wallet accepts.
+
+        Membership is asked again after the wallet's call: on a node that runs in a worker
+        thread, and the membership poller may take in a suspension meanwhile and run its
+        cancel-all (a cache hit unless it did)."""
         await self.require_active_member(account)
         if checked.wallet_check is not None:
             await self._require_wallet_signature(checked)
-            await self.require_active_member(account)  # after the wallet's call: see place_orders
+            await self.require_active_member(account)
+
+    async def place_order(self, account: str, order: SignedOrderInput) -> Placed:
+        market, checked = self._checked(account, order, int(time.time()))
+        await self._admit(account, checked)
         return await self._queue(market, checked)
 
     async def replace_order(self, account: str, order_id: int, order: SignedOrderInput) -> Placed:
@@ -417,20 +428,13 @@ class TradingService:
                 f"order {order_id} is in market {row.market_id}: its replacement must be too",
                 extra={"field": "market"},
             )
-        await self.require_active_member(account)
-        if checked.wallet_check is not None:
-            await self._require_wallet_signature(checked)
-            await self.require_active_member(account)  # after the wallet's call: see place_orders
-        if self.order_gate is not None:
-            self.order_gate(checked)
-        intent = ReplaceIntent(account, row.sequence, checked)
-        market.writer.enqueue(intent)
-        return await intent.future
+        await self._admit(account, checked)
+        return await self._queue(market, checked, ReplaceIntent(account, row.sequence, checked))
 
     async def _require_wallet_signature(self, checked: CheckedOrder) -> None:
         """The order of a contract wallet (a signature that is not the maker's key's): the wallet
         must accept it now (ERC-1271), as the Vault will ask it at settlement; else refused.
-        The caller asks membership again afterwards (the call may have let a suspension in).
+        The caller asks membership again afterwards (see :meth:`_admit`).
 
         One chain call per such order (after the membership check, and only for the signed-in
         account's own wallet); orders signed by the maker's key never come here."""
@@ -484,10 +488,7 @@ class TradingService:
                     await self._require_wallet_signature(item[1])
                 except DomainError as refusal:
                     checked[index] = refusal
-        if asked:
-            # On a node each wallet call runs in a worker thread: the membership poller may have
-            # taken in a suspension meanwhile and run its cancel-all. Asked again (a cache hit
-            # unless it was), with no await between the answer and the queueing below.
+        if asked:  # as _admit does, once for all the calls, with no await before the queueing
             await self.require_active_member(account)
         outcomes: list[Placed | DomainError | asyncio.Future[Placed]] = []
         for item in checked:  # an order refused or failing here stops itself only
