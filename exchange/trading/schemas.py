@@ -182,7 +182,9 @@ class OrderOut(BaseModel):
         "ioc_remainder (what an IOC or FOK order could not fill at once), self_trade, expired, "
         "suspended (its maker stopped being an active member), on_chain (cancelled in the Vault, or "
         "its maker asked to exit), fee_above_cap (the maker fee rose above its signed cap while it "
-        "rested); null when none applies."
+        "rested), replaced (its owner replaced it with a new order), wallet_refused (its maker, a "
+        "contract wallet, no longer accepted its signature when a fill of it settled); null when "
+        "none applies."
     )
     cost: str = Field(
         description="What its fills came to in the quote token: the sum of their quote amounts, base units."

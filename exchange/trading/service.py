@@ -78,6 +78,7 @@ from exchange.trading.intents import (
     Placed,
     PlaceIntent,
     ReplaceIntent,
+    WriterUnavailable,
 )
 from exchange.trading.ledger import Balance
 from exchange.trading.market_data import TickerCache
@@ -93,7 +94,7 @@ from exchange.trading.models import (
 from exchange.trading.principals import PrincipalCache
 from exchange.trading.problems import FieldRefused
 from exchange.trading.repository import LedgerRefused, ProceedsUnsettled
-from exchange.trading.settlement_models import SettlementFailure
+from exchange.trading.settlement_repository import disowned_orders
 from exchange.trading.signing import OrderDigester, assert_native_backend
 from exchange.trading.writer import MarketWriter
 
@@ -102,9 +103,6 @@ T = TypeVar("T")
 
 ACTIVE_STATUS = 1  # PoolRegistry.Status.Active
 VOIDED_REMEMBERED = 10_000  # the latest fills taken back: hearing of one again changes nothing
-# The Vault's error for a fill whose order it finds unsigned: at settlement, only a contract
-# wallet's (ERC-1271) that stopped accepting its signature.
-INVALID_SIGNATURE_ERROR = "VaultInvalidSignature"
 # What a replacement may be: it rests (or takes, then rests), as the order it replaces did.
 REPLACING_TIME_IN_FORCE = ("GTC", "PO")
 
@@ -560,27 +558,27 @@ class TradingService:
         """The fill failed because the Vault found an order of it no longer signed: a contract
         wallet that accepted the signature at intake refuses it now (ERC-1271). Nothing on chain
         says so, and the order would go on matching, each of its fills failing the same way at
-        settlement: if it still rests, it is cancelled, as an order cancelled in the Vault is."""
-        async with self.sessionmaker() as session:
-            failure = await session.get(SettlementFailure, fill.id)
-            if failure is None or failure.error_name != INVALID_SIGNATURE_ERROR:
-                return
-            order_hash = str(failure.error_args.get("orderHash", "")).lower()
-            order = await session.scalar(select(TradingOrder).where(TradingOrder.order_hash == order_hash))
-        if order is None or order.status != OrderStatus.OPEN.value:
-            return
-        if order.id not in (fill.maker_order_id, fill.taker_order_id):
-            return
-        market = self.markets.get(order.market_id)
+        settlement: if it still rests, it is cancelled (``wallet_refused``). Should its writer
+        be stopping, its recovery cancels it (``MarketWriter``)."""
+        market = self.markets.get(fill.market_id)
         if market is None:
             return
-        await market.writer.submit(CancelIntent(order.account, order.sequence, CancelCause.ON_CHAIN))
-        log.warning(
-            "trading.order_cancelled_no_longer_signed",
-            order_id=order.id,
-            account=order.account,
-            fill_id=fill.id,
-        )
+        async with self.sessionmaker() as session:
+            orders = await disowned_orders(session, fill.market_id, [fill.id])
+        for order in orders:
+            try:
+                await market.writer.submit(
+                    CancelIntent(order.account, order.sequence, CancelCause.WALLET_REFUSED)
+                )
+            except WriterUnavailable:
+                log.warning("trading.disowned_order_cancel_deferred", order_id=order.id, fill_id=fill.id)
+                continue
+            log.warning(
+                "trading.order_cancelled_no_longer_signed",
+                order_id=order.id,
+                account=order.account,
+                fill_id=fill.id,
+            )
 
     # ------------------------------------------------------------------ withdrawals
 

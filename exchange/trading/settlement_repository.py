@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.db.base import utc_now
 from exchange.trading.fill_notices import announce_failed
-from exchange.trading.models import SettlementState, TradingFill, TradingOrder
+from exchange.trading.models import OrderStatus, SettlementState, TradingFill, TradingOrder
 from exchange.trading.settlement_models import (
     OPEN_BATCH_STATES,
     BatchState,
@@ -473,3 +473,39 @@ async def fail_fill(
     await session.flush()
     await announce_failed(session, fill_id)
     return True
+
+
+# The Vault's error for a fill whose order it finds unsigned: at settlement, only a contract
+# wallet's (ERC-1271) that stopped accepting its signature.
+INVALID_SIGNATURE_ERROR = "VaultInvalidSignature"
+
+
+async def disowned_orders(
+    session: AsyncSession, market_id: str, fill_ids: Sequence[int] | None = None
+) -> list[TradingOrder]:
+    """The open orders of ``market_id`` whose signature the Vault refused when a fill of theirs
+    settled (``VaultInvalidSignature`` naming the order's hash): a contract wallet no longer
+    accepts it, and no fill of the order could settle. Only fills among ``fill_ids`` when given.
+
+    Such failures are rare (they need a wallet that withdrew its approval), so reading all of a
+    market's is cheap; the orders are read by primary key."""
+    failed = (
+        select(TradingFill.maker_order_id, TradingFill.taker_order_id, SettlementFailure.error_args)
+        .join(SettlementFailure, SettlementFailure.fill_id == TradingFill.id)
+        .where(SettlementFailure.error_name == INVALID_SIGNATURE_ERROR, TradingFill.market_id == market_id)
+    )
+    if fill_ids is not None:
+        failed = failed.where(TradingFill.id.in_(fill_ids))
+    named: dict[int, set[str]] = defaultdict(set)  # order id: the order hashes the Vault refused
+    for maker_order_id, taker_order_id, error_args in await session.execute(failed):
+        refused = str((error_args or {}).get("orderHash", "")).lower()
+        named[maker_order_id].add(refused)
+        named[taker_order_id].add(refused)
+    if not named:
+        return []
+    orders = await session.scalars(
+        select(TradingOrder)
+        .where(TradingOrder.id.in_(list(named)), TradingOrder.status == OrderStatus.OPEN.value)
+        .order_by(TradingOrder.id)
+    )
+    return [order for order in orders if order.order_hash.lower() in named[order.id]]

@@ -5,7 +5,7 @@ asyncio queue and wait. Each cycle the writer takes everything queued (up to
 ``max_batch``) and, in ONE database transaction:
 
 1. cancels orders that reached their expiry less the settlement margin, and
-   (first cycle after a recovery) orders whose fee cap the maker fee now exceeds;
+   (first cycle after a recovery) orders none of whose fills could settle any more;
 2. for each intent in arrival order: checks the client order id, nonce and
    order hash are unused, reserves the funds (ledger postings against the
    balances read ``FOR UPDATE``), applies the command to the book, and turns
@@ -49,6 +49,12 @@ crossed it. So :meth:`MarketWriter.start`, before it takes any intent, runs a
 cycle that cancels every resting order whose cap is below the maker fee (cause
 ``fee_above_cap``), journaled and released like any cancel; should that cycle
 fail, the next one does it before its intents.
+
+The same first cycle cancels every resting order of a contract wallet that
+refused its signature when one of its fills settled (cause ``wallet_refused``,
+``settlement_repository.disowned_orders``). The service cancels such an order as
+soon as it hears of the failed fill; recovery finds the ones whose cancel did not
+happen (the writer stopped in between).
 """
 
 from __future__ import annotations
@@ -128,6 +134,7 @@ from exchange.trading.models import (
 )
 from exchange.trading.models import TimeInForce as StoredTimeInForce
 from exchange.trading.repository import FEES_ACCOUNT, BalanceKey, LedgerRefused, padded
+from exchange.trading.settlement_repository import disowned_orders
 
 log = get_logger(__name__)
 
@@ -282,7 +289,9 @@ class MarketWriter:
         self.checkpoint_sequence = 0
         self.live: dict[int, OrderRow] = {}  # resting orders by sequence
         self._expiries: list[tuple[int, int]] = []  # (leave book at, sequence)
-        self._uncovered: list[int] = []  # resting orders whose fee cap is below the maker fee, by sequence
+        # resting orders none of whose fills could settle (fee cap below the maker fee, or a
+        # wallet refusing its signature): by sequence, with the cause they are cancelled for
+        self._unsettleable: list[tuple[int, CancelCause]] = []
         self._candles: dict[int, Candle] = {}  # by resolution: the latest stored candle
         self.listener: CycleListener | None = None  # told of every committed cycle and every recovery
         # The cycles' connection, held between cycles: no pool checkout (and liveness ping) per
@@ -301,7 +310,7 @@ class MarketWriter:
 
     async def start(self) -> None:
         await self._recover()
-        if self._uncovered:
+        if self._unsettleable:
             # Before the loop takes intents: no intent ever meets an order it could not trade with.
             await self._cycle_or_recover([])
         self._task = asyncio.create_task(self._run(), name=f"trading-writer-{self.market_id}")
@@ -379,7 +388,7 @@ class MarketWriter:
                     batch.append(item)  # type: ignore[arg-type]
             if (
                 batch
-                and not self._uncovered
+                and not self._unsettleable
                 and not self._expiry_due()
                 and all(isinstance(intent, ProbeIntent) for intent in batch)
             ):
@@ -520,7 +529,7 @@ class MarketWriter:
                 for token in (self.market.base_token, self.market.quote_token)
             )
             await self._expire(cycle, now_unix)
-            await self._cancel_uncovered(cycle)
+            await self._cancel_unsettleable(cycle)
             probes: list[ProbeIntent] = []
             for intent in batch:
                 if isinstance(intent, PlaceIntent):
@@ -761,20 +770,30 @@ class MarketWriter:
     async def _replace(self, cycle: _Cycle, intent: ReplaceIntent, known: list[OrderRow]) -> object:
         """Cancel the open order and place its replacement, or do neither.
 
-        A resend of a replacement already placed answers it (nothing else happens). Otherwise
+        A resend of a replacement already placed answers it (nothing else happens). The same
+        order placed on its own (``POST /v1/orders``) while the order to replace is still open
+        was not placed in its stead: that is a conflict, and nothing happens. Otherwise
         everything that could refuse the replacement once the order is cancelled is checked
         first, against the state the cancel would leave: its identity (client order id, nonce,
         hash), the funds it reserves with the order's reservation released, and whether a
         post-only replacement would take with the order gone. So the order is cancelled only
         when its replacement is placed, both in this cycle's one transaction."""
         order = intent.order
+        row = self.live.get(intent.order_sequence)
+        if row is not None and row.account != intent.account:
+            row = None
         duplicate = self._duplicate(cycle, order, known)
         if isinstance(duplicate, OrderRow):
+            if row is not None:  # placed on its own (or it is the order itself), not in its stead
+                return OrderConflict(
+                    f"client order id {order.client_order_id!r} names an order placed before, not in "
+                    "the stead of this order, which is still open: nothing was replaced",
+                    extra={"client_order_id": order.client_order_id},
+                )
             return Placed(duplicate, created=False)
         if duplicate is not None:
             return duplicate
-        row = self.live.get(intent.order_sequence)
-        if row is None or row.account != intent.account:
+        if row is None:
             return OrderNotOpen("the order has ended (filled, cancelled or expired): nothing was replaced")
         await cycle.load([(order.account, order.reserve_token)])
         balance = cycle.balances.get((order.account, order.reserve_token)) or Balance()
@@ -785,7 +804,7 @@ class MarketWriter:
             return self._short(order, available)
         if order.time_in_force == StoredTimeInForce.PO and self._would_take(order, row):
             return PostOnlyWouldTake("the post-only order would trade at once; nothing was replaced")
-        await self._cancel_resting(cycle, row, CancelCause.USER)
+        await self._cancel_resting(cycle, row, CancelCause.REPLACED)
         placed = await self._place(cycle, order, known)
         if not isinstance(placed, Placed):  # checked above: the book and the ledger disagree with them
             raise RecoveryFailed(
@@ -881,18 +900,20 @@ class MarketWriter:
             await self._cancel_resting(cycle, row, CancelCause.EXPIRED)
             log.info("order.expired", market=self.market_id, order_id=row.id, expiry=row.expiry_unix)
 
-    async def _cancel_uncovered(self, cycle: _Cycle) -> None:
-        """Cancel the resting orders whose signed fee cap is below the maker fee (module docstring)."""
-        uncovered, self._uncovered = self._uncovered, []  # a failed cycle recovers, which finds them again
-        for sequence in uncovered:
+    async def _cancel_unsettleable(self, cycle: _Cycle) -> None:
+        """Cancel the resting orders none of whose fills could settle (module docstring)."""
+        # a failed cycle recovers, which finds them again
+        unsettleable, self._unsettleable = self._unsettleable, []
+        for sequence, cause in unsettleable:
             row = self.live.get(sequence)
             if row is None:
                 continue
-            await self._cancel_resting(cycle, row, CancelCause.FEE_ABOVE_CAP)
+            await self._cancel_resting(cycle, row, cause)
             log.info(
-                "order.fee_above_cap",
+                "order.unsettleable_cancelled",
                 market=self.market_id,
                 order_id=row.id,
+                cause=cause.value,
                 max_fee_bps=row.max_fee_bps,
                 maker_fee_bps=self.market.maker_fee_bps,
             )
@@ -1210,13 +1231,17 @@ class MarketWriter:
                 raise RecoveryFailed(
                     f"the open orders of {self.market_id} differ from its replayed book: {differing}"
                 )
+            disowned = [order.sequence for order in await disowned_orders(session, self.market_id)]
         self.book = book
         self.sequence = head.sequence
         self.checkpoint_sequence = head.checkpoint_sequence
         self.live = live
-        self._uncovered = sorted(
+        uncovered = (
             sequence for sequence, row in live.items() if row.max_fee_bps < self.market.maker_fee_bps
         )
+        causes = {sequence: CancelCause.FEE_ABOVE_CAP for sequence in uncovered}
+        causes.update((sequence, CancelCause.WALLET_REFUSED) for sequence in disowned if sequence in live)
+        self._unsettleable = sorted(causes.items())
         self._candles = {}
         self._expiries = [
             (row.expiry_unix - self._expiry_margin_s, sequence) for sequence, row in live.items()

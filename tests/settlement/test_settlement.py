@@ -180,13 +180,18 @@ async def test_a_fill_the_vault_refuses_fails_alone_with_the_custom_error_and_is
     assert report.clean, "\n".join(report.lines())
 
 
+@pytest.mark.parametrize("heard", [True, False], ids=["heard", "restarted"])
 async def test_a_contract_wallets_orders_settle_while_the_wallet_accepts_them(
-    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+    net: VaultNet,
+    chain_settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    heard: bool,
 ) -> None:
     """A member that is a contract wallet (ERC-1271) trades with its owner's signatures. The wallet
     is asked when each order is placed and again by the Vault at settlement: an order it accepted
     then and refuses by settlement fails alone (VaultInvalidSignature), its fill is voided, and the
-    rest of it leaves the book, since nothing on chain would stop it matching again."""
+    rest of it leaves the book, since nothing on chain would stop it matching again. A service
+    that did not hear of the failed fill (stopped in between) cancels the rest when it starts."""
     owner, deposit = MEMBERS[2], 10 * 10**18
     wallet = deploy_wallet(net.w3, "ERC1271ApprovingWallet", owner.address)
     net.pool.admit(wallet.address, Tier.SMALL)
@@ -202,7 +207,8 @@ async def test_a_contract_wallets_orders_settle_while_the_wallet_accepts_them(
         assert net.w3.eth.wait_for_transaction_receipt(sent)["status"] == 1
 
     async with trading(net, chain_settings, sessionmaker) as service:
-        parts.settler.fill_failed = service.fill_failed  # as the service wires them
+        if heard:
+            parts.settler.fill_failed = service.fill_failed  # as the service wires them
         market = next(iter(service.markets.values())).spec
         kept = seller.order(market, OrderSide.SELL, PRICE_QUOTE, 10**17)
         withdrawn = seller.order(market, OrderSide.SELL, PRICE_QUOTE, 3 * 10**17)
@@ -220,7 +226,12 @@ async def test_a_contract_wallets_orders_settle_while_the_wallet_accepts_them(
         await parts.indexer.catch_up()
         async with sessionmaker() as session:
             rest = await session.get_one(TradingOrder, placed[1].order.id)
-    assert (rest.status, rest.cancel_cause) == (OrderStatus.CANCELED, CancelCause.ON_CHAIN)
+    if not heard:
+        assert (rest.status, rest.reserved_amount) == (OrderStatus.OPEN, 2 * 10**17)
+        async with trading(net, chain_settings, sessionmaker):  # its writer's recovery finds the order
+            async with sessionmaker() as session:
+                rest = await session.get_one(TradingOrder, placed[1].order.id)
+    assert (rest.status, rest.cancel_cause) == (OrderStatus.CANCELED, CancelCause.WALLET_REFUSED)
     assert rest.reserved_amount == 0
 
     fills = await _fills(sessionmaker)

@@ -39,7 +39,7 @@ async def test_a_replacement_cancels_the_order_and_rests_in_its_stead(desk: Desk
     assert second.status_code == 201, second.text
     assert (second.json()["status"], second.json()["price"]) == ("open", str(price(11.5)))
     replaced = await desk.order(alice, first.json()["id"])
-    assert (replaced["status"], replaced["cancel_reason"]) == ("canceled", "user")
+    assert (replaced["status"], replaced["cancel_reason"]) == ("canceled", "replaced")
     balances = await desk.balances(alice)
     assert balances[desk.market["base"]] == {"total": 3 * WHOLE, "available": 0, "reserved": 3 * WHOLE}
     after = await desk.journal()
@@ -84,6 +84,31 @@ async def test_an_order_that_ended_is_not_replaced_and_nothing_is_placed(desk: D
     assert "late" not in {order["client_order_id"] for order in await desk.orders(alice)}
     missing = await desk.replace(alice, 10**9, "sell", price(11), WHOLE)
     assert missing.status_code == 404, missing.text
+
+
+async def test_an_order_placed_on_its_own_is_not_taken_for_a_replacement(desk: Desk) -> None:
+    """A replace whose new order was already placed through ``POST /v1/orders`` (same client order
+    id, same signed order) while the order to replace is still open: that order was not placed in
+    its stead. Answering it as a resend would tell the client the old order is gone."""
+    alice = await _funded(desk, 0x9A, base=3 * WHOLE)
+    old = desk.order_body(alice, "sell", price(12), WHOLE, client_order_id="to-replace")
+    new = desk.order_body(alice, "sell", price(11), WHOLE, client_order_id="on-its-own")
+    ask, placed = [
+        await desk.client.post("/v1/orders", json=body, headers=alice.headers) for body in (old, new)
+    ]
+    assert (ask.status_code, placed.status_code) == (201, 201), (ask.text, placed.text)
+    head = await desk.journal()
+    balances = await desk.balances(alice)
+    # The new order placed on its own, and the order to replace sent as its own replacement.
+    for body in (new, old):
+        reply = await _post(desk, alice, ask.json()["id"], body)
+        assert reply.status_code == 409, reply.text
+        assert reply.json()["type"].endswith("/order-conflict"), reply.text
+        assert "still open" in reply.json()["detail"]
+    assert (await desk.order(alice, ask.json()["id"]))["status"] == "open"
+    assert await desk.journal() == head
+    assert await desk.balances(alice) == balances
+    assert sorted(await _asks(desk)) == sorted([str(price(11)), str(price(12))])
 
 
 async def test_a_refused_replacement_leaves_the_order_as_it_was(desk: Desk) -> None:
