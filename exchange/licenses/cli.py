@@ -7,7 +7,7 @@ Commands (each reads the pool's addresses from a deployment manifest, never from
     exchange licence threshold --rpc URL                 BPC threshold per tier, fee licence terms
     exchange licence status ADDRESS --rpc URL [--block N]
     exchange licence verify-cert FILE --rpc URL [--block N]
-    exchange licence scan IMAGE --rpc URL (--service URL | --batch DIR)
+    exchange licence scan IMAGE --rpc URL (--service URL | --batch DIR) [--manufacturer ADDRESS]
     exchange licence devices export OUT_DIR (--ids FILE | --service URL --upload-id N --token T)
     exchange licence resolver [--host H] [--port P] [--workers N] [--manifest FILE]
 
@@ -17,7 +17,9 @@ or ``{"compact": "BPCERT1:…"}``), as the compact text, or as an image of its Q
 ``scan`` decodes a device label photo (zxing-cpp), takes the device's batch, index and proof
 from the service (``--service``) or from an exported batch directory (``--batch``), and asks
 the node itself: ``deviceStatus`` on the manifest's DeviceLicenses, the proof checked against
-the root the chain holds. Nothing the service says is trusted: a wrong proof fails on chain.
+the root the chain holds. Nothing the service says is trusted: a wrong proof fails on chain,
+and with ``--manufacturer`` a batch registered by any other account is not a licence (anyone can
+register a root they have seen; the batch's registrant is printed either way).
 
 ``resolver`` is the exception: it serves the device resolver alone (``GET /v1/devices/{scheme}/{id}``,
 ``POST /v1/devices/query``, the Digital Link paths) from the service's database, in ``--workers``
@@ -277,6 +279,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     )
     print(f"  proof of {len(proof)} hashes {leads} to the on-chain root 0x{bytes(root).hex()}")
     verdict = DEVICE_STATUS_NAMES[status] if status < len(DEVICE_STATUS_NAMES) else f"status {status}"
+    expected = args.manufacturer
+    if status == 0 and args.service and expected is not None and manufacturer.lower() != expected.lower():
+        # Anyone can register a root they have seen: the service's batch must be the manufacturer's.
+        status, verdict = -1, f"batch {batch_id} was registered by {manufacturer}, not by {expected}"
     print(
         f"{'LICENSED' if status == 0 else 'NOT LICENSED: ' + verdict} (DeviceLicenses "
         f"{pool.devices.address}, chain {pool.deployment.chain_id}, block {block})"
@@ -458,7 +464,9 @@ def add_commands(sub: Any) -> None:
     scan.add_argument(
         "--manufacturer",
         type=_address,
-        help="with --batch: the account that registered it (default: batch.json's, if recorded)",
+        help="the account that must have registered the device's batch: with --batch, the default "
+        "is batch.json's, if recorded; with --service, the service's batch is taken whoever "
+        "registered it unless this is given",
     )
     chain_options(scan)
     scan.set_defaults(handler=_guarded(cmd_scan))

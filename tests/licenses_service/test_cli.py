@@ -294,6 +294,18 @@ def test_scan_with_the_proof_from_the_service(
     assert "device serial:acme:S-2" in out
     assert "LICENSED" in out
 
+    # With --manufacturer, the service's batch must be that account's: a service pointing at a
+    # batch somebody else registered is not believed.
+    scan = ["licence", "scan", labels / "000001.qr.png", "--rpc", node.url, "--manifest", node.manifest]
+    code, out = run(capsys, *scan, "--service", service_url, "--manufacturer", node.manufacturer.address)
+    assert code == 0, out
+    assert "\nLICENSED (DeviceLicenses" in out
+    stranger = Account.from_key(SQUATTER_KEY).address
+    code, out = run(capsys, *scan, "--service", service_url, "--manufacturer", stranger)
+    assert code == 1, out
+    assert f"registered by {node.manufacturer.address}, not by {stranger}" in out
+    assert "\nLICENSED" not in out
+
 
 def test_certificates_status_and_threshold(
     node: Node, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -228,9 +228,9 @@ async def test_a_contract_wallets_orders_settle_while_the_wallet_accepts_them(
             rest = await session.get_one(TradingOrder, placed[1].order.id)
     if not heard:
         assert (rest.status, rest.reserved_amount) == (OrderStatus.OPEN, 2 * 10**17)
-        async with trading(net, chain_settings, sessionmaker):  # its writer's recovery finds the order
-            async with sessionmaker() as session:
-                rest = await session.get_one(TradingOrder, placed[1].order.id)
+        # The service starting again: its market's recovery finds the order.
+        async with trading(net, chain_settings, sessionmaker), sessionmaker() as session:
+            rest = await session.get_one(TradingOrder, placed[1].order.id)
     assert (rest.status, rest.cancel_cause) == (OrderStatus.CANCELED, CancelCause.WALLET_REFUSED)
     assert rest.reserved_amount == 0
 
