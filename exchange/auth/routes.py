@@ -15,7 +15,7 @@ from exchange.auth.schemas import LoginIn, NonceOut, SessionOut
 from exchange.chain.runtime import ChainRuntime
 from exchange.db.base import utc_now
 from exchange.db.session import DbSession, app_sessionmaker
-from exchange.kit.errors import RateLimited, Unauthorized
+from exchange.kit.errors import ChainUnavailable, RateLimited, Unauthorized
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
@@ -48,7 +48,7 @@ async def post_nonce(request: Request, session: DbSession, settings: AppSettings
     response_model=SessionOut,
     summary="Exchange a signed EIP-4361 message for a session",
     dependencies=[Depends(limit_sign_in)],
-    responses=problem_responses(Unauthorized, RateLimited),
+    responses=problem_responses(Unauthorized, RateLimited, ChainUnavailable),
 )
 async def post_login(
     body: LoginIn, request: Request, session: DbSession, settings: AppSettings

@@ -24,6 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.auth import repository
 from exchange.auth.siwe import SiweError, check_message, parse_message
+from exchange.chain.errors import ChainError
+from exchange.chain.problems import to_domain_error
 from exchange.chain.runtime import ChainRuntime
 from exchange.chain.signatures import is_valid_signature, recover_signer
 from exchange.kit.errors import Unauthorized
@@ -104,7 +106,10 @@ async def sign_in(
         if not await nonce_open(message.nonce, now):
             raise Unauthorized(_NONCE_REFUSED)
         # Through the chain's runner: the embedded EVM must not be called from a worker thread.
-        valid = await chain.run(lambda: is_valid_signature(chain.w3, message.address, signed, signature))
+        try:
+            valid = await chain.run(lambda: is_valid_signature(chain.w3, message.address, signed, signature))
+        except ChainError as exc:  # the node could not ask the wallet: 503, the nonce stays usable
+            raise to_domain_error(exc) from exc
         if not valid:
             raise Unauthorized(f"sign-in refused: the signature is not {message.address}'s")
     if not await repository.consume_nonce(session, message.nonce, message.address, now):

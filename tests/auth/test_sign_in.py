@@ -278,6 +278,29 @@ async def _made_up_then_signed(
     assert signed_in.json()["address"] == wallet
 
 
+async def test_a_node_that_cannot_ask_the_wallet_is_a_503_and_the_nonce_stays_usable(
+    service: httpx.AsyncClient, chain_runtime: ChainRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owner = Account.create()
+    wallet = _erc1271_wallet(chain_runtime, owner.address)
+    text = await _message_naming(service, wallet)
+    asked = chain_runtime.w3.eth.call
+
+    def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionRefusedError("the node went away")
+
+    monkeypatch.setattr(chain_runtime.w3.eth, "call", unreachable)
+    reply = await _login(service, text, owner)
+    assert reply.status_code == 503, reply.text
+    assert reply.headers["content-type"].startswith("application/problem+json")
+    assert reply.json()["type"].endswith("/chain-unavailable")
+
+    monkeypatch.setattr(chain_runtime.w3.eth, "call", asked)  # the node is back: the same message
+    signed_in = await _login(service, text, owner)
+    assert signed_in.status_code == 200, signed_in.text
+    assert signed_in.json()["address"] == wallet
+
+
 async def test_protected_routes_need_a_token(service: httpx.AsyncClient) -> None:
     assert (await service.get("/v1/auth/me")).status_code == 401
     assert (await service.get("/v1/auth/me", headers={"Authorization": "Bearer nope"})).status_code == 401
