@@ -106,9 +106,21 @@ class IdempotencyStore:
             return None
         except IntegrityError:
             pass
+        try:
+            return await self._claim_held(account, key, digest, now, rerun_safe=rerun_safe)
+        except IntegrityError as error:  # released, then claimed by a third request in between
+            raise KeyInUse(
+                f"another request with Idempotency-Key {key!r} has just started; retry shortly",
+                extra={"idempotency_key": key},
+            ) from error
+
+    async def _claim_held(
+        self, account: str, key: str, digest: str, now: datetime, *, rerun_safe: bool
+    ) -> StoredAnswer | None:
+        """:meth:`claim` of a key found held: its answer, a takeover, or a refusal."""
         async with self._sessionmaker() as session, session.begin():
             row = await session.get(IdempotencyKey, (account, key), with_for_update=True)
-            if row is None:  # released in between: claim it
+            if row is None:  # released in between: claim it (a race with a third request: IntegrityError)
                 session.add(IdempotencyKey(account=account, key=key, request_sha256=digest, created_at=now))
                 return None
             if row.request_sha256 != digest:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.db.base import utc_now
@@ -292,3 +292,53 @@ async def test_a_failed_purge_does_not_fail_the_request(desk: Desk) -> None:
     assert answer.status_code == 201, answer.text
     async with desk.trading.sessionmaker() as session:
         assert sorted(await session.scalars(select(IdempotencyKey.key))) == ["w-first", "w-second"]
+
+
+async def test_a_key_claimed_by_a_third_request_in_a_race_is_in_use_not_an_error(
+    database_url: str, desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request meets its key held (request A's); by the time it reads the key, A released it
+    (a refusal worth retrying) and request C claimed it. Its claim is a 409 to retry, as when it
+    finds the key held, and nothing is placed. (On SQLite the read takes the write lock first,
+    so no third request gets in between.)"""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("a race SQLite's write lock rules out")
+    trader = await _trader(desk)
+    body = desk.order_body(trader, "buy", price(10), WHOLE)
+    raw = json.dumps(body).encode()
+    key, digest = "raced", request_digest("POST", "/v1/orders", raw)
+    store = desk.trading.idempotency
+
+    async def held(holding: bool) -> None:
+        async with store._sessionmaker() as session, session.begin():
+            if holding:
+                session.add(
+                    IdempotencyKey(
+                        account=trader.address, key=key, request_sha256=digest, created_at=utc_now()
+                    )
+                )
+            else:
+                await session.execute(delete(IdempotencyKey).where(IdempotencyKey.key == key))
+
+    await held(True)  # request A's
+    read = AsyncSession.get
+
+    async def get_between(self: AsyncSession, entity: Any, ident: Any, **options: Any) -> Any:
+        if entity is not IdempotencyKey:
+            return await read(self, entity, ident, **options)
+        monkeypatch.setattr(AsyncSession, "get", read)
+        await held(False)  # A released its key ...
+        row = await read(self, entity, ident, **options)
+        await held(True)  # ... and C claimed it before this request's insert
+        return row
+
+    monkeypatch.setattr(AsyncSession, "get", get_between)
+    reply = await desk.client.post(  # plain JSON: the order route's fast path
+        "/v1/orders",
+        content=raw,
+        headers={**trader.headers, "Idempotency-Key": key, "Content-Type": "application/json"},
+    )
+    assert reply.status_code == 409, reply.text
+    assert reply.json()["type"].endswith("/idempotency-key-in-use")
+    assert reply.headers["retry-after"] == "1"
+    assert await desk.orders(trader) == []
