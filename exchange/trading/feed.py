@@ -29,7 +29,8 @@ Messages (JSON text; prices in Vault units, amounts in base units, as decimal st
     {"channel": "orders", "type": "update", "data": [order]}     # the signed-in account's only
     {"channel": "fills", "type": "update", "data": [own trade]}
 
-``timestamp`` (ms) and ``timestamp_us`` are when the cycle that matched began.
+``timestamp`` (ms) and ``timestamp_us`` are when the cycle that matched began; in a
+snapshot, when the book last changed or, if later, when it was rebuilt (start, recovery).
 
 A trade whose fill fails settlement for good (the Vault refused it: it never
 happened on chain) is taken back with a ``void`` on the trades channel, and its
@@ -48,6 +49,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from exchange.db.base import utc_now
 from exchange.kit.logging import get_logger
 from exchange.orderbook import OrderBook, Side
 from exchange.trading.intents import OrderRow
@@ -156,13 +158,14 @@ class MarketFeed:
     # ------------------------------------------------------------------ from the writer
 
     def reset(self, book: OrderBook, sequence: int) -> None:
-        """Take the (rebuilt) book as it is now and resend a snapshot to every book subscriber."""
+        """Take the (rebuilt) book as it is now and resend a snapshot to every book subscriber,
+        stamped with the time of the reset (the book is known as it is now)."""
         depth = book.depth(len(book) + 1)
         self._sides = {
             Side.BUY: {level.price_ticks: (level.amount_base, level.order_count) for level in depth.bids},
             Side.SELL: {level.price_ticks: (level.amount_base, level.order_count) for level in depth.asks},
         }
-        self.sequence = sequence
+        self.sequence, self.updated_at = sequence, utc_now()
         self._encoded_snapshot = None
         if self.book_subscribers:
             self._broadcast(self.book_subscribers, self.encoded_snapshot())

@@ -7,7 +7,8 @@ connection through that wait would let a burst of orders take every
 connection while the writer needs one to commit them. So trading routes
 resolve the token here: in a short session of its own, with the answer kept
 for ``ttl_s`` (``EXCHANGE_TRADING_SESSION_CACHE_S``). A session that signs out
-or expires stops working within that time.
+or expires stops working within that time; a WebSocket connection's session checks
+look the token up afresh (``fresh``).
 
 At most ``MAX_LOOKUPS`` lookups run at once, fewer than the pool's connections:
 the answers of many sessions tend to expire together, and a burst of lookups
@@ -46,9 +47,19 @@ class PrincipalCache:
         self._pending: dict[str, asyncio.Task[Principal]] = {}
         self._lookups = asyncio.Semaphore(MAX_LOOKUPS)
 
-    async def resolve(self, token: str) -> Principal:
+    async def resolve(self, token: str, *, fresh: bool = False) -> Principal:
+        """The token's principal; ``fresh``: asked of the database now, whatever is cached (a
+        refusal then also drops the cached answer, so requests stop being served at once)."""
         digest = token_digest(token)
         now = self._clock()
+        if fresh:
+            try:
+                principal = await self._look_up(token)
+            except Unauthorized:
+                self._answers.pop(digest, None)
+                raise
+            self._keep(digest, principal, now)
+            return principal
         cached = self._answers.get(digest)
         if cached is not None and now - cached[1] < self._ttl_s:
             return cached[0]
@@ -58,11 +69,14 @@ class PrincipalCache:
             pending = self._pending[digest] = asyncio.create_task(self._look_up(token))
             pending.add_done_callback(lambda _task: self._pending.pop(digest, None))
         principal = await asyncio.shield(pending)
+        self._keep(digest, principal, now)
+        return principal
+
+    def _keep(self, digest: str, principal: Principal, now: float) -> None:
         if self._ttl_s > 0:
             if len(self._answers) >= _MAX_ENTRIES:
                 self._answers.clear()
             self._answers[digest] = (principal, now)
-        return principal
 
     async def _look_up(self, token: str) -> Principal:
         async with self._lookups, self._sessionmaker() as session:

@@ -304,7 +304,7 @@ class Connection:
         channels stop at once (a session signed out elsewhere must not wait for the watcher)."""
         try:
             token = bearer_token(f"Bearer {token}")  # as sent over HTTP, and as the watcher asks again
-            principal = await self.service.principals.resolve(token)
+            principal = await self.service.principals.resolve(token, fresh=True)
         except Unauthorized:
             if self.principal is not None:
                 self._leave_private()
@@ -365,7 +365,7 @@ class Connection:
             if self.token is None:
                 continue
             try:
-                await self.service.principals.resolve(self.token)
+                await self.service.principals.resolve(self.token, fresh=True)
             except Unauthorized as error:
                 self.close(CLOSE_SESSION_ENDED, error)
             except Exception:  # the check could not be made (database): try again next time

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -404,6 +405,25 @@ async def _started(settings: Settings, chain: ChainRuntime) -> AsyncIterator[tup
             yield desk, url
 
 
+async def test_a_book_rebuilt_at_start_is_stamped(database_url: str, chain_runtime: ChainRuntime) -> None:
+    """The snapshot of a book no cycle changed since the start carries the time it was rebuilt,
+    as the REST order book does; it had no time at all."""
+    settings = trading_settings(database_url)
+    async for desk, _ in _started(settings, chain_runtime):
+        (alice,) = await _funded(desk, 0x7D)
+        assert (await desk.place(alice, "sell", price(10), WHOLE)).status_code == 201
+    async for desk, url in _started(settings, chain_runtime):
+        started = time.time()
+        async with connect(url) as raw:
+            ws = Stream(raw)
+            await ws.request(op="subscribe", channel="book", market="BPC-TUSD")
+            (snapshot,) = ws.pending
+        book = (await desk.client.get("/v1/markets/BPC-TUSD/orderbook")).json()
+        assert len(snapshot["asks"]) == len(book["asks"]) == 1
+        assert snapshot["timestamp"] == book["timestamp"] == snapshot["timestamp_us"] // 1000
+        assert snapshot["timestamp"] <= started * 1000 + 1  # rebuilt before the subscribe
+
+
 @pytest.mark.parametrize(
     "outbox",
     [{"trading_ws_outbox_limit": 2}, {"trading_ws_outbox_max_bytes": 1024}],
@@ -460,7 +480,8 @@ async def test_a_snapshot_larger_than_the_outbox_budget_is_delivered_with_its_an
 
 
 async def test_a_signed_out_session_is_closed(database_url: str, chain_runtime: ChainRuntime) -> None:
-    settings = trading_settings(database_url, trading_ws_session_recheck_s=0.1, trading_session_cache_s=0)
+    # The watcher asks the database, not the trading routes' cache of sessions (a minute here).
+    settings = trading_settings(database_url, trading_ws_session_recheck_s=0.1, trading_session_cache_s=60)
     async for desk, url in _started(settings, chain_runtime):
         (alice,) = await _funded(desk, 0x78)
         async with connect(url, additional_headers=alice.headers) as raw:
@@ -496,7 +517,8 @@ async def test_signing_in_as_another_account_ends_the_first_accounts_private_str
 async def test_an_auth_refused_after_signing_out_ends_the_private_stream_at_once(
     database_url: str, chain_runtime: ChainRuntime
 ) -> None:
-    settings = trading_settings(database_url, trading_session_cache_s=0)  # the watcher: every 30 s
+    # The watcher checks every 30 s; the trading routes' cache of sessions keeps answers a minute.
+    settings = trading_settings(database_url, trading_session_cache_s=60)
     async for desk, url in _started(settings, chain_runtime):
         (alice,) = await _funded(desk, 0x7B)
         token = alice.headers["Authorization"].removeprefix("Bearer ")
@@ -543,9 +565,9 @@ def _counted_lookups(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     resolve = principals.resolve
     tokens: list[str] = []
 
-    async def counting(token: str) -> Principal:
+    async def counting(token: str, **options: Any) -> Principal:
         tokens.append(token)
-        return await resolve(token)
+        return await resolve(token, **options)
 
     monkeypatch.setattr(principals, "resolve", counting)
     return tokens
