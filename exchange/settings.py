@@ -151,6 +151,14 @@ class Settings(BaseSettings):
         description="console on a terminal and JSON otherwise (auto), or forced.",
     )
     log_level: LogLevel = "INFO"
+    metrics: bool = Field(
+        default=True,
+        description="Serve Prometheus metrics at GET /metrics (markets, settlement, WebSocket, process).",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, GET /metrics asks for 'Authorization: Bearer <this token>'.",
+    )
     otel_telemetry: bool = Field(
         default=False,
         description=(
@@ -538,6 +546,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"{address} fails its EIP-55 checksum")
             checked.append(str(to_checksum_address(address)))
         return tuple(dict.fromkeys(checked))
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _no_empty_token(cls, value: object) -> object:
+        """An empty token (``EXCHANGE_METRICS_TOKEN=``) is no token: it would match an empty header."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

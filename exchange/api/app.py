@@ -30,6 +30,8 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from sqlalchemy.engine import make_url
 
+from exchange.api.metrics import MetricSource
+from exchange.api.metrics import router as metrics_router
 from exchange.api.problems import document_problems, install_problem_handlers
 from exchange.api.request_context import RequestIdMiddleware
 from exchange.api.system_routes import HealthCheck, service_version
@@ -133,6 +135,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.health_checks = dict[str, HealthCheck]()
+    app.state.metric_sources = dict[str, MetricSource]()
     # The per-IP limit of the sign-in routes (exchange.auth), for any app that mounts them.
     app.state.sign_in_limits = RateLimiter(settings.auth_rate_ip_per_s, settings.auth_rate_ip_burst)
     # The per-IP limit of the public routes that read the chain on each request
@@ -145,6 +148,7 @@ def create_app(
     # else runs or logs (a front or body limit added later binds it ahead, and this one passes).
     app.add_middleware(RequestIdMiddleware)
     app.include_router(system_router)
+    app.include_router(metrics_router)
     for router in routers:
         app.include_router(router)
     return app

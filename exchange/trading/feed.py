@@ -102,6 +102,7 @@ class MarketFeed:
         self.sequence = 0
         self.updated_at: datetime | None = None
         self.last_trade_id: int | None = None  # id of the last fill published since start
+        self.trades = 0  # fills published since start
         self.voids = 0  # fills taken back (failed settlement) since start
         self._sides: dict[Side, dict[int, Level]] = {Side.BUY: {}, Side.SELL: {}}
         self._encoded_snapshot: str | None = None  # the book as it is now, once encoded
@@ -176,6 +177,7 @@ class MarketFeed:
             self._book_update(report, stamp)
         if report.fills:
             self.last_trade_id = report.fills[-1]["id"]
+            self.trades += len(report.fills)
             if self.trade_subscribers:
                 data = [public_trade(self.spec, fill["id"], fill) for fill in report.fills]
                 message = {"channel": "trades", "type": "update", "market": self.spec.market_id, "data": data}

@@ -48,6 +48,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from web3 import EthereumTesterProvider, Web3
 
+from exchange.api.metrics import register_metrics
 from exchange.chain.errors import ChainError
 from exchange.chain.problems import to_domain_error
 from exchange.chain.runtime import ChainRuntime
@@ -83,6 +84,7 @@ from exchange.trading.intents import (
 from exchange.trading.ledger import Balance
 from exchange.trading.market_data import TickerCache
 from exchange.trading.markets import MarketSpec, market_from_chain
+from exchange.trading.metrics import trading_metrics
 from exchange.trading.models import (
     CancelCause,
     OrderStatus,
@@ -752,6 +754,7 @@ def trading_startup() -> Callable[[FastAPI], Any]:
         try:
             await service.start()
             app.state.trading = service
+            register_metrics(app, "trading", trading_metrics(service))
             log.info("trading.started", markets=list(service.markets), vault=spec.vault)
             yield
         finally:

@@ -29,6 +29,7 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from exchange.api.metrics import register_metrics
 from exchange.chain.binding import BoundContract
 from exchange.chain.compiler import compile_contracts
 from exchange.chain.deployment import Deployment, error_decoder
@@ -45,6 +46,7 @@ from exchange.trading.audit import AuditReport, AuditUnavailable, audit
 from exchange.trading.chain_calls import ChainCalls
 from exchange.trading.chain_cancels import ChainCancellations
 from exchange.trading.indexer import ChainIndexer
+from exchange.trading.metrics import settlement_metrics
 from exchange.trading.operator import OperatorTransactions, operator_key
 from exchange.trading.service import TradingService
 from exchange.trading.settlement import SettlementBlocked, SettlementConfig, SettlementInconsistent, Settler
@@ -146,6 +148,7 @@ def settlement_startup() -> Callable[[FastAPI], AbstractAsyncContextManager[None
         calls = ChainCalls(embedded=runtime.embedded)
         state = await calls.run(lambda: build_settlement(runtime, settings, sessionmaker))
         app.state.settlement = state
+        register_metrics(app, "settlement", settlement_metrics(state))
         trading: TradingService | None = getattr(app.state, "trading", None)
         if trading is not None:  # orders cancelled in the Vault leave the books
             cancels = ChainCancellations(trading, sessionmaker, await state.indexer.cursor_id())

@@ -66,6 +66,7 @@ import hashlib
 import heapq
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -260,6 +261,16 @@ class _Cycle:
 # --------------------------------------------------------------------------- the writer
 
 
+@dataclass(slots=True)
+class WriterStats:
+    """What a writer did since it started (``GET /metrics``)."""
+
+    cycles: int = 0  # committed cycles
+    commands: int = 0  # intents those cycles took (probes included)
+    cycle_seconds: float = 0.0  # the committed cycles' time, read to commit
+    failed_cycles: int = 0  # cycles rolled back (each followed by a recovery)
+
+
 class MarketWriter:
     """Owns one market's book; see the module docstring."""
 
@@ -293,6 +304,7 @@ class MarketWriter:
         # wallet refusing its signature): by sequence, with the cause they are cancelled for
         self._unsettleable: list[tuple[int, CancelCause]] = []
         self._candles: dict[int, Candle] = {}  # by resolution: the latest stored candle
+        self.stats = WriterStats()
         self.listener: CycleListener | None = None  # told of every committed cycle and every recovery
         # The cycles' connection, held between cycles: no pool checkout (and liveness ping) per
         # cycle. Dropped after a failed cycle and when the loop ends; the next cycle opens another.
@@ -410,9 +422,11 @@ class MarketWriter:
 
     async def _cycle_or_recover(self, batch: list[Intent]) -> None:
         start_sequence, self._committing = self.sequence, None
+        started = time.perf_counter()
         try:
             outcomes, cycle = await self._cycle(batch)
         except Exception as error:
+            self.stats.failed_cycles += 1
             log.exception("trading.cycle_failed", market=self.market_id, commands=len(batch))
             committing = self._take_committing()
             try:
@@ -433,6 +447,9 @@ class MarketWriter:
             finally:
                 self._fail_all(batch)  # whatever is not answered by now (a future answered stays so)
             return
+        self.stats.cycles += 1
+        self.stats.commands += len(batch)
+        self.stats.cycle_seconds += time.perf_counter() - started
         self._answer(outcomes, cycle, levels=True)
 
     def _take_committing(self) -> tuple[list[tuple[Intent, object]], _Cycle, int] | None:
@@ -581,6 +598,11 @@ class MarketWriter:
             self.listener.committed(report)
         except Exception:
             log.exception("trading.feed_failed", market=self.market_id, sequence=self.sequence)
+
+    @property
+    def queued(self) -> int:
+        """Intents waiting for a cycle."""
+        return self._queue.qsize()
 
     def head(self) -> JournalHead:
         """The journal head now; the state hash is computed once per state of the book."""

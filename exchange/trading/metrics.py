@@ -1,0 +1,183 @@
+"""The trading service's and the settlement's figures for ``GET /metrics`` (``exchange.api.metrics``).
+
+Read when scraped, never recorded on the order path: each market writer's journal head,
+open orders, queue and cycle counters, each feed's trades and subscribers, the WebSocket
+connections; and the settlement backlog (fills not settled yet, the age of the oldest)
+with how far the Vault indexer is behind the chain's head.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, Metric, SummaryMetricFamily
+from sqlalchemy import func, select
+
+from exchange.api.metrics import MetricSource, gauge
+from exchange.kit.logging import get_logger
+from exchange.trading.models import SettlementState, TradingFill
+from exchange.trading.settlement_models import ChainCursor
+
+if TYPE_CHECKING:  # both register their figures from their lifespan hooks
+    from exchange.trading.service import TradingService
+    from exchange.trading.settlement_service import Settlement
+
+log = get_logger(__name__)
+
+UNSETTLED = (SettlementState.PENDING, SettlementState.SUBMITTED)
+
+
+def _counter(name: str, documentation: str, values: Iterable[tuple[tuple[str, ...], float]]) -> Metric:
+    family = CounterMetricFamily(name, documentation, labels=["market"])
+    for labels, value in values:
+        family.add_metric(list(labels), value)
+    return family
+
+
+def trading_metrics(service: TradingService) -> MetricSource:
+    """The markets' writers and feeds, and the WebSocket connections, as they are now."""
+
+    async def collect() -> list[Metric]:
+        markets = list(service.markets.values())
+        writers = [((market.spec.market_id,), market.writer) for market in markets]
+        feeds = [(market.spec.market_id, market.feed) for market in markets]
+        cycles = SummaryMetricFamily(
+            "exchange_market_writer_cycle_seconds",
+            "Committed writer cycles (one transaction each): how many, and their time read to commit.",
+            labels=["market"],
+        )
+        for labels, writer in writers:
+            cycles.add_metric(list(labels), writer.stats.cycles, writer.stats.cycle_seconds)
+        subscribers = [
+            ((market_id, channel), len(subscribed))
+            for market_id, feed in feeds
+            for channel, subscribed in (("book", feed.book_subscribers), ("trades", feed.trade_subscribers))
+        ] + [
+            ((market_id, channel), sum(len(subscribed) for subscribed in table.values()))
+            for market_id, feed in feeds
+            for channel, table in (("orders", feed.order_subscribers), ("fills", feed.fill_subscribers))
+        ]
+        return [
+            gauge(
+                "exchange_market_journal_sequence",
+                "The market's journal head: the sequence of its last command.",
+                ("market",),
+                ((labels, writer.sequence) for labels, writer in writers),
+            ),
+            gauge(
+                "exchange_market_open_orders",
+                "Orders resting on the market's book.",
+                ("market",),
+                ((labels, len(writer.live)) for labels, writer in writers),
+            ),
+            gauge(
+                "exchange_market_writer_queue",
+                "Commands waiting for the market writer's next cycle.",
+                ("market",),
+                ((labels, writer.queued) for labels, writer in writers),
+            ),
+            cycles,
+            _counter(
+                "exchange_market_writer_commands",
+                "Commands (places, replaces, cancels, probes) the committed cycles took.",
+                ((labels, writer.stats.commands) for labels, writer in writers),
+            ),
+            _counter(
+                "exchange_market_writer_failed_cycles",
+                "Writer cycles rolled back, each followed by a rebuild of the book from the database.",
+                ((labels, writer.stats.failed_cycles) for labels, writer in writers),
+            ),
+            _counter(
+                "exchange_market_trades",
+                "Trades published since the process started.",
+                (((market_id,), feed.trades) for market_id, feed in feeds),
+            ),
+            _counter(
+                "exchange_market_trades_voided",
+                "Trades taken back since the process started: their fills failed settlement.",
+                (((market_id,), feed.voids) for market_id, feed in feeds),
+            ),
+            gauge(
+                "exchange_ws_subscribers",
+                "WebSocket subscriptions per market and channel.",
+                ("market", "channel"),
+                subscribers,
+            ),
+            gauge(
+                "exchange_ws_connections",
+                "Open WebSocket connections.",
+                (),
+                [((), sum(service.ws_connections.values()))],
+            ),
+        ]
+
+    return collect
+
+
+def settlement_metrics(settlement: Settlement) -> MetricSource:
+    """Fills not settled yet (by state, and the age of the oldest) and the Vault indexer's lag."""
+
+    async def collect() -> list[Metric]:
+        async with settlement.sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(TradingFill.settlement_state, func.count(), func.min(TradingFill.id))
+                    .where(TradingFill.settlement_state.in_([state.value for state in UNSETTLED]))
+                    .group_by(TradingFill.settlement_state)
+                )
+            ).all()
+            oldest_ids = [oldest for _, _, oldest in rows]
+            oldest = (
+                await session.scalar(
+                    select(func.min(TradingFill.created_at)).where(TradingFill.id.in_(oldest_ids))
+                )
+                if oldest_ids
+                else None
+            )
+            vault = settlement.runtime.pool.vault.address
+            cursor = (
+                await session.execute(
+                    select(ChainCursor.scanned_block, ChainCursor.credited_block)
+                    .where(ChainCursor.contract == vault)
+                    .order_by(ChainCursor.id.desc())
+                    .limit(1)
+                )
+            ).first()
+        counts = {state: 0 for state in UNSETTLED}
+        counts.update({SettlementState(state): count for state, count, _ in rows})
+        families: list[Metric] = [
+            gauge(
+                "exchange_settlement_unsettled_fills",
+                "Fills the Vault has not settled yet, by settlement state.",
+                ("state",),
+                (((state.value,), count) for state, count in counts.items()),
+            ),
+            gauge(
+                "exchange_settlement_oldest_unsettled_seconds",
+                "Age of the oldest fill not settled yet (0 when there is none).",
+                (),
+                [((), max(time.time() - oldest.timestamp(), 0.0) if oldest is not None else 0)],
+            ),
+        ]
+        if cursor is not None:
+            try:
+                head = await settlement.calls.run(lambda: int(settlement.runtime.w3.eth.block_number))
+            except Exception as error:  # the node is away: the blocks without the head
+                log.warning("metrics.chain_head_unavailable", error=str(error))
+                head = None
+            blocks = [(("scanned",), cursor.scanned_block), (("credited",), cursor.credited_block)]
+            if head is not None:
+                blocks.append((("head",), head))
+            families.append(
+                gauge(
+                    "exchange_vault_indexer_block",
+                    "The chain's head, and the blocks the Vault indexer has scanned and credited.",
+                    ("block",),
+                    blocks,
+                )
+            )
+        return families
+
+    return collect
