@@ -21,13 +21,16 @@ from pathlib import Path
 from typing import TextIO, TypeVar
 
 from pydantic import ValidationError
+from pydantic_core import PydanticCustomError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.db.base import utc_now
 from exchange.db.engine import create_db_engine, create_sessionmaker
 from exchange.db.migrate import upgrade_to_head
 from exchange.kit.errors import ValidationFailed
+from exchange.kit.text import storable_text
 from exchange.pool.import_service import ImportRefused, import_patents
+from exchange.pool.models import ACTOR_LENGTH
 from exchange.pool.patent_service import expire_due
 from exchange.settings import Settings
 
@@ -59,8 +62,25 @@ def _prepare(err: TextIO) -> Settings | None:
     return settings
 
 
+def _refused_actor(actor: str) -> str | None:
+    """Why ``actor`` cannot name the importer in the audit log (``cli:<actor>``), or None."""
+    try:
+        storable_text(actor)
+    except PydanticCustomError as exc:
+        return exc.message()
+    if not actor.strip():
+        return "name who imports"
+    if len(CLI_ACTOR_PREFIX + actor) > ACTOR_LENGTH:
+        return f"at most {ACTOR_LENGTH - len(CLI_ACTOR_PREFIX)} characters"
+    return None
+
+
 def import_file(path: Path, *, actor: str, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Import the patents of a CSV file; print what happened. Returns the exit code."""
+    refused = _refused_actor(actor)
+    if refused is not None:
+        print(f"--actor: {refused}", file=err)
+        return 2
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -43,7 +43,8 @@ from exchange.pool.patents import FieldOfTechnology, PatentSource, PatentStatus
 
 ADDRESS = String(42)
 TX_HASH = String(66)
-ACTOR = String(64)  # an EIP-55 address, or "settings", "system:<job>", "cli:<name>"
+ACTOR_LENGTH = 64
+ACTOR = String(ACTOR_LENGTH)  # an EIP-55 address, or "settings", "system:<job>", "cli:<name>"
 
 
 class FoundationRole(StrEnum):

@@ -146,6 +146,35 @@ def test_a_clean_file_imports_every_row_with_progress(tmp_path: Path, database_u
     assert _counts(database_url) == (4, 4)
 
 
+def test_text_the_database_cannot_store_is_a_refused_row(tmp_path: Path, database_url: str) -> None:
+    """As the API's text fields: a NUL, which PostgreSQL refuses (the import stopped with a
+    traceback there) and SQLite stored. (A file read as UTF-8 holds no unpaired surrogate.)"""
+    rows = [
+        GOOD_ROWS[0],
+        _row("EP3123456B1", "Proof\x00of storage", "Chain", "", "ai", "purchased", "", "", "", EXPIRES),
+    ]
+    err = io.StringIO()
+    assert import_file(_write(tmp_path, rows), actor="tester", out=io.StringIO(), err=err) == 1
+    assert "line 3 EP3123456B1: title: the text holds a NUL character" in err.getvalue()
+    assert _counts(database_url) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("actor", "reason"),
+    [("a" * 61, "at most 60 characters"), ("tes\x00ter", "NUL character"), (" ", "name who imports")],
+    ids=["too-long", "nul", "blank"],
+)
+def test_an_actor_the_audit_log_cannot_hold_is_refused_first(
+    tmp_path: Path, database_url: str, actor: str, reason: str
+) -> None:
+    err = io.StringIO()
+    assert import_file(_write(tmp_path, GOOD_ROWS), actor=actor, out=io.StringIO(), err=err) == 2
+    assert err.getvalue().startswith("--actor: ")
+    assert reason in err.getvalue()
+    assert _counts(database_url) == (0, 0)
+    assert import_file(_write(tmp_path, GOOD_ROWS), actor="a" * 60, out=io.StringIO(), err=err) == 0
+
+
 def test_a_file_without_the_required_columns_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("number,title\nUS10223344B2,x\n", encoding="utf-8")
