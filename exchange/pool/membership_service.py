@@ -230,6 +230,11 @@ async def approve_application(
     await session.flush()
     await context.indexer.catch_up(session)
     member = await repository.member(session, wallet)
+    if member is not None and member.application_id is None:
+        # Indexed before this approval was recorded (an earlier attempt's admission, found by
+        # the catch-up above or by the background indexer): no approved application to link then.
+        member.application_id = row.id
+        await session.flush()
     if not tx_hashes and member is not None:
         # Completing an admission whose answer was lost: named when it is the member's latest
         # registry transaction (a change made since, a re-tier say, hides it).

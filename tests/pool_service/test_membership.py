@@ -212,6 +212,8 @@ async def test_an_approval_interrupted_after_its_transaction_completes_without_a
     assert foundation.chain.w3.eth.block_number == head  # nothing more was sent
     body = approved.json()
     assert body["application"]["status"] == "approved"
+    # The admission was indexed before the approval was recorded: the member links to it all the same.
+    assert body["member"]["application_id"] == body["application"]["id"]
     assert body["member"]["last_tx_hash"] == "0x" + bytes(receipt["transactionHash"]).hex()
     assert body["application"]["admit_tx_hash"] == body["member"]["last_tx_hash"]
     [entry] = await _audit(foundation, action="membership.approve")
