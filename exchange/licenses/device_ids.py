@@ -396,7 +396,10 @@ def _decodes(path: str) -> bool:
 def parse_digital_link(uri: str) -> DeviceId:
     """The device a Digital Link URI names; raises :class:`InvalidDeviceId`."""
     text = _prepare(uri)
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # a host in brackets that is no IPv6 address, or unbalanced brackets
+        raise InvalidDeviceId(f"not a URI: {exc}", uri) from None
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         raise InvalidDeviceId("a Digital Link is an http(s) URI with a host", uri)
     if _PERCENT.search(parts.path):

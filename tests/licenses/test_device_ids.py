@@ -407,6 +407,9 @@ def test_digital_link_accepts_gs1_variants(uri: str) -> None:
         ("https://id.example.org/01/09506000134353/21/A", "wrong GTIN check digit: expected 2"),
         ("https://id.example.org/imei/490154203237517", "wrong IMEI check digit: expected 8"),
         ("https://id.example.org/serial/ACME/X", "a namespace is"),
+        ("http://[x/imei/490154203237518", "not a URI"),  # brackets: an IPv6 host, unclosed
+        ("http://a]/imei/490154203237518", "not a URI"),
+        ("http://[zz]/imei/490154203237518", "not a URI"),  # no IPv6 address
     ],
 )
 def test_digital_link_refusals(uri: str, reason: str) -> None:
@@ -432,7 +435,10 @@ def test_digital_link_needs_an_http_base(base: str) -> None:
         digital_link(ImeiDeviceId("490154203237518"), base)
 
 
-@given(text=st.text(max_size=80), prefix=st.sampled_from(["", "https://id.example.org/", "https://x/01/"]))
+@given(
+    text=st.text(max_size=80),
+    prefix=st.sampled_from(["", "https://id.example.org/", "https://x/01/", "https://[", "https://[::1"]),
+)
 def test_any_uri_parses_to_a_stable_device_or_is_refused(text: str, prefix: str) -> None:
     try:
         device = parse_digital_link(prefix + text)

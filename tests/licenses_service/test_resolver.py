@@ -202,11 +202,14 @@ async def test_refusals_are_problems(licensing: Service) -> None:
     assert too_many.status_code == 413
     assert too_many.json()["limit"] == 10_000
     invalid = await licensing.client.post(
-        "/v1/devices/query", json={"devices": ["imei:352099001761481", "gs1:nonsense", "imei:1"]}
+        "/v1/devices/query",
+        json={
+            "devices": ["imei:352099001761481", "gs1:nonsense", "imei:1", "http://[x/imei/352099001761481"]
+        },
     )
     assert invalid.status_code == 422
-    assert [error["item"] for error in invalid.json()["errors"]] == [1, 2]
-    assert invalid.json()["error_count"] == 2
+    assert [error["item"] for error in invalid.json()["errors"]] == [1, 2, 3]
+    assert invalid.json()["error_count"] == 3
     exactly = await licensing.client.post(
         "/v1/devices/query", json={"devices": ["imei:352099001761481"] * 10_000}
     )
