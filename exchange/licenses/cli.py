@@ -31,7 +31,7 @@ indexer follows. It runs beside ``exchange serve``, which keeps indexing.
 ``tree.bin`` (the batch's serialised Merkle tree) and ``batch.json`` — the directory ``scan
 --batch`` reads. ``batch.json`` records the manufacturer (the service's, or ``--manufacturer``);
 ``scan --batch`` then looks only at batches that account registered, as anyone can register a
-root they have seen. Exit codes: 0 valid/licensed, 1 invalid/not licensed, 2 usage or input errors.
+root they have seen, and refuses a recorded batch id that another account registered. Exit codes: 0 valid/licensed, 1 invalid/not licensed, 2 usage or input errors.
 """
 
 from __future__ import annotations
@@ -207,16 +207,17 @@ def _proof_from_batch(directory: Path, device: Any, pool: Any, manufacturer: str
             (int(row["index"]) for row in csv.DictReader(handle) if row["device_id"] == device.canonical),
             None,
         )
-    if index is None:
-        return {"status": "unknown", "batch_id": None}
-    tree = MerkleTree.from_bytes((directory / "tree.bin").read_bytes())
     manufacturer = manufacturer or info.get("manufacturer")
+    if index is None:
+        return {"status": "unknown", "batch_id": None, "manufacturer": manufacturer}
+    tree = MerkleTree.from_bytes((directory / "tree.bin").read_bytes())
     batch_id = info.get("batch_id") or _find_batch(pool, tree.root, tree.count, manufacturer)
     return {
         "batch_id": batch_id,
         "index": index,
         "proof": ["0x" + node.hex() for node in tree.proof(index)],
         "root": "0x" + tree.root.hex(),
+        "manufacturer": manufacturer,  # who must have registered it (None: whoever did)
     }
 
 
@@ -279,9 +280,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
     )
     print(f"  proof of {len(proof)} hashes {leads} to the on-chain root 0x{bytes(root).hex()}")
     verdict = DEVICE_STATUS_NAMES[status] if status < len(DEVICE_STATUS_NAMES) else f"status {status}"
-    expected = args.manufacturer
-    if status == 0 and args.service and expected is not None and manufacturer.lower() != expected.lower():
-        # Anyone can register a root they have seen: the service's batch must be the manufacturer's.
+    expected = args.manufacturer if args.service else claim.get("manufacturer")
+    if status == 0 and expected is not None and manufacturer.lower() != str(expected).lower():
+        # Anyone can register a root they have seen: the batch named (by the service, or the id
+        # batch.json recorded) must be the manufacturer's own.
         status, verdict = -1, f"batch {batch_id} was registered by {manufacturer}, not by {expected}"
     print(
         f"{'LICENSED' if status == 0 else 'NOT LICENSED: ' + verdict} (DeviceLicenses "
@@ -464,9 +466,9 @@ def add_commands(sub: Any) -> None:
     scan.add_argument(
         "--manufacturer",
         type=_address,
-        help="the account that must have registered the device's batch: with --batch, the default "
-        "is batch.json's, if recorded; with --service, the service's batch is taken whoever "
-        "registered it unless this is given",
+        help="the account that must have registered the device's batch (a batch another account "
+        "registered is no licence): with --batch, the default is batch.json's, if recorded; with "
+        "--service, the service's batch is taken whoever registered it unless this is given",
     )
     chain_options(scan)
     scan.set_defaults(handler=_guarded(cmd_scan))

@@ -200,6 +200,16 @@ def test_scan_takes_the_manufacturers_batch_not_another_registration_of_its_root
     )
     assert code == 0, out
 
+    # A batch id recorded in batch.json (an export by the service, a reorganised chain) is the
+    # manufacturer's only if the chain says so: here the squatter's, unrevoked registration.
+    pool.devices.transact("registerBatch", root, 2, 10**15, sender=squatter.address)
+    unrevoked = int(pool.devices.call("batchCount"))
+    (labels / "batch.json").write_text(json.dumps({**batch, "batch_id": unrevoked}))
+    code, out = run(capsys, "licence", "scan", labels / "000000.qr.png", *chain)
+    assert code == 1, out
+    assert f"batch {unrevoked} on chain: manufacturer {squatter.address}" in out
+    assert f"NOT LICENSED: batch {unrevoked} was registered by {squatter.address}, not by" in out
+
 
 @pytest.fixture
 def service_url(node: Node, tmp_path: Path) -> Iterator[str]:
