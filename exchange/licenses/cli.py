@@ -31,7 +31,8 @@ indexer follows. It runs beside ``exchange serve``, which keeps indexing.
 ``tree.bin`` (the batch's serialised Merkle tree) and ``batch.json`` — the directory ``scan
 --batch`` reads. ``batch.json`` records the manufacturer (the service's, or ``--manufacturer``);
 ``scan --batch`` then looks only at batches that account registered, as anyone can register a
-root they have seen, and refuses a recorded batch id that another account registered. Exit codes: 0 valid/licensed, 1 invalid/not licensed, 2 usage or input errors.
+root they have seen, and refuses a recorded batch id that another account registered.
+Exit codes: 0 valid/licensed, 1 invalid/not licensed, 2 usage or input errors.
 """
 
 from __future__ import annotations
