@@ -707,29 +707,42 @@ class TradingService:
                 await self.cancel_all_orders_of(account, "not an active member at start-up")
 
     async def _follow_membership(self, from_block: int) -> None:
+        """Every poll: the registry's status changes since the last, and the orders of the
+        accounts no longer active cancelled. A cancel that fails (a market restarting, its
+        queue full) is tried again at every later poll until it is done; an account active
+        again by then is left alone."""
         registry = self.runtime.pool.registry
         w3 = self.runtime.w3
+        to_cancel: dict[str, str] = {}  # account: why, until its orders are cancelled
         while True:
             await asyncio.sleep(self.settings.trading_membership_poll_s)
             try:
                 head = await self.chain.run(lambda: int(w3.eth.block_number))
-                if head < from_block:
-                    continue
-                events = await self.chain.run(
-                    functools.partial(fetch_events, registry, ("MemberStatusChanged",), from_block, head)
-                )
-                from_block = head + 1
-                for event in events:
-                    account = Web3.to_checksum_address(event.args["account"])
-                    self.membership.forget(account)
-                    if int(event.args["newStatus"]) != ACTIVE_STATUS:
-                        await self.cancel_all_orders_of(
-                            account, f"status changed on chain in block {event.block_number}"
-                        )
+                if head >= from_block:
+                    events = await self.chain.run(
+                        functools.partial(fetch_events, registry, ("MemberStatusChanged",), from_block, head)
+                    )
+                    from_block = head + 1
+                    for event in events:
+                        account = Web3.to_checksum_address(event.args["account"])
+                        self.membership.forget(account)
+                        if int(event.args["newStatus"]) == ACTIVE_STATUS:
+                            to_cancel.pop(account, None)
+                        else:
+                            to_cancel[account] = f"status changed on chain in block {event.block_number}"
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("trading.membership_poll_failed")
+            for account, reason in list(to_cancel.items()):
+                try:
+                    await self.cancel_all_orders_of(account, reason)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("trading.member_orders_cancel_failed", account=account, reason=reason)
+                else:
+                    del to_cancel[account]
 
 
 def trading_startup() -> Callable[[FastAPI], Any]:

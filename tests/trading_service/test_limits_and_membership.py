@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from exchange.chain.runtime import ChainRuntime
 from exchange.kit.ratelimit import RateLimiter
 from exchange.settings import Settings
+from exchange.trading.intents import CancelAllIntent
 from exchange.trading.service import MembershipCache, TradingService
+from exchange.trading.writer import MarketWriter
 from tests.trading_service.conftest import start_desk, trading_settings
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
 
@@ -164,6 +167,31 @@ async def test_a_suspension_on_chain_is_seen_and_cancels_orders(watching_desk: D
     desk.chain.pool.suspend(trader.address)  # no call from the pool service: only the event
     assert await _latest_order_once_canceled(desk, trader) == ("canceled", "suspended")
     assert (await desk.place(trader, "sell", price(20), WHOLE)).status_code == 403
+
+
+async def test_a_suspensions_cancel_that_fails_is_tried_again_at_the_next_poll(
+    watching_desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancel of a suspended member's orders fails once (its market's cycle fails): the poller
+    tries again until it is done, rather than leaving the orders on the book to trade."""
+    desk = watching_desk
+    trader = await desk.member(0xA9)
+    await desk.deposit(trader, desk.market["base"], 5 * WHOLE)
+    assert (await desk.place(trader, "sell", price(20), WHOLE)).status_code == 201
+    cancel_all = MarketWriter._cancel_all
+    attempts: list[str] = []
+
+    async def failing_once(self: MarketWriter, cycle: Any, intent: CancelAllIntent) -> Any:
+        attempts.append(intent.account)
+        if len(attempts) == 1:
+            raise RuntimeError("the cycle's database went away")
+        return await cancel_all(self, cycle, intent)
+
+    monkeypatch.setattr(MarketWriter, "_cancel_all", failing_once)
+    desk.chain.pool.suspend(trader.address)
+    assert await _latest_order_once_canceled(desk, trader) == ("canceled", "suspended")
+    assert attempts[:2] == [trader.address] * 2
+    assert all(balance["reserved"] == 0 for balance in (await desk.balances(trader)).values())
 
 
 async def test_a_suspension_mined_during_the_start_up_check_is_seen_by_the_poller(
