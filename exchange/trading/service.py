@@ -734,15 +734,15 @@ class TradingService:
                 raise
             except Exception:
                 log.exception("trading.membership_poll_failed")
-            for account, reason in list(to_cancel.items()):
+            for suspended, reason in list(to_cancel.items()):
                 try:
-                    await self.cancel_all_orders_of(account, reason)
+                    await self.cancel_all_orders_of(suspended, reason)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    log.exception("trading.member_orders_cancel_failed", account=account, reason=reason)
+                    log.exception("trading.member_orders_cancel_failed", account=suspended, reason=reason)
                 else:
-                    del to_cancel[account]
+                    del to_cancel[suspended]
 
 
 def trading_startup() -> Callable[[FastAPI], Any]:
