@@ -211,31 +211,42 @@ class ChainIndexer:
         """One pass: roll back orphaned blocks, record new events, credit the deep enough ones."""
         async with self._lock:
             w3 = self.contract.w3
-            head = await self._calls.run(lambda: int(w3.eth.block_number))
             anchor = await self._anchor_hash()
-            # Chain calls happen between short transactions: on SQLite a transaction holds the write lock.
-            async with self._sessionmaker() as session, session.begin():
-                cursor = await self._cursor(session, anchor)
-                cursor_id = cursor.id
-                tracked = (
-                    await session.execute(
-                        select(ChainBlock.number, ChainBlock.hash)
-                        .where(ChainBlock.cursor_id == cursor_id)
-                        .order_by(ChainBlock.number.desc())
-                    )
-                ).all()
-            fork = await self._find_fork([(int(number), str(hash_)) for number, hash_ in tracked], head)
-            if fork is not None:
-                fork_time = await self._calls.run(partial(self._block_time, fork))
-                async with self._sessionmaker() as session, session.begin():
-                    # Locked, as when crediting: a second process rolling back finds it done.
-                    cursor = await session.get_one(ChainCursor, cursor_id, with_for_update=True)
-                    await self._roll_back(session, cursor, fork, fork_time)
-            scanned = await self._scan(cursor_id, head)
+            for _attempt in range(_RANGE_RETRIES):
+                head = await self._calls.run(lambda: int(w3.eth.block_number))
+                cursor_id, fork = await self._follow_fork(anchor, head)
+                scanned = await self._scan(cursor_id, head)
+                if scanned is not None:
+                    break
+                # The chain reorganised under the scan: look for the fork again before going on.
+            else:
+                raise RuntimeError(f"the chain kept reorganising during {self.contract.name}'s pass")
             if self.before_credit is not None:
                 await self.before_credit()
             credited = await self._credit(cursor_id, head)
             return IndexerPosition(head, scanned, credited, fork)
+
+    async def _follow_fork(self, anchor: str, head: int) -> tuple[int, int | None]:
+        """The cursor's id, and the fork point it was rolled back to if the chain reorganised."""
+        # Chain calls happen between short transactions: on SQLite a transaction holds the write lock.
+        async with self._sessionmaker() as session, session.begin():
+            cursor = await self._cursor(session, anchor)
+            cursor_id = cursor.id
+            tracked = (
+                await session.execute(
+                    select(ChainBlock.number, ChainBlock.hash)
+                    .where(ChainBlock.cursor_id == cursor_id)
+                    .order_by(ChainBlock.number.desc())
+                )
+            ).all()
+        fork = await self._find_fork([(int(number), str(hash_)) for number, hash_ in tracked], head)
+        if fork is not None:
+            fork_time = await self._calls.run(partial(self._block_time, fork))
+            async with self._sessionmaker() as session, session.begin():
+                # Locked, as when crediting: a second process rolling back finds it done.
+                cursor = await session.get_one(ChainCursor, cursor_id, with_for_update=True)
+                await self._roll_back(session, cursor, fork, fork_time)
+        return cursor_id, fork
 
     async def run(self, interval_s: float) -> None:
         """Catch up every `interval_s` seconds until cancelled; a failed pass is logged and retried."""
@@ -356,18 +367,34 @@ class ChainIndexer:
 
     # --- scanning -------------------------------------------------------------------------------
 
-    async def _scan(self, cursor_id: int, head: int) -> int:
+    async def _scan(self, cursor_id: int, head: int) -> int | None:
+        """Record the logs of the blocks after the cursor's up to ``head``, range by range; the
+        block scanned last. None when a range does not continue the block scanned before it
+        (the chain reorganised since the fork was looked for): nothing of it is recorded.
+
+        A range counts only as the continuation of the remembered block before it, so the
+        newest remembered block vouches for every older one (``_find_fork``)."""
         while True:
             async with self._sessionmaker() as session, session.begin():
                 scanned = (await session.get_one(ChainCursor, cursor_id)).scanned_block
             if scanned >= head:
                 return scanned
             start, end = scanned + 1, min(head, scanned + self.max_blocks)
-            end_hash, logs = await self._calls.run(partial(self._read_range, start, end))
+            parent_hash, end_hash, logs = await self._calls.run(partial(self._read_range, start, end))
             async with self._sessionmaker() as session, session.begin():
                 cursor = await session.get_one(ChainCursor, cursor_id)
                 if cursor.scanned_block != scanned:
                     continue  # another process moved the cursor meanwhile: read from where it is
+                remembered = await session.get(ChainBlock, (cursor_id, scanned))
+                if remembered is not None and remembered.hash != parent_hash:
+                    log.warning(
+                        "indexer.range_off_the_scanned_chain",
+                        contract=self.contract.name,
+                        block=scanned,
+                        remembered=remembered.hash,
+                        parent_of_next=parent_hash,
+                    )
+                    return None
                 stranded = await self._stranded_transactions(session, cursor_id) if logs else set()
                 for entry in logs:
                     await self._record(session, cursor_id, entry, stranded)
@@ -388,11 +415,14 @@ class ChainIndexer:
                     events=len(logs),
                 )
 
-    def _read_range(self, start: int, end: int) -> tuple[str, list[_Log]]:
-        """Blocking: the range's logs and its end block's hash, read from one chain."""
+    def _read_range(self, start: int, end: int) -> tuple[str, str, list[_Log]]:
+        """Blocking: the hash of the block before the range (as its first block names its
+        parent), the range's logs and its end block's hash, read from one chain (the end
+        block, whose ancestors they all are, the same before and after)."""
         w3 = self.contract.w3
         for _attempt in range(_RANGE_RETRIES):
             before = self._block_hash(end)
+            parent = self._parent_hash(start)
             raw = w3.eth.get_logs(
                 {
                     "address": self.contract.address,
@@ -402,11 +432,21 @@ class ChainIndexer:
                 }
             )
             after = self._block_hash(end)
-            if before is not None and before == after:
-                return before, sorted(
-                    (self._decode(entry) for entry in raw), key=lambda e: (e.block_number, e.log_index)
+            if before is not None and before == after and parent is not None:
+                return (
+                    parent,
+                    before,
+                    sorted(
+                        (self._decode(entry) for entry in raw), key=lambda e: (e.block_number, e.log_index)
+                    ),
                 )
         raise RuntimeError(f"blocks {start}..{end} kept changing while their logs were read")
+
+    def _parent_hash(self, number: int) -> str | None:
+        try:
+            return hex32(self.contract.w3.eth.get_block(number)["parentHash"])
+        except BlockNotFound:
+            return None
 
     def _decode(self, entry: Any) -> _Log:
         event = self._events[hex32(entry["topics"][0])]

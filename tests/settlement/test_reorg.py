@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from eth_account.signers.local import LocalAccount
@@ -73,6 +74,56 @@ async def test_a_credited_deposit_whose_block_leaves_is_taken_back_then_credited
     await parts.indexer.catch_up()
     assert await quote_total(sessionmaker, net, member.address) == before + AMOUNT
     assert await deposits_of(sessionmaker, tx_hash) == [EventState.CREDITED, EventState.REVERSED]
+    await assert_audit_clean(parts)
+
+
+@pytest.mark.parametrize("confirmations", [0, 2])
+async def test_a_reorganisation_after_the_fork_check_is_found_before_the_scan_goes_on(
+    net: VaultNet,
+    chain_settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    confirmations: int,
+) -> None:
+    """The chain reorganises between a pass's look for a fork and its scan: the scan must not
+    go on from the new branch while the old branch's events stay recorded (the same deposit,
+    mined again, was credited twice, and no later pass saw a reorganisation)."""
+    settings = chain_settings.model_copy(update={"vault_indexer_confirmations": confirmations})
+    parts = build_settlement(net.runtime, settings, sessionmaker)
+    indexer = parts.indexer
+    await indexer.catch_up()
+    member = MEMBERS[0]
+    before = await quote_total(sessionmaker, net, member.address)
+    fork = net.rpc("evm_snapshot")
+    raw = signed_deposit(net, member, AMOUNT)
+    tx_hash = "0x" + bytes(net.w3.eth.send_raw_transaction(raw)).hex()
+    await indexer.catch_up()  # the deposit's block is scanned (and credited at 0 confirmations)
+    net.mine(2)
+    find_fork = indexer._find_fork
+
+    async def reorganised_right_after(tracked: Any, head: int) -> int | None:
+        found = await find_fork(tracked, head)  # no fork yet
+        net.rpc("evm_revert", fork)  # another branch: an empty block, then the same deposit
+        net.mine(1)
+        net.w3.eth.send_raw_transaction(raw)
+        net.mine(1)
+        monkeypatch.undo()
+        return found
+
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(indexer, "_find_fork", reorganised_right_after)
+    try:
+        await indexer.catch_up()
+    finally:
+        monkeypatch.undo()
+    net.mine(confirmations + 1)
+    for _ in range(2):
+        await indexer.catch_up()
+    assert await quote_total(sessionmaker, net, member.address) == before + AMOUNT
+    assert await deposits_of(sessionmaker, tx_hash) == (
+        [EventState.CREDITED, EventState.REVERSED]
+        if confirmations == 0
+        else [EventState.CREDITED, EventState.ORPHANED]
+    )
     await assert_audit_clean(parts)
 
 
