@@ -97,7 +97,7 @@ from exchange.trading import ledger, repository
 from exchange.trading.amounts import settlement_amounts
 from exchange.trading.candles import STORED, Candle, trade_candles
 from exchange.trading.feed import CycleListener, CycleReport
-from exchange.trading.intake import TIME_IN_FORCE, CheckedOrder
+from exchange.trading.intake import TIME_IN_FORCE, CheckedOrder, OrderExpired
 from exchange.trading.intents import (
     CANCEL_CAUSES,
     ORDER_FIELDS,
@@ -721,6 +721,9 @@ class MarketWriter:
             return Placed(duplicate, created=False)
         if duplicate is not None:
             return duplicate
+        late = self._too_late(order)
+        if late is not None:
+            return late
         reference = f"order:{order.order_hash}"
         reservation = ledger.reserve(order.account, order.reserve_token, order.reserve_amount)
         before = {key: cycle.balances.get(key) for key in ((order.account, order.reserve_token),)}
@@ -817,6 +820,9 @@ class MarketWriter:
             return duplicate
         if row is None:
             return OrderNotOpen("the order has ended (filled, cancelled or expired): nothing was replaced")
+        late = self._too_late(order)
+        if late is not None:
+            return late
         await cycle.load([(order.account, order.reserve_token)])
         balance = cycle.balances.get((order.account, order.reserve_token)) or Balance()
         available = balance.available + (
@@ -833,6 +839,18 @@ class MarketWriter:
                 f"the replacement of order {row.id} was refused after its cancel: {placed!r}"
             )
         return placed
+
+    def _too_late(self, order: CheckedOrder) -> OrderExpired | None:
+        """Intake's expiry check again, as of this cycle: an order that waited (a chain call,
+        a long queue) until its time to leave the book is refused, never matched."""
+        leave_at = order.expiry_unix - self._expiry_margin_s
+        if leave_at > self._clock():
+            return None
+        return OrderExpired(
+            f"the order expires at {order.expiry_unix} and had to leave the book "
+            f"{self._expiry_margin_s} s before that, by the time it was to be placed",
+            extra={"field": "expiry"},
+        )
 
     def _would_take(self, order: CheckedOrder, replaced: OrderRow) -> bool:
         """Whether ``order`` would trade at once with ``replaced`` gone from the book."""

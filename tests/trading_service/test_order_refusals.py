@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
+import pytest
 from eth_account import Account
 
+from exchange.trading.service import TradingService
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
 
 PROBLEM = "application/problem+json"
@@ -149,3 +152,37 @@ async def test_post_only_that_would_take_is_refused(desk: Desk) -> None:
 async def _nothing_changed_for_orders(desk: Desk, trader: Trader) -> None:
     assert (await desk.client.get("/v1/orders", headers=trader.headers)).json()["items"] == []
     assert all(balance["reserved"] == 0 for balance in (await desk.balances(trader)).values())
+
+
+async def test_an_order_that_waited_past_its_time_to_leave_the_book_is_refused_not_matched(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Intake found more than the expiry margin left; by the time the writer took the order (a
+    slow chain call in between), less was: it must not trade with less than the margin to settle."""
+    seller, buyer = await desk.member(0xD1), await desk.member(0xD2)
+    await desk.deposit(seller, desk.market["base"], 5 * WHOLE)
+    await desk.deposit(buyer, desk.market["quote"], 100 * DOLLAR)
+    ask = await desk.place(seller, "sell", price(20), WHOLE)
+    assert ask.status_code == 201, ask.text
+    admit = TradingService._admit
+
+    async def slow(self: TradingService, account: str, checked: Any) -> None:  # a slow chain read
+        await admit(self, account, checked)
+        await asyncio.sleep(1.5)
+
+    monkeypatch.setattr(TradingService, "_admit", slow)
+    head, balances = await desk.journal(), await desk.balances(buyer)
+    margin = desk.trading.settings.trading_expiry_margin_s
+    for replacing in (False, True):
+        expiry = int(time.time()) + margin + 1  # intake lets it pass
+        late = await (
+            desk.replace(seller, ask.json()["id"], "sell", price(21), WHOLE, expiry=expiry)
+            if replacing
+            else desk.place(buyer, "buy", price(20), WHOLE, expiry=expiry)
+        )
+        assert late.status_code == 422, late.text
+        assert late.json()["type"].endswith("/order-expired")
+        assert "had to leave the book" in late.json()["detail"]
+    assert await desk.journal() == head
+    assert await desk.balances(buyer) == balances
+    assert (await desk.order(seller, ask.json()["id"]))["status"] == "open"
