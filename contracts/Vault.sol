@@ -157,9 +157,20 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
         if (block.timestamp < availableAt) revert VaultExitNotReady(msg.sender, availableAt, block.timestamp);
         (uint256 base, uint256 quote) = (word.baseBalance(), word.quoteBalance());
         _accounts[msg.sender] = word.withBalances(0, 0);
-        if (base != 0) baseToken.safeTransfer(msg.sender, base);
-        if (quote != 0) quoteToken.safeTransfer(msg.sender, quote);
-        emit Exited(msg.sender, base, quote);
+        // Each token leaves on its own: one that refuses the transfer (paused, or blocking the
+        // account) keeps its balance here for a later exit, and does not hold the other back.
+        uint256 paidBase = _payOut(baseToken, base);
+        uint256 paidQuote = _payOut(quoteToken, quote);
+        if (paidBase != base || paidQuote != quote) {
+            if (paidBase == 0 && paidQuote == 0) revert VaultExitTransferFailed(msg.sender);
+            _accounts[msg.sender] = _accounts[msg.sender].withBalances(base - paidBase, quote - paidQuote);
+        }
+        emit Exited(msg.sender, paidBase, paidQuote);
+    }
+
+    /// @dev `amount` of `token` to the caller: `amount` when paid, 0 when nothing was or the token refused.
+    function _payOut(IERC20 token, uint256 amount) private returns (uint256) {
+        return amount != 0 && token.trySafeTransfer(msg.sender, amount) ? amount : 0;
     }
 
     // ---------------------------------------------------------------- orders

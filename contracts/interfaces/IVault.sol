@@ -86,6 +86,8 @@ interface IVault {
     error VaultExitNotReady(address account, uint256 availableAt, uint256 timestamp);
     /// @notice The exit delay exceeds the maximum.
     error VaultExitDelayTooLong(uint256 delay, uint256 maxDelay);
+    /// @notice Neither token would transfer the account's balance out: nothing left the Vault.
+    error VaultExitTransferFailed(address account);
 
     /// @notice `account` deposited `amount` of `token` (the amount the Vault actually received).
     /// @param account The depositor, credited.
@@ -168,7 +170,10 @@ interface IVault {
     function cancelExit() external;
 
     /// @notice After the exit delay, withdraw the caller's whole balances without the operator.
-    /// @dev The account stays in exit mode (no trading) until it calls `cancelExit`.
+    /// @dev The account stays in exit mode (no trading) until it calls `cancelExit`. A token that
+    /// refuses the transfer (paused, blocking the account) keeps that balance in the Vault, and
+    /// `Exited` names what did leave; a later `exit` tries again. Reverts
+    /// `VaultExitTransferFailed` when there was something to pay and nothing could be.
     function exit() external;
 
     /// @notice Settle a batch of fills atomically (operator only); fees go to the Fund in one transfer.

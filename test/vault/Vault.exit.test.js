@@ -2,7 +2,15 @@
 // after the exit delay withdraws everything without the operator.
 const { expect } = require("chai");
 const { loadFixture, time } = require("@nomicfoundation/hardhat-network-helpers");
-const { deployVaultWithTraders, bpc, EXIT_DELAY, DEPOSIT_BPC, DEPOSIT_QUOTE } = require("./fixtures");
+const { ethers } = require("hardhat");
+const {
+  deployVaultWithTraders,
+  deployVaultContract,
+  bpc,
+  EXIT_DELAY,
+  DEPOSIT_BPC,
+  DEPOSIT_QUOTE,
+} = require("./fixtures");
 const { Side, newOrder, signAll, newFill } = require("./orders");
 
 describe("Vault: escape hatch", function () {
@@ -54,6 +62,38 @@ describe("Vault: escape hatch", function () {
     await expect(tx).to.changeTokenBalances(this.quote, [this.vault, this.alice], [-DEPOSIT_QUOTE, DEPOSIT_QUOTE]);
     const account = await this.vault.accountOf(this.alice.address);
     expect([account.baseBalance, account.quoteBalance, account.exitAvailableAt]).to.deep.equal([0n, 0n, availableAt]);
+  });
+
+  it("pays the token that transfers when the other refuses, and that one at a later exit", async function () {
+    const blocking = await (await ethers.getContractFactory("BlockingToken")).deploy("Blocking USD", "BUSD");
+    const vault = await deployVaultContract(this, blocking, this.council);
+    const vaultAddress = await vault.getAddress();
+    await blocking.mint(this.alice.address, 500n);
+    await blocking.connect(this.alice).approve(vaultAddress, 500n);
+    await vault.connect(this.alice).deposit(await blocking.getAddress(), 500n);
+    await this.bpc.connect(this.alice).approve(vaultAddress, bpc(3));
+    await vault.connect(this.alice).deposit(this.bpcAddress, bpc(3));
+    await vault.connect(this.alice).requestExit();
+    await time.increase(EXIT_DELAY);
+    await vault.connect(this.council).revokeRole(await vault.OPERATOR_ROLE(), this.operator.address);
+
+    await blocking.setBlocked(this.alice.address, true); // the quote token blocks alice
+    const first = vault.connect(this.alice).exit();
+    await expect(first).to.emit(vault, "Exited").withArgs(this.alice.address, bpc(3), 0n);
+    await expect(first).to.changeTokenBalances(this.bpc, [vault, this.alice], [-bpc(3), bpc(3)]);
+    let account = await vault.accountOf(this.alice.address);
+    expect([account.baseBalance, account.quoteBalance]).to.deep.equal([0n, 500n]);
+
+    await expect(vault.connect(this.alice).exit()) // nothing can leave: nothing changes
+      .to.be.revertedWithCustomError(vault, "VaultExitTransferFailed")
+      .withArgs(this.alice.address);
+
+    await blocking.setBlocked(this.alice.address, false);
+    const second = vault.connect(this.alice).exit();
+    await expect(second).to.emit(vault, "Exited").withArgs(this.alice.address, 0n, 500n);
+    await expect(second).to.changeTokenBalances(blocking, [vault, this.alice], [-500n, 500n]);
+    account = await vault.accountOf(this.alice.address);
+    expect([account.baseBalance, account.quoteBalance]).to.deep.equal([0n, 0n]);
   });
 
   it("includes deposits made after the request, and a second exit pays what came in since", async function () {
