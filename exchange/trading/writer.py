@@ -216,9 +216,10 @@ _MAKER_ORDERS = 256
 class _Cycle:
     """The working state of one cycle: balances read so far and everything to write."""
 
-    def __init__(self, db: bulk.Target, now: datetime, start_sequence: int) -> None:
+    def __init__(self, db: bulk.Target, now: datetime, start_sequence: int, now_unix: int) -> None:
         self.db = db  # a session, or on PostgreSQL the asyncpg connection in the cycle's transaction
         self.now = now
+        self.now_unix = now_unix  # the writer's clock at the cycle's start: every expiry judged by it
         self.start_sequence = start_sequence  # the journal head this cycle builds on
         self.balances: dict[BalanceKey, Balance] = {}
         self.loaded: set[BalanceKey] = set()
@@ -536,7 +537,7 @@ class MarketWriter:
         now_unix = int(self._clock())
         outcomes: list[tuple[Intent, object]] = []
         async with self._cycle_transaction() as db:
-            cycle = _Cycle(db, now, self.sequence)
+            cycle = _Cycle(db, now, self.sequence, now_unix)
             places = [intent for intent in batch if isinstance(intent, PlaceIntent | ReplaceIntent)]
             known = await self._known_orders(db, places)
             read = time.perf_counter()
@@ -721,7 +722,7 @@ class MarketWriter:
             return Placed(duplicate, created=False)
         if duplicate is not None:
             return duplicate
-        late = self._too_late(order)
+        late = self._too_late(cycle, order)
         if late is not None:
             return late
         reference = f"order:{order.order_hash}"
@@ -820,7 +821,7 @@ class MarketWriter:
             return duplicate
         if row is None:
             return OrderNotOpen("the order has ended (filled, cancelled or expired): nothing was replaced")
-        late = self._too_late(order)
+        late = self._too_late(cycle, order)
         if late is not None:
             return late
         await cycle.load([(order.account, order.reserve_token)])
@@ -840,11 +841,12 @@ class MarketWriter:
             )
         return placed
 
-    def _too_late(self, order: CheckedOrder) -> OrderExpired | None:
+    def _too_late(self, cycle: _Cycle, order: CheckedOrder) -> OrderExpired | None:
         """Intake's expiry check again, as of this cycle: an order that waited (a chain call,
-        a long queue) until its time to leave the book is refused, never matched."""
+        a long queue) until its time to leave the book is refused, never matched. By the
+        cycle's one clock reading, so a replace's check and its place's agree."""
         leave_at = order.expiry_unix - self._expiry_margin_s
-        if leave_at > self._clock():
+        if leave_at > cycle.now_unix:
             return None
         return OrderExpired(
             f"the order expires at {order.expiry_unix} and had to leave the book "

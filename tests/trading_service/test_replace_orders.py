@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
+import pytest
 
+from exchange.trading.writer import MarketWriter
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
 
 
@@ -167,3 +170,28 @@ async def test_a_replacement_that_would_not_rest_is_refused(desk: Desk) -> None:
         assert reply.json()["errors"][0]["loc"] == ["body", "time_in_force"]
     assert (await desk.order(alice, ask.json()["id"]))["status"] == "open"
     assert await desk.journal() == head
+
+
+async def test_a_replacement_is_judged_by_one_clock_reading_per_cycle(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock passes the replacement's time to leave the book while its cycle cancels the old
+    order: the cycle's one reading decides, so the replace is not refused after its cancel (which
+    failed the whole cycle, 503, and rebuilt the book)."""
+    alice = await _funded(desk, 0x9B, base=3 * WHOLE)
+    first = await desk.place(alice, "sell", price(12), WHOLE)
+    assert first.status_code == 201, first.text
+    writer = desk.trading.markets[desk.market["id"]].writer
+    ahead = [0.0]
+    monkeypatch.setattr(writer, "_clock", lambda: time.time() + ahead[0])
+    cancel = MarketWriter._cancel_resting
+
+    async def slow_cancel(self: MarketWriter, cycle: Any, row: Any, cause: Any) -> None:
+        await cancel(self, cycle, row, cause)
+        ahead[0] += 5.0  # the cancel's work took that long
+
+    monkeypatch.setattr(MarketWriter, "_cancel_resting", slow_cancel)
+    expiry = int(time.time()) + desk.trading.settings.trading_expiry_margin_s + 3
+    reply = await desk.replace(alice, first.json()["id"], "sell", price(11), WHOLE, expiry=expiry)
+    assert reply.status_code == 201, reply.text
+    assert writer.stats.failed_cycles == 0
