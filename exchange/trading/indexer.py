@@ -204,6 +204,8 @@ class ChainIndexer:
         self._lock = asyncio.Lock()
         self.before_credit: Callable[[], Awaitable[object]] | None = None
         """Awaited after each scan, before crediting: acts on the recorded events first."""
+        self.position: IndexerPosition | None = None
+        """Where this process's last complete pass left the cursor, and the chain's head then."""
 
     # --- public ---------------------------------------------------------------------------------
 
@@ -212,9 +214,11 @@ class ChainIndexer:
         async with self._lock:
             w3 = self.contract.w3
             anchor = await self._anchor_hash()
+            forks: list[int] = []
             for _attempt in range(_RANGE_RETRIES):
                 head = await self._calls.run(lambda: int(w3.eth.block_number))
                 cursor_id, fork = await self._follow_fork(anchor, head)
+                forks += [] if fork is None else [fork]
                 scanned = await self._scan(cursor_id, head)
                 if scanned is not None:
                     break
@@ -224,7 +228,8 @@ class ChainIndexer:
             if self.before_credit is not None:
                 await self.before_credit()
             credited = await self._credit(cursor_id, head)
-            return IndexerPosition(head, scanned, credited, fork)
+            self.position = IndexerPosition(head, scanned, credited, min(forks, default=None))
+            return self.position
 
     async def _follow_fork(self, anchor: str, head: int) -> tuple[int, int | None]:
         """The cursor's id, and the fork point it was rolled back to if the chain reorganised."""

@@ -3,7 +3,7 @@
 Read when scraped, never recorded on the order path: each market writer's journal head,
 open orders, queue and cycle counters, each feed's trades and subscribers, the WebSocket
 connections; and the settlement backlog (fills not settled yet, the age of the oldest)
-with how far the Vault indexer is behind the chain's head.
+with how far the Vault indexer is behind the chain's head (as its last pass saw it).
 """
 
 from __future__ import annotations
@@ -16,15 +16,12 @@ from prometheus_client.core import CounterMetricFamily, Metric, SummaryMetricFam
 from sqlalchemy import func, select
 
 from exchange.api.metrics import MetricSource, gauge
-from exchange.kit.logging import get_logger
 from exchange.trading.models import SettlementState, TradingFill
 from exchange.trading.settlement_models import ChainCursor
 
 if TYPE_CHECKING:  # both register their figures from their lifespan hooks
     from exchange.trading.service import TradingService
     from exchange.trading.settlement_service import Settlement
-
-log = get_logger(__name__)
 
 UNSETTLED = (SettlementState.PENDING, SettlementState.SUBMITTED)
 
@@ -162,14 +159,11 @@ def settlement_metrics(settlement: Settlement) -> MetricSource:
             ),
         ]
         if cursor is not None:
-            try:
-                head = await settlement.calls.run(lambda: int(settlement.runtime.w3.eth.block_number))
-            except Exception as error:  # the node is away: the blocks without the head
-                log.warning("metrics.chain_head_unavailable", error=str(error))
-                head = None
             blocks = [(("scanned",), cursor.scanned_block), (("credited",), cursor.credited_block)]
-            if head is not None:
-                blocks.append((("head",), head))
+            # The head as the indexer's last pass saw it: a scrape never waits for the node.
+            position = settlement.indexer.position
+            if position is not None:
+                blocks.append((("head",), position.head))
             families.append(
                 gauge(
                     "exchange_vault_indexer_block",

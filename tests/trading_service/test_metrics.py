@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -108,3 +109,14 @@ async def test_a_metrics_token_is_asked_for_and_metrics_can_be_left_out(
         assert left_out.status_code == 404, left_out.text
         # The metrics stay out of the API's description.
         assert "/metrics" not in (await desk.client.get("/openapi.json")).json()["paths"]
+
+
+async def test_a_scrape_never_waits_for_the_chain(desk: Desk) -> None:
+    """The settlement's chain calls go one at a time, and a node call can take long: the scrape
+    reports the head the Vault indexer's last pass saw, and asks the node nothing."""
+    settlement = desk.app.state.settlement
+    seen = settlement.indexer.position
+    assert seen is not None
+    async with settlement.calls._lock:  # the settler in a long call to the node
+        samples = await asyncio.wait_for(_scrape(desk), 5)
+    assert samples[("exchange_vault_indexer_block", (("block", "head"),))] == seen.head
