@@ -14,6 +14,7 @@ pending migrations first unless ``EXCHANGE_MIGRATE_ON_START=false``. Exit codes:
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import date
@@ -102,7 +103,8 @@ def import_file(path: Path, *, actor: str, out: TextIO = sys.stdout, err: TextIO
                     text,
                     actor=f"{CLI_ACTOR_PREFIX}{actor}",
                     at=utc_now(),
-                    source_name=path.name,
+                    # As text the database stores: a name not in UTF-8 keeps its bytes escaped.
+                    source_name=os.fsencode(path.name).decode("utf-8", "backslashreplace"),
                     progress=progress,
                 ),
             )

@@ -93,6 +93,23 @@ def _counts(database_url: str) -> tuple[int, int]:
     return run_in_thread(count())
 
 
+def _import_reasons(database_url: str) -> list[str]:
+    """The audit log's reasons of the patents registered, as stored."""
+
+    async def read() -> list[str]:
+        engine = create_engine_for_url(database_url)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                reasons = await session.scalars(
+                    select(AuditEntry.reason).where(AuditEntry.action == "patent.register")
+                )
+                return [str(reason) for reason in reasons]
+        finally:
+            await engine.dispose()
+
+    return run_in_thread(read())
+
+
 @pytest.fixture(autouse=True)
 def _configured_database(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", database_url)
@@ -173,6 +190,17 @@ def test_an_actor_the_audit_log_cannot_hold_is_refused_first(
     assert reason in err.getvalue()
     assert _counts(database_url) == (0, 0)
     assert import_file(_write(tmp_path, GOOD_ROWS), actor="a" * 60, out=io.StringIO(), err=err) == 0
+
+
+def test_a_file_name_not_in_utf8_is_recorded_with_its_bytes_escaped(
+    tmp_path: Path, database_url: str
+) -> None:
+    latin1 = tmp_path / os.fsdecode(b"patents-\xe9.csv")
+    _write(tmp_path, GOOD_ROWS[:1]).rename(latin1)
+    err = io.StringIO()
+    assert import_file(latin1, actor="tester", out=io.StringIO(), err=err) == 0, err.getvalue()
+    assert _counts(database_url) == (1, 1)
+    assert "patents-\\xe9.csv" in _import_reasons(database_url)[0]
 
 
 def test_a_file_without_the_required_columns_is_refused(tmp_path: Path) -> None:
