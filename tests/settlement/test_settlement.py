@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web3 import Web3
 from web3.exceptions import Web3RPCError
+from web3.logs import EventLogErrorFlags
 from web3.middleware import Web3Middleware
 from web3.types import RPCEndpoint, RPCResponse, TxReceipt, Wei
 
@@ -808,3 +809,38 @@ async def test_a_foundation_transaction_sent_while_a_batch_is_opened_takes_the_n
     assert net.w3.eth.get_transaction(mints[0]["transactionHash"])["nonce"] == batch.nonce + 1
     assert minted_while_opening == [False]  # the mint waited until the node had the batch
     await _settled_once_and_audited(net, sessionmaker, parts)
+
+
+async def test_an_exit_that_one_token_refuses_debits_only_what_left(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """The quote token refuses every transfer while the account exits (paused, say): its BPC
+    leaves, the ledger debits that alone and the audit agrees; a later exit pays the quote."""
+    parts = await _parts(net, chain_settings, sessionmaker)
+    member, vault = MEMBERS[2], net.pool.vault
+    on_chain = {
+        token: int(vault.call("balanceOf", member.address, token))
+        for token in (net.base_token, net.quote_token)
+    }
+    assert all(on_chain.values())
+    vault.transact("setExitDelay", 0)
+    vault.transact("requestExit", sender=member.address)
+    quote_code = net.w3.eth.get_code(Web3.to_checksum_address(net.quote_token))
+    net.rpc("hardhat_setCode", net.quote_token, "0xfe")  # every call to the token fails
+    try:
+        first = net.w3.eth.wait_for_transaction_receipt(
+            vault.contract.functions.exit().transact({"from": member.address})
+        )
+    finally:
+        net.rpc("hardhat_setCode", net.quote_token, "0x" + bytes(quote_code).hex())
+    [exited] = vault.contract.events.Exited().process_receipt(first, errors=EventLogErrorFlags.Discard)
+    assert (exited.args.baseAmount, exited.args.quoteAmount) == (on_chain[net.base_token], 0)
+    await parts.indexer.catch_up()
+    assert await _quote_total(sessionmaker, member.address, net.base_token) == 0
+    assert await _quote_total(sessionmaker, member.address, net.quote_token) == on_chain[net.quote_token]
+    await assert_audit_clean(parts)
+
+    vault.transact("exit", sender=member.address)  # the token transfers again
+    await parts.indexer.catch_up()
+    assert await _quote_total(sessionmaker, member.address, net.quote_token) == 0
+    await assert_audit_clean(parts)
