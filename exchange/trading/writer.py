@@ -546,7 +546,7 @@ class MarketWriter:
                 for account in self._accounts_in_play(places)
                 for token in (self.market.base_token, self.market.quote_token)
             )
-            await self._expire(cycle, now_unix)
+            await self._expire(cycle)
             await self._cancel_unsettleable(cycle)
             probes: list[ProbeIntent] = []
             for intent in batch:
@@ -786,8 +786,7 @@ class MarketWriter:
         await self._apply_events(cycle, events, row, CancelCause.USER)
         if sequence in self.book.orders:
             self.live[sequence] = row
-            leave_at = row.expiry_unix - self._expiry_margin_s
-            heapq.heappush(self._expiries, (leave_at, sequence))
+            heapq.heappush(self._expiries, (self._leave_at(row.expiry_unix), sequence))
         elif row.status == OrderStatus.OPEN:
             row.status = OrderStatus.CLOSED.value
             await self._release(cycle, row)
@@ -845,8 +844,7 @@ class MarketWriter:
         """Intake's expiry check again, as of this cycle: an order that waited (a chain call,
         a long queue) until its time to leave the book is refused, never matched. By the
         cycle's one clock reading, so a replace's check and its place's agree."""
-        leave_at = order.expiry_unix - self._expiry_margin_s
-        if leave_at > cycle.now_unix:
+        if self._leave_at(order.expiry_unix) > cycle.now_unix:
             return None
         return OrderExpired(
             f"the order expires at {order.expiry_unix} and had to leave the book "
@@ -933,8 +931,12 @@ class MarketWriter:
         await self._apply_events(cycle, events, None, intent.cause)
         return rows
 
-    async def _expire(self, cycle: _Cycle, now_unix: int) -> None:
-        while self._expiries and self._expiries[0][0] <= now_unix:
+    def _leave_at(self, expiry_unix: int) -> int:
+        """When an order expiring at ``expiry_unix`` leaves the book: the settlement margin before."""
+        return expiry_unix - self._expiry_margin_s
+
+    async def _expire(self, cycle: _Cycle) -> None:
+        while self._expiries and self._expiries[0][0] <= cycle.now_unix:
             _, sequence = heapq.heappop(self._expiries)
             row = self.live.get(sequence)
             if row is None:
@@ -1285,9 +1287,7 @@ class MarketWriter:
         causes.update((sequence, CancelCause.WALLET_REFUSED) for sequence in disowned if sequence in live)
         self._unsettleable = sorted(causes.items())
         self._candles = {}
-        self._expiries = [
-            (row.expiry_unix - self._expiry_margin_s, sequence) for sequence, row in live.items()
-        ]
+        self._expiries = [(self._leave_at(row.expiry_unix), sequence) for sequence, row in live.items()]
         heapq.heapify(self._expiries)
         log.info(
             "trading.book_recovered",
