@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -59,12 +59,27 @@ def register_metrics(app: FastAPI, name: str, source: MetricSource) -> None:
     sources[name] = source
 
 
-def gauge(name: str, documentation: str, labels: tuple[str, ...], values: Iterable[Any]) -> GaugeMetricFamily:
-    """A gauge family from ``(label values, value)`` pairs."""
-    family = GaugeMetricFamily(name, documentation, labels=list(labels))
+def _family(
+    kind: type[GaugeMetricFamily | CounterMetricFamily],
+    name: str,
+    documentation: str,
+    labels: tuple[str, ...],
+    values: Iterable[Any],
+) -> Metric:
+    family = kind(name, documentation, labels=list(labels))
     for label_values, value in values:
         family.add_metric(list(label_values), value)
     return family
+
+
+def gauge(name: str, documentation: str, labels: tuple[str, ...], values: Iterable[Any]) -> Metric:
+    """A gauge family from ``(label values, value)`` pairs."""
+    return _family(GaugeMetricFamily, name, documentation, labels, values)
+
+
+def counter(name: str, documentation: str, labels: tuple[str, ...], values: Iterable[Any]) -> Metric:
+    """A counter family (``name`` without ``_total``) from ``(label values, value)`` pairs."""
+    return _family(CounterMetricFamily, name, documentation, labels, values)
 
 
 def _authorised(settings: Settings, authorization: str | None) -> bool:

@@ -9,13 +9,12 @@ with how far the Vault indexer is behind the chain's head (as its last pass saw 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.core import Metric, SummaryMetricFamily
 from sqlalchemy import func, select
 
-from exchange.api.metrics import MetricSource, gauge
+from exchange.api.metrics import MetricSource, counter, gauge
 from exchange.trading.models import SettlementState, TradingFill
 from exchange.trading.settlement_models import ChainCursor
 
@@ -24,13 +23,6 @@ if TYPE_CHECKING:  # both register their figures from their lifespan hooks
     from exchange.trading.settlement_service import Settlement
 
 UNSETTLED = (SettlementState.PENDING, SettlementState.SUBMITTED)
-
-
-def _counter(name: str, documentation: str, values: Iterable[tuple[tuple[str, ...], float]]) -> Metric:
-    family = CounterMetricFamily(name, documentation, labels=["market"])
-    for labels, value in values:
-        family.add_metric(list(labels), value)
-    return family
 
 
 def trading_metrics(service: TradingService) -> MetricSource:
@@ -76,24 +68,28 @@ def trading_metrics(service: TradingService) -> MetricSource:
                 ((labels, writer.queued) for labels, writer in writers),
             ),
             cycles,
-            _counter(
+            counter(
                 "exchange_market_writer_commands",
                 "Commands (places, replaces, cancels, probes) the committed cycles took.",
+                ("market",),
                 ((labels, writer.stats.commands) for labels, writer in writers),
             ),
-            _counter(
+            counter(
                 "exchange_market_writer_failed_cycles",
                 "Writer cycles rolled back, each followed by a rebuild of the book from the database.",
+                ("market",),
                 ((labels, writer.stats.failed_cycles) for labels, writer in writers),
             ),
-            _counter(
+            counter(
                 "exchange_market_trades",
                 "Trades published since the process started.",
+                ("market",),
                 (((market_id,), feed.trades) for market_id, feed in feeds),
             ),
-            _counter(
+            counter(
                 "exchange_market_trades_voided",
                 "Trades taken back since the process started: their fills failed settlement.",
+                ("market",),
                 (((market_id,), feed.voids) for market_id, feed in feeds),
             ),
             gauge(
@@ -120,19 +116,11 @@ def settlement_metrics(settlement: Settlement) -> MetricSource:
         async with settlement.sessionmaker() as session:
             rows = (
                 await session.execute(
-                    select(TradingFill.settlement_state, func.count(), func.min(TradingFill.id))
+                    select(TradingFill.settlement_state, func.count(), func.min(TradingFill.created_at))
                     .where(TradingFill.settlement_state.in_([state.value for state in UNSETTLED]))
                     .group_by(TradingFill.settlement_state)
                 )
             ).all()
-            oldest_ids = [oldest for _, _, oldest in rows]
-            oldest = (
-                await session.scalar(
-                    select(func.min(TradingFill.created_at)).where(TradingFill.id.in_(oldest_ids))
-                )
-                if oldest_ids
-                else None
-            )
             vault = settlement.runtime.pool.vault.address
             cursor = (
                 await session.execute(
@@ -144,6 +132,7 @@ def settlement_metrics(settlement: Settlement) -> MetricSource:
             ).first()
         counts = {state: 0 for state in UNSETTLED}
         counts.update({SettlementState(state): count for state, count, _ in rows})
+        oldest = min((created for _, _, created in rows), default=None)
         families: list[Metric] = [
             gauge(
                 "exchange_settlement_unsettled_fills",
