@@ -28,4 +28,14 @@ def storable_text(value: str) -> str:
     return value
 
 
+def text_refusal(value: str) -> str | None:
+    """Why the database cannot store ``value`` (:func:`storable_text`'s reason), or None if it can:
+    for text that arrives outside a request model (a CSV cell, a command-line argument)."""
+    try:
+        storable_text(value)
+    except PydanticCustomError as exc:
+        return exc.message()
+    return None
+
+
 Text = Annotated[str, AfterValidator(storable_text)]

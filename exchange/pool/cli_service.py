@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import TextIO, TypeVar
 
 from pydantic import ValidationError
-from pydantic_core import PydanticCustomError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.db.base import utc_now
 from exchange.db.engine import create_db_engine, create_sessionmaker
 from exchange.db.migrate import upgrade_to_head
 from exchange.kit.errors import ValidationFailed
-from exchange.kit.text import storable_text
+from exchange.kit.text import text_refusal
 from exchange.pool.import_service import ImportRefused, import_patents
 from exchange.pool.models import ACTOR_LENGTH
 from exchange.pool.patent_service import expire_due
@@ -65,10 +64,9 @@ def _prepare(err: TextIO) -> Settings | None:
 
 def _refused_actor(actor: str) -> str | None:
     """Why ``actor`` cannot name the importer in the audit log (``cli:<actor>``), or None."""
-    try:
-        storable_text(actor)
-    except PydanticCustomError as exc:
-        return exc.message()
+    refusal = text_refusal(actor)
+    if refusal is not None:
+        return refusal
     if not actor.strip():
         return "name who imports"
     if len(CLI_ACTOR_PREFIX + actor) > ACTOR_LENGTH:

@@ -28,12 +28,11 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Final, TypeVar
 
-from pydantic_core import PydanticCustomError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.kit.errors import ValidationFailed
 from exchange.kit.logging import get_logger
-from exchange.kit.text import storable_text
+from exchange.kit.text import text_refusal
 from exchange.pool import repository
 from exchange.pool.models import PatentEventRecord, PatentRecord
 from exchange.pool.patent_service import PatentData, prepare_patent
@@ -120,10 +119,9 @@ def _choice(kind: type[_Choice], column: str, value: str) -> _Choice:
 
 def _data(row: dict[str, str]) -> PatentData:
     for column, value in row.items():  # the API's text fields refuse the same (exchange.kit.text)
-        try:
-            storable_text(value)
-        except PydanticCustomError as exc:
-            raise ValidationFailed(f"{column}: {exc.message()}") from None
+        refusal = text_refusal(value)
+        if refusal is not None:
+            raise ValidationFailed(f"{column}: {refusal}")
     expires_on = _optional_date(row, "expires_on")
     if expires_on is None:
         raise ValidationFailed("expires_on is required")
