@@ -61,7 +61,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from itertools import groupby
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -303,9 +303,10 @@ class ChainIndexer:
             )
         return cursor
 
-    def _block_hash(self, number: int) -> str | None:
+    def _block_hash(self, number: int, field: Literal["hash", "parentHash"] = "hash") -> str | None:
+        """Block ``number``'s hash (or its ``parentHash``), None while the chain has no such block."""
         try:
-            return hex32(self.contract.w3.eth.get_block(number)["hash"])
+            return hex32(self.contract.w3.eth.get_block(number)[field])
         except BlockNotFound:
             return None
 
@@ -427,7 +428,7 @@ class ChainIndexer:
         w3 = self.contract.w3
         for _attempt in range(_RANGE_RETRIES):
             before = self._block_hash(end)
-            parent = self._parent_hash(start)
+            parent = self._block_hash(start, "parentHash")
             raw = w3.eth.get_logs(
                 {
                     "address": self.contract.address,
@@ -446,12 +447,6 @@ class ChainIndexer:
                     ),
                 )
         raise RuntimeError(f"blocks {start}..{end} kept changing while their logs were read")
-
-    def _parent_hash(self, number: int) -> str | None:
-        try:
-            return hex32(self.contract.w3.eth.get_block(number)["parentHash"])
-        except BlockNotFound:
-            return None
 
     def _decode(self, entry: Any) -> _Log:
         event = self._events[hex32(entry["topics"][0])]
