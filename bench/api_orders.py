@@ -226,6 +226,27 @@ def machine_cpu_ticks() -> tuple[int, int]:
     return sum(fields) - fields[3] - fields[4], sum(fields)  # less idle and iowait
 
 
+async def writer_cycles(port: int, market_id: str) -> tuple[float, float, float]:
+    """The market writer's committed cycles, the commands they took and their seconds so far
+    (``GET /metrics``)."""
+    connection = await Connection.open(port)
+    try:
+        _, text = await connection.request("GET", "/metrics")
+    finally:
+        await connection.close()
+    wanted = {
+        "exchange_market_writer_cycle_seconds_count": 0,
+        "exchange_market_writer_commands_total": 1,
+        "exchange_market_writer_cycle_seconds_sum": 2,
+    }
+    figures = [0.0, 0.0, 0.0]
+    for line in text.decode().splitlines():
+        name, _, rest = line.partition("{")
+        if name in wanted and f'market="{market_id}"' in rest:
+            figures[wanted[name]] = float(rest.rsplit(" ", 1)[1])
+    return figures[0], figures[1], figures[2]
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -325,6 +346,7 @@ async def main() -> None:
                 server_cpu_s = cpu_seconds(server.pid)
                 client_cpu_s = time.process_time()
                 busy_ticks, all_ticks = machine_cpu_ticks()
+                cycles_before = await writer_cycles(server.port, market.market_id)
                 latencies, statuses, wall_s = await load(
                     server.port, orders[args.warmup :], args.connections, args.batch
                 )
@@ -332,6 +354,12 @@ async def main() -> None:
                 client_cpu_s = time.process_time() - client_cpu_s
                 busy_after, all_after = machine_cpu_ticks()
                 busy_share = (busy_after - busy_ticks) / max(all_after - all_ticks, 1)
+                cycles, commands, cycle_s = (
+                    after - before
+                    for after, before in zip(
+                        await writer_cycles(server.port, market.market_id), cycles_before, strict=True
+                    )
+                )
             if any(status >= 500 for status in statuses):
                 errors = [line for line in server.log_tail(10**7).splitlines() if '"level": "error"' in line]
                 print("server errors:\n" + "\n".join(errors[:3]), file=sys.stderr)
@@ -373,6 +401,11 @@ async def main() -> None:
         f"client {client_cpu_s / max(accepted, 1) * 1000:.2f} ms; the machine's {os.cpu_count()} cores "
         f"were {busy_share:.0%} busy (server {server_cpu_s / wall_s:.2f} cores, client "
         f"{client_cpu_s / wall_s:.2f}, the rest PostgreSQL, subscribers, the node and anything else)"
+    )
+    print(
+        f"writer: {cycles:.0f} cycles, {commands / max(cycles, 1):.1f} commands and "
+        f"{cycle_s / max(cycles, 1) * 1000:.2f} ms each (read to commit), "
+        f"in cycles {cycle_s / wall_s:.0%} of the time"
     )
     print(f"journal head after the run: {journal.decode()}")
     print(json.dumps(result))
