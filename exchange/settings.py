@@ -328,6 +328,17 @@ class Settings(BaseSettings):
     trading_membership_ttl_s: float = Field(
         default=5.0, ge=0, le=3600, description="How long an isActiveMember answer is reused."
     )
+    trading_wallet_recheck_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=86_400,
+        description=(
+            "Seconds between checks of the resting orders of contract wallets (ERC-1271): each such"
+            " order's wallet is asked again whether it accepts the order's signature, and an order it"
+            " no longer accepts is cancelled (reason wallet_refused) before it can trade. 0: no check,"
+            " so such an order is cancelled only once one of its fills fails settlement."
+        ),
+    )
     trading_membership_poll_s: float = Field(
         default=2.0,
         ge=0,

@@ -81,7 +81,7 @@ class CancelCause(StrEnum):
     ON_CHAIN = "on_chain"  # the maker cancelled it in the Vault (order, nonce) or asked to exit
     FEE_ABOVE_CAP = "fee_above_cap"  # the maker fee rose above its signed cap while it rested
     REPLACED = "replaced"  # its owner replaced it with a new order (POST /v1/orders/{id}/replace)
-    # its maker, a contract wallet, refused its signature at settlement (ERC-1271)
+    # its maker, a contract wallet, refused its signature when asked again or at settlement (ERC-1271)
     WALLET_REFUSED = "wallet_refused"
 
 

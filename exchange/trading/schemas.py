@@ -183,7 +183,8 @@ class OrderOut(BaseModel):
         "suspended (its maker stopped being an active member), on_chain (cancelled in the Vault, or "
         "its maker asked to exit), fee_above_cap (the maker fee rose above its signed cap while it "
         "rested), replaced (its owner replaced it with a new order), wallet_refused (its maker, a "
-        "contract wallet, no longer accepted its signature when a fill of it settled); null when "
+        "contract wallet, no longer accepted its signature when asked again while the order rested, "
+        "or when a fill of it settled); null when "
         "none applies."
     )
     cost: str = Field(

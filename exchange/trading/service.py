@@ -15,6 +15,13 @@ poller: a suspended member's resting orders stay on the book (its new orders are
 refused once its cached answer expires) until the service restarts, when
 :meth:`TradingService.start` cancels the orders of every maker no longer active.
 
+Contract wallets. A wallet's order is admitted when the wallet accepts its
+signature (ERC-1271), but the Vault asks again at settlement, and a wallet may
+change its mind in between. Every ``trading_wallet_recheck_s`` a poller asks the
+wallet of each resting wallet order again and cancels the orders refused now
+(``wallet_refused``, :meth:`TradingService.recheck_wallet_orders`); an order whose
+fill fails on such a refusal is cancelled at once (:meth:`TradingService.fill_failed`).
+
 Errors (all ``DomainError``, rendered once as problem+json)::
 
     ValidationFailed 422   OrderRefused (WrongDomain, InvalidSignature, OrderExpired), KeyReused,
@@ -97,10 +104,13 @@ from exchange.trading.principals import PrincipalCache
 from exchange.trading.problems import FieldRefused
 from exchange.trading.repository import LedgerRefused, ProceedsUnsettled
 from exchange.trading.settlement_repository import disowned_orders
-from exchange.trading.signing import OrderDigester, assert_native_backend
+from exchange.trading.signing import OrderDigester, assert_native_backend, signature_problem
+from exchange.trading.signing import recover_signer as order_signer
 from exchange.trading.writer import MarketWriter
 
 log = get_logger(__name__)
+
+_RECOVERIES_PER_TURN = 200  # signatures a wallet recheck recovers before it lets other tasks run
 T = TypeVar("T")
 
 ACTIVE_STATUS = 1  # PoolRegistry.Status.Active
@@ -258,6 +268,8 @@ class TradingService:
         self.withdrawal_gate: Callable[[str], None] | None = None
         self.principals = PrincipalCache(sessionmaker, settings.trading_session_cache_s)
         self._poller: asyncio.Task[None] | None = None
+        self._wallet_poller: asyncio.Task[None] | None = None
+        self._key_signed: set[str] = set()  # order hashes of resting orders signed by their maker's key
         self._voided: OrderedDict[int, None] = OrderedDict()  # fills taken back on the feeds, latest last
         self.fill_notices = (
             FailedFillListener(notices_engine, self.fill_failed)
@@ -327,12 +339,15 @@ class TradingService:
             await self.fill_notices.start()
         if from_block is not None:
             self._poller = asyncio.create_task(self._follow_membership(from_block), name="trading-membership")
+        if self.settings.trading_wallet_recheck_s > 0:
+            self._wallet_poller = asyncio.create_task(self._follow_wallets(), name="trading-wallets")
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
+        for poller in (self._poller, self._wallet_poller):
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
         if self.fill_notices is not None:
             await self.fill_notices.stop()
         for market in self.markets.values():
@@ -581,6 +596,71 @@ class TradingService:
                 account=order.account,
                 fill_id=fill.id,
             )
+
+    async def recheck_wallet_orders(self) -> int:
+        """Ask the wallet of every resting contract-wallet order whether it still accepts the
+        order's signature (ERC-1271, as the Vault asks at settlement), and cancel the orders
+        their wallets refuse now (``wallet_refused``): how many were cancelled.
+
+        An order signed by its maker's key is recognised by recovering the signature, once per
+        order while it rests, and costs no chain call. A market that cannot take the cancel
+        now (restarting, its queue full) is skipped; the next pass asks again. A node that
+        cannot be reached ends the pass (``exchange.chain.errors.ChainError``)."""
+        w3 = self.runtime.w3
+        resting: set[str] = set()
+        cancelled = 0
+        recovered = 0
+        for market in list(self.markets.values()):
+            for row in list(market.writer.live.values()):
+                resting.add(row.order_hash)
+                if row.order_hash in self._key_signed:
+                    continue
+                recovered += 1
+                if recovered % _RECOVERIES_PER_TURN == 0:
+                    await asyncio.sleep(0)  # a book of new orders never holds the loop for long
+                digest = bytes.fromhex(row.order_hash.removeprefix("0x"))
+                signature = bytes.fromhex(row.signature.removeprefix("0x"))
+                if (
+                    signature_problem(signature) is None
+                    and order_signer(digest, signature) == row.account.lower()
+                ):
+                    self._key_signed.add(row.order_hash)
+                    continue
+                wallet = row.account
+                accepted = await self.chain.run(
+                    functools.partial(wallet_accepts, w3, wallet, digest, signature)
+                )
+                if accepted:
+                    continue
+                try:
+                    done = await market.writer.submit(
+                        CancelIntent(row.account, row.sequence, CancelCause.WALLET_REFUSED)
+                    )
+                except (WriterUnavailable, RateLimited):
+                    log.warning("trading.wallet_order_cancel_deferred", order_id=row.id, account=wallet)
+                    continue
+                if done:
+                    cancelled += 1
+                    log.warning(
+                        "trading.order_cancelled_no_longer_signed",
+                        order_id=row.id,
+                        account=wallet,
+                    )
+        self._key_signed &= resting
+        return cancelled
+
+    async def _follow_wallets(self) -> None:
+        """Every ``trading_wallet_recheck_s``: :meth:`recheck_wallet_orders`."""
+        while True:
+            await asyncio.sleep(self.settings.trading_wallet_recheck_s)
+            try:
+                await self.recheck_wallet_orders()
+            except asyncio.CancelledError:
+                raise
+            except ChainError as exc:
+                log.warning("trading.wallet_recheck_deferred", error=str(exc))
+            except Exception:
+                log.exception("trading.wallet_recheck_failed")
 
     # ------------------------------------------------------------------ withdrawals
 

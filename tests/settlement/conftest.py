@@ -153,5 +153,6 @@ def chain_settings(database_url: str, vault_net: VaultNet) -> Settings:
         vault_indexer_interval_s=0,
         settlement_interval_s=0,
         trading_membership_poll_s=0,
+        trading_wallet_recheck_s=0,
         trading_verify_replay_on_start=False,
     )

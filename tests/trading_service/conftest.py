@@ -32,6 +32,7 @@ def trading_settings(database_url: str, **overrides: object) -> Settings:
         "settlement_interval_s": 0,
         "trading_membership_poll_s": 0,
         "trading_membership_ttl_s": 0,
+        "trading_wallet_recheck_s": 0,  # tests ask for a recheck when they want one
         "trading_rate_account_per_s": 1000,
         "trading_rate_account_burst": 1000,
         "trading_rate_ip_per_s": 1000,

@@ -6,6 +6,7 @@ asks it at settlement; orders signed by the maker's own key never cost a chain c
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,13 +21,16 @@ from sqlalchemy import select
 from exchange.auth.siwe import SiweMessage
 from exchange.chain.errors import ChainUnavailable
 from exchange.chain.pool import Tier
+from exchange.chain.runtime import ChainRuntime
 from exchange.chain.signatures import eip191_hash, wallet_accepts
+from exchange.settings import Settings
 from exchange.trading import eip712
 from exchange.trading import service as service_module
 from exchange.trading.models import TradingOrder
 from exchange.trading.signing import MAX_SIGNATURE_BYTES
 from tests.support.auth import embedded_account
 from tests.support.wallets import deploy_multisig, deploy_wallet
+from tests.trading_service.conftest import start_desk
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price, vault_order
 
 OWNER = Account.from_key(b"\x81" * 32)
@@ -285,9 +289,9 @@ async def test_a_suspension_taken_in_while_a_batchs_later_wallet_call_runs_place
     assert await desk.orders(wallet) == []
 
 
-async def test_a_resent_wallet_order_is_answered_after_the_wallet_withdrew_its_approval(desk: Desk) -> None:
-    """A resend (same client order id, same signed order) answers the order placed, 200, as for a
-    key's order, although the wallet no longer accepts the signature."""
+async def _approving_wallet_member(desk: Desk) -> tuple[Trader, Callable[[bytes, bool], None]]:
+    """A member that is an ``ERC1271ApprovingWallet`` (signed in, 10 BPC deposited), and how its
+    owner approves a digest or withdraws the approval on chain."""
     owner = embedded_account(3)  # an account of the embedded chain: it sends the approvals
     wallet = deploy_wallet(
         desk.chain.w3, "ERC1271ApprovingWallet", owner.address, sender=embedded_account(0).address
@@ -305,9 +309,24 @@ async def test_a_resent_wallet_order_is_answered_after_the_wallet_withdrew_its_a
 
     member = await _signed_in_wallet(desk, wallet.address, owner, sign_in)
     await desk.deposit(member, desk.market["base"], 10 * WHOLE)
-    body = desk.order_body(member, "sell", price(12), WHOLE)
+    return member, approve
+
+
+async def _approved_order(
+    desk: Desk, member: Trader, approve: Callable[[bytes, bool], None], ticks: float
+) -> tuple[dict[str, Any], bytes]:
+    """A sell of 1 BPC at ``ticks`` the wallet approves: its body and digest."""
+    body = desk.order_body(member, "sell", price(ticks), WHOLE)
     digest = eip712.order_hash(desk.market["chain_id"], desk.market["vault"], vault_order(body))
     approve(digest, True)
+    return body, digest
+
+
+async def test_a_resent_wallet_order_is_answered_after_the_wallet_withdrew_its_approval(desk: Desk) -> None:
+    """A resend (same client order id, same signed order) answers the order placed, 200, as for a
+    key's order, although the wallet no longer accepts the signature."""
+    member, approve = await _approving_wallet_member(desk)
+    body, digest = await _approved_order(desk, member, approve, 12)
     placed = await desk.client.post("/v1/orders", json=body, headers=member.headers)
     assert placed.status_code == 201, placed.text
     approve(digest, False)
@@ -318,3 +337,77 @@ async def test_a_resent_wallet_order_is_answered_after_the_wallet_withdrew_its_a
     other = desk.order_body(member, "sell", price(13), WHOLE)  # a new order the wallet never approved
     refused = await desk.client.post("/v1/orders", json=other, headers=member.headers)
     assert refused.status_code == 422, refused.text
+
+
+async def test_the_recheck_cancels_a_resting_wallet_order_its_wallet_no_longer_accepts(
+    desk: Desk, chain_calls: list[tuple[str, str]]
+) -> None:
+    """Before one of its fills fails: the order leaves the book with ``wallet_refused`` and its
+    reservation is released; an order its wallet still accepts, and a key's order, stay."""
+    member, approve = await _approving_wallet_member(desk)
+    withdrawn, digest = await _approved_order(desk, member, approve, 12)
+    kept, _ = await _approved_order(desk, member, approve, 13)
+    for body in (withdrawn, kept):
+        placed = await desk.client.post("/v1/orders", json=body, headers=member.headers)
+        assert placed.status_code == 201, placed.text
+    bob = await desk.member(0x82)
+    await desk.deposit(bob, desk.market["base"], 10 * WHOLE)
+    assert (await desk.place(bob, "sell", price(14), WHOLE)).status_code == 201
+
+    assert await desk.trading.recheck_wallet_orders() == 0  # every signature still holds
+    approve(digest, False)
+    chain_calls.clear()
+    assert await desk.trading.recheck_wallet_orders() == 1
+    assert _asked(chain_calls, bob) == []  # a key's order costs no chain call
+    assert _asked(chain_calls, member) == ["get_code", "call", "get_code", "call"]
+
+    orders = {order["client_order_id"]: order for order in await desk.orders(member)}
+    assert orders[withdrawn["client_order_id"]]["status"] == "canceled"
+    assert orders[withdrawn["client_order_id"]]["cancel_reason"] == "wallet_refused"
+    assert orders[kept["client_order_id"]]["status"] == "open"
+    assert [order["status"] for order in await desk.orders(bob)] == ["open"]
+    base = (await desk.balances(member))[desk.market["base"]]
+    assert base == {"total": 10 * WHOLE, "available": 9 * WHOLE, "reserved": WHOLE}  # the kept order's
+
+    chain_calls.clear()
+    assert await desk.trading.recheck_wallet_orders() == 0  # nothing left to cancel
+    assert _asked(chain_calls, member) == ["get_code", "call"]  # the kept order alone
+
+
+async def test_the_service_rechecks_wallet_orders_on_its_own(
+    settings: Settings, chain_runtime: ChainRuntime
+) -> None:
+    """With ``trading_wallet_recheck_s`` set, a withdrawn approval cancels the order within it."""
+    async for desk in start_desk(
+        settings.model_copy(update={"trading_wallet_recheck_s": 0.05}), chain_runtime
+    ):
+        member, approve = await _approving_wallet_member(desk)
+        body, digest = await _approved_order(desk, member, approve, 12)
+        placed = await desk.client.post("/v1/orders", json=body, headers=member.headers)
+        assert placed.status_code == 201, placed.text
+        approve(digest, False)
+        deadline = asyncio.get_running_loop().time() + 10
+        while (order := (await desk.orders(member))[0])["status"] == "open":
+            assert asyncio.get_running_loop().time() < deadline, "the order was never rechecked"
+            await asyncio.sleep(0.05)
+        assert (order["status"], order["cancel_reason"]) == ("canceled", "wallet_refused")
+
+
+async def test_a_recheck_the_node_cannot_answer_cancels_nothing_and_the_next_one_goes_on(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    member, approve = await _approving_wallet_member(desk)
+    body, digest = await _approved_order(desk, member, approve, 12)
+    assert (await desk.client.post("/v1/orders", json=body, headers=member.headers)).status_code == 201
+    approve(digest, False)
+
+    def unreachable(*args: Any, **kwargs: Any) -> bool:
+        raise ChainUnavailable("the node did not answer")
+
+    monkeypatch.setattr(service_module, "wallet_accepts", unreachable)
+    with pytest.raises(ChainUnavailable):
+        await desk.trading.recheck_wallet_orders()
+    assert [order["status"] for order in await desk.orders(member)] == ["open"]
+    monkeypatch.setattr(service_module, "wallet_accepts", wallet_accepts)
+    assert await desk.trading.recheck_wallet_orders() == 1
+    assert [order["status"] for order in await desk.orders(member)] == ["canceled"]
