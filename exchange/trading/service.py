@@ -576,7 +576,8 @@ class TradingService:
         wallet that accepted the signature at intake refuses it now (ERC-1271). Nothing on chain
         says so, and the order would go on matching, each of its fills failing the same way at
         settlement: if it still rests, it is cancelled (``wallet_refused``). Should its writer
-        be stopping, its recovery cancels it (``MarketWriter``)."""
+        be stopping, its recovery cancels it (``MarketWriter``); should its queue be full, the
+        next :meth:`recheck_wallet_orders` does."""
         market = self.markets.get(fill.market_id)
         if market is None:
             return
@@ -587,7 +588,7 @@ class TradingService:
                 await market.writer.submit(
                     CancelIntent(order.account, order.sequence, CancelCause.WALLET_REFUSED)
                 )
-            except WriterUnavailable:
+            except (WriterUnavailable, RateLimited):  # the next wallet recheck, or the recovery, cancels it
                 log.warning("trading.disowned_order_cancel_deferred", order_id=order.id, fill_id=fill.id)
                 continue
             log.warning(
