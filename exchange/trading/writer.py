@@ -70,7 +70,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, bindparam, select, tuple_, union_all, update
+from sqlalchemy import CursorResult, Table, bindparam, func, select, tuple_, union_all, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -206,6 +206,19 @@ _CANDLE_SQL = (
 )
 
 QUEUE_LIMIT = 20_000
+_CLAIM_WAIT_S = 5.0  # how long a start waits for another process's claim of the market to go
+
+
+class MarketOwned(RuntimeError):
+    """Another process holds the market's advisory lock: it writes the market on this database."""
+
+
+def market_lock_key(market_id: str) -> int:
+    """The PostgreSQL advisory lock key (a signed 64-bit integer) of a market's writer."""
+    digest = hashlib.sha256(f"exchange.trading.writer:{market_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 _MAKER_LEVELS = 32  # price levels, and resting orders, a cycle's first balance read looks at
 _MAKER_ORDERS = 256
 
@@ -318,30 +331,76 @@ class MarketWriter:
         # The outcomes, changes and journal head of the cycle being committed, kept until the
         # commit's answer: a cycle whose commit failed but whose head the journal holds committed.
         self._committing: tuple[list[tuple[Intent, object]], _Cycle, int] | None = None
+        # On PostgreSQL, the connection holding the market's advisory lock (``_claim_market``).
+        self._owner: AsyncConnection | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        await self._recover()
-        if self._unsettleable:
-            # Before the loop takes intents: no intent ever meets an order it could not trade with.
-            await self._cycle_or_recover([])
+        await self._claim_market()
+        try:
+            await self._recover()
+            if self._unsettleable:
+                # Before the loop takes intents: no intent ever meets an order it could not trade with.
+                await self._cycle_or_recover([])
+        except BaseException:
+            await self._release_market()
+            raise
         self._task = asyncio.create_task(self._run(), name=f"trading-writer-{self.market_id}")
 
     async def stop(self) -> None:
-        """Finish what is queued, write a checkpoint, and stop."""
-        if self._task is None:
-            return
-        await self._queue.put(STOP)
-        await self._task
-        self._task = None
-        if self.sequence == self.checkpoint_sequence:
-            return
+        """Finish what is queued, write a checkpoint, and stop (giving the market up)."""
         try:
-            async with self._sessionmaker() as session, session.begin():
-                await self._checkpoint(session)
-        except Exception:
-            log.exception("trading.checkpoint_failed", market=self.market_id)
+            if self._task is None:
+                return
+            await self._queue.put(STOP)
+            await self._task
+            self._task = None
+            if self.sequence == self.checkpoint_sequence:
+                return
+            try:
+                async with self._sessionmaker() as session, session.begin():
+                    await self._checkpoint(session)
+            except Exception:
+                log.exception("trading.checkpoint_failed", market=self.market_id)
+        finally:
+            await self._release_market()
+
+    async def _claim_market(self) -> None:
+        """On PostgreSQL, take the market for this writer: a session advisory lock of the market
+        on a connection held until :meth:`stop`, so that a second process serving the same
+        database cannot write the market too (``MarketOwned``). A lock held by a process that
+        just died is let go by the server when it notices, so the claim is tried for
+        ``_CLAIM_WAIT_S`` before it gives up. (SQLite: the embedded database's run lock keeps a
+        second service off it, ``exchange.main.claim_embedded_database``.)"""
+        bind = self._sessionmaker.kw["bind"]
+        engine = bind if isinstance(bind, AsyncEngine) else bind.engine
+        if engine.dialect.name != "postgresql":
+            return
+        key = market_lock_key(self.market_id)
+        connection = await engine.connect()
+        try:
+            deadline = time.monotonic() + _CLAIM_WAIT_S
+            while not (await connection.scalar(select(func.pg_try_advisory_lock(key)))):
+                if time.monotonic() >= deadline:
+                    raise MarketOwned(
+                        f"market {self.market_id} is written by another process on this database (a second "
+                        "`exchange serve`?): one process writes a market; stop the other, or give this "
+                        "one a database of its own"
+                    )
+                await asyncio.sleep(0.1)
+            await connection.commit()  # the lock is the session's: it outlives the transaction
+        except BaseException:
+            await connection.invalidate()  # never back to the pool holding the lock, nor mid-transaction
+            raise
+        self._owner = connection
+
+    async def _release_market(self) -> None:
+        """Let the market go: the claiming connection is closed, not pooled, so the lock goes with it."""
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            with contextlib.suppress(Exception):
+                await owner.invalidate()
 
     @property
     def running(self) -> bool:

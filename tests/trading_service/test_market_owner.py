@@ -1,0 +1,74 @@
+"""One process writes a market: on PostgreSQL the writer holds the market's advisory lock from
+its start to its stop, and a second service on the same database refuses to start."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from exchange.chain.runtime import ChainRuntime
+from exchange.settings import Settings
+from exchange.trading import writer as writer_module
+from exchange.trading.writer import MarketOwned
+from tests.support.auth import embedded_account
+from tests.trading_service.conftest import start_desk
+from tests.trading_service.desk import WHOLE, Desk, Trader, price
+
+served = contextlib.asynccontextmanager(start_desk)
+
+
+@pytest.fixture(autouse=True)
+def short_claim_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writer_module, "_CLAIM_WAIT_S", 0.3)
+
+
+async def _first_order(desk: Desk) -> Trader:
+    """A member with 10 BPC that offers 1 of them: the member."""
+    alice = await desk.member(embedded_account(6))
+    await desk.deposit(alice, desk.market["base"], 10 * WHOLE)
+    placed = await desk.place(alice, "sell", price(10), WHOLE)
+    assert placed.status_code == 201, placed.text
+    return alice
+
+
+@pytest.mark.parametrize("database_backend", ["postgresql"], indirect=True)
+async def test_a_second_service_on_the_database_refuses_to_start_while_the_first_serves(
+    settings: Settings, chain_runtime: ChainRuntime
+) -> None:
+    async with served(settings, chain_runtime) as first:
+        alice = await _first_order(first)
+        with pytest.raises(MarketOwned, match="written by another process"):
+            async with served(settings, chain_runtime):
+                pytest.fail("a second writer of the market started")
+        # The first goes on writing, undisturbed.
+        assert (await first.place(alice, "sell", price(10), WHOLE)).status_code == 201
+        assert (await first.journal())["sequence"] == 2
+
+    async with served(settings, chain_runtime) as second:  # once the first stopped, the market is free
+        book = (await second.client.get(f"/v1/markets/{second.market['id']}/orderbook")).json()
+        assert book["asks"] == [[str(price(10)), str(2 * WHOLE), 2]]
+
+
+@pytest.mark.parametrize("database_backend", ["postgresql"], indirect=True)
+async def test_a_writer_that_fails_to_start_lets_the_market_go(
+    settings: Settings, chain_runtime: ChainRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(self: writer_module.MarketWriter) -> None:
+        raise RuntimeError("the journal cannot be read")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(writer_module.MarketWriter, "_recover", broken)
+        with pytest.raises(RuntimeError, match="cannot be read"):
+            async with served(settings, chain_runtime):
+                pass
+    async with served(settings, chain_runtime) as desk:
+        await _first_order(desk)
+
+
+@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
+async def test_sqlite_takes_no_lock(settings: Settings, chain_runtime: ChainRuntime) -> None:
+    """On SQLite the claim is nothing (the embedded database's run lock is the service's)."""
+    async with served(settings, chain_runtime) as desk:
+        assert desk.trading.markets[desk.market["id"]].writer._owner is None
+        await _first_order(desk)
