@@ -171,7 +171,11 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     siwe_domain: str | None = Field(
         default=None,
-        description="The domain Sign-In with Ethereum messages must name (default: host:port).",
+        # What a sign-in message's first line can name (exchange.auth.siwe): an authority,
+        # host[:port]. A URL here would be handed out as the domain, and no message would match it.
+        pattern=r"^[^\s/?#]+$",
+        description="The domain Sign-In with Ethereum messages must name, host[:port] without a scheme or "
+        "path (default: host:port).",
     )
     siwe_allow_http: bool = Field(
         default=False,

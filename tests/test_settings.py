@@ -175,3 +175,20 @@ def test_a_resolver_base_too_long_for_parseable_links_is_refused() -> None:
     assert Settings(licence_resolver_base=longest).licence_resolver_base == longest
     with pytest.raises(ValidationError, match="licence_resolver_base"):
         Settings(licence_resolver_base=longest + "a")
+
+
+@pytest.mark.parametrize(
+    "domain",
+    ["https://exchange.example.com", "exchange.example.com/", "exchange.example.com/v1", "ex change.io"],
+)
+def test_a_sign_in_domain_that_is_no_host_and_port_is_refused(domain: str) -> None:
+    """Such a domain would be handed out by POST /v1/auth/nonce, and no sign-in message could name it."""
+    with pytest.raises(ValidationError, match="siwe_domain"):
+        Settings(siwe_domain=domain)
+
+
+@pytest.mark.parametrize(
+    "domain", ["exchange.example.com", "exchange.example.com:8443", "[::1]:8000", "127.0.0.1"]
+)
+def test_a_sign_in_domain_of_host_and_port_is_taken(domain: str) -> None:
+    assert Settings(siwe_domain=domain).sign_in_domain == domain
