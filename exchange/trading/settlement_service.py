@@ -242,11 +242,16 @@ def settle_command(settings: Settings, *, once: bool, poll_s: float) -> int:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, stop.set)
-            task = asyncio.create_task(state.settler.run(poll_s))
-            await stop.wait()
-            task.cancel()
+            task = asyncio.create_task(state.settler.run(poll_s), name="settlement")
+            stopped = asyncio.create_task(stop.wait(), name="settle-stop")
+            # A loop that ended by itself (an inconsistency halts it) ends the process at once,
+            # so that its supervisor sees it, instead of idling until the next signal.
+            await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not task.done():
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await task  # the loop's failure, if it ended by itself, is raised here
             return 0
         except SettlementInconsistent as exc:
             print(f"settlement stopped: {exc}", file=sys.stderr)
