@@ -1,5 +1,5 @@
 """The ``exchange`` command's own behaviour, without a chain or a running service: what
-``serve`` hands uvicorn, and when it refuses to start."""
+``serve`` hands uvicorn, and when a command refuses to start."""
 
 from __future__ import annotations
 
@@ -12,8 +12,19 @@ import pytest
 import uvicorn
 
 from exchange import main as service
+from exchange.chain.deployment import Deployment
 from exchange.cli import build_parser, default_manifest, main
+from exchange.kit import logging as logging_setup
 from exchange.settings import Settings
+
+ZERO_ADDRESS = "0x" + "00" * 20
+
+
+@pytest.fixture(autouse=True)
+def _suite_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process's logging stays as the suite configured it: ``main`` would send it to this
+    test's captured stderr, which later tests' records would then be written to, closed."""
+    monkeypatch.setattr(logging_setup, "configure_logging", lambda **_: None)
 
 
 class _Uvicorn:
@@ -197,3 +208,49 @@ def test_a_manifest_this_version_cannot_read_is_one_line_naming_it(
     assert main([*command, "--manifest", str(manifest)]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert f"{manifest} is not a deployment manifest this version reads" in line
+
+
+SETTLEMENT_COMMANDS = [
+    pytest.param(["audit"], "audit impossible: ", id="audit"),
+    pytest.param(["settle", "--once"], "error: ", id="settle --once"),
+    pytest.param(["settle"], "error: ", id="settle"),
+]
+
+
+@pytest.fixture
+def settlement_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """What ``exchange settle`` and ``exchange audit`` read, with no node at ``CHAIN_RPC_URL``;
+    the deployment manifest's path."""
+    monkeypatch.chdir(tmp_path)
+    manifest = tmp_path / "deployments" / "pool.json"
+    Deployment(chain_id=31337, deploy_block=0, deployer=ZERO_ADDRESS, contracts={}).write(manifest)
+    monkeypatch.setenv("CHAIN_RPC_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("EXCHANGE_DEV_ACCOUNTS", "true")
+    monkeypatch.setenv("EXCHANGE_DEPLOYMENT_MANIFEST", str(manifest))
+    return manifest
+
+
+@pytest.mark.parametrize(("command", "refusal"), SETTLEMENT_COMMANDS)
+def test_settle_and_audit_on_an_unreachable_chain_refuse_in_one_line_with_status_2(
+    command: list[str], refusal: str, settlement_environment: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # For the audit, status 1 would say that the ledger and the Vault differ.
+    assert main(command) == 2
+    assert capsys.readouterr().err.splitlines() == [f"{refusal}no chain answers at http://127.0.0.1:9"]
+
+
+@pytest.mark.parametrize(("command", "refusal"), SETTLEMENT_COMMANDS)
+@pytest.mark.parametrize("content", ["{}", "not json"])
+def test_settle_and_audit_refuse_a_manifest_this_version_cannot_read_in_one_line_with_status_2(
+    command: list[str],
+    refusal: str,
+    content: str,
+    settlement_environment: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settlement_environment.write_text(content, encoding="utf-8")
+    assert main(command) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(
+        f"{refusal}{settlement_environment} is not a deployment manifest this version reads"
+    )

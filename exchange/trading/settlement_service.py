@@ -197,14 +197,16 @@ def settlement_startup() -> Callable[[FastAPI], AbstractAsyncContextManager[None
 
 
 def _command_runtime(settings: Settings) -> ChainRuntime:
+    """The configured chain and deployment; ``ManifestInvalid`` for a manifest this version cannot
+    read (checked first: it needs no node), ``ChainUnavailable`` when no node answers."""
     if settings.chain_rpc_url is None:
         raise SystemExit("set CHAIN_RPC_URL: the embedded chain lives only inside `exchange serve`")
     manifest = settings.deployment_manifest
     if manifest is None or not manifest.is_file():
         raise SystemExit("set EXCHANGE_DEPLOYMENT_MANIFEST to the manifest of the deployed contracts")
+    deployment = Deployment.read(manifest)
     key = settings.operator_private_key.get_secret_value() if settings.operator_private_key else None
     w3 = make_web3(settings.chain_rpc_url, operator_key=key)
-    deployment = Deployment.read(manifest)
     return ChainRuntime(w3=w3, deployment=deployment, pool=PoolChain(w3, deployment), embedded=False)
 
 
@@ -230,7 +232,11 @@ async def _with_database(
 
 def settle_command(settings: Settings, *, once: bool, poll_s: float) -> int:
     """``exchange settle``: settle pending fills (``--once``: until none is left), then exit."""
-    runtime = _command_runtime(settings)
+    try:
+        runtime = _command_runtime(settings)
+    except ChainError as exc:  # no node answers, or the manifest is unreadable
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
         state = build_settlement(runtime, settings, sessionmaker)
@@ -265,8 +271,14 @@ def settle_command(settings: Settings, *, once: bool, poll_s: float) -> int:
 
 
 def audit_command(settings: Settings) -> int:
-    """``exchange audit``: print every difference between the ledger and the Vault; 1 if any."""
-    runtime = _command_runtime(settings)
+    """``exchange audit``: print every difference between the ledger and the Vault; 1 if any,
+    2 when it cannot be done (no node answers, the manifest is unreadable, the database belongs to
+    another chain)."""
+    try:
+        runtime = _command_runtime(settings)
+    except ChainError as exc:  # not a difference: status 1 would say the ledger disagrees
+        print(f"audit impossible: {exc}", file=sys.stderr)
+        return 2
 
     async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
         state = build_settlement(runtime, settings, sessionmaker)
