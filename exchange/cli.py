@@ -22,6 +22,10 @@ import sys
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from exchange.settings import Settings
 
 DEFAULT_MANIFEST = Path("deployments/manifest.json")
 MANIFEST_VARIABLE = "EXCHANGE_DEPLOYMENT_MANIFEST"  # the service's deployment_manifest setting
@@ -41,6 +45,24 @@ def default_manifest() -> Path:
         if name.upper() == MANIFEST_VARIABLE and value:
             return Path(value)
     return DEFAULT_MANIFEST
+
+
+def read_settings(err: TextIO) -> Settings | None:
+    """The service's settings from the environment, for a command; None once the reason they are
+    invalid is printed on ``err`` (the command then exits 2, as ``exchange serve`` does).
+
+    Never a traceback for a configuration mistake: pydantic's message names the variable and
+    the rule, and never echoes a secret.
+    """
+    from pydantic import ValidationError
+
+    from exchange.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        print(f"invalid configuration:\n{exc}", file=err)
+        return None
 
 
 def _progress(message: str) -> None:
@@ -135,17 +157,21 @@ def cmd_pool_expire(args: argparse.Namespace) -> int:
 
 
 def cmd_settle(args: argparse.Namespace) -> int:
-    from exchange.settings import get_settings
     from exchange.trading.settlement_service import settle_command
 
-    return settle_command(get_settings(), once=args.once, poll_s=args.poll)
+    settings = read_settings(sys.stderr)
+    if settings is None:
+        return 2
+    return settle_command(settings, once=args.once, poll_s=args.poll)
 
 
 def cmd_audit(_args: argparse.Namespace) -> int:
-    from exchange.settings import get_settings
     from exchange.trading.settlement_service import audit_command
 
-    return audit_command(get_settings())
+    settings = read_settings(sys.stderr)
+    if settings is None:
+        return 2
+    return audit_command(settings)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -254,3 +254,29 @@ def test_settle_and_audit_refuse_a_manifest_this_version_cannot_read_in_one_line
     assert line.startswith(
         f"{refusal}{settlement_environment} is not a deployment manifest this version reads"
     )
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"EXCHANGE_SETTLEMENT_BATCHSIZE": "10"},  # misspelt
+        {"EXCHANGE_SETTLEMENT_BATCH_SIZE": "0"},
+        {"CHAIN_RPC_URL": "http://127.0.0.1:9"},  # and no operator key
+    ],
+    ids=["misspelt", "out of range", "no operator key"],
+)
+@pytest.mark.parametrize("command", [["audit"], ["settle", "--once"], ["settle"]], ids=" ".join)
+def test_settle_and_audit_refuse_an_invalid_configuration_as_serve_does(
+    command: list[str],
+    variables: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert main(command) == 2
+    refusal = capsys.readouterr().err
+    assert refusal.startswith("invalid configuration:\n1 validation error for Settings\n")
+    assert "Traceback" not in refusal

@@ -21,9 +21,9 @@ from datetime import date
 from pathlib import Path
 from typing import TextIO, TypeVar
 
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from exchange.cli import read_settings
 from exchange.db.base import utc_now
 from exchange.db.engine import create_db_engine, create_sessionmaker
 from exchange.db.migrate import upgrade_to_head
@@ -38,14 +38,6 @@ T = TypeVar("T")
 CLI_ACTOR_PREFIX = "cli:"
 
 
-def _settings(err: TextIO) -> Settings | None:
-    try:
-        return Settings()
-    except ValidationError as exc:
-        print(f"invalid configuration:\n{exc}", file=err)
-        return None
-
-
 async def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
     engine = create_db_engine(settings)
     try:
@@ -56,7 +48,7 @@ async def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awa
 
 
 def _prepare(err: TextIO) -> Settings | None:
-    settings = _settings(err)
+    settings = read_settings(err)
     if settings is not None and settings.migrate_on_start:
         upgrade_to_head(settings.database_url)
     return settings
