@@ -65,6 +65,33 @@ def read_settings(err: TextIO) -> Settings | None:
         return None
 
 
+async def reach_database(database_url: str, err: TextIO) -> bool:
+    """Whether a connection to ``database_url`` opens, tried before a command's work; when none
+    does, one line on ``err`` says why (with the URL's password hidden), and the command exits 2.
+
+    Only the connection is judged here: an error in the work itself, once connected (a failing
+    migration, a conflicting row), is no reason to call the database unreachable.
+    """
+    import asyncpg
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from exchange.db.engine import create_engine_for_url
+
+    try:
+        engine = create_engine_for_url(database_url)  # a SQLite file's folder is made here
+        try:
+            async with engine.connect():
+                return True
+        finally:
+            await engine.dispose()
+    except (OSError, SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        shown = make_url(database_url).render_as_string(hide_password=True)
+        reason = next(iter(str(exc).splitlines()), "") or type(exc).__name__
+        print(f"cannot reach the database {shown}: {reason}", file=err)
+        return False
+
+
 def _progress(message: str) -> None:
     print(f"  … {message}", file=sys.stderr, flush=True)
 

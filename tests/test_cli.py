@@ -4,18 +4,23 @@
 from __future__ import annotations
 
 import fcntl
+import io
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import uvicorn
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange import main as service
 from exchange.chain.deployment import Deployment
 from exchange.cli import build_parser, default_manifest, main
 from exchange.kit import logging as logging_setup
+from exchange.pool.cli_service import expire, import_file
 from exchange.settings import Settings
+from exchange.trading import settlement_service
 
 ZERO_ADDRESS = "0x" + "00" * 20
 
@@ -280,3 +285,48 @@ def test_settle_and_audit_refuse_an_invalid_configuration_as_serve_does(
     refusal = capsys.readouterr().err
     assert refusal.startswith("invalid configuration:\n1 validation error for Settings\n")
     assert "Traceback" not in refusal
+
+
+UNREACHABLE_DATABASE = "postgresql://exchange:s3cret@127.0.0.1:9/exchange"  # nothing listens on port 9
+UNREACHABLE_REFUSAL = "cannot reach the database postgresql+asyncpg://exchange:***@127.0.0.1:9/exchange: "
+
+
+def _one_refusal(err: str) -> str:
+    (line,) = err.splitlines()
+    assert "s3cret" not in line
+    return line
+
+
+@pytest.mark.parametrize("migrate", ["true", "false"], ids=["migrating", "not migrating"])
+def test_the_pool_commands_on_an_unreachable_database_refuse_in_one_line_with_status_2(
+    migrate: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", UNREACHABLE_DATABASE)
+    monkeypatch.setenv("EXCHANGE_MIGRATE_ON_START", migrate)
+    patents = tmp_path / "patents.csv"
+    patents.write_text("publication_number\n", encoding="utf-8")
+    err = io.StringIO()
+    assert expire(None, out=io.StringIO(), err=err) == 2
+    assert _one_refusal(err.getvalue()).startswith(UNREACHABLE_REFUSAL)
+    err = io.StringIO()
+    assert import_file(patents, actor="tester", out=io.StringIO(), err=err) == 2
+    assert _one_refusal(err.getvalue()).startswith(UNREACHABLE_REFUSAL)
+
+
+@pytest.mark.parametrize("command", [["audit"], ["settle", "--once"], ["settle"]], ids=" ".join)
+def test_settle_and_audit_on_an_unreachable_database_refuse_in_one_line_with_status_2(
+    command: list[str],
+    settlement_environment: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", UNREACHABLE_DATABASE)
+
+    async def chain_anchor_check(session: AsyncSession, _runtime: object, *, record: bool) -> None:
+        await session.connection()  # the check's query, without the chain's side
+
+    # The chain is left out: the database is what these commands cannot reach.
+    monkeypatch.setattr(settlement_service, "_command_runtime", lambda _settings: SimpleNamespace())
+    monkeypatch.setattr(settlement_service, "check_chain_anchor", chain_anchor_check)
+    assert main(command) == 2
+    assert _one_refusal(capsys.readouterr().err).startswith(UNREACHABLE_REFUSAL)

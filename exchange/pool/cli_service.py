@@ -8,7 +8,8 @@
 
 Both read ``DATABASE_URL`` (and the other settings) like the service, and apply
 pending migrations first unless ``EXCHANGE_MIGRATE_ON_START=false``. Exit codes:
-0 done, 1 refused (the errors are printed), 2 bad configuration or arguments.
+0 done, 1 refused (the errors are printed), 2 bad configuration or arguments, or a
+database that cannot be reached (one line says why).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import TextIO, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.cli import read_settings
+from exchange.cli import reach_database, read_settings
 from exchange.db.base import utc_now
 from exchange.db.engine import create_db_engine, create_sessionmaker
 from exchange.db.migrate import upgrade_to_head
@@ -48,8 +49,11 @@ async def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awa
 
 
 def _prepare(err: TextIO) -> Settings | None:
+    """The settings, once the database answers and is migrated; None once the reason is printed."""
     settings = read_settings(err)
-    if settings is not None and settings.migrate_on_start:
+    if settings is None or not asyncio.run(reach_database(settings.database_url, err)):
+        return None
+    if settings.migrate_on_start:
         upgrade_to_head(settings.database_url)
     return settings
 

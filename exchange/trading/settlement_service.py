@@ -213,9 +213,13 @@ def _command_runtime(settings: Settings) -> ChainRuntime:
 async def _with_database(
     settings: Settings, runtime: ChainRuntime, action: Callable[[async_sessionmaker[AsyncSession]], Any]
 ) -> Any:
-    """Run ``action`` on the configured database, once it is known to belong to ``runtime``'s chain."""
+    """Run ``action`` on the configured database, once it is known to belong to ``runtime``'s chain;
+    2 when the database cannot be reached or belongs to another chain."""
+    from exchange.cli import reach_database
     from exchange.db.engine import create_db_engine, create_sessionmaker
 
+    if not await reach_database(settings.database_url, sys.stderr):
+        return 2
     engine = create_db_engine(settings)
     try:
         sessionmaker = create_sessionmaker(engine)
@@ -272,8 +276,8 @@ def settle_command(settings: Settings, *, once: bool, poll_s: float) -> int:
 
 def audit_command(settings: Settings) -> int:
     """``exchange audit``: print every difference between the ledger and the Vault; 1 if any,
-    2 when it cannot be done (no node answers, the manifest is unreadable, the database belongs to
-    another chain)."""
+    2 when it cannot be done (no node answers, the manifest is unreadable, the database cannot be
+    reached or belongs to another chain)."""
     try:
         runtime = _command_runtime(settings)
     except ChainError as exc:  # not a difference: status 1 would say the ledger disagrees
