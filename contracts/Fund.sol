@@ -25,7 +25,7 @@ contract Fund is AccessControl {
     error FundZeroRecipient(uint256 index);
     /// @notice A payout to nobody: it would use up its tag and pay nothing.
     error FundEmptyPayout();
-    /// @notice A zero deposit.
+    /// @notice A zero deposit, or one of which nothing reached the fund.
     error FundZeroAmount();
     /// @notice A payout with `tag` was already made; nothing is paid again.
     /// @param tag The tag of the earlier payout.
@@ -34,7 +34,7 @@ contract Fund is AccessControl {
     /// @notice `amount` of `token` came into the fund from `from`, tagged by `source`.
     /// @param token The token.
     /// @param from The payer.
-    /// @param amount Base units.
+    /// @param amount Base units the fund received (less than was sent when the token takes a fee).
     /// @param source Accounting tag.
     event FundDeposit(address indexed token, address indexed from, uint256 amount, bytes32 indexed source);
     /// @notice `amount` of `token` left the fund to `to`, tagged by `tag`.
@@ -50,13 +50,19 @@ contract Fund is AccessControl {
     }
 
     /// @notice Pull `amount` of `token` from the caller into the fund (caller approves first).
+    /// @dev `FundDeposit` carries what the fund's balance grew by, which is less than `amount`
+    /// for a token that takes a fee on transfer: royalties are paid out of what arrived. A
+    /// deposit of which nothing arrives reverts `FundZeroAmount`, as a zero deposit does.
     /// @param token The token.
-    /// @param amount The amount in base units.
+    /// @param amount The amount in base units taken from the caller.
     /// @param source A tag for accounting, e.g. keccak256("licence-fee").
     function deposit(IERC20 token, uint256 amount, bytes32 source) external {
         if (amount == 0) revert FundZeroAmount();
+        uint256 before = token.balanceOf(address(this));
         token.safeTransferFrom(msg.sender, address(this), amount);
-        emit FundDeposit(address(token), msg.sender, amount, source);
+        uint256 received = token.balanceOf(address(this)) - before;
+        if (received == 0) revert FundZeroAmount();
+        emit FundDeposit(address(token), msg.sender, received, source);
     }
 
     /// @notice Pay `amounts[i]` of `token` to `recipients[i]` for every i, once per `tag`.

@@ -210,8 +210,11 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
             fees += _settleFill(checked, fills[i], i);
         }
         if (fees != 0) {
+            // What reaches the Fund is what its royalty runs can pay out: a quote token that
+            // takes a fee on transfer delivers less than the fills' fees.
+            uint256 before = quoteToken.balanceOf(fund);
             quoteToken.safeTransfer(fund, fees);
-            emit FeesCollected(address(quoteToken), fees);
+            emit FeesCollected(address(quoteToken), fees, quoteToken.balanceOf(fund) - before);
         }
     }
 

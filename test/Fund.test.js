@@ -14,7 +14,8 @@ async function deployFundWithDepositor() {
   await pool.bpc.connect(pool.minter).mint(depositor.address, toBpc(1000));
   await pool.bpc.connect(depositor).approve(await pool.fund.getAddress(), ethers.MaxUint256);
   const quoteToken = await (await ethers.getContractFactory("TestToken")).deploy("Quote", "QUOTE", 6);
-  return { ...pool, depositor, alice, bob, carol, users, quoteToken };
+  const taxed = await (await ethers.getContractFactory("FeeOnTransferToken")).deploy("Taxed", "TAX");
+  return { ...pool, depositor, alice, bob, carol, users, quoteToken, taxed };
 }
 
 describe("Fund", function () {
@@ -42,6 +43,27 @@ describe("Fund", function () {
         .to.emit(this.fund, "FundDeposit")
         .withArgs(await this.quoteToken.getAddress(), this.alice.address, amount, TRADING_FEE);
       expect(await this.quoteToken.balanceOf(this.fundAddress)).to.equal(amount);
+    });
+
+    it("records what arrived of a token that takes a fee on transfer, not what was sent", async function () {
+      const token = await this.taxed.getAddress();
+      await this.taxed.setFee(100n); // 1 %
+      await this.taxed.mint(this.alice.address, 1_000_000n);
+      await this.taxed.connect(this.alice).approve(this.fundAddress, 1_000_000n);
+      const tx = this.fund.connect(this.alice).deposit(token, 1_000_000n, TRADING_FEE);
+      await expect(tx).to.emit(this.fund, "FundDeposit").withArgs(token, this.alice.address, 990_000n, TRADING_FEE);
+      expect(await this.taxed.balanceOf(this.fundAddress)).to.equal(990_000n);
+    });
+
+    it("reverts FundZeroAmount when nothing of the deposit arrives", async function () {
+      const token = await this.taxed.getAddress();
+      await this.taxed.setFee(10_000n); // all of it is taken on the way
+      await this.taxed.mint(this.alice.address, 100n);
+      await this.taxed.connect(this.alice).approve(this.fundAddress, 100n);
+      await expect(
+        this.fund.connect(this.alice).deposit(token, 100n, TRADING_FEE),
+      ).to.be.revertedWithCustomError(this.fund, "FundZeroAmount");
+      expect(await this.taxed.balanceOf(this.alice.address)).to.equal(100n);
     });
 
     it("reverts FundZeroAmount for zero", async function () {

@@ -140,9 +140,13 @@ interface IVault {
         uint256 sellerFee
     );
     /// @notice The fees of a settlement batch were transferred to the Fund.
+    /// @dev `amount` is what left the Vault (the sum of the batch's fees, as its `Trade` events
+    /// state them); `received` is what the Fund's balance grew by, less than `amount` when the
+    /// quote token takes a fee on transfer.
     /// @param token The fee token (the quote token).
-    /// @param amount Base units.
-    event FeesCollected(address indexed token, uint256 amount);
+    /// @param amount Base units sent by the Vault.
+    /// @param received Base units that reached the Fund.
+    event FeesCollected(address indexed token, uint256 amount, uint256 received);
     /// @notice The council changed the exit delay (exits already requested keep theirs).
     /// @param previousDelay Seconds before.
     /// @param newDelay Seconds now.
@@ -177,6 +181,7 @@ interface IVault {
     function exit() external;
 
     /// @notice Settle a batch of fills atomically (operator only); fees go to the Fund in one transfer.
+    /// @dev `FeesCollected` states the fees sent and what the Fund received of them.
     /// @param orders Every order the fills refer to, each once.
     /// @param signatures The makers' signatures, one per order.
     /// @param fills The fills, in order.

@@ -9,7 +9,10 @@ Two followers, each with a persisted cursor (``pool_indexer_cursors``):
   the row it returns is the one the chain confirmed.
 * ``fund`` reads the Fund's ``FundDeposit`` (licence fees, deposits) and ``vault``
   the Vault's ``FeesCollected`` (trading fees, sent to the Fund by plain transfer)
-  into ``pool_fund_deposits``: what the royalty runs distribute.
+  into ``pool_fund_deposits``: what the royalty runs distribute. Each receipt is
+  what reached the Fund: ``FundDeposit``'s ``amount`` and ``FeesCollected``'s
+  ``received`` (its ``amount`` is what left the Vault; a quote token that takes a
+  fee on transfer delivers less).
 
 Rules
 -----
@@ -342,13 +345,27 @@ class PoolIndexer:
     # --- fund ------------------------------------------------------------------------------------
 
     async def _apply_fund(self, session: AsyncSession, event: ChainEvent) -> None:
-        await self._receipt(session, event, sender=event.args["from"], source=hex32(event.args["source"]))
+        await self._receipt(
+            session,
+            event,
+            sender=event.args["from"],
+            source=hex32(event.args["source"]),
+            amount_wei=int(event.args["amount"]),
+        )
 
     async def _apply_vault(self, session: AsyncSession, event: ChainEvent) -> None:
         # The Vault sends a batch's fees to the Fund with a plain transfer, in the same transaction.
-        await self._receipt(session, event, sender=self.chain.pool.vault.address, source=TRADING_FEE_SOURCE)
+        await self._receipt(
+            session,
+            event,
+            sender=self.chain.pool.vault.address,
+            source=TRADING_FEE_SOURCE,
+            amount_wei=int(event.args["received"]),
+        )
 
-    async def _receipt(self, session: AsyncSession, event: ChainEvent, *, sender: str, source: str) -> None:
+    async def _receipt(
+        self, session: AsyncSession, event: ChainEvent, *, sender: str, source: str, amount_wei: int
+    ) -> None:
         if await repository.deposit_recorded(session, event.tx_hash, event.log_index):
             return
         await repository.add_deposit(
@@ -357,7 +374,7 @@ class PoolIndexer:
                 event=event.name,
                 token=Web3.to_checksum_address(event.args["token"]),
                 sender=Web3.to_checksum_address(sender),
-                amount_wei=int(event.args["amount"]),
+                amount_wei=amount_wei,
                 source=source,
                 block_number=event.block_number,
                 block_time=await self.block_time(event.block_number),
@@ -369,5 +386,5 @@ class PoolIndexer:
             "pool.fund_receipt_indexed",
             chain_event=event.name,
             token=event.args["token"],
-            amount_wei=int(event.args["amount"]),
+            amount_wei=amount_wei,
         )

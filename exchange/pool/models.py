@@ -345,6 +345,8 @@ class FundDeposit(Base):
     ``event`` says how it was seen: ``FundDeposit`` (``Fund.deposit``: licence fees
     from the LicenseGate, anyone's deposits) or ``FeesCollected`` (the Vault's
     trading fees, which reach the Fund by a plain transfer; ``sender`` is the Vault).
+    ``amount_wei`` is what reached the Fund, less than was sent when the token takes
+    a fee on transfer.
     """
 
     __tablename__ = "pool_fund_deposits"

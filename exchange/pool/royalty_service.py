@@ -8,9 +8,12 @@ Rules
 -----
 * What a run distributes: every ``FundDeposit`` of the token dated (block time,
   UTC) on or before the period's last day that no earlier run distributed, plus
-  the previous run's carry — so no deposit is distributed twice or never. Stakes are the contributed patents
-  ever admitted; the pure ``royalties.distribute`` decides who counts and how much,
-  in integers, with the remainder carried: ``paid + carry_out == received + carry_in``.
+  the previous run's carry — so no deposit is distributed twice or never. A
+  deposit counts for what reached the Fund (``exchange.pool.indexer``), so a token
+  that takes a fee on transfer is never promised beyond the Fund's balance. Stakes
+  are the contributed patents ever admitted; the pure ``royalties.distribute``
+  decides who counts and how much, in integers, with the remainder carried:
+  ``paid + carry_out == received + carry_in``.
 * Periods of one token come in order and do not overlap. A period is distributed
   only once the chain is past it: the last indexed block (head less confirmations)
   is dated after the period's last day, so every deposit of the period is indexed

@@ -245,8 +245,6 @@ class Settler:
         settle_abi = vault.contract.get_function_by_name("settle").abi
         self._settle_types = get_abi_input_types(settle_abi)
         self._settle_selector = function_abi_to_4byte_selector(settle_abi)
-        self._trade_topic = bytes(HexBytes(vault.contract.events.Trade.topic))
-        self._fees_topic = bytes(HexBytes(vault.contract.events.FeesCollected.topic))
         # Told of each fill failed for good, after its transaction committed (the service's feed).
         self.fill_failed: Callable[[int], Awaitable[None]] | None = None
         # The revert of the last step that said BLOCKED.
@@ -661,15 +659,7 @@ class Settler:
 
     def _cross_check(self, batch: BatchRecord, receipt: TxReceipt, fees: int) -> None:
         """The receipt holds one Trade per fill and a FeesCollected of the fills' fees."""
-        trades, collected = 0, 0
-        for entry in receipt["logs"]:
-            if not entry["topics"] or entry["address"] != self.vault.address:
-                continue
-            topic = bytes(entry["topics"][0])
-            if topic == self._trade_topic:
-                trades += 1
-            elif topic == self._fees_topic:
-                collected += int.from_bytes(bytes(entry["data"])[-32:], "big")
+        trades, collected = receipt_trades_and_fees(self.vault, receipt)
         if trades != len(batch.fills) or collected != fees:
             log.error(
                 "settlement.receipt_mismatch",
@@ -869,6 +859,26 @@ class Settler:
                 seller_fee=fill.seller_fee,
             )
         )
+
+
+def receipt_trades_and_fees(vault: BoundContract, receipt: TxReceipt) -> tuple[int, int]:
+    """The number of ``vault``'s Trade events in a settlement receipt, and the fees it sent the Fund.
+
+    The fees are FeesCollected's ``amount``, what left the Vault: the fills' fees. Its
+    ``received``, what reached the Fund, is less when the quote token takes a fee on transfer.
+    """
+    events = vault.contract.events
+    trade_topic, fees_topic = bytes(HexBytes(events.Trade.topic)), bytes(HexBytes(events.FeesCollected.topic))
+    trades, fees = 0, 0
+    for entry in receipt["logs"]:
+        if not entry["topics"] or entry["address"] != vault.address:
+            continue
+        topic = bytes(entry["topics"][0])
+        if topic == trade_topic:
+            trades += 1
+        elif topic == fees_topic:
+            fees += int(events.FeesCollected().process_log(entry)["args"]["amount"])
+    return trades, fees
 
 
 def fill_totals(amounts: FillAmounts) -> list[Posting]:

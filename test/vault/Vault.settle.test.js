@@ -4,9 +4,34 @@
 const { ethers } = require("hardhat");
 const { expect } = require("chai");
 const { loadFixture, time } = require("@nomicfoundation/hardhat-network-helpers");
-const { deployVaultWithTraders, bpc, usd, DEPOSIT_BPC, DEPOSIT_QUOTE } = require("./fixtures");
+const {
+  deployVault,
+  deployVaultContract,
+  deployVaultWithTraders,
+  fundAndDeposit,
+  bpc,
+  usd,
+  DEPOSIT_BPC,
+  DEPOSIT_QUOTE,
+} = require("./fixtures");
 const { Side, newOrder, signAll, newFill, settlementAmounts } = require("./orders");
-const { Status } = require("../../scripts/lib/pool-enums");
+const { Status, Tier } = require("../../scripts/lib/pool-enums");
+
+/** Two members trading on a Vault whose quote token burns 1 % of every transfer after their deposits. */
+async function deployFeeTakingVaultWithTraders() {
+  const ctx = await deployVault();
+  const [alice, bob] = ctx.users;
+  const taxed = await (await ethers.getContractFactory("FeeOnTransferToken")).deploy("Taxed", "TAX");
+  const vault = await deployVaultContract(ctx, taxed, ctx.council);
+  await vault.connect(ctx.council).grantRole(await vault.OPERATOR_ROLE(), ctx.operator.address);
+  for (const member of [alice, bob]) {
+    await ctx.registry.connect(ctx.registrar).admit(member.address, Tier.Small);
+  }
+  const out = { ...ctx, quote: taxed, vault, alice, bob };
+  await fundAndDeposit(out, [alice, bob]);
+  await taxed.setFee(100n);
+  return out;
+}
 
 describe("Vault: settlement", function () {
   beforeEach(async function () {
@@ -45,7 +70,9 @@ describe("Vault: settlement", function () {
       await expect(tx)
         .to.emit(this.vault, "Trade")
         .withArgs(hashes[0], hashes[1], this.bob.address, this.alice.address, bpc(2), quote, buyerFee, sellerFee);
-      await expect(tx).to.emit(this.vault, "FeesCollected").withArgs(this.quoteAddress, buyerFee + sellerFee);
+      await expect(tx)
+        .to.emit(this.vault, "FeesCollected")
+        .withArgs(this.quoteAddress, buyerFee + sellerFee, buyerFee + sellerFee);
       await expect(tx).to.changeTokenBalances(this.quote, [this.vault, this.fund], [-(buyerFee + sellerFee), buyerFee + sellerFee]);
       expect(await this.balances(this.alice)).to.deep.equal([DEPOSIT_BPC - bpc(2), DEPOSIT_QUOTE + quote - sellerFee]);
       expect(await this.balances(this.bob)).to.deep.equal([DEPOSIT_BPC + bpc(2), DEPOSIT_QUOTE - quote - buyerFee]);
@@ -91,7 +118,7 @@ describe("Vault: settlement", function () {
           .to.emit(this.vault, "Trade")
           .withArgs(hashes[index + 1], hashes[0], this.carol.address, signer.address, bpc(1), price, buyerFee, 0n);
       }
-      await expect(tx).to.emit(this.vault, "FeesCollected").withArgs(this.quoteAddress, totalFees);
+      await expect(tx).to.emit(this.vault, "FeesCollected").withArgs(this.quoteAddress, totalFees, totalFees);
       expect(await this.vault.orderState(hashes[0])).to.deep.equal([bpc(3), false]);
       expect(await this.balances(this.carol)).to.deep.equal([
         DEPOSIT_BPC + bpc(3),
@@ -166,8 +193,25 @@ describe("Vault: settlement", function () {
         ],
         [newFill(0, 1, bpc(1), usd(2), 10n, 20n)],
       );
-      await expect(tx).to.emit(this.vault, "FeesCollected").withArgs(this.quoteAddress, 6_000n);
+      await expect(tx).to.emit(this.vault, "FeesCollected").withArgs(this.quoteAddress, 6_000n, 6_000n);
       expect(await this.balances(this.alice)).to.deep.equal([DEPOSIT_BPC, DEPOSIT_QUOTE - 6_000n]);
+    });
+
+    it("reports the fees that left the Vault and what reached the Fund of a quote token taking a fee", async function () {
+      const ctx = await loadFixture(deployFeeTakingVaultWithTraders);
+      const maker = await newOrder(ctx, ctx.alice, { side: Side.Sell, price: usd(2.5), amount: bpc(2) });
+      const taker = await newOrder(ctx, ctx.bob, { side: Side.Buy, price: usd(2.5), amount: bpc(2) });
+      const { orders, signatures } = await signAll(ctx.vault, [
+        { order: maker, signer: ctx.alice },
+        { order: taker, signer: ctx.bob },
+      ]);
+      const tx = ctx.vault.connect(ctx.operator).settle(orders, signatures, [newFill(0, 1, bpc(2), usd(2.5), 10n, 20n)]);
+      const fees = 15_000n; // 10 + 20 bps of 5 quote units
+      const received = fees - fees / 100n; // 1 % burnt on the way to the Fund
+      await expect(tx)
+        .to.emit(ctx.vault, "FeesCollected")
+        .withArgs(await ctx.quote.getAddress(), fees, received);
+      await expect(tx).to.changeTokenBalances(ctx.quote, [ctx.vault, ctx.fund], [-fees, received]);
     });
 
     it("is atomic: one refused fill reverts the whole batch", async function () {
