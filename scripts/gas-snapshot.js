@@ -7,17 +7,13 @@
 const fs = require("fs");
 const path = require("path");
 const hre = require("hardhat");
-const { measureGas, formatMarkdownTable } = require("./lib/gas");
-
-const START_MARKER = "<!-- gas-table:start -->";
-const END_MARKER = "<!-- gas-table:end -->";
-
-function replaceBetweenMarkers(text, replacement) {
-  const start = text.indexOf(START_MARKER);
-  const end = text.indexOf(END_MARKER);
-  if (start === -1 || end === -1 || end < start) return null;
-  return `${text.slice(0, start + START_MARKER.length)}\n${replacement}\n${text.slice(end)}`;
-}
+const {
+  measureGas,
+  formatMarkdownTable,
+  START_MARKER,
+  END_MARKER,
+  replaceBetweenMarkers,
+} = require("./lib/gas");
 
 async function main() {
   const root = hre.config.paths.root;

@@ -7,9 +7,10 @@ const path = require("path");
 const hre = require("hardhat");
 const { expect } = require("chai");
 const { takeSnapshot } = require("@nomicfoundation/hardhat-network-helpers");
-const { measureGas, compareSnapshots } = require("../scripts/lib/gas");
+const { measureGas, compareSnapshots, formatMarkdownTable, betweenMarkers } = require("../scripts/lib/gas");
 
 const SNAPSHOT_PATH = path.join(hre.config.paths.root, "gas-snapshot.json");
+const README_PATH = path.join(hre.config.paths.root, "README.md");
 
 describe("Gas snapshot", function () {
   it("matches the committed gas-snapshot.json exactly", async function () {
@@ -31,5 +32,13 @@ describe("Gas snapshot", function () {
           "gas-snapshot.json and the README table, and commit both.",
       );
     }
+  });
+
+  it("is the table the README shows", function () {
+    const committed = JSON.parse(fs.readFileSync(SNAPSHOT_PATH, "utf8"));
+    const shown = betweenMarkers(fs.readFileSync(README_PATH, "utf8"));
+    expect(shown, "README.md has no gas table between its markers").to.not.equal(null);
+    expect(shown, "the README's gas table differs from gas-snapshot.json: run `npx hardhat run scripts/gas-snapshot.js`")
+      .to.equal(formatMarkdownTable(committed).trim());
   });
 });

@@ -172,4 +172,33 @@ function compareSnapshots(committed, measured) {
   return differences;
 }
 
-module.exports = { MEASUREMENTS, measureGas, formatMarkdownTable, compareSnapshots };
+// The README's gas table lies between these markers (scripts/gas-snapshot.js rewrites it).
+const START_MARKER = "<!-- gas-table:start -->";
+const END_MARKER = "<!-- gas-table:end -->";
+
+/** The text between the markers (trimmed), or null when the markers are missing. */
+function betweenMarkers(text) {
+  const start = text.indexOf(START_MARKER);
+  const end = text.indexOf(END_MARKER);
+  if (start === -1 || end === -1 || end < start) return null;
+  return text.slice(start + START_MARKER.length, end).trim();
+}
+
+/** `text` with `replacement` between the markers, or null when the markers are missing. */
+function replaceBetweenMarkers(text, replacement) {
+  if (betweenMarkers(text) === null) return null;
+  const start = text.indexOf(START_MARKER);
+  const end = text.indexOf(END_MARKER);
+  return `${text.slice(0, start + START_MARKER.length)}\n${replacement}\n${text.slice(end)}`;
+}
+
+module.exports = {
+  MEASUREMENTS,
+  measureGas,
+  formatMarkdownTable,
+  compareSnapshots,
+  START_MARKER,
+  END_MARKER,
+  betweenMarkers,
+  replaceBetweenMarkers,
+};
