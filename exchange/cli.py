@@ -109,22 +109,42 @@ def cmd_compile(_args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
+    from eth_account import Account
+
     from exchange.chain.deployment import RolePlan, deploy_pool
+    from exchange.chain.errors import ChainError
     from exchange.chain.provider import make_web3
 
     if args.with_test_quote_token == (args.quote_token is not None):
         print("give exactly one of --quote-token ADDRESS and --with-test-quote-token", file=sys.stderr)
         return 2
-    key = os.environ.get("EXCHANGE_OPERATOR_PRIVATE_KEY")
-    w3 = make_web3(args.rpc, operator_key=key)
+    key = (os.environ.get("EXCHANGE_OPERATOR_PRIVATE_KEY") or "").strip() or None
+    if key is not None:
+        try:
+            Account.from_key(key)
+        except (ValueError, TypeError):  # never echo the key itself
+            print(
+                "error: EXCHANGE_OPERATOR_PRIVATE_KEY is not a secp256k1 private key (64 hex digits)",
+                file=sys.stderr,
+            )
+            return 2
+    try:
+        w3 = make_web3(args.rpc, operator_key=key)
+    except ChainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"deploying to chain {w3.eth.chain_id} from {w3.eth.default_account}", file=sys.stderr)
-    deployment = deploy_pool(
-        w3,
-        roles=RolePlan(registrar=args.registrar, minter=args.minter, treasurer=args.treasurer),
-        with_quote_token=args.with_test_quote_token,
-        quote_token=args.quote_token,
-        progress=_progress,
-    )
+    try:
+        deployment = deploy_pool(
+            w3,
+            roles=RolePlan(registrar=args.registrar, minter=args.minter, treasurer=args.treasurer),
+            with_quote_token=args.with_test_quote_token,
+            quote_token=args.quote_token,
+            progress=_progress,
+        )
+    except ChainError as exc:  # what was deployed before the failure is lost: no manifest is written
+        print(f"error: the deployment stopped: {exc}", file=sys.stderr)
+        return 1
     deployment.write(args.manifest)
     print(json.dumps(deployment.to_json(), indent=2, sort_keys=True))
     print(f"manifest written to {args.manifest}", file=sys.stderr)

@@ -330,3 +330,42 @@ def test_settle_and_audit_on_an_unreachable_database_refuse_in_one_line_with_sta
     monkeypatch.setattr(settlement_service, "check_chain_anchor", chain_anchor_check)
     assert main(command) == 2
     assert _one_refusal(capsys.readouterr().err).startswith(UNREACHABLE_REFUSAL)
+
+
+def test_deploy_to_an_unreachable_chain_refuses_in_one_line_with_status_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = tmp_path / "manifest.json"
+    command = [
+        "deploy",
+        "--rpc",
+        "http://127.0.0.1:9",
+        "--with-test-quote-token",
+        "--manifest",
+        str(manifest),
+    ]
+    assert main(command) == 2
+    assert capsys.readouterr().err.splitlines() == ["error: no chain answers at http://127.0.0.1:9"]
+    assert not manifest.exists()
+
+
+@pytest.mark.parametrize("key", ["0x1234", "not a key", "0x" + "zz" * 32])
+def test_deploy_refuses_an_operator_key_that_is_no_key_without_echoing_it(
+    key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EXCHANGE_OPERATOR_PRIVATE_KEY", key)
+    assert main(["deploy", "--rpc", "http://127.0.0.1:9", "--with-test-quote-token"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "error: EXCHANGE_OPERATOR_PRIVATE_KEY is not a secp256k1 private key (64 hex digits)"
+    ]
+    assert key not in err
+
+
+def test_deploy_takes_an_operator_key_with_surrounding_spaces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the service's settings do: the key is read, and the unreachable chain is what stops it."""
+    monkeypatch.setenv("EXCHANGE_OPERATOR_PRIVATE_KEY", "  0x" + "11" * 32 + "\n")
+    assert main(["deploy", "--rpc", "http://127.0.0.1:9", "--with-test-quote-token"]) == 2
+    assert capsys.readouterr().err.splitlines() == ["error: no chain answers at http://127.0.0.1:9"]
