@@ -4,6 +4,7 @@ and the one-transaction-per-request session dependency."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -15,7 +16,7 @@ from alembic.migration import MigrationContext
 from fastapi import APIRouter
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from exchange.db.base import Base, UTCDateTime
@@ -134,6 +135,48 @@ def test_upgrade_downgrade_upgrade_round_trip(empty_database_url: str) -> None:
     assert run_in_thread(table_names()) == ["alembic_version"]
     upgrade_to_head(empty_database_url)
     assert run_in_thread(table_names()) == sorted(["alembic_version", *Base.metadata.tables])
+
+
+# The revision before audit_log.request_id was widened, which rebuilds the table on SQLite.
+_BEFORE_WIDER_REQUEST_IDS = "b6e1d3a70c52"
+
+
+async def _audit_log_refuses_changes(database_url: str) -> None:
+    engine = create_engine_for_url(database_url)
+    changes = ["UPDATE audit_log SET actor = 'someone else'", "DELETE FROM audit_log"]
+    if engine.dialect.name == "postgresql":
+        changes.append("TRUNCATE audit_log")
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO audit_log (occurred_at, actor, action, subject_type, subject_id, "
+                    "tx_hashes, request_id) "
+                    "VALUES (CURRENT_TIMESTAMP, 'cli:test', 'test.entry', 'test', :subject, '[]', 'r-1')"
+                ),
+                {"subject": uuid.uuid4().hex},
+            )
+        for statement in changes:
+            with pytest.raises(DBAPIError, match="append-only"):
+                async with engine.begin() as connection:
+                    await connection.execute(text(statement))
+        async with engine.connect() as connection:
+            actors = set((await connection.execute(text("SELECT actor FROM audit_log"))).scalars())
+    finally:
+        await engine.dispose()
+    assert actors == {"cli:test"}
+
+
+def test_the_audit_log_stays_append_only_when_its_request_ids_are_widened_and_narrowed(
+    empty_database_url: str,
+) -> None:
+    config = alembic_config(empty_database_url)
+    command.upgrade(config, _BEFORE_WIDER_REQUEST_IDS)
+    run_in_thread(_audit_log_refuses_changes(empty_database_url))
+    upgrade_to_head(empty_database_url)
+    run_in_thread(_audit_log_refuses_changes(empty_database_url))
+    command.downgrade(config, _BEFORE_WIDER_REQUEST_IDS)
+    run_in_thread(_audit_log_refuses_changes(empty_database_url))
 
 
 def test_constraint_names_follow_the_naming_convention() -> None:

@@ -22,7 +22,10 @@ new pool at every start) never mixes the devices of two registries.
   indexer had applied (``resume_block``): answers name it until the first pass links a cursor,
   which then starts from there.
 
-Amounts (uint128 BPC per device) are decimal text: SQLite has no exact 128-bit type.
+Amounts (uint128 BPC per device) are decimal text: SQLite has no exact 128-bit type. Device
+counts and indexes are BIGINT: they are uint32 on chain, and the indexer looks up uploads and
+devices by the count and index of every event, batches registered without this service included,
+beyond the 2**31 - 1 of PostgreSQL's INTEGER.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
     Index,
-    Integer,
     LargeBinary,
     String,
     UniqueConstraint,
@@ -71,7 +73,8 @@ class DeviceBatch(Base):
     registry_address: Mapped[str] = mapped_column(ADDRESS)
     manufacturer: Mapped[str] = mapped_column(ADDRESS)
     root: Mapped[str] = mapped_column(HASH_HEX)
-    device_count: Mapped[int] = mapped_column(Integer)
+    # Uploads hold far fewer, but a batch registered without them may count up to 2**32 - 1 devices.
+    device_count: Mapped[int] = mapped_column(BigInteger)
     bpc_per_device_wei: Mapped[str] = mapped_column(String(78))
     status: Mapped[str] = mapped_column(String(16), default=BATCH_PENDING)
     batch_id: Mapped[int | None] = mapped_column(BigInteger, default=None)
@@ -102,7 +105,7 @@ class Device(Base):
     registry_address: Mapped[str] = mapped_column(ADDRESS, primary_key=True)
     device_id: Mapped[str] = mapped_column(String(220), primary_key=True)
     batch_pk: Mapped[int] = mapped_column(ForeignKey("licence_device_batches.id", ondelete="CASCADE"))
-    device_index: Mapped[int] = mapped_column(Integer)
+    device_index: Mapped[int] = mapped_column(BigInteger)  # below a uint32 device count
     revoked_block: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
 

@@ -233,7 +233,8 @@ class AuditEntry(Base):
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     tx_hashes: Mapped[list[str]] = mapped_column(JSON, default=list)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
-    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    # The request's X-Request-ID, which may have up to 128 characters (exchange.api.request_context).
+    request_id: Mapped[str | None] = mapped_column(String(128), default=None)
 
 
 class PatentRecord(Base):

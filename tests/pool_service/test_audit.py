@@ -114,3 +114,23 @@ async def test_a_filter_holding_a_nul_is_refused_naming_it(foundation: Foundatio
             assert reply.status_code == 422, (path, name, reply.text)
             assert reply.headers["content-type"].startswith("application/problem+json")
             assert [error["loc"] for error in reply.json()["errors"]] == [["query", name]]
+
+
+async def test_an_admin_action_with_the_longest_request_id_is_recorded(foundation: Foundation) -> None:
+    request_id = "r" * 128  # the longest X-Request-ID the service takes
+    newcomer = Account.create().address
+    reply = await foundation.client.post(
+        "/v1/admin/roles",
+        json={"address": newcomer, "role": "assessor"},
+        headers={**foundation.council, "X-Request-ID": request_id},
+    )
+    assert reply.status_code == 201, reply.text
+    assert reply.headers["X-Request-ID"] == request_id
+    audit = (
+        await foundation.client.get(
+            "/v1/admin/audit", params={"actor": COUNCIL.address}, headers=foundation.council
+        )
+    ).json()
+    latest = audit["items"][0]
+    assert (latest["action"], latest["subject_id"]) == ("role.grant", f"assessor:{newcomer}")
+    assert latest["request_id"] == request_id
