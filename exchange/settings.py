@@ -144,7 +144,9 @@ class Settings(BaseSettings):
     )
     deployment_manifest: Path | None = Field(
         default=None,
-        description="JSON manifest of already deployed contracts to load instead of deploying.",
+        description="Manifest of the pool's contracts on CHAIN_RPC_URL: the service loads it, or deploys the "
+        "pool and writes it when the file is missing. Unset: deployments/manifest.json in the working "
+        "directory (the licence resolver then serves the indexed registry). The embedded chain keeps none.",
     )
     log_format: LogFormat = Field(
         default="auto",
@@ -520,6 +522,14 @@ class Settings(BaseSettings):
     def _check_rpc_scheme(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"(https?|wss?)://[^\s/]+", value):
             raise ValueError("CHAIN_RPC_URL must be an http(s):// or ws(s):// URL")
+        return value
+
+    @field_validator("deployment_manifest", mode="before")
+    @classmethod
+    def _empty_manifest_means_default(cls, value: object) -> object:
+        """``EXCHANGE_DEPLOYMENT_MANIFEST=`` is unset, as the commands read it: not the path ``.``."""
+        if isinstance(value, str) and not value.strip():
+            return None
         return value
 
     @field_validator("operator_private_key", mode="before")

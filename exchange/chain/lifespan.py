@@ -2,12 +2,18 @@
 
 Start-up work is blocking web3 code, so it runs in a worker thread; the
 deployment is recorded in ``chain_deployments`` and kept on ``app.state.chain``.
+
+On a JSON-RPC chain the pool is kept in a manifest: the configured one
+(``deployment_manifest``), else ``deployments/manifest.json`` in the working directory, the
+default of the ``exchange`` commands. The first start deploys the pool and writes it; every
+later start loads it. The embedded chain is new at every start and keeps no manifest.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from exchange.api.system_routes import register_health_check
 from exchange.chain.errors import ChainReplaced
 from exchange.chain.runtime import ChainRuntime, start_chain
+from exchange.cli import DEFAULT_MANIFEST
 from exchange.db.deployments import chain_anchor, record_deployment, recorded_chain_anchor
 from exchange.db.models import ChainAnchor
 from exchange.kit.logging import get_logger
@@ -28,15 +35,43 @@ def chain_startup(runtime: ChainRuntime | None = None) -> Callable[[FastAPI], Aw
 
     async def hook(app: FastAPI) -> None:
         settings: Settings = app.state.settings
-        started = runtime if runtime is not None else await asyncio.to_thread(_start_from_settings, settings)
+        started = runtime if runtime is not None else await _start_from_settings(app, settings)
         await _adopt(app, started)
 
     return hook
 
 
-def _start_from_settings(settings: Settings) -> ChainRuntime:
+def service_manifest(settings: Settings) -> Path | None:
+    """The manifest the service loads its pool from, or writes once it deployed one: the
+    configured one, else the commands' default (``deployments/manifest.json``, relative to the
+    working directory). None on the embedded chain, which is new at every start."""
+    if settings.chain_rpc_url is None:
+        return None
+    return settings.deployment_manifest or DEFAULT_MANIFEST
+
+
+async def _start_from_settings(app: FastAPI, settings: Settings) -> ChainRuntime:
+    manifest = service_manifest(settings)
+    if manifest is not None and not manifest.is_file():
+        await _refuse_a_deployment_for_an_anchored_database(app, manifest)
     key = settings.operator_private_key.get_secret_value() if settings.operator_private_key else None
-    return start_chain(settings.chain_rpc_url, operator_key=key, manifest_path=settings.deployment_manifest)
+    return await asyncio.to_thread(
+        start_chain, settings.chain_rpc_url, operator_key=key, manifest_path=manifest
+    )
+
+
+async def _refuse_a_deployment_for_an_anchored_database(app: FastAPI, manifest: Path) -> None:
+    """Raise ``ChainReplaced`` when the database already belongs to a pool: one deployed now
+    would be another (in a later block), and the start would be refused after paying for it."""
+    async with app.state.db_sessionmaker() as session:
+        anchor = await recorded_chain_anchor(session)
+    if anchor is not None:
+        raise ChainReplaced(
+            f"this database belongs to chain {anchor.chain_id} with the pool deployed in block "
+            f"{anchor.deploy_block} ({anchor.block_hash}), and there is no manifest at {manifest} "
+            "to load that pool from; a pool deployed now would be another one, so none was. Name "
+            "that pool's manifest (EXCHANGE_DEPLOYMENT_MANIFEST), or start on a new database (DATABASE_URL)"
+        )
 
 
 async def check_chain_anchor(session: AsyncSession, runtime: ChainRuntime, *, record: bool) -> None:

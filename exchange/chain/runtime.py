@@ -1,9 +1,11 @@
 """Bring up the chain side of the service: connect, then deploy or load the pool.
 
 With no RPC URL the service runs on the embedded in-process EVM and deploys a
-fresh pool at every start. With an RPC URL it loads the deployment manifest
-when one is configured and present (checking the code at every address), and
-otherwise deploys and writes the manifest.
+fresh pool at every start, keeping no manifest. With an RPC URL it loads the
+deployment manifest it is given when the file is there (checking the code at
+every address), and otherwise deploys and writes it there. The service always
+gives one (``exchange.chain.lifespan.service_manifest``), so its later starts
+load the pool its first start deployed.
 """
 
 from __future__ import annotations
@@ -65,12 +67,15 @@ def start_chain(
         if failures:
             details = "; ".join(f"{s.name} at {s.address}: {s.reason}" for s in failures)
             raise DeploymentMismatch(f"manifest {manifest_path} does not match the chain: {details}")
-        log.info("chain.deployment_loaded", chain_id=deployment.chain_id, manifest=str(manifest_path))
+        log.info(
+            "chain.deployment_loaded", chain_id=deployment.chain_id, manifest=str(manifest_path.resolve())
+        )
     if deployment is None:
         deployment = deploy_pool(w3, roles=roles, artifacts=artifacts)
         log.info("chain.deployment_created", chain_id=deployment.chain_id, block=deployment.deploy_block)
         if rpc_url and manifest_path:
             deployment.write(manifest_path)
+            log.info("chain.deployment_written", manifest=str(manifest_path.resolve()))
     return ChainRuntime(
         w3=w3, deployment=deployment, pool=PoolChain(w3, deployment, artifacts), embedded=rpc_url is None
     )
