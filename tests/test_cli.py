@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import fcntl
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import uvicorn
+from alembic import command as alembic_command
+from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange import main as service
-from exchange.chain.deployment import Deployment
+from exchange.chain.deployment import ContractRecord, Deployment
 from exchange.cli import build_parser, default_manifest, main
+from exchange.db.migrate import alembic_config, head_revision
 from exchange.kit import logging as logging_setup
 from exchange.pool.cli_service import expire, import_file
 from exchange.settings import Settings
@@ -369,3 +372,85 @@ def test_deploy_takes_an_operator_key_with_surrounding_spaces(
     monkeypatch.setenv("EXCHANGE_OPERATOR_PRIVATE_KEY", "  0x" + "11" * 32 + "\n")
     assert main(["deploy", "--rpc", "http://127.0.0.1:9", "--with-test-quote-token"]) == 2
     assert capsys.readouterr().err.splitlines() == ["error: no chain answers at http://127.0.0.1:9"]
+
+
+# --------------------------------------------------------------------------- exchange licence resolver
+
+
+@pytest.fixture
+def resolver_served(monkeypatch: pytest.MonkeyPatch) -> _Uvicorn:
+    """``uvicorn.run`` stood in for: a resolver that would serve returns at once instead."""
+    run = _Uvicorn()
+    monkeypatch.setattr(uvicorn, "run", run)
+    return run
+
+
+@pytest.fixture
+def resolver_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A pool's manifest for ``--manifest``: the command names it to its workers through
+    ``EXCHANGE_DEPLOYMENT_MANIFEST``, set here first so that the test's end removes it again."""
+    manifest = tmp_path / "deployments" / "pool.json"
+    registry = ContractRecord(address="0x" + "11" * 20, abi_sha256="00" * 32, deploy_tx="0x")
+    Deployment(
+        chain_id=31337, deploy_block=1, deployer=ZERO_ADDRESS, contracts={"DeviceLicenses": registry}
+    ).write(manifest)
+    monkeypatch.setenv("EXCHANGE_DEPLOYMENT_MANIFEST", str(manifest))
+    return manifest
+
+
+@pytest.fixture(params=[False, True], ids=["indexed registry", "--manifest"])
+def resolver_refusal(
+    request: pytest.FixtureRequest,
+    resolver_served: _Uvicorn,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Callable[[str], str]:
+    """``exchange licence resolver`` on a database, without and with ``--manifest`` in turn: the
+    one line it refuses to start with (status 2, nothing served)."""
+    manifest = ["--manifest", str(request.getfixturevalue("resolver_manifest"))] if request.param else []
+
+    def refusal(database_url: str) -> str:
+        monkeypatch.setenv("DATABASE_URL", database_url)
+        assert main(["licence", "resolver", "--port", "18899", *manifest]) == 2
+        assert resolver_served.calls == []
+        (line,) = capsys.readouterr().err.splitlines()
+        return line
+
+    return refusal
+
+
+def test_resolver_on_a_database_no_service_started_on_refuses_with_exit_2(
+    empty_database_url: str, resolver_refusal: Callable[[str], str]
+) -> None:
+    assert resolver_refusal(empty_database_url) == (
+        "error: the database has no schema yet: start `exchange serve` on it first"
+    )
+
+
+def test_resolver_on_a_database_of_another_version_refuses_with_exit_2(
+    empty_database_url: str, resolver_refusal: Callable[[str], str]
+) -> None:
+    head = head_revision()
+    assert head is not None
+    config = alembic_config(empty_database_url)
+    previous = ScriptDirectory.from_config(config).get_revision(head).down_revision
+    assert isinstance(previous, str)
+    alembic_command.upgrade(config, previous)  # as the version before this one left it
+    assert resolver_refusal(empty_database_url).startswith(
+        f"error: the database's schema is at revision {previous}, this version's is {head}: "
+    )
+
+
+def test_resolver_with_a_manifest_serves_a_database_at_this_versions_schema(
+    sqlite_database_url: str,
+    resolver_served: _Uvicorn,
+    resolver_manifest: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", sqlite_database_url)
+    assert main(["licence", "resolver", "--port", "18899", "--manifest", str(resolver_manifest)]) == 0
+    assert len(resolver_served.calls) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"resolving devices of registry {'0x' + '11' * 20} on chain 31337"
+    ]

@@ -7,7 +7,9 @@
 ``resolver_startup`` is the hook of the resolver-only app (``exchange licence resolver``): no
 chain, no indexer, no writer, only the resolver on ``app.state.resolver``, for the registry of
 the deployment manifest (``deployment_manifest``) or, without one, the registry whose indexer
-cursor the service moved last. Any number of such processes can serve beside the service.
+cursor the service moved last. Any number of such processes can serve beside the service. It
+never migrates: on a database without this version's schema (no service started on it yet, or
+one of another version) it refuses to start, with or without a manifest.
 
 The resolver reads through a pool of its own on PostgreSQL: ``licence_read_database_url``
 (a read replica; default the service's database), an asyncpg pool of up to
@@ -27,12 +29,14 @@ from dataclasses import dataclass
 
 import asyncpg
 from fastapi import FastAPI, Request
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exchange.chain.deployment import Deployment
 from exchange.chain.runtime import ChainRuntime
 from exchange.db.engine import create_db_engine, create_engine_for_url
+from exchange.db.migrate import head_revision
 from exchange.db.session import app_engine, app_sessionmaker
 from exchange.kit.logging import get_logger
 from exchange.licenses import repository
@@ -147,7 +151,34 @@ class NoRegistry(RuntimeError):
     """The resolver-only app has no registry to answer for: it refuses to start."""
 
 
+class SchemaNotReady(NoRegistry):
+    """The database has no schema yet, or not this version's: the resolver would answer every
+    query with an error, so it refuses to start."""
+
+
+def _schema_revisions(connection: Connection) -> set[str]:
+    """The Alembic revisions the database is at; none when it was never migrated."""
+    if not inspect(connection).has_table("alembic_version"):
+        return set()
+    return set(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
+
+
+async def _check_schema(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        found = await connection.run_sync(_schema_revisions)
+    head = head_revision()
+    if not found:
+        raise SchemaNotReady("the database has no schema yet: start `exchange serve` on it first")
+    if found != {head}:
+        raise SchemaNotReady(
+            f"the database's schema is at revision {', '.join(sorted(found))}, this version's is "
+            f"{head}: start this version's `exchange serve` on it first (it migrates the database), "
+            "or run the resolver of the version that migrated it"
+        )
+
+
 async def _served_registry(settings: Settings, engine: AsyncEngine) -> Registry:
+    await _check_schema(engine)
     if settings.deployment_manifest is not None:
         deployment = Deployment.read(settings.deployment_manifest)
         return Registry(deployment.chain_id, deployment.address("DeviceLicenses"))
@@ -162,7 +193,8 @@ async def _served_registry(settings: Settings, engine: AsyncEngine) -> Registry:
 
 
 async def check_served_registry(settings: Settings) -> Registry:
-    """The registry a resolver-only app would serve; ``NoRegistry`` when there is none yet."""
+    """The registry a resolver-only app would serve; ``NoRegistry`` when there is none yet
+    (``SchemaNotReady`` when the database has no schema, or another version's)."""
     engine = create_db_engine(settings)
     try:
         return await _served_registry(settings, engine)
