@@ -4,13 +4,14 @@ pragma solidity ^0.8.24;
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
 /// @title Fund
 /// @notice The foundation's treasury (white paper §3.3, §3.5): receives licence
 /// and trading fees, pays royalties and expenses only through the treasurer role.
 /// Each payout tag pays once: a transaction sent again (a payout thought lost,
 /// resent while the first was still on its way) reverts instead of paying twice.
-contract Fund is AccessControl {
+contract Fund is AccessControl, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
     /// @notice Role allowed to pay out of the fund (council-controlled).
@@ -52,11 +53,13 @@ contract Fund is AccessControl {
     /// @notice Pull `amount` of `token` from the caller into the fund (caller approves first).
     /// @dev `FundDeposit` carries what the fund's balance grew by, which is less than `amount`
     /// for a token that takes a fee on transfer: royalties are paid out of what arrived. A
-    /// deposit of which nothing arrives reverts `FundZeroAmount`, as a zero deposit does.
+    /// deposit of which nothing arrives reverts `FundZeroAmount`, as a zero deposit does. A
+    /// deposit made from inside another's transfer (a token's hook) reverts, so that the outer
+    /// one's balance difference never counts the inner one's amount a second time.
     /// @param token The token.
     /// @param amount The amount in base units taken from the caller.
     /// @param source A tag for accounting, e.g. keccak256("licence-fee").
-    function deposit(IERC20 token, uint256 amount, bytes32 source) external {
+    function deposit(IERC20 token, uint256 amount, bytes32 source) external nonReentrant {
         if (amount == 0) revert FundZeroAmount();
         uint256 before = token.balanceOf(address(this));
         token.safeTransferFrom(msg.sender, address(this), amount);

@@ -66,6 +66,23 @@ describe("Fund", function () {
       expect(await this.taxed.balanceOf(this.alice.address)).to.equal(100n);
     });
 
+    it("refuses a deposit made from inside another deposit's transfer, so nothing is counted twice", async function () {
+      const hostile = await (await ethers.getContractFactory("ReentrantToken")).deploy("Hostile", "HOST");
+      const token = await hostile.getAddress();
+      await hostile.mint(this.alice.address, 1_000n);
+      await hostile.connect(this.alice).approve(this.fundAddress, 1_000n);
+      await hostile.mint(token, 500n); // the token deposits its own, from inside the transfer
+      const inner = this.fund.interface.encodeFunctionData("deposit", [token, 500n, TRADING_FEE]);
+      await hostile.arm(this.fundAddress, inner, false);
+      const tx = this.fund.connect(this.alice).deposit(token, 1_000n, TRADING_FEE);
+      await expect(tx).to.emit(this.fund, "FundDeposit").withArgs(token, this.alice.address, 1_000n, TRADING_FEE);
+      expect(await hostile.reentryAttempts()).to.equal(1n);
+      expect(await hostile.reentrySuccesses()).to.equal(0n);
+      const refusal = this.fund.interface.parseError(await hostile.lastReentryError());
+      expect(refusal.name).to.equal("ReentrancyGuardReentrantCall");
+      expect(await hostile.balanceOf(this.fundAddress)).to.equal(1_000n);
+    });
+
     it("reverts FundZeroAmount for zero", async function () {
       await expect(
         this.fund.connect(this.depositor).deposit(this.bpcAddress, 0n, TRADING_FEE),
