@@ -248,6 +248,52 @@ def test_settle_and_audit_on_an_unreachable_chain_refuse_in_one_line_with_status
 
 
 @pytest.mark.parametrize(("command", "refusal"), SETTLEMENT_COMMANDS)
+def test_settle_and_audit_without_a_chain_refuse_in_one_line_with_status_2(
+    command: list[str],
+    refusal: str,
+    settlement_environment: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("CHAIN_RPC_URL")
+    monkeypatch.delenv("EXCHANGE_DEV_ACCOUNTS")
+    assert main(command) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{refusal}set CHAIN_RPC_URL: the embedded chain lives only inside `exchange serve`"
+    ]
+
+
+@pytest.mark.parametrize(("command", "refusal"), SETTLEMENT_COMMANDS)
+@pytest.mark.parametrize("configured", [True, False])
+def test_settle_and_audit_without_the_manifest_refuse_naming_it_with_status_2(
+    command: list[str],
+    refusal: str,
+    configured: bool,
+    settlement_environment: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The manifest is the service's: the configured one, else deployments/manifest.json."""
+    settlement_environment.unlink()
+    if not configured:
+        monkeypatch.delenv("EXCHANGE_DEPLOYMENT_MANIFEST")
+    expected = settlement_environment if configured else Path("deployments/manifest.json")
+    assert main(command) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"{refusal}no deployment manifest at {expected}: set EXCHANGE_DEPLOYMENT_MANIFEST")
+
+
+def test_settle_reads_the_services_default_manifest(
+    settlement_environment: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without the variable, deployments/manifest.json (as `exchange serve` keeps it) is read."""
+    monkeypatch.delenv("EXCHANGE_DEPLOYMENT_MANIFEST")
+    settlement_environment.rename(settlement_environment.with_name("manifest.json"))
+    assert main(["settle", "--once"]) == 2
+    assert capsys.readouterr().err.splitlines() == ["error: no chain answers at http://127.0.0.1:9"]
+
+
+@pytest.mark.parametrize(("command", "refusal"), SETTLEMENT_COMMANDS)
 @pytest.mark.parametrize("content", ["{}", "not json"])
 def test_settle_and_audit_refuse_a_manifest_this_version_cannot_read_in_one_line_with_status_2(
     command: list[str],

@@ -33,7 +33,7 @@ from exchange.api.metrics import register_metrics
 from exchange.chain.binding import BoundContract
 from exchange.chain.compiler import compile_contracts
 from exchange.chain.deployment import Deployment, error_decoder
-from exchange.chain.errors import ChainError, ChainReplaced
+from exchange.chain.errors import ChainError, ChainReplaced, ChainUnavailable, ManifestInvalid
 from exchange.chain.lifespan import check_chain_anchor
 from exchange.chain.pool import PoolChain
 from exchange.chain.provider import make_web3
@@ -197,13 +197,19 @@ def settlement_startup() -> Callable[[FastAPI], AbstractAsyncContextManager[None
 
 
 def _command_runtime(settings: Settings) -> ChainRuntime:
-    """The configured chain and deployment; ``ManifestInvalid`` for a manifest this version cannot
-    read (checked first: it needs no node), ``ChainUnavailable`` when no node answers."""
-    if settings.chain_rpc_url is None:
-        raise SystemExit("set CHAIN_RPC_URL: the embedded chain lives only inside `exchange serve`")
-    manifest = settings.deployment_manifest
-    if manifest is None or not manifest.is_file():
-        raise SystemExit("set EXCHANGE_DEPLOYMENT_MANIFEST to the manifest of the deployed contracts")
+    """The configured chain and deployment (the manifest ``exchange serve`` uses); ``ManifestInvalid``
+    for no manifest or one this version cannot read (checked first: it needs no node),
+    ``ChainUnavailable`` without a node's URL or when no node answers."""
+    from exchange.chain.lifespan import service_manifest
+
+    manifest = service_manifest(settings)  # the service's own: the configured one, else the default
+    if manifest is None:
+        raise ChainUnavailable("set CHAIN_RPC_URL: the embedded chain lives only inside `exchange serve`")
+    if not manifest.is_file():
+        raise ManifestInvalid(
+            f"no deployment manifest at {manifest}: set EXCHANGE_DEPLOYMENT_MANIFEST to the manifest "
+            "of the deployed contracts (the one `exchange serve` loads)"
+        )
     deployment = Deployment.read(manifest)
     key = settings.operator_private_key.get_secret_value() if settings.operator_private_key else None
     w3 = make_web3(settings.chain_rpc_url, operator_key=key)
