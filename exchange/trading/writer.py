@@ -207,6 +207,7 @@ _CANDLE_SQL = (
 
 QUEUE_LIMIT = 20_000
 _CLAIM_WAIT_S = 5.0  # how long a start waits for another process's claim of the market to go
+_CLAIM_CHECK_S = 2.0  # how often a writer makes sure its claim's connection is still there
 
 
 class MarketOwned(RuntimeError):
@@ -331,8 +332,11 @@ class MarketWriter:
         # The outcomes, changes and journal head of the cycle being committed, kept until the
         # commit's answer: a cycle whose commit failed but whose head the journal holds committed.
         self._committing: tuple[list[tuple[Intent, object]], _Cycle, int] | None = None
-        # On PostgreSQL, the connection holding the market's advisory lock (``_claim_market``).
+        # On PostgreSQL, the connection holding the market's advisory lock (``_claim_market``),
+        # the lock's key, and when that connection was last seen alive (``_keep_claim``).
         self._owner: AsyncConnection | None = None
+        self._claim_key: int | None = None
+        self._claim_seen = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -353,8 +357,10 @@ class MarketWriter:
         try:
             if self._task is None:
                 return
-            await self._queue.put(STOP)
-            await self._task
+            if not self._task.done():
+                await self._queue.put(STOP)
+            with contextlib.suppress(MarketOwned):  # it stopped when another process took the market
+                await self._task
             self._task = None
             if self.sequence == self.checkpoint_sequence:
                 return
@@ -393,11 +399,36 @@ class MarketWriter:
         except BaseException:
             await connection.invalidate()  # never back to the pool holding the lock, nor mid-transaction
             raise
-        self._owner = connection
+        self._owner, self._claim_key, self._claim_seen = connection, key, time.monotonic()
+
+    async def _keep_claim(self) -> None:
+        """Every ``_CLAIM_CHECK_S`` (between cycles): the claiming connection still answers, so the
+        lock is still this writer's. A connection that died (the server restarted or ended the
+        session, the network dropped it) took the lock with it: the market is claimed again, and
+        ``MarketOwned`` if another process took it meanwhile (this writer then stops)."""
+        if self._claim_key is None or time.monotonic() - self._claim_seen < _CLAIM_CHECK_S:
+            return
+        owner = self._owner
+        try:
+            if owner is None:
+                raise ConnectionError("no claiming connection")
+            await owner.exec_driver_sql("SELECT 1")
+            await owner.commit()
+        except Exception:
+            log.warning("trading.market_claim_lost", market=self.market_id, exc_info=True)
+            await self._release_market()
+            try:
+                await self._claim_market()
+            except MarketOwned:
+                log.error("trading.market_taken_over", market=self.market_id)
+                raise
+            log.info("trading.market_claimed_again", market=self.market_id)
+            return
+        self._claim_seen = time.monotonic()
 
     async def _release_market(self) -> None:
         """Let the market go: the claiming connection is closed, not pooled, so the lock goes with it."""
-        owner, self._owner = self._owner, None
+        owner, self._owner, self._claim_key = self._owner, None, None
         if owner is not None:
             with contextlib.suppress(Exception):
                 await owner.invalidate()
@@ -444,10 +475,19 @@ class MarketWriter:
         stopping = False
         while not stopping:
             batch: list[Intent] = []
+            timeout = self._until_next_expiry()
+            if self._claim_key is not None:
+                timeout = _CLAIM_CHECK_S if timeout is None else min(timeout, _CLAIM_CHECK_S)
             try:
-                first = await asyncio.wait_for(self._queue.get(), timeout=self._until_next_expiry())
+                first = await asyncio.wait_for(self._queue.get(), timeout=timeout)
             except TimeoutError:
                 first = None
+            try:
+                await self._keep_claim()
+            except MarketOwned:
+                if first is not None and first is not STOP:
+                    self._fail_all([first])  # type: ignore[list-item]
+                raise
             if first is STOP:
                 stopping = True
             elif first is not None:

@@ -3,9 +3,11 @@ its start to its stop, and a second service on the same database refuses to star
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 import pytest
+from sqlalchemy import text
 
 from exchange.chain.runtime import ChainRuntime
 from exchange.settings import Settings
@@ -72,3 +74,52 @@ async def test_sqlite_takes_no_lock(settings: Settings, chain_runtime: ChainRunt
     async with served(settings, chain_runtime) as desk:
         assert desk.trading.markets[desk.market["id"]].writer._owner is None
         await _first_order(desk)
+
+
+async def _end_claiming_session(desk: Desk) -> None:
+    """The server ends the writer's claiming session (a restart, an idle timeout, an operator)."""
+    owner = desk.trading.markets[desk.market["id"]].writer._owner
+    assert owner is not None
+    raw = await owner.get_raw_connection()
+    pid = raw.driver_connection.get_server_pid()
+    async with desk.trading.sessionmaker() as session:
+        await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+
+@pytest.mark.parametrize("database_backend", ["postgresql"], indirect=True)
+async def test_a_writer_whose_claim_was_lost_claims_the_market_again(
+    settings: Settings, chain_runtime: ChainRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "_CLAIM_CHECK_S", 0.05)
+    async with served(settings, chain_runtime) as first:
+        alice = await _first_order(first)
+        await _end_claiming_session(first)
+        await asyncio.sleep(0.2)  # the writer's next check finds the session gone and claims again
+        assert (await first.place(alice, "sell", price(10), WHOLE)).status_code == 201
+        with pytest.raises(MarketOwned):
+            async with served(settings, chain_runtime):
+                pytest.fail("a second writer of the market started")
+
+
+@pytest.mark.parametrize("database_backend", ["postgresql"], indirect=True)
+async def test_a_writer_whose_market_another_process_took_stops_writing(
+    settings: Settings, chain_runtime: ChainRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taken while its claim was lost: the first writer stops (503) and the second one writes."""
+    monkeypatch.setattr(writer_module, "_CLAIM_CHECK_S", 3600)
+    async with served(settings, chain_runtime) as first:
+        alice = await _first_order(first)
+        first_writer = first.trading.markets[first.market["id"]].writer
+        await _end_claiming_session(first)
+        async with served(settings, chain_runtime) as second:  # before the first's next check
+            monkeypatch.setattr(writer_module, "_CLAIM_CHECK_S", 0)  # which the next command brings
+            refused = await first.place(alice, "sell", price(10), WHOLE)
+            assert refused.status_code == 503, refused.text
+            for _ in range(100):  # the refusal is answered as the writer's loop ends
+                if not first_writer.running:
+                    break
+                await asyncio.sleep(0.01)
+            assert not first_writer.running
+            placed = await second.place(alice, "sell", price(11), WHOLE, client_order_id="taken", nonce=10**6)
+            assert placed.status_code == 201, placed.text
+            assert (await second.journal())["sequence"] == 2
