@@ -341,8 +341,8 @@ class Settings(BaseSettings):
         description=(
             "Seconds between checks of the resting orders of contract wallets (ERC-1271): each such"
             " order's wallet is asked again whether it accepts the order's signature, and an order it"
-            " no longer accepts is cancelled (reason wallet_refused) before it can trade. 0: no check,"
-            " so such an order is cancelled only once one of its fills fails settlement."
+            " refused at two checks in a row is cancelled (reason wallet_refused) before it can trade."
+            " 0: no check, so such an order is cancelled only once one of its fills fails settlement."
         ),
     )
     trading_membership_poll_s: float = Field(

@@ -44,8 +44,8 @@ from exchange.trading.signing import (
     OrderDigester,
     OrderFields,
     canonical_signature,
-    recover_signer,
     signature_problem,
+    signed_by_key,
 )
 
 UINT16_MAX = 2**16 - 1
@@ -241,13 +241,12 @@ def check_order(
         expiry_unix=order.expiry_unix,
     )
     digest = digester.digest(fields)
-    problem = signature_problem(order.signature)
     maker = order.maker.lower()
-    if problem is None and recover_signer(digest, order.signature) == maker:
+    if signed_by_key(digest, order.signature, maker):
         wallet_check = None
         signature = canonical_signature(order.signature)  # as the Vault will check it
     else:
-        wallet_check = problem or (
+        wallet_check = signature_problem(order.signature) or (
             f"the signature does not recover to the maker {order.maker} for this order in this Vault"
         )
         if maker != account.lower():  # no wallet of anybody else's is asked anything

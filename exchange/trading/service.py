@@ -18,8 +18,8 @@ refused once its cached answer expires) until the service restarts, when
 Contract wallets. A wallet's order is admitted when the wallet accepts its
 signature (ERC-1271), but the Vault asks again at settlement, and a wallet may
 change its mind in between. Every ``trading_wallet_recheck_s`` a poller asks the
-wallet of each resting wallet order again and cancels the orders refused now
-(``wallet_refused``, :meth:`TradingService.recheck_wallet_orders`); an order whose
+wallet of each resting wallet order again and cancels the orders refused at two checks
+in a row (``wallet_refused``, :meth:`TradingService.recheck_wallet_orders`); an order whose
 fill fails on such a refusal is cancelled at once (:meth:`TradingService.fill_failed`).
 
 Errors (all ``DomainError``, rendered once as problem+json)::
@@ -104,13 +104,13 @@ from exchange.trading.principals import PrincipalCache
 from exchange.trading.problems import FieldRefused
 from exchange.trading.repository import LedgerRefused, ProceedsUnsettled
 from exchange.trading.settlement_repository import disowned_orders
-from exchange.trading.signing import OrderDigester, assert_native_backend, signature_problem
-from exchange.trading.signing import recover_signer as order_signer
+from exchange.trading.signing import OrderDigester, assert_native_backend, signed_by_key
 from exchange.trading.writer import MarketWriter
 
 log = get_logger(__name__)
 
 _RECOVERIES_PER_TURN = 200  # signatures a wallet recheck recovers before it lets other tasks run
+_WALLET_ERRORS_PER_PASS = 3  # wallets in a row the node cannot ask before a recheck gives up
 T = TypeVar("T")
 
 ACTIVE_STATUS = 1  # PoolRegistry.Status.Active
@@ -270,6 +270,7 @@ class TradingService:
         self._poller: asyncio.Task[None] | None = None
         self._wallet_poller: asyncio.Task[None] | None = None
         self._key_signed: set[str] = set()  # order hashes of resting orders signed by their maker's key
+        self._refused_once: set[str] = set()  # order hashes of wallet orders the last recheck found refused
         self._voided: OrderedDict[int, None] = OrderedDict()  # fills taken back on the feeds, latest last
         self.fill_notices = (
             FailedFillListener(notices_engine, self.fill_failed)
@@ -601,19 +602,26 @@ class TradingService:
     async def recheck_wallet_orders(self) -> int:
         """Ask the wallet of every resting contract-wallet order whether it still accepts the
         order's signature (ERC-1271, as the Vault asks at settlement), and cancel the orders
-        their wallets refuse now (``wallet_refused``): how many were cancelled.
+        their wallets refused at this check and at the one before (``wallet_refused``): how
+        many were cancelled. Two refusals in a row: one answer from a node behind the chain (a
+        wallet it does not know yet) never ends a good order.
 
         An order signed by its maker's key is recognised by recovering the signature, once per
         order while it rests, and costs no chain call. A market that cannot take the cancel
-        now (restarting, its queue full) is skipped; the next pass asks again. A node that
-        cannot be reached ends the pass (``exchange.chain.errors.ChainError``)."""
+        now (restarting, its queue full) is skipped; the next check asks again. A wallet the
+        node cannot ask is skipped too (its order keeps what the last check said of it);
+        ``_WALLET_ERRORS_PER_PASS`` such failures in a row end the pass with the last one
+        (``exchange.chain.errors.ChainError``)."""
         w3 = self.runtime.w3
-        resting: set[str] = set()
-        cancelled = 0
-        recovered = 0
-        for market in list(self.markets.values()):
-            for row in list(market.writer.live.values()):
-                resting.add(row.order_hash)
+        resting = [
+            (market, row)
+            for market in list(self.markets.values())
+            for row in list(market.writer.live.values())
+        ]
+        refused: set[str] = set()
+        cancelled = recovered = failures = 0
+        try:
+            for market, row in resting:
                 if row.order_hash in self._key_signed:
                     continue
                 recovered += 1
@@ -621,17 +629,32 @@ class TradingService:
                     await asyncio.sleep(0)  # a book of new orders never holds the loop for long
                 digest = bytes.fromhex(row.order_hash.removeprefix("0x"))
                 signature = bytes.fromhex(row.signature.removeprefix("0x"))
-                if (
-                    signature_problem(signature) is None
-                    and order_signer(digest, signature) == row.account.lower()
-                ):
+                if signed_by_key(digest, signature, row.account):
                     self._key_signed.add(row.order_hash)
                     continue
                 wallet = row.account
-                accepted = await self.chain.run(
-                    functools.partial(wallet_accepts, w3, wallet, digest, signature)
-                )
+                try:
+                    accepted = await self.chain.run(
+                        functools.partial(wallet_accepts, w3, wallet, digest, signature)
+                    )
+                except ChainError:
+                    failures += 1
+                    if row.order_hash in self._refused_once:
+                        refused.add(row.order_hash)
+                    if failures >= _WALLET_ERRORS_PER_PASS:
+                        raise
+                    log.warning(
+                        "trading.wallet_recheck_skipped", order_id=row.id, account=wallet, exc_info=True
+                    )
+                    continue
+                finally:
+                    await asyncio.sleep(0)  # the embedded chain answers inline: let requests in between
+                failures = 0
                 if accepted:
+                    continue
+                refused.add(row.order_hash)
+                if row.order_hash not in self._refused_once:
+                    log.warning("trading.wallet_order_refused", order_id=row.id, account=wallet)
                     continue
                 try:
                     done = await market.writer.submit(
@@ -642,12 +665,12 @@ class TradingService:
                     continue
                 if done:
                     cancelled += 1
-                    log.warning(
-                        "trading.order_cancelled_no_longer_signed",
-                        order_id=row.id,
-                        account=wallet,
-                    )
-        self._key_signed &= resting
+                    refused.discard(row.order_hash)
+                    log.warning("trading.order_cancelled_no_longer_signed", order_id=row.id, account=wallet)
+        finally:
+            hashes = {row.order_hash for _, row in resting}
+            self._key_signed &= hashes
+            self._refused_once = refused
         return cancelled
 
     async def _follow_wallets(self) -> None:

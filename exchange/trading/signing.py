@@ -159,6 +159,12 @@ def canonical_signature(signature: bytes) -> bytes:
     return signature if v >= 27 else signature[:64] + bytes((v + 27,))
 
 
+def signed_by_key(digest: bytes, signature: bytes, maker: str) -> bool:
+    """Whether ``signature`` is the ECDSA signature of ``maker``'s own key over ``digest``, as the
+    Vault checks it first (a contract wallet's signature is anything else its wallet accepts)."""
+    return signature_problem(signature) is None and recover_signer(digest, signature) == maker.lower()
+
+
 def recover_signer(digest: bytes, signature: bytes) -> str | None:
     """The lower-case 0x address whose key signed ``digest``, or None if no key did.
 

@@ -356,6 +356,7 @@ async def test_the_recheck_cancels_a_resting_wallet_order_its_wallet_no_longer_a
 
     assert await desk.trading.recheck_wallet_orders() == 0  # every signature still holds
     approve(digest, False)
+    assert await desk.trading.recheck_wallet_orders() == 0  # refused once: the next check decides
     chain_calls.clear()
     assert await desk.trading.recheck_wallet_orders() == 1
     assert _asked(chain_calls, bob) == []  # a key's order costs no chain call
@@ -393,21 +394,53 @@ async def test_the_service_rechecks_wallet_orders_on_its_own(
         assert (order["status"], order["cancel_reason"]) == ("canceled", "wallet_refused")
 
 
-async def test_a_recheck_the_node_cannot_answer_cancels_nothing_and_the_next_one_goes_on(
+async def test_a_wallet_the_node_cannot_ask_is_skipped_and_three_in_a_row_end_the_check(
     desk: Desk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     member, approve = await _approving_wallet_member(desk)
-    body, digest = await _approved_order(desk, member, approve, 12)
-    assert (await desk.client.post("/v1/orders", json=body, headers=member.headers)).status_code == 201
-    approve(digest, False)
+    digests = []
+    for ticks in (12, 13, 14):
+        body, digest = await _approved_order(desk, member, approve, ticks)
+        assert (await desk.client.post("/v1/orders", json=body, headers=member.headers)).status_code == 201
+        digests.append(digest)
+    approve(digests[0], False)
+    assert await desk.trading.recheck_wallet_orders() == 0  # the first refusal of digests[0]
+    asked: list[bytes] = []
+
+    def unreachable_once(w3: Any, wallet: str, digest: bytes, signature: bytes) -> bool:
+        asked.append(digest)
+        if len(asked) == 1:
+            raise ChainUnavailable("the node did not answer")
+        return wallet_accepts(w3, wallet, digest, signature)
+
+    monkeypatch.setattr(service_module, "wallet_accepts", unreachable_once)
+    assert await desk.trading.recheck_wallet_orders() == 0  # digests[0] skipped, the others asked
+    assert asked == digests
+    assert await desk.trading.recheck_wallet_orders() == 1  # refused again: the skip kept its mark
+    statuses = [order["status"] for order in reversed(await desk.orders(member))]
+    assert statuses == ["canceled", "open", "open"]
 
     def unreachable(*args: Any, **kwargs: Any) -> bool:
         raise ChainUnavailable("the node did not answer")
 
-    monkeypatch.setattr(service_module, "wallet_accepts", unreachable)
-    with pytest.raises(ChainUnavailable):
-        await desk.trading.recheck_wallet_orders()
-    assert [order["status"] for order in await desk.orders(member)] == ["open"]
     monkeypatch.setattr(service_module, "wallet_accepts", wallet_accepts)
+    body, digest = await _approved_order(desk, member, approve, 15)
+    assert (await desk.client.post("/v1/orders", json=body, headers=member.headers)).status_code == 201
+    monkeypatch.setattr(service_module, "wallet_accepts", unreachable)
+    with pytest.raises(ChainUnavailable):  # three wallets in a row the node cannot ask
+        await desk.trading.recheck_wallet_orders()
+    assert [order["status"] for order in await desk.orders(member)].count("open") == 3
+
+
+async def test_a_wallet_that_approves_again_before_the_second_check_keeps_its_order(desk: Desk) -> None:
+    member, approve = await _approving_wallet_member(desk)
+    body, digest = await _approved_order(desk, member, approve, 12)
+    assert (await desk.client.post("/v1/orders", json=body, headers=member.headers)).status_code == 201
+    approve(digest, False)
+    assert await desk.trading.recheck_wallet_orders() == 0
+    approve(digest, True)
+    assert await desk.trading.recheck_wallet_orders() == 0
+    approve(digest, False)
+    assert await desk.trading.recheck_wallet_orders() == 0  # a refusal after an acceptance starts again
+    assert [order["status"] for order in await desk.orders(member)] == ["open"]
     assert await desk.trading.recheck_wallet_orders() == 1
-    assert [order["status"] for order in await desk.orders(member)] == ["canceled"]
