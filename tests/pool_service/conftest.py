@@ -9,15 +9,21 @@ itself has a test of its own.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from unittest import mock
 
 import httpx
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from fastapi import FastAPI
 
 from exchange.chain.runtime import ChainRuntime
+from exchange.main import build_app
 from exchange.settings import Settings
+from exchange.trading.writer import MarketWriter
 from tests.support.auth import bearer_headers
 
 COUNCIL: LocalAccount = Account.from_key(b"\xc0" * 32)
@@ -44,6 +50,22 @@ def pool_settings(database_url: str, **overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings.model_validate(values)
+
+
+async def _no_claim(writer: MarketWriter) -> None:
+    return None
+
+
+@contextlib.asynccontextmanager
+async def started_beside(settings: Settings, chain: ChainRuntime) -> AsyncIterator[FastAPI]:
+    """A second service on the database of the one the test runs, started for what its start
+    does (the pool's sweeps, a mint found on chain) while the first one goes on serving. One
+    process writes a market (``exchange.trading.writer``): this one's market writer leaves the
+    market to the first one's claim, and takes no order."""
+    app = build_app(settings, chain=chain)
+    with mock.patch.object(MarketWriter, "_claim_market", _no_claim):
+        async with app.router.lifespan_context(app):
+            yield app
 
 
 @pytest.fixture

@@ -25,9 +25,8 @@ from web3.types import RPCEndpoint, RPCResponse
 from exchange.chain.runtime import ChainRuntime
 from exchange.db.base import utc_now
 from exchange.db.engine import create_engine_for_url, create_sessionmaker
-from exchange.main import build_app
 from exchange.pool.models import ContributionMint
-from tests.pool_service.conftest import OUTSIDER, Foundation, pool_settings
+from tests.pool_service.conftest import OUTSIDER, Foundation, pool_settings, started_beside
 from tests.pool_service.flows import admit_patent
 
 AMOUNT_AT_SCORE_75 = 750 * 10**18
@@ -117,8 +116,7 @@ async def test_a_mint_sent_but_not_recorded_is_found_on_chain_after_a_restart(
         engine, patent_id, status="sending", tx_hash=None, minted_block=None, from_block=sent.minted_block
     )
 
-    restarted = build_app(pool_settings(database_url), chain=chain_runtime)
-    async with restarted.router.lifespan_context(restarted):
+    async with started_beside(pool_settings(database_url), chain_runtime):
         pass
     found = await _mint_row(engine, patent_id)
     assert (found.status, found.tx_hash, found.minted_block) == ("minted", sent.tx_hash, sent.minted_block)
@@ -269,8 +267,7 @@ async def _start_once(database_url: str, chain: ChainRuntime, **overrides: objec
         licence_indexer_max_blocks=LOG_RANGE_LIMIT,
         **overrides,
     )
-    app = build_app(settings, chain=chain)
-    async with app.router.lifespan_context(app):
+    async with started_beside(settings, chain):
         pass
 
 

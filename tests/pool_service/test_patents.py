@@ -10,8 +10,7 @@ from typing import Any
 from eth_account import Account
 
 from exchange.chain.runtime import ChainRuntime
-from exchange.main import build_app
-from tests.pool_service.conftest import ASSESSORS, REGISTRAR, Foundation, pool_settings
+from tests.pool_service.conftest import ASSESSORS, REGISTRAR, Foundation, pool_settings, started_beside
 from tests.pool_service.flows import (
     admit_in_the_past,
     admit_patent,
@@ -246,8 +245,7 @@ async def test_expired_patents_leave_the_pool_on_their_expiry_date(
 
     # A service starting up sweeps too.
     late = await admit_in_the_past(database_url, "US 9,000,004 B1", expires_on=today)
-    app = build_app(pool_settings(database_url), chain=chain_runtime)
-    async with app.router.lifespan_context(app):
+    async with started_beside(pool_settings(database_url), chain_runtime):
         pass
     assert (await _detail(foundation, late))["patent"]["status"] == "retired"
     audit = await foundation.client.get(
