@@ -108,8 +108,18 @@ def cmd_compile(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _address(text: str) -> str:
+    """An argument that must be a 0x address (20 bytes of hex; a mixed-case one must be its checksum)."""
+    from web3 import Web3
+
+    if not Web3.is_address(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an address (0x and 40 hex digits)")
+    return text
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     from eth_account import Account
+    from web3.exceptions import Web3Exception
 
     from exchange.chain.deployment import RolePlan, deploy_pool
     from exchange.chain.errors import ChainError
@@ -142,7 +152,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             quote_token=args.quote_token,
             progress=_progress,
         )
-    except ChainError as exc:  # what was deployed before the failure is lost: no manifest is written
+    except (ChainError, Web3Exception, OSError) as exc:  # the node failed, refused or timed out midway
+        # What was deployed before the failure is lost: no manifest is written.
         print(f"error: the deployment stopped: {exc}", file=sys.stderr)
         return 1
     deployment.write(args.manifest)
@@ -241,10 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=default_manifest(),
         help=f"where to write the manifest (default ${MANIFEST_VARIABLE}, else {DEFAULT_MANIFEST})",
     )
-    deploy.add_argument("--registrar", help="address receiving the registrar and revoker roles")
-    deploy.add_argument("--minter", help="address receiving the BPC minter role")
-    deploy.add_argument("--treasurer", help="address receiving the fund treasurer role")
-    deploy.add_argument("--quote-token", help="address of the stablecoin the Vault trades BPC against")
+    deploy.add_argument(
+        "--registrar", type=_address, help="address receiving the registrar and revoker roles"
+    )
+    deploy.add_argument("--minter", type=_address, help="address receiving the BPC minter role")
+    deploy.add_argument("--treasurer", type=_address, help="address receiving the fund treasurer role")
+    deploy.add_argument(
+        "--quote-token", type=_address, help="address of the stablecoin the Vault trades BPC against"
+    )
     deploy.add_argument(
         "--with-test-quote-token",
         action="store_true",

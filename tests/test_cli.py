@@ -500,3 +500,14 @@ def test_resolver_with_a_manifest_serves_a_database_at_this_versions_schema(
     assert capsys.readouterr().err.splitlines() == [
         f"resolving devices of registry {'0x' + '11' * 20} on chain 31337"
     ]
+
+
+@pytest.mark.parametrize("option", ["--quote-token", "--registrar", "--minter", "--treasurer"])
+def test_deploy_refuses_an_address_that_is_none_before_sending_anything(
+    option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = [] if option == "--quote-token" else ["--with-test-quote-token"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["deploy", "--rpc", "http://127.0.0.1:9", option, "0x1234", *extra])
+    assert exit_.value.code == 2
+    assert "'0x1234' is not an address" in capsys.readouterr().err

@@ -147,6 +147,8 @@ def deploy_pool(
     minter = Web3.to_checksum_address(plan.minter or council)
     treasurer = Web3.to_checksum_address(plan.treasurer or council)
     operator = Web3.to_checksum_address(plan.operator or council)
+    # Every address is checked before the first transaction: none is paid for in vain.
+    given_quote = None if with_quote_token else Web3.to_checksum_address(str(quote_token))
     report = progress or (lambda _message: None)
 
     records: dict[str, ContractRecord] = {}
@@ -168,11 +170,7 @@ def deploy_pool(
     fund = deploy("Fund", "Fund", council)
     gate = deploy("LicenseGate", "LicenseGate", council, bpc, bpr, registry, fund)
     deploy("DeviceLicenses", "DeviceLicenses", council, bpc, bpr, registry)
-    quote = (
-        deploy("QuoteToken", "TestToken", "Test USD", "TUSD", 6)
-        if with_quote_token
-        else Web3.to_checksum_address(str(quote_token))
-    )
+    quote = deploy("QuoteToken", "TestToken", "Test USD", "TUSD", 6) if given_quote is None else given_quote
     deploy("Vault", "Vault", council, bpc, quote, registry, fund, exit_delay_s)
 
     def bound(name: str, artifact_name: str) -> BoundContract:
