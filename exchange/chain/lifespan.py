@@ -12,6 +12,7 @@ later start loads it. The embedded chain is new at every start and keeps no mani
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.api.system_routes import register_health_check
-from exchange.chain.errors import ChainReplaced
+from exchange.chain.errors import ChainReplaced, ManifestInvalid
 from exchange.chain.runtime import ChainRuntime, start_chain
 from exchange.cli import DEFAULT_MANIFEST
 from exchange.db.deployments import chain_anchor, record_deployment, recorded_chain_anchor
@@ -54,10 +55,25 @@ async def _start_from_settings(app: FastAPI, settings: Settings) -> ChainRuntime
     manifest = service_manifest(settings)
     if manifest is not None and not manifest.is_file():
         await _refuse_a_deployment_for_an_anchored_database(app, manifest)
+        _refuse_an_unwritable_manifest(manifest)
     key = settings.operator_private_key.get_secret_value() if settings.operator_private_key else None
     return await asyncio.to_thread(
         start_chain, settings.chain_rpc_url, operator_key=key, manifest_path=manifest
     )
+
+
+def _refuse_an_unwritable_manifest(manifest: Path) -> None:
+    """Raise ``ManifestInvalid`` when the manifest a deployment would write cannot be written:
+    checked before the deployment, which the operator would otherwise pay for at every start."""
+    try:
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=manifest.parent, prefix=".manifest-check-"):
+            pass
+    except OSError as exc:
+        raise ManifestInvalid(
+            f"a pool deployed now could not be recorded at {manifest} ({exc.strerror or exc}), so none "
+            "was: make that directory writable, or name another path (EXCHANGE_DEPLOYMENT_MANIFEST)"
+        ) from exc
 
 
 async def _refuse_a_deployment_for_an_anchored_database(app: FastAPI, manifest: Path) -> None:

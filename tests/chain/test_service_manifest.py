@@ -13,7 +13,7 @@ from web3 import Web3
 
 from exchange.api.app import create_app
 from exchange.chain.deployment import Deployment
-from exchange.chain.errors import ChainReplaced
+from exchange.chain.errors import ChainReplaced, ManifestInvalid
 from exchange.chain.lifespan import chain_startup
 from exchange.chain.routes import router as chain_router
 from exchange.settings import Settings
@@ -104,6 +104,19 @@ async def test_a_database_of_a_pool_whose_manifest_is_gone_is_refused_before_dep
         await _served_pool(node_settings)
     assert _sent_by_deployer(hardhat_url) == sent  # the refused start cost no deployment
     assert not (working_dir / DEFAULT_MANIFEST).exists()
+
+
+@pytest.mark.hardhat
+async def test_a_manifest_that_could_not_be_written_is_refused_before_deploying(
+    node_settings: Settings, hardhat_url: str, working_dir: Path
+) -> None:
+    blocked = working_dir / "not-a-directory"
+    blocked.write_text("a file where the manifest's directory would be")
+    settings = node_settings.model_copy(update={"deployment_manifest": blocked / "manifest.json"})
+    sent = _sent_by_deployer(hardhat_url)
+    with pytest.raises(ManifestInvalid, match="could not be recorded at"):
+        await _served_pool(settings)
+    assert _sent_by_deployer(hardhat_url) == sent  # refused before paying for a pool
 
 
 async def test_the_embedded_chain_reads_and_writes_no_manifest(
