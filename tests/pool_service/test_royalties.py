@@ -31,7 +31,9 @@ from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from web3.logs import DISCARD
 from web3.middleware import Web3Middleware
+from web3.types import TxReceipt
 
+from exchange.chain.binding import BoundContract
 from exchange.chain.errors import ChainUnavailable, ContractReverted
 from exchange.chain.pool import Tier
 from exchange.chain.runtime import ChainRuntime
@@ -755,6 +757,48 @@ async def test_distributions_conserve_the_amount_exactly(foundation: Foundation,
     assert sum(paid_to.values()) + carry == sum(deposits_by_day)
 
 
+def settle_a_trade(
+    chain: ChainRuntime,
+    vault: BoundContract,
+    quote_token: str,
+    seller: LocalAccount,
+    buyer: LocalAccount,
+    *,
+    taker_fee_bps: int,
+) -> TxReceipt:
+    """The operator settles one trade in the Vault: ``seller`` (maker, 10 bps) sells 2 BPC at 2.50 to
+    ``buyer`` (taker), both with funds deposited; its receipt."""
+    chain_id, expiry = chain.deployment.chain_id, int(time_module.time()) + 30 * 86_400
+
+    def order(maker: str, side: OrderSide) -> VaultOrder:
+        return VaultOrder(
+            maker=maker,
+            base_token=chain.pool.bpc.address,
+            quote_token=quote_token,
+            side=side,
+            price_quote=2_500_000,
+            amount_base=2 * BPC,
+            max_fee_bps=30,
+            nonce=1,
+            expiry_unix=expiry,
+        )
+
+    sell, buy = order(seller.address, OrderSide.SELL), order(buyer.address, OrderSide.BUY)
+    signatures = [
+        sign_order(seller.key, chain_id, vault.address, sell),
+        sign_order(buyer.key, chain_id, vault.address, buy),
+    ]
+    fill = (
+        0,
+        1,
+        10,
+        taker_fee_bps,
+        2 * BPC,
+        sell.price_quote,
+    )  # maker, taker, fee bps of each, amount, price
+    return vault.transact("settle", [sell.as_abi_tuple(), buy.as_abi_tuple()], signatures, [fill])
+
+
 async def test_trading_fees_are_distributed_in_the_quote_token(foundation: Foundation) -> None:
     chain, pool = foundation.chain, foundation.chain.pool
     quote = pool.quote
@@ -773,35 +817,7 @@ async def test_trading_fees_are_distributed_in_the_quote_token(foundation: Found
     quote.transact("approve", vault.address, 10_000 * USD, sender=buyer.address)
     vault.transact("deposit", pool.bpc.address, 10 * BPC, sender=seller.address)
     vault.transact("deposit", quote.address, 10_000 * USD, sender=buyer.address)
-    chain_id, expiry = chain.deployment.chain_id, int(time_module.time()) + 30 * 86_400
-
-    def order(maker: str, side: OrderSide) -> VaultOrder:
-        return VaultOrder(
-            maker=maker,
-            base_token=pool.bpc.address,
-            quote_token=quote.address,
-            side=side,
-            price_quote=2_500_000,
-            amount_base=2 * BPC,
-            max_fee_bps=30,
-            nonce=1,
-            expiry_unix=expiry,
-        )
-
-    sell, buy = order(seller.address, OrderSide.SELL), order(buyer.address, OrderSide.BUY)
-    signatures = [
-        sign_order(seller.key, chain_id, vault.address, sell),
-        sign_order(buyer.key, chain_id, vault.address, buy),
-    ]
-    fill = (
-        0,
-        1,
-        10,
-        25,
-        2 * BPC,
-        sell.price_quote,
-    )  # maker, taker, maker fee bps, taker fee bps, amount, price
-    receipt = vault.transact("settle", [sell.as_abi_tuple(), buy.as_abi_tuple()], signatures, [fill])
+    receipt = settle_a_trade(chain, vault, quote.address, seller, buyer, taker_fee_bps=25)
     (collected,) = vault.contract.events.FeesCollected().process_receipt(receipt, errors=DISCARD)
     fees = int(collected["args"]["amount"])
     assert fees > 0

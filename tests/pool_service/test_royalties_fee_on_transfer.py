@@ -11,7 +11,6 @@ fees against that) and what the Fund received (what the pool indexer records).
 
 from __future__ import annotations
 
-import time as time_module
 from datetime import date, timedelta
 from typing import Any
 
@@ -27,11 +26,18 @@ from exchange.chain.deployment import deploy_pool
 from exchange.chain.pool import PoolChain, Tier
 from exchange.chain.provider import make_web3
 from exchange.chain.runtime import ChainRuntime
-from exchange.trading.eip712 import OrderSide, VaultOrder, sign_order
 from exchange.trading.settlement import receipt_trades_and_fees
 from tests.pool_service.conftest import Foundation
 from tests.pool_service.flows import admit_patent
-from tests.pool_service.test_royalties import BPC, DEPOSITOR, next_chain_day, pay, payouts_of, travel_to
+from tests.pool_service.test_royalties import (
+    BPC,
+    DEPOSITOR,
+    next_chain_day,
+    pay,
+    payouts_of,
+    settle_a_trade,
+    travel_to,
+)
 from tests.support.auth import embedded_account
 
 FEE_BPS = 100  # the token burns 1 % of every transfer between accounts
@@ -126,28 +132,7 @@ async def test_trading_fees_in_a_fee_taking_quote_token_are_distributed_as_they_
     vault.transact("deposit", taxed.address, 10_000_000, sender=buyer.address)
     mined(chain, taxed.functions.setFee(FEE_BPS).transact())
 
-    chain_id, expiry = chain.deployment.chain_id, int(time_module.time()) + 30 * 86_400
-
-    def order(maker: str, side: OrderSide) -> VaultOrder:
-        return VaultOrder(
-            maker=maker,
-            base_token=pool.bpc.address,
-            quote_token=taxed.address,
-            side=side,
-            price_quote=2_500_000,
-            amount_base=2 * BPC,
-            max_fee_bps=30,
-            nonce=1,
-            expiry_unix=expiry,
-        )
-
-    sell, buy = order(seller.address, OrderSide.SELL), order(buyer.address, OrderSide.BUY)
-    signatures = [
-        sign_order(seller.key, chain_id, vault.address, sell),
-        sign_order(buyer.key, chain_id, vault.address, buy),
-    ]
-    fill = (0, 1, 10, 20, 2 * BPC, sell.price_quote)  # maker, taker, fee bps of each, amount, price
-    receipt = vault.transact("settle", [sell.as_abi_tuple(), buy.as_abi_tuple()], signatures, [fill])
+    receipt = settle_a_trade(chain, vault, taxed.address, seller, buyer, taker_fee_bps=20)
     (collected,) = vault.contract.events.FeesCollected().process_receipt(receipt, errors=DISCARD)
     fees, received = int(collected["args"]["amount"]), int(collected["args"]["received"])
     assert (fees, received) == (15_000, 14_850)  # 10 + 20 bps of 5,000,000; 1 % of it burnt
