@@ -416,12 +416,17 @@ class MarketWriter:
             await owner.commit()
         except Exception:
             log.warning("trading.market_claim_lost", market=self.market_id, exc_info=True)
+            key = self._claim_key
             await self._release_market()
             try:
                 await self._claim_market()
             except MarketOwned:
                 log.error("trading.market_taken_over", market=self.market_id)
                 raise
+            except Exception:  # the database cannot be reached now: the next check claims again
+                log.warning("trading.market_claim_retry", market=self.market_id, exc_info=True)
+                self._claim_key, self._claim_seen = key, time.monotonic()
+                return
             log.info("trading.market_claimed_again", market=self.market_id)
             return
         self._claim_seen = time.monotonic()

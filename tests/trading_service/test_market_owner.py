@@ -123,3 +123,34 @@ async def test_a_writer_whose_market_another_process_took_stops_writing(
             placed = await second.place(alice, "sell", price(11), WHOLE, client_order_id="taken", nonce=10**6)
             assert placed.status_code == 201, placed.text
             assert (await second.journal())["sequence"] == 2
+
+
+@pytest.mark.parametrize("database_backend", ["postgresql"], indirect=True)
+async def test_a_claim_lost_while_the_database_cannot_be_reached_is_claimed_at_a_later_check(
+    settings: Settings, chain_runtime: ChainRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer goes on (its cycles meet the outage on their own) and claims the market again."""
+    monkeypatch.setattr(writer_module, "_CLAIM_CHECK_S", 0)
+    async with served(settings, chain_runtime) as desk:
+        alice = await _first_order(desk)
+        writer = desk.trading.markets[desk.market["id"]].writer
+        await _end_claiming_session(desk)
+        claim = writer_module.MarketWriter._claim_market
+        attempts: list[int] = []
+
+        async def unreachable_once(self: writer_module.MarketWriter) -> None:
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise OSError("connection refused")
+            await claim(self)
+
+        monkeypatch.setattr(writer_module.MarketWriter, "_claim_market", unreachable_once)
+        assert (await desk.place(alice, "sell", price(10), WHOLE)).status_code == 201  # failed claim: goes on
+        assert writer.running
+        assert writer._owner is None
+        assert (await desk.place(alice, "sell", price(10), WHOLE)).status_code == 201  # claimed again
+        assert writer._owner is not None
+        assert len(attempts) == 2
+        with pytest.raises(MarketOwned):
+            async with served(settings, chain_runtime):
+                pytest.fail("a second writer of the market started")
