@@ -84,6 +84,15 @@ async def _end_claiming_session(desk: Desk) -> None:
     pid = raw.driver_connection.get_server_pid()
     async with desk.trading.sessionmaker() as session:
         await session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        for _ in range(500):  # until the server has ended it, and its lock with it
+            gone = await session.scalar(
+                text("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+            )
+            await session.commit()  # the next read takes a new snapshot of the server's activity
+            if gone:
+                return
+            await asyncio.sleep(0.01)
+    pytest.fail(f"the server did not end session {pid}")
 
 
 @pytest.mark.parametrize("database_backend", ["postgresql"], indirect=True)
