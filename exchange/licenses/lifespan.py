@@ -28,8 +28,9 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
+from alembic.migration import MigrationContext
 from fastapi import FastAPI, Request
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -158,9 +159,7 @@ class SchemaNotReady(NoRegistry):
 
 def _schema_revisions(connection: Connection) -> set[str]:
     """The Alembic revisions the database is at; none when it was never migrated."""
-    if not inspect(connection).has_table("alembic_version"):
-        return set()
-    return set(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
+    return set(MigrationContext.configure(connection).get_current_heads())
 
 
 async def _check_schema(engine: AsyncEngine) -> None:
