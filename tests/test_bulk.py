@@ -218,3 +218,108 @@ async def test_bulk_statements_first_in_a_session_are_in_its_transaction(session
     await session.rollback()
     async with session.begin():
         assert await stored_entries(session) == {}
+
+
+def gathered_writes(token: str, later: datetime) -> tuple[bulk.Writes, list[dict[str, object]]]:
+    """Two balances to update (one matching no row), one to insert, and two ledger entries."""
+    existing = [
+        {
+            "account": "0x" + f"{index:040x}",
+            "token": token,
+            "total": 1000 + index,
+            "reserved": 0,
+            "updated_at": WHEN,
+        }
+        for index in range(3)
+    ]
+    writes = bulk.Writes()
+    writes.update(
+        BALANCES,
+        ("account", "token"),
+        [
+            {
+                "account": existing[1]["account"],
+                "token": token,
+                "total": UINT256_MAX,
+                "reserved": 7,
+                "updated_at": later,
+            },
+            {"account": "0x" + "ff" * 20, "token": token, "total": 1, "reserved": 1, "updated_at": later},
+        ],
+    )
+    writes.insert(
+        BALANCES,
+        [{"account": "0x" + "ee" * 20, "token": token, "total": 3, "reserved": 2, "updated_at": later}],
+    )
+    writes.insert(ENTRIES, [entry(1), entry(2)])
+    writes.update(BALANCES, ("account", "token"), [])  # nothing: no part
+    writes.insert(ENTRIES, [])
+    return writes, existing
+
+
+async def test_write_all_runs_every_part_then_the_last_update(session: AsyncSession) -> None:
+    token = "0x" + "0c" * 20
+    later = WHEN + timedelta(seconds=1)
+    writes, existing = gathered_writes(token, later)
+    assert len(writes.parts) == 3
+    first = {"account": existing[0]["account"], "token": token}
+    async with session.begin():
+        await bulk.insert_rows(session, BALANCES, existing)
+        moved = await bulk.write_all(session, writes, BALANCES, {"reserved": 5}, {**first, "total": 1000})
+        assert moved == 1
+        # The last update's match is counted, not the parts' rows: a head that moved matches none.
+        assert (
+            await bulk.write_all(session, bulk.Writes(), BALANCES, {"reserved": 6}, {**first, "total": 1})
+            == 0
+        )
+    async with session.begin():
+        stored = {
+            row.account: (row.total, row.reserved, row.updated_at)
+            for row in (await session.execute(select(LedgerBalance))).scalars()
+        }
+        references = sorted(str(row["reference"]) for row in (await stored_entries(session)).values())
+    assert stored == {
+        existing[0]["account"]: (1000, 5, WHEN),
+        existing[1]["account"]: (UINT256_MAX, 7, later),
+        existing[2]["account"]: (1002, 0, WHEN),
+        "0x" + "ee" * 20: (3, 2, later),
+    }
+    assert references == sorted([str(entry(1)["reference"]), str(entry(2)["reference"])])
+
+
+async def test_write_all_with_a_refused_value_writes_nothing(session: AsyncSession) -> None:
+    writes = bulk.Writes()
+    writes.insert(ENTRIES, [entry(1)])
+    writes.insert(ENTRIES, [entry(2, total_delta=UINT256_MAX + 1)])
+    with pytest.raises(StatementError, match=r"is not a signed amount"):
+        async with session.begin():
+            await bulk.write_all(session, writes, BALANCES, {"reserved": 1}, {"token": "0x" + "0c" * 20})
+    async with session.begin():
+        assert await stored_entries(session) == {}
+
+
+async def test_write_all_on_postgresql_is_one_statement(session: AsyncSession) -> None:
+    postgres_only(session)
+    token = "0x" + "0c" * 20
+    writes, existing = gathered_writes(token, WHEN + timedelta(seconds=1))
+    sent: list[str] = []
+    async with session.begin():
+        await bulk.insert_rows(session, BALANCES, existing)
+        raw = await raw_of(session)
+
+        def logged(record: object) -> None:
+            sent.append(record.query)  # type: ignore[attr-defined]
+
+        raw.driver.add_query_logger(logged)
+        try:
+            first = {"account": existing[0]["account"], "token": token}
+            assert await bulk.write_all(raw, writes, BALANCES, {"reserved": 5}, first) == 1
+        finally:
+            raw.driver.remove_query_logger(logged)
+    assert len(sent) == 1
+    assert sent[0].startswith("WITH w1 AS (UPDATE")
+    assert sent[0].count(" AS (") == 3
+    async with session.begin():
+        assert len(await stored_entries(session)) == 2
+        count = len((await session.execute(select(LedgerBalance))).scalars().all())
+    assert count == 4

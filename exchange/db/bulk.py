@@ -25,9 +25,9 @@ through its column type's processing.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from sqlalchemy import Column, Table, bindparam
@@ -96,32 +96,38 @@ def _refused(error: Exception, sql: str) -> StatementError:
 
 
 @cache
-def _recordset(table: Table, names: tuple[str, ...], dialect: Dialect) -> str:
-    """``json_to_recordset($1::json) AS v(name type, ...)`` over ``names`` of ``table``."""
+def _recordset(table: Table, names: tuple[str, ...], dialect: Dialect, parameter: int = 1) -> str:
+    """``json_to_recordset($1::json) AS v(name type, ...)`` over ``names`` of ``table``
+    (the rows in parameter number ``parameter``)."""
     quote = dialect.identifier_preparer.quote
     definitions = ", ".join(f"{quote(name)} {table.c[name].type.compile(dialect=dialect)}" for name in names)
-    return f"json_to_recordset($1::json) AS v({definitions})"
+    return f"json_to_recordset(${parameter}::json) AS v({definitions})"
 
 
 @cache
-def _insert_sql(table: Table, names: tuple[str, ...], returning: tuple[str, ...], dialect: Dialect) -> str:
+def _insert_sql(
+    table: Table, names: tuple[str, ...], returning: tuple[str, ...], dialect: Dialect, parameter: int = 1
+) -> str:
     quote = dialect.identifier_preparer.quote
     target = dialect.identifier_preparer.format_table(table)
     listed = ", ".join(quote(name) for name in names)
+    source = _recordset(table, names, dialect, parameter)
     # Identifiers are the table's own, quoted by the dialect; every value is in the parameter.
-    sql = f"INSERT INTO {target} ({listed}) SELECT {listed} FROM {_recordset(table, names, dialect)}"  # noqa: S608
+    sql = f"INSERT INTO {target} ({listed}) SELECT {listed} FROM {source}"  # noqa: S608
     if returning:
         sql += f" RETURNING {', '.join(quote(name) for name in returning)}"
     return sql
 
 
 @cache
-def _update_sql(table: Table, keys: tuple[str, ...], values: tuple[str, ...], dialect: Dialect) -> str:
+def _update_sql(
+    table: Table, keys: tuple[str, ...], values: tuple[str, ...], dialect: Dialect, parameter: int = 1
+) -> str:
     quote = dialect.identifier_preparer.quote
     target = dialect.identifier_preparer.format_table(table)
     assignments = ", ".join(f"{quote(name)} = v.{quote(name)}" for name in values)
     matches = " AND ".join(f"{target}.{quote(name)} = v.{quote(name)}" for name in keys)
-    source = _recordset(table, keys + values, dialect)
+    source = _recordset(table, keys + values, dialect, parameter)
     return f"UPDATE {target} SET {assignments} FROM {source} WHERE {matches}"  # noqa: S608
 
 
@@ -163,26 +169,37 @@ async def fetch(raw: Raw, sql: str, *args: Any, columns: Sequence[Column[Any]]) 
     ]
 
 
+def _update_where_sql(
+    table: Table, values: Row, where: Row, dialect: Dialect, first: int = 1
+) -> tuple[str, list[Any]]:
+    """``UPDATE table SET values WHERE where`` with its parameters numbered from ``first``, and
+    the parameters' values as the columns bind them."""
+    quote = dialect.identifier_preparer.quote
+    target = dialect.identifier_preparer.format_table(table)
+    pairs = [*values.items(), *where.items()]
+    columns = _columns(table, [name for name, _ in pairs])
+    assignments = ", ".join(f"{quote(name)} = ${number}" for number, name in enumerate(values, first))
+    matches = " AND ".join(
+        f"{quote(name)} = ${number}" for number, name in enumerate(where, first + len(values))
+    )
+    # Identifiers are the table's own, quoted by the dialect; every value is a parameter.
+    sql = f"UPDATE {target} SET {assignments} WHERE {matches}"  # noqa: S608
+    try:
+        parameters = [
+            bind_value(column, dialect, value) for column, (_, value) in zip(columns, pairs, strict=True)
+        ]
+    except (TypeError, ValueError) as error:
+        raise _refused(error, sql) from error
+    return sql, parameters
+
+
 async def update_where(raw: Raw, table: Table, values: Row, where: Row) -> int:
     """Set ``values`` on the rows of ``table`` equal to ``where``, column by column; how many rows matched.
 
     A value its column type refuses raises ``StatementError`` and sends nothing, as in
     :func:`insert_rows`.
     """
-    quote = raw.dialect.identifier_preparer.quote
-    target = raw.dialect.identifier_preparer.format_table(table)
-    pairs = [*values.items(), *where.items()]
-    columns = _columns(table, [name for name, _ in pairs])
-    assignments = ", ".join(f"{quote(name)} = ${number}" for number, name in enumerate(values, 1))
-    matches = " AND ".join(f"{quote(name)} = ${number}" for number, name in enumerate(where, len(values) + 1))
-    # Identifiers are the table's own, quoted by the dialect; every value is a parameter.
-    sql = f"UPDATE {target} SET {assignments} WHERE {matches}"  # noqa: S608
-    try:
-        parameters = [
-            bind_value(column, raw.dialect, value) for column, (_, value) in zip(columns, pairs, strict=True)
-        ]
-    except (TypeError, ValueError) as error:
-        raise _refused(error, sql) from error
+    sql, parameters = _update_where_sql(table, values, where, raw.dialect)
     status = await raw.driver.execute(sql, *parameters)
     return int(status.rsplit(" ", 1)[-1])
 
@@ -248,3 +265,64 @@ async def update_rows(session: Target, table: Table, keys: Sequence[str], rows: 
     payload = _payload(columns, rows, dialect, sql)
     driver = await _driver(session)
     await driver.execute(sql, payload)
+
+
+@dataclass
+class Writes:
+    """Inserts and updates of many rows, gathered to be sent together by :func:`write_all`.
+
+    None of them may depend on another's effect: on PostgreSQL they run as ONE statement
+    (data-modifying ``WITH`` parts), all on the statement's one snapshot, so no part sees
+    another's rows, and no row may be written by two parts. Foreign keys are checked when
+    the statement ends, after every part.
+    """
+
+    parts: list[tuple[Table, tuple[str, ...], Sequence[Row]]] = field(default_factory=list)
+
+    def insert(self, table: Table, rows: Sequence[Row]) -> None:
+        """Insert ``rows`` (all with the same keys), as :func:`insert_rows`."""
+        if rows:
+            self.parts.append((table, (), rows))
+
+    def update(self, table: Table, keys: Sequence[str], rows: Sequence[Row]) -> None:
+        """Update the rows matched by ``keys``, as :func:`update_rows`."""
+        if rows:
+            self.parts.append((table, tuple(keys), rows))
+
+
+async def write_all(target: Target, writes: Writes, table: Table, values: Row, where: Row) -> int:
+    """Run ``writes``, then set ``values`` on the rows of ``table`` equal to ``where``; how many
+    rows that last update matched.
+
+    On PostgreSQL that is one statement, one round trip to the database however many parts
+    there are: a writer's cycle waits for each of its statements in turn, and on a busy
+    machine each wait costs more than the database's work. Elsewhere, each part is its own
+    statement (:func:`insert_rows`, :func:`update_rows`), in the order given, and the last update
+    follows. A value a column type refuses raises ``StatementError`` and nothing is sent.
+    """
+    dialect = _dialect(target)
+    if not isinstance(target, Raw) and dialect.name != "postgresql":
+        for part_table, keys, rows in writes.parts:
+            if keys:
+                await update_rows(target, part_table, keys, rows)
+            else:
+                await insert_rows(target, part_table, rows)
+        result = await target.execute(
+            table.update().where(*(table.c[name] == value for name, value in where.items())).values(**values)
+        )
+        return int(cast(Any, result).rowcount)
+    parts: list[str] = []
+    payloads: list[Any] = []
+    for number, (part_table, keys, rows) in enumerate(writes.parts, 1):
+        if keys:
+            names = keys + tuple(name for name in rows[0] if name not in keys)
+            sql = _update_sql(part_table, keys, names[len(keys) :], dialect, number)
+        else:
+            names = tuple(rows[0])
+            sql = _insert_sql(part_table, names, (), dialect, number)
+        payloads.append(_payload(_columns(part_table, names), rows, dialect, sql))
+        parts.append(f"w{number} AS ({sql})")
+    last, parameters = _update_where_sql(table, values, where, dialect, len(payloads) + 1)
+    sql = f"WITH {', '.join(parts)} {last}" if parts else last
+    status = await (await _driver(target)).execute(sql, *payloads, *parameters)
+    return int(status.rsplit(" ", 1)[-1])

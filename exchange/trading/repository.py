@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, bindparam, func, literal, or_, select, tuple_, union_all
 from sqlalchemy.exc import IntegrityError
@@ -142,6 +142,20 @@ async def write_balances(
     now: datetime,
 ) -> None:
     """Store ``changed`` balances: UPDATE the keys in ``existing``, INSERT the others."""
+    writes = bulk.Writes()
+    balance_writes(writes, changed, existing, now)
+    # Core statements, many rows each: the ORM's bulk paths cost more than the database here.
+    for table, keys, rows in writes.parts:
+        if keys:
+            await bulk.update_rows(session, table, keys, rows)
+        else:
+            await bulk.insert_rows(session, table, rows)
+
+
+def balance_writes(
+    writes: bulk.Writes, changed: Mapping[BalanceKey, Balance], existing: Iterable[BalanceKey], now: datetime
+) -> None:
+    """Add to ``writes`` what :func:`write_balances` stores."""
     present = set(existing)
     updates = []
     inserts = []
@@ -153,31 +167,35 @@ async def write_balances(
             updates.append({**row, "updated_at": now})
         else:
             inserts.append({**row, "updated_at": now})
-    # Core statements, many rows each: the ORM's bulk paths cost more than the database here.
-    await bulk.update_rows(session, _BALANCES, ("account", "token"), updates)
-    await bulk.insert_rows(session, _BALANCES, inserts)
+    writes.update(_BALANCES, ("account", "token"), updates)
+    writes.insert(_BALANCES, inserts)
 
 
 async def insert_entries(
     session: bulk.Target, postings: Sequence[tuple[Posting, str, str]], now: datetime
 ) -> None:
     """Append ledger entries: each posting with its cause and reference."""
-    await bulk.insert_rows(
-        session,
-        _ENTRIES,
-        [
-            {
-                "account": posting.account,
-                "token": posting.token,
-                "total_delta": posting.total_delta,
-                "reserved_delta": posting.reserved_delta,
-                "cause": cause,
-                "reference": reference,
-                "created_at": now,
-            }
-            for posting, cause, reference in postings
-        ],
-    )
+    await bulk.insert_rows(session, _ENTRIES, _entry_rows(postings, now))
+
+
+def entry_writes(writes: bulk.Writes, postings: Sequence[tuple[Posting, str, str]], now: datetime) -> None:
+    """Add to ``writes`` what :func:`insert_entries` appends."""
+    writes.insert(_ENTRIES, _entry_rows(postings, now))
+
+
+def _entry_rows(postings: Sequence[tuple[Posting, str, str]], now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "account": posting.account,
+            "token": posting.token,
+            "total_delta": posting.total_delta,
+            "reserved_delta": posting.reserved_delta,
+            "cause": cause,
+            "reference": reference,
+            "created_at": now,
+        }
+        for posting, cause, reference in postings
+    ]
 
 
 async def apply_postings(

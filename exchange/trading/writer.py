@@ -70,7 +70,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, bindparam, func, select, tuple_, union_all, update
+from sqlalchemy import Table, bindparam, func, select, tuple_, union_all, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -1216,17 +1216,17 @@ class MarketWriter:
             )
             for order_id, sequence in inserted:
                 cycle.new_orders[sequence].id = order_id
-        if cycle.touched_orders:
-            await bulk.update_rows(
-                session,
-                _ORDERS,
-                ("id",),
-                [
-                    {"id": row.id, **{name: getattr(row, name) for name in ORDER_STATE_FIELDS}}
-                    for row in cycle.touched_orders.values()
-                ],
-            )
-        await bulk.insert_rows(session, _CANCELS, cycle.cancels)
+        # The rest depends on nothing the database answers: one statement on PostgreSQL.
+        writes = bulk.Writes()
+        writes.update(
+            _ORDERS,
+            ("id",),
+            [
+                {"id": row.id, **{name: getattr(row, name) for name in ORDER_STATE_FIELDS}}
+                for row in cycle.touched_orders.values()
+            ],
+        )
+        writes.insert(_CANCELS, cycle.cancels)
         if cycle.fills:
             ids = {
                 row.sequence: row.id for row in (*cycle.new_orders.values(), *cycle.touched_orders.values())
@@ -1249,34 +1249,25 @@ class MarketWriter:
             fill_ids = {trade_id: fill_id for fill_id, trade_id in inserted}
             for fill in cycle.fills:
                 fill["id"] = fill_ids[fill["trade_id"]]
-            await self._write_candles(cycle)
-        if cycle.changed:
-            await repository.write_balances(
-                session, {key: cycle.balances[key] for key in cycle.changed}, cycle.existing, cycle.now
-            )
-        await repository.insert_entries(session, cycle.entries, cycle.now)
+            await self._write_candles(cycle, writes)
+        repository.balance_writes(
+            writes, {key: cycle.balances[key] for key in cycle.changed}, cycle.existing, cycle.now
+        )
+        repository.entry_writes(writes, cycle.entries, cycle.now)
         values: dict[str, Any] = {"sequence": self.sequence, "updated_at": cycle.now}
         if self.sequence - self.checkpoint_sequence >= self._checkpoint_every:
             values.update(self._checkpoint_values())
         # The head moves only from where this cycle found it: a second writer of the market
         # (which must never exist) makes one of the two cycles fail and roll back whole.
         head = {"market_id": self.market_id, "sequence": cycle.start_sequence}
-        if isinstance(session, bulk.Raw):
-            moved = await bulk.update_where(session, _BOOKS, values, head)
-        else:
-            result = await session.execute(
-                update(_BOOKS)
-                .where(*(_BOOKS.c[name] == value for name, value in head.items()))
-                .values(**values)
-            )
-            moved = cast(CursorResult[Any], result).rowcount
+        moved = await bulk.write_all(session, writes, _BOOKS, values, head)
         if moved != 1:
             raise RecoveryFailed(
                 f"the journal head of {self.market_id} moved away from {cycle.start_sequence} "
                 "under this writer: another writer owns the market"
             )
 
-    async def _write_candles(self, cycle: _Cycle) -> None:
+    async def _write_candles(self, cycle: _Cycle, writes: bulk.Writes) -> None:
         """Fold the cycle's fills into the stored candles (read-modify-write: this writer owns them)."""
         unix_s = int(cycle.now.timestamp())
         trades = [
@@ -1299,8 +1290,8 @@ class MarketWriter:
                 }
                 (inserts if known is None else updates).append(values)
                 self._candles[resolution] = candle
-        await bulk.insert_rows(cycle.db, _CANDLES, inserts)
-        await bulk.update_rows(cycle.db, _CANDLES, ("market_id", "resolution_s", "start_unix"), updates)
+        writes.insert(_CANDLES, inserts)
+        writes.update(_CANDLES, ("market_id", "resolution_s", "start_unix"), updates)
 
     async def _stored_candle(self, db: bulk.Target, resolution: int, start: int) -> Candle | None:
         key = (self.market_id, resolution, start)
