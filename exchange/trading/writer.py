@@ -25,6 +25,21 @@ the cycle fails, the transaction rolls back, the requests of the batch get a
 503, and the writer rebuilds its book from the database, so memory never runs
 ahead of what is durable.
 
+On PostgreSQL step 3 is three statements: the new orders and the fills (whose
+ids the rest needs), then everything else with the head's move as ONE statement
+(``bulk.write_all``). A cycle's cost is mostly its round trips, not its rows.
+
+Pipelining. When a cycle commits and at least half as many commands as it ran
+are already waiting, the writer starts the next cycle at once and resolves the
+committed cycle's requests when the next one has matched, just before it writes.
+The answered requests' responses, and the orders their clients send next, then
+keep the event loop busy while the database works on that next cycle, rather
+than between cycles. The answers are copied when their cycle commits, so they
+say what their own cycle did (the next one may already have filled an order it
+placed), and the listener hears the cycles in order. Every path that leaves a
+cycle (its failure, the queue running dry, a stop) first gives the answers it
+holds: they are committed.
+
 The journal. A command the book accepted gets the next ``sequence`` of the
 market; a placed order is its own journal row (its book order id is its
 sequence), a cancel is a ``trading_cancels`` row. A command the book rejects, or
@@ -61,6 +76,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import hashlib
 import heapq
@@ -286,6 +302,20 @@ class WriterStats:
     failed_cycles: int = 0  # cycles rolled back (each followed by a recovery)
 
 
+class _Answer:
+    """A committed cycle's answers (each request's outcome, copied out of the writer's rows) and
+    its report for the listener, given together by ``MarketWriter._give``."""
+
+    __slots__ = ("outcomes", "report")
+
+    def __init__(self, outcomes: list[tuple[Intent, object]], report: CycleReport | None) -> None:
+        self.outcomes = [
+            (intent, outcome if isinstance(outcome, BaseException) else settled(outcome))
+            for intent, outcome in outcomes
+        ]
+        self.report = report
+
+
 class MarketWriter:
     """Owns one market's book; see the module docstring."""
 
@@ -332,6 +362,8 @@ class MarketWriter:
         # The outcomes, changes and journal head of the cycle being committed, kept until the
         # commit's answer: a cycle whose commit failed but whose head the journal holds committed.
         self._committing: tuple[list[tuple[Intent, object]], _Cycle, int] | None = None
+        # A committed cycle's answers, given once the next cycle has matched (``_cycle_or_recover``).
+        self._unanswered: _Answer | None = None
         # On PostgreSQL, the connection holding the market's advisory lock (``_claim_market``),
         # the lock's key, and when that connection was last seen alive (``_keep_claim``).
         self._owner: AsyncConnection | None = None
@@ -467,6 +499,7 @@ class MarketWriter:
             await self._loop()
             ended = True
         finally:
+            self._give_answer()
             await self._drop_connection(failed=not ended)  # cancelled or failed: maybe mid-cycle
             gone = WriterUnavailable(f"market {self.market_id} stopped accepting commands")
             while not self._queue.empty():
@@ -483,17 +516,23 @@ class MarketWriter:
             timeout = self._until_next_expiry()
             if self._claim_key is not None:
                 timeout = _CLAIM_CHECK_S if timeout is None else min(timeout, _CLAIM_CHECK_S)
-            try:
-                first = await asyncio.wait_for(self._queue.get(), timeout=timeout)
-            except TimeoutError:
-                first = None
+            if self._unanswered is not None and not self._queue.empty():
+                first = self._queue.get_nowait()  # the next cycle gives the answers (_cycle_or_recover)
+            else:
+                self._give_answer()
+                try:
+                    first = await asyncio.wait_for(self._queue.get(), timeout=timeout)
+                except TimeoutError:
+                    first = None
             try:
                 await self._keep_claim()
             except MarketOwned:
+                self._give_answer()
                 if first is not None and first is not STOP:
                     self._fail_all([first])  # type: ignore[list-item]
                 raise
             if first is STOP:
+                self._give_answer()
                 stopping = True
             elif first is not None:
                 batch.append(first)  # type: ignore[arg-type]
@@ -509,6 +548,7 @@ class MarketWriter:
                 and not self._expiry_due()
                 and all(isinstance(intent, ProbeIntent) for intent in batch)
             ):
+                self._give_answer()
                 head = self.head()  # nothing to journal: no transaction
                 for probe in batch:
                     resolve(probe.future, head)
@@ -531,6 +571,7 @@ class MarketWriter:
         try:
             outcomes, cycle = await self._cycle(batch)
         except Exception as error:
+            self._give_answer()  # the cycle before committed: its answers are the truth
             self.stats.failed_cycles += 1
             log.exception("trading.cycle_failed", market=self.market_id, commands=len(batch))
             committing = self._take_committing()
@@ -555,7 +596,15 @@ class MarketWriter:
         self.stats.cycles += 1
         self.stats.commands += len(batch)
         self.stats.cycle_seconds += time.perf_counter() - started
-        self._answer(outcomes, cycle, levels=True)
+        answer = _Answer(outcomes, self._cycle_report(cycle, levels=True))
+        if self._queue.qsize() * 2 >= max(len(batch), 1):
+            # Enough commands wait to share a cycle's fixed cost: the next cycle starts at once and
+            # gives these answers when it has matched, just before it writes. The requests
+            # answered then (their responses, the orders their clients send next) keep the
+            # event loop busy while the database works on that cycle, instead of between cycles.
+            self._unanswered = answer
+        else:
+            self._give(answer)
 
     def _take_committing(self) -> tuple[list[tuple[Intent, object]], _Cycle, int] | None:
         committing, self._committing = self._committing, None
@@ -569,14 +618,27 @@ class MarketWriter:
             fail(intent.future, unavailable)
 
     def _answer(self, outcomes: list[tuple[Intent, object]], cycle: _Cycle, *, levels: bool) -> None:
-        for intent, outcome in outcomes:
+        self._give(_Answer(outcomes, self._cycle_report(cycle, levels=levels)))
+
+    def _give(self, answer: _Answer) -> None:
+        for intent, outcome in answer.outcomes:
             if isinstance(outcome, BaseException):
                 fail(intent.future, outcome)
             else:
-                resolve(intent.future, settled(outcome))
+                resolve(intent.future, outcome)
         # Then the feed: the waiting requests resume first, so their acknowledgements do not
         # queue behind the cycle's WebSocket deliveries (one frame per book subscriber).
-        self._report(cycle, levels=levels)
+        if answer.report is not None and self.listener is not None:
+            try:
+                self.listener.committed(answer.report)
+            except Exception:
+                log.exception("trading.feed_failed", market=self.market_id, sequence=answer.report.sequence)
+
+    def _give_answer(self) -> None:
+        """Give the answers a committed cycle left for the next one, if any."""
+        answer, self._unanswered = self._unanswered, None
+        if answer is not None:
+            self._give(answer)
 
     # ------------------------------------------------------------------ one cycle
 
@@ -667,6 +729,7 @@ class MarketWriter:
                     continue
                 outcomes.append((intent, outcome))
             matched = time.perf_counter()
+            self._give_answer()
             await self._write(cycle)
             written = time.perf_counter()
             for probe in probes:
@@ -686,23 +749,19 @@ class MarketWriter:
         )
         return outcomes, cycle
 
-    def _report(self, cycle: _Cycle, *, levels: bool = True) -> None:
-        """Tell the listener what the committed cycle changed (a listener's failure never stops
-        trading); without its ``levels`` when the listener was given the book since."""
+    def _cycle_report(self, cycle: _Cycle, *, levels: bool) -> CycleReport | None:
+        """What the committed cycle changed, for the listener (None: nothing it needs), its rows
+        copied: the next cycle goes on changing the writer's own."""
         changed = cycle.levels if levels else {}
         if self.listener is None or not (changed or cycle.fills or cycle.new_orders or cycle.touched_orders):
-            return
-        report = CycleReport(
+            return None
+        return CycleReport(
             sequence=self.sequence,
             time=cycle.now,
             levels=changed,
             fills=cycle.fills,
-            orders=[*cycle.new_orders.values(), *cycle.touched_orders.values()],
+            orders=[copy.copy(row) for row in (*cycle.new_orders.values(), *cycle.touched_orders.values())],
         )
-        try:
-            self.listener.committed(report)
-        except Exception:
-            log.exception("trading.feed_failed", market=self.market_id, sequence=self.sequence)
 
     @property
     def queued(self) -> int:
