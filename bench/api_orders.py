@@ -1,7 +1,8 @@
 """Order intake over HTTP: acknowledged orders per second and acknowledgement latency, durability on.
 
 The service runs as its own process (``exchange serve``) on PostgreSQL with
-``fsync`` and ``synchronous_commit`` on, and a Hardhat node as its chain; this
+``fsync`` and ``synchronous_commit`` on (new WAL files not zero-filled first, as
+``bench/_pg.py`` explains), and a Hardhat node as its chain; this
 process is the client, on loopback. Traders are admitted on chain, credited in
 the ledger and signed in; every order is signed (EIP-712, secp256k1) before the
 clock starts. Then ``--connections`` keep-alive connections send a bounded
