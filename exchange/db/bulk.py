@@ -298,7 +298,9 @@ async def write_all(target: Target, writes: Writes, table: Table, values: Row, w
     there are: a writer's cycle waits for each of its statements in turn, and on a busy
     machine each wait costs more than the database's work. Elsewhere, each part is its own
     statement (:func:`insert_rows`, :func:`update_rows`), in the order given, and the last update
-    follows. A value a column type refuses raises ``StatementError`` and nothing is sent.
+    follows. A value a column type refuses raises ``StatementError``: on PostgreSQL before
+    anything is sent; elsewhere after the parts before it ran, in the transaction its caller
+    then rolls back.
     """
     dialect = _dialect(target)
     if not isinstance(target, Raw) and dialect.name != "postgresql":

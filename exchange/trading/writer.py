@@ -25,20 +25,27 @@ the cycle fails, the transaction rolls back, the requests of the batch get a
 503, and the writer rebuilds its book from the database, so memory never runs
 ahead of what is durable.
 
-On PostgreSQL step 3 is three statements: the new orders and the fills (whose
-ids the rest needs), then everything else with the head's move as ONE statement
-(``bulk.write_all``). A cycle's cost is mostly its round trips, not its rows.
+On PostgreSQL step 3 is three statements (and a candle's read when a new one
+begins): the new orders and the fills (whose ids the rest needs), then everything
+else with the head's move as ONE statement (``bulk.write_all``). A cycle's cost is
+mostly its round trips, not its rows.
 
-Pipelining. When a cycle commits and at least half as many commands as it ran
-are already waiting, the writer starts the next cycle at once and resolves the
-committed cycle's requests when the next one has matched, just before it writes.
-The answered requests' responses, and the orders their clients send next, then
-keep the event loop busy while the database works on that next cycle, rather
-than between cycles. The answers are copied when their cycle commits, so they
-say what their own cycle did (the next one may already have filled an order it
-placed), and the listener hears the cycles in order. Every path that leaves a
-cycle (its failure, the queue running dry, a stop) first gives the answers it
-holds: they are committed.
+Pipelining. When a cycle commits and at least half as many commands as it ran,
+and at least ``pipeline_min`` (24), are already waiting, the writer starts the next
+cycle at once and resolves the committed cycle's requests when the next one has
+matched, just before it writes. The answered requests' responses, and the orders
+their clients send next, then keep the event loop busy while the database works
+on that next cycle, rather than between cycles. Below ``pipeline_min`` it does
+not pay: a cycle costs nearly as much for a few commands as for thirty (its round
+trips, and a book message to every subscriber), and starting one early for the
+few that wait splits the clients into two smaller cycles for good. A cycle that
+answered a probe is never held: its caller reads the book.
+
+The answers are copied when their cycle commits, so they say what their own
+cycle did (the next one may already have filled an order it placed), and the
+listener hears the cycles in order. Every other path (the next cycle failing,
+the queue running dry, a claim check, a stop) first gives the answers held:
+they are committed.
 
 The journal. A command the book accepted gets the next ``sequence`` of the
 market; a placed order is its own journal row (its book order id is its
@@ -325,6 +332,7 @@ class MarketWriter:
         sessionmaker: async_sessionmaker[AsyncSession],
         *,
         max_batch: int = 2000,
+        pipeline_min: int = 24,
         checkpoint_every: int = 10_000,
         expiry_margin_s: int = 30,
         verify_replay: bool = True,
@@ -334,6 +342,7 @@ class MarketWriter:
         self.market_id = market.market_id
         self._sessionmaker = sessionmaker
         self._max_batch = max_batch
+        self._pipeline_min = pipeline_min
         self._checkpoint_every = checkpoint_every
         self._expiry_margin_s = expiry_margin_s
         self._verify_replay = verify_replay
@@ -440,6 +449,7 @@ class MarketWriter:
         ``MarketOwned`` if another process took it meanwhile (this writer then stops)."""
         if self._claim_key is None or time.monotonic() - self._claim_seen < _CLAIM_CHECK_S:
             return
+        self._give_answer()  # committed: they never wait for the check (nor a claim made again)
         owner = self._owner
         try:
             if owner is None:
@@ -597,11 +607,12 @@ class MarketWriter:
         self.stats.commands += len(batch)
         self.stats.cycle_seconds += time.perf_counter() - started
         answer = _Answer(outcomes, self._cycle_report(cycle, levels=True))
-        if self._queue.qsize() * 2 >= max(len(batch), 1):
+        if self._queue.qsize() >= max(len(batch) // 2, self._pipeline_min) and not any(
+            isinstance(intent, ProbeIntent) for intent in batch
+        ):
             # Enough commands wait to share a cycle's fixed cost: the next cycle starts at once and
-            # gives these answers when it has matched, just before it writes. The requests
-            # answered then (their responses, the orders their clients send next) keep the
-            # event loop busy while the database works on that cycle, instead of between cycles.
+            # gives these answers when it has matched, just before it writes (see the module
+            # docstring). A probe's caller reads the book when answered: never held.
             self._unanswered = answer
         else:
             self._give(answer)
