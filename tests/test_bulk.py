@@ -316,6 +316,7 @@ async def test_write_all_on_postgresql_is_one_statement(session: AsyncSession) -
             assert await bulk.write_all(raw, writes, BALANCES, {"reserved": 5}, first) == 1
         finally:
             raw.driver.remove_query_logger(logged)
+    # asyncpg tells its query loggers at the loop's next turn: the commit above awaited past it.
     assert len(sent) == 1
     assert sent[0].startswith("WITH w1 AS (UPDATE")
     assert sent[0].count(" AS (") == 3

@@ -30,23 +30,6 @@ begins): the new orders and the fills (whose ids the rest needs), then everythin
 else with the head's move as ONE statement (``bulk.write_all``). A cycle's cost is
 mostly its round trips, not its rows.
 
-Pipelining. When a cycle commits and at least half as many commands as it ran,
-and at least ``pipeline_min`` (24), are already waiting, the writer starts the next
-cycle at once and resolves the committed cycle's requests when the next one has
-matched, just before it writes. The answered requests' responses, and the orders
-their clients send next, then keep the event loop busy while the database works
-on that next cycle, rather than between cycles. Below ``pipeline_min`` it does
-not pay: a cycle costs nearly as much for a few commands as for thirty (its round
-trips, and a book message to every subscriber), and starting one early for the
-few that wait splits the clients into two smaller cycles for good. A cycle that
-answered a probe is never held: its caller reads the book.
-
-The answers are copied when their cycle commits, so they say what their own
-cycle did (the next one may already have filled an order it placed), and the
-listener hears the cycles in order. Every other path (the next cycle failing,
-the queue running dry, a claim check, a stop) first gives the answers held:
-they are committed.
-
 The journal. A command the book accepted gets the next ``sequence`` of the
 market; a placed order is its own journal row (its book order id is its
 sequence), a cancel is a ``trading_cancels`` row. A command the book rejects, or
@@ -83,7 +66,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import functools
 import hashlib
 import heapq
@@ -309,20 +291,6 @@ class WriterStats:
     failed_cycles: int = 0  # cycles rolled back (each followed by a recovery)
 
 
-class _Answer:
-    """A committed cycle's answers (each request's outcome, copied out of the writer's rows) and
-    its report for the listener, given together by ``MarketWriter._give``."""
-
-    __slots__ = ("outcomes", "report")
-
-    def __init__(self, outcomes: list[tuple[Intent, object]], report: CycleReport | None) -> None:
-        self.outcomes = [
-            (intent, outcome if isinstance(outcome, BaseException) else settled(outcome))
-            for intent, outcome in outcomes
-        ]
-        self.report = report
-
-
 class MarketWriter:
     """Owns one market's book; see the module docstring."""
 
@@ -332,7 +300,6 @@ class MarketWriter:
         sessionmaker: async_sessionmaker[AsyncSession],
         *,
         max_batch: int = 2000,
-        pipeline_min: int = 24,
         checkpoint_every: int = 10_000,
         expiry_margin_s: int = 30,
         verify_replay: bool = True,
@@ -342,7 +309,6 @@ class MarketWriter:
         self.market_id = market.market_id
         self._sessionmaker = sessionmaker
         self._max_batch = max_batch
-        self._pipeline_min = pipeline_min
         self._checkpoint_every = checkpoint_every
         self._expiry_margin_s = expiry_margin_s
         self._verify_replay = verify_replay
@@ -371,8 +337,6 @@ class MarketWriter:
         # The outcomes, changes and journal head of the cycle being committed, kept until the
         # commit's answer: a cycle whose commit failed but whose head the journal holds committed.
         self._committing: tuple[list[tuple[Intent, object]], _Cycle, int] | None = None
-        # A committed cycle's answers, given once the next cycle has matched (``_cycle_or_recover``).
-        self._unanswered: _Answer | None = None
         # On PostgreSQL, the connection holding the market's advisory lock (``_claim_market``),
         # the lock's key, and when that connection was last seen alive (``_keep_claim``).
         self._owner: AsyncConnection | None = None
@@ -449,7 +413,6 @@ class MarketWriter:
         ``MarketOwned`` if another process took it meanwhile (this writer then stops)."""
         if self._claim_key is None or time.monotonic() - self._claim_seen < _CLAIM_CHECK_S:
             return
-        self._give_answer()  # committed: they never wait for the check (nor a claim made again)
         owner = self._owner
         try:
             if owner is None:
@@ -509,7 +472,6 @@ class MarketWriter:
             await self._loop()
             ended = True
         finally:
-            self._give_answer()
             await self._drop_connection(failed=not ended)  # cancelled or failed: maybe mid-cycle
             gone = WriterUnavailable(f"market {self.market_id} stopped accepting commands")
             while not self._queue.empty():
@@ -526,23 +488,17 @@ class MarketWriter:
             timeout = self._until_next_expiry()
             if self._claim_key is not None:
                 timeout = _CLAIM_CHECK_S if timeout is None else min(timeout, _CLAIM_CHECK_S)
-            if self._unanswered is not None and not self._queue.empty():
-                first = self._queue.get_nowait()  # the next cycle gives the answers (_cycle_or_recover)
-            else:
-                self._give_answer()
-                try:
-                    first = await asyncio.wait_for(self._queue.get(), timeout=timeout)
-                except TimeoutError:
-                    first = None
+            try:
+                first = await asyncio.wait_for(self._queue.get(), timeout=timeout)
+            except TimeoutError:
+                first = None
             try:
                 await self._keep_claim()
             except MarketOwned:
-                self._give_answer()
                 if first is not None and first is not STOP:
                     self._fail_all([first])  # type: ignore[list-item]
                 raise
             if first is STOP:
-                self._give_answer()
                 stopping = True
             elif first is not None:
                 batch.append(first)  # type: ignore[arg-type]
@@ -558,7 +514,6 @@ class MarketWriter:
                 and not self._expiry_due()
                 and all(isinstance(intent, ProbeIntent) for intent in batch)
             ):
-                self._give_answer()
                 head = self.head()  # nothing to journal: no transaction
                 for probe in batch:
                     resolve(probe.future, head)
@@ -581,7 +536,6 @@ class MarketWriter:
         try:
             outcomes, cycle = await self._cycle(batch)
         except Exception as error:
-            self._give_answer()  # the cycle before committed: its answers are the truth
             self.stats.failed_cycles += 1
             log.exception("trading.cycle_failed", market=self.market_id, commands=len(batch))
             committing = self._take_committing()
@@ -606,16 +560,7 @@ class MarketWriter:
         self.stats.cycles += 1
         self.stats.commands += len(batch)
         self.stats.cycle_seconds += time.perf_counter() - started
-        answer = _Answer(outcomes, self._cycle_report(cycle, levels=True))
-        if self._queue.qsize() >= max(len(batch) // 2, self._pipeline_min) and not any(
-            isinstance(intent, ProbeIntent) for intent in batch
-        ):
-            # Enough commands wait to share a cycle's fixed cost: the next cycle starts at once and
-            # gives these answers when it has matched, just before it writes (see the module
-            # docstring). A probe's caller reads the book when answered: never held.
-            self._unanswered = answer
-        else:
-            self._give(answer)
+        self._answer(outcomes, cycle, levels=True)
 
     def _take_committing(self) -> tuple[list[tuple[Intent, object]], _Cycle, int] | None:
         committing, self._committing = self._committing, None
@@ -629,27 +574,14 @@ class MarketWriter:
             fail(intent.future, unavailable)
 
     def _answer(self, outcomes: list[tuple[Intent, object]], cycle: _Cycle, *, levels: bool) -> None:
-        self._give(_Answer(outcomes, self._cycle_report(cycle, levels=levels)))
-
-    def _give(self, answer: _Answer) -> None:
-        for intent, outcome in answer.outcomes:
+        for intent, outcome in outcomes:
             if isinstance(outcome, BaseException):
                 fail(intent.future, outcome)
             else:
-                resolve(intent.future, outcome)
+                resolve(intent.future, settled(outcome))
         # Then the feed: the waiting requests resume first, so their acknowledgements do not
         # queue behind the cycle's WebSocket deliveries (one frame per book subscriber).
-        if answer.report is not None and self.listener is not None:
-            try:
-                self.listener.committed(answer.report)
-            except Exception:
-                log.exception("trading.feed_failed", market=self.market_id, sequence=answer.report.sequence)
-
-    def _give_answer(self) -> None:
-        """Give the answers a committed cycle left for the next one, if any."""
-        answer, self._unanswered = self._unanswered, None
-        if answer is not None:
-            self._give(answer)
+        self._report(cycle, levels=levels)
 
     # ------------------------------------------------------------------ one cycle
 
@@ -740,7 +672,6 @@ class MarketWriter:
                     continue
                 outcomes.append((intent, outcome))
             matched = time.perf_counter()
-            self._give_answer()
             await self._write(cycle)
             written = time.perf_counter()
             for probe in probes:
@@ -760,19 +691,23 @@ class MarketWriter:
         )
         return outcomes, cycle
 
-    def _cycle_report(self, cycle: _Cycle, *, levels: bool) -> CycleReport | None:
-        """What the committed cycle changed, for the listener (None: nothing it needs), its rows
-        copied: the next cycle goes on changing the writer's own."""
+    def _report(self, cycle: _Cycle, *, levels: bool = True) -> None:
+        """Tell the listener what the committed cycle changed (a listener's failure never stops
+        trading); without its ``levels`` when the listener was given the book since."""
         changed = cycle.levels if levels else {}
         if self.listener is None or not (changed or cycle.fills or cycle.new_orders or cycle.touched_orders):
-            return None
-        return CycleReport(
+            return
+        report = CycleReport(
             sequence=self.sequence,
             time=cycle.now,
             levels=changed,
             fills=cycle.fills,
-            orders=[copy.copy(row) for row in (*cycle.new_orders.values(), *cycle.touched_orders.values())],
+            orders=[*cycle.new_orders.values(), *cycle.touched_orders.values()],
         )
+        try:
+            self.listener.committed(report)
+        except Exception:
+            log.exception("trading.feed_failed", market=self.market_id, sequence=self.sequence)
 
     @property
     def queued(self) -> int:
