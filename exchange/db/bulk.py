@@ -14,6 +14,10 @@ transaction.
 
 Elsewhere (SQLite) both are plain executemany statements through SQLAlchemy.
 
+:func:`write_all` goes further: several such inserts and updates (:class:`Writes`) and a last
+update, on PostgreSQL as ONE statement of data-modifying ``WITH`` parts, so that a caller
+waiting for each statement in turn waits once.
+
 A caller that runs a whole transaction of such statements on PostgreSQL, and
 no ORM, can hand them a :class:`Raw` instead of a session: the asyncpg
 connection in its own transaction. That skips a session's cost per statement
@@ -271,10 +275,11 @@ async def update_rows(session: Target, table: Table, keys: Sequence[str], rows: 
 class Writes:
     """Inserts and updates of many rows, gathered to be sent together by :func:`write_all`.
 
-    None of them may depend on another's effect: on PostgreSQL they run as ONE statement
-    (data-modifying ``WITH`` parts), all on the statement's one snapshot, so no part sees
-    another's rows, and no row may be written by two parts. Foreign keys are checked when
-    the statement ends, after every part.
+    None of them may depend on another's effect: on PostgreSQL they and :func:`write_all`'s
+    last update run as ONE statement (data-modifying ``WITH`` parts), all on the statement's
+    one snapshot, so none sees the rows another writes (the last update must not need them),
+    and no row may be written by two parts. Foreign keys are checked when the statement
+    ends, after every part.
     """
 
     parts: list[tuple[Table, tuple[str, ...], Sequence[Row]]] = field(default_factory=list)
