@@ -9,7 +9,8 @@
 Both read ``DATABASE_URL`` (and the other settings) like the service, and apply
 pending migrations first unless ``EXCHANGE_MIGRATE_ON_START=false``. Exit codes:
 0 done, 1 refused (the errors are printed), 2 bad configuration or arguments, or a
-database that cannot be reached (one line says why).
+database that cannot be reached or whose connection was lost midway (one line says why;
+the command's one transaction is gone with it, so nothing was written).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datetime import date
 from pathlib import Path
 from typing import TextIO, TypeVar
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.cli import reach_database, read_settings
@@ -39,13 +41,31 @@ T = TypeVar("T")
 CLI_ACTOR_PREFIX = "cli:"
 
 
+class ConnectionLost(Exception):
+    """The database connection went away in the middle of a command's transaction."""
+
+
 async def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """``work`` in one transaction; a connection that drops meanwhile is ``ConnectionLost`` (the
+    transaction is gone with it: nothing was written), any other error is the work's own."""
     engine = create_db_engine(settings)
     try:
         async with create_sessionmaker(engine)() as session, session.begin():
             return await work(session)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        reason = next(iter(str(exc.orig).splitlines()), "") or type(exc.orig).__name__
+        raise ConnectionLost(reason) from exc
     finally:
         await engine.dispose()
+
+
+def _lost(error: ConnectionLost, err: TextIO) -> int:
+    print(
+        f"lost the database connection: {error}; nothing was written (the transaction rolled back)", file=err
+    )
+    return 2
 
 
 def _prepare(err: TextIO) -> Settings | None:
@@ -103,6 +123,8 @@ def import_file(path: Path, *, actor: str, out: TextIO = sys.stdout, err: TextIO
                 ),
             )
         )
+    except ConnectionLost as exc:
+        return _lost(exc, err)
     except ImportRefused as exc:
         for error in exc.errors:
             print(f"{path}: {error}", file=err)
@@ -120,6 +142,8 @@ def expire(today: date | None, *, out: TextIO = sys.stdout, err: TextIO = sys.st
     day = today or utc_now().date()
     try:
         retired = asyncio.run(_in_transaction(settings, lambda session: expire_due(session, today=day)))
+    except ConnectionLost as exc:
+        return _lost(exc, err)
     except ValidationFailed as exc:
         print(f"refused: {exc.detail}", file=err)
         return 2

@@ -8,11 +8,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from exchange.db.engine import create_engine_for_url, create_sessionmaker
+from exchange.pool import cli_service
 from exchange.pool.cli_service import expire, import_file
 from exchange.pool.models import AuditEntry, PatentRecord
 from tests.conftest import run_in_thread
@@ -161,6 +163,35 @@ def test_a_clean_file_imports_every_row_with_progress(tmp_path: Path, database_u
         )
     ]
     assert _counts(database_url) == (4, 4)
+
+
+def test_a_connection_lost_midway_is_one_line_and_writes_nothing(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("a server that ends a session")
+    importing = cli_service.import_patents
+
+    async def cut_off_then_import(session: Any, *args: Any, **kwargs: Any) -> Any:
+        # The server ends the import's session once it has begun (an operator, a restart).
+        pid = await session.scalar(select(func.pg_backend_pid()))
+        engine = create_engine_for_url(database_url)
+        try:
+            async with engine.connect() as other:
+                await other.execute(select(func.pg_terminate_backend(pid)))
+        finally:
+            await engine.dispose()
+        return await importing(session, *args, **kwargs)
+
+    monkeypatch.setattr(cli_service, "import_patents", cut_off_then_import)
+    out, err = io.StringIO(), io.StringIO()
+    assert import_file(_write(tmp_path, GOOD_ROWS), actor="tester", out=out, err=err) == 2
+    lines = err.getvalue().strip().splitlines()
+    assert lines[-1].startswith("lost the database connection: "), err.getvalue()
+    assert lines[-1].endswith("nothing was written (the transaction rolled back)")
+    assert "Traceback" not in err.getvalue()
+    assert out.getvalue() == ""
+    assert _counts(database_url) == (0, 0)
 
 
 def test_text_the_database_cannot_store_is_a_refused_row(tmp_path: Path, database_url: str) -> None:
