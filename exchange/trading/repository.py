@@ -142,20 +142,25 @@ async def write_balances(
     now: datetime,
 ) -> None:
     """Store ``changed`` balances: UPDATE the keys in ``existing``, INSERT the others."""
-    writes = bulk.Writes()
-    balance_writes(writes, changed, existing, now)
+    updates, inserts = _balance_rows(changed, existing, now)
     # Core statements, many rows each: the ORM's bulk paths cost more than the database here.
-    for table, keys, rows in writes.parts:
-        if keys:
-            await bulk.update_rows(session, table, keys, rows)
-        else:
-            await bulk.insert_rows(session, table, rows)
+    await bulk.update_rows(session, _BALANCES, ("account", "token"), updates)
+    await bulk.insert_rows(session, _BALANCES, inserts)
 
 
 def balance_writes(
     writes: bulk.Writes, changed: Mapping[BalanceKey, Balance], existing: Iterable[BalanceKey], now: datetime
 ) -> None:
     """Add to ``writes`` what :func:`write_balances` stores."""
+    updates, inserts = _balance_rows(changed, existing, now)
+    writes.update(_BALANCES, ("account", "token"), updates)
+    writes.insert(_BALANCES, inserts)
+
+
+def _balance_rows(
+    changed: Mapping[BalanceKey, Balance], existing: Iterable[BalanceKey], now: datetime
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows of ``changed`` balances to update (their keys in ``existing``) and to insert."""
     present = set(existing)
     updates = []
     inserts = []
@@ -167,8 +172,7 @@ def balance_writes(
             updates.append({**row, "updated_at": now})
         else:
             inserts.append({**row, "updated_at": now})
-    writes.update(_BALANCES, ("account", "token"), updates)
-    writes.insert(_BALANCES, inserts)
+    return updates, inserts
 
 
 async def insert_entries(
