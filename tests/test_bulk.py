@@ -180,10 +180,15 @@ async def test_a_raw_connection_writes_reads_and_updates_like_a_session(session:
                 for index, row in enumerate(balances)
             ]
             first = {"account": balances[0]["account"], "token": token}
-            assert await bulk.update_where(raw, BALANCES, {"total": 5, "updated_at": WHEN}, first) == 1
-            assert await bulk.update_where(raw, BALANCES, {"total": 5}, {"account": "0x" + "ff" * 20}) == 0
+            nothing = bulk.Writes()  # the last update alone
+            assert await bulk.write_all(raw, nothing, BALANCES, {"total": 5, "updated_at": WHEN}, first) == 1
+            assert (
+                await bulk.write_all(raw, nothing, BALANCES, {"total": 5}, {"account": "0x" + "ff" * 20}) == 0
+            )
             with pytest.raises(StatementError, match=r"ValueError\) -1 is not a uint256"):
-                await bulk.update_where(raw, BALANCES, {"total": -1}, {"account": balances[1]["account"]})
+                await bulk.write_all(
+                    raw, nothing, BALANCES, {"total": -1}, {"account": balances[1]["account"]}
+                )
     async with session.begin():
         stored = await stored_entries(session)
         totals = {row.account: row.total for row in (await session.execute(select(LedgerBalance))).scalars()}

@@ -22,8 +22,8 @@ A caller that runs a whole transaction of such statements on PostgreSQL, and
 no ORM, can hand them a :class:`Raw` instead of a session: the asyncpg
 connection in its own transaction. That skips a session's cost per statement
 (finding its connection, its transaction bookkeeping), and :func:`fetch` and
-:func:`update_where` read and update through it the same way, each value
-through its column type's processing.
+:func:`write_all` read and write through it the same way, each value through
+its column type's processing.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ async def fetch(raw: Raw, sql: str, *args: Any, columns: Sequence[Column[Any]]) 
 
 
 def _update_where_sql(
-    table: Table, values: Row, where: Row, dialect: Dialect, first: int = 1
+    table: Table, values: Row, where: Row, dialect: Dialect, first: int
 ) -> tuple[str, list[Any]]:
     """``UPDATE table SET values WHERE where`` with its parameters numbered from ``first``, and
     the parameters' values as the columns bind them."""
@@ -195,17 +195,6 @@ def _update_where_sql(
     except (TypeError, ValueError) as error:
         raise _refused(error, sql) from error
     return sql, parameters
-
-
-async def update_where(raw: Raw, table: Table, values: Row, where: Row) -> int:
-    """Set ``values`` on the rows of ``table`` equal to ``where``, column by column; how many rows matched.
-
-    A value its column type refuses raises ``StatementError`` and sends nothing, as in
-    :func:`insert_rows`.
-    """
-    sql, parameters = _update_where_sql(table, values, where, raw.dialect)
-    status = await raw.driver.execute(sql, *parameters)
-    return int(status.rsplit(" ", 1)[-1])
 
 
 async def insert_rows(
