@@ -1221,7 +1221,8 @@ class MarketWriter:
             )
             for order_id, sequence in inserted:
                 cycle.new_orders[sequence].id = order_id
-        # The rest depends on nothing the database answers: one statement on PostgreSQL.
+        # What goes into `writes` needs nothing the database answers: one statement on PostgreSQL,
+        # sent after the fills (whose insert answers their ids).
         writes = bulk.Writes()
         writes.update(
             _ORDERS,
