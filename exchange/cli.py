@@ -65,6 +65,11 @@ def read_settings(err: TextIO) -> Settings | None:
         return None
 
 
+def error_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (a driver's may run to several), else its type's name."""
+    return next(iter(str(error).splitlines()), "") or type(error).__name__
+
+
 async def reach_database(database_url: str, err: TextIO) -> bool:
     """Whether a connection to ``database_url`` opens, tried before a command's work; when none
     does, one line on ``err`` says why (with the URL's password hidden), and the command exits 2.
@@ -87,8 +92,7 @@ async def reach_database(database_url: str, err: TextIO) -> bool:
             await engine.dispose()
     except (OSError, SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         shown = make_url(database_url).render_as_string(hide_password=True)
-        reason = next(iter(str(exc).splitlines()), "") or type(exc).__name__
-        print(f"cannot reach the database {shown}: {reason}", file=err)
+        print(f"cannot reach the database {shown}: {error_line(exc)}", file=err)
         return False
 
 

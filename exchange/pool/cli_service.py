@@ -26,7 +26,7 @@ from typing import TextIO, TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.cli import reach_database, read_settings
+from exchange.cli import error_line, reach_database, read_settings
 from exchange.db.base import utc_now
 from exchange.db.engine import create_db_engine, create_sessionmaker
 from exchange.db.migrate import upgrade_to_head
@@ -55,8 +55,7 @@ async def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awa
     except DBAPIError as exc:
         if not exc.connection_invalidated:
             raise
-        reason = next(iter(str(exc.orig).splitlines()), "") or type(exc.orig).__name__
-        raise ConnectionLost(reason) from exc
+        raise ConnectionLost(error_line(exc.orig or exc)) from exc
     finally:
         await engine.dispose()
 
