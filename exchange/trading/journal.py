@@ -53,6 +53,13 @@ async def journal(
     pending = iter(cancels)
     next_cancel = next(pending, None)
     async for sequence, account, side, price_quote, amount_base, time_in_force in orders:
+        if price_quote % tick_size_quote:
+            # Integer division would move the order to a price its maker never signed.
+            raise RecoveryFailed(
+                f"journal command {sequence} of {market_id} has the price {price_quote}, which the tick "
+                f"size {tick_size_quote} does not divide: the tick changed since it was placed; start "
+                "the market with the tick it had"
+            )
         while next_cancel is not None and next_cancel[0] < sequence:
             yield next_cancel[0], cancel_command(next_cancel[1], next_cancel[2])
             next_cancel = next(pending, None)

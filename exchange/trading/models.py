@@ -103,12 +103,19 @@ def _in(column: str, values: type[StrEnum]) -> str:
 
 
 class TradingBook(Base):
-    """One market's journal head and last checkpoint."""
+    """One market's journal head and last checkpoint.
+
+    The checkpoint's snapshot carries the market's rules (tick, lot, minimum, tokens): a market's
+    first start records them in a checkpoint of its empty book. ``rules_sequence`` is the head
+    at which the rules last changed (always at an empty book): the journal before it was
+    written under other rules, so a full replay starts there.
+    """
 
     __tablename__ = "trading_books"
     __table_args__ = (
         CheckConstraint("sequence >= 0", name="sequence_not_negative"),
         CheckConstraint("checkpoint_sequence <= sequence", name="checkpoint_not_ahead"),
+        CheckConstraint("rules_sequence <= checkpoint_sequence", name="rules_not_after_checkpoint"),
     )
 
     market_id: Mapped[str] = mapped_column(MARKET_ID, primary_key=True)
@@ -116,6 +123,7 @@ class TradingBook(Base):
     checkpoint_sequence: Mapped[int] = mapped_column(BigInteger, default=0)
     checkpoint_state_hash: Mapped[str | None] = mapped_column(String(64))
     checkpoint_snapshot: Mapped[bytes | None] = mapped_column(LargeBinary)
+    rules_sequence: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 

@@ -1330,32 +1330,50 @@ class MarketWriter:
     async def _recover(self) -> None:
         started = time.perf_counter()
         async with self._sessionmaker() as session, session.begin():
+            config = self.market.book_config()
             head = await session.get(TradingBook, self.market_id)
-            if head is None:
-                head = TradingBook(market_id=self.market_id, sequence=0, checkpoint_sequence=0)
+            if head is None:  # the market's first start: its rules are recorded with its empty book
+                head = TradingBook(market_id=self.market_id, sequence=0, rules_sequence=0)
+                head.checkpoint_snapshot = OrderBook(config).snapshot()
+                head.checkpoint_sequence = 0
+                head.checkpoint_state_hash = hashlib.sha256(head.checkpoint_snapshot).hexdigest()
                 session.add(head)
                 await session.flush()
-            config = self.market.book_config()
             if head.checkpoint_snapshot is not None:
                 snapshot = bytes(head.checkpoint_snapshot)
                 if hashlib.sha256(snapshot).hexdigest() != head.checkpoint_state_hash:
                     raise RecoveryFailed(f"the checkpoint of {self.market_id} does not match its state hash")
-                book = OrderBook.restore(snapshot)
-                if book.market != config:
-                    raise RecoveryFailed(
-                        f"the rules of market {self.market_id} changed since its last checkpoint "
-                        f"({book.market} then, {config} now); cancel its open orders before changing them"
-                    )
+                book = OrderBook.restore(snapshot)  # under the rules its orders were placed by
             else:
+                # A market from before its rules were recorded: its journal is replayed under
+                # today's, which refuses a price off their tick (``journal.replay``).
                 book = OrderBook(config)
             last = await replay(session, book, self.market_id, after=head.checkpoint_sequence)
             if last != head.sequence:
                 raise RecoveryFailed(
                     f"the journal of {self.market_id} ends at {last} but its head says {head.sequence}"
                 )
-            if self._verify_replay and head.checkpoint_sequence:
+            if book.market != config:
+                if len(book):
+                    raise RecoveryFailed(
+                        f"the rules of market {self.market_id} changed while {len(book)} orders rest "
+                        f"({book.market} then, {config} now); start it with its rules, cancel its "
+                        "open orders, and change them then"
+                    )
+                log.warning(
+                    "trading.market_rules_changed",
+                    market=self.market_id,
+                    sequence=head.sequence,
+                    before=str(book.market),
+                    after=str(config),
+                )
+                book = OrderBook(config)
+                head.checkpoint_snapshot = book.snapshot()
+                head.checkpoint_state_hash = hashlib.sha256(head.checkpoint_snapshot).hexdigest()
+                head.checkpoint_sequence = head.rules_sequence = head.sequence
+            if self._verify_replay and head.checkpoint_sequence > head.rules_sequence:
                 full = OrderBook(config)
-                await replay(session, full, self.market_id, after=0)
+                await replay(session, full, self.market_id, after=head.rules_sequence)
                 if full.state_hash() != book.state_hash():
                     raise RecoveryFailed(
                         f"replaying the whole journal of {self.market_id} disagrees with its checkpoint"

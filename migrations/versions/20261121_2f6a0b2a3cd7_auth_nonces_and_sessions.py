@@ -46,7 +46,6 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_auth_sessions_address"), ["address"], unique=False)
 
 
-
 def downgrade() -> None:
     with op.batch_alter_table("auth_sessions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_auth_sessions_address"))

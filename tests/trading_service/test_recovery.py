@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.chain.runtime import ChainRuntime
 from exchange.trading.journal import RecoveryFailed
-from exchange.trading.models import TradingFill, TradingOrder
+from exchange.trading.models import TradingBook, TradingFill, TradingOrder
 from exchange.trading.signing import NativeBackendMissing
 from exchange.trading.writer import MarketWriter
 from tests.trading_service.conftest import start_desk, trading_settings
@@ -298,3 +298,104 @@ async def test_a_raised_maker_fee_cancels_the_resting_orders_it_exceeds_at_start
     async for desk in start_desk(raised, chain_runtime):
         # The cancel is in the journal: a further start replays it and cancels nothing more.
         assert await desk.journal() == settled_head
+
+
+_COARSER_TICK = 10**5  # ten cents; the default tick is one cent
+_CHECKPOINT = ("checkpoint_sequence", "checkpoint_state_hash", "checkpoint_snapshot")
+
+
+async def _book_row(desk: Desk) -> dict[str, Any]:
+    async with desk.trading.sessionmaker() as session:
+        head = await session.get(TradingBook, desk.market["id"])
+        assert head is not None
+        return {name: getattr(head, name) for name in (*_CHECKPOINT, "sequence", "rules_sequence")}
+
+
+async def _set_book_row(desk: Desk, **values: Any) -> None:
+    async with desk.trading.sessionmaker() as session, session.begin():
+        await session.execute(update(TradingBook).values(**values))
+
+
+async def _sell_resting_off_the_coarser_tick(desk: Desk) -> dict[str, Any]:
+    """A sell at 10.01, on the default tick and off the coarser one, resting; the book row at the
+    market's first start (as a crash before any checkpoint would leave it)."""
+    first = await _book_row(desk)
+    seller = await desk.member(0xBC)
+    await desk.deposit(seller, desk.market["base"], 10 * WHOLE)
+    assert (await desk.place(seller, "sell", price(10.01), WHOLE)).json()["status"] == "open"
+    return first
+
+
+async def test_a_crash_before_any_checkpoint_keeps_the_rules_the_orders_were_placed_under(
+    database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    # The market's first start recorded its rules. A crash before any checkpoint leaves that
+    # record; a start with a coarser tick would move the resting sell to 10.00 (a fill below
+    # the price its maker signed), so it is refused while the order rests.
+    async for desk in start_desk(trading_settings(database_url), chain_runtime):
+        first = await _sell_resting_off_the_coarser_tick(desk)
+    assert first["checkpoint_snapshot"] is not None
+    assert first["checkpoint_sequence"] == first["sequence"] == 0
+    restore = {name: first[name] for name in _CHECKPOINT}
+    async for desk in start_desk(trading_settings(database_url), chain_runtime):
+        await _set_book_row(desk, **restore)
+    coarser = trading_settings(database_url, trading_tick_size_quote=_COARSER_TICK)
+    with pytest.raises(RecoveryFailed, match="changed while 1 orders rest"):
+        async for _desk in start_desk(coarser, chain_runtime):
+            pass
+    # With the tick it had, the market starts, its sell where it was signed.
+    async for desk in start_desk(trading_settings(database_url), chain_runtime):
+        book = (await desk.client.get(f"/v1/markets/{desk.market['id']}/orderbook")).json()
+        assert [level[0] for level in book["asks"]] == [str(price(10.01))]
+
+
+async def test_a_journal_from_before_rules_were_recorded_refuses_a_price_off_the_tick(
+    database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    # A market whose rows predate the recorded rules (no checkpoint): its journal is replayed
+    # under the rules it is started with, and a price their tick does not divide stops the start.
+    async for desk in start_desk(trading_settings(database_url), chain_runtime):
+        await _sell_resting_off_the_coarser_tick(desk)
+    async for desk in start_desk(trading_settings(database_url), chain_runtime):
+        await _set_book_row(desk, checkpoint_sequence=0, checkpoint_state_hash=None, checkpoint_snapshot=None)
+    coarser = trading_settings(database_url, trading_tick_size_quote=_COARSER_TICK)
+    with pytest.raises(RecoveryFailed, match="tick size 100000 does not divide"):
+        async for _desk in start_desk(coarser, chain_runtime):
+            pass
+
+
+async def test_the_rules_change_at_a_start_that_finds_the_book_empty(
+    database_url: str, chain_runtime: ChainRuntime
+) -> None:
+    old_rules = trading_settings(database_url, trading_checkpoint_every=2)
+    async for desk in start_desk(old_rules, chain_runtime):
+        seller = await desk.member(0xBD)
+        await desk.deposit(seller, desk.market["base"], 10 * WHOLE)
+        order = (await desk.place(seller, "sell", price(10.01), WHOLE)).json()
+        cancelled = await desk.client.delete(f"/v1/orders/{order['id']}", headers=seller.headers)
+        assert cancelled.status_code == 200, cancelled.text
+        emptied = await desk.journal()
+    assert emptied["open_orders"] == 0
+
+    new_rules = trading_settings(
+        database_url, trading_tick_size_quote=_COARSER_TICK, trading_checkpoint_every=2
+    )
+    async for desk in start_desk(new_rules, chain_runtime):
+        row = await _book_row(desk)
+        assert row["rules_sequence"] == row["checkpoint_sequence"] == emptied["sequence"]
+        seller.headers = (await desk.member(seller.account, admit=False)).headers
+        off_tick = await desk.place(seller, "sell", price(10.01), WHOLE)
+        assert off_tick.status_code == 422, off_tick.text
+        for dollars in (10.1, 10.2, 10.3):  # past a checkpoint under the new rules
+            assert (await desk.place(seller, "sell", price(dollars), WHOLE)).json()["status"] == "open"
+        after = await desk.journal()
+    # The next start checks its checkpoint by replaying the journal from the change on: the order
+    # at 10.01 before it, off the new tick, is not replayed under the new rules.
+    async for desk in start_desk(new_rules, chain_runtime):
+        row = await _book_row(desk)
+        assert row["checkpoint_sequence"] > row["rules_sequence"] == emptied["sequence"]
+        assert await desk.journal() == after
+    # Back to the old tick is a change under resting orders: refused.
+    with pytest.raises(RecoveryFailed, match="changed while 3 orders rest"):
+        async for _desk in start_desk(old_rules, chain_runtime):
+            pass
