@@ -6,7 +6,7 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
-import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
+import {IERC1271} from "@openzeppelin/contracts/interfaces/IERC1271.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {IPoolRegistry} from "./interfaces/IPoolRegistry.sol";
 import {IVault} from "./interfaces/IVault.sol";
@@ -35,6 +35,12 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     bytes32 public constant OPERATOR_ROLE = keccak256("OPERATOR_ROLE");
     /// @notice Upper bound of the exit delay, so the council cannot lock funds away.
     uint256 public constant MAX_EXIT_DELAY = 30 days;
+    /// @notice Gas a maker's contract wallet may spend answering `isValidSignature` in `settle`.
+    /// @dev EIP-1271 leaves the gas to the caller. Forwarding all of it (as OpenZeppelin's
+    /// SignatureChecker does) would let one wallet burn 63/64 of a batch's gas, so that no batch
+    /// holding its order fits in a block and every other member's fills wait behind it. The
+    /// service asks a wallet with the same cap when it takes the order.
+    uint256 public constant WALLET_CHECK_GAS = 500_000;
 
     /// @dev Bit 255 of an order's state marks it cancelled; the low bits hold the filled amount,
     /// which cannot reach 2^255 because every fill is bounded by a 104-bit balance.
@@ -322,7 +328,34 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     {
         (address recovered, ECDSA.RecoverError error,) = ECDSA.tryRecoverCalldata(digest, signature);
         if (error == ECDSA.RecoverError.NoError && recovered == signer) return true;
-        return SignatureChecker.isValidERC1271SignatureNowCalldata(signer, digest, signature);
+        return _isValidWalletSignature(signer, digest, signature);
+    }
+
+    /// @dev ERC-1271 with at most `WALLET_CHECK_GAS` for the wallet (encoded as in OpenZeppelin's
+    /// SignatureChecker.isValidERC1271SignatureNowCalldata; an address without code answers
+    /// nothing, so no). A wallet that failed with so little gas left that it may have got less
+    /// than its cap (EIP-150 keeps 1/64 back) reverts the transaction as short of gas, rather
+    /// than blaming the order's signature.
+    function _isValidWalletSignature(address wallet, bytes32 digest, bytes calldata signature)
+        private
+        view
+        returns (bool valid)
+    {
+        bytes4 selector = IERC1271.isValidSignature.selector;
+        uint256 length = signature.length;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, selector)
+            mstore(add(ptr, 0x04), digest)
+            mstore(add(ptr, 0x24), 0x40)
+            mstore(add(ptr, 0x44), length)
+            calldatacopy(add(ptr, 0x64), signature.offset, length)
+            mstore(add(add(ptr, 0x64), length), 0)
+            length := shl(5, shr(5, add(length, 0x1F)))
+            let success := staticcall(WALLET_CHECK_GAS, wallet, ptr, add(length, 0x64), 0x00, 0x20)
+            valid := and(success, and(gt(returndatasize(), 0x1f), eq(mload(0x00), selector)))
+        }
+        if (!valid && gasleft() < WALLET_CHECK_GAS / 63) revert VaultWalletCheckOutOfGas(wallet);
     }
 
     /// @dev Settles one fill and returns the fees it owes the Fund.

@@ -88,6 +88,9 @@ interface IVault {
     error VaultExitDelayTooLong(uint256 delay, uint256 maxDelay);
     /// @notice Neither token would transfer the account's balance out: nothing left the Vault.
     error VaultExitTransferFailed(address account);
+    /// @notice The transaction left `wallet` less gas than `WALLET_CHECK_GAS` to check a signature
+    /// and the check failed: the transaction was short of gas, the order may be valid.
+    error VaultWalletCheckOutOfGas(address wallet);
 
     /// @notice `account` deposited `amount` of `token` (the amount the Vault actually received).
     /// @param account The depositor, credited.

@@ -36,6 +36,9 @@ class SignedOrder:
     order: VaultOrder
     signature: bytes
     order_hash: str  # 0x-hex EIP-712 digest
+    # Signed through its maker's contract wallet (ERC-1271), not by the maker's key: the Vault
+    # gives the wallet up to its WALLET_CHECK_GAS to answer.
+    wallet: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,9 @@ does one of two things:
 
 **No batch open** — take up to ``batch_size`` pending fills in trade order and
 pack them (``exchange.trading.batching.pack``); a fill that has been in
-``max_reverts`` reverted batches goes in a batch of its own (see below). Simulate
+``max_reverts`` reverted batches goes in a batch of its own (see below), and a
+batch ends before the fill that would bring its contract-wallet orders past
+``WALLET_ORDERS_PER_BATCH`` (each wallet may burn the Vault's ``WALLET_CHECK_GAS``). Simulate
 the call (``eth_estimateGas`` from the operator). If the Vault would revert:
 
 * with an error that is not about a fill (not in ``FILL_ERRORS``: the operator
@@ -130,12 +132,18 @@ from exchange.trading.operator import BroadcastRefused, OperatorTransactions, Si
 from exchange.trading.repository import FEES_ACCOUNT, LedgerRefused
 from exchange.trading.settlement_models import BatchState
 from exchange.trading.settlement_repository import BatchRecord, FillRecord, OrderRecord
-from exchange.trading.signing import OrderDigester, OrderFields
+from exchange.trading.signing import OrderDigester, OrderFields, signed_by_key
 from exchange.trading.vault_events import reversed_postings
 
 log = get_logger(__name__)
 
 _ORDER_CACHE_SIZE = 20_000
+# The contract-wallet orders one batch may hold. The Vault lets each wallet burn up to its
+# WALLET_CHECK_GAS (500,000) answering isValidSignature, so a batch's gas grows by that much per
+# wallet order whatever the wallet does with it: 16 bound it to 8 million, so that wallets that
+# burn their cap can never push a batch past a block's gas (30 million on most chains) and
+# hold every other member's fills back.
+WALLET_ORDERS_PER_BATCH = 16
 
 
 class SettlementInconsistent(Exception):
@@ -311,6 +319,7 @@ class Settler:
                 return StepOutcome.WAITING
             judged_after = newest.id
         fills = self._next_batch(fills, reverts)
+        fills = fills[: self._within_wallet_budget(fills)]
         to_settle: list[FillToSettle] = []
         for fill in fills:
             mismatch = self._hash_mismatch(fill)
@@ -390,6 +399,16 @@ class Settler:
                 return fills[: index or 1]
         return fills
 
+    def _within_wallet_budget(self, fills: list[FillRecord]) -> int:
+        """How many of ``fills``, in order, hold at most ``WALLET_ORDERS_PER_BATCH`` distinct
+        contract-wallet orders (at least one fill: it holds two orders at most)."""
+        wallets: set[int] = set()
+        for index, fill in enumerate(fills):
+            wallets.update(order.id for order in (fill.maker, fill.taker) if self._signed(order).wallet)
+            if len(wallets) > WALLET_ORDERS_PER_BATCH:
+                return max(index, 1)
+        return len(fills)
+
     def _to_settle(self, fill: FillRecord) -> FillToSettle:
         return FillToSettle(
             fill_id=fill.id,
@@ -418,8 +437,10 @@ class Settler:
                 nonce=order.nonce,
                 expiry_unix=order.expiry_unix,
             )
-            digest = "0x" + self._digester.digest(OrderFields.from_vault_order(vault_order)).hex()
-            cached = SignedOrder(vault_order, bytes(HexBytes(order.signature)), digest)
+            digest = self._digester.digest(OrderFields.from_vault_order(vault_order))
+            signature = bytes(HexBytes(order.signature))
+            wallet = not signed_by_key(digest, signature, order.account)
+            cached = SignedOrder(vault_order, signature, "0x" + digest.hex(), wallet)
             self._orders[order.id] = cached
         return cached
 

@@ -11,7 +11,13 @@ const { Tier } = require("../../scripts/lib/pool-enums");
 async function deployWithWallet() {
   const ctx = await deployVaultWithTraders();
   const [walletOwner, stranger] = ctx.users;
-  const wallet = await (await ethers.getContractFactory("ERC1271Wallet")).deploy(walletOwner.address);
+  const { wallet, walletAddress } = await addWallet(ctx, "ERC1271Wallet", walletOwner);
+  return { ...ctx, wallet, walletAddress, walletOwner, stranger };
+}
+
+/** A contract wallet of kind `contractName` owned by `walletOwner`, admitted, funded and deposited. */
+async function addWallet(ctx, contractName, walletOwner) {
+  const wallet = await (await ethers.getContractFactory(contractName)).deploy(walletOwner.address);
   const walletAddress = await wallet.getAddress();
   const vaultAddress = await ctx.vault.getAddress();
   await ctx.registry.connect(ctx.registrar).admit(walletAddress, Tier.Medium);
@@ -25,7 +31,7 @@ async function deployWithWallet() {
     await wallet.connect(walletOwner).execute(tokenAddress, token.interface.encodeFunctionData("approve", [vaultAddress, amount]));
     await wallet.connect(walletOwner).execute(vaultAddress, ctx.vault.interface.encodeFunctionData("deposit", [tokenAddress, amount]));
   }
-  return { ...ctx, wallet, walletAddress, walletOwner, stranger };
+  return { wallet, walletAddress };
 }
 
 describe("Vault: signatures and deployment", function () {
@@ -105,6 +111,48 @@ describe("Vault: signatures and deployment", function () {
       await expect(this.settleSigned(orders, signatures))
         .to.be.revertedWithCustomError(this.vault, "VaultInvalidSignature")
         .withArgs(hashes[0], this.walletAddress);
+    });
+
+    it("gives a wallet at most WALLET_CHECK_GAS to answer: one that burns what it gets costs the batch one cap", async function () {
+      const cap = await this.vault.WALLET_CHECK_GAS();
+      expect(cap).to.equal(500_000n);
+      const { walletAddress } = await addWallet(this, "ERC1271GasHoggingWallet", this.walletOwner);
+      const sell = await newOrder(this, walletAddress, { side: Side.Sell, amount: bpc(1) });
+      const { orders, signatures } = await signAll(this.vault, [
+        { order: sell, signer: this.walletOwner },
+        { order: await newOrder(this, this.bob, { side: Side.Buy }), signer: this.bob },
+      ]);
+      // Given the whole transaction's gas, the wallet would take 63/64 of whatever the estimate
+      // offered; capped, it burns its cap and approves.
+      const receipt = await (await this.settleSigned(orders, signatures)).wait();
+      expect(await this.vault.balanceOf(walletAddress, await this.bpc.getAddress())).to.equal(bpc(99));
+      expect(receipt.gasUsed).to.be.lessThan(cap + 300_000n);
+    });
+
+    it("refuses the order of a wallet that never answers within its cap, whatever the gas sent", async function () {
+      const { walletAddress } = await addWallet(this, "ERC1271GasBurningWallet", this.walletOwner);
+      const sell = await newOrder(this, walletAddress, { side: Side.Sell });
+      const { orders, signatures, hashes } = await signAll(this.vault, [
+        { order: sell, signer: this.walletOwner },
+        { order: await newOrder(this, this.bob, { side: Side.Buy }), signer: this.bob },
+      ]);
+      const fills = [newFill(0, 1, bpc(1), sell.price)];
+      await expect(this.vault.connect(this.operator).settle(orders, signatures, fills, { gasLimit: 3_000_000 }))
+        .to.be.revertedWithCustomError(this.vault, "VaultInvalidSignature")
+        .withArgs(hashes[0], walletAddress);
+    });
+
+    it("reverts VaultWalletCheckOutOfGas, not the order, when the transaction left the wallet less than its cap", async function () {
+      const { walletAddress } = await addWallet(this, "ERC1271GasBurningWallet", this.walletOwner);
+      const sell = await newOrder(this, walletAddress, { side: Side.Sell });
+      const { orders, signatures } = await signAll(this.vault, [
+        { order: sell, signer: this.walletOwner },
+        { order: await newOrder(this, this.bob, { side: Side.Buy }), signer: this.bob },
+      ]);
+      const fills = [newFill(0, 1, bpc(1), sell.price)];
+      await expect(this.vault.connect(this.operator).settle(orders, signatures, fills, { gasLimit: 400_000 }))
+        .to.be.revertedWithCustomError(this.vault, "VaultWalletCheckOutOfGas")
+        .withArgs(walletAddress);
     });
 
     it("lets the wallet cancel its order", async function () {

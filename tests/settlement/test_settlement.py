@@ -27,6 +27,7 @@ from exchange.chain.errors import ContractReverted
 from exchange.chain.pool import Tier
 from exchange.db.base import utc_now
 from exchange.settings import Settings
+from exchange.trading import settlement
 from exchange.trading import settlement_repository as store
 from exchange.trading.batching import Fees, SettleArguments
 from exchange.trading.eip712 import OrderSide, VaultOrder, order_hash
@@ -244,6 +245,44 @@ async def test_a_contract_wallets_orders_settle_while_the_wallet_accepts_them(
     assert sold == deposit - 10**17
     report = await parts.audit()
     assert report.clean, "\n".join(report.lines())
+
+
+async def test_wallets_that_burn_their_gas_cost_their_cap_and_a_batch_holds_a_bounded_number(
+    net: VaultNet,
+    chain_settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wallet that burns whatever gas it is given before it approves (ERC1271GasHoggingWallet)
+    would take 63/64 of a batch's gas if the Vault forwarded it all. The Vault gives it its cap,
+    and the settler puts at most WALLET_ORDERS_PER_BATCH wallet orders in a batch (two here), so
+    such orders settle at a bounded cost and never make a batch too big for a block."""
+    monkeypatch.setattr(settlement, "WALLET_ORDERS_PER_BATCH", 2)
+    owner, deposit = MEMBERS[2], 10**18
+    wallet = deploy_wallet(net.w3, "ERC1271GasHoggingWallet", owner.address)
+    net.pool.admit(wallet.address, Tier.SMALL)
+    net.pool.mint_bpc(wallet.address, deposit)
+    act_as(wallet, owner.address, net.pool.bpc.contract, "approve", net.pool.vault.address, deposit)
+    act_as(wallet, owner.address, net.pool.vault.contract, "deposit", net.base_token, deposit)
+    parts = await _parts(net, chain_settings, sessionmaker)
+    # Three sells of the wallet (accepted at intake: the service asks with the same cap) taken
+    # by one buy: three fills, three wallet orders and one key's order.
+    await buys(
+        net, chain_settings, sessionmaker, Trader(MEMBERS[0]), [Trader(owner, wallet=wallet.address)] * 3
+    )
+
+    await parts.settler.drain(poll_s=0.02, timeout_s=60)
+    await _settled_once_and_audited(net, sessionmaker, parts)
+    async with sessionmaker() as session:
+        batches = (await session.scalars(select(SettlementBatch).order_by(SettlementBatch.id))).all()
+    assert [(batch.state, batch.fill_count) for batch in batches] == [
+        (BatchState.SETTLED, 2),
+        (BatchState.SETTLED, 1),
+    ]
+    cap = net.pool.vault.call("WALLET_CHECK_GAS")
+    for batch in batches:
+        assert batch.gas_used is not None
+        assert batch.gas_used < batch.fill_count * cap + 400_000
 
 
 async def test_a_vault_that_refuses_the_operator_blocks_settlement_and_fails_no_fill(
