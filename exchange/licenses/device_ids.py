@@ -330,6 +330,15 @@ def _check_gs1_serial(serial: str, raw: str) -> None:
     if outside:
         characters = "".join(outside)
         raise InvalidDeviceId(f"characters outside GS1 character set 82 in the serial: {characters!r}", raw)
+    _check_not_a_dot_segment(serial, raw)
+
+
+def _check_not_a_dot_segment(serial: str, raw: str) -> None:
+    """A serial ``.`` or ``..`` would be a dot segment of its Digital Link's path, which browsers
+    and HTTP clients remove before they send it (RFC 3986, 5.2.4; escaped too, by the URL
+    standard): the device's label could never reach its licence."""
+    if serial in (".", ".."):
+        raise InvalidDeviceId(f"a serial of {serial!r} cannot travel in a link's path", raw)
 
 
 def _check_imei(digits: str, raw: str) -> None:
@@ -362,6 +371,7 @@ def _check_namespace(namespace: str, raw: str) -> None:
 def _check_serial(serial: str, raw: str) -> None:
     if len(serial) > SERIAL_MAX_LENGTH or not _SERIAL.fullmatch(serial):
         raise InvalidDeviceId(f"a serial is 1 to {SERIAL_MAX_LENGTH} characters of A-Z a-z 0-9 - . _ ~", raw)
+    _check_not_a_dot_segment(serial, raw)
 
 
 # --- Digital Link ---------------------------------------------------------------------------------

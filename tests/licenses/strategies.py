@@ -46,7 +46,10 @@ def gtins(draw: st.DrawFn) -> str:
     return complete(body, gtin_is_valid)
 
 
-gs1_serials = st.text(CSET82, min_size=1, max_size=20)
+#: A link's path cannot carry a serial of "." or "..": both are refused (dot segments).
+DOT_SEGMENTS = (".", "..")
+
+gs1_serials = st.text(CSET82, min_size=1, max_size=20).filter(lambda serial: serial not in DOT_SEGMENTS)
 
 
 @st.composite
@@ -63,7 +66,9 @@ namespaces = st.sampled_from(RESERVED_NAMESPACES) | st.from_regex(
     r"[a-z0-9]{1,10}([.-][a-z0-9]{1,10}){0,3}", fullmatch=True
 )
 valid_namespaces = namespaces.filter(lambda namespace: namespace not in RESERVED_NAMESPACES)
-manufacturer_serials = st.text(SERIAL_CHARACTERS, min_size=1, max_size=64)
+manufacturer_serials = st.text(SERIAL_CHARACTERS, min_size=1, max_size=64).filter(
+    lambda serial: serial not in DOT_SEGMENTS
+)
 
 #: Resolver bases whose path ends in any segments, Digital Link path keys included.
 resolver_bases = st.builds(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from eth_utils.crypto import keccak
 from hypothesis import assume, given
@@ -103,6 +104,8 @@ def test_gs1_corrupted_check_digit_is_refused_with_the_expected_one(
         ("(01)09506000134352(21)AB C", "characters outside GS1 character set 82 in the serial: ' '"),
         ("(01)09506000134352(21)A#$", "characters outside GS1 character set 82 in the serial: '#$'"),
         ("(01)09506000134352(21)Ä", "device ids are ASCII"),
+        ("(01)09506000134352(21).", "a serial of '.' cannot travel in a link's path"),
+        ("(01)09506000134352(21)..", "a serial of '..' cannot travel in a link's path"),
         ("0109506000134352", "a GS1 device id is (01){GTIN}(21){serial}"),
         ("", "empty device id"),
         ("   ", "empty device id"),
@@ -226,6 +229,8 @@ def test_serial_is_case_sensitive_and_namespace_is_not() -> None:
         "acme:X:1",
         "a" * 65 + ":X",
         "acme:" + "X" * 65,
+        "acme:.",
+        "acme:..",
     ],
 )
 def test_serial_refusals(raw: str) -> None:
@@ -328,8 +333,11 @@ LINK_BASES = (
 
 @given(device=device_ids(), base=LINK_BASES)
 def test_digital_link_round_trip(device: DeviceId, base: str) -> None:
-    """Every device's link names that device, whatever segments the base's path ends in."""
-    assert parse_digital_link(digital_link(device, base)) == device
+    """Every device's link names that device, whatever segments the base's path ends in, also
+    as an HTTP client sends it (dot segments removed from the path)."""
+    link = digital_link(device, base)
+    assert parse_digital_link(link) == device
+    assert parse_digital_link(str(httpx.URL(link))) == device
 
 
 @given(namespace=namespaces, serial=manufacturer_serials | imeis(), base=LINK_BASES)
@@ -340,7 +348,9 @@ def test_every_serial_id_there_is_links_to_itself(namespace: str, serial: str, b
     except InvalidDeviceId:
         assert namespace in RESERVED_NAMESPACES
         return
-    assert parse_digital_link(digital_link(device, base)) == device
+    link = digital_link(device, base)
+    assert parse_digital_link(link) == device
+    assert parse_digital_link(str(httpx.URL(link))) == device
 
 
 def test_a_serial_namespace_is_never_a_link_path_key() -> None:
