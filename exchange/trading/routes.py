@@ -431,6 +431,16 @@ async def place_orders(
             location=("body", "orders"),
         )
 
+    # Whether an order of the batch met a refusal a retry may get past (``_retryable``: a 429, a
+    # 5xx, or a transient one such as an exit's hold): then the answer is not kept for the key,
+    # as the single-order route keeps none, so that a retry under it places that order.
+    retry_worthy: list[DomainError] = []
+
+    def refused(error: DomainError, index: int) -> PlacedOrderResult:
+        if _retryable(error):
+            retry_worthy.append(error)
+        return _refused_result(error, request, index)
+
     async def work() -> tuple[int, BaseModel]:
         # Only when the batch runs: a replayed answer costs what any request costs.
         _charge_batch(request, service, principal, count)
@@ -439,13 +449,13 @@ async def place_orders(
         for index, item in enumerate(body.orders):
             order = batch_item(_signed_order, service, item)
             if isinstance(order, DomainError):
-                results[index] = _refused_result(order, request, index)
+                results[index] = refused(order, index)
             else:
                 signed.append((index, order))
         outcomes = await service.place_orders(principal.address, [order for _, order in signed])
         for (index, _), outcome in zip(signed, outcomes, strict=True):
             if isinstance(outcome, DomainError):
-                results[index] = _refused_result(outcome, request, index)
+                results[index] = refused(outcome, index)
             else:
                 placed = outcome.order
                 results[index] = PlacedOrderResult(
@@ -455,13 +465,9 @@ async def place_orders(
                 )
         return status.HTTP_200_OK, PlaceOrdersOut(results=[results[index] for index in range(count)])
 
-    return await idempotent(request, service, principal, idempotency_key, work, final=_all_final)
-
-
-def _all_final(answer: BaseModel) -> bool:
-    """False when an order of the batch may go through on a retry (it met a 429 or a 5xx)."""
-    results = answer.results if isinstance(answer, PlaceOrdersOut) else []
-    return not any(_retryable_status(result.status) for result in results)
+    return await idempotent(
+        request, service, principal, idempotency_key, work, final=lambda _answer: not retry_worthy
+    )
 
 
 def _refused_result(error: DomainError, request: Request, index: int) -> PlacedOrderResult:

@@ -7,6 +7,7 @@ from eth_account import Account
 from sqlalchemy import func, select
 
 from exchange.chain.runtime import ChainRuntime
+from exchange.trading.chain_cancels import ExitHeld
 from exchange.trading.intents import Intent, PlaceIntent, WriterUnavailable
 from exchange.trading.models import TradingOrder
 from exchange.trading.schemas import MAX_BATCH_ORDERS
@@ -131,8 +132,11 @@ async def test_resending_a_batch_places_nothing_twice(desk: Desk) -> None:
         (WriterUnavailable("the market is restarting"), 503, "trading-unavailable", False),
         (RuntimeError("a bug met by this order only"), 500, "order-failed", False),
         (RuntimeError("a bug met by this order only"), 500, "order-failed", True),
+        # A transient refusal (an exit's hold, which ends once the exit is settled) is worth a
+        # retry as a 5xx is: the single-order route keeps no such answer either.
+        (ExitHeld("the account's exit holds its orders back"), 409, "cancelled-on-chain", False),
     ],
-    ids=["unavailable", "unexpected", "unexpected-outcome"],
+    ids=["unavailable", "unexpected", "unexpected-outcome", "transient"],
 )
 async def test_an_answer_with_an_order_worth_retrying_is_not_kept_under_its_key(
     desk: Desk,
