@@ -310,6 +310,9 @@ class WithdrawalOut(BaseModel):
     digest: str
     operator_signature: str
     status: Literal["authorised", "completed", "expired"]
+    tx_hash: str | None = Field(
+        description="The Vault transaction that paid it (its Withdrawn event), once completed; else null."
+    )
     vault: str
     chain_id: int
     created_at: datetime

@@ -185,12 +185,18 @@ class VaultLedger:
         reserved = False
         if row is not None and not undo and row.status == WithdrawalStatus.AUTHORISED:
             row.status, row.tx_hash, reserved = WithdrawalStatus.COMPLETED.value, event.tx_hash, True
+        elif row is not None and not undo and row.status == WithdrawalStatus.EXPIRED:
+            # Expired by an exit while the Vault still honours it: paid from a later deposit. Its
+            # reservation went at the exit, so the money comes out of the available balance.
+            row.status, row.tx_hash = WithdrawalStatus.COMPLETED.value, event.tx_hash
         elif (
             row is not None
             and undo
             and row.status == WithdrawalStatus.COMPLETED
             and row.tx_hash == event.tx_hash
         ):
+            # Authorised again, the amount held for it: the Vault honours it again until its
+            # expiry (the expiry pass releases it then), whether it had been expired before or not.
             row.status, row.tx_hash, reserved = WithdrawalStatus.AUTHORISED.value, None, True
         elif row is None:
             log.warning("vault.withdrawal_unknown", account=account, nonce=event.integer("nonce"))

@@ -121,6 +121,7 @@ def withdrawal_out(row: TradingWithdrawal, spec: MarketSpec) -> WithdrawalOut:
         digest=row.digest,
         operator_signature=row.operator_signature,
         status=row.status,  # type: ignore[arg-type]
+        tx_hash=row.tx_hash,
         vault=spec.vault,
         chain_id=spec.chain_id,
         created_at=row.created_at,

@@ -180,6 +180,33 @@ async def test_an_exit_expires_the_open_authorisation_and_pays_out_the_whole_bal
     report = await settlement.audit()
     assert report.clean, "\n".join(report.lines())
 
+    # The Vault still honours the authorisation until its expiry: paid from a new deposit, it is
+    # listed as completed, with its transaction, and comes out of the available balance.
+    desk.deposit_quote_in_vault(trader, 30 * DOLLAR)
+    authorisation = reply.json()
+    receipt = pool.vault.transact(
+        "withdraw",
+        market["quote"],
+        10 * DOLLAR,
+        authorisation["nonce"],
+        authorisation["expiry"],
+        bytes.fromhex(authorisation["operator_signature"][2:]),
+        sender=trader.address,
+    )
+    await settlement.indexer.catch_up()
+    assert (await desk.balances(trader))[market["quote"]] == {
+        "total": 20 * DOLLAR,
+        "available": 20 * DOLLAR,
+        "reserved": 0,
+    }
+    listed = (await desk.client.get("/v1/account/withdrawals", headers=trader.headers)).json()
+    items = listed["items"] if isinstance(listed, dict) else listed
+    assert [(item["status"], item["tx_hash"]) for item in items] == [
+        ("completed", "0x" + bytes(receipt["transactionHash"]).hex())
+    ]
+    report = await settlement.audit()
+    assert report.clean, "\n".join(report.lines())
+
 
 async def test_withdrawals_are_listed_newest_first_in_cursor_pages(desk: Desk) -> None:
     market = desk.market
