@@ -97,7 +97,7 @@ async def metrics(request: Request) -> Response:
     if not settings.metrics:
         raise NotFound("metrics are not served (EXCHANGE_METRICS=false)")
     if not _authorised(settings, request.headers.get("authorization")):
-        raise Unauthorized("send 'Authorization: Bearer <EXCHANGE_METRICS_TOKEN>'", challenge="Bearer")
+        raise Unauthorized("send 'Authorization: Bearer <EXCHANGE_METRICS_TOKEN>'")
     families = _process_families()
     for source in request.app.state.metric_sources.values():
         families.extend(await source())

@@ -141,7 +141,10 @@ async def nonce_is_open(sessionmaker: async_sessionmaker[AsyncSession], nonce: s
 async def resolve_token(session: AsyncSession, token: str, now: datetime) -> Principal:
     row = await repository.live_session(session, token_digest(token), now)
     if row is None:
-        raise Unauthorized("the bearer token is unknown, expired or revoked")
+        # RFC 6750, 3.1: a client told "invalid_token" signs in again.
+        raise Unauthorized(
+            "the bearer token is unknown, expired or revoked", challenge='Bearer error="invalid_token"'
+        )
     return Principal(address=row.address, session_id=row.id, chain_id=row.chain_id)
 
 

@@ -96,15 +96,16 @@ class Unauthorized(DomainError):
         self,
         detail: str,
         *,
-        challenge: str | None = None,
+        challenge: str = "Bearer",
         extra: Mapping[str, object] | None = None,
     ) -> None:
-        """``challenge`` is the ``WWW-Authenticate`` value naming the scheme the caller must use."""
+        """``challenge`` is the ``WWW-Authenticate`` value naming the scheme the caller must use:
+        every 401 carries one (RFC 9110, 15.5.2), the service's bearer sessions unless told."""
         super().__init__(detail, extra=extra)
         self.challenge = challenge
 
     def response_headers(self) -> dict[str, str]:
-        return {"WWW-Authenticate": self.challenge} if self.challenge else {}
+        return {"WWW-Authenticate": self.challenge}
 
 
 class Forbidden(DomainError):

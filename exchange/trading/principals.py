@@ -86,5 +86,5 @@ class PrincipalCache:
 def bearer_token(authorization: str | None) -> str:
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("sign in first: send 'Authorization: Bearer <token>'", challenge="Bearer")
+        raise Unauthorized("sign in first: send 'Authorization: Bearer <token>'")
     return token.strip()

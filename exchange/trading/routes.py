@@ -129,7 +129,7 @@ def _charge_batch(request: Request, service: TradingService, principal: Principa
 
 def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None:
-        raise Unauthorized("sign in first: send 'Authorization: Bearer <token>'", challenge="Bearer")
+        raise Unauthorized("sign in first: send 'Authorization: Bearer <token>'")
     return bearer_token(f"{credentials.scheme} {credentials.credentials}")
 
 

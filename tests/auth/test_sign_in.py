@@ -302,9 +302,13 @@ async def test_a_node_that_cannot_ask_the_wallet_is_a_503_and_the_nonce_stays_us
 
 
 async def test_protected_routes_need_a_token(service: httpx.AsyncClient) -> None:
-    assert (await service.get("/v1/auth/me")).status_code == 401
-    assert (await service.get("/v1/auth/me", headers={"Authorization": "Bearer nope"})).status_code == 401
-    assert (await service.post("/v1/auth/logout")).status_code == 401
+    # Every 401 names the scheme (RFC 9110); a token that is no session's says so (RFC 6750).
+    for anonymous in (await service.get("/v1/auth/me"), await service.post("/v1/auth/logout")):
+        assert (anonymous.status_code, anonymous.headers["www-authenticate"]) == (401, "Bearer")
+    for path in ("/v1/auth/me", "/v1/orders", "/v1/account/balances"):
+        unknown = await service.get(path, headers={"Authorization": "Bearer nope"})
+        challenge = unknown.headers["www-authenticate"]
+        assert (unknown.status_code, challenge) == (401, 'Bearer error="invalid_token"'), path
 
 
 async def test_contracts_route_shows_the_deployment(service: httpx.AsyncClient) -> None:
