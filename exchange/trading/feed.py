@@ -50,9 +50,10 @@ from typing import Any, Protocol
 import orjson
 
 from exchange.db.base import utc_now
+from exchange.kit.errors import DomainError
 from exchange.kit.logging import get_logger
 from exchange.orderbook import OrderBook, Side
-from exchange.trading.intents import OrderRow
+from exchange.trading.intents import OrderRow, WriterUnavailable
 from exchange.trading.markets import MarketSpec
 from exchange.trading.models import SettlementState, TradingFill
 from exchange.trading.views import order_out, public_trade, trade_out
@@ -66,6 +67,10 @@ class Subscriber(Protocol):
     """A connection's outbox. ``offer`` never blocks; a subscriber too slow to keep up closes itself."""
 
     def offer(self, message: str) -> None: ...
+
+    def end(self, error: DomainError) -> None:
+        """The feed ends (its market's writer stopped): send ``error`` and close."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,8 @@ class CycleListener(Protocol):
     def committed(self, report: CycleReport) -> None: ...
 
     def reset(self, book: OrderBook, sequence: int) -> None: ...
+
+    def stopped(self, error: WriterUnavailable) -> None: ...
 
 
 def encode(message: dict[str, Any]) -> str:
@@ -110,6 +117,25 @@ class MarketFeed:
         self.trade_subscribers: set[Subscriber] = set()
         self.order_subscribers: dict[str, set[Subscriber]] = {}
         self.fill_subscribers: dict[str, set[Subscriber]] = {}
+        # Why the market's writer stopped (its market taken by another process, a recovery that
+        # failed): the book here no longer follows the journal, so nothing of it is served.
+        self.stopped_by: WriterUnavailable | None = None
+
+    def check_live(self) -> None:
+        """Raise ``WriterUnavailable`` (503) once the writer stopped: the book would be stale."""
+        if self.stopped_by is not None:
+            raise self.stopped_by
+
+    def stopped(self, error: WriterUnavailable) -> None:
+        """The writer stopped for good in this process: every subscriber gets ``error`` and is closed."""
+        self.stopped_by = error
+        subscribers = {*self.book_subscribers, *self.trade_subscribers}
+        for table in (self.order_subscribers, self.fill_subscribers):
+            for members in table.values():
+                subscribers.update(members)
+        for subscriber in subscribers:
+            subscriber.end(error)
+        log.warning("feed.stopped", market=self.spec.market_id, subscribers=len(subscribers))
 
     # ------------------------------------------------------------------ the book
 

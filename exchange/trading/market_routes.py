@@ -15,6 +15,7 @@ from exchange.api.problems import problem_responses
 from exchange.db.session import DbSession
 from exchange.kit.errors import RateLimited, ValidationFailed
 from exchange.trading import market_data
+from exchange.trading.intents import WriterUnavailable
 from exchange.trading.routes import Cursor, Trading, known_query_only, limit_ip
 from exchange.trading.schemas import (
     OhlcvOut,
@@ -39,13 +40,15 @@ MarketPath = Annotated[
 ]
 LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last moment a datetime holds
 _REFUSALS = problem_responses(UnknownMarket, RateLimited, ValidationFailed)
+# The book is this process's: once its market's writer stopped here, it is not served (503).
+_BOOK_REFUSALS = problem_responses(UnknownMarket, RateLimited, ValidationFailed, WriterUnavailable)
 
 
 @router.get(
     "/{market_id}/orderbook",
     response_model=OrderBookOut,
     summary="The committed order book (L2): price levels of both sides, best first",
-    responses=_REFUSALS,
+    responses=_BOOK_REFUSALS,
 )
 async def get_order_book(
     market_id: MarketPath,
@@ -55,6 +58,7 @@ async def get_order_book(
     ] = None,
 ) -> OrderBookOut:
     feed = service.market(market_id).feed
+    feed.check_live()
     bids, asks = feed.depth(limit)
     moment = feed.updated_at
     return OrderBookOut(
@@ -93,10 +97,11 @@ async def list_trades(
     "/{market_id}/ticker",
     response_model=TickerOut,
     summary="24-hour statistics with the best bid and ask",
-    responses=_REFUSALS,
+    responses=_BOOK_REFUSALS,
 )
 async def get_ticker(market_id: MarketPath, service: Trading, session: DbSession) -> TickerOut:
     feed = service.market(market_id).feed
+    feed.check_live()  # its best bid and ask are the book's
     return await service.tickers.ticker(session, feed)
 
 

@@ -474,6 +474,15 @@ class MarketWriter:
         finally:
             await self._drop_connection(failed=not ended)  # cancelled or failed: maybe mid-cycle
             gone = WriterUnavailable(f"market {self.market_id} stopped accepting commands")
+            if not ended and self.listener is not None:
+                # Taken by another process, or a recovery that failed: what the listener holds
+                # no longer follows the journal, and nothing here will bring it up to date.
+                self.listener.stopped(
+                    WriterUnavailable(
+                        f"market {self.market_id} is no longer written by this process; its book "
+                        "here is not current: reconnect (to another process) and subscribe again"
+                    )
+                )
             while not self._queue.empty():
                 item = self._queue.get_nowait()
                 if isinstance(

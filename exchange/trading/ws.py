@@ -42,7 +42,11 @@ and ``ws_outbox_max_bytes`` characters waiting behind the next message to go
 A connection that lets it fill up gets one last error
 ("too-slow") and is closed with code 1013: its book would otherwise have a gap. Reconnect and subscribe
 again for a fresh snapshot. A session that signs out or expires is closed with
-code 4401 within ``ws_session_recheck_s``.
+code 4401 within ``ws_session_recheck_s``. Should a market's writer stop in this
+process (another process took the market, or its recovery failed), every
+connection following that market gets a ``trading-unavailable`` error and is
+closed with code 1011, and subscribing to its book or trades is refused: the
+book here would no longer follow the journal.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ router = APIRouter()
 PUBLIC_CHANNELS = ("book", "trades")
 PRIVATE_CHANNELS = ("orders", "fills")
 CLOSE_TOO_SLOW = 1013
+CLOSE_FEED_ENDED = 1011  # the market's writer stopped in this process: its book here is not current
 CLOSE_SESSION_ENDED = 4401
 CLOSE_RATE_LIMITED = 4429
 # Refused operations answered before the connection is closed: room for a client that sent a few
@@ -210,6 +215,10 @@ class Connection:
             return
         self.outbox.put(message)
 
+    def end(self, error: DomainError) -> None:
+        """A feed this connection follows ended (its market's writer stopped): ``error``, then 1011."""
+        self.close(CLOSE_FEED_ENDED, error)
+
     def close(self, code: int, error: DomainError | None = None) -> None:
         """Send ``error`` (if any) after dropping what is queued, then close with ``code``."""
         if self.close_code is not None:
@@ -333,6 +342,7 @@ class Connection:
         feed = self._feed(market)
         subscribers = feed.book_subscribers if channel == "book" else feed.trade_subscribers
         if op == "subscribe":
+            feed.check_live()
             if channel == "book":  # every subscribe a snapshot (a client's resync), then every update
                 self.offer(feed.encoded_snapshot())  # no await between it and joining the subscribers
             if self.close_code is None:  # the snapshot may have been one message too many

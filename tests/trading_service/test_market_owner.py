@@ -114,11 +114,17 @@ async def test_a_writer_whose_claim_was_lost_claims_the_market_again(
 async def test_a_writer_whose_market_another_process_took_stops_writing(
     settings: Settings, chain_runtime: ChainRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Taken while its claim was lost: the first writer stops (503) and the second one writes."""
+    """Taken while its claim was lost: the first writer stops (503) and the second one writes.
+    The first process's book no longer follows the journal: its followers are told and closed,
+    and it is no longer served."""
     monkeypatch.setattr(writer_module, "_CLAIM_CHECK_S", 3600)
     async with served(settings, chain_runtime) as first:
         alice = await _first_order(first)
         first_writer = first.trading.markets[first.market["id"]].writer
+        follower = _Follower()
+        first_feed = first.trading.markets[first.market["id"]].feed
+        first_feed.book_subscribers.add(follower)
+        first_feed.trade_subscribers.add(follower)
         await _end_claiming_session(first)
         async with served(settings, chain_runtime) as second:  # before the first's next check
             monkeypatch.setattr(writer_module, "_CLAIM_CHECK_S", 0)  # which the next command brings
@@ -132,6 +138,27 @@ async def test_a_writer_whose_market_another_process_took_stops_writing(
             placed = await second.place(alice, "sell", price(11), WHOLE, client_order_id="taken", nonce=10**6)
             assert placed.status_code == 201, placed.text
             assert (await second.journal())["sequence"] == 2
+
+            assert [type(error).__name__ for error in follower.ended] == ["WriterUnavailable"]  # once
+            for path in ("orderbook", "ticker"):
+                stale = await first.client.get(f"/v1/markets/{first.market['id']}/{path}")
+                assert stale.status_code == 503, stale.text
+                assert stale.json()["type"].endswith("/trading-unavailable")
+            current = (await second.client.get(f"/v1/markets/{second.market['id']}/orderbook")).json()
+            assert [level[0] for level in current["asks"]] == [str(price(10)), str(price(11))]
+
+
+class _Follower:
+    """A feed subscriber that keeps how its feed ended."""
+
+    def __init__(self) -> None:
+        self.ended: list[Exception] = []
+
+    def offer(self, message: str) -> None:
+        pass
+
+    def end(self, error: Exception) -> None:
+        self.ended.append(error)
 
 
 @pytest.mark.parametrize("database_backend", ["postgresql"], indirect=True)
