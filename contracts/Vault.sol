@@ -343,6 +343,7 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     {
         bytes4 selector = IERC1271.isValidSignature.selector;
         uint256 length = signature.length;
+        // solhint-disable-next-line no-inline-assembly
         assembly ("memory-safe") {
             let ptr := mload(0x40)
             mstore(ptr, selector)

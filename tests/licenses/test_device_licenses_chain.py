@@ -69,6 +69,8 @@ def random_device(rng: random.Random, n: int) -> DeviceId:
     if scheme == "gs1":
         body = f"{rng.randrange(1, 10**13):013d}"
         serial = "".join(rng.choices("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789-/.", k=rng.randint(1, 20)))
+        if serial in (".", ".."):  # dot segments, which no link can carry: refused
+            serial += "A"
         return Gs1DeviceId(body + gs1_check_digit(body), serial)
     if scheme == "imei":
         body = f"35{rng.randrange(10**12):012d}"

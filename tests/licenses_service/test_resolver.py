@@ -38,6 +38,8 @@ def mixed_devices(rng: random.Random, count: int) -> list[str]:
         if kind == 0:
             body = f"{rng.randrange(1, 10**13):013d}"
             serial = "".join(rng.choices("ABCXYZ0123456789-/.%", k=rng.randint(1, 12)))
+            if serial in (".", ".."):  # dot segments, which no link can carry: refused
+                serial += "A"
             ids.append(Gs1DeviceId(body + gs1_check_digit(body), serial).canonical)
         elif kind == 1:
             body = f"35{rng.randrange(10**12):012d}"
