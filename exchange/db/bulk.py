@@ -110,7 +110,13 @@ def _recordset(table: Table, names: tuple[str, ...], dialect: Dialect, parameter
 
 @cache
 def _insert_sql(
-    table: Table, names: tuple[str, ...], returning: tuple[str, ...], dialect: Dialect, parameter: int = 1
+    table: Table,
+    names: tuple[str, ...],
+    returning: tuple[str, ...],
+    dialect: Dialect,
+    parameter: int = 1,
+    *,
+    skip_existing: bool = False,
 ) -> str:
     quote = dialect.identifier_preparer.quote
     target = dialect.identifier_preparer.format_table(table)
@@ -118,6 +124,8 @@ def _insert_sql(
     source = _recordset(table, names, dialect, parameter)
     # Identifiers are the table's own, quoted by the dialect; every value is in the parameter.
     sql = f"INSERT INTO {target} ({listed}) SELECT {listed} FROM {source}"  # noqa: S608
+    if skip_existing:
+        sql += " ON CONFLICT DO NOTHING"
     if returning:
         sql += f" RETURNING {', '.join(quote(name) for name in returning)}"
     return sql
@@ -152,7 +160,8 @@ async def _driver(session: Target) -> Any:
     return driver
 
 
-def _dialect(target: Target) -> Dialect:
+def dialect_of(target: Target) -> Dialect:
+    """The SQL dialect of a session or a raw connection."""
     return target.dialect if isinstance(target, Raw) else target.get_bind().dialect
 
 
@@ -198,12 +207,19 @@ def _update_where_sql(
 
 
 async def insert_rows(
-    session: Target, table: Table, rows: Sequence[Row], *, returning: Sequence[str] = ()
+    session: Target,
+    table: Table,
+    rows: Sequence[Row],
+    *,
+    returning: Sequence[str] = (),
+    skip_existing: bool = False,
 ) -> list[tuple[Any, ...]]:
     """Insert ``rows`` (all with the same keys) and return the ``returning`` columns of each, if any.
 
     Returned values are as the database gives them (no result processing): use them for
     integer keys and the like. The order of the returned rows is not the order of ``rows``.
+    ``skip_existing``: a row whose key or unique value a row of the table already has (committed,
+    or written by a transaction this one then waits for) is left out, not refused.
     """
     if not rows:
         return []
@@ -211,15 +227,15 @@ async def insert_rows(
     columns = _columns(table, names)
     returned = tuple(returning)
     _columns(table, returned)
-    dialect = _dialect(session)
+    dialect = dialect_of(session)
     if not isinstance(session, Raw) and dialect.name != "postgresql":
-        statement = table.insert()
+        statement = table.insert().prefix_with("OR IGNORE") if skip_existing else table.insert()
         if returned:
             result = await session.execute(statement.returning(*(table.c[n] for n in returned)), list(rows))
             return [tuple(row) for row in result.all()]
         await session.execute(statement, list(rows))
         return []
-    sql = _insert_sql(table, names, returned, dialect)
+    sql = _insert_sql(table, names, returned, dialect, skip_existing=skip_existing)
     payload = _payload(columns, rows, dialect, sql)
     driver = await _driver(session)
     if returned:
@@ -237,7 +253,7 @@ async def update_rows(session: Target, table: Table, keys: Sequence[str], rows: 
         return
     key_names = tuple(keys)
     value_names = tuple(name for name in rows[0] if name not in key_names)
-    dialect = _dialect(session)
+    dialect = dialect_of(session)
     if not isinstance(session, Raw) and dialect.name != "postgresql":
         statement = (
             table.update()
@@ -296,7 +312,7 @@ async def write_all(target: Target, writes: Writes, table: Table, values: Row, w
     anything is sent; elsewhere after the parts before it ran, in the transaction its caller
     then rolls back.
     """
-    dialect = _dialect(target)
+    dialect = dialect_of(target)
     if not isinstance(target, Raw) and dialect.name != "postgresql":
         for part_table, keys, rows in writes.parts:
             if keys:

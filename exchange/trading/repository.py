@@ -113,7 +113,31 @@ def padded(values: Iterable[T]) -> list[T]:
 async def load_balances(
     session: bulk.Target, keys: Iterable[BalanceKey], *, lock: bool = True
 ) -> dict[BalanceKey, Balance]:
-    """The current balances of ``keys`` (absent rows are zero), locked for this transaction by default."""
+    """The current balances of ``keys`` (absent rows are zero), locked for this transaction by default.
+
+    Locked on PostgreSQL, every key has a row: an absent one is created at zero first. A key
+    without a row could not be locked, so two transactions that both found none (a cycle's
+    first trade of a token racing the account's first deposit of it) would both insert it,
+    and the later one fail on the key.
+    """
+    found = await _read_balances(session, keys, lock=lock)
+    if not lock or bulk.dialect_of(session).name != "postgresql":
+        return found  # SQLite: BEGIN IMMEDIATE has every writer wait for the one before it
+    missing = {key for key in keys if key[0] != VAULT_EXTERNAL} - found.keys()
+    if missing:
+        now = utc_now()
+        zero = [
+            {"account": account, "token": token, "total": 0, "reserved": 0, "updated_at": now}
+            for account, token in sorted(missing)
+        ]
+        await bulk.insert_rows(session, _BALANCES, zero, skip_existing=True)
+        found.update(await _read_balances(session, missing, lock=True))
+    return found
+
+
+async def _read_balances(
+    session: bulk.Target, keys: Iterable[BalanceKey], *, lock: bool
+) -> dict[BalanceKey, Balance]:
     wanted = sorted({key for key in keys if key[0] != VAULT_EXTERNAL})
     if not wanted:
         return {}

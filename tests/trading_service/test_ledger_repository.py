@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from exchange.db import bulk
+from exchange.db.base import utc_now
 from exchange.trading import ledger, repository
 from exchange.trading.ledger import VAULT_EXTERNAL, Balance
 from exchange.trading.models import LedgerEntry
@@ -59,3 +63,43 @@ async def test_unbalanced_postings_are_refused(session: AsyncSession) -> None:
             )
     async with session.begin():
         assert await repository.balances_of(session, BOB) == {}
+
+
+async def test_a_first_balance_of_an_account_is_locked_so_a_racing_first_deposit_waits(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Two transactions find no row for (BOB, BPC): a writer cycle about to credit BOB's first
+    purchase, and the indexer crediting BOB's first deposit. Each used to insert the row, and the
+    later one failed on its key. A locked read creates the row at zero first, so the deposit
+    waits for the cycle, then adds to what it wrote: both amounts are kept."""
+    async with sessionmaker() as setup, setup.begin():
+        await repository.credit_deposit(setup, ALICE, BPC, 100, reference="0xaa:1")
+    async with sessionmaker() as cycle:
+        if cycle.get_bind().dialect.name != "postgresql":
+            pytest.skip("SQLite runs one writing transaction at a time (BEGIN IMMEDIATE)")
+        async with cycle.begin():
+            connection = await cycle.connection()
+            await connection.exec_driver_sql("SELECT 1")  # BEGIN sent: the raw statements join it
+            driver = (await connection.get_raw_connection()).driver_connection
+            target = bulk.Raw(driver, cycle.get_bind().dialect)  # as the writer's cycle reads
+            assert await repository.load_balances(target, [(ALICE, BPC), (BOB, BPC)]) == {
+                (ALICE, BPC): Balance(100, 0),
+                (BOB, BPC): Balance(0, 0),
+            }
+
+            async def first_deposit() -> None:
+                async with sessionmaker() as indexer, indexer.begin():
+                    await repository.credit_deposit(indexer, BOB, BPC, 7, reference="0xbb:1")
+
+            deposit = asyncio.create_task(first_deposit())
+            await asyncio.sleep(0.3)
+            assert not deposit.done()  # waiting for the cycle's lock on the row it created
+            transfer = [ledger.Posting(ALICE, BPC, -40), ledger.Posting(BOB, BPC, 40)]
+            current = {(ALICE, BPC): Balance(100, 0), (BOB, BPC): Balance(0, 0)}
+            changed = ledger.apply(current, transfer)
+            await repository.write_balances(target, changed, current.keys(), utc_now())
+            entries = [(posting, "test", "t1") for posting in transfer]
+            await repository.insert_entries(target, entries, utc_now())
+        await deposit
+    async with sessionmaker() as check, check.begin():
+        assert await repository.balances_of(check, BOB) == {BPC: Balance(total=47, reserved=0)}
