@@ -120,10 +120,11 @@ async def load_balances(
     first trade of a token racing the account's first deposit of it) would both insert it,
     and the later one fail on the key.
     """
-    found = await _read_balances(session, keys, lock=lock)
+    wanted = {key for key in keys if key[0] != VAULT_EXTERNAL}
+    found = await _read_balances(session, wanted, lock=lock)
     if not lock or bulk.dialect_of(session).name != "postgresql":
         return found  # SQLite: BEGIN IMMEDIATE has every writer wait for the one before it
-    missing = {key for key in keys if key[0] != VAULT_EXTERNAL} - found.keys()
+    missing = wanted - found.keys()
     if missing:
         now = utc_now()
         zero = [
@@ -136,9 +137,9 @@ async def load_balances(
 
 
 async def _read_balances(
-    session: bulk.Target, keys: Iterable[BalanceKey], *, lock: bool
+    session: bulk.Target, keys: set[BalanceKey], *, lock: bool
 ) -> dict[BalanceKey, Balance]:
-    wanted = sorted({key for key in keys if key[0] != VAULT_EXTERNAL})
+    wanted = sorted(keys)
     if not wanted:
         return {}
     if isinstance(session, bulk.Raw):
