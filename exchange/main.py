@@ -159,6 +159,27 @@ def _anchored(database: Path) -> bool:
         return False
 
 
+def _preflight(settings: Settings) -> None:
+    """Exit 2 with one line when the database or the chain cannot be reached, before the app starts.
+
+    The app's start would meet either as an exception that uvicorn reports as a whole
+    traceback, then exit 3; these are an operator's everyday mistakes (a wrong URL, a stopped
+    server), so they get the line the other commands give (``exchange.cli.reach_database``).
+    """
+    import asyncio
+
+    from web3 import HTTPProvider, Web3
+
+    from exchange.cli import reach_database
+
+    if not asyncio.run(reach_database(settings.database_url, sys.stderr)):
+        raise SystemExit(2)
+    url = settings.chain_rpc_url
+    if url and not Web3(HTTPProvider(url, request_kwargs={"timeout": 10})).is_connected():
+        print(f"error: no chain answers at {url} (CHAIN_RPC_URL)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def serve(host: str | None = None, port: int | None = None) -> None:
     """Run the service with uvicorn on the configured (or given) address.
 
@@ -187,6 +208,7 @@ def serve(host: str | None = None, port: int | None = None) -> None:
         raise SystemExit(1) from None
     if previous is not None:
         get_logger(__name__).info("db.embedded_previous_set_aside", moved_to=str(previous))
+    _preflight(settings)
     uvicorn.run(
         build_app(settings, serving=True),
         host=settings.host,
