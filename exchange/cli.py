@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -121,6 +122,22 @@ def _address(text: str) -> str:
     return text
 
 
+def manifest_unwritable(path: Path) -> str | None:
+    """Why a manifest could not be written to ``path``, else None, found before anything is
+    deployed: its folder is made, and a temporary file is opened beside it and removed."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            return "it is a directory"
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        return error_line(exc)
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file is read-only"
+    return None
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     from eth_account import Account
     from web3.exceptions import Web3Exception
@@ -147,6 +164,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     except ChainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # Once a chain answers (so that a refusal for another reason makes no folder), and before any
+    # transaction is paid for: a manifest that cannot be written would leave no record of the pool.
+    unwritable = manifest_unwritable(args.manifest)
+    if unwritable is not None:
+        print(f"error: cannot write the manifest to {args.manifest}: {unwritable}", file=sys.stderr)
+        return 2
     print(f"deploying to chain {w3.eth.chain_id} from {w3.eth.default_account}", file=sys.stderr)
     try:
         deployment = deploy_pool(
@@ -160,8 +183,17 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         # What was deployed before the failure is lost: no manifest is written.
         print(f"error: the deployment stopped: {exc}", file=sys.stderr)
         return 1
-    deployment.write(args.manifest)
-    print(json.dumps(deployment.to_json(), indent=2, sort_keys=True))
+    # The addresses go out first: should writing the manifest fail even so, they are not lost.
+    print(json.dumps(deployment.to_json(), indent=2, sort_keys=True), flush=True)
+    try:
+        deployment.write(args.manifest)
+    except OSError as exc:
+        print(
+            f"error: the pool is deployed (its manifest is on stdout), but writing {args.manifest} "
+            f"failed: {error_line(exc)}",
+            file=sys.stderr,
+        )
+        return 1
     print(f"manifest written to {args.manifest}", file=sys.stderr)
     return 0
 
@@ -248,7 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     compile_ = sub.add_parser("compile", help="compile the Solidity contracts")
     compile_.set_defaults(handler=cmd_compile)
 
-    deploy = sub.add_parser("deploy", help="deploy the pool contracts to a JSON-RPC chain")
+    deploy = sub.add_parser(
+        "deploy",
+        help="deploy the pool contracts to a JSON-RPC chain",
+        description="Deploy the pool contracts and write their manifest, printed on stdout too. "
+        "Exit 2 before any transaction is sent (bad input, no chain answers, the manifest cannot be "
+        "written there); 1 when the deployment stopped midway, or the manifest could not be "
+        "written after it (the addresses are then only on stdout).",
+    )
     deploy.add_argument("--rpc", required=True, help="JSON-RPC URL, e.g. http://127.0.0.1:8545")
     deploy.add_argument(
         "--manifest",

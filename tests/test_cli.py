@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import io
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +18,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange import main as service
+from exchange.chain import deployment as deployment_module
+from exchange.chain import provider
 from exchange.chain.deployment import ContractRecord, Deployment
 from exchange.cli import build_parser, default_manifest, main
 from exchange.db.migrate import alembic_config, head_revision
@@ -384,7 +387,7 @@ def test_settle_and_audit_on_an_unreachable_database_refuse_in_one_line_with_sta
 def test_deploy_to_an_unreachable_chain_refuses_in_one_line_with_status_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    manifest = tmp_path / "manifest.json"
+    manifest = tmp_path / "deployments" / "manifest.json"
     command = [
         "deploy",
         "--rpc",
@@ -395,7 +398,64 @@ def test_deploy_to_an_unreachable_chain_refuses_in_one_line_with_status_2(
     ]
     assert main(command) == 2
     assert capsys.readouterr().err.splitlines() == ["error: no chain answers at http://127.0.0.1:9"]
-    assert not manifest.exists()
+    assert not manifest.parent.exists()  # nothing made for a deployment that never began
+
+
+DEPLOYED = Deployment(chain_id=31337, deploy_block=7, deployer=ZERO_ADDRESS, contracts={})
+
+
+@pytest.fixture
+def deployments(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """``make_web3`` and ``deploy_pool`` stood in for, as a node that answers and a deployment that
+    succeeds (``DEPLOYED``); the ids of the chains deployed to."""
+    deployed_to: list[int] = []
+
+    def reach(rpc_url: str, *, operator_key: str | None = None) -> Any:
+        return SimpleNamespace(eth=SimpleNamespace(chain_id=31337, default_account=ZERO_ADDRESS))
+
+    def deploy(w3: Any, **_: Any) -> Deployment:
+        deployed_to.append(w3.eth.chain_id)
+        return DEPLOYED
+
+    monkeypatch.setattr(provider, "make_web3", reach)
+    monkeypatch.setattr(deployment_module, "deploy_pool", deploy)
+    return deployed_to
+
+
+def test_deploy_refuses_a_manifest_it_cannot_write_before_deploying_anything(
+    tmp_path: Path, deployments: list[int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "not-a-folder").write_text("", encoding="utf-8")
+    manifest = tmp_path / "not-a-folder" / "deployments" / "manifest.json"
+    command = ["deploy", "--rpc", "http://127.0.0.1:8545", "--with-test-quote-token"]
+    assert main([*command, "--manifest", str(manifest)]) == 2
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line.startswith(f"error: cannot write the manifest to {manifest}: ")
+    assert deployments == []  # nothing deployed, nothing paid for
+
+
+def test_deploy_prints_the_deployment_before_writing_the_manifest(
+    tmp_path: Path,
+    deployments: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A manifest that cannot be written after all (a full disk, say) leaves the addresses on stdout."""
+
+    def write_fails(_deployment: Deployment, path: Path) -> None:
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(Deployment, "write", write_fails)
+    manifest = tmp_path / "deployments" / "manifest.json"
+    command = ["deploy", "--rpc", "http://127.0.0.1:8545", "--with-test-quote-token"]
+    assert main([*command, "--manifest", str(manifest)]) == 1
+    assert deployments == [31337]
+    out, err = capsys.readouterr()
+    assert json.loads(out) == DEPLOYED.to_json()
+    assert err.splitlines()[-1].startswith(
+        f"error: the pool is deployed (its manifest is on stdout), but writing {manifest} failed: "
+    )
+    assert list(manifest.parent.iterdir()) == []  # the check before deploying left nothing behind
 
 
 @pytest.mark.parametrize("key", ["0x1234", "not a key", "0x" + "zz" * 32])
