@@ -340,7 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     expire.set_defaults(handler=cmd_pool_expire)
 
-    settle = sub.add_parser("settle", help="settle pending fills in Vault.settle batches")
+    settle = sub.add_parser(
+        "settle",
+        help="settle pending fills in Vault.settle batches",
+        description="Settle pending fills in Vault.settle batches, beside `exchange serve`. Exit 2 "
+        "when it cannot start: an invalid configuration, no chain or manifest, a database that "
+        "cannot be reached, has no schema or another version's, or belongs to another chain.",
+    )
     settle.add_argument(
         "--once",
         action="store_true",
@@ -349,7 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     settle.add_argument("--poll", type=float, default=0.5, help="seconds between checks of a sent batch")
     settle.set_defaults(handler=cmd_settle)
-    audit = sub.add_parser("audit", help="compare the off-chain ledger with the Vault's balances on chain")
+    audit = sub.add_parser(
+        "audit",
+        help="compare the off-chain ledger with the Vault's balances on chain",
+        description="Print every difference between the off-chain ledger and the Vault's balances. "
+        "Exit 0 when they agree, 1 on any difference, 2 when the audit cannot be done: an invalid "
+        "configuration, no chain or manifest, a database that cannot be reached, has no schema or "
+        "another version's, or belongs to another chain.",
+    )
     audit.set_defaults(handler=cmd_audit)
 
     from exchange.licenses.cli import add_commands as add_licence_commands

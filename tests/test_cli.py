@@ -22,6 +22,8 @@ from exchange.chain import deployment as deployment_module
 from exchange.chain import provider
 from exchange.chain.deployment import ContractRecord, Deployment
 from exchange.cli import build_parser, default_manifest, main
+from exchange.db.deployments import recorded_chain_anchor
+from exchange.db.engine import sqlite_file
 from exchange.db.migrate import alembic_config, head_revision
 from exchange.kit import logging as logging_setup
 from exchange.pool.cli_service import expire, import_file
@@ -365,23 +367,59 @@ def test_the_pool_commands_on_an_unreachable_database_refuse_in_one_line_with_st
     assert _one_refusal(err.getvalue()).startswith(UNREACHABLE_REFUSAL)
 
 
+@pytest.fixture
+def settlement_database_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``exchange settle`` and ``exchange audit`` with the chain left out, for tests of what they
+    do with the database: the chain anchor's check makes only its query of the database."""
+
+    async def chain_anchor_check(session: AsyncSession, _runtime: object, *, record: bool) -> None:
+        await recorded_chain_anchor(session)
+
+    monkeypatch.setattr(settlement_service, "_command_runtime", lambda _settings: SimpleNamespace())
+    monkeypatch.setattr(settlement_service, "check_chain_anchor", chain_anchor_check)
+
+
+@pytest.mark.usefixtures("settlement_environment", "settlement_database_only")
 @pytest.mark.parametrize("command", [["audit"], ["settle", "--once"], ["settle"]], ids=" ".join)
 def test_settle_and_audit_on_an_unreachable_database_refuse_in_one_line_with_status_2(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", UNREACHABLE_DATABASE)
+    assert main(command) == 2
+    assert _one_refusal(capsys.readouterr().err).startswith(UNREACHABLE_REFUSAL)
+
+
+@pytest.mark.usefixtures("settlement_database_only")
+@pytest.mark.parametrize("command", [["audit"], ["settle", "--once"], ["settle"]], ids=" ".join)
+def test_settle_and_audit_on_a_database_with_no_schema_refuse_in_one_line_with_status_2(
     command: list[str],
-    settlement_environment: Path,
+    empty_database_url: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("DATABASE_URL", UNREACHABLE_DATABASE)
-
-    async def chain_anchor_check(session: AsyncSession, _runtime: object, *, record: bool) -> None:
-        await session.connection()  # the check's query, without the chain's side
-
-    # The chain is left out: the database is what these commands cannot reach.
-    monkeypatch.setattr(settlement_service, "_command_runtime", lambda _settings: SimpleNamespace())
-    monkeypatch.setattr(settlement_service, "check_chain_anchor", chain_anchor_check)
+    # For the audit, status 1 would say that the ledger and the Vault differ.
+    database_file = sqlite_file(empty_database_url)
+    if database_file is not None:
+        database_file.touch()  # an empty SQLite file
+    monkeypatch.setenv("DATABASE_URL", empty_database_url)
     assert main(command) == 2
-    assert _one_refusal(capsys.readouterr().err).startswith(UNREACHABLE_REFUSAL)
+    assert capsys.readouterr().err.splitlines() == [
+        "error: the database has no schema yet: start `exchange serve` on it first"
+    ]
+
+
+@pytest.mark.usefixtures("settlement_database_only")
+@pytest.mark.parametrize("command", [["audit"], ["settle", "--once"], ["settle"]], ids=" ".join)
+def test_settle_and_audit_make_no_sqlite_database_where_there_is_none(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mistyped = tmp_path / "vra" / "exchange.sqlite3"
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{mistyped}")
+    assert main(command) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: no SQLite database at {mistyped}: check DATABASE_URL, or start `exchange serve` on it first"
+    ]
+    assert not mistyped.parent.exists()
 
 
 def test_deploy_to_an_unreachable_chain_refuses_in_one_line_with_status_2(

@@ -30,6 +30,16 @@ from exchange.settings import Settings, normalize_database_url
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
 
+def sqlite_file(database_url: str) -> Path | None:
+    """The file of a SQLite ``database_url``; None for another database, or one in memory."""
+    url = make_url(normalize_database_url(database_url))
+    if url.get_backend_name() != "sqlite" or not url.database:
+        return None
+    if url.database == ":memory:" or url.database.startswith("file:"):
+        return None
+    return Path(url.database)
+
+
 def create_engine_for_url(database_url: str, *, for_migrations: bool = False) -> AsyncEngine:
     """Create an async engine for ``database_url`` (normalised to asyncpg or aiosqlite).
 
@@ -42,8 +52,9 @@ def create_engine_for_url(database_url: str, *, for_migrations: bool = False) ->
     if url.get_backend_name() != "sqlite":
         return create_async_engine(url, pool_pre_ping=True)
 
-    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    database_file = sqlite_file(database_url)
+    if database_file is not None:
+        database_file.parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url)
 
     @event.listens_for(engine.sync_engine, "connect")

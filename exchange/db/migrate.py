@@ -15,7 +15,10 @@ from typing import Any, Literal
 from alembic import command
 from alembic.autogenerate.api import AutogenContext
 from alembic.config import Config
+from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exchange.db.base import UTCDateTime
 from exchange.kit.logging import get_logger
@@ -80,3 +83,28 @@ def upgrade_to_head(database_url: str) -> None:
 async def upgrade_to_head_async(database_url: str) -> None:
     """:func:`upgrade_to_head` in a worker thread, for use inside an event loop."""
     await asyncio.to_thread(upgrade_to_head, database_url)
+
+
+class SchemaNotReady(RuntimeError):
+    """The database has no schema yet, or not this version's: a process that never migrates
+    (the resolver alone, ``exchange settle``, ``exchange audit``) refuses to work on it."""
+
+
+def _schema_revisions(connection: Connection) -> set[str]:
+    """The Alembic revisions the database is at; none when it was never migrated."""
+    return set(MigrationContext.configure(connection).get_current_heads())
+
+
+async def check_schema(engine: AsyncEngine) -> None:
+    """``SchemaNotReady`` unless ``engine``'s database is at this version's schema."""
+    async with engine.connect() as connection:
+        found = await connection.run_sync(_schema_revisions)
+    head = head_revision()
+    if not found:
+        raise SchemaNotReady("the database has no schema yet: start `exchange serve` on it first")
+    if found != {head}:
+        raise SchemaNotReady(
+            f"the database's schema is at revision {', '.join(sorted(found))}, this version's is "
+            f"{head}: start this version's `exchange serve` on it first (it migrates the database), "
+            "or run the command of the version that migrated it"
+        )

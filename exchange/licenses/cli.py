@@ -367,6 +367,7 @@ def cmd_resolver(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
 
+    from exchange.db.migrate import SchemaNotReady
     from exchange.licenses.lifespan import NoRegistry, check_served_registry
     from exchange.settings import ENV_PREFIX, get_settings
 
@@ -385,7 +386,7 @@ def cmd_resolver(args: argparse.Namespace) -> int:
         # Once here, so that a resolver with nothing to serve stops with a reason instead of
         # workers failing their start-up over and over.
         registry = asyncio.run(check_served_registry(settings))
-    except NoRegistry as exc:
+    except (NoRegistry, SchemaNotReady) as exc:
         raise CliError(str(exc)) from None
     print(f"resolving devices of registry {registry.address} on chain {registry.chain_id}", file=sys.stderr)
     uvicorn.run(

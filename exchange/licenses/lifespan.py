@@ -28,16 +28,14 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
-from alembic.migration import MigrationContext
 from fastapi import FastAPI, Request
-from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exchange.chain.deployment import Deployment
 from exchange.chain.runtime import ChainRuntime
 from exchange.db.engine import create_db_engine, create_engine_for_url
-from exchange.db.migrate import head_revision
+from exchange.db.migrate import check_schema
 from exchange.db.session import app_engine, app_sessionmaker
 from exchange.kit.logging import get_logger
 from exchange.licenses import repository
@@ -152,32 +150,8 @@ class NoRegistry(RuntimeError):
     """The resolver-only app has no registry to answer for: it refuses to start."""
 
 
-class SchemaNotReady(NoRegistry):
-    """The database has no schema yet, or not this version's: the resolver would answer every
-    query with an error, so it refuses to start."""
-
-
-def _schema_revisions(connection: Connection) -> set[str]:
-    """The Alembic revisions the database is at; none when it was never migrated."""
-    return set(MigrationContext.configure(connection).get_current_heads())
-
-
-async def _check_schema(engine: AsyncEngine) -> None:
-    async with engine.connect() as connection:
-        found = await connection.run_sync(_schema_revisions)
-    head = head_revision()
-    if not found:
-        raise SchemaNotReady("the database has no schema yet: start `exchange serve` on it first")
-    if found != {head}:
-        raise SchemaNotReady(
-            f"the database's schema is at revision {', '.join(sorted(found))}, this version's is "
-            f"{head}: start this version's `exchange serve` on it first (it migrates the database), "
-            "or run the resolver of the version that migrated it"
-        )
-
-
 async def _served_registry(settings: Settings, engine: AsyncEngine) -> Registry:
-    await _check_schema(engine)
+    await check_schema(engine)
     if settings.deployment_manifest is not None:
         deployment = Deployment.read(settings.deployment_manifest)
         return Registry(deployment.chain_id, deployment.address("DeviceLicenses"))
@@ -192,8 +166,8 @@ async def _served_registry(settings: Settings, engine: AsyncEngine) -> Registry:
 
 
 async def check_served_registry(settings: Settings) -> Registry:
-    """The registry a resolver-only app would serve; ``NoRegistry`` when there is none yet
-    (``SchemaNotReady`` when the database has no schema, or another version's)."""
+    """The registry a resolver-only app would serve; ``NoRegistry`` when there is none yet,
+    ``SchemaNotReady`` when the database has no schema, or another version's."""
     engine = create_db_engine(settings)
     try:
         return await _served_registry(settings, engine)

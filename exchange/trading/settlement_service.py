@@ -219,15 +219,30 @@ def _command_runtime(settings: Settings) -> ChainRuntime:
 async def _with_database(
     settings: Settings, runtime: ChainRuntime, action: Callable[[async_sessionmaker[AsyncSession]], Any]
 ) -> Any:
-    """Run ``action`` on the configured database, once it is known to belong to ``runtime``'s chain;
-    2 when the database cannot be reached or belongs to another chain."""
+    """Run ``action`` on the configured database, once it is known to be at this version's schema
+    and to belong to ``runtime``'s chain; 2 when the database cannot be reached (a SQLite file that
+    is not there is not made), has no schema or another version's, or belongs to another chain."""
     from exchange.cli import reach_database
-    from exchange.db.engine import create_db_engine, create_sessionmaker
+    from exchange.db.engine import create_db_engine, create_sessionmaker, sqlite_file
+    from exchange.db.migrate import SchemaNotReady, check_schema
 
+    database_file = sqlite_file(settings.database_url)
+    if database_file is not None and not database_file.is_file():  # a typo would leave a new file
+        print(
+            f"error: no SQLite database at {database_file}: check DATABASE_URL, or start "
+            "`exchange serve` on it first",
+            file=sys.stderr,
+        )
+        return 2
     if not await reach_database(settings.database_url, sys.stderr):
         return 2
     engine = create_db_engine(settings)
     try:
+        try:
+            await check_schema(engine)  # these commands never migrate: they run beside the service
+        except SchemaNotReady as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         sessionmaker = create_sessionmaker(engine)
         async with sessionmaker() as session:
             try:
@@ -283,7 +298,7 @@ def settle_command(settings: Settings, *, once: bool, poll_s: float) -> int:
 def audit_command(settings: Settings) -> int:
     """``exchange audit``: print every difference between the ledger and the Vault; 1 if any,
     2 when it cannot be done (no node answers, the manifest is unreadable, the database cannot be
-    reached or belongs to another chain)."""
+    reached, has no schema or another version's, or belongs to another chain)."""
     try:
         runtime = _command_runtime(settings)
     except ChainError as exc:  # not a difference: status 1 would say the ledger disagrees
