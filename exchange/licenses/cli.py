@@ -32,7 +32,9 @@ indexer follows. It runs beside ``exchange serve``, which keeps indexing.
 --batch`` reads. ``batch.json`` records the manufacturer (the service's, or ``--manufacturer``);
 ``scan --batch`` then looks only at batches that account registered, as anyone can register a
 root they have seen, and refuses a recorded batch id that another account registered.
-Exit codes: 0 valid/licensed, 1 invalid/not licensed, 2 usage or input errors.
+Exit codes: 0 valid/licensed, 1 invalid/not licensed, 2 usage or input errors, and whatever
+stops the check itself (a file that cannot be read or is malformed, a service, node or database
+that cannot be reached), reported in one ``error:`` line.
 """
 
 from __future__ import annotations
@@ -40,12 +42,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import io
 import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    import httpx
 
 DEVICE_STATUS_NAMES = (
     "licensed",
@@ -154,7 +160,10 @@ def _read_certificate(path: Path) -> tuple[Any, bytes]:
     if text.startswith(COMPACT_PREFIX):
         return Certificate.from_compact(text)
     if text.startswith("{"):
-        body = json.loads(text)
+        try:
+            body = json.loads(text)
+        except ValueError as exc:
+            raise CliError(f"{path} is not a certificate: its JSON is malformed: {exc}") from None
         if "compact" in body:
             return Certificate.from_compact(str(body["compact"]))
         if "certificate" not in body or "signature" not in body:
@@ -367,6 +376,7 @@ def cmd_resolver(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
 
+    from exchange.cli import reach_database
     from exchange.db.migrate import SchemaNotReady
     from exchange.licenses.lifespan import NoRegistry, check_served_registry
     from exchange.settings import ENV_PREFIX, get_settings
@@ -382,6 +392,9 @@ def cmd_resolver(args: argparse.Namespace) -> int:
         settings = get_settings()
     except ValidationError as exc:
         raise CliError(f"invalid configuration:\n{exc}") from None
+    unreachable = io.StringIO()
+    if not asyncio.run(reach_database(settings.database_url, unreachable)):
+        raise CliError(unreachable.getvalue().strip())  # the URL named with its password hidden
     try:
         # Once here, so that a resolver with nothing to serve stops with a reason instead of
         # workers failing their start-up over and over.
@@ -403,9 +416,40 @@ def cmd_resolver(args: argparse.Namespace) -> int:
     return 0
 
 
+def _os_error(error: OSError) -> str:
+    """An OSError in one line: the file it names and why, else its first line."""
+    from exchange.cli import error_line
+
+    if error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return error_line(error)
+
+
+def _http_error(error: httpx.HTTPError) -> str:
+    """An ``httpx.HTTPError`` in one line, naming the URL asked when it is known."""
+    from exchange.cli import error_line
+
+    try:
+        url = error.request.url
+    except RuntimeError:  # an error raised outside a request
+        return error_line(error)
+    return f"the request to {url} failed: {error_line(error)}"
+
+
 def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``handler``, whose operator errors end in one line on stderr and exit 2: exit 1 says "invalid"
+    or "not licensed", which a file that cannot be read or a service that cannot be reached is not.
+
+    Only what input and the outside world cause is caught (files, JSON and text, the service, the
+    node, the database); any other exception is a bug and keeps its traceback.
+    """
+
     def run(args: argparse.Namespace) -> int:
+        import httpx
+        from sqlalchemy.exc import DBAPIError
+
         from exchange.chain.errors import ChainError
+        from exchange.cli import error_line
         from exchange.kit.errors import DomainError
 
         try:
@@ -422,6 +466,18 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
         except ChainError as exc:
             print(f"chain error: {exc}", file=sys.stderr)
             return 2
+        except OSError as exc:  # a file missing or unreadable; a node or database connection lost
+            print(f"error: {_os_error(exc)}", file=sys.stderr)
+            return 2
+        except httpx.HTTPError as exc:  # the service did not answer
+            print(f"error: {_http_error(exc)}", file=sys.stderr)
+            return 2
+        except DBAPIError as exc:  # the resolver's database failed once reached
+            print(f"error: the database failed: {error_line(exc.orig or exc)}", file=sys.stderr)
+            return 2
+        except ValueError as exc:  # malformed input: JSON (json.JSONDecodeError), text, an answer
+            print(f"error: {error_line(exc)}", file=sys.stderr)
+            return 2
 
     return run
 
@@ -430,7 +486,13 @@ def add_commands(sub: Any) -> None:
     """Register ``licence`` and its subcommands on the ``exchange`` command's subparsers."""
     from exchange.cli import MANIFEST_HELP, default_manifest
 
-    licence = sub.add_parser("licence", help="licences, certificates and devices, checked on chain")
+    licence = sub.add_parser(
+        "licence",
+        help="licences, certificates and devices, checked on chain",
+        description="Licences, certificates and devices, checked on chain. Exit 0 valid or licensed, "
+        "1 invalid or not licensed, 2 when the check cannot be made (bad input, a file missing or "
+        "malformed, a service, node or database that cannot be reached).",
+    )
     commands = licence.add_subparsers(dest="licence_command", required=True)
     manifest = default_manifest()
 
