@@ -8,7 +8,8 @@ strings that deployment platforms conventionally provide under fixed names:
 The settings refuse what would be unsafe or silently ignored:
 
 * unknown keys, including unknown ``EXCHANGE_*`` environment variables, so a
-  misspelt variable is an error rather than a default in disguise;
+  misspelt variable is an error rather than a default in disguise (the few that
+  other parts of the program read, ``VARIABLES_READ_ELSEWHERE``, are known);
 * a remote chain (``CHAIN_RPC_URL``) without an operator key, unless the node
   signs for its own unlocked development accounts (``EXCHANGE_DEV_ACCOUNTS``);
 * a database driver the service cannot use (only asyncpg and aiosqlite).
@@ -76,6 +77,14 @@ def normalize_database_url(raw_url: str) -> str:
 
 # Connection strings that platforms provide under these exact names, without the prefix.
 FIXED_NAME_VARIABLES = {"database_url": "DATABASE_URL", "chain_rpc_url": "CHAIN_RPC_URL"}
+
+# EXCHANGE_* variables that a part of the program reads itself, not being settings of the service:
+# known, so not refused as misspelt ones. Each names its reader.
+VARIABLES_READ_ELSEWHERE = frozenset(
+    {
+        "EXCHANGE_PROJECT_ROOT",  # exchange.chain.compiler.project_root: the folder holding contracts/
+    }
+)
 
 
 class _FixedNameVariables(PydanticBaseSettingsSource):
@@ -494,9 +503,9 @@ class Settings(BaseSettings):
         # EXCHANGE_DATABASE_URL and EXCHANGE_CHAIN_RPC_URL count as unknown: the default env source
         # would read them, and the unknown-variable source then makes their use an error, pointing at
         # the variable's real name instead of letting two names compete.
-        known = frozenset(
+        known = VARIABLES_READ_ELSEWHERE | {
             f"{ENV_PREFIX}{name}".upper() for name in cls.model_fields if name not in FIXED_NAME_VARIABLES
-        )
+        }
         return (
             init_settings,
             env_settings,

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from exchange.chain.compiler import project_root
 from exchange.settings import Settings, get_settings, normalize_database_url
 
 VALID_KEY = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
@@ -87,6 +88,18 @@ def test_unknown_exchange_variables_are_refused(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv(variable, "http://127.0.0.1:8545")
     with pytest.raises(ValidationError, match=variable):
         Settings()
+
+
+def test_the_compilers_project_root_variable_is_not_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``EXCHANGE_PROJECT_ROOT`` is no setting, but the compiler reads it (and asks for it when it
+    cannot find ``contracts/``): setting it must not stop every command that reads the settings."""
+    (tmp_path / "contracts").mkdir()
+    (tmp_path / "contracts" / "compiler.json").write_text("{}", encoding="utf-8")
+    monkeypatch.setenv("EXCHANGE_PROJECT_ROOT", str(tmp_path))
+    Settings()
+    assert project_root() == tmp_path
 
 
 def test_unknown_keyword_arguments_are_refused() -> None:

@@ -54,7 +54,8 @@ class Artifact:
 
 
 def project_root() -> Path:
-    """The directory holding ``contracts/`` (``EXCHANGE_PROJECT_ROOT`` overrides)."""
+    """The directory holding ``contracts/`` (``EXCHANGE_PROJECT_ROOT`` overrides: a variable the
+    settings know as one read here, in ``exchange.settings.VARIABLES_READ_ELSEWHERE``)."""
     override = os.environ.get("EXCHANGE_PROJECT_ROOT")
     candidates = [Path(override)] if override else []
     candidates += [Path(__file__).resolve().parents[2], Path.cwd()]
