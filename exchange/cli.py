@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 DEFAULT_MANIFEST = Path("deployments/manifest.json")
 MANIFEST_VARIABLE = "EXCHANGE_DEPLOYMENT_MANIFEST"  # the service's deployment_manifest setting
 MANIFEST_HELP = f"deployment manifest (default ${MANIFEST_VARIABLE}, else {DEFAULT_MANIFEST})"
+LOG_LEVEL_VARIABLE = "EXCHANGE_LOG_LEVEL"  # the service's log_level setting
 
 
 def default_manifest() -> Path:
@@ -371,12 +372,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_log_level() -> str | None:
+    """The level a command other than ``serve`` logs at: ``EXCHANGE_LOG_LEVEL`` (its value in any
+    case, as the settings take it), else WARNING; None when it names none of the settings' levels.
+
+    Read alone, not through the settings, as ``default_manifest`` reads its variable; but refused
+    as the settings refuse it, since logging would fail on it with a traceback.
+    """
+    from exchange.kit.logging import LOG_LEVELS
+
+    level = os.environ.get(LOG_LEVEL_VARIABLE, "WARNING").upper()
+    return level if level in LOG_LEVELS else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from exchange.kit.logging import configure_logging
+    from exchange.kit.logging import LOG_LEVELS, configure_logging
 
     args = build_parser().parse_args(argv)
     if args.command != "serve":  # the service configures logging from its settings
-        configure_logging(log_level=os.environ.get("EXCHANGE_LOG_LEVEL", "WARNING"))
+        level = command_log_level()
+        if level is None:
+            print(
+                f"invalid configuration: {LOG_LEVEL_VARIABLE} is none of {', '.join(LOG_LEVELS)}",
+                file=sys.stderr,
+            )
+            return 2
+        configure_logging(log_level=level)
     return int(args.handler(args))
 
 

@@ -33,6 +33,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from exchange.kit.logging import LogLevel
 from exchange.licenses.device_ids import RESOLVER_BASE_MAX_LENGTH
 
 ENV_PREFIX = "EXCHANGE_"
@@ -40,7 +41,6 @@ SQLITE_DRIVER = "sqlite+aiosqlite"
 POSTGRES_DRIVER = "postgresql+asyncpg"
 
 LogFormat = Literal["auto", "json", "console"]
-LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 _PRIVATE_KEY_PATTERN = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 # Order of the secp256k1 group: a private key must lie in [1, n - 1].

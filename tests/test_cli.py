@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import io
 import json
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -38,6 +39,55 @@ def _suite_logging(monkeypatch: pytest.MonkeyPatch) -> None:
     """The process's logging stays as the suite configured it: ``main`` would send it to this
     test's captured stderr, which later tests' records would then be written to, closed."""
     monkeypatch.setattr(logging_setup, "configure_logging", lambda **_: None)
+
+
+@pytest.fixture
+def logging_levels(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The levels ``main`` configures logging with, each taken by the standard library's check of
+    a level (which raises ``ValueError: Unknown level``) without configuring the process."""
+    levels: list[str] = []
+
+    def configure(*, log_level: str, **_: Any) -> None:
+        logging.Logger("probe").setLevel(log_level.upper())  # as configure_logging sets the root's
+        levels.append(log_level)
+
+    monkeypatch.setattr(logging_setup, "configure_logging", configure)
+    return levels
+
+
+@pytest.mark.parametrize("level", ["verbose", "", "warn"])
+@pytest.mark.parametrize(
+    "command",
+    [["chain", "status"], ["pool", "expire"], ["licence", "threshold"], ["audit"]],
+    ids=" ".join,
+)
+def test_an_invalid_log_level_is_refused_as_serve_refuses_it(
+    command: list[str],
+    level: str,
+    logging_levels: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As the settings refuse it: not only a level the standard library does not know, but also
+    one it knows and the settings do not take (``warn``)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EXCHANGE_LOG_LEVEL", level)
+    assert main(command) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "invalid configuration: EXCHANGE_LOG_LEVEL is none of DEBUG, INFO, WARNING, ERROR, CRITICAL"
+    ]
+    assert logging_levels == []  # refused before anything ran
+
+
+def test_a_commands_log_level_is_the_configured_one_in_any_case(
+    tmp_path: Path, logging_levels: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = str(tmp_path / "manifest.json")
+    assert main(["chain", "status", "--manifest", missing]) == 2  # no manifest: nothing else runs
+    monkeypatch.setenv("EXCHANGE_LOG_LEVEL", "debug")
+    assert main(["chain", "status", "--manifest", missing]) == 2
+    assert logging_levels == ["WARNING", "DEBUG"]
 
 
 class _Uvicorn:

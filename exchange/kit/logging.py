@@ -19,12 +19,14 @@ import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, get_args
 
 import structlog
 from structlog.types import EventDict, Processor, WrappedLogger
 
 LogFormat = Literal["auto", "json", "console"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
 
 _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
