@@ -441,12 +441,13 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     or "not licensed", which a file that cannot be read or a service that cannot be reached is not.
 
     Only what input and the outside world cause is caught (files, JSON and text, the service, the
-    node, the database); any other exception is a bug and keeps its traceback.
+    node, the database's connection); any other exception (a ValueError or an SQL error among
+    them) is a bug and keeps its traceback.
     """
 
     def run(args: argparse.Namespace) -> int:
         import httpx
-        from sqlalchemy.exc import DBAPIError
+        from sqlalchemy.exc import InterfaceError, OperationalError
 
         from exchange.chain.errors import ChainError
         from exchange.cli import error_line
@@ -472,10 +473,10 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
         except httpx.HTTPError as exc:  # the service did not answer
             print(f"error: {_http_error(exc)}", file=sys.stderr)
             return 2
-        except DBAPIError as exc:  # the resolver's database failed once reached
+        except (OperationalError, InterfaceError) as exc:  # the resolver's database, once reached
             print(f"error: the database failed: {error_line(exc.orig or exc)}", file=sys.stderr)
             return 2
-        except ValueError as exc:  # malformed input: JSON (json.JSONDecodeError), text, an answer
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # a malformed file or answer
             print(f"error: {error_line(exc)}", file=sys.stderr)
             return 2
 

@@ -57,8 +57,8 @@ async def journal(
             # Integer division would move the order to a price its maker never signed.
             raise RecoveryFailed(
                 f"journal command {sequence} of {market_id} has the price {price_quote}, which the tick "
-                f"size {tick_size_quote} does not divide: the tick changed since it was placed; start "
-                "the market with the tick it had"
+                f"size {tick_size_quote} does not divide: the tick changed since it was placed, and "
+                "replayed under this one the order would rest at a price its maker never signed"
             )
         while next_cancel is not None and next_cancel[0] < sequence:
             yield next_cancel[0], cancel_command(next_cancel[1], next_cancel[2])

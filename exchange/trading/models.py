@@ -107,8 +107,9 @@ class TradingBook(Base):
 
     The checkpoint's snapshot carries the market's rules (tick, lot, minimum, tokens): a market's
     first start records them in a checkpoint of its empty book. ``rules_sequence`` is the head
-    at which the rules last changed (always at an empty book): the journal before it was
-    written under other rules, so a full replay starts there.
+    at which the rules last changed (always at an empty book), and ``rules_snapshot`` that
+    empty book: the journal before it was written under other rules, so a full replay starts
+    there.
     """
 
     __tablename__ = "trading_books"
@@ -124,6 +125,9 @@ class TradingBook(Base):
     checkpoint_state_hash: Mapped[str | None] = mapped_column(String(64))
     checkpoint_snapshot: Mapped[bytes | None] = mapped_column(LargeBinary)
     rules_sequence: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The empty book at ``rules_sequence`` (rules, and where its order and trade ids had got to):
+    # where a full replay starts; none when the rules never changed (a replay starts from nothing).
+    rules_snapshot: Mapped[bytes | None] = mapped_column(LargeBinary)
     updated_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 

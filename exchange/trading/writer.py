@@ -40,7 +40,9 @@ must hash to the recorded state hash), replay the journal after it, and check
 that the journal head matches, that every replayed command is accepted again,
 and that the open orders in ``trading_orders`` are exactly the book's orders
 with the same remaining amounts. With ``verify_replay`` the whole journal is
-also replayed from its first command and must give the same state hash.
+also replayed, from its first command (or from the last change of the market's
+rules, which finds the book empty: ``trading_books.rules_sequence``), and must
+give the same state hash.
 Any mismatch stops the start-up: the service does not trade on a book it
 cannot vouch for.
 
@@ -227,6 +229,14 @@ def market_lock_key(market_id: str) -> int:
 
 _MAKER_LEVELS = 32  # price levels, and resting orders, a cycle's first balance read looks at
 _MAKER_ORDERS = 256
+
+
+def _record_checkpoint(head: TradingBook, book: OrderBook) -> None:
+    """Make ``book`` (which carries the market's rules) the checkpoint at ``head``'s sequence."""
+    snapshot = book.snapshot()
+    head.checkpoint_snapshot = snapshot
+    head.checkpoint_state_hash = hashlib.sha256(snapshot).hexdigest()
+    head.checkpoint_sequence = head.sequence
 
 
 # --------------------------------------------------------------------------- one cycle's work
@@ -1343,9 +1353,7 @@ class MarketWriter:
             head = await session.get(TradingBook, self.market_id)
             if head is None:  # the market's first start: its rules are recorded with its empty book
                 head = TradingBook(market_id=self.market_id, sequence=0, rules_sequence=0)
-                head.checkpoint_snapshot = OrderBook(config).snapshot()
-                head.checkpoint_sequence = 0
-                head.checkpoint_state_hash = hashlib.sha256(head.checkpoint_snapshot).hexdigest()
+                _record_checkpoint(head, OrderBook(config))
                 session.add(head)
                 await session.flush()
             if head.checkpoint_snapshot is not None:
@@ -1362,6 +1370,8 @@ class MarketWriter:
                 raise RecoveryFailed(
                     f"the journal of {self.market_id} ends at {last} but its head says {head.sequence}"
                 )
+            if head.checkpoint_snapshot is None:  # its rules recorded from now on
+                _record_checkpoint(head, book)
             if book.market != config:
                 if len(book):
                     raise RecoveryFailed(
@@ -1376,16 +1386,22 @@ class MarketWriter:
                     before=str(book.market),
                     after=str(config),
                 )
-                book = OrderBook(config)
-                head.checkpoint_snapshot = book.snapshot()
-                head.checkpoint_state_hash = hashlib.sha256(head.checkpoint_snapshot).hexdigest()
-                head.checkpoint_sequence = head.rules_sequence = head.sequence
+                # The empty book under the new rules goes on counting orders and trades where
+                # the old one stopped: trade ids are unique in the market.
+                emptied = OrderBook(config)
+                emptied.last_order_id, emptied.last_trade_id = book.last_order_id, book.last_trade_id
+                book = emptied
+                _record_checkpoint(head, book)
+                head.rules_sequence, head.rules_snapshot = head.sequence, head.checkpoint_snapshot
             if self._verify_replay and head.checkpoint_sequence > head.rules_sequence:
-                full = OrderBook(config)
+                # From the first command, or from the empty book the last change of rules found.
+                since = head.rules_snapshot
+                full = OrderBook(config) if since is None else OrderBook.restore(bytes(since))
                 await replay(session, full, self.market_id, after=head.rules_sequence)
                 if full.state_hash() != book.state_hash():
                     raise RecoveryFailed(
-                        f"replaying the whole journal of {self.market_id} disagrees with its checkpoint"
+                        f"replaying the journal of {self.market_id} from its sequence {head.rules_sequence} "
+                        "disagrees with its checkpoint"
                     )
             open_rows = (
                 await session.scalars(

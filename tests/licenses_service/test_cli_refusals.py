@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from exchange.cli import main
 from exchange.kit import logging as logging_setup
@@ -111,7 +111,16 @@ def test_a_connection_lost_midway_is_one_line(
     assert capsys.readouterr().err.splitlines() == [line]
 
 
-@pytest.mark.parametrize("bug", [KeyError("device_id"), TypeError("bad operand"), AttributeError("x")])
+@pytest.mark.parametrize(
+    "bug",
+    [
+        KeyError("device_id"),
+        TypeError("bad operand"),
+        AttributeError("x"),
+        ValueError("not enough values to unpack"),
+        ProgrammingError("SELECT nope", {}, Exception('relation "nope" does not exist')),
+    ],
+)
 def test_a_programming_error_keeps_its_traceback(bug: Exception) -> None:
     def handler(_args: argparse.Namespace) -> int:
         raise bug

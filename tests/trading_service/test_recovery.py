@@ -362,6 +362,14 @@ async def test_a_journal_from_before_rules_were_recorded_refuses_a_price_off_the
     with pytest.raises(RecoveryFailed, match="tick size 100000 does not divide"):
         async for _desk in start_desk(coarser, chain_runtime):
             pass
+    # Started with its tick, such a market has its rules recorded at once, before any clean stop.
+    async for desk in start_desk(trading_settings(database_url), chain_runtime):
+        row = await _book_row(desk)
+        assert row["checkpoint_snapshot"] is not None
+        assert row["checkpoint_sequence"] == row["sequence"] > 0
+    with pytest.raises(RecoveryFailed, match="changed while 1 orders rest"):
+        async for _desk in start_desk(coarser, chain_runtime):
+            pass
 
 
 async def test_the_rules_change_at_a_start_that_finds_the_book_empty(
@@ -370,8 +378,12 @@ async def test_the_rules_change_at_a_start_that_finds_the_book_empty(
     old_rules = trading_settings(database_url, trading_checkpoint_every=2)
     async for desk in start_desk(old_rules, chain_runtime):
         seller = await desk.member(0xBD)
+        buyer = await desk.member(0xBE)
         await desk.deposit(seller, desk.market["base"], 10 * WHOLE)
+        await desk.deposit(buyer, desk.market["quote"], 1_000 * DOLLAR)
         order = (await desk.place(seller, "sell", price(10.01), WHOLE)).json()
+        taken = await desk.place(buyer, "buy", price(10.01), WHOLE // 2, time_in_force="IOC")
+        assert taken.json()["filled"] == str(WHOLE // 2)  # trade 1, under the old rules
         cancelled = await desk.client.delete(f"/v1/orders/{order['id']}", headers=seller.headers)
         assert cancelled.status_code == 200, cancelled.text
         emptied = await desk.journal()
@@ -388,9 +400,17 @@ async def test_the_rules_change_at_a_start_that_finds_the_book_empty(
         assert off_tick.status_code == 422, off_tick.text
         for dollars in (10.1, 10.2, 10.3):  # past a checkpoint under the new rules
             assert (await desk.place(seller, "sell", price(dollars), WHOLE)).json()["status"] == "open"
+        # The book counts trades on where it stopped: the market's trade ids stay unique.
+        buyer.headers = (await desk.member(buyer.account, admit=False)).headers
+        taken = await desk.place(buyer, "buy", price(10.1), WHOLE // 2, time_in_force="IOC")
+        assert taken.status_code == 201, taken.text
+        assert taken.json()["filled"] == str(WHOLE // 2)
+        trades = (await desk.client.get(f"/v1/markets/{desk.market['id']}/trades")).json()["items"]
+        assert [trade["id"] for trade in trades] == ["2", "1"]
         after = await desk.journal()
-    # The next start checks its checkpoint by replaying the journal from the change on: the order
-    # at 10.01 before it, off the new tick, is not replayed under the new rules.
+    # The next start checks its checkpoint by replaying the journal from the change on, from the
+    # empty book the change found: the order at 10.01 before it, off the new tick, is not replayed
+    # under the new rules, and the trade ids go on from 1.
     async for desk in start_desk(new_rules, chain_runtime):
         row = await _book_row(desk)
         assert row["checkpoint_sequence"] > row["rules_sequence"] == emptied["sequence"]
