@@ -231,12 +231,21 @@ _MAKER_LEVELS = 32  # price levels, and resting orders, a cycle's first balance 
 _MAKER_ORDERS = 256
 
 
-def _record_checkpoint(head: TradingBook, book: OrderBook) -> None:
-    """Make ``book`` (which carries the market's rules) the checkpoint at ``head``'s sequence."""
+def _checkpoint_columns(book: OrderBook, sequence: int) -> dict[str, Any]:
+    """The ``trading_books`` checkpoint columns for ``book`` (which carries the market's rules)
+    at journal ``sequence``."""
     snapshot = book.snapshot()
-    head.checkpoint_snapshot = snapshot
-    head.checkpoint_state_hash = hashlib.sha256(snapshot).hexdigest()
-    head.checkpoint_sequence = head.sequence
+    return {
+        "checkpoint_sequence": sequence,
+        "checkpoint_state_hash": hashlib.sha256(snapshot).hexdigest(),
+        "checkpoint_snapshot": snapshot,
+    }
+
+
+def _record_checkpoint(head: TradingBook, book: OrderBook) -> None:
+    """Make ``book`` the checkpoint at ``head``'s sequence."""
+    for name, value in _checkpoint_columns(book, head.sequence).items():
+        setattr(head, name, value)
 
 
 # --------------------------------------------------------------------------- one cycle's work
@@ -1329,13 +1338,8 @@ class MarketWriter:
         return Candle(start, *(getattr(row, name) for name in CANDLE_VALUES))
 
     def _checkpoint_values(self) -> dict[str, Any]:
-        snapshot = self.book.snapshot()
         self.checkpoint_sequence = self.sequence
-        return {
-            "checkpoint_sequence": self.sequence,
-            "checkpoint_state_hash": hashlib.sha256(snapshot).hexdigest(),
-            "checkpoint_snapshot": snapshot,
-        }
+        return _checkpoint_columns(self.book, self.sequence)
 
     async def _checkpoint(self, session: AsyncSession) -> None:
         await session.execute(
