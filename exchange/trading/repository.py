@@ -126,11 +126,7 @@ async def load_balances(
         return found  # SQLite: BEGIN IMMEDIATE has every writer wait for the one before it
     missing = wanted - found.keys()
     if missing:
-        now = utc_now()
-        zero = [
-            {"account": account, "token": token, "total": 0, "reserved": 0, "updated_at": now}
-            for account, token in sorted(missing)
-        ]
+        _, zero = _balance_rows(dict.fromkeys(sorted(missing), Balance()), (), utc_now())
         await bulk.insert_rows(session, _BALANCES, zero, skip_existing=True)
         found.update(await _read_balances(session, missing, lock=True))
     return found
