@@ -30,6 +30,7 @@ from exchange.kit import logging as logging_setup
 from exchange.pool.cli_service import expire, import_file
 from exchange.settings import Settings
 from exchange.trading import settlement_service
+from tests.chain.nodes import free_port
 
 ZERO_ADDRESS = "0x" + "00" * 20
 
@@ -136,6 +137,37 @@ def test_serve_takes_the_embedded_database_when_no_other_process_serves_it(
     assert len(served.calls) == 1
     (lock,) = service._HELD_LOCKS
     assert Path(lock.name) == tmp_path / "var" / "exchange.sqlite3.lock"
+
+
+def _refused_start(served: _Uvicorn, capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line ``exchange serve`` refuses with, exit 2, before any app starts."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--port", "8765"])
+    assert exit_.value.code == 2
+    assert served.calls == []  # no app was started
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "Traceback" not in line
+    return line
+
+
+def test_serve_refuses_an_unreachable_database_in_one_line_before_the_app_starts(
+    served: _Uvicorn, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://exchange:secret@127.0.0.1:{port}/exchange")
+    line = _refused_start(served, capsys)
+    assert line.startswith(f"cannot reach the database postgresql+asyncpg://exchange:***@127.0.0.1:{port}/")
+    assert "secret" not in line
+
+
+def test_serve_refuses_an_unreachable_chain_in_one_line_before_the_app_starts(
+    served: _Uvicorn, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'exchange.sqlite3'}")
+    monkeypatch.setenv("CHAIN_RPC_URL", url)
+    monkeypatch.setenv("EXCHANGE_DEV_ACCOUNTS", "true")
+    assert _refused_start(served, capsys) == f"error: no chain answers at {url} (CHAIN_RPC_URL)"
 
 
 def _served_settings(served: _Uvicorn) -> Settings:
