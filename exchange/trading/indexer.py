@@ -72,6 +72,7 @@ from exchange.chain.binding import BoundContract
 from exchange.db.base import utc_now
 from exchange.kit.logging import get_logger
 from exchange.trading.chain_calls import ChainCalls
+from exchange.trading.repository import BalancesBusy
 from exchange.trading.settlement_models import ChainBlock, ChainCursor, ChainEvent, EventState
 
 log = get_logger(__name__)
@@ -260,6 +261,8 @@ class ChainIndexer:
                 await self.catch_up()
             except asyncio.CancelledError:
                 raise
+            except BalancesBusy as busy:  # rolled back: the market writer held them; the next pass
+                log.info("indexer.balances_busy", contract=self.contract.name, detail=busy.detail)
             except Exception as exc:  # a node or database hiccup must not end the loop
                 log.error("indexer.pass_failed", contract=self.contract.name, error=str(exc), exc_info=exc)
             await asyncio.sleep(interval_s)

@@ -11,6 +11,13 @@ raises ``LedgerRefused`` and changes nothing.
 Balance rows are read ``FOR UPDATE`` (PostgreSQL; SQLite has one writer at a
 time anyway), in (account, token) order, so concurrent writers of the same
 balances queue instead of losing an update.
+
+The market writer yields to no one: it locks the accounts placing orders first and the
+makers it meets while matching after, so it may wait for a row while holding another. Every
+other transaction (a settlement void, a Vault event, a withdrawal) locks balances with a short
+wait (``YIELD_LOCK_WAIT_MS``, below PostgreSQL's one-second ``deadlock_timeout``): where its
+lock order and the writer's cross, it gives up first and raises ``BalancesBusy``, rather than
+PostgreSQL choosing the writer (whose whole cycle would then fail and be recovered).
 """
 
 from __future__ import annotations
@@ -19,13 +26,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, bindparam, func, literal, or_, select, tuple_, union_all
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, bindparam, func, literal, or_, select, text, tuple_, union_all
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.db import bulk
 from exchange.db.base import Base, utc_now
-from exchange.kit.errors import Conflict
+from exchange.kit.errors import Conflict, DomainError
 from exchange.kit.logging import get_logger
 from exchange.trading import ledger
 from exchange.trading.ledger import VAULT_EXTERNAL, Balance, LedgerError, Posting
@@ -62,6 +69,27 @@ class LedgerRefused(Conflict):
 
     type_slug = "insufficient-balance"
     title = "Insufficient balance"
+
+
+class BalancesBusy(DomainError):
+    """Balances this transaction needs were held by the market writer past ``YIELD_LOCK_WAIT_MS``.
+
+    Nothing was written (the transaction is rolled back); the same work succeeds moments later.
+    """
+
+    status = 503
+    type_slug = "balances-busy"
+    title = "Balances busy"
+    transient = True
+    retry_after_s = 1
+
+
+# A transaction other than the market writer's waits at most this long for each balance row
+# it locks (PostgreSQL's ``lock_timeout``, set for those statements only): less than the
+# server's ``deadlock_timeout`` (one second by default), so that where it and the writer wait
+# for each other, its wait ends first and the writer's cycle goes on.
+YIELD_LOCK_WAIT_MS = 500
+_LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock wait that lock_timeout ended
 
 
 class ProceedsUnsettled(LedgerRefused):
@@ -111,7 +139,7 @@ def padded(values: Iterable[T]) -> list[T]:
 
 
 async def load_balances(
-    session: bulk.Target, keys: Iterable[BalanceKey], *, lock: bool = True
+    session: bulk.Target, keys: Iterable[BalanceKey], *, lock: bool = True, yielding: bool = True
 ) -> dict[BalanceKey, Balance]:
     """The current balances of ``keys`` (absent rows are zero), locked for this transaction by default.
 
@@ -119,7 +147,36 @@ async def load_balances(
     without a row could not be locked, so two transactions that both found none (a cycle's
     first trade of a token racing the account's first deposit of it) would both insert it,
     and the later one fail on the key.
+
+    ``yielding`` (every caller but the market writer): each row is waited for at most
+    ``YIELD_LOCK_WAIT_MS``, then ``BalancesBusy`` is raised (see the module docstring).
     """
+    postgres = bulk.dialect_of(session).name == "postgresql"
+    if lock and yielding and postgres and isinstance(session, AsyncSession):
+        previous = await session.scalar(_YIELD_LOCKS)
+        try:
+            found = await _load_balances(session, keys, lock=True)
+        except DBAPIError as error:
+            if getattr(error.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+                raise BalancesBusy(
+                    f"balances were held by trading for more than {YIELD_LOCK_WAIT_MS} ms; try again"
+                ) from error
+            raise
+        await session.execute(_RESTORE_LOCK_WAIT, {"previous": previous})
+        return found
+    return await _load_balances(session, keys, lock=lock)
+
+
+# The lock wait as it was, then the short one for this transaction (restored after the reads).
+_YIELD_LOCKS = text(
+    "SELECT current_setting('lock_timeout'), set_config('lock_timeout', :wait, true)"
+).bindparams(wait=f"{YIELD_LOCK_WAIT_MS}ms")
+_RESTORE_LOCK_WAIT = text("SELECT set_config('lock_timeout', :previous, true)")
+
+
+async def _load_balances(
+    session: bulk.Target, keys: Iterable[BalanceKey], *, lock: bool
+) -> dict[BalanceKey, Balance]:
     wanted = {key for key in keys if key[0] != VAULT_EXTERNAL}
     found = await _read_balances(session, wanted, lock=lock)
     if not lock or bulk.dialect_of(session).name != "postgresql":

@@ -53,7 +53,7 @@ from exchange.trading.intake import (
 from exchange.trading.intents import OrderConflict, OrderNotOpen, Placed, PostOnlyWouldTake, WriterUnavailable
 from exchange.trading.principals import bearer_token
 from exchange.trading.problems import FieldRefused
-from exchange.trading.repository import LedgerRefused, WithdrawalRace
+from exchange.trading.repository import BalancesBusy, LedgerRefused, WithdrawalRace
 from exchange.trading.schemas import (
     BalanceOut,
     BalancesOut,
@@ -807,6 +807,7 @@ async def list_my_trades(
         AccountExiting,
         WithdrawalRace,
         ChainUnavailable,
+        BalancesBusy,
         before=(KeyUnfinished,),
         extra=_MALFORMED_BODY,
     ),

@@ -263,15 +263,22 @@ class Settler:
     async def step(self) -> StepOutcome:
         """Advance settlement by one decision (see the module docstring)."""
         async with self._lock:
-            async with self._sessionmaker() as session, session.begin():
-                batch = await store.open_batch(session, self.vault.address)
-            if batch is not None:
-                try:
-                    return await self._follow(batch)
-                except _BatchClosed:  # nothing was written: the other settler swept and moved the fills
-                    log.info("settlement.batch_closed_elsewhere", batch_id=batch.id)
-                    return StepOutcome.WAITING
-            return await self._open()
+            try:
+                return await self._decide()
+            except repository.BalancesBusy as busy:  # rolled back: the market writer had them; again soon
+                log.info("settlement.balances_busy", detail=busy.detail)
+                return StepOutcome.WAITING
+
+    async def _decide(self) -> StepOutcome:
+        async with self._sessionmaker() as session, session.begin():
+            batch = await store.open_batch(session, self.vault.address)
+        if batch is not None:
+            try:
+                return await self._follow(batch)
+            except _BatchClosed:  # nothing was written: the other settler swept and moved the fills
+                log.info("settlement.batch_closed_elsewhere", batch_id=batch.id)
+                return StepOutcome.WAITING
+        return await self._open()
 
     async def drain(self, *, poll_s: float, timeout_s: float | None = None) -> None:
         """Step until no fill is pending and no batch is open (``exchange settle --once``, tests).

@@ -279,7 +279,7 @@ class _Cycle:
         if not missing:
             return
         self.reads += 1
-        found = await repository.load_balances(self.db, missing)
+        found = await repository.load_balances(self.db, missing, yielding=False)  # others yield to it
         self.balances.update(found)
         self.existing.update(found)
         self.loaded.update(missing)

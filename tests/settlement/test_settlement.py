@@ -28,7 +28,7 @@ from exchange.chain.pool import Tier
 from exchange.chain.signatures import ERC1271_GAS_CAP
 from exchange.db.base import utc_now
 from exchange.settings import Settings
-from exchange.trading import settlement
+from exchange.trading import repository, settlement
 from exchange.trading import settlement_repository as store
 from exchange.trading.batching import Fees, SettleArguments
 from exchange.trading.eip712 import OrderSide, VaultOrder, order_hash
@@ -285,6 +285,37 @@ async def test_wallets_that_burn_their_gas_cost_their_cap_and_a_batch_holds_a_bo
     for batch in batches:
         assert batch.gas_used is not None
         assert batch.gas_used < batch.fill_count * cap + 400_000
+
+
+async def test_a_void_waits_for_balances_the_market_writer_holds_then_gives_way_and_retries(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """While a transaction that does not yield (as the market writer's cycle) holds every balance
+    row, a settlement step that would fail and void a fill waits a moment, writes nothing and
+    says WAITING (the writer is never the one to give way); once the rows are free, the next
+    steps fail the fill and void it, and the audit is clean."""
+    if chain_settings.database_url.startswith("sqlite"):
+        pytest.skip("SQLite runs one writing transaction at a time: a step waits for the writer's")
+    parts = await _parts(net, chain_settings, sessionmaker)
+    alice, bob, carol = (Trader(member) for member in MEMBERS[:3])
+    await buys(net, chain_settings, sessionmaker, bob, [alice, carol])
+    net.pool.vault.transact("cancelOrder", carol.orders[-1].as_abi_tuple(), sender=carol.address)
+    async with sessionmaker() as holder, holder.begin():
+        keys = [(row.account, row.token) for row in (await holder.scalars(select(LedgerBalance))).all()]
+        await repository.load_balances(holder, keys, yielding=False)
+        for _ in range(4):
+            outcome = await asyncio.wait_for(parts.settler.step(), timeout=10)
+            assert outcome is not StepOutcome.FILL_FAILED
+        async with sessionmaker() as session:
+            assert await session.scalar(select(SettlementFailure.fill_id)) is None
+            states = (await session.scalars(select(TradingFill.settlement_state))).all()
+        assert SettlementState.FAILED not in states
+    await parts.settler.drain(poll_s=0.02, timeout_s=60)
+    await parts.indexer.catch_up()
+    fills = await _fills(sessionmaker)
+    assert [fill.settlement_state for fill in fills] == [SettlementState.SETTLED, SettlementState.FAILED]
+    report = await parts.audit()
+    assert report.clean, "\n".join(report.lines())
 
 
 async def test_a_vault_that_refuses_the_operator_blocks_settlement_and_fails_no_fill(

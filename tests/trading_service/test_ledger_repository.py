@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.db import bulk
@@ -103,3 +103,55 @@ async def test_a_first_balance_of_an_account_is_locked_so_a_racing_first_deposit
         await deposit
     async with sessionmaker() as check, check.begin():
         assert await repository.balances_of(check, BOB) == {BPC: Balance(total=47, reserved=0)}
+
+
+async def test_a_transaction_crossing_the_writers_lock_order_gives_way_to_the_writer(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """The writer holds CAROL's balance (an account placing an order) and, matching, comes to
+    ALICE's (a maker). A settlement void of a fill between ALICE and CAROL locks the fill's
+    balances in order and holds ALICE's while it waits for BOB's, which a third transaction
+    holds; when that one commits, the void and the writer wait for each other. PostgreSQL ends
+    whichever waited a second first: the writer, whose whole cycle would fail. The void waits
+    for no row longer than ``YIELD_LOCK_WAIT_MS``, so it gives up first, writes nothing and
+    raises ``BalancesBusy``; the writer goes on."""
+    carol = "0x" + "c3" * 20
+    async with sessionmaker() as setup, setup.begin():
+        for account, reference in ((ALICE, "0xaa:1"), (BOB, "0xbb:1"), (carol, "0xcc:1")):
+            await repository.credit_deposit(setup, account, BPC, 100, reference=reference)
+    async with sessionmaker() as writer, sessionmaker() as third:
+        if writer.get_bind().dialect.name != "postgresql":
+            pytest.skip("SQLite runs one writing transaction at a time (BEGIN IMMEDIATE)")
+        async with writer.begin(), third.begin():
+            assert await writer.scalar(text("SHOW deadlock_timeout")) == "1s"
+            assert repository.YIELD_LOCK_WAIT_MS < 1000 - 300  # the hold below ends after the wait
+            connection = await writer.connection()
+            await connection.exec_driver_sql("SELECT 1")  # BEGIN sent: the raw statements join it
+            driver = (await connection.get_raw_connection()).driver_connection
+            cycle = bulk.Raw(driver, writer.get_bind().dialect)
+            await repository.load_balances(cycle, [(carol, BPC)], yielding=False)
+            await repository.load_balances(third, [(BOB, BPC)], yielding=False)
+
+            async def void() -> None:
+                postings = [ledger.Posting(ALICE, BPC, -3), ledger.Posting(BOB, BPC, 1)]
+                postings.append(ledger.Posting(carol, BPC, 2))
+                async with sessionmaker() as settler, settler.begin():
+                    await repository.apply_postings(settler, postings, cause="fill.void", reference="t:1")
+
+            voiding = asyncio.create_task(void())
+            await asyncio.sleep(0.1)  # the void holds ALICE's row and waits for BOB's
+            matching = asyncio.create_task(repository.load_balances(cycle, [(ALICE, BPC)], yielding=False))
+            await asyncio.sleep(0.1 + repository.YIELD_LOCK_WAIT_MS / 1000)
+            await third.commit()  # BOB's row is free: without the short wait, a deadlock now
+            assert await asyncio.wait_for(matching, timeout=5) == {(ALICE, BPC): Balance(100, 0)}
+            with pytest.raises(repository.BalancesBusy):
+                await voiding
+    async with sessionmaker() as check, check.begin():
+        for account in (ALICE, BOB, carol):
+            assert await repository.balances_of(check, account) == {BPC: Balance(total=100, reserved=0)}
+        assert (
+            await check.scalar(
+                select(func.count()).select_from(LedgerEntry).where(LedgerEntry.reference == "t:1")
+            )
+            == 0
+        )
