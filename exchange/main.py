@@ -12,10 +12,12 @@ from typing import IO, Any
 from fastapi import FastAPI
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
+from starlette.types import Message, Receive, Scope, Send
 
 from exchange.api.app import create_app, freeze_start_heap
 from exchange.api.body_limit import limit_bodies
 from exchange.auth.routes import router as auth_router
+from exchange.chain.errors import ChainReplaced, DeploymentMismatch, ManifestInvalid
 from exchange.chain.lifespan import chain_startup
 from exchange.chain.routes import router as chain_router
 from exchange.chain.runtime import ChainRuntime
@@ -34,6 +36,7 @@ from exchange.trading.routes import private as trading_router
 from exchange.trading.routes import public as markets_router
 from exchange.trading.service import trading_startup
 from exchange.trading.settlement_service import settlement_startup
+from exchange.trading.writer import MarketOwned
 from exchange.trading.ws import router as ws_router
 
 
@@ -209,9 +212,54 @@ def serve(host: str | None = None, port: int | None = None) -> None:
     if previous is not None:
         get_logger(__name__).info("db.embedded_previous_set_aside", moved_to=str(previous))
     _preflight(settings)
-    uvicorn.run(
-        build_app(settings, serving=True),
-        host=settings.host,
-        port=settings.port,
-        **server_options(settings),
-    )
+    app = StartRefusals(build_app(settings, serving=True))
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, **server_options(settings))
+    except SystemExit:
+        if app.refused is not None:  # said in one line as it happened; uvicorn's own code is 3
+            raise SystemExit(2) from None
+        raise
+
+
+# Refusals to start whose message says what is wrong and what to do: a traceback adds nothing.
+START_REFUSALS: tuple[type[Exception], ...] = (
+    MarketOwned,
+    ChainReplaced,
+    DeploymentMismatch,
+    ManifestInvalid,
+)
+
+
+class StartRefusals:
+    """The app as ``exchange serve`` runs it: a start refused for a reason in ``START_REFUSALS``
+    is reported as one line (``error: …`` on stderr), not as the traceback that uvicorn logs for
+    any other failed start; ``refused`` holds it. Everything else passes through unchanged.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.state = app.state
+        self.refused: Exception | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        held: list[Message] = []
+
+        async def hold_start_failure(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed":  # its message is the traceback
+                held.append(message)
+            else:
+                await send(message)
+
+        try:
+            await self.app(scope, receive, hold_start_failure)
+        except START_REFUSALS as refusal:
+            self.refused = refusal
+            print(f"error: {refusal}", file=sys.stderr, flush=True)
+            await send({"type": "lifespan.startup.failed", "message": ""})
+        except BaseException:
+            for message in held:
+                await send(message)
+            raise

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 import uvicorn
 from alembic import command as alembic_command
 from alembic.script import ScriptDirectory
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange import main as service
@@ -30,6 +32,7 @@ from exchange.kit import logging as logging_setup
 from exchange.pool.cli_service import expire, import_file
 from exchange.settings import Settings
 from exchange.trading import settlement_service
+from exchange.trading.writer import MarketOwned
 from tests.chain.nodes import free_port
 
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -168,6 +171,47 @@ def test_serve_refuses_an_unreachable_chain_in_one_line_before_the_app_starts(
     monkeypatch.setenv("CHAIN_RPC_URL", url)
     monkeypatch.setenv("EXCHANGE_DEV_ACCOUNTS", "true")
     assert _refused_start(served, capsys) == f"error: no chain answers at {url} (CHAIN_RPC_URL)"
+
+
+async def _start_through_refusals(failure: Exception, sent: list[dict[str, Any]]) -> service.StartRefusals:
+    """Run, as uvicorn does, the lifespan of an app whose start raises ``failure`` through
+    ``StartRefusals``; ``sent`` gets what it sent uvicorn. An exception it lets through is raised."""
+
+    @contextlib.asynccontextmanager
+    async def failing(_app: FastAPI) -> AsyncIterator[None]:
+        raise failure
+        yield
+
+    app = service.StartRefusals(FastAPI(lifespan=failing))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    return app
+
+
+async def test_a_start_refused_for_a_known_reason_is_one_line_and_any_other_keeps_its_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sent: list[dict[str, Any]] = []
+    app = await _start_through_refusals(MarketOwned("market BPC-TUSD is written by another process"), sent)
+    assert sent == [{"type": "lifespan.startup.failed", "message": ""}]  # uvicorn logs no traceback
+    assert isinstance(app.refused, MarketOwned)
+    assert capsys.readouterr().err == "error: market BPC-TUSD is written by another process\n"
+
+    sent.clear()
+    with pytest.raises(RuntimeError, match="a bug"):
+        await _start_through_refusals(RuntimeError("a bug"), sent)
+    # Starlette's message, held back until the failure was known, reaches uvicorn as it was.
+    (failed,) = sent
+    assert failed["type"] == "lifespan.startup.failed"
+    assert "Traceback" in failed["message"]
+    assert "RuntimeError: a bug" in failed["message"]
+    assert capsys.readouterr().err == ""
 
 
 def _served_settings(served: _Uvicorn) -> Settings:

@@ -3,9 +3,13 @@ the embedded defaults begin each start on a new database, keeping the previous o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +24,7 @@ from exchange.chain.runtime import ChainRuntime, start_chain
 from exchange.db.models import ChainAnchor
 from exchange.main import set_aside_embedded_database
 from exchange.settings import Settings
+from tests.chain.nodes import free_port
 
 
 async def _start(settings: Settings, runtime: ChainRuntime) -> None:
@@ -46,6 +51,30 @@ async def test_a_database_refuses_a_chain_that_replaced_its_own(
     w3 = chain_runtime.w3
     deploy_block = chain_runtime.deployment.deploy_block
     assert anchor.block_hash == "0x" + bytes(w3.eth.get_block(deploy_block)["hash"]).hex()
+
+
+async def test_serve_refuses_a_database_of_another_chain_in_one_line_and_exit_2(
+    chain_runtime: ChainRuntime, tmp_path: Path
+) -> None:
+    """``exchange serve`` on a database another chain's service wrote: the lifespan's
+    ``ChainReplaced`` is said in its one line, not as uvicorn's traceback, and the exit is 2."""
+    database = tmp_path / "exchange.sqlite3"
+    await _start(Settings(database_url=f"sqlite:///{database}"), chain_runtime)  # the shared chain's
+    environment = {name: value for name, value in os.environ.items() if name != "CHAIN_RPC_URL"}
+    environment.update(DATABASE_URL=f"sqlite:///{database}", EXCHANGE_PORT=str(free_port()))
+    started = await asyncio.to_thread(
+        subprocess.run,  # on a new embedded chain of its own
+        [sys.executable, "-m", "exchange.cli", "serve"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode == 2, started.stderr
+    assert "Traceback" not in started.stderr
+    (line,) = [line for line in started.stderr.splitlines() if line.startswith("error:")]
+    assert "start on a new database" in line
 
 
 def _database(path: Path, *, anchored: bool) -> None:
