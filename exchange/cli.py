@@ -201,15 +201,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 def cmd_chain_status(args: argparse.Namespace) -> int:
     from exchange.chain.deployment import Deployment, check_deployment
-    from exchange.chain.errors import ChainError, ManifestInvalid
+    from exchange.chain.errors import ChainError, ChainUnavailable, ManifestInvalid
     from exchange.chain.provider import make_web3
 
     if not args.manifest.is_file():
-        print(f"no manifest at {args.manifest}", file=sys.stderr)
+        print(f"error: no manifest at {args.manifest}", file=sys.stderr)
         return 2
     if not args.rpc:
         print(
-            "give --rpc URL or set CHAIN_RPC_URL: the embedded chain lives only inside `exchange serve`",
+            "error: give --rpc URL or set CHAIN_RPC_URL: the embedded chain lives only inside "
+            "`exchange serve`",
             file=sys.stderr,
         )
         return 2
@@ -221,7 +222,10 @@ def cmd_chain_status(args: argparse.Namespace) -> int:
     try:
         w3 = make_web3(args.rpc)
         statuses = check_deployment(w3, deployment)
-    except ChainError as exc:
+    except ChainUnavailable as exc:  # nothing was checked
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ChainError as exc:  # the node is another chain than the manifest's
         print(f"error: {exc}", file=sys.stderr)
         return 1
     head = w3.eth.block_number
@@ -313,7 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     chain = sub.add_parser("chain", help="chain inspection")
     chain_sub = chain.add_subparsers(dest="chain_command", required=True)
-    status = chain_sub.add_parser("status", help="check the deployment manifest against the chain")
+    status = chain_sub.add_parser(
+        "status",
+        help="check the deployment manifest against the chain",
+        description="Compare the code at every address of the manifest with this version's contracts. "
+        "Exit 0 when all match; 1 when any differs or the node is another chain; 2 when nothing "
+        "could be checked (no manifest, an unreadable one, no --rpc, no chain answers).",
+    )
     status.add_argument("--manifest", type=Path, default=default_manifest(), help=MANIFEST_HELP)
     status.add_argument(
         "--rpc", default=os.environ.get("CHAIN_RPC_URL"), help="JSON-RPC URL (default $CHAIN_RPC_URL)"

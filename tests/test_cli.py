@@ -311,7 +311,7 @@ def test_the_default_manifest_is_the_one_the_service_settings_name(
     ("command", "refusal"),
     [
         (["licence", "threshold"], "error: no deployment manifest at {manifest} (give --manifest PATH)"),
-        (["chain", "status"], "no manifest at {manifest}"),
+        (["chain", "status"], "error: no manifest at {manifest}"),
     ],
     ids=["licence threshold", "chain status"],
 )
@@ -328,6 +328,17 @@ def test_a_chain_command_reads_the_configured_manifest(
     monkeypatch.setenv("EXCHANGE_DEPLOYMENT_MANIFEST", str(manifest))
     assert main(command) == 2
     assert capsys.readouterr().err.splitlines() == [refusal.format(manifest=manifest)]
+
+
+def test_chain_status_with_no_chain_answering_checked_nothing_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = tmp_path / "manifest.json"
+    deployment = Deployment(chain_id=31337, deploy_block=1, contracts={}, deployer="0x" + "11" * 20)
+    manifest.write_text(json.dumps(deployment.to_json()), encoding="utf-8")
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["chain", "status", "--rpc", url, "--manifest", str(manifest)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: no chain answers at {url}"]
 
 
 @pytest.mark.parametrize(
