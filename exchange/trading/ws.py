@@ -96,10 +96,13 @@ class TooSlow(DomainError):
     title = "Connection too slow"
 
 
-def _error(error: DomainError, op_id: Any = None) -> dict[str, Any]:
+def _error(error: DomainError, op_id: Any = None, request_id: str | None = None) -> dict[str, Any]:
     """The problem document of ``error`` as a WebSocket message: ``type`` is ``"error"``, the
-    problem's type URI is ``problem``, and a message has no request path (``instance``)."""
+    problem's type URI is ``problem``, and a message has no request path (``instance``).
+    ``request_id``: the connection's, for an error raised outside its handler (the feed's)."""
     document = problem_document(error, instance=None)
+    if request_id is not None:
+        document.setdefault("request_id", request_id)
     body: dict[str, Any] = {"type": "error", "status": document.pop("status"), "title": document.pop("title")}
     body["problem"] = document.pop("type")
     body.update({name: value for name, value in document.items() if name not in body})
@@ -192,6 +195,9 @@ class Connection:
         self.close_code: int | None = None
         self.closed = asyncio.Event()  # set by close(): the receive loop stops waiting for the peer
         self.feeds: set[MarketFeed] = set()
+        # Errors the feed closes the connection with (too slow, the market stopped) are raised in
+        # the writer's context, where no request is bound: they carry the connection's id.
+        self.request_id = current_request_id()
 
     # ------------------------------------------------------------------ outbox (Subscriber)
 
@@ -228,7 +234,7 @@ class Connection:
         self.leave_all()
         self.outbox.clear()
         if error is not None:
-            self.outbox.put(encode(_error(error)))
+            self.outbox.put(encode(_error(error, request_id=self.request_id)))
         self.outbox.put(_CLOSE)
 
     async def send_loop(self) -> None:

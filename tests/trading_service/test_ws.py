@@ -435,7 +435,8 @@ async def test_a_consumer_that_falls_behind_is_closed_not_skipped(
     settings = trading_settings(database_url, **outbox)
     async for desk, url in _started(settings, chain_runtime):
         alice, bob = await _funded(desk, 0x76, 0x77)
-        async with connect(url, additional_headers=alice.headers) as raw:
+        headers = {**alice.headers, "X-Request-ID": "slow-reader-1"}
+        async with connect(url, additional_headers=headers) as raw:
             ws = Stream(raw)
             assert (await ws.next())["type"] == "authenticated"
             for op in (
@@ -457,6 +458,7 @@ async def test_a_consumer_that_falls_behind_is_closed_not_skipped(
             assert (feed.order_subscribers, feed.fill_subscribers) == ({}, {})
             assert messages[-1]["type"] == "error"
             assert messages[-1]["title"] == "Connection too slow"
+            assert messages[-1]["request_id"] == "slow-reader-1"  # closed from the feed, not the handler
 
 
 async def test_a_snapshot_larger_than_the_outbox_budget_is_delivered_with_its_answer(
