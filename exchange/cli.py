@@ -148,7 +148,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from exchange.chain.provider import make_web3
 
     if args.with_test_quote_token == (args.quote_token is not None):
-        print("give exactly one of --quote-token ADDRESS and --with-test-quote-token", file=sys.stderr)
+        print("error: give exactly one of --quote-token ADDRESS and --with-test-quote-token", file=sys.stderr)
         return 2
     key = (os.environ.get("EXCHANGE_OPERATOR_PRIVATE_KEY") or "").strip() or None
     if key is not None:
@@ -181,8 +181,12 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             progress=_progress,
         )
     except (ChainError, Web3Exception, OSError) as exc:  # the node failed, refused or timed out midway
-        # What was deployed before the failure is lost: no manifest is written.
-        print(f"error: the deployment stopped: {exc}", file=sys.stderr)
+        # No manifest (the pool is incomplete); what was deployed is in the progress lines above.
+        print(
+            f"error: the deployment stopped: {error_line(exc)}; no manifest was written, and the "
+            "contracts deployed before it are the `deployed …` lines above",
+            file=sys.stderr,
+        )
         return 1
     # The addresses go out first: should writing the manifest fail even so, they are not lost.
     print(json.dumps(deployment.to_json(), indent=2, sort_keys=True), flush=True)
@@ -290,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="deploy the pool contracts to a JSON-RPC chain",
         description="Deploy the pool contracts and write their manifest, printed on stdout too. "
         "Exit 2 before any transaction is sent (bad input, no chain answers, the manifest cannot be "
-        "written there); 1 when the deployment stopped midway, or the manifest could not be "
+        "written there); 1 when the deployment stopped midway (the contracts deployed until then are "
+        "its `deployed` progress lines), or the manifest could not be "
         "written after it (the addresses are then only on stdout).",
     )
     deploy.add_argument("--rpc", required=True, help="JSON-RPC URL, e.g. http://127.0.0.1:8545")

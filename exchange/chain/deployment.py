@@ -162,6 +162,8 @@ def deploy_pool(
             address=address, abi_sha256=artifacts[artifact_name].abi_sha256, deploy_tx=tx
         )
         log.info("chain.contract_deployed", contract=name, address=address)
+        # As it happens: a deployment that stops midway leaves the record of what it paid for.
+        report(f"deployed {name} at {address} (transaction {tx})")
         return address
 
     registry = deploy("PoolRegistry", "PoolRegistry", council)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from eth_abi.abi import encode
 from eth_utils.abi import function_signature_to_4byte_selector
+from web3 import Web3
 
 from exchange.chain.compiler import compile_contracts
 from exchange.chain.deployment import (
@@ -22,7 +24,7 @@ from exchange.chain.deployment import (
 )
 from exchange.chain.errors import DeploymentMismatch
 from tests.chain.conftest import Chain
-from tests.chain.nodes import ROOT
+from tests.chain.nodes import ROOT, hardhat_node
 
 
 def test_manifest_round_trip(chain: Chain, tmp_path: Path) -> None:
@@ -146,3 +148,39 @@ def test_deploy_and_status_commands(hardhat_url: str, tmp_path: Path) -> None:
     )
     assert broken.returncode == 1
     assert "FAIL BPC" in broken.stdout
+
+
+COMMAND = [sys.executable, "-m", "exchange.cli"]
+
+
+@pytest.mark.hardhat
+def test_a_deployment_that_stops_midway_leaves_the_addresses_it_paid_for(tmp_path: Path) -> None:
+    """The node goes away after the first contract: the command exits 1, writes no manifest, and
+    its progress lines name every contract deployed before the stop, with its address."""
+    manifest = tmp_path / "manifest.json"
+    with hardhat_node() as url:
+        deploying = subprocess.Popen(
+            [*COMMAND, "deploy", "--rpc", url, "--manifest", str(manifest), "--with-test-quote-token"],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert deploying.stderr is not None
+        lines: list[str] = []
+        for line in deploying.stderr:
+            lines.append(line.rstrip("\n"))
+            if "deployed PoolRegistry at" in line:
+                deploying.send_signal(signal.SIGSTOP)  # held until the node is gone
+                break
+    deploying.send_signal(signal.SIGCONT)
+    _, rest = deploying.communicate(timeout=120)
+    lines += rest.splitlines()
+    assert deploying.returncode == 1, "\n".join(lines)
+    assert not manifest.exists()
+    (deployed,) = [line for line in lines if "deployed PoolRegistry at" in line]
+    address = deployed.split(" at ")[1].split()[0]
+    assert Web3.is_checksum_address(address)
+    assert lines[-1].startswith("error: the deployment stopped: ")
+    assert "the contracts deployed before it are the `deployed …` lines above" in lines[-1]
+    assert "Traceback" not in rest
