@@ -94,7 +94,7 @@ async def reach_database(database_url: str, err: TextIO) -> bool:
             await engine.dispose()
     except (OSError, SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         shown = make_url(database_url).render_as_string(hide_password=True)
-        print(f"cannot reach the database {shown}: {error_line(exc)}", file=err)
+        print(f"error: cannot reach the database {shown}: {error_line(exc)}", file=err)
         return False
 
 

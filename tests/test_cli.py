@@ -159,7 +159,9 @@ def test_serve_refuses_an_unreachable_database_in_one_line_before_the_app_starts
     port = free_port()
     monkeypatch.setenv("DATABASE_URL", f"postgresql://exchange:secret@127.0.0.1:{port}/exchange")
     line = _refused_start(served, capsys)
-    assert line.startswith(f"cannot reach the database postgresql+asyncpg://exchange:***@127.0.0.1:{port}/")
+    assert line.startswith(
+        f"error: cannot reach the database postgresql+asyncpg://exchange:***@127.0.0.1:{port}/"
+    )
     assert "secret" not in line
 
 
@@ -479,7 +481,9 @@ def test_settle_and_audit_refuse_an_invalid_configuration_as_serve_does(
 
 
 UNREACHABLE_DATABASE = "postgresql://exchange:s3cret@127.0.0.1:9/exchange"  # nothing listens on port 9
-UNREACHABLE_REFUSAL = "cannot reach the database postgresql+asyncpg://exchange:***@127.0.0.1:9/exchange: "
+UNREACHABLE_REFUSAL = (
+    "error: cannot reach the database postgresql+asyncpg://exchange:***@127.0.0.1:9/exchange: "
+)
 
 
 def _one_refusal(err: str) -> str:

@@ -394,7 +394,7 @@ def cmd_resolver(args: argparse.Namespace) -> int:
         raise CliError(f"invalid configuration:\n{exc}") from None
     unreachable = io.StringIO()
     if not asyncio.run(reach_database(settings.database_url, unreachable)):
-        raise CliError(unreachable.getvalue().strip())  # the URL named with its password hidden
+        raise CliError(unreachable.getvalue().strip().removeprefix("error: "))  # password hidden
     try:
         # Once here, so that a resolver with nothing to serve stops with a reason instead of
         # workers failing their start-up over and over.
@@ -465,7 +465,7 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
                 print(f"  {entry}", file=sys.stderr)
             return 2
         except ChainError as exc:
-            print(f"chain error: {exc}", file=sys.stderr)
+            print(f"error: {exc}", file=sys.stderr)
             return 2
         except OSError as exc:  # a file missing or unreadable; a node or database connection lost
             print(f"error: {_os_error(exc)}", file=sys.stderr)

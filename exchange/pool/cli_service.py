@@ -93,12 +93,12 @@ def import_file(path: Path, *, actor: str, out: TextIO = sys.stdout, err: TextIO
     """Import the patents of a CSV file; print what happened. Returns the exit code."""
     refused = _refused_actor(actor)
     if refused is not None:
-        print(f"--actor: {refused}", file=err)
+        print(f"error: --actor: {refused}", file=err)
         return 2
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        print(f"cannot read {path}: {exc}", file=err)
+        print(f"error: cannot read {path}: {exc}", file=err)
         return 2
     settings = _prepare(err)
     if settings is None:
@@ -127,7 +127,7 @@ def import_file(path: Path, *, actor: str, out: TextIO = sys.stdout, err: TextIO
     except ImportRefused as exc:
         for error in exc.errors:
             print(f"{path}: {error}", file=err)
-        print(f"{exc.detail}", file=err)
+        print(f"error: {exc.detail}", file=err)
         return 1
     print(f"imported {len(imported)} patents from {path}", file=out)
     return 0
@@ -144,7 +144,7 @@ def expire(today: date | None, *, out: TextIO = sys.stdout, err: TextIO = sys.st
     except ConnectionLost as exc:
         return _lost(exc, err)
     except ValidationFailed as exc:
-        print(f"refused: {exc.detail}", file=err)
+        print(f"error: {exc.detail}", file=err)
         return 2
     for patent_id in retired:
         print(f"retired {patent_id} (expired)", file=out)

@@ -248,7 +248,7 @@ async def _with_database(
             try:
                 await check_chain_anchor(session, runtime, record=False)
             except ChainReplaced as exc:
-                print(f"refused: {exc}", file=sys.stderr)
+                print(f"error: {exc}", file=sys.stderr)
                 return 2
         return await action(sessionmaker)
     finally:

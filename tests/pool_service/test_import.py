@@ -217,7 +217,7 @@ def test_an_actor_the_audit_log_cannot_hold_is_refused_first(
 ) -> None:
     err = io.StringIO()
     assert import_file(_write(tmp_path, GOOD_ROWS), actor=actor, out=io.StringIO(), err=err) == 2
-    assert err.getvalue().startswith("--actor: ")
+    assert err.getvalue().startswith("error: --actor: ")
     assert reason in err.getvalue()
     assert _counts(database_url) == (0, 0)
     assert import_file(_write(tmp_path, GOOD_ROWS), actor="a" * 60, out=io.StringIO(), err=err) == 0

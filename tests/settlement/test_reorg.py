@@ -271,7 +271,7 @@ async def test_the_commands_refuse_a_database_of_another_chain(
     for command in (("audit",), ("settle", "--once")):
         result = await run(*command)
         assert result.returncode == 2, (command, result.stdout, result.stderr)
-        assert "refused: this database belongs to chain" in result.stderr
+        assert "error: this database belongs to chain" in result.stderr
         assert "0x" + "ab" * 32 in result.stderr
 
 
