@@ -14,10 +14,13 @@ balances queue instead of losing an update.
 
 The market writer yields to no one: it locks the accounts placing orders first and the
 makers it meets while matching after, so it may wait for a row while holding another. Every
-other transaction (a settlement void, a Vault event, a withdrawal) locks balances with a short
-wait (``YIELD_LOCK_WAIT_MS``, below PostgreSQL's one-second ``deadlock_timeout``): where its
-lock order and the writer's cross, it gives up first and raises ``BalancesBusy``, rather than
-PostgreSQL choosing the writer (whose whole cycle would then fail and be recovered).
+other transaction (a settlement void, a Vault event, a withdrawal) locks balances with a
+bounded wait: each statement of its locked read may take at most ``YIELD_STATEMENT_MS``, and
+the read has at most three (the rows found, the absent ones created, then those), so it
+gives up within a second of taking its first lock, before PostgreSQL's ``deadlock_timeout``
+(one second by default) would let the server choose whom to end. Where its lock order and the
+writer's cross, it is the one to give way (``BalancesBusy``), rather than the writer, whose
+whole cycle would then fail and be recovered.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ class LedgerRefused(Conflict):
 
 
 class BalancesBusy(DomainError):
-    """Balances this transaction needs were held by the market writer past ``YIELD_LOCK_WAIT_MS``.
+    """Balances this transaction needs were held (by the market writer) for longer than it waits.
 
     Nothing was written (the transaction is rolled back); the same work succeeds moments later.
     """
@@ -84,12 +87,10 @@ class BalancesBusy(DomainError):
     retry_after_s = 1
 
 
-# A transaction other than the market writer's waits at most this long for each balance row
-# it locks (PostgreSQL's ``lock_timeout``, set for those statements only): less than the
-# server's ``deadlock_timeout`` (one second by default), so that where it and the writer wait
-# for each other, its wait ends first and the writer's cycle goes on.
-YIELD_LOCK_WAIT_MS = 500
-_LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock wait that lock_timeout ended
+# The longest a statement of a yielding locked read may take (PostgreSQL's statement_timeout,
+# set for those statements only), lock waits included; see the module docstring.
+YIELD_STATEMENT_MS = 300
+_QUERY_CANCELED = "57014"  # SQLSTATE of a statement that statement_timeout ended
 
 
 class ProceedsUnsettled(LedgerRefused):
@@ -148,30 +149,30 @@ async def load_balances(
     first trade of a token racing the account's first deposit of it) would both insert it,
     and the later one fail on the key.
 
-    ``yielding`` (every caller but the market writer): each row is waited for at most
-    ``YIELD_LOCK_WAIT_MS``, then ``BalancesBusy`` is raised (see the module docstring).
+    ``yielding`` (every caller but the market writer): each statement of the read may take at
+    most ``YIELD_STATEMENT_MS``, then ``BalancesBusy`` is raised (see the module docstring).
     """
     postgres = bulk.dialect_of(session).name == "postgresql"
     if lock and yielding and postgres and isinstance(session, AsyncSession):
-        previous = await session.scalar(_YIELD_LOCKS)
+        previous = await session.scalar(_YIELD)
         try:
             found = await _load_balances(session, keys, lock=True)
         except DBAPIError as error:
-            if getattr(error.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+            if getattr(error.orig, "sqlstate", None) == _QUERY_CANCELED:
                 raise BalancesBusy(
-                    f"balances were held by trading for more than {YIELD_LOCK_WAIT_MS} ms; try again"
+                    f"balances were held for more than {YIELD_STATEMENT_MS} ms (by trading); try again"
                 ) from error
             raise
-        await session.execute(_RESTORE_LOCK_WAIT, {"previous": previous})
+        await session.execute(_RESTORE, {"previous": previous})
         return found
     return await _load_balances(session, keys, lock=lock)
 
 
-# The lock wait as it was, then the short one for this transaction (restored after the reads).
-_YIELD_LOCKS = text(
-    "SELECT current_setting('lock_timeout'), set_config('lock_timeout', :wait, true)"
-).bindparams(wait=f"{YIELD_LOCK_WAIT_MS}ms")
-_RESTORE_LOCK_WAIT = text("SELECT set_config('lock_timeout', :previous, true)")
+# The statement bound as it was, then the short one for this transaction (restored after the read).
+_YIELD = text(
+    "SELECT current_setting('statement_timeout'), set_config('statement_timeout', :wait, true)"
+).bindparams(wait=f"{YIELD_STATEMENT_MS}ms")
+_RESTORE = text("SELECT set_config('statement_timeout', :previous, true)")
 
 
 async def _load_balances(

@@ -112,9 +112,9 @@ async def test_a_transaction_crossing_the_writers_lock_order_gives_way_to_the_wr
     ALICE's (a maker). A settlement void of a fill between ALICE and CAROL locks the fill's
     balances in order and holds ALICE's while it waits for BOB's, which a third transaction
     holds; when that one commits, the void and the writer wait for each other. PostgreSQL ends
-    whichever waited a second first: the writer, whose whole cycle would fail. The void waits
-    for no row longer than ``YIELD_LOCK_WAIT_MS``, so it gives up first, writes nothing and
-    raises ``BalancesBusy``; the writer goes on."""
+    whichever waited a second first: the writer, whose whole cycle would fail. The void's locking
+    statement may take no longer than ``YIELD_STATEMENT_MS``, waits included, so the void gives
+    up first, writes nothing and raises ``BalancesBusy``; the writer goes on."""
     carol = "0x" + "c3" * 20
     async with sessionmaker() as setup, setup.begin():
         for account, reference in ((ALICE, "0xaa:1"), (BOB, "0xbb:1"), (carol, "0xcc:1")):
@@ -124,7 +124,8 @@ async def test_a_transaction_crossing_the_writers_lock_order_gives_way_to_the_wr
             pytest.skip("SQLite runs one writing transaction at a time (BEGIN IMMEDIATE)")
         async with writer.begin(), third.begin():
             assert await writer.scalar(text("SHOW deadlock_timeout")) == "1s"
-            assert repository.YIELD_LOCK_WAIT_MS < 1000 - 300  # the hold below ends after the wait
+            hold_s = 0.1 + 2 * repository.YIELD_STATEMENT_MS / 1000  # past the void's bound
+            assert 0.1 + hold_s < 1.0 - 0.2  # and well before the writer's deadlock check
             connection = await writer.connection()
             await connection.exec_driver_sql("SELECT 1")  # BEGIN sent: the raw statements join it
             driver = (await connection.get_raw_connection()).driver_connection
@@ -141,7 +142,7 @@ async def test_a_transaction_crossing_the_writers_lock_order_gives_way_to_the_wr
             voiding = asyncio.create_task(void())
             await asyncio.sleep(0.1)  # the void holds ALICE's row and waits for BOB's
             matching = asyncio.create_task(repository.load_balances(cycle, [(ALICE, BPC)], yielding=False))
-            await asyncio.sleep(0.1 + repository.YIELD_LOCK_WAIT_MS / 1000)
+            await asyncio.sleep(hold_s)
             await third.commit()  # BOB's row is free: without the short wait, a deadlock now
             assert await asyncio.wait_for(matching, timeout=5) == {(ALICE, BPC): Balance(100, 0)}
             with pytest.raises(repository.BalancesBusy):
