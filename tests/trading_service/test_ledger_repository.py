@@ -92,7 +92,7 @@ async def test_a_first_balance_of_an_account_is_locked_so_a_racing_first_deposit
                     await repository.credit_deposit(indexer, BOB, BPC, 7, reference="0xbb:1")
 
             deposit = asyncio.create_task(first_deposit())
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(repository.YIELD_STATEMENT_MS / 1000 / 3)  # well within its bound
             assert not deposit.done()  # waiting for the cycle's lock on the row it created
             transfer = [ledger.Posting(ALICE, BPC, -40), ledger.Posting(BOB, BPC, 40)]
             current = {(ALICE, BPC): Balance(100, 0), (BOB, BPC): Balance(0, 0)}
