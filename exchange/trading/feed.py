@@ -18,13 +18,21 @@ sequence it holds; anything else is a gap, and it subscribes again for a new
 snapshot. The feed never skips a subscriber's message: a subscriber that cannot
 keep up is disconnected (see ``exchange.trading.ws``).
 
+Trades are chained the same way, on their own: an update carries the journal
+``sequence`` of the cycle that matched it and the ``prev_sequence`` of the trades
+update before it (cycles without trades publish none, so the two need not be
+adjacent); subscribing answers the ``sequence`` the next update will follow. A
+client that finds a gap (it missed messages, or the server restarted: the chain
+begins again at 0) reads the trades it missed from ``GET /v1/markets/{market}/trades``.
+Voids (below) are not chained.
+
 Messages (JSON text; prices in Vault units, amounts in base units, as decimal strings)::
 
     {"channel": "book", "type": "snapshot", "market", "sequence", "bids": [[price, amount, orders]],
      "asks": [...], "timestamp", "timestamp_us"}
     {"channel": "book", "type": "update", "market", "sequence", "prev_sequence", "bids", "asks",
      "timestamp", "timestamp_us"}            # amount "0": the level is gone
-    {"channel": "trades", "type": "update", "market", "data": [public trade]}
+    {"channel": "trades", "type": "update", "market", "sequence", "prev_sequence", "data": [public trade]}
     {"channel": "trades", "type": "void", "market", "data": [public trade]}   # failed settlement
     {"channel": "orders", "type": "update", "data": [order]}     # the signed-in account's only
     {"channel": "fills", "type": "update", "data": [own trade]}
@@ -110,6 +118,7 @@ class MarketFeed:
         self.updated_at: datetime | None = None
         self.last_trade_id: int | None = None  # id of the last fill published since start
         self.trades = 0  # fills published since start
+        self.trades_sequence = 0  # journal sequence of the last trades update since start
         self.voids = 0  # fills taken back (failed settlement) since start
         self._sides: dict[Side, dict[int, Level]] = {Side.BUY: {}, Side.SELL: {}}
         self._encoded_snapshot: str | None = None  # the book as it is now, once encoded
@@ -204,9 +213,17 @@ class MarketFeed:
         if report.fills:
             self.last_trade_id = report.fills[-1]["id"]
             self.trades += len(report.fills)
+            previous, self.trades_sequence = self.trades_sequence, report.sequence
             if self.trade_subscribers:
                 data = [public_trade(self.spec, fill["id"], fill) for fill in report.fills]
-                message = {"channel": "trades", "type": "update", "market": self.spec.market_id, "data": data}
+                message = {
+                    "channel": "trades",
+                    "type": "update",
+                    "market": self.spec.market_id,
+                    "sequence": report.sequence,
+                    "prev_sequence": previous,
+                    "data": data,
+                }
                 self._broadcast(self.trade_subscribers, encode(message))
             if self.fill_subscribers:
                 self._own_fills(report.fills)

@@ -15,7 +15,8 @@ document the HTTP API would answer, its type URI as ``problem``, with the
 connection's ``request_id`` and the extension members; the connection stays open).
 A connection may also authenticate at the handshake with ``Authorization: Bearer <token>``.
 The data messages are described in ``exchange.trading.feed``; subscribing to the book
-sends its snapshot first, then every update in order. Subscribing again to a book
+sends its snapshot first, then every update in order; subscribing to trades answers
+the ``sequence`` the first trades update will name as its ``prev_sequence``. Subscribing again to a book
 already subscribed is how a client resyncs after a gap: it sends a fresh snapshot,
 and the updates that follow link to it; the subscription stays one, so no update
 arrives twice. Subscribing again to trades (which have no snapshot) changes nothing.
@@ -356,7 +357,10 @@ class Connection:
                 self.feeds.add(feed)
         else:
             subscribers.discard(self)
-        return {"type": f"{op}d", "channel": channel, "market": feed.spec.market_id}
+        answer: dict[str, Any] = {"type": f"{op}d", "channel": channel, "market": feed.spec.market_id}
+        if op == "subscribe" and channel == "trades":
+            answer["sequence"] = feed.trades_sequence  # the next update's prev_sequence
+        return answer
 
     def _private(self, op: str, channel: str) -> dict[str, Any]:
         if self.principal is None:

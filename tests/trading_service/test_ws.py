@@ -191,6 +191,7 @@ async def test_subscribing_again_resends_the_book_snapshot_and_keeps_one_subscri
         stream = Stream(raw)
         for channel in ("book", "book", "trades", "trades"):
             answer = await stream.request(op="subscribe", channel=channel, market="BPC-TUSD")
+            answer.pop("sequence", None)  # the trades chain's (test_trades_updates_are_chained...)
             assert answer == {"type": "subscribed", "channel": channel, "market": "BPC-TUSD"}
         # A snapshot for each book subscribe, none for trades.
         assert [message["type"] for message in stream.pending] == ["snapshot", "snapshot"]
@@ -210,6 +211,30 @@ async def test_subscribing_again_resends_the_book_snapshot_and_keeps_one_subscri
         assert update["prev_sequence"] == again["sequence"]
         assert update["asks"] == [[str(price(10)), str(WHOLE), 1]]
         assert (trade["channel"], trade["type"]) == ("trades", "update")
+
+
+async def test_trades_updates_are_chained_by_sequence_from_the_subscription_on(
+    desk: Desk, ws_url: str
+) -> None:
+    alice, bob = await _funded(desk, 0x88, 0x89)
+    assert (await desk.place(alice, "sell", price(10), WHOLE)).status_code == 201
+    assert (await desk.place(bob, "buy", price(10), WHOLE)).status_code == 201  # a trade before
+    async with connect(ws_url) as raw:
+        stream = Stream(raw)
+        answer = await stream.request(op="subscribe", channel="trades", market="BPC-TUSD")
+        assert answer["sequence"] == (await desk.journal())["sequence"]  # its last cycle traded
+        assert (await desk.place(alice, "sell", price(11), WHOLE)).status_code == 201  # no trade
+        assert (await desk.place(alice, "sell", price(12), WHOLE)).status_code == 201
+        assert (await desk.place(bob, "buy", price(12), 2 * WHOLE)).status_code == 201  # two fills
+        assert (await desk.place(bob, "buy", price(12), WHOLE // 2)).status_code == 201  # nothing left
+        assert (await desk.place(alice, "sell", price(12), WHOLE)).status_code == 201  # fills the rest
+        assert (await stream.request(op="ping"))["type"] == "pong"
+        first, second = (message for message in stream.pending if message["channel"] == "trades")
+        assert first["prev_sequence"] == answer["sequence"]
+        assert first["sequence"] == answer["sequence"] + 3  # the two sells between had no trade
+        assert len(first["data"]) == 2
+        assert second["prev_sequence"] == first["sequence"]
+        assert second["sequence"] == (await desk.journal())["sequence"]
 
 
 async def test_the_book_snapshot_is_encoded_once_per_state_of_the_book(desk: Desk) -> None:
