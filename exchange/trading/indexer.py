@@ -560,7 +560,8 @@ class ChainIndexer:
     async def _credit_block(
         self, session: AsyncSession, rows: list[ChainEvent], outcomes: list[_Outcome]
     ) -> bool:
-        """Credit one block's events in order, all or none: False when a handler defers one.
+        """Credit one block's events in order, all or none: False when a handler defers one, or
+        trading holds balances one needs (``BalancesBusy``; the next pass starts at this block).
 
         A deferral undoes the events of its block credited before it, so the credited block
         always names a whole block's effects (what ``exchange audit`` compares the Vault at).
@@ -579,6 +580,11 @@ class ChainIndexer:
                 if row.detail != str(wait)[:500]:
                     row.detail, row.updated_at = str(wait)[:500], utc_now()
                     log.warning("indexer.credit_deferred", **self._about(row, wait))
+                return False
+            except BalancesBusy as busy:  # trading holds balances it needs: the next pass, from here
+                await block.rollback()
+                contract, block_number = self.contract.name, row.block_number
+                log.info("indexer.balances_busy", contract=contract, block=block_number, detail=busy.detail)
                 return False
             except EventRefused as refusal:
                 row.state, row.detail = EventState.REFUSED.value, str(refusal)[:500]

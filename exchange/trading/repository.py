@@ -14,13 +14,15 @@ balances queue instead of losing an update.
 
 The market writer yields to no one: it locks the accounts placing orders first and the
 makers it meets while matching after, so it may wait for a row while holding another. Every
-other transaction (a settlement void, a Vault event, a withdrawal) locks balances with a
-bounded wait: each statement of its locked read may take at most ``YIELD_STATEMENT_MS``, and
-the read has at most three (the rows found, the absent ones created, then those), so it
-gives up within a second of taking its first lock, before PostgreSQL's ``deadlock_timeout``
-(one second by default) would let the server choose whom to end. Where its lock order and the
-writer's cross, it is the one to give way (``BalancesBusy``), rather than the writer, whose
-whole cycle would then fail and be recovered.
+other transaction (a settlement void, a Vault event, a withdrawal) never waits for a balance
+row while it may hold one: a locked read of several rows at once, or of any row once its
+transaction holds balance rows, waits at most ``YIELD_WAIT_MS`` (1 ms) for each lock and
+otherwise raises ``BalancesBusy``; only its first read of a single row waits as long as it
+takes, holding no balance row the writer could be waiting for. So where its lock order and the
+writer's cross, it is the one to give way, at once, rather than the writer, whose whole cycle
+PostgreSQL's deadlock check would otherwise end, answering its orders 503 and rebuilding the
+book. What gave way is done again: the settler's next step, the indexer's next pass (which
+keeps the blocks credited before), the next expiry run.
 """
 
 from __future__ import annotations
@@ -75,9 +77,11 @@ class LedgerRefused(Conflict):
 
 
 class BalancesBusy(DomainError):
-    """Balances this transaction needs were held (by the market writer) for longer than it waits.
+    """Balance rows this transaction asked for were locked (by the market writer) and it may
+    not wait for them (see the module docstring).
 
-    Nothing was written (the transaction is rolled back); the same work succeeds moments later.
+    Nothing was written (the transaction, or its savepoint, is rolled back); the same work
+    succeeds moments later.
     """
 
     status = 503
@@ -87,10 +91,11 @@ class BalancesBusy(DomainError):
     retry_after_s = 1
 
 
-# The longest a statement of a yielding locked read may take (PostgreSQL's statement_timeout,
-# set for those statements only), lock waits included; see the module docstring.
-YIELD_STATEMENT_MS = 300
-_QUERY_CANCELED = "57014"  # SQLSTATE of a statement that statement_timeout ended
+# The longest a transaction other than the writer's waits for a balance lock while it may hold
+# another (PostgreSQL's lock_timeout, set for those statements only): in effect, not at all.
+YIELD_WAIT_MS = 1
+_LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock wait that lock_timeout ended
+_HOLDS_BALANCES = "exchange.trading.repository.holds_balances"  # session.info: in which transaction
 
 
 class ProceedsUnsettled(LedgerRefused):
@@ -149,30 +154,35 @@ async def load_balances(
     first trade of a token racing the account's first deposit of it) would both insert it,
     and the later one fail on the key.
 
-    ``yielding`` (every caller but the market writer): each statement of the read may take at
-    most ``YIELD_STATEMENT_MS``, then ``BalancesBusy`` is raised (see the module docstring).
+    ``yielding`` (every caller but the market writer): a read of several rows, or of any row
+    once this transaction holds balance rows, raises ``BalancesBusy`` rather than wait (see
+    the module docstring).
     """
-    postgres = bulk.dialect_of(session).name == "postgresql"
-    if lock and yielding and postgres and isinstance(session, AsyncSession):
-        previous = await session.scalar(_YIELD)
+    if not (lock and isinstance(session, AsyncSession) and bulk.dialect_of(session).name == "postgresql"):
+        return await _load_balances(session, keys, lock=lock)
+    wanted = {key for key in keys if key[0] != VAULT_EXTERNAL}
+    transaction = session.sync_session.get_transaction()
+    if yielding and (len(wanted) > 1 or session.info.get(_HOLDS_BALANCES) is transaction):
+        previous = await session.scalar(_NO_WAIT)
         try:
-            found = await _load_balances(session, keys, lock=True)
+            found = await _load_balances(session, wanted, lock=True)
         except DBAPIError as error:
-            if getattr(error.orig, "sqlstate", None) == _QUERY_CANCELED:
-                raise BalancesBusy(
-                    f"balances were held for more than {YIELD_STATEMENT_MS} ms (by trading); try again"
-                ) from error
+            if getattr(error.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+                raise BalancesBusy("balances this needs are in use (by trading); try again") from error
             raise
         await session.execute(_RESTORE, {"previous": previous})
-        return found
-    return await _load_balances(session, keys, lock=lock)
+    else:
+        found = await _load_balances(session, wanted, lock=True)
+    if wanted:
+        session.info[_HOLDS_BALANCES] = transaction
+    return found
 
 
-# The statement bound as it was, then the short one for this transaction (restored after the read).
-_YIELD = text(
-    "SELECT current_setting('statement_timeout'), set_config('statement_timeout', :wait, true)"
-).bindparams(wait=f"{YIELD_STATEMENT_MS}ms")
-_RESTORE = text("SELECT set_config('statement_timeout', :previous, true)")
+# The lock wait as it was, then the short one for this transaction (restored after the read).
+_NO_WAIT = text("SELECT current_setting('lock_timeout'), set_config('lock_timeout', :wait, true)").bindparams(
+    wait=f"{YIELD_WAIT_MS}ms"
+)
+_RESTORE = text("SELECT set_config('lock_timeout', :previous, true)")
 
 
 async def _load_balances(

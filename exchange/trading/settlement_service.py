@@ -48,6 +48,7 @@ from exchange.trading.chain_cancels import ChainCancellations
 from exchange.trading.indexer import ChainIndexer
 from exchange.trading.metrics import settlement_metrics
 from exchange.trading.operator import OperatorTransactions, operator_key
+from exchange.trading.repository import BalancesBusy
 from exchange.trading.service import TradingService
 from exchange.trading.settlement import SettlementBlocked, SettlementConfig, SettlementInconsistent, Settler
 from exchange.trading.vault_events import VAULT_EVENTS, VaultLedger
@@ -160,7 +161,10 @@ def settlement_startup() -> Callable[[FastAPI], AbstractAsyncContextManager[None
             # Every indexer pass applies them between its scan and its credit (an exit's orders
             # leave the book before its payout is debited); no loop of their own.
             state.indexer.before_credit = cancels.apply
-        await state.indexer.catch_up()
+        try:
+            await state.indexer.catch_up()
+        except BalancesBusy as busy:  # trading holds balances an undo needs: the loop goes on with it
+            log.info("settlement.start_catch_up_deferred", detail=busy.detail)
         tasks: list[asyncio.Task[None]] = []
         if settings.vault_indexer_interval_s > 0:
             tasks.append(

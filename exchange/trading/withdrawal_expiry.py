@@ -71,6 +71,9 @@ async def release_expired_withdrawals(
             TradingWithdrawal.status == WithdrawalStatus.AUTHORISED.value,
             TradingWithdrawal.expiry_unix <= block_time,
         )
+        # Every balance at once (one lock that does not wait, see exchange.trading.repository):
+        # one by one, the run would give way at any account trading at that moment.
+        await repository.load_balances(session, {(row.account, row.token) for row in rows})
         for row in rows:
             await _expire(session, row, cause="withdrawal.expired", reference=f"withdrawal:{row.id}")
             log.info("withdrawal.expired", account=row.account, nonce=row.nonce, amount=row.amount)
@@ -171,6 +174,8 @@ async def run(
             await release_expired_withdrawals(sessionmaker, w3, calls, cursor_id)
         except asyncio.CancelledError:
             raise
+        except repository.BalancesBusy as busy:  # rolled back: trading held them; the next run
+            log.info("withdrawal.expiry_balances_busy", detail=busy.detail)
         except Exception:
             log.exception("withdrawal.expiry_failed")
         await asyncio.sleep(interval_s)

@@ -318,6 +318,37 @@ async def test_a_void_waits_for_balances_the_market_writer_holds_then_gives_way_
     assert report.clean, "\n".join(report.lines())
 
 
+async def test_an_indexer_pass_keeps_the_blocks_before_one_whose_balances_trading_holds(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """A pass credits its blocks in one transaction: once it holds a balance, it waits for no
+    other. The block whose account trading holds (as the writer's cycle does) gives way, the
+    blocks before it are kept, and the next pass starts at it."""
+    if chain_settings.database_url.startswith("sqlite"):
+        pytest.skip("SQLite runs one writing transaction at a time: the pass waits for the writer's")
+    parts = await _parts(net, chain_settings, sessionmaker)
+    alice, bob = (member.address for member in MEMBERS[:2])
+    deposit = 10**15
+    for member in (alice, bob):
+        net.pool.mint_bpc(member, deposit)
+    net.pool.vault.transact("deposit", net.base_token, deposit, sender=alice)  # a block of its own
+    net.pool.vault.transact("deposit", net.base_token, deposit, sender=bob)  # and the next
+
+    async def base_of(account: str) -> int:
+        async with sessionmaker() as session:
+            return (await repository.balances_of(session, account))[net.base_token].total
+
+    before = {account: await base_of(account) for account in (alice, bob)}
+    async with sessionmaker() as holder, holder.begin():
+        await repository.load_balances(holder, [(bob, net.base_token)], yielding=False)
+        await asyncio.wait_for(parts.indexer.catch_up(), timeout=30)
+        assert await base_of(alice) == before[alice] + deposit  # its block was kept
+        assert await base_of(bob) == before[bob]
+    await parts.indexer.catch_up()
+    assert await base_of(bob) == before[bob] + deposit
+    await assert_audit_clean(parts)
+
+
 async def test_a_vault_that_refuses_the_operator_blocks_settlement_and_fails_no_fill(
     net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:

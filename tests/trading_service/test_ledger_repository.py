@@ -92,7 +92,7 @@ async def test_a_first_balance_of_an_account_is_locked_so_a_racing_first_deposit
                     await repository.credit_deposit(indexer, BOB, BPC, 7, reference="0xbb:1")
 
             deposit = asyncio.create_task(first_deposit())
-            await asyncio.sleep(repository.YIELD_STATEMENT_MS / 1000 / 3)  # well within its bound
+            await asyncio.sleep(0.3)
             assert not deposit.done()  # waiting for the cycle's lock on the row it created
             transfer = [ledger.Posting(ALICE, BPC, -40), ledger.Posting(BOB, BPC, 40)]
             current = {(ALICE, BPC): Balance(100, 0), (BOB, BPC): Balance(0, 0)}
@@ -112,9 +112,9 @@ async def test_a_transaction_crossing_the_writers_lock_order_gives_way_to_the_wr
     ALICE's (a maker). A settlement void of a fill between ALICE and CAROL locks the fill's
     balances in order and holds ALICE's while it waits for BOB's, which a third transaction
     holds; when that one commits, the void and the writer wait for each other. PostgreSQL ends
-    whichever waited a second first: the writer, whose whole cycle would fail. The void's locking
-    statement may take no longer than ``YIELD_STATEMENT_MS``, waits included, so the void gives
-    up first, writes nothing and raises ``BalancesBusy``; the writer goes on."""
+    whichever waited a second first: the writer, whose whole cycle would fail. The void asks for
+    several rows at once, so it waits for none of them: it gives way at once, writes nothing and
+    raises ``BalancesBusy``; the writer goes on."""
     carol = "0x" + "c3" * 20
     async with sessionmaker() as setup, setup.begin():
         for account, reference in ((ALICE, "0xaa:1"), (BOB, "0xbb:1"), (carol, "0xcc:1")):
@@ -124,8 +124,6 @@ async def test_a_transaction_crossing_the_writers_lock_order_gives_way_to_the_wr
             pytest.skip("SQLite runs one writing transaction at a time (BEGIN IMMEDIATE)")
         async with writer.begin(), third.begin():
             assert await writer.scalar(text("SHOW deadlock_timeout")) == "1s"
-            hold_s = 0.1 + 2 * repository.YIELD_STATEMENT_MS / 1000  # past the void's bound
-            assert 0.1 + hold_s < 1.0 - 0.2  # and well before the writer's deadlock check
             connection = await writer.connection()
             await connection.exec_driver_sql("SELECT 1")  # BEGIN sent: the raw statements join it
             driver = (await connection.get_raw_connection()).driver_connection
@@ -142,8 +140,8 @@ async def test_a_transaction_crossing_the_writers_lock_order_gives_way_to_the_wr
             voiding = asyncio.create_task(void())
             await asyncio.sleep(0.1)  # the void holds ALICE's row and waits for BOB's
             matching = asyncio.create_task(repository.load_balances(cycle, [(ALICE, BPC)], yielding=False))
-            await asyncio.sleep(hold_s)
-            await third.commit()  # BOB's row is free: without the short wait, a deadlock now
+            await asyncio.sleep(0.7)  # the void waits for BOB's row behind the third transaction
+            await third.commit()  # BOB's row is free: were the void still waiting, a deadlock now
             assert await asyncio.wait_for(matching, timeout=5) == {(ALICE, BPC): Balance(100, 0)}
             with pytest.raises(repository.BalancesBusy):
                 await voiding
@@ -156,3 +154,31 @@ async def test_a_transaction_crossing_the_writers_lock_order_gives_way_to_the_wr
             )
             == 0
         )
+
+
+async def test_once_a_transaction_holds_a_balance_it_waits_for_no_other(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """Its first single row a transaction waits for (it holds nothing the writer could wait for);
+    a later one it does not: ``BalancesBusy`` at once, and its savepoint can be rolled back."""
+    async with sessionmaker() as setup, setup.begin():
+        for account, reference in ((ALICE, "0xaa:1"), (BOB, "0xbb:1")):
+            await repository.credit_deposit(setup, account, BPC, 100, reference=reference)
+    async with sessionmaker() as holder, sessionmaker() as other:
+        if holder.get_bind().dialect.name != "postgresql":
+            pytest.skip("SQLite runs one writing transaction at a time (BEGIN IMMEDIATE)")
+        async with holder.begin():
+            await repository.load_balances(holder, [(BOB, BPC)], yielding=False)  # as the writer
+            async with other.begin():
+                assert await repository.load_balances(other, [(ALICE, BPC)]) == {
+                    (ALICE, BPC): Balance(100, 0)
+                }
+                started = asyncio.get_running_loop().time()
+                with pytest.raises(repository.BalancesBusy):
+                    async with other.begin_nested():
+                        await asyncio.wait_for(repository.load_balances(other, [(BOB, BPC)]), timeout=5)
+                assert asyncio.get_running_loop().time() - started < 0.5  # did not wait
+                # The transaction goes on; its lock wait is what it was.
+                assert await other.scalar(text("SHOW lock_timeout")) == "0"
+        async with other.begin():  # a new transaction: its first row is waited for again
+            assert await repository.load_balances(other, [(BOB, BPC)]) == {(BOB, BPC): Balance(100, 0)}
