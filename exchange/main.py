@@ -256,6 +256,8 @@ class StartRefusals:
         try:
             await self.app(scope, receive, hold_start_failure)
         except START_REFUSALS as refusal:
+            if not held:  # not its start that failed (its stop): as any other failure
+                raise
             self.refused = refusal
             print(f"error: {refusal}", file=sys.stderr, flush=True)
             await send({"type": "lifespan.startup.failed", "message": ""})

@@ -216,6 +216,28 @@ async def test_a_start_refused_for_a_known_reason_is_one_line_and_any_other_keep
     assert capsys.readouterr().err == ""
 
 
+async def test_a_known_refusal_raised_at_the_stop_is_not_reported_as_a_refused_start() -> None:
+    @contextlib.asynccontextmanager
+    async def stops_badly(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        raise MarketOwned("taken while stopping")
+
+    app = service.StartRefusals(FastAPI(lifespan=stops_badly))
+    events = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    sent: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(events)
+
+    async def send(message: Any) -> None:
+        sent.append(message["type"])
+
+    with pytest.raises(MarketOwned):
+        await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.failed"]
+    assert app.refused is None
+
+
 def _served_settings(served: _Uvicorn) -> Settings:
     ((app, _),) = served.calls
     settings: Settings = app.state.settings

@@ -111,9 +111,12 @@ def error_decoder(artifacts: Mapping[str, Artifact]) -> ErrorDecoder:
     return ErrorDecoder(artifact.abi for artifact in artifacts.values())
 
 
-def _deploy(w3: Web3, artifact: Artifact, *args: Any) -> tuple[str, str, int]:
+def _deploy(
+    w3: Web3, artifact: Artifact, *args: Any, sent: Callable[[str], None] = lambda _hash: None
+) -> tuple[str, str, int]:
     factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
     tx_hash = factory.constructor(*args).transact({"from": w3.eth.default_account})
+    sent("0x" + bytes(tx_hash).hex())  # before the wait: a receipt that never comes loses nothing
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
     address = receipt["contractAddress"]
     if receipt["status"] != 1 or address is None:
@@ -155,15 +158,19 @@ def deploy_pool(
     blocks: list[int] = []
 
     def deploy(name: str, artifact_name: str, *args: Any) -> str:
-        report(f"deploying {name}")
-        address, tx, block = _deploy(w3, artifacts[artifact_name], *args)
+        address, tx, block = _deploy(
+            w3,
+            artifacts[artifact_name],
+            *args,
+            sent=lambda tx: report(f"deploying {name} in transaction {tx}"),
+        )
         blocks.append(block)
         records[name] = ContractRecord(
             address=address, abi_sha256=artifacts[artifact_name].abi_sha256, deploy_tx=tx
         )
         log.info("chain.contract_deployed", contract=name, address=address)
         # As it happens: a deployment that stops midway leaves the record of what it paid for.
-        report(f"deployed {name} at {address} (transaction {tx})")
+        report(f"deployed {name} at {address}")
         return address
 
     registry = deploy("PoolRegistry", "PoolRegistry", council)

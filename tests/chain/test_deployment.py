@@ -179,8 +179,9 @@ def test_a_deployment_that_stops_midway_leaves_the_addresses_it_paid_for(tmp_pat
     assert deploying.returncode == 1, "\n".join(lines)
     assert not manifest.exists()
     (deployed,) = [line for line in lines if "deployed PoolRegistry at" in line]
-    address = deployed.split(" at ")[1].split()[0]
-    assert Web3.is_checksum_address(address)
+    assert Web3.is_checksum_address(deployed.split(" at ")[1])
+    (sending,) = [line for line in lines if "deploying PoolRegistry in transaction 0x" in line]
+    assert len(sending.split()[-1]) == 66  # its hash, known before its receipt
     assert lines[-1].startswith("error: the deployment stopped: ")
     assert "the contracts deployed before it are the `deployed …` lines above" in lines[-1]
     assert "Traceback" not in rest
