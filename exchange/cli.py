@@ -63,7 +63,7 @@ def read_settings(err: TextIO) -> Settings | None:
     try:
         return Settings()
     except ValidationError as exc:
-        print(f"invalid configuration:\n{exc}", file=err)
+        print(f"error: invalid configuration:\n{exc}", file=err)
         return None
 
 
@@ -408,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level = command_log_level()
         if level is None:
             print(
-                f"invalid configuration: {LOG_LEVEL_VARIABLE} is none of {', '.join(LOG_LEVELS)}",
+                f"error: invalid configuration: {LOG_LEVEL_VARIABLE} is none of {', '.join(LOG_LEVELS)}",
                 file=sys.stderr,
             )
             return 2

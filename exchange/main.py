@@ -201,7 +201,7 @@ def serve(host: str | None = None, port: int | None = None) -> None:
     except ValidationError as exc:
         # Never a traceback for a configuration mistake; pydantic's message names the
         # variable and the rule (and, by construction, never echoes a secret).
-        print(f"invalid configuration:\n{exc}", file=sys.stderr)
+        print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(log_format=settings.log_format, log_level=settings.log_level)
     try:

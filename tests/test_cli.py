@@ -79,7 +79,7 @@ def test_an_invalid_log_level_is_refused_as_serve_refuses_it(
     monkeypatch.setenv("EXCHANGE_LOG_LEVEL", level)
     assert main(command) == 2
     assert capsys.readouterr().err.splitlines() == [
-        "invalid configuration: EXCHANGE_LOG_LEVEL is none of DEBUG, INFO, WARNING, ERROR, CRITICAL"
+        "error: invalid configuration: EXCHANGE_LOG_LEVEL is none of DEBUG, INFO, WARNING, ERROR, CRITICAL"
     ]
     assert logging_levels == []  # refused before anything ran
 
@@ -287,7 +287,7 @@ def test_an_invalid_port_is_a_configuration_error(
         main(["serve", "--port", "70000"])
     assert exit_.value.code == 2
     assert served.calls == []
-    assert capsys.readouterr().err.startswith("invalid configuration:\n")
+    assert capsys.readouterr().err.startswith("error: invalid configuration:\n")
 
 
 MANIFEST_COMMANDS = [
@@ -385,7 +385,7 @@ def test_a_manifest_this_version_cannot_read_is_one_line_naming_it(
 
 
 SETTLEMENT_COMMANDS = [
-    pytest.param(["audit"], "audit impossible: ", id="audit"),
+    pytest.param(["audit"], "error: audit impossible: ", id="audit"),
     pytest.param(["settle", "--once"], "error: ", id="settle --once"),
     pytest.param(["settle"], "error: ", id="settle"),
 ]
@@ -498,7 +498,7 @@ def test_settle_and_audit_refuse_an_invalid_configuration_as_serve_does(
         monkeypatch.setenv(name, value)
     assert main(command) == 2
     refusal = capsys.readouterr().err
-    assert refusal.startswith("invalid configuration:\n1 validation error for Settings\n")
+    assert refusal.startswith("error: invalid configuration:\n1 validation error for Settings\n")
     assert "Traceback" not in refusal
 
 

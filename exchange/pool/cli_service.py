@@ -62,7 +62,8 @@ async def _in_transaction(settings: Settings, work: Callable[[AsyncSession], Awa
 
 def _lost(error: ConnectionLost, err: TextIO) -> int:
     print(
-        f"lost the database connection: {error}; nothing was written (the transaction rolled back)", file=err
+        f"error: lost the database connection: {error}; nothing was written (the transaction rolled back)",
+        file=err,
     )
     return 2
 

@@ -289,10 +289,10 @@ def settle_command(settings: Settings, *, once: bool, poll_s: float) -> int:
                 await task  # the loop's failure, if it ended by itself, is raised here
             return 0
         except SettlementInconsistent as exc:
-            print(f"settlement stopped: {exc}", file=sys.stderr)
+            print(f"error: settlement stopped: {exc}", file=sys.stderr)
             return 3
         except SettlementBlocked as exc:  # --once only: the loop waits for a person to unblock it
-            print(f"settlement blocked: {exc}", file=sys.stderr)
+            print(f"error: settlement blocked: {exc}", file=sys.stderr)
             return 4
 
     result: int = asyncio.run(_with_database(settings, runtime, work))
@@ -306,7 +306,7 @@ def audit_command(settings: Settings) -> int:
     try:
         runtime = _command_runtime(settings)
     except ChainError as exc:  # not a difference: status 1 would say the ledger disagrees
-        print(f"audit impossible: {exc}", file=sys.stderr)
+        print(f"error: audit impossible: {exc}", file=sys.stderr)
         return 2
 
     async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
@@ -314,7 +314,7 @@ def audit_command(settings: Settings) -> int:
         try:
             report = await state.audit()
         except (AuditUnavailable, ChainError) as exc:
-            print(f"audit impossible: {exc}", file=sys.stderr)
+            print(f"error: audit impossible: {exc}", file=sys.stderr)
             return 2
         for line in report.lines():
             print(line)

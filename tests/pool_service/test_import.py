@@ -187,7 +187,7 @@ def test_a_connection_lost_midway_is_one_line_and_writes_nothing(
     out, err = io.StringIO(), io.StringIO()
     assert import_file(_write(tmp_path, GOOD_ROWS), actor="tester", out=out, err=err) == 2
     lines = err.getvalue().strip().splitlines()
-    assert lines[-1].startswith("lost the database connection: "), err.getvalue()
+    assert lines[-1].startswith("error: lost the database connection: "), err.getvalue()
     assert lines[-1].endswith("nothing was written (the transaction rolled back)")
     assert "Traceback" not in err.getvalue()
     assert out.getvalue() == ""

@@ -71,7 +71,7 @@ def test_a_halted_settle_loop_ends_the_command_with_status_3_at_once(
     assert settle_loop(_Settler(inconsistent)) == 3
     assert time.monotonic() - started < COMMAND_DEADLINE_S
     stderr = capsys.readouterr().err.splitlines()
-    assert "settlement stopped: batch 7: the Vault's order states match neither outcome" in stderr
+    assert "error: settlement stopped: batch 7: the Vault's order states match neither outcome" in stderr
 
 
 def test_a_settle_loop_stops_on_sigterm_with_status_0(settle_loop: Callable[[_Settler], int]) -> None:

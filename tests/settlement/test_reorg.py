@@ -257,7 +257,7 @@ async def test_the_commands_refuse_a_database_of_another_chain(
 
     # No service has named a chain yet: the database is taken as it is (and the audit finds no
     # indexer run to compare with).
-    assert "audit impossible: the Vault indexer has not run" in (await run("audit")).stderr
+    assert "error: audit impossible: the Vault indexer has not run" in (await run("audit")).stderr
     deploy_block = net.runtime.deployment.deploy_block
     async with sessionmaker() as session, session.begin():
         session.add(
