@@ -5,20 +5,38 @@ import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {LibTokenTransfer} from "./libraries/LibTokenTransfer.sol";
 
 /// @title Fund
 /// @notice The foundation's treasury (white paper §3.3, §3.5): receives licence
 /// and trading fees, pays royalties and expenses only through the treasurer role.
 /// Each payout tag pays once: a transaction sent again (a payout thought lost,
 /// resent while the first was still on its way) reverts instead of paying twice.
+/// A recipient the token refuses (a block list, a pause, a hook that reverts) does not
+/// stop a payout: what it could not be sent is held for it (`owed`), the others are paid,
+/// and it claims what it is owed later, to itself or to an address it names. What is held
+/// is never paid to anyone else: a payout spends only the balance less `totalOwed`.
 contract Fund is AccessControl, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
+    using LibTokenTransfer for IERC20;
 
     /// @notice Role allowed to pay out of the fund (council-controlled).
     bytes32 public constant TREASURER_ROLE = keccak256("TREASURER_ROLE");
 
+    /// @notice The most gas a payout's transfer to one recipient may use. A transfer of a plain
+    /// ERC-20 uses a fraction of it; a token that calls the recipient during the transfer gives
+    /// a hostile recipient this much to burn, not the whole transaction's. A transfer that runs
+    /// out of it is held for its recipient, who claims it with all the gas it chooses.
+    uint256 public constant PAYOUT_TRANSFER_GAS = 200_000;
+
     /// @notice Whether a payout with `tag` was made; a tag is used by one payout only.
     mapping(bytes32 tag => bool paid) public paidTags;
+
+    /// @notice What the fund holds of `token` for `recipient`: payouts the token refused to deliver.
+    mapping(address token => mapping(address recipient => uint256 amount)) public owed;
+
+    /// @notice The sum of `owed[token][*]`: the part of the fund's balance no payout may spend.
+    mapping(address token => uint256 amount) public totalOwed;
 
     /// @notice The recipient list and amount list have different lengths.
     error FundLengthMismatch(uint256 recipients, uint256 amounts);
@@ -31,6 +49,22 @@ contract Fund is AccessControl, ReentrancyGuardTransient {
     /// @notice A payout with `tag` was already made; nothing is paid again.
     /// @param tag The tag of the earlier payout.
     error FundTagAlreadyPaid(bytes32 tag);
+    /// @notice A payout beyond what the fund may spend: its balance less what it holds for others.
+    /// @param token The token.
+    /// @param available What the fund could still spend in this payout.
+    /// @param needed The amount of the payout line that does not fit.
+    error FundInsufficientFree(address token, uint256 available, uint256 needed);
+    /// @notice A claim by a recipient for whom the fund holds nothing of the token.
+    /// @param token The token.
+    /// @param recipient The claimant.
+    error FundNothingOwed(address token, address recipient);
+    /// @notice A claim to the zero address.
+    error FundClaimToZeroAddress();
+    /// @notice The token refused the claim's transfer; the amount stays owed.
+    /// @param token The token.
+    /// @param to The address the claim was to pay.
+    /// @param amount The amount owed.
+    error FundClaimRefused(address token, address to, uint256 amount);
 
     /// @notice `amount` of `token` came into the fund from `from`, tagged by `source`.
     /// @param token The token.
@@ -44,6 +78,19 @@ contract Fund is AccessControl, ReentrancyGuardTransient {
     /// @param amount Base units.
     /// @param tag Accounting tag.
     event FundPayout(address indexed token, address indexed to, uint256 amount, bytes32 indexed tag);
+    /// @notice The token refused to deliver `amount` to `to` in the payout tagged `tag`: the fund
+    /// holds it for `to` (`owed`), who may claim it.
+    /// @param token The token.
+    /// @param to The payee the fund holds it for.
+    /// @param amount Base units.
+    /// @param tag Accounting tag of the payout.
+    event FundPayoutHeld(address indexed token, address indexed to, uint256 amount, bytes32 indexed tag);
+    /// @notice `recipient` claimed `amount` of `token` the fund held for it, paid to `to`.
+    /// @param token The token.
+    /// @param recipient The payee the amount was held for.
+    /// @param to The address paid (the recipient or one it named).
+    /// @param amount Base units: all that was owed.
+    event FundClaimed(address indexed token, address indexed recipient, address indexed to, uint256 amount);
 
     /// @param council The account that administers roles.
     constructor(address council) {
@@ -71,7 +118,11 @@ contract Fund is AccessControl, ReentrancyGuardTransient {
     /// @notice Pay `amounts[i]` of `token` to `recipients[i]` for every i, once per `tag`.
     /// @dev The tag is recorded in `paidTags` before any transfer; a second payout with the
     /// same tag, whatever its token, recipients or amounts, reverts `FundTagAlreadyPaid`. An
-    /// empty list reverts `FundEmptyPayout`, leaving the tag unused.
+    /// empty list reverts `FundEmptyPayout`, leaving the tag unused. The payout spends only
+    /// the fund's balance less `totalOwed[token]`; beyond it, it reverts `FundInsufficientFree`.
+    /// A transfer the token refuses (or that uses more than `PAYOUT_TRANSFER_GAS`) is held:
+    /// added to `owed[token][recipient]` and `totalOwed[token]`, with `FundPayoutHeld` in place
+    /// of `FundPayout`. Either way the line is settled and its tag spent.
     /// @param token The token.
     /// @param recipients The payees.
     /// @param amounts The amounts in base units.
@@ -79,15 +130,57 @@ contract Fund is AccessControl, ReentrancyGuardTransient {
     function payout(IERC20 token, address[] calldata recipients, uint256[] calldata amounts, bytes32 tag)
         external
         onlyRole(TREASURER_ROLE)
+        nonReentrant
     {
         if (recipients.length != amounts.length) revert FundLengthMismatch(recipients.length, amounts.length);
         if (recipients.length == 0) revert FundEmptyPayout();
         if (paidTags[tag]) revert FundTagAlreadyPaid(tag);
         paidTags[tag] = true;
+        uint256 reserved = totalOwed[address(token)];
+        uint256 balance = token.balanceOf(address(this));
+        uint256 free = balance > reserved ? balance - reserved : 0;
+        uint256 held = 0;
         for (uint256 i = 0; i < recipients.length; ++i) {
             if (recipients[i] == address(0)) revert FundZeroRecipient(i);
-            token.safeTransfer(recipients[i], amounts[i]);
-            emit FundPayout(address(token), recipients[i], amounts[i], tag);
+            if (amounts[i] > free) revert FundInsufficientFree(address(token), free, amounts[i]);
+            // Unchecked: amounts[i] <= free was checked on the line above.
+            unchecked {
+                free -= amounts[i];
+            }
+            held += _payOrHold(token, recipients[i], amounts[i], tag);
         }
+        if (held != 0) totalOwed[address(token)] = reserved + held;
+    }
+
+    /// @notice Pay the caller's held payouts of `token` (all of `owed[token][msg.sender]`) to `to`.
+    /// @dev The debt is cleared before the transfer, and the guard refuses a call back into the
+    /// fund from the token. A transfer the token refuses reverts `FundClaimRefused`, and the
+    /// amount stays owed: the caller may claim again later, or to another address.
+    /// @param token The token.
+    /// @param to The address to pay: the caller itself or any other it names.
+    function claim(IERC20 token, address to) external nonReentrant {
+        if (to == address(0)) revert FundClaimToZeroAddress();
+        uint256 amount = owed[address(token)][msg.sender];
+        if (amount == 0) revert FundNothingOwed(address(token), msg.sender);
+        owed[address(token)][msg.sender] = 0;
+        totalOwed[address(token)] -= amount;
+        if (!token.trySafeTransfer(to, amount)) revert FundClaimRefused(address(token), to, amount);
+        emit FundClaimed(address(token), msg.sender, to, amount);
+    }
+
+    /// @notice Send `amount` of `token` to `to`, or hold it for `to` if the token refuses.
+    /// @param token The token.
+    /// @param to The payee.
+    /// @param amount Base units.
+    /// @param tag Accounting tag of the payout.
+    /// @return held `amount` if it was held, else zero (the caller adds it to `totalOwed`).
+    function _payOrHold(IERC20 token, address to, uint256 amount, bytes32 tag) private returns (uint256 held) {
+        if (token.tryTransfer(to, amount, PAYOUT_TRANSFER_GAS)) {
+            emit FundPayout(address(token), to, amount, tag);
+            return 0;
+        }
+        owed[address(token)][to] += amount;
+        emit FundPayoutHeld(address(token), to, amount, tag);
+        return amount;
     }
 }

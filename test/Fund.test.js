@@ -160,7 +160,7 @@ describe("Fund", function () {
     it("leaves the tag unused when the payout reverts", async function () {
       await expect(
         this.asTreasurer.payout(this.bpcAddress, [this.alice.address], [toBpc(101)], ROYALTIES),
-      ).to.be.revertedWithCustomError(this.bpc, "ERC20InsufficientBalance");
+      ).to.be.revertedWithCustomError(this.fund, "FundInsufficientFree");
       expect(await this.fund.paidTags(ROYALTIES)).to.equal(false);
       await expect(this.asTreasurer.payout(this.bpcAddress, [this.alice.address], [toBpc(100)], ROYALTIES))
         .to.emit(this.fund, "FundPayout")
@@ -190,10 +190,16 @@ describe("Fund", function () {
       expect(await this.bpc.balanceOf(this.alice.address)).to.equal(0n);
     });
 
-    it("reverts with the token's ERC20InsufficientBalance beyond the fund's holdings", async function () {
+    it("reverts FundInsufficientFree beyond the fund's holdings, naming what is left for the line", async function () {
       await expect(this.asTreasurer.payout(this.bpcAddress, [this.alice.address], [toBpc(101)], ROYALTIES))
-        .to.be.revertedWithCustomError(this.bpc, "ERC20InsufficientBalance")
-        .withArgs(this.fundAddress, toBpc(100), toBpc(101));
+        .to.be.revertedWithCustomError(this.fund, "FundInsufficientFree")
+        .withArgs(this.bpcAddress, toBpc(100), toBpc(101));
+      await expect(
+        this.asTreasurer.payout(this.bpcAddress, [this.alice.address, this.bob.address], [toBpc(60), toBpc(41)], ROYALTIES),
+      )
+        .to.be.revertedWithCustomError(this.fund, "FundInsufficientFree")
+        .withArgs(this.bpcAddress, toBpc(40), toBpc(41));
+      expect(await this.bpc.balanceOf(this.alice.address)).to.equal(0n);
     });
 
     it("requires TREASURER_ROLE, which the registrar, minter and depositors lack", async function () {
@@ -216,6 +222,222 @@ describe("Fund", function () {
         this.fund.connect(this.depositor).payout(this.bpcAddress, [this.bob.address], [1n], ROYALTIES_NEXT),
       ).to.be.revertedWithCustomError(this.fund, "AccessControlUnauthorizedAccount");
       expect(await this.fund.paidTags(ROYALTIES_NEXT)).to.equal(false);
+    });
+  });
+  describe("held payouts and claims", function () {
+    beforeEach(async function () {
+      const factory = await ethers.getContractFactory("BlockingToken");
+      this.blocking = await factory.deploy("Blocking USD", "BUSD");
+      this.token = await this.blocking.getAddress();
+      await this.blocking.mint(this.depositor.address, 1_000n);
+      await this.blocking.connect(this.depositor).approve(this.fundAddress, 1_000n);
+      await this.fund.connect(this.depositor).deposit(this.token, 100n, TRADING_FEE);
+      this.asTreasurer = this.fund.connect(this.council);
+      this.dave = this.users[0];
+    });
+
+    // The fund's balance is what it holds for recipients plus what it may still pay out.
+    async function expectConserved(test, free) {
+      expect(await test.blocking.balanceOf(test.fundAddress)).to.equal((await test.fund.totalOwed(test.token)) + free);
+    }
+
+    it("holds what the token refuses to deliver, pays the others, and spends the tag", async function () {
+      await this.blocking.setBlocked(this.bob.address, true);
+      const recipients = [this.alice.address, this.bob.address, this.carol.address];
+      const tx = this.asTreasurer.payout(this.token, recipients, [10n, 20n, 30n], ROYALTIES);
+      await expect(tx).to.changeTokenBalances(
+        this.blocking,
+        [this.fund, this.alice, this.bob, this.carol],
+        [-40n, 10n, 0n, 30n],
+      );
+      await expect(tx).to.emit(this.fund, "FundPayoutHeld").withArgs(this.token, this.bob.address, 20n, ROYALTIES);
+      const logs = (await (await tx).wait()).logs
+        .filter((log) => log.address === this.fundAddress)
+        .map((log) => this.fund.interface.parseLog(log));
+      expect(logs.map((log) => [log.name, log.args.to, log.args.amount])).to.deep.equal([
+        ["FundPayout", this.alice.address, 10n],
+        ["FundPayoutHeld", this.bob.address, 20n],
+        ["FundPayout", this.carol.address, 30n],
+      ]);
+      expect(await this.fund.owed(this.token, this.bob.address)).to.equal(20n);
+      expect(await this.fund.owed(this.token, this.alice.address)).to.equal(0n);
+      expect(await this.fund.totalOwed(this.token)).to.equal(20n);
+      expect(await this.fund.paidTags(ROYALTIES)).to.equal(true);
+      await expectConserved(this, 40n);
+      await expect(this.asTreasurer.payout(this.token, recipients, [10n, 20n, 30n], ROYALTIES))
+        .to.be.revertedWithCustomError(this.fund, "FundTagAlreadyPaid")
+        .withArgs(ROYALTIES);
+    });
+
+    it("never pays what it holds to anyone else", async function () {
+      await this.blocking.setBlocked(this.bob.address, true);
+      await this.asTreasurer.payout(this.token, [this.bob.address], [70n], ROYALTIES);
+      await expectConserved(this, 30n);
+      await expect(this.asTreasurer.payout(this.token, [this.alice.address], [31n], ROYALTIES_NEXT))
+        .to.be.revertedWithCustomError(this.fund, "FundInsufficientFree")
+        .withArgs(this.token, 30n, 31n);
+      await this.asTreasurer.payout(this.token, [this.alice.address], [30n], ROYALTIES_NEXT);
+      await expectConserved(this, 0n);
+      await expect(this.asTreasurer.payout(this.token, [this.carol.address], [1n], TRADING_FEE))
+        .to.be.revertedWithCustomError(this.fund, "FundInsufficientFree")
+        .withArgs(this.token, 0n, 1n);
+      expect(await this.blocking.balanceOf(this.fundAddress)).to.equal(70n);
+    });
+
+    it("adds up what it holds for one recipient over payouts, and the recipient claims it to another address once", async function () {
+      await this.blocking.setBlocked(this.bob.address, true);
+      await this.asTreasurer.payout(this.token, [this.bob.address, this.alice.address], [20n, 5n], ROYALTIES);
+      await this.asTreasurer.payout(this.token, [this.bob.address], [7n], ROYALTIES_NEXT);
+      expect(await this.fund.owed(this.token, this.bob.address)).to.equal(27n);
+      await expectConserved(this, 68n);
+
+      const tx = this.fund.connect(this.bob).claim(this.token, this.dave.address);
+      await expect(tx)
+        .to.emit(this.fund, "FundClaimed")
+        .withArgs(this.token, this.bob.address, this.dave.address, 27n);
+      await expect(tx).to.changeTokenBalances(this.blocking, [this.fund, this.dave, this.bob], [-27n, 27n, 0n]);
+      expect(await this.fund.owed(this.token, this.bob.address)).to.equal(0n);
+      expect(await this.fund.totalOwed(this.token)).to.equal(0n);
+      await expectConserved(this, 68n);
+
+      await expect(this.fund.connect(this.bob).claim(this.token, this.dave.address))
+        .to.be.revertedWithCustomError(this.fund, "FundNothingOwed")
+        .withArgs(this.token, this.bob.address);
+    });
+
+    it("keeps the debt when the token refuses the claim, until it can be paid", async function () {
+      await this.blocking.setBlocked(this.bob.address, true);
+      await this.asTreasurer.payout(this.token, [this.bob.address], [20n], ROYALTIES);
+      await expect(this.fund.connect(this.bob).claim(this.token, this.bob.address))
+        .to.be.revertedWithCustomError(this.fund, "FundClaimRefused")
+        .withArgs(this.token, this.bob.address, 20n);
+      expect(await this.fund.owed(this.token, this.bob.address)).to.equal(20n);
+      await expectConserved(this, 80n);
+
+      await this.blocking.setBlocked(this.bob.address, false);
+      await expect(this.fund.connect(this.bob).claim(this.token, this.bob.address))
+        .to.emit(this.fund, "FundClaimed")
+        .withArgs(this.token, this.bob.address, this.bob.address, 20n);
+      expect(await this.blocking.balanceOf(this.bob.address)).to.equal(20n);
+      await expectConserved(this, 80n);
+    });
+
+    it("gives a claimant nothing that is held for another, and refuses the zero address", async function () {
+      await this.blocking.setBlocked(this.bob.address, true);
+      await this.asTreasurer.payout(this.token, [this.bob.address, this.carol.address], [20n, 5n], ROYALTIES);
+      for (const claimant of [this.carol, this.dave, this.council]) {
+        await expect(this.fund.connect(claimant).claim(this.token, claimant.address))
+          .to.be.revertedWithCustomError(this.fund, "FundNothingOwed")
+          .withArgs(this.token, claimant.address);
+      }
+      await expect(this.fund.connect(this.bob).claim(this.token, ethers.ZeroAddress)).to.be.revertedWithCustomError(
+        this.fund,
+        "FundClaimToZeroAddress",
+      );
+      await expect(
+        this.fund.connect(this.bob).claim(this.bpcAddress, this.bob.address),
+      ).to.be.revertedWithCustomError(this.fund, "FundNothingOwed");
+      expect(await this.fund.owed(this.token, this.bob.address)).to.equal(20n);
+      await expectConserved(this, 75n);
+    });
+
+    it("refuses a token's call back into claim during a payout and during a claim", async function () {
+      const hostile = await (await ethers.getContractFactory("ReentrantToken")).deploy("Hostile", "HOST");
+      const token = await hostile.getAddress();
+      await hostile.mint(this.fundAddress, 1_000n);
+      const reenter = this.fund.interface.encodeFunctionData("claim", [token, this.carol.address]);
+
+      // Inside the payout's transfer to alice the token calls claim: refused, so the transfer
+      // fails (bubbling mode, which reverts the token's own records of the attempt too) and
+      // alice's line is held.
+      await hostile.arm(this.fundAddress, reenter, true);
+      const payout = this.asTreasurer.payout(token, [this.alice.address], [100n], ROYALTIES);
+      await expect(payout).to.emit(this.fund, "FundPayoutHeld").withArgs(token, this.alice.address, 100n, ROYALTIES);
+      expect(await this.fund.owed(token, this.alice.address)).to.equal(100n);
+      expect(await hostile.balanceOf(this.carol.address)).to.equal(0n);
+
+      // Inside alice's claim the token calls claim again (recording mode): refused, the claim goes on.
+      await hostile.arm(this.fundAddress, reenter, false);
+      await expect(this.fund.connect(this.alice).claim(token, this.alice.address))
+        .to.emit(this.fund, "FundClaimed")
+        .withArgs(token, this.alice.address, this.alice.address, 100n);
+      expect(await hostile.reentryAttempts()).to.equal(1n);
+      expect(await hostile.reentrySuccesses()).to.equal(0n);
+      const refusal = this.fund.interface.parseError(await hostile.lastReentryError());
+      expect(refusal.name).to.equal("ReentrancyGuardReentrantCall");
+      expect(await hostile.balanceOf(this.alice.address)).to.equal(100n);
+      expect(await hostile.balanceOf(this.carol.address)).to.equal(0n);
+      expect(await this.fund.totalOwed(token)).to.equal(0n);
+      expect(await hostile.balanceOf(this.fundAddress)).to.equal(900n);
+    });
+
+    it("holds the lines of recipients that burn every unit of gas in the token's callback, at a bounded cost", async function () {
+      const hostile = await (await ethers.getContractFactory("ReentrantToken")).deploy("Hostile", "HOST");
+      const token = await hostile.getAddress();
+      await hostile.mint(this.fundAddress, 1_000n);
+      const burner = await (await ethers.getContractFactory("ERC1271GasBurningWallet")).deploy(this.alice.address);
+      const spin = burner.interface.encodeFunctionData("isValidSignature", [ethers.ZeroHash, "0x"]);
+      // Bubbling mode: every transfer spins until it runs out of gas, for as long as the token is armed.
+      await hostile.arm(await burner.getAddress(), spin, true);
+
+      const tx = await this.asTreasurer.payout(
+        token,
+        [this.alice.address, this.bob.address],
+        [100n, 50n],
+        ROYALTIES,
+        { gasLimit: 10_000_000 },
+      );
+      const receipt = await tx.wait();
+      await expect(tx).to.emit(this.fund, "FundPayoutHeld").withArgs(token, this.alice.address, 100n, ROYALTIES);
+      await expect(tx).to.emit(this.fund, "FundPayoutHeld").withArgs(token, this.bob.address, 50n, ROYALTIES);
+      // Each line burnt at most the cap, not 63/64 of the ten million the transaction had.
+      const cap = await this.fund.PAYOUT_TRANSFER_GAS();
+      expect(receipt.gasUsed).to.be.lessThan(2n * cap + 150_000n);
+      expect(await this.fund.totalOwed(token)).to.equal(150n);
+
+      await hostile.arm(ethers.ZeroAddress, "0x", false);
+      await this.fund.connect(this.bob).claim(token, this.bob.address);
+      expect(await hostile.balanceOf(this.bob.address)).to.equal(50n);
+      expect(await this.fund.totalOwed(token)).to.equal(100n);
+    });
+
+    it("conserves the fund's balance as owed plus free through payouts, holds and claims", async function () {
+      const people = [this.alice, this.bob, this.carol, this.dave];
+      let free = 100n;
+      let delivered = 0n;
+      const steps = [
+        { blocked: [this.bob], lines: [[this.alice, 10n], [this.bob, 15n], [this.carol, 5n]] },
+        { blocked: [this.bob, this.carol], lines: [[this.bob, 3n], [this.carol, 4n], [this.dave, 6n]] },
+        { claims: [[this.carol, this.alice]] },
+        { blocked: [], lines: [[this.bob, 2n]], claims: [[this.bob, this.bob]] },
+      ];
+      for (const [index, step] of steps.entries()) {
+        for (const person of people) {
+          await this.blocking.setBlocked(person.address, (step.blocked ?? []).includes(person));
+        }
+        if (step.lines) {
+          const tag = ethers.id(`conservation-${index}`);
+          await this.asTreasurer.payout(
+            this.token,
+            step.lines.map(([person]) => person.address),
+            step.lines.map(([, amount]) => amount),
+            tag,
+          );
+          free -= step.lines.reduce((sum, [, amount]) => sum + amount, 0n);
+        }
+        for (const [claimant, to] of step.claims ?? []) {
+          await this.fund.connect(claimant).claim(this.token, to.address);
+        }
+        let owedToPeople = 0n;
+        for (const person of people) owedToPeople += await this.fund.owed(this.token, person.address);
+        expect(owedToPeople).to.equal(await this.fund.totalOwed(this.token));
+        await expectConserved(this, free);
+        delivered = 0n;
+        for (const person of people) delivered += await this.blocking.balanceOf(person.address);
+        expect(delivered + owedToPeople + free).to.equal(100n);
+      }
+      expect(await this.fund.totalOwed(this.token)).to.equal(0n);
+      expect(delivered).to.equal(45n);
     });
   });
 });

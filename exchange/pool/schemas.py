@@ -401,7 +401,7 @@ class BatchOut(BaseModel):
         default=None,
         description=(
             "Why the Fund refused the batch's last send: the revert, e.g. "
-            "`ERC20InsufficientBalance(sender=0x…, balance=…, needed=…)`. The batch is left `pending` "
+            "`FundInsufficientFree(token=0x…, available=…, needed=…)`. The batch is left `pending` "
             "for a later pay request; null once it is paid."
         ),
     )

@@ -27,6 +27,8 @@ const MEASUREMENTS = Object.freeze([
   ["LicenseGate.buyFeeLicence", "Buy a fee licence, fee paid into the Fund"],
   ["LicenseGate.renewFeeLicence", "Renew a running fee licence"],
   ["LicenseGate.revoke", "Revoke an expelled member's threshold licence"],
+  ["Fund.payout (1 recipient)", "Pay royalties to one account holding no BPC"],
+  ["Fund.payout (10 recipients)", "Pay royalties to ten accounts holding no BPC"],
 ]);
 
 const ROLES = [
@@ -121,6 +123,19 @@ async function measureGas(hre) {
   await gate.connect(expelled).acquire(THRESHOLD_BPC);
   await asRegistrar.expel(expelled.address);
   gasUsed["LicenseGate.revoke"] = await gasOf(gate.connect(registrar).revoke(expelled.address));
+
+  // Royalties out of the licence fees the Fund received above, to fresh fixed addresses.
+  const payees = Array.from({ length: 11 }, (_, index) =>
+    ethers.getAddress(ethers.dataSlice(ethers.id(`gas-snapshot/payee-${index}`), 12)),
+  );
+  const asTreasurer = fund.connect(council);
+  const bpcAddress = await bpc.getAddress();
+  gasUsed["Fund.payout (1 recipient)"] = await gasOf(
+    asTreasurer.payout(bpcAddress, payees.slice(0, 1), [10n ** 18n], ethers.id("gas snapshot payout 1")),
+  );
+  gasUsed["Fund.payout (10 recipients)"] = await gasOf(
+    asTreasurer.payout(bpcAddress, payees.slice(1), payees.slice(1).map(() => 10n ** 18n), ethers.id("gas snapshot payout 10")),
+  );
 
   // The settings that change bytecode, hence gas (not the output selection).
   const [{ version, settings }] = hre.config.solidity.compilers;

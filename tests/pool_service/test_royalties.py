@@ -428,7 +428,7 @@ async def test_a_refused_batch_holds_up_no_other_and_is_paid_once_it_can_be(foun
     assert refused["status"] == "paying"
     first, second = refused["batches"]
     assert (first["status"], first["tx_hash"]) == ("pending", None)
-    assert first["last_error"].startswith("ERC20InsufficientBalance("), first["last_error"]
+    assert first["last_error"].startswith("FundInsufficientFree("), first["last_error"]
     assert (second["status"], second["last_error"]) == ("paid", None)
     assert second["tx_hash"]
     assert await run_of(foundation, run["id"]) == refused

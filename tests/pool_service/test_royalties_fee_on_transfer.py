@@ -4,7 +4,7 @@ The module's chain is a pool of its own whose Vault trades BPC against such a to
 (``FeeOnTransferToken``, which burns its share of each transfer): both ways money
 reaches the Fund, ``Fund.deposit`` and the fees of a Vault settlement, lose 1 % on
 the way, and the run must promise only what arrived, or its payout is refused for
-good (``ERC20InsufficientBalance``) and the run stays ``paying``. The Vault's
+good (``FundInsufficientFree``) and the run stays ``paying``. The Vault's
 ``FeesCollected`` states both what it sent (the settlement checks the fills'
 fees against that) and what the Fund received (what the pool indexer records).
 """
