@@ -13,6 +13,12 @@ Two followers, each with a persisted cursor (``pool_indexer_cursors``):
   what reached the Fund: ``FundDeposit``'s ``amount`` and ``FeesCollected``'s
   ``received`` (its ``amount`` is what left the Vault; a quote token that takes a
   fee on transfer delivers less).
+* ``fund`` also reads the Fund's ``FundClaimed`` into ``pool_fund_claims``: a
+  recipient took what the Fund held for it (royalty payouts the token refused to
+  deliver, ``FundPayoutHeld``). Its held royalty payouts before the claim become
+  ``claimed`` (:func:`repository.mark_held_payouts_claimed`); the royalty service
+  applies the claims already indexed when it records a payout held, so the order in
+  which the two are seen does not matter.
 
 Rules
 -----
@@ -42,14 +48,14 @@ from eth_utils.crypto import keccak
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 from web3 import Web3
-from web3.types import BlockIdentifier
+from web3.types import BlockIdentifier, TxReceipt
 
 from exchange.chain.binding import BoundContract
 from exchange.chain.pool import MemberStatus, Tier
 from exchange.db.base import utc_now
 from exchange.kit.logging import get_logger
 from exchange.pool import repository
-from exchange.pool.models import FundDeposit, Member, MemberState, MemberTier
+from exchange.pool.models import FundClaim, FundDeposit, Member, MemberState, MemberTier
 from exchange.pool.service import ChainGateway
 
 log = get_logger(__name__)
@@ -59,7 +65,7 @@ REGISTRY_CURSOR = "registry"
 FUND_CURSOR = "fund"
 VAULT_CURSOR = "vault"
 REGISTRY_EVENTS = ("MemberAdmitted", "MemberTierChanged", "MemberStatusChanged")
-FUND_EVENTS = ("FundDeposit",)
+FUND_EVENTS = ("FundDeposit", "FundClaimed")
 VAULT_EVENTS = ("FeesCollected",)
 TRADING_FEE_SOURCE = "0x" + keccak(b"trading-fee").hex()
 
@@ -131,6 +137,30 @@ def fetch_events(
             )
         )
     decoded.sort(key=lambda event: (event.block_number, event.log_index))
+    return decoded
+
+
+def receipt_events(contract: BoundContract, receipt: TxReceipt, names: tuple[str, ...]) -> list[ChainEvent]:
+    """The named events ``contract`` emitted in the transaction of ``receipt``, in log order."""
+    wanted = {str(contract.contract.events[name].topic): contract.contract.events[name] for name in names}
+    decoded = []
+    for entry in receipt["logs"]:
+        if entry["address"] != contract.address or not entry["topics"]:
+            continue
+        event = wanted.get(hex32(entry["topics"][0]))
+        if event is None:
+            continue
+        processed = event().process_log(entry)
+        decoded.append(
+            ChainEvent(
+                name=processed["event"],
+                args=dict(processed["args"]),
+                block_number=int(processed["blockNumber"]),
+                log_index=int(processed["logIndex"]),
+                tx_hash=hex32(processed["transactionHash"]),
+            )
+        )
+    decoded.sort(key=lambda event: event.log_index)
     return decoded
 
 
@@ -286,10 +316,12 @@ class PoolIndexer:
             await repository.delete_members(session)
             return
         event = "FundDeposit" if name == FUND_CURSOR else "FeesCollected"
-        # Receipts already distributed stay with their royalty run.
+        # Receipts already distributed stay with their royalty run, claims with the payouts they took.
         await session.execute(
             delete(FundDeposit).where(FundDeposit.run_id.is_(None), FundDeposit.event == event)
         )
+        if name == FUND_CURSOR:
+            await repository.forget_unused_claims(session)
 
     # --- registry --------------------------------------------------------------------------------
 
@@ -345,6 +377,9 @@ class PoolIndexer:
     # --- fund ------------------------------------------------------------------------------------
 
     async def _apply_fund(self, session: AsyncSession, event: ChainEvent) -> None:
+        if event.name == "FundClaimed":
+            await self._claim(session, event)
+            return
         await self._receipt(
             session,
             event,
@@ -387,4 +422,31 @@ class PoolIndexer:
             chain_event=event.name,
             token=event.args["token"],
             amount_wei=amount_wei,
+        )
+
+    async def _claim(self, session: AsyncSession, event: ChainEvent) -> None:
+        if await repository.claim_recorded(session, event.tx_hash, event.log_index):
+            return
+        token = Web3.to_checksum_address(event.args["token"])
+        recipient = Web3.to_checksum_address(event.args["recipient"])
+        await repository.add_claim(
+            session,
+            FundClaim(
+                token=token,
+                recipient=recipient,
+                paid_to=Web3.to_checksum_address(event.args["to"]),
+                amount_wei=int(event.args["amount"]),
+                block_number=event.block_number,
+                block_time=await self.block_time(event.block_number),
+                tx_hash=event.tx_hash,
+                log_index=event.log_index,
+            ),
+        )
+        claimed = await repository.mark_held_payouts_claimed(session, token, recipient)
+        log.info(
+            "pool.fund_claim_indexed",
+            token=token,
+            recipient=recipient,
+            amount_wei=int(event.args["amount"]),
+            royalty_payouts=claimed,
         )

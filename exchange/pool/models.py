@@ -10,8 +10,8 @@ Written by:
 * the request services (``*_service.py``) — roles, applications, patents,
   assessments, audit entries, royalty runs;
 * the indexer (``indexer.py``) alone — ``members`` (a projection of the
-  PoolRegistry's events) and ``pool_fund_deposits`` (the Fund's ``FundDeposit`` and the
-  Vault's ``FeesCollected`` events);
+  PoolRegistry's events), ``pool_fund_deposits`` (the Fund's ``FundDeposit`` and the
+  Vault's ``FeesCollected`` events) and ``pool_fund_claims`` (the Fund's ``FundClaimed``);
 * the mint and payout workers — the ``sending``/``minted``/``paid`` states, each
   committed before and after its transaction so that a restart can reconcile.
 """
@@ -99,7 +99,14 @@ class RunStatus(StrEnum):
 class BatchStatus(StrEnum):
     PENDING = "pending"
     SENDING = "sending"
-    PAID = "paid"
+    PAID = "paid"  # its Fund.payout was mined: each of its payouts is paid or held
+
+
+class PayoutStatus(StrEnum):
+    PENDING = "pending"  # its batch's Fund.payout is not mined yet
+    PAID = "paid"  # delivered (FundPayout)
+    HELD = "held"  # the token refused it: the Fund holds it for the contributor (FundPayoutHeld)
+    CLAIMED = "claimed"  # held, then claimed by the contributor (FundClaimed)
 
 
 def _one_of(column: str, values: type[StrEnum], name: str) -> CheckConstraint:
@@ -434,11 +441,42 @@ class RoyaltyPayoutBatch(Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
 
 
+class FundClaim(Base):
+    """A ``FundClaimed`` event: ``recipient`` took all the Fund held for it of ``token``, sent to ``paid_to``.
+
+    Written by the pool indexer; a held royalty payout names the claim that took it.
+    """
+
+    __tablename__ = "pool_fund_claims"
+    __table_args__ = (UniqueConstraint("tx_hash", "log_index"), Index(None, "token", "recipient"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token: Mapped[str] = mapped_column(ADDRESS)
+    recipient: Mapped[str] = mapped_column(ADDRESS)
+    paid_to: Mapped[str] = mapped_column(ADDRESS)
+    amount_wei: Mapped[int] = mapped_column(WeiAmount)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    block_time: Mapped[datetime]
+    tx_hash: Mapped[str] = mapped_column(TX_HASH)
+    log_index: Mapped[int] = mapped_column(Integer)
+
+
 class RoyaltyPayout(Base):
-    """One contributor's payout in a run."""
+    """One contributor's payout in a run, and how it stands on chain.
+
+    ``pending`` until its batch's ``Fund.payout`` is mined, then ``paid`` or ``held``
+    (the token refused it and the Fund holds it for the contributor), with the
+    transaction and the position of its event (``FundPayout`` or ``FundPayoutHeld``).
+    A held payout becomes ``claimed`` by the first ``FundClaimed`` of its token and
+    contributor after it (a claim takes all that is held), which ``claim_id`` names.
+    """
 
     __tablename__ = "pool_royalty_payouts"
-    __table_args__ = (UniqueConstraint("run_id", "contributor"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "contributor"),
+        _one_of("status", PayoutStatus, "status_known"),
+        Index(None, "contributor", "status"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("pool_royalty_runs.id"))
@@ -446,3 +484,8 @@ class RoyaltyPayout(Base):
     contributor: Mapped[str] = mapped_column(ADDRESS)
     amount_wei: Mapped[int] = mapped_column(WeiAmount)
     weight: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16), server_default=PayoutStatus.PENDING.value)
+    tx_hash: Mapped[str | None] = mapped_column(TX_HASH, default=None)
+    block_number: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    log_index: Mapped[int | None] = mapped_column(Integer, default=None)
+    claim_id: Mapped[int | None] = mapped_column(ForeignKey("pool_fund_claims.id"), default=None)

@@ -25,6 +25,7 @@ from exchange.pool.models import (
     ContributionMint,
     FoundationRole,
     FoundationRoleGrant,
+    FundClaim,
     FundDeposit,
     IndexerCursor,
     Member,
@@ -32,6 +33,7 @@ from exchange.pool.models import (
     MintStatus,
     PatentEventRecord,
     PatentRecord,
+    PayoutStatus,
     RoyaltyPayout,
     RoyaltyPayoutBatch,
     RoyaltyRun,
@@ -647,3 +649,81 @@ async def record_batch_paid(session: AsyncSession, batch_id: int, tx_hash: str, 
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def record_payout_outcomes(
+    session: AsyncSession, batch_id: int, tx_hash: str, outcomes: Mapping[str, tuple[PayoutStatus, int, int]]
+) -> None:
+    """Each payout of a mined batch as its ``Fund.payout`` settled it: contributor to (``paid`` or
+    ``held``, block, log index of its event)."""
+    for contributor, (status, block_number, log_index) in outcomes.items():
+        await session.execute(
+            update(RoyaltyPayout)
+            .where(RoyaltyPayout.batch_id == batch_id, RoyaltyPayout.contributor == contributor)
+            .values(status=status.value, tx_hash=tx_hash, block_number=block_number, log_index=log_index)
+            .execution_options(synchronize_session=False)
+        )
+
+
+# --------------------------------------------------------------------------- held payouts and claims
+
+
+async def claim_recorded(session: AsyncSession, tx_hash: str, log_index: int) -> bool:
+    found = await session.scalar(
+        select(FundClaim.id).where(FundClaim.tx_hash == tx_hash, FundClaim.log_index == log_index)
+    )
+    return found is not None
+
+
+async def add_claim(session: AsyncSession, row: FundClaim) -> None:
+    session.add(row)
+    await session.flush()
+
+
+async def claims_by_id(session: AsyncSession, claim_ids: Iterable[int]) -> dict[int, FundClaim]:
+    wanted = set(claim_ids)
+    if not wanted:
+        return {}
+    rows = await session.scalars(select(FundClaim).where(FundClaim.id.in_(wanted)))
+    return {row.id: row for row in rows}
+
+
+async def mark_held_payouts_claimed(session: AsyncSession, token: str, recipient: str) -> int:
+    """Mark ``claimed`` every held royalty payout of ``token`` to ``recipient`` that a recorded claim
+    took: the first ``FundClaimed`` after the payout's own event (a claim takes all that is held).
+    Returns how many were marked."""
+    held = (
+        await session.scalars(
+            select(RoyaltyPayout)
+            .join(RoyaltyRun, RoyaltyRun.id == RoyaltyPayout.run_id)
+            .where(
+                RoyaltyRun.token == token,
+                RoyaltyPayout.contributor == recipient,
+                RoyaltyPayout.status == PayoutStatus.HELD.value,
+            )
+        )
+    ).all()
+    if not held:
+        return 0
+    claims = (
+        await session.scalars(
+            select(FundClaim)
+            .where(FundClaim.token == token, FundClaim.recipient == recipient)
+            .order_by(FundClaim.block_number, FundClaim.log_index)
+        )
+    ).all()
+    marked = 0
+    for payout in held:
+        position = (payout.block_number or 0, payout.log_index or 0)
+        claim = next((c for c in claims if (c.block_number, c.log_index) > position), None)
+        if claim is not None:
+            payout.status, payout.claim_id = PayoutStatus.CLAIMED.value, claim.id
+            marked += 1
+    await session.flush()
+    return marked
+
+
+async def forget_unused_claims(session: AsyncSession) -> None:
+    """Drop the indexed claims no payout names (the projection of a chain that is gone)."""
+    used = select(RoyaltyPayout.claim_id).where(RoyaltyPayout.claim_id.is_not(None))
+    await session.execute(delete(FundClaim).where(FundClaim.id.not_in(used)))

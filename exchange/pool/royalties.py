@@ -7,7 +7,7 @@ the chain adapter sends them in batches, each with
 ``Fund.payout(token, recipients, amounts, tag)`` and a tag of its own,
 :func:`batch_payout_tag`, derived from the run's :func:`payout_tag`;
 :func:`statements_json` and :func:`statements_csv` render what each contributor
-is told.
+is told, with how its payout stands on chain (:class:`PayoutState`).
 
 Rules and invariants
 --------------------
@@ -43,6 +43,11 @@ Rules and invariants
   uint256 batch_index))`` (:func:`batch_payout_tag`). The token is in it because
   runs of one period for two tokens share the run tag; the batch's index in its
   run, not a database id, so that the tag follows from the run alone.
+* A payout the token refuses to deliver (a recipient it blocks) does not stop its
+  batch: the Fund holds it for the contributor (``FundPayoutHeld``), who claims it
+  (``Fund.claim``). A statement says so: ``payout_status`` ``held`` and
+  ``held_wei``, until the claim (``claimed``, ``held_wei`` back to 0). The run's
+  totals do not change: a held payout was paid out of the distribution all the same.
 """
 
 from __future__ import annotations
@@ -83,6 +88,8 @@ CSV_COLUMNS: Final = (
     "counted_patents",
     "uncounted_patents",
     "payout_batch_tag",
+    "payout_status",
+    "held_wei",
 )
 
 
@@ -146,6 +153,20 @@ class Payout:
     contributor: str
     amount_wei: int
     weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutState:
+    """How one contributor's payout stands on chain.
+
+    ``status`` is ``pending`` (its batch not mined yet), ``paid``, ``held`` (the Fund holds
+    it for the contributor, ``held_wei``) or ``claimed`` (``claim_tx_hash``).
+    """
+
+    status: str
+    held_wei: int = 0
+    tx_hash: str | None = None
+    claim_tx_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,13 +305,21 @@ def batch_payout_tag(run_tag: str, token: str, batch_index: int) -> str:
     return "0x" + keccak(packed).hex()
 
 
-def statements_json(distribution: Distribution, *, token: str, batch_tags: Mapping[str, str]) -> str:
+def statements_json(
+    distribution: Distribution,
+    *,
+    token: str,
+    batch_tags: Mapping[str, str],
+    payout_states: Mapping[str, PayoutState] | None = None,
+) -> str:
     """The period's totals and every contributor's statement, as JSON (amounts as strings).
 
     ``token`` is what the run distributes (amounts are in its base units), and ``batch_tags``
     the tag of the Fund payout that pays each contributor paid anything
-    (:func:`batch_payout_tag`): the tag its ``FundPayout`` event carries on chain.
+    (:func:`batch_payout_tag`): the tag its ``FundPayout`` (or ``FundPayoutHeld``) event
+    carries on chain. ``payout_states`` says how each payout stands (none: not known).
     """
+    states = payout_states or {}
     period = distribution.period
     document = {
         "period_id": period.period_id,
@@ -311,6 +340,7 @@ def statements_json(distribution: Distribution, *, token: str, batch_tags: Mappi
                 "weight": statement.weight,
                 "payout_wei": str(statement.payout_wei),
                 "payout_batch_tag": batch_tags.get(statement.contributor),
+                **_state_fields(states.get(statement.contributor)),
                 "patents": [
                     {"patent_id": line.patent_id, "weight": line.weight, "counted": line.counted}
                     for line in statement.patents
@@ -322,11 +352,18 @@ def statements_json(distribution: Distribution, *, token: str, batch_tags: Mappi
     return json.dumps(document, indent=2, ensure_ascii=True) + "\n"
 
 
-def statements_csv(distribution: Distribution, *, token: str, batch_tags: Mapping[str, str]) -> str:
+def statements_csv(
+    distribution: Distribution,
+    *,
+    token: str,
+    batch_tags: Mapping[str, str],
+    payout_states: Mapping[str, PayoutState] | None = None,
+) -> str:
     """One CSV row per contributor (RFC 4180, CRLF line ends); patent ids joined by ';'.
 
-    ``token`` and ``batch_tags`` as for :func:`statements_json` (a contributor paid nothing
-    has an empty ``payout_batch_tag``)."""
+    ``token``, ``batch_tags`` and ``payout_states`` as for :func:`statements_json` (a
+    contributor paid nothing has an empty ``payout_batch_tag`` and ``payout_status``)."""
+    states = payout_states or {}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
@@ -343,9 +380,21 @@ def statements_csv(distribution: Distribution, *, token: str, batch_tags: Mappin
                 ";".join(line.patent_id for line in statement.patents if line.counted),
                 ";".join(line.patent_id for line in statement.patents if not line.counted),
                 batch_tags.get(statement.contributor, ""),
+                state.status if (state := states.get(statement.contributor)) else "",
+                state.held_wei if state else 0,
             )
         )
     return buffer.getvalue()
+
+
+def _state_fields(state: PayoutState | None) -> dict[str, str | None]:
+    """A statement's fields on how its payout stands: null status when it has none."""
+    return {
+        "payout_status": state.status if state else None,
+        "payout_tx_hash": state.tx_hash if state else None,
+        "held_wei": str(state.held_wei if state else 0),
+        "claim_tx_hash": state.claim_tx_hash if state else None,
+    }
 
 
 def _address_order(address: str) -> int:

@@ -14,7 +14,9 @@ GET  /v1/royalties/runs/{id}/statement                   the signed-in contribut
 Statements come as JSON (default) or CSV (``?format=csv``), from the pure
 ``royalties.statements_json`` and ``statements_csv``. They name the token the run
 distributes (amounts are in its base units) and, for each contributor paid anything,
-the tag of the Fund payout that pays it, which its ``FundPayout`` event carries.
+the tag of the Fund payout that pays it, which its ``FundPayout`` event carries, and
+how that payout stands: ``payout_status`` (``pending``, ``paid``, ``held``, ``claimed``)
+and ``held_wei``, what the Fund holds for the contributor from it until it is claimed.
 """
 
 from __future__ import annotations
@@ -39,8 +41,14 @@ from exchange.kit.errors import (
 from exchange.pool import repository
 from exchange.pool import royalty_service as service
 from exchange.pool.access_routes import ADMIN_PROBLEMS, Council, CouncilAlone, Pool
-from exchange.pool.models import RoyaltyRun
-from exchange.pool.royalties import Distribution, batch_payout_tag, statements_csv, statements_json
+from exchange.pool.models import PayoutStatus, RoyaltyPayout, RoyaltyRun
+from exchange.pool.royalties import (
+    Distribution,
+    PayoutState,
+    batch_payout_tag,
+    statements_csv,
+    statements_json,
+)
 from exchange.pool.schemas import RunIn, RunOut, checksummed
 
 router = APIRouter(tags=["pool administration: royalties"])
@@ -59,26 +67,45 @@ async def _run_out(session: AsyncSession, run: RoyaltyRun) -> RunOut:
         (batch, list(await repository.payouts_of_batch(session, batch.id)))
         for batch in await repository.payout_batches(session, run.id)
     ]
-    return RunOut.of(run, batches)
+    claim_ids = [p.claim_id for _, payouts in batches for p in payouts if p.claim_id is not None]
+    return RunOut.of(run, batches, await repository.claims_by_id(session, claim_ids))
+
+
+async def _payout_states(session: AsyncSession, payouts: list[RoyaltyPayout]) -> dict[str, PayoutState]:
+    """How each contributor's payout stands on chain, for its statement."""
+    claims = await repository.claims_by_id(session, [p.claim_id for p in payouts if p.claim_id is not None])
+    return {
+        p.contributor: PayoutState(
+            status=p.status,
+            held_wei=p.amount_wei if p.status == PayoutStatus.HELD else 0,
+            tx_hash=p.tx_hash,
+            claim_tx_hash=claims[p.claim_id].tx_hash if p.claim_id in claims else None,
+        )
+        for p in payouts
+    }
 
 
 async def _statement_response(
     session: AsyncSession, run: RoyaltyRun, distribution: Distribution, file_format: str, name: str
 ) -> Response:
-    """The statements in ``file_format``, with the run's token and each contributor's payout tag."""
-    batch_tags = {
-        payout.contributor: batch_payout_tag(run.payout_tag, run.token, batch.batch_index)
-        for batch in await repository.payout_batches(session, run.id)
-        for payout in await repository.payouts_of_batch(session, batch.id)
-    }
+    """The statements in ``file_format``, with the run's token and each contributor's payout tag
+    and state."""
+    batch_tags: dict[str, str] = {}
+    payouts: list[RoyaltyPayout] = []
+    for batch in await repository.payout_batches(session, run.id):
+        for payout in await repository.payouts_of_batch(session, batch.id):
+            batch_tags[payout.contributor] = batch_payout_tag(run.payout_tag, run.token, batch.batch_index)
+            payouts.append(payout)
+    states = await _payout_states(session, payouts)
     if file_format == "csv":
         return Response(
-            statements_csv(distribution, token=run.token, batch_tags=batch_tags),
+            statements_csv(distribution, token=run.token, batch_tags=batch_tags, payout_states=states),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
         )
     return Response(
-        statements_json(distribution, token=run.token, batch_tags=batch_tags), media_type="application/json"
+        statements_json(distribution, token=run.token, batch_tags=batch_tags, payout_states=states),
+        media_type="application/json",
     )
 
 
@@ -133,10 +160,14 @@ async def get_run(run_id: RowId, _: Council, session: DbSession) -> RunOut:
     response_model=RunOut,
     summary="Pay a run on chain in batches; repeating it pays nobody twice (council)",
     description=(
-        "Sends every unpaid batch of the run, each as one `Fund.payout`. A batch the Fund refuses "
-        "(its payout reverts: a recipient the token blacklists, a Fund short of the token, a tag "
-        "already paid otherwise) does not stop the others: it stays `pending` with the revert in its "
-        "`last_error`, and the answer is still 200, with the run `paying` until every batch is paid. "
+        "Sends every unpaid batch of the run, each as one `Fund.payout`. A recipient the token refuses "
+        "(one it blacklists, a pause for that account) does not stop its batch: the Fund holds that "
+        "payout for it (the payout's `status` is `held`, with the batch's `tx_hash`) and pays the "
+        "others; the recipient claims it later with `Fund.claim(token, to)`, to itself or another "
+        "address, and the payout becomes `claimed` once the claim is indexed. A batch the Fund refuses "
+        "(its payout reverts: a Fund short of the token, a tag already paid otherwise) does not stop "
+        "the others: it stays `pending` with the revert in its `last_error`, and the answer is still "
+        "200, with the run `paying` until every batch is mined. "
         "Asking again tries the refused batches again. The answer is 503 when the node cannot be "
         "reached; what was paid before stays paid, and the next request goes on from there."
     ),

@@ -2,7 +2,12 @@
 
 A run is computed once per (token, period) and paid in batches:
 
-    create_run ──▶ computed ──pay──▶ paying ──(every batch paid)──▶ paid
+    create_run ──▶ computed ──pay──▶ paying ──(every batch mined)──▶ paid
+
+and each of its payouts:
+
+    pending ──(its batch mined)──▶ paid
+                              └──▶ held ──(the contributor claims, indexed)──▶ claimed
 
 Rules
 -----
@@ -54,14 +59,24 @@ Rules
   revert sends the batch back to ``pending`` (a revert changes nothing) with the
   revert recorded in its ``last_error``; so does a tag the Fund paid to other
   recipients or amounts, which nothing here can pay.
+* A recipient the token refuses (one it blacklists, a pause for that account, a
+  hook that reverts) refuses no batch: the Fund holds that payout for it
+  (``FundPayoutHeld`` in place of ``FundPayout``) and pays the others. A mined
+  batch is ``paid`` and each of its payouts ``paid`` or ``held``, with the
+  transaction and its event's position, read from the receipt (or, for a batch
+  found on chain after a lost receipt, from the events of the transaction that
+  paid it). The contributor claims what is held with ``Fund.claim(token, to)``,
+  to itself or another address; the pool indexer records the ``FundClaimed`` and
+  marks its held payouts ``claimed``. A held payout stays in the run's
+  ``paid_wei``: the Fund keeps it apart (``totalOwed``) and no later payout can
+  spend it, and runs distribute indexed receipts, never the Fund's balance, so no
+  run distributes it again.
 * A refused batch holds up no other: :func:`pay_run` tries every unpaid batch of
-  the run (a recipient the token blacklists, a Fund short of the token, a tag paid
-  otherwise refuse one batch, not the run), and the run stays ``paying`` until
-  every batch is paid; the next pay request tries the refused ones again, and a
-  batch's ``last_error`` is cleared once it is paid. Nothing here moves a recipient
-  the token refuses out of its batch: that batch waits until it can be paid. A node
-  that cannot be reached (``ChainUnavailable``) ends the pass at once: the next
-  request goes on from there.
+  the run (a Fund short of the token, a tag paid otherwise refuse one batch, not
+  the run), and the run stays ``paying`` until every batch is mined; the next pay
+  request tries the refused ones again, and a batch's ``last_error`` is cleared
+  once it is paid. A node that cannot be reached (``ChainUnavailable``) ends the
+  pass at once: the next request goes on from there.
 """
 
 from __future__ import annotations
@@ -79,9 +94,10 @@ from exchange.db.base import utc_now
 from exchange.kit.errors import ChainRejected, Conflict, NotFound
 from exchange.kit.logging import get_logger
 from exchange.pool import repository
-from exchange.pool.indexer import ChainEvent, hex32, search_events, topic_of_address
+from exchange.pool.indexer import ChainEvent, hex32, receipt_events, search_events, topic_of_address
 from exchange.pool.models import (
     BatchStatus,
+    PayoutStatus,
     RoyaltyPayout,
     RoyaltyPayoutBatch,
     RoyaltyRun,
@@ -104,6 +120,7 @@ from exchange.pool.service import PoolContext, record_audit
 log = get_logger(__name__)
 
 TAG_ALREADY_PAID = "FundTagAlreadyPaid"
+PAYOUT_EVENTS = ("FundPayout", "FundPayoutHeld")
 
 
 def run_summary(run: RoyaltyRun) -> dict[str, object]:
@@ -302,7 +319,8 @@ async def runs(session: AsyncSession) -> Sequence[RoyaltyRun]:
 async def pay_run(context: PoolContext, run_id: int, *, actor: str) -> RoyaltyRun:
     """Send every unpaid batch of the run; safe to call again after any interruption.
 
-    A batch the Fund refuses is left ``pending`` with its ``last_error``, and the run ``paying``.
+    A batch the Fund refuses is left ``pending`` with its ``last_error``, and the run ``paying``;
+    a payout the token refuses is held for its contributor and its batch is paid all the same.
     """
     async with context.sessionmaker() as session, session.begin():
         run = await repository.royalty_run(session, run_id, for_update=True)
@@ -369,19 +387,42 @@ async def _pay_batch(context: PoolContext, batch_id: int, *, token: str, tag: st
             return
         await _back_to_pending(context, batch_id, _refusal(rejected))
         raise
+    events = receipt_events(fund, receipt, PAYOUT_EVENTS)
+    tx_hash = hex32(receipt["transactionHash"])
+    held: list[str] = []
     async with context.sessionmaker() as session, session.begin():
-        await repository.claim_batch(
+        if await repository.claim_batch(
             session,
             batch_id,
             BatchStatus.SENDING,
-            {
-                "status": BatchStatus.PAID.value,
-                "tx_hash": hex32(receipt["transactionHash"]),
-                "paid_at": utc_now(),
-                "last_error": None,
-            },
+            {"status": BatchStatus.PAID.value, "tx_hash": tx_hash, "paid_at": utc_now(), "last_error": None},
+        ):
+            held = await _record_outcomes(session, batch_id, token, tx_hash, events)
+    log.info(
+        "pool.royalty_batch_paid", batch_id=batch_id, recipients=len(recipients), held=len(held), tag=tag
+    )
+    for contributor in held:
+        log.warning("pool.royalty_payout_held", batch_id=batch_id, contributor=contributor, tag=tag)
+
+
+async def _record_outcomes(
+    session: AsyncSession, batch_id: int, token: str, tx_hash: str, events: Sequence[ChainEvent]
+) -> list[str]:
+    """Record each payout of the mined batch as its event says (``paid`` or ``held``); the held ones'
+    claims already indexed are applied at once. Returns the contributors whose payout is held."""
+    outcomes: dict[str, tuple[PayoutStatus, int, int]] = {
+        Web3.to_checksum_address(event.args["to"]): (
+            PayoutStatus.PAID if event.name == "FundPayout" else PayoutStatus.HELD,
+            event.block_number,
+            event.log_index,
         )
-    log.info("pool.royalty_batch_paid", batch_id=batch_id, recipients=len(recipients), tag=tag)
+        for event in events
+    }
+    await repository.record_payout_outcomes(session, batch_id, tx_hash, outcomes)
+    held = [contributor for contributor, (status, _, _) in outcomes.items() if status is PayoutStatus.HELD]
+    for contributor in held:
+        await repository.mark_held_payouts_claimed(session, token, contributor)
+    return held
 
 
 async def _claim_batch(
@@ -407,11 +448,11 @@ async def _claim_batch(
     replaced_send: datetime | None = None
     if batch.status == BatchStatus.SENDING:
         searched_at = utc_now()
-        tx_hash = await _find_batch_on_chain(
+        found = await _find_batch_on_chain(
             context, batch.from_block, token, tag, dict(zip(recipients, amounts, strict=True))
         )
-        if tx_hash is not None:
-            await _reconciled(context, batch_id, tx_hash, tag)
+        if found is not None:
+            await _reconciled(context, batch_id, token, found, tag)
             return recipients, amounts, False
         if batch.sending_at is not None and searched_at - batch.sending_at < timedelta(
             seconds=context.resend_after_s
@@ -434,12 +475,17 @@ async def _claim_batch(
     return recipients, amounts, ours
 
 
-async def _reconciled(context: PoolContext, batch_id: int, tx_hash: str, tag: str) -> None:
-    """Record the batch as paid by `tx_hash`, a payout of exactly its recipients under its tag."""
+async def _reconciled(
+    context: PoolContext, batch_id: int, token: str, events: Sequence[ChainEvent], tag: str
+) -> None:
+    """Record the batch as paid by the transaction of ``events``, its payout (each line paid or
+    held) of exactly its recipients under its tag."""
+    tx_hash = events[0].tx_hash
     async with context.sessionmaker() as session, session.begin():
         recorded = await repository.record_batch_paid(session, batch_id, tx_hash, utc_now())
+        held = await _record_outcomes(session, batch_id, token, tx_hash, events) if recorded else []
     if recorded:
-        log.info("pool.royalty_batch_reconciled", batch_id=batch_id, tx_hash=tx_hash, tag=tag)
+        log.info("pool.royalty_batch_reconciled", batch_id=batch_id, tx_hash=tx_hash, tag=tag, held=len(held))
 
 
 async def _record_paid_elsewhere(
@@ -465,11 +511,11 @@ async def _record_paid_elsewhere(
             raise NotFound(f"no payout batch {batch_id}")
     if batch.status == BatchStatus.PAID:
         return
-    tx_hash = await _find_batch_on_chain(context, batch.from_block, token, tag, expected)
-    if tx_hash is None and batch.from_block != deploy_block:
-        tx_hash = await _find_batch_on_chain(context, deploy_block, token, tag, expected)
-    if tx_hash is not None:
-        await _reconciled(context, batch_id, tx_hash, tag)
+    found = await _find_batch_on_chain(context, batch.from_block, token, tag, expected)
+    if found is None and batch.from_block != deploy_block:
+        found = await _find_batch_on_chain(context, deploy_block, token, tag, expected)
+    if found is not None:
+        await _reconciled(context, batch_id, token, found, tag)
         return
     await _back_to_pending(
         context, batch_id, _refusal(refused, "the Fund paid this tag to other recipients or amounts")
@@ -502,24 +548,29 @@ async def _tag_paid(context: PoolContext, tag: str) -> bool:
 
 async def _find_batch_on_chain(
     context: PoolContext, from_block: int | None, token: str, tag: str, expected: dict[str, int]
-) -> str | None:
-    """The transaction that paid exactly this batch under its tag, if one was mined since ``from_block``."""
+) -> list[ChainEvent] | None:
+    """The events (``FundPayout`` and ``FundPayoutHeld``) of the transaction that paid exactly this
+    batch under its tag, if one was mined since ``from_block``."""
     if from_block is None:
         return None
 
-    def paid_exactly(events: list[ChainEvent]) -> str | None:
-        by_tx: dict[str, dict[str, int]] = {}
+    def paid_exactly(events: list[ChainEvent]) -> list[ChainEvent] | None:
+        by_tx: dict[str, list[ChainEvent]] = {}
         for event in events:
-            by_tx.setdefault(event.tx_hash, {})[Web3.to_checksum_address(event.args["to"])] = int(
-                event.args["amount"]
-            )
-        return next((tx_hash for tx_hash, paid in by_tx.items() if paid == expected), None)
+            by_tx.setdefault(event.tx_hash, []).append(event)
+        for tx_events in by_tx.values():
+            paid = {
+                Web3.to_checksum_address(event.args["to"]): int(event.args["amount"]) for event in tx_events
+            }
+            if paid == expected:
+                return tx_events
+        return None
 
     return await context.chain.run(
         partial(
             search_events,
             context.chain.pool.fund,
-            ("FundPayout",),
+            PAYOUT_EVENTS,
             from_block,
             (topic_of_address(token), None, tag),
             paid_exactly,

@@ -27,6 +27,7 @@ from exchange.pool.models import (
     EnterpriseSize,
     FoundationRole,
     FoundationRoleGrant,
+    FundClaim,
     Member,
     MembershipApplication,
     MemberState,
@@ -390,6 +391,28 @@ class PayoutOut(BaseModel):
     contributor: str
     amount_wei: str
     weight: int
+    status: str = Field(
+        description=(
+            "`pending` until its batch's payout is mined; then `paid`, or `held` when the token refused "
+            "to deliver it (the Fund holds it for the contributor, who claims it with `Fund.claim`); "
+            "`claimed` once the contributor took it."
+        )
+    )
+    tx_hash: str | None = Field(description="The Fund.payout transaction that paid or held it.")
+    claim_tx_hash: str | None = Field(default=None, description="The Fund.claim transaction that took it.")
+    claimed_to: str | None = Field(default=None, description="The address the claim paid.")
+
+    @classmethod
+    def of(cls, payout: RoyaltyPayout, claim: FundClaim | None) -> PayoutOut:
+        return cls(
+            contributor=payout.contributor,
+            amount_wei=str(payout.amount_wei),
+            weight=payout.weight,
+            status=payout.status,
+            tx_hash=payout.tx_hash,
+            claim_tx_hash=claim.tx_hash if claim is not None else None,
+            claimed_to=claim.paid_to if claim is not None else None,
+        )
 
 
 class BatchOut(BaseModel):
@@ -431,8 +454,12 @@ class RunOut(BaseModel):
 
     @classmethod
     def of(
-        cls, run: RoyaltyRun, batches: list[tuple[RoyaltyPayoutBatch, list[RoyaltyPayout]]] | None = None
+        cls,
+        run: RoyaltyRun,
+        batches: list[tuple[RoyaltyPayoutBatch, list[RoyaltyPayout]]] | None = None,
+        claims: dict[int, FundClaim] | None = None,
     ) -> RunOut:
+        known_claims = claims or {}
         amounts = {
             name: str(getattr(run, name))
             for name in ("received_wei", "carry_in_wei", "paid_wei", "carry_out_wei")
@@ -449,9 +476,7 @@ class RunOut(BaseModel):
                         tx_hash=batch.tx_hash,
                         last_error=batch.last_error,
                         payouts=[
-                            PayoutOut(
-                                contributor=p.contributor, amount_wei=str(p.amount_wei), weight=p.weight
-                            )
+                            PayoutOut.of(p, known_claims.get(p.claim_id) if p.claim_id is not None else None)
                             for p in payouts
                         ],
                     )

@@ -31,6 +31,7 @@ from exchange.pool.royalties import (
     Distribution,
     InvalidDistribution,
     Payout,
+    PayoutState,
     RemainderRule,
     RoyaltyPeriod,
     RoyaltyStake,
@@ -248,15 +249,20 @@ TOKEN = "0x00000000000000000000000000000000000000B1"
 TAG_A, TAG_B = "0x" + "a1" * 32, "0x" + "b2" * 32
 
 
+TX_A, TX_B, CLAIM_B = "0x" + "c1" * 32, "0x" + "c2" * 32, "0x" + "c3" * 32
+# A was paid; the token refused B's payout, which the Fund holds for B.
+STATES = {A: PayoutState("paid", tx_hash=TX_A), B: PayoutState("held", held_wei=500, tx_hash=TX_B)}
+
+
 def test_the_statements_as_csv() -> None:
     result = distribute(Q1, received_wei=1000, carry_in_wei=1, stakes=EXAMPLE_STAKES)
-    text = statements_csv(result, token=TOKEN, batch_tags={A: TAG_A, B: TAG_B})
+    text = statements_csv(result, token=TOKEN, batch_tags={A: TAG_A, B: TAG_B}, payout_states=STATES)
     assert text == (
         "period_id,token,contributor,weight,total_weight,distributable_wei,payout_wei,counted_patents,"
-        "uncounted_patents,payout_batch_tag\r\n"
-        f"2026-Q1,{TOKEN},{A},75,150,1001,500,EP3123456B1;US10123456B2,,{TAG_A}\r\n"
-        f"2026-Q1,{TOKEN},{B},75,150,1001,500,CN107431123A,,{TAG_B}\r\n"
-        f"2026-Q1,{TOKEN},{C},0,150,1001,0,,JP2017123456A,\r\n"
+        "uncounted_patents,payout_batch_tag,payout_status,held_wei\r\n"
+        f"2026-Q1,{TOKEN},{A},75,150,1001,500,EP3123456B1;US10123456B2,,{TAG_A},paid,0\r\n"
+        f"2026-Q1,{TOKEN},{B},75,150,1001,500,CN107431123A,,{TAG_B},held,500\r\n"
+        f"2026-Q1,{TOKEN},{C},0,150,1001,0,,JP2017123456A,,,0\r\n"
     )
     rows = list(csv.DictReader(io.StringIO(text)))
     assert tuple(rows[0]) == CSV_COLUMNS
@@ -264,7 +270,10 @@ def test_the_statements_as_csv() -> None:
 
 def test_the_statements_as_json() -> None:
     result = distribute(Q1, received_wei=1000, carry_in_wei=1, stakes=EXAMPLE_STAKES)
-    document = json.loads(statements_json(result, token=TOKEN, batch_tags={A: TAG_A, B: TAG_B}))
+    claimed = {**STATES, B: PayoutState("claimed", tx_hash=TX_B, claim_tx_hash=CLAIM_B)}
+    document = json.loads(
+        statements_json(result, token=TOKEN, batch_tags={A: TAG_A, B: TAG_B}, payout_states=claimed)
+    )
     assert document == {
         "period_id": "2026-Q1",
         "token": TOKEN,
@@ -284,6 +293,10 @@ def test_the_statements_as_json() -> None:
                 "weight": 75,
                 "payout_wei": "500",
                 "payout_batch_tag": TAG_A,
+                "payout_status": "paid",
+                "payout_tx_hash": TX_A,
+                "held_wei": "0",
+                "claim_tx_hash": None,
                 "patents": [
                     {"patent_id": "EP3123456B1", "weight": 25, "counted": True},
                     {"patent_id": "US10123456B2", "weight": 50, "counted": True},
@@ -294,6 +307,10 @@ def test_the_statements_as_json() -> None:
                 "weight": 75,
                 "payout_wei": "500",
                 "payout_batch_tag": TAG_B,
+                "payout_status": "claimed",
+                "payout_tx_hash": TX_B,
+                "held_wei": "0",
+                "claim_tx_hash": CLAIM_B,
                 "patents": [{"patent_id": "CN107431123A", "weight": 75, "counted": True}],
             },
             {
@@ -301,6 +318,10 @@ def test_the_statements_as_json() -> None:
                 "weight": 0,
                 "payout_wei": "0",
                 "payout_batch_tag": None,
+                "payout_status": None,
+                "payout_tx_hash": None,
+                "held_wei": "0",
+                "claim_tx_hash": None,
                 "patents": [{"patent_id": "JP2017123456A", "weight": 60, "counted": False}],
             },
         ],
@@ -407,3 +428,14 @@ def test_carrying_across_periods_loses_nothing(stakes: list[RoyaltyStake], recei
         paid_wei += result.paid_wei
         carry_wei = result.carry_out_wei
     assert paid_wei + carry_wei == sum(receipts)
+
+
+def test_a_held_payout_is_stated_with_what_the_fund_holds() -> None:
+    result = distribute(Q1, received_wei=1000, carry_in_wei=1, stakes=EXAMPLE_STAKES)
+    document = json.loads(
+        statements_json(result, token=TOKEN, batch_tags={A: TAG_A, B: TAG_B}, payout_states=STATES)
+    )
+    by_contributor = {s["contributor"]: s for s in document["statements"]}
+    assert (by_contributor[B]["payout_status"], by_contributor[B]["held_wei"]) == ("held", "500")
+    assert by_contributor[B]["payout_wei"] == "500"  # held, it was paid out of the distribution all the same
+    assert document["paid_wei"] == "1000"

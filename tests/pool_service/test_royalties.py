@@ -196,6 +196,11 @@ async def test_a_period_is_split_paid_once_and_stated(foundation: Foundation, en
     paid = await pay(foundation, run["id"])
     assert paid["status"] == "paid"
     assert all(batch["status"] == "paid" and batch["tx_hash"] for batch in paid["batches"])
+    assert all(
+        (p["status"], p["tx_hash"], p["claim_tx_hash"]) == ("paid", batch["tx_hash"], None)
+        for batch in paid["batches"]
+        for p in batch["payouts"]
+    )
     for address, amount in expected.items():
         assert pool.bpc_balance(address) == balances[address] + amount
     head = chain.w3.eth.block_number
@@ -307,6 +312,10 @@ async def test_an_interrupted_payout_batch_is_never_paid_twice(
     head = chain.w3.eth.block_number
     again = await pay(foundation, run["id"])
     assert again["batches"][1]["tx_hash"] == lost["tx_hash"]
+    # Found on chain, its payouts are recorded from the events of the transaction that paid them.
+    assert {(p["status"], p["tx_hash"]) for p in again["batches"][1]["payouts"]} == {
+        ("paid", lost["tx_hash"])
+    }
     assert chain.w3.eth.block_number == head
     for contributor in contributors:
         assert (

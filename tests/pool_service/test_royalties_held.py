@@ -1,0 +1,251 @@
+"""A royalty run whose token refuses one recipient, on a Hardhat node: held, not stuck, then claimed.
+
+The module's chain is a Hardhat node with the pool deployed and a ``BlockingToken``
+(a stablecoin with a block list) as the token a run distributes. The token blocks
+one contributor of a batch of two: the batch's ``Fund.payout`` is mined all the
+same, the other contributor is paid, and the Fund holds the blocked one's payout
+for it (``owed``, ``totalOwed``); the run is ``paid``. The contributor claims it
+with ``Fund.claim``, to another address while it is still blocked or to itself once
+unblocked, and the service's background indexer marks its payout ``claimed``. At
+every step the Fund's balance is what it holds for recipients plus what no run has
+paid yet (the run's carry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractFunction
+from web3.logs import DISCARD
+from web3.types import TxReceipt, Wei
+
+from exchange.chain.compiler import compile_contracts
+from exchange.chain.deployment import deploy_pool
+from exchange.chain.errors import ContractReverted
+from exchange.chain.pool import PoolChain
+from exchange.chain.provider import make_web3
+from exchange.chain.runtime import ChainRuntime
+from exchange.pool.indexer import hex32
+from exchange.settings import Settings
+from tests.chain.nodes import hardhat_node
+from tests.pool_service.conftest import Foundation, pool_settings
+from tests.pool_service.flows import admit_patent
+from tests.pool_service.test_royalties import pay, payouts_of, run_of
+from tests.support.auth import bearer_headers
+
+RECEIVED = 3_000_000  # three equal stakes: 1,000,000 each, nothing carried
+LICENCE_FEE = keccak(b"licence-fee")
+
+
+@dataclass(frozen=True)
+class HardhatPool:
+    runtime: ChainRuntime
+    token: Contract  # a BlockingToken
+
+
+@pytest.fixture(scope="module")
+def hardhat_pool() -> Iterator[HardhatPool]:
+    with hardhat_node() as url:
+        w3 = make_web3(url)
+        artifacts = compile_contracts()
+        blocking = artifacts["BlockingToken"]
+        sent = w3.eth.contract(abi=blocking.abi, bytecode=blocking.bytecode).constructor(
+            "Blocking USD", "BUSD"
+        )
+        address = w3.eth.wait_for_transaction_receipt(sent.transact())["contractAddress"]
+        deployment = deploy_pool(w3, artifacts=artifacts)
+        runtime = ChainRuntime(
+            w3=w3, deployment=deployment, pool=PoolChain(w3, deployment, artifacts), embedded=False
+        )
+        yield HardhatPool(runtime, w3.eth.contract(address=address, abi=blocking.abi))
+
+
+@pytest.fixture
+def chain_runtime(hardhat_pool: HardhatPool) -> Iterator[ChainRuntime]:
+    """The module's Hardhat node, with every test's transactions reverted afterwards."""
+    provider = hardhat_pool.runtime.w3.provider
+    snapshot = provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
+    try:
+        yield hardhat_pool.runtime
+    finally:
+        provider.make_request("evm_revert", [snapshot])  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    # Batches of two; the indexer's background loop polls often, so that it sees the claim.
+    return pool_settings(database_url, pool_payout_batch_size=2, pool_indexer_interval_s=0.2)
+
+
+def mined(w3: Web3, tx_hash: bytes) -> TxReceipt:
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
+    assert receipt["status"] == 1
+    return receipt
+
+
+def next_block_at(w3: Web3, moment: datetime) -> None:
+    w3.provider.make_request("evm_setNextBlockTimestamp", [int(moment.timestamp())])  # type: ignore[arg-type]
+
+
+def send_as(w3: Web3, account: LocalAccount, call: ContractFunction) -> TxReceipt:
+    """Sign and send ``call`` with ``account``'s own key, as a contributor's wallet does."""
+    transaction = call.build_transaction(
+        {"from": account.address, "nonce": w3.eth.get_transaction_count(account.address)}
+    )
+    signed = account.sign_transaction(transaction)  # type: ignore[arg-type]
+    return mined(w3, w3.eth.send_raw_transaction(signed.raw_transaction))
+
+
+async def statement_of(foundation: Foundation, run_id: int, contributor: LocalAccount) -> dict[str, Any]:
+    """The contributor's own statement, read signed in as itself."""
+    reply = await foundation.client.get(
+        f"/v1/royalties/runs/{run_id}/statement", headers=await bearer_headers(foundation.client, contributor)
+    )
+    assert reply.status_code == 200, reply.text
+    (mine,) = reply.json()["statements"]
+    assert mine["contributor"] == contributor.address
+    statement: dict[str, Any] = mine
+    return statement
+
+
+def payout_of(run: dict[str, Any], contributor: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The contributor's payout in the run, and its batch."""
+    return next(
+        (p, batch) for batch in run["batches"] for p in batch["payouts"] if p["contributor"] == contributor
+    )
+
+
+async def claimed_in_the_service(foundation: Foundation, run_id: int, contributor: str) -> dict[str, Any]:
+    for _ in range(300):
+        run = await run_of(foundation, run_id)
+        payout, _ = payout_of(run, contributor)
+        if payout["status"] == "claimed":
+            return run
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the indexer never recorded {contributor}'s claim")
+
+
+@pytest.mark.parametrize("claim", ["to another address while blocked", "to itself once unblocked"])
+async def test_a_refused_recipient_is_held_the_run_completes_and_the_claim_is_indexed(
+    foundation: Foundation, hardhat_pool: HardhatPool, claim: str
+) -> None:
+    chain, token = foundation.chain, hardhat_pool.token
+    w3, fund = chain.w3, chain.pool.fund
+    contributors = [Account.create() for _ in range(3)]
+    for index, contributor in enumerate(contributors):
+        await admit_patent(
+            foundation, f"US 12,700,00{index} B2", source="contributed", contributor=contributor.address
+        )
+
+    # A licence fee of 3,000,000 in the token reaches the Fund on a day of its own.
+    latest = datetime.fromtimestamp(w3.eth.get_block("latest")["timestamp"], UTC)
+    day: date = latest.date() + timedelta(days=1)
+    next_block_at(w3, datetime.combine(day, time(12), UTC))
+    payer = w3.eth.accounts[5]
+    mined(w3, token.functions.mint(payer, RECEIVED).transact())
+    mined(w3, token.functions.approve(fund.address, RECEIVED).transact({"from": payer}))
+    fund.transact("deposit", token.address, RECEIVED, LICENCE_FEE, sender=payer)
+    next_block_at(w3, datetime.combine(day + timedelta(days=1), time(0, 0, 5), UTC))
+    w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+
+    reply = await foundation.client.post(
+        "/v1/admin/royalties/runs",
+        json={
+            "period_id": "H1",
+            "starts_on": day.isoformat(),
+            "ends_on": day.isoformat(),
+            "token": token.address,
+        },
+        headers=foundation.council,
+    )
+    assert reply.status_code == 201, reply.text
+    run = reply.json()
+    expected = payouts_of(run)
+    assert sum(expected.values()) == RECEIVED
+    # The token blocks the first contributor of the first batch, which pays another one too.
+    first_batch = run["batches"][0]["payouts"]
+    assert len(first_batch) == 2
+    blocked = next(c for c in contributors if c.address == first_batch[0]["contributor"])
+    mined(w3, token.functions.setBlocked(blocked.address, True).transact())
+    held_wei = expected[blocked.address]
+
+    def balance(address: str) -> int:
+        return int(token.functions.balanceOf(address).call())
+
+    def assert_conserved(carry_wei: int) -> None:
+        # What the Fund has = what it holds for recipients + what no payout has spent.
+        assert balance(fund.address) == int(fund.call("totalOwed", token.address)) + carry_wei
+
+    paid = await pay(foundation, run["id"])
+    assert paid["status"] == "paid", paid
+    assert [(batch["status"], batch["last_error"]) for batch in paid["batches"]] == [("paid", None)] * 2
+    for contributor in contributors:
+        payout, batch = payout_of(paid, contributor.address)
+        assert payout["tx_hash"] == batch["tx_hash"]
+        if contributor is blocked:
+            assert (payout["status"], payout["claim_tx_hash"]) == ("held", None)
+            assert balance(contributor.address) == 0
+        else:
+            assert payout["status"] == "paid"
+            assert balance(contributor.address) == expected[contributor.address]
+    assert int(fund.call("owed", token.address, blocked.address)) == held_wei
+    assert int(fund.call("totalOwed", token.address)) == held_wei
+    assert_conserved(int(paid["carry_out_wei"]))
+    # The batch's transaction says so on chain: FundPayoutHeld for the blocked one.
+    held_tx = payout_of(paid, blocked.address)[1]["tx_hash"]
+    held_events = fund.contract.events.FundPayoutHeld().process_receipt(
+        w3.eth.get_transaction_receipt(held_tx), errors=DISCARD
+    )
+    assert [(e["args"]["to"], e["args"]["amount"]) for e in held_events] == [(blocked.address, held_wei)]
+
+    statement = await statement_of(foundation, run["id"], blocked)
+    assert (statement["payout_status"], statement["held_wei"], statement["payout_wei"]) == (
+        "held",
+        str(held_wei),
+        str(held_wei),
+    )
+    other = next(c for c in contributors if c is not blocked)
+    assert (await statement_of(foundation, run["id"], other))["payout_status"] == "paid"
+
+    head = w3.eth.block_number
+    assert (await pay(foundation, run["id"]))["batches"] == paid["batches"]  # nothing is sent again
+    assert w3.eth.block_number == head
+
+    # The contributor claims: to an address of its own choosing while the token still blocks it,
+    # or to itself once the token lets it receive again.
+    mined(w3, w3.eth.send_transaction({"to": blocked.address, "value": Wei(10**18)}))
+    if claim == "to another address while blocked":
+        to = Account.create().address
+    else:
+        mined(w3, token.functions.setBlocked(blocked.address, False).transact())
+        to = blocked.address
+    receipt = fund.guarded(lambda: send_as(w3, blocked, fund.contract.functions.claim(token.address, to)))
+    assert balance(to) == held_wei
+    assert int(fund.call("owed", token.address, blocked.address)) == 0
+    assert int(fund.call("totalOwed", token.address)) == 0
+    assert_conserved(int(paid["carry_out_wei"]))
+    with pytest.raises(ContractReverted) as again:
+        fund.guarded(lambda: send_as(w3, blocked, fund.contract.functions.claim(token.address, to)))
+    assert again.value.error_name == "FundNothingOwed"
+
+    claimed = await claimed_in_the_service(foundation, run["id"], blocked.address)
+    payout, _ = payout_of(claimed, blocked.address)
+    assert (payout["claim_tx_hash"], payout["claimed_to"]) == (hex32(receipt["transactionHash"]), to)
+    assert {payout_of(claimed, c.address)[0]["status"] for c in contributors if c is not blocked} == {"paid"}
+    assert claimed["status"] == "paid"
+    statement = await statement_of(foundation, run["id"], blocked)
+    assert (statement["payout_status"], statement["held_wei"], statement["claim_tx_hash"]) == (
+        "claimed",
+        "0",
+        hex32(receipt["transactionHash"]),
+    )
