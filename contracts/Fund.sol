@@ -122,7 +122,9 @@ contract Fund is AccessControl, ReentrancyGuardTransient {
     /// the fund's balance less `totalOwed[token]`; beyond it, it reverts `FundInsufficientFree`.
     /// A transfer the token refuses (or that uses more than `PAYOUT_TRANSFER_GAS`) is held:
     /// added to `owed[token][recipient]` and `totalOwed[token]`, with `FundPayoutHeld` in place
-    /// of `FundPayout`. Either way the line is settled and its tag spent.
+    /// of `FundPayout`. Either way the line is settled and its tag spent. The balance is read
+    /// once, and each line delivered takes its amount from it: a token that debits the sender
+    /// more than it is asked to send would break that, and is not one to pay royalties in.
     /// @param token The token.
     /// @param recipients The payees.
     /// @param amounts The amounts in base units.
