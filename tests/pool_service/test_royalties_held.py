@@ -23,6 +23,7 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
+from sqlalchemy import select, update
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
@@ -35,7 +36,10 @@ from exchange.chain.errors import ContractReverted
 from exchange.chain.pool import PoolChain
 from exchange.chain.provider import make_web3
 from exchange.chain.runtime import ChainRuntime
+from exchange.db.base import utc_now
+from exchange.db.engine import create_engine_for_url, create_sessionmaker
 from exchange.pool.indexer import hex32
+from exchange.pool.models import RoyaltyPayout, RoyaltyPayoutBatch, RoyaltyRun
 from exchange.settings import Settings
 from tests.chain.nodes import hardhat_node
 from tests.pool_service.conftest import Foundation, pool_settings
@@ -135,11 +139,13 @@ async def claimed_in_the_service(foundation: Foundation, run_id: int, contributo
     raise AssertionError(f"the indexer never recorded {contributor}'s claim")
 
 
-@pytest.mark.parametrize("claim", ["to another address while blocked", "to itself once unblocked"])
-async def test_a_refused_recipient_is_held_the_run_completes_and_the_claim_is_indexed(
-    foundation: Foundation, hardhat_pool: HardhatPool, claim: str
-) -> None:
-    chain, token = foundation.chain, hardhat_pool.token
+async def a_run_with_a_blocked_contributor(
+    foundation: Foundation, token: Contract
+) -> tuple[dict[str, Any], list[LocalAccount], LocalAccount]:
+    """Three contributors with equal stakes and a run of ``RECEIVED`` of ``token`` for them, in two
+    batches; the token blocks the first contributor of the first batch, which pays another one too.
+    The run, the contributors and the blocked one."""
+    chain = foundation.chain
     w3, fund = chain.w3, chain.pool.fund
     contributors = [Account.create() for _ in range(3)]
     for index, contributor in enumerate(contributors):
@@ -169,14 +175,23 @@ async def test_a_refused_recipient_is_held_the_run_completes_and_the_claim_is_in
         headers=foundation.council,
     )
     assert reply.status_code == 201, reply.text
-    run = reply.json()
-    expected = payouts_of(run)
-    assert sum(expected.values()) == RECEIVED
-    # The token blocks the first contributor of the first batch, which pays another one too.
+    run: dict[str, Any] = reply.json()
+    assert sum(payouts_of(run).values()) == RECEIVED
     first_batch = run["batches"][0]["payouts"]
     assert len(first_batch) == 2
     blocked = next(c for c in contributors if c.address == first_batch[0]["contributor"])
     mined(w3, token.functions.setBlocked(blocked.address, True).transact())
+    return run, contributors, blocked
+
+
+@pytest.mark.parametrize("claim", ["to another address while blocked", "to itself once unblocked"])
+async def test_a_refused_recipient_is_held_the_run_completes_and_the_claim_is_indexed(
+    foundation: Foundation, hardhat_pool: HardhatPool, claim: str
+) -> None:
+    chain, token = foundation.chain, hardhat_pool.token
+    w3, fund = chain.w3, chain.pool.fund
+    run, contributors, blocked = await a_run_with_a_blocked_contributor(foundation, token)
+    expected = payouts_of(run)
     held_wei = expected[blocked.address]
 
     def balance(address: str) -> int:
@@ -249,3 +264,53 @@ async def test_a_refused_recipient_is_held_the_run_completes_and_the_claim_is_in
         "0",
         hex32(receipt["transactionHash"]),
     )
+
+
+async def test_a_batch_with_a_held_payout_found_on_chain_after_a_lost_receipt_is_recorded_held(
+    foundation: Foundation, hardhat_pool: HardhatPool, database_url: str
+) -> None:
+    """Batch 0's payout was mined but its record lost (the service stopped before writing it): the
+    next pay request finds it among the Fund's FundPayout and FundPayoutHeld events of its tag,
+    sends nothing, and records each payout as that transaction settled it."""
+    chain, token = foundation.chain, hardhat_pool.token
+    w3 = chain.w3
+    run, _, blocked = await a_run_with_a_blocked_contributor(foundation, token)
+    paid = await pay(foundation, run["id"])
+    first = paid["batches"][0]
+    mined_in = w3.eth.get_transaction_receipt(first["tx_hash"])["blockNumber"]
+
+    engine = create_engine_for_url(database_url)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            batch_id = await session.scalar(
+                select(RoyaltyPayoutBatch.id).where(
+                    RoyaltyPayoutBatch.run_id == run["id"], RoyaltyPayoutBatch.batch_index == 0
+                )
+            )
+            await session.execute(
+                update(RoyaltyPayoutBatch)
+                .where(RoyaltyPayoutBatch.id == batch_id)
+                .values(
+                    status="sending", tx_hash=None, paid_at=None, from_block=mined_in, sending_at=utc_now()
+                )
+            )
+            await session.execute(
+                update(RoyaltyPayout)
+                .where(RoyaltyPayout.batch_id == batch_id)
+                .values(status="pending", tx_hash=None, block_number=None, log_index=None)
+            )
+            await session.execute(
+                update(RoyaltyRun).where(RoyaltyRun.id == run["id"]).values(status="paying", paid_at=None)
+            )
+    finally:
+        await engine.dispose()
+    lost = await run_of(foundation, run["id"])
+    assert {p["status"] for p in lost["batches"][0]["payouts"]} == {"pending"}
+
+    head = w3.eth.block_number
+    again = await pay(foundation, run["id"])
+    assert w3.eth.block_number == head  # found, not sent again
+    assert again["status"] == "paid"
+    assert again["batches"] == paid["batches"]
+    payout, _ = payout_of(again, blocked.address)
+    assert (payout["status"], payout["tx_hash"]) == ("held", first["tx_hash"])
