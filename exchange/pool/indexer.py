@@ -38,7 +38,7 @@ Rules
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -48,7 +48,7 @@ from eth_utils.crypto import keccak
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 from web3 import Web3
-from web3.types import BlockIdentifier, TxReceipt
+from web3.types import BlockIdentifier, LogReceipt, TxReceipt
 
 from exchange.chain.binding import BoundContract
 from exchange.chain.pool import MemberStatus, Tier
@@ -114,7 +114,7 @@ def fetch_events(
 
     ``argument_topics`` narrows the indexed arguments (``None`` matches anything).
     """
-    events = {str(contract.contract.events[name].topic): contract.contract.events[name] for name in names}
+    events = _events_by_topic(contract, names)
     logs = contract.w3.eth.get_logs(
         {
             "address": contract.address,
@@ -123,10 +123,29 @@ def fetch_events(
             "topics": [list(events), *argument_topics],
         }
     )
+    return _decoded(events, logs)
+
+
+def receipt_events(contract: BoundContract, receipt: TxReceipt, names: tuple[str, ...]) -> list[ChainEvent]:
+    """The named events ``contract`` emitted in the transaction of ``receipt``, in log order."""
+    events = _events_by_topic(contract, names)
+    ours = [
+        entry
+        for entry in receipt["logs"]
+        if entry["address"] == contract.address and entry["topics"] and hex32(entry["topics"][0]) in events
+    ]
+    return _decoded(events, ours)
+
+
+def _events_by_topic(contract: BoundContract, names: tuple[str, ...]) -> dict[str, Any]:
+    return {str(contract.contract.events[name].topic): contract.contract.events[name] for name in names}
+
+
+def _decoded(events: Mapping[str, Any], logs: Iterable[LogReceipt]) -> list[ChainEvent]:
+    """``logs``, each one of ``events`` (by its first topic), decoded in chain order."""
     decoded = []
     for entry in logs:
-        event = events[hex32(entry["topics"][0])]
-        processed = event().process_log(entry)
+        processed = events[hex32(entry["topics"][0])]().process_log(entry)
         decoded.append(
             ChainEvent(
                 name=processed["event"],
@@ -137,30 +156,6 @@ def fetch_events(
             )
         )
     decoded.sort(key=lambda event: (event.block_number, event.log_index))
-    return decoded
-
-
-def receipt_events(contract: BoundContract, receipt: TxReceipt, names: tuple[str, ...]) -> list[ChainEvent]:
-    """The named events ``contract`` emitted in the transaction of ``receipt``, in log order."""
-    wanted = {str(contract.contract.events[name].topic): contract.contract.events[name] for name in names}
-    decoded = []
-    for entry in receipt["logs"]:
-        if entry["address"] != contract.address or not entry["topics"]:
-            continue
-        event = wanted.get(hex32(entry["topics"][0]))
-        if event is None:
-            continue
-        processed = event().process_log(entry)
-        decoded.append(
-            ChainEvent(
-                name=processed["event"],
-                args=dict(processed["args"]),
-                block_number=int(processed["blockNumber"]),
-                log_index=int(processed["logIndex"]),
-                tx_hash=hex32(processed["transactionHash"]),
-            )
-        )
-    decoded.sort(key=lambda event: event.log_index)
     return decoded
 
 
