@@ -484,7 +484,9 @@ class RoyaltyPayout(Base):
     contributor: Mapped[str] = mapped_column(ADDRESS)
     amount_wei: Mapped[int] = mapped_column(WeiAmount)
     weight: Mapped[int]
-    status: Mapped[str] = mapped_column(String(16), server_default=PayoutStatus.PENDING.value)
+    status: Mapped[str] = mapped_column(
+        String(16), default=PayoutStatus.PENDING.value, server_default=PayoutStatus.PENDING.value
+    )
     tx_hash: Mapped[str | None] = mapped_column(TX_HASH, default=None)
     block_number: Mapped[int | None] = mapped_column(BigInteger, default=None)
     log_index: Mapped[int | None] = mapped_column(Integer, default=None)
