@@ -161,8 +161,9 @@ async def load_balances(
     if not (lock and isinstance(session, AsyncSession) and bulk.dialect_of(session).name == "postgresql"):
         return await _load_balances(session, keys, lock=lock)
     wanted = {key for key in keys if key[0] != VAULT_EXTERNAL}
-    transaction = session.sync_session.get_transaction()
-    if yielding and (len(wanted) > 1 or session.info.get(_HOLDS_BALANCES) is transaction):
+    transaction = session.sync_session.get_transaction()  # None until the first statement begins one
+    holds = transaction is not None and session.info.get(_HOLDS_BALANCES) is transaction
+    if yielding and (len(wanted) > 1 or holds):
         previous = await session.scalar(_NO_WAIT)
         try:
             found = await _load_balances(session, wanted, lock=True)
@@ -174,7 +175,7 @@ async def load_balances(
     else:
         found = await _load_balances(session, wanted, lock=True)
     if wanted:
-        session.info[_HOLDS_BALANCES] = transaction
+        session.info[_HOLDS_BALANCES] = session.sync_session.get_transaction()
     return found
 
 

@@ -182,3 +182,21 @@ async def test_once_a_transaction_holds_a_balance_it_waits_for_no_other(
                 assert await other.scalar(text("SHOW lock_timeout")) == "0"
         async with other.begin():  # a new transaction: its first row is waited for again
             assert await repository.load_balances(other, [(BOB, BPC)]) == {(BOB, BPC): Balance(100, 0)}
+
+
+async def test_a_first_read_that_begins_its_transaction_waits_for_its_row(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    """A session with no transaction yet (its read begins one) holds no balance: it waits."""
+    async with sessionmaker() as setup, setup.begin():
+        await repository.credit_deposit(setup, BOB, BPC, 100, reference="0xbb:1")
+    async with sessionmaker() as holder, sessionmaker() as other:
+        if holder.get_bind().dialect.name != "postgresql":
+            pytest.skip("SQLite runs one writing transaction at a time (BEGIN IMMEDIATE)")
+        async with holder.begin():
+            await repository.load_balances(holder, [(BOB, BPC)], yielding=False)
+            waiting = asyncio.create_task(repository.load_balances(other, [(BOB, BPC)]))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+        assert await asyncio.wait_for(waiting, timeout=5) == {(BOB, BPC): Balance(100, 0)}
+        await other.rollback()
