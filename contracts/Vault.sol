@@ -26,6 +26,10 @@ import {LibWithdrawal} from "./libraries/LibWithdrawal.sol";
 /// amount and cancellation flag) is one slot per order hash. A batch checks
 /// each order once (signature, expiry, membership, exit) however many fills
 /// it takes part in, so one taker against many makers pays for the taker once.
+/// A batch is atomic for the operator's mistakes, not for a maker's own acts:
+/// an order its maker withdrew on chain after it was matched (cancelled, below
+/// the nonce floor, account exiting) has its fills skipped (`FillSkipped`), so
+/// that no member can make every other member's fills revert with it.
 contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
     using LibAccount for uint256;
@@ -46,11 +50,14 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     /// which cannot reach 2^255 because every fill is bounded by a 104-bit balance.
     uint256 private constant _CANCELLED_FLAG = 1 << 255;
 
-    /// @dev What the fills of a batch need from an order that passed its checks.
+    /// @dev What the fills of a batch need from an order that passed its checks. `withdrawn` is
+    /// `SkipReason.None` unless its maker withdrew it (cancelled it, raised the nonce floor past it,
+    /// or requested an exit) before the batch: then every fill it takes part in is skipped.
     struct CheckedOrder {
         bytes32 orderHash;
         address maker;
         bool isBuy;
+        SkipReason withdrawn;
         uint256 limitPrice;
         uint256 amount;
         uint256 feeCapBps;
@@ -287,7 +294,10 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
 
     // ---------------------------------------------------------------- internals
 
-    /// @dev Checks everything about an order that does not depend on a fill.
+    /// @dev Checks everything about an order that does not depend on a fill. What only its maker
+    /// can do to it (cancel it, raise the nonce floor past it, request an exit) does not revert:
+    /// it marks the order withdrawn, and its fills are skipped. Everything else reverts, also for a
+    /// withdrawn order: those are the operator's mistakes, which no member can cause.
     function _checkOrder(LibOrder.Order calldata order, bytes calldata signature)
         private
         view
@@ -299,12 +309,6 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
         }
         if (block.timestamp >= order.expiry) revert VaultOrderExpired(orderHash, order.expiry);
         address maker = order.maker;
-        uint256 word = _accounts[maker];
-        if (word.exitAvailableAt() != 0) revert VaultAccountExiting(maker);
-        if (word.hasNonceFloor()) {
-            uint64 floor = _minValidNonces[maker];
-            if (order.nonce < floor) revert VaultOrderNonceCancelled(orderHash, order.nonce, floor);
-        }
         if (!registry.isActiveMember(maker)) revert VaultNotActiveMember(maker);
         if (!_isValidSignature(maker, orderHash, signature)) revert VaultInvalidSignature(orderHash, maker);
         uint256 maxFeeBps = order.maxFeeBps;
@@ -312,10 +316,24 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
             orderHash: orderHash,
             maker: maker,
             isBuy: order.side == LibOrder.Side.Buy,
+            withdrawn: _withdrawal(order, orderHash),
             limitPrice: order.price,
             amount: order.amount,
             feeCapBps: maxFeeBps < LibOrder.BPS ? maxFeeBps : LibOrder.BPS
         });
+    }
+
+    /// @dev Whether the order's maker withdrew it, and how: the first of an exit request, a
+    /// nonce floor above its nonce and its cancellation. The order's state slot read here is
+    /// warm when its first fill records the filled amount.
+    function _withdrawal(LibOrder.Order calldata order, bytes32 orderHash) private view returns (SkipReason) {
+        uint256 word = _accounts[order.maker];
+        if (word.exitAvailableAt() != 0) return SkipReason.AccountExiting;
+        if (word.hasNonceFloor() && order.nonce < _minValidNonces[order.maker]) {
+            return SkipReason.OrderNonceCancelled;
+        }
+        if (_orderStates[orderHash] & _CANCELLED_FLAG != 0) return SkipReason.OrderCancelled;
+        return SkipReason.None;
     }
 
     /// @dev ECDSA first: an address whose key signed is its owner, whether or not it has code,
@@ -359,7 +377,9 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
         if (!valid && gasleft() < WALLET_CHECK_GAS / 63) revert VaultWalletCheckOutOfGas(wallet);
     }
 
-    /// @dev Settles one fill and returns the fees it owes the Fund.
+    /// @dev Settles one fill and returns the fees it owes the Fund; skips it (no balance, no
+    /// filled amount, no fee) when its maker or taker order was withdrawn, once the fill's
+    /// indexes and sides are checked, which no member can change.
     function _settleFill(CheckedOrder[] memory checked, Fill calldata fill, uint256 fillIndex)
         private
         returns (uint256)
@@ -370,6 +390,14 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
         CheckedOrder memory maker = checked[makerIndex];
         CheckedOrder memory taker = checked[takerIndex];
         if (maker.isBuy == taker.isBuy) revert VaultSameSide(maker.orderHash, taker.orderHash);
+        if (maker.withdrawn != SkipReason.None) {
+            emit FillSkipped(fillIndex, maker.orderHash, maker.withdrawn);
+            return 0;
+        }
+        if (taker.withdrawn != SkipReason.None) {
+            emit FillSkipped(fillIndex, taker.orderHash, taker.withdrawn);
+            return 0;
+        }
         uint256 baseAmount = fill.baseAmount;
         _recordFill(maker, baseAmount, fill.price, fill.makerFeeBps);
         _recordFill(taker, baseAmount, fill.price, fill.takerFeeBps);
@@ -379,15 +407,15 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     }
 
     /// @dev Checks the fill price against the order's limit and the fee rate against its cap,
-    /// then adds `baseAmount` to the order's filled amount; rejects cancelled orders and overfills.
+    /// then adds `baseAmount` to the order's filled amount; rejects overfills. A cancelled order
+    /// never gets here (its fills are skipped, and nothing in `settle` cancels one); were it to,
+    /// its flag would make the sum exceed any amount and revert as an overfill.
     function _recordFill(CheckedOrder memory order, uint256 baseAmount, uint256 price, uint256 feeBps) private {
         if (order.isBuy ? price > order.limitPrice : price < order.limitPrice) {
             revert VaultPriceOutsideLimit(order.orderHash, price, order.limitPrice);
         }
         if (feeBps > order.feeCapBps) revert VaultFeeAboveCap(order.orderHash, feeBps, order.feeCapBps);
-        uint256 state = _orderStates[order.orderHash];
-        if (state & _CANCELLED_FLAG != 0) revert VaultOrderCancelled(order.orderHash);
-        uint256 filled = state + baseAmount;
+        uint256 filled = _orderStates[order.orderHash] + baseAmount;
         if (filled > order.amount) revert VaultOrderOverfilled(order.orderHash, filled, order.amount);
         _orderStates[order.orderHash] = filled;
     }

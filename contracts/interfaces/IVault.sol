@@ -20,6 +20,20 @@ interface IVault {
         uint256 price;
     }
 
+    /// @notice Why `settle` skipped a fill: its maker withdrew one of the fill's orders on chain.
+    /// @dev Only what the order's own maker can do after the match; anything else wrong with a
+    /// batch (expired order, bad signature, inactive member, price, fee, amounts) reverts it.
+    /// `None` (0) is never reported.
+    enum SkipReason {
+        None,
+        /// The maker cancelled the order (`cancelOrder`); its filled amount stays as it was.
+        OrderCancelled,
+        /// The maker raised its minimum valid nonce above the order's (`cancelOrdersBelowNonce`).
+        OrderNonceCancelled,
+        /// The maker requested an exit (`requestExit`) and trades no more until `cancelExit`.
+        AccountExiting
+    }
+
     /// @notice An account's state as `accountOf` reports it: both balances, its exit time and nonce-floor flag.
     /// @dev Stored packed in one word (LibAccount); 104-bit balances hold 2e31 base units
     /// (2e13 whole tokens of 18 decimals).
@@ -52,11 +66,8 @@ interface IVault {
     error VaultInvalidSignature(bytes32 orderHash, address maker);
     /// @notice The account is not an active pool member.
     error VaultNotActiveMember(address account);
-    /// @notice The account has requested an exit: it no longer trades.
-    error VaultAccountExiting(address account);
-    /// @notice The order's nonce is below its maker's minimum valid nonce.
-    error VaultOrderNonceCancelled(bytes32 orderHash, uint64 nonce, uint64 minValidNonce);
-    /// @notice The order was cancelled by its maker.
+    /// @notice The maker cancelled the order already (`cancelOrder` only: `settle` skips the
+    /// fills of a cancelled order, see `FillSkipped`).
     error VaultOrderCancelled(bytes32 orderHash);
     /// @notice The fill would bring the order's filled amount to `filled`, above its `amount`.
     error VaultOrderOverfilled(bytes32 orderHash, uint256 filled, uint256 amount);
@@ -142,6 +153,16 @@ interface IVault {
         uint256 buyerFee,
         uint256 sellerFee
     );
+    /// @notice Fill `fillIndex` of a batch was skipped: the maker of `orderHash`, one of its two
+    /// orders, withdrew that order on chain before the batch ran.
+    /// @dev The batch goes on without the fill: no balance moves for it, no filled amount is
+    /// recorded for either order, it pays no fee (not in `FeesCollected`) and it has no `Trade`.
+    /// Every fill of the batch that uses a withdrawn order is skipped, each with its own event.
+    /// When both orders are withdrawn, `orderHash` is the maker order's.
+    /// @param fillIndex The fill's position in the `fills` argument of `settle`, from 0.
+    /// @param orderHash The withdrawn order's EIP-712 hash.
+    /// @param reason How its maker withdrew it.
+    event FillSkipped(uint256 indexed fillIndex, bytes32 indexed orderHash, SkipReason reason);
     /// @notice The fees of a settlement batch were transferred to the Fund.
     /// @dev `amount` is what left the Vault (the sum of the batch's fees, as its `Trade` events
     /// state them); `received` is what the Fund's balance grew by, less than `amount` when the
@@ -183,8 +204,13 @@ interface IVault {
     /// `VaultExitTransferFailed` when there was something to pay and nothing could be.
     function exit() external;
 
-    /// @notice Settle a batch of fills atomically (operator only); fees go to the Fund in one transfer.
-    /// @dev `FeesCollected` states the fees sent and what the Fund received of them.
+    /// @notice Settle a batch of fills (operator only); fees go to the Fund in one transfer.
+    /// @dev Atomic for every error: an expired order, a bad signature, an inactive member, a
+    /// price, fee or amount outside what the orders allow reverts the whole batch. Not for what
+    /// a maker did to its own order on chain since the match (cancelled it, raised its nonce
+    /// floor past it, requested an exit): each fill using such an order is skipped with
+    /// `FillSkipped` and the others settle. `FeesCollected` states the fees sent and what the
+    /// Fund received of them.
     /// @param orders Every order the fills refer to, each once.
     /// @param signatures The makers' signatures, one per order.
     /// @param fills The fills, in order.

@@ -2,7 +2,7 @@
 const { expect } = require("chai");
 const { loadFixture } = require("@nomicfoundation/hardhat-network-helpers");
 const { deployVaultWithTraders, bpc } = require("./fixtures");
-const { Side, newOrder, signAll, newFill, orderHash, domainOf } = require("./orders");
+const { Side, SkipReason, newOrder, signAll, newFill, orderHash, domainOf } = require("./orders");
 
 describe("Vault: cancellation", function () {
   beforeEach(async function () {
@@ -18,7 +18,7 @@ describe("Vault: cancellation", function () {
   });
 
   describe("cancelOrder", function () {
-    it("marks the order cancelled, keeps its filled amount, and settlement refuses it", async function () {
+    it("marks the order cancelled, keeps its filled amount, and settlement skips its fills", async function () {
       const sell = await newOrder(this, this.alice, { side: Side.Sell, amount: bpc(3) });
       await (await this.settlePair(sell, await newOrder(this, this.bob, { side: Side.Buy }))).tx;
       const hash = orderHash(this.domain, sell);
@@ -27,14 +27,17 @@ describe("Vault: cancellation", function () {
         .withArgs(hash, this.alice.address);
       expect(await this.vault.orderState(hash)).to.deep.equal([bpc(1), true]);
       const { tx } = await this.settlePair(sell, await newOrder(this, this.bob, { side: Side.Buy }));
-      await expect(tx).to.be.revertedWithCustomError(this.vault, "VaultOrderCancelled").withArgs(hash);
+      await expect(tx).to.emit(this.vault, "FillSkipped").withArgs(0n, hash, SkipReason.OrderCancelled);
+      await expect(tx).not.to.emit(this.vault, "Trade");
+      expect(await this.vault.orderState(hash)).to.deep.equal([bpc(1), true]);
     });
 
     it("cancels an order that never reached the chain", async function () {
       const buy = await newOrder(this, this.bob, { side: Side.Buy });
       await this.vault.connect(this.bob).cancelOrder(buy);
       const { tx, hashes } = await this.settlePair(await newOrder(this, this.alice, { side: Side.Sell }), buy);
-      await expect(tx).to.be.revertedWithCustomError(this.vault, "VaultOrderCancelled").withArgs(hashes[1]);
+      await expect(tx).to.emit(this.vault, "FillSkipped").withArgs(0n, hashes[1], SkipReason.OrderCancelled);
+      await expect(tx).not.to.emit(this.vault, "Trade");
     });
 
     it("reverts VaultNotOrderMaker for anyone but the maker", async function () {
@@ -54,7 +57,7 @@ describe("Vault: cancellation", function () {
   });
 
   describe("cancelOrdersBelowNonce", function () {
-    it("refuses orders below the new minimum nonce and accepts those at or above it", async function () {
+    it("skips the fills of orders below the new minimum nonce and settles those at or above it", async function () {
       const old = await newOrder(this, this.alice, { side: Side.Sell, nonce: 41n });
       const current = await newOrder(this, this.alice, { side: Side.Sell, nonce: 42n });
       await expect(this.vault.connect(this.alice).cancelOrdersBelowNonce(42n))
@@ -63,10 +66,11 @@ describe("Vault: cancellation", function () {
       expect(await this.vault.minValidNonce(this.alice.address)).to.equal(42n);
       expect((await this.vault.accountOf(this.alice.address)).hasNonceFloor).to.equal(true);
 
-      const refused = await this.settlePair(old, await newOrder(this, this.bob, { side: Side.Buy }));
-      await expect(refused.tx)
-        .to.be.revertedWithCustomError(this.vault, "VaultOrderNonceCancelled")
-        .withArgs(refused.hashes[0], 41n, 42n);
+      const skipped = await this.settlePair(old, await newOrder(this, this.bob, { side: Side.Buy }));
+      await expect(skipped.tx)
+        .to.emit(this.vault, "FillSkipped")
+        .withArgs(0n, skipped.hashes[0], SkipReason.OrderNonceCancelled);
+      await expect(skipped.tx).not.to.emit(this.vault, "Trade");
       const accepted = await this.settlePair(current, await newOrder(this, this.bob, { side: Side.Buy }));
       await expect(accepted.tx).to.emit(this.vault, "Trade");
     });

@@ -11,7 +11,7 @@ const {
   DEPOSIT_BPC,
   DEPOSIT_QUOTE,
 } = require("./fixtures");
-const { Side, newOrder, signAll, newFill } = require("./orders");
+const { Side, SkipReason, newOrder, signAll, newFill } = require("./orders");
 
 describe("Vault: escape hatch", function () {
   beforeEach(async function () {
@@ -107,7 +107,7 @@ describe("Vault: escape hatch", function () {
     await expect(this.vault.connect(this.alice).exit()).to.emit(this.vault, "Exited").withArgs(this.alice.address, 0n, 7n);
   });
 
-  it("stops settlement for the account at once, as maker and as taker", async function () {
+  it("stops settlement for the account at once, as maker and as taker: its fills are skipped", async function () {
     await this.requestExit(this.alice);
     const sell = await newOrder(this, this.alice, { side: Side.Sell });
     const buy = await newOrder(this, this.bob, { side: Side.Buy });
@@ -121,11 +121,14 @@ describe("Vault: escape hatch", function () {
         { order: sell, signer: this.alice },
       ],
     ]) {
-      const { orders, signatures } = await signAll(this.vault, entries);
-      await expect(this.vault.connect(this.operator).settle(orders, signatures, [newFill(0, 1, bpc(1), sell.price)]))
-        .to.be.revertedWithCustomError(this.vault, "VaultAccountExiting")
-        .withArgs(this.alice.address);
+      const { orders, signatures, hashes } = await signAll(this.vault, entries);
+      const tx = this.vault.connect(this.operator).settle(orders, signatures, [newFill(0, 1, bpc(1), sell.price)]);
+      const aliceOrder = entries[0].order === sell ? hashes[0] : hashes[1];
+      await expect(tx).to.emit(this.vault, "FillSkipped").withArgs(0n, aliceOrder, SkipReason.AccountExiting);
+      await expect(tx).not.to.emit(this.vault, "Trade");
     }
+    expect(await this.vault.balanceOf(this.alice.address, this.bpcAddress)).to.equal(DEPOSIT_BPC);
+    expect(await this.vault.balanceOf(this.alice.address, this.quoteAddress)).to.equal(DEPOSIT_QUOTE);
   });
 
   it("trades again after cancelExit", async function () {

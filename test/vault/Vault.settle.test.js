@@ -14,7 +14,7 @@ const {
   DEPOSIT_BPC,
   DEPOSIT_QUOTE,
 } = require("./fixtures");
-const { Side, newOrder, signAll, newFill, settlementAmounts } = require("./orders");
+const { Side, SkipReason, newOrder, signAll, newFill, settlementAmounts } = require("./orders");
 const { Status, Tier } = require("../../scripts/lib/pool-enums");
 
 /** Two members trading on a Vault whose quote token burns 1 % of every transfer after their deposits. */
@@ -419,12 +419,12 @@ describe("Vault: settlement", function () {
       await expect((await this.settle(entries, [this.fullFill(entries)])).tx).to.emit(this.vault, "Trade");
     });
 
-    it("reverts VaultAccountExiting for an account that requested an exit", async function () {
+    it("skips, without reverting, the fill of an account that requested an exit", async function () {
       await this.vault.connect(this.bob).requestExit();
       const entries = await this.pair();
-      await expect((await this.settle(entries, [this.fullFill(entries)])).tx)
-        .to.be.revertedWithCustomError(this.vault, "VaultAccountExiting")
-        .withArgs(this.bob.address);
+      const { tx, hashes } = await this.settle(entries, [this.fullFill(entries)]);
+      await expect(tx).to.emit(this.vault, "FillSkipped").withArgs(0n, hashes[1], SkipReason.AccountExiting);
+      await expect(tx).not.to.emit(this.vault, "Trade");
     });
 
     it("reverts VaultInsufficientBalance when the buyer cannot pay quote plus fee", async function () {
