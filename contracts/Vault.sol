@@ -50,14 +50,16 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     /// which cannot reach 2^255 because every fill is bounded by a 104-bit balance.
     uint256 private constant _CANCELLED_FLAG = 1 << 255;
 
-    /// @dev What the fills of a batch need from an order that passed its checks. `withdrawn` is
-    /// `SkipReason.None` unless its maker withdrew it (cancelled it, raised the nonce floor past it,
-    /// or requested an exit) before the batch: then every fill it takes part in is skipped.
+    /// @dev What the fills of a batch need from an order that passed its checks. `withdrawn` is a
+    /// `SkipReason`, 0 (None) unless its maker requested an exit or raised the nonce floor past it
+    /// before the batch: then every fill it takes part in is skipped (a cancellation is in the
+    /// order's state, read by each fill). A plain word: the check every fill makes needs no enum
+    /// range check.
     struct CheckedOrder {
         bytes32 orderHash;
         address maker;
         bool isBuy;
-        SkipReason withdrawn;
+        uint256 withdrawn;
         uint256 limitPrice;
         uint256 amount;
         uint256 feeCapBps;
@@ -295,9 +297,10 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     // ---------------------------------------------------------------- internals
 
     /// @dev Checks everything about an order that does not depend on a fill. What only its maker
-    /// can do to it (cancel it, raise the nonce floor past it, request an exit) does not revert:
-    /// it marks the order withdrawn, and its fills are skipped. Everything else reverts, also for a
-    /// withdrawn order: those are the operator's mistakes, which no member can cause.
+    /// can do to it (raise the nonce floor past it, request an exit; a cancellation is found by
+    /// its fills) does not revert: it marks the order withdrawn, and its fills are skipped.
+    /// Everything else reverts, also for a withdrawn order: those are the operator's mistakes,
+    /// which no member can cause.
     function _checkOrder(LibOrder.Order calldata order, bytes calldata signature)
         private
         view
@@ -309,6 +312,15 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
         }
         if (block.timestamp >= order.expiry) revert VaultOrderExpired(orderHash, order.expiry);
         address maker = order.maker;
+        // Withdrawn by its maker: all its orders (an exit request, which comes first) or this one
+        // (a nonce floor above its nonce). A cancellation is in the order's state, read by each fill.
+        uint256 word = _accounts[maker];
+        uint256 withdrawn = 0;
+        if (word.exitAvailableAt() != 0) {
+            withdrawn = uint256(SkipReason.AccountExiting);
+        } else if (word.hasNonceFloor() && order.nonce < _minValidNonces[maker]) {
+            withdrawn = uint256(SkipReason.OrderNonceCancelled);
+        }
         if (!registry.isActiveMember(maker)) revert VaultNotActiveMember(maker);
         if (!_isValidSignature(maker, orderHash, signature)) revert VaultInvalidSignature(orderHash, maker);
         uint256 maxFeeBps = order.maxFeeBps;
@@ -316,24 +328,11 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
             orderHash: orderHash,
             maker: maker,
             isBuy: order.side == LibOrder.Side.Buy,
-            withdrawn: _withdrawal(order, orderHash),
+            withdrawn: withdrawn,
             limitPrice: order.price,
             amount: order.amount,
             feeCapBps: maxFeeBps < LibOrder.BPS ? maxFeeBps : LibOrder.BPS
         });
-    }
-
-    /// @dev Whether the order's maker withdrew it, and how: the first of an exit request, a
-    /// nonce floor above its nonce and its cancellation. The order's state slot read here is
-    /// warm when its first fill records the filled amount.
-    function _withdrawal(LibOrder.Order calldata order, bytes32 orderHash) private view returns (SkipReason) {
-        uint256 word = _accounts[order.maker];
-        if (word.exitAvailableAt() != 0) return SkipReason.AccountExiting;
-        if (word.hasNonceFloor() && order.nonce < _minValidNonces[order.maker]) {
-            return SkipReason.OrderNonceCancelled;
-        }
-        if (_orderStates[orderHash] & _CANCELLED_FLAG != 0) return SkipReason.OrderCancelled;
-        return SkipReason.None;
     }
 
     /// @dev ECDSA first: an address whose key signed is its owner, whether or not it has code,
@@ -377,9 +376,11 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
         if (!valid && gasleft() < WALLET_CHECK_GAS / 63) revert VaultWalletCheckOutOfGas(wallet);
     }
 
-    /// @dev Settles one fill and returns the fees it owes the Fund; skips it (no balance, no
+    /// @dev Settles one fill and returns the fees it owes the Fund. Skips it (no balance, no
     /// filled amount, no fee) when its maker or taker order was withdrawn, once the fill's
-    /// indexes and sides are checked, which no member can change.
+    /// indexes, sides, price and fee rates are checked, which no member can change. Both orders'
+    /// states are read before either is written: they are two slots, since orders on opposite
+    /// sides have different hashes.
     function _settleFill(CheckedOrder[] memory checked, Fill calldata fill, uint256 fillIndex)
         private
         returns (uint256)
@@ -390,32 +391,45 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
         CheckedOrder memory maker = checked[makerIndex];
         CheckedOrder memory taker = checked[takerIndex];
         if (maker.isBuy == taker.isBuy) revert VaultSameSide(maker.orderHash, taker.orderHash);
-        if (maker.withdrawn != SkipReason.None) {
-            emit FillSkipped(fillIndex, maker.orderHash, maker.withdrawn);
-            return 0;
-        }
-        if (taker.withdrawn != SkipReason.None) {
-            emit FillSkipped(fillIndex, taker.orderHash, taker.withdrawn);
+        _checkTerms(maker, fill.price, fill.makerFeeBps);
+        _checkTerms(taker, fill.price, fill.takerFeeBps);
+        uint256 makerState = _orderStates[maker.orderHash];
+        uint256 takerState = _orderStates[taker.orderHash];
+        if (((makerState | takerState) & _CANCELLED_FLAG) | maker.withdrawn | taker.withdrawn != 0) {
+            _skip(fillIndex, maker, makerState, taker);
             return 0;
         }
         uint256 baseAmount = fill.baseAmount;
-        _recordFill(maker, baseAmount, fill.price, fill.makerFeeBps);
-        _recordFill(taker, baseAmount, fill.price, fill.takerFeeBps);
+        _recordFill(maker, makerState, baseAmount);
+        _recordFill(taker, takerState, baseAmount);
         return maker.isBuy
             ? _trade(maker, fill.makerFeeBps, taker, fill.takerFeeBps, fill, maker, taker)
             : _trade(taker, fill.takerFeeBps, maker, fill.makerFeeBps, fill, maker, taker);
     }
 
-    /// @dev Checks the fill price against the order's limit and the fee rate against its cap,
-    /// then adds `baseAmount` to the order's filled amount; rejects overfills. A cancelled order
-    /// never gets here (its fills are skipped, and nothing in `settle` cancels one); were it to,
-    /// its flag would make the sum exceed any amount and revert as an overfill.
-    function _recordFill(CheckedOrder memory order, uint256 baseAmount, uint256 price, uint256 feeBps) private {
+    /// @dev Reports a skipped fill with the first withdrawn of its orders, the maker's first: its
+    /// exit or nonce floor, then its cancellation.
+    function _skip(uint256 fillIndex, CheckedOrder memory maker, uint256 makerState, CheckedOrder memory taker)
+        private
+    {
+        CheckedOrder memory withdrawn = maker.withdrawn != 0 || makerState & _CANCELLED_FLAG != 0 ? maker : taker;
+        SkipReason reason =
+            withdrawn.withdrawn != 0 ? SkipReason(withdrawn.withdrawn) : SkipReason.OrderCancelled;
+        emit FillSkipped(fillIndex, withdrawn.orderHash, reason);
+    }
+
+    /// @dev Checks the fill price against the order's limit and the fee rate against its cap.
+    function _checkTerms(CheckedOrder memory order, uint256 price, uint256 feeBps) private pure {
         if (order.isBuy ? price > order.limitPrice : price < order.limitPrice) {
             revert VaultPriceOutsideLimit(order.orderHash, price, order.limitPrice);
         }
         if (feeBps > order.feeCapBps) revert VaultFeeAboveCap(order.orderHash, feeBps, order.feeCapBps);
-        uint256 filled = _orderStates[order.orderHash] + baseAmount;
+    }
+
+    /// @dev Adds `baseAmount` to the order's filled amount, `state` as read for this fill (not
+    /// cancelled); rejects overfills.
+    function _recordFill(CheckedOrder memory order, uint256 state, uint256 baseAmount) private {
+        uint256 filled = state + baseAmount;
         if (filled > order.amount) revert VaultOrderOverfilled(order.orderHash, filled, order.amount);
         _orderStates[order.orderHash] = filled;
     }

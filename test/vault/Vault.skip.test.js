@@ -174,6 +174,19 @@ describe("Vault: fills of withdrawn orders are skipped", function () {
           .withArgs(hashes[2], bpc(2), bpc(1));
       });
 
+      it("still reverts for a fill of a withdrawn order at a price beyond its limit", async function () {
+        const entries = [
+          { order: await this.sell(this.carol), signer: this.carol },
+          { order: await this.buy(this.bob), signer: this.bob },
+        ];
+        await withdraw(this.vault, this.carol, entries[0].order);
+        const { orders, signatures, hashes } = await signAll(this.vault, entries);
+        const fill = newFill(0, 1, bpc(1), PRICE - 1n, MAKER_FEE_BPS, TAKER_FEE_BPS);
+        await expect(this.vault.connect(this.operator).settle(orders, signatures, [fill]))
+          .to.be.revertedWithCustomError(this.vault, "VaultPriceOutsideLimit")
+          .withArgs(hashes[0], PRICE - 1n, PRICE);
+      });
+
       it("still reverts for a withdrawn order with a signature that is not its maker's", async function () {
         const sell = await this.sell(this.carol);
         await withdraw(this.vault, this.carol, sell);
