@@ -93,7 +93,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -133,6 +133,7 @@ from exchange.trading.repository import FEES_ACCOUNT, LedgerRefused
 from exchange.trading.settlement_models import BatchState
 from exchange.trading.settlement_repository import BatchRecord, FillRecord, OrderRecord
 from exchange.trading.signing import OrderDigester, OrderFields, signed_by_key
+from exchange.trading.skipped_fills import SKIPPED_ERROR, SkippedFill, skipped_fills
 from exchange.trading.vault_events import reversed_postings
 
 log = get_logger(__name__)
@@ -171,14 +172,11 @@ class _FillsMoved(Exception):
 FILL_ERRORS = frozenset(
     {
         "VaultOrderExpired",
-        "VaultAccountExiting",
-        "VaultOrderNonceCancelled",
         "VaultNotActiveMember",
         "VaultInvalidSignature",
         "VaultSameSide",
         "VaultPriceOutsideLimit",
         "VaultFeeAboveCap",
-        "VaultOrderCancelled",
         "VaultOrderOverfilled",
         "VaultFillTooSmall",
         "VaultInsufficientBalance",
@@ -581,8 +579,9 @@ class Settler:
             if head - int(receipt["blockNumber"]) < self.config.confirmations:
                 return StepOutcome.WAITING
             if receipt["status"] == 1:
-                await self._check_fate(batch, BatchFate.EXECUTED)
-                await self._close_settled(batch, tx_hash, receipt)
+                skipped = self._skipped(batch, receipt)
+                await self._check_fate(batch, BatchFate.EXECUTED, skipped)
+                await self._close_settled(batch, tx_hash, receipt, skipped=skipped)
                 return StepOutcome.SETTLED
             await self._close_reverted(batch, tx_hash, receipt)
             return StepOutcome.RETURNED
@@ -607,9 +606,26 @@ class Settler:
         await self._nudge(batch)
         return StepOutcome.WAITING
 
-    async def _fate(self, batch: BatchRecord, block: BlockIdentifier = "latest") -> BatchFate:
-        fills = [self._to_settle(fill) for fill in batch.fills]
-        added = contributions(fills)
+    def _skipped(self, batch: BatchRecord, receipt: TxReceipt) -> dict[int, SkippedFill]:
+        """The batch's fills that its mined transaction skipped, by fill id."""
+        skipped: dict[int, SkippedFill] = {}
+        for index, skip in skipped_fills(self.vault, receipt).items():
+            if index >= len(batch.fills):  # cannot be: the Vault reports indexes of the calldata
+                raise SettlementInconsistent(
+                    f"batch {batch.id}: the Vault skipped fill {index} of {len(batch.fills)}"
+                )
+            skipped[batch.fills[index].id] = skip
+        return skipped
+
+    async def _fate(
+        self, batch: BatchRecord, block: BlockIdentifier = "latest", skipped: Collection[int] = ()
+    ) -> BatchFate:
+        """What became of the batch, from its orders' filled amounts; fills in ``skipped`` (ids)
+        added nothing to them when it ran."""
+        added = contributions([self._to_settle(fill) for fill in batch.fills if fill.id not in skipped])
+        for fill in batch.fills:  # the orders of skipped fills alone: unchanged whether it ran or not
+            added.setdefault(fill.maker.order_hash.lower(), 0)
+            added.setdefault(fill.taker.order_hash.lower(), 0)
         ids = {fill.maker.order_hash.lower(): fill.maker.id for fill in batch.fills}
         ids |= {fill.taker.order_hash.lower(): fill.taker.id for fill in batch.fills}
         async with self._sessionmaker() as session, session.begin():
@@ -638,8 +654,10 @@ class Settler:
         on_chain = await self._calls.run(read_states)
         return batch_fate(before, added, on_chain)
 
-    async def _check_fate(self, batch: BatchRecord, expected: BatchFate) -> None:
-        fate = await self._fate(batch)
+    async def _check_fate(
+        self, batch: BatchRecord, expected: BatchFate, skipped: Collection[int] = ()
+    ) -> None:
+        fate = await self._fate(batch, skipped=skipped)
         if fate is not expected:
             raise SettlementInconsistent(
                 f"batch {batch.id}: its receipt says {expected.value}, the order states say {fate.value}"
@@ -652,12 +670,16 @@ class Settler:
         receipt: TxReceipt | None,
         *,
         block_number: int | None = None,
+        skipped: Mapping[int, SkippedFill] | None = None,
     ) -> None:
         """Close the batch settled and sweep its fees; ``block_number``, without a receipt, the
-        block it ran in."""
-        fees = sum(fill.fees for fill in batch.fills)
+        block it ran in. The ``skipped`` fills (by id) fail for good and are voided, in the same
+        transaction, as a fill the Vault refused is."""
+        skipped = skipped or {}
+        fees = sum(fill.fees for fill in batch.fills if fill.id not in skipped)
         if receipt is not None:
-            self._cross_check(batch, receipt, fees)
+            self._cross_check(batch, receipt, fees, len(skipped))
+        failed = [fill for fill in batch.fills if fill.id in skipped]
         async with self._sessionmaker() as session, session.begin():
             closed = await store.close_settled(
                 session,
@@ -665,9 +687,12 @@ class Settler:
                 tx_hash=tx_hash,
                 block_number=int(receipt["blockNumber"]) if receipt else block_number,
                 gas_used=int(receipt["gasUsed"]) if receipt else None,
+                skipped={fill.id: (SKIPPED_ERROR, skipped[fill.id].failure_args()) for fill in failed},
             )
             if not closed:  # the other settler's sweep committed with its close
                 raise _BatchClosed
+            for fill in failed:
+                await self._void(session, fill)
             if fees:
                 # The Vault sent the batch's fees to the Fund: they leave the Vault's side of the ledger.
                 sweep = [
@@ -680,19 +705,31 @@ class Settler:
         log.info(
             "settlement.batch_settled",
             batch_id=batch.id,
-            fills=len(batch.fills),
+            fills=len(batch.fills) - len(failed),
+            skipped=len(failed),
             tx_hash=tx_hash,
             gas_used=int(receipt["gasUsed"]) if receipt else None,
         )
+        for fill in failed:
+            skip = skipped[fill.id]
+            log.warning(
+                "settlement.fill_skipped",
+                fill_id=fill.id,
+                batch_id=batch.id,
+                order_hash=skip.order_hash,
+                reason=skip.reason.name,
+            )
+            await self._notify_failed(fill)
 
-    def _cross_check(self, batch: BatchRecord, receipt: TxReceipt, fees: int) -> None:
-        """The receipt holds one Trade per fill and a FeesCollected of the fills' fees."""
+    def _cross_check(self, batch: BatchRecord, receipt: TxReceipt, fees: int, skipped: int) -> None:
+        """The receipt holds one Trade per fill it did not skip and a FeesCollected of their fees."""
         trades, collected = receipt_trades_and_fees(self.vault, receipt)
-        if trades != len(batch.fills) or collected != fees:
+        if trades != len(batch.fills) - skipped or collected != fees:
             log.error(
                 "settlement.receipt_mismatch",
                 batch_id=batch.id,
                 fills=len(batch.fills),
+                skipped=skipped,
                 trades=trades,
                 fees_expected=fees,
                 fees_collected=collected,
@@ -855,23 +892,31 @@ class Settler:
             ):
                 log.info("settlement.fail_given_up", fill_id=fill.id, error_name=error_name)
                 return StepOutcome.WAITING
-            try:
-                async with session.begin_nested():
-                    await repository.apply_postings(
-                        session,
-                        reversed_postings(self.fill_postings(fill)),
-                        cause="fill.void",
-                        reference=f"trade:{fill.market_id}:{fill.trade_id}",
-                    )
-            except LedgerRefused as refusal:
-                log.error("settlement.void_refused", fill_id=fill.id, reason=refusal.detail)
+            await self._void(session, fill)
         log.warning("settlement.fill_failed", fill_id=fill.id, error_name=error_name, error_args=error_args)
+        await self._notify_failed(fill)
+        return StepOutcome.FILL_FAILED
+
+    async def _void(self, session: AsyncSession, fill: FillRecord) -> None:
+        """Undo the failed fill's ledger postings, in the transaction that fails it (module docstring)."""
+        try:
+            async with session.begin_nested():
+                await repository.apply_postings(
+                    session,
+                    reversed_postings(self.fill_postings(fill)),
+                    cause="fill.void",
+                    reference=f"trade:{fill.market_id}:{fill.trade_id}",
+                )
+        except LedgerRefused as refusal:
+            log.error("settlement.void_refused", fill_id=fill.id, reason=refusal.detail)
+
+    async def _notify_failed(self, fill: FillRecord) -> None:
+        """Tell the service's feed, once the failure committed."""
         if self.fill_failed is not None:
             try:
                 await self.fill_failed(fill.id)
             except Exception:  # the fill stays failed; only the live notice is lost
                 log.exception("settlement.fill_failed_notice", fill_id=fill.id)
-        return StepOutcome.FILL_FAILED
 
     def fill_postings(self, fill: FillRecord) -> list[Posting]:
         """The totals the fill moved in the ledger when it matched (its reservations stay spent)."""

@@ -8,7 +8,7 @@ pipeline can hold them across transactions and chain calls.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, cast
@@ -380,8 +380,12 @@ async def close_settled(
     tx_hash: str | None,
     block_number: int | None,
     gas_used: int | None,
+    skipped: Mapping[int, tuple[str, dict[str, Any]]] | None = None,
 ) -> bool:
-    """The batch ran: it and its fills are settled. False (and nothing written) if it was closed already."""
+    """The batch ran: it and its fills are settled, but for the ``skipped`` ones (fill id → failure
+    name and arguments), which the Vault passed over: those fail for good in the batch, and
+    serving processes hear of them on commit. False (and nothing written) if the batch was
+    closed already."""
     closed = await _close(
         session,
         batch_id,
@@ -392,11 +396,28 @@ async def close_settled(
     )
     if not closed:
         return False
+    skipped = skipped or {}
     values: dict[str, Any] = {"settlement_state": SettlementState.SETTLED.value}
     if tx_hash is not None:
         values["tx_hash"] = tx_hash
-    await session.execute(update(TradingFill).where(TradingFill.batch_id == batch_id).values(**values))
+    await session.execute(
+        update(TradingFill)
+        .where(TradingFill.batch_id == batch_id, TradingFill.id.not_in(list(skipped)))
+        .values(**values)
+    )
+    if skipped:
+        await session.execute(
+            update(TradingFill)
+            .where(TradingFill.batch_id == batch_id, TradingFill.id.in_(list(skipped)))
+            .values(settlement_state=SettlementState.FAILED.value)
+        )
+        session.add_all(
+            SettlementFailure(fill_id=fill_id, error_name=name, error_args=args, batch_id=batch_id)
+            for fill_id, (name, args) in skipped.items()
+        )
     await session.flush()
+    for fill_id in skipped:
+        await announce_failed(session, fill_id)
     return True
 
 

@@ -26,9 +26,10 @@ each as one balanced posting set whose reference is ``<tx hash>:<log index>``:
   the exit waiting. (An account that calls ``cancelExit`` and deposits again
   before its old fills fail lets the Vault settle them from the new money; the
   exit's debit is then refused and the audit shows it.)
-* ``Trade``, ``FeesCollected``, ``ExitRequested``, ``ExitCancelled``,
+* ``Trade``, ``FillSkipped``, ``FeesCollected``, ``ExitRequested``, ``ExitCancelled``,
   ``OrderCancelled``, ``NonceCancelled`` move no ledger money: fills were posted
-  when they matched, and fees reach the Fund on chain. They stay recorded in
+  when they matched (a skipped fill's postings are voided by the settler, which
+  fails it), and fees reach the Fund on chain. They stay recorded in
   ``chain_events`` for the audit; ``exchange.trading.chain_cancels`` takes the
   orders that ``OrderCancelled``, ``NonceCancelled`` and ``ExitRequested`` name off
   the book, and ``exchange.trading.withdrawal_expiry`` releases the reservation of
@@ -71,6 +72,7 @@ VAULT_EVENTS = (
     "OrderCancelled",
     "NonceCancelled",
     "Trade",
+    "FillSkipped",
     "FeesCollected",
 )
 

@@ -145,41 +145,103 @@ async def test_random_fills_settle_in_batches_and_the_ledger_equals_the_vault(
     )
 
 
-async def test_a_fill_the_vault_refuses_fails_alone_with_the_custom_error_and_is_voided(
-    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
-) -> None:
-    parts = await _parts(net, chain_settings, sessionmaker)
-    alice, bob, carol = (Trader(member) for member in MEMBERS[:3])
-    await buys(net, chain_settings, sessionmaker, bob, [alice, carol])
-    # Carol cancels her order on chain before it settles: the Vault will refuse that fill.
-    cancelled = carol.orders[-1]
-    net.pool.vault.transact("cancelOrder", cancelled.as_abi_tuple(), sender=carol.address)
-    async with sessionmaker() as session:
-        before = {
-            (row.account, row.token): row.total
-            for row in (await session.scalars(select(LedgerBalance))).all()
-        }
+# What a maker can do on chain to its own order between the match and the batch, and the reason
+# the Vault gives for skipping the order's fills.
+_WITHDRAWALS: dict[str, tuple[Callable[[VaultNet, Trader], object], str, str]] = {
+    "cancelOrder": (
+        lambda net, maker: net.pool.vault.transact(
+            "cancelOrder", maker.orders[-1].as_abi_tuple(), sender=maker.address
+        ),
+        "ORDER_CANCELLED",
+        "maker cancelled the order on chain",
+    ),
+    "cancelOrdersBelowNonce": (
+        lambda net, maker: net.pool.vault.transact(
+            "cancelOrdersBelowNonce", maker.orders[-1].nonce + 1, sender=maker.address
+        ),
+        "ORDER_NONCE_CANCELLED",
+        "maker cancelled its orders below a nonce on chain",
+    ),
+    "requestExit": (
+        lambda net, maker: net.pool.vault.transact("requestExit", sender=maker.address),
+        "ACCOUNT_EXITING",
+        "maker requested an exit from the Vault",
+    ),
+}
 
-    await parts.settler.drain(poll_s=0.02, timeout_s=60)
+
+@pytest.mark.parametrize("action", list(_WITHDRAWALS))
+async def test_a_fill_whose_maker_withdrew_its_order_is_skipped_and_its_batch_settles_at_once(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], action: str
+) -> None:
+    """Bob takes three sells; Carol withdraws hers on chain before the batch. The Vault skips that
+    fill (FillSkipped) and settles the other two in the same transaction: no batch reverts, no
+    simulation has to find her. Her fill fails for good and is voided (she keeps her BPC, Bob his
+    quote), the feed takes the trade back, and the ledger still equals the Vault."""
+    withdraw, skip_reason, why = _WITHDRAWALS[action]
+    parts = await _parts(net, chain_settings, sessionmaker)
+    alice, bob, carol, dave = (Trader(member) for member in MEMBERS[:4])
+    async with trading(net, chain_settings, sessionmaker) as service:
+        parts.settler.fill_failed = service.fill_failed  # as the service wires them
+        feed = next(iter(service.markets.values())).feed
+        market = next(iter(service.markets.values())).spec
+        for seller in (alice, carol, dave):
+            await service.place_order(
+                seller.address, seller.order(market, OrderSide.SELL, PRICE_QUOTE, 10**17)
+            )
+        await service.place_order(
+            bob.address, bob.order(market, OrderSide.BUY, PRICE_QUOTE, 3 * 10**17, tif="IOC")
+        )
+        withdrawn = carol.orders[-1]
+        withdraw(net, carol)
+        async with sessionmaker() as session:
+            before = {
+                (row.account, row.token): row.total
+                for row in (await session.scalars(select(LedgerBalance))).all()
+            }
+
+        await parts.settler.drain(poll_s=0.02, timeout_s=60)
+        voids = feed.voids
     await parts.indexer.catch_up()
 
     fills = await _fills(sessionmaker)
-    assert [fill.settlement_state for fill in fills] == [SettlementState.SETTLED, SettlementState.FAILED]
+    assert [fill.settlement_state for fill in fills] == [
+        SettlementState.SETTLED,
+        SettlementState.FAILED,
+        SettlementState.SETTLED,
+    ]
     async with sessionmaker() as session:
+        batches = (await session.scalars(select(SettlementBatch))).all()
         failure = await session.get_one(SettlementFailure, fills[1].id)
+        skipped_events = (
+            await session.scalars(select(ChainEvent).where(ChainEvent.name == "FillSkipped"))
+        ).all()
         after = {
             (row.account, row.token): row.total
             for row in (await session.scalars(select(LedgerBalance))).all()
         }
-    report = await parts.audit()
-    carol_hash = "0x" + order_hash(net.deployment.chain_id, net.pool.vault.address, cancelled).hex()
-    assert failure.error_name == "VaultOrderCancelled"
-    assert failure.error_args == {"orderHash": carol_hash}
-    # Voided: Carol keeps her BPC, Bob his quote (the settled fill with Alice stands).
+    # One transaction, mined successfully, for all three fills: nothing reverted on chain.
+    assert [(batch.state, batch.fill_count, batch.error_name) for batch in batches] == [
+        (BatchState.SETTLED, 3, None)
+    ]
+    assert {fill.batch_id for fill in fills} == {batches[0].id}
+    receipt = net.w3.eth.get_transaction_receipt(HexBytes(batches[0].tx_hash or ""))
+    assert receipt["status"] == 1
+    carol_hash = "0x" + order_hash(net.deployment.chain_id, net.pool.vault.address, withdrawn).hex()
+    assert (failure.error_name, failure.batch_id) == ("FillSkipped", batches[0].id)
+    assert failure.error_args == {"orderHash": carol_hash, "skipReason": skip_reason, "reason": why}
+    assert len(skipped_events) == 1
+    assert voids == 1
+    # The Vault recorded nothing for Carol's order; the ledger gave Carol her BPC back.
+    assert net.pool.vault.call("orderState", HexBytes(carol_hash))[0] == 0
     assert (
         after[(carol.address, net.base_token)]
         == before[(carol.address, net.base_token)] + fills[1].amount_base
     )
+    assert (
+        after[(bob.address, net.base_token)] == before[(bob.address, net.base_token)] - fills[1].amount_base
+    )
+    report = await parts.audit()
     assert report.clean, "\n".join(report.lines())
 
 
@@ -452,16 +514,19 @@ async def test_a_stuck_transaction_is_replaced_with_the_same_nonce_and_a_higher_
     await assert_settled_exactly_once(net, sessionmaker)
 
 
-async def _reverted_by_a_cancel(net: VaultNet, parts: Settlement, culprit: Trader) -> None:
-    """The settler opens a batch; `culprit` cancels its last order on chain before it is mined."""
+async def _reverted_by_a_suspension(net: VaultNet, parts: Settlement, culprit: Trader) -> None:
+    """The settler opens a batch; the registrar suspends `culprit` before it is mined. (What a
+    maker does to its own orders no longer reverts a batch: the Vault skips their fills.)"""
+    registry = net.pool.registry
+    registrar = net.w3.eth.accounts[1]  # not the operator, whose nonce comes after the batch's
+    registry.transact("grantRole", registry.call("REGISTRAR_ROLE"), registrar)
     net.rpc("evm_setAutomine", False)
     assert await parts.settler.step() is StepOutcome.OPENED  # simulated fine, now waiting in the pool
-    # The cancellation pays a higher tip, so the block runs it before the batch, which then reverts.
-    vault = net.pool.vault
-    cancel = vault.contract.functions.cancelOrder(culprit.orders[-1].as_abi_tuple()).build_transaction(
-        {"from": culprit.address, "maxPriorityFeePerGas": Wei(50 * 10**9), "maxFeePerGas": Wei(100 * 10**9)}
+    # The suspension pays a higher tip, so the block runs it before the batch, which then reverts.
+    suspend = registry.contract.functions.suspend(culprit.address).build_transaction(
+        {"from": registrar, "maxPriorityFeePerGas": Wei(50 * 10**9), "maxFeePerGas": Wei(100 * 10**9)}
     )
-    net.w3.eth.send_transaction(cancel)
+    net.w3.eth.send_transaction(suspend)
     net.rpc("evm_mine")
     net.rpc("evm_setAutomine", True)
     assert await parts.settler.step() is StepOutcome.RETURNED
@@ -473,13 +538,13 @@ async def test_a_batch_that_reverts_on_chain_goes_back_and_its_bad_fill_is_isola
     parts = await _parts(net, chain_settings, sessionmaker)
     alice, bob, carol = (Trader(member) for member in MEMBERS[:3])
     await buys(net, chain_settings, sessionmaker, bob, [alice, carol])
-    await _reverted_by_a_cancel(net, parts, carol)
+    await _reverted_by_a_suspension(net, parts, carol)
     await parts.settler.drain(poll_s=0.02, timeout_s=60)
 
     async with sessionmaker() as session:
         batches = (await session.scalars(select(SettlementBatch).order_by(SettlementBatch.id))).all()
     assert [batch.state for batch in batches] == [BatchState.REVERTED, BatchState.SETTLED]
-    assert batches[0].error_name == "VaultOrderCancelled"
+    assert batches[0].error_name == "VaultNotActiveMember"
     assert batches[1].fill_count == 1
     fills = await _fills(sessionmaker)
     assert [fill.settlement_state for fill in fills] == [SettlementState.SETTLED, SettlementState.FAILED]
@@ -515,7 +580,7 @@ async def test_a_reverted_batch_whose_replay_the_node_refuses_is_closed_without_
     alice, bob, carol = (Trader(member) for member in MEMBERS[:3])
     await buys(net, chain_settings, sessionmaker, bob, [alice, carol])
     with _no_state_of_past_blocks(net.w3):
-        await _reverted_by_a_cancel(net, parts, carol)  # closed, not asked again at every step
+        await _reverted_by_a_suspension(net, parts, carol)  # closed, not asked again at every step
     await parts.settler.drain(poll_s=0.02, timeout_s=60)
 
     async with sessionmaker() as session:
@@ -530,37 +595,36 @@ async def test_a_reverted_batch_whose_replay_the_node_refuses_is_closed_without_
     await assert_audit_clean(parts)
 
 
-async def test_batches_reverted_by_three_different_cancellations_fail_only_the_cancelled_fills(
+async def test_batches_reverted_by_two_different_suspensions_fail_only_the_suspended_members_fills(
     net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
-    parts = await _parts(net, chain_settings, sessionmaker)  # max_reverts: 3
+    settings = chain_settings.model_copy(update={"settlement_max_reverts": 2})
+    parts = await _parts(net, settings, sessionmaker)
     alice, bob, carol, dave = (Trader(member) for member in MEMBERS[:4])
-    await buys(net, chain_settings, sessionmaker, bob, [alice, carol, dave, alice])
-    # Each batch is front-run by the cancellation of another of its orders; the first fill is in all three.
-    await _reverted_by_a_cancel(net, parts, carol)
+    await buys(net, chain_settings, sessionmaker, bob, [alice, carol, dave])
+    # Each batch is front-run by the suspension of another of its makers; the first fill is in both,
+    # and then goes alone.
+    await _reverted_by_a_suspension(net, parts, carol)
     assert await parts.settler.step() is StepOutcome.FILL_FAILED  # the simulation finds Carol's fill
-    await _reverted_by_a_cancel(net, parts, dave)
-    assert await parts.settler.step() is StepOutcome.FILL_FAILED
-    await _reverted_by_a_cancel(net, parts, alice)  # her second order
+    await _reverted_by_a_suspension(net, parts, dave)  # Alice's fill goes alone next
     await parts.settler.drain(poll_s=0.02, timeout_s=60)
 
     fills = await _fills(sessionmaker)
     assert [fill.settlement_state for fill in fills] == [SettlementState.SETTLED] + [
         SettlementState.FAILED
-    ] * 3
+    ] * 2
     async with sessionmaker() as session:
         batches = (await session.scalars(select(SettlementBatch).order_by(SettlementBatch.id))).all()
         failures = (
             await session.scalars(select(SettlementFailure).order_by(SettlementFailure.fill_id))
         ).all()
     assert [(batch.state, batch.fill_count) for batch in batches] == [
-        (BatchState.REVERTED, 4),
         (BatchState.REVERTED, 3),
         (BatchState.REVERTED, 2),
         (BatchState.SETTLED, 1),
     ]
     assert [failure.fill_id for failure in failures] == [fill.id for fill in fills[1:]]
-    assert {failure.error_name for failure in failures} == {"VaultOrderCancelled"}
+    assert {failure.error_name for failure in failures} == {"VaultNotActiveMember"}
     await parts.indexer.catch_up()
     await assert_audit_clean(parts)
 
@@ -863,7 +927,7 @@ async def test_an_exit_that_waits_for_its_fills_holds_back_its_whole_block(
     assert states == {"Deposited": "seen", "Exited": "seen"}
     await assert_audit_clean(parts)
 
-    await parts.settler.drain(poll_s=0.02, timeout_s=60)  # the Vault refuses the fill: failed, voided
+    await parts.settler.drain(poll_s=0.02, timeout_s=60)  # the Vault skips the fill: failed, voided
     with structlog.testing.capture_logs() as logs:
         position = await parts.indexer.catch_up()
     assert position.credited_block >= receipts[0]["blockNumber"]
@@ -872,7 +936,13 @@ async def test_an_exit_that_waits_for_its_fills_holds_back_its_whole_block(
         for entry in logs
         if entry["event"] == "indexer.event_credited"
     ]
-    assert credits == [("Deposited", deposit.to_0x_hex()), ("Exited", leave.to_0x_hex())]
+    async with sessionmaker() as session:
+        batch = (await session.scalars(select(SettlementBatch))).one()
+    assert credits == [
+        ("Deposited", deposit.to_0x_hex()),
+        ("Exited", leave.to_0x_hex()),
+        ("FillSkipped", batch.tx_hash),  # bob is exiting: his fill was skipped, not traded
+    ]
     assert await _quote_total(sessionmaker, alice.address, net.quote_token) == alice_start + 7 * 10**6
     async with sessionmaker() as session:
         assert await session.scalar(select(TradingFill.settlement_state)) == SettlementState.FAILED
