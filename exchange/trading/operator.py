@@ -19,6 +19,7 @@ caller learns the truth from receipts and the account's mined nonce.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,6 +141,19 @@ class OperatorTransactions:
 
     def receipt(self, tx_hash: str) -> TxReceipt | None:
         return receipt_of(self.w3, tx_hash)
+
+    def mined_call(self, nonce: int, block: int, to: str, data: bytes) -> tuple[str, TxReceipt] | None:
+        """The hash and receipt of the operator's transaction of ``nonce`` in ``block`` when it is
+        the call of ``to`` with ``data``; None when another transaction took the nonce."""
+        for tx in self.w3.eth.get_block(block, full_transactions=True)["transactions"]:
+            if not isinstance(tx, Mapping) or tx["from"] != self.address or int(tx["nonce"]) != nonce:
+                continue
+            if tx.get("to") != Web3.to_checksum_address(to) or bytes(tx["input"]) != data:
+                return None
+            tx_hash = "0x" + bytes(tx["hash"]).hex()
+            receipt = self.receipt(tx_hash)
+            return None if receipt is None else (tx_hash, receipt)
+        return None
 
     def is_known(self, tx_hash: str) -> bool:
         """Whether the node has the transaction, in its pool or in a block."""

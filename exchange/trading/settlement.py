@@ -38,14 +38,20 @@ the same nonce.
 nonce *first*, then the receipts of all its attempts (a batch has several when
 fees were bumped; they share its nonce, so at most one is mined):
 
-* a receipt with status 1, ``confirmations`` deep: the batch is settled. Its
-  order states are checked against the database (``batching.batch_fate``) and
-  the fees it sent to the Fund leave the ledger's ``vault:fees`` account.
+* a receipt with status 1, ``confirmations`` deep: the batch is settled. The
+  fills the Vault skipped (``FillSkipped``: a maker withdrew one of their orders
+  on chain since the match, see ``exchange.trading.skipped_fills``) fail for good
+  in the same transaction that settles the others, voided as below, with the
+  Vault's reason. Its order states are checked against the database
+  (``batching.batch_fate``, the skipped fills adding nothing), its receipt holds a
+  Trade per fill not skipped, and the fees it sent to the Fund (those fills')
+  leave the ledger's ``vault:fees`` account.
 * a receipt with status 0, ``confirmations`` deep: the fills go back to pending,
   so the next step simulates them again (which isolates a bad fill). No fill of
-  a batch of several fails for its revert: whoever made it revert (an order
-  cancelled on chain just before) is found by that simulation, and the others
-  are innocent. A fill that has been in ``max_reverts`` reverted batches is sent
+  a batch of several fails for its revert: whoever made it revert (a member
+  suspended, or a contract wallet that stopped accepting its order, just before;
+  a maker withdrawing its own order no longer reverts a batch) is found by that
+  simulation, and the others are innocent. A fill that has been in ``max_reverts`` reverted batches is sent
   alone from then on, so a revert it keeps causing (a state changed before the
   batch and back after it, which no simulation sees) costs one transaction, not
   the batch; when a batch holding only it reverts again, it fails. Reverts whose
@@ -59,7 +65,9 @@ fees were bumped; they share its nonce, so at most one is mined):
   the block ``confirmations`` deep (a reorganisation above it could still bring
   the batch's own transaction back), the order states at that block decide:
   unchanged → the fills go back to pending; changed by exactly the batch →
-  settled (in the block its nonce was used in); anything else stops the pipeline
+  settled (in the block its nonce was used in); changed by the batch less fills
+  it skipped → settled as its receipt says, when the transaction that took the
+  nonce is the batch's own call; anything else stops the pipeline
   (``SettlementInconsistent``).
 * otherwise the transaction is pending or was never sent: send it again if the
   node does not know it; after ``stuck_after_s`` replace it with the same nonce
@@ -596,6 +604,8 @@ class Settler:
                 ran_in = await self._calls.run(partial(operator.first_block_past, batch.nonce, deep))
                 await self._close_settled(batch, None, None, block_number=ran_in)
                 return StepOutcome.SETTLED
+            if fate is BatchFate.INCONSISTENT and await self._settled_with_skips(batch, deep):
+                return StepOutcome.SETTLED
             if fate is BatchFate.NOT_EXECUTED:
                 async with self._sessionmaker() as session, session.begin():
                     if not await store.close_returned(session, batch.id, BatchState.DROPPED):
@@ -616,6 +626,24 @@ class Settler:
                 )
             skipped[batch.fills[index].id] = skip
         return skipped
+
+    async def _settled_with_skips(self, batch: BatchRecord, deep: int) -> bool:
+        """The batch's own transaction, whose hash was never stored (a node signed it), took its
+        nonce and skipped fills, so that the order states match neither outcome: its receipt, found
+        in the block the nonce was used in, names them. True when it closed the batch so."""
+        operator, vault = self.operator, self.vault.address
+        ran_in = await self._calls.run(partial(operator.first_block_past, batch.nonce, deep))
+        mined = await self._calls.run(
+            partial(operator.mined_call, batch.nonce, ran_in, vault, bytes(batch.calldata))
+        )
+        if mined is None or mined[1]["status"] != 1:
+            return False
+        tx_hash, receipt = mined
+        skipped = self._skipped(batch, receipt)
+        if not skipped or await self._fate(batch, block=deep, skipped=skipped) is not BatchFate.EXECUTED:
+            return False
+        await self._close_settled(batch, tx_hash, receipt, skipped=skipped)
+        return True
 
     async def _fate(
         self, batch: BatchRecord, block: BlockIdentifier = "latest", skipped: Collection[int] = ()

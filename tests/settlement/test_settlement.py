@@ -749,6 +749,43 @@ async def test_a_node_signed_batch_whose_hash_was_lost_is_decided_by_the_order_s
     await _settled_once_and_audited(net, sessionmaker, parts)
 
 
+async def test_a_node_signed_batch_whose_hash_was_lost_and_that_skipped_a_fill_is_settled_by_its_receipt(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """The order states of a batch that skipped a fill match neither outcome: the operator's
+    transaction that took the batch's nonce is found in its block, and, being the batch's own
+    call, its receipt says which fills were skipped."""
+    runtime, settings = net.node_signing(chain_settings)
+    parts = build_settlement(runtime, settings, sessionmaker)
+    await parts.indexer.catch_up()
+    alice, bob, carol = (Trader(member) for member in MEMBERS[:3])
+    await buys(net, chain_settings, sessionmaker, bob, [alice, carol])
+    net.rpc("evm_setAutomine", False)
+    assert await parts.settler.step() is StepOutcome.OPENED
+    # Carol cancels her order with a higher tip: the block runs it first, and the batch skips her fill.
+    cancel = net.pool.vault.contract.functions.cancelOrder(carol.orders[-1].as_abi_tuple()).build_transaction(
+        {"from": carol.address, "maxPriorityFeePerGas": Wei(50 * 10**9), "maxFeePerGas": Wei(100 * 10**9)}
+    )
+    net.w3.eth.send_transaction(cancel)
+    net.rpc("evm_mine")
+    net.rpc("evm_setAutomine", True)
+    ran_in = net.w3.eth.block_number
+    async with sessionmaker() as session, session.begin():  # as if the node's answer was never stored
+        await session.execute(update(SettlementAttempt).values(tx_hash=None, sent_at=None))
+        await session.execute(update(TradingFill).values(tx_hash=None))
+    assert await parts.settler.step() is StepOutcome.SETTLED
+
+    async with sessionmaker() as session:
+        batch = (await session.scalars(select(SettlementBatch))).one()
+    assert (batch.state, batch.block_number) == (BatchState.SETTLED, ran_in)
+    assert batch.tx_hash is not None
+    assert net.w3.eth.get_transaction_receipt(HexBytes(batch.tx_hash))["blockNumber"] == ran_in
+    fills = await _fills(sessionmaker)
+    assert [fill.settlement_state for fill in fills] == [SettlementState.SETTLED, SettlementState.FAILED]
+    await parts.indexer.catch_up()
+    await assert_audit_clean(parts)
+
+
 async def test_an_audit_at_a_block_before_settlement_takes_the_later_fills_out_of_the_ledger(
     net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
