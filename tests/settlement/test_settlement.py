@@ -245,6 +245,40 @@ async def test_a_fill_whose_maker_withdrew_its_order_is_skipped_and_its_batch_se
     assert report.clean, "\n".join(report.lines())
 
 
+async def test_a_cancellation_that_front_runs_a_batch_no_longer_reverts_it(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """Carol cancels her order after the settler simulated and sent the batch, with a higher tip
+    so that the block runs her cancellation first: the batch is mined all the same, her fill
+    skipped and failed, Alice's settled. Before, each such cancellation cost a reverted batch."""
+    parts = await _parts(net, chain_settings, sessionmaker)
+    alice, bob, carol = (Trader(member) for member in MEMBERS[:3])
+    await buys(net, chain_settings, sessionmaker, bob, [alice, carol])
+    net.rpc("evm_setAutomine", False)
+    assert await parts.settler.step() is StepOutcome.OPENED  # simulated fine, now waiting in the pool
+    vault = net.pool.vault
+    cancel = vault.contract.functions.cancelOrder(carol.orders[-1].as_abi_tuple()).build_transaction(
+        {"from": carol.address, "maxPriorityFeePerGas": Wei(50 * 10**9), "maxFeePerGas": Wei(100 * 10**9)}
+    )
+    cancelled = net.w3.eth.send_transaction(cancel)
+    net.rpc("evm_mine")
+    net.rpc("evm_setAutomine", True)
+    assert await parts.settler.step() is StepOutcome.SETTLED
+
+    async with sessionmaker() as session:
+        batch = (await session.scalars(select(SettlementBatch))).one()
+        failure = (await session.scalars(select(SettlementFailure))).one()
+    receipt = net.w3.eth.get_transaction_receipt(HexBytes(batch.tx_hash or ""))
+    assert receipt["status"] == 1
+    assert receipt["blockNumber"] == net.w3.eth.get_transaction_receipt(cancelled)["blockNumber"]
+    assert (batch.state, batch.fill_count) == (BatchState.SETTLED, 2)
+    fills = await _fills(sessionmaker)
+    assert [fill.settlement_state for fill in fills] == [SettlementState.SETTLED, SettlementState.FAILED]
+    assert (failure.fill_id, failure.error_name) == (fills[1].id, "FillSkipped")
+    await parts.indexer.catch_up()
+    await assert_audit_clean(parts)
+
+
 @pytest.mark.parametrize("heard", [True, False], ids=["heard", "restarted"])
 async def test_a_contract_wallets_orders_settle_while_the_wallet_accepts_them(
     net: VaultNet,
