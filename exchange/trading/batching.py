@@ -12,8 +12,9 @@ the filled amount of both its orders (``Vault.orderState(hash).filled``). With a
 most one batch open at a time, every order of the open batch has, on chain,
 either exactly what the already settled fills put there (the batch did not run)
 or that plus what the batch carries (it ran), less the fills the Vault skipped
-(an order its maker withdrew on chain), which its receipt names. Anything else means the chain and
-the database disagree, and the pipeline stops rather than guess. This decides a
+(an order its maker withdrew on chain), which its receipt names. Anything else
+means the chain and the database disagree, and the pipeline stops rather than
+guess. This decides a
 batch whose transaction hash is unknown (a node that signs for itself answered
 after the crash) and double-checks every other.
 """

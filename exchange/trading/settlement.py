@@ -51,11 +51,12 @@ fees were bumped; they share its nonce, so at most one is mined):
   a batch of several fails for its revert: whoever made it revert (a member
   suspended, or a contract wallet that stopped accepting its order, just before;
   a maker withdrawing its own order no longer reverts a batch) is found by that
-  simulation, and the others are innocent. A fill that has been in ``max_reverts`` reverted batches is sent
-  alone from then on, so a revert it keeps causing (a state changed before the
-  batch and back after it, which no simulation sees) costs one transaction, not
-  the batch; when a batch holding only it reverts again, it fails. Reverts whose
-  replay shows an error not about a fill count against no fill. A replay the node
+  simulation, and the others are innocent. A fill that has been in
+  ``max_reverts`` reverted batches is sent alone from then on, so a revert it
+  keeps causing (a state changed before the batch and back after it, which no
+  simulation sees) costs one transaction, not the batch; when a batch holding
+  only it reverts again, it fails. Reverts whose replay shows an error not about
+  a fill count against no fill. A replay the node
   answers with an error of its own instead of a revert (a node that keeps no state
   that old, or geth's "out of gas" without data) closes the batch as an
   unexplained revert, as a replay that passes does, instead of asking again at
