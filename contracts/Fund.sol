@@ -16,6 +16,10 @@ import {LibTokenTransfer} from "./libraries/LibTokenTransfer.sol";
 /// stop a payout: what it could not be sent is held for it (`owed`), the others are paid,
 /// and it claims what it is owed later, to itself or to an address it names. What is held
 /// is never paid to anyone else: a payout spends only the balance less `totalOwed`.
+/// A payout of two or more lines of which the token delivers none reverts instead: the token
+/// is refusing the fund itself (a global pause, the fund on a block list), not a recipient, and
+/// the payout can be sent again once it is lifted. A payout of one line cannot tell the two
+/// apart, and holds its line.
 contract Fund is AccessControl, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
     using LibTokenTransfer for IERC20;
@@ -65,6 +69,11 @@ contract Fund is AccessControl, ReentrancyGuardTransient {
     /// @param to The address the claim was to pay.
     /// @param amount The amount owed.
     error FundClaimRefused(address token, address to, uint256 amount);
+    /// @notice The token refused every line of a payout of two or more: it refuses the fund itself
+    /// (a pause, the fund on a block list) rather than a recipient, so nothing is held and the tag
+    /// stays unused, for the payout to be sent again once the token delivers.
+    /// @param token The token.
+    error FundNothingDelivered(address token);
 
     /// @notice `amount` of `token` came into the fund from `from`, tagged by `source`.
     /// @param token The token.
@@ -122,7 +131,11 @@ contract Fund is AccessControl, ReentrancyGuardTransient {
     /// the fund's balance less `totalOwed[token]`; beyond it, it reverts `FundInsufficientFree`.
     /// A transfer the token refuses (or that uses more than `PAYOUT_TRANSFER_GAS`) is held:
     /// added to `owed[token][recipient]` and `totalOwed[token]`, with `FundPayoutHeld` in place
-    /// of `FundPayout`. Either way the line is settled and its tag spent. The balance is read
+    /// of `FundPayout`. Either way the line is settled and its tag spent. A payout of two or more
+    /// lines that delivers none reverts `FundNothingDelivered`, holding nothing and leaving the tag
+    /// unused: the token refuses the fund, not its recipients. A payout of one line whose
+    /// recipient the token refuses is held, since the fund cannot tell which of the two the token
+    /// refuses. The balance is read
     /// once, and each line delivered takes its amount from it: a token that debits the sender
     /// more than it is asked to send would break that, and is not one to pay royalties in.
     /// @param token The token.
@@ -141,16 +154,7 @@ contract Fund is AccessControl, ReentrancyGuardTransient {
         uint256 reserved = totalOwed[address(token)];
         uint256 balance = token.balanceOf(address(this));
         uint256 free = balance > reserved ? balance - reserved : 0;
-        uint256 held = 0;
-        for (uint256 i = 0; i < recipients.length; ++i) {
-            if (recipients[i] == address(0)) revert FundZeroRecipient(i);
-            if (amounts[i] > free) revert FundInsufficientFree(address(token), free, amounts[i]);
-            // Unchecked: amounts[i] <= free was checked on the line above.
-            unchecked {
-                free -= amounts[i];
-            }
-            held += _payOrHold(token, recipients[i], amounts[i], tag);
-        }
+        uint256 held = _payLines(token, recipients, amounts, tag, free);
         if (held != 0) totalOwed[address(token)] = reserved + held;
     }
 
@@ -170,19 +174,51 @@ contract Fund is AccessControl, ReentrancyGuardTransient {
         emit FundClaimed(address(token), msg.sender, to, amount);
     }
 
+    /// @notice Pay or hold every line of a payout out of `free`, the part of the balance it may spend.
+    /// @dev Reverts `FundNothingDelivered` when two or more lines are all held (see `payout`).
+    /// @param token The token.
+    /// @param recipients The payees.
+    /// @param amounts The amounts in base units.
+    /// @param tag Accounting tag of the payout.
+    /// @param free What the payout may spend.
+    /// @return held The sum of the lines held (the caller adds it to `totalOwed`).
+    function _payLines(
+        IERC20 token,
+        address[] calldata recipients,
+        uint256[] calldata amounts,
+        bytes32 tag,
+        uint256 free
+    ) private returns (uint256 held) {
+        bool delivered = false;
+        for (uint256 i = 0; i < recipients.length; ++i) {
+            if (recipients[i] == address(0)) revert FundZeroRecipient(i);
+            if (amounts[i] > free) revert FundInsufficientFree(address(token), free, amounts[i]);
+            // Unchecked: amounts[i] <= free was checked on the line above.
+            unchecked {
+                free -= amounts[i];
+            }
+            if (_payOrHold(token, recipients[i], amounts[i], tag)) delivered = true;
+            else held += amounts[i];
+        }
+        // Every line refused: the token refuses the fund (paused, or the fund blocked), not the
+        // recipients. Holding them all would mark the batch paid and make each recipient claim;
+        // reverting keeps it pending, to be sent again. One line cannot tell the two apart.
+        if (!delivered && recipients.length > 1) revert FundNothingDelivered(address(token));
+    }
+
     /// @notice Send `amount` of `token` to `to`, or hold it for `to` if the token refuses.
     /// @param token The token.
     /// @param to The payee.
     /// @param amount Base units.
     /// @param tag Accounting tag of the payout.
-    /// @return held `amount` if it was held, else zero (the caller adds it to `totalOwed`).
-    function _payOrHold(IERC20 token, address to, uint256 amount, bytes32 tag) private returns (uint256 held) {
+    /// @return delivered Whether the token delivered it; if not, the caller adds `amount` to `totalOwed`.
+    function _payOrHold(IERC20 token, address to, uint256 amount, bytes32 tag) private returns (bool delivered) {
         if (token.tryTransfer(to, amount, PAYOUT_TRANSFER_GAS)) {
             emit FundPayout(address(token), to, amount, tag);
-            return 0;
+            return true;
         }
         owed[address(token)][to] += amount;
         emit FundPayoutHeld(address(token), to, amount, tag);
-        return amount;
+        return false;
     }
 }

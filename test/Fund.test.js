@@ -371,7 +371,7 @@ describe("Fund", function () {
       expect(await hostile.balanceOf(this.fundAddress)).to.equal(900n);
     });
 
-    it("holds the lines of recipients that burn every unit of gas in the token's callback, at a bounded cost", async function () {
+    it("holds the line of a recipient that burns every unit of gas in the token's callback, at a bounded cost", async function () {
       const hostile = await (await ethers.getContractFactory("ReentrantToken")).deploy("Hostile", "HOST");
       const token = await hostile.getAddress();
       await hostile.mint(this.fundAddress, 1_000n);
@@ -380,25 +380,53 @@ describe("Fund", function () {
       // Bubbling mode: every transfer spins until it runs out of gas, for as long as the token is armed.
       await hostile.arm(await burner.getAddress(), spin, true);
 
-      const tx = await this.asTreasurer.payout(
-        token,
-        [this.alice.address, this.bob.address],
-        [100n, 50n],
-        ROYALTIES,
-        { gasLimit: 10_000_000 },
-      );
+      const tx = await this.asTreasurer.payout(token, [this.alice.address], [100n], ROYALTIES, {
+        gasLimit: 10_000_000,
+      });
       const receipt = await tx.wait();
       await expect(tx).to.emit(this.fund, "FundPayoutHeld").withArgs(token, this.alice.address, 100n, ROYALTIES);
-      await expect(tx).to.emit(this.fund, "FundPayoutHeld").withArgs(token, this.bob.address, 50n, ROYALTIES);
-      // Each line burnt at most the cap, not 63/64 of the ten million the transaction had.
+      // The line burnt at most the cap, not 63/64 of the ten million the transaction had.
       const cap = await this.fund.PAYOUT_TRANSFER_GAS();
-      expect(receipt.gasUsed).to.be.lessThan(2n * cap + 150_000n);
-      expect(await this.fund.totalOwed(token)).to.equal(150n);
+      expect(receipt.gasUsed).to.be.lessThan(cap + 150_000n);
+      expect(await this.fund.totalOwed(token)).to.equal(100n);
+
+      // Two such lines deliver nothing: the payout reverts rather than hold both.
+      await expect(
+        this.asTreasurer.payout(token, [this.bob.address, this.carol.address], [50n, 50n], ROYALTIES_NEXT, {
+          gasLimit: 10_000_000,
+        }),
+      )
+        .to.be.revertedWithCustomError(this.fund, "FundNothingDelivered")
+        .withArgs(token);
 
       await hostile.arm(ethers.ZeroAddress, "0x", false);
-      await this.fund.connect(this.bob).claim(token, this.bob.address);
-      expect(await hostile.balanceOf(this.bob.address)).to.equal(50n);
-      expect(await this.fund.totalOwed(token)).to.equal(100n);
+      await this.fund.connect(this.alice).claim(token, this.alice.address);
+      expect(await hostile.balanceOf(this.alice.address)).to.equal(100n);
+      expect(await this.fund.totalOwed(token)).to.equal(0n);
+    });
+
+    it("reverts FundNothingDelivered when the token refuses the fund itself, holding nothing and leaving the tag unused", async function () {
+      await this.blocking.setBlocked(this.fundAddress, true);
+      const recipients = [this.alice.address, this.bob.address, this.carol.address];
+      await expect(this.asTreasurer.payout(this.token, recipients, [10n, 20n, 30n], ROYALTIES))
+        .to.be.revertedWithCustomError(this.fund, "FundNothingDelivered")
+        .withArgs(this.token);
+      expect(await this.fund.paidTags(ROYALTIES)).to.be.false;
+      expect(await this.fund.totalOwed(this.token)).to.equal(0n);
+
+      // Once the token delivers again, the same payout is sent again and pays everyone.
+      await this.blocking.setBlocked(this.fundAddress, false);
+      const tx = this.asTreasurer.payout(this.token, recipients, [10n, 20n, 30n], ROYALTIES);
+      await expect(tx).to.changeTokenBalances(this.blocking, [this.alice, this.bob, this.carol], [10n, 20n, 30n]);
+      await expect(tx).to.not.emit(this.fund, "FundPayoutHeld");
+    });
+
+    it("holds the line of a one-line payout the token refuses: it cannot tell its recipient from the fund", async function () {
+      await this.blocking.setBlocked(this.fundAddress, true);
+      await expect(this.asTreasurer.payout(this.token, [this.alice.address], [10n], ROYALTIES))
+        .to.emit(this.fund, "FundPayoutHeld")
+        .withArgs(this.token, this.alice.address, 10n, ROYALTIES);
+      expect(await this.fund.owed(this.token, this.alice.address)).to.equal(10n);
     });
 
     it("conserves the fund's balance as owed plus free through payouts, holds and claims", async function () {
