@@ -74,6 +74,11 @@ contract Fund is AccessControl, ReentrancyGuardTransient {
     /// stays unused, for the payout to be sent again once the token delivers.
     /// @param token The token.
     error FundNothingDelivered(address token);
+    /// @notice A payout's transfer to `to` failed when the transaction had too little gas left to
+    /// have given it `PAYOUT_TRANSFER_GAS`: the gas limit, not the token, may have failed it, so
+    /// the payout reverts rather than hold the line.
+    /// @param to The payee of the line.
+    error FundTransferOutOfGas(address to);
 
     /// @notice `amount` of `token` came into the fund from `from`, tagged by `source`.
     /// @param token The token.
@@ -131,7 +136,9 @@ contract Fund is AccessControl, ReentrancyGuardTransient {
     /// the fund's balance less `totalOwed[token]`; beyond it, it reverts `FundInsufficientFree`.
     /// A transfer the token refuses (or that uses more than `PAYOUT_TRANSFER_GAS`) is held:
     /// added to `owed[token][recipient]` and `totalOwed[token]`, with `FundPayoutHeld` in place
-    /// of `FundPayout`. Either way the line is settled and its tag spent. A payout of two or more
+    /// of `FundPayout`. Either way the line is settled and its tag spent. A transfer that fails
+    /// when the transaction had too little gas left to give it that cap reverts
+    /// `FundTransferOutOfGas` instead, so that no gas limit can turn a line into a held one. A payout of two or more
     /// lines that delivers none reverts `FundNothingDelivered`, holding nothing and leaving the tag
     /// unused: the token refuses the fund, not its recipients. A payout of one line whose
     /// recipient the token refuses is held, since the fund cannot tell which of the two the token
@@ -211,12 +218,18 @@ contract Fund is AccessControl, ReentrancyGuardTransient {
     /// @param to The payee.
     /// @param amount Base units.
     /// @param tag Accounting tag of the payout.
+    /// @dev A failed transfer with less than `PAYOUT_TRANSFER_GAS / 63` gas left reverts
+    /// `FundTransferOutOfGas` instead of holding, as the transfer may have been starved of gas.
     /// @return delivered Whether the token delivered it; if not, the caller adds `amount` to `totalOwed`.
     function _payOrHold(IERC20 token, address to, uint256 amount, bytes32 tag) private returns (bool delivered) {
         if (token.tryTransfer(to, amount, PAYOUT_TRANSFER_GAS)) {
             emit FundPayout(address(token), to, amount, tag);
             return true;
         }
+        // A call gets at most 63/64 of the gas left: with less than 1/63 of the cap left after it,
+        // the call may have had less than its cap and failed for that alone. A low gas limit (an
+        // estimate, a treasurer contract) must not turn an honest line into a held one.
+        if (gasleft() < PAYOUT_TRANSFER_GAS / 63) revert FundTransferOutOfGas(to);
         owed[address(token)][to] += amount;
         emit FundPayoutHeld(address(token), to, amount, tag);
         return false;

@@ -405,6 +405,35 @@ describe("Fund", function () {
       expect(await this.fund.totalOwed(token)).to.equal(0n);
     });
 
+    it("reverts FundTransferOutOfGas, holding nothing, when the gas limit starved a line's transfer of its cap", async function () {
+      const hostile = await (await ethers.getContractFactory("ReentrantToken")).deploy("Hostile", "HOST");
+      const token = await hostile.getAddress();
+      await hostile.mint(this.fundAddress, 1_000n);
+      const burner = await (await ethers.getContractFactory("ERC1271GasBurningWallet")).deploy(this.alice.address);
+      const spin = burner.interface.encodeFunctionData("isValidSignature", [ethers.ZeroHash, "0x"]);
+      await hostile.arm(await burner.getAddress(), spin, true);
+      const args = [token, [this.alice.address], [100n], ROYALTIES];
+
+      // Search the gas limits at which the transfer gets less than its cap yet the payout does
+      // not run out of gas before it: there the payout must name the starved line, not hold it.
+      let starvedAt = null;
+      for (let gasLimit = 50_000; gasLimit <= 400_000 && starvedAt === null; gasLimit += 5_000) {
+        try {
+          await this.asTreasurer.payout.staticCall(...args, { gasLimit });
+        } catch (error) {
+          const data = typeof error.data === "string" ? error.data : error.data?.data;
+          const parsed = data && data !== "0x" ? this.fund.interface.parseError(data) : null;
+          if (parsed?.name === "FundTransferOutOfGas") starvedAt = gasLimit;
+        }
+      }
+      expect(starvedAt, "no gas limit starved the transfer").to.not.equal(null);
+      await expect(this.asTreasurer.payout(...args, { gasLimit: starvedAt }))
+        .to.be.revertedWithCustomError(this.fund, "FundTransferOutOfGas")
+        .withArgs(this.alice.address);
+      expect(await this.fund.paidTags(ROYALTIES)).to.be.false;
+      expect(await this.fund.totalOwed(token)).to.equal(0n);
+    });
+
     it("reverts FundNothingDelivered when the token refuses the fund itself, holding nothing and leaving the tag unused", async function () {
       await this.blocking.setBlocked(this.fundAddress, true);
       const recipients = [this.alice.address, this.bob.address, this.carol.address];
