@@ -458,6 +458,32 @@ describe("Fund", function () {
       expect(await this.fund.owed(this.token, this.alice.address)).to.equal(10n);
     });
 
+    describe("reading the token's answer to a transfer", function () {
+      const Mode = { ReturnTrue: 0, ReturnNothing: 1, ReturnFalse: 2, ReturnTrueAndMore: 3, RevertWithLargeData: 4 };
+      const cases = [
+        ["returns true", Mode.ReturnTrue, true],
+        ["returns nothing, as USDT does", Mode.ReturnNothing, true],
+        ["returns false without moving anything", Mode.ReturnFalse, false],
+        ["returns 64 bytes that start with true", Mode.ReturnTrueAndMore, true],
+        ["reverts with 4 KiB of data", Mode.RevertWithLargeData, false],
+      ];
+      for (const [name, mode, paid] of cases) {
+        it(`${paid ? "pays" : "holds"} the line when the token ${name}`, async function () {
+          const answering = await (await ethers.getContractFactory("ReturnDataToken")).deploy("Answer", "ANS");
+          const token = await answering.getAddress();
+          await answering.mint(this.fundAddress, 100n);
+          await answering.setMode(mode);
+          const tx = this.asTreasurer.payout(token, [this.alice.address], [40n], ROYALTIES);
+          await expect(tx)
+            .to.emit(this.fund, paid ? "FundPayout" : "FundPayoutHeld")
+            .withArgs(token, this.alice.address, 40n, ROYALTIES);
+          expect(await answering.balanceOf(this.alice.address)).to.equal(paid ? 40n : 0n);
+          expect(await this.fund.owed(token, this.alice.address)).to.equal(paid ? 0n : 40n);
+          expect(await this.fund.totalOwed(token)).to.equal(paid ? 0n : 40n);
+        });
+      }
+    });
+
     it("conserves the fund's balance as owed plus free through payouts, holds and claims", async function () {
       const people = [this.alice, this.bob, this.carol, this.dave];
       let free = 100n;
