@@ -1,4 +1,4 @@
-"""A royalty run whose token refuses one recipient, on a Hardhat node: held, not stuck, then claimed.
+"""A royalty run whose token refuses a recipient, or the Fund, on a Hardhat node: held or pending, not stuck.
 
 The module's chain is a Hardhat node with the pool deployed and a ``BlockingToken``
 (a stablecoin with a block list) as the token a run distributes. The token blocks
@@ -142,9 +142,20 @@ async def claimed_in_the_service(foundation: Foundation, run_id: int, contributo
 async def a_run_with_a_blocked_contributor(
     foundation: Foundation, token: Contract
 ) -> tuple[dict[str, Any], list[LocalAccount], LocalAccount]:
+    """A run of three (:func:`a_run_of_three`) whose token blocks the first contributor of the first
+    batch, which pays another one too. The run, the contributors and the blocked one."""
+    run, contributors = await a_run_of_three(foundation, token)
+    first_batch = run["batches"][0]["payouts"]
+    blocked = next(c for c in contributors if c.address == first_batch[0]["contributor"])
+    mined(foundation.chain.w3, token.functions.setBlocked(blocked.address, True).transact())
+    return run, contributors, blocked
+
+
+async def a_run_of_three(
+    foundation: Foundation, token: Contract
+) -> tuple[dict[str, Any], list[LocalAccount]]:
     """Three contributors with equal stakes and a run of ``RECEIVED`` of ``token`` for them, in two
-    batches; the token blocks the first contributor of the first batch, which pays another one too.
-    The run, the contributors and the blocked one."""
+    batches, the first of two payouts. The run and the contributors."""
     chain = foundation.chain
     w3, fund = chain.w3, chain.pool.fund
     contributors = [Account.create() for _ in range(3)]
@@ -177,11 +188,8 @@ async def a_run_with_a_blocked_contributor(
     assert reply.status_code == 201, reply.text
     run: dict[str, Any] = reply.json()
     assert sum(payouts_of(run).values()) == RECEIVED
-    first_batch = run["batches"][0]["payouts"]
-    assert len(first_batch) == 2
-    blocked = next(c for c in contributors if c.address == first_batch[0]["contributor"])
-    mined(w3, token.functions.setBlocked(blocked.address, True).transact())
-    return run, contributors, blocked
+    assert [len(batch["payouts"]) for batch in run["batches"]] == [2, 1]
+    return run, contributors
 
 
 @pytest.mark.parametrize("claim", ["to another address while blocked", "to itself once unblocked"])
@@ -314,3 +322,37 @@ async def test_a_batch_with_a_held_payout_found_on_chain_after_a_lost_receipt_is
     assert again["batches"] == paid["batches"]
     payout, _ = payout_of(again, blocked.address)
     assert (payout["status"], payout["tx_hash"]) == ("held", first["tx_hash"])
+
+
+async def test_a_batch_the_token_refuses_the_fund_for_stays_pending_and_is_paid_once_the_fund_is_unblocked(
+    foundation: Foundation, hardhat_pool: HardhatPool
+) -> None:
+    """The token blocks the Fund itself (as a global pause would): the batch of two delivers nothing,
+    so ``Fund.payout`` reverts ``FundNothingDelivered`` and the batch stays pending with the error,
+    nobody's payout held. The batch of one cannot tell the Fund from its recipient and is held.
+    Once the token lets the Fund send again, paying the run again pays the pending batch."""
+    chain, token = foundation.chain, hardhat_pool.token
+    w3, fund = chain.w3, chain.pool.fund
+    run, _ = await a_run_of_three(foundation, token)
+    mined(w3, token.functions.setBlocked(fund.address, True).transact())
+
+    refused = await pay(foundation, run["id"])
+    assert refused["status"] == "paying"
+    first, second = refused["batches"]
+    assert first["status"] == "pending"
+    assert first["last_error"].startswith("FundNothingDelivered("), first["last_error"]
+    assert {p["status"] for p in first["payouts"]} == {"pending"}
+    assert second["status"] == "paid"
+    assert [p["status"] for p in second["payouts"]] == ["held"]
+    held_wei = int(second["payouts"][0]["amount_wei"])
+    assert int(fund.call("totalOwed", token.address)) == held_wei
+
+    mined(w3, token.functions.setBlocked(fund.address, False).transact())
+    paid = await pay(foundation, run["id"])
+    assert paid["status"] == "paid"
+    first, second = paid["batches"]
+    assert (first["status"], first["last_error"]) == ("paid", None)
+    assert {p["status"] for p in first["payouts"]} == {"paid"}
+    for payout in first["payouts"]:
+        assert int(token.functions.balanceOf(payout["contributor"]).call()) == int(payout["amount_wei"])
+    assert int(fund.call("totalOwed", token.address)) == held_wei
