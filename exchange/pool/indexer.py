@@ -18,7 +18,9 @@ Two followers, each with a persisted cursor (``pool_indexer_cursors``):
   deliver, ``FundPayoutHeld``). Its held royalty payouts before the claim become
   ``claimed`` (:func:`repository.mark_held_payouts_claimed`); the royalty service
   applies the claims already indexed when it records a payout held, so the order in
-  which the two are seen does not matter.
+  which the two are seen does not matter. It records payouts holding the ``fund``
+  cursor's lock (:meth:`PoolIndexer.lock_fund_cursor`): the two writes are serialised,
+  so each sees the other's committed rows, never neither.
 
 Rules
 -----
@@ -55,7 +57,7 @@ from exchange.chain.pool import MemberStatus, Tier
 from exchange.db.base import utc_now
 from exchange.kit.logging import get_logger
 from exchange.pool import repository
-from exchange.pool.models import FundClaim, FundDeposit, Member, MemberState, MemberTier
+from exchange.pool.models import FundClaim, FundDeposit, IndexerCursor, Member, MemberState, MemberTier
 from exchange.pool.service import ChainGateway
 
 log = get_logger(__name__)
@@ -251,6 +253,29 @@ class PoolIndexer:
         self._block_times[block_number] = moment
         return moment
 
+    async def lock_fund_cursor(self, session: AsyncSession) -> None:
+        """Lock the ``fund`` cursor row until ``session``'s transaction ends, as a pass of the
+        ``fund`` follower does: a writer that must see every ``FundClaimed`` indexed, and be seen by
+        the follower's next pass, takes it before it writes (see the royalty service)."""
+        await self._lock_cursor(session, FUND_CURSOR, await self._fresh_cursor(self.chain.pool.fund))
+
+    async def _fresh_cursor(self, contract: BoundContract) -> dict[str, Any]:
+        """The values of a cursor of ``contract`` that has indexed nothing yet."""
+        deployment = self.chain.runtime.deployment
+        return {
+            "chain_id": deployment.chain_id,
+            "contract": contract.address,
+            "anchor_block_hash": await self._anchor_hash(),
+            "block": max(deployment.deploy_block - 1, 0),
+        }
+
+    @staticmethod
+    async def _lock_cursor(session: AsyncSession, name: str, fresh: dict[str, Any]) -> IndexerCursor:
+        # The row exists before it is locked, so two first passes (or two resets) wait for each
+        # other on it instead of both inserting it; a reset rewrites it in place for the same reason.
+        await repository.ensure_cursor(session, name, fresh)
+        return await repository.locked_cursor(session, name)
+
     async def _anchor_hash(self) -> str:
         if self._anchor is None:
             w3 = self.chain.runtime.w3
@@ -267,22 +292,12 @@ class PoolIndexer:
         safe_head: int,
         apply: Applier,
     ) -> None:
-        deployment = self.chain.runtime.deployment
-        anchor = await self._anchor_hash()
-        fresh = {
-            "chain_id": deployment.chain_id,
-            "contract": contract.address,
-            "anchor_block_hash": anchor,
-            "block": max(deployment.deploy_block - 1, 0),
-        }
-        # The row exists before it is locked, so two first passes (or two resets) wait for each
-        # other on it instead of both inserting it; a reset rewrites it in place for the same reason.
-        await repository.ensure_cursor(session, name, fresh)
-        cursor = await repository.locked_cursor(session, name)
+        fresh = await self._fresh_cursor(contract)
+        cursor = await self._lock_cursor(session, name, fresh)
         if (cursor.chain_id, cursor.contract, cursor.anchor_block_hash) != (
-            deployment.chain_id,
-            contract.address,
-            anchor,
+            fresh["chain_id"],
+            fresh["contract"],
+            fresh["anchor_block_hash"],
         ):
             log.warning(
                 "pool.indexer_reset", cursor=name, old_contract=cursor.contract, new_contract=contract.address

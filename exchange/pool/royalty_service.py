@@ -67,10 +67,11 @@ Rules
   found on chain after a lost receipt, from the events of the transaction that
   paid it). The contributor claims what is held with ``Fund.claim(token, to)``,
   to itself or another address; the pool indexer records the ``FundClaimed`` and
-  marks its held payouts ``claimed``. A held payout stays in the run's
-  ``paid_wei``: the Fund keeps it apart (``totalOwed``) and no later payout can
-  spend it, and runs distribute indexed receipts, never the Fund's balance, so no
-  run distributes it again.
+  marks its held payouts ``claimed`` (the outcomes of a batch are recorded under
+  the lock the indexer holds on the Fund's cursor, so a claim indexed at the same
+  time is never missed). A held payout stays in the run's ``paid_wei``: the Fund keeps it apart (``totalOwed``)
+  and no later payout can spend it, and runs distribute indexed receipts, never
+  the Fund's balance, so no run distributes it again.
 * A refused batch holds up no other: :func:`pay_run` tries every unpaid batch of
   the run (a Fund short of the token, a tag paid otherwise refuse one batch, not
   the run), and the run stays ``paying`` until every batch is mined; the next pay
@@ -391,6 +392,7 @@ async def _pay_batch(context: PoolContext, batch_id: int, *, token: str, tag: st
     tx_hash = hex32(receipt["transactionHash"])
     held: list[str] = []
     async with context.sessionmaker() as session, session.begin():
+        await context.indexer.lock_fund_cursor(session)  # see _record_outcomes
         if await repository.claim_batch(
             session,
             batch_id,
@@ -409,7 +411,14 @@ async def _record_outcomes(
     session: AsyncSession, batch_id: int, token: str, tx_hash: str, events: Sequence[ChainEvent]
 ) -> list[str]:
     """Record each payout of the mined batch as its event says (``paid`` or ``held``); the held ones'
-    claims already indexed are applied at once. Returns the contributors whose payout is held."""
+    claims already indexed are applied at once. Returns the contributors whose payout is held.
+
+    The caller holds the ``fund`` indexer cursor's lock (:meth:`PoolIndexer.lock_fund_cursor`),
+    taken first in its transaction, as the indexer takes it before it records a ``FundClaimed``
+    and marks the held payouts it took. Without it, on PostgreSQL (READ COMMITTED) this
+    transaction and the indexer's could each miss the other's uncommitted row: the payout would
+    be recorded ``held`` after the claim's pass looked for it, and stay ``held`` for ever. With
+    it, whichever takes the lock second sees the rows the first committed."""
     outcomes: dict[str, tuple[PayoutStatus, int, int]] = {
         Web3.to_checksum_address(event.args["to"]): (
             PayoutStatus.PAID if event.name == "FundPayout" else PayoutStatus.HELD,
@@ -482,6 +491,7 @@ async def _reconciled(
     held) of exactly its recipients under its tag."""
     tx_hash = events[0].tx_hash
     async with context.sessionmaker() as session, session.begin():
+        await context.indexer.lock_fund_cursor(session)  # see _record_outcomes
         recorded = await repository.record_batch_paid(session, batch_id, tx_hash, utc_now())
         held = await _record_outcomes(session, batch_id, token, tx_hash, events) if recorded else []
     if recorded:

@@ -38,8 +38,9 @@ from exchange.chain.provider import make_web3
 from exchange.chain.runtime import ChainRuntime
 from exchange.db.base import utc_now
 from exchange.db.engine import create_engine_for_url, create_sessionmaker
-from exchange.pool.indexer import hex32
-from exchange.pool.models import RoyaltyPayout, RoyaltyPayoutBatch, RoyaltyRun
+from exchange.pool import repository
+from exchange.pool.indexer import FUND_CURSOR, hex32
+from exchange.pool.models import FundClaim, RoyaltyPayout, RoyaltyPayoutBatch, RoyaltyRun
 from exchange.settings import Settings
 from tests.chain.nodes import hardhat_node
 from tests.pool_service.conftest import Foundation, pool_settings
@@ -356,3 +357,57 @@ async def test_a_batch_the_token_refuses_the_fund_for_stays_pending_and_is_paid_
     for payout in first["payouts"]:
         assert int(token.functions.balanceOf(payout["contributor"]).call()) == int(payout["amount_wei"])
     assert int(fund.call("totalOwed", token.address)) == held_wei
+
+
+async def test_a_claim_indexed_while_its_payout_is_recorded_held_marks_it_claimed(
+    foundation: Foundation, hardhat_pool: HardhatPool, database_url: str, database_backend: str
+) -> None:
+    """The pay worker records a payout held while the indexer, in a transaction still open, records
+    the claim that took it. Neither sees the other's uncommitted row (READ COMMITTED), so unless the
+    two are serialised the payout stays ``held`` for ever. The pay worker takes the ``fund`` cursor's
+    lock first, as the indexer does: it waits for the claim's pass to commit, then sees the claim.
+
+    The indexer's pass is played here by a transaction that locks the cursor, adds the claim and
+    looks for the held payouts it took (none yet), then commits once the batch is mined."""
+    if database_backend != "postgresql":
+        pytest.skip("SQLite serialises writers: the two transactions never overlap")
+    chain, token = foundation.chain, hardhat_pool.token
+    fund = chain.pool.fund
+    run, _, blocked = await a_run_with_a_blocked_contributor(foundation, token)
+    claim_tx = "0x" + "c1" * 32
+
+    engine = create_engine_for_url(database_url)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            await repository.locked_cursor(session, FUND_CURSOR)
+            session.add(
+                FundClaim(
+                    token=token.address,
+                    recipient=blocked.address,
+                    paid_to=blocked.address,
+                    amount_wei=payouts_of(run)[blocked.address],
+                    block_number=10**9,  # after any payout of this test
+                    block_time=utc_now(),
+                    tx_hash=claim_tx,
+                    log_index=0,
+                )
+            )
+            await session.flush()
+            assert await repository.mark_held_payouts_claimed(session, token.address, blocked.address) == 0
+
+            paying = asyncio.create_task(pay(foundation, run["id"]))
+            for _ in range(300):
+                if int(fund.call("owed", token.address, blocked.address)):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the batch holding the blocked contributor's payout was never mined")
+            await asyncio.sleep(1.0)  # time enough to record it, were the pay worker not waiting
+            assert not paying.done(), "the pay worker recorded the payout while the claim's pass was open"
+        paid = await paying
+    finally:
+        await engine.dispose()
+
+    assert paid["status"] == "paid"
+    payout, _ = payout_of(paid, blocked.address)
+    assert (payout["status"], payout["claim_tx_hash"]) == ("claimed", claim_tx)
