@@ -69,7 +69,11 @@ Rules
   to itself or another address; the pool indexer records the ``FundClaimed`` and
   marks its held payouts ``claimed`` (the outcomes of a batch are recorded under
   the lock the indexer holds on the Fund's cursor, so a claim indexed at the same
-  time is never missed). A held payout stays in the run's ``paid_wei``: the Fund keeps it apart (``totalOwed``)
+  time is never missed). A token that refuses the Fund itself (a global pause,
+  the Fund blocked) delivers no line of a batch: a batch of two or more then
+  reverts ``FundNothingDelivered`` and stays ``pending``, as any revert does; a
+  batch of one cannot tell this from a refused recipient, and is held. A held
+  payout stays in the run's ``paid_wei``: the Fund keeps it apart (``totalOwed``)
   and no later payout can spend it, and runs distribute indexed receipts, never
   the Fund's balance, so no run distributes it again.
 * A refused batch holds up no other: :func:`pay_run` tries every unpaid batch of
