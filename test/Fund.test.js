@@ -8,6 +8,17 @@ const ROYALTIES = ethers.id("royalties-2025-q1");
 const ROYALTIES_NEXT = ethers.id("royalties-2025-q2");
 const TRADING_FEE = ethers.id("trading-fee");
 
+// A token holding 1,000 units in the fund whose every transfer, once armed, calls a contract
+// that spins until it runs out of gas (bubbling the failure): a recipient that burns its gas.
+async function gasBurningToken(fundAddress, owner) {
+  const hostile = await (await ethers.getContractFactory("ReentrantToken")).deploy("Hostile", "HOST");
+  await hostile.mint(fundAddress, 1_000n);
+  const burner = await (await ethers.getContractFactory("ERC1271GasBurningWallet")).deploy(owner);
+  const spin = burner.interface.encodeFunctionData("isValidSignature", [ethers.ZeroHash, "0x"]);
+  await hostile.arm(await burner.getAddress(), spin, true);
+  return { hostile, token: await hostile.getAddress() };
+}
+
 async function deployFundWithDepositor() {
   const pool = await deployPool();
   const [depositor, alice, bob, carol, ...users] = pool.users;
@@ -372,13 +383,7 @@ describe("Fund", function () {
     });
 
     it("holds the line of a recipient that burns every unit of gas in the token's callback, at a bounded cost", async function () {
-      const hostile = await (await ethers.getContractFactory("ReentrantToken")).deploy("Hostile", "HOST");
-      const token = await hostile.getAddress();
-      await hostile.mint(this.fundAddress, 1_000n);
-      const burner = await (await ethers.getContractFactory("ERC1271GasBurningWallet")).deploy(this.alice.address);
-      const spin = burner.interface.encodeFunctionData("isValidSignature", [ethers.ZeroHash, "0x"]);
-      // Bubbling mode: every transfer spins until it runs out of gas, for as long as the token is armed.
-      await hostile.arm(await burner.getAddress(), spin, true);
+      const { hostile, token } = await gasBurningToken(this.fundAddress, this.alice.address);
 
       const tx = await this.asTreasurer.payout(token, [this.alice.address], [100n], ROYALTIES, {
         gasLimit: 10_000_000,
@@ -406,12 +411,7 @@ describe("Fund", function () {
     });
 
     it("reverts FundTransferOutOfGas, holding nothing, when the gas limit starved a line's transfer of its cap", async function () {
-      const hostile = await (await ethers.getContractFactory("ReentrantToken")).deploy("Hostile", "HOST");
-      const token = await hostile.getAddress();
-      await hostile.mint(this.fundAddress, 1_000n);
-      const burner = await (await ethers.getContractFactory("ERC1271GasBurningWallet")).deploy(this.alice.address);
-      const spin = burner.interface.encodeFunctionData("isValidSignature", [ethers.ZeroHash, "0x"]);
-      await hostile.arm(await burner.getAddress(), spin, true);
+      const { token } = await gasBurningToken(this.fundAddress, this.alice.address);
       const args = [token, [this.alice.address], [100n], ROYALTIES];
 
       // Search the gas limits at which the transfer gets less than its cap yet the payout does

@@ -411,7 +411,7 @@ class PoolIndexer:
     async def _receipt(
         self, session: AsyncSession, event: ChainEvent, *, sender: str, source: str, amount_wei: int
     ) -> None:
-        if await repository.deposit_recorded(session, event.tx_hash, event.log_index):
+        if await repository.event_recorded(session, FundDeposit, event.tx_hash, event.log_index):
             return
         await repository.add_deposit(
             session,
@@ -435,7 +435,7 @@ class PoolIndexer:
         )
 
     async def _claim(self, session: AsyncSession, event: ChainEvent) -> None:
-        if await repository.claim_recorded(session, event.tx_hash, event.log_index):
+        if await repository.event_recorded(session, FundClaim, event.tx_hash, event.log_index):
             return
         token = Web3.to_checksum_address(event.args["token"])
         recipient = Web3.to_checksum_address(event.args["recipient"])

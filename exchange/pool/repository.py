@@ -503,11 +503,12 @@ async def _compare_and_set(
 # --------------------------------------------------------------------------- fund deposits
 
 
-async def deposit_recorded(session: AsyncSession, tx_hash: str, log_index: int) -> bool:
-    found = await session.scalar(
-        select(FundDeposit.id).where(FundDeposit.tx_hash == tx_hash, FundDeposit.log_index == log_index)
-    )
-    return found is not None
+async def event_recorded(
+    session: AsyncSession, model: type[FundDeposit] | type[FundClaim], tx_hash: str, log_index: int
+) -> bool:
+    """Whether the Fund event at ``tx_hash``/``log_index`` already has its row in ``model``'s table."""
+    same = (model.tx_hash == tx_hash, model.log_index == log_index)
+    return await session.scalar(select(model.id).where(*same)) is not None
 
 
 async def add_deposit(session: AsyncSession, row: FundDeposit) -> None:
@@ -666,13 +667,6 @@ async def record_payout_outcomes(
 
 
 # --------------------------------------------------------------------------- held payouts and claims
-
-
-async def claim_recorded(session: AsyncSession, tx_hash: str, log_index: int) -> bool:
-    found = await session.scalar(
-        select(FundClaim.id).where(FundClaim.tx_hash == tx_hash, FundClaim.log_index == log_index)
-    )
-    return found is not None
 
 
 async def add_claim(session: AsyncSession, row: FundClaim) -> None:
