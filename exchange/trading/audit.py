@@ -45,7 +45,9 @@ from exchange.trading.settlement_models import (
     EventState,
     SettlementAttempt,
     SettlementBatch,
+    SettlementBatchFill,
 )
+from exchange.trading.skipped_fills import skipped_fills
 
 VAULT_HOLDING = "vault:holding"
 """The Vault contract's own token balance, in the report."""
@@ -145,8 +147,8 @@ async def _audit(
     if cursor is None:
         raise AuditUnavailable(f"the Vault indexer has not run for {vault.address} on chain {chain_id}")
     block = cursor.credited_block
-    ran = await _open_batches_run_by(session, vault, calls, block)
-    view = await _ledger_at(session, block, base_token, quote_token, ran)
+    ran, skipped = await _open_batches_run_by(session, vault, calls, block)
+    view = await _ledger_at(session, block, base_token, quote_token, ran, skipped)
     accounts = sorted(
         ({account for account, _ in view} | await _event_accounts(session, cursor.id))
         - {VAULT_EXTERNAL, FEES_ACCOUNT}
@@ -192,8 +194,9 @@ async def _audit(
 
 async def _open_batches_run_by(
     session: AsyncSession, vault: BoundContract, calls: ChainCalls, block: int
-) -> set[int]:
-    """The open batches (sent, waiting for their confirmations) whose transaction ran by ``block``."""
+) -> tuple[set[int], set[int]]:
+    """The open batches (sent, waiting for their confirmations) whose transaction ran by ``block``,
+    and the ids of the fills those transactions skipped (``FillSkipped``: they moved nothing)."""
     attempts = (
         await session.execute(
             select(SettlementAttempt.batch_id, SettlementAttempt.tx_hash)
@@ -202,27 +205,44 @@ async def _open_batches_run_by(
         )
     ).all()
     if not attempts:
-        return set()
+        return set(), set()
 
-    def read_receipts() -> set[int]:
-        ran: set[int] = set()
+    def read_receipts() -> dict[int, set[int]]:
+        ran: dict[int, set[int]] = {}  # batch id -> positions of the fills it skipped
         for batch_id, tx_hash in attempts:
             found = receipt_of(vault.w3, str(tx_hash))  # not None: selected so
             if found is not None and found["status"] == 1 and int(found["blockNumber"]) <= block:
-                ran.add(batch_id)
+                ran[batch_id] = set(skipped_fills(vault, found))
         return ran
 
-    return await calls.run(read_receipts)
+    ran = await calls.run(read_receipts)
+    skipped: set[int] = set()
+    for batch_id, positions in ran.items():
+        if positions:
+            skipped.update(
+                await session.scalars(
+                    select(SettlementBatchFill.fill_id).where(
+                        SettlementBatchFill.batch_id == batch_id, SettlementBatchFill.position.in_(positions)
+                    )
+                )
+            )
+    return set(ran), skipped
 
 
 async def _ledger_at(
-    session: AsyncSession, block: int, base_token: str, quote_token: str, ran: set[int]
+    session: AsyncSession,
+    block: int,
+    base_token: str,
+    quote_token: str,
+    ran: set[int],
+    skipped: set[int],
 ) -> dict[tuple[str, str], int]:
     """Ledger totals as of `block`: without fills and fee sweeps the chain had not settled by then.
 
     The fills of an open batch whose transaction ran by then (``ran``: it waits for its
     confirmations) are settled there, and the Vault sent their fees to the Fund, which the
-    batch's sweep will say when it closes."""
+    batch's sweep will say when it closes; but not those it skipped (``skipped``), which moved
+    nothing and which the batch's close will void."""
     totals: dict[tuple[str, str], int] = defaultdict(int)
     for row in (await session.scalars(select(LedgerBalance))).all():
         totals[(row.account, Web3.to_checksum_address(row.token))] += row.total
@@ -245,7 +265,11 @@ async def _ledger_at(
         )
     ).all()
     for fill in unsettled:
-        if fill.settlement_state == SettlementState.SUBMITTED and fill.batch_id in ran:
+        if (
+            fill.settlement_state == SettlementState.SUBMITTED
+            and fill.batch_id in ran
+            and fill.id not in skipped
+        ):
             totals[(FEES_ACCOUNT, quote_token)] -= fill.buyer_fee + fill.seller_fee
             totals[(VAULT_EXTERNAL, quote_token)] += fill.buyer_fee + fill.seller_fee
             continue

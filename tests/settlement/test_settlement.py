@@ -758,6 +758,29 @@ async def test_an_audit_while_a_mined_batch_waits_for_its_confirmations_is_clean
     await _settled_once_and_audited(net, sessionmaker, parts)
 
 
+async def test_an_audit_while_a_mined_batch_with_a_skipped_fill_waits_for_its_confirmations_is_clean(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """Carol cancels her order on chain before its batch: the batch is mined, her fill skipped,
+    and the batch waits for its confirmations. Her fill moved nothing on chain, so the audit at
+    that block counts it unsettled (its ledger postings out, no fees sent), Alice's settled."""
+    settings = chain_settings.model_copy(update={"settlement_confirmations": 3})
+    parts = await _parts(net, settings, sessionmaker)
+    alice, bob, carol = (Trader(member) for member in MEMBERS[:3])
+    await buys(net, settings, sessionmaker, bob, [alice, carol])
+    net.pool.vault.transact("cancelOrder", carol.orders[-1].as_abi_tuple(), sender=carol.address)
+    assert await parts.settler.step() is StepOutcome.OPENED
+    assert await parts.settler.step() is StepOutcome.WAITING  # mined, not yet 3 deep
+    await parts.indexer.catch_up()
+    await assert_audit_clean(parts)
+    net.mine(3)
+    await parts.settler.drain(poll_s=0.02, timeout_s=60)
+    fills = await _fills(sessionmaker)
+    assert [fill.settlement_state for fill in fills] == [SettlementState.SETTLED, SettlementState.FAILED]
+    await parts.indexer.catch_up()
+    await assert_audit_clean(parts)
+
+
 async def test_a_node_signed_batch_whose_hash_was_lost_is_decided_by_the_order_states(
     net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
