@@ -720,6 +720,16 @@ class Settler:
             )
             if not closed:  # the other settler's sweep committed with its close
                 raise _BatchClosed
+            if failed:
+                # Every balance the voids and the sweep move, locked in one read: a read of several
+                # rows may not wait (exchange.trading.repository), so under load one attempt to
+                # find them all free, rather than one per voided fill.
+                keys = {
+                    (posting.account, posting.token)
+                    for fill in failed
+                    for posting in self.fill_postings(fill)
+                }
+                await repository.load_balances(session, keys | {(FEES_ACCOUNT, self.quote_token)})
             for fill in failed:
                 await self._void(session, fill)
             if fees:

@@ -414,6 +414,39 @@ async def test_a_void_waits_for_balances_the_market_writer_holds_then_gives_way_
     assert report.clean, "\n".join(report.lines())
 
 
+async def test_a_batch_close_locks_every_balance_its_voids_and_sweep_move_in_one_read(
+    net: VaultNet,
+    chain_settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read of several balances may not wait for them (the market writer's rows): the close of
+    a batch with a skipped fill asks for all it will move at once, so that one moment with them
+    free is enough, rather than one per void and another for the fee sweep."""
+    parts = await _parts(net, chain_settings, sessionmaker)
+    alice, bob, carol, dave = (Trader(member) for member in MEMBERS[:4])
+    await buys(net, chain_settings, sessionmaker, bob, [alice, carol, dave])
+    for seller in (carol, dave):  # two skipped fills: two voids
+        net.pool.vault.transact("cancelOrder", seller.orders[-1].as_abi_tuple(), sender=seller.address)
+    reads: list[set[tuple[str, str]]] = []
+    load = repository.load_balances
+
+    async def recorded(session: Any, keys: Any, **options: Any) -> Any:
+        keys = list(keys)
+        reads.append(set(keys))
+        return await load(session, keys, **options)
+
+    monkeypatch.setattr(repository, "load_balances", recorded)
+    await parts.settler.drain(poll_s=0.02, timeout_s=60)
+    tokens = (net.base_token, net.quote_token)
+    sellers = {(seller.address, token) for seller in (carol, dave) for token in tokens}
+    first = next(keys for keys in reads if keys & sellers)
+    assert first >= sellers | {(bob.address, net.base_token), (FEES_ACCOUNT, net.quote_token)}
+    fills = await _fills(sessionmaker)
+    failed = SettlementState.FAILED
+    assert [fill.settlement_state for fill in fills] == [SettlementState.SETTLED, failed, failed]
+
+
 async def test_an_indexer_pass_keeps_the_blocks_before_one_whose_balances_trading_holds(
     net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> None:
