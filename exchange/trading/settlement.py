@@ -605,7 +605,9 @@ class Settler:
                 ran_in = await self._calls.run(partial(operator.first_block_past, batch.nonce, deep))
                 await self._close_settled(batch, None, None, block_number=ran_in)
                 return StepOutcome.SETTLED
-            if fate is BatchFate.INCONSISTENT and await self._settled_with_skips(batch, deep):
+            # Its own transaction may have run and skipped fills: some (the states match neither
+            # outcome), or all (they match not having run).
+            if await self._settled_with_skips(batch, deep):
                 return StepOutcome.SETTLED
             if fate is BatchFate.NOT_EXECUTED:
                 async with self._sessionmaker() as session, session.begin():
@@ -630,8 +632,9 @@ class Settler:
 
     async def _settled_with_skips(self, batch: BatchRecord, deep: int) -> bool:
         """The batch's own transaction, whose hash was never stored (a node signed it), took its
-        nonce and skipped fills, so that the order states match neither outcome: its receipt, found
-        in the block the nonce was used in, names them. True when it closed the batch so."""
+        nonce and skipped fills, so that the order states match neither outcome (or, all skipped,
+        match its not having run): its receipt, found in the block the nonce was used in, names
+        them. True when it closed the batch so; False when another transaction took the nonce."""
         operator, vault = self.operator, self.vault.address
         ran_in = await self._calls.run(partial(operator.first_block_past, batch.nonce, deep))
         mined = await self._calls.run(

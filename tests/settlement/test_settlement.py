@@ -839,17 +839,19 @@ async def test_a_node_signed_batch_whose_hash_was_lost_is_decided_by_the_order_s
     await _settled_once_and_audited(net, sessionmaker, parts)
 
 
+@pytest.mark.parametrize("all_skipped", [False, True], ids=["one-skipped", "all-skipped"])
 async def test_a_node_signed_batch_whose_hash_was_lost_and_that_skipped_a_fill_is_settled_by_its_receipt(
-    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession], all_skipped: bool
 ) -> None:
-    """The order states of a batch that skipped a fill match neither outcome: the operator's
-    transaction that took the batch's nonce is found in its block, and, being the batch's own
-    call, its receipt says which fills were skipped."""
+    """The order states of a batch that skipped a fill match neither outcome, or, when it skipped
+    all, match its not having run: the operator's transaction that took the batch's nonce is found
+    in its block, and, being the batch's own call, its receipt says which fills were skipped. The
+    batch is settled by it, not dropped and sent again."""
     runtime, settings = net.node_signing(chain_settings)
     parts = build_settlement(runtime, settings, sessionmaker)
     await parts.indexer.catch_up()
     alice, bob, carol = (Trader(member) for member in MEMBERS[:3])
-    await buys(net, chain_settings, sessionmaker, bob, [alice, carol])
+    await buys(net, chain_settings, sessionmaker, bob, [carol] if all_skipped else [alice, carol])
     net.rpc("evm_setAutomine", False)
     assert await parts.settler.step() is StepOutcome.OPENED
     # Carol cancels her order with a higher tip: the block runs it first, and the batch skips her fill.
@@ -871,7 +873,8 @@ async def test_a_node_signed_batch_whose_hash_was_lost_and_that_skipped_a_fill_i
     assert batch.tx_hash is not None
     assert net.w3.eth.get_transaction_receipt(HexBytes(batch.tx_hash))["blockNumber"] == ran_in
     fills = await _fills(sessionmaker)
-    assert [fill.settlement_state for fill in fills] == [SettlementState.SETTLED, SettlementState.FAILED]
+    expected = [] if all_skipped else [SettlementState.SETTLED]
+    assert [fill.settlement_state for fill in fills] == [*expected, SettlementState.FAILED]
     await parts.indexer.catch_up()
     await assert_audit_clean(parts)
 
