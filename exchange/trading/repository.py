@@ -158,9 +158,9 @@ async def load_balances(
     once this transaction holds balance rows, raises ``BalancesBusy`` rather than wait (see
     the module docstring).
     """
-    if not (lock and isinstance(session, AsyncSession) and bulk.dialect_of(session).name == "postgresql"):
-        return await _load_balances(session, keys, lock=lock)
     wanted = {key for key in keys if key[0] != VAULT_EXTERNAL}
+    if not (lock and isinstance(session, AsyncSession) and bulk.dialect_of(session).name == "postgresql"):
+        return await _load_balances(session, wanted, lock=lock)
     transaction = session.sync_session.get_transaction()  # None until the first statement begins one
     holds = transaction is not None and session.info.get(_HOLDS_BALANCES) is transaction
     if yielding and (len(wanted) > 1 or holds):
@@ -187,9 +187,8 @@ _RESTORE = text("SELECT set_config('lock_timeout', :previous, true)")
 
 
 async def _load_balances(
-    session: bulk.Target, keys: Iterable[BalanceKey], *, lock: bool
+    session: bulk.Target, wanted: set[BalanceKey], *, lock: bool
 ) -> dict[BalanceKey, Balance]:
-    wanted = {key for key in keys if key[0] != VAULT_EXTERNAL}
     found = await _read_balances(session, wanted, lock=lock)
     if not lock or bulk.dialect_of(session).name != "postgresql":
         return found  # SQLite: BEGIN IMMEDIATE has every writer wait for the one before it
