@@ -47,7 +47,7 @@ from exchange.trading.settlement_models import (
     SettlementBatch,
     SettlementBatchFill,
 )
-from exchange.trading.skipped_fills import skipped_fills
+from exchange.trading.skipped_fills import skipped_by_fill
 
 VAULT_HOLDING = "vault:holding"
 """The Vault contract's own token balance, in the report."""
@@ -207,26 +207,26 @@ async def _open_batches_run_by(
     if not attempts:
         return set(), set()
 
-    def read_receipts() -> dict[int, set[int]]:
-        ran: dict[int, set[int]] = {}  # batch id -> positions of the fills it skipped
+    batch_ids = {batch_id for batch_id, _ in attempts}
+    fills_of: dict[int, list[int]] = defaultdict(list)  # in their order in the batch's calldata
+    for batch_id, fill_id in await session.execute(
+        select(SettlementBatchFill.batch_id, SettlementBatchFill.fill_id)
+        .where(SettlementBatchFill.batch_id.in_(batch_ids))
+        .order_by(SettlementBatchFill.batch_id, SettlementBatchFill.position)
+    ):
+        fills_of[batch_id].append(fill_id)
+
+    def read_receipts() -> tuple[set[int], set[int]]:
+        ran: set[int] = set()
+        skipped: set[int] = set()
         for batch_id, tx_hash in attempts:
             found = receipt_of(vault.w3, str(tx_hash))  # not None: selected so
             if found is not None and found["status"] == 1 and int(found["blockNumber"]) <= block:
-                ran[batch_id] = set(skipped_fills(vault, found))
-        return ran
+                ran.add(batch_id)
+                skipped.update(skipped_by_fill(vault, found, fills_of[batch_id]))
+        return ran, skipped
 
-    ran = await calls.run(read_receipts)
-    skipped: set[int] = set()
-    for batch_id, positions in ran.items():
-        if positions:
-            skipped.update(
-                await session.scalars(
-                    select(SettlementBatchFill.fill_id).where(
-                        SettlementBatchFill.batch_id == batch_id, SettlementBatchFill.position.in_(positions)
-                    )
-                )
-            )
-    return set(ran), skipped
+    return await calls.run(read_receipts)
 
 
 async def _ledger_at(

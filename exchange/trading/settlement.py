@@ -142,7 +142,7 @@ from exchange.trading.repository import FEES_ACCOUNT, LedgerRefused
 from exchange.trading.settlement_models import BatchState
 from exchange.trading.settlement_repository import BatchRecord, FillRecord, OrderRecord
 from exchange.trading.signing import OrderDigester, OrderFields, signed_by_key
-from exchange.trading.skipped_fills import SKIPPED_ERROR, SkippedFill, skipped_fills
+from exchange.trading.skipped_fills import SKIPPED_ERROR, SkipOutsideBatch, SkippedFill, skipped_by_fill
 from exchange.trading.vault_events import reversed_postings
 
 log = get_logger(__name__)
@@ -621,14 +621,10 @@ class Settler:
 
     def _skipped(self, batch: BatchRecord, receipt: TxReceipt) -> dict[int, SkippedFill]:
         """The batch's fills that its mined transaction skipped, by fill id."""
-        skipped: dict[int, SkippedFill] = {}
-        for index, skip in skipped_fills(self.vault, receipt).items():
-            if index >= len(batch.fills):  # cannot be: the Vault reports indexes of the calldata
-                raise SettlementInconsistent(
-                    f"batch {batch.id}: the Vault skipped fill {index} of {len(batch.fills)}"
-                )
-            skipped[batch.fills[index].id] = skip
-        return skipped
+        try:
+            return skipped_by_fill(self.vault, receipt, [fill.id for fill in batch.fills])
+        except SkipOutsideBatch as error:
+            raise SettlementInconsistent(f"batch {batch.id}: {error}") from error
 
     async def _settled_with_skips(self, batch: BatchRecord, deep: int) -> bool:
         """The batch's own transaction, whose hash was never stored (a node signed it), took its

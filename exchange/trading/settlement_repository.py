@@ -411,14 +411,22 @@ async def close_settled(
             .where(TradingFill.batch_id == batch_id, TradingFill.id.in_(list(skipped)))
             .values(settlement_state=SettlementState.FAILED.value)
         )
-        session.add_all(
-            SettlementFailure(fill_id=fill_id, error_name=name, error_args=args, batch_id=batch_id)
-            for fill_id, (name, args) in skipped.items()
-        )
-    await session.flush()
-    for fill_id in skipped:
-        await announce_failed(session, fill_id)
+    await _record_failures(session, skipped, batch_id)
     return True
+
+
+async def _record_failures(
+    session: AsyncSession, failures: Mapping[int, tuple[str, dict[str, Any]]], batch_id: int | None
+) -> None:
+    """Write why each failed fill (fill id → failure name and arguments) failed; serving processes
+    hear of them on commit."""
+    session.add_all(
+        SettlementFailure(fill_id=fill_id, error_name=name, error_args=args, batch_id=batch_id)
+        for fill_id, (name, args) in failures.items()
+    )
+    await session.flush()
+    for fill_id in failures:
+        await announce_failed(session, fill_id)
 
 
 async def close_returned(
@@ -488,11 +496,7 @@ async def fail_fill(
     )
     if failed.rowcount != 1:  # type: ignore[attr-defined]
         return False
-    session.add(
-        SettlementFailure(fill_id=fill_id, error_name=error_name, error_args=error_args, batch_id=batch_id)
-    )
-    await session.flush()
-    await announce_failed(session, fill_id)
+    await _record_failures(session, {fill_id: (error_name, error_args)}, batch_id)
     return True
 
 

@@ -11,6 +11,7 @@ batch's others.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -71,4 +72,22 @@ def skipped_fills(vault: BoundContract, receipt: TxReceipt) -> dict[int, Skipped
         skipped[index] = SkippedFill(
             index, "0x" + bytes(args["orderHash"]).hex(), SkipReason(int(args["reason"]))
         )
+    return skipped
+
+
+class SkipOutsideBatch(ValueError):
+    """A ``FillSkipped`` names an index beyond the batch's fills (cannot be: the Vault reports
+    indexes of the calldata the batch was sent with)."""
+
+
+def skipped_by_fill(
+    vault: BoundContract, receipt: TxReceipt, fill_ids: Sequence[int]
+) -> dict[int, SkippedFill]:
+    """The fills a batch's mined transaction skipped, by fill id: ``fill_ids`` are the batch's
+    fills in their order in its calldata. ``SkipOutsideBatch`` for an index beyond them."""
+    skipped: dict[int, SkippedFill] = {}
+    for index, skip in skipped_fills(vault, receipt).items():
+        if index >= len(fill_ids):
+            raise SkipOutsideBatch(f"the Vault skipped fill {index} of {len(fill_ids)}")
+        skipped[fill_ids[index]] = skip
     return skipped
