@@ -53,6 +53,14 @@ class Raw:
 Target = AsyncSession | Raw
 
 
+def table_of(model: type[Any]) -> Table:
+    """The Core table of a mapped model, for the statements here."""
+    table = model.__table__
+    if not isinstance(table, Table):  # pragma: no cover - every model maps one table
+        raise TypeError(f"{model.__name__} is not mapped to a table")
+    return table
+
+
 def _columns(table: Table, names: Sequence[str]) -> list[Column[Any]]:
     unknown = [name for name in names if name not in table.c]
     if unknown:

@@ -16,6 +16,7 @@ from sqlalchemy import Select, Text, cast, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from exchange.db import bulk
 from exchange.db.base import utc_now
 from exchange.pool.models import (
     ApplicationStatus,
@@ -652,18 +653,27 @@ async def record_batch_paid(session: AsyncSession, batch_id: int, tx_hash: str, 
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
+_PAYOUTS = bulk.table_of(RoyaltyPayout)
+
+
 async def record_payout_outcomes(
     session: AsyncSession, batch_id: int, tx_hash: str, outcomes: Mapping[str, tuple[PayoutStatus, int, int]]
 ) -> None:
     """Each payout of a mined batch as its ``Fund.payout`` settled it: contributor to (``paid`` or
     ``held``, block, log index of its event)."""
-    for contributor, (status, block_number, log_index) in outcomes.items():
-        await session.execute(
-            update(RoyaltyPayout)
-            .where(RoyaltyPayout.batch_id == batch_id, RoyaltyPayout.contributor == contributor)
-            .values(status=status.value, tx_hash=tx_hash, block_number=block_number, log_index=log_index)
-            .execution_options(synchronize_session=False)
-        )
+    rows = [
+        {
+            "batch_id": batch_id,
+            "contributor": contributor,
+            "status": status.value,
+            "tx_hash": tx_hash,
+            "block_number": block_number,
+            "log_index": log_index,
+        }
+        for contributor, (status, block_number, log_index) in outcomes.items()
+    ]
+    # One statement for the batch's payouts (up to the batch size), not one per contributor.
+    await bulk.update_rows(session, _PAYOUTS, ("batch_id", "contributor"), rows)
 
 
 # --------------------------------------------------------------------------- held payouts and claims

@@ -31,12 +31,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Table, bindparam, func, literal, or_, select, text, tuple_, union_all
+from sqlalchemy import bindparam, func, literal, or_, select, text, tuple_, union_all
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.db import bulk
-from exchange.db.base import Base, utc_now
+from exchange.db.base import utc_now
 from exchange.kit.errors import Conflict, DomainError
 from exchange.kit.logging import get_logger
 from exchange.trading import ledger
@@ -104,16 +104,8 @@ class ProceedsUnsettled(LedgerRefused):
     transient = True
 
 
-def _table(model: type[Base]) -> Table:
-    """The Core table of a model, for executemany statements."""
-    table = model.__table__
-    if not isinstance(table, Table):  # pragma: no cover - every model maps one table
-        raise TypeError(f"{model.__name__} is not mapped to a table")
-    return table
-
-
-_BALANCES = _table(LedgerBalance)
-_ENTRIES = _table(LedgerEntry)
+_BALANCES = bulk.table_of(LedgerBalance)
+_ENTRIES = bulk.table_of(LedgerEntry)
 _BALANCES_READ = (
     select(_BALANCES.c.account, _BALANCES.c.token, _BALANCES.c.total, _BALANCES.c.reserved)
     .where(tuple_(_BALANCES.c.account, _BALANCES.c.token).in_(bindparam("keys", expanding=True)))
