@@ -396,7 +396,7 @@ async def _pay_batch(context: PoolContext, batch_id: int, *, token: str, tag: st
     tx_hash = hex32(receipt["transactionHash"])
     held: list[str] = []
     async with context.sessionmaker() as session, session.begin():
-        await context.indexer.lock_fund_cursor(session)  # see _record_outcomes
+        await _serialise_with_claims(context, session, events)
         if await repository.claim_batch(
             session,
             batch_id,
@@ -411,18 +411,28 @@ async def _pay_batch(context: PoolContext, batch_id: int, *, token: str, tag: st
         log.warning("pool.royalty_payout_held", batch_id=batch_id, contributor=contributor, tag=tag)
 
 
+async def _serialise_with_claims(
+    context: PoolContext, session: AsyncSession, events: Sequence[ChainEvent]
+) -> None:
+    """Take the ``fund`` indexer cursor's lock first in the transaction when the batch held a line
+    (see :func:`_record_outcomes`); a batch that delivered every line has no payout a claim could
+    take, and need not wait for an indexer pass."""
+    if any(event.name == "FundPayoutHeld" for event in events):
+        await context.indexer.lock_fund_cursor(session)
+
+
 async def _record_outcomes(
     session: AsyncSession, batch_id: int, token: str, tx_hash: str, events: Sequence[ChainEvent]
 ) -> list[str]:
     """Record each payout of the mined batch as its event says (``paid`` or ``held``); the held ones'
     claims already indexed are applied at once. Returns the contributors whose payout is held.
 
-    The caller holds the ``fund`` indexer cursor's lock (:meth:`PoolIndexer.lock_fund_cursor`),
-    taken first in its transaction, as the indexer takes it before it records a ``FundClaimed``
-    and marks the held payouts it took. Without it, on PostgreSQL (READ COMMITTED) this
-    transaction and the indexer's could each miss the other's uncommitted row: the payout would
-    be recorded ``held`` after the claim's pass looked for it, and stay ``held`` for ever. With
-    it, whichever takes the lock second sees the rows the first committed."""
+    When a payout is held, the caller holds the ``fund`` indexer cursor's lock, taken first in
+    its transaction (:func:`_serialise_with_claims`), as the indexer takes it before it records a
+    ``FundClaimed`` and marks the held payouts it took. Without it, on PostgreSQL (READ
+    COMMITTED) this transaction and the indexer's could each miss the other's uncommitted row:
+    the payout would be recorded ``held`` after the claim's pass looked for it, and stay ``held``
+    for ever. With it, whichever takes the lock second sees the rows the first committed."""
     outcomes: dict[str, tuple[PayoutStatus, int, int]] = {
         Web3.to_checksum_address(event.args["to"]): (
             PayoutStatus.PAID if event.name == "FundPayout" else PayoutStatus.HELD,
@@ -495,7 +505,7 @@ async def _reconciled(
     held) of exactly its recipients under its tag."""
     tx_hash = events[0].tx_hash
     async with context.sessionmaker() as session, session.begin():
-        await context.indexer.lock_fund_cursor(session)  # see _record_outcomes
+        await _serialise_with_claims(context, session, events)
         recorded = await repository.record_batch_paid(session, batch_id, tx_hash, utc_now())
         held = await _record_outcomes(session, batch_id, token, tx_hash, events) if recorded else []
     if recorded:
