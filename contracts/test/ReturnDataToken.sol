@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.24;
 
-import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
+import {TestToken} from "./TestToken.sol";
 
 /// @title ReturnDataToken
 /// @notice A token for tests whose `transfer` answers in one of the shapes tokens in the wild
 /// use, to test how a caller reads the answer: `true`, nothing (USDT), `false` without moving
 /// anything, `true` followed by more data, or a revert with a long reason.
-contract ReturnDataToken is ERC20 {
+contract ReturnDataToken is TestToken {
     /// @notice The shapes of answer `transfer` can give.
     enum Mode {
         ReturnTrue,
@@ -22,14 +22,7 @@ contract ReturnDataToken is ERC20 {
 
     /// @param name_ The token's name.
     /// @param symbol_ The token's symbol.
-    constructor(string memory name_, string memory symbol_) ERC20(name_, symbol_) {}
-
-    /// @notice Mint `amount` to `to` (anyone may, in tests).
-    /// @param to The receiver.
-    /// @param amount The amount.
-    function mint(address to, uint256 amount) external {
-        _mint(to, amount);
-    }
+    constructor(string memory name_, string memory symbol_) TestToken(name_, symbol_, 18) {}
 
     /// @notice Set how `transfer` answers.
     /// @param newMode The shape of answer.
