@@ -61,14 +61,16 @@ class Candle:
 
     def merge(self, later: Candle) -> Candle:
         """This candle followed by ``later`` (trades after all of this one's), keeping this start."""
-        return replace(
-            self,
-            high=max(self.high, later.high),
-            low=min(self.low, later.low),
-            close=later.close,
-            volume=self.volume + later.volume,
-            quote_volume=self.quote_volume + later.quote_volume,
-            trades=self.trades + later.trades,
+        # The constructor rather than dataclasses.replace: the writer merges on every cycle.
+        return Candle(
+            self.start,
+            self.open,
+            max(self.high, later.high),
+            min(self.low, later.low),
+            later.close,
+            self.volume + later.volume,
+            self.quote_volume + later.quote_volume,
+            self.trades + later.trades,
         )
 
 
@@ -98,13 +100,24 @@ def next_bucket(timeframe: str, start: int) -> int:
 
 def trade_candles(resolution: int, trades: Iterable[tuple[int, int, int, int]]) -> dict[int, Candle]:
     """Candles at ``resolution`` of ``trades`` = (unix_s, price, amount, quote) in trade order."""
-    candles: dict[int, Candle] = {}
+    # One running [open, high, low, close, volume, quote volume, trades] per bucket, and one
+    # Candle per bucket at the end: the writer folds every cycle's fills at each resolution.
+    running: dict[int, list[int]] = {}
     for unix_s, price, amount, quote in trades:
-        start = stored_bucket(resolution, unix_s)
-        one = Candle(start, price, price, price, price, amount, quote, 1)
-        known = candles.get(start)
-        candles[start] = one if known is None else known.merge(one)
-    return candles
+        start = unix_s - unix_s % resolution
+        bucket = running.get(start)
+        if bucket is None:
+            running[start] = [price, price, price, price, amount, quote, 1]
+            continue
+        if price > bucket[1]:
+            bucket[1] = price
+        elif price < bucket[2]:
+            bucket[2] = price
+        bucket[3] = price
+        bucket[4] += amount
+        bucket[5] += quote
+        bucket[6] += 1
+    return {start: Candle(start, *bucket) for start, bucket in running.items()}
 
 
 def roll_up(timeframe: str, stored: Iterable[Candle]) -> list[Candle]:

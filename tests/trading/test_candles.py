@@ -31,13 +31,24 @@ _trades = _times.flatmap(
 
 
 def _direct(timeframe: str, trades: list[tuple[int, int, int, int]]) -> list[Candle]:
-    """The reference: each trade into its timeframe bucket, without stored resolutions."""
-    candles: dict[int, Candle] = {}
-    for unix_s, price, amount, quote in trades:
-        start = bucket_start(timeframe, unix_s)
-        one = Candle(start, price, price, price, price, amount, quote, 1)
-        candles[start] = candles[start].merge(one) if start in candles else one
-    return [candles[start] for start in sorted(candles)]
+    """The reference: each timeframe bucket's trades gathered, then first, max, min, last and sums
+    (neither stored resolutions nor ``Candle.merge``)."""
+    buckets: dict[int, list[tuple[int, int, int, int]]] = {}
+    for trade in trades:
+        buckets.setdefault(bucket_start(timeframe, trade[0]), []).append(trade)
+    return [
+        Candle(
+            start,
+            buckets[start][0][1],
+            max(price for _, price, _, _ in buckets[start]),
+            min(price for _, price, _, _ in buckets[start]),
+            buckets[start][-1][1],
+            sum(amount for _, _, amount, _ in buckets[start]),
+            sum(quote for _, _, _, quote in buckets[start]),
+            len(buckets[start]),
+        )
+        for start in sorted(buckets)
+    ]
 
 
 @pytest.mark.parametrize("timeframe", sorted(TIMEFRAMES))
