@@ -30,13 +30,13 @@ from exchange.licenses.routes import router as licences_router
 from exchange.pool.routes import router as pool_router
 from exchange.pool.worker_service import pool_startup
 from exchange.settings import Settings, get_settings
+from exchange.trading.market_claim import MarketOwned
 from exchange.trading.market_routes import router as market_data_router
 from exchange.trading.routes import OrderFront
 from exchange.trading.routes import private as trading_router
 from exchange.trading.routes import public as markets_router
 from exchange.trading.service import trading_startup
 from exchange.trading.settlement_service import settlement_startup
-from exchange.trading.writer import MarketOwned
 from exchange.trading.ws import router as ws_router
 
 

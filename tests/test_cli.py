@@ -32,7 +32,7 @@ from exchange.kit import logging as logging_setup
 from exchange.pool.cli_service import expire, import_file
 from exchange.settings import Settings
 from exchange.trading import settlement_service
-from exchange.trading.writer import MarketOwned
+from exchange.trading.market_claim import MarketOwned
 from tests.chain.nodes import free_port
 
 ZERO_ADDRESS = "0x" + "00" * 20

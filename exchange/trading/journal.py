@@ -1,4 +1,5 @@
-"""The journal of a market: reading it back as book commands, and replaying it.
+"""The journal of a market: reading it back as book commands, replaying it, and recovering the
+book from its checkpoint and journal (:func:`recover_book`).
 
 A market's journal is the union of its ``trading_orders`` (each a ``PlaceLimit``
 whose order id is its sequence) and its ``trading_cancels`` (``Cancel`` of one
@@ -9,14 +10,20 @@ every command again; anything else is a ``RecoveryFailed``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.orderbook import Cancel, CancelAll, Command, OrderBook, PlaceLimit, Rejected, Side
+from exchange.kit.logging import get_logger
+from exchange.orderbook import Cancel, CancelAll, Command, MarketConfig, OrderBook, PlaceLimit, Rejected, Side
 from exchange.trading.intake import TIME_IN_FORCE
-from exchange.trading.models import TradingCancel, TradingOrder
+from exchange.trading.intents import OrderRow
+from exchange.trading.models import OrderStatus, TradingBook, TradingCancel, TradingOrder
+
+log = get_logger(__name__)
 
 
 class RecoveryFailed(RuntimeError):
@@ -96,3 +103,107 @@ async def replay(session: AsyncSession, book: OrderBook, market_id: str, *, afte
             )
         last = sequence
     return last
+
+
+def checkpoint_columns(book: OrderBook, sequence: int) -> dict[str, Any]:
+    """The ``trading_books`` checkpoint columns for ``book`` (which carries the market's rules)
+    at journal ``sequence``."""
+    snapshot = book.snapshot()
+    return {
+        "checkpoint_sequence": sequence,
+        "checkpoint_state_hash": hashlib.sha256(snapshot).hexdigest(),
+        "checkpoint_snapshot": snapshot,
+    }
+
+
+def record_checkpoint(head: TradingBook, book: OrderBook) -> None:
+    """Make ``book`` the checkpoint at ``head``'s sequence."""
+    for name, value in checkpoint_columns(book, head.sequence).items():
+        setattr(head, name, value)
+
+
+async def recover_book(
+    session: AsyncSession, market_id: str, config: MarketConfig, *, verify_replay: bool
+) -> tuple[OrderBook, int, int, dict[int, OrderRow]]:
+    """The market's book as its checkpoint and journal rebuild it under the rules ``config``:
+    the book, the journal head, the checkpoint's sequence and the open orders by sequence.
+
+    Restore the last checkpoint (its bytes must hash to the recorded state hash), replay
+    the journal after it, and check that the journal head matches, that every replayed
+    command is accepted again, and that the open orders in ``trading_orders`` are exactly
+    the book's orders with the same remaining amounts. With ``verify_replay`` the whole
+    journal is also replayed, from its first command (or from the last change of the
+    market's rules, which finds the book empty: ``trading_books.rules_sequence``), and must
+    give the same state hash. Any mismatch is a ``RecoveryFailed``: the service does not
+    trade on a book it cannot vouch for.
+
+    A market's first start records its rules with its empty book; a book whose rules
+    changed is emptied under the new ones (refused while orders rest). Both are written in
+    ``session``'s transaction, which the caller commits.
+    """
+    head = await session.get(TradingBook, market_id)
+    if head is None:  # the market's first start: its rules are recorded with its empty book
+        head = TradingBook(market_id=market_id, sequence=0, rules_sequence=0)
+        record_checkpoint(head, OrderBook(config))
+        session.add(head)
+        await session.flush()
+    if head.checkpoint_snapshot is not None:
+        snapshot = bytes(head.checkpoint_snapshot)
+        if hashlib.sha256(snapshot).hexdigest() != head.checkpoint_state_hash:
+            raise RecoveryFailed(f"the checkpoint of {market_id} does not match its state hash")
+        book = OrderBook.restore(snapshot)  # under the rules its orders were placed by
+    else:
+        # A market from before its rules were recorded: its journal is replayed under
+        # today's, which refuses a price off their tick (``journal.replay``).
+        book = OrderBook(config)
+    last = await replay(session, book, market_id, after=head.checkpoint_sequence)
+    if last != head.sequence:
+        raise RecoveryFailed(f"the journal of {market_id} ends at {last} but its head says {head.sequence}")
+    if head.checkpoint_snapshot is None:  # its rules recorded from now on
+        record_checkpoint(head, book)
+    if book.market != config:
+        if len(book):
+            raise RecoveryFailed(
+                f"the rules of market {market_id} changed while {len(book)} orders rest "
+                f"({book.market} then, {config} now); start it with its rules, cancel its "
+                "open orders, and change them then"
+            )
+        log.warning(
+            "trading.market_rules_changed",
+            market=market_id,
+            sequence=head.sequence,
+            before=str(book.market),
+            after=str(config),
+        )
+        # The empty book under the new rules goes on counting orders and trades where
+        # the old one stopped: trade ids are unique in the market.
+        emptied = OrderBook(config)
+        emptied.last_order_id, emptied.last_trade_id = book.last_order_id, book.last_trade_id
+        book = emptied
+        record_checkpoint(head, book)
+        head.rules_sequence, head.rules_snapshot = head.sequence, head.checkpoint_snapshot
+    if verify_replay and head.checkpoint_sequence > head.rules_sequence:
+        # From the first command, or from the empty book the last change of rules found.
+        since = head.rules_snapshot
+        full = OrderBook(config) if since is None else OrderBook.restore(bytes(since))
+        await replay(session, full, market_id, after=head.rules_sequence)
+        if full.state_hash() != book.state_hash():
+            raise RecoveryFailed(
+                f"replaying the journal of {market_id} from its sequence {head.rules_sequence} "
+                "disagrees with its checkpoint"
+            )
+    open_rows = (
+        await session.scalars(
+            select(TradingOrder).where(
+                TradingOrder.market_id == market_id,
+                TradingOrder.status == OrderStatus.OPEN.value,
+            )
+        )
+    ).all()
+    live = {model.sequence: OrderRow.from_model(model) for model in open_rows}
+    resting = {order_id: node.remaining_base for order_id, node in book.orders.items()}
+    recorded = {sequence: row.remaining_base for sequence, row in live.items()}
+    if resting != recorded:
+        differing = sorted(set(resting.items()) ^ set(recorded.items()))[:5]
+        raise RecoveryFailed(f"the open orders of {market_id} differ from its replayed book: {differing}")
+    return book, head.sequence, head.checkpoint_sequence, live

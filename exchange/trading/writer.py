@@ -35,16 +35,12 @@ market; a placed order is its own journal row (its book order id is its
 sequence), a cancel is a ``trading_cancels`` row. A command the book rejects, or
 an order whose reservation fails, changes nothing and is not journaled.
 
-Recovery (:meth:`MarketWriter.start`): restore the last checkpoint (its bytes
-must hash to the recorded state hash), replay the journal after it, and check
-that the journal head matches, that every replayed command is accepted again,
-and that the open orders in ``trading_orders`` are exactly the book's orders
-with the same remaining amounts. With ``verify_replay`` the whole journal is
-also replayed, from its first command (or from the last change of the market's
-rules, which finds the book empty: ``trading_books.rules_sequence``), and must
-give the same state hash.
-Any mismatch stops the start-up: the service does not trade on a book it
-cannot vouch for.
+Recovery (:meth:`MarketWriter.start`, and after a failed cycle): the book is rebuilt
+from its last checkpoint and the journal after it, and checked against the journal
+head and the open orders (``journal.recover_book``). Any mismatch stops the
+start-up: the service does not trade on a book it cannot vouch for. On PostgreSQL
+the writer first claims the market, so that one process writes it
+(``market_claim``).
 
 Fees are not book rules (``MarketSpec.book_config``): they may change between
 runs, and orders placed before the change keep their signed ``max_fee_bps``.
@@ -69,7 +65,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import heapq
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -77,7 +72,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, select, tuple_, union_all, update
+from sqlalchemy import Table, bindparam, select, tuple_, union_all, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -100,7 +95,7 @@ from exchange.orderbook import (
     Side,
     Trade,
 )
-from exchange.trading import ledger, repository
+from exchange.trading import ledger, market_claim, repository
 from exchange.trading.amounts import settlement_amounts
 from exchange.trading.candles import STORED, Candle, trade_candles
 from exchange.trading.feed import CycleListener, CycleReport
@@ -127,8 +122,9 @@ from exchange.trading.intents import (
     resolve,
     settled,
 )
-from exchange.trading.journal import RecoveryFailed, replay
+from exchange.trading.journal import RecoveryFailed, checkpoint_columns, recover_book
 from exchange.trading.ledger import Balance, FillAmounts, LedgerError, Posting
+from exchange.trading.market_claim import MarketClaim, MarketOwned
 from exchange.trading.markets import MarketSpec
 from exchange.trading.models import (
     CancelCause,
@@ -213,39 +209,8 @@ _CANDLE_SQL = (
 )
 
 QUEUE_LIMIT = 20_000
-_CLAIM_WAIT_S = 5.0  # how long a start waits for another process's claim of the market to go
-_CLAIM_CHECK_S = 2.0  # how often a writer makes sure its claim's connection is still there
-
-
-class MarketOwned(RuntimeError):
-    """Another process holds the market's advisory lock: it writes the market on this database."""
-
-
-def market_lock_key(market_id: str) -> int:
-    """The PostgreSQL advisory lock key (a signed 64-bit integer) of a market's writer."""
-    digest = hashlib.sha256(f"exchange.trading.writer:{market_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
 _MAKER_LEVELS = 32  # price levels, and resting orders, a cycle's first balance read looks at
 _MAKER_ORDERS = 256
-
-
-def _checkpoint_columns(book: OrderBook, sequence: int) -> dict[str, Any]:
-    """The ``trading_books`` checkpoint columns for ``book`` (which carries the market's rules)
-    at journal ``sequence``."""
-    snapshot = book.snapshot()
-    return {
-        "checkpoint_sequence": sequence,
-        "checkpoint_state_hash": hashlib.sha256(snapshot).hexdigest(),
-        "checkpoint_snapshot": snapshot,
-    }
-
-
-def _record_checkpoint(head: TradingBook, book: OrderBook) -> None:
-    """Make ``book`` the checkpoint at ``head``'s sequence."""
-    for name, value in _checkpoint_columns(book, head.sequence).items():
-        setattr(head, name, value)
 
 
 # --------------------------------------------------------------------------- one cycle's work
@@ -356,23 +321,20 @@ class MarketWriter:
         # The outcomes, changes and journal head of the cycle being committed, kept until the
         # commit's answer: a cycle whose commit failed but whose head the journal holds committed.
         self._committing: tuple[list[tuple[Intent, object]], _Cycle, int] | None = None
-        # On PostgreSQL, the connection holding the market's advisory lock (``_claim_market``),
-        # the lock's key, and when that connection was last seen alive (``_keep_claim``).
-        self._owner: AsyncConnection | None = None
-        self._claim_key: int | None = None
-        self._claim_seen = 0.0
+        bind = sessionmaker.kw["bind"]
+        self.claim = MarketClaim(bind if isinstance(bind, AsyncEngine) else bind.engine, self.market_id)
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        await self._claim_market()
+        await self.claim.take()
         try:
             await self._recover()
             if self._unsettleable:
                 # Before the loop takes intents: no intent ever meets an order it could not trade with.
                 await self._cycle_or_recover([])
         except BaseException:
-            await self._release_market()
+            await self.claim.release()
             raise
         self._task = asyncio.create_task(self._run(), name=f"trading-writer-{self.market_id}")
 
@@ -394,73 +356,7 @@ class MarketWriter:
             except Exception:
                 log.exception("trading.checkpoint_failed", market=self.market_id)
         finally:
-            await self._release_market()
-
-    async def _claim_market(self) -> None:
-        """On PostgreSQL, take the market for this writer: a session advisory lock of the market
-        on a connection held until :meth:`stop`, so that a second process serving the same
-        database cannot write the market too (``MarketOwned``). A lock held by a process that
-        just died is let go by the server when it notices, so the claim is tried for
-        ``_CLAIM_WAIT_S`` before it gives up. (SQLite: the embedded database's run lock keeps a
-        second service off it, ``exchange.main.claim_embedded_database``.)"""
-        bind = self._sessionmaker.kw["bind"]
-        engine = bind if isinstance(bind, AsyncEngine) else bind.engine
-        if engine.dialect.name != "postgresql":
-            return
-        key = market_lock_key(self.market_id)
-        connection = await engine.connect()
-        try:
-            deadline = time.monotonic() + _CLAIM_WAIT_S
-            while not (await connection.scalar(select(func.pg_try_advisory_lock(key)))):
-                if time.monotonic() >= deadline:
-                    raise MarketOwned(
-                        f"market {self.market_id} is written by another process on this database (a second "
-                        "`exchange serve`?): one process writes a market; stop the other, or give this "
-                        "one a database of its own"
-                    )
-                await asyncio.sleep(0.1)
-            await connection.commit()  # the lock is the session's: it outlives the transaction
-        except BaseException:
-            await connection.invalidate()  # never back to the pool holding the lock, nor mid-transaction
-            raise
-        self._owner, self._claim_key, self._claim_seen = connection, key, time.monotonic()
-
-    async def _keep_claim(self) -> None:
-        """Every ``_CLAIM_CHECK_S`` (between cycles): the claiming connection still answers, so the
-        lock is still this writer's. A connection that died (the server restarted or ended the
-        session, the network dropped it) took the lock with it: the market is claimed again, and
-        ``MarketOwned`` if another process took it meanwhile (this writer then stops)."""
-        if self._claim_key is None or time.monotonic() - self._claim_seen < _CLAIM_CHECK_S:
-            return
-        owner = self._owner
-        try:
-            if owner is None:
-                raise ConnectionError("no claiming connection")
-            await owner.exec_driver_sql("SELECT 1")
-            await owner.commit()
-        except Exception:
-            log.warning("trading.market_claim_lost", market=self.market_id, exc_info=True)
-            key = self._claim_key
-            await self._release_market()
-            try:
-                await self._claim_market()
-            except MarketOwned:
-                log.error("trading.market_taken_over", market=self.market_id)
-                raise
-            except Exception:  # the database cannot be reached now: the next check claims again
-                log.warning("trading.market_claim_retry", market=self.market_id, exc_info=True)
-                self._claim_key, self._claim_seen = key, time.monotonic()
-                return
-            log.info("trading.market_claimed_again", market=self.market_id)
-            return
-        self._claim_seen = time.monotonic()
-
-    async def _release_market(self) -> None:
-        """Let the market go: the claiming connection is closed, not pooled, so the lock goes with it."""
-        owner, self._owner, self._claim_key = self._owner, None, None
-        if owner is not None:
-            with contextlib.suppress(Exception):
-                await owner.invalidate()
+            await self.claim.release()
 
     @property
     def running(self) -> bool:
@@ -514,14 +410,14 @@ class MarketWriter:
         while not stopping:
             batch: list[Intent] = []
             timeout = self._until_next_expiry()
-            if self._claim_key is not None:
-                timeout = _CLAIM_CHECK_S if timeout is None else min(timeout, _CLAIM_CHECK_S)
+            if self.claim.checked:
+                timeout = market_claim.CHECK_S if timeout is None else min(timeout, market_claim.CHECK_S)
             try:
                 first = await asyncio.wait_for(self._queue.get(), timeout=timeout)
             except TimeoutError:
                 first = None
             try:
-                await self._keep_claim()
+                await self.claim.keep()
             except MarketOwned:
                 if first is not None and first is not STOP:
                     self._fail_all([first])  # type: ignore[list-item]
@@ -1339,7 +1235,7 @@ class MarketWriter:
 
     def _checkpoint_values(self) -> dict[str, Any]:
         self.checkpoint_sequence = self.sequence
-        return _checkpoint_columns(self.book, self.sequence)
+        return checkpoint_columns(self.book, self.sequence)
 
     async def _checkpoint(self, session: AsyncSession) -> None:
         await session.execute(
@@ -1353,80 +1249,13 @@ class MarketWriter:
     async def _recover(self) -> None:
         started = time.perf_counter()
         async with self._sessionmaker() as session, session.begin():
-            config = self.market.book_config()
-            head = await session.get(TradingBook, self.market_id)
-            if head is None:  # the market's first start: its rules are recorded with its empty book
-                head = TradingBook(market_id=self.market_id, sequence=0, rules_sequence=0)
-                _record_checkpoint(head, OrderBook(config))
-                session.add(head)
-                await session.flush()
-            if head.checkpoint_snapshot is not None:
-                snapshot = bytes(head.checkpoint_snapshot)
-                if hashlib.sha256(snapshot).hexdigest() != head.checkpoint_state_hash:
-                    raise RecoveryFailed(f"the checkpoint of {self.market_id} does not match its state hash")
-                book = OrderBook.restore(snapshot)  # under the rules its orders were placed by
-            else:
-                # A market from before its rules were recorded: its journal is replayed under
-                # today's, which refuses a price off their tick (``journal.replay``).
-                book = OrderBook(config)
-            last = await replay(session, book, self.market_id, after=head.checkpoint_sequence)
-            if last != head.sequence:
-                raise RecoveryFailed(
-                    f"the journal of {self.market_id} ends at {last} but its head says {head.sequence}"
-                )
-            if head.checkpoint_snapshot is None:  # its rules recorded from now on
-                _record_checkpoint(head, book)
-            if book.market != config:
-                if len(book):
-                    raise RecoveryFailed(
-                        f"the rules of market {self.market_id} changed while {len(book)} orders rest "
-                        f"({book.market} then, {config} now); start it with its rules, cancel its "
-                        "open orders, and change them then"
-                    )
-                log.warning(
-                    "trading.market_rules_changed",
-                    market=self.market_id,
-                    sequence=head.sequence,
-                    before=str(book.market),
-                    after=str(config),
-                )
-                # The empty book under the new rules goes on counting orders and trades where
-                # the old one stopped: trade ids are unique in the market.
-                emptied = OrderBook(config)
-                emptied.last_order_id, emptied.last_trade_id = book.last_order_id, book.last_trade_id
-                book = emptied
-                _record_checkpoint(head, book)
-                head.rules_sequence, head.rules_snapshot = head.sequence, head.checkpoint_snapshot
-            if self._verify_replay and head.checkpoint_sequence > head.rules_sequence:
-                # From the first command, or from the empty book the last change of rules found.
-                since = head.rules_snapshot
-                full = OrderBook(config) if since is None else OrderBook.restore(bytes(since))
-                await replay(session, full, self.market_id, after=head.rules_sequence)
-                if full.state_hash() != book.state_hash():
-                    raise RecoveryFailed(
-                        f"replaying the journal of {self.market_id} from its sequence {head.rules_sequence} "
-                        "disagrees with its checkpoint"
-                    )
-            open_rows = (
-                await session.scalars(
-                    select(TradingOrder).where(
-                        TradingOrder.market_id == self.market_id,
-                        TradingOrder.status == OrderStatus.OPEN.value,
-                    )
-                )
-            ).all()
-            live = {model.sequence: OrderRow.from_model(model) for model in open_rows}
-            resting = {order_id: node.remaining_base for order_id, node in book.orders.items()}
-            recorded = {sequence: row.remaining_base for sequence, row in live.items()}
-            if resting != recorded:
-                differing = sorted(set(resting.items()) ^ set(recorded.items()))[:5]
-                raise RecoveryFailed(
-                    f"the open orders of {self.market_id} differ from its replayed book: {differing}"
-                )
+            book, sequence, checkpoint_sequence, live = await recover_book(
+                session, self.market_id, self.market.book_config(), verify_replay=self._verify_replay
+            )
             disowned = [order.sequence for order in await disowned_orders(session, self.market_id)]
         self.book = book
-        self.sequence = head.sequence
-        self.checkpoint_sequence = head.checkpoint_sequence
+        self.sequence = sequence
+        self.checkpoint_sequence = checkpoint_sequence
         self.live = live
         uncovered = (
             sequence for sequence, row in live.items() if row.max_fee_bps < self.market.maker_fee_bps

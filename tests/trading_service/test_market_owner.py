@@ -11,8 +11,9 @@ from sqlalchemy import text
 
 from exchange.chain.runtime import ChainRuntime
 from exchange.settings import Settings
+from exchange.trading import market_claim
 from exchange.trading import writer as writer_module
-from exchange.trading.writer import MarketOwned
+from exchange.trading.market_claim import MarketOwned
 from tests.support.auth import embedded_account
 from tests.trading_service.conftest import start_desk
 from tests.trading_service.desk import WHOLE, Desk, Trader, price
@@ -22,7 +23,7 @@ served = contextlib.asynccontextmanager(start_desk)
 
 @pytest.fixture(autouse=True)
 def short_claim_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(writer_module, "_CLAIM_WAIT_S", 0.3)
+    monkeypatch.setattr(market_claim, "WAIT_S", 0.3)
 
 
 async def _first_order(desk: Desk) -> Trader:
@@ -72,13 +73,13 @@ async def test_a_writer_that_fails_to_start_lets_the_market_go(
 async def test_sqlite_takes_no_lock(settings: Settings, chain_runtime: ChainRuntime) -> None:
     """On SQLite the claim is nothing (the embedded database's run lock is the service's)."""
     async with served(settings, chain_runtime) as desk:
-        assert desk.trading.markets[desk.market["id"]].writer._owner is None
+        assert desk.trading.markets[desk.market["id"]].writer.claim.connection is None
         await _first_order(desk)
 
 
 async def _end_claiming_session(desk: Desk) -> None:
     """The server ends the writer's claiming session (a restart, an idle timeout, an operator)."""
-    owner = desk.trading.markets[desk.market["id"]].writer._owner
+    owner = desk.trading.markets[desk.market["id"]].writer.claim.connection
     assert owner is not None
     raw = await owner.get_raw_connection()
     pid = raw.driver_connection.get_server_pid()
@@ -99,7 +100,7 @@ async def _end_claiming_session(desk: Desk) -> None:
 async def test_a_writer_whose_claim_was_lost_claims_the_market_again(
     settings: Settings, chain_runtime: ChainRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(writer_module, "_CLAIM_CHECK_S", 0.05)
+    monkeypatch.setattr(market_claim, "CHECK_S", 0.05)
     async with served(settings, chain_runtime) as first:
         alice = await _first_order(first)
         await _end_claiming_session(first)
@@ -117,7 +118,7 @@ async def test_a_writer_whose_market_another_process_took_stops_writing(
     """Taken while its claim was lost: the first writer stops (503) and the second one writes.
     The first process's book no longer follows the journal: its followers are told and closed,
     and it is no longer served."""
-    monkeypatch.setattr(writer_module, "_CLAIM_CHECK_S", 3600)
+    monkeypatch.setattr(market_claim, "CHECK_S", 3600)
     async with served(settings, chain_runtime) as first:
         alice = await _first_order(first)
         first_writer = first.trading.markets[first.market["id"]].writer
@@ -127,7 +128,7 @@ async def test_a_writer_whose_market_another_process_took_stops_writing(
         first_feed.trade_subscribers.add(follower)
         await _end_claiming_session(first)
         async with served(settings, chain_runtime) as second:  # before the first's next check
-            monkeypatch.setattr(writer_module, "_CLAIM_CHECK_S", 0)  # which the next command brings
+            monkeypatch.setattr(market_claim, "CHECK_S", 0)  # which the next command brings
             refused = await first.place(alice, "sell", price(10), WHOLE)
             assert refused.status_code == 503, refused.text
             for _ in range(100):  # the refusal is answered as the writer's loop ends
@@ -166,28 +167,28 @@ async def test_a_claim_lost_while_the_database_cannot_be_reached_is_claimed_at_a
     settings: Settings, chain_runtime: ChainRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The writer goes on (its cycles meet the outage on their own) and claims the market again."""
-    monkeypatch.setattr(writer_module, "_CLAIM_CHECK_S", 3600)  # the test makes the checks itself
+    monkeypatch.setattr(market_claim, "CHECK_S", 3600)  # the test makes the checks itself
     async with served(settings, chain_runtime) as desk:
         alice = await _first_order(desk)
         writer = desk.trading.markets[desk.market["id"]].writer
         await _end_claiming_session(desk)
-        claim = writer_module.MarketWriter._claim_market
+        claim = market_claim.MarketClaim.take
         attempts: list[int] = []
 
-        async def unreachable_once(self: writer_module.MarketWriter) -> None:
+        async def unreachable_once(self: market_claim.MarketClaim) -> None:
             attempts.append(1)
             if len(attempts) == 1:
                 raise OSError("connection refused")
             await claim(self)
 
-        monkeypatch.setattr(writer_module.MarketWriter, "_claim_market", unreachable_once)
-        monkeypatch.setattr(writer_module, "_CLAIM_CHECK_S", 0)
-        await writer._keep_claim()  # the session is gone, and the database does not answer
-        assert writer._owner is None
-        await writer._keep_claim()  # the next check claims the market again
-        assert writer._owner is not None
+        monkeypatch.setattr(market_claim.MarketClaim, "take", unreachable_once)
+        monkeypatch.setattr(market_claim, "CHECK_S", 0)
+        await writer.claim.keep()  # the session is gone, and the database does not answer
+        assert writer.claim.connection is None
+        await writer.claim.keep()  # the next check claims the market again
+        assert writer.claim.connection is not None
         assert len(attempts) == 2
-        monkeypatch.setattr(writer_module, "_CLAIM_CHECK_S", 3600)
+        monkeypatch.setattr(market_claim, "CHECK_S", 3600)
         assert writer.running
         assert (await desk.place(alice, "sell", price(10), WHOLE)).status_code == 201
         with pytest.raises(MarketOwned):
