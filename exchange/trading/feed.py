@@ -46,6 +46,14 @@ two parties get the fill again on their ``fills`` channel with
 ``settlement_state: "failed"``. The settler tells the feed when it runs in the
 same process as the market (``exchange serve``); a settler run as its own process
 (``exchange settle``) cannot, and clients then learn it from REST.
+
+A market whose writer stops for good in this process (another process took the
+market, or a recovery failed) stops its feed (:meth:`MarketFeed.stopped`): the
+book here no longer follows the journal, so none of it is served, and every
+subscriber is dropped and told which of its channels ended (``exchange.trading.ws``
+closes a connection that followed the market's book or trades, and only tells one
+that followed its orders and fills, which span markets). The feed stays stopped for
+the life of the process: nothing here starts a stopped writer again.
 """
 
 from __future__ import annotations
@@ -76,8 +84,9 @@ class Subscriber(Protocol):
 
     def offer(self, message: str) -> None: ...
 
-    def end(self, error: DomainError) -> None:
-        """The feed ends (its market's writer stopped): send ``error`` and close."""
+    def end(self, feed: MarketFeed, channels: frozenset[str], error: DomainError) -> None:
+        """``feed`` ended (its market's writer stopped) and dropped this subscriber from ``channels``,
+        the ones it followed there: tell the client, and close if what it follows needs that."""
         ...
 
 
@@ -136,15 +145,24 @@ class MarketFeed:
             raise self.stopped_by
 
     def stopped(self, error: WriterUnavailable) -> None:
-        """The writer stopped for good in this process: every subscriber gets ``error`` and is closed."""
+        """The writer stopped for good in this process: the feed drops every subscriber and tells
+        each which of its channels ended (the subscriber decides whether that closes it)."""
         self.stopped_by = error
-        subscribers = {*self.book_subscribers, *self.trade_subscribers}
-        for table in (self.order_subscribers, self.fill_subscribers):
+        followed: dict[Subscriber, set[str]] = {}
+        for channel, subscribers in (("book", self.book_subscribers), ("trades", self.trade_subscribers)):
+            for subscriber in subscribers:
+                followed.setdefault(subscriber, set()).add(channel)
+        for channel, table in (("orders", self.order_subscribers), ("fills", self.fill_subscribers)):
             for members in table.values():
-                subscribers.update(members)
-        for subscriber in subscribers:
-            subscriber.end(error)
-        log.warning("feed.stopped", market=self.spec.market_id, subscribers=len(subscribers))
+                for subscriber in members:
+                    followed.setdefault(subscriber, set()).add(channel)
+        self.book_subscribers.clear()
+        self.trade_subscribers.clear()
+        self.order_subscribers.clear()
+        self.fill_subscribers.clear()
+        for subscriber, channels in followed.items():
+            subscriber.end(self, frozenset(channels), error)
+        log.warning("feed.stopped", market=self.spec.market_id, subscribers=len(followed))
 
     # ------------------------------------------------------------------ the book
 

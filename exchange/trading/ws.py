@@ -43,11 +43,31 @@ and ``ws_outbox_max_bytes`` characters waiting behind the next message to go
 A connection that lets it fill up gets one last error
 ("too-slow") and is closed with code 1013: its book would otherwise have a gap. Reconnect and subscribe
 again for a fresh snapshot. A session that signs out or expires is closed with
-code 4401 within ``ws_session_recheck_s``. Should a market's writer stop in this
-process (another process took the market, or its recovery failed), every
-connection following that market gets a ``trading-unavailable`` error and is
-closed with code 1011, and subscribing to its book or trades is refused: the
-book here would no longer follow the journal.
+code 4401 within ``ws_session_recheck_s``.
+
+A market that stops. Should a market's writer stop in this process (another
+process took the market, or its recovery failed), what this process holds of the
+market no longer follows the journal. A connection following the market's book
+or trades gets a ``trading-unavailable`` error and is closed with code 1011,
+whatever else it follows (reconnect, to the process now writing the market, and
+subscribe again); subscribing to them is refused from then on. A connection
+that follows the market only through the private channels, which span markets
+(whatever it follows of other markets), stays open: it is told once that its
+orders and fills of that market no longer come here, and the other markets' go on::
+
+    {"type": "notice", "status": 503, "title", "problem", "detail", "request_id",
+     "market": "BPC-TUSD", "channels": ["orders", "fills"]}
+
+A notice has the members of an error (``problem``: the ``trading-unavailable``
+type URI; ``channels``: the private channels it followed that no longer carry the
+market) but answers no operation and has no ``id``: a client pairing answers with
+its operations in order is not misled by it. Subscribing to ``orders`` or
+``fills`` later skips a stopped market with the same notice (``channels``: the one
+subscribed), sent before the ``subscribed`` answer; unsubscribing and signing in or
+out have nothing to do there. A market stays stopped until the process restarts;
+its orders and fills are read from the REST API meanwhile (``GET /v1/orders``,
+``GET /v1/account/trades``), which reads what the market's writer, wherever it
+runs, committed.
 """
 
 from __future__ import annotations
@@ -68,6 +88,7 @@ from exchange.kit.errors import DomainError, NotFound, RateLimited, Unauthorized
 from exchange.kit.logging import get_logger
 from exchange.kit.ratelimit import client_host
 from exchange.trading.feed import MarketFeed, encode
+from exchange.trading.intents import WriterUnavailable
 from exchange.trading.principals import bearer_token
 from exchange.trading.service import TradingService
 
@@ -110,6 +131,18 @@ def _error(error: DomainError, op_id: Any = None, request_id: str | None = None)
     if op_id is not None:
         body["id"] = op_id
     return body
+
+
+def _market_stopped(market_id: str, channels: frozenset[str], request_id: str | None) -> dict[str, Any]:
+    """The notice that the private ``channels`` no longer carry ``market_id`` (its writer stopped here)."""
+    followed = [channel for channel in PRIVATE_CHANNELS if channel in channels]
+    error = WriterUnavailable(
+        f"market {market_id} is no longer written by this process: your orders and fills in it are "
+        "no longer sent on this connection (the other markets' still are); GET /v1/orders and "
+        "GET /v1/account/trades show them",
+        extra={"market": market_id, "channels": followed},
+    )
+    return {**_error(error, request_id=request_id), "type": "notice"}
 
 
 def _decode(text: str | None) -> dict[str, Any] | WsRefused:
@@ -222,9 +255,15 @@ class Connection:
             return
         self.outbox.put(message)
 
-    def end(self, error: DomainError) -> None:
-        """A feed this connection follows ended (its market's writer stopped): ``error``, then 1011."""
-        self.close(CLOSE_FEED_ENDED, error)
+    def end(self, feed: MarketFeed, channels: frozenset[str], error: DomainError) -> None:
+        """``feed`` ended (its market's writer stopped) and dropped this connection from ``channels``.
+        Following the market's book or trades: ``error``, then 1011 (what it holds of the market is
+        not current). Following only private channels: a notice, and the other markets go on."""
+        self.feeds.discard(feed)
+        if channels.isdisjoint(PUBLIC_CHANNELS):
+            self.offer(encode(_market_stopped(feed.spec.market_id, channels, self.request_id)))
+        else:
+            self.close(CLOSE_FEED_ENDED, error)
 
     def close(self, code: int, error: DomainError | None = None) -> None:
         """Send ``error`` (if any) after dropping what is queued, then close with ``code``."""
@@ -372,6 +411,10 @@ class Connection:
             feed = market.feed
             table = feed.order_subscribers if channel == "orders" else feed.fill_subscribers
             if op == "subscribe":
+                if feed.stopped_by is not None:  # nothing comes from it any more: say so, before the answer
+                    notice = _market_stopped(feed.spec.market_id, frozenset((channel,)), self.request_id)
+                    self.offer(encode(notice))
+                    continue
                 feed.add_private(table, account, self)
                 self.feeds.add(feed)
             else:

@@ -13,6 +13,7 @@ from exchange.chain.runtime import ChainRuntime
 from exchange.settings import Settings
 from exchange.trading import market_claim
 from exchange.trading import writer as writer_module
+from exchange.trading.feed import MarketFeed
 from exchange.trading.market_claim import MarketOwned
 from tests.support.auth import embedded_account
 from tests.trading_service.conftest import start_desk
@@ -158,7 +159,7 @@ class _Follower:
     def offer(self, message: str) -> None:
         pass
 
-    def end(self, error: Exception) -> None:
+    def end(self, feed: MarketFeed, channels: frozenset[str], error: Exception) -> None:
         self.ended.append(error)
 
 
