@@ -352,7 +352,10 @@ class TradingService:
         if self.fill_notices is not None:
             await self.fill_notices.stop()
         for market in self.markets.values():
-            await market.writer.stop()
+            try:
+                await market.writer.stop()
+            except Exception:  # every other market is still stopped and checkpointed
+                log.exception("trading.writer_stop_failed", market=market.spec.market_id)
 
     # ------------------------------------------------------------------ markets
 

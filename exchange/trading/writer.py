@@ -339,14 +339,23 @@ class MarketWriter:
         self._task = asyncio.create_task(self._run(), name=f"trading-writer-{self.market_id}")
 
     async def stop(self) -> None:
-        """Finish what is queued, write a checkpoint, and stop (giving the market up)."""
+        """Finish what is queued, write a checkpoint, and stop (giving the market up). A writer that
+        had already stopped on a failure just gives the market up: its failure is not raised again."""
         try:
             if self._task is None:
                 return
             if not self._task.done():
                 await self._queue.put(STOP)
-            with contextlib.suppress(MarketOwned):  # it stopped when another process took the market
+            try:
                 await self._task
+            except MarketOwned:
+                pass  # it stopped when another process took the market
+            except Exception as error:
+                # It stopped on a failure logged as it happened (a recovery that failed): its book
+                # is not the journal's, so no checkpoint of it; the market is given up all the same.
+                log.info("trading.writer_had_failed", market=self.market_id, error=repr(error))
+                self._task = None
+                return
             self._task = None
             if self.sequence == self.checkpoint_sequence:
                 return

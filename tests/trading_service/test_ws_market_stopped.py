@@ -39,11 +39,7 @@ async def second_market(desk: Desk) -> AsyncIterator[Market]:
         yield market
     finally:
         del desk.trading.markets[SECOND]
-        if market.writer.running:
-            await market.writer.stop()
-        else:  # stopping a writer that failed raises its failure again, and still gives the market up
-            with contextlib.suppress(Exception):
-                await market.writer.stop()
+        await market.writer.stop()  # a writer that failed gives the market up without raising again
 
 
 async def _funded(desk: Desk, key: int) -> Trader:
@@ -175,3 +171,25 @@ async def test_a_follower_of_a_stopped_markets_book_or_trades_is_closed_with_101
         async with connect(url) as late_ws:
             refused = await Stream(late_ws).request(op="subscribe", channel="book", market=SECOND)
             assert (refused["type"], refused["status"]) == ("error", 503)
+
+
+async def test_the_service_stops_every_market_after_one_stopped_for_good(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopping a writer that had failed does not raise its failure again, writes no checkpoint of
+    its book (not the journal's), and gives its market up; the service's stop goes on to the others."""
+    alice = await _funded(desk, 0x93)
+    async with second_market(desk) as second:
+        assert (await _place(desk, alice, SECOND, "sell", price(10))).status_code == 201
+        await _stop_for_good(desk, second, alice, monkeypatch)
+        first = desk.trading.markets[FIRST].writer
+        assert (await _place(desk, alice, FIRST, "sell", price(10))).status_code == 201
+        checkpoints = {FIRST: first.checkpoint_sequence, SECOND: second.writer.checkpoint_sequence}
+        desk.trading.markets[FIRST] = desk.trading.markets.pop(FIRST)  # the failed market stops first
+
+        await desk.trading.stop()
+
+        assert not first.running
+        assert first.checkpoint_sequence == first.sequence > checkpoints[FIRST]  # stopped and checkpointed
+        assert second.writer.checkpoint_sequence == checkpoints[SECOND]
+        assert (first.claim.connection, second.writer.claim.connection) == (None, None)
