@@ -1,5 +1,6 @@
-"""``CurrentPrincipal``: the dependency every authenticated route takes; ``limit_sign_in``: the
-per-IP rate limit of the unauthenticated sign-in routes."""
+"""``CurrentPrincipal``: the dependency every authenticated route takes (``CurrentPrincipalAlone``
+for a route without a request transaction); ``limit_sign_in``: the per-IP rate limit of the
+unauthenticated sign-in routes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from exchange.auth.service import Principal, resolve_token
 from exchange.db.base import utc_now
-from exchange.db.session import DbSession
+from exchange.db.session import DbSession, app_sessionmaker
 from exchange.kit.errors import Unauthorized
 from exchange.kit.ratelimit import charge_client_ip
 
@@ -26,6 +27,19 @@ async def current_principal(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+async def current_principal_alone(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
+    """``current_principal`` in a short transaction of its own, for routes that keep none open:
+    those that read the chain between transactions (on SQLite every transaction holds the write
+    lock from its start, and a request transaction would hold it through the chain's answers)."""
+    async with app_sessionmaker(request.app)() as session:
+        return await current_principal(session, credentials)
+
+
+CurrentPrincipalAlone = Annotated[Principal, Depends(current_principal_alone)]
 
 
 async def limit_sign_in(request: Request) -> None:

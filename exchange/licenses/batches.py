@@ -32,18 +32,30 @@ or the next poll) already belongs to the upload it will confirm, and a second
   upload was withdrawn before the registration was mined), is stored pending with nothing to
   sign: the indexer confirms it, as it is then the pending upload that registration matches.
   One credited already without an upload to confirm is adopted at once (``adopt_registration``).
+
+``pending_uploads`` withdraws a pending upload and answers its transactions again.
+
+No database transaction is open while the chain is read: on SQLite every transaction holds the
+database's write lock from its start, and on PostgreSQL a pooled connection, so a slow node would
+hold up every writer, or the pool. An upload reads what it depends on in short transactions (the
+uploads holding its ids, the credited block, the manufacturer's pending devices), reads the chain,
+then stores the batch in one transaction that reads it all again: the stale uploads it deletes
+are those the chain was read for and still pending, the ids and the pending devices are checked
+again. When a stale upload the chain was not read for holds the ids by then, or the credited
+block went back (a reorganisation undone: the chain was read from too late a block), it starts
+over, up to ``READ_ATTEMPTS`` times (then ``BatchChangedMeanwhile``, 409, which a retry gets past).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.chain.pool import MemberStatus, PoolChain
 from exchange.chain.runtime import ChainRuntime
@@ -54,7 +66,7 @@ from exchange.licenses import repository, transactions
 from exchange.licenses.device_ids import DeviceId
 from exchange.licenses.indexer import adopt_registration, batch_registrations, on_chain, registry_of
 from exchange.licenses.merkle import MerkleTree
-from exchange.licenses.models import BATCH_PENDING, DeviceBatch
+from exchange.licenses.models import DeviceBatch
 from exchange.licenses.repository import Registry
 from exchange.licenses.service import guarded
 from exchange.licenses.transactions import UnsignedTransaction
@@ -69,6 +81,9 @@ MAX_REPORTED_TAKEN = 100
 MAX_BATCH_DEVICES = 1_000_000
 #: The most blocks one log query of the chain spans, unless the settings say otherwise.
 LOG_RANGE_BLOCKS = 1_000
+#: How often a use case reads the chain again when its write transaction finds that what it read
+#: the chain for changed meanwhile, before it answers ``BatchChangedMeanwhile`` (409).
+READ_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -92,10 +107,10 @@ class PendingRules:
 async def require_licensee(runtime: ChainRuntime, manufacturer: str) -> None:
     """Refuse (403) a `manufacturer` that may not register devices: checked before an upload is read."""
     pool = runtime.pool
-    await on_chain(runtime, lambda: guarded(lambda: _require_registrant(pool, manufacturer)))
+    await on_chain(runtime, lambda: guarded(lambda: require_registrant(pool, manufacturer)))
 
 
-def _require_registrant(pool: PoolChain, manufacturer: str) -> None:
+def require_registrant(pool: PoolChain, manufacturer: str) -> None:
     """What ``registerBatch`` asks of its caller: a live BPR, and no suspension or expulsion from
     the pool (403 otherwise). Blocking: run it off the event loop."""
     if not pool.is_licensed(manufacturer):
@@ -111,7 +126,7 @@ _NOT_ACTIVE = "{} is a {} pool member: suspended and expelled members register n
 
 
 async def upload(
-    session: AsyncSession,
+    sessions: async_sessionmaker[AsyncSession],
     runtime: ChainRuntime,
     manufacturer: str,
     devices: Sequence[DeviceId],
@@ -124,7 +139,10 @@ async def upload(
     is deleted (were it registered later, an upload of its devices adopts the registration). A
     manufacturer's pending uploads hold at most ``rules.max_devices`` devices (409 above).
     Devices whose registration by `manufacturer` is on chain already come with no transaction:
-    confirmed at once when the indexer credited it, pending until it does otherwise."""
+    confirmed at once when the indexer credited it, pending until it does otherwise.
+
+    Each transaction is short and none is open while the chain is read (see the module docstring);
+    the batch is stored in one that checks again what the chain was read for."""
     if not 0 < bpc_per_device_wei <= UINT128_MAX:
         raise ValidationFailed("bpc_per_device_wei must be between 1 and 2^128 - 1")
     if len(devices) > MAX_BATCH_DEVICES:
@@ -132,11 +150,11 @@ async def upload(
             f"{len(devices)} devices in one batch; at most {MAX_BATCH_DEVICES}",
             extra={"limit": MAX_BATCH_DEVICES},
         )
-    pool, registry = runtime.pool, registry_of(runtime)
+    pool = runtime.pool
     total_wei = len(devices) * bpc_per_device_wei
 
     def chain_checks() -> None:
-        _require_registrant(pool, manufacturer)
+        require_registrant(pool, manufacturer)
         minimum = int(pool.devices.call("minBpcPerDevice"))
         if bpc_per_device_wei < minimum:
             raise ValidationFailed(
@@ -152,111 +170,211 @@ async def upload(
             )
 
     await on_chain(runtime, lambda: guarded(chain_checks))
-    canonical = [device.canonical for device in devices]
-    taken = await repository.taken_device_ids(session, registry, canonical)
-    if taken:
-        stale = await repository.stale_uploads_holding(
-            session, registry, sorted(taken), utc_now() - rules.ttl
-        )
-        stale = await _not_registered_since(session, runtime, registry, stale, rules.log_range_blocks)
-        for batch_pk in stale:
-            await repository.delete_batch(session, batch_pk)
-            log.warning("licence.stale_upload_released", upload_id=batch_pk, for_manufacturer=manufacturer)
-        if stale:
-            taken = await repository.taken_device_ids(session, registry, canonical)
-    if taken:
-        _refuse_taken(canonical, taken)
-    pending = await repository.pending_devices_of(session, registry, manufacturer)
-    if pending + len(devices) > rules.max_devices:
-        raise Conflict(
-            f"{manufacturer} holds {pending} devices in pending uploads; with these {len(devices)} that is"
-            f" over {rules.max_devices}: register or withdraw pending uploads first",
-            extra={"pending_devices": pending, "limit": rules.max_devices},
-        )
-    # Hashing a million ids and building their tree takes seconds: off the event loop.
-    tree = await asyncio.to_thread(lambda: MerkleTree.build([device.id_hash for device in devices]))
-    root = "0x" + tree.root.hex()
-    first_block = await _first_uncredited_block(session, runtime, registry)
-
-    def plan() -> tuple[tuple[int, int] | None, list[UnsignedTransaction]]:
-        awaiting = _registration_from(
-            pool, first_block, manufacturer, (root, len(devices)), rules.log_range_blocks
-        )
+    batch_upload = _Upload(
+        registry_of(runtime), manufacturer, [device.canonical for device in devices], rules
+    )
+    tree: MerkleTree | None = None
+    for _ in range(READ_ATTEMPTS):
+        async with sessions() as session:
+            seen = await batch_upload.holders(session, runtime, utc_now() - rules.ttl)
+        releasable = await _not_registered_since(runtime, seen, rules.log_range_blocks)
+        async with sessions() as session:
+            await batch_upload.check_room(session, releasable)
+        if tree is None:
+            # Hashing a million ids and building their tree takes seconds: off the event loop.
+            tree = await asyncio.to_thread(lambda: MerkleTree.build([device.id_hash for device in devices]))
+        planned = partial(_plan, pool, batch_upload, seen.first_block, tree, bpc_per_device_wei)
+        awaiting, steps = await on_chain(runtime, partial(guarded, planned))
+        root = "0x" + tree.root.hex()
+        try:
+            async with sessions() as session, session.begin():
+                batch = await batch_upload.store(
+                    session, runtime, seen, releasable, root, bpc_per_device_wei, tree
+                )
+                registered = await repository.unmatched_registration(
+                    session,
+                    batch_upload.registry,
+                    manufacturer=manufacturer,
+                    root=root,
+                    device_count=len(devices),
+                )
+                if registered is not None:
+                    # Registered on chain already (the upload was withdrawn before the indexer saw
+                    # it): these devices are that batch's, confirmed now, and there is nothing to sign.
+                    await adopt_registration(session, batch_upload.registry, registered)
+                    awaiting, steps = None, []
+        except _ChangedMeanwhile as changed:
+            log.info("licence.upload_read_again", manufacturer=manufacturer, reason=str(changed))
+            continue
         if awaiting is not None:
-            return awaiting, []
-        return None, transactions.with_allowance(
-            pool.bpc,
-            pool.devices,
-            total_wei,
-            sender=manufacturer,
-            chain_id=registry.chain_id,
-            then=(
-                "registerBatch",
-                [tree.root, len(devices), bpc_per_device_wei],
-                f"register {len(devices)} devices at {bpc_per_device_wei} BPC base units each",
-            ),
+            # Mined past the credited block: the indexer confirms this upload, the oldest pending
+            # one with that manufacturer, root and count, when it credits the registration.
+            batch_id, block = awaiting
+            log.info("licence.upload_awaits_registration", upload_id=batch.id, batch_id=batch_id, block=block)
+        log.info(
+            "licence.batch_uploaded",
+            upload_id=batch.id,
+            manufacturer=manufacturer,
+            devices=len(devices),
+            root=root,
         )
+        return batch, steps
+    raise BatchChangedMeanwhile("what the upload depends on")
 
-    awaiting, steps = await on_chain(runtime, lambda: guarded(plan))
-    try:
-        async with session.begin_nested():
-            batch = await repository.add_batch(
-                session,
-                registry,
-                manufacturer=manufacturer,
-                root=root,
-                bpc_per_device_wei=bpc_per_device_wei,
-                device_ids=canonical,
-                tree=tree.to_bytes(),
+
+class _ChangedMeanwhile(Exception):
+    """What a write transaction found changed since the chain was read for it: read again."""
+
+
+class BatchChangedMeanwhile(Conflict):
+    """What an upload or a withdrawal depends on kept changing while the chain was read for it
+    (other uploads of its devices, the indexer's progress): sending the request again works."""
+
+    type_slug = "batch-changed-meanwhile"
+    title = "The batch changed while the chain was read"
+    transient = True
+    retry_after_s = 1
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} changed each time the chain was read for it: send the request again")
+
+
+@dataclass(frozen=True)
+class _Holders:
+    """What a short read found holding an upload's device ids, and where the chain is read from."""
+
+    first_block: int
+    created_before: datetime
+    stale: list[DeviceBatch]
+
+
+@dataclass(frozen=True)
+class _Upload:
+    """The rules of one upload that the database answers: read before the chain, then again
+    in the transaction that stores the batch."""
+
+    registry: Registry
+    manufacturer: str
+    canonical: list[str]
+    rules: PendingRules
+
+    async def holders(
+        self, session: AsyncSession, runtime: ChainRuntime, created_before: datetime
+    ) -> _Holders:
+        """The pending uploads made before `created_before` that hold some of the ids, and the
+        first block the indexer has not credited."""
+        first_block = await first_uncredited_block(session, runtime, self.registry)
+        taken = await repository.taken_device_ids(session, self.registry, self.canonical)
+        if not taken:
+            return _Holders(first_block, created_before, [])
+        stale = await repository.stale_uploads_holding(session, self.registry, sorted(taken), created_before)
+        rows = [batch for pk in stale if (batch := await session.get(DeviceBatch, pk)) is not None]
+        return _Holders(first_block, created_before, rows)
+
+    async def check_room(self, session: AsyncSession, releasing: Collection[int]) -> None:
+        """Refuse ids held by an upload other than those `releasing` (409 naming them), and a
+        manufacturer whose pending devices would then be over the limit (409)."""
+        taken = await repository.taken_device_ids(session, self.registry, self.canonical, excluding=releasing)
+        if taken:
+            _refuse_taken(self.canonical, taken)
+        pending = await repository.pending_devices_of(
+            session, self.registry, self.manufacturer, excluding=releasing
+        )
+        if pending + len(self.canonical) > self.rules.max_devices:
+            raise Conflict(
+                f"{self.manufacturer} holds {pending} devices in pending uploads; with these"
+                f" {len(self.canonical)} that is over {self.rules.max_devices}: register or withdraw"
+                " pending uploads first",
+                extra={"pending_devices": pending, "limit": self.rules.max_devices},
             )
-    except IntegrityError:
-        # Another upload took some of these ids between our check and our insert.
-        _refuse_taken(canonical, await repository.taken_device_ids(session, registry, canonical))
-        raise
-    registered = await repository.unmatched_registration(
-        session, registry, manufacturer=manufacturer, root=root, device_count=len(devices)
-    )
-    if registered is not None:
-        # Registered on chain already (the upload was withdrawn before the indexer saw it):
-        # these devices are that batch's, confirmed now, and there is nothing to sign.
-        await adopt_registration(session, registry, registered)
-        steps = []
-    elif awaiting is not None:
-        # Mined past the credited block: the indexer confirms this upload, the oldest pending
-        # one with that manufacturer, root and count, when it credits the registration.
-        batch_id, block = awaiting
-        log.info("licence.upload_awaits_registration", upload_id=batch.id, batch_id=batch_id, block=block)
-    log.info(
-        "licence.batch_uploaded",
-        upload_id=batch.id,
-        manufacturer=manufacturer,
-        devices=len(devices),
-        root=root,
-    )
-    return batch, steps
+
+    async def store(
+        self,
+        session: AsyncSession,
+        runtime: ChainRuntime,
+        seen: _Holders,
+        releasable: list[int],
+        root: str,
+        bpc_per_device_wei: int,
+        tree: MerkleTree,
+    ) -> DeviceBatch:
+        """In the write transaction: release the stale uploads the chain was read for, check the
+        room again and store the pending batch. ``_ChangedMeanwhile`` when the chain was read for
+        something else than what the database now holds: a stale upload it did not check, or a
+        credited block gone back (a reorganisation undone: the chain was read from too late)."""
+        if await first_uncredited_block(session, runtime, self.registry) < seen.first_block:
+            raise _ChangedMeanwhile("the credited block went back")
+        taken = await repository.taken_device_ids(session, self.registry, self.canonical)
+        stale = await repository.stale_uploads_holding(
+            session, self.registry, sorted(taken), seen.created_before
+        )
+        if set(stale) - {batch.id for batch in seen.stale}:
+            raise _ChangedMeanwhile("another upload holding the ids went stale")
+        released = sorted(set(stale) & set(releasable))
+        await self.check_room(session, released)
+        for batch_pk in released:
+            await repository.delete_batch(session, batch_pk)
+            log.warning(
+                "licence.stale_upload_released", upload_id=batch_pk, for_manufacturer=self.manufacturer
+            )
+        try:
+            async with session.begin_nested():
+                return await repository.add_batch(
+                    session,
+                    self.registry,
+                    manufacturer=self.manufacturer,
+                    root=root,
+                    bpc_per_device_wei=bpc_per_device_wei,
+                    device_ids=self.canonical,
+                    tree=tree.to_bytes(),
+                )
+        except IntegrityError:
+            # Another upload took some of these ids between our check and our insert.
+            _refuse_taken(
+                self.canonical, await repository.taken_device_ids(session, self.registry, self.canonical)
+            )
+            raise
 
 
-async def _not_registered_since(
-    session: AsyncSession, runtime: ChainRuntime, registry: Registry, uploads: list[int], range_blocks: int
-) -> list[int]:
-    """The stale `uploads` whose registration the chain does not hold past the credited block.
+def _plan(
+    pool: PoolChain, upload: _Upload, first_block: int, tree: MerkleTree, bpc_per_device_wei: int
+) -> tuple[tuple[int, int] | None, list[UnsignedTransaction]]:
+    """Blocking: the registration of the upload on chain past `first_block` (batch id, block), or
+    the transactions that register it."""
+    count, root = len(upload.canonical), "0x" + tree.root.hex()
+    awaiting = registration_from(
+        pool, first_block, upload.manufacturer, (root, count), upload.rules.log_range_blocks
+    )
+    if awaiting is not None:
+        return awaiting, []
+    return None, transactions.with_allowance(
+        pool.bpc,
+        pool.devices,
+        count * bpc_per_device_wei,
+        sender=upload.manufacturer,
+        chain_id=upload.registry.chain_id,
+        then=(
+            "registerBatch",
+            [tree.root, count, bpc_per_device_wei],
+            f"register {count} devices at {bpc_per_device_wei} BPC base units each",
+        ),
+    )
+
+
+async def _not_registered_since(runtime: ChainRuntime, seen: _Holders, range_blocks: int) -> list[int]:
+    """The stale uploads `seen` whose registration the chain does not hold past the credited block.
 
     A registration mined after the block the indexer credited (waiting for confirmations, or
     mined again after a reorganisation) confirms its upload at the next passes: that upload
     keeps its ids. Before the indexer credited any block, the chain is read from the deployment,
     in ranges of at most `range_blocks` blocks.
     """
-    if not uploads:
-        return []
     pool = runtime.pool
-    first_block = await _first_uncredited_block(session, runtime, registry)
-    batches = [batch for pk in uploads if (batch := await session.get(DeviceBatch, pk)) is not None]
-
     releasable = []
-    for manufacturer in sorted({batch.manufacturer for batch in batches}):
-        registered = partial(_registered_from, pool, first_block, manufacturer, range_blocks)
+    for manufacturer in sorted({batch.manufacturer for batch in seen.stale}):
+        registered = partial(_registered_from, pool, seen.first_block, manufacturer, range_blocks)
         on_chain_batches = await on_chain(runtime, partial(guarded, registered))
-        for batch in batches:
+        for batch in seen.stale:
             if batch.manufacturer != manufacturer:
                 continue
             if (batch.root, batch.device_count) in on_chain_batches:
@@ -266,7 +384,7 @@ async def _not_registered_since(
     return sorted(releasable)
 
 
-async def _first_uncredited_block(session: AsyncSession, runtime: ChainRuntime, registry: Registry) -> int:
+async def first_uncredited_block(session: AsyncSession, runtime: ChainRuntime, registry: Registry) -> int:
     """The first block past the one the indexer credited (the deployment's before it credited any)."""
     credited = await repository.answered_block(session, registry)
     first_block = runtime.pool.deployment.deploy_block
@@ -287,7 +405,7 @@ def _registered_from(
     return registered
 
 
-def _registration_from(
+def registration_from(
     pool: PoolChain, first_block: int, manufacturer: str, batch: tuple[str, int], range_blocks: int
 ) -> tuple[int, int] | None:
     """Blocking: the batch id and block of the first registration by `manufacturer` of `batch`
@@ -299,7 +417,7 @@ def _registration_from(
     return batch_id, int(block)
 
 
-def _awaiting_confirmation(upload_id: int, registration: tuple[int, int], then: str) -> Conflict:
+def awaiting_confirmation(upload_id: int, registration: tuple[int, int], then: str) -> Conflict:
     batch_id, block = registration
     return Conflict(
         f"batch upload {upload_id} is registered on chain, awaiting confirmation: batch {batch_id}"
@@ -323,74 +441,15 @@ def _refuse_taken(canonical: Sequence[str], taken: set[str]) -> None:
 
 
 async def owned_batch(
-    session: AsyncSession, runtime: ChainRuntime, upload_id: int, manufacturer: str
+    session: AsyncSession,
+    runtime: ChainRuntime,
+    upload_id: int,
+    manufacturer: str,
+    *,
+    for_update: bool = False,
 ) -> DeviceBatch:
-    batch = await repository.batch_by_pk(session, registry_of(runtime), upload_id)
+    batch = await repository.batch_by_pk(session, registry_of(runtime), upload_id, for_update=for_update)
     if batch is None or batch.manufacturer != manufacturer:
         # Another manufacturer's batch is reported as absent: its existence is its business.
         raise NotFound(f"you have no batch upload {upload_id}")
     return batch
-
-
-async def withdraw(
-    session: AsyncSession,
-    runtime: ChainRuntime,
-    upload_id: int,
-    manufacturer: str,
-    *,
-    range_blocks: int = LOG_RANGE_BLOCKS,
-) -> None:
-    """Delete a pending upload, freeing its device ids; 409 when it is confirmed, or when the
-    chain holds its registration past the block the indexer credited (read in ranges of
-    `range_blocks`): the indexer will confirm it, and its devices are that batch's."""
-    batch = await owned_batch(session, runtime, upload_id, manufacturer)
-    if batch.status != BATCH_PENDING:
-        raise Conflict(f"batch upload {upload_id} is registered on chain (batch {batch.batch_id}) for good")
-    pool = runtime.pool
-    first_block = await _first_uncredited_block(session, runtime, registry_of(runtime))
-    registered = partial(
-        _registration_from, pool, first_block, manufacturer, (batch.root, batch.device_count), range_blocks
-    )
-    registration = await on_chain(runtime, partial(guarded, registered))
-    if registration is not None:
-        raise _awaiting_confirmation(upload_id, registration, "it stays until the indexer confirms it")
-    await repository.delete_batch(session, batch.id)
-    log.info("licence.batch_withdrawn", upload_id=upload_id, manufacturer=manufacturer)
-
-
-async def register_transactions(
-    session: AsyncSession,
-    runtime: ChainRuntime,
-    upload_id: int,
-    manufacturer: str,
-    *,
-    range_blocks: int = LOG_RANGE_BLOCKS,
-) -> list[UnsignedTransaction]:
-    """The transactions of a pending upload again (e.g. after the allowance changed); 403 when
-    the manufacturer may no longer register devices, 409 when the chain holds the upload's
-    registration past the block the indexer credited (read in ranges of `range_blocks`)."""
-    batch = await owned_batch(session, runtime, upload_id, manufacturer)
-    if batch.status != BATCH_PENDING:
-        raise Conflict(f"batch upload {upload_id} is already registered as batch {batch.batch_id}")
-    pool = runtime.pool
-    bpc_per_device = int(batch.bpc_per_device_wei)
-    args = [bytes.fromhex(batch.root[2:]), batch.device_count, bpc_per_device]
-    first_block = await _first_uncredited_block(session, runtime, registry_of(runtime))
-
-    def plan() -> list[UnsignedTransaction]:
-        _require_registrant(pool, manufacturer)
-        registration = _registration_from(
-            pool, first_block, manufacturer, (batch.root, batch.device_count), range_blocks
-        )
-        if registration is not None:
-            raise _awaiting_confirmation(upload_id, registration, "there is nothing to sign")
-        return transactions.with_allowance(
-            pool.bpc,
-            pool.devices,
-            batch.device_count * bpc_per_device,
-            sender=manufacturer,
-            chain_id=batch.chain_id,
-            then=("registerBatch", args, f"register {batch.device_count} devices"),
-        )
-
-    return await on_chain(runtime, lambda: guarded(plan))

@@ -1,5 +1,10 @@
 """``/v1/devices``: manufacturers' batches here, and the resolver's routes from ``resolver_routes``
 (with its Digital Link paths, ``link_router``), so that the service mounts all of them as one.
+
+The routes that read the chain (an upload, a withdrawal, a pending upload's transactions) keep
+no request transaction: their caller is known from a short one of its own
+(``CurrentPrincipalAlone``), and ``batches`` reads the chain between short ones, so a slow node
+holds neither SQLite's write lock nor a pooled PostgreSQL connection.
 """
 
 from __future__ import annotations
@@ -13,8 +18,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from exchange.api.dependencies import AppSettings, RowId
 from exchange.api.problems import problem_responses
-from exchange.auth.dependencies import CurrentPrincipal
-from exchange.db.session import DbSession
+from exchange.auth.dependencies import CurrentPrincipal, CurrentPrincipalAlone
+from exchange.db.session import DbSession, app_sessionmaker
 from exchange.kit.errors import (
     ChainRejected,
     ChainUnavailable,
@@ -24,7 +29,7 @@ from exchange.kit.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from exchange.licenses import batches, repository, resolver_routes
+from exchange.licenses import batches, pending_uploads, repository, resolver_routes
 from exchange.licenses.device_ids import DeviceId
 from exchange.licenses.indexer import registry_of
 from exchange.licenses.lifespan import Licensing, licensing
@@ -159,8 +164,7 @@ async def _read_upload(
 )
 async def post_batch(
     request: Request,
-    principal: CurrentPrincipal,
-    session: DbSession,
+    principal: CurrentPrincipalAlone,
     state: LicensingDep,
     bpc_per_device_wei: Annotated[str | None, Query(pattern=r"^[0-9]{1,39}$")] = None,
     scheme: Annotated[str | None, Query()] = None,
@@ -174,7 +178,8 @@ async def post_batch(
     await batches.require_licensee(state.runtime, principal.address)
     devices, amount = await _read_upload(request, bpc_per_device_wei, scheme)
     rules = batches.PendingRules.of(request.app.state.settings)
-    batch, steps = await batches.upload(session, state.runtime, principal.address, devices, amount, rules)
+    sessions = app_sessionmaker(request.app)
+    batch, steps = await batches.upload(sessions, state.runtime, principal.address, devices, amount, rules)
     return BatchUploadOut(batch=batch_out(batch), transactions=[transaction_out(step) for step in steps])
 
 
@@ -209,15 +214,19 @@ async def get_batch(
 )
 async def delete_batch(
     upload_id: RowId,
-    principal: CurrentPrincipal,
-    session: DbSession,
+    request: Request,
+    principal: CurrentPrincipalAlone,
     state: LicensingDep,
     settings: AppSettings,
 ) -> Response:
     """Delete a batch the chain has not registered, freeing its device ids; 409 once its
     registration is on chain, even before the indexer has confirmed it."""
-    await batches.withdraw(
-        session, state.runtime, upload_id, principal.address, range_blocks=settings.licence_indexer_max_blocks
+    await pending_uploads.withdraw(
+        app_sessionmaker(request.app),
+        state.runtime,
+        upload_id,
+        principal.address,
+        range_blocks=settings.licence_indexer_max_blocks,
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -231,13 +240,17 @@ async def delete_batch(
 )
 async def post_batch_transactions(
     upload_id: RowId,
-    principal: CurrentPrincipal,
-    session: DbSession,
+    request: Request,
+    principal: CurrentPrincipalAlone,
     state: LicensingDep,
     settings: AppSettings,
 ) -> list[TransactionOut]:
-    steps = await batches.register_transactions(
-        session, state.runtime, upload_id, principal.address, range_blocks=settings.licence_indexer_max_blocks
+    steps = await pending_uploads.register_transactions(
+        app_sessionmaker(request.app),
+        state.runtime,
+        upload_id,
+        principal.address,
+        range_blocks=settings.licence_indexer_max_blocks,
     )
     return [transaction_out(step) for step in steps]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
@@ -120,8 +120,12 @@ setattr(DeviceRecord, "bpc_per_device_wei", property(lambda record: int(record[_
 # --- batches --------------------------------------------------------------------------------------
 
 
-async def taken_device_ids(session: AsyncSession, registry: Registry, device_ids: Sequence[str]) -> set[str]:
-    """Those of `device_ids` that are already in a batch of `registry`."""
+async def taken_device_ids(
+    session: AsyncSession, registry: Registry, device_ids: Sequence[str], *, excluding: Collection[int] = ()
+) -> set[str]:
+    """Those of `device_ids` that are already in a batch of `registry` (other than the uploads
+    `excluding` names)."""
+    others = Device.batch_pk.not_in(excluding) if excluding else true()
     return await _per_chunk(
         session,
         device_ids,
@@ -129,6 +133,7 @@ async def taken_device_ids(session: AsyncSession, registry: Registry, device_ids
             Device.chain_id == registry.chain_id,
             Device.registry_address == registry.address,
             Device.device_id.in_(chunk),
+            others,
         ),
     )
 
@@ -166,14 +171,18 @@ async def _per_chunk(
     return found
 
 
-async def pending_devices_of(session: AsyncSession, registry: Registry, manufacturer: str) -> int:
-    """How many devices `manufacturer`'s pending uploads to `registry` hold."""
+async def pending_devices_of(
+    session: AsyncSession, registry: Registry, manufacturer: str, *, excluding: Collection[int] = ()
+) -> int:
+    """How many devices `manufacturer`'s pending uploads to `registry` (other than the uploads
+    `excluding` names) hold."""
     total = await session.scalar(
         select(func.coalesce(func.sum(DeviceBatch.device_count), 0)).where(
             DeviceBatch.chain_id == registry.chain_id,
             DeviceBatch.registry_address == registry.address,
             DeviceBatch.manufacturer == manufacturer,
             DeviceBatch.status == BATCH_PENDING,
+            DeviceBatch.id.not_in(excluding) if excluding else true(),
         )
     )
     return int(total or 0)
@@ -223,14 +232,19 @@ async def add_batch(
     return batch
 
 
-async def batch_by_pk(session: AsyncSession, registry: Registry, batch_pk: int) -> DeviceBatch | None:
-    batch: DeviceBatch | None = await session.scalar(
-        select(DeviceBatch).where(
-            DeviceBatch.id == batch_pk,
-            DeviceBatch.chain_id == registry.chain_id,
-            DeviceBatch.registry_address == registry.address,
-        )
+async def batch_by_pk(
+    session: AsyncSession, registry: Registry, batch_pk: int, *, for_update: bool = False
+) -> DeviceBatch | None:
+    """The upload `batch_pk` of `registry`; `for_update`: locked until the transaction ends
+    (on PostgreSQL; SQLite's transactions hold the write lock already)."""
+    statement = select(DeviceBatch).where(
+        DeviceBatch.id == batch_pk,
+        DeviceBatch.chain_id == registry.chain_id,
+        DeviceBatch.registry_address == registry.address,
     )
+    if for_update:
+        statement = statement.with_for_update().execution_options(populate_existing=True)
+    batch: DeviceBatch | None = await session.scalar(statement)
     return batch
 
 

@@ -120,15 +120,14 @@ async def test_on_a_node_a_reorganisation_is_undone_and_the_same_transactions_ap
         return answered
 
     try:
-        async with sessionmaker() as session, session.begin():
-            _, steps = await batches.upload(
-                session,
-                runtime,
-                MANUFACTURER.address,
-                DEVICES,
-                BPC_PER_DEVICE,
-                batches.PendingRules.of(Settings()),
-            )
+        _, steps = await batches.upload(
+            sessionmaker,
+            runtime,
+            MANUFACTURER.address,
+            DEVICES,
+            BPC_PER_DEVICE,
+            batches.PendingRules.of(Settings()),
+        )
         await indexer.catch_up()
         before, answered_before = await database(sessionmaker), await answers()
         assert [answer["status"] for answer in answered_before] == ["unknown"] * 3
