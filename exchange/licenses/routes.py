@@ -18,7 +18,7 @@ from fastapi import APIRouter, Body, Depends, Query, Response
 
 from exchange.api.dependencies import limit_chain_reads
 from exchange.api.problems import problem_responses
-from exchange.auth.dependencies import CurrentPrincipal
+from exchange.auth.dependencies import CurrentPrincipalAlone
 from exchange.chain.pool import LicenceKind, Tier
 from exchange.kit.errors import (
     ChainRejected,
@@ -136,13 +136,14 @@ async def get_thresholds(state: LicensingDep) -> ThresholdsOut:
 )
 async def post_transactions(
     action: LicenceAction,
-    principal: CurrentPrincipal,
+    principal: CurrentPrincipalAlone,
     state: LicensingDep,
     body: Annotated[AcquireIn | None, Body()] = None,
 ) -> TransactionsOut:
     """The transactions the signed-in member signs itself to ``acquire`` (lock the threshold),
     ``release``, ``renew`` a fee licence or ``buy-fee`` (non-members) — for its own address
-    only. A BPC ``approve`` comes first when the allowance is short."""
+    only. A BPC ``approve`` comes first when the allowance is short. The caller is resolved in a
+    short transaction of its own: none is open while the chain is read."""
     amount = int(body.amount_wei) if body is not None and body.amount_wei is not None else None
     steps = await service.licence_transactions(state.runtime, principal.address, action, amount)
     return TransactionsOut(

@@ -1,6 +1,6 @@
-"""The device routes that read the chain (an upload, a withdrawal, a pending upload's transactions)
-read it with no database transaction open, and what they read it for is checked again when they
-write.
+"""The device routes that read the chain (an upload, a withdrawal, a pending upload's transactions),
+and a member's licence transactions, read it with no database transaction open; what the device
+routes read it for is checked again when they write.
 
 A web3 middleware on the shared embedded chain asks the database, on every JSON-RPC request the
 route makes, whether a transaction holds it: on SQLite, whether another connection can take the
@@ -26,13 +26,14 @@ from sqlalchemy.engine import make_url
 from web3.middleware import Web3Middleware
 from web3.types import RPCEndpoint, RPCResponse
 
+from exchange.chain.pool import Tier
 from exchange.db.base import utc_now
 from exchange.db.engine import create_engine_for_url, create_sessionmaker, sqlite_file
 from exchange.db.session import app_sessionmaker
 from exchange.licenses.indexer import DeviceIndexer
 from exchange.licenses.models import DeviceBatch
 from tests.conftest import run_in_thread
-from tests.licenses_service.conftest import Service, account, licensed_member
+from tests.licenses_service.conftest import BPC, Service, account, configure_small_tier, licensed_member
 from tests.licenses_service.test_device_batches import BPC_PER_DEVICE, batch_state, devices, upload
 
 CHAIN_READS = {"eth_blockNumber", "eth_getLogs", "eth_call", "eth_estimateGas"}
@@ -219,6 +220,26 @@ async def test_a_pending_uploads_transactions_read_the_chain_with_no_transaction
     assert again.status_code == 200, again.text
     assert [tx["data"] for tx in again.json()] == [tx["data"] for tx in body["transactions"]]
     assert_read_outside_transactions(watch, expected=CHAIN_READS)
+
+
+async def test_licence_transactions_read_the_chain_with_no_transaction_open(
+    licensing: Service, database_url: str
+) -> None:
+    member = account(2)
+    configure_small_tier(licensing.pool)
+    licensing.pool.admit(member.address, Tier.SMALL)
+    licensing.pool.mint_bpc(member.address, 500 * BPC)
+    headers = await licensing.sign_in(member)
+
+    with watching(licensing, database_url) as watch:
+        plan = await licensing.client.post("/v1/licences/transactions/acquire", headers=headers)
+
+    assert plan.status_code == 200, plan.text
+    assert [step["to"] for step in plan.json()["transactions"]] == [
+        licensing.pool.bpc.address,
+        licensing.pool.gate.address,
+    ]
+    assert_read_outside_transactions(watch, expected={"eth_call", "eth_estimateGas"})
 
 
 def assert_registered_for_good(reply: httpx.Response, upload_id: int, batch_id: int) -> None:
