@@ -104,7 +104,7 @@ def trade_candles(resolution: int, trades: Iterable[tuple[int, int, int, int]]) 
     # Candle per bucket at the end: the writer folds every cycle's fills at each resolution.
     running: dict[int, list[int]] = {}
     for unix_s, price, amount, quote in trades:
-        start = unix_s - unix_s % resolution
+        start = unix_s - unix_s % resolution  # stored_bucket, inline: once per fill and resolution
         bucket = running.get(start)
         if bucket is None:
             running[start] = [price, price, price, price, amount, quote, 1]

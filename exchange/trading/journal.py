@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -122,11 +123,20 @@ def record_checkpoint(head: TradingBook, book: OrderBook) -> None:
         setattr(head, name, value)
 
 
+@dataclass(frozen=True, slots=True)
+class RecoveredBook:
+    """A market's book rebuilt from its checkpoint and journal (:func:`recover_book`)."""
+
+    book: OrderBook
+    sequence: int  # the journal head
+    checkpoint_sequence: int
+    live: dict[int, OrderRow]  # the open orders, by sequence
+
+
 async def recover_book(
     session: AsyncSession, market_id: str, config: MarketConfig, *, verify_replay: bool
-) -> tuple[OrderBook, int, int, dict[int, OrderRow]]:
-    """The market's book as its checkpoint and journal rebuild it under the rules ``config``:
-    the book, the journal head, the checkpoint's sequence and the open orders by sequence.
+) -> RecoveredBook:
+    """The market's book as its checkpoint and journal rebuild it under the rules ``config``.
 
     Restore the last checkpoint (its bytes must hash to the recorded state hash), replay
     the journal after it, and check that the journal head matches, that every replayed
@@ -206,4 +216,4 @@ async def recover_book(
     if resting != recorded:
         differing = sorted(set(resting.items()) ^ set(recorded.items()))[:5]
         raise RecoveryFailed(f"the open orders of {market_id} differ from its replayed book: {differing}")
-    return book, head.sequence, head.checkpoint_sequence, live
+    return RecoveredBook(book, head.sequence, head.checkpoint_sequence, live)

@@ -36,6 +36,8 @@ class MarketOwned(RuntimeError):
 
 def market_lock_key(market_id: str) -> int:
     """The PostgreSQL advisory lock key (a signed 64-bit integer) of a market's writer."""
+    # The text is the key every version computes (it named the writer's module when the claim
+    # lived there): processes of two versions on one database must take the same lock.
     digest = hashlib.sha256(f"exchange.trading.writer:{market_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 

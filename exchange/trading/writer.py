@@ -38,8 +38,9 @@ an order whose reservation fails, changes nothing and is not journaled.
 Recovery (:meth:`MarketWriter.start`, and after a failed cycle): the book is rebuilt
 from its last checkpoint and the journal after it, and checked against the journal
 head and the open orders (``journal.recover_book``). Any mismatch stops the
-start-up: the service does not trade on a book it cannot vouch for. On PostgreSQL
-the writer first claims the market, so that one process writes it
+start-up, or after a failed cycle stops the writer for good (its orders answer 503
+and its feed is closed): the service does not trade on a book it cannot vouch for.
+On PostgreSQL the writer first claims the market, so that one process writes it
 (``market_claim``).
 
 Fees are not book rules (``MarketSpec.book_config``): they may change between
@@ -322,7 +323,8 @@ class MarketWriter:
         # commit's answer: a cycle whose commit failed but whose head the journal holds committed.
         self._committing: tuple[list[tuple[Intent, object]], _Cycle, int] | None = None
         bind = sessionmaker.kw["bind"]
-        self.claim = MarketClaim(bind if isinstance(bind, AsyncEngine) else bind.engine, self.market_id)
+        self._engine: AsyncEngine = bind if isinstance(bind, AsyncEngine) else bind.engine
+        self.claim = MarketClaim(self._engine, self.market_id)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -395,6 +397,13 @@ class MarketWriter:
         try:
             await self._loop()
             ended = True
+        except MarketOwned:
+            raise  # logged as it was found (``trading.market_taken_over``)
+        except Exception:
+            # Whatever ended the loop (a recovery that failed, or anything else): the market
+            # answers 503 from now on, and this is its record (``stop`` does not raise it again).
+            log.exception("trading.writer_stopped", market=self.market_id)
+            raise
         finally:
             await self._drop_connection(failed=not ended)  # cancelled or failed: maybe mid-cycle
             gone = WriterUnavailable(f"market {self.market_id} stopped accepting commands")
@@ -521,9 +530,7 @@ class MarketWriter:
     async def _held_connection(self) -> AsyncConnection:
         """The connection the writer holds (opened first if there is none)."""
         if self._connection is None or self._connection.closed or self._connection.invalidated:
-            bind = self._sessionmaker.kw["bind"]
-            engine = bind if isinstance(bind, AsyncEngine) else bind.engine
-            connection = await engine.connect()
+            connection = await self._engine.connect()
             if connection.dialect.name == "postgresql":
                 for setting in _CUSTOM_PLANS:
                     await connection.exec_driver_sql(setting)
@@ -1258,14 +1265,14 @@ class MarketWriter:
     async def _recover(self) -> None:
         started = time.perf_counter()
         async with self._sessionmaker() as session, session.begin():
-            book, sequence, checkpoint_sequence, live = await recover_book(
+            recovered = await recover_book(
                 session, self.market_id, self.market.book_config(), verify_replay=self._verify_replay
             )
             disowned = [order.sequence for order in await disowned_orders(session, self.market_id)]
-        self.book = book
-        self.sequence = sequence
-        self.checkpoint_sequence = checkpoint_sequence
-        self.live = live
+        self.book = book = recovered.book
+        self.sequence = recovered.sequence
+        self.checkpoint_sequence = recovered.checkpoint_sequence
+        self.live = live = recovered.live
         uncovered = (
             sequence for sequence, row in live.items() if row.max_fee_bps < self.market.maker_fee_bps
         )

@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from exchange.chain.runtime import ChainRuntime
 from exchange.main import build_app
 from exchange.settings import Settings
-from exchange.trading.writer import MarketWriter
+from exchange.trading.market_claim import MarketClaim
 from tests.support.auth import bearer_headers
 
 COUNCIL: LocalAccount = Account.from_key(b"\xc0" * 32)
@@ -52,7 +52,7 @@ def pool_settings(database_url: str, **overrides: object) -> Settings:
     return Settings.model_validate(values)
 
 
-async def _no_claim(writer: MarketWriter) -> None:
+async def _no_claim(claim: MarketClaim) -> None:
     return None
 
 
@@ -60,10 +60,10 @@ async def _no_claim(writer: MarketWriter) -> None:
 async def started_beside(settings: Settings, chain: ChainRuntime) -> AsyncIterator[FastAPI]:
     """A second service on the database of the one the test runs, started for what its start
     does (the pool's sweeps, a mint found on chain) while the first one goes on serving. One
-    process writes a market (``exchange.trading.writer``): this one's market writer leaves the
+    process writes a market (``exchange.trading.market_claim``): this one's market writer leaves the
     market to the first one's claim, and takes no order."""
     app = build_app(settings, chain=chain)
-    with mock.patch.object(MarketWriter, "_claim_market", _no_claim):
+    with mock.patch.object(MarketClaim, "take", _no_claim):
         async with app.router.lifespan_context(app):
             yield app
 

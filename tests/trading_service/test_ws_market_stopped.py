@@ -193,3 +193,23 @@ async def test_the_service_stops_every_market_after_one_stopped_for_good(
         assert first.checkpoint_sequence == first.sequence > checkpoints[FIRST]  # stopped and checkpointed
         assert second.writer.checkpoint_sequence == checkpoints[SECOND]
         assert (first.claim.connection, second.writer.claim.connection) == (None, None)
+
+
+async def test_the_service_stops_the_other_markets_when_one_writer_fails_to_stop(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = await _funded(desk, 0x94)
+    async with second_market(desk) as second:
+        first = desk.trading.markets[FIRST].writer
+        assert (await _place(desk, alice, FIRST, "sell", price(10))).status_code == 201
+        desk.trading.markets[FIRST] = desk.trading.markets.pop(FIRST)  # the failing one stops first
+
+        async def refusing() -> None:
+            raise RuntimeError("the checkpoint's connection is gone")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(second.writer, "stop", refusing)
+            await desk.trading.stop()
+
+        assert not first.running
+        assert first.checkpoint_sequence == first.sequence
