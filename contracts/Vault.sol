@@ -28,8 +28,9 @@ import {LibWithdrawal} from "./libraries/LibWithdrawal.sol";
 /// it takes part in, so one taker against many makers pays for the taker once.
 /// A batch is atomic for the operator's mistakes, not for a maker's own acts:
 /// an order its maker withdrew on chain after it was matched (cancelled, below
-/// the nonce floor, account exiting) has its fills skipped (`FillSkipped`), so
-/// that no member can make every other member's fills revert with it.
+/// the nonce floor, account exiting, or a contract wallet that no longer accepts
+/// its signature) has its fills skipped (`FillSkipped`), so that no member can
+/// make every other member's fills revert with it.
 contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
     using LibAccount for uint256;
@@ -46,15 +47,21 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     /// service asks a wallet with the same cap when it takes the order.
     uint256 public constant WALLET_CHECK_GAS = 500_000;
 
+    /// @dev The gas `settle` must have just before it calls a wallet for the wallet to get its whole
+    /// `WALLET_CHECK_GAS`: a call passes on at most 63/64 of what is left once the call's own cost
+    /// (a cold account access, 2,600) is paid (EIP-150), so 64/63 of the cap, plus that access and
+    /// the few opcodes between the reading and the call.
+    uint256 private constant _WALLET_CALL_GAS = WALLET_CHECK_GAS * 64 / 63 + 2_700;
+
     /// @dev Bit 255 of an order's state marks it cancelled; the low bits hold the filled amount,
     /// which cannot reach 2^255 because every fill is bounded by a 104-bit balance.
     uint256 private constant _CANCELLED_FLAG = 1 << 255;
 
     /// @dev What the fills of a batch need from an order that passed its checks. `withdrawn` is a
     /// `SkipReason`, 0 (None) unless its maker requested an exit or raised the nonce floor past it
-    /// before the batch: then every fill it takes part in is skipped (a cancellation is in the
-    /// order's state, read by each fill). A plain word: the check every fill makes needs no enum
-    /// range check.
+    /// before the batch, or its maker's wallet refuses its signature now: then every fill it takes
+    /// part in is skipped (a cancellation is in the order's state, read by each fill). A plain
+    /// word: the check every fill makes needs no enum range check.
     struct CheckedOrder {
         bytes32 orderHash;
         address maker;
@@ -297,10 +304,10 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     // ---------------------------------------------------------------- internals
 
     /// @dev Checks everything about an order that does not depend on a fill. What only its maker
-    /// can do to it (raise the nonce floor past it, request an exit; a cancellation is found by
-    /// its fills) does not revert: it marks the order withdrawn, and its fills are skipped.
-    /// Everything else reverts, also for a withdrawn order: those are the operator's mistakes,
-    /// which no member can cause.
+    /// can do to it (raise the nonce floor past it, request an exit, have its contract wallet
+    /// refuse the signature; a cancellation is found by its fills) does not revert: it marks the
+    /// order withdrawn, and its fills are skipped. Everything else reverts, also for a withdrawn
+    /// order: those are the operator's mistakes, which no member can cause.
     function _checkOrder(LibOrder.Order calldata order, bytes calldata signature)
         private
         view
@@ -322,7 +329,11 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
             withdrawn = uint256(SkipReason.OrderNonceCancelled);
         }
         if (!registry.isActiveMember(maker)) revert VaultNotActiveMember(maker);
-        if (!_isValidSignature(maker, orderHash, signature)) revert VaultInvalidSignature(orderHash, maker);
+        // Checked even for a withdrawn order, since a signature that recovers to no maker reverts;
+        // an exit or nonce floor, on chain for all to see, is the reason reported before a wallet's.
+        if (!_isSignedBy(maker, orderHash, signature) && withdrawn == 0) {
+            withdrawn = uint256(SkipReason.WalletRefused);
+        }
         uint256 maxFeeBps = order.maxFeeBps;
         checked = CheckedOrder({
             orderHash: orderHash,
@@ -335,31 +346,38 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
         });
     }
 
-    /// @dev ECDSA first: an address whose key signed is its owner, whether or not it has code,
-    /// and skipping the code-size probe saves a cold account access per maker. Contract
-    /// wallets whose key is unknown fall through to ERC-1271.
-    function _isValidSignature(address signer, bytes32 digest, bytes calldata signature)
-        private
-        view
-        returns (bool)
-    {
+    /// @dev Whether `signer` signed `digest`, as of now. ECDSA first: an address whose key signed
+    /// is its owner, whether or not it has code, and skipping the code-size probe (OpenZeppelin's
+    /// SignatureChecker starts with it) saves a cold account access per maker. Contract wallets
+    /// whose key is unknown fall through to ERC-1271; false means such a wallet refused.
+    function _isSignedBy(address signer, bytes32 digest, bytes calldata signature) private view returns (bool) {
         (address recovered, ECDSA.RecoverError error,) = ECDSA.tryRecoverCalldata(digest, signature);
         if (error == ECDSA.RecoverError.NoError && recovered == signer) return true;
-        return _isValidWalletSignature(signer, digest, signature);
+        return _walletAccepts(signer, digest, signature);
     }
 
-    /// @dev ERC-1271 with at most `WALLET_CHECK_GAS` for the wallet (encoded as in OpenZeppelin's
-    /// SignatureChecker.isValidERC1271SignatureNowCalldata; an address without code answers
-    /// nothing, so no). A wallet that failed with so little gas left that it may have got less
-    /// than its cap (EIP-150 keeps 1/64 back) reverts the transaction as short of gas, rather
-    /// than blaming the order's signature.
-    function _isValidWalletSignature(address wallet, bytes32 digest, bytes calldata signature)
+    /// @dev Whether the contract wallet `wallet` accepts `signature` of `digest` (ERC-1271), given at
+    /// most `WALLET_CHECK_GAS` (encoded as in OpenZeppelin's
+    /// SignatureChecker.isValidERC1271SignatureNowCalldata, which forwards all the gas instead).
+    /// False is the wallet's own say, which its owner may change at any time: the order's fills
+    /// are skipped, as for a cancellation. So the call reverts the transaction instead:
+    /// - `VaultInvalidSignature` when `wallet` has no code (it answers nothing): the signature
+    ///   does not recover to an account that cannot take its key's signature back, which is the
+    ///   operator's mistake;
+    /// - `VaultWalletCheckOutOfGas` when the wallet said no, or failed, while the transaction had
+    ///   too little gas left to give it its whole cap: a wallet may need its cap and refuse at
+    ///   once when given less, leaving the batch gas enough to finish. So an order is refused only
+    ///   by a wallet given its whole cap, never by the gas limit the operator chose or the gas
+    ///   another wallet of the batch burnt, and a batch that settles with some gas limit settles
+    ///   the same with any higher one (which eth_estimateGas relies on).
+    function _walletAccepts(address wallet, bytes32 digest, bytes calldata signature)
         private
         view
-        returns (bool valid)
+        returns (bool accepted)
     {
         bytes4 selector = IERC1271.isValidSignature.selector;
         uint256 length = signature.length;
+        uint256 gasBeforeCall;
         // solhint-disable-next-line no-inline-assembly
         assembly ("memory-safe") {
             let ptr := mload(0x40)
@@ -370,10 +388,15 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
             calldatacopy(add(ptr, 0x64), signature.offset, length)
             mstore(add(add(ptr, 0x64), length), 0)
             length := shl(5, shr(5, add(length, 0x1F)))
+            gasBeforeCall := gas()
             let success := staticcall(WALLET_CHECK_GAS, wallet, ptr, add(length, 0x64), 0x00, 0x20)
-            valid := and(success, and(gt(returndatasize(), 0x1f), eq(mload(0x00), selector)))
+            accepted := and(success, and(gt(returndatasize(), 0x1f), eq(mload(0x00), selector)))
         }
-        if (!valid && gasleft() < WALLET_CHECK_GAS / 63) revert VaultWalletCheckOutOfGas(wallet);
+        if (!accepted) {
+            // The call made `wallet` warm: its code size costs 100 gas, and only on this path.
+            if (wallet.code.length == 0) revert VaultInvalidSignature(digest, wallet);
+            if (gasBeforeCall < _WALLET_CALL_GAS) revert VaultWalletCheckOutOfGas(wallet);
+        }
     }
 
     /// @dev Settles one fill and returns the fees it owes the Fund. Skips it (no balance, no
@@ -408,7 +431,7 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     }
 
     /// @dev Reports a skipped fill with the first withdrawn of its orders, the maker's first: its
-    /// exit or nonce floor, then its cancellation.
+    /// exit, nonce floor or wallet's refusal, then its cancellation.
     function _skip(uint256 fillIndex, CheckedOrder memory maker, uint256 makerState, CheckedOrder memory taker)
         private
     {

@@ -22,8 +22,8 @@ interface IVault {
 
     /// @notice Why `settle` skipped a fill: its maker withdrew one of the fill's orders on chain.
     /// @dev Only what the order's own maker can do after the match; anything else wrong with a
-    /// batch (expired order, bad signature, inactive member, price, fee, amounts) reverts it.
-    /// `None` (0) is never reported.
+    /// batch (expired order, a signature that does not recover to a maker without code, inactive
+    /// member, price, fee, amounts) reverts it. `None` (0) is never reported.
     enum SkipReason {
         None,
         /// The maker cancelled the order (`cancelOrder`); its filled amount stays as it was.
@@ -31,7 +31,10 @@ interface IVault {
         /// The maker raised its minimum valid nonce above the order's (`cancelOrdersBelowNonce`).
         OrderNonceCancelled,
         /// The maker requested an exit (`requestExit`) and trades no more until `cancelExit`.
-        AccountExiting
+        AccountExiting,
+        /// The maker is a contract wallet (it has code) whose `isValidSignature` (ERC-1271), given
+        /// its whole `WALLET_CHECK_GAS`, no longer accepts the order's signature.
+        WalletRefused
     }
 
     /// @notice An account's state as `accountOf` reports it: both balances, its exit time and nonce-floor flag.
@@ -62,7 +65,9 @@ interface IVault {
     error VaultUnsupportedMarket(bytes32 orderHash, address baseToken, address quoteToken);
     /// @notice The order expired at `expiry`.
     error VaultOrderExpired(bytes32 orderHash, uint64 expiry);
-    /// @notice The signature is not `maker`'s (ECDSA or ERC-1271) for this order in this Vault's domain.
+    /// @notice The signature does not recover to `maker` for this order in this Vault's domain, and
+    /// `maker` has no code to ask (ERC-1271). (A contract wallet that refuses a signature has its
+    /// order's fills skipped, `SkipReason.WalletRefused`.)
     error VaultInvalidSignature(bytes32 orderHash, address maker);
     /// @notice The account is not an active pool member.
     error VaultNotActiveMember(address account);
@@ -154,7 +159,8 @@ interface IVault {
         uint256 sellerFee
     );
     /// @notice Fill `fillIndex` of a batch was skipped: the maker of `orderHash`, one of its two
-    /// orders, withdrew that order on chain before the batch ran.
+    /// orders, withdrew that order on chain before the batch ran (or, a contract wallet, no
+    /// longer accepts its signature).
     /// @dev The batch goes on without the fill: no balance moves for it, no filled amount is
     /// recorded for either order, it pays no fee (not in `FeesCollected`) and it has no `Trade`.
     /// Every fill of the batch that uses a withdrawn order is skipped, each with its own event.
@@ -205,12 +211,14 @@ interface IVault {
     function exit() external;
 
     /// @notice Settle a batch of fills (operator only); fees go to the Fund in one transfer.
-    /// @dev Atomic for every error: an expired order, a bad signature, an inactive member, a
-    /// price, fee or amount outside what the orders allow reverts the whole batch. Not for what
-    /// a maker did to its own order on chain since the match (cancelled it, raised its nonce
-    /// floor past it, requested an exit): each fill using such an order is skipped with
-    /// `FillSkipped` and the others settle. `FeesCollected` states the fees sent and what the
-    /// Fund received of them.
+    /// @dev Atomic for every error: an expired order, a signature that does not recover to a
+    /// maker without code, an inactive member, a price, fee or amount outside what the orders
+    /// allow reverts the whole batch. Not for what a maker did to its own order on chain since
+    /// the match (cancelled it, raised its nonce floor past it, requested an exit, or, a contract
+    /// wallet, stopped accepting its signature): each fill using such an order is skipped with
+    /// `FillSkipped` and the others settle. A wallet that failed with less gas than
+    /// `WALLET_CHECK_GAS` reverts the batch (`VaultWalletCheckOutOfGas`): the transaction was
+    /// short of gas. `FeesCollected` states the fees sent and what the Fund received of them.
     /// @param orders Every order the fills refer to, each once.
     /// @param signatures The makers' signatures, one per order.
     /// @param fills The fills, in order.

@@ -3,35 +3,15 @@
 const { ethers } = require("hardhat");
 const { expect } = require("chai");
 const { loadFixture } = require("@nomicfoundation/hardhat-network-helpers");
-const { deployVaultWithTraders, deployVaultContract, bpc, usd, EXIT_DELAY } = require("./fixtures");
-const { Side, newOrder, signAll, signOrder, orderHash, newFill, domainOf, ORDER_TYPES } = require("./orders");
-const { Tier } = require("../../scripts/lib/pool-enums");
+const { addWalletMember, deployVaultWithTraders, deployVaultContract, bpc, usd, EXIT_DELAY } = require("./fixtures");
+const { Side, SkipReason, newOrder, signAll, signOrder, orderHash, newFill, domainOf, ORDER_TYPES } = require("./orders");
 
 /** deployVaultWithTraders plus an ERC-1271 wallet owned by `walletOwner`, admitted, funded and deposited. */
 async function deployWithWallet() {
   const ctx = await deployVaultWithTraders();
   const [walletOwner, stranger] = ctx.users;
-  const { wallet, walletAddress } = await addWallet(ctx, "ERC1271Wallet", walletOwner);
+  const { wallet, walletAddress } = await addWalletMember(ctx, "ERC1271Wallet", walletOwner);
   return { ...ctx, wallet, walletAddress, walletOwner, stranger };
-}
-
-/** A contract wallet of kind `contractName` owned by `walletOwner`, admitted, funded and deposited. */
-async function addWallet(ctx, contractName, walletOwner) {
-  const wallet = await (await ethers.getContractFactory(contractName)).deploy(walletOwner.address);
-  const walletAddress = await wallet.getAddress();
-  const vaultAddress = await ctx.vault.getAddress();
-  await ctx.registry.connect(ctx.registrar).admit(walletAddress, Tier.Medium);
-  await ctx.bpc.connect(ctx.minter).mint(walletAddress, bpc(100));
-  await ctx.quote.mint(walletAddress, usd(1000));
-  for (const [token, amount] of [
-    [ctx.bpc, bpc(100)],
-    [ctx.quote, usd(1000)],
-  ]) {
-    const tokenAddress = await token.getAddress();
-    await wallet.connect(walletOwner).execute(tokenAddress, token.interface.encodeFunctionData("approve", [vaultAddress, amount]));
-    await wallet.connect(walletOwner).execute(vaultAddress, ctx.vault.interface.encodeFunctionData("deposit", [tokenAddress, amount]));
-  }
-  return { wallet, walletAddress };
 }
 
 describe("Vault: signatures and deployment", function () {
@@ -102,21 +82,24 @@ describe("Vault: signatures and deployment", function () {
       expect(await this.vault.balanceOf(this.walletAddress, await this.bpc.getAddress())).to.equal(bpc(99));
     });
 
-    it("reverts VaultInvalidSignature when the wallet does not accept the signature", async function () {
+    it("skips the fill, WalletRefused, when the wallet does not accept the signature", async function () {
+      // A wallet's answer can change after the match, so the Vault cannot tell a signature it
+      // never accepted from one it stopped accepting: either is the wallet's say, not a revert.
       const sell = await newOrder(this, this.walletAddress, { side: Side.Sell });
       const { orders, signatures, hashes } = await signAll(this.vault, [
         { order: sell, signer: this.stranger },
         { order: await newOrder(this, this.bob, { side: Side.Buy }), signer: this.bob },
       ]);
-      await expect(this.settleSigned(orders, signatures))
-        .to.be.revertedWithCustomError(this.vault, "VaultInvalidSignature")
-        .withArgs(hashes[0], this.walletAddress);
+      const tx = await this.settleSigned(orders, signatures);
+      await expect(tx).to.emit(this.vault, "FillSkipped").withArgs(0n, hashes[0], SkipReason.WalletRefused);
+      await expect(tx).not.to.emit(this.vault, "Trade");
+      expect(await this.vault.orderState(hashes[0])).to.deep.equal([0n, false]);
     });
 
     it("gives a wallet at most WALLET_CHECK_GAS to answer: one that burns what it gets costs the batch one cap", async function () {
       const cap = await this.vault.WALLET_CHECK_GAS();
       expect(cap).to.equal(500_000n);
-      const { walletAddress } = await addWallet(this, "ERC1271GasHoggingWallet", this.walletOwner);
+      const { walletAddress } = await addWalletMember(this, "ERC1271GasHoggingWallet", this.walletOwner);
       const sell = await newOrder(this, walletAddress, { side: Side.Sell, amount: bpc(1) });
       const { orders, signatures } = await signAll(this.vault, [
         { order: sell, signer: this.walletOwner },
@@ -129,21 +112,25 @@ describe("Vault: signatures and deployment", function () {
       expect(receipt.gasUsed).to.be.lessThan(cap + 300_000n);
     });
 
-    it("refuses the order of a wallet that never answers within its cap, whatever the gas sent", async function () {
-      const { walletAddress } = await addWallet(this, "ERC1271GasBurningWallet", this.walletOwner);
+    it("skips the fill of a wallet that never answers within its whole cap, whatever the gas above it", async function () {
+      const { walletAddress } = await addWalletMember(this, "ERC1271GasBurningWallet", this.walletOwner);
       const sell = await newOrder(this, walletAddress, { side: Side.Sell });
       const { orders, signatures, hashes } = await signAll(this.vault, [
         { order: sell, signer: this.walletOwner },
         { order: await newOrder(this, this.bob, { side: Side.Buy }), signer: this.bob },
       ]);
       const fills = [newFill(0, 1, bpc(1), sell.price)];
-      await expect(this.vault.connect(this.operator).settle(orders, signatures, fills, { gasLimit: 3_000_000 }))
-        .to.be.revertedWithCustomError(this.vault, "VaultInvalidSignature")
-        .withArgs(hashes[0], walletAddress);
+      const cap = await this.vault.WALLET_CHECK_GAS();
+      for (const gasLimit of [1_000_000n, 3_000_000n, 10_000_000n]) {
+        const tx = await this.vault.connect(this.operator).settle(orders, signatures, fills, { gasLimit });
+        await expect(tx).to.emit(this.vault, "FillSkipped").withArgs(0n, hashes[0], SkipReason.WalletRefused);
+        // The wallet burnt its cap and no more, whatever the transaction had.
+        expect((await tx.wait()).gasUsed).to.be.within(cap, cap + 150_000n);
+      }
     });
 
     it("reverts VaultWalletCheckOutOfGas, not the order, when the transaction left the wallet less than its cap", async function () {
-      const { walletAddress } = await addWallet(this, "ERC1271GasBurningWallet", this.walletOwner);
+      const { walletAddress } = await addWalletMember(this, "ERC1271GasBurningWallet", this.walletOwner);
       const sell = await newOrder(this, walletAddress, { side: Side.Sell });
       const { orders, signatures } = await signAll(this.vault, [
         { order: sell, signer: this.walletOwner },

@@ -83,7 +83,30 @@ async function deployVaultWithTraders() {
   return out;
 }
 
+/**
+ * A contract wallet of kind `contractName` (contracts/test) owned by `walletOwner`, admitted
+ * and holding a deposit of 100 BPC and 1,000 quote tokens, made through the wallet itself.
+ */
+async function addWalletMember(ctx, contractName, walletOwner) {
+  const wallet = await (await ethers.getContractFactory(contractName)).deploy(walletOwner.address);
+  const walletAddress = await wallet.getAddress();
+  const vaultAddress = await ctx.vault.getAddress();
+  await ctx.registry.connect(ctx.registrar).admit(walletAddress, Tier.Medium);
+  await ctx.bpc.connect(ctx.minter).mint(walletAddress, bpc(100));
+  await ctx.quote.mint(walletAddress, usd(1000));
+  for (const [token, amount] of [
+    [ctx.bpc, bpc(100)],
+    [ctx.quote, usd(1000)],
+  ]) {
+    const tokenAddress = await token.getAddress();
+    await wallet.connect(walletOwner).execute(tokenAddress, token.interface.encodeFunctionData("approve", [vaultAddress, amount]));
+    await wallet.connect(walletOwner).execute(vaultAddress, ctx.vault.interface.encodeFunctionData("deposit", [tokenAddress, amount]));
+  }
+  return { wallet, walletAddress };
+}
+
 module.exports = {
+  addWalletMember,
   EXIT_DELAY,
   WALLET_BPC,
   WALLET_QUOTE,

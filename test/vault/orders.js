@@ -5,7 +5,13 @@ const { ethers } = require("hardhat");
 
 const Side = Object.freeze({ Buy: 0, Sell: 1 });
 /** IVault.SkipReason: how a maker withdrew an order whose fills `settle` skipped. */
-const SkipReason = Object.freeze({ None: 0, OrderCancelled: 1, OrderNonceCancelled: 2, AccountExiting: 3 });
+const SkipReason = Object.freeze({
+  None: 0,
+  OrderCancelled: 1,
+  OrderNonceCancelled: 2,
+  AccountExiting: 3,
+  WalletRefused: 4,
+});
 const PRICE_SCALE = 10n ** 18n;
 const BPS = 10_000n;
 
