@@ -26,11 +26,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from exchange.chain.signatures import ERC1271_GAS_CAP
 from exchange.trading.eip712 import VaultOrder
 
 OrderTuple = tuple[str, str, str, int, int, int, int, int, int]
 FillTuple = tuple[int, int, int, int, int, int]
 """``IVault.Fill``: makerIndex, takerIndex, makerFeeBps, takerFeeBps, baseAmount, price."""
+
+# The gas the Vault must have just before it asks a contract wallet for the wallet to get its
+# whole WALLET_CHECK_GAS (``Vault._WALLET_CALL_GAS``: 64/63 of the cap, EIP-150, plus a cold
+# account access and a few opcodes). A wallet's refusal skips its order's fills only then; with
+# less, the batch reverts as short of gas.
+WALLET_CALL_GAS = ERC1271_GAS_CAP * 64 // 63 + 2_700
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +141,12 @@ def suggested_fees(base_fee_per_gas_wei: int, priority_fee_per_gas_wei: int) -> 
     return Fees(2 * base_fee_per_gas_wei + priority_fee_per_gas_wei, priority_fee_per_gas_wei)
 
 
-def gas_limit(estimate: int, margin_percent: int, block_gas_limit: int) -> int:
-    """The estimate plus a margin (state may move between estimate and inclusion), at most a block."""
-    return min(-(-estimate * (100 + margin_percent) // 100), block_gas_limit)
+def gas_limit(estimate: int, margin_percent: int, block_gas_limit: int, wallet_orders: int = 0) -> int:
+    """The estimate plus a margin (state may move between estimate and inclusion), plus
+    ``WALLET_CALL_GAS`` for each of the batch's ``wallet_orders`` (contract-wallet orders), at
+    most a block. A wallet that answered cheaply when the batch was estimated may refuse by the
+    time it is mined (its owner withdrew the approval) or burn its whole cap: the Vault skips
+    that order's fills only when it could give the wallet its whole cap, and reverts the batch
+    otherwise. Only the gas used is paid for."""
+    margin = -(-estimate * (100 + margin_percent) // 100)
+    return min(margin + wallet_orders * WALLET_CALL_GAS, block_gas_limit)

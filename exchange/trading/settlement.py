@@ -40,7 +40,8 @@ fees were bumped; they share its nonce, so at most one is mined):
 
 * a receipt with status 1, ``confirmations`` deep: the batch is settled. The
   fills the Vault skipped (``FillSkipped``: a maker withdrew one of their orders
-  on chain since the match, see ``exchange.trading.skipped_fills``) fail for good
+  on chain since the match, or its contract wallet no longer accepts it, see
+  ``exchange.trading.skipped_fills``) fail for good
   in the same transaction that settles the others, voided as below, with the
   Vault's reason. Its order states are checked against the database
   (``batching.batch_fate``, the skipped fills adding nothing), its receipt holds a
@@ -49,9 +50,9 @@ fees were bumped; they share its nonce, so at most one is mined):
 * a receipt with status 0, ``confirmations`` deep: the fills go back to pending,
   so the next step simulates them again (which isolates a bad fill). No fill of
   a batch of several fails for its revert: whoever made it revert (a member
-  suspended, or a contract wallet that stopped accepting its order, just before;
-  a maker withdrawing its own order no longer reverts a batch) is found by that
-  simulation, and the others are innocent. A fill that has been in
+  suspended just before; a maker withdrawing its own order, or its contract
+  wallet refusing it, no longer reverts a batch) is found by that simulation,
+  and the others are innocent. A fill that has been in
   ``max_reverts`` reverted batches is sent alone from then on, so a revert it
   keeps causing (a state changed before the batch and back after it, which no
   simulation sees) costs one transaction, not the batch; when a batch holding
@@ -150,7 +151,8 @@ log = get_logger(__name__)
 _ORDER_CACHE_SIZE = 20_000
 # The contract-wallet orders one batch may hold. The Vault lets each wallet burn up to its
 # WALLET_CHECK_GAS (500,000) answering isValidSignature, so a batch's gas grows by that much per
-# wallet order whatever the wallet does with it: 16 bound it to 8 million, so that wallets that
+# wallet order whatever the wallet does with it, and its gas limit reserves that much more per
+# wallet order (``batching.gas_limit``): 16 bound each to about 8 million, so that wallets that
 # burn their cap can never push a batch past a block's gas (30 million on most chains) and
 # hold every other member's fills back.
 WALLET_ORDERS_PER_BATCH = 16
@@ -367,7 +369,8 @@ class Settler:
             lambda: (operator.pending_nonce(), operator.fees(), operator.block_gas_limit())
         )
         fees = self._capped(fees)
-        gas = gas_limit(estimate, self.config.gas_margin_percent, block_gas)
+        wallet_orders = len(self._wallet_orders(fills))
+        gas = gas_limit(estimate, self.config.gas_margin_percent, block_gas, wallet_orders)
         calldata = self._calldata(arguments)
         tx = operator.transaction(self.vault.address, calldata, nonce=nonce, gas=gas, fees=fees)
         signed = operator.sign(tx)
@@ -418,10 +421,16 @@ class Settler:
         contract-wallet orders (at least one fill: it holds two orders at most)."""
         wallets: set[int] = set()
         for index, fill in enumerate(fills):
-            wallets.update(order.id for order in (fill.maker, fill.taker) if self._signed(order).wallet)
+            wallets |= self._wallet_orders([fill])
             if len(wallets) > WALLET_ORDERS_PER_BATCH:
                 return max(index, 1)
         return len(fills)
+
+    def _wallet_orders(self, fills: Sequence[FillRecord]) -> set[int]:
+        """The ids of the contract-wallet orders ``fills`` use."""
+        return {
+            order.id for fill in fills for order in (fill.maker, fill.taker) if self._signed(order).wallet
+        }
 
     def _to_settle(self, fill: FillRecord) -> FillToSettle:
         return FillToSettle(
