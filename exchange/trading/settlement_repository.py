@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, NamedTuple, cast
 
 from eth_utils.crypto import keccak
-from sqlalchemy import CursorResult, func, literal, or_, select, update
+from sqlalchemy import CursorResult, and_, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.db.base import utc_now
@@ -28,6 +28,7 @@ from exchange.trading.settlement_models import (
     SettlementBatchFill,
     SettlementFailure,
 )
+from exchange.trading.skipped_fills import SKIPPED_ERROR, SkipReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,8 +501,10 @@ async def fail_fill(
     return True
 
 
-# The Vault's error for a fill whose order it finds unsigned: at settlement, only a contract
-# wallet's (ERC-1271) that stopped accepting its signature.
+# The Vault's error for a fill whose order it found unsigned. A Vault that skips the fills of
+# an order a contract wallet refuses (``SkipReason.WALLET_REFUSED``) reverts so only for a
+# signature that does not recover to a maker without code; one that predates the skip reverted
+# so for a wallet's refusal too, and the failures it caused keep that name.
 INVALID_SIGNATURE_ERROR = "VaultInvalidSignature"
 
 
@@ -509,15 +512,23 @@ async def disowned_orders(
     session: AsyncSession, market_id: str, fill_ids: Sequence[int] | None = None
 ) -> list[TradingOrder]:
     """The open orders of ``market_id`` whose signature the Vault refused when a fill of theirs
-    settled (``VaultInvalidSignature`` naming the order's hash): a contract wallet no longer
-    accepts it, and no fill of the order could settle. Only fills among ``fill_ids`` when given.
+    settled (a fill skipped with ``WALLET_REFUSED``, or ``VaultInvalidSignature``, naming the
+    order's hash): a contract wallet no longer accepts it, and no fill of the order could
+    settle. Only fills among ``fill_ids`` when given.
 
     Such failures are rare (they need a wallet that withdrew its approval), so reading all of a
     market's is cheap; the orders are read by primary key."""
+    wallet_refused = and_(
+        SettlementFailure.error_name == SKIPPED_ERROR,
+        SettlementFailure.error_args["skipReason"].as_string() == SkipReason.WALLET_REFUSED.name,
+    )
     failed = (
         select(TradingFill.maker_order_id, TradingFill.taker_order_id, SettlementFailure.error_args)
         .join(SettlementFailure, SettlementFailure.fill_id == TradingFill.id)
-        .where(SettlementFailure.error_name == INVALID_SIGNATURE_ERROR, TradingFill.market_id == market_id)
+        .where(
+            or_(SettlementFailure.error_name == INVALID_SIGNATURE_ERROR, wallet_refused),
+            TradingFill.market_id == market_id,
+        )
     )
     if fill_ids is not None:
         failed = failed.where(TradingFill.id.in_(fill_ids))

@@ -2,11 +2,14 @@
 
 ``Vault.settle`` does not revert a batch for what a maker did to its own order after the
 match: cancelled it (``cancelOrder``), raised its nonce floor past it
-(``cancelOrdersBelowNonce``) or requested an exit (``requestExit``). It skips each fill
-that uses such an order, moving nothing for it, and emits ``FillSkipped(fillIndex,
-orderHash, reason)`` with the fill's position in the batch. The settler fails those fills
-for good, as a fill the Vault refused (``SKIPPED_ERROR`` with the reason), and settles the
-batch's others.
+(``cancelOrdersBelowNonce``), requested an exit (``requestExit``) or, a contract wallet,
+stopped accepting its signature (ERC-1271, asked with the wallet's whole
+``WALLET_CHECK_GAS``). It skips each fill that uses such an order, moving nothing for it,
+and emits ``FillSkipped(fillIndex, orderHash, reason)`` with the fill's position in the
+batch. The settler fails those fills for good, as a fill the Vault refused
+(``SKIPPED_ERROR`` with the reason), and settles the batch's others. Nothing on chain
+records a wallet's refusal, so the service also cancels what rests of such an order
+(``settlement_repository.disowned_orders``).
 """
 
 from __future__ import annotations
@@ -33,12 +36,14 @@ class SkipReason(IntEnum):
     ORDER_CANCELLED = 1
     ORDER_NONCE_CANCELLED = 2
     ACCOUNT_EXITING = 3
+    WALLET_REFUSED = 4
 
 
 _WHY = {
     SkipReason.ORDER_CANCELLED: "maker cancelled the order on chain",
     SkipReason.ORDER_NONCE_CANCELLED: "maker cancelled its orders below a nonce on chain",
     SkipReason.ACCOUNT_EXITING: "maker requested an exit from the Vault",
+    SkipReason.WALLET_REFUSED: "maker's wallet no longer approves the order",
 }
 
 

@@ -31,13 +31,10 @@ from exchange.settings import Settings
 from exchange.trading import repository, settlement
 from exchange.trading import settlement_repository as store
 from exchange.trading.batching import Fees, SettleArguments
-from exchange.trading.eip712 import OrderSide, VaultOrder, order_hash
-from exchange.trading.intake import InvalidSignature
+from exchange.trading.eip712 import OrderSide, order_hash
 from exchange.trading.models import (
-    CancelCause,
     LedgerBalance,
     LedgerEntry,
-    OrderStatus,
     SettlementState,
     TradingFill,
     TradingOrder,
@@ -277,71 +274,6 @@ async def test_a_cancellation_that_front_runs_a_batch_no_longer_reverts_it(
     assert (failure.fill_id, failure.error_name) == (fills[1].id, "FillSkipped")
     await parts.indexer.catch_up()
     await assert_audit_clean(parts)
-
-
-@pytest.mark.parametrize("heard", [True, False], ids=["heard", "restarted"])
-async def test_a_contract_wallets_orders_settle_while_the_wallet_accepts_them(
-    net: VaultNet,
-    chain_settings: Settings,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    heard: bool,
-) -> None:
-    """A member that is a contract wallet (ERC-1271) trades with its owner's signatures. The wallet
-    is asked when each order is placed and again by the Vault at settlement: an order it accepted
-    then and refuses by settlement fails alone (VaultInvalidSignature), its fill is voided, and the
-    rest of it leaves the book, since nothing on chain would stop it matching again. A service
-    that did not hear of the failed fill (stopped in between) cancels the rest when it starts."""
-    owner, deposit = MEMBERS[2], 10 * 10**18
-    wallet = deploy_wallet(net.w3, "ERC1271ApprovingWallet", owner.address)
-    net.pool.admit(wallet.address, Tier.SMALL)
-    net.pool.mint_bpc(wallet.address, deposit)
-    act_as(wallet, owner.address, net.pool.bpc.contract, "approve", net.pool.vault.address, deposit)
-    act_as(wallet, owner.address, net.pool.vault.contract, "deposit", net.base_token, deposit)
-    parts = await _parts(net, chain_settings, sessionmaker)  # credits the wallet's deposit too
-    seller, buyer = Trader(owner, wallet=wallet.address), Trader(MEMBERS[0])
-
-    def approve(order: VaultOrder, approval: bool) -> None:
-        digest = order_hash(net.deployment.chain_id, net.pool.vault.address, order)
-        sent = wallet.functions.setApproval(digest, approval).transact({"from": owner.address})
-        assert net.w3.eth.wait_for_transaction_receipt(sent)["status"] == 1
-
-    async with trading(net, chain_settings, sessionmaker) as service:
-        if heard:
-            parts.settler.fill_failed = service.fill_failed  # as the service wires them
-        market = next(iter(service.markets.values())).spec
-        kept = seller.order(market, OrderSide.SELL, PRICE_QUOTE, 10**17)
-        withdrawn = seller.order(market, OrderSide.SELL, PRICE_QUOTE, 3 * 10**17)
-        with pytest.raises(InvalidSignature, match="ERC-1271"):  # the wallet has not approved it yet
-            await service.place_order(wallet.address, kept)
-        for order in seller.orders:
-            approve(order, True)
-        placed = [await service.place_order(wallet.address, signed) for signed in (kept, withdrawn)]
-        await service.place_order(
-            buyer.address, buyer.order(market, OrderSide.BUY, PRICE_QUOTE, 2 * 10**17, tif="IOC")
-        )
-        approve(seller.orders[1], False)
-
-        await parts.settler.drain(poll_s=0.02, timeout_s=60)
-        await parts.indexer.catch_up()
-        async with sessionmaker() as session:
-            rest = await session.get_one(TradingOrder, placed[1].order.id)
-    if not heard:
-        assert (rest.status, rest.reserved_amount) == (OrderStatus.OPEN, 2 * 10**17)
-        # The service starting again: its market's recovery finds the order.
-        async with trading(net, chain_settings, sessionmaker), sessionmaker() as session:
-            rest = await session.get_one(TradingOrder, placed[1].order.id)
-    assert (rest.status, rest.cancel_cause) == (OrderStatus.CANCELED, CancelCause.WALLET_REFUSED)
-    assert rest.reserved_amount == 0
-
-    fills = await _fills(sessionmaker)
-    assert [fill.settlement_state for fill in fills] == [SettlementState.SETTLED, SettlementState.FAILED]
-    async with sessionmaker() as session:
-        failure = await session.get_one(SettlementFailure, fills[1].id)
-    assert failure.error_name == "VaultInvalidSignature"
-    sold = net.pool.vault.call("balanceOf", wallet.address, net.base_token)
-    assert sold == deposit - 10**17
-    report = await parts.audit()
-    assert report.clean, "\n".join(report.lines())
 
 
 async def test_wallets_that_burn_their_gas_cost_their_cap_and_a_batch_holds_a_bounded_number(
