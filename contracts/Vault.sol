@@ -360,7 +360,8 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     /// most `WALLET_CHECK_GAS` (encoded as in OpenZeppelin's
     /// SignatureChecker.isValidERC1271SignatureNowCalldata, which forwards all the gas instead).
     /// False is the wallet's own say, which its owner may change at any time: the order's fills
-    /// are skipped, as for a cancellation. So the call reverts the transaction instead:
+    /// are skipped, as for a cancellation. Where a refusal is not the wallet's say, this reverts
+    /// the transaction instead:
     /// - `VaultInvalidSignature` when `wallet` has no code (it answers nothing): the signature
     ///   does not recover to an account that cannot take its key's signature back, which is the
     ///   operator's mistake;

@@ -216,9 +216,10 @@ interface IVault {
     /// allow reverts the whole batch. Not for what a maker did to its own order on chain since
     /// the match (cancelled it, raised its nonce floor past it, requested an exit, or, a contract
     /// wallet, stopped accepting its signature): each fill using such an order is skipped with
-    /// `FillSkipped` and the others settle. A wallet that failed with less gas than
-    /// `WALLET_CHECK_GAS` reverts the batch (`VaultWalletCheckOutOfGas`): the transaction was
-    /// short of gas. `FeesCollected` states the fees sent and what the Fund received of them.
+    /// `FillSkipped` and the others settle. A wallet's refusal counts only when the transaction
+    /// had the gas to give it its whole `WALLET_CHECK_GAS`; with less, the batch reverts
+    /// (`VaultWalletCheckOutOfGas`). `FeesCollected` states the fees sent and what the Fund
+    /// received of them.
     /// @param orders Every order the fills refer to, each once.
     /// @param signatures The makers' signatures, one per order.
     /// @param fills The fills, in order.
