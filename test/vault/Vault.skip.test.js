@@ -4,7 +4,18 @@
 const { expect } = require("chai");
 const { loadFixture } = require("@nomicfoundation/hardhat-network-helpers");
 const { deployVaultWithTraders, bpc, usd, DEPOSIT_BPC, DEPOSIT_QUOTE } = require("./fixtures");
-const { Side, SkipReason, newOrder, signAll, newFill, settlementAmounts, domainOf, signOrder } = require("./orders");
+const {
+  Side,
+  SkipReason,
+  newOrder,
+  signAll,
+  newFill,
+  settlementAmounts,
+  domainOf,
+  signOrder,
+  settleSigned,
+  vaultEvents,
+} = require("./orders");
 
 const PRICE = usd(2);
 const MAKER_FEE_BPS = 10n;
@@ -48,15 +59,8 @@ describe("Vault: fills of withdrawn orders are skipped", function () {
       await this.vault.balanceOf(account.address, this.bpcAddress),
       await this.vault.balanceOf(account.address, this.quoteAddress),
     ];
-    this.settle = async (entries, fills) => {
-      const { orders, signatures, hashes } = await signAll(this.vault, entries);
-      const tx = await this.vault.connect(this.operator).settle(orders, signatures, fills);
-      return { tx, receipt: await tx.wait(), hashes };
-    };
-    this.events = (receipt, name) =>
-      receipt.logs
-        .map((log) => this.vault.interface.parseLog(log))
-        .filter((parsed) => parsed !== null && parsed.name === name);
+    this.settle = (entries, fills) => settleSigned(this.vault, this.operator, entries, fills);
+    this.events = (receipt, name) => vaultEvents(this.vault, receipt, name);
   });
 
   for (const { name, reason, withdraw } of WITHDRAWALS) {

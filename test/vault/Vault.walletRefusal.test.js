@@ -7,7 +7,18 @@
 const { expect } = require("chai");
 const { loadFixture, takeSnapshot } = require("@nomicfoundation/hardhat-network-helpers");
 const { addWalletMember, deployVaultWithTraders, bpc, usd } = require("./fixtures");
-const { Side, SkipReason, newOrder, signAll, signOrder, newFill, settlementAmounts, domainOf } = require("./orders");
+const {
+  Side,
+  SkipReason,
+  newOrder,
+  signAll,
+  signOrder,
+  newFill,
+  settlementAmounts,
+  domainOf,
+  settleSigned,
+  vaultEvents,
+} = require("./orders");
 
 const PRICE = usd(2);
 const MAKER_FEE_BPS = 10n;
@@ -44,15 +55,8 @@ describe("Vault: fills of orders a contract wallet no longer accepts are skipped
       await this.vault.balanceOf(account, this.bpcAddress),
       await this.vault.balanceOf(account, this.quoteAddress),
     ];
-    this.settle = async (entries, fills) => {
-      const { orders, signatures, hashes } = await signAll(this.vault, entries);
-      const tx = await this.vault.connect(this.operator).settle(orders, signatures, fills);
-      return { tx, receipt: await tx.wait(), hashes };
-    };
-    this.events = (receipt, name) =>
-      receipt.logs
-        .map((log) => this.vault.interface.parseLog(log))
-        .filter((parsed) => parsed !== null && parsed.name === name);
+    this.settle = (entries, fills) => settleSigned(this.vault, this.operator, entries, fills);
+    this.events = (receipt, name) => vaultEvents(this.vault, receipt, name);
   });
 
   it("settles the wallet's fill while the wallet approves its order", async function () {

@@ -96,6 +96,23 @@ async function signAll(vault, entries) {
   return { orders, signatures, hashes: orders.map((order) => orderHash(domain, order)) };
 }
 
+/**
+ * Sign `entries` ({order, signer}) and settle them with `fills` as `operator`.
+ * Returns the transaction, its receipt and the order hashes.
+ */
+async function settleSigned(vault, operator, entries, fills) {
+  const { orders, signatures, hashes } = await signAll(vault, entries);
+  const tx = await vault.connect(operator).settle(orders, signatures, fills);
+  return { tx, receipt: await tx.wait(), hashes };
+}
+
+/** The events named `name` that `vault` emitted in `receipt`, parsed. */
+function vaultEvents(vault, receipt, name) {
+  return receipt.logs
+    .map((log) => vault.interface.parseLog(log))
+    .filter((parsed) => parsed !== null && parsed.name === name);
+}
+
 /** A fill of `baseAmount` at `price` between orders at `makerIndex` and `takerIndex`. */
 function newFill(makerIndex, takerIndex, baseAmount, price, makerFeeBps = 10n, takerFeeBps = 20n) {
   return { makerIndex, takerIndex, makerFeeBps, takerFeeBps, baseAmount, price };
@@ -178,6 +195,8 @@ module.exports = {
   signOrder,
   orderHash,
   signAll,
+  settleSigned,
+  vaultEvents,
   newFill,
   authoriseWithdrawal,
   quoteAmount,
