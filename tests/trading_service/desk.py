@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -16,12 +17,22 @@ from exchange.chain.pool import Tier
 from exchange.chain.runtime import ChainRuntime
 from exchange.trading import eip712, repository, settlement_repository
 from exchange.trading.service import TradingService
+from exchange.trading.writer import MarketWriter
 from tests.support.auth import bearer_headers, embedded_account, signed_login
 from tests.support.wallets import deploy_wallet
 
 WHOLE = 10**18  # one BPC in base units
 DOLLAR = 10**6  # one TUSD in base units
 _NONCES = itertools.count(1)
+
+
+async def until_stopped(writer: MarketWriter) -> None:
+    """Wait for ``writer``'s loop to end (a refusal is answered as it ends), at most a second."""
+    for _ in range(100):
+        if not writer.running:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the writer of {writer.market_id} is still running")
 
 
 def price(dollars_per_bpc: float) -> int:

@@ -17,7 +17,7 @@ from exchange.trading.feed import MarketFeed
 from exchange.trading.market_claim import MarketOwned
 from tests.support.auth import embedded_account
 from tests.trading_service.conftest import start_desk
-from tests.trading_service.desk import WHOLE, Desk, Trader, price
+from tests.trading_service.desk import WHOLE, Desk, Trader, price, until_stopped
 
 served = contextlib.asynccontextmanager(start_desk)
 
@@ -132,11 +132,7 @@ async def test_a_writer_whose_market_another_process_took_stops_writing(
             monkeypatch.setattr(market_claim, "CHECK_S", 0)  # which the next command brings
             refused = await first.place(alice, "sell", price(10), WHOLE)
             assert refused.status_code == 503, refused.text
-            for _ in range(100):  # the refusal is answered as the writer's loop ends
-                if not first_writer.running:
-                    break
-                await asyncio.sleep(0.01)
-            assert not first_writer.running
+            await until_stopped(first_writer)
             placed = await second.place(alice, "sell", price(11), WHOLE, client_order_id="taken", nonce=10**6)
             assert placed.status_code == 201, placed.text
             assert (await second.journal())["sequence"] == 2

@@ -5,7 +5,6 @@ are told and stay, and the other market goes on."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
@@ -18,7 +17,7 @@ from websockets.asyncio.client import connect
 
 from exchange.trading.service import Market
 from exchange.trading.writer import MarketWriter
-from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
+from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price, until_stopped
 from tests.trading_service.test_ws import Stream, serve, until_closed
 
 FIRST = "BPC-TUSD"
@@ -73,11 +72,7 @@ async def _stop_for_good(desk: Desk, market: Market, trader: Trader, monkeypatch
     monkeypatch.setattr(writer, "_recover", broken)
     refused = await _place(desk, trader, market.spec.market_id, "sell", price(12))
     assert refused.status_code == 503, refused.text
-    for _ in range(100):  # the refusal is answered before the writer's loop ends
-        if not writer.running:
-            break
-        await asyncio.sleep(0.01)
-    assert not writer.running
+    await until_stopped(writer)
     assert market.feed.stopped_by is not None
 
 
