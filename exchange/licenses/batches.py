@@ -44,6 +44,13 @@ are those the chain was read for and still pending, the ids and the pending devi
 again. When a stale upload the chain was not read for holds the ids by then, or the credited
 block went back (a reorganisation undone: the chain was read from too late a block), it starts
 over, up to ``READ_ATTEMPTS`` times (then ``BatchChangedMeanwhile``, 409, which a retry gets past).
+
+On PostgreSQL that transaction runs beside others (the indexer's, other uploads', withdrawals'),
+so it takes locks, each writer in the same order: the manufacturer's pending room (an advisory
+lock: two of its uploads at once count each other's devices), then the stale uploads it may
+release, still pending (one the indexer confirmed meanwhile keeps its ids), then their devices;
+new device rows go in id order. A transaction PostgreSQL ends anyway (deadlock, serialization
+failure) is read again like a change meanwhile.
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.chain.pool import MemberStatus, PoolChain
@@ -179,7 +186,7 @@ async def upload(
             seen = await batch_upload.holders(session, runtime, utc_now() - rules.ttl)
         releasable = await _not_registered_since(runtime, seen, rules.log_range_blocks)
         async with sessions() as session:
-            await batch_upload.check_room(session, releasable)
+            await batch_upload.check_room(session, seen.held, releasable)
         if tree is None:
             # Hashing a million ids and building their tree takes seconds: off the event loop.
             tree = await asyncio.to_thread(lambda: MerkleTree.build([device.id_hash for device in devices]))
@@ -206,6 +213,11 @@ async def upload(
         except _ChangedMeanwhile as changed:
             log.info("licence.upload_read_again", manufacturer=manufacturer, reason=str(changed))
             continue
+        except DBAPIError as error:
+            if not lost_to_a_concurrent_writer(error):
+                raise
+            log.warning("licence.upload_read_again", manufacturer=manufacturer, reason=str(error.orig)[:300])
+            continue
         if awaiting is not None:
             # Mined past the credited block: the indexer confirms this upload, the oldest pending
             # one with that manufacturer, root and count, when it credits the registration.
@@ -226,6 +238,18 @@ class _ChangedMeanwhile(Exception):
     """What a write transaction found changed since the chain was read for it: read again."""
 
 
+#: SQLSTATEs of a PostgreSQL transaction ended for another's sake: a deadlock, a serialization failure.
+_LOST_TO_A_CONCURRENT_WRITER = frozenset({"40P01", "40001"})
+
+
+def lost_to_a_concurrent_writer(error: DBAPIError) -> bool:
+    """Whether PostgreSQL ended the transaction for a concurrent one's sake (deadlock, serialization
+    failure): rolled back, nothing written, and the same work succeeds when read and done again.
+    The batches' writers take their locks in one order (the batch row, then its devices; device
+    ids in id order) so this should not happen; were it to, it is answered as a change meanwhile."""
+    return getattr(error.orig, "sqlstate", None) in _LOST_TO_A_CONCURRENT_WRITER
+
+
 class BatchChangedMeanwhile(Conflict):
     """What an upload or a withdrawal depends on kept changing while the chain was read for it
     (other uploads of its devices, the indexer's progress): sending the request again works."""
@@ -241,10 +265,13 @@ class BatchChangedMeanwhile(Conflict):
 
 @dataclass(frozen=True)
 class _Holders:
-    """What a short read found holding an upload's device ids, and where the chain is read from."""
+    """What a short read found holding an upload's device ids, and where the chain is read from:
+    `held`, the ids a batch holds with that batch's key; `stale`, those batches that are pending
+    uploads made before `created_before`."""
 
     first_block: int
     created_before: datetime
+    held: dict[str, int]
     stale: list[DeviceBatch]
 
 
@@ -261,20 +288,20 @@ class _Upload:
     async def holders(
         self, session: AsyncSession, runtime: ChainRuntime, created_before: datetime
     ) -> _Holders:
-        """The pending uploads made before `created_before` that hold some of the ids, and the
-        first block the indexer has not credited."""
+        """The batches that hold some of the ids, the pending uploads made before `created_before`
+        among them, and the first block the indexer has not credited."""
         first_block = await first_uncredited_block(session, runtime, self.registry)
-        taken = await repository.taken_device_ids(session, self.registry, self.canonical)
-        if not taken:
-            return _Holders(first_block, created_before, [])
-        stale = await repository.stale_uploads_holding(session, self.registry, sorted(taken), created_before)
+        held = await repository.holders_of(session, self.registry, self.canonical)
+        stale = await repository.stale_uploads_among(session, set(held.values()), created_before)
         rows = [batch for pk in stale if (batch := await session.get(DeviceBatch, pk)) is not None]
-        return _Holders(first_block, created_before, rows)
+        return _Holders(first_block, created_before, held, rows)
 
-    async def check_room(self, session: AsyncSession, releasing: Collection[int]) -> None:
-        """Refuse ids held by an upload other than those `releasing` (409 naming them), and a
-        manufacturer whose pending devices would then be over the limit (409)."""
-        taken = await repository.taken_device_ids(session, self.registry, self.canonical, excluding=releasing)
+    async def check_room(
+        self, session: AsyncSession, held: dict[str, int], releasing: Collection[int]
+    ) -> None:
+        """Refuse the ids `held` by an upload other than those `releasing` (409 naming them), and
+        a manufacturer whose pending devices would then be over the limit (409)."""
+        taken = {device_id for device_id, batch_pk in held.items() if batch_pk not in releasing}
         if taken:
             _refuse_taken(self.canonical, taken)
         pending = await repository.pending_devices_of(
@@ -301,19 +328,24 @@ class _Upload:
         """In the write transaction: release the stale uploads the chain was read for, check the
         room again and store the pending batch. ``_ChangedMeanwhile`` when the chain was read for
         something else than what the database now holds: a stale upload it did not check, or a
-        credited block gone back (a reorganisation undone: the chain was read from too late)."""
+        credited block gone back (a reorganisation undone: the chain was read from too late).
+
+        The uploads to release are locked first, and only those still pending are released: one
+        the indexer confirmed meanwhile keeps its ids. The manufacturer's pending room is locked
+        too, so that two of its uploads at once do not both pass the cap."""
         if await first_uncredited_block(session, runtime, self.registry) < seen.first_block:
             raise _ChangedMeanwhile("the credited block went back")
-        taken = await repository.taken_device_ids(session, self.registry, self.canonical)
-        stale = await repository.stale_uploads_holding(
-            session, self.registry, sorted(taken), seen.created_before
-        )
+        await repository.lock_pending_room(session, self.registry, self.manufacturer)
+        released = await repository.lock_stale_uploads(session, releasable, seen.created_before)
+        # Read after the locks: an upload released or withdrawn while this one waited holds nothing.
+        held = await repository.holders_of(session, self.registry, self.canonical)
+        others = set(held.values()) - set(released)
+        stale = await repository.stale_uploads_among(session, others, seen.created_before)
         if set(stale) - {batch.id for batch in seen.stale}:
             raise _ChangedMeanwhile("another upload holding the ids went stale")
-        released = sorted(set(stale) & set(releasable))
-        await self.check_room(session, released)
+        await self.check_room(session, held, released)
         for batch_pk in released:
-            await repository.delete_batch(session, batch_pk)
+            await repository.delete_pending_batch(session, batch_pk)  # locked: still pending
             log.warning(
                 "licence.stale_upload_released", upload_id=batch_pk, for_manufacturer=self.manufacturer
             )
@@ -331,7 +363,7 @@ class _Upload:
         except IntegrityError:
             # Another upload took some of these ids between our check and our insert.
             _refuse_taken(
-                self.canonical, await repository.taken_device_ids(session, self.registry, self.canonical)
+                self.canonical, set(await repository.holders_of(session, self.registry, self.canonical))
             )
             raise
 

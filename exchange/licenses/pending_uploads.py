@@ -6,13 +6,15 @@ transaction, then the chain with none open (on SQLite every transaction holds th
 write lock, on PostgreSQL a pooled connection), then the upload again: a withdrawal deletes it
 only if it is still pending, locked, in that last transaction. When the indexer's credited block
 went back meanwhile (a reorganisation undone), the chain was read from too late a block: it is
-read again, up to ``READ_ATTEMPTS`` times (``BatchChangedMeanwhile`` after).
+read again, up to ``READ_ATTEMPTS`` times (``BatchChangedMeanwhile`` after), as it is when
+PostgreSQL ends the withdrawal's transaction for a concurrent one's sake (a deadlock).
 """
 
 from __future__ import annotations
 
 from functools import partial
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.chain.pool import PoolChain
@@ -26,6 +28,7 @@ from exchange.licenses.batches import (
     BatchChangedMeanwhile,
     awaiting_confirmation,
     first_uncredited_block,
+    lost_to_a_concurrent_writer,
     owned_batch,
     registration_from,
     require_registrant,
@@ -67,14 +70,20 @@ async def withdraw(
         registration = await on_chain(runtime, partial(guarded, registered))
         if registration is not None:
             raise awaiting_confirmation(upload_id, registration, "it stays until the indexer confirms it")
-        async with sessions() as session, session.begin():
-            current, now_first = await _pending_upload(
-                session, runtime, upload_id, manufacturer, _FOR_GOOD, for_update=True
-            )
-            if now_first >= first_block:
-                await repository.delete_batch(session, current.id)
-                log.info("licence.batch_withdrawn", upload_id=upload_id, manufacturer=manufacturer)
-                return
+        try:
+            async with sessions() as session, session.begin():
+                current, now_first = await _pending_upload(
+                    session, runtime, upload_id, manufacturer, _FOR_GOOD, for_update=True
+                )
+                if now_first >= first_block:
+                    await repository.delete_pending_batch(session, current.id)  # locked: still pending
+                    log.info("licence.batch_withdrawn", upload_id=upload_id, manufacturer=manufacturer)
+                    return
+        except DBAPIError as error:
+            if not lost_to_a_concurrent_writer(error):
+                raise
+            log.warning("licence.withdrawal_read_again", upload_id=upload_id, reason=str(error.orig)[:300])
+            continue
         log.info("licence.withdrawal_read_again", upload_id=upload_id, reason="the credited block went back")
     raise BatchChangedMeanwhile(f"the indexer's credited block for upload {upload_id}")
 

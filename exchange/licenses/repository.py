@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable, Collection, Sequence
+import hashlib
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
@@ -120,55 +121,65 @@ setattr(DeviceRecord, "bpc_per_device_wei", property(lambda record: int(record[_
 # --- batches --------------------------------------------------------------------------------------
 
 
-async def taken_device_ids(
-    session: AsyncSession, registry: Registry, device_ids: Sequence[str], *, excluding: Collection[int] = ()
-) -> set[str]:
-    """Those of `device_ids` that are already in a batch of `registry` (other than the uploads
-    `excluding` names)."""
-    others = Device.batch_pk.not_in(excluding) if excluding else true()
-    return await _per_chunk(
-        session,
-        device_ids,
-        lambda chunk: select(Device.device_id).where(
-            Device.chain_id == registry.chain_id,
-            Device.registry_address == registry.address,
-            Device.device_id.in_(chunk),
-            others,
-        ),
-    )
-
-
-async def stale_uploads_holding(
-    session: AsyncSession, registry: Registry, device_ids: Sequence[str], created_before: datetime
-) -> list[int]:
-    """The pending uploads of `registry` made before `created_before` that hold some of `device_ids`."""
-    stale = await _per_chunk(
-        session,
-        device_ids,
-        lambda chunk: (
-            select(DeviceBatch.id)
-            .join(Device, Device.batch_pk == DeviceBatch.id)
-            .where(
+async def holders_of(session: AsyncSession, registry: Registry, device_ids: Sequence[str]) -> dict[str, int]:
+    """Those of `device_ids` that a batch of `registry` holds, each with that batch's key."""
+    holders: dict[str, int] = {}
+    for start in range(0, len(device_ids), _CHUNK):
+        rows = await session.execute(
+            select(Device.device_id, Device.batch_pk).where(
                 Device.chain_id == registry.chain_id,
                 Device.registry_address == registry.address,
-                Device.device_id.in_(chunk),
-                DeviceBatch.status == BATCH_PENDING,
-                DeviceBatch.created_at < created_before,
+                Device.device_id.in_(device_ids[start : start + _CHUNK]),
             )
-            .distinct()
-        ),
+        )
+        holders.update((device_id, batch_pk) for device_id, batch_pk in rows)
+    return holders
+
+
+def _stale_uploads(batch_pks: Sequence[int], created_before: datetime) -> Select[Any]:
+    return select(DeviceBatch.id).where(
+        DeviceBatch.id.in_(batch_pks),
+        DeviceBatch.status == BATCH_PENDING,
+        DeviceBatch.created_at < created_before,
     )
+
+
+async def stale_uploads_among(
+    session: AsyncSession, batch_pks: Collection[int], created_before: datetime
+) -> list[int]:
+    """Those of the batches `batch_pks` that are pending uploads made before `created_before`."""
+    ordered = sorted(batch_pks)
+    stale: list[int] = []
+    for start in range(0, len(ordered), _CHUNK):
+        chunk = ordered[start : start + _CHUNK]
+        stale += (await session.scalars(_stale_uploads(chunk, created_before))).all()
     return sorted(stale)
 
 
-async def _per_chunk(
-    session: AsyncSession, device_ids: Sequence[str], statement: Callable[[Sequence[str]], Select[Any]]
-) -> set[Any]:
-    """The scalars `statement` selects for each ``_CHUNK`` of `device_ids`, together."""
-    found: set[Any] = set()
-    for start in range(0, len(device_ids), _CHUNK):
-        found.update((await session.execute(statement(device_ids[start : start + _CHUNK]))).scalars())
-    return found
+async def lock_stale_uploads(
+    session: AsyncSession, batch_pks: Collection[int], created_before: datetime
+) -> list[int]:
+    """Lock, in key order, those of the batches `batch_pks` that are still pending uploads made
+    before `created_before`, and return them: until the transaction ends, the indexer can
+    confirm none of them (on PostgreSQL, a row another transaction changed meanwhile is checked
+    again once its lock is free; SQLite's transactions hold the write lock already)."""
+    ordered = sorted(batch_pks)
+    locked: list[int] = []
+    for start in range(0, len(ordered), _CHUNK):
+        statement = _stale_uploads(ordered[start : start + _CHUNK], created_before)
+        locked += (await session.scalars(statement.order_by(DeviceBatch.id).with_for_update())).all()
+    return locked
+
+
+async def lock_pending_room(session: AsyncSession, registry: Registry, manufacturer: str) -> None:
+    """Serialise the transactions that add to `manufacturer`'s pending uploads, until this one
+    ends, so that each counts the others' devices: on PostgreSQL an advisory lock on the
+    (registry, manufacturer) key; SQLite's transactions hold the write lock already."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    name = f"licence-pending-room:{registry.chain_id}:{registry.address.lower()}:{manufacturer.lower()}"
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    await session.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 async def pending_devices_of(
@@ -198,7 +209,12 @@ async def add_batch(
     device_ids: Sequence[str],
     tree: bytes,
 ) -> DeviceBatch:
-    """Store a pending batch, its tree and one row per device (index = position in `device_ids`)."""
+    """Store a pending batch, its tree and one row per device (index = position in `device_ids`).
+
+    The device rows are inserted in id order, not the upload's: two uploads sharing ids then
+    meet on the first id they share, and the later one waits there and fails on the key once
+    the other commits, where inserting in each one's own order could leave each waiting for an
+    id the other holds (on PostgreSQL a deadlock, which ends one of them with no clear answer)."""
     batch = DeviceBatch(
         chain_id=registry.chain_id,
         registry_address=registry.address,
@@ -211,18 +227,19 @@ async def add_batch(
     session.add(batch)
     await session.flush()
     await session.execute(insert(BatchTree), [{"batch_pk": batch.id, "tree": tree}])
-    for start in range(0, len(device_ids), _CHUNK):
+    in_id_order = sorted(range(len(device_ids)), key=device_ids.__getitem__)
+    for start in range(0, len(in_id_order), _CHUNK):
         await session.execute(
             insert(Device),
             [
                 {
                     "chain_id": registry.chain_id,
                     "registry_address": registry.address,
-                    "device_id": device_id,
+                    "device_id": device_ids[index],
                     "batch_pk": batch.id,
-                    "device_index": start + offset,
+                    "device_index": index,
                 }
-                for offset, device_id in enumerate(device_ids[start : start + _CHUNK])
+                for index in in_id_order[start : start + _CHUNK]
             ],
         )
     if session.get_bind().dialect.name == "postgresql" and len(device_ids) >= _ANALYZE_AFTER:
@@ -261,11 +278,24 @@ async def batches_of(session: AsyncSession, registry: Registry, manufacturer: st
     return rows.all()
 
 
-async def delete_batch(session: AsyncSession, batch_pk: int) -> None:
-    """Delete a batch with its tree and devices (explicitly: SQLite cascades only with foreign keys on)."""
+async def delete_pending_batch(session: AsyncSession, batch_pk: int) -> bool:
+    """Delete a pending batch with its tree and devices; False, deleting nothing, when it is not
+    pending (confirmed meanwhile) or gone.
+
+    The batch row goes first, so that every writer of a batch takes its row's lock before its
+    devices' (a withdrawal and an upload releasing the same stale upload would otherwise each
+    hold what the other waits for), and on PostgreSQL its status is checked again once that lock
+    is free. Its devices and tree then go explicitly: SQLite cascades only with foreign keys on."""
+    deleted = await session.scalar(
+        delete(DeviceBatch)
+        .where(DeviceBatch.id == batch_pk, DeviceBatch.status == BATCH_PENDING)
+        .returning(DeviceBatch.id)
+    )
+    if deleted is None:
+        return False
     await session.execute(delete(Device).where(Device.batch_pk == batch_pk))
     await session.execute(delete(BatchTree).where(BatchTree.batch_pk == batch_pk))
-    await session.execute(delete(DeviceBatch).where(DeviceBatch.id == batch_pk))
+    return True
 
 
 async def device_ids_of(session: AsyncSession, batch_pk: int, offset: int, limit: int) -> list[str]:
