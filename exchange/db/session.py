@@ -10,6 +10,16 @@ problem handlers.
 
 Any other dependency that needs the database must take ``DbSession`` too, so
 the whole request shares one session and one transaction.
+
+The exception: a route that reads the chain between its writes keeps no request
+transaction, because one would stay open through the chain's answers (on SQLite
+every transaction holds the write lock from its start, so a slow node would stall
+every writer of the service; on PostgreSQL it would hold a pooled connection). Such
+a route takes ``CurrentPrincipalAlone`` (``exchange.auth.dependencies``), which
+resolves the caller in a short transaction of its own, and no ``DbSession``; its
+use case takes the session factory and commits its own short transactions, none
+open while the chain is read (the device uploads and withdrawals of
+``exchange.licenses.batches`` and ``pending_uploads``, a member's licence transactions).
 """
 
 from __future__ import annotations

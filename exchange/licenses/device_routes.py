@@ -4,7 +4,9 @@
 The routes that read the chain (an upload, a withdrawal, a pending upload's transactions) keep
 no request transaction: their caller is known from a short one of its own
 (``CurrentPrincipalAlone``), and ``batches`` reads the chain between short ones, so a slow node
-holds neither SQLite's write lock nor a pooled PostgreSQL connection.
+holds neither SQLite's write lock nor a pooled PostgreSQL connection. When what they read the
+chain for keeps changing, they answer the transient 409 ``batch-changed-meanwhile`` with
+``Retry-After``: the same request sent again works.
 """
 
 from __future__ import annotations
@@ -159,7 +161,14 @@ async def _read_upload(
     summary="Upload a batch of device ids",
     openapi_extra=_UPLOAD_BODY,
     responses=problem_responses(
-        Unauthorized, Forbidden, ValidationFailed, Conflict, TooManyDevices, ChainRejected, ChainUnavailable
+        Unauthorized,
+        Forbidden,
+        ValidationFailed,
+        Conflict,
+        batches.BatchChangedMeanwhile,
+        TooManyDevices,
+        ChainRejected,
+        ChainUnavailable,
     ),
 )
 async def post_batch(
@@ -210,7 +219,9 @@ async def get_batch(
     "/batches/{upload_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Withdraw a pending batch",
-    responses=problem_responses(Unauthorized, NotFound, Conflict, ChainRejected, ChainUnavailable),
+    responses=problem_responses(
+        Unauthorized, NotFound, Conflict, batches.BatchChangedMeanwhile, ChainRejected, ChainUnavailable
+    ),
 )
 async def delete_batch(
     upload_id: RowId,
@@ -236,7 +247,15 @@ async def delete_batch(
     response_model=list[TransactionOut],
     response_model_by_alias=True,
     summary="The registration transactions of a pending batch",
-    responses=problem_responses(Unauthorized, Forbidden, NotFound, Conflict, ChainRejected, ChainUnavailable),
+    responses=problem_responses(
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        batches.BatchChangedMeanwhile,
+        ChainRejected,
+        ChainUnavailable,
+    ),
 )
 async def post_batch_transactions(
     upload_id: RowId,

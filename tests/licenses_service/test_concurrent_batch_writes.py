@@ -31,6 +31,8 @@ from exchange.db.session import app_engine
 from exchange.licenses import batches
 from exchange.licenses.indexer import DeviceIndexer
 from exchange.licenses.models import IndexerCursor
+from exchange.main import build_app
+from exchange.settings import Settings
 from exchange.trading.settlement_models import ChainCursor
 from tests.conftest import run_in_thread
 from tests.licenses_service.conftest import Service, account, licensed_member
@@ -372,3 +374,17 @@ async def test_a_withdrawal_reads_the_chain_again_when_a_reorganisation_takes_th
     assert await batch_state(licensing, headers, upload_id) == ("pending", None)
     await licensing.catch_up()
     assert (await batch_state(licensing, headers, upload_id))[0] == "confirmed"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("post", "/v1/devices/batches"),
+        ("delete", "/v1/devices/batches/{upload_id}"),
+        ("post", "/v1/devices/batches/{upload_id}/transactions"),
+    ],
+)
+def test_the_routes_document_the_transient_409(method: str, path: str) -> None:
+    conflict = build_app(Settings()).openapi()["paths"][path][method]["responses"]["409"]
+    assert batches.BatchChangedMeanwhile.type_uri() in conflict["description"]
+    assert "Retry-After" in conflict["headers"]
