@@ -2,133 +2,33 @@
 and a member's licence transactions, read it with no database transaction open; what the device
 routes read it for is checked again when they write.
 
-A web3 middleware on the shared embedded chain asks the database, on every JSON-RPC request the
-route makes, whether a transaction holds it: on SQLite, whether another connection can take the
-write lock (``BEGIN IMMEDIATE``, without waiting); on PostgreSQL, whether a connection to the
-test's database is ``idle in transaction``. The races are real too: the registration is mined, and
-a second indexer on its own connections credits it, between the route's chain read and its write.
+The watch is ``tests.support.chain_reads``'s, on the shared embedded chain. The races are real
+too: the registration is mined, and a second indexer on its own connections credits it, between
+the route's chain read and its write.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
 import httpx
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import update
-from sqlalchemy.engine import make_url
-from web3.middleware import Web3Middleware
-from web3.types import RPCEndpoint, RPCResponse
 
 from exchange.chain.pool import Tier
 from exchange.db.base import utc_now
-from exchange.db.engine import create_engine_for_url, create_sessionmaker, sqlite_file
+from exchange.db.engine import create_engine_for_url, create_sessionmaker
 from exchange.db.session import app_sessionmaker
 from exchange.licenses.indexer import DeviceIndexer
 from exchange.licenses.models import DeviceBatch
 from tests.conftest import run_in_thread
 from tests.licenses_service.conftest import BPC, Service, account, configure_small_tier, licensed_member
 from tests.licenses_service.test_device_batches import BPC_PER_DEVICE, batch_state, devices, upload
+from tests.support.chain_reads import assert_read_outside_transactions, watching
 
 CHAIN_READS = {"eth_blockNumber", "eth_getLogs", "eth_call", "eth_estimateGas"}
-
-
-def sqlite_transaction_open(database_url: str) -> bool:
-    """Whether a transaction holds the SQLite database's write lock: another connection cannot
-    take it at once (every transaction of the service begins IMMEDIATE)."""
-    path = sqlite_file(database_url)
-    assert path is not None
-    connection = sqlite3.connect(path, timeout=0, isolation_level=None)
-    try:
-        connection.execute("BEGIN IMMEDIATE")
-    except sqlite3.OperationalError as exc:
-        if "locked" not in str(exc):
-            raise
-        return True
-    else:
-        connection.execute("ROLLBACK")
-        return False
-    finally:
-        connection.close()
-
-
-async def _idle_in_transaction(dsn: str) -> int:
-    connection = await asyncpg.connect(dsn)
-    try:
-        count: int = await connection.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
-        )
-        return count
-    finally:
-        await connection.close()
-
-
-def postgres_transaction_open(database_url: str) -> bool:
-    """Whether a connection to the PostgreSQL database sits in an open transaction."""
-    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    return run_in_thread(_idle_in_transaction(dsn)) > 0
-
-
-@dataclass
-class Watch:
-    """The chain requests made while the watch is on, each with whether a database transaction
-    was open when it was sent; `meanwhile` runs once, right after the response of the first
-    ``eth_getLogs`` (the route's first search for a registration), with the watch off."""
-
-    calls: list[tuple[str, bool]] = field(default_factory=list)
-    meanwhile: Callable[[], None] | None = None
-    on: bool = False
-
-    def open_during(self) -> list[str]:
-        return [method for method, open_transaction in self.calls if open_transaction]
-
-    def methods(self) -> set[str]:
-        return {method for method, _ in self.calls}
-
-
-@contextmanager
-def watching(service: Service, database_url: str) -> Iterator[Watch]:
-    """A `Watch` of `service`'s chain, on for the block."""
-    transaction_open = (
-        sqlite_transaction_open if sqlite_file(database_url) is not None else postgres_transaction_open
-    )
-    watch = Watch()
-
-    class AskTheDatabase(Web3Middleware):
-        def request_processor(self, method: RPCEndpoint, params: Any) -> Any:
-            if watch.on:
-                watch.calls.append((str(method), transaction_open(database_url)))
-            return method, params
-
-        def response_processor(self, method: RPCEndpoint, response: RPCResponse) -> Any:
-            if watch.on and method == "eth_getLogs" and watch.meanwhile is not None:
-                meanwhile, watch.meanwhile = watch.meanwhile, None
-                watch.on = False
-                try:
-                    meanwhile()
-                finally:
-                    watch.on = True
-            return response
-
-    service.w3.middleware_onion.add(AskTheDatabase, name="ask-the-database")
-    watch.on = True
-    try:
-        yield watch
-    finally:
-        watch.on = False
-        service.w3.middleware_onion.remove("ask-the-database")
-
-
-def assert_read_outside_transactions(watch: Watch, *, expected: set[str]) -> None:
-    assert expected <= watch.methods(), watch.calls
-    assert watch.open_during() == [], f"chain read inside a transaction: {watch.calls}"
 
 
 async def pending_upload_past_the_credited_block(
@@ -185,7 +85,7 @@ async def test_an_upload_reads_the_chain_with_no_transaction_open(
     await backdate(licensing, squatted["batch"]["upload_id"], days=8)
     headers = await licensing.sign_in(owner)
 
-    with watching(licensing, database_url) as watch:
+    with watching(licensing.w3, database_url) as watch:
         owned = await upload(licensing, headers, devices(3, prefix="UP"))
 
     assert [tx["description"].split()[0] for tx in owned["transactions"]] == ["allow", "register"]
@@ -198,7 +98,7 @@ async def test_a_withdrawal_reads_the_chain_with_no_transaction_open(
 ) -> None:
     headers, body = await pending_upload_past_the_credited_block(licensing, account(2), "WO")
 
-    with watching(licensing, database_url) as watch:
+    with watching(licensing.w3, database_url) as watch:
         withdrawn = await licensing.client.delete(
             f"/v1/devices/batches/{body['batch']['upload_id']}", headers=headers
         )
@@ -212,7 +112,7 @@ async def test_a_pending_uploads_transactions_read_the_chain_with_no_transaction
 ) -> None:
     headers, body = await pending_upload_past_the_credited_block(licensing, account(2), "TX")
 
-    with watching(licensing, database_url) as watch:
+    with watching(licensing.w3, database_url) as watch:
         again = await licensing.client.post(
             f"/v1/devices/batches/{body['batch']['upload_id']}/transactions", headers=headers
         )
@@ -231,7 +131,7 @@ async def test_licence_transactions_read_the_chain_with_no_transaction_open(
     licensing.pool.mint_bpc(member.address, 500 * BPC)
     headers = await licensing.sign_in(member)
 
-    with watching(licensing, database_url) as watch:
+    with watching(licensing.w3, database_url) as watch:
         plan = await licensing.client.post("/v1/licences/transactions/acquire", headers=headers)
 
     assert plan.status_code == 200, plan.text
@@ -261,7 +161,7 @@ async def test_an_upload_confirmed_while_its_withdrawal_reads_the_chain_stays(
     headers, body = await pending_upload_past_the_credited_block(licensing, member, "RW")
     upload_id = body["batch"]["upload_id"]
 
-    with watching(licensing, database_url) as watch:
+    with watching(licensing.w3, database_url) as watch:
         watch.meanwhile = registered_and_credited_meanwhile(licensing, member, body, database_url)
         withdrawn = await licensing.client.delete(f"/v1/devices/batches/{upload_id}", headers=headers)
 
@@ -283,7 +183,7 @@ async def test_a_stale_upload_confirmed_while_another_upload_reads_the_chain_kee
     await backdate(licensing, upload_id, days=8)
     owner_headers = await licensing.sign_in(owner)
 
-    with watching(licensing, database_url) as watch:
+    with watching(licensing.w3, database_url) as watch:
         watch.meanwhile = registered_and_credited_meanwhile(licensing, owner, mine, database_url)
         refused = await licensing.client.post(
             "/v1/devices/batches",
