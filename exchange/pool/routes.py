@@ -147,10 +147,12 @@ async def last_traded_price(request: Request, session: AsyncSession, bpc_token: 
     dependencies=[Depends(limit_chain_reads)],
 )
 async def get_stats(request: Request, session: DbSession, pool: Pool) -> PoolStatsOut:
-    by_field = await repository.live_patent_counts(session, "field")
-    by_country = await repository.live_patent_counts(session, "country")
+    # The chain first, before the first query begins the request's transaction: on SQLite it
+    # holds the write lock from its start, and would hold it while the node answers.
     bpc = pool.chain.pool
     supply = await pool.chain.run(bpc.bpc_supply)
+    by_field = await repository.live_patent_counts(session, "field")
+    by_country = await repository.live_patent_counts(session, "country")
     return PoolStatsOut(
         live_patents=sum(by_field.values()),
         live_patents_by_field=by_field,
