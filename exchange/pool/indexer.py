@@ -32,6 +32,11 @@ Rules
   background loop and a request catching up never apply one block twice. It is
   inserted first if missing (``ON CONFLICT DO NOTHING``), so two first passes wait
   for each other on it rather than both creating it.
+* A request that must see its own change indexed calls
+  :meth:`PoolIndexer.catch_up_between_transactions`: it reads each range's events,
+  and the block times and records applying them needs, with no transaction open
+  (on SQLite a transaction holds the write lock from its start), then applies the
+  range in a short transaction only if the cursor is still where it was read.
 * A cursor names its chain, contract and the hash of the deployment's first
   block. If any differ (the embedded EVM redeploys the same addresses at every
   start) the projections of the old chain are dropped and indexing restarts at
@@ -41,18 +46,20 @@ Rules
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
 
 from eth_utils.crypto import keccak
 from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web3 import Web3
 from web3.types import BlockIdentifier, LogReceipt, TxReceipt
 
 from exchange.chain.binding import BoundContract
+from exchange.chain.pool import Member as ChainMember
 from exchange.chain.pool import MemberStatus, Tier
 from exchange.db.base import utc_now
 from exchange.kit.logging import get_logger
@@ -190,6 +197,18 @@ def search_events(
 Applier = Callable[[AsyncSession, ChainEvent], Awaitable[None]]
 
 
+@dataclass
+class _ReadAhead:
+    """What applying a range of events asks the chain, read before its transaction begins."""
+
+    block_times: dict[int, datetime] = field(default_factory=dict)
+    members: dict[tuple[str, int], ChainMember] = field(default_factory=dict)
+
+
+# The read-ahead of the range being applied in this task, if it was read ahead.
+_read_ahead: ContextVar[_ReadAhead | None] = ContextVar("pool_indexer_read_ahead", default=None)
+
+
 class PoolIndexer:
     """Follows the registry and the fund; call :meth:`catch_up` in a transaction."""
 
@@ -205,16 +224,34 @@ class PoolIndexer:
 
         Returns the last block indexed: the head less the confirmations.
         """
-        w3 = self.chain.runtime.w3
-        head = await self.chain.run(lambda: int(w3.eth.block_number))
-        safe_head = head - self.confirmations
-        pool = self.chain.pool
-        await self._follow(
-            session, REGISTRY_CURSOR, pool.registry, REGISTRY_EVENTS, safe_head, self._apply_registry
-        )
-        await self._follow(session, FUND_CURSOR, pool.fund, FUND_EVENTS, safe_head, self._apply_fund)
-        await self._follow(session, VAULT_CURSOR, pool.vault, VAULT_EVENTS, safe_head, self._apply_vault)
+        safe_head = await self.head_block() - self.confirmations
+        for name, contract, events, apply in self._followers():
+            await self._follow(session, name, contract, events, safe_head, apply)
         return max(safe_head, 0)
+
+    async def catch_up_between_transactions(self, sessionmaker: async_sessionmaker[AsyncSession]) -> int:
+        """:meth:`catch_up` with no transaction open while the chain is read: for a request that
+        must see its own change indexed, which must not hold the database while the node answers.
+
+        Each range's events, with the block times and member records applying them needs, are
+        read first; the range is then applied in a short transaction of its own, only if its
+        cursor is still where it was read (compare-and-set on the locked row). A cursor another
+        pass moved meanwhile is read again, and the range asked for from where it now stands.
+        Returns the last block indexed, as :meth:`catch_up` does; the cursors stand there or
+        further on.
+        """
+        safe_head = await self.head_block() - self.confirmations
+        for name, contract, events, apply in self._followers():
+            await self._follow_between_transactions(sessionmaker, name, contract, events, safe_head, apply)
+        return max(safe_head, 0)
+
+    def _followers(self) -> tuple[tuple[str, BoundContract, tuple[str, ...], Applier], ...]:
+        pool = self.chain.pool
+        return (
+            (REGISTRY_CURSOR, pool.registry, REGISTRY_EVENTS, self._apply_registry),
+            (FUND_CURSOR, pool.fund, FUND_EVENTS, self._apply_fund),
+            (VAULT_CURSOR, pool.vault, VAULT_EVENTS, self._apply_vault),
+        )
 
     async def behind(self, session: AsyncSession) -> bool:
         """Whether :meth:`catch_up` has anything to do: a short read, so idle polls write nothing."""
@@ -242,6 +279,9 @@ class PoolIndexer:
         return await self.chain.run(lambda: int(w3.eth.block_number))
 
     async def block_time(self, block_number: int) -> datetime:
+        read_ahead = _read_ahead.get()
+        if read_ahead is not None and block_number in read_ahead.block_times:
+            return read_ahead.block_times[block_number]
         cached = self._block_times.get(block_number)
         if cached is not None:
             return cached
@@ -258,6 +298,17 @@ class PoolIndexer:
         ``fund`` follower does: a writer that must see every ``FundClaimed`` indexed, and be seen by
         the follower's next pass, takes it before it writes (see the royalty service)."""
         await self._lock_cursor(session, FUND_CURSOR, await self._fresh_cursor(self.chain.pool.fund))
+
+    async def lock_deposit_cursors(self, session: AsyncSession) -> int:
+        """Lock the ``fund`` and ``vault`` cursors until ``session``'s transaction ends, as their
+        followers' passes do, and return the lowest block they stand at: every deposit up to it
+        is indexed, and no other until the transaction ends (see the royalty runs)."""
+        pool = self.chain.pool
+        blocks = [
+            (await self._lock_cursor(session, name, await self._fresh_cursor(contract))).block
+            for name, contract in ((FUND_CURSOR, pool.fund), (VAULT_CURSOR, pool.vault))
+        ]
+        return min(blocks)
 
     async def _fresh_cursor(self, contract: BoundContract) -> dict[str, Any]:
         """The values of a cursor of ``contract`` that has indexed nothing yet."""
@@ -293,12 +344,83 @@ class PoolIndexer:
         apply: Applier,
     ) -> None:
         fresh = await self._fresh_cursor(contract)
+        cursor = await self._current_cursor(session, name, contract, fresh)
+        while cursor.block < safe_head:
+            from_block = cursor.block + 1
+            to_block = min(safe_head, cursor.block + self.max_blocks)
+            found = await self.chain.run(partial(fetch_events, contract, events, from_block, to_block))
+            await self._apply_range(session, cursor, name, found, to_block, apply)
+
+    async def _follow_between_transactions(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        name: str,
+        contract: BoundContract,
+        events: tuple[str, ...],
+        safe_head: int,
+        apply: Applier,
+    ) -> None:
+        fresh = await self._fresh_cursor(contract)  # the anchor's hash: read once per process
+        while True:
+            async with sessionmaker() as session:
+                read = await repository.cursor(session, name)
+                block = read.block if read is not None and _identity(read) == _identity(fresh) else None
+            if block is None:
+                async with sessionmaker() as session, session.begin():  # create or reset: no chain read
+                    await self._current_cursor(session, name, contract, fresh)
+                continue
+            if block >= safe_head:
+                return
+            to_block = min(safe_head, block + self.max_blocks)
+            found = await self.chain.run(partial(fetch_events, contract, events, block + 1, to_block))
+            read_ahead = await self._read_ahead(sessionmaker, found)
+            async with sessionmaker() as session, session.begin():
+                cursor = await self._lock_cursor(session, name, fresh)
+                if cursor.block != block or _identity(cursor) != _identity(fresh):
+                    continue  # another pass applied the range meanwhile: read from where it stopped
+                token = _read_ahead.set(read_ahead)
+                try:
+                    await self._apply_range(session, cursor, name, found, to_block, apply)
+                finally:
+                    _read_ahead.reset(token)
+
+    async def _read_ahead(
+        self, sessionmaker: async_sessionmaker[AsyncSession], found: list[ChainEvent]
+    ) -> _ReadAhead:
+        """The block times of ``found``, and the registry's record of each account a status or
+        tier change names that has no member row and no admission earlier in ``found`` (only
+        after a reset dropped its admission: see :meth:`_new_member_row`)."""
+        read_ahead = _ReadAhead()
+        for block_number in sorted({event.block_number for event in found}):
+            read_ahead.block_times[block_number] = await self.block_time(block_number)
+        admitted: set[str] = set()
+        unseen: list[tuple[str, int]] = []
+        for event in found:
+            if event.name not in REGISTRY_EVENTS:
+                continue
+            account = Web3.to_checksum_address(event.args["account"])
+            if event.name == "MemberAdmitted":
+                admitted.add(account)
+            elif account not in admitted:
+                unseen.append((account, event.block_number))
+        if unseen:
+            async with sessionmaker() as session:
+                known = {account for account, _ in unseen if await repository.member(session, account)}
+            pool = self.chain.pool
+            for unseen_account, block_number in unseen:
+                if unseen_account not in known:
+                    read_ahead.members[(unseen_account, block_number)] = await self.chain.run(
+                        partial(pool.member, unseen_account, block=block_number)
+                    )
+        return read_ahead
+
+    async def _current_cursor(
+        self, session: AsyncSession, name: str, contract: BoundContract, fresh: dict[str, Any]
+    ) -> IndexerCursor:
+        """The cursor ``name``, locked: created if missing, reset if it names another chain or
+        contract (the projections of the old one are dropped)."""
         cursor = await self._lock_cursor(session, name, fresh)
-        if (cursor.chain_id, cursor.contract, cursor.anchor_block_hash) != (
-            fresh["chain_id"],
-            fresh["contract"],
-            fresh["anchor_block_hash"],
-        ):
+        if _identity(cursor) != _identity(fresh):
             log.warning(
                 "pool.indexer_reset", cursor=name, old_contract=cursor.contract, new_contract=contract.address
             )
@@ -307,19 +429,25 @@ class PoolIndexer:
                 setattr(cursor, column, value)
             cursor.updated_at = utc_now()
             await session.flush()
-        while cursor.block < safe_head:
-            from_block = cursor.block + 1
-            to_block = min(safe_head, cursor.block + self.max_blocks)
-            found = await self.chain.run(partial(fetch_events, contract, events, from_block, to_block))
-            for event in found:
-                await apply(session, event)
-            cursor.block = to_block
-            cursor.updated_at = utc_now()
-            await session.flush()
-            if found:
-                log.info(
-                    "pool.indexed", cursor=name, from_block=from_block, to_block=to_block, events=len(found)
-                )
+        return cursor
+
+    @staticmethod
+    async def _apply_range(
+        session: AsyncSession,
+        cursor: IndexerCursor,
+        name: str,
+        found: list[ChainEvent],
+        to_block: int,
+        apply: Applier,
+    ) -> None:
+        from_block = cursor.block + 1
+        for event in found:
+            await apply(session, event)
+        cursor.block = to_block
+        cursor.updated_at = utc_now()
+        await session.flush()
+        if found:
+            log.info("pool.indexed", cursor=name, from_block=from_block, to_block=to_block, events=len(found))
 
     async def _forget(self, session: AsyncSession, name: str) -> None:
         if name == REGISTRY_CURSOR:
@@ -366,8 +494,11 @@ class PoolIndexer:
             admitted_at = await self.block_time(event.block_number)
         else:
             # Only after a reset that dropped the admission: ask the registry as of this block.
-            pool = self.chain.pool
-            record = await self.chain.run(lambda: pool.member(account, block=event.block_number))
+            read_ahead = _read_ahead.get()
+            record = read_ahead.members.get((account, event.block_number)) if read_ahead is not None else None
+            if record is None:
+                pool = self.chain.pool
+                record = await self.chain.run(lambda: pool.member(account, block=event.block_number))
             tier, state = TIER_NAMES[record.tier], STATE_NAMES[record.status]
             admitted_at = datetime.fromtimestamp(record.admitted_at, UTC)
         return await repository.add_member(
@@ -460,3 +591,10 @@ class PoolIndexer:
             amount_wei=int(event.args["amount"]),
             royalty_payouts=claimed,
         )
+
+
+def _identity(cursor: IndexerCursor | Mapping[str, Any]) -> tuple[Any, ...]:
+    """The chain, contract and anchor block a cursor (or a fresh cursor's values) names."""
+    if isinstance(cursor, IndexerCursor):
+        return (cursor.chain_id, cursor.contract, cursor.anchor_block_hash)
+    return (cursor["chain_id"], cursor["contract"], cursor["anchor_block_hash"])

@@ -199,6 +199,11 @@ async def locked_cursor(session: AsyncSession, name: str) -> IndexerCursor:
     return (await session.execute(statement)).scalar_one()
 
 
+async def cursor(session: AsyncSession, name: str) -> IndexerCursor | None:
+    """The cursor row ``name``, unlocked (None before the first pass)."""
+    return await session.get(IndexerCursor, name)
+
+
 async def cursors(session: AsyncSession) -> Sequence[IndexerCursor]:
     return (await session.scalars(select(IndexerCursor))).all()
 
