@@ -120,11 +120,8 @@ async def _statement_response(
         200: {"description": "This period was already computed; the run is returned unchanged."},
     },
 )
-async def post_run(
-    body: RunIn, principal: Council, session: DbSession, pool: Pool, response: Response
-) -> RunOut:
+async def post_run(body: RunIn, principal: CouncilAlone, pool: Pool, response: Response) -> RunOut:
     run, created = await service.create_run(
-        session,
         pool,
         period_id=body.period_id,
         starts_on=body.starts_on,
@@ -135,7 +132,9 @@ async def post_run(
     )
     if not created:
         response.status_code = status.HTTP_200_OK
-    return await _run_out(session, run)
+    # The run was stored in a transaction of its own (none is open while the chain is read).
+    async with pool.sessionmaker() as session:
+        return await _run_out(session, run)
 
 
 @router.get(

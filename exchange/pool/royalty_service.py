@@ -24,13 +24,17 @@ Rules
   is dated after the period's last day, so every deposit of the period is indexed
   and no later one can be dated in it. Creating the same run again returns it; the
   same period id with other dates is a 409.
-* Concurrent creations are serialised: the run of the period, the previous run
+* Concurrent creations are serialised: the indexer catches up first, with no
+  transaction open while the chain is read
+  (:meth:`PoolIndexer.catch_up_between_transactions`), and the block it reached is
+  dated; then, in one short transaction, the run of the period, the previous run
   (whose ``carry_out`` becomes the new ``carry_in``) and the undistributed deposits
-  are read only after :meth:`PoolIndexer.catch_up` has locked the indexer's
-  cursors (``FOR UPDATE``, kept to the end of the request's transaction; on
-  SQLite every transaction holds the write lock). So two periods created at once
-  chain their carries as if one after the other, and the same period posted twice
-  at once (a client's retry) answers the one run, 201 then 200. A unique
+  are read only after the ``fund`` and ``vault`` cursors are locked (``FOR
+  UPDATE``, to the end of the transaction; on SQLite every transaction holds the
+  write lock) and found at that block or past it (a cursor reset meanwhile is a
+  409 to be asked again, ``DepositsChangedMeanwhile``). So two periods created at
+  once chain their carries as if one after the other, and the same period posted
+  twice at once (a client's retry) answers the one run, 201 then 200. A unique
   violation on ``(token, period_id)`` is answered the same way, never as a 500.
 * The run stores the stakes it used. Statements (JSON and CSV, all contributors
   or one) are recomputed from them and checked against the stored totals, so
@@ -144,8 +148,17 @@ def run_summary(run: RoyaltyRun) -> dict[str, object]:
     }
 
 
+class DepositsChangedMeanwhile(Conflict):
+    """The indexer's deposits went back (a cursor reset) while a run was being computed: asking
+    again computes it from what is indexed then."""
+
+    type_slug = "deposits-changed-meanwhile"
+    title = "The indexed deposits changed while the run was computed"
+    transient = True
+    retry_after_s = 1
+
+
 async def create_run(
-    session: AsyncSession,
     context: PoolContext,
     *,
     period_id: str,
@@ -155,16 +168,49 @@ async def create_run(
     actor: str,
     at: datetime,
 ) -> tuple[RoyaltyRun, bool]:
-    """Compute the run of ``period_id`` for ``token`` (or return the one already computed)."""
+    """Compute the run of ``period_id`` for ``token`` (or return the one already computed).
+
+    The chain is read (the catch-up, the date of the block it reached) with no transaction
+    open; the run is computed and stored in one short transaction.
+    """
     period = RoyaltyPeriod(period_id, starts_on, ends_on)
     token = Web3.to_checksum_address(token)
-    existing = await repository.royalty_run_for_period(session, token, period_id)
+    async with context.sessionmaker() as session:
+        existing = await repository.royalty_run_for_period(session, token, period_id)
     if existing is not None:  # a committed run never changes: no lock needed to answer a retry
         return _same_period(existing, starts_on, ends_on), False
+    indexed_to, chain_time = await index_for_run(context)
+    async with context.sessionmaker() as session, session.begin():
+        return await store_run(context, session, period, token, indexed_to, chain_time, actor=actor, at=at)
 
-    # catch_up locks the indexer's cursors (FOR UPDATE) until this transaction ends: from here on
-    # no other run is created and no deposit is indexed, so what is read below stays true.
-    indexed_to = await context.indexer.catch_up(session)
+
+async def index_for_run(context: PoolContext) -> tuple[int, datetime]:
+    """Catch the indexer up with no transaction open; the block it reached, and that block's date."""
+    indexed_to = await context.indexer.catch_up_between_transactions(context.sessionmaker)
+    return indexed_to, await context.indexer.block_time(indexed_to)
+
+
+async def store_run(
+    context: PoolContext,
+    session: AsyncSession,
+    period: RoyaltyPeriod,
+    token: str,
+    indexed_to: int,
+    chain_time: datetime,
+    *,
+    actor: str,
+    at: datetime,
+) -> tuple[RoyaltyRun, bool]:
+    """The run of ``period``, computed from the deposits indexed up to ``indexed_to`` (dated
+    ``chain_time``) or further, and stored in ``session``'s transaction; or the one a concurrent
+    request stored first."""
+    period_id, starts_on, ends_on = period.period_id, period.starts_on, period.ends_on
+    # The deposit cursors, locked until this transaction ends: from here on no other run is
+    # created and no deposit is indexed, so what is read below stays true.
+    if await context.indexer.lock_deposit_cursors(session) < indexed_to:
+        raise DepositsChangedMeanwhile(
+            f"the indexer started over (a redeployed chain) while period {period_id} was computed: ask again"
+        )
     existing = await repository.royalty_run_for_period(session, token, period_id)
     if existing is not None:  # created meanwhile by a concurrent request
         return _same_period(existing, starts_on, ends_on), False
@@ -176,7 +222,6 @@ async def create_run(
             extra={"run_id": previous.id},
         )
     until = datetime.combine(ends_on + timedelta(days=1), time(0), UTC)
-    chain_time = await context.indexer.block_time(indexed_to)
     if chain_time < until:
         # Deposits are dated by their block: until the chain is past the period, more may come.
         raise Conflict(

@@ -8,6 +8,8 @@ lock at once; PostgreSQL: no connection idle in transaction).
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -20,6 +22,7 @@ from exchange.pool import repository as pool_repository
 from tests.conftest import run_in_thread
 from tests.pool_service.conftest import Foundation
 from tests.pool_service.flows import admit, apply
+from tests.pool_service.test_royalties import create_run, deposit, next_chain_day, travel_to
 from tests.support.chain_reads import assert_read_outside_transactions, watching
 
 # What a route that changes the register asks the chain: the registry's record, the transaction
@@ -175,3 +178,22 @@ async def test_a_member_change_is_sent_with_no_transaction_open(
     assert changed.json()["changed"] is True
     assert len(changed.json()["tx_hashes"]) >= 1
     assert_read_outside_transactions(watch, expected=SENDS)
+
+
+async def test_a_royalty_run_reads_the_chain_with_no_transaction_open(
+    foundation: Foundation, database_url: str
+) -> None:
+    """The catch-up that indexes the period's deposits, and the date of the block it reached."""
+    chain = foundation.chain
+    day = next_chain_day(chain)
+    deposit(chain, 1_000)
+    travel_to(chain, day + timedelta(days=1))
+    chain.pool.mint_bpc(Account.create().address, 1)  # a block dated after the period
+
+    with watching(chain.w3, database_url) as watch:
+        run = await create_run(foundation, "W1", day, day)
+
+    assert (run["received_wei"], run["carry_out_wei"]) == ("1000", "1000")  # no patent: all carried
+    assert_read_outside_transactions(
+        watch, expected={"eth_blockNumber", "eth_getLogs", "eth_getBlockByNumber"}
+    )

@@ -43,7 +43,7 @@ from exchange.main import build_app
 from exchange.pool import royalty_service
 from exchange.pool.indexer import fetch_events, hex32
 from exchange.pool.models import RoyaltyPayoutBatch, RoyaltyRun
-from exchange.pool.royalties import batch_payout_tag
+from exchange.pool.royalties import RoyaltyPeriod, batch_payout_tag
 from exchange.pool.service import PoolContext
 from exchange.settings import Settings
 from exchange.trading.eip712 import OrderSide, VaultOrder, sign_order
@@ -599,13 +599,15 @@ async def pool_service(database_url: str, chain: ChainRuntime) -> AsyncIterator[
 async def create_directly(
     session: AsyncSession, context: PoolContext, period_id: str, day: date
 ) -> tuple[RoyaltyRun, bool]:
-    return await royalty_service.create_run(
-        session,
+    """The run of `period_id` (`day`), stored in `session`'s transaction after the indexer caught up."""
+    indexed_to, chain_time = await royalty_service.index_for_run(context)
+    return await royalty_service.store_run(
         context,
-        period_id=period_id,
-        starts_on=day,
-        ends_on=day,
-        token=context.chain.pool.bpc.address,
+        session,
+        RoyaltyPeriod(period_id, day, day),
+        context.chain.pool.bpc.address,
+        indexed_to,
+        chain_time,
         actor=COUNCIL.address,
         at=utc_now(),
     )
