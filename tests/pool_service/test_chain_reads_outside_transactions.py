@@ -19,11 +19,21 @@ from exchange.chain.pool import Tier
 from exchange.db.base import utc_now
 from exchange.db.engine import create_engine_for_url, create_sessionmaker
 from exchange.pool import repository as pool_repository
+from exchange.settings import Settings
 from tests.conftest import run_in_thread
-from tests.pool_service.conftest import Foundation
+from tests.pool_service.conftest import Foundation, pool_settings
 from tests.pool_service.flows import admit, apply
 from tests.pool_service.test_royalties import create_run, deposit, next_chain_day, travel_to
 from tests.support.chain_reads import assert_read_outside_transactions, watching
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    # The trading service's poll of the registry is off: it reads the chain on the same Web3 and
+    # cancels a suspended member's orders in a transaction of the market writer's, which the
+    # watch cannot tell from the route's.
+    return pool_settings(database_url, trading_membership_poll_s=0)
+
 
 # What a route that changes the register asks the chain: the registry's record, the transaction
 # sent and its receipt, and the registry's events for the catch-up that indexes it.
