@@ -28,8 +28,8 @@ import {LibWithdrawal} from "./libraries/LibWithdrawal.sol";
 /// it takes part in, so one taker against many makers pays for the taker once.
 /// A batch is atomic for the operator's mistakes, not for a maker's own acts:
 /// an order its maker withdrew on chain after it was matched (cancelled, below
-/// the nonce floor, account exiting, or a contract wallet that no longer accepts
-/// its signature) has its fills skipped (`FillSkipped`), so that no member can
+/// the nonce floor, account exiting, or a signature its maker, through ERC-1271, no
+/// longer accepts) has its fills skipped (`FillSkipped`), so that no member can
 /// make every other member's fills revert with it.
 contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
@@ -329,9 +329,9 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
             withdrawn = uint256(SkipReason.OrderNonceCancelled);
         }
         if (!registry.isActiveMember(maker)) revert VaultNotActiveMember(maker);
-        // Checked even for a withdrawn order, since a signature that recovers to no maker reverts;
-        // an exit or nonce floor, on chain for all to see, is the reason reported before a wallet's.
-        if (!_isSignedBy(maker, orderHash, signature) && withdrawn == 0) {
+        // A withdrawn order moves nothing, so its signature need not be checked: an exit or nonce
+        // floor, on chain for all to see, is the reason reported, and its wallet is not asked.
+        if (withdrawn == 0 && !_isSignedBy(maker, orderHash, signature)) {
             withdrawn = uint256(SkipReason.WalletRefused);
         }
         uint256 maxFeeBps = order.maxFeeBps;
@@ -348,8 +348,8 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
 
     /// @dev Whether `signer` signed `digest`, as of now. ECDSA first: an address whose key signed
     /// is its owner, whether or not it has code, and skipping the code-size probe (OpenZeppelin's
-    /// SignatureChecker starts with it) saves a cold account access per maker. Contract wallets
-    /// whose key is unknown fall through to ERC-1271; false means such a wallet refused.
+    /// SignatureChecker starts with it) saves a cold account access per maker. Every other
+    /// signature is ERC-1271's to decide, and false means the maker refused it now.
     function _isSignedBy(address signer, bytes32 digest, bytes calldata signature) private view returns (bool) {
         (address recovered, ECDSA.RecoverError error,) = ECDSA.tryRecoverCalldata(digest, signature);
         if (error == ECDSA.RecoverError.NoError && recovered == signer) return true;
@@ -359,18 +359,18 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     /// @dev Whether the contract wallet `wallet` accepts `signature` of `digest` (ERC-1271), given at
     /// most `WALLET_CHECK_GAS` (encoded as in OpenZeppelin's
     /// SignatureChecker.isValidERC1271SignatureNowCalldata, which forwards all the gas instead).
-    /// False is the wallet's own say, which its owner may change at any time: the order's fills
-    /// are skipped, as for a cancellation. Where a refusal is not the wallet's say, this reverts
-    /// the transaction instead:
-    /// - `VaultInvalidSignature` when `wallet` has no code (it answers nothing): the signature
-    ///   does not recover to an account that cannot take its key's signature back, which is the
-    ///   operator's mistake;
-    /// - `VaultWalletCheckOutOfGas` when the wallet said no, or failed, while the transaction had
-    ///   too little gas left to give it its whole cap: a wallet may need its cap and refuse at
-    ///   once when given less, leaving the batch gas enough to finish. So an order is refused only
-    ///   by a wallet given its whole cap, never by the gas limit the operator chose or the gas
-    ///   another wallet of the batch burnt, and a batch that settles with some gas limit settles
-    ///   the same with any higher one (which eth_estimateGas relies on).
+    /// False is the maker's own say, which it may change at any time: the order's fills are
+    /// skipped, as for a cancellation. That holds for a maker without code too: with EIP-7702 an
+    /// account's key delegates it to wallet code, whose ERC-1271 accepts what the key did not
+    /// sign, and clearing the delegation takes that back; a call to an account without code
+    /// answers nothing, a refusal. (A signature of an account that never had code that does not
+    /// recover to it is the operator's mistake, which the service finds off chain; failing its
+    /// fills beats reverting every other member's.) The one refusal that is not the maker's say
+    /// reverts the transaction instead, `VaultWalletCheckOutOfGas`: the wallet said no, or failed,
+    /// while the transaction had too little gas left to give it its whole cap. A wallet may need
+    /// its cap and refuse at once when given less, leaving the batch gas enough to finish. So an
+    /// order is refused only by a wallet given its whole cap, never by the gas limit the operator
+    /// chose or the gas another wallet of the batch burnt.
     function _walletAccepts(address wallet, bytes32 digest, bytes calldata signature)
         private
         view
@@ -393,11 +393,7 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
             let success := staticcall(WALLET_CHECK_GAS, wallet, ptr, add(length, 0x64), 0x00, 0x20)
             accepted := and(success, and(gt(returndatasize(), 0x1f), eq(mload(0x00), selector)))
         }
-        if (!accepted) {
-            // The call made `wallet` warm: its code size costs 100 gas, and only on this path.
-            if (wallet.code.length == 0) revert VaultInvalidSignature(digest, wallet);
-            if (gasBeforeCall < _WALLET_CALL_GAS) revert VaultWalletCheckOutOfGas(wallet);
-        }
+        if (!accepted && gasBeforeCall < _WALLET_CALL_GAS) revert VaultWalletCheckOutOfGas(wallet);
     }
 
     /// @dev Settles one fill and returns the fees it owes the Fund. Skips it (no balance, no

@@ -22,8 +22,8 @@ interface IVault {
 
     /// @notice Why `settle` skipped a fill: its maker withdrew one of the fill's orders on chain.
     /// @dev Only what the order's own maker can do after the match; anything else wrong with a
-    /// batch (expired order, a signature that does not recover to a maker without code, inactive
-    /// member, price, fee, amounts) reverts it. `None` (0) is never reported.
+    /// batch (expired order, inactive member, price, fee, amounts) reverts it. `None` (0) is
+    /// never reported.
     enum SkipReason {
         None,
         /// The maker cancelled the order (`cancelOrder`); its filled amount stays as it was.
@@ -32,8 +32,10 @@ interface IVault {
         OrderNonceCancelled,
         /// The maker requested an exit (`requestExit`) and trades no more until `cancelExit`.
         AccountExiting,
-        /// The maker is a contract wallet (it has code) whose `isValidSignature` (ERC-1271), given
-        /// its whole `WALLET_CHECK_GAS`, no longer accepts the order's signature.
+        /// The signature does not recover to the maker, and the maker's `isValidSignature`
+        /// (ERC-1271), given its whole `WALLET_CHECK_GAS`, does not accept it: a contract wallet
+        /// that withdrew its approval, or an account that cleared its EIP-7702 delegation (an
+        /// account without code answers nothing, a refusal).
         WalletRefused
     }
 
@@ -66,8 +68,12 @@ interface IVault {
     /// @notice The order expired at `expiry`.
     error VaultOrderExpired(bytes32 orderHash, uint64 expiry);
     /// @notice The signature does not recover to `maker` for this order in this Vault's domain, and
-    /// `maker` has no code to ask (ERC-1271). (A contract wallet that refuses a signature has its
-    /// order's fills skipped, `SkipReason.WalletRefused`.)
+    /// `maker` has no code to ask (ERC-1271).
+    /// @dev Raised by no function of this Vault: `settle` skips the fills of an order whose
+    /// signature neither recovers to its maker nor is accepted by it through ERC-1271
+    /// (`SkipReason.WalletRefused`), code or none, since with EIP-7702 an account without code
+    /// now may have had it when it signed. A Vault deployed before raised it from `settle`; the
+    /// error stays so that the service still reads such a revert.
     error VaultInvalidSignature(bytes32 orderHash, address maker);
     /// @notice The account is not an active pool member.
     error VaultNotActiveMember(address account);
@@ -159,8 +165,8 @@ interface IVault {
         uint256 sellerFee
     );
     /// @notice Fill `fillIndex` of a batch was skipped: the maker of `orderHash`, one of its two
-    /// orders, withdrew that order on chain before the batch ran (or, a contract wallet, no
-    /// longer accepts its signature).
+    /// orders, withdrew that order on chain before the batch ran (or no longer accepts its
+    /// signature through ERC-1271).
     /// @dev The batch goes on without the fill: no balance moves for it, no filled amount is
     /// recorded for either order, it pays no fee (not in `FeesCollected`) and it has no `Trade`.
     /// Every fill of the batch that uses a withdrawn order is skipped, each with its own event.
@@ -211,11 +217,11 @@ interface IVault {
     function exit() external;
 
     /// @notice Settle a batch of fills (operator only); fees go to the Fund in one transfer.
-    /// @dev Atomic for every error: an expired order, a signature that does not recover to a
-    /// maker without code, an inactive member, a price, fee or amount outside what the orders
-    /// allow reverts the whole batch. Not for what a maker did to its own order on chain since
-    /// the match (cancelled it, raised its nonce floor past it, requested an exit, or, a contract
-    /// wallet, stopped accepting its signature): each fill using such an order is skipped with
+    /// @dev Atomic for every error: an expired order, an inactive member, a price, fee or amount
+    /// outside what the orders allow reverts the whole batch. Not for what a maker did to its own
+    /// order on chain since the match (cancelled it, raised its nonce floor past it, requested an
+    /// exit, or stopped accepting its signature through ERC-1271, code or none, see
+    /// `SkipReason.WalletRefused`): each fill using such an order is skipped with
     /// `FillSkipped` and the others settle. A wallet's refusal counts only when the transaction
     /// had the gas to give it its whole `WALLET_CHECK_GAS`; with less, the batch reverts
     /// (`VaultWalletCheckOutOfGas`). `FeesCollected` states the fees sent and what the Fund

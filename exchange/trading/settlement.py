@@ -179,7 +179,9 @@ class _FillsMoved(Exception):
 # ``AccessControlUnauthorizedAccount``, ``SafeERC20FailedOperation`` or a token's own error from
 # the fee transfer, ``VaultUnsupportedMarket`` for a Vault of other tokens than the settler's,
 # ``VaultLengthMismatch`` and ``VaultUnknownOrderIndex`` from packing, ``Panic``…) would
-# refuse every fill alike: it blocks settlement instead.
+# refuse every fill alike: it blocks settlement instead. ``VaultInvalidSignature`` comes only from
+# a Vault deployed before ``settle`` skipped the fills of an order whose signature its maker does
+# not accept (``SkipReason.WALLET_REFUSED``, with or without code: EIP-7702).
 FILL_ERRORS = frozenset(
     {
         "VaultOrderExpired",

@@ -501,10 +501,9 @@ async def fail_fill(
     return True
 
 
-# The Vault's error for a fill whose order it found unsigned. A Vault that skips the fills of
-# an order a contract wallet refuses (``SkipReason.WALLET_REFUSED``) reverts so only for a
-# signature that does not recover to a maker without code; one that predates the skip reverted
-# so for a wallet's refusal too, and the failures it caused keep that name.
+# The error of a Vault deployed before ``settle`` skipped the fills of an order whose signature
+# its maker does not accept (``SkipReason.WALLET_REFUSED``): it reverted so for a contract
+# wallet's refusal, and the failures it caused keep that name. The Vault now never raises it.
 INVALID_SIGNATURE_ERROR = "VaultInvalidSignature"
 
 

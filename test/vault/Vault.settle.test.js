@@ -292,23 +292,26 @@ describe("Vault: settlement", function () {
       await expect((await this.settle(entries, [this.fullFill(entries)])).tx).to.emit(this.vault, "Trade");
     });
 
-    it("reverts VaultInvalidSignature when another key signed the order", async function () {
+    // An account without code may have had it when it signed (EIP-7702): a signature it does not
+    // accept now is its refusal, and only that order's fills are skipped (Vault.walletRefusal.test.js).
+    it("skips the fill, moving nothing, when another key signed the order", async function () {
       const entries = await this.pair();
       entries[0].signer = this.carol;
+      const [aliceBefore, bobBefore] = [await this.balances(this.alice), await this.balances(this.bob)];
       const { tx, hashes } = await this.settle(entries, [this.fullFill(entries)]);
-      await expect(tx)
-        .to.be.revertedWithCustomError(this.vault, "VaultInvalidSignature")
-        .withArgs(hashes[0], this.alice.address);
+      await expect(tx).to.emit(this.vault, "FillSkipped").withArgs(0n, hashes[0], SkipReason.WalletRefused);
+      await expect(tx).not.to.emit(this.vault, "Trade");
+      expect([await this.balances(this.alice), await this.balances(this.bob)]).to.deep.equal([aliceBefore, bobBefore]);
     });
 
-    it("reverts VaultInvalidSignature when a signed field was changed (a better price for the taker)", async function () {
+    it("skips the fill when a signed field was changed (a better price for the taker)", async function () {
       const entries = await this.pair();
       const { orders, signatures } = await signAll(this.vault, entries);
       const forged = { ...orders[0], price: orders[0].price - 1n };
       const forgedHash = await this.vault.hashOrder(forged);
-      await expect(this.vault.connect(this.operator).settle([forged, orders[1]], signatures, [this.fullFill(entries)]))
-        .to.be.revertedWithCustomError(this.vault, "VaultInvalidSignature")
-        .withArgs(forgedHash, this.alice.address);
+      const tx = this.vault.connect(this.operator).settle([forged, orders[1]], signatures, [this.fullFill(entries)]);
+      await expect(tx).to.emit(this.vault, "FillSkipped").withArgs(0n, forgedHash, SkipReason.WalletRefused);
+      await expect(tx).not.to.emit(this.vault, "Trade");
     });
 
     it("reverts VaultOrderOverfilled on replay of a settled batch", async function () {

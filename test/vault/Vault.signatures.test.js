@@ -43,28 +43,32 @@ describe("Vault: signatures and deployment", function () {
       }],
       ["another domain name", async () => ({ name: "BPC Vault v0" })],
     ]) {
-      it(`reverts VaultInvalidSignature for an order signed for ${label}`, async function () {
+      it(`moves nothing for an order signed for ${label}: its fill is skipped as refused`, async function () {
         this.otherVault = await deployVaultContract(this, this.quote, this.council);
         const sell = await newOrder(this, this.alice, { side: Side.Sell });
         const buy = await newOrder(this, this.bob, { side: Side.Buy });
         const forged = { ...this.domain, ...(await override.call(this)) };
         const signatures = [await signOrder(this.alice, forged, sell), await signOrder(this.bob, this.domain, buy)];
-        await expect(this.settleSigned([sell, buy], signatures))
-          .to.be.revertedWithCustomError(this.vault, "VaultInvalidSignature")
-          .withArgs(orderHash(this.domain, sell), this.alice.address);
+        const tx = this.settleSigned([sell, buy], signatures);
+        await expect(tx)
+          .to.emit(this.vault, "FillSkipped")
+          .withArgs(0n, orderHash(this.domain, sell), SkipReason.WalletRefused);
+        await expect(tx).not.to.emit(this.vault, "Trade");
       });
     }
 
-    it("reverts VaultInvalidSignature for a malformed or a high-s signature", async function () {
+    it("moves nothing for a malformed or a high-s signature: its fill is skipped as refused", async function () {
       const sell = await newOrder(this, this.alice, { side: Side.Sell });
       const buy = await newOrder(this, this.bob, { side: Side.Buy });
       const good = ethers.Signature.from(await signOrder(this.alice, this.domain, sell));
       const n = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
       const highS = ethers.concat([good.r, ethers.toBeHex(n - BigInt(good.s), 32), good.v === 27 ? "0x1c" : "0x1b"]);
       for (const signature of ["0x", good.serialized.slice(0, -2), highS]) {
-        await expect(this.settleSigned([sell, buy], [signature, await signOrder(this.bob, this.domain, buy)]))
-          .to.be.revertedWithCustomError(this.vault, "VaultInvalidSignature")
-          .withArgs(orderHash(this.domain, sell), this.alice.address);
+        const tx = this.settleSigned([sell, buy], [signature, await signOrder(this.bob, this.domain, buy)]);
+        await expect(tx)
+          .to.emit(this.vault, "FillSkipped")
+          .withArgs(0n, orderHash(this.domain, sell), SkipReason.WalletRefused);
+        await expect(tx).not.to.emit(this.vault, "Trade");
       }
     });
   });

@@ -1,11 +1,13 @@
 // Vault.settle skips the fills of an order whose maker, a contract wallet, no longer accepts its
 // signature (ERC-1271) as it skips those of an order withdrawn on chain: the wallet's owner can
 // withdraw an approval between the match and the batch, and that must not revert every other
-// member's fills. A signature that does not recover to a maker without code still reverts the
-// batch, and so does a wallet that refused with less gas than its cap: only a refusal given the
-// whole WALLET_CHECK_GAS is the wallet's own, never the gas limit the operator chose.
+// member's fills. So is an account without code whose signature does not recover to it: with
+// EIP-7702 it may have had wallet code when it signed and cleared it since. A wallet that refused
+// with less gas than its cap reverts the batch: only a refusal given the whole WALLET_CHECK_GAS
+// is the wallet's own, never the gas limit the operator chose.
+const { ethers } = require("hardhat");
 const { expect } = require("chai");
-const { loadFixture, takeSnapshot } = require("@nomicfoundation/hardhat-network-helpers");
+const { loadFixture, setCode, takeSnapshot } = require("@nomicfoundation/hardhat-network-helpers");
 const { addWalletMember, deployVaultWithTraders, bpc, usd } = require("./fixtures");
 const {
   Side,
@@ -171,21 +173,65 @@ describe("Vault: fills of orders a contract wallet no longer accepts are skipped
     await expect(tx).to.emit(this.vault, "FillSkipped").withArgs(0n, hashes[0], SkipReason.AccountExiting);
   });
 
-  it("still reverts the batch when a maker without code did not sign its order", async function () {
-    // An account without code cannot take its key's signature back: a signature that does not
-    // recover to it is the operator's mistake, and reverts next to a refused wallet's order too.
+  it("skips the order of a maker without code whose signature does not recover to it, settling the rest", async function () {
+    // A member's action (EIP-7702, below) or an operator's mistake: either way only its fills fail.
     const walletSell = await this.sell(this.walletAddress);
     const aliceSell = await this.sell(this.alice);
+    const daveSell = await this.sell(this.dave);
     const { orders, signatures, hashes } = await signAll(this.vault, [
       await this.walletEntry(walletSell),
       { order: aliceSell, signer: this.alice },
-      { order: await this.buy(this.bob, { amount: bpc(2) }), signer: this.bob },
+      { order: daveSell, signer: this.dave },
+      { order: await this.buy(this.bob, { amount: bpc(3) }), signer: this.bob },
     ]);
     await this.approve(walletSell, false);
     signatures[1] = await signOrder(this.carol, this.domain, aliceSell);
-    await expect(this.vault.connect(this.operator).settle(orders, signatures, [this.fill(0, 2), this.fill(1, 2)]))
-      .to.be.revertedWithCustomError(this.vault, "VaultInvalidSignature")
-      .withArgs(hashes[1], this.alice.address);
+    const aliceBefore = await this.balances(this.alice.address);
+
+    const tx = await this.vault
+      .connect(this.operator)
+      .settle(orders, signatures, [this.fill(0, 3), this.fill(1, 3), this.fill(2, 3)]);
+    const receipt = await tx.wait();
+
+    const skipped = this.events(receipt, "FillSkipped").map((event) => [event.args.fillIndex, event.args.orderHash]);
+    expect(skipped).to.deep.equal([
+      [0n, hashes[0]],
+      [1n, hashes[1]],
+    ]);
+    await expect(tx).to.emit(this.vault, "FillSkipped").withArgs(1n, hashes[1], SkipReason.WalletRefused);
+    expect(this.events(receipt, "Trade").map((trade) => trade.args.makerOrderHash)).to.deep.equal([hashes[2]]);
+    expect(await this.balances(this.alice.address)).to.deep.equal(aliceBefore);
+  });
+
+  it("skips the order of an account whose delegated wallet code accepted it and is gone by the batch", async function () {
+    // EIP-7702 on a network before Prague: alice's account gets wallet code, as a delegation
+    // would give it, the wallet's owner signs an order for alice that alice's key did not, and
+    // the code is cleared again before the batch, as a delegation to address(0) would clear it.
+    const delegate = await (await ethers.getContractFactory("ERC1271Wallet")).deploy(this.walletOwner.address);
+    const walletCode = await ethers.provider.getCode(await delegate.getAddress());
+    const bobBuy = await this.buy(this.bob, { amount: bpc(4) });
+    // Alice's sell signed by the wallet's owner, dave's by dave, both taken by bob's buy.
+    const entries = async () => [
+      { order: await this.sell(this.alice), signer: this.walletOwner },
+      { order: await this.sell(this.dave), signer: this.dave },
+      { order: bobBuy, signer: this.bob },
+    ];
+    await setCode(this.alice.address, walletCode);
+    try {
+      // While alice's account has the code, the wallet's answer settles alice's order.
+      const delegated = await this.settle(await entries(), [this.fill(0, 2), this.fill(1, 2)]);
+      expect(this.events(delegated.receipt, "Trade")).to.have.length(2);
+    } finally {
+      await setCode(this.alice.address, "0x");
+    }
+    const aliceBefore = await this.balances(this.alice.address);
+
+    const { tx, receipt, hashes } = await this.settle(await entries(), [this.fill(0, 2), this.fill(1, 2)]);
+
+    expect(receipt.status).to.equal(1);
+    await expect(tx).to.emit(this.vault, "FillSkipped").withArgs(0n, hashes[0], SkipReason.WalletRefused);
+    expect(this.events(receipt, "Trade").map((trade) => trade.args.makerOrderHash)).to.deep.equal([hashes[1]]);
+    expect(await this.balances(this.alice.address)).to.deep.equal(aliceBefore);
   });
 
   it("still reverts for a fill of a refused order at a price beyond its limit", async function () {
