@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from exchange.trading.batching import (
     WALLET_CALL_GAS,
+    WALLET_FILL_GAS,
     BatchFate,
     Fees,
     FillToSettle,
@@ -109,6 +110,14 @@ def test_the_gas_limit_leaves_each_wallet_order_room_for_the_wallets_whole_cap()
     assert WALLET_CALL_GAS == 510_636  # Vault._WALLET_CALL_GAS
     assert gas_limit(1000, 25, 30_000_000, wallet_orders=2) == 1250 + 2 * WALLET_CALL_GAS
     assert gas_limit(1000, 25, 1_000_000, wallet_orders=2) == 1_000_000
+
+
+def test_the_gas_limit_leaves_each_fill_of_a_wallet_order_room_to_settle() -> None:
+    """A wallet that refused in the simulation had its fills skipped there: the estimate holds
+    none of their settling, which they need if the wallet accepts by the time the batch is mined."""
+    assert gas_limit(1000, 25, 30_000_000, wallet_orders=1, wallet_fills=40) == (
+        1250 + WALLET_CALL_GAS + 40 * WALLET_FILL_GAS
+    )
 
 
 @pytest.mark.parametrize("percent", [0, 9])

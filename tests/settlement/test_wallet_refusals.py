@@ -191,3 +191,52 @@ async def test_a_wallet_that_withdraws_its_approval_while_the_batch_is_in_flight
     assert failures[fills[1].id].error_args == {"orderHash": "0x" + digest.hex(), **REFUSED}
     await parts.indexer.catch_up()
     await assert_audit_clean(parts)
+
+
+async def test_a_wallet_that_refused_when_simulated_and_accepts_once_mined_does_not_run_the_batch_dry(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """The wallet's sell takes 40 buy orders. Its approval is withdrawn when the settler simulates
+    the batch, so the estimate skips all 40 fills and leaves out their storage writes and
+    transfers; the owner approves again with a higher tip, so that the block runs that first and
+    the Vault settles all 40. The gas limit holds them: it reserves each fill of a wallet order
+    its settlement's gas, not only the wallet's cap. Before, this batch ran out of gas."""
+    wallet, seller, approve = approving_wallet(net)
+    buyers = [Trader(member) for member in (MEMBERS[0], MEMBERS[1], MEMBERS[3])]
+    makers = 40
+    parts = await settlement_parts(net, chain_settings, sessionmaker)
+    async with trading(net, chain_settings, sessionmaker) as service:
+        market = next(iter(service.markets.values())).spec
+        for index in range(makers):
+            buyer = buyers[index % len(buyers)]
+            await service.place_order(buyer.address, buyer.order(market, OrderSide.BUY, PRICE_QUOTE, 10**16))
+        sell = seller.order(market, OrderSide.SELL, PRICE_QUOTE, makers * 10**16, tif="IOC")
+        approve(seller.orders[-1], True)
+        await service.place_order(wallet.address, sell)
+    approve(seller.orders[-1], False)
+    net.rpc("evm_setAutomine", False)
+    try:
+        assert await parts.settler.step() is StepOutcome.OPENED  # simulated with the fills skipped
+        digest = order_hash(net.deployment.chain_id, net.pool.vault.address, seller.orders[-1])
+        again = wallet.functions.setApproval(digest, True).build_transaction(
+            {
+                "from": seller.key.address,
+                "maxPriorityFeePerGas": Wei(50 * 10**9),
+                "maxFeePerGas": Wei(100 * 10**9),
+            }
+        )
+        net.w3.eth.send_transaction(again)
+        net.rpc("evm_mine")
+    finally:
+        net.rpc("evm_setAutomine", True)
+    assert await parts.settler.step() is StepOutcome.SETTLED
+
+    fills, batches, failures = await fills_and_batches(sessionmaker)
+    assert [(batch.state, batch.fill_count) for batch in batches] == [(BatchState.SETTLED, makers)]
+    receipt = net.w3.eth.get_transaction_receipt(HexBytes(batches[0].tx_hash or ""))
+    assert receipt["status"] == 1
+    assert [fill.settlement_state for fill in fills] == [SettlementState.SETTLED] * makers
+    assert failures == {}
+    assert net.pool.vault.call("orderState", digest)[0] == makers * 10**16
+    await parts.indexer.catch_up()
+    await assert_audit_clean(parts)
