@@ -47,11 +47,14 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     /// service asks a wallet with the same cap when it takes the order.
     uint256 public constant WALLET_CHECK_GAS = 500_000;
 
-    /// @dev The gas `settle` must have just before it calls a wallet for the wallet to get its whole
-    /// `WALLET_CHECK_GAS`: a call passes on at most 63/64 of what is left once the call's own cost
-    /// (a cold account access, 2,600) is paid (EIP-150), so 64/63 of the cap, plus that access and
-    /// the few opcodes between the reading and the call.
-    uint256 private constant _WALLET_CALL_GAS = WALLET_CHECK_GAS * 64 / 63 + 2_700;
+    /// @notice The gas `settle` must have just before it calls a wallet for the wallet to get its
+    /// whole `WALLET_CHECK_GAS`; a refusal with less reverts `VaultWalletCheckOutOfGas`. The
+    /// settler reserves it for each wallet order of a batch.
+    /// @dev A call passes on at most 63/64 of what is left once the call's own cost is paid
+    /// (EIP-150), so 64/63 of the cap, plus that cost: a cold account access (2,600), and another
+    /// (2,600) for the delegate of an account delegated under EIP-7702, whose code is loaded from
+    /// there; plus 100 for the few opcodes between the reading and the call.
+    uint256 public constant WALLET_CALL_GAS = WALLET_CHECK_GAS * 64 / 63 + 2_600 + 2_600 + 100;
 
     /// @dev Bit 255 of an order's state marks it cancelled; the low bits hold the filled amount,
     /// which cannot reach 2^255 because every fill is bounded by a 104-bit balance.
@@ -370,7 +373,9 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
     /// while the transaction had too little gas left to give it its whole cap. A wallet may need
     /// its cap and refuse at once when given less, leaving the batch gas enough to finish. So an
     /// order is refused only by a wallet given its whole cap, never by the gas limit the operator
-    /// chose or the gas another wallet of the batch burnt.
+    /// chose or the gas another wallet of the batch burnt: a refusal that skips an order's fills
+    /// at some gas limit skips them at any higher one, where the wallet gets the same cap. (Not
+    /// so for an acceptance: a wallet may accept with less than its cap and refuse with all of it.)
     function _walletAccepts(address wallet, bytes32 digest, bytes calldata signature)
         private
         view
@@ -393,7 +398,7 @@ contract Vault is IVault, AccessControl, EIP712, ReentrancyGuardTransient {
             let success := staticcall(WALLET_CHECK_GAS, wallet, ptr, add(length, 0x64), 0x00, 0x20)
             accepted := and(success, and(gt(returndatasize(), 0x1f), eq(mload(0x00), selector)))
         }
-        if (!accepted && gasBeforeCall < _WALLET_CALL_GAS) revert VaultWalletCheckOutOfGas(wallet);
+        if (!accepted && gasBeforeCall < WALLET_CALL_GAS) revert VaultWalletCheckOutOfGas(wallet);
     }
 
     /// @dev Settles one fill and returns the fees it owes the Fund. Skips it (no balance, no

@@ -34,10 +34,12 @@ FillTuple = tuple[int, int, int, int, int, int]
 """``IVault.Fill``: makerIndex, takerIndex, makerFeeBps, takerFeeBps, baseAmount, price."""
 
 # The gas the Vault must have just before it asks a contract wallet for the wallet to get its
-# whole WALLET_CHECK_GAS (``Vault._WALLET_CALL_GAS``: 64/63 of the cap, EIP-150, plus a cold
-# account access and a few opcodes). A wallet's refusal skips its order's fills only then; with
-# less, the batch reverts as short of gas.
-WALLET_CALL_GAS = ERC1271_GAS_CAP * 64 // 63 + 2_700
+# whole WALLET_CHECK_GAS (``Vault.WALLET_CALL_GAS``, which a test compares with this): 64/63 of
+# the cap (EIP-150), plus the call's cold access to the wallet, another to its delegate when the
+# wallet is an account delegated under EIP-7702, and a few opcodes. A wallet's refusal skips its
+# order's fills only then; with less, the batch reverts as short of gas.
+_COLD_ACCOUNT_ACCESS_GAS = 2_600
+WALLET_CALL_GAS = ERC1271_GAS_CAP * 64 // 63 + 2 * _COLD_ACCOUNT_ACCESS_GAS + 100
 # A bound on the gas ``Vault.settle`` spends settling one fill beyond what skipping it costs. A
 # wallet that refused when the batch was simulated had its order's fills skipped there, so the
 # estimate holds none of their settling, and it may accept by the time the batch is mined: each

@@ -263,8 +263,11 @@ describe("Vault: fills of orders a contract wallet no longer accepts are skipped
     beforeEach(async function () {
       // A wallet that answers only with 400,000 gas or more and refuses at once with less,
       // leaving the batch the rest: the case where a wallet short of gas could pass for a refusal.
-      this.guarded = await addWalletMember(this, "ERC1271GasGuardedWallet", this.walletOwner);
-      this.guardedEntry = async () => ({ order: await this.sell(this.guarded.walletAddress), signer: this.walletOwner });
+      this.guarded = await addWalletMember(this, "ERC1271GasGuardedWallet", this.walletOwner, 400_000n);
+      this.guardedEntry = async (guarded = this.guarded) => ({
+        order: await this.sell(guarded.walletAddress),
+        signer: this.walletOwner,
+      });
       // What `settle` does with `gasLimit`: the custom error it reverts with (null when the gas
       // ran out without one), or the fills it skipped and the trades it made. The chain is left as it was.
       this.outcome = async (orders, signatures, fills, gasLimit) => {
@@ -300,6 +303,42 @@ describe("Vault: fills of orders a contract wallet no longer accepts are skipped
       const estimate = await this.vault.connect(this.operator).settle.estimateGas(orders, signatures, fills);
       expect(await this.outcome(orders, signatures, fills, estimate)).to.deep.equal({ skipped: [], trades: 1 });
       expect(hashes).to.have.length(2);
+    });
+
+    it("never skips a wallet that needs its whole cap, at any gas limit across the threshold", async function () {
+      // The wallet refuses below 499,500 gas: it gets that only with (nearly) the whole cap, so a
+      // threshold (Vault.WALLET_CALL_GAS) set too low shows as a skip just above it.
+      const needy = await addWalletMember(this, "ERC1271GasGuardedWallet", this.walletOwner, 499_500n);
+      const { orders, signatures } = await signAll(this.vault, [
+        await this.guardedEntry(needy),
+        { order: await this.buy(this.bob), signer: this.bob },
+      ]);
+      const fills = [this.fill(0, 1)];
+      const outOfGas = async (gasLimit) =>
+        (await this.outcome(orders, signatures, fills, gasLimit)).reverted === "VaultWalletCheckOutOfGas";
+      // The lowest limit at which the Vault no longer says it was short of gas for the wallet.
+      let [low, high] = [500_000, 1_000_000];
+      expect(await outOfGas(low)).to.equal(true);
+      expect(await outOfGas(high)).to.equal(false);
+      while (high - low > 1) {
+        const middle = Math.floor((low + high) / 2);
+        if (await outOfGas(middle)) low = middle;
+        else high = middle;
+      }
+      const seen = new Set();
+      for (let gasLimit = high - 300; gasLimit <= high + 300; gasLimit += 3) {
+        const outcome = await this.outcome(orders, signatures, fills, gasLimit);
+        if ("reverted" in outcome) {
+          expect([null, "VaultWalletCheckOutOfGas"], `at ${gasLimit}`).to.include(outcome.reverted);
+          seen.add(outcome.reverted ?? "out of gas");
+        } else {
+          expect(outcome, `at ${gasLimit}`).to.deep.equal({ skipped: [], trades: 1 });
+          seen.add("settled");
+        }
+      }
+      expect(seen).to.include("VaultWalletCheckOutOfGas");
+      // With gas to spare the wallet gets its whole cap, which is enough for it.
+      expect(await this.outcome(orders, signatures, fills, 2_000_000)).to.deep.equal({ skipped: [], trades: 1 });
     });
 
     it("lets no gas limit make a wallet that hogs gas turn another wallet's honest fill into a skip", async function () {

@@ -84,11 +84,12 @@ async function deployVaultWithTraders() {
 }
 
 /**
- * A contract wallet of kind `contractName` (contracts/test) owned by `walletOwner`, admitted
- * and holding a deposit of 100 BPC and 1,000 quote tokens, made through the wallet itself.
+ * A contract wallet of kind `contractName` (contracts/test) owned by `walletOwner` (its
+ * constructor's further arguments `args`), admitted and holding a deposit of 100 BPC and 1,000
+ * quote tokens, made through the wallet itself.
  */
-async function addWalletMember(ctx, contractName, walletOwner) {
-  const wallet = await (await ethers.getContractFactory(contractName)).deploy(walletOwner.address);
+async function addWalletMember(ctx, contractName, walletOwner, ...args) {
+  const wallet = await (await ethers.getContractFactory(contractName)).deploy(walletOwner.address, ...args);
   const walletAddress = await wallet.getAddress();
   const vaultAddress = await ctx.vault.getAddress();
   await ctx.registry.connect(ctx.registrar).admit(walletAddress, Tier.Medium);

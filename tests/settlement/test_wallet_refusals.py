@@ -20,6 +20,7 @@ from web3.types import Wei
 
 from exchange.chain.pool import Tier
 from exchange.settings import Settings
+from exchange.trading.batching import WALLET_CALL_GAS
 from exchange.trading.eip712 import OrderSide, VaultOrder, order_hash
 from exchange.trading.intake import InvalidSignature
 from exchange.trading.models import CancelCause, OrderStatus, SettlementState, TradingFill, TradingOrder
@@ -240,3 +241,9 @@ async def test_a_wallet_that_refused_when_simulated_and_accepts_once_mined_does_
     assert net.pool.vault.call("orderState", digest)[0] == makers * 10**16
     await parts.indexer.catch_up()
     await assert_audit_clean(parts)
+
+
+def test_the_gas_the_settler_reserves_for_a_wallet_is_what_the_vault_requires(net: VaultNet) -> None:
+    """The Vault reverts a wallet's refusal given less than ``WALLET_CALL_GAS`` (which covers an
+    EIP-7702 delegate's cold access too); the settler reserves that much per wallet order."""
+    assert net.pool.vault.call("WALLET_CALL_GAS") == WALLET_CALL_GAS
