@@ -152,17 +152,23 @@ def suggested_fees(base_fee_per_gas_wei: int, priority_fee_per_gas_wei: int) -> 
     return Fees(2 * base_fee_per_gas_wei + priority_fee_per_gas_wei, priority_fee_per_gas_wei)
 
 
-def gas_limit(
-    estimate: int, margin_percent: int, block_gas_limit: int, wallet_orders: int = 0, wallet_fills: int = 0
-) -> int:
+# EIP-7825 (Osaka): a transaction may ask for at most 2^24 gas; a node refuses one above.
+MAX_TRANSACTION_GAS = 16_777_216
+
+
+def gas_limit(estimate: int, margin_percent: int, wallet_orders: int = 0, wallet_fills: int = 0) -> int:
     """The estimate plus a margin (state may move between estimate and inclusion), plus
     ``WALLET_CALL_GAS`` for each of the batch's ``wallet_orders`` (contract-wallet orders) and
-    ``WALLET_FILL_GAS`` for each of its ``wallet_fills`` (fills that use one), at most a block. A
-    wallet that answered cheaply when the batch was estimated may refuse by the time it is mined
-    (its owner withdrew the approval) or burn its whole cap: the Vault skips that order's fills
-    only when it could give the wallet its whole cap, and reverts the batch otherwise. A wallet
-    that refused then may accept once mined, and its fills, skipped in the estimate, settle. Only
-    the gas used is paid for."""
+    ``WALLET_FILL_GAS`` for each of its ``wallet_fills`` (fills that use one). A wallet that
+    answered cheaply when the batch was estimated may refuse by the time it is mined (its owner
+    withdrew the approval) or burn its whole cap: the Vault skips that order's fills only when it
+    could give the wallet its whole cap, and reverts the batch otherwise. A wallet that refused
+    then may accept once mined, and its fills, skipped in the estimate, settle. Only the gas used
+    is paid for. Never clipped: a batch whose limit does not fit ``gas_cap`` is made shorter."""
     margin = -(-estimate * (100 + margin_percent) // 100)
-    reserve = wallet_orders * WALLET_CALL_GAS + wallet_fills * WALLET_FILL_GAS
-    return min(margin + reserve, block_gas_limit)
+    return margin + wallet_orders * WALLET_CALL_GAS + wallet_fills * WALLET_FILL_GAS
+
+
+def gas_cap(block_gas_limit: int) -> int:
+    """The most gas one transaction may ask for: a block's, and EIP-7825's cap."""
+    return min(block_gas_limit, MAX_TRANSACTION_GAS)

@@ -26,9 +26,12 @@ the call (``eth_estimateGas`` from the operator). If the Vault would revert:
   overfill, a balance they spend): those are sent now, and it leads the next
   batch, where it is judged alone.
 
-Otherwise choose the nonce (the operator's pending count), the fees and the gas
-limit, sign, and in ONE database transaction write the batch, its fills and the
-signed attempt (hash included) and mark the fills ``submitted``. Only then
+Otherwise choose the gas limit (``batching.gas_limit``: the estimate, a margin, and a
+reserve for each contract-wallet order and each of its fills), cutting the batch
+shorter, each cut simulated again, until it fits one transaction (``batching.gas_cap``:
+the block's gas limit and EIP-7825's cap); then the nonce (the operator's pending
+count) and the fees, sign, and in ONE database transaction write the batch, its
+fills and the signed attempt (hash included) and mark the fills ``submitted``. Only then
 broadcast. The operator's sender lock (``exchange.chain.senders``) is held from
 reading the pending count until the node has the batch, so another transaction
 of the operator sent from this process (a foundation transaction) cannot take
@@ -132,6 +135,7 @@ from exchange.trading.batching import (
     SignedOrder,
     batch_fate,
     contributions,
+    gas_cap,
     gas_limit,
     pack,
 )
@@ -151,10 +155,13 @@ log = get_logger(__name__)
 _ORDER_CACHE_SIZE = 20_000
 # The contract-wallet orders one batch may hold. The Vault lets each wallet burn up to its
 # WALLET_CHECK_GAS (500,000) answering isValidSignature, so a batch's gas grows by that much per
-# wallet order whatever the wallet does with it, and its gas limit reserves that much more per
-# wallet order (``batching.gas_limit``): 16 bound each to about 8 million, so that wallets that
-# burn their cap can never push a batch past a block's gas (30 million on most chains) and
-# hold every other member's fills back.
+# wallet order whatever the wallet does with it; its gas limit reserves about 513,000 more per
+# wallet order and 60,000 per fill of one (``batching.gas_limit``), on top of an estimate that
+# may already hold the caps the wallets burnt. 16 such wallets can ask for some 20 million, past
+# EIP-7825's 16,777,216 a transaction and near a block's gas: a batch whose limit does not fit
+# (``batching.gas_cap``) is cut shorter before it is sent (``Settler._fit``, each cut simulated
+# again); the bound keeps wallets that burn their caps to a share of a block that leaves every
+# other member's fills room.
 WALLET_ORDERS_PER_BATCH = 16
 
 
@@ -359,21 +366,58 @@ class Settler:
                 return found
             fills, to_settle = fills[: found.length], to_settle[: found.length]
             arguments, estimate = pack(to_settle), found.gas_estimate
+        fitted = await self._fit(fills, to_settle, estimate)
+        if fitted is None:
+            return StepOutcome.WAITING
+        fills, arguments, gas = fitted
         async with self._calls.sending(self.operator.address):  # the nonce until the node has the batch
-            return await self._open_batch(fills, arguments, estimate)
+            return await self._open_batch(fills, arguments, gas)
 
-    async def _open_batch(
-        self, fills: list[FillRecord], arguments: SettleArguments, estimate: int
-    ) -> StepOutcome:
-        """Choose the nonce and fees, write the batch down, then send it (the module docstring)."""
-        operator = self.operator
-        nonce, fees, block_gas = await self._calls.run(
-            lambda: (operator.pending_nonce(), operator.fees(), operator.block_gas_limit())
-        )
-        fees = self._capped(fees)
+    def _gas_limit(self, fills: Sequence[FillRecord], estimate: int) -> int:
+        """``batching.gas_limit`` for ``fills`` simulated at ``estimate`` (or an estimate above theirs)."""
         wallet_orders = len(self._wallet_orders(fills))
         wallet_fills = sum(1 for fill in fills if self._wallet_orders([fill]))
-        gas = gas_limit(estimate, self.config.gas_margin_percent, block_gas, wallet_orders, wallet_fills)
+        return gas_limit(estimate, self.config.gas_margin_percent, wallet_orders, wallet_fills)
+
+    async def _fit(
+        self, fills: list[FillRecord], to_settle: list[FillToSettle], estimate: int
+    ) -> tuple[list[FillRecord], SettleArguments, int] | None:
+        """The batch, cut to its longest prefix whose gas limit fits one transaction (``gas_cap``:
+        the block's gas limit and EIP-7825's cap), with that limit. A limit clipped to the cap
+        would leave a wallet that refuses once the batch is mined short of its cap (the batch
+        reverts, ``VaultWalletCheckOutOfGas``), and one above EIP-7825's cap is refused at
+        broadcast: either would come back at every step. A prefix does less than the batch, so
+        the batch's estimate bounds its own; the prefix chosen is simulated again for its own,
+        and cut again if that still does not fit. None when that simulation reverts (the chain
+        moved): the next step starts over."""
+        cap = gas_cap(await self._calls.run(self.operator.block_gas_limit))
+        count, gas = len(fills), self._gas_limit(fills, estimate)
+        while gas > cap and count > 1:
+            shorter = count - 1
+            while shorter > 1 and self._gas_limit(fills[:shorter], estimate) > cap:
+                shorter -= 1
+            # None fits at the longer batch's estimate: halve, and let the prefix's own tell.
+            count = shorter if self._gas_limit(fills[:shorter], estimate) <= cap else max(count // 2, 1)
+            try:
+                estimate = await self._simulate(pack(to_settle[:count]))
+            except ContractReverted as reverted:
+                log.info("settlement.shortened_batch_refused", fills=count, error_name=reverted.error_name)
+                return None
+            gas = self._gas_limit(fills[:count], estimate)
+        if count < len(fills):
+            log.warning(
+                "settlement.batch_shortened", fills=len(fills), kept=count, gas_limit=gas, gas_cap=cap
+            )
+        if gas > cap:  # one fill (two orders at most) needs more than a transaction may have
+            log.error("settlement.gas_limit_clipped", fill_id=fills[0].id, gas_limit=gas, gas_cap=cap)
+            gas = cap
+        return fills[:count], pack(to_settle[:count]), gas
+
+    async def _open_batch(self, fills: list[FillRecord], arguments: SettleArguments, gas: int) -> StepOutcome:
+        """Choose the nonce and fees, write the batch down, then send it (the module docstring)."""
+        operator = self.operator
+        nonce, fees = await self._calls.run(lambda: (operator.pending_nonce(), operator.fees()))
+        fees = self._capped(fees)
         calldata = self._calldata(arguments)
         tx = operator.transaction(self.vault.address, calldata, nonce=nonce, gas=gas, fees=fees)
         signed = operator.sign(tx)

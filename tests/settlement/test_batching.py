@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exchange.trading.batching import (
+    MAX_TRANSACTION_GAS,
     WALLET_CALL_GAS,
     WALLET_FILL_GAS,
     BatchFate,
@@ -15,6 +16,7 @@ from exchange.trading.batching import (
     SignedOrder,
     batch_fate,
     contributions,
+    gas_cap,
     gas_limit,
     pack,
     suggested_fees,
@@ -96,11 +98,18 @@ def test_a_bump_raises_both_fee_caps_by_at_least_the_percentage_and_one_wei(
         assert new * 100 < old * (100 + percent) + 100 + 100  # rounded up by less than one wei (or the +1)
 
 
-def test_suggested_fees_leave_room_for_the_base_fee_to_double_and_gas_stays_within_a_block() -> None:
+def test_suggested_fees_leave_room_for_the_base_fee_to_double_and_gas_has_a_margin() -> None:
     assert suggested_fees(7, 2) == Fees(16, 2)
-    assert gas_limit(1000, 25, 30_000_000) == 1250
-    assert gas_limit(1001, 25, 30_000_000) == 1252
-    assert gas_limit(29_000_000, 25, 30_000_000) == 30_000_000
+    assert gas_limit(1000, 25) == 1250
+    assert gas_limit(1001, 25) == 1252
+
+
+def test_a_transaction_asks_for_at_most_a_blocks_gas_and_eip_7825s_cap() -> None:
+    """The gas limit itself is never clipped (a clipped reserve would leave a late refusal short
+    of gas): the settler cuts a batch shorter until its limit fits this."""
+    assert gas_limit(29_000_000, 25) == 36_250_000
+    assert gas_cap(30_000_000) == MAX_TRANSACTION_GAS == 2**24
+    assert gas_cap(8_000_000) == 8_000_000
 
 
 def test_the_gas_limit_leaves_each_wallet_order_room_for_the_wallets_whole_cap() -> None:
@@ -108,14 +117,13 @@ def test_the_gas_limit_leaves_each_wallet_order_room_for_the_wallets_whole_cap()
     when it had 64/63 of the 500,000 cap and a cold call's cost (an EIP-7702 delegate's too)
     left to give it (``Vault.WALLET_CALL_GAS``, compared in test_wallet_refusals.py): each wallet
     order adds that to the limit, since a wallet cheap in the estimate may refuse when mined."""
-    assert gas_limit(1000, 25, 30_000_000, wallet_orders=2) == 1250 + 2 * WALLET_CALL_GAS
-    assert gas_limit(1000, 25, 1_000_000, wallet_orders=2) == 1_000_000
+    assert gas_limit(1000, 25, wallet_orders=2) == 1250 + 2 * WALLET_CALL_GAS
 
 
 def test_the_gas_limit_leaves_each_fill_of_a_wallet_order_room_to_settle() -> None:
     """A wallet that refused in the simulation had its fills skipped there: the estimate holds
     none of their settling, which they need if the wallet accepts by the time the batch is mined."""
-    assert gas_limit(1000, 25, 30_000_000, wallet_orders=1, wallet_fills=40) == (
+    assert gas_limit(1000, 25, wallet_orders=1, wallet_fills=40) == (
         1250 + WALLET_CALL_GAS + 40 * WALLET_FILL_GAS
     )
 

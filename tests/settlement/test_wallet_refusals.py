@@ -20,7 +20,7 @@ from web3.types import Wei
 
 from exchange.chain.pool import Tier
 from exchange.settings import Settings
-from exchange.trading.batching import WALLET_CALL_GAS
+from exchange.trading.batching import WALLET_CALL_GAS, WALLET_FILL_GAS
 from exchange.trading.eip712 import OrderSide, VaultOrder, order_hash
 from exchange.trading.intake import InvalidSignature
 from exchange.trading.models import CancelCause, OrderStatus, SettlementState, TradingFill, TradingOrder
@@ -247,3 +247,44 @@ def test_the_gas_the_settler_reserves_for_a_wallet_is_what_the_vault_requires(ne
     """The Vault reverts a wallet's refusal given less than ``WALLET_CALL_GAS`` (which covers an
     EIP-7702 delegate's cold access too); the settler reserves that much per wallet order."""
     assert net.pool.vault.call("WALLET_CALL_GAS") == WALLET_CALL_GAS
+
+
+async def test_a_batch_whose_gas_limit_would_not_fit_a_block_is_cut_shorter_not_clipped(
+    net: VaultNet, chain_settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+) -> None:
+    """Bob's buy takes six sell orders of the wallet: each is a wallet order, reserved its
+    whole cap and its fill's settling, so the batch of six asks for more than a block of 3
+    million gas holds. The settler sends the longest prefix whose limit fits, then the rest, never
+    a limit clipped to the block (with which a wallet refusing once it is mined would revert the
+    batch, short of gas)."""
+    wallet, seller, approve = approving_wallet(net)
+    bob = Trader(MEMBERS[1])
+    orders = 6
+    parts = await settlement_parts(net, chain_settings, sessionmaker)
+    async with trading(net, chain_settings, sessionmaker) as service:
+        market = next(iter(service.markets.values())).spec
+        for _ in range(orders):
+            signed = seller.order(market, OrderSide.SELL, PRICE_QUOTE, 10**16)
+            approve(seller.orders[-1], True)
+            await service.place_order(wallet.address, signed)
+        await service.place_order(
+            bob.address, bob.order(market, OrderSide.BUY, PRICE_QUOTE, orders * 10**16, tif="IOC")
+        )
+    block_gas = 3_000_000
+    net.rpc("evm_setBlockGasLimit", hex(block_gas))
+    net.mine()
+    reserve = WALLET_CALL_GAS + WALLET_FILL_GAS  # each fill here holds one wallet order
+    assert orders * reserve > block_gas
+
+    await parts.settler.drain(poll_s=0.02, timeout_s=60)
+
+    fills, batches, failures = await fills_and_batches(sessionmaker)
+    assert failures == {}
+    assert [fill.settlement_state for fill in fills] == [SettlementState.SETTLED] * orders
+    assert [batch.state for batch in batches] == [BatchState.SETTLED] * len(batches)
+    assert sum(batch.fill_count for batch in batches) == orders
+    assert len(batches) > 1
+    for batch in batches:  # each holds its whole reserve, and fits the block
+        assert batch.fill_count * reserve < batch.gas_limit <= block_gas
+    await parts.indexer.catch_up()
+    await assert_audit_clean(parts)
