@@ -311,6 +311,22 @@ describe("Vault: fills of orders a contract wallet no longer accepts are skipped
           await snapshot.restore();
         }
       };
+      // `settle` at each gas limit from `from` to `to`: never a skip, only a revert short of gas or
+      // every fill settled. Returns the outcomes seen ("VaultWalletCheckOutOfGas", "out of gas", "settled").
+      this.scan = async (orders, signatures, fills, { from, to, step }) => {
+        const seen = new Set();
+        for (let gasLimit = from; gasLimit <= to; gasLimit += step) {
+          const outcome = await this.outcome(orders, signatures, fills, gasLimit);
+          if ("reverted" in outcome) {
+            expect([null, "VaultWalletCheckOutOfGas"], `at ${gasLimit}`).to.include(outcome.reverted);
+            seen.add(outcome.reverted ?? "out of gas");
+          } else {
+            expect(outcome, `at ${gasLimit}`).to.deep.equal({ skipped: [], trades: fills.length });
+            seen.add("settled");
+          }
+        }
+        return seen;
+      };
     });
 
     it("reverts VaultWalletCheckOutOfGas, never skips, when the gas limit left a wallet less than its cap", async function () {
@@ -348,17 +364,7 @@ describe("Vault: fills of orders a contract wallet no longer accepts are skipped
         if (await outOfGas(middle)) low = middle;
         else high = middle;
       }
-      const seen = new Set();
-      for (let gasLimit = high - 300; gasLimit <= high + 300; gasLimit += 3) {
-        const outcome = await this.outcome(orders, signatures, fills, gasLimit);
-        if ("reverted" in outcome) {
-          expect([null, "VaultWalletCheckOutOfGas"], `at ${gasLimit}`).to.include(outcome.reverted);
-          seen.add(outcome.reverted ?? "out of gas");
-        } else {
-          expect(outcome, `at ${gasLimit}`).to.deep.equal({ skipped: [], trades: 1 });
-          seen.add("settled");
-        }
-      }
+      const seen = await this.scan(orders, signatures, fills, { from: high - 300, to: high + 300, step: 3 });
       expect(seen).to.include("VaultWalletCheckOutOfGas");
       // With gas to spare the wallet gets its whole cap, which is enough for it.
       expect(await this.outcome(orders, signatures, fills, 2_000_000)).to.deep.equal({ skipped: [], trades: 1 });
@@ -374,17 +380,7 @@ describe("Vault: fills of orders a contract wallet no longer accepts are skipped
         { order: await this.buy(this.bob, { amount: bpc(2) }), signer: this.bob },
       ]);
       const fills = [this.fill(0, 2), this.fill(1, 2)];
-      const seen = new Set();
-      for (let gasLimit = 600_000; gasLimit <= 1_400_000; gasLimit += 25_000) {
-        const outcome = await this.outcome(orders, signatures, fills, gasLimit);
-        if ("reverted" in outcome) {
-          expect([null, "VaultWalletCheckOutOfGas"], `at ${gasLimit}`).to.include(outcome.reverted);
-          seen.add(outcome.reverted ?? "out of gas");
-        } else {
-          expect(outcome, `at ${gasLimit}`).to.deep.equal({ skipped: [], trades: 2 });
-          seen.add("settled");
-        }
-      }
+      const seen = await this.scan(orders, signatures, fills, { from: 600_000, to: 1_400_000, step: 25_000 });
       // The scan crossed the band where the guarded wallet was short of its cap.
       expect(seen).to.include("VaultWalletCheckOutOfGas");
       expect(seen).to.include("settled");
