@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.security import HTTPAuthorizationCredentials
 
 from exchange.api.problems import problem_responses
-from exchange.auth.dependencies import CurrentPrincipal, CurrentPrincipalAlone
+from exchange.auth.dependencies import CurrentPrincipal, bearer, current_principal
 from exchange.auth.service import Principal
 from exchange.db.base import utc_now
 from exchange.db.session import DbSession, app_sessionmaker
@@ -46,18 +47,19 @@ def require_role(*roles: FoundationRole) -> Any:
 
 
 def require_role_alone(*roles: FoundationRole) -> Any:
-    """``require_role`` in short transactions of its own, for routes without a request transaction.
+    """``require_role`` in a short transaction of its own, for routes without a request transaction.
 
-    Mints and payouts commit each step in a transaction of its own, and the routes that
-    talk to the PoolRegistry read the chain and send with none open: on SQLite, where
-    every transaction holds the write lock from its start, a request transaction kept
-    open around them would hold it through the node's answers, and make them wait for it.
+    Mints and payouts commit each step in a transaction of its own, and on SQLite,
+    where every transaction holds the write lock from its start, a request
+    transaction kept open around them would make them wait for it.
     """
 
-    async def signed_in_with_role_alone(request: Request, principal: CurrentPrincipalAlone) -> Principal:
-        if roles:
-            async with app_sessionmaker(request.app)() as session:
-                await require_roles(session, principal.address, roles)
+    async def signed_in_with_role_alone(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    ) -> Principal:
+        async with app_sessionmaker(request.app)() as session, session.begin():
+            principal = await current_principal(session, credentials)
+            await require_roles(session, principal.address, roles)
         return principal
 
     return Depends(signed_in_with_role_alone)

@@ -15,11 +15,6 @@ POST /v1/admin/members/{address}/suspend               registrar
 POST /v1/admin/members/{address}/reinstate             registrar
 POST /v1/admin/members/{address}/expel                 council
 =====================================================  =====================
-
-The routes that talk to the PoolRegistry (approve, reject and the member changes) keep no
-request transaction: the caller's role is checked in a short one of its own
-(``require_role_alone``), and ``membership_service`` reads the chain, sends and waits for its
-transactions with none open.
 """
 
 from __future__ import annotations
@@ -43,15 +38,7 @@ from exchange.kit.errors import (
 )
 from exchange.pool import membership_service as service
 from exchange.pool import repository
-from exchange.pool.access_routes import (
-    ADMIN_PROBLEMS,
-    CouncilAlone,
-    CouncilOrRegistrar,
-    Pool,
-    Registrar,
-    RegistrarAlone,
-    SignedIn,
-)
+from exchange.pool.access_routes import ADMIN_PROBLEMS, Council, CouncilOrRegistrar, Pool, Registrar, SignedIn
 from exchange.pool.membership_service import MemberChange
 from exchange.pool.models import ApplicationStatus, MemberState
 from exchange.pool.schemas import (
@@ -169,9 +156,10 @@ async def post_review(
     responses={**ADMIN_PROBLEMS, **CHAIN_PROBLEMS},
 )
 async def post_approve(
-    application_id: RowId, body: ApproveIn, principal: CouncilAlone, pool: Pool
+    application_id: RowId, body: ApproveIn, principal: Council, session: DbSession, pool: Pool
 ) -> ApprovalOut:
     row, member = await service.approve_application(
+        session,
         pool,
         application_id=application_id,
         tier=body.tier,
@@ -189,9 +177,10 @@ async def post_approve(
     responses={**ADMIN_PROBLEMS, **CHAIN_PROBLEMS, **problem_responses(NotFound, Conflict)},
 )
 async def post_reject(
-    application_id: RowId, body: ReasonIn, principal: CouncilAlone, pool: Pool
+    application_id: RowId, body: ReasonIn, principal: Council, session: DbSession, pool: Pool
 ) -> ApplicationOut:
     row = await service.reject_application(
+        session,
         pool,
         application_id=application_id,
         actor=principal.address,
@@ -251,8 +240,11 @@ def _change_out(change: MemberChange) -> MemberChangeOut:
     summary="Move a member to another tier (registrar)",
     responses={**ADMIN_PROBLEMS, **CHAIN_PROBLEMS},
 )
-async def post_tier(address: str, body: TierIn, principal: RegistrarAlone, pool: Pool) -> MemberChangeOut:
+async def post_tier(
+    address: str, body: TierIn, principal: Registrar, session: DbSession, pool: Pool
+) -> MemberChangeOut:
     change = await service.change_tier(
+        session,
         pool,
         address=checksummed(address),
         tier=body.tier,
@@ -270,10 +262,10 @@ async def post_tier(address: str, body: TierIn, principal: RegistrarAlone, pool:
     responses={**ADMIN_PROBLEMS, **CHAIN_PROBLEMS},
 )
 async def post_suspend(
-    address: str, body: ReasonIn, principal: RegistrarAlone, pool: Pool
+    address: str, body: ReasonIn, principal: Registrar, session: DbSession, pool: Pool
 ) -> MemberChangeOut:
     change = await service.suspend(
-        pool, address=checksummed(address), actor=principal.address, reason=body.reason, at=utc_now()
+        session, pool, address=checksummed(address), actor=principal.address, reason=body.reason, at=utc_now()
     )
     return _change_out(change)
 
@@ -285,10 +277,10 @@ async def post_suspend(
     responses={**ADMIN_PROBLEMS, **CHAIN_PROBLEMS},
 )
 async def post_reinstate(
-    address: str, body: ReasonIn, principal: RegistrarAlone, pool: Pool
+    address: str, body: ReasonIn, principal: Registrar, session: DbSession, pool: Pool
 ) -> MemberChangeOut:
     change = await service.reinstate(
-        pool, address=checksummed(address), actor=principal.address, reason=body.reason, at=utc_now()
+        session, pool, address=checksummed(address), actor=principal.address, reason=body.reason, at=utc_now()
     )
     return _change_out(change)
 
@@ -299,8 +291,10 @@ async def post_reinstate(
     summary="Expel a member and revoke its licence (council)",
     responses={**ADMIN_PROBLEMS, **CHAIN_PROBLEMS},
 )
-async def post_expel(address: str, body: ReasonIn, principal: CouncilAlone, pool: Pool) -> MemberChangeOut:
+async def post_expel(
+    address: str, body: ReasonIn, principal: Council, session: DbSession, pool: Pool
+) -> MemberChangeOut:
     change = await service.expel(
-        pool, address=checksummed(address), actor=principal.address, reason=body.reason, at=utc_now()
+        session, pool, address=checksummed(address), actor=principal.address, reason=body.reason, at=utc_now()
     )
     return _change_out(change)

@@ -11,21 +11,8 @@ Rules
 -----
 * The chain decides. Every action reads the member's on-chain record first,
   sends the transaction only if the record is not already what was asked, then
-  lets the indexer apply the events (:meth:`PoolIndexer.catch_up_between_transactions`)
-  before it records the outcome. ``members`` therefore always shows what the
-  registry holds.
-* No database transaction is open while the chain is read or a transaction is
-  sent and mined (on SQLite a transaction holds the write lock from its start; on
-  PostgreSQL it would hold a pooled connection and its row locks for as long as the
-  node takes). The decision is read in short transactions, and the outcome written
-  in one that checks again what the decision rested on. Two requests making the
-  same change at once cannot make it twice: the registry refuses a change that is
-  already so (the refused request answers 409, or, for an admission, completes as a
-  retry would).
-* An approval records that it sets out to admit the wallet (``admitting_since``)
-  before it sends the admission: a rejection that read the chain before the
-  admission was mined finds it when it writes, and refuses (409) rather than
-  reject a wallet about to be a member.
+  lets the indexer apply the events in the same database transaction. ``members``
+  therefore always shows what the registry holds.
 * Retrying is safe. Asking for the state a member is already in changes nothing
   and records nothing. An approval whose transaction was mined but whose
   database write was lost (a crash in between) finds the wallet admitted with
@@ -49,8 +36,7 @@ from web3.types import TxReceipt
 
 from exchange.chain.pool import LicenceKind, MemberStatus, PoolChain
 from exchange.chain.pool import Member as ChainMember
-from exchange.db.base import utc_now
-from exchange.kit.errors import ChainRejected, Conflict, NotFound, ValidationFailed
+from exchange.kit.errors import Conflict, NotFound, ValidationFailed
 from exchange.kit.logging import get_logger
 from exchange.pool import repository
 from exchange.pool.indexer import CHAIN_TIERS, STATE_NAMES, TIER_NAMES, hex32
@@ -75,16 +61,6 @@ class ApplicationData:
     non_profit: bool
     contact_name: str
     contact_email: str
-
-
-class ApplicationChangedMeanwhile(Conflict):
-    """What a decision on an application rested on changed while the chain was read for it (an
-    approval set out to admit the wallet, say): asking again decides on what is now so."""
-
-    type_slug = "application-changed-meanwhile"
-    title = "The application changed while the chain was read"
-    transient = True
-    retry_after_s = 1
 
 
 @dataclass(frozen=True)
@@ -171,10 +147,8 @@ async def submit_application(
     return row, True
 
 
-async def _application(
-    session: AsyncSession, application_id: int, *, for_update: bool = True
-) -> MembershipApplication:
-    row = await repository.application(session, application_id, for_update=for_update)
+async def _application(session: AsyncSession, application_id: int) -> MembershipApplication:
+    row = await repository.application(session, application_id, for_update=True)
     if row is None:
         raise NotFound(f"no membership application {application_id}")
     return row
@@ -208,6 +182,7 @@ async def review_application(
 
 
 async def approve_application(
+    session: AsyncSession,
     context: PoolContext,
     *,
     application_id: int,
@@ -216,42 +191,30 @@ async def approve_application(
     note: str | None,
     at: datetime,
 ) -> tuple[MembershipApplication, Member | None]:
-    """under_review → approved: admit the wallet on the registry with ``tier``.
-
-    The application is read, the registry asked and the admission sent and indexed with no
-    transaction open; the intent is recorded before the send, the approval after it, in short
-    transactions that check the application is still under review.
-    """
-    sessions = context.sessionmaker
-    async with sessions() as session:
-        row = await _application(session, application_id, for_update=False)
+    """under_review → approved: admit the wallet on the registry with ``tier``."""
+    row = await _application(session, application_id)
+    await context.indexer.catch_up(session)
     if row.status == ApplicationStatus.APPROVED:
-        return await _approved_already(context, row, tier)
-    _require_approvable(row, tier)
+        if row.approved_tier != tier.value:
+            raise Conflict(
+                f"application {application_id} was approved with tier {row.approved_tier}, not {tier.value}"
+            )
+        return row, await repository.member(session, row.wallet)
+    if row.status != ApplicationStatus.UNDER_REVIEW:
+        raise Conflict(
+            f"application {application_id} is {row.status}; "
+            "the registrar reviews it before the council decides"
+        )
+    if tier is MemberTier.NON_PROFIT and not row.non_profit:
+        raise ValidationFailed("the non-profit tier is for non-profit applicants only (white paper §3.3)")
 
     pool = context.chain.pool
     wallet, chain_tier = row.wallet, CHAIN_TIERS[tier]
     on_chain = await context.chain.run(lambda: pool.member(wallet))
     tx_hashes: tuple[str, ...] = ()
     if on_chain.status is MemberStatus.NONE:
-        async with sessions() as session, session.begin():
-            intended = await repository.mark_admitting(session, application_id, since=utc_now())
-        if not intended:  # decided meanwhile: answered as that decision is
-            return await approve_application(
-                context, application_id=application_id, tier=tier, actor=actor, note=note, at=at
-            )
-        try:
-            receipt = await context.chain.run(lambda: pool.admit(wallet, chain_tier))
-        except ChainRejected:
-            # Another approval's admission was mined first (the registry refuses a second one):
-            # completed below as a retry would. Anything else is refused, and no longer intended.
-            on_chain = await context.chain.run(lambda: pool.member(wallet))
-            if not (on_chain.status is MemberStatus.ACTIVE and on_chain.tier is chain_tier):
-                async with sessions() as session, session.begin():
-                    await repository.mark_admitting(session, application_id, since=None)
-                raise
-        else:
-            tx_hashes = (_tx(receipt),)
+        receipt = await context.chain.run(lambda: pool.admit(wallet, chain_tier))
+        tx_hashes = (_tx(receipt),)
     elif not (on_chain.status is MemberStatus.ACTIVE and on_chain.tier is chain_tier):
         raise Conflict(
             f"{wallet} is already on the register as {_describe(on_chain)}",
@@ -259,78 +222,44 @@ async def approve_application(
         )
     # else: admitted by an earlier attempt whose database write was lost; complete it.
 
-    await context.indexer.catch_up_between_transactions(sessions)
-    found: str | None = None
-    if not tx_hashes:
+    before = application_snapshot(row)
+    row.status = ApplicationStatus.APPROVED.value
+    row.approved_tier = tier.value
+    row.decided_by, row.decided_at, row.decision_note = actor, at, note
+    row.admit_tx_hash = tx_hashes[0] if tx_hashes else row.admit_tx_hash
+    await session.flush()
+    await context.indexer.catch_up(session)
+    member = await repository.member(session, wallet)
+    if member is not None and member.application_id is None:
+        # Indexed before this approval was recorded (an earlier attempt's admission, found by
+        # the catch-up above or by the background indexer): no approved application to link then.
+        member.application_id = row.id
+        await session.flush()
+    if not tx_hashes and member is not None:
         # Completing an admission whose answer was lost: named when it is the member's latest
         # registry transaction (a change made since, a re-tier say, hides it).
-        async with sessions() as session:
-            member = await repository.member(session, wallet)
-        if member is not None:
-            last = member.last_tx_hash
-            if await context.chain.run(lambda: _registry_call(pool, last)) == ("admit", wallet):
-                found = last
-
-    async with sessions() as session, session.begin():
-        row = await _application(session, application_id)
-        if row.status == ApplicationStatus.APPROVED:  # by a concurrent request, which audited it
-            _same_tier(row, tier)
-            return row, await repository.member(session, wallet)
-        _require_approvable(row, tier)
-        before = application_snapshot(row)
-        row.status = ApplicationStatus.APPROVED.value
-        row.approved_tier = tier.value
-        row.decided_by, row.decided_at, row.decision_note = actor, at, note
-        row.admit_tx_hash = tx_hashes[0] if tx_hashes else (row.admit_tx_hash or found)
-        row.admitting_since = None
-        await session.flush()
-        member = await repository.member(session, wallet)
-        if member is not None and member.application_id is None:
-            # Indexed before this approval was recorded (an earlier attempt's admission, found by
-            # the catch-up above or by the background indexer): no approved application to link then.
-            member.application_id = row.id
-            await session.flush()
-        await record_audit(
-            session,
-            actor=actor,
-            action="membership.approve",
-            subject_type="membership_application",
-            subject_id=str(row.id),
-            at=at,
-            before={"application": before, "member": None},
-            after={"application": application_snapshot(row), "member": member_snapshot(member)},
-            tx_hashes=tx_hashes or ((found,) if found is not None else ()),
-            reason=note,
-        )
+        last = member.last_tx_hash
+        if await context.chain.run(lambda: _registry_call(pool, last)) == ("admit", wallet):
+            tx_hashes = (last,)
+            row.admit_tx_hash = row.admit_tx_hash or last
+    await record_audit(
+        session,
+        actor=actor,
+        action="membership.approve",
+        subject_type="membership_application",
+        subject_id=str(row.id),
+        at=at,
+        before={"application": before, "member": None},
+        after={"application": application_snapshot(row), "member": member_snapshot(member)},
+        tx_hashes=tx_hashes,
+        reason=note,
+    )
     log.info("pool.member_admitted", application_id=row.id, wallet=wallet, tier=tier.value)
     return row, member
 
 
-async def _approved_already(
-    context: PoolContext, row: MembershipApplication, tier: MemberTier
-) -> tuple[MembershipApplication, Member | None]:
-    """A retry of an approval already recorded: the application, and its member as now indexed."""
-    _same_tier(row, tier)
-    await context.indexer.catch_up_between_transactions(context.sessionmaker)
-    async with context.sessionmaker() as session:
-        return row, await repository.member(session, row.wallet)
-
-
-def _same_tier(row: MembershipApplication, tier: MemberTier) -> None:
-    if row.approved_tier != tier.value:
-        raise Conflict(f"application {row.id} was approved with tier {row.approved_tier}, not {tier.value}")
-
-
-def _require_approvable(row: MembershipApplication, tier: MemberTier) -> None:
-    if row.status != ApplicationStatus.UNDER_REVIEW:
-        raise Conflict(
-            f"application {row.id} is {row.status}; the registrar reviews it before the council decides"
-        )
-    if tier is MemberTier.NON_PROFIT and not row.non_profit:
-        raise ValidationFailed("the non-profit tier is for non-profit applicants only (white paper §3.3)")
-
-
 async def reject_application(
+    session: AsyncSession,
     context: PoolContext,
     *,
     application_id: int,
@@ -345,23 +274,12 @@ async def reject_application(
     leave a member (active, or suspended and reinstated later) the database calls rejected, so
     it is refused: approving completes it, after reinstating a suspended member. An expelled
     member is final and can no longer be approved: its application may be rejected.
-
-    The registry is asked with no transaction open; the rejection is written only if no
-    approval set out to admit the wallet meanwhile (``ApplicationChangedMeanwhile`` otherwise),
-    nor recently, while its admission may still be on its way to the chain.
     """
-    sessions = context.sessionmaker
-    async with sessions() as session:
-        row = await _application(session, application_id, for_update=False)
+    row = await _application(session, application_id)
     if row.status == ApplicationStatus.REJECTED:
         return row
-    _require_rejectable(row)
-    admitting_since = row.admitting_since
-    if admitting_since is not None and (at - admitting_since).total_seconds() < context.resend_after_s:
-        raise ApplicationChangedMeanwhile(
-            f"an approval of application {application_id} set out to admit {row.wallet} on chain at"
-            f" {admitting_since.isoformat()}: its admission may still be mined. Ask again later"
-        )
+    if row.status not in (ApplicationStatus.SUBMITTED, ApplicationStatus.UNDER_REVIEW):
+        raise Conflict(f"application {application_id} is {row.status} and can no longer be rejected")
     pool, wallet = context.chain.pool, row.wallet
     on_chain = await context.chain.run(lambda: pool.member(wallet))
     if on_chain.status in (MemberStatus.ACTIVE, MemberStatus.SUSPENDED):
@@ -372,38 +290,22 @@ async def reject_application(
             " if it should not be one",
             extra={"member_status": STATE_NAMES[on_chain.status].value},
         )
-    async with sessions() as session, session.begin():
-        row = await _application(session, application_id)
-        if row.status == ApplicationStatus.REJECTED:  # by a concurrent request, which audited it
-            return row
-        _require_rejectable(row)
-        if row.admitting_since != admitting_since:
-            raise ApplicationChangedMeanwhile(
-                f"an approval of application {application_id} set out to admit {wallet} on chain"
-                " while the register was read for its rejection"
-            )
-        before = application_snapshot(row)
-        row.status = ApplicationStatus.REJECTED.value
-        row.decided_by, row.decided_at, row.decision_note = actor, at, reason
-        row.admitting_since = None
-        await session.flush()
-        await record_audit(
-            session,
-            actor=actor,
-            action="membership.reject",
-            subject_type="membership_application",
-            subject_id=str(row.id),
-            at=at,
-            before=before,
-            after=row,
-            reason=reason,
-        )
+    before = application_snapshot(row)
+    row.status = ApplicationStatus.REJECTED.value
+    row.decided_by, row.decided_at, row.decision_note = actor, at, reason
+    await session.flush()
+    await record_audit(
+        session,
+        actor=actor,
+        action="membership.reject",
+        subject_type="membership_application",
+        subject_id=str(row.id),
+        at=at,
+        before=before,
+        after=row,
+        reason=reason,
+    )
     return row
-
-
-def _require_rejectable(row: MembershipApplication) -> None:
-    if row.status not in (ApplicationStatus.SUBMITTED, ApplicationStatus.UNDER_REVIEW):
-        raise Conflict(f"application {row.id} is {row.status} and can no longer be rejected")
 
 
 def _describe(member: ChainMember) -> str:
@@ -416,6 +318,7 @@ Plan = Callable[[ChainMember], list[Callable[[PoolChain], TxReceipt]] | None]
 
 
 async def _change_member(
+    session: AsyncSession,
     context: PoolContext,
     *,
     address: str,
@@ -426,13 +329,8 @@ async def _change_member(
     plan: Plan,
     extra_steps: Callable[[PoolChain], list[Callable[[PoolChain], TxReceipt]]] | None = None,
 ) -> MemberChange:
-    """Read the member on chain, send what ``plan`` says (nothing if it is already so), index, audit.
-
-    No transaction is open while the chain is read or the transactions are sent and mined; the
-    audit entry is written in a short one afterwards, holding the member's row.
-    """
-    sessions = context.sessionmaker
-    await context.indexer.catch_up_between_transactions(sessions)
+    """Read the member on chain, send what ``plan`` says (nothing if it is already so), index, audit."""
+    await context.indexer.catch_up(session)
     pool = context.chain.pool
     on_chain = await context.chain.run(lambda: pool.member(address))
     if on_chain.status is MemberStatus.NONE:
@@ -440,14 +338,10 @@ async def _change_member(
     steps = plan(on_chain) or []
     if extra_steps is not None:
         steps += await context.chain.run(lambda: extra_steps(pool))
-    async with sessions() as session:
-        current = await repository.member(session, address)
-        unaudited = current is not None and not await repository.is_audited(session, current.last_tx_hash)
+    current = await repository.member(session, address)
     before = member_snapshot(current)
 
-    async def audit(
-        session: AsyncSession, after: Member | None, tx_hashes: list[str], why: str, was: object = None
-    ) -> None:
+    async def audit(after: Member | None, tx_hashes: list[str], why: str, was: object = None) -> None:
         await record_audit(
             session,
             actor=actor,
@@ -465,7 +359,7 @@ async def _change_member(
     # names it: an earlier attempt whose answer was lost after its transaction was mined (or the
     # same call made on chain directly). This request records it.
     found: list[str] = []
-    if current is not None and unaudited:
+    if current is not None and not await repository.is_audited(session, current.last_tx_hash):
         last = current.last_tx_hash
         if await context.chain.run(lambda: _registry_call(pool, last)) == (
             _REGISTRY_FUNCTIONS[action],
@@ -475,22 +369,15 @@ async def _change_member(
     found_note = f"{reason} (found done on chain already by {found[0]})" if found else reason
     if not steps:
         if found:
-            async with sessions() as session, session.begin():
-                await repository.member(session, address, for_update=True)
-                # Unless the request that sent it audited it meanwhile.
-                if not await repository.is_audited(session, found[0]):
-                    await audit(session, current, found, found_note)
+            await audit(current, found, found_note)
         return MemberChange(current, (), False)
     tx_hashes = []
     for step in steps:
         receipt = await context.chain.run(lambda step=step: step(pool))  # type: ignore[misc]
         tx_hashes.append(_tx(receipt))
-    await context.indexer.catch_up_between_transactions(sessions)
-    async with sessions() as session, session.begin():
-        member = await repository.member(session, address, for_update=True)
-        if found and await repository.is_audited(session, found[0]):
-            found, found_note = [], reason  # audited meanwhile by the request that sent it
-        await audit(session, member, found + tx_hashes, found_note, was=before)
+    await context.indexer.catch_up(session)
+    member = await repository.member(session, address)
+    await audit(member, found + tx_hashes, found_note, was=before)
     log.info("pool.member_changed", action=action, address=address, tx_hashes=tx_hashes)
     return MemberChange(member, tuple(tx_hashes), True)
 
@@ -501,6 +388,7 @@ def _refuse_expelled(member: ChainMember, what: str) -> None:
 
 
 async def change_tier(
+    session: AsyncSession,
     context: PoolContext,
     *,
     address: str,
@@ -525,11 +413,11 @@ async def change_tier(
         return [lambda pool: pool.revoke(address)]
 
     if tier is MemberTier.NON_PROFIT:
-        async with context.sessionmaker() as session:
-            application = await repository.approved_application(session, address)
+        application = await repository.approved_application(session, address)
         if application is None or not application.non_profit:
             raise ValidationFailed("the non-profit tier is for members that applied as non-profits")
     return await _change_member(
+        session,
         context,
         address=address,
         action="member.set_tier",
@@ -542,7 +430,7 @@ async def change_tier(
 
 
 async def suspend(
-    context: PoolContext, *, address: str, actor: str, reason: str, at: datetime
+    session: AsyncSession, context: PoolContext, *, address: str, actor: str, reason: str, at: datetime
 ) -> MemberChange:
     def plan(member: ChainMember) -> list[Callable[[PoolChain], TxReceipt]] | None:
         _refuse_expelled(member, "suspended")
@@ -551,6 +439,7 @@ async def suspend(
         return [lambda pool: pool.suspend(address)]
 
     return await _change_member(
+        session,
         context,
         address=address,
         action="member.suspend",
@@ -562,7 +451,7 @@ async def suspend(
 
 
 async def reinstate(
-    context: PoolContext, *, address: str, actor: str, reason: str, at: datetime
+    session: AsyncSession, context: PoolContext, *, address: str, actor: str, reason: str, at: datetime
 ) -> MemberChange:
     def plan(member: ChainMember) -> list[Callable[[PoolChain], TxReceipt]] | None:
         _refuse_expelled(member, "reinstated")
@@ -571,6 +460,7 @@ async def reinstate(
         return [lambda pool: pool.reinstate(address)]
 
     return await _change_member(
+        session,
         context,
         address=address,
         action="member.reinstate",
@@ -581,7 +471,9 @@ async def reinstate(
     )
 
 
-async def expel(context: PoolContext, *, address: str, actor: str, reason: str, at: datetime) -> MemberChange:
+async def expel(
+    session: AsyncSession, context: PoolContext, *, address: str, actor: str, reason: str, at: datetime
+) -> MemberChange:
     """Expel the member and revoke its licence (its locked BPC goes back to it)."""
 
     def plan(member: ChainMember) -> list[Callable[[PoolChain], TxReceipt]] | None:
@@ -596,6 +488,7 @@ async def expel(context: PoolContext, *, address: str, actor: str, reason: str, 
         return [lambda pool: pool.revoke(address)]
 
     return await _change_member(
+        session,
         context,
         address=address,
         action="member.expel",

@@ -181,9 +181,6 @@ class MembershipApplication(Base):
     decision_note: Mapped[str | None] = mapped_column(Text, default=None)
     approved_tier: Mapped[str | None] = mapped_column(String(16), default=None)
     admit_tx_hash: Mapped[str | None] = mapped_column(TX_HASH, default=None)
-    # When an approval set out to admit the wallet on chain (recorded before the send, cleared
-    # when it is decided): a rejection meanwhile refuses (see ``membership_service``).
-    admitting_since: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Member(Base):

@@ -208,10 +208,8 @@ async def cursors(session: AsyncSession) -> Sequence[IndexerCursor]:
     return (await session.scalars(select(IndexerCursor))).all()
 
 
-async def member(session: AsyncSession, address: str, *, for_update: bool = False) -> Member | None:
-    """The member row of ``address``; ``for_update`` locks it until the transaction ends (PostgreSQL;
-    SQLite serialises writers)."""
-    return await session.get(Member, address, with_for_update=for_update)
+async def member(session: AsyncSession, address: str) -> Member | None:
+    return await session.get(Member, address)
 
 
 async def add_member(session: AsyncSession, row: Member) -> Member:
@@ -246,21 +244,6 @@ async def application(
     if for_update:
         statement = statement.with_for_update()
     return await session.scalar(statement)
-
-
-async def mark_admitting(session: AsyncSession, application_id: int, *, since: datetime | None) -> bool:
-    """Record (or, with None, clear) that an approval sets out to admit the application's wallet:
-    only while it is under review. Whether it was."""
-    result = await session.execute(
-        update(MembershipApplication)
-        .where(
-            MembershipApplication.id == application_id,
-            MembershipApplication.status == ApplicationStatus.UNDER_REVIEW.value,
-        )
-        .values(admitting_since=since)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 async def open_application(session: AsyncSession, wallet: str) -> MembershipApplication | None:

@@ -68,12 +68,10 @@ def postgres_transaction_open(database_url: str) -> bool:
 class Watch:
     """The chain requests made while the watch is on, each with whether a database transaction
     was open when it was sent; `meanwhile` runs once, right after the response of the first
-    `meanwhile_after` request (by default ``eth_getLogs``: a route's first search of the chain's
-    events), with the watch off."""
+    ``eth_getLogs`` (a route's first search of the chain's events), with the watch off."""
 
     calls: list[tuple[str, bool]] = field(default_factory=list)
     meanwhile: Callable[[], None] | None = None
-    meanwhile_after: str = "eth_getLogs"
     on: bool = False
 
     def open_during(self) -> list[str]:
@@ -98,7 +96,7 @@ def watching(w3: Web3, database_url: str) -> Iterator[Watch]:
             return method, params
 
         def response_processor(self, method: RPCEndpoint, response: RPCResponse) -> Any:
-            if watch.on and method == watch.meanwhile_after and watch.meanwhile is not None:
+            if watch.on and method == "eth_getLogs" and watch.meanwhile is not None:
                 meanwhile, watch.meanwhile = watch.meanwhile, None
                 watch.on = False
                 try:
