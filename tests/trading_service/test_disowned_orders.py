@@ -57,8 +57,8 @@ async def test_a_fill_failed_for_its_refused_signature_cancels_the_rest_of_the_o
             error_args=error_args(resting.order_hash.lower()),
             batch_id=None,
         )
-
-    async with sessionmaker() as session:
+        # Read before the commit: on PostgreSQL the failure's notice, sent at the commit, has the
+        # service cancel the order, which a read after it might see between two of these queries.
         found = await settlement_repository.disowned_orders(session, fill.market_id)
         found_for_fill = await settlement_repository.disowned_orders(session, fill.market_id, [fill.id])
         found_for_other = await settlement_repository.disowned_orders(session, fill.market_id, [fill.id + 1])
