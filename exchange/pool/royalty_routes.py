@@ -116,7 +116,7 @@ async def _statement_response(
     summary="Compute the distribution of a period (council)",
     responses={
         **ADMIN_PROBLEMS,
-        **problem_responses(Conflict, ValidationFailed, ChainUnavailable),
+        **problem_responses(Conflict, service.DepositsChangedMeanwhile, ValidationFailed, ChainUnavailable),
         200: {"description": "This period was already computed; the run is returned unchanged."},
     },
 )

@@ -12,6 +12,8 @@ from datetime import timedelta
 import pytest
 from eth_account import Account
 
+from exchange.main import build_app
+from exchange.pool.royalty_service import DepositsChangedMeanwhile
 from exchange.settings import Settings
 from tests.pool_service.conftest import Foundation, pool_settings
 from tests.pool_service.test_royalties import create_run, deposit, next_chain_day, travel_to
@@ -54,3 +56,11 @@ async def test_a_royalty_run_reads_the_chain_with_no_transaction_open(
     assert_read_outside_transactions(
         watch, expected={"eth_blockNumber", "eth_getLogs", "eth_getBlockByNumber"}
     )
+
+
+def test_the_royalty_run_route_documents_its_transient_409() -> None:
+    conflict = build_app(Settings()).openapi()["paths"]["/v1/admin/royalties/runs"]["post"]["responses"][
+        "409"
+    ]
+    assert DepositsChangedMeanwhile.type_uri() in conflict["description"]
+    assert "Retry-After" in conflict["headers"]
