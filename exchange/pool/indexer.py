@@ -256,21 +256,12 @@ class PoolIndexer:
     async def behind(self, session: AsyncSession) -> bool:
         """Whether :meth:`catch_up` has anything to do: a short read, so idle polls write nothing."""
         safe_head = await self.head_block() - self.confirmations
-        deployment, anchor, pool = self.chain.runtime.deployment, await self._anchor_hash(), self.chain.pool
         cursors = {row.name: row for row in await repository.cursors(session)}
-        for name, contract in (
-            (REGISTRY_CURSOR, pool.registry),
-            (FUND_CURSOR, pool.fund),
-            (VAULT_CURSOR, pool.vault),
-        ):
+        for name, contract, _events, _apply in self._followers():
             cursor = cursors.get(name)
             if cursor is None or cursor.block < safe_head:
                 return True
-            if (cursor.chain_id, cursor.contract, cursor.anchor_block_hash) != (
-                deployment.chain_id,
-                contract.address,
-                anchor,
-            ):
+            if _identity(cursor) != _identity(await self._fresh_cursor(contract)):
                 return True
         return False
 
