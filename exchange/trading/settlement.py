@@ -366,7 +366,7 @@ class Settler:
                 return found
             fills, to_settle = fills[: found.length], to_settle[: found.length]
             arguments, estimate = pack(to_settle), found.gas_estimate
-        fitted = await self._fit(fills, to_settle, estimate)
+        fitted = await self._fit(fills, to_settle, arguments, estimate)
         if fitted is None:
             return StepOutcome.WAITING
         fills, arguments, gas = fitted
@@ -380,7 +380,11 @@ class Settler:
         return gas_limit(estimate, self.config.gas_margin_percent, wallet_orders, wallet_fills)
 
     async def _fit(
-        self, fills: list[FillRecord], to_settle: list[FillToSettle], estimate: int
+        self,
+        fills: list[FillRecord],
+        to_settle: list[FillToSettle],
+        arguments: SettleArguments,
+        estimate: int,
     ) -> tuple[list[FillRecord], SettleArguments, int] | None:
         """The batch, cut to its longest prefix whose gas limit fits one transaction (``gas_cap``:
         the block's gas limit and EIP-7825's cap), with that limit. A limit clipped to the cap
@@ -393,13 +397,15 @@ class Settler:
         cap = gas_cap(await self._calls.run(self.operator.block_gas_limit))
         count, gas = len(fills), self._gas_limit(fills, estimate)
         while gas > cap and count > 1:
-            shorter = count - 1
-            while shorter > 1 and self._gas_limit(fills[:shorter], estimate) > cap:
-                shorter -= 1
-            # None fits at the longer batch's estimate: halve, and let the prefix's own tell.
-            count = shorter if self._gas_limit(fills[:shorter], estimate) <= cap else max(count // 2, 1)
+            # The longest shorter prefix that fits at the longer batch's estimate; when none does,
+            # half the batch, and let the prefix's own estimate tell.
+            count = next(
+                (n for n in range(count - 1, 0, -1) if self._gas_limit(fills[:n], estimate) <= cap),
+                max(count // 2, 1),
+            )
+            arguments = pack(to_settle[:count])
             try:
-                estimate = await self._simulate(pack(to_settle[:count]))
+                estimate = await self._simulate(arguments)
             except ContractReverted as reverted:
                 log.info("settlement.shortened_batch_refused", fills=count, error_name=reverted.error_name)
                 return None
@@ -411,7 +417,7 @@ class Settler:
         if gas > cap:  # one fill (two orders at most) needs more than a transaction may have
             log.error("settlement.gas_limit_clipped", fill_id=fills[0].id, gas_limit=gas, gas_cap=cap)
             gas = cap
-        return fills[:count], pack(to_settle[:count]), gas
+        return fills[:count], arguments, gas
 
     async def _open_batch(self, fills: list[FillRecord], arguments: SettleArguments, gas: int) -> StepOutcome:
         """Choose the nonce and fees, write the batch down, then send it (the module docstring)."""
