@@ -668,8 +668,15 @@ async def confirm_batch(
 
     Returns the upload's primary key, or None when no upload matches (a batch registered
     without this service: it cannot be resolved, since the service does not know its devices).
+
+    The candidates are locked (on PostgreSQL) before one is chosen: an upload or a withdrawal
+    deleting one of them under its lock (``delete_pending_batch``) is waited for, and a deleted
+    candidate is no longer among them. Without the lock this pass read it as pending and then
+    updated a row that was gone, which failed the pass (SQLAlchemy's ``StaleDataError``).
+    There is no ``LIMIT``: PostgreSQL applies it before it rechecks a locked row, so a deleted
+    first candidate would hide a second.
     """
-    pending = await session.scalar(
+    candidates = await session.scalars(
         select(DeviceBatch)
         .where(
             DeviceBatch.chain_id == registry.chain_id,
@@ -680,8 +687,10 @@ async def confirm_batch(
             DeviceBatch.device_count == device_count,
         )
         .order_by(DeviceBatch.id)
-        .limit(1)
+        .with_for_update()
+        .execution_options(populate_existing=True)
     )
+    pending = candidates.first()
     if pending is None:
         return None
     pending.status = BATCH_CONFIRMED

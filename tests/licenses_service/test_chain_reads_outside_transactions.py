@@ -52,23 +52,25 @@ async def backdate(service: Service, upload_id: int, days: int) -> None:
         )
 
 
+async def credit_with_an_indexer_of_its_own(service: Service, database_url: str) -> None:
+    """One pass of an indexer with its own connections (run it on an event loop of its own):
+    what the service's indexer does between two of a request's steps."""
+    engine = create_engine_for_url(database_url)
+    try:
+        await DeviceIndexer(service.runtime, create_sessionmaker(engine)).catch_up()
+    finally:
+        await engine.dispose()
+
+
 def registered_and_credited_meanwhile(
     service: Service, member: LocalAccount, body: dict[str, Any], database_url: str
 ) -> Callable[[], None]:
-    """Mine the upload's registration, and credit it with an indexer of its own (its own
-    connections, its own event loop): what the service's indexer does between two of a
-    request's steps."""
-
-    async def credit() -> None:
-        engine = create_engine_for_url(database_url)
-        try:
-            await DeviceIndexer(service.runtime, create_sessionmaker(engine)).catch_up()
-        finally:
-            await engine.dispose()
+    """Mine the upload's registration, and credit it with an indexer of its own
+    (``credit_with_an_indexer_of_its_own``, in a thread)."""
 
     def meanwhile() -> None:
         service.send(member, body["transactions"])
-        run_in_thread(credit())
+        run_in_thread(credit_with_an_indexer_of_its_own(service, database_url))
 
     return meanwhile
 

@@ -15,7 +15,7 @@ import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
@@ -38,6 +38,7 @@ from tests.conftest import run_in_thread
 from tests.licenses_service.conftest import Service, account, licensed_member
 from tests.licenses_service.test_chain_reads_outside_transactions import (
     backdate,
+    credit_with_an_indexer_of_its_own,
     pending_upload_past_the_credited_block,
     registered_and_credited_meanwhile,
 )
@@ -49,6 +50,7 @@ ON_POSTGRESQL = pytest.mark.parametrize("database_backend", ["postgresql"], indi
 LOCK_WAIT_S = 30.0
 
 Action = Callable[[], Awaitable[None] | None]
+T = TypeVar("T")
 
 
 @contextmanager
@@ -91,9 +93,7 @@ async def _waiting_for_a_lock(dsn: str) -> bool:
         await connection.close()
 
 
-async def run_until_it_waits(
-    database_url: str, request: Awaitable[httpx.Response]
-) -> asyncio.Task[httpx.Response]:
+async def run_until_it_waits(database_url: str, request: Awaitable[T]) -> asyncio.Future[T]:
     """Start `request` and return once it waits for a lock another transaction holds, or is answered."""
     dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     task = asyncio.ensure_future(request)
@@ -245,6 +245,40 @@ async def test_two_uploads_sharing_ids_in_opposite_orders_answer_201_and_409(
         {"item": 0, "device_id": shared[1]},
         {"item": many + 1, "device_id": shared[0]},
     ]
+
+
+@ON_POSTGRESQL
+async def test_the_indexer_crediting_the_registration_of_a_stale_upload_being_deleted_goes_on(
+    licensing: Service, database_url: str
+) -> None:
+    """The stale upload's registration is mined after the releasing upload read the chain, and
+    the indexer credits it while the upload's transaction has deleted that pending upload: the
+    indexer waits for the upload, finds no pending upload to confirm, and its pass completes
+    (the registration stays unmatched, for a later upload to adopt). It read the upload as
+    pending, then updated a row that was gone, which failed its pass (``StaleDataError``)."""
+    owner, other = account(5), account(6)
+    licensed_member(licensing.pool, other)
+    owner_headers, mine = await pending_upload_past_the_credited_block(licensing, owner, "IX")
+    upload_id = mine["batch"]["upload_id"]
+    await backdate(licensing, upload_id, days=8)
+    other_headers = await licensing.sign_in(other)
+    credited: list[asyncio.Future[None]] = []
+
+    async def register_and_credit_meanwhile() -> None:
+        licensing.send(owner, mine["transactions"])
+        credit = credit_with_an_indexer_of_its_own(licensing, database_url)
+        credited.append(await run_until_it_waits(database_url, asyncio.to_thread(asyncio.run, credit)))
+
+    def deletes_the_batch(statement: str) -> bool:
+        return statement.startswith("DELETE FROM licence_device_batches ")
+
+    with at_statement(licensing, deletes_the_batch, register_and_credit_meanwhile, after=True):
+        uploaded = await upload_request(licensing, other_headers, devices(3, prefix="IX"))
+    await credited[0]  # raised StaleDataError
+
+    assert uploaded.status_code == 201, uploaded.text
+    gone = await licensing.client.get(f"/v1/devices/batches/{upload_id}", headers=owner_headers)
+    assert gone.status_code == 404, gone.text
 
 
 # --- the credited block going back -------------------------------------------------------------
