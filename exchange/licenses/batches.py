@@ -293,8 +293,7 @@ class _Upload:
         first_block = await first_uncredited_block(session, runtime, self.registry)
         held = await repository.holders_of(session, self.registry, self.canonical)
         stale = await repository.stale_uploads_among(session, set(held.values()), created_before)
-        rows = [batch for pk in stale if (batch := await session.get(DeviceBatch, pk)) is not None]
-        return _Holders(first_block, created_before, held, rows)
+        return _Holders(first_block, created_before, held, stale)
 
     async def check_room(
         self, session: AsyncSession, held: dict[str, int], releasing: Collection[int]
@@ -341,7 +340,7 @@ class _Upload:
         held = await repository.holders_of(session, self.registry, self.canonical)
         others = set(held.values()) - set(released)
         stale = await repository.stale_uploads_among(session, others, seen.created_before)
-        if set(stale) - {batch.id for batch in seen.stale}:
+        if {batch.id for batch in stale} - {batch.id for batch in seen.stale}:
             raise _ChangedMeanwhile("another upload holding the ids went stale")
         await self.check_room(session, held, released)
         for batch_pk in released:

@@ -136,8 +136,8 @@ async def holders_of(session: AsyncSession, registry: Registry, device_ids: Sequ
     return holders
 
 
-def _stale_uploads(batch_pks: Sequence[int], created_before: datetime) -> Select[Any]:
-    return select(DeviceBatch.id).where(
+def _stale_uploads(what: Any, batch_pks: Sequence[int], created_before: datetime) -> Select[Any]:
+    return select(what).where(
         DeviceBatch.id.in_(batch_pks),
         DeviceBatch.status == BATCH_PENDING,
         DeviceBatch.created_at < created_before,
@@ -146,14 +146,15 @@ def _stale_uploads(batch_pks: Sequence[int], created_before: datetime) -> Select
 
 async def stale_uploads_among(
     session: AsyncSession, batch_pks: Collection[int], created_before: datetime
-) -> list[int]:
-    """Those of the batches `batch_pks` that are pending uploads made before `created_before`."""
+) -> list[DeviceBatch]:
+    """Those of the batches `batch_pks` that are pending uploads made before `created_before`,
+    in key order."""
     ordered = sorted(batch_pks)
-    stale: list[int] = []
+    stale: list[DeviceBatch] = []
     for start in range(0, len(ordered), _CHUNK):
         chunk = ordered[start : start + _CHUNK]
-        stale += (await session.scalars(_stale_uploads(chunk, created_before))).all()
-    return sorted(stale)
+        stale += (await session.scalars(_stale_uploads(DeviceBatch, chunk, created_before))).all()
+    return sorted(stale, key=lambda batch: batch.id)
 
 
 async def lock_stale_uploads(
@@ -166,7 +167,7 @@ async def lock_stale_uploads(
     ordered = sorted(batch_pks)
     locked: list[int] = []
     for start in range(0, len(ordered), _CHUNK):
-        statement = _stale_uploads(ordered[start : start + _CHUNK], created_before)
+        statement = _stale_uploads(DeviceBatch.id, ordered[start : start + _CHUNK], created_before)
         locked += (await session.scalars(statement.order_by(DeviceBatch.id).with_for_update())).all()
     return locked
 
