@@ -25,11 +25,11 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from exchange.chain.manifest_defaults import DEFAULT_MANIFEST, MANIFEST_VARIABLE
+
 if TYPE_CHECKING:
     from exchange.settings import Settings
 
-DEFAULT_MANIFEST = Path("deployments/manifest.json")
-MANIFEST_VARIABLE = "EXCHANGE_DEPLOYMENT_MANIFEST"  # the service's deployment_manifest setting
 MANIFEST_HELP = f"deployment manifest (default ${MANIFEST_VARIABLE}, else {DEFAULT_MANIFEST})"
 LOG_LEVEL_VARIABLE = "EXCHANGE_LOG_LEVEL"  # the service's log_level setting
 

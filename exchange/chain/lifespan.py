@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.api.system_routes import register_health_check
 from exchange.chain.errors import ChainReplaced, ManifestInvalid
+from exchange.chain.manifest_defaults import DEFAULT_MANIFEST
 from exchange.chain.runtime import ChainRuntime, start_chain
-from exchange.cli import DEFAULT_MANIFEST
 from exchange.db.deployments import chain_anchor, record_deployment, recorded_chain_anchor
 from exchange.db.models import ChainAnchor
 from exchange.kit.logging import get_logger
