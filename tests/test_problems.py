@@ -123,6 +123,7 @@ async def test_bad_query_parameters_are_a_422_problem_listing_each_field(service
     assert response.status_code == 422
     body = _problem(response)
     assert body["type"] == f"{PROBLEM_TYPE_BASE}validation-failed"
+    assert body["title"] == ValidationFailed.title  # one title per type, whoever refuses
     assert body["errors"] == [
         {
             "loc": ["query", "limit"],

@@ -218,7 +218,7 @@ async def _request_validation_response(request: Request, exc: Exception) -> Resp
     return problem_response(
         request,
         status=ValidationFailed.status,
-        title="Invalid request",
+        title=ValidationFailed.title,  # one title per type (RFC 9457), as the service's own refusals
         detail=summary or "the request is invalid",
         type_uri=ValidationFailed.type_uri(),
         extra={"errors": [field.model_dump() for field in fields]},

@@ -174,7 +174,11 @@ def check_order(
         raise WrongDomain(
             f"the order is signed for chain {order.chain_id} and Vault {order.vault}; this market settles "
             f"on chain {market.chain_id} in Vault {market.vault}",
-            extra={"field": "chain_id", "chain_id": market.chain_id, "vault": market.vault},
+            extra={
+                "field": "chain_id" if order.chain_id != market.chain_id else "vault",
+                "chain_id": market.chain_id,
+                "vault": market.vault,
+            },
         )
     for name in ("maker", "base_token", "quote_token"):
         if not _ADDRESS.fullmatch(getattr(order, name)):

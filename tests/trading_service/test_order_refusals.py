@@ -117,6 +117,8 @@ async def test_refused_orders_change_nothing(desk: Desk) -> None:
         assert document["type"].endswith("/" + problem), case
         assert document["status"] == status
         assert document["detail"]
+        if problem == "wrong-signing-domain":  # the field that differs from the market's
+            assert document["field"] == {"wrong_chain": "chain_id", "wrong_vault": "vault"}[case]
         await _nothing_changed(desk, trader)
 
 
