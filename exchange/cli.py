@@ -72,9 +72,13 @@ def error_line(error: BaseException) -> str:
     return next(iter(str(error).splitlines()), "") or type(error).__name__
 
 
-async def reach_database(database_url: str, err: TextIO) -> bool:
+async def reach_database(database_url: str, err: TextIO, *, existing: bool = False) -> bool:
     """Whether a connection to ``database_url`` opens, tried before a command's work; when none
     does, one line on ``err`` says why (with the URL's password hidden), and the command exits 2.
+
+    ``existing``: for commands that only read or follow a database the service made, a SQLite
+    file that is not there is refused rather than made (connecting would leave an empty file
+    behind a mistyped ``DATABASE_URL``).
 
     Only the connection is judged here: an error in the work itself, once connected (a failing
     migration, a conflicting row), is no reason to call the database unreachable.
@@ -83,8 +87,16 @@ async def reach_database(database_url: str, err: TextIO) -> bool:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    from exchange.db.engine import create_engine_for_url
+    from exchange.db.engine import create_engine_for_url, sqlite_file
 
+    database_file = sqlite_file(database_url) if existing else None
+    if database_file is not None and not database_file.is_file():
+        print(
+            f"error: no SQLite database at {database_file}: check DATABASE_URL, or start "
+            "`exchange serve` on it first",
+            file=err,
+        )
+        return False
     try:
         engine = create_engine_for_url(database_url)  # a SQLite file's folder is made here
         try:

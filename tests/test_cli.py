@@ -729,6 +729,9 @@ def resolver_refusal(
 def test_resolver_on_a_database_no_service_started_on_refuses_with_exit_2(
     empty_database_url: str, resolver_refusal: Callable[[str], str]
 ) -> None:
+    database_file = sqlite_file(empty_database_url)
+    if database_file is not None:
+        database_file.touch()  # an empty SQLite file (none at all is refused before it is opened)
     assert resolver_refusal(empty_database_url) == (
         "error: the database has no schema yet: start `exchange serve` on it first"
     )

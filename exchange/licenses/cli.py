@@ -393,7 +393,7 @@ def cmd_resolver(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise CliError(f"invalid configuration:\n{exc}") from None
     unreachable = io.StringIO()
-    if not asyncio.run(reach_database(settings.database_url, unreachable)):
+    if not asyncio.run(reach_database(settings.database_url, unreachable, existing=True)):
         raise CliError(unreachable.getvalue().strip().removeprefix("error: "))  # password hidden
     try:
         # Once here, so that a resolver with nothing to serve stops with a reason instead of

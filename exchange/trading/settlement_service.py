@@ -227,18 +227,10 @@ async def _with_database(
     and to belong to ``runtime``'s chain; 2 when the database cannot be reached (a SQLite file that
     is not there is not made), has no schema or another version's, or belongs to another chain."""
     from exchange.cli import reach_database
-    from exchange.db.engine import create_db_engine, create_sessionmaker, sqlite_file
+    from exchange.db.engine import create_db_engine, create_sessionmaker
     from exchange.db.migrate import SchemaNotReady, check_schema
 
-    database_file = sqlite_file(settings.database_url)
-    if database_file is not None and not database_file.is_file():  # a typo would leave a new file
-        print(
-            f"error: no SQLite database at {database_file}: check DATABASE_URL, or start "
-            "`exchange serve` on it first",
-            file=sys.stderr,
-        )
-        return 2
-    if not await reach_database(settings.database_url, sys.stderr):
+    if not await reach_database(settings.database_url, sys.stderr, existing=True):
         return 2
     engine = create_db_engine(settings)
     try:

@@ -87,6 +87,19 @@ def test_the_resolver_on_an_unreachable_database_is_one_line_hiding_the_password
     assert "s3cret" not in line
 
 
+def test_the_resolver_makes_no_sqlite_database_where_there_is_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It only reads what ``exchange serve`` wrote: a mistyped path is said, and left unmade."""
+    mistyped = tmp_path / "vra" / "exchange.sqlite3"
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{mistyped}")
+    line = refusal(capsys, "resolver", "--port", "18899")
+    assert line == (
+        f"error: no SQLite database at {mistyped}: check DATABASE_URL, or start `exchange serve` on it first"
+    )
+    assert not mistyped.parent.exists()
+
+
 @pytest.mark.parametrize(
     ("failure", "line"),
     [
