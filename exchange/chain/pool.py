@@ -71,6 +71,17 @@ class Licence:
     locked_bpc_wei: int
     licensed: bool
 
+    @property
+    def held(self) -> bool:
+        """Whether the holder has a BPR record at all (licensed now or not)."""
+        return self.kind is not LicenceKind.NONE
+
+    @property
+    def member_tier(self) -> Tier | None:
+        """The tier of a threshold or non-profit licence; None without a record, and for a fee
+        licence, bought by a non-member (the chain records non-profit there)."""
+        return self.tier if self.held and self.kind is not LicenceKind.FEE else None
+
 
 SERVICE_ROLES: tuple[tuple[str, str, str], ...] = (
     ("PoolRegistry", "REGISTRAR_ROLE", "admitting, re-tiering, suspending and expelling members"),

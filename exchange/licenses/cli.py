@@ -138,13 +138,16 @@ def _address(text: str) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     from web3 import Web3
 
+    from exchange.licenses.service import block_at
+
     pool = _pool(args)
     if not Web3.is_address(args.address):
         raise CliError(f"{args.address!r} is not an address")
-    block = args.block if args.block is not None else int(pool.w3.eth.block_number)
+    block, _ = block_at(pool, args.block)  # refused past the head or before the deployment
     licence = pool.licence(args.address, block=block)
+    tier = licence.member_tier
     print(f"{licence.holder} at block {block}: {'LICENSED' if licence.licensed else 'not licensed'}")
-    print(f"  kind {licence.kind.name.lower()}, tier {licence.tier.name.lower()}")
+    print(f"  kind {licence.kind.name.lower()}, tier {tier.name.lower() if tier is not None else '-'}")
     print(f"  locked {licence.locked_bpc_wei} BPC base units, since block {licence.since_block or '-'}")
     print(f"  expires at {licence.expires_at or 'never'}")
     return 0 if licence.licensed else 1

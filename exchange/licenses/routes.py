@@ -78,13 +78,12 @@ def transaction_out(step: UnsignedTransaction) -> TransactionOut:
 
 def licence_out(state: Licensing, at: LicenceAt) -> LicenceOut:
     licence = at.licence
-    held = licence.kind is not LicenceKind.NONE
+    held, tier = licence.held, licence.member_tier
     return LicenceOut(
         holder=licence.holder,
         licensed=licence.licensed,
         kind=_KIND_NAMES[licence.kind],  # type: ignore[arg-type]
-        # A fee licence is bought by a non-member: it has no tier (the chain records non-profit).
-        tier=_TIER_NAMES[licence.tier] if held and licence.kind is not LicenceKind.FEE else None,  # type: ignore[arg-type]
+        tier=_TIER_NAMES[tier] if tier is not None else None,  # type: ignore[arg-type]
         locked_bpc_wei=str(licence.locked_bpc_wei),
         expires_at=licence.expires_at or None,
         since_block=licence.since_block if held else None,

@@ -105,7 +105,9 @@ def address(text: str) -> str:
     return str(Web3.to_checksum_address(text))
 
 
-def _block(pool: PoolChain, block: int | None) -> tuple[int, int]:
+def block_at(pool: PoolChain, block: int | None) -> tuple[int, int]:
+    """The number and timestamp of ``block`` (the head if None), refused (422) past the head or
+    before the pool's deployment."""
     head = int(pool.w3.eth.block_number)
     if block is not None and block > head:
         raise ValidationFailed(f"block {block} is after the chain's head {head}", extra={"head": head})
@@ -122,14 +124,14 @@ def _block(pool: PoolChain, block: int | None) -> tuple[int, int]:
 async def chain_time(runtime: ChainRuntime) -> int:
     """The timestamp of the latest block: the time a certificate is judged at by default."""
     pool = runtime.pool
-    return await on_chain(runtime, lambda: guarded(lambda: _block(pool, None)[1]))
+    return await on_chain(runtime, lambda: guarded(lambda: block_at(pool, None)[1]))
 
 
 async def thresholds(runtime: ChainRuntime) -> Thresholds:
     pool = runtime.pool
 
     def read() -> Thresholds:
-        number, _ = _block(pool, None)
+        number, _ = block_at(pool, None)
         tiers = []
         for tier in Tier:
             configured = tier is Tier.NON_PROFIT or pool.registry.call(
@@ -144,7 +146,7 @@ async def thresholds(runtime: ChainRuntime) -> Thresholds:
 
 
 def _licence_at(pool: PoolChain, holder: str, block: int | None) -> LicenceAt:
-    number, timestamp = _block(pool, block)
+    number, timestamp = block_at(pool, block)
     return LicenceAt(pool.licence(holder, block=number), number, timestamp)
 
 

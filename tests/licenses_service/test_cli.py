@@ -359,6 +359,17 @@ def test_certificates_status_and_threshold(
     code, out = run(capsys, "licence", "status", node.manufacturer.address, *chain)
     assert code == 0
     assert "LICENSED" in out
+    code, out = run(capsys, "licence", "status", node.outsider.address, *chain)
+    assert code == 1
+    assert "  kind none, tier -" in out.splitlines()  # no record, no tier (as the API's null)
+    head = pool.w3.eth.block_number
+    assert (
+        main(["licence", "status", node.outsider.address, "--block", str(head + 1_000), *map(str, chain)])
+        == 2
+    )
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: block {head + 1_000} is after the chain's head {head}"
+    ]
     code, out = run(capsys, "licence", "threshold", *chain)
     assert code == 0
     small = next(line for line in out.splitlines() if line.startswith("small"))
