@@ -258,13 +258,21 @@ def _find_batch(pool: Any, root: bytes, count: int, manufacturer: str | None) ->
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from exchange.licenses.barcodes import BarcodeNotFound, UnreadableImage, decode_device
+    from exchange.licenses.barcodes import BarcodeNotFound, UnreadableImage, decode_one
+    from exchange.licenses.certificates import COMPACT_PREFIX
+    from exchange.licenses.device_ids import parse_digital_link
     from exchange.licenses.merkle import verify_proof
 
     try:
-        device = decode_device(args.image.read_bytes())
+        text = decode_one(args.image.read_bytes())
     except (UnreadableImage, BarcodeNotFound) as exc:
         raise CliError(f"{args.image}: {exc}") from None
+    if text.startswith(COMPACT_PREFIX):
+        raise CliError(
+            f"{args.image} holds a licence certificate, not a device's code: check it with "
+            "`exchange licence verify-cert`"
+        )
+    device = parse_digital_link(text)
     pool = _pool(args)
     print(f"device {device.canonical}")
     print(f"  id hash 0x{device.id_hash.hex()}")

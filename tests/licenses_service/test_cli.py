@@ -348,6 +348,11 @@ def test_certificates_status_and_threshold(
     qr = tmp_path / "cert.png"
     qr.write_bytes(render(cert.to_compact(bytes(signature)), Symbology.QR, ImageType.PNG, module_px=4))
     assert run(capsys, "licence", "verify-cert", qr, *chain)[0] == 0
+    assert main(["licence", "scan", str(qr), "--service", "http://127.0.0.1:9", *map(str, chain)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {qr} holds a licence certificate, not a device's code: check it with "
+        "`exchange licence verify-cert`"
+    ]
 
     stranger = certificate(node.outsider)
     compact = tmp_path / "stranger.txt"
