@@ -92,9 +92,16 @@ def settlement_config(settings: Settings) -> SettlementConfig:
 
 
 def build_settlement(
-    runtime: ChainRuntime, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+    runtime: ChainRuntime,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    settling: bool = True,
 ) -> Settlement:
-    """Blocking (reads the Vault's tokens): the indexer and settler for `runtime`'s Vault."""
+    """Blocking (reads the Vault's tokens): the indexer and settler for `runtime`'s Vault.
+
+    ``settling``: whether its settler will send transactions (not for the audit, which only
+    reads), so that an operator signing through the node is worth a warning."""
     pool, calls = runtime.pool, ChainCalls(embedded=runtime.embedded)
     vault = pool.vault
     base_token, quote_token = str(vault.call("baseToken")), str(vault.call("quoteToken"))
@@ -105,7 +112,7 @@ def build_settlement(
     }
     key = settings.operator_private_key.get_secret_value() if settings.operator_private_key else None
     operator = OperatorTransactions(runtime.w3, runtime.deployment.chain_id, operator_key(runtime.w3, key))
-    if not operator.signs_locally:
+    if settling and not operator.signs_locally:
         log.warning("settlement.node_signs", operator=operator.address)
     indexer = ChainIndexer(
         vault,
@@ -302,7 +309,7 @@ def audit_command(settings: Settings) -> int:
         return 2
 
     async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
-        state = build_settlement(runtime, settings, sessionmaker)
+        state = build_settlement(runtime, settings, sessionmaker, settling=False)
         try:
             report = await state.audit()
         except (AuditUnavailable, ChainError) as exc:

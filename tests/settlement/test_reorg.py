@@ -198,6 +198,7 @@ async def test_a_deposit_spent_before_its_block_left_is_stranded_and_the_audit_c
     assert result.returncode == 1, result.stderr
     assert member.address in result.stdout
     assert "2 difference(s)" in result.stdout
+    assert "settlement.node_signs" not in result.stderr  # the audit sends nothing: no warning of signing
 
 
 async def test_a_stranded_deposit_whose_transaction_is_mined_again_is_not_credited_twice(
