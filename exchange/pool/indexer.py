@@ -4,9 +4,9 @@ Two followers, each with a persisted cursor (``pool_indexer_cursors``):
 
 * ``registry`` reads ``MemberAdmitted``, ``MemberTierChanged`` and
   ``MemberStatusChanged`` and keeps ``members`` equal to the on-chain register.
-  Nothing else writes ``members``: a service that changes the register sends the
-  transaction, then calls :meth:`PoolIndexer.catch_up` in its own transaction, so
-  the row it returns is the one the chain confirmed.
+  Nothing else writes ``members``: the membership service, which changes the
+  register, sends the transaction, then calls :meth:`PoolIndexer.catch_up` in the
+  request's transaction, so the row it returns is the one the chain confirmed.
 * ``fund`` reads the Fund's ``FundDeposit`` (licence fees, deposits) and ``vault``
   the Vault's ``FeesCollected`` (trading fees, sent to the Fund by plain transfer)
   into ``pool_fund_deposits``: what the royalty runs distribute. Each receipt is
@@ -32,11 +32,18 @@ Rules
   background loop and a request catching up never apply one block twice. It is
   inserted first if missing (``ON CONFLICT DO NOTHING``), so two first passes wait
   for each other on it rather than both creating it.
-* A request that must see its own change indexed calls
-  :meth:`PoolIndexer.catch_up_between_transactions`: it reads each range's events,
-  and the block times and records applying them needs, with no transaction open
-  (on SQLite a transaction holds the write lock from its start), then applies the
-  range in a short transaction only if the cursor is still where it was read.
+* Two ways to catch up. :meth:`PoolIndexer.catch_up_between_transactions` reads
+  each range's events, and the block times and records applying them needs, with
+  no transaction open (on SQLite a transaction, a read's too, holds the write lock
+  from its start; on PostgreSQL it holds a pooled connection), then applies the
+  range in a short transaction only if the cursor is still where it was read. The
+  background pass (``exchange.pool.worker_service.index_once``, at start-up and
+  every ``EXCHANGE_POOL_INDEXER_INTERVAL_S``) and the royalty runs use it, and the
+  pass's :meth:`PoolIndexer.behind` check reads the chain before its short read of
+  the cursors. :meth:`PoolIndexer.catch_up` applies in the caller's transaction and
+  reads the chain inside it: only the membership decisions and member changes
+  (``exchange.pool.membership_service``) use it, on purpose, in the request's
+  transaction, whose cursor lock, held across their chain calls, serialises them.
 * A cursor names its chain, contract and the hash of the deployment's first
   block. If any differ (the embedded EVM redeploys the same addresses at every
   start) the projections of the old chain are dropped and indexing restarts at
@@ -210,7 +217,8 @@ _read_ahead: ContextVar[_ReadAhead | None] = ContextVar("pool_indexer_read_ahead
 
 
 class PoolIndexer:
-    """Follows the registry and the fund; call :meth:`catch_up` in a transaction."""
+    """Follows the registry, the fund and the vault: :meth:`catch_up_between_transactions` with
+    no transaction open, or :meth:`catch_up` inside the caller's (the membership service only)."""
 
     def __init__(self, chain: ChainGateway, *, confirmations: int, max_blocks: int) -> None:
         self.chain = chain
@@ -222,7 +230,10 @@ class PoolIndexer:
     async def catch_up(self, session: AsyncSession) -> int:
         """Apply every confirmed event not applied yet (the caller's transaction commits).
 
-        Returns the last block indexed: the head less the confirmations.
+        The chain is read inside that transaction: for the membership service, whose requests
+        are serialised by the cursor locks this takes (on SQLite, by the transaction's write
+        lock). Anything else catches up with :meth:`catch_up_between_transactions`. Returns the
+        last block indexed: the head less the confirmations.
         """
         safe_head = await self.head_block() - self.confirmations
         for name, contract, events, apply in self._followers():
@@ -230,8 +241,8 @@ class PoolIndexer:
         return max(safe_head, 0)
 
     async def catch_up_between_transactions(self, sessionmaker: async_sessionmaker[AsyncSession]) -> int:
-        """:meth:`catch_up` with no transaction open while the chain is read: for a request that
-        must see its own change indexed, which must not hold the database while the node answers.
+        """:meth:`catch_up` with no transaction open while the chain is read: for the background
+        pass and the royalty runs, which must not hold the database while the node answers.
 
         Each range's events, with the block times and member records applying them needs, are
         read first; the range is then applied in a short transaction of its own, only if its
@@ -253,15 +264,23 @@ class PoolIndexer:
             (VAULT_CURSOR, pool.vault, VAULT_EVENTS, self._apply_vault),
         )
 
-    async def behind(self, session: AsyncSession) -> bool:
-        """Whether :meth:`catch_up` has anything to do: a short read, so idle polls write nothing."""
+    async def behind(self, sessionmaker: async_sessionmaker[AsyncSession]) -> bool:
+        """Whether a catch-up has anything to do: a short read, so idle polls write nothing.
+
+        The chain (the head, and the deployment's first block once per process) is read first,
+        then the cursors, in a short session of its own that no chain read waits inside: on
+        SQLite a read's transaction holds the write lock too, on PostgreSQL a pooled connection.
+        """
         safe_head = await self.head_block() - self.confirmations
-        cursors = {row.name: row for row in await repository.cursors(session)}
-        for name, contract, _events, _apply in self._followers():
+        fresh = {
+            name: _identity(await self._fresh_cursor(contract))
+            for name, contract, _events, _apply in self._followers()
+        }
+        async with sessionmaker() as session:
+            cursors = {row.name: row for row in await repository.cursors(session)}
+        for name, identity in fresh.items():
             cursor = cursors.get(name)
-            if cursor is None or cursor.block < safe_head:
-                return True
-            if _identity(cursor) != _identity(await self._fresh_cursor(contract)):
+            if cursor is None or cursor.block < safe_head or _identity(cursor) != identity:
                 return True
         return False
 

@@ -13,6 +13,12 @@ reconcile mints interrupted by a stop. Then two loops run until shutdown:
 Both resume from what the database holds (cursors, mint states), so a restart —
 or a second process — picks up where the last one stopped. A failing pass is
 logged and retried on the next tick; it never stops the loop.
+
+An indexer pass (:func:`index_once`) reads the chain with no database transaction
+open (:meth:`~exchange.pool.indexer.PoolIndexer.catch_up_between_transactions`):
+on SQLite a transaction holds the write lock from its start, so one open while the
+node answers would stall every other writer of the service, the trading writer's
+too; on PostgreSQL it would hold a pooled connection idle in transaction.
 """
 
 from __future__ import annotations
@@ -56,11 +62,10 @@ def build_context(app: FastAPI) -> PoolContext:
 
 
 async def index_once(context: PoolContext) -> None:
-    async with context.sessionmaker() as session:
-        if not await context.indexer.behind(session):
-            return
-    async with context.sessionmaker() as session, session.begin():
-        await context.indexer.catch_up(session)
+    """One indexer pass: a cheap check first, so an idle poll writes nothing, then each range
+    read from the chain with no transaction open and applied in a short one."""
+    if await context.indexer.behind(context.sessionmaker):
+        await context.indexer.catch_up_between_transactions(context.sessionmaker)
 
 
 async def sweep_expired(context: PoolContext) -> list[str]:
