@@ -17,6 +17,8 @@ Rules
   and records nothing. An approval whose transaction was mined but whose
   database write was lost (a crash in between) finds the wallet admitted with
   the approved tier and completes without a second transaction.
+* A decision is final: a rejected application cannot be approved (its applicant
+  files a new one), and an approved one is approved again only with its tier.
 * Only non-profit applicants can be given the non-profit tier (free licences, §3.3).
 * An applicant applies for their own wallet (the signed-in address), with at most
   one open application at a time; resubmitting the same application returns it.
@@ -200,6 +202,11 @@ async def approve_application(
                 f"application {application_id} was approved with tier {row.approved_tier}, not {tier.value}"
             )
         return row, await repository.member(session, row.wallet)
+    if row.status == ApplicationStatus.REJECTED:
+        raise Conflict(
+            f"application {application_id} was already rejected and cannot be approved; "
+            "the applicant may file a new application"
+        )
     if row.status != ApplicationStatus.UNDER_REVIEW:
         raise Conflict(
             f"application {application_id} is {row.status}; "

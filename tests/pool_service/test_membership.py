@@ -294,6 +294,38 @@ async def test_rejection_and_unknown_members(foundation: Foundation) -> None:
     assert REGISTRAR.address != COUNCIL.address
 
 
+@pytest.mark.parametrize("reviewed", [False, True])
+async def test_a_rejected_application_is_said_to_be_decided_when_approved(
+    foundation: Foundation, reviewed: bool
+) -> None:
+    applicant = Account.create()
+    application = await apply(foundation, applicant)
+    path = f"/v1/admin/membership/applications/{application['id']}"
+    if reviewed:
+        review = await foundation.client.post(f"{path}/review", json={}, headers=foundation.registrar)
+        assert review.status_code == 200, review.text
+    rejected = await foundation.client.post(
+        f"{path}/reject", json={"reason": "x"}, headers=foundation.council
+    )
+    assert rejected.status_code == 200, rejected.text
+    before = await _audit(foundation)
+
+    refused = await foundation.client.post(
+        f"{path}/approve", json={"tier": "small"}, headers=foundation.council
+    )
+    assert refused.status_code == 409, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    detail = refused.json()["detail"]
+    assert detail == (
+        f"application {application['id']} was already rejected and cannot be approved; "
+        "the applicant may file a new application"
+    )
+    assert "review" not in detail
+    assert await _audit(foundation) == before
+    assert foundation.chain.pool.member(applicant.address).status is MemberStatus.NONE
+    assert await assert_register_agrees(foundation, applicant.address) is None
+
+
 async def test_an_application_filed_twice_at_once_is_a_conflict_that_a_retry_resolves(
     foundation: Foundation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
