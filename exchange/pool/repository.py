@@ -533,6 +533,11 @@ async def undistributed_deposits(session: AsyncSession, token: str, until: datet
     ).all()
 
 
+async def fund_received(session: AsyncSession, token: str) -> bool:
+    """Whether any receipt of ``token`` by the Fund is indexed, distributed or not."""
+    return await session.scalar(select(FundDeposit.id).where(FundDeposit.token == token).limit(1)) is not None
+
+
 async def deposits_of_run(session: AsyncSession, run_id: int) -> Sequence[FundDeposit]:
     return (
         await session.scalars(

@@ -19,6 +19,11 @@ Rules
   are the contributed patents ever admitted; the pure ``royalties.distribute``
   decides who counts and how much, in integers, with the remainder carried:
   ``paid + carry_out == received + carry_in``.
+* A run pays in a token the Fund collects: BPC (licence fees), the Vault's quote
+  token (trading fees), or another token of which it has an indexed receipt (a
+  ``Fund.deposit`` of it). Any other token is refused (422, naming ``token``) once
+  the indexer has caught up, before anything is stored: no contract, or one that
+  never paid the Fund, has nothing to distribute.
 * Periods of one token come in order and do not overlap. A period is distributed
   only once the chain is past it: the last indexed block (head less confirmations)
   is dated after the period's last day, so every deposit of the period is indexed
@@ -125,6 +130,7 @@ from exchange.pool.royalties import (
     stake_of,
 )
 from exchange.pool.service import PoolContext, record_audit
+from exchange.trading.problems import FieldRefused
 
 log = get_logger(__name__)
 
@@ -180,8 +186,28 @@ async def create_run(
     if existing is not None:  # a committed run never changes: no lock needed to answer a retry
         return _same_period(existing, starts_on, ends_on), False
     indexed_to, chain_time = await index_for_run(context)
+    await require_distributable(context, token)
     async with context.sessionmaker() as session, session.begin():
         return await store_run(context, session, period, token, indexed_to, chain_time, actor=actor, at=at)
+
+
+async def require_distributable(context: PoolContext, token: str) -> None:
+    """Refuse (422 on ``token``) a token the Fund does not collect: neither BPC, nor the Vault's
+    quote token, nor one of which a receipt is indexed. The chain is read with no transaction open."""
+    pool = context.chain.pool
+    if token == pool.bpc.address:
+        return
+    quote_token = await context.chain.run(lambda: str(pool.vault.call("quoteToken")))
+    if token == Web3.to_checksum_address(quote_token):
+        return
+    async with context.sessionmaker() as session:
+        if await repository.fund_received(session, token):
+            return
+    raise FieldRefused(
+        f"the Fund collects no {token}: a run pays in BPC, the Vault's quote token {quote_token} "
+        "or another token the Fund has received",
+        location=("body", "token"),
+    )
 
 
 async def index_for_run(context: PoolContext) -> tuple[int, datetime]:

@@ -383,7 +383,13 @@ class RunIn(BaseModel):
     starts_on: date
     ends_on: date = Field(lt=date.max, description="The period's last day, included.")
     token: str | None = Field(
-        default=None, pattern=ADDRESS_PATTERN, description="The token to distribute (default: BPC)."
+        default=None,
+        pattern=ADDRESS_PATTERN,
+        description=(
+            "The token to distribute (default: BPC): one the Fund collects, BPC (licence fees), the "
+            "Vault's quote token (trading fees) or another token the Fund has received a deposit of. "
+            "Any other token is refused (422)."
+        ),
     )
 
 

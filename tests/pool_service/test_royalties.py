@@ -34,6 +34,8 @@ from web3.middleware import Web3Middleware
 from web3.types import TxReceipt
 
 from exchange.chain.binding import BoundContract
+from exchange.chain.compiler import compile_contracts
+from exchange.chain.deployment import error_decoder
 from exchange.chain.errors import ChainUnavailable, ContractReverted
 from exchange.chain.pool import Tier
 from exchange.chain.runtime import ChainRuntime
@@ -857,3 +859,49 @@ async def test_trading_fees_are_distributed_in_the_quote_token(foundation: Found
     # The BPC run of the same period is separate and received nothing.
     bpc_run = await create_run(foundation, "T1", day, day)
     assert (bpc_run["token"], bpc_run["received_wei"]) == (pool.bpc.address, "0")
+
+
+async def test_a_run_pays_only_in_a_token_the_fund_collects(foundation: Foundation) -> None:
+    """BPC and the Vault's quote token, or a token the Fund received; any other address is refused
+    (no contract there, or a contract that never paid the Fund) and nothing is stored or audited."""
+    chain, client, pool = foundation.chain, foundation.client, foundation.chain.pool
+    contributor = Account.create()
+    await admit_patent(foundation, "US 12,300,001 B2", source="contributed", contributor=contributor.address)
+    # Another ERC-20, deposited into the Fund directly.
+    artifacts = compile_contracts()
+    artifact = artifacts["TestToken"]
+    sent = chain.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode).constructor("Other", "OTH", 6)
+    other = BoundContract(
+        chain.w3,
+        "Other",
+        str(chain.w3.eth.wait_for_transaction_receipt(sent.transact())["contractAddress"]),
+        artifact.abi,
+        error_decoder(artifacts),
+    )
+    day = next_chain_day(chain)
+    other.transact("mint", DEPOSITOR.address, 500)
+    other.transact("approve", pool.fund.address, 500, sender=DEPOSITOR.address)
+    pool.fund.transact("deposit", other.address, 500, keccak(b"donation"), sender=DEPOSITOR.address)
+    travel_to(chain, day + timedelta(days=1))
+    audit_before = await client.get("/v1/admin/audit", headers=foundation.council)
+
+    def body(token: str) -> dict[str, str]:
+        return {"period_id": "K1", "starts_on": day.isoformat(), "ends_on": day.isoformat(), "token": token}
+
+    for token in ("0x" + "33" * 20, pool.bpr.address):
+        refused = await client.post("/v1/admin/royalties/runs", json=body(token), headers=foundation.council)
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert [error["loc"] for error in refused.json()["errors"]] == [["body", "token"]]
+        assert "the Fund collects no" in refused.json()["detail"]
+    runs = await client.get("/v1/admin/royalties/runs", headers=foundation.council)
+    assert runs.json() == []
+    audit_after = await client.get("/v1/admin/audit", headers=foundation.council)
+    assert audit_after.json() == audit_before.json()
+
+    quote = pool.quote
+    assert quote is not None
+    for token, received in ((other.address, 500), (quote.address, 0), (pool.bpc.address, 0)):
+        reply = await client.post("/v1/admin/royalties/runs", json=body(token), headers=foundation.council)
+        assert reply.status_code == 201, reply.text
+        assert (reply.json()["token"], reply.json()["received_wei"]) == (token, str(received))
