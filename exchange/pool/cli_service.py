@@ -1,8 +1,8 @@
 """``exchange pool …``: pool administration from the command line, on the configured database.
 
 * ``exchange pool patents import FILE [--actor NAME]`` — validate every row,
-  print every error with its line number and import nothing, or import all in
-  one transaction; progress goes to stderr.
+  print every error of every row with its line number and column and import
+  nothing, or import all in one transaction; progress goes to stderr.
 * ``exchange pool expire [--today YYYY-MM-DD]`` — the expiry sweep as of a day
   (today by default; never a day still to come).
 

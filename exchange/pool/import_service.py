@@ -11,9 +11,13 @@ columns, in any order (``CSV_COLUMNS``)::
 Rules
 -----
 * :func:`parse_patents_csv` is pure: it returns the validated rows, or every
-  error with the line number of the record it is on (the header is line 1; a
-  quoted field spanning lines counts its lines). A number that appears twice in
-  the file is an error on its second line.
+  error of every row, each with the line number of the record it is on (the
+  header is line 1; a quoted field spanning lines counts its lines) and the
+  column it is about. A row is checked in full, not up to its first error: a
+  value that cannot be read (a date, a field of technology) skips only the
+  rules that need it. A number that appears twice in the file is an error on
+  its second line, whatever else is wrong with either row. A record with the
+  wrong number of fields is that one error: its values cannot be told apart.
 * :func:`import_patents` also refuses numbers already registered, then writes
   every patent, its first lifecycle event and its audit entry in the caller's
   one transaction — so a bad row means no row is written.
@@ -24,7 +28,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Final, TypeVar
 
@@ -35,7 +39,8 @@ from exchange.kit.logging import get_logger
 from exchange.kit.text import text_refusal
 from exchange.pool import repository
 from exchange.pool.models import PatentEventRecord, PatentRecord
-from exchange.pool.patent_service import PatentData, prepare_patent
+from exchange.pool.patent_numbers import parse_patent_number
+from exchange.pool.patent_service import PatentData, prepare_patent, registration_refusals
 from exchange.pool.patents import FieldOfTechnology, PatentSource
 from exchange.pool.service import record_audit
 
@@ -65,10 +70,12 @@ class RowError:
     line: int
     publication_number: str
     reason: str
+    column: str | None = None  # None: the error is about the whole record (or the header)
 
     def __str__(self) -> str:
         number = f" {self.publication_number}" if self.publication_number else ""
-        return f"line {self.line}{number}: {self.reason}"
+        column = f" {self.column}:" if self.column else ""
+        return f"line {self.line}{number}:{column} {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,7 @@ class ParsedFile:
     rows: list[ParsedRow]  # the valid rows
     errors: list[RowError]
     row_count: int  # data rows read, valid or not
+    first_lines: dict[str, int] = field(default_factory=dict)  # each readable number's first line
 
 
 class ImportRefused(ValidationFailed):
@@ -94,50 +102,94 @@ class ImportRefused(ValidationFailed):
     def __init__(self, errors: list[RowError], rows: int) -> None:
         super().__init__(
             f"{len(errors)} error(s) in {rows} row(s); nothing was imported",
-            extra={"errors": [{"line": e.line, "reason": e.reason} for e in errors]},
+            extra={"errors": [{"line": e.line, "column": e.column, "reason": e.reason} for e in errors]},
         )
         self.errors = errors
 
 
-def _optional_date(row: dict[str, str], column: str) -> date | None:
-    value = (row.get(column) or "").strip()
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ValidationFailed(f"{column} {value!r} is not a date (YYYY-MM-DD)") from None
+class _Row:
+    """One record's values, read column by column; every value that cannot be read is an error."""
+
+    def __init__(self, row: dict[str, str]) -> None:
+        self.row = row
+        self.errors: list[tuple[str, str]] = []  # (column, reason)
+        for column, value in row.items():  # the API's text fields refuse the same (exchange.kit.text)
+            refusal = text_refusal(value)
+            if refusal is not None:
+                self.errors.append((column, refusal))
+
+    def text(self, column: str) -> str:
+        return self.row.get(column) or ""
+
+    def optional_date(self, column: str) -> date | None:
+        value = self.text(column).strip()
+        if not value:
+            return None
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            self.errors.append((column, f"{value!r} is not a date (YYYY-MM-DD)"))
+            return None
+
+    def choice(self, kind: type[_Choice], column: str) -> _Choice | None:
+        value = self.text(column)
+        try:
+            return kind(value.strip().lower())
+        except ValueError:
+            allowed = ", ".join(member.value for member in kind)
+            self.errors.append((column, f"{value!r} is not one of: {allowed}"))
+            return None
 
 
-def _choice(kind: type[_Choice], column: str, value: str) -> _Choice:
-    try:
-        return kind(value.strip().lower())
-    except ValueError:
-        allowed = ", ".join(member.value for member in kind)
-        raise ValidationFailed(f"{column} {value!r} is not one of: {allowed}") from None
-
-
-def _data(row: dict[str, str]) -> PatentData:
-    for column, value in row.items():  # the API's text fields refuse the same (exchange.kit.text)
-        refusal = text_refusal(value)
-        if refusal is not None:
-            raise ValidationFailed(f"{column}: {refusal}")
-    expires_on = _optional_date(row, "expires_on")
-    if expires_on is None:
-        raise ValidationFailed("expires_on is required")
-    contributor = (row.get("contributor") or "").strip() or None
-    return PatentData(
-        publication_number=(row.get("publication_number") or "").strip(),
-        title=row.get("title") or "",
-        owner=row.get("owner") or "",
-        family_id=(row.get("family_id") or "").strip() or None,
-        field=_choice(FieldOfTechnology, "field", row.get("field") or ""),
-        source=_choice(PatentSource, "source", row.get("source") or ""),
+def _check(row: dict[str, str], *, at: datetime) -> tuple[PatentData | None, list[tuple[str, str]]]:
+    """The record as registration data, or None; and every error in it, each with its column."""
+    values = _Row(row)
+    expires_on = values.optional_date("expires_on")
+    if not values.text("expires_on").strip():
+        values.errors.append(("expires_on", "required, but empty"))
+    field_of_technology = values.choice(FieldOfTechnology, "field")
+    source = values.choice(PatentSource, "source")
+    publication_number = values.text("publication_number").strip()
+    title, owner = values.text("title"), values.text("owner")
+    family_id = values.text("family_id").strip() or None
+    contributor = values.text("contributor").strip() or None
+    filing_date, grant_date = values.optional_date("filing_date"), values.optional_date("grant_date")
+    refusals = registration_refusals(
+        publication_number=publication_number,
+        title=title,
+        owner=owner,
+        family_id=family_id,
+        source=source,
         contributor=contributor,
-        filing_date=_optional_date(row, "filing_date"),
-        grant_date=_optional_date(row, "grant_date"),
+        filing_date=filing_date,
+        grant_date=grant_date,
+        expires_on=expires_on,
+        at=at,
+    )
+    errors = values.errors + [(refusal.field, refusal.error.detail) for refusal in refusals]
+    if errors or field_of_technology is None or source is None or expires_on is None:
+        return None, errors
+    data = PatentData(
+        publication_number=publication_number,
+        title=title,
+        owner=owner,
+        family_id=family_id,
+        field=field_of_technology,
+        source=source,
+        contributor=contributor,
+        filing_date=filing_date,
+        grant_date=grant_date,
         expires_on=expires_on,
     )
+    return data, []
+
+
+def _patent_id(publication_number: str) -> str | None:
+    """The compact number of ``publication_number``, or None when it cannot be read."""
+    try:
+        return parse_patent_number(publication_number).compact()
+    except ValidationFailed:
+        return None
 
 
 def parse_patents_csv(text: str, *, actor: str, at: datetime, progress: Progress | None = None) -> ParsedFile:
@@ -179,23 +231,24 @@ def parse_patents_csv(text: str, *, actor: str, at: datetime, progress: Progress
         if None in row or any(value is None for value in row.values()):
             errors.append(RowError(line, number, f"expected {len(header)} fields"))
         else:
-            try:
-                patent, event = prepare_patent(_data(row), actor=actor, at=at)
-            except ValidationFailed as exc:
-                errors.append(RowError(line, number, exc.detail))
-            else:
-                seen = first_line_of.setdefault(patent.patent_id, line)
-                if seen != line:
-                    errors.append(RowError(line, number, f"{patent.patent_id} is also on line {seen}"))
-                else:
-                    parsed.append(ParsedRow(line, patent, event))
+            data, row_errors = _check(row, at=at)
+            errors += [RowError(line, number, reason, column) for column, reason in row_errors]
+            patent_id = _patent_id(number)
+            seen = line if patent_id is None else first_line_of.setdefault(patent_id, line)
+            if seen != line:
+                errors.append(
+                    RowError(line, number, f"{patent_id} is also on line {seen}", "publication_number")
+                )
+            elif data is not None and not row_errors:
+                patent, event = prepare_patent(data, actor=actor, at=at)
+                parsed.append(ParsedRow(line, patent, event))
         if count % PROGRESS_EVERY == 0:
             report(f"validated {count} rows")
         line = reader.line_num + 1
     if count == 0 and not errors:
         errors.append(RowError(1, "", "the file has a header but no rows"))
     report(f"validated {count} rows: {len(errors)} error(s)")
-    return ParsedFile(parsed, errors, count)
+    return ParsedFile(parsed, errors, count, first_line_of)
 
 
 async def import_patents(
@@ -211,14 +264,15 @@ async def import_patents(
     report = progress or (lambda _message: None)
     parsed = parse_patents_csv(text, actor=actor, at=at, progress=report)
     rows, errors = parsed.rows, list(parsed.errors)
-    registered = await repository.existing_patent_ids(session, (row.patent.patent_id for row in rows))
+    # Every readable number, on its first line: a row refused for another reason is told this too.
+    registered = await repository.existing_patent_ids(session, list(parsed.first_lines))
     errors += [
-        RowError(row.line, row.patent.patent_id, f"{row.patent.patent_id} is already registered")
-        for row in rows
-        if row.patent.patent_id in registered
+        RowError(line, patent_id, f"{patent_id} is already registered", "publication_number")
+        for patent_id, line in parsed.first_lines.items()
+        if patent_id in registered
     ]
     if errors:
-        errors.sort(key=lambda error: error.line)
+        errors.sort(key=lambda error: error.line)  # stable: a line's errors stay in the order found
         raise ImportRefused(errors, parsed.row_count)
     for index, row in enumerate(rows, start=1):
         await repository.add_patent(session, row.patent, row.event)

@@ -116,19 +116,73 @@ def _event_row(event: rules.PatentEvent) -> PatentEventRecord:
     )
 
 
+def registration_refusals(
+    *,
+    publication_number: str,
+    title: str,
+    owner: str,
+    family_id: str | None,
+    source: PatentSource | None,
+    contributor: str | None,
+    filing_date: date | None,
+    grant_date: date | None,
+    expires_on: date | None,
+    at: datetime,
+) -> list[rules.Refusal]:
+    """Every rule a registration with these values breaks, each with its field, in the order
+    :func:`prepare_patent` checks them (no I/O). A ``source`` or ``expires_on`` of ``None`` (a
+    value already refused elsewhere) skips the rules that need it."""
+    refusals: list[rules.Refusal] = []
+
+    def refuse(field: str, reason: str) -> None:
+        refusals.append(rules.Refusal(field, rules.InvalidPatentRecord(reason)))
+
+    try:
+        patent_id = parse_patent_number(publication_number).compact()
+    except ValidationFailed as invalid:
+        refusals.append(rules.Refusal("publication_number", invalid))
+        patent_id = publication_number.strip()
+    owner = owner.strip()
+    if not owner or len(owner) > MAX_OWNER_LENGTH:
+        refuse("owner", f"the owner has 1 to {MAX_OWNER_LENGTH} characters")
+    family_id = (family_id or "").strip() or None
+    if family_id is not None and len(family_id) > MAX_FAMILY_ID_LENGTH:
+        refuse("family_id", f"a family id has at most {MAX_FAMILY_ID_LENGTH} characters")
+    if filing_date and grant_date and grant_date < filing_date:
+        refuse("grant_date", "the grant date is before the filing date")
+    if filing_date and expires_on and expires_on <= filing_date:
+        refuse("expires_on", "the expiry date is not after the filing date")
+    return refusals + rules.proposal_refusals(
+        patent_id,
+        title=title,
+        source=source,
+        contributor=contributor,
+        expires_on=expires_on,
+        today=at.astimezone(UTC).date(),
+    )
+
+
 def prepare_patent(data: PatentData, *, actor: str, at: datetime) -> tuple[PatentRecord, PatentEventRecord]:
-    """Validate ``data`` and build the rows of a newly proposed patent (no I/O)."""
+    """Validate ``data`` and build the rows of a newly proposed patent (no I/O).
+
+    The first of :func:`registration_refusals` is raised."""
+    refusals = registration_refusals(
+        publication_number=data.publication_number,
+        title=data.title,
+        owner=data.owner,
+        family_id=data.family_id,
+        source=data.source,
+        contributor=data.contributor,
+        filing_date=data.filing_date,
+        grant_date=data.grant_date,
+        expires_on=data.expires_on,
+        at=at,
+    )
+    if refusals:
+        raise refusals[0].error
     number = parse_patent_number(data.publication_number)
     owner = data.owner.strip()
-    if not owner or len(owner) > MAX_OWNER_LENGTH:
-        raise rules.InvalidPatentRecord(f"the owner has 1 to {MAX_OWNER_LENGTH} characters")
     family_id = (data.family_id or "").strip() or None
-    if family_id is not None and len(family_id) > MAX_FAMILY_ID_LENGTH:
-        raise rules.InvalidPatentRecord(f"a family id has at most {MAX_FAMILY_ID_LENGTH} characters")
-    if data.filing_date and data.grant_date and data.grant_date < data.filing_date:
-        raise rules.InvalidPatentRecord("the grant date is before the filing date")
-    if data.filing_date and data.expires_on <= data.filing_date:
-        raise rules.InvalidPatentRecord("the expiry date is not after the filing date")
     patent, event = rules.propose(
         number,
         title=data.title,

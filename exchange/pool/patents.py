@@ -190,6 +190,54 @@ def due_for_expiry(patent: Patent, today: date) -> bool:
     return patent.status is PatentStatus.IN_POOL and today >= patent.expires_on
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """One rule a proposed patent breaks, and the field it is about."""
+
+    field: str
+    error: ValidationFailed
+
+
+def proposal_refusals(
+    patent_id: str,
+    *,
+    title: str,
+    source: PatentSource | None,
+    contributor: str | None,
+    expires_on: date | None,
+    today: date,
+) -> list[Refusal]:
+    """Every rule of :func:`propose` that these values break, in the order it checks them.
+
+    A ``source`` or ``expires_on`` of ``None`` (a value already refused elsewhere) skips the rules
+    that need it.
+    """
+    refusals: list[Refusal] = []
+
+    def refuse(field: str, reason: str) -> None:
+        refusals.append(Refusal(field, InvalidPatentRecord(reason)))
+
+    title = title.strip()
+    if not title or len(title) > MAX_TITLE_LENGTH:
+        refuse("title", f"a patent title has 1 to {MAX_TITLE_LENGTH} characters")
+    if source is PatentSource.CONTRIBUTED:
+        if contributor is None:
+            refuse("contributor", "a contributed patent names its contributor")
+        else:
+            try:
+                address = contributor_address(contributor)
+            except InvalidPatentRecord as invalid:
+                refusals.append(Refusal("contributor", invalid))
+            else:
+                if int(address, 16) == 0:  # no one holds it: BPC mints and Fund payouts to it revert
+                    refuse("contributor", "the contributor is the zero address, which can receive nothing")
+    elif source is not None and contributor is not None:
+        refuse("contributor", f"a {source.value} patent has no contributor; the foundation holds it")
+    if expires_on is not None and today >= expires_on:
+        refuse("expires_on", f"patent {patent_id} lapsed on {expires_on.isoformat()}; it cannot be proposed")
+    return refusals
+
+
 def propose(
     number: PatentNumber,
     *,
@@ -201,23 +249,24 @@ def propose(
     actor: str,
     at: datetime,
 ) -> tuple[Patent, PatentEvent]:
-    """A new patent in ``proposed``; ``contributor`` is required exactly for contributed patents."""
+    """A new patent in ``proposed``; ``contributor`` is required exactly for contributed patents.
+
+    The first of :func:`proposal_refusals` is raised.
+    """
     today = _today(at)
+    refusals = proposal_refusals(
+        number.compact(),
+        title=title,
+        source=source,
+        contributor=contributor,
+        expires_on=expires_on,
+        today=today,
+    )
+    if refusals:
+        raise refusals[0].error
     title = title.strip()
-    if not title or len(title) > MAX_TITLE_LENGTH:
-        raise InvalidPatentRecord(f"a patent title has 1 to {MAX_TITLE_LENGTH} characters")
-    if source is PatentSource.CONTRIBUTED:
-        if contributor is None:
-            raise InvalidPatentRecord("a contributed patent names its contributor")
+    if contributor is not None:
         contributor = contributor_address(contributor)
-        if int(contributor, 16) == 0:  # no one holds it: BPC mints and Fund payouts to it revert
-            raise InvalidPatentRecord("the contributor is the zero address, which can receive nothing")
-    elif contributor is not None:
-        raise InvalidPatentRecord(f"a {source.value} patent has no contributor; the foundation holds it")
-    if today >= expires_on:
-        raise InvalidPatentRecord(
-            f"patent {number.compact()} lapsed on {expires_on.isoformat()}; it cannot be proposed"
-        )
     patent = Patent(
         number=number,
         title=title,

@@ -133,12 +133,57 @@ def test_a_file_with_a_bad_row_imports_nothing_and_names_every_error(
     out, err = io.StringIO(), io.StringIO()
     assert import_file(_write(tmp_path, rows), actor="tester", out=out, err=err) == 1
     report = err.getvalue()
-    assert "line 3 EP3123456B1: field 'alchemy' is not one of" in report
-    assert "line 5 US 10,223,344: the ST.16 kind code" in report
-    assert "line 7 US 10,223,344 B2: US10223344B2 is also on line 2" in report
+    assert "line 3 EP3123456B1: field: 'alchemy' is not one of" in report
+    assert "line 5 US 10,223,344: publication_number: the ST.16 kind code" in report
+    assert "line 7 US 10,223,344 B2: publication_number: US10223344B2 is also on line 2" in report
     assert "3 error(s) in 6 row(s); nothing was imported" in report
     assert "imported" not in out.getvalue()
     assert _counts(database_url) == (0, 0)
+
+
+def test_every_error_of_every_row_is_reported_with_its_line_and_column(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Not only a row's first error: a row with a bad date that repeats an earlier number is told
+    both, a row breaking four rules is told all four, and a refused row whose number is already
+    registered is told that too."""
+    first = _write(tmp_path, [GOOD_ROWS[3]], "first.csv")
+    assert import_file(first, actor="tester", out=io.StringIO(), err=io.StringIO()) == 0
+    rows = [
+        GOOD_ROWS[0],
+        GOOD_ROWS[0].replace(EXPIRES, "2031-02-30"),  # line 3
+        _row(
+            "EP3123456B1",
+            "Proof of storage",
+            "",
+            "",
+            "alchemy",
+            "purchased",
+            CONTRIBUTOR,
+            "2019-01-01",
+            "2018-01-01",
+            EXPIRES,
+        ),  # line 4
+        GOOD_ROWS[3].replace("purchased", "donated"),  # line 5
+    ]
+    path = _write(tmp_path, rows)
+    err = io.StringIO()
+    assert import_file(path, actor="tester", out=io.StringIO(), err=err) == 1
+    reported = [
+        line.removeprefix(f"{path}: ") for line in err.getvalue().splitlines() if line.startswith(f"{path}: ")
+    ]
+    assert reported == [
+        "line 3 US 10,223,344 B2: expires_on: '2031-02-30' is not a date (YYYY-MM-DD)",
+        "line 3 US 10,223,344 B2: publication_number: US10223344B2 is also on line 2",
+        "line 4 EP3123456B1: field: 'alchemy' is not one of: blockchain, ai, big_data, quantum, gene",
+        "line 4 EP3123456B1: owner: the owner has 1 to 200 characters",
+        "line 4 EP3123456B1: grant_date: the grant date is before the filing date",
+        "line 4 EP3123456B1: contributor: a purchased patent has no contributor; the foundation holds it",
+        "line 5 JP2017-123456A: source: 'donated' is not one of: contributed, purchased, filed",
+        "line 5 JP2017123456A: publication_number: JP2017123456A is already registered",
+    ]
+    assert "error: 8 error(s) in 4 row(s); nothing was imported" in err.getvalue()
+    assert _counts(database_url) == (1, 1)
 
 
 def test_a_clean_file_imports_every_row_with_progress(tmp_path: Path, database_url: str) -> None:
@@ -154,7 +199,7 @@ def test_a_clean_file_imports_every_row_with_progress(tmp_path: Path, database_u
     again = io.StringIO()
     assert import_file(path, actor="tester", out=io.StringIO(), err=again) == 1
     assert [line for line in again.getvalue().splitlines() if "already registered" in line] == [
-        f"{path}: line {line} {number}: {number} is already registered"
+        f"{path}: line {line} {number}: publication_number: {number} is already registered"
         for line, number in (
             (2, "US10223344B2"),
             (3, "EP3123456B1"),
