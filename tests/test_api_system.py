@@ -18,6 +18,7 @@ from exchange.api.app import LifespanHook, create_app, freeze_start_heap
 from exchange.api.system_routes import register_health_check, service_version
 from exchange.db.engine import create_engine_for_url
 from exchange.db.session import app_engine
+from exchange.main import build_app
 from exchange.settings import Settings
 from tests.conftest import StartApp
 
@@ -216,3 +217,36 @@ async def test_the_served_app_freezes_its_start_up_heap(start_app: StartApp) -> 
     finally:
         gc.unfreeze()
     assert gc.get_freeze_count() == 0
+
+
+def test_every_request_body_model_refuses_fields_it_does_not_name() -> None:
+    """A field a body does not name is a 422 ``extra_forbidden``, never dropped: the schema of every
+    JSON body given by a model says ``additionalProperties: false``."""
+    schema = build_app(Settings()).openapi()
+    models: set[str] = set()
+
+    def collect(node: object) -> None:
+        if isinstance(node, dict):
+            reference = node.get("$ref")
+            if isinstance(reference, str):
+                name = reference.rsplit("/", 1)[-1]
+                if name not in models:
+                    models.add(name)
+                    collect(schema["components"]["schemas"][name])
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            collect(operation.get("requestBody", {}).get("content", {}).get("application/json", {}))
+    assert {"PatentIn", "RunIn", "ApplicationIn", "LoginIn", "PlaceOrderIn", "AcquireIn"} <= models
+    lax = sorted(
+        name
+        for name in models
+        if schema["components"]["schemas"][name].get("type") == "object"
+        and schema["components"]["schemas"][name].get("additionalProperties") is not False
+    )
+    assert lax == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class NonceOut(BaseModel):
@@ -15,6 +15,8 @@ class NonceOut(BaseModel):
 
 
 class LoginIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     message: str = Field(max_length=4096, description="The EIP-4361 message, exactly as signed.")
     signature: str = Field(
         pattern=r"^0x[0-9a-fA-F]+$", max_length=4098, description="Hex signature (EIP-191 personal_sign)."

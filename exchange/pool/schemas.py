@@ -70,6 +70,13 @@ def decode_cursor(cursor: str, kind: type[str] | type[int]) -> Any:
     return value
 
 
+class _RequestBody(BaseModel):
+    """A request body: a field it does not name is refused (422 ``extra_forbidden``), as the
+    trading and licence bodies are, rather than dropped without a word."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class Page(BaseModel, Generic[Item]):
     items: list[Item]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
@@ -85,7 +92,7 @@ def checksummed(value: str) -> str:
 # --------------------------------------------------------------------------- roles and audit
 
 
-class RoleGrantIn(BaseModel):
+class RoleGrantIn(_RequestBody):
     address: str = Field(pattern=ADDRESS_PATTERN)
     role: FoundationRole
     reason: Text | None = Field(default=None, max_length=2000)
@@ -131,7 +138,7 @@ class AuditEntryOut(BaseModel):
 # --------------------------------------------------------------------------- membership
 
 
-class ApplicationIn(BaseModel):
+class ApplicationIn(_RequestBody):
     """An application to join, for the signed-in wallet."""
 
     organisation: Text = Field(min_length=1, max_length=200)
@@ -177,16 +184,16 @@ class ApplicationOut(BaseModel):
         return cls.model_validate(row)
 
 
-class ReviewIn(BaseModel):
+class ReviewIn(_RequestBody):
     note: Text | None = Field(default=None, max_length=2000)
 
 
-class ApproveIn(BaseModel):
+class ApproveIn(_RequestBody):
     tier: MemberTier
     note: Text | None = Field(default=None, max_length=2000)
 
 
-class ReasonIn(BaseModel):
+class ReasonIn(_RequestBody):
     reason: Text = Field(min_length=1, max_length=2000)
 
 
@@ -225,7 +232,7 @@ class MemberChangeOut(BaseModel):
 # --------------------------------------------------------------------------- patents
 
 
-class PatentIn(BaseModel):
+class PatentIn(_RequestBody):
     publication_number: Text = Field(
         min_length=1, max_length=40, description="Any usual spelling: 'US 10,123,456 B2', 'EP3123456B1'."
     )
@@ -284,7 +291,7 @@ class PatentEventOut(BaseModel):
         return cls.model_validate(row)
 
 
-class AssessmentIn(BaseModel):
+class AssessmentIn(_RequestBody):
     score: int = Field(ge=0, le=100, strict=True)
     core: bool = Field(strict=True, description="Whether the patent is core to the pool's technology.")
     notes: Text = Field(default="", max_length=4000)
@@ -301,11 +308,11 @@ class AssessmentOut(BaseModel):
     assessed_at: datetime
 
 
-class MoveIn(BaseModel):
+class MoveIn(_RequestBody):
     note: Text | None = Field(default=None, max_length=2000)
 
 
-class RetireIn(BaseModel):
+class RetireIn(_RequestBody):
     reason: RetirementReason
     note: Text | None = Field(default=None, max_length=2000)
 
@@ -378,7 +385,7 @@ class PoliciesOut(BaseModel):
 # --------------------------------------------------------------------------- royalties
 
 
-class RunIn(BaseModel):
+class RunIn(_RequestBody):
     period_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", examples=["2026-Q4"])
     starts_on: date
     ends_on: date = Field(lt=date.max, description="The period's last day, included.")

@@ -333,3 +333,32 @@ async def test_text_no_database_stores_is_refused_naming_the_field(foundation: F
     refused = await client.get("/v1/pool/patents", params={"cursor": nul})
     assert refused.status_code == 422, refused.text
     assert "cursor" in refused.json()["detail"]
+
+
+async def test_a_field_no_body_names_is_refused_not_dropped(foundation: Foundation) -> None:
+    """As the order bodies: an unknown field is a 422 ``extra_forbidden`` naming it, and nothing is
+    registered, moved or stored."""
+    client, registrar = foundation.client, foundation.registrar
+    patent = await register(foundation, "EP 3300100 B1")
+    path = f"/v1/admin/pool/patents/{patent['patent_id']}"
+    for url, headers, body, field in [
+        ("/v1/admin/pool/patents", registrar, patent_body("EP3123456B1", country="EP"), "country"),
+        ("/v1/admin/pool/patents", registrar, patent_body("EP3123456B1", bogus=1), "bogus"),
+        (f"{path}/start-assessment", registrar, {"note": "x", "urgent": True}, "urgent"),
+        (f"{path}/retire", registrar, {"reason": "non_core", "by": "x"}, "by"),
+        (
+            "/v1/admin/royalties/runs",
+            foundation.council,
+            {"period_id": "X1", "starts_on": "2026-01-01", "ends_on": "2026-01-31", "tokens": []},
+            "tokens",
+        ),
+    ]:
+        reply = await client.post(url, json=body, headers=headers)
+        assert reply.status_code == 422, (url, field, reply.text)
+        assert reply.headers["content-type"].startswith("application/problem+json")
+        assert [(error["loc"], error["type"]) for error in reply.json()["errors"]] == [
+            (["body", field], "extra_forbidden")
+        ]
+    assert (await client.get("/v1/admin/pool/patents/EP3123456B1", headers=registrar)).status_code == 404
+    assert (await _detail(foundation, patent["patent_id"]))["patent"]["status"] == "proposed"
+    assert (await client.get("/v1/admin/royalties/runs", headers=foundation.council)).json() == []
