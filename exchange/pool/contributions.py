@@ -1,7 +1,8 @@
 """The published BPC mint policy for contributed patents (white paper §3.2, §3.5).
 
 "Startups, through the contribution of patents, direct access to BPC" (§3.2):
-when a member's patent enters the pool, the foundation mints BPC to the member.
+when an active member's patent enters the pool, the foundation mints BPC to the
+member (``patent_service`` registers and admits a contribution only from one).
 How much is a published, versioned :class:`MintPolicy`; :func:`mint_for_admission`
 turns an admitted patent into a :class:`MintInstruction` for the chain adapter.
 
@@ -79,15 +80,17 @@ class MintPolicy:
     def describe(self) -> str:
         """The policy as text for publication."""
         return (
-            f"BPC mint policy {self.version}. When a patent contributed by a member enters the pool, "
+            f"BPC mint policy {self.version}. When a patent contributed by an active member enters the pool, "
             f"the member receives floor({self.base_amount_wei} x score / {MAX_SCORE}) BPC base units "
             f"(1 BPC = 10^{BPC_DECIMALS} base units), where score is the patent's admission score: "
             f"the mean of its expert scores rounded down, from 0 to {MAX_SCORE}. A score of {MAX_SCORE} "
             f"mints {format_bpc(self.base_amount_wei)} BPC; a score of 50 mints "
             f"{format_bpc(self.amount_wei(50))} BPC. Patents the foundation buys or files itself mint "
-            "nothing. Each patent is minted once, under the policy version in force when it was "
-            "admitted; the mint is identified by keccak256 of the patent's publication number and "
-            "that version."
+            "nothing. Only an active member contributes a patent, and it is admitted only while "
+            "its contributor still is one: a suspended contributor's patent waits for its "
+            "reinstatement, an expelled contributor's is rejected. Each patent is minted once, "
+            "under the policy version in force when it was admitted; the mint is identified by "
+            "keccak256 of the patent's publication number and that version."
         )
 
 

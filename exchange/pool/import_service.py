@@ -18,9 +18,11 @@ Rules
   rules that need it. A number that appears twice in the file is an error on
   its second line, whatever else is wrong with either row. A record with the
   wrong number of fields is that one error: its values cannot be told apart.
-* :func:`import_patents` also refuses numbers already registered, then writes
-  every patent, its first lifecycle event and its audit entry in the caller's
-  one transaction — so a bad row means no row is written.
+* :func:`import_patents` also refuses numbers already registered and
+  contributors that are not active members on the register (as the API's
+  registration does), then writes every patent, its first lifecycle event and
+  its audit entry in the caller's one transaction — so a bad row means no row
+  is written.
 """
 
 from __future__ import annotations
@@ -40,8 +42,13 @@ from exchange.kit.text import text_refusal
 from exchange.pool import repository
 from exchange.pool.models import PatentEventRecord, PatentRecord
 from exchange.pool.patent_numbers import parse_patent_number
-from exchange.pool.patent_service import PatentData, prepare_patent, registration_refusals
-from exchange.pool.patents import FieldOfTechnology, PatentSource
+from exchange.pool.patent_service import (
+    PatentData,
+    contributor_refusal,
+    prepare_patent,
+    registration_refusals,
+)
+from exchange.pool.patents import FieldOfTechnology, PatentSource, contributor_address
 from exchange.pool.service import record_audit
 
 log = get_logger(__name__)
@@ -91,6 +98,7 @@ class ParsedFile:
     errors: list[RowError]
     row_count: int  # data rows read, valid or not
     first_lines: dict[str, int] = field(default_factory=dict)  # each readable number's first line
+    contributors: list[tuple[int, str, str]] = field(default_factory=list)  # line, number, address
 
 
 class ImportRefused(ValidationFailed):
@@ -184,6 +192,18 @@ def _check(row: dict[str, str], *, at: datetime) -> tuple[PatentData | None, lis
     return data, []
 
 
+def _contributor(row: dict[str, str]) -> str | None:
+    """The EIP-55 address of a contributed patent's contributor, when the row's source and
+    contributor can be read as such; else None."""
+    if (row.get("source") or "").strip().lower() != PatentSource.CONTRIBUTED:
+        return None
+    try:
+        address = contributor_address((row.get("contributor") or "").strip())
+    except ValidationFailed:
+        return None
+    return address if int(address, 16) else None
+
+
 def _patent_id(publication_number: str) -> str | None:
     """The compact number of ``publication_number``, or None when it cannot be read."""
     try:
@@ -216,6 +236,7 @@ def parse_patents_csv(text: str, *, actor: str, at: datetime, progress: Progress
 
     parsed: list[ParsedRow] = []
     first_line_of: dict[str, int] = {}
+    contributors: list[tuple[int, str, str]] = []
     line = reader.line_num + 1
     count = 0
     while True:
@@ -233,6 +254,9 @@ def parse_patents_csv(text: str, *, actor: str, at: datetime, progress: Progress
         else:
             data, row_errors = _check(row, at=at)
             errors += [RowError(line, number, reason, column) for column, reason in row_errors]
+            contributor = _contributor(row)
+            if contributor is not None:
+                contributors.append((line, number, contributor))
             patent_id = _patent_id(number)
             seen = line if patent_id is None else first_line_of.setdefault(patent_id, line)
             if seen != line:
@@ -248,7 +272,7 @@ def parse_patents_csv(text: str, *, actor: str, at: datetime, progress: Progress
     if count == 0 and not errors:
         errors.append(RowError(1, "", "the file has a header but no rows"))
     report(f"validated {count} rows: {len(errors)} error(s)")
-    return ParsedFile(parsed, errors, count, first_line_of)
+    return ParsedFile(parsed, errors, count, first_line_of, contributors)
 
 
 async def import_patents(
@@ -271,6 +295,11 @@ async def import_patents(
         for patent_id, line in parsed.first_lines.items()
         if patent_id in registered
     ]
+    statuses = await repository.member_statuses(session, (address for _, _, address in parsed.contributors))
+    for line, number, address in parsed.contributors:
+        refusal = contributor_refusal(address, statuses.get(address))
+        if refusal is not None:
+            errors.append(RowError(line, number, refusal, "contributor"))
     if errors:
         errors.sort(key=lambda error: error.line)  # stable: a line's errors stay in the order found
         raise ImportRefused(errors, parsed.row_count)

@@ -183,6 +183,13 @@ async def _send_mint(context: PoolContext, mint_id: int) -> None:
     "/v1/admin/pool/patents/{patent_id}/decision",
     response_model=DecisionOut,
     summary="Apply the admission policy to the assessments (registrar)",
+    description=(
+        "Admits or rejects the patent as the published admission policy says. A contributed patent "
+        "is admitted, and its BPC mint owed, only while its contributor is an active member: while "
+        "the contributor is suspended (or not on the register) a decision that would admit it is "
+        "refused (409) and changes nothing, to be asked again once the contributor is reinstated; "
+        "a contributor expelled since the registration has the patent rejected, the reason saying so."
+    ),
     responses=MOVE_PROBLEMS,
 )
 async def post_decision(
@@ -195,18 +202,18 @@ async def post_decision(
     if mint is not None and mint.status == MintStatus.PENDING:
         # Runs after the response, hence after this request's transaction has committed the mint.
         background.add_task(_send_mint, pool, mint.id)
-    if decision is not None:
-        reasons, mean = list(decision.reasons), decision.mean_score
-        mean_text = format_fraction(mean) if mean is not None else None
-    else:  # decided earlier: report that decision
+    admitted = row.status in (PatentStatus.IN_POOL, PatentStatus.RETIRED) and row.score is not None
+    mean = decision.mean_score if decision is not None else None
+    mean_text = format_fraction(mean) if mean is not None else None
+    if decision is not None and decision.admitted == admitted:
+        reasons = list(decision.reasons)
+    else:  # decided earlier, or rejected although the policy admits it: the recorded decision says why
         decided = [
             event
             for event in await repository.patent_events(session, row.patent_id)
             if event.action in (PatentAction.ADMITTED, PatentAction.REJECTED)
         ]
         reasons = decided[-1].reason.split("; ") if decided else []
-        mean_text = None
-    admitted = row.status in (PatentStatus.IN_POOL, PatentStatus.RETIRED) and row.score is not None
     return DecisionOut(
         patent=PatentOut.of(row),
         admitted=admitted,

@@ -8,12 +8,23 @@ Rules
 -----
 * A patent's id is its compact DOCDB number; registering the same number again
   with the same data returns the existing patent, with other data it is a 409.
+* Members contribute patents (white paper §3.1(1), §3.2), and BPC is minted to
+  members for them: a contributed patent is registered only when its
+  contributor is an active member on the register as indexed (``members``);
+  otherwise it is refused (422) and nothing is stored. A retry of a registration
+  already stored returns it, whatever the contributor's standing since.
 * Assessors assess patents that are ``under_assessment``, once each and never
   their own contribution; the same assessment again is returned, not doubled.
 * The decision applies the published admission policy to the assessments. An
   admitted contributed patent stores the mint policy version in force and gets
   a pending :class:`~exchange.pool.models.ContributionMint` in the same
-  transaction; the mint is sent afterwards by ``contribution_service``.
+  transaction; the mint is sent afterwards by ``contribution_service``. A
+  decision that would admit a contribution reads the register again: while its
+  contributor is suspended (or no longer on the register) it is refused (409)
+  and changes nothing, to be asked again once the contributor is reinstated; a
+  contributor expelled meanwhile (expulsion is final) has the patent rejected,
+  saying so. Either way no mint is owed for a patent admitted while its
+  contributor is not an active member.
 * Deciding, or retiring, a patent that already reached that outcome returns it
   unchanged (a retried request), anything else the state machine refuses is a 409.
 * The expiry sweep retires, as expired, every in-pool patent whose expiry date
@@ -37,6 +48,7 @@ from exchange.pool.contributions import mint_for_admission
 from exchange.pool.models import (
     AssessmentRecord,
     ContributionMint,
+    MemberState,
     MintStatus,
     PatentEventRecord,
     PatentRecord,
@@ -216,6 +228,20 @@ def prepare_patent(data: PatentData, *, actor: str, at: datetime) -> tuple[Paten
     return row, _event_row(event)
 
 
+def contributor_refusal(contributor: str, member_status: str | None) -> str | None:
+    """Why ``contributor``, whose status on the register is ``member_status`` (None: it is not on
+    it), cannot contribute a patent now; None when it can (an active member)."""
+    if member_status == MemberState.ACTIVE:
+        return None
+    standing = "is not a pool member" if member_status is None else f"is a {member_status} pool member"
+    return f"the contributor {contributor} {standing}: patents are contributed by active members"
+
+
+async def _member_status(session: AsyncSession, address: str) -> str | None:
+    member = await repository.member(session, address)
+    return member.status if member is not None else None
+
+
 def _same_registration(existing: PatentRecord, new: PatentRecord) -> bool:
     fields = (
         "title",
@@ -244,6 +270,13 @@ async def register_patent(
             f"patent {row.patent_id} is already registered with other data",
             extra={"patent_id": row.patent_id},
         )
+    if row.contributor is not None:
+        status = await _member_status(session, row.contributor)
+        refusal = contributor_refusal(row.contributor, status)
+        if refusal is not None:
+            raise rules.InvalidPatentRecord(
+                refusal, extra={"contributor": row.contributor, "member_status": status}
+            )
     await repository.add_patent(session, row, event)
     await record_audit(
         session,
@@ -372,7 +405,18 @@ async def decide(
         return Decision(row, None, await repository.mint_for_patent(session, row.patent_id))
     assessments = [_assessment(a) for a in await repository.assessments(session, row.patent_id)]
     decision = decide_admission(row.patent_id, assessments, policies.admission, contributor=row.contributor)
-    patent, event = rules.decide(to_patent(row), decision, actor=actor, at=at)
+    expelled = False
+    if decision.admitted and row.contributor is not None:
+        status = await _member_status(session, row.contributor)
+        expelled = status == MemberState.EXPELLED
+        refusal = contributor_refusal(row.contributor, status)
+        if refusal is not None and not expelled:
+            raise Conflict(
+                f"patent {row.patent_id} is not admitted while {refusal}; decide again once it is "
+                "an active member",
+                extra={"patent_id": row.patent_id, "contributor": row.contributor, "member_status": status},
+            )
+    patent, event = rules.decide(to_patent(row), decision, actor=actor, at=at, contributor_expelled=expelled)
     admitted = patent.status is PatentStatus.IN_POOL
     await _move(
         session,

@@ -26,11 +26,14 @@ Rules and invariants
 * No clock: every move takes ``at``, a timezone-aware instant; its UTC date is
   "today" for the expiry rules.
 * A contributed patent names its contributor (an EIP-55 address, who receives
-  BPC and royalties); a purchased or foundation-filed patent has none.
+  BPC and royalties); a purchased or foundation-filed patent has none. Members
+  contribute patents (§3.1(1)): the service registers a contribution only from
+  an active member and admits it only while its contributor still is one.
 * :func:`decide` applies an :class:`~exchange.pool.assessments.AdmissionDecision`
   for this patent. An admitted patent records the decision's ``score`` (used by
   the mint and royalty rules) and ``in_pool_since``. A decision to admit a patent
-  that lapsed during its assessment rejects it instead, saying so.
+  that lapsed during its assessment, or whose contributor was expelled from the
+  pool meanwhile (expulsion is final), rejects it instead, saying so.
 * Retiring records ``left_pool_on``: the retirement day, or for expiry the day
   the patent lapsed (an expiry sweep that runs late does not extend its life).
 """
@@ -67,7 +70,7 @@ class FieldOfTechnology(StrEnum):
 class PatentSource(StrEnum):
     """Where a patent came from (§3.1(1))."""
 
-    CONTRIBUTED = "contributed"  # by a member, who receives BPC and royalties
+    CONTRIBUTED = "contributed"  # by an active member, who receives BPC and royalties
     PURCHASED = "purchased"  # bought by the foundation
     FILED = "filed"  # applied for by the foundation itself
 
@@ -304,9 +307,15 @@ def start_assessment(patent: Patent, *, actor: str, at: datetime) -> tuple[Paten
 
 
 def decide(
-    patent: Patent, decision: AdmissionDecision, *, actor: str, at: datetime
+    patent: Patent,
+    decision: AdmissionDecision,
+    *,
+    actor: str,
+    at: datetime,
+    contributor_expelled: bool = False,
 ) -> tuple[Patent, PatentEvent]:
-    """``under_assessment`` → ``in_pool`` or ``rejected``, as ``decision`` says."""
+    """``under_assessment`` → ``in_pool`` or ``rejected``, as ``decision`` says; rejected when it
+    lapsed meanwhile or ``contributor_expelled`` says its contributor is no member for good."""
     today = _today(at)
     _require(patent, PatentStatus.IN_POOL, "decide")
     if decision.patent_id != patent.patent_id:
@@ -320,6 +329,15 @@ def decide(
             PatentAction.REJECTED,
             PatentStatus.REJECTED,
             reason=f"lapsed on {patent.expires_on.isoformat()} during its assessment; {reasons}",
+            actor=actor,
+            at=at,
+        )
+    if contributor_expelled:
+        return _move(
+            patent,
+            PatentAction.REJECTED,
+            PatentStatus.REJECTED,
+            reason=f"its contributor {patent.contributor} was expelled from the pool; {reasons}",
             actor=actor,
             at=at,
         )

@@ -212,6 +212,17 @@ async def member(session: AsyncSession, address: str) -> Member | None:
     return await session.get(Member, address)
 
 
+async def member_statuses(session: AsyncSession, addresses: Iterable[str]) -> dict[str, str]:
+    """The status of each of ``addresses`` on the register; one that is not on it is left out."""
+    wanted = sorted(set(addresses))
+    found: dict[str, str] = {}
+    for start in range(0, len(wanted), 500):  # stay under the databases' bound-parameter limits
+        chunk = wanted[start : start + 500]
+        rows = await session.execute(select(Member.address, Member.status).where(Member.address.in_(chunk)))
+        found.update({address: status for address, status in rows.all()})
+    return found
+
+
 async def add_member(session: AsyncSession, row: Member) -> Member:
     session.add(row)
     await session.flush()

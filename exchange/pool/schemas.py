@@ -241,7 +241,15 @@ class PatentIn(_RequestBody):
     family_id: Text | None = Field(default=None, max_length=64)
     field: FieldOfTechnology
     source: PatentSource
-    contributor: str | None = Field(default=None, pattern=ADDRESS_PATTERN)
+    contributor: str | None = Field(
+        default=None,
+        pattern=ADDRESS_PATTERN,
+        description=(
+            "For a contributed patent only: the contributing member, who receives BPC when the patent "
+            "is admitted. It must be an active pool member on the register as indexed; anyone else "
+            "is refused (422)."
+        ),
+    )
     filing_date: date | None = None
     grant_date: date | None = None
     expires_on: date = Field(description="The day the patent lapses (no longer in force from that day).")

@@ -168,11 +168,16 @@ def test_a_score_outside_0_to_100_is_refused(score: object) -> None:
 def test_the_policy_describes_itself_for_publication() -> None:
     text = MintPolicy(version="2026-01", base_amount_wei=1_500 * ONE_BPC + 1).describe()
     assert text.startswith(
-        "BPC mint policy 2026-01. When a patent contributed by a member enters the pool, the member "
+        "BPC mint policy 2026-01. When a patent contributed by an active member enters the pool, the member "
         "receives floor(1500000000000000000001 x score / 100) BPC base units (1 BPC = 10^18 base units)"
     )
     assert "A score of 100 mints 1500.000000000000000001 BPC; a score of 50 mints 750 BPC." in text
     assert "Patents the foundation buys or files itself mint nothing." in text
+    assert (
+        "Only an active member contributes a patent, and it is admitted only while its contributor "
+        "still is one: a suspended contributor's patent waits for its reinstatement, an expelled "
+        "contributor's is rejected." in text
+    )
 
 
 @pytest.mark.parametrize(

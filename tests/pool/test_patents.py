@@ -155,6 +155,20 @@ def test_a_patent_that_lapsed_during_assessment_is_rejected_not_admitted() -> No
     assert event.reason.startswith("lapsed on 2036-05-01 during its assessment; ")
 
 
+def test_a_patent_whose_contributor_was_expelled_is_rejected_not_admitted() -> None:
+    patent, _ = start_assessment(proposed(), actor="secretariat", at=at(1))
+    rejected, event = decide(
+        patent, decision([90, 90]), actor="council", at=at(30), contributor_expelled=True
+    )
+    assert (rejected.status, rejected.score, rejected.in_pool_since) == (PatentStatus.REJECTED, None, None)
+    assert event.action is PatentAction.REJECTED
+    assert event.reason.startswith(f"its contributor {MEMBER_CHECKSUMMED} was expelled from the pool; ")
+    # A decision the policy refuses anyway says only that.
+    refused, event = decide(patent, decision([50, 50]), actor="council", at=at(30), contributor_expelled=True)
+    assert refused.status is PatentStatus.REJECTED
+    assert "expelled" not in event.reason
+
+
 def test_a_decision_about_another_patent_is_refused() -> None:
     patent, _ = start_assessment(proposed(), actor="secretariat", at=at(1))
     with pytest.raises(InvalidPatentRecord, match="the decision is about EP3123456B1"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from exchange.chain.pool import MemberStatus
@@ -60,6 +61,14 @@ async def admit(
     assert approved.status_code == 200, approved.text
     member: dict[str, Any] = approved.json()["member"]
     return member
+
+
+async def new_member(foundation: Foundation, *, tier: str = "small") -> LocalAccount:
+    """A new account, admitted through the API as an active pool member: patents are contributed
+    by members."""
+    account = Account.create()
+    await admit(foundation, account, tier=tier)
+    return account
 
 
 async def assert_register_agrees(foundation: Foundation, address: str) -> dict[str, Any] | None:

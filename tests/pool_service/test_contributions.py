@@ -27,7 +27,7 @@ from exchange.db.base import utc_now
 from exchange.db.engine import create_engine_for_url, create_sessionmaker
 from exchange.pool.models import ContributionMint
 from tests.pool_service.conftest import OUTSIDER, Foundation, pool_settings, started_beside
-from tests.pool_service.flows import admit_patent
+from tests.pool_service.flows import admit, admit_patent, new_member
 
 AMOUNT_AT_SCORE_75 = 750 * 10**18
 LOG_RANGE_LIMIT = 4
@@ -73,7 +73,7 @@ async def _process(foundation: Foundation, mint_id: int) -> dict[str, Any]:
 async def test_a_refused_mint_is_recorded_and_sent_once_when_retried(
     foundation: Foundation, engine: AsyncEngine
 ) -> None:
-    contributor, pool = Account.create().address, foundation.chain.pool
+    contributor, pool = (await new_member(foundation)).address, foundation.chain.pool
     _minter_role(foundation.chain, grant=False)
     decision = await admit_patent(
         foundation, "US 11,000,001 B2", source="contributed", contributor=contributor
@@ -104,7 +104,7 @@ async def test_a_refused_mint_is_recorded_and_sent_once_when_retried(
 async def test_a_mint_sent_but_not_recorded_is_found_on_chain_after_a_restart(
     foundation: Foundation, engine: AsyncEngine, database_url: str, chain_runtime: ChainRuntime
 ) -> None:
-    contributor, pool = Account.create().address, chain_runtime.pool
+    contributor, pool = (await new_member(foundation)).address, chain_runtime.pool
     decision = await admit_patent(foundation, "EP 3200001 B1", source="contributed", contributor=contributor)
     patent_id = decision["patent"]["patent_id"]
     sent = await _mint_row(engine, patent_id)
@@ -131,7 +131,7 @@ async def test_a_mint_sent_but_not_recorded_is_found_on_chain_after_a_restart(
 async def test_a_mint_committed_as_sending_but_never_sent_is_sent_once(
     foundation: Foundation, engine: AsyncEngine
 ) -> None:
-    contributor, chain = Account.create().address, foundation.chain
+    contributor, chain = (await new_member(foundation)).address, foundation.chain
     _minter_role(chain, grant=False)
     decision = await admit_patent(
         foundation, "JP 2018-100001 A", source="contributed", contributor=contributor
@@ -155,7 +155,7 @@ async def test_a_mint_committed_as_sending_but_never_sent_is_sent_once(
 async def test_two_interrupted_mints_of_equal_amounts_claim_one_transfer_each(
     foundation: Foundation, engine: AsyncEngine
 ) -> None:
-    contributor, pool = Account.create().address, foundation.chain.pool
+    contributor, pool = (await new_member(foundation)).address, foundation.chain.pool
     first = await admit_patent(foundation, "US 11,000,002 B2", source="contributed", contributor=contributor)
     second = await admit_patent(foundation, "US 11,000,003 B2", source="contributed", contributor=contributor)
     rows = [await _mint_row(engine, d["patent"]["patent_id"]) for d in (first, second)]
@@ -181,7 +181,7 @@ async def test_two_interrupted_mints_of_equal_amounts_claim_one_transfer_each(
 async def test_a_mint_mined_after_its_search_is_not_minted_again_when_resent(
     foundation: Foundation, engine: AsyncEngine
 ) -> None:
-    contributor, pool = Account.create().address, foundation.chain.pool
+    contributor, pool = (await new_member(foundation)).address, foundation.chain.pool
     decision = await admit_patent(
         foundation, "US 11,000,004 B2", source="contributed", contributor=contributor
     )
@@ -210,7 +210,7 @@ async def test_a_mint_mined_after_its_search_is_not_minted_again_when_resent(
 async def test_a_key_minted_to_someone_else_fails_the_mint_and_mints_nothing_more(
     foundation: Foundation, engine: AsyncEngine
 ) -> None:
-    contributor, chain = Account.create().address, foundation.chain
+    contributor, chain = (await new_member(foundation)).address, foundation.chain
     _minter_role(chain, grant=False)
     decision = await admit_patent(foundation, "EP 3200004 B1", source="contributed", contributor=contributor)
     mint = await _mint_row(engine, decision["patent"]["patent_id"])
@@ -274,7 +274,7 @@ async def _start_once(database_url: str, chain: ChainRuntime, **overrides: objec
 async def test_an_interrupted_mint_is_found_block_range_by_block_range(
     foundation: Foundation, engine: AsyncEngine, database_url: str, chain_runtime: ChainRuntime
 ) -> None:
-    contributor, pool = Account.create().address, chain_runtime.pool
+    contributor, pool = (await new_member(foundation)).address, chain_runtime.pool
     decision = await admit_patent(
         foundation, "US 11,000,005 B2", source="contributed", contributor=contributor
     )
@@ -300,7 +300,7 @@ async def test_a_mint_that_cannot_go_on_does_not_hold_back_the_mints_after_it(
     foundation: Foundation, engine: AsyncEngine, database_url: str, chain_runtime: ChainRuntime
 ) -> None:
     pool = chain_runtime.pool
-    stuck_to, waiting_to = Account.create().address, Account.create().address
+    stuck_to, waiting_to = (await new_member(foundation)).address, (await new_member(foundation)).address
     stuck = await admit_patent(foundation, "US 11,000,006 B2", source="contributed", contributor=stuck_to)
     _minter_role(chain_runtime, grant=False)
     waiting = await admit_patent(foundation, "US 11,000,007 B2", source="contributed", contributor=waiting_to)
@@ -364,6 +364,7 @@ async def test_no_chain_call_is_made_while_a_mint_holds_the_sqlite_write_lock(
     if not database_url.startswith("sqlite"):
         pytest.skip("PostgreSQL locks the row only")
     chain = foundation.chain
+    await admit(foundation, OUTSIDER)
     _minter_role(chain, grant=False)
     decision = await admit_patent(
         foundation, "US 11,000,008 B2", source="contributed", contributor=OUTSIDER.address
@@ -384,6 +385,7 @@ async def test_a_used_key_whose_mint_the_logs_do_not_show_yet_is_looked_for_agai
     """A node whose log index lags (one behind a load balancer, say) answers the key used but no
     ``MintedOnce``: the mint stays ``sending`` (503, not a 500) and is recorded once the logs show it."""
     chain = foundation.chain
+    await admit(foundation, OUTSIDER)
     decision = await admit_patent(
         foundation, "US 11,000,009 B2", source="contributed", contributor=OUTSIDER.address
     )
@@ -415,7 +417,7 @@ async def test_the_database_refuses_a_second_mint_with_the_same_key(
     foundation: Foundation, engine: AsyncEngine
 ) -> None:
     decision = await admit_patent(
-        foundation, "EP 3200002 B1", source="contributed", contributor=Account.create().address
+        foundation, "EP 3200002 B1", source="contributed", contributor=(await new_member(foundation)).address
     )
     original = await _mint_row(engine, decision["patent"]["patent_id"])
     other = await admit_patent(foundation, "EP 3200003 B1")  # purchased: owes nothing

@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from web3 import Web3
 
+from exchange.db.base import utc_now
 from exchange.db.engine import create_engine_for_url, create_sessionmaker
 from exchange.pool import cli_service
 from exchange.pool.cli_service import expire, import_file
-from exchange.pool.models import AuditEntry, PatentRecord
+from exchange.pool.models import AuditEntry, Member, PatentRecord
 from tests.conftest import run_in_thread
 from tests.pool_service.flows import admit_in_the_past, days_from_today
 
@@ -112,9 +114,34 @@ def _import_reasons(database_url: str) -> list[str]:
     return run_in_thread(read())
 
 
+def _on_the_register(database_url: str, address: str, status: str) -> None:
+    """``address`` on the register as indexed (``members``), with ``status``."""
+
+    async def add() -> None:
+        engine = create_engine_for_url(database_url)
+        try:
+            async with create_sessionmaker(engine)() as session, session.begin():
+                session.add(
+                    Member(
+                        address=address,
+                        tier="small",
+                        status=status,
+                        admitted_at=utc_now(),
+                        last_block=1,
+                        last_log_index=0,
+                        last_tx_hash="0x" + "ab" * 32,
+                    )
+                )
+        finally:
+            await engine.dispose()
+
+    run_in_thread(add())
+
+
 @pytest.fixture(autouse=True)
 def _configured_database(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", database_url)
+    _on_the_register(database_url, CONTRIBUTOR, "active")  # a contributed patent's contributor is a member
 
 
 def test_a_file_with_a_bad_row_imports_nothing_and_names_every_error(
@@ -184,6 +211,27 @@ def test_every_error_of_every_row_is_reported_with_its_line_and_column(
     ]
     assert "error: 8 error(s) in 4 row(s); nothing was imported" in err.getvalue()
     assert _counts(database_url) == (1, 1)
+
+
+def test_a_contributor_that_is_no_active_member_is_refused(tmp_path: Path, database_url: str) -> None:
+    """As the API's registration: patents are contributed by active members of the register."""
+    suspended, stranger = "0x" + "5a" * 20, "0x" + "5b" * 20
+    _on_the_register(database_url, Web3.to_checksum_address(suspended), "suspended")
+    rows = [
+        GOOD_ROWS[1],  # line 2: an active member's
+        GOOD_ROWS[1].replace("EP3123456B1", "EP3123457B1").replace(CONTRIBUTOR, suspended),
+        GOOD_ROWS[1].replace("EP3123456B1", "EP3123458B1").replace(CONTRIBUTOR, stranger),
+    ]
+    err = io.StringIO()
+    assert import_file(_write(tmp_path, rows), actor="tester", out=io.StringIO(), err=err) == 1
+    assert [line.split(": ", 1)[1] for line in err.getvalue().splitlines() if "contributor:" in line] == [
+        f"line 3 EP3123457B1: contributor: the contributor {Web3.to_checksum_address(suspended)} is a "
+        "suspended pool member: patents are contributed by active members",
+        f"line 4 EP3123458B1: contributor: the contributor {Web3.to_checksum_address(stranger)} is not a "
+        "pool member: patents are contributed by active members",
+    ]
+    assert "error: 2 error(s) in 3 row(s); nothing was imported" in err.getvalue()
+    assert _counts(database_url) == (0, 0)
 
 
 def test_a_clean_file_imports_every_row_with_progress(tmp_path: Path, database_url: str) -> None:

@@ -12,10 +12,12 @@ from eth_account import Account
 from exchange.chain.runtime import ChainRuntime
 from tests.pool_service.conftest import ASSESSORS, REGISTRAR, Foundation, pool_settings, started_beside
 from tests.pool_service.flows import (
+    admit,
     admit_in_the_past,
     admit_patent,
     assess_and_decide,
     days_from_today,
+    new_member,
     patent_body,
     register,
 )
@@ -73,7 +75,7 @@ async def test_numbers_are_normalised_and_invalid_ones_refused_with_the_reason(
 
 
 async def test_lifecycle_from_proposal_to_retirement(foundation: Foundation) -> None:
-    client, contributor = foundation.client, Account.create().address
+    client, contributor = foundation.client, (await new_member(foundation)).address
     supply_before = foundation.chain.pool.bpc_supply()
     patent = await register(
         foundation, "US 10,123,456 B2", source="contributed", contributor=contributor.lower()
@@ -153,6 +155,7 @@ async def test_lifecycle_from_proposal_to_retirement(foundation: Foundation) -> 
 
 async def test_assessments_are_once_per_expert_and_never_by_the_contributor(foundation: Foundation) -> None:
     client = foundation.client
+    await admit(foundation, ASSESSORS[0])  # an expert whose organisation is a member
     own = await register(foundation, "EP 3123457 B1", source="contributed", contributor=ASSESSORS[0].address)
     path = f"/v1/admin/pool/patents/{own['patent_id']}"
     await client.post(f"{path}/start-assessment", json={"note": "batch 7"}, headers=foundation.registrar)
@@ -209,7 +212,7 @@ async def test_experts_assess_independently_until_the_decision(foundation: Found
 
 
 async def test_the_policy_rejects_and_nothing_is_minted(foundation: Foundation) -> None:
-    contributor = Account.create().address
+    contributor = (await new_member(foundation)).address
     patent = await register(foundation, "CN 112345678 A", source="contributed", contributor=contributor)
     decision = await assess_and_decide(foundation, patent["patent_id"], scores=(59, 60))
     assert decision["admitted"] is False
@@ -257,7 +260,7 @@ async def test_expired_patents_leave_the_pool_on_their_expiry_date(
 
 async def test_public_views_filter_paginate_and_count(foundation: Foundation) -> None:
     client = foundation.client
-    first, second = Account.create().address, Account.create().address
+    first, second = (await new_member(foundation)).address, (await new_member(foundation)).address
     await admit_patent(foundation, "US 10,000,001 B2", source="contributed", contributor=first)
     await admit_patent(foundation, "US 10,000,002 B2", source="contributed", contributor=first, field="ai")
     await admit_patent(foundation, "EP 3000003 B1", source="contributed", contributor=second)
@@ -362,3 +365,115 @@ async def test_a_field_no_body_names_is_refused_not_dropped(foundation: Foundati
     assert (await client.get("/v1/admin/pool/patents/EP3123456B1", headers=registrar)).status_code == 404
     assert (await _detail(foundation, patent["patent_id"]))["patent"]["status"] == "proposed"
     assert (await client.get("/v1/admin/royalties/runs", headers=foundation.council)).json() == []
+
+
+async def _audit_entries(foundation: Foundation) -> list[dict[str, Any]]:
+    reply = await foundation.client.get("/v1/admin/audit", headers=foundation.council)
+    assert reply.status_code == 200, reply.text
+    items: list[dict[str, Any]] = reply.json()["items"]
+    return items
+
+
+async def _change_member(foundation: Foundation, address: str, action: str) -> None:
+    headers = foundation.council if action == "expel" else foundation.registrar
+    reply = await foundation.client.post(
+        f"/v1/admin/members/{address}/{action}", json={"reason": "test"}, headers=headers
+    )
+    assert reply.status_code == 200, reply.text
+
+
+async def _mints(foundation: Foundation) -> list[dict[str, Any]]:
+    reply = await foundation.client.get("/v1/admin/pool/mints", headers=foundation.registrar)
+    assert reply.status_code == 200, reply.text
+    items: list[dict[str, Any]] = reply.json()["items"]
+    return items
+
+
+async def test_a_contribution_is_registered_only_from_an_active_member(foundation: Foundation) -> None:
+    """Members contribute patents and receive BPC for them: anyone else is refused and nothing is
+    stored. A retry of a registration already stored answers as before, whatever happened since."""
+    client, registrar = foundation.client, foundation.registrar
+    suspended, expelled, active = [await new_member(foundation) for _ in range(3)]
+    await _change_member(foundation, suspended.address, "suspend")
+    await _change_member(foundation, expelled.address, "expel")
+    before = await _audit_entries(foundation)
+    for contributor, status in [
+        (Account.create().address, None),
+        (suspended.address, "suspended"),
+        (expelled.address, "expelled"),
+    ]:
+        body = patent_body("EP 3123456 B1", source="contributed", contributor=contributor)
+        reply = await client.post("/v1/admin/pool/patents", json=body, headers=registrar)
+        assert reply.status_code == 422, (status, reply.text)
+        problem = reply.json()
+        assert problem["type"].endswith("/invalid-patent-record")
+        assert (problem["contributor"], problem["member_status"]) == (contributor, status)
+        standing = "is not a pool member" if status is None else f"is a {status} pool member"
+        assert problem["detail"] == (
+            f"the contributor {contributor} {standing}: patents are contributed by active members"
+        )
+    assert (await client.get("/v1/admin/pool/patents/EP3123456B1", headers=registrar)).status_code == 404
+    assert await _audit_entries(foundation) == before
+
+    body = patent_body("EP 3123456 B1", source="contributed", contributor=active.address)
+    assert (await client.post("/v1/admin/pool/patents", json=body, headers=registrar)).status_code == 201
+    await _change_member(foundation, active.address, "suspend")
+    retried = await client.post("/v1/admin/pool/patents", json=body, headers=registrar)
+    assert (retried.status_code, retried.json()["contributor"]) == (200, active.address)
+
+
+async def _assessed(foundation: Foundation, number: str, contributor: str) -> str:
+    """A contribution of ``contributor`` registered and assessed well enough to be admitted."""
+    patent = await register(foundation, number, source="contributed", contributor=contributor)
+    path = f"/v1/admin/pool/patents/{patent['patent_id']}"
+    started = await foundation.client.post(f"{path}/start-assessment", json={}, headers=foundation.registrar)
+    assert started.status_code == 200, started.text
+    for headers in foundation.assessors[:2]:
+        reply = await foundation.client.post(
+            f"{path}/assessments", json={"score": 80, "core": True}, headers=headers
+        )
+        assert reply.status_code == 201, reply.text
+    patent_id: str = patent["patent_id"]
+    return patent_id
+
+
+async def test_a_contribution_is_admitted_only_while_its_contributor_is_an_active_member(
+    foundation: Foundation,
+) -> None:
+    """No BPC is minted to a non-member: a suspended contributor holds the decision up (409, nothing
+    changed) until reinstated; an expelled one has the patent rejected, saying why."""
+    client, pool = foundation.client, foundation.chain.pool
+    member = await new_member(foundation)
+    patent_id = await _assessed(foundation, "US 10,555,001 B2", member.address)
+    await _change_member(foundation, member.address, "suspend")
+    before = await _audit_entries(foundation)
+    waiting = await client.post(f"/v1/admin/pool/patents/{patent_id}/decision", headers=foundation.registrar)
+    assert waiting.status_code == 409, waiting.text
+    assert waiting.headers["content-type"].startswith("application/problem+json")
+    assert waiting.json()["member_status"] == "suspended"
+    assert f"{member.address} is a suspended pool member" in waiting.json()["detail"]
+    assert (await _detail(foundation, patent_id))["patent"]["status"] == "under_assessment"
+    assert await _mints(foundation) == []
+    assert await _audit_entries(foundation) == before
+
+    await _change_member(foundation, member.address, "reinstate")
+    admitted = await client.post(f"/v1/admin/pool/patents/{patent_id}/decision", headers=foundation.registrar)
+    assert admitted.status_code == 200, admitted.text
+    assert (admitted.json()["admitted"], admitted.json()["patent"]["status"]) == (True, "in_pool")
+    assert [mint["recipient"] for mint in await _mints(foundation)] == [member.address]
+    assert pool.bpc_balance(member.address) == MINT_AT_100 * 80 // 100
+
+    expelled = await new_member(foundation)
+    rejected_id = await _assessed(foundation, "US 10,555,002 B2", expelled.address)
+    await _change_member(foundation, expelled.address, "expel")
+    rejected = await client.post(
+        f"/v1/admin/pool/patents/{rejected_id}/decision", headers=foundation.registrar
+    )
+    assert rejected.status_code == 200, rejected.text
+    decided = rejected.json()
+    assert (decided["admitted"], decided["patent"]["status"], decided["mint"]) == (False, "rejected", None)
+    assert decided["reasons"][0] == f"its contributor {expelled.address} was expelled from the pool"
+    events = (await _detail(foundation, rejected_id))["events"]
+    assert events[-1]["reason"].startswith(f"its contributor {expelled.address} was expelled from the pool; ")
+    assert [mint["recipient"] for mint in await _mints(foundation)] == [member.address]
+    assert pool.bpc_balance(expelled.address) == 0

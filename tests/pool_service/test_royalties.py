@@ -50,7 +50,7 @@ from exchange.pool.service import PoolContext
 from exchange.settings import Settings
 from exchange.trading.eip712 import OrderSide, VaultOrder, sign_order
 from tests.pool_service.conftest import COUNCIL, Foundation, pool_settings
-from tests.pool_service.flows import admit_patent
+from tests.pool_service.flows import admit_patent, new_member
 from tests.support.auth import bearer_headers, embedded_account
 
 DEPOSITOR = embedded_account(6)
@@ -131,7 +131,7 @@ def assert_conserves(run: dict[str, Any]) -> None:
 
 async def test_a_period_is_split_paid_once_and_stated(foundation: Foundation, engine: AsyncEngine) -> None:
     chain, client = foundation.chain, foundation.client
-    ada, bob, carol = (Account.create() for _ in range(3))
+    ada, bob, carol = [await new_member(foundation) for _ in range(3)]
     await admit_patent(foundation, "US 12,000,001 B2", source="contributed", contributor=ada.address)  # 75
     await admit_patent(
         foundation, "US 12,000,002 B2", source="contributed", contributor=ada.address, scores=(61, 60)
@@ -272,7 +272,7 @@ async def test_a_period_is_split_paid_once_and_stated(foundation: Foundation, en
 async def _three_contributors_and_a_deposit(foundation: Foundation, numbers: str) -> tuple[list[Any], date]:
     """Three contributors, each with an admitted patent (`numbers` formatted with 0, 1, 2), and a
     Fund deposit on the chain's day, which is over: the chain is a day later."""
-    contributors = [Account.create() for _ in range(3)]
+    contributors = [await new_member(foundation) for _ in range(3)]
     for index, contributor in enumerate(contributors):
         await admit_patent(
             foundation, numbers.format(index), source="contributed", contributor=contributor.address
@@ -724,7 +724,7 @@ async def test_distributions_conserve_the_amount_exactly(foundation: Foundation,
     """Random contributors, weights and deposits over three periods: every wei is paid or carried."""
     rng = random.Random(seed)
     chain, pool = foundation.chain, foundation.chain.pool
-    contributors: list[LocalAccount] = [Account.create() for _ in range(rng.randint(2, 4))]
+    contributors: list[LocalAccount] = [await new_member(foundation) for _ in range(rng.randint(2, 4))]
     for index in range(rng.randint(3, 5)):
         owner = rng.choice(contributors)
         scores = (rng.randint(60, 100), rng.randint(60, 100))
@@ -816,7 +816,7 @@ async def test_trading_fees_are_distributed_in_the_quote_token(foundation: Found
     chain, pool = foundation.chain, foundation.chain.pool
     quote = pool.quote
     assert quote is not None
-    contributor = Account.create()
+    contributor = await new_member(foundation)
     await admit_patent(foundation, "US 12,200,001 B2", source="contributed", contributor=contributor.address)
 
     # Two members trade 2 BPC through the Vault; the operator settles and the fees go to the Fund.
@@ -865,7 +865,7 @@ async def test_a_run_pays_only_in_a_token_the_fund_collects(foundation: Foundati
     """BPC and the Vault's quote token, or a token the Fund received; any other address is refused
     (no contract there, or a contract that never paid the Fund) and nothing is stored or audited."""
     chain, client, pool = foundation.chain, foundation.client, foundation.chain.pool
-    contributor = Account.create()
+    contributor = await new_member(foundation)
     await admit_patent(foundation, "US 12,300,001 B2", source="contributed", contributor=contributor.address)
     # Another ERC-20, deposited into the Fund directly.
     artifacts = compile_contracts()

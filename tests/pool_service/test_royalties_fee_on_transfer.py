@@ -15,7 +15,6 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
-from eth_account import Account
 from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.contract import Contract
@@ -28,7 +27,7 @@ from exchange.chain.provider import make_web3
 from exchange.chain.runtime import ChainRuntime
 from exchange.trading.settlement import receipt_trades_and_fees
 from tests.pool_service.conftest import Foundation
-from tests.pool_service.flows import admit_patent
+from tests.pool_service.flows import admit_patent, new_member
 from tests.pool_service.test_royalties import (
     BPC,
     DEPOSITOR,
@@ -91,7 +90,7 @@ async def test_a_deposit_of_a_fee_taking_token_is_distributed_as_it_arrived_and_
 ) -> None:
     chain, pool = foundation.chain, foundation.chain.pool
     taxed = taxed_token(chain)
-    contributor = Account.create()
+    contributor = await new_member(foundation)
     await admit_patent(foundation, "US 12,900,001 B2", source="contributed", contributor=contributor.address)
     day, sender = next_chain_day(chain), DEPOSITOR.address
     mined(chain, taxed.functions.mint(sender, 1_000_000).transact())
@@ -116,7 +115,7 @@ async def test_trading_fees_in_a_fee_taking_quote_token_are_distributed_as_they_
 ) -> None:
     chain, pool = foundation.chain, foundation.chain.pool
     taxed, vault = taxed_token(chain), pool.vault
-    contributor = Account.create()
+    contributor = await new_member(foundation)
     await admit_patent(foundation, "US 12,900,002 B2", source="contributed", contributor=contributor.address)
 
     # Two members deposit while the token takes nothing, then it takes 1 % of each transfer.

@@ -44,7 +44,7 @@ from exchange.pool.models import FundClaim, RoyaltyPayout, RoyaltyPayoutBatch, R
 from exchange.settings import Settings
 from tests.chain.nodes import hardhat_node
 from tests.pool_service.conftest import Foundation, pool_settings
-from tests.pool_service.flows import admit_patent
+from tests.pool_service.flows import admit_patent, new_member
 from tests.pool_service.test_royalties import pay, payouts_of, run_of
 from tests.support.auth import bearer_headers
 
@@ -159,7 +159,7 @@ async def a_run_of_three(
     batches, the first of two payouts. The run and the contributors."""
     chain = foundation.chain
     w3, fund = chain.w3, chain.pool.fund
-    contributors = [Account.create() for _ in range(3)]
+    contributors = [await new_member(foundation) for _ in range(3)]
     for index, contributor in enumerate(contributors):
         await admit_patent(
             foundation, f"US 12,700,00{index} B2", source="contributed", contributor=contributor.address
