@@ -674,24 +674,34 @@ async def confirm_batch(
     deleting one of them under its lock (``delete_pending_batch``) is waited for, and a deleted
     candidate is no longer among them. Without the lock this pass read it as pending and then
     updated a row that was gone, which failed the pass (SQLAlchemy's ``StaleDataError``).
-    There is no ``LIMIT``: PostgreSQL applies it before it rechecks a locked row, so a deleted
-    first candidate would hide a second.
+    The locking statement sees the rows of its start only: the transaction it waited for may
+    have stored another match (a manufacturer uploading the same devices again, releasing its
+    stale upload), which a later statement sees. So the oldest match is read again, and the
+    matches locked again, until the two agree. There is no ``LIMIT`` on the locking statement:
+    PostgreSQL applies it before it rechecks a locked row.
     """
-    candidates = await session.scalars(
-        select(DeviceBatch)
-        .where(
-            DeviceBatch.chain_id == registry.chain_id,
-            DeviceBatch.registry_address == registry.address,
-            DeviceBatch.status == BATCH_PENDING,
-            DeviceBatch.manufacturer == manufacturer,
-            DeviceBatch.root == root,
-            DeviceBatch.device_count == device_count,
-        )
-        .order_by(DeviceBatch.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+    matches = (
+        DeviceBatch.chain_id == registry.chain_id,
+        DeviceBatch.registry_address == registry.address,
+        DeviceBatch.status == BATCH_PENDING,
+        DeviceBatch.manufacturer == manufacturer,
+        DeviceBatch.root == root,
+        DeviceBatch.device_count == device_count,
     )
-    pending = candidates.first()
+    while True:
+        locked = await session.scalars(
+            select(DeviceBatch)
+            .where(*matches)
+            .order_by(DeviceBatch.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+        pending = locked.first()
+        oldest = await session.scalar(
+            select(DeviceBatch.id).where(*matches).order_by(DeviceBatch.id).limit(1)
+        )
+        if (pending.id if pending is not None else None) == oldest:
+            break
     if pending is None:
         return None
     pending.status = BATCH_CONFIRMED

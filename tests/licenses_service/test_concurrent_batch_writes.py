@@ -248,20 +248,26 @@ async def test_two_uploads_sharing_ids_in_opposite_orders_answer_201_and_409(
 
 
 @ON_POSTGRESQL
+@pytest.mark.parametrize("same_manufacturer", [False, True], ids=["another-uploads", "owner-uploads-again"])
 async def test_the_indexer_crediting_the_registration_of_a_stale_upload_being_deleted_goes_on(
-    licensing: Service, database_url: str
+    licensing: Service, database_url: str, same_manufacturer: bool
 ) -> None:
     """The stale upload's registration is mined after the releasing upload read the chain, and
     the indexer credits it while the upload's transaction has deleted that pending upload: the
-    indexer waits for the upload, finds no pending upload to confirm, and its pass completes
-    (the registration stays unmatched, for a later upload to adopt). It read the upload as
-    pending, then updated a row that was gone, which failed its pass (``StaleDataError``)."""
+    indexer waits for the upload, and its pass completes. It read the upload as pending, then
+    updated a row that was gone, which failed its pass (``StaleDataError``).
+
+    Uploaded again by its manufacturer (the same devices), the new upload is the registration's
+    match, stored by the transaction the indexer waited for: it is confirmed (the indexer's
+    locking read could not see it, and left the registration unmatched while the new upload
+    asked for a second one). Uploaded by another manufacturer, nothing matches: the new upload
+    stays pending and the registration unmatched."""
     owner, other = account(5), account(6)
     licensed_member(licensing.pool, other)
     owner_headers, mine = await pending_upload_past_the_credited_block(licensing, owner, "IX")
     upload_id = mine["batch"]["upload_id"]
     await backdate(licensing, upload_id, days=8)
-    other_headers = await licensing.sign_in(other)
+    uploader_headers = owner_headers if same_manufacturer else await licensing.sign_in(other)
     credited: list[asyncio.Future[None]] = []
 
     async def register_and_credit_meanwhile() -> None:
@@ -273,12 +279,16 @@ async def test_the_indexer_crediting_the_registration_of_a_stale_upload_being_de
         return statement.startswith("DELETE FROM licence_device_batches ")
 
     with at_statement(licensing, deletes_the_batch, register_and_credit_meanwhile, after=True):
-        uploaded = await upload_request(licensing, other_headers, devices(3, prefix="IX"))
+        uploaded = await upload_request(licensing, uploader_headers, devices(3, prefix="IX"))
     await credited[0]  # raised StaleDataError
 
     assert uploaded.status_code == 201, uploaded.text
     gone = await licensing.client.get(f"/v1/devices/batches/{upload_id}", headers=owner_headers)
     assert gone.status_code == 404, gone.text
+    status, batch_id = await batch_state(licensing, uploader_headers, uploaded.json()["batch"]["upload_id"])
+    assert (status, batch_id is not None) == (
+        ("confirmed", True) if same_manufacturer else ("pending", False)
+    )
 
 
 # --- the credited block going back -------------------------------------------------------------
