@@ -185,10 +185,13 @@ async def _send_mint(context: PoolContext, mint_id: int) -> None:
     summary="Apply the admission policy to the assessments (registrar)",
     description=(
         "Admits or rejects the patent as the published admission policy says. A contributed patent "
-        "is admitted, and its BPC mint owed, only while its contributor is an active member: while "
-        "the contributor is suspended (or not on the register) a decision that would admit it is "
-        "refused (409) and changes nothing, to be asked again once the contributor is reinstated; "
-        "a contributor expelled since the registration has the patent rejected, the reason saying so."
+        "is admitted, and its BPC mint owed, only while its contributor is an active member (on the "
+        "register as indexed): while the contributor is suspended a decision that would admit it is "
+        "refused (409) and changes nothing, to be asked again once the contributor is reinstated; a "
+        "contributor expelled since the registration, or not on the register at all (a contribution "
+        "registered before registration required a member), has the patent rejected, the reason "
+        "saying so. A patent the rules reject anyway (lapsed during its assessment, say) is rejected "
+        "whatever its contributor's standing."
     ),
     responses=MOVE_PROBLEMS,
 )

@@ -19,12 +19,13 @@ Rules
   admitted contributed patent stores the mint policy version in force and gets
   a pending :class:`~exchange.pool.models.ContributionMint` in the same
   transaction; the mint is sent afterwards by ``contribution_service``. A
-  decision that would admit a contribution reads the register again: while its
-  contributor is suspended (or no longer on the register) it is refused (409)
-  and changes nothing, to be asked again once the contributor is reinstated; a
-  contributor expelled meanwhile (expulsion is final) has the patent rejected,
-  saying so. Either way no mint is owed for a patent admitted while its
-  contributor is not an active member.
+  decision the rules would admit (lapse included) reads the register again (as
+  indexed): while its contributor is suspended it is refused (409) and changes
+  nothing, to be asked again once the contributor is reinstated; a contributor
+  expelled meanwhile (expulsion is final), or not on the register at all (a
+  contribution registered before registration required a member), has the
+  patent rejected, saying so. Either way no mint is owed for a patent admitted
+  while its contributor is not an active member.
 * Deciding, or retiring, a patent that already reached that outcome returns it
   unchanged (a retried request), anything else the state machine refuses is a 409.
 * The expiry sweep retires, as expired, every in-pool patent whose expiry date
@@ -405,18 +406,27 @@ async def decide(
         return Decision(row, None, await repository.mint_for_patent(session, row.patent_id))
     assessments = [_assessment(a) for a in await repository.assessments(session, row.patent_id)]
     decision = decide_admission(row.patent_id, assessments, policies.admission, contributor=row.contributor)
-    expelled = False
-    if decision.admitted and row.contributor is not None:
+    patent, event = rules.decide(to_patent(row), decision, actor=actor, at=at)
+    if patent.status is PatentStatus.IN_POOL and row.contributor is not None:
+        # Admitted by the rules (lapse included): the contributor must be an active member now.
         status = await _member_status(session, row.contributor)
-        expelled = status == MemberState.EXPELLED
-        refusal = contributor_refusal(row.contributor, status)
-        if refusal is not None and not expelled:
+        if status == MemberState.SUSPENDED:  # may be reinstated: the decision waits for it
             raise Conflict(
-                f"patent {row.patent_id} is not admitted while {refusal}; decide again once it is "
-                "an active member",
+                f"patent {row.patent_id} is not admitted while "
+                f"{contributor_refusal(row.contributor, status)}; decide again once it is reinstated",
                 extra={"patent_id": row.patent_id, "contributor": row.contributor, "member_status": status},
             )
-    patent, event = rules.decide(to_patent(row), decision, actor=actor, at=at, contributor_expelled=expelled)
+        if status != MemberState.ACTIVE:
+            # Expelled (final), or not on the register (registered before contributions needed a
+            # member): it can never be given the mint, so the patent is rejected, saying why.
+            excluded = (
+                f"its contributor {row.contributor} was expelled from the pool"
+                if status == MemberState.EXPELLED
+                else f"its contributor {row.contributor} is not a pool member"
+            )
+            patent, event = rules.decide(
+                to_patent(row), decision, actor=actor, at=at, contributor_excluded=excluded
+            )
     admitted = patent.status is PatentStatus.IN_POOL
     await _move(
         session,

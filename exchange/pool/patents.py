@@ -312,10 +312,11 @@ def decide(
     *,
     actor: str,
     at: datetime,
-    contributor_expelled: bool = False,
+    contributor_excluded: str | None = None,
 ) -> tuple[Patent, PatentEvent]:
     """``under_assessment`` → ``in_pool`` or ``rejected``, as ``decision`` says; rejected when it
-    lapsed meanwhile or ``contributor_expelled`` says its contributor is no member for good."""
+    lapsed meanwhile, or when ``contributor_excluded`` says why its contributor can never be
+    given its mint (expelled, or not on the register)."""
     today = _today(at)
     _require(patent, PatentStatus.IN_POOL, "decide")
     if decision.patent_id != patent.patent_id:
@@ -332,12 +333,12 @@ def decide(
             actor=actor,
             at=at,
         )
-    if contributor_expelled:
+    if contributor_excluded is not None:
         return _move(
             patent,
             PatentAction.REJECTED,
             PatentStatus.REJECTED,
-            reason=f"its contributor {patent.contributor} was expelled from the pool; {reasons}",
+            reason=f"{contributor_excluded}; {reasons}",
             actor=actor,
             at=at,
         )

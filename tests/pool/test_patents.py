@@ -157,14 +157,17 @@ def test_a_patent_that_lapsed_during_assessment_is_rejected_not_admitted() -> No
 
 def test_a_patent_whose_contributor_was_expelled_is_rejected_not_admitted() -> None:
     patent, _ = start_assessment(proposed(), actor="secretariat", at=at(1))
+    expelled = f"its contributor {MEMBER_CHECKSUMMED} was expelled from the pool"
     rejected, event = decide(
-        patent, decision([90, 90]), actor="council", at=at(30), contributor_expelled=True
+        patent, decision([90, 90]), actor="council", at=at(30), contributor_excluded=expelled
     )
     assert (rejected.status, rejected.score, rejected.in_pool_since) == (PatentStatus.REJECTED, None, None)
     assert event.action is PatentAction.REJECTED
-    assert event.reason.startswith(f"its contributor {MEMBER_CHECKSUMMED} was expelled from the pool; ")
+    assert event.reason.startswith(f"{expelled}; ")
     # A decision the policy refuses anyway says only that.
-    refused, event = decide(patent, decision([50, 50]), actor="council", at=at(30), contributor_expelled=True)
+    refused, event = decide(
+        patent, decision([50, 50]), actor="council", at=at(30), contributor_excluded=expelled
+    )
     assert refused.status is PatentStatus.REJECTED
     assert "expelled" not in event.reason
 

@@ -8,8 +8,11 @@ from datetime import date
 from typing import Any
 
 from eth_account import Account
+from sqlalchemy import update
 
 from exchange.chain.runtime import ChainRuntime
+from exchange.db.engine import create_engine_for_url
+from exchange.pool.models import PatentRecord
 from tests.pool_service.conftest import ASSESSORS, REGISTRAR, Foundation, pool_settings, started_beside
 from tests.pool_service.flows import (
     admit,
@@ -477,3 +480,52 @@ async def test_a_contribution_is_admitted_only_while_its_contributor_is_an_activ
     assert events[-1]["reason"].startswith(f"its contributor {expelled.address} was expelled from the pool; ")
     assert [mint["recipient"] for mint in await _mints(foundation)] == [member.address]
     assert pool.bpc_balance(expelled.address) == 0
+
+
+async def _rewrite_patent(database_url: str, patent_id: str, **values: object) -> None:
+    """Change a stored patent behind the service's back (what an earlier version stored, or time)."""
+    engine = create_engine_for_url(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                update(PatentRecord).where(PatentRecord.patent_id == patent_id).values(**values)
+            )
+    finally:
+        await engine.dispose()
+
+
+async def test_a_contribution_whose_contributor_is_not_on_the_register_is_rejected_not_held(
+    foundation: Foundation, database_url: str
+) -> None:
+    """A contribution stored before registration required a member names a contributor that may
+    never be one: its decision rejects it, saying why, rather than waiting for good (409)."""
+    member = await new_member(foundation)
+    patent_id = await _assessed(foundation, "US 10,555,003 B2", member.address)
+    outsider = Account.create().address
+    await _rewrite_patent(database_url, patent_id, contributor=outsider)
+    decided = await foundation.client.post(
+        f"/v1/admin/pool/patents/{patent_id}/decision", headers=foundation.registrar
+    )
+    assert decided.status_code == 200, decided.text
+    body = decided.json()
+    assert (body["admitted"], body["patent"]["status"], body["mint"]) == (False, "rejected", None)
+    assert body["reasons"][0] == f"its contributor {outsider} is not a pool member"
+    assert await _mints(foundation) == []
+
+
+async def test_a_lapsed_contribution_of_a_suspended_contributor_is_rejected_as_lapsed(
+    foundation: Foundation, database_url: str
+) -> None:
+    """The rules reject it whatever its contributor's standing: no 409 waiting for a reinstatement
+    after which it would be rejected anyway."""
+    member = await new_member(foundation)
+    patent_id = await _assessed(foundation, "US 10,555,004 B2", member.address)
+    await _change_member(foundation, member.address, "suspend")
+    await _rewrite_patent(database_url, patent_id, expires_on=days_from_today(-2))
+    decided = await foundation.client.post(
+        f"/v1/admin/pool/patents/{patent_id}/decision", headers=foundation.registrar
+    )
+    assert decided.status_code == 200, decided.text
+    body = decided.json()
+    assert (body["admitted"], body["patent"]["status"]) == (False, "rejected")
+    assert body["reasons"][0].startswith("lapsed on ")
