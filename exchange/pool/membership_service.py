@@ -17,8 +17,8 @@ Rules
   and records nothing. An approval whose transaction was mined but whose
   database write was lost (a crash in between) finds the wallet admitted with
   the approved tier and completes without a second transaction.
-* A decision is final: a rejected application cannot be approved (its applicant
-  files a new one), and an approved one is approved again only with its tier.
+* A decision is final: a rejected application cannot be approved, and an
+  approved one is approved again only with its tier.
 * Only non-profit applicants can be given the non-profit tier (free licences, §3.3).
 * An applicant applies for their own wallet (the signed-in address), with at most
   one open application at a time; resubmitting the same application returns it.
@@ -204,8 +204,7 @@ async def approve_application(
         return row, await repository.member(session, row.wallet)
     if row.status == ApplicationStatus.REJECTED:
         raise Conflict(
-            f"application {application_id} was already rejected and cannot be approved; "
-            "the applicant may file a new application"
+            f"application {application_id} was already rejected and cannot be approved (a decision is final)"
         )
     if row.status != ApplicationStatus.UNDER_REVIEW:
         raise Conflict(

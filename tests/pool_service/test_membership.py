@@ -317,8 +317,7 @@ async def test_a_rejected_application_is_said_to_be_decided_when_approved(
     assert refused.headers["content-type"].startswith("application/problem+json")
     detail = refused.json()["detail"]
     assert detail == (
-        f"application {application['id']} was already rejected and cannot be approved; "
-        "the applicant may file a new application"
+        f"application {application['id']} was already rejected and cannot be approved (a decision is final)"
     )
     assert "review" not in detail
     assert await _audit(foundation) == before
