@@ -212,10 +212,40 @@ def _patent_id(publication_number: str) -> str | None:
         return None
 
 
+class _NumberedLines:
+    """The lines of a text, counted as the CSV reader takes them: ``first`` is the number of the
+    first line holding anything since it was last cleared, the line a record starts on (the
+    reader skips empty lines between records without a word)."""
+
+    def __init__(self, text: str) -> None:
+        self._lines = iter(io.StringIO(text, newline=""))
+        self.number = 0
+        self.first: int | None = None
+
+    def next_record(self) -> None:
+        """Count the next record's lines from here."""
+        self.first = None
+
+    def record_line(self) -> int:
+        """The line the record read since :meth:`next_record` starts on."""
+        return self.first if self.first is not None else self.number
+
+    def __iter__(self) -> _NumberedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.number += 1
+        if self.first is None and line.strip("\r\n"):
+            self.first = self.number
+        return line
+
+
 def parse_patents_csv(text: str, *, actor: str, at: datetime, progress: Progress | None = None) -> ParsedFile:
     """Validate every row of ``text``; return the rows ready to insert and every error found."""
     report = progress or (lambda _message: None)
-    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True)
+    lines = _NumberedLines(text.removeprefix("\ufeff"))
+    reader = csv.DictReader(lines, strict=True)
     errors: list[RowError] = []
     try:
         header = [name.strip() for name in (reader.fieldnames or [])]
@@ -237,16 +267,17 @@ def parse_patents_csv(text: str, *, actor: str, at: datetime, progress: Progress
     parsed: list[ParsedRow] = []
     first_line_of: dict[str, int] = {}
     contributors: list[tuple[int, str, str]] = []
-    line = reader.line_num + 1
     count = 0
     while True:
+        lines.next_record()
         try:
             row = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            errors.append(RowError(line, "", f"malformed CSV: {exc}"))
+            errors.append(RowError(lines.record_line(), "", f"malformed CSV: {exc}"))
             break
+        line = lines.record_line()
         count += 1
         number = (row.get("publication_number") or "").strip()
         if None in row or any(value is None for value in row.values()):
@@ -268,7 +299,6 @@ def parse_patents_csv(text: str, *, actor: str, at: datetime, progress: Progress
                 parsed.append(ParsedRow(line, patent, event))
         if count % PROGRESS_EVERY == 0:
             report(f"validated {count} rows")
-        line = reader.line_num + 1
     if count == 0 and not errors:
         errors.append(RowError(1, "", "the file has a header but no rows"))
     report(f"validated {count} rows: {len(errors)} error(s)")

@@ -213,6 +213,16 @@ def test_every_error_of_every_row_is_reported_with_its_line_and_column(
     assert _counts(database_url) == (1, 1)
 
 
+def test_an_error_after_empty_lines_names_the_line_its_record_is_on(tmp_path: Path) -> None:
+    """The reader skips empty lines without a word; the line named is still the record's own."""
+    path = tmp_path / "patents.csv"
+    bad = GOOD_ROWS[1].replace("ai,", "alchemy,")
+    path.write_text("\n".join([HEADER, "", GOOD_ROWS[0], "", "", bad]) + "\n", encoding="utf-8")
+    err = io.StringIO()
+    assert import_file(path, actor="tester", out=io.StringIO(), err=err) == 1
+    assert f"{path}: line 6 EP3123456B1: field: 'alchemy' is not one of" in err.getvalue()
+
+
 def test_a_contributor_that_is_no_active_member_is_refused(tmp_path: Path, database_url: str) -> None:
     """As the API's registration: patents are contributed by active members of the register."""
     suspended, stranger = "0x" + "5a" * 20, "0x" + "5b" * 20
