@@ -88,7 +88,8 @@ class MintPolicy:
             f"{format_bpc(self.amount_wei(50))} BPC. Patents the foundation buys or files itself mint "
             "nothing. Only an active member contributes a patent, and it is admitted only while "
             "its contributor still is one: a suspended contributor's patent waits for its "
-            "reinstatement, an expelled contributor's is rejected. Each patent is minted once, "
+            "reinstatement, an expelled contributor's (or one on no register) is rejected. Each "
+            "patent is minted once, "
             "under the policy version in force when it was admitted; the mint is identified by "
             "keccak256 of the patent's publication number and that version."
         )

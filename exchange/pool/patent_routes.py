@@ -27,6 +27,7 @@ from fastapi import APIRouter, BackgroundTasks, Query, Response, status
 
 from exchange.api.dependencies import RowId
 from exchange.api.problems import problem_responses
+from exchange.chain.pool import MemberStatus
 from exchange.db.base import utc_now
 from exchange.db.session import DbSession
 from exchange.kit.errors import ChainRejected, ChainUnavailable, Conflict, NotFound, ValidationFailed
@@ -188,9 +189,10 @@ async def _send_mint(context: PoolContext, mint_id: int) -> None:
         "is admitted, and its BPC mint owed, only while its contributor is an active member (on the "
         "register as indexed): while the contributor is suspended a decision that would admit it is "
         "refused (409) and changes nothing, to be asked again once the contributor is reinstated; a "
-        "contributor expelled since the registration, or not on the register at all (a contribution "
-        "registered before registration required a member), has the patent rejected, the reason "
-        "saying so. A patent the rules reject anyway (lapsed during its assessment, say) is rejected "
+        "contributor expelled since the registration, or on no register at all, neither indexed nor "
+        "the chain's (a contribution registered before registration required a member), has the "
+        "patent rejected, the reason saying so; one the chain has and the index not yet is a 409 to "
+        "ask again. A patent the rules reject anyway (lapsed during its assessment, say) is rejected "
         "whatever its contributor's standing."
     ),
     responses=MOVE_PROBLEMS,
@@ -198,8 +200,19 @@ async def _send_mint(context: PoolContext, mint_id: int) -> None:
 async def post_decision(
     patent_id: str, principal: Registrar, session: DbSession, pool: Pool, background: BackgroundTasks
 ) -> DecisionOut:
+    chain = pool.chain
+
+    async def on_register(address: str) -> bool:
+        member = await chain.run(lambda: chain.pool.member(address))
+        return member.status is not MemberStatus.NONE
+
     outcome = await service.decide(
-        session, patent_id=patent_id, policies=pool.policies, actor=principal.address, at=utc_now()
+        session,
+        patent_id=patent_id,
+        policies=pool.policies,
+        actor=principal.address,
+        at=utc_now(),
+        on_register=on_register,
     )
     row, decision, mint = outcome.patent, outcome.decision, outcome.mint
     if mint is not None and mint.status == MintStatus.PENDING:

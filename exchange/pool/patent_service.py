@@ -22,10 +22,12 @@ Rules
   decision the rules would admit (lapse included) reads the register again (as
   indexed): while its contributor is suspended it is refused (409) and changes
   nothing, to be asked again once the contributor is reinstated; a contributor
-  expelled meanwhile (expulsion is final), or not on the register at all (a
-  contribution registered before registration required a member), has the
-  patent rejected, saying so. Either way no mint is owed for a patent admitted
-  while its contributor is not an active member.
+  expelled meanwhile (expulsion is final), or on no register at all, neither
+  indexed nor the chain's (a contribution registered before registration
+  required a member), has the patent rejected, saying so. One the chain has and
+  the index not yet (a lag, or an index being rebuilt) is a 409 to ask again.
+  Either way no mint is owed for a patent admitted while its contributor is not
+  an active member.
 * Deciding, or retiring, a patent that already reached that outcome returns it
   unchanged (a retried request), anything else the state machine refuses is a 409.
 * The expiry sweep retires, as expired, every in-pool patent whose expiry date
@@ -34,6 +36,7 @@ Rules
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 
@@ -398,9 +401,19 @@ def _assessment(record: AssessmentRecord) -> Assessment:
 
 
 async def decide(
-    session: AsyncSession, *, patent_id: str, policies: PoolPolicies, actor: str, at: datetime
+    session: AsyncSession,
+    *,
+    patent_id: str,
+    policies: PoolPolicies,
+    actor: str,
+    at: datetime,
+    on_register: Callable[[str], Awaitable[bool]],
 ) -> Decision:
-    """Apply the admission policy; an admitted contribution gets its mint recorded as pending."""
+    """Apply the admission policy; an admitted contribution gets its mint recorded as pending.
+
+    ``on_register`` answers, from the chain, whether an address is on the pool's register at all:
+    asked only of a contributor the indexed register does not know, before its patent is
+    rejected for good (the index may lag behind the chain, or be rebuilding)."""
     row = await load(session, patent_id, for_update=True)
     if row.status in (PatentStatus.IN_POOL, PatentStatus.REJECTED, PatentStatus.RETIRED):
         return Decision(row, None, await repository.mint_for_patent(session, row.patent_id))
@@ -416,9 +429,15 @@ async def decide(
                 f"{contributor_refusal(row.contributor, status)}; decide again once it is reinstated",
                 extra={"patent_id": row.patent_id, "contributor": row.contributor, "member_status": status},
             )
+        if status is None and await on_register(row.contributor):
+            raise Conflict(
+                f"patent {row.patent_id} is not decided while its contributor {row.contributor}, on "
+                "the pool's register, is not indexed yet; decide again once the indexer has caught up",
+                extra={"patent_id": row.patent_id, "contributor": row.contributor, "member_status": None},
+            )
         if status != MemberState.ACTIVE:
-            # Expelled (final), or not on the register (registered before contributions needed a
-            # member): it can never be given the mint, so the patent is rejected, saying why.
+            # Expelled (final), or on no register at all (a contribution registered before one
+            # needed a member): it can never be given the mint, so the patent is rejected, saying why.
             excluded = (
                 f"its contributor {row.contributor} was expelled from the pool"
                 if status == MemberState.EXPELLED

@@ -32,8 +32,9 @@ Rules and invariants
 * :func:`decide` applies an :class:`~exchange.pool.assessments.AdmissionDecision`
   for this patent. An admitted patent records the decision's ``score`` (used by
   the mint and royalty rules) and ``in_pool_since``. A decision to admit a patent
-  that lapsed during its assessment, or whose contributor was expelled from the
-  pool meanwhile (expulsion is final), rejects it instead, saying so.
+  that lapsed during its assessment, or whose contributor can never be given its
+  mint (expelled from the pool meanwhile, expulsion being final, or on no
+  register at all), rejects it instead, saying so.
 * Retiring records ``left_pool_on``: the retirement day, or for expiry the day
   the patent lapsed (an expiry sweep that runs late does not extend its life).
 """

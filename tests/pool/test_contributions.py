@@ -176,7 +176,7 @@ def test_the_policy_describes_itself_for_publication() -> None:
     assert (
         "Only an active member contributes a patent, and it is admitted only while its contributor "
         "still is one: a suspended contributor's patent waits for its reinstatement, an expelled "
-        "contributor's is rejected." in text
+        "contributor's (or one on no register) is rejected." in text
     )
 
 

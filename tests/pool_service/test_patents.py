@@ -10,6 +10,7 @@ from typing import Any
 from eth_account import Account
 from sqlalchemy import update
 
+from exchange.chain.pool import Tier
 from exchange.chain.runtime import ChainRuntime
 from exchange.db.engine import create_engine_for_url
 from exchange.pool.models import PatentRecord
@@ -511,6 +512,27 @@ async def test_a_contribution_whose_contributor_is_not_on_the_register_is_reject
     assert (body["admitted"], body["patent"]["status"], body["mint"]) == (False, "rejected", None)
     assert body["reasons"][0] == f"its contributor {outsider} is not a pool member"
     assert await _mints(foundation) == []
+
+
+async def test_a_contributor_on_the_chains_register_but_not_indexed_yet_holds_the_decision_up(
+    foundation: Foundation, database_url: str
+) -> None:
+    """The index lags behind the chain (or is being rebuilt): a contributor it does not know yet
+    is asked of the chain before the patent is rejected for good, and the decision waits (409,
+    nothing changed)."""
+    member = await new_member(foundation)
+    patent_id = await _assessed(foundation, "US 10,555,005 B2", member.address)
+    admitted_meanwhile = Account.create().address
+    foundation.chain.pool.admit(admitted_meanwhile, Tier.SMALL)  # on chain, not indexed
+    await _rewrite_patent(database_url, patent_id, contributor=admitted_meanwhile)
+    before = await _audit_entries(foundation)
+    waiting = await foundation.client.post(
+        f"/v1/admin/pool/patents/{patent_id}/decision", headers=foundation.registrar
+    )
+    assert waiting.status_code == 409, waiting.text
+    assert "is not indexed yet" in waiting.json()["detail"]
+    assert (await _detail(foundation, patent_id))["patent"]["status"] == "under_assessment"
+    assert await _audit_entries(foundation) == before
 
 
 async def test_a_lapsed_contribution_of_a_suspended_contributor_is_rejected_as_lapsed(
