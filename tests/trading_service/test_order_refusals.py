@@ -170,13 +170,15 @@ async def test_an_order_that_waited_past_its_time_to_leave_the_book_is_refused_n
 
     async def slow(self: TradingService, account: str, checked: Any) -> None:  # a slow chain read
         await admit(self, account, checked)
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(2.5)
 
     monkeypatch.setattr(TradingService, "_admit", slow)
     head, balances = await desk.journal(), await desk.balances(buyer)
     margin = desk.trading.settings.trading_expiry_margin_s
     for replacing in (False, True):
-        expiry = int(time.time()) + margin + 1  # intake lets it pass
+        # Intake lets it pass for at least a second (whole seconds: the truncation leaves 1 to 2);
+        # the writer, 2.5 s later, finds the margin gone.
+        expiry = int(time.time()) + margin + 2
         late = await (
             desk.replace(seller, ask.json()["id"], "sell", price(21), WHOLE, expiry=expiry)
             if replacing
