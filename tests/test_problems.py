@@ -13,8 +13,10 @@ from sqlalchemy.exc import IntegrityError
 
 from exchange.api.problems import (
     PROBLEM_MEDIA_TYPE,
+    ValidationProblem,
     document_problems,
     is_unique_violation,
+    problem_document,
     problem_responses,
 )
 from exchange.api.request_context import REQUEST_ID_HEADER
@@ -235,6 +237,16 @@ async def test_an_unsafe_request_id_is_replaced(service: RunningApp, unsafe: str
 def test_extension_members_may_not_shadow_standard_ones() -> None:
     with pytest.raises(ValueError, match="status"):
         Conflict("x", extra={"status": 200})
+
+
+def test_a_refusal_without_fields_is_the_422_the_schema_documents() -> None:
+    """Every 422 is documented as a ValidationProblem: one the domain raises naming no field
+    (no ``errors``) is one too, as a client validating answers against the schema reads it."""
+    assert "errors" not in ValidationProblem.model_json_schema().get("required", [])
+    refused = ValidationFailed("price must be a multiple of the tick", extra={"tick_size": 5})
+    document = problem_document(refused, "/v1/orders")
+    assert "errors" not in document
+    assert ValidationProblem.model_validate(document).status == 422
 
 
 def test_retry_after_cannot_be_negative() -> None:

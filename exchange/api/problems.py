@@ -75,9 +75,16 @@ class InvalidField(BaseModel):
 
 
 class ValidationProblem(Problem):
+    """A 422: a request that did not validate lists each field in ``errors``; a well-formed
+    request the service refuses (an order off the tick, a patent record it cannot take) names
+    its field there only when it has one, else says why in ``detail`` and its extension members."""
+
     model_config = ConfigDict(extra="allow", title="ValidationProblem")
 
-    errors: list[InvalidField]
+    errors: list[InvalidField] = Field(
+        default_factory=list,
+        description="Each field that did not validate; absent from a refusal that names no field.",
+    )
 
 
 def problem_document(error: DomainError, instance: str | None) -> dict[str, Any]:
