@@ -10,22 +10,23 @@ the route's chain read and its write.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 import httpx
 from eth_account.signers.local import LocalAccount
-from sqlalchemy import update
 
 from exchange.chain.pool import Tier
-from exchange.db.base import utc_now
 from exchange.db.engine import create_engine_for_url, create_sessionmaker
-from exchange.db.session import app_sessionmaker
 from exchange.licenses.indexer import DeviceIndexer
-from exchange.licenses.models import DeviceBatch
 from tests.conftest import run_in_thread
 from tests.licenses_service.conftest import BPC, Service, account, configure_small_tier, licensed_member
-from tests.licenses_service.test_device_batches import BPC_PER_DEVICE, batch_state, devices, upload
+from tests.licenses_service.test_device_batches import (
+    BPC_PER_DEVICE,
+    batch_state,
+    devices,
+    make_stale,
+    upload,
+)
 from tests.support.chain_reads import assert_read_outside_transactions, watching
 
 CHAIN_READS = {"eth_blockNumber", "eth_getLogs", "eth_call", "eth_estimateGas"}
@@ -43,13 +44,15 @@ async def pending_upload_past_the_credited_block(
     return headers, body
 
 
-async def backdate(service: Service, upload_id: int, days: int) -> None:
-    async with app_sessionmaker(service.app)() as session, session.begin():
-        await session.execute(
-            update(DeviceBatch)
-            .where(DeviceBatch.id == upload_id)
-            .values(created_at=utc_now() - timedelta(days=days))
-        )
+async def stale_upload(
+    service: Service, member: LocalAccount, prefix: str
+) -> tuple[dict[str, str], dict[str, Any], int]:
+    """`member`'s pending upload past the credited block (its headers, the upload's answer, its
+    id), old enough for another upload of its ids to release it."""
+    headers, body = await pending_upload_past_the_credited_block(service, member, prefix)
+    upload_id: int = body["batch"]["upload_id"]
+    await make_stale(service, upload_id)
+    return headers, body, upload_id
 
 
 async def credit_with_an_indexer_of_its_own(service: Service, database_url: str) -> None:
@@ -83,8 +86,7 @@ async def test_an_upload_reads_the_chain_with_no_transaction_open(
     gas estimate."""
     owner, squatter = account(3), account(4)
     licensed_member(licensing.pool, owner)
-    _, squatted = await pending_upload_past_the_credited_block(licensing, squatter, "UP")
-    await backdate(licensing, squatted["batch"]["upload_id"], days=8)
+    await stale_upload(licensing, squatter, "UP")
     headers = await licensing.sign_in(owner)
 
     with watching(licensing.w3, database_url) as watch:
@@ -180,9 +182,7 @@ async def test_a_stale_upload_confirmed_while_another_upload_reads_the_chain_kee
     registered batch."""
     owner, other = account(5), account(6)
     licensed_member(licensing.pool, other)
-    _, mine = await pending_upload_past_the_credited_block(licensing, owner, "RS")
-    upload_id = mine["batch"]["upload_id"]
-    await backdate(licensing, upload_id, days=8)
+    _, mine, upload_id = await stale_upload(licensing, owner, "RS")
     owner_headers = await licensing.sign_in(owner)
 
     with watching(licensing.w3, database_url) as watch:

@@ -37,10 +37,10 @@ from exchange.trading.settlement_models import ChainCursor
 from tests.conftest import run_in_thread
 from tests.licenses_service.conftest import Service, account, licensed_member
 from tests.licenses_service.test_chain_reads_outside_transactions import (
-    backdate,
     credit_with_an_indexer_of_its_own,
     pending_upload_past_the_credited_block,
     registered_and_credited_meanwhile,
+    stale_upload,
 )
 from tests.licenses_service.test_device_batches import BPC_PER_DEVICE, batch_state, devices, upload
 from tests.licenses_service.test_indexer_reorg import signed_api_transactions
@@ -128,9 +128,7 @@ async def test_a_stale_upload_confirmed_inside_the_releasing_uploads_transaction
     naming them), where deleting it would delete a registered batch and its devices."""
     owner, other = account(5), account(6)
     licensed_member(licensing.pool, other)
-    _, mine = await pending_upload_past_the_credited_block(licensing, owner, "IN")
-    upload_id = mine["batch"]["upload_id"]
-    await backdate(licensing, upload_id, days=8)
+    _, mine, upload_id = await stale_upload(licensing, owner, "IN")
     owner_headers, other_headers = await licensing.sign_in(owner), await licensing.sign_in(other)
 
     confirm = registered_and_credited_meanwhile(licensing, owner, mine, database_url)
@@ -152,9 +150,7 @@ async def test_an_owner_withdrawing_the_stale_upload_another_upload_releases_get
     ended one of them in a deadlock (500)."""
     owner, other = account(5), account(6)
     licensed_member(licensing.pool, other)
-    owner_headers, mine = await pending_upload_past_the_credited_block(licensing, owner, "WD")
-    upload_id = mine["batch"]["upload_id"]
-    await backdate(licensing, upload_id, days=8)
+    owner_headers, _, upload_id = await stale_upload(licensing, owner, "WD")
     other_headers = await licensing.sign_in(other)
     withdrawal: list[asyncio.Task[httpx.Response]] = []
 
@@ -264,9 +260,7 @@ async def test_the_indexer_crediting_the_registration_of_a_stale_upload_being_de
     stays pending and the registration unmatched."""
     owner, other = account(5), account(6)
     licensed_member(licensing.pool, other)
-    owner_headers, mine = await pending_upload_past_the_credited_block(licensing, owner, "IX")
-    upload_id = mine["batch"]["upload_id"]
-    await backdate(licensing, upload_id, days=8)
+    owner_headers, mine, upload_id = await stale_upload(licensing, owner, "IX")
     uploader_headers = owner_headers if same_manufacturer else await licensing.sign_in(other)
     credited: list[asyncio.Future[None]] = []
 

@@ -96,6 +96,17 @@ def assert_awaiting_confirmation(reply: httpx.Response, batch_id: int, block: in
     assert "registered on chain, awaiting confirmation" in problem["detail"]
 
 
+async def make_stale(service: Service, upload_id: int) -> None:
+    """Date pending upload `upload_id` 8 days back: past its lifetime (``licence_pending_upload_ttl_s``,
+    by default 7 days), so that another upload of its ids may release it."""
+    async with app_sessionmaker(service.app)() as session, session.begin():
+        await session.execute(
+            update(DeviceBatch)
+            .where(DeviceBatch.id == upload_id)
+            .values(created_at=utc_now() - timedelta(days=8))
+        )
+
+
 async def batch_state(service: Service, headers: dict[str, str], upload_id: int) -> tuple[str, int | None]:
     batch = (await service.client.get(f"/v1/devices/batches/{upload_id}", headers=headers)).json()
     return batch["status"], batch["batch_id"]
@@ -226,12 +237,7 @@ async def test_a_stale_pending_upload_gives_up_its_ids_and_pending_devices_are_c
     refused = await licensing.client.post("/v1/devices/batches", json=body, headers=owner_headers)
     assert refused.status_code == 409, refused.text
 
-    async with app_sessionmaker(licensing.app)() as session, session.begin():
-        await session.execute(
-            update(DeviceBatch)
-            .where(DeviceBatch.id == squatted["batch"]["upload_id"])
-            .values(created_at=utc_now() - timedelta(days=8))
-        )
+    await make_stale(licensing, squatted["batch"]["upload_id"])
     await licensing.catch_up()  # credited up to the head: no block after it to look for a registration in
     owned = await upload(licensing, owner_headers, ids)
     assert owned["batch"]["device_count"] == 3
@@ -267,12 +273,7 @@ async def test_a_stale_upload_registered_on_chain_keeps_its_ids_until_the_indexe
     ids = devices(3, prefix="RG")
     mine = await upload(licensing, owner_headers, ids)
     licensing.send(owner, mine["transactions"])  # registered on chain, not yet credited
-    async with app_sessionmaker(licensing.app)() as session, session.begin():
-        await session.execute(
-            update(DeviceBatch)
-            .where(DeviceBatch.id == mine["batch"]["upload_id"])
-            .values(created_at=utc_now() - timedelta(days=8))
-        )
+    await make_stale(licensing, mine["batch"]["upload_id"])
 
     body = {"bpc_per_device_wei": str(BPC_PER_DEVICE), "devices": ids[:1]}
     refused = await licensing.client.post("/v1/devices/batches", json=body, headers=other_headers)
