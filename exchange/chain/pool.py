@@ -190,6 +190,10 @@ class PoolChain:
     def approve_bpc(self, spender: str, amount_wei: int, *, sender: str) -> TxReceipt:
         return self.bpc.transact("approve", _addr(spender), amount_wei, sender=sender)
 
+    def vault_tokens(self) -> tuple[str, str]:
+        """The Vault's base and quote tokens, as it reports them (EIP-55)."""
+        return str(self.vault.call("baseToken")), str(self.vault.call("quoteToken"))
+
     def bpc_balance(self, account: str, *, block: BlockIdentifier = "latest") -> int:
         return int(self.bpc.call("balanceOf", _addr(account), block=block))
 

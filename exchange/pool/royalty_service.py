@@ -197,7 +197,7 @@ async def require_distributable(context: PoolContext, token: str) -> None:
     pool = context.chain.pool
     if token == pool.bpc.address:
         return
-    quote_token = await context.chain.run(lambda: str(pool.vault.call("quoteToken")))
+    _, quote_token = await context.chain.run(pool.vault_tokens)
     if token == Web3.to_checksum_address(quote_token):
         return
     async with context.sessionmaker() as session:

@@ -89,9 +89,7 @@ def _erc20(runtime: ChainRuntime, address: str) -> BoundContract:
 
 def market_from_chain(runtime: ChainRuntime, settings: Settings) -> MarketSpec:
     """The market of the deployed Vault, with the rules from ``settings`` (blocking: reads the chain)."""
-    vault = runtime.pool.vault
-    base_token = str(vault.call("baseToken"))
-    quote_token = str(vault.call("quoteToken"))
+    base_token, quote_token = runtime.pool.vault_tokens()
     base = runtime.pool.bpc if base_token == runtime.pool.bpc.address else _erc20(runtime, base_token)
     quote = (
         runtime.pool.quote
@@ -109,7 +107,7 @@ def market_from_chain(runtime: ChainRuntime, settings: Settings) -> MarketSpec:
         base_decimals=int(base.call("decimals")),
         quote_decimals=int(quote.call("decimals")),
         chain_id=runtime.deployment.chain_id,
-        vault=vault.address,
+        vault=runtime.pool.vault.address,
         tick_size_quote=settings.trading_tick_size_quote,
         lot_size_base=settings.trading_lot_size_base,
         min_amount_base=settings.trading_min_amount_base,

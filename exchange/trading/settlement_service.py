@@ -104,7 +104,7 @@ def build_settlement(
     reads), so that an operator signing through the node is worth a warning."""
     pool, calls = runtime.pool, ChainCalls(embedded=runtime.embedded)
     vault = pool.vault
-    base_token, quote_token = str(vault.call("baseToken")), str(vault.call("quoteToken"))
+    base_token, quote_token = pool.vault_tokens()
     artifacts = compile_contracts()
     tokens = {
         token: BoundContract(runtime.w3, "ERC20", token, artifacts["TestToken"].abi, error_decoder(artifacts))
