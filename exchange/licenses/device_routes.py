@@ -12,7 +12,6 @@ chain for keeps changing, they answer the transient 409 ``batch-changed-meanwhil
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Annotated, Any
 
 import orjson
@@ -43,7 +42,7 @@ from exchange.licenses.schemas import (
     BatchUploadOut,
     TransactionOut,
 )
-from exchange.licenses.uploads import TooManyDevices, parse_csv, parse_json_list
+from exchange.licenses.uploads import TooManyDevices, parse_csv, parse_json_list, read_json_upload
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 link_router = resolver_routes.link_router
@@ -136,17 +135,15 @@ async def _read_upload(
         return devices, _amount(bpc_query)
     if media != "application/json":
         raise ValidationFailed("send the device list as application/json or text/csv")
-    try:
-        body = await asyncio.to_thread(json.loads, raw)
-    except (ValueError, RecursionError):
-        raise ValidationFailed("the body is not JSON, or nests too deeply") from None
-    if not isinstance(body, dict) or "devices" not in body:
+    # Read as a stream: json.loads would build all of it first, many times its size.
+    body = await asyncio.to_thread(read_json_upload, raw, max_devices=batches.MAX_BATCH_DEVICES)
+    if body.devices is None:
         raise ValidationFailed('the body is {"bpc_per_device_wei": "...", "devices": [...]}')
-    scheme = body.get("scheme", scheme_query)
-    amount = body.get("bpc_per_device_wei", bpc_query)
+    scheme = body.fields.get("scheme", scheme_query)
+    amount = body.fields.get("bpc_per_device_wei", bpc_query)
     devices = await asyncio.to_thread(
         parse_json_list,
-        body["devices"],
+        body.devices,
         scheme=scheme if isinstance(scheme, str) else None,
         max_devices=batches.MAX_BATCH_DEVICES,
     )

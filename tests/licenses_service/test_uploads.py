@@ -208,7 +208,8 @@ async def test_an_upload_is_refused_before_its_list_is_read(
     licensing: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No licence: refused before the body is parsed. A list longer than a batch: refused at its
-    first entry too many, before any entry is judged. A list nested too deeply: a 400, not a crash."""
+    first entry too many, before any entry is judged. An entry nested deeply: that entry refused
+    (a 422, not a crash), and past what a batch could hold, the whole body (413)."""
     stranger = await licensing.sign_in(account(2))
     unread = await licensing.client.post(
         "/v1/devices/batches", content=b"[" * 100, headers={**stranger, "Content-Type": "application/json"}
@@ -216,6 +217,15 @@ async def test_an_upload_is_refused_before_its_list_is_read(
     assert unread.status_code == 403, unread.text
 
     headers = await manufacturer_headers(licensing)
+    json_headers = {**headers, "Content-Type": "application/json"}
+    deep = b'{"bpc_per_device_wei": "1", "devices": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    nested = await licensing.client.post("/v1/devices/batches", content=deep, headers=json_headers)
+    assert nested.status_code == 422, nested.text
+    assert nested.headers["content-type"].startswith("application/problem+json")
+    assert nested.json()["errors"] == [
+        {"item": 0, "input": "[…]", "reason": 'an entry is a device id string or {"scheme": ..., "id": ...}'}
+    ]
+
     monkeypatch.setattr(batches, "MAX_BATCH_DEVICES", 3)
     too_long_json = await upload_raw(
         licensing, headers, ["serial:acme:1", "serial:acme:2", "serial:acme:3", "not a device"], "1"
@@ -230,10 +240,12 @@ async def test_an_upload_is_refused_before_its_list_is_read(
         assert reply.status_code == 413, reply.text
         assert reply.json()["limit"] == 3
 
-    deep = b'{"devices": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
-    nested = await licensing.client.post(
-        "/v1/devices/batches", content=deep, headers={**headers, "Content-Type": "application/json"}
+    too_deep = await licensing.client.post("/v1/devices/batches", content=deep, headers=json_headers)
+    assert too_deep.status_code == 413, too_deep.text
+    assert too_deep.json()["detail"] == "the body holds more JSON values than an upload of at most 3 devices"
+    not_json = await licensing.client.post(
+        "/v1/devices/batches", content=b'{"devices": []} trailing', headers=json_headers
     )
-    assert nested.status_code == 422, nested.text
-    assert nested.headers["content-type"].startswith("application/problem+json")
+    assert not_json.status_code == 422, not_json.text
+    assert not_json.json()["detail"] == "the body is not JSON (parse error: trailing garbage)"
     assert await my_batches(licensing, headers) == []
