@@ -100,7 +100,7 @@ from exchange.trading import ledger, market_claim, repository
 from exchange.trading.amounts import settlement_amounts
 from exchange.trading.candles import STORED, Candle, trade_candles
 from exchange.trading.feed import CycleListener, CycleReport
-from exchange.trading.intake import TIME_IN_FORCE, CheckedOrder, OrderExpired
+from exchange.trading.intake import TIME_IN_FORCE, CheckedOrder, OrderExpired, buy_reservation
 from exchange.trading.intents import (
     CANCEL_CAUSES,
     ORDER_FIELDS,
@@ -1103,6 +1103,19 @@ class MarketWriter:
         cycle.post(postings, "fill", f"trade:{self.market_id}:{trade.trade_id}")
         buyer.reserved_amount -= amounts.buyer_pays
         seller.reserved_amount -= trade.amount_base
+        # What the buy paid is at most what it reserved for the part filled (its limit price,
+        # its fee cap): the rest of that part's reservation (a better price, a fee under the
+        # cap) is the buyer's again now, not only when the order ends.
+        unused = buyer.reserved_amount - buy_reservation(
+            buyer.remaining_base - trade.amount_base, buyer.price_quote, buyer.max_fee_bps
+        )
+        if unused > 0:
+            cycle.post(
+                ledger.release(buyer.account, market.quote_token, unused),
+                "order.release",
+                f"order:{buyer.order_hash}",
+            )
+            buyer.reserved_amount -= unused
         buyer.fee_quote += amounts.buyer_fee
         seller.fee_quote += amounts.seller_fee
         for row in (maker, taker):

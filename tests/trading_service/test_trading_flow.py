@@ -116,3 +116,46 @@ async def test_a_resting_buy_reserves_quote_at_its_limit_plus_its_fee_cap(desk: 
     assert reserved == 20 * DOLLAR + 20 * DOLLAR * 40 // 10_000
     assert reply.json()["reserved"] == str(reserved)
     assert (await desk.balances(bob))[market["quote"]]["reserved"] == reserved
+
+
+async def test_a_buy_filled_below_its_limit_keeps_reserved_only_what_its_rest_may_cost(desk: Desk) -> None:
+    """As taker (a better price) and then as maker (a fee under its cap), each fill gives back
+    at once what the part filled did not cost: the rest reserves as a new order of it would."""
+    market = desk.market
+    alice = await desk.member(0x55)
+    bob = await desk.member(0x56)
+    await desk.deposit(alice, market["base"], 10 * WHOLE)
+    await desk.deposit(bob, market["quote"], 1_000 * DOLLAR)
+
+    assert (await desk.place(alice, "sell", price(10), WHOLE // 2)).status_code == 201
+    bid = await desk.place(bob, "buy", price(12), 2 * WHOLE, max_fee_bps=40)
+    assert bid.status_code == 201, bid.text
+    taken = settlement_amounts(WHOLE // 2, price(10), 20, 40, 10, 50)  # bob takes at alice's price
+    rest = buy_reservation(2 * WHOLE - WHOLE // 2, price(12), 40)
+    assert bid.json()["reserved"] == str(rest)
+    assert (await desk.balances(bob))[market["quote"]] == {
+        "total": 1_000 * DOLLAR - taken.buyer_pays,
+        "available": 1_000 * DOLLAR - taken.buyer_pays - rest,
+        "reserved": rest,
+    }
+
+    hit = await desk.place(alice, "sell", price(12), WHOLE // 2)  # alice takes: bob pays the maker fee
+    assert hit.status_code == 201, hit.text
+    made = settlement_amounts(WHOLE // 2, price(12), 10, 40, 20, 50)
+    rest = buy_reservation(WHOLE, price(12), 40)
+    order = (await desk.client.get(f"/v1/orders/{bid.json()['id']}", headers=bob.headers)).json()
+    assert (order["remaining"], order["reserved"]) == (str(WHOLE), str(rest))
+    paid = taken.buyer_pays + made.buyer_pays
+    assert (await desk.balances(bob))[market["quote"]] == {
+        "total": 1_000 * DOLLAR - paid,
+        "available": 1_000 * DOLLAR - paid - rest,
+        "reserved": rest,
+    }
+
+    cancelled = await desk.client.delete(f"/v1/orders/{bid.json()['id']}", headers=bob.headers)
+    assert cancelled.status_code == 200, cancelled.text
+    assert (await desk.balances(bob))[market["quote"]] == {
+        "total": 1_000 * DOLLAR - paid,
+        "available": 1_000 * DOLLAR - paid,
+        "reserved": 0,
+    }
