@@ -156,8 +156,10 @@ def buy_reservation(amount_base: int, price_quote: int, max_fee_bps: int) -> int
 
 
 def _range(name: str, value: int, maximum: int) -> None:
+    """The Vault's field width; what else a value must be (a price on the tick, an amount on the
+    lot, neither zero) is checked after, with its own reason."""
     if not 0 <= value <= maximum:
-        raise OrderRefused(f"{name} must lie in [0, {maximum}]", extra={"field": name})
+        raise OrderRefused(f"{name} must fit the Vault's field: at most {maximum}", extra={"field": name})
 
 
 def check_order(

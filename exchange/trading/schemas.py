@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from exchange.api.problems import Problem
 from exchange.trading.signing import MAX_SIGNATURE_BYTES
@@ -124,9 +124,9 @@ class SignedOrderIn(_Strict):
         description="Limit price: quote base units per 10**18 base units; a multiple of the tick."
     )
     amount: Uint = Field(description="Base units; a multiple of the lot size, at least the minimum.")
-    max_fee_bps: int = Field(ge=0, le=65_535, description="Highest fee rate the operator may charge.")
+    max_fee_bps: StrictInt = Field(ge=0, le=65_535, description="Highest fee rate the operator may charge.")
     nonce: Uint = Field(description="uint64: unique per maker; cancelOrdersBelowNonce cancels below it.")
-    expiry: int = Field(ge=0, le=2**64 - 1, description="Unix time at which the order stops being valid.")
+    expiry: StrictInt = Field(ge=0, le=2**64 - 1, description="Unix time at which the order stops being valid.")
 
 
 class PlaceOrderIn(_Strict):
@@ -135,7 +135,7 @@ class PlaceOrderIn(_Strict):
     time_in_force: TimeInForce = Field(
         default="GTC", description="GTC rests; IOC and FOK never rest; PO (post only) never takes."
     )
-    chain_id: int = Field(
+    chain_id: StrictInt = Field(
         ge=1, le=2**63 - 1, description="EIP-712 domain: the chain the order is signed for (EIP-155 id)."
     )
     vault: Address = Field(description="EIP-712 domain: the verifyingContract the order is signed for.")
@@ -339,7 +339,10 @@ class OrderBookOut(BaseModel):
         "book channel's sequence, so a client can join a snapshot from here with the stream."
     )
     nonce: int = Field(description="CCXT's name for sequence.")
-    timestamp: int | None = Field(description="When the book last changed, Unix ms (null: not since start).")
+    timestamp: int | None = Field(
+        description="When the book last changed, Unix ms; for a book unchanged since the service "
+        "started, when the start rebuilt it from the journal (null only before that)."
+    )
     datetime: str | None
 
 

@@ -57,6 +57,9 @@ REFUSALS: list[tuple[str, int, str]] = [
     ("insufficient_funds", 409, "insufficient-balance"),
     ("uint256_overflow", 422, "order-refused"),
     ("extra_field", 422, "validation-failed"),
+    ("fee_cap_as_string", 422, "validation-failed"),
+    ("expiry_as_float", 422, "validation-failed"),
+    ("chain_id_as_string", 422, "validation-failed"),
 ]
 
 
@@ -107,6 +110,13 @@ async def test_refused_orders_change_nothing(desk: Desk) -> None:
         "insufficient_funds": desk.order_body(trader, "buy", price(10), 1_000 * WHOLE),
         "uint256_overflow": _tamper(good, order={**good["order"], "amount": "9" * 78}),
         "extra_field": _tamper(good, fee_bps=0),
+        # Integers as the schema says, not whatever converts to one (a price or an amount is a
+        # decimal string, and a number there is refused too).
+        "fee_cap_as_string": _tamper(
+            good, order={**good["order"], "max_fee_bps": str(good["order"]["max_fee_bps"])}
+        ),
+        "expiry_as_float": _tamper(good, order={**good["order"], "expiry": float(good["order"]["expiry"])}),
+        "chain_id_as_string": _tamper(good, chain_id=str(good["chain_id"])),
     }
     assert set(bodies) == {case for case, _, _ in REFUSALS}
     for case, status, problem in REFUSALS:
