@@ -126,7 +126,9 @@ class SignedOrderIn(_Strict):
     amount: Uint = Field(description="Base units; a multiple of the lot size, at least the minimum.")
     max_fee_bps: StrictInt = Field(ge=0, le=65_535, description="Highest fee rate the operator may charge.")
     nonce: Uint = Field(description="uint64: unique per maker; cancelOrdersBelowNonce cancels below it.")
-    expiry: StrictInt = Field(ge=0, le=2**64 - 1, description="Unix time at which the order stops being valid.")
+    expiry: StrictInt = Field(
+        ge=0, le=2**64 - 1, description="Unix time at which the order stops being valid."
+    )
 
 
 class PlaceOrderIn(_Strict):
