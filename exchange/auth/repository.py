@@ -79,11 +79,19 @@ async def nonce_open(session: AsyncSession, nonce: str, now: datetime) -> bool:
     return found is not None
 
 
-async def consume_nonce(session: AsyncSession, nonce: str, address: str, now: datetime) -> bool:
-    """Mark the nonce used if it exists, is unused and unexpired. One atomic UPDATE: no double use."""
+async def consume_nonce(
+    session: AsyncSession, nonce: str, address: str, now: datetime, *, issued_by: datetime
+) -> bool:
+    """Mark the nonce used if it exists, is unused and unexpired, and was issued by ``issued_by``
+    (a message cannot hold a nonce issued after it). One atomic UPDATE: no double use."""
     result = await session.execute(
         update(AuthNonce)
-        .where(AuthNonce.nonce == nonce, AuthNonce.used_at.is_(None), AuthNonce.expires_at > now)
+        .where(
+            AuthNonce.nonce == nonce,
+            AuthNonce.used_at.is_(None),
+            AuthNonce.expires_at > now,
+            AuthNonce.issued_at <= issued_by,
+        )
         .values(used_at=now, used_by=address)
         .execution_options(synchronize_session=False)
     )

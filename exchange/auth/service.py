@@ -23,7 +23,7 @@ from eth_account.messages import encode_defunct
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from exchange.auth import repository
-from exchange.auth.siwe import SiweError, check_message, parse_message
+from exchange.auth.siwe import MAX_CLOCK_SKEW, SiweError, check_message, parse_message
 from exchange.chain.errors import ChainError
 from exchange.chain.problems import to_domain_error
 from exchange.chain.runtime import ChainRuntime
@@ -112,7 +112,13 @@ async def sign_in(
             raise to_domain_error(exc) from exc
         if not valid:
             raise Unauthorized(f"sign-in refused: the signature is not {message.address}'s")
-    if not await repository.consume_nonce(session, message.nonce, message.address, now):
+    issued_by = message.issued_at + MAX_CLOCK_SKEW  # the wallet's clock may run behind ours
+    if not await repository.consume_nonce(session, message.nonce, message.address, now, issued_by=issued_by):
+        if await repository.nonce_open(session, message.nonce, now):
+            raise Unauthorized(
+                "sign-in refused: the message's Issued At is before its nonce was issued; write the "
+                "message after getting the nonce, with the time it is written"
+            )
         raise Unauthorized(_NONCE_REFUSED)
     await repository.purge_expired_sessions(session, now - NONCE_PURGE_GRACE, SESSION_PURGE_BATCH)
     token = secrets.token_urlsafe(32)

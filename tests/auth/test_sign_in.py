@@ -118,6 +118,33 @@ async def test_nonce_is_single_use(service: httpx.AsyncClient) -> None:
     assert "already used" in replay.json()["detail"]
 
 
+async def test_a_message_issued_before_its_nonce_is_refused_and_the_nonce_stays_usable(
+    service: httpx.AsyncClient,
+) -> None:
+    """A message cannot have been written before the nonce it holds was issued: an Issued At
+    further back than the clock skew allows is refused, and the same nonce signs in once the
+    message says when it was written."""
+    account = Account.create()
+    issued = (await service.post("/v1/auth/nonce")).json()
+
+    def message(issued_at: datetime) -> str:
+        return SiweMessage(
+            domain=issued["domain"],
+            address=account.address,
+            uri=f"http://{issued['domain']}/",
+            chain_id=issued["chain_id"],
+            nonce=issued["nonce"],
+            issued_at=issued_at,
+        ).render()
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    stale = await _login(service, message(datetime(2000, 1, 1, tzinfo=UTC)), account)
+    assert stale.status_code == 401, stale.text
+    assert "Issued At is before its nonce was issued" in stale.json()["detail"]
+    behind = await _login(service, message(now - timedelta(minutes=1)), account)  # a wallet's slow clock
+    assert behind.status_code == 200, behind.text
+
+
 async def test_refusals(service: httpx.AsyncClient) -> None:
     account, other = Account.create(), Account.create()
     wrong_domain, _ = await signed_login(service, account, domain="evil.example")
