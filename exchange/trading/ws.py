@@ -356,7 +356,8 @@ class Connection:
 
     async def authenticate(self, token: str) -> Principal:
         """Sign the connection in as ``token``'s session. A token refused signs it out: its private
-        channels stop at once (a session signed out elsewhere must not wait for the watcher)."""
+        subscriptions end at once (a session signed out elsewhere must not wait for the watcher);
+        a later ``auth`` does not bring them back: the client subscribes again."""
         try:
             token = bearer_token(f"Bearer {token}")  # as sent over HTTP, and as the watcher asks again
             principal = await self.service.principals.resolve(token, fresh=True)
