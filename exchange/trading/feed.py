@@ -43,9 +43,12 @@ snapshot, when the book last changed or, if later, when it was rebuilt (start, r
 A trade whose fill fails settlement for good (the Vault refused it: it never
 happened on chain) is taken back with a ``void`` on the trades channel, and its
 two parties get the fill again on their ``fills`` channel with
-``settlement_state: "failed"``. The settler tells the feed when it runs in the
-same process as the market (``exchange serve``); a settler run as its own process
-(``exchange settle``) cannot, and clients then learn it from REST.
+``settlement_state: "failed"``; a fill whose batch settles is sent to its two parties
+again too, ``settled`` with its ``tx_hash`` (the public trades channel is not told). The
+settler tells the feed when it runs in the same process as the market (``exchange
+serve``); a settler run as its own process (``exchange settle``) is heard through
+PostgreSQL's notifications (``exchange.trading.fill_notices``), and on SQLite, which has
+none, clients learn it from REST.
 
 A market whose writer stops for good in this process (another process took the
 market, or a recovery failed) stops its feed (:meth:`MarketFeed.stopped`): the
@@ -281,6 +284,11 @@ class MarketFeed:
             data = [public_trade(self.spec, fill.id, fill) for fill in fills]
             message = {"channel": "trades", "type": "void", "market": self.spec.market_id, "data": data}
             self._broadcast(self.trade_subscribers, encode(message))
+        if self.fill_subscribers:
+            self._own_fill_rows(fills)
+
+    def settled(self, fills: Sequence[TradingFill]) -> None:
+        """Fills of a batch that settled: each again to its accounts' ``fills`` subscribers."""
         if self.fill_subscribers:
             self._own_fill_rows(fills)
 

@@ -1,10 +1,13 @@
-"""Failed fills announced across processes, so that a settler anywhere reaches the live stream.
+"""Failed fills and settled batches announced across processes, so that a settler anywhere
+reaches the live stream.
 
 When a fill fails settlement for good (``settlement_repository.fail_fill``), the same
-transaction sends ``NOTIFY trading_fill_failed, '<fill id>'`` on PostgreSQL.
+transaction sends ``NOTIFY trading_fill_failed, '<fill id>'`` on PostgreSQL; when a
+batch settles (``settlement_repository.close_settled``), ``NOTIFY trading_batch_settled,
+'<batch id>'``.
 PostgreSQL delivers a notification to every listening session once the transaction
 commits, and never when it rolls back. Each serving process listens on a connection
-of its own (``FailedFillListener``) and hands every id to
+of its own (``FillNoticeListener``) and hands every id to
 ``TradingService.fill_failed``, which takes the trade back on the market's feeds once
 per fill, so the settler inside ``exchange serve``, which also calls it directly, is
 not heard twice.
@@ -16,6 +19,11 @@ was last known to listen (its LISTEN or its last answered probe), less
 ``CATCH_UP_MARGIN_S``: a failure's ``created_at`` is taken on the settler's clock,
 before its transaction commits. It hands those on too; ``fill_failed`` takes back
 only the fills it has not taken back already (it remembers the latest 10,000).
+A settled batch is handed to ``TradingService.batch_settled``, which sends its fills,
+settled, to their accounts' ``fills`` subscribers, once per batch. A settlement announced while
+no connection listened is not read back: the stream's fills then stay as they were sent
+(pending) while ``GET /v1/account/trades`` shows them settled. A failure is read back because
+it takes a trade back from the public stream; a settlement changes no public message.
 SQLite has no notifications: it is the one-process default, where the settler runs
 inside ``exchange serve`` and calls the service directly.
 """
@@ -39,6 +47,7 @@ from exchange.trading.settlement_models import SettlementFailure
 log = get_logger(__name__)
 
 CHANNEL = "trading_fill_failed"
+SETTLED_CHANNEL = "trading_batch_settled"
 APPLICATION_NAME = "exchange-fill-notices"  # the listening connection's, in pg_stat_activity
 FIRST_RETRY_S = 0.5
 LAST_RETRY_S = 5.0
@@ -51,8 +60,15 @@ async def announce_failed(session: AsyncSession, fill_id: int) -> None:
         await session.execute(select(func.pg_notify(CHANNEL, str(fill_id))))
 
 
-class FailedFillListener:
-    """Listens for failed fills on one PostgreSQL connection of its own, and hands each id on.
+async def announce_settled(session: AsyncSession, batch_id: int) -> None:
+    """Tell every serving process, once ``session``'s transaction commits, that the batch settled."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(func.pg_notify(SETTLED_CHANNEL, str(batch_id))))
+
+
+class FillNoticeListener:
+    """Listens for failed fills (and, given ``on_settled``, settled batches) on one PostgreSQL
+    connection of its own, and hands each id on.
 
     Ids are handed on one at a time, in the order heard (a settler failing many fills at
     once must not start as many reads). A connection that has said nothing for
@@ -66,6 +82,7 @@ class FailedFillListener:
         engine: AsyncEngine,
         on_failed: Callable[[int], Awaitable[None]],
         *,
+        on_settled: Callable[[int], Awaitable[None]] | None = None,
         probe_every_s: float = 30.0,
         probe_timeout_s: float = 10.0,
         first_retry_s: float = FIRST_RETRY_S,
@@ -78,12 +95,13 @@ class FailedFillListener:
             connect_args={"server_settings": {"application_name": APPLICATION_NAME}},
         )
         self._on_failed = on_failed
+        self._on_settled = on_settled
         self._probe_every_s = probe_every_s
         self._probe_timeout_s = probe_timeout_s
         self.first_retry_s = first_retry_s  # the wait before reopening a lost connection (then doubled)
         self._alive_at: datetime | None = None  # when the connection was last known to listen
         self._unheard_since: datetime | None = None  # failures since then are read back on reconnecting
-        self._heard: asyncio.Queue[int] = asyncio.Queue()
+        self._heard: asyncio.Queue[tuple[str, int]] = asyncio.Queue()  # (channel, id)
         self._tasks: list[asyncio.Task[None]] = []
         self._driver: Any = None  # the listening asyncpg connection, while there is one
         self.listening = asyncio.Event()
@@ -120,6 +138,8 @@ class FailedFillListener:
                     lost = asyncio.Event()
                     driver.add_termination_listener(lambda _connection, lost=lost: lost.set())
                     await driver.add_listener(CHANNEL, self._notified)
+                    if self._on_settled is not None:
+                        await driver.add_listener(SETTLED_CHANNEL, self._notified)
                     self._alive_at = utc_now()
                     await self._bounded(driver, self._catch_up(connection))
                     self.listening.set()
@@ -172,23 +192,25 @@ class FailedFillListener:
         )
         await connection.commit()
         for fill_id in fill_ids:
-            self._heard.put_nowait(fill_id)
+            self._heard.put_nowait((CHANNEL, fill_id))
         if fill_ids:
             log.info("trading.fill_notices_caught_up", fills=len(fill_ids), since=since.isoformat())
         self._unheard_since = None
 
-    def _notified(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+    def _notified(self, _connection: Any, _pid: int, channel: str, payload: str) -> None:
         try:
-            fill_id = int(payload)
+            heard = int(payload)
         except ValueError:
-            log.warning("trading.fill_notice_malformed", payload=payload[:100])
+            log.warning("trading.fill_notice_malformed", channel=channel, payload=payload[:100])
             return
-        self._heard.put_nowait(fill_id)
+        self._heard.put_nowait((channel, heard))
 
     async def _hand_on(self) -> None:
         while True:
-            fill_id = await self._heard.get()
+            channel, heard = await self._heard.get()
+            handler = self._on_settled if channel == SETTLED_CHANNEL else self._on_failed
             try:
-                await self._on_failed(fill_id)
-            except Exception:  # the fill stays failed in the database; only the live notice is lost
-                log.exception("trading.fill_notice_failed", fill_id=fill_id)
+                if handler is not None:
+                    await handler(heard)
+            except Exception:  # the database holds the outcome; only the live notice is lost
+                log.exception("trading.fill_notice_failed", channel=channel, id=heard)

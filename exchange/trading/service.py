@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -69,7 +70,7 @@ from exchange.settings import Settings
 from exchange.trading import ledger, repository
 from exchange.trading.eip712 import WithdrawalAuthorisation, withdrawal_hash, withdrawal_typed_data
 from exchange.trading.feed import MarketFeed
-from exchange.trading.fill_notices import FailedFillListener
+from exchange.trading.fill_notices import FillNoticeListener
 from exchange.trading.idempotency import IdempotencyStore
 from exchange.trading.intake import (
     CheckedOrder,
@@ -103,7 +104,7 @@ from exchange.trading.models import (
 from exchange.trading.principals import PrincipalCache
 from exchange.trading.problems import FieldRefused
 from exchange.trading.repository import LedgerRefused, ProceedsUnsettled
-from exchange.trading.settlement_repository import disowned_orders
+from exchange.trading.settlement_repository import disowned_orders, settled_fills_of_batch
 from exchange.trading.signing import OrderDigester, assert_native_backend, signed_by_key
 from exchange.trading.writer import MarketWriter
 
@@ -233,7 +234,8 @@ class TradingService:
     ) -> None:
         """``writer_sessionmaker`` (default ``sessionmaker``): the writers' own connections, so that
         requests waiting for a writer can never hold every connection the writer needs.
-        ``notices_engine``: a PostgreSQL engine to hear failed fills on (``trading.fill_notices``)."""
+        ``notices_engine``: a PostgreSQL engine to hear failed fills and settled batches on
+        (``trading.fill_notices``)."""
         self.settings = settings
         self.runtime = runtime
         self.chain = ChainAccess(runtime)
@@ -272,8 +274,9 @@ class TradingService:
         self._key_signed: set[str] = set()  # order hashes of resting orders signed by their maker's key
         self._refused_once: set[str] = set()  # order hashes of wallet orders the last recheck found refused
         self._voided: OrderedDict[int, None] = OrderedDict()  # fills taken back on the feeds, latest last
+        self._settled: OrderedDict[int, None] = OrderedDict()  # batches sent to fill subscribers, latest last
         self.fill_notices = (
-            FailedFillListener(notices_engine, self.fill_failed)
+            FillNoticeListener(notices_engine, self.fill_failed, on_settled=self.batch_settled)
             if notices_engine is not None and notices_engine.dialect.name == "postgresql"
             else None
         )
@@ -574,6 +577,24 @@ class TradingService:
         if market is not None:
             market.feed.voided([fill])
         await self._cancel_disowned_order(fill)
+
+    async def batch_settled(self, batch_id: int) -> None:
+        """A settlement batch committed settled: its fills go to their accounts' ``fills``
+        subscribers, settled, once however many times this is heard (the settler's call and the
+        database's notice). Nothing is read while no connection follows any fills."""
+        if batch_id in self._settled:
+            return
+        self._settled[batch_id] = None
+        if len(self._settled) > VOIDED_REMEMBERED:
+            self._settled.popitem(last=False)
+        if not any(market.feed.fill_subscribers for market in self.markets.values()):
+            return
+        async with self.sessionmaker() as session:
+            fills = await settled_fills_of_batch(session, batch_id)
+        for market_id, rows in itertools.groupby(fills, key=lambda fill: fill.market_id):
+            market = self.markets.get(market_id)
+            if market is not None:
+                market.feed.settled(list(rows))
 
     async def _cancel_disowned_order(self, fill: TradingFill) -> None:
         """The fill failed because the Vault found an order of it no longer signed: a contract

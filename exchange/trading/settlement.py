@@ -273,6 +273,8 @@ class Settler:
         self._settle_selector = function_abi_to_4byte_selector(settle_abi)
         # Told of each fill failed for good, after its transaction committed (the service's feed).
         self.fill_failed: Callable[[int], Awaitable[None]] | None = None
+        # Told of each batch settled, after its transaction committed (the service's feed).
+        self.batch_settled: Callable[[int], Awaitable[None]] | None = None
         # The revert of the last step that said BLOCKED.
         self.blocked_by: ContractReverted | None = None
 
@@ -820,6 +822,11 @@ class Settler:
                 reason=skip.reason.name,
             )
             await self._notify_failed(fill)
+        if self.batch_settled is not None:
+            try:
+                await self.batch_settled(batch.id)
+            except Exception:  # the batch stays settled; only the live notice is lost
+                log.exception("settlement.batch_settled_notice", batch_id=batch.id)
 
     def _cross_check(self, batch: BatchRecord, receipt: TxReceipt, fees: int, skipped: int) -> None:
         """The receipt holds one Trade per fill it did not skip and a FeesCollected of their fees."""

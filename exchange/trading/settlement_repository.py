@@ -18,7 +18,7 @@ from sqlalchemy import CursorResult, and_, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from exchange.db.base import utc_now
-from exchange.trading.fill_notices import announce_failed
+from exchange.trading.fill_notices import announce_failed, announce_settled
 from exchange.trading.models import OrderStatus, SettlementState, TradingFill, TradingOrder
 from exchange.trading.settlement_models import (
     OPEN_BATCH_STATES,
@@ -384,8 +384,8 @@ async def close_settled(
     skipped: Mapping[int, tuple[str, dict[str, Any]]] | None = None,
 ) -> bool:
     """The batch ran: it and its fills are settled, but for the ``skipped`` ones (fill id → failure
-    name and arguments), which the Vault passed over: those fail for good in the batch, and
-    serving processes hear of them on commit. False (and nothing written) if the batch was
+    name and arguments), which the Vault passed over: those fail for good in the batch. Serving
+    processes hear of both on commit. False (and nothing written) if the batch was
     closed already."""
     closed = await _close(
         session,
@@ -413,7 +413,21 @@ async def close_settled(
             .values(settlement_state=SettlementState.FAILED.value)
         )
     await _record_failures(session, skipped, batch_id)
+    await announce_settled(session, batch_id)
     return True
+
+
+async def settled_fills_of_batch(session: AsyncSession, batch_id: int) -> list[TradingFill]:
+    """The settled fills of a batch, by market and in the order they were matched."""
+    rows = await session.scalars(
+        select(TradingFill)
+        .where(
+            TradingFill.batch_id == batch_id,
+            TradingFill.settlement_state == SettlementState.SETTLED.value,
+        )
+        .order_by(TradingFill.market_id, TradingFill.id)
+    )
+    return list(rows)
 
 
 async def _record_failures(

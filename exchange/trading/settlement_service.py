@@ -164,6 +164,7 @@ def settlement_startup() -> Callable[[FastAPI], AbstractAsyncContextManager[None
             trading.order_gate = cancels.refuse
             trading.withdrawal_gate = cancels.refuse_withdrawal
             state.settler.fill_failed = trading.fill_failed  # voided trades leave the live feeds
+            state.settler.batch_settled = trading.batch_settled  # settled fills reach their accounts
             app.state.chain_cancels = cancels
             # Every indexer pass applies them between its scan and its credit (an exit's orders
             # leave the book before its payout is debited); no loop of their own.

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from exchange.db.engine import create_engine_for_url, create_sessionmaker
-from exchange.trading.fill_notices import FailedFillListener, announce_failed
+from exchange.trading.fill_notices import FillNoticeListener, announce_failed
 
 
 @pytest.fixture
@@ -95,14 +95,14 @@ async def _heard(heard: list[int], count: int) -> list[int]:
 
 
 @pytest.fixture
-async def listener_on(postgres_url: str) -> AsyncIterator[tuple[FailedFillListener, list[int]]]:
+async def listener_on(postgres_url: str) -> AsyncIterator[tuple[FillNoticeListener, list[int]]]:
     heard: list[int] = []
 
     async def on_failed(fill_id: int) -> None:
         heard.append(fill_id)
 
     engine = create_engine_for_url(postgres_url)
-    listener = FailedFillListener(engine, on_failed)
+    listener = FillNoticeListener(engine, on_failed)
     await listener.start()
     try:
         yield listener, heard
@@ -112,7 +112,7 @@ async def listener_on(postgres_url: str) -> AsyncIterator[tuple[FailedFillListen
 
 
 async def test_notices_are_sent_on_commit_only_and_heard_in_order(
-    postgres_url: str, listener_on: tuple[FailedFillListener, list[int]]
+    postgres_url: str, listener_on: tuple[FillNoticeListener, list[int]]
 ) -> None:
     listener, heard = listener_on
     assert listener.listening.is_set()
@@ -133,7 +133,7 @@ async def test_a_listening_connection_that_goes_silent_is_found_and_replaced(pos
     via_proxy = url.set(host="127.0.0.1", port=proxy.port)
     engine = create_engine_for_url(via_proxy.render_as_string(hide_password=False))
     # Reopened 2 s after the loss at the earliest; a connection opened earlier waits for the relay.
-    listener = FailedFillListener(
+    listener = FillNoticeListener(
         engine, on_failed, probe_every_s=0.2, probe_timeout_s=0.5, first_retry_s=2.0
     )
     try:

@@ -21,7 +21,9 @@ from exchange.chain.runtime import ChainRuntime
 from exchange.main import server_options
 from exchange.settings import Settings
 from exchange.trading.fill_notices import APPLICATION_NAME
+from exchange.trading.settlement_service import build_settlement
 from exchange.trading.ws import CLOSE_RATE_LIMITED, MAX_REFUSALS_IN_A_ROW
+from tests.support.auth import embedded_account
 from tests.trading_service.conftest import start_desk, trading_settings
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
 
@@ -328,6 +330,63 @@ async def test_a_trade_that_fails_settlement_is_taken_back_on_the_trades_and_fil
         assert [fill["settlement_state"] for fill in own] == ["failed"]
         assert {**failed["data"][0], "settlement_state": "pending"} == matched["data"][0]
         assert (await desk.client.get("/v1/markets/BPC-TUSD/trades")).json()["items"] == []
+
+
+async def _vault_funded(desk: Desk, seller_key: int, buyer_key: int) -> tuple[Trader, Trader]:
+    """A seller with 2 BPC and a buyer with 100 of the quote token in the Vault, credited."""
+    market, pool = desk.market, desk.chain.pool
+    seller, buyer = (
+        await desk.member(embedded_account(seller_key)),
+        await desk.member(embedded_account(buyer_key)),
+    )
+    pool.mint_bpc(seller.address, 2 * WHOLE)
+    pool.approve_bpc(market["vault"], 2 * WHOLE, sender=seller.address)
+    pool.vault.transact("deposit", market["base"], 2 * WHOLE, sender=seller.address)
+    desk.deposit_quote_in_vault(buyer, 100 * DOLLAR)
+    await desk.app.state.settlement.indexer.catch_up()
+    return seller, buyer
+
+
+async def test_a_fill_that_settles_is_sent_again_settled_on_the_fills_channel(
+    database_url: str, settings: Settings, desk: Desk, ws_url: str
+) -> None:
+    """Once by the settler of this process, and (on PostgreSQL) once by a settler elsewhere, whose
+    batch the service hears of from the database's notice; each batch once, however often heard."""
+    alice, bob = await _vault_funded(desk, 6, 5)
+    async with connect(ws_url, additional_headers=bob.headers) as bobs_ws, connect(ws_url) as public_ws:
+        mine, public = Stream(bobs_ws), Stream(public_ws)
+        assert (await mine.next())["type"] == "authenticated"
+        assert (await mine.request(op="subscribe", channel="fills"))["type"] == "subscribed"
+        assert (await public.request(op="subscribe", channel="trades", market="BPC-TUSD"))["type"] == (
+            "subscribed"
+        )
+        settlers = [desk.app.state.settlement.settler]
+        if database_url.startswith("postgresql"):
+            assert desk.trading.fill_notices is not None
+            assert desk.trading.fill_notices.listening.is_set()
+            settlers.append(build_settlement(desk.chain, settings, desk.trading.sessionmaker).settler)
+        for settler in settlers:
+            assert (await desk.place(alice, "sell", price(10), WHOLE)).status_code == 201
+            assert (await desk.place(bob, "buy", price(10), WHOLE)).status_code == 201
+            matched = await mine.next()
+            assert [fill["settlement_state"] for fill in matched["data"]] == ["pending"]
+            await public.next()
+
+            await settler.drain(poll_s=0.02, timeout_s=60)
+            settled = await asyncio.wait_for(mine.next(), 10)
+            assert settled["channel"] == "fills"
+            own = (await desk.client.get("/v1/account/trades", headers=bob.headers)).json()["items"]
+            assert settled["data"] == [own[0]]
+            assert own[0]["settlement_state"] == "settled"
+            assert own[0]["tx_hash"]
+            assert {**settled["data"][0], "settlement_state": "pending", "tx_hash": None} == matched["data"][
+                0
+            ]
+        await asyncio.sleep(0.2)  # time for a notice of the last batch to be handled too
+        assert (await mine.request(op="ping"))["type"] == "pong"
+        assert mine.pending == []  # each batch sent once, though the settler here both called and notified
+        assert (await public.request(op="ping"))["type"] == "pong"
+        assert public.pending == []  # a settlement changes nothing public
 
 
 async def test_a_fill_failed_by_a_settler_elsewhere_is_taken_back_once_even_while_the_listener_was_cut(
