@@ -9,6 +9,7 @@ Protocol (JSON text frames). The client sends operations, each with an optional
     {"op": "auth", "token": "<bearer token from POST /v1/auth/login>"}
     {"op": "ping"}
 
+(a field an operation does not name is refused, as in a request body)
 and gets ``{"type": "subscribed" | "unsubscribed" | "authenticated" | "pong", ...}``,
 or ``{"type": "error", "status", "title", "problem", "detail", ...}`` (the problem
 document the HTTP API would answer, its type URI as ``problem``, with the
@@ -156,6 +157,15 @@ def _decode(text: str | None) -> dict[str, Any] | WsRefused:
     if not isinstance(request, dict):
         return WsRefused('send a JSON object such as {"op": "subscribe", "channel": "book", ...}')
     return request
+
+
+_OP_FIELDS: dict[str, frozenset[str]] = {
+    "ping": frozenset(),
+    "auth": frozenset({"token"}),
+    "subscribe": frozenset({"channel", "market"}),
+    "unsubscribe": frozenset({"channel", "market"}),
+}
+"""Each operation's fields besides ``op`` and ``id``: any other is refused, not ignored."""
 
 
 class Outbox:
@@ -337,6 +347,11 @@ class Connection:
 
     async def _operate(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
+        fields = _OP_FIELDS.get(op) if isinstance(op, str) else None
+        unknown = sorted(str(name) for name in request.keys() - {"op", "id"} - (fields or frozenset()))
+        if fields is not None and unknown:  # as a request body's field it does not name (422)
+            takes = ", ".join(["op", "id", *sorted(fields)])
+            raise WsRefused(f"{op} takes no field {unknown[0]!r}; its fields: {takes}")
         if op == "ping":
             return {"type": "pong"}
         if op == "auth":

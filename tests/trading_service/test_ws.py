@@ -461,6 +461,8 @@ async def test_bad_operations_are_answered_and_the_connection_stays(desk: Desk, 
             ({"op": "subscribe", "channel": "book", "id": 4}, 422),
             ({"op": "auth", "token": "not-a-session", "id": 5}, 401),
             ({"op": "auth", "id": 6}, 422),
+            ({"op": "subscribe", "channel": "book", "market": "BPC-TUSD", "limit": 1, "id": 8}, 422),
+            ({"op": "ping", "zzz": 1, "id": 9}, 422),
         ]
         for op, status in cases:
             answer = await ws.request(**op)
@@ -471,6 +473,9 @@ async def test_bad_operations_are_answered_and_the_connection_stays(desk: Desk, 
         await raw.send("[1, 2]")
         assert (await ws.next())["status"] == 422
         assert (await ws.request(op="ping", id=7)) == {"type": "pong", "id": 7}
+        unknown = await ws.request(op="subscribe", channel="book", market="BPC-TUSD", limit=1, id=10)
+        assert unknown["detail"] == "subscribe takes no field 'limit'; its fields: op, id, channel, market"
+        assert ws.pending == []  # refused whole: no snapshot was sent
 
 
 async def test_a_message_over_the_size_limit_closes_the_connection(desk: Desk, ws_url: str) -> None:
