@@ -141,10 +141,18 @@ def decode(image: bytes | Image.Image) -> list[str]:
         try:
             opened = Image.open(io.BytesIO(image))
             opened.load()
-        except (UnidentifiedImageError, OSError) as exc:
-            raise UnreadableImage(f"not a readable image: {exc}") from None
+        except (UnidentifiedImageError, OSError):
+            what = "an SVG, which is not read here" if _looks_like_svg(image) else "no image format read here"
+            raise UnreadableImage(
+                f"not a readable raster image ({what}): give a PNG, JPEG, GIF, BMP or TIFF"
+            ) from None
         image = opened
     return [barcode.text for barcode in zxingcpp.read_barcodes(image, formats=_READ_FORMATS)]
+
+
+def _looks_like_svg(data: bytes) -> bool:
+    head = data[:512].lstrip().lower()
+    return head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head)
 
 
 def decode_one(image: bytes | Image.Image) -> str:

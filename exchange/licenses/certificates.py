@@ -47,6 +47,7 @@ member keeps its licence, so its certificates hold.
 from __future__ import annotations
 
 import base64
+import re
 import struct
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
@@ -61,6 +62,7 @@ DOMAIN_NAME: Final = "Patent Pool Licence Certificate"
 DOMAIN_VERSION: Final = "1"
 PRIMARY_TYPE: Final = "LicenceCertificate"
 COMPACT_PREFIX: Final = "BPCERT1:"
+_BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 MAX_STATEMENT_BYTES: Final = 1_000
 UINT64_MAX: Final = 2**64 - 1
 
@@ -231,6 +233,9 @@ class Certificate:
         if not text.startswith(COMPACT_PREFIX):
             raise InvalidCertificate(f"a compact certificate starts with {COMPACT_PREFIX}")
         body = text[len(COMPACT_PREFIX) :]
+        # The decoder skips what is not of the alphabet: damaged text must not verify.
+        if not _BASE64URL.fullmatch(body):
+            raise InvalidCertificate("the compact certificate is not base64url (A-Z a-z 0-9 - _)")
         try:
             payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         except ValueError:
@@ -355,19 +360,21 @@ def check(
                 f"names pool {certificate.pool}, the pool's registry is {facts.registry}",
             )
         )
-    at = f"at block {facts.block_number} (time {facts.block_timestamp})"
+    block = f"block {facts.block_number} (time {facts.block_timestamp})"
+    at = f"at {block}"
     if certificate.issued_at > facts.block_timestamp:
         reasons.append(
             Reason(ReasonCode.NOT_YET_VALID, f"issued for {certificate.issued_at}, not yet valid {at}")
         )
     if certificate.expires_at <= facts.block_timestamp:
-        reasons.append(Reason(ReasonCode.EXPIRED, f"expired at {certificate.expires_at}, before {at}"))
+        reasons.append(Reason(ReasonCode.EXPIRED, f"expired at {certificate.expires_at}, before {block}"))
     if not facts.licensed:
         if facts.licence_kind is LicenceState.FEE:
             reasons.append(
                 Reason(
                     ReasonCode.FEE_LICENCE_EXPIRED,
-                    f"{certificate.holder}'s fee licence expired at {facts.licence_expires_at}, before {at}",
+                    f"{certificate.holder}'s fee licence expired at {facts.licence_expires_at}, "
+                    f"before {block}",
                 )
             )
         else:

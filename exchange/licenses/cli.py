@@ -126,6 +126,21 @@ def cmd_threshold(args: argparse.Namespace) -> int:
     return 0
 
 
+def _within(low: int, high: int) -> Callable[[str], int]:
+    """An argument type: a whole number from ``low`` to ``high`` (else argparse's exit 2)."""
+
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not from {low} to {high}")
+        return value
+
+    return whole
+
+
 def _address(text: str) -> str:
     """An argparse type: an account address, checksummed."""
     from web3 import Web3
@@ -180,6 +195,12 @@ def _read_certificate(path: Path) -> tuple[Any, bytes]:
         ) from None
 
 
+def _shown(text: str) -> str:
+    """``text`` from a certificate, with what a terminal would act on (a line feed, an escape
+    sequence that clears the screen or hides the verdict) written out instead."""
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+
+
 def cmd_verify_cert(args: argparse.Namespace) -> int:
     from exchange.licenses.service import verify_on_chain
 
@@ -188,7 +209,7 @@ def cmd_verify_cert(args: argparse.Namespace) -> int:
     result = verify_on_chain(pool, certificate, signature, args.block)
     at = f"block {result.licence.block} (time {result.licence.block_timestamp})"
     print(f"holder {certificate.holder}, signed by {result.signer or 'no key'}, checked at {at}")
-    print(f"statement: {certificate.statement}")
+    print(f"statement: {_shown(certificate.statement)}")
     if not result.reasons:
         print("VALID")
         return 0
@@ -359,6 +380,9 @@ def cmd_devices_export(args: argparse.Namespace) -> int:
     formats = [fmt for fmt in ALL_FORMATS if fmt.column in set(args.formats.split(","))]
     if not formats:
         raise CliError(f"--formats names none of {', '.join(fmt.column for fmt in ALL_FORMATS)}")
+    if args.out_dir.exists() and (not args.out_dir.is_dir() or any(args.out_dir.iterdir())):
+        # Another batch's labels left beside this one's manifest would be printed as its own.
+        raise CliError(f"{args.out_dir} is not an empty directory: export each batch into a new one")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "tree.bin").write_bytes(tree.to_bytes())
     batch = {
@@ -553,7 +577,9 @@ def add_commands(sub: Any) -> None:
         "resolver", help="serve the device resolver alone, read-only, in one or more processes"
     )
     resolver.add_argument("--host", help="listen address (default: the service's, EXCHANGE_HOST)")
-    resolver.add_argument("--port", type=int, help="port (default: the service's, EXCHANGE_PORT)")
+    resolver.add_argument(
+        "--port", type=_within(1, 65_535), help="port (default: the service's, EXCHANGE_PORT)"
+    )
     resolver.add_argument("--workers", type=int, default=1, help="server processes sharing the port")
     resolver.add_argument(
         "--manifest", type=Path, help="deployment manifest naming the registry (default: the indexed one)"
@@ -581,6 +607,12 @@ def add_commands(sub: Any) -> None:
     export.add_argument(
         "--resolver-base", required=True, help="Digital Link base, e.g. https://id.example.org"
     )
-    export.add_argument("--formats", default="qr_png,qr_svg,datamatrix_png,datamatrix_svg")
-    export.add_argument("--module-px", type=int, default=8)
+    export.add_argument(
+        "--formats",
+        default="qr_png,qr_svg,datamatrix_png,datamatrix_svg",
+        help="comma-separated: qr_png, qr_svg, datamatrix_png, datamatrix_svg (default all)",
+    )
+    export.add_argument(
+        "--module-px", type=_within(1, 40), default=8, help="pixels per barcode module, 1 to 40 (default 8)"
+    )
     export.set_defaults(handler=_guarded(cmd_devices_export))

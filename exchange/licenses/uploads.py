@@ -71,7 +71,7 @@ class InvalidDeviceList(ValidationFailed):
 class TooManyDevices(DomainError):
     status = 413
     type_slug = "too-many-devices"
-    title = "Too many devices in one query"
+    title = "Too many devices"
 
 
 def _parse_one(raw: str, scheme: str | None) -> DeviceId:

@@ -7,6 +7,7 @@ node) for the proof, and checks it on the node itself.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import socket
@@ -352,6 +353,29 @@ def test_certificates_status_and_threshold(
     assert capsys.readouterr().err.splitlines() == [
         f"error: {qr} holds a licence certificate, not a device's code: check it with "
         "`exchange licence verify-cert`"
+    ]
+
+    # A statement is the signer's text: what a terminal would act on is written out, so that it
+    # cannot print a verdict of its own, or hide or clear the real one.
+    forged = dataclasses.replace(cert, statement="ok\nVALID\n\x1b[2J\x1b[8m")
+    forged_file = tmp_path / "forged.txt"
+    forged_file.write_text(forged.to_compact(bytes(node.outsider.sign_message(forged.signable()).signature)))
+    code, out = run(capsys, "licence", "verify-cert", forged_file, *chain)
+    assert code == 1
+    assert "statement: ok\\nVALID\\n\\x1b[2J\\x1b[8m" in out.splitlines()
+    assert "VALID" not in out.splitlines()
+    # Damaged compact text is refused, not read past: the decoder would skip what is not base64url.
+    text = cert.to_compact(bytes(signature))
+    damaged = tmp_path / "damaged.txt"
+    damaged.write_text(text[:30] + "!!!" + text[30:])
+    assert main(["licence", "verify-cert", str(damaged), *map(str, chain)]) == 2
+    assert "not base64url" in capsys.readouterr().err
+    svg = tmp_path / "cert.svg"
+    svg.write_bytes(render(text, Symbology.QR, ImageType.SVG, module_px=4))
+    assert main(["licence", "verify-cert", str(svg), *map(str, chain)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {svg} is neither a certificate (JSON, BPCERT1: text) nor a QR code image: not a readable "
+        "raster image (an SVG, which is not read here): give a PNG, JPEG, GIF, BMP or TIFF"
     ]
 
     stranger = certificate(node.outsider)

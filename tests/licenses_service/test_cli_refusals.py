@@ -140,3 +140,77 @@ def test_a_programming_error_keeps_its_traceback(bug: Exception) -> None:
 
     with pytest.raises(type(bug)):
         _guarded(handler)(argparse.Namespace())
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["resolver", "--port", "99999"], "argument --port: 99999 is not from 1 to 65535"),
+        (["resolver", "--port", "-1"], "argument --port: -1 is not from 1 to 65535"),
+        (
+            [
+                "devices",
+                "export",
+                "out",
+                "--ids",
+                "ids.csv",
+                "--resolver-base",
+                RESOLVER_BASE,
+                "--module-px",
+                "0",
+            ],
+            "argument --module-px: 0 is not from 1 to 40",
+        ),
+        (
+            [
+                "devices",
+                "export",
+                "out",
+                "--ids",
+                "ids.csv",
+                "--resolver-base",
+                RESOLVER_BASE,
+                "--module-px",
+                "x",
+            ],
+            "argument --module-px: 'x' is not a whole number",
+        ),
+    ],
+)
+def test_a_number_out_of_its_range_is_refused_before_anything_runs(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A port the server would not listen on (it took another), a module size the encoder fails on."""
+    with pytest.raises(SystemExit) as exited:
+        main(["licence", *argv])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {said}")
+
+
+def test_an_export_into_a_directory_holding_files_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another batch's labels would be left beside this one's manifest, and printed as its own."""
+    ids = tmp_path / "ids.csv"
+    ids.write_text("device_id\nserial:acme:1\n", encoding="utf-8")
+    out = tmp_path / "labels"
+    out.mkdir()
+    (out / "000005.qr.png").write_bytes(b"an earlier batch's label")
+    line = refusal(capsys, "devices", "export", out, "--ids", ids, "--resolver-base", RESOLVER_BASE)
+    assert line == f"error: {out} is not an empty directory: export each batch into a new one"
+    assert [path.name for path in out.iterdir()] == ["000005.qr.png"]
+    assert (
+        main(
+            [
+                "licence",
+                "devices",
+                "export",
+                str(tmp_path / "new"),
+                "--ids",
+                str(ids),
+                "--resolver-base",
+                RESOLVER_BASE,
+            ]
+        )
+        == 0
+    )
