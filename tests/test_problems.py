@@ -56,6 +56,10 @@ def _router() -> APIRouter:
     async def fail(kind: str) -> None:
         raise ERRORS[kind]
 
+    @router.post("/echo")
+    async def echo(body: dict[str, int]) -> dict[str, int]:
+        return body
+
     @router.get("/http-error")
     async def http_error() -> None:
         raise HTTPException(status_code=418, detail="short and stout")
@@ -111,6 +115,20 @@ async def test_wrong_method_is_a_405_problem_with_allow(service: RunningApp) -> 
     assert response.status_code == 405
     assert response.headers["allow"] == "GET"
     assert _problem(response)["title"] == "Method Not Allowed"
+
+
+async def test_a_json_body_of_bytes_that_are_not_utf8_is_the_documented_422(service: RunningApp) -> None:
+    """FastAPI answers them a bare 400 (json.loads raises a decode error, not a JSON error)."""
+    response = await service.client.post(
+        "/echo", content=b'{"a\xe9": 1}', headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    body = _problem(response)
+    assert body["type"].endswith("/validation-failed")
+    assert [(error["loc"], error["type"]) for error in body["errors"]] == [(["body"], "json_invalid")]
+    assert body["errors"][0]["msg"].startswith("the body is not UTF-8 JSON: 'utf-8' codec can't decode")
+    malformed = await service.client.post("/echo", content=b"{", headers={"Content-Type": "application/json"})
+    assert malformed.status_code == 422  # as a body that is not JSON at all
 
 
 async def test_http_exceptions_keep_their_status_and_detail(service: RunningApp) -> None:

@@ -232,9 +232,27 @@ async def _request_validation_response(request: Request, exc: Exception) -> Resp
     )
 
 
+_UNPARSED_BODY = "There was an error parsing the body"  # FastAPI's 400 for a body json.loads cannot decode
+
+
 async def _http_exception_response(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, StarletteHTTPException):
         return await _unexpected_error_response(request, exc)
+    if exc.status_code == 400 and exc.detail == _UNPARSED_BODY and isinstance(exc.__cause__, ValueError):
+        # Bytes that are no UTF-8 (json.loads raises UnicodeDecodeError, not a JSON error): a
+        # malformed body as any other, the 422 the routes document, not a bare 400.
+        return await _request_validation_response(
+            request,
+            RequestValidationError(
+                [
+                    {
+                        "type": "json_invalid",
+                        "loc": ("body",),
+                        "msg": f"the body is not UTF-8 JSON: {exc.__cause__}",
+                    }
+                ]
+            ),
+        )
     phrase = _reason_phrase(exc.status_code)
     # FastAPI's HTTPException allows any JSON value as detail; a problem's detail is a string.
     raw_detail: object = exc.detail
