@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -32,6 +33,7 @@ from exchange.kit.errors import (
     Unauthorized,
     ValidationFailed,
 )
+from exchange.licenses.uploads import InvalidDeviceList, ListError
 from tests.conftest import RunningApp, StartApp
 
 SECRET_INPUT = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
@@ -265,6 +267,23 @@ def test_a_refusal_without_fields_is_the_422_the_schema_documents() -> None:
     document = problem_document(refused, "/v1/orders")
     assert "errors" not in document
     assert ValidationProblem.model_validate(document).status == 422
+
+
+def test_a_list_refused_by_its_entries_is_the_422_the_schema_documents() -> None:
+    """A device list and a patent import list their bad entries, not fields; the schema says so
+    (a client validating answers against it would reject them otherwise)."""
+    devices = InvalidDeviceList(
+        [ListError("an IMEI has 15 digits, not 1", "imei:1", item=4), ListError("no scheme", "x", line=3)], 2
+    )
+    patents = ValidationFailed(
+        "2 invalid records", extra={"errors": [{"line": 2, "column": 7, "reason": "no title"}]}
+    )
+    for refused in (devices, patents):
+        document = problem_document(refused, "/v1/devices/batches")
+        assert ValidationProblem.model_validate(document).errors
+    schema = json.dumps(ValidationProblem.model_json_schema())
+    assert '"reason"' in schema
+    assert '"item"' in schema
 
 
 def test_retry_after_cannot_be_negative() -> None:

@@ -74,16 +74,30 @@ class InvalidField(BaseModel):
     type: str = Field(description="Machine-readable reason, e.g. int_parsing, missing.")
 
 
+class InvalidEntry(BaseModel):
+    """One bad entry of a list the body carries (a device list, a patent import): where it is
+    (its ``item``, 0-based, in a JSON list; its ``line``, 1-based, and ``column`` in a file) and why."""
+
+    line: int | None = None
+    column: int | None = None
+    item: int | None = None
+    input: str | None = Field(default=None, description="The entry as given (at most 200 characters).")
+    reason: str
+
+
 class ValidationProblem(Problem):
     """A 422: a request that did not validate lists each field in ``errors``; a well-formed
     request the service refuses (an order off the tick, a patent record it cannot take) names
-    its field there only when it has one, else says why in ``detail`` and its extension members."""
+    its field there only when it has one, else says why in ``detail`` and its extension members.
+    A list the service refuses entries of (``invalid-device-list``, ``invalid-patent-record``)
+    lists each bad entry instead, by its place in the list."""
 
     model_config = ConfigDict(extra="allow", title="ValidationProblem")
 
-    errors: list[InvalidField] = Field(
+    errors: list[InvalidField | InvalidEntry] = Field(
         default_factory=list,
-        description="Each field that did not validate; absent from a refusal that names no field.",
+        description="Each field that did not validate, or each entry of a list refused; absent from a "
+        "refusal that names neither.",
     )
 
 
