@@ -66,6 +66,9 @@ class DeviceBatch(Base):
         Index(
             "ix_licence_device_batches_upload_match", "chain_id", "registry_address", "manufacturer", "root"
         ),
+        # An upload's id is its name to the manufacturer (and in logs and exports): one withdrawn
+        # or expired must not come back as another's, as SQLite's rowid would give it again.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

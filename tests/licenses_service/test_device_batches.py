@@ -363,3 +363,14 @@ async def test_an_upload_again_of_a_registration_not_yet_credited_is_matched_to_
     answer = (await licensing.client.get("/v1/devices/serial/acme:RU1")).json()
     assert (answer["status"], answer["batch_id"]) == ("licensed", batch_id)
     assert on_chain_status(licensing, answer) == 0
+
+
+async def test_an_upload_id_is_never_given_again(licensing: Service) -> None:
+    """The newest upload withdrawn, the next one gets a new id (SQLite would give the same rowid)."""
+    manufacturer = account(1)
+    licensed_member(licensing.pool, manufacturer)
+    headers = await licensing.sign_in(manufacturer)
+    first = (await upload(licensing, headers, devices(2, prefix="ID")))["batch"]["upload_id"]
+    assert (await licensing.client.delete(f"/v1/devices/batches/{first}", headers=headers)).status_code == 204
+    second = (await upload(licensing, headers, devices(2, prefix="ID")))["batch"]["upload_id"]
+    assert second > first
