@@ -243,10 +243,13 @@ def _proof_from_batch(directory: Path, device: Any, pool: Any, manufacturer: str
         )
     manufacturer = manufacturer or info.get("manufacturer")
     if index is None:
-        return {"status": "unknown", "batch_id": None, "manufacturer": manufacturer}
+        why = f"the device is not in the batch exported to {directory}"
+        return {"status": "unknown", "batch_id": None, "manufacturer": manufacturer, "why": why}
     tree = MerkleTree.from_bytes((directory / "tree.bin").read_bytes())
     batch_id = info.get("batch_id") or _find_batch(pool, tree.root, tree.count, manufacturer)
+    by = f" by {manufacturer}" if manufacturer else ""
     return {
+        "why": f"no batch of root 0x{tree.root.hex()} and {tree.count} devices is registered{by}",
         "batch_id": batch_id,
         "index": index,
         "proof": ["0x" + node.hex() for node in tree.proof(index)],
@@ -303,9 +306,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         else _proof_from_batch(args.batch, device, pool, args.manufacturer)
     )
     if claim.get("batch_id") is None:
-        print(
-            f"NOT LICENSED: {'the service' if args.service else 'the batch'} knows no registered batch of it"
-        )
+        print(f"NOT LICENSED: {claim.get('why') or 'the service knows no registered batch of it'}")
         return 1
     block = int(pool.w3.eth.block_number)
     batch_id, index = int(claim["batch_id"]), int(claim["index"])

@@ -211,6 +211,21 @@ def test_scan_takes_the_manufacturers_batch_not_another_registration_of_its_root
     assert f"batch {unrevoked} on chain: manufacturer {squatter.address}" in out
     assert f"NOT LICENSED: batch {unrevoked} was registered by {squatter.address}, not by" in out
 
+    # Only the squatter's registrations for an account that made none: the verdict says so, and
+    # a device the export does not hold is named as such.
+    (labels / "batch.json").write_text(json.dumps({**batch, "manufacturer": node.outsider.address}))
+    code, out = run(capsys, "licence", "scan", labels / "000000.qr.png", *chain)
+    assert code == 1, out
+    assert out.splitlines()[-1] == (
+        f"NOT LICENSED: no batch of root {batch['root']} and 2 devices is registered "
+        f"by {node.outsider.address}"
+    )
+    stranger = tmp_path / "stranger.png"
+    stranger.write_bytes(render(f"{RESOLVER}/serial/acme/SQ-9", Symbology.QR, ImageType.PNG, module_px=4))
+    code, out = run(capsys, "licence", "scan", stranger, *chain)
+    assert code == 1, out
+    assert out.splitlines()[-1] == f"NOT LICENSED: the device is not in the batch exported to {labels}"
+
 
 @pytest.fixture
 def service_url(node: Node, tmp_path: Path) -> Iterator[str]:
