@@ -12,6 +12,7 @@ chain for keeps changing, they answer the transient 409 ``batch-changed-meanwhil
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Annotated, Any
 
 import orjson
@@ -42,7 +43,7 @@ from exchange.licenses.schemas import (
     BatchUploadOut,
     TransactionOut,
 )
-from exchange.licenses.uploads import TooManyDevices, parse_csv, parse_json_list, read_json_upload
+from exchange.licenses.uploads import TooManyDevices, check_json_values, parse_csv, parse_json_list
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 link_router = resolver_routes.link_router
@@ -116,6 +117,16 @@ def _amount(text: object) -> int:
     raise ValidationFailed("bpc_per_device_wei is a decimal string of base units")
 
 
+def _decoding(request: Request) -> asyncio.Semaphore:
+    """The app's one permit to decode a JSON upload: each may build a few hundred MB (a
+    million devices), so uploads sent at once are decoded one after another."""
+    state = request.app.state
+    permit: asyncio.Semaphore | None = getattr(state, "device_upload_decoding", None)
+    if permit is None:
+        permit = state.device_upload_decoding = asyncio.Semaphore(1)
+    return permit
+
+
 async def _read_upload(
     request: Request, bpc_query: str | None, scheme_query: str | None
 ) -> tuple[list[DeviceId], int]:
@@ -135,18 +146,23 @@ async def _read_upload(
         return devices, _amount(bpc_query)
     if media != "application/json":
         raise ValidationFailed("send the device list as application/json or text/csv")
-    # Read as a stream: json.loads would build all of it first, many times its size.
-    body = await asyncio.to_thread(read_json_upload, raw, max_devices=batches.MAX_BATCH_DEVICES)
-    if body.devices is None:
-        raise ValidationFailed('the body is {"bpc_per_device_wei": "...", "devices": [...]}')
-    scheme = body.fields.get("scheme", scheme_query)
-    amount = body.fields.get("bpc_per_device_wei", bpc_query)
-    devices = await asyncio.to_thread(
-        parse_json_list,
-        body.devices,
-        scheme=scheme if isinstance(scheme, str) else None,
-        max_devices=batches.MAX_BATCH_DEVICES,
-    )
+    check_json_values(raw, max_devices=batches.MAX_BATCH_DEVICES)
+    async with _decoding(request):
+        try:
+            body = await asyncio.to_thread(json.loads, raw)
+        except (ValueError, RecursionError):
+            raise ValidationFailed("the body is not JSON, or nests too deeply") from None
+        if not isinstance(body, dict) or "devices" not in body:
+            raise ValidationFailed('the body is {"bpc_per_device_wei": "...", "devices": [...]}')
+        scheme = body.get("scheme", scheme_query)
+        amount = body.get("bpc_per_device_wei", bpc_query)
+        devices = await asyncio.to_thread(
+            parse_json_list,
+            body["devices"],
+            scheme=scheme if isinstance(scheme, str) else None,
+            max_devices=batches.MAX_BATCH_DEVICES,
+        )
+        del body  # the decoded list goes before the next upload is decoded
     return devices, _amount(amount)
 
 
