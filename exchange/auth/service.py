@@ -17,7 +17,7 @@ import hashlib
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from eth_account.messages import encode_defunct
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -112,7 +112,10 @@ async def sign_in(
             raise to_domain_error(exc) from exc
         if not valid:
             raise Unauthorized(f"sign-in refused: the signature is not {message.address}'s")
-    issued_by = message.issued_at + MAX_CLOCK_SKEW  # the wallet's clock may run behind ours
+    try:  # the wallet's clock may run behind ours
+        issued_by = message.issued_at.astimezone(UTC) + MAX_CLOCK_SKEW
+    except OverflowError:  # a date before year 1 in UTC (0001-01-01 at +14:00)
+        raise Unauthorized("sign-in refused: the message's Issued At is out of range") from None
     if not await repository.consume_nonce(session, message.nonce, message.address, now, issued_by=issued_by):
         if await repository.nonce_open(session, message.nonce, now):
             raise Unauthorized(

@@ -6,7 +6,7 @@ import re
 import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -141,6 +141,9 @@ async def test_a_message_issued_before_its_nonce_is_refused_and_the_nonce_stays_
     stale = await _login(service, message(datetime(2000, 1, 1, tzinfo=UTC)), account)
     assert stale.status_code == 401, stale.text
     assert "Issued At is before its nonce was issued" in stale.json()["detail"]
+    far = await _login(service, message(datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))), account)
+    assert far.status_code == 401, far.text  # before year 1 in UTC: out of range, not a server error
+    assert "Issued At is out of range" in far.json()["detail"]
     behind = await _login(service, message(now - timedelta(minutes=1)), account)  # a wallet's slow clock
     assert behind.status_code == 200, behind.text
 
