@@ -128,9 +128,18 @@ async def test_a_json_body_of_bytes_that_are_not_utf8_is_the_documented_422(serv
     body = _problem(response)
     assert body["type"].endswith("/validation-failed")
     assert [(error["loc"], error["type"]) for error in body["errors"]] == [(["body"], "json_invalid")]
-    assert body["errors"][0]["msg"].startswith("the body is not UTF-8 JSON: 'utf-8' codec can't decode")
+    assert body["errors"][0]["msg"].startswith("the body could not be read as JSON: 'utf-8' codec can't")
     malformed = await service.client.post("/echo", content=b"{", headers={"Content-Type": "application/json"})
     assert malformed.status_code == 422  # as a body that is not JSON at all
+    for content, said in (
+        (b'{"a": ' + b"1" * 5_000 + b"}", "Exceeds the limit"),  # more digits than int() converts
+        (b"[" * 100_000 + b"]" * 100_000, "it nests too deeply"),
+    ):
+        refused = await service.client.post(
+            "/echo", content=content, headers={"Content-Type": "application/json"}
+        )
+        assert refused.status_code == 422, refused.text
+        assert said in _problem(refused)["errors"][0]["msg"]
 
 
 async def test_http_exceptions_keep_their_status_and_detail(service: RunningApp) -> None:

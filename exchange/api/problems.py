@@ -75,11 +75,10 @@ class InvalidField(BaseModel):
 
 
 class InvalidEntry(BaseModel):
-    """One bad entry of a list the body carries (a device list, a patent import): where it is
-    (its ``item``, 0-based, in a JSON list; its ``line``, 1-based, and ``column`` in a file) and why."""
+    """One bad entry of a list the body carries (a device list): where it is (its ``item``,
+    0-based, in a JSON list; its ``line``, 1-based, in a CSV file) and why."""
 
     line: int | None = None
-    column: int | None = None
     item: int | None = None
     input: str | None = Field(default=None, description="The entry as given (at most 200 characters).")
     reason: str
@@ -89,8 +88,8 @@ class ValidationProblem(Problem):
     """A 422: a request that did not validate lists each field in ``errors``; a well-formed
     request the service refuses (an order off the tick, a patent record it cannot take) names
     its field there only when it has one, else says why in ``detail`` and its extension members.
-    A list the service refuses entries of (``invalid-device-list``, ``invalid-patent-record``)
-    lists each bad entry instead, by its place in the list."""
+    A list the service refuses entries of (``invalid-device-list``) lists each bad entry
+    instead, by its place in the list."""
 
     model_config = ConfigDict(extra="allow", title="ValidationProblem")
 
@@ -252,9 +251,16 @@ _UNPARSED_BODY = "There was an error parsing the body"  # FastAPI's 400 for a bo
 async def _http_exception_response(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, StarletteHTTPException):
         return await _unexpected_error_response(request, exc)
-    if exc.status_code == 400 and exc.detail == _UNPARSED_BODY and isinstance(exc.__cause__, ValueError):
-        # Bytes that are no UTF-8 (json.loads raises UnicodeDecodeError, not a JSON error): a
-        # malformed body as any other, the 422 the routes document, not a bare 400.
+    cause = exc.__cause__
+    if (
+        exc.status_code == 400
+        and exc.detail == _UNPARSED_BODY
+        and isinstance(cause, ValueError | RecursionError)
+    ):
+        # What json.loads raises besides a JSON error (bytes that are no UTF-8, an integer of
+        # more digits than Python converts, nesting deeper than it recurses): a malformed body
+        # as any other, the 422 the routes document, not a bare 400.
+        why = "it nests too deeply" if isinstance(cause, RecursionError) else str(cause)
         return await _request_validation_response(
             request,
             RequestValidationError(
@@ -262,7 +268,7 @@ async def _http_exception_response(request: Request, exc: Exception) -> Response
                     {
                         "type": "json_invalid",
                         "loc": ("body",),
-                        "msg": f"the body is not UTF-8 JSON: {exc.__cause__}",
+                        "msg": f"the body could not be read as JSON: {why}",
                     }
                 ]
             ),

@@ -185,13 +185,6 @@ private = APIRouter(
 )
 
 _AUTH = (Unauthorized, RateLimited)
-# FastAPI answers a JSON syntax error with a 422 (type json_invalid), like any invalid body.
-_MALFORMED_BODY: dict[int | str, dict[str, Any]] = {
-    400: {
-        "description": "The body cannot be parsed: it is not UTF-8, or its JSON nests too deeply",
-        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-    }
-}
 
 # --------------------------------------------------------------------------- conversions
 
@@ -369,10 +362,7 @@ _PLACE_ORDER_WORK: tuple[type[DomainError], ...] = (
 _PLACE_ORDER_RESPONSES = _idempotent_responses(
     status.HTTP_201_CREATED,
     *_PLACE_ORDER_WORK,
-    extra={
-        200: {"description": "The order was placed before under this client_order_id", "model": OrderOut},
-        **_MALFORMED_BODY,
-    },
+    extra={200: {"description": "The order was placed before under this client_order_id", "model": OrderOut}},
 )
 
 
@@ -579,9 +569,7 @@ private.add_api_route(
         "than their burst); a non-member's batch is refused whole (403). With an Idempotency-Key, an "
         "answer in which an order met a 429 or 5xx is not kept: resending the key runs the batch again."
     ),
-    responses=_idempotent_responses(
-        status.HTTP_200_OK, NotActiveMember, ChainUnavailable, extra=_MALFORMED_BODY
-    ),
+    responses=_idempotent_responses(status.HTTP_200_OK, NotActiveMember, ChainUnavailable),
 )
 
 
@@ -695,7 +683,6 @@ async def cancel_order(
                 "description": "The replacement was placed before under this client_order_id",
                 "model": OrderOut,
             },
-            **_MALFORMED_BODY,
         },
     ),
 )
@@ -809,7 +796,6 @@ async def list_my_trades(
         ChainUnavailable,
         BalancesBusy,
         before=(KeyUnfinished,),
-        extra=_MALFORMED_BODY,
     ),
 )
 async def request_withdrawal(
