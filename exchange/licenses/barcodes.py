@@ -151,8 +151,8 @@ def decode(image: bytes | Image.Image) -> list[str]:
 
 
 def _looks_like_svg(data: bytes) -> bool:
-    head = data[:512].lstrip().lower()
-    return head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head)
+    head = data[:1024].removeprefix(b"\xef\xbb\xbf").lstrip().lower()
+    return head.startswith((b"<svg", b"<?xml", b"<!doctype svg")) and b"<svg" in head
 
 
 def decode_one(image: bytes | Image.Image) -> str:

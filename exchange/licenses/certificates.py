@@ -62,7 +62,7 @@ DOMAIN_NAME: Final = "Patent Pool Licence Certificate"
 DOMAIN_VERSION: Final = "1"
 PRIMARY_TYPE: Final = "LicenceCertificate"
 COMPACT_PREFIX: Final = "BPCERT1:"
-_BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
+_BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]*={0,2}")  # padding optional, as encoders differ
 MAX_STATEMENT_BYTES: Final = 1_000
 UINT64_MAX: Final = 2**64 - 1
 
@@ -235,8 +235,11 @@ class Certificate:
         body = text[len(COMPACT_PREFIX) :]
         # The decoder skips what is not of the alphabet: damaged text must not verify.
         if not _BASE64URL.fullmatch(body):
-            raise InvalidCertificate("the compact certificate is not base64url (A-Z a-z 0-9 - _)")
+            raise InvalidCertificate(
+                "the compact certificate is not base64url (A-Z a-z 0-9 - _, then = padding)"
+            )
         try:
+            body = body.rstrip("=")
             payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         except ValueError:
             raise InvalidCertificate("the compact certificate is not base64url") from None

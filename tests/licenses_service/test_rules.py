@@ -7,6 +7,7 @@ from eth_account import Account
 from hypothesis import given
 from hypothesis import strategies as st
 
+from exchange.kit.errors import ValidationFailed
 from exchange.licenses.certificates import (
     Certificate,
     ChainFacts,
@@ -50,6 +51,12 @@ def test_compact_form_round_trips(certificate: Certificate, signature: bytes) ->
     text = certificate.to_compact(signature)
     assert text.startswith("BPCERT1:")
     assert Certificate.from_compact(text) == (certificate, signature)
+    body = text.removeprefix("BPCERT1:")
+    padded = "BPCERT1:" + body + "=" * (-len(body) % 4)  # as an encoder that pads writes it
+    assert Certificate.from_compact(padded) == (certificate, signature)
+    for damage in ("!", "+", " ", "=="):  # not of base64url, or padding before the end: refused
+        with pytest.raises(ValidationFailed, match="not base64url"):
+            Certificate.from_compact(text[:20] + damage + text[20:])
 
 
 @given(certificates)
