@@ -95,7 +95,7 @@ def fill(amounts: FillAmounts, fee_account: str) -> list[Posting]:
         raise LedgerError("the seller's fee exceeds the quote amount")
     buyer_pays = a.quote_amount + a.buyer_fee
     # Both sides pay out of their reservations; what the buyer reserved beyond this fill
-    # (price improvement, a fee below its cap) stays reserved until its order ends.
+    # (price improvement, a fee below its cap) is the writer's to release (MarketWriter._fill).
     return [
         Posting(a.buyer, a.quote_token, -buyer_pays, -buyer_pays),
         Posting(a.seller, a.quote_token, a.quote_amount - a.seller_fee),
