@@ -142,39 +142,16 @@ def test_a_programming_error_keeps_its_traceback(bug: Exception) -> None:
         _guarded(handler)(argparse.Namespace())
 
 
+_EXPORT = ["devices", "export", "out", "--ids", "ids.csv", "--resolver-base", RESOLVER_BASE]
+
+
 @pytest.mark.parametrize(
     ("argv", "said"),
     [
         (["resolver", "--port", "99999"], "argument --port: 99999 is not from 1 to 65535"),
         (["resolver", "--port", "-1"], "argument --port: -1 is not from 1 to 65535"),
-        (
-            [
-                "devices",
-                "export",
-                "out",
-                "--ids",
-                "ids.csv",
-                "--resolver-base",
-                RESOLVER_BASE,
-                "--module-px",
-                "0",
-            ],
-            "argument --module-px: 0 is not from 1 to 40",
-        ),
-        (
-            [
-                "devices",
-                "export",
-                "out",
-                "--ids",
-                "ids.csv",
-                "--resolver-base",
-                RESOLVER_BASE,
-                "--module-px",
-                "x",
-            ],
-            "argument --module-px: 'x' is not a whole number",
-        ),
+        ([*_EXPORT, "--module-px", "0"], "argument --module-px: 0 is not from 1 to 40"),
+        ([*_EXPORT, "--module-px", "x"], "argument --module-px: 'x' is not a whole number"),
     ],
 )
 def test_a_number_out_of_its_range_is_refused_before_anything_runs(

@@ -126,6 +126,20 @@ class Desk:
         pool.quote.transact("approve", market["vault"], amount, sender=trader.address)
         pool.vault.transact("deposit", market["quote"], amount, sender=trader.address)
 
+    async def funded_in_the_vault(self, seller_key: int = 6, buyer_key: int = 5) -> tuple[Trader, Trader]:
+        """Two members of the embedded accounts ``seller_key`` and ``buyer_key`` (which hold ether
+        and send their own transactions): the seller with 2 BPC and the buyer with 100 of the
+        quote token deposited in the Vault, and credited by the indexer."""
+        market, pool = self.market, self.chain.pool
+        seller = await self.member(embedded_account(seller_key))
+        buyer = await self.member(embedded_account(buyer_key))
+        pool.mint_bpc(seller.address, 2 * WHOLE)
+        pool.approve_bpc(market["vault"], 2 * WHOLE, sender=seller.address)
+        pool.vault.transact("deposit", market["base"], 2 * WHOLE, sender=seller.address)
+        self.deposit_quote_in_vault(buyer, 100 * DOLLAR)
+        await self.app.state.settlement.indexer.catch_up()
+        return seller, buyer
+
     def order_body(
         self,
         trader: Trader,

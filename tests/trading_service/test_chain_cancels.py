@@ -212,27 +212,13 @@ async def test_an_exit_requested_and_paid_in_one_pass_takes_the_orders_off_first
     assert await _exit_states(desk, carol.address) == ["credited"]
 
 
-async def _funded_in_the_vault(desk: Desk) -> tuple[Trader, Trader]:
-    """Alice with 2 BPC and Carol with 100 TUSD deposited in the Vault and credited; both send
-    their own transactions."""
-    market, pool = desk.market, desk.chain.pool
-    alice = await desk.member(embedded_account(6))
-    carol = await desk.member(embedded_account(5))
-    pool.mint_bpc(alice.address, 2 * WHOLE)
-    pool.approve_bpc(market["vault"], 2 * WHOLE, sender=alice.address)
-    pool.vault.transact("deposit", market["base"], 2 * WHOLE, sender=alice.address)
-    desk.deposit_quote_in_vault(carol, 100 * DOLLAR)
-    await desk.app.state.settlement.indexer.catch_up()
-    return alice, carol
-
-
 async def test_an_exit_with_a_fill_unsettled_is_credited_once_the_settler_has_failed_it(desk: Desk) -> None:
     """The escape hatch while a fill is pending: the Vault paid out without it, the ledger holds it.
     The exit waits (and with it every later event) until the settler fails the fill, which the Vault
     refuses for an exiting account, and voids it; then the debit matches the payout, to the unit."""
     market, pool = desk.market, desk.chain.pool
     settlement = desk.app.state.settlement
-    alice, carol = await _funded_in_the_vault(desk)
+    alice, carol = await desk.funded_in_the_vault()
     before = {trader.address: await desk.balances(trader) for trader in (alice, carol)}
     await _place(desk, alice, "sell", 5, nonce=1_000_020)
     taken = desk.order_body(carol, "buy", price(5), WHOLE, nonce=1_000_021, time_in_force="IOC")
@@ -268,7 +254,7 @@ async def test_an_exit_called_off_after_its_payout_keeps_the_account_out_until_t
     (else its fills would fail, and, kept unsettled, hold the exit and every later credit back)."""
     market, pool = desk.market, desk.chain.pool
     settlement = desk.app.state.settlement
-    alice, carol = await _funded_in_the_vault(desk)
+    alice, carol = await desk.funded_in_the_vault()
     await _place(desk, alice, "sell", 5, nonce=1_000_030)
     taken = desk.order_body(carol, "buy", price(5), WHOLE, nonce=1_000_031, time_in_force="IOC")
     assert (await desk.client.post("/v1/orders", json=taken, headers=carol.headers)).status_code == 201

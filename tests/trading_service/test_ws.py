@@ -23,7 +23,6 @@ from exchange.settings import Settings
 from exchange.trading.fill_notices import APPLICATION_NAME
 from exchange.trading.settlement_service import build_settlement
 from exchange.trading.ws import CLOSE_RATE_LIMITED, MAX_REFUSALS_IN_A_ROW
-from tests.support.auth import embedded_account
 from tests.trading_service.conftest import start_desk, trading_settings
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
 
@@ -332,27 +331,12 @@ async def test_a_trade_that_fails_settlement_is_taken_back_on_the_trades_and_fil
         assert (await desk.client.get("/v1/markets/BPC-TUSD/trades")).json()["items"] == []
 
 
-async def _vault_funded(desk: Desk, seller_key: int, buyer_key: int) -> tuple[Trader, Trader]:
-    """A seller with 2 BPC and a buyer with 100 of the quote token in the Vault, credited."""
-    market, pool = desk.market, desk.chain.pool
-    seller, buyer = (
-        await desk.member(embedded_account(seller_key)),
-        await desk.member(embedded_account(buyer_key)),
-    )
-    pool.mint_bpc(seller.address, 2 * WHOLE)
-    pool.approve_bpc(market["vault"], 2 * WHOLE, sender=seller.address)
-    pool.vault.transact("deposit", market["base"], 2 * WHOLE, sender=seller.address)
-    desk.deposit_quote_in_vault(buyer, 100 * DOLLAR)
-    await desk.app.state.settlement.indexer.catch_up()
-    return seller, buyer
-
-
 async def test_a_fill_that_settles_is_sent_again_settled_on_the_fills_channel(
     database_url: str, settings: Settings, desk: Desk, ws_url: str
 ) -> None:
     """Once by the settler of this process, and (on PostgreSQL) once by a settler elsewhere, whose
     batch the service hears of from the database's notice; each batch once, however often heard."""
-    alice, bob = await _vault_funded(desk, 6, 5)
+    alice, bob = await desk.funded_in_the_vault()
     async with connect(ws_url, additional_headers=bob.headers) as bobs_ws, connect(ws_url) as public_ws:
         mine, public = Stream(bobs_ws), Stream(public_ws)
         assert (await mine.next())["type"] == "authenticated"
