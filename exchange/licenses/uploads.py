@@ -84,14 +84,15 @@ Entry = tuple[str, str | None, int | None, int | None, str | None]
 """(raw text, scheme, line, item, refusal): a refusal is a reason known before parsing."""
 
 
-def _collect(entries: Iterable[Entry], max_devices: int | None = None) -> list[DeviceId]:
+def collect(entries: Iterable[Entry], max_devices: int | None = None) -> list[DeviceId]:
+    """The device ids of ``entries``; raises :class:`InvalidDeviceList` naming every bad one."""
     devices: list[DeviceId] = []
     errors: list[ListError] = []
     total = 0
     first_seen: dict[str, tuple[int | None, int | None]] = {}
     for count, (raw, scheme, line, item, refusal) in enumerate(entries, 1):
         if max_devices is not None and count > max_devices:
-            raise _too_many(max_devices)
+            raise too_many(max_devices)
         try:
             if refusal is not None:
                 raise InvalidDeviceId(refusal, raw)
@@ -118,7 +119,7 @@ def _collect(entries: Iterable[Entry], max_devices: int | None = None) -> list[D
     return devices
 
 
-def _too_many(max_devices: int) -> TooManyDevices:
+def too_many(max_devices: int) -> TooManyDevices:
     return TooManyDevices(f"more than {max_devices} devices in one batch", extra={"limit": max_devices})
 
 
@@ -130,7 +131,7 @@ def parse_json_list(
     if not isinstance(items, list):
         raise InvalidDeviceList([ListError("devices must be a JSON list", type(items).__name__, item=0)], 1)
     if max_devices is not None and len(items) > max_devices:
-        raise _too_many(max_devices)
+        raise too_many(max_devices)
 
     def entries() -> Iterator[Entry]:
         for position, entry in enumerate(items):
@@ -149,31 +150,7 @@ def parse_json_list(
                 refusal = 'an entry is a device id string or {"scheme": ..., "id": ...}'
                 yield repr(entry)[:200], None, None, position, refusal
 
-    return _collect(entries())
-
-
-VALUES_PER_DEVICE: Final = 6
-"""JSON values an upload may hold per device it may list: a string entry is one, a
-``{"scheme": …, "id": …}`` entry five (the object, two keys, two values), a sixth for a key
-more; what decoding an upload costs follows its values, not its bytes."""
-
-
-def check_json_values(raw: bytes, *, max_devices: int) -> None:
-    """Refuse (:class:`TooManyDevices`) a JSON body that holds more values than an upload of at
-    most ``max_devices`` devices, before it is decoded.
-
-    What ``json.loads`` builds can be twenty times the body's size (a list of empty lists: three
-    bytes each), all of it before a single entry can be counted. Every value after a container's
-    first follows a comma, and every container opens with a bracket or a brace, so their count
-    bounds the values from above (a comma or bracket inside a string counts too: it can only
-    refuse more). Counted in C over the bytes, whatever their encoding: a pass of milliseconds.
-    """
-    values = raw.count(b",") + raw.count(b"[") + raw.count(b"{")
-    if values > VALUES_PER_DEVICE * max_devices + 64:
-        raise TooManyDevices(
-            f"the body holds more JSON values than an upload of at most {max_devices} devices",
-            extra={"limit": max_devices},
-        )
+    return collect(entries())
 
 
 def parse_csv(text: str, *, scheme: str | None = None, max_devices: int | None = None) -> list[DeviceId]:
@@ -206,7 +183,7 @@ def parse_csv(text: str, *, scheme: str | None = None, max_devices: int | None =
         except csv.Error as exc:
             yield "", None, reader.line_num, None, f"malformed CSV: {exc}"
 
-    return _collect(entries(), max_devices)
+    return collect(entries(), max_devices)
 
 
 def parse_reference(text: str) -> DeviceId:

@@ -1,51 +1,115 @@
-"""A JSON device upload is refused by its count of values before it is decoded: what decoding
-builds follows that count, not the body's size."""
+"""A JSON device upload is decoded in a worker process within a memory limit, and only what it
+names comes back."""
 
 from __future__ import annotations
 
 import json
-import tracemalloc
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
-from exchange.licenses.uploads import VALUES_PER_DEVICE, TooManyDevices, check_json_values
+from exchange.kit.errors import ValidationFailed
+from exchange.licenses.device_ids import MAX_INPUT_LENGTH
+from exchange.licenses.json_uploads import (
+    Decoded,
+    UploadTooLarge,
+    _limit_memory,
+    decode,
+    decode_upload,
+    entries_of,
+)
+from exchange.licenses.uploads import InvalidDeviceList, TooManyDevices, collect
+
+REFUSED = 'an entry is a device id string or {"scheme": ..., "id": ...}'
 
 
-def _body(entries: list[object]) -> bytes:
-    return json.dumps({"bpc_per_device_wei": "1", "scheme": "imei", "devices": entries}).encode()
+def _body(devices: object, **fields: object) -> bytes:
+    return json.dumps({"bpc_per_device_wei": "5", **fields, "devices": devices}).encode()
+
+
+def test_entries_come_back_flat_with_their_schemes_and_the_amount() -> None:
+    decoded = decode(
+        _body(
+            [
+                "imei:352099001761481",
+                {"scheme": "serial", "id": "Acme:SN1", "note": "ignored"},
+                {"id": "acme:SN2"},
+                {"id": "acme:SN3", "scheme": 7},
+                [1, [2]],
+                "x" * 1_000,
+            ],
+            scheme="serial",
+        ),
+        None,
+        None,
+        10,
+    )
+    assert decoded.amount == "5"
+    assert decoded.entries == [
+        ("imei:352099001761481", "serial", None),
+        ("Acme:SN1", "serial", None),
+        ("acme:SN2", "serial", None),  # the body's default scheme
+        ("acme:SN3", None, None),  # a scheme that is no string names none
+        ("[1, [2]]", None, REFUSED),
+        ("x" * (MAX_INPUT_LENGTH + 1), "serial", None),  # cut: its check refuses it as too long
+    ]
+    with pytest.raises(InvalidDeviceList) as refused:
+        collect(entries_of(decoded, 10))
+    assert [error.item for error in refused.value.errors] == [0, 3, 4, 5]
+
+
+def test_the_query_names_what_the_body_does_not() -> None:
+    decoded = decode(json.dumps({"devices": ["acme:1"]}).encode(), "serial", "7", 10)
+    assert (decoded.entries, decoded.amount) == ([("acme:1", "serial", None)], "7")
+    assert decode(_body(["acme:1"], bpc_per_device_wei=5), None, "7", 10).amount is None  # a number
 
 
 @pytest.mark.parametrize(
-    "entry",
+    ("raw", "refusal"),
     [
-        "imei:352099001761481",
-        {"scheme": "imei", "id": "352099001761481"},
-        {"scheme": "imei", "id": "352099001761481", "note": "a key more"},
+        (b"{", ValidationFailed),
+        (b'["acme:1"]', ValidationFailed),
+        (b'{"devices": {"a": 1}}', InvalidDeviceList),
+        (_body(["serial:acme:1"] * 11), TooManyDevices),
     ],
-    ids=["string", "object", "object with a key more"],
 )
-def test_an_upload_of_as_many_devices_as_allowed_passes(entry: object) -> None:
-    check_json_values(_body([entry] * 1_000), max_devices=1_000)
-    with pytest.raises(TooManyDevices) as refused:
-        check_json_values(_body([entry] * 1_000), max_devices=1_000 // VALUES_PER_DEVICE - 20)
-    assert refused.value.detail.startswith("the body holds more JSON values than an upload of at most")
+def test_a_body_that_is_no_upload_is_refused(raw: bytes, refusal: type[Exception]) -> None:
+    with pytest.raises(refusal):
+        entries_of(decode(raw, None, None, 10), 10)
 
 
-def test_a_body_of_tiny_containers_is_refused_before_anything_is_built() -> None:
-    """A million empty lists (3 MB) decode to some 60 MB of lists; counted, they build nothing."""
-    raw = b'{"devices": [' + b",".join([b"[]"] * 1_000_000) + b"]}"
-    tracemalloc.start()
-    try:
-        with pytest.raises(TooManyDevices) as refused:
-            check_json_values(raw, max_devices=1_000)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert refused.value.extra == {"limit": 1_000}
-    assert peak < 100_000, peak
+def test_json_is_read_as_json_loads_reads_it() -> None:
+    """A byte-order mark, UTF-16, commas in a GS1 serial: an upload; a lone surrogate stays itself
+    (and is refused as no ASCII), never replaced by another character."""
+    serial = "gs1:(01)09506000134352(21)A,,,,,,,,,,,,B"
+    assert decode(b"\xef\xbb\xbf" + _body([serial]), None, None, 1).entries == [(serial, None, None)]
+    assert decode(_body([serial]).decode().encode("utf-16"), None, None, 1).entries == [(serial, None, None)]
+    lone = decode(b'{"devices": ["serial:acme:\\ud800"]}', None, None, 1)
+    with pytest.raises(InvalidDeviceList):
+        collect(entries_of(lone, 1))
 
 
-def test_commas_in_strings_count_and_the_limit_has_room_for_them() -> None:
-    """A GS1 serial may hold commas: counted as values, within the room an upload has."""
-    serials = [f"gs1:(01)09506000134352(21)A,B,{index}" for index in range(1_000)]
-    check_json_values(_body(serials), max_devices=1_000)
+def test_a_body_too_large_to_decode_within_the_limit_is_refused_in_the_worker() -> None:
+    """Three million empty lists (9 MB) decode to some 200 MB: past a 64 MiB limit, the worker
+    answers that the upload is too large, and goes on to decode the next."""
+    bomb = b'{"devices": [' + b",".join([b"[]"] * 3_000_000) + b"]}"
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        1, mp_context=context, initializer=_limit_memory, initargs=(64 * 1024**2,)
+    ) as pool:
+        refused = pool.submit(decode, bomb, None, None, 1_000_000).result()
+        after = pool.submit(decode, _body(["serial:acme:1"]), None, None, 1).result()
+    with pytest.raises(UploadTooLarge):
+        entries_of(refused, 1_000_000)
+    assert after == Decoded(entries=[("serial:acme:1", None, None)], amount="5")
+
+
+async def test_the_service_decodes_in_its_worker() -> None:
+    decoded = await decode_upload(
+        _body(["serial:acme:1", "serial:acme:2"]), scheme_query=None, amount_query=None, max_devices=2
+    )
+    assert [device.canonical for device in collect(entries_of(decoded, 2))] == [
+        "serial:acme:1",
+        "serial:acme:2",
+    ]
