@@ -12,6 +12,7 @@ chain for keeps changing, they answer the transient 409 ``batch-changed-meanwhil
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Annotated, Any
 
 import orjson
@@ -33,7 +34,6 @@ from exchange.kit.errors import (
 from exchange.licenses import batches, pending_uploads, repository, resolver_routes
 from exchange.licenses.device_ids import DeviceId
 from exchange.licenses.indexer import registry_of
-from exchange.licenses.json_uploads import UploadTooLarge, decode_upload, entries_of
 from exchange.licenses.lifespan import Licensing, licensing
 from exchange.licenses.models import DeviceBatch
 from exchange.licenses.routes import transaction_out
@@ -43,7 +43,7 @@ from exchange.licenses.schemas import (
     BatchUploadOut,
     TransactionOut,
 )
-from exchange.licenses.uploads import TooManyDevices, collect, parse_csv
+from exchange.licenses.uploads import TooManyDevices, check_json_size, parse_csv, parse_json_list
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 link_router = resolver_routes.link_router
@@ -117,6 +117,16 @@ def _amount(text: object) -> int:
     raise ValidationFailed("bpc_per_device_wei is a decimal string of base units")
 
 
+def _decoding(request: Request) -> asyncio.Semaphore:
+    """The app's one permit to decode a JSON upload: each may build up to a few GB (a million
+    devices with keys besides their own), so uploads sent at once are decoded one after another."""
+    state = request.app.state
+    permit: asyncio.Semaphore | None = getattr(state, "device_upload_decoding", None)
+    if permit is None:
+        permit = state.device_upload_decoding = asyncio.Semaphore(1)
+    return permit
+
+
 async def _read_upload(
     request: Request, bpc_query: str | None, scheme_query: str | None
 ) -> tuple[list[DeviceId], int]:
@@ -136,13 +146,23 @@ async def _read_upload(
         return devices, _amount(bpc_query)
     if media != "application/json":
         raise ValidationFailed("send the device list as application/json or text/csv")
-    # In a process of its own, within a memory limit (exchange.licenses.json_uploads).
-    decoded = await decode_upload(
-        raw, scheme_query=scheme_query, amount_query=bpc_query, max_devices=batches.MAX_BATCH_DEVICES
-    )
-    entries = entries_of(decoded, batches.MAX_BATCH_DEVICES)
-    devices = await asyncio.to_thread(collect, entries)  # Python, which yields the lock: a thread
-    amount = decoded.amount
+    async with _decoding(request):
+        await asyncio.to_thread(check_json_size, raw, max_devices=batches.MAX_BATCH_DEVICES)
+        try:
+            body = await asyncio.to_thread(json.loads, raw)
+        except (ValueError, RecursionError):
+            raise ValidationFailed("the body is not JSON, or nests too deeply") from None
+        if not isinstance(body, dict) or "devices" not in body:
+            raise ValidationFailed('the body is {"bpc_per_device_wei": "...", "devices": [...]}')
+        scheme = body.get("scheme", scheme_query)
+        amount = body.get("bpc_per_device_wei", bpc_query)
+        devices = await asyncio.to_thread(
+            parse_json_list,
+            body["devices"],
+            scheme=scheme if isinstance(scheme, str) else None,
+            max_devices=batches.MAX_BATCH_DEVICES,
+        )
+        del body  # the decoded list goes before the next upload is decoded
     return devices, _amount(amount)
 
 
@@ -160,7 +180,6 @@ async def _read_upload(
         Conflict,
         batches.BatchChangedMeanwhile,
         TooManyDevices,
-        UploadTooLarge,
         ChainRejected,
         ChainUnavailable,
     ),

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+import ijson
+
 from exchange.kit.errors import DomainError, ValidationFailed
 from exchange.licenses.device_ids import (
     DeviceId,
@@ -151,6 +153,51 @@ def parse_json_list(
                 yield repr(entry)[:200], None, None, position, refusal
 
     return collect(entries())
+
+
+EVENTS_PER_DEVICE: Final = 32
+"""Parser events a JSON upload may hold per device it may list: a string entry is one, a
+``{"scheme": …, "id": …}`` entry six (the object's start and end, two keys, two values),
+and each key more two: room for thirteen keys an entry may carry besides its own."""
+
+UNCOUNTED_MAX_BYTES: Final = 16 * 1024**2
+"""The largest JSON upload decoded though its values could not be counted (yajl refuses a few
+things json.loads reads: a byte-order mark, UTF-16, NaN, an integer of thousands of digits)."""
+
+
+def check_json_size(raw: bytes, *, max_devices: int) -> None:
+    """Refuse a JSON body whose decoding would build more than an upload of at most
+    ``max_devices`` devices could: counted, not built.
+
+    What ``json.loads`` builds can be twenty times the body (a list of empty lists: three bytes
+    each), all of it before one entry can be counted. yajl's events (``ijson``, in C) are
+    counted instead, stopping at the first past ``EVENTS_PER_DEVICE`` per device
+    (:class:`TooManyDevices`); only then is the body decoded, by ``json.loads``, whose reading
+    of it stays the service's. A body yajl cannot read is decoded only up to
+    ``UNCOUNTED_MAX_BYTES``; past that it is refused with what yajl said (``ValidationFailed``).
+    The count runs Python between events, so a thread running it yields the interpreter lock.
+    """
+    limit = EVENTS_PER_DEVICE * max_devices + 64
+    events = 0
+    try:
+        for _ in ijson.basic_parse(raw):
+            events += 1
+            if events > limit:
+                raise TooManyDevices(
+                    f"the body holds more JSON values than an upload of at most {max_devices} devices",
+                    extra={"limit": max_devices},
+                )
+    except TooManyDevices:
+        raise
+    except Exception as error:  # yajl's refusal; json.loads may read it (see above)
+        if len(raw) > UNCOUNTED_MAX_BYTES:
+            said = error.args[0] if error.args else type(error).__name__
+            text = said.decode("utf-8", "replace") if isinstance(said, bytes) else str(said)
+            first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+            raise ValidationFailed(
+                f"the body is not JSON that can be counted ({first}); over "
+                f"{UNCOUNTED_MAX_BYTES // 1024**2} MiB, send UTF-8 JSON without a byte-order mark"
+            ) from None
 
 
 def parse_csv(text: str, *, scheme: str | None = None, max_devices: int | None = None) -> list[DeviceId]:

@@ -247,3 +247,19 @@ async def test_an_upload_is_refused_before_its_list_is_read(
     assert bom.status_code == 422, bom.text
     assert bom.json()["errors"][0]["reason"] == "the list holds no device"
     assert await my_batches(licensing, headers) == []
+
+
+async def test_an_escaped_lone_surrogate_is_refused_never_read_as_another_character(
+    licensing: Service,
+) -> None:
+    """yajl, which counts a JSON upload's values, reads ``\\ud800`` as ``?``, a character GS1
+    serials may hold: the upload is decoded by json.loads, whose id is refused as no ASCII."""
+    headers = await manufacturer_headers(licensing)
+    reply = await licensing.client.post(
+        "/v1/devices/batches",
+        content=b'{"bpc_per_device_wei": "1", "devices": ["gs1:(01)09506000134352(21)A\\ud800"]}',
+        headers={**headers, "Content-Type": "application/json"},
+    )
+    assert reply.status_code == 422, reply.text
+    assert reply.json()["type"].endswith("/invalid-device-list")
+    assert await my_batches(licensing, headers) == []
