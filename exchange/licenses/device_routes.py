@@ -43,7 +43,7 @@ from exchange.licenses.schemas import (
     BatchUploadOut,
     TransactionOut,
 )
-from exchange.licenses.uploads import TooManyDevices, check_json_size, parse_csv, parse_json_list
+from exchange.licenses.uploads import TooManyDevices, parse_csv, parse_json_list
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 link_router = resolver_routes.link_router
@@ -118,8 +118,8 @@ def _amount(text: object) -> int:
 
 
 def _decoding(request: Request) -> asyncio.Semaphore:
-    """The app's one permit to decode a JSON upload: each may build up to a few GB (a million
-    devices with keys besides their own), so uploads sent at once are decoded one after another."""
+    """The app's one permit to decode a JSON upload: what json.loads builds can be twenty times
+    the body, so uploads sent at once are decoded one after another, not side by side."""
     state = request.app.state
     permit: asyncio.Semaphore | None = getattr(state, "device_upload_decoding", None)
     if permit is None:
@@ -147,7 +147,6 @@ async def _read_upload(
     if media != "application/json":
         raise ValidationFailed("send the device list as application/json or text/csv")
     async with _decoding(request):
-        await asyncio.to_thread(check_json_size, raw, max_devices=batches.MAX_BATCH_DEVICES)
         try:
             body = await asyncio.to_thread(json.loads, raw)
         except (ValueError, RecursionError):

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import csv
 import io
+import reprlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
-
-import ijson
 
 from exchange.kit.errors import DomainError, ValidationFailed
 from exchange.licenses.device_ids import (
@@ -86,15 +85,14 @@ Entry = tuple[str, str | None, int | None, int | None, str | None]
 """(raw text, scheme, line, item, refusal): a refusal is a reason known before parsing."""
 
 
-def collect(entries: Iterable[Entry], max_devices: int | None = None) -> list[DeviceId]:
-    """The device ids of ``entries``; raises :class:`InvalidDeviceList` naming every bad one."""
+def _collect(entries: Iterable[Entry], max_devices: int | None = None) -> list[DeviceId]:
     devices: list[DeviceId] = []
     errors: list[ListError] = []
     total = 0
     first_seen: dict[str, tuple[int | None, int | None]] = {}
     for count, (raw, scheme, line, item, refusal) in enumerate(entries, 1):
         if max_devices is not None and count > max_devices:
-            raise too_many(max_devices)
+            raise _too_many(max_devices)
         try:
             if refusal is not None:
                 raise InvalidDeviceId(refusal, raw)
@@ -121,7 +119,7 @@ def collect(entries: Iterable[Entry], max_devices: int | None = None) -> list[De
     return devices
 
 
-def too_many(max_devices: int) -> TooManyDevices:
+def _too_many(max_devices: int) -> TooManyDevices:
     return TooManyDevices(f"more than {max_devices} devices in one batch", extra={"limit": max_devices})
 
 
@@ -133,7 +131,7 @@ def parse_json_list(
     if not isinstance(items, list):
         raise InvalidDeviceList([ListError("devices must be a JSON list", type(items).__name__, item=0)], 1)
     if max_devices is not None and len(items) > max_devices:
-        raise too_many(max_devices)
+        raise _too_many(max_devices)
 
     def entries() -> Iterator[Entry]:
         for position, entry in enumerate(items):
@@ -150,54 +148,10 @@ def parse_json_list(
                 )
             else:
                 refusal = 'an entry is a device id string or {"scheme": ..., "id": ...}'
-                yield repr(entry)[:200], None, None, position, refusal
+                # reprlib: a refused entry's text costs what its first items do, not all of it.
+                yield reprlib.repr(entry)[:200], None, None, position, refusal
 
-    return collect(entries())
-
-
-EVENTS_PER_DEVICE: Final = 32
-"""Parser events a JSON upload may hold per device it may list: a string entry is one, a
-``{"scheme": …, "id": …}`` entry six (the object's start and end, two keys, two values),
-and each key more two: room for thirteen keys an entry may carry besides its own."""
-
-UNCOUNTED_MAX_BYTES: Final = 16 * 1024**2
-"""The largest JSON upload decoded though its values could not be counted (yajl refuses a few
-things json.loads reads: a byte-order mark, UTF-16, NaN, an integer of thousands of digits)."""
-
-
-def check_json_size(raw: bytes, *, max_devices: int) -> None:
-    """Refuse a JSON body whose decoding would build more than an upload of at most
-    ``max_devices`` devices could: counted, not built.
-
-    What ``json.loads`` builds can be twenty times the body (a list of empty lists: three bytes
-    each), all of it before one entry can be counted. yajl's events (``ijson``, in C) are
-    counted instead, stopping at the first past ``EVENTS_PER_DEVICE`` per device
-    (:class:`TooManyDevices`); only then is the body decoded, by ``json.loads``, whose reading
-    of it stays the service's. A body yajl cannot read is decoded only up to
-    ``UNCOUNTED_MAX_BYTES``; past that it is refused with what yajl said (``ValidationFailed``).
-    The count runs Python between events, so a thread running it yields the interpreter lock.
-    """
-    limit = EVENTS_PER_DEVICE * max_devices + 64
-    events = 0
-    try:
-        for _ in ijson.basic_parse(raw):
-            events += 1
-            if events > limit:
-                raise TooManyDevices(
-                    f"the body holds more JSON values than an upload of at most {max_devices} devices",
-                    extra={"limit": max_devices},
-                )
-    except TooManyDevices:
-        raise
-    except Exception as error:  # yajl's refusal; json.loads may read it (see above)
-        if len(raw) > UNCOUNTED_MAX_BYTES:
-            said = error.args[0] if error.args else type(error).__name__
-            text = said.decode("utf-8", "replace") if isinstance(said, bytes) else str(said)
-            first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-            raise ValidationFailed(
-                f"the body is not JSON that can be counted ({first}); over "
-                f"{UNCOUNTED_MAX_BYTES // 1024**2} MiB, send UTF-8 JSON without a byte-order mark"
-            ) from None
+    return _collect(entries())
 
 
 def parse_csv(text: str, *, scheme: str | None = None, max_devices: int | None = None) -> list[DeviceId]:
@@ -230,7 +184,7 @@ def parse_csv(text: str, *, scheme: str | None = None, max_devices: int | None =
         except csv.Error as exc:
             yield "", None, reader.line_num, None, f"malformed CSV: {exc}"
 
-    return collect(entries(), max_devices)
+    return _collect(entries(), max_devices)
 
 
 def parse_reference(text: str) -> DeviceId:

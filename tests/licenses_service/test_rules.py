@@ -159,6 +159,16 @@ def test_json_lists_and_csv_give_the_same_devices() -> None:
     assert [device.canonical for device in from_csv] == ["imei:352099001761481", "serial:acme:SN1"]
 
 
+def test_a_refused_entry_is_named_by_its_first_items_not_written_out_whole() -> None:
+    """An entry of a million items is named as reprlib abbreviates it: its text costs what those do."""
+    with pytest.raises(InvalidDeviceList) as caught:
+        parse_json_list([[[]] * 1_000_000, {"note": "x" * 1_000}])
+    assert [error.input for error in caught.value.errors] == [
+        "[[], [], [], [], [], [], ...]",
+        "{'note': 'xxxxxxxxxxxx...xxxxxxxxxxxxx'}",
+    ]
+
+
 def test_device_lists_report_up_to_a_hundred_errors_with_the_total() -> None:
     text = "device_id\n" + "".join(f"imei:{n}\n" for n in range(150))
     with pytest.raises(InvalidDeviceList) as caught:
