@@ -19,7 +19,9 @@ from the service (``--service``) or from an exported batch directory (``--batch`
 the node itself: ``deviceStatus`` on the manifest's DeviceLicenses, the proof checked against
 the root the chain holds. Nothing the service says is trusted: a wrong proof fails on chain,
 and with ``--manufacturer`` a batch registered by any other account is not a licence (anyone can
-register a root they have seen; the batch's registrant is printed either way).
+register a root they have seen; the batch's registrant is printed either way). A service or
+export naming another pool's DeviceLicenses than the manifest's is refused (exit 2): its batch
+ids would name other batches, or none, here.
 
 ``resolver`` is the exception: it serves the device resolver alone (``GET /v1/devices/{scheme}/{id}``,
 ``POST /v1/devices/query``, the Digital Link paths) from the service's database, in ``--workers``
@@ -244,7 +246,14 @@ def _proof_from_batch(directory: Path, device: Any, pool: Any, manufacturer: str
     manufacturer = manufacturer or info.get("manufacturer")
     if index is None:
         why = f"the device is not in the batch exported to {directory}"
-        return {"status": "unknown", "batch_id": None, "manufacturer": manufacturer, "why": why}
+        return {
+            "status": "unknown",
+            "batch_id": None,
+            "manufacturer": manufacturer,
+            "why": why,
+            "registry": info.get("registry"),
+            "chain_id": info.get("chain_id"),
+        }
     tree = MerkleTree.from_bytes((directory / "tree.bin").read_bytes())
     batch_id = info.get("batch_id") or _find_batch(pool, tree.root, tree.count, manufacturer)
     by = f" by {manufacturer}" if manufacturer else ""
@@ -255,6 +264,8 @@ def _proof_from_batch(directory: Path, device: Any, pool: Any, manufacturer: str
         "proof": ["0x" + node.hex() for node in tree.proof(index)],
         "root": "0x" + tree.root.hex(),
         "manufacturer": manufacturer,  # who must have registered it (None: whoever did)
+        "registry": info.get("registry"),
+        "chain_id": info.get("chain_id"),
     }
 
 
@@ -305,6 +316,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if args.service
         else _proof_from_batch(args.batch, device, pool, args.manufacturer)
     )
+    _same_registry(claim, pool, "the service" if args.service else str(args.batch / "batch.json"))
     if claim.get("batch_id") is None:
         print(f"NOT LICENSED: {claim.get('why') or 'the service knows no registered batch of it'}")
         return 1
@@ -333,6 +345,20 @@ def cmd_scan(args: argparse.Namespace) -> int:
         f"{pool.devices.address}, chain {pool.deployment.chain_id}, block {block})"
     )
     return 0 if status == 0 else 1
+
+
+def _same_registry(claim: dict[str, Any], pool: Any, source: str) -> None:
+    """Refuse a claim about another pool's registry than the manifest's: its batch ids name other
+    batches here (or none, which the chain answers as an empty batch)."""
+    registry, chain_id = claim.get("registry"), claim.get("chain_id")
+    if registry is None:
+        return  # an export of ids alone records none
+    here = (pool.devices.address.lower(), pool.deployment.chain_id)
+    if (str(registry).lower(), int(chain_id) if chain_id is not None else here[1]) != here:
+        raise CliError(
+            f"{source} names DeviceLicenses {registry} on chain {chain_id}, the manifest "
+            f"{pool.devices.address} on chain {pool.deployment.chain_id}: give that pool's manifest"
+        )
 
 
 def _export_devices(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:

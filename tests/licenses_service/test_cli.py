@@ -226,6 +226,17 @@ def test_scan_takes_the_manufacturers_batch_not_another_registration_of_its_root
     assert code == 1, out
     assert out.splitlines()[-1] == f"NOT LICENSED: the device is not in the batch exported to {labels}"
 
+    # An export that names another pool's registry is not checked against this one's batches.
+    other = "0x" + "11" * 20
+    (labels / "batch.json").write_text(
+        json.dumps({**batch, "registry": other, "chain_id": pool.deployment.chain_id})
+    )
+    assert main(["licence", "scan", str(labels / "000000.qr.png"), *map(str, chain)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {labels / 'batch.json'} names DeviceLicenses {other} on chain {pool.deployment.chain_id}, "
+        f"the manifest {pool.devices.address} on chain {pool.deployment.chain_id}: give that pool's manifest"
+    ]
+
 
 @pytest.fixture
 def service_url(node: Node, tmp_path: Path) -> Iterator[str]:
