@@ -115,7 +115,26 @@ _WALLET_ERRORS_PER_PASS = 3  # wallets in a row the node cannot ask before a rec
 T = TypeVar("T")
 
 ACTIVE_STATUS = 1  # PoolRegistry.Status.Active
-VOIDED_REMEMBERED = 10_000  # the latest fills taken back: hearing of one again changes nothing
+REMEMBERED = 10_000  # the latest fills taken back, and batches sent settled: heard again, nothing
+
+
+class _Remembered:
+    """The latest ``size`` ids handed on to the feeds, so that one heard again (the settler's
+    call and the database's notice) is handed on once."""
+
+    def __init__(self, size: int) -> None:
+        self._ids: OrderedDict[int, None] = OrderedDict()
+        self._size = size
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._ids
+
+    def add(self, key: int) -> None:
+        self._ids[key] = None
+        if len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+
+
 # What a replacement may be: it rests (or takes, then rests), as the order it replaces did.
 REPLACING_TIME_IN_FORCE = ("GTC", "PO")
 
@@ -273,8 +292,8 @@ class TradingService:
         self._wallet_poller: asyncio.Task[None] | None = None
         self._key_signed: set[str] = set()  # order hashes of resting orders signed by their maker's key
         self._refused_once: set[str] = set()  # order hashes of wallet orders the last recheck found refused
-        self._voided: OrderedDict[int, None] = OrderedDict()  # fills taken back on the feeds, latest last
-        self._settled: OrderedDict[int, None] = OrderedDict()  # batches sent to fill subscribers, latest last
+        self._voided = _Remembered(REMEMBERED)  # fills taken back on the feeds
+        self._settled = _Remembered(REMEMBERED)  # batches whose fills went to fill subscribers
         self.fill_notices = (
             FillNoticeListener(notices_engine, self.fill_failed, on_settled=self.batch_settled)
             if notices_engine is not None and notices_engine.dialect.name == "postgresql"
@@ -570,9 +589,7 @@ class TradingService:
             fill = await session.get(TradingFill, fill_id)
         if fill is None or fill.settlement_state != SettlementState.FAILED.value or fill_id in self._voided:
             return
-        self._voided[fill_id] = None
-        if len(self._voided) > VOIDED_REMEMBERED:
-            self._voided.popitem(last=False)
+        self._voided.add(fill_id)
         market = self.markets.get(fill.market_id)
         if market is not None:
             market.feed.voided([fill])
@@ -584,9 +601,7 @@ class TradingService:
         database's notice). Nothing is read while no connection follows any fills."""
         if batch_id in self._settled:
             return
-        self._settled[batch_id] = None
-        if len(self._settled) > VOIDED_REMEMBERED:
-            self._settled.popitem(last=False)
+        self._settled.add(batch_id)
         if not any(market.feed.fill_subscribers for market in self.markets.values()):
             return
         async with self.sessionmaker() as session:
