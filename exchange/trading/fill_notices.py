@@ -54,16 +54,20 @@ LAST_RETRY_S = 5.0
 CATCH_UP_MARGIN_S = 60.0  # a failure dated this long before the last sign of life may commit after it
 
 
-async def announce_failed(session: AsyncSession, fill_id: int) -> None:
-    """Tell every serving process, once ``session``'s transaction commits, that the fill failed."""
+async def _announce(session: AsyncSession, channel: str, heard: int) -> None:
+    """Tell every serving process ``heard`` on ``channel``, once ``session``'s transaction commits."""
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(select(func.pg_notify(CHANNEL, str(fill_id))))
+        await session.execute(select(func.pg_notify(channel, str(heard))))
+
+
+async def announce_failed(session: AsyncSession, fill_id: int) -> None:
+    """The fill failed, once ``session``'s transaction commits."""
+    await _announce(session, CHANNEL, fill_id)
 
 
 async def announce_settled(session: AsyncSession, batch_id: int) -> None:
-    """Tell every serving process, once ``session``'s transaction commits, that the batch settled."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(select(func.pg_notify(SETTLED_CHANNEL, str(batch_id))))
+    """The batch settled, once ``session``'s transaction commits."""
+    await _announce(session, SETTLED_CHANNEL, batch_id)
 
 
 class FillNoticeListener:
