@@ -244,6 +244,8 @@ def _proof_from_batch(directory: Path, device: Any, pool: Any, manufacturer: str
             None,
         )
     manufacturer = manufacturer or info.get("manufacturer")
+    # The pool the export was made for, if the service made it (an export of ids alone names none).
+    exported_for = {"registry": info.get("registry"), "chain_id": info.get("chain_id")}
     if index is None:
         why = f"the device is not in the batch exported to {directory}"
         return {
@@ -251,8 +253,7 @@ def _proof_from_batch(directory: Path, device: Any, pool: Any, manufacturer: str
             "batch_id": None,
             "manufacturer": manufacturer,
             "why": why,
-            "registry": info.get("registry"),
-            "chain_id": info.get("chain_id"),
+            **exported_for,
         }
     tree = MerkleTree.from_bytes((directory / "tree.bin").read_bytes())
     batch_id = info.get("batch_id") or _find_batch(pool, tree.root, tree.count, manufacturer)
@@ -264,8 +265,7 @@ def _proof_from_batch(directory: Path, device: Any, pool: Any, manufacturer: str
         "proof": ["0x" + node.hex() for node in tree.proof(index)],
         "root": "0x" + tree.root.hex(),
         "manufacturer": manufacturer,  # who must have registered it (None: whoever did)
-        "registry": info.get("registry"),
-        "chain_id": info.get("chain_id"),
+        **exported_for,
     }
 
 
