@@ -348,10 +348,10 @@ class Connection:
     async def _operate(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
         fields = _OP_FIELDS.get(op) if isinstance(op, str) else None
-        unknown = sorted(str(name) for name in request.keys() - {"op", "id"} - (fields or frozenset()))
-        if fields is not None and unknown:  # as a request body's field it does not name (422)
+        if fields is not None and (unknown := request.keys() - {"op", "id"} - fields):
+            # As a request body's field it does not name (422).
             takes = ", ".join(["op", "id", *sorted(fields)])
-            raise WsRefused(f"{op} takes no field {unknown[0]!r}; its fields: {takes}")
+            raise WsRefused(f"{op} takes no field {sorted(map(str, unknown))[0]!r}; its fields: {takes}")
         if op == "ping":
             return {"type": "pong"}
         if op == "auth":
