@@ -128,10 +128,11 @@ def cmd_compile(_args: argparse.Namespace) -> int:
 
 def _address(text: str) -> str:
     """An argument that must be a 0x address (20 bytes of hex; a mixed-case one must be its checksum)."""
-    from web3 import Web3
+    from exchange.kit.addresses import address_refusal
 
-    if not Web3.is_address(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not an address (0x and 40 hex digits)")
+    refusal = address_refusal(text)
+    if refusal is not None:
+        raise argparse.ArgumentTypeError(f"{text!r} {refusal}")
     return text
 
 

@@ -26,13 +26,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from eth_utils.address import is_checksum_address, to_checksum_address
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from exchange.kit.addresses import checked_address
 from exchange.kit.logging import LogLevel
 from exchange.licenses.device_ids import RESOLVER_BASE_MAX_LENGTH
 
@@ -571,15 +571,8 @@ class Settings(BaseSettings):
     @field_validator("council_addresses", "registrar_addresses", "assessor_addresses")
     @classmethod
     def _check_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        checked: list[str] = []
-        for address in value:
-            if not re.fullmatch(r"0x[0-9a-fA-F]{40}", address):
-                raise ValueError(f"{address!r} is not an address (0x and 40 hex digits)")
-            # Mixed case is a checksum: a typo in it must not grant a role to someone else.
-            if address != address.lower() and not is_checksum_address(address):
-                raise ValueError(f"{address} fails its EIP-55 checksum")
-            checked.append(str(to_checksum_address(address)))
-        return tuple(dict.fromkeys(checked))
+        # Mixed case is a checksum: a typo in it must not grant a role to someone else.
+        return tuple(dict.fromkeys(checked_address(address) for address in value))
 
     @field_validator("metrics_token", mode="before")
     @classmethod

@@ -54,8 +54,9 @@ from enum import IntEnum, StrEnum
 from typing import Any, Final
 
 from eth_account.messages import SignableMessage, encode_typed_data
-from eth_utils.address import is_address, to_checksum_address
+from eth_utils.address import to_checksum_address
 
+from exchange.kit.addresses import address_refusal
 from exchange.kit.errors import ValidationFailed
 
 DOMAIN_NAME: Final = "Patent Pool Licence Certificate"
@@ -123,8 +124,9 @@ class Certificate:
             raise InvalidCertificate(f"chainId {self.chain_id} is outside 1..2^64-1")
         for name in ("verifying_contract", "holder", "pool"):
             value = getattr(self, name)
-            if not isinstance(value, str) or not is_address(value):
-                raise InvalidCertificate(f"{name} is not an address: {value!r}")
+            refusal = address_refusal(value) if isinstance(value, str) else "is not an address"
+            if refusal is not None:
+                raise InvalidCertificate(f"{name} {refusal}: {value!r}")
             object.__setattr__(self, name, to_checksum_address(value))
         try:
             statement = self.statement.encode("utf-8")

@@ -144,22 +144,23 @@ def _within(low: int, high: int) -> Callable[[str], int]:
 
 
 def _address(text: str) -> str:
-    """An argparse type: an account address, checksummed."""
-    from web3 import Web3
+    """An argparse type: an account address, checksummed (``kit.addresses``)."""
+    from exchange.kit.addresses import checked_address
 
-    if not Web3.is_address(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not an address")
-    return str(Web3.to_checksum_address(text))
+    try:
+        return checked_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from web3 import Web3
-
+    from exchange.kit.addresses import address_refusal
     from exchange.licenses.service import block_at
 
     pool = _pool(args)
-    if not Web3.is_address(args.address):
-        raise CliError(f"{args.address!r} is not an address")
+    refusal = address_refusal(args.address)
+    if refusal is not None:
+        raise CliError(f"{args.address!r} {refusal}")
     block, _ = block_at(pool, args.block)  # refused past the head or before the deployment
     licence = pool.licence(args.address, block=block)
     tier = licence.member_tier

@@ -32,6 +32,7 @@ from exchange.chain.pool import Licence, LicenceKind, MemberStatus, PoolChain, T
 from exchange.chain.problems import to_domain_error
 from exchange.chain.runtime import ChainRuntime
 from exchange.chain.signatures import is_valid_signature, recover_signer
+from exchange.kit.addresses import address_refusal
 from exchange.kit.errors import Conflict, ValidationFailed
 from exchange.kit.logging import get_logger
 from exchange.licenses import transactions
@@ -98,10 +99,9 @@ def guarded(action: Callable[[], T]) -> T:
 
 
 def address(text: str) -> str:
-    if not Web3.is_address(text):
-        raise ValidationFailed(
-            f"{text!r} is not an address (0x and 40 hex digits)", extra={"input": text[:64]}
-        )
+    refusal = address_refusal(text)
+    if refusal is not None:
+        raise ValidationFailed(f"{text[:64]!r} {refusal}", extra={"input": text[:64]})
     return str(Web3.to_checksum_address(text))
 
 

@@ -41,21 +41,18 @@ Rules and invariants
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Final
 
-from eth_utils.address import to_checksum_address
-
+from exchange.kit.addresses import checked_address
 from exchange.kit.errors import Conflict, ValidationFailed
 from exchange.pool.assessments import AdmissionDecision
 from exchange.pool.patent_numbers import PatentNumber
 
 MAX_TITLE_LENGTH: Final = 500
 MAX_NOTE_LENGTH: Final = 2000
-_ADDRESS: Final = re.compile(r"0x[0-9a-fA-F]{40}", re.ASCII)
 
 
 class FieldOfTechnology(StrEnum):
@@ -183,10 +180,11 @@ class PatentEvent:
 
 
 def contributor_address(value: str) -> str:
-    """``value`` as an EIP-55 checksummed address; refuse anything that is not 20 bytes of hex."""
-    if not _ADDRESS.fullmatch(value):
-        raise InvalidPatentRecord(f"{value!r} is not an address (0x and 40 hex digits)")
-    return str(to_checksum_address(value))
+    """``value`` as an EIP-55 checksummed address; refuse anything else (``kit.addresses``)."""
+    try:
+        return checked_address(value)
+    except ValueError as error:
+        raise InvalidPatentRecord(str(error)) from None
 
 
 def due_for_expiry(patent: Patent, today: date) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 
@@ -18,6 +17,7 @@ from eth_utils.address import to_checksum_address
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from exchange.api.dependencies import ROW_ID_MAX
+from exchange.kit.addresses import Address, checked_address
 from exchange.kit.errors import ValidationFailed
 from exchange.kit.text import Text
 from exchange.pool.models import (
@@ -43,7 +43,6 @@ from exchange.pool.patent_numbers import parse_patent_number
 from exchange.pool.patents import FieldOfTechnology, PatentSource, PatentStatus, RetirementReason
 from exchange.pool.royalties import batch_payout_tag
 
-ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 Item = TypeVar("Item")
 
 
@@ -83,24 +82,26 @@ class Page(BaseModel, Generic[Item]):
 
 
 def checksummed(value: str) -> str:
-    """``value`` as an EIP-55 address; anything but 0x and 40 hex digits is a 422."""
-    if not re.fullmatch(ADDRESS_PATTERN, value):
-        raise ValidationFailed(f"{value!r} is not an address (0x and 40 hex digits)")
-    return str(to_checksum_address(value))
+    """``value`` as an EIP-55 address; anything else is a 422 (``kit.addresses``: mixed case
+    must be the checksum)."""
+    try:
+        return checked_address(value)
+    except ValueError as error:
+        raise ValidationFailed(str(error)) from None
 
 
 # --------------------------------------------------------------------------- roles and audit
 
 
 class RoleGrantIn(_RequestBody):
-    address: str = Field(pattern=ADDRESS_PATTERN)
+    address: Address
     role: FoundationRole
     reason: Text | None = Field(default=None, max_length=2000)
 
     @field_validator("address")
     @classmethod
     def _checksum(cls, value: str) -> str:
-        return checksummed(value)
+        return str(to_checksum_address(value))
 
 
 class RoleGrantOut(BaseModel):
@@ -241,9 +242,8 @@ class PatentIn(_RequestBody):
     family_id: Text | None = Field(default=None, max_length=64)
     field: FieldOfTechnology
     source: PatentSource
-    contributor: str | None = Field(
+    contributor: Address | None = Field(
         default=None,
-        pattern=ADDRESS_PATTERN,
         description=(
             "For a contributed patent only: the contributing member, who receives BPC when the patent "
             "is admitted. It must be an active pool member on the register as indexed; anyone else "
@@ -397,9 +397,8 @@ class RunIn(_RequestBody):
     period_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", examples=["2026-Q4"])
     starts_on: date
     ends_on: date = Field(lt=date.max, description="The period's last day, included.")
-    token: str | None = Field(
+    token: Address | None = Field(
         default=None,
-        pattern=ADDRESS_PATTERN,
         description=(
             "The token to distribute (default: BPC): one the Fund collects, BPC (licence fees), the "
             "Vault's quote token (trading fees) or another token the Fund has received a deposit of. "

@@ -19,8 +19,10 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
-from eth_utils.address import is_address, to_checksum_address
+from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
+
+from exchange.kit.addresses import address_refusal
 
 DOMAIN_NAME = "BPC Vault"
 DOMAIN_VERSION = "1"
@@ -63,8 +65,11 @@ class OrderSide(IntEnum):
 
 
 def _address(name: str, value: object) -> str:
-    if not isinstance(value, str) or not is_address(value):
+    if not isinstance(value, str):
         raise ValueError(f"{name} must be a 20-byte hex address, got {value!r}")
+    refusal = address_refusal(value)
+    if refusal is not None:
+        raise ValueError(f"{name} {refusal}, got {value!r}")
     return to_checksum_address(value)
 
 

@@ -29,10 +29,10 @@ whose sum is at most the floor of the sum.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from exchange.kit.addresses import address_refusal
 from exchange.kit.errors import Forbidden
 from exchange.orderbook import Side, TimeInForce
 from exchange.trading.amounts import BPS, fee_cap_bps, quote_amount
@@ -51,7 +51,6 @@ from exchange.trading.signing import (
 UINT16_MAX = 2**16 - 1
 UINT64_MAX = 2**64 - 1
 UINT256_MAX = 2**256 - 1
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 
 TIME_IN_FORCE: dict[str, TimeInForce] = {
     StoredTimeInForce.GTC: TimeInForce.GTC,
@@ -183,8 +182,9 @@ def check_order(
             },
         )
     for name in ("maker", "base_token", "quote_token"):
-        if not _ADDRESS.fullmatch(getattr(order, name)):
-            raise OrderRefused(f"{name} must be a 20-byte 0x-hex address", extra={"field": name})
+        refusal = address_refusal(getattr(order, name))
+        if refusal is not None:
+            raise OrderRefused(f"{name} {refusal}", extra={"field": name})
     if order.base_token.lower() != market.base_token.lower() or (
         order.quote_token.lower() != market.quote_token.lower()
     ):

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from exchange.api.problems import Problem
+from exchange.kit.addresses import Address
 from exchange.trading.signing import MAX_SIGNATURE_BYTES
 
 Uint = Annotated[
@@ -22,12 +23,6 @@ Uint = Annotated[
         max_length=78,
         description="A non-negative integer as a decimal string (base units).",
         examples=["1000000000000000000"],
-    ),
-]
-Address = Annotated[
-    str,
-    Field(
-        pattern=r"^0x[0-9a-fA-F]{40}$", description="A 20-byte address, 0x-hex.", examples=["0x" + "ab" * 20]
     ),
 ]
 ClientOrderId = Annotated[

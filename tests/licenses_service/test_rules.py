@@ -94,6 +94,7 @@ def test_the_signature_covers_every_field() -> None:
     [
         ({"expires_at": 10}, "after issuedAt"),
         ({"holder": "0x12"}, "not an address"),
+        ({"holder": "0x5aaeb6053F3E94C9b9A09f33669435E7Ef1BeAed"}, "EIP-55 checksum"),
         ({"chain_id": 0}, "chainId"),
         ({"statement": "x" * 1001}, "longer than"),
         ({"nonce": 2**256}, "uint256"),

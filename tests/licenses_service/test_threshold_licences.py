@@ -8,6 +8,7 @@ from typing import Any
 from exchange.chain.pool import Tier
 from tests.chain.nodes import advance_time
 from tests.licenses_service.conftest import BPC, SMALL_THRESHOLD, Service, account, configure_small_tier
+from tests.support.addresses import mistyped
 
 
 async def transactions(
@@ -115,6 +116,9 @@ async def test_refusals_come_before_any_gas_is_spent(licensing: Service) -> None
     assert unknown.status_code == 422
     bad_address = await licensing.client.get("/v1/licences/0x1234")
     assert bad_address.status_code == 422
+    typo = await licensing.client.get(f"/v1/licences/{mistyped(member.address)}")
+    assert typo.status_code == 422
+    assert "EIP-55 checksum" in typo.json()["detail"]
     future = await licensing.client.get(f"/v1/licences/{member.address}?block=99999999")
     assert future.status_code == 422
 

@@ -31,6 +31,7 @@ from exchange.pool.patents import (
     retire,
     start_assessment,
 )
+from tests.support.addresses import mistyped
 
 NUMBER = parse_patent_number("US 10,123,456 B2")
 PATENT_ID = "US10123456B2"
@@ -355,6 +356,8 @@ def test_contributor_address_checksums() -> None:
     assert contributor_address(MEMBER.upper().replace("0X", "0x")) == MEMBER_CHECKSUMMED
     with pytest.raises(InvalidPatentRecord):
         contributor_address(MEMBER + "0")
+    with pytest.raises(InvalidPatentRecord, match="EIP-55 checksum"):
+        contributor_address(mistyped(MEMBER_CHECKSUMMED))
 
 
 def test_every_field_of_technology_of_section_4_1() -> None:

@@ -21,6 +21,7 @@ from exchange.settings import Settings
 from tests.pool_service.conftest import ASSESSORS, COUNCIL, REGISTRAR, Foundation, pool_settings
 from tests.pool_service.flows import days_from_today
 from tests.pool_service.test_royalties import until_a_transaction_waits_for_a_lock
+from tests.support.addresses import mistyped
 from tests.support.auth import bearer_headers
 
 NOBODY = Account.create().address
@@ -217,6 +218,21 @@ async def test_the_council_grants_and_revokes_roles(foundation: Foundation) -> N
     ).json()
     assert [entry["action"] for entry in audit["items"]] == ["role.revoke", "role.grant"]
     assert audit["items"][0]["reason"] == "left"
+
+
+async def test_a_grant_to_a_mistyped_address_is_refused(foundation: Foundation) -> None:
+    newcomer = Account.create().address
+    reply = await foundation.client.post(
+        "/v1/admin/roles",
+        json={"address": mistyped(newcomer), "role": "registrar"},
+        headers=foundation.council,
+    )
+    assert reply.status_code == 422, reply.text
+    assert [(error["loc"], error["type"]) for error in reply.json()["errors"]] == [
+        (["body", "address"], "address_checksum")
+    ]
+    roles = await foundation.client.get("/v1/admin/roles", headers=foundation.council)
+    assert {grant["address"] for grant in roles.json()} & {newcomer, mistyped(newcomer)} == set()
 
 
 async def test_a_grants_reason_holding_a_nul_is_refused_and_nothing_granted(foundation: Foundation) -> None:

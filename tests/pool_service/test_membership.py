@@ -15,6 +15,7 @@ from exchange.chain.pool import LicenceKind, MemberStatus, PoolChain, Tier
 from exchange.pool import repository as pool_repository
 from tests.pool_service.conftest import COUNCIL, REGISTRAR, Foundation
 from tests.pool_service.flows import admit, application_body, apply, assert_register_agrees
+from tests.support.addresses import mistyped
 from tests.support.auth import bearer_headers, embedded_account
 
 
@@ -287,6 +288,13 @@ async def test_rejection_and_unknown_members(foundation: Foundation) -> None:
         "/v1/admin/members/0x1234/suspend", json={"reason": "x"}, headers=foundation.registrar
     )
     assert bad.status_code == 422
+    typo = await foundation.client.post(
+        f"/v1/admin/members/{mistyped(stranger)}/suspend",
+        json={"reason": "x"},
+        headers=foundation.registrar,
+    )
+    assert typo.status_code == 422  # not "no such member": the address itself is wrong
+    assert "EIP-55 checksum" in typo.json()["detail"]
     listed = await foundation.client.get(
         "/v1/admin/membership/applications", params={"status": "rejected"}, headers=foundation.registrar
     )

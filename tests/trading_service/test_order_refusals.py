@@ -10,6 +10,7 @@ import pytest
 from eth_account import Account
 
 from exchange.trading.service import TradingService
+from tests.support.addresses import mistyped
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
 
 PROBLEM = "application/problem+json"
@@ -60,6 +61,7 @@ REFUSALS: list[tuple[str, int, str]] = [
     ("fee_cap_as_string", 422, "validation-failed"),
     ("expiry_as_float", 422, "validation-failed"),
     ("chain_id_as_string", 422, "validation-failed"),
+    ("maker_checksum_mistyped", 422, "validation-failed"),
 ]
 
 
@@ -117,6 +119,9 @@ async def test_refused_orders_change_nothing(desk: Desk) -> None:
         ),
         "expiry_as_float": _tamper(good, order={**good["order"], "expiry": float(good["order"]["expiry"])}),
         "chain_id_as_string": _tamper(good, chain_id=str(good["chain_id"])),
+        "maker_checksum_mistyped": _tamper(
+            good, order={**good["order"], "maker": mistyped(good["order"]["maker"])}
+        ),
     }
     assert set(bodies) == {case for case, _, _ in REFUSALS}
     for case, status, problem in REFUSALS:
@@ -127,6 +132,8 @@ async def test_refused_orders_change_nothing(desk: Desk) -> None:
         assert document["type"].endswith("/" + problem), case
         assert document["status"] == status
         assert document["detail"]
+        if case == "maker_checksum_mistyped":
+            assert "EIP-55 checksum" in document["detail"] + str(document.get("errors")), document
         if problem == "wrong-signing-domain":  # the field that differs from the market's
             assert document["field"] == {"wrong_chain": "chain_id", "wrong_vault": "vault"}[case]
         await _nothing_changed(desk, trader)
