@@ -14,6 +14,10 @@ from web3.types import BlockIdentifier
 from exchange.chain.errors import ChainUnavailable
 
 EOA_SIGNATURE_BYTES = 65  # r (32) ‖ s (32) ‖ v (1)
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+# EIP-2: of the two signatures (s, n - s) of one message by one key, only the low one counts.
+# OpenZeppelin's ECDSA refuses the other; so does everything here that recovers a signer.
+SECP256K1_HALF_N = SECP256K1_N // 2
 ERC1271_MAGIC = bytes.fromhex("1626ba7e")
 # The gas a wallet's isValidSignature may burn when this service asks it. EIP-1271 advises
 # callers on chain not to cap it, and OpenZeppelin's SignatureChecker forwards all gas; but
@@ -43,6 +47,8 @@ def recover_signer(message: SignableMessage, signature: bytes) -> str | None:
     65 bytes r ‖ s ‖ v, or no key's (r or s zero or not below the curve order, s too high, bad v)."""
     if len(signature) != EOA_SIGNATURE_BYTES:
         return None
+    if int.from_bytes(signature[32:64], "big") > SECP256K1_HALF_N:
+        return None  # eth_keys recovers it (it asks only s < n)
     try:
         return str(Account.recover_message(message, signature=signature))
     except (ValueError, TypeError, ValidationError, BadSignature):

@@ -25,13 +25,12 @@ from eth_keys.backends.coincurve import CoinCurveECCBackend
 from eth_keys.main import KeyAPI
 from sha3 import keccak_256  # type: ignore[import-untyped]  # safe-pysha3 ships no stubs
 
+from exchange.chain.signatures import SECP256K1_HALF_N, SECP256K1_N
 from exchange.trading.eip712 import DOMAIN_NAME, DOMAIN_VERSION, ORDER_TYPE, VaultOrder
 
 # The longest order signature taken: a contract wallet's (ERC-1271) may be anything its
 # isValidSignature reads, such as a Safe's 65 bytes per owner (31 owners fit).
 MAX_SIGNATURE_BYTES = 2048
-SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
-_HALF_N = SECP256K1_N // 2
 
 
 def keccak(data: bytes) -> bytes:
@@ -142,7 +141,7 @@ def signature_problem(signature: bytes) -> str | None:
         return f"v must be 27 or 28 (or the recovery id 0 or 1), got {signature[64]}"
     if not 0 < r < SECP256K1_N:
         return "r is out of range"
-    if not 0 < s <= _HALF_N:
+    if not 0 < s <= SECP256K1_HALF_N:
         return "s is zero or in the upper half of the curve order (a malleable signature)"
     return None
 

@@ -1,0 +1,35 @@
+"""EOA signatures are recovered as OpenZeppelin's ECDSA recovers them: the low-s one only."""
+
+from __future__ import annotations
+
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exchange.chain.signatures import SECP256K1_HALF_N, SECP256K1_N, is_valid_signature, recover_signer
+
+
+def _other_half(signature: bytes) -> bytes:
+    """The second signature of the same message by the same key: (r, n - s), v flipped."""
+    s = int.from_bytes(signature[32:64], "big")
+    v = signature[64]
+    return signature[:32] + (SECP256K1_N - s).to_bytes(32, "big") + bytes((55 - v,))
+
+
+@settings(max_examples=25)
+@given(
+    st.binary(min_size=32, max_size=32).filter(lambda key: 0 < int.from_bytes(key, "big") < SECP256K1_N),
+    st.text(),
+)
+def test_only_the_low_s_signature_of_a_message_is_its_signers(key: bytes, text: str) -> None:
+    account = Account.from_key(key)
+    message = encode_defunct(text=text)
+    signature = bytes(account.sign_message(message).signature)
+    assert int.from_bytes(signature[32:64], "big") <= SECP256K1_HALF_N  # as every signer makes them
+    assert recover_signer(message, signature) == account.address
+    assert is_valid_signature(None, account.address, message, signature)
+    high = _other_half(signature)
+    assert Account.recover_message(message, signature=high) == account.address  # eth_keys takes it
+    assert recover_signer(message, high) is None
+    assert not is_valid_signature(None, account.address, message, high)
