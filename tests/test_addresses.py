@@ -66,3 +66,12 @@ def test_every_place_an_address_comes_in_refuses_a_wrong_checksum() -> None:
         licence_cli_address(TYPO)
     with pytest.raises(ValueError, match="maker is in mixed case"):
         order_address("maker", TYPO)
+
+
+def test_only_the_address_form_is_remembered() -> None:
+    from exchange.kit.addresses import _checksum_refusal
+
+    before = _checksum_refusal.cache_info().currsize
+    for size in range(1, 101):
+        assert address_refusal("0x" + "ab" * 20 + "0" * size * 1000) is not None
+    assert _checksum_refusal.cache_info().currsize == before

@@ -20,17 +20,22 @@ from pydantic_core import PydanticCustomError
 ADDRESS_PATTERN: Final = r"^0x[0-9a-fA-F]{40}$"
 _FORM: Final = re.compile(r"0x[0-9a-fA-F]{40}", re.ASCII)
 NOT_CHECKSUM: Final = (
-    "is in mixed case but not the address's EIP-55 checksum (mistyped?): write it in one case, "
-    "or with its checksum"
+    "is in mixed case but not its EIP-55 checksum (mistyped?): write it in one case, or with its checksum"
 )
 
 
-@functools.lru_cache(maxsize=4096)  # the same few accounts and tokens, order after order
 def address_refusal(value: str) -> str | None:
     """Why ``value`` is not an address a request may name (to follow the value in a message: "is
     not …"), or None if it is."""
     if not _FORM.fullmatch(value):
         return "is not an address (0x and 40 hex digits)"
+    return _checksum_refusal(value)
+
+
+# The same few accounts and tokens, order after order. Only the address form gets here, so
+# what the cache keeps is 42 characters an entry, whatever a request sends.
+@functools.lru_cache(maxsize=4096)
+def _checksum_refusal(value: str) -> str | None:
     if is_checksum_formatted_address(value) and not is_checksum_address(value):  # mixed case
         return NOT_CHECKSUM
     return None
