@@ -431,11 +431,11 @@ class MarketWriter:
             if self.claim.checked:
                 timeout = market_claim.CHECK_S if timeout is None else min(timeout, market_claim.CHECK_S)
             if not self._queue.empty():
-                # Taken at once, not awaited: `wait_for` runs the get as a task whose first step
-                # waits behind every callback already ready, and after a cycle those are the
-                # requests it just answered. The next cycle would start only once all their
-                # responses were written; so it starts now and they are written while it waits
-                # on the database.
+                # Taken at once, not awaited: with a timeout, Python 3.11's `wait_for` runs the
+                # get as a task whose first step waits behind every callback already ready, and
+                # after a cycle those are the requests it just answered. The next cycle would
+                # start only once all their responses were written; so it starts now and they
+                # are written while it waits on the database.
                 first = self._queue.get_nowait()
             else:
                 try:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from exchange.trading import market_claim
 from exchange.trading.intents import Intent
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, price
 
@@ -37,6 +38,8 @@ async def test_commands_queued_during_a_cycle_start_the_next_before_its_answers_
         if len(enqueued) == 3:
             all_queued.set()
 
+    # No claim check due between the cycles (it awaits the database): not what is tested here.
+    monkeypatch.setattr(market_claim, "CHECK_S", 3600.0)
     monkeypatch.setattr(writer, "_cycle", traced_cycle)
     monkeypatch.setattr(writer, "enqueue", traced_enqueue)
     first = asyncio.create_task(desk.place(alice, "buy", price(5), WHOLE))
