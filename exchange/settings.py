@@ -34,6 +34,7 @@ from sqlalchemy.exc import ArgumentError
 
 from exchange.kit.addresses import checked_address
 from exchange.kit.logging import LogLevel
+from exchange.kit.secp256k1 import SECP256K1_N
 from exchange.licenses.device_ids import RESOLVER_BASE_MAX_LENGTH
 
 ENV_PREFIX = "EXCHANGE_"
@@ -42,9 +43,7 @@ POSTGRES_DRIVER = "postgresql+asyncpg"
 
 LogFormat = Literal["auto", "json", "console"]
 
-_PRIVATE_KEY_PATTERN = re.compile(r"(0x)?[0-9a-fA-F]{64}")
-# Order of the secp256k1 group: a private key must lie in [1, n - 1].
-_SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+_PRIVATE_KEY_PATTERN = re.compile(r"(0x)?[0-9a-fA-F]{64}")  # and in [1, n - 1], n the curve order
 
 
 def default_database_url() -> str:
@@ -557,7 +556,7 @@ class Settings(BaseSettings):
         # Never echo the key itself in the error.
         if not _PRIVATE_KEY_PATTERN.fullmatch(key):
             raise ValueError("operator private key must be 32 bytes as 64 hex digits, optionally 0x-prefixed")
-        if not 0 < int(key.removeprefix("0x"), 16) < _SECP256K1_ORDER:
+        if not 0 < int(key.removeprefix("0x"), 16) < SECP256K1_N:
             raise ValueError("operator private key is outside the secp256k1 key range")
         return SecretStr(key if key.startswith("0x") else f"0x{key}")
 

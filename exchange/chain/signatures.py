@@ -12,12 +12,9 @@ from web3.exceptions import BadFunctionCallOutput, ContractLogicError, Web3RPCEr
 from web3.types import BlockIdentifier
 
 from exchange.chain.errors import ChainUnavailable
+from exchange.kit.secp256k1 import SECP256K1_HALF_N
 
 EOA_SIGNATURE_BYTES = 65  # r (32) ‖ s (32) ‖ v (1)
-SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
-# EIP-2: of the two signatures (s, n - s) of one message by one key, only the low one counts.
-# OpenZeppelin's ECDSA refuses the other; so does everything here that recovers a signer.
-SECP256K1_HALF_N = SECP256K1_N // 2
 ERC1271_MAGIC = bytes.fromhex("1626ba7e")
 # The gas a wallet's isValidSignature may burn when this service asks it. EIP-1271 advises
 # callers on chain not to cap it, and OpenZeppelin's SignatureChecker forwards all gas; but

@@ -334,7 +334,11 @@ def check(
     reasons: list[Reason] = []
     if signature is SignatureVerdict.MALFORMED:
         reasons.append(
-            Reason(ReasonCode.BAD_SIGNATURE, "the signature is not a valid signature of this certificate")
+            Reason(
+                ReasonCode.BAD_SIGNATURE,
+                "the signature is not a valid signature of this certificate (a key's is 65 bytes "
+                "r, s, v with s in the lower half of the curve order, EIP-2; a wallet's, one it accepts)",
+            )
         )
     elif signature is SignatureVerdict.OTHER_SIGNER:
         reasons.append(

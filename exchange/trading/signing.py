@@ -25,7 +25,7 @@ from eth_keys.backends.coincurve import CoinCurveECCBackend
 from eth_keys.main import KeyAPI
 from sha3 import keccak_256  # type: ignore[import-untyped]  # safe-pysha3 ships no stubs
 
-from exchange.chain.signatures import SECP256K1_HALF_N, SECP256K1_N
+from exchange.kit.secp256k1 import SECP256K1_HALF_N, SECP256K1_N
 from exchange.trading.eip712 import DOMAIN_NAME, DOMAIN_VERSION, ORDER_TYPE, VaultOrder
 
 # The longest order signature taken: a contract wallet's (ERC-1271) may be anything its

@@ -7,7 +7,8 @@ from eth_account.messages import encode_defunct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exchange.chain.signatures import SECP256K1_HALF_N, SECP256K1_N, is_valid_signature, recover_signer
+from exchange.chain.signatures import is_valid_signature, recover_signer
+from exchange.kit.secp256k1 import SECP256K1_HALF_N, SECP256K1_N
 
 
 def _other_half(signature: bytes) -> bytes:
