@@ -14,6 +14,7 @@ from web3.logs import DISCARD
 
 from exchange.chain.errors import ContractReverted
 from exchange.chain.provider import make_web3
+from exchange.kit.secp256k1 import SECP256K1_N
 from exchange.trading.amounts import settlement_amounts
 from exchange.trading.eip712 import (
     ORDER_TYPE,
@@ -127,6 +128,19 @@ def test_typed_data_binds_chain_and_vault() -> None:
     assert typed["message"]["maker"] == Web3.to_checksum_address("0x" + "11" * 20)
     withdrawal = WithdrawalAuthorisation(vault, vault, 1, 2, 3)
     assert withdrawal_typed_data(1, vault, withdrawal)["primaryType"] == "Withdrawal"
+
+
+def test_only_the_low_s_signature_of_an_order_recovers() -> None:
+    key = b"\x42" * 32
+    maker = Account.from_key(key).address
+    order = VaultOrder(maker, "0x" + "22" * 20, "0x" + "33" * 20, OrderSide.SELL, USD, BPC, 30, 1, FAR_EXPIRY)
+    vault = "0x" + "44" * 20
+    signature = sign_order(key, 1, vault, order)
+    assert recover_order_signer(1, vault, order, signature) == maker
+    s = int.from_bytes(signature[32:64], "big")
+    twin = signature[:32] + (SECP256K1_N - s).to_bytes(32, "big") + bytes((55 - signature[64],))
+    with pytest.raises(ValueError, match="upper half"):
+        recover_order_signer(1, vault, order, twin)
 
 
 def test_type_strings_hash_to_the_contract_typehashes() -> None:
