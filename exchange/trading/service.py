@@ -65,6 +65,7 @@ from exchange.db.engine import create_db_engine, create_sessionmaker
 from exchange.kit.errors import ChainUnavailable, DomainError, Forbidden, NotFound, RateLimited
 from exchange.kit.logging import get_logger
 from exchange.kit.ratelimit import RateLimiter
+from exchange.kit.secp256k1 import low_s
 from exchange.pool.indexer import fetch_events
 from exchange.settings import Settings
 from exchange.trading import ledger, repository
@@ -813,7 +814,7 @@ class TradingService:
                 raise ChainUnavailable(f"the node did not sign the withdrawal: {answer.get('error')}")
             return bytes.fromhex(str(answer["result"]).removeprefix("0x"))
 
-        signature = await self.chain.run(node_signs)
+        signature = low_s(await self.chain.run(node_signs))
         signer = recover_signer(encode_typed_data(full_message=typed), signature)  # None if malformed
         if signer != operator:
             raise ChainUnavailable(

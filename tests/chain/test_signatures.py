@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exchange.chain.signatures import is_valid_signature, recover_signer
-from exchange.kit.secp256k1 import SECP256K1_HALF_N, SECP256K1_N
+from exchange.kit.secp256k1 import SECP256K1_HALF_N, SECP256K1_N, low_s
 
 
 def _other_half(signature: bytes) -> bytes:
@@ -34,3 +34,19 @@ def test_only_the_low_s_signature_of_a_message_is_its_signers(key: bytes, text: 
     assert Account.recover_message(message, signature=high) == account.address  # eth_keys takes it
     assert recover_signer(message, high) is None
     assert not is_valid_signature(None, account.address, message, high)
+
+
+@settings(max_examples=25)
+@given(
+    st.binary(min_size=32, max_size=32).filter(lambda key: 0 < int.from_bytes(key, "big") < SECP256K1_N),
+    st.text(),
+)
+def test_a_high_s_signature_is_brought_to_its_low_s_twin(key: bytes, text: str) -> None:
+    account = Account.from_key(key)
+    message = encode_defunct(text=text)
+    signature = bytes(account.sign_message(message).signature)
+    assert low_s(signature) == signature
+    assert low_s(_other_half(signature)) == signature
+    as_recovery_id = signature[:64] + bytes((signature[64] - 27,))
+    assert low_s(_other_half(signature)[:64] + bytes((_other_half(signature)[64] - 27,))) == as_recovery_id
+    assert low_s(signature[:64]) == signature[:64]  # not a 65-byte signature: left as it is
