@@ -31,6 +31,7 @@ FastAPI's generated OpenAPI to match what is really sent.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -42,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from exchange.api.request_context import current_request_id
@@ -280,13 +282,48 @@ async def _http_exception_response(request: Request, exc: Exception) -> Response
     if detail is None or detail == phrase:
         # Starlette's own 404/405 repeat the title; say what was asked for instead.
         detail = f"{phrase}: {request.method} {request.url.path}"
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request, headers))}
     return problem_response(
         request,
         status=exc.status_code,
         title=phrase,
         detail=detail,
-        headers=exc.headers,
+        headers=headers,
     )
+
+
+def _allowed_methods(request: Request, headers: Mapping[str, str] | None) -> list[str]:
+    """Every method some route serves at the request's path. Starlette's 405 names only the first
+    route whose path matched (``PUT /v1/orders`` said ``POST``, not ``GET, POST``): the others are
+    found in the app's OpenAPI paths, whose templates match as the routes' own paths do."""
+    allowed = {method.strip() for method in (headers or {}).get("Allow", "").split(",") if method.strip()}
+    app = request.scope.get("app")
+    if isinstance(app, FastAPI):
+        path = request.scope.get("path", "")
+        for pattern, methods in _openapi_paths(app):
+            if pattern.fullmatch(path):
+                allowed |= methods
+    return sorted(allowed)
+
+
+def _openapi_paths(app: FastAPI) -> list[tuple[re.Pattern[str], frozenset[str]]]:
+    """The app's OpenAPI path templates as patterns, with their methods (built once per app)."""
+    cached: list[tuple[re.Pattern[str], frozenset[str]]] | None = getattr(app.state, "openapi_paths", None)
+    if cached is None:
+        cached = [
+            (
+                compile_path(template)[0],
+                frozenset(method.upper() for method in operations if method in _METHODS),
+            )
+            for template, operations in app.openapi().get("paths", {}).items()
+        ]
+        app.state.openapi_paths = cached
+    return cached
+
+
+_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 
 
 def _internal_error(request: Request) -> JSONResponse:

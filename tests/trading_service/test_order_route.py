@@ -133,3 +133,15 @@ async def test_the_unified_symbol_names_the_market_as_its_id_does(desk: Desk) ->
     unknown = await desk.client.get("/v1/orders", params={"market": "BPC/USD"}, headers=trader.headers)
     assert unknown.status_code == 404, unknown.text
     assert unknown.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_wrong_method_names_every_method_the_path_serves(desk: Desk) -> None:
+    """Starlette's 405 names the first route whose path matched; the answer names them all."""
+    for method, path, allowed in (
+        ("PUT", "/v1/orders", "DELETE, GET, POST"),
+        ("PATCH", "/v1/orders/1", "DELETE, GET"),
+        ("POST", "/v1/time", "GET"),
+    ):
+        reply = await desk.client.request(method, path)
+        assert (reply.status_code, reply.headers["allow"]) == (405, allowed), (method, path)
+        assert reply.headers["content-type"] == "application/problem+json"
