@@ -18,7 +18,7 @@ from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
 ADDRESS_PATTERN: Final = r"^0x[0-9a-fA-F]{40}$"
-_FORM: Final = re.compile(r"0x[0-9a-fA-F]{40}", re.ASCII)
+ADDRESS_FORM: Final = re.compile(r"0x[0-9a-fA-F]{40}", re.ASCII)
 NOT_CHECKSUM: Final = (
     "is in mixed case but not its EIP-55 checksum (mistyped?): write it in one case, or with its checksum"
 )
@@ -27,7 +27,7 @@ NOT_CHECKSUM: Final = (
 def address_refusal(value: str) -> str | None:
     """Why ``value`` is not an address a request may name (to follow the value in a message: "is
     not …"), or None if it is."""
-    if not _FORM.fullmatch(value):
+    if not ADDRESS_FORM.fullmatch(value):
         return "is not an address (0x and 40 hex digits)"
     return _checksum_refusal(value)
 

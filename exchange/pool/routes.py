@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from exchange.api.dependencies import limit_chain_reads
 from exchange.api.problems import problem_responses
 from exchange.db.session import DbSession
+from exchange.kit.addresses import ADDRESS_FORM
 from exchange.kit.errors import ChainUnavailable, NotFound, RateLimited, ValidationFailed
 from exchange.kit.text import Text
 from exchange.pool import repository
@@ -41,6 +42,7 @@ from exchange.pool.access_routes import ADMIN_PROBLEMS, CouncilOrRegistrar, Pool
 from exchange.pool.access_routes import router as access_router
 from exchange.pool.membership_routes import router as membership_router
 from exchange.pool.models import AuditEntry
+from exchange.pool.patent_numbers import InvalidPatentNumber, parse_patent_number
 from exchange.pool.patent_routes import patent_detail
 from exchange.pool.patent_routes import router as patent_router
 from exchange.pool.patents import FieldOfTechnology, PatentStatus
@@ -52,6 +54,7 @@ from exchange.pool.schemas import (
     PatentOut,
     PoliciesOut,
     PoolStatsOut,
+    checksummed,
     decode_cursor,
     encode_cursor,
 )
@@ -186,6 +189,22 @@ async def get_policies(pool: Pool) -> PoliciesOut:
 AuditFilter = Annotated[Text | None, Query(max_length=128)]
 
 
+def _audit_key(value: str | None) -> str | None:
+    """An ``actor`` or ``subject_id`` filter as the log spells what it names: an address (alone,
+    or after a role as in ``registrar:0x…``) checksummed, refused if its mixed case is no
+    checksum; a patent number in its id form (``ep 3123456 b1``: ``EP3123456B1``). Anything
+    else (an application's id, ``cli:…``) is matched as it is."""
+    if value is None:
+        return None
+    prefix, _, last = value.rpartition(":")
+    if ADDRESS_FORM.fullmatch(last):
+        return f"{prefix}:{checksummed(last)}" if prefix else checksummed(last)
+    try:
+        return parse_patent_number(value).compact()
+    except InvalidPatentNumber:
+        return value
+
+
 @audit_router.get(
     "/v1/admin/audit",
     response_model=Page[AuditEntryOut],
@@ -203,7 +222,12 @@ async def get_audit(
 ) -> Page[AuditEntryOut]:
     before_id = decode_cursor(cursor, int) if cursor else None
     entries = await repository.audit_page(
-        session, before_id=before_id, limit=limit + 1, action=action, actor=actor, subject_id=subject_id
+        session,
+        before_id=before_id,
+        limit=limit + 1,
+        action=action,
+        actor=_audit_key(actor),
+        subject_id=_audit_key(subject_id),
     )
     more = len(entries) > limit
     entries = entries[:limit]
@@ -213,9 +237,17 @@ async def get_audit(
     )
 
 
+# A cell a spreadsheet would run as a formula (OWASP's CSV injection): text an admin wrote (a
+# reason, an importer's name) is written with a leading apostrophe, which shows it as text.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_line(values: list[object]) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\r\n").writerow(values)
+    csv.writer(buffer, lineterminator="\r\n").writerow(
+        "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
+        for value in values
+    )
     return buffer.getvalue()
 
 
@@ -252,6 +284,8 @@ async def export_audit(
     actor: AuditFilter = None,
     subject_id: AuditFilter = None,
 ) -> StreamingResponse:
+    actor, subject_id = _audit_key(actor), _audit_key(subject_id)  # refused before the stream starts
+
     async def lines() -> AsyncIterator[str]:
         # Its own session: the response streams after the request's transaction has ended.
         async with pool.sessionmaker() as session:

@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from exchange.db.engine import create_engine_for_url
 from tests.pool_service.conftest import COUNCIL, REGISTRAR, Foundation
 from tests.pool_service.flows import admit, register
+from tests.support.addresses import mistyped
 
 
 async def test_entries_page_newest_first_and_export(foundation: Foundation) -> None:
@@ -134,3 +135,58 @@ async def test_an_admin_action_with_the_longest_request_id_is_recorded(foundatio
     latest = audit["items"][0]
     assert (latest["action"], latest["subject_id"]) == ("role.grant", f"assessor:{newcomer}")
     assert latest["request_id"] == request_id
+
+
+async def test_filters_find_an_address_or_a_patent_however_it_is_spelt(foundation: Foundation) -> None:
+    newcomer = Account.create().address
+    granted = await foundation.client.post(
+        "/v1/admin/roles", json={"address": newcomer, "role": "assessor"}, headers=foundation.council
+    )
+    assert granted.status_code == 201, granted.text
+    await register(foundation, "EP3400002B1")
+
+    async def found(**params: str) -> list[tuple[str, str]]:
+        for path in ("/v1/admin/audit", "/v1/admin/audit/export"):
+            reply = await foundation.client.get(
+                path, params={**params, "format": "jsonl"}, headers=foundation.council
+            )
+            assert reply.status_code == 200, (path, reply.text)
+        records = [json.loads(line) for line in reply.text.splitlines()]
+        page = await foundation.client.get("/v1/admin/audit", params=params, headers=foundation.council)
+        assert [entry["id"] for entry in page.json()["items"]] == [
+            record["id"] for record in reversed(records)
+        ]
+        return [(record["action"], record["subject_id"]) for record in records]
+
+    as_logged = await found(actor=COUNCIL.address)
+    assert ("role.grant", f"assessor:{newcomer}") in as_logged
+    assert await found(actor=COUNCIL.address.lower()) == as_logged
+    assert await found(actor="0x" + COUNCIL.address[2:].upper()) == as_logged
+    assert await found(subject_id=f"assessor:{newcomer.lower()}") == [("role.grant", f"assessor:{newcomer}")]
+    assert await found(subject_id="ep 3400002 b1") == [("patent.register", "EP3400002B1")]
+    assert await found(actor="cli:nobody") == []  # anything else as it is
+    for path in ("/v1/admin/audit", "/v1/admin/audit/export"):
+        typo = await foundation.client.get(
+            path, params={"actor": mistyped(COUNCIL.address)}, headers=foundation.council
+        )
+        assert typo.status_code == 422, typo.text
+        assert "EIP-55 checksum" in typo.json()["detail"]
+
+
+async def test_a_reason_a_spreadsheet_would_run_is_exported_as_text(foundation: Foundation) -> None:
+    member = Account.create()
+    await admit(foundation, member)
+    reason = '=HYPERLINK("http://example.invalid","click")'
+    suspended = await foundation.client.post(
+        f"/v1/admin/members/{member.address}/suspend", json={"reason": reason}, headers=foundation.registrar
+    )
+    assert suspended.status_code == 200, suspended.text
+    exported = await foundation.client.get(
+        "/v1/admin/audit/export", params={"action": "member.suspend"}, headers=foundation.council
+    )
+    (row,) = list(csv.DictReader(io.StringIO(exported.text)))
+    assert row["reason"] == "'" + reason
+    page = await foundation.client.get(
+        "/v1/admin/audit", params={"action": "member.suspend"}, headers=foundation.council
+    )
+    assert page.json()["items"][0]["reason"] == reason  # the log itself keeps what was written
