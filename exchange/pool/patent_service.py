@@ -419,6 +419,16 @@ async def decide(
         return Decision(row, None, await repository.mint_for_patent(session, row.patent_id))
     assessments = [_assessment(a) for a in await repository.assessments(session, row.patent_id)]
     decision = decide_admission(row.patent_id, assessments, policies.admission, contributor=row.contributor)
+    needed = policies.admission.min_assessments
+    if decision.assessment_count < needed and at.astimezone(UTC).date() < row.expires_on:
+        # A decision is final: one taken before the committee has assessed would reject the
+        # patent for good. A patent that lapsed meanwhile is rejected as lapsed, as before.
+        raise Conflict(
+            f"patent {row.patent_id} has {decision.assessment_count} of the {needed} assessments the "
+            f"admission policy needs; decide once {needed - decision.assessment_count} more "
+            f"expert(s) have assessed it",
+            extra={"patent_id": row.patent_id, "assessments": decision.assessment_count, "needed": needed},
+        )
     patent, event = rules.decide(to_patent(row), decision, actor=actor, at=at)
     if patent.status is PatentStatus.IN_POOL and row.contributor is not None:
         # Admitted by the rules (lapse included): the contributor must be an active member now.

@@ -224,10 +224,35 @@ async def test_the_policy_rejects_and_nothing_is_minted(foundation: Foundation) 
     assert any("below the minimum of 60" in reason for reason in decision["reasons"])
     assert decision["mint"] is None
     assert foundation.chain.pool.bpc_balance(contributor) == 0
-    too_few = await register(foundation, "CN 112345679 A")
-    one = await assess_and_decide(foundation, too_few["patent_id"], scores=(95,))
-    assert one["admitted"] is False
-    assert "1 assessment(s) is below the minimum of 2" in one["reasons"][0]
+
+
+async def test_no_decision_before_the_committee_has_assessed(foundation: Foundation) -> None:
+    """A decision is final: taken with fewer assessments than the policy needs, it could only
+    reject. It is refused instead, and the patent waits for its experts."""
+    client = foundation.client
+    patent_id = (await register(foundation, "CN 112345679 A"))["patent_id"]
+    path = f"/v1/admin/pool/patents/{patent_id}"
+    assert (
+        await client.post(f"{path}/start-assessment", json={}, headers=foundation.registrar)
+    ).status_code == 200
+    for assessed, headers in enumerate([None, *foundation.assessors[:1]]):
+        if headers is not None:
+            scored = await client.post(
+                f"{path}/assessments", json={"score": 95, "core": True, "notes": "n"}, headers=headers
+            )
+            assert scored.status_code == 201, scored.text
+        early = await client.post(f"{path}/decision", headers=foundation.registrar)
+        assert early.status_code == 409, early.text
+        assert (early.json()["assessments"], early.json()["needed"]) == (assessed, 2)
+        assert f"has {assessed} of the 2 assessments" in early.json()["detail"]
+        shown = (await client.get(path, headers=foundation.registrar)).json()
+        assert shown["patent"]["status"] == "under_assessment"
+    scored = await client.post(
+        f"{path}/assessments", json={"score": 95, "core": True, "notes": "n"}, headers=foundation.assessors[1]
+    )
+    assert scored.status_code == 201, scored.text
+    decided = await client.post(f"{path}/decision", headers=foundation.registrar)
+    assert (decided.status_code, decided.json()["admitted"]) == (200, True)
 
 
 async def test_expired_patents_leave_the_pool_on_their_expiry_date(
