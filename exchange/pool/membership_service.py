@@ -283,6 +283,12 @@ async def reject_application(
     """
     row = await _application(session, application_id)
     if row.status == ApplicationStatus.REJECTED:
+        if row.decision_note != reason:  # a retry repeats the reason; another is another rejection
+            raise Conflict(
+                f"application {application_id} was rejected already, for another reason: "
+                f"{row.decision_note!r}",
+                extra={"decision_note": row.decision_note},
+            )
         return row
     if row.status not in (ApplicationStatus.SUBMITTED, ApplicationStatus.UNDER_REVIEW):
         raise Conflict(f"application {application_id} is {row.status} and can no longer be rejected")

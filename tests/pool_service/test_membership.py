@@ -275,6 +275,15 @@ async def test_rejection_and_unknown_members(foundation: Foundation) -> None:
     )
     assert (rejected.status_code, rejected.json()["status"]) == (200, "rejected")
     assert rejected.json()["decided_by"] == COUNCIL.address
+    again = await foundation.client.post(
+        f"{path}/reject", json={"reason": "no evidence"}, headers=foundation.council
+    )
+    assert (again.status_code, again.json()) == (200, rejected.json())  # a retry
+    other = await foundation.client.post(
+        f"{path}/reject", json={"reason": "no dues paid"}, headers=foundation.council
+    )
+    assert other.status_code == 409  # not silently the first rejection, as an approval's other tier
+    assert other.json()["decision_note"] == "no evidence"
     late = await foundation.client.post(f"{path}/review", json={}, headers=foundation.registrar)
     assert late.status_code == 409
     stranger = Account.create().address
