@@ -253,6 +253,11 @@ async def test_no_decision_before_the_committee_has_assessed(foundation: Foundat
     assert scored.status_code == 201, scored.text
     decided = await client.post(f"{path}/decision", headers=foundation.registrar)
     assert (decided.status_code, decided.json()["admitted"]) == (200, True)
+    again = await client.post(f"{path}/decision", headers=foundation.registrar)  # a retry: the same answer
+    assert again.status_code == 200
+    fields = ("admitted", "reasons", "score", "mean_score")
+    assert {name: again.json()[name] for name in fields} == {name: decided.json()[name] for name in fields}
+    assert decided.json()["mean_score"] == "95"
 
 
 async def test_expired_patents_leave_the_pool_on_their_expiry_date(
