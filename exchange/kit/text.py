@@ -39,3 +39,13 @@ def text_refusal(value: str) -> str | None:
 
 
 Text = Annotated[str, AfterValidator(storable_text)]
+
+
+def _filled(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("text_blank", "the text is blank: it needs more than white space")
+    return value
+
+
+# Text that must say something: white space alone is refused (a name, a reason).
+FilledText = Annotated[str, AfterValidator(storable_text), AfterValidator(_filled)]

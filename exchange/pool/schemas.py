@@ -14,12 +14,12 @@ from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 
 from eth_utils.address import to_checksum_address
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from exchange.api.dependencies import ROW_ID_MAX
 from exchange.kit.addresses import Address, checked_address
 from exchange.kit.errors import ValidationFailed
-from exchange.kit.text import Text
+from exchange.kit.text import FilledText, Text
 from exchange.pool.models import (
     ApplicationStatus,
     AuditEntry,
@@ -142,18 +142,18 @@ class AuditEntryOut(BaseModel):
 class ApplicationIn(_RequestBody):
     """An application to join, for the signed-in wallet."""
 
-    organisation: Text = Field(min_length=1, max_length=200)
+    organisation: FilledText = Field(min_length=1, max_length=200)
     country: str = Field(
         pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 code of the organisation's seat."
     )
     enterprise_size: EnterpriseSize
-    size_evidence: Text = Field(
+    size_evidence: FilledText = Field(
         min_length=1,
         max_length=4000,
         description="What shows the size: headcount, turnover, registry extract.",
     )
-    non_profit: bool
-    contact_name: Text = Field(min_length=1, max_length=200)
+    non_profit: StrictBool
+    contact_name: FilledText = Field(min_length=1, max_length=200)
     contact_email: Text = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)
 
 
@@ -195,7 +195,7 @@ class ApproveIn(_RequestBody):
 
 
 class ReasonIn(_RequestBody):
-    reason: Text = Field(min_length=1, max_length=2000)
+    reason: FilledText = Field(min_length=1, max_length=2000)
 
 
 class TierIn(ReasonIn):

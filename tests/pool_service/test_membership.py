@@ -442,6 +442,12 @@ async def test_text_no_database_stores_is_refused_naming_the_field(foundation: F
         (f"{applications}/1/reject", foundation.council, {"reason": "\0"}, "reason"),
         (f"{member}/suspend", foundation.registrar, {"reason": "late\0"}, "reason"),
         (f"{member}/tier", foundation.registrar, {"tier": "small", "reason": "\ud800"}, "reason"),
+        # Nothing but white space where something must be said, and a boolean that is no boolean.
+        ("/v1/membership/applications", signed_in, application_body(organisation="   "), "organisation"),
+        ("/v1/membership/applications", signed_in, application_body(contact_name="\t"), "contact_name"),
+        ("/v1/membership/applications", signed_in, application_body(non_profit="yes"), "non_profit"),
+        (f"{applications}/1/reject", foundation.council, {"reason": " "}, "reason"),
+        (f"{member}/suspend", foundation.registrar, {"reason": "\n"}, "reason"),
     ]:
         reply = await client.post(
             url, content=json.dumps(body), headers={**headers, "content-type": "application/json"}
