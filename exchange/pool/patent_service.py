@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
+from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -132,6 +133,16 @@ def _event_row(event: rules.PatentEvent) -> PatentEventRecord:
     )
 
 
+MAX_TERM_YEARS: Final = 25
+
+
+def _years_after(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:  # 29 February, into a year without one
+        return day.replace(year=day.year + years, day=28)
+
+
 def registration_refusals(
     *,
     publication_number: str,
@@ -164,10 +175,24 @@ def registration_refusals(
     family_id = (family_id or "").strip() or None
     if family_id is not None and len(family_id) > MAX_FAMILY_ID_LENGTH:
         refuse("family_id", f"a family id has at most {MAX_FAMILY_ID_LENGTH} characters")
+    today = at.astimezone(UTC).date()
+    if filing_date and filing_date > today:
+        refuse("filing_date", f"the filing date {filing_date.isoformat()} is in the future")
+    if grant_date and grant_date > today:
+        refuse("grant_date", f"the grant date {grant_date.isoformat()} is in the future")
     if filing_date and grant_date and grant_date < filing_date:
         refuse("grant_date", "the grant date is before the filing date")
     if filing_date and expires_on and expires_on <= filing_date:
         refuse("expires_on", "the expiry date is not after the filing date")
+    # A patent lasts 20 years from filing, 25 at most with a supplementary protection certificate.
+    latest = _years_after(filing_date or today, MAX_TERM_YEARS)
+    if expires_on and expires_on > latest:
+        refuse(
+            "expires_on",
+            f"the expiry date {expires_on.isoformat()} is more than {MAX_TERM_YEARS} years after "
+            + ("the filing date" if filing_date else "today")
+            + " (20 years from filing, 25 with a supplementary protection certificate)",
+        )
     return refusals + rules.proposal_refusals(
         patent_id,
         title=title,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
+import pytest
 from eth_account import Account
 from sqlalchemy import update
 
@@ -14,6 +15,8 @@ from exchange.chain.pool import Tier
 from exchange.chain.runtime import ChainRuntime
 from exchange.db.engine import create_engine_for_url
 from exchange.pool.models import PatentRecord
+from exchange.pool.patent_service import registration_refusals
+from exchange.pool.patents import PatentSource
 from tests.pool_service.conftest import ASSESSORS, REGISTRAR, Foundation, pool_settings, started_beside
 from tests.pool_service.flows import (
     admit,
@@ -581,3 +584,44 @@ async def test_a_lapsed_contribution_of_a_suspended_contributor_is_rejected_as_l
     body = decided.json()
     assert (body["admitted"], body["patent"]["status"]) == (False, "rejected")
     assert body["reasons"][0].startswith("lapsed on ")
+
+
+@pytest.mark.parametrize(
+    ("dates", "field", "reason"),
+    [
+        (
+            {"filing_date": date(2030, 1, 1), "grant_date": None},
+            "filing_date",
+            "the filing date 2030-01-01 is in the future",
+        ),
+        ({"grant_date": date(2030, 1, 1)}, "grant_date", "the grant date 2030-01-01 is in the future"),
+        (
+            {"filing_date": date(2010, 1, 1), "expires_on": date(2035, 1, 2)},
+            "expires_on",
+            "the expiry date 2035-01-02 is more than 25 years after the filing date",
+        ),
+        (
+            {"filing_date": None, "expires_on": date(9999, 12, 31)},
+            "expires_on",
+            "the expiry date 9999-12-31 is more than 25 years after today",
+        ),
+    ],
+)
+def test_dates_no_patent_can_have_are_refused(dates: dict[str, date | None], field: str, reason: str) -> None:
+    values: dict[str, Any] = {
+        "publication_number": "EP 3123456 B1",
+        "title": "Proof of storage",
+        "owner": "Ledger Labs GmbH",
+        "family_id": None,
+        "source": PatentSource.PURCHASED,
+        "contributor": None,
+        "filing_date": date(2015, 6, 1),
+        "grant_date": date(2018, 6, 1),
+        "expires_on": date(2035, 6, 1),
+        "at": datetime(2026, 12, 5, tzinfo=UTC),
+    }
+    assert registration_refusals(**values) == []
+    refusals = registration_refusals(**{**values, **dates})
+    assert [refusal.field for refusal in refusals] == [field]
+    assert str(refusals[0].error).startswith(reason)
+    assert registration_refusals(**{**values, "filing_date": None, "expires_on": date(2051, 12, 5)}) == []
