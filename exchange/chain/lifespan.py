@@ -18,6 +18,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
+from web3.exceptions import BlockNotFound
 
 from exchange.api.system_routes import register_health_check
 from exchange.chain.errors import ChainReplaced, ManifestInvalid
@@ -98,9 +99,17 @@ async def check_chain_anchor(session: AsyncSession, runtime: ChainRuntime, *, re
     """
     deployment = runtime.deployment
     w3 = runtime.w3
-    block_hash = await runtime.run(
-        lambda: "0x" + bytes(w3.eth.get_block(deployment.deploy_block)["hash"]).hex()
-    )
+    try:
+        block_hash = await runtime.run(
+            lambda: "0x" + bytes(w3.eth.get_block(deployment.deploy_block)["hash"]).hex()
+        )
+    except BlockNotFound:
+        raise ChainReplaced(
+            f"the pool was deployed in block {deployment.deploy_block} of chain {deployment.chain_id}, "
+            "which this node does not have: it is another chain of that id (a development node that "
+            "restarted starts over), or a node still syncing. Use the node of the chain the "
+            "deployment manifest describes, or deploy again and start on a new database"
+        ) from None
     found = (deployment.chain_id, deployment.deploy_block, block_hash)
     if record:
         anchor: ChainAnchor | None = await chain_anchor(session, *found)

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from sqlalchemy import select
 from exchange import main
 from exchange.api.app import create_app
 from exchange.chain.errors import ChainReplaced
-from exchange.chain.lifespan import chain_startup
+from exchange.chain.lifespan import chain_startup, check_chain_anchor
 from exchange.chain.runtime import ChainRuntime, start_chain
 from exchange.db.models import ChainAnchor
 from exchange.main import set_aside_embedded_database
@@ -51,6 +52,22 @@ async def test_a_database_refuses_a_chain_that_replaced_its_own(
     w3 = chain_runtime.w3
     deploy_block = chain_runtime.deployment.deploy_block
     assert anchor.block_hash == "0x" + bytes(w3.eth.get_block(deploy_block)["hash"]).hex()
+
+
+async def test_a_deploy_block_the_node_does_not_have_is_another_chain(
+    settings: Settings, chain_runtime: ChainRuntime
+) -> None:
+    """A development node restarted keeps its chain id and starts over below the pool's deploy
+    block: the block is not found, which says the same as another hash there."""
+    beyond = chain_runtime.w3.eth.block_number + 1_000
+    restarted = replace(chain_runtime, deployment=replace(chain_runtime.deployment, deploy_block=beyond))
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), app.state.db_sessionmaker() as session:
+        for record in (True, False):
+            with pytest.raises(
+                ChainReplaced, match=f"deployed in block {beyond} .* which this node does not have"
+            ):
+                await check_chain_anchor(session, restarted, record=record)
 
 
 async def test_serve_refuses_a_database_of_another_chain_in_one_line_and_exit_2(
