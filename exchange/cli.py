@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -136,22 +135,6 @@ def _address(text: str) -> str:
     return text
 
 
-def manifest_unwritable(path: Path) -> str | None:
-    """Why a manifest could not be written to ``path``, else None, found before anything is
-    deployed: its folder is made, and a temporary file is opened beside it and removed."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_dir():
-            return "it is a directory"
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"):
-            pass
-    except OSError as exc:
-        return error_line(exc)
-    if path.exists() and not os.access(path, os.W_OK):
-        return "the file is read-only"
-    return None
-
-
 def cmd_deploy(args: argparse.Namespace) -> int:
     from eth_account import Account
     from web3.exceptions import Web3Exception
@@ -180,6 +163,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         return 2
     # Once a chain answers (so that a refusal for another reason makes no folder), and before any
     # transaction is paid for: a manifest that cannot be written would leave no record of the pool.
+    from exchange.chain.deployment import manifest_unwritable
+
     unwritable = manifest_unwritable(args.manifest)
     if unwritable is not None:
         print(f"error: cannot write the manifest to {args.manifest}: {unwritable}", file=sys.stderr)

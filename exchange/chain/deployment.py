@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +45,22 @@ DEV_CONTRACTS = ("QuoteToken",)
 MANIFEST_VERSION = 1
 DEFAULT_EXIT_DELAY_S = 3 * 24 * 60 * 60
 """The Vault's escape-hatch delay unless the deployer chooses another (at most 30 days)."""
+
+
+def manifest_unwritable(path: Path) -> str | None:
+    """Why a manifest could not be written to ``path``, else None, found before anything is
+    deployed: its folder is made, and a temporary file is opened beside it and removed."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            return "it is a directory"
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        return next(iter(str(exc).splitlines()), "") or type(exc).__name__
+    if path.exists() and not os.access(path, os.W_OK):
+        return "the file is read-only"
+    return None
 
 
 @dataclass(frozen=True)

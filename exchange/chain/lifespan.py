@@ -12,7 +12,6 @@ later start loads it. The embedded chain is new at every start and keeps no mani
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from web3.exceptions import BlockNotFound
 
 from exchange.api.system_routes import register_health_check
+from exchange.chain.deployment import manifest_unwritable
 from exchange.chain.errors import ChainReplaced, ManifestInvalid
 from exchange.chain.manifest_defaults import DEFAULT_MANIFEST
 from exchange.chain.runtime import ChainRuntime, start_chain
@@ -54,6 +54,10 @@ def service_manifest(settings: Settings) -> Path | None:
 
 async def _start_from_settings(app: FastAPI, settings: Settings) -> ChainRuntime:
     manifest = service_manifest(settings)
+    if manifest is not None and manifest.is_dir():
+        raise ManifestInvalid(
+            f"{manifest} is a directory: EXCHANGE_DEPLOYMENT_MANIFEST names the manifest file itself"
+        )
     if manifest is not None and not manifest.is_file():
         await _refuse_a_deployment_for_an_anchored_database(app, manifest)
         _refuse_an_unwritable_manifest(manifest)
@@ -66,15 +70,12 @@ async def _start_from_settings(app: FastAPI, settings: Settings) -> ChainRuntime
 def _refuse_an_unwritable_manifest(manifest: Path) -> None:
     """Raise ``ManifestInvalid`` when the manifest a deployment would write cannot be written:
     checked before the deployment, which the operator would otherwise pay for at every start."""
-    try:
-        manifest.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=manifest.parent, prefix=".manifest-check-"):
-            pass
-    except OSError as exc:
+    unwritable = manifest_unwritable(manifest)
+    if unwritable is not None:
         raise ManifestInvalid(
-            f"a pool deployed now could not be recorded at {manifest} ({exc.strerror or exc}), so none "
+            f"a pool deployed now could not be recorded at {manifest} ({unwritable}), so none "
             "was: make that directory writable, or name another path (EXCHANGE_DEPLOYMENT_MANIFEST)"
-        ) from exc
+        )
 
 
 async def _refuse_a_deployment_for_an_anchored_database(app: FastAPI, manifest: Path) -> None:

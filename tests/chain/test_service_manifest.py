@@ -119,6 +119,21 @@ async def test_a_manifest_that_could_not_be_written_is_refused_before_deploying(
     assert _sent_by_deployer(hardhat_url) == sent  # refused before paying for a pool
 
 
+@pytest.mark.hardhat
+async def test_a_manifest_path_that_is_a_directory_is_refused_before_deploying(
+    node_settings: Settings, hardhat_url: str, working_dir: Path
+) -> None:
+    folder = working_dir / "pool"
+    folder.mkdir()
+    settings = node_settings.model_copy(update={"deployment_manifest": folder})
+    sent = _sent_by_deployer(hardhat_url)
+    with pytest.raises(
+        ManifestInvalid, match="is a directory: EXCHANGE_DEPLOYMENT_MANIFEST names the manifest"
+    ):
+        await _served_pool(settings)
+    assert _sent_by_deployer(hardhat_url) == sent  # before, a whole pool was deployed, then not recorded
+
+
 async def test_the_embedded_chain_reads_and_writes_no_manifest(
     sqlite_database_url: str, working_dir: Path
 ) -> None:
