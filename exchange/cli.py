@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from exchange.chain.manifest_defaults import DEFAULT_MANIFEST, MANIFEST_VARIABLE
 
@@ -125,6 +125,23 @@ def cmd_compile(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _no_erc20(w3: Any, token: str) -> str | None:
+    """Why ``token`` is not a token the Vault can trade against (no code, or no answer to the
+    ERC-20 reads the service makes at start), else None: the contracts cannot be pointed at
+    another token once deployed."""
+    from web3.exceptions import Web3Exception
+
+    try:
+        if not w3.eth.get_code(token):
+            return "has no contract code on this chain"
+        for selector, name in ((b"\x31\x3c\xe5\x67", "decimals()"), (b"\x95\xd8\x9b\x41", "symbol()")):
+            if not w3.eth.call({"to": token, "data": selector}):
+                return f"answers nothing to {name}: it is not an ERC-20 token"
+    except (Web3Exception, ValueError) as exc:
+        return f"cannot be read as an ERC-20 token ({error_line(exc)})"
+    return None
+
+
 def _address(text: str) -> str:
     """An argument that must be a 0x address (20 bytes of hex; a mixed-case one must be its checksum)."""
     from exchange.kit.addresses import address_refusal
@@ -169,6 +186,11 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if unwritable is not None:
         print(f"error: cannot write the manifest to {args.manifest}: {unwritable}", file=sys.stderr)
         return 2
+    if args.quote_token is not None:
+        refusal = _no_erc20(w3, args.quote_token)
+        if refusal is not None:
+            print(f"error: --quote-token {args.quote_token} {refusal}; nothing was deployed", file=sys.stderr)
+            return 2
     print(f"deploying to chain {w3.eth.chain_id} from {w3.eth.default_account}", file=sys.stderr)
     try:
         deployment = deploy_pool(

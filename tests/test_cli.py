@@ -24,6 +24,7 @@ from exchange import main as service
 from exchange.chain import deployment as deployment_module
 from exchange.chain import provider
 from exchange.chain.deployment import ContractRecord, Deployment
+from exchange.chain.provider import make_web3  # the real one: a fixture stands in for the module's
 from exchange.cli import build_parser, default_manifest, main
 from exchange.db.deployments import recorded_chain_anchor
 from exchange.db.engine import sqlite_file
@@ -775,3 +776,27 @@ def test_deploy_refuses_an_address_that_is_none_before_sending_anything(
         main(["deploy", "--rpc", "http://127.0.0.1:9", option, "0x1234", *extra])
     assert exit_.value.code == 2
     assert "'0x1234' is not an address" in capsys.readouterr().err
+
+
+def test_deploy_refuses_a_quote_token_that_is_no_token_before_deploying_anything(
+    tmp_path: Path,
+    deployments: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The Vault cannot be pointed at another token once deployed: an address without code, or a
+    contract that does not answer the ERC-20 reads, is refused first (the service failed at start)."""
+    embedded = make_web3(None)  # a real chain, with a contract that is no ERC-20 on it
+    stop_only = "0x6001600c60003960016000f300"  # deploys one byte of code: STOP, which answers nothing
+    not_a_token = embedded.eth.wait_for_transaction_receipt(
+        embedded.eth.send_transaction({"data": stop_only})
+    )["contractAddress"]
+    monkeypatch.setattr(provider, "make_web3", lambda rpc_url, *, operator_key=None: embedded)
+    command = ["deploy", "--rpc", "http://127.0.0.1:8545", "--manifest", str(tmp_path / "m.json")]
+    for token, why in (
+        ("0x" + "11" * 20, "has no contract code on this chain"),
+        (not_a_token, "answers nothing to"),
+    ):
+        assert main([*command, "--quote-token", token]) == 2
+        assert why in capsys.readouterr().err.splitlines()[-1]
+    assert deployments == []
