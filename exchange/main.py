@@ -11,7 +11,6 @@ from typing import IO, Any
 
 from fastapi import FastAPI
 from pydantic import ValidationError
-from sqlalchemy.engine import make_url
 from starlette.types import Message, Receive, Scope, Send
 
 from exchange.api.app import create_app, freeze_start_heap
@@ -21,6 +20,7 @@ from exchange.chain.errors import ChainReplaced, DeploymentMismatch, ManifestInv
 from exchange.chain.lifespan import chain_startup
 from exchange.chain.routes import router as chain_router
 from exchange.chain.runtime import ChainRuntime
+from exchange.db.engine import sqlite_file
 from exchange.kit.logging import configure_logging, get_logger
 from exchange.licenses.device_routes import link_router as device_link_router
 from exchange.licenses.device_routes import router as devices_router
@@ -113,13 +113,15 @@ def claim_embedded_database(settings: Settings) -> Path | None:
     another process holds it, that process is serving from the database, which is left to it,
     and :class:`DatabaseInUse` is raised: a second service on the embedded defaults could only
     fail (its new chain is not the one the database belongs to). A database that was
-    configured (``DATABASE_URL``) is never touched: on a chain other than its own the service
+    configured (``DATABASE_URL``) is never moved: on a chain other than its own the service
     refuses to start (``exchange.chain.lifespan``).
+
+    The lock is taken on every SQLite file a service starts on, configured or not: two services
+    on one file would each write its market, with two books of one journal (PostgreSQL refuses
+    the second with its market claim, ``exchange.trading.market_claim``).
     """
-    if not settings.uses_embedded_chain or "database_url" in settings.model_fields_set:
-        return None
-    database = Path(make_url(settings.database_url).database or "")
-    if not database.name:
+    database = sqlite_file(settings.database_url)
+    if database is None:  # PostgreSQL, or SQLite in memory
         return None
     database.parent.mkdir(parents=True, exist_ok=True)
     lock_path = database.with_name(database.name + ".lock")
@@ -133,6 +135,8 @@ def claim_embedded_database(settings: Settings) -> Path | None:
             "stop it first, or give this one a database of its own (DATABASE_URL)"
         ) from None
     _HELD_LOCKS.append(lock)
+    if not settings.uses_embedded_chain or "database_url" in settings.model_fields_set:
+        return None
     if not database.is_file() or not _anchored(database):
         return None
     previous = database.with_name(database.name + ".previous")

@@ -23,7 +23,7 @@ from exchange.chain.errors import ChainReplaced
 from exchange.chain.lifespan import chain_startup, check_chain_anchor
 from exchange.chain.runtime import ChainRuntime, start_chain
 from exchange.db.models import ChainAnchor
-from exchange.main import set_aside_embedded_database
+from exchange.main import DatabaseInUse, claim_embedded_database, set_aside_embedded_database
 from exchange.settings import Settings
 from tests.chain.nodes import free_port
 
@@ -172,3 +172,37 @@ def test_a_configured_database_or_chain_keeps_the_database(
         monkeypatch.setenv(name, value)
     assert set_aside_embedded_database(Settings()) is None
     assert (project_dir / "var" / "exchange.sqlite3").is_file()
+
+
+def test_a_configured_sqlite_database_another_service_serves_from_is_refused(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two services on one SQLite file would each write its market (two books of one journal):
+    the lock the embedded defaults take is taken on a configured file too."""
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///var/exchange.sqlite3")
+    with (project_dir / "var" / "exchange.sqlite3.lock").open("a") as running:
+        fcntl.flock(running, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running service holds it
+        with pytest.raises(DatabaseInUse, match="another process is already serving from"):
+            claim_embedded_database(Settings())
+    assert (project_dir / "var" / "exchange.sqlite3").is_file()  # configured: never moved
+
+
+def test_a_second_serve_on_one_sqlite_file_exits_in_one_line(tmp_path: Path) -> None:
+    database = tmp_path / "exchange.sqlite3"
+    lock = database.with_name(database.name + ".lock")
+    with lock.open("a") as running:
+        fcntl.flock(running, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_") and k != "DATABASE_URL"}
+        done = subprocess.run(
+            [sys.executable, "-m", "exchange.cli", "serve", "--port", "9"],
+            env={**env, "DATABASE_URL": f"sqlite:///{database}"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 1, done.stderr
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: another process is already serving from {database}")
+    )
