@@ -10,7 +10,10 @@ import pytest
 import sqlalchemy
 import structlog
 from fastapi import APIRouter, HTTPException, Query
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import create_async_engine
+from web3 import Web3
 
 from exchange.api.problems import (
     PROBLEM_MEDIA_TYPE,
@@ -65,6 +68,19 @@ def _router() -> APIRouter:
     @router.get("/http-error")
     async def http_error() -> None:
         raise HTTPException(status_code=418, detail="short and stout")
+
+    @router.get("/outage/chain")
+    async def chain_outage() -> None:  # a node that is not there, asked as a route would
+        Web3(Web3.HTTPProvider("http://127.0.0.1:9", request_kwargs={"timeout": 5})).eth.get_block_number()
+
+    @router.get("/outage/database")
+    async def database_outage() -> None:  # a PostgreSQL that is not there, asked as a route would
+        engine = create_async_engine("postgresql+asyncpg://exchange@127.0.0.1:9/exchange")
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        finally:
+            await engine.dispose()
 
     @router.get("/crash")
     async def crash() -> None:
@@ -363,3 +379,18 @@ def test_only_a_unique_violation_counts_as_a_concurrent_write() -> None:
             connection.exec_driver_sql(statement)
         verdicts.append(is_unique_violation(refused.value))
     assert verdicts == [True, True, False]
+
+
+@pytest.mark.parametrize(
+    ("kind", "slug"), [("chain", "chain-unavailable"), ("database", "database-unavailable")]
+)
+async def test_a_dependency_that_is_down_is_a_503_to_retry_not_a_500(
+    service: RunningApp, kind: str, slug: str
+) -> None:
+    response = await service.client.get(f"/outage/{kind}")
+    assert response.status_code == 503
+    body = _problem(response)
+    assert body["type"].endswith("/" + slug)
+    assert "Traceback" not in response.text
+    if kind == "database":
+        assert response.headers["retry-after"] == "5"

@@ -36,18 +36,29 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
+import requests
+from asyncpg.exceptions import PostgresConnectionError
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from web3.exceptions import ProviderConnectionError
 
 from exchange.api.request_context import current_request_id
-from exchange.kit.errors import Conflict, DomainError, RateLimited, ValidationFailed
+from exchange.kit.errors import (
+    ChainUnavailable,
+    Conflict,
+    DatabaseUnavailable,
+    DomainError,
+    RateLimited,
+    ValidationFailed,
+)
 from exchange.kit.logging import get_logger
 
 log = get_logger(__name__)
@@ -335,7 +346,41 @@ def _internal_error(request: Request) -> JSONResponse:
     )
 
 
+def outage(exc: BaseException) -> DomainError | None:
+    """The 503 problem for ``exc`` when it says a dependency is down (the chain node, the
+    database) rather than that the service failed; else None. A route that meets an outage
+    where it did not expect one still answers a problem the caller can retry, not a 500."""
+    from exchange.chain.errors import ChainError
+    from exchange.chain.problems import to_domain_error
+
+    if isinstance(exc, ChainError):
+        return to_domain_error(exc)
+    if isinstance(
+        exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout | ProviderConnectionError
+    ):
+        return ChainUnavailable(f"the chain node could not be reached: {type(exc).__name__}")
+    if isinstance(exc, OperationalError | InterfaceError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        return DatabaseUnavailable(f"the database could not serve the request: {type(exc.orig).__name__}")
+    if isinstance(
+        exc, PostgresConnectionError | asyncpg.InterfaceError | ConnectionError
+    ):  # asyncpg connecting
+        return DatabaseUnavailable(f"the database could not serve the request: {type(exc).__name__}")
+    return None
+
+
 async def _unexpected_error_response(request: Request, exc: Exception) -> Response:
+    unavailable = outage(exc)
+    if unavailable is not None:
+        log.warning(
+            "api.dependency_unavailable",
+            method=request.method,
+            path=request.url.path,
+            error_type=type(exc).__qualname__,
+            error=str(exc).splitlines()[0][:300] if str(exc) else "",
+        )
+        return await _domain_error_response(request, unavailable)
     log.error(
         "api.unhandled_error",
         method=request.method,

@@ -13,7 +13,8 @@ mapping to RFC 9457 ``application/problem+json`` lives in
     ├── RateLimited          429   too many requests; carries ``retry_after_seconds``
     ├── ChainRejected        409   a contract reverted because of what the caller asked;
     │                              carries the custom error's ``error_name`` and ``error_args``
-    └── ChainUnavailable     503   the chain node cannot be reached or did not answer in time
+    ├── ChainUnavailable     503   the chain node cannot be reached or did not answer in time
+    └── DatabaseUnavailable  503   the database cannot be reached, or dropped the connection
 
 ``ChainRejected`` is a 409 rather than a 422: a revert is the chain's current
 state refusing the request (balance too low, licence already held, nonce used),
@@ -171,6 +172,15 @@ class ChainUnavailable(DomainError):
     status = 503
     type_slug = "chain-unavailable"
     title = "Chain unavailable"
+
+
+class DatabaseUnavailable(DomainError):
+    """The database could not be reached, or dropped the connection: nothing the caller did."""
+
+    status = 503
+    type_slug = "database-unavailable"
+    title = "Database unavailable"
+    retry_after_s = 5
 
 
 def _json_safe(value: object) -> object:
