@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from exchange import main as service
 from exchange.chain import deployment as deployment_module
 from exchange.chain import provider
-from exchange.chain.deployment import ContractRecord, Deployment
+from exchange.chain.deployment import POOL_CONTRACTS, ContractRecord, Deployment
 from exchange.chain.provider import make_web3  # the real one: a fixture stands in for the module's
 from exchange.cli import build_parser, default_manifest, main
 from exchange.db.deployments import recorded_chain_anchor
@@ -398,7 +398,11 @@ def settlement_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> P
     the deployment manifest's path."""
     monkeypatch.chdir(tmp_path)
     manifest = tmp_path / "deployments" / "pool.json"
-    Deployment(chain_id=31337, deploy_block=0, deployer=ZERO_ADDRESS, contracts={}).write(manifest)
+    contracts = {
+        name: ContractRecord(address=f"0x{number:040x}", abi_sha256="00" * 32, deploy_tx="0x")
+        for number, name in enumerate(POOL_CONTRACTS, start=1)
+    }
+    Deployment(chain_id=31337, deploy_block=0, deployer=ZERO_ADDRESS, contracts=contracts).write(manifest)
     monkeypatch.setenv("CHAIN_RPC_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("EXCHANGE_DEV_ACCOUNTS", "true")
     monkeypatch.setenv("EXCHANGE_DEPLOYMENT_MANIFEST", str(manifest))
@@ -458,6 +462,19 @@ def test_settle_reads_the_services_default_manifest(
     settlement_environment.rename(settlement_environment.with_name("manifest.json"))
     assert main(["settle", "--once"]) == 2
     assert capsys.readouterr().err.splitlines() == ["error: no chain answers at http://127.0.0.1:9"]
+
+
+@pytest.mark.parametrize(("command", "refusal"), SETTLEMENT_COMMANDS)
+def test_settle_and_audit_refuse_a_manifest_without_a_pool_contract_in_one_line_with_status_2(
+    command: list[str], refusal: str, settlement_environment: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    written = json.loads(settlement_environment.read_text(encoding="utf-8"))
+    del written["contracts"]["Vault"]
+    settlement_environment.write_text(json.dumps(written), encoding="utf-8")
+    assert main(command) == 2  # was a KeyError's traceback, exit 1 (for the audit: "they differ")
+    assert capsys.readouterr().err.splitlines() == [
+        f"{refusal}the manifest {settlement_environment} names no Vault"
+    ]
 
 
 @pytest.mark.parametrize(("command", "refusal"), SETTLEMENT_COMMANDS)

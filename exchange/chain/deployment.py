@@ -37,6 +37,7 @@ from web3 import Web3
 from exchange.chain.binding import BoundContract
 from exchange.chain.compiler import Artifact, compile_contracts
 from exchange.chain.errors import ChainUnavailable, DeploymentMismatch, ErrorDecoder, ManifestInvalid
+from exchange.kit.addresses import address_refusal
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +85,10 @@ class Deployment:
     def address(self, name: str) -> str:
         return self.contracts[name].address
 
+    def missing(self) -> list[str]:
+        """The pool contracts this manifest does not name (none, for one `deploy_pool` wrote)."""
+        return [name for name in POOL_CONTRACTS if name not in self.contracts]
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -91,11 +96,16 @@ class Deployment:
     def from_json(cls, data: Mapping[str, Any]) -> Deployment:
         if data.get("version") != MANIFEST_VERSION:
             raise ValueError(f"unsupported manifest version {data.get('version')!r}")
+        contracts = {name: ContractRecord(**record) for name, record in data["contracts"].items()}
+        for name, record in contracts.items():
+            refusal = address_refusal(str(record.address))  # JSON may hold anything there
+            if refusal is not None:
+                raise ValueError(f"the address of {name}, {record.address!r}, {refusal}")
         return cls(
             chain_id=int(data["chain_id"]),
             deploy_block=int(data["deploy_block"]),
             deployer=str(data["deployer"]),
-            contracts={name: ContractRecord(**record) for name, record in data["contracts"].items()},
+            contracts=contracts,
             roles={str(k): str(v) for k, v in data.get("roles", {}).items()},
         )
 
@@ -255,9 +265,12 @@ def check_deployment(
         raise DeploymentMismatch(
             f"manifest is for chain {deployment.chain_id}, node is chain {w3.eth.chain_id}"
         )
-    statuses = []
+    statuses = [ContractStatus(name, "-", False, "not in the manifest") for name in deployment.missing()]
     for name, record in deployment.contracts.items():
-        artifact = artifacts["TestToken" if name == "QuoteToken" else name]
+        artifact = artifacts.get("TestToken" if name == "QuoteToken" else name)
+        if artifact is None:
+            statuses.append(ContractStatus(name, record.address, False, "no contract of that name here"))
+            continue
         code = bytes(w3.eth.get_code(Web3.to_checksum_address(record.address)))
         expected = bytes.fromhex(artifact.deployed_bytecode[2:])
         if not code:

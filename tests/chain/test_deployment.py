@@ -22,7 +22,7 @@ from exchange.chain.deployment import (
     deploy_pool,
     error_decoder,
 )
-from exchange.chain.errors import DeploymentMismatch
+from exchange.chain.errors import DeploymentMismatch, ManifestInvalid
 from tests.chain.conftest import Chain
 from tests.chain.nodes import ROOT, hardhat_node
 
@@ -68,6 +68,28 @@ def test_deploy_pool_needs_exactly_one_quote_token(chain: Chain) -> None:
 def test_manifest_rejects_unknown_version() -> None:
     with pytest.raises(ValueError, match="unsupported manifest version"):
         Deployment.from_json({"version": 99})
+
+
+def test_a_manifest_without_a_contract_or_with_a_bad_address_is_refused(chain: Chain, tmp_path: Path) -> None:
+    """Before, a manifest missing the Vault made the service fail with a KeyError at start, and
+    ``chain status`` said "ok" for the contracts it did list."""
+    whole = chain.deployment.to_json()
+    bad_vault = {
+        **whole,
+        "contracts": {
+            **whole["contracts"],
+            "Vault": {**whole["contracts"]["Vault"], "address": "not-an-address"},
+        },
+    }
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(bad_vault))
+    with pytest.raises(ManifestInvalid, match="the address of Vault, 'not-an-address', is not an address"):
+        Deployment.read(path)
+    no_vault = Deployment.from_json(
+        {**whole, "contracts": {k: v for k, v in whole["contracts"].items() if k != "Vault"}}
+    )
+    failed = [(s.name, s.reason) for s in check_deployment(chain.w3, no_vault) if not s.ok]
+    assert failed == [("Vault", "not in the manifest")]
 
 
 def test_check_deployment_accepts_real_code_and_flags_wrong_code(chain: Chain) -> None:
