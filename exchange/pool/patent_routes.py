@@ -194,12 +194,23 @@ async def _send_mint(context: PoolContext, mint_id: int) -> None:
         "the chain's (a contribution registered before registration required a member), has the "
         "patent rejected, the reason saying so; one the chain has and the index not yet is a 409 to "
         "ask again. A patent the rules reject anyway (lapsed during its assessment, say) is rejected "
-        "whatever its contributor's standing."
+        "whatever its contributor's standing. A decision is final: while the patent has fewer "
+        "assessments than the policy needs it is refused (409, naming how many are missing), unless "
+        "`close=true` asks to decide on the assessments there are, which rejects it (a patent found "
+        "invalid or withdrawn, a contributor expelled, too few experts to assess it)."
     ),
     responses=MOVE_PROBLEMS,
 )
 async def post_decision(
-    patent_id: str, principal: Registrar, session: DbSession, pool: Pool, background: BackgroundTasks
+    patent_id: str,
+    principal: Registrar,
+    session: DbSession,
+    pool: Pool,
+    background: BackgroundTasks,
+    close: Annotated[
+        bool,
+        Query(description="Decide on the assessments there are, fewer than the policy needs: a rejection."),
+    ] = False,
 ) -> DecisionOut:
     chain = pool.chain
 
@@ -214,6 +225,7 @@ async def post_decision(
         actor=principal.address,
         at=utc_now(),
         on_register=on_register,
+        close=close,
     )
     row, decision, mint = outcome.patent, outcome.decision, outcome.mint
     if mint is not None and mint.status == MintStatus.PENDING:

@@ -433,6 +433,7 @@ async def decide(
     actor: str,
     at: datetime,
     on_register: Callable[[str], Awaitable[bool]],
+    close: bool = False,
 ) -> Decision:
     """Apply the admission policy; an admitted contribution gets its mint recorded as pending.
 
@@ -445,13 +446,14 @@ async def decide(
     assessments = [_assessment(a) for a in await repository.assessments(session, row.patent_id)]
     decision = decide_admission(row.patent_id, assessments, policies.admission, contributor=row.contributor)
     needed = policies.admission.min_assessments
-    if decision.assessment_count < needed and at.astimezone(UTC).date() < row.expires_on:
+    if decision.assessment_count < needed and not close and at.astimezone(UTC).date() < row.expires_on:
         # A decision is final: one taken before the committee has assessed would reject the
-        # patent for good. A patent that lapsed meanwhile is rejected as lapsed, as before.
+        # patent for good, so it takes ``close`` (the registrar means it). A patent that lapsed
+        # meanwhile is rejected as lapsed, as before.
         raise Conflict(
             f"patent {row.patent_id} has {decision.assessment_count} of the {needed} assessments the "
             f"admission policy needs; decide once {needed - decision.assessment_count} more "
-            f"expert(s) have assessed it",
+            f"expert(s) have assessed it, or with close=true to reject it now",
             extra={"patent_id": row.patent_id, "assessments": decision.assessment_count, "needed": needed},
         )
     patent, event = rules.decide(to_patent(row), decision, actor=actor, at=at)

@@ -261,6 +261,18 @@ async def test_no_decision_before_the_committee_has_assessed(foundation: Foundat
     fields = ("admitted", "reasons", "score", "mean_score")
     assert {name: again.json()[name] for name in fields} == {name: decided.json()[name] for name in fields}
     assert decided.json()["mean_score"] == "95"
+    # A patent the registrar means to reject before its experts have assessed it (found invalid,
+    # withdrawn): `close=true` decides on the assessments there are.
+    other = (await register(foundation, "CN 112345680 A"))["patent_id"]
+    started = await client.post(
+        f"/v1/admin/pool/patents/{other}/start-assessment", json={}, headers=foundation.registrar
+    )
+    assert started.status_code == 200
+    closed = await client.post(
+        f"/v1/admin/pool/patents/{other}/decision", params={"close": "true"}, headers=foundation.registrar
+    )
+    assert (closed.status_code, closed.json()["patent"]["status"]) == (200, "rejected"), closed.text
+    assert "0 assessment(s) is below the minimum of 2" in closed.json()["reasons"][0]
 
 
 async def test_expired_patents_leave_the_pool_on_their_expiry_date(
