@@ -37,6 +37,7 @@ from exchange.kit.errors import (
     ValidationFailed,
 )
 from exchange.licenses.uploads import InvalidDeviceList, ListError
+from tests.chain.nodes import free_port
 from tests.conftest import RunningApp, StartApp
 
 SECRET_INPUT = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
@@ -71,16 +72,16 @@ def _router() -> APIRouter:
 
     @router.get("/outage/chain")
     async def chain_outage() -> None:  # a node that is not there, asked as a route would
-        Web3(Web3.HTTPProvider("http://127.0.0.1:9", request_kwargs={"timeout": 5})).eth.get_block_number()
+        url = f"http://127.0.0.1:{free_port()}"
+        Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 5})).eth.get_block_number()
 
     @router.get("/outage/database")
     async def database_outage() -> None:  # a PostgreSQL that is not there, asked as a route would
-        engine = create_async_engine("postgresql+asyncpg://exchange@127.0.0.1:9/exchange")
-        try:
-            async with engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-        finally:
-            await engine.dispose()
+        await _execute(f"postgresql+asyncpg://exchange@127.0.0.1:{free_port()}/exchange", "SELECT 1")
+
+    @router.get("/outage/mistake")
+    async def own_mistake() -> None:  # a statement the database refuses: the service's bug
+        await _execute("sqlite+aiosqlite:///:memory:", "SELEC 1")
 
     @router.get("/crash")
     async def crash() -> None:
@@ -379,6 +380,22 @@ def test_only_a_unique_violation_counts_as_a_concurrent_write() -> None:
             connection.exec_driver_sql(statement)
         verdicts.append(is_unique_violation(refused.value))
     assert verdicts == [True, True, False]
+
+
+async def _execute(url: str, statement: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+async def test_a_statement_the_database_refuses_stays_a_500(service: RunningApp) -> None:
+    """SQLite says OperationalError for a syntax error too: only its outages are 503s."""
+    response = await service.client.get("/outage/mistake")
+    assert response.status_code == 500
+    assert _problem(response)["title"] == "Internal server error"
 
 
 @pytest.mark.parametrize(

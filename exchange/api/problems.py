@@ -32,18 +32,18 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
-import asyncpg
 import requests
 from asyncpg.exceptions import PostgresConnectionError
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.routing import compile_path
@@ -348,26 +348,42 @@ def _internal_error(request: Request) -> JSONResponse:
 
 def outage(exc: BaseException) -> DomainError | None:
     """The 503 problem for ``exc`` when it says a dependency is down (the chain node, the
-    database) rather than that the service failed; else None. A route that meets an outage
-    where it did not expect one still answers a problem the caller can retry, not a 500."""
-    from exchange.chain.errors import ChainError
-    from exchange.chain.problems import to_domain_error
+    database) rather than that the service failed; else None, and it stays a 500. A route that
+    meets an outage where it did not expect one still answers a problem the caller can retry.
+    Narrowly: a mistake of the service's own (a statement PostgreSQL or SQLite refuses, a
+    revert of its own transaction) must stay a logged 500, not pass for an outage."""
+    from exchange.chain import errors as chain_errors
 
-    if isinstance(exc, ChainError):
-        return to_domain_error(exc)
+    if isinstance(exc, chain_errors.ChainUnavailable | chain_errors.DeploymentMismatch):
+        return ChainUnavailable(f"the chain could not serve the request: {exc}")
     if isinstance(
         exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout | ProviderConnectionError
     ):
         return ChainUnavailable(f"the chain node could not be reached: {type(exc).__name__}")
-    if isinstance(exc, OperationalError | InterfaceError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    ):
-        return DatabaseUnavailable(f"the database could not serve the request: {type(exc.orig).__name__}")
-    if isinstance(
-        exc, PostgresConnectionError | asyncpg.InterfaceError | ConnectionError
-    ):  # asyncpg connecting
-        return DatabaseUnavailable(f"the database could not serve the request: {type(exc).__name__}")
+    if _database_down(exc):
+        return DatabaseUnavailable("the database could not be reached, or dropped the connection")
     return None
+
+
+# PostgreSQL's SQLSTATE classes of a connection lost or refused, of resources exhausted (too
+# many connections), and of a server shutting down (57P01-57P03).
+_PG_DOWN = ("08", "53", "57P0")
+_SQLITE_DOWN = ("database is locked", "unable to open database file", "disk i/o error")
+
+
+def _database_down(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+        sqlstate = getattr(orig, "sqlstate", None) or getattr(
+            getattr(orig, "__cause__", None), "sqlstate", None
+        )
+        if isinstance(sqlstate, str) and sqlstate.startswith(_PG_DOWN):
+            return True
+        return isinstance(exc, OperationalError) and str(orig).lower().startswith(_SQLITE_DOWN)
+    # asyncpg's own, raised while a connection opens (SQLAlchemy wraps what comes after)
+    return isinstance(exc, PostgresConnectionError | ConnectionRefusedError | socket.gaierror)
 
 
 async def _unexpected_error_response(request: Request, exc: Exception) -> Response:
@@ -378,7 +394,7 @@ async def _unexpected_error_response(request: Request, exc: Exception) -> Respon
             method=request.method,
             path=request.url.path,
             error_type=type(exc).__qualname__,
-            error=str(exc).splitlines()[0][:300] if str(exc) else "",
+            exc_info=exc,
         )
         return await _domain_error_response(request, unavailable)
     log.error(
