@@ -129,8 +129,10 @@ def _no_erc20(w3: Any, token: str) -> str | None:
     """Why ``token`` is not a token the Vault can trade against (no code, or no answer to the
     ERC-20 reads the service makes at start), else None: the contracts cannot be pointed at
     another token once deployed."""
+    from web3 import Web3
     from web3.exceptions import Web3Exception
 
+    token = Web3.to_checksum_address(token)  # taken in one case too; web3 asks for the checksum
     try:
         if not w3.eth.get_code(token):
             return "has no contract code on this chain"

@@ -811,7 +811,7 @@ def test_deploy_refuses_a_quote_token_that_is_no_token_before_deploying_anything
     monkeypatch.setattr(provider, "make_web3", lambda rpc_url, *, operator_key=None: embedded)
     command = ["deploy", "--rpc", "http://127.0.0.1:8545", "--manifest", str(tmp_path / "m.json")]
     for token, why in (
-        ("0x" + "11" * 20, "has no contract code on this chain"),
+        ("0x" + "ab" * 20, "has no contract code on this chain"),  # in lower case, as one may write it
         (not_a_token, "answers nothing to"),
     ):
         assert main([*command, "--quote-token", token]) == 2
