@@ -107,9 +107,9 @@ async def check_chain_anchor(session: AsyncSession, runtime: ChainRuntime, *, re
     except BlockNotFound:
         raise ChainReplaced(
             f"the pool was deployed in block {deployment.deploy_block} of chain {deployment.chain_id}, "
-            "which this node does not have: it is another chain of that id (a development node that "
-            "restarted starts over), or a node still syncing. Use the node of the chain the "
-            "deployment manifest describes, or deploy again and start on a new database"
+            "which this node does not have: a node still syncing (wait until it has caught up), or "
+            "another chain of that id (a development node that restarted starts over: use the node "
+            "of the chain the deployment manifest describes, or deploy again on a new database)"
         ) from None
     found = (deployment.chain_id, deployment.deploy_block, block_hash)
     if record:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -133,7 +133,7 @@ def _event_row(event: rules.PatentEvent) -> PatentEventRecord:
     )
 
 
-MAX_TERM_YEARS: Final = 25
+MAX_TERM_YEARS: Final = 35
 
 
 def _years_after(day: date, years: int) -> date:
@@ -176,22 +176,25 @@ def registration_refusals(
     if family_id is not None and len(family_id) > MAX_FAMILY_ID_LENGTH:
         refuse("family_id", f"a family id has at most {MAX_FAMILY_ID_LENGTH} characters")
     today = at.astimezone(UTC).date()
-    if filing_date and filing_date > today:
+    # A day's grace: an office east of UTC dates its grants and filings a day ahead of it.
+    tomorrow = today + timedelta(days=1)
+    if filing_date and filing_date > tomorrow:
         refuse("filing_date", f"the filing date {filing_date.isoformat()} is in the future")
-    if grant_date and grant_date > today:
+    if grant_date and grant_date > tomorrow:
         refuse("grant_date", f"the grant date {grant_date.isoformat()} is in the future")
     if filing_date and grant_date and grant_date < filing_date:
         refuse("grant_date", "the grant date is before the filing date")
     if filing_date and expires_on and expires_on <= filing_date:
         refuse("expires_on", "the expiry date is not after the filing date")
-    # A patent lasts 20 years from filing, 25 at most with a supplementary protection certificate.
+    # A patent lasts 20 years from filing; certificates, term adjustments and the old US rule (17
+    # years from a late grant) reach past 25, none past 35: a later expiry is a mistyped date.
     latest = _years_after(filing_date or today, MAX_TERM_YEARS)
     if expires_on and expires_on > latest:
         refuse(
             "expires_on",
             f"the expiry date {expires_on.isoformat()} is more than {MAX_TERM_YEARS} years after "
             + ("the filing date" if filing_date else "today")
-            + " (20 years from filing, 25 with a supplementary protection certificate)",
+            + " (a patent's term is 20 years from filing, and extensions do not reach 35)",
         )
     return refusals + rules.proposal_refusals(
         patent_id,

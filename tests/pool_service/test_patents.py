@@ -608,14 +608,14 @@ async def test_a_lapsed_contribution_of_a_suspended_contributor_is_rejected_as_l
         ),
         ({"grant_date": date(2030, 1, 1)}, "grant_date", "the grant date 2030-01-01 is in the future"),
         (
-            {"filing_date": date(2010, 1, 1), "expires_on": date(2035, 1, 2)},
+            {"filing_date": date(1995, 1, 1), "grant_date": date(1999, 1, 1), "expires_on": date(2030, 1, 2)},
             "expires_on",
-            "the expiry date 2035-01-02 is more than 25 years after the filing date",
+            "the expiry date 2030-01-02 is more than 35 years after the filing date",
         ),
         (
             {"filing_date": None, "expires_on": date(9999, 12, 31)},
             "expires_on",
-            "the expiry date 9999-12-31 is more than 25 years after today",
+            "the expiry date 9999-12-31 is more than 35 years after today",
         ),
     ],
 )
@@ -636,4 +636,7 @@ def test_dates_no_patent_can_have_are_refused(dates: dict[str, date | None], fie
     refusals = registration_refusals(**{**values, **dates})
     assert [refusal.field for refusal in refusals] == [field]
     assert str(refusals[0].error).startswith(reason)
-    assert registration_refusals(**{**values, "filing_date": None, "expires_on": date(2051, 12, 5)}) == []
+    assert registration_refusals(**{**values, "filing_date": None, "expires_on": date(2061, 12, 5)}) == []
+    # A grant dated tomorrow by an office east of UTC; a 25.5-year term (a paediatric extension).
+    assert registration_refusals(**{**values, "grant_date": date(2026, 12, 6)}) == []
+    assert registration_refusals(**{**values, "expires_on": date(2040, 12, 1)}) == []
