@@ -388,22 +388,15 @@ def _database_down(exc: BaseException) -> bool:
 
 async def _unexpected_error_response(request: Request, exc: Exception) -> Response:
     unavailable = outage(exc)
-    if unavailable is not None:
-        log.warning(
-            "api.dependency_unavailable",
-            method=request.method,
-            path=request.url.path,
-            error_type=type(exc).__qualname__,
-            exc_info=exc,
-        )
-        return await _domain_error_response(request, unavailable)
-    log.error(
-        "api.unhandled_error",
+    (log.error if unavailable is None else log.warning)(
+        "api.unhandled_error" if unavailable is None else "api.dependency_unavailable",
         method=request.method,
         path=request.url.path,
         error_type=type(exc).__qualname__,
         exc_info=exc,
     )
+    if unavailable is not None:
+        return await _domain_error_response(request, unavailable)
     return _internal_error(request)
 
 
