@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from exchange.chain.manifest_defaults import DEFAULT_MANIFEST, MANIFEST_VARIABLE
+from exchange.kit.errors import error_line
 
 if TYPE_CHECKING:
     from exchange.settings import Settings
@@ -64,11 +65,6 @@ def read_settings(err: TextIO) -> Settings | None:
     except ValidationError as exc:
         print(f"error: invalid configuration:\n{exc}", file=err)
         return None
-
-
-def error_line(error: BaseException) -> str:
-    """The first line of ``error``'s message (a driver's may run to several), else its type's name."""
-    return next(iter(str(error).splitlines()), "") or type(error).__name__
 
 
 async def reach_database(database_url: str, err: TextIO, *, existing: bool = False) -> bool:

@@ -38,6 +38,7 @@ from exchange.chain.binding import BoundContract
 from exchange.chain.compiler import Artifact, compile_contracts
 from exchange.chain.errors import ChainUnavailable, DeploymentMismatch, ErrorDecoder, ManifestInvalid
 from exchange.kit.addresses import address_refusal
+from exchange.kit.errors import error_line
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +59,7 @@ def manifest_unwritable(path: Path) -> str | None:
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"):
             pass
     except OSError as exc:
-        return next(iter(str(exc).splitlines()), "") or type(exc).__name__
+        return error_line(exc)
     if path.exists() and not os.access(path, os.W_OK):
         return "the file is read-only"
     return None

@@ -34,6 +34,13 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 PROBLEM_TYPE_BASE = "https://errors.patent-pool.example/"
+
+
+def error_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (a driver's may run to several), else its type's name."""
+    return next(iter(str(error).splitlines()), "") or type(error).__name__
+
+
 STANDARD_PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
 
 

@@ -481,7 +481,7 @@ def cmd_resolver(args: argparse.Namespace) -> int:
 
 def _os_error(error: OSError) -> str:
     """An OSError in one line: the file it names and why, else its first line."""
-    from exchange.cli import error_line
+    from exchange.kit.errors import error_line
 
     if error.filename is not None and error.strerror:
         return f"{error.filename}: {error.strerror}"
@@ -490,7 +490,7 @@ def _os_error(error: OSError) -> str:
 
 def _http_error(error: httpx.HTTPError) -> str:
     """An ``httpx.HTTPError`` in one line, naming the URL asked when it is known."""
-    from exchange.cli import error_line
+    from exchange.kit.errors import error_line
 
     try:
         url = error.request.url
@@ -513,8 +513,7 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
         from sqlalchemy.exc import InterfaceError, OperationalError
 
         from exchange.chain.errors import ChainError
-        from exchange.cli import error_line
-        from exchange.kit.errors import DomainError
+        from exchange.kit.errors import DomainError, error_line
 
         try:
             return handler(args)

@@ -26,11 +26,11 @@ from typing import TextIO, TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from exchange.cli import error_line, reach_database, read_settings
+from exchange.cli import reach_database, read_settings
 from exchange.db.base import utc_now
 from exchange.db.engine import create_db_engine, create_sessionmaker
 from exchange.db.migrate import upgrade_to_head
-from exchange.kit.errors import ValidationFailed
+from exchange.kit.errors import ValidationFailed, error_line
 from exchange.kit.text import text_refusal
 from exchange.pool.import_service import ImportRefused, import_patents
 from exchange.pool.models import ACTOR_LENGTH
