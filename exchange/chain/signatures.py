@@ -12,7 +12,7 @@ from web3.exceptions import BadFunctionCallOutput, ContractLogicError, Web3RPCEr
 from web3.types import BlockIdentifier
 
 from exchange.chain.errors import ChainUnavailable
-from exchange.kit.secp256k1 import SECP256K1_HALF_N
+from exchange.kit.secp256k1 import is_high_s
 
 EOA_SIGNATURE_BYTES = 65  # r (32) ‖ s (32) ‖ v (1)
 ERC1271_MAGIC = bytes.fromhex("1626ba7e")
@@ -44,7 +44,7 @@ def recover_signer(message: SignableMessage, signature: bytes) -> str | None:
     65 bytes r ‖ s ‖ v, or no key's (r or s zero or not below the curve order, s too high, bad v)."""
     if len(signature) != EOA_SIGNATURE_BYTES:
         return None
-    if int.from_bytes(signature[32:64], "big") > SECP256K1_HALF_N:
+    if is_high_s(signature):
         return None  # eth_keys recovers it (it asks only s < n)
     try:
         return str(Account.recover_message(message, signature=signature))

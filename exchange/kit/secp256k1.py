@@ -10,16 +10,19 @@ SECP256K1_N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD
 SECP256K1_HALF_N: Final = SECP256K1_N // 2
 
 
+def is_high_s(signature: bytes) -> bool:
+    """Whether ``signature`` (65 bytes r ‖ s ‖ v) has the ``s`` EIP-2 refuses."""
+    return len(signature) == 65 and int.from_bytes(signature[32:64], "big") > SECP256K1_HALF_N
+
+
 def low_s(signature: bytes) -> bytes:
     """``signature`` (65 bytes r ‖ s ‖ v) in its low-s form: the same signer over the same digest.
 
     For a trusted signer that may not normalise (a node's ``eth_signTypedData``): its high-s
     answer is a valid signature the Vault's ECDSA would refuse. Anything else is returned as is.
     """
-    if len(signature) != 65:
-        return signature
     s = int.from_bytes(signature[32:64], "big")
-    if not SECP256K1_HALF_N < s < SECP256K1_N or signature[64] not in (0, 1, 27, 28):
+    if not is_high_s(signature) or s >= SECP256K1_N or signature[64] not in (0, 1, 27, 28):
         return signature
     v = signature[64]
     flipped = v ^ 1 if v < 27 else 55 - v  # the other recovery id, in the same notation

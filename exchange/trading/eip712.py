@@ -23,7 +23,7 @@ from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from exchange.kit.addresses import address_refusal
-from exchange.kit.secp256k1 import SECP256K1_HALF_N
+from exchange.kit.secp256k1 import is_high_s
 
 DOMAIN_NAME = "BPC Vault"
 DOMAIN_VERSION = "1"
@@ -232,7 +232,7 @@ def recover_order_signer(chain_id: int, vault: str, order: VaultOrder, signature
     chain by calling the wallet, which this pure function cannot do. A signature whose ``s``
     is in the upper half of the curve order (EIP-2) is a ValueError, as the Vault refuses it.
     """
-    if len(signature) == 65 and int.from_bytes(signature[32:64], "big") > SECP256K1_HALF_N:
+    if is_high_s(signature):
         raise ValueError("s is in the upper half of the curve order (a malleable signature)")
     signable = encode_typed_data(full_message=order_typed_data(chain_id, vault, order))
     return to_checksum_address(Account.recover_message(signable, signature=signature))
