@@ -19,6 +19,7 @@ assert isinstance(ENTRIES, Table)
 assert isinstance(BALANCES, Table)
 UINT256_MAX = 2**256 - 1
 WHEN = datetime(2026, 3, 1, 12, 30, 45, 123456, tzinfo=UTC)
+TOKEN = "0x" + "0c" * 20
 
 
 @pytest.fixture
@@ -181,10 +182,10 @@ async def test_a_raw_connection_writes_reads_and_updates_like_a_session(session:
             ]
             first = {"account": balances[0]["account"], "token": token}
             nothing = bulk.Writes()  # the last update alone
-            assert await bulk.write_all(raw, nothing, BALANCES, {"total": 5, "updated_at": WHEN}, first) == 1
-            assert (
-                await bulk.write_all(raw, nothing, BALANCES, {"total": 5}, {"account": "0x" + "ff" * 20}) == 0
-            )
+            written = await bulk.write_all(raw, nothing, BALANCES, {"total": 5, "updated_at": WHEN}, first)
+            assert written == bulk.Written(1, {})
+            missed = await bulk.write_all(raw, nothing, BALANCES, {"total": 5}, {"account": "0x" + "ff" * 20})
+            assert missed.moved == 0
             with pytest.raises(StatementError, match=r"ValueError\) -1 is not a uint256"):
                 await bulk.write_all(
                     raw, nothing, BALANCES, {"total": -1}, {"account": balances[1]["account"]}
@@ -270,13 +271,13 @@ async def test_write_all_runs_every_part_then_the_last_update(session: AsyncSess
     first = {"account": existing[0]["account"], "token": token}
     async with session.begin():
         await bulk.insert_rows(session, BALANCES, existing)
-        moved = await bulk.write_all(session, writes, BALANCES, {"reserved": 5}, {**first, "total": 1000})
-        assert moved == 1
+        written = await bulk.write_all(session, writes, BALANCES, {"reserved": 5}, {**first, "total": 1000})
+        assert written == bulk.Written(1, {})  # no part asked for anything back
         # The last update's match is counted, not the parts' rows: a head that moved matches none.
-        assert (
-            await bulk.write_all(session, bulk.Writes(), BALANCES, {"reserved": 6}, {**first, "total": 1})
-            == 0
+        missed = await bulk.write_all(
+            session, bulk.Writes(), BALANCES, {"reserved": 6}, {**first, "total": 1}
         )
+        assert missed.moved == 0
     async with session.begin():
         stored = {
             row.account: (row.total, row.reserved, row.updated_at)
@@ -318,14 +319,82 @@ async def test_write_all_on_postgresql_is_one_statement(session: AsyncSession) -
         raw.driver.add_query_logger(logged)
         try:
             first = {"account": existing[0]["account"], "token": token}
-            assert await bulk.write_all(raw, writes, BALANCES, {"reserved": 5}, first) == 1
+            assert (await bulk.write_all(raw, writes, BALANCES, {"reserved": 5}, first)).moved == 1
         finally:
             raw.driver.remove_query_logger(logged)
     # asyncpg tells its query loggers at the loop's next turn: the commit above awaited past it.
     assert len(sent) == 1
-    assert sent[0].startswith("WITH w1 AS (UPDATE")
-    assert sent[0].count(" AS (") == 3
+    assert sent[0].startswith("WITH w0 AS (UPDATE")
+    assert sent[0].count(" AS (") == 4  # three parts and the last update
     async with session.begin():
         assert len(await stored_entries(session)) == 2
         count = len((await session.execute(select(LedgerBalance))).scalars().all())
     assert count == 4
+
+
+def linked_writes() -> tuple[bulk.Writes, int | None, int | None]:
+    """Two entries, then three whose ``cause`` is the ``reference`` of the first two's entry of
+    the same account (named by ``parent``), the last with a cause of its own."""
+    parents = [entry(index, reference=f"parent-{index}") for index in (1, 2)]
+    writes = bulk.Writes()
+    first = writes.insert(ENTRIES, parents, returning=("account", "reference"))
+    assert first is not None
+    link = bulk.Link("cause", first, by="parent", match="account", take="reference")
+    children = [
+        {**entry(3), "cause": None, "parent": parents[1]["account"]},
+        {**entry(4), "cause": None, "parent": parents[0]["account"]},
+        {**entry(5), "cause": "own", "parent": parents[0]["account"]},
+    ]
+    second = writes.insert(ENTRIES, children, returning=("id", "cause"), links=(link,))
+    return writes, first, second
+
+
+async def test_an_insert_takes_linked_values_from_the_rows_an_earlier_part_inserted(
+    session: AsyncSession,
+) -> None:
+    writes, first, second = linked_writes()
+    assert first is not None
+    assert second is not None
+    async with session.begin():
+        written = await bulk.write_all(session, writes, BALANCES, {"reserved": 1}, {"token": TOKEN})
+    assert written.moved == 0
+    assert sorted(written.returned[first]) == [
+        (entry(1)["account"], "parent-1"),
+        (entry(2)["account"], "parent-2"),
+    ]
+    assert sorted(cause for _, cause in written.returned[second]) == ["own", "parent-1", "parent-2"]
+    async with session.begin():
+        stored = await stored_entries(session)
+    causes = {row["account"]: row["cause"] for row in stored.values()}
+    assert causes == {
+        entry(1)["account"]: "test",
+        entry(2)["account"]: "test",
+        entry(3)["account"]: "parent-2",
+        entry(4)["account"]: "parent-1",
+        entry(5)["account"]: "own",
+    }
+    assert {entry_id for entry_id, _ in written.returned[second]} <= stored.keys()
+
+
+async def test_a_linked_value_that_finds_no_row_writes_nothing(session: AsyncSession) -> None:
+    writes, _, _ = linked_writes()
+    writes.parts[1].rows[0]["parent"] = "0x" + "ff" * 20  # type: ignore[index]  (no such parent)
+    with pytest.raises(Exception, match=r"null value in column \"cause\"|no row of part 0 has account"):
+        async with session.begin():
+            await bulk.write_all(session, writes, BALANCES, {"reserved": 1}, {"token": TOKEN})
+    async with session.begin():
+        assert await stored_entries(session) == {}
+
+
+def test_links_name_an_earlier_insert_that_returns_what_they_use() -> None:
+    writes = bulk.Writes()
+    assert writes.insert(ENTRIES, []) is None  # no rows: no part
+    writes.update(BALANCES, ("account", "token"), [{"account": "0x" + "01" * 20, "token": TOKEN}])
+    first = writes.insert(ENTRIES, [entry(1)], returning=("id",))
+    assert first == 1
+    row = {**entry(2), "parent": entry(1)["account"]}
+    with pytest.raises(ValueError, match="not an earlier insert"):
+        writes.insert(ENTRIES, [row], links=(bulk.Link("cause", 0, by="parent", match="account"),))
+    with pytest.raises(ValueError, match="does not return account"):
+        writes.insert(ENTRIES, [row], links=(bulk.Link("cause", first, by="parent", match="account"),))
+    assert len(writes.parts) == 2

@@ -28,7 +28,7 @@ its column type's processing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, cast
@@ -84,13 +84,21 @@ def bind_value(column: Column[Any], dialect: Dialect, value: Any) -> Any:
     return value if process is None else process(value)
 
 
-def _payload(columns: list[Column[Any]], rows: Sequence[Row], dialect: Dialect, sql: str) -> str:
+def _payload(columns: Sequence[Column[Any]], rows: Sequence[Row], dialect: Dialect, sql: str) -> str:
     """The rows as one JSON array of objects, each value as its column's type binds it.
 
     A value its type refuses raises SQLAlchemy's ``StatementError`` (the original error as
     ``orig``), as the same value in any other statement would.
     """
-    processors = [(column.key, _processor(column, dialect)) for column in columns]
+    return _named_payload([(column.key, column) for column in columns], rows, dialect, sql)
+
+
+def _named_payload(
+    named: Sequence[tuple[str, Column[Any]]], rows: Sequence[Row], dialect: Dialect, sql: str
+) -> str:
+    """:func:`_payload` of rows whose keys are not all their columns' names: each key with the
+    column whose type binds its values."""
+    processors = [(name, _processor(column, dialect)) for name, column in named]
     try:
         return orjson.dumps(
             [
@@ -111,8 +119,13 @@ def _refused(error: Exception, sql: str) -> StatementError:
 def _recordset(table: Table, names: tuple[str, ...], dialect: Dialect, parameter: int = 1) -> str:
     """``json_to_recordset($1::json) AS v(name type, ...)`` over ``names`` of ``table``
     (the rows in parameter number ``parameter``)."""
+    return _named_recordset(tuple((name, table.c[name]) for name in names), dialect, parameter)
+
+
+def _named_recordset(named: tuple[tuple[str, Column[Any]], ...], dialect: Dialect, parameter: int) -> str:
+    """:func:`_recordset` of keys typed as the columns paired with them."""
     quote = dialect.identifier_preparer.quote
-    definitions = ", ".join(f"{quote(name)} {table.c[name].type.compile(dialect=dialect)}" for name in names)
+    definitions = ", ".join(f"{quote(name)} {column.type.compile(dialect=dialect)}" for name, column in named)
     return f"json_to_recordset(${parameter}::json) AS v({definitions})"
 
 
@@ -180,13 +193,21 @@ async def fetch(raw: Raw, sql: str, *args: Any, columns: Sequence[Column[Any]]) 
     integer, timestamp and binary columns (and types built on them) never need; a numeric
     column would.
     """
-    processors = [_result_processor(column, raw.dialect) for column in columns]
+    return decoded(raw.dialect, await raw.driver.fetch(sql, *args), columns)
+
+
+def decoded(
+    dialect: Dialect, records: Iterable[Sequence[Any]], columns: Sequence[Column[Any]]
+) -> list[tuple[Any, ...]]:
+    """Rows the driver gave (``columns``, in that order), each value as its column reads it
+    (:func:`fetch`); the records of a row array (``array_agg(ROW(...))``) too."""
+    processors = [_result_processor(column, dialect) for column in columns]
     return [
         tuple(
             value if process is None else process(value)
             for value, process in zip(record, processors, strict=True)
         )
-        for record in await raw.driver.fetch(sql, *args)
+        for record in records
     ]
 
 
@@ -284,33 +305,90 @@ async def update_rows(session: Target, table: Table, keys: Sequence[str], rows: 
     await driver.execute(sql, payload)
 
 
+@dataclass(frozen=True)
+class Link:
+    """A column an inserted row takes from a row an earlier part of the same :class:`Writes`
+    inserted, when the row's own value for it is None.
+
+    The row carries ``by`` (a key that is not a column of its table, typed as ``match``); the
+    value is ``take`` of the row that part ``part`` inserted whose ``match`` equals it. That
+    part returns both (its ``returning``). A row of a market writer's fills names its maker
+    order by the order's journal sequence when the order is inserted in the same statement,
+    whose id only the database gives.
+    """
+
+    column: str
+    part: int
+    by: str
+    match: str
+    take: str = "id"
+
+
+@dataclass(frozen=True)
+class _Part:
+    table: Table
+    keys: tuple[str, ...]  # the update's match; none for an insert
+    rows: Sequence[Row]
+    returning: tuple[str, ...] = ()
+    links: tuple[Link, ...] = ()
+
+
 @dataclass
 class Writes:
     """Inserts and updates of many rows, gathered to be sent together by :func:`write_all`.
 
-    None of them may depend on another's effect: on PostgreSQL they and :func:`write_all`'s
-    last update run as ONE statement (data-modifying ``WITH`` parts), all on the statement's
-    one snapshot, so none sees the rows another writes (the last update must not need them),
-    and no row may be written by two parts. Foreign keys are checked when the statement
-    ends, after every part.
+    None of them may depend on another's effect, but for an insert's :class:`Link` to the rows
+    of an earlier insert: on PostgreSQL they and :func:`write_all`'s last update run as ONE
+    statement (data-modifying ``WITH`` parts), all on the statement's one snapshot, so none
+    sees the rows another writes (the last update must not need them), and no row may be
+    written by two parts. Foreign keys are checked when the statement ends, after every part.
     """
 
-    parts: list[tuple[Table, tuple[str, ...], Sequence[Row]]] = field(default_factory=list)
+    parts: list[_Part] = field(default_factory=list)
 
-    def insert(self, table: Table, rows: Sequence[Row]) -> None:
-        """Insert ``rows`` (all with the same keys), as :func:`insert_rows`."""
-        if rows:
-            self.parts.append((table, (), rows))
+    def insert(
+        self,
+        table: Table,
+        rows: Sequence[Row],
+        *,
+        returning: Sequence[str] = (),
+        links: Sequence[Link] = (),
+    ) -> int | None:
+        """Insert ``rows`` (all with the same keys), as :func:`insert_rows`; the part's number
+        (for :class:`Link` and :attr:`Written.returned`), or None without rows (no part).
+
+        A link to no part (None: the part it would name had no rows) takes nothing: the rows'
+        own values stand.
+        """
+        if not rows:
+            return None
+        known = {index for index, part in enumerate(self.parts) if not part.keys}
+        for link in links:
+            if link.part not in known:
+                raise ValueError(f"a link to part {link.part}, which is not an earlier insert")
+            linked = self.parts[link.part]
+            if not {link.match, link.take} <= set(linked.returning):
+                raise ValueError(f"part {link.part} does not return {link.match} and {link.take}")
+        self.parts.append(_Part(table, (), rows, tuple(returning), tuple(links)))
+        return len(self.parts) - 1
 
     def update(self, table: Table, keys: Sequence[str], rows: Sequence[Row]) -> None:
         """Update the rows matched by ``keys``, as :func:`update_rows`."""
         if rows:
-            self.parts.append((table, tuple(keys), rows))
+            self.parts.append(_Part(table, tuple(keys), rows))
 
 
-async def write_all(target: Target, writes: Writes, table: Table, values: Row, where: Row) -> int:
-    """Run ``writes``, then set ``values`` on the rows of ``table`` equal to ``where``; how many
-    rows that last update matched.
+@dataclass(frozen=True)
+class Written:
+    """What :func:`write_all` did: how many rows its last update matched, and the ``returning``
+    values of each part that asked for them (by part number; in no particular order)."""
+
+    moved: int
+    returned: dict[int, list[tuple[Any, ...]]]
+
+
+async def write_all(target: Target, writes: Writes, table: Table, values: Row, where: Row) -> Written:
+    """Run ``writes``, then set ``values`` on the rows of ``table`` equal to ``where``.
 
     On PostgreSQL that is one statement, one round trip to the database however many parts
     there are: a writer's cycle waits for each of its statements in turn, and on a busy
@@ -322,27 +400,101 @@ async def write_all(target: Target, writes: Writes, table: Table, values: Row, w
     """
     dialect = dialect_of(target)
     if not isinstance(target, Raw) and dialect.name != "postgresql":
-        for part_table, keys, rows in writes.parts:
-            if keys:
-                await update_rows(target, part_table, keys, rows)
-            else:
-                await insert_rows(target, part_table, rows)
+        returned: dict[int, list[tuple[Any, ...]]] = {}
+        for number, part in enumerate(writes.parts):
+            if part.keys:
+                await update_rows(target, part.table, part.keys, part.rows)
+                continue
+            rows = _resolved(writes, part, returned)
+            found = await insert_rows(target, part.table, rows, returning=part.returning)
+            if part.returning:
+                returned[number] = found
         result = await target.execute(
             table.update().where(*(table.c[name] == value for name, value in where.items())).values(**values)
         )
-        return int(cast(Any, result).rowcount)
+        return Written(int(cast(Any, result).rowcount), returned)
     parts: list[str] = []
     payloads: list[Any] = []
-    for number, (part_table, keys, rows) in enumerate(writes.parts, 1):
-        if keys:
-            names = keys + tuple(name for name in rows[0] if name not in keys)
-            sql = _update_sql(part_table, keys, names[len(keys) :], dialect, number)
-        else:
-            names = tuple(rows[0])
-            sql = _insert_sql(part_table, names, (), dialect, number)
-        payloads.append(_payload(_columns(part_table, names), rows, dialect, sql))
+    for number in range(len(writes.parts)):
+        sql, payload = _part_sql(writes, number, dialect)
+        payloads.append(payload)
         parts.append(f"w{number} AS ({sql})")
     last, parameters = _update_where_sql(table, values, where, dialect, len(payloads) + 1)
-    sql = f"WITH {', '.join(parts)} {last}" if parts else last
-    status = await (await _driver(target)).execute(sql, *payloads, *parameters)
-    return int(status.rsplit(" ", 1)[-1])
+    parts.append(f"moved AS ({last} RETURNING 1)")
+    answers = ["(SELECT count(*) FROM moved)"]
+    answered = [number for number, part in enumerate(writes.parts) if part.returning]
+    for number in answered:
+        listed = ", ".join(dialect.identifier_preparer.quote(name) for name in writes.parts[number].returning)
+        answers.append(f"(SELECT array_agg(ROW({listed})) FROM w{number})")  # noqa: S608  (own names)
+    sql = f"WITH {', '.join(parts)} SELECT {', '.join(answers)}"
+    record = await (await _driver(target)).fetchrow(sql, *payloads, *parameters)
+    return Written(
+        int(record[0]),
+        {number: [tuple(row) for row in record[index] or ()] for index, number in enumerate(answered, 1)},
+    )
+
+
+def _resolved(writes: Writes, part: _Part, returned: dict[int, list[tuple[Any, ...]]]) -> list[Row]:
+    """``part``'s rows with their links' values taken from the earlier parts' ``returned`` rows
+    (where the row has none), and without the links' ``by`` keys: what the table stores."""
+    if not part.links:
+        return list(part.rows)
+    lookups = []
+    for link in part.links:
+        names = writes.parts[link.part].returning
+        match, take = names.index(link.match), names.index(link.take)
+        lookups.append((link, {row[match]: row[take] for row in returned[link.part]}))
+    resolved: list[Row] = []
+    for row in part.rows:
+        stored = {name: value for name, value in row.items() if all(name != link.by for link, _ in lookups)}
+        for link, lookup in lookups:
+            if stored[link.column] is None:
+                if row[link.by] not in lookup:
+                    # On PostgreSQL the column is left null, which its NOT NULL refuses.
+                    raise LookupError(f"no row of part {link.part} has {link.match} = {row[link.by]!r}")
+                stored[link.column] = lookup[row[link.by]]
+        resolved.append(stored)
+    return resolved
+
+
+def _part_sql(writes: Writes, number: int, dialect: Dialect) -> tuple[str, str]:
+    """Part ``number`` of ``writes`` as a statement reading its rows from parameter
+    ``number + 1``, and that parameter's value."""
+    part = writes.parts[number]
+    parameter = number + 1
+    if part.keys:
+        names = part.keys + tuple(name for name in part.rows[0] if name not in part.keys)
+        sql = _update_sql(part.table, part.keys, names[len(part.keys) :], dialect, parameter)
+        return sql, _payload(_columns(part.table, names), part.rows, dialect, sql)
+    if not part.links:
+        names = tuple(part.rows[0])
+        sql = _insert_sql(part.table, names, part.returning, dialect, parameter)
+        return sql, _payload(_columns(part.table, names), part.rows, dialect, sql)
+    quote = dialect.identifier_preparer.quote
+    by = {link.by: link for link in part.links}
+    linked = {link.column: (index, link) for index, link in enumerate(part.links)}
+    named = tuple(
+        (name, writes.parts[by[name].part].table.c[by[name].match] if name in by else part.table.c[name])
+        for name in part.rows[0]
+    )
+    _columns(part.table, [name for name in part.rows[0] if name not in by])
+    stored = [name for name in part.rows[0] if name not in by]
+    selected = [
+        f"coalesce(v.{quote(name)}, l{linked[name][0]}.{quote(linked[name][1].take)})"
+        if name in linked
+        else f"v.{quote(name)}"
+        for name in stored
+    ]
+    joins = "".join(
+        f" LEFT JOIN w{link.part} AS l{index} ON l{index}.{quote(link.match)} = v.{quote(link.by)}"
+        for index, link in enumerate(part.links)
+    )
+    target = dialect.identifier_preparer.format_table(part.table)
+    # Identifiers are the tables' own, quoted by the dialect; every value is in the parameter.
+    sql = (
+        f"INSERT INTO {target} ({', '.join(quote(name) for name in stored)})"  # noqa: S608
+        f" SELECT {', '.join(selected)} FROM {_named_recordset(named, dialect, parameter)}{joins}"
+    )
+    if part.returning:
+        sql += f" RETURNING {', '.join(quote(name) for name in part.returning)}"
+    return sql, _named_payload(named, part.rows, dialect, sql)

@@ -113,13 +113,35 @@ _BALANCES_READ = (
 )
 _BALANCES_LOCKED = _BALANCES_READ.with_for_update()
 # The same on an asyncpg connection (exchange.db.bulk.Raw), the keys as two arrays.
-_BALANCE_COLUMNS = (_BALANCES.c.account, _BALANCES.c.token, _BALANCES.c.total, _BALANCES.c.reserved)
-_BALANCES_READ_SQL = (
-    "SELECT account, token, total, reserved FROM ledger_balances"
-    " WHERE (account, token) IN (SELECT * FROM unnest($1::varchar[], $2::varchar[]))"
-    " ORDER BY account, token"
-)
-_BALANCES_LOCKED_SQL = _BALANCES_READ_SQL + " FOR UPDATE"
+BALANCE_COLUMNS = (_BALANCES.c.account, _BALANCES.c.token, _BALANCES.c.total, _BALANCES.c.reserved)
+
+
+def balances_sql(*, lock: bool, first: int = 1) -> str:
+    """The balances of keys given as two arrays, accounts in parameter ``first`` and tokens in the
+    next (one statement text whatever their number), in key order; ``lock``: ``FOR UPDATE``."""
+    # Fixed text but for the parameters' numbers.
+    sql = (
+        "SELECT account, token, total, reserved FROM ledger_balances"  # noqa: S608
+        f" WHERE (account, token) IN (SELECT * FROM unnest(${first}::varchar[], ${first + 1}::varchar[]))"
+        " ORDER BY account, token"
+    )
+    return sql + " FOR UPDATE" if lock else sql
+
+
+def balance_keys(keys: Iterable[BalanceKey]) -> tuple[list[str], list[str]]:
+    """``keys`` as the two arrays :func:`balances_sql` takes, in order and without the outside
+    world's (which has no balance rows)."""
+    wanted = sorted(key for key in keys if key[0] != VAULT_EXTERNAL)
+    return [account for account, _ in wanted], [token for _, token in wanted]
+
+
+def found_balances(rows: Iterable[tuple[Any, ...]]) -> dict[BalanceKey, Balance]:
+    """The balances of rows ``balances_sql`` read (as its columns, ``BALANCE_COLUMNS``, give them)."""
+    return {(account, token): Balance(total, reserved) for account, token, total, reserved in rows}
+
+
+_BALANCES_READ_SQL = balances_sql(lock=False)
+_BALANCES_LOCKED_SQL = balances_sql(lock=True)
 
 
 def padded(values: Iterable[T]) -> list[T]:
@@ -203,11 +225,10 @@ async def _read_balances(
         found = await bulk.fetch(
             session,
             _BALANCES_LOCKED_SQL if lock else _BALANCES_READ_SQL,
-            [account for account, _ in wanted],
-            [token for _, token in wanted],
-            columns=_BALANCE_COLUMNS,
+            *balance_keys(wanted),
+            columns=BALANCE_COLUMNS,
         )
-        return {(account, token): Balance(total, reserved) for account, token, total, reserved in found}
+        return found_balances(found)
     if lock and session.get_bind().dialect.name == "postgresql":
         statement = _BALANCES_LOCKED
     else:
