@@ -25,10 +25,13 @@ the cycle fails, the transaction rolls back, the requests of the batch get a
 503, and the writer rebuilds its book from the database, so memory never runs
 ahead of what is durable.
 
-On PostgreSQL step 3 is three statements (and a candle's read when a new one
-begins): the new orders and the fills (whose ids the rest needs), then everything
-else with the head's move as ONE statement (``bulk.write_all``). A cycle's cost is
-mostly its round trips, not its rows.
+On PostgreSQL a cycle is three round trips to the database (and a candle's read when
+a new one begins): ONE statement reads the journaled orders the batch could repeat and
+locks the balances it will likely move (``_read``); ONE statement writes everything,
+the fills taking their new orders' ids from the orders' part of it, and moves the head
+(``bulk.write_all``); and the commit, which begins the next cycle's transaction when
+commands are already waiting (``_cycle_transaction``). A cycle's cost is mostly its
+round trips, not its rows: under load each one waits behind the loop's other work.
 
 The journal. A command the book accepted gets the next ``sequence`` of the
 market; a placed order is its own journal row (its book order id is its

@@ -6,10 +6,12 @@ import asyncio
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from exchange.trading import market_claim
 from exchange.trading.intents import Intent
-from tests.trading_service.desk import DOLLAR, WHOLE, Desk, price
+from exchange.trading.models import TradingFill
+from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
 
 
 async def test_commands_queued_during_a_cycle_start_the_next_before_its_answers_go_out(
@@ -51,3 +53,146 @@ async def test_commands_queued_during_a_cycle_start_the_next_before_its_answers_
     assert [reply.status_code for reply in replies] == [201, 201, 201]
     # The second cycle began before the first one's answer reached anyone waiting for it.
     assert events == ["cycle of 1", "cycle of 2", "answered", "answered", "answered"]
+
+
+class Statements:
+    """The statements the writer's PostgreSQL connection sends, each as its first words."""
+
+    def __init__(self, driver: Any) -> None:
+        self.sent: list[str] = []
+        self.driver = driver
+        driver.add_query_logger(self.logged)
+
+    def logged(self, record: Any) -> None:
+        query = record.query
+        self.sent.append(query if len(query) < 20 else " ".join(query.split()[:3]))
+
+    def close(self) -> None:
+        self.driver.remove_query_logger(self.logged)
+
+
+async def queued(desk: Desk, count: int) -> None:
+    """Once ``count`` commands wait in the writer's queue (the requests' way there has no event)."""
+    writer = desk.trading.market("BPC-TUSD").writer
+    for _ in range(5000):
+        if writer.queued >= count:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"{count} commands never queued")
+
+
+async def gated_cycles(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch, queue_meanwhile: Any
+) -> tuple[Statements, Any]:
+    """A placed order's cycle held open while ``queue_meanwhile()`` queues more, then let go; the
+    statements the writer sent from that cycle on, and what ``queue_meanwhile`` returned."""
+    writer = desk.trading.market("BPC-TUSD").writer
+    if writer._engine.dialect.name != "postgresql":
+        pytest.skip("the cycle's statements on PostgreSQL")
+    alice = await desk.member(0x92)
+    await desk.deposit(alice, desk.market["quote"], 1_000 * DOLLAR)
+    monkeypatch.setattr(market_claim, "CHECK_S", 3600.0)
+    assert (await desk.place(alice, "buy", price(4), WHOLE)).status_code == 201  # connection held
+    connection = writer._connection
+    assert connection is not None
+    statements = Statements((await connection.get_raw_connection()).driver_connection)
+    started, gate = asyncio.Event(), asyncio.Event()
+    cycle = writer._cycle
+
+    async def gated_cycle(batch: list[Intent]) -> Any:
+        if not started.is_set():
+            started.set()
+            await gate.wait()
+        return await cycle(batch)
+
+    monkeypatch.setattr(writer, "_cycle", gated_cycle)
+    first = asyncio.create_task(desk.place(alice, "buy", price(5), WHOLE))
+    await started.wait()
+    queued = await queue_meanwhile(alice)
+    gate.set()
+    assert (await first).status_code == 201
+    return statements, queued
+
+
+async def test_a_cycle_is_three_round_trips_and_its_commit_begins_the_next_one_waiting(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def two_more(alice: Trader) -> list[asyncio.Task[Any]]:
+        orders = [asyncio.create_task(desk.place(alice, "buy", price(dollars), WHOLE)) for dollars in (6, 7)]
+        await queued(desk, 2)
+        return orders
+
+    statements, orders = await gated_cycles(desk, monkeypatch, two_more)
+    assert [reply.status_code for reply in await asyncio.gather(*orders)] == [201, 201]
+    writer = desk.trading.market("BPC-TUSD").writer
+    await asyncio.sleep(0.05)  # the writer waits for commands again
+    statements.close()
+    assert statements.sent == [
+        "BEGIN",
+        "WITH locked AS",  # the known orders and the balances, locked
+        "WITH w0 AS",  # every row the cycle writes, and the journal head
+        "COMMIT; BEGIN",  # two orders were waiting: the next cycle's transaction begins
+        "WITH locked AS",
+        "WITH w0 AS",
+        "COMMIT",  # nothing waiting: no transaction is left open
+    ]
+    assert not statements.driver.is_in_transaction()
+    assert writer.running
+
+
+async def test_a_transaction_begun_for_commands_that_needed_no_cycle_is_ended_before_waiting(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = desk.trading.market("BPC-TUSD").writer
+
+    async def a_probe(_alice: Trader) -> asyncio.Task[Any]:
+        probe = asyncio.create_task(writer.recent_head(0.0))
+        await queued(desk, 1)
+        return probe
+
+    statements, probe = await gated_cycles(desk, monkeypatch, a_probe)
+    assert (await probe).sequence == writer.sequence  # answered without a transaction
+    await asyncio.sleep(0.05)
+    statements.close()
+    assert statements.sent[-2:] == ["COMMIT; BEGIN", "ROLLBACK"]
+    assert not statements.driver.is_in_transaction()
+
+
+async def test_fills_name_their_orders_whether_resting_or_placed_in_the_same_cycle(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob = await desk.member(0x93), await desk.member(0x94)
+    await desk.deposit(alice, desk.market["base"], 10 * WHOLE)
+    await desk.deposit(bob, desk.market["quote"], 1_000 * DOLLAR)
+    writer = desk.trading.market("BPC-TUSD").writer
+    monkeypatch.setattr(market_claim, "CHECK_S", 3600.0)
+    resting = await desk.place(alice, "sell", price(5), WHOLE)
+    started, gate = asyncio.Event(), asyncio.Event()
+    cycle = writer._cycle
+
+    async def gated_cycle(batch: list[Intent]) -> Any:
+        if not started.is_set():
+            started.set()
+            await gate.wait()
+        return await cycle(batch)
+
+    monkeypatch.setattr(writer, "_cycle", gated_cycle)
+    held = asyncio.create_task(desk.place(bob, "buy", price(1), WHOLE))  # crosses nothing
+    await started.wait()
+    # One cycle: a sell, then a buy taking the resting sell and that new one.
+    placed = asyncio.create_task(desk.place(alice, "sell", price(6), WHOLE))
+    await queued(desk, 1)
+    taking = asyncio.create_task(desk.place(bob, "buy", price(6), 2 * WHOLE))
+    await queued(desk, 2)
+    gate.set()
+    replies = [await held, await placed, await taking]
+    assert [reply.status_code for reply in (resting, *replies)] == [201] * 4
+    names = ("at 5", "at 6", "buy")
+    ids = {name: int(reply.json()["id"]) for name, reply in zip(names, (resting, *replies[1:]), strict=True)}
+    async with desk.trading.sessionmaker() as session:
+        fills = (
+            await session.execute(
+                select(TradingFill.maker_order_id, TradingFill.taker_order_id).order_by(TradingFill.trade_id)
+            )
+        ).all()
+    assert [tuple(fill) for fill in fills] == [(ids["at 5"], ids["buy"]), (ids["at 6"], ids["buy"])]
