@@ -20,7 +20,10 @@ asyncio queue and wait. Each cycle the writer takes everything queued (up to
 the write lock from its first read and never has to upgrade.)
 
 then commits, and only then resolves the waiting requests. One commit (one
-fsync) acknowledges the whole batch: that is the group commit. If anything in
+fsync) acknowledges the whole batch: that is the group commit. When commands are
+already waiting at the commit, the next cycle begins at once and the batch's answers
+go out while it waits for its write (``_held``): answered at once, their responses
+would all be written before the next cycle's first read was looked at. If anything in
 the cycle fails, the transaction rolls back, the requests of the batch get a
 503, and the writer rebuilds its book from the database, so memory never runs
 ahead of what is durable.
@@ -337,6 +340,10 @@ class MarketWriter:
         # The outcomes, changes and journal head of the cycle being committed, kept until the
         # commit's answer: a cycle whose commit failed but whose head the journal holds committed.
         self._committing: tuple[list[tuple[Intent, object]], _Cycle, int] | None = None
+        # A committed cycle's outcomes and changes not answered yet: commands were waiting when
+        # it committed, so the next cycle began at once, and they go out while that one waits
+        # for its write (``_answer_held``).
+        self._held: tuple[list[tuple[Intent, object]], _Cycle] | None = None
         bind = sessionmaker.kw["bind"]
         self._engine: AsyncEngine = bind if isinstance(bind, AsyncEngine) else bind.engine
         self.claim = MarketClaim(self._engine, self.market_id)
@@ -350,6 +357,7 @@ class MarketWriter:
             if self._unsettleable:
                 # Before the loop takes intents: no intent ever meets an order it could not trade with.
                 await self._cycle_or_recover([])
+                self._answer_held()  # nothing waits for it but the feed
         except BaseException:
             await self.claim.release()
             raise
@@ -420,6 +428,7 @@ class MarketWriter:
             log.exception("trading.writer_stopped", market=self.market_id)
             raise
         finally:
+            self._answer_held()  # committed: their answers stand whatever ended the loop
             await self._drop_connection(failed=not ended)  # cancelled or failed: maybe mid-cycle
             gone = WriterUnavailable(f"market {self.market_id} stopped accepting commands")
             if not ended and self.listener is not None:
@@ -453,6 +462,7 @@ class MarketWriter:
                 # are written while it waits on the database.
                 first = self._queue.get_nowait()
             else:
+                self._answer_held()
                 await self._idle()
                 try:
                     first = await asyncio.wait_for(self._queue.get(), timeout=timeout)
@@ -480,11 +490,14 @@ class MarketWriter:
                 and not self._expiry_due()
                 and all(isinstance(intent, ProbeIntent) for intent in batch)
             ):
+                self._answer_held()
                 head = self.head()  # nothing to journal: no transaction
                 for probe in batch:
                     resolve(probe.future, head)
             elif batch or self._expiry_due():
                 await self._cycle_or_recover(batch)
+            else:
+                self._answer_held()
 
     def _until_next_expiry(self) -> float | None:
         while self._expiries and self._expiries[0][1] not in self.live:
@@ -502,6 +515,7 @@ class MarketWriter:
         try:
             outcomes, cycle = await self._cycle(batch)
         except Exception as error:
+            self._answer_held()  # the cycle before committed
             self.stats.failed_cycles += 1
             log.exception("trading.cycle_failed", market=self.market_id, commands=len(batch))
             committing = self._take_committing()
@@ -526,7 +540,21 @@ class MarketWriter:
         self.stats.cycles += 1
         self.stats.commands += len(batch)
         self.stats.cycle_seconds += time.perf_counter() - started
-        self._answer(outcomes, cycle, levels=True)
+        self._answer_held()  # (the cycle's write answered them already)
+        if self._queue.empty():
+            self._answer(outcomes, cycle, levels=True)
+        else:
+            # The next cycle begins at once. Answered now, these requests' responses would be
+            # written before that cycle's first read is looked at (the loop runs what is ready
+            # in turn), and the cycle would wait for all of them; they go out while it waits
+            # for its write instead, the longest of its waits for the database.
+            self._held = (outcomes, cycle)
+
+    def _answer_held(self) -> None:
+        """Answer the committed cycle whose answers were held for the next one (``_held``)."""
+        held, self._held = self._held, None
+        if held is not None:
+            self._answer(*held, levels=True)
 
     def _take_committing(self) -> tuple[list[tuple[Intent, object]], _Cycle, int] | None:
         committing, self._committing = self._committing, None
@@ -1320,6 +1348,8 @@ class MarketWriter:
         # The head moves only from where this cycle found it: a second writer of the market
         # (which must never exist) makes one of the two cycles fail and roll back whole.
         head = {"market_id": self.market_id, "sequence": cycle.start_sequence}
+        # The cycle before's answers, if held: their requests resume while this write is on its way.
+        self._answer_held()
         written = await bulk.write_all(cycle.db, writes, _BOOKS, values, head)
         if written.moved != 1:
             raise RecoveryFailed(

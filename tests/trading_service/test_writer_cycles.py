@@ -23,7 +23,7 @@ async def test_commands_queued_during_a_cycle_start_the_next_before_its_answers_
     events: list[str] = []
     started, all_queued, gate = asyncio.Event(), asyncio.Event(), asyncio.Event()
     enqueued: list[Intent] = []
-    cycle = writer._cycle
+    cycle, read, write = writer._cycle, writer._read, writer._write
     enqueue = writer.enqueue
 
     async def traced_cycle(batch: list[Intent]) -> Any:
@@ -32,6 +32,15 @@ async def test_commands_queued_during_a_cycle_start_the_next_before_its_answers_
         if len(events) == 1:
             await gate.wait()  # the others queue meanwhile
         return await cycle(batch)
+
+    async def traced_read(*args: Any) -> Any:
+        known = await read(*args)
+        events.append("read")
+        return known
+
+    async def traced_write(*args: Any) -> None:
+        events.append("write")
+        await write(*args)
 
     def traced_enqueue(intent: Intent) -> None:
         enqueue(intent)
@@ -43,6 +52,8 @@ async def test_commands_queued_during_a_cycle_start_the_next_before_its_answers_
     # No claim check due between the cycles (it awaits the database): not what is tested here.
     monkeypatch.setattr(market_claim, "CHECK_S", 3600.0)
     monkeypatch.setattr(writer, "_cycle", traced_cycle)
+    monkeypatch.setattr(writer, "_read", traced_read)
+    monkeypatch.setattr(writer, "_write", traced_write)
     monkeypatch.setattr(writer, "enqueue", traced_enqueue)
     first = asyncio.create_task(desk.place(alice, "buy", price(5), WHOLE))
     await started.wait()
@@ -51,8 +62,19 @@ async def test_commands_queued_during_a_cycle_start_the_next_before_its_answers_
     gate.set()
     replies = await asyncio.gather(first, *rest)
     assert [reply.status_code for reply in replies] == [201, 201, 201]
-    # The second cycle began before the first one's answer reached anyone waiting for it.
-    assert events == ["cycle of 1", "cycle of 2", "answered", "answered", "answered"]
+    # The second cycle began before the first one's answer reached anyone waiting for it, and
+    # that answer went out once the second cycle had read, while it waited for its write.
+    assert events == [
+        "cycle of 1",
+        "read",
+        "write",
+        "cycle of 2",
+        "read",
+        "write",
+        "answered",
+        "answered",
+        "answered",
+    ]
 
 
 class Statements:
@@ -196,3 +218,58 @@ async def test_fills_name_their_orders_whether_resting_or_placed_in_the_same_cyc
             )
         ).all()
     assert [tuple(fill) for fill in fills] == [(ids["at 5"], ids["buy"]), (ids["at 6"], ids["buy"])]
+
+
+async def test_a_cycle_that_fails_before_its_write_still_answers_the_committed_one_before_it(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = await desk.member(0x95)
+    await desk.deposit(alice, desk.market["quote"], 1_000 * DOLLAR)
+    writer = desk.trading.market("BPC-TUSD").writer
+    monkeypatch.setattr(market_claim, "CHECK_S", 3600.0)
+    started, gate = asyncio.Event(), asyncio.Event()
+    cycle, read = writer._cycle, writer._read
+    reads = 0
+
+    async def gated_cycle(batch: list[Intent]) -> Any:
+        if not started.is_set():
+            started.set()
+            await gate.wait()
+        return await cycle(batch)
+
+    async def failing_read(*args: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        if reads == 2:
+            raise ConnectionResetError("the database went away")
+        return await read(*args)
+
+    enqueued: list[Intent] = []
+    enqueue, recover = writer.enqueue, writer._recover
+    answered_at_recovery: list[bool] = []
+
+    def traced_enqueue(intent: Intent) -> None:
+        enqueued.append(intent)
+        enqueue(intent)
+
+    async def traced_recover() -> None:
+        answered_at_recovery.append(enqueued[0].future.done())
+        await recover()
+
+    monkeypatch.setattr(writer, "_cycle", gated_cycle)
+    monkeypatch.setattr(writer, "_read", failing_read)
+    monkeypatch.setattr(writer, "enqueue", traced_enqueue)
+    monkeypatch.setattr(writer, "_recover", traced_recover)
+    first = asyncio.create_task(desk.place(alice, "buy", price(5), WHOLE))
+    await started.wait()
+    second = asyncio.create_task(desk.place(alice, "buy", price(6), WHOLE))
+    await queued(desk, 1)
+    gate.set()
+    # The first cycle committed with a command waiting: its answer was held for the next
+    # cycle's write, which never came. It is answered before the book is rebuilt, and the
+    # second one is refused.
+    assert (await first).status_code == 201
+    assert (await second).status_code == 503
+    assert answered_at_recovery == [True]
+    assert writer.running
+    assert (await desk.place(alice, "buy", price(6), WHOLE)).status_code == 201
