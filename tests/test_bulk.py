@@ -398,3 +398,24 @@ def test_links_name_an_earlier_insert_that_returns_what_they_use() -> None:
     with pytest.raises(ValueError, match="does not return account"):
         writes.insert(ENTRIES, [row], links=(bulk.Link("cause", first, by="parent", match="account"),))
     assert len(writes.parts) == 2
+
+
+async def test_a_linked_insert_keeps_its_rows_order(session: AsyncSession) -> None:
+    # A serial key ascends with the rows given, as an insert without links gives it: a writer's
+    # fills take ids in the order they traded. (The join to the linked rows would not keep it.)
+    parents = [entry(index, reference=f"parent-{index}") for index in range(1, 21)]
+    writes = bulk.Writes()
+    first = writes.insert(ENTRIES, parents, returning=("account", "reference"))
+    assert first is not None
+    children = [
+        {**entry(100 + index), "cause": None, "parent": parents[index * 7 % 20]["account"]}
+        for index in range(60)
+    ]
+    link = bulk.Link("cause", first, by="parent", match="account", take="reference")
+    second = writes.insert(ENTRIES, children, returning=("id", "reference"), links=(link,))
+    assert second is not None
+    async with session.begin():
+        written = await bulk.write_all(session, writes, BALANCES, {"reserved": 1}, {"token": TOKEN})
+    ids = dict((reference, entry_id) for entry_id, reference in written.returned[second])
+    in_order = [ids[child["reference"]] for child in children]
+    assert in_order == sorted(in_order)

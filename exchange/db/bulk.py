@@ -119,13 +119,8 @@ def _refused(error: Exception, sql: str) -> StatementError:
 def _recordset(table: Table, names: tuple[str, ...], dialect: Dialect, parameter: int = 1) -> str:
     """``json_to_recordset($1::json) AS v(name type, ...)`` over ``names`` of ``table``
     (the rows in parameter number ``parameter``)."""
-    return _named_recordset(tuple((name, table.c[name]) for name in names), dialect, parameter)
-
-
-def _named_recordset(named: tuple[tuple[str, Column[Any]], ...], dialect: Dialect, parameter: int) -> str:
-    """:func:`_recordset` of keys typed as the columns paired with them."""
     quote = dialect.identifier_preparer.quote
-    definitions = ", ".join(f"{quote(name)} {column.type.compile(dialect=dialect)}" for name, column in named)
+    definitions = ", ".join(f"{quote(name)} {table.c[name].type.compile(dialect=dialect)}" for name in names)
     return f"json_to_recordset(${parameter}::json) AS v({definitions})"
 
 
@@ -357,8 +352,8 @@ class Writes:
         """Insert ``rows`` (all with the same keys), as :func:`insert_rows`; the part's number
         (for :class:`Link` and :attr:`Written.returned`), or None without rows (no part).
 
-        A link to no part (None: the part it would name had no rows) takes nothing: the rows'
-        own values stand.
+        Each of ``links`` names an earlier insert part that returns its ``match`` and ``take``
+        (else ``ValueError``); an insert without rows made no part, so there is none to link to.
         """
         if not rows:
             return None
@@ -388,7 +383,8 @@ class Written:
 
 
 async def write_all(target: Target, writes: Writes, table: Table, values: Row, where: Row) -> Written:
-    """Run ``writes``, then set ``values`` on the rows of ``table`` equal to ``where``.
+    """Run ``writes``, then set ``values`` on the rows of ``table`` equal to ``where``: how many
+    rows that last update matched, and what the parts with ``returning`` returned (:class:`Written`).
 
     On PostgreSQL that is one statement, one round trip to the database however many parts
     there are: a writer's cycle waits for each of its statements in turn, and on a busy
@@ -457,6 +453,9 @@ def _resolved(writes: Writes, part: _Part, returned: dict[int, list[tuple[Any, .
     return resolved
 
 
+_POSITION = "bulk_row_position"  # a linked insert's row numbers: no column's name
+
+
 def _part_sql(writes: Writes, number: int, dialect: Dialect) -> tuple[str, str]:
     """Part ``number`` of ``writes`` as a statement reading its rows from parameter
     ``number + 1``, and that parameter's value."""
@@ -490,10 +489,18 @@ def _part_sql(writes: Writes, number: int, dialect: Dialect) -> tuple[str, str]:
         for index, link in enumerate(part.links)
     )
     target = dialect.identifier_preparer.format_table(part.table)
+    definitions = ", ".join(f"{quote(name)} {column.type.compile(dialect=dialect)}" for name, column in named)
+    aliases = ", ".join(quote(name) for name, _ in named)
+    # The rows go in in their order, as an insert of rows alone puts them (the ids a serial key
+    # gives ascend with it): the joins would not keep it, so each row's position orders them.
+    source = (
+        f"ROWS FROM (json_to_recordset(${parameter}::json) AS ({definitions}))"
+        f" WITH ORDINALITY AS v({aliases}, {_POSITION})"
+    )
     # Identifiers are the tables' own, quoted by the dialect; every value is in the parameter.
     sql = (
         f"INSERT INTO {target} ({', '.join(quote(name) for name in stored)})"  # noqa: S608
-        f" SELECT {', '.join(selected)} FROM {_named_recordset(named, dialect, parameter)}{joins}"
+        f" SELECT {', '.join(selected)} FROM {source}{joins} ORDER BY v.{_POSITION}"
     )
     if part.returning:
         sql += f" RETURNING {', '.join(quote(name) for name in part.returning)}"

@@ -83,12 +83,17 @@ class MarketClaim:
             raise
         self.connection, self.key, self._seen = connection, key, time.monotonic()
 
+    @property
+    def due(self) -> bool:
+        """Whether :meth:`keep` would check now (and so wait for the database)."""
+        return self.key is not None and time.monotonic() - self._seen >= CHECK_S
+
     async def keep(self) -> None:
         """Every ``CHECK_S``: the claiming connection still answers, so the lock is still this
         writer's. A connection that died (the server restarted or ended the session, the
         network dropped it) took the lock with it: the market is claimed again, and
         ``MarketOwned`` if another process took it meanwhile (the writer then stops)."""
-        if self.key is None or time.monotonic() - self._seen < CHECK_S:
+        if not self.due:
             return
         connection = self.connection
         try:

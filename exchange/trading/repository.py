@@ -208,10 +208,19 @@ async def _load_balances(
         return found  # SQLite: BEGIN IMMEDIATE has every writer wait for the one before it
     missing = wanted - found.keys()
     if missing:
-        _, zero = _balance_rows(dict.fromkeys(sorted(missing), Balance()), (), utc_now())
-        await bulk.insert_rows(session, _BALANCES, zero, skip_existing=True)
-        found.update(await _read_balances(session, missing, lock=True))
+        found.update(await created_balances(session, missing))
     return found
+
+
+async def created_balances(session: bulk.Target, keys: Iterable[BalanceKey]) -> dict[BalanceKey, Balance]:
+    """The balances of ``keys`` that a locked read on PostgreSQL found no rows for, locked: each
+    row created at zero first (unless another transaction has created it meanwhile)."""
+    missing = {key for key in keys if key[0] != VAULT_EXTERNAL}
+    if not missing:
+        return {}
+    _, zero = _balance_rows(dict.fromkeys(sorted(missing), Balance()), (), utc_now())
+    await bulk.insert_rows(session, _BALANCES, zero, skip_existing=True)
+    return await _read_balances(session, missing, lock=True)
 
 
 async def _read_balances(

@@ -28,13 +28,16 @@ the cycle fails, the transaction rolls back, the requests of the batch get a
 503, and the writer rebuilds its book from the database, so memory never runs
 ahead of what is durable.
 
-On PostgreSQL a cycle is three round trips to the database (and a candle's read when
-a new one begins): ONE statement reads the journaled orders the batch could repeat and
+On PostgreSQL a cycle under load is three round trips to the database: ONE statement
+reads the journaled orders the batch could repeat and
 locks the balances it will likely move (``_read``); ONE statement writes everything,
 the fills taking their new orders' ids from the orders' part of it, and moves the head
 (``bulk.write_all``); and the commit, which begins the next cycle's transaction when
-commands are already waiting (``_cycle_transaction``). A cycle's cost is mostly its
-round trips, not its rows: under load each one waits behind the loop's other work.
+commands are already waiting (``_cycle_transaction``). More happen when needed: the
+``BEGIN`` of a cycle after a wait for commands, an account's first balance row of a
+token, a maker or release the first read did not lock, a candle's read when a new one
+begins. A cycle's cost is mostly its round trips, not its rows: under load each one
+waits behind the loop's other work.
 
 The journal. A command the book accepted gets the next ``sequence`` of the
 market; a placed order is its own journal row (its book order id is its
@@ -332,6 +335,9 @@ class MarketWriter:
         # The cycles' connection, held between cycles: no pool checkout (and liveness ping) per
         # cycle. Dropped after a failed cycle and when the loop ends; the next cycle opens another.
         self._connection: AsyncConnection | None = None
+        # Whether the transaction open on it is the one a commit began for the next cycle
+        # (``_cycle_transaction``): the only one a cycle may go on in.
+        self._carried = False
         # The head (its state hash costs an encoding of the whole book) of one book state, and
         # the last one probed for readers content with a recent head (``recent_head``).
         self._head: tuple[int, OrderBook, JournalHead] | None = None
@@ -468,6 +474,8 @@ class MarketWriter:
                     first = await asyncio.wait_for(self._queue.get(), timeout=timeout)
                 except TimeoutError:
                     first = None
+            if self.claim.due:
+                await self._idle()  # the check may take a while: no transaction waits open meanwhile
             try:
                 await self.claim.keep()
             except MarketOwned:
@@ -607,10 +615,15 @@ class MarketWriter:
         connection = await self._held_connection()
         if connection.dialect.name == "postgresql":
             driver: Any = (await connection.get_raw_connection()).driver_connection
+            carried, self._carried = self._carried, False
+            if driver.is_in_transaction() and not carried:
+                await driver.execute("ROLLBACK")  # never a cycle's own, and nothing to go on with
             if not driver.is_in_transaction():
                 await driver.execute("BEGIN")
             yield bulk.Raw(driver, connection.dialect)  # on an error: the connection is discarded
-            await driver.execute("COMMIT" if self._queue.empty() else "COMMIT; BEGIN")
+            carry = not self._queue.empty()
+            await driver.execute("COMMIT; BEGIN" if carry else "COMMIT")
+            self._carried = carry
             return
         async with self._sessionmaker(bind=connection) as session, session.begin():
             yield session
@@ -632,6 +645,7 @@ class MarketWriter:
         connection that cannot end it is discarded; the next cycle opens another)."""
         try:
             await self._end_carried(self._connection)
+            self._carried = False
         except Exception:
             log.warning("trading.connection_lost", market=self.market_id, exc_info=True)
             await self._drop_connection(failed=True)
@@ -644,6 +658,7 @@ class MarketWriter:
         cannot see it, so the connection is discarded rather than reset and pooled.
         """
         connection, self._connection = self._connection, None
+        self._carried = False
         if connection is None:
             return
         try:
@@ -777,8 +792,8 @@ class MarketWriter:
         """The cycle's first read: the orders already journaled that the batch's orders could
         repeat (``_known_orders``), and the balances of ``keys`` locked (``_Cycle.load``).
 
-        On PostgreSQL both are one statement, one round trip (``_cycle_read_sql``); a key
-        without a balance row is then read as ``_Cycle.load`` reads it, which creates the row.
+        On PostgreSQL both are one statement, one round trip (``_cycle_read_sql``); the keys
+        without a balance row then get theirs, created and locked (two more).
         """
         db = cycle.db
         if not (places and isinstance(db, bulk.Raw)):
@@ -793,10 +808,12 @@ class MarketWriter:
         columns = repository.BALANCE_COLUMNS
         found = repository.found_balances(bulk.decoded(db.dialect, balances or (), columns))
         cycle.reads += 1
+        if keys - found.keys():  # an account's first balance of a token: its row is created
+            found.update(await repository.created_balances(db, keys - found.keys()))
+            cycle.reads += 1
         cycle.balances.update(found)
         cycle.existing.update(found)
-        cycle.loaded.update(found)
-        await cycle.load(keys)  # the keys without a row, if any
+        cycle.loaded.update(keys)
         return self._known_rows(
             dict(zip(_ORDER_COLUMN_NAMES, values, strict=True))
             for values in bulk.decoded(db.dialect, orders or (), _ORDER_COLUMNS)

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from exchange.trading import market_claim
 from exchange.trading.intents import Intent
@@ -273,3 +273,43 @@ async def test_a_cycle_that_fails_before_its_write_still_answers_the_committed_o
     assert answered_at_recovery == [True]
     assert writer.running
     assert (await desk.place(alice, "buy", price(6), WHOLE)).status_code == 201
+
+
+async def held_driver(desk: Desk) -> Any:
+    """The asyncpg connection the writer holds (PostgreSQL), after one placed order."""
+    writer = desk.trading.market("BPC-TUSD").writer
+    if writer._engine.dialect.name != "postgresql":
+        pytest.skip("the writer's own transaction on PostgreSQL")
+    alice = await desk.member(0x96)
+    await desk.deposit(alice, desk.market["quote"], 1_000 * DOLLAR)
+    assert (await desk.place(alice, "buy", price(4), WHOLE)).status_code == 201
+    connection = writer._connection
+    assert connection is not None
+    return (await connection.get_raw_connection()).driver_connection
+
+
+async def test_a_cycle_goes_on_only_in_the_transaction_a_commit_began_for_it(desk: Desk) -> None:
+    driver = await held_driver(desk)
+    # A transaction the writer did not begin for a cycle, with a write in it: the next cycle
+    # must not commit it.
+    await driver.execute("BEGIN")
+    await driver.execute(
+        "INSERT INTO ledger_entries (account, token, total_delta, reserved_delta, cause, reference,"
+        " created_at) VALUES ('stray', 'stray', '0', '0', 'stray', 'stray', now())"
+    )
+    alice = await desk.member(0x96, admit=False)
+    assert (await desk.place(alice, "buy", price(5), WHOLE)).status_code == 201
+    async with desk.trading.sessionmaker() as session:
+        strays = await session.scalar(text("SELECT count(*) FROM ledger_entries WHERE cause = 'stray'"))
+    assert strays == 0
+
+
+async def test_a_connection_given_back_leaves_no_transaction_begun_for_a_next_cycle(desk: Desk) -> None:
+    driver = await held_driver(desk)
+    writer = desk.trading.market("BPC-TUSD").writer
+    await driver.execute("BEGIN")
+    writer._carried = True  # as a commit with commands waiting leaves it
+    await writer._drop_connection()
+    assert not driver.is_in_transaction()
+    assert writer._connection is None
+    assert not writer._carried
