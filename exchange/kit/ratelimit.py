@@ -17,6 +17,7 @@ request's token from one of the app's own per-IP limiters (``app.state``).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import time
@@ -40,7 +41,11 @@ def client_host(connection: HTTPConnection | Scope) -> str:
     client = scope.get("client")
     if client is None:
         return "unknown"
-    host = str(client[0])
+    return _ip_bucket(str(client[0]))
+
+
+@functools.lru_cache(maxsize=4096)  # parsed once per peer, not once per request
+def _ip_bucket(host: str) -> str:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:

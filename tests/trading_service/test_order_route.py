@@ -78,7 +78,21 @@ async def test_unusual_requests_are_refused_as_before_and_change_nothing(desk: D
     )
     assert extra.status_code == 422
     assert extra.json()["type"].endswith("/validation-failed")
+
+    # Documents the front's parser refuses and Python's json takes go on to FastAPI as before:
+    # an integer beyond 64 bits, NaN, a UTF-16 body.
+    huge = await desk.client.post(
+        "/v1/orders", content=json.dumps({**body, "time_in_force": 2**70}).encode(), headers=lean
+    )
+    assert huge.status_code == 422
+    assert huge.json()["type"].endswith("/validation-failed")
+    not_a_number = await desk.client.post("/v1/orders", content=raw.replace(b'"GTC"', b"NaN"), headers=lean)
+    assert not_a_number.status_code == 422
     assert await desk.orders(trader) == []
+    # Python's json reads UTF-16 as well (RFC 8259 asks for UTF-8): placed, as it was before.
+    utf16 = await desk.client.post("/v1/orders", content=json.dumps(body).encode("utf-16"), headers=lean)
+    assert utf16.status_code == 201, utf16.text
+    assert [order["id"] for order in await desk.orders(trader)] == [utf16.json()["id"]]
 
 
 def test_padded_lists_have_few_lengths() -> None:
