@@ -306,11 +306,30 @@ class LedgerBalance(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 
+# What a market writer posts, a few entries per order and hundreds a cycle: an order's
+# reservation and its release, and a fill's movements. Nothing looks these up by cause and
+# reference (an order's or a trade's entries are found by account), so the index of the
+# others leaves them out, one index fewer to write for most of the ledger.
+ORDER_RESERVE_CAUSE = "order.reserve"
+ORDER_RELEASE_CAUSE = "order.release"
+FILL_CAUSE = "fill"
+_LOOKED_UP = f"cause NOT IN ('{ORDER_RESERVE_CAUSE}', '{ORDER_RELEASE_CAUSE}', '{FILL_CAUSE}')"
+
+
 class LedgerEntry(Base):
     """One posting, append-only: why (``cause``) and about what (``reference``) a balance moved."""
 
     __tablename__ = "ledger_entries"
-    __table_args__ = (Index(None, "account", "token", "id"), Index(None, "cause", "reference"))
+    __table_args__ = (
+        Index(None, "account", "token", "id"),
+        Index(
+            None,
+            "cause",
+            "reference",
+            postgresql_where=text(_LOOKED_UP),
+            sqlite_where=text(_LOOKED_UP),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     account: Mapped[str] = mapped_column(LEDGER_ACCOUNT)

@@ -495,8 +495,9 @@ def _plain_order_request(request: Request, body: bytes) -> tuple[PlaceOrderIn, s
     if len(keys) > 1 or (keys and not _IDEMPOTENCY_KEY.fullmatch(keys[0])):
         return None
     try:
-        # orjson, not json: a document it refuses (one json would take, such as an integer
-        # beyond 64 bits) goes on to FastAPI's handler like anything else unusual.
+        # orjson, not json: a document it refuses (one json takes: NaN, UTF-16), or one it reads
+        # otherwise (an integer beyond 64 bits, as a float, which the model's strict integers
+        # refuse), goes on to FastAPI's handler like anything else unusual.
         parsed = PlaceOrderIn.model_validate(orjson.loads(body))
     except Exception:  # whatever is wrong, FastAPI's handler says so the usual way
         return None

@@ -22,8 +22,9 @@ the write lock from its first read and never has to upgrade.)
 then commits, and only then resolves the waiting requests. One commit (one
 fsync) acknowledges the whole batch: that is the group commit. When commands are
 already waiting at the commit, the next cycle begins at once and the batch's answers
-go out while it waits for its write (``_held``): answered at once, their responses
-would all be written before the next cycle's first read was looked at. If anything in
+(and its report to the feed), fixed as they were at the commit, go out while that cycle
+waits for its write (``_held``): answered at once, their responses would all be written
+before the next cycle's first read was looked at. If anything in
 the cycle fails, the transaction rolls back, the requests of the batch get a
 503, and the writer rebuilds its book from the database, so memory never runs
 ahead of what is durable.
@@ -74,6 +75,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import heapq
 import time
@@ -137,6 +139,9 @@ from exchange.trading.ledger import Balance, FillAmounts, LedgerError, Posting
 from exchange.trading.market_claim import MarketClaim, MarketOwned
 from exchange.trading.markets import MarketSpec
 from exchange.trading.models import (
+    FILL_CAUSE,
+    ORDER_RELEASE_CAUSE,
+    ORDER_RESERVE_CAUSE,
     CancelCause,
     OrderStatus,
     SettlementState,
@@ -231,6 +236,8 @@ _CANDLE_SQL = (
 )
 
 QUEUE_LIMIT = 20_000
+# A committed cycle's answers (each intent with its settled outcome or its refusal) and its feed report.
+_Answers = tuple[list[tuple[Intent, object]], CycleReport | None]
 _MAKER_LEVELS = 32  # price levels, and resting orders, a cycle's first balance read looks at
 _MAKER_ORDERS = 256
 
@@ -349,7 +356,8 @@ class MarketWriter:
         # A committed cycle's outcomes and changes not answered yet: commands were waiting when
         # it committed, so the next cycle began at once, and they go out while that one waits
         # for its write (``_answer_held``).
-        self._held: tuple[list[tuple[Intent, object]], _Cycle] | None = None
+        self._held: _Answers | None = None
+        self._batch: list[Intent] = []  # the batch of the cycle under way
         bind = sessionmaker.kw["bind"]
         self._engine: AsyncEngine = bind if isinstance(bind, AsyncEngine) else bind.engine
         self.claim = MarketClaim(self._engine, self.market_id)
@@ -435,6 +443,15 @@ class MarketWriter:
             raise
         finally:
             self._answer_held()  # committed: their answers stand whatever ended the loop
+            if not ended:
+                # Cancelled or failed mid-cycle: that batch is off the queue and unanswered (a
+                # future answered stays so); its cycle may have committed, so a retry tells.
+                stopped = WriterUnavailable(
+                    f"market {self.market_id} stopped while recording this command; retry it (a "
+                    "command that was recorded answers as such)"
+                )
+                for intent in self._batch:
+                    fail(intent.future, stopped)
             await self._drop_connection(failed=not ended)  # cancelled or failed: maybe mid-cycle
             gone = WriterUnavailable(f"market {self.market_id} stopped accepting commands")
             if not ended and self.listener is not None:
@@ -475,7 +492,9 @@ class MarketWriter:
                 except TimeoutError:
                     first = None
             if self.claim.due:
-                await self._idle()  # the check may take a while: no transaction waits open meanwhile
+                # The check may take a while: no answer waits for it, nor an open transaction.
+                self._answer_held()
+                await self._idle()
             try:
                 await self.claim.keep()
             except MarketOwned:
@@ -519,6 +538,7 @@ class MarketWriter:
 
     async def _cycle_or_recover(self, batch: list[Intent]) -> None:
         start_sequence, self._committing = self.sequence, None
+        self._batch = batch
         started = time.perf_counter()
         try:
             outcomes, cycle = await self._cycle(batch)
@@ -549,20 +569,22 @@ class MarketWriter:
         self.stats.commands += len(batch)
         self.stats.cycle_seconds += time.perf_counter() - started
         self._answer_held()  # (the cycle's write answered them already)
+        answers = self._answers(outcomes, cycle, levels=True)
         if self._queue.empty():
-            self._answer(outcomes, cycle, levels=True)
+            self._send(answers)
         else:
             # The next cycle begins at once. Answered now, these requests' responses would be
             # written before that cycle's first read is looked at (the loop runs what is ready
             # in turn), and the cycle would wait for all of them; they go out while it waits
-            # for its write instead, the longest of its waits for the database.
-            self._held = (outcomes, cycle)
+            # for its write instead, the longest of its waits for the database. What they say
+            # is fixed now, as committed.
+            self._held = answers
 
     def _answer_held(self) -> None:
         """Answer the committed cycle whose answers were held for the next one (``_held``)."""
         held, self._held = self._held, None
         if held is not None:
-            self._answer(*held, levels=True)
+            self._send(held)
 
     def _take_committing(self) -> tuple[list[tuple[Intent, object]], _Cycle, int] | None:
         committing, self._committing = self._committing, None
@@ -576,14 +598,33 @@ class MarketWriter:
             fail(intent.future, unavailable)
 
     def _answer(self, outcomes: list[tuple[Intent, object]], cycle: _Cycle, *, levels: bool) -> None:
-        for intent, outcome in outcomes:
+        self._send(self._answers(outcomes, cycle, levels=levels))
+
+    def _answers(self, outcomes: list[tuple[Intent, object]], cycle: _Cycle, *, levels: bool) -> _Answers:
+        """A committed cycle's answers and feed report as they are at its commit (``settled``
+        copies the rows), to send now or once the next cycle has sent its write."""
+        return (
+            [
+                (intent, outcome if isinstance(outcome, BaseException) else settled(outcome))
+                for intent, outcome in outcomes
+            ],
+            self._report(cycle, levels=levels),
+        )
+
+    def _send(self, answers: _Answers) -> None:
+        settled_outcomes, report = answers
+        for intent, outcome in settled_outcomes:
             if isinstance(outcome, BaseException):
                 fail(intent.future, outcome)
             else:
-                resolve(intent.future, settled(outcome))
+                resolve(intent.future, outcome)
         # Then the feed: the waiting requests resume first, so their acknowledgements do not
         # queue behind the cycle's WebSocket deliveries (one frame per book subscriber).
-        self._report(cycle, levels=levels)
+        if report is not None and self.listener is not None:
+            try:
+                self.listener.committed(report)
+            except Exception:
+                log.exception("trading.feed_failed", market=self.market_id, sequence=report.sequence)
 
     # ------------------------------------------------------------------ one cycle
 
@@ -641,8 +682,8 @@ class MarketWriter:
             await driver.execute("ROLLBACK")
 
     async def _idle(self) -> None:
-        """Before the writer waits for commands: no transaction left open on its connection (a
-        connection that cannot end it is discarded; the next cycle opens another)."""
+        """Before the writer waits for commands or for a claim check: no transaction left open on
+        its connection (a connection that cannot end it is discarded; the next cycle opens another)."""
         try:
             await self._end_carried(self._connection)
             self._carried = False
@@ -728,23 +769,20 @@ class MarketWriter:
         )
         return outcomes, cycle
 
-    def _report(self, cycle: _Cycle, *, levels: bool = True) -> None:
-        """Tell the listener what the committed cycle changed (a listener's failure never stops
-        trading); without its ``levels`` when the listener was given the book since."""
+    def _report(self, cycle: _Cycle, *, levels: bool = True) -> CycleReport | None:
+        """What the committed cycle changed, for the listener, as it is now (the rows copied: the
+        next cycle goes on changing the writer's own); without its ``levels`` when the listener
+        was given the book since. None when there is no listener or nothing to tell."""
         changed = cycle.levels if levels else {}
         if self.listener is None or not (changed or cycle.fills or cycle.new_orders or cycle.touched_orders):
-            return
-        report = CycleReport(
+            return None
+        return CycleReport(
             sequence=self.sequence,
             time=cycle.now,
             levels=changed,
             fills=cycle.fills,
-            orders=[*cycle.new_orders.values(), *cycle.touched_orders.values()],
+            orders=[copy.copy(row) for row in (*cycle.new_orders.values(), *cycle.touched_orders.values())],
         )
-        try:
-            self.listener.committed(report)
-        except Exception:
-            log.exception("trading.feed_failed", market=self.market_id, sequence=self.sequence)
 
     @property
     def queued(self) -> int:
@@ -793,7 +831,7 @@ class MarketWriter:
         repeat (``_known_orders``), and the balances of ``keys`` locked (``_Cycle.load``).
 
         On PostgreSQL both are one statement, one round trip (``_cycle_read_sql``); the keys
-        without a balance row then get theirs, created and locked (two more).
+        without a balance row then get theirs, created and locked (an insert and a read).
         """
         db = cycle.db
         if not (places and isinstance(db, bulk.Raw)):
@@ -949,7 +987,7 @@ class MarketWriter:
         self.sequence = sequence
         cycle.balances.update(changed)
         cycle.changed.update(changed)
-        cycle.entries.extend((posting, "order.reserve", reference) for posting in reservation)
+        cycle.entries.extend((posting, ORDER_RESERVE_CAUSE, reference) for posting in reservation)
         row = OrderRow(
             id=None,
             market_id=self.market_id,
@@ -1249,7 +1287,7 @@ class MarketWriter:
             ),
             FEES_ACCOUNT,
         )
-        cycle.post(postings, "fill", f"trade:{self.market_id}:{trade.trade_id}")
+        cycle.post(postings, FILL_CAUSE, f"trade:{self.market_id}:{trade.trade_id}")
         buyer.reserved_amount -= amounts.buyer_pays
         seller.reserved_amount -= trade.amount_base
         # What the buy paid is at most what it reserved for the part filled (its limit price,
@@ -1261,7 +1299,7 @@ class MarketWriter:
         if unused > 0:
             cycle.post(
                 ledger.release(buyer.account, market.quote_token, unused),
-                "order.release",
+                ORDER_RELEASE_CAUSE,
                 f"order:{buyer.order_hash}",
             )
             buyer.reserved_amount -= unused
@@ -1305,7 +1343,7 @@ class MarketWriter:
             await cycle.load([(row.account, row.reserved_token)])
             cycle.post(
                 ledger.release(row.account, row.reserved_token, row.reserved_amount),
-                "order.release",
+                ORDER_RELEASE_CAUSE,
                 f"order:{row.order_hash}",
             )
             row.reserved_amount = 0

@@ -79,8 +79,8 @@ async def test_unusual_requests_are_refused_as_before_and_change_nothing(desk: D
     assert extra.status_code == 422
     assert extra.json()["type"].endswith("/validation-failed")
 
-    # Documents the front's parser refuses and Python's json takes go on to FastAPI as before:
-    # an integer beyond 64 bits, NaN, a UTF-16 body.
+    # Documents the front's parser refuses or reads otherwise than Python's json go on to FastAPI
+    # as before: an integer beyond 64 bits (a float to orjson), NaN, a UTF-16 body.
     huge = await desk.client.post(
         "/v1/orders", content=json.dumps({**body, "time_in_force": 2**70}).encode(), headers=lean
     )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
 from sqlalchemy import select, text
 
+from exchange.db import bulk
 from exchange.trading import market_claim
 from exchange.trading.intents import Intent
 from exchange.trading.models import TradingFill
@@ -313,3 +315,80 @@ async def test_a_connection_given_back_leaves_no_transaction_begun_for_a_next_cy
     assert not driver.is_in_transaction()
     assert writer._connection is None
     assert not writer._carried
+
+
+async def test_held_answers_and_reports_say_what_their_cycle_committed(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Alice's sell commits while Bob's crossing buy waits: her answer and the cycle's report are
+    # held until Bob's cycle sends its write, which then fails. They still say what her cycle
+    # committed (open, unfilled, journal head 1), not what Bob's cycle matched and never wrote.
+    alice, bob = await desk.member(0x97), await desk.member(0x98)
+    await desk.deposit(alice, desk.market["base"], 10 * WHOLE)
+    await desk.deposit(bob, desk.market["quote"], 1_000 * DOLLAR)
+    writer = desk.trading.market("BPC-TUSD").writer
+    monkeypatch.setattr(market_claim, "CHECK_S", 3600.0)
+    head = writer.sequence
+    started, gate = asyncio.Event(), asyncio.Event()
+    cycle, write_all = writer._cycle, bulk.write_all
+    reported: list[tuple[int, list[str]]] = []
+    assert writer.listener is not None
+    committed = writer.listener.committed
+
+    def traced_committed(report: Any) -> None:
+        reported.append((report.sequence, [row.status for row in report.orders]))
+        committed(report)
+
+    async def gated_cycle(batch: list[Intent]) -> Any:
+        if not started.is_set():
+            started.set()
+            await gate.wait()
+        return await cycle(batch)
+
+    async def failing_write_all(*args: Any, **kwargs: Any) -> Any:
+        if reported or writer._held is not None:  # the second cycle's write
+            raise ConnectionResetError("the database went away")
+        return await write_all(*args, **kwargs)
+
+    monkeypatch.setattr(writer, "_cycle", gated_cycle)
+    monkeypatch.setattr(writer.listener, "committed", traced_committed)
+    monkeypatch.setattr(bulk, "write_all", failing_write_all)
+    selling = asyncio.create_task(desk.place(alice, "sell", price(5), WHOLE))
+    await started.wait()
+    buying = asyncio.create_task(desk.place(bob, "buy", price(5), WHOLE))
+    await queued(desk, 1)
+    gate.set()
+    sold, bought = await selling, await buying
+    assert sold.status_code == 201
+    assert (sold.json()["status"], sold.json()["filled"]) == ("open", "0")
+    assert bought.status_code == 503
+    assert reported == [(head + 1, ["open"])]
+    assert writer.sequence == head + 1  # the book rebuilt from the journal
+    monkeypatch.setattr(bulk, "write_all", write_all)
+    assert (await desk.order(alice, sold.json()["id"]))["status"] == "open"
+
+
+async def test_a_writer_stopped_mid_cycle_answers_that_cycles_commands(desk: Desk) -> None:
+    alice = await desk.member(0x99)
+    await desk.deposit(alice, desk.market["quote"], 1_000 * DOLLAR)
+    writer = desk.trading.market("BPC-TUSD").writer
+    started, gate = asyncio.Event(), asyncio.Event()
+    cycle = writer._cycle
+
+    async def gated_cycle(batch: list[Intent]) -> Any:
+        started.set()
+        await gate.wait()
+        return await cycle(batch)
+
+    writer._cycle = gated_cycle  # type: ignore[method-assign]
+    placing = asyncio.create_task(desk.place(alice, "buy", price(5), WHOLE))
+    await started.wait()
+    task = writer._task
+    assert task is not None
+    task.cancel()
+    reply = await asyncio.wait_for(placing, 10)
+    assert reply.status_code == 503
+    assert "retry it" in reply.json()["detail"]
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    writer._task = None  # stopped already: the service's stop only gives the market up
