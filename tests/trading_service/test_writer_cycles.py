@@ -105,6 +105,22 @@ async def queued(desk: Desk, count: int) -> None:
     raise AssertionError(f"{count} commands never queued")
 
 
+def hold_next_cycle(writer: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """The writer's next cycle waits, once begun (the first event), until the second is set: the
+    commands sent meanwhile queue for the cycle after it."""
+    started, gate = asyncio.Event(), asyncio.Event()
+    cycle = writer._cycle
+
+    async def gated_cycle(batch: list[Intent]) -> Any:
+        if not started.is_set():
+            started.set()
+            await gate.wait()
+        return await cycle(batch)
+
+    monkeypatch.setattr(writer, "_cycle", gated_cycle)
+    return started, gate
+
+
 async def gated_cycles(
     desk: Desk, monkeypatch: pytest.MonkeyPatch, queue_meanwhile: Any
 ) -> tuple[Statements, Any]:
@@ -120,22 +136,13 @@ async def gated_cycles(
     connection = writer._connection
     assert connection is not None
     statements = Statements((await connection.get_raw_connection()).driver_connection)
-    started, gate = asyncio.Event(), asyncio.Event()
-    cycle = writer._cycle
-
-    async def gated_cycle(batch: list[Intent]) -> Any:
-        if not started.is_set():
-            started.set()
-            await gate.wait()
-        return await cycle(batch)
-
-    monkeypatch.setattr(writer, "_cycle", gated_cycle)
+    started, gate = hold_next_cycle(writer, monkeypatch)
     first = asyncio.create_task(desk.place(alice, "buy", price(5), WHOLE))
     await started.wait()
-    queued = await queue_meanwhile(alice)
+    waiting = await queue_meanwhile(alice)
     gate.set()
     assert (await first).status_code == 201
-    return statements, queued
+    return statements, waiting
 
 
 async def test_a_cycle_is_three_round_trips_and_its_commit_begins_the_next_one_waiting(
@@ -191,16 +198,7 @@ async def test_fills_name_their_orders_whether_resting_or_placed_in_the_same_cyc
     writer = desk.trading.market("BPC-TUSD").writer
     monkeypatch.setattr(market_claim, "CHECK_S", 3600.0)
     resting = await desk.place(alice, "sell", price(5), WHOLE)
-    started, gate = asyncio.Event(), asyncio.Event()
-    cycle = writer._cycle
-
-    async def gated_cycle(batch: list[Intent]) -> Any:
-        if not started.is_set():
-            started.set()
-            await gate.wait()
-        return await cycle(batch)
-
-    monkeypatch.setattr(writer, "_cycle", gated_cycle)
+    started, gate = hold_next_cycle(writer, monkeypatch)
     held = asyncio.create_task(desk.place(bob, "buy", price(1), WHOLE))  # crosses nothing
     await started.wait()
     # One cycle: a sell, then a buy taking the resting sell and that new one.
@@ -229,15 +227,8 @@ async def test_a_cycle_that_fails_before_its_write_still_answers_the_committed_o
     await desk.deposit(alice, desk.market["quote"], 1_000 * DOLLAR)
     writer = desk.trading.market("BPC-TUSD").writer
     monkeypatch.setattr(market_claim, "CHECK_S", 3600.0)
-    started, gate = asyncio.Event(), asyncio.Event()
-    cycle, read = writer._cycle, writer._read
+    read = writer._read
     reads = 0
-
-    async def gated_cycle(batch: list[Intent]) -> Any:
-        if not started.is_set():
-            started.set()
-            await gate.wait()
-        return await cycle(batch)
 
     async def failing_read(*args: Any) -> Any:
         nonlocal reads
@@ -258,7 +249,7 @@ async def test_a_cycle_that_fails_before_its_write_still_answers_the_committed_o
         answered_at_recovery.append(enqueued[0].future.done())
         await recover()
 
-    monkeypatch.setattr(writer, "_cycle", gated_cycle)
+    started, gate = hold_next_cycle(writer, monkeypatch)
     monkeypatch.setattr(writer, "_read", failing_read)
     monkeypatch.setattr(writer, "enqueue", traced_enqueue)
     monkeypatch.setattr(writer, "_recover", traced_recover)
@@ -329,8 +320,7 @@ async def test_held_answers_and_reports_say_what_their_cycle_committed(
     writer = desk.trading.market("BPC-TUSD").writer
     monkeypatch.setattr(market_claim, "CHECK_S", 3600.0)
     head = writer.sequence
-    started, gate = asyncio.Event(), asyncio.Event()
-    cycle, write_all = writer._cycle, bulk.write_all
+    write_all = bulk.write_all
     reported: list[tuple[int, list[str]]] = []
     assert writer.listener is not None
     committed = writer.listener.committed
@@ -339,18 +329,12 @@ async def test_held_answers_and_reports_say_what_their_cycle_committed(
         reported.append((report.sequence, [row.status for row in report.orders]))
         committed(report)
 
-    async def gated_cycle(batch: list[Intent]) -> Any:
-        if not started.is_set():
-            started.set()
-            await gate.wait()
-        return await cycle(batch)
-
     async def failing_write_all(*args: Any, **kwargs: Any) -> Any:
         if reported or writer._held is not None:  # the second cycle's write
             raise ConnectionResetError("the database went away")
         return await write_all(*args, **kwargs)
 
-    monkeypatch.setattr(writer, "_cycle", gated_cycle)
+    started, gate = hold_next_cycle(writer, monkeypatch)
     monkeypatch.setattr(writer.listener, "committed", traced_committed)
     monkeypatch.setattr(bulk, "write_all", failing_write_all)
     selling = asyncio.create_task(desk.place(alice, "sell", price(5), WHOLE))
@@ -368,19 +352,13 @@ async def test_held_answers_and_reports_say_what_their_cycle_committed(
     assert (await desk.order(alice, sold.json()["id"]))["status"] == "open"
 
 
-async def test_a_writer_stopped_mid_cycle_answers_that_cycles_commands(desk: Desk) -> None:
+async def test_a_writer_stopped_mid_cycle_answers_that_cycles_commands(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
     alice = await desk.member(0x99)
     await desk.deposit(alice, desk.market["quote"], 1_000 * DOLLAR)
     writer = desk.trading.market("BPC-TUSD").writer
-    started, gate = asyncio.Event(), asyncio.Event()
-    cycle = writer._cycle
-
-    async def gated_cycle(batch: list[Intent]) -> Any:
-        started.set()
-        await gate.wait()
-        return await cycle(batch)
-
-    writer._cycle = gated_cycle  # type: ignore[method-assign]
+    started, _ = hold_next_cycle(writer, monkeypatch)  # never let go: the writer stops in it
     placing = asyncio.create_task(desk.place(alice, "buy", price(5), WHOLE))
     await started.wait()
     task = writer._task
