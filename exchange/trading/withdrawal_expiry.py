@@ -30,14 +30,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web3 import Web3
 
 from exchange.kit.logging import get_logger
 from exchange.trading import ledger, repository
 from exchange.trading.chain_calls import ChainCalls
-from exchange.trading.models import LedgerEntry, TradingWithdrawal, WithdrawalStatus
+from exchange.trading.models import LOOKED_UP_ENTRIES, LedgerEntry, TradingWithdrawal, WithdrawalStatus
 from exchange.trading.settlement_models import ChainCursor
 
 log = get_logger(__name__)
@@ -120,6 +120,7 @@ async def restore_for_undone_exit(
                 LedgerEntry.account == account,
                 LedgerEntry.cause.in_((EXIT_RELEASE_CAUSE, EXIT_RESTORE_CAUSE)),
                 LedgerEntry.reference.in_(list(references)),
+                text(LOOKED_UP_ENTRIES),  # so the (cause, reference) index serves it
             )
         )
     ).all()

@@ -491,6 +491,11 @@ class MarketWriter:
                     first = await asyncio.wait_for(self._queue.get(), timeout=timeout)
                 except TimeoutError:
                     first = None
+            if first is STOP:
+                stopping = True
+            elif first is not None:
+                batch.append(first)  # type: ignore[arg-type]
+            self._batch = batch  # off the queue: answered by the loop's end if by nothing else
             if self.claim.due:
                 # The check may take a while: no answer waits for it, nor an open transaction.
                 self._answer_held()
@@ -498,13 +503,8 @@ class MarketWriter:
             try:
                 await self.claim.keep()
             except MarketOwned:
-                if first is not None and first is not STOP:
-                    self._fail_all([first])  # type: ignore[list-item]
+                self._fail_all(batch)
                 raise
-            if first is STOP:
-                stopping = True
-            elif first is not None:
-                batch.append(first)  # type: ignore[arg-type]
             while len(batch) < self._max_batch and not self._queue.empty() and not stopping:
                 item = self._queue.get_nowait()
                 if item is STOP:
@@ -564,21 +564,22 @@ class MarketWriter:
                     self._answer(committing[0], committing[1], levels=False)
             finally:
                 self._fail_all(batch)  # whatever is not answered by now (a future answered stays so)
+                self._batch = []
             return
         self.stats.cycles += 1
         self.stats.commands += len(batch)
         self.stats.cycle_seconds += time.perf_counter() - started
         self._answer_held()  # (the cycle's write answered them already)
-        answers = self._answers(outcomes, cycle, levels=True)
+        self._batch = []
         if self._queue.empty():
-            self._send(answers)
+            self._answer(outcomes, cycle, levels=True)
         else:
             # The next cycle begins at once. Answered now, these requests' responses would be
             # written before that cycle's first read is looked at (the loop runs what is ready
             # in turn), and the cycle would wait for all of them; they go out while it waits
             # for its write instead, the longest of its waits for the database. What they say
             # is fixed now, as committed.
-            self._held = answers
+            self._held = self._answers(outcomes, cycle, levels=True, copied=True)
 
     def _answer_held(self) -> None:
         """Answer the committed cycle whose answers were held for the next one (``_held``)."""
@@ -600,15 +601,18 @@ class MarketWriter:
     def _answer(self, outcomes: list[tuple[Intent, object]], cycle: _Cycle, *, levels: bool) -> None:
         self._send(self._answers(outcomes, cycle, levels=levels))
 
-    def _answers(self, outcomes: list[tuple[Intent, object]], cycle: _Cycle, *, levels: bool) -> _Answers:
-        """A committed cycle's answers and feed report as they are at its commit (``settled``
-        copies the rows), to send now or once the next cycle has sent its write."""
+    def _answers(
+        self, outcomes: list[tuple[Intent, object]], cycle: _Cycle, *, levels: bool, copied: bool = False
+    ) -> _Answers:
+        """A committed cycle's answers (``settled`` copies the rows) and feed report as they are
+        at its commit, to send now or, ``copied`` (the report's rows too), once the next cycle
+        has sent its write."""
         return (
             [
                 (intent, outcome if isinstance(outcome, BaseException) else settled(outcome))
                 for intent, outcome in outcomes
             ],
-            self._report(cycle, levels=levels),
+            self._report(cycle, levels=levels, copied=copied),
         )
 
     def _send(self, answers: _Answers) -> None:
@@ -769,10 +773,11 @@ class MarketWriter:
         )
         return outcomes, cycle
 
-    def _report(self, cycle: _Cycle, *, levels: bool = True) -> CycleReport | None:
-        """What the committed cycle changed, for the listener, as it is now (the rows copied: the
-        next cycle goes on changing the writer's own); without its ``levels`` when the listener
-        was given the book since. None when there is no listener or nothing to tell."""
+    def _report(self, cycle: _Cycle, *, levels: bool = True, copied: bool = False) -> CycleReport | None:
+        """What the committed cycle changed, for the listener; without its ``levels`` when the
+        listener was given the book since. None when there is no listener or nothing to tell.
+        The rows are the writer's own, which the next cycle goes on changing (the listener takes
+        what it needs at once), or ``copied`` for a report sent later."""
         changed = cycle.levels if levels else {}
         if self.listener is None or not (changed or cycle.fills or cycle.new_orders or cycle.touched_orders):
             return None
@@ -781,7 +786,10 @@ class MarketWriter:
             time=cycle.now,
             levels=changed,
             fills=cycle.fills,
-            orders=[copy.copy(row) for row in (*cycle.new_orders.values(), *cycle.touched_orders.values())],
+            orders=[
+                copy.copy(row) if copied else row
+                for row in (*cycle.new_orders.values(), *cycle.touched_orders.values())
+            ],
         )
 
     @property

@@ -330,12 +330,21 @@ async def test_held_answers_and_reports_say_what_their_cycle_committed(
         committed(report)
 
     async def failing_write_all(*args: Any, **kwargs: Any) -> Any:
-        if reported or writer._held is not None:  # the second cycle's write
+        if reported:  # the second cycle's write: the first one's report is out
             raise ConnectionResetError("the database went away")
         return await write_all(*args, **kwargs)
 
+    answer_held = writer._answer_held
+    held_when_sent: list[bool] = []
+
+    def traced_answer_held() -> None:
+        if writer._held is not None:
+            held_when_sent.append(writer.sequence > head + 1)  # the next cycle had matched
+        answer_held()
+
     started, gate = hold_next_cycle(writer, monkeypatch)
     monkeypatch.setattr(writer.listener, "committed", traced_committed)
+    monkeypatch.setattr(writer, "_answer_held", traced_answer_held)
     monkeypatch.setattr(bulk, "write_all", failing_write_all)
     selling = asyncio.create_task(desk.place(alice, "sell", price(5), WHOLE))
     await started.wait()
@@ -346,6 +355,7 @@ async def test_held_answers_and_reports_say_what_their_cycle_committed(
     assert sold.status_code == 201
     assert (sold.json()["status"], sold.json()["filled"]) == ("open", "0")
     assert bought.status_code == 503
+    assert held_when_sent == [True]  # held, and sent once Bob's cycle had matched
     assert reported == [(head + 1, ["open"])]
     assert writer.sequence == head + 1  # the book rebuilt from the journal
     monkeypatch.setattr(bulk, "write_all", write_all)
