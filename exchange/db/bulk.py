@@ -476,8 +476,8 @@ def _part_sql(writes: Writes, number: int, dialect: Dialect) -> tuple[str, str]:
         (name, writes.parts[by[name].part].table.c[by[name].match] if name in by else part.table.c[name])
         for name in part.rows[0]
     )
-    _columns(part.table, [name for name in part.rows[0] if name not in by])
     stored = [name for name in part.rows[0] if name not in by]
+    _columns(part.table, stored)  # a key that is neither a column nor a link's is refused
     selected = [
         f"coalesce(v.{quote(name)}, l{linked[name][0]}.{quote(linked[name][1].take)})"
         if name in linked
