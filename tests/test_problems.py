@@ -330,13 +330,30 @@ async def test_openapi_documents_problem_responses(service: RunningApp) -> None:
     assert responses["500"]["content"] == {PROBLEM_MEDIA_TYPE: {"schema": problem_ref}}
     assert set(responses["429"]["headers"]) == {"Retry-After"}
     assert "headers" not in responses["404"]
-    # Every operation documents the 500 problem; FastAPI's JSON validation schema is gone.
+    # Every operation documents the 500 problem and the database's outage (with when to retry);
+    # FastAPI's JSON validation schema is gone.
     for path_item in schema["paths"].values():
         for operation in path_item.values():
             assert "500" in operation["responses"]
+            outage = operation["responses"]["503"]
+            assert f"{PROBLEM_TYPE_BASE}database-unavailable" in outage["description"]
+            assert "Retry-After" in outage["headers"]
     components = schema["components"]["schemas"]
     assert {"Problem", "ValidationProblem", "InvalidField"} <= set(components)
     assert "HTTPValidationError" not in components
+
+
+def test_the_database_outage_joins_a_documented_503() -> None:
+    chain = {"description": "Chain unavailable (https://example.test/chain-unavailable)"}
+    operation = {"responses": {"503": dict(chain)}}
+    schema = document_problems({"paths": {"/orders": {"post": operation}}})
+    outage = schema["paths"]["/orders"]["post"]["responses"]["503"]
+    kinds = outage["description"].split("; ")
+    assert kinds[0] == chain["description"]
+    assert kinds[1].startswith("Database unavailable (")
+    assert "Retry-After" in outage["headers"]
+    again = document_problems(schema)["paths"]["/orders"]["post"]["responses"]["503"]
+    assert again["description"] == outage["description"]  # documented once
 
 
 def test_the_rewrite_of_a_422_keeps_its_documented_headers() -> None:

@@ -483,7 +483,8 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
 
     FastAPI documents its default ``HTTPValidationError`` as ``application/json``;
     this replaces it with ``ValidationProblem`` as ``application/problem+json``,
-    adds the problem schemas, and documents the 500 problem on every operation.
+    adds the problem schemas, and documents the 500 problem and the database's outage (503)
+    on every operation.
     """
     components: dict[str, Any] = schema.setdefault("components", {}).setdefault("schemas", {})
     for model in (Problem, ValidationProblem):
@@ -505,6 +506,14 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
             responses.setdefault(
                 "500", {"description": "Internal server error", "content": _problem_content("Problem")}
             )
+            # Any route that reads or writes the database answers its outage so (``outage``).
+            outage = problem_responses(DatabaseUnavailable)[DatabaseUnavailable.status]
+            documented = responses.setdefault(str(DatabaseUnavailable.status), outage)
+            if documented is not outage and outage["description"] not in documented.get("description", ""):
+                documented["description"] = "; ".join(
+                    kind for kind in (documented.get("description"), outage["description"]) if kind
+                )
+                documented.setdefault("headers", {}).update(outage["headers"])
 
     still_used = json.dumps(schema.get("paths", {}))
     for unused in ("HTTPValidationError", "ValidationError"):
