@@ -117,9 +117,7 @@ class AdmissionDecision:
     @property
     def mean_score(self) -> Fraction | None:
         """The exact mean score, or ``None`` without assessments."""
-        if self.assessment_count == 0:
-            return None
-        return Fraction(self.score_sum, self.assessment_count)
+        return mean_score(self.score_sum, self.assessment_count)
 
     @property
     def score(self) -> int:
@@ -166,6 +164,11 @@ def decide_admission(
         core_count=core_count,
         policy=policy,
     )
+
+
+def mean_score(score_sum: int, count: int) -> Fraction | None:
+    """The exact mean of ``count`` scores summing to ``score_sum``, or ``None`` without scores."""
+    return Fraction(score_sum, count) if count else None
 
 
 def format_fraction(value: Fraction) -> str:

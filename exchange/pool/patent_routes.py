@@ -21,7 +21,6 @@ right after the response (and the background loop retries it if that fails);
 
 from __future__ import annotations
 
-from fractions import Fraction
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Query, Response, status
@@ -232,11 +231,7 @@ async def post_decision(
         # Runs after the response, hence after this request's transaction has committed the mint.
         background.add_task(_send_mint, pool, mint.id)
     admitted = row.status in (PatentStatus.IN_POOL, PatentStatus.RETIRED) and row.score is not None
-    if decision is not None:
-        mean = decision.mean_score
-    else:  # decided earlier: the same mean, from the assessments it was decided on (never revised)
-        scores = [assessment.score for assessment in await repository.assessments(session, row.patent_id)]
-        mean = Fraction(sum(scores), len(scores)) if scores else None
+    mean = outcome.mean_score
     mean_text = format_fraction(mean) if mean is not None else None
     if decision is not None and decision.admitted == admitted:
         reasons = list(decision.reasons)

@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from fractions import Fraction
 from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,7 +49,13 @@ from exchange.kit.errors import Conflict, NotFound, ValidationFailed
 from exchange.kit.logging import get_logger
 from exchange.pool import patents as rules
 from exchange.pool import repository
-from exchange.pool.assessments import AdmissionDecision, AdmissionPolicy, Assessment, decide_admission
+from exchange.pool.assessments import (
+    AdmissionDecision,
+    AdmissionPolicy,
+    Assessment,
+    decide_admission,
+    mean_score,
+)
 from exchange.pool.contributions import mint_for_admission
 from exchange.pool.models import (
     AssessmentRecord,
@@ -90,6 +97,9 @@ class Decision:
     patent: PatentRecord
     decision: AdmissionDecision | None  # None when the request found the patent already decided
     mint: ContributionMint | None
+    # The mean of the assessments it was decided on: this decision's, or (decided earlier, and
+    # assessments are never revised) the same mean read back.
+    mean_score: Fraction | None
 
 
 def to_patent(row: PatentRecord) -> Patent:
@@ -445,7 +455,9 @@ async def decide(
     rejected for good (the index may lag behind the chain, or be rebuilding)."""
     row = await load(session, patent_id, for_update=True)
     if row.status in (PatentStatus.IN_POOL, PatentStatus.REJECTED, PatentStatus.RETIRED):
-        return Decision(row, None, await repository.mint_for_patent(session, row.patent_id))
+        scores = [assessment.score for assessment in await repository.assessments(session, row.patent_id)]
+        mint = await repository.mint_for_patent(session, row.patent_id)
+        return Decision(row, None, mint, mean_score(sum(scores), len(scores)))
     assessments = [_assessment(a) for a in await repository.assessments(session, row.patent_id)]
     decision = decide_admission(row.patent_id, assessments, policies.admission, contributor=row.contributor)
     needed = policies.admission.min_assessments
@@ -525,7 +537,7 @@ async def decide(
                     amount_wei=instruction.amount_wei,
                 )
         await session.flush()
-    return Decision(row, decision, mint)
+    return Decision(row, decision, mint, decision.mean_score)
 
 
 async def retire(
