@@ -125,10 +125,8 @@ def _no_erc20(w3: Any, token: str) -> str | None:
     """Why ``token`` is not a token the Vault can trade against (no code, or no answer to the
     ERC-20 reads the service makes at start), else None: the contracts cannot be pointed at
     another token once deployed."""
-    from web3 import Web3
     from web3.exceptions import Web3Exception
 
-    token = Web3.to_checksum_address(token)  # taken in one case too; web3 asks for the checksum
     try:
         if not w3.eth.get_code(token):
             return "has no contract code on this chain"
@@ -140,14 +138,12 @@ def _no_erc20(w3: Any, token: str) -> str | None:
     return None
 
 
-def _address(text: str) -> str:
-    """An argument that must be a 0x address (20 bytes of hex; a mixed-case one must be its checksum)."""
-    from exchange.kit.addresses import address_refusal
+def address_type(text: str) -> str:
+    """An argparse type of every command: ``text`` as its checksummed address (``kit.addresses``,
+    imported when first used: the command line starts without it)."""
+    from exchange.kit.addresses import address_argument
 
-    refusal = address_refusal(text)
-    if refusal is not None:
-        raise argparse.ArgumentTypeError(f"{text!r} {refusal}")
-    return text
+    return address_argument(text)
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -324,12 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"where to write the manifest (default ${MANIFEST_VARIABLE}, else {DEFAULT_MANIFEST})",
     )
     deploy.add_argument(
-        "--registrar", type=_address, help="address receiving the registrar and revoker roles"
+        "--registrar", type=address_type, help="address receiving the registrar and revoker roles"
     )
-    deploy.add_argument("--minter", type=_address, help="address receiving the BPC minter role")
-    deploy.add_argument("--treasurer", type=_address, help="address receiving the fund treasurer role")
+    deploy.add_argument("--minter", type=address_type, help="address receiving the BPC minter role")
+    deploy.add_argument("--treasurer", type=address_type, help="address receiving the fund treasurer role")
     deploy.add_argument(
-        "--quote-token", type=_address, help="address of the stablecoin the Vault trades BPC against"
+        "--quote-token", type=address_type, help="address of the stablecoin the Vault trades BPC against"
     )
     deploy.add_argument(
         "--with-test-quote-token",

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 from web3 import Web3
 
+from exchange.cli import address_type as cli_address
 from exchange.kit.addresses import NOT_CHECKSUM, Address, address_refusal, checked_address
-from exchange.licenses.cli import _address as licence_cli_address
 from exchange.settings import Settings
 from exchange.trading.eip712 import _address as order_address
 
@@ -63,7 +63,7 @@ def test_every_place_an_address_comes_in_refuses_a_wrong_checksum() -> None:
         Settings(council_addresses=(Account.create().address, TYPO))
     assert Settings(council_addresses=(A_CHECKSUM.lower(),)).council_addresses == (A_CHECKSUM,)
     with pytest.raises(argparse.ArgumentTypeError, match="EIP-55 checksum"):
-        licence_cli_address(TYPO)
+        cli_address(TYPO)
     with pytest.raises(ValueError, match="maker is in mixed case"):
         order_address("maker", TYPO)
 

@@ -143,16 +143,6 @@ def _within(low: int, high: int) -> Callable[[str], int]:
     return whole
 
 
-def _address(text: str) -> str:
-    """An argparse type: an account address, checksummed (``kit.addresses``)."""
-    from exchange.kit.addresses import checked_address
-
-    try:
-        return checked_address(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     from exchange.kit.addresses import address_refusal
     from exchange.licenses.service import block_at
@@ -547,7 +537,7 @@ def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 def add_commands(sub: Any) -> None:
     """Register ``licence`` and its subcommands on the ``exchange`` command's subparsers."""
-    from exchange.cli import MANIFEST_HELP, default_manifest
+    from exchange.cli import MANIFEST_HELP, address_type, default_manifest
 
     licence = sub.add_parser(
         "licence",
@@ -592,7 +582,7 @@ def add_commands(sub: Any) -> None:
     )
     scan.add_argument(
         "--manufacturer",
-        type=_address,
+        type=address_type,
         help="the account that must have registered the device's batch (a batch another account "
         "registered is no licence): with --batch, the default is batch.json's, if recorded; with "
         "--service, the service's batch is taken whoever registered it unless this is given",
@@ -623,7 +613,7 @@ def add_commands(sub: Any) -> None:
     export.add_argument("--upload-id", type=int)
     export.add_argument(
         "--manufacturer",
-        type=_address,
+        type=address_type,
         help="with --ids: the account that registers the batch, recorded for scan --batch",
     )
     export.add_argument(
