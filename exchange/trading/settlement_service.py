@@ -223,8 +223,9 @@ def _command_runtime(settings: Settings) -> ChainRuntime:
             "of the deployed contracts (the one `exchange serve` loads)"
         )
     deployment = Deployment.read(manifest)
-    if deployment.missing():
-        raise ManifestInvalid(f"the manifest {manifest} names no {', '.join(deployment.missing())}")
+    missing = deployment.missing()
+    if missing:
+        raise ManifestInvalid(f"the manifest {manifest} names no {', '.join(missing)}")
     key = settings.operator_private_key.get_secret_value() if settings.operator_private_key else None
     w3 = make_web3(settings.chain_rpc_url, operator_key=key)
     return ChainRuntime(w3=w3, deployment=deployment, pool=PoolChain(w3, deployment), embedded=False)

@@ -854,8 +854,9 @@ class MarketWriter:
         columns = repository.BALANCE_COLUMNS
         found = repository.found_balances(bulk.decoded(db.dialect, balances or (), columns))
         cycle.reads += 1
-        if keys - found.keys():  # an account's first balance of a token: its row is created
-            found.update(await repository.created_balances(db, keys - found.keys()))
+        absent = keys - found.keys()
+        if absent:  # an account's first balance of a token: its row is created
+            found.update(await repository.created_balances(db, absent))
             cycle.reads += 1
         cycle.balances.update(found)
         cycle.existing.update(found)
