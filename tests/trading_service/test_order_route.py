@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 from exchange.trading.repository import padded
+from exchange.trading.routes import OrderFront
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
 
 
@@ -123,6 +126,37 @@ async def test_the_front_answers_with_the_apps_request_ids_and_problems(desk: De
     assert refused.json()["request_id"] == "front-1"
     assert refused.headers.get_list("x-request-id") == ["front-1"]
     assert len(await desk.orders(trader)) == 1
+
+
+async def test_a_placement_lets_what_is_ready_run_before_its_work() -> None:
+    """The front reads a placement only after what was already ready to run (under load, the
+    market writer's next step) has run; any other request is not held."""
+    events: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        events.append("read")
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        events.append("app")
+
+    async def send(message: Any) -> None:
+        raise AssertionError("nothing is answered by the front here")
+
+    front = OrderFront(app)
+    loop = asyncio.get_running_loop()
+    for method, path, expected in (
+        ("POST", "/v1/orders", ["ready", "read", "app"]),
+        ("GET", "/v1/orders", ["app", "ready"]),
+        ("POST", "/v1/orders/batch", ["app", "ready"]),
+    ):
+        events.clear()
+        scope = {"type": "http", "method": method, "path": path, "headers": [], "query_string": b""}
+        request = asyncio.ensure_future(front(scope, receive, send))
+        loop.call_soon(events.append, "ready")  # ready as the request's task first runs
+        await request
+        await asyncio.sleep(0)
+        assert events == expected, (method, path)
 
 
 async def test_the_unified_symbol_names_the_market_as_its_id_does(desk: Desk) -> None:
