@@ -469,26 +469,43 @@ def _part_sql(writes: Writes, number: int, dialect: Dialect) -> tuple[str, str]:
         names = tuple(part.rows[0])
         sql = _insert_sql(part.table, names, part.returning, dialect, parameter)
         return sql, _payload(_columns(part.table, names), part.rows, dialect, sql)
-    quote = dialect.identifier_preparer.quote
-    by = {link.by: link for link in part.links}
-    linked = {link.column: (index, link) for index, link in enumerate(part.links)}
-    named = tuple(
-        (name, writes.parts[by[name].part].table.c[by[name].match] if name in by else part.table.c[name])
-        for name in part.rows[0]
+    linked = tuple((link, writes.parts[link.part].table) for link in part.links)
+    sql, named = _linked_insert_sql(
+        part.table, tuple(part.rows[0]), linked, part.returning, dialect, parameter
     )
-    stored = [name for name in part.rows[0] if name not in by]
-    _columns(part.table, stored)  # a key that is neither a column nor a link's is refused
+    return sql, _named_payload(named, part.rows, dialect, sql)
+
+
+@cache
+def _linked_insert_sql(
+    table: Table,
+    keys: tuple[str, ...],
+    linked: tuple[tuple[Link, Table], ...],
+    returning: tuple[str, ...],
+    dialect: Dialect,
+    parameter: int,
+) -> tuple[str, tuple[tuple[str, Column[Any]], ...]]:
+    """The insert of rows with ``keys`` into ``table`` whose ``linked`` columns (each link with
+    the table of the part it names) come from earlier parts, reading the rows from parameter
+    ``parameter``; and each key with the column whose type binds its values. One text per
+    shape, built once: a market writer sends one every cycle."""
+    quote = dialect.identifier_preparer.quote
+    by = {link.by: (link, part_table) for link, part_table in linked}
+    columns = {link.column: (index, link) for index, (link, _) in enumerate(linked)}
+    named = tuple((name, by[name][1].c[by[name][0].match] if name in by else table.c[name]) for name in keys)
+    stored = [name for name in keys if name not in by]
+    _columns(table, stored)  # a key that is neither a column nor a link's is refused
     selected = [
-        f"coalesce(v.{quote(name)}, l{linked[name][0]}.{quote(linked[name][1].take)})"
-        if name in linked
+        f"coalesce(v.{quote(name)}, l{columns[name][0]}.{quote(columns[name][1].take)})"
+        if name in columns
         else f"v.{quote(name)}"
         for name in stored
     ]
     joins = "".join(
         f" LEFT JOIN w{link.part} AS l{index} ON l{index}.{quote(link.match)} = v.{quote(link.by)}"
-        for index, link in enumerate(part.links)
+        for index, (link, _) in enumerate(linked)
     )
-    target = dialect.identifier_preparer.format_table(part.table)
+    target = dialect.identifier_preparer.format_table(table)
     definitions = ", ".join(f"{quote(name)} {column.type.compile(dialect=dialect)}" for name, column in named)
     aliases = ", ".join(quote(name) for name, _ in named)
     # The rows go in in their order, as an insert of rows alone puts them (the ids a serial key
@@ -502,6 +519,6 @@ def _part_sql(writes: Writes, number: int, dialect: Dialect) -> tuple[str, str]:
         f"INSERT INTO {target} ({', '.join(quote(name) for name in stored)})"  # noqa: S608
         f" SELECT {', '.join(selected)} FROM {source}{joins} ORDER BY v.{_POSITION}"
     )
-    if part.returning:
-        sql += f" RETURNING {', '.join(quote(name) for name in part.returning)}"
-    return sql, _named_payload(named, part.rows, dialect, sql)
+    if returning:
+        sql += f" RETURNING {', '.join(quote(name) for name in returning)}"
+    return sql, named
