@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy import inspect
 
 from exchange.api import system_routes
-from exchange.api.app import LifespanHook, create_app, freeze_start_heap
+from exchange.api.app import YOUNG_COLLECTION_AT, LifespanHook, create_app, freeze_start_heap
 from exchange.api.system_routes import register_health_check, service_version
 from exchange.db.engine import create_engine_for_url
 from exchange.db.session import app_engine
@@ -209,13 +209,18 @@ def test_apps_do_not_share_state(settings: Settings, sqlite_database_url: str) -
 
 async def test_the_served_app_freezes_its_start_up_heap(start_app: StartApp) -> None:
     """The last start-up hook of ``exchange serve`` takes what start-up allocated out of the
-    collector's full collections (long pauses of the event loop otherwise)."""
+    collector's full collections (long pauses of the event loop otherwise), and has the
+    youngest generation collected less often."""
     assert gc.get_freeze_count() == 0
+    thresholds = gc.get_threshold()
+    assert thresholds[0] < YOUNG_COLLECTION_AT
     try:
         await start_app(lifespan_hooks=[freeze_start_heap])
         assert gc.get_freeze_count() > 10_000
+        assert gc.get_threshold() == (YOUNG_COLLECTION_AT, *thresholds[1:])
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
     assert gc.get_freeze_count() == 0
 
 
