@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Table, select
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -398,6 +399,41 @@ def test_links_name_an_earlier_insert_that_returns_what_they_use() -> None:
     with pytest.raises(ValueError, match="does not return account"):
         writes.insert(ENTRIES, [row], links=(bulk.Link("cause", first, by="parent", match="account"),))
     assert len(writes.parts) == 2
+
+
+def test_a_linked_inserts_statement_is_built_once_per_shape() -> None:
+    """The statement of a linked insert is kept by shape (table, keys, links, returning): the same
+    shape is not built again, and shapes differing in any of these get statements of their own."""
+    dialect = PGDialect_asyncpg()
+
+    def statement(take: str = "reference", returning: tuple[str, ...] = ("id", "cause")) -> str:
+        parents = [entry(index, reference=f"parent-{index}") for index in (1, 2)]
+        writes = bulk.Writes()
+        first = writes.insert(ENTRIES, parents, returning=("account", "reference", "token"))
+        assert first is not None
+        link = bulk.Link("cause", first, by="parent", match="account", take=take)
+        row = {**entry(3), "cause": None, "parent": parents[0]["account"]}
+        second = writes.insert(ENTRIES, [row], returning=returning, links=(link,))
+        assert second is not None
+        return bulk._part_sql(writes, second, dialect)[0]
+
+    built = bulk._linked_insert_sql.cache_info().misses
+    first = statement()
+    assert bulk._linked_insert_sql.cache_info().misses == built + 1
+    hits = bulk._linked_insert_sql.cache_info().hits
+    assert statement() == first
+    assert bulk._linked_insert_sql.cache_info().hits == hits + 1
+    assert bulk._linked_insert_sql.cache_info().misses == built + 1
+    assert len({first, statement(take="token"), statement(returning=("id",))}) == 3
+    writes = bulk.Writes()
+    parent = writes.insert(ENTRIES, [entry(1)], returning=("account", "reference"))
+    assert parent is not None
+    link = bulk.Link("cause", parent, by="parent", match="account", take="reference")
+    odd = writes.insert(ENTRIES, [{**entry(2), "parent": "x", "bogus": 1}], links=(link,))
+    assert odd is not None
+    for _ in range(2):  # refused every time: a refusal is not kept
+        with pytest.raises(KeyError, match="has no column bogus"):
+            bulk._part_sql(writes, odd, dialect)
 
 
 async def test_a_linked_insert_keeps_its_rows_order(session: AsyncSession) -> None:

@@ -492,9 +492,9 @@ def _linked_insert_sql(
     quote = dialect.identifier_preparer.quote
     by = {link.by: (link, part_table) for link, part_table in linked}
     columns = {link.column: (index, link) for index, (link, _) in enumerate(linked)}
-    named = tuple((name, by[name][1].c[by[name][0].match] if name in by else table.c[name]) for name in keys)
     stored = [name for name in keys if name not in by]
     _columns(table, stored)  # a key that is neither a column nor a link's is refused
+    named = tuple((name, by[name][1].c[by[name][0].match] if name in by else table.c[name]) for name in keys)
     selected = [
         f"coalesce(v.{quote(name)}, l{columns[name][0]}.{quote(columns[name][1].take)})"
         if name in columns
