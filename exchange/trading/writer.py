@@ -182,7 +182,8 @@ _KNOWN_ORDERS = union_all(
 # statement while its tables were small (sequential scans) would stay in use as they grow,
 # until the next ANALYZE, and cost tens of milliseconds a cycle. A cycle runs each of its
 # statements once (many rows in one statement, see exchange.db.bulk), so each is planned
-# for its actual values instead. Nor are its statements given parallel workers: for a batch of
+# for its actual values instead (but for its writes, whose plans no value changes:
+# _CYCLE_WRITE_PLANS). Nor are its statements given parallel workers: for a batch of
 # a hundred orders PostgreSQL plans the lookup of known orders with two, whose start took more
 # than the lookup itself (measured 21 ms against 6 ms for 160 orders). Set once on the writer's
 # held connection (a round trip per cycle less), and reset before the connection goes back to
@@ -217,15 +218,45 @@ def _known_orders_sql(dialect: Dialect) -> str:
     return " UNION ALL ".join(f"{source} WHERE {where}" for where in parts)
 
 
+# What the rest of a cycle's transaction runs under, once its first read has run (_cycle_read_sql,
+# each a transaction-local set_config). Its writes are the same statement texts every cycle, whose
+# plans depend on no parameter's value (JSON rows, keys of unique indexes): planned anew each time
+# (_CUSTOM_PLANS) they cost PostgreSQL about 0.5 ms a cycle, a sixth of the write. So they keep
+# the one plan each text first gets, and every join in it is a nested loop, never a hash or merge
+# join over a whole table nor a sequential scan: for a cycle's few rows against a table of any
+# size that is index probes. The first read itself is planned for its values (the lengths of its
+# key arrays matter), before these take effect.
+_CYCLE_WRITE_PLANS = (
+    ("plan_cache_mode", "force_generic_plan"),
+    ("enable_seqscan", "off"),
+    ("enable_hashjoin", "off"),
+    ("enable_mergejoin", "off"),
+)
+# A kept plan is made for the tables as they were: PostgreSQL makes it again when ANALYZE has
+# looked at one of them since, but a new table grows for a minute or more before autovacuum
+# does, and a plan made while a table was nearly empty may read the whole of it (a materialized
+# scan where index probes belong). So every this many cycles the writer has its connection's
+# plans made anew (DISCARD PLANS, sent with a commit), for the tables' sizes then: under load, a
+# quarter of a millisecond of planning about twice a second.
+_REPLAN_EVERY = 256
+
+
 @functools.cache
 def _cycle_read_sql(dialect: Dialect) -> str:
-    """``_known_orders_sql`` ($1 to $5) and the balances of keys ($6 and $7) locked, in one
-    statement: one row of two arrays of records, the balances' and the orders'."""
+    """``_known_orders_sql`` ($1 to $5), the balances of keys ($6 and $7) locked, and $8 new
+    order ids taken from the orders' id sequence, in one statement: one row of two arrays of
+    records (the balances', the orders') and an array of ids. It also sets the plans of the
+    rest of the cycle's transaction (``_CYCLE_WRITE_PLANS``)."""
     balances = repository.balances_sql(lock=True, first=6)
-    # Both texts are built here from the tables' own identifiers; every value is a parameter.
+    sequence = f"pg_get_serial_sequence('{dialect.identifier_preparer.format_table(_ORDERS)}', 'id')"
+    settings = "".join(f", set_config('{name}', '{value}', true)" for name, value in _CYCLE_WRITE_PLANS)
+    # Every text is built here from the tables' own identifiers and the constants above; every
+    # value is a parameter.
     return (
         f"WITH locked AS ({balances}), known AS ({_known_orders_sql(dialect)})"  # noqa: S608
-        " SELECT (SELECT array_agg(ROW(locked.*)) FROM locked), (SELECT array_agg(ROW(known.*)) FROM known)"
+        " SELECT (SELECT array_agg(ROW(locked.*)) FROM locked), (SELECT array_agg(ROW(known.*)) FROM known),"
+        f" ARRAY(SELECT nextval({sequence}) FROM generate_series(1, $8::integer))"
+        f"{settings}"
     )
 
 
@@ -267,6 +298,13 @@ class _Cycle:
         self.hashes: set[str] = set()
         self.levels: dict[tuple[Side, int], tuple[int, int]] = {}  # L2 after the cycle, for the feed
         self.reads = 0  # balance queries
+        # Ids the first read took for the orders the cycle may place, highest first; none where
+        # the database gives each its id as it is inserted (SQLite).
+        self.order_ids: list[int] = []
+
+    def order_id(self) -> int | None:
+        """The id of the next order the cycle places, if the cycle took ids ahead."""
+        return self.order_ids.pop() if self.order_ids else None
 
     async def load(self, keys: Iterable[BalanceKey]) -> None:
         missing = {key for key in keys if key not in self.loaded}
@@ -345,6 +383,7 @@ class MarketWriter:
         # Whether the transaction open on it is the one a commit began for the next cycle
         # (``_cycle_transaction``): the only one a cycle may go on in.
         self._carried = False
+        self._planned_cycles = 0  # cycles committed on it since its plans were last made anew
         # The head (its state hash costs an encoding of the whole book) of one book state, and
         # the last one probed for readers content with a recent head (``recent_head``).
         self._head: tuple[int, OrderBook, JournalHead] | None = None
@@ -641,6 +680,7 @@ class MarketWriter:
                     await connection.exec_driver_sql(setting)
                 await connection.commit()
             self._connection = connection
+            self._planned_cycles = 0  # a new connection: no plan made yet
         return self._connection
 
     @contextlib.asynccontextmanager
@@ -667,8 +707,13 @@ class MarketWriter:
                 await driver.execute("BEGIN")
             yield bulk.Raw(driver, connection.dialect)  # on an error: the connection is discarded
             carry = not self._queue.empty()
-            await driver.execute("COMMIT; BEGIN" if carry else "COMMIT")
+            self._planned_cycles += 1
+            replan = self._planned_cycles >= _REPLAN_EVERY
+            commit = "COMMIT; DISCARD PLANS" if replan else "COMMIT"
+            await driver.execute(f"{commit}; BEGIN" if carry else commit)
             self._carried = carry
+            if replan:
+                self._planned_cycles = 0
             return
         async with self._sessionmaker(bind=connection) as session, session.begin():
             yield session
@@ -838,19 +883,22 @@ class MarketWriter:
         """The cycle's first read: the orders already journaled that the batch's orders could
         repeat (``_known_orders``), and the balances of ``keys`` locked (``_Cycle.load``).
 
-        On PostgreSQL both are one statement, one round trip (``_cycle_read_sql``); the keys
-        without a balance row then get theirs, created and locked (an insert and a read).
+        On PostgreSQL both are one statement, one round trip (``_cycle_read_sql``), which also
+        takes an id for each order the batch may place (``_Cycle.order_ids``); the keys without a
+        balance row then get theirs, created and locked (an insert and a read).
         """
         db = cycle.db
         if not (places and isinstance(db, bulk.Raw)):
             known = await self._known_orders(db, places)
             await cycle.load(keys)
             return known
-        balances, orders = await db.driver.fetchrow(
+        balances, orders, order_ids, *_ = await db.driver.fetchrow(
             _cycle_read_sql(db.dialect),
             *self._known_arguments(places, db.dialect),
             *repository.balance_keys(keys),
+            len(places),  # each places at most one order
         )
+        cycle.order_ids = sorted(order_ids, reverse=True)
         columns = repository.BALANCE_COLUMNS
         found = repository.found_balances(bulk.decoded(db.dialect, balances or (), columns))
         cycle.reads += 1
@@ -998,7 +1046,7 @@ class MarketWriter:
         cycle.changed.update(changed)
         cycle.entries.extend((posting, ORDER_RESERVE_CAUSE, reference) for posting in reservation)
         row = OrderRow(
-            id=None,
+            id=cycle.order_id(),
             market_id=self.market_id,
             sequence=sequence,
             account=order.account,
@@ -1361,10 +1409,16 @@ class MarketWriter:
 
     async def _write(self, cycle: _Cycle) -> None:
         writes = bulk.Writes()
+        # New orders carry the ids the cycle's first read took (PostgreSQL); elsewhere the
+        # database gives them theirs as they are inserted.
+        numbered = all(row.id is not None for row in cycle.new_orders.values())
         orders = writes.insert(
             _ORDERS,
-            [{k: v for k, v in row.values().items() if k != "id"} for row in cycle.new_orders.values()],
-            returning=("id", "sequence"),
+            [
+                row.values() if numbered else {k: v for k, v in row.values().items() if k != "id"}
+                for row in cycle.new_orders.values()
+            ],
+            returning=() if numbered else ("id", "sequence"),
         )
         writes.update(
             _ORDERS,
@@ -1377,9 +1431,15 @@ class MarketWriter:
         writes.insert(_CANCELS, cycle.cancels)
         fills = None
         if cycle.fills:
-            # A fill names its orders by id: a resting order's is known, a new order's is the
-            # one the orders part gives it (by its sequence), in the same statement.
-            existing = {row.sequence: row.id for row in cycle.touched_orders.values()}
+            # A fill names its orders by id: a resting order's is known, and so is a new order's
+            # when the cycle took its id ahead; else it is the one the orders part gives it (by
+            # its sequence), in the same statement.
+            existing = {
+                row.sequence: row.id
+                for row in (*cycle.touched_orders.values(), *cycle.new_orders.values())
+                if row.id is not None
+            }
+            linked = orders is not None and not numbered
             fills = writes.insert(
                 _FILLS,
                 [
@@ -1387,19 +1447,25 @@ class MarketWriter:
                         **{k: v for k, v in fill.items() if k not in ("maker_sequence", "taker_sequence")},
                         "maker_order_id": existing.get(fill["maker_sequence"]),
                         "taker_order_id": existing.get(fill["taker_sequence"]),
-                        "maker_sequence": fill["maker_sequence"],
-                        "taker_sequence": fill["taker_sequence"],
+                        **(
+                            {
+                                "maker_sequence": fill["maker_sequence"],
+                                "taker_sequence": fill["taker_sequence"],
+                            }
+                            if linked
+                            else {}
+                        ),
                         "settlement_state": SettlementState.PENDING.value,
                     }
                     for fill in cycle.fills
                 ],
                 returning=("id", "trade_id"),
-                links=()
-                if orders is None
-                else (
+                links=(
                     bulk.Link("maker_order_id", orders, by="maker_sequence", match="sequence"),
                     bulk.Link("taker_order_id", orders, by="taker_sequence", match="sequence"),
-                ),
+                )
+                if linked and orders is not None
+                else (),
             )
             await self._write_candles(cycle, writes)
         repository.balance_writes(
@@ -1420,7 +1486,7 @@ class MarketWriter:
                 f"the journal head of {self.market_id} moved away from {cycle.start_sequence} "
                 "under this writer: another writer owns the market"
             )
-        if orders is not None:
+        if orders is not None and not numbered:
             for order_id, sequence in written.returned[orders]:
                 cycle.new_orders[sequence].id = order_id
         if fills is not None:

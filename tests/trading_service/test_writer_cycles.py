@@ -11,6 +11,7 @@ from sqlalchemy import select, text
 
 from exchange.db import bulk
 from exchange.trading import market_claim
+from exchange.trading import writer as writer_module
 from exchange.trading.intents import Intent
 from exchange.trading.models import TradingFill
 from tests.trading_service.desk import DOLLAR, WHOLE, Desk, Trader, price
@@ -380,3 +381,75 @@ async def test_a_writer_stopped_mid_cycle_answers_that_cycles_commands(
     with contextlib.suppress(asyncio.CancelledError):
         await task
     writer._task = None  # stopped already: the service's stop only gives the market up
+
+
+async def test_a_cycle_takes_its_orders_ids_ahead_and_keeps_its_writes_plans(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a cycle's first read takes an id for each order the cycle may place: the
+    orders placed get them in turn, and one refused leaves the cycle's last id unused. The rest
+    of the cycle's transaction keeps its plans, every join a nested loop; the connection's own
+    settings are back once the transaction ends."""
+    writer = desk.trading.market("BPC-TUSD").writer
+    if writer._engine.dialect.name != "postgresql":
+        pytest.skip("the writer's own transaction on PostgreSQL")
+    alice = await desk.member(0x96)
+    await desk.deposit(alice, desk.market["quote"], 10 * DOLLAR)
+    monkeypatch.setattr(market_claim, "CHECK_S", 3600.0)
+    before = await desk.place(alice, "buy", price(1), WHOLE)
+    assert before.status_code == 201, before.text
+    settings: list[tuple[str, ...]] = []
+    write_all = bulk.write_all
+    names = ("plan_cache_mode", "enable_seqscan", "enable_hashjoin", "enable_mergejoin")
+    shown = "SELECT " + ", ".join(f"current_setting('{name}')" for name in names)
+
+    async def observed(target: Any, *args: Any, **kwargs: Any) -> Any:
+        settings.append(tuple(await target.driver.fetchrow(shown)))
+        return await write_all(target, *args, **kwargs)
+
+    monkeypatch.setattr(bulk, "write_all", observed)
+    started, gate = hold_next_cycle(writer, monkeypatch)
+    held = asyncio.create_task(desk.place(alice, "buy", price(1), WHOLE))
+    await started.wait()
+    placing = []
+    for count, amount in enumerate((WHOLE, 100 * WHOLE, WHOLE), 1):  # the second: more than alice has
+        placing.append(asyncio.create_task(desk.place(alice, "buy", price(1), amount)))
+        await queued(desk, count)
+    gate.set()
+    replies = [await held, *[await reply for reply in placing]]
+    assert [reply.status_code for reply in replies] == [201, 201, 409, 201]
+    after = await desk.place(alice, "buy", price(1), WHOLE)
+    assert after.status_code == 201, after.text
+    first = int(before.json()["id"])
+    ids = [int(reply.json()["id"]) for reply in (replies[0], replies[1], replies[3], after)]
+    assert ids == [first + 1, first + 2, first + 3, first + 5]
+    assert settings
+    assert set(settings) == {("force_generic_plan", "off", "off", "off")}
+    connection = writer._connection
+    assert connection is not None
+    driver = (await connection.get_raw_connection()).driver_connection
+    assert tuple(await driver.fetchrow(shown)) == ("force_custom_plan", "on", "on", "on")
+
+
+async def test_the_writer_has_its_plans_made_anew_every_so_many_cycles(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = desk.trading.market("BPC-TUSD").writer
+    if writer._engine.dialect.name != "postgresql":
+        pytest.skip("the writer's own transaction on PostgreSQL")
+    alice = await desk.member(0x97)
+    await desk.deposit(alice, desk.market["quote"], 100 * DOLLAR)
+    monkeypatch.setattr(market_claim, "CHECK_S", 3600.0)
+    monkeypatch.setattr(writer_module, "_REPLAN_EVERY", 2)
+    assert (await desk.place(alice, "buy", price(1), WHOLE)).status_code == 201  # connection held
+    connection = writer._connection
+    assert connection is not None
+    statements = Statements((await connection.get_raw_connection()).driver_connection)
+    for _ in range(4):  # one cycle each, nothing waiting at its commit
+        assert (await desk.place(alice, "buy", price(1), WHOLE)).status_code == 201
+    statements.close()
+    commits = [sent for sent in statements.sent if sent.startswith("COMMIT")]
+    assert commits in (
+        ["COMMIT", "COMMIT; DISCARD PLANS"] * 2,
+        ["COMMIT; DISCARD PLANS", "COMMIT"] * 2,
+    )
