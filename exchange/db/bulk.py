@@ -307,9 +307,9 @@ class Link:
 
     The row carries ``by`` (a key that is not a column of its table, typed as ``match``); the
     value is ``take`` of the row that part ``part`` inserted whose ``match`` equals it. That
-    part returns both (its ``returning``). A row of a market writer's fills names its maker
-    order by the order's journal sequence when the order is inserted in the same statement,
-    whose id only the database gives.
+    part returns both (its ``returning``). On SQLite a row of a market writer's fills names its
+    maker order by the order's journal sequence when the order is inserted in the same cycle,
+    whose id only the database gives (on PostgreSQL the writer takes its orders' ids ahead).
     """
 
     column: str

@@ -182,14 +182,17 @@ _KNOWN_ORDERS = union_all(
 # statement while its tables were small (sequential scans) would stay in use as they grow,
 # until the next ANALYZE, and cost tens of milliseconds a cycle. A cycle runs each of its
 # statements once (many rows in one statement, see exchange.db.bulk), so each is planned
-# for its actual values instead (but for its writes, whose plans no value changes:
-# _CYCLE_WRITE_PLANS). Nor are its statements given parallel workers: for a batch of
-# a hundred orders PostgreSQL plans the lookup of known orders with two, whose start took more
-# than the lookup itself (measured 21 ms against 6 ms for 160 orders). Set once on the writer's
+# for its actual values instead (but for what follows the first read of a cycle that places
+# orders, whose plans no value changes: _CYCLE_WRITE_PLANS). Nor are its statements given
+# parallel workers: for a batch of a hundred orders PostgreSQL plans the lookup of known orders
+# with two, whose start took more than the lookup itself (measured 21 ms against 6 ms for 160
+# orders). Set once on the writer's
 # held connection (a round trip per cycle less), and reset before the connection goes back to
 # the pool.
 _CUSTOM_PLANS = ("SET plan_cache_mode = force_custom_plan", "SET max_parallel_workers_per_gather = 0")
-_DEFAULT_PLANS = ("RESET plan_cache_mode", "RESET max_parallel_workers_per_gather")
+# (The plans the writer kept go too: another writer taking the connection from the pool, for
+# statements of the same texts, would otherwise go on with plans made for tables long since grown.)
+_DEFAULT_PLANS = ("RESET plan_cache_mode", "RESET max_parallel_workers_per_gather", "DISCARD PLANS")
 
 # The same lookups written out for an asyncpg connection (exchange.db.bulk.Raw): nothing for
 # SQLAlchemy to expand or compile each cycle.
@@ -218,14 +221,16 @@ def _known_orders_sql(dialect: Dialect) -> str:
     return " UNION ALL ".join(f"{source} WHERE {where}" for where in parts)
 
 
-# What the rest of a cycle's transaction runs under, once its first read has run (_cycle_read_sql,
-# each a transaction-local set_config). Its writes are the same statement texts every cycle, whose
-# plans depend on no parameter's value (JSON rows, keys of unique indexes): planned anew each time
-# (_CUSTOM_PLANS) they cost PostgreSQL about 0.5 ms a cycle, a sixth of the write. So they keep
-# the one plan each text first gets, and every join in it is a nested loop, never a hash or merge
-# join over a whole table nor a sequential scan: for a cycle's few rows against a table of any
-# size that is index probes. The first read itself is planned for its values (the lengths of its
-# key arrays matter), before these take effect.
+# What the rest of a cycle's transaction runs under, once the first read of a cycle that places
+# orders has run (_cycle_read_sql, each a transaction-local set_config): its write, and the
+# balance rows it creates or reads late and the candles it reads. Those statements come in a few
+# texts, the same from cycle to cycle, whose plans depend on no parameter's value (JSON rows,
+# keys of unique indexes): planned anew each time (_CUSTOM_PLANS) they cost PostgreSQL about
+# 0.5 ms a cycle, a sixth of the write. So they keep the one plan each text first gets, and hash
+# and merge joins and sequential scans are priced out of it (a last resort): its joins are
+# nested loops, for a cycle's few rows against a table of any size index probes. The first read
+# itself is planned for its values (the lengths of its key arrays matter), before these take
+# effect; a cycle that places nothing (cancels, expiries) plans its statements as before.
 _CYCLE_WRITE_PLANS = (
     ("plan_cache_mode", "force_generic_plan"),
     ("enable_seqscan", "off"),
@@ -680,7 +685,7 @@ class MarketWriter:
                     await connection.exec_driver_sql(setting)
                 await connection.commit()
             self._connection = connection
-            self._planned_cycles = 0  # a new connection: no plan made yet
+            self._planned_cycles = 0  # its plans are new (_DEFAULT_PLANS discarded a pooled one's)
         return self._connection
 
     @contextlib.asynccontextmanager
@@ -1436,8 +1441,7 @@ class MarketWriter:
             # its sequence), in the same statement.
             existing = {
                 row.sequence: row.id
-                for row in (*cycle.touched_orders.values(), *cycle.new_orders.values())
-                if row.id is not None
+                for row in (*cycle.touched_orders.values(), *(cycle.new_orders.values() if numbered else ()))
             }
             linked = orders is not None and not numbered
             fills = writes.insert(

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exchange.db import bulk
 from exchange.trading import market_claim
@@ -428,12 +429,20 @@ async def test_a_cycle_takes_its_orders_ids_ahead_and_keeps_its_writes_plans(
     connection = writer._connection
     assert connection is not None
     driver = (await connection.get_raw_connection()).driver_connection
+    plans = await driver.fetch(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE 'WITH w0 AS%'"
+    )
+    assert plans
+    assert all(row["custom_plans"] == 0 for row in plans)  # the writes kept their plans
+    assert sum(row["generic_plans"] for row in plans) >= 2
     assert tuple(await driver.fetchrow(shown)) == ("force_custom_plan", "on", "on", "on")
 
 
 async def test_the_writer_has_its_plans_made_anew_every_so_many_cycles(
     desk: Desk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Every ``_REPLAN_EVERY`` cycles the commit discards the connection's plans, also when it
+    begins the next cycle's transaction; and a connection goes back to the pool without them."""
     writer = desk.trading.market("BPC-TUSD").writer
     if writer._engine.dialect.name != "postgresql":
         pytest.skip("the writer's own transaction on PostgreSQL")
@@ -445,11 +454,48 @@ async def test_the_writer_has_its_plans_made_anew_every_so_many_cycles(
     connection = writer._connection
     assert connection is not None
     statements = Statements((await connection.get_raw_connection()).driver_connection)
-    for _ in range(4):  # one cycle each, nothing waiting at its commit
-        assert (await desk.place(alice, "buy", price(1), WHOLE)).status_code == 201
-    statements.close()
+    try:
+        for _ in range(4):  # one cycle each, nothing waiting at its commit
+            assert (await desk.place(alice, "buy", price(1), WHOLE)).status_code == 201
+    finally:
+        statements.close()
     commits = [sent for sent in statements.sent if sent.startswith("COMMIT")]
     assert commits in (
         ["COMMIT", "COMMIT; DISCARD PLANS"] * 2,
         ["COMMIT; DISCARD PLANS", "COMMIT"] * 2,
     )
+
+    monkeypatch.setattr(writer_module, "_REPLAN_EVERY", 1)
+
+    async def two_more(alice: Trader) -> list[asyncio.Task[Any]]:
+        orders = [asyncio.create_task(desk.place(alice, "buy", price(dollars), WHOLE)) for dollars in (2, 3)]
+        await queued(desk, 2)
+        return orders
+
+    carried, orders = await gated_cycles(desk, monkeypatch, two_more)
+    assert [reply.status_code for reply in await asyncio.gather(*orders)] == [201, 201]
+    await asyncio.sleep(0.05)  # the writer waits for commands again
+    carried.close()
+    assert carried.sent == [
+        "BEGIN",
+        "WITH locked AS",
+        "WITH w0 AS",
+        "COMMIT; DISCARD PLANS;",  # and BEGIN: two orders were waiting
+        "WITH locked AS",
+        "WITH w0 AS",
+        "COMMIT; DISCARD PLANS",
+    ]
+
+    connection = writer._connection
+    assert connection is not None
+    sent: list[str] = []
+    execute = AsyncConnection.exec_driver_sql
+
+    async def traced(self: AsyncConnection, statement: str, *args: Any, **kwargs: Any) -> Any:
+        if self is connection:
+            sent.append(statement)
+        return await execute(self, statement, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncConnection, "exec_driver_sql", traced)
+    await writer._drop_connection()  # back to the pool
+    assert "DISCARD PLANS" in sent
