@@ -147,9 +147,10 @@ async def gated_cycles(
     return statements, waiting
 
 
-async def test_a_cycle_is_three_round_trips_and_its_commit_begins_the_next_one_waiting(
-    desk: Desk, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def two_queued_meanwhile(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> Statements:
+    """``gated_cycles`` with two orders queued while the first cycle is held, all placed; the
+    statements sent until the writer waits for commands again."""
+
     async def two_more(alice: Trader) -> list[asyncio.Task[Any]]:
         orders = [asyncio.create_task(desk.place(alice, "buy", price(dollars), WHOLE)) for dollars in (6, 7)]
         await queued(desk, 2)
@@ -157,9 +158,16 @@ async def test_a_cycle_is_three_round_trips_and_its_commit_begins_the_next_one_w
 
     statements, orders = await gated_cycles(desk, monkeypatch, two_more)
     assert [reply.status_code for reply in await asyncio.gather(*orders)] == [201, 201]
-    writer = desk.trading.market("BPC-TUSD").writer
     await asyncio.sleep(0.05)  # the writer waits for commands again
     statements.close()
+    return statements
+
+
+async def test_a_cycle_is_three_round_trips_and_its_commit_begins_the_next_one_waiting(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    statements = await two_queued_meanwhile(desk, monkeypatch)
+    writer = desk.trading.market("BPC-TUSD").writer
     assert statements.sent == [
         "BEGIN",
         "WITH locked AS",  # the known orders and the balances, locked
@@ -466,16 +474,7 @@ async def test_the_writer_has_its_plans_made_anew_every_so_many_cycles(
     )
 
     monkeypatch.setattr(writer_module, "_REPLAN_EVERY", 1)
-
-    async def two_more(alice: Trader) -> list[asyncio.Task[Any]]:
-        orders = [asyncio.create_task(desk.place(alice, "buy", price(dollars), WHOLE)) for dollars in (2, 3)]
-        await queued(desk, 2)
-        return orders
-
-    carried, orders = await gated_cycles(desk, monkeypatch, two_more)
-    assert [reply.status_code for reply in await asyncio.gather(*orders)] == [201, 201]
-    await asyncio.sleep(0.05)  # the writer waits for commands again
-    carried.close()
+    carried = await two_queued_meanwhile(desk, monkeypatch)
     assert carried.sent == [
         "BEGIN",
         "WITH locked AS",
