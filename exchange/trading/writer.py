@@ -30,9 +30,9 @@ the cycle fails, the transaction rolls back, the requests of the batch get a
 ahead of what is durable.
 
 On PostgreSQL a cycle under load is three round trips to the database: ONE statement
-reads the journaled orders the batch could repeat and
-locks the balances it will likely move (``_read``); ONE statement writes everything,
-the fills taking their new orders' ids from the orders' part of it, and moves the head
+reads the journaled orders the batch could repeat, locks the balances it will likely move
+and takes the ids of the orders it may place (``_read``); ONE statement writes everything,
+on plans kept from cycle to cycle (``_CYCLE_WRITE_PLANS``), and moves the head
 (``bulk.write_all``); and the commit, which begins the next cycle's transaction when
 commands are already waiting (``_cycle_transaction``). More happen when needed: the
 ``BEGIN`` of a cycle after a wait for commands, an account's first balance row of a
@@ -700,7 +700,8 @@ class MarketWriter:
         ``BEGIN`` goes with the ``COMMIT`` (one round trip, ``_carried``): under load every
         wait for the database is a wait behind the loop's other work, so each round trip a
         cycle saves shortens it by more than the database's time. A carried transaction has
-        run nothing (no snapshot, no locks); the writer ends it before it waits idle.
+        run nothing (no snapshot, no locks); the writer ends it before it waits idle. Every
+        ``_REPLAN_EVERY`` cycles the commit also discards the connection's kept plans.
         """
         connection = await self._held_connection()
         if connection.dialect.name == "postgresql":
