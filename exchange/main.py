@@ -100,6 +100,10 @@ class DatabaseInUse(Exception):
     """Another process is serving from the embedded database (it holds the database's run lock)."""
 
 
+class DatabaseUnwritable(Exception):
+    """The SQLite database's directory, run lock or last run's files cannot be written here."""
+
+
 def claim_embedded_database(settings: Settings) -> Path | None:
     """On the embedded defaults, take the SQLite database for this process and move the last
     run's database aside; where to, or None.
@@ -123,9 +127,15 @@ def claim_embedded_database(settings: Settings) -> Path | None:
     database = sqlite_file(settings.database_url)
     if database is None:  # PostgreSQL, or SQLite in memory
         return None
-    database.parent.mkdir(parents=True, exist_ok=True)
     lock_path = database.with_name(database.name + ".lock")
-    lock = lock_path.open("a")
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        lock = lock_path.open("a")
+    except OSError as error:
+        raise DatabaseUnwritable(
+            f"cannot take the run lock {lock_path}: {error.strerror or error}; the database's "
+            "directory must be one this process may write (or give it another: DATABASE_URL)"
+        ) from None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -140,11 +150,16 @@ def claim_embedded_database(settings: Settings) -> Path | None:
     if not database.is_file() or not _anchored(database):
         return None
     previous = database.with_name(database.name + ".previous")
-    for suffix in ("", "-wal", "-shm"):  # SQLite's write-ahead log and its index go with it
-        Path(f"{previous}{suffix}").unlink(missing_ok=True)
-        current = Path(f"{database}{suffix}")
-        if current.exists():
-            current.rename(f"{previous}{suffix}")
+    try:
+        for suffix in ("", "-wal", "-shm"):  # SQLite's write-ahead log and its index go with it
+            Path(f"{previous}{suffix}").unlink(missing_ok=True)
+            current = Path(f"{database}{suffix}")
+            if current.exists():
+                current.rename(f"{previous}{suffix}")
+    except OSError as error:
+        raise DatabaseUnwritable(
+            f"cannot set the last run's database aside as {previous}: {error.strerror or error}"
+        ) from None
     return previous
 
 
@@ -213,6 +228,9 @@ def serve(host: str | None = None, port: int | None = None) -> None:
     except DatabaseInUse as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    except DatabaseUnwritable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     if previous is not None:
         get_logger(__name__).info("db.embedded_previous_set_aside", moved_to=str(previous))
     _preflight(settings)

@@ -134,6 +134,21 @@ def test_serve_refuses_in_one_line_while_another_process_serves_the_embedded_dat
     assert "Traceback" not in line
 
 
+def test_serve_refuses_in_one_line_a_database_directory_it_cannot_write(
+    served: _Uvicorn, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "var").write_text("a file where the database's directory belongs\n")
+    line = _refused_start(served, capsys)
+    assert line.startswith(f"error: cannot take the run lock {tmp_path / 'var' / 'exchange.sqlite3.lock'}: ")
+    assert "DATABASE_URL" in line
+
+    (tmp_path / "var").unlink()
+    (tmp_path / "var" / "exchange.sqlite3.lock").mkdir(parents=True)  # not a file either
+    line = _refused_start(served, capsys)
+    assert line.startswith("error: cannot take the run lock ")
+    assert not service._HELD_LOCKS
+
+
 def test_serve_takes_the_embedded_database_when_no_other_process_serves_it(
     served: _Uvicorn, tmp_path: Path
 ) -> None:

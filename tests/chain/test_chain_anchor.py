@@ -23,7 +23,12 @@ from exchange.chain.errors import ChainReplaced
 from exchange.chain.lifespan import chain_startup, check_chain_anchor
 from exchange.chain.runtime import ChainRuntime, start_chain
 from exchange.db.models import ChainAnchor
-from exchange.main import DatabaseInUse, claim_embedded_database, set_aside_embedded_database
+from exchange.main import (
+    DatabaseInUse,
+    DatabaseUnwritable,
+    claim_embedded_database,
+    set_aside_embedded_database,
+)
 from exchange.settings import Settings
 from tests.chain.nodes import free_port
 
@@ -139,6 +144,16 @@ def test_the_embedded_defaults_set_the_last_runs_database_aside(project_dir: Pat
     with contextlib.closing(sqlite3.connect(var / "exchange.sqlite3.previous")) as kept:
         assert kept.execute("SELECT id FROM chain_anchor").fetchall() == [(1,)]
     assert set_aside_embedded_database(Settings()) is None  # nothing left to move
+
+
+def test_a_last_run_that_cannot_be_set_aside_is_refused_and_left_as_it_was(project_dir: Path) -> None:
+    var = project_dir / "var"
+    (var / "exchange.sqlite3.previous").unlink()
+    (var / "exchange.sqlite3.previous" / "kept").mkdir(parents=True)  # a directory in the way
+    with pytest.raises(DatabaseUnwritable, match="cannot set the last run's database aside as "):
+        claim_embedded_database(Settings())
+    assert (var / "exchange.sqlite3").is_file()
+    assert (var / "exchange.sqlite3.previous" / "kept").is_dir()
 
 
 def test_a_database_no_service_started_on_is_kept(project_dir: Path) -> None:
