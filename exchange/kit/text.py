@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, StringConstraints
 from pydantic_core import PydanticCustomError
 
 
@@ -49,3 +49,10 @@ def _filled(value: str) -> str:
 
 # Text that must say something: white space alone is refused (a name, a reason).
 FilledText = Annotated[str, AfterValidator(storable_text), AfterValidator(_filled)]
+
+# Text of at most so many characters, for a field that may also be null (``Note | None``). The
+# limit is the string's own, checked before :data:`Text`'s validator: given on the field
+# (``Text | None = Field(max_length=…)``) it applies to whatever the union gave, after the
+# validator, and pydantic's refusal then counts "items" rather than characters.
+Note = Annotated[str, StringConstraints(max_length=2000), AfterValidator(storable_text)]
+Label = Annotated[str, StringConstraints(max_length=128), AfterValidator(storable_text)]

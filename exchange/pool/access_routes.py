@@ -19,7 +19,7 @@ from exchange.auth.service import Principal
 from exchange.db.base import utc_now
 from exchange.db.session import DbSession, app_sessionmaker
 from exchange.kit.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
-from exchange.kit.text import Text
+from exchange.kit.text import Note
 from exchange.pool import repository
 from exchange.pool.models import FoundationRole
 from exchange.pool.schemas import RoleGrantIn, RoleGrantOut, checksummed, role_grant_out
@@ -139,7 +139,7 @@ async def delete_role(
     address: str,
     principal: Council,
     session: DbSession,
-    reason: Annotated[Text | None, Query(max_length=2000)] = None,
+    reason: Annotated[Note | None, Query()] = None,
 ) -> RoleGrantOut:
     grant = await revoke_role(
         session, address=checksummed(address), role=role, actor=principal.address, at=utc_now(), reason=reason

@@ -36,7 +36,7 @@ from exchange.api.problems import problem_responses
 from exchange.db.session import DbSession
 from exchange.kit.addresses import ADDRESS_FORM
 from exchange.kit.errors import ChainUnavailable, NotFound, RateLimited, ValidationFailed
-from exchange.kit.text import Text
+from exchange.kit.text import Label
 from exchange.pool import repository
 from exchange.pool.access_routes import ADMIN_PROBLEMS, CouncilOrRegistrar, Pool
 from exchange.pool.access_routes import router as access_router
@@ -186,7 +186,7 @@ async def get_policies(pool: Pool) -> PoliciesOut:
 
 # --------------------------------------------------------------------------- audit log
 
-AuditFilter = Annotated[Text | None, Query(max_length=128)]
+AuditFilter = Annotated[Label | None, Query()]
 
 
 def _audit_key(value: str | None) -> str | None:

@@ -11,15 +11,23 @@ import base64
 import binascii
 import json
 from datetime import date, datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from eth_utils.address import to_checksum_address
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    field_validator,
+)
 
 from exchange.api.dependencies import ROW_ID_MAX
 from exchange.kit.addresses import Address, checked_address
 from exchange.kit.errors import ValidationFailed
-from exchange.kit.text import FilledText, Text
+from exchange.kit.text import FilledText, Note, Text, storable_text
 from exchange.pool.models import (
     ApplicationStatus,
     AuditEntry,
@@ -69,6 +77,10 @@ def decode_cursor(cursor: str, kind: type[str] | type[int]) -> Any:
     return value
 
 
+# A patent family's id, when a record gives one (its limit the string's own: exchange.kit.text.Note).
+FamilyId = Annotated[str, StringConstraints(max_length=64), AfterValidator(storable_text)]
+
+
 class _RequestBody(BaseModel):
     """A request body: a field it does not name is refused (422 ``extra_forbidden``), as the
     trading and licence bodies are, rather than dropped without a word."""
@@ -96,7 +108,7 @@ def checksummed(value: str) -> str:
 class RoleGrantIn(_RequestBody):
     address: Address
     role: FoundationRole
-    reason: Text | None = Field(default=None, max_length=2000)
+    reason: Note | None = None
 
     @field_validator("address")
     @classmethod
@@ -186,12 +198,12 @@ class ApplicationOut(BaseModel):
 
 
 class ReviewIn(_RequestBody):
-    note: Text | None = Field(default=None, max_length=2000)
+    note: Note | None = None
 
 
 class ApproveIn(_RequestBody):
     tier: MemberTier
-    note: Text | None = Field(default=None, max_length=2000)
+    note: Note | None = None
 
 
 class ReasonIn(_RequestBody):
@@ -239,7 +251,7 @@ class PatentIn(_RequestBody):
     )
     title: Text = Field(min_length=1, max_length=500)
     owner: Text = Field(min_length=1, max_length=200)
-    family_id: Text | None = Field(default=None, max_length=64)
+    family_id: FamilyId | None = None
     field: FieldOfTechnology
     source: PatentSource
     contributor: Address | None = Field(
@@ -317,12 +329,12 @@ class AssessmentOut(BaseModel):
 
 
 class MoveIn(_RequestBody):
-    note: Text | None = Field(default=None, max_length=2000)
+    note: Note | None = None
 
 
 class RetireIn(_RequestBody):
     reason: RetirementReason
-    note: Text | None = Field(default=None, max_length=2000)
+    note: Note | None = None
 
 
 class MintOut(BaseModel):

@@ -388,3 +388,37 @@ async def test_the_last_council_member_stays_when_the_settings_drop_it(
     assert await council_after_start(pool_settings(database_url)) == {COUNCIL.address}
     # Nobody could grant roles again: the last council member is kept (and the start logs an error).
     assert await council_after_start(pool_settings(database_url, council_addresses=())) == {COUNCIL.address}
+
+
+async def test_an_over_long_optional_text_is_refused_counting_characters(foundation: Foundation) -> None:
+    """An optional text's limit is the string's own: the refusal counts characters (pydantic
+    counted "items" when the limit was given on the optional field), and nothing changes."""
+    holder, newcomer = Account.create().address, Account.create().address
+    kept = await foundation.client.post(
+        "/v1/admin/roles", json={"address": holder, "role": "registrar"}, headers=foundation.council
+    )
+    assert kept.status_code in (200, 201), kept.text
+    granted = await foundation.client.post(
+        "/v1/admin/roles",
+        json={"address": newcomer, "role": "registrar", "reason": "x" * 2001},
+        headers=foundation.council,
+    )
+    revoked = await foundation.client.delete(
+        f"/v1/admin/roles/registrar/{holder}", params={"reason": "x" * 2001}, headers=foundation.council
+    )
+    listed = await foundation.client.get(
+        "/v1/admin/audit", params={"actor": "x" * 129}, headers=foundation.council
+    )
+    for reply, where, limit in (
+        (granted, ["body", "reason"], 2000),
+        (revoked, ["query", "reason"], 2000),
+        (listed, ["query", "actor"], 128),
+    ):
+        assert reply.status_code == 422, reply.text
+        (error,) = reply.json()["errors"]
+        assert (error["loc"], error["type"]) == (where, "string_too_long")
+        assert f"at most {limit} characters" in error["msg"]
+    roles = await foundation.client.get("/v1/admin/roles", headers=foundation.council)
+    held = {(grant["address"], grant["role"]) for grant in roles.json()}
+    assert (holder, "registrar") in held
+    assert newcomer not in {address for address, _ in held}
