@@ -133,8 +133,8 @@ def claim_embedded_database(settings: Settings) -> Path | None:
         lock = lock_path.open("a")
     except OSError as error:
         raise DatabaseUnwritable(
-            f"cannot take the run lock {lock_path}: {error.strerror or error}; the database's "
-            "directory must be one this process may write (or give it another: DATABASE_URL)"
+            f"cannot take the run lock {lock_path}: {_failed_on(error)}; the database's directory "
+            "must be one this process may write (or give it another: DATABASE_URL)"
         ) from None
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -144,23 +144,43 @@ def claim_embedded_database(settings: Settings) -> Path | None:
             f"another process is already serving from {database} (it holds {lock_path}): "
             "stop it first, or give this one a database of its own (DATABASE_URL)"
         ) from None
+    except OSError as error:  # a file system without locks
+        lock.close()
+        raise DatabaseUnwritable(f"cannot take the run lock {lock_path}: {_failed_on(error)}") from None
     _HELD_LOCKS.append(lock)
     if not settings.uses_embedded_chain or "database_url" in settings.model_fields_set:
         return None
     if not database.is_file() or not _anchored(database):
         return None
     previous = database.with_name(database.name + ".previous")
+    # SQLite's write-ahead log and its index go with the database. The old copies go first; then
+    # the files move, all or none: a failed move puts back those moved before it.
+    moves = [
+        (Path(f"{database}{suffix}"), Path(f"{previous}{suffix}"))
+        for suffix in ("", "-wal", "-shm")
+        if Path(f"{database}{suffix}").exists()
+    ]
+    moved: list[tuple[Path, Path]] = []
     try:
-        for suffix in ("", "-wal", "-shm"):  # SQLite's write-ahead log and its index go with it
+        for suffix in ("", "-wal", "-shm"):
             Path(f"{previous}{suffix}").unlink(missing_ok=True)
-            current = Path(f"{database}{suffix}")
-            if current.exists():
-                current.rename(f"{previous}{suffix}")
+        for current, aside in moves:
+            current.rename(aside)
+            moved.append((current, aside))
     except OSError as error:
+        for current, aside in reversed(moved):
+            with contextlib.suppress(OSError):  # what cannot be put back stays where it went
+                aside.rename(current)
         raise DatabaseUnwritable(
-            f"cannot set the last run's database aside as {previous}: {error.strerror or error}"
+            f"cannot set the last run's database aside as {previous}: {_failed_on(error)}"
         ) from None
     return previous
+
+
+def _failed_on(error: OSError) -> str:
+    """What an operating system error says, with the path it names."""
+    reason = error.strerror or str(error)
+    return f"{reason} ({error.filename})" if error.filename else reason
 
 
 def set_aside_embedded_database(settings: Settings) -> Path | None:

@@ -140,6 +140,7 @@ def test_serve_refuses_in_one_line_a_database_directory_it_cannot_write(
     (tmp_path / "var").write_text("a file where the database's directory belongs\n")
     line = _refused_start(served, capsys)
     assert line.startswith(f"error: cannot take the run lock {tmp_path / 'var' / 'exchange.sqlite3.lock'}: ")
+    assert f"({tmp_path / 'var'})" in line  # what was in the way
     assert "DATABASE_URL" in line
 
     (tmp_path / "var").unlink()

@@ -53,6 +53,8 @@ FilledText = Annotated[str, AfterValidator(storable_text), AfterValidator(_fille
 # Text of at most so many characters, for a field that may also be null (``Note | None``). The
 # limit is the string's own, checked before :data:`Text`'s validator: given on the field
 # (``Text | None = Field(max_length=…)``) it applies to whatever the union gave, after the
-# validator, and pydantic's refusal then counts "items" rather than characters.
+# validator, and pydantic's refusal then counts "items" rather than characters. (With a limit
+# of its own, the string is checked as Unicode first: a lone surrogate gets pydantic's refusal,
+# ``string_unicode``, as in every text field with a length limit, rather than ``text_surrogate``.)
 Note = Annotated[str, StringConstraints(max_length=2000), AfterValidator(storable_text)]
 Label = Annotated[str, StringConstraints(max_length=128), AfterValidator(storable_text)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
 import sqlite3
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -154,6 +156,28 @@ def test_a_last_run_that_cannot_be_set_aside_is_refused_and_left_as_it_was(proje
         claim_embedded_database(Settings())
     assert (var / "exchange.sqlite3").is_file()
     assert (var / "exchange.sqlite3.previous" / "kept").is_dir()
+
+
+def test_a_last_run_whose_files_cannot_all_move_stays_whole_under_its_name(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    var = project_dir / "var"
+    rename = Path.rename
+
+    def refusing(self: Path, target: Any) -> Path:
+        if self.name.endswith("-wal"):
+            raise OSError(errno.EXDEV, "Invalid cross-device link", str(self))
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", refusing)
+    with pytest.raises(DatabaseUnwritable, match=r"Invalid cross-device link \(.*exchange\.sqlite3-wal\)"):
+        claim_embedded_database(Settings())
+    assert sorted(path.name for path in var.iterdir()) == [
+        "exchange.sqlite3",
+        "exchange.sqlite3-shm",
+        "exchange.sqlite3-wal",
+        "exchange.sqlite3.lock",
+    ]
 
 
 def test_a_database_no_service_started_on_is_kept(project_dir: Path) -> None:

@@ -387,6 +387,20 @@ async def test_text_no_database_stores_is_refused_naming_the_field(foundation: F
     assert "cursor" in refused.json()["detail"]
 
 
+async def test_an_over_long_family_id_is_refused_counting_characters(foundation: Foundation) -> None:
+    client = foundation.client
+    reply = await client.post(
+        "/v1/admin/pool/patents",
+        json=patent_body("EP3123456B1", family_id="F" * 65),
+        headers=foundation.registrar,
+    )
+    assert reply.status_code == 422, reply.text
+    (error,) = reply.json()["errors"]
+    assert (error["loc"], error["type"]) == (["body", "family_id"], "string_too_long")
+    assert "at most 64 characters" in error["msg"]
+    assert (await client.get("/v1/pool/patents", params={"status": "proposed"})).json()["items"] == []
+
+
 async def test_a_field_no_body_names_is_refused_not_dropped(foundation: Foundation) -> None:
     """As the order bodies: an unknown field is a 422 ``extra_forbidden`` naming it, and nothing is
     registered, moved or stored."""
