@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Table, select
-from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -333,125 +332,18 @@ async def test_write_all_on_postgresql_is_one_statement(session: AsyncSession) -
     assert count == 4
 
 
-def linked_writes() -> tuple[bulk.Writes, int | None, int | None]:
-    """Two entries, then three whose ``cause`` is the ``reference`` of the first two's entry of
-    the same account (named by ``parent``), the last with a cause of its own."""
-    parents = [entry(index, reference=f"parent-{index}") for index in (1, 2)]
-    writes = bulk.Writes()
-    first = writes.insert(ENTRIES, parents, returning=("account", "reference"))
-    assert first is not None
-    link = bulk.Link("cause", first, by="parent", match="account", take="reference")
-    children = [
-        {**entry(3), "cause": None, "parent": parents[1]["account"]},
-        {**entry(4), "cause": None, "parent": parents[0]["account"]},
-        {**entry(5), "cause": "own", "parent": parents[0]["account"]},
-    ]
-    second = writes.insert(ENTRIES, children, returning=("id", "cause"), links=(link,))
-    return writes, first, second
-
-
-async def test_an_insert_takes_linked_values_from_the_rows_an_earlier_part_inserted(
+async def test_write_all_returns_what_a_part_asks_for_with_ids_in_the_rows_order(
     session: AsyncSession,
 ) -> None:
-    writes, first, second = linked_writes()
-    assert first is not None
-    assert second is not None
-    async with session.begin():
-        written = await bulk.write_all(session, writes, BALANCES, {"reserved": 1}, {"token": TOKEN})
-    assert written.moved == 0
-    assert sorted(written.returned[first]) == [
-        (entry(1)["account"], "parent-1"),
-        (entry(2)["account"], "parent-2"),
-    ]
-    assert sorted(cause for _, cause in written.returned[second]) == ["own", "parent-1", "parent-2"]
-    async with session.begin():
-        stored = await stored_entries(session)
-    causes = {row["account"]: row["cause"] for row in stored.values()}
-    assert causes == {
-        entry(1)["account"]: "test",
-        entry(2)["account"]: "test",
-        entry(3)["account"]: "parent-2",
-        entry(4)["account"]: "parent-1",
-        entry(5)["account"]: "own",
-    }
-    assert {entry_id for entry_id, _ in written.returned[second]} <= stored.keys()
-
-
-async def test_a_linked_value_that_finds_no_row_writes_nothing(session: AsyncSession) -> None:
-    writes, _, _ = linked_writes()
-    writes.parts[1].rows[0]["parent"] = "0x" + "ff" * 20  # type: ignore[index]  (no such parent)
-    with pytest.raises(Exception, match=r"null value in column \"cause\"|no row of part 0 has account"):
-        async with session.begin():
-            await bulk.write_all(session, writes, BALANCES, {"reserved": 1}, {"token": TOKEN})
-    async with session.begin():
-        assert await stored_entries(session) == {}
-
-
-def test_links_name_an_earlier_insert_that_returns_what_they_use() -> None:
+    # A serial key ascends with the rows given: a writer's fills take ids in the order they traded.
+    rows = [entry(100 + index) for index in range(60)]
     writes = bulk.Writes()
     assert writes.insert(ENTRIES, []) is None  # no rows: no part
-    writes.update(BALANCES, ("account", "token"), [{"account": "0x" + "01" * 20, "token": TOKEN}])
-    first = writes.insert(ENTRIES, [entry(1)], returning=("id",))
-    assert first == 1
-    row = {**entry(2), "parent": entry(1)["account"]}
-    with pytest.raises(ValueError, match="not an earlier insert"):
-        writes.insert(ENTRIES, [row], links=(bulk.Link("cause", 0, by="parent", match="account"),))
-    with pytest.raises(ValueError, match="does not return account"):
-        writes.insert(ENTRIES, [row], links=(bulk.Link("cause", first, by="parent", match="account"),))
-    assert len(writes.parts) == 2
-
-
-def test_a_linked_inserts_statement_is_built_once_per_shape() -> None:
-    """The statement of a linked insert is kept by shape (table, keys, links, returning): the same
-    shape is not built again, and shapes differing in any of these get statements of their own."""
-    dialect = PGDialect_asyncpg()
-
-    def statement(take: str = "reference", returning: tuple[str, ...] = ("id", "cause")) -> str:
-        parents = [entry(index, reference=f"parent-{index}") for index in (1, 2)]
-        writes = bulk.Writes()
-        first = writes.insert(ENTRIES, parents, returning=("account", "reference", "token"))
-        assert first is not None
-        link = bulk.Link("cause", first, by="parent", match="account", take=take)
-        row = {**entry(3), "cause": None, "parent": parents[0]["account"]}
-        second = writes.insert(ENTRIES, [row], returning=returning, links=(link,))
-        assert second is not None
-        return bulk._part_sql(writes, second, dialect)[0]
-
-    built = bulk._linked_insert_sql.cache_info().misses
-    first = statement()
-    assert bulk._linked_insert_sql.cache_info().misses == built + 1
-    hits = bulk._linked_insert_sql.cache_info().hits
-    assert statement() == first
-    assert bulk._linked_insert_sql.cache_info().hits == hits + 1
-    assert bulk._linked_insert_sql.cache_info().misses == built + 1
-    assert len({first, statement(take="token"), statement(returning=("id",))}) == 3
-    writes = bulk.Writes()
-    parent = writes.insert(ENTRIES, [entry(1)], returning=("account", "reference"))
-    assert parent is not None
-    link = bulk.Link("cause", parent, by="parent", match="account", take="reference")
-    odd = writes.insert(ENTRIES, [{**entry(2), "parent": "x", "bogus": 1}], links=(link,))
-    assert odd is not None
-    for _ in range(2):  # refused every time: a refusal is not kept
-        with pytest.raises(KeyError, match="has no column bogus"):
-            bulk._part_sql(writes, odd, dialect)
-
-
-async def test_a_linked_insert_keeps_its_rows_order(session: AsyncSession) -> None:
-    # A serial key ascends with the rows given, as an insert without links gives it: a writer's
-    # fills take ids in the order they traded. (The join to the linked rows would not keep it.)
-    parents = [entry(index, reference=f"parent-{index}") for index in range(1, 21)]
-    writes = bulk.Writes()
-    first = writes.insert(ENTRIES, parents, returning=("account", "reference"))
-    assert first is not None
-    children = [
-        {**entry(100 + index), "cause": None, "parent": parents[index * 7 % 20]["account"]}
-        for index in range(60)
-    ]
-    link = bulk.Link("cause", first, by="parent", match="account", take="reference")
-    second = writes.insert(ENTRIES, children, returning=("id", "reference"), links=(link,))
-    assert second is not None
+    part = writes.insert(ENTRIES, rows, returning=("id", "reference"))
+    assert part == 0
     async with session.begin():
         written = await bulk.write_all(session, writes, BALANCES, {"reserved": 1}, {"token": TOKEN})
-    ids = dict((reference, entry_id) for entry_id, reference in written.returned[second])
-    in_order = [ids[child["reference"]] for child in children]
+    ids = dict((reference, entry_id) for entry_id, reference in written.returned[part])
+    in_order = [ids[row["reference"]] for row in rows]
+    assert len(set(in_order)) == len(rows)
     assert in_order == sorted(in_order)

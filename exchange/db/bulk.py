@@ -90,15 +90,7 @@ def _payload(columns: Sequence[Column[Any]], rows: Sequence[Row], dialect: Diale
     A value its type refuses raises SQLAlchemy's ``StatementError`` (the original error as
     ``orig``), as the same value in any other statement would.
     """
-    return _named_payload([(column.key, column) for column in columns], rows, dialect, sql)
-
-
-def _named_payload(
-    named: Sequence[tuple[str, Column[Any]]], rows: Sequence[Row], dialect: Dialect, sql: str
-) -> str:
-    """:func:`_payload` of rows whose keys are not all their columns' names: each key with the
-    column whose type binds its values."""
-    processors = [(name, _processor(column, dialect)) for name, column in named]
+    processors = [(column.key, _processor(column, dialect)) for column in columns]
     try:
         return orjson.dumps(
             [
@@ -301,70 +293,32 @@ async def update_rows(session: Target, table: Table, keys: Sequence[str], rows: 
 
 
 @dataclass(frozen=True)
-class Link:
-    """A column an inserted row takes from a row an earlier part of the same :class:`Writes`
-    inserted, when the row's own value for it is None.
-
-    The row carries ``by`` (a key that is not a column of its table, typed as ``match``); the
-    value is ``take`` of the row that part ``part`` inserted whose ``match`` equals it. That
-    part returns both (its ``returning``). On SQLite a row of a market writer's fills names its
-    maker order by the order's journal sequence when the order is inserted in the same cycle,
-    whose id only the database gives (on PostgreSQL the writer takes its orders' ids ahead).
-    """
-
-    column: str
-    part: int
-    by: str
-    match: str
-    take: str = "id"
-
-
-@dataclass(frozen=True)
 class _Part:
     table: Table
     keys: tuple[str, ...]  # the update's match; none for an insert
     rows: Sequence[Row]
     returning: tuple[str, ...] = ()
-    links: tuple[Link, ...] = ()
 
 
 @dataclass
 class Writes:
     """Inserts and updates of many rows, gathered to be sent together by :func:`write_all`.
 
-    None of them may depend on another's effect, but for an insert's :class:`Link` to the rows
-    of an earlier insert: on PostgreSQL they and :func:`write_all`'s last update run as ONE
-    statement (data-modifying ``WITH`` parts), all on the statement's one snapshot, so none
-    sees the rows another writes (the last update must not need them), and no row may be
-    written by two parts. Foreign keys are checked when the statement ends, after every part.
+    None of them may depend on another's effect: on PostgreSQL they and :func:`write_all`'s
+    last update run as ONE statement (data-modifying ``WITH`` parts), all on the statement's
+    one snapshot, so none sees the rows another writes (the last update must not need them),
+    and no row may be written by two parts. Foreign keys are checked when the statement
+    ends, after every part.
     """
 
     parts: list[_Part] = field(default_factory=list)
 
-    def insert(
-        self,
-        table: Table,
-        rows: Sequence[Row],
-        *,
-        returning: Sequence[str] = (),
-        links: Sequence[Link] = (),
-    ) -> int | None:
+    def insert(self, table: Table, rows: Sequence[Row], *, returning: Sequence[str] = ()) -> int | None:
         """Insert ``rows`` (all with the same keys), as :func:`insert_rows`; the part's number
-        (for :class:`Link` and :attr:`Written.returned`), or None without rows (no part).
-
-        Each of ``links`` names an earlier insert part that returns its ``match`` and ``take``
-        (else ``ValueError``); an insert without rows made no part, so there is none to link to.
-        """
+        (for :attr:`Written.returned`), or None without rows (no part)."""
         if not rows:
             return None
-        known = {index for index, part in enumerate(self.parts) if not part.keys}
-        for link in links:
-            if link.part not in known:
-                raise ValueError(f"a link to part {link.part}, which is not an earlier insert")
-            linked = self.parts[link.part]
-            if not {link.match, link.take} <= set(linked.returning):
-                raise ValueError(f"part {link.part} does not return {link.match} and {link.take}")
-        self.parts.append(_Part(table, (), rows, tuple(returning), tuple(links)))
+        self.parts.append(_Part(table, (), rows, tuple(returning)))
         return len(self.parts) - 1
 
     def update(self, table: Table, keys: Sequence[str], rows: Sequence[Row]) -> None:
@@ -401,8 +355,7 @@ async def write_all(target: Target, writes: Writes, table: Table, values: Row, w
             if part.keys:
                 await update_rows(target, part.table, part.keys, part.rows)
                 continue
-            rows = _resolved(writes, part, returned)
-            found = await insert_rows(target, part.table, rows, returning=part.returning)
+            found = await insert_rows(target, part.table, part.rows, returning=part.returning)
             if part.returning:
                 returned[number] = found
         result = await target.execute(
@@ -430,32 +383,6 @@ async def write_all(target: Target, writes: Writes, table: Table, values: Row, w
     )
 
 
-def _resolved(writes: Writes, part: _Part, returned: dict[int, list[tuple[Any, ...]]]) -> list[Row]:
-    """``part``'s rows with their links' values taken from the earlier parts' ``returned`` rows
-    (where the row has none), and without the links' ``by`` keys: what the table stores."""
-    if not part.links:
-        return list(part.rows)
-    lookups = []
-    for link in part.links:
-        names = writes.parts[link.part].returning
-        match, take = names.index(link.match), names.index(link.take)
-        lookups.append((link, {row[match]: row[take] for row in returned[link.part]}))
-    resolved: list[Row] = []
-    for row in part.rows:
-        stored = {name: value for name, value in row.items() if all(name != link.by for link, _ in lookups)}
-        for link, lookup in lookups:
-            if stored[link.column] is None:
-                if row[link.by] not in lookup:
-                    # On PostgreSQL the column is left null, which its NOT NULL refuses.
-                    raise LookupError(f"no row of part {link.part} has {link.match} = {row[link.by]!r}")
-                stored[link.column] = lookup[row[link.by]]
-        resolved.append(stored)
-    return resolved
-
-
-_POSITION = "bulk_row_position"  # a linked insert's row numbers: no column's name
-
-
 def _part_sql(writes: Writes, number: int, dialect: Dialect) -> tuple[str, str]:
     """Part ``number`` of ``writes`` as a statement reading its rows from parameter
     ``number + 1``, and that parameter's value."""
@@ -465,60 +392,6 @@ def _part_sql(writes: Writes, number: int, dialect: Dialect) -> tuple[str, str]:
         names = part.keys + tuple(name for name in part.rows[0] if name not in part.keys)
         sql = _update_sql(part.table, part.keys, names[len(part.keys) :], dialect, parameter)
         return sql, _payload(_columns(part.table, names), part.rows, dialect, sql)
-    if not part.links:
-        names = tuple(part.rows[0])
-        sql = _insert_sql(part.table, names, part.returning, dialect, parameter)
-        return sql, _payload(_columns(part.table, names), part.rows, dialect, sql)
-    linked = tuple((link, writes.parts[link.part].table) for link in part.links)
-    sql, named = _linked_insert_sql(
-        part.table, tuple(part.rows[0]), linked, part.returning, dialect, parameter
-    )
-    return sql, _named_payload(named, part.rows, dialect, sql)
-
-
-@cache
-def _linked_insert_sql(
-    table: Table,
-    keys: tuple[str, ...],
-    linked: tuple[tuple[Link, Table], ...],
-    returning: tuple[str, ...],
-    dialect: Dialect,
-    parameter: int,
-) -> tuple[str, tuple[tuple[str, Column[Any]], ...]]:
-    """The insert of rows with ``keys`` into ``table`` whose ``linked`` columns (each link with
-    the table of the part it names) come from earlier parts, reading the rows from parameter
-    ``parameter``; and each key with the column whose type binds its values. One text per
-    shape, built once: a market writer sends one every cycle."""
-    quote = dialect.identifier_preparer.quote
-    by = {link.by: (link, part_table) for link, part_table in linked}
-    columns = {link.column: (index, link) for index, (link, _) in enumerate(linked)}
-    stored = [name for name in keys if name not in by]
-    _columns(table, stored)  # a key that is neither a column nor a link's is refused
-    named = tuple((name, by[name][1].c[by[name][0].match] if name in by else table.c[name]) for name in keys)
-    selected = [
-        f"coalesce(v.{quote(name)}, l{columns[name][0]}.{quote(columns[name][1].take)})"
-        if name in columns
-        else f"v.{quote(name)}"
-        for name in stored
-    ]
-    joins = "".join(
-        f" LEFT JOIN w{link.part} AS l{index} ON l{index}.{quote(link.match)} = v.{quote(link.by)}"
-        for index, (link, _) in enumerate(linked)
-    )
-    target = dialect.identifier_preparer.format_table(table)
-    definitions = ", ".join(f"{quote(name)} {column.type.compile(dialect=dialect)}" for name, column in named)
-    aliases = ", ".join(quote(name) for name, _ in named)
-    # The rows go in in their order, as an insert of rows alone puts them (the ids a serial key
-    # gives ascend with it): the joins would not keep it, so each row's position orders them.
-    source = (
-        f"ROWS FROM (json_to_recordset(${parameter}::json) AS ({definitions}))"
-        f" WITH ORDINALITY AS v({aliases}, {_POSITION})"
-    )
-    # Identifiers are the tables' own, quoted by the dialect; every value is in the parameter.
-    sql = (
-        f"INSERT INTO {target} ({', '.join(quote(name) for name in stored)})"  # noqa: S608
-        f" SELECT {', '.join(selected)} FROM {source}{joins} ORDER BY v.{_POSITION}"
-    )
-    if returning:
-        sql += f" RETURNING {', '.join(quote(name) for name in returning)}"
-    return sql, named
+    names = tuple(part.rows[0])
+    sql = _insert_sql(part.table, names, part.returning, dialect, parameter)
+    return sql, _payload(_columns(part.table, names), part.rows, dialect, sql)

@@ -84,7 +84,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, tuple_, union_all, update
+from sqlalchemy import Table, bindparam, func, select, tuple_, union_all, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -178,6 +178,8 @@ _KNOWN_ORDERS = union_all(
     ),
     select(_ORDERS).where(_ORDERS.c.order_hash.in_(bindparam("hashes", expanding=True))),
 )
+# Off PostgreSQL, where new orders' ids follow the highest one (``_read``).
+_HIGHEST_ORDER_ID = select(func.max(_ORDERS.c.id))
 # The journal starts empty and grows fast: a generic plan PostgreSQL cached for a prepared
 # statement while its tables were small (sequential scans) would stay in use as they grow,
 # until the next ANALYZE, and cost tens of milliseconds a cycle. A cycle runs each of its
@@ -303,13 +305,13 @@ class _Cycle:
         self.hashes: set[str] = set()
         self.levels: dict[tuple[Side, int], tuple[int, int]] = {}  # L2 after the cycle, for the feed
         self.reads = 0  # balance queries
-        # Ids the first read took for the orders the cycle may place, highest first; none where
-        # the database gives each its id as it is inserted (SQLite).
+        # Ids the first read took for the orders the cycle may place (one for each placement),
+        # highest first.
         self.order_ids: list[int] = []
 
-    def order_id(self) -> int | None:
-        """The id of the next order the cycle places, if the cycle took ids ahead."""
-        return self.order_ids.pop() if self.order_ids else None
+    def order_id(self) -> int:
+        """The id of the next order the cycle places."""
+        return self.order_ids.pop()
 
     async def load(self, keys: Iterable[BalanceKey]) -> None:
         missing = {key for key in keys if key not in self.loaded}
@@ -889,14 +891,20 @@ class MarketWriter:
         """The cycle's first read: the orders already journaled that the batch's orders could
         repeat (``_known_orders``), and the balances of ``keys`` locked (``_Cycle.load``).
 
-        On PostgreSQL both are one statement, one round trip (``_cycle_read_sql``), which also
-        takes an id for each order the batch may place (``_Cycle.order_ids``); the keys without a
-        balance row then get theirs, created and locked (an insert and a read).
+        It also takes an id for each order the batch may place (``_Cycle.order_ids``): the fills
+        name their orders by id in the same write. On PostgreSQL all of it is one statement, one
+        round trip (``_cycle_read_sql``), the ids from the orders' sequence; the keys without a
+        balance row then get theirs, created and locked (an insert and a read). On SQLite the
+        ids follow the highest one, as SQLite numbers a new row itself: the cycle's transaction
+        holds the database's write lock from its start (every transaction begins IMMEDIATE).
         """
         db = cycle.db
         if not (places and isinstance(db, bulk.Raw)):
             known = await self._known_orders(db, places)
             await cycle.load(keys)
+            if places and isinstance(db, AsyncSession):
+                highest = int(await db.scalar(_HIGHEST_ORDER_ID) or 0)
+                cycle.order_ids = list(range(highest + len(places), highest, -1))
             return known
         balances, orders, order_ids, *_ = await db.driver.fetchrow(
             _cycle_read_sql(db.dialect),
@@ -1415,17 +1423,8 @@ class MarketWriter:
 
     async def _write(self, cycle: _Cycle) -> None:
         writes = bulk.Writes()
-        # New orders carry the ids the cycle's first read took (PostgreSQL); elsewhere the
-        # database gives them theirs as they are inserted.
-        numbered = all(row.id is not None for row in cycle.new_orders.values())
-        orders = writes.insert(
-            _ORDERS,
-            [
-                row.values() if numbered else {k: v for k, v in row.values().items() if k != "id"}
-                for row in cycle.new_orders.values()
-            ],
-            returning=() if numbered else ("id", "sequence"),
-        )
+        # New orders carry the ids the cycle's first read took (``_read``).
+        writes.insert(_ORDERS, [row.values() for row in cycle.new_orders.values()])
         writes.update(
             _ORDERS,
             ("id",),
@@ -1437,40 +1436,22 @@ class MarketWriter:
         writes.insert(_CANCELS, cycle.cancels)
         fills = None
         if cycle.fills:
-            # A fill names its orders by id: a resting order's is known, and so is a new order's
-            # when the cycle took its id ahead; else it is the one the orders part gives it (by
-            # its sequence), in the same statement.
-            existing = {
-                row.sequence: row.id
-                for row in (*cycle.touched_orders.values(), *(cycle.new_orders.values() if numbered else ()))
+            ids = {
+                row.sequence: row.id for row in (*cycle.new_orders.values(), *cycle.touched_orders.values())
             }
-            linked = orders is not None and not numbered
+            for fill in cycle.fills:
+                fill["maker_order_id"] = ids[fill["maker_sequence"]]
+                fill["taker_order_id"] = ids[fill["taker_sequence"]]
             fills = writes.insert(
                 _FILLS,
                 [
                     {
                         **{k: v for k, v in fill.items() if k not in ("maker_sequence", "taker_sequence")},
-                        "maker_order_id": existing.get(fill["maker_sequence"]),
-                        "taker_order_id": existing.get(fill["taker_sequence"]),
-                        **(
-                            {
-                                "maker_sequence": fill["maker_sequence"],
-                                "taker_sequence": fill["taker_sequence"],
-                            }
-                            if linked
-                            else {}
-                        ),
                         "settlement_state": SettlementState.PENDING.value,
                     }
                     for fill in cycle.fills
                 ],
                 returning=("id", "trade_id"),
-                links=(
-                    bulk.Link("maker_order_id", orders, by="maker_sequence", match="sequence"),
-                    bulk.Link("taker_order_id", orders, by="taker_sequence", match="sequence"),
-                )
-                if linked and orders is not None
-                else (),
             )
             await self._write_candles(cycle, writes)
         repository.balance_writes(
@@ -1491,20 +1472,10 @@ class MarketWriter:
                 f"the journal head of {self.market_id} moved away from {cycle.start_sequence} "
                 "under this writer: another writer owns the market"
             )
-        if orders is not None and not numbered:
-            for order_id, sequence in written.returned[orders]:
-                cycle.new_orders[sequence].id = order_id
         if fills is not None:
             fill_ids = {trade_id: fill_id for fill_id, trade_id in written.returned[fills]}
             for fill in cycle.fills:
                 fill["id"] = fill_ids[fill["trade_id"]]
-                fill["maker_order_id"] = self._order_id(cycle, fill["maker_sequence"])
-                fill["taker_order_id"] = self._order_id(cycle, fill["taker_sequence"])
-
-    @staticmethod
-    def _order_id(cycle: _Cycle, sequence: int) -> int | None:
-        row = cycle.new_orders.get(sequence) or cycle.touched_orders[sequence]
-        return row.id
 
     async def _write_candles(self, cycle: _Cycle, writes: bulk.Writes) -> None:
         """Fold the cycle's fills into the stored candles (read-modify-write: this writer owns them)."""
