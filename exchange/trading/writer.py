@@ -899,13 +899,16 @@ class MarketWriter:
         holds the database's write lock from its start (every transaction begins IMMEDIATE).
         """
         db = cycle.db
-        if not (places and isinstance(db, bulk.Raw)):
+        if isinstance(db, AsyncSession):
             known = await self._known_orders(db, places)
             await cycle.load(keys)
-            if places and isinstance(db, AsyncSession):
+            if places:
                 highest = int(await db.scalar(_HIGHEST_ORDER_ID) or 0)
                 cycle.order_ids = list(range(highest + len(places), highest, -1))
             return known
+        if not places:
+            await cycle.load(keys)
+            return []
         balances, orders, order_ids, *_ = await db.driver.fetchrow(
             _cycle_read_sql(db.dialect),
             *self._known_arguments(places, db.dialect),
@@ -951,30 +954,19 @@ class MarketWriter:
         ]
 
     async def _known_orders(
-        self, db: bulk.Target, places: list[PlaceIntent | ReplaceIntent]
+        self, session: AsyncSession, places: list[PlaceIntent | ReplaceIntent]
     ) -> list[OrderRow]:
-        """Orders already journaled that share an account's client order id or nonce, or an order hash."""
+        """Orders already journaled that share an account's client order id or nonce, or an order
+        hash (off PostgreSQL; there ``_cycle_read_sql`` reads them)."""
         if not places:
             return []
+        client_ids, nonces, hashes = self._known_keys(places)
         # Core rows, not ORM objects: the writer keeps its own OrderRow copies.
-        if isinstance(db, bulk.Raw):
-            rows: Iterable[Mapping[Any, Any]] = [
-                dict(zip(_ORDER_COLUMN_NAMES, values, strict=True))
-                for values in await bulk.fetch(
-                    db,
-                    _known_orders_sql(db.dialect),
-                    *self._known_arguments(places, db.dialect),
-                    columns=_ORDER_COLUMNS,
-                )
-            ]
-        else:
-            client_ids, nonces, hashes = self._known_keys(places)
-            found = await db.execute(
-                _KNOWN_ORDERS,
-                {"client_ids": padded(client_ids), "nonces": padded(nonces), "hashes": padded(hashes)},
-            )
-            rows = list(found.mappings())
-        return self._known_rows(rows)
+        found = await session.execute(
+            _KNOWN_ORDERS,
+            {"client_ids": padded(client_ids), "nonces": padded(nonces), "hashes": padded(hashes)},
+        )
+        return self._known_rows(found.mappings())
 
     def _known_rows(self, rows: Iterable[Mapping[Any, Any]]) -> list[OrderRow]:
         """The writer's rows of the orders ``rows`` read (its live copy of a resting order)."""
