@@ -199,14 +199,22 @@ async def test_a_transaction_begun_for_commands_that_needed_no_cycle_is_ended_be
     assert not statements.driver.is_in_transaction()
 
 
+async def seller_and_buyer(
+    desk: Desk, monkeypatch: pytest.MonkeyPatch, seller_key: int, buyer_key: int
+) -> tuple[Trader, Trader, Any]:
+    """A member holding base to sell and one holding quote to buy, and the market's writer, with
+    no claim check due between its cycles."""
+    seller, buyer = await desk.member(seller_key), await desk.member(buyer_key)
+    await desk.deposit(seller, desk.market["base"], 10 * WHOLE)
+    await desk.deposit(buyer, desk.market["quote"], 1_000 * DOLLAR)
+    monkeypatch.setattr(market_claim, "CHECK_S", 3600.0)
+    return seller, buyer, desk.trading.market("BPC-TUSD").writer
+
+
 async def test_fills_name_their_orders_whether_resting_or_placed_in_the_same_cycle(
     desk: Desk, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    alice, bob = await desk.member(0x93), await desk.member(0x94)
-    await desk.deposit(alice, desk.market["base"], 10 * WHOLE)
-    await desk.deposit(bob, desk.market["quote"], 1_000 * DOLLAR)
-    writer = desk.trading.market("BPC-TUSD").writer
-    monkeypatch.setattr(market_claim, "CHECK_S", 3600.0)
+    alice, bob, writer = await seller_and_buyer(desk, monkeypatch, 0x93, 0x94)
     resting = await desk.place(alice, "sell", price(5), WHOLE)
     started, gate = hold_next_cycle(writer, monkeypatch)
     held = asyncio.create_task(desk.place(bob, "buy", price(1), WHOLE))  # crosses nothing
@@ -324,11 +332,7 @@ async def test_held_answers_and_reports_say_what_their_cycle_committed(
     # Alice's sell commits while Bob's crossing buy waits: her answer and the cycle's report are
     # held until Bob's cycle sends its write, which then fails. They still say what her cycle
     # committed (open, unfilled, journal head 1), not what Bob's cycle matched and never wrote.
-    alice, bob = await desk.member(0x97), await desk.member(0x98)
-    await desk.deposit(alice, desk.market["base"], 10 * WHOLE)
-    await desk.deposit(bob, desk.market["quote"], 1_000 * DOLLAR)
-    writer = desk.trading.market("BPC-TUSD").writer
-    monkeypatch.setattr(market_claim, "CHECK_S", 3600.0)
+    alice, bob, writer = await seller_and_buyer(desk, monkeypatch, 0x97, 0x98)
     head = writer.sequence
     write_all = bulk.write_all
     reported: list[tuple[int, list[str]]] = []
