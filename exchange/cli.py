@@ -141,9 +141,12 @@ def _no_erc20(w3: Any, token: str) -> str | None:
 def address_type(text: str) -> str:
     """An argparse type of every command: ``text`` as its checksummed address (``kit.addresses``,
     imported when first used: the command line starts without it)."""
-    from exchange.kit.addresses import address_argument
+    from exchange.kit.addresses import checked_address
 
-    return address_argument(text)
+    try:
+        return checked_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:

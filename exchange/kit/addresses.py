@@ -9,7 +9,6 @@ whatever address the typo names (admit it, grant it a role, pay it royalties).
 
 from __future__ import annotations
 
-import argparse
 import functools
 import re
 from typing import Annotated, Final
@@ -48,14 +47,6 @@ def checked_address(value: str) -> str:
     if refusal is not None:
         raise ValueError(f"{value!r} {refusal}")
     return str(to_checksum_address(value))
-
-
-def address_argument(text: str) -> str:
-    """An argparse type: ``text`` as its checksummed address (:func:`checked_address`)."""
-    try:
-        return checked_address(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _field(value: str) -> str:
